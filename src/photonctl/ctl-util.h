@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* photonctl's connection and output helpers, shared by every verb file. */
+
+#include <json-c/json.h>
+#include <stdbool.h>
+
+#include "json-util.h"
+#include "macro.h"
+
+typedef struct CtlContext {
+        const char *socket_path;
+        bool json;              /* --json: print raw protocol replies */
+} CtlContext;
+
+typedef int (*CtlVerbFunc)(CtlContext *ctx, int argc, char *argv[]);
+
+/* Connects to the daemon; a clear one-line error when it is not running. */
+int ctl_connect(const CtlContext *ctx, int *ret_fd);
+
+/* A new request object {"type":type,"id":"ctl-<pid>-<n>"}. */
+struct json_object* ctl_request_new(const char *type);
+
+/* Writes one request line. */
+int ctl_send(int fd, struct json_object *req);
+
+/* Reads one reply line (blocking, timeout_ms < 0: none). -ETIMEDOUT, -ECONNRESET on EOF. */
+int ctl_recv(int fd, int timeout_ms, struct json_object **ret);
+
+/* Connects, sends req, and returns the reply whose id matches (pushes in between are skipped). */
+int ctl_call(const CtlContext *ctx, struct json_object *req, struct json_object **ret_reply);
+
+/* For a reply of type "error" or a result with success:false prints a one-line error and returns -EIO. */
+int ctl_check_reply(struct json_object *reply, const char *what);
+
+/* Prints o as one compact JSON line. */
+void ctl_print_json(struct json_object *o);
+
+/* Parses a JSON argument given on the command line. */
+int ctl_parse_json_arg(const char *arg, const char *what, struct json_object **ret);
+
+/* "3h 12m", "45s", "in 2d 4h" helpers for tables. */
+void ctl_format_duration(char *buf, size_t len, int64_t ms);
+void ctl_format_time(char *buf, size_t len, int64_t epoch_ms);
+
+/* Verbs, one file per area. */
+int verb_ping(CtlContext *ctx, int argc, char *argv[]);
+int verb_status(CtlContext *ctx, int argc, char *argv[]);
+int verb_shutdown(CtlContext *ctx, int argc, char *argv[]);
+int verb_ps(CtlContext *ctx, int argc, char *argv[]);
+/* ctl-channels.c */
+int verb_publish(CtlContext *ctx, int argc, char *argv[]);
+int verb_subscribe(CtlContext *ctx, int argc, char *argv[]);
+int verb_channels(CtlContext *ctx, int argc, char *argv[]);
+/* ctl-locks.c */
+int verb_lock(CtlContext *ctx, int argc, char *argv[]);
+int verb_unlock(CtlContext *ctx, int argc, char *argv[]);
+int verb_locks(CtlContext *ctx, int argc, char *argv[]);
+int verb_with_lock(CtlContext *ctx, int argc, char *argv[]);
+/* ctl-jobs.c */
+int verb_schedule(CtlContext *ctx, int argc, char *argv[]);
+int verb_unschedule(CtlContext *ctx, int argc, char *argv[]);
+int verb_jobs(CtlContext *ctx, int argc, char *argv[]);
+int verb_cron(CtlContext *ctx, int argc, char *argv[]);
+int verb_history(CtlContext *ctx, int argc, char *argv[]);
+int verb_run_job(CtlContext *ctx, int argc, char *argv[]);
+/* ctl-dispatch.c */
+int verb_call(CtlContext *ctx, int argc, char *argv[]);
+int verb_provide(CtlContext *ctx, int argc, char *argv[]);
+/* ctl-webhook.c */
+int verb_webhook_test(CtlContext *ctx, int argc, char *argv[]);

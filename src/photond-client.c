@@ -1,0 +1,401 @@
+/* SPDX-License-Identifier: MIT */
+
+/* Control-socket connections. Requests are framed by '\n' (a trailing '\r' and blank lines are tolerated, as
+ * JSON.parse does in the reference). Complete lines are handed over straight from the shared read buffer; only an
+ * incomplete tail is copied into the client's own buffer. Output is queued as references to shared buffers and
+ * leaves in one writev() per client when the manager flushes, so a burst of messages costs one syscall. */
+
+#include <assert.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include "json-util.h"
+#include "log.h"
+#include "photond-client.h"
+#include "photond-limits.h"
+#include "photond-manager.h"
+#include "photond-protocol.h"
+
+ClientLineHandler client_line_handler = NULL;
+
+/* One read buffer for every connection: the loop is single-threaded and lines are consumed before returning. */
+#define READ_CHUNK (64 * 1024)
+static char read_buffer[READ_CHUNK];
+
+static int client_update_io_events(Client *c) {
+        uint32_t events = 0;
+
+        if (!c->io_event_source || c->disconnected)
+                return 0;
+        if (!c->close_after_flush)
+                events |= EPOLLIN;
+        if (c->want_pollout)
+                events |= EPOLLOUT;
+        return sd_event_source_set_io_events(c->io_event_source, events);
+}
+
+static int client_on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Client *c = userdata;
+        int r;
+
+        if (revents & EPOLLOUT) {
+                r = client_flush(c);
+                if (r < 0) {
+                        log_debug_errno(r, "Client %" PRIu64 ": write failed, disconnecting: %m", c->serial);
+                        manager_client_disconnect(c->manager, c);
+                        return 0;
+                }
+                if (c->close_after_flush && c->out_n == 0) {
+                        manager_client_disconnect(c->manager, c);
+                        return 0;
+                }
+        }
+
+        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                ssize_t n;
+
+                if (c->close_after_flush)
+                        return 0;
+
+                n = read(fd, read_buffer, sizeof(read_buffer));
+                if (n < 0) {
+                        if (errno == EAGAIN || errno == EINTR)
+                                return 0;
+                        log_debug_errno(errno, "Client %" PRIu64 ": read failed, disconnecting: %m", c->serial);
+                        manager_client_disconnect(c->manager, c);
+                        return 0;
+                }
+                if (n == 0) {
+                        manager_client_disconnect(c->manager, c);
+                        return 0;
+                }
+
+                r = client_feed(c, read_buffer, n);
+                if (r == -ENOMEM) {
+                        log_oom();
+                        manager_client_disconnect(c->manager, c);
+                        return 0;
+                }
+                if (r < 0 && !c->disconnected)
+                        (void) client_update_io_events(c);
+        }
+
+        return 0;
+}
+
+int client_new(Manager *m, int fd, Client **ret) {
+        _cleanup_(client_freep) Client *c = NULL;
+        socklen_t len = sizeof(c->ucred);
+        int r;
+
+        assert(m);
+        assert(fd >= 0);
+        assert(ret);
+
+        c = new(Client, 1);
+        if (!c)
+                return -ENOMEM;
+        *c = (Client) {
+                .fd = -EBADF,
+                .serial = ++m->client_serial,
+                .ucred = { .pid = 0, .uid = (uid_t) -1, .gid = (gid_t) -1 },
+        };
+
+        /* Peer credentials decide who may shut the daemon down. A socketpair in tests has them too. */
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->ucred, &len) < 0)
+                c->ucred = (struct ucred) { .pid = 0, .uid = (uid_t) -1, .gid = (gid_t) -1 };
+
+        r = sd_event_add_io(m->event, &c->io_event_source, fd, EPOLLIN, client_on_io, c);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(c->io_event_source, "client-io");
+
+        c->fd = fd;
+        c->manager = m;
+        LIST_PREPEND(clients, m->clients, c);
+        m->n_clients++;
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+static void client_clear_queue(Client *c) {
+        for (size_t i = 0; i < c->out_n; i++)
+                shared_buf_unref(c->out[c->out_head + i].buf);
+        c->out = mfree(c->out);
+        c->out_head = c->out_n = c->out_alloc = 0;
+        c->out_bytes = 0;
+}
+
+Client* client_free(Client *c) {
+        if (!c)
+                return NULL;
+
+        if (c->manager) {
+                LIST_REMOVE(clients, c->manager->clients, c);
+                c->manager->n_clients--;
+                if (c->dirty)
+                        LIST_REMOVE(dirty, c->manager->dirty_clients, c);
+        }
+
+        sd_event_source_disable_unref(c->io_event_source);
+        safe_close(c->fd);
+        client_clear_queue(c);
+        free(c->rbuf);
+        free(c->session_id);
+        return mfree(c);
+}
+
+static void client_mark_dirty(Client *c) {
+        if (c->dirty || !c->manager)
+                return;
+        c->dirty = true;
+        LIST_PREPEND(dirty, c->manager->dirty_clients, c);
+        manager_schedule_flush(c->manager);
+}
+
+int client_send(Client *c, SharedBuf *b, const void *tag) {
+        assert(c);
+        assert(b);
+
+        if (c->disconnected)
+                return -ECONNRESET;
+
+        if (c->out_bytes + b->size > limits.MAX_WRITE_QUEUE_BYTES) {
+                if (tag)
+                        return -ENOBUFS;
+                /* A client that does not read its replies cannot be helped by dropping them. */
+                log_warning("Client %" PRIu64 " (pid %d): write queue over %" PRIu64 " bytes, disconnecting.",
+                            c->serial, (int) c->ucred.pid, limits.MAX_WRITE_QUEUE_BYTES);
+                if (c->manager)
+                        manager_client_disconnect(c->manager, c);
+                return -ENOBUFS;
+        }
+
+        if (c->out_head + c->out_n == c->out_alloc) {
+                if (c->out_head > 0) {
+                        memmove(c->out, c->out + c->out_head, c->out_n * sizeof(OutEntry));
+                        c->out_head = 0;
+                } else {
+                        size_t na = c->out_alloc ? c->out_alloc * 2 : 8;
+                        OutEntry *n = realloc(c->out, na * sizeof(OutEntry));
+                        if (!n)
+                                return -ENOMEM;
+                        c->out = n;
+                        c->out_alloc = na;
+                }
+        }
+
+        c->out[c->out_head + c->out_n++] = (OutEntry) {
+                .buf = shared_buf_ref(b),
+                .tag = tag,
+        };
+        c->out_bytes += b->size;
+        client_mark_dirty(c);
+        return 0;
+}
+
+int client_send_json(Client *c, struct json_object *o) {
+        _cleanup_(shared_buf_unrefp) SharedBuf *b = NULL;
+
+        if (!o)
+                return -ENOMEM;
+        b = shared_buf_new_json_line(o);
+        if (!b)
+                return -ENOMEM;
+        return client_send(c, b, NULL);
+}
+
+int client_reply_result(Client *c, const char *id, bool success, struct json_object *data) {
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+
+        o = response_result_new(id, success, data);
+        if (!o)
+                return -ENOMEM;
+        return client_send_json(c, o);
+}
+
+int client_reply_error(Client *c, const char *id, const char *error, const char *suggestion) {
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+
+        o = response_error_new(id, error, suggestion);
+        if (!o)
+                return -ENOMEM;
+        return client_send_json(c, o);
+}
+
+int client_flush(Client *c) {
+        assert(c);
+
+        while (c->out_n > 0) {
+                struct iovec iov[IOV_MAX];
+                size_t n = MIN(c->out_n, (size_t) IOV_MAX);
+                ssize_t w;
+
+                for (size_t i = 0; i < n; i++) {
+                        OutEntry *e = &c->out[c->out_head + i];
+                        iov[i] = (struct iovec) {
+                                .iov_base = e->buf->data + e->offset,
+                                .iov_len = e->buf->size - e->offset,
+                        };
+                }
+
+                w = writev(c->fd, iov, (int) n);
+                if (w < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN) {
+                                if (!c->want_pollout) {
+                                        c->want_pollout = true;
+                                        (void) client_update_io_events(c);
+                                }
+                                return 0;
+                        }
+                        return -errno;
+                }
+
+                c->out_bytes -= w;
+                while (w > 0) {
+                        OutEntry *e = &c->out[c->out_head];
+                        size_t left = e->buf->size - e->offset;
+
+                        if ((size_t) w < left) {
+                                e->offset += w;
+                                break;
+                        }
+                        w -= left;
+                        shared_buf_unref(e->buf);
+                        c->out_head++;
+                        c->out_n--;
+                }
+        }
+
+        /* Idle connections keep no queue memory. */
+        c->out = mfree(c->out);
+        c->out_head = c->out_alloc = 0;
+        if (c->want_pollout) {
+                c->want_pollout = false;
+                (void) client_update_io_events(c);
+        }
+        return 0;
+}
+
+size_t client_drop_tagged(Client *c, void (*cb)(Client *c, const void *tag, void *userdata), void *userdata) {
+        size_t kept = 0, dropped = 0;
+
+        for (size_t i = 0; i < c->out_n; i++) {
+                OutEntry e = c->out[c->out_head + i];
+
+                if (e.tag && e.offset == 0) {
+                        bool seen = false;
+
+                        /* Report each tag once: look back over what we dropped before (tags are few per client). */
+                        for (size_t j = 0; j < i && !seen; j++)
+                                seen = c->out[c->out_head + j].buf == NULL && c->out[c->out_head + j].tag == e.tag;
+                        c->out_bytes -= e.buf->size;
+                        shared_buf_unref(e.buf);
+                        c->out[c->out_head + i].buf = NULL;
+                        dropped++;
+                        if (!seen && cb)
+                                cb(c, e.tag, userdata);
+                        continue;
+                }
+                kept++;
+        }
+
+        /* Compact the survivors in order. */
+        for (size_t i = 0, k = 0; i < c->out_n; i++) {
+                OutEntry e = c->out[c->out_head + i];
+                if (e.buf)
+                        c->out[c->out_head + k++] = e;
+        }
+        c->out_n = kept;
+        return dropped;
+}
+
+static int client_handle_line(Client *c, const char *line, size_t len) {
+        /* Trim surrounding whitespace (CRLF clients, blank lines). */
+        while (len > 0 && strchr(" \t\r\n", line[len - 1]))
+                len--;
+        while (len > 0 && strchr(" \t\r\n", line[0])) {
+                line++;
+                len--;
+        }
+        if (len == 0)
+                return 0;
+        return client_line_handler ? client_line_handler(c, line, len) : 0;
+}
+
+static int client_line_too_long(Client *c) {
+        char msg[128];
+
+        snprintf(msg, sizeof(msg), "Invalid request format: request line exceeds %" PRIu64 " bytes",
+                 limits.MAX_LINE_BYTES);
+        (void) client_reply_error(c, NULL, msg, "Send smaller requests");
+        c->close_after_flush = true;
+        c->rbuf = mfree(c->rbuf);
+        c->rbuf_size = c->rbuf_alloc = 0;
+        return -E2BIG;
+}
+
+static int client_rbuf_append(Client *c, const char *data, size_t size) {
+        if (c->rbuf_size + size > limits.MAX_LINE_BYTES)
+                return client_line_too_long(c);
+        if (c->rbuf_size + size > c->rbuf_alloc) {
+                size_t na = MAX(c->rbuf_alloc * 2, c->rbuf_size + size);
+                char *n = realloc(c->rbuf, na);
+                if (!n)
+                        return -ENOMEM;
+                c->rbuf = n;
+                c->rbuf_alloc = na;
+        }
+        memcpy(c->rbuf + c->rbuf_size, data, size);
+        c->rbuf_size += size;
+        return 0;
+}
+
+static bool client_stopped(Client *c) {
+        return c->disconnected || c->close_after_flush;
+}
+
+int client_feed(Client *c, const char *data, size_t size) {
+        const char *nl;
+        int r;
+
+        if (client_stopped(c))
+                return 0;
+
+        if (c->rbuf_size > 0) {
+                nl = memchr(data, '\n', size);
+                if (!nl)
+                        return client_rbuf_append(c, data, size);
+
+                r = client_rbuf_append(c, data, nl - data);
+                if (r < 0)
+                        return r;
+                r = client_handle_line(c, c->rbuf, c->rbuf_size);
+                /* The line is consumed; free the buffer so an idle client holds none. */
+                c->rbuf = mfree(c->rbuf);
+                c->rbuf_size = c->rbuf_alloc = 0;
+                if (r == -ENOMEM)
+                        return r;
+                size -= nl + 1 - data;
+                data = nl + 1;
+        }
+
+        while (size > 0 && !client_stopped(c)) {
+                nl = memchr(data, '\n', size);
+                if (!nl)
+                        return client_rbuf_append(c, data, size);
+
+                r = client_handle_line(c, data, nl - data);
+                if (r == -ENOMEM)
+                        return r;
+                size -= nl + 1 - data;
+                data = nl + 1;
+        }
+
+        return 0;
+}

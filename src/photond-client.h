@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* One control-socket connection: line framing with a cap on the pending line, a write queue of shared buffers
+ * flushed with writev(), peer credentials. Buffers are allocated only while in use, so an idle connection costs
+ * little more than this struct and its event source. */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <systemd/sd-event.h>
+
+#include "list.h"
+#include "shared-buf.h"
+
+typedef struct Manager Manager;
+typedef struct Client Client;
+struct json_object;
+
+typedef struct OutEntry {
+        SharedBuf *buf;
+        size_t offset;          /* bytes of buf already written */
+        const void *tag;        /* non-NULL: a droppable channel message of that channel (slow-consumer policy) */
+} OutEntry;
+
+struct Client {
+        Manager *manager;
+        LIST_FIELDS(Client, clients);
+        LIST_FIELDS(Client, dirty);     /* on manager->dirty_clients while it has output to flush */
+
+        uint64_t serial;                /* for logs: "client 17" */
+        int fd;
+        sd_event_source *io_event_source;
+        struct ucred ucred;
+
+        /* the incomplete last line, only while there is one */
+        char *rbuf;
+        size_t rbuf_size, rbuf_alloc;
+
+        /* the write queue: out[out_head .. out_head + out_n) */
+        OutEntry *out;
+        size_t out_head, out_n, out_alloc;
+        size_t out_bytes;
+
+        bool dirty:1;
+        bool want_pollout:1;
+        bool disconnected:1;
+        bool close_after_flush:1;
+
+        char *session_id;               /* last sessionId the client sent, for status "sessions" */
+
+        /* per-subsystem state, owned by the subsystem named */
+        void *subscriptions;            /* photond-channel.c */
+        unsigned n_subscriptions;
+        void *provider;                 /* photond-dispatch.c */
+        unsigned n_calls;               /* photond-dispatch.c: calls this client is waiting for */
+        unsigned n_lock_waits;          /* photond-lock.c */
+};
+
+/* Takes ownership of fd only on success. */
+int client_new(Manager *m, int fd, Client **ret);
+Client* client_free(Client *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Client*, client_free);
+
+/* Queues bytes (a reference is taken). tag: see OutEntry. Returns -ENOBUFS when the queue is over its cap (the
+ * caller decides; the manager disconnects such a client), -ECONNRESET if the client is gone. */
+int client_send(Client *c, SharedBuf *b, const void *tag);
+
+/* Serializes o (not consumed) and queues it. */
+int client_send_json(Client *c, struct json_object *o);
+
+/* Convenience replies; ownership of data is taken. */
+int client_reply_result(Client *c, const char *id, bool success, struct json_object *data);
+int client_reply_error(Client *c, const char *id, const char *error, const char *suggestion);
+
+/* Writes as much of the queue as the socket takes, in one writev() of up to IOV_MAX entries per round. Returns 0
+ * when everything was written or the socket is full (EPOLLOUT is then armed), negative errno on a dead peer. */
+int client_flush(Client *c);
+
+/* Drops queued entries carrying a tag (not a partially written one). Calls cb(c, tag, userdata) once per distinct
+ * tag dropped, in queue order. Returns the number of entries dropped. */
+size_t client_drop_tagged(Client *c, void (*cb)(Client *c, const void *tag, void *userdata), void *userdata);
+
+/* Feeds bytes read from the socket: complete lines are handed to manager_handle_line(). Returns 0, or -E2BIG
+ * when the pending line exceeds limits.MAX_LINE_BYTES (an error has been queued and the client should close),
+ * or -ENOMEM. Exposed for the framing unit tests. */
+int client_feed(Client *c, const char *data, size_t size);
+
+/* Line callback used by client_feed(); the manager's handler in the daemon, replaceable by tests. */
+typedef int (*ClientLineHandler)(Client *c, const char *line, size_t len);
+extern ClientLineHandler client_line_handler;

@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* Every cap and default photond applies to what clients control, named in one place. Each can be tuned at start by
+ * the environment variable PHOTOND_<NAME> (a decimal number), e.g. PHOTOND_MAX_LINE_BYTES=4194304; see photond(8).
+ * The reference daemon has none of these caps: they are what keeps one bad client from exhausting the daemon. */
+
+#include <stdint.h>
+
+/*        NAME                                    default                    meaning */
+#define LIMITS_FOREACH(X)                                                                                        \
+        /* control socket */                                                                                    \
+        X(MAX_CLIENTS,                          32768)             /* connected clients at once */              \
+        X(MAX_LINE_BYTES,                       (1024 * 1024))     /* one pending NDJSON request line */        \
+        X(MAX_WRITE_QUEUE_BYTES,                (4 * 1024 * 1024)) /* bytes queued to one client */             \
+        X(ACCEPT_PAUSE_MS,                      100)               /* listener pause after EMFILE/ENFILE */     \
+        X(SHUTDOWN_FLUSH_MS,                    500)               /* time to flush clients on shutdown */      \
+        /* pub/sub */                                                                                           \
+        X(MAX_SUBSCRIPTIONS_PER_CLIENT,         1024)                                                           \
+        X(MAX_CHANNEL_NAME_BYTES,               256)                                                            \
+        X(MAX_MESSAGE_BYTES,                    (512 * 1024))      /* serialized published message */           \
+        X(MAX_CHANNELS,                         65536)             /* channels with buffers or subscribers */   \
+        X(REPLAY_WINDOW_MS,                     300000)            /* events kept for replay (reference) */     \
+        X(REPLAY_MAX_EVENTS,                    500)               /* per channel (reference) */                \
+        X(REPLAY_MAX_TOTAL_BYTES,               (64 * 1024 * 1024)) /* all channels' buffers together */        \
+        /* locks */                                                                                             \
+        X(MAX_LOCK_NAME_BYTES,                  256)                                                            \
+        X(MAX_LOCKS,                            65536)                                                          \
+        X(LOCK_DEFAULT_TIMEOUT_MS,              30000)             /* reference default, also for 0 */          \
+        X(MAX_LOCK_WAITERS_PER_LOCK,            1024)                                                           \
+        X(MAX_LOCK_WAITERS,                     65536)                                                          \
+        X(MAX_LOCK_WAIT_MS,                     300000)                                                         \
+        /* jobs */                                                                                              \
+        X(MAX_JOBS,                             4096)                                                           \
+        X(MAX_JOB_ARGS_BYTES,                   (64 * 1024))                                                    \
+        /* method dispatch */                                                                                   \
+        X(MAX_CALLS_PER_PHOTON,                 64)                /* in-flight calls per photon */             \
+        X(MAX_CALLS,                            1024)              /* in-flight calls in all */                 \
+        X(HANDLER_TIMEOUT_MS,                   60000)             /* exec handler / provider call */           \
+        X(HANDLER_KILL_GRACE_MS,                5000)              /* SIGTERM -> SIGKILL */                     \
+        X(HANDLER_MAX_OUTPUT_BYTES,             (4 * 1024 * 1024)) /* handler stdout */                         \
+        X(MAX_PROVIDERS,                        4096)                                                           \
+        /* webhook */                                                                                           \
+        X(WEBHOOK_MAX_BODY_BYTES,               (1024 * 1024))     /* reference: 1 MiB */                       \
+        X(WEBHOOK_MAX_CONNECTIONS,              512)                                                            \
+        X(WEBHOOK_CONNECTION_MEMORY_BYTES,      (64 * 1024))                                                    \
+        X(WEBHOOK_IDLE_TIMEOUT_S,               30)                                                             \
+        X(WEBHOOK_REPLAY_CACHE_IDS,             65536)             /* Standard Webhooks ids remembered */       \
+        X(WEBHOOK_SIGNATURE_TOLERANCE_S,        300)
+
+typedef struct Limits {
+#define _LIMIT_FIELD(name, def) uint64_t name;
+        LIMITS_FOREACH(_LIMIT_FIELD)
+#undef _LIMIT_FIELD
+} Limits;
+
+/* The caps in force. Filled with the defaults at start, then overridden from the environment. */
+extern Limits limits;
+
+/* Resets every limit to its default. */
+void limits_reset(void);
+
+/* Applies PHOTOND_<NAME> variables. Returns 0, or -EINVAL with *ret_bad naming the first bad variable. */
+int limits_load_from_env(const char **ret_bad);
+
+/* Iterates the table (for status output and the man page test): name i, or NULL past the end. */
+const char* limits_name(unsigned i, uint64_t *ret_value, uint64_t *ret_default);

@@ -1,0 +1,918 @@
+/* SPDX-License-Identifier: MIT */
+
+/* The Manager: event loop, control listener, request dispatch table, coalesced flushing, lifecycle. */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fd-util.h"
+#include "json-util.h"
+#include "log.h"
+#include "photond-bus.h"
+#include "photond-channel.h"
+#include "photond-client.h"
+#include "photond-dispatch.h"
+#include "photond-limits.h"
+#include "photond-listen.h"
+#include "photond-lock.h"
+#include "photond-manager.h"
+#include "photond-schedule.h"
+#include "photond-store.h"
+#include "photond-webhook.h"
+#include "string-util.h"
+
+#ifndef PHOTOND_VERSION
+#define PHOTOND_VERSION "0.0"
+#endif
+
+static const char *const bus_mode_table[_BUS_MODE_MAX] = {
+        [BUS_MODE_AUTO] = "auto",
+        [BUS_MODE_USER] = "user",
+        [BUS_MODE_SYSTEM] = "system",
+        [BUS_MODE_NONE] = "none",
+};
+
+const char* bus_mode_to_string(BusMode m) {
+        if (m < 0 || m >= _BUS_MODE_MAX)
+                return NULL;
+        return bus_mode_table[m];
+}
+
+BusMode bus_mode_from_string(const char *s) {
+        for (BusMode m = 0; s && m < _BUS_MODE_MAX; m++)
+                if (streq(bus_mode_table[m], s))
+                        return m;
+        return _BUS_MODE_INVALID;
+}
+
+uint64_t now_usec(clockid_t clock) {
+        struct timespec ts;
+
+        if (clock_gettime(clock, &ts) < 0)
+                abort();
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+int64_t now_ms(void) {
+        return (int64_t) (now_usec(CLOCK_REALTIME) / USEC_PER_MSEC);
+}
+
+/* ---- paths ---- */
+
+static int path_join(char **ret, const char *a, const char *b) {
+        return asprintf(ret, "%s/%s", a, b) < 0 ? -ENOMEM : 0;
+}
+
+static int home_dir(const char **ret) {
+        const char *h = getenv("HOME");
+        struct passwd *pw;
+
+        if (h && h[0] == '/') {
+                *ret = h;
+                return 0;
+        }
+        pw = getpwuid(getuid());
+        if (!pw || !pw->pw_dir || pw->pw_dir[0] != '/')
+                return -ENXIO;
+        *ret = pw->pw_dir;
+        return 0;
+}
+
+/* Makes an environment path absolute, as the reference's path.resolve() does. */
+static int absolute_path(const char *p, char **ret) {
+        _cleanup_free_ char *cwd = NULL;
+
+        if (p[0] == '/') {
+                *ret = strdup(p);
+                return *ret ? 0 : -ENOMEM;
+        }
+        cwd = getcwd(NULL, 0);
+        if (!cwd)
+                return -errno;
+        return path_join(ret, cwd, p);
+}
+
+static int manager_setup_paths(Manager *m, const ManagerConfig *config) {
+        _cleanup_free_ char *dir = NULL;
+        const char *home, *e;
+        int r;
+
+        if (m->system) {
+                e = getenv("STATE_DIRECTORY");
+                if (e && e[0] == '/')
+                        m->base_dir = strndup(e, strcspn(e, ":"));   /* systemd may list several */
+                else
+                        m->base_dir = strdup("/var/lib/photon");
+                if (!m->base_dir)
+                        return -ENOMEM;
+                m->jobs_base_dir = strdup(m->base_dir);
+                m->state_dir = strdup(m->base_dir);
+                m->handlers_dir = strdup("/etc/photon/handlers");
+                m->socket_path = strdup(config->socket_path ?: "/run/photon/daemon.sock");
+        } else {
+                r = home_dir(&home);
+                e = getenv("PHOTON_HOME");
+                if (e && e[0])
+                        r = absolute_path(e, &m->base_dir);
+                else if (r >= 0)
+                        r = path_join(&m->base_dir, home, ".photon");
+                if (r < 0)
+                        return r;
+
+                /* The reference keeps job files under PHOTON_DIR (not PHOTON_HOME), defaulting to ~/.photon. */
+                e = getenv("PHOTON_DIR");
+                if (e && e[0])
+                        r = absolute_path(e, &m->jobs_base_dir);
+                else if (home_dir(&home) >= 0)
+                        r = path_join(&m->jobs_base_dir, home, ".photon");
+                else
+                        m->jobs_base_dir = strdup(m->base_dir);
+                if (r < 0)
+                        return r;
+
+                if (asprintf(&m->state_dir, "%s/.data/photond", m->base_dir) < 0)
+                        return -ENOMEM;
+                r = path_join(&m->handlers_dir, m->base_dir, "handlers");
+                if (r < 0)
+                        return r;
+                if (config->socket_path)
+                        r = absolute_path(config->socket_path, &m->socket_path);
+                else if (asprintf(&m->socket_path, "%s/.data/daemon.sock", m->base_dir) < 0)
+                        r = -ENOMEM;
+                if (r < 0)
+                        return r;
+        }
+        if (!m->jobs_base_dir || !m->state_dir || !m->handlers_dir || !m->socket_path)
+                return -ENOMEM;
+
+        return 0;
+}
+
+/* The pid and owner files live beside the socket, where the reference client looks for them. */
+static int manager_setup_side_files(Manager *m) {
+        _cleanup_free_ char *dir = NULL;
+
+        dir = strdup(m->socket_path);
+        if (!dir)
+                return -ENOMEM;
+        free(m->pid_path);
+        free(m->owner_path);
+        m->pid_path = m->owner_path = NULL;
+        if (path_join(&m->pid_path, dirname(dir), "daemon.pid") < 0)
+                return -ENOMEM;
+        return path_join(&m->owner_path, dir, "daemon.owner.json");
+}
+
+/* ---- request handlers owned by the manager ---- */
+
+int manager_reply_unsupported(Client *c, const Request *req) {
+        char msg[128];
+
+        snprintf(msg, sizeof(msg), "Not implemented yet: %s", request_type_to_string(req->type));
+        return client_reply_error(c, req->id, msg, NULL);
+}
+
+static int handle_not_supported(Manager *m, Client *c, Request *req) {
+        char msg[128];
+
+        /* Reference features tied to its TypeScript runtime, which photond does not host. */
+        snprintf(msg, sizeof(msg), "Not supported by photond: %s", request_type_to_string(req->type));
+        return client_reply_error(c, req->id, msg, "See photond's docs/protocol.md for the supported requests");
+}
+
+static int handle_ping(Manager *m, Client *c, Request *req) {
+        _cleanup_(json_object_putp) struct json_object *o = response_pong_new(req->id);
+
+        return client_send_json(c, o);
+}
+
+static uint64_t rss_bytes(void) {
+        unsigned long size, resident;
+        FILE *f;
+        int n;
+
+        f = fopen("/proc/self/statm", "re");
+        if (!f)
+                return 0;
+        n = fscanf(f, "%lu %lu", &size, &resident);
+        fclose(f);
+        return n == 2 ? (uint64_t) resident * (uint64_t) sysconf(_SC_PAGESIZE) : 0;
+}
+
+static unsigned count_sessions(Manager *m) {
+        unsigned n = 0;
+
+        /* status is rare; a scan over clients is fine here and keeps the hot path free of bookkeeping. */
+        LIST_FOREACH(clients, c, m->clients) {
+                bool seen = false;
+
+                if (!c->session_id || c->disconnected)
+                        continue;
+                for (Client *o = m->clients; o != c && !seen; o = o->clients_next)
+                        seen = !o->disconnected && streq_ptr(o->session_id, c->session_id);
+                if (!seen)
+                        n++;
+        }
+        return n;
+}
+
+int manager_build_status(Manager *m, struct json_object **ret);
+
+int manager_build_status(Manager *m, struct json_object **ret) {
+        _cleanup_(json_object_putp) struct json_object *data = NULL, *caps = NULL;
+        static const char *const capabilities[] = {
+                "fencingToken", "lockWait", "providers", "wildcardReplay", "runJob", "execHandlers",
+        };
+        uint64_t up = now_usec(CLOCK_MONOTONIC) - m->started_mono_usec;
+        int r;
+
+        data = json_object_new_object();
+        caps = json_object_new_array();
+        if (!data || !caps)
+                return -ENOMEM;
+        for (size_t i = 0; i < ELEMENTSOF(capabilities); i++)
+                if (json_object_array_add(caps, json_object_new_string(capabilities[i])) < 0)
+                        return -ENOMEM;
+
+        if ((r = json_add(data, "uptime", json_object_new_double((double) up / USEC_PER_SEC))) < 0 ||
+            (r = json_add_int64(data, "memoryMB", (int64_t) (rss_bytes() / (1024 * 1024)))) < 0 ||
+            (r = json_add_int64(data, "sessions", count_sessions(m))) < 0 ||
+            (r = json_add_int64(data, "subscriptions", 0)) < 0 ||
+            (r = json_add_int64(data, "photonsLoaded", 0)) < 0 ||
+            (r = json_add_string(data, "version", PHOTOND_VERSION)) < 0 ||
+            (r = json_add_int64(data, "pid", getpid())) < 0 ||
+            (r = json_add_int64(data, "clients", m->n_clients)) < 0 ||
+            (r = json_add_int64(data, "channels", channels_count(m->channels))) < 0 ||
+            (r = json_add_int64(data, "locks", lock_table_count(m->locks))) < 0 ||
+            (r = json_add_int64(data, "jobs", scheduler_count(m->scheduler))) < 0 ||
+            (r = json_add_int64(data, "startedAt", (int64_t) (m->started_at_usec / USEC_PER_MSEC))) < 0 ||
+            (r = json_add_string(data, "instance", m->system ? "system" : "user")) < 0 ||
+            (r = json_add_int64(data, "writeQueueDisconnects", (int64_t) m->n_clients_dropped_queue)) < 0 ||
+            (r = json_add(data, "capabilities", TAKE_PTR(caps))) < 0)
+                return r;
+
+        /* Subsystems add (or overwrite, e.g. "subscriptions", "photonsLoaded") their own fields. */
+        if ((r = channels_add_status(m->channels, data)) < 0 ||
+            (r = lock_table_add_status(m->locks, data)) < 0 ||
+            (r = scheduler_add_status(m->scheduler, data)) < 0 ||
+            (r = dispatcher_add_status(m->dispatcher, data)) < 0 ||
+            (m->webhook && (r = webhook_add_status(m->webhook, data)) < 0))
+                return r;
+
+        *ret = TAKE_PTR(data);
+        return 0;
+}
+
+static int handle_status(Manager *m, Client *c, Request *req) {
+        struct json_object *data = NULL;
+        int r;
+
+        r = manager_build_status(m, &data);
+        if (r < 0)
+                return r;
+        return client_reply_result(c, req->id, true, data);
+}
+
+static int handle_shutdown(Manager *m, Client *c, Request *req) {
+        _cleanup_(json_object_putp) struct json_object *data = NULL;
+
+        /* The reference lets anyone who can connect stop it; photond only its own user and root. */
+        if (c->ucred.uid != geteuid() && c->ucred.uid != 0)
+                return client_reply_error(c, req->id,
+                                          "Permission denied: only the daemon's user or root may shut it down",
+                                          NULL);
+
+        log_info("Shutdown requested by client %" PRIu64 " (pid %d, uid %u).",
+                 c->serial, (int) c->ucred.pid, (unsigned) c->ucred.uid);
+        manager_begin_shutdown(m, "shutdown request");
+
+        data = json_object_new_object();
+        if (!data || json_add_string(data, "message", "Shutting down") < 0)
+                return -ENOMEM;
+        return client_reply_result(c, req->id, true, TAKE_PTR(data));
+}
+
+typedef int (*RequestHandler)(Manager *m, Client *c, Request *req);
+
+static const RequestHandler request_handlers[_REQUEST_TYPE_MAX] = {
+        [REQUEST_PING] = handle_ping,
+        [REQUEST_STATUS] = handle_status,
+        [REQUEST_SHUTDOWN] = handle_shutdown,
+
+        [REQUEST_SUBSCRIBE] = channels_handle_subscribe,
+        [REQUEST_UNSUBSCRIBE] = channels_handle_unsubscribe,
+        [REQUEST_PUBLISH] = channels_handle_publish,
+        [REQUEST_GET_EVENTS_SINCE] = channels_handle_get_events_since,
+
+        [REQUEST_LOCK] = lock_table_handle_lock,
+        [REQUEST_UNLOCK] = lock_table_handle_unlock,
+        [REQUEST_ASSIGN_LOCK] = lock_table_handle_assign,
+        [REQUEST_TRANSFER_LOCK] = lock_table_handle_transfer,
+        [REQUEST_QUERY_LOCK] = lock_table_handle_query,
+        [REQUEST_LIST_LOCKS] = lock_table_handle_list,
+
+        [REQUEST_SCHEDULE] = scheduler_handle_schedule,
+        [REQUEST_UNSCHEDULE] = scheduler_handle_unschedule,
+        [REQUEST_LIST_JOBS] = scheduler_handle_list_jobs,
+        [REQUEST_ENABLE_SCHEDULE] = scheduler_handle_set_state,
+        [REQUEST_DISABLE_SCHEDULE] = scheduler_handle_set_state,
+        [REQUEST_PAUSE_SCHEDULE] = scheduler_handle_set_state,
+        [REQUEST_RESUME_SCHEDULE] = scheduler_handle_set_state,
+        [REQUEST_GET_EXECUTION_HISTORY] = scheduler_handle_get_execution_history,
+        [REQUEST_RUN_JOB] = scheduler_handle_run_job,
+
+        [REQUEST_COMMAND] = dispatcher_handle_command,
+        [REQUEST_PROVIDE] = dispatcher_handle_provide,
+        [REQUEST_INVOKE_RESULT] = dispatcher_handle_invoke_result,
+        [REQUEST_EMIT] = dispatcher_handle_emit,
+        [REQUEST_PROMPT] = dispatcher_handle_prompt,
+        [REQUEST_PROMPT_RESPONSE] = dispatcher_handle_prompt_response,
+        [REQUEST_PS] = dispatcher_handle_ps,
+
+        [REQUEST_RELOAD] = handle_not_supported,
+        [REQUEST_CLEAR_INSTANCES] = handle_not_supported,
+        [REQUEST_GET_CIRCUIT_HEALTH] = handle_not_supported,
+        [REQUEST_ADD_MANUAL_SCHEDULE] = handle_not_supported,
+        [REQUEST_ENABLE_LINE] = handle_not_supported,
+        [REQUEST_DISABLE_LINE] = handle_not_supported,
+        [REQUEST_PAUSE_LINE] = handle_not_supported,
+        [REQUEST_RESUME_LINE] = handle_not_supported,
+        [REQUEST_GET_LINE_HISTORY] = handle_not_supported,
+};
+
+static void client_note_session(Client *c, const Request *req) {
+        const char *s = request_string(req, "sessionId");
+
+        if (!s || streq_ptr(c->session_id, s))
+                return;
+        free(c->session_id);
+        c->session_id = strdup(s);
+}
+
+int manager_handle_line(Client *c, const char *line, size_t len) {
+        _cleanup_(request_freep) Request *req = NULL;
+        _cleanup_free_ char *error = NULL, *id = NULL;
+        Manager *m = c->manager;
+        int r;
+
+        m->n_requests++;
+
+        r = request_parse(line, len, &req, &error, &id);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return client_reply_error(c, id, error, NULL);
+
+        client_note_session(c, req);
+
+        if (m->shutting_down && req->type != REQUEST_PING && req->type != REQUEST_SHUTDOWN)
+                return client_reply_error(c, req->id, "Daemon is shutting down", "Retry after the daemon restarts");
+
+        r = request_handlers[req->type](m, c, req);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0 && !c->disconnected) {
+                char msg[256];
+
+                log_warning_errno(r, "Request '%s' (%s) from client %" PRIu64 " failed: %m",
+                                  req->id, request_type_to_string(req->type), c->serial);
+                snprintf(msg, sizeof(msg), "Internal error: %s", strerror(ERRNO_VALUE(r)));
+                (void) client_reply_error(c, req->id, msg, NULL);
+        }
+        return 0;
+}
+
+/* ---- clients and flushing ---- */
+
+void manager_schedule_flush(Manager *m) {
+        (void) sd_event_source_set_enabled(m->flush_event_source, SD_EVENT_ONESHOT);
+}
+
+void manager_state_changed(Manager *m) {
+        m->state_dirty = true;
+        manager_schedule_flush(m);
+}
+
+void manager_bus_changed(Manager *m) {
+        if (m->bus)
+                (void) sd_event_source_set_enabled(m->bus_changed_event_source, SD_EVENT_ONESHOT);
+}
+
+void manager_client_disconnect(Manager *m, Client *c) {
+        if (c->disconnected)
+                return;
+
+        log_debug("Client %" PRIu64 " disconnected.", c->serial);
+        /* Subsystems drop their references first, while the client is still whole. */
+        channels_client_gone(m->channels, c);
+        lock_table_client_gone(m->locks, c);
+        dispatcher_client_gone(m->dispatcher, c);
+
+        c->disconnected = true;
+        c->io_event_source = sd_event_source_disable_unref(c->io_event_source);
+        c->fd = safe_close(c->fd);      /* give the fd back now: it matters when we are at RLIMIT_NOFILE */
+
+        /* The memory goes at the next flush, so callers up the stack may still look at c. */
+        if (!c->dirty) {
+                c->dirty = true;
+                LIST_PREPEND(dirty, m->dirty_clients, c);
+        }
+        manager_schedule_flush(m);
+        manager_bus_changed(m);
+}
+
+static bool manager_output_pending(Manager *m) {
+        LIST_FOREACH(clients, c, m->clients)
+                if (c->out_n > 0 && !c->disconnected)
+                        return true;
+        return false;
+}
+
+static void manager_update_status(Manager *m) {
+        char status[256];
+
+        snprintf(status, sizeof(status), "STATUS=%u clients, %u channels, %u locks, %u jobs",
+                 m->n_clients, channels_count(m->channels), lock_table_count(m->locks),
+                 scheduler_count(m->scheduler));
+        if (streq_ptr(status, m->last_status))
+                return;
+        free(m->last_status);
+        m->last_status = strdup(status);
+        (void) sd_notify(false, status);
+}
+
+static int on_flush(sd_event_source *s, void *userdata) {
+        Manager *m = userdata;
+        Client *c;
+        int r;
+
+        /* Group commit: state changes of this iteration reach the disk before any reply that reports them. */
+        if (m->state_dirty) {
+                m->state_dirty = false;
+                r = store_save_state(m);
+                if (r < 0)
+                        log_error_errno(r, "Failed to write %s/state.json: %m", m->state_dir);
+        }
+
+        while ((c = m->dirty_clients)) {
+                LIST_REMOVE(dirty, m->dirty_clients, c);
+                c->dirty = false;
+
+                if (c->disconnected) {
+                        client_free(c);
+                        continue;
+                }
+
+                r = client_flush(c);
+                if (r < 0) {
+                        log_debug_errno(r, "Client %" PRIu64 ": write failed, disconnecting: %m", c->serial);
+                        manager_client_disconnect(m, c);
+                        continue;
+                }
+                if (c->close_after_flush && c->out_n == 0)
+                        manager_client_disconnect(m, c);
+        }
+
+        if (m->shutting_down && !manager_output_pending(m))
+                return sd_event_exit(m->event, m->exit_code);
+
+        manager_update_status(m);
+        return 0;
+}
+
+static int on_accept_resume(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        if (!m->shutting_down)
+                (void) sd_event_source_set_enabled(m->control_event_source, SD_EVENT_ON);
+        return 0;
+}
+
+static void reject_client(int fd, const char *why) {
+        char line[256];
+        int n;
+
+        n = snprintf(line, sizeof(line), "{\"type\":\"error\",\"id\":\"unknown\",\"error\":\"%s\"}\n", why);
+        (void) !write(fd, line, n);   /* best effort on a fresh non-blocking socket */
+        safe_close(fd);
+}
+
+static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Manager *m = userdata;
+        int r;
+
+        /* Bounded, so a connection storm cannot starve the clients already connected. */
+        for (unsigned i = 0; i < 64; i++) {
+                Client *c;
+                int cfd;
+
+                cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (cfd < 0) {
+                        if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+                                return 0;
+                        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                                /* Level-triggered epoll would wake us at once again: pause instead of spinning. */
+                                log_warning_errno(errno, "Cannot accept connections (%m), pausing for %" PRIu64 " ms.",
+                                                  limits.ACCEPT_PAUSE_MS);
+                                (void) sd_event_source_set_enabled(m->control_event_source, SD_EVENT_OFF);
+                                r = sd_event_source_set_time_relative(m->accept_pause_event_source,
+                                                                      limits.ACCEPT_PAUSE_MS * USEC_PER_MSEC);
+                                if (r >= 0)
+                                        r = sd_event_source_set_enabled(m->accept_pause_event_source,
+                                                                        SD_EVENT_ONESHOT);
+                                if (r < 0)
+                                        log_error_errno(r, "Failed to arm the accept pause timer: %m");
+                                return 0;
+                        }
+                        return log_error_errno(errno, "accept4() failed: %m"), 0;
+                }
+
+                if (m->n_clients >= limits.MAX_CLIENTS) {
+                        log_warning("Refusing a connection: %" PRIu64 " clients connected (PHOTOND_MAX_CLIENTS).",
+                                    limits.MAX_CLIENTS);
+                        reject_client(cfd, "Too many clients connected");
+                        continue;
+                }
+
+                r = client_new(m, cfd, &c);
+                if (r < 0) {
+                        log_error_errno(r, "Failed to set up a client: %m");
+                        safe_close(cfd);
+                        continue;
+                }
+                log_debug("Client %" PRIu64 " connected (pid %d, uid %u).",
+                          c->serial, (int) c->ucred.pid, (unsigned) c->ucred.uid);
+                manager_bus_changed(m);
+        }
+        return 0;
+}
+
+/* ---- lifecycle ---- */
+
+static int on_shutdown_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        log_debug("Shutdown flush bound reached, exiting with output still queued.");
+        return sd_event_exit(m->event, m->exit_code);
+}
+
+void manager_begin_shutdown(Manager *m, const char *why) {
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        _cleanup_(shared_buf_unrefp) SharedBuf *b = NULL;
+        int r;
+
+        if (m->shutting_down)
+                return;
+        m->shutting_down = true;
+
+        log_info("Shutting down (%s).", why);
+        (void) sd_notify(false, "STOPPING=1\nSTATUS=Shutting down");
+
+        (void) sd_event_source_set_enabled(m->control_event_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_enabled(m->accept_pause_event_source, SD_EVENT_OFF);
+
+        /* One buffer for everyone. */
+        o = response_shutdown_new();
+        b = o ? shared_buf_new_json_line(o) : NULL;
+        if (b)
+                LIST_FOREACH(clients, c, m->clients)
+                        if (!c->disconnected)
+                                (void) client_send(c, b, NULL);
+
+        r = sd_event_add_time_relative(m->event, &m->shutdown_event_source, CLOCK_MONOTONIC,
+                                       limits.SHUTDOWN_FLUSH_MS * USEC_PER_MSEC, USEC_PER_MSEC,
+                                       on_shutdown_timeout, m);
+        if (r < 0) {
+                log_error_errno(r, "Failed to arm the shutdown timer, exiting now: %m");
+                (void) sd_event_exit(m->event, m->exit_code);
+                return;
+        }
+        manager_schedule_flush(m);
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Manager *m = userdata;
+
+        if (si->ssi_signo == SIGHUP) {
+                log_info("SIGHUP: reloading webhook secrets.");
+                if (m->webhook)
+                        (void) webhook_reload_secrets(m->webhook);
+                return 0;
+        }
+        manager_begin_shutdown(m, si->ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+        return 0;
+}
+
+static bool manager_is_idle(Manager *m) {
+        return m->n_clients == 0 && lock_table_count(m->locks) == 0 && scheduler_count(m->scheduler) == 0 &&
+               dispatcher_running_calls(m->dispatcher) == 0;
+}
+
+static int on_idle_check(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        if (manager_is_idle(m)) {
+                manager_begin_shutdown(m, "idle timeout");
+                return 0;
+        }
+        /* Busy: look again one timeout later. */
+        (void) sd_event_source_set_time_relative(s, m->idle_timeout_usec);
+        return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+}
+
+int manager_new(const ManagerConfig *config, Manager **ret) {
+        _cleanup_(manager_freep) Manager *m = NULL;
+        const char *e;
+        int r;
+
+        m = new0(Manager, 1);
+        if (!m)
+                return -ENOMEM;
+        m->control_fd = -EBADF;
+        m->webhook_fd = -EBADF;
+        m->system = config->system;
+        m->bus_mode = config->bus_mode;
+        if (m->bus_mode == BUS_MODE_AUTO)
+                m->bus_mode = m->system ? BUS_MODE_SYSTEM : BUS_MODE_USER;
+        m->started_at_usec = now_usec(CLOCK_REALTIME);
+        m->started_mono_usec = now_usec(CLOCK_MONOTONIC);
+
+        r = manager_setup_paths(m, config);
+        if (r < 0)
+                return r;
+        r = manager_setup_side_files(m);
+        if (r < 0)
+                return r;
+
+        r = sd_event_new(&m->event);
+        if (r < 0)
+                return r;
+        (void) sd_event_set_watchdog(m->event, true);
+
+        r = sd_event_add_signal(m->event, NULL, SIGTERM | SD_EVENT_SIGNAL_PROCMASK, on_signal, m);
+        if (r >= 0)
+                r = sd_event_add_signal(m->event, NULL, SIGINT | SD_EVENT_SIGNAL_PROCMASK, on_signal, m);
+        if (r >= 0)
+                r = sd_event_add_signal(m->event, NULL, SIGHUP | SD_EVENT_SIGNAL_PROCMASK, on_signal, m);
+        if (r < 0)
+                return r;
+        (void) signal(SIGPIPE, SIG_IGN);
+
+        r = sd_event_add_defer(m->event, &m->flush_event_source, on_flush, m);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(m->flush_event_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(m->flush_event_source, "flush");
+
+        r = sd_event_add_time_relative(m->event, &m->accept_pause_event_source, CLOCK_MONOTONIC,
+                                       USEC_PER_SEC, USEC_PER_MSEC, on_accept_resume, m);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(m->accept_pause_event_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(m->accept_pause_event_source, "accept-pause");
+
+        e = getenv("PHOTON_DAEMON_IDLE_TIMEOUT_MS");
+        if (e) {
+                uint64_t ms;
+                if (safe_atou64(e, &ms) < 0)
+                        log_warning("Ignoring PHOTON_DAEMON_IDLE_TIMEOUT_MS=%s: not a number of milliseconds.", e);
+                else
+                        m->idle_timeout_usec = ms * USEC_PER_MSEC;
+        }
+
+        r = channels_new(m, &m->channels);
+        if (r < 0)
+                return r;
+        r = lock_table_new(m, &m->locks);
+        if (r < 0)
+                return r;
+        r = dispatcher_new(m, &m->dispatcher);
+        if (r < 0)
+                return r;
+        r = scheduler_new(m, &m->scheduler);
+        if (r < 0)
+                return r;
+
+        client_line_handler = manager_handle_line;
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+static void raise_nofile_limit(void) {
+        struct rlimit rl;
+
+        /* Every client is an fd; the units set LimitNOFILE= and we use all of it (DECISIONS.md). */
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+                return;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                log_debug_errno(errno, "Failed to raise RLIMIT_NOFILE: %m");
+}
+
+static int write_side_files(Manager *m) {
+        _cleanup_free_ char *owner = NULL, *pid = NULL;
+        int r;
+
+        /* The real @portel/photon client checks both files before it trusts a daemon on this socket. */
+        if (asprintf(&pid, "%d", (int) getpid()) < 0 ||
+            asprintf(&owner, "{\n  \"pid\": %d,\n  \"socketPath\": \"%s\",\n  \"claimedAt\": %" PRIi64 "\n}",
+                     (int) getpid(), m->socket_path, now_ms()) < 0)
+                return -ENOMEM;
+
+        r = write_file_atomic(m->pid_path, pid, strlen(pid), 0644, false);
+        if (r < 0)
+                return log_error_errno(r, "Failed to write %s: %m", m->pid_path);
+        r = write_file_atomic(m->owner_path, owner, strlen(owner), 0644, false);
+        if (r < 0)
+                return log_error_errno(r, "Failed to write %s: %m", m->owner_path);
+        return 0;
+}
+
+static void remove_side_files(Manager *m) {
+        _cleanup_free_ char *text = NULL;
+        char mine[32];
+
+        if (!m->pid_path)
+                return;
+        /* Only ours: a successor may already have replaced them. */
+        snprintf(mine, sizeof(mine), "%d", (int) getpid());
+        if (read_full_file(m->pid_path, 64, &text, NULL) < 0 || !streq(text, mine))
+                return;
+        (void) unlink(m->owner_path);
+        (void) unlink(m->pid_path);
+        if (!m->control_fd_passed && m->control_fd >= 0)
+                (void) unlink(m->socket_path);
+}
+
+int manager_startup(Manager *m) {
+        ListenFds fds;
+        int r;
+
+        raise_nofile_limit();
+
+        r = limits_load_from_env(NULL);
+        if (r < 0)
+                return log_error_errno(r, "Invalid PHOTOND_* limit in the environment: %m");
+
+        r = listen_fds_collect(&fds);
+        if (r < 0)
+                return log_error_errno(r, "Failed to take the file descriptors passed by systemd: %m");
+        for (char **n = fds.unknown_names; n && *n; n++)
+                log_warning("Closed a passed file descriptor with an unexpected name '%s'.", *n);
+
+        if (fds.control_fd >= 0) {
+                _cleanup_free_ char *path = NULL;
+
+                m->control_fd = TAKE_FD(fds.control_fd);
+                m->control_fd_passed = true;
+                if (listen_socket_path(m->control_fd, &path) >= 0) {
+                        free(m->socket_path);
+                        m->socket_path = TAKE_PTR(path);
+                        r = manager_setup_side_files(m);
+                        if (r < 0) {
+                                listen_fds_done(&fds);
+                                return log_oom();
+                        }
+                }
+                log_info("Serving the control socket %s passed by systemd.", m->socket_path);
+        } else {
+                r = listen_bind_unix(m->socket_path, &m->control_fd);
+                if (r == -EADDRINUSE) {
+                        listen_fds_done(&fds);
+                        return log_error_errno(r, "Another daemon is already answering on %s; not starting a second one.",
+                                               m->socket_path);
+                }
+                if (r < 0) {
+                        listen_fds_done(&fds);
+                        return log_error_errno(r, "Failed to listen on %s: %m", m->socket_path);
+                }
+                log_info("Listening on %s.", m->socket_path);
+        }
+
+        if (fds.webhook_fd >= 0)
+                m->webhook_fd = TAKE_FD(fds.webhook_fd);
+        listen_fds_done(&fds);
+
+        r = mkdir_parents_and_self(m->state_dir, 0700);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create the state directory %s: %m", m->state_dir);
+
+        r = store_load_state(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to load state: %m");
+        if (m->state_lost) {
+                _cleanup_(json_object_putp) struct json_object *msg = json_object_new_object();
+
+                /* The reference announces this on every start; photond only when it really lost locks. */
+                if (msg && json_add_string(msg, "event", "locks-reset") >= 0 &&
+                    json_add_string(msg, "reason", "state-lost") >= 0 &&
+                    json_add_int64(msg, "timestamp", now_ms()) >= 0)
+                        (void) channels_publish(m->channels, "system:*", msg, NULL, NULL);
+                manager_state_changed(m);
+        }
+
+        r = scheduler_load(m->scheduler);
+        if (r < 0)
+                return log_error_errno(r, "Failed to load scheduled jobs: %m");
+
+        if (m->webhook_fd < 0) {
+                r = webhook_bind_from_env(&m->webhook_fd);
+                if (r < 0 && r != -ENOENT)
+                        return log_error_errno(r, "Failed to set up the webhook listener: %m");
+        }
+        if (m->webhook_fd >= 0) {
+                r = webhook_new(m, m->webhook_fd, &m->webhook);
+                m->webhook_fd = -EBADF;   /* taken over (or closed) by webhook_new() */
+                if (r < 0)
+                        return log_error_errno(r, "Failed to start the webhook endpoint: %m");
+        }
+
+        r = manager_connect_bus(m);
+        if (r < 0)
+                return r;
+
+        r = sd_event_add_io(m->event, &m->control_event_source, m->control_fd, EPOLLIN, on_accept, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch the control socket: %m");
+        (void) sd_event_source_set_description(m->control_event_source, "control-accept");
+
+        r = write_side_files(m);
+        if (r < 0)
+                return r;
+
+        if (m->idle_timeout_usec > 0) {
+                r = sd_event_add_time_relative(m->event, &m->idle_event_source, CLOCK_MONOTONIC,
+                                               m->idle_timeout_usec, USEC_PER_SEC, on_idle_check, m);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to arm the idle timer: %m");
+        }
+
+        return 0;
+}
+
+int manager_run(Manager *m) {
+        int r;
+
+        (void) sd_notify(false, "READY=1");
+        manager_update_status(m);
+
+        r = sd_event_loop(m->event);
+        if (r < 0)
+                return log_error_errno(r, "Event loop failed: %m");
+        return r;
+}
+
+Manager* manager_free(Manager *m) {
+        Client *c;
+
+        if (!m)
+                return NULL;
+
+        remove_side_files(m);
+
+        /* Subsystems first: they may still refer to clients. */
+        m->webhook = webhook_free(m->webhook);
+        m->scheduler = scheduler_free(m->scheduler);
+
+        while ((c = m->clients)) {
+                manager_client_disconnect(m, c);
+                client_free(c);
+        }
+
+        m->dispatcher = dispatcher_free(m->dispatcher);
+        m->locks = lock_table_free(m->locks);
+        m->channels = channels_free(m->channels);
+
+        sd_event_source_disable_unref(m->bus_changed_event_source);
+        sd_bus_flush_close_unref(m->bus);
+        sd_event_source_disable_unref(m->idle_event_source);
+        sd_event_source_disable_unref(m->shutdown_event_source);
+        sd_event_source_disable_unref(m->flush_event_source);
+        sd_event_source_disable_unref(m->accept_pause_event_source);
+        sd_event_source_disable_unref(m->control_event_source);
+        safe_close(m->control_fd);
+        safe_close(m->webhook_fd);
+        sd_event_unref(m->event);
+
+        free(m->last_status);
+        free(m->base_dir);
+        free(m->jobs_base_dir);
+        free(m->state_dir);
+        free(m->handlers_dir);
+        free(m->socket_path);
+        free(m->pid_path);
+        free(m->owner_path);
+        return mfree(m);
+}

@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The Manager owns the event loop, the bus, the listeners, the clients and every subsystem. */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "list.h"
+#include "macro.h"
+#include "photond-protocol.h"
+
+typedef struct Client Client;
+typedef struct Channels Channels;
+typedef struct LockTable LockTable;
+typedef struct Scheduler Scheduler;
+typedef struct Dispatcher Dispatcher;
+typedef struct Webhook Webhook;
+
+typedef enum BusMode {
+        BUS_MODE_AUTO,
+        BUS_MODE_USER,
+        BUS_MODE_SYSTEM,
+        BUS_MODE_NONE,
+        _BUS_MODE_MAX,
+        _BUS_MODE_INVALID = -EINVAL,
+} BusMode;
+
+const char* bus_mode_to_string(BusMode m);
+BusMode bus_mode_from_string(const char *s);
+
+typedef struct ManagerConfig {
+        bool system;            /* --system: the system instance's paths and bus */
+        const char *socket_path; /* --socket, or NULL for the instance default */
+        BusMode bus_mode;
+} ManagerConfig;
+
+typedef struct Manager {
+        sd_event *event;
+        bool system;
+
+        /* paths */
+        char *base_dir;         /* user: ${PHOTON_HOME:-$HOME/.photon}; system: the state directory */
+        char *jobs_base_dir;    /* user: ${PHOTON_DIR:-$HOME/.photon} (the reference's data base); system: state dir */
+        char *state_dir;        /* where photond's own state.json lives */
+        char *handlers_dir;
+        char *socket_path;
+        char *pid_path;
+        char *owner_path;
+
+        /* control socket */
+        int control_fd;
+        bool control_fd_passed; /* systemd owns the socket file: never unlink or chmod it */
+        sd_event_source *control_event_source;
+        sd_event_source *accept_pause_event_source;
+        LIST_HEAD(Client, clients);
+        unsigned n_clients;
+        uint64_t client_serial;
+
+        /* coalesced work: one flush (and one state write) per loop iteration */
+        LIST_HEAD(Client, dirty_clients);
+        sd_event_source *flush_event_source;
+        bool state_dirty;
+        bool state_lost;        /* state.json existed but could not be read */
+
+        /* subsystems */
+        Channels *channels;
+        LockTable *locks;
+        Scheduler *scheduler;
+        Dispatcher *dispatcher;
+
+        /* webhook */
+        int webhook_fd;
+        Webhook *webhook;
+
+        /* bus */
+        BusMode bus_mode;
+        sd_bus *bus;
+        sd_event_source *bus_changed_event_source;
+
+        /* lifecycle */
+        uint64_t started_at_usec;       /* CLOCK_REALTIME */
+        uint64_t started_mono_usec;     /* CLOCK_MONOTONIC */
+        bool shutting_down;
+        int exit_code;
+        sd_event_source *shutdown_event_source;
+        sd_event_source *idle_event_source;
+        uint64_t idle_timeout_usec;
+        char *last_status;              /* the STATUS= we told systemd last */
+
+        /* counters for status */
+        uint64_t n_requests;
+        uint64_t n_clients_dropped_queue;
+} Manager;
+
+int manager_new(const ManagerConfig *config, Manager **ret);
+Manager* manager_free(Manager *m);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Manager*, manager_free);
+
+/* Takes passed fds or binds the socket, loads state, connects the bus, writes the pid/owner files. */
+int manager_startup(Manager *m);
+/* Runs the loop until shutdown; returns the exit code. */
+int manager_run(Manager *m);
+
+/* Begins a graceful shutdown: stop accepting, tell every client, flush within a bound, then exit the loop. */
+void manager_begin_shutdown(Manager *m, const char *why);
+
+/* Handles one complete request line of a client (the ClientLineHandler). */
+int manager_handle_line(Client *c, const char *line, size_t len);
+
+/* Removes the client from every subsystem at once; the memory is freed on the next flush, so callers that still
+ * hold c may look at c->disconnected. */
+void manager_client_disconnect(Manager *m, Client *c);
+
+/* Asks for a flush of every dirty client (and a state write, if dirty) on the next loop iteration. */
+void manager_schedule_flush(Manager *m);
+
+/* Marks photond's state (locks, high-water marks) for writing before the next replies are flushed. */
+void manager_state_changed(Manager *m);
+
+/* Asks the bus object to announce property changes (coalesced). */
+void manager_bus_changed(Manager *m);
+
+/* A reply for request types not implemented by this build. */
+int manager_reply_unsupported(Client *c, const Request *req);
+
+/* Current time helpers. */
+uint64_t now_usec(clockid_t clock);
+int64_t now_ms(void);   /* CLOCK_REALTIME in milliseconds, as the protocol's timestamps */

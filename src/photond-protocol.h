@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The NDJSON request/response protocol: request types, validation as the reference daemon's isValidDaemonRequest
+ * (with photond's clearer error texts), and response builders. Pure and non-logging. */
+
+#include <json-c/json.h>
+#include <stdbool.h>
+
+#include "macro.h"
+
+typedef enum RequestType {
+        /* reference request types */
+        REQUEST_COMMAND,
+        REQUEST_PING,
+        REQUEST_SHUTDOWN,
+        REQUEST_RELOAD,
+        REQUEST_PROMPT_RESPONSE,
+        REQUEST_SUBSCRIBE,
+        REQUEST_UNSUBSCRIBE,
+        REQUEST_PUBLISH,
+        REQUEST_LOCK,
+        REQUEST_UNLOCK,
+        REQUEST_ASSIGN_LOCK,
+        REQUEST_TRANSFER_LOCK,
+        REQUEST_QUERY_LOCK,
+        REQUEST_SCHEDULE,
+        REQUEST_UNSCHEDULE,
+        REQUEST_LIST_JOBS,
+        REQUEST_PS,
+        REQUEST_ENABLE_SCHEDULE,
+        REQUEST_DISABLE_SCHEDULE,
+        REQUEST_PAUSE_SCHEDULE,
+        REQUEST_RESUME_SCHEDULE,
+        REQUEST_ADD_MANUAL_SCHEDULE,
+        REQUEST_ENABLE_LINE,
+        REQUEST_DISABLE_LINE,
+        REQUEST_PAUSE_LINE,
+        REQUEST_RESUME_LINE,
+        REQUEST_GET_LINE_HISTORY,
+        REQUEST_GET_EXECUTION_HISTORY,
+        REQUEST_LIST_LOCKS,
+        REQUEST_GET_EVENTS_SINCE,
+        REQUEST_CLEAR_INSTANCES,
+        REQUEST_GET_CIRCUIT_HEALTH,
+        REQUEST_STATUS,
+        /* photond extensions */
+        REQUEST_PROVIDE,          /* a connection offers to serve a photon's methods */
+        REQUEST_INVOKE_RESULT,    /* provider -> photond: the answer to an invoke */
+        REQUEST_EMIT,             /* provider -> photond: progress of an invoke */
+        REQUEST_PROMPT,           /* provider -> photond: a question for the caller of an invoke */
+        REQUEST_RUN_JOB,          /* run a scheduled job now */
+        _REQUEST_TYPE_MAX,
+        _REQUEST_TYPE_INVALID = -EINVAL,
+} RequestType;
+
+const char* request_type_to_string(RequestType t);
+RequestType request_type_from_string(const char *s);
+
+typedef struct Request {
+        RequestType type;
+        const char *id;                 /* points into json */
+        struct json_object *json;       /* the whole request, owned */
+} Request;
+
+Request* request_free(Request *r);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Request*, request_free);
+
+/* Parses and validates one line (without its newline). On success returns 0 and *ret. On failure returns
+ * -EINVAL and *ret_error (allocated, the full error text such as "Invalid request format: id must be a string")
+ * and *ret_id (allocated copy of the request id when the line had a string id, else NULL).
+ * -ENOMEM on allocation failure. */
+int request_parse(const char *line, size_t len, Request **ret, char **ret_error, char **ret_id);
+
+/* A string field of the request, or NULL. */
+const char* request_string(const Request *r, const char *key);
+
+/* Response builders. They return a new object (NULL on allocation failure). Ownership of data is taken, even on
+ * failure. A NULL id becomes "unknown", as the reference daemon writes it. */
+struct json_object* response_result_new(const char *id, bool success, struct json_object *data);
+struct json_object* response_error_new(const char *id, const char *error, const char *suggestion);
+struct json_object* response_pong_new(const char *id);
+struct json_object* response_shutdown_new(void);

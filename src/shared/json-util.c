@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: MIT */
+
+#include <errno.h>
+#include <string.h>
+
+#include "json-util.h"
+#include "string-util.h"
+
+const char* json_get_string(struct json_object *o, const char *key) {
+        struct json_object *v;
+
+        if (!o || !json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+                return NULL;
+        return json_object_get_string(v);
+}
+
+int json_get_int64(struct json_object *o, const char *key, bool allow_string, int64_t *ret) {
+        struct json_object *v;
+
+        if (!o || !json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
+                return -ENOENT;
+
+        switch (json_object_get_type(v)) {
+        case json_type_int:
+                errno = 0;
+                *ret = json_object_get_int64(v);
+                return errno == 0 ? 0 : -ERANGE;
+        case json_type_double: {
+                double d = json_object_get_double(v);
+                if (d != d || d < -9.2e18 || d > 9.2e18 || d != (double) (int64_t) d)
+                        return -EINVAL;
+                *ret = (int64_t) d;
+                return 0;
+        }
+        case json_type_string:
+                if (!allow_string)
+                        return -EINVAL;
+                return safe_atoi64(json_object_get_string(v), ret);
+        default:
+                return -EINVAL;
+        }
+}
+
+int json_add(struct json_object *o, const char *key, struct json_object *value) {
+        if (!value)
+                return -ENOMEM;
+        if (json_object_object_add(o, key, value) < 0) {
+                json_object_put(value);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+int json_add_string(struct json_object *o, const char *key, const char *value) {
+        if (!value)
+                return 0;
+        return json_add(o, key, json_object_new_string(value));
+}
+
+int json_add_int64(struct json_object *o, const char *key, int64_t value) {
+        return json_add(o, key, json_object_new_int64(value));
+}
+
+int json_add_bool(struct json_object *o, const char *key, bool value) {
+        return json_add(o, key, json_object_new_boolean(value));
+}
+
+int json_parse(const char *buf, size_t len, struct json_object **ret, const char **ret_error) {
+        json_tokener *tok;
+        struct json_object *o;
+        enum json_tokener_error jerr;
+        size_t end;
+
+        tok = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH);
+        if (!tok)
+                return -ENOMEM;
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+
+        o = json_tokener_parse_ex(tok, buf, (int) len);
+        jerr = json_tokener_get_error(tok);
+        end = json_tokener_get_parse_end(tok);
+        json_tokener_free(tok);
+
+        if (jerr == json_tokener_continue) {
+                json_object_put(o);
+                if (ret_error)
+                        *ret_error = "Unexpected end of JSON input";
+                return -EINVAL;
+        }
+        if (jerr != json_tokener_success || !o) {
+                json_object_put(o);
+                if (ret_error)
+                        *ret_error = json_tokener_error_desc(jerr);
+                return -EINVAL;
+        }
+        for (size_t i = end; i < len; i++)
+                if (!strchr(" \t\r\n", buf[i])) {
+                        json_object_put(o);
+                        if (ret_error)
+                                *ret_error = "Unexpected non-whitespace character after JSON";
+                        return -EINVAL;
+                }
+
+        *ret = o;
+        return 0;
+}

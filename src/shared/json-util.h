@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* json-c helpers. Non-logging. Every byte photond writes as JSON is formatted here, so the wire format has one
+ * place to match the reference daemon (JSON.stringify: compact, '/' not escaped). */
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "macro.h"
+
+#define JSON_FORMAT_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+
+static inline void json_object_putp(struct json_object **p) {
+        if (*p)
+                (void) json_object_put(*p);
+        *p = NULL;
+}
+
+/* Returns the string value of key if present and a string, else NULL. */
+const char* json_get_string(struct json_object *o, const char *key);
+
+/* 0 and *ret if key holds an integer-valued number (or a decimal string when allow_string), -ENOENT if absent or
+ * null, -EINVAL otherwise. */
+int json_get_int64(struct json_object *o, const char *key, bool allow_string, int64_t *ret);
+
+/* Adds key:value, taking ownership of value even on failure. -ENOMEM on failure. */
+int json_add(struct json_object *o, const char *key, struct json_object *value);
+int json_add_string(struct json_object *o, const char *key, const char *value);   /* NULL value: key left out */
+int json_add_int64(struct json_object *o, const char *key, int64_t value);
+int json_add_bool(struct json_object *o, const char *key, bool value);
+
+/* Parses exactly one JSON value from buf (len bytes); trailing whitespace is allowed. On a syntax error returns
+ * -EINVAL and, if ret_error is non-NULL, a static description. */
+int json_parse(const char *buf, size_t len, struct json_object **ret, const char **ret_error);

@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "string-util.h"
+
+char* startswith(const char *s, const char *prefix) {
+        size_t l = strlen(prefix);
+
+        if (strncmp(s, prefix, l) != 0)
+                return NULL;
+        return (char*) s + l;
+}
+
+bool endswith(const char *s, const char *suffix) {
+        size_t ls = strlen(s), lx = strlen(suffix);
+
+        return ls >= lx && memcmp(s + ls - lx, suffix, lx) == 0;
+}
+
+bool name_is_valid(const char *s) {
+        size_t n;
+
+        if (!s || s[0] == '.' || s[0] == '\0')
+                return false;
+        for (n = 0; s[n]; n++) {
+                char c = s[n];
+                if (n >= 64)
+                        return false;
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '.' || c == '_' || c == '-'))
+                        return false;
+        }
+        return true;
+}
+
+int safe_atou64(const char *s, uint64_t *ret) {
+        char *end;
+        unsigned long long v;
+
+        if (!s || s[0] < '0' || s[0] > '9')
+                return -EINVAL;
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno == ERANGE)
+                return -ERANGE;
+        if (*end != '\0')
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+int safe_atoi64(const char *s, int64_t *ret) {
+        char *end;
+        long long v;
+
+        if (!s || !((s[0] >= '0' && s[0] <= '9') || s[0] == '-'))
+                return -EINVAL;
+        errno = 0;
+        v = strtoll(s, &end, 10);
+        if (errno == ERANGE)
+                return -ERANGE;
+        if (end == s || *end != '\0')
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+bool memeq_consttime(const void *a, size_t a_len, const void *b, size_t b_len) {
+        const unsigned char *x = a, *y = b;
+        unsigned char d = 0;
+
+        if (a_len != b_len)
+                return false;
+        for (size_t i = 0; i < a_len; i++)
+                d |= x[i] ^ y[i];
+        return d == 0;
+}

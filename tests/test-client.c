@@ -1,0 +1,222 @@
+/* SPDX-License-Identifier: MIT */
+
+/* Framing and write-queue tests on a Client with no manager: lines go to a recording handler, output to a
+ * socketpair. */
+
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "json-util.h"
+#include "photond-client.h"
+#include "photond-limits.h"
+
+static char *lines[64];
+static size_t line_lens[64];
+static unsigned n_lines;
+
+static int record_line(Client *c, const char *line, size_t len) {
+        cr_assert(n_lines < 64);
+        lines[n_lines] = malloc(len + 1);
+        memcpy(lines[n_lines], line, len);
+        lines[n_lines][len] = '\0';
+        line_lens[n_lines] = len;
+        n_lines++;
+        return 0;
+}
+
+static Client client;
+
+static void setup(void) {
+        limits_reset();
+        client = (Client) { .fd = -EBADF };
+        client_line_handler = record_line;
+        n_lines = 0;
+}
+
+static void teardown(void) {
+        for (unsigned i = 0; i < n_lines; i++)
+                free(lines[i]);
+        for (size_t i = 0; i < client.out_n; i++)
+                shared_buf_unref(client.out[client.out_head + i].buf);
+        free(client.out);
+        free(client.rbuf);
+        safe_close(client.fd);
+}
+
+TestSuite(client, .init = setup, .fini = teardown);
+
+static void feed(const char *s) {
+        cr_assert_eq(client_feed(&client, s, strlen(s)), 0);
+}
+
+Test(client, several_lines_in_one_read) {
+        feed("{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n");
+        cr_assert_eq(n_lines, 3);
+        cr_assert_str_eq(lines[0], "{\"a\":1}");
+        cr_assert_str_eq(lines[2], "{\"c\":3}");
+        cr_assert_null(client.rbuf, "no buffer may be kept when every line is complete");
+}
+
+Test(client, one_line_over_many_reads) {
+        feed("{\"ty");
+        feed("pe\":\"pi");
+        cr_assert_eq(n_lines, 0);
+        feed("ng\"}\n{\"x\"");
+        cr_assert_eq(n_lines, 1);
+        cr_assert_str_eq(lines[0], "{\"type\":\"ping\"}");
+        feed(":1}\n");
+        cr_assert_eq(n_lines, 2);
+        cr_assert_str_eq(lines[1], "{\"x\":1}");
+        cr_assert_null(client.rbuf, "the partial-line buffer is freed once the line completes");
+}
+
+Test(client, byte_by_byte) {
+        const char *s = "{\"id\":\"a\"}\n";
+
+        for (size_t i = 0; s[i]; i++)
+                cr_assert_eq(client_feed(&client, s + i, 1), 0);
+        cr_assert_eq(n_lines, 1);
+        cr_assert_str_eq(lines[0], "{\"id\":\"a\"}");
+}
+
+Test(client, crlf_and_blank_lines) {
+        feed("\r\n\n  \n{\"a\":1}\r\n\r\n{\"b\":2}\n");
+        cr_assert_eq(n_lines, 2);
+        cr_assert_str_eq(lines[0], "{\"a\":1}");
+        cr_assert_str_eq(lines[1], "{\"b\":2}");
+}
+
+Test(client, nul_bytes_are_passed_on) {
+        static const char data[] = "{\"a\"\0:1}\n";
+
+        cr_assert_eq(client_feed(&client, data, sizeof(data) - 1), 0);
+        cr_assert_eq(n_lines, 1);
+        cr_assert_eq(line_lens[0], 8, "the line keeps its NUL for the parser to reject");
+}
+
+Test(client, over_long_line_is_refused) {
+        char *big;
+
+        limits.MAX_LINE_BYTES = 1000;
+        big = malloc(600);
+        memset(big, 'x', 600);
+        cr_assert_eq(client_feed(&client, big, 600), 0);
+        cr_assert_eq(client_feed(&client, big, 600), -E2BIG);
+        free(big);
+
+        cr_assert(client.close_after_flush);
+        cr_assert_eq(n_lines, 0);
+        cr_assert_eq(client.out_n, 1, "an error reply is queued");
+        cr_assert(strstr(client.out[client.out_head].buf->data, "\"type\":\"error\""));
+        cr_assert(strstr(client.out[client.out_head].buf->data, "exceeds 1000 bytes"));
+
+        /* Nothing more is read from a client that is being closed. */
+        feed("{\"a\":1}\n");
+        cr_assert_eq(n_lines, 0);
+}
+
+Test(client, line_at_cap_is_fine) {
+        char buf[1002];
+
+        limits.MAX_LINE_BYTES = 1000;
+        memset(buf, ' ', 1000);
+        memcpy(buf, "{\"k\":1}", 7);
+        buf[1000] = '\n';
+        cr_assert_eq(client_feed(&client, buf, 1001), 0);
+        cr_assert_eq(n_lines, 1);
+}
+
+static int sp[2];
+
+static void make_pair(void) {
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sp), 0);
+        client.fd = sp[0];
+}
+
+Test(client, queue_is_written_with_one_writev) {
+        _cleanup_(shared_buf_unrefp) SharedBuf *a = shared_buf_new("hello ", 6), *b = shared_buf_new("world\n", 6);
+        char buf[64];
+
+        make_pair();
+        cr_assert_eq(client_send(&client, a, NULL), 0);
+        cr_assert_eq(client_send(&client, b, NULL), 0);
+        cr_assert_eq(client_send(&client, a, NULL), 0);
+        cr_assert_eq(a->n_ref, 3, "the queue shares the buffer, it does not copy it");
+        cr_assert_eq(client.out_bytes, 18);
+
+        cr_assert_eq(client_flush(&client), 0);
+        cr_assert_eq(client.out_n, 0);
+        cr_assert_eq(client.out_bytes, 0);
+        cr_assert_null(client.out, "an empty queue holds no memory");
+        cr_assert_eq(a->n_ref, 1);
+        cr_assert_eq(read(sp[1], buf, sizeof(buf)), 18);
+        cr_assert_eq(memcmp(buf, "hello world\nhello ", 18), 0);
+        close(sp[1]);
+}
+
+Test(client, full_socket_keeps_the_rest_queued) {
+        _cleanup_(shared_buf_unrefp) SharedBuf *big = NULL;
+        size_t total = 0;
+        char *junk = calloc(1, 1 << 20);
+        ssize_t n;
+
+        make_pair();
+        big = shared_buf_new(junk, 1 << 20);
+        cr_assert_eq(client_send(&client, big, NULL), 0);
+        cr_assert_eq(client_send(&client, big, NULL), 0);
+        cr_assert_eq(client_flush(&client), 0);
+        cr_assert(client.out_n > 0, "a socketpair does not take 2 MiB at once");
+        cr_assert(client.want_pollout);
+
+        while ((n = read(sp[1], junk, 1 << 20)) > 0) {
+                total += n;
+                cr_assert_eq(client_flush(&client), 0);
+        }
+        cr_assert_eq(client.out_n, 0);
+        cr_assert_eq(total, 2u << 20, "every byte arrives exactly once, in order");
+        cr_assert(!client.want_pollout);
+        free(junk);
+        close(sp[1]);
+}
+
+Test(client, write_queue_cap) {
+        _cleanup_(shared_buf_unrefp) SharedBuf *b = shared_buf_new("0123456789", 10);
+
+        limits.MAX_WRITE_QUEUE_BYTES = 25;
+        cr_assert_eq(client_send(&client, b, &client), 0);
+        cr_assert_eq(client_send(&client, b, &client), 0);
+        cr_assert_eq(client_send(&client, b, &client), -ENOBUFS, "tagged messages past the cap are refused");
+        cr_assert_eq(client.out_n, 2);
+}
+
+static unsigned n_dropped_tags;
+static const void *dropped_tags[8];
+
+static void on_drop(Client *c, const void *tag, void *userdata) {
+        dropped_tags[n_dropped_tags++] = tag;
+}
+
+Test(client, drop_tagged_keeps_replies_and_order) {
+        _cleanup_(shared_buf_unrefp) SharedBuf *r1 = shared_buf_new("r1", 2), *r2 = shared_buf_new("r2", 2),
+                                               *m = shared_buf_new("mm", 2);
+        static const char tag_a = 'a', tag_b = 'b';
+
+        cr_assert_eq(client_send(&client, m, &tag_a), 0);
+        cr_assert_eq(client_send(&client, r1, NULL), 0);
+        cr_assert_eq(client_send(&client, m, &tag_b), 0);
+        cr_assert_eq(client_send(&client, m, &tag_a), 0);
+        cr_assert_eq(client_send(&client, r2, NULL), 0);
+
+        n_dropped_tags = 0;
+        cr_assert_eq(client_drop_tagged(&client, on_drop, NULL), 3);
+        cr_assert_eq(n_dropped_tags, 2, "one callback per channel lost");
+        cr_assert_eq(dropped_tags[0], &tag_a);
+        cr_assert_eq(dropped_tags[1], &tag_b);
+        cr_assert_eq(client.out_n, 2);
+        cr_assert_eq(client.out[client.out_head].buf, r1);
+        cr_assert_eq(client.out[client.out_head + 1].buf, r2);
+        cr_assert_eq(client.out_bytes, 4);
+        cr_assert_eq(m->n_ref, 1);
+}

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdlib.h>
+
+#include "photond-limits.h"
+
+static void reset(void) {
+        limits_reset();
+        unsetenv("PHOTOND_MAX_LINE_BYTES");
+        unsetenv("PHOTOND_MAX_LOCKS");
+}
+
+TestSuite(limits, .init = reset, .fini = reset);
+
+Test(limits, defaults) {
+        cr_assert_eq(limits.MAX_LINE_BYTES, 1024 * 1024);
+        cr_assert_eq(limits.REPLAY_MAX_EVENTS, 500);
+        cr_assert_eq(limits.REPLAY_WINDOW_MS, 300000);
+        cr_assert_eq(limits.LOCK_DEFAULT_TIMEOUT_MS, 30000);
+        cr_assert_eq(limits.WEBHOOK_MAX_BODY_BYTES, 1048576);
+}
+
+Test(limits, environment_overrides) {
+        setenv("PHOTOND_MAX_LINE_BYTES", "4096", 1);
+        setenv("PHOTOND_MAX_LOCKS", "7", 1);
+        cr_assert_eq(limits_load_from_env(NULL), 0);
+        cr_assert_eq(limits.MAX_LINE_BYTES, 4096);
+        cr_assert_eq(limits.MAX_LOCKS, 7);
+}
+
+Test(limits, bad_values_are_named) {
+        static const char *const bad[] = { "", "-1", "0", "12abc", "99999999999999999999999" };
+
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                const char *name = NULL;
+
+                limits_reset();
+                setenv("PHOTOND_MAX_LINE_BYTES", bad[i], 1);
+                cr_assert_eq(limits_load_from_env(&name), -EINVAL, "'%s' accepted", bad[i]);
+                cr_assert_str_eq(name, "MAX_LINE_BYTES");
+                cr_assert_eq(limits.MAX_LINE_BYTES, 1024 * 1024, "a bad value leaves the default");
+        }
+}
+
+Test(limits, table_lists_every_limit) {
+        uint64_t value, def;
+        unsigned n = 0;
+        const char *name;
+
+        while ((name = limits_name(n, &value, &def))) {
+                cr_assert_eq(value, def);
+                cr_assert(value > 0, "%s has no default", name);
+                n++;
+        }
+        cr_assert_eq(n * sizeof(uint64_t), sizeof(Limits));
+}

@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: MIT */
+
+/* The small helpers in src/shared/. */
+
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "fd-util.h"
+#include "helpers.h"
+#include "json-util.h"
+#include "shared-buf.h"
+#include "string-util.h"
+
+Test(shared, name_is_valid) {
+        cr_assert(name_is_valid("kanban"));
+        cr_assert(name_is_valid("a.b-c_D9"));
+        cr_assert(name_is_valid("x"));
+        cr_assert(!name_is_valid(""));
+        cr_assert(!name_is_valid(NULL));
+        cr_assert(!name_is_valid(".hidden"));
+        cr_assert(!name_is_valid(".."));
+        cr_assert(!name_is_valid("a/b"));
+        cr_assert(!name_is_valid("a b"));
+        cr_assert(!name_is_valid("ü"));
+        cr_assert(name_is_valid("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));   /* 64 */
+        cr_assert(!name_is_valid("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));  /* 65 */
+}
+
+Test(shared, safe_atou64) {
+        uint64_t u;
+
+        cr_assert_eq(safe_atou64("0", &u), 0);
+        cr_assert_eq(u, 0);
+        cr_assert_eq(safe_atou64("18446744073709551615", &u), 0);
+        cr_assert_eq(u, UINT64_MAX);
+        cr_assert_eq(safe_atou64("18446744073709551616", &u), -ERANGE);
+        cr_assert_eq(safe_atou64("-1", &u), -EINVAL);
+        cr_assert_eq(safe_atou64("5abc", &u), -EINVAL);
+        cr_assert_eq(safe_atou64("", &u), -EINVAL);
+        cr_assert_eq(safe_atou64(" 5", &u), -EINVAL);
+}
+
+Test(shared, memeq_consttime) {
+        cr_assert(memeq_consttime("abc", 3, "abc", 3));
+        cr_assert(!memeq_consttime("abc", 3, "abd", 3));
+        cr_assert(!memeq_consttime("abc", 3, "abcd", 4));
+        cr_assert(memeq_consttime("", 0, "", 0));
+}
+
+Test(shared, json_get_int64) {
+        _cleanup_(json_object_putp) struct json_object *o =
+                json_tokener_parse("{\"i\":5,\"d\":2.0,\"f\":2.5,\"s\":\"17\",\"n\":null,\"b\":true,\"x\":\"1x\"}");
+        int64_t v;
+
+        cr_assert_eq(json_get_int64(o, "i", false, &v), 0);
+        cr_assert_eq(v, 5);
+        cr_assert_eq(json_get_int64(o, "d", false, &v), 0);
+        cr_assert_eq(v, 2);
+        cr_assert_eq(json_get_int64(o, "f", false, &v), -EINVAL);
+        cr_assert_eq(json_get_int64(o, "s", false, &v), -EINVAL);
+        cr_assert_eq(json_get_int64(o, "s", true, &v), 0);
+        cr_assert_eq(v, 17);
+        cr_assert_eq(json_get_int64(o, "x", true, &v), -EINVAL);
+        cr_assert_eq(json_get_int64(o, "n", false, &v), -ENOENT);
+        cr_assert_eq(json_get_int64(o, "missing", false, &v), -ENOENT);
+        cr_assert_eq(json_get_int64(o, "b", false, &v), -EINVAL);
+}
+
+Test(shared, shared_buf_json_line) {
+        _cleanup_(json_object_putp) struct json_object *o = json_tokener_parse("{\"u\":\"a/b\",\"n\":null}");
+        _cleanup_(shared_buf_unrefp) SharedBuf *b = shared_buf_new_json_line(o);
+
+        cr_assert_str_eq(b->data, "{\"u\":\"a/b\",\"n\":null}\n");
+        cr_assert_eq(b->size, strlen(b->data));
+        cr_assert_eq(shared_buf_ref(b), b);
+        cr_assert_eq(b->n_ref, 2);
+        shared_buf_unref(b);
+}
+
+Test(shared, atomic_write_and_read) {
+        char *dir = tmpdir_new(), *path, *text = NULL;
+        size_t size;
+        struct stat st;
+
+        cr_assert(asprintf(&path, "%s/sub/dir/file.json", dir) >= 0);
+        cr_assert_eq(write_file_atomic(path, "x", 1, 0600, true), -ENOENT);
+        *strrchr(path, '/') = '\0';
+        cr_assert_eq(mkdir_parents_and_self(path, 0700), 0);
+        cr_assert_eq(mkdir_parents_and_self(path, 0700), 0, "existing directories are fine");
+        strcat(path, "/file.json");
+        cr_assert_eq(write_file_atomic(path, "{\"a\":1}", 7, 0600, true), 0);
+        cr_assert_eq(write_file_atomic(path, "{\"b\":22}", 8, 0600, false), 0);
+        cr_assert_eq(stat(path, &st), 0);
+        cr_assert_eq(st.st_mode & 0777, 0600);
+        cr_assert_eq(read_full_file(path, 100, &text, &size), 0);
+        cr_assert_str_eq(text, "{\"b\":22}");
+        cr_assert_eq(size, 8);
+        free(text);
+        cr_assert_eq(read_full_file(path, 4, &text, &size), -EFBIG);
+        free(path);
+        tmpdir_remove(dir);
+}
