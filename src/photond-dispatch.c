@@ -1,15 +1,161 @@
 /* SPDX-License-Identifier: MIT */
 
-/* Method dispatch (stub until the method-dispatch issue lands: every call fails with "no handler"). */
+/* Method dispatch. A call (a `command` request, a job firing, a webhook) runs on a provider connection of its
+ * photon (round-robin over several) or, without one, on an executable handler under the handlers directory.
+ *
+ * A call lives in three steps: running (it holds a provider slot or a child process with its pipes), done
+ * (outcome recorded, resources released, queued) and delivered (reply, state-changed, callback; freed). Delivery
+ * happens from a defer source, never on the stack of whatever finished the call. That keeps two promises: a
+ * DispatchCallback never runs inside dispatcher_call(), and no call is freed while code up the stack (a send that
+ * made a client disconnect, a disconnect that fails other calls) still holds it. */
 
-#include <json-c/json.h>
+#include <assert.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pwd.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <uthash.h>
 
+#include "json-util.h"
+#include "log.h"
+#include "photond-channel.h"
 #include "photond-client.h"
 #include "photond-dispatch.h"
+#include "photond-limits.h"
 #include "photond-manager.h"
+#include "photond-schedule.h"
+#include "shared-buf.h"
+#include "string-util.h"
+
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define INVOKE_ID_PREFIX "inv_"
+
+/* After the handler exits, how long a grandchild may keep its stdout/stderr open before we stop waiting. */
+#define EXIT_GRACE_USEC (100 * USEC_PER_MSEC)
+/* Longest stderr line logged as one journal entry; the rest of the line is cut. */
+#define STDERR_LINE_MAX 1024
+
+typedef struct Provider Provider;
+
+typedef struct PhotonEntry {
+        UT_hash_handle hh;
+        LIST_HEAD(Provider, providers);
+        Provider *rr_next;              /* the provider the next call goes to */
+        unsigned n_providers;
+        unsigned n_calls;               /* calls of this photon not yet delivered */
+        char name[];
+} PhotonEntry;
+
+struct Provider {
+        PhotonEntry *photon;
+        Client *client;
+        LIST_FIELDS(Provider, by_photon);
+        LIST_FIELDS(Provider, by_client);       /* the list head is client->provider */
+        unsigned n_calls;
+        uint64_t n_served;
+};
+
+typedef enum ExecPhase {
+        EXEC_RUNNING,
+        EXEC_TERM_SENT,         /* timed out: SIGTERM sent, SIGKILL after the grace */
+        EXEC_KILL_SENT,
+        EXEC_EXITED,            /* reaped; waiting (briefly) for EOF on stdout/stderr */
+} ExecPhase;
+
+typedef struct ExecChild {
+        pid_t pid;              /* also the process group */
+        ExecPhase phase;
+        sd_event_source *child_source;
+        sd_event_source *stdin_source, *stdout_source, *stderr_source;
+        int stdin_fd, stdout_fd, stderr_fd;
+
+        char *input;
+        size_t input_size, input_offset;
+
+        char *out;
+        size_t out_size, out_alloc;
+
+        TailBuf err_tail;
+        char err_line[STDERR_LINE_MAX];
+        size_t err_line_size;
+        bool err_line_cut;
+        uint64_t err_logged;
+
+        int exit_code, exit_status;    /* from waitid(): CLD_*, status or signal */
+        bool exited:1;
+        bool timed_out:1;
+        bool too_large:1;
+} ExecChild;
+
+typedef enum CallState {
+        CALL_RUNNING,
+        CALL_DONE,
+} CallState;
+
+struct DispatchCall {
+        Dispatcher *dispatcher;
+        LIST_FIELDS(DispatchCall, calls);
+        LIST_FIELDS(DispatchCall, done);
+        UT_hash_handle hh;              /* by serial, for invoke ids */
+        uint64_t serial;
+        char invoke_id[32];
+        CallState state;
+
+        PhotonEntry *photon;
+        char *method;
+        struct json_object *args;       /* never NULL */
+        DispatchTrigger trigger;
+        char *job_id;
+        uint64_t timeout_ms;
+        uint64_t started_usec;          /* CLOCK_MONOTONIC */
+        sd_event_source *timer_source;
+
+        /* a command: the requester (NULL once it disconnected) */
+        bool is_command;
+        Client *caller;
+        char *caller_id;
+        char *instance;
+        char *session_id;
+        /* a job or webhook */
+        DispatchCallback callback;
+        void *userdata;
+
+        /* where it runs */
+        Provider *provider;
+        unsigned n_prompts;             /* prompts forwarded to the caller, not answered yet */
+        ExecChild *exec;
+
+        /* outcome */
+        bool success;
+        struct json_object *data;
+        char *error;
+        struct json_object *patch, *inverse_patch;
+        uint64_t duration_ms;
+};
 
 struct Dispatcher {
         Manager *manager;
+        char *home;                     /* HOME for handlers */
+
+        PhotonEntry *photons;
+        unsigned n_providers;
+        unsigned n_photons_provided;
+
+        LIST_HEAD(DispatchCall, calls);
+        DispatchCall *calls_by_serial;
+        unsigned n_calls;
+        uint64_t next_serial;
+
+        LIST_HEAD(DispatchCall, done);
+        sd_event_source *done_event_source;
+        bool freeing;
 };
 
 static const char *const dispatch_trigger_table[_DISPATCH_TRIGGER_MAX] = {
@@ -24,66 +170,1701 @@ const char* dispatch_trigger_to_string(DispatchTrigger t) {
         return dispatch_trigger_table[t];
 }
 
+/* ---- pure helpers ---- */
+
+int dispatch_resolve_handler(const char *dir, const char *photon, const char *method, char **ret_path,
+                             bool *ret_method_arg) {
+        _cleanup_free_ char *p = NULL, *pm = NULL;
+        struct stat st;
+
+        if (!dir || !name_is_valid(photon) || !name_is_valid(method))
+                return -EINVAL;
+
+        if (asprintf(&p, "%s/%s", dir, photon) < 0)
+                return -ENOMEM;
+        if (stat(p, &st) < 0)
+                return (errno == ENOENT || errno == ENOTDIR) ? -ENOENT : -errno;
+
+        if (S_ISDIR(st.st_mode)) {
+                if (asprintf(&pm, "%s/%s", p, method) < 0)
+                        return -ENOMEM;
+                if (stat(pm, &st) < 0)
+                        return (errno == ENOENT || errno == ENOTDIR) ? -ESRCH : -errno;
+                if (!S_ISREG(st.st_mode))
+                        return -ESRCH;
+                if (access(pm, X_OK) < 0)
+                        return -EACCES;
+                *ret_path = TAKE_PTR(pm);
+                *ret_method_arg = false;
+                return 0;
+        }
+
+        if (!S_ISREG(st.st_mode))
+                return -ENOENT;
+        if (access(p, X_OK) < 0)
+                return -EACCES;
+        *ret_path = TAKE_PTR(p);
+        *ret_method_arg = true;
+        return 0;
+}
+
+char** dispatch_strv_free(char **l) {
+        for (char **i = l; i && *i; i++)
+                free(*i);
+        return mfree(l);
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(char**, dispatch_strv_free);
+
+int dispatch_build_env(const char *home, const char *photon, const char *method, DispatchTrigger trigger,
+                       const char *job_id, char ***ret) {
+        char **env;
+        size_t n = 0;
+        int r = 0;
+
+        if (!dispatch_trigger_to_string(trigger))
+                return -EINVAL;
+
+        env = new0(char*, 7);
+        if (!env)
+                return -ENOMEM;
+
+        if (asprintf(&env[n++], "PATH=%s", DEFAULT_PATH) < 0 ||
+            asprintf(&env[n++], "HOME=%s", home ?: "/") < 0 ||
+            asprintf(&env[n++], "PHOTON_NAME=%s", photon) < 0 ||
+            asprintf(&env[n++], "PHOTON_METHOD=%s", method) < 0 ||
+            asprintf(&env[n++], "PHOTON_TRIGGER=%s", dispatch_trigger_to_string(trigger)) < 0 ||
+            (job_id && asprintf(&env[n++], "PHOTON_JOB_ID=%s", job_id) < 0)) {
+                env[n - 1] = NULL;      /* asprintf() leaves it undefined on failure */
+                r = -ENOMEM;
+        }
+        if (r < 0) {
+                dispatch_strv_free(env);
+                return r;
+        }
+        *ret = env;
+        return 0;
+}
+
+/* Length of the valid UTF-8 sequence at s (at most left bytes), or 0 if invalid. */
+static size_t utf8_sequence_length(const unsigned char *s, size_t left) {
+        size_t n;
+        uint32_t cp;
+
+        if (s[0] < 0x80)
+                return 1;
+        if (s[0] >= 0xc2 && s[0] <= 0xdf)
+                n = 2, cp = s[0] & 0x1f;
+        else if (s[0] >= 0xe0 && s[0] <= 0xef)
+                n = 3, cp = s[0] & 0x0f;
+        else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+                n = 4, cp = s[0] & 0x07;
+        else
+                return 0;
+        if (left < n)
+                return 0;
+        for (size_t i = 1; i < n; i++) {
+                if ((s[i] & 0xc0) != 0x80)
+                        return 0;
+                cp = (cp << 6) | (s[i] & 0x3f);
+        }
+        /* overlong forms, surrogates, beyond U+10FFFF */
+        if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+                return 0;
+        return n;
+}
+
+int utf8_sanitize(const char *buf, size_t size, char **ret, size_t *ret_size) {
+        const unsigned char *s = (const unsigned char*) buf;
+        size_t bad = 0, o = 0;
+        char *out;
+
+        for (size_t i = 0; i < size;) {
+                size_t n = utf8_sequence_length(s + i, size - i);
+                if (n == 0) {
+                        bad++;
+                        i++;
+                } else
+                        i += n;
+        }
+
+        /* Each bad byte (1 byte) becomes U+FFFD (3 bytes). */
+        out = malloc(size + bad * 2 + 1);
+        if (!out)
+                return -ENOMEM;
+        for (size_t i = 0; i < size;) {
+                size_t n = utf8_sequence_length(s + i, size - i);
+                if (n == 0) {
+                        memcpy(out + o, "\xef\xbf\xbd", 3);
+                        o += 3;
+                        i++;
+                } else {
+                        memcpy(out + o, s + i, n);
+                        o += n;
+                        i += n;
+                }
+        }
+        out[o] = '\0';
+        *ret = out;
+        *ret_size = o;
+        return 0;
+}
+
+int dispatch_parse_output(const char *buf, size_t size, struct json_object **ret) {
+        _cleanup_free_ char *text = NULL;
+        struct json_object *o = NULL;
+        size_t len;
+        int r;
+
+        /* One spare byte: a newline lets json-c finish a bare number at the end of the input. */
+        r = utf8_sanitize(buf, size, &text, &len);
+        if (r < 0)
+                return r;
+
+        {
+                _cleanup_free_ char *nl = malloc(len + 2);
+                if (!nl)
+                        return -ENOMEM;
+                memcpy(nl, text, len);
+                nl[len] = '\n';
+                nl[len + 1] = '\0';
+
+                bool blank = true;
+                for (size_t i = 0; i < len && blank; i++)
+                        blank = strchr(" \t\r\n", text[i]) != NULL;
+                if (blank) {
+                        *ret = NULL;
+                        return 0;
+                }
+
+                r = json_parse(nl, len + 1, &o, NULL);
+                if (r == -ENOMEM)
+                        return r;
+                if (r >= 0) {
+                        *ret = o;
+                        return 0;
+                }
+        }
+
+        /* Not JSON: the text, minus the newline a shell's echo adds. */
+        while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+                len--;
+        o = json_object_new_string_len(text, (int) len);
+        if (!o)
+                return -ENOMEM;
+        *ret = o;
+        return 0;
+}
+
+void tail_buf_append(TailBuf *t, const char *buf, size_t size) {
+        if (size >= sizeof(t->data)) {
+                memcpy(t->data, buf + size - sizeof(t->data), sizeof(t->data));
+                t->size = sizeof(t->data);
+                return;
+        }
+        if (t->size + size > sizeof(t->data)) {
+                size_t drop = t->size + size - sizeof(t->data);
+                memmove(t->data, t->data + drop, t->size - drop);
+                t->size -= drop;
+        }
+        memcpy(t->data + t->size, buf, size);
+        t->size += size;
+}
+
+char* tail_buf_text(const TailBuf *t) {
+        size_t start = 0, end = t->size, len;
+        char *text = NULL;
+
+        /* The cut may have split a character. */
+        while (start < end && start < 4 && ((unsigned char) t->data[start] & 0xc0) == 0x80)
+                start++;
+        while (end > start && strchr(" \t\r\n", t->data[end - 1]))
+                end--;
+        while (start < end && strchr(" \t\r\n", t->data[start]))
+                start++;
+        if (utf8_sanitize(t->data + start, end - start, &text, &len) < 0)
+                return NULL;
+        return text;
+}
+
+char* dispatch_exit_message(const char *photon, const char *method, int code, int status, const char *tail) {
+        char what[64];
+        char *msg;
+
+        if (code == CLD_EXITED)
+                snprintf(what, sizeof(what), "exited with status %d", status);
+        else if (code == CLD_KILLED || code == CLD_DUMPED)
+                snprintf(what, sizeof(what), "was killed by signal SIG%s%s",
+                         sigabbrev_np(status) ?: "?", code == CLD_DUMPED ? " (core dumped)" : "");
+        else
+                snprintf(what, sizeof(what), "ended abnormally (code %d)", code);
+
+        if (asprintf(&msg, "Handler %s/%s %s%s%s", photon, method, what,
+                     tail && tail[0] ? ": " : "", tail ?: "") < 0)
+                return NULL;
+        return msg;
+}
+
+/* ---- photon entries and providers ---- */
+
+static PhotonEntry* photon_find(Dispatcher *d, const char *name) {
+        PhotonEntry *e = NULL;
+
+        HASH_FIND_STR(d->photons, name, e);
+        return e;
+}
+
+static int photon_get(Dispatcher *d, const char *name, PhotonEntry **ret) {
+        PhotonEntry *e = photon_find(d, name);
+        size_t l;
+
+        if (!e) {
+                l = strlen(name);
+                e = calloc(1, sizeof(PhotonEntry) + l + 1);
+                if (!e)
+                        return -ENOMEM;
+                memcpy(e->name, name, l + 1);
+                HASH_ADD(hh, d->photons, name[0], l, e);
+        }
+        *ret = e;
+        return 0;
+}
+
+static void photon_gc(Dispatcher *d, PhotonEntry *e) {
+        if (!e || e->n_providers > 0 || e->n_calls > 0)
+                return;
+        HASH_DEL(d->photons, e);
+        free(e);
+}
+
+static Provider* provider_free(Dispatcher *d, Provider *p) {
+        PhotonEntry *e;
+
+        if (!p)
+                return NULL;
+        e = p->photon;
+        if (e->rr_next == p)
+                e->rr_next = p->by_photon_next;
+        LIST_REMOVE(by_photon, e->providers, p);
+        e->n_providers--;
+        if (e->n_providers == 0)
+                d->n_photons_provided--;
+        d->n_providers--;
+        if (p->client) {
+                Provider *head = p->client->provider;
+                LIST_REMOVE(by_client, head, p);
+                p->client->provider = head;
+        }
+        photon_gc(d, e);
+        return mfree(p);
+}
+
+static Provider* provider_pick(PhotonEntry *e) {
+        Provider *p = e->rr_next ?: e->providers;
+
+        if (p)
+                e->rr_next = p->by_photon_next;
+        return p;
+}
+
+/* ---- calls ---- */
+
+static void exec_child_free(ExecChild *x) {
+        if (!x)
+                return;
+        if (x->child_source && !x->exited) {
+                /* Only on dispatcher_free(): let sd-event kill and reap what is left. */
+                (void) kill(-x->pid, SIGKILL);
+                (void) sd_event_source_set_child_process_own(x->child_source, true);
+        }
+        sd_event_source_disable_unref(x->child_source);
+        sd_event_source_disable_unref(x->stdin_source);
+        sd_event_source_disable_unref(x->stdout_source);
+        sd_event_source_disable_unref(x->stderr_source);
+        safe_close(x->stdin_fd);
+        safe_close(x->stdout_fd);
+        safe_close(x->stderr_fd);
+        free(x->input);
+        free(x->out);
+        free(x);
+}
+
+static DispatchCall* call_free(DispatchCall *call) {
+        Dispatcher *d;
+
+        if (!call)
+                return NULL;
+        d = call->dispatcher;
+
+        if (call->photon) {
+                call->photon->n_calls--;
+                photon_gc(d, call->photon);
+        }
+        if (call->provider)
+                call->provider->n_calls--;
+        if (call->caller)
+                call->caller->n_calls--;
+        exec_child_free(call->exec);
+        sd_event_source_disable_unref(call->timer_source);
+        json_object_put(call->args);
+        json_object_put(call->data);
+        json_object_put(call->patch);
+        json_object_put(call->inverse_patch);
+        free(call->error);
+        free(call->method);
+        free(call->job_id);
+        free(call->caller_id);
+        free(call->instance);
+        free(call->session_id);
+        return mfree(call);
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(DispatchCall*, call_free);
+
+static void call_unlink(DispatchCall *call) {
+        Dispatcher *d = call->dispatcher;
+
+        LIST_REMOVE(calls, d->calls, call);
+        HASH_DELETE(hh, d->calls_by_serial, call);
+        d->n_calls--;
+}
+
+/* Records the outcome (data is taken, error copied) and queues the call for delivery. Releases the provider
+ * slot; an exec call comes here only after its child was reaped. Never sends anything. */
+static void call_complete(DispatchCall *call, bool success, struct json_object *data, const char *error) {
+        Dispatcher *d = call->dispatcher;
+
+        if (call->state != CALL_RUNNING) {
+                json_object_put(data);
+                return;
+        }
+        call->state = CALL_DONE;
+        call->success = success;
+        call->data = data;
+        if (!success) {
+                call->error = strdup(error ?: "Method failed");
+                if (!call->error)
+                        log_oom();
+        }
+        call->duration_ms = (now_usec(CLOCK_MONOTONIC) - call->started_usec) / USEC_PER_MSEC;
+
+        if (call->provider) {
+                call->provider->n_calls--;
+                call->provider->n_served++;
+                call->provider = NULL;
+        }
+        call->n_prompts = 0;
+        call->timer_source = sd_event_source_disable_unref(call->timer_source);
+
+        LIST_PREPEND(done, d->done, call);
+        (void) sd_event_source_set_enabled(d->done_event_source, SD_EVENT_ONESHOT);
+}
+
+static void call_fail(DispatchCall *call, const char *fmt, ...) _printf_(2, 3);
+static void call_fail(DispatchCall *call, const char *fmt, ...) {
+        _cleanup_free_ char *msg = NULL;
+        va_list ap;
+
+        va_start(ap, fmt);
+        if (vasprintf(&msg, fmt, ap) < 0)
+                msg = NULL;
+        va_end(ap);
+        call_complete(call, false, NULL, msg ?: "Method failed (out of memory)");
+}
+
+static struct json_object* json_ref_or_null(struct json_object *o) {
+        return o ? json_object_get(o) : NULL;
+}
+
+static int json_add_nullable(struct json_object *o, const char *key, struct json_object *value) {
+        /* json-c represents JSON null as NULL, which json_add() reads as an allocation failure. */
+        return json_object_object_add(o, key, value) < 0 ? -ENOMEM : 0;
+}
+
+static void command_publish_state_changed(DispatchCall *call) {
+        Manager *m = call->dispatcher->manager;
+        _cleanup_(json_object_putp) struct json_object *ev = NULL;
+        _cleanup_free_ char *channel = NULL, *uri = NULL;
+        const char *instance = call->instance ?: "default";
+        int r;
+
+        if (asprintf(&channel, "%s:%s:state-changed", call->photon->name, instance) < 0 ||
+            asprintf(&uri, "photon://%s/%s", call->photon->name, instance) < 0) {
+                log_oom();
+                return;
+        }
+        ev = json_object_new_object();
+        if (!ev ||
+            json_add_string(ev, "event", "state-changed") < 0 ||
+            json_add_string(ev, "method", call->method) < 0 ||
+            json_add(ev, "params", json_object_get(call->args)) < 0 ||
+            json_add_string(ev, "instance", instance) < 0 ||
+            json_add_nullable(ev, "data", json_ref_or_null(call->data)) < 0 ||
+            (call->patch && json_add(ev, "patch", json_object_get(call->patch)) < 0) ||
+            (call->inverse_patch && json_add(ev, "inversePatch", json_object_get(call->inverse_patch)) < 0) ||
+            json_add_string(ev, "uri", uri) < 0) {
+                log_oom();
+                return;
+        }
+        r = channels_publish(m->channels, channel, ev, call->caller, NULL);
+        if (r < 0)
+                log_debug_errno(r, "Failed to publish %s: %m", channel);
+}
+
+static void command_deliver(DispatchCall *call) {
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        Client *c = call->caller;
+
+        if (c && !c->disconnected) {
+                if (call->success) {
+                        o = json_object_new_object();
+                        if (!o ||
+                            json_add_string(o, "type", "result") < 0 ||
+                            json_add_string(o, "id", call->caller_id) < 0 ||
+                            json_add_bool(o, "success", true) < 0 ||
+                            json_add_nullable(o, "data", json_ref_or_null(call->data)) < 0 ||
+                            json_add_int64(o, "durationMs", (int64_t) call->duration_ms) < 0)
+                                log_oom();
+                        else
+                                (void) client_send_json(c, o);
+                } else
+                        (void) client_reply_error(c, call->caller_id, call->error ?: "Method failed", NULL);
+        }
+
+        /* The call changed the photon's state whether or not its requester is still there to hear it. */
+        if (call->success && !call->dispatcher->freeing)
+                command_publish_state_changed(call);
+}
+
+static void call_deliver(DispatchCall *call) {
+        DispatchResult result = {
+                .success = call->success,
+                .data = call->data,
+                .error = call->success ? NULL : (call->error ?: "Method failed"),
+                .duration_ms = call->duration_ms,
+        };
+
+        if (call->is_command)
+                command_deliver(call);
+        else if (call->callback)
+                call->callback(&result, call->userdata);
+}
+
+static int on_done(sd_event_source *s, void *userdata) {
+        Dispatcher *d = userdata;
+        DispatchCall *call;
+
+        while ((call = d->done)) {
+                LIST_REMOVE(done, d->done, call);
+                call_unlink(call);
+                call_deliver(call);
+                call_free(call);
+        }
+        return 0;
+}
+
+/* ---- provider calls ---- */
+
+static int provider_send_invoke(DispatchCall *call, Provider *p) {
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+
+        o = json_object_new_object();
+        if (!o ||
+            json_add_string(o, "type", "invoke") < 0 ||
+            json_add_string(o, "id", call->invoke_id) < 0 ||
+            json_add_string(o, "photonName", call->photon->name) < 0 ||
+            json_add_string(o, "method", call->method) < 0 ||
+            json_add(o, "args", json_object_get(call->args)) < 0 ||
+            json_add_string(o, "trigger", dispatch_trigger_to_string(call->trigger)) < 0 ||
+            json_add_string(o, "jobId", call->job_id) < 0 ||
+            json_add_string(o, "instanceName", call->instance) < 0 ||
+            json_add_string(o, "sessionId", call->session_id) < 0)
+                return -ENOMEM;
+
+        return client_send_json(p->client, o);
+}
+
+static int send_prompt_response(DispatchCall *call, struct json_object *value) {
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+
+        if (!call->provider || call->provider->client->disconnected)
+                return 0;
+        o = json_object_new_object();
+        if (!o ||
+            json_add_string(o, "type", "prompt_response") < 0 ||
+            json_add_string(o, "id", call->invoke_id) < 0 ||
+            json_add_nullable(o, "promptValue", json_ref_or_null(value)) < 0)
+                return -ENOMEM;
+        return client_send_json(call->provider->client, o);
+}
+
+/* ---- exec handlers ---- */
+
+static void exec_maybe_finish(DispatchCall *call);
+
+static int fd_move_above_stdio(int fd) {
+        int n;
+
+        /* A daemon started with stdio closed would get pipe ends 0-2, which the dup2() plan would clobber. */
+        if (fd > STDERR_FILENO)
+                return fd;
+        n = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        safe_close(fd);
+        return n < 0 ? -errno : n;
+}
+
+static int pipe_for_child(int ret[2], bool parent_reads) {
+        int p[2], r;
+
+        if (pipe2(p, O_CLOEXEC) < 0)
+                return -errno;
+        p[0] = fd_move_above_stdio(p[0]);
+        p[1] = fd_move_above_stdio(p[1]);
+        if (p[0] < 0 || p[1] < 0) {
+                r = p[0] < 0 ? p[0] : p[1];
+                safe_close(p[0]);
+                safe_close(p[1]);
+                return r;
+        }
+        /* Only our end is non-blocking: the handler sees ordinary blocking stdio. */
+        if (fcntl(p[parent_reads ? 0 : 1], F_SETFL, O_NONBLOCK) < 0) {
+                r = -errno;
+                safe_close(p[0]);
+                safe_close(p[1]);
+                return r;
+        }
+        ret[0] = p[0];
+        ret[1] = p[1];
+        return 0;
+}
+
+static void exec_close_stdin(ExecChild *x) {
+        x->stdin_source = sd_event_source_disable_unref(x->stdin_source);
+        x->stdin_fd = safe_close(x->stdin_fd);
+        x->input = mfree(x->input);
+}
+
+/* Returns 1 when more is to be written later, 0 when done (written, or the handler closed its stdin). */
+static int exec_write_input(ExecChild *x) {
+        while (x->input_offset < x->input_size) {
+                ssize_t n = write(x->stdin_fd, x->input + x->input_offset, x->input_size - x->input_offset);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN)
+                                return 1;
+                        /* EPIPE: a handler need not read its arguments. */
+                        break;
+                }
+                x->input_offset += n;
+        }
+        exec_close_stdin(x);
+        return 0;
+}
+
+static int on_exec_stdin(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        DispatchCall *call = userdata;
+
+        (void) exec_write_input(call->exec);
+        return 0;
+}
+
+static void exec_kill(ExecChild *x, int sig) {
+        /* The whole group: a handler's own children go with it. */
+        if (kill(-x->pid, sig) < 0 && errno != ESRCH)
+                log_debug_errno(errno, "Failed to signal process group %d: %m", (int) x->pid);
+}
+
+static void exec_close_stdout(ExecChild *x) {
+        x->stdout_source = sd_event_source_disable_unref(x->stdout_source);
+        x->stdout_fd = safe_close(x->stdout_fd);
+}
+
+static void exec_close_stderr(ExecChild *x) {
+        x->stderr_source = sd_event_source_disable_unref(x->stderr_source);
+        x->stderr_fd = safe_close(x->stderr_fd);
+}
+
+/* Reads what is available. Returns 1 on EOF (or a read error), 0 otherwise. */
+static int exec_read_stdout(DispatchCall *call) {
+        ExecChild *x = call->exec;
+        uint64_t cap = limits.HANDLER_MAX_OUTPUT_BYTES;
+
+        for (;;) {
+                ssize_t n;
+
+                if (x->out_alloc - x->out_size < 16384) {
+                        size_t na = MAX(x->out_alloc * 2, (size_t) 65536);
+                        char *p;
+
+                        /* One byte over the cap is enough to know the output is too large. */
+                        na = MIN(na, (size_t) cap + 1);
+                        if (na <= x->out_size) {
+                                x->too_large = true;
+                                return 1;
+                        }
+                        p = realloc(x->out, na);
+                        if (!p) {
+                                log_oom();
+                                return 1;
+                        }
+                        x->out = p;
+                        x->out_alloc = na;
+                }
+
+                n = read(x->stdout_fd, x->out + x->out_size, x->out_alloc - x->out_size);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN)
+                                return 0;
+                        return 1;
+                }
+                if (n == 0)
+                        return 1;
+                x->out_size += n;
+                if (x->out_size > cap) {
+                        x->too_large = true;
+                        return 1;
+                }
+        }
+}
+
+static int on_exec_stdout(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        DispatchCall *call = userdata;
+        ExecChild *x = call->exec;
+
+        if (exec_read_stdout(call) == 0)
+                return 0;
+        exec_close_stdout(x);
+        if (x->too_large) {
+                log_warning("Handler %s/%s (pid %d) wrote more than %" PRIu64 " bytes to stdout, killing it.",
+                            call->photon->name, call->method, (int) x->pid, limits.HANDLER_MAX_OUTPUT_BYTES);
+                exec_kill(x, SIGKILL);
+        }
+        exec_maybe_finish(call);
+        return 0;
+}
+
+static void exec_log_line(DispatchCall *call, const char *line, size_t len, bool cut) {
+        ExecChild *x = call->exec;
+
+        if (x->err_logged >= limits.HANDLER_MAX_LOG_BYTES)
+                return;
+        x->err_logged += len;
+        log_info("%s/%s[%d]: %.*s%s", call->photon->name, call->method, (int) x->pid, (int) len, line,
+                 cut ? "…" : "");
+        if (x->err_logged >= limits.HANDLER_MAX_LOG_BYTES)
+                log_info("%s/%s[%d]: further stderr output not logged (PHOTOND_HANDLER_MAX_LOG_BYTES=%" PRIu64 ").",
+                         call->photon->name, call->method, (int) x->pid, limits.HANDLER_MAX_LOG_BYTES);
+}
+
+static void exec_feed_stderr(DispatchCall *call, const char *buf, size_t size) {
+        ExecChild *x = call->exec;
+
+        tail_buf_append(&x->err_tail, buf, size);
+        for (size_t i = 0; i < size; i++) {
+                if (buf[i] == '\n') {
+                        if (x->err_line_size > 0 || !x->err_line_cut)
+                                exec_log_line(call, x->err_line, x->err_line_size, x->err_line_cut);
+                        x->err_line_size = 0;
+                        x->err_line_cut = false;
+                        continue;
+                }
+                if (x->err_line_cut)
+                        continue;
+                if (x->err_line_size == sizeof(x->err_line)) {
+                        exec_log_line(call, x->err_line, x->err_line_size, true);
+                        x->err_line_size = 0;
+                        x->err_line_cut = true;
+                        continue;
+                }
+                x->err_line[x->err_line_size++] = buf[i];
+        }
+}
+
+static int exec_read_stderr(DispatchCall *call) {
+        char buf[16384];
+
+        for (;;) {
+                ssize_t n = read(call->exec->stderr_fd, buf, sizeof(buf));
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 0 : 1;
+                }
+                if (n == 0)
+                        return 1;
+                exec_feed_stderr(call, buf, n);
+        }
+}
+
+static int on_exec_stderr(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        DispatchCall *call = userdata;
+
+        if (exec_read_stderr(call) == 0)
+                return 0;
+        exec_close_stderr(call->exec);
+        exec_maybe_finish(call);
+        return 0;
+}
+
+static void exec_finish(DispatchCall *call) {
+        ExecChild *x = call->exec;
+        _cleanup_free_ char *tail = NULL, *msg = NULL;
+        struct json_object *data = NULL;
+        int r;
+
+        /* Whatever is still readable, then nothing is left behind in the process group. */
+        if (x->stdout_fd >= 0) {
+                (void) exec_read_stdout(call);
+                exec_close_stdout(x);
+        }
+        if (x->stderr_fd >= 0) {
+                (void) exec_read_stderr(call);
+                exec_close_stderr(x);
+        }
+        if (x->err_line_size > 0)
+                exec_log_line(call, x->err_line, x->err_line_size, x->err_line_cut);
+        x->err_line_size = 0;
+        exec_kill(x, SIGKILL);
+        exec_close_stdin(x);
+
+        tail = tail_buf_text(&x->err_tail);
+
+        if (x->too_large) {
+                call_fail(call, "Handler %s/%s output too large (over %" PRIu64 " bytes, PHOTOND_HANDLER_MAX_OUTPUT_BYTES)",
+                          call->photon->name, call->method, limits.HANDLER_MAX_OUTPUT_BYTES);
+                return;
+        }
+        if (x->timed_out) {
+                call_fail(call, "Handler %s/%s timed out after %" PRIu64 " ms%s%s", call->photon->name,
+                          call->method, call->timeout_ms, tail && tail[0] ? ": " : "", tail ?: "");
+                return;
+        }
+        if (x->exit_code != CLD_EXITED || x->exit_status != 0) {
+                msg = dispatch_exit_message(call->photon->name, call->method, x->exit_code, x->exit_status, tail);
+                call_complete(call, false, NULL, msg ?: "Handler failed");
+                return;
+        }
+
+        r = dispatch_parse_output(x->out, x->out_size, &data);
+        if (r < 0) {
+                call_fail(call, "Handler %s/%s: cannot read its output: %s", call->photon->name, call->method,
+                          strerror(-r));
+                return;
+        }
+        call_complete(call, true, data, NULL);
+}
+
+static void exec_maybe_finish(DispatchCall *call) {
+        ExecChild *x = call->exec;
+        int r;
+
+        if (call->state != CALL_RUNNING || !x->exited)
+                return;
+        if (x->stdout_fd < 0 && x->stderr_fd < 0) {
+                exec_finish(call);
+                return;
+        }
+        if (x->phase == EXEC_EXITED)
+                return;
+
+        /* The handler is gone but something (a grandchild) still holds its output open: wait briefly. */
+        x->phase = EXEC_EXITED;
+        r = sd_event_source_set_time_relative(call->timer_source, EXIT_GRACE_USEC);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(call->timer_source, SD_EVENT_ONESHOT);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to arm the exit grace timer, finishing now: %m");
+                exec_finish(call);
+        }
+}
+
+static int on_exec_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
+        DispatchCall *call = userdata;
+        ExecChild *x = call->exec;
+
+        x->exited = true;
+        x->exit_code = si->si_code;
+        x->exit_status = si->si_status;
+        log_debug("Handler %s/%s (pid %d) ended: code %d status %d.", call->photon->name, call->method,
+                  (int) x->pid, si->si_code, si->si_status);
+        exec_maybe_finish(call);
+        return 0;
+}
+
+static int exec_spawn(DispatchCall *call, const char *path, bool method_arg) {
+        Dispatcher *d = call->dispatcher;
+        _cleanup_(dispatch_strv_freep) char **env = NULL;
+        int in[2] = { -EBADF, -EBADF }, out[2] = { -EBADF, -EBADF }, err[2] = { -EBADF, -EBADF };
+        posix_spawn_file_actions_t fa;
+        posix_spawnattr_t attr;
+        sigset_t none, all;
+        const char *json;
+        ExecChild *x;
+        size_t len;
+        pid_t pid;
+        int r;
+
+        r = dispatch_build_env(d->home, call->photon->name, call->method, call->trigger, call->job_id, &env);
+        if (r < 0)
+                return r;
+
+        /* Owned by the call from here: call_free() releases whatever was set up. */
+        x = call->exec = new0(ExecChild, 1);
+        if (!x)
+                return -ENOMEM;
+        x->stdin_fd = x->stdout_fd = x->stderr_fd = -EBADF;
+
+        json = json_object_to_json_string_length(call->args, JSON_FORMAT_FLAGS, &len);
+        if (!json)
+                return -ENOMEM;
+        x->input = malloc(len + 1);
+        if (!x->input)
+                return -ENOMEM;
+        memcpy(x->input, json, len);
+        x->input[len] = '\n';
+        x->input_size = len + 1;
+
+        if ((r = pipe_for_child(in, false)) < 0 ||
+            (r = pipe_for_child(out, true)) < 0 ||
+            (r = pipe_for_child(err, true)) < 0)
+                goto fail_pipes;
+
+        /* The child starts clean: stdio on our pipes and nothing else, its own process group, default signal
+         * dispositions (we ignore SIGPIPE) and an empty mask (sd-event blocks SIGTERM, SIGCHLD, ...). */
+        sigemptyset(&none);
+        sigfillset(&all);
+        r = -posix_spawn_file_actions_init(&fa);
+        if (r < 0)
+                goto fail_pipes;
+        r = -posix_spawnattr_init(&attr);
+        if (r < 0) {
+                posix_spawn_file_actions_destroy(&fa);
+                goto fail_pipes;
+        }
+        if ((r = -posix_spawn_file_actions_adddup2(&fa, in[0], STDIN_FILENO)) < 0 ||
+            (r = -posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO)) < 0 ||
+            (r = -posix_spawn_file_actions_adddup2(&fa, err[1], STDERR_FILENO)) < 0 ||
+            (r = -posix_spawn_file_actions_addclosefrom_np(&fa, 3)) < 0 ||
+            (r = -posix_spawn_file_actions_addchdir_np(&fa, d->manager->handlers_dir)) < 0 ||
+            (r = -posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                                  POSIX_SPAWN_SETSIGDEF)) < 0 ||
+            (r = -posix_spawnattr_setpgroup(&attr, 0)) < 0 ||
+            (r = -posix_spawnattr_setsigmask(&attr, &none)) < 0 ||
+            (r = -posix_spawnattr_setsigdefault(&attr, &all)) < 0)
+                goto fail_spawn;
+
+        {
+                char *argv[] = { (char*) path, method_arg ? call->method : NULL, NULL };
+                r = -posix_spawn(&pid, path, &fa, &attr, argv, env);
+        }
+        if (r < 0)
+                goto fail_spawn;
+        posix_spawn_file_actions_destroy(&fa);
+        posix_spawnattr_destroy(&attr);
+
+        x->pid = pid;
+        safe_close(in[0]);
+        safe_close(out[1]);
+        safe_close(err[1]);
+        x->stdin_fd = in[1];
+        x->stdout_fd = out[0];
+        x->stderr_fd = err[0];
+
+        /* From here on the child exists: call_free() kills it and its child source reaps it. */
+        r = sd_event_add_child(d->manager->event, &x->child_source, pid, WEXITED, on_exec_exit, call);
+        if (r < 0) {
+                (void) kill(-pid, SIGKILL);
+                (void) waitpid(pid, NULL, 0);
+                x->exited = true;
+                return r;
+        }
+        (void) sd_event_source_set_description(x->child_source, "handler-exit");
+
+        r = sd_event_add_io(d->manager->event, &x->stdout_source, x->stdout_fd, EPOLLIN, on_exec_stdout, call);
+        if (r >= 0)
+                r = sd_event_add_io(d->manager->event, &x->stderr_source, x->stderr_fd, EPOLLIN, on_exec_stderr,
+                                    call);
+        if (r >= 0 && exec_write_input(x) > 0)
+                r = sd_event_add_io(d->manager->event, &x->stdin_source, x->stdin_fd, EPOLLOUT, on_exec_stdin,
+                                    call);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(x->stdout_source, "handler-stdout");
+        (void) sd_event_source_set_description(x->stderr_source, "handler-stderr");
+        if (x->stdin_source)
+                (void) sd_event_source_set_description(x->stdin_source, "handler-stdin");
+
+        log_debug("Started handler %s for %s/%s (pid %d, %s).", path, call->photon->name, call->method, (int) pid,
+                  dispatch_trigger_to_string(call->trigger));
+        return 0;
+
+fail_spawn:
+        posix_spawn_file_actions_destroy(&fa);
+        posix_spawnattr_destroy(&attr);
+fail_pipes:
+        for (unsigned i = 0; i < 2; i++) {
+                safe_close(in[i]);
+                safe_close(out[i]);
+                safe_close(err[i]);
+        }
+        return r;
+}
+
+/* ---- timers ---- */
+
+static int on_call_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        DispatchCall *call = userdata;
+        ExecChild *x = call->exec;
+        int r;
+
+        if (call->state != CALL_RUNNING)
+                return 0;
+
+        if (!x) {
+                call_fail(call, "Timed out after %" PRIu64 " ms waiting for the provider of '%s' to answer %s",
+                          call->timeout_ms, call->photon->name, call->method);
+                return 0;
+        }
+
+        switch (x->phase) {
+        case EXEC_RUNNING:
+                log_warning("Handler %s/%s (pid %d) timed out after %" PRIu64 " ms, sending SIGTERM.",
+                            call->photon->name, call->method, (int) x->pid, call->timeout_ms);
+                x->timed_out = true;
+                x->phase = EXEC_TERM_SENT;
+                exec_kill(x, SIGTERM);
+                r = sd_event_source_set_time_relative(s, limits.HANDLER_KILL_GRACE_MS * USEC_PER_MSEC);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+                if (r < 0) {
+                        x->phase = EXEC_KILL_SENT;
+                        exec_kill(x, SIGKILL);
+                }
+                break;
+        case EXEC_TERM_SENT:
+                log_warning("Handler %s/%s (pid %d) ignored SIGTERM, sending SIGKILL.", call->photon->name,
+                            call->method, (int) x->pid);
+                x->phase = EXEC_KILL_SENT;
+                exec_kill(x, SIGKILL);
+                break;
+        case EXEC_KILL_SENT:
+                break;
+        case EXEC_EXITED:
+                /* The exit grace is over: stop waiting for whoever holds the pipes. */
+                exec_finish(call);
+                break;
+        }
+        return 0;
+}
+
+/* ---- starting calls ---- */
+
+typedef struct CallOrigin {
+        Client *caller;                 /* command: the requester */
+        const char *caller_id;
+        const char *instance;
+        const char *session_id;
+} CallOrigin;
+
+/* Starts a call. On failure returns a negative errno and, where one helps, *ret_error (allocated). */
+static int call_start(Dispatcher *d, const DispatchRequest *req, const CallOrigin *origin, DispatchCall **ret,
+                      char **ret_error) {
+        _cleanup_(call_freep) DispatchCall *call = NULL;
+        _cleanup_free_ char *path = NULL;
+        PhotonEntry *e;
+        bool method_arg = false;
+        int r;
+
+        *ret_error = NULL;
+
+        if (d->freeing || d->manager->shutting_down)
+                return -ESHUTDOWN;
+        if (!name_is_valid(req->photon) || !name_is_valid(req->method) || !dispatch_trigger_to_string(req->trigger))
+                return -EINVAL;
+
+        e = photon_find(d, req->photon);
+        if (d->n_calls >= limits.MAX_CALLS) {
+                if (asprintf(ret_error, "Busy: %u calls in flight (PHOTOND_MAX_CALLS)", d->n_calls) < 0)
+                        *ret_error = NULL;
+                return -EBUSY;
+        }
+        if (e && e->n_calls >= limits.MAX_CALLS_PER_PHOTON) {
+                if (asprintf(ret_error, "Busy: photon '%s' has %u calls in flight (PHOTOND_MAX_CALLS_PER_PHOTON)",
+                             req->photon, e->n_calls) < 0)
+                        *ret_error = NULL;
+                return -EBUSY;
+        }
+
+        if (!e || e->n_providers == 0) {
+                r = dispatch_resolve_handler(d->manager->handlers_dir, req->photon, req->method, &path,
+                                             &method_arg);
+                if (r == -ENOENT) {
+                        if (asprintf(ret_error,
+                                     "Cannot initialize photon '%s': no provider is connected (a client sends "
+                                     "{\"type\":\"provide\",\"photonName\":\"%s\"}) and there is no executable "
+                                     "handler %s/%s/%s or %s/%s",
+                                     req->photon, req->photon, d->manager->handlers_dir, req->photon, req->method,
+                                     d->manager->handlers_dir, req->photon) < 0)
+                                *ret_error = NULL;
+                        return r;
+                }
+                if (r == -ESRCH) {
+                        if (asprintf(ret_error, "Tool not found: %s (no executable %s/%s/%s)", req->method,
+                                     d->manager->handlers_dir, req->photon, req->method) < 0)
+                                *ret_error = NULL;
+                        return r;
+                }
+                if (r == -EACCES) {
+                        if (asprintf(ret_error, "Cannot run the handler of %s/%s: it is not executable",
+                                     req->photon, req->method) < 0)
+                                *ret_error = NULL;
+                        return r;
+                }
+                if (r < 0)
+                        return r;
+        }
+
+        call = new0(DispatchCall, 1);
+        if (!call)
+                return -ENOMEM;
+        call->dispatcher = d;
+        call->serial = ++d->next_serial;
+        snprintf(call->invoke_id, sizeof(call->invoke_id), INVOKE_ID_PREFIX "%" PRIu64, call->serial);
+        call->trigger = req->trigger;
+        call->timeout_ms = req->timeout_ms ?: limits.HANDLER_TIMEOUT_MS;
+        call->started_usec = now_usec(CLOCK_MONOTONIC);
+        call->args = req->args ? json_object_get(req->args) : json_object_new_object();
+        call->method = strdup(req->method);
+        if (!call->args || !call->method)
+                return -ENOMEM;
+        if (req->job_id && !(call->job_id = strdup(req->job_id)))
+                return -ENOMEM;
+        if (origin) {
+                call->is_command = true;
+                call->caller_id = strdup(origin->caller_id);
+                if (!call->caller_id)
+                        return -ENOMEM;
+                if (origin->instance && !(call->instance = strdup(origin->instance)))
+                        return -ENOMEM;
+                if (origin->session_id && !(call->session_id = strdup(origin->session_id)))
+                        return -ENOMEM;
+        }
+
+        /* Counted against the photon from now on, which also keeps its entry alive. */
+        r = photon_get(d, req->photon, &e);
+        if (r < 0)
+                return r;
+        call->photon = e;
+        e->n_calls++;
+
+        if (call->timeout_ms > 0) {
+                r = sd_event_add_time_relative(d->manager->event, &call->timer_source, CLOCK_MONOTONIC,
+                                               call->timeout_ms * USEC_PER_MSEC, USEC_PER_MSEC, on_call_timer,
+                                               call);
+                if (r < 0)
+                        return r;
+        } else {
+                /* No timeout: the timer still serves the exec grace periods. */
+                r = sd_event_add_time_relative(d->manager->event, &call->timer_source, CLOCK_MONOTONIC,
+                                               USEC_PER_SEC, USEC_PER_MSEC, on_call_timer, call);
+                if (r < 0)
+                        return r;
+                (void) sd_event_source_set_enabled(call->timer_source, SD_EVENT_OFF);
+        }
+        (void) sd_event_source_set_description(call->timer_source, "dispatch-call-timer");
+
+        if (e->n_providers > 0) {
+                Provider *p = provider_pick(e);
+
+                /* A failed send may disconnect the provider (and free p): the call is not linked to it yet. */
+                r = provider_send_invoke(call, p);
+                if (r < 0) {
+                        if (asprintf(ret_error, "The provider of '%s' went away", req->photon) < 0)
+                                *ret_error = NULL;
+                        return r == -ENOMEM ? r : -ECONNRESET;
+                }
+                call->provider = p;
+                p->n_calls++;
+        } else {
+                r = exec_spawn(call, path, method_arg);
+                if (r < 0) {
+                        log_warning_errno(r, "Failed to start the handler %s: %m", path);
+                        if (asprintf(ret_error, "Cannot start the handler of %s/%s: %s", req->photon, req->method,
+                                     strerror(-r)) < 0)
+                                *ret_error = NULL;
+                        return r;
+                }
+        }
+
+        if (origin) {
+                call->caller = origin->caller;
+                call->caller->n_calls++;
+        }
+        LIST_PREPEND(calls, d->calls, call);
+        HASH_ADD(hh, d->calls_by_serial, serial, sizeof(call->serial), call);
+        d->n_calls++;
+
+        *ret = TAKE_PTR(call);
+        return 0;
+}
+
+/* ---- public API ---- */
+
 int dispatcher_new(Manager *m, Dispatcher **ret) {
-        Dispatcher *d = new0(Dispatcher, 1);
+        _cleanup_(dispatcher_freep) Dispatcher *d = NULL;
+        const char *home = getenv("HOME");
+        sigset_t ss;
+        int r;
+
+        d = new0(Dispatcher, 1);
         if (!d)
                 return -ENOMEM;
         d->manager = m;
-        *ret = d;
+
+        if (!home || home[0] != '/') {
+                struct passwd *pw = getpwuid(getuid());
+                home = pw && pw->pw_dir && pw->pw_dir[0] == '/' ? pw->pw_dir : "/";
+        }
+        d->home = strdup(home);
+        if (!d->home)
+                return -ENOMEM;
+
+        /* sd_event_add_child() requires SIGCHLD blocked (it reaps through pidfds, not a signal handler). */
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGCHLD);
+        if (sigprocmask(SIG_BLOCK, &ss, NULL) < 0)
+                return -errno;
+
+        r = sd_event_add_defer(m->event, &d->done_event_source, on_done, d);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(d->done_event_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(d->done_event_source, "dispatch-done");
+
+        *ret = TAKE_PTR(d);
         return 0;
 }
 
 Dispatcher* dispatcher_free(Dispatcher *d) {
+        PhotonEntry *e, *tmp;
+
+        if (!d)
+                return NULL;
+        d->freeing = true;
+
+        /* Every call still running ends now; each waiting job or webhook hears about it once. */
+        LIST_FOREACH(calls, call, d->calls) {
+                if (call->state != CALL_RUNNING)
+                        continue;
+                if (call->exec && !call->exec->exited)
+                        exec_kill(call->exec, SIGKILL);
+                call_fail(call, "photond is shutting down");
+        }
+        on_done(NULL, d);
+
+        HASH_ITER(hh, d->photons, e, tmp)
+                while (e->providers) {
+                        Provider *p = e->providers;
+                        if (p->client)
+                                p->client->provider = NULL;
+                        p->client = NULL;
+                        provider_free(d, p);
+                }
+
+        sd_event_source_disable_unref(d->done_event_source);
+        free(d->home);
         return mfree(d);
 }
 
 int dispatcher_call(Dispatcher *d, const DispatchRequest *req, DispatchCallback cb, void *userdata,
                     DispatchCall **ret_call) {
-        return -ENOENT;
+        _cleanup_free_ char *error = NULL;
+        DispatchCall *call;
+        int r;
+
+        assert(d);
+        assert(req);
+
+        r = call_start(d, req, NULL, &call, &error);
+        if (r < 0) {
+                if (error)
+                        log_debug("Cannot dispatch %s/%s (%s): %s", req->photon, req->method,
+                                  dispatch_trigger_to_string(req->trigger), error);
+                return r;
+        }
+        call->callback = cb;
+        call->userdata = userdata;
+        if (ret_call)
+                *ret_call = call;
+        return 0;
 }
 
 void dispatch_call_abandon(DispatchCall *call) {
+        if (!call)
+                return;
+        call->callback = NULL;
+        call->userdata = NULL;
 }
 
 bool dispatcher_can_serve(Dispatcher *d, const char *photon, const char *method) {
-        return false;
+        _cleanup_free_ char *path = NULL;
+        PhotonEntry *e;
+        bool method_arg;
+
+        if (!name_is_valid(photon) || !name_is_valid(method))
+                return false;
+        e = photon_find(d, photon);
+        if (e && e->n_providers > 0)
+                return true;
+        return dispatch_resolve_handler(d->manager->handlers_dir, photon, method, &path, &method_arg) >= 0;
 }
 
 void dispatcher_client_gone(Dispatcher *d, Client *c) {
+        bool answer_prompts = false;
+
+        if (!c->provider && c->n_calls == 0)
+                return;
+
+        /* First, without sending anything, drop every reference to c. Sends come after, because a send can
+         * disconnect another client and bring us back here. */
+        LIST_FOREACH(calls, call, d->calls) {
+                if (call->provider && call->provider->client == c)
+                        call_fail(call, "The provider of '%s' disconnected before answering %s",
+                                  call->photon->name, call->method);
+                if (call->caller == c) {
+                        call->caller = NULL;
+                        c->n_calls--;
+                        if (call->n_prompts > 0)
+                                answer_prompts = true;
+                }
+        }
+        while (c->provider) {
+                Provider *p = c->provider;
+                log_debug("Client %" PRIu64 " no longer provides '%s'.", c->serial, p->photon->name);
+                provider_free(d, p);
+        }
+
+        /* A caller that went away answers its open prompts with null, as the reference resolves them. */
+        if (answer_prompts)
+                LIST_FOREACH(calls, call, d->calls)
+                        if (!call->caller && call->is_command && call->state == CALL_RUNNING)
+                                for (; call->n_prompts > 0; call->n_prompts--)
+                                        (void) send_prompt_response(call, NULL);
+}
+
+/* ---- request handlers ---- */
+
+static DispatchCall* call_by_invoke_id(Dispatcher *d, const char *id) {
+        DispatchCall *call = NULL;
+        const char *n;
+        uint64_t serial;
+
+        n = startswith(id, INVOKE_ID_PREFIX);
+        if (!n || safe_atou64(n, &serial) < 0)
+                return NULL;
+        HASH_FIND(hh, d->calls_by_serial, &serial, sizeof(serial), call);
+        return call;
+}
+
+/* The running provider call that c serves under this invoke id, or NULL after an error reply. */
+static DispatchCall* provider_call_of(Dispatcher *d, Client *c, Request *req) {
+        DispatchCall *call = call_by_invoke_id(d, req->id);
+        char msg[160];
+
+        if (call && call->state == CALL_RUNNING && call->provider && call->provider->client == c)
+                return call;
+        snprintf(msg, sizeof(msg), "Unknown invocation '%.64s': it finished, timed out or is not yours", req->id);
+        (void) client_reply_error(c, req->id, msg, NULL);
+        return NULL;
 }
 
 int dispatcher_handle_command(Manager *m, Client *c, Request *req) {
-        return manager_reply_unsupported(c, req);
+        Dispatcher *d = m->dispatcher;
+        _cleanup_free_ char *error = NULL;
+        const char *photon = request_string(req, "photonName"), *method = request_string(req, "method");
+        const char *instance = NULL;
+        struct json_object *args = NULL, *v;
+        DispatchCall *call;
+        DispatchRequest dr;
+        int64_t timeout = 0;
+        char msg[192];
+        int r;
+
+        if (!photon)
+                return client_reply_error(c, req->id, "photonName required for commands",
+                                          "Include photonName in the request payload");
+        if (!name_is_valid(photon)) {
+                snprintf(msg, sizeof(msg), "Invalid photonName '%.64s': use 1-64 of [A-Za-z0-9._-], no leading dot",
+                         photon);
+                return client_reply_error(c, req->id, msg, NULL);
+        }
+        if (!name_is_valid(method)) {
+                snprintf(msg, sizeof(msg), "Tool not found: %.64s (method names are 1-64 of [A-Za-z0-9._-], "
+                         "no leading dot)", method);
+                return client_reply_error(c, req->id, msg, NULL);
+        }
+
+        if (json_object_object_get_ex(req->json, "instanceName", &v) && v) {
+                instance = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+                if (!instance || !name_is_valid(instance))
+                        return client_reply_error(c, req->id,
+                                                  "Invalid instanceName: use 1-64 of [A-Za-z0-9._-], no leading dot",
+                                                  NULL);
+        }
+
+        r = json_get_int64(req->json, "timeoutMs", false, &timeout);
+        if (r != -ENOENT && (r < 0 || timeout < 1 || (uint64_t) timeout > limits.HANDLER_MAX_TIMEOUT_MS)) {
+                snprintf(msg, sizeof(msg), "Invalid timeoutMs: an integer from 1 to %" PRIu64 " (PHOTOND_HANDLER_MAX_TIMEOUT_MS)",
+                         limits.HANDLER_MAX_TIMEOUT_MS);
+                return client_reply_error(c, req->id, msg, NULL);
+        }
+
+        (void) json_object_object_get_ex(req->json, "args", &args);
+
+        dr = (DispatchRequest) {
+                .photon = photon,
+                .method = method,
+                .args = args,
+                .trigger = DISPATCH_TRIGGER_COMMAND,
+                .timeout_ms = (uint64_t) MAX(timeout, 0),
+        };
+        r = call_start(d, &dr, &(CallOrigin) {
+                        .caller = c,
+                        .caller_id = req->id,
+                        .instance = instance,
+                        .session_id = request_string(req, "sessionId"),
+                }, &call, &error);
+        if (r == -ENOMEM)
+                return r;
+        if (r == -ESHUTDOWN)
+                return client_reply_error(c, req->id, "Daemon is shutting down", "Retry after the daemon restarts");
+        if (r == -EBUSY)
+                return client_reply_error(c, req->id, error ?: "Busy", "Retry later");
+        if (r == -ENOENT)
+                return client_reply_error(c, req->id, error ?: "Cannot initialize photon",
+                                          "Start a provider (photonctl provide PHOTON -- CMD) or install an "
+                                          "executable handler");
+        if (r < 0) {
+                if (!error) {
+                        snprintf(msg, sizeof(msg), "Cannot call %s/%s: %s", photon, method, strerror(-r));
+                        return client_reply_error(c, req->id, msg, NULL);
+                }
+                return client_reply_error(c, req->id, error, NULL);
+        }
+        return 0;
 }
 
 int dispatcher_handle_provide(Manager *m, Client *c, Request *req) {
-        return manager_reply_unsupported(c, req);
+        Dispatcher *d = m->dispatcher;
+        _cleanup_(json_object_putp) struct json_object *data = NULL;
+        const char *photon = request_string(req, "photonName");
+        PhotonEntry *e;
+        Provider *p = NULL;
+        char msg[192];
+        int r;
+
+        if (!name_is_valid(photon)) {
+                snprintf(msg, sizeof(msg), "Invalid photonName '%.64s': use 1-64 of [A-Za-z0-9._-], no leading dot",
+                         photon);
+                return client_reply_error(c, req->id, msg, NULL);
+        }
+
+        LIST_FOREACH(by_client, i, (Provider*) c->provider)
+                if (streq(i->photon->name, photon))
+                        p = i;
+
+        if (!p) {
+                if (d->n_providers >= limits.MAX_PROVIDERS) {
+                        snprintf(msg, sizeof(msg), "Too many providers: %u connected (PHOTOND_MAX_PROVIDERS)",
+                                 d->n_providers);
+                        return client_reply_error(c, req->id, msg, "Retry later");
+                }
+                r = photon_get(d, photon, &e);
+                if (r < 0)
+                        return r;
+                p = new0(Provider, 1);
+                if (!p) {
+                        photon_gc(d, e);
+                        return -ENOMEM;
+                }
+                p->photon = e;
+                p->client = c;
+                LIST_PREPEND(by_photon, e->providers, p);
+                if (e->n_providers++ == 0)
+                        d->n_photons_provided++;
+                d->n_providers++;
+                {
+                        Provider *head = c->provider;
+                        LIST_PREPEND(by_client, head, p);
+                        c->provider = head;
+                }
+                log_debug("Client %" PRIu64 " (pid %d) provides '%s' (%u providers).", c->serial,
+                          (int) c->ucred.pid, photon, e->n_providers);
+                manager_bus_changed(m);
+        }
+
+        data = json_object_new_object();
+        if (!data ||
+            json_add_bool(data, "provided", true) < 0 ||
+            json_add_string(data, "photonName", photon) < 0 ||
+            json_add_int64(data, "providers", p->photon->n_providers) < 0)
+                return -ENOMEM;
+        return client_reply_result(c, req->id, true, TAKE_PTR(data));
 }
 
 int dispatcher_handle_invoke_result(Manager *m, Client *c, Request *req) {
-        return manager_reply_unsupported(c, req);
+        DispatchCall *call = provider_call_of(m->dispatcher, c, req);
+        struct json_object *v, *data = NULL;
+        const char *error = NULL;
+        bool success;
+
+        if (!call)
+                return 0;
+
+        if (json_object_object_get_ex(req->json, "success", &v) && json_object_is_type(v, json_type_boolean))
+                success = json_object_get_boolean(v);
+        else
+                success = !json_object_object_get_ex(req->json, "error", NULL);
+
+        if (success) {
+                if (json_object_object_get_ex(req->json, "data", &v))
+                        data = json_ref_or_null(v);
+                if (json_object_object_get_ex(req->json, "patch", &v) && v)
+                        call->patch = json_object_get(v);
+                if (json_object_object_get_ex(req->json, "inversePatch", &v) && v)
+                        call->inverse_patch = json_object_get(v);
+                call_complete(call, true, data, NULL);
+                return 0;
+        }
+
+        if (json_object_object_get_ex(req->json, "error", &v) && v) {
+                if (json_object_is_type(v, json_type_string))
+                        error = json_object_get_string(v);
+                else
+                        error = json_get_string(v, "message");
+        }
+        call_complete(call, false, NULL, error ?: "Method failed");
+        return 0;
 }
 
 int dispatcher_handle_emit(Manager *m, Client *c, Request *req) {
-        return manager_reply_unsupported(c, req);
+        DispatchCall *call = provider_call_of(m->dispatcher, c, req);
+        struct json_object *e, *v;
+        const char *channel;
+        int r;
+
+        if (!call)
+                return 0;
+        if (!json_object_object_get_ex(req->json, "emitData", &e) || !json_object_is_type(e, json_type_object))
+                return client_reply_error(c, req->id, "Invalid request format: emitData must be an object", NULL);
+
+        if (call->caller && json_object_object_get_ex(e, "emit", &v) && v &&
+            !(json_object_is_type(v, json_type_boolean) && !json_object_get_boolean(v))) {
+                _cleanup_(json_object_putp) struct json_object *o = json_object_new_object();
+
+                if (!o ||
+                    json_add_string(o, "type", "emit") < 0 ||
+                    json_add_string(o, "id", call->caller_id) < 0 ||
+                    json_add(o, "emitData", json_object_get(e)) < 0)
+                        return -ENOMEM;
+                (void) client_send_json(call->caller, o);
+        }
+
+        /* The send above may have disconnected the caller; call->caller is NULL then, which is what we want. */
+        channel = json_get_string(e, "channel");
+        if (channel) {
+                r = channels_publish(m->channels, channel, e, call->caller, NULL);
+                if (r < 0)
+                        log_debug_errno(r, "Failed to publish an emit of %s/%s on '%s': %m", call->photon->name,
+                                        call->method, channel);
+        }
+        return 0;
 }
 
 int dispatcher_handle_prompt(Manager *m, Client *c, Request *req) {
-        return manager_reply_unsupported(c, req);
+        DispatchCall *call = provider_call_of(m->dispatcher, c, req);
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        struct json_object *p;
+        int r;
+
+        if (!call)
+                return 0;
+        if (!json_object_object_get_ex(req->json, "prompt", &p) || !json_object_is_type(p, json_type_object))
+                return client_reply_error(c, req->id, "Invalid request format: prompt must be an object", NULL);
+
+        /* Nobody to ask (a job, a webhook, a caller that left): the answer is null, as in the reference. */
+        if (!call->caller) {
+                r = send_prompt_response(call, NULL);
+                return r == -ENOMEM ? r : 0;
+        }
+
+        o = json_object_new_object();
+        if (!o ||
+            json_add_string(o, "type", "prompt") < 0 ||
+            json_add_string(o, "id", call->caller_id) < 0 ||
+            json_add(o, "prompt", json_object_get(p)) < 0)
+                return -ENOMEM;
+        call->n_prompts++;
+        (void) client_send_json(call->caller, o);
+        return 0;
 }
 
 int dispatcher_handle_prompt_response(Manager *m, Client *c, Request *req) {
-        return manager_reply_unsupported(c, req);
+        Dispatcher *d = m->dispatcher;
+        struct json_object *v = NULL;
+
+        if (c->n_calls == 0)
+                return 0;
+
+        /* As in the reference, a prompt_response gets no reply of its own. */
+        (void) json_object_object_get_ex(req->json, "promptValue", &v);
+        LIST_FOREACH(calls, call, d->calls)
+                if (call->caller == c && call->state == CALL_RUNNING && call->n_prompts > 0 &&
+                    streq(call->caller_id, req->id)) {
+                        int r;
+
+                        call->n_prompts--;
+                        r = send_prompt_response(call, v);
+                        return r == -ENOMEM ? r : 0;
+                }
+        return 0;
+}
+
+static int ps_add_clients(Manager *m, struct json_object *data) {
+        _cleanup_(json_object_putp) struct json_object *arr = json_object_new_array();
+
+        if (!arr)
+                return -ENOMEM;
+        LIST_FOREACH(clients, c, m->clients) {
+                _cleanup_(json_object_putp) struct json_object *o = NULL, *provides = NULL;
+
+                if (c->disconnected)
+                        continue;
+                o = json_object_new_object();
+                provides = json_object_new_array();
+                if (!o || !provides ||
+                    json_add_int64(o, "id", (int64_t) c->serial) < 0 ||
+                    json_add_int64(o, "pid", c->ucred.pid) < 0 ||
+                    json_add_int64(o, "uid", c->ucred.uid == (uid_t) -1 ? -1 : (int64_t) c->ucred.uid) < 0 ||
+                    json_add_string(o, "sessionId", c->session_id) < 0 ||
+                    json_add_int64(o, "subscriptions", c->n_subscriptions) < 0 ||
+                    json_add_int64(o, "waitingCalls", c->n_calls) < 0)
+                        return -ENOMEM;
+                LIST_FOREACH(by_client, p, (Provider*) c->provider)
+                        if (json_object_array_add(provides, json_object_new_string(p->photon->name)) < 0)
+                                return -ENOMEM;
+                if (json_add(o, "provides", TAKE_PTR(provides)) < 0 ||
+                    json_object_array_add(arr, TAKE_PTR(o)) < 0)
+                        return -ENOMEM;
+        }
+        return json_add(data, "clients", TAKE_PTR(arr));
+}
+
+static int ps_add_providers(Dispatcher *d, struct json_object *data) {
+        _cleanup_(json_object_putp) struct json_object *arr = json_object_new_array();
+        PhotonEntry *e, *tmp;
+
+        if (!arr)
+                return -ENOMEM;
+        HASH_ITER(hh, d->photons, e, tmp) {
+                _cleanup_(json_object_putp) struct json_object *o = NULL, *clients = NULL;
+
+                if (e->n_providers == 0)
+                        continue;
+                o = json_object_new_object();
+                clients = json_object_new_array();
+                if (!o || !clients)
+                        return -ENOMEM;
+                LIST_FOREACH(by_photon, p, e->providers) {
+                        struct json_object *pc = json_object_new_object();
+
+                        if (!pc || json_object_array_add(clients, pc) < 0) {
+                                json_object_put(pc);
+                                return -ENOMEM;
+                        }
+                        if (json_add_int64(pc, "client", (int64_t) p->client->serial) < 0 ||
+                            json_add_int64(pc, "pid", p->client->ucred.pid) < 0 ||
+                            json_add_int64(pc, "runningCalls", p->n_calls) < 0 ||
+                            json_add_int64(pc, "served", (int64_t) p->n_served) < 0)
+                                return -ENOMEM;
+                }
+                if (json_add_string(o, "photonName", e->name) < 0 ||
+                    json_add_int64(o, "runningCalls", e->n_calls) < 0 ||
+                    json_add(o, "providers", TAKE_PTR(clients)) < 0 ||
+                    json_object_array_add(arr, TAKE_PTR(o)) < 0)
+                        return -ENOMEM;
+        }
+        return json_add(data, "providers", TAKE_PTR(arr));
+}
+
+static int ps_add_calls(Dispatcher *d, struct json_object *data) {
+        _cleanup_(json_object_putp) struct json_object *arr = json_object_new_array();
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+
+        if (!arr)
+                return -ENOMEM;
+        LIST_FOREACH(calls, call, d->calls) {
+                _cleanup_(json_object_putp) struct json_object *o = NULL;
+
+                if (call->state != CALL_RUNNING)
+                        continue;
+                o = json_object_new_object();
+                if (!o ||
+                    json_add_string(o, "id", call->invoke_id) < 0 ||
+                    json_add_string(o, "photonName", call->photon->name) < 0 ||
+                    json_add_string(o, "method", call->method) < 0 ||
+                    json_add_string(o, "trigger", dispatch_trigger_to_string(call->trigger)) < 0 ||
+                    json_add_string(o, "jobId", call->job_id) < 0 ||
+                    json_add_string(o, "via", call->exec ? "exec" : "provider") < 0 ||
+                    json_add_int64(o, "ageMs", (int64_t) ((now - call->started_usec) / USEC_PER_MSEC)) < 0 ||
+                    json_add_int64(o, "timeoutMs", (int64_t) call->timeout_ms) < 0)
+                        return -ENOMEM;
+                if (call->exec && json_add_int64(o, "pid", call->exec->pid) < 0)
+                        return -ENOMEM;
+                if (call->provider && json_add_int64(o, "provider", (int64_t) call->provider->client->serial) < 0)
+                        return -ENOMEM;
+                if (call->caller && json_add_int64(o, "caller", (int64_t) call->caller->serial) < 0)
+                        return -ENOMEM;
+                if (json_object_array_add(arr, TAKE_PTR(o)) < 0)
+                        return -ENOMEM;
+        }
+        return json_add(data, "calls", TAKE_PTR(arr));
 }
 
 int dispatcher_handle_ps(Manager *m, Client *c, Request *req) {
-        return manager_reply_unsupported(c, req);
+        _cleanup_(json_object_putp) struct json_object *data = json_object_new_object();
+        int r;
+
+        if (!data)
+                return -ENOMEM;
+        if ((r = ps_add_clients(m, data)) < 0 ||
+            (r = ps_add_providers(m->dispatcher, data)) < 0 ||
+            (r = ps_add_calls(m->dispatcher, data)) < 0 ||
+            (r = json_add_int64(data, "jobs", scheduler_count(m->scheduler))) < 0)
+                return r;
+        return client_reply_result(c, req->id, true, TAKE_PTR(data));
 }
 
 int dispatcher_add_status(Dispatcher *d, struct json_object *data) {
+        int r;
+
+        if ((r = json_add_int64(data, "photonsLoaded", d->n_photons_provided)) < 0 ||
+            (r = json_add_int64(data, "providers", d->n_providers)) < 0 ||
+            (r = json_add_int64(data, "runningCalls", dispatcher_running_calls(d))) < 0)
+                return r;
         return 0;
 }
 
 unsigned dispatcher_running_calls(Dispatcher *d) {
-        return 0;
+        unsigned n = 0;
+
+        if (!d)
+                return 0;
+        /* Done calls are delivered within this loop iteration; only running ones count. */
+        n = d->n_calls;
+        LIST_FOREACH(done, call, d->done)
+                n--;
+        return n;
 }

@@ -37,8 +37,10 @@
         X(MAX_CALLS_PER_PHOTON,                 64)                /* in-flight calls per photon */             \
         X(MAX_CALLS,                            1024)              /* in-flight calls in all */                 \
         X(HANDLER_TIMEOUT_MS,                   60000)             /* exec handler / provider call */           \
+        X(HANDLER_MAX_TIMEOUT_MS,               3600000)           /* largest per-call timeoutMs */             \
         X(HANDLER_KILL_GRACE_MS,                5000)              /* SIGTERM -> SIGKILL */                     \
         X(HANDLER_MAX_OUTPUT_BYTES,             (4 * 1024 * 1024)) /* handler stdout */                         \
+        X(HANDLER_MAX_LOG_BYTES,                (64 * 1024))       /* handler stderr logged per call */         \
         X(MAX_PROVIDERS,                        4096)                                                           \
         /* webhook */                                                                                           \
         X(WEBHOOK_MAX_BODY_BYTES,               (1024 * 1024))     /* reference: 1 MiB */                       \
