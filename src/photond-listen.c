@@ -149,7 +149,7 @@ int listen_bind_unix(const char *path, int *ret_fd) {
                 return -errno;
 
         /* The mode of a Unix socket file comes from the umask at bind(); chmod afterwards would leave a window. */
-        old_umask = umask(0077);
+        old_umask = umask(0177);
         r = bind(fd, (struct sockaddr*) &sa, len) < 0 ? -errno : 0;
         umask(old_umask);
         if (r < 0)

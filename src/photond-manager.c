@@ -453,6 +453,33 @@ static void manager_update_status(Manager *m) {
         (void) sd_notify(false, status);
 }
 
+static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        manager_update_status(userdata);
+        return 0;
+}
+
+/* STATUS= is for humans: at most one update a second, so a connection storm does not become a notification storm
+ * (sd_notify() is a blocking send to PID 1). */
+static void manager_schedule_status(Manager *m) {
+        int enabled = SD_EVENT_OFF;
+        int r;
+
+        if (m->shutting_down)
+                return;
+        if (m->status_event_source) {
+                (void) sd_event_source_get_enabled(m->status_event_source, &enabled);
+                if (enabled != SD_EVENT_OFF)
+                        return;
+                r = sd_event_source_set_time_relative(m->status_event_source, USEC_PER_SEC);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(m->status_event_source, SD_EVENT_ONESHOT);
+        } else
+                r = sd_event_add_time_relative(m->event, &m->status_event_source, CLOCK_MONOTONIC, USEC_PER_SEC,
+                                               USEC_PER_SEC / 10, on_status_timer, m);
+        if (r < 0)
+                log_debug_errno(r, "Failed to arm the status timer: %m");
+}
+
 static int on_flush(sd_event_source *s, void *userdata) {
         Manager *m = userdata;
         Client *c;
@@ -488,7 +515,7 @@ static int on_flush(sd_event_source *s, void *userdata) {
         if (m->shutting_down && !manager_output_pending(m))
                 return sd_event_exit(m->event, m->exit_code);
 
-        manager_update_status(m);
+        manager_schedule_status(m);
         return 0;
 }
 
@@ -898,6 +925,7 @@ Manager* manager_free(Manager *m) {
         sd_event_source_disable_unref(m->bus_changed_event_source);
         sd_bus_flush_close_unref(m->bus);
         sd_event_source_disable_unref(m->idle_event_source);
+        sd_event_source_disable_unref(m->status_event_source);
         sd_event_source_disable_unref(m->shutdown_event_source);
         sd_event_source_disable_unref(m->flush_event_source);
         sd_event_source_disable_unref(m->accept_pause_event_source);

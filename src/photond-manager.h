@@ -89,6 +89,7 @@ typedef struct Manager {
         sd_event_source *idle_event_source;
         uint64_t idle_timeout_usec;
         char *last_status;              /* the STATUS= we told systemd last */
+        sd_event_source *status_event_source;
 
         /* counters for status */
         uint64_t n_requests;

@@ -79,6 +79,12 @@ int json_parse(const char *buf, size_t len, struct json_object **ret, const char
         o = json_tokener_parse_ex(tok, buf, (int) len);
         jerr = json_tokener_get_error(tok);
         end = json_tokener_get_parse_end(tok);
+        if (jerr == json_tokener_continue) {
+                /* A bare literal or number at the very end ("null", "42") needs a terminator to complete. */
+                o = json_tokener_parse_ex(tok, "", 1);
+                jerr = json_tokener_get_error(tok);
+                end = len;
+        }
         json_tokener_free(tok);
 
         if (jerr == json_tokener_continue) {
@@ -87,7 +93,8 @@ int json_parse(const char *buf, size_t len, struct json_object **ret, const char
                         *ret_error = "Unexpected end of JSON input";
                 return -EINVAL;
         }
-        if (jerr != json_tokener_success || !o) {
+        /* A literal null parses to a NULL object: valid JSON, just not an object. */
+        if (jerr != json_tokener_success) {
                 json_object_put(o);
                 if (ret_error)
                         *ret_error = json_tokener_error_desc(jerr);

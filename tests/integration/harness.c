@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -104,11 +106,12 @@ Daemon* daemon_start(const DaemonOptions *opts) {
                 free(dir);
                 argv[argc++] = "systemd-socket-activate";
                 argv[argc++] = xasprintf("--listen=%s", d->socket_path);
-                if (opts->webhook) {
+                if (opts->webhook)
                         webhook_fd = webhook_listener(&d->webhook_port);
-                        argv[argc++] = "--fdname=webhook:control";
-                } else
-                        argv[argc++] = "--fdname=control";
+                if (opts->fdnames)
+                        argv[argc++] = xasprintf("--fdname=%s", opts->fdnames);
+                else
+                        argv[argc++] = opts->webhook ? "--fdname=webhook:control" : "--fdname=control";
                 argv[argc++] = xasprintf("--setenv=PHOTON_HOME=%s", d->home);
                 argv[argc++] = xasprintf("--setenv=HOME=%s", d->home);
                 argv[argc++] = xasprintf("--setenv=NOTIFY_SOCKET=%s", d->notify_path);
@@ -117,6 +120,8 @@ Daemon* daemon_start(const DaemonOptions *opts) {
         }
         argv[argc++] = (char*) photond_binary();
         argv[argc++] = "--bus=none";
+        if (getenv("PHOTOND_TEST_DEBUG"))
+                argv[argc++] = "--log-level=debug";
         for (const char *const *a = opts->args; a && *a; a++)
                 argv[argc++] = (char*) *a;
         argv[argc] = NULL;
@@ -136,9 +141,15 @@ Daemon* daemon_start(const DaemonOptions *opts) {
         d->pid = fork();
         cr_assert(d->pid >= 0);
         if (d->pid == 0) {
+                /* A failing test exits without daemon_free(): the daemon must not outlive it. */
+                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
                 int log = open(d->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
                 if (log >= 0 && !getenv("PHOTOND_TEST_VERBOSE"))
                         dup2(log, STDERR_FILENO);
+                if (opts->nofile > 0) {
+                        struct rlimit rl = { opts->nofile, opts->nofile };
+                        (void) setrlimit(RLIMIT_NOFILE, &rl);
+                }
                 if (webhook_fd >= 0) {
                         /* systemd-socket-activate passes on fds it got via LISTEN_FDS: ours becomes fd 3, named by
                          * the first --fdname entry; its own listener follows as fd 4. */
@@ -523,4 +534,39 @@ int run_ctl(Daemon *d, char **ret_out, const char *arg, ...) {
         else
                 free(out);
         return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+const char* daemon_wait_notify(Daemon *d, const char *text, int timeout_ms) {
+        static char buf[4096];
+        uint64_t deadline = mono_ms() + timeout_ms;
+
+        for (;;) {
+                int64_t left = (int64_t) deadline - (int64_t) mono_ms();
+                struct pollfd p = { .fd = d->notify_fd, .events = POLLIN };
+                ssize_t n;
+
+                if (left <= 0 || poll(&p, 1, (int) left) <= 0)
+                        return NULL;
+                n = recv(d->notify_fd, buf, sizeof(buf) - 1, 0);
+                if (n < 0)
+                        return NULL;
+                buf[n] = '\0';
+                if (strstr(buf, "READY=1"))
+                        d->ready = true;
+                if (strstr(buf, text))
+                        return buf;
+        }
+}
+
+bool daemon_log_contains(Daemon *d, const char *text) {
+        FILE *f = fopen(d->log_path, "re");
+        char line[4096];
+        bool found = false;
+
+        if (!f)
+                return false;
+        while (!found && fgets(line, sizeof(line), f))
+                found = strstr(line, text) != NULL;
+        fclose(f);
+        return found;
 }

@@ -16,6 +16,8 @@ typedef struct DaemonOptions {
         const char *home;               /* reuse this PHOTON_HOME (restart tests); NULL = a new temporary one */
         const char *const *env;         /* extra "NAME=value" entries, NULL-terminated */
         const char *const *args;        /* extra photond arguments, NULL-terminated */
+        const char *fdnames;            /* socket activation: --fdname= value (the webhook fd comes first) */
+        unsigned nofile;                /* non-zero: RLIMIT_NOFILE soft and hard for photond */
 } DaemonOptions;
 
 typedef struct Daemon {
@@ -34,6 +36,11 @@ typedef struct Daemon {
 Daemon* daemon_start(const DaemonOptions *opts);
 /* Waits for READY=1 (socket activation: after the first connection made photond start). */
 void daemon_wait_ready(Daemon *d);
+/* Waits up to timeout_ms for a notification message containing text (e.g. "WATCHDOG=1"); returns the message
+ * (static buffer) or NULL on timeout. */
+const char* daemon_wait_notify(Daemon *d, const char *text, int timeout_ms);
+/* True if photond's log contains text. */
+bool daemon_log_contains(Daemon *d, const char *text);
 /* Sends sig and waits for the exit; returns the wait status. */
 int daemon_signal_and_wait(Daemon *d, int sig);
 /* Waits up to timeout_ms for the process to exit by itself; returns the wait status or -1 on timeout. */

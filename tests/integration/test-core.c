@@ -1,12 +1,442 @@
 /* SPDX-License-Identifier: MIT */
+
+/* The foundation against a real photond: both ways of starting, readiness, framing over the wire, errors,
+ * many connections, fd exhaustion, graceful shutdown. */
+
 #include <criterion/criterion.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "harness.h"
-Test(core, placeholder_ping) {
-        Daemon *d = daemon_start(NULL);
-        Conn *c = conn_open(d);
-        struct json_object *o = conn_request(c, "p1", "{\"type\":\"ping\",\"id\":\"p1\"}");
+
+static void ping_ok(Conn *c, const char *id) {
+        char req[128];
+        struct json_object *o;
+
+        snprintf(req, sizeof(req), "{\"type\":\"ping\",\"id\":\"%s\"}", id);
+        o = conn_request(c, id, "%s", req);
         cr_assert_str_eq(jstr(o, "type"), "pong");
         json_object_put(o);
+}
+
+Test(core, self_bound_ping_status_shutdown) {
+        Daemon *d = daemon_start(NULL);
+        Conn *c = conn_open(d);
+        struct json_object *o;
+        struct stat st;
+
+        ping_ok(c, "p1");
+
+        o = conn_request(c, "s1", "{\"type\":\"status\",\"id\":\"s1\",\"sessionId\":\"sess-a\"}");
+        cr_assert_str_eq(jstr(o, "type"), "result");
+        cr_assert(jbool(o, "success"));
+        cr_assert(json_object_is_type(jget(o, "data.uptime"), json_type_double));
+        cr_assert(jint(o, "data.memoryMB") >= 0);
+        cr_assert_eq(jint(o, "data.sessions"), 1);
+        cr_assert_eq(jint(o, "data.subscriptions"), 0);
+        cr_assert_eq(jint(o, "data.photonsLoaded"), 0);
+        cr_assert_eq(jint(o, "data.pid"), d->pid);
+        cr_assert_eq(jint(o, "data.clients"), 1);
+        cr_assert_not_null(jstr(o, "data.version"));
+        cr_assert(json_object_is_type(jget(o, "data.capabilities"), json_type_array));
+        json_object_put(o);
+
+        /* The reference path, a private directory and a private socket. */
+        cr_assert_eq(stat(d->socket_path, &st), 0);
+        cr_assert(S_ISSOCK(st.st_mode));
+        cr_assert_eq(st.st_mode & 0777, 0600);
+        char *dir = strdup(d->socket_path);
+        *strrchr(dir, '/') = '\0';
+        cr_assert_eq(stat(dir, &st), 0);
+        cr_assert_eq(st.st_mode & 0777, 0700);
+        free(dir);
+
+        o = conn_request(c, "x1", "{\"type\":\"shutdown\",\"id\":\"x1\"}");
+        /* conn_request skips the broadcast; it must have come first (the reference's order). */
+        cr_assert_str_eq(jstr(o, "type"), "result");
+        cr_assert_str_eq(jstr(o, "data.message"), "Shutting down");
+        json_object_put(o);
+
+        int status = daemon_wait_exit(d, 5000);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+        cr_assert_neq(access(d->socket_path, F_OK), 0, "a self-bound socket is removed on exit");
         conn_close(c);
         daemon_free(d);
+}
+
+Test(core, shutdown_broadcast_precedes_result) {
+        Daemon *d = daemon_start(NULL);
+        Conn *c = conn_open(d);
+        struct json_object *o;
+
+        conn_send(c, "{\"type\":\"shutdown\",\"id\":\"x1\"}");
+        o = conn_expect(c, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "shutdown");
+        cr_assert_str_eq(jstr(o, "id"), "daemon-shutdown");
+        cr_assert_str_eq(jstr(o, "reason"), "daemon-shutting-down");
+        json_object_put(o);
+        o = conn_expect(c, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "result");
+        cr_assert_str_eq(jstr(o, "id"), "x1");
+        json_object_put(o);
+        cr_assert(conn_wait_eof(c, 5000));
+        conn_close(c);
+        daemon_free(d);
+}
+
+Test(core, socket_activated_photonctl_ping) {
+        Daemon *d = daemon_start(&(DaemonOptions) { .socket_activate = true });
+        char *out = NULL;
+
+        /* photonctl's connection is what makes systemd-socket-activate start photond. */
+        cr_assert_eq(run_ctl(d, &out, "ping", NULL), 0);
+        cr_assert_str_eq(out, "pong\n");
+        free(out);
+        daemon_wait_ready(d);
+
+        cr_assert_eq(run_ctl(d, &out, "--json", "status", NULL), 0);
+        cr_assert(strstr(out, "\"type\":\"result\""), "%s", out);
+        free(out);
+
+        cr_assert(daemon_log_contains(d, "passed by systemd"));
+        int status = daemon_signal_and_wait(d, SIGTERM);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        cr_assert_eq(access(d->socket_path, F_OK), 0, "a socket passed by systemd is never unlinked");
+        daemon_free(d);
+}
+
+Test(core, unknown_passed_fd_is_closed_with_a_warning) {
+        Daemon *d = daemon_start(&(DaemonOptions) {
+                .socket_activate = true, .webhook = true, .fdnames = "bogus:control" });
+        Conn *c = conn_open(d);
+
+        ping_ok(c, "p");
+        daemon_wait_ready(d);
+        cr_assert(daemon_log_contains(d, "unexpected name 'bogus'"));
+        conn_close(c);
+        daemon_free(d);
+}
+
+Test(core, pid_and_owner_files) {
+        Daemon *d = daemon_start(NULL);
+        char path[512], buf[512], expect[64];
+        FILE *f;
+        size_t n;
+
+        snprintf(path, sizeof(path), "%s/.data/daemon.pid", d->home);
+        f = fopen(path, "re");
+        cr_assert(f);
+        n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        snprintf(expect, sizeof(expect), "%d", (int) d->pid);
+        cr_assert_str_eq(buf, expect, "the pid, no newline");
+
+        snprintf(path, sizeof(path), "%s/.data/daemon.owner.json", d->home);
+        f = fopen(path, "re");
+        cr_assert(f);
+        n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        struct json_object *o = json_tokener_parse(buf);
+        cr_assert(o);
+        cr_assert_eq(jint(o, "pid"), d->pid);
+        cr_assert_str_eq(jstr(o, "socketPath"), d->socket_path);
+        cr_assert(jint(o, "claimedAt") > 1600000000000LL);
+        json_object_put(o);
+
+        daemon_signal_and_wait(d, SIGINT);
+        cr_assert_neq(access(path, F_OK), 0, "owner file removed on exit");
+        snprintf(path, sizeof(path), "%s/.data/daemon.pid", d->home);
+        cr_assert_neq(access(path, F_OK), 0, "pid file removed on exit");
+        daemon_free(d);
+}
+
+Test(core, second_daemon_refuses_and_stale_socket_is_replaced) {
+        Daemon *d = daemon_start(NULL);
+        char *home = daemon_take_home(d);
+        char cmd[1024];
+        int status;
+
+        snprintf(cmd, sizeof(cmd), "PHOTON_HOME='%s' '%s' --bus=none 2>'%s/second.log'", home, photond_binary(), home);
+        status = system(cmd);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 2, "a second daemon exits with 2, got %d", status);
+        snprintf(cmd, sizeof(cmd), "grep -q 'already answering' '%s/second.log'", home);
+        cr_assert_eq(system(cmd), 0, "and says why");
+
+        /* SIGKILL leaves the socket file behind; the next start must replace it. */
+        kill(d->pid, SIGKILL);
+        waitpid(d->pid, NULL, 0);
+        d->pid = 0;
+        char sock[512];
+        snprintf(sock, sizeof(sock), "%s/.data/daemon.sock", home);
+        cr_assert_eq(access(sock, F_OK), 0);
+        daemon_free(d);
+
+        d = daemon_start(&(DaemonOptions) { .home = home });
+        Conn *c = conn_open(d);
+        ping_ok(c, "after-stale");
+        conn_close(c);
+        daemon_free(d);
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", home);
+        (void) !system(cmd);
+        free(home);
+}
+
+Test(core, errors_echo_ids_and_keep_reference_prefixes) {
+        Daemon *d = daemon_start(NULL);
+        Conn *c = conn_open(d);
+        struct json_object *o;
+
+        conn_send(c, "not json");
+        o = conn_expect(c, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "error");
+        cr_assert_str_eq(jstr(o, "id"), "unknown");
+        cr_assert(strncmp(jstr(o, "error"), "Invalid JSON", 12) == 0);
+        json_object_put(o);
+
+        conn_send(c, "{\"type\":\"ping\",\"id\":7}");
+        o = conn_expect(c, 5000);
+        cr_assert_str_eq(jstr(o, "id"), "unknown");
+        cr_assert_str_eq(jstr(o, "error"), "Invalid request format: id must be a string");
+        json_object_put(o);
+
+        o = conn_request(c, "u1", "{\"type\":\"frobnicate\",\"id\":\"u1\"}");
+        cr_assert_str_eq(jstr(o, "type"), "error");
+        cr_assert_str_eq(jstr(o, "error"), "Invalid request format: unknown type 'frobnicate'");
+        json_object_put(o);
+
+        o = conn_request(c, "u2", "{\"type\":\"lock\",\"id\":\"u2\"}");
+        cr_assert_str_eq(jstr(o, "error"), "Invalid request format: lockName is missing");
+        json_object_put(o);
+
+        o = conn_request(c, "u3", "{\"type\":\"reload\",\"id\":\"u3\",\"photonPath\":\"/x\"}");
+        cr_assert_str_eq(jstr(o, "error"), "Not supported by photond: reload");
+        json_object_put(o);
+
+        /* The connection survives all of that. */
+        ping_ok(c, "still-here");
+        conn_close(c);
+        daemon_free(d);
+}
+
+Test(core, garbage_nul_bytes_crlf_and_pipelining) {
+        Daemon *d = daemon_start(NULL);
+        Conn *c = conn_open(d);
+        static const char garbage[] = "\x01\x02\xff\xfe{{{\0\0]]\n";
+        struct json_object *o;
+
+        conn_send_raw(c, garbage, sizeof(garbage) - 1);
+        o = conn_expect(c, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "error");
+        json_object_put(o);
+
+        /* Three requests in one write, CRLF and blank lines in between. */
+        const char *three = "{\"type\":\"ping\",\"id\":\"a\"}\r\n\r\n\n{\"type\":\"ping\",\"id\":\"b\"}\n"
+                            "{\"type\":\"ping\",\"id\":\"c\"}\n";
+        conn_send_raw(c, three, strlen(three));
+        static const char *const ids[] = { "a", "b", "c" };
+        for (size_t i = 0; i < 3; i++) {
+                o = conn_expect(c, 5000);
+                cr_assert_str_eq(jstr(o, "id"), ids[i], "replies come in request order");
+                json_object_put(o);
+        }
+
+        /* One request split over many writes. */
+        const char *req = "{\"type\":\"ping\",\"id\":\"split\"}\n";
+        for (size_t i = 0; req[i]; i++)
+                conn_send_raw(c, req + i, 1);
+        o = conn_expect(c, 5000);
+        cr_assert_str_eq(jstr(o, "id"), "split");
+        json_object_put(o);
+
+        conn_close(c);
+        daemon_free(d);
+}
+
+Test(core, over_long_line_gets_an_error_and_close) {
+        Daemon *d = daemon_start(&(DaemonOptions) {
+                .env = (const char*[]) { "PHOTOND_MAX_LINE_BYTES=4096", NULL } });
+        Conn *c = conn_open(d), *other = conn_open(d);
+        char big[8192];
+        struct json_object *o;
+
+        memset(big, 'a', sizeof(big));
+        conn_send_raw(c, big, sizeof(big));
+        o = conn_expect(c, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "error");
+        cr_assert(strstr(jstr(o, "error"), "exceeds 4096 bytes"));
+        json_object_put(o);
+        cr_assert(conn_wait_eof(c, 5000), "the connection is closed after the error");
+
+        ping_ok(other, "unaffected");
+        conn_close(c);
+        conn_close(other);
+        daemon_free(d);
+}
+
+Test(core, client_disconnecting_mid_line) {
+        Daemon *d = daemon_start(NULL);
+
+        for (int i = 0; i < 20; i++) {
+                Conn *c = conn_open(d);
+                conn_send_raw(c, "{\"type\":\"ping\",\"id\":\"half", 24);
+                conn_close(c);
+        }
+        Conn *c = conn_open(d);
+        ping_ok(c, "alive");
+        /* The closes race with our status request; they must all be processed within a deadline. */
+        uint64_t deadline = mono_ms() + 5000;
+        for (;;) {
+                struct json_object *o = conn_request(c, "s", "{\"type\":\"status\",\"id\":\"s\"}");
+                int64_t n = jint(o, "data.clients");
+                json_object_put(o);
+                if (n == 1)
+                        break;
+                cr_assert(mono_ms() < deadline, "half-line clients still counted: %lld", (long long) n);
+        }
+        conn_close(c);
+        daemon_free(d);
+}
+
+Test(core, five_hundred_concurrent_connections) {
+        Daemon *d = daemon_start(NULL);
+        enum { N = 500 };
+        Conn *conns[N];
+        char id[32];
+
+        for (int i = 0; i < N; i++)
+                conns[i] = conn_open(d);
+        /* Everyone sends before anyone reads. */
+        for (int i = 0; i < N; i++)
+                conn_send(conns[i], "{\"type\":\"ping\",\"id\":\"c%d\"}", i);
+        for (int i = 0; i < N; i++) {
+                struct json_object *o = conn_expect(conns[i], 5000);
+                snprintf(id, sizeof(id), "c%d", i);
+                cr_assert_str_eq(jstr(o, "id"), id);
+                json_object_put(o);
+        }
+        struct json_object *o = conn_request(conns[0], "s", "{\"type\":\"status\",\"id\":\"s\"}");
+        cr_assert_eq(jint(o, "data.clients"), N);
+        json_object_put(o);
+        for (int i = 0; i < N; i++)
+                conn_close(conns[i]);
+        daemon_free(d);
+}
+
+Test(core, sigterm_notifies_every_client) {
+        Daemon *d = daemon_start(NULL);
+        enum { N = 20 };
+        Conn *conns[N];
+
+        for (int i = 0; i < N; i++) {
+                conns[i] = conn_open(d);
+                ping_ok(conns[i], "hello");
+        }
+        kill(d->pid, SIGTERM);
+        cr_assert_not_null(daemon_wait_notify(d, "STOPPING=1", 5000));
+        for (int i = 0; i < N; i++) {
+                struct json_object *o = conn_expect(conns[i], 5000);
+                cr_assert_str_eq(jstr(o, "type"), "shutdown");
+                cr_assert_str_eq(jstr(o, "id"), "daemon-shutdown");
+                cr_assert_str_eq(jstr(o, "reason"), "daemon-shutting-down");
+                json_object_put(o);
+                cr_assert(conn_wait_eof(conns[i], 5000));
+                conn_close(conns[i]);
+        }
+        int status = daemon_wait_exit(d, 5000);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        daemon_free(d);
+}
+
+Test(core, status_and_watchdog_notifications) {
+        Daemon *d = daemon_start(&(DaemonOptions) {
+                .env = (const char*[]) { "WATCHDOG_USEC=200000", NULL } });
+        Conn *c = conn_open(d);
+
+        ping_ok(c, "p");
+        cr_assert_not_null(daemon_wait_notify(d, "WATCHDOG=1", 3000), "sd_event pings the watchdog");
+        cr_assert_not_null(daemon_wait_notify(d, "STATUS=1 clients", 3000));
+        conn_close(c);
+        daemon_free(d);
+}
+
+Test(core, accept_pauses_instead_of_spinning_when_out_of_fds) {
+        /* photond itself needs a handful of fds; 24 leaves room for only a few clients. */
+        Daemon *d = daemon_start(&(DaemonOptions) { .nofile = 24 });
+        enum { N = 40 };
+        Conn *conns[N];
+        char path[64], line[512];
+        unsigned long utime0 = 0, utime1 = 0;
+        FILE *f;
+
+        for (int i = 0; i < N; i++)
+                conns[i] = conn_open(d);   /* the backlog takes them even when photond cannot */
+
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int) d->pid);
+        f = fopen(path, "re");
+        cr_assert(fgets(line, sizeof(line), f));
+        fclose(f);
+        sscanf(strrchr(line, ')') + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu", &utime0);
+
+        /* The first clients are served; give photond 500 ms of chances to spin. */
+        ping_ok(conns[0], "first");
+        cr_assert_null(conn_recv(conns[N - 1], 500), "no fd for the last one yet");
+        f = fopen(path, "re");
+        cr_assert(fgets(line, sizeof(line), f));
+        fclose(f);
+        sscanf(strrchr(line, ')') + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu", &utime1);
+        cr_assert(utime1 - utime0 < 20, "photond busy-looped on EMFILE (%lu ticks)", utime1 - utime0);
+        cr_assert(daemon_log_contains(d, "pausing"));
+
+        /* Freeing fds lets the waiting connections in. */
+        for (int i = 0; i < N - 1; i++)
+                conn_close(conns[i]);
+        ping_ok(conns[N - 1], "last");
+        conn_close(conns[N - 1]);
+        daemon_free(d);
+}
+
+Test(core, shutdown_refused_to_other_users) {
+        char dir[] = "/tmp/photond-perm-XXXXXX", sock[128];
+        Daemon *d;
+        pid_t pid;
+        int status;
+
+        if (geteuid() != 0)
+                cr_skip_test("needs root to act as another user");
+
+        cr_assert(mkdtemp(dir));
+        cr_assert_eq(chmod(dir, 0777), 0);
+        snprintf(sock, sizeof(sock), "%s/daemon.sock", dir);
+        d = daemon_start(&(DaemonOptions) { .args = (const char*[]) { "--socket", sock, NULL } });
+        cr_assert_eq(chmod(sock, 0666), 0, "opened up for this test only");
+
+        pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+                if (setgid(65534) < 0 || setuid(65534) < 0)
+                        _exit(3);
+                Conn *c = conn_open_path(sock);
+                conn_send(c, "{\"type\":\"shutdown\",\"id\":\"evil\"}");
+                struct json_object *o = conn_recv(c, 5000);
+                _exit(o && strcmp(jstr(o, "type"), "error") == 0 &&
+                      strstr(jstr(o, "error"), "Permission denied") ? 0 : 1);
+        }
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "another user's shutdown was not refused");
+
+        Conn *c = conn_open_path(sock);
+        ping_ok(c, "still-running");
+        conn_close(c);
+        daemon_free(d);
+        rmdir(dir);
 }
