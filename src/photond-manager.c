@@ -268,7 +268,7 @@ int manager_build_status(Manager *m, struct json_object **ret) {
             (r = lock_table_add_status(m->locks, data)) < 0 ||
             (r = scheduler_add_status(m->scheduler, data)) < 0 ||
             (r = dispatcher_add_status(m->dispatcher, data)) < 0 ||
-            (m->webhook && (r = webhook_add_status(m->webhook, data)) < 0))
+            (r = webhook_add_status(m->webhook, data)) < 0)
                 return r;
 
         *ret = TAKE_PTR(data);

@@ -1,0 +1,795 @@
+/* SPDX-License-Identifier: MIT */
+
+/* The webhook endpoint against a real photond under systemd-socket-activate (the "webhook" fd) and self-bound
+ * (PHOTON_WEBHOOK_PORT), driven by the curl command line: status codes, CORS, every signature scheme, body limits,
+ * rate limit, allowlist, secrets from credentials and SIGHUP, slow and many clients, method calls. */
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "json-util.h"
+#include "webhook-auth.h"
+
+#define SECRET "s3cret-for-tests"
+#define STD_SECRET "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+typedef struct Http {
+        int status;
+        char *head;                     /* the final response's header block */
+        char *body;
+        struct json_object *json;       /* body parsed, if it is JSON */
+} Http;
+
+static void http_free(Http *h) {
+        if (!h)
+                return;
+        free(h->head);
+        free(h->body);
+        json_object_put(h->json);
+        free(h);
+}
+
+static char* read_all(int fd) {
+        size_t len = 0, alloc = 65536;
+        char *out = malloc(alloc);
+
+        cr_assert(out);
+        for (;;) {
+                if (alloc - len < 4096)
+                        cr_assert(out = realloc(out, alloc *= 2));
+                ssize_t n = read(fd, out + len, alloc - len - 1);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        break;
+                len += n;
+        }
+        out[len] = '\0';
+        return out;
+}
+
+/* Runs curl with argv (NULL-terminated, without the program name); returns its exit status and stdout. */
+static int run_curl(const char *const *args, char **ret_out) {
+        const char *argv[128];
+        int argc = 0, pipefd[2], status;
+        pid_t pid;
+
+        argv[argc++] = "curl";
+        argv[argc++] = "--silent";
+        argv[argc++] = "--show-error";
+        argv[argc++] = "--http1.1";
+        argv[argc++] = "--max-time";
+        argv[argc++] = "20";
+        for (const char *const *a = args; *a; a++) {
+                cr_assert(argc < 126);
+                argv[argc++] = *a;
+        }
+        argv[argc] = NULL;
+
+        cr_assert(pipe2(pipefd, O_CLOEXEC) == 0);
+        pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+                dup2(pipefd[1], STDOUT_FILENO);
+                execvp(argv[0], (char**) argv);
+                _exit(127);
+        }
+        close(pipefd[1]);
+        *ret_out = read_all(pipefd[0]);
+        close(pipefd[0]);
+        cr_assert(waitpid(pid, &status, 0) == pid);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* One HTTP request through curl. body: NULL for none, "@path" for a file. Extra curl arguments (headers as
+ * "-H", "Name: value", ...) follow, NULL-terminated. */
+static Http* http_v(int port, const char *method, const char *path, const char *body, va_list ap) {
+        const char *args[96];
+        int n = 0;
+        char *url, *out, *p, *sep;
+        Http *h;
+
+        cr_assert(asprintf(&url, "http://127.0.0.1:%d%s", port, path) >= 0);
+        args[n++] = "--include";
+        args[n++] = "--request";
+        args[n++] = method;
+        if (body) {
+                args[n++] = "--data-binary";
+                args[n++] = body;
+                args[n++] = "-H";
+                args[n++] = "Content-Type: application/json";
+        }
+        for (const char *a = va_arg(ap, const char*); a; a = va_arg(ap, const char*)) {
+                cr_assert(n < 90);
+                args[n++] = a;
+        }
+        args[n++] = url;
+        args[n] = NULL;
+
+        int r = run_curl(args, &out);
+        free(url);
+        cr_assert_eq(r, 0, "curl %s %s failed with %d", method, path, r);
+
+        h = calloc(1, sizeof(Http));
+        cr_assert(h);
+        /* Skip interim responses (100 Continue). */
+        p = out;
+        for (;;) {
+                sep = strstr(p, "\r\n\r\n");
+                cr_assert(sep, "no header block in: %s", out);
+                cr_assert(sscanf(p, "HTTP/1.1 %d", &h->status) == 1, "bad status line: %s", p);
+                if (h->status >= 200)
+                        break;
+                p = sep + 4;
+        }
+        h->head = strndup(p, sep - p);
+        h->body = strdup(sep + 4);
+        if (h->body[0])
+                (void) json_parse(h->body, strlen(h->body), &h->json, NULL);
+        free(out);
+        return h;
+}
+
+static Http* http(int port, const char *method, const char *path, const char *body, ...) {
+        va_list ap;
+        Http *h;
+
+        va_start(ap, body);
+        h = http_v(port, method, path, body, ap);
+        va_end(ap);
+        return h;
+}
+
+/* The value of a response header (case-insensitive name), or NULL; static buffer. */
+static const char* http_header(const Http *h, const char *name) {
+        static char value[1024];
+        size_t nl = strlen(name);
+
+        for (const char *line = strstr(h->head, "\r\n"); line; line = strstr(line + 2, "\r\n")) {
+                const char *l = line + 2;
+                if (strncasecmp(l, name, nl) == 0 && l[nl] == ':') {
+                        const char *v = l + nl + 1, *end = strstr(v, "\r\n");
+                        size_t len;
+                        v += strspn(v, " ");
+                        len = end ? (size_t) (end - v) : strlen(v);
+                        cr_assert(len < sizeof(value));
+                        memcpy(value, v, len);
+                        value[len] = '\0';
+                        return value;
+                }
+        }
+        return NULL;
+}
+
+static void expect(Http *h, int status, const char *error) {
+        cr_assert_eq(h->status, status, "expected %d, got %d: %s", status, h->status, h->body);
+        if (error) {
+                cr_assert(h->json, "body is not JSON: %s", h->body);
+                cr_assert_str_eq(jstr(h->json, "error"), error);
+        }
+        http_free(h);
+}
+
+static void expect_prefix(Http *h, int status, const char *error_prefix) {
+        cr_assert_eq(h->status, status, "expected %d, got %d: %s", status, h->status, h->body);
+        cr_assert(h->json && jstr(h->json, "error"), "no error in: %s", h->body);
+        cr_assert(strncmp(jstr(h->json, "error"), error_prefix, strlen(error_prefix)) == 0, "%s", h->body);
+        http_free(h);
+}
+
+/* Starts photond socket-activated with the webhook fd and the given extra environment; returns once it is ready
+ * (the first control connection starts it). */
+/* daemon_start() returns once systemd-socket-activate has bound the control socket, which may be a moment before
+ * it listens; connecting until it does has no better signal. */
+static void wait_listening(Daemon *d) {
+        uint64_t deadline = mono_ms() + 10000;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+        strncpy(sa.sun_path, d->socket_path, sizeof(sa.sun_path) - 1);
+        for (;;) {
+                int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), r;
+
+                cr_assert(fd >= 0);
+                r = connect(fd, (struct sockaddr*) &sa, sizeof(sa));
+                close(fd);
+                if (r == 0)
+                        return;
+                cr_assert(errno == ECONNREFUSED, "connect %s: %m", d->socket_path);
+                cr_assert(mono_ms() < deadline, "%s does not accept connections", d->socket_path);
+                usleep(2000);
+        }
+}
+
+static Daemon* start(const char *const *env) {
+        Daemon *d = daemon_start(&(DaemonOptions) { .socket_activate = true, .webhook = true, .env = env });
+        Conn *c;
+
+        wait_listening(d);
+        c = conn_open(d);
+        struct json_object *o = conn_request(c, "p", "{\"type\":\"ping\",\"id\":\"p\"}");
+
+        json_object_put(o);
+        conn_close(c);
+        daemon_wait_ready(d);
+        cr_assert_gt(d->webhook_port, 0);
+        return d;
+}
+
+static struct json_object* status_of(Daemon *d) {
+        Conn *c = conn_open(d);
+        struct json_object *o = conn_request(c, "st", "{\"type\":\"status\",\"id\":\"st\"}");
+
+        conn_close(c);
+        return o;
+}
+
+static char* sign(const char *secret, const char *scheme, const char *id, int64_t ts, const char *body) {
+        WebhookKey *k = NULL;
+        char *sig = NULL;
+
+        cr_assert_eq(webhook_key_new(secret, strlen(secret), &k), 0);
+        if (strcmp(scheme, "github") == 0)
+                cr_assert_eq(webhook_sign_github(k, body, strlen(body), &sig), 0);
+        else if (strcmp(scheme, "stripe") == 0)
+                cr_assert_eq(webhook_sign_stripe(k, ts, body, strlen(body), &sig), 0);
+        else
+                cr_assert_eq(webhook_sign_standard(k, id, ts, body, strlen(body), &sig), 0);
+        webhook_key_free(k);
+        return sig;
+}
+
+static char* hdr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char* hdr(const char *fmt, ...) {
+        va_list ap;
+        char *s;
+
+        va_start(ap, fmt);
+        cr_assert(vasprintf(&s, fmt, ap) >= 0);
+        va_end(ap);
+        return s;       /* leaked on purpose: each test is its own process */
+}
+
+static int64_t now_s(void) {
+        return (int64_t) time(NULL);
+}
+
+#define NOT_INITIALIZED "Photon 'nohandler' not initialized"
+
+/* --- before routing --- */
+
+Test(webhook, healthz_and_cors) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, NULL });
+        Http *h;
+
+        h = http(d->webhook_port, "GET", "/healthz", NULL, NULL);
+        cr_assert_eq(h->status, 200);
+        cr_assert_str_eq(jstr(h->json, "status"), "ok");
+        cr_assert_not_null(jstr(h->json, "version"));
+        cr_assert(json_object_is_type(jget(h->json, "uptime"), json_type_double));
+        cr_assert_str_eq(http_header(h, "Content-Type"), "application/json");
+        cr_assert_str_eq(http_header(h, "Access-Control-Allow-Origin"), "http://localhost");
+        http_free(h);
+
+        /* The reference has no health route: anything else, /health included, is the router's 404. */
+        expect(http(d->webhook_port, "GET", "/health", NULL, NULL), 404,
+               "Not found. Use /webhook/{photonName}/{method}");
+        expect(http(d->webhook_port, "POST", "/healthz", "{}", NULL), 404,
+               "Not found. Use /webhook/{photonName}/{method}");
+
+        /* Preflight: 204 before any other check (no secret sent), with the reference's headers. */
+        h = http(d->webhook_port, "OPTIONS", "/webhook/kanban/onPush", NULL, "-H", "Origin: http://localhost:5173",
+                 NULL);
+        cr_assert_eq(h->status, 204);
+        cr_assert_str_eq(h->body, "");
+        cr_assert_str_eq(http_header(h, "Access-Control-Allow-Origin"), "http://localhost:5173");
+        cr_assert_str_eq(http_header(h, "Access-Control-Allow-Methods"), "GET, POST, OPTIONS");
+        cr_assert_str_eq(http_header(h, "Access-Control-Allow-Headers"),
+                         "Content-Type, X-Webhook-Secret, X-Photon-Name");
+        http_free(h);
+
+        /* A foreign origin gets no Allow-Origin, on errors too. */
+        h = http(d->webhook_port, "POST", "/webhook/kanban/onPush", "{}", "-H", "Origin: https://evil.example", NULL);
+        cr_assert_eq(h->status, 401);
+        cr_assert_null(http_header(h, "Access-Control-Allow-Origin"));
+        cr_assert_str_eq(http_header(h, "Access-Control-Allow-Methods"), "GET, POST, OPTIONS");
+        http_free(h);
+
+        daemon_free(d);
+}
+
+Test(webhook, routes_404) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, NULL });
+        const char *paths[] = { "/", "/webhook", "/webhook/onlyMethod", "/hooks/a/b", "/webhook/.hidden/m",
+                                "/webhook/a%20b/m", "/webhookz/a/b" };
+
+        for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+                expect(http(d->webhook_port, "POST", paths[i], "{}", "-H", "X-Webhook-Secret: " SECRET, NULL), 404,
+                       "Not found. Use /webhook/{photonName}/{method}");
+
+        /* Both route forms reach authentication and the dispatcher: any HTTP method but OPTIONS, GET too. */
+        expect(http(d->webhook_port, "GET", "/webhook/nohandler/m", NULL, "-H", "X-Webhook-Secret: " SECRET, NULL),
+               503, NOT_INITIALIZED);
+        expect(http(d->webhook_port, "PUT", "/webhook/nohandler/m/extra", "{}", "-H", "X-Webhook-Secret: " SECRET,
+                    NULL), 503, NOT_INITIALIZED);
+        expect(http(d->webhook_port, "POST", "/webhook/m", "{}", "-H", "X-Webhook-Secret: " SECRET,
+                    "-H", "X-Photon-Name: nohandler", NULL), 503, NOT_INITIALIZED);
+        expect(http(d->webhook_port, "POST", "/webhook/m", "{}", "-H", "X-Webhook-Secret: " SECRET,
+                    "-H", "X-Photon-Name: ../etc", NULL), 404, "Not found. Use /webhook/{photonName}/{method}");
+        daemon_free(d);
+}
+
+/* --- authentication --- */
+
+Test(webhook, no_secret_configured) {
+        Daemon *d = start(NULL);
+
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", "{}", NULL), 403,
+               "Webhook secret not configured. Set PHOTON_WEBHOOK_SECRET or PHOTON_WEBHOOK_ALLOW_UNAUTHENTICATED=true");
+        daemon_free(d);
+
+        d = start((const char*[]) { "PHOTON_WEBHOOK_ALLOW_UNAUTHENTICATED=yes", NULL });
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", "{}", NULL), 503, NOT_INITIALIZED);
+        daemon_free(d);
+}
+
+Test(webhook, header_secret) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, NULL });
+        struct json_object *st;
+
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", "{}", NULL), 401, "Invalid webhook secret");
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", "{}", "-H", "X-Webhook-Secret: wrong", NULL),
+               401, "Invalid webhook secret");
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", "{}", "-H", "X-Webhook-Secret: " SECRET "x",
+                    NULL), 401, "Invalid webhook secret");
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", "{}", "-H", "X-Webhook-Secret: " SECRET, NULL),
+               503, NOT_INITIALIZED);
+
+        st = status_of(d);
+        cr_assert(jbool(st, "data.webhookEnabled"));
+        cr_assert_eq(jint(st, "data.webhook.requests"), 4);
+        cr_assert_eq(jint(st, "data.webhook.rejected.unauthorized"), 3);
+        cr_assert_eq(jint(st, "data.webhook.rejected.photonUnavailable"), 1);
+        cr_assert(jbool(st, "data.webhook.secretConfigured"));
+        json_object_put(st);
+        /* Secrets never reach the log. */
+        cr_assert(!daemon_log_contains(d, SECRET));
+        daemon_free(d);
+}
+
+Test(webhook, github_signature) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, NULL });
+        const char *body = "{\"ref\":\"refs/heads/main\"}";
+        char *good = sign(SECRET, "github", NULL, 0, body), *other = sign(SECRET, "github", NULL, 0, "{}");
+
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/push", body,
+                    "-H", hdr("X-Hub-Signature-256: %s", good), NULL), 503, NOT_INITIALIZED);
+        /* A signature over another body, a mangled one, the wrong algorithm. */
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/push", body,
+                    "-H", hdr("X-Hub-Signature-256: %s", other), NULL), 401, "Invalid webhook secret");
+        good[10] = good[10] == 'a' ? 'b' : 'a';
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/push", body,
+                    "-H", hdr("X-Hub-Signature-256: %s", good), NULL), 401, "Invalid webhook secret");
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/push", body,
+                    "-H", "X-Hub-Signature-256: sha1=0123", NULL), 401, "Invalid webhook secret");
+        cr_assert(!daemon_log_contains(d, other + 7));
+        daemon_free(d);
+}
+
+Test(webhook, stripe_signature) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, NULL });
+        const char *body = "{\"type\":\"charge.succeeded\"}";
+        char *good = sign(SECRET, "stripe", NULL, now_s(), body);
+        char *old = sign(SECRET, "stripe", NULL, now_s() - 400, body);
+        char *future = sign(SECRET, "stripe", NULL, now_s() + 400, body);
+        char *wrong = sign("another-secret", "stripe", NULL, now_s(), body);
+
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/charge", body,
+                    "-H", hdr("Stripe-Signature: %s", good), NULL), 503, NOT_INITIALIZED);
+        /* Several v1 entries (secret rotation): one matching is enough. */
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/charge", body,
+                    "-H", hdr("Stripe-Signature: %s,v1=%s", good, strstr(wrong, "v1=") + 3), NULL),
+               503, NOT_INITIALIZED);
+        expect_prefix(http(d->webhook_port, "POST", "/webhook/nohandler/charge", body,
+                           "-H", hdr("Stripe-Signature: %s", old), NULL), 401,
+                      "Invalid webhook secret: signature timestamp outside the tolerance");
+        expect_prefix(http(d->webhook_port, "POST", "/webhook/nohandler/charge", body,
+                           "-H", hdr("Stripe-Signature: %s", future), NULL), 401,
+                      "Invalid webhook secret: signature timestamp outside the tolerance");
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/charge", body,
+                    "-H", hdr("Stripe-Signature: %s", wrong), NULL), 401, "Invalid webhook secret");
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/charge", "{\"type\":\"charge.failed\"}",
+                    "-H", hdr("Stripe-Signature: %s", good), NULL), 401, "Invalid webhook secret");
+        daemon_free(d);
+}
+
+Test(webhook, standard_webhooks_signature_and_replay) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" STD_SECRET, NULL });
+        const char *body = "{\"type\":\"invoice.paid\"}";
+        int64_t t = now_s();
+        char *good = sign(STD_SECRET, "standard", "msg_1", t, body);
+        char *old = sign(STD_SECRET, "standard", "msg_2", t - 301, body);
+        char *wrong = sign("whsec_c2VjcmV0LW90aGVy", "standard", "msg_3", t, body);
+
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/paid", body,
+                    "-H", "webhook-id: msg_1", "-H", hdr("webhook-timestamp: %lld", (long long) t),
+                    "-H", hdr("webhook-signature: v1,AAAA %s", good), NULL), 503, NOT_INITIALIZED);
+        /* The same delivery again is a replay. */
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/paid", body,
+                    "-H", "webhook-id: msg_1", "-H", hdr("webhook-timestamp: %lld", (long long) t),
+                    "-H", hdr("webhook-signature: %s", good), NULL), 401,
+               "Invalid webhook secret: webhook-id already delivered");
+        expect_prefix(http(d->webhook_port, "POST", "/webhook/nohandler/paid", body,
+                           "-H", "webhook-id: msg_2", "-H", hdr("webhook-timestamp: %lld", (long long) t - 301),
+                           "-H", hdr("webhook-signature: %s", old), NULL), 401,
+                      "Invalid webhook secret: signature timestamp outside the tolerance");
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/paid", body,
+                    "-H", "webhook-id: msg_3", "-H", hdr("webhook-timestamp: %lld", (long long) t),
+                    "-H", hdr("webhook-signature: %s", wrong), NULL), 401, "Invalid webhook secret");
+        /* The id and the timestamp are signed. */
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/paid", body,
+                    "-H", "webhook-id: msg_9", "-H", hdr("webhook-timestamp: %lld", (long long) t),
+                    "-H", hdr("webhook-signature: %s", good), NULL), 401, "Invalid webhook secret");
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/paid", body,
+                    "-H", "webhook-id: msg_1", "-H", hdr("webhook-timestamp: %lld", (long long) t + 1),
+                    "-H", hdr("webhook-signature: %s", good), NULL), 401, "Invalid webhook secret");
+        /* A forged delivery did not enter the replay cache: msg_3 signed correctly is still accepted. */
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/paid", body,
+                    "-H", "webhook-id: msg_3", "-H", hdr("webhook-timestamp: %lld", (long long) t),
+                    "-H", hdr("webhook-signature: %s", sign(STD_SECRET, "standard", "msg_3", t, body)), NULL),
+               503, NOT_INITIALIZED);
+
+        struct json_object *st = status_of(d);
+        cr_assert_eq(jint(st, "data.webhook.rejected.replayed"), 1);
+        cr_assert_eq(jint(st, "data.webhook.rejected.signatureExpired"), 1);
+        json_object_put(st);
+        daemon_free(d);
+}
+
+Test(webhook, credentials_per_photon_and_sighup) {
+        char dir[] = "/tmp/photond-creds-XXXXXX", *path, *env;
+        FILE *f;
+
+        cr_assert(mkdtemp(dir));
+        cr_assert(asprintf(&path, "%s/webhook-secret", dir) >= 0);
+        cr_assert(f = fopen(path, "we"));
+        fputs("from-credential\n", f);      /* the trailing newline is not part of the secret */
+        fclose(f);
+        cr_assert(asprintf(&env, "CREDENTIALS_DIRECTORY=%s", dir) >= 0);
+        cr_assert(f = fopen(hdr("%s/webhook-secret.special", dir), "we"));
+        fputs("special-secret", f);
+        fclose(f);
+
+        /* The credential wins over the environment. */
+        Daemon *d = start((const char*[]) { env, "PHOTON_WEBHOOK_SECRET=from-env", NULL });
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", "{}", "-H", "X-Webhook-Secret: from-env", NULL),
+               401, "Invalid webhook secret");
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", "{}",
+                    "-H", "X-Webhook-Secret: from-credential", NULL), 503, NOT_INITIALIZED);
+        /* A per-photon secret replaces the general one for that photon. */
+        expect(http(d->webhook_port, "POST", "/webhook/special/m", "{}",
+                    "-H", "X-Webhook-Secret: from-credential", NULL), 401, "Invalid webhook secret");
+        expect(http(d->webhook_port, "POST", "/webhook/special/m", "{}",
+                    "-H", "X-Webhook-Secret: special-secret", NULL), 503, "Photon 'special' not initialized");
+
+        /* SIGHUP re-reads the files. */
+        cr_assert(f = fopen(path, "we"));
+        fputs("rotated", f);
+        fclose(f);
+        cr_assert_eq(kill(d->pid, SIGHUP), 0);
+        /* The reload has no notification of its own; poll the endpoint with a deadline. */
+        uint64_t deadline = mono_ms() + 5000;
+        for (;;) {
+                Http *h = http(d->webhook_port, "POST", "/webhook/nohandler/m", "{}",
+                               "-H", "X-Webhook-Secret: rotated", NULL);
+                int s = h->status;
+                http_free(h);
+                if (s == 503)
+                        break;
+                cr_assert_eq(s, 401);
+                cr_assert(mono_ms() < deadline, "SIGHUP did not reload the secret");
+                usleep(20000);
+        }
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", "{}",
+                    "-H", "X-Webhook-Secret: from-credential", NULL), 401, "Invalid webhook secret");
+        cr_assert(!daemon_log_contains(d, "rotated"));
+        cr_assert(!daemon_log_contains(d, "special-secret"));
+        daemon_free(d);
+        (void) !system(hdr("rm -rf '%s'", dir));
+}
+
+/* --- body --- */
+
+static char* write_temp(size_t size, char fill) {
+        char *path = strdup("/tmp/photond-body-XXXXXX");
+        int fd = mkstemp(path);
+        char buf[65536];
+
+        cr_assert(fd >= 0);
+        memset(buf, fill, sizeof(buf));
+        for (size_t left = size; left > 0;) {
+                size_t n = left < sizeof(buf) ? left : sizeof(buf);
+                cr_assert_eq(write(fd, buf, n), (ssize_t) n);
+                left -= n;
+        }
+        close(fd);
+        return path;
+}
+
+Test(webhook, body_json_and_size) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, NULL });
+        char *over = write_temp(1024 * 1024 + 1, 'a'), *exact = write_temp(1024 * 1024, ' ');
+
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", "{\"a\":", "-H", "X-Webhook-Secret: " SECRET,
+                    NULL), 400, "Invalid JSON body");
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", "not json", "-H", "X-Webhook-Secret: " SECRET,
+                    NULL), 400, "Invalid JSON body");
+        /* An empty body is {}; arrays and scalars are JSON too. */
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", "", "-H", "X-Webhook-Secret: " SECRET, NULL),
+               503, NOT_INITIALIZED);
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", "[1,2]", "-H", "X-Webhook-Secret: " SECRET,
+                    NULL), 503, NOT_INITIALIZED);
+
+        /* Over 1 MiB with a Content-Length: a real 413, whether or not curl waits for 100-continue. */
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", hdr("@%s", over),
+                    "-H", "X-Webhook-Secret: " SECRET, NULL), 413, "Request body too large");
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", hdr("@%s", over),
+                    "-H", "X-Webhook-Secret: " SECRET, "-H", "Expect:", NULL), 413, "Request body too large");
+        /* Chunked: found while streaming, answered at the end. */
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", hdr("@%s", over),
+                    "-H", "X-Webhook-Secret: " SECRET, "-H", "Transfer-Encoding: chunked", NULL), 413,
+               "Request body too large");
+        /* Exactly 1 MiB is allowed (and is whitespace only, so not JSON). */
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", hdr("@%s", exact),
+                    "-H", "X-Webhook-Secret: " SECRET, NULL), 400, "Invalid JSON body");
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", hdr("@%s", exact),
+                    "-H", "X-Webhook-Secret: " SECRET, "-H", "Transfer-Encoding: chunked", NULL), 400,
+               "Invalid JSON body");
+
+        /* The daemon is fine afterwards and holds no body memory. */
+        expect(http(d->webhook_port, "GET", "/healthz", NULL, NULL), 200, NULL);
+        struct json_object *st = status_of(d);
+        cr_assert_eq(jint(st, "data.webhook.rejected.bodyTooLarge"), 3);
+        json_object_put(st);
+        unlink(over);
+        unlink(exact);
+        daemon_free(d);
+}
+
+/* --- allowlist and rate limit --- */
+
+Test(webhook, allowlist) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET,
+                                            "PHOTON_WEBHOOK_ALLOWED_IPS=10.0.0.0/8, 192.168.0.0/16", NULL });
+        Http *h;
+
+        h = http(d->webhook_port, "POST", "/webhook/nohandler/m", "{}", "-H", "X-Webhook-Secret: " SECRET, NULL);
+        cr_assert_eq(h->status, 403);
+        cr_assert_str_eq(jstr(h->json, "error"), "Source IP not in webhook allowlist");
+        cr_assert_str_eq(jstr(h->json, "sourceIp"), "127.0.0.1");
+        http_free(h);
+        /* Preflight and health come before the allowlist. */
+        expect(http(d->webhook_port, "OPTIONS", "/webhook/nohandler/m", NULL, NULL), 204, NULL);
+        expect(http(d->webhook_port, "GET", "/healthz", NULL, NULL), 200, NULL);
+        daemon_free(d);
+
+        d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, "PHOTON_WEBHOOK_ALLOWED_IPS=127.0.0.0/8", NULL });
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", "{}", "-H", "X-Webhook-Secret: " SECRET, NULL),
+               503, NOT_INITIALIZED);
+        daemon_free(d);
+}
+
+Test(webhook, bad_configuration_fails_start) {
+        Daemon *d = daemon_start(&(DaemonOptions) {
+                .socket_activate = true, .webhook = true,
+                .env = (const char*[]) { "PHOTON_WEBHOOK_ALLOWED_IPS=10.0.0.0/8,bogus", NULL },
+        });
+
+        /* The first connection starts photond, which refuses its configuration and exits. */
+        wait_listening(d);
+        int status = daemon_wait_exit(d, 10000);
+        cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) != 0, "status %d", status);
+        cr_assert(daemon_log_contains(d, "PHOTON_WEBHOOK_ALLOWED_IPS"));
+        daemon_free(d);
+}
+
+Test(webhook, rate_limit) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, "PHOTON_WEBHOOK_RATE_LIMIT=3",
+                                            "PHOTON_WEBHOOK_RATE_WINDOW_MS=60000", NULL });
+        Http *h;
+
+        for (int i = 0; i < 3; i++)
+                expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", "{}", "-H", "X-Webhook-Secret: " SECRET,
+                            NULL), 503, NOT_INITIALIZED);
+        /* Health checks are not counted. */
+        expect(http(d->webhook_port, "GET", "/healthz", NULL, NULL), 200, NULL);
+
+        h = http(d->webhook_port, "POST", "/webhook/nohandler/m", "{}", "-H", "X-Webhook-Secret: " SECRET, NULL);
+        cr_assert_eq(h->status, 429);
+        cr_assert_str_eq(jstr(h->json, "error"), "Too many requests");
+        cr_assert_eq(jint(h->json, "limit"), 3);
+        cr_assert_eq(jint(h->json, "windowMs"), 60000);
+        int retry = atoi(http_header(h, "Retry-After") ?: "0");
+        cr_assert(retry >= 1 && retry <= 60, "Retry-After %d", retry);
+        http_free(h);
+        /* Counted before routing and authentication, as the reference does. */
+        expect(http(d->webhook_port, "GET", "/nope", NULL, NULL), 429, "Too many requests");
+        daemon_free(d);
+
+        /* A short window opens again. */
+        d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, "PHOTON_WEBHOOK_RATE_LIMIT=1",
+                                    "PHOTON_WEBHOOK_RATE_WINDOW_MS=300", NULL });
+        expect(http(d->webhook_port, "GET", "/nope", NULL, NULL), 404, NULL);
+        expect(http(d->webhook_port, "GET", "/nope", NULL, NULL), 429, NULL);
+        usleep(350 * 1000);     /* waiting out the window is the behaviour under test */
+        expect(http(d->webhook_port, "GET", "/nope", NULL, NULL), 404, NULL);
+        daemon_free(d);
+}
+
+/* --- many and slow clients --- */
+
+static int tcp_connect(int port) {
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        cr_assert(fd >= 0);
+        cr_assert_eq(connect(fd, (struct sockaddr*) &sa, sizeof(sa)), 0, "connect: %m");
+        return fd;
+}
+
+Test(webhook, slow_client_does_not_block_others) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, NULL });
+        const char *req = "POST /webhook/nohandler/slow HTTP/1.1\r\nHost: x\r\nX-Webhook-Secret: " SECRET
+                          "\r\nContent-Length: 2\r\n\r\n{}";
+        int fd = tcp_connect(d->webhook_port);
+        pid_t pid;
+
+        /* A child trickles the request, one byte per 100 ms (about 9 s in all). */
+        pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+                for (const char *p = req; *p; p++) {
+                        if (send(fd, p, 1, MSG_NOSIGNAL) != 1)
+                                _exit(1);
+                        usleep(100 * 1000);
+                }
+                _exit(0);
+        }
+
+        /* Meanwhile others are served at once. */
+        for (int i = 0; i < 10; i++) {
+                uint64_t t0 = mono_ms();
+                expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", "{}", "-H", "X-Webhook-Secret: " SECRET,
+                            NULL), 503, NOT_INITIALIZED);
+                cr_assert_lt(mono_ms() - t0, 2000);
+        }
+        cr_assert_eq(waitpid(pid, NULL, WNOHANG), 0, "the trickle should still be going");
+
+        /* The slow request is answered too once complete. */
+        int status;
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        cr_assert_eq(poll(&p, 1, 5000), 1);
+        char buf[512] = {};
+        cr_assert_gt(read(fd, buf, sizeof(buf) - 1), 0);
+        cr_assert(strncmp(buf, "HTTP/1.1 503", 12) == 0, "%s", buf);
+        close(fd);
+        daemon_free(d);
+}
+
+Test(webhook, idle_connection_times_out) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, "PHOTOND_WEBHOOK_IDLE_TIMEOUT_S=1",
+                                            NULL });
+        int fd = tcp_connect(d->webhook_port);
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        uint64_t t0 = mono_ms();
+        char buf[64];
+
+        /* Half a request, then silence: MHD's timeout (driven by our timer) closes it. */
+        cr_assert_eq(send(fd, "POST /webhook/a/b HTTP/1.1\r\n", 28, MSG_NOSIGNAL), 28);
+        cr_assert_eq(poll(&p, 1, 5000), 1, "not closed within 5 s");
+        cr_assert_leq(read(fd, buf, sizeof(buf)), 0);
+        cr_assert_geq(mono_ms() - t0, 900);
+        close(fd);
+        daemon_free(d);
+}
+
+Test(webhook, two_hundred_concurrent_requests) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, "PHOTON_WEBHOOK_RATE_LIMIT=0", NULL });
+        char cfg[] = "/tmp/photond-curl-XXXXXX", *out;
+        int fd = mkstemp(cfg), n200 = 0, n503 = 0;
+        FILE *f = fdopen(fd, "w");
+
+        cr_assert(f);
+        /* "next" separates the transfers: options before it apply to its URL only. */
+        for (int i = 0; i < 200; i++) {
+                if (i % 2 == 0)
+                        fprintf(f, "url = \"http://127.0.0.1:%d/healthz\"\n", d->webhook_port);
+                else
+                        fprintf(f, "url = \"http://127.0.0.1:%d/webhook/nohandler/m%d\"\n"
+                                   "header = \"X-Webhook-Secret: " SECRET "\"\ndata = \"{}\"\n", d->webhook_port, i);
+                fprintf(f, "output = \"/dev/null\"\nwrite-out = \"%%{http_code}\\n\"\nmax-time = 20\n%s",
+                        i < 199 ? "next\n" : "");
+        }
+        fclose(f);
+
+        cr_assert_eq(run_curl((const char*[]) { "--no-progress-meter", "--parallel", "--parallel-immediate", "--parallel-max", "200",
+                                                "--config", cfg, NULL }, &out), 0);
+        for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+                if (strcmp(line, "200") == 0)
+                        n200++;
+                else if (strcmp(line, "503") == 0)
+                        n503++;
+                else
+                        cr_assert_fail("unexpected status '%s'", line);
+        }
+        cr_assert_eq(n200, 100);
+        cr_assert_eq(n503, 100);
+        free(out);
+        unlink(cfg);
+
+        struct json_object *st = status_of(d);
+        cr_assert_eq(jint(st, "data.webhook.requests"), 200);
+        json_object_put(st);
+        daemon_free(d);
+}
+
+/* --- listeners --- */
+
+static int free_port(void) {
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t len = sizeof(sa);
+        int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+        cr_assert(fd >= 0);
+        cr_assert_eq(bind(fd, (struct sockaddr*) &sa, sizeof(sa)), 0);
+        cr_assert_eq(getsockname(fd, (struct sockaddr*) &sa, &len), 0);
+        port = ntohs(sa.sin_port);
+        close(fd);
+        return port;
+}
+
+Test(webhook, self_bound_from_port) {
+        int port = free_port();
+        char *env = hdr("PHOTON_WEBHOOK_PORT=%d", port);
+        Daemon *d = daemon_start(&(DaemonOptions) { .env = (const char*[]) { env, "PHOTON_WEBHOOK_SECRET=" SECRET,
+                                                                            NULL } });
+
+        expect(http(port, "GET", "/healthz", NULL, NULL), 200, NULL);
+        expect(http(port, "POST", "/webhook/nohandler/m", "{}", "-H", "X-Webhook-Secret: " SECRET, NULL), 503,
+               NOT_INITIALIZED);
+        cr_assert(daemon_log_contains(d, hdr("Webhook listening on 127.0.0.1 port %d", port)));
+
+        /* A graceful stop with the endpoint running. */
+        int status = daemon_signal_and_wait(d, SIGTERM);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+        daemon_free(d);
+}
+
+Test(webhook, disabled_without_port) {
+        Daemon *d = daemon_start(NULL);
+        struct json_object *st = status_of(d);
+
+        cr_assert(!jbool(st, "data.webhookEnabled"));
+        cr_assert(!jhas(st, "data.webhook"));
+        json_object_put(st);
+        daemon_free(d);
+}
