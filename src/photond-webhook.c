@@ -388,8 +388,11 @@ static void webhook_request_finish(WebhookRequest *req, unsigned status, struct 
         req->hup_event_source = sd_event_source_disable_unref(req->hup_event_source);
         if (req->suspended) {
                 req->suspended = false;
-                /* MHD's ITC wakes its epoll fd, so the loop runs MHD_run() and the handler queues the answer. */
                 MHD_resume_connection(req->connection);
+                /* In external-epoll mode nothing wakes MHD for a resume: run it from the timer on the next loop
+                 * iteration, where the handler queues the answer (never from inside an MHD callback). */
+                (void) sd_event_source_set_time_relative(req->webhook->timer_event_source, 0);
+                (void) sd_event_source_set_enabled(req->webhook->timer_event_source, SD_EVENT_ONESHOT);
         }
 }
 

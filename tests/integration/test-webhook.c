@@ -793,3 +793,178 @@ Test(webhook, disabled_without_port) {
         json_object_put(st);
         daemon_free(d);
 }
+
+/* --- method calls through the dispatcher (exec handlers) --- */
+
+static void write_handler(Daemon *d, const char *photon, const char *method, const char *script) {
+        char *dir = hdr("%s/handlers/%s", d->home, photon), *path = hdr("%s/%s", dir, method);
+        FILE *f;
+
+        (void) mkdir(hdr("%s/handlers", d->home), 0755);
+        (void) mkdir(dir, 0755);
+        cr_assert(f = fopen(path, "we"));
+        fprintf(f, "#!/bin/sh\n%s\n", script);
+        fclose(f);
+        cr_assert_eq(chmod(path, 0755), 0);
+}
+
+Test(webhook, call_success_args_and_event) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, NULL });
+        Conn *sub = conn_open(d);
+        struct json_object *o;
+        Http *h;
+
+        write_handler(d, "echo", "run", "cat");
+        o = conn_request(sub, "s", "{\"type\":\"subscribe\",\"id\":\"s\",\"channel\":\"webhooks:echo\"}");
+        json_object_put(o);
+
+        h = http(d->webhook_port, "POST", "/webhook/echo/run?x=1&y=two&x=3", "{\"a\":1}",
+                 "-H", "X-Webhook-Secret: " SECRET, "-H", "Authorization: Bearer token", "-H", "X-Custom: hi",
+                 "-H", "X-Hub-Signature-256: sha256=00", NULL);
+        cr_assert_eq(h->status, 200, "%s", h->body);
+        cr_assert(jbool(h->json, "success"));
+        /* The handler echoed its args: the body plus _webhook. */
+        cr_assert_eq(jint(h->json, "data.a"), 1);
+        cr_assert_str_eq(jstr(h->json, "data._webhook.method"), "POST");
+        cr_assert_str_eq(jstr(h->json, "data._webhook.query.x"), "3");
+        cr_assert_str_eq(jstr(h->json, "data._webhook.query.y"), "two");
+        cr_assert_str_eq(jstr(h->json, "data._webhook.headers.x-custom"), "hi");
+        cr_assert_str_eq(jstr(h->json, "data._webhook.headers.content-type"), "application/json");
+        cr_assert_gt(jint(h->json, "data._webhook.timestamp"), 1600000000000LL);
+        /* Credentials never reach the handler. */
+        cr_assert(!jhas(h->json, "data._webhook.headers.x-webhook-secret"));
+        cr_assert(!jhas(h->json, "data._webhook.headers.authorization"));
+        cr_assert(!jhas(h->json, "data._webhook.headers.x-hub-signature-256"));
+        cr_assert(!strstr(h->body, SECRET));
+        http_free(h);
+
+        /* Subscribers hear about it. */
+        for (;;) {
+                o = conn_expect(sub, 5000);
+                if (jstr(o, "message.event"))
+                        break;
+                json_object_put(o);
+        }
+        cr_assert_str_eq(jstr(o, "channel"), "webhooks:echo");
+        cr_assert_str_eq(jstr(o, "message.event"), "webhook-received");
+        cr_assert_str_eq(jstr(o, "message.method"), "run");
+        cr_assert_gt(jint(o, "message.timestamp"), 1600000000000LL);
+        json_object_put(o);
+
+        /* The X-Photon-Name form; a handler printing text answers a string; nothing printed leaves data out. */
+        write_handler(d, "echo", "hello", "echo hello");
+        h = http(d->webhook_port, "POST", "/webhook/hello", NULL, "-H", "X-Webhook-Secret: " SECRET,
+                 "-H", "X-Photon-Name: echo", NULL);
+        cr_assert_eq(h->status, 200, "%s", h->body);
+        cr_assert_str_eq(h->body, "{\"success\":true,\"data\":\"hello\"}");
+        http_free(h);
+        write_handler(d, "echo", "quiet", "true");
+        h = http(d->webhook_port, "POST", "/webhook/echo/quiet", "{}", "-H", "X-Webhook-Secret: " SECRET, NULL);
+        cr_assert_str_eq(h->body, "{\"success\":true}");
+        http_free(h);
+
+        /* A JSON array body is passed as it is. */
+        h = http(d->webhook_port, "POST", "/webhook/echo/run", "[1,2]", "-H", "X-Webhook-Secret: " SECRET, NULL);
+        cr_assert_eq(h->status, 200, "%s", h->body);
+        cr_assert_str_eq(h->body, "{\"success\":true,\"data\":[1,2]}");
+        http_free(h);
+
+        struct json_object *st = status_of(d);
+        cr_assert_eq(jint(st, "data.webhook.succeeded"), 4);
+        json_object_put(st);
+        conn_close(sub);
+        daemon_free(d);
+}
+
+Test(webhook, call_failure_is_500) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, NULL });
+        Conn *sub = conn_open(d);
+        struct json_object *o;
+        Http *h;
+
+        write_handler(d, "bad", "run", "echo boom >&2; exit 3");
+        o = conn_request(sub, "s", "{\"type\":\"subscribe\",\"id\":\"s\",\"channel\":\"webhooks:bad\"}");
+        json_object_put(o);
+
+        h = http(d->webhook_port, "POST", "/webhook/bad/run", "{}", "-H", "X-Webhook-Secret: " SECRET, NULL);
+        cr_assert_eq(h->status, 500, "%s", h->body);
+        cr_assert(strstr(jstr(h->json, "error"), "boom"), "%s", h->body);
+        cr_assert(!jhas(h->json, "success"));
+        http_free(h);
+
+        /* No webhook-received for a failed call. */
+        o = conn_recv(sub, 300);
+        cr_assert_null(o, "unexpected %s", o ? json_object_to_json_string(o) : "");
+        struct json_object *st = status_of(d);
+        cr_assert_eq(jint(st, "data.webhook.failed"), 1);
+        json_object_put(st);
+        conn_close(sub);
+        daemon_free(d);
+}
+
+Test(webhook, client_leaving_abandons_the_call) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, NULL });
+        char *out;
+        uint64_t deadline;
+
+        write_handler(d, "slow", "run", "sleep 2; echo '{}'");
+        /* curl gives up after 0.5 s and closes the connection while the handler runs. */
+        cr_assert_eq(run_curl((const char*[]) { "--max-time", "0.5", "-o", "/dev/null", "-H",
+                                                "X-Webhook-Secret: " SECRET, "-d", "{}",
+                                                hdr("http://127.0.0.1:%d/webhook/slow/run", d->webhook_port),
+                                                NULL }, &out), 28);
+        free(out);
+
+        /* photond notices the hang-up (no notification to wait for; poll the counters). */
+        deadline = mono_ms() + 3000;
+        for (;;) {
+                struct json_object *st = status_of(d);
+                int64_t n = jint(st, "data.webhook.abandoned");
+                json_object_put(st);
+                if (n == 1)
+                        break;
+                cr_assert(mono_ms() < deadline, "the call was not abandoned");
+                usleep(20000);
+        }
+
+        /* The endpoint carries on, also after the abandoned handler finishes. */
+        expect(http(d->webhook_port, "GET", "/healthz", NULL, NULL), 200, NULL);
+        write_handler(d, "slow", "fast", "echo 1");
+        expect(http(d->webhook_port, "POST", "/webhook/slow/fast", "{}", "-H", "X-Webhook-Secret: " SECRET, NULL),
+               200, NULL);
+        daemon_free(d);
+}
+
+Test(webhook, shutdown_with_a_call_waiting) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, NULL });
+        pid_t pid;
+        int status;
+
+        write_handler(d, "slow", "run", "sleep 5; echo '{}'");
+        pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+                char *out;
+                int r = run_curl((const char*[]) { "-o", "/dev/null", "-H", "X-Webhook-Secret: " SECRET, "-d", "{}",
+                                                   hdr("http://127.0.0.1:%d/webhook/slow/run", d->webhook_port),
+                                                   NULL }, &out);
+                _exit(r);
+        }
+        /* Wait until the call runs, then stop photond: the suspended connection must not hang or crash it. */
+        uint64_t deadline = mono_ms() + 5000;
+        for (;;) {
+                struct json_object *st = status_of(d);
+                int64_t n = jint(st, "data.webhook.inFlight");
+                json_object_put(st);
+                if (n == 1)
+                        break;
+                cr_assert(mono_ms() < deadline, "the call did not start");
+                usleep(20000);
+        }
+        status = daemon_signal_and_wait(d, SIGTERM);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+        /* curl saw the connection close without an answer (52: empty reply). */
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 52, "curl status %d", status);
+        daemon_free(d);
+}
