@@ -968,3 +968,47 @@ Test(webhook, shutdown_with_a_call_waiting) {
         cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 52, "curl status %d", status);
         daemon_free(d);
 }
+
+/* --- photonctl webhook-test --- */
+
+Test(webhook, photonctl_webhook_test) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" STD_SECRET, NULL });
+        const char *schemes[] = { "header", "github", "stripe", "standard" };
+        char *url = hdr("--url=http://127.0.0.1:%d", d->webhook_port), *out, secret_file[] = "/tmp/photond-sec-XXXXXX";
+        int fd;
+
+        write_handler(d, "echo", "run", "cat");
+        cr_assert_eq(setenv("PHOTON_WEBHOOK_SECRET", STD_SECRET, 1), 0);
+        for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+                cr_assert_eq(run_ctl(d, &out, "webhook-test", "echo", "run", "{\"n\":7}", url,
+                                     hdr("--scheme=%s", schemes[i]), NULL), 0, "%s", schemes[i]);
+                cr_assert(strstr(out, "HTTP/1.1 200 OK"), "%s: %s", schemes[i], out);
+                cr_assert(strstr(out, "\"n\":7"), "%s", out);
+                free(out);
+        }
+
+        /* --json prints the body only; a refused request exits non-zero. */
+        cr_assert_eq(run_ctl(d, &out, "--json", "webhook-test", "echo", "run", url, NULL), 0);
+        cr_assert(strncmp(out, "{\"success\":true", 15) == 0, "%s", out);
+        free(out);
+        cr_assert_neq(run_ctl(d, &out, "webhook-test", "nohandler", "run", url, NULL), 0);
+        cr_assert(strstr(out, "503"), "%s", out);
+        free(out);
+
+        /* --secret-file wins over the environment. */
+        fd = mkstemp(secret_file);
+        cr_assert(fd >= 0);
+        cr_assert_eq(write(fd, "wrong\n", 6), 6);
+        close(fd);
+        cr_assert_neq(run_ctl(d, &out, "webhook-test", "echo", "run", url, hdr("--secret-file=%s", secret_file),
+                              "--scheme=github", NULL), 0);
+        cr_assert(strstr(out, "HTTP/1.1 401"), "%s", out);
+        free(out);
+        unlink(secret_file);
+
+        /* Bad usage is refused before anything is sent. */
+        cr_assert_neq(run_ctl(d, NULL, "webhook-test", "echo", "run", url, "--scheme=md5", NULL), 0);
+        cr_assert_neq(run_ctl(d, NULL, "webhook-test", "echo", "run", "{bad", url, NULL), 0);
+        cr_assert_neq(run_ctl(d, NULL, "webhook-test", "../x", "run", url, NULL), 0);
+        daemon_free(d);
+}
