@@ -1,66 +1,1330 @@
 /* SPDX-License-Identifier: MIT */
 
-/* Pub/sub channels (stub until the pub/sub issue lands). */
+/* Pub/sub channels.
+ *
+ * Every channel key (exact or a literal "P:*") is one Channel in a hash table. A publish looks up its Channel and,
+ * through the channel's Prefix, the "P:*" Channel of its wildcard subscribers: two pointer hops, no string work.
+ * The message is serialized once into a SharedBuf; every subscriber's write queue and the replay buffer hold a
+ * reference to those bytes. A per-publish generation stamp on each client gives a socket that matches exactly and
+ * by wildcard a single copy without any set.
+ *
+ * The replay buffer keeps each event's live line and two offsets into it, so a replay or get_events_since reply
+ * is assembled by copying bytes, never by parsing JSON. Events are on two lists: their channel's (500 per channel,
+ * as the reference) and a global one in publish order, which is also age order, so expiry and the total-bytes cap
+ * always drop the globally oldest event in O(1).
+ *
+ * A subscriber whose write queue is full loses its queued channel messages and is told so with one refresh_needed
+ * per channel it lost; when its queue fills again before it has read those notices, it is disconnected. */
 
-#include <json-c/json.h>
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <uthash.h>
 
+#include "json-util.h"
+#include "list.h"
+#include "log.h"
 #include "photond-channel.h"
 #include "photond-client.h"
+#include "photond-limits.h"
 #include "photond-manager.h"
+
+/* eventIds are reserved this far ahead (in ms) in state.json, so under steady publishing the file is written at
+ * most once per this many milliseconds, and after a restart ids continue above everything issued before. */
+#define EVENT_ID_RESERVE 10000
+
+typedef struct Channel Channel;
+typedef struct Prefix Prefix;
+typedef struct Event Event;
+typedef struct Subscription Subscription;
+typedef struct ClientSubs ClientSubs;
+
+/* One client on one channel key. */
+struct Subscription {
+        Client *client;
+        Channel *channel;
+        LIST_FIELDS(Subscription, by_channel);
+        LIST_FIELDS(Subscription, by_client);
+};
+
+/* Per subscribing client (Client.subscriptions); gone with its last subscription. */
+struct ClientSubs {
+        LIST_HEAD(Subscription, subscriptions);
+        uint64_t generation;            /* the last publish queued to this client */
+        SharedBuf *refresh_marker;      /* the last slow-consumer notice; still queued = not read yet */
+        bool doomed;                    /* to be disconnected once the current fan-out is done */
+};
+
+struct Event {
+        LIST_FIELDS(Event, by_channel); /* the channel's events, newest first */
+        LIST_FIELDS(Event, all);        /* every buffered event, newest first */
+        Channel *channel;
+        uint64_t id;
+        int64_t timestamp;              /* wall clock, ms */
+        uint64_t mono_ms;               /* ageing: wall-clock steps neither expire nor keep events */
+        SharedBuf *line;                /* the live channel_message line */
+        uint32_t body_offset;           /* where "channel": starts */
+        uint32_t message_offset;        /* where the message value starts; 0: no message key */
+};
+
+/* Everything that shares a wildcard prefix P. */
+struct Prefix {
+        char *name;
+        UT_hash_handle hh;
+        LIST_HEAD(Channel, members);    /* channels whose publishes reach "P:*" */
+        Channel *wildcard;              /* the channel "P:*", while it exists */
+        unsigned n_refs;                /* members + wildcard */
+        uint64_t floor;                 /* a wildcard replay from below this eventId may have lost events */
+};
+
+struct Channel {
+        char *name;
+        size_t name_len;
+        char *name_json;                /* the name as a JSON string, copied into every line */
+        size_t name_json_len;
+        UT_hash_handle hh;
+        uint64_t serial;                /* write-queue tag: never reused, unlike the address */
+        Prefix *prefix;
+        LIST_FIELDS(Channel, members);
+        Prefix *serves;                 /* set when the name is "X:*": the prefix X it receives from */
+        LIST_HEAD(Subscription, subscribers);
+        unsigned n_subscribers;
+        LIST_HEAD(Event, events);
+        Event *oldest;
+        unsigned n_events;
+        uint64_t bytes;
+        uint64_t last_event_id;
+        unsigned n_pins;                /* in use by a publish: not freed even when empty */
+};
 
 struct Channels {
         Manager *manager;
+        Channel *channels;
+        Prefix *prefixes;
+        unsigned n_channels;
+        unsigned n_subscribed;          /* channels with at least one subscriber */
+
+        LIST_HEAD(Event, events);
+        Event *oldest;
+        uint64_t n_events;
+        uint64_t bytes;
+
+        uint64_t last_event_id;         /* the greatest id issued, or reserved before a restart */
+        uint64_t reserved_event_id;     /* persisted high-water mark */
+        uint64_t next_serial;
+        uint64_t generation;
+
+        Client **doomed;
+        size_t n_doomed, n_doomed_alloc;
+
+        uint64_t n_messages_dropped;
+        uint64_t n_refresh_sent;
+        uint64_t n_slow_disconnects;
+
+        ChannelsClock clock;
 };
 
-int channels_new(Manager *m, Channels **ret) {
-        Channels *ch = new0(Channels, 1);
-        if (!ch)
+/* What an event costs besides its line's bytes. */
+#define EVENT_OVERHEAD (sizeof(Event) + offsetof(SharedBuf, data) + 1)
+
+static const char live_head_fmt[] = "{\"type\":\"channel_message\",\"id\":\"ch_%" PRIu64 "\",\"eventId\":%" PRIu64 ",";
+static const char replay_head_fmt[] =
+        "{\"type\":\"channel_message\",\"id\":\"replay_%" PRIu64 "\",\"eventId\":%" PRIu64 ",";
+#define REPLAY_TAIL ",\"replay\":true}\n"
+#define HEAD_MAX 96
+
+static int64_t default_wall_ms(void *userdata) {
+        return now_ms();
+}
+
+static uint64_t default_mono_ms(void *userdata) {
+        return now_usec(CLOCK_MONOTONIC) / USEC_PER_MSEC;
+}
+
+void channels_set_clock(Channels *chs, const ChannelsClock *clock) {
+        chs->clock = clock ? *clock : (ChannelsClock) { default_wall_ms, default_mono_ms, NULL };
+}
+
+size_t channel_prefix_length(const char *channel, size_t len) {
+        const char *colon = memchr(channel, ':', len);
+
+        /* The reference: "a:b:c" → "a", but ":a", "a:" and "plain" stay whole. */
+        if (colon && colon > channel && (size_t) (colon - channel) + 1 < len)
+                return colon - channel;
+        return len;
+}
+
+uint64_t event_id_next(uint64_t last, int64_t now) {
+        if (now > 0 && (uint64_t) now > last)
+                return (uint64_t) now;
+        return last + 1;
+}
+
+static bool key_is_wildcard(const char *name, size_t len) {
+        /* "P:*" collects the channels whose prefix is P; keys like "a:b:*" only match themselves. */
+        return len >= 2 && name[len - 2] == ':' && name[len - 1] == '*' &&
+                channel_prefix_length(name, len) == len - 2;
+}
+
+static const void* channel_tag(const Channel *channel) {
+        return (const void*) (uintptr_t) channel->serial;
+}
+
+/* A SharedBuf filled in place, so a line is assembled from its pieces with one allocation and no second copy.
+ * shared_buf_unref() frees it like any other. */
+static SharedBuf* line_alloc(size_t size) {
+        SharedBuf *b = malloc(offsetof(SharedBuf, data) + size + 1);
+
+        if (!b)
+                return NULL;
+        b->n_ref = 1;
+        b->size = size;
+        b->data[size] = '\0';
+        return b;
+}
+
+/* Names may hold any JSON string, NUL included: copied by length. */
+static char* name_dup(const char *s, size_t len) {
+        char *n = malloc(len + 1);
+
+        if (!n)
+                return NULL;
+        memcpy(n, s, len);
+        n[len] = '\0';
+        return n;
+}
+
+static char* json_string_new(const char *s, size_t len, size_t *ret_len) {
+        _cleanup_(json_object_putp) struct json_object *o = json_object_new_string_len(s, (int) len);
+        const char *text;
+        size_t n;
+
+        if (!o)
+                return NULL;
+        text = json_object_to_json_string_length(o, JSON_FORMAT_FLAGS, &n);
+        if (!text)
+                return NULL;
+        *ret_len = n;
+        return strndup(text, n);
+}
+
+/* ---- prefixes and channels ---- */
+
+static Prefix* prefix_ref(Channels *chs, const char *name, size_t len) {
+        Prefix *p;
+
+        HASH_FIND(hh, chs->prefixes, name, len, p);
+        if (p) {
+                p->n_refs++;
+                return p;
+        }
+
+        p = new0(Prefix, 1);
+        if (!p)
+                return NULL;
+        p->name = name_dup(name, len);
+        if (!p->name)
+                return mfree(p);
+        /* Nothing is known about what this prefix had before it existed. */
+        p->floor = chs->last_event_id;
+        p->n_refs = 1;
+        HASH_ADD_KEYPTR(hh, chs->prefixes, p->name, len, p);
+        return p;
+}
+
+static void prefix_unref(Channels *chs, Prefix *p) {
+        if (!p || --p->n_refs > 0)
+                return;
+        HASH_DEL(chs->prefixes, p);
+        free(p->name);
+        free(p);
+}
+
+static Channel* channel_find(Channels *chs, const char *name, size_t len) {
+        Channel *channel;
+
+        HASH_FIND(hh, chs->channels, name, len, channel);
+        return channel;
+}
+
+static void channel_free(Channels *chs, Channel *channel) {
+        assert(!channel->subscribers);
+        assert(!channel->events);
+
+        HASH_DEL(chs->channels, channel);
+        chs->n_channels--;
+        if (channel->prefix) {
+                LIST_REMOVE(members, channel->prefix->members, channel);
+                prefix_unref(chs, channel->prefix);
+        }
+        if (channel->serves) {
+                channel->serves->wildcard = NULL;
+                prefix_unref(chs, channel->serves);
+        }
+        free(channel->name);
+        free(channel->name_json);
+        free(channel);
+}
+
+static void channel_maybe_free(Channels *chs, Channel *channel) {
+        if (channel->n_pins > 0 || channel->subscribers || channel->events)
+                return;
+        channel_free(chs, channel);
+}
+
+static void event_drop(Channels *chs, Event *e) {
+        Channel *channel = e->channel;
+        uint64_t size = e->line->size + EVENT_OVERHEAD;
+
+        if (channel->oldest == e)
+                channel->oldest = e->by_channel_prev;
+        LIST_REMOVE(by_channel, channel->events, e);
+        channel->n_events--;
+        channel->bytes -= size;
+
+        if (chs->oldest == e)
+                chs->oldest = e->all_prev;
+        LIST_REMOVE(all, chs->events, e);
+        chs->n_events--;
+        chs->bytes -= size;
+
+        /* A wildcard replay from below this id can no longer be complete. */
+        channel->prefix->floor = MAX(channel->prefix->floor, e->id);
+
+        shared_buf_unref(e->line);
+        free(e);
+        channel_maybe_free(chs, channel);
+}
+
+static void channels_expire(Channels *chs) {
+        uint64_t now = chs->clock.mono_ms(chs->clock.userdata), cutoff;
+
+        if (now <= limits.REPLAY_WINDOW_MS)
+                return;
+        cutoff = now - limits.REPLAY_WINDOW_MS;
+        /* The global list is in publish order and the monotonic clock never steps back: oldest first. */
+        while (chs->oldest && chs->oldest->mono_ms < cutoff)
+                event_drop(chs, chs->oldest);
+}
+
+static int channel_new(Channels *chs, const char *name, size_t len, Channel **ret) {
+        Channel *channel;
+        size_t plen;
+
+        /* Channels that exist only for their replay buffer can be reclaimed: drop the oldest events until one
+         * of them goes. Channels with subscribers cannot. */
+        while (chs->n_channels >= limits.MAX_CHANNELS && chs->n_channels > chs->n_subscribed && chs->oldest)
+                event_drop(chs, chs->oldest);
+        if (chs->n_channels >= limits.MAX_CHANNELS)
+                return -ENOSPC;
+
+        channel = new0(Channel, 1);
+        if (!channel)
                 return -ENOMEM;
-        ch->manager = m;
-        *ret = ch;
+        channel->name = name_dup(name, len);
+        channel->name_len = len;
+        channel->name_json = json_string_new(name, len, &channel->name_json_len);
+        if (!channel->name || !channel->name_json)
+                goto oom;
+
+        plen = channel_prefix_length(name, len);
+        channel->prefix = prefix_ref(chs, name, plen);
+        if (!channel->prefix)
+                goto oom;
+        if (len >= 2 && name[len - 2] == ':' && name[len - 1] == '*') {
+                channel->serves = prefix_ref(chs, name, len - 2);
+                if (!channel->serves) {
+                        prefix_unref(chs, channel->prefix);
+                        goto oom;
+                }
+                channel->serves->wildcard = channel;
+        }
+        LIST_PREPEND(members, channel->prefix->members, channel);
+
+        channel->serial = ++chs->next_serial;
+        HASH_ADD_KEYPTR(hh, chs->channels, channel->name, len, channel);
+        chs->n_channels++;
+        *ret = channel;
+        return 0;
+
+oom:
+        free(channel->name);
+        free(channel->name_json);
+        free(channel);
+        return -ENOMEM;
+}
+
+static int channel_get(Channels *chs, const char *name, size_t len, Channel **ret) {
+        Channel *channel = channel_find(chs, name, len);
+
+        if (channel) {
+                *ret = channel;
+                return 0;
+        }
+        return channel_new(chs, name, len, ret);
+}
+
+/* ---- subscriptions ---- */
+
+static ClientSubs* client_subs(Client *c) {
+        return c->subscriptions;
+}
+
+static Subscription* subscription_find(Client *c, Channel *channel) {
+        ClientSubs *cs = client_subs(c);
+
+        if (!cs)
+                return NULL;
+        /* Walk the shorter list: a client's few keys, or a channel's few subscribers. */
+        if (c->n_subscriptions <= channel->n_subscribers) {
+                LIST_FOREACH(by_client, s, cs->subscriptions)
+                        if (s->channel == channel)
+                                return s;
+        } else
+                LIST_FOREACH(by_channel, s, channel->subscribers)
+                        if (s->client == c)
+                                return s;
+        return NULL;
+}
+
+static void client_subs_free(Client *c) {
+        ClientSubs *cs = client_subs(c);
+
+        if (!cs)
+                return;
+        assert(!cs->subscriptions);
+        shared_buf_unref(cs->refresh_marker);
+        c->subscriptions = mfree(cs);
+}
+
+static int subscription_add(Channels *chs, Client *c, Channel *channel) {
+        ClientSubs *cs = client_subs(c);
+        Subscription *s;
+
+        if (!cs) {
+                cs = new0(ClientSubs, 1);
+                if (!cs)
+                        return -ENOMEM;
+                c->subscriptions = cs;
+        }
+
+        s = new(Subscription, 1);
+        if (!s) {
+                if (!cs->subscriptions)
+                        client_subs_free(c);
+                return -ENOMEM;
+        }
+        *s = (Subscription) {
+                .client = c,
+                .channel = channel,
+        };
+        LIST_PREPEND(by_channel, channel->subscribers, s);
+        if (channel->n_subscribers++ == 0)
+                chs->n_subscribed++;
+        LIST_PREPEND(by_client, cs->subscriptions, s);
+        c->n_subscriptions++;
         return 0;
 }
 
-Channels* channels_free(Channels *ch) {
-        return mfree(ch);
+static void subscription_free(Channels *chs, Subscription *s) {
+        Channel *channel = s->channel;
+        Client *c = s->client;
+        ClientSubs *cs = client_subs(c);
+
+        LIST_REMOVE(by_channel, channel->subscribers, s);
+        if (--channel->n_subscribers == 0)
+                chs->n_subscribed--;
+        LIST_REMOVE(by_client, cs->subscriptions, s);
+        c->n_subscriptions--;
+        free(s);
+
+        if (!cs->subscriptions)
+                client_subs_free(c);
+        channel_maybe_free(chs, channel);
 }
 
-void channels_client_gone(Channels *ch, Client *c) {
+void channels_client_gone(Channels *chs, Client *c) {
+        ClientSubs *cs;
+
+        if (!chs)
+                return;
+        while ((cs = client_subs(c)) && cs->subscriptions)
+                subscription_free(chs, cs->subscriptions);
+        client_subs_free(c);
+}
+
+/* ---- slow consumers ---- */
+
+static void subscriber_doom(Channels *chs, Client *c) {
+        ClientSubs *cs = client_subs(c);
+
+        if (cs->doomed)
+                return;
+        if (chs->n_doomed == chs->n_doomed_alloc) {
+                size_t na = MAX(chs->n_doomed_alloc * 2, (size_t) 8);
+                Client **n = realloc(chs->doomed, na * sizeof(Client*));
+                if (!n) {
+                        /* Cannot remember it: leave it connected, its queue stays capped anyway. */
+                        log_oom();
+                        return;
+                }
+                chs->doomed = n;
+                chs->n_doomed_alloc = na;
+        }
+        cs->doomed = true;
+        chs->doomed[chs->n_doomed++] = c;
+}
+
+/* Disconnects the clients doomed during a fan-out, once no list is being walked any more. */
+static void channels_reap(Channels *chs) {
+        _cleanup_free_ Client **doomed = TAKE_PTR(chs->doomed);
+        size_t n = chs->n_doomed;
+
+        /* Taken over first: a disconnect may publish (and reap) again. */
+        chs->n_doomed = chs->n_doomed_alloc = 0;
+        for (size_t i = 0; i < n; i++) {
+                Client *c = doomed[i];
+
+                if (c->disconnected)
+                        continue;
+                log_warning("Client %" PRIu64 " (pid %d) is not reading its channel messages, disconnecting.",
+                            c->serial, (int) c->ucred.pid);
+                chs->n_slow_disconnects++;
+                if (chs->manager)
+                        manager_client_disconnect(chs->manager, c);
+                else {
+                        channels_client_gone(chs, c);
+                        c->disconnected = true;
+                }
+        }
+}
+
+typedef struct LostChannels {
+        char **names;
+        size_t n, alloc;
+} LostChannels;
+
+static void lost_channels_done(LostChannels *l) {
+        for (size_t i = 0; i < l->n; i++)
+                free(l->names[i]);
+        free(l->names);
+}
+
+/* The channel of a channel_message line: the first "channel": key (the header before it is fixed). */
+static char* line_channel(const SharedBuf *b) {
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        json_tokener *tok;
+        const char *p;
+
+        p = memmem(b->data, b->size, "\"channel\":", 10);
+        if (!p)
+                return NULL;
+        p += 10;
+        tok = json_tokener_new();
+        if (!tok)
+                return NULL;
+        o = json_tokener_parse_ex(tok, p, (int) (b->size - (p - b->data)));
+        json_tokener_free(tok);
+        if (!o || !json_object_is_type(o, json_type_string))
+                return NULL;
+        return strdup(json_object_get_string(o));
+}
+
+static void on_tagged_dropped(Client *c, const void *tag, SharedBuf *first, void *userdata) {
+        LostChannels *l = userdata;
+        char *name;
+
+        if (l->n == l->alloc) {
+                size_t na = MAX(l->alloc * 2, (size_t) 4);
+                char **n = realloc(l->names, na * sizeof(char*));
+                if (!n)
+                        return;
+                l->names = n;
+                l->alloc = na;
+        }
+        name = line_channel(first);
+        if (name)
+                l->names[l->n++] = name;
+}
+
+static SharedBuf* refresh_notice_new(const char *name, uint64_t event_id) {
+        _cleanup_(json_object_putp) struct json_object *o = json_object_new_object();
+        char id[64];
+
+        snprintf(id, sizeof(id), "refresh_%" PRIu64, event_id);
+        if (!o ||
+            json_add_string(o, "type", "refresh_needed") < 0 ||
+            json_add_string(o, "id", id) < 0 ||
+            json_add_string(o, "channel", name) < 0)
+                return NULL;
+        return shared_buf_new_json_line(o);
+}
+
+/* The queue of c is full while line (tagged tag, the event event_id) is due: drop its queued channel messages,
+ * tell it which channels it lost, then queue line. A client that has not read the notices of its previous
+ * overflow yet, or whose queue is full of replies it does not read, is disconnected instead. */
+static void subscriber_overflow(Channels *chs, Client *c, SharedBuf *line, const void *tag, uint64_t event_id) {
+        ClientSubs *cs = client_subs(c);
+        _cleanup_(lost_channels_done) LostChannels lost = {};
+        SharedBuf **notices = NULL;
+        size_t need;
+
+        if (cs->refresh_marker && cs->refresh_marker->n_ref > 1) {
+                chs->n_messages_dropped++;
+                subscriber_doom(chs, c);
+                return;
+        }
+
+        chs->n_messages_dropped += client_drop_tagged(c, on_tagged_dropped, &lost);
+
+        notices = new0(SharedBuf*, lost.n);
+        if (!notices) {
+                chs->n_messages_dropped++;
+                subscriber_doom(chs, c);
+                return;
+        }
+        need = line->size;
+        for (size_t i = 0; i < lost.n; i++) {
+                notices[i] = refresh_notice_new(lost.names[i], event_id);
+                if (!notices[i]) {
+                        need = SIZE_MAX;
+                        break;
+                }
+                need += notices[i]->size;
+        }
+
+        if (need == SIZE_MAX || c->out_bytes + need > limits.MAX_WRITE_QUEUE_BYTES) {
+                chs->n_messages_dropped++;
+                subscriber_doom(chs, c);
+        } else {
+                for (size_t i = 0; i < lost.n; i++) {
+                        (void) client_send(c, notices[i], NULL);
+                        shared_buf_unref(cs->refresh_marker);
+                        cs->refresh_marker = shared_buf_ref(notices[i]);
+                        chs->n_refresh_sent++;
+                }
+                (void) client_send(c, line, tag);
+        }
+
+        for (size_t i = 0; i < lost.n; i++)
+                shared_buf_unref(notices[i]);
+        free(notices);
+}
+
+static void subscriber_deliver(Channels *chs, Client *c, SharedBuf *line, const void *tag, uint64_t event_id) {
+        int r;
+
+        if (client_subs(c)->doomed)
+                return;
+        r = client_send(c, line, tag);
+        if (r == -ENOBUFS)
+                subscriber_overflow(chs, c, line, tag, event_id);
+        else if (r < 0)
+                chs->n_messages_dropped++;
+}
+
+static void channel_fanout(Channels *chs, Channel *channel, SharedBuf *line, uint64_t event_id, Client *exclude) {
+        Channel *wild = channel->prefix->wildcard;
+        const void *tag = channel_tag(channel);
+        uint64_t gen = ++chs->generation;
+        bool stamp;
+
+        if (wild == channel)
+                wild = NULL;
+        /* Stamping is only needed when a client could be on both lists. */
+        stamp = wild && wild->subscribers;
+
+        LIST_FOREACH(by_channel, s, channel->subscribers) {
+                if (s->client == exclude)
+                        continue;
+                if (stamp)
+                        client_subs(s->client)->generation = gen;
+                subscriber_deliver(chs, s->client, line, tag, event_id);
+        }
+
+        if (!stamp)
+                return;
+        LIST_FOREACH(by_channel, s, wild->subscribers) {
+                if (s->client == exclude || client_subs(s->client)->generation == gen)
+                        continue;
+                subscriber_deliver(chs, s->client, line, tag, event_id);
+        }
+}
+
+/* ---- publishing ---- */
+
+static int event_line_new(const Channel *channel, uint64_t id, const char *message, size_t message_len,
+                          Event *e) {
+        char head[HEAD_MAX];
+        size_t size;
+        char *p;
+        int n;
+
+        n = snprintf(head, sizeof(head), live_head_fmt, id, id);
+        size = n + strlen("\"channel\":") + channel->name_json_len + 2;
+        if (message)
+                size += strlen(",\"message\":") + message_len;
+        if (size > UINT32_MAX)
+                return -EMSGSIZE;
+
+        e->line = line_alloc(size);
+        if (!e->line)
+                return -ENOMEM;
+        p = mempcpy(e->line->data, head, n);
+        e->body_offset = n;
+        p = mempcpy(p, "\"channel\":", strlen("\"channel\":"));
+        p = mempcpy(p, channel->name_json, channel->name_json_len);
+        if (message) {
+                p = mempcpy(p, ",\"message\":", strlen(",\"message\":"));
+                e->message_offset = p - e->line->data;
+                p = mempcpy(p, message, message_len);
+        }
+        *p++ = '}';
+        *p++ = '\n';
+        assert(p == e->line->data + size);
+        return 0;
+}
+
+static void event_push(Channels *chs, Channel *channel, Event *e) {
+        uint64_t size = e->line->size + EVENT_OVERHEAD;
+
+        e->channel = channel;
+        LIST_PREPEND(by_channel, channel->events, e);
+        if (!channel->oldest)
+                channel->oldest = e;
+        channel->n_events++;
+        channel->bytes += size;
+
+        LIST_PREPEND(all, chs->events, e);
+        if (!chs->oldest)
+                chs->oldest = e;
+        chs->n_events++;
+        chs->bytes += size;
+
+        while (channel->n_events > limits.REPLAY_MAX_EVENTS)
+                event_drop(chs, channel->oldest);
+        while (chs->bytes > limits.REPLAY_MAX_TOTAL_BYTES && chs->oldest)
+                event_drop(chs, chs->oldest);
+}
+
+/* message is the serialized message (NULL: no "message" key). */
+static int channels_publish_text(Channels *chs, const char *name, size_t len, const char *message,
+                                 size_t message_len, Client *exclude, uint64_t *ret_event_id) {
+        Channel *channel;
+        Event *e;
+        uint64_t id;
+        int r;
+
+        if (len > limits.MAX_CHANNEL_NAME_BYTES)
+                return -EINVAL;
+        if (message && message_len > limits.MAX_MESSAGE_BYTES)
+                return -EMSGSIZE;
+
+        channels_expire(chs);
+        r = channel_get(chs, name, len, &channel);
+        if (r < 0)
+                return r;
+        channel->n_pins++;
+
+        e = new0(Event, 1);
+        if (!e) {
+                r = -ENOMEM;
+                goto finish;
+        }
+        id = event_id_next(chs->last_event_id, chs->clock.wall_ms(chs->clock.userdata));
+        r = event_line_new(channel, id, message, message_len, e);
+        if (r < 0) {
+                free(e);
+                goto finish;
+        }
+        e->id = id;
+        e->timestamp = chs->clock.wall_ms(chs->clock.userdata);
+        e->mono_ms = chs->clock.mono_ms(chs->clock.userdata);
+
+        chs->last_event_id = channel->last_event_id = id;
+        if (id > chs->reserved_event_id) {
+                /* Written before any reply of this loop iteration leaves (group commit), so no id handed out
+                 * can be issued again after a crash. */
+                chs->reserved_event_id = id + EVENT_ID_RESERVE;
+                if (chs->manager)
+                        manager_state_changed(chs->manager);
+        }
+
+        channel_fanout(chs, channel, e->line, id, exclude);
+        event_push(chs, channel, e);
+        channels_reap(chs);
+
+        if (ret_event_id)
+                *ret_event_id = id;
+        r = 0;
+finish:
+        channel->n_pins--;
+        channel_maybe_free(chs, channel);
+        return r;
+}
+
+int channels_publish(Channels *chs, const char *channel, struct json_object *message, Client *exclude,
+                     uint64_t *ret_event_id) {
+        const char *text = NULL;
+        size_t len = 0;
+
+        if (!chs || !channel)
+                return -EINVAL;
+        if (message) {
+                text = json_object_to_json_string_length(message, JSON_FORMAT_FLAGS, &len);
+                if (!text)
+                        return -ENOMEM;
+        }
+        return channels_publish_text(chs, channel, strlen(channel), text, len, exclude, ret_event_id);
+}
+
+/* ---- replay ---- */
+
+/* lastEventId as the reference reads it: parseInt(String(v), 10) || 0. Numbers are truncated; strings give
+ * their leading decimal integer; anything else is 0. */
+static int64_t last_event_id_from_json(struct json_object *v) {
+        switch (json_object_get_type(v)) {
+        case json_type_int:
+                return json_object_get_int64(v);
+        case json_type_double: {
+                double d = json_object_get_double(v);
+                if (d != d)
+                        return 0;
+                if (d >= 9.2e18)
+                        return INT64_MAX;
+                if (d <= -9.2e18)
+                        return INT64_MIN;
+                return (int64_t) d;
+        }
+        case json_type_string: {
+                const char *s = json_object_get_string(v);
+                bool negative = false;
+                int64_t n = 0;
+
+                s += strspn(s, " \t\n\v\f\r");
+                if (*s == '+' || *s == '-')
+                        negative = *s++ == '-';
+                for (; *s >= '0' && *s <= '9'; s++)
+                        n = n > (INT64_MAX - 9) / 10 ? INT64_MAX : n * 10 + (*s - '0');
+                return negative ? -n : n;
+        }
+        default:
+                return 0;
+        }
+}
+
+typedef struct Since {
+        Event **events;                 /* newer than ts, in eventId order */
+        size_t n;
+        bool refresh;
+} Since;
+
+static void since_done(Since *s) {
+        free(s->events);
+}
+
+static int since_collect(Since *s, const Channel *channel, int64_t ts) {
+        size_t k = 0;
+        Event **n;
+
+        LIST_FOREACH(by_channel, e, channel->events) {
+                if ((int64_t) e->id <= ts)
+                        break;
+                k++;
+        }
+        if (k == 0)
+                return 0;
+        n = realloc(s->events, (s->n + k) * sizeof(Event*));
+        if (!n)
+                return -ENOMEM;
+        s->events = n;
+        /* The channel's list is newest first. */
+        size_t i = s->n + k;
+        LIST_FOREACH(by_channel, e, channel->events) {
+                if (i == s->n)
+                        break;
+                s->events[--i] = e;
+        }
+        s->n += k;
+        return 0;
+}
+
+static int event_cmp(const void *a, const void *b) {
+        const Event *x = *(const Event* const*) a, *y = *(const Event* const*) b;
+
+        return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* The reference's getEventsSince() on one key, plus DECISIONS.md: a lastEventId above the last issued id needs a
+ * refresh, and "P:*" replays every channel with prefix P (wildcardReplay). */
+static int channels_events_since(Channels *chs, const char *key, size_t len, int64_t ts, Since *ret) {
+        Since s = {};
+        int r;
+
+        channels_expire(chs);
+
+        if (ts > 0 && (uint64_t) ts > chs->last_event_id) {
+                ret->refresh = true;
+                return 0;
+        }
+
+        if (key && key_is_wildcard(key, len)) {
+                Prefix *p;
+                bool any = false;
+
+                HASH_FIND(hh, chs->prefixes, key, len - 2, p);
+                if (!p) {
+                        ret->refresh = ts > 0;
+                        return 0;
+                }
+                LIST_FOREACH(members, channel, p->members)
+                        any = any || channel->events;
+                if (ts <= 0 ? any : (uint64_t) ts < p->floor) {
+                        ret->refresh = true;
+                        return 0;
+                }
+                LIST_FOREACH(members, channel, p->members) {
+                        r = since_collect(&s, channel, ts);
+                        if (r < 0) {
+                                since_done(&s);
+                                return r;
+                        }
+                }
+                qsort(s.events, s.n, sizeof(Event*), event_cmp);
+                *ret = s;
+                return 0;
+        }
+
+        Channel *channel = key ? channel_find(chs, key, len) : NULL;
+        if (!channel || !channel->events) {
+                ret->refresh = ts > 0;
+                return 0;
+        }
+        if (ts < (int64_t) channel->oldest->id) {
+                ret->refresh = true;
+                return 0;
+        }
+        r = since_collect(&s, channel, ts);
+        if (r < 0)
+                return r;
+        *ret = s;
+        return 0;
+}
+
+static size_t event_replay_size(const Event *e) {
+        char head[HEAD_MAX];
+        int n = snprintf(head, sizeof(head), replay_head_fmt, e->id, e->id);
+
+        return n + (e->line->size - e->body_offset - 2) + strlen(REPLAY_TAIL);
+}
+
+static SharedBuf* event_replay_line(const Event *e) {
+        char head[HEAD_MAX];
+        size_t body = e->line->size - e->body_offset - 2;   /* without "}\n" */
+        SharedBuf *b;
+        char *p;
+        int n;
+
+        n = snprintf(head, sizeof(head), replay_head_fmt, e->id, e->id);
+        b = line_alloc(n + body + strlen(REPLAY_TAIL));
+        if (!b)
+                return NULL;
+        p = mempcpy(b->data, head, n);
+        p = mempcpy(p, e->line->data + e->body_offset, body);
+        memcpy(p, REPLAY_TAIL, strlen(REPLAY_TAIL));
+        return b;
+}
+
+static int send_refresh_for_request(Channels *chs, Client *c, const char *id, const char *channel, size_t len) {
+        _cleanup_(json_object_putp) struct json_object *o = json_object_new_object();
+
+        if (!o ||
+            json_add_string(o, "type", "refresh_needed") < 0 ||
+            json_add_string(o, "id", id) < 0 ||
+            json_add(o, "channel", json_object_new_string_len(channel, (int) len)) < 0)
+                return -ENOMEM;
+        chs->n_refresh_sent++;
+        return client_send_json(c, o);
+}
+
+static int subscribe_replay(Channels *chs, Client *c, Request *req, const char *name, size_t len, int64_t ts) {
+        _cleanup_(since_done) Since s = {};
+        uint64_t need = 0;
+        int r;
+
+        r = channels_events_since(chs, name, len, ts, &s);
+        if (r < 0)
+                return r;
+
+        /* A replay that cannot fit the client's write queue is no replay: it must resync anyway. */
+        for (size_t i = 0; i < s.n && !s.refresh; i++) {
+                need += event_replay_size(s.events[i]);
+                s.refresh = c->out_bytes + need > limits.MAX_WRITE_QUEUE_BYTES;
+        }
+        if (s.refresh)
+                return send_refresh_for_request(chs, c, req->id, name, len);
+
+        for (size_t i = 0; i < s.n; i++) {
+                _cleanup_(shared_buf_unrefp) SharedBuf *b = event_replay_line(s.events[i]);
+
+                if (!b)
+                        return -ENOMEM;
+                subscriber_deliver(chs, c, b, channel_tag(s.events[i]->channel), s.events[i]->id);
+        }
+        return 0;
+}
+
+/* ---- request handlers ---- */
+
+/* The request's channel (validated to be a string) and its length, NUL bytes included. */
+static const char* request_channel(Request *req, size_t *ret_len) {
+        struct json_object *v;
+
+        if (!json_object_object_get_ex(req->json, "channel", &v) || !json_object_is_type(v, json_type_string)) {
+                *ret_len = 0;
+                return NULL;
+        }
+        *ret_len = json_object_get_string_len(v);
+        return json_object_get_string(v);
+}
+
+static int reply_name_too_long(Client *c, Request *req) {
+        char msg[128];
+
+        snprintf(msg, sizeof(msg), "Channel name too long: at most %" PRIu64 " bytes", limits.MAX_CHANNEL_NAME_BYTES);
+        return client_reply_error(c, req->id, msg, "Use a shorter channel name");
+}
+
+static int reply_too_many_channels(Client *c, Request *req) {
+        char msg[128];
+
+        snprintf(msg, sizeof(msg), "Too many channels: at most %" PRIu64 " channels are subscribed to",
+                 limits.MAX_CHANNELS);
+        return client_reply_error(c, req->id, msg, "Retry later, or raise PHOTOND_MAX_CHANNELS");
+}
+
+static struct json_object* channel_reply_data(const char *key, const char *channel, size_t len) {
+        _cleanup_(json_object_putp) struct json_object *data = json_object_new_object();
+
+        if (!data || json_add_bool(data, key, true) < 0 ||
+            json_add(data, "channel", json_object_new_string_len(channel, (int) len)) < 0)
+                return NULL;
+        return TAKE_PTR(data);
 }
 
 int channels_handle_subscribe(Manager *m, Client *c, Request *req) {
-        return manager_reply_unsupported(c, req);
+        Channels *chs = m->channels;
+        struct json_object *v;
+        Channel *channel;
+        size_t len;
+        const char *name = request_channel(req, &len);
+        int r;
+
+        assert(name);
+
+        if (len > limits.MAX_CHANNEL_NAME_BYTES)
+                return reply_name_too_long(c, req);
+
+        channels_expire(chs);
+        r = channel_get(chs, name, len, &channel);
+        if (r == -ENOSPC)
+                return reply_too_many_channels(c, req);
+        if (r < 0)
+                return r;
+
+        /* A set, as the reference: subscribing twice changes nothing. */
+        if (!subscription_find(c, channel)) {
+                if (c->n_subscriptions >= limits.MAX_SUBSCRIPTIONS_PER_CLIENT) {
+                        char msg[128];
+
+                        channel_maybe_free(chs, channel);
+                        snprintf(msg, sizeof(msg), "Too many subscriptions: at most %" PRIu64 " per connection",
+                                 limits.MAX_SUBSCRIPTIONS_PER_CLIENT);
+                        return client_reply_error(c, req->id, msg, "Unsubscribe from channels you no longer need");
+                }
+                r = subscription_add(chs, c, channel);
+                if (r < 0) {
+                        channel_maybe_free(chs, channel);
+                        return r;
+                }
+        }
+
+        /* Replays and refresh_needed go out before the result, as the reference writes them. */
+        if (json_object_object_get_ex(req->json, "lastEventId", &v)) {
+                r = subscribe_replay(chs, c, req, name, len, last_event_id_from_json(v));
+                channels_reap(chs);
+                if (r < 0)
+                        return r;
+        }
+
+        return client_reply_result(c, req->id, true, channel_reply_data("subscribed", name, len));
 }
 
 int channels_handle_unsubscribe(Manager *m, Client *c, Request *req) {
-        return manager_reply_unsupported(c, req);
+        Channels *chs = m->channels;
+        size_t len;
+        const char *name = request_channel(req, &len);
+        Channel *channel;
+        Subscription *s;
+
+        assert(name);
+        channel = channel_find(chs, name, len);
+
+        /* Always a success, subscribed or not (the reference). */
+        if (channel && (s = subscription_find(c, channel)))
+                subscription_free(chs, s);
+        return client_reply_result(c, req->id, true, channel_reply_data("unsubscribed", name, len));
+}
+
+/* The JSON text of a request member, as json-c writes it. */
+static const char* request_member_json(Request *req, const char *key, size_t *ret_len) {
+        struct json_object *v;
+
+        if (!json_object_object_get_ex(req->json, key, &v))
+                return NULL;
+        return json_object_to_json_string_length(v, JSON_FORMAT_FLAGS, ret_len);
 }
 
 int channels_handle_publish(Manager *m, Client *c, Request *req) {
-        return manager_reply_unsupported(c, req);
+        static const char a[] = "{\"type\":\"result\",\"id\":", b[] = ",\"success\":true,\"data\":{\"published\":true,"
+                "\"channel\":", d[] = ",\"eventId\":%" PRIu64 "}}\n";
+        _cleanup_(shared_buf_unrefp) SharedBuf *reply = NULL;
+        Channels *chs = m->channels;
+        const char *name, *message, *id_json, *name_json;
+        size_t len, message_len = 0, id_len, name_json_len;
+        char tail[64];
+        uint64_t event_id;
+        int r, n;
+
+        name = request_channel(req, &len);
+        assert(name);
+
+        if (len > limits.MAX_CHANNEL_NAME_BYTES)
+                return reply_name_too_long(c, req);
+
+        /* A missing message stays missing; null stays null. */
+        message = request_member_json(req, "message", &message_len);
+        if (message && message_len > limits.MAX_MESSAGE_BYTES) {
+                char msg[128];
+
+                snprintf(msg, sizeof(msg), "Message too large: at most %" PRIu64 " bytes of JSON",
+                         limits.MAX_MESSAGE_BYTES);
+                return client_reply_error(c, req->id, msg, "Publish a reference to the data instead");
+        }
+
+        r = channels_publish_text(chs, name, len, message, message_len, c, &event_id);
+        if (r == -ENOSPC)
+                return reply_too_many_channels(c, req);
+        if (r < 0)
+                return r;
+
+        /* The hot path: the reply is assembled from the request's own JSON rather than built as an object. */
+        id_json = request_member_json(req, "id", &id_len);
+        name_json = request_member_json(req, "channel", &name_json_len);
+        if (!id_json || !name_json)
+                return -ENOMEM;
+        n = snprintf(tail, sizeof(tail), d, event_id);
+        reply = line_alloc(strlen(a) + id_len + strlen(b) + name_json_len + n);
+        if (!reply)
+                return -ENOMEM;
+        char *p = mempcpy(reply->data, a, strlen(a));
+        p = mempcpy(p, id_json, id_len);
+        p = mempcpy(p, b, strlen(b));
+        p = mempcpy(p, name_json, name_json_len);
+        memcpy(p, tail, n);
+        return client_send(c, reply, NULL);
 }
 
 int channels_handle_get_events_since(Manager *m, Client *c, Request *req) {
-        return manager_reply_unsupported(c, req);
+        _cleanup_(since_done) Since s = {};
+        _cleanup_free_ char *text = NULL;
+        Channels *chs = m->channels;
+        struct json_object *v;
+        const char *name = NULL, *id_json;
+        size_t len = 0, size = 0, id_len;
+        int64_t ts = 0;
+        uint64_t need = 0;
+        FILE *f;
+        int r;
+
+        name = request_channel(req, &len);
+        if (json_object_object_get_ex(req->json, "lastEventId", &v))
+                ts = last_event_id_from_json(v);
+
+        /* No channel: no buffer, as the reference's lookup of an undefined key. */
+        r = channels_events_since(chs, name && len <= limits.MAX_CHANNEL_NAME_BYTES ? name : NULL, len, ts, &s);
+        if (r < 0)
+                return r;
+
+        for (size_t i = 0; i < s.n && !s.refresh; i++) {
+                const Event *e = s.events[i];
+                need += 80 + e->channel->name_json_len + (e->line->size - e->body_offset);
+                s.refresh = c->out_bytes + need > limits.MAX_WRITE_QUEUE_BYTES;
+        }
+
+        id_json = request_member_json(req, "id", &id_len);
+        if (!id_json)
+                return -ENOMEM;
+
+        f = open_memstream(&text, &size);
+        if (!f)
+                return -ENOMEM;
+        fputs("{\"type\":\"result\",\"id\":", f);
+        fwrite(id_json, 1, id_len, f);
+        fputs(",\"success\":true,\"data\":{\"events\":[", f);
+        for (size_t i = 0; i < s.n && !s.refresh; i++) {
+                const Event *e = s.events[i];
+
+                fprintf(f, "%s{\"id\":%" PRIu64 ",\"channel\":", i > 0 ? "," : "", e->id);
+                fwrite(e->channel->name_json, 1, e->channel->name_json_len, f);
+                if (e->message_offset > 0) {
+                        fputs(",\"message\":", f);
+                        fwrite(e->line->data + e->message_offset, 1, e->line->size - e->message_offset - 2, f);
+                }
+                fprintf(f, ",\"timestamp\":%" PRIi64 "}", e->timestamp);
+        }
+        fprintf(f, "],\"refreshNeeded\":%s}}\n", s.refresh ? "true" : "false");
+        if (fclose(f) != 0)
+                return -ENOMEM;
+
+        _cleanup_(shared_buf_unrefp) SharedBuf *b = shared_buf_new(text, size);
+        if (!b)
+                return -ENOMEM;
+        return client_send(c, b, NULL);
 }
 
-int channels_publish(Channels *ch, const char *channel, struct json_object *message, Client *exclude,
-                     uint64_t *ret_event_id) {
-        return -EOPNOTSUPP;
-}
+/* ---- status, listing, state ---- */
 
-int channels_add_status(Channels *ch, struct json_object *data) {
+int channels_add_status(Channels *chs, struct json_object *data) {
+        int r;
+
+        channels_expire(chs);
+        if ((r = json_add_int64(data, "subscriptions", chs->n_subscribed)) < 0 ||
+            (r = json_add_int64(data, "lastEventId", (int64_t) chs->last_event_id)) < 0 ||
+            (r = json_add_int64(data, "bufferedEvents", (int64_t) chs->n_events)) < 0 ||
+            (r = json_add_int64(data, "bufferedBytes", (int64_t) chs->bytes)) < 0 ||
+            (r = json_add_int64(data, "messagesDropped", (int64_t) chs->n_messages_dropped)) < 0 ||
+            (r = json_add_int64(data, "refreshNeededSent", (int64_t) chs->n_refresh_sent)) < 0 ||
+            (r = json_add_int64(data, "slowConsumerDisconnects", (int64_t) chs->n_slow_disconnects)) < 0)
+                return r;
         return 0;
 }
 
-int channels_save_state(Channels *ch, struct json_object *state) {
+static int channel_name_cmp(const void *a, const void *b) {
+        const Channel *x = *(const Channel* const*) a, *y = *(const Channel* const*) b;
+
+        return strcmp(x->name, y->name);
+}
+
+int channels_list(Channels *chs, struct json_object **ret_array) {
+        _cleanup_(json_object_putp) struct json_object *array = NULL;
+        _cleanup_free_ Channel **all = NULL;
+        size_t n = 0;
+
+        channels_expire(chs);
+        array = json_object_new_array();
+        all = new(Channel*, chs->n_channels ?: 1);
+        if (!array || !all)
+                return -ENOMEM;
+        for (Channel *channel = chs->channels; channel; channel = channel->hh.next)
+                all[n++] = channel;
+        qsort(all, n, sizeof(Channel*), channel_name_cmp);
+
+        for (size_t i = 0; i < n; i++) {
+                struct json_object *o = json_object_new_object();
+                int r;
+
+                if (!o)
+                        return -ENOMEM;
+                if ((r = json_object_array_add(array, o)) < 0) {
+                        json_object_put(o);
+                        return -ENOMEM;
+                }
+                if ((r = json_add(o, "name", json_object_new_string_len(all[i]->name, (int) all[i]->name_len))) < 0 ||
+                    (r = json_add_int64(o, "subscribers", all[i]->n_subscribers)) < 0 ||
+                    (r = json_add_int64(o, "bufferedEvents", all[i]->n_events)) < 0 ||
+                    (r = json_add_int64(o, "bufferedBytes", (int64_t) all[i]->bytes)) < 0 ||
+                    (r = json_add_int64(o, "lastEventId", (int64_t) all[i]->last_event_id)) < 0)
+                        return r;
+        }
+
+        *ret_array = TAKE_PTR(array);
         return 0;
 }
 
-int channels_load_state(Channels *ch, struct json_object *state) {
+int channels_save_state(Channels *chs, struct json_object *state) {
+        if (chs->reserved_event_id == 0)
+                return 0;
+        return json_add_int64(state, "eventIdHighWater", (int64_t) chs->reserved_event_id);
+}
+
+int channels_load_state(Channels *chs, struct json_object *state) {
+        int64_t v;
+        int r;
+
+        r = json_get_int64(state, "eventIdHighWater", false, &v);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        if (v < 0)
+                return -EINVAL;
+        /* Anything up to the mark may have been issued before the restart. */
+        chs->reserved_event_id = MAX(chs->reserved_event_id, (uint64_t) v);
+        chs->last_event_id = MAX(chs->last_event_id, (uint64_t) v);
         return 0;
 }
 
-unsigned channels_count(Channels *ch) {
+unsigned channels_count(Channels *chs) {
+        if (!chs)
+                return 0;
+        channels_expire(chs);
+        return chs->n_channels;
+}
+
+/* ---- lifetime ---- */
+
+int channels_new(Manager *m, Channels **ret) {
+        Channels *chs;
+
+        chs = new0(Channels, 1);
+        if (!chs)
+                return -ENOMEM;
+        chs->manager = m;
+        channels_set_clock(chs, NULL);
+        *ret = chs;
         return 0;
+}
+
+Channels* channels_free(Channels *chs) {
+        Event *e;
+
+        if (!chs)
+                return NULL;
+
+        while ((e = chs->events)) {
+                LIST_REMOVE(all, chs->events, e);
+                shared_buf_unref(e->line);
+                free(e);
+        }
+        for (Channel *channel = chs->channels; channel; channel = channel->hh.next) {
+                channel->events = channel->oldest = NULL;
+                channel->n_events = 0;
+                channel->n_pins = 0;
+        }
+
+        /* Normally every client is gone already; if not, their subscriptions go (and with them the channels). */
+        while (chs->channels) {
+                Channel *channel = chs->channels;
+
+                if (channel->subscribers)
+                        channels_client_gone(chs, channel->subscribers->client);
+                else
+                        channel_free(chs, channel);
+        }
+        assert(!chs->prefixes);
+
+        free(chs->doomed);
+        return mfree(chs);
 }

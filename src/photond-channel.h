@@ -12,6 +12,7 @@ typedef struct Client Client;
 typedef struct Channels Channels;
 struct json_object;
 
+/* m may be NULL (unit tests): then nothing is persisted and slow consumers are only unsubscribed. */
 int channels_new(Manager *m, Channels **ret);
 Channels* channels_free(Channels *ch);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Channels*, channels_free);
@@ -25,15 +26,38 @@ int channels_handle_publish(Manager *m, Client *c, Request *req);
 int channels_handle_get_events_since(Manager *m, Client *c, Request *req);
 
 /* Publishes on behalf of photond itself (jobs:*, webhooks:*, state-changed, emits, system:*). message is borrowed;
- * NULL leaves the "message" key out. exclude (may be NULL) does not receive it. Returns 0 and the eventId. */
+ * NULL leaves the "message" key out. exclude (may be NULL) does not receive it. Returns 0 and the eventId;
+ * -EINVAL for a channel name over MAX_CHANNEL_NAME_BYTES, -EMSGSIZE for a message over MAX_MESSAGE_BYTES,
+ * -ENOSPC when MAX_CHANNELS channels are subscribed to and none can be reclaimed. */
 int channels_publish(Channels *ch, const char *channel, struct json_object *message, Client *exclude,
                      uint64_t *ret_event_id);
 
 /* Adds this subsystem's fields to the status data object. */
 int channels_add_status(Channels *ch, struct json_object *data);
 
+/* A new array [{name, subscribers, bufferedEvents, bufferedBytes, lastEventId}] of every channel key, sorted by
+ * name (status "channelList", photonctl channels, D-Bus ListChannels). */
+int channels_list(Channels *ch, struct json_object **ret_array);
+
 /* photond's persisted state (state.json): the eventId high-water mark. */
 int channels_save_state(Channels *ch, struct json_object *state);
 int channels_load_state(Channels *ch, struct json_object *state);
 
+/* Channel keys with subscribers or buffered events (after dropping expired events). */
 unsigned channels_count(Channels *ch);
+
+/* The wildcard prefix P of a channel: a publish on it reaches "P:*". P is the text before the first colon when
+ * that colon has text on both sides, else the whole channel (as the reference). Returns P's length. */
+size_t channel_prefix_length(const char *channel, size_t len);
+
+/* The next eventId: max(now_ms, last + 1), so ids increase strictly even within a millisecond or when the wall
+ * clock steps back. */
+uint64_t event_id_next(uint64_t last, int64_t now_ms);
+
+/* Tests: replaces the clocks (wall-clock ms for eventIds and timestamps, monotonic ms for ageing). */
+typedef struct ChannelsClock {
+        int64_t (*wall_ms)(void *userdata);
+        uint64_t (*mono_ms)(void *userdata);
+        void *userdata;
+} ChannelsClock;
+void channels_set_clock(Channels *ch, const ChannelsClock *clock);

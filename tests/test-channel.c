@@ -1,0 +1,671 @@
+/* SPDX-License-Identifier: MIT */
+
+/* Pub/sub without sockets: a Channels with no manager, clients whose write queues are inspected directly, and a
+ * clock the tests move by hand. */
+
+#include <criterion/criterion.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "json-util.h"
+#include "photond-channel.h"
+#include "photond-client.h"
+#include "photond-limits.h"
+#include "photond-manager.h"
+
+static Channels *chs;
+static Manager manager;
+static Client clients[8];
+static int64_t wall = 1700000000000;
+static uint64_t mono = 1000000;
+
+static int64_t test_wall(void *u) {
+        return wall;
+}
+
+static uint64_t test_mono(void *u) {
+        return mono;
+}
+
+static void setup(void) {
+        limits_reset();
+        wall = 1700000000000;
+        mono = 1000000;
+        cr_assert_eq(channels_new(NULL, &chs), 0);
+        channels_set_clock(chs, &(ChannelsClock) { test_wall, test_mono, NULL });
+        manager = (Manager) { .channels = chs };
+        for (size_t i = 0; i < ELEMENTSOF(clients); i++)
+                clients[i] = (Client) { .fd = -EBADF, .serial = i };
+}
+
+static void drain(Client *c) {
+        for (size_t i = 0; i < c->out_n; i++)
+                shared_buf_unref(c->out[c->out_head + i].buf);
+        c->out = mfree(c->out);
+        c->out_head = c->out_n = c->out_alloc = 0;
+        c->out_bytes = 0;
+}
+
+static void teardown(void) {
+        for (size_t i = 0; i < ELEMENTSOF(clients); i++) {
+                channels_client_gone(chs, &clients[i]);
+                drain(&clients[i]);
+        }
+        chs = channels_free(chs);
+}
+
+TestSuite(channel, .init = setup, .fini = teardown);
+
+/* Sends one request line to the handler of its type, as the manager would. */
+static void request(Client *c, const char *fmt, ...) {
+        _cleanup_(request_freep) Request *req = NULL;
+        _cleanup_free_ char *line = NULL, *error = NULL, *id = NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        cr_assert(vasprintf(&line, fmt, ap) >= 0);
+        va_end(ap);
+        cr_assert_eq(request_parse(line, strlen(line), &req, &error, &id), 0, "bad test request %s: %s", line, error);
+        switch (req->type) {
+        case REQUEST_SUBSCRIBE:
+                r = channels_handle_subscribe(&manager, c, req);
+                break;
+        case REQUEST_UNSUBSCRIBE:
+                r = channels_handle_unsubscribe(&manager, c, req);
+                break;
+        case REQUEST_PUBLISH:
+                r = channels_handle_publish(&manager, c, req);
+                break;
+        case REQUEST_GET_EVENTS_SINCE:
+                r = channels_handle_get_events_since(&manager, c, req);
+                break;
+        default:
+                cr_assert_fail("not a pub/sub request");
+        }
+        cr_assert_eq(r, 0, "handler failed: %d", r);
+}
+
+/* Pops the oldest queued line (without its newline); NULL if none. Reading it is what a client does. */
+static char* pop_line(Client *c) {
+        OutEntry e;
+        char *s;
+
+        if (c->out_n == 0)
+                return NULL;
+        e = c->out[c->out_head++];
+        c->out_n--;
+        c->out_bytes -= e.buf->size;
+        cr_assert(e.buf->size > 0 && e.buf->data[e.buf->size - 1] == '\n', "every line ends in a newline");
+        s = strndup(e.buf->data, e.buf->size - 1);
+        shared_buf_unref(e.buf);
+        return s;
+}
+
+static struct json_object* pop_json(Client *c) {
+        _cleanup_free_ char *s = pop_line(c);
+        struct json_object *o = NULL;
+
+        cr_assert_not_null(s, "nothing queued");
+        cr_assert_eq(json_parse(s, strlen(s), &o, NULL), 0, "not JSON: %s", s);
+        return o;
+}
+
+static const char* jstr(struct json_object *o, const char *key) {
+        return json_get_string(o, key);
+}
+
+static int64_t jint(struct json_object *o, const char *key) {
+        int64_t v;
+
+        cr_assert_eq(json_get_int64(o, key, false, &v), 0, "%s is not an integer", key);
+        return v;
+}
+
+static uint64_t publish(Client *c, const char *channel, const char *message) {
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+
+        if (message)
+                request(c, "{\"type\":\"publish\",\"id\":\"p\",\"channel\":\"%s\",\"message\":%s}", channel, message);
+        else
+                request(c, "{\"type\":\"publish\",\"id\":\"p\",\"channel\":\"%s\"}", channel);
+        o = pop_json(c);
+        cr_assert_str_eq(jstr(o, "type"), "result");
+        return jint(json_object_object_get(o, "data"), "eventId");
+}
+
+static void subscribe(Client *c, const char *channel) {
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+
+        request(c, "{\"type\":\"subscribe\",\"id\":\"s\",\"channel\":\"%s\"}", channel);
+        o = pop_json(c);
+        cr_assert_str_eq(jstr(o, "type"), "result");
+}
+
+Test(channel, prefix_extraction) {
+        static const struct {
+                const char *channel, *prefix;
+        } cases[] = {
+                { "a:b:c", "a" },
+                { "jobs:kanban", "jobs" },
+                { "plain", "plain" },
+                { ":lead", ":lead" },           /* a leading colon: the whole channel */
+                { "trail:", "trail:" },         /* a trailing-only colon: the whole channel */
+                { "a::", "a" },
+                { "a:*", "a" },
+                { ":*", ":*" },
+                { "", "" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                cr_assert_eq(channel_prefix_length(cases[i].channel, strlen(cases[i].channel)),
+                             strlen(cases[i].prefix), "prefix of '%s'", cases[i].channel);
+}
+
+Test(channel, event_id_monotonic) {
+        cr_assert_eq(event_id_next(0, 1000), 1000);
+        cr_assert_eq(event_id_next(1000, 1000), 1001, "same millisecond twice");
+        cr_assert_eq(event_id_next(1001, 1000), 1002);
+        cr_assert_eq(event_id_next(5000, 1000), 5001, "the wall clock stepped back");
+        cr_assert_eq(event_id_next(5001, 9000), 9000);
+        cr_assert_eq(event_id_next(7, -5), 8);
+
+        /* The same through publishes, with the clock standing still and then going back. */
+        Client *p = &clients[0];
+        uint64_t a = publish(p, "x", "1"), b = publish(p, "x", "2");
+        wall -= 60000;
+        uint64_t c = publish(p, "y", "3");
+        cr_assert_eq(a, (uint64_t) wall + 60000);
+        cr_assert_eq(b, a + 1);
+        cr_assert_eq(c, b + 1);
+}
+
+Test(channel, wire_shapes) {
+        Client *p = &clients[0], *s = &clients[1];
+        _cleanup_free_ char *push = NULL, *reply = NULL, *expect_push = NULL, *expect_reply = NULL;
+        uint64_t id;
+
+        subscribe(s, "room:1");
+        request(p, "{\"type\":\"publish\",\"id\":\"pub-1\",\"channel\":\"room:1\",\"message\":{\"a\":[1,\"x/y\"],\"b\":null}}");
+        id = (uint64_t) wall;
+
+        push = pop_line(s);
+        cr_assert(asprintf(&expect_push, "{\"type\":\"channel_message\",\"id\":\"ch_%" PRIu64 "\",\"eventId\":%" PRIu64
+                           ",\"channel\":\"room:1\",\"message\":{\"a\":[1,\"x/y\"],\"b\":null}}", id, id) > 0);
+        cr_assert_str_eq(push, expect_push);
+
+        reply = pop_line(p);
+        cr_assert(asprintf(&expect_reply, "{\"type\":\"result\",\"id\":\"pub-1\",\"success\":true,\"data\":"
+                           "{\"published\":true,\"channel\":\"room:1\",\"eventId\":%" PRIu64 "}}", id) > 0);
+        cr_assert_str_eq(reply, expect_reply);
+        cr_assert_null(pop_line(p), "the publisher never gets its own message");
+}
+
+Test(channel, message_missing_stays_missing_null_stays_null) {
+        Client *p = &clients[0], *s = &clients[1];
+        _cleanup_(json_object_putp) struct json_object *a = NULL, *b = NULL;
+
+        subscribe(s, "m");
+        publish(p, "m", NULL);
+        publish(p, "m", "null");
+        a = pop_json(s);
+        b = pop_json(s);
+        cr_assert_not(json_object_object_get_ex(a, "message", NULL));
+        cr_assert(json_object_object_get_ex(b, "message", NULL));
+        cr_assert_null(json_object_object_get(b, "message"));
+}
+
+Test(channel, escaping_of_names) {
+        Client *p = &clients[0], *s = &clients[1];
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+
+        subscribe(s, "q\\\"u\\u00e9:*");
+        publish(p, "q\\\"u\\u00e9:x", "1");
+        o = pop_json(s);
+        cr_assert_str_eq(jstr(o, "channel"), "q\"u\xc3\xa9:x");
+}
+
+Test(channel, fanout_self_exclusion_and_single_copy) {
+        Client *p = &clients[0], *exact = &clients[1], *wild = &clients[2], *both = &clients[3],
+               *deep = &clients[4];
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+
+        subscribe(p, "a:b:c");
+        subscribe(p, "a:*");
+        subscribe(exact, "a:b:c");
+        subscribe(wild, "a:*");
+        subscribe(both, "a:b:c");
+        subscribe(both, "a:*");
+        subscribe(both, "a:*");         /* a duplicate subscribe is harmless */
+        subscribe(deep, "a:b:*");       /* "a:b:c" reaches "a:*", not "a:b:*" */
+
+        publish(p, "a:b:c", "42");
+        cr_assert_eq(p->out_n, 0);
+        cr_assert_eq(exact->out_n, 1);
+        cr_assert_eq(wild->out_n, 1);
+        cr_assert_eq(both->out_n, 1, "exact + wildcard match gives one copy");
+        cr_assert_eq(deep->out_n, 0);
+
+        /* "plain" reaches "plain:*". */
+        subscribe(deep, "plain:*");
+        publish(p, "plain", "1");
+        cr_assert_eq(deep->out_n, 1);
+        o = pop_json(deep);
+        cr_assert_str_eq(jstr(o, "channel"), "plain");
+}
+
+Test(channel, unsubscribe_and_disconnect) {
+        Client *p = &clients[0], *s = &clients[1];
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+
+        request(s, "{\"type\":\"unsubscribe\",\"id\":\"u0\",\"channel\":\"never\"}");
+        o = pop_json(s);
+        cr_assert(json_object_get_boolean(json_object_object_get(json_object_object_get(o, "data"), "unsubscribed")),
+                  "unsubscribe is always ok");
+
+        subscribe(s, "k1");
+        subscribe(s, "k2:*");
+        cr_assert_eq(s->n_subscriptions, 2);
+        request(s, "{\"type\":\"unsubscribe\",\"id\":\"u1\",\"channel\":\"k1\"}");
+        json_object_put(pop_json(s));
+        publish(p, "k1", "1");
+        cr_assert_eq(s->out_n, 0);
+
+        channels_client_gone(chs, s);
+        cr_assert_eq(s->n_subscriptions, 0);
+        cr_assert_null(s->subscriptions);
+        publish(p, "k2:x", "1");
+        cr_assert_eq(s->out_n, 0);
+        /* Only buffers are left: k1 and k2:x. */
+        cr_assert_eq(channels_count(chs), 2);
+}
+
+static void expect_refresh(Client *c, const char *request_id, const char *channel) {
+        _cleanup_(json_object_putp) struct json_object *o = pop_json(c), *r = NULL;
+
+        cr_assert_str_eq(jstr(o, "type"), "refresh_needed", "got %s", json_object_to_json_string(o));
+        cr_assert_str_eq(jstr(o, "id"), request_id);
+        cr_assert_str_eq(jstr(o, "channel"), channel);
+        r = pop_json(c);
+        cr_assert_str_eq(jstr(r, "type"), "result", "the result comes after refresh_needed");
+}
+
+static void subscribe_since(Client *c, const char *channel, const char *last) {
+        request(c, "{\"type\":\"subscribe\",\"id\":\"r\",\"channel\":\"%s\",\"lastEventId\":%s}", channel, last);
+}
+
+Test(channel, replay_exact) {
+        Client *p = &clients[0], *s = &clients[1];
+        uint64_t ids[5];
+        char last[32];
+
+        for (int i = 0; i < 5; i++) {
+                char msg[16];
+                snprintf(msg, sizeof(msg), "%d", i);
+                ids[i] = publish(p, "ev", msg);
+                wall++;
+        }
+
+        snprintf(last, sizeof(last), "%" PRIu64, ids[1]);
+        subscribe_since(s, "ev", last);
+        for (int i = 2; i < 5; i++) {
+                _cleanup_(json_object_putp) struct json_object *o = pop_json(s);
+                char id[64];
+
+                snprintf(id, sizeof(id), "replay_%" PRIu64, ids[i]);
+                cr_assert_str_eq(jstr(o, "type"), "channel_message");
+                cr_assert_str_eq(jstr(o, "id"), id);
+                cr_assert_eq(jint(o, "eventId"), (int64_t) ids[i]);
+                cr_assert_str_eq(jstr(o, "channel"), "ev");
+                cr_assert_eq(jint(o, "message"), i);
+                cr_assert(json_object_get_boolean(json_object_object_get(o, "replay")));
+        }
+        json_object_put(pop_json(s));   /* the result */
+        cr_assert_eq(s->out_n, 0);
+
+        /* As a string ("123abc" reads as 123, as parseInt does), up to date: nothing. */
+        char str[40];
+        snprintf(str, sizeof(str), "\"%" PRIu64 "abc\"", ids[4]);
+        subscribe_since(s, "ev", str);
+        json_object_put(pop_json(s));
+        cr_assert_eq(s->out_n, 0, "nothing newer, no refresh");
+
+        subscribe_since(s, "ev", "0");
+        expect_refresh(s, "r", "ev");           /* ts=0 against a non-empty buffer */
+        subscribe_since(s, "ev", "null");
+        expect_refresh(s, "r", "ev");           /* null reads as 0 */
+        subscribe_since(s, "ev", "\"abc\"");
+        expect_refresh(s, "r", "ev");
+        snprintf(last, sizeof(last), "%" PRIu64, ids[0] - 1);
+        subscribe_since(s, "ev", last);
+        expect_refresh(s, "r", "ev");           /* older than the oldest */
+        snprintf(last, sizeof(last), "%" PRIu64, ids[4] + 1);
+        subscribe_since(s, "ev", last);
+        expect_refresh(s, "r", "ev");           /* above the last issued id (DECISIONS.md) */
+
+        subscribe_since(s, "empty", "5");
+        expect_refresh(s, "r", "empty");        /* empty buffer, ts > 0 */
+        subscribe_since(s, "empty", "0");
+        json_object_put(pop_json(s));
+        cr_assert_eq(s->out_n, 0, "empty buffer, ts = 0: nothing");
+}
+
+Test(channel, replay_window_and_cap) {
+        Client *p = &clients[0], *s = &clients[1];
+        uint64_t first, tenth = 0, last_id = 0;
+        char last[32];
+
+        first = publish(p, "w", "0");
+        for (int i = 1; i < 510; i++) {
+                last_id = publish(p, "w", "1");
+                if (i == 10)
+                        tenth = last_id;
+        }
+
+        /* 500 kept: events 10..509; the 10th is the oldest. */
+        snprintf(last, sizeof(last), "%" PRIu64, first);
+        subscribe_since(s, "w", last);
+        expect_refresh(s, "r", "w");
+        snprintf(last, sizeof(last), "%" PRIu64, tenth);
+        subscribe_since(s, "w", last);
+        cr_assert_eq(s->out_n, 500, "499 replayed + the result");
+        drain(s);
+
+        /* Five minutes later (by the monotonic clock) everything has aged out. */
+        mono += 300001;
+        cr_assert_eq(channels_count(chs), 1, "only the subscribed key is left");
+        snprintf(last, sizeof(last), "%" PRIu64, last_id);
+        subscribe_since(s, "w", last);
+        expect_refresh(s, "r", "w");
+
+        /* A wall-clock step does not age anything. */
+        publish(p, "w", "2");
+        wall += 3600 * 1000;
+        _cleanup_(json_object_putp) struct json_object *status = json_object_new_object();
+        cr_assert_eq(channels_add_status(chs, status), 0);
+        cr_assert_eq(jint(status, "bufferedEvents"), 1);
+}
+
+Test(channel, replay_total_bytes_cap_evicts_oldest_globally) {
+        Client *p = &clients[0], *s = &clients[1];
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        char big[2048], msg[2100];
+        uint64_t a, b;
+
+        memset(big, 'x', sizeof(big) - 1);
+        big[sizeof(big) - 1] = '\0';
+        snprintf(msg, sizeof(msg), "\"%s\"", big);
+
+        limits.REPLAY_MAX_TOTAL_BYTES = 5 * 2300;
+        a = publish(p, "old", msg);
+        for (int i = 0; i < 4; i++)
+                b = publish(p, "new", msg);
+        /* Five events fit; a sixth pushes out the globally oldest, which is the only one of "old". */
+        b = publish(p, "new", msg);
+        request(s, "{\"type\":\"get_events_since\",\"id\":\"g\",\"channel\":\"old\",\"lastEventId\":%" PRIu64 "}", a - 1);
+        o = pop_json(s);
+        cr_assert(json_object_get_boolean(json_object_object_get(json_object_object_get(o, "data"), "refreshNeeded")));
+        cr_assert_eq(channels_count(chs), 1, "the emptied channel is gone");
+        (void) b;
+}
+
+Test(channel, get_events_since_shapes) {
+        Client *p = &clients[0], *s = &clients[1];
+        _cleanup_free_ char *line = NULL, *expect = NULL;
+        uint64_t a, b, first;
+
+        first = publish(p, "g", "0");
+        wall += 5;
+        a = publish(p, "g", "{\"k\":1}");
+        wall += 5;
+        b = publish(p, "g", NULL);
+
+        request(s, "{\"type\":\"get_events_since\",\"id\":\"g1\",\"channel\":\"g\",\"lastEventId\":\"%" PRIu64 "\"}", a - 0);
+        line = pop_line(s);
+        cr_assert(asprintf(&expect, "{\"type\":\"result\",\"id\":\"g1\",\"success\":true,\"data\":{\"events\":["
+                           "{\"id\":%" PRIu64 ",\"channel\":\"g\",\"timestamp\":%" PRIi64 "}],\"refreshNeeded\":false}}",
+                           b, wall) > 0);
+        cr_assert_str_eq(line, expect);
+        free(line);
+        free(expect);
+
+        /* Not the request's lastEventId: none means 0, so a non-empty buffer needs a refresh. */
+        request(s, "{\"type\":\"get_events_since\",\"id\":\"g2\",\"channel\":\"g\"}");
+        line = pop_line(s);
+        cr_assert_str_eq(line, "{\"type\":\"result\",\"id\":\"g2\",\"success\":true,\"data\":{\"events\":[],"
+                         "\"refreshNeeded\":true}}");
+        free(line);
+
+        request(s, "{\"type\":\"get_events_since\",\"id\":\"g3\"}");
+        line = pop_line(s);
+        cr_assert_str_eq(line, "{\"type\":\"result\",\"id\":\"g3\",\"success\":true,\"data\":{\"events\":[],"
+                         "\"refreshNeeded\":false}}");
+        free(line);
+
+        request(s, "{\"type\":\"get_events_since\",\"id\":\"g4\",\"channel\":\"g\",\"lastEventId\":%" PRIu64 "}", first);
+        line = pop_line(s);
+        cr_assert(asprintf(&expect, "{\"type\":\"result\",\"id\":\"g4\",\"success\":true,\"data\":{\"events\":["
+                           "{\"id\":%" PRIu64 ",\"channel\":\"g\",\"message\":{\"k\":1},\"timestamp\":%" PRIi64 "},"
+                           "{\"id\":%" PRIu64 ",\"channel\":\"g\",\"timestamp\":%" PRIi64 "}],\"refreshNeeded\":false}}",
+                           a, wall - 5, b, wall) > 0);
+        cr_assert_str_eq(line, expect);
+}
+
+Test(channel, wildcard_replay) {
+        Client *p = &clients[0], *s = &clients[1];
+        uint64_t ids[6];
+        const char *chan[6] = { "z:a", "z:b", "other", "z:a", "z", "z:b" };
+        char last[32];
+
+        for (int i = 0; i < 6; i++)
+                ids[i] = publish(p, chan[i], "1");
+
+        snprintf(last, sizeof(last), "%" PRIu64, ids[0]);
+        subscribe_since(s, "z:*", last);
+        /* Every channel with prefix z, newer than ids[0], in eventId order. */
+        int want[] = { 1, 3, 4, 5 };
+        for (size_t i = 0; i < ELEMENTSOF(want); i++) {
+                _cleanup_(json_object_putp) struct json_object *o = pop_json(s);
+                cr_assert_eq(jint(o, "eventId"), (int64_t) ids[want[i]]);
+                cr_assert_str_eq(jstr(o, "channel"), chan[want[i]]);
+                cr_assert(json_object_get_boolean(json_object_object_get(o, "replay")));
+        }
+        json_object_put(pop_json(s));
+        cr_assert_eq(s->out_n, 0);
+
+        /* Evict z:a's first event: a replay from before it can no longer be complete. */
+        limits.REPLAY_MAX_EVENTS = 1;
+        publish(p, "z:a", "1");
+        drain(s);
+        snprintf(last, sizeof(last), "%" PRIu64, ids[0]);
+        subscribe_since(s, "z:*", last);
+        expect_refresh(s, "r", "z:*");
+        snprintf(last, sizeof(last), "%" PRIu64, ids[3]);
+        subscribe_since(s, "z:*", last);
+        cr_assert_eq(s->out_n, 4, "z, z:b, z:a and the result");
+        drain(s);
+
+        /* A prefix nothing was ever published on. */
+        subscribe_since(s, "nothing:*", "5");
+        expect_refresh(s, "r", "nothing:*");
+}
+
+Test(channel, state_high_water_mark) {
+        Client *p = &clients[0];
+        _cleanup_(json_object_putp) struct json_object *state = json_object_new_object(), *loaded = NULL;
+        _cleanup_(channels_freep) Channels *again = NULL;
+        int64_t mark;
+        uint64_t first, next;
+
+        first = publish(p, "s", "1");
+        wall += 10;
+        publish(p, "s", "1");
+        cr_assert_eq(channels_save_state(chs, state), 0);
+        cr_assert_eq(json_get_int64(state, "eventIdHighWater", false, &mark), 0);
+        cr_assert_eq(mark, (int64_t) first + 10000, "reserved ahead, not moved by every publish");
+
+        /* A new daemon with the clock far behind continues above the mark. */
+        cr_assert_eq(channels_new(NULL, &again), 0);
+        wall -= 3600 * 1000;
+        channels_set_clock(again, &(ChannelsClock) { test_wall, test_mono, NULL });
+        loaded = json_object_new_object();
+        cr_assert_eq(json_add_int64(loaded, "eventIdHighWater", mark), 0);
+        cr_assert_eq(channels_load_state(again, loaded), 0);
+        cr_assert_eq(channels_publish(again, "s", NULL, NULL, &next), 0);
+        cr_assert_eq(next, (uint64_t) mark + 1);
+
+        json_object_object_add(loaded, "eventIdHighWater", json_object_new_string("x"));
+        cr_assert_lt(channels_load_state(again, loaded), 0, "a malformed mark is an error, not a silent 0");
+}
+
+Test(channel, caps) {
+        Client *p = &clients[0], *s = &clients[1];
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        char name[300];
+
+        limits.MAX_SUBSCRIPTIONS_PER_CLIENT = 2;
+        subscribe(s, "c1");
+        subscribe(s, "c2");
+        subscribe(s, "c2");
+        request(s, "{\"type\":\"subscribe\",\"id\":\"s3\",\"channel\":\"c3\"}");
+        o = pop_json(s);
+        cr_assert_str_eq(jstr(o, "type"), "error");
+        cr_assert_str_eq(jstr(o, "id"), "s3");
+        cr_assert(strstr(jstr(o, "error"), "Too many subscriptions"));
+        json_object_put(TAKE_PTR(o));
+
+        memset(name, 'n', 257);
+        name[257] = '\0';
+        request(p, "{\"type\":\"publish\",\"id\":\"p1\",\"channel\":\"%s\",\"message\":1}", name);
+        o = pop_json(p);
+        cr_assert_str_eq(jstr(o, "type"), "error");
+        cr_assert(strstr(jstr(o, "error"), "Channel name too long"));
+        json_object_put(TAKE_PTR(o));
+        cr_assert_eq(channels_publish(chs, name, NULL, NULL, NULL), -EINVAL);
+
+        limits.MAX_MESSAGE_BYTES = 10;
+        request(p, "{\"type\":\"publish\",\"id\":\"p2\",\"channel\":\"c1\",\"message\":\"0123456789\"}");
+        o = pop_json(p);
+        cr_assert_str_eq(jstr(o, "type"), "error");
+        cr_assert(strstr(jstr(o, "error"), "Message too large"));
+        json_object_put(TAKE_PTR(o));
+        cr_assert_eq(s->out_n, 0, "nothing was delivered");
+
+        /* Two subscribed channels fill the table: a third cannot be made... */
+        limits.MAX_CHANNELS = 2;
+        request(p, "{\"type\":\"publish\",\"id\":\"p3\",\"channel\":\"c9\",\"message\":1}");
+        o = pop_json(p);
+        cr_assert_str_eq(jstr(o, "type"), "error");
+        cr_assert(strstr(jstr(o, "error"), "Too many channels"));
+        json_object_put(TAKE_PTR(o));
+
+        /* ...but channels that only hold a buffer make room. */
+        request(s, "{\"type\":\"unsubscribe\",\"id\":\"u\",\"channel\":\"c2\"}");
+        json_object_put(pop_json(s));
+        publish(p, "c8", "1");
+        publish(p, "c9", "1");
+        cr_assert_eq(channels_count(chs), 2);
+}
+
+/* Publishes on channel until c's queue has no room for one more such message. */
+static void fill_queue(Client *p, Client *c, Client *fast, const char *channel, const char *msg) {
+        for (;;) {
+                size_t last;
+
+                publish(p, channel, msg);
+                drain(fast);
+                cr_assert_gt(c->out_n, 0);
+                last = c->out[c->out_head + c->out_n - 1].buf->size;
+                if (c->out_bytes + last > limits.MAX_WRITE_QUEUE_BYTES)
+                        return;
+        }
+}
+
+Test(channel, slow_consumer_policy) {
+        Client *p = &clients[0], *slow = &clients[1], *fast = &clients[2];
+        _cleanup_(json_object_putp) struct json_object *o = NULL, *status = json_object_new_object();
+        char msg[200], rid[64];
+        unsigned queued;
+        uint64_t id;
+
+        snprintf(msg, sizeof(msg), "\"%0100d\"", 0);
+        limits.MAX_WRITE_QUEUE_BYTES = 2000;
+
+        subscribe(slow, "s:one");
+        subscribe(slow, "s:*");
+        subscribe(fast, "s:*");
+
+        /* Fill the slow queue with two channels' messages; the fast subscriber reads everything. */
+        publish(p, "s:two", msg);
+        fill_queue(p, slow, fast, "s:one", msg);
+        queued = slow->out_n;
+
+        /* Overflow: queued messages dropped, one refresh_needed per channel lost, then the new message. */
+        id = publish(p, "s:one", msg);
+        cr_assert_eq(fast->out_n, 1, "the fast subscriber is not affected");
+        drain(fast);
+        snprintf(rid, sizeof(rid), "refresh_%" PRIu64, id);
+        o = pop_json(slow);
+        cr_assert_str_eq(jstr(o, "type"), "refresh_needed");
+        cr_assert_str_eq(jstr(o, "id"), rid);
+        cr_assert_str_eq(jstr(o, "channel"), "s:two", "in the order the lost messages were queued");
+        json_object_put(TAKE_PTR(o));
+        o = pop_json(slow);
+        cr_assert_str_eq(jstr(o, "type"), "refresh_needed");
+        cr_assert_str_eq(jstr(o, "channel"), "s:one");
+        json_object_put(TAKE_PTR(o));
+        o = pop_json(slow);
+        cr_assert_str_eq(jstr(o, "type"), "channel_message");
+        cr_assert_eq(jint(o, "eventId"), (int64_t) id);
+        json_object_put(TAKE_PTR(o));
+        cr_assert_eq(slow->out_n, 0);
+
+        /* It read the notices: the next overflow is handled the same way, not by a disconnect. */
+        fill_queue(p, slow, fast, "s:one", msg);
+        publish(p, "s:one", msg);
+        cr_assert_not(slow->disconnected);
+        o = pop_json(slow);
+        cr_assert_str_eq(jstr(o, "type"), "refresh_needed");
+        json_object_put(TAKE_PTR(o));
+        cr_assert_eq(slow->out_n, 1, "only the new message is left");
+
+        /* This time it does not read the notice: overflowing again before that is a disconnect. */
+        fill_queue(p, slow, fast, "s:two", msg);
+        publish(p, "s:two", msg);
+        cr_assert_not(slow->disconnected);
+        fill_queue(p, slow, fast, "s:two", msg);
+        cr_assert_not(slow->disconnected);
+        publish(p, "s:two", msg);
+        cr_assert(slow->disconnected, "still over the cap before reading the notice");
+        cr_assert_null(slow->subscriptions);
+        cr_assert_eq(fast->out_n, 1, "the fast subscriber got that message too");
+
+        cr_assert_eq(channels_add_status(chs, status), 0);
+        cr_assert_eq(jint(status, "slowConsumerDisconnects"), 1);
+        cr_assert_eq(jint(status, "refreshNeededSent"), 5);
+        cr_assert_geq(jint(status, "messagesDropped"), (int64_t) queued);
+}
+
+Test(channel, list_and_status) {
+        Client *p = &clients[0], *s = &clients[1];
+        _cleanup_(json_object_putp) struct json_object *list = NULL, *status = json_object_new_object();
+
+        subscribe(s, "b");
+        subscribe(s, "a:*");
+        publish(p, "b", "1");
+        publish(p, "a:x", "1");
+        cr_assert_eq(channels_list(chs, &list), 0);
+        cr_assert_eq(json_object_array_length(list), 3);
+        struct json_object *e0 = json_object_array_get_idx(list, 0), *e2 = json_object_array_get_idx(list, 2);
+        cr_assert_str_eq(jstr(e0, "name"), "a:*");
+        cr_assert_eq(jint(e0, "subscribers"), 1);
+        cr_assert_eq(jint(e0, "bufferedEvents"), 0);
+        cr_assert_str_eq(jstr(e2, "name"), "b");
+        cr_assert_eq(jint(e2, "bufferedEvents"), 1);
+        cr_assert_gt(jint(e2, "lastEventId"), 0);
+
+        cr_assert_eq(channels_add_status(chs, status), 0);
+        cr_assert_eq(jint(status, "subscriptions"), 2, "channel keys with a subscriber");
+        cr_assert_eq(channels_count(chs), 3);
+}
