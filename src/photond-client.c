@@ -282,7 +282,7 @@ int client_flush(Client *c) {
         return 0;
 }
 
-size_t client_drop_tagged(Client *c, void (*cb)(Client *c, const void *tag, void *userdata), void *userdata) {
+size_t client_drop_tagged(Client *c, ClientDropFunc cb, void *userdata) {
         size_t kept = 0, dropped = 0;
 
         for (size_t i = 0; i < c->out_n; i++) {
@@ -294,12 +294,12 @@ size_t client_drop_tagged(Client *c, void (*cb)(Client *c, const void *tag, void
                         /* Report each tag once: look back over what we dropped before (tags are few per client). */
                         for (size_t j = 0; j < i && !seen; j++)
                                 seen = c->out[c->out_head + j].buf == NULL && c->out[c->out_head + j].tag == e.tag;
+                        if (!seen && cb)
+                                cb(c, e.tag, e.buf, userdata);
                         c->out_bytes -= e.buf->size;
                         shared_buf_unref(e.buf);
                         c->out[c->out_head + i].buf = NULL;
                         dropped++;
-                        if (!seen && cb)
-                                cb(c, e.tag, userdata);
                         continue;
                 }
                 kept++;

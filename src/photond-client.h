@@ -77,9 +77,11 @@ int client_reply_error(Client *c, const char *id, const char *error, const char 
  * when everything was written or the socket is full (EPOLLOUT is then armed), negative errno on a dead peer. */
 int client_flush(Client *c);
 
-/* Drops queued entries carrying a tag (not a partially written one). Calls cb(c, tag, userdata) once per distinct
- * tag dropped, in queue order. Returns the number of entries dropped. */
-size_t client_drop_tagged(Client *c, void (*cb)(Client *c, const void *tag, void *userdata), void *userdata);
+/* Drops queued entries carrying a tag (not a partially written one). Calls cb(c, tag, first, userdata) once per
+ * distinct tag dropped, in queue order; first is the first dropped buffer of that tag, valid during the call only
+ * (the tag's owner may be gone by then, the bytes say what was lost). Returns the number of entries dropped. */
+typedef void (*ClientDropFunc)(Client *c, const void *tag, SharedBuf *first, void *userdata);
+size_t client_drop_tagged(Client *c, ClientDropFunc cb, void *userdata);
 
 /* Feeds bytes read from the socket: complete lines are handed to manager_handle_line(). Returns 0, or -E2BIG
  * when the pending line exceeds limits.MAX_LINE_BYTES (an error has been queued and the client should close),

@@ -194,7 +194,7 @@ Test(client, write_queue_cap) {
 static unsigned n_dropped_tags;
 static const void *dropped_tags[8];
 
-static void on_drop(Client *c, const void *tag, void *userdata) {
+static void on_drop(Client *c, const void *tag, SharedBuf *first, void *userdata) {
         dropped_tags[n_dropped_tags++] = tag;
 }
 
