@@ -282,6 +282,18 @@ static int handle_status(Manager *m, Client *c, Request *req) {
         r = manager_build_status(m, &data);
         if (r < 0)
                 return r;
+
+        /* photond extension: "channelList":true adds the channel table (photonctl channels). */
+        struct json_object *v, *list = NULL;
+        if (json_object_object_get_ex(req->json, "channelList", &v) && json_object_get_boolean(v)) {
+                r = channels_list(m->channels, &list);
+                if (r >= 0)
+                        r = json_add(data, "channelList", list);
+                if (r < 0) {
+                        json_object_put(data);
+                        return r;
+                }
+        }
         return client_reply_result(c, req->id, true, data);
 }
 
