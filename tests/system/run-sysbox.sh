@@ -1,0 +1,199 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# The Debian package the way users run it: builds the .deb, boots a throw-away Debian 12 with a real systemd
+# (../shared/tools/sysbox: systemd-nspawn on a debootstrapped root), installs the package and checks the user
+# and system instances through systemd. Prints one PASS/FAIL line per check; exits non-zero if any failed.
+#
+# Run as root from anywhere:  tests/system/run-sysbox.sh [--deb FILE.deb] [--nocheck] [--keep]
+#   --deb FILE   test this .deb instead of building one
+#   --nocheck    build with DEB_BUILD_OPTIONS=nocheck (skip the test suite during the package build)
+#   --keep       leave the box running afterwards (stop it with: SYSBOX_MACHINE=... sysbox stop)
+# Environment: SYSBOX (path of the sysbox tool), SYSBOX_MACHINE (default photond-systest).
+set -uo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+SYSBOX=${SYSBOX:-$repo/../shared/tools/sysbox}
+export SYSBOX_MACHINE=${SYSBOX_MACHINE:-photond-systest}
+deb= nocheck=0 keep=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --deb) deb=$(realpath "$2"); shift 2 ;;
+    --nocheck) nocheck=1; shift ;;
+    --keep) keep=1; shift ;;
+    *) sed -n '2,12p' "$0"; exit 2 ;;
+  esac
+done
+
+[ "$(id -u)" = 0 ] || { echo "run-sysbox.sh: must run as root (sysbox needs it)" >&2; exit 2; }
+[ -x "$SYSBOX" ] || { echo "run-sysbox.sh: sysbox not found at $SYSBOX (set SYSBOX=)" >&2; exit 2; }
+
+passed=0 failed=0
+pass() { echo "PASS: $*"; passed=$((passed + 1)); }
+fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
+# check NAME CMD...: PASS if CMD succeeds; its output is shown only on failure.
+check() {
+  local name=$1 out; shift
+  if out=$("$@" 2>&1); then
+    pass "$name"
+  else
+    fail "$name"
+    printf '%s\n' "$out" | tail -n 20 | sed 's/^/    | /'
+  fi
+}
+finish() {
+  echo "== $passed passed, $failed failed"
+  [ "$failed" -eq 0 ]
+  exit
+}
+
+box() { "$SYSBOX" "$@"; }
+as_root() { box exec "$@"; }
+as_user() { box user-exec "$@"; }      # user "tester", uid 1000, lingering user manager
+
+work=$(mktemp -d /var/tmp/photond-systest.XXXXXX)
+cleanup() {
+  [ "$keep" = 1 ] || box stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- build
+if [ -z "$deb" ]; then
+  echo "== building the package (log: $work/build.log)"
+  # From a copy of the working tree (tracked and new files, not ignored ones), so the build neither writes
+  # into the shared tree nor picks up build directories.
+  mkdir -p "$work/src/photond"
+  git -C "$repo" ls-files -z -co --exclude-standard |
+    tar -C "$repo" --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -C "$work/src/photond" -xf -
+  opts=${DEB_BUILD_OPTIONS:-}
+  [ "$nocheck" = 1 ] && opts="$opts nocheck"
+  if (cd "$work/src/photond" && DEB_BUILD_OPTIONS="$opts" dpkg-buildpackage -us -uc -b) >"$work/build.log" 2>&1; then
+    deb=$(ls "$work"/src/photond_*.deb 2>/dev/null | head -n 1)
+    pass "dpkg-buildpackage -us -uc -b built $(basename "$deb")"
+  else
+    fail "dpkg-buildpackage -us -uc -b"
+    tail -n 40 "$work/build.log" | sed 's/^/    | /'
+    finish
+  fi
+  if command -v lintian >/dev/null; then
+    check "lintian reports no errors or warnings" \
+      lintian --fail-on error,warning "$work"/src/photond_*.changes
+  fi
+fi
+[ -f "$deb" ] || { fail "no .deb to test ($deb)"; finish; }
+
+# ---------------------------------------------------------------- boot and install
+echo "== booting the box ($SYSBOX_MACHINE)"
+box stop >/dev/null 2>&1 || true
+if ! box boot >"$work/boot.log" 2>&1; then
+  fail "sysbox boot"; sed 's/^/    | /' "$work/boot.log"; finish
+fi
+pass "sysbox boot: Debian 12 with systemd and the user manager of tester running"
+
+if box install-deb "$deb" >"$work/install.log" 2>&1; then
+  pass "dpkg -i $(basename "$deb") (dependencies resolved)"
+else
+  fail "dpkg -i $(basename "$deb")"; tail -n 30 "$work/install.log" | sed 's/^/    | /'; finish
+fi
+# curl for the webhook check: not in the minimal root.
+box apt-install curl >"$work/apt.log" 2>&1 || echo "    (could not install curl in the box; see the webhook check)"
+
+check "photond(8), photonctl(1), photond.socket(5) installed" \
+  as_root test -f /usr/share/man/man8/photond.8.gz -a -f /usr/share/man/man1/photonctl.1.gz \
+               -a -f /usr/share/man/man5/photond.socket.5.gz
+check "sysusers created system user photon" as_root sh -c 'getent passwd photon | grep -q ":/var/lib/photon:"'
+check "tmpfiles created /etc/photon/handlers and /run/photon (owner photon)" \
+  as_root sh -c 'test -d /etc/photon/handlers && test "$(stat -c %U:%a /run/photon)" = photon:755'
+
+# ---------------------------------------------------------------- user instance
+as_user systemctl --user daemon-reload
+check "photond.socket is enabled for every user by the package" as_user systemctl --user is-enabled photond.socket
+check "photond-webhook.socket is shipped but not enabled" \
+  as_user sh -c '! systemctl --user is-enabled --quiet photond-webhook.socket && systemctl --user cat photond-webhook.socket >/dev/null'
+check "systemctl --user start photond.socket" as_user systemctl --user start photond.socket
+check "control socket ~/.photon/.data/daemon.sock is 0600 in a 0700 directory" \
+  as_user sh -c 'test "$(stat -c %a ~/.photon/.data/daemon.sock)" = 600 && test "$(stat -c %a ~/.photon/.data)" = 700'
+check "photond.service is not running before the first client" \
+  as_user sh -c '! systemctl --user is-active --quiet photond.service'
+
+check "photonctl ping answers pong (activates photond.service)" as_user sh -c 'test "$(photonctl ping)" = pong'
+check "photond.service is active (Type=notify, READY=1)" as_user systemctl --user is-active photond.service
+check "daemon.pid beside the socket names the service's main pid" \
+  as_user sh -c 'test "$(cat ~/.photon/.data/daemon.pid)" = "$(systemctl --user show -P MainPID photond.service)"'
+check "STATUS= is reported to systemd" \
+  as_user sh -c 'systemctl --user show -P StatusText photond.service | grep -q .'
+
+check "busctl --user introspect org.photond.Daemon1 /org/photond/Daemon1" \
+  as_user sh -c 'busctl --user introspect org.photond.Daemon1 /org/photond/Daemon1 | grep -q "^org.photond.Daemon1 *interface"'
+
+# A client connected across "systemctl --user stop": it must receive the shutdown notice. The client first gets
+# an answer to a ping, which proves it is connected before the stop.
+check "systemctl --user stop photond.service sends a connected client the shutdown notice" as_user sh -c '
+  set -e
+  sock=$HOME/.photon/.data/daemon.sock out=$(mktemp) fifo=$(mktemp -u)
+  mkfifo "$fifo"
+  socat -t 5 - UNIX-CONNECT:"$sock" <"$fifo" >"$out" & client=$!
+  exec 3>"$fifo"
+  echo "{\"type\":\"ping\",\"id\":\"before-stop\"}" >&3
+  for _ in $(seq 1 100); do grep -q pong "$out" && break; sleep 0.1; done
+  grep -q "\"before-stop\"" "$out"
+  systemctl --user stop photond.service
+  exec 3>&-
+  for _ in $(seq 1 100); do kill -0 $client 2>/dev/null || break; sleep 0.1; done
+  cat "$out"
+  grep "\"type\":\"shutdown\"" "$out" | grep -q "daemon-shutting-down"'
+check "photond.socket keeps listening after the service stopped" as_user systemctl --user is-active photond.socket
+check "the next photonctl ping starts photond again" as_user sh -c 'test "$(photonctl ping)" = pong'
+
+check "Restart=on-failure: a killed photond is started again" as_user sh -c '
+  old=$(systemctl --user show -P MainPID photond.service)
+  systemctl --user kill -s KILL photond.service
+  for _ in $(seq 1 100); do
+    new=$(systemctl --user show -P MainPID photond.service)
+    [ "$new" != 0 ] && [ "$new" != "$old" ] && systemctl --user is-active --quiet photond.service && exit 0
+    sleep 0.1
+  done
+  systemctl --user status --no-pager photond.service; exit 1'
+
+check "systemctl --user start photond-webhook.socket" as_user systemctl --user start photond-webhook.socket
+# The running daemon got its sockets at start: restart it so it receives the webhook socket too.
+as_user systemctl --user stop photond.service
+check "curl http://127.0.0.1:3457/healthz (activates photond through the webhook socket)" \
+  as_user sh -c 'curl -fsS --max-time 10 http://127.0.0.1:3457/healthz | grep -q "\"status\":\"ok\""'
+check "photonctl ping after activation through the webhook socket" as_user sh -c 'test "$(photonctl ping)" = pong'
+as_user systemctl --user stop photond.service photond-webhook.socket photond.socket
+
+# ---------------------------------------------------------------- system instance
+check "system photond.socket is not enabled by the package" \
+  as_root sh -c '! systemctl is-enabled --quiet photond.socket'
+check "systemctl start photond.socket (system)" as_root systemctl start photond.socket
+check "/run/photon/daemon.sock is root:photon 0660" \
+  as_root sh -c 'test "$(stat -c %U:%G:%a /run/photon/daemon.sock)" = root:photon:660'
+check "photonctl --system ping as root (no /etc/photon/webhook-secret: the service starts anyway)" \
+  as_root sh -c 'test ! -e /etc/photon/webhook-secret && test "$(photonctl --system ping)" = pong'
+check "system photond.service runs as user photon" \
+  as_root sh -c 'test "$(ps -o user= -p "$(systemctl show -P MainPID photond.service)")" = photon'
+check "a user outside group photon cannot connect to the system socket" \
+  as_user sh -c '! photonctl --system ping'
+check "busctl --system introspect org.photond.Daemon1 as an unprivileged user" \
+  as_user sh -c 'busctl --system introspect org.photond.Daemon1 /org/photond/Daemon1 | grep -q "^org.photond.Daemon1 *interface"'
+check "D-Bus policy: ListLocks allowed to everyone" \
+  as_user busctl --system call org.photond.Daemon1 /org/photond/Daemon1 org.photond.Daemon1 ListLocks
+check "D-Bus policy: ReleaseLock denied outside group photon" as_user sh -c '
+  out=$(busctl --system call org.photond.Daemon1 /org/photond/Daemon1 org.photond.Daemon1 ReleaseLock s x 2>&1)
+  echo "$out"; echo "$out" | grep -qi "access denied\|AccessDenied"'
+check "webhook secret from /etc/photon/webhook-secret reaches photond as a credential" as_root sh -c '
+  umask 077; echo systest-secret >/etc/photon/webhook-secret
+  systemctl restart photond.service
+  test "$(photonctl --system ping)" = pong
+  journalctl --no-pager -u photond.service | grep -q "Webhook secret from credential webhook-secret"'
+as_root usermod -aG photon tester
+check "a member of group photon may use the system socket" as_user sh -c 'test "$(photonctl --system ping)" = pong'
+as_root systemctl stop photond.service photond.socket
+
+if [ "$failed" -gt 0 ]; then
+  echo "== journal of photond (user and system instance), last lines:"
+  as_root journalctl --no-pager -n 40 _SYSTEMD_USER_UNIT=photond.service + _SYSTEMD_UNIT=photond.service \
+    2>&1 | sed 's/^/    | /'
+fi
+finish
