@@ -269,14 +269,18 @@ static int read_secret_file(const char *path, WebhookKey **ret) {
         return r;
 }
 
+/* Adds the webhook-secret.<photon> files of dir to table. Logs its errors. */
 static int load_photon_secrets(const char *dir, PhotonSecret **table) {
         _cleanup_(closedirp) DIR *d = NULL;
         struct dirent *de;
         int r;
 
         d = opendir(dir);
-        if (!d)
-                return errno == ENOENT ? 0 : -errno;
+        if (!d) {
+                if (errno == ENOENT)
+                        return 0;
+                return log_error_errno(errno, "Failed to open %s: %m", dir);
+        }
 
         while ((errno = 0, de = readdir(d))) {
                 _cleanup_free_ char *path = NULL;
@@ -292,7 +296,7 @@ static int load_photon_secrets(const char *dir, PhotonSecret **table) {
                         continue;
                 }
                 if (asprintf(&path, "%s/%s", dir, de->d_name) < 0)
-                        return -ENOMEM;
+                        return log_oom();
                 r = read_secret_file(path, &key);
                 if (r == -ENODATA) {
                         log_warning("Ignoring empty credential %s.", path);
@@ -304,13 +308,15 @@ static int load_photon_secrets(const char *dir, PhotonSecret **table) {
                 s = malloc(offsetof(PhotonSecret, photon) + strlen(photon) + 1);
                 if (!s) {
                         webhook_key_free(key);
-                        return -ENOMEM;
+                        return log_oom();
                 }
                 *s = (PhotonSecret) { .key = key };
                 strcpy(s->photon, photon);
                 HASH_ADD_STR(*table, photon, s);
         }
-        return errno > 0 ? -errno : 0;
+        if (errno > 0)
+                return log_error_errno(errno, "Failed to read %s: %m", dir);
+        return 0;
 }
 
 static int webhook_load_secrets(Webhook *w) {
@@ -333,10 +339,10 @@ static int webhook_load_secrets(Webhook *w) {
                 else if (r >= 0)
                         source = "credential webhook-secret";
 
-                r = load_photon_secrets(creds, &photon_secrets);
+                r = load_photon_secrets(creds, &photon_secrets);   /* logs */
                 if (r < 0) {
                         photon_secrets_free_all(&photon_secrets);
-                        return log_error_errno(r, "Failed to read the credentials in %s: %m", creds);
+                        return r;
                 }
         }
 
@@ -438,8 +444,8 @@ static void on_call_done(const DispatchResult *result, void *userdata) {
 static int on_client_hup(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         WebhookRequest *req = userdata;
 
-        /* The client closed its side while the method runs: nobody will read the answer. As node's HTTP server
-         * does, a half-close counts as gone. */
+        /* The client closed its side while the method runs: nobody will read the answer. A half-close cannot be
+         * told apart from a close without writing, and webhook senders do not half-close, so it counts as gone. */
         log_debug("Webhook client went away during %s.%s; abandoning the call.", req->photon, req->method);
         req->webhook->n_abandoned++;
         if (req->call) {
@@ -1026,10 +1032,11 @@ Webhook* webhook_free(Webhook *w) {
                 }
         }
 
-        /* Runs on_completed() for every connection, which frees the requests. */
+        /* Runs on_completed() for every connection, which frees the requests; anything left is freed here. */
         if (w->daemon)
                 MHD_stop_daemon(w->daemon);
-        assert(!w->requests);
+        while (w->requests)
+                webhook_request_free(w->requests);
 
         sd_event_source_disable_unref(w->timer_event_source);
         sd_event_source_disable_unref(w->io_event_source);
