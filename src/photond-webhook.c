@@ -333,7 +333,8 @@ static int webhook_load_secrets(Webhook *w) {
                         return log_oom();
                 r = read_secret_file(path, &secret);
                 if (r == -ENODATA)
-                        log_warning("Ignoring empty credential %s.", path);
+                        /* What the shipped units' SetCredential= fallback gives when no secret file exists. */
+                        log_info("Credential webhook-secret is empty: no secret from it.");
                 else if (r < 0 && r != -ENOENT)
                         return log_error_errno(r, "Failed to read %s: %m", path);
                 else if (r >= 0)
