@@ -25,6 +25,7 @@
         X(REPLAY_MAX_TOTAL_BYTES,               (64 * 1024 * 1024)) /* all channels' buffers together */        \
         /* locks */                                                                                             \
         X(MAX_LOCK_NAME_BYTES,                  256)                                                            \
+        X(MAX_LOCK_HOLDER_BYTES,                1024)              /* lockHolder/sessionId/id kept as holder */ \
         X(MAX_LOCKS,                            65536)                                                          \
         X(LOCK_DEFAULT_TIMEOUT_MS,              30000)             /* reference default, also for 0 */          \
         X(MAX_LOCK_WAITERS_PER_LOCK,            1024)                                                           \

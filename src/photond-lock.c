@@ -1,69 +1,938 @@
 /* SPDX-License-Identifier: MIT */
 
-/* Locks (stub until the locks issue lands). */
+/* Locks: named expiring locks in a hash table by name. Each live lock has its own sd-event timer on
+ * CLOCK_BOOTTIME with 1 ms accuracy, so an expired lock is gone the moment its time is up, with no sweep; a lock
+ * whose deadline has passed is also treated as gone when it is looked up, whatever order the loop dispatches in.
+ * Fencing tokens increase over the daemon's whole life: state.json holds a high-water mark raised a block at a
+ * time ahead of the tokens issued. Waiting acquires (lockWait) queue FIFO on the held lock and get it at once
+ * when it frees. Every change marks state.json dirty; the manager writes it before any reply of the same loop
+ * iteration leaves (group commit), so nobody hears "acquired" for a lock a crash could forget. */
 
-#include <json-c/json.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <utlist.h>
 
+#include "json-util.h"
+#include "photond-bus.h"
 #include "photond-client.h"
+#include "photond-limits.h"
 #include "photond-lock.h"
 #include "photond-manager.h"
 
-struct LockTable {
-        Manager *manager;
+/* Larger lockTimeouts are clamped to this ("practically forever") so the deadline in µs and expiresAt in ms
+ * cannot overflow. */
+#define LOCK_TIMEOUT_MAX_MS (UINT64_C(100) * 366 * 24 * 3600 * 1000)
+
+struct LockWaiter {
+        Lock *lock;
+        Client *client;
+        char *request_id;
+        char *holder;
+        uint64_t timeout_ms;            /* the lock's timeout once it is handed over */
+        RequestType kind;               /* REQUEST_LOCK or REQUEST_ASSIGN_LOCK: the shape of the answer */
+        sd_event_source *timer;         /* the end of the wait */
+        LockWaiter *prev, *next;                /* lock->waiters */
+        LockWaiter *client_prev, *client_next;  /* ClientWaits.waiters */
 };
 
+/* The waiters of one connection, so a disconnect leaves the queues without scanning them. */
+typedef struct ClientWaits {
+        Client *client;
+        LockWaiter *waiters;
+        UT_hash_handle hh;
+} ClientWaits;
+
+struct LockTable {
+        Manager *manager;
+        sd_event *event;
+        Lock *locks;                    /* uthash by name */
+        ClientWaits *client_waits;      /* uthash by Client pointer */
+        unsigned n_waiters;
+        uint64_t last_token;            /* the last fencing token issued */
+        uint64_t reserved_token;        /* persisted: no token above it has been issued */
+        bool tokens_reseeded;
+};
+
+/* ---- reply shapes (the reference's keys in its order, then photond's fencingToken) ---- */
+
+static struct json_object* acquired_data_new(const char *name, const char *holder, uint64_t token) {
+        struct json_object *d = json_object_new_object();
+
+        if (!d)
+                return NULL;
+        if (json_add_bool(d, "acquired", true) < 0 ||
+            json_add_string(d, "lockName", name) < 0 ||
+            json_add_string(d, "holder", holder) < 0 ||
+            json_add_int64(d, "fencingToken", (int64_t) token) < 0)
+                return json_object_put(d), NULL;
+        return d;
+}
+
+static struct json_object* refused_data_new(RequestType kind, const char *name, const char *holder,
+                                            const char *current) {
+        struct json_object *d = json_object_new_object();
+        bool assign = kind == REQUEST_ASSIGN_LOCK;
+
+        if (!d)
+                return NULL;
+        /* The two texts differ in the reference ("client" / "caller"); clients may match them. */
+        if (json_add_bool(d, "acquired", false) < 0 ||
+            json_add_string(d, "lockName", name) < 0 ||
+            json_add_string(d, "holder", holder) < 0 ||
+            json_add_string(d, "reason", assign ? "Lock held by another caller" : "Lock held by another client") < 0 ||
+            (assign && json_add_string(d, "currentHolder", current) < 0))
+                return json_object_put(d), NULL;
+        return d;
+}
+
+static struct json_object* lock_json_new(const Lock *l) {
+        struct json_object *o = json_object_new_object();
+
+        if (!o)
+                return NULL;
+        if (json_add_string(o, "name", l->name) < 0 ||
+            json_add_string(o, "holder", l->holder) < 0 ||
+            json_add_int64(o, "acquiredAt", l->acquired_at) < 0 ||
+            json_add_int64(o, "expiresAt", l->expires_at) < 0 ||
+            json_add_int64(o, "fencingToken", (int64_t) l->token) < 0)
+                return json_object_put(o), NULL;
+        return o;
+}
+
+/* ---- the table ---- */
+
+LockTime lock_table_now(LockTable *t) {
+        uint64_t boot, wall;
+
+        /* The loop's cached time: every request of one iteration sees the same instant, and it costs no syscall. */
+        if (sd_event_now(t->event, CLOCK_BOOTTIME, &boot) < 0)
+                boot = now_usec(CLOCK_BOOTTIME);
+        if (sd_event_now(t->event, CLOCK_REALTIME, &wall) < 0)
+                wall = now_usec(CLOCK_REALTIME);
+        return (LockTime) { .boot_usec = boot, .wall_ms = (int64_t) (wall / USEC_PER_MSEC) };
+}
+
+/* When state.json was lost the high-water mark went with it. Tokens then continue above any we can have issued
+ * (fewer than 1000 per millisecond since the epoch), so a resource that saw an old token still accepts the new
+ * holders' larger ones. Checked before a token is issued or the mark is written. */
+static void lock_table_reseed_tokens(LockTable *t) {
+        uint64_t seed;
+
+        if (t->tokens_reseeded || !t->manager->state_lost)
+                return;
+        t->tokens_reseeded = true;
+        seed = (uint64_t) MAX(now_ms(), 0) * 1000;
+        if (seed > t->reserved_token)
+                t->last_token = t->reserved_token = seed;
+}
+
+static uint64_t lock_table_next_token(LockTable *t) {
+        lock_table_reseed_tokens(t);
+        t->last_token++;
+        if (t->last_token > t->reserved_token)
+                t->reserved_token = t->last_token + LOCK_TOKEN_BLOCK - 1;   /* written before the reply leaves */
+        return t->last_token;
+}
+
+static void lock_table_changed(LockTable *t) {
+        manager_state_changed(t->manager);
+}
+
+static void lock_set_expiry(Lock *l, uint64_t timeout_ms, const LockTime *now) {
+        l->expires_at = now->wall_ms + (int64_t) timeout_ms;
+        l->deadline = now->boot_usec + timeout_ms * USEC_PER_MSEC;
+}
+
+static void lock_vacate(LockTable *t, Lock *l, const LockTime *now, const char *event);
+
+static int on_lock_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Lock *l = userdata;
+        LockTime now = lock_table_now(l->table);
+
+        lock_vacate(l->table, l, &now, "expired");
+        return 0;
+}
+
+static int lock_arm_timer(Lock *l) {
+        int r;
+
+        if (l->timer) {
+                r = sd_event_source_set_time(l->timer, l->deadline);
+                if (r < 0)
+                        return r;
+                return sd_event_source_set_enabled(l->timer, SD_EVENT_ONESHOT);
+        }
+
+        /* 1 ms accuracy: sd-event's default of 250 ms would let a lock outlive its timeout visibly. */
+        r = sd_event_add_time(l->table->event, &l->timer, CLOCK_BOOTTIME, l->deadline, USEC_PER_MSEC,
+                              on_lock_timer, l);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(l->timer, "lock-expiry");
+        return 0;
+}
+
+static void waiter_free(LockTable *t, LockWaiter *w, bool detach_client) {
+        Lock *l = w->lock;
+
+        DL_DELETE2(l->waiters, w, prev, next);
+        l->n_waiters--;
+        t->n_waiters--;
+
+        if (detach_client) {
+                ClientWaits *cw;
+
+                HASH_FIND_PTR(t->client_waits, &w->client, cw);
+                if (cw) {
+                        DL_DELETE2(cw->waiters, w, client_prev, client_next);
+                        if (!cw->waiters) {
+                                HASH_DEL(t->client_waits, cw);
+                                free(cw);
+                        }
+                }
+                w->client->n_lock_waits--;
+        }
+
+        sd_event_source_disable_unref(w->timer);
+        free(w->request_id);
+        free(w->holder);
+        free(w);
+}
+
+static void lock_free(LockTable *t, Lock *l) {
+        LockWaiter *w;
+
+        HASH_DEL(t->locks, l);
+        while ((w = l->waiters))
+                waiter_free(t, w, /* detach_client= */ true);
+        sd_event_source_disable_unref(l->timer);
+        free(l->name);
+        free(l->holder);
+        free(l);
+}
+
+/* Answers a waiter that now holds the lock, and forgets it. */
+static void waiter_grant(LockTable *t, LockWaiter *w) {
+        Lock *l = w->lock;
+
+        (void) client_reply_result(w->client, w->request_id, true,
+                                   acquired_data_new(l->name, l->holder, l->token));
+        waiter_free(t, w, true);
+}
+
+/* Waiters whose holder now holds the lock succeed as a re-entrant acquire would: expiry reset, token kept. */
+static void lock_serve_holder_waiters(LockTable *t, Lock *l, const LockTime *now) {
+        LockWaiter *w, *w_next;
+
+        DL_FOREACH_SAFE2(l->waiters, w, w_next, next) {
+                if (!streq(w->holder, l->holder))
+                        continue;
+                lock_set_expiry(l, w->timeout_ms, now);
+                (void) lock_arm_timer(l);
+                waiter_grant(t, w);
+        }
+}
+
+/* The first waiter becomes the holder: a new acquisition with its own timeout and a new token. */
+static void lock_hand_over(LockTable *t, Lock *l, const LockTime *now) {
+        LockWaiter *w = l->waiters;
+        char *old = l->holder;
+
+        l->holder = w->holder;
+        w->holder = old;                /* freed with the waiter */
+        l->acquired_at = now->wall_ms;
+        lock_set_expiry(l, w->timeout_ms, now);
+        l->token = lock_table_next_token(t);
+        /* Should re-arming fail (ENOMEM), the deadline check on access still ends the lock on time. */
+        (void) lock_arm_timer(l);
+
+        waiter_grant(t, w);
+        bus_send_lock_changed(t->manager, l->name, l->holder, "acquired");
+        lock_serve_holder_waiters(t, l, now);
+}
+
+/* The holder is gone (released, expired, removed by an administrator): the lock passes to the first waiter, or
+ * disappears. */
+static void lock_vacate(LockTable *t, Lock *l, const LockTime *now, const char *event) {
+        bus_send_lock_changed(t->manager, l->name, l->holder, event);
+
+        if (l->waiters)
+                lock_hand_over(t, l, now);
+        else {
+                lock_free(t, l);
+                manager_bus_changed(t->manager);
+        }
+        lock_table_changed(t);
+}
+
+Lock* lock_table_get(LockTable *t, const char *name, const LockTime *now) {
+        Lock *l;
+
+        HASH_FIND_STR(t->locks, name, l);
+        if (!l || now->boot_usec < l->deadline)
+                return l;
+
+        /* Past its deadline, timer not run yet: it is expired now. Handing it over keeps the entry. */
+        bool handed_over = l->waiters;
+        lock_vacate(t, l, now, "expired");
+        return handed_over ? l : NULL;
+}
+
+int lock_table_acquire(LockTable *t, const char *name, const char *holder, uint64_t timeout_ms, const LockTime *now,
+                       Lock **ret) {
+        _cleanup_free_ Lock *l = NULL;
+        Lock *existing;
+        int r;
+
+        existing = lock_table_get(t, name, now);
+        if (existing) {
+                *ret = existing;
+                if (!streq(existing->holder, holder))
+                        return -EBUSY;
+
+                /* Re-entrant: the reference moves the expiry (it may shorten) and keeps acquiredAt; so does the
+                 * fencing token, since the holder never lost the lock. */
+                lock_set_expiry(existing, timeout_ms, now);
+                r = lock_arm_timer(existing);
+                if (r < 0)
+                        return r;
+                lock_table_changed(t);
+                return 0;
+        }
+
+        if (strlen(name) > limits.MAX_LOCK_NAME_BYTES)
+                return -ENAMETOOLONG;
+        if (strlen(holder) > limits.MAX_LOCK_HOLDER_BYTES)
+                return -EMSGSIZE;
+        if (HASH_COUNT(t->locks) >= limits.MAX_LOCKS)
+                return -ENOSPC;
+
+        l = new0(Lock, 1);
+        if (!l)
+                return -ENOMEM;
+        l->table = t;
+        l->name = strdup(name);
+        l->holder = strdup(holder);
+        if (!l->name || !l->holder) {
+                free(l->name);
+                free(l->holder);
+                return -ENOMEM;
+        }
+        l->acquired_at = now->wall_ms;
+        lock_set_expiry(l, timeout_ms, now);
+        r = lock_arm_timer(l);
+        if (r < 0) {
+                free(l->name);
+                free(l->holder);
+                return r;
+        }
+        l->token = lock_table_next_token(t);
+
+        HASH_ADD_KEYPTR(hh, t->locks, l->name, strlen(l->name), l);
+        existing = TAKE_PTR(l);
+        bus_send_lock_changed(t->manager, existing->name, existing->holder, "acquired");
+        manager_bus_changed(t->manager);
+        lock_table_changed(t);
+        *ret = existing;
+        return 1;
+}
+
+int lock_table_release(LockTable *t, const char *name, const char *holder, const LockTime *now) {
+        Lock *l;
+
+        l = lock_table_get(t, name, now);
+        if (!l)
+                return 0;       /* idempotent, as the reference; an expired lock is already gone */
+        if (!streq(l->holder, holder))
+                return -EPERM;
+        lock_vacate(t, l, now, "released");
+        return 0;
+}
+
+int lock_table_transfer(LockTable *t, const char *name, const char *from, const char *to, uint64_t timeout_ms,
+                        const LockTime *now, Lock **ret) {
+        Lock *l;
+        char *h;
+
+        l = lock_table_get(t, name, now);
+        if (!l) {
+                int r = lock_table_acquire(t, name, to, timeout_ms, now, ret);
+                return r < 0 ? r : 1;
+        }
+
+        *ret = l;
+        if (!streq(l->holder, from))
+                return -EPERM;
+        if (strlen(to) > limits.MAX_LOCK_HOLDER_BYTES)
+                return -EMSGSIZE;
+        h = strdup(to);
+        if (!h)
+                return -ENOMEM;
+
+        bus_send_lock_changed(t->manager, l->name, l->holder, "released");
+        free(l->holder);
+        l->holder = h;
+        l->acquired_at = now->wall_ms;
+        lock_set_expiry(l, timeout_ms, now);
+        l->token = lock_table_next_token(t);
+        (void) lock_arm_timer(l);       /* a timer that exists is only moved; the access check covers a failure */
+        bus_send_lock_changed(t->manager, l->name, l->holder, "acquired");
+        lock_serve_holder_waiters(t, l, now);
+        lock_table_changed(t);
+        return 1;
+}
+
+static int on_waiter_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        LockWaiter *w = userdata;
+        Lock *l = w->lock;
+        LockTable *t = l->table;
+        LockTime now = lock_table_now(t);
+
+        /* The lock may have run out at this same instant with its timer still pending: then it is free now, and the
+         * queue is served in order first; this waiter may be the one that gets it. */
+        if (now.boot_usec >= l->deadline) {
+                bool served = l->waiters == w || streq(l->waiters->holder, w->holder);
+
+                lock_vacate(t, l, &now, "expired");
+                if (served)
+                        return 0;
+        }
+
+        (void) client_reply_result(w->client, w->request_id, false,
+                                   refused_data_new(w->kind, l->name, w->holder, l->holder));
+        waiter_free(t, w, true);
+        return 0;
+}
+
+int lock_table_wait(LockTable *t, const char *name, const char *holder, uint64_t timeout_ms, uint64_t wait_ms,
+                    RequestType kind, Client *c, const char *request_id, const LockTime *now) {
+        _cleanup_free_ LockWaiter *w = NULL;
+        ClientWaits *cw;
+        Lock *l;
+        int r;
+
+        assert(kind == REQUEST_LOCK || kind == REQUEST_ASSIGN_LOCK);
+
+        l = lock_table_get(t, name, now);
+        if (!l)
+                return -ENOENT;
+        if (strlen(holder) > limits.MAX_LOCK_HOLDER_BYTES)
+                return -EMSGSIZE;
+        if (l->n_waiters >= limits.MAX_LOCK_WAITERS_PER_LOCK)
+                return -EXFULL;
+        if (t->n_waiters >= limits.MAX_LOCK_WAITERS)
+                return -ENOSPC;
+
+        w = new0(LockWaiter, 1);
+        if (!w)
+                return -ENOMEM;
+
+        HASH_FIND_PTR(t->client_waits, &c, cw);
+        if (!cw) {
+                cw = new0(ClientWaits, 1);
+                if (!cw)
+                        return -ENOMEM;
+                cw->client = c;
+                HASH_ADD_PTR(t->client_waits, client, cw);
+        }
+        *w = (LockWaiter) {
+                .lock = l,
+                .client = c,
+                .timeout_ms = timeout_ms,
+                .kind = kind,
+                .request_id = strdup(request_id),
+                .holder = strdup(holder),
+        };
+        if (!w->request_id || !w->holder)
+                r = -ENOMEM;
+        else
+                r = sd_event_add_time(t->event, &w->timer, CLOCK_BOOTTIME, now->boot_usec + wait_ms * USEC_PER_MSEC,
+                                      USEC_PER_MSEC, on_waiter_timeout, w);
+        if (r < 0) {
+                free(w->request_id);
+                free(w->holder);
+                if (!cw->waiters) {
+                        HASH_DEL(t->client_waits, cw);
+                        free(cw);
+                }
+                return r;
+        }
+        (void) sd_event_source_set_description(w->timer, "lock-wait");
+
+        DL_APPEND2(l->waiters, w, prev, next);
+        DL_APPEND2(cw->waiters, w, client_prev, client_next);
+        l->n_waiters++;
+        t->n_waiters++;
+        c->n_lock_waits++;
+        TAKE_PTR(w);
+        return 0;
+}
+
+int lock_table_force_release(LockTable *t, const char *name) {
+        LockTime now = lock_table_now(t);
+        Lock *l;
+
+        l = lock_table_get(t, name, &now);
+        if (!l)
+                return -ENOENT;
+        lock_vacate(t, l, &now, "released");
+        return 0;
+}
+
+int lock_table_list(LockTable *t, struct json_object **ret_array) {
+        _cleanup_(json_object_putp) struct json_object *a = NULL;
+        LockTime now = lock_table_now(t);
+        Lock *l, *tmp;
+
+        a = json_object_new_array_ext((int) HASH_COUNT(t->locks));
+        if (!a)
+                return -ENOMEM;
+
+        /* Insertion order, as the reference's Map; only live locks. */
+        HASH_ITER(hh, t->locks, l, tmp) {
+                if (!lock_table_get(t, l->name, &now))
+                        continue;
+                if (json_object_array_add(a, lock_json_new(l)) < 0)
+                        return -ENOMEM;
+        }
+        *ret_array = TAKE_PTR(a);
+        return 0;
+}
+
 int lock_table_new(Manager *m, LockTable **ret) {
-        LockTable *t = new0(LockTable, 1);
+        LockTable *t;
+
+        assert(m);
+        assert(m->event);
+
+        t = new0(LockTable, 1);
         if (!t)
                 return -ENOMEM;
         t->manager = m;
+        t->event = m->event;
         *ret = t;
         return 0;
 }
 
 LockTable* lock_table_free(LockTable *t) {
+        ClientWaits *cw, *cwtmp;
+        Lock *l, *tmp;
+
+        if (!t)
+                return NULL;
+
+        /* The manager has disconnected every client by now; do not touch them. */
+        HASH_ITER(hh, t->locks, l, tmp) {
+                LockWaiter *w;
+
+                while ((w = l->waiters))
+                        waiter_free(t, w, /* detach_client= */ false);
+                lock_free(t, l);
+        }
+        HASH_ITER(hh, t->client_waits, cw, cwtmp) {
+                HASH_DEL(t->client_waits, cw);
+                free(cw);
+        }
         return mfree(t);
 }
 
 void lock_table_client_gone(LockTable *t, Client *c) {
+        ClientWaits *cw;
+
+        if (!t || c->n_lock_waits == 0)
+                return;
+
+        /* Only its parked acquires go; the locks it holds stay (they belong to holder strings, not connections). */
+        for (;;) {
+                HASH_FIND_PTR(t->client_waits, &c, cw);
+                if (!cw)
+                        break;
+                waiter_free(t, cw->waiters, true);
+        }
 }
 
-int lock_table_handle_lock(Manager *m, Client *c, Request *req) {
-        return manager_reply_unsupported(c, req);
+unsigned lock_table_count(LockTable *t) {
+        return t ? HASH_COUNT(t->locks) : 0;
 }
 
-int lock_table_handle_unlock(Manager *m, Client *c, Request *req) {
-        return manager_reply_unsupported(c, req);
+unsigned lock_table_waiter_count(LockTable *t) {
+        return t->n_waiters;
 }
 
-int lock_table_handle_assign(Manager *m, Client *c, Request *req) {
-        return manager_reply_unsupported(c, req);
+uint64_t lock_table_last_token(LockTable *t) {
+        return t->last_token;
 }
 
-int lock_table_handle_transfer(Manager *m, Client *c, Request *req) {
-        return manager_reply_unsupported(c, req);
+uint64_t lock_table_reserved_token(LockTable *t) {
+        return t->reserved_token;
 }
 
-int lock_table_handle_query(Manager *m, Client *c, Request *req) {
-        return manager_reply_unsupported(c, req);
-}
+/* ---- request handlers ---- */
 
-int lock_table_handle_list(Manager *m, Client *c, Request *req) {
-        return manager_reply_unsupported(c, req);
-}
+/* A duration in ms: 0 and *ret (0 when absent or null), -EINVAL for anything but a non-negative number. Fractions
+ * round up, as a JavaScript timer would still be pending; huge values saturate. */
+static int request_ms(const Request *req, const char *key, uint64_t *ret) {
+        struct json_object *v;
+        double d;
 
-int lock_table_add_status(LockTable *t, struct json_object *data) {
+        if (!json_object_object_get_ex(req->json, key, &v) || json_object_is_type(v, json_type_null)) {
+                *ret = 0;
+                return 0;
+        }
+        if (json_object_is_type(v, json_type_int)) {
+                int64_t i = json_object_get_int64(v);
+
+                if (i < 0)
+                        return -EINVAL;
+                *ret = (uint64_t) i;
+                return 0;
+        }
+        if (!json_object_is_type(v, json_type_double))
+                return -EINVAL;
+        d = json_object_get_double(v);
+        if (isnan(d) || d < 0)
+                return -EINVAL;
+        if (d >= 1.8e19) {
+                *ret = UINT64_MAX;
+                return 0;
+        }
+        *ret = (uint64_t) d;
+        if ((double) *ret < d)
+                (*ret)++;
         return 0;
 }
 
+/* The reference's `lockTimeout || 30000`: absent and 0 mean the default. */
+static int request_timeout(Client *c, const Request *req, uint64_t *ret) {
+        uint64_t v;
+
+        if (request_ms(req, "lockTimeout", &v) < 0) {
+                (void) client_reply_error(c, req->id,
+                                   "Invalid request format: lockTimeout must be a non-negative number of milliseconds",
+                                   NULL);
+                return -EINVAL;
+        }
+        *ret = v == 0 ? limits.LOCK_DEFAULT_TIMEOUT_MS : MIN(v, LOCK_TIMEOUT_MAX_MS);
+        return 0;
+}
+
+/* `lock` takes the holder from sessionId || id (the reference ignores lockHolder there); the other requests from
+ * lockHolder || sessionId || id. Empty strings fall through, as with JavaScript's ||. */
+static const char* request_holder(const Request *req, bool use_lock_holder) {
+        const char *h;
+
+        if (use_lock_holder && (h = request_string(req, "lockHolder")) && h[0])
+                return h;
+        if ((h = request_string(req, "sessionId")) && h[0])
+                return h;
+        return req->id;
+}
+
+/* Caps and allocation failures of the table as error replies; other errors go to the manager. */
+static int reply_table_error(Client *c, const Request *req, int r, const char *name, const char *holder) {
+        char msg[256];
+
+        switch (r) {
+        case -ENAMETOOLONG:
+                snprintf(msg, sizeof(msg), "Lock name too long: %zu bytes, at most %" PRIu64
+                         " (PHOTOND_MAX_LOCK_NAME_BYTES)", strlen(name), limits.MAX_LOCK_NAME_BYTES);
+                break;
+        case -EMSGSIZE:
+                snprintf(msg, sizeof(msg), "Lock holder too long: %zu bytes, at most %" PRIu64
+                         " (PHOTOND_MAX_LOCK_HOLDER_BYTES)", strlen(holder), limits.MAX_LOCK_HOLDER_BYTES);
+                break;
+        case -ENOSPC:
+                snprintf(msg, sizeof(msg), "Too many locks: %" PRIu64 " are held (PHOTOND_MAX_LOCKS)",
+                         limits.MAX_LOCKS);
+                break;
+        default:
+                return r;
+        }
+        return client_reply_error(c, req->id, msg, "Release locks that are no longer needed");
+}
+
+static int reply_wait_error(Client *c, const Request *req, int r, const char *name, const char *holder) {
+        char msg[256];
+
+        switch (r) {
+        case -EXFULL:
+                snprintf(msg, sizeof(msg), "Too many waiters for this lock: at most %" PRIu64
+                         " (PHOTOND_MAX_LOCK_WAITERS_PER_LOCK)", limits.MAX_LOCK_WAITERS_PER_LOCK);
+                break;
+        case -ENOSPC:
+                snprintf(msg, sizeof(msg), "Too many waiting lock requests: at most %" PRIu64
+                         " (PHOTOND_MAX_LOCK_WAITERS)", limits.MAX_LOCK_WAITERS);
+                break;
+        default:
+                return reply_table_error(c, req, r, name, holder);
+        }
+        return client_reply_error(c, req->id, msg, "Retry without lockWait, or later");
+}
+
+static int handle_acquire(Manager *m, Client *c, Request *req) {
+        const char *name = request_string(req, "lockName");
+        const char *holder = request_holder(req, req->type != REQUEST_LOCK);
+        uint64_t timeout, wait;
+        LockTime now;
+        Lock *l;
+        int r;
+
+        if (request_timeout(c, req, &timeout) < 0)
+                return 0;
+        if (request_ms(req, "lockWait", &wait) < 0 || wait > limits.MAX_LOCK_WAIT_MS) {
+                char msg[160];
+
+                snprintf(msg, sizeof(msg), "Invalid request format: lockWait must be a number of milliseconds "
+                         "from 0 to %" PRIu64, limits.MAX_LOCK_WAIT_MS);
+                return client_reply_error(c, req->id, msg, NULL);
+        }
+
+        now = lock_table_now(m->locks);
+        r = lock_table_acquire(m->locks, name, holder, timeout, &now, &l);
+        if (r >= 0)
+                return client_reply_result(c, req->id, true, acquired_data_new(name, holder, l->token));
+        if (r != -EBUSY)
+                return reply_table_error(c, req, r, name, holder);
+
+        if (wait > 0) {
+                /* Answered later: when the lock is handed over, or with the refusal when the wait ends. */
+                r = lock_table_wait(m->locks, name, holder, timeout, wait, req->type, c, req->id, &now);
+                return r < 0 ? reply_wait_error(c, req, r, name, holder) : 0;
+        }
+
+        return client_reply_result(c, req->id, false, refused_data_new(req->type, name, holder, l->holder));
+}
+
+int lock_table_handle_lock(Manager *m, Client *c, Request *req) {
+        return handle_acquire(m, c, req);
+}
+
+int lock_table_handle_assign(Manager *m, Client *c, Request *req) {
+        return handle_acquire(m, c, req);
+}
+
+int lock_table_handle_unlock(Manager *m, Client *c, Request *req) {
+        _cleanup_(json_object_putp) struct json_object *d = NULL;
+        const char *name = request_string(req, "lockName");
+        LockTime now = lock_table_now(m->locks);
+        int r;
+
+        r = lock_table_release(m->locks, name, request_holder(req, true), &now);
+
+        d = json_object_new_object();
+        if (!d ||
+            json_add_bool(d, "released", r >= 0) < 0 ||
+            json_add_string(d, "lockName", name) < 0 ||
+            (r < 0 && json_add_string(d, "reason", "Cannot release lock held by another client") < 0))
+                return -ENOMEM;
+        return client_reply_result(c, req->id, r >= 0, TAKE_PTR(d));
+}
+
+int lock_table_handle_transfer(Manager *m, Client *c, Request *req) {
+        _cleanup_(json_object_putp) struct json_object *d = NULL;
+        const char *name = request_string(req, "lockName");
+        const char *from = request_holder(req, true);
+        const char *to = request_string(req, "lockTransferTo");
+        uint64_t timeout;
+        LockTime now;
+        Lock *l;
+        int r;
+
+        /* The reference makes a lock without a holder here; photond refuses the request. */
+        if (!to)
+                return client_reply_error(c, req->id, "Invalid request format: lockTransferTo is missing",
+                                          "Name the new holder in lockTransferTo");
+        if (!to[0])
+                return client_reply_error(c, req->id, "Invalid request format: lockTransferTo is empty",
+                                          "Name the new holder in lockTransferTo");
+        if (request_timeout(c, req, &timeout) < 0)
+                return 0;
+
+        now = lock_table_now(m->locks);
+        r = lock_table_transfer(m->locks, name, from, to, timeout, &now, &l);
+        if (r < 0 && r != -EPERM)
+                return reply_table_error(c, req, r, name, to);
+
+        d = json_object_new_object();
+        if (!d)
+                return -ENOMEM;
+        if (r == -EPERM) {
+                if (json_add_bool(d, "transferred", false) < 0 ||
+                    json_add_string(d, "lockName", name) < 0 ||
+                    json_add_string(d, "reason", "Not the current holder") < 0 ||
+                    json_add_string(d, "currentHolder", l->holder) < 0)
+                        return -ENOMEM;
+                return client_reply_result(c, req->id, false, TAKE_PTR(d));
+        }
+        if (json_add_bool(d, "transferred", true) < 0 ||
+            json_add_string(d, "lockName", name) < 0 ||
+            json_add_string(d, "from", from) < 0 ||
+            json_add_string(d, "to", to) < 0 ||
+            json_add_int64(d, "fencingToken", (int64_t) l->token) < 0)
+                return -ENOMEM;
+        return client_reply_result(c, req->id, true, TAKE_PTR(d));
+}
+
+int lock_table_handle_query(Manager *m, Client *c, Request *req) {
+        _cleanup_(json_object_putp) struct json_object *d = NULL;
+        const char *name = request_string(req, "lockName");
+        LockTime now = lock_table_now(m->locks);
+        Lock *l;
+
+        l = lock_table_get(m->locks, name, &now);
+
+        d = json_object_new_object();
+        if (!d || json_add_string(d, "lockName", name) < 0)
+                return -ENOMEM;
+        if (!l) {
+                if (json_object_object_add(d, "holder", NULL) < 0)
+                        return -ENOMEM;
+                return client_reply_result(c, req->id, true, TAKE_PTR(d));
+        }
+        if (json_add_string(d, "holder", l->holder) < 0 ||
+            json_add_int64(d, "acquiredAt", l->acquired_at) < 0 ||
+            json_add_int64(d, "expiresAt", l->expires_at) < 0 ||
+            json_add_int64(d, "fencingToken", (int64_t) l->token) < 0)
+                return -ENOMEM;
+        return client_reply_result(c, req->id, true, TAKE_PTR(d));
+}
+
+int lock_table_handle_list(Manager *m, Client *c, Request *req) {
+        _cleanup_(json_object_putp) struct json_object *d = NULL;
+        struct json_object *a = NULL;
+        int r;
+
+        r = lock_table_list(m->locks, &a);
+        if (r < 0)
+                return r;
+        d = json_object_new_object();
+        if (!d || json_add(d, "locks", a) < 0)
+                return -ENOMEM;
+        return client_reply_result(c, req->id, true, TAKE_PTR(d));
+}
+
+int lock_table_add_status(LockTable *t, struct json_object *data) {
+        int r;
+
+        r = json_add_int64(data, "lockWaiters", t->n_waiters);
+        if (r < 0)
+                return r;
+        return json_add_int64(data, "fencingToken", (int64_t) t->last_token);
+}
+
+/* ---- state.json ---- */
+
 int lock_table_save_state(LockTable *t, struct json_object *state) {
+        _cleanup_(json_object_putp) struct json_object *a = NULL;
+        Lock *l;
+        int r;
+
+        lock_table_reseed_tokens(t);
+
+        a = json_object_new_array_ext((int) HASH_COUNT(t->locks));
+        if (!a)
+                return -ENOMEM;
+        for (l = t->locks; l; l = l->hh.next)
+                if (json_object_array_add(a, lock_json_new(l)) < 0)
+                        return -ENOMEM;
+
+        r = json_add(state, "locks", TAKE_PTR(a));
+        if (r < 0)
+                return r;
+        return json_add_int64(state, "fencingTokenReserved", (int64_t) t->reserved_token);
+}
+
+static void lock_table_clear(LockTable *t) {
+        Lock *l, *tmp;
+
+        HASH_ITER(hh, t->locks, l, tmp)
+                lock_free(t, l);
+}
+
+static int lock_table_load_one(LockTable *t, struct json_object *e, const LockTime *now) {
+        _cleanup_free_ Lock *l = NULL;
+        int64_t acquired, expires, token, remaining;
+        const char *name, *holder;
+        Lock *dup;
+        int r;
+
+        name = json_get_string(e, "name");
+        holder = json_get_string(e, "holder");
+        if (!name || !holder ||
+            json_get_int64(e, "acquiredAt", false, &acquired) < 0 ||
+            json_get_int64(e, "expiresAt", false, &expires) < 0 ||
+            json_get_int64(e, "fencingToken", false, &token) < 0 || token <= 0)
+                return -EINVAL;
+
+        /* Tokens in the file are below the mark we wrote with them; stay above them even if it was edited. */
+        if ((uint64_t) token > t->reserved_token)
+                t->last_token = t->reserved_token = (uint64_t) token;
+
+        if (expires <= now->wall_ms)
+                return 0;       /* ran out while photond was down */
+
+        HASH_FIND_STR(t->locks, name, dup);
+        if (dup)
+                return -EINVAL;
+
+        /* Only the wall clock spans a restart. Were it set back meanwhile, the lock would live longer than it was
+         * ever granted for; it never gets more than its last expiresAt - acquiredAt. */
+        remaining = expires - now->wall_ms;
+        if (expires - acquired > 0 && remaining > expires - acquired)
+                remaining = expires - acquired;
+
+        l = new0(Lock, 1);
+        if (!l)
+                return -ENOMEM;
+        l->table = t;
+        l->acquired_at = acquired;
+        l->expires_at = expires;
+        l->deadline = now->boot_usec + (uint64_t) remaining * USEC_PER_MSEC;
+        l->token = (uint64_t) token;
+        l->name = strdup(name);
+        l->holder = strdup(holder);
+        if (!l->name || !l->holder)
+                r = -ENOMEM;
+        else
+                r = lock_arm_timer(l);
+        if (r < 0) {
+                free(l->name);
+                free(l->holder);
+                return r;
+        }
+        HASH_ADD_KEYPTR(hh, t->locks, l->name, strlen(l->name), l);
+        TAKE_PTR(l);
         return 0;
 }
 
 int lock_table_load_state(LockTable *t, struct json_object *state) {
-        return 0;
-}
+        struct json_object *a;
+        LockTime now = lock_table_now(t);
+        int64_t reserved = 0;
+        int r;
 
-unsigned lock_table_count(LockTable *t) {
+        r = json_get_int64(state, "fencingTokenReserved", false, &reserved);
+        if ((r < 0 && r != -ENOENT) || reserved < 0)
+                return -EINVAL;
+        t->last_token = t->reserved_token = (uint64_t) reserved;
+
+        if (!json_object_object_get_ex(state, "locks", &a))
+                return 0;
+        if (!json_object_is_type(a, json_type_array))
+                return -EINVAL;
+
+        for (size_t i = 0; i < json_object_array_length(a); i++) {
+                r = lock_table_load_one(t, json_object_array_get_idx(a, i), &now);
+                if (r < 0) {
+                        /* All or nothing: the caller reports the state as lost. */
+                        lock_table_clear(t);
+                        return r;
+                }
+        }
+        if (HASH_COUNT(t->locks) > 0)
+                manager_bus_changed(t->manager);
         return 0;
 }

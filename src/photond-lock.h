@@ -3,12 +3,42 @@
 
 /* Named expiring locks: holder rules as the reference, exact expiry timers, fencing tokens, waiting acquires. */
 
+#include <stdint.h>
+#include <systemd/sd-event.h>
+#include <uthash.h>
+
 #include "photond-protocol.h"
 
 typedef struct Manager Manager;
 typedef struct Client Client;
 typedef struct LockTable LockTable;
+typedef struct LockWaiter LockWaiter;
 struct json_object;
+
+/* A live lock. Read-only outside photond-lock.c. */
+typedef struct Lock {
+        char *name;
+        char *holder;
+        int64_t acquired_at;            /* wall clock, ms since the epoch (what clients see) */
+        int64_t expires_at;             /* wall clock, ms since the epoch (what clients see) */
+        uint64_t deadline;              /* CLOCK_BOOTTIME µs: what really decides expiry */
+        uint64_t token;                 /* fencing token of the current acquisition */
+        sd_event_source *timer;
+        LockWaiter *waiters;            /* FIFO of parked acquires (utlist) */
+        unsigned n_waiters;
+        LockTable *table;
+        UT_hash_handle hh;              /* by name, in acquisition order */
+} Lock;
+
+/* The two clocks every operation needs: the deadline clock (BOOTTIME: a wall-clock jump neither frees nor extends
+ * a lock) and the wall clock clients see in acquiredAt/expiresAt. */
+typedef struct LockTime {
+        uint64_t boot_usec;
+        int64_t wall_ms;
+} LockTime;
+
+/* How many fencing tokens are reserved in state.json ahead of the last one issued (DECISIONS.md). */
+#define LOCK_TOKEN_BLOCK 1024
 
 int lock_table_new(Manager *m, LockTable **ret);
 LockTable* lock_table_free(LockTable *t);
@@ -26,8 +56,50 @@ int lock_table_handle_list(Manager *m, Client *c, Request *req);
 
 int lock_table_add_status(LockTable *t, struct json_object *data);
 
-/* photond's persisted state (state.json): live locks and the fencing-token high-water mark. */
+/* photond's persisted state (state.json): live locks and the fencing-token high-water mark. load returns -EINVAL
+ * for a malformed lock table (the caller then treats the state as lost). */
 int lock_table_save_state(LockTable *t, struct json_object *state);
 int lock_table_load_state(LockTable *t, struct json_object *state);
 
+/* Live locks. */
 unsigned lock_table_count(LockTable *t);
+
+/* For the D-Bus interface: the live locks as list_locks shows them (a new array), and a release on behalf of an
+ * administrator (-ENOENT when there is no live lock of that name; waiters are served as after an unlock). */
+int lock_table_list(LockTable *t, struct json_object **ret_array);
+int lock_table_force_release(LockTable *t, const char *name);
+
+/* ---- the rules, with the time passed in (the handlers use lock_table_now(); tests pass their own) ---- */
+
+LockTime lock_table_now(LockTable *t);
+
+/* The live lock of that name, or NULL. A lock whose deadline has passed is expired here and now, even if its timer
+ * has not fired yet (its first waiter, if any, then holds it). */
+Lock* lock_table_get(LockTable *t, const char *name, const LockTime *now);
+
+/* Acquires name for holder. Returns 1 for a new acquisition (a new fencing token), 0 for a re-entrant refresh by
+ * the same holder (expiry reset to now + timeout, acquiredAt and token kept), -EBUSY when another holder has it
+ * (*ret is then that lock), -ENAMETOOLONG / -EMSGSIZE for a name / holder over its cap, -ENOSPC at MAX_LOCKS. */
+int lock_table_acquire(LockTable *t, const char *name, const char *holder, uint64_t timeout_ms, const LockTime *now,
+                       Lock **ret);
+
+/* Releases name held by holder; a missing (or expired) lock counts as released. Returns 0, or -EPERM when another
+ * holder has it. The first waiter, if any, gets the lock at once. */
+int lock_table_release(LockTable *t, const char *name, const char *holder, const LockTime *now);
+
+/* Hands name from `from` to `to` with a new acquisition (new acquiredAt, expiry and token). A missing or expired
+ * lock is simply acquired for `to`. Returns 1 on success (*ret the lock), -EPERM when someone other than `from`
+ * holds it (*ret that lock), or the errors of lock_table_acquire(). */
+int lock_table_transfer(LockTable *t, const char *name, const char *from, const char *to, uint64_t timeout_ms,
+                        const LockTime *now, Lock **ret);
+
+/* Parks an acquire behind the current holder of the live lock name for at most wait_ms. kind is REQUEST_LOCK or
+ * REQUEST_ASSIGN_LOCK (the shape of the eventual reply). The client is answered when the lock is handed to it or
+ * when the wait ends. Returns 0, -ENOENT if the lock is not held, -EXFULL / -ENOSPC at the per-lock / total cap. */
+int lock_table_wait(LockTable *t, const char *name, const char *holder, uint64_t timeout_ms, uint64_t wait_ms,
+                    RequestType kind, Client *c, const char *request_id, const LockTime *now);
+
+/* The last fencing token issued and the persisted high-water mark. */
+uint64_t lock_table_last_token(LockTable *t);
+uint64_t lock_table_reserved_token(LockTable *t);
+unsigned lock_table_waiter_count(LockTable *t);
