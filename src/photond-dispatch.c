@@ -14,7 +14,6 @@
 #include <inttypes.h>
 #include <pwd.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -310,34 +309,58 @@ int utf8_sanitize(const char *buf, size_t size, char **ret, size_t *ret_size) {
         return 0;
 }
 
+/* Parses text (len bytes, NUL-terminated at len) as exactly one JSON value. 0 and *ret (NULL for null),
+ * -EINVAL if it is not that, -ENOMEM. */
+static int parse_one_json_value(const char *text, size_t len, struct json_object **ret) {
+        _cleanup_free_ char *nl = NULL;
+        struct json_object *o;
+        enum json_tokener_error jerr;
+        json_tokener *tok;
+        size_t end;
+
+        /* A trailing newline lets json-c finish a bare number or literal at the end of the input. */
+        nl = malloc(len + 2);
+        if (!nl)
+                return -ENOMEM;
+        memcpy(nl, text, len);
+        nl[len] = '\n';
+        nl[len + 1] = '\0';
+
+        tok = json_tokener_new();
+        if (!tok)
+                return -ENOMEM;
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+        o = json_tokener_parse_ex(tok, nl, (int) len + 1);
+        jerr = json_tokener_get_error(tok);
+        end = json_tokener_get_parse_end(tok);
+        json_tokener_free(tok);
+
+        if (jerr != json_tokener_success || strspn(nl + end, " \t\r\n") != len + 1 - end) {
+                json_object_put(o);
+                return -EINVAL;
+        }
+        *ret = o;
+        return 0;
+}
+
 int dispatch_parse_output(const char *buf, size_t size, struct json_object **ret) {
         _cleanup_free_ char *text = NULL;
         struct json_object *o = NULL;
         size_t len;
         int r;
 
-        /* One spare byte: a newline lets json-c finish a bare number at the end of the input. */
         r = utf8_sanitize(buf, size, &text, &len);
         if (r < 0)
                 return r;
 
-        {
-                _cleanup_free_ char *nl = malloc(len + 2);
-                if (!nl)
-                        return -ENOMEM;
-                memcpy(nl, text, len);
-                nl[len] = '\n';
-                nl[len + 1] = '\0';
+        if (strspn(text, " \t\r\n") == len) {
+                *ret = NULL;
+                return 0;
+        }
 
-                bool blank = true;
-                for (size_t i = 0; i < len && blank; i++)
-                        blank = strchr(" \t\r\n", text[i]) != NULL;
-                if (blank) {
-                        *ret = NULL;
-                        return 0;
-                }
-
-                r = json_parse(nl, len + 1, &o, NULL);
+        /* A NUL byte cannot be in JSON text; such output is a string. */
+        if (strlen(text) == len) {
+                r = parse_one_json_value(text, len, &o);
                 if (r == -ENOMEM)
                         return r;
                 if (r >= 0) {
@@ -993,13 +1016,57 @@ static int on_exec_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
         return 0;
 }
 
+/* Writes "photond: cannot execute <path> (errno N)" with async-signal-safe calls only. */
+static void child_report_exec_failure(const char *path, int error) {
+        char num[16];
+        size_t n = sizeof(num);
+
+        do {
+                num[--n] = (char) ('0' + error % 10);
+                error /= 10;
+        } while (error > 0 && n > 0);
+        (void) !write(STDERR_FILENO, "photond: cannot execute ", 24);
+        (void) !write(STDERR_FILENO, path, strlen(path));
+        (void) !write(STDERR_FILENO, " (errno ", 8);
+        (void) !write(STDERR_FILENO, num + n, sizeof(num) - n);
+        (void) !write(STDERR_FILENO, ")\n", 2);
+}
+
+/* In the forked child: only async-signal-safe calls until execve(). */
+_noreturn_ static void exec_child(const char *path, char **argv, char **env, const char *cwd, int in, int out,
+                                  int err) {
+        struct sigaction sa = { .sa_handler = SIG_DFL };
+        sigset_t none;
+
+        /* Its own process group, so a timeout or cleanup reaches everything the handler started. */
+        (void) setpgid(0, 0);
+
+        if (dup2(in, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 || dup2(err, STDERR_FILENO) < 0)
+                _exit(127);
+        if (close_range(3, ~0U, 0) < 0)
+                for (int fd = 3; fd < 65536; fd++)
+                        (void) close(fd);
+
+        /* Default dispositions (photond ignores SIGPIPE) and an empty mask (sd-event blocks SIGTERM, SIGCHLD...).
+         * Unlike posix_spawn(), fork() leaves glibc's internal signals to reset at exec instead of ignored. */
+        for (int sig = 1; sig < _NSIG; sig++)
+                if (sig != SIGKILL && sig != SIGSTOP)
+                        (void) sigaction(sig, &sa, NULL);
+        sigemptyset(&none);
+        (void) sigprocmask(SIG_SETMASK, &none, NULL);
+
+        if (chdir(cwd) < 0)
+                (void) chdir("/");
+        execve(path, argv, env);
+        child_report_exec_failure(path, errno);
+        _exit(127);
+}
+
 static int exec_spawn(DispatchCall *call, const char *path, bool method_arg) {
         Dispatcher *d = call->dispatcher;
         _cleanup_(dispatch_strv_freep) char **env = NULL;
         int in[2] = { -EBADF, -EBADF }, out[2] = { -EBADF, -EBADF }, err[2] = { -EBADF, -EBADF };
-        posix_spawn_file_actions_t fa;
-        posix_spawnattr_t attr;
-        sigset_t none, all;
+        char *argv[] = { (char*) path, method_arg ? call->method : NULL, NULL };
         const char *json;
         ExecChild *x;
         size_t len;
@@ -1029,40 +1096,18 @@ static int exec_spawn(DispatchCall *call, const char *path, bool method_arg) {
         if ((r = pipe_for_child(in, false)) < 0 ||
             (r = pipe_for_child(out, true)) < 0 ||
             (r = pipe_for_child(err, true)) < 0)
-                goto fail_pipes;
+                goto fail;
 
-        /* The child starts clean: stdio on our pipes and nothing else, its own process group, default signal
-         * dispositions (we ignore SIGPIPE) and an empty mask (sd-event blocks SIGTERM, SIGCHLD, ...). */
-        sigemptyset(&none);
-        sigfillset(&all);
-        r = -posix_spawn_file_actions_init(&fa);
-        if (r < 0)
-                goto fail_pipes;
-        r = -posix_spawnattr_init(&attr);
-        if (r < 0) {
-                posix_spawn_file_actions_destroy(&fa);
-                goto fail_pipes;
+        pid = fork();
+        if (pid < 0) {
+                r = -errno;
+                goto fail;
         }
-        if ((r = -posix_spawn_file_actions_adddup2(&fa, in[0], STDIN_FILENO)) < 0 ||
-            (r = -posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO)) < 0 ||
-            (r = -posix_spawn_file_actions_adddup2(&fa, err[1], STDERR_FILENO)) < 0 ||
-            (r = -posix_spawn_file_actions_addclosefrom_np(&fa, 3)) < 0 ||
-            (r = -posix_spawn_file_actions_addchdir_np(&fa, d->manager->handlers_dir)) < 0 ||
-            (r = -posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                                  POSIX_SPAWN_SETSIGDEF)) < 0 ||
-            (r = -posix_spawnattr_setpgroup(&attr, 0)) < 0 ||
-            (r = -posix_spawnattr_setsigmask(&attr, &none)) < 0 ||
-            (r = -posix_spawnattr_setsigdefault(&attr, &all)) < 0)
-                goto fail_spawn;
+        if (pid == 0)
+                exec_child(path, argv, env, d->manager->handlers_dir, in[0], out[1], err[1]);
 
-        {
-                char *argv[] = { (char*) path, method_arg ? call->method : NULL, NULL };
-                r = -posix_spawn(&pid, path, &fa, &attr, argv, env);
-        }
-        if (r < 0)
-                goto fail_spawn;
-        posix_spawn_file_actions_destroy(&fa);
-        posix_spawnattr_destroy(&attr);
+        /* Both sides call setpgid(), so the group exists before we might signal it. */
+        (void) setpgid(pid, pid);
 
         x->pid = pid;
         safe_close(in[0]);
@@ -1100,10 +1145,7 @@ static int exec_spawn(DispatchCall *call, const char *path, bool method_arg) {
                   dispatch_trigger_to_string(call->trigger));
         return 0;
 
-fail_spawn:
-        posix_spawn_file_actions_destroy(&fa);
-        posix_spawnattr_destroy(&attr);
-fail_pipes:
+fail:
         for (unsigned i = 0; i < 2; i++) {
                 safe_close(in[i]);
                 safe_close(out[i]);
