@@ -1,0 +1,529 @@
+/* SPDX-License-Identifier: MIT */
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cron.h"
+
+static void use_tz(const char *tz) {
+        cr_assert_eq(setenv("TZ", tz, 1), 0);
+        tzset();
+}
+
+static bool tm_same_wall(const struct tm *a, const struct tm *b) {
+        return a->tm_year == b->tm_year && a->tm_mon == b->tm_mon && a->tm_mday == b->tm_mday &&
+                a->tm_hour == b->tm_hour && a->tm_min == b->tm_min && a->tm_sec == b->tm_sec;
+}
+
+/* "YYYY-MM-DD[ HH:MM[:SS]][ ±HHMM]" in the current TZ. Without an offset the wall time must exist exactly once,
+ * so every ambiguous vector has to say which pass of a repeated hour it means. */
+static time_t lt(const char *s) {
+        int y, mo, d, h = 0, mi = 0, sec = 0, n = 0, k;
+        char sign;
+        struct tm want = {}, got;
+        time_t found[2];
+        unsigned n_found = 0;
+
+        cr_assert_geq(sscanf(s, "%d-%d-%d%n", &y, &mo, &d, &n), 3, "bad time '%s'", s);
+        if (sscanf(s + n, " %d:%d%n", &h, &mi, &k) == 2) {
+                n += k;
+                if (sscanf(s + n, ":%d%n", &sec, &k) == 1)
+                        n += k;
+        }
+        want = (struct tm) { .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
+                             .tm_hour = h, .tm_min = mi, .tm_sec = sec };
+
+        if (sscanf(s + n, " %c%n", &sign, &k) == 1) {
+                int hh, mm;
+                long off;
+                time_t t;
+
+                cr_assert(sign == '+' || sign == '-', "bad offset in '%s'", s);
+                n += k;
+                cr_assert_eq(sscanf(s + n, "%2d%2d", &hh, &mm), 2, "bad offset in '%s'", s);
+                off = (sign == '-' ? -1 : 1) * (hh * 3600L + mm * 60L);
+                got = want;
+                t = timegm(&got) - off;
+                cr_assert_not_null(localtime_r(&t, &got));
+                cr_assert(got.tm_gmtoff == off && tm_same_wall(&got, &want), "'%s' does not exist in %s", s,
+                          getenv("TZ"));
+                return t;
+        }
+
+        for (int isdst = 0; isdst <= 1; isdst++) {
+                struct tm tm = want;
+                time_t t;
+
+                tm.tm_isdst = isdst;
+                t = mktime(&tm);
+                cr_assert_not_null(localtime_r(&t, &got));
+                if (tm_same_wall(&got, &want) && (n_found == 0 || found[0] != t))
+                        found[n_found++] = t;
+        }
+        cr_assert_eq(n_found, 1, "'%s' occurs %u times in %s; give an offset", s, n_found, getenv("TZ"));
+        return found[0];
+}
+
+static const char* fmt(time_t t) {
+        static char bufs[4][64];
+        static unsigned i;
+        char *b = bufs[i++ % 4];
+        struct tm tm;
+
+        if (!localtime_r(&t, &tm) || strftime(b, sizeof(bufs[0]), "%Y-%m-%d %H:%M:%S %z (%a)", &tm) == 0)
+                snprintf(b, sizeof(bufs[0]), "@%lld", (long long) t);
+        return b;
+}
+
+typedef struct Vector {
+        const char *tz;
+        const char *expr;
+        const char *now;
+        const char *next;       /* NULL: no match within 4 years */
+} Vector;
+
+static const Vector vectors[] = {
+        /* basics */
+        { "UTC", "* * * * *", "2025-01-01 00:00:00", "2025-01-01 00:01" },
+        { "UTC", "* * * * *", "2025-01-01 00:00:59", "2025-01-01 00:01" },
+        { "UTC", "* * * * *", "2024-12-31 23:59:30", "2025-01-01 00:00" },
+        { "UTC", "0 * * * *", "2025-01-01 00:00", "2025-01-01 01:00" },
+        { "UTC", "30 14 * * *", "2025-06-15 14:30", "2025-06-16 14:30" },
+        { "UTC", "30 14 * * *", "2025-06-15 14:29:59", "2025-06-15 14:30" },
+        { "UTC", "30 14 * * *", "2025-06-15 14:30:01", "2025-06-16 14:30" },
+        { "UTC", "0 0 * * *", "2025-12-31 23:59:59", "2026-01-01 00:00" },
+        { "UTC", "59 23 31 12 *", "2025-12-31 23:59", "2026-12-31 23:59" },
+        { "UTC", "0,30 * * * *", "2025-06-15 10:00", "2025-06-15 10:30" },
+        { "UTC", "1-5,10 * * * *", "2025-06-15 10:05", "2025-06-15 10:10" },
+        { "UTC", "1-5,10 * * * *", "2025-06-15 10:10", "2025-06-15 11:01" },
+        { "UTC", "15 6,18 * * *", "2025-06-15 06:15", "2025-06-15 18:15" },
+        /* steps over ranges */
+        { "UTC", "*/15 * * * *", "2025-06-15 10:07", "2025-06-15 10:15" },
+        { "UTC", "*/15 * * * *", "2025-06-15 10:45", "2025-06-15 11:00" },
+        { "UTC", "*/7 * * * *", "2025-06-15 10:56", "2025-06-15 11:00" },
+        { "UTC", "5/20 * * * *", "2025-06-15 10:46", "2025-06-15 11:05" },
+        { "UTC", "5/20 * * * *", "2025-06-15 10:05", "2025-06-15 10:25" },
+        { "UTC", "10-30/10 * * * *", "2025-06-15 10:30", "2025-06-15 11:10" },
+        { "UTC", "10-30/10 * * * *", "2025-06-15 10:15", "2025-06-15 10:20" },
+        { "UTC", "0-59/30 * * * *", "2025-06-15 10:31", "2025-06-15 11:00" },
+        { "UTC", "0 9-17/4 * * *", "2025-06-15 13:00", "2025-06-15 17:00" },
+        { "UTC", "0 9-17/4 * * *", "2025-06-15 17:00", "2025-06-16 09:00" },
+        { "UTC", "0 */6 * * *", "2025-06-15 18:00", "2025-06-16 00:00" },
+        { "UTC", "0 20/3 * * *", "2025-06-15 20:00", "2025-06-15 23:00" },
+        { "UTC", "0 0 1/10 * *", "2025-06-15 00:00", "2025-06-21 00:00" },
+        { "UTC", "0 0 1/10 * *", "2025-06-30 00:00", "2025-07-01 00:00" },
+        { "UTC", "0 0 1/10 * *", "2025-07-21 00:00", "2025-07-31 00:00" },
+        { "UTC", "0 0 1 */3 *", "2025-02-01 00:00", "2025-04-01 00:00" },
+        { "UTC", "0 0 1 2/5 *", "2025-02-01 00:00", "2025-07-01 00:00" },
+        { "UTC", "0 0 1 2/5 *", "2025-07-01 00:00", "2025-12-01 00:00" },
+        { "UTC", "0 0 * * */2", "2025-06-16 00:00", "2025-06-17 00:00" },     /* Mon -> Tue */
+        { "UTC", "0 0 * * 1/3", "2025-06-16 00:00", "2025-06-19 00:00" },     /* 1,4,7: Mon -> Thu */
+        { "UTC", "0 0 * * 1/3", "2025-06-19 00:00", "2025-06-22 00:00" },     /* Thu -> Sun (7) */
+        { "UTC", "0 0 * * */7", "2025-06-16 00:00", "2025-06-22 00:00" },     /* 0 and 7: Sundays */
+        /* month lengths, leap years, Feb 29/30/31 */
+        { "UTC", "0 0 1 * *", "2025-01-31 12:00", "2025-02-01 00:00" },
+        { "UTC", "0 0 31 * *", "2025-04-01 00:00", "2025-05-31 00:00" },
+        { "UTC", "0 0 31 * *", "2025-07-31 00:00", "2025-08-31 00:00" },
+        { "UTC", "0 0 31 * *", "2025-08-31 00:00", "2025-10-31 00:00" },
+        { "UTC", "0 0 30 * *", "2025-01-30 00:00", "2025-03-30 00:00" },
+        { "UTC", "0 0 29 * *", "2025-01-29 00:00", "2025-03-29 00:00" },
+        { "UTC", "0 0 29 * *", "2024-01-29 00:00", "2024-02-29 00:00" },
+        { "UTC", "0 0 29 2 *", "2025-01-01 00:00", "2028-02-29 00:00" },
+        { "UTC", "0 0 29 2 *", "2024-02-28 23:59", "2024-02-29 00:00" },
+        { "UTC", "0 0 29 2 *", "2024-02-29 00:00", "2028-02-29 00:00" },
+        { "UTC", "0 0 29 2 *", "2024-03-01 00:00", "2028-02-29 00:00" },
+        { "UTC", "0 0 29 2 *", "2000-01-01 00:00", "2000-02-29 00:00" },     /* 2000 is a leap year */
+        { "UTC", "0 0 29 2 *", "2096-03-01 00:00", NULL },                     /* 2100 is not; 2104 is too far */
+        { "UTC", "0 0 29 2 *", "2100-03-01 00:00", "2104-02-29 00:00" },
+        { "UTC", "0 0 28 2 *", "2024-02-28 00:00", "2025-02-28 00:00" },
+        { "UTC", "0 0 30 2 *", "2025-01-01 00:00", NULL },
+        { "UTC", "0 0 31 2 *", "2025-01-01 00:00", NULL },
+        { "UTC", "0 0 31 4,6,9,11 *", "2025-01-01 00:00", NULL },
+        { "UTC", "0 0 31 2,4 *", "2025-01-01 00:00", NULL },
+        { "UTC", "0 0 30,31 2 *", "2025-01-01 00:00", NULL },
+        { "UTC", "0 0 31 1,2 *", "2025-01-31 00:00", "2026-01-31 00:00" },
+        /* DOM/DOW: OR when both are restricted, '*' defers to the other field */
+        { "UTC", "0 0 13 * 5", "2025-06-11 00:00", "2025-06-13 00:00" },      /* Fri 13th */
+        { "UTC", "0 0 13 * 5", "2025-06-13 00:00", "2025-06-20 00:00" },      /* next Friday */
+        { "UTC", "0 0 13 * 5", "2025-07-05 00:00", "2025-07-11 00:00" },
+        { "UTC", "0 0 13 * 5", "2025-07-11 00:00", "2025-07-13 00:00" },      /* Sun 13th */
+        { "UTC", "0 0 1 * 1", "2025-06-01 00:00", "2025-06-02 00:00" },
+        { "UTC", "0 0 1 * 1", "2025-06-30 00:00", "2025-07-01 00:00" },
+        { "UTC", "0 0 */1 * 1", "2025-06-03 00:00", "2025-06-04 00:00" },     /* "*" + "/1" is restricted */
+        { "UTC", "0 0 * * 1", "2025-06-03 00:00", "2025-06-09 00:00" },
+        { "UTC", "0 0 1 * *", "2025-06-03 00:00", "2025-07-01 00:00" },
+        { "UTC", "0 0 1-7 * 1", "2025-06-07 00:00", "2025-06-09 00:00" },
+        { "UTC", "0 0 29 2 1", "2025-01-01 00:00", "2025-02-03 00:00" },
+        { "UTC", "0 0 31 2 1", "2025-01-07 00:00", "2025-02-03 00:00" },
+        { "UTC", "0 0 30 2 0", "2025-06-16 00:00", "2026-02-01 00:00" },
+        { "UTC", "0 12 29 2 * ", "2027-12-01 00:00", "2028-02-29 12:00" },
+        /* 7 = Sunday, ranges over 7 */
+        { "UTC", "0 0 * * 7", "2025-06-11 00:00", "2025-06-15 00:00" },
+        { "UTC", "0 0 * * 0", "2025-06-11 00:00", "2025-06-15 00:00" },
+        { "UTC", "0 0 * * 5-7", "2025-06-14 01:00", "2025-06-15 00:00" },
+        { "UTC", "0 0 * * 5-7", "2025-06-15 01:00", "2025-06-20 00:00" },
+        { "UTC", "0 0 * * 1-5", "2025-06-13 12:00", "2025-06-16 00:00" },
+        { "UTC", "0 0 * * 0,7", "2025-06-15 00:00", "2025-06-22 00:00" },
+        /* names and nicknames */
+        { "UTC", "0 12 * JAN,JUL *", "2025-02-01 00:00", "2025-07-01 12:00" },
+        { "UTC", "0 12 1 jan-mar *", "2025-03-01 12:00", "2026-01-01 12:00" },
+        { "UTC", "0 12 1 Feb/4 *", "2025-06-01 12:00", "2025-10-01 12:00" },
+        { "UTC", "0 8 * * MON-FRI", "2025-06-14 08:00", "2025-06-16 08:00" },
+        { "UTC", "0 8 * * fri-sun", "2025-06-16 08:00", "2025-06-20 08:00" },
+        { "UTC", "0 8 * * fri-sun", "2025-06-21 08:00", "2025-06-22 08:00" },
+        { "UTC", "0 8 * * SAT,sun", "2025-06-16 08:00", "2025-06-21 08:00" },
+        { "UTC", "0 8 * * Wed", "2025-06-16 08:00", "2025-06-18 08:00" },
+        { "UTC", "0 8 * DEC SUN", "2025-06-16 08:00", "2025-12-07 08:00" },
+        { "UTC", "@yearly", "2025-06-01 00:00", "2026-01-01 00:00" },
+        { "UTC", "@annually", "2025-01-01 00:00", "2026-01-01 00:00" },
+        { "UTC", "@monthly", "2025-12-15 00:00", "2026-01-01 00:00" },
+        { "UTC", "@weekly", "2025-06-11 00:00", "2025-06-15 00:00" },
+        { "UTC", "@daily", "2025-06-11 10:00", "2025-06-12 00:00" },
+        { "UTC", "@midnight", "2025-06-11 23:59:59", "2025-06-12 00:00" },
+        { "UTC", "@hourly", "2025-06-11 10:00", "2025-06-11 11:00" },
+        { "UTC", " @DAILY ", "2025-06-11 10:00", "2025-06-12 00:00" },
+        { "UTC", "\t0  12\t* *  * ", "2025-06-11 10:00", "2025-06-11 12:00" },
+        /* far future, 2038 and before 1970 */
+        { "UTC", "0 0 1 1 *", "2025-01-01 00:00", "2026-01-01 00:00" },
+        { "UTC", "0 0 15 3 *", "2025-03-15 00:01", "2026-03-15 00:00" },
+        { "UTC", "0 0 1 1 *", "2037-12-31 00:00", "2038-01-01 00:00" },
+        { "UTC", "14 3 19 1 *", "2038-01-19 03:14:07", "2039-01-19 03:14" },
+        { "UTC", "0 0 1 1 *", "2105-06-01 00:00", "2106-01-01 00:00" },
+        { "UTC", "30 6 * * *", "2999-12-31 23:00", "3000-01-01 06:30" },
+        { "UTC", "0 0 1 1 *", "1969-06-01 00:00", "1970-01-01 00:00" },
+        { "UTC", "0 0 * * *", "1969-12-31 00:00", "1970-01-01 00:00" },
+        { "UTC", "0 0 29 2 *", "1897-01-01 00:00", NULL },
+        { "UTC", "0 0 29 2 *", "1900-03-01 00:00", "1904-02-29 00:00" },
+        /* America/New_York 2025: 02:00 EST -> 03:00 EDT on Mar 9, 02:00 EDT -> 01:00 EST on Nov 2 */
+        { "America/New_York", "30 2 * * *", "2025-03-08 02:30", "2025-03-10 02:30" },
+        { "America/New_York", "30 2 * * *", "2025-03-09 01:00", "2025-03-10 02:30" },
+        { "America/New_York", "0 2 * * *", "2025-03-08 03:00", "2025-03-10 02:00" },
+        { "America/New_York", "0 3 * * *", "2025-03-09 01:59", "2025-03-09 03:00" },
+        { "America/New_York", "* * * * *", "2025-03-09 01:59", "2025-03-09 03:00" },
+        { "America/New_York", "*/15 * * * *", "2025-03-09 01:50", "2025-03-09 03:00" },
+        { "America/New_York", "59 1 * * *", "2025-03-08 02:00", "2025-03-09 01:59" },
+        { "America/New_York", "0 * * * *", "2025-03-09 01:00", "2025-03-09 03:00" },
+        { "America/New_York", "30 2 9 3 *", "2025-03-01 00:00", "2026-03-09 02:30" },
+        { "America/New_York", "30 2 8 3 *", "2026-01-01 00:00", "2027-03-08 02:30" },
+        { "America/New_York", "30 2 * 3 0", "2025-03-02 03:00", "2025-03-16 02:30" },
+        { "America/New_York", "30 1 * * *", "2025-11-02 00:00", "2025-11-02 01:30 -0400" },
+        { "America/New_York", "30 1 * * *", "2025-11-02 01:30 -0400", "2025-11-03 01:30" },
+        { "America/New_York", "30 1 * * *", "2025-11-02 01:45 -0400", "2025-11-03 01:30" },
+        { "America/New_York", "30 1 * * *", "2025-11-02 01:10 -0500", "2025-11-03 01:30" },
+        { "America/New_York", "30 * * * *", "2025-11-02 01:30 -0400", "2025-11-02 01:30 -0500" },
+        { "America/New_York", "30 * * * *", "2025-11-02 01:30 -0500", "2025-11-02 02:30" },
+        { "America/New_York", "30 */1 * * *", "2025-11-02 01:30 -0400", "2025-11-02 01:30 -0500" },
+        { "America/New_York", "30 1-3/1 * * *", "2025-11-02 01:30 -0400", "2025-11-02 01:30 -0500" },
+        { "America/New_York", "30 1/2 * * *", "2025-11-02 01:30 -0400", "2025-11-02 01:30 -0500" },
+        { "America/New_York", "30 0-3 * * *", "2025-11-02 01:30 -0400", "2025-11-02 02:30" },
+        { "America/New_York", "30 1,2 * * *", "2025-11-02 01:30 -0400", "2025-11-02 02:30" },
+        { "America/New_York", "* * * * *", "2025-11-02 01:59 -0400", "2025-11-02 01:00 -0500" },
+        { "America/New_York", "* 1 * * *", "2025-11-02 01:59 -0400", "2025-11-03 01:00" },
+        { "America/New_York", "0 1 * * *", "2025-11-02 00:30", "2025-11-02 01:00 -0400" },
+        { "America/New_York", "0 2 * * *", "2025-11-02 01:30 -0400", "2025-11-02 02:00" },
+        { "America/New_York", "*/20 * * * *", "2025-11-02 01:40 -0400", "2025-11-02 01:00 -0500" },
+        { "America/New_York", "0 * * * *", "2025-11-02 01:00 -0400", "2025-11-02 01:00 -0500" },
+        { "America/New_York", "0 * * * *", "2025-11-02 01:00 -0500", "2025-11-02 02:00" },
+        { "America/New_York", "0 0 2 11 *", "2025-11-01 12:00", "2025-11-02 00:00" },
+        { "America/New_York", "0 12 * * *", "2025-11-02 01:30 -0500", "2025-11-02 12:00" },
+        /* Europe/Berlin 2025: 02:00 CET -> 03:00 CEST on Mar 30, 03:00 CEST -> 02:00 CET on Oct 26 */
+        { "Europe/Berlin", "30 2 * * *", "2025-03-29 03:00", "2025-03-31 02:30" },
+        { "Europe/Berlin", "* * * * *", "2025-03-30 01:59", "2025-03-30 03:00" },
+        { "Europe/Berlin", "0 3 * * *", "2025-03-30 01:00", "2025-03-30 03:00" },
+        { "Europe/Berlin", "30 2 * * 0", "2025-03-29 00:00", "2025-04-06 02:30" },
+        { "Europe/Berlin", "30 2 30 3 *", "2025-03-01 00:00", "2026-03-30 02:30" },
+        { "Europe/Berlin", "0 2 * * *", "2025-03-30 00:00", "2025-03-31 02:00" },
+        { "Europe/Berlin", "0 */2 * * *", "2025-03-30 00:30", "2025-03-30 04:00" },
+        { "Europe/Berlin", "30 2 * * *", "2025-10-26 00:00", "2025-10-26 02:30 +0200" },
+        { "Europe/Berlin", "30 2 * * *", "2025-10-26 02:30 +0200", "2025-10-27 02:30" },
+        { "Europe/Berlin", "30 * * * *", "2025-10-26 02:30 +0200", "2025-10-26 02:30 +0100" },
+        { "Europe/Berlin", "*/30 * * * *", "2025-10-26 02:30 +0200", "2025-10-26 02:00 +0100" },
+        { "Europe/Berlin", "0 2 * * *", "2025-10-26 02:00 +0200", "2025-10-27 02:00" },
+        { "Europe/Berlin", "15 2,3 * * *", "2025-10-26 02:15 +0200", "2025-10-26 03:15" },
+        { "Europe/Berlin", "15 2-3 * * *", "2025-10-26 02:15 +0200", "2025-10-26 03:15" },
+        { "Europe/Berlin", "15 */1 * * *", "2025-10-26 02:15 +0200", "2025-10-26 02:15 +0100" },
+        { "Europe/Berlin", "* * * * *", "2025-10-26 02:59 +0200", "2025-10-26 02:00 +0100" },
+        { "Europe/Berlin", "59 2 * * *", "2025-10-26 02:58 +0100", "2025-10-27 02:59" },
+        { "Europe/Berlin", "0 0 * * *", "2025-10-25 12:00", "2025-10-26 00:00" },
+        { "Europe/Berlin", "0 0 29 2 *", "2025-01-01 00:00", "2028-02-29 00:00" },
+        /* southern hemisphere: Sydney leaves DST Apr 6 2025 03:00 -> 02:00, enters Oct 5 02:00 -> 03:00 */
+        { "Australia/Sydney", "30 2 * * *", "2025-04-06 00:00", "2025-04-06 02:30 +1100" },
+        { "Australia/Sydney", "30 2 * * *", "2025-04-06 02:30 +1100", "2025-04-07 02:30" },
+        { "Australia/Sydney", "30 * * * *", "2025-04-06 02:30 +1100", "2025-04-06 02:30 +1000" },
+        { "Australia/Sydney", "30 2 * * *", "2025-10-04 03:00", "2025-10-06 02:30" },
+        /* Santiago changes at midnight: 00:00 does not exist on 2025-09-07, 23:xx repeats on 2025-04-05 */
+        { "America/Santiago", "0 0 * * *", "2025-09-06 12:00", "2025-09-08 00:00" },
+        { "America/Santiago", "30 0 * * *", "2025-09-06 12:00", "2025-09-08 00:30" },
+        { "America/Santiago", "* * * * *", "2025-09-06 23:59", "2025-09-07 01:00" },
+        { "America/Santiago", "30 23 * * *", "2025-04-05 12:00", "2025-04-05 23:30 -0300" },
+        { "America/Santiago", "30 23 * * *", "2025-04-05 23:30 -0300", "2025-04-06 23:30" },
+        { "America/Santiago", "30 * * * *", "2025-04-05 23:30 -0300", "2025-04-05 23:30 -0400" },
+        { "America/Santiago", "0 0 * * *", "2025-04-05 23:30 -0300", "2025-04-06 00:00" },
+        /* no DST, half-hour offset */
+        { "Asia/Kolkata", "0 0 * * *", "2025-06-15 12:00", "2025-06-16 00:00" },
+        { "Asia/Kolkata", "*/45 * * * *", "2025-06-15 23:46", "2025-06-16 00:00" },
+};
+
+Test(cron, vectors) {
+        unsigned failed = 0;
+
+        cr_assert_geq(sizeof(vectors) / sizeof(vectors[0]), 100);
+
+        for (size_t i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++) {
+                const Vector *v = &vectors[i];
+                char err[256] = "";
+                CronSpec spec;
+                time_t now, next = 0, want;
+                int r;
+
+                use_tz(v->tz);
+                now = lt(v->now);
+                cr_assert_eq(cron_parse(v->expr, &spec, err, sizeof(err)), 0, "#%zu '%s': %s", i, v->expr, err);
+
+                r = cron_next(&spec, now, &next);
+                if (!v->next) {
+                        cr_expect_eq(r, -ENOENT, "#%zu %s '%s' from %s: got %d %s, want none", i, v->tz, v->expr,
+                                     v->now, r, fmt(next));
+                        failed += r != -ENOENT;
+                        continue;
+                }
+
+                want = lt(v->next);
+                cr_expect(r == 0 && next == want, "#%zu %s '%s' from %s: got %d %s, want %s", i, v->tz, v->expr,
+                          fmt(now), r, fmt(next), fmt(want));
+                failed += !(r == 0 && next == want);
+        }
+        cr_assert_eq(failed, 0);
+}
+
+static void expect_parse_error(const char *expr, const char *needle) {
+        char err[256] = "";
+        CronSpec spec;
+
+        cr_expect_eq(cron_parse(expr, &spec, err, sizeof(err)), -EINVAL, "accepted '%s'", expr);
+        cr_expect(strstr(err, needle), "'%s' gave '%s', want it to mention '%s'", expr, err, needle);
+}
+
+Test(cron, parse_errors_name_the_field) {
+        expect_parse_error("5abc * * * *", "invalid minute field '5abc'");
+        expect_parse_error("60 * * * *", "invalid minute field '60': value 60 out of range 0-59");
+        expect_parse_error("5-70 * * * *", "minute field '5-70': value 70 out of range");
+        expect_parse_error("-1 * * * *", "minute field '-1'");
+        expect_parse_error("+1 * * * *", "minute field '+1'");
+        expect_parse_error("1.5 * * * *", "minute field '1.5'");
+        expect_parse_error("0x10 * * * *", "minute field '0x10'");
+        expect_parse_error("99999999999999999999 * * * *", "minute field '99999999999999999999': value");
+        expect_parse_error("5-3 * * * *", "minute field '5-3': reversed range 5-3");
+        expect_parse_error("*/0 * * * *", "minute field '*/0': step 0 out of range");
+        expect_parse_error("*/61 * * * *", "minute field '*/61': step 61 out of range 1-59");
+        expect_parse_error("*/99999999999 * * * *", "minute field");
+        expect_parse_error("*/ * * * *", "minute field '*/': step in '*/' is not a number");
+        expect_parse_error("5/ * * * *", "minute field '5/'");
+        expect_parse_error("/5 * * * *", "minute field '/5'");
+        expect_parse_error("1-/5 * * * *", "minute field '1-/5'");
+        expect_parse_error("1- * * * *", "minute field '1-'");
+        expect_parse_error("*-5 * * * *", "minute field '*-5'");
+        expect_parse_error("** * * * *", "minute field '**'");
+        expect_parse_error("1/2/3 * * * *", "minute field '1/2/3'");
+        expect_parse_error("1,,2 * * * *", "minute field '1,,2': empty list item");
+        expect_parse_error(",1 * * * *", "minute field ',1': empty list item");
+        expect_parse_error("1, * * * *", "minute field '1,': empty list item");
+        expect_parse_error("? * * * *", "minute field '?'");
+        expect_parse_error("L * * * *", "minute field 'L'");
+        expect_parse_error("* 24 * * *", "invalid hour field '24'");
+        expect_parse_error("* JAN * * *", "invalid hour field 'JAN'");
+        expect_parse_error("* 1-2-3 * * *", "invalid hour field '1-2-3'");
+        expect_parse_error("* */24 * * *", "invalid hour field '*/24'");
+        expect_parse_error("* * 0 * *", "invalid day-of-month field '0'");
+        expect_parse_error("* * 32 * *", "invalid day-of-month field '32'");
+        expect_parse_error("* * MON * *", "invalid day-of-month field 'MON'");
+        expect_parse_error("* * 15W * *", "invalid day-of-month field '15W'");
+        expect_parse_error("* * L * *", "invalid day-of-month field 'L'");
+        expect_parse_error("* * ? * *", "invalid day-of-month field '?'");
+        expect_parse_error("* * 20-10 * *", "invalid day-of-month field '20-10': reversed");
+        expect_parse_error("* * * 0 *", "invalid month field '0'");
+        expect_parse_error("* * * 13 *", "invalid month field '13'");
+        expect_parse_error("* * * JANUARY *", "invalid month field 'JANUARY'");
+        expect_parse_error("* * * FOO *", "invalid month field 'FOO'");
+        expect_parse_error("* * * DEC-JAN *", "invalid month field 'DEC-JAN': reversed range 12-1");
+        expect_parse_error("* * * JA *", "invalid month field 'JA'");
+        expect_parse_error("* * * MON *", "invalid month field 'MON'");
+        expect_parse_error("* * * * 8", "invalid day-of-week field '8'");
+        expect_parse_error("* * * * MONDAY", "invalid day-of-week field 'MONDAY'");
+        expect_parse_error("* * * * 5#3", "invalid day-of-week field '5#3'");
+        expect_parse_error("* * * * 5L", "invalid day-of-week field '5L'");
+        expect_parse_error("* * * * SAT-FRI", "invalid day-of-week field 'SAT-FRI': reversed");
+        expect_parse_error("* * * * JAN", "invalid day-of-week field 'JAN'");
+        expect_parse_error("* * * * */8", "invalid day-of-week field '*/8'");
+        expect_parse_error("* * * * * *", "expected 5 fields (minute hour day-of-month month day-of-week), got 6");
+        expect_parse_error("0 0 * * * 2025", "got 6");
+        expect_parse_error("* * * *", "got 4");
+        expect_parse_error("*", "got 1");
+        expect_parse_error("", "empty cron expression");
+        expect_parse_error(" \t ", "empty cron expression");
+        expect_parse_error("@reboot", "unknown nickname '@reboot'");
+        expect_parse_error("@", "unknown nickname '@'");
+        expect_parse_error("@dailyx", "unknown nickname '@dailyx'");
+        expect_parse_error("@daily *", "unexpected text after '@daily'");
+        expect_parse_error(NULL, "missing");
+}
+
+Test(cron, parse_error_without_buffer_and_truncated) {
+        CronSpec spec = { .minutes = 42 };
+        char tiny[8];
+
+        cr_assert_eq(cron_parse("61 * * * *", &spec, NULL, 0), -EINVAL);
+        cr_assert_eq(spec.minutes, 42, "output touched on error");
+        cr_assert_eq(cron_parse("61 * * * *", &spec, tiny, sizeof(tiny)), -EINVAL);
+        cr_assert_str_eq(tiny, "invalid");
+}
+
+static CronSpec parse_ok(const char *expr) {
+        char err[256] = "";
+        CronSpec spec;
+
+        cr_assert_eq(cron_parse(expr, &spec, err, sizeof(err)), 0, "'%s' rejected: %s", expr, err);
+        return spec;
+}
+
+Test(cron, parse_sets) {
+        CronSpec s;
+
+        s = parse_ok("* * * * *");
+        cr_assert_eq(s.minutes, (UINT64_C(1) << 60) - 1);
+        cr_assert_eq(s.hours, (UINT32_C(1) << 24) - 1);
+        cr_assert_eq(s.days, UINT32_C(0xfffffffe));
+        cr_assert_eq(s.months, 0x1ffe);
+        cr_assert_eq(s.weekdays, 0x7f);
+        cr_assert(s.dom_star && s.dow_star && s.hour_wild);
+
+        s = parse_ok("0,59 0,23 1,31 1,12 0,6");
+        cr_assert_eq(s.minutes, (UINT64_C(1) << 59) | 1);
+        cr_assert_eq(s.hours, (UINT32_C(1) << 23) | 1);
+        cr_assert_eq(s.days, (UINT32_C(1) << 31) | 2);
+        cr_assert_eq(s.months, (1u << 12) | 2);
+        cr_assert_eq(s.weekdays, 0x41);
+        cr_assert(!s.dom_star && !s.dow_star && !s.hour_wild);
+
+        cr_assert_eq(parse_ok("* * * * 7").weekdays, 0x01);
+        cr_assert_eq(parse_ok("* * * * 5-7").weekdays, 0x61);
+        cr_assert_eq(parse_ok("* * * * fri-sun").weekdays, 0x61);
+        cr_assert_eq(parse_ok("* * * * SUN-MON").weekdays, 0x03);
+        cr_assert_eq(parse_ok("* * * * MON-SUN").weekdays, 0x7f);
+        cr_assert_eq(parse_ok("* * * * sUn,WeD").weekdays, 0x09);
+        cr_assert_eq(parse_ok("* * * * */2").weekdays, 0x55);
+        cr_assert_eq(parse_ok("* * * * 1/3").weekdays, 0x13);
+        cr_assert_eq(parse_ok("* * * * */7").weekdays, 0x01);
+        cr_assert_eq(parse_ok("* * * jan-MAR,Dec *").months, 0x100e);
+        cr_assert_eq(parse_ok("* * * 2/5 *").months, (1u << 2) | (1u << 7) | (1u << 12));
+        cr_assert_eq(parse_ok("* * * feb/5 *").months, (1u << 2) | (1u << 7) | (1u << 12));
+        cr_assert_eq(parse_ok("10-30/10 * * * *").minutes, (UINT64_C(1) << 10) | (UINT64_C(1) << 20) |
+                                                           (UINT64_C(1) << 30));
+        cr_assert_eq(parse_ok("55/2 * * * *").minutes, (UINT64_C(0x15) << 55));
+        cr_assert_eq(parse_ok("007 * * * *").minutes, UINT64_C(1) << 7);
+        cr_assert_eq(parse_ok("*/59 * * * *").minutes, (UINT64_C(1) << 59) | 1);
+
+        /* "wild" for the OR rule is the literal '*' only, as in the reference */
+        s = parse_ok("* * */1 * */1");
+        cr_assert(!s.dom_star && !s.dow_star);
+        cr_assert_eq(s.days, UINT32_C(0xfffffffe));
+
+        /* the repeated-hour rule: '*' or a single step item fires in both passes */
+        cr_assert(parse_ok("0 */2 * * *").hour_wild);
+        cr_assert(parse_ok("0 1-5/2 * * *").hour_wild);
+        cr_assert(parse_ok("0 1/2 * * *").hour_wild);
+        cr_assert(!parse_ok("0 1 * * *").hour_wild);
+        cr_assert(!parse_ok("0 1-5 * * *").hour_wild);
+        cr_assert(!parse_ok("0 */2,5 * * *").hour_wild);
+
+        /* nicknames are their 5-field equivalents */
+        s = parse_ok("@hourly");
+        cr_assert_eq(s.minutes, 1);
+        cr_assert(s.hour_wild && s.dom_star && s.dow_star);
+        s = parse_ok("@weekly");
+        cr_assert_eq(s.weekdays, 1);
+        cr_assert(s.dom_star && !s.dow_star && !s.hour_wild);
+        s = parse_ok("@YEARLY");
+        cr_assert_eq(s.months, 2);
+        cr_assert_eq(s.days, 2);
+}
+
+Test(cron, validate_rejects_expressions_that_never_fire) {
+        char err[256] = "";
+        CronSpec spec;
+        time_t now;
+
+        use_tz("UTC");
+        now = lt("2025-01-01 00:00");
+
+        cr_assert_eq(cron_validate("0 0 31 2 *", now, &spec, err, sizeof(err)), -EINVAL);
+        cr_assert(strstr(err, "never matches"), "%s", err);
+        cr_assert_eq(cron_validate("0 0 30 2 *", now, &spec, err, sizeof(err)), -EINVAL);
+        cr_assert_eq(cron_validate("0 0 31 4 *", now, &spec, err, sizeof(err)), -EINVAL);
+        cr_assert_eq(cron_validate("0 0 29 2 *", lt("2097-01-01 00:00"), &spec, err, sizeof(err)), -EINVAL);
+        cr_assert_eq(cron_validate("0 0 31 2 *", now, NULL, NULL, 0), -EINVAL);
+
+        cr_assert_eq(cron_validate("5abc * * * *", now, &spec, err, sizeof(err)), -EINVAL);
+        cr_assert(strstr(err, "invalid minute field '5abc'"), "%s", err);
+
+        memset(&spec, 0, sizeof(spec));
+        cr_assert_eq(cron_validate("0 0 29 2 *", now, &spec, err, sizeof(err)), 0, "%s", err);
+        cr_assert_eq(spec.days, UINT32_C(1) << 29);
+        cr_assert_eq(cron_validate("0 0 31 2 1", now, &spec, err, sizeof(err)), 0, "%s", err);
+        cr_assert_eq(cron_validate("@yearly", now, NULL, err, sizeof(err)), 0, "%s", err);
+}
+
+Test(cron, next_far_from_1970) {
+        CronSpec spec = parse_ok("* * * * *");
+        time_t t;
+
+        use_tz("UTC");
+        cr_assert_eq(cron_next(&spec, (time_t) 1 << 50, &t), -ERANGE);
+        cr_assert_eq(cron_next(&spec, -((time_t) 1 << 50), &t), -ERANGE);
+        cr_assert_eq(cron_next(&spec, -1, &t), 0);
+        cr_assert_eq(t, 0);
+        cr_assert_eq(cron_next(&spec, 0, &t), 0);
+        cr_assert_eq(t, 60);
+}
+
+static double elapsed_ms(const struct timespec *a, const struct timespec *b) {
+        return (b->tv_sec - a->tv_sec) * 1e3 + (b->tv_nsec - a->tv_nsec) / 1e6;
+}
+
+/* The search skips whole months and days: a 4-year miss and the densest DST day stay far below 10 ms. */
+Test(cron, search_is_fast) {
+        static const struct {
+                const char *tz, *expr, *now;
+        } cases[] = {
+                { "Europe/Berlin", "0 0 31 2 *", "2025-01-01 00:00" },
+                { "Europe/Berlin", "* * 31 2 1-5", "2025-02-28 23:59" },  /* OR: Feb weekdays, then a year's gap */
+                { "America/New_York", "59 23 * * *", "2025-11-02 23:59 -0500" },
+                { "America/New_York", "* * * * *", "2025-11-02 23:58 -0500" },
+                { "America/New_York", "0 0 29 2 *", "2096-03-01 00:00" },
+        };
+
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                CronSpec spec = parse_ok(cases[i].expr);
+                double best = 1e9;
+                time_t now, t;
+
+                use_tz(cases[i].tz);
+                now = lt(cases[i].now);
+                for (int k = 0; k < 5; k++) {
+                        struct timespec a, b;
+
+                        clock_gettime(CLOCK_MONOTONIC, &a);
+                        (void) cron_next(&spec, now, &t);
+                        clock_gettime(CLOCK_MONOTONIC, &b);
+                        if (elapsed_ms(&a, &b) < best)
+                                best = elapsed_ms(&a, &b);
+                }
+                cr_expect_lt(best, 10.0, "'%s' from %s took %.2f ms", cases[i].expr, cases[i].now, best);
+        }
+}
