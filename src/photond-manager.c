@@ -901,11 +901,26 @@ int manager_startup(Manager *m) {
         return 0;
 }
 
+static void manager_notify_ready(Manager *m) {
+        (void) sd_notify(false, "READY=1");
+        manager_update_status(m);
+}
+
+void manager_bus_name_settled(Manager *m) {
+        if (!m->bus_name_pending)
+                return;
+        m->bus_name_pending = false;
+        if (m->loop_running)
+                manager_notify_ready(m);
+}
+
 int manager_run(Manager *m) {
         int r;
 
-        (void) sd_notify(false, "READY=1");
-        manager_update_status(m);
+        /* Clients may connect as soon as the socket listens; READY=1 also promises the bus name is settled. */
+        m->loop_running = true;
+        if (!m->bus_name_pending)
+                manager_notify_ready(m);
 
         r = sd_event_loop(m->event);
         if (r < 0)

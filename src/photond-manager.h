@@ -79,6 +79,9 @@ typedef struct Manager {
         BusMode bus_mode;
         sd_bus *bus;
         sd_event_source *bus_changed_event_source;
+        uint32_t bus_announced[4];      /* Clients, Channels, Locks, Jobs as last announced */
+        bool bus_name_pending;          /* READY=1 waits for the answer to the name request */
+        bool loop_running;
 
         /* lifecycle */
         uint64_t started_at_usec;       /* CLOCK_REALTIME */
@@ -120,6 +123,9 @@ void manager_schedule_flush(Manager *m);
 
 /* Marks photond's state (locks, high-water marks) for writing before the next replies are flushed. */
 void manager_state_changed(Manager *m);
+
+/* The bus name request was answered (either way): READY=1 may go out. */
+void manager_bus_name_settled(Manager *m);
 
 /* Asks the bus object to announce property changes (coalesced). */
 void manager_bus_changed(Manager *m);

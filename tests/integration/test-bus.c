@@ -1,0 +1,444 @@
+/* SPDX-License-Identifier: MIT */
+
+/* org.photond.Daemon1 on a private dbus-daemon: introspection, properties, every method, errors, signals, and
+ * lists that mirror the socket protocol's lists. busctl is the client users have, so most checks use it. */
+
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <systemd/sd-bus.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "json-util.h"
+
+static pid_t bus_pid;
+static char *bus_dir, *bus_address;
+
+/* A private session bus; its address is printed on a pipe once it listens (the readiness signal). */
+static void bus_start(void) {
+        char tmpl[] = "/tmp/photond-bus-XXXXXX", buf[512];
+        int pipefd[2];
+        ssize_t n;
+
+        cr_assert(mkdtemp(tmpl));
+        bus_dir = strdup(tmpl);
+        cr_assert_eq(pipe(pipefd), 0);
+        bus_pid = fork();
+        cr_assert(bus_pid >= 0);
+        if (bus_pid == 0) {
+                char fd[16], addr[600];
+
+                close(pipefd[0]);
+                /* It complains that it cannot raise its fd limit in a sandbox; that is noise here. */
+                int devnull = open("/dev/null", O_WRONLY);
+                if (devnull >= 0)
+                        dup2(devnull, STDERR_FILENO);
+                snprintf(fd, sizeof(fd), "%d", pipefd[1]);
+                snprintf(addr, sizeof(addr), "--address=unix:path=%s/bus", tmpl);
+                execlp("dbus-daemon", "dbus-daemon", "--session", "--nofork", "--nopidfile", addr,
+                       "--print-address", fd, NULL);
+                _exit(127);
+        }
+        close(pipefd[1]);
+        n = read(pipefd[0], buf, sizeof(buf) - 1);
+        close(pipefd[0]);
+        cr_assert(n > 0, "dbus-daemon did not start");
+        buf[n] = '\0';
+        buf[strcspn(buf, "\n")] = '\0';
+        bus_address = strdup(buf);
+        setenv("DBUS_SESSION_BUS_ADDRESS", bus_address, 1);
+}
+
+static void bus_stop(void) {
+        if (bus_pid > 0) {
+                kill(bus_pid, SIGTERM);
+                waitpid(bus_pid, NULL, 0);
+        }
+        if (bus_dir) {
+                char cmd[600];
+                snprintf(cmd, sizeof(cmd), "rm -rf '%s'", bus_dir);
+                (void) !system(cmd);
+        }
+        free(bus_dir);
+        free(bus_address);
+        bus_dir = bus_address = NULL;
+}
+
+TestSuite(bus, .init = bus_start, .fini = bus_stop);
+
+static Daemon* start_on_bus(void) {
+        char *env = NULL;
+        static char envbuf[700];
+
+        snprintf(envbuf, sizeof(envbuf), "DBUS_SESSION_BUS_ADDRESS=%s", bus_address);
+        env = envbuf;
+        /* READY=1 comes only after the name request was answered, so no waiting for the name is needed. */
+        return daemon_start(&(DaemonOptions) {
+                .env = (const char*[]) { env, NULL },
+                .args = (const char*[]) { "--bus=user", NULL } });
+}
+
+/* Runs a command, returns its exit status, stdout and stderr (each may be NULL). */
+static int run(char **ret_out, char **ret_err, const char *const *argv) {
+        int out[2], err[2], status;
+        pid_t pid;
+
+        cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
+        cr_assert_eq(pipe2(err, O_CLOEXEC), 0);
+        pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+                dup2(out[1], 1);
+                dup2(err[1], 2);
+                execvp(argv[0], (char**) argv);
+                _exit(127);
+        }
+        close(out[1]);
+        close(err[1]);
+        for (int k = 0; k < 2; k++) {
+                int fd = k == 0 ? out[0] : err[0];
+                size_t len = 0, alloc = 65536;
+                char *b = malloc(alloc);
+                ssize_t n;
+                while ((n = read(fd, b + len, alloc - len - 1)) > 0) {
+                        len += n;
+                        if (alloc - len < 1024)
+                                b = realloc(b, alloc *= 2);
+                }
+                b[len] = '\0';
+                close(fd);
+                if (k == 0 && ret_out)
+                        *ret_out = b;
+                else if (k == 1 && ret_err)
+                        *ret_err = b;
+                else
+                        free(b);
+        }
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+/* busctl --user --json=short call ... → the "data" array of the reply. */
+static struct json_object* busctl_call(const char *method, const char *sig, const char *a1, const char *a2) {
+        const char *argv[16] = { "busctl", "--user", "--json=short", "call", "org.photond.Daemon1",
+                                 "/org/photond/Daemon1", "org.photond.Daemon1", method };
+        int n = 8;
+        char *out = NULL, *err = NULL;
+        struct json_object *o;
+
+        if (sig) {
+                argv[n++] = sig;
+                argv[n++] = a1;
+                if (a2)
+                        argv[n++] = a2;
+        }
+        argv[n] = NULL;
+        cr_assert_eq(run(&out, &err, argv), 0, "busctl call %s failed: %s", method, err);
+        /* A method with no result prints nothing. */
+        o = out[strspn(out, " \n")] ? json_tokener_parse(out) : NULL;
+        cr_assert(o || !out[strspn(out, " \n")], "busctl output is not JSON: %s", out);
+        free(out);
+        free(err);
+        return o;
+}
+
+static struct json_object* get_property(const char *name) {
+        const char *argv[] = { "busctl", "--user", "--json=short", "get-property", "org.photond.Daemon1",
+                               "/org/photond/Daemon1", "org.photond.Daemon1", name, NULL };
+        char *out = NULL;
+        struct json_object *o;
+
+        cr_assert_eq(run(&out, NULL, argv), 0);
+        o = json_tokener_parse(out);
+        cr_assert(o, "%s", out);
+        free(out);
+        return o;
+}
+
+Test(bus, introspect_and_properties) {
+        Daemon *d = start_on_bus();
+        const char *argv[] = { "busctl", "--user", "introspect", "org.photond.Daemon1", "/org/photond/Daemon1", NULL };
+        char *out = NULL;
+        struct json_object *p;
+
+        cr_assert_eq(run(&out, NULL, argv), 0);
+        static const char *const members[] = {
+                ".ListLocks", ".ListJobs", ".ListChannels", ".GetStatus", ".ReleaseLock", ".RunJob",
+                ".Unschedule", ".Publish", ".JobFinished", ".LockChanged", ".Version", ".StartedAt", ".Clients",
+                ".Channels", ".Subscriptions", ".Locks", ".Jobs", ".WebhookEnabled",
+        };
+        for (size_t i = 0; i < sizeof(members) / sizeof(members[0]); i++)
+                cr_assert(strstr(out, members[i]), "%s missing from introspection", members[i]);
+        free(out);
+
+        p = get_property("Version");
+        cr_assert_str_eq(jstr(p, "data"), PHOTOND_VERSION);
+        json_object_put(p);
+
+        Conn *c = conn_open(d);
+        struct json_object *o = conn_request(c, "l", "{\"type\":\"lock\",\"id\":\"l\",\"lockName\":\"a\",\"sessionId\":\"s\"}");
+        json_object_put(o);
+        p = get_property("Locks");
+        cr_assert_eq(jint(p, "data"), 1);
+        json_object_put(p);
+        p = get_property("Clients");
+        cr_assert_eq(jint(p, "data"), 1);
+        json_object_put(p);
+        p = get_property("WebhookEnabled");
+        cr_assert_eq(jbool(p, "data"), false);
+        json_object_put(p);
+        p = get_property("StartedAt");
+        cr_assert(jint(p, "data") > 1600000000000LL);
+        json_object_put(p);
+
+        conn_close(c);
+        daemon_free(d);
+}
+
+Test(bus, list_locks_mirrors_the_socket) {
+        Daemon *d = start_on_bus();
+        Conn *c = conn_open(d);
+        struct json_object *o, *socket_list, *bus_list;
+
+        o = conn_request(c, "1", "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"db\",\"sessionId\":\"alice\",\"lockTimeout\":60000}");
+        cr_assert(jbool(o, "data.acquired"));
+        json_object_put(o);
+        o = conn_request(c, "2", "{\"type\":\"lock\",\"id\":\"2\",\"lockName\":\"cache\",\"sessionId\":\"bob\"}");
+        json_object_put(o);
+
+        socket_list = conn_request(c, "3", "{\"type\":\"list_locks\",\"id\":\"3\"}");
+        bus_list = busctl_call("ListLocks", NULL, NULL, NULL);
+        struct json_object *locks = jget(socket_list, "data.locks"), *rows = jget(bus_list, "data.0");
+        cr_assert_eq(json_object_array_length(rows), json_object_array_length(locks));
+        for (size_t i = 0; i < json_object_array_length(locks); i++) {
+                struct json_object *l = json_object_array_get_idx(locks, i);
+                bool found = false;
+                for (size_t k = 0; k < json_object_array_length(rows); k++) {
+                        struct json_object *r = json_object_array_get_idx(rows, k);
+                        if (strcmp(json_object_get_string(json_object_array_get_idx(r, 0)), jstr(l, "name")) != 0)
+                                continue;
+                        found = true;
+                        cr_assert_str_eq(json_object_get_string(json_object_array_get_idx(r, 1)), jstr(l, "holder"));
+                        cr_assert_eq(json_object_get_int64(json_object_array_get_idx(r, 2)), jint(l, "acquiredAt"));
+                        cr_assert_eq(json_object_get_int64(json_object_array_get_idx(r, 3)), jint(l, "expiresAt"));
+                        cr_assert_eq(json_object_get_int64(json_object_array_get_idx(r, 4)), jint(l, "fencingToken"));
+                }
+                cr_assert(found, "lock %s not listed on the bus", jstr(l, "name"));
+        }
+        json_object_put(socket_list);
+        json_object_put(bus_list);
+
+        /* Force release by an admin, then the socket agrees it is free. */
+        json_object_put(busctl_call("ReleaseLock", "s", "db", NULL));
+        o = conn_request(c, "4", "{\"type\":\"query_lock\",\"id\":\"4\",\"lockName\":\"db\"}");
+        cr_assert(json_object_is_type(jget(o, "data.holder"), json_type_null));
+        json_object_put(o);
+
+        conn_close(c);
+        daemon_free(d);
+}
+
+Test(bus, errors_are_named) {
+        Daemon *d = start_on_bus();
+        char *err = NULL;
+        const char *release[] = { "busctl", "--user", "call", "org.photond.Daemon1", "/org/photond/Daemon1",
+                                  "org.photond.Daemon1", "ReleaseLock", "s", "nope", NULL };
+        const char *run_job[] = { "busctl", "--user", "call", "org.photond.Daemon1", "/org/photond/Daemon1",
+                                  "org.photond.Daemon1", "RunJob", "s", "ghost", NULL };
+        const char *unsched[] = { "busctl", "--user", "call", "org.photond.Daemon1", "/org/photond/Daemon1",
+                                  "org.photond.Daemon1", "Unschedule", "s", "ghost", NULL };
+        const char *publish[] = { "busctl", "--user", "call", "org.photond.Daemon1", "/org/photond/Daemon1",
+                                  "org.photond.Daemon1", "Publish", "ss", "a:b", "{not json", NULL };
+        const char *wrong[] = { "busctl", "--user", "call", "org.photond.Daemon1", "/org/photond/Daemon1",
+                                "org.photond.Daemon1", "ReleaseLock", "u", "5", NULL };
+
+        cr_assert_neq(run(NULL, &err, release), 0);
+        cr_assert(strstr(err, "No live lock named 'nope'"), "%s", err);
+        free(err);
+        cr_assert_neq(run(NULL, &err, run_job), 0);
+        cr_assert(strstr(err, "No job 'ghost'"), "%s", err);
+        free(err);
+        cr_assert_neq(run(NULL, &err, unsched), 0);
+        cr_assert(strstr(err, "No job 'ghost'"), "%s", err);
+        free(err);
+        cr_assert_neq(run(NULL, &err, publish), 0);
+        cr_assert(strstr(err, "not valid JSON"), "%s", err);
+        free(err);
+        cr_assert_neq(run(NULL, &err, wrong), 0, "a wrong signature is refused");
+        free(err);
+
+        /* The daemon is fine after all that. */
+        Conn *c = conn_open(d);
+        struct json_object *o = conn_request(c, "p", "{\"type\":\"ping\",\"id\":\"p\"}");
+        cr_assert_str_eq(jstr(o, "type"), "pong");
+        json_object_put(o);
+        conn_close(c);
+        daemon_free(d);
+}
+
+Test(bus, publish_reaches_socket_subscribers) {
+        Daemon *d = start_on_bus();
+        Conn *sub = conn_open(d);
+        struct json_object *o;
+
+        o = conn_request(sub, "s", "{\"type\":\"subscribe\",\"id\":\"s\",\"channel\":\"ops:*\"}");
+        cr_assert(jbool(o, "success"));
+        json_object_put(o);
+
+        o = busctl_call("Publish", "ss", "ops:deploy", "{\"version\":7}");
+        int64_t event_id = json_object_get_int64(json_object_array_get_idx(jget(o, "data"), 0));
+        json_object_put(o);
+
+        o = conn_expect(sub, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "channel_message");
+        cr_assert_str_eq(jstr(o, "channel"), "ops:deploy");
+        cr_assert_eq(jint(o, "message.version"), 7);
+        cr_assert_eq(jint(o, "eventId"), event_id);
+        json_object_put(o);
+
+        o = busctl_call("ListChannels", NULL, NULL, NULL);
+        struct json_object *rows = jget(o, "data.0");
+        bool found = false;
+        for (size_t i = 0; i < json_object_array_length(rows); i++) {
+                struct json_object *r = json_object_array_get_idx(rows, i);
+                if (strcmp(json_object_get_string(json_object_array_get_idx(r, 0)), "ops:deploy") == 0) {
+                        found = true;
+                        cr_assert_eq(json_object_get_int64(json_object_array_get_idx(r, 2)), 1, "one buffered event");
+                        cr_assert_eq(json_object_get_int64(json_object_array_get_idx(r, 3)), event_id);
+                }
+        }
+        cr_assert(found);
+        json_object_put(o);
+
+        o = busctl_call("GetStatus", NULL, NULL, NULL);
+        cr_assert_str_eq(jstr(o, "data.0.version.data"), PHOTOND_VERSION);
+        cr_assert_eq(jint(o, "data.0.clients.data"), 1);
+        json_object_put(o);
+
+        conn_close(sub);
+        daemon_free(d);
+}
+
+static int on_signal(sd_bus_message *m, void *userdata, sd_bus_error *e) {
+        char *seen = userdata;
+        const char *a = NULL, *b = NULL, *c = NULL;
+
+        if (sd_bus_message_is_signal(m, "org.photond.Daemon1", "LockChanged") &&
+            sd_bus_message_read(m, "sss", &a, &b, &c) >= 0)
+                snprintf(seen + strlen(seen), 1024 - strlen(seen), "lock:%s:%s:%s;", a, b, c);
+        else if (sd_bus_message_is_signal(m, "org.freedesktop.DBus.Properties", "PropertiesChanged"))
+                strncat(seen, "props;", 1023 - strlen(seen));
+        return 0;
+}
+
+static void wait_for(sd_bus *bus, const char *seen, const char *text) {
+        uint64_t deadline = mono_ms() + 5000;
+
+        while (!strstr(seen, text)) {
+                cr_assert(mono_ms() < deadline, "no '%s' within 5 s; seen: %s", text, seen);
+                if (sd_bus_process(bus, NULL) > 0)
+                        continue;
+                (void) sd_bus_wait(bus, 100 * 1000);
+        }
+}
+
+Test(bus, signals) {
+        Daemon *d = start_on_bus();
+        sd_bus *bus = NULL;
+        char seen[1024] = "";
+        struct json_object *o;
+
+        cr_assert_eq(sd_bus_open_user(&bus), 0);
+        cr_assert(sd_bus_add_match(bus, NULL, "type='signal',sender='org.photond.Daemon1',path='/org/photond/Daemon1'",
+                                   on_signal, seen) >= 0);
+
+        Conn *c = conn_open(d);
+        o = conn_request(c, "1", "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"k\",\"sessionId\":\"alice\",\"lockTimeout\":300}");
+        json_object_put(o);
+        wait_for(bus, seen, "lock:k:alice:acquired;");
+        wait_for(bus, seen, "props;");
+        wait_for(bus, seen, "lock:k:alice:expired;");
+
+        o = conn_request(c, "2", "{\"type\":\"lock\",\"id\":\"2\",\"lockName\":\"k2\",\"sessionId\":\"bob\"}");
+        json_object_put(o);
+        o = conn_request(c, "3", "{\"type\":\"unlock\",\"id\":\"3\",\"lockName\":\"k2\",\"sessionId\":\"bob\"}");
+        json_object_put(o);
+        wait_for(bus, seen, "lock:k2:bob:released;");
+
+        sd_bus_flush_close_unref(bus);
+        conn_close(c);
+        daemon_free(d);
+}
+
+Test(bus, missing_bus_is_only_a_warning) {
+        Daemon *d = daemon_start(&(DaemonOptions) {
+                .env = (const char*[]) { "DBUS_SESSION_BUS_ADDRESS=unix:path=/nonexistent/bus", NULL },
+                .args = (const char*[]) { "--bus=user", NULL } });
+        Conn *c = conn_open(d);
+        struct json_object *o = conn_request(c, "p", "{\"type\":\"ping\",\"id\":\"p\"}");
+
+        cr_assert_str_eq(jstr(o, "type"), "pong");
+        cr_assert(daemon_log_contains(d, "continuing without D-Bus"));
+        json_object_put(o);
+        conn_close(c);
+        daemon_free(d);
+}
+
+static int on_job_finished(sd_bus_message *m, void *userdata, sd_bus_error *e) {
+        char *seen = userdata;
+        const char *id = NULL, *status = NULL;
+        int64_t ms = -1;
+
+        if (sd_bus_message_read(m, "ssx", &id, &status, &ms) >= 0)
+                snprintf(seen + strlen(seen), 1024 - strlen(seen), "job:%s:%s;", id, status);
+        return 0;
+}
+
+Test(bus, list_jobs_mirrors_the_socket_and_admin_methods) {
+        Daemon *d = start_on_bus();
+        Conn *c = conn_open(d);
+        sd_bus *bus = NULL;
+        char seen[1024] = "";
+        struct json_object *o, *sock, *rows;
+
+        o = conn_request(c, "1", "{\"type\":\"schedule\",\"id\":\"1\",\"photonName\":\"kan\",\"jobId\":\"nightly\","
+                                 "\"method\":\"archive\",\"cron\":\"0 3 * * *\"}");
+        cr_assert(jbool(o, "data.scheduled"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+
+        sock = conn_request(c, "2", "{\"type\":\"list_jobs\",\"id\":\"2\"}");
+        o = busctl_call("ListJobs", NULL, NULL, NULL);
+        rows = jget(o, "data.0");
+        cr_assert_eq(json_object_array_length(rows), 1);
+        struct json_object *r = json_object_array_get_idx(rows, 0), *j = jget(sock, "data.jobs.0");
+        cr_assert_str_eq(json_object_get_string(json_object_array_get_idx(r, 0)), jstr(j, "id"));
+        cr_assert_str_eq(json_object_get_string(json_object_array_get_idx(r, 0)), "kan:ipc:nightly");
+        cr_assert_str_eq(json_object_get_string(json_object_array_get_idx(r, 1)), "kan");
+        cr_assert_str_eq(json_object_get_string(json_object_array_get_idx(r, 2)), "archive");
+        cr_assert_str_eq(json_object_get_string(json_object_array_get_idx(r, 3)), "0 3 * * *");
+        cr_assert_eq(json_object_get_int64(json_object_array_get_idx(r, 5)), jint(j, "nextRun"));
+        cr_assert_eq(json_object_get_int64(json_object_array_get_idx(r, 6)), 0, "never ran");
+        json_object_put(o);
+        json_object_put(sock);
+
+        /* RunJob: no handler exists, so the run fails, and JobFinished says so. */
+        cr_assert_eq(sd_bus_open_user(&bus), 0);
+        cr_assert(sd_bus_match_signal(bus, NULL, "org.photond.Daemon1", "/org/photond/Daemon1",
+                                      "org.photond.Daemon1", "JobFinished", on_job_finished, seen) >= 0);
+        json_object_put(busctl_call("RunJob", "s", "kan:ipc:nightly", NULL));
+        wait_for(bus, seen, "job:kan:ipc:nightly:error;");
+        sd_bus_flush_close_unref(bus);
+
+        json_object_put(busctl_call("Unschedule", "s", "nightly", NULL));
+        o = conn_request(c, "3", "{\"type\":\"list_jobs\",\"id\":\"3\"}");
+        cr_assert_eq(json_object_array_length(jget(o, "data.jobs")), 0);
+        json_object_put(o);
+
+        conn_close(c);
+        daemon_free(d);
+}
