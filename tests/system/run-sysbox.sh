@@ -155,13 +155,14 @@ check "Restart=on-failure: a killed photond is started again" as_user sh -c '
   done
   systemctl --user status --no-pager photond.service; exit 1'
 
+# systemd refuses to start a socket whose service is running ("already active"): stop photond first; the
+# webhook socket then activates it, and it receives both sockets.
+as_user systemctl --user stop photond.service 2>/dev/null
 check "systemctl --user start photond-webhook.socket" as_user systemctl --user start photond-webhook.socket
-# The running daemon got its sockets at start: restart it so it receives the webhook socket too.
-as_user systemctl --user stop photond.service
 check "curl http://127.0.0.1:3457/healthz (activates photond through the webhook socket)" \
   as_user sh -c 'curl -fsS --max-time 10 http://127.0.0.1:3457/healthz | grep -q "\"status\":\"ok\""'
 check "photonctl ping after activation through the webhook socket" as_user sh -c 'test "$(photonctl ping)" = pong'
-as_user systemctl --user stop photond.service photond-webhook.socket photond.socket
+as_user systemctl --user stop photond.service photond-webhook.socket photond.socket 2>/dev/null
 
 # ---------------------------------------------------------------- system instance
 check "system photond.socket is not enabled by the package" \
@@ -182,14 +183,21 @@ check "D-Bus policy: ListLocks allowed to everyone" \
 check "D-Bus policy: ReleaseLock denied outside group photon" as_user sh -c '
   out=$(busctl --system call org.photond.Daemon1 /org/photond/Daemon1 org.photond.Daemon1 ReleaseLock s x 2>&1)
   echo "$out"; echo "$out" | grep -qi "access denied\|AccessDenied"'
+as_root systemctl stop photond.service 2>/dev/null
+check "system photond-webhook.socket: curl /healthz activates the system instance" as_root sh -c '
+  systemctl start photond-webhook.socket &&
+  curl -fsS --max-time 10 http://127.0.0.1:3457/healthz | grep -q "\"status\":\"ok\""'
 check "webhook secret from /etc/photon/webhook-secret reaches photond as a credential" as_root sh -c '
   umask 077; echo systest-secret >/etc/photon/webhook-secret
   systemctl restart photond.service
-  test "$(photonctl --system ping)" = pong
-  journalctl --no-pager -u photond.service | grep -q "Webhook secret from credential webhook-secret"'
+  curl -fsS --max-time 10 http://127.0.0.1:3457/healthz >/dev/null
+  journalctl --no-pager -u photond.service | grep "Webhook secret" | tail -n 1 | grep -q "credential webhook-secret"'
 as_root usermod -aG photon tester
 check "a member of group photon may use the system socket" as_user sh -c 'test "$(photonctl --system ping)" = pong'
-as_root systemctl stop photond.service photond.socket
+check "D-Bus policy: ReleaseLock allowed to group photon (answered, not denied)" as_user sh -c '
+  out=$(busctl --system call org.photond.Daemon1 /org/photond/Daemon1 org.photond.Daemon1 ReleaseLock s x 2>&1)
+  echo "$out"; echo "$out" | grep -q "NoSuchLock\|No such lock" && ! echo "$out" | grep -qi "access denied"'
+as_root systemctl stop photond.service photond-webhook.socket photond.socket 2>/dev/null
 
 if [ "$failed" -gt 0 ]; then
   echo "== journal of photond (user and system instance), last lines:"
