@@ -303,3 +303,181 @@ Test(dispatch, exit_messages) {
         cr_assert_str_eq(m, "Handler kanban/add was killed by signal SIGABRT (core dumped)");
         free(m);
 }
+
+/* ---- dispatcher_call(): the contract jobs and webhooks rely on, on a real event loop ---- */
+
+#include "photond-limits.h"
+#include "photond-manager.h"
+
+typedef struct Outcome {
+        unsigned n_called;
+        bool success;
+        char *data;             /* compact JSON of the result, or NULL */
+        char *error;
+        uint64_t duration_ms;
+} Outcome;
+
+static void on_result(const DispatchResult *result, void *userdata) {
+        Outcome *o = userdata;
+
+        o->n_called++;
+        o->success = result->success;
+        o->duration_ms = result->duration_ms;
+        free(o->data);
+        free(o->error);
+        o->data = result->data ? strdup(json_object_to_json_string_ext(result->data, JSON_FORMAT_FLAGS)) : NULL;
+        o->error = result->error ? strdup(result->error) : NULL;
+}
+
+static Manager* manager_for_test(char **ret_home) {
+        char *home = tmpdir_new(), *dir;
+        Manager *m = NULL;
+
+        cr_assert_eq(setenv("PHOTON_HOME", home, 1), 0);
+        cr_assert_eq(setenv("HOME", home, 1), 0);
+        cr_assert_eq(manager_new(&(ManagerConfig) { .bus_mode = BUS_MODE_NONE }, &m), 0);
+        cr_assert(asprintf(&dir, "%s/handlers", home) >= 0);
+        cr_assert_eq(mkdir(dir, 0755), 0);
+        free(dir);
+        *ret_home = home;
+        return m;
+}
+
+static void handler_script(const char *home, const char *photon, const char *script) {
+        char *path;
+        FILE *f;
+
+        cr_assert(asprintf(&path, "%s/handlers/%s", home, photon) >= 0);
+        f = fopen(path, "we");
+        cr_assert(f);
+        fputs(script, f);
+        cr_assert_eq(fclose(f), 0);
+        cr_assert_eq(chmod(path, 0755), 0);
+        free(path);
+}
+
+static void run_until(Manager *m, const unsigned *counter, unsigned want) {
+        for (int i = 0; *counter < want; i++) {
+                cr_assert(i < 1000, "no callback within 10 s");
+                cr_assert(sd_event_run(m->event, 10 * USEC_PER_MSEC) >= 0);
+        }
+}
+
+Test(dispatch_call, callback_runs_later_exactly_once) {
+        char *home;
+        Manager *m = manager_for_test(&home);
+        Outcome o = {};
+        DispatchCall *call = NULL;
+
+        handler_script(home, "jobs", "#!/bin/sh\nread -r a\nprintf '{\"m\":\"%s\",\"t\":\"%s\",\"j\":\"%s\",\"a\":%s}' "
+                       "\"$1\" \"$PHOTON_TRIGGER\" \"$PHOTON_JOB_ID\" \"$a\"\n");
+        cr_assert(dispatcher_can_serve(m->dispatcher, "jobs", "sweep"));
+        cr_assert(!dispatcher_can_serve(m->dispatcher, "nobody", "sweep"));
+        cr_assert(!dispatcher_can_serve(m->dispatcher, "..", "sweep"));
+
+        struct json_object *args = json_tokener_parse("{\"days\":3}");
+        cr_assert_eq(dispatcher_call(m->dispatcher, &(DispatchRequest) {
+                        .photon = "jobs", .method = "sweep", .args = args, .trigger = DISPATCH_TRIGGER_SCHEDULE,
+                        .job_id = "jobs:ipc:nightly" }, on_result, &o, &call), 0);
+        json_object_put(args);          /* borrowed: the call keeps its own reference */
+        cr_assert_not_null(call);
+        cr_assert_eq(o.n_called, 0, "the callback ran inside dispatcher_call()");
+        cr_assert_eq(dispatcher_running_calls(m->dispatcher), 1);
+
+        run_until(m, &o.n_called, 1);
+        cr_assert(o.success, "%s", o.error);
+        cr_assert_str_eq(o.data, "{\"m\":\"sweep\",\"t\":\"schedule\",\"j\":\"jobs:ipc:nightly\",\"a\":{\"days\":3}}");
+        cr_assert_eq(dispatcher_running_calls(m->dispatcher), 0);
+
+        /* Nothing more arrives later. */
+        for (int i = 0; i < 5; i++)
+                cr_assert(sd_event_run(m->event, 10 * USEC_PER_MSEC) >= 0);
+        cr_assert_eq(o.n_called, 1);
+
+        manager_free(m);
+        free(o.data);
+        free(o.error);
+        tmpdir_remove(home);
+}
+
+Test(dispatch_call, synchronous_errors_and_no_callback) {
+        char *home;
+        Manager *m = manager_for_test(&home);
+        Outcome o = {};
+        DispatchCall *call = NULL;
+
+        cr_assert_eq(dispatcher_call(m->dispatcher, &(DispatchRequest) {
+                        .photon = "nobody", .method = "run", .trigger = DISPATCH_TRIGGER_WEBHOOK },
+                        on_result, &o, &call), -ENOENT);
+        cr_assert_eq(dispatcher_call(m->dispatcher, &(DispatchRequest) {
+                        .photon = "../x", .method = "run", .trigger = DISPATCH_TRIGGER_WEBHOOK },
+                        on_result, &o, &call), -EINVAL);
+
+        handler_script(home, "slow", "#!/bin/sh\nexec sleep 30\n");
+        limits.MAX_CALLS_PER_PHOTON = 1;
+        cr_assert_eq(dispatcher_call(m->dispatcher, &(DispatchRequest) {
+                        .photon = "slow", .method = "a", .trigger = DISPATCH_TRIGGER_SCHEDULE },
+                        on_result, &o, &call), 0);
+        cr_assert_eq(dispatcher_call(m->dispatcher, &(DispatchRequest) {
+                        .photon = "slow", .method = "b", .trigger = DISPATCH_TRIGGER_SCHEDULE },
+                        on_result, &o, NULL), -EBUSY);
+        limits_reset();
+
+        for (int i = 0; i < 5; i++)
+                cr_assert(sd_event_run(m->event, 10 * USEC_PER_MSEC) >= 0);
+        cr_assert_eq(o.n_called, 0);
+
+        /* Freeing the dispatcher ends the running call and reports it once. */
+        manager_free(m);
+        cr_assert_eq(o.n_called, 1);
+        cr_assert(!o.success);
+        cr_assert_str_eq(o.error, "photond is shutting down");
+        free(o.data);
+        free(o.error);
+        tmpdir_remove(home);
+}
+
+Test(dispatch_call, abandoned_call_never_calls_back) {
+        char *home;
+        Manager *m = manager_for_test(&home);
+        Outcome o = {};
+        DispatchCall *call = NULL;
+
+        handler_script(home, "quick", "#!/bin/sh\necho done\n");
+        cr_assert_eq(dispatcher_call(m->dispatcher, &(DispatchRequest) {
+                        .photon = "quick", .method = "x", .trigger = DISPATCH_TRIGGER_WEBHOOK },
+                        on_result, &o, &call), 0);
+        dispatch_call_abandon(call);
+        for (int i = 0; dispatcher_running_calls(m->dispatcher) > 0; i++) {
+                cr_assert(i < 1000);
+                cr_assert(sd_event_run(m->event, 10 * USEC_PER_MSEC) >= 0);
+        }
+        for (int i = 0; i < 5; i++)
+                cr_assert(sd_event_run(m->event, 10 * USEC_PER_MSEC) >= 0);
+        cr_assert_eq(o.n_called, 0);
+
+        manager_free(m);
+        tmpdir_remove(home);
+}
+
+Test(dispatch_call, timeout_per_call) {
+        char *home;
+        Manager *m = manager_for_test(&home);
+        Outcome o = {};
+        uint64_t t0;
+
+        handler_script(home, "sleepy", "#!/bin/sh\nexec sleep 30\n");
+        t0 = now_usec(CLOCK_MONOTONIC);
+        cr_assert_eq(dispatcher_call(m->dispatcher, &(DispatchRequest) {
+                        .photon = "sleepy", .method = "x", .trigger = DISPATCH_TRIGGER_SCHEDULE, .timeout_ms = 150 },
+                        on_result, &o, NULL), 0);
+        run_until(m, &o.n_called, 1);
+        cr_assert(!o.success);
+        cr_assert_str_eq(o.error, "Handler sleepy/x timed out after 150 ms");
+        cr_assert((now_usec(CLOCK_MONOTONIC) - t0) / USEC_PER_MSEC >= 150);
+        cr_assert(o.duration_ms >= 150);
+
+        manager_free(m);
+        free(o.error);
+        tmpdir_remove(home);
+}
