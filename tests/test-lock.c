@@ -1,0 +1,728 @@
+/* SPDX-License-Identifier: MIT */
+
+/* The lock table's rules with the time passed in (expiry by time without waiting), the request handlers' exact
+ * reply shapes, waiter queues, caps, tokens and the state.json round trip. A minimal Manager carries the event
+ * loop; Clients without a manager collect replies in their write queue. */
+
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "json-util.h"
+#include "photond-client.h"
+#include "photond-limits.h"
+#include "photond-lock.h"
+#include "photond-manager.h"
+
+static Manager manager;
+static LockTable *table;
+static Client clients[4];
+static LockTime t0;
+
+static int noop_defer(sd_event_source *s, void *userdata) {
+        return 0;
+}
+
+static void setup(void) {
+        limits_reset();
+        manager = (Manager) {};
+        cr_assert_eq(sd_event_new(&manager.event), 0);
+        cr_assert_eq(sd_event_add_defer(manager.event, &manager.flush_event_source, noop_defer, NULL), 0);
+        cr_assert_eq(sd_event_source_set_enabled(manager.flush_event_source, SD_EVENT_OFF), 0);
+        cr_assert_eq(lock_table_new(&manager, &table), 0);
+        manager.locks = table;
+        for (size_t i = 0; i < ELEMENTSOF(clients); i++)
+                clients[i] = (Client) { .fd = -EBADF, .serial = i };
+        t0 = lock_table_now(table);
+}
+
+static void teardown(void) {
+        for (size_t i = 0; i < ELEMENTSOF(clients); i++) {
+                lock_table_client_gone(table, &clients[i]);
+                for (size_t j = 0; j < clients[i].out_n; j++)
+                        shared_buf_unref(clients[i].out[clients[i].out_head + j].buf);
+                free(clients[i].out);
+        }
+        table = lock_table_free(table);
+        sd_event_source_disable_unref(manager.flush_event_source);
+        sd_event_unref(manager.event);
+}
+
+TestSuite(lock, .init = setup, .fini = teardown);
+
+/* t0 plus ms on both clocks. */
+static LockTime at(uint64_t ms) {
+        return (LockTime) { .boot_usec = t0.boot_usec + ms * USEC_PER_MSEC, .wall_ms = t0.wall_ms + (int64_t) ms };
+}
+
+/* The oldest queued reply of c, parsed (NULL if none). */
+static struct json_object* pop_reply(Client *c) {
+        struct json_object *o = NULL;
+        SharedBuf *b;
+
+        if (c->out_n == 0)
+                return NULL;
+        b = c->out[c->out_head].buf;
+        cr_assert_eq(json_parse(b->data, b->size, &o, NULL), 0);
+        c->out_head++;
+        c->out_n--;
+        c->out_bytes -= b->size;
+        shared_buf_unref(b);
+        return o;
+}
+
+/* The oldest queued reply of c as its exact line (without the newline); the caller frees. */
+static char* pop_line(Client *c) {
+        struct json_object *o = pop_reply(c);
+        char *s;
+
+        cr_assert_not_null(o, "no reply queued");
+        s = strdup(json_object_to_json_string_ext(o, JSON_FORMAT_FLAGS));
+        json_object_put(o);
+        return s;
+}
+
+static void expect_line(Client *c, const char *expected) {
+        char *s = pop_line(c);
+
+        cr_assert_str_eq(s, expected);
+        free(s);
+}
+
+static const char* jstr(struct json_object *o, const char *a, const char *b) {
+        struct json_object *v;
+
+        if (!json_object_object_get_ex(o, a, &v))
+                return NULL;
+        return b ? json_get_string(v, b) : json_object_get_string(v);
+}
+
+static int64_t jint(struct json_object *o, const char *a, const char *b) {
+        struct json_object *v;
+        int64_t i = -1;
+
+        cr_assert(json_object_object_get_ex(o, a, &v));
+        cr_assert_eq(json_get_int64(v, b, false, &i), 0, "%s.%s missing", a, b);
+        return i;
+}
+
+/* Runs a request line through the handler its type names, as the manager would. */
+static void request(Client *c, const char *line) {
+        Request *req = NULL;
+        char *error = NULL, *id = NULL;
+        int r;
+
+        cr_assert_eq(request_parse(line, strlen(line), &req, &error, &id), 0, "%s: %s", line, error);
+        switch (req->type) {
+        case REQUEST_LOCK:          r = lock_table_handle_lock(&manager, c, req); break;
+        case REQUEST_UNLOCK:        r = lock_table_handle_unlock(&manager, c, req); break;
+        case REQUEST_ASSIGN_LOCK:   r = lock_table_handle_assign(&manager, c, req); break;
+        case REQUEST_TRANSFER_LOCK: r = lock_table_handle_transfer(&manager, c, req); break;
+        case REQUEST_QUERY_LOCK:    r = lock_table_handle_query(&manager, c, req); break;
+        case REQUEST_LIST_LOCKS:    r = lock_table_handle_list(&manager, c, req); break;
+        default:                    cr_assert_fail("not a lock request: %s", line);
+        }
+        cr_assert_eq(r, 0, "%s failed: %d", line, r);
+        request_free(req);
+}
+
+/* Runs the loop until c has a reply or limit_ms pass; returns the reply or NULL. */
+static struct json_object* run_until_reply(Client *c, uint64_t limit_ms) {
+        uint64_t end = now_usec(CLOCK_MONOTONIC) + limit_ms * USEC_PER_MSEC;
+
+        while (c->out_n == 0 && now_usec(CLOCK_MONOTONIC) < end)
+                cr_assert_geq(sd_event_run(manager.event, 10 * USEC_PER_MSEC), 0);
+        return pop_reply(c);
+}
+
+/* ---- the rules ---- */
+
+Test(lock, acquire_then_busy_for_another_holder) {
+        LockTime now = at(0);
+        Lock *l = NULL;
+
+        cr_assert_eq(lock_table_acquire(table, "a", "s1", 1000, &now, &l), 1);
+        cr_assert_str_eq(l->holder, "s1");
+        cr_assert_eq(l->acquired_at, now.wall_ms);
+        cr_assert_eq(l->expires_at, now.wall_ms + 1000);
+        cr_assert_eq(l->token, 1);
+        cr_assert(manager.state_dirty, "an acquire must reach state.json");
+
+        manager.state_dirty = false;
+        l = NULL;
+        cr_assert_eq(lock_table_acquire(table, "a", "s2", 1000, &now, &l), -EBUSY);
+        cr_assert_str_eq(l->holder, "s1", "the refusal names the current holder");
+        cr_assert_not(manager.state_dirty, "a refusal changes nothing");
+        cr_assert_eq(lock_table_count(table), 1);
+}
+
+Test(lock, reentrant_acquire_moves_expiry_keeps_acquired_at_and_token) {
+        LockTime now = at(0), later = at(500);
+        Lock *l;
+
+        cr_assert_eq(lock_table_acquire(table, "a", "s1", 1000, &now, &l), 1);
+        cr_assert_eq(lock_table_acquire(table, "a", "s1", 100, &later, &l), 0);
+        cr_assert_eq(l->acquired_at, now.wall_ms);
+        cr_assert_eq(l->expires_at, later.wall_ms + 100, "the expiry may shorten, as in the reference");
+        cr_assert_eq(l->token, 1, "a refresh keeps the token: the holder never lost the lock");
+
+        LockTime after = at(601);
+        cr_assert_null(lock_table_get(table, "a", &after), "the shortened expiry applies");
+}
+
+Test(lock, expiry_is_exact_by_the_deadline_clock) {
+        LockTime now = at(0), just_before = at(200), at_deadline = at(200);
+        Lock *l;
+
+        just_before.boot_usec -= 1;
+        cr_assert_eq(lock_table_acquire(table, "a", "s1", 200, &now, &l), 1);
+        cr_assert_not_null(lock_table_get(table, "a", &just_before));
+        cr_assert_null(lock_table_get(table, "a", &at_deadline), "expiresAt <= now is expired (reference)");
+        cr_assert_eq(lock_table_count(table), 0, "an expired lock is gone, not kept for a sweep");
+
+        cr_assert_eq(lock_table_acquire(table, "a", "s2", 200, &at_deadline, &l), 1, "free for anyone");
+        cr_assert_eq(l->token, 2);
+}
+
+Test(lock, wall_clock_jumps_do_not_matter) {
+        LockTime now = at(0), jumped = at(10);
+        Lock *l;
+
+        cr_assert_eq(lock_table_acquire(table, "a", "s1", 1000, &now, &l), 1);
+        jumped.wall_ms += 3600 * 1000;  /* the wall clock leaps an hour ahead */
+        cr_assert_not_null(lock_table_get(table, "a", &jumped));
+        jumped.wall_ms -= 7200 * 1000;
+        jumped.boot_usec += 1000 * USEC_PER_MSEC;
+        cr_assert_null(lock_table_get(table, "a", &jumped));
+}
+
+Test(lock, release_rules) {
+        LockTime now = at(0), later = at(100);
+        Lock *l;
+
+        cr_assert_eq(lock_table_release(table, "missing", "x", &now), 0, "releasing nothing succeeds");
+        cr_assert_eq(lock_table_acquire(table, "a", "s1", 50, &now, &l), 1);
+        cr_assert_eq(lock_table_release(table, "a", "s2", &now), -EPERM);
+        cr_assert_eq(lock_table_count(table), 1);
+        cr_assert_eq(lock_table_release(table, "a", "s2", &later), 0, "an expired lock is gone for anyone");
+        cr_assert_eq(lock_table_count(table), 0);
+
+        cr_assert_eq(lock_table_acquire(table, "b", "s1", 1000, &now, &l), 1);
+        cr_assert_eq(lock_table_release(table, "b", "s1", &now), 0);
+        cr_assert_null(lock_table_get(table, "b", &now));
+}
+
+Test(lock, transfer_rules) {
+        LockTime now = at(0), later = at(300);
+        Lock *l;
+
+        cr_assert_eq(lock_table_transfer(table, "a", "x", "y", 1000, &now, &l), 1, "no lock: acquired for 'to'");
+        cr_assert_str_eq(l->holder, "y");
+        cr_assert_eq(l->token, 1);
+
+        cr_assert_eq(lock_table_transfer(table, "a", "x", "z", 1000, &now, &l), -EPERM);
+        cr_assert_str_eq(l->holder, "y");
+
+        cr_assert_eq(lock_table_transfer(table, "a", "y", "z", 5000, &later, &l), 1);
+        cr_assert_str_eq(l->holder, "z");
+        cr_assert_eq(l->acquired_at, later.wall_ms, "a transfer is a new acquisition");
+        cr_assert_eq(l->expires_at, later.wall_ms + 5000);
+        cr_assert_eq(l->token, 2);
+        cr_assert_eq(lock_table_count(table), 1);
+}
+
+Test(lock, tokens_increase_and_are_reserved_in_blocks) {
+        LockTime now = at(0);
+        uint64_t last = 0;
+        Lock *l;
+
+        cr_assert_eq(lock_table_reserved_token(table), 0);
+        for (unsigned i = 0; i < LOCK_TOKEN_BLOCK + 2; i++) {
+                cr_assert_eq(lock_table_acquire(table, "a", i % 2 ? "odd" : "even", 1000, &now, &l), 1);
+                cr_assert_gt(l->token, last);
+                last = l->token;
+                cr_assert_leq(l->token, lock_table_reserved_token(table), "a token beyond the mark leaked");
+                cr_assert_eq(lock_table_release(table, "a", l->holder, &now), 0);
+        }
+        cr_assert_eq(lock_table_reserved_token(table), 2 * LOCK_TOKEN_BLOCK);
+        cr_assert_eq(lock_table_last_token(table), LOCK_TOKEN_BLOCK + 2);
+}
+
+Test(lock, lost_state_reseeds_tokens_above_any_issued) {
+        LockTime now = at(0);
+        Lock *l;
+
+        manager.state_lost = true;
+        cr_assert_eq(lock_table_acquire(table, "a", "s1", 1000, &now, &l), 1);
+        cr_assert_geq(l->token, (uint64_t) now.wall_ms * 1000);
+        cr_assert_leq(l->token, lock_table_reserved_token(table));
+}
+
+Test(lock, caps) {
+        LockTime now = at(0);
+        char name[512], holder[2048];
+        Lock *l;
+
+        memset(name, 'n', sizeof(name) - 1);
+        name[sizeof(name) - 1] = '\0';
+        memset(holder, 'h', sizeof(holder) - 1);
+        holder[sizeof(holder) - 1] = '\0';
+
+        name[limits.MAX_LOCK_NAME_BYTES] = '\0';
+        cr_assert_eq(lock_table_acquire(table, name, "s", 1000, &now, &l), 1, "the cap itself is allowed");
+        name[limits.MAX_LOCK_NAME_BYTES] = 'n';
+        name[limits.MAX_LOCK_NAME_BYTES + 1] = '\0';
+        cr_assert_eq(lock_table_acquire(table, name, "s", 1000, &now, &l), -ENAMETOOLONG);
+        cr_assert_eq(lock_table_acquire(table, "b", holder, 1000, &now, &l), -EMSGSIZE);
+
+        limits.MAX_LOCKS = 2;
+        cr_assert_eq(lock_table_acquire(table, "b", "s", 1000, &now, &l), 1);
+        cr_assert_eq(lock_table_acquire(table, "c", "s", 1000, &now, &l), -ENOSPC);
+        cr_assert_eq(lock_table_acquire(table, "b", "s", 1000, &now, &l), 0, "a refresh is not a new lock");
+        cr_assert_eq(lock_table_count(table), 2);
+}
+
+/* ---- waiters ---- */
+
+static void wait_for(Client *c, const char *name, const char *holder, RequestType kind, uint64_t wait_ms) {
+        LockTime now = lock_table_now(table);
+        char id[32];
+
+        snprintf(id, sizeof(id), "w-%" PRIu64, c->serial);
+        cr_assert_eq(lock_table_wait(table, name, holder, 1000, wait_ms, kind, c, id, &now), 0);
+}
+
+Test(lock, waiters_are_served_in_order_at_release) {
+        LockTime now = lock_table_now(table);
+        struct json_object *o;
+        Lock *l;
+
+        cr_assert_eq(lock_table_acquire(table, "a", "owner", 1000, &now, &l), 1);
+        wait_for(&clients[1], "a", "w1", REQUEST_LOCK, 5000);
+        wait_for(&clients[2], "a", "w2", REQUEST_LOCK, 5000);
+        wait_for(&clients[3], "a", "w3", REQUEST_ASSIGN_LOCK, 5000);
+        cr_assert_eq(lock_table_waiter_count(table), 3);
+        cr_assert_eq(clients[1].out_n + clients[2].out_n + clients[3].out_n, 0, "nobody is answered yet");
+
+        cr_assert_eq(lock_table_release(table, "a", "owner", &now), 0);
+        expect_line(&clients[1], "{\"type\":\"result\",\"id\":\"w-1\",\"success\":true,\"data\":{\"acquired\":true,"
+                                 "\"lockName\":\"a\",\"holder\":\"w1\",\"fencingToken\":2}}");
+        cr_assert_eq(clients[2].out_n + clients[3].out_n, 0);
+        l = lock_table_get(table, "a", &now);
+        cr_assert_str_eq(l->holder, "w1", "the first waiter holds it at once");
+        cr_assert_eq(l->acquired_at, now.wall_ms);
+
+        cr_assert_eq(lock_table_release(table, "a", "w1", &now), 0);
+        o = pop_reply(&clients[2]);
+        cr_assert_str_eq(jstr(o, "data", "holder"), "w2");
+        cr_assert_eq(jint(o, "data", "fencingToken"), 3);
+        json_object_put(o);
+
+        cr_assert_eq(lock_table_release(table, "a", "w2", &now), 0);
+        o = pop_reply(&clients[3]);
+        cr_assert_str_eq(jstr(o, "data", "holder"), "w3");
+        json_object_put(o);
+        cr_assert_eq(lock_table_waiter_count(table), 0);
+        cr_assert_eq(clients[1].n_lock_waits + clients[2].n_lock_waits + clients[3].n_lock_waits, 0);
+}
+
+Test(lock, a_waiter_of_the_new_holder_is_served_with_it) {
+        LockTime now = lock_table_now(table);
+        Lock *l;
+
+        cr_assert_eq(lock_table_acquire(table, "a", "owner", 1000, &now, &l), 1);
+        wait_for(&clients[1], "a", "w1", REQUEST_LOCK, 5000);
+        wait_for(&clients[2], "a", "w2", REQUEST_LOCK, 5000);
+        wait_for(&clients[3], "a", "w1", REQUEST_LOCK, 5000);
+
+        cr_assert_eq(lock_table_release(table, "a", "owner", &now), 0);
+        cr_assert_eq(clients[1].out_n, 1);
+        cr_assert_eq(clients[3].out_n, 1, "holder w1 already has the lock: its second wait is a re-entrant acquire");
+        cr_assert_eq(clients[2].out_n, 0);
+        cr_assert_eq(lock_table_waiter_count(table), 1);
+}
+
+Test(lock, expiry_on_access_hands_the_lock_to_the_first_waiter) {
+        LockTime now = lock_table_now(table), later;
+        Lock *l;
+
+        cr_assert_eq(lock_table_acquire(table, "a", "owner", 100, &now, &l), 1);
+        wait_for(&clients[1], "a", "w1", REQUEST_LOCK, 5000);
+        later = now;
+        later.boot_usec += 100 * USEC_PER_MSEC;
+        later.wall_ms += 100;
+        l = lock_table_get(table, "a", &later);
+        cr_assert_not_null(l);
+        cr_assert_str_eq(l->holder, "w1");
+        cr_assert_eq(clients[1].out_n, 1);
+}
+
+Test(lock, a_disconnected_waiter_leaves_the_queue) {
+        LockTime now = lock_table_now(table);
+        struct json_object *o;
+        Lock *l;
+
+        cr_assert_eq(lock_table_acquire(table, "a", "owner", 1000, &now, &l), 1);
+        wait_for(&clients[1], "a", "w1", REQUEST_LOCK, 5000);
+        wait_for(&clients[2], "a", "w2", REQUEST_LOCK, 5000);
+        wait_for(&clients[1], "a", "w1b", REQUEST_LOCK, 5000);
+        wait_for(&clients[3], "a", "w3", REQUEST_LOCK, 5000);
+        cr_assert_eq(clients[1].n_lock_waits, 2);
+
+        lock_table_client_gone(table, &clients[1]);
+        cr_assert_eq(clients[1].n_lock_waits, 0);
+        cr_assert_eq(lock_table_waiter_count(table), 2);
+
+        cr_assert_eq(lock_table_release(table, "a", "owner", &now), 0);
+        cr_assert_eq(clients[1].out_n, 0, "a gone client is never answered");
+        o = pop_reply(&clients[2]);
+        cr_assert_str_eq(jstr(o, "data", "holder"), "w2");
+        json_object_put(o);
+        cr_assert_eq(lock_table_count(table), 1, "locks are not tied to connections");
+}
+
+Test(lock, waiter_caps) {
+        LockTime now = lock_table_now(table);
+        Lock *l;
+
+        limits.MAX_LOCK_WAITERS_PER_LOCK = 2;
+        limits.MAX_LOCK_WAITERS = 3;
+        cr_assert_eq(lock_table_acquire(table, "a", "owner", 1000, &now, &l), 1);
+        cr_assert_eq(lock_table_acquire(table, "b", "owner", 1000, &now, &l), 1);
+        wait_for(&clients[1], "a", "w1", REQUEST_LOCK, 5000);
+        wait_for(&clients[1], "a", "w2", REQUEST_LOCK, 5000);
+        cr_assert_eq(lock_table_wait(table, "a", "w3", 1000, 5000, REQUEST_LOCK, &clients[1], "x", &now), -EXFULL);
+        wait_for(&clients[1], "b", "w4", REQUEST_LOCK, 5000);
+        cr_assert_eq(lock_table_wait(table, "b", "w5", 1000, 5000, REQUEST_LOCK, &clients[1], "x", &now), -ENOSPC);
+        cr_assert_eq(lock_table_wait(table, "free", "w6", 1000, 5000, REQUEST_LOCK, &clients[1], "x", &now),
+                     -ENOENT, "there is nothing to wait behind");
+}
+
+Test(lock, a_wait_that_runs_out_gets_the_reference_refusal) {
+        LockTime now = lock_table_now(table);
+        struct json_object *o;
+        uint64_t start = now_usec(CLOCK_MONOTONIC);
+        char *line;
+        Lock *l;
+
+        cr_assert_eq(lock_table_acquire(table, "a", "owner", 10000, &now, &l), 1);
+        wait_for(&clients[1], "a", "w1", REQUEST_LOCK, 30);
+        wait_for(&clients[2], "a", "w2", REQUEST_ASSIGN_LOCK, 30);
+
+        o = run_until_reply(&clients[1], 2000);
+        cr_assert_not_null(o, "the wait never ended");
+        cr_assert_geq(now_usec(CLOCK_MONOTONIC) - start, 30 * USEC_PER_MSEC, "answered before the wait was over");
+        line = strdup(json_object_to_json_string_ext(o, JSON_FORMAT_FLAGS));
+        cr_assert_str_eq(line, "{\"type\":\"result\",\"id\":\"w-1\",\"success\":false,\"data\":{\"acquired\":false,"
+                               "\"lockName\":\"a\",\"holder\":\"w1\",\"reason\":\"Lock held by another client\"}}");
+        free(line);
+        json_object_put(o);
+
+        o = run_until_reply(&clients[2], 2000);
+        cr_assert_not_null(o);
+        line = strdup(json_object_to_json_string_ext(o, JSON_FORMAT_FLAGS));
+        cr_assert_str_eq(line, "{\"type\":\"result\",\"id\":\"w-2\",\"success\":false,\"data\":{\"acquired\":false,"
+                               "\"lockName\":\"a\",\"holder\":\"w2\",\"reason\":\"Lock held by another caller\","
+                               "\"currentHolder\":\"owner\"}}");
+        free(line);
+        json_object_put(o);
+        cr_assert_eq(lock_table_waiter_count(table), 0);
+}
+
+Test(lock, the_expiry_timer_frees_the_lock_on_time_and_serves_the_queue) {
+        LockTime now = lock_table_now(table);
+        uint64_t start = now_usec(CLOCK_BOOTTIME), elapsed;
+        struct json_object *o;
+        Lock *l;
+
+        cr_assert_eq(lock_table_acquire(table, "a", "owner", 40, &now, &l), 1);
+        cr_assert_eq(lock_table_acquire(table, "b", "owner", 40, &now, &l), 1);
+        wait_for(&clients[1], "a", "w1", REQUEST_LOCK, 5000);
+
+        o = run_until_reply(&clients[1], 2000);
+        elapsed = now_usec(CLOCK_BOOTTIME) - start;
+        cr_assert_not_null(o, "the expiry never served the waiter");
+        cr_assert(json_object_get_boolean(json_object_object_get(o, "success")));
+        json_object_put(o);
+        cr_assert_geq(elapsed + 1000, 40 * USEC_PER_MSEC, "expired early: %" PRIu64 " µs", elapsed);
+        cr_assert_lt(elapsed, 40 * USEC_PER_MSEC + 200 * USEC_PER_MSEC, "expired late: %" PRIu64 " µs", elapsed);
+
+        /* "b" had no waiter: its timer removes it without anyone asking. */
+        for (unsigned i = 0; i < 100 && lock_table_count(table) > 1; i++)
+                cr_assert_geq(sd_event_run(manager.event, 10 * USEC_PER_MSEC), 0);
+        cr_assert_eq(lock_table_count(table), 1);
+        now = lock_table_now(table);
+        cr_assert_str_eq(lock_table_get(table, "a", &now)->holder, "w1");
+}
+
+/* ---- handlers: the reference's exact shapes ---- */
+
+Test(lock, lock_shapes_and_holder_rules) {
+        struct json_object *o;
+
+        request(&clients[0], "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"sessionId\":\"s1\","
+                             "\"lockHolder\":\"ignored\"}");
+        expect_line(&clients[0], "{\"type\":\"result\",\"id\":\"1\",\"success\":true,\"data\":{\"acquired\":true,"
+                                 "\"lockName\":\"a\",\"holder\":\"s1\",\"fencingToken\":1}}");
+        request(&clients[1], "{\"type\":\"lock\",\"id\":\"2\",\"lockName\":\"a\"}");
+        expect_line(&clients[1], "{\"type\":\"result\",\"id\":\"2\",\"success\":false,\"data\":{\"acquired\":false,"
+                                 "\"lockName\":\"a\",\"holder\":\"2\",\"reason\":\"Lock held by another client\"}}");
+
+        /* Re-entrant for the same holder from another connection. */
+        request(&clients[2], "{\"type\":\"lock\",\"id\":\"3\",\"lockName\":\"a\",\"sessionId\":\"s1\"}");
+        o = pop_reply(&clients[2]);
+        cr_assert(json_object_get_boolean(json_object_object_get(o, "success")));
+        cr_assert_eq(jint(o, "data", "fencingToken"), 1);
+        json_object_put(o);
+
+        /* Without sessionId the id is the holder. */
+        request(&clients[0], "{\"type\":\"lock\",\"id\":\"4\",\"lockName\":\"b\",\"lockTimeout\":0}");
+        o = pop_reply(&clients[0]);
+        cr_assert_str_eq(jstr(o, "data", "holder"), "4");
+        json_object_put(o);
+        request(&clients[0], "{\"type\":\"query_lock\",\"id\":\"5\",\"lockName\":\"b\"}");
+        o = pop_reply(&clients[0]);
+        cr_assert_eq(jint(o, "data", "expiresAt") - jint(o, "data", "acquiredAt"), 30000, "0 means the default");
+        json_object_put(o);
+}
+
+Test(lock, assign_unlock_transfer_query_list_shapes) {
+        request(&clients[0], "{\"type\":\"assign_lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockHolder\":\"h1\","
+                             "\"sessionId\":\"s\",\"lockTimeout\":5000}");
+        expect_line(&clients[0], "{\"type\":\"result\",\"id\":\"1\",\"success\":true,\"data\":{\"acquired\":true,"
+                                 "\"lockName\":\"a\",\"holder\":\"h1\",\"fencingToken\":1}}");
+        request(&clients[0], "{\"type\":\"assign_lock\",\"id\":\"2\",\"lockName\":\"a\",\"sessionId\":\"s\"}");
+        expect_line(&clients[0], "{\"type\":\"result\",\"id\":\"2\",\"success\":false,\"data\":{\"acquired\":false,"
+                                 "\"lockName\":\"a\",\"holder\":\"s\",\"reason\":\"Lock held by another caller\","
+                                 "\"currentHolder\":\"h1\"}}");
+
+        request(&clients[0], "{\"type\":\"unlock\",\"id\":\"3\",\"lockName\":\"a\",\"sessionId\":\"s\"}");
+        expect_line(&clients[0], "{\"type\":\"result\",\"id\":\"3\",\"success\":false,\"data\":{\"released\":false,"
+                                 "\"lockName\":\"a\",\"reason\":\"Cannot release lock held by another client\"}}");
+
+        request(&clients[0], "{\"type\":\"transfer_lock\",\"id\":\"4\",\"lockName\":\"a\",\"lockHolder\":\"x\","
+                             "\"lockTransferTo\":\"y\"}");
+        expect_line(&clients[0], "{\"type\":\"result\",\"id\":\"4\",\"success\":false,\"data\":{\"transferred\":false,"
+                                 "\"lockName\":\"a\",\"reason\":\"Not the current holder\",\"currentHolder\":\"h1\"}}");
+        request(&clients[0], "{\"type\":\"transfer_lock\",\"id\":\"5\",\"lockName\":\"a\",\"lockHolder\":\"h1\","
+                             "\"lockTransferTo\":\"h2\"}");
+        expect_line(&clients[0], "{\"type\":\"result\",\"id\":\"5\",\"success\":true,\"data\":{\"transferred\":true,"
+                                 "\"lockName\":\"a\",\"from\":\"h1\",\"to\":\"h2\",\"fencingToken\":2}}");
+        request(&clients[0], "{\"type\":\"transfer_lock\",\"id\":\"6\",\"lockName\":\"a\",\"lockHolder\":\"h2\"}");
+        expect_line(&clients[0], "{\"type\":\"error\",\"id\":\"6\",\"error\":\"Invalid request format: lockTransferTo is "
+                                 "missing\",\"suggestion\":\"Name the new holder in lockTransferTo\"}");
+        request(&clients[0], "{\"type\":\"transfer_lock\",\"id\":\"7\",\"lockName\":\"new\",\"lockTransferTo\":\"t\"}");
+        expect_line(&clients[0], "{\"type\":\"result\",\"id\":\"7\",\"success\":true,\"data\":{\"transferred\":true,"
+                                 "\"lockName\":\"new\",\"from\":\"7\",\"to\":\"t\",\"fencingToken\":3}}");
+
+        request(&clients[0], "{\"type\":\"query_lock\",\"id\":\"8\",\"lockName\":\"nothing\"}");
+        expect_line(&clients[0], "{\"type\":\"result\",\"id\":\"8\",\"success\":true,\"data\":{\"lockName\":\"nothing\","
+                                 "\"holder\":null}}");
+
+        struct json_object *o, *locks;
+        request(&clients[0], "{\"type\":\"list_locks\",\"id\":\"9\"}");
+        o = pop_reply(&clients[0]);
+        locks = json_object_object_get(json_object_object_get(o, "data"), "locks");
+        cr_assert_eq(json_object_array_length(locks), 2);
+        struct json_object *first = json_object_array_get_idx(locks, 0);
+        cr_assert_str_eq(json_get_string(first, "name"), "a");
+        cr_assert_str_eq(json_get_string(first, "holder"), "h2");
+        cr_assert_not_null(json_object_object_get(first, "acquiredAt"));
+        cr_assert_not_null(json_object_object_get(first, "expiresAt"));
+        cr_assert_eq(json_object_get_int64(json_object_object_get(first, "fencingToken")), 2);
+        json_object_put(o);
+
+        request(&clients[0], "{\"type\":\"unlock\",\"id\":\"10\",\"lockName\":\"a\",\"lockHolder\":\"h2\"}");
+        expect_line(&clients[0], "{\"type\":\"result\",\"id\":\"10\",\"success\":true,\"data\":{\"released\":true,"
+                                 "\"lockName\":\"a\"}}");
+        request(&clients[0], "{\"type\":\"unlock\",\"id\":\"11\",\"lockName\":\"a\",\"lockHolder\":\"h2\"}");
+        expect_line(&clients[0], "{\"type\":\"result\",\"id\":\"11\",\"success\":true,\"data\":{\"released\":true,"
+                                 "\"lockName\":\"a\"}}");
+}
+
+Test(lock, bad_numbers_and_caps_are_clear_errors) {
+        struct json_object *o;
+
+        request(&clients[0], "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockTimeout\":\"500\"}");
+        o = pop_reply(&clients[0]);
+        cr_assert_str_eq(jstr(o, "type", NULL), "error");
+        cr_assert_str_eq(jstr(o, "id", NULL), "1");
+        cr_assert(strstr(jstr(o, "error", NULL), "Invalid request format: lockTimeout"));
+        json_object_put(o);
+
+        request(&clients[0], "{\"type\":\"lock\",\"id\":\"2\",\"lockName\":\"a\",\"lockTimeout\":-5}");
+        o = pop_reply(&clients[0]);
+        cr_assert_str_eq(jstr(o, "type", NULL), "error");
+        json_object_put(o);
+
+        request(&clients[0], "{\"type\":\"lock\",\"id\":\"3\",\"lockName\":\"a\",\"lockWait\":300001}");
+        o = pop_reply(&clients[0]);
+        cr_assert(strstr(jstr(o, "error", NULL), "Invalid request format: lockWait"));
+        json_object_put(o);
+        cr_assert_eq(lock_table_count(table), 0, "a bad request takes no lock");
+
+        limits.MAX_LOCK_NAME_BYTES = 3;
+        request(&clients[0], "{\"type\":\"lock\",\"id\":\"4\",\"lockName\":\"abcd\"}");
+        o = pop_reply(&clients[0]);
+        cr_assert_str_eq(jstr(o, "type", NULL), "error");
+        cr_assert(strstr(jstr(o, "error", NULL), "PHOTOND_MAX_LOCK_NAME_BYTES"));
+        json_object_put(o);
+
+        /* A fractional timeout rounds up. */
+        request(&clients[0], "{\"type\":\"lock\",\"id\":\"5\",\"lockName\":\"abc\",\"lockTimeout\":1.5}");
+        o = pop_reply(&clients[0]);
+        cr_assert(json_object_get_boolean(json_object_object_get(o, "success")));
+        json_object_put(o);
+        LockTime now = lock_table_now(table);
+        Lock *l = lock_table_get(table, "abc", &now);
+        cr_assert_eq(l->expires_at - l->acquired_at, 2);
+}
+
+Test(lock, lock_wait_over_the_wire_shapes) {
+        struct json_object *o;
+
+        request(&clients[0], "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"sessionId\":\"s1\"}");
+        json_object_put(pop_reply(&clients[0]));
+        request(&clients[1], "{\"type\":\"lock\",\"id\":\"2\",\"lockName\":\"a\",\"sessionId\":\"s2\","
+                             "\"lockWait\":5000,\"lockTimeout\":7000}");
+        cr_assert_eq(clients[1].out_n, 0, "a waiting acquire is answered later");
+        request(&clients[1], "{\"type\":\"lock\",\"id\":\"3\",\"lockName\":\"a\",\"sessionId\":\"s1\",\"lockWait\":5000}");
+        o = pop_reply(&clients[1]);
+        cr_assert_str_eq(jstr(o, "id", NULL), "3", "the holder itself never waits");
+        json_object_put(o);
+
+        request(&clients[0], "{\"type\":\"unlock\",\"id\":\"4\",\"lockName\":\"a\",\"sessionId\":\"s1\"}");
+        json_object_put(pop_reply(&clients[0]));
+        expect_line(&clients[1], "{\"type\":\"result\",\"id\":\"2\",\"success\":true,\"data\":{\"acquired\":true,"
+                                 "\"lockName\":\"a\",\"holder\":\"s2\",\"fencingToken\":2}}");
+        request(&clients[1], "{\"type\":\"query_lock\",\"id\":\"5\",\"lockName\":\"a\"}");
+        o = pop_reply(&clients[1]);
+        cr_assert_eq(jint(o, "data", "expiresAt") - jint(o, "data", "acquiredAt"), 7000, "the waiter's own timeout");
+        json_object_put(o);
+}
+
+/* ---- D-Bus helpers ---- */
+
+Test(lock, force_release_and_list) {
+        LockTime now = lock_table_now(table);
+        struct json_object *a = NULL;
+        Lock *l;
+
+        cr_assert_eq(lock_table_force_release(table, "a"), -ENOENT);
+        cr_assert_eq(lock_table_acquire(table, "a", "s1", 1000, &now, &l), 1);
+        cr_assert_eq(lock_table_acquire(table, "b", "s2", 1000, &now, &l), 1);
+        wait_for(&clients[1], "a", "w1", REQUEST_LOCK, 5000);
+
+        cr_assert_eq(lock_table_force_release(table, "a"), 0);
+        cr_assert_eq(clients[1].out_n, 1, "the queue is served as after an unlock");
+
+        cr_assert_eq(lock_table_list(table, &a), 0);
+        cr_assert_eq(json_object_array_length(a), 2);
+        cr_assert_str_eq(json_get_string(json_object_array_get_idx(a, 0), "holder"), "w1");
+        cr_assert_str_eq(json_get_string(json_object_array_get_idx(a, 1), "name"), "b");
+        json_object_put(a);
+}
+
+/* ---- state.json ---- */
+
+static struct json_object* saved_state(void) {
+        struct json_object *state = json_object_new_object();
+
+        cr_assert_eq(lock_table_save_state(table, state), 0);
+        return state;
+}
+
+static void restart_table(void) {
+        table = lock_table_free(table);
+        cr_assert_eq(lock_table_new(&manager, &table), 0);
+        manager.locks = table;
+}
+
+Test(lock, state_round_trip_keeps_locks_and_raises_tokens) {
+        LockTime now = lock_table_now(table);
+        struct json_object *state;
+        Lock *l;
+
+        cr_assert_eq(lock_table_acquire(table, "a", "s1", 60000, &now, &l), 1);
+        cr_assert_eq(lock_table_acquire(table, "b", "s2", 60000, &now, &l), 1);
+        state = saved_state();
+        cr_assert_eq(json_object_get_int64(json_object_object_get(state, "fencingTokenReserved")), LOCK_TOKEN_BLOCK);
+
+        restart_table();
+        cr_assert_eq(lock_table_load_state(table, state), 0);
+        json_object_put(state);
+
+        now = lock_table_now(table);
+        l = lock_table_get(table, "a", &now);
+        cr_assert_not_null(l);
+        cr_assert_str_eq(l->holder, "s1");
+        cr_assert_eq(l->token, 1);
+        cr_assert_eq(lock_table_acquire(table, "a", "s2", 1000, &now, &l), -EBUSY, "still held after the restart");
+        cr_assert_eq(lock_table_acquire(table, "c", "s3", 1000, &now, &l), 1);
+        cr_assert_gt(l->token, LOCK_TOKEN_BLOCK, "a token after a restart is above every reserved one");
+}
+
+Test(lock, state_load_drops_expired_and_clamps_a_clock_set_back) {
+        struct json_object *state;
+        const char *text;
+        char buf[1024];
+        int64_t wall = lock_table_now(table).wall_ms;
+        LockTime now;
+        Lock *l;
+
+        snprintf(buf, sizeof(buf),
+                 "{\"version\":1,\"fencingTokenReserved\":2048,\"locks\":["
+                 "{\"name\":\"old\",\"holder\":\"h\",\"acquiredAt\":%" PRIi64 ",\"expiresAt\":%" PRIi64 ",\"fencingToken\":7},"
+                 "{\"name\":\"live\",\"holder\":\"h\",\"acquiredAt\":%" PRIi64 ",\"expiresAt\":%" PRIi64 ",\"fencingToken\":9},"
+                 "{\"name\":\"future\",\"holder\":\"h\",\"acquiredAt\":%" PRIi64 ",\"expiresAt\":%" PRIi64 ",\"fencingToken\":8}]}",
+                 wall - 2000, wall - 1000, wall - 1000, wall + 60000, wall + 3600000, wall + 3610000);
+        cr_assert_eq(json_parse(buf, strlen(buf), &state, NULL), 0);
+        cr_assert_eq(lock_table_load_state(table, state), 0);
+        json_object_put(state);
+
+        now = lock_table_now(table);
+        cr_assert_null(lock_table_get(table, "old", &now), "ran out while photond was down");
+        cr_assert_not_null(lock_table_get(table, "live", &now));
+        l = lock_table_get(table, "future", &now);
+        cr_assert_not_null(l);
+        cr_assert_leq(l->deadline - now.boot_usec, 10000 * USEC_PER_MSEC, "never longer than it was granted for");
+        cr_assert_eq(lock_table_last_token(table), 2048);
+
+        state = saved_state();
+        text = json_object_to_json_string_ext(state, JSON_FORMAT_FLAGS);
+        cr_assert_null(strstr(text, "\"old\""), "%s", text);
+        json_object_put(state);
+}
+
+Test(lock, malformed_state_is_rejected_whole) {
+        static const char *const bad[] = {
+                "{\"version\":1,\"locks\":{}}",
+                "{\"version\":1,\"locks\":[{\"name\":\"a\"}]}",
+                "{\"version\":1,\"fencingTokenReserved\":\"x\"}",
+                "{\"version\":1,\"locks\":[{\"name\":\"a\",\"holder\":\"h\",\"acquiredAt\":1,\"expiresAt\":99999999999999,"
+                "\"fencingToken\":1},{\"name\":\"a\",\"holder\":\"h\",\"acquiredAt\":1,\"expiresAt\":99999999999999,"
+                "\"fencingToken\":2}]}",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                struct json_object *state;
+
+                restart_table();
+                cr_assert_eq(json_parse(bad[i], strlen(bad[i]), &state, NULL), 0);
+                cr_assert_eq(lock_table_load_state(table, state), -EINVAL, "accepted: %s", bad[i]);
+                cr_assert_eq(lock_table_count(table), 0, "half a table was kept: %s", bad[i]);
+                json_object_put(state);
+        }
+}
+
+Test(lock, status_fields) {
+        struct json_object *data = json_object_new_object();
+        LockTime now = lock_table_now(table);
+        Lock *l;
+
+        cr_assert_eq(lock_table_acquire(table, "a", "s1", 1000, &now, &l), 1);
+        wait_for(&clients[1], "a", "w1", REQUEST_LOCK, 5000);
+        cr_assert_eq(lock_table_add_status(table, data), 0);
+        cr_assert_eq(json_object_get_int64(json_object_object_get(data, "lockWaiters")), 1);
+        cr_assert_eq(json_object_get_int64(json_object_object_get(data, "fencingToken")), 1);
+        json_object_put(data);
+}
