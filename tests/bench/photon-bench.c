@@ -8,8 +8,9 @@
  * little CPU per message as possible and the server, not the instrument, is what saturates. Each report says how
  * much CPU both sides used, so a reader can tell when that did not hold.
  *
- * Scenarios: fanout, conns, locks; "start" launches a server and waits for its READY=1 (sd_notify protocol, which
- * both photond and redis-server --supervised systemd speak), so run.sh never guesses with sleeps.
+ * Scenarios: fanout, conns, locks; command and provide for the webhook comparison; "start" launches a server and
+ * waits for its READY=1 (the sd_notify protocol, which photond and redis-server --supervised systemd both speak),
+ * so run.sh never guesses with sleeps.
  */
 
 #include <errno.h>
@@ -59,6 +60,9 @@ static unsigned arg_names = 1;
 static unsigned arg_lock_wait = 0;          /* photond only: "lockWait" in ms, 0 = retry loop as with Redis */
 static unsigned arg_timeout = 60;           /* seconds, whole scenario */
 static const char *arg_log = NULL;
+static const char *arg_photon = "bench";    /* command: the photon whose provider answers */
+
+#define IN_SET(x, a, b) ((x) == (a) || (x) == (b))
 
 static const char *target_name(void) {
         return arg_target == TARGET_REDIS ? "redis" : "photond";
@@ -241,6 +245,7 @@ typedef enum FrameKind {
         FRAME_ERROR,            /* photond type:error; Redis -ERR */
         FRAME_MESSAGE,          /* a channel message */
         FRAME_REFRESH,          /* photond refresh_needed: messages were dropped for this subscriber */
+        FRAME_INVOKE,           /* photond asks a provider to run a method; payload is the invoke id */
         FRAME_OTHER,
 } FrameKind;
 
@@ -455,6 +460,15 @@ static void photon_frame(const char *line, size_t len, Frame *f) {
                 f->kind = FRAME_ERROR;
         else if (has_prefix(type, end, "\"refresh_needed\""))
                 f->kind = FRAME_REFRESH;
+        else if (has_prefix(type, end, "\"invoke\"")) {
+                const char *id = json_find(line, end, "\"id\""), *q;
+
+                if (id && id < end && *id == '"' && (q = memchr(id + 1, '"', (size_t) (end - id - 1)))) {
+                        f->kind = FRAME_INVOKE;
+                        f->payload = id + 1;
+                        f->payload_len = (size_t) (q - id - 1);
+                }
+        }
 }
 
 /* Length of the CRLF-terminated line at p (including CRLF), or 0 if incomplete. */
@@ -464,7 +478,8 @@ static size_t resp_line(const char *p, const char *end) {
         return nl ? (size_t) (nl - p) + 1 : 0;
 }
 
-/* One element: a simple string, error, integer or bulk string (type 'n' for a nil one). Returns bytes used, 0 if incomplete, -1 bad. */
+/* One element: a simple string, error, integer or bulk string (type 'n' for a nil one).
+ * Returns bytes used, 0 if incomplete, -1 if malformed. */
 static ssize_t resp_element(const char *p, const char *end, char *ret_type, const char **ret_s, size_t *ret_n,
                             int64_t *ret_i) {
         size_t l = resp_line(p, end);
@@ -1066,7 +1081,7 @@ static void locks_frame(Conn *c, const Frame *f, uint64_t now) {
         unsigned i = c->idx, k = lk.name[i];
 
         hist_add(&lk.req, now - lk.sent[i]);
-        if (f->kind == FRAME_ERROR || f->kind == FRAME_MESSAGE || f->kind == FRAME_REFRESH || f->kind == FRAME_OTHER) {
+        if (!IN_SET(f->kind, FRAME_OK, FRAME_REFUSED)) {
                 /* Nothing sensible to retry: stop this client rather than spin on an error. */
                 lk.errors++;
                 print_error_once(f);
@@ -1139,7 +1154,8 @@ static bool script_loaded(uint64_t now) {
 
 static int scenario_locks(void) {
         static const char release_script[] =
-                "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+                "if redis.call('get', KEYS[1]) == ARGV[1] then "
+                "return redis.call('del', KEYS[1]) else return 0 end";
         const char *mode = arg_target == TARGET_REDIS ? "SET NX PX + retry" :
                 arg_lock_wait > 0 ? "lockWait" : "lock + retry";
         ServerSample s0, s1;
@@ -1209,7 +1225,129 @@ static int scenario_locks(void) {
                server_cpu_percent(&s0, &s1), 100.0 * (double) (cpu1 - cpu0) / (double) (t1 - t0));
 
         return ok && lk.pairs_total == (uint64_t) arg_clients * arg_pairs && lk.violations == 0 &&
-                lk.token_violations == 0 && lk.release_failures == 0 && lk.errors == 0 && conns_closed == 0 ? 0 : 1;
+                lk.token_violations == 0 && lk.release_failures == 0 && lk.errors == 0 &&
+                conns_closed == 0 ? 0 : 1;
+}
+
+/* ---- command: C clients, N method calls each through photond's dispatcher (one outstanding per client) ---- */
+
+static struct {
+        Conn **cl;
+        unsigned *left;
+        uint64_t *sent;
+        unsigned done;
+        uint64_t calls, errors;
+        Histogram req;
+} cm;
+
+static void command_send(unsigned i, uint64_t now) {
+        conn_printf(cm.cl[i], "{\"type\":\"command\",\"id\":\"c%u-%u\",\"photonName\":\"%s\",\"method\":\"ping\","
+                    "\"args\":{\"n\":1},\"sessionId\":\"bench-%u\"}\n", i, cm.left[i], arg_photon, i);
+        cm.sent[i] = now;
+        conn_flush(cm.cl[i]);
+}
+
+static void command_frame(Conn *c, const Frame *f, uint64_t now) {
+        unsigned i = c->idx;
+
+        if (f->kind == FRAME_MESSAGE)
+                return;         /* state-changed pushes are not answers */
+        hist_add(&cm.req, now - cm.sent[i]);
+        if (f->kind == FRAME_OK)
+                cm.calls++;
+        else {
+                cm.errors++;
+                print_error_once(f);
+        }
+        if (--cm.left[i] == 0)
+                cm.done++;
+        else
+                command_send(i, now);
+}
+
+static bool command_done(uint64_t now) {
+        return cm.done >= arg_clients || conns_closed > 0;
+}
+
+static int scenario_command(void) {
+        ServerSample s0, s1;
+        uint64_t t0, t1;
+        double rate;
+        bool ok;
+
+        if (arg_target != TARGET_PHOTON)
+                die("command is a photond scenario");
+        cm.cl = xcalloc(arg_clients, sizeof(Conn *));
+        cm.left = xcalloc(arg_clients, sizeof(unsigned));
+        cm.sent = xcalloc(arg_clients, sizeof(uint64_t));
+        on_frame = command_frame;
+        for (unsigned i = 0; i < arg_clients; i++) {
+                cm.cl[i] = conn_new(ROLE_LOCKER, i, 16 * 1024);
+                cm.left[i] = arg_pairs;
+        }
+        server_sample(&s0);
+        t0 = now_ns();
+        for (unsigned i = 0; i < arg_clients; i++)
+                command_send(i, t0);
+        ok = loop_run(command_done, deadline_from_now());
+        t1 = now_ns();
+        server_sample(&s1);
+
+        rate = (double) cm.calls / ((double) (t1 - t0) / (double) NSEC_PER_SEC);
+        fprintf(stderr, "%s command C=%u N=%u: %" PRIu64 " calls = %.0f calls/s; p50 %.1f us p99 %.1f us "
+                "max %.1f us; errors %" PRIu64 ", closed %u; server CPU %.0f%%%s\n",
+                target_name(), arg_clients, arg_pairs, cm.calls, rate, us(hist_percentile(&cm.req, 50)),
+                us(hist_percentile(&cm.req, 99)), us(cm.req.max), cm.errors, conns_closed,
+                server_cpu_percent(&s0, &s1), ok ? "" : " (TIMED OUT)");
+        /* | path | connections | requests/s | p50 | p99 | errors | */
+        printf("| Unix socket `command` | %u | %.0f | %.2f | %.2f | %" PRIu64 " |\n", arg_clients, rate,
+               us(hist_percentile(&cm.req, 50)) / 1000.0, us(hist_percentile(&cm.req, 99)) / 1000.0, cm.errors);
+
+        return ok && cm.errors == 0 && conns_closed == 0 ? 0 : 1;
+}
+
+/* ---- provide: a trivial provider in C, so webhook and command figures measure photond, not the provider ---- */
+
+static bool provide_ready = false;
+
+static void provide_frame(Conn *c, const Frame *f, uint64_t now) {
+        if (f->kind == FRAME_INVOKE) {
+                conn_printf(c, "{\"type\":\"invoke_result\",\"id\":\"%.*s\",\"success\":true,"
+                            "\"data\":{\"ok\":true}}\n", (int) f->payload_len, f->payload);
+                return;
+        }
+        if (provide_ready)
+                return;
+        if (f->kind != FRAME_OK)
+                die("provide failed: %.*s", (int) f->raw_len, f->raw);
+        /* run.sh waits for this line */
+        fprintf(stderr, "providing %s\n", arg_photon);
+        provide_ready = true;
+}
+
+static Conn *provider;
+
+/* Answers go out once per loop iteration, however many invokes one read held. */
+static void provide_after_batch(uint64_t now) {
+        conn_flush(provider);
+}
+
+static bool provide_closed(uint64_t now) {
+        return conns_closed > 0;
+}
+
+static int scenario_provide(void) {
+        if (arg_target != TARGET_PHOTON)
+                die("provide is a photond scenario");
+        on_frame = provide_frame;
+        after_batch = provide_after_batch;
+        provider = conn_new(ROLE_LOCKER, 0, 256 * 1024);
+        conn_printf(provider, "{\"type\":\"provide\",\"id\":\"provide-1\",\"photonName\":\"%s\"}\n", arg_photon);
+        conn_flush(provider);
+        /* until photond closes the connection or we are killed */
+        while (!loop_run(provide_closed, now_ns() + 3600 * NSEC_PER_SEC))
+                ;
+        return 0;
 }
 
 /* ---- start: run a server and return once it said READY=1 ---- */
@@ -1279,19 +1417,22 @@ static int scenario_start(char **argv) {
 
 static void help(void) {
         printf("photon-bench SCENARIO [OPTIONS]\n\n"
-               "Load generator for photond and Redis over a Unix socket. Prints a human summary on stderr and one\n"
-               "markdown table row on stdout; exits 1 if a correctness check failed, 2 on a setup error.\n\n"
+               "Load generator for photond and Redis over a Unix socket. Prints a human summary on stderr\n"
+               "and one markdown table row on stdout; exits 1 if a correctness check failed, 2 on a setup error.\n\n"
                "Scenarios:\n"
                "  fanout    S subscribers, P publishers pipelining M messages of B bytes with window W\n"
                "  conns     N idle subscribers, one publish: time until all have it, server KiB per connection\n"
                "  locks     C clients doing N acquire+release pairs each on K names\n"
+               "  command   photond: C clients doing N calls each of method \"ping\" on --photon (a provider)\n"
+               "  provide   photond: serve every method of --photon with {\"ok\":true} until killed\n"
                "  start -- CMD...   run a server, wait for its READY=1 (sd_notify), print its pid\n\n"
                "Options:\n"
                "  --target=photon|redis   Protocol to speak (default photon)\n"
                "  --socket=PATH           The server's Unix socket\n"
                "  --pid=PID               The server's pid, for RSS and CPU from /proc\n"
                "  --subscribers=S  --publishers=P  --messages=M  --bytes=B  --window=W\n"
-               "  --conns=N  --clients=C  --pairs=N  --names=K\n"
+               "  --conns=N  --clients=C  --pairs=N (locks pairs, command calls per client)  --names=K\n"
+               "  --photon=NAME           command: the photon to call (default bench)\n"
                "  --lock-wait=MS          photond: waiting acquires (\"lockWait\") instead of a retry loop\n"
                "  --timeout=SEC           Give up after this long (default 60)\n"
                "  --log=FILE              start: the server's stdout and stderr\n");
@@ -1312,6 +1453,7 @@ int main(int argc, char *argv[]) {
         enum {
                 ARG_TARGET = 0x100, ARG_SOCKET, ARG_PID, ARG_SUBSCRIBERS, ARG_PUBLISHERS, ARG_MESSAGES, ARG_BYTES,
                 ARG_WINDOW, ARG_CONNS, ARG_CLIENTS, ARG_PAIRS, ARG_NAMES, ARG_LOCK_WAIT, ARG_TIMEOUT, ARG_LOG,
+                ARG_PHOTON,
         };
         static const struct option options[] = {
                 { "help",        no_argument,       NULL, 'h'             },
@@ -1330,6 +1472,7 @@ int main(int argc, char *argv[]) {
                 { "lock-wait",   required_argument, NULL, ARG_LOCK_WAIT   },
                 { "timeout",     required_argument, NULL, ARG_TIMEOUT     },
                 { "log",         required_argument, NULL, ARG_LOG         },
+                { "photon",      required_argument, NULL, ARG_PHOTON      },
                 {}
         };
         struct rlimit rl;
@@ -1399,12 +1542,15 @@ int main(int argc, char *argv[]) {
                 case ARG_LOG:
                         arg_log = optarg;
                         break;
+                case ARG_PHOTON:
+                        arg_photon = optarg;
+                        break;
                 default:
                         return 2;
                 }
 
         if (!scenario)
-                die("which scenario? (fanout, conns, locks, start; --help)");
+                die("which scenario? (fanout, conns, locks, command, provide, start; --help)");
         if (strcmp(scenario, "start") == 0) {
                 if (optind >= argc)
                         die("start needs a command");
@@ -1433,5 +1579,9 @@ int main(int argc, char *argv[]) {
                 return scenario_conns();
         if (strcmp(scenario, "locks") == 0)
                 return scenario_locks();
+        if (strcmp(scenario, "command") == 0)
+                return scenario_command();
+        if (strcmp(scenario, "provide") == 0)
+                return scenario_provide();
         die("unknown scenario '%s'", scenario);
 }

@@ -1,0 +1,302 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# photond and Redis side by side on this machine, in one run; prints the markdown for docs/performance.md.
+#
+#   tests/bench/run.sh [PHOTOND [PHOTON_BENCH]]
+#
+# PHOTOND defaults to the first of build-release/, build/, build-*/ that holds src/photond; PHOTON_BENCH to the
+# tests/bench/photon-bench of the same build directory. Build photond optimised (meson --buildtype=release):
+# the header says which build type was measured. Environment:
+#   SCENARIOS="fanout conns locks webhook"   what to run
+#   ROUNDS=3                                 runs per configuration and target; tables show the median run
+#   QUICK=1                                  tiny counts, to check the script itself (numbers mean nothing)
+#   KEEP=1                                   keep the temporary directory (server logs)
+#
+# Every run gets fresh servers, so no figure carries over from an earlier run: Redis (Debian's redis-server,
+# persistence off, --maxclients 20000, pub/sub output-buffer limits off) and photond (self-bound, --bus=none, its
+# own PHOTON_HOME), both on Unix sockets in a private temporary directory; the webhook listens on 127.0.0.1.
+# Servers are started through `photon-bench start`, which returns when they send READY=1, and stopped on exit.
+set -euo pipefail
+
+src=$(cd "$(dirname "$0")/../.." && pwd)
+photond=${1:-}
+bench=${2:-}
+if [ -z "$photond" ]; then
+        for d in "$src/build-release" "$src/build" "$src"/build-*; do
+                if [ -x "$d/src/photond" ] && [ -x "$d/tests/bench/photon-bench" ]; then
+                        photond=$d/src/photond
+                        break
+                fi
+        done
+fi
+[ -n "$photond" ] && [ -x "$photond" ] || { echo "run.sh: no photond found; pass its path" >&2; exit 2; }
+photond=$(realpath "$photond")
+builddir=$(dirname "$(dirname "$photond")")
+[ -n "$bench" ] || bench=$builddir/tests/bench/photon-bench
+[ -x "$bench" ] || { echo "run.sh: no photon-bench at $bench; pass its path" >&2; exit 2; }
+command -v redis-server >/dev/null || { echo "run.sh: redis-server is not installed" >&2; exit 2; }
+
+scenarios=${SCENARIOS:-fanout conns locks webhook}
+rounds=${ROUNDS:-3}
+if [ "${QUICK:-0}" = 1 ]; then
+        m10=5000 m100=1000 conns=1000 pairs1=200 pairs64=500 calls=50 wrk_secs=2 rounds=${ROUNDS:-1}
+else
+        m10=100000 m100=20000 conns=10000 pairs1=1500 pairs64=10000 calls=300 wrk_secs=5
+fi
+
+tmp=$(mktemp -d /tmp/photon-bench.XXXXXX)
+pids=()
+log=$tmp/bench.log
+failures=()
+provider_pid=
+
+cleanup() {
+        for p in "${pids[@]}" $provider_pid; do
+                kill "$p" 2>/dev/null || true
+        done
+        if [ "${KEEP:-0}" = 1 ]; then
+                echo "run.sh: kept $tmp" >&2
+        else
+                rm -rf "$tmp"
+        fi
+}
+trap cleanup EXIT
+
+# Wait until a server we started (not our child: photon-bench start forked it) is gone.
+stop_server() {
+        local pid=$1 state
+        kill "$pid" 2>/dev/null || return 0
+        for _ in $(seq 200); do
+                state=$(sed 's/^.*) \(.\).*/\1/' "/proc/$pid/stat" 2>/dev/null) || return 0
+                [ "$state" = Z ] && return 0
+                sleep 0.05
+        done
+        kill -9 "$pid" 2>/dev/null || true
+}
+
+run_n=0
+start_redis() {
+        run_n=$((run_n + 1))
+        sock=$tmp/redis.$run_n.sock
+        server_pid=$("$bench" start --log "$tmp/redis.log" -- redis-server --port 0 --unixsocket "$sock" \
+                --unixsocketperm 700 --dir "$tmp" --save '' --appendonly no --maxclients 20000 \
+                --client-output-buffer-limit 'pubsub 0 0 0' --supervised systemd)
+        pids+=("$server_pid")
+}
+
+start_photond() {
+        run_n=$((run_n + 1))
+        local home=$tmp/home.$run_n
+        mkdir -p "$home"
+        sock=$home/.data/daemon.sock
+        server_pid=$(PHOTON_HOME=$home "$bench" start --log "$tmp/photond.log" -- \
+                "$photond" --bus=none --socket "$sock")
+        pids+=("$server_pid")
+}
+
+# run TARGET ROWFILE SCENARIO ARGS...: one run against a fresh server of TARGET.
+run() {
+        local target=$1 rows=$2 rc=0
+        shift 2
+        "start_$target"
+        "$bench" "$@" --target "${target%d}" --socket "$sock" --pid "$server_pid" \
+                >"$tmp/row" 2>"$tmp/err" || rc=$?
+        stop_server "$server_pid"
+        cat "$tmp/err" >&2
+        cat "$tmp/err" >>"$log"
+        cat "$tmp/row" >>"$rows"
+        if [ "$rc" != 0 ]; then
+                failures+=("$target $*: exit $rc")
+        fi
+}
+
+# The median row of FILE by the numeric column COL (1-based, counting the table's cells).
+median_row() {
+        local n
+        n=$(wc -l <"$1")
+        [ "$n" -gt 0 ] || return 0
+        sort -t'|' -k"$(($2 + 1))","$(($2 + 1))"g "$1" | sed -n "$(((n + 1) / 2))p"
+}
+
+# cell ROW COL: one cell of a table row, trimmed.
+cell() {
+        echo "$1" | awk -F'|' -v c="$(($2 + 1))" '{ gsub(/^ +| +$/, "", $c); print $c }'
+}
+
+ratio() {
+        awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'
+}
+
+began=$(date +%s)
+out=$tmp/out.md
+{
+        echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') by \`tests/bench/run.sh\` ($rounds round(s) per configuration; each table"
+        echo "row is the median run by its first rate column; fresh servers for every run)."
+        echo
+        echo "- Machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(uname -sr)," \
+                "load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
+        echo "- photond: $("$photond" --version 2>&1 | head -1), source $(git -C "$src" describe --always --dirty 2>/dev/null || echo unknown)," \
+                "build type $(sed -n 's/.*"name": "buildtype", "value": "\([a-z]*\)".*/\1/p' \
+                        "$builddir/meson-info/intro-buildoptions.json" 2>/dev/null || true)"
+        echo "- Redis: $(redis-server --version | sed 's/ sha=.*malloc=/, malloc=/')"
+        echo
+} >"$out"
+
+for scenario in $scenarios; do
+        case $scenario in
+        fanout)
+                {
+                        echo "### fanout: 1 publisher, window 64, S subscribers on one channel"
+                        echo
+                        echo "| server | S | B | M | delivered msg/s | p50 µs | p99 µs | max µs | lost/dup/ooo | server RSS MiB | server CPU | bench CPU |"
+                        echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+                } >>"$out"
+                ratios=""
+                for cfg in "10 64 $m10" "10 1024 $m10" "100 64 $m100" "100 1024 $m100"; do
+                        set -- $cfg
+                        rp=$tmp/fanout.$1.$2.photond rr=$tmp/fanout.$1.$2.redis
+                        : >"$rp"; : >"$rr"
+                        for _ in $(seq "$rounds"); do
+                                run photond "$rp" fanout --subscribers "$1" --bytes "$2" --messages "$3"
+                                run redis "$rr" fanout --subscribers "$1" --bytes "$2" --messages "$3"
+                        done
+                        p=$(median_row "$rp" 5) r=$(median_row "$rr" 5)
+                        echo "$p" >>"$out"
+                        echo "$r" >>"$out"
+                        ratios+="| S=$1 B=$2 | $(ratio "$(cell "$p" 5)" "$(cell "$r" 5)") | $(ratio "$(cell "$p" 7)" "$(cell "$r" 7)") |"$'\n'
+                done
+                {
+                        echo
+                        echo "| fanout ratio photond/Redis | delivered msg/s (target ≥ 1.0) | p99 latency (target ≤ 1.0) |"
+                        echo "|---|---|---|"
+                        printf '%s' "$ratios"
+                        echo
+                } >>"$out"
+                ;;
+        conns)
+                {
+                        echo "### conns: $conns idle subscribers, then one publish"
+                        echo
+                        echo "| server | N | all have it after ms | p50 ms | RSS before MiB | RSS subscribed MiB | KiB per idle conn | KiB per conn after the publish | connect+subscribe s |"
+                        echo "|---|---|---|---|---|---|---|---|---|"
+                } >>"$out"
+                rp=$tmp/conns.photond rr=$tmp/conns.redis
+                : >"$rp"; : >"$rr"
+                for _ in $(seq "$rounds"); do
+                        run photond "$rp" conns --conns "$conns"
+                        run redis "$rr" conns --conns "$conns"
+                done
+                p=$(median_row "$rp" 3) r=$(median_row "$rr" 3)
+                {
+                        echo "$p"
+                        echo "$r"
+                        echo
+                        echo "Ratio photond/Redis: time until all have the publish $(ratio "$(cell "$p" 3)" "$(cell "$r" 3)")" \
+                                "(target ≤ 1.0); KiB per idle connection $(cell "$p" 7) vs $(cell "$r" 7) (target < 2)."
+                        echo
+                } >>"$out"
+                ;;
+        locks)
+                {
+                        echo "### locks: 8 clients, acquire+release pairs on K names, immediate retry when refused"
+                        echo
+                        echo "| server | mode | C | K | pairs/s | request p50 µs | request p99 µs | acquire p99 µs | refused attempts | exclusion violations | server CPU | bench CPU |"
+                        echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+                } >>"$out"
+                ratios=""
+                for k in 1 64; do
+                        [ "$k" = 1 ] && n=$pairs1 || n=$pairs64
+                        rp=$tmp/locks.$k.photond rr=$tmp/locks.$k.redis rw=$tmp/locks.$k.wait
+                        : >"$rp"; : >"$rr"; : >"$rw"
+                        for _ in $(seq "$rounds"); do
+                                run photond "$rp" locks --clients 8 --names "$k" --pairs "$n"
+                                run redis "$rr" locks --clients 8 --names "$k" --pairs "$n"
+                                run photond "$rw" locks --clients 8 --names "$k" --pairs "$n" --lock-wait 5000
+                        done
+                        p=$(median_row "$rp" 5) r=$(median_row "$rr" 5) w=$(median_row "$rw" 5)
+                        printf '%s\n%s\n%s\n' "$p" "$r" "$w" >>"$out"
+                        ratios+="| K=$k | $(ratio "$(cell "$p" 5)" "$(cell "$r" 5)") | $(ratio "$(cell "$w" 5)" "$(cell "$r" 5)") |"$'\n'
+                done
+                {
+                        echo
+                        echo "| locks ratio | pairs/s photond/Redis, same retry loop (target ≥ 1.0) | pairs/s photond lockWait/Redis (reported apart) |"
+                        echo "|---|---|---|"
+                        printf '%s' "$ratios"
+                        echo
+                } >>"$out"
+                ;;
+        webhook)
+                command -v wrk >/dev/null || { failures+=("webhook: wrk is not installed"); continue; }
+                port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+                run_n=$((run_n + 1))
+                home=$tmp/home.$run_n
+                mkdir -p "$home"
+                sock=$home/.data/daemon.sock
+                server_pid=$(PHOTON_HOME=$home PHOTON_WEBHOOK_PORT=$port PHOTON_WEBHOOK_SECRET=bench-secret \
+                        PHOTON_WEBHOOK_RATE_LIMIT=0 "$bench" start --log "$tmp/photond.log" -- \
+                        "$photond" --bus=none --socket "$sock")
+                pids+=("$server_pid")
+                # The provider says "providing bench" on stderr once photond accepted it: that is its readiness.
+                mkfifo "$tmp/provider.fifo"
+                exec 3<>"$tmp/provider.fifo"
+                "$bench" provide --socket "$sock" 2>"$tmp/provider.fifo" &
+                provider_pid=$!
+                read -r -t 30 line <&3 || line=
+                if [ "$line" != "providing bench" ]; then
+                        failures+=("webhook: the provider did not start: $line")
+                        stop_server "$server_pid"
+                        continue
+                fi
+                {
+                        echo "### webhook: trivial provider (photon-bench provide), 64 connections"
+                        echo
+                        echo "| path | connections | requests/s | p50 ms | p99 ms | errors |"
+                        echo "|---|---|---|---|---|---|"
+                } >>"$out"
+                wrk_out=$(PHOTON_WEBHOOK_SECRET=bench-secret wrk -t2 -c64 -d"${wrk_secs}s" --latency \
+                        -s "$src/tests/bench/webhook.lua" "http://127.0.0.1:$port/webhook/bench/ping" 2>&1) ||
+                        failures+=("webhook: wrk failed")
+                echo "$wrk_out" >>"$log"
+                echo "$wrk_out" | tail -1 >&2
+                line=$(echo "$wrk_out" | grep '^webhook-bench ' || true)
+                get() { echo "$line" | sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
+                echo "| HTTP POST (wrk) | 64 | $(get rps) | $(get p50_ms) | $(get p99_ms) | $(($(get non2xx) + $(get socket_errors))) |" >>"$out"
+                [ "$(get non2xx)" = 0 ] && [ "$(get socket_errors)" = 0 ] || failures+=("webhook: errors in wrk run")
+                rc=0
+                "$bench" command --socket "$sock" --pid "$server_pid" --clients 64 --pairs "$calls" \
+                        >>"$out" 2>"$tmp/err" || rc=$?
+                cat "$tmp/err" >&2
+                cat "$tmp/err" >>"$log"
+                [ "$rc" = 0 ] || failures+=("webhook: command scenario exit $rc")
+                kill "$provider_pid" 2>/dev/null || true
+                wait "$provider_pid" 2>/dev/null || true
+                provider_pid=
+                exec 3<&-
+                stop_server "$server_pid"
+                echo >>"$out"
+                ;;
+        *)
+                echo "run.sh: unknown scenario '$scenario'" >&2
+                exit 2
+                ;;
+        esac
+done
+
+{
+        echo "Total time $(($(date +%s) - began)) s; load average at the end $(cut -d' ' -f1-3 /proc/loadavg)." \
+                "Checks that failed: ${#failures[@]}."
+        for f in "${failures[@]}"; do
+                echo "- $f"
+        done
+        echo
+        echo "<details><summary>Every run (photon-bench's own summary lines)</summary>"
+        echo
+        echo '```text'
+        cat "$log"
+        echo '```'
+        echo
+        echo "</details>"
+} >>"$out"
+cat "$out"
+[ "${#failures[@]}" = 0 ]
