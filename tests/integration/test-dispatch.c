@@ -1048,3 +1048,95 @@ Test(dispatch, photonctl_call_shows_emits_and_answers_prompts) {
         conn_close(p);
         daemon_free(d);
 }
+
+/* ---- follow-ups on channels ---- */
+
+static void subscribe(Conn *c, const char *channel) {
+        struct json_object *o;
+
+        o = conn_request(c, "sub", "{\"type\":\"subscribe\",\"id\":\"sub\",\"channel\":\"%s\"}", channel);
+        cr_assert(jbool(o, "data.subscribed"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+}
+
+Test(dispatch, state_changed_published_without_the_caller) {
+        Daemon *d = daemon_start(NULL);
+        Conn *s = conn_open(d), *c = conn_open(d);
+        struct json_object *o;
+
+        write_handler(d, "notes/add", "#!/bin/sh\nread -r a\nprintf '{\"saved\":%s}' \"$a\"\n");
+        write_handler(d, "notes/fail", "#!/bin/sh\nexit 1\n");
+        subscribe(s, "notes:default:state-changed");
+        subscribe(s, "notes:work:state-changed");
+        subscribe(c, "notes:*");
+
+        o = command(c, "a1", "notes", "add", "{\"text\":\"hi\"}");
+        cr_assert(jbool(o, "success"));
+        json_object_put(o);
+        o = expect_line(s, "channel_message", NULL, 5000);
+        cr_assert_str_eq(jstr(o, "channel"), "notes:default:state-changed");
+        cr_assert_str_eq(jstr(o, "message.event"), "state-changed");
+        cr_assert_str_eq(jstr(o, "message.method"), "add");
+        cr_assert_str_eq(jstr(o, "message.params.text"), "hi");
+        cr_assert_str_eq(jstr(o, "message.instance"), "default");
+        cr_assert_str_eq(jstr(o, "message.data.saved.text"), "hi");
+        cr_assert_str_eq(jstr(o, "message.uri"), "photon://notes/default");
+        json_object_put(o);
+
+        o = conn_request(c, "a2", "{\"type\":\"command\",\"id\":\"a2\",\"photonName\":\"notes\",\"method\":\"add\","
+                         "\"args\":{\"text\":\"w\"},\"instanceName\":\"work\"}");
+        cr_assert(jbool(o, "success"));
+        json_object_put(o);
+        o = expect_line(s, "channel_message", NULL, 5000);
+        cr_assert_str_eq(jstr(o, "channel"), "notes:work:state-changed");
+        cr_assert_str_eq(jstr(o, "message.instance"), "work");
+        cr_assert_str_eq(jstr(o, "message.uri"), "photon://notes/work");
+        json_object_put(o);
+
+        /* A failed call changed nothing. */
+        o = command(c, "a3", "notes", "fail", NULL);
+        error_of(o);
+        json_object_put(o);
+        cr_assert_null(conn_recv(s, 300), "state-changed after a failure");
+
+        /* The caller, although subscribed to notes:*, never hears its own state-changed. */
+        cr_assert_null(conn_recv(c, 100), "the caller got its own state-changed");
+
+        conn_close(c);
+        conn_close(s);
+        daemon_free(d);
+}
+
+Test(dispatch, emit_with_a_channel_is_published) {
+        Daemon *d = daemon_start(NULL);
+        Conn *p = provider_open(d, "wizard"), *s = conn_open(d), *c = conn_open(d);
+        struct json_object *o, *inv;
+        char inv_id[64];
+
+        subscribe(s, "wizard:log");
+        subscribe(c, "wizard:log");
+        conn_send(c, "{\"type\":\"command\",\"id\":\"w1\",\"photonName\":\"wizard\",\"method\":\"run\"}");
+        inv = expect_invoke(p);
+        snprintf(inv_id, sizeof(inv_id), "%s", jstr(inv, "id"));
+        json_object_put(inv);
+
+        /* Both "emit" and "channel": the caller gets the emit, everyone else on the channel the message. */
+        conn_send(p, "{\"type\":\"emit\",\"id\":\"%s\",\"emitData\":{\"emit\":\"log\",\"channel\":\"wizard:log\","
+                  "\"line\":\"step 1\"}}", inv_id);
+        o = expect_line(s, "channel_message", NULL, 5000);
+        cr_assert_str_eq(jstr(o, "channel"), "wizard:log");
+        cr_assert_str_eq(jstr(o, "message.line"), "step 1");
+        json_object_put(o);
+        o = expect_line(c, "emit", "w1", 5000);
+        cr_assert_str_eq(jstr(o, "emitData.line"), "step 1");
+        json_object_put(o);
+
+        conn_send(p, "{\"type\":\"invoke_result\",\"id\":\"%s\",\"data\":true}", inv_id);
+        o = expect_line(c, "result", "w1", 5000);
+        json_object_put(o);
+
+        conn_close(c);
+        conn_close(s);
+        conn_close(p);
+        daemon_free(d);
+}
