@@ -59,6 +59,7 @@ static unsigned arg_pairs = 10000;
 static unsigned arg_names = 1;
 static unsigned arg_lock_wait = 0;          /* photond only: "lockWait" in ms, 0 = retry loop as with Redis */
 static unsigned arg_timeout = 60;           /* seconds, whole scenario */
+static unsigned arg_duration = 0;           /* locks: start no new pair after this many seconds (0: no limit) */
 static const char *arg_log = NULL;
 static const char *arg_photon = "bench";    /* command: the photon whose provider answers */
 
@@ -1016,6 +1017,7 @@ static struct {
         int64_t *last_token;            /* per name: the last fencingToken (photond) */
         unsigned *pending;              /* clients holding a lock, to release after the iteration */
         unsigned npending, done;
+        uint64_t stop_at;
         uint64_t pairs_total, refused, violations, token_violations, release_failures, errors;
         char sha[41];
         Histogram req, acq;
@@ -1066,7 +1068,7 @@ static void lock_send_release(unsigned i, uint64_t now) {
 }
 
 static void lock_start_pair(unsigned i, uint64_t now) {
-        if (lk.pairs[i] >= arg_pairs) {
+        if (lk.pairs[i] >= arg_pairs || (lk.stop_at > 0 && now >= lk.stop_at)) {
                 lk.state[i] = LOCK_DONE;
                 lk.done++;
                 return;
@@ -1196,6 +1198,8 @@ static int scenario_locks(void) {
         server_sample(&s0);
         cpu0 = self_cpu_ns();
         t0 = now_ns();
+        if (arg_duration > 0)
+                lk.stop_at = t0 + (uint64_t) arg_duration * NSEC_PER_SEC;
         for (unsigned i = 0; i < arg_clients; i++)
                 lock_start_pair(i, t0);
         ok = loop_run(locks_done, deadline_from_now());
@@ -1224,8 +1228,8 @@ static int scenario_locks(void) {
                lk.violations + lk.token_violations + lk.release_failures,
                server_cpu_percent(&s0, &s1), 100.0 * (double) (cpu1 - cpu0) / (double) (t1 - t0));
 
-        return ok && lk.pairs_total == (uint64_t) arg_clients * arg_pairs && lk.violations == 0 &&
-                lk.token_violations == 0 && lk.release_failures == 0 && lk.errors == 0 &&
+        return ok && (lk.stop_at > 0 || lk.pairs_total == (uint64_t) arg_clients * arg_pairs) &&
+                lk.violations == 0 && lk.token_violations == 0 && lk.release_failures == 0 && lk.errors == 0 &&
                 conns_closed == 0 ? 0 : 1;
 }
 
@@ -1434,6 +1438,7 @@ static void help(void) {
                "  --conns=N  --clients=C  --pairs=N (locks pairs, command calls per client)  --names=K\n"
                "  --photon=NAME           command: the photon to call (default bench)\n"
                "  --lock-wait=MS          photond: waiting acquires (\"lockWait\") instead of a retry loop\n"
+               "  --duration=SEC          locks: start no new pair after this long, whatever --pairs says\n"
                "  --timeout=SEC           Give up after this long (default 60)\n"
                "  --log=FILE              start: the server's stdout and stderr\n");
 }
@@ -1453,7 +1458,7 @@ int main(int argc, char *argv[]) {
         enum {
                 ARG_TARGET = 0x100, ARG_SOCKET, ARG_PID, ARG_SUBSCRIBERS, ARG_PUBLISHERS, ARG_MESSAGES, ARG_BYTES,
                 ARG_WINDOW, ARG_CONNS, ARG_CLIENTS, ARG_PAIRS, ARG_NAMES, ARG_LOCK_WAIT, ARG_TIMEOUT, ARG_LOG,
-                ARG_PHOTON,
+                ARG_PHOTON, ARG_DURATION,
         };
         static const struct option options[] = {
                 { "help",        no_argument,       NULL, 'h'             },
@@ -1473,6 +1478,7 @@ int main(int argc, char *argv[]) {
                 { "timeout",     required_argument, NULL, ARG_TIMEOUT     },
                 { "log",         required_argument, NULL, ARG_LOG         },
                 { "photon",      required_argument, NULL, ARG_PHOTON      },
+                { "duration",    required_argument, NULL, ARG_DURATION    },
                 {}
         };
         struct rlimit rl;
@@ -1544,6 +1550,9 @@ int main(int argc, char *argv[]) {
                         break;
                 case ARG_PHOTON:
                         arg_photon = optarg;
+                        break;
+                case ARG_DURATION:
+                        arg_duration = parse_unsigned(optarg, "--duration", 0);
                         break;
                 default:
                         return 2;
