@@ -160,8 +160,8 @@ static int parse_item(CronField f, const char *item, size_t len, uint64_t *mask,
                         if (parse_value(f, &p, end, &hi, &named) < 0)
                                 return field_error(errbuf, errlen, f, field, field_len,
                                                    "range '%.*s' lacks a valid end", (int) len, item);
-                        /* "FRI-SUN" reads naturally; SUN as a range end means 7. */
-                        if (f == CRON_DOW && named && hi == 0)
+                        /* "FRI-SUN" reads naturally: a SUN that would end a reversed range means 7. */
+                        if (f == CRON_DOW && named && hi == 0 && lo > 0)
                                 hi = 7;
                 }
         }

@@ -265,6 +265,17 @@ static const Vector vectors[] = {
         { "America/Santiago", "30 23 * * *", "2025-04-05 23:30 -0300", "2025-04-06 23:30" },
         { "America/Santiago", "30 * * * *", "2025-04-05 23:30 -0300", "2025-04-05 23:30 -0400" },
         { "America/Santiago", "0 0 * * *", "2025-04-05 23:30 -0300", "2025-04-06 00:00" },
+        /* Moncton fell back at 00:01 until 2006, so the repeated wall times 23:01-00:00 straddle midnight */
+        { "America/Moncton", "* * * * *", "2005-10-30 00:00 -0300", "2005-10-29 23:01 -0400" },
+        { "America/Moncton", "* * * * *", "2005-10-29 23:59:30 -0300", "2005-10-30 00:00 -0300" },
+        { "America/Moncton", "30 * * * *", "2005-10-30 00:00 -0300", "2005-10-29 23:30 -0400" },
+        { "America/Moncton", "30 23 * * *", "2005-10-29 22:00", "2005-10-29 23:30 -0300" },
+        { "America/Moncton", "30 23 * * *", "2005-10-29 23:30 -0300", "2005-10-30 23:30" },
+        { "America/Moncton", "30 23 * * *", "2005-10-30 00:00 -0300", "2005-10-30 23:30" },
+        { "America/Moncton", "0 0 * * *", "2005-10-29 23:30 -0300", "2005-10-30 00:00 -0300" },
+        { "America/Moncton", "0 0 * * *", "2005-10-30 00:00 -0300", "2005-10-31 00:00" },
+        { "America/Moncton", "0 * * * *", "2005-10-29 23:30 -0400", "2005-10-30 00:00 -0400" },
+        { "America/Moncton", "0 * * * *", "2005-10-29 23:30 -0300", "2005-10-30 00:00 -0300" },
         /* no DST, half-hour offset */
         { "Asia/Kolkata", "0 0 * * *", "2025-06-15 12:00", "2025-06-16 00:00" },
         { "Asia/Kolkata", "*/45 * * * *", "2025-06-15 23:46", "2025-06-16 00:00" },
@@ -415,6 +426,9 @@ Test(cron, parse_sets) {
         cr_assert_eq(parse_ok("* * * * 5-7").weekdays, 0x61);
         cr_assert_eq(parse_ok("* * * * fri-sun").weekdays, 0x61);
         cr_assert_eq(parse_ok("* * * * SUN-MON").weekdays, 0x03);
+        cr_assert_eq(parse_ok("* * * * sun-sun").weekdays, 0x01);
+        cr_assert_eq(parse_ok("* * * * 0-SUN").weekdays, 0x01);
+        cr_assert_eq(parse_ok("* * * * SAT-SUN").weekdays, 0x41);
         cr_assert_eq(parse_ok("* * * * MON-SUN").weekdays, 0x7f);
         cr_assert_eq(parse_ok("* * * * sUn,WeD").weekdays, 0x09);
         cr_assert_eq(parse_ok("* * * * */2").weekdays, 0x55);
@@ -506,6 +520,8 @@ Test(cron, search_is_fast) {
                 { "America/New_York", "59 23 * * *", "2025-11-02 23:59 -0500" },
                 { "America/New_York", "* * * * *", "2025-11-02 23:58 -0500" },
                 { "America/New_York", "0 0 29 2 *", "2096-03-01 00:00" },
+                { "America/New_York", "* * * * *", "2095-11-06 23:58 -0500" },   /* beyond tzdata's table */
+                { "Europe/Berlin", "0 0 13 * 5", "2090-01-01 00:00" },
         };
 
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -526,4 +542,348 @@ Test(cron, search_is_fast) {
                 }
                 cr_expect_lt(best, 10.0, "'%s' from %s took %.2f ms", cases[i].expr, cases[i].now, best);
         }
+}
+
+/* Property test: random expressions whose sets the test computes itself, random times (half of them within two
+ * days of a DST change), checked against a brute-force minute walk that uses libc's time functions only. */
+
+typedef struct Expect {
+        uint64_t mask[5];
+        bool dom_star, dow_star, hour_wild;
+} Expect;
+
+static const struct {
+        unsigned min, max;
+} spans[5] = { { 0, 59 }, { 0, 23 }, { 1, 31 }, { 1, 12 }, { 0, 7 } };
+
+static const char *const zones[] = {
+        "UTC", "America/New_York", "Europe/Berlin", "Australia/Sydney", "Asia/Kolkata", "America/Moncton",
+        "America/Santiago",
+};
+
+static uint64_t rng = UINT64_C(0x2545f4914f6cdd1d);
+
+static unsigned rnd(unsigned n) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        return (unsigned) ((rng >> 11) % n);
+}
+
+static int put_value(char *out, int f, unsigned v, bool sun_is_7) {
+        static const char *const months[] = { "Jan", "FEB", "mar", "Apr", "MAY", "jun",
+                                              "Jul", "AUG", "sep", "Oct", "NOV", "dec" };
+        static const char *const days[] = { "sun", "MON", "Tue", "wed", "THU", "Fri", "SAT" };
+
+        if (f == 3 && rnd(3) == 0)
+                return sprintf(out, "%s", months[v - 1]);
+        if (f == 4 && rnd(3) == 0 && (v < 7 || sun_is_7))
+                return sprintf(out, "%s", days[v % 7]);
+        return sprintf(out, "%u", v);
+}
+
+static void gen_field(int f, char *out, Expect *e) {
+        static const unsigned star_pct[5] = { 15, 30, 50, 60, 60 };
+        unsigned min = spans[f].min, max = spans[f].max, n_items;
+        bool wild = false;
+        char *p = out;
+
+        if (rnd(100) < star_pct[f]) {
+                strcpy(out, "*");
+                e->mask[f] = 0;
+                for (unsigned v = min; v <= max; v++)
+                        e->mask[f] |= UINT64_C(1) << (f == 4 && v == 7 ? 0 : v);
+                if (f == 1)
+                        e->hour_wild = true;
+                if (f == 2)
+                        e->dom_star = true;
+                if (f == 4)
+                        e->dow_star = true;
+                return;
+        }
+
+        n_items = 1 + rnd(3);
+        for (unsigned i = 0; i < n_items; i++) {
+                unsigned kind = rnd(6), a = min + rnd(max - min + 1), b = a + rnd(max - a + 1);
+                unsigned step = 1 + rnd(max < 12 ? max : 12), lo = a, hi = a, s = 1;
+
+                if (i > 0)
+                        *p++ = ',';
+                switch (kind) {
+                case 0:
+                        p += sprintf(p, "*/%u", step);
+                        lo = min, hi = max, s = step;
+                        wild = true;
+                        break;
+                case 1:
+                case 5:
+                        p += put_value(p, f, a, false);
+                        break;
+                case 2:
+                        p += put_value(p, f, a, false);
+                        *p++ = '-';
+                        p += put_value(p, f, b, a > 0);
+                        hi = b;
+                        break;
+                case 3:
+                        p += put_value(p, f, a, false);
+                        p += sprintf(p, "/%u", step);
+                        hi = max, s = step;
+                        wild = true;
+                        break;
+                case 4:
+                        p += put_value(p, f, a, false);
+                        *p++ = '-';
+                        p += put_value(p, f, b, a > 0);
+                        p += sprintf(p, "/%u", step);
+                        hi = b, s = step;
+                        wild = true;
+                        break;
+                }
+                for (unsigned v = lo; v <= hi; v += s)
+                        e->mask[f] |= UINT64_C(1) << (f == 4 && v == 7 ? 0 : v);
+        }
+        *p = '\0';
+        if (f == 1)
+                e->hour_wild = n_items == 1 && wild;
+}
+
+static void gen_expr(char *out, Expect *e) {
+        char field[5][128];
+
+        *e = (Expect) {};
+        for (int f = 0; f < 5; f++)
+                gen_field(f, field[f], e);
+
+        /* Now and then a day that is rare or never comes: Feb 29, Feb 30/31, the 31st of a short month. */
+        if (rnd(20) == 0) {
+                static const struct {
+                        const char *dom, *month;
+                        unsigned day;
+                        uint64_t months;
+                } rare[] = {
+                        { "29", "2", 29, 1u << 2 },
+                        { "29", "FEB", 29, 1u << 2 },
+                        { "30", "feb", 30, 1u << 2 },
+                        { "31", "2,4", 31, 1u << 2 | 1u << 4 },
+                        { "31", "APR,jun,9,11", 31, 1u << 4 | 1u << 6 | 1u << 9 | 1u << 11 },
+                        { "31", "2-6/2", 31, 1u << 2 | 1u << 4 | 1u << 6 },
+                };
+                unsigned i = rnd(sizeof(rare) / sizeof(rare[0]));
+
+                strcpy(field[2], rare[i].dom);
+                strcpy(field[3], rare[i].month);
+                strcpy(field[4], "*");
+                e->mask[2] = UINT64_C(1) << rare[i].day;
+                e->mask[3] = rare[i].months;
+                e->mask[4] = 0x7f;
+                e->dom_star = false;
+                e->dow_star = true;
+        }
+        sprintf(out, "%s %s %s %s %s", field[0], field[1], field[2], field[3], field[4]);
+}
+
+static bool expect_day(const Expect *e, const struct tm *tm) {
+        bool dom = e->mask[2] >> tm->tm_mday & 1, dow = e->mask[4] >> tm->tm_wday & 1;
+
+        if (!(e->mask[3] >> (tm->tm_mon + 1) & 1))
+                return false;
+        return e->dom_star || e->dow_star ? dom && dow : dom || dow;
+}
+
+/* The test zones change by whole hours, so a second pass is the same wall time one hour earlier. */
+static bool second_pass(time_t t, const struct tm *tm) {
+        time_t p = t - 3600;
+        struct tm tp;
+
+        cr_assert_not_null(localtime_r(&p, &tp));
+        return tp.tm_mday == tm->tm_mday && tp.tm_hour == tm->tm_hour && tp.tm_min == tm->tm_min;
+}
+
+/* The earliest instant of the next local day (or month); midnight may repeat (Moncton) or be skipped (Santiago). */
+static time_t next_local_midnight(time_t now, const struct tm *tm, bool next_month) {
+        time_t best = 0;
+        bool have = false;
+
+        for (int isdst = -1; isdst <= 1; isdst++) {
+                struct tm m = *tm, back;
+                time_t t;
+
+                m.tm_mday = next_month ? 1 : m.tm_mday + 1;
+                m.tm_mon += next_month;
+                m.tm_hour = m.tm_min = m.tm_sec = 0;
+                m.tm_isdst = isdst;
+                t = mktime(&m);
+                cr_assert_not_null(localtime_r(&t, &back));
+                if (back.tm_hour != 0 || back.tm_min != 0 || t <= now)
+                        continue;
+                if (!have || t < best)
+                        best = t;
+                have = true;
+        }
+        return have ? best : now + 60;
+}
+
+/* Walks minute by minute, hopping over days, months and hours that cannot match. -EAGAIN: out of budget. */
+static int oracle_next(const Expect *e, time_t after, time_t *ret) {
+        time_t t = after - ((after % 60) + 60) % 60 + 60, limit = after + CRON_SEARCH_LIMIT_SEC;
+        struct tm tm;
+
+        for (unsigned steps = 0; t <= limit; steps++) {
+                if (steps > 200000)
+                        return -EAGAIN;
+                cr_assert_not_null(localtime_r(&t, &tm));
+                if (!(e->mask[3] >> (tm.tm_mon + 1) & 1))
+                        t = next_local_midnight(t, &tm, true);
+                else if (!expect_day(e, &tm))
+                        t = next_local_midnight(t, &tm, false);
+                else if (!(e->mask[1] >> tm.tm_hour & 1)) {
+                        /* Hop to the next hour unless the offset changes on the way (Moncton's 00:01). */
+                        time_t h = t + (60 - tm.tm_min) * 60;
+                        struct tm th;
+
+                        cr_assert_not_null(localtime_r(&h, &th));
+                        t = th.tm_gmtoff == tm.tm_gmtoff ? h : t + 60;
+                }
+                else if ((e->mask[0] >> tm.tm_min & 1) && (e->hour_wild || !second_pass(t, &tm))) {
+                        *ret = t;
+                        return 0;
+                } else
+                        t += 60;
+        }
+        return -ENOENT;
+}
+
+static time_t random_time(unsigned zone) {
+        static time_t transitions[sizeof(zones) / sizeof(zones[0])][128];
+        static unsigned n_transitions[sizeof(zones) / sizeof(zones[0])];
+        static bool scanned[sizeof(zones) / sizeof(zones[0])];
+        const time_t from = 946684800, to = 2208988800;     /* 2000-01-01 .. 2040-01-01 */
+
+        if (!scanned[zone]) {
+                struct tm a, b;
+
+                for (time_t d = from; d < to && n_transitions[zone] < 128; d += 86400) {
+                        time_t lo = d, hi = d + 86400;
+
+                        cr_assert_not_null(localtime_r(&lo, &a));
+                        cr_assert_not_null(localtime_r(&hi, &b));
+                        if (a.tm_gmtoff == b.tm_gmtoff)
+                                continue;
+                        while (hi - lo > 1) {
+                                time_t mid = lo + (hi - lo) / 2;
+
+                                cr_assert_not_null(localtime_r(&mid, &b));
+                                if (b.tm_gmtoff == a.tm_gmtoff)
+                                        lo = mid;
+                                else
+                                        hi = mid;
+                        }
+                        transitions[zone][n_transitions[zone]++] = hi;
+                }
+                scanned[zone] = true;
+        }
+
+        if (n_transitions[zone] > 0 && rnd(2) == 0) {
+                time_t t = transitions[zone][rnd(n_transitions[zone])];
+
+                return rnd(2) ? t - 2 * 86400 + rnd(4 * 86400) : t - 3 * 3600 + rnd(6 * 3600);
+        }
+        return from + (time_t) rnd((unsigned) (to - from));
+}
+
+Test(cron, property_random_expressions, .timeout = 300) {
+        unsigned checks = 0, verified = 0, none = 0, second_passes = 0;
+
+        for (unsigned i = 0; i < 2000; i++) {
+                char expr[700], err[256] = "";
+                CronSpec spec;
+                Expect e;
+
+                gen_expr(expr, &e);
+                cr_assert_eq(cron_parse(expr, &spec, err, sizeof(err)), 0, "'%s' rejected: %s", expr, err);
+                cr_assert_eq(spec.minutes, e.mask[0], "'%s': minutes", expr);
+                cr_assert_eq(spec.hours, e.mask[1], "'%s': hours", expr);
+                cr_assert_eq(spec.days, e.mask[2], "'%s': days", expr);
+                cr_assert_eq(spec.months, e.mask[3], "'%s': months", expr);
+                cr_assert_eq(spec.weekdays, e.mask[4], "'%s': weekdays", expr);
+                cr_assert_eq(spec.dom_star, e.dom_star, "'%s'", expr);
+                cr_assert_eq(spec.dow_star, e.dow_star, "'%s'", expr);
+                cr_assert_eq(spec.hour_wild, e.hour_wild, "'%s'", expr);
+
+                for (unsigned k = 0; k < 3; k++) {
+                        unsigned zone = rnd(sizeof(zones) / sizeof(zones[0]));
+                        time_t after, next = 0, want = 0;
+                        struct tm tm;
+                        int r, o;
+
+                        use_tz(zones[zone]);
+                        after = random_time(zone);
+                        checks++;
+
+                        r = cron_next(&spec, after, &next);
+                        cr_assert(r == 0 || r == -ENOENT, "'%s' from %s: %d", expr, fmt(after), r);
+                        if (r == 0) {
+                                cr_assert_gt(next, after, "'%s' %s", expr, zones[zone]);
+                                cr_assert_leq(next, after + CRON_SEARCH_LIMIT_SEC);
+                                cr_assert_not_null(localtime_r(&next, &tm));
+                                cr_assert(tm.tm_sec == 0 && (e.mask[0] >> tm.tm_min & 1) &&
+                                          (e.mask[1] >> tm.tm_hour & 1) && expect_day(&e, &tm),
+                                          "'%s' from %s fired at non-matching %s", expr, fmt(after), fmt(next));
+                                if (second_pass(next, &tm)) {
+                                        cr_assert(e.hour_wild, "'%s' fired in a second pass at %s", expr, fmt(next));
+                                        second_passes++;
+                                }
+                        } else
+                                none++;
+
+                        o = oracle_next(&e, after, &want);
+                        if (o == -EAGAIN)
+                                continue;
+                        verified++;
+                        cr_assert_eq(r, o, "'%s' in %s from %s: cron_next %d %s, oracle %d %s", expr, zones[zone],
+                                     fmt(after), r, fmt(next), o, fmt(want));
+                        if (r == 0)
+                                cr_assert_eq(next, want, "'%s' in %s from %s: cron_next %s, oracle %s", expr,
+                                             zones[zone], fmt(after), fmt(next), fmt(want));
+                }
+        }
+
+        cr_log_info("%u checks, %u verified by the oracle, %u without a match, %u second passes",
+                    checks, verified, none, second_passes);
+        cr_assert_geq(verified, checks * 95 / 100, "oracle gave up too often: %u of %u", verified, checks);
+}
+
+/* Successive runs of one expression across a whole DST year: the chain must match a minute-by-minute walk. */
+Test(cron, chain_through_a_dst_year) {
+        static const char *const exprs[] = { "30 * * * *", "*/20 1-3 * * *", "0,30 2 * * *", "15 1 * * *" };
+
+        for (size_t z = 1; z <= 2; z++)
+                for (size_t i = 0; i < sizeof(exprs) / sizeof(exprs[0]); i++) {
+                        CronSpec spec = parse_ok(exprs[i]);
+                        char err[256];
+                        Expect e = {};
+                        time_t t, walk;
+                        unsigned n = 0;
+
+                        use_tz(zones[z]);
+                        t = walk = lt("2025-01-01 00:00");
+                        /* Reuse the property oracle with sets from the parser checked above. */
+                        e.mask[0] = spec.minutes, e.mask[1] = spec.hours, e.mask[2] = spec.days;
+                        e.mask[3] = spec.months, e.mask[4] = spec.weekdays;
+                        e.dom_star = spec.dom_star, e.dow_star = spec.dow_star, e.hour_wild = spec.hour_wild;
+                        cr_assert_eq(cron_validate(exprs[i], t, NULL, err, sizeof(err)), 0);
+
+                        while (t < lt("2026-01-01 00:00")) {
+                                time_t next, want;
+
+                                cr_assert_eq(cron_next(&spec, t, &next), 0);
+                                cr_assert_eq(oracle_next(&e, walk, &want), 0);
+                                cr_assert_eq(next, want, "'%s' in %s after %s: %s vs %s", exprs[i], zones[z],
+                                             fmt(t), fmt(next), fmt(want));
+                                t = walk = next;
+                                n++;
+                        }
+                        cr_assert_gt(n, 300);
+                }
 }
