@@ -116,6 +116,20 @@ static bool photond_log_has(Daemon *d, const char *text) {
         return found;
 }
 
+/* Stops photond with SIGTERM and requires a clean exit: status 0 (a sanitizer build fails it on leaks) and no
+ * sanitizer report in its log. Then frees d. */
+static void daemon_stop_clean(Daemon *d) {
+        int status = daemon_signal_and_wait(d, SIGTERM);
+
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || photond_log_has(d, "runtime error") ||
+            photond_log_has(d, "Sanitizer"))
+                daemon_dump_log(d);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "photond exit status %d", status);
+        cr_assert(!photond_log_has(d, "runtime error"), "UBSan report in photond's log");
+        cr_assert(!photond_log_has(d, "Sanitizer"), "sanitizer report in photond's log");
+        daemon_free(d);
+}
+
 static struct json_object* status_of(Conn *c) {
         struct json_object *o = conn_request(c, "st", "{\"type\":\"status\",\"id\":\"st\"}");
 
@@ -194,7 +208,7 @@ Test(dispatch, provider_serves_a_command) {
 
         conn_close(c);
         conn_close(p);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 Test(dispatch, provider_failures_and_stray_messages) {
@@ -245,7 +259,7 @@ Test(dispatch, provider_failures_and_stray_messages) {
         conn_close(other);
         conn_close(c);
         conn_close(p);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 Test(dispatch, emits_and_prompts_travel_between_provider_and_caller) {
@@ -294,7 +308,7 @@ Test(dispatch, emits_and_prompts_travel_between_provider_and_caller) {
 
         conn_close(c);
         conn_close(p);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 Test(dispatch, caller_that_leaves_answers_its_prompt_with_null) {
@@ -333,7 +347,7 @@ Test(dispatch, caller_that_leaves_answers_its_prompt_with_null) {
 
         conn_close(c);
         conn_close(p);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 Test(dispatch, provider_disconnect_fails_its_calls) {
@@ -364,7 +378,7 @@ Test(dispatch, provider_disconnect_fails_its_calls) {
         json_object_put(o);
 
         conn_close(c);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 Test(dispatch, calls_round_robin_over_providers) {
@@ -416,7 +430,7 @@ Test(dispatch, calls_round_robin_over_providers) {
 
         conn_close(c);
         conn_close(p2);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 Test(dispatch, provider_call_timeout) {
@@ -450,7 +464,7 @@ Test(dispatch, provider_call_timeout) {
 
         conn_close(c);
         conn_close(p);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 Test(dispatch, busy_caps) {
@@ -488,7 +502,7 @@ Test(dispatch, busy_caps) {
         conn_close(c);
         conn_close(slow);
         conn_close(other);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 /* ---- exec handlers ---- */
@@ -546,7 +560,7 @@ Test(dispatch, exec_handler_runs_clean) {
         cr_assert(photond_log_has(d, "]: a line for the journal"));
 
         conn_close(c);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 Test(dispatch, exec_handler_output_kinds) {
@@ -581,7 +595,7 @@ Test(dispatch, exec_handler_output_kinds) {
         json_object_put(o);
 
         conn_close(c);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 Test(dispatch, exec_handler_failures) {
@@ -617,7 +631,7 @@ Test(dispatch, exec_handler_failures) {
         json_object_put(o);
 
         conn_close(c);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 Test(dispatch, missing_handlers_and_bad_requests) {
@@ -664,7 +678,7 @@ Test(dispatch, missing_handlers_and_bad_requests) {
         json_object_put(o);
 
         conn_close(c);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 Test(dispatch, exec_handler_timeout) {
@@ -705,7 +719,7 @@ Test(dispatch, exec_handler_timeout) {
         json_object_put(o);
 
         conn_close(c);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 Test(dispatch, exec_handler_output_cap) {
@@ -728,7 +742,7 @@ Test(dispatch, exec_handler_output_cap) {
         json_object_put(o);
 
         conn_close(c);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 static bool process_gone(pid_t pid) {
@@ -777,7 +791,7 @@ Test(dispatch, grandchild_holding_stdout_does_not_hang) {
         free(pidfile);
 
         conn_close(c);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 Test(dispatch, handler_that_never_reads_large_args) {
@@ -807,7 +821,7 @@ Test(dispatch, handler_that_never_reads_large_args) {
 
         conn_close(c2);
         conn_close(c);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 /* ---- many calls ---- */
@@ -875,7 +889,7 @@ Test(dispatch, hundred_concurrent_commands) {
         for (int i = 0; i < CONNS; i++)
                 conn_close(c[i]);
         conn_close(p);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 /* ---- photonctl ---- */
@@ -979,7 +993,7 @@ Test(dispatch, photonctl_call_provide_ps) {
         cr_assert_eq(waitpid(pid, &status, 0), pid);
 
         conn_close(conn_open(d));
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 Test(dispatch, photonctl_call_shows_emits_and_answers_prompts) {
@@ -1046,7 +1060,7 @@ Test(dispatch, photonctl_call_shows_emits_and_answers_prompts) {
         close(out[0]);
         close(err[0]);
         conn_close(p);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 /* ---- follow-ups on channels ---- */
@@ -1104,7 +1118,7 @@ Test(dispatch, state_changed_published_without_the_caller) {
 
         conn_close(c);
         conn_close(s);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 Test(dispatch, emit_with_a_channel_is_published) {
@@ -1138,5 +1152,36 @@ Test(dispatch, emit_with_a_channel_is_published) {
         conn_close(c);
         conn_close(s);
         conn_close(p);
-        daemon_free(d);
+        daemon_stop_clean(d);
+}
+
+Test(dispatch, shutdown_with_calls_in_flight) {
+        Daemon *d = daemon_start(NULL);
+        Conn *p = provider_open(d, "waiting"), *c = conn_open(d);
+        char *script, *pidfile;
+        pid_t pid = 0;
+        FILE *f;
+
+        cr_assert(asprintf(&pidfile, "%s/handler.pid", d->home) >= 0);
+        cr_assert(asprintf(&script, "#!/bin/sh\necho $$ > %s.tmp\nmv %s.tmp %s\nexec sleep 30\n", pidfile, pidfile,
+                           pidfile) >= 0);
+        write_handler(d, "sleeper/run", script);
+        free(script);
+
+        conn_send(c, "{\"type\":\"command\",\"id\":\"s1\",\"photonName\":\"sleeper\",\"method\":\"run\"}");
+        conn_send(c, "{\"type\":\"command\",\"id\":\"w1\",\"photonName\":\"waiting\",\"method\":\"run\"}");
+        json_object_put(expect_invoke(p));
+        for (uint64_t deadline = mono_ms() + 5000; !(f = fopen(pidfile, "re")); usleep(10000))
+                cr_assert(mono_ms() < deadline, "the handler did not start");
+        cr_assert_eq(fscanf(f, "%d", &pid), 1);
+        fclose(f);
+
+        /* photond exits cleanly (no leaks under sanitizers) and takes its handlers with it. */
+        daemon_stop_clean(d);
+        for (uint64_t deadline = mono_ms() + 3000; !process_gone(pid); usleep(10000))
+                cr_assert(mono_ms() < deadline, "handler %d survived photond", (int) pid);
+
+        free(pidfile);
+        conn_close(c);
+        conn_close(p);
 }
