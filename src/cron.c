@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "cron.h"
+#include "macro.h"
 
 #define SEC_PER_MIN 60
 #define SEC_PER_HOUR 3600
@@ -39,14 +40,14 @@ static const struct {
         const char *name;
         unsigned min, max;
         const char *const *names;       /* names[i] is the value min + i */
-        unsigned n_names;
+        size_t n_names;
 } fields[_CRON_FIELD_MAX] = {
         [CRON_MINUTE] = { "minute",       0, 59 },
         [CRON_HOUR]   = { "hour",         0, 23 },
         [CRON_DOM]    = { "day-of-month", 1, 31 },
-        [CRON_MONTH]  = { "month",        1, 12, month_names, 12 },
+        [CRON_MONTH]  = { "month",        1, 12, month_names, ELEMENTSOF(month_names) },
         /* 7 is Sunday too, as in the reference; it is folded into bit 0 after expansion. */
-        [CRON_DOW]    = { "day-of-week",  0,  7, day_names, 7 },
+        [CRON_DOW]    = { "day-of-week",  0,  7, day_names, ELEMENTSOF(day_names) },
 };
 
 static const struct {
@@ -63,7 +64,7 @@ static const struct {
 };
 
 static bool is_blank(char c) {
-        return strchr(" \t\n\r\f\v", c) && c != '\0';
+        return c != '\0' && strchr(" \t\n\r\f\v", c);
 }
 
 static bool is_digit(char c) {
@@ -74,9 +75,7 @@ static bool is_alpha(char c) {
         return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
-_Pragma("GCC diagnostic push")
-_Pragma("GCC diagnostic ignored \"-Wformat-nonliteral\"")
-__attribute__((format(printf, 6, 7)))
+_printf_(6, 7)
 static int field_error(char *errbuf, size_t errlen, CronField f, const char *text, size_t len, const char *fmt, ...) {
         va_list ap;
         int n;
@@ -93,7 +92,7 @@ static int field_error(char *errbuf, size_t errlen, CronField f, const char *tex
         return -EINVAL;
 }
 
-__attribute__((format(printf, 3, 4)))
+_printf_(3, 4)
 static int plain_error(char *errbuf, size_t errlen, const char *fmt, ...) {
         va_list ap;
 
@@ -105,7 +104,6 @@ static int plain_error(char *errbuf, size_t errlen, const char *fmt, ...) {
         va_end(ap);
         return -EINVAL;
 }
-_Pragma("GCC diagnostic pop")
 
 /* Reads a decimal number or (in fields that have them) a three-letter name at *p. Numbers saturate instead of
  * overflowing; the caller's range check rejects them. */
@@ -123,7 +121,7 @@ static int parse_value(CronField f, const char **p, const char *end, unsigned *r
         }
 
         if (fields[f].names && end - s >= 3 && (end - s == 3 || !is_alpha(s[3])))
-                for (unsigned i = 0; i < fields[f].n_names; i++)
+                for (size_t i = 0; i < fields[f].n_names; i++)
                         if (strncasecmp(s, fields[f].names[i], 3) == 0) {
                                 *p = s + 3;
                                 *ret = fields[f].min + i;
@@ -263,7 +261,7 @@ int cron_parse(const char *expr, CronSpec *ret, char *errbuf, size_t errlen) {
                         if (!is_blank(*q))
                                 return plain_error(errbuf, errlen, "unexpected text after '%.*s'", (int) l, p);
 
-                for (size_t i = 0; i < sizeof(nicknames) / sizeof(nicknames[0]); i++)
+                for (size_t i = 0; i < ELEMENTSOF(nicknames); i++)
                         if (strlen(nicknames[i].name) == l && strncasecmp(p, nicknames[i].name, l) == 0)
                                 return cron_parse(nicknames[i].expr, ret, errbuf, errlen);
 
@@ -409,7 +407,7 @@ static int day_next(const CronSpec *spec, int64_t day, int64_t after, int64_t *r
         *ret_changing = n_offsets > 1;
         min_offset = offsets[0];
         for (unsigned j = 1; j < n_offsets; j++)
-                min_offset = offsets[j] < min_offset ? offsets[j] : min_offset;
+                min_offset = MIN(min_offset, offsets[j]);
 
         for (unsigned h = 0; h < 24; h++) {
                 if (!(spec->hours & (UINT32_C(1) << h)))
@@ -454,7 +452,7 @@ static int day_next(const CronSpec *spec, int64_t day, int64_t after, int64_t *r
         if (!have_first && !have_second)
                 return 0;
         if (have_first && have_second)
-                *ret = best_first < best_second ? best_first : best_second;
+                *ret = MIN(best_first, best_second);
         else
                 *ret = have_first ? best_first : best_second;
         return 1;

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "cron.h"
+#include "macro.h"
 
 static void use_tz(const char *tz) {
         cr_assert_eq(setenv("TZ", tz, 1), 0);
@@ -284,9 +285,9 @@ static const Vector vectors[] = {
 Test(cron, vectors) {
         unsigned failed = 0;
 
-        cr_assert_geq(sizeof(vectors) / sizeof(vectors[0]), 100);
+        cr_assert_geq(ELEMENTSOF(vectors), 100);
 
-        for (size_t i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++) {
+        for (size_t i = 0; i < ELEMENTSOF(vectors); i++) {
                 const Vector *v = &vectors[i];
                 char err[256] = "";
                 CronSpec spec;
@@ -524,7 +525,7 @@ Test(cron, search_is_fast) {
                 { "Europe/Berlin", "0 0 13 * 5", "2090-01-01 00:00" },
         };
 
-        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
                 CronSpec spec = parse_ok(cases[i].expr);
                 double best = 1e9;
                 time_t now, t;
@@ -669,7 +670,7 @@ static void gen_expr(char *out, Expect *e) {
                         { "31", "APR,jun,9,11", 31, 1u << 4 | 1u << 6 | 1u << 9 | 1u << 11 },
                         { "31", "2-6/2", 31, 1u << 2 | 1u << 4 | 1u << 6 },
                 };
-                unsigned i = rnd(sizeof(rare) / sizeof(rare[0]));
+                unsigned i = rnd(ELEMENTSOF(rare));
 
                 strcpy(field[2], rare[i].dom);
                 strcpy(field[3], rare[i].month);
@@ -755,9 +756,9 @@ static int oracle_next(const Expect *e, time_t after, time_t *ret) {
 }
 
 static time_t random_time(unsigned zone) {
-        static time_t transitions[sizeof(zones) / sizeof(zones[0])][128];
-        static unsigned n_transitions[sizeof(zones) / sizeof(zones[0])];
-        static bool scanned[sizeof(zones) / sizeof(zones[0])];
+        static time_t transitions[ELEMENTSOF(zones)][128];
+        static unsigned n_transitions[ELEMENTSOF(zones)];
+        static bool scanned[ELEMENTSOF(zones)];
         const time_t from = 946684800, to = 2208988800;     /* 2000-01-01 .. 2040-01-01 */
 
         if (!scanned[zone]) {
@@ -812,7 +813,7 @@ Test(cron, property_random_expressions, .timeout = 300) {
                 cr_assert_eq(spec.hour_wild, e.hour_wild, "'%s'", expr);
 
                 for (unsigned k = 0; k < 3; k++) {
-                        unsigned zone = rnd(sizeof(zones) / sizeof(zones[0]));
+                        unsigned zone = rnd(ELEMENTSOF(zones));
                         time_t after, next = 0, want = 0;
                         struct tm tm;
                         int r, o;
@@ -859,7 +860,7 @@ Test(cron, chain_through_a_dst_year) {
         static const char *const exprs[] = { "30 * * * *", "*/20 1-3 * * *", "0,30 2 * * *", "15 1 * * *" };
 
         for (size_t z = 1; z <= 2; z++)
-                for (size_t i = 0; i < sizeof(exprs) / sizeof(exprs[0]); i++) {
+                for (size_t i = 0; i < ELEMENTSOF(exprs); i++) {
                         CronSpec spec = parse_ok(exprs[i]);
                         char err[256];
                         Expect e = {};
