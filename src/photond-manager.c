@@ -381,6 +381,14 @@ int manager_handle_line(Client *c, const char *line, size_t len) {
 
         m->n_requests++;
 
+        /* The pub/sub hot path: a plain publish is handled without building JSON objects. Whatever it does not
+         * take is parsed and dispatched below as usual. */
+        if (!m->shutting_down) {
+                r = channels_publish_line(m->channels, c, line, len);
+                if (r != 0)
+                        return r < 0 ? r : 0;
+        }
+
         r = request_parse(line, len, &req, &error, &id);
         if (r == -ENOMEM)
                 return r;
