@@ -128,11 +128,36 @@ struct Channels {
 /* What an event costs besides its line's bytes. */
 #define EVENT_OVERHEAD (sizeof(Event) + offsetof(SharedBuf, data) + 1)
 
-static const char live_head_fmt[] = "{\"type\":\"channel_message\",\"id\":\"ch_%" PRIu64 "\",\"eventId\":%" PRIu64 ",";
-static const char replay_head_fmt[] =
-        "{\"type\":\"channel_message\",\"id\":\"replay_%" PRIu64 "\",\"eventId\":%" PRIu64 ",";
 #define REPLAY_TAIL ",\"replay\":true}\n"
 #define HEAD_MAX 96
+
+/* The decimal digits of v (no NUL); returns their count, at most 20. */
+static size_t format_u64(char *buf, uint64_t v) {
+        char tmp[20];
+        size_t n = 0;
+
+        do
+                tmp[n++] = (char) ('0' + v % 10);
+        while ((v /= 10) > 0);
+        for (size_t i = 0; i < n; i++)
+                buf[i] = tmp[n - 1 - i];
+        return n;
+}
+
+/* {"type":"channel_message","id":"ch_<id>","eventId":<id>,  (or "replay_<id>"): the head of a line, written
+ * by hand because it is written for every event. Returns its length (< HEAD_MAX). */
+static size_t line_head(char *buf, bool replay, uint64_t id) {
+        static const char a[] = "{\"type\":\"channel_message\",\"id\":\"", b[] = "\",\"eventId\":";
+        char *p = buf;
+
+        p = mempcpy(p, a, strlen(a));
+        p = replay ? mempcpy(p, "replay_", strlen("replay_")) : mempcpy(p, "ch_", strlen("ch_"));
+        p += format_u64(p, id);
+        p = mempcpy(p, b, strlen(b));
+        p += format_u64(p, id);
+        *p++ = ',';
+        return p - buf;
+}
 
 static int64_t default_wall_ms(void *userdata) {
         return now_ms();
@@ -657,11 +682,10 @@ static void channel_fanout(Channels *chs, Channel *channel, SharedBuf *line, uin
 static int event_line_new(const Channel *channel, uint64_t id, const char *message, size_t message_len,
                           Event *e) {
         char head[HEAD_MAX];
-        size_t size;
+        size_t size, n;
         char *p;
-        int n;
 
-        n = snprintf(head, sizeof(head), live_head_fmt, id, id);
+        n = line_head(head, false, id);
         size = n + strlen("\"channel\":") + channel->name_json_len + 2;
         if (message)
                 size += strlen(",\"message\":") + message_len;
@@ -708,38 +732,24 @@ static void event_push(Channels *chs, Channel *channel, Event *e) {
                 event_drop(chs, chs->oldest);
 }
 
-/* message is the serialized message (NULL: no "message" key). */
-static int channels_publish_text(Channels *chs, const char *name, size_t len, const char *message,
-                                 size_t message_len, Client *exclude, uint64_t *ret_event_id) {
-        Channel *channel;
+/* Publishes message (serialized JSON; NULL: no "message" key) on channel, which the caller has pinned. */
+static int channel_publish(Channels *chs, Channel *channel, const char *message, size_t message_len,
+                           Client *exclude, uint64_t *ret_event_id) {
+        int64_t now = chs->clock.wall_ms(chs->clock.userdata);
+        uint64_t id = event_id_next(chs->last_event_id, now);
         Event *e;
-        uint64_t id;
         int r;
 
-        if (len > limits.MAX_CHANNEL_NAME_BYTES)
-                return -EINVAL;
-        if (message && message_len > limits.MAX_MESSAGE_BYTES)
-                return -EMSGSIZE;
-
-        channels_expire(chs);
-        r = channel_get(chs, name, len, &channel);
-        if (r < 0)
-                return r;
-        channel->n_pins++;
-
         e = new0(Event, 1);
-        if (!e) {
-                r = -ENOMEM;
-                goto finish;
-        }
-        id = event_id_next(chs->last_event_id, chs->clock.wall_ms(chs->clock.userdata));
+        if (!e)
+                return -ENOMEM;
         r = event_line_new(channel, id, message, message_len, e);
         if (r < 0) {
                 free(e);
-                goto finish;
+                return r;
         }
         e->id = id;
-        e->timestamp = chs->clock.wall_ms(chs->clock.userdata);
+        e->timestamp = now;
         e->mono_ms = chs->clock.mono_ms(chs->clock.userdata);
 
         chs->last_event_id = channel->last_event_id = id;
@@ -755,13 +765,35 @@ static int channels_publish_text(Channels *chs, const char *name, size_t len, co
         event_push(chs, channel, e);
         channels_reap(chs);
 
-        if (ret_event_id)
-                *ret_event_id = id;
-        r = 0;
-finish:
+        *ret_event_id = id;
+        return 0;
+}
+
+/* Looks up (or makes) the channel and publishes on it. */
+static int channels_publish_text(Channels *chs, const char *name, size_t len, const char *message,
+                                 size_t message_len, Client *exclude, uint64_t *ret_event_id) {
+        Channel *channel;
+        uint64_t id;
+        int r;
+
+        if (len > limits.MAX_CHANNEL_NAME_BYTES)
+                return -EINVAL;
+        if (message && message_len > limits.MAX_MESSAGE_BYTES)
+                return -EMSGSIZE;
+
+        channels_expire(chs);
+        r = channel_get(chs, name, len, &channel);
+        if (r < 0)
+                return r;
+        channel->n_pins++;
+        r = channel_publish(chs, channel, message, message_len, exclude, &id);
         channel->n_pins--;
         channel_maybe_free(chs, channel);
-        return r;
+        if (r < 0)
+                return r;
+        if (ret_event_id)
+                *ret_event_id = id;
+        return 0;
 }
 
 int channels_publish(Channels *chs, const char *channel, struct json_object *message, Client *exclude,
@@ -914,19 +946,17 @@ static int channels_events_since(Channels *chs, const char *key, size_t len, int
 
 static size_t event_replay_size(const Event *e) {
         char head[HEAD_MAX];
-        int n = snprintf(head, sizeof(head), replay_head_fmt, e->id, e->id);
 
-        return n + (e->line->size - e->body_offset - 2) + strlen(REPLAY_TAIL);
+        return line_head(head, true, e->id) + (e->line->size - e->body_offset - 2) + strlen(REPLAY_TAIL);
 }
 
 static SharedBuf* event_replay_line(const Event *e) {
         char head[HEAD_MAX];
         size_t body = e->line->size - e->body_offset - 2;   /* without "}\n" */
+        size_t n = line_head(head, true, e->id);
         SharedBuf *b;
         char *p;
-        int n;
 
-        n = snprintf(head, sizeof(head), replay_head_fmt, e->id, e->id);
         b = line_alloc(n + body + strlen(REPLAY_TAIL));
         if (!b)
                 return NULL;
@@ -1086,20 +1116,53 @@ static const char* request_member_json(Request *req, const char *key, size_t *re
         return json_object_to_json_string_length(v, JSON_FORMAT_FLAGS, ret_len);
 }
 
-int channels_handle_publish(Manager *m, Client *c, Request *req) {
-        static const char a[] = "{\"type\":\"result\",\"id\":", b[] = ",\"success\":true,\"data\":{\"published\":true,"
-                "\"channel\":", d[] = ",\"eventId\":%" PRIu64 "}}\n";
+/* True if json-c writes s as '"' s '"': nothing to escape. */
+static bool json_string_is_plain(const char *s, size_t len) {
+        for (size_t i = 0; i < len; i++)
+                if ((unsigned char) s[i] < 0x20 || s[i] == '"' || s[i] == '\\')
+                        return false;
+        return true;
+}
+
+/* The publish reply, assembled by hand on the hot path. id is JSON text, or a plain string to be quoted. */
+static int publish_reply(Client *c, const char *id, size_t id_len, bool quote_id, const Channel *channel,
+                         uint64_t event_id) {
+        static const char a[] = "{\"type\":\"result\",\"id\":",
+                b[] = ",\"success\":true,\"data\":{\"published\":true,\"channel\":", d[] = ",\"eventId\":";
         _cleanup_(shared_buf_unrefp) SharedBuf *reply = NULL;
+        char *p;
+
+        reply = line_alloc(strlen(a) + id_len + 2 * quote_id + strlen(b) + channel->name_json_len + strlen(d) + 20 +
+                           strlen("}}\n"));
+        if (!reply)
+                return -ENOMEM;
+        p = mempcpy(reply->data, a, strlen(a));
+        if (quote_id)
+                *p++ = '"';
+        p = mempcpy(p, id, id_len);
+        if (quote_id)
+                *p++ = '"';
+        p = mempcpy(p, b, strlen(b));
+        p = mempcpy(p, channel->name_json, channel->name_json_len);
+        p = mempcpy(p, d, strlen(d));
+        p += format_u64(p, event_id);
+        p = mempcpy(p, "}}\n", strlen("}}\n"));
+        reply->size = p - reply->data;
+        return client_send(c, reply, NULL);
+}
+
+int channels_handle_publish(Manager *m, Client *c, Request *req) {
         Channels *chs = m->channels;
-        const char *name, *message, *id_json, *name_json;
-        size_t len, message_len = 0, id_len, name_json_len;
-        char tail[64];
+        const char *name, *message, *id;
+        size_t len, message_len = 0, id_len;
+        struct json_object *v;
+        Channel *channel;
         uint64_t event_id;
-        int r, n;
+        bool plain;
+        int r;
 
         name = request_channel(req, &len);
         assert(name);
-
         if (len > limits.MAX_CHANNEL_NAME_BYTES)
                 return reply_name_too_long(c, req);
 
@@ -1113,27 +1176,340 @@ int channels_handle_publish(Manager *m, Client *c, Request *req) {
                 return client_reply_error(c, req->id, msg, "Publish a reference to the data instead");
         }
 
-        r = channels_publish_text(chs, name, len, message, message_len, c, &event_id);
+        if (!json_object_object_get_ex(req->json, "id", &v))
+                return -EINVAL;         /* the parser made sure it is there */
+        id_len = json_object_get_string_len(v);
+        plain = json_string_is_plain(req->id, id_len);
+        id = plain ? req->id : request_member_json(req, "id", &id_len);
+        if (!id)
+                return -ENOMEM;
+
+        channels_expire(chs);
+        r = channel_get(chs, name, len, &channel);
         if (r == -ENOSPC)
                 return reply_too_many_channels(c, req);
         if (r < 0)
                 return r;
+        channel->n_pins++;
+        r = channel_publish(chs, channel, message, message_len, c, &event_id);
+        if (r >= 0)
+                r = publish_reply(c, id, id_len, plain, channel, event_id);
+        channel->n_pins--;
+        channel_maybe_free(chs, channel);
+        return r;
+}
 
-        /* The hot path: the reply is assembled from the request's own JSON rather than built as an object. */
-        id_json = request_member_json(req, "id", &id_len);
-        name_json = request_member_json(req, "channel", &name_json_len);
-        if (!id_json || !name_json)
-                return -ENOMEM;
-        n = snprintf(tail, sizeof(tail), d, event_id);
-        reply = line_alloc(strlen(a) + id_len + strlen(b) + name_json_len + n);
-        if (!reply)
-                return -ENOMEM;
-        char *p = mempcpy(reply->data, a, strlen(a));
-        p = mempcpy(p, id_json, id_len);
-        p = mempcpy(p, b, strlen(b));
-        p = mempcpy(p, name_json, name_json_len);
-        memcpy(p, tail, n);
-        return client_send(c, reply, NULL);
+/* ---- the publish fast path ---- */
+
+/* A JSON scanner that validates in place, building nothing. Everything it accepts, json-c's strict parser accepts
+ * too. In canonical mode it accepts only text that json-c prints back unchanged with JSON_FORMAT_FLAGS: no
+ * whitespace, only the escapes json-c writes, integers as json-c writes them, no duplicate keys. A message that
+ * passes is therefore forwarded byte for byte as the general path would have re-serialized it. */
+typedef struct Scan {
+        const char *p, *end;
+        unsigned depth;
+        bool canonical;
+} Scan;
+
+#define SCAN_MAX_DEPTH 31               /* json-c refuses nesting deeper than 32 */
+#define SCAN_MAX_KEYS 32                /* canonical objects: keys compared for duplicates */
+
+static void scan_ws(Scan *s) {
+        if (s->canonical)
+                return;
+        while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+                s->p++;
+}
+
+static bool scan_char(Scan *s, char c) {
+        if (s->p >= s->end || *s->p != c)
+                return false;
+        s->p++;
+        return true;
+}
+
+static bool is_hex(char c, bool lower_only) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (!lower_only && c >= 'A' && c <= 'F');
+}
+
+/* A string; *ret, *ret_len: the bytes between the quotes; *ret_plain: no escapes in them. */
+static bool scan_string(Scan *s, const char **ret, size_t *ret_len, bool *ret_plain) {
+        const char *start;
+        bool plain = true;
+
+        if (!scan_char(s, '"'))
+                return false;
+        start = s->p;
+        for (;;) {
+                const char *e = s->p;
+
+                if (e >= s->end || (unsigned char) *e < 0x20)
+                        return false;
+                if (*e == '"')
+                        break;
+                if (*e != '\\') {
+                        s->p++;
+                        continue;
+                }
+
+                plain = false;
+                if (s->end - e < 2)
+                        return false;
+                if (strchr("\"\\bfnrt", e[1]) && e[1] != '\0')
+                        s->p += 2;
+                else if (e[1] == '/' && !s->canonical)
+                        s->p += 2;
+                else if (e[1] == 'u' && s->end - e >= 6 && !s->canonical &&
+                         is_hex(e[2], false) && is_hex(e[3], false) && is_hex(e[4], false) && is_hex(e[5], false))
+                        s->p += 6;
+                else if (e[1] == 'u' && s->end - e >= 6 && s->canonical && e[2] == '0' && e[3] == '0' &&
+                         (e[4] == '0' || e[4] == '1') && is_hex(e[5], true)) {
+                        /* json-c writes \u00xx only for control characters that have no short form. */
+                        unsigned v = (e[4] - '0') * 16 + (e[5] <= '9' ? e[5] - '0' : e[5] - 'a' + 10);
+                        if (strchr("\b\f\n\r\t", (int) v) && v != 0)
+                                return false;
+                        s->p += 6;
+                } else
+                        return false;
+        }
+        if (ret)
+                *ret = start;
+        if (ret_len)
+                *ret_len = s->p - start;
+        if (ret_plain)
+                *ret_plain = plain;
+        s->p++;
+        return true;
+}
+
+static bool scan_digits(Scan *s) {
+        const char *start = s->p;
+
+        while (s->p < s->end && *s->p >= '0' && *s->p <= '9')
+                s->p++;
+        return s->p > start;
+}
+
+static bool scan_number(Scan *s) {
+        const char *start = s->p;
+        bool integer = true;
+
+        (void) scan_char(s, '-');
+        if (s->p < s->end && *s->p == '0')
+                s->p++;
+        else if (s->p >= s->end || *s->p < '1' || *s->p > '9' || !scan_digits(s))
+                return false;
+        if (scan_char(s, '.')) {
+                integer = false;
+                if (!scan_digits(s))
+                        return false;
+        }
+        if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
+                integer = false;
+                s->p++;
+                if (s->p < s->end && (*s->p == '+' || *s->p == '-'))
+                        s->p++;
+                if (!scan_digits(s))
+                        return false;
+        }
+        /* json-c keeps a fraction's text but prints integers itself: -0 as 0, and clamps beyond int64. */
+        if (s->canonical && integer)
+                return s->p - start <= 18 && !(s->p - start == 2 && start[0] == '-' && start[1] == '0');
+        return true;
+}
+
+static bool scan_literal(Scan *s, const char *word) {
+        size_t n = strlen(word);
+
+        if ((size_t) (s->end - s->p) < n || memcmp(s->p, word, n) != 0)
+                return false;
+        s->p += n;
+        return true;
+}
+
+static bool scan_value(Scan *s);
+
+static bool scan_array(Scan *s) {
+        if (++s->depth > SCAN_MAX_DEPTH || !scan_char(s, '['))
+                return false;
+        scan_ws(s);
+        if (!scan_char(s, ']'))
+                for (;;) {
+                        scan_ws(s);
+                        if (!scan_value(s))
+                                return false;
+                        scan_ws(s);
+                        if (scan_char(s, ']'))
+                                break;
+                        if (!scan_char(s, ','))
+                                return false;
+                }
+        s->depth--;
+        return true;
+}
+
+static bool scan_object(Scan *s) {
+        struct {
+                const char *p;
+                size_t n;
+        } keys[SCAN_MAX_KEYS];
+        unsigned n_keys = 0;
+
+        if (++s->depth > SCAN_MAX_DEPTH || !scan_char(s, '{'))
+                return false;
+        scan_ws(s);
+        if (!scan_char(s, '}'))
+                for (;;) {
+                        const char *k;
+                        size_t n;
+
+                        scan_ws(s);
+                        if (!scan_string(s, &k, &n, NULL))
+                                return false;
+                        if (s->canonical) {
+                                /* json-c keeps the last of duplicate keys and prints one. */
+                                if (n_keys == SCAN_MAX_KEYS)
+                                        return false;
+                                for (unsigned i = 0; i < n_keys; i++)
+                                        if (keys[i].n == n && memcmp(keys[i].p, k, n) == 0)
+                                                return false;
+                                keys[n_keys].p = k;
+                                keys[n_keys++].n = n;
+                        }
+                        scan_ws(s);
+                        if (!scan_char(s, ':'))
+                                return false;
+                        scan_ws(s);
+                        if (!scan_value(s))
+                                return false;
+                        scan_ws(s);
+                        if (scan_char(s, '}'))
+                                break;
+                        if (!scan_char(s, ','))
+                                return false;
+                }
+        s->depth--;
+        return true;
+}
+
+static bool scan_value(Scan *s) {
+        if (s->p >= s->end)
+                return false;
+        switch (*s->p) {
+        case '"':
+                return scan_string(s, NULL, NULL, NULL);
+        case '{':
+                return scan_object(s);
+        case '[':
+                return scan_array(s);
+        case 't':
+                return scan_literal(s, "true");
+        case 'f':
+                return scan_literal(s, "false");
+        case 'n':
+                return scan_literal(s, "null");
+        default:
+                return scan_number(s);
+        }
+}
+
+static bool key_is(const char *k, size_t n, const char *word) {
+        return n == strlen(word) && memcmp(k, word, n) == 0;
+}
+
+int publish_scan(const char *line, size_t len, PublishScan *ret) {
+        enum { TYPE = 1, ID = 2, CHANNEL = 4, MESSAGE = 8 };
+        Scan s = { .p = line, .end = line + len, .depth = 1 };
+        PublishScan r = {};
+        unsigned seen = 0;
+
+        scan_ws(&s);
+        if (!scan_char(&s, '{'))
+                return 0;
+        for (;;) {
+                const char *k, *v;
+                size_t kn, vn;
+                bool plain;
+                unsigned bit = 0;
+
+                scan_ws(&s);
+                if (!scan_string(&s, &k, &kn, &plain) || !plain)
+                        return 0;
+                scan_ws(&s);
+                if (!scan_char(&s, ':'))
+                        return 0;
+                scan_ws(&s);
+
+                if (key_is(k, kn, "message")) {
+                        bit = MESSAGE;
+                        r.message = s.p;
+                        s.canonical = true;
+                        if (!scan_value(&s))
+                                return 0;
+                        s.canonical = false;
+                        r.message_len = s.p - r.message;
+                } else if (key_is(k, kn, "type") || key_is(k, kn, "id") || key_is(k, kn, "channel")) {
+                        if (!scan_string(&s, &v, &vn, &plain) || !plain)
+                                return 0;
+                        if (k[0] == 't') {
+                                if (!key_is(v, vn, "publish"))
+                                        return 0;
+                                bit = TYPE;
+                        } else if (k[0] == 'i') {
+                                r.id = v;
+                                r.id_len = vn;
+                                bit = ID;
+                        } else {
+                                r.channel = v;
+                                r.channel_len = vn;
+                                bit = CHANNEL;
+                        }
+                } else if (key_is(k, kn, "sessionId"))
+                        return 0;       /* the manager keeps track of sessions */
+                else if (!scan_value(&s))
+                        return 0;
+
+                if (seen & bit)
+                        return 0;
+                seen |= bit;
+                scan_ws(&s);
+                if (scan_char(&s, '}'))
+                        break;
+                if (!scan_char(&s, ','))
+                        return 0;
+        }
+        scan_ws(&s);
+        if (s.p != s.end || (seen & (TYPE | ID | CHANNEL)) != (TYPE | ID | CHANNEL))
+                return 0;
+        *ret = r;
+        return 1;
+}
+
+int channels_publish_line(Channels *chs, Client *c, const char *line, size_t len) {
+        PublishScan s;
+        Channel *channel;
+        uint64_t event_id;
+        int r;
+
+        if (!chs || !publish_scan(line, len, &s))
+                return 0;
+        /* Refusals are left to the general path, which words them. */
+        if (s.channel_len > limits.MAX_CHANNEL_NAME_BYTES || (s.message && s.message_len > limits.MAX_MESSAGE_BYTES))
+                return 0;
+
+        channels_expire(chs);
+        r = channel_get(chs, s.channel, s.channel_len, &channel);
+        if (r == -ENOSPC)
+                return 0;
+        if (r < 0)
+                return r;
+        channel->n_pins++;
+        r = channel_publish(chs, channel, s.message, s.message_len, c, &event_id);
+        if (r >= 0)
+                r = publish_reply(c, s.id, s.id_len, true, channel, event_id);
+        channel->n_pins--;
+        channel_maybe_free(chs, channel);
+        return r < 0 ? r : 1;
 }
 
 int channels_handle_get_events_since(Manager *m, Client *c, Request *req) {

@@ -32,6 +32,23 @@ int channels_handle_get_events_since(Manager *m, Client *c, Request *req);
 int channels_publish(Channels *ch, const char *channel, struct json_object *message, Client *exclude,
                      uint64_t *ret_event_id);
 
+/* The hot path, offered every request line before it is parsed: a publish that scans as plain JSON (see
+ * publish_scan()) is handled in place, without building JSON objects, and 1 returned. Anything else, or anything
+ * that would be refused, gives 0 and takes the general path, which then answers exactly as it always does.
+ * -ENOMEM on allocation failure. */
+int channels_publish_line(Channels *ch, Client *c, const char *line, size_t len);
+
+/* The parts of a publish request line, pointing into it: id and channel are strings without escapes (the bytes
+ * between the quotes), message the JSON text of the message (NULL if absent), already in the form json-c prints. */
+typedef struct PublishScan {
+        const char *id, *channel, *message;
+        size_t id_len, channel_len, message_len;
+} PublishScan;
+
+/* 1 and *ret if line is a strictly valid JSON publish request the fast path takes: type, id and channel plain
+ * strings, a message json-c would print back unchanged, no sessionId, no duplicate keys; 0 otherwise. */
+int publish_scan(const char *line, size_t len, PublishScan *ret);
+
 /* Adds this subsystem's fields to the status data object. */
 int channels_add_status(Channels *ch, struct json_object *data);
 

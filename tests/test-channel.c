@@ -669,3 +669,240 @@ Test(channel, list_and_status) {
         cr_assert_eq(jint(status, "subscriptions"), 2, "channel keys with a subscriber");
         cr_assert_eq(channels_count(chs), 3);
 }
+
+/* ---- the publish fast path ---- */
+
+static bool scans(const char *line) {
+        PublishScan s;
+
+        return publish_scan(line, strlen(line), &s) == 1;
+}
+
+Test(channel, publish_scan_accepts_and_declines) {
+        PublishScan s;
+        const char *line = " {\"type\" : \"publish\", \"photonName\":{\"x\": [1, 2.5e3]},\"id\":\"p-1\",\"channel\":\"a:b\","
+                           "\"message\":{\"k\":[1,-2,0.5,\"\\u001f\\n\",true,null,{}],\"\\u00e\":0}} ";
+
+        cr_assert_not(scans(line), "a bad \\u escape in a key is not JSON");
+        line = " {\"type\" : \"publish\", \"photonName\":{\"x\": [1, 2.5e3]},\"id\":\"p-1\",\"channel\":\"a:b\","
+               "\"message\":{\"k\":[1,-2,0.5,\"\\u001f\\n\",true,null,{}],\"\\u000b\":0}} ";
+        cr_assert_eq(publish_scan(line, strlen(line), &s), 1);
+        cr_assert_eq(s.id_len, 3);
+        cr_assert(memcmp(s.id, "p-1", 3) == 0);
+        cr_assert(memcmp(s.channel, "a:b", 3) == 0 && s.channel_len == 3);
+        cr_assert_eq(s.message_len, strlen("{\"k\":[1,-2,0.5,\"\\u001f\\n\",true,null,{}],\"\\u000b\":0}"));
+
+        cr_assert(scans("{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\"}"), "no message");
+        cr_assert(scans("{\"channel\":\"c\",\"message\":null,\"id\":\"1\",\"type\":\"publish\"}"), "any key order");
+
+        static const char *const declined[] = {
+                "{\"type\":\"publish\",\"id\":\"1\"}",                                    /* no channel */
+                "{\"type\":\"subscribe\",\"id\":\"1\",\"channel\":\"c\"}",
+                "{\"type\":\"publish\",\"id\":1,\"channel\":\"c\"}",                     /* id not a string */
+                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"sessionId\":\"s\"}",
+                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"id\":\"2\"}",       /* duplicate */
+                "{\"type\":\"publish\",\"id\":\"\\u0031\",\"channel\":\"c\"}",            /* escaped id */
+                "{\"type\":\"publ\\u0069sh\",\"id\":\"1\",\"channel\":\"c\"}",
+                "{\"t\\u0079pe\":\"publish\",\"id\":\"1\",\"channel\":\"c\"}",
+                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":{\"a\": 1}}",  /* not compact */
+                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":{\"a\":1,\"a\":2}}",
+                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":-0}",
+                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":12345678901234567890}",
+                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":\"\\/\"}",
+                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":\"\\u00e9\"}",
+                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":\"\\u000a\"}",
+                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":\"\\u001F\"}",
+                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":\"a\tb\"}",
+                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":1.}",
+                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":[1,]}",
+                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":01}",
+                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":tru}",
+                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\"} x",
+                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",}",
+                "[\"publish\"]",
+                "",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(declined); i++)
+                cr_assert_not(scans(declined[i]), "should be left to the general path: %s", declined[i]);
+
+        /* Nesting: json-c takes 32 levels, the fast path stays below. */
+        for (int levels = 30; levels <= 31; levels++) {
+                char deep[256];
+                int n = snprintf(deep, sizeof(deep), "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":");
+                for (int i = 0; i < levels; i++)
+                        deep[n++] = '[';
+                for (int i = 0; i < levels; i++)
+                        deep[n++] = ']';
+                deep[n++] = '}';
+                deep[n] = '\0';
+                cr_assert_eq(scans(deep), levels == 30, "%d levels in the message", levels);
+        }
+}
+
+static uint64_t rng_state = 88172645463325252ULL;
+
+static unsigned rnd(unsigned n) {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        return (unsigned) (rng_state % n);
+}
+
+/* Whenever the scanner takes a line, json-c parses it strictly and prints the message back byte for byte. */
+static void check_scan_agrees_with_json_c(const char *line, size_t len, unsigned *n_taken) {
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        struct json_object *v;
+        PublishScan s;
+        const char *text;
+        size_t n;
+
+        if (publish_scan(line, len, &s) != 1)
+                return;
+        (*n_taken)++;
+        cr_assert_eq(json_parse(line, len, &o, NULL), 0, "taken but not JSON: %.*s", (int) len, line);
+        cr_assert(json_object_is_type(o, json_type_object));
+        cr_assert_str_eq(json_get_string(o, "type"), "publish");
+        cr_assert_not(json_object_object_get_ex(o, "sessionId", NULL));
+        cr_assert(json_object_object_get_ex(o, "id", &v) && (size_t) json_object_get_string_len(v) == s.id_len &&
+                  memcmp(json_object_get_string(v), s.id, s.id_len) == 0);
+        cr_assert(json_object_object_get_ex(o, "channel", &v) &&
+                  (size_t) json_object_get_string_len(v) == s.channel_len &&
+                  memcmp(json_object_get_string(v), s.channel, s.channel_len) == 0);
+        cr_assert_eq(json_object_object_get_ex(o, "message", &v), s.message != NULL);
+        if (!s.message)
+                return;
+        text = json_object_to_json_string_length(v, JSON_FORMAT_FLAGS, &n);
+        cr_assert(n == s.message_len && memcmp(text, s.message, n) == 0,
+                  "message differs from json-c's: %.*s vs %s", (int) s.message_len, s.message, text);
+}
+
+Test(channel, publish_scan_agrees_with_json_c_on_mutations) {
+        static const char *const seeds[] = {
+                "{\"type\":\"publish\",\"id\":\"p1\",\"channel\":\"a:b\",\"message\":{\"k\":[1,-2,0.5,1e3,\"x\\n\\u0001\",true,null,{}]}}",
+                "{\"id\":\"p2\",\"type\":\"publish\",\"channel\":\"z\",\"message\":\"t\\\"\\\\\\b\\f\\r\\t\",\"photonName\":[1, {\"a\":2}]}",
+                "{\"type\":\"publish\",\"channel\":\"q\",\"id\":\"3\",\"message\":[[],{},[[0]],-0.0,12,\"\\u001f\"]}",
+        };
+        static const char alphabet[] = "{}[],:\"\\ u0019aefnrtlsE+-.\t/x";
+        unsigned taken = 0, tried = 0;
+        char buf[512];
+
+        for (size_t k = 0; k < ELEMENTSOF(seeds); k++)
+                for (unsigned iter = 0; iter < 60000; iter++) {
+                        size_t len = strlen(seeds[k]);
+
+                        memcpy(buf, seeds[k], len);
+                        for (unsigned m = 1 + rnd(3); m > 0; m--) {
+                                size_t at = rnd((unsigned) len);
+                                char c = alphabet[rnd(sizeof(alphabet) - 1)];
+
+                                switch (rnd(3)) {
+                                case 0:         /* replace */
+                                        buf[at] = c;
+                                        break;
+                                case 1:         /* insert */
+                                        if (len + 1 >= sizeof(buf))
+                                                break;
+                                        memmove(buf + at + 1, buf + at, len - at);
+                                        buf[at] = c;
+                                        len++;
+                                        break;
+                                default:        /* delete */
+                                        memmove(buf + at, buf + at + 1, len - at - 1);
+                                        len--;
+                                }
+                        }
+                        tried++;
+                        check_scan_agrees_with_json_c(buf, len, &taken);
+                }
+        /* The seeds themselves are taken, and a fair share of the near-misses. */
+        for (size_t k = 0; k < ELEMENTSOF(seeds); k++)
+                cr_assert(scans(seeds[k]), "%s", seeds[k]);
+        cr_assert_gt(taken, tried / 50, "only %u of %u mutations were taken", taken, tried);
+}
+
+/* Random messages as json-c prints them are all taken, so the fast path really is the common path. */
+static struct json_object* random_value(unsigned depth) {
+        switch (rnd(depth > 4 ? 5 : 7)) {
+        case 0:
+                return json_object_new_int64((int64_t) rnd(2000000) - 1000000);
+        case 1:
+                return json_object_new_double((double) rnd(100000) / 64.0 - 700);
+        case 2: {
+                char s[16];
+                size_t n = rnd(sizeof(s));
+                for (size_t i = 0; i < n; i++)
+                        s[i] = (char) (rnd(4) == 0 ? rnd(0x20) + 1 : rnd(4) == 0 ? 0xc3 : rnd(95) + 0x20);
+                return json_object_new_string_len(s, (int) n);
+        }
+        case 3:
+                return json_object_new_boolean(rnd(2));
+        case 4:
+                return NULL;
+        case 5: {
+                struct json_object *a = json_object_new_array();
+                for (unsigned i = rnd(4); i > 0; i--)
+                        json_object_array_add(a, random_value(depth + 1));
+                return a;
+        }
+        default: {
+                struct json_object *o = json_object_new_object();
+                for (unsigned i = rnd(4); i > 0; i--) {
+                        char key[8];
+                        snprintf(key, sizeof(key), "k%u", rnd(6));
+                        json_object_object_add(o, key, random_value(depth + 1));
+                }
+                return o;
+        }
+        }
+}
+
+Test(channel, publish_scan_takes_what_json_c_prints) {
+        for (unsigned i = 0; i < 20000; i++) {
+                _cleanup_(json_object_putp) struct json_object *req = json_object_new_object();
+                const char *line;
+                unsigned taken = 0;
+                size_t n;
+
+                json_object_object_add(req, "type", json_object_new_string("publish"));
+                json_object_object_add(req, "id", json_object_new_string("r"));
+                json_object_object_add(req, "channel", json_object_new_string("c:d"));
+                json_object_object_add(req, "message", random_value(0));
+                line = json_object_to_json_string_length(req, JSON_FORMAT_FLAGS, &n);
+                check_scan_agrees_with_json_c(line, n, &taken);
+                cr_assert_eq(taken, 1, "not taken: %s", line);
+        }
+}
+
+Test(channel, fast_and_general_paths_answer_alike) {
+        Client *p = &clients[0], *s = &clients[1];
+        _cleanup_free_ char *fast_push = NULL, *fast_reply = NULL, *slow_push = NULL, *slow_reply = NULL;
+        const char *msg = "{\"a\":[1,2.50,\"\\u0001\\n\"],\"b\":{\"c\":null}}";
+        char line[256];
+        int n;
+
+        subscribe(s, "x:1");
+        n = snprintf(line, sizeof(line), "{\"type\":\"publish\",\"id\":\"same\",\"channel\":\"x:1\",\"message\":%s}", msg);
+        cr_assert_eq(channels_publish_line(chs, p, line, n), 1, "the fast path takes it");
+        fast_push = pop_line(s);
+        fast_reply = pop_line(p);
+
+        /* A sessionId sends the same publish down the general path. */
+        request(p, "{\"type\":\"publish\",\"id\":\"same\",\"channel\":\"x:1\",\"sessionId\":\"s\",\"message\":%s}", msg);
+        slow_push = pop_line(s);
+        slow_reply = pop_line(p);
+
+        /* Equal but for the eventIds (one apart, the same number of digits). */
+        for (char *a = fast_push, *b = slow_push; *a && *b; a++, b++)
+                if (*a >= '0' && *a <= '9' && *b >= '0' && *b <= '9')
+                        *a = *b = '#';
+        for (char *a = fast_reply, *b = slow_reply; *a && *b; a++, b++)
+                if (*a >= '0' && *a <= '9' && *b >= '0' && *b <= '9')
+                        *a = *b = '#';
+        cr_assert_str_eq(fast_push, slow_push);
+        cr_assert_str_eq(fast_reply, slow_reply);
+        cr_assert(strstr(slow_push, "\"message\":{\"a\":[#,#.##,\"\\u####\\n\"],\"b\":{\"c\":null}}}"), "%s", slow_push);
+
+        /* Refusals go to the general path. */
+        limits.MAX_MESSAGE_BYTES = 4;
+        cr_assert_eq(channels_publish_line(chs, p, line, n), 0);
+}
