@@ -513,6 +513,15 @@ static int on_flush(sd_event_source *s, void *userdata) {
                         log_error_errno(r, "Failed to write %s/state.json: %m", m->state_dir);
         }
 
+        /* The list was built newest first: flush oldest first, so the pushes a publish queued leave before the
+         * publisher's reply, in the reference's order. */
+        Client *oldest_first = NULL;
+        while ((c = m->dirty_clients)) {
+                LIST_REMOVE(dirty, m->dirty_clients, c);
+                LIST_PREPEND(dirty, oldest_first, c);
+        }
+        m->dirty_clients = oldest_first;
+
         while ((c = m->dirty_clients)) {
                 LIST_REMOVE(dirty, m->dirty_clients, c);
                 c->dirty = false;
