@@ -34,6 +34,7 @@
         /* jobs */                                                                                              \
         X(MAX_JOBS,                             4096)                                                           \
         X(MAX_JOB_ARGS_BYTES,                   (64 * 1024))                                                    \
+        X(JOB_CATCHUP_DELAY_MS,                 15000)             /* catch-up run delay after start */         \
         /* method dispatch */                                                                                   \
         X(MAX_CALLS_PER_PHOTON,                 64)                /* in-flight calls per photon */             \
         X(MAX_CALLS,                            1024)              /* in-flight calls in all */                 \

@@ -439,6 +439,7 @@ void manager_client_disconnect(Manager *m, Client *c) {
         channels_client_gone(m->channels, c);
         lock_table_client_gone(m->locks, c);
         dispatcher_client_gone(m->dispatcher, c);
+        scheduler_client_gone(m->scheduler, c);
 
         c->disconnected = true;
         c->io_event_source = sd_event_source_disable_unref(c->io_event_source);

@@ -3,6 +3,9 @@
 
 /* Scheduled jobs: cron timers, persistence in the reference layout, catch-up, run history. */
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "photond-protocol.h"
 
 typedef struct Manager Manager;
@@ -17,6 +20,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Scheduler*, scheduler_free);
 /* Loads persisted jobs and arms their timers. Problems with single files are logged, not fatal. */
 int scheduler_load(Scheduler *s);
 
+/* A disconnecting client stops waiting for the run_job results it asked for (the runs go on). */
+void scheduler_client_gone(Scheduler *s, Client *c);
+
 int scheduler_handle_schedule(Manager *m, Client *c, Request *req);
 int scheduler_handle_unschedule(Manager *m, Client *c, Request *req);
 int scheduler_handle_list_jobs(Manager *m, Client *c, Request *req);
@@ -26,3 +32,45 @@ int scheduler_handle_run_job(Manager *m, Client *c, Request *req);
 
 int scheduler_add_status(Scheduler *s, struct json_object *data);
 unsigned scheduler_count(Scheduler *s);
+unsigned scheduler_running(Scheduler *s);
+
+/* For the D-Bus object. A job is named by its full key or, as unschedule does, by the jobId after ":ipc:". */
+/* A new array of the list_jobs objects (owned by the caller). */
+int scheduler_list(Scheduler *s, struct json_object **ret_array);
+/* Starts a run now, out of schedule. -ENOENT unknown job, -EBUSY when it is running already. */
+int scheduler_run_job(Scheduler *s, const char *id);
+/* Removes the job and its file. -ENOENT unknown job. */
+int scheduler_unschedule(Scheduler *s, const char *id);
+
+/* ---- pure helpers, exposed for the unit tests ---- */
+
+/* The reference's job key: "<photon>:ipc:<jobId>", or "<photon>:<first 8 hex of sha256(workingDir)>:ipc:<jobId>". */
+int schedule_job_key(const char *photon, const char *working_dir, const char *job_id, char **ret);
+
+/* JavaScript's Date.toISOString(): "2024-05-01T12:00:00.000Z" (buf of at least 32 bytes). */
+void schedule_format_iso(int64_t ms, char *buf, size_t size);
+/* Parses that form (and "+hh:mm" offsets, missing milliseconds). -EINVAL otherwise. */
+int schedule_parse_iso(const char *s, int64_t *ret_ms);
+
+/* The history's outputPreview of a method result: strings as they are, anything else as compact JSON, cut after
+ * 500 characters with "…" appended. NULL for no result (NULL or JSON null). Allocated. */
+char* schedule_output_preview(struct json_object *data);
+
+/* Copies s into a new string of at most max bytes, cut at a UTF-8 character boundary. */
+char* schedule_truncate_utf8(const char *s, size_t max);
+
+/* The first occurrence of the expression strictly after from_ms, in ms. -ENOENT if none within the engine's
+ * search window, -EINVAL for a bad expression. */
+int schedule_cron_next(const char *expr, int64_t from_ms, int64_t *ret_ms);
+
+/* Persistent=-style catch-up: did an occurrence of expr fall in (max(anchor, now - 14 days), now]? Returns 1
+ * (and the missed occurrence), 0, or a negative errno. */
+int schedule_missed_occurrence(const char *expr, int64_t anchor_ms, int64_t now_ms, int64_t *ret_missed_ms);
+
+/* The run history file (executions.jsonl): append one entry (rotating first when the file has reached
+ * rotate_bytes, keeping 3 archives), read entries of one method newest first (ts >= since_ms; at most limit,
+ * 0 = all up to the per-method cap of 500), and sweep (14-day TTL, newest 500 per method). */
+int schedule_history_append(const char *path, struct json_object *entry, uint64_t rotate_bytes);
+int schedule_history_read(const char *path, const char *method, int64_t since_ms, unsigned limit,
+                          struct json_object **ret_entries);
+int schedule_history_sweep(const char *path, int64_t now_ms);

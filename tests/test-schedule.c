@@ -1,0 +1,468 @@
+/* SPDX-License-Identifier: MIT */
+
+/* Scheduled jobs without sockets: job keys, ISO times, previews, catch-up decisions, the run history file, and a
+ * real Manager's scheduler loading reference-format files and running a job with no handler. */
+
+#include <criterion/criterion.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fd-util.h"
+#include "helpers.h"
+#include "json-util.h"
+#include "photond-limits.h"
+#include "photond-manager.h"
+#include "photond-schedule.h"
+
+#define MIN_MS ((int64_t) 60 * 1000)
+#define HOUR_MS (60 * MIN_MS)
+#define DAY_MS (24 * HOUR_MS)
+
+static void utc(void) {
+        setenv("TZ", "UTC", 1);
+        tzset();
+}
+
+static int64_t iso(const char *s) {
+        int64_t ms;
+
+        cr_assert_eq(schedule_parse_iso(s, &ms), 0, "parse %s", s);
+        return ms;
+}
+
+static void write_text(const char *path, const char *text) {
+        char *dir = strdup(path);
+
+        *strrchr(dir, '/') = '\0';
+        cr_assert_eq(mkdir_parents_and_self(dir, 0755), 0);
+        free(dir);
+        cr_assert_eq(write_file_atomic(path, text, strlen(text), 0644, false), 0);
+}
+
+static char* read_text(const char *path) {
+        char *t = NULL;
+
+        cr_assert_eq(read_full_file(path, 16 << 20, &t, NULL), 0, "read %s", path);
+        return t;
+}
+
+Test(schedule, job_keys) {
+        char *k;
+
+        cr_assert_eq(schedule_job_key("kanban", NULL, "nightly", &k), 0);
+        cr_assert_str_eq(k, "kanban:ipc:nightly");
+        free(k);
+
+        /* sha256("/home/alice/project") starts with 9c2098df (sha256sum). */
+        cr_assert_eq(schedule_job_key("kanban", "/home/alice/project", "nightly", &k), 0);
+        cr_assert_str_eq(k, "kanban:9c2098df:ipc:nightly");
+        free(k);
+        cr_assert_eq(schedule_job_key("p", "/", "j", &k), 0);
+        cr_assert_str_eq(k, "p:8a5edab2:ipc:j");
+        free(k);
+}
+
+Test(schedule, iso_times) {
+        char buf[64];
+
+        schedule_format_iso(0, buf, sizeof(buf));
+        cr_assert_str_eq(buf, "1970-01-01T00:00:00.000Z");
+        schedule_format_iso(1714564800123, buf, sizeof(buf));
+        cr_assert_str_eq(buf, "2024-05-01T12:00:00.123Z");
+        cr_assert_eq(iso("2024-05-01T12:00:00.123Z"), 1714564800123);
+        cr_assert_eq(iso("2024-05-01T12:00:00Z"), 1714564800000);
+        cr_assert_eq(iso("2024-05-01T14:00:00.5+02:00"), 1714564800500);
+        cr_assert_eq(iso("2024-05-01T07:30:00.000-04:30"), 1714564800000);
+        cr_assert_eq(iso("2024-02-29T00:00:00.000Z") + DAY_MS, iso("2024-03-01T00:00:00.000Z"));
+
+        /* Round trip over a range of values, far future included. */
+        for (int64_t ms = 1; ms < 4102444800000LL * 2; ms = ms * 3 + 7777) {
+                int64_t back;
+
+                schedule_format_iso(ms, buf, sizeof(buf));
+                cr_assert_eq(schedule_parse_iso(buf, &back), 0, "%s", buf);
+                cr_assert_eq(back, ms, "%s", buf);
+        }
+
+        int64_t dummy;
+        const char *bad[] = { "", "2024-05-01", "2024-05-01 12:00:00Z", "2024-13-01T00:00:00Z",
+                              "2024-05-01T12:00:00", "2024-05-01T12:00:00.Z", "2024-05-01T12:00:00Zjunk",
+                              "2024-05-01T25:00:00Z", "yesterday", "2024-05-01T12:00:00+2", NULL };
+        for (const char **b = bad; *b; b++)
+                cr_assert_eq(schedule_parse_iso(*b, &dummy), -EINVAL, "'%s' must be refused", *b);
+}
+
+Test(schedule, output_preview) {
+        struct json_object *o;
+        char *p, big[700];
+
+        cr_assert_null(schedule_output_preview(NULL));
+
+        o = json_object_new_string("plain text");
+        p = schedule_output_preview(o);
+        cr_assert_str_eq(p, "plain text", "strings are not JSON-quoted");
+        free(p);
+        json_object_put(o);
+
+        cr_assert_eq(json_parse("{\"a\":[1,2],\"b\":\"x/y\"}", 21, &o, NULL), 0);
+        p = schedule_output_preview(o);
+        cr_assert_str_eq(p, "{\"a\":[1,2],\"b\":\"x/y\"}");
+        free(p);
+        json_object_put(o);
+
+        memset(big, 'a', 600);
+        big[600] = '\0';
+        o = json_object_new_string(big);
+        p = schedule_output_preview(o);
+        cr_assert_eq(strlen(p), 500 + strlen("…"));
+        cr_assert(strncmp(p, big, 500) == 0);
+        cr_assert_str_eq(p + 500, "…");
+        free(p);
+        json_object_put(o);
+
+        /* Exactly 500 characters: no ellipsis. */
+        big[500] = '\0';
+        o = json_object_new_string(big);
+        p = schedule_output_preview(o);
+        cr_assert_str_eq(p, big);
+        free(p);
+        json_object_put(o);
+
+        /* Characters, not bytes: 600 two-byte characters keep 500 of them. */
+        char *u = malloc(1201);
+        for (int i = 0; i < 600; i++)
+                memcpy(u + 2 * i, "é", 2);
+        u[1200] = '\0';
+        o = json_object_new_string(u);
+        p = schedule_output_preview(o);
+        cr_assert_eq(strlen(p), 1000 + strlen("…"));
+        cr_assert_str_eq(p + 1000, "…");
+        free(p);
+        free(u);
+        json_object_put(o);
+}
+
+Test(schedule, truncate_utf8) {
+        char *p;
+
+        p = schedule_truncate_utf8("héllo", 2);
+        cr_assert_str_eq(p, "h", "never cut inside a character");
+        free(p);
+        p = schedule_truncate_utf8("héllo", 3);
+        cr_assert_str_eq(p, "hé");
+        free(p);
+        p = schedule_truncate_utf8("short", 100);
+        cr_assert_str_eq(p, "short");
+        free(p);
+}
+
+Test(schedule, catch_up_decision) {
+        int64_t now = iso("2024-05-10T04:00:00.000Z"), missed = 0;
+
+        utc();
+        /* Down from 02:00 to 04:00 over a 03:00 job: one missed run. */
+        cr_assert_eq(schedule_missed_occurrence("0 3 * * *", iso("2024-05-10T02:00:00.000Z"), now, &missed), 1);
+        cr_assert_eq(missed, iso("2024-05-10T03:00:00.000Z"));
+        /* Last ran at 03:00:00.250 (that run itself is not a missed one). */
+        cr_assert_eq(schedule_missed_occurrence("0 3 * * *", iso("2024-05-10T03:00:00.250Z"), now, NULL), 0);
+        /* The first occurrence is exactly now: due, counts. */
+        cr_assert_eq(schedule_missed_occurrence("0 4 * * *", iso("2024-05-10T03:30:00.000Z"), now, &missed), 1);
+        cr_assert_eq(missed, now);
+        /* Yearly job last run 30 days ago whose occurrence was 20 days ago: outside the 14-day window. */
+        cr_assert_eq(schedule_missed_occurrence("0 4 20 4 *", now - 30 * DAY_MS, now, NULL), 0);
+        /* ... and one 10 days ago is inside it. */
+        cr_assert_eq(schedule_missed_occurrence("0 4 30 4 *", now - 30 * DAY_MS, now, &missed), 1);
+        cr_assert_eq(missed, iso("2024-04-30T04:00:00.000Z"));
+        /* An anchor in the future (clock went back): nothing missed. */
+        cr_assert_eq(schedule_missed_occurrence("* * * * *", now + HOUR_MS, now, NULL), 0);
+        cr_assert_lt(schedule_missed_occurrence("not cron", 0, now, NULL), 0);
+}
+
+Test(schedule, cron_next_far_future) {
+        int64_t next;
+
+        utc();
+        /* Beyond Node's 24.8-day timer limit, and beyond 2038: plain 64-bit arithmetic. */
+        cr_assert_eq(schedule_cron_next("0 0 1 1 *", iso("2024-01-01T00:00:00.000Z"), &next), 0);
+        cr_assert_eq(next, iso("2025-01-01T00:00:00.000Z"));
+        cr_assert_eq(schedule_cron_next("0 0 1 1 *", iso("2099-06-01T00:00:00.000Z"), &next), 0);
+        cr_assert_eq(next, iso("2100-01-01T00:00:00.000Z"));
+        cr_assert_eq(schedule_cron_next("* * * * *", iso("2024-01-01T00:00:59.999Z"), &next), 0);
+        cr_assert_eq(next, iso("2024-01-01T00:01:00.000Z"));
+}
+
+static struct json_object* entry(int64_t ts, const char *method, const char *status) {
+        struct json_object *e = json_object_new_object();
+
+        json_add_int64(e, "ts", ts);
+        json_add_string(e, "jobId", "p:ipc:j");
+        json_add_string(e, "method", method);
+        json_add_int64(e, "durationMs", 5);
+        json_add_string(e, "status", status);
+        return e;
+}
+
+Test(schedule, history_append_read) {
+        char *dir = tmpdir_new(), *path, *text;
+        struct json_object *arr;
+
+        cr_assert(asprintf(&path, "%s/executions.jsonl", dir) > 0);
+        for (int i = 0; i < 10; i++) {
+                struct json_object *e = entry(1000 + i, i % 2 ? "odd" : "even", i == 4 ? "error" : "success");
+                cr_assert_eq(schedule_history_append(path, e, 10 << 20), 0);
+                json_object_put(e);
+        }
+        /* Lines another writer mangled are skipped, not fatal. */
+        FILE *f = fopen(path, "ae");
+        fputs("{not json\n\n{\"ts\":\"x\",\"method\":\"even\"}\n", f);
+        fclose(f);
+
+        text = read_text(path);
+        cr_assert(strncmp(text, "{\"ts\":1000,\"jobId\":\"p:ipc:j\",\"method\":\"even\",\"durationMs\":5,"
+                          "\"status\":\"success\"}\n", 77) == 0, "one compact line per entry: %s", text);
+        free(text);
+
+        cr_assert_eq(schedule_history_read(path, "even", INT64_MIN, 0, &arr), 0);
+        cr_assert_eq(json_object_array_length(arr), 5);
+        int64_t prev = INT64_MAX;
+        for (size_t i = 0; i < 5; i++) {
+                int64_t ts;
+                cr_assert_eq(json_get_int64(json_object_array_get_idx(arr, i), "ts", false, &ts), 0);
+                cr_assert_lt(ts, prev, "newest first");
+                prev = ts;
+        }
+        json_object_put(arr);
+
+        cr_assert_eq(schedule_history_read(path, "odd", INT64_MIN, 2, &arr), 0);
+        cr_assert_eq(json_object_array_length(arr), 2);
+        json_object_put(arr);
+
+        /* sinceTs is inclusive, as the reference's ts >= sinceTs. */
+        cr_assert_eq(schedule_history_read(path, "even", 1004, 0, &arr), 0);
+        cr_assert_eq(json_object_array_length(arr), 3);
+        json_object_put(arr);
+
+        cr_assert_eq(schedule_history_read(path, "nothing", INT64_MIN, 0, &arr), 0);
+        cr_assert_eq(json_object_array_length(arr), 0);
+        json_object_put(arr);
+
+        /* No file yet: an empty history. */
+        char *missing;
+        cr_assert(asprintf(&missing, "%s/none.jsonl", dir) > 0);
+        cr_assert_eq(schedule_history_read(missing, "x", INT64_MIN, 0, &arr), 0);
+        cr_assert_eq(json_object_array_length(arr), 0);
+        json_object_put(arr);
+        free(missing);
+
+        free(path);
+        tmpdir_remove(dir);
+}
+
+Test(schedule, history_rotation) {
+        char *dir = tmpdir_new(), *path, *p;
+        struct stat st;
+
+        cr_assert(asprintf(&path, "%s/executions.jsonl", dir) > 0);
+        /* A tiny threshold: each append past 300 bytes rotates first. */
+        for (int i = 0; i < 40; i++) {
+                struct json_object *e = entry(i, "m", "success");
+                cr_assert_eq(schedule_history_append(path, e, 300), 0);
+                json_object_put(e);
+        }
+        cr_assert_eq(stat(path, &st), 0);
+        cr_assert_leq(st.st_size, 400);
+        for (int i = 1; i <= 3; i++) {
+                cr_assert(asprintf(&p, "%s/executions.%d.jsonl", dir, i) > 0);
+                cr_assert_eq(stat(p, &st), 0, "%s kept", p);
+                free(p);
+        }
+        cr_assert(asprintf(&p, "%s/executions.4.jsonl", dir) > 0);
+        cr_assert_neq(stat(p, &st), 0, "only 3 archives are kept");
+        free(p);
+
+        /* The newest entry is in the active file; the oldest are gone. */
+        struct json_object *arr;
+        cr_assert_eq(schedule_history_read(path, "m", INT64_MIN, 1, &arr), 0);
+        cr_assert_eq(json_object_get_int64(json_object_object_get(json_object_array_get_idx(arr, 0), "ts")), 39);
+        json_object_put(arr);
+
+        free(path);
+        tmpdir_remove(dir);
+}
+
+Test(schedule, history_sweep) {
+        char *dir = tmpdir_new(), *path, *before, *after;
+        int64_t now = 100 * DAY_MS;
+        struct json_object *arr;
+
+        cr_assert(asprintf(&path, "%s/executions.jsonl", dir) > 0);
+        /* 20 days old: dropped by the 14-day TTL. */
+        for (int i = 0; i < 3; i++) {
+                struct json_object *e = entry(now - 20 * DAY_MS + i, "old", "success");
+                cr_assert_eq(schedule_history_append(path, e, 10 << 20), 0);
+                json_object_put(e);
+        }
+        /* 600 recent runs of one method: the newest 500 stay. */
+        for (int i = 0; i < 600; i++) {
+                struct json_object *e = entry(now - HOUR_MS + i, "busy", "success");
+                cr_assert_eq(schedule_history_append(path, e, 10 << 20), 0);
+                json_object_put(e);
+        }
+        struct json_object *e = entry(now - 13 * DAY_MS, "quiet", "error");
+        cr_assert_eq(schedule_history_append(path, e, 10 << 20), 0);
+        json_object_put(e);
+
+        cr_assert_eq(schedule_history_sweep(path, now), 0);
+        cr_assert_eq(schedule_history_read(path, "old", INT64_MIN, 0, &arr), 0);
+        cr_assert_eq(json_object_array_length(arr), 0);
+        json_object_put(arr);
+        cr_assert_eq(schedule_history_read(path, "busy", INT64_MIN, 0, &arr), 0);
+        cr_assert_eq(json_object_array_length(arr), 500);
+        cr_assert_eq(json_object_get_int64(json_object_object_get(json_object_array_get_idx(arr, 499), "ts")),
+                     now - HOUR_MS + 100, "the oldest 100 went");
+        json_object_put(arr);
+        cr_assert_eq(schedule_history_read(path, "quiet", INT64_MIN, 0, &arr), 0);
+        cr_assert_eq(json_object_array_length(arr), 1);
+        json_object_put(arr);
+
+        /* A clean file is not rewritten. */
+        before = read_text(path);
+        cr_assert_eq(schedule_history_sweep(path, now), 0);
+        after = read_text(path);
+        cr_assert_str_eq(before, after);
+        free(before);
+        free(after);
+
+        free(path);
+        tmpdir_remove(dir);
+}
+
+/* ---- a real Manager ---- */
+
+static Manager* manager_in(const char *home) {
+        Manager *m = NULL;
+
+        setenv("HOME", home, 1);
+        setenv("PHOTON_HOME", home, 1);
+        unsetenv("PHOTON_DIR");
+        cr_assert_eq(manager_new(&(ManagerConfig) { .bus_mode = BUS_MODE_NONE }, &m), 0);
+        return m;
+}
+
+static struct json_object* find_job(struct json_object *arr, const char *id) {
+        for (size_t i = 0; i < json_object_array_length(arr); i++) {
+                struct json_object *j = json_object_array_get_idx(arr, i);
+                if (streq_ptr(json_get_string(j, "id"), id))
+                        return j;
+        }
+        return NULL;
+}
+
+Test(schedule, reference_files_load_and_run) {
+        char *home = tmpdir_new(), *dir, *ref, *bad, *lenient, *other, *hist;
+        char *bad_text = "{\"id\": \"p:ipc:bad\", \"method\": ";
+        char *lenient_text = "{\"id\":\"p:ipc:lenient\",\"method\":\"m\",\"cron\":\"5abc * * * *\",\"photonName\":\"p\","
+                             "\"source\":\"ipc\",\"status\":\"active\"}";
+        struct json_object *arr, *job, *file;
+        Manager *m;
+
+        utc();
+        limits_reset();
+        cr_assert(asprintf(&dir, "%s/.photon/.data/p/schedules", home) > 0);
+        cr_assert(asprintf(&ref, "%s/nightly.json", dir) > 0);
+        cr_assert(asprintf(&bad, "%s/bad.json", dir) > 0);
+        cr_assert(asprintf(&lenient, "%s/lenient.json", dir) > 0);
+        cr_assert(asprintf(&other, "%s/provider.json", dir) > 0);
+        cr_assert(asprintf(&hist, "%s/executions.jsonl", dir) > 0);
+
+        /* As the reference daemon writes it. */
+        write_text(ref,
+                   "{\n  \"id\": \"p:ipc:nightly\",\n  \"method\": \"sweep\",\n  \"args\": {\n    \"deep\": true\n  },\n"
+                   "  \"cron\": \"0 3 * * *\",\n  \"requiredConfig\": [\"API_KEY\"],\n  \"photonName\": \"p\",\n"
+                   "  \"source\": \"ipc\",\n  \"status\": \"active\",\n  \"createdAt\": \"2024-05-01T10:00:00.000Z\",\n"
+                   "  \"createdBy\": \"cli-42-deadbeef\",\n  \"executionCount\": 7,\n"
+                   "  \"lastExecutionAt\": \"2099-05-09T03:00:00.012Z\",\n  \"lastAttemptAt\": \"2099-05-09T03:00:00.012Z\",\n"
+                   "  \"lastStatus\": \"success\",\n  \"lastError\": null,\n  \"consecutiveFailures\": 0\n}");
+        write_text(bad, bad_text);
+        write_text(lenient, lenient_text);
+        write_text(other, "{\"id\":\"x\",\"method\":\"m\",\"cron\":\"* * * * *\",\"source\":\"schedule-provider\"}");
+
+        m = manager_in(home);
+        cr_assert_eq(scheduler_load(m->scheduler), 0);
+        cr_assert_eq(scheduler_count(m->scheduler), 1, "only the good IPC file is a job");
+
+        cr_assert_eq(scheduler_list(m->scheduler, &arr), 0);
+        job = find_job(arr, "p:ipc:nightly");
+        cr_assert_not_null(job);
+        cr_assert_str_eq(json_get_string(job, "method"), "sweep");
+        cr_assert_str_eq(json_get_string(job, "cron"), "0 3 * * *");
+        cr_assert_eq(json_object_get_int64(json_object_object_get(job, "runCount")), 7);
+        cr_assert_eq(json_object_get_int64(json_object_object_get(job, "createdAt")), iso("2024-05-01T10:00:00.000Z"));
+        cr_assert_str_eq(json_get_string(job, "createdBy"), "cli-42-deadbeef");
+        cr_assert(json_object_get_boolean(json_object_object_get(json_object_object_get(job, "args"), "deep")));
+        cr_assert(json_object_object_get_ex(job, "nextRun", NULL));
+        json_object_put(arr);
+
+        /* Corrupt and lenient files stay exactly as they were. */
+        char *t = read_text(bad);
+        cr_assert_str_eq(t, bad_text);
+        free(t);
+        t = read_text(lenient);
+        cr_assert_str_eq(t, lenient_text);
+        free(t);
+
+        /* No provider, no handler: the run fails at once, and everything records it. */
+        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly"), 0);
+        cr_assert_eq(scheduler_running(m->scheduler), 0);
+        cr_assert_eq(scheduler_list(m->scheduler, &arr), 0);
+        job = find_job(arr, "p:ipc:nightly");
+        cr_assert_str_eq(json_get_string(job, "lastStatus"), "error");
+        cr_assert_not_null(strstr(json_get_string(job, "lastError"), "No handler for p.sweep"));
+        cr_assert_not_null(strstr(json_get_string(job, "lastError"), "provide"));
+        cr_assert_eq(json_object_get_int64(json_object_object_get(job, "consecutiveFailures")), 1);
+        cr_assert_eq(json_object_get_int64(json_object_object_get(job, "runCount")), 7);
+        json_object_put(arr);
+
+        /* The file is rewritten with the reference's fields; unknown ones (requiredConfig's content) survive. */
+        t = read_text(ref);
+        cr_assert_eq(json_parse(t, strlen(t), &file, NULL), 0);
+        free(t);
+        cr_assert_str_eq(json_get_string(file, "id"), "p:ipc:nightly");
+        cr_assert_str_eq(json_get_string(file, "source"), "ipc");
+        cr_assert_str_eq(json_get_string(file, "status"), "active");
+        cr_assert_str_eq(json_get_string(file, "lastStatus"), "error");
+        cr_assert_str_eq(json_get_string(file, "createdAt"), "2024-05-01T10:00:00.000Z");
+        cr_assert_str_eq(json_get_string(file, "lastExecutionAt"), "2099-05-09T03:00:00.012Z");
+        cr_assert_eq(json_object_get_int64(json_object_object_get(file, "executionCount")), 7);
+        cr_assert_str_eq(json_object_get_string(json_object_array_get_idx(
+                                 json_object_object_get(file, "requiredConfig"), 0)), "API_KEY");
+        cr_assert_eq(schedule_parse_iso(json_get_string(file, "lastAttemptAt"), &(int64_t) { 0 }), 0);
+        json_object_put(file);
+
+        cr_assert_eq(schedule_history_read(hist, "sweep", INT64_MIN, 0, &arr), 0);
+        cr_assert_eq(json_object_array_length(arr), 1);
+        cr_assert_str_eq(json_get_string(json_object_array_get_idx(arr, 0), "status"), "error");
+        cr_assert_str_eq(json_get_string(json_object_array_get_idx(arr, 0), "jobId"), "p:ipc:nightly");
+        json_object_put(arr);
+
+        cr_assert_eq(scheduler_run_job(m->scheduler, "nope"), -ENOENT);
+        cr_assert_eq(scheduler_unschedule(m->scheduler, "nope"), -ENOENT);
+        cr_assert_eq(scheduler_unschedule(m->scheduler, "p:ipc:nightly"), 0);
+        cr_assert_eq(scheduler_count(m->scheduler), 0);
+        cr_assert_neq(access(ref, F_OK), 0, "unschedule removes the file");
+        cr_assert_eq(access(bad, F_OK), 0);
+
+        manager_free(m);
+        free(dir);
+        free(ref);
+        free(bad);
+        free(lenient);
+        free(other);
+        free(hist);
+        tmpdir_remove(home);
+}
