@@ -151,6 +151,32 @@ Test(channels, ordering_self_exclusion_wildcard_single_copy) {
         daemon_free(d);
 }
 
+Test(channels, pushes_leave_before_the_publish_result) {
+        Daemon *d = daemon_start(NULL);
+        Conn *pub = conn_open(d), *subs[5];
+
+        for (size_t i = 0; i < ELEMENTSOF(subs); i++) {
+                subs[i] = conn_open(d);
+                subscribe(subs[i], "order");
+        }
+        for (int round = 0; round < 20; round++) {
+                publish(pub, "order", "1");
+                /* The result is here, so every push was written already: readable without waiting. */
+                for (size_t i = 0; i < ELEMENTSOF(subs); i++) {
+                        struct json_object *o;
+
+                        cr_assert(subs[i]->len > 0 || poll(&(struct pollfd) { .fd = subs[i]->fd, .events = POLLIN }, 1, 0) == 1,
+                                  "round %d: subscriber %zu has nothing yet", round, i);
+                        o = expect_message(subs[i], "order");
+                        json_object_put(o);
+                }
+        }
+        for (size_t i = 0; i < ELEMENTSOF(subs); i++)
+                conn_close(subs[i]);
+        conn_close(pub);
+        daemon_free(d);
+}
+
 Test(channels, message_missing_and_null) {
         Daemon *d = daemon_start(NULL);
         Conn *pub = conn_open(d), *sub = conn_open(d);
