@@ -690,7 +690,10 @@ static int job_to_file_json(Job *j, struct json_object **ret) {
         return 0;
 }
 
-static int job_save(Job *j) {
+/* sync: the configuration a client was told is scheduled must survive a power loss (fsync of file and directory).
+ * A run's counters only need to be atomic: an fsync per run would stall the loop for every client (tens of ms on a
+ * busy disk) and a burst of jobs due in the same minute would serialize on it. */
+static int job_save(Job *j, bool sync) {
         _cleanup_(json_object_putp) struct json_object *o = NULL;
         _cleanup_free_ char *dir = NULL;
         const char *text;
@@ -714,16 +717,17 @@ static int job_save(Job *j) {
         if (r < 0)
                 return r;
 
-        r = write_file_atomic(j->path, text, strlen(text), 0644, true);
+        r = write_file_atomic(j->path, text, strlen(text), 0644, sync);
         if (r < 0)
                 return r;
         /* The rename itself is only durable once the directory is. */
-        (void) fsync_parent_dir(j->path);
+        if (sync)
+                (void) fsync_parent_dir(j->path);
         return 0;
 }
 
-static void job_save_or_warn(Job *j) {
-        int r = job_save(j);
+static void job_save_or_warn(Job *j, bool sync) {
+        int r = job_save(j, sync);
 
         if (r < 0)
                 log_warning_errno(r, "Failed to write the job file %s: %m", j->path);
@@ -1059,8 +1063,9 @@ static void job_finish(Job *j, bool success, struct json_object *data, const cha
                             duration_ms, err);
         }
 
-        job_save_or_warn(j);
+        /* The event first: it marks the moment the run ended for everyone watching. */
         job_publish(j, success, err);
+        job_save_or_warn(j, false);
         job_record_history(j, ts, duration_ms, success, err, data);
         bus_send_job_finished(s->manager, j->id, success ? "success" : "error", (int64_t) duration_ms);
 
@@ -1160,6 +1165,8 @@ static int on_job_timer(sd_event_source *src, uint64_t usec, void *userdata) {
         bool catch_up = j->catch_up;
         char when[64];
 
+        log_debug("Job %s: timer for %" PRIi64 " fired %" PRIi64 " ms late.", j->id, due, now - due);
+
         /* Re-arm first, from the due time (no drift) or from now if we woke late (suspend, clock step), so that a
          * long sleep yields one run, not a burst of every occurrence missed. */
         (void) job_arm_from(j, MAX(due, now));
@@ -1172,7 +1179,7 @@ static int on_job_timer(sd_event_source *src, uint64_t usec, void *userdata) {
                 schedule_format_iso(due, when, sizeof(when));
                 log_notice("Job %s is still running; skipped the run due at %s (%" PRIu64 " skipped so far).",
                            j->id, when, j->skipped_runs);
-                job_save_or_warn(j);
+                job_save_or_warn(j, false);
                 return 0;
         }
 
@@ -1960,7 +1967,7 @@ int scheduler_handle_schedule(Manager *m, Client *c, Request *req) {
                 n->created_at = now;
 
         /* On disk before we say "scheduled": a job we confirmed must survive a restart. */
-        r = job_save(n);
+        r = job_save(n, true);
         if (r < 0) {
                 log_warning_errno(r, "Failed to write the job file %s: %m", n->path);
                 snprintf(reason, sizeof(reason), "Failed to persist the job to %s: %s", n->path,
@@ -2072,7 +2079,7 @@ int scheduler_handle_set_state(Manager *m, Client *c, Request *req) {
                 }
                 if (was_active != job_active(j))
                         (void) job_arm_from(j, now);
-                job_save_or_warn(j);
+                job_save_or_warn(j, true);
                 if (json_object_array_add(ids, json_object_new_string(j->id)) < 0)
                         return -ENOMEM;
         }
