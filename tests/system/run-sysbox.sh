@@ -198,7 +198,23 @@ check "a member of group photon may use the system socket" as_user sh -c 'test "
 check "D-Bus policy: ReleaseLock allowed to group photon (answered, not denied)" as_user sh -c '
   out=$(busctl --system call org.photond.Daemon1 /org/photond/Daemon1 org.photond.Daemon1 ReleaseLock s x 2>&1)
   echo "$out"; echo "$out" | grep -q "No live lock named"'
-as_root systemctl stop photond.service photond-webhook.socket photond.socket 2>/dev/null
+as_root systemctl stop photond.service photond-webhook.socket 2>/dev/null
+
+# ---------------------------------------------------------------- upgrade and removal
+check "upgrade (dpkg -i again) restarts an enabled system instance" as_root sh -c '
+  systemctl enable --now photond.socket >/dev/null 2>&1
+  test "$(photonctl --system ping)" = pong
+  before=$(systemctl show -P MainPID photond.service)
+  dpkg -i /var/tmp/sysbox-debs/*.deb >/dev/null
+  test "$(photonctl --system ping)" = pong
+  after=$(systemctl show -P MainPID photond.service)
+  echo "main pid before $before, after $after"; [ "$before" != "$after" ] && systemctl is-enabled --quiet photond.socket'
+check "apt-get remove stops the system instance" as_root sh -c '
+  apt-get remove -y -q photond >/dev/null 2>&1
+  ! systemctl is-active --quiet photond.service && ! systemctl is-active --quiet photond.socket'
+check "apt-get purge removes the enablement links (user and system)" as_root sh -c '
+  apt-get purge -y -q photond >/dev/null 2>&1
+  ! ls /etc/systemd/user/sockets.target.wants/photond.socket /etc/systemd/system/sockets.target.wants/photond.socket 2>/dev/null'
 
 if [ "$failed" -gt 0 ]; then
   echo "== journal of photond (user and system instance), last lines:"
