@@ -30,7 +30,6 @@
 #include "photond-limits.h"
 #include "photond-manager.h"
 #include "photond-schedule.h"
-#include "shared-buf.h"
 #include "string-util.h"
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -88,6 +87,7 @@ typedef struct ExecChild {
         uint64_t err_logged;
 
         int exit_code, exit_status;    /* from waitid(): CLD_*, status or signal */
+        int out_error;                  /* reading stdout failed: the output is incomplete */
         bool exited:1;
         bool timed_out:1;
         bool too_large:1;
@@ -827,7 +827,7 @@ static int exec_read_stdout(DispatchCall *call) {
                         }
                         p = realloc(x->out, na);
                         if (!p) {
-                                log_oom();
+                                x->out_error = -ENOMEM;
                                 return 1;
                         }
                         x->out = p;
@@ -840,6 +840,7 @@ static int exec_read_stdout(DispatchCall *call) {
                                 continue;
                         if (errno == EAGAIN)
                                 return 0;
+                        x->out_error = -errno;
                         return 1;
                 }
                 if (n == 0)
@@ -862,6 +863,10 @@ static int on_exec_stdout(sd_event_source *s, int fd, uint32_t revents, void *us
         if (x->too_large) {
                 log_warning("Handler %s/%s (pid %d) wrote more than %" PRIu64 " bytes to stdout, killing it.",
                             call->photon->name, call->method, (int) x->pid, limits.HANDLER_MAX_OUTPUT_BYTES);
+                exec_kill(x, SIGKILL);
+        } else if (x->out_error < 0) {
+                log_warning_errno(x->out_error, "Failed to read the output of handler %s/%s (pid %d), killing it: %m",
+                                  call->photon->name, call->method, (int) x->pid);
                 exec_kill(x, SIGKILL);
         }
         exec_maybe_finish(call);
@@ -957,6 +962,11 @@ static void exec_finish(DispatchCall *call) {
         if (x->too_large) {
                 call_fail(call, "Handler %s/%s output too large (over %" PRIu64 " bytes, PHOTOND_HANDLER_MAX_OUTPUT_BYTES)",
                           call->photon->name, call->method, limits.HANDLER_MAX_OUTPUT_BYTES);
+                return;
+        }
+        if (x->out_error < 0) {
+                call_fail(call, "Handler %s/%s: cannot read its output: %s", call->photon->name, call->method,
+                          strerror(-x->out_error));
                 return;
         }
         if (x->timed_out) {

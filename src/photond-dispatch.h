@@ -49,7 +49,10 @@ Dispatcher* dispatcher_free(Dispatcher *d);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Dispatcher*, dispatcher_free);
 
 /* Starts a call. On success the callback runs later (never from inside this function). -EBUSY past the in-flight
- * caps, -ENOENT when the photon has neither a provider nor a handler. */
+ * caps, -ENOENT when the photon has neither a provider nor a handler, -ESRCH when its handler directory lacks the
+ * method, -EACCES when the handler is not executable, -EINVAL for names that are not valid path parts,
+ * -ESHUTDOWN while photond shuts down; no callback then. *ret_call (may be NULL) stays valid until the callback
+ * ran or dispatch_call_abandon() was called. */
 int dispatcher_call(Dispatcher *d, const DispatchRequest *req, DispatchCallback cb, void *userdata,
                     DispatchCall **ret_call);
 
