@@ -732,6 +732,9 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                 return r;
         (void) sd_event_source_set_enabled(m->flush_event_source, SD_EVENT_OFF);
         (void) sd_event_source_set_description(m->flush_event_source, "flush");
+        /* After every other pending source: all requests that arrived together are handled before the one state
+         * write and the writes to the clients, which is what makes the group commit a group. */
+        (void) sd_event_source_set_priority(m->flush_event_source, SD_EVENT_PRIORITY_IDLE);
 
         r = sd_event_add_time_relative(m->event, &m->accept_pause_event_source, CLOCK_MONOTONIC,
                                        USEC_PER_SEC, USEC_PER_MSEC, on_accept_resume, m);
@@ -973,6 +976,7 @@ Manager* manager_free(Manager *m) {
         sd_event_source_disable_unref(m->status_event_source);
         sd_event_source_disable_unref(m->shutdown_event_source);
         sd_event_source_disable_unref(m->flush_event_source);
+        m->state_file = state_file_free(m->state_file);
         sd_event_source_disable_unref(m->accept_pause_event_source);
         sd_event_source_disable_unref(m->control_event_source);
         safe_close(m->control_fd);

@@ -18,6 +18,7 @@ typedef struct LockTable LockTable;
 typedef struct Scheduler Scheduler;
 typedef struct Dispatcher Dispatcher;
 typedef struct Webhook Webhook;
+typedef struct StateFile StateFile;
 
 typedef enum BusMode {
         BUS_MODE_AUTO,
@@ -63,6 +64,7 @@ typedef struct Manager {
         LIST_HEAD(Client, dirty_clients);
         sd_event_source *flush_event_source;
         bool state_dirty;
+        StateFile *state_file;  /* photond-store.c */
         bool state_lost;        /* state.json existed but could not be read */
 
         /* subsystems */

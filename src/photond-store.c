@@ -5,8 +5,11 @@
  * restarts everything that held locks anyway (DECISIONS.md, "Group commit"). */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fd-util.h"
 #include "json-util.h"
@@ -81,6 +84,117 @@ lost:
         return 0;
 }
 
+/* state.json is rewritten on every lock change, so this write is the lock table's main cost. Two files stay open,
+ * state.json and state.json.tmp: a write goes into the tmp one, which is then exchanged with state.json
+ * (renameat2(RENAME_EXCHANGE)). For readers and for a crash of photond that is as atomic as tmp + rename (the name
+ * state.json always holds a whole file), but no file is created, unlinked or opened per write, and ext4 does not
+ * start writeback as it does on a rename over an existing file (auto_da_alloc). The previous state stays in
+ * state.json.tmp until the next write. File systems without RENAME_EXCHANGE (overlayfs) get tmp + rename. */
+struct StateFile {
+        char *path, *tmp_path;
+        int fd[2];
+        off_t size[2];
+        unsigned named;         /* fd[named] is state.json (or -EBADF before the first write), the other the tmp */
+        bool plain;             /* no RENAME_EXCHANGE here: write_file_atomic() every time */
+};
+
+StateFile* state_file_free(StateFile *f) {
+        if (!f)
+                return NULL;
+        safe_close(f->fd[0]);
+        safe_close(f->fd[1]);
+        free(f->path);
+        free(f->tmp_path);
+        return mfree(f);
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(StateFile*, state_file_free);
+
+static int state_file_open_one(const char *path, int flags, int *ret_fd, off_t *ret_size) {
+        struct stat st;
+        int fd;
+
+        fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | flags, 0600);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0) {
+                int r = -errno;
+                safe_close(fd);
+                return r;
+        }
+        if (!S_ISREG(st.st_mode)) {
+                safe_close(fd);
+                return -EBADFD;
+        }
+        *ret_fd = fd;
+        *ret_size = st.st_size;
+        return 0;
+}
+
+static int state_file_new(const char *path, StateFile **ret) {
+        _cleanup_(state_file_freep) StateFile *f = NULL;
+        int r;
+
+        f = new0(StateFile, 1);
+        if (!f)
+                return -ENOMEM;
+        f->fd[0] = f->fd[1] = -EBADF;
+        f->path = strdup(path);
+        if (!f->path || asprintf(&f->tmp_path, "%s.tmp", path) < 0)
+                return -ENOMEM;
+
+        r = state_file_open_one(f->path, 0, &f->fd[0], &f->size[0]);
+        if (r < 0 && r != -ENOENT)
+                return r;
+        r = state_file_open_one(f->tmp_path, O_CREAT, &f->fd[1], &f->size[1]);
+        if (r < 0)
+                return r;
+        f->named = 0;
+        *ret = TAKE_PTR(f);
+        return 0;
+}
+
+static int state_file_write(StateFile *f, const char *text, size_t len) {
+        unsigned w = !f->named;
+        int r;
+
+        if (f->plain)
+                return write_file_atomic(f->path, text, len, 0600, /* sync= */ false);
+
+        for (size_t done = 0; done < len;) {
+                ssize_t n = pwrite(f->fd[w], text + done, len - done, (off_t) done);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                done += n;
+        }
+        if ((off_t) len < f->size[w] && ftruncate(f->fd[w], (off_t) len) < 0)
+                return -errno;
+        f->size[w] = (off_t) len;
+
+        if (f->fd[f->named] < 0) {
+                /* The first state.json: nothing to exchange with. The tmp becomes it, and a new tmp is made. */
+                if (rename(f->tmp_path, f->path) < 0)
+                        return -errno;
+                f->named = w;
+                return state_file_open_one(f->tmp_path, O_CREAT, &f->fd[!w], &f->size[!w]);
+        }
+
+        if (renameat2(AT_FDCWD, f->tmp_path, AT_FDCWD, f->path, RENAME_EXCHANGE) < 0) {
+                r = -errno;
+                if (r != -EINVAL && r != -ENOSYS && r != -EOPNOTSUPP)
+                        return r;
+                f->plain = true;
+                (void) unlink(f->tmp_path);
+                f->fd[0] = safe_close(f->fd[0]);
+                f->fd[1] = safe_close(f->fd[1]);
+                return write_file_atomic(f->path, text, len, 0600, false);
+        }
+        f->named = w;
+        return 0;
+}
+
 int store_save_state(Manager *m) {
         _cleanup_(json_object_putp) struct json_object *state = NULL;
         _cleanup_free_ char *path = NULL;
@@ -108,5 +222,14 @@ int store_save_state(Manager *m) {
         text = json_object_to_json_string_length(state, JSON_FORMAT_FLAGS, &len);
         if (!text)
                 return -ENOMEM;
+
+        if (!m->state_file)
+                (void) state_file_new(path, &m->state_file);
+        if (m->state_file) {
+                if (state_file_write(m->state_file, text, len) >= 0)
+                        return 0;
+                /* Someone removed or replaced one of the files: this write the plain way, then open afresh. */
+                m->state_file = state_file_free(m->state_file);
+        }
         return write_file_atomic(path, text, len, 0600, /* sync= */ false);
 }

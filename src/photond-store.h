@@ -11,5 +11,9 @@ typedef struct Manager Manager;
  * aside as state.json.corrupt-<time>, sets m->state_lost and returns 0. */
 int store_load_state(Manager *m);
 
-/* Writes state.json atomically (tmp + rename). */
+/* Writes state.json atomically (tmp + rename, see StateFile). */
 int store_save_state(Manager *m);
+
+/* The open state.json and state.json.tmp that store_save_state() exchanges (kept in m->state_file). */
+typedef struct StateFile StateFile;
+StateFile* state_file_free(StateFile *f);
