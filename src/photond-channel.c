@@ -14,7 +14,11 @@
  * always drop the globally oldest event in O(1).
  *
  * A subscriber whose write queue is full loses its queued channel messages and is told so with one refresh_needed
- * per channel it lost; when its queue fills again before it has read those notices, it is disconnected. */
+ * per channel it lost; when its queue fills again before it has read those notices, it is disconnected.
+ *
+ * Publish requests are offered to a fast path before the manager parses them: a validating scanner picks out id,
+ * channel and message, so the common publish builds no JSON objects at all (json-c's parse alone costs more than
+ * a fan-out to ten subscribers). */
 
 #include <assert.h>
 #include <inttypes.h>
