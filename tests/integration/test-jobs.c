@@ -171,6 +171,20 @@ static void rm_home(char *home) {
         free(home);
 }
 
+/* Stops photond the way systemd does and requires a clean exit: no crash, no sanitizer report, no leak. */
+static void stop(Daemon *d) {
+        if (d->pid > 0) {
+                int status = daemon_signal_and_wait(d, SIGTERM);
+
+                if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                        daemon_dump_log(d);
+                cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "photond exit status %d", status);
+        }
+        cr_assert(!daemon_log_contains(d, "Sanitizer") && !daemon_log_contains(d, "runtime error"),
+                  "sanitizer report in photond's log");
+        daemon_free(d);
+}
+
 /* ---- shapes and refusals ---- */
 
 Test(jobs, schedule_list_unschedule_shapes) {
@@ -214,6 +228,24 @@ Test(jobs, schedule_list_unschedule_shapes) {
         cr_assert(!jhas(j, "createdBy"));
         json_object_put(j);
 
+        /* More than 2^31 ms ahead: the reference's Node timer overflows and fires such a job at once. */
+        Conn *sub = conn_open(d);
+        time_t now_s = time(NULL);
+        struct tm tm;
+        gmtime_r(&now_s, &tm);
+        char *far = xprintf("0 0 1 %d *", (tm.tm_mon + 4) % 12 + 1);
+        subscribe(sub, "jobs:far");
+        schedule_ok(c, "far", "future", "run", far, NULL);
+        j = get_job(c, "far:ipc:future");
+        cr_assert(jint(j, "nextRun") - real_ms() > ((int64_t) 1 << 31), "%s is months away", far);
+        json_object_put(j);
+        cr_assert_null(wait_event(sub, "job-failed", 500), "a far-future job waits for its time");
+        o = call(c, "\"type\":\"unschedule\",\"jobId\":\"far:ipc:future\"");
+        cr_assert(jbool(o, "data.unscheduled"));
+        json_object_put(o);
+        conn_close(sub);
+        free(far);
+
         o = call(c, "\"type\":\"status\"");
         cr_assert_eq(jint(o, "data.jobs"), 2);
         cr_assert_eq(jint(o, "data.runningJobs"), 0);
@@ -242,7 +274,7 @@ Test(jobs, schedule_list_unschedule_shapes) {
         free(path);
 
         conn_close(c);
-        daemon_free(d);
+        stop(d);
 }
 
 Test(jobs, refusals_and_errors) {
@@ -356,7 +388,7 @@ Test(jobs, refusals_and_errors) {
         free(marker);
         free(wd);
         conn_close(c);
-        daemon_free(d);
+        stop(d);
 }
 
 Test(jobs, system_instance_refuses_working_dir) {
@@ -381,7 +413,7 @@ Test(jobs, system_instance_refuses_working_dir) {
         free(file);
 
         conn_close(c);
-        daemon_free(d);
+        stop(d);
         free(sock);
         free(env_state);
         rm_home(state);
@@ -444,7 +476,7 @@ Test(jobs, fires_at_the_minute_boundary, .timeout = 150) {
 
         conn_close(sub);
         conn_close(c);
-        daemon_free(d);
+        stop(d);
 }
 
 Test(jobs, exec_handler_fires_at_the_boundary, .timeout = 150) {
@@ -503,7 +535,7 @@ Test(jobs, exec_handler_fires_at_the_boundary, .timeout = 150) {
 
         conn_close(sub);
         conn_close(c);
-        daemon_free(d);
+        stop(d);
         free(script);
         free(stamp);
         rm_home(home);
@@ -562,7 +594,7 @@ Test(jobs, busy_job_skips_a_run, .timeout = 150) {
         conn_close(c);
         conn_close(runner);
         conn_close(sub);
-        daemon_free(d);
+        stop(d);
         rm_home(home);
 }
 
@@ -612,7 +644,7 @@ Test(jobs, persists_across_restart) {
         int status = daemon_signal_and_wait(d, SIGTERM);
         cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
         conn_close(c);
-        daemon_free(d);
+        stop(d);
         cr_assert_eq(access(path, F_OK), 0, "jobs are not deleted on shutdown");
 
         d = daemon_start(&(DaemonOptions) { .env = env, .home = home });
@@ -629,7 +661,7 @@ Test(jobs, persists_across_restart) {
         json_object_put(o);
 
         conn_close(c);
-        daemon_free(d);
+        stop(d);
         free(path);
         rm_home(home);
 }
@@ -671,7 +703,7 @@ Test(jobs, working_dir_jobs_and_bases_registry) {
 
         home = daemon_take_home(d);
         conn_close(c);
-        daemon_free(d);
+        stop(d);
 
         d = daemon_start(&(DaemonOptions) { .env = env, .home = home });
         c = conn_open(d);
@@ -696,7 +728,7 @@ Test(jobs, working_dir_jobs_and_bases_registry) {
         json_object_put(o);
 
         conn_close(c);
-        daemon_free(d);
+        stop(d);
         free(extra);
         free(bases);
         free(path);
@@ -818,7 +850,7 @@ Test(jobs, reference_files_catch_up_and_corrupt_files) {
 
         conn_close(sub);
         conn_close(c);
-        daemon_free(d);
+        stop(d);
         free(bad);
         free(lenient);
         free(daily);
@@ -836,7 +868,7 @@ Test(jobs, catch_up_after_downtime) {
         schedule_ok(c, "down", "hourly", "ping", "0 * * * *", NULL);
         home = daemon_take_home(d);
         conn_close(c);
-        daemon_free(d);
+        stop(d);
 
         /* Come back "two hours later" through the test hook: two hourly occurrences passed, one run. */
         char *off = xprintf("PHOTOND_TEST_CLOCK_OFFSET_MS=%" PRIi64, 2 * HOUR_MS + 5 * MIN_MS);
@@ -852,7 +884,7 @@ Test(jobs, catch_up_after_downtime) {
         cr_assert_null(ev, "one catch-up run, not one per missed hour");
 
         conn_close(sub);
-        daemon_free(d);
+        stop(d);
         free(off);
         rm_home(home);
 }
@@ -914,7 +946,7 @@ Test(jobs, enable_disable_pause_resume) {
         /* The state survives a restart. */
         home = daemon_take_home(d);
         conn_close(c);
-        daemon_free(d);
+        stop(d);
         d = daemon_start(&(DaemonOptions) { .env = env, .home = home });
         c = conn_open(d);
         j = get_job(c, "ops:ipc:b");
@@ -930,7 +962,7 @@ Test(jobs, enable_disable_pause_resume) {
         json_object_put(j);
 
         conn_close(c);
-        daemon_free(d);
+        stop(d);
         free(path);
         rm_home(home);
 }
@@ -1023,7 +1055,7 @@ Test(jobs, run_job_history_and_replace) {
 
         free(hist);
         conn_close(c);
-        daemon_free(d);
+        stop(d);
         rm_home(home);
 }
 
@@ -1075,7 +1107,7 @@ Test(jobs, provider_serves_a_job) {
         conn_close(prov);
         conn_close(c);
         conn_close(runner);
-        daemon_free(d);
+        stop(d);
 }
 
 Test(jobs, run_job_requester_leaves) {
@@ -1110,7 +1142,7 @@ Test(jobs, run_job_requester_leaves) {
         json_object_put(j);
 
         conn_close(c);
-        daemon_free(d);
+        stop(d);
         rm_home(home);
 }
 
@@ -1174,6 +1206,6 @@ Test(jobs, photonctl_verbs) {
         cr_assert_neq(run_ctl(d, &out, "run-job", "greet", NULL), 0);
         free(out);
 
-        daemon_free(d);
+        stop(d);
         rm_home(home);
 }
