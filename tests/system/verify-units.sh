@@ -60,7 +60,10 @@ grep -q "^ExecStart=$photond" "$tmp/user/photond.service" "$tmp/system/photond.s
   { echo "FAIL: ExecStart= was not rewritten to the built photond"; failed=1; }
 
 verify system "$tmp/system"
-XDG_RUNTIME_DIR="$tmp/runtime" verify user "$tmp/user" --user
+# %h in the user socket's path is $HOME: keep it short, since package builds use a long one (debhelper's
+# debian/.debhelper/generated/_source/home) and a socket path is limited to 108 bytes.
+mkdir -p "$tmp/home"
+HOME="$tmp/home" XDG_RUNTIME_DIR="$tmp/runtime" verify user "$tmp/user" --user
 
 if [ -n "$man_dir" ]; then
   for page in $(cat "${user_units[@]}" "${system_units[@]}" | sed -n 's/^Documentation=//p' | tr ' ' '\n' |
