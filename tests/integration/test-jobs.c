@@ -889,6 +889,66 @@ Test(jobs, catch_up_after_downtime) {
         rm_home(home);
 }
 
+/* A time-zone change (the /etc/localtime symlink replaced, as timedatectl does) moves the due times. photond runs
+ * in a mount namespace over a copy of /etc, so the test never touches the machine's own time zone. */
+Test(jobs, time_zone_change_moves_due_times) {
+        char *home, *etc, *wrapper, *cmd, *link_new, *link;
+        struct json_object *j;
+        int64_t before, after = 0;
+        Daemon *d;
+        Conn *c;
+
+        if (geteuid() != 0 || access("/usr/bin/unshare", X_OK) < 0 ||
+            access("/usr/share/zoneinfo/Asia/Tokyo", F_OK) < 0)
+                cr_skip_test("needs root, unshare and tzdata");
+
+        home = make_home();
+        etc = xprintf("%s/etc", home);
+        cmd = xprintf("cp -a /etc '%s' && ln -sfn /usr/share/zoneinfo/Etc/UTC '%s/localtime'", etc, etc);
+        cr_assert_eq(system(cmd), 0);
+        free(cmd);
+        wrapper = xprintf("%s/photond-ns", home);
+        cmd = xprintf("#!/bin/sh\nexec unshare --mount --propagation private sh -c "
+                      "'mount --bind \"$0\" /etc && exec \"$@\"' '%s' '%s' \"$@\"\n", etc, photond_binary());
+        write_text(wrapper, cmd);
+        free(cmd);
+        cr_assert_eq(chmod(wrapper, 0755), 0);
+        setenv("PHOTOND_BINARY", wrapper, 1);
+
+        /* No TZ: the zone comes from /etc/localtime. */
+        d = daemon_start(&(DaemonOptions) { .home = home });
+        c = conn_open(d);
+        schedule_ok(c, "tz", "noon", "lunch", "0 12 * * *", NULL);
+        j = get_job(c, "tz:ipc:noon");
+        before = jint(j, "nextRun");
+        json_object_put(j);
+        cr_assert_eq(before % DAY_MS, 12 * HOUR_MS, "noon UTC");
+
+        link_new = xprintf("%s/localtime.new", etc);
+        link = xprintf("%s/localtime", etc);
+        cr_assert_eq(symlink("/usr/share/zoneinfo/Asia/Tokyo", link_new), 0);
+        cr_assert_eq(rename(link_new, link), 0);
+
+        for (uint64_t deadline = mono_ms() + 5000; mono_ms() < deadline;) {
+                j = get_job(c, "tz:ipc:noon");
+                after = jint(j, "nextRun");
+                json_object_put(j);
+                if (after != before)
+                        break;
+                usleep(20 * 1000);      /* polling the job: the change is photond's to notice, with no reply to await */
+        }
+        cr_assert_eq(after % DAY_MS, 3 * HOUR_MS, "noon in Tokyo is 03:00 UTC (got %" PRIi64 ")", after);
+        cr_assert(daemon_log_contains(d, "time zone changed"));
+
+        conn_close(c);
+        stop(d);
+        free(link);
+        free(link_new);
+        free(wrapper);
+        free(etc);
+        rm_home(home);
+}
+
 /* ---- state changes, replace, history, run_job ---- */
 
 Test(jobs, enable_disable_pause_resume) {
