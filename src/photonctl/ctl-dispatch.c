@@ -494,7 +494,7 @@ int verb_provide(CtlContext *ctx, int argc, char *argv[]) {
                 for (;;) {
                         _cleanup_(json_object_putp) struct json_object *msg = NULL;
                         const char *type;
-                        Run *run;
+                        Run *run = NULL;
 
                         r = ctl_recv(fd, 0, &msg);
                         if (r == -ETIMEDOUT)
