@@ -12,6 +12,8 @@
 #   ROUNDS=3                                 runs per configuration and target; tables show the median run
 #   QUICK=1                                  tiny counts, to check the script itself (numbers mean nothing)
 #   KEEP=1                                   keep the temporary directory (server logs)
+#   PHOTOND_REV=<commit>                     the source revision to name in the header, when PHOTOND was
+#                                            built from another tree than this one
 #
 # Every run gets fresh servers, so no figure carries over from an earlier run: Redis (Debian's redis-server,
 # persistence off, --maxclients 20000, pub/sub output-buffer limits off) and photond (self-bound, --bus=none, its
@@ -42,7 +44,7 @@ rounds=${ROUNDS:-3}
 if [ "${QUICK:-0}" = 1 ]; then
         m10=5000 m100=1000 conns=1000 lock_secs=1 calls=50 wrk_secs=2 rounds=${ROUNDS:-1}
 else
-        m10=100000 m100=20000 conns=10000 lock_secs=2 calls=300 wrk_secs=5
+        m10=60000 m100=12000 conns=10000 lock_secs=1 calls=300 wrk_secs=5
 fi
 
 tmp=$(mktemp -d /tmp/photon-bench.XXXXXX)
@@ -143,7 +145,7 @@ out=$tmp/out.md
         echo
         echo "- Machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(uname -sr)," \
                 "load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
-        echo "- photond: $("$photond" --version 2>&1 | head -1), source $(git -C "$src" describe --always --dirty 2>/dev/null || echo unknown)," \
+        echo "- photond: $("$photond" --version 2>&1 | head -1), source ${PHOTOND_REV:-$(git -C "$src" describe --always --dirty 2>/dev/null || echo unknown)}," \
                 "build type $(sed -n 's/.*"name": "buildtype", "value": "\([a-z]*\)".*/\1/p' \
                         "$builddir/meson-info/intro-buildoptions.json" 2>/dev/null || true)"
         echo "- Redis: $(redis-server --version | sed 's/ sha=.*malloc=/, malloc=/')"
