@@ -73,6 +73,14 @@ static int64_t status_int(Daemon *d, const char *key) {
         return v;
 }
 
+/* Stops photond as systemd does and requires a clean exit: under sanitizers a leak or error report fails it. */
+static void daemon_stop_clean(Daemon *d) {
+        int status = daemon_signal_and_wait(d, SIGTERM);
+
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "photond exited with status %d", status);
+        daemon_free(d);
+}
+
 static struct json_object* expect_message(Conn *c, const char *channel) {
         struct json_object *o = conn_expect(c, 5000);
 
@@ -310,7 +318,7 @@ Test(channels, replay_across_reconnect) {
         conn_close(pub);
         conn_close(sub);
         conn_close(wsub);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 Test(channels, refresh_needed_cases) {
@@ -349,12 +357,14 @@ Test(channels, event_id_increases_across_restart) {
         Conn *c = conn_open(d);
         uint64_t before, after;
         char *home, *cmd;
+        int status;
 
         before = publish(c, "r", "1");
         publish(c, "r", "2");
         conn_close(c);
         home = daemon_take_home(d);
-        cr_assert(WIFEXITED(daemon_signal_and_wait(d, SIGTERM)));
+        status = daemon_signal_and_wait(d, SIGTERM);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a clean exit (no sanitizer report): %d", status);
         daemon_free(d);
 
         d = daemon_start(&(DaemonOptions) { .home = home });
@@ -365,7 +375,8 @@ Test(channels, event_id_increases_across_restart) {
         /* Above the reserved block, which a fast restart's clock could not have reached by itself. */
         cr_assert_gt(after, before + 10000, "before %" PRIu64 ", after %" PRIu64, before, after);
         conn_close(c);
-        cr_assert(WIFEXITED(daemon_signal_and_wait(d, SIGTERM)));
+        status = daemon_signal_and_wait(d, SIGTERM);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a clean exit (no sanitizer report): %d", status);
         daemon_free(d);
 
         cr_assert(asprintf(&cmd, "rm -rf '%s'", home) > 0);
@@ -442,7 +453,7 @@ Test(channels, slow_consumer_policy) {
         conn_close(pub);
         conn_close(slow);
         conn_close(fast);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 Test(channels, thousand_subscribers) {
@@ -487,7 +498,7 @@ Test(channels, thousand_subscribers) {
         while (status_int(d, "subscriptions") != 0)
                 cr_assert_lt(mono_ms(), deadline, "subscriptions of closed connections linger");
         conn_close(pub);
-        daemon_free(d);
+        daemon_stop_clean(d);
 }
 
 static void expect_error(Conn *c, const char *id, const char *prefix, const char *fmt, ...) {
