@@ -633,6 +633,7 @@ static const char* request_holder(const Request *req, bool use_lock_holder) {
 
 /* Caps and allocation failures of the table as error replies; other errors go to the manager. */
 static int reply_table_error(Client *c, const Request *req, int r, const char *name, const char *holder) {
+        const char *suggestion = NULL;
         char msg[256];
 
         switch (r) {
@@ -647,11 +648,12 @@ static int reply_table_error(Client *c, const Request *req, int r, const char *n
         case -ENOSPC:
                 snprintf(msg, sizeof(msg), "Too many locks: %" PRIu64 " are held (PHOTOND_MAX_LOCKS)",
                          limits.MAX_LOCKS);
+                suggestion = "Release locks that are no longer needed";
                 break;
         default:
                 return r;
         }
-        return client_reply_error(c, req->id, msg, "Release locks that are no longer needed");
+        return client_reply_error(c, req->id, msg, suggestion);
 }
 
 static int reply_wait_error(Client *c, const Request *req, int r, const char *name, const char *holder) {
