@@ -44,7 +44,7 @@ rounds=${ROUNDS:-3}
 if [ "${QUICK:-0}" = 1 ]; then
         m10=5000 m100=1000 conns=1000 lock_secs=1 calls=50 wrk_secs=2 rounds=${ROUNDS:-1}
 else
-        m10=60000 m100=12000 conns=10000 lock_secs=1 calls=300 wrk_secs=5
+        m10=200000 m100=30000 conns=10000 lock_secs=1 calls=300 wrk_secs=5
 fi
 
 tmp=$(mktemp -d /tmp/photon-bench.XXXXXX)
