@@ -80,6 +80,9 @@ Daemon* daemon_start(const DaemonOptions *opts) {
         int argc = 0, webhook_fd = -1;
         char *envp[64];
         int envc = 0;
+        char *owned[64];        /* what argv/envp allocated: freed once the child has its copy */
+        size_t n_owned = 0;
+#define OWN(s) (owned[n_owned++] = (s))
 
         if (!opts)
                 opts = &defaults;
@@ -105,18 +108,18 @@ Daemon* daemon_start(const DaemonOptions *opts) {
                 mkdir(dir, 0700);
                 free(dir);
                 argv[argc++] = "systemd-socket-activate";
-                argv[argc++] = xasprintf("--listen=%s", d->socket_path);
+                argv[argc++] = OWN(xasprintf("--listen=%s", d->socket_path));
                 if (opts->webhook)
                         webhook_fd = webhook_listener(&d->webhook_port);
                 if (opts->fdnames)
-                        argv[argc++] = xasprintf("--fdname=%s", opts->fdnames);
+                        argv[argc++] = OWN(xasprintf("--fdname=%s", opts->fdnames));
                 else
                         argv[argc++] = opts->webhook ? "--fdname=webhook:control" : "--fdname=control";
-                argv[argc++] = xasprintf("--setenv=PHOTON_HOME=%s", d->home);
-                argv[argc++] = xasprintf("--setenv=HOME=%s", d->home);
-                argv[argc++] = xasprintf("--setenv=NOTIFY_SOCKET=%s", d->notify_path);
+                argv[argc++] = OWN(xasprintf("--setenv=PHOTON_HOME=%s", d->home));
+                argv[argc++] = OWN(xasprintf("--setenv=HOME=%s", d->home));
+                argv[argc++] = OWN(xasprintf("--setenv=NOTIFY_SOCKET=%s", d->notify_path));
                 for (const char *const *e = opts->env; e && *e; e++)
-                        argv[argc++] = xasprintf("--setenv=%s", *e);
+                        argv[argc++] = OWN(xasprintf("--setenv=%s", *e));
         }
         argv[argc++] = (char*) photond_binary();
         argv[argc++] = "--bus=none";
@@ -126,14 +129,14 @@ Daemon* daemon_start(const DaemonOptions *opts) {
                 argv[argc++] = (char*) *a;
         argv[argc] = NULL;
 
-        envp[envc++] = xasprintf("PHOTON_HOME=%s", d->home);
-        envp[envc++] = xasprintf("HOME=%s", d->home);
-        envp[envc++] = xasprintf("NOTIFY_SOCKET=%s", d->notify_path);
-        envp[envc++] = xasprintf("PATH=%s", getenv("PATH") ?: "/usr/bin:/bin");
+        envp[envc++] = OWN(xasprintf("PHOTON_HOME=%s", d->home));
+        envp[envc++] = OWN(xasprintf("HOME=%s", d->home));
+        envp[envc++] = OWN(xasprintf("NOTIFY_SOCKET=%s", d->notify_path));
+        envp[envc++] = OWN(xasprintf("PATH=%s", getenv("PATH") ?: "/usr/bin:/bin"));
         if (getenv("ASAN_OPTIONS"))
-                envp[envc++] = xasprintf("ASAN_OPTIONS=%s", getenv("ASAN_OPTIONS"));
+                envp[envc++] = OWN(xasprintf("ASAN_OPTIONS=%s", getenv("ASAN_OPTIONS")));
         if (getenv("UBSAN_OPTIONS"))
-                envp[envc++] = xasprintf("UBSAN_OPTIONS=%s", getenv("UBSAN_OPTIONS"));
+                envp[envc++] = OWN(xasprintf("UBSAN_OPTIONS=%s", getenv("UBSAN_OPTIONS")));
         for (const char *const *e = opts->env; e && *e; e++)
                 envp[envc++] = (char*) *e;
         envp[envc] = NULL;
@@ -168,6 +171,9 @@ Daemon* daemon_start(const DaemonOptions *opts) {
         }
         if (webhook_fd >= 0)
                 close(webhook_fd);
+        for (size_t i = 0; i < n_owned; i++)
+                free(owned[i]);
+#undef OWN
 
         if (opts->socket_activate) {
                 /* The listener exists as soon as systemd-socket-activate has bound it; photond starts on the
@@ -298,7 +304,13 @@ Conn* conn_open_path(const char *path) {
         c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         cr_assert(c->fd >= 0);
         strncpy(sa.sun_path, path, sizeof(sa.sun_path) - 1);
-        cr_assert(connect(c->fd, (struct sockaddr*) &sa, sizeof(sa)) == 0, "connect %s: %m", path);
+        /* systemd-socket-activate creates the socket file a moment before it calls listen(): refusal in that
+         * window is not an error. Nothing signals the listen(), so retry briefly. */
+        uint64_t deadline = mono_ms() + 2000;
+        while (connect(c->fd, (struct sockaddr*) &sa, sizeof(sa)) < 0) {
+                cr_assert(errno == ECONNREFUSED && mono_ms() < deadline, "connect %s: %m", path);
+                usleep(1000);
+        }
         return c;
 }
 
