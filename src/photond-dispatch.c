@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <uthash.h>
@@ -1046,7 +1047,9 @@ static void child_report_exec_failure(const char *path, int error) {
  * writes to the heap or returns. */
 _noreturn_ static void exec_child(const char *path, char **argv, char **env, const char *cwd, int in, int out,
                                   int err) {
-        struct sigaction sa = { .sa_handler = SIG_DFL };
+        /* SIG_DFL is 0, so an all-zero kernel sigaction means "default, no flags, empty mask" whatever the
+         * architecture's layout of that struct is. */
+        static const uint64_t default_action[8] = {};
         sigset_t none;
 
         /* Its own process group, so a timeout or cleanup reaches everything the handler started. */
@@ -1058,12 +1061,13 @@ _noreturn_ static void exec_child(const char *path, char **argv, char **env, con
                 for (int fd = 3; fd < 65536; fd++)
                         (void) close(fd);
 
-        /* Default dispositions (photond ignores SIGPIPE) and an empty mask (sd-event blocks SIGTERM, SIGCHLD...).
-         * glibc's internal signals cannot be touched here; their handlers reset at execve() (posix_spawn() would
-         * leave them ignored in the handler, which is why it is not used). */
+        /* Default dispositions (photond ignores SIGPIPE, and may have inherited ignored signals) and an empty mask
+         * (sd-event blocks SIGTERM, SIGCHLD...). The raw system call, because glibc's sigaction() refuses its
+         * internal signals 32 and 33, and an "ignored" inherited from photond's parent (make does that) would
+         * otherwise survive execve() into the handler. */
         for (int sig = 1; sig < _NSIG; sig++)
                 if (sig != SIGKILL && sig != SIGSTOP)
-                        (void) sigaction(sig, &sa, NULL);
+                        (void) syscall(SYS_rt_sigaction, sig, default_action, NULL, (_NSIG - 1) / 8);
         sigemptyset(&none);
         (void) sigprocmask(SIG_SETMASK, &none, NULL);
 
