@@ -414,7 +414,8 @@ static int day_next(const CronSpec *spec, int64_t day, int64_t after, int64_t *r
                         continue;
 
                 for (unsigned m = 0; m < 60; m++) {
-                        int64_t civil = start + h * SEC_PER_HOUR + m * SEC_PER_MIN, t[2];
+                        /* t is set by civil_to_instants(); zeroed only to quiet -Wmaybe-uninitialized at -O2. */
+                        int64_t civil = start + h * SEC_PER_HOUR + m * SEC_PER_MIN, t[2] = {};
 
                         /* Every instant of this wall time is at most civil - min_offset: cheap to rule out. */
                         if (!(spec->minutes & (UINT64_C(1) << m)) || civil - min_offset <= after)
