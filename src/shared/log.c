@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <strings.h>
 
 #include "log.h"
@@ -38,8 +40,15 @@ int log_internal_errno(int level, int error, const char *fmt, ...) {
         int saved = errno;
         va_list ap;
 
+        /* The "<N>" prefix tells journald the priority; on a terminal or in a pipe it is noise. systemd sets
+         * JOURNAL_STREAM when stderr goes to the journal. */
+        static int show_level = -1;
+        if (show_level < 0)
+                show_level = !!getenv("JOURNAL_STREAM");
+        if (show_level)
+                fprintf(stderr, "<%d>", level);
+
         /* %m in fmt refers to the error we were handed, not to whatever errno happens to hold. */
-        fprintf(stderr, "<%d>", level);
         errno = ERRNO_VALUE(error);
         va_start(ap, fmt);
         vfprintf(stderr, fmt, ap);
