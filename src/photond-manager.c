@@ -246,7 +246,7 @@ int manager_build_status(Manager *m, struct json_object **ret) {
                 if (json_object_array_add(caps, json_object_new_string(capabilities[i])) < 0)
                         return -ENOMEM;
 
-        if ((r = json_add(data, "uptime", json_object_new_double((double) up / USEC_PER_SEC))) < 0 ||
+        if ((r = json_add(data, "uptime", json_new_seconds(up))) < 0 ||
             (r = json_add_int64(data, "memoryMB", (int64_t) (rss_bytes() / (1024 * 1024)))) < 0 ||
             (r = json_add_int64(data, "sessions", count_sessions(m))) < 0 ||
             (r = json_add_int64(data, "subscriptions", 0)) < 0 ||

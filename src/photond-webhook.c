@@ -220,7 +220,7 @@ static enum MHD_Result webhook_respond_healthz(Webhook *w, struct MHD_Connection
         if (!o ||
             json_add_string(o, "status", "ok") < 0 ||
             json_add_string(o, "version", PHOTOND_VERSION) < 0 ||
-            json_add(o, "uptime", json_object_new_double((double) up / USEC_PER_SEC)) < 0)
+            json_add(o, "uptime", json_new_seconds(up)) < 0)
                 return MHD_NO;
         return webhook_respond(connection, MHD_HTTP_OK, o, NULL);
 }

@@ -150,11 +150,20 @@ int verb_status(CtlContext *ctx, int argc, char *argv[]) {
         if (!json_object_object_get_ex(reply, "data", &data))
                 return log_error_errno(SYNTHETIC_ERRNO(EIO), "status reply has no data.");
 
+        int width = 0;
+        json_object_object_foreach(data, k, v) {
+                (void) v;
+                width = MAX(width, (int) strlen(k));
+        }
         json_object_object_foreach(data, key, val) {
-                if (json_object_is_type(val, json_type_array) || json_object_is_type(val, json_type_object))
-                        printf("%-22s %s\n", key, json_object_to_json_string_ext(val, JSON_FORMAT_FLAGS));
+                if (streq(key, "uptime") && json_object_is_type(val, json_type_double)) {
+                        char buf[64];
+                        ctl_format_duration(buf, sizeof(buf), (int64_t) (json_object_get_double(val) * 1000));
+                        printf("%-*s %s\n", width, key, buf);
+                } else if (json_object_is_type(val, json_type_array) || json_object_is_type(val, json_type_object))
+                        printf("%-*s %s\n", width, key, json_object_to_json_string_ext(val, JSON_FORMAT_FLAGS));
                 else
-                        printf("%-22s %s\n", key, json_object_get_string(val));
+                        printf("%-*s %s\n", width, key, json_object_get_string(val));
         }
         return 0;
 }

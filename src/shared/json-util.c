@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "json-util.h"
@@ -63,6 +65,13 @@ int json_add_int64(struct json_object *o, const char *key, int64_t value) {
 
 int json_add_bool(struct json_object *o, const char *key, bool value) {
         return json_add(o, key, json_object_new_boolean(value));
+}
+
+struct json_object* json_new_seconds(uint64_t usec) {
+        char text[32];
+
+        snprintf(text, sizeof(text), "%" PRIu64 ".%03" PRIu64, usec / 1000000, usec / 1000 % 1000);
+        return json_object_new_double_s((double) usec / 1000000, text);
 }
 
 int json_parse(const char *buf, size_t len, struct json_object **ret, const char **ret_error) {

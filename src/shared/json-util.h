@@ -27,6 +27,8 @@ int json_get_int64(struct json_object *o, const char *key, bool allow_string, in
 
 /* Adds key:value, taking ownership of value even on failure. -ENOMEM on failure. */
 int json_add(struct json_object *o, const char *key, struct json_object *value);
+/* A number of seconds with millisecond resolution ("12.345", not json-c's 17 significant digits). */
+struct json_object* json_new_seconds(uint64_t usec);
 int json_add_string(struct json_object *o, const char *key, const char *value);   /* NULL value: key left out */
 int json_add_int64(struct json_object *o, const char *key, int64_t value);
 int json_add_bool(struct json_object *o, const char *key, bool value);
