@@ -949,6 +949,49 @@ Test(jobs, time_zone_change_moves_due_times) {
         rm_home(home);
 }
 
+/* Setting the system clock (settimeofday, an NTP step) makes photond recompute every due time. The test sets the
+ * clock to the time it reads, which moves it back by the microseconds in between: enough for the kernel to report
+ * a clock change, too little to matter to anything else on the machine. */
+Test(jobs, clock_set_recomputes_due_times) {
+        const char *env[] = { "TZ=UTC", NULL };
+        struct json_object *j;
+        struct timespec ts;
+        int64_t before;
+        Daemon *d;
+        Conn *c;
+        bool seen = false;
+
+        if (geteuid() != 0)
+                cr_skip_test("needs CAP_SYS_TIME");
+
+        d = daemon_start(&(DaemonOptions) { .env = env });
+        c = conn_open(d);
+        schedule_ok(c, "clk", "noon", "lunch", "0 12 * * *", NULL);
+        j = get_job(c, "clk:ipc:noon");
+        before = jint(j, "nextRun");
+        json_object_put(j);
+
+        cr_assert_eq(clock_gettime(CLOCK_REALTIME, &ts), 0);
+        if (clock_settime(CLOCK_REALTIME, &ts) < 0) {
+                conn_close(c);
+                stop(d);
+                cr_skip_test("clock_settime: %m");
+        }
+
+        for (uint64_t deadline = mono_ms() + 5000; !seen && mono_ms() < deadline;) {
+                seen = daemon_log_contains(d, "The system clock was set: recomputing the due times of 1 job.");
+                if (!seen)
+                        usleep(20 * 1000);      /* polling the log: photond reacts to the kernel, not to us */
+        }
+        cr_assert(seen, "photond noticed the clock change");
+        j = get_job(c, "clk:ipc:noon");
+        cr_assert_eq(jint(j, "nextRun"), before, "the due time, recomputed, is still the next noon");
+        json_object_put(j);
+
+        conn_close(c);
+        stop(d);
+}
+
 /* ---- state changes, replace, history, run_job ---- */
 
 Test(jobs, enable_disable_pause_resume) {
