@@ -151,17 +151,8 @@ int verb_jobs(CtlContext *ctx, int argc, char *argv[]) {
         size_t n;
         int r;
 
-        if (!req)
-                return log_oom();
-        r = ctl_call(ctx, req, &reply);
-        if (r < 0)
-                return r;
-        if (ctx->json) {
-                ctl_print_json(reply);
-                return ctl_check_reply(reply, "list_jobs");
-        }
-        r = ctl_check_reply(reply, "list_jobs");
-        if (r < 0)
+        r = ctl_query(ctx, req, "list_jobs", &reply);
+        if (r <= 0)
                 return r;
         if (!json_object_object_get_ex(reply_data(reply), "jobs", &jobs) ||
             !json_object_is_type(jobs, json_type_array))

@@ -221,17 +221,8 @@ int verb_locks(CtlContext *ctx, int argc, char *argv[]) {
         size_t n;
         int r;
 
-        if (!req)
-                return log_oom();
-        r = ctl_call(ctx, req, &reply);
-        if (r < 0)
-                return r;
-        if (ctx->json) {
-                ctl_print_json(reply);
-                return ctl_check_reply(reply, "locks");
-        }
-        r = ctl_check_reply(reply, "locks");
-        if (r < 0)
+        r = ctl_query(ctx, req, "locks", &reply);
+        if (r <= 0)
                 return r;
         if (!json_object_object_get_ex(reply_data(reply), "locks", &locks) ||
             !json_object_is_type(locks, json_type_array))

@@ -162,6 +162,24 @@ int ctl_check_reply(struct json_object *reply, const char *what) {
         return 0;
 }
 
+int ctl_query(const CtlContext *ctx, struct json_object *req, const char *what, struct json_object **ret_reply) {
+        _cleanup_(json_object_putp) struct json_object *reply = NULL;
+        int r;
+
+        if (!req)
+                return log_oom();
+        r = ctl_call(ctx, req, &reply);
+        if (r < 0)
+                return r;
+        if (ctx->json)
+                ctl_print_json(reply);
+        r = ctl_check_reply(reply, what);
+        if (r < 0)
+                return r;
+        *ret_reply = TAKE_PTR(reply);
+        return !ctx->json;
+}
+
 void ctl_print_json(struct json_object *o) {
         puts(json_object_to_json_string_ext(o, JSON_FORMAT_FLAGS));
 }

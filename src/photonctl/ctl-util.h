@@ -34,6 +34,10 @@ int ctl_call(const CtlContext *ctx, struct json_object *req, struct json_object 
 /* For a reply of type "error" or a result with success:false prints a one-line error and returns -EIO. */
 int ctl_check_reply(struct json_object *reply, const char *what);
 
+/* ctl_call() and ctl_check_reply() for a verb that prints its reply: req may be NULL (out of memory). With --json the
+ * reply is printed here and 0 returned; otherwise 1, and the caller prints *ret_reply its own way. */
+int ctl_query(const CtlContext *ctx, struct json_object *req, const char *what, struct json_object **ret_reply);
+
 /* Prints o as one compact JSON line. */
 void ctl_print_json(struct json_object *o);
 

@@ -135,17 +135,8 @@ int verb_status(CtlContext *ctx, int argc, char *argv[]) {
         struct json_object *data;
         int r;
 
-        if (!req)
-                return log_oom();
-        r = ctl_call(ctx, req, &reply);
-        if (r < 0)
-                return r;
-        if (ctx->json) {
-                ctl_print_json(reply);
-                return ctl_check_reply(reply, "status");
-        }
-        r = ctl_check_reply(reply, "status");
-        if (r < 0)
+        r = ctl_query(ctx, req, "status", &reply);
+        if (r <= 0)
                 return r;
         if (!json_object_object_get_ex(reply, "data", &data))
                 return log_error_errno(SYNTHETIC_ERRNO(EIO), "status reply has no data.");
