@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/uio.h>
 
 #include "json-util.h"
@@ -25,20 +26,35 @@ ClientLineHandler client_line_handler = NULL;
 #define READ_CHUNK (64 * 1024)
 static char read_buffer[READ_CHUNK];
 
-static int client_update_io_events(Client *c) {
-        uint32_t events = 0;
+/* Ready clients served per wake-up; more stay ready (level-triggered) for the next one, so the other sources of
+ * the loop get their turn in between. */
+#define CLIENT_POLL_BATCH 256
 
-        if (!c->io_event_source || c->disconnected)
+static int client_update_io_events(Client *c) {
+        struct epoll_event ev;
+        uint32_t events = 0;
+        int op;
+
+        if (!c->manager || c->fd < 0 || c->disconnected)
                 return 0;
         if (!c->close_after_flush)
                 events |= EPOLLIN;
         if (c->want_pollout)
                 events |= EPOLLOUT;
-        return sd_event_source_set_io_events(c->io_event_source, events);
+        if (events == c->io_events)
+                return 0;
+
+        /* Nothing to wait for (closing, output not yet stuck): out of the set, or a hang-up, which epoll reports
+         * whatever the mask, would keep waking the loop before the flush that closes us. */
+        op = events == 0 ? EPOLL_CTL_DEL : c->io_events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+        ev = (struct epoll_event) { .events = events, .data.ptr = c };
+        if (epoll_ctl(c->manager->clients_epoll_fd, op, c->fd, &ev) < 0)
+                return -errno;
+        c->io_events = events;
+        return 0;
 }
 
-static int client_on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        Client *c = userdata;
+static void client_on_io(Client *c, uint32_t revents) {
         int r;
 
         if (revents & EPOLLOUT) {
@@ -46,11 +62,11 @@ static int client_on_io(sd_event_source *s, int fd, uint32_t revents, void *user
                 if (r < 0) {
                         log_debug_errno(r, "Client %" PRIu64 ": write failed, disconnecting: %m", c->serial);
                         manager_client_disconnect(c->manager, c);
-                        return 0;
+                        return;
                 }
                 if (c->close_after_flush && c->out_n == 0) {
                         manager_client_disconnect(c->manager, c);
-                        return 0;
+                        return;
                 }
         }
 
@@ -58,38 +74,78 @@ static int client_on_io(sd_event_source *s, int fd, uint32_t revents, void *user
                 ssize_t n;
 
                 if (c->close_after_flush)
-                        return 0;
+                        return;
 
-                n = read(fd, read_buffer, sizeof(read_buffer));
+                n = read(c->fd, read_buffer, sizeof(read_buffer));
                 if (n < 0) {
                         if (errno == EAGAIN || errno == EINTR)
-                                return 0;
+                                return;
                         log_debug_errno(errno, "Client %" PRIu64 ": read failed, disconnecting: %m", c->serial);
                         manager_client_disconnect(c->manager, c);
-                        return 0;
+                        return;
                 }
                 if (n == 0) {
                         manager_client_disconnect(c->manager, c);
-                        return 0;
+                        return;
                 }
 
                 r = client_feed(c, read_buffer, n);
                 if (r == -ENOMEM) {
                         log_oom();
                         manager_client_disconnect(c->manager, c);
-                        return 0;
+                        return;
                 }
                 if (r < 0 && !c->disconnected)
                         (void) client_update_io_events(c);
         }
+}
 
+static int on_clients_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        struct epoll_event evs[CLIENT_POLL_BATCH];
+        int n;
+
+        n = epoll_wait(fd, evs, ELEMENTSOF(evs), 0);
+        if (n < 0) {
+                if (errno != EINTR)
+                        log_error_errno(errno, "epoll_wait() on the client set failed: %m");
+                return 0;
+        }
+
+        /* A client served earlier in this batch may disconnect a later one (a slow subscriber, a provider, a
+         * shutdown): that only marks it, its memory is freed by the manager's flush, after this returns. */
+        for (int i = 0; i < n; i++) {
+                Client *c = evs[i].data.ptr;
+
+                if (!c->disconnected)
+                        client_on_io(c, evs[i].events);
+        }
         return 0;
+}
+
+int client_poll_setup(Manager *m) {
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        fd = epoll_create1(EPOLL_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        r = sd_event_add_io(m->event, &m->clients_event_source, fd, EPOLLIN, on_clients_io, m);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(m->clients_event_source, "clients-io");
+        m->clients_epoll_fd = TAKE_FD(fd);
+        return 0;
+}
+
+void client_poll_done(Manager *m) {
+        m->clients_event_source = sd_event_source_disable_unref(m->clients_event_source);
+        m->clients_epoll_fd = safe_close(m->clients_epoll_fd);
 }
 
 int client_new(Manager *m, int fd, Client **ret) {
         _cleanup_(client_freep) Client *c = NULL;
         socklen_t len = sizeof(c->ucred);
-        int r;
+        struct epoll_event ev;
 
         assert(m);
         assert(fd >= 0);
@@ -108,10 +164,10 @@ int client_new(Manager *m, int fd, Client **ret) {
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->ucred, &len) < 0)
                 c->ucred = (struct ucred) { .pid = 0, .uid = (uid_t) -1, .gid = (gid_t) -1 };
 
-        r = sd_event_add_io(m->event, &c->io_event_source, fd, EPOLLIN, client_on_io, c);
-        if (r < 0)
-                return r;
-        (void) sd_event_source_set_description(c->io_event_source, "client-io");
+        ev = (struct epoll_event) { .events = EPOLLIN, .data.ptr = c };
+        if (epoll_ctl(m->clients_epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
+                return -errno;
+        c->io_events = EPOLLIN;
 
         c->fd = fd;
         c->manager = m;
@@ -119,6 +175,12 @@ int client_new(Manager *m, int fd, Client **ret) {
         m->n_clients++;
         *ret = TAKE_PTR(c);
         return 0;
+}
+
+void client_stop_io(Client *c) {
+        if (c->io_events != 0 && c->manager && c->fd >= 0)
+                (void) epoll_ctl(c->manager->clients_epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
+        c->io_events = 0;
 }
 
 static void client_clear_queue(Client *c) {
@@ -140,7 +202,7 @@ Client* client_free(Client *c) {
                         LIST_REMOVE(dirty, c->manager->dirty_clients, c);
         }
 
-        sd_event_source_disable_unref(c->io_event_source);
+        client_stop_io(c);
         safe_close(c->fd);
         client_clear_queue(c);
         free(c->rbuf);

@@ -30,7 +30,7 @@ struct Client {
 
         uint64_t serial;                /* for logs: "client 17" */
         int fd;
-        sd_event_source *io_event_source;
+        uint32_t io_events;             /* as registered in the manager's client epoll set; 0: not in it */
         struct ucred ucred;
 
         /* the incomplete last line, only while there is one */
@@ -57,8 +57,16 @@ struct Client {
         unsigned n_lock_waits;          /* photond-lock.c */
 };
 
+/* Every client fd sits in one epoll set of the manager, itself one sd-event IO source: a wake-up serves every
+ * client that is ready with one epoll_wait(), where a source per client would cost sd-event an epoll_wait() per
+ * client. setup creates the set and its source; done closes them (clients must be gone). */
+int client_poll_setup(Manager *m);
+void client_poll_done(Manager *m);
+
 /* Takes ownership of fd only on success. */
 int client_new(Manager *m, int fd, Client **ret);
+/* Takes the fd out of the epoll set (a disconnect; the memory stays until client_free()). */
+void client_stop_io(Client *c);
 Client* client_free(Client *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Client*, client_free);
 

@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 
-/* Locks: named expiring locks in a hash table by name. Each live lock has its own sd-event timer on
- * CLOCK_BOOTTIME with 1 ms accuracy, so an expired lock is gone the moment its time is up, with no sweep; a lock
- * whose deadline has passed is also treated as gone when it is looked up, whatever order the loop dispatches in.
+/* Locks: named expiring locks in a hash table by name, and in a min-heap by deadline (CLOCK_BOOTTIME). One sd-event
+ * timer with 1 ms accuracy waits for the heap's earliest deadline, so an expired lock is gone the moment its time
+ * is up, with no sweep; a lock whose deadline has passed is also treated as gone when it is looked up, whatever
+ * order the loop dispatches in. The timer is moved only to an earlier deadline, never on a release: a timer per
+ * lock made sd-event reprogram its timerfd on almost every release of the earliest lock (a system call per
+ * request under load), where now a timer that finds its lock already released re-arms once for the next one.
  * Fencing tokens increase over the daemon's whole life: state.json holds a high-water mark raised a block at a
  * time ahead of the tokens issued. Waiting acquires (lockWait) queue FIFO on the held lock and get it at once
  * when it frees. Every change marks state.json dirty; the manager writes it before any reply of the same loop
@@ -49,6 +52,10 @@ struct LockTable {
         Manager *manager;
         sd_event *event;
         Lock *locks;                    /* uthash by name */
+        Lock **heap;                    /* every live lock, earliest deadline first */
+        unsigned heap_size, heap_alloc;
+        sd_event_source *timer;         /* at or before heap[0]'s deadline, off when the table is empty */
+        uint64_t timer_usec;            /* when it fires; USEC_INFINITY when off */
         ClientWaits *client_waits;      /* uthash by Client pointer */
         unsigned n_waiters;
         uint64_t last_token;            /* the last fencing token issued */
@@ -148,31 +155,116 @@ static void lock_set_expiry(Lock *l, uint64_t timeout_ms, const LockTime *now) {
 
 static void lock_vacate(LockTable *t, Lock *l, const LockTime *now, const char *event);
 
-static int on_lock_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        Lock *l = userdata;
-        LockTime now = lock_table_now(l->table);
+/* ---- the deadline heap ---- */
 
-        lock_vacate(l->table, l, &now, "expired");
+static void heap_set(LockTable *t, unsigned i, Lock *l) {
+        t->heap[i] = l;
+        l->heap_idx = i;
+}
+
+static void heap_up(LockTable *t, unsigned i) {
+        Lock *l = t->heap[i];
+
+        while (i > 0 && t->heap[(i - 1) / 2]->deadline > l->deadline) {
+                heap_set(t, i, t->heap[(i - 1) / 2]);
+                i = (i - 1) / 2;
+        }
+        heap_set(t, i, l);
+}
+
+static void heap_down(LockTable *t, unsigned i) {
+        Lock *l = t->heap[i];
+
+        for (;;) {
+                unsigned c = 2 * i + 1;
+
+                if (c >= t->heap_size)
+                        break;
+                if (c + 1 < t->heap_size && t->heap[c + 1]->deadline < t->heap[c]->deadline)
+                        c++;
+                if (t->heap[c]->deadline >= l->deadline)
+                        break;
+                heap_set(t, i, t->heap[c]);
+                i = c;
+        }
+        heap_set(t, i, l);
+}
+
+static int heap_push(LockTable *t, Lock *l) {
+        if (t->heap_size == t->heap_alloc) {
+                unsigned na = t->heap_alloc ? t->heap_alloc * 2 : 16;
+                Lock **n = reallocarray(t->heap, na, sizeof(Lock*));
+
+                if (!n)
+                        return -ENOMEM;
+                t->heap = n;
+                t->heap_alloc = na;
+        }
+        heap_set(t, t->heap_size++, l);
+        heap_up(t, l->heap_idx);
         return 0;
 }
 
-static int lock_arm_timer(Lock *l) {
+static void heap_remove(LockTable *t, Lock *l) {
+        unsigned i = l->heap_idx;
+
+        assert(i < t->heap_size && t->heap[i] == l);
+        t->heap_size--;
+        if (i == t->heap_size)
+                return;
+        heap_set(t, i, t->heap[t->heap_size]);
+        heap_up(t, i);
+        heap_down(t, t->heap[i]->heap_idx);
+}
+
+static void lock_vacate(LockTable *t, Lock *l, const LockTime *now, const char *event);
+static int lock_table_arm_timer(LockTable *t);
+
+static int on_lock_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        LockTable *t = userdata;
+        LockTime now = lock_table_now(t);
+
+        /* Not re-armed by the hand-overs in here (a deadline still due would fire again at once), only after.
+         * A hand-over gives the lock a deadline after now, so this ends. */
+        t->timer_usec = 0;
+        while (t->heap_size > 0 && t->heap[0]->deadline <= now.boot_usec)
+                lock_vacate(t, t->heap[0], &now, "expired");
+        t->timer_usec = USEC_INFINITY;
+        (void) lock_table_arm_timer(t);
+        return 0;
+}
+
+/* Makes the timer fire no later than the earliest deadline. Should that fail (ENOMEM), the deadline check on
+ * access still ends every lock on time for anyone who asks. */
+static int lock_table_arm_timer(LockTable *t) {
+        uint64_t when;
         int r;
 
-        if (l->timer) {
-                r = sd_event_source_set_time(l->timer, l->deadline);
-                if (r < 0)
-                        return r;
-                return sd_event_source_set_enabled(l->timer, SD_EVENT_ONESHOT);
-        }
+        if (t->heap_size == 0 || t->timer_usec <= t->heap[0]->deadline)
+                return 0;
+        when = t->heap[0]->deadline;
 
-        /* 1 ms accuracy: sd-event's default of 250 ms would let a lock outlive its timeout visibly. */
-        r = sd_event_add_time(l->table->event, &l->timer, CLOCK_BOOTTIME, l->deadline, USEC_PER_MSEC,
-                              on_lock_timer, l);
+        if (t->timer) {
+                r = sd_event_source_set_time(t->timer, when);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(t->timer, SD_EVENT_ONESHOT);
+        } else {
+                /* 1 ms accuracy: sd-event's default of 250 ms would let a lock outlive its timeout visibly. */
+                r = sd_event_add_time(t->event, &t->timer, CLOCK_BOOTTIME, when, USEC_PER_MSEC, on_lock_timer, t);
+                if (r >= 0)
+                        (void) sd_event_source_set_description(t->timer, "lock-expiry");
+        }
         if (r < 0)
                 return r;
-        (void) sd_event_source_set_description(l->timer, "lock-expiry");
+        t->timer_usec = when;
         return 0;
+}
+
+/* After l's deadline moved. */
+static void lock_deadline_changed(LockTable *t, Lock *l) {
+        heap_up(t, l->heap_idx);
+        heap_down(t, l->heap_idx);
+        (void) lock_table_arm_timer(t);
 }
 
 static void waiter_free(LockTable *t, LockWaiter *w, bool detach_client) {
@@ -206,9 +298,9 @@ static void lock_free(LockTable *t, Lock *l) {
         LockWaiter *w;
 
         HASH_DEL(t->locks, l);
+        heap_remove(t, l);
         while ((w = l->waiters))
                 waiter_free(t, w, /* detach_client= */ true);
-        sd_event_source_disable_unref(l->timer);
         free(l->name);
         free(l->holder);
         free(l);
@@ -231,7 +323,7 @@ static void lock_serve_holder_waiters(LockTable *t, Lock *l, const LockTime *now
                 if (!streq(w->holder, l->holder))
                         continue;
                 lock_set_expiry(l, w->timeout_ms, now);
-                (void) lock_arm_timer(l);
+                lock_deadline_changed(t, l);
                 waiter_grant(t, w);
         }
 }
@@ -246,8 +338,7 @@ static void lock_hand_over(LockTable *t, Lock *l, const LockTime *now) {
         l->acquired_at = now->wall_ms;
         lock_set_expiry(l, w->timeout_ms, now);
         l->token = lock_table_next_token(t);
-        /* Should re-arming fail (ENOMEM), the deadline check on access still ends the lock on time. */
-        (void) lock_arm_timer(l);
+        lock_deadline_changed(t, l);
 
         waiter_grant(t, w);
         bus_send_lock_changed(t->manager, l->name, l->holder, "acquired");
@@ -296,9 +387,7 @@ int lock_table_acquire(LockTable *t, const char *name, const char *holder, uint6
                 /* Re-entrant: the reference moves the expiry (it may shorten) and keeps acquiredAt; so does the
                  * fencing token, since the holder never lost the lock. */
                 lock_set_expiry(existing, timeout_ms, now);
-                r = lock_arm_timer(existing);
-                if (r < 0)
-                        return r;
+                lock_deadline_changed(t, existing);
                 lock_table_changed(t);
                 return 0;
         }
@@ -323,7 +412,7 @@ int lock_table_acquire(LockTable *t, const char *name, const char *holder, uint6
         }
         l->acquired_at = now->wall_ms;
         lock_set_expiry(l, timeout_ms, now);
-        r = lock_arm_timer(l);
+        r = heap_push(t, l);
         if (r < 0) {
                 free(l->name);
                 free(l->holder);
@@ -333,6 +422,7 @@ int lock_table_acquire(LockTable *t, const char *name, const char *holder, uint6
 
         HASH_ADD_KEYPTR(hh, t->locks, l->name, strlen(l->name), l);
         existing = TAKE_PTR(l);
+        (void) lock_table_arm_timer(t);
         bus_send_lock_changed(t->manager, existing->name, existing->holder, "acquired");
         manager_bus_changed(t->manager);
         lock_table_changed(t);
@@ -378,7 +468,7 @@ int lock_table_transfer(LockTable *t, const char *name, const char *from, const 
         l->acquired_at = now->wall_ms;
         lock_set_expiry(l, timeout_ms, now);
         l->token = lock_table_next_token(t);
-        (void) lock_arm_timer(l);       /* a timer that exists is only moved; the access check covers a failure */
+        lock_deadline_changed(t, l);
         bus_send_lock_changed(t->manager, l->name, l->holder, "acquired");
         lock_serve_holder_waiters(t, l, now);
         lock_table_changed(t);
@@ -513,6 +603,7 @@ int lock_table_new(Manager *m, LockTable **ret) {
                 return -ENOMEM;
         t->manager = m;
         t->event = m->event;
+        t->timer_usec = USEC_INFINITY;
         *ret = t;
         return 0;
 }
@@ -536,6 +627,8 @@ LockTable* lock_table_free(LockTable *t) {
                 HASH_DEL(t->client_waits, cw);
                 free(cw);
         }
+        sd_event_source_disable_unref(t->timer);
+        free(t->heap);
         return mfree(t);
 }
 
@@ -899,7 +992,7 @@ static int lock_table_load_one(LockTable *t, struct json_object *e, const LockTi
         if (!l->name || !l->holder)
                 r = -ENOMEM;
         else
-                r = lock_arm_timer(l);
+                r = heap_push(t, l);
         if (r < 0) {
                 free(l->name);
                 free(l->holder);
@@ -907,6 +1000,7 @@ static int lock_table_load_one(LockTable *t, struct json_object *e, const LockTi
         }
         HASH_ADD_KEYPTR(hh, t->locks, l->name, strlen(l->name), l);
         TAKE_PTR(l);
+        (void) lock_table_arm_timer(t);
         return 0;
 }
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* Named expiring locks: holder rules as the reference, exact expiry timers, fencing tokens, waiting acquires. */
+/* Named expiring locks: holder rules as the reference, exact expiry, fencing tokens, waiting acquires. */
 
 #include <stdint.h>
 #include <systemd/sd-event.h>
@@ -23,7 +23,7 @@ typedef struct Lock {
         int64_t expires_at;             /* wall clock, ms since the epoch (what clients see) */
         uint64_t deadline;              /* CLOCK_BOOTTIME µs: what really decides expiry */
         uint64_t token;                 /* fencing token of the current acquisition */
-        sd_event_source *timer;
+        unsigned heap_idx;              /* position in the table's deadline heap */
         LockWaiter *waiters;            /* FIFO of parked acquires (utlist) */
         unsigned n_waiters;
         LockTable *table;

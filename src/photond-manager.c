@@ -442,7 +442,7 @@ void manager_client_disconnect(Manager *m, Client *c) {
         scheduler_client_gone(m->scheduler, c);
 
         c->disconnected = true;
-        c->io_event_source = sd_event_source_disable_unref(c->io_event_source);
+        client_stop_io(c);
         c->fd = safe_close(c->fd);      /* give the fd back now: it matters when we are at RLIMIT_NOFILE */
 
         /* The memory goes at the next flush, so callers up the stack may still look at c. */
@@ -699,6 +699,7 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                 return -ENOMEM;
         m->control_fd = -EBADF;
         m->webhook_fd = -EBADF;
+        m->clients_epoll_fd = -EBADF;
         m->system = config->system;
         m->bus_mode = config->bus_mode;
         if (m->bus_mode == BUS_MODE_AUTO)
@@ -735,6 +736,10 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
         /* After every other pending source: all requests that arrived together are handled before the one state
          * write and the writes to the clients, which is what makes the group commit a group. */
         (void) sd_event_source_set_priority(m->flush_event_source, SD_EVENT_PRIORITY_IDLE);
+
+        r = client_poll_setup(m);
+        if (r < 0)
+                return r;
 
         r = sd_event_add_time_relative(m->event, &m->accept_pause_event_source, CLOCK_MONOTONIC,
                                        USEC_PER_SEC, USEC_PER_MSEC, on_accept_resume, m);
@@ -965,6 +970,8 @@ Manager* manager_free(Manager *m) {
                 manager_client_disconnect(m, c);
                 client_free(c);
         }
+
+        client_poll_done(m);
 
         m->dispatcher = dispatcher_free(m->dispatcher);
         m->locks = lock_table_free(m->locks);

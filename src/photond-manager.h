@@ -58,6 +58,8 @@ typedef struct Manager {
         sd_event_source *accept_pause_event_source;
         LIST_HEAD(Client, clients);
         unsigned n_clients;
+        int clients_epoll_fd;           /* photond-client.c: every client fd, one IO source */
+        sd_event_source *clients_event_source;
         uint64_t client_serial;
 
         /* coalesced work: one flush (and one state write) per loop iteration */
