@@ -119,7 +119,10 @@ static int on_clients_io(sd_event_source *s, int fd, uint32_t revents, void *use
                 if (!c->disconnected)
                         client_on_io(c, evs[i].events);
         }
-        return 0;
+
+        /* The replies (and the one state write before them) leave now rather than from the flush source on the
+         * next iteration, which would cost sd-event another poll for nothing. */
+        return manager_flush(userdata);
 }
 
 int client_poll_setup(Manager *m) {

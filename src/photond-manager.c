@@ -501,10 +501,11 @@ static void manager_schedule_status(Manager *m) {
                 log_debug_errno(r, "Failed to arm the status timer: %m");
 }
 
-static int on_flush(sd_event_source *s, void *userdata) {
-        Manager *m = userdata;
+int manager_flush(Manager *m) {
         Client *c;
         int r;
+
+        (void) sd_event_source_set_enabled(m->flush_event_source, SD_EVENT_OFF);
 
         /* Group commit: state changes of this iteration reach the disk before any reply that reports them. */
         if (m->state_dirty) {
@@ -547,6 +548,10 @@ static int on_flush(sd_event_source *s, void *userdata) {
 
         manager_schedule_status(m);
         return 0;
+}
+
+static int on_flush(sd_event_source *s, void *userdata) {
+        return manager_flush(userdata);
 }
 
 static int on_accept_resume(sd_event_source *s, uint64_t usec, void *userdata) {
