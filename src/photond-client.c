@@ -26,7 +26,7 @@ ClientLineHandler client_line_handler = NULL;
 #define READ_CHUNK (64 * 1024)
 static char read_buffer[READ_CHUNK];
 
-/* Ready clients served per wake-up; more stay ready (level-triggered) for the next one, so the other sources of
+/* Ready clients served per wake-up; the rest stay on epoll's ready list for the next one, so the other sources of
  * the loop get their turn in between. */
 #define CLIENT_POLL_BATCH 256
 
@@ -43,15 +43,33 @@ static int client_update_io_events(Client *c) {
                 events |= EPOLLOUT;
         if (events == c->io_events)
                 return 0;
+        events |= EPOLLET | EPOLLRDHUP;
 
         /* Nothing to wait for (closing, output not yet stuck): out of the set, or a hang-up, which epoll reports
          * whatever the mask, would keep waking the loop before the flush that closes us. */
-        op = events == 0 ? EPOLL_CTL_DEL : c->io_events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+        op = !(events & (EPOLLIN|EPOLLOUT)) ? EPOLL_CTL_DEL : c->io_events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
         ev = (struct epoll_event) { .events = events, .data.ptr = c };
         if (epoll_ctl(c->manager->clients_epoll_fd, op, c->fd, &ev) < 0)
                 return -errno;
-        c->io_events = events;
+        c->io_events = events & ~(EPOLLET | EPOLLRDHUP);
         return 0;
+}
+
+static void client_read_more(Client *c) {
+        Manager *m = c->manager;
+
+        if (c->read_more || !m)
+                return;
+        c->read_more = true;
+        LIST_PREPEND(read_more, m->read_more_clients, c);
+        (void) sd_event_source_set_enabled(m->read_more_event_source, SD_EVENT_ONESHOT);
+}
+
+static void client_read_more_done(Client *c) {
+        if (!c->read_more)
+                return;
+        c->read_more = false;
+        LIST_REMOVE(read_more, c->manager->read_more_clients, c);
 }
 
 static void client_on_io(Client *c, uint32_t revents) {
@@ -70,7 +88,7 @@ static void client_on_io(Client *c, uint32_t revents) {
                 }
         }
 
-        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        if (revents & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
                 ssize_t n;
 
                 if (c->close_after_flush)
@@ -78,6 +96,8 @@ static void client_on_io(Client *c, uint32_t revents) {
 
                 n = read(c->fd, read_buffer, sizeof(read_buffer));
                 if (n < 0) {
+                        if (errno == EINTR)
+                                client_read_more(c);
                         if (errno == EAGAIN || errno == EINTR)
                                 return;
                         log_debug_errno(errno, "Client %" PRIu64 ": read failed, disconnecting: %m", c->serial);
@@ -97,32 +117,58 @@ static void client_on_io(Client *c, uint32_t revents) {
                 }
                 if (r < 0 && !c->disconnected)
                         (void) client_update_io_events(c);
+                /* Edge-triggered: a short read took all there was, later input is a new edge; after a full one
+                 * there may be more, and no edge will say so. Nor for the end of input that came with the data:
+                 * the next read sees it. */
+                if (((size_t) n == sizeof(read_buffer) || (revents & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) &&
+                    !c->disconnected && !c->close_after_flush)
+                        client_read_more(c);
         }
 }
 
-static int on_clients_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+/* Serves every client with input: first those with data left over from a full read (it came before anything
+ * epoll reports now), then those epoll reports. */
+static int clients_serve(Manager *m) {
         struct epoll_event evs[CLIENT_POLL_BATCH];
+        Client *more[CLIENT_POLL_BATCH], *c;
+        size_t n_more = 0;
         int n;
 
-        n = epoll_wait(fd, evs, ELEMENTSOF(evs), 0);
-        if (n < 0) {
-                if (errno != EINTR)
-                        log_error_errno(errno, "epoll_wait() on the client set failed: %m");
-                return 0;
+        /* Off the list before serving, so one that fills the buffer again waits for the next round. */
+        while (n_more < ELEMENTSOF(more) && (c = m->read_more_clients)) {
+                client_read_more_done(c);
+                more[n_more++] = c;
         }
 
         /* A client served earlier in this batch may disconnect a later one (a slow subscriber, a provider, a
-         * shutdown): that only marks it, its memory is freed by the manager's flush, after this returns. */
-        for (int i = 0; i < n; i++) {
-                Client *c = evs[i].data.ptr;
+         * shutdown): that only marks it, its memory is freed by the manager's flush below. The list was built
+         * newest first. */
+        while (n_more > 0) {
+                c = more[--n_more];
+                if (!c->disconnected)
+                        client_on_io(c, EPOLLIN);
+        }
 
+        n = epoll_wait(m->clients_epoll_fd, evs, ELEMENTSOF(evs), 0);
+        if (n < 0 && errno != EINTR)
+                log_error_errno(errno, "epoll_wait() on the client set failed: %m");
+        for (int i = 0; i < n; i++) {
+                c = evs[i].data.ptr;
                 if (!c->disconnected)
                         client_on_io(c, evs[i].events);
         }
 
         /* The replies (and the one state write before them) leave now rather than from the flush source on the
          * next iteration, which would cost sd-event another poll for nothing. */
-        return manager_flush(userdata);
+        return manager_flush(m);
+}
+
+static int on_clients_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        return clients_serve(userdata);
+}
+
+static int on_read_more(sd_event_source *s, void *userdata) {
+        return clients_serve(userdata);
 }
 
 int client_poll_setup(Manager *m) {
@@ -136,11 +182,17 @@ int client_poll_setup(Manager *m) {
         if (r < 0)
                 return r;
         (void) sd_event_source_set_description(m->clients_event_source, "clients-io");
+        r = sd_event_add_defer(m->event, &m->read_more_event_source, on_read_more, m);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(m->read_more_event_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(m->read_more_event_source, "clients-read-more");
         m->clients_epoll_fd = TAKE_FD(fd);
         return 0;
 }
 
 void client_poll_done(Manager *m) {
+        m->read_more_event_source = sd_event_source_disable_unref(m->read_more_event_source);
         m->clients_event_source = sd_event_source_disable_unref(m->clients_event_source);
         m->clients_epoll_fd = safe_close(m->clients_epoll_fd);
 }
@@ -167,7 +219,7 @@ int client_new(Manager *m, int fd, Client **ret) {
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->ucred, &len) < 0)
                 c->ucred = (struct ucred) { .pid = 0, .uid = (uid_t) -1, .gid = (gid_t) -1 };
 
-        ev = (struct epoll_event) { .events = EPOLLIN, .data.ptr = c };
+        ev = (struct epoll_event) { .events = EPOLLIN | EPOLLET | EPOLLRDHUP, .data.ptr = c };
         if (epoll_ctl(m->clients_epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
                 return -errno;
         c->io_events = EPOLLIN;
@@ -184,6 +236,7 @@ void client_stop_io(Client *c) {
         if (c->io_events != 0 && c->manager && c->fd >= 0)
                 (void) epoll_ctl(c->manager->clients_epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
         c->io_events = 0;
+        client_read_more_done(c);
 }
 
 static void client_clear_queue(Client *c) {

@@ -27,6 +27,7 @@ struct Client {
         Manager *manager;
         LIST_FIELDS(Client, clients);
         LIST_FIELDS(Client, dirty);     /* on manager->dirty_clients while it has output to flush */
+        LIST_FIELDS(Client, read_more); /* on manager->read_more_clients while it may have unread input */
 
         uint64_t serial;                /* for logs: "client 17" */
         int fd;
@@ -46,6 +47,7 @@ struct Client {
         bool want_pollout:1;
         bool disconnected:1;
         bool close_after_flush:1;
+        bool read_more:1;
 
         char *session_id;               /* last sessionId the client sent, for status "sessions" */
 
@@ -59,7 +61,10 @@ struct Client {
 
 /* Every client fd sits in one epoll set of the manager, itself one sd-event IO source: a wake-up serves every
  * client that is ready with one epoll_wait(), where a source per client would cost sd-event an epoll_wait() per
- * client. setup creates the set and its source; done closes them (clients must be gone). */
+ * client. The set is edge-triggered, so it reports clients in the order their input arrived (a level-triggered
+ * set keeps a client reported once at its old place in the ready list); a client whose read filled the buffer
+ * is read again from a defer source. setup creates the set and its sources; done closes them (clients must be
+ * gone). */
 int client_poll_setup(Manager *m);
 void client_poll_done(Manager *m);
 

@@ -725,7 +725,7 @@ static const char* request_holder(const Request *req, bool use_lock_holder) {
 }
 
 /* Caps and allocation failures of the table as error replies; other errors go to the manager. */
-static int reply_table_error(Client *c, const Request *req, int r, const char *name, const char *holder) {
+static int reply_table_error(Client *c, const char *id, int r, const char *name, const char *holder) {
         const char *suggestion = NULL;
         char msg[256];
 
@@ -746,7 +746,7 @@ static int reply_table_error(Client *c, const Request *req, int r, const char *n
         default:
                 return r;
         }
-        return client_reply_error(c, req->id, msg, suggestion);
+        return client_reply_error(c, id, msg, suggestion);
 }
 
 static int reply_wait_error(Client *c, const Request *req, int r, const char *name, const char *holder) {
@@ -762,7 +762,7 @@ static int reply_wait_error(Client *c, const Request *req, int r, const char *na
                          " (PHOTOND_MAX_LOCK_WAITERS)", limits.MAX_LOCK_WAITERS);
                 break;
         default:
-                return reply_table_error(c, req, r, name, holder);
+                return reply_table_error(c, req->id, r, name, holder);
         }
         return client_reply_error(c, req->id, msg, "Retry without lockWait, or later");
 }
@@ -790,7 +790,7 @@ static int handle_acquire(Manager *m, Client *c, Request *req) {
         if (r >= 0)
                 return client_reply_result(c, req->id, true, acquired_data_new(name, holder, l->token));
         if (r != -EBUSY)
-                return reply_table_error(c, req, r, name, holder);
+                return reply_table_error(c, req->id, r, name, holder);
 
         if (wait > 0) {
                 /* Answered later: when the lock is handed over, or with the refusal when the wait ends. */
@@ -799,6 +799,234 @@ static int handle_acquire(Manager *m, Client *c, Request *req) {
         }
 
         return client_reply_result(c, req->id, false, refused_data_new(req->type, name, holder, l->holder));
+}
+
+/* ---- the lock/unlock fast path ---- */
+
+/* Plain lock and unlock requests are handled straight from the line, building no JSON objects: parsing the request
+ * into a json-c tree and building the reply as one cost more than the rest of the request. Only the simplest form
+ * is taken: one flat object without whitespace whose values are strings without escapes, control characters or
+ * non-ASCII bytes, or integers up to 18 digits, with no key we read given twice, and no lockWait. For exactly such
+ * a line the reply is the same bytes the general path would send (tests/test-lock.c compares them); anything else
+ * goes the general way. */
+
+#define FAST_LINE_MAX 512
+
+typedef struct FastString {
+        const char *s;          /* NUL-terminated copy, or NULL when absent */
+        size_t len;
+} FastString;
+
+typedef struct FastRequest {
+        FastString type, id, name, session, lock_holder;
+        bool has_timeout;
+        uint64_t timeout;
+        char buf[FAST_LINE_MAX];        /* the copies */
+} FastRequest;
+
+/* A string without escapes, control characters or non-ASCII bytes at *p (after the opening quote). */
+static bool fast_scan_string(const char **p, const char *end, const char **ret, size_t *ret_len) {
+        const char *s = *p;
+
+        while (s < end && *s != '"') {
+                unsigned char ch = *s;
+
+                if (ch < 0x20 || ch >= 0x80 || ch == '\\')
+                        return false;
+                s++;
+        }
+        if (s >= end)
+                return false;
+        *ret = *p;
+        *ret_len = s - *p;
+        *p = s + 1;
+        return true;
+}
+
+static bool fast_set(FastString *f, const char *s, size_t len, char **copy) {
+        if (f->s)
+                return false;   /* given twice: json-c keeps the last, leave that to it */
+        memcpy(*copy, s, len);
+        (*copy)[len] = '\0';
+        f->s = *copy;
+        f->len = len;
+        *copy += len + 1;
+        return true;
+}
+
+static bool fast_key_is(const char *k, size_t len, const char *name) {
+        return len == strlen(name) && memcmp(k, name, len) == 0;
+}
+
+static bool fast_parse(const char *line, size_t len, FastRequest *f) {
+        const char *p = line, *end = line + len;
+        char *copy = f->buf;
+
+        /* Every copy fits, with its NUL, since the line holds at least one quote per string. */
+        if (len >= FAST_LINE_MAX || len < 2 || *p++ != '{')
+                return false;
+
+        for (;;) {
+                const char *k, *v;
+                size_t k_len, v_len;
+
+                if (p >= end || *p++ != '"' || !fast_scan_string(&p, end, &k, &k_len))
+                        return false;
+                if (p >= end || *p++ != ':' || p >= end)
+                        return false;
+
+                if (*p == '"') {
+                        FastString *field = NULL;
+
+                        p++;
+                        if (!fast_scan_string(&p, end, &v, &v_len))
+                                return false;
+                        if (fast_key_is(k, k_len, "type"))
+                                field = &f->type;
+                        else if (fast_key_is(k, k_len, "id"))
+                                field = &f->id;
+                        else if (fast_key_is(k, k_len, "lockName"))
+                                field = &f->name;
+                        else if (fast_key_is(k, k_len, "sessionId"))
+                                field = &f->session;
+                        else if (fast_key_is(k, k_len, "lockHolder"))
+                                field = &f->lock_holder;
+                        else if (fast_key_is(k, k_len, "lockTimeout") || fast_key_is(k, k_len, "lockWait"))
+                                return false;
+                        if (field && !fast_set(field, v, v_len, &copy))
+                                return false;
+                } else if (*p >= '0' && *p <= '9') {
+                        uint64_t n = 0;
+
+                        v = p;
+                        while (p < end && *p >= '0' && *p <= '9')
+                                n = n * 10 + (uint64_t) (*p++ - '0');
+                        if (p - v > 18 || (*v == '0' && p - v > 1))
+                                return false;
+                        if (fast_key_is(k, k_len, "lockTimeout")) {
+                                if (f->has_timeout)
+                                        return false;
+                                f->has_timeout = true;
+                                f->timeout = n;
+                        } else if (fast_key_is(k, k_len, "lockWait") || fast_key_is(k, k_len, "type") ||
+                                   fast_key_is(k, k_len, "id") || fast_key_is(k, k_len, "lockName") ||
+                                   fast_key_is(k, k_len, "sessionId") || fast_key_is(k, k_len, "lockHolder"))
+                                return false;
+                } else
+                        return false;
+
+                if (p >= end)
+                        return false;
+                if (*p == '}')
+                        break;
+                if (*p++ != ',')
+                        return false;
+        }
+
+        return p + 1 == end && f->type.s && f->id.s && f->name.s;
+}
+
+/* Appends a string member's value (already known to need no escaping) with its quotes. */
+static char* fast_put_string(char *p, const FastString *s) {
+        *p++ = '"';
+        p = mempcpy(p, s->s, s->len);
+        *p++ = '"';
+        return p;
+}
+
+static char* fast_put(char *p, const char *s) {
+        return mempcpy(p, s, strlen(s));
+}
+
+static char* fast_put_u64(char *p, uint64_t v) {
+        char tmp[20];
+        size_t n = 0;
+
+        do
+                tmp[n++] = (char) ('0' + v % 10);
+        while ((v /= 10) > 0);
+        while (n > 0)
+                *p++ = tmp[--n];
+        return p;
+}
+
+static int fast_reply(Client *c, const char *buf, size_t len) {
+        _cleanup_(shared_buf_unrefp) SharedBuf *b = NULL;
+
+        b = shared_buf_new(buf, len);
+        if (!b)
+                return -ENOMEM;
+        return client_send(c, b, NULL);
+}
+
+int lock_table_handle_line(LockTable *t, Client *c, const char *line, size_t len) {
+        /* The reply holds id, name and holder once each, plus constant text. */
+        char out[2 * FAST_LINE_MAX + 256], *p = out;
+        const FastString *holder;
+        FastRequest f;
+        LockTime now;
+        bool success;
+        Lock *l;
+        int r;
+
+        f = (FastRequest) {};
+        if (!fast_parse(line, len, &f))
+                return 0;
+
+        RequestType type = request_type_from_string(f.type.s);
+        if (type != REQUEST_LOCK && type != REQUEST_UNLOCK)
+                return 0;
+
+        /* What the manager does for every request with a sessionId. */
+        if (f.session.s && !streq_ptr(c->session_id, f.session.s)) {
+                free(c->session_id);
+                c->session_id = strdup(f.session.s);
+        }
+
+        /* The holder rules of request_holder(). */
+        if (type != REQUEST_LOCK && f.lock_holder.s && f.lock_holder.len > 0)
+                holder = &f.lock_holder;
+        else if (f.session.s && f.session.len > 0)
+                holder = &f.session;
+        else
+                holder = &f.id;
+
+        p = fast_put(p, "{\"type\":\"result\",\"id\":");
+        p = fast_put_string(p, &f.id);
+        now = lock_table_now(t);
+
+        if (type == REQUEST_LOCK) {
+                uint64_t timeout = !f.has_timeout || f.timeout == 0 ? limits.LOCK_DEFAULT_TIMEOUT_MS :
+                                   MIN(f.timeout, LOCK_TIMEOUT_MAX_MS);
+
+                r = lock_table_acquire(t, f.name.s, holder->s, timeout, &now, &l);
+                if (r < 0 && r != -EBUSY) {
+                        r = reply_table_error(c, f.id.s, r, f.name.s, holder->s);
+                        return r < 0 ? r : 1;
+                }
+                success = r >= 0;
+                p = fast_put(p, success ? ",\"success\":true,\"data\":{\"acquired\":true,\"lockName\":" :
+                                          ",\"success\":false,\"data\":{\"acquired\":false,\"lockName\":");
+                p = fast_put_string(p, &f.name);
+                p = fast_put(p, ",\"holder\":");
+                p = fast_put_string(p, holder);
+                if (success) {
+                        p = fast_put(p, ",\"fencingToken\":");
+                        p = fast_put_u64(p, l->token);
+                        p = fast_put(p, "}}\n");
+                } else
+                        p = fast_put(p, ",\"reason\":\"Lock held by another client\"}}\n");
+        } else {
+                r = lock_table_release(t, f.name.s, holder->s, &now);
+                success = r >= 0;
+                p = fast_put(p, success ? ",\"success\":true,\"data\":{\"released\":true,\"lockName\":" :
+                                          ",\"success\":false,\"data\":{\"released\":false,\"lockName\":");
+                p = fast_put_string(p, &f.name);
+                p = fast_put(p, success ? "}}\n" : ",\"reason\":\"Cannot release lock held by another client\"}}\n");
+        }
+
+        r = fast_reply(c, out, p - out);
+        return r < 0 ? r : 1;
 }
 
 int lock_table_handle_lock(Manager *m, Client *c, Request *req) {
@@ -849,7 +1077,7 @@ int lock_table_handle_transfer(Manager *m, Client *c, Request *req) {
         now = lock_table_now(m->locks);
         r = lock_table_transfer(m->locks, name, from, to, timeout, &now, &l);
         if (r < 0 && r != -EPERM)
-                return reply_table_error(c, req, r, name, to);
+                return reply_table_error(c, req->id, r, name, to);
 
         d = json_object_new_object();
         if (!d)

@@ -47,6 +47,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(LockTable*, lock_table_free);
 /* A disconnecting client leaves every wait queue (its locks stay: locks are not tied to connections). */
 void lock_table_client_gone(LockTable *t, Client *c);
 
+/* The fast path for plain lock and unlock lines (see photond-lock.c). Returns 1 when the line was handled (and
+ * answered), 0 when it is left to the general path (nothing done), -ENOMEM. */
+int lock_table_handle_line(LockTable *t, Client *c, const char *line, size_t len);
+
 int lock_table_handle_lock(Manager *m, Client *c, Request *req);
 int lock_table_handle_unlock(Manager *m, Client *c, Request *req);
 int lock_table_handle_assign(Manager *m, Client *c, Request *req);

@@ -381,10 +381,13 @@ int manager_handle_line(Client *c, const char *line, size_t len) {
 
         m->n_requests++;
 
-        /* The pub/sub hot path: a plain publish is handled without building JSON objects. Whatever it does not
-         * take is parsed and dispatched below as usual. */
+        /* The hot paths: a plain publish, lock or unlock is handled without building JSON objects. Whatever they
+         * do not take is parsed and dispatched below as usual. */
         if (!m->shutting_down) {
                 r = channels_publish_line(m->channels, c, line, len);
+                if (r != 0)
+                        return r < 0 ? r : 0;
+                r = lock_table_handle_line(m->locks, c, line, len);
                 if (r != 0)
                         return r < 0 ? r : 0;
         }

@@ -60,6 +60,8 @@ typedef struct Manager {
         unsigned n_clients;
         int clients_epoll_fd;           /* photond-client.c: every client fd, one IO source */
         sd_event_source *clients_event_source;
+        LIST_HEAD(Client, read_more_clients);   /* photond-client.c: data left after a full read */
+        sd_event_source *read_more_event_source;
         uint64_t client_serial;
 
         /* coalesced work: one flush (and one state write) per loop iteration */

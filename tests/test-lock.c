@@ -454,6 +454,38 @@ Test(lock, the_expiry_timer_frees_the_lock_on_time_and_serves_the_queue) {
         cr_assert_str_eq(lock_table_get(table, "a", &now)->holder, "w1");
 }
 
+Test(lock, the_expiry_timer_outlives_a_released_lock_and_ends_the_next) {
+        LockTime now = lock_table_now(table);
+        uint64_t start = now_usec(CLOCK_BOOTTIME), elapsed;
+        Lock *l;
+
+        /* The timer waits for "a"; "a" goes early, and the timer must still end "b" on time. */
+        cr_assert_eq(lock_table_acquire(table, "a", "owner", 20, &now, &l), 1);
+        cr_assert_eq(lock_table_acquire(table, "b", "owner", 60, &now, &l), 1);
+        cr_assert_eq(lock_table_release(table, "a", "owner", &now), 0);
+        cr_assert_eq(lock_table_count(table), 1);
+
+        while (lock_table_count(table) > 0 && now_usec(CLOCK_BOOTTIME) - start < 2 * USEC_PER_SEC)
+                cr_assert_geq(sd_event_run(manager.event, 10 * USEC_PER_MSEC), 0);
+        elapsed = now_usec(CLOCK_BOOTTIME) - start;
+        cr_assert_eq(lock_table_count(table), 0, "the timer never ended \"b\"");
+        cr_assert_geq(elapsed + 1000, 60 * USEC_PER_MSEC, "expired early: %" PRIu64 " µs", elapsed);
+        cr_assert_lt(elapsed, 60 * USEC_PER_MSEC + 200 * USEC_PER_MSEC, "expired late: %" PRIu64 " µs", elapsed);
+
+        /* A shorter lock taken while a longer one is armed moves the timer earlier. */
+        now = lock_table_now(table);
+        start = now_usec(CLOCK_BOOTTIME);
+        cr_assert_eq(lock_table_acquire(table, "long", "owner", 60000, &now, &l), 1);
+        cr_assert_eq(lock_table_acquire(table, "short", "owner", 30, &now, &l), 1);
+        while (lock_table_count(table) > 1 && now_usec(CLOCK_BOOTTIME) - start < 2 * USEC_PER_SEC)
+                cr_assert_geq(sd_event_run(manager.event, 10 * USEC_PER_MSEC), 0);
+        elapsed = now_usec(CLOCK_BOOTTIME) - start;
+        cr_assert_eq(lock_table_count(table), 1);
+        cr_assert_lt(elapsed, 30 * USEC_PER_MSEC + 200 * USEC_PER_MSEC, "expired late: %" PRIu64 " µs", elapsed);
+        now = lock_table_now(table);
+        cr_assert_not_null(lock_table_get(table, "long", &now));
+}
+
 /* ---- handlers: the reference's exact shapes ---- */
 
 Test(lock, lock_shapes_and_holder_rules) {
@@ -483,6 +515,98 @@ Test(lock, lock_shapes_and_holder_rules) {
         o = pop_reply(&clients[0]);
         cr_assert_eq(jint(o, "data", "expiresAt") - jint(o, "data", "acquiredAt"), 30000, "0 means the default");
         json_object_put(o);
+}
+
+/* The oldest queued reply of c as the bytes sent; the caller frees. */
+static char* pop_raw(Client *c) {
+        SharedBuf *b;
+        char *s;
+
+        cr_assert_gt(c->out_n, 0, "no reply queued");
+        b = c->out[c->out_head].buf;
+        s = strndup(b->data, b->size);
+        c->out_head++;
+        c->out_n--;
+        c->out_bytes -= b->size;
+        shared_buf_unref(b);
+        return s;
+}
+
+Test(lock, fast_path_answers_byte_for_byte_as_the_general_path) {
+        static const char *const lines[] = {
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"sessionId\":\"s1\",\"lockTimeout\":5000}",
+                "{\"type\":\"lock\",\"id\":\"2\",\"lockName\":\"a\",\"sessionId\":\"s2\"}",
+                "{\"sessionId\":\"s1\",\"lockName\":\"a\",\"id\":\"3\",\"type\":\"lock\"}",
+                "{\"type\":\"lock\",\"id\":\"x/y\",\"lockName\":\"b/c\",\"lockTimeout\":0}",
+                "{\"type\":\"lock\",\"id\":\"5\",\"lockName\":\"c\",\"sessionId\":\"\"}",
+                "{\"type\":\"unlock\",\"id\":\"6\",\"lockName\":\"a\",\"lockHolder\":\"s2\",\"sessionId\":\"s1\"}",
+                "{\"type\":\"unlock\",\"id\":\"7\",\"lockName\":\"a\",\"sessionId\":\"s1\"}",
+                "{\"type\":\"unlock\",\"id\":\"8\",\"lockName\":\"a\",\"sessionId\":\"s1\"}",
+                "{\"type\":\"lock\",\"id\":\"9\",\"lockName\":\"d\",\"lockHolder\":\"h\",\"photonName\":\"p\",\"n\":12}",
+                "{\"type\":\"unlock\",\"id\":\"x/y\",\"lockName\":\"b/c\",\"lockHolder\":\"\",\"sessionId\":\"\"}",
+                "{\"type\":\"lock\",\"id\":\"11\",\"lockName\":\"a-name-over-the-cap\",\"sessionId\":\"s1\"}",
+                "{\"type\":\"lock\",\"id\":\"12\",\"lockName\":\"e\",\"sessionId\":\"a-holder-over-the-cap\"}",
+                "{\"type\":\"lock\",\"id\":\"13\",\"lockName\":\"a\",\"sessionId\":\"s3\",\"lockTimeout\":999999999999999999}",
+        };
+        char *fast[ELEMENTSOF(lines)];
+
+        limits.MAX_LOCK_NAME_BYTES = 8;
+        limits.MAX_LOCK_HOLDER_BYTES = 8;
+
+        for (size_t i = 0; i < ELEMENTSOF(lines); i++) {
+                cr_assert_eq(lock_table_handle_line(table, &clients[0], lines[i], strlen(lines[i])), 1,
+                             "not taken: %s", lines[i]);
+                fast[i] = pop_raw(&clients[0]);
+        }
+        cr_assert_str_eq(clients[0].session_id, "s3", "the session is noted as for any request");
+        clients[0].session_id = mfree(clients[0].session_id);
+
+        /* The same lines through the general path, from the same start. */
+        table = lock_table_free(table);
+        cr_assert_eq(lock_table_new(&manager, &table), 0);
+        manager.locks = table;
+        for (size_t i = 0; i < ELEMENTSOF(lines); i++) {
+                char *general;
+
+                request(&clients[0], lines[i]);
+                general = pop_raw(&clients[0]);
+                cr_assert_str_eq(fast[i], general, "%s", lines[i]);
+                free(general);
+                free(fast[i]);
+        }
+}
+
+Test(lock, fast_path_leaves_everything_else_alone) {
+        static const char *const lines[] = {
+                "{ \"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\"}",
+                "{\"type\":\"lock\",\"id\":\"a\\\"b\",\"lockName\":\"a\"}",
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"\xc3\xa9\"}",
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockWait\":100}",
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockName\":\"b\"}",
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockTimeout\":\"5\"}",
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockTimeout\":-5}",
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockTimeout\":1.5}",
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockTimeout\":0123}",
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockTimeout\":1234567890123456789}",
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"x\":null}",
+                "{\"type\":\"lock\",\"id\":1,\"lockName\":\"a\"}",
+                "{\"type\":\"lock\",\"id\":\"1\"}",
+                "{\"type\":\"query_lock\",\"id\":\"1\",\"lockName\":\"a\"}",
+                "{\"type\":\"assign_lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockHolder\":\"h\"}",
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\"}x",
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\"",
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",}",
+                "{}",
+                "[\"lock\"]",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(lines); i++) {
+                cr_assert_eq(lock_table_handle_line(table, &clients[0], lines[i], strlen(lines[i])), 0,
+                             "taken: %s", lines[i]);
+                cr_assert_eq(clients[0].out_n, 0, "answered: %s", lines[i]);
+                cr_assert_eq(lock_table_count(table), 0, "acted on: %s", lines[i]);
+                cr_assert_null(clients[0].session_id);
+        }
 }
 
 Test(lock, assign_unlock_transfer_query_list_shapes) {

@@ -159,6 +159,43 @@ Test(locks, expiry_is_exact_and_an_expired_lock_is_gone) {
         daemon_free(d);
 }
 
+/* More requests in one go than photond reads at once (64 KiB): every one is answered, in order, without the
+ * client sending anything more to wake photond up. */
+Test(locks, a_burst_larger_than_one_read_is_answered_in_order) {
+        Daemon *d = daemon_start(NULL);
+        Conn *a = conn_open(d);
+        size_t n = 1200, size = 0, alloc = n * 128;
+        char *buf = malloc(alloc);
+        int64_t last = 0;
+
+        cr_assert_not_null(buf);
+        for (size_t i = 0; i < n; i++)
+                size += snprintf(buf + size, alloc - size, i % 2 == 0 ?
+                                 "{\"type\":\"lock\",\"id\":\"r%zu\",\"lockName\":\"burst\",\"sessionId\":\"s\"}\n" :
+                                 "{\"type\":\"unlock\",\"id\":\"r%zu\",\"lockName\":\"burst\",\"sessionId\":\"s\"}\n",
+                                 i);
+        cr_assert_gt(size, 64 * 1024);
+        conn_send_raw(a, buf, size);
+
+        for (size_t i = 0; i < n; i++) {
+                struct json_object *o = conn_expect(a, 5000);
+                char id[32];
+
+                cr_assert_not_null(o, "reply %zu of %zu never came", i, n);
+                snprintf(id, sizeof(id), "r%zu", i);
+                cr_assert_str_eq(jstr(o, "id"), id);
+                cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
+                if (i % 2 == 0) {
+                        cr_assert_gt(jint(o, "data.fencingToken"), last, "a new acquisition every time");
+                        last = jint(o, "data.fencingToken");
+                }
+                json_object_put(o);
+        }
+        free(buf);
+        conn_close(a);
+        daemon_free(d);
+}
+
 Test(locks, assign_transfer_shapes_and_increasing_tokens) {
         Daemon *d = daemon_start(NULL);
         Conn *c = conn_open(d);
