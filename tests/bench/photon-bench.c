@@ -443,10 +443,54 @@ static bool has_prefix(const char *p, const char *end, const char *s) {
         return p && (size_t) (end - p) >= n && memcmp(p, s, n) == 0;
 }
 
+/* p advanced past s if it starts there, else NULL. */
+static const char *skip_prefix(const char *p, const char *end, const char *s, size_t n) {
+        return p && (size_t) (end - p) >= n && memcmp(p, s, n) == 0 ? p + n : NULL;
+}
+
+#define SKIP(p, end, s) skip_prefix(p, end, s, sizeof(s) - 1)
+
+/* The digits at p: their value in *ret and the end of them, or NULL. */
+static const char *digits(const char *p, const char *end, int64_t *ret) {
+        int64_t v = 0;
+        const char *start = p;
+
+        if (!p)
+                return NULL;
+        while (p < end && *p >= '0' && *p <= '9')
+                v = v * 10 + (*p++ - '0');
+        if (p == start)
+                return NULL;
+        *ret = v;
+        return p;
+}
+
+/* A push in the layout photond writes it: {"type":"channel_message","id":"ch_N","eventId":N,"channel":"…",
+ * "message":…}. Read in place, as a RESP reply is by its lengths; anything else takes the key search below. */
+static bool photon_message_canonical(const char *line, const char *end, Frame *f) {
+        const char *p = SKIP(line, end, "{\"type\":\"channel_message\",\"id\":\"ch_");
+        int64_t id, event_id;
+
+        p = SKIP(digits(p, end, &id), end, "\",\"eventId\":");
+        p = SKIP(digits(p, end, &event_id), end, ",\"channel\":\"");
+        if (!p || id != event_id || !(p = memchr(p, '"', (size_t) (end - p))))
+                return false;
+        p = SKIP(p, end, "\",\"message\":");
+        if (!p)
+                return false;
+        f->kind = FRAME_MESSAGE;
+        f->event_id = event_id;
+        f->payload = p;
+        f->payload_len = (size_t) (end - p);
+        return true;
+}
+
 static void photon_frame(const char *line, size_t len, Frame *f) {
         const char *end = line + len, *type;
 
         *f = (Frame) { .kind = FRAME_OTHER, .raw = line, .raw_len = len, .event_id = -1, .integer = -1 };
+        if (photon_message_canonical(line, end, f))
+                return;
         type = json_find(line, end, "\"type\"");
         if (has_prefix(type, end, "\"channel_message\"")) {
                 const char *e = json_find(type, end, "\"eventId\"");
@@ -694,8 +738,13 @@ static size_t payload_build(char *buf, size_t size, unsigned w, unsigned seq, ui
 }
 
 static bool payload_parse(const char *p, size_t n, int64_t *w, int64_t *seq, int64_t *t) {
-        const char *end = p + n;
+        const char *end = p + n, *q;
 
+        /* As payload_build() writes it, for both servers alike; else by key. */
+        q = SKIP(digits(SKIP(p, end, "{\"w\":"), end, w), end, ",\"s\":");
+        q = SKIP(digits(q, end, seq), end, ",\"t\":");
+        if (digits(q, end, t))
+                return true;
         return json_int(p, end, "\"w\"", w) && json_int(p, end, "\"s\"", seq) && json_int(p, end, "\"t\"", t);
 }
 
