@@ -671,9 +671,14 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         Manager *m = userdata;
 
         if (si->ssi_signo == SIGHUP) {
+                /* RELOADING=1 … READY=1 keeps 'systemctl reload' honest about when the reload is over. */
+                (void) sd_notify(false, "RELOADING=1\nSTATUS=Reloading webhook secrets");
                 log_info("SIGHUP: reloading webhook secrets.");
                 if (m->webhook)
                         (void) webhook_reload_secrets(m->webhook);
+                (void) sd_notify(false, "READY=1");
+                m->last_status = mfree(m->last_status);
+                manager_update_status(m);
                 return 0;
         }
         manager_begin_shutdown(m, si->ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -127,6 +127,18 @@ check "STATUS= is reported to systemd" \
 check "busctl --user introspect org.photond.Daemon1 /org/photond/Daemon1" \
   as_user sh -c 'busctl --user introspect org.photond.Daemon1 /org/photond/Daemon1 | grep -q "^org.photond.Daemon1 *interface"'
 
+check "systemctl --user reload photond.service re-reads the secrets in the same process" as_user sh -c '
+  set -e
+  pid=$(systemctl --user show -P MainPID photond.service)
+  systemctl --user reload photond.service
+  for _ in $(seq 1 50); do
+    journalctl --user -u photond.service _PID=$pid | grep -q "SIGHUP: reloading webhook secrets" && break
+    sleep 0.1
+  done
+  journalctl --user -u photond.service _PID=$pid | grep -q "SIGHUP: reloading webhook secrets"
+  test "$(systemctl --user show -P MainPID photond.service)" = "$pid"
+  systemctl --user is-active --quiet photond.service'
+
 # A client connected across "systemctl --user stop": it must receive the shutdown notice. The client first gets
 # an answer to a ping, which proves it is connected before the stop.
 check "systemctl --user stop photond.service sends a connected client the shutdown notice" as_user sh -c '
