@@ -835,14 +835,20 @@ static void remove_side_files(Manager *m) {
 }
 
 int manager_startup(Manager *m) {
+        const char *bad = NULL;
         ListenFds fds;
         int r;
 
         raise_nofile_limit();
 
-        r = limits_load_from_env(NULL);
-        if (r < 0)
-                return log_error_errno(r, "Invalid PHOTOND_* limit in the environment: %m");
+        r = limits_load_from_env(&bad);
+        if (r < 0) {
+                char var[96];
+
+                snprintf(var, sizeof(var), "PHOTOND_%s", bad);
+                return log_error_errno(r, "Invalid %s=%s in the environment: a limit is a positive decimal number.",
+                                       var, getenv(var) ?: "");
+        }
 
         r = listen_fds_collect(&fds);
         if (r < 0)

@@ -191,6 +191,23 @@ Test(core, second_daemon_refuses_and_stale_socket_is_replaced) {
         free(home);
 }
 
+Test(core, invalid_limit_refuses_start_and_names_the_variable) {
+        char home[] = "/tmp/photond-limit-XXXXXX", cmd[1024];
+        int status;
+
+        cr_assert_not_null(mkdtemp(home));
+        snprintf(cmd, sizeof(cmd), "PHOTON_HOME='%s' PHOTOND_HANDLER_TIMEOUT_MS=0 '%s' --bus=none 2>'%s/err.log'",
+                 home, photond_binary(), home);
+        status = system(cmd);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) != 0, "photond refuses to start, got %d", status);
+        snprintf(cmd, sizeof(cmd), "grep -q 'PHOTOND_HANDLER_TIMEOUT_MS=0' '%s/err.log'", home);
+        cr_assert_eq(system(cmd), 0, "the error names the variable and its value");
+        snprintf(cmd, sizeof(cmd), "test ! -e '%s/.data/daemon.sock'", home);
+        cr_assert_eq(system(cmd), 0, "and nothing listens");
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", home);
+        (void) !system(cmd);
+}
+
 Test(core, errors_echo_ids_and_keep_reference_prefixes) {
         Daemon *d = daemon_start(NULL);
         Conn *c = conn_open(d);
