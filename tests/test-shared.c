@@ -102,3 +102,26 @@ Test(shared, atomic_write_and_read) {
         free(path);
         tmpdir_remove(dir);
 }
+
+/* json_parse() reuses one tokener: a failed or half-finished parse must leave nothing behind for the next one. */
+Test(shared, json_parse_after_errors) {
+        static const char *const bad[] = { "{\"a\":", "[1,2", "{\"a\":1}}", "nul", "\"abc", "{\"a\":[{\"b\":", "" };
+        struct json_object *o;
+        const char *err;
+
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                err = NULL;
+                cr_assert_lt(json_parse(bad[i], strlen(bad[i]), &o, &err), 0, "accepted %s", bad[i]);
+                cr_assert_not_null(err);
+
+                cr_assert_eq(json_parse("{\"x\":[1,{\"y\":2}]}", 17, &o, NULL), 0, "after %s", bad[i]);
+                cr_assert_str_eq(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN), "{\"x\":[1,{\"y\":2}]}");
+                json_object_put(o);
+
+                cr_assert_eq(json_parse("42", 2, &o, NULL), 0);
+                cr_assert_eq(json_object_get_int(o), 42);
+                json_object_put(o);
+                cr_assert_eq(json_parse(" null ", 6, &o, NULL), 0);
+                cr_assert_null(o);
+        }
+}
