@@ -177,13 +177,6 @@ static int manager_setup_side_files(Manager *m) {
 
 /* ---- request handlers owned by the manager ---- */
 
-int manager_reply_unsupported(Client *c, const Request *req) {
-        char msg[128];
-
-        snprintf(msg, sizeof(msg), "Not implemented yet: %s", request_type_to_string(req->type));
-        return client_reply_error(c, req->id, msg, NULL);
-}
-
 static int handle_not_supported(Manager *m, Client *c, Request *req) {
         char msg[128];
 
@@ -800,13 +793,22 @@ static void raise_nofile_limit(void) {
 }
 
 static int write_side_files(Manager *m) {
-        _cleanup_free_ char *owner = NULL, *pid = NULL;
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        _cleanup_free_ char *pid = NULL;
+        const char *owner;
         int r;
 
-        /* The real @portel/photon client checks both files before it trusts a daemon on this socket. */
-        if (asprintf(&pid, "%d", (int) getpid()) < 0 ||
-            asprintf(&owner, "{\n  \"pid\": %d,\n  \"socketPath\": \"%s\",\n  \"claimedAt\": %" PRIi64 "\n}",
-                     (int) getpid(), m->socket_path, now_ms()) < 0)
+        /* The real @portel/photon client checks both files before it trusts a daemon on this socket. json-c writes
+         * the owner file: the socket path may hold any byte a JSON string must escape. */
+        o = json_object_new_object();
+        if (!o || asprintf(&pid, "%d", (int) getpid()) < 0 ||
+            json_add_int64(o, "pid", getpid()) < 0 ||
+            json_add_string(o, "socketPath", m->socket_path) < 0 ||
+            json_add_int64(o, "claimedAt", now_ms()) < 0)
+                return -ENOMEM;
+        owner = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+                                                  JSON_C_TO_STRING_NOSLASHESCAPE);
+        if (!owner)
                 return -ENOMEM;
 
         r = write_file_atomic(m->pid_path, pid, strlen(pid), 0644, false);
@@ -997,6 +999,7 @@ Manager* manager_free(Manager *m) {
         m->channels = channels_free(m->channels);
 
         sd_event_source_disable_unref(m->bus_changed_event_source);
+        sd_event_source_disable_unref(m->bus_expiry_event_source);
         sd_bus_flush_close_unref(m->bus);
         sd_event_source_disable_unref(m->idle_event_source);
         sd_event_source_disable_unref(m->status_event_source);

@@ -32,6 +32,17 @@ typedef enum BusMode {
 const char* bus_mode_to_string(BusMode m);
 BusMode bus_mode_from_string(const char *s);
 
+/* The D-Bus properties that are counts and announced with PropertiesChanged when they change (photond-bus.c). */
+typedef enum BusCounted {
+        BUS_COUNTED_CLIENTS,
+        BUS_COUNTED_CHANNELS,
+        BUS_COUNTED_SUBSCRIPTIONS,
+        BUS_COUNTED_LOCKS,
+        BUS_COUNTED_JOBS,
+        _BUS_COUNTED_MAX,
+        _BUS_COUNTED_INVALID = -EINVAL,
+} BusCounted;
+
 typedef struct ManagerConfig {
         bool system;            /* --system: the system instance's paths and bus */
         const char *socket_path; /* --socket, or NULL for the instance default */
@@ -85,7 +96,8 @@ typedef struct Manager {
         BusMode bus_mode;
         sd_bus *bus;
         sd_event_source *bus_changed_event_source;
-        uint32_t bus_announced[4];      /* Clients, Channels, Locks, Jobs as last announced */
+        sd_event_source *bus_expiry_event_source;       /* photond-bus.c: the oldest buffered event expires */
+        uint32_t bus_announced[_BUS_COUNTED_MAX];       /* the counted properties as last announced */
         bool bus_name_pending;          /* READY=1 waits for the answer to the name request */
         bool loop_running;
 
@@ -139,9 +151,6 @@ void manager_bus_name_settled(Manager *m);
 
 /* Asks the bus object to announce property changes (coalesced). */
 void manager_bus_changed(Manager *m);
-
-/* A reply for request types not implemented by this build. */
-int manager_reply_unsupported(Client *c, const Request *req);
 
 /* Current time helpers. */
 uint64_t now_usec(clockid_t clock);

@@ -126,8 +126,12 @@ Test(core, unknown_passed_fd_is_closed_with_a_warning) {
 }
 
 Test(core, pid_and_owner_files) {
-        Daemon *d = daemon_start(NULL);
+        /* A quote and a backslash in the path: the owner file must still be JSON. */
+        char home[] = "/tmp/photond-q\"b\\-XXXXXX";
         char path[512], buf[512], expect[64];
+
+        cr_assert_not_null(mkdtemp(home));
+        Daemon *d = daemon_start(&(DaemonOptions) { .home = home });
         FILE *f;
         size_t n;
 
@@ -158,6 +162,8 @@ Test(core, pid_and_owner_files) {
         snprintf(path, sizeof(path), "%s/.data/daemon.pid", d->home);
         cr_assert_neq(access(path, F_OK), 0, "pid file removed on exit");
         daemon_free(d);
+        snprintf(path, sizeof(path), "rm -rf '%s'", home);
+        (void) !system(path);
 }
 
 Test(core, second_daemon_refuses_and_stale_socket_is_replaced) {
