@@ -25,6 +25,8 @@
 #define BUS_ERROR_NO_SUCH_JOB BUS_INTERFACE ".Error.NoSuchJob"
 #define BUS_ERROR_INVALID_ARGS BUS_INTERFACE ".Error.InvalidArgs"
 #define BUS_ERROR_ACCESS_DENIED BUS_INTERFACE ".Error.AccessDenied"
+#define BUS_ERROR_JOB_RUNNING BUS_INTERFACE ".Error.JobRunning"
+#define BUS_ERROR_LIMIT_EXCEEDED BUS_INTERFACE ".Error.LimitExceeded"
 
 int manager_build_status(Manager *m, struct json_object **ret);
 
@@ -53,13 +55,8 @@ static int property_get_count(sd_bus *bus, const char *path, const char *interfa
                 n = lock_table_count(m->locks);
         else if (streq(property, "Jobs"))
                 n = scheduler_count(m->scheduler);
-        else if (streq(property, "Subscriptions")) {
-                _cleanup_(json_object_putp) struct json_object *status = NULL;
-                int r = manager_build_status(m, &status);
-                if (r < 0)
-                        return r;
-                n = (uint32_t) jint0(status, "subscriptions");
-        }
+        else if (streq(property, "Subscriptions"))
+                n = channels_subscribed_count(m->channels);
         return sd_bus_message_append(reply, "u", n);
 }
 
@@ -312,7 +309,7 @@ static int method_run_job(sd_bus_message *message, void *userdata, sd_bus_error 
         if (r == -ENOENT)
                 return sd_bus_error_setf(error, BUS_ERROR_NO_SUCH_JOB, "No job '%s'.", id);
         if (r == -EBUSY)
-                return sd_bus_error_setf(error, BUS_ERROR_INVALID_ARGS, "Job '%s' is running already.", id);
+                return sd_bus_error_setf(error, BUS_ERROR_JOB_RUNNING, "Job '%s' is running already.", id);
         if (r < 0)
                 return r;
         return sd_bus_reply_method_return(message, NULL);
@@ -340,9 +337,10 @@ static int method_unschedule(sd_bus_message *message, void *userdata, sd_bus_err
 
 static int method_publish(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         _cleanup_(json_object_putp) struct json_object *msg = NULL;
-        const char *channel, *json, *jerr = NULL;
+        const char *channel, *json, *jerr = NULL, *limit;
         Manager *m = userdata;
         uint64_t event_id = 0;
+        char text[128];
         int r;
 
         r = sd_bus_message_read(message, "ss", &channel, &json);
@@ -358,9 +356,10 @@ static int method_publish(sd_bus_message *message, void *userdata, sd_bus_error 
                                          jerr ?: "syntax error");
 
         r = channels_publish(m->channels, channel, msg, NULL, &event_id);
-        if (r == -EINVAL || r == -E2BIG || r == -ENAMETOOLONG || r == -ENOSPC)
-                return sd_bus_error_setf(error, BUS_ERROR_INVALID_ARGS, "Cannot publish on '%s': %s", channel,
-                                         strerror(-r));
+        /* The limits answer as on the socket (same text), under one name a client can test for. */
+        limit = channels_limit_error(r, text, sizeof(text));
+        if (limit)
+                return sd_bus_error_set(error, BUS_ERROR_LIMIT_EXCEEDED, limit);
         if (r < 0)
                 return r;
         return sd_bus_reply_method_return(message, "t", event_id);
@@ -375,8 +374,7 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("StartedAt", "t", property_get_started_at, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Clients", "u", property_get_count, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Channels", "u", property_get_count, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        /* Counted by the pub/sub subsystem on demand; announced as invalidated when clients or channels change. */
-        SD_BUS_PROPERTY("Subscriptions", "u", property_get_count, 0, SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION),
+        SD_BUS_PROPERTY("Subscriptions", "u", property_get_count, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Locks", "u", property_get_count, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Jobs", "u", property_get_count, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("WebhookEnabled", "b", property_get_webhook_enabled, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -443,29 +441,63 @@ void bus_send_job_finished(Manager *m, const char *id, const char *status, int64
         (void) sd_bus_emit_signal(m->bus, BUS_PATH, BUS_INTERFACE, "JobFinished", "ssx", id, status, duration_ms);
 }
 
+/* Channels that only hold buffered events go when the last one leaves the replay window, and nothing else
+ * happens then that would announce it; so the expiry timer follows the oldest buffered event while there is one.
+ * A second of slack lets sd-event fire it once a second at most under a steady stream of publishes, instead of
+ * once per event. */
+#define BUS_EXPIRY_ACCURACY_USEC USEC_PER_SEC
+
+static void bus_arm_expiry(Manager *m) {
+        uint64_t when;
+
+        if (channels_next_expiry(m->channels, &when) <= 0) {
+                (void) sd_event_source_set_enabled(m->bus_expiry_event_source, SD_EVENT_OFF);
+                return;
+        }
+        if (sd_event_source_set_time(m->bus_expiry_event_source, when * USEC_PER_MSEC) < 0 ||
+            sd_event_source_set_enabled(m->bus_expiry_event_source, SD_EVENT_ONESHOT) < 0)
+                log_warning("Failed to arm the channel expiry timer; expired channels are announced late.");
+}
+
 void manager_bus_flush_changes(Manager *m) {
-        uint32_t now[4] = {
-                m->n_clients, channels_count(m->channels), lock_table_count(m->locks), scheduler_count(m->scheduler),
+        /* channels_count() drops expired events and the channels left empty; that changes none of the others. */
+        uint32_t now[_BUS_COUNTED_MAX] = {
+                [BUS_COUNTED_CLIENTS] = m->n_clients,
+                [BUS_COUNTED_CHANNELS] = channels_count(m->channels),
+                [BUS_COUNTED_SUBSCRIPTIONS] = channels_subscribed_count(m->channels),
+                [BUS_COUNTED_LOCKS] = lock_table_count(m->locks),
+                [BUS_COUNTED_JOBS] = scheduler_count(m->scheduler),
         };
-        static const char *const names[4] = { "Clients", "Channels", "Locks", "Jobs" };
-        const char *changed[6];
+        static const char *const names[_BUS_COUNTED_MAX] = {
+                [BUS_COUNTED_CLIENTS] = "Clients",
+                [BUS_COUNTED_CHANNELS] = "Channels",
+                [BUS_COUNTED_SUBSCRIPTIONS] = "Subscriptions",
+                [BUS_COUNTED_LOCKS] = "Locks",
+                [BUS_COUNTED_JOBS] = "Jobs",
+        };
+        const char *changed[_BUS_COUNTED_MAX + 1];
         size_t n = 0;
 
         if (!m->bus)
                 return;
-        for (size_t i = 0; i < 4; i++)
+        bus_arm_expiry(m);
+        for (size_t i = 0; i < _BUS_COUNTED_MAX; i++)
                 if (now[i] != m->bus_announced[i]) {
                         changed[n++] = names[i];
                         m->bus_announced[i] = now[i];
                 }
         if (n == 0)
                 return;
-        changed[n++] = "Subscriptions";
         changed[n] = NULL;
         (void) sd_bus_emit_properties_changed_strv(m->bus, BUS_PATH, BUS_INTERFACE, (char**) changed);
 }
 
 static int on_bus_changed(sd_event_source *s, void *userdata) {
+        manager_bus_flush_changes(userdata);
+        return 0;
+}
+
+static int on_bus_expiry(sd_event_source *s, uint64_t usec, void *userdata) {
         manager_bus_flush_changes(userdata);
         return 0;
 }
@@ -520,6 +552,13 @@ int manager_connect_bus(Manager *m) {
                 return log_error_errno(r, "Failed to set up property change announcements: %m");
         (void) sd_event_source_set_enabled(m->bus_changed_event_source, SD_EVENT_OFF);
         (void) sd_event_source_set_description(m->bus_changed_event_source, "bus-changed");
+
+        r = sd_event_add_time(m->event, &m->bus_expiry_event_source, CLOCK_MONOTONIC, 0, BUS_EXPIRY_ACCURACY_USEC,
+                              on_bus_expiry, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the channel expiry timer: %m");
+        (void) sd_event_source_set_enabled(m->bus_expiry_event_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(m->bus_expiry_event_source, "bus-channel-expiry");
 
         m->bus = TAKE_PTR(bus);
         m->bus_name_pending = true;

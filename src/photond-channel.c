@@ -277,12 +277,21 @@ static Channel* channel_find(Channels *chs, const char *name, size_t len) {
         return channel;
 }
 
+/* The channel count or the count of subscribed channels changed: the D-Bus properties Channels and Subscriptions
+ * are announced (coalesced by the manager). Called only when a count changes, so a publish on an existing channel
+ * pays nothing. */
+static void channels_changed(Channels *chs) {
+        if (chs->manager)
+                manager_bus_changed(chs->manager);
+}
+
 static void channel_free(Channels *chs, Channel *channel) {
         assert(!channel->subscribers);
         assert(!channel->events);
 
         HASH_DEL(chs->channels, channel);
         chs->n_channels--;
+        channels_changed(chs);
         if (channel->prefix) {
                 LIST_REMOVE(members, channel->prefix->members, channel);
                 prefix_unref(chs, channel->prefix);
@@ -374,6 +383,7 @@ static int channel_new(Channels *chs, const char *name, size_t len, Channel **re
         channel->serial = ++chs->next_serial;
         HASH_ADD_KEYPTR(hh, chs->channels, channel->name, len, channel);
         chs->n_channels++;
+        channels_changed(chs);
         *ret = channel;
         return 0;
 
@@ -449,8 +459,10 @@ static int subscription_add(Channels *chs, Client *c, Channel *channel) {
                 .channel = channel,
         };
         LIST_PREPEND(by_channel, channel->subscribers, s);
-        if (channel->n_subscribers++ == 0)
+        if (channel->n_subscribers++ == 0) {
                 chs->n_subscribed++;
+                channels_changed(chs);
+        }
         LIST_PREPEND(by_client, cs->subscriptions, s);
         c->n_subscriptions++;
         return 0;
@@ -462,8 +474,10 @@ static void subscription_free(Channels *chs, Subscription *s) {
         ClientSubs *cs = client_subs(c);
 
         LIST_REMOVE(by_channel, channel->subscribers, s);
-        if (--channel->n_subscribers == 0)
+        if (--channel->n_subscribers == 0) {
                 chs->n_subscribed--;
+                channels_changed(chs);
+        }
         LIST_REMOVE(by_client, cs->subscriptions, s);
         c->n_subscriptions--;
         free(s);
@@ -1023,19 +1037,35 @@ static const char* request_channel(Request *req, size_t *ret_len) {
         return json_object_get_string(v);
 }
 
+const char* channels_limit_error(int error, char *buf, size_t size) {
+        switch (error) {
+        case -EINVAL:
+                snprintf(buf, size, "Channel name too long: at most %" PRIu64 " bytes", limits.MAX_CHANNEL_NAME_BYTES);
+                return buf;
+        case -EMSGSIZE:
+                snprintf(buf, size, "Message too large: at most %" PRIu64 " bytes of JSON", limits.MAX_MESSAGE_BYTES);
+                return buf;
+        case -ENOSPC:
+                snprintf(buf, size, "Too many channels: at most %" PRIu64 " channels are subscribed to",
+                         limits.MAX_CHANNELS);
+                return buf;
+        default:
+                return NULL;
+        }
+}
+
 static int reply_name_too_long(Client *c, Request *req) {
         char msg[128];
 
-        snprintf(msg, sizeof(msg), "Channel name too long: at most %" PRIu64 " bytes", limits.MAX_CHANNEL_NAME_BYTES);
-        return client_reply_error(c, req->id, msg, "Use a shorter channel name");
+        return client_reply_error(c, req->id, channels_limit_error(-EINVAL, msg, sizeof(msg)),
+                                  "Use a shorter channel name");
 }
 
 static int reply_too_many_channels(Client *c, Request *req) {
         char msg[128];
 
-        snprintf(msg, sizeof(msg), "Too many channels: at most %" PRIu64 " channels are subscribed to",
-                 limits.MAX_CHANNELS);
-        return client_reply_error(c, req->id, msg, "Retry later, or raise PHOTOND_MAX_CHANNELS");
+        return client_reply_error(c, req->id, channels_limit_error(-ENOSPC, msg, sizeof(msg)),
+                                  "Retry later, or raise PHOTOND_MAX_CHANNELS");
 }
 
 static struct json_object* channel_reply_data(const char *key, const char *channel, size_t len) {
@@ -1175,9 +1205,8 @@ int channels_handle_publish(Manager *m, Client *c, Request *req) {
         if (message && message_len > limits.MAX_MESSAGE_BYTES) {
                 char msg[128];
 
-                snprintf(msg, sizeof(msg), "Message too large: at most %" PRIu64 " bytes of JSON",
-                         limits.MAX_MESSAGE_BYTES);
-                return client_reply_error(c, req->id, msg, "Publish a reference to the data instead");
+                return client_reply_error(c, req->id, channels_limit_error(-EMSGSIZE, msg, sizeof(msg)),
+                                          "Publish a reference to the data instead");
         }
 
         if (!json_object_object_get_ex(req->json, "id", &v))
@@ -1661,6 +1690,18 @@ unsigned channels_count(Channels *chs) {
                 return 0;
         channels_expire(chs);
         return chs->n_channels;
+}
+
+unsigned channels_subscribed_count(Channels *chs) {
+        return chs ? chs->n_subscribed : 0;
+}
+
+int channels_next_expiry(Channels *chs, uint64_t *ret_mono_ms) {
+        if (!chs || !chs->oldest)
+                return 0;
+        /* channels_expire() drops events strictly older than now - window. */
+        *ret_mono_ms = chs->oldest->mono_ms + limits.REPLAY_WINDOW_MS + 1;
+        return 1;
 }
 
 /* ---- lifetime ---- */

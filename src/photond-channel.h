@@ -63,6 +63,17 @@ int channels_load_state(Channels *ch, struct json_object *state);
 /* Channel keys with subscribers or buffered events (after dropping expired events). */
 unsigned channels_count(Channels *ch);
 
+/* Channel keys with at least one subscriber (status "subscriptions", D-Bus Subscriptions). O(1). */
+unsigned channels_subscribed_count(Channels *ch);
+
+/* When the oldest buffered event leaves the replay window (CLOCK_MONOTONIC ms, as the channels' clock): 1 and
+ * *ret_mono_ms, or 0 when nothing is buffered. Until then channels_count() cannot drop by expiry. O(1). */
+int channels_next_expiry(Channels *ch, uint64_t *ret_mono_ms);
+
+/* The text the socket protocol answers a refused publish with, for channels_publish()'s -EINVAL (channel name too
+ * long), -EMSGSIZE and -ENOSPC; NULL for any other error. Written to buf. */
+const char* channels_limit_error(int error, char *buf, size_t size);
+
 /* The wildcard prefix P of a channel: a publish on it reaches "P:*". P is the text before the first colon when
  * that colon has text on both sides, else the whole channel (as the reference). Returns P's length. */
 size_t channel_prefix_length(const char *channel, size_t len);

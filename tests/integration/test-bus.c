@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,16 +72,26 @@ static void bus_stop(void) {
 
 TestSuite(bus, .init = bus_start, .fini = bus_stop);
 
-static Daemon* start_on_bus(void) {
-        char *env = NULL;
+/* extra: more "NAME=value" entries (limits), NULL-terminated; may be NULL. */
+static Daemon* start_on_bus_with(const char *const *extra) {
         static char envbuf[700];
+        const char *env[16] = { envbuf };
+        size_t n = 1;
 
         snprintf(envbuf, sizeof(envbuf), "DBUS_SESSION_BUS_ADDRESS=%s", bus_address);
-        env = envbuf;
+        for (; extra && *extra; extra++) {
+                cr_assert(n < 15);
+                env[n++] = *extra;
+        }
+        env[n] = NULL;
         /* READY=1 comes only after the name request was answered, so no waiting for the name is needed. */
         return daemon_start(&(DaemonOptions) {
-                .env = (const char*[]) { env, NULL },
+                .env = env,
                 .args = (const char*[]) { "--bus=user", NULL } });
+}
+
+static Daemon* start_on_bus(void) {
+        return start_on_bus_with(NULL);
 }
 
 /* Runs a command, returns its exit status, stdout and stderr (each may be NULL). */
@@ -301,9 +312,28 @@ Test(bus, publish_reaches_socket_subscribers) {
         cr_assert_eq(jint(o, "eventId"), event_id);
         json_object_put(o);
 
+        /* One more channel, only subscribed to, so the lists have rows of both kinds. */
+        struct json_object *s2 = conn_request(sub, "s2", "{\"type\":\"subscribe\",\"id\":\"s2\",\"channel\":\"alerts\"}");
+        json_object_put(s2);
+
         o = busctl_call("ListChannels", NULL, NULL, NULL);
         struct json_object *rows = jget(o, "data.0");
         bool found = false;
+
+        /* Row for row what the socket's status "channelList" says (both sorted by name). */
+        struct json_object *st = conn_request(sub, "st", "{\"type\":\"status\",\"id\":\"st\",\"channelList\":true}");
+        struct json_object *list = jget(st, "data.channelList");
+        cr_assert_eq(json_object_array_length(rows), json_object_array_length(list));
+        cr_assert_eq(json_object_array_length(rows), 3, "ops:*, alerts, ops:deploy");
+        for (size_t i = 0; i < json_object_array_length(list); i++) {
+                struct json_object *r = json_object_array_get_idx(rows, i), *l = json_object_array_get_idx(list, i);
+
+                cr_assert_str_eq(json_object_get_string(json_object_array_get_idx(r, 0)), jstr(l, "name"));
+                cr_assert_eq(json_object_get_int64(json_object_array_get_idx(r, 1)), jint(l, "subscribers"));
+                cr_assert_eq(json_object_get_int64(json_object_array_get_idx(r, 2)), jint(l, "bufferedEvents"));
+                cr_assert_eq(json_object_get_int64(json_object_array_get_idx(r, 3)), jint(l, "lastEventId"));
+        }
+        json_object_put(st);
         for (size_t i = 0; i < json_object_array_length(rows); i++) {
                 struct json_object *r = json_object_array_get_idx(rows, i);
                 if (strcmp(json_object_get_string(json_object_array_get_idx(r, 0)), "ops:deploy") == 0) {
@@ -434,11 +464,336 @@ Test(bus, list_jobs_mirrors_the_socket_and_admin_methods) {
         wait_for(bus, seen, "job:kan:ipc:nightly:error;");
         sd_bus_flush_close_unref(bus);
 
+        /* After the run the outcome columns agree too. */
+        sock = conn_request(c, "2b", "{\"type\":\"list_jobs\",\"id\":\"2b\"}");
+        o = busctl_call("ListJobs", NULL, NULL, NULL);
+        r = jget(o, "data.0.0");
+        j = jget(sock, "data.jobs.0");
+        cr_assert_str_eq(json_object_get_string(json_object_array_get_idx(r, 4)), jstr(j, "lastStatus"));
+        cr_assert_str_eq(json_object_get_string(json_object_array_get_idx(r, 4)), "error");
+        cr_assert_eq(json_object_get_int64(json_object_array_get_idx(r, 5)), jint(j, "nextRun"));
+        /* "last run" is the socket's lastRun, the last success: a failed run leaves it at 0 (never). */
+        cr_assert(!jhas(j, "lastRun"));
+        cr_assert_eq(json_object_get_int64(json_object_array_get_idx(r, 6)), 0);
+        cr_assert_eq(json_object_get_int64(json_object_array_get_idx(r, 7)), jint(j, "runCount"));
+        cr_assert_str_eq(json_object_get_string(json_object_array_get_idx(r, 8)), jstr(j, "lastError"));
+        json_object_put(o);
+        json_object_put(sock);
+
         json_object_put(busctl_call("Unschedule", "s", "nightly", NULL));
         o = conn_request(c, "3", "{\"type\":\"list_jobs\",\"id\":\"3\"}");
         cr_assert_eq(json_object_array_length(jget(o, "data.jobs")), 0);
         json_object_put(o);
 
+        conn_close(c);
+        daemon_free(d);
+}
+
+/* ---- PropertiesChanged, property values, coalescing ---- */
+
+#define DEST "org.photond.Daemon1"
+#define PATH "/org/photond/Daemon1"
+#define IFACE "org.photond.Daemon1"
+
+/* Every PropertiesChanged photond sent, in order, each as "Name=value " for the changed properties and "Name? "
+ * for the invalidated ones. */
+typedef struct Props {
+        sd_bus *bus;
+        char signals[256][256];
+        unsigned n;
+} Props;
+
+static int on_props(sd_bus_message *m, void *userdata, sd_bus_error *e) {
+        Props *p = userdata;
+        char *entry, **invalidated = NULL;
+        const char *iface, *name;
+        size_t len = 0;
+
+        cr_assert(p->n < 256, "too many PropertiesChanged");
+        entry = p->signals[p->n++];
+        entry[0] = '\0';
+        cr_assert(sd_bus_message_read(m, "s", &iface) >= 0);
+        cr_assert_str_eq(iface, IFACE);
+        cr_assert(sd_bus_message_enter_container(m, 'a', "{sv}") >= 0);
+        while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+                const char *contents;
+                char type;
+
+                cr_assert(sd_bus_message_read(m, "s", &name) >= 0);
+                cr_assert(sd_bus_message_peek_type(m, &type, &contents) >= 0);
+                if (streq(contents, "u")) {
+                        uint32_t u;
+                        cr_assert(sd_bus_message_read(m, "v", "u", &u) >= 0);
+                        len += snprintf(entry + len, 256 - len, "%s=%u ", name, u);
+                } else {
+                        cr_assert(sd_bus_message_skip(m, "v") >= 0);
+                        len += snprintf(entry + len, 256 - len, "%s=* ", name);
+                }
+                cr_assert(sd_bus_message_exit_container(m) >= 0);
+        }
+        cr_assert(sd_bus_message_exit_container(m) >= 0);
+        cr_assert(sd_bus_message_read_strv(m, &invalidated) >= 0);
+        for (char **i = invalidated; i && *i; i++)
+                len += snprintf(entry + len, 256 - len, "%s? ", *i);
+        for (char **i = invalidated; i && *i; i++)
+                free(*i);
+        free(invalidated);
+        return 0;
+}
+
+static void props_start(Props *p) {
+        *p = (Props) {};
+        cr_assert_eq(sd_bus_open_user(&p->bus), 0);
+        /* Synchronous: the match is in place before the test goes on. */
+        cr_assert(sd_bus_match_signal(p->bus, NULL, DEST, PATH, "org.freedesktop.DBus.Properties",
+                                      "PropertiesChanged", on_props, p) >= 0);
+}
+
+static void props_stop(Props *p) {
+        p->bus = sd_bus_flush_close_unref(p->bus);
+}
+
+static bool entry_has_all(const char *entry, const char *const *tokens) {
+        for (; *tokens; tokens++)
+                if (!strstr(entry, *tokens))
+                        return false;
+        return true;
+}
+
+/* Waits (10 s at most) for a PropertiesChanged at index >= from that carries every token ("Channels=1 ", with
+ * the trailing space); returns its index. */
+static unsigned props_wait(Props *p, unsigned from, const char *const *tokens) {
+        uint64_t deadline = mono_ms() + 10000;
+
+        for (;;) {
+                for (unsigned i = from; i < p->n; i++)
+                        if (entry_has_all(p->signals[i], tokens))
+                                return i;
+                if (mono_ms() >= deadline) {
+                        fprintf(stderr, "PropertiesChanged seen from %u on:\n", from);
+                        for (unsigned i = from; i < p->n; i++)
+                                fprintf(stderr, "  %u: %s\n", i, p->signals[i]);
+                        cr_assert_fail("no PropertiesChanged with %s%s%s within 10 s", tokens[0],
+                                       tokens[1] ? tokens[1] : "", tokens[1] && tokens[2] ? tokens[2] : "");
+                }
+                if (sd_bus_process(p->bus, NULL) > 0)
+                        continue;
+                (void) sd_bus_wait(p->bus, 100 * 1000);
+        }
+}
+
+#define PROPS_WAIT(p, from, ...) props_wait((p), (from), (const char *const[]) { __VA_ARGS__, NULL })
+
+static uint32_t property_u(Props *p, const char *name) {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        uint32_t u = 0;
+
+        cr_assert(sd_bus_get_property_trivial(p->bus, DEST, PATH, IFACE, name, &e, 'u', &u) >= 0,
+                  "Get %s: %s", name, e.message);
+        return u;
+}
+
+/* The value a property has, read over the bus and from the socket's status, which must agree. */
+static void expect_count(Props *p, Conn *c, const char *property, const char *status_key, uint32_t want) {
+        struct json_object *o = conn_request(c, "st", "{\"type\":\"status\",\"id\":\"st\"}");
+
+        cr_assert_eq(property_u(p, property), want, "%s", property);
+        cr_assert_eq(jint(o, status_key), want, "status %s", status_key);
+        json_object_put(o);
+}
+
+Test(bus, properties_channels_subscriptions_jobs_announce_changes) {
+        /* A short replay window, so a channel that only holds an event goes away by itself. */
+        Daemon *d = start_on_bus_with((const char*[]) { "PHOTOND_REPLAY_WINDOW_MS=2000", NULL });
+        Props p;
+        struct json_object *o;
+        unsigned i;
+
+        props_start(&p);
+        Conn *c = conn_open(d);
+        i = PROPS_WAIT(&p, 0, "Clients=1 ");
+        expect_count(&p, c, "Channels", "data.channels", 0);
+        expect_count(&p, c, "Subscriptions", "data.subscriptions", 0);
+        expect_count(&p, c, "Jobs", "data.jobs", 0);
+
+        /* Each of these changes the value and nothing else, so only the announcement can tell the watcher. */
+        o = conn_request(c, "1", "{\"type\":\"subscribe\",\"id\":\"1\",\"channel\":\"news\"}");
+        json_object_put(o);
+        i = PROPS_WAIT(&p, i + 1, "Channels=1 ", "Subscriptions=1 ");
+        expect_count(&p, c, "Channels", "data.channels", 1);
+        expect_count(&p, c, "Subscriptions", "data.subscriptions", 1);
+
+        o = conn_request(c, "2", "{\"type\":\"publish\",\"id\":\"2\",\"channel\":\"other\",\"message\":{}}");
+        json_object_put(o);
+        i = PROPS_WAIT(&p, i + 1, "Channels=2 ");
+        cr_assert_null(strstr(p.signals[i], "Subscriptions"), "Subscriptions did not change: %s", p.signals[i]);
+        expect_count(&p, c, "Channels", "data.channels", 2);
+
+        o = conn_request(c, "3", "{\"type\":\"unsubscribe\",\"id\":\"3\",\"channel\":\"news\"}");
+        json_object_put(o);
+        i = PROPS_WAIT(&p, i + 1, "Channels=1 ", "Subscriptions=0 ");
+        expect_count(&p, c, "Subscriptions", "data.subscriptions", 0);
+
+        /* "other" holds one event; when it leaves the replay window the channel goes, with no request to notice. */
+        i = PROPS_WAIT(&p, i + 1, "Channels=0 ");
+        cr_assert_eq(property_u(&p, "Channels"), 0);
+
+        o = conn_request(c, "4", "{\"type\":\"schedule\",\"id\":\"4\",\"photonName\":\"kan\",\"jobId\":\"nightly\","
+                                 "\"method\":\"archive\",\"cron\":\"0 3 * * *\"}");
+        cr_assert(jbool(o, "data.scheduled"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        i = PROPS_WAIT(&p, i + 1, "Jobs=1 ");
+        expect_count(&p, c, "Jobs", "data.jobs", 1);
+        o = conn_request(c, "5", "{\"type\":\"unschedule\",\"id\":\"5\",\"photonName\":\"kan\",\"jobId\":\"nightly\"}");
+        json_object_put(o);
+        i = PROPS_WAIT(&p, i + 1, "Jobs=0 ");
+        expect_count(&p, c, "Jobs", "data.jobs", 0);
+
+        /* A disconnect drops the subscriptions and the channels with them. */
+        o = conn_request(c, "6", "{\"type\":\"subscribe\",\"id\":\"6\",\"channel\":\"a\"}");
+        json_object_put(o);
+        i = PROPS_WAIT(&p, i + 1, "Channels=1 ", "Subscriptions=1 ");
+        conn_close(c);
+        i = PROPS_WAIT(&p, i + 1, "Clients=0 ", "Channels=0 ", "Subscriptions=0 ");
+
+        props_stop(&p);
+        daemon_free(d);
+}
+
+Test(bus, property_changes_of_one_batch_are_one_signal) {
+        Daemon *d = start_on_bus();
+        char batch[8192];
+        size_t len = 0;
+        unsigned first, batch_signal, last;
+        Props p;
+        struct json_object *o;
+
+        props_start(&p);
+        Conn *c = conn_open(d);
+        first = PROPS_WAIT(&p, 0, "Clients=1 ");
+
+        /* 20 subscriptions (20 channels) and a lock, written at once: photond reads and serves them in one loop
+         * iteration, so they must come out as one PropertiesChanged carrying the final values. */
+        for (int k = 0; k < 20; k++)
+                len += snprintf(batch + len, sizeof(batch) - len,
+                                "{\"type\":\"subscribe\",\"id\":\"s%d\",\"channel\":\"c%d\"}\n", k, k);
+        len += snprintf(batch + len, sizeof(batch) - len,
+                        "{\"type\":\"lock\",\"id\":\"l\",\"lockName\":\"x\",\"sessionId\":\"s\"}\n");
+        conn_send_raw(c, batch, len);
+        for (int k = 0; k < 21; k++) {
+                o = conn_expect(c, 5000);
+                cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
+                json_object_put(o);
+        }
+        batch_signal = PROPS_WAIT(&p, first + 1, "Channels=20 ", "Subscriptions=20 ", "Locks=1 ");
+
+        /* A later change as a fence: everything photond sent about the batch arrived before its signal. */
+        o = conn_request(c, "u", "{\"type\":\"unlock\",\"id\":\"u\",\"lockName\":\"x\",\"sessionId\":\"s\"}");
+        json_object_put(o);
+        last = PROPS_WAIT(&p, batch_signal + 1, "Locks=0 ");
+        for (unsigned k = first + 1; k < last; k++)
+                fprintf(stderr, "signal %u: %s\n", k, p.signals[k]);
+        cr_assert_eq(batch_signal, first + 1, "the batch's changes came in more than one signal");
+        cr_assert_eq(last, batch_signal + 1, "more than one signal for the batch");
+        cr_assert_null(strstr(p.signals[last], "Channels"), "%s", p.signals[last]);
+
+        conn_close(c);
+        props_stop(&p);
+        daemon_free(d);
+}
+
+/* ---- error names ---- */
+
+static void expect_error(sd_bus *bus, const char *name, const char *text, const char *method, const char *types, ...) {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, types);
+        r = sd_bus_call_methodv(bus, DEST, PATH, IFACE, method, &e, NULL, types, ap);
+        va_end(ap);
+        cr_assert(r < 0, "%s succeeded", method);
+        cr_assert_str_eq(e.name, name, "%s: %s", method, e.message);
+        if (text)
+                cr_assert(e.message && strstr(e.message, text), "%s: '%s' lacks '%s'", method, e.message, text);
+        sd_bus_error_free(&e);
+}
+
+Test(bus, error_names_and_limit_texts) {
+        Daemon *d = start_on_bus_with((const char*[]) {
+                "PHOTOND_MAX_MESSAGE_BYTES=64", "PHOTOND_MAX_CHANNEL_NAME_BYTES=16", "PHOTOND_MAX_CHANNELS=1", NULL });
+        sd_bus *bus = NULL;
+        char big[256];
+        struct json_object *o;
+
+        cr_assert_eq(sd_bus_open_user(&bus), 0);
+
+        expect_error(bus, IFACE ".Error.NoSuchLock", "No live lock named 'nope'", "ReleaseLock", "s", "nope");
+        expect_error(bus, IFACE ".Error.InvalidArgs", "must not be empty", "ReleaseLock", "s", "");
+        expect_error(bus, IFACE ".Error.NoSuchJob", "No job 'ghost'", "RunJob", "s", "ghost");
+        expect_error(bus, IFACE ".Error.NoSuchJob", "No job 'ghost'", "Unschedule", "s", "ghost");
+        expect_error(bus, IFACE ".Error.InvalidArgs", "not valid JSON", "Publish", "ss", "a:b", "{not json");
+        expect_error(bus, IFACE ".Error.InvalidArgs", "must not be empty", "Publish", "ss", "", "{}");
+
+        /* The limits say what the socket says. */
+        snprintf(big, sizeof(big), "{\"text\":\"%0100d\"}", 0);
+        expect_error(bus, IFACE ".Error.LimitExceeded", "Message too large: at most 64 bytes of JSON",
+                     "Publish", "ss", "a", big);
+        Conn *c = conn_open(d);
+        o = conn_request(c, "p", "{\"type\":\"publish\",\"id\":\"p\",\"channel\":\"a\",\"message\":%s}", big);
+        cr_assert_str_eq(jstr(o, "error"), "Message too large: at most 64 bytes of JSON");
+        json_object_put(o);
+        expect_error(bus, IFACE ".Error.LimitExceeded", "Channel name too long: at most 16 bytes",
+                     "Publish", "ss", "a-very-long-channel-name", "{}");
+
+        o = conn_request(c, "s", "{\"type\":\"subscribe\",\"id\":\"s\",\"channel\":\"held\"}");
+        cr_assert(jbool(o, "success"));
+        json_object_put(o);
+        expect_error(bus, IFACE ".Error.LimitExceeded", "Too many channels: at most 1 channels are subscribed to",
+                     "Publish", "ss", "other", "{}");
+
+        /* sd-bus's own checks keep the standard names. */
+        expect_error(bus, "org.freedesktop.DBus.Error.InvalidArgs", NULL, "ReleaseLock", "u", 5);
+        expect_error(bus, "org.freedesktop.DBus.Error.UnknownMethod", NULL, "NoSuchMethod", "");
+
+        conn_close(c);
+        sd_bus_flush_close_unref(bus);
+        daemon_free(d);
+}
+
+Test(bus, run_job_while_it_runs_is_job_running) {
+        Daemon *d = start_on_bus();
+        Conn *prov = conn_open(d), *c = conn_open(d);
+        sd_bus *bus = NULL;
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        char seen[1024] = "";
+        struct json_object *o, *inv;
+
+        /* A provider that answers only when told: the job runs until then. */
+        o = conn_request(prov, "p", "{\"type\":\"provide\",\"id\":\"p\",\"photonName\":\"svc\"}");
+        cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        o = conn_request(c, "1", "{\"type\":\"schedule\",\"id\":\"1\",\"photonName\":\"svc\",\"jobId\":\"job\","
+                                 "\"method\":\"compute\",\"cron\":\"0 0 1 1 *\"}");
+        cr_assert(jbool(o, "data.scheduled"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+
+        cr_assert_eq(sd_bus_open_user(&bus), 0);
+        cr_assert(sd_bus_match_signal(bus, NULL, DEST, PATH, IFACE, "JobFinished", on_job_finished, seen) >= 0);
+        cr_assert(sd_bus_call_method(bus, DEST, PATH, IFACE, "RunJob", &e, NULL, "s", "svc:ipc:job") >= 0,
+                  "%s", e.message);
+        inv = conn_expect(prov, 5000);
+        cr_assert_str_eq(jstr(inv, "type"), "invoke");
+
+        expect_error(bus, IFACE ".Error.JobRunning", "Job 'svc:ipc:job' is running already", "RunJob", "s",
+                     "svc:ipc:job");
+
+        conn_send(prov, "{\"type\":\"invoke_result\",\"id\":\"%s\",\"success\":true,\"data\":{}}", jstr(inv, "id"));
+        json_object_put(inv);
+        wait_for(bus, seen, "job:svc:ipc:job:success;");
+
+        sd_bus_flush_close_unref(bus);
+        conn_close(prov);
         conn_close(c);
         daemon_free(d);
 }
