@@ -431,6 +431,8 @@ void manager_client_disconnect(Manager *m, Client *c) {
                 return;
 
         log_debug("Client %" PRIu64 " disconnected.", c->serial);
+        if (m->idle_event_source)
+                (void) sd_event_now(m->event, CLOCK_MONOTONIC, &m->idle_last_activity_usec);
         /* Subsystems drop their references first, while the client is still whole. */
         channels_client_gone(m->channels, c);
         lock_table_client_gone(m->locks, c);
@@ -683,15 +685,24 @@ static bool manager_is_idle(Manager *m) {
                dispatcher_running_calls(m->dispatcher) == 0;
 }
 
+/* Idle means idle for a whole timeout, counted from the last activity: a disconnect (stamped when it happens) or
+ * requests or a busy daemon seen by a check (stamped with the check's time, which errs on the side of staying up).
+ * Stamping every request would cost a clock read on the hot path. */
 static int on_idle_check(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
+        uint64_t now;
 
-        if (manager_is_idle(m)) {
+        if (sd_event_now(m->event, CLOCK_MONOTONIC, &now) < 0)
+                now = now_usec(CLOCK_MONOTONIC);
+        if (m->n_requests != m->idle_checked_requests || !manager_is_idle(m)) {
+                m->idle_checked_requests = m->n_requests;
+                m->idle_last_activity_usec = now;
+        }
+        if (now >= m->idle_last_activity_usec + m->idle_timeout_usec) {
                 manager_begin_shutdown(m, "idle timeout");
                 return 0;
         }
-        /* Busy: look again one timeout later. */
-        (void) sd_event_source_set_time_relative(s, m->idle_timeout_usec);
+        (void) sd_event_source_set_time(s, m->idle_last_activity_usec + m->idle_timeout_usec);
         return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
 }
 
@@ -939,8 +950,10 @@ int manager_startup(Manager *m) {
                 return r;
 
         if (m->idle_timeout_usec > 0) {
+                m->idle_last_activity_usec = now_usec(CLOCK_MONOTONIC);
                 r = sd_event_add_time_relative(m->event, &m->idle_event_source, CLOCK_MONOTONIC,
-                                               m->idle_timeout_usec, USEC_PER_SEC, on_idle_check, m);
+                                               m->idle_timeout_usec, MIN(m->idle_timeout_usec / 20, USEC_PER_SEC),
+                                               on_idle_check, m);
                 if (r < 0)
                         return log_error_errno(r, "Failed to arm the idle timer: %m");
         }

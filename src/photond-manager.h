@@ -109,6 +109,8 @@ typedef struct Manager {
         sd_event_source *shutdown_event_source;
         sd_event_source *idle_event_source;
         uint64_t idle_timeout_usec;
+        uint64_t idle_last_activity_usec;       /* CLOCK_MONOTONIC: last disconnect, or a check that saw activity */
+        uint64_t idle_checked_requests;         /* n_requests at the last idle check */
         char *last_status;              /* the STATUS= we told systemd last */
         sd_event_source *status_event_source;
 

@@ -214,6 +214,30 @@ Test(core, invalid_limit_refuses_start_and_names_the_variable) {
         (void) !system(cmd);
 }
 
+/* PHOTON_DAEMON_IDLE_TIMEOUT_MS counts from the last activity, not in fixed periods from the start: a client that
+ * stays longer than the timeout and then leaves gives photond a whole timeout more. (The waits here are the
+ * scenario, not synchronisation.) */
+Test(core, idle_timeout_counts_from_the_last_disconnect) {
+        Daemon *d = daemon_start(&(DaemonOptions) {
+                .env = (const char*[]) { "PHOTON_DAEMON_IDLE_TIMEOUT_MS=1000", NULL } });
+        Conn *c = conn_open(d);
+        uint64_t closed;
+        int status;
+
+        ping_ok(c, "held-1");
+        usleep(1500 * 1000);
+        ping_ok(c, "held-2");
+        conn_close(c);
+        closed = mono_ms();
+
+        status = daemon_wait_exit(d, 10000);
+        cr_assert(status >= 0, "photond exits when idle");
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "cleanly, got %d", status);
+        cr_assert_geq(mono_ms() - closed, 990, "not before a whole timeout after the last client left (%" PRIu64 " ms)",
+                      mono_ms() - closed);
+        daemon_free(d);
+}
+
 Test(core, errors_echo_ids_and_keep_reference_prefixes) {
         Daemon *d = daemon_start(NULL);
         Conn *c = conn_open(d);
