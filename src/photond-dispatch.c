@@ -172,10 +172,17 @@ const char* dispatch_trigger_to_string(DispatchTrigger t) {
 
 /* ---- pure helpers ---- */
 
+/* As sshd's StrictModes: whoever can change a handler, or the directories it is found through, can run code as
+ * photond (on the system instance: as user photon, with its jobs' and webhooks' arguments). Only root and
+ * photond's own user may own them, and neither group nor others may write them. */
+static bool handler_stat_is_safe(const struct stat *st) {
+        return (st->st_uid == 0 || st->st_uid == geteuid()) && (st->st_mode & (S_IWGRP | S_IWOTH)) == 0;
+}
+
 int dispatch_resolve_handler(const char *dir, const char *photon, const char *method, char **ret_path,
                              bool *ret_method_arg) {
         _cleanup_free_ char *p = NULL, *pm = NULL;
-        struct stat st;
+        struct stat st, dst;
 
         if (!dir || !name_is_valid(photon) || !name_is_valid(method))
                 return -EINVAL;
@@ -184,6 +191,10 @@ int dispatch_resolve_handler(const char *dir, const char *photon, const char *me
                 return -ENOMEM;
         if (stat(p, &st) < 0)
                 return (errno == ENOENT || errno == ENOTDIR) ? -ENOENT : -errno;
+        if (stat(dir, &dst) < 0)
+                return -errno;
+        if (!handler_stat_is_safe(&dst) || !handler_stat_is_safe(&st))
+                return -EPERM;
 
         if (S_ISDIR(st.st_mode)) {
                 if (asprintf(&pm, "%s/%s", p, method) < 0)
@@ -194,6 +205,8 @@ int dispatch_resolve_handler(const char *dir, const char *photon, const char *me
                         return -ESRCH;
                 if (access(pm, X_OK) < 0)
                         return -EACCES;
+                if (!handler_stat_is_safe(&st))
+                        return -EPERM;
                 *ret_path = TAKE_PTR(pm);
                 *ret_method_arg = false;
                 return 0;
@@ -1286,6 +1299,14 @@ static int call_start(Dispatcher *d, const DispatchRequest *req, const CallOrigi
                 if (r == -EACCES) {
                         if (asprintf(ret_error, "Cannot run the handler of %s/%s: it is not executable",
                                      req->photon, req->method) < 0)
+                                *ret_error = NULL;
+                        return r;
+                }
+                if (r == -EPERM) {
+                        if (asprintf(ret_error, "Refusing the handler of %s/%s: it or its directory under %s is "
+                                     "writable by group or others, or owned by a user other than root and "
+                                     "photond's (chmod go-w, chown)",
+                                     req->photon, req->method, d->manager->handlers_dir) < 0)
                                 *ret_error = NULL;
                         return r;
                 }

@@ -80,7 +80,8 @@ unsigned dispatcher_running_calls(Dispatcher *d);
 /* Finds the handler for photon/method under dir: <dir>/<photon>/<method> (*ret_method_arg = false) or an
  * executable file <dir>/<photon> that takes the method as argv[1] (*ret_method_arg = true). Returns 0 and the
  * path; -EINVAL for names that are not valid path parts; -ENOENT if <dir>/<photon> does not exist; -ESRCH if
- * <dir>/<photon> is a directory without that method; -EACCES if the file is not executable. */
+ * <dir>/<photon> is a directory without that method; -EACCES if the file is not executable; -EPERM if the file,
+ * <dir>/<photon> or <dir> is writable by group or others or owned by neither root nor the effective user. */
 int dispatch_resolve_handler(const char *dir, const char *photon, const char *method, char **ret_path,
                              bool *ret_method_arg);
 

@@ -276,6 +276,30 @@ Test(dispatch, handler_resolution) {
         cr_assert_eq(dispatch_resolve_handler("/nonexistent-photond-dir", "kanban", "add", &path, &method_arg),
                      -ENOENT);
 
+        /* StrictModes: a handler others can change is refused, file or directory. */
+        write_file(sub, "groupw", 0775);
+        cr_assert_eq(dispatch_resolve_handler(dir, "kanban", "groupw", &path, &method_arg), -EPERM);
+        write_file(dir, "otherw", 0757);
+        cr_assert_eq(dispatch_resolve_handler(dir, "otherw", "x", &path, &method_arg), -EPERM);
+        cr_assert_eq(chmod(sub, 0775), 0);
+        cr_assert_eq(dispatch_resolve_handler(dir, "kanban", "add", &path, &method_arg), -EPERM);
+        cr_assert_eq(chmod(sub, 0755), 0);
+        cr_assert_eq(chmod(dir, 0777), 0);
+        cr_assert_eq(dispatch_resolve_handler(dir, "kanban", "add", &path, &method_arg), -EPERM);
+        cr_assert_eq(chmod(dir, 0700), 0);
+        cr_assert_eq(dispatch_resolve_handler(dir, "kanban", "add", &path, &method_arg), 0);
+        free(path);
+        if (geteuid() == 0) {
+                char *foreign;
+
+                /* Owned by another user: refused even without write bits for others. */
+                cr_assert(asprintf(&foreign, "%s/add", sub) >= 0);
+                cr_assert_eq(chown(foreign, 65534, 65534), 0);
+                cr_assert_eq(dispatch_resolve_handler(dir, "kanban", "add", &path, &method_arg), -EPERM);
+                cr_assert_eq(chown(foreign, 0, 0), 0);
+                free(foreign);
+        }
+
         /* Names never escape the handlers directory. */
         cr_assert_eq(dispatch_resolve_handler(dir, "..", "add", &path, &method_arg), -EINVAL);
         cr_assert_eq(dispatch_resolve_handler(dir, "kanban", "../single", &path, &method_arg), -EINVAL);

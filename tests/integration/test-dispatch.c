@@ -678,6 +678,16 @@ Test(dispatch, missing_handlers_and_bad_requests) {
         assert_contains(error_of(o), "not executable");
         json_object_put(o);
 
+        /* Anyone in the group could put code there: refused, and said how to fix it. */
+        write_handler(d, "kanban/shared", "#!/bin/sh\necho 1\n");
+        cr_assert(asprintf(&path, "%s/handlers/kanban/shared", d->home) >= 0);
+        cr_assert_eq(chmod(path, 0775), 0);
+        free(path);
+        o = command(c, "n3w", "kanban", "shared", NULL);
+        assert_contains(error_of(o), "Refusing the handler of kanban/shared");
+        assert_contains(error_of(o), "chmod go-w");
+        json_object_put(o);
+
         o = conn_request(c, "n4", "{\"type\":\"command\",\"id\":\"n4\",\"method\":\"add\"}");
         cr_assert_str_eq(error_of(o), "photonName required for commands");
         cr_assert_str_eq(jstr(o, "suggestion"), "Include photonName in the request payload");
