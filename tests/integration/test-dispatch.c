@@ -1252,3 +1252,102 @@ Test(dispatch, provider_registration_cap) {
         conn_close(b);
         daemon_stop_clean(d);
 }
+
+/* ---- the examples in docs/examples work as documented ---- */
+
+static const char* examples_dir(void) {
+        const char *e = getenv("PHOTOND_EXAMPLES");
+
+        if (!e)
+                cr_skip_test("PHOTOND_EXAMPLES is not set (run under meson test)");
+        return e;
+}
+
+Test(dispatch, example_handler_sh) {
+        const char *examples = examples_dir();
+        Daemon *d = daemon_start(NULL);
+        Conn *c = conn_open(d);
+        struct json_object *o;
+        char cmd[2048];
+
+        mkdir_p(d->home);
+        snprintf(cmd, sizeof(cmd), "mkdir -p '%s/handlers' && install -m 0755 '%s/handler.sh' '%s/handlers/sysinfo'",
+                 d->home, examples, d->home);
+        cr_assert_eq(system(cmd), 0);
+
+        o = command(c, "e1", "sysinfo", "echo", "{\"a\":[1,\"x\"]}");
+        cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
+        cr_assert_eq(jint(o, "data.a.0"), 1);
+        cr_assert_str_eq(jstr(o, "data.a.1"), "x");
+        json_object_put(o);
+
+        o = command(c, "e2", "sysinfo", "whoami", NULL);
+        cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
+        assert_contains(jstr(o, "data"), "via command");
+        json_object_put(o);
+
+        o = command(c, "e3", "sysinfo", "uptime", NULL);
+        cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
+        cr_assert(jhas(o, "data.seconds") && jhas(o, "data.load"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+
+        o = command(c, "e4", "sysinfo", "reboot", NULL);
+        assert_contains(error_of(o), "unknown method 'reboot'");
+        json_object_put(o);
+
+        conn_close(c);
+        daemon_stop_clean(d);
+}
+
+Test(dispatch, example_provider_js) {
+        const char *examples = examples_dir();
+        char script[1024];
+        pid_t node;
+
+        if (system("command -v node >/dev/null 2>&1") != 0)
+                cr_skip_test("node is not installed");
+        snprintf(script, sizeof(script), "%s/provider.js", examples);
+
+        Daemon *d = daemon_start(NULL);
+        Conn *c = conn_open(d);
+        struct json_object *o;
+
+        node = fork();
+        cr_assert(node >= 0);
+        if (node == 0) {
+                setenv("PHOTON_HOME", d->home, 1);
+                execlp("node", "node", script, (char*) NULL);
+                _exit(127);
+        }
+
+        /* Ready when photond counts its registration. */
+        for (uint64_t deadline = mono_ms() + 20000;;) {
+                o = status_of(c);
+                int64_t have = jint(o, "data.providers");
+                json_object_put(o);
+                if (have == 1)
+                        break;
+                cr_assert(mono_ms() < deadline, "provider.js did not register");
+                cr_assert_eq(waitpid(node, NULL, WNOHANG), 0, "provider.js exited");
+                usleep(10000);
+        }
+
+        o = command(c, "n1", "notes", "add", "{\"text\":\"milk\"}");
+        cr_assert_str_eq(jstr(o, "type"), "emit", "%s", json_object_to_json_string(o));
+        cr_assert_str_eq(jstr(o, "emitData.message"), "saved note 1");
+        json_object_put(o);
+        o = conn_expect(c, 5000);
+        cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
+        cr_assert_eq(jint(o, "data.id"), 1);
+        cr_assert_str_eq(jstr(o, "data.text"), "milk");
+        json_object_put(o);
+        o = command(c, "n2", "notes", "list", NULL);
+        cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
+        cr_assert_str_eq(jstr(o, "data.0"), "milk");
+        json_object_put(o);
+
+        kill(node, SIGTERM);
+        waitpid(node, NULL, 0);
+        conn_close(c);
+        daemon_stop_clean(d);
+}
