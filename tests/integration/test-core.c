@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "macro.h"
 
 static void ping_ok(Conn *c, const char *id) {
         char req[128];
@@ -89,6 +90,34 @@ Test(core, shutdown_broadcast_precedes_result) {
         json_object_put(o);
         cr_assert(conn_wait_eof(c, 5000));
         conn_close(c);
+        daemon_free(d);
+}
+
+/* Requests that arrive after shutdown began (here: in the same read) get the reference's error; ping still pongs. */
+Test(core, requests_during_shutdown_get_the_reference_error) {
+        Daemon *d = daemon_start(NULL);
+        Conn *c = conn_open(d);
+        struct json_object *o;
+        bool got_error = false, got_pong = false;
+
+        conn_send(c, "{\"type\":\"shutdown\",\"id\":\"s1\"}\n{\"type\":\"list_locks\",\"id\":\"late\"}\n"
+                     "{\"type\":\"ping\",\"id\":\"late-ping\"}");
+        while ((o = conn_recv(c, 5000))) {
+                if (streq_ptr(jstr(o, "id"), "late")) {
+                        cr_assert_str_eq(jstr(o, "type"), "error");
+                        cr_assert_str_eq(jstr(o, "error"), "Daemon is shutting down");
+                        cr_assert_str_eq(jstr(o, "suggestion"), "Retry after the daemon restarts");
+                        got_error = true;
+                } else if (streq_ptr(jstr(o, "id"), "late-ping")) {
+                        cr_assert_str_eq(jstr(o, "type"), "pong");
+                        got_pong = true;
+                }
+                json_object_put(o);
+        }
+        cr_assert(got_error, "list_locks after shutdown got the shutdown error");
+        cr_assert(got_pong, "ping after shutdown got pong");
+        conn_close(c);
+        cr_assert_eq(daemon_wait_exit(d, 5000), 0);
         daemon_free(d);
 }
 
