@@ -1,8 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 
-/* photond's own state (lock table, fencing and eventId high-water marks) in one small JSON file. It is written with
- * tmp + rename but without fsync: it must survive a photond crash (the kernel has the data), and a power loss
- * restarts everything that held locks anyway (DECISIONS.md, "Group commit"). */
+/* photond's own state (lock table, fencing and eventId high-water marks) in one small JSON file, written atomically
+ * at the end of every loop iteration that changed it (group commit, DECISIONS.md).
+ *
+ * Durability is split by what a power loss would break. Lock-table changes are written without fsync: they must
+ * survive a photond crash (the kernel has the data), and a power loss ends every process that held a lock anyway.
+ * Syncing them would put an fsync on the lock path: an unsynced write costs about 2 us here, one with the file and
+ * directory fsync'ed about 340 us. The high-water marks are different: a fencing token or eventId handed out twice
+ * is a broken promise to resources outside this machine's memory. So a write that raises a mark (once per 1024
+ * tokens, at most once per 10 s of publishing) is durable, and leaves no older copy behind that an unsynced later
+ * write could bring back (see state_file_write()). After a power loss state.json is then either a version with
+ * marks at least as high as any token or id handed out, or unreadable, which counts as lost state (tokens and ids
+ * restart above the wall clock). */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -96,6 +105,10 @@ struct StateFile {
         off_t size[2];
         unsigned named;         /* fd[named] is state.json (or -EBADF before the first write), the other the tmp */
         bool plain;             /* no RENAME_EXCHANGE here: write_file_atomic() every time */
+
+        /* the high-water marks of the last durable write; a write that raises one is made durable */
+        bool synced;
+        int64_t synced_fencing, synced_event_id;
 };
 
 StateFile* state_file_free(StateFile *f) {
@@ -153,12 +166,15 @@ static int state_file_new(const char *path, StateFile **ret) {
         return 0;
 }
 
-static int state_file_write(StateFile *f, const char *text, size_t len) {
+/* sync: make this write durable. Unsynced writes go into the file that held an older state, in place, so a power
+ * loss could leave that older content under the name state.json; for that reason a durable write also empties the
+ * other file (durably), and every state found on disk afterwards is this one or a later one. */
+static int state_file_write(StateFile *f, const char *text, size_t len, bool sync) {
         unsigned w = !f->named;
         int r;
 
         if (f->plain)
-                return write_file_atomic(f->path, text, len, 0600, /* sync= */ false);
+                return write_file_atomic(f->path, text, len, 0600, sync);
 
         for (size_t done = 0; done < len;) {
                 ssize_t n = pwrite(f->fd[w], text + done, len - done, (off_t) done);
@@ -172,11 +188,19 @@ static int state_file_write(StateFile *f, const char *text, size_t len) {
         if ((off_t) len < f->size[w] && ftruncate(f->fd[w], (off_t) len) < 0)
                 return -errno;
         f->size[w] = (off_t) len;
+        if (sync && fsync(f->fd[w]) < 0)
+                return -errno;
 
         if (f->fd[f->named] < 0) {
-                /* The first state.json: nothing to exchange with. The tmp becomes it, and a new tmp is made. */
+                /* The first state.json: nothing to exchange with. The tmp becomes it, and a new (empty) tmp is
+                 * made. */
                 if (rename(f->tmp_path, f->path) < 0)
                         return -errno;
+                if (sync) {
+                        r = fsync_parent_directory(f->path);
+                        if (r < 0)
+                                return r;
+                }
                 f->named = w;
                 return state_file_open_one(f->tmp_path, O_CREAT, &f->fd[!w], &f->size[!w]);
         }
@@ -189,16 +213,28 @@ static int state_file_write(StateFile *f, const char *text, size_t len) {
                 (void) unlink(f->tmp_path);
                 f->fd[0] = safe_close(f->fd[0]);
                 f->fd[1] = safe_close(f->fd[1]);
-                return write_file_atomic(f->path, text, len, 0600, false);
+                return write_file_atomic(f->path, text, len, 0600, sync);
         }
         f->named = w;
+
+        if (sync) {
+                r = fsync_parent_directory(f->path);
+                if (r < 0)
+                        return r;
+                if (ftruncate(f->fd[!w], 0) < 0 || fsync(f->fd[!w]) < 0)
+                        return -errno;
+                f->size[!w] = 0;
+        }
         return 0;
 }
 
 int store_save_state(Manager *m) {
         _cleanup_(json_object_putp) struct json_object *state = NULL;
         _cleanup_free_ char *path = NULL;
+        int64_t fencing = 0, event_id = 0;
         const char *text;
+        StateFile *f;
+        bool sync;
         size_t len;
         int r;
 
@@ -223,13 +259,27 @@ int store_save_state(Manager *m) {
         if (!text)
                 return -ENOMEM;
 
+        /* Absent marks read as 0. */
+        (void) json_get_int64(state, "fencingTokenReserved", false, &fencing);
+        (void) json_get_int64(state, "eventIdHighWater", false, &event_id);
+
         if (!m->state_file)
                 (void) state_file_new(path, &m->state_file);
-        if (m->state_file) {
-                if (state_file_write(m->state_file, text, len) >= 0)
+        f = m->state_file;
+        if (f) {
+                /* The first write of a StateFile is durable too: the tmp it found may hold an older state. */
+                sync = !f->synced || fencing > f->synced_fencing || event_id > f->synced_event_id;
+                r = state_file_write(f, text, len, sync);
+                if (r >= 0) {
+                        if (sync) {
+                                f->synced = true;
+                                f->synced_fencing = fencing;
+                                f->synced_event_id = event_id;
+                        }
                         return 0;
+                }
                 /* Someone removed or replaced one of the files: this write the plain way, then open afresh. */
                 m->state_file = state_file_free(m->state_file);
         }
-        return write_file_atomic(path, text, len, 0600, /* sync= */ false);
+        return write_file_atomic(path, text, len, 0600, /* sync= */ true);
 }

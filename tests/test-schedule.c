@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "fd-util.h"
+#include "fsync-spy.h"
 #include "helpers.h"
 #include "json-util.h"
 #include "photond-limits.h"
@@ -464,5 +465,50 @@ Test(schedule, reference_files_load_and_run) {
         free(lenient);
         free(other);
         free(hist);
+        tmpdir_remove(home);
+}
+
+/* A run's counters are written durably (the file before its rename, the directory after), and so is the removal
+ * by unschedule: after a power loss a confirmed job is there with its last run, and a removed one stays gone. */
+Test(schedule, job_file_writes_are_durable) {
+        char *home = tmpdir_new(), *dir, *path, *tmp_prefix, *real;
+        Manager *m;
+
+        utc();
+        limits_reset();
+        cr_assert(asprintf(&dir, "%s/.photon/.data/p/schedules", home) > 0);
+        cr_assert(asprintf(&path, "%s/nightly.json", dir) > 0);
+        write_text(path, "{\"id\":\"p:ipc:nightly\",\"method\":\"sweep\",\"cron\":\"0 3 * * *\","
+                         "\"photonName\":\"p\",\"source\":\"ipc\",\"status\":\"active\"}");
+        real = realpath(dir, NULL);
+        cr_assert_not_null(real);
+        cr_assert(asprintf(&tmp_prefix, "%s/nightly.json.tmp.", real) > 0);
+
+        m = manager_in(home);
+        cr_assert_eq(scheduler_load(m->scheduler), 0);
+        cr_assert_eq(scheduler_count(m->scheduler), 1);
+
+        /* No handler: the run fails at once and its counters are written before scheduler_run_job() returns. */
+        fsync_spy_reset();
+        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly"), 0);
+        if (!fsync_spy_saw(tmp_prefix, true) || !fsync_spy_saw(real, false))
+                fsync_spy_dump();
+        cr_assert(fsync_spy_saw(tmp_prefix, true), "the job file's data is synced before the rename");
+        cr_assert(fsync_spy_saw(real, false), "the directory is synced after the rename");
+        char *t = read_text(path);
+        cr_assert_not_null(strstr(t, "\"consecutiveFailures\": 1"), "%s", t);
+        free(t);
+
+        fsync_spy_reset();
+        cr_assert_eq(scheduler_unschedule(m->scheduler, "nightly"), 0);
+        cr_assert_neq(access(path, F_OK), 0);
+        cr_assert(fsync_spy_saw(real, false), "the unlink is made durable");
+
+        manager_free(m);
+        fsync_spy_reset();
+        free(real);
+        free(tmp_prefix);
+        free(path);
+        free(dir);
         tmpdir_remove(home);
 }

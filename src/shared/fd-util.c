@@ -103,6 +103,26 @@ int read_full_file(const char *path, size_t max, char **ret, size_t *ret_size) {
         return 0;
 }
 
+int fsync_parent_directory(const char *path) {
+        _cleanup_free_ char *dir = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        const char *slash = strrchr(path, '/');
+
+        if (!slash)
+                dir = strdup(".");
+        else if (slash == path)
+                dir = strdup("/");
+        else
+                dir = strndup(path, slash - path);
+        if (!dir)
+                return -ENOMEM;
+
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        return fsync(fd) < 0 ? -errno : 0;
+}
+
 int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode, bool sync) {
         _cleanup_free_ char *tmp = NULL;
         _cleanup_close_ int fd = -EBADF;
@@ -128,6 +148,8 @@ int write_file_atomic(const char *path, const void *data, size_t size, mode_t mo
                 size -= n;
         }
 
+        /* The data first: a rename that reaches the disk before the data would leave an empty file after a power
+         * loss (XFS, ext4 with noauto_da_alloc, ...). */
         if (sync && fsync(fd) < 0) {
                 r = -errno;
                 goto fail;
@@ -136,6 +158,9 @@ int write_file_atomic(const char *path, const void *data, size_t size, mode_t mo
                 r = -errno;
                 goto fail;
         }
+        /* The rename is a change of the directory, durable only once the directory is. */
+        if (sync)
+                return fsync_parent_directory(path);
         return 0;
 
 fail:

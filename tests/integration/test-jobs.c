@@ -419,6 +419,134 @@ Test(jobs, system_instance_refuses_working_dir) {
         rm_home(state);
 }
 
+/* The test hook is for tests of the user instance only: the system instance logs that it ignores it and keeps
+ * real time (createdAt, nextRun). The same offset does shift a user instance, so the check can fail. */
+Test(jobs, system_instance_ignores_the_test_clock_hook) {
+        const int64_t offset = 3 * DAY_MS;
+        char *state = make_home();
+        char *sock = xprintf("%s/daemon.sock", state);
+        char *env_state = xprintf("STATE_DIRECTORY=%s", state);
+        char *env_off = xprintf("PHOTOND_TEST_CLOCK_OFFSET_MS=%" PRIi64, offset);
+        const char *env[] = { "TZ=UTC", env_state, env_off, NULL };
+        const char *args[] = { "--system", "--socket", sock, NULL };
+        int64_t before, after, expect;
+        struct json_object *j;
+        Daemon *d;
+        Conn *c;
+
+        before = real_ms();
+        d = daemon_start(&(DaemonOptions) { .env = env, .args = args });
+        c = conn_open_path(sock);
+        cr_assert(daemon_log_contains(d, "Ignoring PHOTOND_TEST_CLOCK_OFFSET_MS"), "the refusal is logged");
+        cr_assert(!daemon_log_contains(d, "TEST HOOK ACTIVE"));
+        schedule_ok(c, "sys", "daily", "run", "0 3 * * *", NULL);
+        after = real_ms();
+        j = get_job(c, "sys:ipc:daily");
+        cr_assert_not_null(j);
+        cr_assert(jint(j, "createdAt") >= before && jint(j, "createdAt") <= after,
+                  "createdAt %" PRIi64 " is real time, not shifted", jint(j, "createdAt"));
+        cr_assert_eq(schedule_cron_next("0 3 * * *", jint(j, "createdAt"), &expect), 0);
+        cr_assert_eq(jint(j, "nextRun"), expect);
+        json_object_put(j);
+        conn_close(c);
+        stop(d);
+
+        /* The user instance honours it. */
+        before = real_ms();
+        d = daemon_start(&(DaemonOptions) { .env = (const char*[]) { "TZ=UTC", env_off, NULL } });
+        c = conn_open(d);
+        cr_assert(daemon_log_contains(d, "TEST HOOK ACTIVE"));
+        schedule_ok(c, "usr", "daily", "run", "0 3 * * *", NULL);
+        j = get_job(c, "usr:ipc:daily");
+        cr_assert(jint(j, "createdAt") >= before + offset, "the user instance's clock is shifted");
+        json_object_put(j);
+        conn_close(c);
+        stop(d);
+
+        free(env_off);
+        free(env_state);
+        free(sock);
+        rm_home(state);
+}
+
+/* PHOTON_DIR (not PHOTON_HOME) is the base of job files, as in the reference: the job file, its history and the
+ * bases registry go there, jobs are loaded from there at start, and photond's own state stays under
+ * PHOTON_HOME. */
+Test(jobs, photon_dir_moves_job_files) {
+        const char *env_plain[] = { "TZ=UTC", NULL };
+        char *home = make_home(), *jobs_dir = xprintf("%s/elsewhere", home);
+        char *env_dir = xprintf("PHOTON_DIR=%s", jobs_dir);
+        const char *env[] = { "TZ=UTC", env_dir, NULL };
+        char *file = xprintf("%s/.data/mv/schedules/nightly.json", jobs_dir);
+        char *hist = xprintf("%s/.data/mv/schedules/executions.jsonl", jobs_dir);
+        char *bases = xprintf("%s/.data/.bases.json", jobs_dir);
+        char *default_file = job_path(home, "mv", "nightly");
+        char *home_file = xprintf("%s/.data/mv/schedules/nightly.json", home);
+        char *wd = xprintf("%s/project", home), *extra = xprintf("\"workingDir\":\"%s\"", wd);
+        struct json_object *o, *j;
+        Daemon *d;
+        Conn *c;
+
+        cr_assert_eq(mkdir(jobs_dir, 0755), 0);
+        cr_assert_eq(mkdir(wd, 0755), 0);
+        d = daemon_start(&(DaemonOptions) { .env = env, .home = home });
+        c = conn_open(d);
+        schedule_ok(c, "mv", "nightly", "sweep", "0 3 * * *", NULL);
+        cr_assert_eq(access(file, F_OK), 0, "the job file is under PHOTON_DIR: %s", file);
+        cr_assert_neq(access(default_file, F_OK), 0, "not under ~/.photon");
+        cr_assert_neq(access(home_file, F_OK), 0, "not under PHOTON_HOME");
+
+        o = call(c, "\"type\":\"run_job\",\"jobId\":\"nightly\"");
+        cr_assert(!jbool(o, "success"), "no handler");
+        json_object_put(o);
+        cr_assert_eq(access(hist, F_OK), 0, "the run history is beside it: %s", hist);
+
+        schedule_ok(c, "mv", "build", "make", "0 * * * *", extra);
+        o = read_json(bases);
+        cr_assert_str_eq(jstr(o, "bases.0.path"), wd, "the bases registry is under PHOTON_DIR");
+        json_object_put(o);
+
+        /* photond's own state is not a job file: it stays under PHOTON_HOME. */
+        conn_close(c);
+        stop(d);
+        char *state = xprintf("%s/.data/photond/state.json", home);
+        cr_assert_eq(access(state, F_OK), 0, "%s", state);
+        free(state);
+
+        /* Loaded from PHOTON_DIR at start, with its counters... */
+        d = daemon_start(&(DaemonOptions) { .env = env, .home = home });
+        c = conn_open(d);
+        j = get_job(c, "mv:ipc:nightly");
+        cr_assert_not_null(j, "loaded from PHOTON_DIR");
+        cr_assert_eq(jint(j, "consecutiveFailures"), 1);
+        json_object_put(j);
+        o = call(c, "\"type\":\"get_execution_history\",\"photonName\":\"mv\",\"method\":\"sweep\"");
+        cr_assert_eq(json_object_array_length(jget(o, "data.entries")), 1);
+        json_object_put(o);
+        conn_close(c);
+        stop(d);
+
+        /* ...and a daemon without PHOTON_DIR (the same PHOTON_HOME) does not see them. */
+        d = daemon_start(&(DaemonOptions) { .env = env_plain, .home = home });
+        c = conn_open(d);
+        o = call(c, "\"type\":\"list_jobs\"");
+        cr_assert_eq(json_object_array_length(jget(o, "data.jobs")), 0, "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        conn_close(c);
+        stop(d);
+
+        free(extra);
+        free(wd);
+        free(home_file);
+        free(default_file);
+        free(bases);
+        free(hist);
+        free(file);
+        free(env_dir);
+        free(jobs_dir);
+        rm_home(home);
+}
+
 /* ---- firing at the right second ---- */
 
 /* Starts photond with its scheduler clock set so that a minute boundary falls lead_ms from now; returns the
