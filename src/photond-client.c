@@ -72,10 +72,17 @@ static void client_read_more_done(Client *c) {
         LIST_REMOVE(read_more, c->manager->read_more_clients, c);
 }
 
+static void client_mark_dirty(Client *c);
+
 static void client_on_io(Client *c, uint32_t revents) {
         int r;
 
         if (revents & EPOLLOUT) {
+                /* Replies wait for the state write that covers them (manager_flush()). */
+                if (c->manager && c->manager->state_unsaved) {
+                        client_mark_dirty(c);
+                        goto read;
+                }
                 r = client_flush(c);
                 if (r < 0) {
                         log_debug_errno(r, "Client %" PRIu64 ": write failed, disconnecting: %m", c->serial);
@@ -88,6 +95,7 @@ static void client_on_io(Client *c, uint32_t revents) {
                 }
         }
 
+read:
         if (revents & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
                 ssize_t n;
 

@@ -499,19 +499,58 @@ static void manager_schedule_status(Manager *m) {
                 log_debug_errno(r, "Failed to arm the status timer: %m");
 }
 
+static int on_state_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        m->state_dirty = true;
+        return manager_flush(m);
+}
+
+/* Group commit: state changes of this iteration reach the disk before any reply that reports them, so nobody hears
+ * "acquired" for a lock (or a fencing token) that a crash could forget. When the write fails (disk full, file
+ * system read-only) every reply is held and the write retried each second and with every new batch; clients see
+ * latency, never a promise photond cannot keep. Shutdown sends what it has: there is nothing left to protect. */
+static bool manager_save_state(Manager *m) {
+        int r;
+
+        if (!m->state_dirty)
+                return true;
+        r = store_save_state(m);
+        if (r >= 0) {
+                m->state_dirty = false;
+                if (m->state_unsaved) {
+                        log_notice("Wrote %s/state.json again; sending the replies held meanwhile.", m->state_dir);
+                        m->state_unsaved = false;
+                        (void) sd_event_source_set_enabled(m->state_retry_event_source, SD_EVENT_OFF);
+                }
+                return true;
+        }
+
+        if (!m->state_unsaved)
+                log_error_errno(r, "Failed to write %s/state.json, holding every reply until it can be written "
+                                "(retrying each second): %m", m->state_dir);
+        m->state_unsaved = true;
+        if (!m->state_retry_event_source)
+                r = sd_event_add_time_relative(m->event, &m->state_retry_event_source, CLOCK_MONOTONIC,
+                                               USEC_PER_SEC, USEC_PER_SEC / 10, on_state_retry, m);
+        else {
+                r = sd_event_source_set_time_relative(m->state_retry_event_source, USEC_PER_SEC);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(m->state_retry_event_source, SD_EVENT_ONESHOT);
+        }
+        if (r < 0)
+                log_error_errno(r, "Failed to arm the state write retry timer: %m");
+        return false;
+}
+
 int manager_flush(Manager *m) {
         Client *c;
         int r;
 
         (void) sd_event_source_set_enabled(m->flush_event_source, SD_EVENT_OFF);
 
-        /* Group commit: state changes of this iteration reach the disk before any reply that reports them. */
-        if (m->state_dirty) {
-                m->state_dirty = false;
-                r = store_save_state(m);
-                if (r < 0)
-                        log_error_errno(r, "Failed to write %s/state.json: %m", m->state_dir);
-        }
+        if (!manager_save_state(m) && !m->shutting_down)
+                return 0;
 
         /* The list was built newest first: flush oldest first, so the pushes a publish queued leave before the
          * publisher's reply, in the reference's order. */
@@ -1018,6 +1057,7 @@ Manager* manager_free(Manager *m) {
         sd_event_source_disable_unref(m->status_event_source);
         sd_event_source_disable_unref(m->shutdown_event_source);
         sd_event_source_disable_unref(m->flush_event_source);
+        sd_event_source_disable_unref(m->state_retry_event_source);
         m->state_file = state_file_free(m->state_file);
         sd_event_source_disable_unref(m->accept_pause_event_source);
         sd_event_source_disable_unref(m->control_event_source);

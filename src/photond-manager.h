@@ -79,6 +79,8 @@ typedef struct Manager {
         LIST_HEAD(Client, dirty_clients);
         sd_event_source *flush_event_source;
         bool state_dirty;
+        bool state_unsaved;             /* the last state write failed: replies are held until one succeeds */
+        sd_event_source *state_retry_event_source;
         StateFile *state_file;  /* photond-store.c */
         bool state_lost;        /* state.json existed but could not be read */
 

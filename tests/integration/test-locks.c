@@ -394,6 +394,59 @@ Test(locks, corrupt_state_is_kept_aside_and_announced) {
         rm_home(home);
 }
 
+/* When state.json cannot be written, no reply may promise what a crash would forget: replies wait until the write
+ * succeeds (retried each second), then leave, and a crash after that keeps both locks. */
+Test(locks, replies_wait_while_the_state_cannot_be_written) {
+        Daemon *d = daemon_start(NULL);
+        Conn *c = conn_open(d);
+        struct json_object *o;
+        char *home, cmd[2048];
+        int64_t t1, t2;
+
+        t1 = acquire_ok(c, "1", "first", "h1", ",\"lockTimeout\":60000");
+
+        /* A directory where state.json was: every way of writing it fails (EISDIR), even for root. */
+        snprintf(cmd, sizeof(cmd), "cd '%s/.data/photond' && rm -f state.json state.json.tmp && mkdir -p state.json/x",
+                 d->home);
+        cr_assert_eq(system(cmd), 0);
+
+        conn_send(c, "{\"type\":\"lock\",\"id\":\"2\",\"lockName\":\"second\",\"sessionId\":\"h2\","
+                     "\"lockTimeout\":60000}");
+        o = conn_recv(c, 500);
+        cr_assert_null(o, "a reply left while its lock could not be saved: %s", o ? json_object_to_json_string(o) : "");
+        cr_assert(daemon_log_contains(d, "holding every reply"), "and the journal says why");
+
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s/.data/photond/state.json'", d->home);
+        cr_assert_eq(system(cmd), 0);
+        o = conn_expect(c, 5000);
+        cr_assert_str_eq(jstr(o, "id"), "2", "%s", json_object_to_json_string(o));
+        cr_assert(jbool(o, "data.acquired"), "%s", json_object_to_json_string(o));
+        t2 = jint(o, "data.fencingToken");
+        cr_assert_gt(t2, t1);
+        json_object_put(o);
+        cr_assert(daemon_log_contains(d, "Wrote"), "the recovery is logged");
+
+        home = daemon_take_home(d);
+        kill(d->pid, SIGKILL);
+        cr_assert(daemon_wait_exit(d, 10000) != -1);
+        conn_close(c);
+        daemon_free(d);
+
+        d = daemon_start(&(DaemonOptions) { .home = home });
+        c = conn_open(d);
+        o = query(c, "q1", "first");
+        cr_assert_eq(jint(o, "data.fencingToken"), t1, "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        o = query(c, "q2", "second");
+        cr_assert_str_eq(jstr(o, "data.holder"), "h2", "%s", json_object_to_json_string(o));
+        cr_assert_eq(jint(o, "data.fencingToken"), t2);
+        json_object_put(o);
+        cr_assert_gt(acquire_ok(c, "3", "third", "h3", NULL), t2, "tokens never repeat");
+        conn_close(c);
+        daemon_free(d);
+        rm_home(home);
+}
+
 Test(locks, waiters_are_served_first_come_first_served) {
         Daemon *d = daemon_start(NULL);
         Conn *owner = conn_open(d), *w[3];
