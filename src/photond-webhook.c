@@ -3,8 +3,8 @@
 /* The webhook endpoint: libmicrohttpd on the "webhook" listener, driven by the manager's sd-event loop as
  * journal-remote does it (MHD's epoll fd is an IO source, its timeout a timer; no MHD threads, so every callback
  * runs on the loop thread and may touch the Manager). Requests are checked in the reference's order (preflight,
- * allowlist, rate limit, route, authentication, body); the method call then waits on a suspended connection until
- * the dispatcher reports back. */
+ * allowlist, rate limit, route, authentication, body), after photond's own check of the body's framing; the method
+ * call then waits on a suspended connection until the dispatcher reports back. */
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <uthash.h>
@@ -46,6 +47,7 @@ typedef enum WebhookReject {
         WEBHOOK_REJECT_BAD_JSON,
         WEBHOOK_REJECT_UNAVAILABLE,
         WEBHOOK_REJECT_BUSY,
+        WEBHOOK_REJECT_BAD_FRAMING,
         _WEBHOOK_REJECT_MAX,
         _WEBHOOK_REJECT_INVALID = -EINVAL,
 } WebhookReject;
@@ -62,6 +64,7 @@ static const char *const webhook_reject_table[_WEBHOOK_REJECT_MAX] = {
         [WEBHOOK_REJECT_BAD_JSON] = "invalidJson",
         [WEBHOOK_REJECT_UNAVAILABLE] = "photonUnavailable",
         [WEBHOOK_REJECT_BUSY] = "busy",
+        [WEBHOOK_REJECT_BAD_FRAMING] = "badFraming",
 };
 
 typedef struct PhotonSecret {
@@ -624,6 +627,95 @@ static WebhookReject webhook_authenticate(WebhookRequest *req, const WebhookKey 
         return expired ? WEBHOOK_REJECT_EXPIRED : WEBHOOK_REJECT_UNAUTHORIZED;
 }
 
+typedef struct Framing {
+        unsigned n_content_length;
+        bool content_length_differs;
+        uint64_t content_length;
+        char *transfer_encoding;        /* every Transfer-Encoding header, joined with ", " */
+        bool oom;
+} Framing;
+
+static enum MHD_Result framing_cb(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+        Framing *f = cls;
+
+        if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+                uint64_t v;
+
+                /* Repeats of one value may be read as that value (RFC 9110 §8.6); anything else may not. */
+                if (!value || safe_atou64(value, &v) < 0 || (f->n_content_length > 0 && v != f->content_length))
+                        f->content_length_differs = true;
+                else
+                        f->content_length = v;
+                f->n_content_length++;
+        } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+                char *t = NULL;
+
+                if (asprintf(&t, "%s%s%s", f->transfer_encoding ?: "", f->transfer_encoding ? ", " : "",
+                             value ?: "") < 0) {
+                        f->oom = true;
+                        return MHD_NO;
+                }
+                free(f->transfer_encoding);
+                f->transfer_encoding = t;
+        }
+        return MHD_YES;
+}
+
+/* The request smuggling rules of RFC 9112 §6.1 and §6.3, which libmicrohttpd 0.9.75 does not enforce: it reads the
+ * first of several Content-Length headers and lets "chunked" silently win over a Content-Length, while a proxy in
+ * front of photond may have framed the same bytes differently. Sets *ret_status to 0 when the body's length is
+ * unambiguous, else to the status to answer (the connection is then closed, its remaining bytes never parsed) and
+ * *ret_error to the error text. Returns 0 or -ENOMEM. */
+static int webhook_check_framing(struct MHD_Connection *connection, unsigned *ret_status, const char **ret_error) {
+        _cleanup_free_ char *te = NULL;
+        const char *last = NULL;
+        unsigned n_chunked = 0;
+        bool others = false;
+        Framing f = {};
+
+        (void) MHD_get_connection_values(connection, MHD_HEADER_KIND, framing_cb, &f);
+        te = f.transfer_encoding;
+        if (f.oom)
+                return -ENOMEM;
+
+        *ret_status = MHD_HTTP_BAD_REQUEST;
+        if (f.content_length_differs) {
+                *ret_error = "Bad request: invalid or conflicting Content-Length headers";
+                return 0;
+        }
+        if (!te) {
+                *ret_status = 0;
+                return 0;
+        }
+        if (f.n_content_length > 0) {
+                *ret_error = "Bad request: both Transfer-Encoding and Content-Length";
+                return 0;
+        }
+
+        /* The codings in order: the last must be chunked, and chunked must come only once. */
+        for (char *p = te, *tok; (tok = strsep(&p, ","));) {
+                tok += strspn(tok, " \t");
+                tok[strcspn(tok, " \t;")] = '\0';
+                if (!tok[0])
+                        continue;
+                if (last)
+                        others = true;
+                last = tok;
+                n_chunked += strcasecmp(tok, "chunked") == 0;
+        }
+        if (!last || strcasecmp(last, "chunked") != 0 || n_chunked > 1) {
+                *ret_error = "Bad request: Transfer-Encoding must end with chunked, applied once";
+                return 0;
+        }
+        if (others) {
+                *ret_status = MHD_HTTP_NOT_IMPLEMENTED;
+                *ret_error = "Transfer-Encoding not supported: only chunked";
+                return 0;
+        }
+        *ret_status = 0;
+        return 0;
+}
+
 /* First call for a request: only its headers are known. Either answers at once or sets up *con_cls. */
 static enum MHD_Result webhook_begin(Webhook *w, struct MHD_Connection *connection, const char *url,
                                      const char *http_method, void **con_cls) {
@@ -631,18 +723,24 @@ static enum MHD_Result webhook_begin(Webhook *w, struct MHD_Connection *connecti
         _cleanup_free_ char *photon = NULL, *method = NULL;
         const union MHD_ConnectionInfo *info;
         const struct sockaddr *peer;
-        const char *cl;
+        const char *cl, *error;
         uint64_t length = 0;
         char address[INET6_ADDRSTRLEN];
+        unsigned status;
         int r;
 
         w->n_requests++;
 
+        /* Before anything else, OPTIONS included: where this request ends decides where the next one starts. MHD
+         * closes the connection after an answer given before the body was read. */
+        r = webhook_check_framing(connection, &status, &error);
+        if (r < 0)
+                return MHD_NO;
+        if (status > 0)
+                return webhook_reject_error(w, connection, WEBHOOK_REJECT_BAD_FRAMING, status, error, NULL);
+
         if (streq(http_method, MHD_HTTP_METHOD_OPTIONS))
                 return webhook_respond(connection, MHD_HTTP_NO_CONTENT, NULL, NULL);
-
-        if (streq(http_method, MHD_HTTP_METHOD_GET) && streq(url, "/healthz"))
-                return webhook_respond_healthz(w, connection);
 
         info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
         peer = info ? info->client_addr : NULL;
@@ -657,6 +755,10 @@ static enum MHD_Result webhook_begin(Webhook *w, struct MHD_Connection *connecti
                         return MHD_NO;
                 return webhook_reject(w, connection, WEBHOOK_REJECT_SOURCE, MHD_HTTP_FORBIDDEN, o, NULL);
         }
+
+        /* Behind the allowlist (it tells the version and uptime), before the rate limit (monitors poll). */
+        if (streq(http_method, MHD_HTTP_METHOD_GET) && streq(url, "/healthz"))
+                return webhook_respond_healthz(w, connection);
 
         if (w->rate_limiter) {
                 uint64_t retry_ms;

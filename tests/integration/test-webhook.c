@@ -593,14 +593,20 @@ Test(webhook, allowlist) {
         cr_assert_str_eq(jstr(h->json, "error"), "Source IP not in webhook allowlist");
         cr_assert_str_eq(jstr(h->json, "sourceIp"), "127.0.0.1");
         http_free(h);
-        /* Preflight and health come before the allowlist. */
+        /* Preflight comes before the allowlist (as in the reference; its 204 says nothing). */
         expect(http(d->webhook_port, "OPTIONS", "/webhook/nohandler/m", NULL, NULL), 204, NULL);
-        expect(http(d->webhook_port, "GET", "/healthz", NULL, NULL), 200, NULL);
+        /* The health route tells the version and uptime: only to allowed addresses. */
+        h = http(d->webhook_port, "GET", "/healthz", NULL, NULL);
+        cr_assert_eq(h->status, 403, "%s", h->body);
+        cr_assert_str_eq(jstr(h->json, "error"), "Source IP not in webhook allowlist");
+        cr_assert(!strstr(h->body, "version") && !strstr(h->body, "uptime"), "%s", h->body);
+        http_free(h);
         daemon_free(d);
 
         d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, "PHOTON_WEBHOOK_ALLOWED_IPS=127.0.0.0/8", NULL });
         expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", "{}", "-H", "X-Webhook-Secret: " SECRET, NULL),
                503, NOT_INITIALIZED);
+        expect(http(d->webhook_port, "GET", "/healthz", NULL, NULL), 200, NULL);
         daemon_free(d);
 }
 
@@ -651,7 +657,7 @@ Test(webhook, rate_limit) {
         daemon_free(d);
 }
 
-/* --- many and slow clients --- */
+/* --- the body's framing --- */
 
 static int tcp_connect(int port) {
         struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port),
@@ -662,6 +668,102 @@ static int tcp_connect(int port) {
         cr_assert_eq(connect(fd, (struct sockaddr*) &sa, sizeof(sa)), 0, "connect: %m");
         return fd;
 }
+
+/* Sends raw bytes on a new connection and returns everything photond answers until it closes the connection
+ * (asserted within 5 s: the idle timeout is 30 s, so a connection kept open fails the test). */
+static char* raw_exchange(int port, const char *request) {
+        int fd = tcp_connect(port);
+        size_t len = 0, alloc = 16384;
+        char *out = malloc(alloc);
+        uint64_t deadline = mono_ms() + 5000;
+
+        cr_assert(out);
+        cr_assert_eq(send(fd, request, strlen(request), MSG_NOSIGNAL), (ssize_t) strlen(request));
+        for (;;) {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                int64_t left = (int64_t) deadline - (int64_t) mono_ms();
+                ssize_t n;
+
+                cr_assert_gt(left, 0, "the connection is still open after 5 s; got: %.*s", (int) len, out);
+                if (poll(&p, 1, (int) left) == 0)
+                        continue;
+                n = read(fd, out + len, alloc - len - 1);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        break;
+                len += n;
+                cr_assert_lt(len, alloc - 1);
+        }
+        out[len] = '\0';
+        close(fd);
+        return out;
+}
+
+static unsigned count(const char *haystack, const char *needle) {
+        unsigned n = 0;
+
+        for (const char *p = haystack; (p = strstr(p, needle)); p += strlen(needle))
+                n++;
+        return n;
+}
+
+/* Request smuggling (RFC 9112 §6.1 and §6.3, RFC 9110 §8.6): a body length that two parsers could read
+ * differently is refused before anything else, and the connection is closed, so the bytes after the headers
+ * (here a second, pipelined request) are never read as a request. */
+static void expect_framing_refused(int port, const char *headers, int status, const char *error) {
+        char *req = hdr("POST /webhook/nohandler/m HTTP/1.1\r\nHost: x\r\nX-Webhook-Secret: " SECRET "\r\n%s\r\n"
+                        "{}GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", headers);
+        char *out = raw_exchange(port, req), *line = hdr("HTTP/1.1 %d ", status);
+
+        cr_assert(strncmp(out, line, strlen(line)) == 0, "%s: %s", headers, out);
+        cr_assert_eq(count(out, "HTTP/1.1 "), 1, "one answer, the pipelined request is not served: %s", out);
+        cr_assert_not_null(strstr(out, hdr("{\"error\":\"%s\"}", error)), "%s", out);
+        free(out);
+}
+
+Test(webhook, ambiguous_body_length_is_refused) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, NULL });
+        const char *conflict = "Bad request: invalid or conflicting Content-Length headers";
+        const char *both = "Bad request: both Transfer-Encoding and Content-Length";
+        const char *not_last = "Bad request: Transfer-Encoding must end with chunked, applied once";
+        struct json_object *st;
+        char *out;
+
+        expect_framing_refused(d->webhook_port, "Content-Length: 2\r\nContent-Length: 40\r\n", 400, conflict);
+        expect_framing_refused(d->webhook_port, "Content-Length: 40\r\nContent-Length: 2\r\n", 400, conflict);
+        expect_framing_refused(d->webhook_port, "Transfer-Encoding: chunked\r\nContent-Length: 2\r\n", 400, both);
+        expect_framing_refused(d->webhook_port, "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n", 400, both);
+        expect_framing_refused(d->webhook_port, "Transfer-Encoding: chunked, identity\r\n", 400, not_last);
+        expect_framing_refused(d->webhook_port, "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", 400,
+                               not_last);
+        expect_framing_refused(d->webhook_port, "Transfer-Encoding: gzip, chunked\r\n", 501,
+                               "Transfer-Encoding not supported: only chunked");
+        /* Before the preflight's answer too. */
+        out = raw_exchange(d->webhook_port, "OPTIONS /webhook/a/b HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                                            "Content-Length: 3\r\n\r\nx");
+        cr_assert(strncmp(out, "HTTP/1.1 400 ", 13) == 0, "%s", out);
+        free(out);
+
+        /* Repeats of one value are that value (RFC 9110 §8.6), and chunked alone is fine. */
+        out = raw_exchange(d->webhook_port, "POST /webhook/nohandler/m HTTP/1.1\r\nHost: x\r\nX-Webhook-Secret: "
+                                            SECRET "\r\nContent-Length: 2\r\nContent-Length: 2\r\n"
+                                            "Connection: close\r\n\r\n{}");
+        cr_assert(strncmp(out, "HTTP/1.1 503 ", 13) == 0, "%s", out);
+        free(out);
+        out = raw_exchange(d->webhook_port, "POST /webhook/nohandler/m HTTP/1.1\r\nHost: x\r\nX-Webhook-Secret: "
+                                            SECRET "\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                                            "2\r\n{}\r\n0\r\n\r\n");
+        cr_assert(strncmp(out, "HTTP/1.1 503 ", 13) == 0, "%s", out);
+        free(out);
+
+        st = status_of(d);
+        cr_assert_eq(jint(st, "data.webhook.rejected.badFraming"), 8);
+        json_object_put(st);
+        daemon_free(d);
+}
+
+/* --- many and slow clients --- */
 
 Test(webhook, slow_client_does_not_block_others) {
         Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, NULL });
