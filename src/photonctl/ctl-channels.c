@@ -97,7 +97,7 @@ int verb_subscribe(CtlContext *ctx, int argc, char *argv[]) {
         if (since && safe_atou64(since, &since_id) < 0)
                 return log_error_errno(SYNTHETIC_ERRNO(EINVAL), "--since needs an eventId (a number): %s", since);
         if (optind >= argc)
-                return log_error_errno(SYNTHETIC_ERRNO(EINVAL), "Usage: subscribe [--since EVENTID] CHANNEL...");
+                return ctl_usage_error(argv[0]);
 
         /* Lines go out as they arrive, also into a pipe. */
         setvbuf(stdout, NULL, _IOLBF, 0);
@@ -157,22 +157,16 @@ int verb_channels(CtlContext *ctx, int argc, char *argv[]) {
         size_t n;
         int r;
 
-        if (!req || json_add_bool(req, "channelList", true) < 0)
+        if (req && json_add_bool(req, "channelList", true) < 0)
                 return log_oom();
-        r = ctl_call(ctx, req, &reply);
-        if (r < 0)
-                return r;
-        r = ctl_check_reply(reply, "channels");
-        if (r < 0)
+        /* With --json the reply as it came, as every listing verb prints it (the list is data.channelList). */
+        r = ctl_query(ctx, req, "channels", &reply);
+        if (r <= 0)
                 return r;
         list = json_object_object_get(json_object_object_get(reply, "data"), "channelList");
         if (!json_object_is_type(list, json_type_array))
                 return log_error_errno(SYNTHETIC_ERRNO(EPROTO), "This photond does not list its channels.");
 
-        if (ctx->json) {
-                ctl_print_json(list);
-                return 0;
-        }
         n = json_object_array_length(list);
         if (n == 0) {
                 puts("No channels.");

@@ -391,7 +391,7 @@ int verb_provide(CtlContext *ctx, int argc, char *argv[]) {
         int r;
 
         if (argc < 4 || !streq(argv[2], "--"))
-                return log_error_errno(SYNTHETIC_ERRNO(EINVAL), "Usage: photonctl provide PHOTON -- CMD [ARGS...]");
+                return ctl_usage_error(argv[0]);
         cmd = argv + 3;
 
         if (!req || json_add_string(req, "photonName", photon) < 0)

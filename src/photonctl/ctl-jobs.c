@@ -266,7 +266,7 @@ int verb_cron(CtlContext *ctx, int argc, char *argv[]) {
         if (r < 0)
                 return r;
         if (argc - first != 1)
-                return log_error_errno(SYNTHETIC_ERRNO(EINVAL), "Usage: photonctl cron 'EXPR' [--count N]");
+                return ctl_usage_error(argv[0]);
 
         r = cron_validate(argv[first], (time_t) (now / 1000), &spec, err, sizeof(err));
         if (r < 0)
@@ -302,7 +302,7 @@ int verb_history(CtlContext *ctx, int argc, char *argv[]) {
         if (r < 0)
                 return r;
         if (argc - first != 2)
-                return log_error_errno(SYNTHETIC_ERRNO(EINVAL), "Usage: photonctl history PHOTON METHOD [--limit N]");
+                return ctl_usage_error(argv[0]);
         if (json_add_string(req, "photonName", argv[first]) < 0 ||
             json_add_string(req, "method", argv[first + 1]) < 0 ||
             json_add_int64(req, "limit", (int64_t) limit) < 0)

@@ -283,21 +283,9 @@ static int sign_headers(Scheme scheme, const char *secret, size_t secret_len, co
         return r < 0 ? log_oom() : 0;
 }
 
-static void help_verb(void) {
-        printf("%s webhook-test PHOTON METHOD [JSON] [OPTIONS...]\n\n"
-               "Send a signed request to photond's webhook endpoint and print the answer.\n\n"
-               "  --scheme=header|github|stripe|standard  How to authenticate (default: header)\n"
-               "  --url=http://HOST:PORT   Endpoint (default: http://127.0.0.1:${PHOTON_WEBHOOK_PORT:-3457})\n"
-               "  --secret-file=PATH       Secret (default: $PHOTON_WEBHOOK_SECRET, else\n"
-               "                           $CREDENTIALS_DIRECTORY/webhook-secret)\n"
-               "  --id=ID                  webhook-id for --scheme=standard (default: random)\n",
-               program_invocation_short_name);
-}
-
 int verb_webhook_test(CtlContext *ctx, int argc, char *argv[]) {
         enum { ARG_SCHEME = 0x100, ARG_URL, ARG_SECRET_FILE, ARG_ID };
         static const struct option options[] = {
-                { "help",        no_argument,       NULL, 'h'             },
                 { "scheme",      required_argument, NULL, ARG_SCHEME      },
                 { "url",         required_argument, NULL, ARG_URL         },
                 { "secret-file", required_argument, NULL, ARG_SECRET_FILE },
@@ -313,11 +301,8 @@ int verb_webhook_test(CtlContext *ctx, int argc, char *argv[]) {
         size_t secret_len = 0, response_len;
         int c, status, r;
 
-        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0)
                 switch (c) {
-                case 'h':
-                        help_verb();
-                        return 0;
                 case ARG_SCHEME:
                         scheme = scheme_from_string(optarg);
                         if (scheme < 0)
@@ -341,8 +326,7 @@ int verb_webhook_test(CtlContext *ctx, int argc, char *argv[]) {
                 }
 
         if (argc - optind < 2 || argc - optind > 3)
-                return log_error_errno(SYNTHETIC_ERRNO(EINVAL), "Usage: %s webhook-test PHOTON METHOD [JSON] "
-                                       "[--scheme=S] [--url=URL] [--secret-file=PATH]", program_invocation_short_name);
+                return ctl_usage_error(argv[0]);
         photon = argv[optind];
         method = argv[optind + 1];
         if (!name_is_valid(photon) || !name_is_valid(method))

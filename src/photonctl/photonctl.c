@@ -3,6 +3,7 @@
 /* photonctl: the command-line client of photond. Global options, the verb table and the core verbs; each area's
  * verbs live in ctl-<area>.c. */
 
+#include <assert.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -17,49 +18,141 @@ typedef struct Verb {
         const char *name;
         int min_args, max_args;         /* not counting the verb; -1 = any */
         CtlVerbFunc func;
-        const char *usage;
+        const char *synopsis;           /* the arguments after the verb */
+        const char *summary;            /* one line for --help */
+        const char *help;               /* options and notes for "VERB --help"; NULL: nothing more to say */
+        bool runs_command;              /* the arguments end in a command line, whose own --help is not ours */
 } Verb;
 
+/* The one place a verb's arguments and options are described: --help, "VERB --help" and usage errors all come
+ * from here. Keep it in step with what each verb parses and with man/photonctl.1.scd (test-ctl checks both). */
 static const Verb verbs[] = {
-        { "ping",         0,  0, verb_ping,         "ping                         Check that photond answers" },
-        { "status",       0,  0, verb_status,       "status                       Show the daemon's status" },
-        { "shutdown",     0,  0, verb_shutdown,     "shutdown                     Stop the daemon gracefully" },
-        { "ps",           0,  0, verb_ps,           "ps                           Clients, providers, running calls" },
-        { "publish",      2,  2, verb_publish,      "publish CHANNEL JSON         Publish a message" },
-        { "subscribe",    1, -1, verb_subscribe,    "subscribe [--since ID] CHANNEL...  Print messages as they arrive" },
-        { "channels",     0,  0, verb_channels,     "channels                     List channels" },
-        { "lock",         1, -1, verb_lock,         "lock NAME [--timeout MS] [--holder H] [--wait MS]  Acquire a lock" },
-        { "unlock",       1, -1, verb_unlock,       "unlock NAME [--holder H]     Release a lock" },
-        { "locks",        0,  0, verb_locks,        "locks                        List live locks" },
-        { "with-lock",    2, -1, verb_with_lock,    "with-lock NAME [--timeout MS] [--wait MS] -- CMD...  Run CMD holding NAME" },
-        { "schedule",     4,  5, verb_schedule,     "schedule PHOTON JOBID METHOD 'CRON' [ARGS_JSON]  Schedule a job" },
-        { "unschedule",   1,  1, verb_unschedule,   "unschedule JOBID             Remove a job" },
-        { "jobs",         0,  0, verb_jobs,         "jobs                         List scheduled jobs" },
-        { "run-job",      1,  1, verb_run_job,      "run-job JOBID                Run a job now" },
-        { "cron",         1, -1, verb_cron,         "cron 'EXPR' [--count N]      Show the next fire times" },
-        { "history",      2, -1, verb_history,      "history PHOTON METHOD [--limit N]  Show a job's run history" },
-        { "call",         2,  3, verb_call,         "call PHOTON METHOD [ARGS_JSON]  Call a photon method" },
-        { "provide",      2, -1, verb_provide,      "provide PHOTON -- CMD...     Serve a photon's methods with CMD" },
-        { "webhook-test", 2, -1, verb_webhook_test, "webhook-test PHOTON METHOD [JSON] [--scheme S] [--url URL]  Send a signed webhook" },
+        { "ping", 0, 0, verb_ping, "", "Check that photond answers", NULL },
+        { "status", 0, 0, verb_status, "", "Show the daemon's status", NULL },
+        { "shutdown", 0, 0, verb_shutdown, "", "Stop the daemon gracefully",
+          "Allowed to the daemon's own user and root only.\n" },
+        { "ps", 0, 0, verb_ps, "", "Clients, providers, running calls", NULL },
+        { "publish", 2, 2, verb_publish, "CHANNEL JSON", "Publish a message",
+          "JSON is any JSON value (a string needs its quotes: '\"text\"'). Prints the message's eventId.\n" },
+        { "subscribe", 1, -1, verb_subscribe, "[--since EVENTID] CHANNEL...", "Print messages as they arrive",
+          "  --since EVENTID   First replay the buffered messages newer than EVENTID\n\n"
+          "A CHANNEL ending in ':*' matches every channel with that prefix. One line per message:\n"
+          "CHANNEL EVENTID MESSAGE, then '(replay)' for a replayed one; 'CHANNEL refresh-needed' when\n"
+          "messages were lost. Ctrl-C exits with status 0.\n" },
+        { "channels", 0, 0, verb_channels, "", "List channels", NULL },
+        { "lock", 1, -1, verb_lock, "NAME [--timeout MS] [--holder H] [--wait MS]", "Acquire a lock",
+          "  --timeout MS   Hold it for MS milliseconds (default: the daemon's, 30000)\n"
+          "  --holder H     Acquire as holder H (default: a holder unique to this call)\n"
+          "  --wait MS      Wait up to MS milliseconds (at most 300000) for a held lock to free\n\n"
+          "Prints the holder and the fencing token; release the lock with 'unlock NAME --holder H'.\n" },
+        { "unlock", 1, -1, verb_unlock, "NAME [--holder H]", "Release a lock",
+          "  --holder H     Release as holder H, the holder 'lock' printed (default: a holder unique\n"
+          "                 to this call, which releases only a lock nobody holds)\n\n"
+          "A lock held by another holder is not released; the error names its holder.\n" },
+        { "locks", 0, 0, verb_locks, "", "List live locks", NULL },
+        { "with-lock", 2, -1, verb_with_lock, "NAME [--timeout MS] [--wait MS] -- CMD...", "Run CMD holding NAME",
+          "  --timeout MS   Lock timeout (default 30000), refreshed while CMD runs\n"
+          "  --wait MS      Wait up to MS milliseconds (at most 300000) for a held lock to free\n\n"
+          "Also as flock(1): with-lock [--timeout MS] [--wait MS] NAME CMD...\n"
+          "The holder is unique to this invocation. CMD finds PHOTON_LOCK_NAME, PHOTON_LOCK_HOLDER and\n"
+          "PHOTON_LOCK_TOKEN in its environment. The exit status is CMD's.\n", true },
+        { "schedule", 4, 5, verb_schedule, "PHOTON JOBID METHOD 'CRON' [ARGS_JSON]", "Schedule a job",
+          "Calls METHOD of PHOTON with ARGS_JSON (a JSON object) whenever CRON fires.\n" },
+        { "unschedule", 1, 1, verb_unschedule, "JOBID", "Remove a job", NULL },
+        { "jobs", 0, 0, verb_jobs, "", "List scheduled jobs", NULL },
+        { "run-job", 1, 1, verb_run_job, "JOBID", "Run a job now", NULL },
+        { "cron", 1, -1, verb_cron, "'EXPR' [--count N]", "Show the next fire times",
+          "  --count N      How many times to show (1 to 1000, default 5)\n\n"
+          "Needs no daemon. With --json each time is printed as epoch milliseconds.\n" },
+        { "history", 2, -1, verb_history, "PHOTON METHOD [--limit N]", "Show a job's run history",
+          "  --limit N      How many of the last runs to show (1 to 500, default 20)\n" },
+        { "call", 2, 3, verb_call, "PHOTON METHOD [ARGS_JSON]", "Call a photon method",
+          "Prints the method's result on standard output as one line of compact JSON (null when it\n"
+          "returned nothing). What the method emits is shown on standard error; its prompts are asked\n"
+          "there and answered with a line from standard input. A failure is printed on standard\n"
+          "error and the exit status is 1. With --json, every message of the call (emit, prompt,\n"
+          "result or error) is printed as photond sends it.\n" },
+        { "provide", 2, -1, verb_provide, "PHOTON -- CMD...", "Serve a photon's methods with CMD",
+          "Each call runs CMD with the arguments as JSON on standard input and PHOTON_NAME,\n"
+          "PHOTON_METHOD, PHOTON_TRIGGER and PHOTON_JOB_ID in its environment. Its standard output is\n"
+          "the result (JSON if it parses); a non-zero exit status is a failure.\n", true },
+        { "webhook-test", 2, -1, verb_webhook_test,
+          "PHOTON METHOD [JSON] [--scheme S] [--url URL] [--secret-file PATH] [--id ID]", "Send a signed webhook",
+          "  --scheme S         header, github, stripe or standard: how to authenticate (default: header)\n"
+          "  --url URL          Endpoint http://HOST[:PORT]\n"
+          "                     (default: http://127.0.0.1:${PHOTON_WEBHOOK_PORT:-3457})\n"
+          "  --secret-file PATH The secret (default: $PHOTON_WEBHOOK_SECRET, else\n"
+          "                     $CREDENTIALS_DIRECTORY/webhook-secret)\n"
+          "  --id ID            webhook-id for --scheme standard (default: random)\n\n"
+          "Sends JSON (default {}) and prints the status line and the body of the answer (with --json\n"
+          "the body only). The exit status is 1 unless the answer is 2xx.\n" },
 };
 
 static const char *arg_socket = NULL;
 static bool arg_system = false;
 static bool arg_json = false;
 
+static const Verb* verb_find(const char *name) {
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                if (streq(verbs[i].name, name))
+                        return verbs + i;
+        return NULL;
+}
+
 static void help(void) {
         printf("%s [OPTIONS...] COMMAND ...\n\n"
                "Control and inspect photond.\n\n"
                "Commands:\n", program_invocation_short_name);
-        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
-                printf("  %s\n", verbs[i].usage);
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
+                int n = printf("  %s%s%s", verbs[i].name, verbs[i].synopsis[0] ? " " : "", verbs[i].synopsis);
+
+                if (n > 40)
+                        printf("\n%43s%s\n", "", verbs[i].summary);
+                else
+                        printf("%*s %s\n", 42 - n, "", verbs[i].summary);
+        }
         printf("\nOptions:\n"
-               "  -h --help          Show this help\n"
+               "  -h --help          Show this help; COMMAND --help shows a command's options\n"
                "     --version       Show the version\n"
                "     --socket=PATH   Daemon socket (default: ${PHOTON_HOME:-~/.photon}/.data/daemon.sock)\n"
                "     --system        Talk to the system instance (/run/photon/daemon.sock)\n"
                "     --json          Print the daemon's JSON replies as they are\n\n"
                "See photonctl(1).\n");
+}
+
+static void help_verb(const Verb *v) {
+        printf("%s %s%s%s\n\n%s.\n", program_invocation_short_name, v->name, v->synopsis[0] ? " " : "",
+               v->synopsis, v->summary);
+        if (v->help)
+                printf("\n%s", v->help);
+        printf("\nSee photonctl(1).\n");
+}
+
+/* -h/--help among a verb's options, i.e. before "--", and for a verb that runs a command written without "--"
+ * (with-lock NAME CMD...) before its first argument: everything from there on is the command's. */
+static bool verb_wants_help(const Verb *v, int argc, char *argv[]) {
+        bool dashdash = false;
+
+        for (int i = 1; i < argc; i++)
+                dashdash = dashdash || streq(argv[i], "--");
+        for (int i = 1; i < argc; i++) {
+                if (streq(argv[i], "--"))
+                        return false;
+                if (streq(argv[i], "-h") || streq(argv[i], "--help"))
+                        return true;
+                if (v->runs_command && !dashdash && argv[i][0] != '-')
+                        return false;
+        }
+        return false;
+}
+
+int ctl_usage_error(const char *verb) {
+        const Verb *v = verb_find(verb);
+
+        assert(v);
+        return log_error_errno(SYNTHETIC_ERRNO(EINVAL), "Usage: %s %s%s%s (see %s %s --help)",
+                               program_invocation_short_name, v->name, v->synopsis[0] ? " " : "", v->synopsis,
+                               program_invocation_short_name, v->name);
 }
 
 static int parse_argv(int argc, char *argv[]) {
@@ -97,6 +190,8 @@ static int parse_argv(int argc, char *argv[]) {
                 default:
                         abort();
                 }
+        if (arg_socket && arg_system)
+                return log_error_errno(SYNTHETIC_ERRNO(EINVAL), "--socket and --system exclude each other.");
         return 1;
 }
 
@@ -123,10 +218,10 @@ int verb_ping(CtlContext *ctx, int argc, char *argv[]) {
                 return r;
         if (ctx->json)
                 ctl_print_json(reply);
-        else if (streq_ptr(json_get_string(reply, "type"), "pong"))
-                puts("pong");
-        else
+        if (!streq_ptr(json_get_string(reply, "type"), "pong"))
                 return ctl_check_reply(reply, "ping") ?: log_error_errno(SYNTHETIC_ERRNO(EIO), "Unexpected reply.");
+        if (!ctx->json)
+                puts("pong");
         return 0;
 }
 
@@ -179,10 +274,11 @@ int verb_shutdown(CtlContext *ctx, int argc, char *argv[]) {
 }
 
 static int run(int argc, char *argv[]) {
-        _cleanup_free_ char *path = NULL;
+        _cleanup_free_ char *path = NULL, *packaged = NULL;
         CtlContext ctx = {};
-        const char *verb;
-        int r, n;
+        const Verb *v;
+        const char *home;
+        int r, n, first;
 
         r = parse_argv(argc, argv);
         if (r <= 0)
@@ -192,33 +288,40 @@ static int run(int argc, char *argv[]) {
                 help();
                 return log_error_errno(SYNTHETIC_ERRNO(EINVAL), "No command given.");
         }
-        int first = optind;
-
-        verb = argv[first];
+        first = optind;
         n = argc - first - 1;
 
-        if (arg_socket)
+        v = verb_find(argv[first]);
+        if (!v)
+                return log_error_errno(SYNTHETIC_ERRNO(EINVAL), "Unknown command '%s'. See %s --help.", argv[first],
+                                       program_invocation_short_name);
+        if (verb_wants_help(v, n + 1, argv + first)) {
+                help_verb(v);
+                return 0;
+        }
+        if (n < v->min_args || (v->max_args >= 0 && n > v->max_args))
+                return ctl_usage_error(v->name);
+
+        if (arg_socket) {
                 ctx.socket_path = arg_socket;
-        else {
+                ctx.socket_source = CTL_SOCKET_PATH;
+        } else {
                 r = default_socket_path(&path);
                 if (r < 0)
                         return log_error_errno(r, "Cannot tell where the daemon's socket is (set HOME or --socket).");
                 ctx.socket_path = path;
+                ctx.socket_source = arg_system ? CTL_SOCKET_SYSTEM : CTL_SOCKET_USER;
+                /* photond.socket as packaged listens under ~/.photon, whatever PHOTON_HOME says. */
+                home = getenv("HOME");
+                if (!arg_system && (!home || asprintf(&packaged, "%s/.photon/.data/daemon.sock", home) < 0))
+                        packaged = NULL;
+                ctx.custom_home = !arg_system && !streq_ptr(packaged, path);
         }
         ctx.json = arg_json;
 
-        for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
-                if (!streq(verbs[i].name, verb))
-                        continue;
-                if (n < verbs[i].min_args || (verbs[i].max_args >= 0 && n > verbs[i].max_args))
-                        return log_error_errno(SYNTHETIC_ERRNO(EINVAL), "Usage: %s %s",
-                                               program_invocation_short_name, verbs[i].usage);
-                /* Verbs parse their own options with getopt from a fresh start. */
-                optind = 0;
-                return verbs[i].func(&ctx, n + 1, argv + first);
-        }
-        return log_error_errno(SYNTHETIC_ERRNO(EINVAL), "Unknown command '%s'. See %s --help.", verb,
-                               program_invocation_short_name);
+        /* Verbs parse their own options with getopt from a fresh start. */
+        optind = 0;
+        return v->func(&ctx, n + 1, argv + first);
 }
 
 int main(int argc, char *argv[]) {

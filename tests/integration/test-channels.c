@@ -656,9 +656,11 @@ Test(channels, photonctl_publish_subscribe) {
         cr_assert_eq(run_ctl(d, &out, "channels", NULL), 0);
         cr_assert(strstr(out, "ctl:one"), "%s", out);
         free(out);
+        /* --json prints the daemon's reply, as for every listing verb; the list is data.channelList. */
         cr_assert_eq(run_ctl(d, &out, "--json", "channels", NULL), 0);
         cr_assert_eq(json_parse(out, strlen(out), &o, NULL), 0);
-        cr_assert(json_object_is_type(o, json_type_array));
+        cr_assert_str_eq(jstr(o, "type"), "result", "%s", out);
+        cr_assert(json_object_is_type(jget(o, "data.channelList"), json_type_array), "%s", out);
         json_object_put(o);
         free(out);
 
