@@ -100,8 +100,11 @@ Test(core, requests_during_shutdown_get_the_reference_error) {
         struct json_object *o;
         bool got_error = false, got_pong = false;
 
-        conn_send(c, "{\"type\":\"shutdown\",\"id\":\"s1\"}\n{\"type\":\"list_locks\",\"id\":\"late\"}\n"
-                     "{\"type\":\"ping\",\"id\":\"late-ping\"}");
+        /* One write, final newline included: photond reads it in one go (it exits once its output is flushed, so
+         * a line completed by a later write might never be read). */
+        static const char batch[] = "{\"type\":\"shutdown\",\"id\":\"s1\"}\n{\"type\":\"list_locks\",\"id\":\"late\"}\n"
+                                    "{\"type\":\"ping\",\"id\":\"late-ping\"}\n";
+        conn_send_raw(c, batch, sizeof(batch) - 1);
         while ((o = conn_recv(c, 5000))) {
                 if (streq_ptr(jstr(o, "id"), "late")) {
                         cr_assert_str_eq(jstr(o, "type"), "error");
