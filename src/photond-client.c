@@ -18,6 +18,7 @@
 #include "photond-client.h"
 #include "photond-limits.h"
 #include "photond-manager.h"
+#include "photond-schedule.h"
 #include "photond-protocol.h"
 
 ClientLineHandler client_line_handler = NULL;
@@ -78,8 +79,8 @@ static void client_on_io(Client *c, uint32_t revents) {
         int r;
 
         if (revents & EPOLLOUT) {
-                /* Replies wait for the state write that covers them (manager_flush()). */
-                if (c->manager && c->manager->state_unsaved) {
+                /* Replies and events wait for the state and job-file writes that cover them (manager_flush()). */
+                if (c->manager && (c->manager->state_unsaved || scheduler_unsaved(c->manager->scheduler))) {
                         client_mark_dirty(c);
                         goto read;
                 }

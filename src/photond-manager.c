@@ -549,6 +549,9 @@ int manager_flush(Manager *m) {
 
         (void) sd_event_source_set_enabled(m->flush_event_source, SD_EVENT_OFF);
 
+        /* The job files that this iteration's runs changed, before anyone hears of those runs. */
+        scheduler_flush(m->scheduler);
+
         if (!manager_save_state(m) && !m->shutting_down)
                 return 0;
 

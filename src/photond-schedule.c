@@ -20,6 +20,7 @@
 #include "cron.h"
 #include "fd-util.h"
 #include "json-util.h"
+#include "list.h"
 #include "log.h"
 #include "photond-bus.h"
 #include "photond-channel.h"
@@ -38,6 +39,8 @@
 #define HISTORY_MAX_PER_METHOD 500u
 #define PREVIEW_MAX_CHARS 500
 #define CATCHUP_WINDOW_MS ((int64_t) 14 * 24 * 3600 * 1000)
+/* The reference sweeps the history only at start; a photond that runs for weeks sweeps once a day too. */
+#define HISTORY_SWEEP_INTERVAL_MS ((int64_t) 24 * 3600 * 1000)
 /* Handler errors end up in job files, history lines and channel messages; a runaway stderr must not. */
 #define ERROR_MAX_BYTES 4096
 #define JOB_FILE_MAX_BYTES ((size_t) 4 * 1024 * 1024)
@@ -92,7 +95,17 @@ struct Job {
         uint64_t run_started_usec;      /* CLOCK_MONOTONIC */
         Client *waiter;                 /* a run_job requester waiting for the result */
         char *waiter_id;
+
+        bool dirty;                     /* the file is behind: written by scheduler_flush() */
+        LIST_FIELDS(Job, dirty);
 };
+
+/* A JobFinished signal that waits for the job file it reports on (see scheduler_flush()). */
+typedef struct JobSignal {
+        char *id;
+        bool success;
+        int64_t duration_ms;
+} JobSignal;
 
 struct Scheduler {
         Manager *manager;
@@ -100,6 +113,12 @@ struct Scheduler {
         unsigned n_jobs;
         unsigned n_running;
         int64_t clock_offset_ms;
+
+        LIST_HEAD(Job, dirty_jobs);
+        JobSignal *signals;
+        size_t n_signals, n_signals_alloc;
+
+        sd_event_source *sweep_event_source;
 
         /* wall-clock steps and time-zone changes move every due time */
         int clock_fd;
@@ -269,6 +288,21 @@ static int spec_missed_occurrence(const CronSpec *spec, int64_t anchor_ms, int64
         return 1;
 }
 
+/* What a wall-clock step or a time-zone change does to an armed job. A job whose due time has passed (a step
+ * forward over it) is left alone: its absolute timer has elapsed and fires now, and the re-arm after that run
+ * starts from the new time. A pending catch-up keeps its time too. Any other due time was computed from the old
+ * clock or zone and is computed again from now: after a step back by a day, the occurrence the old due time
+ * would have skipped comes first. */
+static int spec_recompute_due(const CronSpec *spec, int64_t next_run_ms, bool catch_up, int64_t now_ms,
+                              int64_t *ret_ms) {
+        int r;
+
+        if (catch_up || (next_run_ms > 0 && next_run_ms <= now_ms))
+                return 0;
+        r = spec_next(spec, now_ms, ret_ms);
+        return r < 0 ? r : 1;
+}
+
 int schedule_cron_next(const char *expr, int64_t from_ms, int64_t *ret_ms) {
         CronSpec spec;
         char err[256];
@@ -278,6 +312,17 @@ int schedule_cron_next(const char *expr, int64_t from_ms, int64_t *ret_ms) {
         if (r < 0)
                 return r;
         return spec_next(&spec, from_ms, ret_ms);
+}
+
+int schedule_recompute_due(const char *expr, int64_t next_run_ms, bool catch_up, int64_t now_ms, int64_t *ret_ms) {
+        CronSpec spec;
+        char err[256];
+        int r;
+
+        r = cron_parse(expr, &spec, err, sizeof(err));
+        if (r < 0)
+                return r;
+        return spec_recompute_due(&spec, next_run_ms, catch_up, now_ms, ret_ms);
 }
 
 int schedule_missed_occurrence(const char *expr, int64_t anchor_ms, int64_t now_ms, int64_t *ret_missed_ms) {
@@ -450,7 +495,7 @@ static int history_cmp_file_order(const void *a, const void *b) {
         return x->order < y->order ? -1 : x->order > y->order;
 }
 
-int schedule_history_read(const char *path, const char *method, int64_t since_ms, unsigned limit,
+int schedule_history_read(const char *path, const char *method, int64_t since_ms, unsigned limit, int64_t now_ms,
                           struct json_object **ret_entries) {
         _cleanup_(json_object_putp) struct json_object *arr = NULL;
         HistoryEntry *e = NULL;
@@ -472,6 +517,8 @@ int schedule_history_read(const char *path, const char *method, int64_t since_ms
         /* The per-method retention bounds a reply, whatever limit asks for. */
         if (limit == 0 || limit > HISTORY_MAX_PER_METHOD)
                 limit = HISTORY_MAX_PER_METHOD;
+        /* The sweeps run at start and once a day; in between, entries past the 14-day TTL are still in the file. */
+        since_ms = MAX(since_ms, now_ms - HISTORY_TTL_MS);
         for (size_t i = 0; i < n && added < limit; i++) {
                 if (e[i].ts < since_ms)
                         continue;
@@ -721,6 +768,70 @@ static void job_save_or_warn(Job *j) {
                 log_warning_errno(r, "Failed to write the job file %s: %m", j->path);
 }
 
+/* Runs, skipped runs and the state switches change a job's file, but the write waits for the end of the event-loop
+ * iteration: manager_flush() (idle priority, so after every timer that was due) calls scheduler_flush() before any
+ * reply or event leaves. A timer callback thus does no disk I/O, and the fsyncs of a few hundred jobs due in the
+ * same minute do not push back the later ones' starts, while nobody hears of a run its file does not show yet. */
+static void job_mark_dirty(Job *j) {
+        Scheduler *s = j->scheduler;
+
+        if (j->dirty)
+                return;
+        j->dirty = true;
+        LIST_PREPEND(dirty, s->dirty_jobs, j);
+        manager_schedule_flush(s->manager);
+}
+
+static void job_unmark_dirty(Job *j) {
+        if (!j->dirty)
+                return;
+        j->dirty = false;
+        LIST_REMOVE(dirty, j->scheduler->dirty_jobs, j);
+}
+
+static void job_queue_signal(Job *j, bool success, int64_t duration_ms) {
+        Scheduler *s = j->scheduler;
+        char *id;
+
+        if (!s->manager->bus)
+                return;
+        if (s->n_signals == s->n_signals_alloc) {
+                size_t na = MAX(s->n_signals_alloc * 2, 16u);
+                JobSignal *n = realloc(s->signals, na * sizeof(JobSignal));
+
+                if (!n)
+                        return (void) log_oom();
+                s->signals = n;
+                s->n_signals_alloc = na;
+        }
+        id = strdup(j->id);
+        if (!id)
+                return (void) log_oom();
+        s->signals[s->n_signals++] = (JobSignal) { .id = id, .success = success, .duration_ms = duration_ms };
+        manager_schedule_flush(s->manager);
+}
+
+bool scheduler_unsaved(Scheduler *s) {
+        return s && (s->dirty_jobs || s->n_signals > 0);
+}
+
+void scheduler_flush(Scheduler *s) {
+        Job *j;
+
+        if (!s)
+                return;
+        while ((j = s->dirty_jobs)) {
+                job_unmark_dirty(j);
+                job_save_or_warn(j);
+        }
+        for (size_t i = 0; i < s->n_signals; i++) {
+                bus_send_job_finished(s->manager, s->signals[i].id, s->signals[i].success ? "success" : "error",
+                                      s->signals[i].duration_ms);
+                free(s->signals[i].id);
+        }
+        s->n_signals = 0;
+}
+
 /* ---- the bases registry (<default base>/.data/.bases.json), shared with the reference ---- */
 
 static int bases_path(Scheduler *s, char **ret) {
@@ -834,6 +945,7 @@ static Job* job_free(Job *j) {
                         HASH_DELETE(hh, s->jobs, j);
                         s->n_jobs--;
                 }
+                job_unmark_dirty(j);
         }
 
         sd_event_source_disable_unref(j->timer);
@@ -910,17 +1022,9 @@ static void job_disarm(Job *j) {
                 (void) sd_event_source_set_enabled(j->timer, SD_EVENT_OFF);
 }
 
-/* Arms the timer for the first occurrence strictly after from_ms. */
-static int job_arm_from(Job *j, int64_t from_ms) {
-        int64_t next;
-        int r;
-
+/* Arms the timer at next, or disarms it when computing next failed (r < 0, next unset). */
+static int job_arm_at(Job *j, int r, int64_t next) {
         j->catch_up = false;
-        if (!job_active(j)) {
-                job_disarm(j);
-                return 0;
-        }
-        r = spec_next(&j->spec, from_ms, &next);
         if (r < 0) {
                 job_disarm(j);
                 if (r == -ENOENT)
@@ -934,6 +1038,19 @@ static int job_arm_from(Job *j, int64_t from_ms) {
                 return log_error_errno(r, "Failed to arm the timer of job %s: %m", j->id);
         }
         return 0;
+}
+
+/* Arms the timer for the first occurrence strictly after from_ms. */
+static int job_arm_from(Job *j, int64_t from_ms) {
+        int64_t next = 0;
+        int r;
+
+        if (!job_active(j)) {
+                job_disarm(j);
+                return 0;
+        }
+        r = spec_next(&j->spec, from_ms, &next);
+        return job_arm_at(j, r, next);
 }
 
 static int job_new(Scheduler *s, Job **ret) {
@@ -1051,11 +1168,12 @@ static void job_finish(Job *j, bool success, struct json_object *data, const cha
                             duration_ms, err);
         }
 
-        /* The event first: it marks the moment the run ended for everyone watching. */
+        /* The event first: it marks the moment the run ended for everyone watching. It leaves with the next
+         * manager_flush(), after the job file is written; so does the D-Bus signal. */
         job_publish(j, success, err);
-        job_save_or_warn(j);
+        job_mark_dirty(j);
         job_record_history(j, ts, duration_ms, success, err, data);
-        bus_send_job_finished(s->manager, j->id, success ? "success" : "error", (int64_t) duration_ms);
+        job_queue_signal(j, success, (int64_t) duration_ms);
 
         if (j->waiter) {
                 _cleanup_(json_object_putp) struct json_object *reply = json_object_new_object();
@@ -1167,7 +1285,7 @@ static int on_job_timer(sd_event_source *src, uint64_t usec, void *userdata) {
                 schedule_format_iso(due, when, sizeof(when));
                 log_notice("Job %s is still running; skipped the run due at %s (%" PRIu64 " skipped so far).",
                            j->id, when, j->skipped_runs);
-                job_save_or_warn(j);
+                job_mark_dirty(j);
                 return 0;
         }
 
@@ -1465,6 +1583,17 @@ static void scheduler_load_file(Scheduler *s, const char *path, const char *job_
         TAKE_PTR(j);
 }
 
+static void history_sweep_dir(Scheduler *s, const char *dir) {
+        _cleanup_free_ char *history = NULL;
+        int r;
+
+        if (asprintf(&history, "%s/%s", dir, HISTORY_FILE_NAME) < 0)
+                return (void) log_oom();
+        r = schedule_history_sweep(history, scheduler_now_ms(s));
+        if (r < 0 && r != -ENOENT)
+                log_warning_errno(r, "Failed to sweep %s: %m", history);
+}
+
 static void scheduler_load_base(Scheduler *s, const char *base) {
         _cleanup_free_ char *data = NULL;
         _cleanup_(closedirp) DIR *d = NULL;
@@ -1480,10 +1609,9 @@ static void scheduler_load_base(Scheduler *s, const char *base) {
         }
 
         while ((de = readdir(d))) {
-                _cleanup_free_ char *dir = NULL, *history = NULL;
+                _cleanup_free_ char *dir = NULL;
                 _cleanup_(closedirp) DIR *sd = NULL;
                 struct dirent *fe;
-                int r;
 
                 if (!name_is_valid(de->d_name))
                         continue;
@@ -1512,11 +1640,7 @@ static void scheduler_load_base(Scheduler *s, const char *base) {
                 }
 
                 /* The reference sweeps the history at start; so do we (14-day TTL, 500 per method). */
-                if (asprintf(&history, "%s/%s", dir, HISTORY_FILE_NAME) < 0)
-                        return (void) log_oom();
-                r = schedule_history_sweep(history, scheduler_now_ms(s));
-                if (r < 0 && r != -ENOENT)
-                        log_warning_errno(r, "Failed to sweep %s: %m", history);
+                history_sweep_dir(s, dir);
         }
 }
 
@@ -1575,6 +1699,72 @@ static int scheduler_bases(Scheduler *s, char ***ret) {
         return 0;
 }
 
+static void scheduler_arm_sweep(Scheduler *s);
+
+/* The daily history sweep: the run histories of every base photond loads jobs from, as at start. */
+void scheduler_sweep_history(Scheduler *s) {
+        char **bases = NULL;
+        int r;
+
+        r = scheduler_bases(s, &bases);
+        if (r < 0)
+                return (void) log_warning_errno(r, "Cannot list the bases to sweep the run history: %m");
+        for (char **b = bases; *b; b++) {
+                _cleanup_free_ char *data = NULL;
+                _cleanup_(closedirp) DIR *d = NULL;
+                struct dirent *de;
+
+                if (asprintf(&data, "%s/.data", *b) >= 0 && (d = opendir(data)))
+                        while ((de = readdir(d))) {
+                                _cleanup_free_ char *dir = NULL;
+
+                                if (!name_is_valid(de->d_name))
+                                        continue;
+                                if (schedules_dir(*b, de->d_name, &dir) < 0) {
+                                        log_oom();
+                                        break;
+                                }
+                                history_sweep_dir(s, dir);
+                        }
+                free(*b);
+        }
+        free(bases);
+}
+
+static int on_sweep_timer(sd_event_source *src, uint64_t usec, void *userdata) {
+        Scheduler *s = userdata;
+
+        log_debug("Sweeping the run history (14-day TTL, %u entries per method).", HISTORY_MAX_PER_METHOD);
+        scheduler_sweep_history(s);
+        scheduler_arm_sweep(s);
+        return 0;
+}
+
+static void scheduler_arm_sweep(Scheduler *s) {
+        /* A day from now, at second 30 of a minute on the scheduler's clock: cron times are whole minutes, so a
+         * sweep of large files never holds up a job that is due. */
+        int64_t due = (scheduler_now_ms(s) + HISTORY_SWEEP_INTERVAL_MS) / 60000 * 60000 + 30000 -
+                      s->clock_offset_ms;
+        uint64_t usec = due > 0 ? (uint64_t) due * USEC_PER_MSEC : 1;
+        int r;
+
+        if (s->sweep_event_source) {
+                r = sd_event_source_set_time(s->sweep_event_source, usec);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(s->sweep_event_source, SD_EVENT_ONESHOT);
+        } else {
+                r = sd_event_add_time(s->manager->event, &s->sweep_event_source, CLOCK_REALTIME, usec,
+                                      USEC_PER_SEC, on_sweep_timer, s);
+                if (r >= 0) {
+                        (void) sd_event_source_set_description(s->sweep_event_source, "history-sweep");
+                        /* After any job timer due in the same iteration. */
+                        r = sd_event_source_set_priority(s->sweep_event_source, SD_EVENT_PRIORITY_IDLE);
+                }
+        }
+        if (r < 0)
+                log_warning_errno(r, "Failed to arm the daily run-history sweep: %m");
+}
+
 int scheduler_load(Scheduler *s) {
         char **bases = NULL;
         int r;
@@ -1590,6 +1780,7 @@ int scheduler_load(Scheduler *s) {
 
         if (s->n_jobs > 0)
                 log_info("Loaded %u scheduled job%s.", s->n_jobs, s->n_jobs == 1 ? "" : "s");
+        scheduler_arm_sweep(s);
         return 0;
 }
 
@@ -1600,10 +1791,14 @@ static void scheduler_recompute(Scheduler *s, const char *why) {
 
         log_info("%s: recomputing the due times of %u job%s.", why, s->n_jobs, s->n_jobs == 1 ? "" : "s");
         for (Job *j = s->jobs; j; j = j->hh.next) {
-                /* A job already due fires now (its absolute timer has elapsed); a pending catch-up stays. */
-                if (!job_active(j) || j->catch_up || (j->next_run > 0 && j->next_run <= now))
+                int64_t next = 0;
+                int r;
+
+                if (!job_active(j))
                         continue;
-                (void) job_arm_from(j, now);
+                r = spec_recompute_due(&j->spec, j->next_run, j->catch_up, now, &next);
+                if (r != 0)
+                        (void) job_arm_at(j, r, next);
         }
 }
 
@@ -1719,11 +1914,16 @@ Scheduler* scheduler_free(Scheduler *s) {
         if (!s)
                 return NULL;
 
+        /* Runs that ended in the last iteration before the loop stopped. */
+        scheduler_flush(s);
+        free(s->signals);
+
         HASH_ITER(hh, s->jobs, j, tmp) {
                 /* Going down: nobody to answer, and the runs are not ours to finish. */
                 j->waiter = NULL;
                 job_free(j);
         }
+        sd_event_source_disable_unref(s->sweep_event_source);
         sd_event_source_disable_unref(s->clock_event_source);
         sd_event_source_disable_unref(s->tz_event_source);
         safe_close(s->clock_fd);
@@ -1972,6 +2172,7 @@ int scheduler_handle_schedule(Manager *m, Client *c, Request *req) {
 
         if (j) {
                 job_take_config(j, n);
+                job_unmark_dirty(j);    /* the file just written holds its counters too */
                 log_info("Rescheduled job %s: %s.%s at '%s'.", j->id, j->photon, j->method, j->cron);
         } else {
                 j = TAKE_PTR(n);
@@ -2074,7 +2275,7 @@ int scheduler_handle_set_state(Manager *m, Client *c, Request *req) {
                 }
                 if (was_active != job_active(j))
                         (void) job_arm_from(j, now);
-                job_save_or_warn(j);
+                job_mark_dirty(j);      /* written before the reply leaves */
                 if (json_object_array_add(ids, json_object_new_string(j->id)) < 0)
                         return -ENOMEM;
         }
@@ -2137,7 +2338,8 @@ int scheduler_handle_get_execution_history(Manager *m, Client *c, Request *req) 
                 return r;
         if (asprintf(&path, "%s/%s", dir, HISTORY_FILE_NAME) < 0)
                 return -ENOMEM;
-        r = schedule_history_read(path, method, since, (unsigned) MIN(limit, (int64_t) UINT_MAX), &entries);
+        r = schedule_history_read(path, method, since, (unsigned) MIN(limit, (int64_t) UINT_MAX),
+                                  scheduler_now_ms(m->scheduler), &entries);
         if (r < 0) {
                 log_warning_errno(r, "Failed to read %s: %m", path);
                 return reply_refusal(c, req->id, NULL, "Failed to read the run history");

@@ -20,6 +20,15 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Scheduler*, scheduler_free);
 /* Loads persisted jobs and arms their timers. Problems with single files are logged, not fatal. */
 int scheduler_load(Scheduler *s);
 
+/* Writes the job files that runs and state switches changed, then emits the JobFinished signals that waited for
+ * them. manager_flush() calls it before any client output leaves (group commit, as state.json); scheduler_free()
+ * calls it too. scheduler_unsaved() says whether anything waits. */
+void scheduler_flush(Scheduler *s);
+bool scheduler_unsaved(Scheduler *s);
+
+/* Sweeps the run history of every base (14-day TTL, 500 per method): at start and then once a day. */
+void scheduler_sweep_history(Scheduler *s);
+
 /* A disconnecting client stops waiting for the run_job results it asked for (the runs go on). */
 void scheduler_client_gone(Scheduler *s, Client *c);
 
@@ -63,14 +72,20 @@ char* schedule_truncate_utf8(const char *s, size_t max);
  * search window, -EINVAL for a bad expression. */
 int schedule_cron_next(const char *expr, int64_t from_ms, int64_t *ret_ms);
 
+/* After a wall-clock step or a time-zone change: the new due time of an armed job (next_run_ms, 0 = none) computed
+ * from now_ms. Returns 1 with *ret_ms, 0 when the job keeps its timer (a pending catch-up, or a due time that
+ * has passed and fires now), or a negative errno (-ENOENT: no further occurrence). */
+int schedule_recompute_due(const char *expr, int64_t next_run_ms, bool catch_up, int64_t now_ms, int64_t *ret_ms);
+
 /* Persistent=-style catch-up: did an occurrence of expr fall in (max(anchor, now - 14 days), now]? Returns 1
  * (and the missed occurrence), 0, or a negative errno. */
 int schedule_missed_occurrence(const char *expr, int64_t anchor_ms, int64_t now_ms, int64_t *ret_missed_ms);
 
 /* The run history file (executions.jsonl): append one entry (rotating first when the file has reached
- * rotate_bytes, keeping 3 archives), read entries of one method newest first (ts >= since_ms; at most limit,
- * 0 = all up to the per-method cap of 500), and sweep (14-day TTL, newest 500 per method). */
+ * rotate_bytes, keeping 3 archives), read entries of one method newest first (ts >= since_ms and not past the
+ * 14-day TTL at now_ms; at most limit, 0 = all up to the per-method cap of 500), and sweep (14-day TTL, newest 500
+ * per method). Only the active file is read; the rotated archives are not. */
 int schedule_history_append(const char *path, struct json_object *entry, uint64_t rotate_bytes);
-int schedule_history_read(const char *path, const char *method, int64_t since_ms, unsigned limit,
+int schedule_history_read(const char *path, const char *method, int64_t since_ms, unsigned limit, int64_t now_ms,
                           struct json_object **ret_entries);
 int schedule_history_sweep(const char *path, int64_t now_ms);

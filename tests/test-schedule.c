@@ -5,6 +5,7 @@
 
 #include <criterion/criterion.h>
 #include <json-c/json.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,7 +229,7 @@ Test(schedule, history_append_read) {
                           "\"status\":\"success\"}\n", 77) == 0, "one compact line per entry: %s", text);
         free(text);
 
-        cr_assert_eq(schedule_history_read(path, "even", INT64_MIN, 0, &arr), 0);
+        cr_assert_eq(schedule_history_read(path, "even", INT64_MIN, 0, 2000, &arr), 0);
         cr_assert_eq(json_object_array_length(arr), 5);
         int64_t prev = INT64_MAX;
         for (size_t i = 0; i < 5; i++) {
@@ -239,23 +240,23 @@ Test(schedule, history_append_read) {
         }
         json_object_put(arr);
 
-        cr_assert_eq(schedule_history_read(path, "odd", INT64_MIN, 2, &arr), 0);
+        cr_assert_eq(schedule_history_read(path, "odd", INT64_MIN, 2, 2000, &arr), 0);
         cr_assert_eq(json_object_array_length(arr), 2);
         json_object_put(arr);
 
         /* sinceTs is inclusive, as the reference's ts >= sinceTs. */
-        cr_assert_eq(schedule_history_read(path, "even", 1004, 0, &arr), 0);
+        cr_assert_eq(schedule_history_read(path, "even", 1004, 0, 2000, &arr), 0);
         cr_assert_eq(json_object_array_length(arr), 3);
         json_object_put(arr);
 
-        cr_assert_eq(schedule_history_read(path, "nothing", INT64_MIN, 0, &arr), 0);
+        cr_assert_eq(schedule_history_read(path, "nothing", INT64_MIN, 0, 2000, &arr), 0);
         cr_assert_eq(json_object_array_length(arr), 0);
         json_object_put(arr);
 
         /* No file yet: an empty history. */
         char *missing;
         cr_assert(asprintf(&missing, "%s/none.jsonl", dir) > 0);
-        cr_assert_eq(schedule_history_read(missing, "x", INT64_MIN, 0, &arr), 0);
+        cr_assert_eq(schedule_history_read(missing, "x", INT64_MIN, 0, 2000, &arr), 0);
         cr_assert_eq(json_object_array_length(arr), 0);
         json_object_put(arr);
         free(missing);
@@ -288,7 +289,7 @@ Test(schedule, history_rotation) {
 
         /* The newest entry is in the active file; the oldest are gone. */
         struct json_object *arr;
-        cr_assert_eq(schedule_history_read(path, "m", INT64_MIN, 1, &arr), 0);
+        cr_assert_eq(schedule_history_read(path, "m", INT64_MIN, 1, 1000, &arr), 0);
         cr_assert_eq(json_object_get_int64(json_object_object_get(json_object_array_get_idx(arr, 0), "ts")), 39);
         json_object_put(arr);
 
@@ -319,15 +320,15 @@ Test(schedule, history_sweep) {
         json_object_put(e);
 
         cr_assert_eq(schedule_history_sweep(path, now), 0);
-        cr_assert_eq(schedule_history_read(path, "old", INT64_MIN, 0, &arr), 0);
-        cr_assert_eq(json_object_array_length(arr), 0);
-        json_object_put(arr);
-        cr_assert_eq(schedule_history_read(path, "busy", INT64_MIN, 0, &arr), 0);
+        before = read_text(path);
+        cr_assert_null(strstr(before, "\"old\""), "the aged entries left the file");
+        free(before);
+        cr_assert_eq(schedule_history_read(path, "busy", INT64_MIN, 0, now, &arr), 0);
         cr_assert_eq(json_object_array_length(arr), 500);
         cr_assert_eq(json_object_get_int64(json_object_object_get(json_object_array_get_idx(arr, 499), "ts")),
                      now - HOUR_MS + 100, "the oldest 100 went");
         json_object_put(arr);
-        cr_assert_eq(schedule_history_read(path, "quiet", INT64_MIN, 0, &arr), 0);
+        cr_assert_eq(schedule_history_read(path, "quiet", INT64_MIN, 0, now, &arr), 0);
         cr_assert_eq(json_object_array_length(arr), 1);
         json_object_put(arr);
 
@@ -341,6 +342,100 @@ Test(schedule, history_sweep) {
 
         free(path);
         tmpdir_remove(dir);
+}
+
+/* A daemon that runs for weeks sweeps only once a day: reads skip what has aged past 14 days in between. */
+Test(schedule, history_read_skips_entries_past_the_ttl) {
+        char *dir = tmpdir_new(), *path;
+        int64_t now = 100 * DAY_MS;
+        struct json_object *arr;
+        const int64_t ages[] = { 20 * DAY_MS, 14 * DAY_MS + 1, 14 * DAY_MS, 13 * DAY_MS, HOUR_MS };
+
+        cr_assert(asprintf(&path, "%s/executions.jsonl", dir) > 0);
+        for (size_t i = 0; i < sizeof(ages) / sizeof(ages[0]); i++) {
+                struct json_object *e = entry(now - ages[i], "m", "success");
+                cr_assert_eq(schedule_history_append(path, e, 10 << 20), 0);
+                json_object_put(e);
+        }
+
+        cr_assert_eq(schedule_history_read(path, "m", INT64_MIN, 0, now, &arr), 0);
+        cr_assert_eq(json_object_array_length(arr), 3, "%s", json_object_to_json_string(arr));
+        cr_assert_eq(json_object_get_int64(json_object_object_get(json_object_array_get_idx(arr, 2), "ts")),
+                     now - 14 * DAY_MS, "exactly 14 days old is still in");
+        json_object_put(arr);
+
+        /* An older sinceTs does not bring them back; a newer one still narrows. */
+        cr_assert_eq(schedule_history_read(path, "m", now - 30 * DAY_MS, 0, now, &arr), 0);
+        cr_assert_eq(json_object_array_length(arr), 3);
+        json_object_put(arr);
+        cr_assert_eq(schedule_history_read(path, "m", now - DAY_MS, 0, now, &arr), 0);
+        cr_assert_eq(json_object_array_length(arr), 1);
+        json_object_put(arr);
+
+        /* Half a day later, one more has aged out, with nothing written in between. */
+        cr_assert_eq(schedule_history_read(path, "m", INT64_MIN, 0, now + 12 * HOUR_MS, &arr), 0);
+        cr_assert_eq(json_object_array_length(arr), 2);
+        json_object_put(arr);
+
+        free(path);
+        tmpdir_remove(dir);
+}
+
+/* ---- wall-clock steps and time-zone changes ---- */
+
+Test(schedule, recompute_after_a_backward_step) {
+        int64_t t0, next, due = 0;
+
+        utc();
+        /* Armed at 13:00 on May 1st: the next noon is May 2nd. */
+        t0 = iso("2024-05-01T13:00:00.000Z");
+        cr_assert_eq(schedule_cron_next("0 12 * * *", t0, &next), 0);
+        cr_assert_eq(next, iso("2024-05-02T12:00:00.000Z"));
+
+        /* The clock steps back a day, to 13:00 on April 30th: May 1st's noon comes first now. Kept as it was, the
+         * absolute timer would skip it and fire two days of real time later. */
+        cr_assert_eq(schedule_recompute_due("0 12 * * *", next, false, t0 - DAY_MS, &due), 1);
+        cr_assert_eq(due, iso("2024-05-01T12:00:00.000Z"));
+        cr_assert_lt(due, next, "moved earlier");
+
+        /* A small step back, still after the last noon: the same due time, computed again. */
+        cr_assert_eq(schedule_recompute_due("0 12 * * *", next, false, t0 - 30 * MIN_MS, &due), 1);
+        cr_assert_eq(due, next);
+
+        /* Every five minutes, stepped back 12 minutes from 10:03 (due 10:05): 09:55 is next. */
+        cr_assert_eq(schedule_recompute_due("*/5 * * * *", iso("2024-05-01T10:05:00.000Z"), false,
+                                            iso("2024-05-01T09:51:00.000Z"), &due), 1);
+        cr_assert_eq(due, iso("2024-05-01T09:55:00.000Z"));
+}
+
+Test(schedule, recompute_after_a_forward_step) {
+        int64_t t0 = iso("2024-05-01T13:00:00.000Z"), next = iso("2024-05-02T12:00:00.000Z"), due = 0;
+
+        utc();
+        /* Forward by an hour, short of the due time: recomputed from the new time, the same noon. */
+        cr_assert_eq(schedule_recompute_due("0 12 * * *", next, false, t0 + HOUR_MS, &due), 1);
+        cr_assert_eq(due, next);
+
+        /* Every 5 minutes, forward from 10:01 to 10:03:30: still 10:05. */
+        cr_assert_eq(schedule_recompute_due("*/5 * * * *", iso("2024-05-01T10:05:00.000Z"), false,
+                                            iso("2024-05-01T10:03:30.000Z"), &due), 1);
+        cr_assert_eq(due, iso("2024-05-01T10:05:00.000Z"));
+
+        /* Forward by a day, over the due time: left alone, so the elapsed timer fires once now and re-arms from
+         * the new time, instead of being moved to the day after and losing that run. */
+        due = -1;
+        cr_assert_eq(schedule_recompute_due("0 12 * * *", next, false, t0 + DAY_MS, &due), 0);
+        cr_assert_eq(due, -1, "untouched");
+        cr_assert_eq(schedule_recompute_due("0 12 * * *", next, false, next, &due), 0, "due this very ms");
+
+        /* A pending catch-up keeps its time, whichever way the clock went. */
+        cr_assert_eq(schedule_recompute_due("0 12 * * *", t0 + 15000, true, t0 - DAY_MS, &due), 0);
+        cr_assert_eq(schedule_recompute_due("0 12 * * *", t0 + 15000, true, t0 + HOUR_MS, &due), 0);
+
+        /* Not armed (no further occurrence before): armed if there is one now. */
+        cr_assert_eq(schedule_recompute_due("0 12 * * *", 0, false, t0, &due), 1);
+        cr_assert_eq(due, next);
+        cr_assert_eq(schedule_recompute_due("0 12 31 2 *", 0, false, t0, &due), -ENOENT);
 }
 
 /* ---- a real Manager ---- */
@@ -429,7 +524,9 @@ Test(schedule, reference_files_load_and_run) {
         cr_assert_eq(json_object_get_int64(json_object_object_get(job, "runCount")), 7);
         json_object_put(arr);
 
-        /* The file is rewritten with the reference's fields; unknown ones (requiredConfig's content) survive. */
+        /* The file is rewritten with the reference's fields; unknown ones (requiredConfig's content) survive. It is
+         * written at the end of the event-loop iteration, before the run's event leaves. */
+        scheduler_flush(m->scheduler);
         t = read_text(ref);
         cr_assert_eq(json_parse(t, strlen(t), &file, NULL), 0);
         free(t);
@@ -445,7 +542,7 @@ Test(schedule, reference_files_load_and_run) {
         cr_assert_eq(schedule_parse_iso(json_get_string(file, "lastAttemptAt"), &(int64_t) { 0 }), 0);
         json_object_put(file);
 
-        cr_assert_eq(schedule_history_read(hist, "sweep", INT64_MIN, 0, &arr), 0);
+        cr_assert_eq(schedule_history_read(hist, "sweep", INT64_MIN, 0, (int64_t) time(NULL) * 1000, &arr), 0);
         cr_assert_eq(json_object_array_length(arr), 1);
         cr_assert_str_eq(json_get_string(json_object_array_get_idx(arr, 0), "status"), "error");
         cr_assert_str_eq(json_get_string(json_object_array_get_idx(arr, 0), "jobId"), "p:ipc:nightly");
@@ -488,9 +585,14 @@ Test(schedule, job_file_writes_are_durable) {
         cr_assert_eq(scheduler_load(m->scheduler), 0);
         cr_assert_eq(scheduler_count(m->scheduler), 1);
 
-        /* No handler: the run fails at once and its counters are written before scheduler_run_job() returns. */
+        /* No handler: the run fails at once. Its counters are written with the flush at the end of the event-loop
+         * iteration, before any reply or event leaves, not inside the run (a timer callback). */
         fsync_spy_reset();
         cr_assert_eq(scheduler_run_job(m->scheduler, "nightly"), 0);
+        cr_assert(!fsync_spy_saw(tmp_prefix, true), "no disk write inside the run");
+        cr_assert(scheduler_unsaved(m->scheduler));
+        cr_assert_eq(manager_flush(m), 0);
+        cr_assert(!scheduler_unsaved(m->scheduler));
         if (!fsync_spy_saw(tmp_prefix, true) || !fsync_spy_saw(real, false))
                 fsync_spy_dump();
         cr_assert(fsync_spy_saw(tmp_prefix, true), "the job file's data is synced before the rename");
@@ -510,5 +612,64 @@ Test(schedule, job_file_writes_are_durable) {
         free(tmp_prefix);
         free(path);
         free(dir);
+        tmpdir_remove(home);
+}
+
+/* A run that ended in the last iteration before the loop stopped is not lost: freeing the scheduler writes it. */
+Test(schedule, pending_job_writes_survive_shutdown) {
+        char *home = tmpdir_new(), *path;
+        Manager *m;
+
+        utc();
+        limits_reset();
+        cr_assert(asprintf(&path, "%s/.photon/.data/p/schedules/nightly.json", home) > 0);
+        write_text(path, "{\"id\":\"p:ipc:nightly\",\"method\":\"sweep\",\"cron\":\"0 3 * * *\","
+                         "\"photonName\":\"p\",\"source\":\"ipc\",\"status\":\"active\"}");
+
+        m = manager_in(home);
+        cr_assert_eq(scheduler_load(m->scheduler), 0);
+        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly"), 0);
+        cr_assert(scheduler_unsaved(m->scheduler));
+        manager_free(m);
+
+        char *t = read_text(path);
+        cr_assert_not_null(strstr(t, "\"consecutiveFailures\": 1"), "%s", t);
+        cr_assert_not_null(strstr(t, "\"lastStatus\": \"error\""), "%s", t);
+        free(t);
+        free(path);
+        tmpdir_remove(home);
+}
+
+/* The daily sweep covers every base's histories, as the one at start does. */
+Test(schedule, periodic_history_sweep) {
+        char *home = tmpdir_new(), *hist, *t;
+        int64_t now = (int64_t) time(NULL) * 1000;
+        Manager *m;
+
+        utc();
+        limits_reset();
+        cr_assert(asprintf(&hist, "%s/.photon/.data/p/schedules/executions.jsonl", home) > 0);
+        m = manager_in(home);
+        cr_assert_eq(scheduler_load(m->scheduler), 0);
+        cr_assert_eq(mkdir_parents_and_self(dirname(strdupa(hist)), 0755), 0);
+
+        /* Written while photond runs: the start sweep is long past. */
+        for (int i = 0; i < 3; i++) {
+                struct json_object *e = entry(now - 20 * DAY_MS + i, "old", "success");
+                cr_assert_eq(schedule_history_append(hist, e, 10 << 20), 0);
+                json_object_put(e);
+        }
+        struct json_object *e = entry(now - HOUR_MS, "new", "success");
+        cr_assert_eq(schedule_history_append(hist, e, 10 << 20), 0);
+        json_object_put(e);
+
+        scheduler_sweep_history(m->scheduler);
+        t = read_text(hist);
+        cr_assert_null(strstr(t, "\"old\""), "%s", t);
+        cr_assert_not_null(strstr(t, "\"new\""), "%s", t);
+        free(t);
+
+        manager_free(m);
+        free(hist);
         tmpdir_remove(home);
 }

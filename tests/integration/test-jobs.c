@@ -607,6 +607,73 @@ Test(jobs, fires_at_the_minute_boundary, .timeout = 150) {
         stop(d);
 }
 
+/* Many jobs due in the same minute all start within 100 ms of it: each run's durable job-file write (two
+ * fsyncs) must not hold up the next job's timer. No handler, so every run ends at once and its lastAttempt is
+ * the moment its timer was served. */
+#define MANY_JOBS 400
+
+Test(jobs, many_jobs_on_one_boundary_start_within_100ms, .timeout = 150) {
+        int64_t offset, next = 0, first = INT64_MAX, last = INT64_MIN;
+        Daemon *d = start_before_boundary(6000, &offset, NULL, NULL);
+        Conn *sub = conn_open(d), *c = conn_open(d);
+        struct json_object *o, *ev, *jobs;
+        unsigned seen = 0;
+
+        subscribe(sub, "jobs:many");
+        for (unsigned i = 0; i < MANY_JOBS; i++) {
+                char id[16];
+
+                snprintf(id, sizeof(id), "j%u", i);
+                o = schedule(c, "many", id, "beat", "* * * * *", NULL);
+                cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
+                cr_assert(next == 0 || jint(o, "data.nextRun") == next, "all on one boundary");
+                next = jint(o, "data.nextRun");
+                json_object_put(o);
+        }
+        cr_assert(next - offset - real_ms() > 200, "all scheduled before the boundary (%" PRIi64 " ms left)",
+                  next - offset - real_ms());
+
+        while (seen < MANY_JOBS) {
+                const char *id;
+                char *file;
+
+                ev = wait_event(sub, "job-failed", (int) (next - offset - real_ms()) + 10000);
+                if (!ev)
+                        break;
+                /* The event leaves only after the job file shows the run. */
+                id = jstr(ev, "message.jobId");
+                cr_assert(id && strncmp(id, "many:ipc:", 9) == 0);
+                file = job_path(d->home, "many", id + 9);
+                o = read_json(file);
+                cr_assert_eq(jint(o, "consecutiveFailures"), 1, "%s", file);
+                json_object_put(o);
+                free(file);
+                json_object_put(ev);
+                seen++;
+        }
+        cr_assert_eq(seen, MANY_JOBS, "every job ran once");
+
+        o = call(c, "\"type\":\"list_jobs\"");
+        jobs = jget(o, "data.jobs");
+        cr_assert_eq(json_object_array_length(jobs), MANY_JOBS);
+        for (size_t i = 0; i < MANY_JOBS; i++) {
+                int64_t t = jint(json_object_array_get_idx(jobs, i), "lastAttempt");
+
+                first = MIN(first, t);
+                last = MAX(last, t);
+        }
+        json_object_put(o);
+        fprintf(stderr, "jobs: %d jobs on one boundary ran from +%" PRIi64 " to +%" PRIi64 " ms\n", MANY_JOBS,
+                first - next, last - next);
+        cr_assert(first >= next, "not early: %" PRIi64 " ms", first - next);
+        cr_assert(last - next <= 100, "the last of %d jobs ran %" PRIi64 " ms after its due time", MANY_JOBS,
+                  last - next);
+
+        conn_close(sub);
+        conn_close(c);
+        stop(d);
+}
+
 Test(jobs, exec_handler_fires_at_the_boundary, .timeout = 150) {
         char *home = make_home(), *stamp = xprintf("%s/fired", home);
         char *script = xprintf("#!/bin/sh\ndate +%%s%%N > '%s.tmp' && mv '%s.tmp' '%s'\ncat > '%s.args'\n"
@@ -1079,7 +1146,9 @@ Test(jobs, time_zone_change_moves_due_times) {
 
 /* Setting the system clock (settimeofday, an NTP step) makes photond recompute every due time. The test sets the
  * clock to the time it reads, which moves it back by the microseconds in between: enough for the kernel to report
- * a clock change, too little to matter to anything else on the machine. */
+ * a clock change, too little to matter to anything else on the machine, and too little to move a due time. So
+ * this test proves only that photond hears of the change; what the recompute does with a real step (a day back, a
+ * day forward) is schedule_recompute_due()'s, unit-tested in test-schedule.c. */
 Test(jobs, clock_set_recomputes_due_times) {
         const char *env[] = { "TZ=UTC", NULL };
         struct json_object *j;
@@ -1287,6 +1356,51 @@ Test(jobs, run_job_history_and_replace) {
         free(hist);
         conn_close(c);
         stop(d);
+        rm_home(home);
+}
+
+/* The reference drops history entries past 14 days only at start. photond also skips them on every read, so a
+ * daemon that has been running for weeks does not answer with them. The clock hook puts photond 15 days ahead;
+ * lines appended after its start stand for runs recorded while it ran. */
+Test(jobs, history_skips_entries_that_aged_while_running) {
+        char *home = make_home(), *hist, *env_off = xprintf("PHOTOND_TEST_CLOCK_OFFSET_MS=%" PRIi64, 15 * DAY_MS);
+        const char *env[] = { "TZ=UTC", env_off, NULL };
+        int64_t now = real_ms();
+        Daemon *d;
+        Conn *c;
+        struct json_object *o;
+        FILE *f;
+
+        d = daemon_start(&(DaemonOptions) { .env = env, .home = home });
+        c = conn_open(d);
+        schedule_ok(c, "aged", "a", "m", "0 0 1 1 *", NULL);
+        o = call(c, "\"type\":\"run_job\",\"jobId\":\"a\"");       /* no handler: one failed run, now */
+        json_object_put(o);
+
+        hist = xprintf("%s/.photon/.data/aged/schedules/executions.jsonl", home);
+        f = fopen(hist, "ae");
+        cr_assert_not_null(f);
+        /* 15 days and 13 days before photond's clock. */
+        for (int i = 0; i < 2; i++)
+                fprintf(f, "{\"ts\":%" PRIi64 ",\"jobId\":\"aged:ipc:a\",\"method\":\"m\",\"durationMs\":%d,"
+                        "\"status\":\"success\"}\n", now + i * 2 * DAY_MS, i + 1);
+        cr_assert_eq(fclose(f), 0);
+
+        o = call(c, "\"type\":\"get_execution_history\",\"photonName\":\"aged\",\"method\":\"m\"");
+        cr_assert_eq(json_object_array_length(jget(o, "data.entries")), 2, "%s", json_object_to_json_string(o));
+        cr_assert_str_eq(jstr(o, "data.entries.0.status"), "error", "photond's own run, newest");
+        cr_assert_eq(jint(o, "data.entries.1.durationMs"), 2, "13 days old: kept");
+        json_object_put(o);
+
+        /* An old sinceTs does not bring it back. */
+        o = call(c, "\"type\":\"get_execution_history\",\"photonName\":\"aged\",\"method\":\"m\",\"sinceTs\":0");
+        cr_assert_eq(json_object_array_length(jget(o, "data.entries")), 2);
+        json_object_put(o);
+
+        conn_close(c);
+        stop(d);
+        free(hist);
+        free(env_off);
         rm_home(home);
 }
 
