@@ -82,31 +82,179 @@ static int property_get_webhook_enabled(sd_bus *bus, const char *path, const cha
 /* ---- methods ---- */
 
 /* On the system bus the admin methods belong to root, the daemon's own user and the members of its group; the
- * policy file says the same to dbus-daemon, this is the second lock on the door. The user bus is trusted. */
-static int check_admin(Manager *m, sd_bus_message *message, sd_bus_error *error) {
-        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
-        const gid_t *gids;
-        uid_t uid;
-        gid_t gid;
-        int r, n;
+ * policy file says the same to dbus-daemon, this is the second lock on the door. The user bus is trusted.
+ *
+ * Messages from dbus-daemon carry no credentials, and sd_bus_query_sender_creds() would fetch them with a
+ * synchronous GetConnectionCredentials call from inside the event loop. So the check asks the bus driver
+ * asynchronously, holds a reference on the method call meanwhile, and calls the method's handler once more when
+ * the answer allows it; the handler finds its call in m->bus_admin_allowed then. */
 
-        if (m->bus_mode != BUS_MODE_SYSTEM)
-                return 0;
+typedef struct AdminCheck {
+        Manager *manager;
+        sd_bus_message *call;
+        sd_bus_message_handler_t handler;
+} AdminCheck;
 
-        r = sd_bus_query_sender_creds(message, SD_BUS_CREDS_EUID | SD_BUS_CREDS_EGID |
-                                      SD_BUS_CREDS_SUPPLEMENTARY_GIDS | SD_BUS_CREDS_AUGMENT, &creds);
+static void admin_check_free(void *userdata) {
+        AdminCheck *c = userdata;
+
+        sd_bus_message_unref(c->call);
+        free(c);
+}
+
+static bool gid_is_ours(gid_t gid) {
+        return gid == getegid();
+}
+
+/* Decides from a GetConnectionCredentials answer: > 0 allowed, 0 not allowed, < 0 the answer is unusable.
+ * UnixUserID comes from the kernel (the socket's peer credentials), so it is taken as it is. So do the groups in
+ * UnixGroupIDs, which the bus sends where the kernel tells it the peer's groups (SO_PEERGROUPS); without them the
+ * groups are read from /proc/ProcessID, trusted only while that process still runs as UnixUserID (a pid reused by
+ * another user's process cannot lend its groups). */
+static int admin_creds_allowed(sd_bus_message *reply) {
+        const uint32_t *groups = NULL;
+        bool have_uid = false, have_groups = false;
+        uint32_t uid = 0, pid = 0;
+        size_t size = 0;
+        int r;
+
+        if (sd_bus_message_is_method_error(reply, NULL))
+                return -sd_bus_message_get_errno(reply) ?: -EIO;
+
+        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
         if (r < 0)
                 return r;
-        if (sd_bus_creds_get_euid(creds, &uid) >= 0 && (uid == 0 || uid == geteuid()))
+        while ((r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
+                const char *key;
+
+                r = sd_bus_message_read(reply, "s", &key);
+                if (r < 0)
+                        return r;
+                if (streq(key, "UnixUserID")) {
+                        r = sd_bus_message_read(reply, "v", "u", &uid);
+                        have_uid = r >= 0;
+                } else if (streq(key, "ProcessID"))
+                        r = sd_bus_message_read(reply, "v", "u", &pid);
+                else if (streq(key, "UnixGroupIDs")) {
+                        r = sd_bus_message_enter_container(reply, 'v', "au");
+                        if (r < 0)
+                                return r;
+                        r = sd_bus_message_read_array(reply, 'u', (const void**) &groups, &size);
+                        if (r < 0)
+                                return r;
+                        have_groups = true;
+                        r = sd_bus_message_exit_container(reply);
+                } else
+                        r = sd_bus_message_skip(reply, "v");
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_exit_container(reply);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        if (!have_uid)
+                return -EPROTO;
+
+        if (uid == 0 || uid == geteuid())
+                return 1;
+
+        if (have_groups) {
+                for (size_t i = 0; i < size / sizeof(uint32_t); i++)
+                        if (gid_is_ours(groups[i]))
+                                return 1;
                 return 0;
-        if (sd_bus_creds_get_egid(creds, &gid) >= 0 && gid == getegid())
-                return 0;
-        n = sd_bus_creds_get_supplementary_gids(creds, &gids);
-        for (int i = 0; i < n; i++)
-                if (gids[i] == getegid())
+        }
+
+        if (pid > 0) {
+                _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+                const gid_t *gids;
+                uid_t euid;
+                gid_t egid;
+                int n;
+
+                if (sd_bus_creds_new_from_pid(&creds, pid, SD_BUS_CREDS_EUID | SD_BUS_CREDS_EGID |
+                                              SD_BUS_CREDS_SUPPLEMENTARY_GIDS) < 0)
                         return 0;
-        return sd_bus_error_set(error, BUS_ERROR_ACCESS_DENIED,
-                                "Only root and the photon group may change photond's state.");
+                if (sd_bus_creds_get_euid(creds, &euid) < 0 || euid != uid)
+                        return 0;
+                if (sd_bus_creds_get_egid(creds, &egid) >= 0 && gid_is_ours(egid))
+                        return 1;
+                n = sd_bus_creds_get_supplementary_gids(creds, &gids);
+                for (int i = 0; i < n; i++)
+                        if (gid_is_ours(gids[i]))
+                                return 1;
+        }
+        return 0;
+}
+
+static int on_admin_creds(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        AdminCheck *c = userdata;
+        Manager *m = c->manager;
+        int r;
+
+        r = admin_creds_allowed(reply);
+        if (r < 0) {
+                log_debug_errno(r, "Could not learn who called %s over D-Bus, refusing: %m",
+                                sd_bus_message_get_member(c->call));
+                (void) sd_bus_reply_method_errorf(c->call, BUS_ERROR_ACCESS_DENIED,
+                                                  "Could not verify the caller's credentials.");
+                return 0;
+        }
+        if (r == 0) {
+                (void) sd_bus_reply_method_errorf(c->call, BUS_ERROR_ACCESS_DENIED,
+                                                  "Only root and the photon group may change photond's state.");
+                return 0;
+        }
+
+        r = sd_bus_message_rewind(c->call, true);
+        if (r >= 0) {
+                m->bus_admin_allowed = c->call;
+                r = c->handler(c->call, m, &error);
+                m->bus_admin_allowed = NULL;
+        }
+        /* What sd-bus does with a handler's result when it called the handler itself. */
+        if (r < 0 || sd_bus_error_is_set(&error))
+                (void) sd_bus_reply_method_errno(c->call, r, &error);
+        return 0;
+}
+
+/* Returns 1 when the caller may go on now, 0 when the call is answered later (the handler then returns 1, which
+ * tells sd-bus it took the call over), < 0 on failure. */
+static int check_admin(Manager *m, sd_bus_message *message, sd_bus_message_handler_t handler, sd_bus_error *error) {
+        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *slot = NULL;
+        const char *sender;
+        AdminCheck *c;
+        int r;
+
+        if (m->bus_mode != BUS_MODE_SYSTEM || message == m->bus_admin_allowed)
+                return 1;
+
+        sender = sd_bus_message_get_sender(message);
+        if (!sender)
+                return sd_bus_error_set(error, BUS_ERROR_ACCESS_DENIED, "The caller has no bus name to check.");
+
+        c = new0(AdminCheck, 1);
+        if (!c)
+                return -ENOMEM;
+        *c = (AdminCheck) { .manager = m, .handler = handler };
+
+        r = sd_bus_call_method_async(sd_bus_message_get_bus(message), &slot, "org.freedesktop.DBus",
+                                     "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetConnectionCredentials",
+                                     on_admin_creds, c, "s", sender);
+        if (r < 0) {
+                free(c);
+                return r;
+        }
+        c->call = sd_bus_message_ref(message);
+        /* The bus owns the pending call from here on, and frees c with it: after the answer, or when it closes. */
+        (void) sd_bus_slot_set_destroy_callback(slot, admin_check_free);
+        r = sd_bus_slot_set_floating(slot, true);
+        if (r < 0)
+                return r;
+        return 0;
 }
 
 static int method_list_locks(sd_bus_message *message, void *userdata, sd_bus_error *error) {
@@ -276,10 +424,12 @@ static int method_release_lock(sd_bus_message *message, void *userdata, sd_bus_e
         const char *name;
         int r;
 
-        r = sd_bus_message_read(message, "s", &name);
+        r = check_admin(m, message, method_release_lock, error);
         if (r < 0)
                 return r;
-        r = check_admin(m, message, error);
+        if (r == 0)
+                return 1;       /* answered when the caller's credentials are in */
+        r = sd_bus_message_read(message, "s", &name);
         if (r < 0)
                 return r;
         if ((!name || !name[0]))
@@ -299,10 +449,12 @@ static int method_run_job(sd_bus_message *message, void *userdata, sd_bus_error 
         const char *id;
         int r;
 
-        r = sd_bus_message_read(message, "s", &id);
+        r = check_admin(m, message, method_run_job, error);
         if (r < 0)
                 return r;
-        r = check_admin(m, message, error);
+        if (r == 0)
+                return 1;       /* answered when the caller's credentials are in */
+        r = sd_bus_message_read(message, "s", &id);
         if (r < 0)
                 return r;
         r = scheduler_run_job(m->scheduler, id);
@@ -320,10 +472,12 @@ static int method_unschedule(sd_bus_message *message, void *userdata, sd_bus_err
         const char *id;
         int r;
 
-        r = sd_bus_message_read(message, "s", &id);
+        r = check_admin(m, message, method_unschedule, error);
         if (r < 0)
                 return r;
-        r = check_admin(m, message, error);
+        if (r == 0)
+                return 1;       /* answered when the caller's credentials are in */
+        r = sd_bus_message_read(message, "s", &id);
         if (r < 0)
                 return r;
         r = scheduler_unschedule(m->scheduler, id);
@@ -343,10 +497,12 @@ static int method_publish(sd_bus_message *message, void *userdata, sd_bus_error 
         char text[128];
         int r;
 
-        r = sd_bus_message_read(message, "ss", &channel, &json);
+        r = check_admin(m, message, method_publish, error);
         if (r < 0)
                 return r;
-        r = check_admin(m, message, error);
+        if (r == 0)
+                return 1;       /* answered when the caller's credentials are in */
+        r = sd_bus_message_read(message, "ss", &channel, &json);
         if (r < 0)
                 return r;
         if ((!channel || !channel[0]))
@@ -504,48 +660,112 @@ static int on_bus_expiry(sd_event_source *s, uint64_t usec, void *userdata) {
 
 /* ---- connection ---- */
 
+/* While the bus is away photond tries again after 1 s, doubling up to 30 s; a connection that got as far as the
+ * answer to the name request starts the back-off afresh. */
+#define BUS_RECONNECT_MIN_USEC USEC_PER_SEC
+#define BUS_RECONNECT_MAX_USEC (30 * USEC_PER_SEC)
+
+static const char* bus_which(Manager *m) {
+        return m->bus_mode == BUS_MODE_SYSTEM ? "system" : "user";
+}
+
+static void bus_schedule_reconnect(Manager *m) {
+        uint64_t delay = m->bus_reconnect_usec;
+
+        m->bus_reconnect_usec = MIN(delay * 2, BUS_RECONNECT_MAX_USEC);
+        m->bus_retrying = true;
+        if (sd_event_source_set_time_relative(m->bus_reconnect_event_source, delay) < 0 ||
+            sd_event_source_set_enabled(m->bus_reconnect_event_source, SD_EVENT_ONESHOT) < 0)
+                log_warning("Failed to arm the bus reconnect timer; staying without D-Bus.");
+}
+
 static int on_name_acquired(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
         Manager *m = userdata;
         const sd_bus_error *e = sd_bus_message_get_error(reply);
 
+        /* A connection that went away before the answer came gets a made-up error here, then Disconnected. */
+        if (sd_bus_is_open(sd_bus_message_get_bus(reply)) > 0) {
+                m->bus_up = true;
+                m->bus_reconnect_usec = BUS_RECONNECT_MIN_USEC;
+        }
         if (e)
                 log_warning("Could not own the bus name " BUS_NAME " (%s); the D-Bus interface stays unnamed.",
                             e->message ?: e->name);
+        else if (m->bus_retrying)
+                log_info("Connected to the %s bus on a retry; " BUS_NAME " is available.", bus_which(m));
         else
                 log_debug("Acquired the bus name " BUS_NAME ".");
         manager_bus_name_settled(m);
         return 0;
 }
 
-int manager_connect_bus(Manager *m) {
+static int on_bus_disconnected(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+        Manager *m = userdata;
+
+        /* Said once per lost connection; failed attempts to get it back are only debug messages. */
+        if (m->bus_up)
+                log_warning("Lost the connection to the %s bus; serving the socket without D-Bus and reconnecting "
+                            "in the background.", bus_which(m));
+        else
+                log_debug("The %s bus closed the connection before it was set up.", bus_which(m));
+        m->bus_up = false;
+        /* sd-bus holds its own reference while it dispatches this, so dropping ours here is safe. */
+        m->bus = sd_bus_flush_close_unref(m->bus);
+        bus_schedule_reconnect(m);
+        return 0;
+}
+
+/* Opens the connection, exports the object and requests the name, all without waiting on the bus. Does not log:
+ * the callers say it once at start and quietly on a retry. */
+static int bus_connect(Manager *m) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        const char *which;
+        int r;
+
+        r = m->bus_mode == BUS_MODE_SYSTEM ? sd_bus_open_system(&bus) : sd_bus_open_user(&bus);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_add_object_vtable(bus, NULL, BUS_PATH, BUS_INTERFACE, manager_vtable, m);
+        if (r < 0)
+                return r;
+
+        /* A match on the local Disconnected signal costs no bus call: sd-bus keeps it to itself. */
+        r = sd_bus_match_signal(bus, NULL, "org.freedesktop.DBus.Local", "/org/freedesktop/DBus/Local",
+                                "org.freedesktop.DBus.Local", "Disconnected", on_bus_disconnected, m);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_attach_event(bus, m->event, 0);
+        if (r < 0)
+                return r;
+
+        /* Asynchronous, so the loop never waits on the bus; READY=1 waits for the answer instead. */
+        r = sd_bus_request_name_async(bus, NULL, BUS_NAME, 0, on_name_acquired, m);
+        if (r < 0)
+                return r;
+
+        m->bus = TAKE_PTR(bus);
+        return 0;
+}
+
+static int on_bus_reconnect(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        int r;
+
+        r = bus_connect(m);
+        if (r < 0) {
+                log_debug_errno(r, "Still cannot connect to the %s bus, trying again in %" PRIu64 " s: %m",
+                                bus_which(m), m->bus_reconnect_usec / USEC_PER_SEC);
+                bus_schedule_reconnect(m);
+        }
+        return 0;
+}
+
+int manager_connect_bus(Manager *m) {
         int r;
 
         if (m->bus_mode == BUS_MODE_NONE)
                 return 0;
-
-        which = m->bus_mode == BUS_MODE_SYSTEM ? "system" : "user";
-        r = m->bus_mode == BUS_MODE_SYSTEM ? sd_bus_open_system(&bus) : sd_bus_open_user(&bus);
-        if (r < 0) {
-                log_warning_errno(r, "Cannot connect to the %s bus, continuing without D-Bus: %m", which);
-                return 0;
-        }
-
-        r = sd_bus_add_object_vtable(bus, NULL, BUS_PATH, BUS_INTERFACE, manager_vtable, m);
-        if (r < 0)
-                return log_error_errno(r, "Failed to register the D-Bus object: %m");
-
-        r = sd_bus_attach_event(bus, m->event, 0);
-        if (r < 0)
-                return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
-
-        /* Asynchronous, so the loop never waits on the bus; READY=1 waits for the answer instead. */
-        r = sd_bus_request_name_async(bus, NULL, BUS_NAME, 0, on_name_acquired, m);
-        if (r < 0) {
-                log_warning_errno(r, "Failed to request the bus name " BUS_NAME ", continuing without D-Bus: %m");
-                return 0;
-        }
 
         r = sd_event_add_defer(m->event, &m->bus_changed_event_source, on_bus_changed, m);
         if (r < 0)
@@ -560,8 +780,22 @@ int manager_connect_bus(Manager *m) {
         (void) sd_event_source_set_enabled(m->bus_expiry_event_source, SD_EVENT_OFF);
         (void) sd_event_source_set_description(m->bus_expiry_event_source, "bus-channel-expiry");
 
-        m->bus = TAKE_PTR(bus);
+        r = sd_event_add_time(m->event, &m->bus_reconnect_event_source, CLOCK_MONOTONIC, 0, 0, on_bus_reconnect, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the bus reconnect timer: %m");
+        (void) sd_event_source_set_enabled(m->bus_reconnect_event_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(m->bus_reconnect_event_source, "bus-reconnect");
+        m->bus_reconnect_usec = BUS_RECONNECT_MIN_USEC;
+
+        r = bus_connect(m);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot connect to the %s bus, continuing without D-Bus and trying again in "
+                                  "the background: %m", bus_which(m));
+                bus_schedule_reconnect(m);
+                return 0;
+        }
+
         m->bus_name_pending = true;
-        log_debug("Connected to the %s bus.", which);
+        log_debug("Connected to the %s bus.", bus_which(m));
         return 0;
 }

@@ -1055,6 +1055,7 @@ Manager* manager_free(Manager *m) {
 
         sd_event_source_disable_unref(m->bus_changed_event_source);
         sd_event_source_disable_unref(m->bus_expiry_event_source);
+        sd_event_source_disable_unref(m->bus_reconnect_event_source);
         sd_bus_flush_close_unref(m->bus);
         sd_event_source_disable_unref(m->idle_event_source);
         sd_event_source_disable_unref(m->status_event_source);

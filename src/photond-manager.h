@@ -101,6 +101,11 @@ typedef struct Manager {
         sd_event_source *bus_expiry_event_source;       /* photond-bus.c: the oldest buffered event expires */
         uint32_t bus_announced[_BUS_COUNTED_MAX];       /* the counted properties as last announced */
         bool bus_name_pending;          /* READY=1 waits for the answer to the name request */
+        bool bus_up;                    /* photond-bus.c: the connection got as far as the name request's answer */
+        bool bus_retrying;              /* photond-bus.c: connected by a retry, not at start */
+        sd_event_source *bus_reconnect_event_source;    /* photond-bus.c: the next attempt while the bus is away */
+        uint64_t bus_reconnect_usec;                    /* the back-off before that attempt */
+        sd_bus_message *bus_admin_allowed;              /* photond-bus.c: the admin call now answered after its check */
         bool loop_running;
 
         /* lifecycle */

@@ -5,11 +5,15 @@
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <systemd/sd-bus.h>
 #include <unistd.h>
@@ -17,32 +21,34 @@
 #include "harness.h"
 #include "json-util.h"
 
-static pid_t bus_pid;
+static pid_t bus_pid, system_bus_pid;
 static char *bus_dir, *bus_address;
 
-/* A private session bus; its address is printed on a pipe once it listens (the readiness signal). */
-static void bus_start(void) {
-        char tmpl[] = "/tmp/photond-bus-XXXXXX", buf[512];
+/* Starts a dbus-daemon listening on unix:path=DIR/NAME, with the session configuration or the given config file.
+ * It prints its address on a pipe once it listens: the readiness signal. *ret_address: that address. */
+static pid_t dbus_spawn(const char *name, const char *config_file, char **ret_address) {
+        char buf[512];
         int pipefd[2];
+        pid_t pid;
         ssize_t n;
 
-        cr_assert(mkdtemp(tmpl));
-        bus_dir = strdup(tmpl);
         cr_assert_eq(pipe(pipefd), 0);
-        bus_pid = fork();
-        cr_assert(bus_pid >= 0);
-        if (bus_pid == 0) {
-                char fd[16], addr[600];
+        pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+                char fd[16], addr[600], config[600];
 
                 close(pipefd[0]);
+                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
                 /* It complains that it cannot raise its fd limit in a sandbox; that is noise here. */
                 int devnull = open("/dev/null", O_WRONLY);
-                if (devnull >= 0)
+                if (devnull >= 0 && !getenv("PHOTOND_TEST_VERBOSE"))
                         dup2(devnull, STDERR_FILENO);
                 snprintf(fd, sizeof(fd), "%d", pipefd[1]);
-                snprintf(addr, sizeof(addr), "--address=unix:path=%s/bus", tmpl);
-                execlp("dbus-daemon", "dbus-daemon", "--session", "--nofork", "--nopidfile", addr,
-                       "--print-address", fd, NULL);
+                snprintf(addr, sizeof(addr), "--address=unix:path=%s/%s", bus_dir, name);
+                snprintf(config, sizeof(config), "--config-file=%s", config_file ?: "");
+                execlp("dbus-daemon", "dbus-daemon", config_file ? config : "--session", "--nofork", "--nopidfile",
+                       addr, "--print-address", fd, NULL);
                 _exit(127);
         }
         close(pipefd[1]);
@@ -50,8 +56,28 @@ static void bus_start(void) {
         close(pipefd[0]);
         cr_assert(n > 0, "dbus-daemon did not start");
         buf[n] = '\0';
-        buf[strcspn(buf, "\n")] = '\0';
-        bus_address = strdup(buf);
+        /* Without its guid=, so the address also reaches the next dbus-daemon there, as the user bus's does. */
+        buf[strcspn(buf, ",\n")] = '\0';
+        if (ret_address)
+                *ret_address = strdup(buf);
+        return pid;
+}
+
+static void dbus_kill(pid_t *pid) {
+        if (*pid > 0) {
+                kill(*pid, SIGKILL);
+                waitpid(*pid, NULL, 0);
+        }
+        *pid = 0;
+}
+
+/* A private session bus for each test. */
+static void bus_start(void) {
+        char tmpl[] = "/tmp/photond-bus-XXXXXX";
+
+        cr_assert(mkdtemp(tmpl));
+        bus_dir = strdup(tmpl);
+        bus_pid = dbus_spawn("bus", NULL, &bus_address);
         setenv("DBUS_SESSION_BUS_ADDRESS", bus_address, 1);
 }
 
@@ -60,6 +86,7 @@ static void bus_stop(void) {
                 kill(bus_pid, SIGTERM);
                 waitpid(bus_pid, NULL, 0);
         }
+        dbus_kill(&system_bus_pid);
         if (bus_dir) {
                 char cmd[600];
                 snprintf(cmd, sizeof(cmd), "rm -rf '%s'", bus_dir);
@@ -72,10 +99,11 @@ static void bus_stop(void) {
 
 TestSuite(bus, .init = bus_start, .fini = bus_stop);
 
-/* extra: more "NAME=value" entries (limits), NULL-terminated; may be NULL. */
-static Daemon* start_on_bus_with(const char *const *extra) {
+/* extra: more "NAME=value" entries (limits), NULL-terminated; may be NULL. args: photond's arguments after
+ * --bus=user; may be NULL. */
+static Daemon* start_on_bus_with_args(const char *const *extra, const char *const *args) {
         static char envbuf[700];
-        const char *env[16] = { envbuf };
+        const char *env[16] = { envbuf }, *argv[8] = { "--bus=user" };
         size_t n = 1;
 
         snprintf(envbuf, sizeof(envbuf), "DBUS_SESSION_BUS_ADDRESS=%s", bus_address);
@@ -84,10 +112,17 @@ static Daemon* start_on_bus_with(const char *const *extra) {
                 env[n++] = *extra;
         }
         env[n] = NULL;
+        for (n = 1; args && *args; args++) {
+                cr_assert(n < 7);
+                argv[n++] = *args;
+        }
+        argv[n] = NULL;
         /* READY=1 comes only after the name request was answered, so no waiting for the name is needed. */
-        return daemon_start(&(DaemonOptions) {
-                .env = env,
-                .args = (const char*[]) { "--bus=user", NULL } });
+        return daemon_start(&(DaemonOptions) { .env = env, .args = argv });
+}
+
+static Daemon* start_on_bus_with(const char *const *extra) {
+        return start_on_bus_with_args(extra, NULL);
 }
 
 static Daemon* start_on_bus(void) {
@@ -796,4 +831,267 @@ Test(bus, run_job_while_it_runs_is_job_running) {
         conn_close(prov);
         conn_close(c);
         daemon_free(d);
+}
+
+/* ---- losing the bus and getting it back ---- */
+
+static unsigned log_count(Daemon *d, const char *text) {
+        char buf[65536];
+        unsigned count = 0;
+        FILE *f = fopen(d->log_path, "re");
+
+        cr_assert(f);
+        while (fgets(buf, sizeof(buf), f))
+                if (strstr(buf, text))
+                        count++;
+        fclose(f);
+        return count;
+}
+
+/* Waits for a line in photond's log; the file is the only signal there is for a log line. */
+static void wait_log(Daemon *d, const char *text, int timeout_ms) {
+        uint64_t deadline = mono_ms() + timeout_ms;
+
+        while (!daemon_log_contains(d, text)) {
+                if (mono_ms() >= deadline) {
+                        daemon_dump_log(d);
+                        cr_assert_fail("'%s' not logged within %d ms", text, timeout_ms);
+                }
+                usleep(10 * 1000);
+        }
+}
+
+static int on_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error *e) {
+        const char *name, *old_owner, *new_owner;
+
+        if (sd_bus_message_read(m, "sss", &name, &old_owner, &new_owner) >= 0 && new_owner[0])
+                *(bool*) userdata = true;
+        return 0;
+}
+
+/* Waits until org.photond.Daemon1 has an owner on the session bus: NameOwnerChanged, or already owned. Returns
+ * the milliseconds it took. */
+static uint64_t wait_for_name(int timeout_ms) {
+        uint64_t start = mono_ms(), deadline = start + timeout_ms;
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        sd_bus_message *reply = NULL;
+        sd_bus *bus = NULL;
+        bool owned = false;
+        int has = 0;
+
+        cr_assert_eq(sd_bus_open_user(&bus), 0);
+        cr_assert(sd_bus_add_match(bus, NULL, "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',"
+                                   "arg0='" DEST "'", on_owner_changed, &owned) >= 0);
+        cr_assert(sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                                     "NameHasOwner", &e, &reply, "s", DEST) >= 0, "%s", e.message);
+        cr_assert(sd_bus_message_read(reply, "b", &has) >= 0);
+        sd_bus_message_unref(reply);
+        owned = owned || has;
+        while (!owned) {
+                cr_assert(mono_ms() < deadline, DEST " did not appear on the bus within %d ms", timeout_ms);
+                if (sd_bus_process(bus, NULL) > 0)
+                        continue;
+                (void) sd_bus_wait(bus, 100 * 1000);
+        }
+        sd_bus_flush_close_unref(bus);
+        return mono_ms() - start;
+}
+
+static void expect_pong(Conn *c) {
+        struct json_object *o = conn_request(c, "p", "{\"type\":\"ping\",\"id\":\"p\"}");
+
+        cr_assert_str_eq(jstr(o, "type"), "pong");
+        json_object_put(o);
+}
+
+Test(bus, reconnects_when_the_bus_comes_back) {
+        /* Debug level, to see photond's failed attempts: the warning must still come only once. */
+        Daemon *d = start_on_bus_with_args(NULL, (const char*[]) { "--log-level=debug", NULL });
+        struct json_object *o;
+        uint64_t took;
+        Props p;
+
+        o = get_property("Version");
+        cr_assert_str_eq(jstr(o, "data"), PHOTOND_VERSION);
+        json_object_put(o);
+        Conn *c = conn_open(d);
+
+        /* The bus dies under photond: a warning, and the socket goes on. */
+        dbus_kill(&bus_pid);
+        wait_log(d, "Lost the connection to the user bus", 5000);
+        expect_pong(c);
+        wait_log(d, "Still cannot connect to the user bus", 5000);
+        expect_pong(c);
+        cr_assert_eq(log_count(d, "Lost the connection"), 1);
+
+        /* A new bus at the same address: photond comes back on it by itself, within the back-off. */
+        bus_pid = dbus_spawn("bus", NULL, NULL);
+        took = wait_for_name(10000);
+        fprintf(stderr, "photond was back on the bus %" PRIu64 " ms after it restarted\n", took);
+        wait_log(d, "Connected to the user bus on a retry", 5000);
+        cr_assert_eq(log_count(d, "Lost the connection"), 1);
+
+        o = get_property("Version");
+        cr_assert_str_eq(jstr(o, "data"), PHOTOND_VERSION);
+        json_object_put(o);
+        o = busctl_call("ListLocks", NULL, NULL, NULL);
+        cr_assert_eq(json_object_array_length(jget(o, "data.0")), 0);
+        json_object_put(o);
+
+        /* The object announces its changes again. */
+        props_start(&p);
+        Conn *c2 = conn_open(d);
+        PROPS_WAIT(&p, 0, "Clients=2 ");
+        cr_assert_eq(property_u(&p, "Clients"), 2);
+        props_stop(&p);
+
+        conn_close(c2);
+        conn_close(c);
+        daemon_free(d);
+}
+
+Test(bus, connects_to_a_bus_that_appears_after_start) {
+        Daemon *d;
+
+        /* No bus at the address when photond starts: a warning, READY=1 anyway, and the socket works. */
+        dbus_kill(&bus_pid);
+        d = start_on_bus();
+        cr_assert(daemon_log_contains(d, "Cannot connect to the user bus"));
+        Conn *c = conn_open(d);
+        expect_pong(c);
+
+        bus_pid = dbus_spawn("bus", NULL, NULL);
+        (void) wait_for_name(10000);
+        struct json_object *o = get_property("Clients");
+        cr_assert_eq(jint(o, "data"), 1);
+        json_object_put(o);
+
+        conn_close(c);
+        daemon_free(d);
+}
+
+/* ---- the admin check on the system bus ---- */
+
+/* Like the system bus in that photond checks admin callers there, but letting everyone send anything: every
+ * AccessDenied seen then comes from photond itself, not from the bus policy. */
+static const char permissive_bus_config[] =
+        "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\"\n"
+        " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"
+        "<busconfig>\n"
+        "  <listen>unix:tmpdir=/tmp</listen>\n"      /* required, and replaced by --address */
+        "  <auth>EXTERNAL</auth>\n"
+        "  <policy context=\"default\">\n"
+        "    <allow user=\"*\"/>\n"
+        "    <allow own=\"*\"/>\n"
+        "    <allow send_destination=\"*\"/>\n"
+        "    <allow receive_sender=\"*\"/>\n"
+        "  </policy>\n"
+        "</busconfig>\n";
+
+/* Calls an admin method on the system bus from a child process running as uid with the groups given (the first
+ * is the primary group). Returns "" on success, else the error name (a static buffer). */
+static const char* call_as(uid_t uid, const gid_t *groups, size_t n_groups, const char *method, const char *types,
+                           const char *a1, const char *a2) {
+        static char result[256];
+        size_t len = 0;
+        int pipefd[2], status;
+        pid_t pid;
+        ssize_t n;
+
+        cr_assert_eq(pipe(pipefd), 0);
+        pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+                sd_bus_error e = SD_BUS_ERROR_NULL;
+                sd_bus *bus = NULL;
+                const char *out = "";
+
+                close(pipefd[0]);
+                if (setgroups(n_groups, groups) < 0 || setgid(groups[0]) < 0 || setuid(uid) < 0)
+                        out = "setuid failed";
+                else if (sd_bus_open_system(&bus) < 0)
+                        out = "no bus";
+                else if (sd_bus_call_method(bus, DEST, PATH, IFACE, method, &e, NULL, types, a1, a2) < 0)
+                        out = e.name ?: "failed";
+                (void) !write(pipefd[1], out, strlen(out));
+                _exit(0);
+        }
+        close(pipefd[1]);
+        while (len < sizeof(result) - 1 && (n = read(pipefd[0], result + len, sizeof(result) - 1 - len)) > 0)
+                len += n;
+        result[len] = '\0';
+        close(pipefd[0]);
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+        return result;
+}
+
+static bool lock_is_free(Conn *c, const char *name) {
+        struct json_object *o = conn_request(c, "q", "{\"type\":\"query_lock\",\"id\":\"q\",\"lockName\":\"%s\"}", name);
+        bool free_ = json_object_is_type(jget(o, "data.holder"), json_type_null);
+
+        json_object_put(o);
+        return free_;
+}
+
+static void take_lock(Conn *c, const char *name) {
+        struct json_object *o = conn_request(c, "l", "{\"type\":\"lock\",\"id\":\"l\",\"lockName\":\"%s\","
+                                                     "\"sessionId\":\"s\"}", name);
+
+        cr_assert(jbool(o, "data.acquired"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+}
+
+Test(bus, admin_methods_refuse_other_users_on_the_system_bus) {
+        static const gid_t nobody_groups[] = { 65534 };
+        gid_t nobody_in_our_group[] = { 65534, getegid() };
+        static const gid_t root_groups[] = { 0 };
+        char *conf, *address, envbuf[700];
+        FILE *f;
+
+        if (geteuid() != 0)
+                cr_skip_test("needs root, to call as another user");
+
+        /* The other user must reach the bus socket. */
+        cr_assert_eq(chmod(bus_dir, 0755), 0);
+        cr_assert(asprintf(&conf, "%s/system.conf", bus_dir) > 0);
+        cr_assert(f = fopen(conf, "we"));
+        fputs(permissive_bus_config, f);
+        cr_assert_eq(fclose(f), 0);
+        system_bus_pid = dbus_spawn("system_bus", conf, &address);
+        setenv("DBUS_SYSTEM_BUS_ADDRESS", address, 1);
+        snprintf(envbuf, sizeof(envbuf), "DBUS_SYSTEM_BUS_ADDRESS=%s", address);
+        Daemon *d = daemon_start(&(DaemonOptions) {
+                .env = (const char*[]) { envbuf, NULL },
+                .args = (const char*[]) { "--bus=system", NULL } });
+        Conn *c = conn_open(d);
+
+        take_lock(c, "db");
+        /* Another user: refused by photond, for each admin method. */
+        cr_assert_str_eq(call_as(65534, nobody_groups, 1, "ReleaseLock", "s", "db", NULL), IFACE ".Error.AccessDenied");
+        cr_assert(!lock_is_free(c, "db"));
+        cr_assert_str_eq(call_as(65534, nobody_groups, 1, "RunJob", "s", "x", NULL), IFACE ".Error.AccessDenied");
+        cr_assert_str_eq(call_as(65534, nobody_groups, 1, "Unschedule", "s", "x", NULL), IFACE ".Error.AccessDenied");
+        cr_assert_str_eq(call_as(65534, nobody_groups, 1, "Publish", "ss", "a", "{}"), IFACE ".Error.AccessDenied");
+        /* Reading is for everyone. */
+        cr_assert_str_eq(call_as(65534, nobody_groups, 1, "ListLocks", "", NULL, NULL), "");
+
+        /* The same user in photond's group may; the method's own errors come through after the check. */
+        cr_assert_str_eq(call_as(65534, nobody_in_our_group, 2, "ReleaseLock", "s", "db", NULL), "");
+        cr_assert(lock_is_free(c, "db"));
+        cr_assert_str_eq(call_as(65534, nobody_in_our_group, 2, "ReleaseLock", "s", "db", NULL),
+                         IFACE ".Error.NoSuchLock");
+        cr_assert_str_eq(call_as(65534, nobody_in_our_group, 2, "Publish", "ss", "a", "{}"), "");
+
+        /* root may. */
+        take_lock(c, "db");
+        cr_assert_str_eq(call_as(0, root_groups, 1, "ReleaseLock", "s", "db", NULL), "");
+        cr_assert(lock_is_free(c, "db"));
+        expect_pong(c);
+
+        conn_close(c);
+        daemon_free(d);
+        dbus_kill(&system_bus_pid);
+        unsetenv("DBUS_SYSTEM_BUS_ADDRESS");
+        free(address);
+        free(conf);
 }
