@@ -17,6 +17,7 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <uthash.h>
 
 #include "fd-util.h"
@@ -34,6 +35,14 @@
 #define SECRET_FILE_MAX_BYTES 4096
 #define ERROR_NOT_FOUND "Not found. Use /webhook/{photonName}/{method}"
 #define ERROR_BAD_SECRET "Invalid webhook secret"
+#define ERROR_TOO_LARGE "Request body too large"
+#define ERROR_BODIES_IN_FLIGHT "Too many webhook bodies in flight"
+#define CORS_ALLOW_METHODS "GET, POST, OPTIONS"
+#define CORS_ALLOW_HEADERS "Content-Type, X-Webhook-Secret, X-Photon-Name"
+/* After an answer given while the body still streams in, how long the rest is read and dropped so that closing
+ * does not reset the connection before the sender has read the answer (a sender that stops on an error answer,
+ * as curl does, closes first). */
+#define EARLY_ANSWER_LINGER_USEC (2 * USEC_PER_SEC)
 
 typedef enum WebhookReject {
         WEBHOOK_REJECT_SOURCE,
@@ -48,6 +57,8 @@ typedef enum WebhookReject {
         WEBHOOK_REJECT_UNAVAILABLE,
         WEBHOOK_REJECT_BUSY,
         WEBHOOK_REJECT_BAD_FRAMING,
+        WEBHOOK_REJECT_TIMEOUT,
+        WEBHOOK_REJECT_REPLAY_CACHE_FULL,
         _WEBHOOK_REJECT_MAX,
         _WEBHOOK_REJECT_INVALID = -EINVAL,
 } WebhookReject;
@@ -65,6 +76,8 @@ static const char *const webhook_reject_table[_WEBHOOK_REJECT_MAX] = {
         [WEBHOOK_REJECT_UNAVAILABLE] = "photonUnavailable",
         [WEBHOOK_REJECT_BUSY] = "busy",
         [WEBHOOK_REJECT_BAD_FRAMING] = "badFraming",
+        [WEBHOOK_REJECT_TIMEOUT] = "requestTimeout",
+        [WEBHOOK_REJECT_REPLAY_CACHE_FULL] = "replayCacheFull",
 };
 
 typedef struct PhotonSecret {
@@ -94,6 +107,7 @@ struct Webhook {
         WebhookKey *secret;
         PhotonSecret *photon_secrets;
         ReplayCache *replay_cache;
+        bool replay_cache_full;         /* refusing deliveries since the last id was added (logged once) */
 
         LIST_HEAD(WebhookRequest, requests);
         uint64_t buffered_bytes;        /* request bodies held by all connections */
@@ -119,7 +133,9 @@ struct WebhookRequest {
         char *body;
         size_t body_len;
         size_t body_alloc;
-        WebhookReject deferred;         /* a body problem found while streaming, answered at its end */
+        uint64_t body_deadline_usec;    /* CLOCK_MONOTONIC: the whole body must be here by then */
+        bool answered_early;            /* refused while the body streamed in: the rest is dropped */
+        uint64_t linger_until_usec;     /* ... until then, after which the connection is cut */
 
         DispatchCall *call;
         sd_event_source *hup_event_source;
@@ -181,9 +197,8 @@ static enum MHD_Result webhook_respond(struct MHD_Connection *connection, unsign
         /* The reference's CORS headers, on every response. */
         origin = webhook_cors_origin(MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Origin"));
         if ((origin && MHD_add_response_header(response, "Access-Control-Allow-Origin", origin) == MHD_NO) ||
-            MHD_add_response_header(response, "Access-Control-Allow-Methods", "GET, POST, OPTIONS") == MHD_NO ||
-            MHD_add_response_header(response, "Access-Control-Allow-Headers",
-                                    "Content-Type, X-Webhook-Secret, X-Photon-Name") == MHD_NO ||
+            MHD_add_response_header(response, "Access-Control-Allow-Methods", CORS_ALLOW_METHODS) == MHD_NO ||
+            MHD_add_response_header(response, "Access-Control-Allow-Headers", CORS_ALLOW_HEADERS) == MHD_NO ||
             (body && MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") == MHD_NO) ||
             (retry_after && MHD_add_response_header(response, MHD_HTTP_HEADER_RETRY_AFTER, retry_after) == MHD_NO)) {
                 MHD_destroy_response(response);
@@ -202,6 +217,58 @@ static enum MHD_Result webhook_respond_error(struct MHD_Connection *connection, 
         if (!o || json_add_string(o, "error", error) < 0)
                 return MHD_NO;
         return webhook_respond(connection, status, o, retry_after);
+}
+
+/* Refuses a request whose body is still arriving, at once. libmicrohttpd 0.9.75 cannot do that: its
+ * MHD_queue_response() fails until the whole body has been read (which for a chunked body may be never), and
+ * failing the request only resets the connection. So the answer is written to the socket here, in the form
+ * webhook_respond() gives it, and the write side is shut: by now MHD has sent nothing for this request but, at
+ * most, a complete "100 Continue", and the connection is never used for another request. The caller drops the
+ * rest of the body for a moment (see EARLY_ANSWER_LINGER_USEC) and then ends the connection. */
+static void webhook_answer_early(WebhookRequest *req, WebhookReject reason, unsigned status, const char *error,
+                                 const char *retry_after) {
+        _cleanup_(json_object_putp) struct json_object *o = json_object_new_object();
+        _cleanup_free_ char *head = NULL;
+        const union MHD_ConnectionInfo *info;
+        const char *body = NULL, *origin;
+        size_t body_len = 0;
+        int fd;
+
+        req->webhook->n_rejected[reason]++;
+        req->answered_early = true;
+        req->linger_until_usec = now_usec(CLOCK_MONOTONIC) + EARLY_ANSWER_LINGER_USEC;
+        webhook_request_release_body(req);
+
+        info = MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!info)
+                return;
+        fd = info->connect_fd;
+
+        if (o && json_add_string(o, "error", error) >= 0)
+                body = json_object_to_json_string_length(o, JSON_FORMAT_FLAGS, &body_len);
+        origin = webhook_cors_origin(MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "Origin"));
+        if (body &&
+            asprintf(&head,
+                     "HTTP/1.1 %u %s\r\n"
+                     "Connection: close\r\n"
+                     "%s%s%s"
+                     "Access-Control-Allow-Methods: " CORS_ALLOW_METHODS "\r\n"
+                     "Access-Control-Allow-Headers: " CORS_ALLOW_HEADERS "\r\n"
+                     "%s%s%s"
+                     "Content-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n"
+                     "\r\n",
+                     status, MHD_get_reason_phrase_for(status),
+                     origin ? "Access-Control-Allow-Origin: " : "", origin ?: "", origin ? "\r\n" : "",
+                     retry_after ? "Retry-After: " : "", retry_after ?: "", retry_after ? "\r\n" : "",
+                     body_len) >= 0) {
+                /* A few hundred bytes into an idle send buffer; anything short of all of them is only a close. */
+                struct iovec iov[2] = { { head, strlen(head) }, { (void*) body, body_len } };
+                struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+
+                (void) sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        }
+        (void) shutdown(fd, SHUT_WR);
 }
 
 static enum MHD_Result webhook_reject(Webhook *w, struct MHD_Connection *connection, WebhookReject reason,
@@ -578,12 +645,15 @@ static bool has_signature_headers(struct MHD_Connection *connection) {
                header(connection, "Stripe-Signature") || header(connection, "webhook-signature");
 }
 
-/* Any one scheme passing is enough. Returns 0 or the reason to refuse. */
-static WebhookReject webhook_authenticate(WebhookRequest *req, const WebhookKey *key) {
+/* Any one scheme passing is enough. Returns 0 or the reason to refuse; for WEBHOOK_REJECT_REPLAY_CACHE_FULL
+ * *ret_retry_after_ms says when an id is forgotten. */
+static WebhookReject webhook_authenticate(WebhookRequest *req, const WebhookKey *key,
+                                          uint64_t *ret_retry_after_ms) {
         Webhook *w = req->webhook;
         struct MHD_Connection *c = req->connection;
         const char *v, *id;
-        int64_t now_s = now_ms() / 1000;
+        uint64_t now = (uint64_t) now_ms();
+        int64_t now_s = (int64_t) (now / 1000), ts;
         uint64_t tol = limits.WEBHOOK_SIGNATURE_TOLERANCE_S;
         bool expired = false;
         int r;
@@ -611,14 +681,19 @@ static WebhookReject webhook_authenticate(WebhookRequest *req, const WebhookKey 
         id = header(c, "webhook-id");
         if (v) {
                 r = webhook_verify_standard(key, id, header(c, "webhook-timestamp"), v, req->body, req->body_len,
-                                            now_s, tol);
+                                            now_s, tol, &ts);
                 if (r == 0) {
-                        /* Only genuine deliveries enter the cache, so forged ids cannot crowd it. */
-                        r = replay_cache_add(w->replay_cache, id, (uint64_t) now_ms());
+                        /* Only genuine deliveries enter the cache, so forged ids cannot crowd it. The wall clock,
+                         * as the signature's timestamp is checked against it. */
+                        r = replay_cache_add(w->replay_cache, id, replay_expiry_ms(ts, now, tol), now,
+                                             ret_retry_after_ms);
                         if (r == -EEXIST)
                                 return WEBHOOK_REJECT_REPLAYED;
+                        if (r == -ENOSPC)
+                                return WEBHOOK_REJECT_REPLAY_CACHE_FULL;
                         if (r < 0)
                                 return WEBHOOK_REJECT_UNAUTHORIZED;
+                        w->replay_cache_full = false;
                         return 0;
                 }
                 expired = expired || r == -ETIME;
@@ -802,10 +877,10 @@ static enum MHD_Result webhook_begin(Webhook *w, struct MHD_Connection *connecti
         cl = header(connection, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && (safe_atou64(cl, &length) < 0 || length > limits.WEBHOOK_MAX_BODY_BYTES))
                 return webhook_reject_error(w, connection, WEBHOOK_REJECT_TOO_LARGE, MHD_HTTP_CONTENT_TOO_LARGE,
-                                            "Request body too large", NULL);
+                                            ERROR_TOO_LARGE, NULL);
         if (w->buffered_bytes + length > limits.WEBHOOK_MAX_BUFFERED_BYTES)
                 return webhook_reject_error(w, connection, WEBHOOK_REJECT_BUSY, MHD_HTTP_SERVICE_UNAVAILABLE,
-                                            "Too many webhook bodies in flight", "1");
+                                            ERROR_BODIES_IN_FLIGHT, "1");
 
         req = new0(WebhookRequest, 1);
         if (!req)
@@ -815,7 +890,7 @@ static enum MHD_Result webhook_begin(Webhook *w, struct MHD_Connection *connecti
                 .connection = connection,
                 .photon = TAKE_PTR(photon),
                 .method = TAKE_PTR(method),
-                .deferred = _WEBHOOK_REJECT_INVALID,
+                .body_deadline_usec = now_usec(CLOCK_MONOTONIC) + limits.WEBHOOK_REQUEST_TIMEOUT_S * USEC_PER_SEC,
         };
         LIST_PREPEND(requests, w->requests, req);
 
@@ -835,28 +910,27 @@ static enum MHD_Result webhook_begin(Webhook *w, struct MHD_Connection *connecti
         return MHD_YES;
 }
 
+/* A piece of the body arrived. Refuses the request at once when the body grows past the cap or beyond what all
+ * connections may hold, or when it is still arriving at its deadline (a sender dripping bytes would otherwise keep
+ * the connection for as long as it likes: MHD's timeout only counts idle time). */
 static void webhook_receive(WebhookRequest *req, const char *data, size_t size) {
         Webhook *w = req->webhook;
 
-        if (req->deferred >= 0)
-                return;         /* already refused: the rest of the body is read and dropped */
-
-        if (size > limits.WEBHOOK_MAX_BODY_BYTES - req->body_len) {
-                req->deferred = WEBHOOK_REJECT_TOO_LARGE;
-                webhook_request_release_body(req);
-                return;
-        }
+        if (now_usec(CLOCK_MONOTONIC) >= req->body_deadline_usec)
+                return webhook_answer_early(req, WEBHOOK_REJECT_TIMEOUT, MHD_HTTP_REQUEST_TIMEOUT,
+                                            "Request body not received in time", NULL);
+        if (size > limits.WEBHOOK_MAX_BODY_BYTES - req->body_len)
+                return webhook_answer_early(req, WEBHOOK_REJECT_TOO_LARGE, MHD_HTTP_CONTENT_TOO_LARGE,
+                                            ERROR_TOO_LARGE, NULL);
         if (req->body_len + size > req->body_alloc) {
                 size_t n = MAX(req->body_alloc * 2, req->body_len + size);
                 char *p;
 
                 n = MIN(MAX(n, (size_t) 4096), (size_t) limits.WEBHOOK_MAX_BODY_BYTES);
                 if (w->buffered_bytes - req->body_alloc + n > limits.WEBHOOK_MAX_BUFFERED_BYTES ||
-                    !(p = realloc(req->body, n))) {
-                        req->deferred = WEBHOOK_REJECT_BUSY;
-                        webhook_request_release_body(req);
-                        return;
-                }
+                    !(p = realloc(req->body, n)))
+                        return webhook_answer_early(req, WEBHOOK_REJECT_BUSY, MHD_HTTP_SERVICE_UNAVAILABLE,
+                                                    ERROR_BODIES_IN_FLIGHT, "1");
                 w->buffered_bytes += n - req->body_alloc;
                 req->body = p;
                 req->body_alloc = n;
@@ -874,13 +948,6 @@ static enum MHD_Result webhook_complete(WebhookRequest *req, const char *http_me
         WebhookReject reason;
         int r;
 
-        if (req->deferred == WEBHOOK_REJECT_TOO_LARGE)
-                return webhook_reject_error(w, connection, req->deferred, MHD_HTTP_CONTENT_TOO_LARGE,
-                                            "Request body too large", NULL);
-        if (req->deferred == WEBHOOK_REJECT_BUSY)
-                return webhook_reject_error(w, connection, req->deferred, MHD_HTTP_SERVICE_UNAVAILABLE,
-                                            "Too many webhook bodies in flight", "1");
-
         /* Looked up again: a SIGHUP may have changed the secrets while the body arrived. */
         key = webhook_key_for(w, req->photon);
         if (!key && !w->allow_unauthenticated)
@@ -888,7 +955,22 @@ static enum MHD_Result webhook_complete(WebhookRequest *req, const char *http_me
                                             "Webhook secret not configured. Set PHOTON_WEBHOOK_SECRET or "
                                             "PHOTON_WEBHOOK_ALLOW_UNAUTHENTICATED=true", NULL);
         if (key) {
-                reason = webhook_authenticate(req, key);
+                uint64_t retry_ms = 0;
+
+                reason = webhook_authenticate(req, key, &retry_ms);
+                if (reason == WEBHOOK_REJECT_REPLAY_CACHE_FULL) {
+                        char retry[32];
+
+                        snprintf(retry, sizeof(retry), "%" PRIu64, MAX((retry_ms + 999) / 1000, (uint64_t) 1));
+                        /* Once per stretch of refusals (counted in status), not once per delivery. */
+                        if (!w->replay_cache_full)
+                                log_warning("Refusing Standard Webhooks deliveries for now: %" PRIu64
+                                            " webhook-ids are remembered and none has expired yet "
+                                            "(PHOTOND_WEBHOOK_REPLAY_CACHE_IDS).", limits.WEBHOOK_REPLAY_CACHE_IDS);
+                        w->replay_cache_full = true;
+                        return webhook_reject_error(w, connection, reason, MHD_HTTP_SERVICE_UNAVAILABLE,
+                                                    "Too many webhook-ids to remember, retry later", retry);
+                }
                 if (reason == WEBHOOK_REJECT_EXPIRED)
                         return webhook_reject_error(w, connection, reason, MHD_HTTP_UNAUTHORIZED,
                                                     ERROR_BAD_SECRET ": signature timestamp outside the tolerance",
@@ -934,6 +1016,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         if (!req)
                 return webhook_begin(w, connection, url, http_method, con_cls);
 
+        if (req->answered_early) {
+                /* Answered on the socket already: drop what still comes for a moment, then end the connection.
+                 * MHD_NO is also the only way to finish the request without MHD sending an answer of its own. */
+                bool more = *upload_data_size > 0;
+
+                *upload_data_size = 0;
+                return more && now_usec(CLOCK_MONOTONIC) < req->linger_until_usec ? MHD_YES : MHD_NO;
+        }
         if (*upload_data_size > 0) {
                 webhook_receive(req, upload_data, *upload_data_size);
                 *upload_data_size = 0;
@@ -1049,8 +1139,7 @@ static int webhook_configure(Webhook *w) {
         e = getenv("PHOTON_WEBHOOK_ALLOW_UNAUTHENTICATED");
         w->allow_unauthenticated = e && e[0];
 
-        r = replay_cache_new(limits.WEBHOOK_REPLAY_CACHE_IDS, limits.WEBHOOK_SIGNATURE_TOLERANCE_S * 1000,
-                             &w->replay_cache);
+        r = replay_cache_new(limits.WEBHOOK_REPLAY_CACHE_IDS, &w->replay_cache);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the webhook replay cache: %m");
 

@@ -301,7 +301,8 @@ int webhook_verify_stripe(const WebhookKey *k, const char *value, const void *bo
 }
 
 int webhook_verify_standard(const WebhookKey *k, const char *id, const char *timestamp, const char *signature,
-                            const void *body, size_t body_len, int64_t now_s, uint64_t tolerance_s) {
+                            const void *body, size_t body_len, int64_t now_s, uint64_t tolerance_s,
+                            int64_t *ret_timestamp) {
         uint8_t want[WEBHOOK_HMAC_SIZE];
         bool any_v1 = false, match = false;
         int64_t ts;
@@ -342,7 +343,11 @@ int webhook_verify_standard(const WebhookKey *k, const char *id, const char *tim
                 return -EINVAL;
         if (!match)
                 return -EBADMSG;
-        return timestamp_within(ts, now_s, tolerance_s) ? 0 : -ETIME;
+        if (!timestamp_within(ts, now_s, tolerance_s))
+                return -ETIME;
+        if (ret_timestamp)
+                *ret_timestamp = ts;
+        return 0;
 }
 
 int webhook_sign_github(const WebhookKey *k, const void *body, size_t body_len, char **ret) {
@@ -398,18 +403,21 @@ int webhook_sign_standard(const WebhookKey *k, const char *id, int64_t ts, const
 /* --- replay cache --- */
 
 typedef struct ReplayEntry {
-        uint64_t added_ms;
+        uint64_t expires_ms;
+        size_t idx;             /* position in the heap */
         UT_hash_handle hh;
         char id[];
 } ReplayEntry;
 
+/* The ids by name (uthash) and by expiry (a binary min-heap): ids do not expire in the order they came, since each
+ * lives as long as its own signature. */
 struct ReplayCache {
-        ReplayEntry *entries;   /* uthash keeps insertion order: the oldest entry is first */
-        size_t max_ids;
-        uint64_t ttl_ms;
+        ReplayEntry *entries;
+        ReplayEntry **heap;
+        size_t n, alloc, max_ids;
 };
 
-int replay_cache_new(size_t max_ids, uint64_t ttl_ms, ReplayCache **ret) {
+int replay_cache_new(size_t max_ids, ReplayCache **ret) {
         ReplayCache *c;
 
         if (max_ids == 0)
@@ -418,51 +426,114 @@ int replay_cache_new(size_t max_ids, uint64_t ttl_ms, ReplayCache **ret) {
         if (!c)
                 return -ENOMEM;
         c->max_ids = max_ids;
-        c->ttl_ms = ttl_ms;
         *ret = c;
         return 0;
 }
 
+static void heap_set(ReplayCache *c, size_t i, ReplayEntry *e) {
+        c->heap[i] = e;
+        e->idx = i;
+}
+
+static void heap_sift_up(ReplayCache *c, size_t i) {
+        ReplayEntry *e = c->heap[i];
+
+        while (i > 0 && c->heap[(i - 1) / 2]->expires_ms > e->expires_ms) {
+                heap_set(c, i, c->heap[(i - 1) / 2]);
+                i = (i - 1) / 2;
+        }
+        heap_set(c, i, e);
+}
+
+static void heap_sift_down(ReplayCache *c, size_t i) {
+        ReplayEntry *e = c->heap[i];
+
+        for (;;) {
+                size_t k = 2 * i + 1;
+
+                if (k >= c->n)
+                        break;
+                if (k + 1 < c->n && c->heap[k + 1]->expires_ms < c->heap[k]->expires_ms)
+                        k++;
+                if (c->heap[k]->expires_ms >= e->expires_ms)
+                        break;
+                heap_set(c, i, c->heap[k]);
+                i = k;
+        }
+        heap_set(c, i, e);
+}
+
 static void replay_cache_drop_first(ReplayCache *c) {
-        ReplayEntry *e = c->entries;
+        ReplayEntry *e = c->heap[0];
 
         HASH_DEL(c->entries, e);
         free(e);
+        if (--c->n > 0) {
+                heap_set(c, 0, c->heap[c->n]);
+                heap_sift_down(c, 0);
+        }
 }
 
 ReplayCache* replay_cache_free(ReplayCache *c) {
         if (!c)
                 return NULL;
-        while (c->entries)
+        while (c->n > 0)
                 replay_cache_drop_first(c);
+        free(c->heap);
         return mfree(c);
 }
 
-int replay_cache_add(ReplayCache *c, const char *id, uint64_t now_ms) {
+uint64_t replay_expiry_ms(int64_t timestamp_s, uint64_t now_ms, uint64_t tolerance_s) {
+        /* A signature verifies until timestamp + tolerance; a timestamp ahead of photond's clock (allowed up to the
+         * tolerance) therefore longer than the tolerance from now. The check compares whole seconds, so that
+         * includes the whole last second. */
+        uint64_t ts_ms = timestamp_s > 0 ? (uint64_t) timestamp_s * 1000 : 0;
+
+        return MAX(ts_ms, now_ms) + (tolerance_s + 1) * 1000;
+}
+
+int replay_cache_add(ReplayCache *c, const char *id, uint64_t expires_ms, uint64_t now_ms,
+                     uint64_t *ret_retry_after_ms) {
         ReplayEntry *e;
         size_t len = strlen(id);
 
-        while (c->entries && c->entries->added_ms + c->ttl_ms <= now_ms)
+        while (c->n > 0 && c->heap[0]->expires_ms <= now_ms)
                 replay_cache_drop_first(c);
 
         HASH_FIND(hh, c->entries, id, len, e);
         if (e)
                 return -EEXIST;
 
-        if (HASH_COUNT(c->entries) >= c->max_ids)
-                replay_cache_drop_first(c);
+        /* Forgetting a live id would let its delivery be replayed: refuse the new one instead. */
+        if (c->n >= c->max_ids) {
+                if (ret_retry_after_ms)
+                        *ret_retry_after_ms = c->heap[0]->expires_ms - now_ms;
+                return -ENOSPC;
+        }
+
+        if (c->n == c->alloc) {
+                size_t n = MIN(MAX(c->alloc * 2, (size_t) 64), c->max_ids);
+                ReplayEntry **h = reallocarray(c->heap, n, sizeof(ReplayEntry*));
+
+                if (!h)
+                        return -ENOMEM;
+                c->heap = h;
+                c->alloc = n;
+        }
 
         e = malloc(offsetof(ReplayEntry, id) + len + 1);
         if (!e)
                 return -ENOMEM;
-        *e = (ReplayEntry) { .added_ms = now_ms };
+        *e = (ReplayEntry) { .expires_ms = expires_ms };
         memcpy(e->id, id, len + 1);
         HASH_ADD(hh, c->entries, id[0], len, e);
+        heap_set(c, c->n++, e);
+        heap_sift_up(c, e->idx);
         return 0;
 }
 
 size_t replay_cache_size(ReplayCache *c) {
-        return HASH_COUNT(c->entries);
+        return c->n;
 }
 
 /* --- allowlist --- */

@@ -50,9 +50,10 @@ int webhook_verify_github(const WebhookKey *k, const char *value, const void *bo
 int webhook_verify_stripe(const WebhookKey *k, const char *value, const void *body, size_t body_len,
                           int64_t now_s, uint64_t tolerance_s);
 /* Standard Webhooks: webhook-signature "v1,<base64> [v1,<base64>...]" over "<id>.<ts>.<body>". -ENOKEY when the
- * secret is not a Standard Webhooks key. */
+ * secret is not a Standard Webhooks key. On success *ret_timestamp (may be NULL) is the signed timestamp. */
 int webhook_verify_standard(const WebhookKey *k, const char *id, const char *timestamp, const char *signature,
-                            const void *body, size_t body_len, int64_t now_s, uint64_t tolerance_s);
+                            const void *body, size_t body_len, int64_t now_s, uint64_t tolerance_s,
+                            int64_t *ret_timestamp);
 
 /* The same signatures, for photonctl and tests: the header values to send. */
 int webhook_sign_github(const WebhookKey *k, const void *body, size_t body_len, char **ret);
@@ -64,11 +65,17 @@ int webhook_sign_standard(const WebhookKey *k, const char *id, int64_t ts, const
 
 typedef struct ReplayCache ReplayCache;
 
-int replay_cache_new(size_t max_ids, uint64_t ttl_ms, ReplayCache **ret);
+int replay_cache_new(size_t max_ids, ReplayCache **ret);
 ReplayCache* replay_cache_free(ReplayCache *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(ReplayCache*, replay_cache_free);
-/* Remembers id for ttl_ms; -EEXIST if it is still remembered. When full the oldest id is forgotten. */
-int replay_cache_add(ReplayCache *c, const char *id, uint64_t now_ms);
+/* Until when (wall-clock ms) an id delivered with timestamp_s and accepted at now_ms must be remembered: as long as
+ * its signature could verify again, max(timestamp, now) + tolerance (+ 1 s, as timestamps are whole seconds). */
+uint64_t replay_expiry_ms(int64_t timestamp_s, uint64_t now_ms, uint64_t tolerance_s);
+/* Remembers id until expires_ms. -EEXIST if it is still remembered. -ENOSPC if max_ids ids are remembered and
+ * none has expired (none is forgotten early): *ret_retry_after_ms (may be NULL) then says when the first one
+ * expires. */
+int replay_cache_add(ReplayCache *c, const char *id, uint64_t expires_ms, uint64_t now_ms,
+                     uint64_t *ret_retry_after_ms);
 size_t replay_cache_size(ReplayCache *c);
 
 /* --- allowlist --- */

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -140,19 +141,21 @@ Test(webhook, standard_vector) {
         char *sig;
 
         cr_assert_eq(k->std_key_len, 24);
-        cr_assert_eq(webhook_verify_standard(k, id, "1614265330", good, body, n, 1614265330, 300), 0);
+        cr_assert_eq(webhook_verify_standard(k, id, "1614265330", good, body, n, 1614265330, 300, NULL), 0);
         /* A space-separated list; other versions are skipped. */
         cr_assert_eq(webhook_verify_standard(k, id, "1614265330",
                                              "v1a,abcd v1,Zm9v " "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
-                                             body, n, 1614265330, 300), 0);
-        cr_assert_eq(webhook_verify_standard(k, id, "1614265330", good, body, n, 1614265631, 300), -ETIME);
-        cr_assert_eq(webhook_verify_standard(k, id, "1614265330", good, body, n, 1614265029, 300), -ETIME);
-        cr_assert_eq(webhook_verify_standard(k, "msg_other", "1614265330", good, body, n, 1614265330, 300), -EBADMSG);
-        cr_assert_eq(webhook_verify_standard(k, id, "1614265331", good, body, n, 1614265330, 300), -EBADMSG);
-        cr_assert_eq(webhook_verify_standard(k, id, "1614265330", good, "{}", 2, 1614265330, 300), -EBADMSG);
-        cr_assert_eq(webhook_verify_standard(k, id, "1614265330", "v2,abc", body, n, 1614265330, 300), -EINVAL);
-        cr_assert_eq(webhook_verify_standard(k, id, "soon", good, body, n, 1614265330, 300), -EINVAL);
-        cr_assert_eq(webhook_verify_standard(k, NULL, "1614265330", good, body, n, 1614265330, 300), -EINVAL);
+                                             body, n, 1614265330, 300, NULL), 0);
+        cr_assert_eq(webhook_verify_standard(k, id, "1614265330", good, body, n, 1614265631, 300, NULL), -ETIME);
+        cr_assert_eq(webhook_verify_standard(k, id, "1614265330", good, body, n, 1614265029, 300, NULL), -ETIME);
+        cr_assert_eq(webhook_verify_standard(k, "msg_other", "1614265330", good, body, n, 1614265330, 300, NULL),
+                     -EBADMSG);
+        cr_assert_eq(webhook_verify_standard(k, id, "1614265331", good, body, n, 1614265330, 300, NULL), -EBADMSG);
+        cr_assert_eq(webhook_verify_standard(k, id, "1614265330", good, "{}", 2, 1614265330, 300, NULL), -EBADMSG);
+        cr_assert_eq(webhook_verify_standard(k, id, "1614265330", "v2,abc", body, n, 1614265330, 300, NULL),
+                     -EINVAL);
+        cr_assert_eq(webhook_verify_standard(k, id, "soon", good, body, n, 1614265330, 300, NULL), -EINVAL);
+        cr_assert_eq(webhook_verify_standard(k, NULL, "1614265330", good, body, n, 1614265330, 300, NULL), -EINVAL);
 
         cr_assert_eq(webhook_sign_standard(k, id, 1614265330, body, n, &sig), 0);
         cr_assert_str_eq(sig, good);
@@ -168,7 +171,7 @@ Test(webhook, standard_key_without_prefix_and_invalid) {
         /* A secret that is no base64 still serves the other schemes, but never verifies a Standard signature. */
         k = key("not base64!");
         cr_assert_null(k->std_key);
-        cr_assert_eq(webhook_verify_standard(k, "id", "1", "v1,Zm9v", "", 0, 1, 300), -ENOKEY);
+        cr_assert_eq(webhook_verify_standard(k, "id", "1", "v1,Zm9v", "", 0, 1, 300, NULL), -ENOKEY);
         cr_assert_eq(webhook_verify_header(k, "not base64!"), 0);
         webhook_key_free(k);
 
@@ -180,21 +183,108 @@ Test(webhook, standard_key_without_prefix_and_invalid) {
 Test(webhook, replay_cache) {
         ReplayCache *c;
 
-        cr_assert_eq(replay_cache_new(3, 1000, &c), 0);
-        cr_assert_eq(replay_cache_add(c, "a", 0), 0);
-        cr_assert_eq(replay_cache_add(c, "a", 999), -EEXIST);
-        cr_assert_eq(replay_cache_add(c, "b", 10), 0);
-        cr_assert_eq(replay_cache_add(c, "c", 20), 0);
+        cr_assert_eq(replay_cache_new(3, &c), 0);
+        cr_assert_eq(replay_cache_add(c, "a", 1000, 0, NULL), 0);
+        cr_assert_eq(replay_cache_add(c, "a", 1999, 999, NULL), -EEXIST);
+        cr_assert_eq(replay_cache_add(c, "b", 1010, 10, NULL), 0);
+        cr_assert_eq(replay_cache_add(c, "c", 1020, 20, NULL), 0);
         cr_assert_eq(replay_cache_size(c), 3);
-        /* Full: the oldest ("a") makes room for "d". */
-        cr_assert_eq(replay_cache_add(c, "d", 30), 0);
-        cr_assert_eq(replay_cache_size(c), 3);
-        cr_assert_eq(replay_cache_add(c, "b", 40), -EEXIST);
-        /* Expired after the ttl. */
-        cr_assert_eq(replay_cache_add(c, "b", 1010), 0);
-        cr_assert_eq(replay_cache_size(c), 3);   /* c, d, b: "b" was dropped at 1010 and added again */
-        cr_assert_eq(replay_cache_add(c, "x", 5000), 0);
+        cr_assert_eq(replay_cache_add(c, "b", 1040, 40, NULL), -EEXIST);
+        /* Each id is forgotten at its own expiry. */
+        cr_assert_eq(replay_cache_add(c, "a", 2000, 1000, NULL), 0);
+        cr_assert_eq(replay_cache_add(c, "b", 2010, 1010, NULL), 0);
+        cr_assert_eq(replay_cache_size(c), 3);   /* c, a, b */
+        cr_assert_eq(replay_cache_add(c, "x", 6000, 5000, NULL), 0);
         cr_assert_eq(replay_cache_size(c), 1);
+        replay_cache_free(c);
+}
+
+Test(webhook, replay_expiry) {
+        /* Ahead of photond's clock: the signature verifies until ts + tolerance (through its last second). */
+        cr_assert_eq(replay_expiry_ms(1003, 1000000, 3), 1007000);
+        /* Behind it, or now: from now. */
+        cr_assert_eq(replay_expiry_ms(997, 1000500, 3), 1004500);
+        cr_assert_eq(replay_expiry_ms(1000, 1000000, 300), 1301000);
+}
+
+/* The property the cache exists for: while a delivery's signature still verifies, its id is refused, whichever
+ * side of photond's clock the sender's timestamp is on. With ids forgotten a tolerance after they arrived, the
+ * delivery stamped now + 3 could be replayed between now + 3 s and now + 6 s. */
+Test(webhook, replay_refused_while_the_signature_verifies) {
+        WebhookKey *k = key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        const char *body = "{}";
+        const uint64_t tol = 3, t0 = 1000000;   /* ms */
+
+        for (int64_t skew = -3; skew <= 3; skew++) {
+                int64_t ts = (int64_t) (t0 / 1000) + skew, got;
+                ReplayCache *c;
+                char id[32], ts_str[24], *sig;
+
+                snprintf(id, sizeof(id), "msg_%" PRIi64, skew);
+                cr_assert_eq(webhook_sign_standard(k, id, ts, body, 2, &sig), 0);
+                cr_assert_eq(replay_cache_new(16, &c), 0);
+                snprintf(ts_str, sizeof(ts_str), "%" PRIi64, ts);
+                cr_assert_eq(webhook_verify_standard(k, id, ts_str, sig, body, 2, (int64_t) (t0 / 1000), tol, &got),
+                             0);
+                cr_assert_eq(got, ts);
+                cr_assert_eq(replay_cache_add(c, id, replay_expiry_ms(ts, t0, tol), t0, NULL), 0);
+
+                for (uint64_t now = t0; now < t0 + 10000; now += 100) {
+                        bool verifies = webhook_verify_standard(k, id, ts_str, sig, body, 2,
+                                                                (int64_t) (now / 1000), tol, NULL) == 0;
+                        int r = replay_cache_add(c, id, replay_expiry_ms(ts, now, tol), now, NULL);
+
+                        if (verifies)
+                                cr_assert_eq(r, -EEXIST, "skew %" PRIi64 ": replay accepted at +%" PRIu64 " ms",
+                                             skew, now - t0);
+                        else if (r == 0)
+                                break;  /* forgotten only once it cannot verify any more */
+                }
+                replay_cache_free(c);
+                free(sig);
+        }
+        webhook_key_free(k);
+}
+
+/* A full cache of live ids refuses the new one rather than forgetting one that could still be replayed. */
+Test(webhook, replay_cache_full_refuses) {
+        ReplayCache *c;
+        uint64_t retry = 0;
+
+        cr_assert_eq(replay_cache_new(2, &c), 0);
+        cr_assert_eq(replay_cache_add(c, "a", 5000, 0, NULL), 0);
+        cr_assert_eq(replay_cache_add(c, "b", 3000, 0, NULL), 0);
+        cr_assert_eq(replay_cache_add(c, "c", 3100, 100, &retry), -ENOSPC);
+        cr_assert_eq(retry, 2900);      /* when "b" expires */
+        cr_assert_eq(replay_cache_add(c, "a", 5000, 2000, NULL), -EEXIST);
+        cr_assert_eq(replay_cache_add(c, "b", 5000, 2000, NULL), -EEXIST);
+        cr_assert_eq(replay_cache_size(c), 2);
+        /* A replay is still told apart from a full cache. */
+        cr_assert_eq(replay_cache_add(c, "b", 5000, 2999, &retry), -EEXIST);
+        cr_assert_eq(replay_cache_add(c, "c", 6000, 3000, NULL), 0);
+        cr_assert_eq(replay_cache_add(c, "d", 6000, 3000, &retry), -ENOSPC);
+        cr_assert_eq(retry, 2000);
+        cr_assert_eq(replay_cache_add(c, "d", 7000, 5000, NULL), 0);
+        cr_assert_eq(replay_cache_size(c), 2);
+        replay_cache_free(c);
+}
+
+/* Many ids with expiries out of arrival order leave in expiry order (the heap). */
+Test(webhook, replay_cache_expiry_order) {
+        ReplayCache *c;
+
+        cr_assert_eq(replay_cache_new(1000, &c), 0);
+        for (unsigned i = 0; i < 1000; i++) {
+                char id[16];
+
+                snprintf(id, sizeof(id), "id%u", i);
+                cr_assert_eq(replay_cache_add(c, id, 1000 + (i * 7919) % 1000, 0, NULL), 0);
+        }
+        /* The expiries are 1000..1999, one each: at now, those up to now are gone (the probe stays one). */
+        for (uint64_t now = 1000; now < 2000; now++) {
+                cr_assert_eq(replay_cache_add(c, "probe", now + 1, now, NULL), 0);
+                cr_assert_eq(replay_cache_size(c), 2000 - now);
+        }
         replay_cache_free(c);
 }
 

@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -471,6 +472,65 @@ Test(webhook, standard_webhooks_signature_and_replay) {
         daemon_free(d);
 }
 
+/* A sender whose clock is ahead of photond's: its delivery verifies until its own timestamp + the tolerance, so its
+ * id must be remembered that long, not a tolerance after it arrived. */
+Test(webhook, standard_webhooks_replay_with_a_timestamp_ahead) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" STD_SECRET,
+                                            "PHOTOND_WEBHOOK_SIGNATURE_TOLERANCE_S=2", NULL });
+        const char *body = "{}";
+        int64_t t = now_s() + 2;
+        char *sig = sign(STD_SECRET, "standard", "msg_ahead", t, body), *ts = hdr("webhook-timestamp: %lld",
+                                                                                  (long long) t);
+
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", body, "-H", "webhook-id: msg_ahead",
+                    "-H", ts, "-H", hdr("webhook-signature: %s", sig), NULL), 503, NOT_INITIALIZED);
+        /* More than the tolerance later, while the timestamp is still within it. */
+        usleep(2500 * 1000);    /* waiting out the tolerance is the behaviour under test */
+        cr_assert_leq(now_s(), t + 2);
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", body, "-H", "webhook-id: msg_ahead",
+                    "-H", ts, "-H", hdr("webhook-signature: %s", sig), NULL), 401,
+               "Invalid webhook secret: webhook-id already delivered");
+        daemon_free(d);
+}
+
+/* A full replay cache never forgets an id that could still be replayed: new deliveries wait instead. */
+Test(webhook, standard_webhooks_replay_cache_full) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" STD_SECRET,
+                                            "PHOTOND_WEBHOOK_REPLAY_CACHE_IDS=2", NULL });
+        const char *body = "{}", *ids[] = { "msg_a", "msg_b", "msg_c" };
+        int64_t t = now_s();
+        Http *h[3];
+
+        for (int i = 0; i < 3; i++)
+                h[i] = http(d->webhook_port, "POST", "/webhook/nohandler/m", body,
+                            "-H", hdr("webhook-id: %s", ids[i]),
+                            "-H", hdr("webhook-timestamp: %lld", (long long) t),
+                            "-H", hdr("webhook-signature: %s", sign(STD_SECRET, "standard", ids[i], t, body)),
+                            NULL);
+        expect(h[0], 503, NOT_INITIALIZED);
+        expect(h[1], 503, NOT_INITIALIZED);
+        cr_assert_eq(h[2]->status, 503, "%s", h[2]->body);
+        cr_assert_str_eq(jstr(h[2]->json, "error"), "Too many webhook-ids to remember, retry later");
+        /* Until msg_a is forgotten: the tolerance (300 s) and a second, give or take the test's own second. */
+        cr_assert_not_null(http_header(h[2], "Retry-After"));
+        int retry = atoi(http_header(h[2], "Retry-After"));
+        cr_assert(retry >= 299 && retry <= 301, "Retry-After: %d", retry);
+        http_free(h[2]);
+
+        /* The remembered ids are still refused as replays. */
+        expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", body, "-H", "webhook-id: msg_a",
+                    "-H", hdr("webhook-timestamp: %lld", (long long) t),
+                    "-H", hdr("webhook-signature: %s", sign(STD_SECRET, "standard", "msg_a", t, body)), NULL), 401,
+               "Invalid webhook secret: webhook-id already delivered");
+
+        struct json_object *st = status_of(d);
+        cr_assert_eq(jint(st, "data.webhook.rejected.replayCacheFull"), 1);
+        cr_assert_eq(jint(st, "data.webhook.rejected.replayed"), 1);
+        json_object_put(st);
+        cr_assert(daemon_log_contains(d, "none has expired yet"));
+        daemon_free(d);
+}
+
 Test(webhook, credentials_per_photon_and_sighup) {
         char dir[] = "/tmp/photond-creds-XXXXXX", *path, *env;
         FILE *f;
@@ -560,7 +620,7 @@ Test(webhook, body_json_and_size) {
                     "-H", "X-Webhook-Secret: " SECRET, NULL), 413, "Request body too large");
         expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", hdr("@%s", over),
                     "-H", "X-Webhook-Secret: " SECRET, "-H", "Expect:", NULL), 413, "Request body too large");
-        /* Chunked: found while streaming, answered at the end. */
+        /* Chunked: found while streaming, answered at once (see chunked_body_over_the_cap_is_cut_off). */
         expect(http(d->webhook_port, "POST", "/webhook/nohandler/m", hdr("@%s", over),
                     "-H", "X-Webhook-Secret: " SECRET, "-H", "Transfer-Encoding: chunked", NULL), 413,
                "Request body too large");
@@ -763,6 +823,124 @@ Test(webhook, ambiguous_body_length_is_refused) {
         daemon_free(d);
 }
 
+/* --- bodies that do not end --- */
+
+/* Reads from fd until EOF or deadline_ms; returns what came (asserts that something came before EOF). */
+static char* read_until_eof(int fd, int timeout_ms) {
+        uint64_t deadline = mono_ms() + timeout_ms;
+        size_t len = 0, alloc = 16384;
+        char *out = malloc(alloc);
+
+        cr_assert(out);
+        for (;;) {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                int64_t left = (int64_t) deadline - (int64_t) mono_ms();
+                ssize_t n;
+
+                cr_assert_gt(left, 0, "no answer and close within %d ms; got: %.*s", timeout_ms, (int) len, out);
+                if (poll(&p, 1, (int) left) == 0)
+                        continue;
+                n = read(fd, out + len, alloc - len - 1);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        break;
+                len += n;
+                cr_assert_lt(len, alloc - 1);
+        }
+        out[len] = '\0';
+        return out;
+}
+
+/* A chunked body that keeps coming past the cap is refused when it passes the cap, not when it ends: here it would
+ * never end. A child streams 16 KiB chunks (about 800 KiB/s, 1 MiB after ~1.3 s) for up to 15 s and exits 0 as
+ * soon as photond cuts the connection, 1 if it could send everything. */
+Test(webhook, chunked_body_over_the_cap_is_cut_off) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, NULL });
+        const char *head = "POST /webhook/nohandler/m HTTP/1.1\r\nHost: x\r\nX-Webhook-Secret: " SECRET
+                           "\r\nTransfer-Encoding: chunked\r\n\r\n";
+        int fd = tcp_connect(d->webhook_port), status;
+        uint64_t t0 = mono_ms();
+        char *out;
+        pid_t pid;
+
+        pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+                static char chunk[16384 + 32];
+                int n = snprintf(chunk, sizeof(chunk), "%x\r\n", 16384);
+
+                memset(chunk + n, '{', 16384);
+                memcpy(chunk + n + 16384, "\r\n", 2);
+                if (send(fd, head, strlen(head), MSG_NOSIGNAL) < 0)
+                        _exit(2);
+                for (uint64_t end = mono_ms() + 15000; mono_ms() < end;) {
+                        if (send(fd, chunk, n + 16384 + 2, MSG_NOSIGNAL) < 0)
+                                _exit(0);
+                        usleep(20 * 1000);
+                }
+                _exit(1);
+        }
+
+        out = read_until_eof(fd, 8000);
+        cr_assert(strncmp(out, "HTTP/1.1 413 ", 13) == 0, "%s", out);
+        cr_assert_not_null(strstr(out, "\r\n\r\n{\"error\":\"Request body too large\"}"), "%s", out);
+        cr_assert_not_null(strstr(out, "Connection: close\r\n"), "%s", out);
+        cr_assert_lt(mono_ms() - t0, 8000);
+        /* The sender is cut off: it cannot go on sending. */
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the sender was not cut off (status %d)", status);
+        cr_assert_lt(mono_ms() - t0, 12000);
+        close(fd);
+        free(out);
+
+        expect(http(d->webhook_port, "GET", "/healthz", NULL, NULL), 200, NULL);
+        struct json_object *st = status_of(d);
+        cr_assert_eq(jint(st, "data.webhook.rejected.bodyTooLarge"), 1);
+        json_object_put(st);
+        daemon_free(d);
+}
+
+/* Bytes dripping in keep a connection from ever being idle: the body has a deadline of its own. */
+Test(webhook, dripping_body_hits_the_request_deadline) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, "PHOTOND_WEBHOOK_REQUEST_TIMEOUT_S=1",
+                                            NULL });
+        const char *head = "POST /webhook/nohandler/m HTTP/1.1\r\nHost: x\r\nX-Webhook-Secret: " SECRET
+                           "\r\nContent-Length: 100\r\n\r\n";
+        int fd = tcp_connect(d->webhook_port), status;
+        uint64_t t0 = mono_ms(), took;
+        char *out;
+        pid_t pid;
+
+        cr_assert_eq(send(fd, head, strlen(head), MSG_NOSIGNAL), (ssize_t) strlen(head));
+        /* A child sends one byte of the body every 100 ms: 10 s for all of it. */
+        pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+                for (int i = 0; i < 100; i++) {
+                        if (send(fd, " ", 1, MSG_NOSIGNAL) != 1)
+                                _exit(0);
+                        usleep(100 * 1000);
+                }
+                _exit(1);
+        }
+
+        out = read_until_eof(fd, 5000);
+        took = mono_ms() - t0;
+        cr_assert(strncmp(out, "HTTP/1.1 408 ", 13) == 0, "%s", out);
+        cr_assert_not_null(strstr(out, "{\"error\":\"Request body not received in time\"}"), "%s", out);
+        cr_assert_geq(took, 900);
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the sender was not cut off (status %d)", status);
+        close(fd);
+        free(out);
+
+        struct json_object *st = status_of(d);
+        cr_assert_eq(jint(st, "data.webhook.rejected.requestTimeout"), 1);
+        json_object_put(st);
+        daemon_free(d);
+}
+
 /* --- many and slow clients --- */
 
 Test(webhook, slow_client_does_not_block_others) {
@@ -823,42 +1001,84 @@ Test(webhook, idle_connection_times_out) {
         daemon_free(d);
 }
 
-Test(webhook, two_hundred_concurrent_requests) {
-        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, "PHOTON_WEBHOOK_RATE_LIMIT=0", NULL });
+static void write_handler(Daemon *d, const char *photon, const char *method, const char *script);
+
+/* n POSTs to path at once through one curl --parallel; returns curl's output, one "<status> <Retry-After>" line
+ * per request, and the time it took in *ret_ms. */
+static char* curl_parallel(int port, const char *path, int n, uint64_t *ret_ms) {
         char cfg[] = "/tmp/photond-curl-XXXXXX", *out;
-        int fd = mkstemp(cfg), n200 = 0, n503 = 0;
+        int fd = mkstemp(cfg);
         FILE *f = fdopen(fd, "w");
+        uint64_t t0;
 
         cr_assert(f);
         /* "next" separates the transfers: options before it apply to its URL only. */
-        for (int i = 0; i < 200; i++) {
-                if (i % 2 == 0)
-                        fprintf(f, "url = \"http://127.0.0.1:%d/healthz\"\n", d->webhook_port);
-                else
-                        fprintf(f, "url = \"http://127.0.0.1:%d/webhook/nohandler/m%d\"\n"
-                                   "header = \"X-Webhook-Secret: " SECRET "\"\ndata = \"{}\"\n", d->webhook_port, i);
-                fprintf(f, "output = \"/dev/null\"\nwrite-out = \"%%{http_code}\\n\"\nmax-time = 20\n%s",
-                        i < 199 ? "next\n" : "");
-        }
+        for (int i = 0; i < n; i++)
+                fprintf(f, "url = \"http://127.0.0.1:%d%s\"\nheader = \"X-Webhook-Secret: " SECRET "\"\n"
+                           "data = \"{}\"\noutput = \"/dev/null\"\n"
+                           "write-out = \"%%{http_code} %%header{retry-after}\\n\"\nmax-time = 20\n%s",
+                        port, path, i < n - 1 ? "next\n" : "");
         fclose(f);
 
-        cr_assert_eq(run_curl((const char*[]) { "--no-progress-meter", "--parallel", "--parallel-immediate", "--parallel-max", "200",
-                                                "--config", cfg, NULL }, &out), 0);
-        for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
-                if (strcmp(line, "200") == 0)
-                        n200++;
-                else if (strcmp(line, "503") == 0)
-                        n503++;
-                else
-                        cr_assert_fail("unexpected status '%s'", line);
-        }
-        cr_assert_eq(n200, 100);
-        cr_assert_eq(n503, 100);
-        free(out);
+        t0 = mono_ms();
+        cr_assert_eq(run_curl((const char*[]) { "--no-progress-meter", "--parallel", "--parallel-immediate",
+                                                "--parallel-max", "300", "--config", cfg, NULL }, &out), 0);
+        *ret_ms = mono_ms() - t0;
         unlink(cfg);
+        return out;
+}
+
+/* 200 method calls at once, each waiting on a suspended connection while its handler sleeps: they must run side by
+ * side (one after the other they would take 100 s), and every one must be answered after its resume. */
+Test(webhook, two_hundred_concurrent_calls) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, "PHOTON_WEBHOOK_RATE_LIMIT=0",
+                                            "PHOTOND_MAX_CALLS_PER_PHOTON=256", NULL });
+        uint64_t took;
+        char *out;
+        int n200 = 0;
+
+        write_handler(d, "sleepy", "run", "sleep 0.5; echo '{}'");
+        out = curl_parallel(d->webhook_port, "/webhook/sleepy/run", 200, &took);
+        for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+                cr_assert_str_eq(line, "200 ", "unexpected status line '%s'", line);
+                n200++;
+        }
+        cr_assert_eq(n200, 200);
+        cr_assert_lt(took, 10000, "the calls did not overlap: %" PRIu64 " ms", took);
+        free(out);
 
         struct json_object *st = status_of(d);
         cr_assert_eq(jint(st, "data.webhook.requests"), 200);
+        cr_assert_eq(jint(st, "data.webhook.succeeded"), 200);
+        cr_assert_eq(jint(st, "data.webhook.inFlight"), 0);
+        json_object_put(st);
+        daemon_free(d);
+}
+
+/* At the default cap of calls in flight per photon (64) the rest are told to come back. */
+Test(webhook, concurrent_calls_over_the_cap_get_503) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, "PHOTON_WEBHOOK_RATE_LIMIT=0", NULL });
+        uint64_t took;
+        char *out;
+        int n200 = 0, n503 = 0;
+
+        write_handler(d, "sleepy", "run", "sleep 2; echo '{}'");
+        out = curl_parallel(d->webhook_port, "/webhook/sleepy/run", 200, &took);
+        for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+                if (strcmp(line, "200 ") == 0)
+                        n200++;
+                else if (strcmp(line, "503 1") == 0)
+                        n503++;
+                else
+                        cr_assert_fail("unexpected status line '%s'", line);
+        }
+        cr_assert_eq(n200 + n503, 200);
+        cr_assert_geq(n200, 64);
+        cr_assert_gt(n503, 0);
+        free(out);
+
+        struct json_object *st = status_of(d);
+        cr_assert_eq(jint(st, "data.webhook.rejected.busy"), n503);
         json_object_put(st);
         daemon_free(d);
 }
