@@ -2037,8 +2037,8 @@ static int request_working_dir(Manager *m, Client *c, const Request *req, const 
         return 0;
 }
 
-/* Moves the configuration of src (a fully built replacement) into the live job dst; counters, state, timer and a
- * running call stay with dst. */
+/* Moves the configuration of src (a fully built replacement) into the live job dst; counters, state, timer, a
+ * running call and the file's keys photond does not know (requiredConfig, a newer reference's) stay with dst. */
 static void job_take_config(Job *dst, Job *src) {
 #define SWAP(a, b) do { __typeof__(a) _t = (a); (a) = (b); (b) = _t; } while (false)
         SWAP(dst->method, src->method);
@@ -2046,7 +2046,6 @@ static void job_take_config(Job *dst, Job *src) {
         SWAP(dst->spec, src->spec);
         SWAP(dst->args, src->args);
         SWAP(dst->created_by, src->created_by);
-        SWAP(dst->file, src->file);
         dst->scheduled_at = src->scheduled_at;
 #undef SWAP
 }
@@ -2156,6 +2155,7 @@ int scheduler_handle_schedule(Manager *m, Client *c, Request *req) {
                 n->last_status = j->last_status;
                 n->enabled = j->enabled;
                 n->paused = j->paused;
+                n->file = json_object_get(j->file);     /* keys photond does not know stay in the file */
                 if (j->last_error && !(n->last_error = strdup(j->last_error)))
                         return -ENOMEM;
         } else

@@ -1053,6 +1053,38 @@ Test(jobs, reference_files_catch_up_and_corrupt_files) {
         rm_home(home);
 }
 
+/* A reschedule replaces the job's configuration, not what photond does not know of its file. */
+Test(jobs, reschedule_keeps_keys_photond_does_not_know) {
+        char *home = make_home(), *path = job_path(home, "rk", "nightly"), *text;
+        struct json_object *f;
+        Daemon *d;
+        Conn *c;
+
+        write_text(path, "{\"id\":\"rk:ipc:nightly\",\"method\":\"run\",\"args\":{},\"cron\":\"0 3 * * *\","
+                         "\"requiredConfig\":[\"API_KEY\"],\"photonName\":\"rk\",\"source\":\"ipc\","
+                         "\"status\":\"active\",\"createdAt\":\"2026-01-01T00:00:00.000Z\",\"executionCount\":0,"
+                         "\"lastExecutionAt\":null,\"lastAttemptAt\":null,\"lastStatus\":null,\"lastError\":null,"
+                         "\"consecutiveFailures\":0,\"xFuture\":{\"kept\":true}}");
+        d = daemon_start(&(DaemonOptions) { .home = home });
+        c = conn_open(d);
+        schedule_ok(c, "rk", "nightly", "archive", "0 4 * * *", NULL);
+
+        text = read_text(path);
+        f = json_tokener_parse(text);
+        cr_assert_not_null(f, "%s", text);
+        cr_assert_str_eq(jstr(f, "cron"), "0 4 * * *", "%s", text);
+        cr_assert_str_eq(jstr(f, "method"), "archive");
+        cr_assert_str_eq(jstr(f, "requiredConfig.0"), "API_KEY", "%s", text);
+        cr_assert(jbool(f, "xFuture.kept"), "%s", text);
+        json_object_put(f);
+        free(text);
+
+        conn_close(c);
+        stop(d);
+        free(path);
+        rm_home(home);
+}
+
 Test(jobs, catch_up_after_downtime) {
         const char *env[] = { "TZ=UTC", NULL };
         Daemon *d = daemon_start(&(DaemonOptions) { .env = env });
