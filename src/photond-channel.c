@@ -1668,6 +1668,10 @@ int channels_save_state(Channels *chs, struct json_object *state) {
         return json_add_int64(state, "eventIdHighWater", (int64_t) chs->reserved_event_id);
 }
 
+uint64_t channels_event_id_mark(Channels *chs) {
+        return chs ? chs->reserved_event_id : 0;
+}
+
 int channels_load_state(Channels *chs, struct json_object *state) {
         int64_t v;
         int r;

@@ -59,6 +59,8 @@ int channels_list(Channels *ch, struct json_object **ret_array);
 /* photond's persisted state (state.json): the eventId high-water mark. */
 int channels_save_state(Channels *ch, struct json_object *state);
 int channels_load_state(Channels *ch, struct json_object *state);
+/* The eventId high-water mark as it must be persisted (0: none yet). */
+uint64_t channels_event_id_mark(Channels *ch);
 
 /* Channel keys with subscribers or buffered events (after dropping expired events). */
 unsigned channels_count(Channels *ch);

@@ -8,7 +8,8 @@
  * request under load), where now a timer that finds its lock already released re-arms once for the next one.
  * Fencing tokens increase over the daemon's whole life: state.json holds a high-water mark raised a block at a
  * time ahead of the tokens issued. Waiting acquires (lockWait) queue FIFO on the held lock and get it at once
- * when it frees. Every change marks state.json dirty; the manager writes it before any reply of the same loop
+ * when it frees. Every change is recorded (the lock changed, or the name of the lock gone) and marks the state
+ * dirty; the manager writes those changes (state.journal, photond-store.c) before any reply of the same loop
  * iteration leaves (group commit), so nobody hears "acquired" for a lock a crash could forget. */
 
 #include <errno.h>
@@ -61,6 +62,15 @@ struct LockTable {
         uint64_t last_token;            /* the last fencing token issued */
         uint64_t reserved_token;        /* persisted: no token above it has been issued */
         bool tokens_reseeded;
+
+        /* What changed since the last state write, so that write is as small as the change (state.journal): the
+         * live locks changed, in the order of their first change (NULL where one has gone since), and the names of
+         * the locks gone. changes_lost: one could not be recorded, only a whole snapshot is complete. */
+        Lock **changed;
+        size_t n_changed, n_changed_alloc;
+        char **removed;
+        size_t n_removed, n_removed_alloc;
+        bool changes_lost;
 };
 
 /* ---- reply shapes (the reference's keys in its order, then photond's fencingToken) ---- */
@@ -144,7 +154,32 @@ static uint64_t lock_table_next_token(LockTable *t) {
         return t->last_token;
 }
 
-static void lock_table_changed(LockTable *t) {
+/* Room for one more element in *array (of size elements, *alloc allocated). */
+static bool array_reserve(void **array, size_t *alloc, size_t n, size_t size) {
+        size_t na;
+        void *p;
+
+        if (n < *alloc)
+                return true;
+        na = *alloc ? *alloc * 2 : 16;
+        p = reallocarray(*array, na, size);
+        if (!p)
+                return false;
+        *array = p;
+        *alloc = na;
+        return true;
+}
+
+/* l is new or changed: it goes into the next state write. */
+static void lock_changed(LockTable *t, Lock *l) {
+        if (!l->changed) {
+                if (array_reserve((void**) &t->changed, &t->n_changed_alloc, t->n_changed, sizeof(Lock*))) {
+                        l->changed = true;
+                        l->changed_idx = t->n_changed;
+                        t->changed[t->n_changed++] = l;
+                } else
+                        t->changes_lost = true;
+        }
         manager_state_changed(t->manager);
 }
 
@@ -294,13 +329,22 @@ static void waiter_free(LockTable *t, LockWaiter *w, bool detach_client) {
         free(w);
 }
 
-static void lock_free(LockTable *t, Lock *l) {
+/* record: the lock is gone for good and the next state write must say so (not when loading or shutting down). */
+static void lock_free(LockTable *t, Lock *l, bool record) {
         LockWaiter *w;
 
         HASH_DEL(t->locks, l);
         heap_remove(t, l);
         while ((w = l->waiters))
                 waiter_free(t, w, /* detach_client= */ true);
+        if (l->changed)
+                t->changed[l->changed_idx] = NULL;
+        if (record) {
+                if (array_reserve((void**) &t->removed, &t->n_removed_alloc, t->n_removed, sizeof(char*)))
+                        t->removed[t->n_removed++] = TAKE_PTR(l->name);
+                else
+                        t->changes_lost = true;
+        }
         free(l->name);
         free(l->holder);
         free(l);
@@ -350,13 +394,14 @@ static void lock_hand_over(LockTable *t, Lock *l, const LockTime *now) {
 static void lock_vacate(LockTable *t, Lock *l, const LockTime *now, const char *event) {
         bus_send_lock_changed(t->manager, l->name, l->holder, event);
 
-        if (l->waiters)
+        if (l->waiters) {
                 lock_hand_over(t, l, now);
-        else {
-                lock_free(t, l);
+                lock_changed(t, l);
+        } else {
+                lock_free(t, l, /* record= */ true);
                 manager_bus_changed(t->manager);
+                manager_state_changed(t->manager);
         }
-        lock_table_changed(t);
 }
 
 Lock* lock_table_get(LockTable *t, const char *name, const LockTime *now) {
@@ -388,7 +433,7 @@ int lock_table_acquire(LockTable *t, const char *name, const char *holder, uint6
                  * fencing token, since the holder never lost the lock. */
                 lock_set_expiry(existing, timeout_ms, now);
                 lock_deadline_changed(t, existing);
-                lock_table_changed(t);
+                lock_changed(t, existing);
                 return 0;
         }
 
@@ -425,7 +470,7 @@ int lock_table_acquire(LockTable *t, const char *name, const char *holder, uint6
         (void) lock_table_arm_timer(t);
         bus_send_lock_changed(t->manager, existing->name, existing->holder, "acquired");
         manager_bus_changed(t->manager);
-        lock_table_changed(t);
+        lock_changed(t, existing);
         *ret = existing;
         return 1;
 }
@@ -471,7 +516,7 @@ int lock_table_transfer(LockTable *t, const char *name, const char *from, const 
         lock_deadline_changed(t, l);
         bus_send_lock_changed(t->manager, l->name, l->holder, "acquired");
         lock_serve_holder_waiters(t, l, now);
-        lock_table_changed(t);
+        lock_changed(t, l);
         return 1;
 }
 
@@ -621,7 +666,7 @@ LockTable* lock_table_free(LockTable *t) {
 
                 while ((w = l->waiters))
                         waiter_free(t, w, /* detach_client= */ false);
-                lock_free(t, l);
+                lock_free(t, l, /* record= */ false);
         }
         HASH_ITER(hh, t->client_waits, cw, cwtmp) {
                 HASH_DEL(t->client_waits, cw);
@@ -629,6 +674,9 @@ LockTable* lock_table_free(LockTable *t) {
         }
         sd_event_source_disable_unref(t->timer);
         free(t->heap);
+        lock_table_changes_saved(t);
+        free(t->changed);
+        free(t->removed);
         return mfree(t);
 }
 
@@ -1168,14 +1216,19 @@ int lock_table_save_state(LockTable *t, struct json_object *state) {
         return json_add_int64(state, "fencingTokenReserved", (int64_t) t->reserved_token);
 }
 
-static void lock_table_clear(LockTable *t) {
+void lock_table_reset(LockTable *t) {
         Lock *l, *tmp;
 
+        if (HASH_COUNT(t->locks) == 0)
+                return;
         HASH_ITER(hh, t->locks, l, tmp)
-                lock_free(t, l);
+                lock_free(t, l, /* record= */ false);
+        manager_bus_changed(t->manager);
 }
 
-static int lock_table_load_one(LockTable *t, struct json_object *e, const LockTime *now) {
+/* One lock as state.json has it. replace: a journal record, which replaces a lock of that name (in place: its
+ * position in the acquisition order stays) or, when expired, removes it. */
+static int lock_table_load_one(LockTable *t, struct json_object *e, const LockTime *now, bool replace) {
         _cleanup_free_ Lock *l = NULL;
         int64_t acquired, expires, token, remaining;
         const char *name, *holder;
@@ -1194,18 +1247,37 @@ static int lock_table_load_one(LockTable *t, struct json_object *e, const LockTi
         if ((uint64_t) token > t->reserved_token)
                 t->last_token = t->reserved_token = (uint64_t) token;
 
-        if (expires <= now->wall_ms)
-                return 0;       /* ran out while photond was down */
-
         HASH_FIND_STR(t->locks, name, dup);
-        if (dup)
+        if (dup && !replace)
                 return -EINVAL;
+
+        if (expires <= now->wall_ms) {
+                /* ran out while photond was down */
+                if (dup)
+                        lock_free(t, dup, /* record= */ false);
+                return 0;
+        }
 
         /* Only the wall clock spans a restart. Were it set back meanwhile, the lock would live longer than it was
          * ever granted for; it never gets more than its last expiresAt - acquiredAt. */
         remaining = expires - now->wall_ms;
         if (expires - acquired > 0 && remaining > expires - acquired)
                 remaining = expires - acquired;
+
+        if (dup) {
+                char *h = strdup(holder);
+
+                if (!h)
+                        return -ENOMEM;
+                free(dup->holder);
+                dup->holder = h;
+                dup->acquired_at = acquired;
+                dup->expires_at = expires;
+                dup->deadline = now->boot_usec + (uint64_t) remaining * USEC_PER_MSEC;
+                dup->token = (uint64_t) token;
+                lock_deadline_changed(t, dup);
+                return 0;
+        }
 
         l = new0(Lock, 1);
         if (!l)
@@ -1249,14 +1321,98 @@ int lock_table_load_state(LockTable *t, struct json_object *state) {
                 return -EINVAL;
 
         for (size_t i = 0; i < json_object_array_length(a); i++) {
-                r = lock_table_load_one(t, json_object_array_get_idx(a, i), &now);
+                r = lock_table_load_one(t, json_object_array_get_idx(a, i), &now, /* replace= */ false);
                 if (r < 0) {
                         /* All or nothing: the caller reports the state as lost. */
-                        lock_table_clear(t);
+                        lock_table_reset(t);
                         return r;
                 }
         }
         if (HASH_COUNT(t->locks) > 0)
                 manager_bus_changed(t->manager);
+        return 0;
+}
+
+/* ---- state.journal ---- */
+
+uint64_t lock_table_token_mark(LockTable *t) {
+        lock_table_reseed_tokens(t);
+        return t->reserved_token;
+}
+
+int lock_table_save_changes(LockTable *t, struct json_object *records) {
+        if (t->changes_lost)
+                return -ESTALE;
+
+        /* Removals first: a name gone and taken again in the same iteration is then a new lock at the end of the
+         * acquisition order after a replay, as it is here. */
+        for (size_t i = 0; i < t->n_removed; i++) {
+                struct json_object *r = json_object_new_object();
+
+                if (!r || json_object_array_add(records, r) < 0) {
+                        json_object_put(r);
+                        return -ENOMEM;
+                }
+                if (json_add_string(r, "del", t->removed[i]) < 0)
+                        return -ENOMEM;
+        }
+        for (size_t i = 0; i < t->n_changed; i++) {
+                struct json_object *r;
+
+                if (!t->changed[i])
+                        continue;
+                r = json_object_new_object();
+                if (!r || json_object_array_add(records, r) < 0) {
+                        json_object_put(r);
+                        return -ENOMEM;
+                }
+                if (json_add(r, "set", lock_json_new(t->changed[i])) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+void lock_table_changes_saved(LockTable *t) {
+        for (size_t i = 0; i < t->n_changed; i++)
+                if (t->changed[i])
+                        t->changed[i]->changed = false;
+        t->n_changed = 0;
+        for (size_t i = 0; i < t->n_removed; i++)
+                free(t->removed[i]);
+        t->n_removed = 0;
+        t->changes_lost = false;
+}
+
+int lock_table_load_record(LockTable *t, struct json_object *record, bool replay_locks) {
+        struct json_object *v;
+        int64_t reserved;
+        int r;
+
+        r = json_get_int64(record, "fencingTokenReserved", false, &reserved);
+        if ((r < 0 && r != -ENOENT) || (r >= 0 && reserved < 0))
+                return -EINVAL;
+        if (r >= 0 && (uint64_t) reserved > t->reserved_token)
+                t->last_token = t->reserved_token = (uint64_t) reserved;
+
+        if (json_object_object_get_ex(record, "set", &v)) {
+                LockTime now = lock_table_now(t);
+
+                if (!json_object_is_type(v, json_type_object))
+                        return -EINVAL;
+                if (!replay_locks)
+                        return 0;
+                return lock_table_load_one(t, v, &now, /* replace= */ true);
+        }
+        if (json_object_object_get_ex(record, "del", &v)) {
+                Lock *l;
+
+                if (!json_object_is_type(v, json_type_string))
+                        return -EINVAL;
+                if (!replay_locks)
+                        return 0;
+                HASH_FIND_STR(t->locks, json_object_get_string(v), l);
+                if (l)
+                        lock_free(t, l, /* record= */ false);
+        }
         return 0;
 }

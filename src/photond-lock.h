@@ -24,6 +24,8 @@ typedef struct Lock {
         uint64_t deadline;              /* CLOCK_BOOTTIME µs: what really decides expiry */
         uint64_t token;                 /* fencing token of the current acquisition */
         unsigned heap_idx;              /* position in the table's deadline heap */
+        bool changed;                   /* in the table's list of changes not yet written */
+        size_t changed_idx;             /* its position there */
         LockWaiter *waiters;            /* FIFO of parked acquires (utlist) */
         unsigned n_waiters;
         LockTable *table;
@@ -64,6 +66,21 @@ int lock_table_add_status(LockTable *t, struct json_object *data);
  * for a malformed lock table (the caller then treats the state as lost). */
 int lock_table_save_state(LockTable *t, struct json_object *state);
 int lock_table_load_state(LockTable *t, struct json_object *state);
+
+/* The changes since the last state write, for state.journal (photond-store.c): appends {"set":{...}} (a lock as in
+ * state.json) for every lock changed and {"del":"name"} for every lock gone to the array records, the removals
+ * first. -ESTALE when a change could not be recorded (out of memory at the time): only a whole snapshot is then
+ * complete. */
+int lock_table_save_changes(LockTable *t, struct json_object *records);
+/* The recorded changes are written (journal or snapshot): forget them. */
+void lock_table_changes_saved(LockTable *t);
+/* Applies one journal record over the loaded state: the fencing-token mark always (it only rises), "set" and "del"
+ * only with replay_locks (a journal that continues the snapshot loaded). -EINVAL for a malformed record. */
+int lock_table_load_record(LockTable *t, struct json_object *record, bool replay_locks);
+/* Drops every lock, recording nothing (a state that cannot be replayed counts as lost). */
+void lock_table_reset(LockTable *t);
+/* The fencing-token high-water mark as it must be persisted. */
+uint64_t lock_table_token_mark(LockTable *t);
 
 /* Live locks. */
 unsigned lock_table_count(LockTable *t);

@@ -15,8 +15,10 @@ static unsigned n_seen, n_calls;
 
 int __real_fsync(int fd);
 int __wrap_fsync(int fd);
+int __real_fdatasync(int fd);
+int __wrap_fdatasync(int fd);
 
-int __wrap_fsync(int fd) {
+static void spy_record(int fd) {
         char link[64], target[PATH_MAX];
         ssize_t n;
 
@@ -27,7 +29,16 @@ int __wrap_fsync(int fd) {
                 target[n] = '\0';
                 seen[n_seen++] = strdup(target);
         }
+}
+
+int __wrap_fsync(int fd) {
+        spy_record(fd);
         return __real_fsync(fd);
+}
+
+int __wrap_fdatasync(int fd) {
+        spy_record(fd);
+        return __real_fdatasync(fd);
 }
 
 void fsync_spy_reset(void) {

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* Records what fsync() was called on, for the tests that check durability. Linked into a test with
- * -Wl,--wrap=fsync (tests/meson.build), so the calls made by the code under test are seen too. */
+/* Records what fsync() and fdatasync() were called on, for the tests that check durability. Linked into a test
+ * with -Wl,--wrap=fsync,--wrap=fdatasync (tests/meson.build), so the calls made by the code under test are seen
+ * too. Both count as "fsync" below. */
 
 #include <stdbool.h>
 

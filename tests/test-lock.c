@@ -851,3 +851,98 @@ Test(lock, status_fields) {
         cr_assert_eq(json_object_get_int64(json_object_object_get(data, "fencingToken")), 1);
         json_object_put(data);
 }
+
+/* ---- state.journal records ---- */
+
+static struct json_object* saved_changes(void) {
+        struct json_object *records = json_object_new_array();
+
+        cr_assert_eq(lock_table_save_changes(table, records), 0);
+        lock_table_changes_saved(table);
+        return records;
+}
+
+static void replay(struct json_object *state, struct json_object *records) {
+        restart_table();
+        cr_assert_eq(lock_table_load_state(table, state), 0);
+        for (size_t i = 0; i < json_object_array_length(records); i++)
+                cr_assert_eq(lock_table_load_record(table, json_object_array_get_idx(records, i), true), 0);
+}
+
+/* Each change is one record of the lock's final state ({"set"}) or of its end ({"del"}), removals first; replayed
+ * over the snapshot they give the same table, in the same acquisition order. */
+Test(lock, changes_are_journaled_and_replay_to_the_same_table) {
+        LockTime now = lock_table_now(table);
+        struct json_object *state, *records, *before, *after;
+        Lock *l;
+
+        cr_assert_eq(lock_table_acquire(table, "a", "s1", 60000, &now, &l), 1);
+        cr_assert_eq(lock_table_acquire(table, "b", "s2", 60000, &now, &l), 1);
+        cr_assert_eq(lock_table_acquire(table, "c", "s3", 60000, &now, &l), 1);
+        state = saved_state();
+        records = saved_changes();
+        cr_assert_eq(json_object_array_length(records), 3);
+        json_object_put(records);
+        records = saved_changes();
+        cr_assert_eq(json_object_array_length(records), 0, "written changes are forgotten");
+        json_object_put(records);
+
+        /* a gone and taken again (a new lock at the end), b refreshed twice (one record), c released, d new. */
+        cr_assert_eq(lock_table_release(table, "a", "s1", &now), 0);
+        cr_assert_eq(lock_table_acquire(table, "b", "s2", 1000, &now, &l), 0);
+        cr_assert_eq(lock_table_acquire(table, "a", "s4", 60000, &now, &l), 1);
+        cr_assert_eq(lock_table_acquire(table, "b", "s2", 90000, &now, &l), 0);
+        cr_assert_eq(lock_table_release(table, "c", "s3", &now), 0);
+        cr_assert_eq(lock_table_acquire(table, "d", "s5", 60000, &now, &l), 1);
+        records = saved_changes();
+        cr_assert_eq(json_object_array_length(records), 5, "%s", json_object_to_json_string(records));
+        cr_assert_str_eq(json_get_string(json_object_array_get_idx(records, 0), "del"), "a");
+        cr_assert_str_eq(json_get_string(json_object_array_get_idx(records, 1), "del"), "c");
+
+        before = NULL;
+        cr_assert_eq(lock_table_list(table, &before), 0);
+        replay(state, records);
+        after = NULL;
+        cr_assert_eq(lock_table_list(table, &after), 0);
+        cr_assert_str_eq(json_object_to_json_string_ext(after, JSON_FORMAT_FLAGS),
+                         json_object_to_json_string_ext(before, JSON_FORMAT_FLAGS));
+        records = (json_object_put(records), saved_changes());
+        cr_assert_eq(json_object_array_length(records), 0, "loading records no changes");
+        json_object_put(records);
+        json_object_put(before);
+        json_object_put(after);
+        json_object_put(state);
+}
+
+/* Marks only rise, in any record; lock records of a stale journal (replay_locks false) are checked, not applied. */
+Test(lock, journal_records_marks_and_stale_replay) {
+        struct json_object *rec;
+        LockTime now;
+
+        rec = json_tokener_parse("{\"fencingTokenReserved\":5000}");
+        cr_assert_eq(lock_table_load_record(table, rec, false), 0);
+        json_object_put(rec);
+        cr_assert_eq(lock_table_reserved_token(table), 5000);
+        rec = json_tokener_parse("{\"fencingTokenReserved\":10}");
+        cr_assert_eq(lock_table_load_record(table, rec, false), 0);
+        json_object_put(rec);
+        cr_assert_eq(lock_table_reserved_token(table), 5000, "a mark never falls");
+
+        rec = json_tokener_parse("{\"set\":{\"name\":\"x\",\"holder\":\"h\",\"acquiredAt\":1,\"expiresAt\":99999999999999,"
+                                 "\"fencingToken\":7}}");
+        cr_assert_eq(lock_table_load_record(table, rec, false), 0);
+        now = lock_table_now(table);
+        cr_assert_null(lock_table_get(table, "x", &now), "a stale journal's lock was applied");
+        cr_assert_eq(lock_table_load_record(table, rec, true), 0);
+        cr_assert_not_null(lock_table_get(table, "x", &now));
+        json_object_put(rec);
+
+        static const char *const bad[] = {
+                "{\"set\":1}", "{\"del\":2}", "{\"set\":{\"name\":\"x\"}}", "{\"fencingTokenReserved\":-1}",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                rec = json_tokener_parse(bad[i]);
+                cr_assert_eq(lock_table_load_record(table, rec, true), -EINVAL, "accepted: %s", bad[i]);
+                json_object_put(rec);
+        }
+}

@@ -1,28 +1,38 @@
 /* SPDX-License-Identifier: MIT */
 
-/* state.json: loading and saving through a real Manager, and which writes are durable (fsync'ed): the first one,
- * and every one that raises the fencing-token or eventId high-water mark, never a plain lock-table change. */
+/* state.json and state.journal through a real Manager: what a write costs (an append of the change, a snapshot only
+ * now and then), which writes are durable (every one that raises the fencing-token or eventId high-water mark,
+ * never a plain lock-table change), and what a restart finds: the journal replayed over its own snapshot, a torn
+ * last line ignored, a stale journal's marks only, a corrupt one as lost state. */
 
 #include <criterion/criterion.h>
+#include <glob.h>
+#include <inttypes.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "fd-util.h"
 #include "fsync-spy.h"
 #include "helpers.h"
 #include "json-util.h"
+#include "photond-channel.h"
 #include "photond-limits.h"
 #include "photond-lock.h"
 #include "photond-manager.h"
 #include "photond-store.h"
 
 typedef struct Env {
-        char *home, *state_dir, *path, *tmp_path;
+        char *home, *state_dir, *path, *journal, *journal_tmp;
         Manager *m;
 } Env;
+
+static void env_start(Env *e) {
+        cr_assert_eq(manager_new(&(ManagerConfig) { .bus_mode = BUS_MODE_NONE }, &e->m), 0);
+}
 
 static Env env_new(void) {
         Env e = { .home = tmpdir_new() };
@@ -32,15 +42,23 @@ static Env env_new(void) {
         setenv("HOME", e.home, 1);
         setenv("PHOTON_HOME", e.home, 1);
         unsetenv("PHOTON_DIR");
-        cr_assert_eq(manager_new(&(ManagerConfig) { .bus_mode = BUS_MODE_NONE }, &e.m), 0);
+        env_start(&e);
         cr_assert_eq(mkdir_parents_and_self(e.m->state_dir, 0700), 0);
         /* fsync-spy sees the paths as the kernel names them. */
         real = realpath(e.m->state_dir, NULL);
         cr_assert_not_null(real);
         e.state_dir = real;
         cr_assert(asprintf(&e.path, "%s/state.json", real) > 0);
-        cr_assert(asprintf(&e.tmp_path, "%s/state.json.tmp", real) > 0);
+        cr_assert(asprintf(&e.journal, "%s/state.journal", real) > 0);
+        cr_assert(asprintf(&e.journal_tmp, "%s/state.journal.tmp", real) > 0);
         return e;
+}
+
+/* photond stops (or crashes: nothing is written on the way out) and starts again on the same files. */
+static void env_restart(Env *e) {
+        manager_free(e->m);
+        env_start(e);
+        cr_assert_eq(store_load_state(e->m), 0);
 }
 
 static void env_free(Env *e) {
@@ -48,16 +66,19 @@ static void env_free(Env *e) {
         fsync_spy_reset();
         free(e->state_dir);
         free(e->path);
-        free(e->tmp_path);
+        free(e->journal);
+        free(e->journal_tmp);
         tmpdir_remove(e->home);
 }
 
+/* key in the file's first line (all of state.json, the journal's header). */
 static int64_t file_int(const char *path, const char *key) {
         struct json_object *o = NULL;
         char *t = NULL;
         int64_t v = -1;
 
-        cr_assert_eq(read_full_file(path, 1 << 20, &t, NULL), 0, "read %s", path);
+        cr_assert_eq(read_full_file(path, 1 << 24, &t, NULL), 0, "read %s", path);
+        t[strcspn(t, "\n")] = '\0';
         cr_assert_eq(json_parse(t, strlen(t), &o, NULL), 0, "%s: %s", path, t);
         (void) json_get_int64(o, key, false, &v);
         json_object_put(o);
@@ -65,11 +86,56 @@ static int64_t file_int(const char *path, const char *key) {
         return v;
 }
 
-static off_t file_size(const char *path) {
+/* The greatest value of key on any line of the journal (-1: none). */
+static int64_t journal_max(Env *e, const char *key) {
+        char *t = NULL, *line, *save = NULL;
+        int64_t max = -1;
+
+        cr_assert_eq(read_full_file(e->journal, 1 << 24, &t, NULL), 0);
+        for (line = strtok_r(t, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                struct json_object *o = NULL;
+                int64_t v;
+
+                cr_assert_eq(json_parse(line, strlen(line), &o, NULL), 0, "%s", line);
+                if (json_get_int64(o, key, false, &v) >= 0 && v > max)
+                        max = v;
+                json_object_put(o);
+        }
+        free(t);
+        return max;
+}
+
+static bool journal_has(Env *e, const char *text) {
+        char *t = NULL;
+        bool found;
+
+        cr_assert_eq(read_full_file(e->journal, 1 << 24, &t, NULL), 0);
+        found = strstr(t, text);
+        free(t);
+        return found;
+}
+
+static struct stat file_stat(const char *path) {
         struct stat st;
 
         cr_assert_eq(stat(path, &st), 0, "stat %s", path);
-        return st.st_size;
+        return st;
+}
+
+static void append_text(const char *path, const char *text) {
+        FILE *f = fopen(path, "ae");
+
+        cr_assert_not_null(f);
+        fputs(text, f);
+        cr_assert_eq(fclose(f), 0);
+}
+
+static void write_text(const char *path, const char *text) {
+        FILE *f = fopen(path, "we");
+
+        cr_assert_not_null(f);
+        fputs(text, f);
+        cr_assert_eq(fclose(f), 0);
 }
 
 static void save(Env *e) {
@@ -77,15 +143,27 @@ static void save(Env *e) {
         cr_assert_eq(store_save_state(e->m), 0);
 }
 
-static void expect_durable(Env *e, const char *what) {
-        if (!fsync_spy_saw(e->tmp_path, false) || !fsync_spy_saw(e->state_dir, false))
-                fsync_spy_dump();
-        cr_assert(fsync_spy_saw(e->tmp_path, false), "%s: the new state is synced before the exchange", what);
-        cr_assert(fsync_spy_saw(e->state_dir, false), "%s: the directory is synced after it", what);
-        cr_assert_eq(file_size(e->tmp_path), 0, "%s: no older state is left in state.json.tmp", what);
+static Lock* acquire(Env *e, const char *name, const char *holder) {
+        LockTime now = lock_table_now(e->m->locks);
+        Lock *l = NULL;
+
+        cr_assert_geq(lock_table_acquire(e->m->locks, name, holder, 600000, &now, &l), 0, "acquire %s", name);
+        return l;
 }
 
-static void expect_not_synced(Env *e, const char *what) {
+static void release(Env *e, const char *name, const char *holder) {
+        LockTime now = lock_table_now(e->m->locks);
+
+        cr_assert_eq(lock_table_release(e->m->locks, name, holder, &now), 0);
+}
+
+static Lock* get(Env *e, const char *name) {
+        LockTime now = lock_table_now(e->m->locks);
+
+        return lock_table_get(e->m->locks, name, &now);
+}
+
+static void expect_not_synced(const char *what) {
         if (fsync_spy_count() != 0)
                 fsync_spy_dump();
         cr_assert_eq(fsync_spy_count(), 0, "%s: no fsync on the lock path", what);
@@ -93,66 +171,332 @@ static void expect_not_synced(Env *e, const char *what) {
 
 Test(store, durable_only_when_a_high_water_mark_rises) {
         Env e = env_new();
-        LockTime now = lock_table_now(e.m->locks);
-        Lock *l = NULL;
 
-        /* The first write of a run: durable (state.json.tmp may hold a state from before). */
+        /* The first write is a snapshot with a fresh journal, synced before it takes the journal's name. */
         save(&e);
-        expect_durable(&e, "first write");
+        cr_assert(fsync_spy_saw(e.journal_tmp, false), "a fresh journal is synced before the rename");
 
         save(&e);
-        expect_not_synced(&e, "same state again");
+        expect_not_synced("same state again");
 
-        /* The first token reserves a block: the raised mark must be on disk before the token leaves. */
-        cr_assert_eq(lock_table_acquire(e.m->locks, "a", "s1", 60000, &now, &l), 1);
+        /* The first token reserves a block: the raised mark must be on disk before the token leaves, and the
+         * journal's name with it. */
+        acquire(&e, "a", "s1");
         uint64_t reserved = lock_table_reserved_token(e.m->locks);
         cr_assert_gt(reserved, lock_table_last_token(e.m->locks));
         save(&e);
-        expect_durable(&e, "fencing mark raised");
-        cr_assert_eq(file_int(e.path, "fencingTokenReserved"), (int64_t) reserved);
+        if (!fsync_spy_saw(e.journal, false) || !fsync_spy_saw(e.state_dir, false))
+                fsync_spy_dump();
+        cr_assert(fsync_spy_saw(e.journal, false), "fencing mark raised: the journal is synced");
+        cr_assert(fsync_spy_saw(e.state_dir, false), "and the directory, the first time in the journal's life");
+        cr_assert_eq(journal_max(&e, "fencingTokenReserved"), (int64_t) reserved);
 
-        /* Lock changes inside the reserved block: crash-safe (atomic) but not synced. */
-        cr_assert_eq(lock_table_release(e.m->locks, "a", "s1", &now), 0);
+        /* Lock changes inside the reserved block: appended, not synced. */
+        release(&e, "a", "s1");
         save(&e);
-        expect_not_synced(&e, "release");
-        cr_assert_eq(lock_table_acquire(e.m->locks, "b", "s2", 60000, &now, &l), 1);
+        expect_not_synced("release");
+        acquire(&e, "b", "s2");
         cr_assert_eq(lock_table_reserved_token(e.m->locks), reserved, "still inside the block");
         save(&e);
-        expect_not_synced(&e, "acquire inside the block");
-        cr_assert_eq(file_int(e.path, "fencingTokenReserved"), (int64_t) reserved);
-        cr_assert_eq(file_int(e.tmp_path, "fencingTokenReserved"), (int64_t) reserved,
-                     "what state.json.tmp holds now is never below the durable mark");
+        expect_not_synced("acquire inside the block");
 
-        /* Past the block: durable again. */
+        /* Past the block: durable again; the journal's name already is. */
         while (lock_table_reserved_token(e.m->locks) == reserved) {
-                cr_assert_eq(lock_table_release(e.m->locks, "b", "s2", &now), 0);
-                cr_assert_eq(lock_table_acquire(e.m->locks, "b", "s2", 60000, &now, &l), 1);
+                release(&e, "b", "s2");
+                acquire(&e, "b", "s2");
         }
         save(&e);
-        expect_durable(&e, "next block");
-        cr_assert_gt(file_int(e.path, "fencingTokenReserved"), (int64_t) reserved);
+        cr_assert(fsync_spy_saw(e.journal, false), "next block");
+        cr_assert_not(fsync_spy_saw(e.state_dir, false), "the journal's name was synced before");
+        cr_assert_gt(journal_max(&e, "fencingTokenReserved"), (int64_t) reserved);
+
+        /* eventIds the same way. */
+        struct json_object *mark = json_tokener_parse("{\"eventIdHighWater\":123456}");
+        cr_assert_eq(channels_load_state(e.m->channels, mark), 0);
+        json_object_put(mark);
+        manager_state_changed(e.m);
+        save(&e);
+        cr_assert(fsync_spy_saw(e.journal, false), "eventId mark raised");
+        cr_assert_eq(journal_max(&e, "eventIdHighWater"), 123456);
 
         env_free(&e);
 }
 
-/* The state written comes back after a restart. */
+/* A change costs an append of that change: with thousands of locks held, state.json is not touched. */
+Test(store, a_change_appends_only_the_change) {
+        Env e = env_new();
+        struct stat before, after;
+        off_t journal_before;
+        char name[32];
+
+        for (unsigned i = 0; i < 5000; i++) {
+                snprintf(name, sizeof(name), "filler-%u", i);
+                acquire(&e, name, "filler");
+        }
+        save(&e);
+        before = file_stat(e.path);
+        cr_assert_gt(before.st_size, 400000, "the snapshot holds the 5000 locks");
+        journal_before = file_stat(e.journal).st_size;
+
+        acquire(&e, "one-more", "h");
+        save(&e);
+        after = file_stat(e.path);
+        cr_assert_eq(after.st_ino, before.st_ino, "state.json was rewritten for one lock");
+        cr_assert_eq(after.st_size, before.st_size);
+        cr_assert_lt(file_stat(e.journal).st_size - journal_before, 300, "the append is one lock's record");
+        cr_assert(journal_has(&e, "\"one-more\""));
+
+        release(&e, "one-more", "h");
+        save(&e);
+        cr_assert(journal_has(&e, "{\"del\":\"one-more\"}"));
+        cr_assert_eq(file_stat(e.path).st_ino, before.st_ino);
+
+        env_restart(&e);
+        cr_assert_not(e.m->state_lost);
+        cr_assert_eq(lock_table_count(e.m->locks), 5000);
+        cr_assert_null(get(&e, "one-more"));
+        env_free(&e);
+}
+
+/* The state written comes back after a restart: the snapshot, then the journal's sets and dels over it. */
 Test(store, save_and_load) {
         Env e = env_new();
-        LockTime now = lock_table_now(e.m->locks);
-        Lock *l = NULL;
+        int64_t acquired_c, expires_b;
         uint64_t token;
+        Lock *l;
 
-        cr_assert_eq(lock_table_acquire(e.m->locks, "a", "s1", 60000, &now, &l), 1);
+        acquire(&e, "a", "s1");
+        acquire(&e, "b", "s2");
+        save(&e);                               /* the snapshot */
+        acquire(&e, "c", "s3");
+        acquired_c = get(&e, "c")->acquired_at;
+        save(&e);                               /* journaled: set c */
+        release(&e, "a", "s1");
+        save(&e);                               /* del a */
+        {
+                LockTime later = lock_table_now(e.m->locks);
+
+                later.wall_ms += 5000;
+                later.boot_usec += 5000 * USEC_PER_MSEC;
+                cr_assert_eq(lock_table_acquire(e.m->locks, "b", "s2", 900000, &later, &l), 0);
+                expires_b = l->expires_at;
+        }
+        acquire(&e, "a", "s4");                 /* a again, another holder: now after c */
+        save(&e);                               /* set b (overwrite), set a */
         token = lock_table_last_token(e.m->locks);
-        save(&e);
-        manager_free(e.m);
 
-        cr_assert_eq(manager_new(&(ManagerConfig) { .bus_mode = BUS_MODE_NONE }, &e.m), 0);
-        cr_assert_eq(store_load_state(e.m), 0);
-        cr_assert(!e.m->state_lost);
-        cr_assert_eq(lock_table_count(e.m->locks), 1);
-        now = lock_table_now(e.m->locks);
-        cr_assert_eq(lock_table_acquire(e.m->locks, "b", "s2", 60000, &now, &l), 1);
-        cr_assert_gt(lock_table_last_token(e.m->locks), token);
+        env_restart(&e);
+        cr_assert_not(e.m->state_lost);
+        cr_assert_eq(lock_table_count(e.m->locks), 3);
+        cr_assert_str_eq(get(&e, "a")->holder, "s4");
+        cr_assert_eq(get(&e, "a")->token, token);
+        cr_assert_eq(get(&e, "b")->expires_at, expires_b, "the refresh was replayed over the snapshot's b");
+        cr_assert_eq(get(&e, "c")->acquired_at, acquired_c);
+
+        /* The acquisition order (list_locks) is the one before the restart: b, c, a. */
+        struct json_object *list = NULL;
+        cr_assert_eq(lock_table_list(e.m->locks, &list), 0);
+        cr_assert_str_eq(json_get_string(json_object_array_get_idx(list, 0), "name"), "b");
+        cr_assert_str_eq(json_get_string(json_object_array_get_idx(list, 1), "name"), "c");
+        cr_assert_str_eq(json_get_string(json_object_array_get_idx(list, 2), "name"), "a");
+        json_object_put(list);
+
+        cr_assert_gt(acquire(&e, "d", "s5")->token, token, "tokens continue above");
+        env_free(&e);
+}
+
+/* A crash in the middle of an append leaves a last line without its newline: its replies never left, it is
+ * ignored, and the state before it loads in full. */
+Test(store, a_torn_last_line_is_ignored) {
+        Env e = env_new();
+
+        acquire(&e, "a", "s1");
+        save(&e);
+        acquire(&e, "b", "s2");
+        save(&e);
+        append_text(e.journal, "{\"del\":\"a\"}\n{\"del\":\"b\"");
+
+        env_restart(&e);
+        cr_assert_not(e.m->state_lost);
+        cr_assert_null(get(&e, "a"), "the complete line before it counts");
+        cr_assert_not_null(get(&e, "b"), "the torn line does not");
+
+        /* The next write starts a new journal, not one after the torn line. */
+        acquire(&e, "c", "s3");
+        save(&e);
+        env_restart(&e);
+        cr_assert_not(e.m->state_lost);
+        cr_assert_not_null(get(&e, "b"));
+        cr_assert_not_null(get(&e, "c"));
+        env_free(&e);
+}
+
+/* A line that is not a record, with more after it, is not a crash's doing: the state counts as lost (all or
+ * nothing, as for a corrupt state.json), the journal is kept aside. */
+Test(store, a_corrupt_journal_is_lost_state) {
+        Env e = env_new();
+        char pattern[1024];
+        glob_t g;
+
+        acquire(&e, "a", "s1");
+        save(&e);
+        acquire(&e, "b", "s2");
+        save(&e);
+        append_text(e.journal, "{\"set\":{\"name\":\"x\"\n{\"del\":\"b\"}\n");
+
+        env_restart(&e);
+        cr_assert(e.m->state_lost);
+        cr_assert_eq(lock_table_count(e.m->locks), 0);
+        snprintf(pattern, sizeof(pattern), "%s.corrupt-*", e.journal);
+        cr_assert_eq(glob(pattern, 0, NULL, &g), 0, "the journal was not kept aside");
+        globfree(&g);
+        env_free(&e);
+}
+
+/* A journal of another generation than state.json (a crash between a new snapshot and its fresh journal) is not
+ * replayed, but its high-water marks count: they only rise. */
+Test(store, a_stale_journal_gives_only_its_marks) {
+        Env e = env_new();
+        char text[1024];
+        int64_t wall = lock_table_now(e.m->locks).wall_ms;
+
+        snprintf(text, sizeof(text),
+                 "{\"version\":1,\"journalGeneration\":5,\"fencingTokenReserved\":2048,\"locks\":["
+                 "{\"name\":\"a\",\"holder\":\"h\",\"acquiredAt\":%" PRIi64 ",\"expiresAt\":%" PRIi64
+                 ",\"fencingToken\":7}]}", wall, wall + 600000);
+        write_text(e.path, text);
+        write_text(e.journal, "{\"version\":1,\"generation\":4,\"fencingTokenReserved\":4096}\n"
+                              "{\"del\":\"a\"}\n{\"eventIdHighWater\":99999}\n");
+        env_restart(&e);
+        cr_assert_not(e.m->state_lost);
+        cr_assert_not_null(get(&e, "a"), "a stale journal's del was replayed");
+        cr_assert_eq(lock_table_reserved_token(e.m->locks), 4096);
+        cr_assert_eq(channels_event_id_mark(e.m->channels), 99999);
+
+        /* The same journal with the snapshot's generation is replayed. */
+        write_text(e.journal, "{\"version\":1,\"generation\":5}\n{\"del\":\"a\"}\n");
+        env_restart(&e);
+        cr_assert_not(e.m->state_lost);
+        cr_assert_null(get(&e, "a"));
+
+        /* The next snapshot takes a generation above both. */
+        acquire(&e, "b", "h");
+        save(&e);
+        cr_assert_eq(file_int(e.path, "journalGeneration"), 6);
+        cr_assert_eq(file_int(e.journal, "generation"), 6);
+        env_free(&e);
+}
+
+/* state.json as written before the journal existed loads, and the next write starts the journal. */
+Test(store, a_state_file_without_journal_loads) {
+        Env e = env_new();
+        char text[1024];
+        int64_t wall = lock_table_now(e.m->locks).wall_ms;
+
+        snprintf(text, sizeof(text),
+                 "{\"version\":1,\"fencingTokenReserved\":2048,\"locks\":["
+                 "{\"name\":\"a\",\"holder\":\"h\",\"acquiredAt\":%" PRIi64 ",\"expiresAt\":%" PRIi64
+                 ",\"fencingToken\":7}]}", wall, wall + 600000);
+        write_text(e.path, text);
+        env_restart(&e);
+        cr_assert_not(e.m->state_lost);
+        cr_assert_not_null(get(&e, "a"));
+        acquire(&e, "b", "h");
+        save(&e);
+        cr_assert_eq(file_int(e.journal, "generation"), 1);
+        env_restart(&e);
+        cr_assert_eq(lock_table_count(e.m->locks), 2);
+        env_free(&e);
+}
+
+/* A journal without its state.json: the locks it changed are gone with the snapshot, so the state counts as lost. */
+Test(store, a_journal_without_its_snapshot_is_lost_state) {
+        Env e = env_new();
+
+        acquire(&e, "a", "s1");
+        save(&e);
+        cr_assert_eq(unlink(e.path), 0);
+        env_restart(&e);
+        cr_assert(e.m->state_lost);
+        cr_assert_eq(lock_table_count(e.m->locks), 0);
+        cr_assert_geq(lock_table_reserved_token(e.m->locks), LOCK_TOKEN_BLOCK, "its marks still count");
+        env_free(&e);
+}
+
+/* Once the journal outgrows the snapshot (and STATE_JOURNAL_MIN_COMPACT), a new snapshot takes its changes in; the
+ * journal starts again, and a restart finds the same locks. */
+Test(store, compaction_then_restart) {
+        Env e = env_new();
+        unsigned i, kept = 0;
+        char name[32];
+        int64_t gen;
+
+        save(&e);
+        gen = file_int(e.path, "journalGeneration");
+        /* Each snapshot is a new file (tmp + rename), written anew. */
+        struct stat last = file_stat(e.path);
+        unsigned snapshots = 0;
+        for (i = 0; i < 100000 && snapshots < 3; i++) {
+                snprintf(name, sizeof(name), "lock-%u", i);
+                acquire(&e, name, "h");
+                save(&e);
+                if (i % 3 != 0) {
+                        release(&e, name, "h");
+                        save(&e);
+                } else
+                        kept++;
+                struct stat st = file_stat(e.path);
+                cr_assert_leq(file_stat(e.journal).st_size, MAX((off_t) STATE_JOURNAL_MIN_COMPACT, st.st_size),
+                              "the journal is bounded");
+                if (st.st_ino != last.st_ino || st.st_mtim.tv_sec != last.st_mtim.tv_sec ||
+                    st.st_mtim.tv_nsec != last.st_mtim.tv_nsec) {
+                        snapshots++;
+                        last = st;
+                }
+        }
+        cr_assert_geq(file_int(e.path, "journalGeneration"), gen + 3, "no new snapshot was written");
+        cr_assert_gt(i, 1000, "a snapshot long before the journal outgrew it");
+        cr_assert_eq(file_int(e.journal, "generation"), file_int(e.path, "journalGeneration"));
+
+        /* Changes after the last snapshot are in its journal. */
+        release(&e, "lock-0", "h");
+        kept--;
+        save(&e);
+
+        env_restart(&e);
+        cr_assert_not(e.m->state_lost);
+        cr_assert_eq(lock_table_count(e.m->locks), kept);
+        cr_assert_null(get(&e, "lock-0"));
+        snprintf(name, sizeof(name), "lock-%u", (i - 1) / 3 * 3);
+        cr_assert_not_null(get(&e, name));
+        env_free(&e);
+}
+
+/* Files removed or replaced behind photond's back are noticed: a write into a file without a name would save
+ * nothing. The next write is a new snapshot; while even that cannot be written, every write fails (the manager
+ * then holds the replies). */
+Test(store, a_missing_file_is_written_again_or_fails) {
+        Env e = env_new();
+        char cmd[2048];
+
+        acquire(&e, "a", "s1");
+        save(&e);
+        cr_assert_eq(unlink(e.path), 0);
+        acquire(&e, "b", "s2");
+        save(&e);
+        cr_assert_eq(access(e.path, F_OK), 0, "state.json is there again");
+
+        snprintf(cmd, sizeof(cmd), "rm -f '%s' && mkdir -p '%s/x'", e.journal, e.journal);
+        cr_assert_eq(system(cmd), 0);
+        acquire(&e, "c", "s3");
+        cr_assert_lt(store_save_state(e.m), 0, "a journal that cannot be written is a failed write");
+        cr_assert_lt(store_save_state(e.m), 0, "and stays one");
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e.journal);
+        cr_assert_eq(system(cmd), 0);
+        save(&e);
+
+        env_restart(&e);
+        cr_assert_not(e.m->state_lost);
+        cr_assert_eq(lock_table_count(e.m->locks), 3);
         env_free(&e);
 }

@@ -5,6 +5,7 @@
  * photonctl's lock verbs. Waits are on replies (lockWait answers the moment a lock frees), never on sleeps. */
 
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <glob.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -394,9 +395,10 @@ Test(locks, corrupt_state_is_kept_aside_and_announced) {
         rm_home(home);
 }
 
-/* When state.json cannot be written, no reply may promise what a crash would forget: replies wait until the write
- * succeeds (retried each second), then leave, and a crash after that keeps both locks. */
-Test(locks, replies_wait_while_the_state_cannot_be_written) {
+/* When the state cannot be written, no reply may promise what a crash would forget: replies wait until the write
+ * succeeds (retried each second), then leave, and a crash after that keeps both locks. file is made a directory,
+ * which every way of writing it fails (EISDIR), even for root. */
+static void replies_wait_while_unwritable(const char *file) {
         Daemon *d = daemon_start(NULL);
         Conn *c = conn_open(d);
         struct json_object *o;
@@ -405,9 +407,8 @@ Test(locks, replies_wait_while_the_state_cannot_be_written) {
 
         t1 = acquire_ok(c, "1", "first", "h1", ",\"lockTimeout\":60000");
 
-        /* A directory where state.json was: every way of writing it fails (EISDIR), even for root. */
-        snprintf(cmd, sizeof(cmd), "cd '%s/.data/photond' && rm -f state.json state.json.tmp && mkdir -p state.json/x",
-                 d->home);
+        snprintf(cmd, sizeof(cmd), "cd '%s/.data/photond' && rm -f %s %s.tmp && mkdir -p %s/x", d->home, file, file,
+                 file);
         cr_assert_eq(system(cmd), 0);
 
         conn_send(c, "{\"type\":\"lock\",\"id\":\"2\",\"lockName\":\"second\",\"sessionId\":\"h2\","
@@ -416,7 +417,7 @@ Test(locks, replies_wait_while_the_state_cannot_be_written) {
         cr_assert_null(o, "a reply left while its lock could not be saved: %s", o ? json_object_to_json_string(o) : "");
         cr_assert(daemon_log_contains(d, "holding every reply"), "and the journal says why");
 
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s/.data/photond/state.json'", d->home);
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s/.data/photond/%s'", d->home, file);
         cr_assert_eq(system(cmd), 0);
         o = conn_expect(c, 5000);
         cr_assert_str_eq(jstr(o, "id"), "2", "%s", json_object_to_json_string(o));
@@ -442,6 +443,93 @@ Test(locks, replies_wait_while_the_state_cannot_be_written) {
         cr_assert_eq(jint(o, "data.fencingToken"), t2);
         json_object_put(o);
         cr_assert_gt(acquire_ok(c, "3", "third", "h3", NULL), t2, "tokens never repeat");
+        conn_close(c);
+        daemon_free(d);
+        rm_home(home);
+}
+
+Test(locks, replies_wait_while_the_state_cannot_be_written) {
+        replies_wait_while_unwritable("state.json");
+}
+
+Test(locks, replies_wait_while_the_journal_cannot_be_written) {
+        replies_wait_while_unwritable("state.journal");
+}
+
+/* A file in the state directory (all zeros when there is none). */
+static struct stat stat_state(Daemon *d, const char *file) {
+        char path[1024];
+        struct stat st = {};
+
+        snprintf(path, sizeof(path), "%s/.data/photond/%s", d->home, file);
+        if (stat(path, &st) < 0)
+                cr_assert_eq(errno, ENOENT, "stat %s", path);
+        return st;
+}
+
+/* A lock taken while thousands are held writes that lock's change, not the table: state.json stays as it is and
+ * state.journal grows by one record. (Before the journal every change rewrote all 5000 locks.) */
+Test(locks, a_change_writes_only_that_change_with_thousands_held) {
+        Daemon *d = daemon_start(NULL);
+        Conn *c = conn_open(d);
+        struct stat snapshot, journal, st;
+        char *home, *batch;
+        size_t size = 0;
+        FILE *f;
+
+        for (unsigned i = 0; i < 5000; i += 500) {
+                f = open_memstream(&batch, &size);
+                cr_assert(f);
+                for (unsigned j = i; j < i + 500; j++)
+                        fprintf(f, "{\"type\":\"lock\",\"id\":\"f%u\",\"lockName\":\"filler-%u\",\"sessionId\":\"filler\","
+                                "\"lockTimeout\":3600000}\n", j, j);
+                cr_assert_eq(fclose(f), 0);
+                conn_send_raw(c, batch, size);
+                free(batch);
+                for (unsigned j = i; j < i + 500; j++) {
+                        struct json_object *o = conn_expect(c, 10000);
+
+                        cr_assert(jbool(o, "data.acquired"), "%s", json_object_to_json_string(o));
+                        json_object_put(o);
+                }
+        }
+        conn_close(c);
+
+        /* After a restart the first write is a new snapshot with an empty journal, so the next one cannot happen to
+         * be the one that compacts the journal. */
+        home = daemon_take_home(d);
+        cr_assert(WIFEXITED(daemon_signal_and_wait(d, SIGTERM)));
+        daemon_free(d);
+        d = daemon_start(&(DaemonOptions) { .home = home });
+        c = conn_open(d);
+        acquire_ok(c, "1", "first", "h", NULL);
+
+        snapshot = stat_state(d, "state.json");
+        journal = stat_state(d, "state.journal");
+        cr_assert_gt(snapshot.st_size, 400000, "the snapshot holds 5000 locks");
+        acquire_ok(c, "2", "second", "h", NULL);
+        st = stat_state(d, "state.json");
+        cr_assert(st.st_ino == snapshot.st_ino && st.st_size == snapshot.st_size &&
+                  st.st_mtim.tv_sec == snapshot.st_mtim.tv_sec && st.st_mtim.tv_nsec == snapshot.st_mtim.tv_nsec,
+                  "state.json was rewritten for one lock");
+        st = stat_state(d, "state.journal");
+        cr_assert_eq(st.st_ino, journal.st_ino);
+        cr_assert_gt(st.st_size, journal.st_size, "the change was not written");
+        cr_assert_lt(st.st_size - journal.st_size, 300, "more than one lock's record was written");
+
+        /* And it is there after a crash. */
+        kill(d->pid, SIGKILL);
+        cr_assert(daemon_wait_exit(d, 10000) != -1);
+        conn_close(c);
+        daemon_free(d);
+        d = daemon_start(&(DaemonOptions) { .home = home });
+        c = conn_open(d);
+        struct json_object *o = query(c, "q", "second");
+        cr_assert_str_eq(jstr(o, "data.holder"), "h", "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        o = query(c, "q2", "filler-4999");
+        cr_assert_str_eq(jstr(o, "data.holder"), "filler", "%s", json_object_to_json_string(o));
+        json_object_put(o);
         conn_close(c);
         daemon_free(d);
         rm_home(home);
