@@ -519,7 +519,7 @@ static bool manager_save_state(Manager *m) {
         if (r >= 0) {
                 m->state_dirty = false;
                 if (m->state_unsaved) {
-                        log_notice("Wrote %s/state.json again; sending the replies held meanwhile.", m->state_dir);
+                        log_notice("Saved the state in %s again; sending the replies held meanwhile.", m->state_dir);
                         m->state_unsaved = false;
                         (void) sd_event_source_set_enabled(m->state_retry_event_source, SD_EVENT_OFF);
                 }
@@ -527,8 +527,8 @@ static bool manager_save_state(Manager *m) {
         }
 
         if (!m->state_unsaved)
-                log_error_errno(r, "Failed to write %s/state.json, holding every reply until it can be written "
-                                "(retrying each second): %m", m->state_dir);
+                log_error_errno(r, "Failed to save the state in %s (state.json, state.journal), holding every "
+                                "reply until it can be saved (retrying each second): %m", m->state_dir);
         m->state_unsaved = true;
         if (!m->state_retry_event_source)
                 r = sd_event_add_time_relative(m->event, &m->state_retry_event_source, CLOCK_MONOTONIC,

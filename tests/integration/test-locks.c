@@ -425,7 +425,7 @@ static void replies_wait_while_unwritable(const char *file) {
         t2 = jint(o, "data.fencingToken");
         cr_assert_gt(t2, t1);
         json_object_put(o);
-        cr_assert(daemon_log_contains(d, "Wrote"), "the recovery is logged");
+        cr_assert(daemon_log_contains(d, "Saved the state"), "the recovery is logged");
 
         home = daemon_take_home(d);
         kill(d->pid, SIGKILL);
