@@ -125,3 +125,22 @@ Test(shared, json_parse_after_errors) {
                 cr_assert_null(o);
         }
 }
+
+Test(shared, shell_quote) {
+        static const struct { const char *in, *out; } cases[] = {
+                { "deploy", "deploy" },
+                { "ctl-4242-1", "ctl-4242-1" },
+                { "a:b/c.d", "a:b/c.d" },
+                { "", "''" },
+                { "two words", "'two words'" },
+                { "it's", "'it'\\''s'" },
+                { "$(rm -rf /)", "'$(rm -rf /)'" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                char *q = shell_quote(cases[i].in);
+
+                cr_assert_str_eq(q, cases[i].out, "%s", cases[i].in);
+                free(q);
+        }
+}

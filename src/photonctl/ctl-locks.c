@@ -185,8 +185,13 @@ int verb_lock(CtlContext *ctx, int argc, char *argv[]) {
         printf("Acquired lock '%s' as '%s' (fencing token %s, expires in %s).\n", name, holder,
                json_object_get_string(json_object_object_get(data, "fencingToken")),
                o.timeout_ms > 0 ? expires : "the daemon's default timeout");
-        if (!o.holder)
-                printf("Release it with: photonctl unlock '%s' --holder '%s'\n", name, holder);
+        if (!o.holder) {
+                _cleanup_free_ char *qn = shell_quote(name), *qh = shell_quote(holder ?: "");
+
+                if (!qn || !qh)
+                        return log_oom();
+                printf("Release it with: photonctl unlock %s --holder %s\n", qn, qh);
+        }
         return 0;
 }
 
@@ -195,6 +200,7 @@ int verb_lock(CtlContext *ctx, int argc, char *argv[]) {
  * says whom to release it as. */
 static int check_released(const CtlContext *ctx, struct json_object *reply, const char *name, const char *holder) {
         _cleanup_(json_object_putp) struct json_object *req = NULL, *query = NULL;
+        _cleanup_free_ char *qn = NULL, *qh = NULL;
         const char *current;
 
         if (!streq_ptr(json_get_string(reply, "type"), "result") || !reply_data(reply) ||
@@ -209,12 +215,16 @@ static int check_released(const CtlContext *ctx, struct json_object *reply, cons
         current = json_get_string(reply_data(query), "holder");
         if (!current)   /* it expired or was released meanwhile */
                 return ctl_check_reply(reply, "unlock");
+        qn = shell_quote(name);
+        qh = shell_quote(current);
+        if (!qn || !qh)
+                return log_oom();
 
         return log_error_errno(SYNTHETIC_ERRNO(EBUSY),
                                "Lock '%s' is held by '%s', not %s%s%s; release it as its holder: "
-                               "%s unlock '%s' --holder '%s'", name, current, holder ? "by '" : "by this call ",
+                               "%s unlock %s --holder %s", name, current, holder ? "by '" : "by this call ",
                                holder ?: "(no --holder given)", holder ? "'" : "", program_invocation_short_name,
-                               name, current);
+                               qn, qh);
 }
 
 int verb_unlock(CtlContext *ctx, int argc, char *argv[]) {

@@ -78,3 +78,26 @@ bool memeq_consttime(const void *a, size_t a_len, const void *b, size_t b_len) {
                 d |= x[i] ^ y[i];
         return d == 0;
 }
+
+char* shell_quote(const char *s) {
+        static const char plain[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_@%+=:,./-";
+        size_t n = 2;
+        char *q, *p;
+
+        if (*s && strspn(s, plain) == strlen(s))
+                return strdup(s);
+        for (const char *c = s; *c; c++)
+                n += *c == '\'' ? 4 : 1;
+        q = p = malloc(n + 1);
+        if (!q)
+                return NULL;
+        *p++ = '\'';
+        for (const char *c = s; *c; c++)
+                if (*c == '\'')
+                        p = stpcpy(p, "'\\''");
+                else
+                        *p++ = *c;
+        *p++ = '\'';
+        *p = '\0';
+        return q;
+}

@@ -18,3 +18,7 @@ int safe_atoi64(const char *s, int64_t *ret);
 
 /* Constant-time comparison of two byte strings (length is not secret). */
 bool memeq_consttime(const void *a, size_t a_len, const void *b, size_t b_len);
+
+/* s as one shell word, for commands printed as advice: as is when it holds only characters no shell treats
+ * specially, else in single quotes (a ' inside becomes '\''). NULL on OOM. */
+char* shell_quote(const char *s);

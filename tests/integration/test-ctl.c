@@ -348,7 +348,7 @@ Test(ctl, unlock_refused_names_the_holder_and_the_option) {
         p = strstr(r.out, "as '");
         cr_assert(p && sscanf(p, "as '%127[^']'", holder) == 1, "%s", r.out);
         cr_assert(strncmp(holder, "ctl-", 4) == 0, "%s", holder);
-        snprintf(expect, sizeof(expect), "photonctl unlock 'deploy' --holder '%s'", holder);
+        snprintf(expect, sizeof(expect), "photonctl unlock deploy --holder %s", holder);
         assert_contains(r.out, expect);
         ctl_run_done(&r);
 
@@ -358,7 +358,7 @@ Test(ctl, unlock_refused_names_the_holder_and_the_option) {
         snprintf(expect, sizeof(expect), "Lock 'deploy' is held by '%s', not by this call (no --holder given)",
                  holder);
         assert_contains(r.err, expect);
-        snprintf(expect, sizeof(expect), "unlock 'deploy' --holder '%s'", holder);
+        snprintf(expect, sizeof(expect), "unlock deploy --holder %s", holder);
         assert_contains(r.err, expect);
         ctl_run_done(&r);
 
@@ -377,6 +377,12 @@ Test(ctl, unlock_refused_names_the_holder_and_the_option) {
         /* Nobody holds it now: without --holder that counts as released, as the protocol says. */
         r = ctl_run(NULL, "--socket", d->socket_path, "unlock", "deploy");
         cr_assert_eq(r.status, 0, "%s", r.err);
+        ctl_run_done(&r);
+
+        /* The advice is a command that works when pasted: a name with a space and a quote is quoted for the shell. */
+        r = ctl_run(NULL, "--socket", d->socket_path, "lock", "it's mine");
+        cr_assert_eq(r.status, 0, "%s", r.err);
+        assert_contains(r.out, "photonctl unlock 'it'\\''s mine' --holder ctl-");
         ctl_run_done(&r);
 
         daemon_free(d);
