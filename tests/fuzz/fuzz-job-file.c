@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: MIT */
+
+/* scheduler_load(): a job file (<base>/.data/<photon>/schedules/<jobId>.json, which the reference daemon and
+ * users write too) and the executions.jsonl history beside it, which the load sweeps and
+ * get_execution_history reads. Input: the job file's bytes, a NUL, the history's bytes (no NUL: no history).
+ * A minimal Manager as in test-lock.c; the scheduler is made and freed per input. */
+
+#include <assert.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <unistd.h>
+
+#include "fd-util.h"
+#include "fuzz.h"
+#include "json-util.h"
+#include "photond-limits.h"
+#include "photond-manager.h"
+#include "photond-schedule.h"
+
+static int noop_defer(sd_event_source *s, void *userdata) {
+        return 0;
+}
+
+static char base[] = "/tmp/photond-fuzz-jobs-XXXXXX";
+static char *dir, *job_path, *history_path;
+
+/* Made once (LeakSanitizer sees them still reachable at exit). */
+static Manager* fuzz_manager(void) {
+        static Manager manager;
+
+        if (!manager.event) {
+                limits_reset();
+                assert(mkdtemp(base));
+                manager.jobs_base_dir = base;
+                assert(asprintf(&dir, "%s/.data/p/schedules", base) > 0);
+                assert(asprintf(&job_path, "%s/j.json", dir) > 0);
+                assert(asprintf(&history_path, "%s/executions.jsonl", dir) > 0);
+                assert(mkdir_parents_and_self(dir, 0700) >= 0);
+                assert(sd_event_new(&manager.event) >= 0);
+                assert(sd_event_add_defer(manager.event, &manager.flush_event_source, noop_defer, NULL) >= 0);
+                assert(sd_event_source_set_enabled(manager.flush_event_source, SD_EVENT_OFF) >= 0);
+        }
+        return &manager;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+        if (ftw->level > 0 && flag != FTW_D && flag != FTW_DP)
+                (void) unlink(path);
+        return 0;
+}
+
+static void write_file(const char *path, const uint8_t *data, size_t size) {
+        _cleanup_close_ int fd = -EBADF;
+
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        assert(fd >= 0);
+        assert(write(fd, data, size) == (ssize_t) size);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+        _cleanup_(json_object_putp) struct json_object *entries = NULL, *jobs = NULL;
+        Manager *m = fuzz_manager();
+        const uint8_t *part;
+        size_t len;
+
+        fuzz_setup_logging();
+        /* Files of other runs (history rotations too). */
+        (void) nftw(base, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+
+        if (fuzz_next_part(&data, &size, '\0', &part, &len))
+                write_file(job_path, part, len);
+        if (data)
+                write_file(history_path, data, size);
+
+        if (scheduler_new(m, &m->scheduler) < 0)
+                return 0;
+        (void) scheduler_load(m->scheduler);
+        if (scheduler_list(m->scheduler, &jobs) >= 0)
+                assert(json_object_array_length(jobs) == scheduler_count(m->scheduler));
+        (void) schedule_history_read(history_path, NULL, 0, 0, 1700000000000, &entries);
+        m->scheduler = scheduler_free(m->scheduler);
+        return 0;
+}
