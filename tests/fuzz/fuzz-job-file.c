@@ -24,6 +24,15 @@ static int noop_defer(sd_event_source *s, void *userdata) {
 static char base[] = "/tmp/photond-fuzz-jobs-XXXXXX";
 static char *dir, *job_path, *history_path;
 
+static int remove_any(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+        (void) remove(path);
+        return 0;
+}
+
+static void remove_base(void) {
+        (void) nftw(base, remove_any, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 /* Made once (LeakSanitizer sees them still reachable at exit). */
 static Manager* fuzz_manager(void) {
         static Manager manager;
@@ -31,6 +40,7 @@ static Manager* fuzz_manager(void) {
         if (!manager.event) {
                 limits_reset();
                 assert(mkdtemp(base));
+                assert(atexit(remove_base) == 0);
                 manager.jobs_base_dir = base;
                 assert(asprintf(&dir, "%s/.data/p/schedules", base) > 0);
                 assert(asprintf(&job_path, "%s/j.json", dir) > 0);

@@ -21,15 +21,24 @@ static int noop_defer(sd_event_source *s, void *userdata) {
         return 0;
 }
 
+static void clean_dir(const char *path);
+
+static char state_dir[] = "/tmp/photond-fuzz-state-XXXXXX";
+
+static void remove_dir(void) {
+        clean_dir(state_dir);
+        (void) rmdir(state_dir);
+}
+
 /* Made once (LeakSanitizer sees them still reachable at exit). */
 static Manager* fuzz_manager(void) {
         static Manager manager;
-        static char dir[] = "/tmp/photond-fuzz-state-XXXXXX";
 
         if (!manager.event) {
                 limits_reset();
-                assert(mkdtemp(dir));
-                manager.state_dir = dir;
+                assert(mkdtemp(state_dir));
+                assert(atexit(remove_dir) == 0);
+                manager.state_dir = state_dir;
                 assert(sd_event_new(&manager.event) >= 0);
                 assert(sd_event_add_defer(manager.event, &manager.flush_event_source, noop_defer, NULL) >= 0);
                 assert(sd_event_source_set_enabled(manager.flush_event_source, SD_EVENT_OFF) >= 0);
