@@ -105,7 +105,6 @@ static int absolute_path(const char *p, char **ret) {
 }
 
 static int manager_setup_paths(Manager *m, const ManagerConfig *config) {
-        _cleanup_free_ char *dir = NULL;
         const char *home, *e;
         int r;
 

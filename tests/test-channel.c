@@ -62,7 +62,7 @@ static void request(Client *c, const char *fmt, ...) {
         _cleanup_(request_freep) Request *req = NULL;
         _cleanup_free_ char *line = NULL, *error = NULL, *id = NULL;
         va_list ap;
-        int r;
+        int r = -EINVAL;
 
         va_start(ap, fmt);
         cr_assert(vasprintf(&line, fmt, ap) >= 0);

@@ -109,7 +109,7 @@ static int64_t jint(struct json_object *o, const char *a, const char *b) {
 static void request(Client *c, const char *line) {
         Request *req = NULL;
         char *error = NULL, *id = NULL;
-        int r;
+        int r = -EINVAL;
 
         cr_assert_eq(request_parse(line, strlen(line), &req, &error, &id), 0, "%s: %s", line, error);
         switch (req->type) {
