@@ -10,6 +10,7 @@
 #include <systemd/sd-bus.h>
 #include <unistd.h>
 
+#include "event-util.h"
 #include "json-util.h"
 #include "log.h"
 #include "photond-bus.h"
@@ -674,8 +675,7 @@ static void bus_schedule_reconnect(Manager *m) {
 
         m->bus_reconnect_usec = MIN(delay * 2, BUS_RECONNECT_MAX_USEC);
         m->bus_retrying = true;
-        if (sd_event_source_set_time_relative(m->bus_reconnect_event_source, delay) < 0 ||
-            sd_event_source_set_enabled(m->bus_reconnect_event_source, SD_EVENT_ONESHOT) < 0)
+        if (event_source_arm_relative(m->bus_reconnect_event_source, delay) < 0)
                 log_warning("Failed to arm the bus reconnect timer; staying without D-Bus.");
 }
 

@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include <uthash.h>
 
+#include "event-util.h"
 #include "json-util.h"
 #include "log.h"
 #include "photond-channel.h"
@@ -1018,9 +1019,7 @@ static void exec_maybe_finish(DispatchCall *call) {
 
         /* The handler is gone but something (a grandchild) still holds its output open: wait briefly. */
         x->phase = EXEC_EXITED;
-        r = sd_event_source_set_time_relative(call->timer_source, EXIT_GRACE_USEC);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(call->timer_source, SD_EVENT_ONESHOT);
+        r = event_source_arm_relative(call->timer_source, EXIT_GRACE_USEC);
         if (r < 0) {
                 log_warning_errno(r, "Failed to arm the exit grace timer, finishing now: %m");
                 exec_finish(call);
@@ -1215,9 +1214,7 @@ static int on_call_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 x->timed_out = true;
                 x->phase = EXEC_TERM_SENT;
                 exec_kill(x, SIGTERM);
-                r = sd_event_source_set_time_relative(s, limits.HANDLER_KILL_GRACE_MS * USEC_PER_MSEC);
-                if (r >= 0)
-                        r = sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+                r = event_source_arm_relative(s, limits.HANDLER_KILL_GRACE_MS * USEC_PER_MSEC);
                 if (r < 0) {
                         x->phase = EXEC_KILL_SENT;
                         exec_kill(x, SIGKILL);

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "event-util.h"
 #include "fd-util.h"
 #include "json-util.h"
 #include "log.h"
@@ -484,16 +485,11 @@ static void manager_schedule_status(Manager *m) {
 
         if (m->shutting_down)
                 return;
-        if (m->status_event_source) {
-                (void) sd_event_source_get_enabled(m->status_event_source, &enabled);
-                if (enabled != SD_EVENT_OFF)
-                        return;
-                r = sd_event_source_set_time_relative(m->status_event_source, USEC_PER_SEC);
-                if (r >= 0)
-                        r = sd_event_source_set_enabled(m->status_event_source, SD_EVENT_ONESHOT);
-        } else
-                r = sd_event_add_time_relative(m->event, &m->status_event_source, CLOCK_MONOTONIC, USEC_PER_SEC,
-                                               USEC_PER_SEC / 10, on_status_timer, m);
+        if (m->status_event_source &&
+            sd_event_source_get_enabled(m->status_event_source, &enabled) >= 0 && enabled != SD_EVENT_OFF)
+                return;
+        r = event_reset_time_relative(m->event, &m->status_event_source, CLOCK_MONOTONIC, USEC_PER_SEC,
+                                      USEC_PER_SEC / 10, on_status_timer, m, "status");
         if (r < 0)
                 log_debug_errno(r, "Failed to arm the status timer: %m");
 }
@@ -529,14 +525,8 @@ static bool manager_save_state(Manager *m) {
                 log_error_errno(r, "Failed to save the state in %s (state.json, state.journal), holding every "
                                 "reply until it can be saved (retrying each second): %m", m->state_dir);
         m->state_unsaved = true;
-        if (!m->state_retry_event_source)
-                r = sd_event_add_time_relative(m->event, &m->state_retry_event_source, CLOCK_MONOTONIC,
-                                               USEC_PER_SEC, USEC_PER_SEC / 10, on_state_retry, m);
-        else {
-                r = sd_event_source_set_time_relative(m->state_retry_event_source, USEC_PER_SEC);
-                if (r >= 0)
-                        r = sd_event_source_set_enabled(m->state_retry_event_source, SD_EVENT_ONESHOT);
-        }
+        r = event_reset_time_relative(m->event, &m->state_retry_event_source, CLOCK_MONOTONIC, USEC_PER_SEC,
+                                      USEC_PER_SEC / 10, on_state_retry, m, "state-retry");
         if (r < 0)
                 log_error_errno(r, "Failed to arm the state write retry timer: %m");
         return false;
@@ -628,11 +618,8 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                                 log_warning_errno(errno, "Cannot accept connections (%m), pausing for %" PRIu64 " ms.",
                                                   limits.ACCEPT_PAUSE_MS);
                                 (void) sd_event_source_set_enabled(m->control_event_source, SD_EVENT_OFF);
-                                r = sd_event_source_set_time_relative(m->accept_pause_event_source,
-                                                                      limits.ACCEPT_PAUSE_MS * USEC_PER_MSEC);
-                                if (r >= 0)
-                                        r = sd_event_source_set_enabled(m->accept_pause_event_source,
-                                                                        SD_EVENT_ONESHOT);
+                                r = event_source_arm_relative(m->accept_pause_event_source,
+                                                              limits.ACCEPT_PAUSE_MS * USEC_PER_MSEC);
                                 if (r < 0)
                                         log_error_errno(r, "Failed to arm the accept pause timer: %m");
                                 return 0;
