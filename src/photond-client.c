@@ -18,7 +18,6 @@
 #include "photond-client.h"
 #include "photond-limits.h"
 #include "photond-manager.h"
-#include "photond-schedule.h"
 #include "photond-protocol.h"
 
 ClientLineHandler client_line_handler = NULL;
@@ -79,8 +78,7 @@ static void client_on_io(Client *c, uint32_t revents) {
         int r;
 
         if (revents & EPOLLOUT) {
-                /* Replies and events wait for the state and job-file writes that cover them (manager_flush()). */
-                if (c->manager && (c->manager->state_unsaved || scheduler_unsaved(c->manager->scheduler))) {
+                if (c->manager && manager_output_held(c->manager)) {
                         client_mark_dirty(c);
                         goto read;
                 }

@@ -494,6 +494,12 @@ static void manager_schedule_status(Manager *m) {
                 log_debug_errno(r, "Failed to arm the status timer: %m");
 }
 
+bool manager_output_held(Manager *m) {
+        /* Replies and events wait for the state and job-file writes that cover them: pending job writes leave
+         * with the next manager_flush(), a failed state write until one succeeds. */
+        return m->state_unsaved || scheduler_unsaved(m->scheduler);
+}
+
 static int on_state_retry(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
 

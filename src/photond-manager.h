@@ -158,6 +158,9 @@ void manager_state_changed(Manager *m);
 /* The bus name request was answered (either way): READY=1 may go out. */
 void manager_bus_name_settled(Manager *m);
 
+/* True while queued output must not leave yet: a state or job-file write that covers it is still to be made. */
+bool manager_output_held(Manager *m);
+
 /* Asks the bus object to announce property changes (coalesced). */
 void manager_bus_changed(Manager *m);
 
