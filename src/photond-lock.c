@@ -1340,36 +1340,52 @@ uint64_t lock_table_token_mark(LockTable *t) {
         return t->reserved_token;
 }
 
-int lock_table_save_changes(LockTable *t, struct json_object *records) {
+/* {"set":{...}} as lock_json_new() prints it (a unit test compares the two). */
+#define LOCK_SET_FIXED_SIZE (sizeof("{\"set\":{\"name\":,\"holder\":,\"acquiredAt\":,\"expiresAt\":,\"fencingToken\":}}\n") + \
+                             3 * JSON_INT64_SIZE_MAX)
+#define LOCK_DEL_FIXED_SIZE sizeof("{\"del\":}\n")
+
+int lock_table_changes_size_max(LockTable *t, size_t *ret) {
+        size_t n = 0;
+
         if (t->changes_lost)
                 return -ESTALE;
+        for (size_t i = 0; i < t->n_removed; i++)
+                n += LOCK_DEL_FIXED_SIZE + JSON_STRING_SIZE_MAX(strlen(t->removed[i]));
+        for (size_t i = 0; i < t->n_changed; i++)
+                if (t->changed[i])
+                        n += LOCK_SET_FIXED_SIZE + JSON_STRING_SIZE_MAX(strlen(t->changed[i]->name)) +
+                             JSON_STRING_SIZE_MAX(strlen(t->changed[i]->holder));
+        *ret = n;
+        return 0;
+}
 
+char* lock_table_put_changes(LockTable *t, char *p) {
         /* Removals first: a name gone and taken again in the same iteration is then a new lock at the end of the
          * acquisition order after a replay, as it is here. */
         for (size_t i = 0; i < t->n_removed; i++) {
-                struct json_object *r = json_object_new_object();
-
-                if (!r || json_object_array_add(records, r) < 0) {
-                        json_object_put(r);
-                        return -ENOMEM;
-                }
-                if (json_add_string(r, "del", t->removed[i]) < 0)
-                        return -ENOMEM;
+                p = stpcpy(p, "{\"del\":");
+                p = json_put_string(p, t->removed[i]);
+                p = stpcpy(p, "}\n");
         }
         for (size_t i = 0; i < t->n_changed; i++) {
-                struct json_object *r;
+                const Lock *l = t->changed[i];
 
-                if (!t->changed[i])
+                if (!l)
                         continue;
-                r = json_object_new_object();
-                if (!r || json_object_array_add(records, r) < 0) {
-                        json_object_put(r);
-                        return -ENOMEM;
-                }
-                if (json_add(r, "set", lock_json_new(t->changed[i])) < 0)
-                        return -ENOMEM;
+                p = stpcpy(p, "{\"set\":{\"name\":");
+                p = json_put_string(p, l->name);
+                p = stpcpy(p, ",\"holder\":");
+                p = json_put_string(p, l->holder);
+                p = stpcpy(p, ",\"acquiredAt\":");
+                p = json_put_int64(p, l->acquired_at);
+                p = stpcpy(p, ",\"expiresAt\":");
+                p = json_put_int64(p, l->expires_at);
+                p = stpcpy(p, ",\"fencingToken\":");
+                p = json_put_int64(p, (int64_t) l->token);
+                p = stpcpy(p, "}}\n");
         }
-        return 0;
+        return p;
 }
 
 void lock_table_changes_saved(LockTable *t) {

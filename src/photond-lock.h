@@ -67,11 +67,12 @@ int lock_table_add_status(LockTable *t, struct json_object *data);
 int lock_table_save_state(LockTable *t, struct json_object *state);
 int lock_table_load_state(LockTable *t, struct json_object *state);
 
-/* The changes since the last state write, for state.journal (photond-store.c): appends {"set":{...}} (a lock as in
- * state.json) for every lock changed and {"del":"name"} for every lock gone to the array records, the removals
- * first. -ESTALE when a change could not be recorded (out of memory at the time): only a whole snapshot is then
- * complete. */
-int lock_table_save_changes(LockTable *t, struct json_object *records);
+/* The changes since the last state write, as state.journal lines (photond-store.c): {"set":{...}} (a lock as in
+ * state.json) for every lock changed and {"del":"name"} for every lock gone, the removals first. size_max gives
+ * the room put needs (-ESTALE when a change could not be recorded, out of memory at the time: only a whole
+ * snapshot is then complete); put writes them at p and returns the end. */
+int lock_table_changes_size_max(LockTable *t, size_t *ret);
+char* lock_table_put_changes(LockTable *t, char *p);
 /* The recorded changes are written (journal or snapshot): forget them. */
 void lock_table_changes_saved(LockTable *t);
 /* Applies one journal record over the loaded state: the fencing-token mark always (it only rises), "set" and "del"

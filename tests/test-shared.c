@@ -144,3 +144,32 @@ Test(shared, shell_quote) {
                 free(q);
         }
 }
+
+/* json_put_string() prints what json-c prints (JSON_FORMAT_FLAGS), for every byte value. */
+Test(shared, json_put_string_matches_json_c) {
+        char s[256], out[JSON_STRING_SIZE_MAX(255) + 1], *end;
+        struct json_object *o;
+
+        for (int c = 1; c < 256; c++) {
+                snprintf(s, sizeof(s), "a%cb", c);
+                o = json_object_new_string(s);
+                end = json_put_string(out, s);
+                *end = '\0';
+                cr_assert_str_eq(out, json_object_to_json_string_ext(o, JSON_FORMAT_FLAGS), "byte %d", c);
+                json_object_put(o);
+        }
+
+        for (int c = 1; c < 256; c++)
+                s[c - 1] = (char) c;
+        s[255] = '\0';
+        o = json_object_new_string(s);
+        end = json_put_string(out, s);
+        cr_assert_leq((size_t) (end - out), JSON_STRING_SIZE_MAX(255));
+        *end = '\0';
+        cr_assert_str_eq(out, json_object_to_json_string_ext(o, JSON_FORMAT_FLAGS));
+        json_object_put(o);
+
+        end = json_put_int64(out, INT64_MIN);
+        cr_assert_str_eq(out, "-9223372036854775808");
+        cr_assert_eq(end - out, 20);
+}

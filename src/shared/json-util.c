@@ -135,3 +135,35 @@ int json_parse(const char *buf, size_t len, struct json_object **ret, const char
         *ret = o;
         return 0;
 }
+
+char* json_put_string(char *p, const char *s) {
+        static const char hex[] = "0123456789abcdef";
+
+        *p++ = '"';
+        for (; *s; s++) {
+                unsigned char c = (unsigned char) *s;
+
+                switch (c) {
+                case '"':  p = mempcpy(p, "\\\"", 2); break;
+                case '\\': p = mempcpy(p, "\\\\", 2); break;
+                case '\b': p = mempcpy(p, "\\b", 2); break;
+                case '\f': p = mempcpy(p, "\\f", 2); break;
+                case '\n': p = mempcpy(p, "\\n", 2); break;
+                case '\r': p = mempcpy(p, "\\r", 2); break;
+                case '\t': p = mempcpy(p, "\\t", 2); break;
+                default:
+                        if (c < ' ') {
+                                p = mempcpy(p, "\\u00", 4);
+                                *p++ = hex[c >> 4];
+                                *p++ = hex[c & 0xf];
+                        } else
+                                *p++ = (char) c;
+                }
+        }
+        *p++ = '"';
+        return p;
+}
+
+char* json_put_int64(char *p, int64_t v) {
+        return p + sprintf(p, "%" PRIi64, v);
+}

@@ -36,3 +36,12 @@ int json_add_bool(struct json_object *o, const char *key, bool value);
 /* Parses exactly one JSON value from buf (len bytes); trailing whitespace is allowed. On a syntax error returns
  * -EINVAL and, if ret_error is non-NULL, a static description. */
 int json_parse(const char *buf, size_t len, struct json_object **ret, const char **ret_error);
+
+/* For the few records written on every iteration of a hot path (the lock journal), where a json-c tree per line
+ * cost as much as the write itself: s as a JSON string, quotes included, byte for byte as json-c prints it with
+ * JSON_FORMAT_FLAGS, at p, which must have room for JSON_STRING_SIZE_MAX(strlen(s)). Returns the end. */
+#define JSON_STRING_SIZE_MAX(len) (6 * (size_t) (len) + 2)
+char* json_put_string(char *p, const char *s);
+/* v in decimal at p (room for JSON_INT64_SIZE_MAX bytes, its NUL included). Returns the end. */
+#define JSON_INT64_SIZE_MAX 21
+char* json_put_int64(char *p, int64_t v);
