@@ -776,6 +776,29 @@ static void check_scan_agrees_with_json_c(const char *line, size_t len, unsigned
                   "message differs from json-c's: %.*s vs %s", (int) s.message_len, s.message, text);
 }
 
+/* Strings are skipped eight bytes at a time: a byte that needs a look, at any place in a run, in any word, is still
+ * seen (a control character refused, an escape taken), and plain bytes of any value are taken. */
+Test(channel, publish_scan_sees_every_byte_of_a_long_string) {
+        static const char *const specials[] = { "\"", "\\", "\x01", "\x1f", "\n", "\x7f", "\x80", "\xc3\xa9",
+                                                "\\\"", "\\n", "\\u0001", " " };
+        unsigned taken = 0;
+        char line[256];
+
+        for (size_t k = 0; k < ELEMENTSOF(specials); k++)
+                for (unsigned len = 0; len < 40; len++)
+                        for (unsigned at = 0; at <= len; at++) {
+                                int n = snprintf(line, sizeof(line),
+                                                 "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":\"%.*s%s%.*s\"}",
+                                                 (int) at, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", specials[k],
+                                                 (int) (len - at), "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy");
+                                bool valid = k >= 5;    /* '"' ends the string early; '\\' alone and controls are errors */
+
+                                check_scan_agrees_with_json_c(line, (size_t) n, &taken);
+                                cr_assert_eq(scans(line), valid, "%s", line);
+                        }
+        cr_assert_gt(taken, 0);
+}
+
 Test(channel, publish_scan_agrees_with_json_c_on_mutations) {
         static const char *const seeds[] = {
                 "{\"type\":\"publish\",\"id\":\"p1\",\"channel\":\"a:b\",\"message\":{\"k\":[1,-2,0.5,1e3,\"x\\n\\u0001\",true,null,{}]}}",
