@@ -163,14 +163,10 @@ static size_t line_head(char *buf, bool replay, uint64_t id) {
         return p - buf;
 }
 
-/* The loop's time (sd_event_now()): every publish of one iteration sees the same instant, which costs no clock read
- * per message; eventIds still rise by one within it. */
+/* The batch's time (manager_now()): every publish of one batch sees the same instant, which costs no clock read per
+ * message; eventIds still rise by one within it. */
 static uint64_t loop_usec(Manager *m, clockid_t clock) {
-        uint64_t t;
-
-        if (m && m->event && sd_event_now(m->event, clock, &t) >= 0)
-                return t;
-        return now_usec(clock);
+        return m ? manager_now(m, clock) : now_usec(clock);
 }
 
 static int64_t default_wall_ms(void *userdata) {

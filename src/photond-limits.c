@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "macro.h"
 #include "photond-limits.h"
 #include "string-util.h"
 
@@ -28,6 +29,11 @@ static const struct {
 #undef _LIMIT_ENTRY
 };
 
+bool limit_may_be_zero(const char *name) {
+        /* Settings rather than caps, where 0 turns the feature off. */
+        return streq(name, "BUSY_POLL_US");
+}
+
 void limits_reset(void) {
         limits = limits_default;
 }
@@ -42,7 +48,7 @@ int limits_load_from_env(const char **ret_bad) {
                 v = getenv(var);
                 if (!v)
                         continue;
-                if (safe_atou64(v, &u) < 0 || u == 0) {
+                if (safe_atou64(v, &u) < 0 || (u == 0 && !limit_may_be_zero(limit_table[i].name))) {
                         if (ret_bad)
                                 *ret_bad = limit_table[i].name;
                         return -EINVAL;

@@ -5,6 +5,7 @@
  * the environment variable PHOTOND_<NAME> (a decimal number), e.g. PHOTOND_MAX_LINE_BYTES=4194304; see photond(8).
  * The reference daemon has none of these caps: they are what keeps one bad client from exhausting the daemon. */
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /*        NAME                                    default                    meaning */
@@ -15,6 +16,7 @@
         X(MAX_WRITE_QUEUE_BYTES,                (4 * 1024 * 1024)) /* bytes queued to one client */             \
         X(ACCEPT_PAUSE_MS,                      100)               /* listener pause after EMFILE/ENFILE */     \
         X(SHUTDOWN_FLUSH_MS,                    500)               /* time to flush clients on shutdown */      \
+        X(BUSY_POLL_US,                         20)                /* poll clients before sleeping; 0: off */   \
         /* pub/sub */                                                                                           \
         X(MAX_SUBSCRIPTIONS_PER_CLIENT,         1024)                                                           \
         X(MAX_CHANNEL_NAME_BYTES,               256)                                                            \
@@ -66,6 +68,9 @@ extern Limits limits;
 
 /* Resets every limit to its default. */
 void limits_reset(void);
+
+/* Whether 0 is a valid value of the limit name (it then turns something off); else limits are positive. */
+bool limit_may_be_zero(const char *name);
 
 /* Applies PHOTOND_<NAME> variables. Returns 0, or -EINVAL with *ret_bad naming the first bad variable. */
 int limits_load_from_env(const char **ret_bad);

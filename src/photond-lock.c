@@ -124,11 +124,9 @@ static struct json_object* lock_json_new(const Lock *l) {
 LockTime lock_table_now(LockTable *t) {
         uint64_t boot, wall;
 
-        /* The loop's cached time: every request of one iteration sees the same instant, and it costs no syscall. */
-        if (sd_event_now(t->event, CLOCK_BOOTTIME, &boot) < 0)
-                boot = now_usec(CLOCK_BOOTTIME);
-        if (sd_event_now(t->event, CLOCK_REALTIME, &wall) < 0)
-                wall = now_usec(CLOCK_REALTIME);
+        /* The batch's time: every request of one batch sees the same instant, and it costs no syscall. */
+        boot = manager_now(t->manager, CLOCK_BOOTTIME);
+        wall = manager_now(t->manager, CLOCK_REALTIME);
         return (LockTime) { .boot_usec = boot, .wall_ms = (int64_t) (wall / USEC_PER_MSEC) };
 }
 

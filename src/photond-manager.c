@@ -70,6 +70,14 @@ int64_t now_ms(void) {
         return (int64_t) (now_usec(CLOCK_REALTIME) / USEC_PER_MSEC);
 }
 
+uint64_t manager_now(Manager *m, clockid_t clock) {
+        uint64_t t;
+
+        if (!m->event || sd_event_now(m->event, clock, &t) < 0)
+                return now_usec(clock);
+        return t + m->batch_time_offset;
+}
+
 /* ---- paths ---- */
 
 static int path_join(char **ret, const char *a, const char *b) {
@@ -253,6 +261,7 @@ int manager_build_status(Manager *m, struct json_object **ret) {
             (r = json_add_int64(data, "startedAt", (int64_t) (m->started_at_usec / USEC_PER_MSEC))) < 0 ||
             (r = json_add_string(data, "instance", m->system ? "system" : "user")) < 0 ||
             (r = json_add_int64(data, "writeQueueDisconnects", (int64_t) m->n_clients_dropped_queue)) < 0 ||
+            (r = json_add_int64(data, "busyPollBatches", (int64_t) m->busy_poll_batches)) < 0 ||
             (r = json_add(data, "capabilities", TAKE_PTR(caps))) < 0)
                 return r;
 
@@ -432,7 +441,7 @@ void manager_client_disconnect(Manager *m, Client *c) {
 
         log_debug("Client %" PRIu64 " disconnected.", c->serial);
         if (m->idle_event_source)
-                (void) sd_event_now(m->event, CLOCK_MONOTONIC, &m->idle_last_activity_usec);
+                m->idle_last_activity_usec = manager_now(m, CLOCK_MONOTONIC);
         /* Subsystems drop their references first, while the client is still whole. */
         channels_client_gone(m->channels, c);
         lock_table_client_gone(m->locks, c);
@@ -893,8 +902,9 @@ int manager_startup(Manager *m) {
                 char var[96];
 
                 snprintf(var, sizeof(var), "PHOTOND_%s", bad);
-                return log_error_errno(r, "Invalid %s=%s in the environment: a limit is a positive decimal number.",
-                                       var, getenv(var) ?: "");
+                return log_error_errno(r, "Invalid %s=%s in the environment: %s.", var, getenv(var) ?: "",
+                                       limit_may_be_zero(bad) ? "a decimal number (0: off)" :
+                                                                "a limit is a positive decimal number");
         }
 
         r = listen_fds_collect(&fds);

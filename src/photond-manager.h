@@ -74,6 +74,10 @@ typedef struct Manager {
         LIST_HEAD(Client, read_more_clients);   /* photond-client.c: data left after a full read */
         sd_event_source *read_more_event_source;
         uint64_t client_serial;
+        bool one_cpu;                   /* photond-client.c: no busy polling */
+        uint64_t batch_time_offset;     /* µs since the loop's time when busy polling found this batch */
+        uint64_t busy_poll_batches;     /* batches busy polling found (status) */
+        uint64_t last_batch_end;        /* CLOCK_MONOTONIC µs: when the last batch of clients was served */
 
         /* coalesced work: one flush (and one state write) per loop iteration */
         LIST_HEAD(Client, dirty_clients);
@@ -167,3 +171,6 @@ void manager_bus_changed(Manager *m);
 /* Current time helpers. */
 uint64_t now_usec(clockid_t clock);
 int64_t now_ms(void);   /* CLOCK_REALTIME in milliseconds, as the protocol's timestamps */
+/* The time of the batch of requests being served, which every request of it sees (no clock read per request): the
+ * loop's (sd_event_now()), or, for a batch found by busy polling (photond-client.c), the time it was found. */
+uint64_t manager_now(Manager *m, clockid_t clock);

@@ -44,6 +44,23 @@ Test(limits, bad_values_are_named) {
         }
 }
 
+/* Busy polling is a setting: 0 turns it off; anything not a number is still refused. */
+Test(limits, busy_poll_may_be_zero) {
+        const char *name = NULL;
+
+        setenv("PHOTOND_BUSY_POLL_US", "0", 1);
+        cr_assert_eq(limits_load_from_env(NULL), 0);
+        cr_assert_eq(limits.BUSY_POLL_US, 0);
+        cr_assert(limit_may_be_zero("BUSY_POLL_US"));
+        cr_assert_not(limit_may_be_zero("MAX_LINE_BYTES"));
+
+        limits_reset();
+        setenv("PHOTOND_BUSY_POLL_US", "off", 1);
+        cr_assert_eq(limits_load_from_env(&name), -EINVAL);
+        cr_assert_str_eq(name, "BUSY_POLL_US");
+        unsetenv("PHOTOND_BUSY_POLL_US");
+}
+
 Test(limits, table_lists_every_limit) {
         uint64_t value, def;
         unsigned n = 0;

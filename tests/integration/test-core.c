@@ -4,11 +4,14 @@
  * many connections, fd exhaustion, graceful shutdown. */
 
 #include <criterion/criterion.h>
+#include <inttypes.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -518,4 +521,108 @@ Test(core, shutdown_refused_to_other_users) {
         conn_close(c);
         daemon_free(d);
         rmdir(dir);
+}
+
+static int64_t wall_ms(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t status_busy_poll_batches(Conn *c) {
+        struct json_object *o = conn_request(c, "st", "{\"type\":\"status\",\"id\":\"st\"}");
+        int64_t n = jint(o, "data.busyPollBatches");
+
+        json_object_put(o);
+        return n;
+}
+
+/* Busy polling (PHOTOND_BUSY_POLL_US): a client in a tight request/reply loop keeps photond polling for its next
+ * request instead of sleeping. Meanwhile a request still sees the time it was found, never the older time the loop
+ * woke up at (acquiredAt is never before the request was sent), another client's short lock still expires on
+ * time, and SIGTERM still stops photond at once. */
+Test(core, busy_polling_keeps_time_expiry_and_signals) {
+        Daemon *d = daemon_start(NULL);
+        Conn *c = conn_open(d), *other = conn_open(d);
+        struct json_object *o;
+        int64_t expires_at, freed_seen = 0, held_late = 0;
+        unsigned stale = 0, rounds = 0;
+        uint64_t start, t0;
+        cpu_set_t cpus;
+        int status;
+        pid_t pid;
+
+        o = conn_request(other, "s", "{\"type\":\"lock\",\"id\":\"s\",\"lockName\":\"short\",\"sessionId\":\"o\","
+                                     "\"lockTimeout\":150}");
+        cr_assert(jbool(o, "data.acquired"));
+        json_object_put(o);
+        o = conn_request(other, "q", "{\"type\":\"query_lock\",\"id\":\"q\",\"lockName\":\"short\"}");
+        expires_at = jint(o, "data.expiresAt");
+        json_object_put(o);
+
+        start = mono_ms();
+        while (mono_ms() - start < 400) {
+                int64_t sent = wall_ms();
+
+                o = conn_request(c, "l", "{\"type\":\"lock\",\"id\":\"l\",\"lockName\":\"hot\",\"sessionId\":\"h\"}");
+                cr_assert(jbool(o, "data.acquired"), "%s", json_object_to_json_string(o));
+                json_object_put(o);
+                o = conn_request(c, "h", "{\"type\":\"query_lock\",\"id\":\"h\",\"lockName\":\"hot\"}");
+                if (jint(o, "data.acquiredAt") < sent)
+                        stale++;
+                json_object_put(o);
+                o = conn_request(c, "u", "{\"type\":\"unlock\",\"id\":\"u\",\"lockName\":\"hot\",\"sessionId\":\"h\"}");
+                json_object_put(o);
+
+                if (++rounds % 8 == 0) {
+                        int64_t asked = wall_ms();
+                        bool held;
+
+                        o = conn_request(c, "q", "{\"type\":\"query_lock\",\"id\":\"q\",\"lockName\":\"short\"}");
+                        held = jstr(o, "data.holder") != NULL;
+                        json_object_put(o);
+                        if (!held && freed_seen == 0)
+                                freed_seen = asked;
+                        if (held && asked > expires_at + 20)
+                                held_late++;
+                }
+        }
+        cr_assert_eq(stale, 0, "%u of %u requests saw a time before they were sent", stale, rounds);
+        cr_assert_eq(held_late, 0, "the 150 ms lock was still held 20 ms after it expired");
+        cr_assert_geq(freed_seen, expires_at - 1, "the 150 ms lock was free before it expired");
+
+        CPU_ZERO(&cpus);
+        cr_assert_eq(sched_getaffinity(0, sizeof(cpus), &cpus), 0);
+        if (CPU_COUNT(&cpus) >= 2)
+                cr_assert_gt(status_busy_poll_batches(other), 0, "no batch was found by busy polling in %u rounds",
+                             rounds);
+
+        /* A client that never pauses does not keep photond from its signals. */
+        pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                Conn *h = conn_open(d);
+
+                for (;;) {
+                        o = conn_recv(h, 0);
+                        conn_send(h, "{\"type\":\"ping\",\"id\":\"p\"}");
+                        o = conn_recv(h, 2000);
+                        if (!o)
+                                _exit(0);
+                        json_object_put(o);
+                }
+        }
+        t0 = status_busy_poll_batches(other);
+        while (status_busy_poll_batches(other) < (int64_t) t0 + 100 && CPU_COUNT(&cpus) >= 2)
+                ;
+        t0 = mono_ms();
+        status = daemon_signal_and_wait(d, SIGTERM);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+        cr_assert_lt(mono_ms() - t0, 2000, "SIGTERM took %" PRIu64 " ms under load", mono_ms() - t0);
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+
+        conn_close(c);
+        conn_close(other);
+        daemon_free(d);
 }
