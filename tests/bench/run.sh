@@ -85,6 +85,8 @@ stop_server() {
 }
 
 run_n=0
+# Extra environment for photond: the "busy polling off" rows set PHOTOND_BUSY_POLL_US=0 (photond(8)).
+photond_env=
 start_redis() {
         run_n=$((run_n + 1))
         sock=$tmp/redis.$run_n.sock
@@ -99,7 +101,7 @@ start_photond() {
         local home=$home_base/home.$run_n
         mkdir -p "$home"
         sock=$home/.data/daemon.sock
-        server_pid=$(PHOTON_HOME=$home "$bench" start --log "$tmp/photond.log" -- \
+        server_pid=$(env $photond_env PHOTON_HOME="$home" "$bench" start --log "$tmp/photond.log" -- \
                 "$photond" --bus=none --socket "$sock")
         pids+=("$server_pid")
 }
@@ -165,21 +167,24 @@ for scenario in $scenarios; do
                 ratios=""
                 for cfg in "10 64 $m10" "10 1024 $m10" "100 64 $m100" "100 1024 $m100"; do
                         set -- $cfg
-                        rp=$tmp/fanout.$1.$2.photond rr=$tmp/fanout.$1.$2.redis
-                        : >"$rp"; : >"$rr"
+                        rp=$tmp/fanout.$1.$2.photond rr=$tmp/fanout.$1.$2.redis rn=$tmp/fanout.$1.$2.nopoll
+                        : >"$rp"; : >"$rr"; : >"$rn"
                         for _ in $(seq "$rounds"); do
                                 run photond "$rp" fanout --subscribers "$1" --bytes "$2" --messages "$3"
                                 run redis "$rr" fanout --subscribers "$1" --bytes "$2" --messages "$3"
+                                photond_env=PHOTOND_BUSY_POLL_US=0
+                                run photond "$rn" fanout --subscribers "$1" --bytes "$2" --messages "$3"
+                                photond_env=
                         done
-                        p=$(median_row "$rp" 5) r=$(median_row "$rr" 5)
-                        echo "$p" >>"$out"
-                        echo "$r" >>"$out"
-                        ratios+="| S=$1 B=$2 | $(ratio "$(cell "$p" 5)" "$(cell "$r" 5)") | $(ratio "$(cell "$p" 7)" "$(cell "$r" 7)") |"$'\n'
+                        p=$(median_row "$rp" 5) r=$(median_row "$rr" 5) n=$(median_row "$rn" 5 | sed 's/^| photond |/| photond, busy polling off |/')
+                        printf '%s\n' "$p" "$r" "$n" >>"$out"
+                        ratios+="| S=$1 B=$2 | $(ratio "$(cell "$p" 5)" "$(cell "$r" 5)") | $(ratio "$(cell "$p" 7)" "$(cell "$r" 7)") |"
+                        ratios+=" $(ratio "$(cell "$n" 5)" "$(cell "$r" 5)") | $(ratio "$(cell "$n" 7)" "$(cell "$r" 7)") |"$'\n'
                 done
                 {
                         echo
-                        echo "| fanout ratio photond/Redis | delivered msg/s (target ≥ 1.0) | p99 latency (target ≤ 1.0) |"
-                        echo "|---|---|---|"
+                        echo "| fanout ratio photond/Redis | delivered msg/s (target ≥ 1.0) | p99 latency (target ≤ 1.0) | busy polling off: msg/s | busy polling off: p99 |"
+                        echo "|---|---|---|---|---|"
                         printf '%s' "$ratios"
                         echo
                 } >>"$out"
@@ -216,13 +221,17 @@ for scenario in $scenarios; do
                 } >>"$out"
                 ratios=""
                 for k in 1 64; do
-                        rp=$tmp/locks.$k.photond rr=$tmp/locks.$k.redis rw=$tmp/locks.$k.wait rt=$tmp/locks.$k.tmpfs
-                        : >"$rp"; : >"$rr"; : >"$rw"; : >"$rt"
+                        rp=$tmp/locks.$k.photond rr=$tmp/locks.$k.redis rw=$tmp/locks.$k.wait rn=$tmp/locks.$k.nopoll
+                        rt=$tmp/locks.$k.tmpfs
+                        : >"$rp"; : >"$rr"; : >"$rw"; : >"$rn"; : >"$rt"
                         set -- locks --clients 8 --names "$k" --pairs 10000000 --duration "$lock_secs"
                         for _ in $(seq "$rounds"); do
                                 run photond "$rp" "$@"
                                 run redis "$rr" "$@"
                                 run photond "$rw" "$@" --lock-wait 5000
+                                photond_env=PHOTOND_BUSY_POLL_US=0
+                                run photond "$rn" "$@"
+                                photond_env=
                                 if [ -n "$shm" ]; then
                                         home_base=$shm
                                         run photond "$rt" "$@"
@@ -230,16 +239,18 @@ for scenario in $scenarios; do
                                 fi
                         done
                         p=$(median_row "$rp" 5) r=$(median_row "$rr" 5) w=$(median_row "$rw" 5)
+                        n=$(median_row "$rn" 5 | sed 's/| lock + retry |/| lock + retry, busy polling off |/')
                         t=$(median_row "$rt" 5 | sed 's/| lock + retry |/| lock + retry, state on tmpfs |/')
-                        printf '%s\n' "$p" "$r" "$w" >>"$out"
+                        printf '%s\n' "$p" "$r" "$w" "$n" >>"$out"
                         [ -z "$t" ] || echo "$t" >>"$out"
                         ratios+="| K=$k | $(ratio "$(cell "$p" 5)" "$(cell "$r" 5)") | $(ratio "$(cell "$w" 5)" "$(cell "$r" 5)") |"
+                        ratios+=" $(ratio "$(cell "$n" 5)" "$(cell "$r" 5)") |"
                         ratios+=" $( [ -n "$t" ] && ratio "$(cell "$t" 5)" "$(cell "$r" 5)" || echo n/a) |"$'\n'
                 done
                 {
                         echo
-                        echo "| locks ratio (pairs/s) | photond/Redis, same retry loop (target ≥ 1.0) | photond lockWait/Redis | photond state on tmpfs/Redis |"
-                        echo "|---|---|---|---|"
+                        echo "| locks ratio (pairs/s) | photond/Redis, same retry loop (target ≥ 1.0) | photond lockWait/Redis | busy polling off/Redis | state on tmpfs/Redis |"
+                        echo "|---|---|---|---|---|"
                         printf '%s' "$ratios"
                         echo
                 } >>"$out"
