@@ -160,7 +160,7 @@ static void clients_serve_ready(const struct epoll_event *evs, int n) {
 #define BUSY_POLL_MAX_SLICE_USEC 1000
 
 static uint64_t busy_poll_usec(Manager *m) {
-        return m->one_cpu ? 0 : limits.BUSY_POLL_US;
+        return m->one_cpu ? 0 : MIN(limits.BUSY_POLL_US, (uint64_t) BUSY_POLL_MAX_SLICE_USEC);
 }
 
 static int clients_busy_poll(Manager *m, uint64_t batch_start) {
@@ -252,9 +252,10 @@ int client_poll_setup(Manager *m) {
         cpu_set_t cpus;
         int r;
 
-        /* The CPUs we may run on (cgroup limits aside); unknown counts as one. */
+        /* The CPUs we may run on (cgroup limits aside). A failure means more than CPU_SETSIZE of them. */
         CPU_ZERO(&cpus);
-        (void) sched_getaffinity(0, sizeof(cpus), &cpus);
+        if (sched_getaffinity(0, sizeof(cpus), &cpus) < 0)
+                CPU_SET(0, &cpus), CPU_SET(1, &cpus);
 
         fd = epoll_create1(EPOLL_CLOEXEC);
         if (fd < 0)

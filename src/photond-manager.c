@@ -954,8 +954,8 @@ int manager_startup(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to load state: %m");
         /* A fresh snapshot and journal now, before any client is accepted: a state directory that cannot be
-         * written shows at start, and the journal is mapped and watched before the first lock (and before the
-         * clients take the file descriptors it needs). A failure is retried as any other (manager_save_state()). */
+         * written shows at start, and the files are open before the first lock (and before the clients take the
+         * file descriptors a snapshot needs). A failure is retried as any other (manager_save_state()). */
         m->state_dirty = true;
         (void) manager_save_state(m);
         if (m->state_lost) {

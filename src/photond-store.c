@@ -11,14 +11,9 @@
  * over the snapshot of its own generation. A new snapshot is written under a new generation (tmp + rename), then a
  * fresh journal (tmp + rename): a crash between the two leaves the old journal, which its generation marks stale.
  *
- * Crashes (kill -9): the kernel keeps every byte written, and each append is done before the replies it covers
- * leave. The journal is preallocated (zeros) and mapped, so an append is a store into the page cache, not a system
- * call: the lock path made one write() and two fstat()s per iteration, which cost it a tenth of its rate. Its
- * records end at the first zero byte, and only lines ending in a newline count: were an append cut short by a
- * crash, however the copy ordered its stores, the lines it left incomplete (and all after them) are ignored, and
- * their replies never left. A file replaced, removed, written or truncated by someone else is noticed through
- * inotify before the requests that came after it are served (its watch outranks the clients): the journal is then
- * dropped and the next write is a snapshot, written at once.
+ * Crashes (kill -9): the kernel keeps every write, and each one is done before the replies it covers leave. An
+ * append is one write() at the end of the file; were one cut short anyway, its last line lacks the newline and is
+ * ignored (its replies never left). After a write fails, the journal is left behind: the next write is a snapshot.
  *
  * Power loss: lock-table changes are not synced. They must survive a photond crash, and a power loss ends every
  * process that held a lock anyway; an fsync would put a few hundred us on the lock path. The high-water marks are
@@ -36,8 +31,6 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/inotify.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,36 +49,23 @@
 #define STATE_JOURNAL_VERSION 1
 
 struct StateFile {
-        Manager *manager;
         char *path, *tmp_path, *journal_path, *journal_tmp_path;
-        int journal_fd;         /* state.journal, appended to through journal; -EBADF: the next write is a snapshot */
-        char *journal;          /* its mapping: the whole preallocated file, journal_alloc bytes */
-        size_t journal_alloc;
-        sd_event_source *watches[2];    /* inotify on state.json and state.journal, while the journal is open */
+        int snapshot_fd;        /* the state.json last written (to notice it removed or replaced), or -EBADF */
+        int journal_fd;         /* state.journal, appended to; -EBADF: the next write is a snapshot */
         uint64_t generation;    /* of the last snapshot written, or the greatest one found when loading */
-        off_t snapshot_size, journal_size;      /* journal_size: the bytes appended; zeros follow */
+        off_t snapshot_size, journal_size;
         bool journal_name_durable;      /* the directory was synced since state.journal got its name */
         int64_t written_fencing, written_event_id;      /* the marks state.journal holds */
         int64_t synced_fencing, synced_event_id;        /* the marks durable on disk */
-        char *buf;              /* a snapshot's fresh journal header */
+        char *buf;              /* the lines of one append */
         size_t buf_alloc;
 };
-
-/* The next write is a snapshot. */
-static void state_file_close_journal(StateFile *f) {
-        for (size_t i = 0; i < ELEMENTSOF(f->watches); i++)
-                f->watches[i] = sd_event_source_disable_unref(f->watches[i]);
-        if (f->journal)
-                (void) munmap(f->journal, f->journal_alloc);
-        f->journal = NULL;
-        f->journal_alloc = 0;
-        f->journal_fd = safe_close(f->journal_fd);
-}
 
 StateFile* state_file_free(StateFile *f) {
         if (!f)
                 return NULL;
-        state_file_close_journal(f);
+        safe_close(f->snapshot_fd);
+        safe_close(f->journal_fd);
         free(f->path);
         free(f->tmp_path);
         free(f->journal_path);
@@ -104,8 +84,7 @@ static int state_file_get(Manager *m, StateFile **ret) {
         f = new0(StateFile, 1);
         if (!f)
                 return -ENOMEM;
-        f->manager = m;
-        f->journal_fd = -EBADF;
+        f->snapshot_fd = f->journal_fd = -EBADF;
         if (asprintf(&f->path, "%s/state.json", m->state_dir) < 0 ||
             asprintf(&f->tmp_path, "%s/state.json.tmp", m->state_dir) < 0 ||
             asprintf(&f->journal_path, "%s/state.journal", m->state_dir) < 0 ||
@@ -150,8 +129,7 @@ static int store_load_journal(Manager *m, StateFile *f, bool have_snapshot, uint
                 return -EBADMSG;
         }
 
-        /* Appends end at the first zero byte of the preallocated file (see the top of this file). */
-        for (const char *p = text, *end = memchr(text, 0, size) ?: text + size; p < end;) {
+        for (const char *p = text, *end = text + size; p < end;) {
                 _cleanup_(json_object_putp) struct json_object *record = NULL;
                 const char *nl = memchr(p, '\n', end - p);
 
@@ -289,13 +267,13 @@ static int loop_write(int fd, const char *p, size_t len) {
 }
 
 /* Writes data into tmp_path and renames it to path. With sync the data is durable before the rename. Returns the
- * file, still open for reading and writing. */
-static int write_and_rename(const char *tmp_path, const char *path, const char *data, size_t len, bool sync,
-                            int *ret_fd) {
+ * file, still open (flags: O_APPEND for the journal). */
+static int write_and_rename(const char *tmp_path, const char *path, const char *data, size_t len, int flags,
+                            bool sync, int *ret_fd) {
         _cleanup_close_ int fd = -EBADF;
         int r;
 
-        fd = open(tmp_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | flags, 0600);
         if (fd < 0)
                 return -errno;
         r = loop_write(fd, data, len);
@@ -308,30 +286,6 @@ static int write_and_rename(const char *tmp_path, const char *path, const char *
                 return r;
         }
         *ret_fd = TAKE_FD(fd);
-        return 0;
-}
-
-static int on_state_file_changed(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
-        StateFile *f = userdata;
-
-        log_warning("%s was changed or removed by another process; writing the whole state anew.",
-                    s == f->watches[0] ? f->path : f->journal_path);
-        state_file_close_journal(f);
-        manager_state_changed(f->manager);
-        return 0;
-}
-
-/* Watches the state file at fd (index 0: state.json, 1: state.journal) for another process's hand: ahead of the
- * clients, so that a change made before a request arrived is seen before that request is answered. */
-static int state_file_watch(StateFile *f, size_t i, int fd) {
-        int r;
-
-        r = sd_event_add_inotify_fd(f->manager->event, &f->watches[i], fd,
-                                    IN_MODIFY | IN_ATTRIB | IN_MOVE_SELF | IN_DELETE_SELF, on_state_file_changed, f);
-        if (r < 0)
-                return r;
-        (void) sd_event_source_set_priority(f->watches[i], SD_EVENT_PRIORITY_IMPORTANT);
-        (void) sd_event_source_set_description(f->watches[i], i == 0 ? "state-json-watch" : "state-journal-watch");
         return 0;
 }
 
@@ -368,32 +322,63 @@ static char* put_mark(char *p, const char *key, int64_t value) {
 
 #define MARK_SIZE_MAX (sizeof("{\"fencingTokenReserved\":}\n") + JSON_INT64_SIZE_MAX)
 
+static bool file_is_gone(int fd) {
+        struct stat st;
+
+        return fd < 0 || fstat(fd, &st) < 0 || st.st_nlink == 0;
+}
+
+/* Removed, or written or truncated by someone else: appending to it would save nothing, or nothing readable. */
+static bool journal_is_not_ours(StateFile *f) {
+        struct stat st;
+
+        return fstat(f->journal_fd, &st) < 0 || st.st_nlink == 0 || st.st_size != f->journal_size;
+}
+
 /* Appends this iteration's changes to state.journal. Returns 1 when done, 0 when the journal is due for a new
  * snapshot, < 0 on failure (the journal is then not to be appended to again). */
 static int store_append(Manager *m, StateFile *f, int64_t fencing, int64_t event_id, bool sync) {
-        char *start, *p;
-        size_t max;
+        size_t max, len;
+        char *p;
         int r;
 
+        /* The records are printed by hand, not through a json-c tree: this runs in every iteration that changes a
+         * lock, between its requests and its replies, where the tree cost as much as the write. */
         r = lock_table_changes_size_max(m->locks, &max);
         if (r < 0)
                 return r;
-        if ((size_t) f->journal_size + max + 2 * MARK_SIZE_MAX > f->journal_alloc)
-                return 0;
+        max += 2 * MARK_SIZE_MAX;
+        if (max > f->buf_alloc) {
+                char *b = realloc(f->buf, MAX(max, f->buf_alloc * 2));
 
-        /* Straight into the mapping: see the top of this file. */
-        start = p = f->journal + f->journal_size;
-        p = lock_table_put_changes(m->locks, p);
+                if (!b)
+                        return -ENOMEM;
+                f->buf = b;
+                f->buf_alloc = MAX(max, f->buf_alloc * 2);
+        }
+        p = lock_table_put_changes(m->locks, f->buf);
         if (fencing > f->written_fencing)
                 p = put_mark(p, "fencingTokenReserved", fencing);
         if (event_id > f->written_event_id)
                 p = put_mark(p, "eventIdHighWater", event_id);
-        f->journal_size += p - start;
+        len = (size_t) (p - f->buf);
+        if (len == 0)
+                return 1;
+        if (f->journal_size + (off_t) len > MAX((off_t) STATE_JOURNAL_MIN_COMPACT, f->snapshot_size))
+                return 0;
+
+        /* Changed behind our back: see journal_is_not_ours(). */
+        if (journal_is_not_ours(f) || file_is_gone(f->snapshot_fd))
+                return -ESTALE;
+
+        r = loop_write(f->journal_fd, f->buf, len);
+        if (r < 0)
+                return r;
+        f->journal_size += (off_t) len;
         f->written_fencing = MAX(f->written_fencing, fencing);
         f->written_event_id = MAX(f->written_event_id, event_id);
 
         if (sync) {
-                /* Takes the pages stored to through the mapping too: they are the file's page cache. */
                 if (fdatasync(f->journal_fd) < 0)
                         return -errno;
                 if (!f->journal_name_durable) {
@@ -408,13 +393,11 @@ static int store_append(Manager *m, StateFile *f, int64_t fencing, int64_t event
         return 1;
 }
 
-/* A new snapshot of everything, under a new generation, and a fresh journal for it. The journal is closed. */
+/* A new snapshot of everything, under a new generation, and a fresh journal for it. */
 static int store_compact(Manager *m, StateFile *f, int64_t fencing, int64_t event_id, bool sync) {
         _cleanup_(json_object_putp) struct json_object *state = NULL, *header = NULL;
-        _cleanup_close_ int snapshot_fd = -EBADF;
         const char *text;
-        size_t len = 0, alloc, page = (size_t) sysconf(_SC_PAGESIZE);
-        void *map;
+        size_t len = 0;
         int fd, r;
 
         /* Never used twice, even when this write fails half way. */
@@ -431,9 +414,11 @@ static int store_compact(Manager *m, StateFile *f, int64_t fencing, int64_t even
         text = json_object_to_json_string_length(state, JSON_FORMAT_FLAGS, &len);
         if (!text)
                 return -ENOMEM;
-        r = write_and_rename(f->tmp_path, f->path, text, len, /* sync= */ false, &snapshot_fd);
+        r = write_and_rename(f->tmp_path, f->path, text, len, 0, /* sync= */ false, &fd);
         if (r < 0)
                 return r;
+        safe_close(f->snapshot_fd);
+        f->snapshot_fd = fd;
         f->snapshot_size = (off_t) len;
 
         header = json_object_new_object();
@@ -448,26 +433,11 @@ static int store_compact(Manager *m, StateFile *f, int64_t fencing, int64_t even
         r = buf_add_line(f, &len, header);
         if (r < 0)
                 return r;
-        /* Room for appends up to the snapshot's size (see the top of this file), the pages whole. */
-        alloc = MAX((size_t) STATE_JOURNAL_MIN_COMPACT, (size_t) f->snapshot_size + len);
-        alloc = (alloc + page - 1) / page * page;
         /* Synced before it takes the name: see the top of this file. */
-        r = write_and_rename(f->journal_tmp_path, f->journal_path, f->buf, len, /* sync= */ true, &fd);
+        r = write_and_rename(f->journal_tmp_path, f->journal_path, f->buf, len, O_APPEND, /* sync= */ true, &fd);
         if (r < 0)
                 return r;
         f->journal_fd = fd;
-        /* Zeros to its full size, the blocks allocated now, so that a store into the mapping cannot fail for want
-         * of space. After the sync, not before: syncing the allocation of a whole MiB took 7.6 ms where the
-         * header alone takes well under one, and the zeros need no syncing (a journal cut short after a power
-         * loss loses nothing that was synced). */
-        r = posix_fallocate(fd, 0, (off_t) alloc);
-        if (r > 0)
-                return -r;
-        map = mmap(NULL, alloc, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (map == MAP_FAILED)
-                return -errno;
-        f->journal = map;
-        f->journal_alloc = alloc;
         f->journal_size = (off_t) len;
         f->journal_name_durable = false;
         f->written_fencing = fencing;
@@ -481,11 +451,7 @@ static int store_compact(Manager *m, StateFile *f, int64_t fencing, int64_t even
                 f->synced_fencing = fencing;
                 f->synced_event_id = event_id;
         }
-
-        r = state_file_watch(f, 0, snapshot_fd);
-        if (r < 0)
-                return r;
-        return state_file_watch(f, 1, f->journal_fd);
+        return 0;
 }
 
 int store_save_state(Manager *m) {
@@ -509,12 +475,12 @@ int store_save_state(Manager *m) {
                 if (r < 0)
                         log_debug_errno(r, "Failed to append to %s, writing a new snapshot instead: %m",
                                         f->journal_path);
-                state_file_close_journal(f);
+                f->journal_fd = safe_close(f->journal_fd);
         }
 
         r = store_compact(m, f, fencing, event_id, sync);
         if (r < 0) {
-                state_file_close_journal(f);
+                f->journal_fd = safe_close(f->journal_fd);
                 return r;
         }
 saved:
