@@ -48,6 +48,25 @@ static struct json_object* query(Conn *c, const char *id, const char *name) {
         return conn_request(c, id, "{\"type\":\"query_lock\",\"id\":\"%s\",\"lockName\":\"%s\"}", id, name);
 }
 
+/* photond is killed (SIGKILL: nothing is written on the way out) and started again on its PHOTON_HOME, *home. */
+static void crash_and_restart(Daemon **d, Conn **c, const char *home) {
+        kill((*d)->pid, SIGKILL);
+        cr_assert(daemon_wait_exit(*d, 10000) != -1);
+        conn_close(*c);
+        daemon_free(*d);
+        *d = daemon_start(&(DaemonOptions) { .home = home });
+        *c = conn_open(*d);
+}
+
+/* name is held by holder with fencing token token. */
+static void expect_held(Conn *c, const char *name, const char *holder, int64_t token) {
+        struct json_object *o = query(c, "q", name);
+
+        cr_assert_str_eq(jstr(o, "data.holder"), holder, "%s: %s", name, json_object_to_json_string(o));
+        cr_assert_eq(jint(o, "data.fencingToken"), token, "%s: %s", name, json_object_to_json_string(o));
+        json_object_put(o);
+}
+
 /* A round trip on c: every request c sent before has been handled (one connection's requests run in order). */
 static void sync_conn(Conn *c, const char *id) {
         struct json_object *o = conn_request(c, id, "{\"type\":\"ping\",\"id\":\"%s\"}", id);
@@ -428,20 +447,9 @@ static void replies_wait_while_unwritable(const char *file) {
         cr_assert(daemon_log_contains(d, "Saved the state"), "the recovery is logged");
 
         home = daemon_take_home(d);
-        kill(d->pid, SIGKILL);
-        cr_assert(daemon_wait_exit(d, 10000) != -1);
-        conn_close(c);
-        daemon_free(d);
-
-        d = daemon_start(&(DaemonOptions) { .home = home });
-        c = conn_open(d);
-        o = query(c, "q1", "first");
-        cr_assert_eq(jint(o, "data.fencingToken"), t1, "%s", json_object_to_json_string(o));
-        json_object_put(o);
-        o = query(c, "q2", "second");
-        cr_assert_str_eq(jstr(o, "data.holder"), "h2", "%s", json_object_to_json_string(o));
-        cr_assert_eq(jint(o, "data.fencingToken"), t2);
-        json_object_put(o);
+        crash_and_restart(&d, &c, home);
+        expect_held(c, "first", "h1", t1);
+        expect_held(c, "second", "h2", t2);
         cr_assert_gt(acquire_ok(c, "3", "third", "h3", NULL), t2, "tokens never repeat");
         conn_close(c);
         daemon_free(d);
@@ -462,7 +470,6 @@ Test(locks, replies_wait_while_the_journal_cannot_be_written) {
 Test(locks, a_journal_truncated_or_removed_by_another_process_is_written_again) {
         Daemon *d = daemon_start(NULL);
         Conn *c = conn_open(d);
-        struct json_object *o;
         char *home, path[1024];
         int64_t t1, t2, t3;
 
@@ -475,22 +482,10 @@ Test(locks, a_journal_truncated_or_removed_by_another_process_is_written_again) 
         cr_assert_eq(access(path, F_OK), 0, "state.journal was not written again");
 
         home = daemon_take_home(d);
-        kill(d->pid, SIGKILL);
-        cr_assert(daemon_wait_exit(d, 10000) != -1);
-        conn_close(c);
-        daemon_free(d);
-
-        d = daemon_start(&(DaemonOptions) { .home = home });
-        c = conn_open(d);
-        o = query(c, "q1", "first");
-        cr_assert_eq(jint(o, "data.fencingToken"), t1, "%s", json_object_to_json_string(o));
-        json_object_put(o);
-        o = query(c, "q2", "second");
-        cr_assert_eq(jint(o, "data.fencingToken"), t2, "%s", json_object_to_json_string(o));
-        json_object_put(o);
-        o = query(c, "q3", "third");
-        cr_assert_eq(jint(o, "data.fencingToken"), t3, "%s", json_object_to_json_string(o));
-        json_object_put(o);
+        crash_and_restart(&d, &c, home);
+        expect_held(c, "first", "h1", t1);
+        expect_held(c, "second", "h2", t2);
+        expect_held(c, "third", "h3", t3);
         cr_assert_not(daemon_log_contains(d, "starting with no locks"));
         conn_close(c);
         daemon_free(d);
