@@ -135,19 +135,6 @@ struct Channels {
 #define REPLAY_TAIL ",\"replay\":true}\n"
 #define HEAD_MAX 96
 
-/* The decimal digits of v (no NUL); returns their count, at most 20. */
-static size_t format_u64(char *buf, uint64_t v) {
-        char tmp[20];
-        size_t n = 0;
-
-        do
-                tmp[n++] = (char) ('0' + v % 10);
-        while ((v /= 10) > 0);
-        for (size_t i = 0; i < n; i++)
-                buf[i] = tmp[n - 1 - i];
-        return n;
-}
-
 /* {"type":"channel_message","id":"ch_<id>","eventId":<id>,  (or "replay_<id>"): the head of a line, written
  * by hand because it is written for every event. Returns its length (< HEAD_MAX). */
 static size_t line_head(char *buf, bool replay, uint64_t id) {
@@ -156,9 +143,9 @@ static size_t line_head(char *buf, bool replay, uint64_t id) {
 
         p = mempcpy(p, a, strlen(a));
         p = replay ? mempcpy(p, "replay_", strlen("replay_")) : mempcpy(p, "ch_", strlen("ch_"));
-        p += format_u64(p, id);
+        p = json_put_uint64(p, id);
         p = mempcpy(p, b, strlen(b));
-        p += format_u64(p, id);
+        p = json_put_uint64(p, id);
         *p++ = ',';
         return p - buf;
 }
@@ -1185,7 +1172,7 @@ static int publish_reply(Client *c, const char *id, size_t id_len, bool quote_id
         p = mempcpy(p, b, strlen(b));
         p = mempcpy(p, channel->name_json, channel->name_json_len);
         p = mempcpy(p, d, strlen(d));
-        p += format_u64(p, event_id);
+        p = json_put_uint64(p, event_id);
         p = mempcpy(p, "}}\n", strlen("}}\n"));
         reply->size = p - reply->data;
         return client_send(c, reply, NULL);

@@ -984,18 +984,6 @@ static char* fast_put(char *p, const char *s) {
         return mempcpy(p, s, strlen(s));
 }
 
-static char* fast_put_u64(char *p, uint64_t v) {
-        char tmp[20];
-        size_t n = 0;
-
-        do
-                tmp[n++] = (char) ('0' + v % 10);
-        while ((v /= 10) > 0);
-        while (n > 0)
-                *p++ = tmp[--n];
-        return p;
-}
-
 static int fast_reply(Client *c, const char *buf, size_t len) {
         _cleanup_(shared_buf_unrefp) SharedBuf *b = NULL;
 
@@ -1058,7 +1046,7 @@ int lock_table_handle_line(LockTable *t, Client *c, const char *line, size_t len
                 p = fast_put_string(p, holder);
                 if (success) {
                         p = fast_put(p, ",\"fencingToken\":");
-                        p = fast_put_u64(p, l->token);
+                        p = json_put_uint64(p, l->token);
                         p = fast_put(p, "}}\n");
                 } else
                         p = fast_put(p, ",\"reason\":\"Lock held by another client\"}}\n");

@@ -170,6 +170,7 @@ Test(shared, json_put_string_matches_json_c) {
         json_object_put(o);
 
         end = json_put_int64(out, INT64_MIN);
+        *end = '\0';
         cr_assert_str_eq(out, "-9223372036854775808");
         cr_assert_eq(end - out, 20);
 }

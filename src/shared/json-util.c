@@ -164,6 +164,21 @@ char* json_put_string(char *p, const char *s) {
         return p;
 }
 
+char* json_put_uint64(char *p, uint64_t v) {
+        char tmp[20];
+        size_t n = 0;
+
+        do
+                tmp[n++] = (char) ('0' + v % 10);
+        while ((v /= 10) > 0);
+        while (n > 0)
+                *p++ = tmp[--n];
+        return p;
+}
+
 char* json_put_int64(char *p, int64_t v) {
-        return p + sprintf(p, "%" PRIi64, v);
+        if (v >= 0)
+                return json_put_uint64(p, (uint64_t) v);
+        *p++ = '-';
+        return json_put_uint64(p, -(uint64_t) v);
 }

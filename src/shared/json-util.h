@@ -42,6 +42,7 @@ int json_parse(const char *buf, size_t len, struct json_object **ret, const char
  * JSON_FORMAT_FLAGS, at p, which must have room for JSON_STRING_SIZE_MAX(strlen(s)). Returns the end. */
 #define JSON_STRING_SIZE_MAX(len) (6 * (size_t) (len) + 2)
 char* json_put_string(char *p, const char *s);
-/* v in decimal at p (room for JSON_INT64_SIZE_MAX bytes, its NUL included). Returns the end. */
+/* v in decimal at p (room for JSON_INT64_SIZE_MAX bytes; nothing is written after the digits). Returns the end. */
 #define JSON_INT64_SIZE_MAX 21
 char* json_put_int64(char *p, int64_t v);
+char* json_put_uint64(char *p, uint64_t v);
