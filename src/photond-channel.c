@@ -664,7 +664,7 @@ static void channel_fanout(Channels *chs, Channel *channel, SharedBuf *line, uin
         Channel *wild = channel->prefix->wildcard;
         const void *tag = channel_tag(channel);
         uint64_t gen = ++chs->generation;
-        bool stamp;
+        bool stamp, now = chs->manager && manager_may_write_now(chs->manager);
 
         if (wild == channel)
                 wild = NULL;
@@ -677,6 +677,8 @@ static void channel_fanout(Channels *chs, Channel *channel, SharedBuf *line, uin
                 if (stamp)
                         client_subs(s->client)->generation = gen;
                 subscriber_deliver(chs, s->client, line, tag, event_id);
+                if (now)
+                        client_write_now(s->client);
         }
 
         if (!stamp)
@@ -685,6 +687,8 @@ static void channel_fanout(Channels *chs, Channel *channel, SharedBuf *line, uin
                 if (s->client == exclude || client_subs(s->client)->generation == gen)
                         continue;
                 subscriber_deliver(chs, s->client, line, tag, event_id);
+                if (now)
+                        client_write_now(s->client);
         }
 }
 

@@ -3,7 +3,9 @@
 /* Control-socket connections. Requests are framed by '\n' (a trailing '\r' and blank lines are tolerated, as
  * JSON.parse does in the reference). Complete lines are handed over straight from the shared read buffer; only an
  * incomplete tail is copied into the client's own buffer. Output is queued as references to shared buffers and
- * leaves in one writev() per client when the manager flushes, so a burst of messages costs one syscall. */
+ * leaves in one writev() per client when the manager flushes, so a burst of messages costs one syscall. A push of
+ * a publish that is the last request its publisher sent, with nothing of the batch waiting for the disk, leaves
+ * while the fan-out goes on (client_write_now()). */
 
 #include <assert.h>
 #include <inttypes.h>
@@ -122,6 +124,7 @@ read:
                         return;
                 }
 
+                c->read_full = (size_t) n == sizeof(read_buffer);
                 r = client_feed(c, read_buffer, n);
                 if (r == -ENOMEM) {
                         log_oom();
@@ -483,6 +486,20 @@ int client_flush(Client *c) {
         return 0;
 }
 
+/* Writes c's queue at once when it holds nothing but what was just queued, rather than with the manager's flush at
+ * the end of the batch (the caller asked manager_may_write_now()). A publish to many subscribers so reaches the
+ * first of them while the rest are being queued, and each is touched once instead of again by the flush; later
+ * pushes of the same batch, or a write that did not take everything, wait for the flush as before, which also
+ * deals with any error. */
+void client_write_now(Client *c) {
+        if (c->out_n != 1 || c->want_pollout || c->disconnected || c->close_after_flush || !c->manager)
+                return;
+        if (client_flush(c) < 0 || c->out_n > 0 || !c->dirty)
+                return;
+        c->dirty = false;
+        LIST_REMOVE(dirty, c->manager->dirty_clients, c);
+}
+
 size_t client_drop_tagged(Client *c, ClientDropFunc cb, void *userdata) {
         size_t kept = 0, dropped = 0;
 
@@ -516,7 +533,10 @@ size_t client_drop_tagged(Client *c, ClientDropFunc cb, void *userdata) {
         return dropped;
 }
 
-static int client_handle_line(Client *c, const char *line, size_t len) {
+/* more: input of this client follows the line, in this read or after a full one. */
+static int client_handle_line(Client *c, const char *line, size_t len, bool more) {
+        int r;
+
         /* Trim surrounding whitespace (CRLF clients, blank lines). */
         while (len > 0 && strchr(" \t\r\n", line[len - 1]))
                 len--;
@@ -524,9 +544,14 @@ static int client_handle_line(Client *c, const char *line, size_t len) {
                 line++;
                 len--;
         }
-        if (len == 0)
+        if (len == 0 || !client_line_handler)
                 return 0;
-        return client_line_handler ? client_line_handler(c, line, len) : 0;
+        if (c->manager)
+                c->manager->input_follows = more;
+        r = client_line_handler(c, line, len);
+        if (c->manager)
+                c->manager->input_follows = false;
+        return r;
 }
 
 static int client_line_too_long(Client *c) {
@@ -576,7 +601,7 @@ int client_feed(Client *c, const char *data, size_t size) {
                 r = client_rbuf_append(c, data, nl - data);
                 if (r < 0)
                         return r;
-                r = client_handle_line(c, c->rbuf, c->rbuf_size);
+                r = client_handle_line(c, c->rbuf, c->rbuf_size, c->read_full || (size_t) (nl + 1 - data) < size);
                 /* The line is consumed; free the buffer so an idle client holds none. */
                 c->rbuf = mfree(c->rbuf);
                 c->rbuf_size = c->rbuf_alloc = 0;
@@ -591,7 +616,7 @@ int client_feed(Client *c, const char *data, size_t size) {
                 if (!nl)
                         return client_rbuf_append(c, data, size);
 
-                r = client_handle_line(c, data, nl - data);
+                r = client_handle_line(c, data, nl - data, c->read_full || (size_t) (nl + 1 - data) < size);
                 if (r == -ENOMEM)
                         return r;
                 size -= nl + 1 - data;

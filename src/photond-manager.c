@@ -509,6 +509,13 @@ bool manager_output_held(Manager *m) {
         return m->state_unsaved || scheduler_unsaved(m->scheduler);
 }
 
+/* Whether output may leave while it is being queued rather than with the flush at the end of the batch: nothing
+ * this iteration changed must reach the disk first, and the request being served is the last its client has
+ * sent, so no later request of this batch would add to the same queues (which then leave in one write each). */
+bool manager_may_write_now(Manager *m) {
+        return !m->input_follows && !m->state_dirty && !manager_output_held(m) && !m->shutting_down;
+}
+
 static int on_state_retry(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
 

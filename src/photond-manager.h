@@ -83,6 +83,7 @@ typedef struct Manager {
         LIST_HEAD(Client, dirty_clients);
         sd_event_source *flush_event_source;
         bool state_dirty;
+        bool input_follows;             /* photond-client.c: the request being served is not its client's last */
         bool state_unsaved;             /* the last state write failed: replies are held until one succeeds */
         sd_event_source *state_retry_event_source;
         StateFile *state_file;  /* photond-store.c */
@@ -164,6 +165,7 @@ void manager_bus_name_settled(Manager *m);
 
 /* True while queued output must not leave yet: a state or job-file write that covers it is still to be made. */
 bool manager_output_held(Manager *m);
+bool manager_may_write_now(Manager *m);
 
 /* Asks the bus object to announce property changes (coalesced). */
 void manager_bus_changed(Manager *m);

@@ -6,12 +6,14 @@
  * last line ignored, a stale journal's marks only, a corrupt one as lost state. */
 
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <glob.h>
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,6 +22,7 @@
 #include "helpers.h"
 #include "json-util.h"
 #include "photond-channel.h"
+#include "photond-client.h"
 #include "photond-limits.h"
 #include "photond-lock.h"
 #include "photond-manager.h"
@@ -503,5 +506,68 @@ Test(store, a_missing_file_is_written_again_or_fails) {
         env_restart(&e);
         cr_assert_not(e.m->state_lost);
         cr_assert_eq(lock_table_count(e.m->locks), 4);
+        env_free(&e);
+}
+
+/* What is on the subscriber's end of a socketpair now, without waiting; "" when nothing is. */
+static const char* pending(int fd, char *buf, size_t size) {
+        ssize_t n = recv(fd, buf, size - 1, MSG_DONTWAIT);
+
+        if (n < 0) {
+                cr_assert_eq(errno, EAGAIN, "recv: %m");
+                n = 0;
+        }
+        buf[n] = '\0';
+        return buf;
+}
+
+static void feed(Client *c, const char *text) {
+        cr_assert_eq(client_feed(c, text, strlen(text)), 0, "%s", text);
+}
+
+/* Pushes are written while a publish is served (client_write_now()) only when nothing of the batch waits for the
+ * disk and its publisher has sent nothing more: the publish that reserves a new block of eventIds waits for the
+ * flush that saves the mark (else a crash could hand out its eventId again), one inside the block leaves at once,
+ * and publishes that came together leave together with the flush. */
+Test(store, a_push_leaves_at_once_only_when_nothing_waits_for_the_disk) {
+        Env e = env_new();
+        int pub_fds[2], sub_fds[2];
+        Client *pub, *sub;
+        char buf[4096];
+        int64_t mark;
+
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pub_fds), 0);
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sub_fds), 0);
+        cr_assert_eq(client_new(e.m, pub_fds[0], &pub), 0);
+        cr_assert_eq(client_new(e.m, sub_fds[0], &sub), 0);
+        feed(sub, "{\"type\":\"subscribe\",\"id\":\"s\",\"channel\":\"c\"}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert(strstr(pending(sub_fds[1], buf, sizeof(buf)), "\"subscribed\":true"), "%s", buf);
+
+        feed(pub, "{\"type\":\"publish\",\"id\":\"p1\",\"channel\":\"c\",\"message\":1}\n");
+        cr_assert_str_eq(pending(sub_fds[1], buf, sizeof(buf)), "", "the first eventId waits for its mark");
+        cr_assert_eq(manager_flush(e.m), 0);
+        mark = journal_max(&e, "eventIdHighWater");
+        cr_assert_gt(mark, 0, "the mark is saved");
+        cr_assert(strstr(pending(sub_fds[1], buf, sizeof(buf)), "\"message\":1}"), "then the push leaves: %s", buf);
+
+        feed(pub, "{\"type\":\"publish\",\"id\":\"p2\",\"channel\":\"c\",\"message\":2}\n");
+        cr_assert(strstr(pending(sub_fds[1], buf, sizeof(buf)), "\"message\":2}"), "inside the block, at once: %s",
+                  buf);
+        cr_assert_not(sub->dirty, "nothing left for the flush");
+        cr_assert(pub->dirty, "the publisher's result still waits for the flush");
+        cr_assert_eq(manager_flush(e.m), 0);
+
+        feed(pub, "{\"type\":\"publish\",\"id\":\"p3\",\"channel\":\"c\",\"message\":3}\n"
+                  "{\"type\":\"publish\",\"id\":\"p4\",\"channel\":\"c\",\"message\":4}\n");
+        cr_assert_str_eq(pending(sub_fds[1], buf, sizeof(buf)), "", "publishes that came together wait for the flush");
+        cr_assert_eq(sub->out_n, 2);
+        cr_assert_eq(manager_flush(e.m), 0);
+        pending(sub_fds[1], buf, sizeof(buf));
+        cr_assert(strstr(buf, "\"message\":3}\n") && strstr(buf, "\"message\":4}\n"), "in one write: %s", buf);
+        cr_assert_eq(journal_max(&e, "eventIdHighWater"), mark, "the block was not used up");
+
+        safe_close(pub_fds[1]);
+        safe_close(sub_fds[1]);
         env_free(&e);
 }
