@@ -664,7 +664,10 @@ static void channel_fanout(Channels *chs, Channel *channel, SharedBuf *line, uin
         Channel *wild = channel->prefix->wildcard;
         const void *tag = channel_tag(channel);
         uint64_t gen = ++chs->generation;
-        bool stamp, now = chs->manager && manager_may_write_now(chs->manager);
+        /* Only a client's publish may write while fanning out: the daemon's own events (jobs:*, webhooks:*,
+         * system:*) report changes whose files are written at the end of the iteration, so they wait for the
+         * flush that comes after those writes. */
+        bool stamp, now = exclude && chs->manager && manager_may_write_now(chs->manager);
 
         if (wild == channel)
                 wild = NULL;
