@@ -1694,6 +1694,13 @@ uint64_t channels_event_id_mark(Channels *chs) {
         return chs ? chs->reserved_event_id : 0;
 }
 
+void channels_reserve_event_ids(Channels *chs) {
+        uint64_t next = event_id_next(chs->last_event_id, chs->clock.wall_ms(chs->clock.userdata));
+
+        if (next > chs->reserved_event_id)
+                chs->reserved_event_id = next + EVENT_ID_RESERVE;
+}
+
 int channels_load_state(Channels *chs, struct json_object *state) {
         int64_t v;
         int r;
