@@ -519,6 +519,44 @@ Test(channel, state_high_water_mark) {
         cr_assert_lt(channels_load_state(again, loaded), 0, "a malformed mark is an error, not a silent 0");
 }
 
+/* Faster than one publish per millisecond, a block of eventIds used up within a second is followed by one twice as
+ * large, so the mark (an fsync'ed write holding the iteration's output) is raised about once a second at any rate;
+ * after a quiet spell the base block again. */
+Test(channel, reservation_grows_with_the_rate) {
+        uint64_t id, block = 10000, mark;
+        unsigned raised = 0;
+
+        cr_assert_eq(channels_publish(chs, "r", NULL, NULL, &id), 0);
+        mark = channels_event_id_mark(chs);
+        cr_assert_eq(mark, id + block);
+
+        /* 100,000 publishes in the same millisecond: ids run ahead of the clock. */
+        for (unsigned i = 0; i < 100000; i++) {
+                cr_assert_eq(channels_publish(chs, "r", NULL, NULL, &id), 0);
+                if (channels_event_id_mark(chs) == mark)
+                        continue;
+                cr_assert_eq(id, mark + 1, "raised when the block is used up");
+                block *= 2;
+                mark = channels_event_id_mark(chs);
+                cr_assert_eq(mark, id + block, "twice the last block");
+                raised++;
+        }
+        cr_assert_eq(raised, 3, "20,000, 40,000, 80,000 more, where blocks of 10,000 would have taken 10 writes");
+
+        /* Half a second later the next block still grows. */
+        mono += 500;
+        while (channels_event_id_mark(chs) == mark)
+                cr_assert_eq(channels_publish(chs, "r", NULL, NULL, &id), 0);
+        cr_assert_eq(channels_event_id_mark(chs), id + 2 * block);
+
+        /* After 20 quiet seconds (the clock past the mark), the base block again. */
+        mono += 20000;
+        wall = (int64_t) channels_event_id_mark(chs) + 20000;
+        cr_assert_eq(channels_publish(chs, "r", NULL, NULL, &id), 0);
+        cr_assert_eq(id, (uint64_t) wall);
+        cr_assert_eq(channels_event_id_mark(chs), id + 10000);
+}
+
 Test(channel, caps) {
         Client *p = &clients[0], *s = &clients[1];
         _cleanup_(json_object_putp) struct json_object *o = NULL;
