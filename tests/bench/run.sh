@@ -9,7 +9,8 @@
 # tests/bench/photon-bench of the same build directory. Build photond optimised (meson --buildtype=release):
 # the header says which build type was measured. Environment:
 #   SCENARIOS="fanout conns locks webhook"   what to run
-#   ROUNDS=3                                 runs per configuration and target; tables show the median run
+#   ROUNDS=3                                 runs per configuration and target; tables show the median run, and
+#                                            the ratio tables the lowest and highest ratio of the rounds too
 #   QUICK=1                                  tiny counts, to check the script itself (numbers mean nothing)
 #   KEEP=1                                   keep the temporary directory (server logs)
 #   PHOTOND_REV=<commit>                     the source revision to name in the header, when PHOTOND was
@@ -139,6 +140,14 @@ ratio() {
         awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'
 }
 
+# spread PFILE RFILE COL: the lowest and highest ratio of column COL between the rows of the same round (line i of
+# each file), as "lo–hi". The median run alone hides how much the rounds disagree.
+spread() {
+        awk -F'|' -v c="$(($3 + 1))" 'NR == FNR { a[FNR] = $c; next }
+                (FNR in a) && $c > 0 { r = a[FNR] / $c; if (!n++) lo = hi = r; if (r < lo) lo = r; if (r > hi) hi = r }
+                END { if (n) printf "%.2f–%.2f", lo, hi; else printf "n/a" }' "$1" "$2"
+}
+
 began=$(date +%s)
 out=$tmp/out.md
 {
@@ -178,13 +187,14 @@ for scenario in $scenarios; do
                         done
                         p=$(median_row "$rp" 5) r=$(median_row "$rr" 5) n=$(median_row "$rn" 5 | sed 's/^| photond |/| photond, busy polling off |/')
                         printf '%s\n' "$p" "$r" "$n" >>"$out"
-                        ratios+="| S=$1 B=$2 | $(ratio "$(cell "$p" 5)" "$(cell "$r" 5)") | $(ratio "$(cell "$p" 7)" "$(cell "$r" 7)") |"
+                        ratios+="| S=$1 B=$2 | $(ratio "$(cell "$p" 5)" "$(cell "$r" 5)") | $(spread "$rp" "$rr" 5) |"
+                        ratios+=" $(ratio "$(cell "$p" 7)" "$(cell "$r" 7)") | $(spread "$rp" "$rr" 7) |"
                         ratios+=" $(ratio "$(cell "$n" 5)" "$(cell "$r" 5)") | $(ratio "$(cell "$n" 7)" "$(cell "$r" 7)") |"$'\n'
                 done
                 {
                         echo
-                        echo "| fanout ratio photond/Redis | delivered msg/s (target ≥ 1.0) | p99 latency (target ≤ 1.0) | busy polling off: msg/s | busy polling off: p99 |"
-                        echo "|---|---|---|---|---|"
+                        echo "| fanout ratio photond/Redis | delivered msg/s (target ≥ 1.0) | rounds | p99 latency (target ≤ 1.0) | rounds | busy polling off: msg/s | busy polling off: p99 |"
+                        echo "|---|---|---|---|---|---|---|"
                         printf '%s' "$ratios"
                         echo
                 } >>"$out"
@@ -208,7 +218,8 @@ for scenario in $scenarios; do
                         echo "$r"
                         echo
                         echo "Ratio photond/Redis: time until all have the publish $(ratio "$(cell "$p" 3)" "$(cell "$r" 3)")" \
-                                "(target ≤ 1.0); KiB per idle connection $(cell "$p" 7) vs $(cell "$r" 7) (target < 2)."
+                                "(rounds $(spread "$rp" "$rr" 3); target ≤ 1.0); KiB per idle connection $(cell "$p" 7) vs" \
+                                "$(cell "$r" 7) (target < 2)."
                         echo
                 } >>"$out"
                 ;;
@@ -243,14 +254,15 @@ for scenario in $scenarios; do
                         t=$(median_row "$rt" 5 | sed 's/| lock + retry |/| lock + retry, state on tmpfs |/')
                         printf '%s\n' "$p" "$r" "$w" "$n" >>"$out"
                         [ -z "$t" ] || echo "$t" >>"$out"
-                        ratios+="| K=$k | $(ratio "$(cell "$p" 5)" "$(cell "$r" 5)") | $(ratio "$(cell "$w" 5)" "$(cell "$r" 5)") |"
+                        ratios+="| K=$k | $(ratio "$(cell "$p" 5)" "$(cell "$r" 5)") | $(spread "$rp" "$rr" 5) |"
+                        ratios+=" $(ratio "$(cell "$w" 5)" "$(cell "$r" 5)") |"
                         ratios+=" $(ratio "$(cell "$n" 5)" "$(cell "$r" 5)") |"
                         ratios+=" $( [ -n "$t" ] && ratio "$(cell "$t" 5)" "$(cell "$r" 5)" || echo n/a) |"$'\n'
                 done
                 {
                         echo
-                        echo "| locks ratio (pairs/s) | photond/Redis, same retry loop (target ≥ 1.0) | photond lockWait/Redis | busy polling off/Redis | state on tmpfs/Redis |"
-                        echo "|---|---|---|---|---|"
+                        echo "| locks ratio (pairs/s) | photond/Redis, same retry loop (target ≥ 1.0) | rounds | photond lockWait/Redis | busy polling off/Redis | state on tmpfs/Redis |"
+                        echo "|---|---|---|---|---|---|"
                         printf '%s' "$ratios"
                         echo
                 } >>"$out"
