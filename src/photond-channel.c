@@ -42,6 +42,8 @@
  * lasted over 10 s is followed by the base size again. A restart skips at most one block. */
 #define EVENT_ID_RESERVE 10000
 #define EVENT_ID_RESERVE_MAX (UINT64_C(1) << 24)
+#define EVENT_ID_RESERVE_GROW_MS 1000
+#define EVENT_ID_RESERVE_RESET_MS 10000
 
 typedef struct Channel Channel;
 typedef struct Prefix Prefix;
@@ -655,26 +657,28 @@ static void subscriber_overflow(Channels *chs, Client *c, SharedBuf *line, const
         free(notices);
 }
 
-static void subscriber_deliver(Channels *chs, Client *c, SharedBuf *line, const void *tag, uint64_t event_id) {
+/* Queues line for c; true if it went on the queue as its last entry without anything dropped first. */
+static bool subscriber_deliver(Channels *chs, Client *c, SharedBuf *line, const void *tag, uint64_t event_id) {
         int r;
 
         if (client_subs(c)->doomed)
-                return;
+                return false;
         r = client_send(c, line, tag);
         if (r == -ENOBUFS)
                 subscriber_overflow(chs, c, line, tag, event_id);
         else if (r < 0)
                 chs->n_messages_dropped++;
+        return r >= 0;
 }
 
 static void channel_fanout(Channels *chs, Channel *channel, SharedBuf *line, uint64_t event_id, Client *exclude) {
         Channel *wild = channel->prefix->wildcard;
         const void *tag = channel_tag(channel);
         uint64_t gen = ++chs->generation;
-        /* Only a client's publish may write while fanning out: the daemon's own events (jobs:*, webhooks:*,
-         * system:*) report changes whose files are written at the end of the iteration, so they wait for the
-         * flush that comes after those writes. */
-        bool stamp, now = exclude && chs->manager && manager_may_write_now(chs->manager);
+        /* Only what a client published (or a provider emitted) may be written while fanning out: the daemon's own
+         * events (exclude NULL: jobs:*, webhooks:*, system:*) report changes whose files are written at the end of
+         * the iteration, so they wait for the flush that comes after those writes. */
+        bool stamp, write_now = exclude && chs->manager && manager_may_write_now(chs->manager);
 
         if (wild == channel)
                 wild = NULL;
@@ -686,8 +690,7 @@ static void channel_fanout(Channels *chs, Channel *channel, SharedBuf *line, uin
                         continue;
                 if (stamp)
                         client_subs(s->client)->generation = gen;
-                subscriber_deliver(chs, s->client, line, tag, event_id);
-                if (now)
+                if (subscriber_deliver(chs, s->client, line, tag, event_id) && write_now)
                         client_write_now(s->client);
         }
 
@@ -696,8 +699,7 @@ static void channel_fanout(Channels *chs, Channel *channel, SharedBuf *line, uin
         LIST_FOREACH(by_channel, s, wild->subscribers) {
                 if (s->client == exclude || client_subs(s->client)->generation == gen)
                         continue;
-                subscriber_deliver(chs, s->client, line, tag, event_id);
-                if (now)
+                if (subscriber_deliver(chs, s->client, line, tag, event_id) && write_now)
                         client_write_now(s->client);
         }
 }
@@ -779,11 +781,13 @@ static int channel_publish(Channels *chs, Channel *channel, const char *message,
 
         chs->last_event_id = channel->last_event_id = id;
         if (id > chs->reserved_event_id) {
-                uint64_t since = e->mono_ms - chs->reserved_mono_ms;
+                /* A batch found by busy polling runs ahead of the loop's time; a later publish of the same
+                 * iteration may see an earlier one. */
+                uint64_t since = e->mono_ms > chs->reserved_mono_ms ? e->mono_ms - chs->reserved_mono_ms : 0;
 
-                if (chs->reserved_mono_ms > 0 && since < 1000)
+                if (chs->reserved_mono_ms > 0 && since < EVENT_ID_RESERVE_GROW_MS)
                         chs->reserve_block = MIN(chs->reserve_block * 2, EVENT_ID_RESERVE_MAX);
-                else if (chs->reserved_mono_ms == 0 || since > EVENT_ID_RESERVE)
+                else if (chs->reserved_mono_ms == 0 || since > EVENT_ID_RESERVE_RESET_MS)
                         chs->reserve_block = EVENT_ID_RESERVE;
                 chs->reserved_mono_ms = e->mono_ms;
                 /* Written before any reply of this loop iteration leaves (group commit), so no id handed out
@@ -1709,10 +1713,12 @@ uint64_t channels_event_id_mark(Channels *chs) {
 }
 
 void channels_reserve_event_ids(Channels *chs) {
-        uint64_t next = event_id_next(chs->last_event_id, chs->clock.wall_ms(chs->clock.userdata));
+        int64_t now = chs->clock.wall_ms(chs->clock.userdata);
 
-        if (next > chs->reserved_event_id)
-                chs->reserved_event_id = next + EVENT_ID_RESERVE;
+        /* Only when the clock has passed the mark: restarts in a row (a crash loop, socket activation with an idle
+         * exit) must not move the ids ever further ahead of the clock when nothing is published. */
+        if (now > 0 && (uint64_t) now > chs->reserved_event_id)
+                chs->reserved_event_id = event_id_next(chs->last_event_id, now) + EVENT_ID_RESERVE;
 }
 
 int channels_load_state(Channels *chs, struct json_object *state) {

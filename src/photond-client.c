@@ -124,7 +124,7 @@ read:
                         return;
                 }
 
-                c->read_full = (size_t) n == sizeof(read_buffer);
+                c->read_full = (size_t) n == sizeof(read_buffer);       /* more may be waiting */
                 r = client_feed(c, read_buffer, n);
                 if (r == -ENOMEM) {
                         log_oom();
@@ -142,13 +142,16 @@ read:
         }
 }
 
-static void clients_serve_ready(const struct epoll_event *evs, int n) {
+static void clients_serve_ready(Manager *m, const struct epoll_event *evs, int n) {
         for (int i = 0; i < n; i++) {
                 Client *c = evs[i].data.ptr;
 
-                if (!c->disconnected)
-                        client_on_io(c, evs[i].events);
+                if (c->disconnected)
+                        continue;
+                m->batch_follows = i + 1 < n;
+                client_on_io(c, evs[i].events);
         }
+        m->batch_follows = false;
 }
 
 /* Busy polling. Under a request/reply load every batch used to end with photond asleep in epoll_wait(), and each
@@ -194,7 +197,7 @@ static int clients_busy_poll(Manager *m, uint64_t batch_start) {
                 /* This batch's requests came after the loop's time: they see the time they were found. */
                 m->batch_time_offset = now - loop_time;
                 m->busy_poll_batches++;
-                clients_serve_ready(evs, n);
+                clients_serve_ready(m, evs, n);
                 r = manager_flush(m);
                 if (r < 0)
                         break;
@@ -223,16 +226,18 @@ static int clients_serve(Manager *m) {
         /* A client served earlier in this batch may disconnect a later one (a slow subscriber, a provider, a
          * shutdown): that only marks it, its memory is freed by the manager's flush below. The list was built
          * newest first. */
+        m->batch_follows = n_more > 0;         /* and whatever epoll reports next */
         while (n_more > 0) {
                 c = more[--n_more];
                 if (!c->disconnected)
                         client_on_io(c, EPOLLIN);
         }
+        m->batch_follows = false;
 
         n = epoll_wait(m->clients_epoll_fd, evs, ELEMENTSOF(evs), 0);
         if (n < 0 && errno != EINTR)
                 log_error_errno(errno, "epoll_wait() on the client set failed: %m");
-        clients_serve_ready(evs, n);
+        clients_serve_ready(m, evs, n);
 
         /* The replies (and the one state write before them) leave now rather than from the flush source on the
          * next iteration, which would cost sd-event another poll for nothing. */
@@ -352,12 +357,23 @@ Client* client_free(Client *c) {
         return mfree(c);
 }
 
+/* The flush goes oldest first and a client's place is that of its newest output: the pushes of a publish leave
+ * before the publisher's result (the reference's order), also when the publisher had output queued before. */
 static void client_mark_dirty(Client *c) {
-        if (c->dirty || !c->manager)
+        Manager *m = c->manager;
+
+        if (!m)
                 return;
+        if (c->dirty) {
+                if (m->dirty_clients != c) {
+                        LIST_REMOVE(dirty, m->dirty_clients, c);
+                        LIST_PREPEND(dirty, m->dirty_clients, c);
+                }
+                return;
+        }
         c->dirty = true;
-        LIST_PREPEND(dirty, c->manager->dirty_clients, c);
-        manager_schedule_flush(c->manager);
+        LIST_PREPEND(dirty, m->dirty_clients, c);
+        manager_schedule_flush(m);
 }
 
 int client_send(Client *c, SharedBuf *b, const void *tag) {
@@ -486,11 +502,9 @@ int client_flush(Client *c) {
         return 0;
 }
 
-/* Writes c's queue at once when it holds nothing but what was just queued, rather than with the manager's flush at
- * the end of the batch (the caller asked manager_may_write_now()). A publish to many subscribers so reaches the
- * first of them while the rest are being queued, and each is touched once instead of again by the flush; later
- * pushes of the same batch, or a write that did not take everything, wait for the flush as before, which also
- * deals with any error. */
+/* A publish to many subscribers so reaches the first of them while the rest are being queued, and each is touched
+ * once instead of again by the flush; later pushes of the same batch, or a write that did not take everything,
+ * wait for the flush (or EPOLLOUT) as before, which also deals with any error. */
 void client_write_now(Client *c) {
         if (c->out_n != 1 || c->want_pollout || c->disconnected || c->close_after_flush || !c->manager)
                 return;

@@ -48,7 +48,7 @@ struct Client {
         bool disconnected:1;
         bool close_after_flush:1;
         bool read_more:1;
-        bool read_full:1;               /* the last read filled the buffer: more input is waiting */
+        bool read_full:1;               /* the last read filled the buffer: more input may be waiting */
 
         char *session_id;               /* last sessionId the client sent, for status "sessions" */
 
@@ -90,6 +90,8 @@ int client_reply_error(Client *c, const char *id, const char *error, const char 
 /* Writes as much of the queue as the socket takes, in one writev() of up to IOV_MAX entries per round. Returns 0
  * when everything was written or the socket is full (EPOLLOUT is then armed), negative errno on a dead peer. */
 int client_flush(Client *c);
+/* Writes c's queue now when it holds exactly one entry, the one just queued, rather than with the manager's flush
+ * at the end of the batch; only when manager_may_write_now() says nothing must leave first. */
 void client_write_now(Client *c);
 
 /* Drops queued entries carrying a tag (not a partially written one). Calls cb(c, tag, first, userdata) once per

@@ -509,11 +509,12 @@ bool manager_output_held(Manager *m) {
         return m->state_unsaved || scheduler_unsaved(m->scheduler);
 }
 
-/* Whether output may leave while it is being queued rather than with the flush at the end of the batch: nothing
- * this iteration changed must reach the disk first, and the request being served is the last its client has
- * sent, so no later request of this batch would add to the same queues (which then leave in one write each). */
+/* Nothing this iteration changed must reach the disk first, and the request being served is the last of the
+ * batch (its client sent nothing more, no other client is still to be served), so no later request of this batch
+ * adds to the same queues, which then leave in one write each. */
 bool manager_may_write_now(Manager *m) {
-        return !m->input_follows && !m->state_dirty && !manager_output_held(m) && !m->shutting_down;
+        return !m->input_follows && !m->batch_follows && !m->state_dirty && !manager_output_held(m) &&
+                !m->shutting_down;
 }
 
 static int on_state_retry(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -583,6 +584,9 @@ int manager_flush(Manager *m) {
                         client_free(c);
                         continue;
                 }
+                /* The socket was full a moment ago: EPOLLOUT will say when it takes more. */
+                if (c->want_pollout)
+                        continue;
 
                 r = client_flush(c);
                 if (r < 0) {

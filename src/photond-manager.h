@@ -84,6 +84,7 @@ typedef struct Manager {
         sd_event_source *flush_event_source;
         bool state_dirty;
         bool input_follows;             /* photond-client.c: the request being served is not its client's last */
+        bool batch_follows;             /* photond-client.c: other clients of this batch are still to be served */
         bool state_unsaved;             /* the last state write failed: replies are held until one succeeds */
         sd_event_source *state_retry_event_source;
         StateFile *state_file;  /* photond-store.c */
@@ -165,6 +166,8 @@ void manager_bus_name_settled(Manager *m);
 
 /* True while queued output must not leave yet: a state or job-file write that covers it is still to be made. */
 bool manager_output_held(Manager *m);
+/* Whether output queued now may be written at once (client_write_now()) instead of with the flush at the end of
+ * the batch: nothing of the batch waits for the disk and no later request of the batch is known to be coming. */
 bool manager_may_write_now(Manager *m);
 
 /* Asks the bus object to announce property changes (coalesced). */

@@ -549,6 +549,22 @@ Test(channel, reservation_grows_with_the_rate) {
                 cr_assert_eq(channels_publish(chs, "r", NULL, NULL, &id), 0);
         cr_assert_eq(channels_event_id_mark(chs), id + 2 * block);
 
+        block *= 2;
+
+        /* A publish that sees an earlier time than the last reservation (a busy-polled batch runs ahead of the
+         * loop's time) counts as within the second. The clock jumping to the mark uses the block up at once. */
+        mono -= 1;
+        wall = (int64_t) channels_event_id_mark(chs) + 1;
+        cr_assert_eq(channels_publish(chs, "r", NULL, NULL, &id), 0);
+        block *= 2;
+        cr_assert_eq(channels_event_id_mark(chs), id + block, "grown, not reset");
+
+        /* Between one and ten seconds later: the same size. */
+        mono += 5000;
+        wall = (int64_t) channels_event_id_mark(chs) + 1;
+        cr_assert_eq(channels_publish(chs, "r", NULL, NULL, &id), 0);
+        cr_assert_eq(channels_event_id_mark(chs), id + block);
+
         /* After 20 quiet seconds (the clock past the mark), the base block again. */
         mono += 20000;
         wall = (int64_t) channels_event_id_mark(chs) + 20000;

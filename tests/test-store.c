@@ -17,6 +17,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <systemd/sd-event.h>
+
 #include "fd-util.h"
 #include "fsync-spy.h"
 #include "helpers.h"
@@ -567,7 +569,74 @@ Test(store, a_push_leaves_at_once_only_when_nothing_waits_for_the_disk) {
         cr_assert(strstr(buf, "\"message\":3}\n") && strstr(buf, "\"message\":4}\n"), "in one write: %s", buf);
         cr_assert_eq(journal_max(&e, "eventIdHighWater"), mark, "the block was not used up");
 
+        /* Nor do they while output is held (a failed state write), nor the daemon's own events, whose files are
+         * written at the end of the iteration. */
+        e.m->state_unsaved = true;
+        feed(pub, "{\"type\":\"publish\",\"id\":\"p5\",\"channel\":\"c\",\"message\":5}\n");
+        cr_assert_str_eq(pending(sub_fds[1], buf, sizeof(buf)), "", "held output stays held");
+        e.m->state_unsaved = false;
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert(strstr(pending(sub_fds[1], buf, sizeof(buf)), "\"message\":5}"), "%s", buf);
+        cr_assert_eq(channels_publish(e.m->channels, "c", NULL, NULL, NULL), 0);
+        cr_assert_str_eq(pending(sub_fds[1], buf, sizeof(buf)), "", "the daemon's events wait for the flush");
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert(strstr(pending(sub_fds[1], buf, sizeof(buf)), "channel_message"), "%s", buf);
+
+        /* A publisher with a result already queued: the flush (oldest first) still sends the push before the
+         * publisher's results, as its place on the flush list is that of its newest output. */
+        feed(pub, "{\"type\":\"publish\",\"id\":\"p6\",\"channel\":\"nobody\",\"message\":6}\n"
+                  "{\"type\":\"publish\",\"id\":\"p7\",\"channel\":\"c\",\"message\":7}\n"
+                  "{\"type\":\"ping\",\"id\":\"p8\"}\n");
+        cr_assert(sub->dirty && pub->dirty);
+        cr_assert_eq(e.m->dirty_clients, pub, "the publisher is the newest on the flush list");
+        cr_assert_eq(manager_flush(e.m), 0);
+
         safe_close(pub_fds[1]);
+        safe_close(sub_fds[1]);
+        env_free(&e);
+}
+
+/* Two publishers served in one batch of the loop: the first's publish is not written at once, because the
+ * second's is still to be served; the subscriber gets both pushes in one write. Its end of the connection is a
+ * SOCK_SEQPACKET socket, so every write() is one record. */
+Test(store, publishes_of_one_batch_leave_in_one_write) {
+        Env e = env_new();
+        int a_fds[2], b_fds[2], sub_fds[2];
+        Client *a, *b, *sub;
+        const char *line;
+        char buf[4096];
+        ssize_t n;
+
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, a_fds), 0);
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, b_fds), 0);
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sub_fds), 0);
+        cr_assert_eq(client_new(e.m, a_fds[0], &a), 0);
+        cr_assert_eq(client_new(e.m, b_fds[0], &b), 0);
+        cr_assert_eq(client_new(e.m, sub_fds[0], &sub), 0);
+        feed(sub, "{\"type\":\"subscribe\",\"id\":\"s\",\"channel\":\"c\"}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert_gt(recv(sub_fds[1], buf, sizeof(buf), MSG_DONTWAIT), 0);
+
+        /* The first publish reserves a block of eventIds, whose write would hold any push anyway. */
+        feed(a, "{\"type\":\"publish\",\"id\":\"p0\",\"channel\":\"c\",\"message\":0}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert_gt(recv(sub_fds[1], buf, sizeof(buf), MSG_DONTWAIT), 0);
+
+        line = "{\"type\":\"publish\",\"id\":\"p\",\"channel\":\"c\",\"message\":1}\n";
+        cr_assert_eq(write(a_fds[1], line, strlen(line)), (ssize_t) strlen(line));
+        cr_assert_eq(write(b_fds[1], line, strlen(line)), (ssize_t) strlen(line));
+        /* One loop iteration serves both (the clients' epoll set is one source) and flushes. */
+        cr_assert_geq(sd_event_run(e.m->event, 1000 * 1000), 0);
+
+        n = recv(sub_fds[1], buf, sizeof(buf) - 1, MSG_DONTWAIT);
+        cr_assert_gt(n, 0);
+        buf[n] = '\0';
+        cr_assert(strstr(buf, "\"message\":1}\n") && strstr(strstr(buf, "\"message\":1}\n") + 1, "\"message\":1}\n"),
+                  "both pushes in the first write: %s", buf);
+        cr_assert_lt(recv(sub_fds[1], buf, sizeof(buf), MSG_DONTWAIT), 0, "and no second write");
+
+        safe_close(a_fds[1]);
+        safe_close(b_fds[1]);
         safe_close(sub_fds[1]);
         env_free(&e);
 }

@@ -13,6 +13,7 @@
  * so run.sh never guesses with sleeps.
  */
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -781,6 +782,7 @@ static inline int64_t hex8(const char *p) {
         uint64_t x, digit, alpha, v;
 
         memcpy(&x, p, 8);
+        x = le64toh(x);                 /* the first character in the lowest byte */
         /* Bytes below 0x80 can take these additions without a carry into the next byte: each sets a byte's top
          * bit when it is at least 0x80 minus the addend. */
         digit = (x + ones * (0x80 - '0')) & ~(x + ones * (0x80 - '9' - 1));

@@ -390,14 +390,14 @@ static uint64_t wall_ms(void) {
 }
 
 Test(channels, event_id_increases_across_restart) {
+        uint64_t started = wall_ms(), before, after, mark;
         Daemon *d = daemon_start(NULL);
         Conn *c = conn_open(d);
-        uint64_t before, after, mark;
         char *home, *cmd;
         int status;
 
-        cr_assert_gt(saved_event_id_mark(d->home), wall_ms(),
-                     "the snapshot written at start reserves the first block: the first publish need not wait");
+        cr_assert_geq(saved_event_id_mark(d->home), started + 10000,
+                      "the snapshot written at start reserves the first block: the first publish need not wait");
         before = publish(c, "r", "1");
         publish(c, "r", "2");
         conn_close(c);
@@ -407,9 +407,10 @@ Test(channels, event_id_increases_across_restart) {
         daemon_free(d);
         mark = saved_event_id_mark(home);
         cr_assert_gt(mark, before + 1, "the saved mark covers what was handed out, %" PRIu64 " and after", before);
-        cr_assert_gt(mark, wall_ms(), "a block ahead of the clock, which a fast restart could not reach by itself");
 
         d = daemon_start(&(DaemonOptions) { .home = home });
+        if (wall_ms() < mark)
+                cr_assert_eq(saved_event_id_mark(home), mark, "a restart before the clock reached the mark keeps it");
         c = conn_open(d);
         /* The buffer did not survive: a client that had seen "before" must refresh. */
         expect_refresh(c, "r", "1");
