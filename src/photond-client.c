@@ -3,9 +3,9 @@
 /* Control-socket connections. Requests are framed by '\n' (a trailing '\r' and blank lines are tolerated, as
  * JSON.parse does in the reference). Complete lines are handed over straight from the shared read buffer; only an
  * incomplete tail is copied into the client's own buffer. Output is queued as references to shared buffers and
- * leaves in one writev() per client when the manager flushes, so a burst of messages costs one syscall. A push of
- * a publish that is the last request its publisher sent, with nothing of the batch waiting for the disk, leaves
- * while the fan-out goes on (client_write_now()). */
+ * leaves in one writev() per client when the manager flushes, so a burst of messages costs one syscall. The pushes
+ * of a publish that is the last request of the batch, with nothing of the batch waiting for the disk, leave while
+ * the fan-out goes on (client_write_now()). */
 
 #include <assert.h>
 #include <inttypes.h>

@@ -966,8 +966,9 @@ int manager_startup(Manager *m) {
                 return log_error_errno(r, "Failed to load state: %m");
         /* A fresh snapshot and journal now, before any client is accepted: a state directory that cannot be
          * written shows at start, and the files are open before the first lock (and before the clients take the
-         * file descriptors a snapshot needs). It reserves the first block of eventIds, so the first publish does
-         * not wait for the disk. A failure is retried as any other (manager_save_state()). */
+         * file descriptors a snapshot needs). It reserves the next block of eventIds if the clock has passed the
+         * saved mark, so the first publish does not wait for the disk. A failure is retried as any other
+         * (manager_save_state()). */
         channels_reserve_event_ids(m->channels);
         m->state_dirty = true;
         (void) manager_save_state(m);
