@@ -528,9 +528,9 @@ static void feed(Client *c, const char *text) {
 }
 
 /* Pushes are written while a publish is served (client_write_now()) only when nothing of the batch waits for the
- * disk and its publisher has sent nothing more: the publish that reserves a new block of eventIds waits for the
- * flush that saves the mark (else a crash could hand out its eventId again), one inside the block leaves at once,
- * and publishes that came together leave together with the flush. */
+ * disk and no request of the batch follows: the publish that reserves a new block of eventIds waits for the flush
+ * that saves the mark (else a crash could hand out its eventId again), one inside the block leaves at once, and
+ * publishes that came together leave together with the flush. */
 Test(store, a_push_leaves_at_once_only_when_nothing_waits_for_the_disk) {
         Env e = env_new();
         int pub_fds[2], sub_fds[2];
