@@ -81,6 +81,7 @@ static void client_read_more_done(Client *c) {
 }
 
 static void client_mark_dirty(Client *c);
+static int client_feed_read(Client *c, const char *data, size_t size, bool more_waiting);
 
 static void client_on_io(Client *c, uint32_t revents) {
         int r;
@@ -124,8 +125,8 @@ read:
                         return;
                 }
 
-                c->read_full = (size_t) n == sizeof(read_buffer);       /* more may be waiting */
-                r = client_feed(c, read_buffer, n);
+                /* After a full read more input may be waiting. */
+                r = client_feed_read(c, read_buffer, n, (size_t) n == sizeof(read_buffer));
                 if (r == -ENOMEM) {
                         log_oom();
                         manager_client_disconnect(c->manager, c);
@@ -600,7 +601,8 @@ static bool client_stopped(Client *c) {
         return c->disconnected || c->close_after_flush;
 }
 
-int client_feed(Client *c, const char *data, size_t size) {
+/* more_waiting: the socket may hold more input than data (a full read). */
+static int client_feed_read(Client *c, const char *data, size_t size, bool more_waiting) {
         const char *nl;
         int r;
 
@@ -615,7 +617,7 @@ int client_feed(Client *c, const char *data, size_t size) {
                 r = client_rbuf_append(c, data, nl - data);
                 if (r < 0)
                         return r;
-                r = client_handle_line(c, c->rbuf, c->rbuf_size, c->read_full || (size_t) (nl + 1 - data) < size);
+                r = client_handle_line(c, c->rbuf, c->rbuf_size, more_waiting || (size_t) (nl + 1 - data) < size);
                 /* The line is consumed; free the buffer so an idle client holds none. */
                 c->rbuf = mfree(c->rbuf);
                 c->rbuf_size = c->rbuf_alloc = 0;
@@ -630,7 +632,7 @@ int client_feed(Client *c, const char *data, size_t size) {
                 if (!nl)
                         return client_rbuf_append(c, data, size);
 
-                r = client_handle_line(c, data, nl - data, c->read_full || (size_t) (nl + 1 - data) < size);
+                r = client_handle_line(c, data, nl - data, more_waiting || (size_t) (nl + 1 - data) < size);
                 if (r == -ENOMEM)
                         return r;
                 size -= nl + 1 - data;
@@ -638,4 +640,8 @@ int client_feed(Client *c, const char *data, size_t size) {
         }
 
         return 0;
+}
+
+int client_feed(Client *c, const char *data, size_t size) {
+        return client_feed_read(c, data, size, false);
 }

@@ -48,7 +48,6 @@ struct Client {
         bool disconnected:1;
         bool close_after_flush:1;
         bool read_more:1;
-        bool read_full:1;               /* the last read filled the buffer: more input may be waiting */
 
         char *session_id;               /* last sessionId the client sent, for status "sessions" */
 
