@@ -394,7 +394,7 @@ Test(locks, corrupt_state_is_kept_aside_and_announced) {
         snprintf(path, sizeof(path), "{\"type\":\"get_events_since\",\"id\":\"e\",\"channel\":\"system:*\","
                  "\"lastEventId\":%" PRIi64 "}", jint(o, "data.lastEventId") - 1);
         json_object_put(o);
-        o = conn_request(c, "e", path);
+        o = conn_request(c, "e", "%s", path);
         cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
         cr_assert_eq(json_object_array_length(jget(o, "data.events")), 1, "%s", json_object_to_json_string(o));
         cr_assert_str_eq(jstr(o, "data.events.0.message.event"), "locks-reset");
