@@ -948,10 +948,14 @@ static int channels_events_since(Channels *chs, const char *key, size_t len, int
                 }
                 LIST_FOREACH(members, channel, p->members)
                         any = any || channel->events;
-                if (ts <= 0 ? any : (uint64_t) ts < p->floor) {
+                if (ts <= 0 && any) {
                         ret->refresh = true;
                         return 0;
                 }
+                /* A gap still comes with what is buffered after ts (wildcards are photond's own, so this adds to
+                 * no reference answer): after a state loss that is the locks-reset notice, which a client asking
+                 * from before the restart must see. */
+                s.refresh = ts > 0 && (uint64_t) ts < p->floor;
                 LIST_FOREACH(members, channel, p->members) {
                         r = since_collect(&s, channel, ts);
                         if (r < 0) {
@@ -1606,10 +1610,14 @@ int channels_handle_get_events_since(Manager *m, Client *c, Request *req) {
         if (r < 0)
                 return r;
 
-        for (size_t i = 0; i < s.n && !s.refresh; i++) {
+        for (size_t i = 0; i < s.n; i++) {
                 const Event *e = s.events[i];
                 need += 80 + e->channel->name_json_len + (e->line->size - e->body_offset);
-                s.refresh = c->out_bytes + need > limits.MAX_WRITE_QUEUE_BYTES;
+                if (c->out_bytes + need > limits.MAX_WRITE_QUEUE_BYTES) {
+                        s.refresh = true;
+                        s.n = 0;
+                        break;
+                }
         }
 
         id_json = request_member_json(req, "id", &id_len);
@@ -1622,7 +1630,7 @@ int channels_handle_get_events_since(Manager *m, Client *c, Request *req) {
         fputs("{\"type\":\"result\",\"id\":", f);
         fwrite(id_json, 1, id_len, f);
         fputs(",\"success\":true,\"data\":{\"events\":[", f);
-        for (size_t i = 0; i < s.n && !s.refresh; i++) {
+        for (size_t i = 0; i < s.n; i++) {
                 const Event *e = s.events[i];
 
                 fprintf(f, "%s{\"id\":%" PRIu64 ",\"channel\":", i > 0 ? "," : "", e->id);

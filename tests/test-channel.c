@@ -491,6 +491,37 @@ Test(channel, wildcard_replay) {
         expect_refresh(s, "r", "nothing:*");
 }
 
+/* A wildcard's gap is still answered with what is buffered after lastEventId: after a state loss photond's
+ * locks-reset notice is the one event a client asking from before the restart must not miss. */
+Test(channel, get_events_since_gap_keeps_newer_wildcard_events) {
+        Client *p = &clients[0], *s = &clients[1];
+        _cleanup_(json_object_putp) struct json_object *o = NULL, *again = NULL;
+        struct json_object *events;
+        uint64_t lost, kept;
+
+        limits.REPLAY_MAX_EVENTS = 1;
+        lost = publish(p, "sys:a", "1");
+        kept = publish(p, "sys:a", "2");        /* evicts the first: a replay from before it has a gap */
+
+        request(s, "{\"type\":\"get_events_since\",\"id\":\"g\",\"channel\":\"sys:*\",\"lastEventId\":%" PRIu64 "}",
+                lost - 1);
+        o = pop_json(s);
+        cr_assert(json_object_get_boolean(json_object_object_get(json_object_object_get(o, "data"), "refreshNeeded")));
+        events = json_object_object_get(json_object_object_get(o, "data"), "events");
+        cr_assert_eq(json_object_array_length(events), 1, "%s", json_object_to_json_string(o));
+        cr_assert_eq(jint(json_object_array_get_idx(events, 0), "id"), (int64_t) kept);
+
+        /* A subscribe's replay over the same gap still sends refresh_needed alone, as the reference does. */
+        subscribe_since(s, "sys:*", "1");
+        expect_refresh(s, "r", "sys:*");
+
+        /* No lastEventId and a non-empty buffer: a refresh with no events, the reference's answer. */
+        request(s, "{\"type\":\"get_events_since\",\"id\":\"h\",\"channel\":\"sys:*\"}");
+        again = pop_json(s);
+        events = json_object_object_get(json_object_object_get(again, "data"), "events");
+        cr_assert_eq(json_object_array_length(events), 0, "%s", json_object_to_json_string(again));
+}
+
 Test(channel, state_high_water_mark) {
         Client *p = &clients[0];
         _cleanup_(json_object_putp) struct json_object *state = json_object_new_object(), *loaded = NULL;

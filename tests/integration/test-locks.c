@@ -400,6 +400,15 @@ Test(locks, corrupt_state_is_kept_aside_and_announced) {
         cr_assert_str_eq(jstr(o, "data.events.0.message.event"), "locks-reset");
         json_object_put(o);
 
+        /* A client that last saw an event before the restart learns that it missed some, and still gets the
+         * notice that says why. */
+        o = conn_request(c, "e1", "{\"type\":\"get_events_since\",\"id\":\"e1\",\"channel\":\"system:*\","
+                         "\"lastEventId\":1}");
+        cr_assert(jbool(o, "data.refreshNeeded"), "%s", json_object_to_json_string(o));
+        cr_assert_eq(json_object_array_length(jget(o, "data.events")), 1, "%s", json_object_to_json_string(o));
+        cr_assert_str_eq(jstr(o, "data.events.0.message.event"), "locks-reset");
+        json_object_put(o);
+
         /* The token high-water mark was lost with the file: tokens continue above anything issued before. */
         int64_t t = acquire_ok(c, "1", "after-loss", "h", NULL);
         cr_assert_geq(t, (int64_t) 1600000000000LL * 1000, "token %" PRIi64 " could repeat an old one", t);
