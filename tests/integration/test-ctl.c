@@ -66,9 +66,17 @@ static CtlRun ctl_runv(const CtlRunOptions *o, const char *const *args) {
                         } else
                                 unsetenv(o->env[i]);
                 }
-                if (o && o->as_nobody && geteuid() == 0 && (setgroups(0, NULL) < 0 || setgid(65534) < 0 ||
-                                                             setuid(65534) < 0))
-                        _exit(126);
+                if (o && o->as_nobody && geteuid() == 0) {
+                        /* Opened while still root: the build tree may sit below a directory nobody cannot
+                         * enter (dpkg-buildpackage in a mktemp -d or in /root), and only the socket's
+                         * permissions are under test. */
+                        int exe = open(argv[0], O_PATH | O_CLOEXEC);
+
+                        if (exe < 0 || setgroups(0, NULL) < 0 || setgid(65534) < 0 || setuid(65534) < 0)
+                                _exit(126);
+                        fexecve(exe, (char**) argv, environ);
+                        _exit(127);
+                }
                 execv(argv[0], (char**) argv);
                 _exit(127);
         }
