@@ -963,7 +963,8 @@ static int channels_events_since(Channels *chs, const char *key, size_t len, int
                                 return r;
                         }
                 }
-                qsort(s.events, s.n, sizeof(Event*), event_cmp);
+                if (s.n > 1)
+                        qsort(s.events, s.n, sizeof(Event*), event_cmp);
                 *ret = s;
                 return 0;
         }
