@@ -1043,7 +1043,7 @@ static int subscribe_replay(Channels *chs, Client *c, Request *req, const char *
 
 /* ---- request handlers ---- */
 
-/* The request's channel (validated to be a string) and its length, NUL bytes included. */
+/* The request's channel (validated to be a string without NUL bytes) and its length. */
 static const char* request_channel(Request *req, size_t *ret_len) {
         struct json_object *v;
 
@@ -1260,6 +1260,7 @@ typedef struct Scan {
         const char *p, *end;
         unsigned depth;
         bool canonical;
+        bool nul;                       /* the last string held an escaped NUL */
 } Scan;
 
 #define SCAN_MAX_DEPTH 31               /* json-c refuses nesting deeper than 32 */
@@ -1310,6 +1311,7 @@ static bool scan_string(Scan *s, const char **ret, size_t *ret_len, bool *ret_pl
 
         if (!scan_char(s, '"'))
                 return false;
+        s->nul = false;
         start = s->p;
         for (;;) {
                 const char *e;
@@ -1333,14 +1335,17 @@ static bool scan_string(Scan *s, const char **ret, size_t *ret_len, bool *ret_pl
                 else if (e[1] == '/' && !s->canonical)
                         s->p += 2;
                 else if (e[1] == 'u' && s->end - e >= 6 && !s->canonical &&
-                         is_hex(e[2], false) && is_hex(e[3], false) && is_hex(e[4], false) && is_hex(e[5], false))
+                         is_hex(e[2], false) && is_hex(e[3], false) && is_hex(e[4], false) && is_hex(e[5], false)) {
+                        s->nul = s->nul || memcmp(e + 2, "0000", 4) == 0;
                         s->p += 6;
+                }
                 else if (e[1] == 'u' && s->end - e >= 6 && s->canonical && e[2] == '0' && e[3] == '0' &&
                          (e[4] == '0' || e[4] == '1') && is_hex(e[5], true)) {
                         /* json-c writes \u00xx only for control characters that have no short form. */
                         unsigned v = (e[4] - '0') * 16 + (e[5] <= '9' ? e[5] - '0' : e[5] - 'a' + 10);
                         if (strchr("\b\f\n\r\t", (int) v) && v != 0)
                                 return false;
+                        s->nul = s->nul || v == 0;
                         s->p += 6;
                 } else
                         return false;
@@ -1437,7 +1442,8 @@ static bool scan_object(Scan *s) {
                         size_t n;
 
                         scan_ws(s);
-                        if (!scan_string(s, &k, &n, NULL))
+                        /* json-c would cut a key at its NUL: left to the general path, which refuses it. */
+                        if (!scan_string(s, &k, &n, NULL) || s->nul)
                                 return false;
                         if (s->canonical) {
                                 /* json-c keeps the last of duplicate keys and prints one. */

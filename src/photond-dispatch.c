@@ -1592,7 +1592,7 @@ int dispatcher_handle_command(Manager *m, Client *c, Request *req) {
         }
 
         if (json_object_object_get_ex(req->json, "instanceName", &v) && v) {
-                instance = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+                instance = json_object_get_cstring(v);
                 if (!instance || !name_is_valid(instance))
                         return client_reply_error(c, req->id,
                                                   "Invalid instanceName: use 1-64 of [A-Za-z0-9._-], no leading dot",
@@ -1725,10 +1725,13 @@ int dispatcher_handle_invoke_result(Manager *m, Client *c, Request *req) {
         }
 
         if (json_object_object_get_ex(req->json, "error", &v) && v) {
-                if (json_object_is_type(v, json_type_string))
-                        error = json_object_get_string(v);
-                else
-                        error = json_get_string(v, "message");
+                struct json_object *text = json_object_is_type(v, json_type_string) ? v :
+                        json_object_object_get(v, "message");
+
+                /* A message with a NUL byte is passed on as its JSON text, so the caller sees all of it. */
+                error = json_object_get_cstring(text);
+                if (!error && json_object_is_type(text, json_type_string))
+                        error = json_object_to_json_string_ext(text, JSON_FORMAT_FLAGS);
         }
         call_complete(call, false, NULL, error ?: "Method failed");
         return 0;
@@ -1744,6 +1747,10 @@ int dispatcher_handle_emit(Manager *m, Client *c, Request *req) {
                 return 0;
         if (!json_object_object_get_ex(req->json, "emitData", &e) || !json_object_is_type(e, json_type_object))
                 return client_reply_error(c, req->id, "Invalid request format: emitData must be an object", NULL);
+        if (json_object_object_get_ex(e, "channel", &v) && json_string_get_cstring(v, &channel) == -EINVAL)
+                return client_reply_error(c, req->id,
+                                          "Invalid request format: emitData.channel must not contain a NUL character",
+                                          NULL);
 
         if (call->caller && json_object_object_get_ex(e, "emit", &v) && v &&
             !(json_object_is_type(v, json_type_boolean) && !json_object_get_boolean(v))) {

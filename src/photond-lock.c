@@ -1412,7 +1412,11 @@ int lock_table_load_record(LockTable *t, struct json_object *record, bool replay
                         return -EINVAL;
                 if (!replay_locks)
                         return 0;
-                HASH_FIND_STR(t->locks, json_object_get_string(v), l);
+                const char *name = json_object_get_cstring(v);
+
+                if (!name)
+                        return -EINVAL;
+                HASH_FIND_STR(t->locks, name, l);
                 if (l)
                         lock_free(t, l, /* record= */ false);
         }

@@ -110,6 +110,14 @@ static const char* const* required_strings(RequestType t) {
         }
 }
 
+/* The members photond reads as C strings: names, holders, ids, paths. A NUL byte in one is refused here, once for
+ * every request type, since a C string would end at it ("a\u0000x" would be lock "a", "p\u0000/../x" photon "p").
+ * Payload members (message, args, data, promptValue, …) may hold NUL bytes: they travel as JSON. */
+static const char *const text_members[] = {
+        "type", "method", "channel", "lockName", "lockHolder", "lockTransferTo", "sessionId", "jobId",
+        "photonName", "instanceName", "cron", "workingDir", "photonPath", NULL,
+};
+
 Request* request_free(Request *r) {
         if (!r)
                 return NULL;
@@ -151,7 +159,9 @@ int request_parse(const char *line, size_t len, Request **ret, char **ret_error,
                 return fail(ret_error, "Invalid request format: %s", "id is missing");
         if (!json_object_is_type(v, json_type_string))
                 return fail(ret_error, "Invalid request format: %s", "id must be a string");
-        id = json_object_get_string(v);
+        /* Echoed exactly or not at all: a shortened id could answer another request of the client. */
+        if (json_string_get_cstring(v, &id) < 0)
+                return fail(ret_error, "Invalid request format: %s", "id must not contain a NUL character");
         *ret_id = strdup(id);
         if (!*ret_id)
                 return -ENOMEM;
@@ -161,6 +171,12 @@ int request_parse(const char *line, size_t len, Request **ret, char **ret_error,
         if (!json_object_is_type(v, json_type_string))
                 return fail(ret_error, "Invalid request format: %s", "type must be a string");
         type = json_object_get_string(v);
+        for (const char *const *f = text_members; *f; f++) {
+                struct json_object *m;
+
+                if (json_object_object_get_ex(o, *f, &m) && json_string_get_cstring(m, NULL) == -EINVAL)
+                        return fail(ret_error, "Invalid request format: %s must not contain a NUL character", *f);
+        }
         t = request_type_from_string(type);
         if (t < 0)
                 return fail(ret_error, "Invalid request format: unknown type '%.64s'", type);

@@ -1376,8 +1376,11 @@ static int json_get_iso_ms(struct json_object *o, const char *key, int64_t *ret)
                 *ret = 0;
                 return 0;
         }
-        if (json_object_is_type(v, json_type_string))
-                return schedule_parse_iso(json_object_get_string(v), ret);
+        if (json_object_is_type(v, json_type_string)) {
+                const char *s = json_object_get_cstring(v);
+
+                return s ? schedule_parse_iso(s, ret) : -EINVAL;
+        }
         /* Tolerate epoch milliseconds too. */
         return json_get_int64(o, key, false, ret);
 }
