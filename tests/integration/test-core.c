@@ -311,6 +311,72 @@ Test(core, errors_echo_ids_and_keep_reference_prefixes) {
         daemon_free(d);
 }
 
+/* The four cases of issue 15: a NUL byte in a name made it a shorter name. Each is refused now, over the socket,
+ * and none acted on the shorter name. */
+Test(core, nul_in_names_and_ids_is_refused) {
+        Daemon *d = daemon_start(NULL);
+        Conn *c = conn_open(d);
+        struct json_object *o;
+
+        /* "a\u0000x" and "a\u0000y" were both the lock "a". */
+        o = conn_request(c, "n1", "{\"type\":\"lock\",\"id\":\"n1\",\"lockName\":\"a\\u0000x\",\"sessionId\":\"s1\"}");
+        cr_assert_str_eq(jstr(o, "type"), "error", "%s", json_object_to_json_string(o));
+        cr_assert_str_eq(jstr(o, "error"), "Invalid request format: lockName must not contain a NUL character");
+        json_object_put(o);
+        o = conn_request(c, "n2", "{\"type\":\"lock\",\"id\":\"n2\",\"lockName\":\"a\\u0000y\",\"sessionId\":\"s2\"}");
+        cr_assert_str_eq(jstr(o, "type"), "error", "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        o = conn_request(c, "n3", "{\"type\":\"query_lock\",\"id\":\"n3\",\"lockName\":\"a\"}");
+        cr_assert(json_object_is_type(jget(o, "data.holder"), json_type_null), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+
+        /* "owner\u0000other" released owner's lock. */
+        o = conn_request(c, "n4", "{\"type\":\"lock\",\"id\":\"n4\",\"lockName\":\"b\",\"sessionId\":\"owner\"}");
+        cr_assert(jbool(o, "data.acquired"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        o = conn_request(c, "n5", "{\"type\":\"unlock\",\"id\":\"n5\",\"lockName\":\"b\",\"lockHolder\":\"owner\\u0000other\"}");
+        cr_assert_str_eq(jstr(o, "type"), "error", "%s", json_object_to_json_string(o));
+        cr_assert_str_eq(jstr(o, "error"), "Invalid request format: lockHolder must not contain a NUL character");
+        json_object_put(o);
+        o = conn_request(c, "n6", "{\"type\":\"query_lock\",\"id\":\"n6\",\"lockName\":\"b\"}");
+        cr_assert_str_eq(jstr(o, "data.holder"), "owner", "%s", json_object_to_json_string(o));
+        json_object_put(o);
+
+        /* "x\u0000y" was answered as "x": now it is not echoed at all. */
+        conn_send(c, "{\"type\":\"ping\",\"id\":\"x\\u0000y\"}");
+        o = conn_expect(c, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "error", "%s", json_object_to_json_string(o));
+        cr_assert_str_eq(jstr(o, "id"), "unknown");
+        cr_assert_str_eq(jstr(o, "error"), "Invalid request format: id must not contain a NUL character");
+        json_object_put(o);
+
+        /* "p\u0000/../../evil" passed the name check as "p". */
+        o = conn_request(c, "n7", "{\"type\":\"command\",\"id\":\"n7\",\"photonName\":\"p\\u0000/../../evil\","
+                         "\"method\":\"m\"}");
+        cr_assert_str_eq(jstr(o, "type"), "error", "%s", json_object_to_json_string(o));
+        cr_assert_str_eq(jstr(o, "error"), "Invalid request format: photonName must not contain a NUL character");
+        json_object_put(o);
+
+        /* A NUL in a message is data: it arrives as sent. */
+        Conn *sub = conn_open(d);
+        o = conn_request(sub, "s", "{\"type\":\"subscribe\",\"id\":\"s\",\"channel\":\"nul:c\"}");
+        cr_assert(jbool(o, "success"));
+        json_object_put(o);
+        o = conn_request(c, "n8", "{\"type\":\"publish\",\"id\":\"n8\",\"channel\":\"nul:c\",\"message\":\"a\\u0000b\"}");
+        cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        o = conn_expect(sub, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "channel_message");
+        cr_assert_eq(json_object_get_string_len(jget(o, "message")), 3);
+        cr_assert(memcmp(json_object_get_string(jget(o, "message")), "a\0b", 3) == 0);
+        json_object_put(o);
+
+        ping_ok(c, "still-here");
+        conn_close(sub);
+        conn_close(c);
+        daemon_free(d);
+}
+
 Test(core, garbage_nul_bytes_crlf_and_pipelining) {
         Daemon *d = daemon_start(NULL);
         Conn *c = conn_open(d);
