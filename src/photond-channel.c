@@ -1055,35 +1055,40 @@ static const char* request_channel(Request *req, size_t *ret_len) {
         return json_object_get_string(v);
 }
 
-const char* channels_limit_error(int error, char *buf, size_t size) {
+const char* channels_limit_error(int error, const char *channel, struct json_object *message, char *buf,
+                                 size_t size) {
+        size_t len = 0;
+
         switch (error) {
         case -EINVAL:
-                snprintf(buf, size, "Channel name too long: at most %" PRIu64 " bytes", limits.MAX_CHANNEL_NAME_BYTES);
-                return buf;
+                return limit_error(LIMIT_MAX_CHANNEL_NAME_BYTES, channel ? strlen(channel) : UINT64_MAX, buf, size,
+                                   NULL);
         case -EMSGSIZE:
-                snprintf(buf, size, "Message too large: at most %" PRIu64 " bytes of JSON", limits.MAX_MESSAGE_BYTES);
-                return buf;
+                if (!json_object_to_json_string_length(message, JSON_FORMAT_FLAGS, &len))
+                        return limit_error(LIMIT_MAX_MESSAGE_BYTES, UINT64_MAX, buf, size, NULL);
+                return limit_error(LIMIT_MAX_MESSAGE_BYTES, len, buf, size, NULL);
         case -ENOSPC:
-                snprintf(buf, size, "Too many channels: at most %" PRIu64 " channels are subscribed to",
-                         limits.MAX_CHANNELS);
-                return buf;
+                return limit_error(LIMIT_MAX_CHANNELS, UINT64_MAX, buf, size, NULL);
         default:
                 return NULL;
         }
 }
 
-static int reply_name_too_long(Client *c, Request *req) {
-        char msg[128];
+static int reply_limit(Client *c, Request *req, LimitId id, uint64_t actual) {
+        const char *suggestion = NULL;
+        char msg[256];
 
-        return client_reply_error(c, req->id, channels_limit_error(-EINVAL, msg, sizeof(msg)),
-                                  "Use a shorter channel name");
+        /* Two statements: the order in which arguments are evaluated is unspecified. */
+        limit_error(id, actual, msg, sizeof(msg), &suggestion);
+        return client_reply_error(c, req->id, msg, suggestion);
+}
+
+static int reply_name_too_long(Client *c, Request *req, size_t len) {
+        return reply_limit(c, req, LIMIT_MAX_CHANNEL_NAME_BYTES, len);
 }
 
 static int reply_too_many_channels(Client *c, Request *req) {
-        char msg[128];
-
-        return client_reply_error(c, req->id, channels_limit_error(-ENOSPC, msg, sizeof(msg)),
-                                  "Retry later, or raise PHOTOND_MAX_CHANNELS");
+        return reply_limit(c, req, LIMIT_MAX_CHANNELS, UINT64_MAX);
 }
 
 static struct json_object* channel_reply_data(const char *key, const char *channel, size_t len) {
@@ -1106,7 +1111,7 @@ int channels_handle_subscribe(Manager *m, Client *c, Request *req) {
         assert(name);
 
         if (len > limits.MAX_CHANNEL_NAME_BYTES)
-                return reply_name_too_long(c, req);
+                return reply_name_too_long(c, req, len);
 
         channels_expire(chs);
         r = channel_get(chs, name, len, &channel);
@@ -1118,12 +1123,8 @@ int channels_handle_subscribe(Manager *m, Client *c, Request *req) {
         /* A set, as the reference: subscribing twice changes nothing. */
         if (!subscription_find(c, channel)) {
                 if (c->n_subscriptions >= limits.MAX_SUBSCRIPTIONS_PER_CLIENT) {
-                        char msg[128];
-
                         channel_maybe_free(chs, channel);
-                        snprintf(msg, sizeof(msg), "Too many subscriptions: at most %" PRIu64 " per connection",
-                                 limits.MAX_SUBSCRIPTIONS_PER_CLIENT);
-                        return client_reply_error(c, req->id, msg, "Unsubscribe from channels you no longer need");
+                        return reply_limit(c, req, LIMIT_MAX_SUBSCRIPTIONS_PER_CLIENT, UINT64_MAX);
                 }
                 r = subscription_add(chs, c, channel);
                 if (r < 0) {
@@ -1216,16 +1217,12 @@ int channels_handle_publish(Manager *m, Client *c, Request *req) {
         name = request_channel(req, &len);
         assert(name);
         if (len > limits.MAX_CHANNEL_NAME_BYTES)
-                return reply_name_too_long(c, req);
+                return reply_name_too_long(c, req, len);
 
         /* A missing message stays missing; null stays null. */
         message = request_member_json(req, "message", &message_len);
-        if (message && message_len > limits.MAX_MESSAGE_BYTES) {
-                char msg[128];
-
-                return client_reply_error(c, req->id, channels_limit_error(-EMSGSIZE, msg, sizeof(msg)),
-                                          "Publish a reference to the data instead");
-        }
+        if (message && message_len > limits.MAX_MESSAGE_BYTES)
+                return reply_limit(c, req, LIMIT_MAX_MESSAGE_BYTES, message_len);
 
         if (!json_object_object_get_ex(req->json, "id", &v))
                 return -EINVAL;         /* the parser made sure it is there */

@@ -1580,22 +1580,20 @@ int dispatcher_handle_command(Manager *m, Client *c, Request *req) {
         if (!photon)
                 return client_reply_error(c, req->id, "photonName required for commands",
                                           "Include photonName in the request payload");
-        if (!name_is_valid(photon)) {
-                snprintf(msg, sizeof(msg), "Invalid photonName '%.64s': use 1-64 of [A-Za-z0-9._-], no leading dot",
-                         photon);
-                return client_reply_error(c, req->id, msg, NULL);
-        }
-        if (!name_is_valid(method)) {
-                snprintf(msg, sizeof(msg), "Tool not found: %.64s (method names are 1-64 of [A-Za-z0-9._-], "
-                         "no leading dot)", method);
-                return client_reply_error(c, req->id, msg, NULL);
-        }
+        if (!name_is_valid(photon))
+                return client_reply_error(c, req->id, request_name_error("photonName", photon, msg, sizeof(msg)),
+                                          NULL);
+        if (!name_is_valid(method))
+                return client_reply_error(c, req->id, request_name_error("method", method, msg, sizeof(msg)), NULL);
 
         if (json_object_object_get_ex(req->json, "instanceName", &v) && v) {
                 instance = json_object_get_cstring(v);
-                if (!instance || !name_is_valid(instance))
+                if (!instance)
+                        return client_reply_error(c, req->id, "Invalid request format: instanceName must be a string",
+                                                  NULL);
+                if (!name_is_valid(instance))
                         return client_reply_error(c, req->id,
-                                                  "Invalid instanceName: use 1-64 of [A-Za-z0-9._-], no leading dot",
+                                                  request_name_error("instanceName", instance, msg, sizeof(msg)),
                                                   NULL);
         }
 
@@ -1650,11 +1648,9 @@ int dispatcher_handle_provide(Manager *m, Client *c, Request *req) {
         char msg[192];
         int r;
 
-        if (!name_is_valid(photon)) {
-                snprintf(msg, sizeof(msg), "Invalid photonName '%.64s': use 1-64 of [A-Za-z0-9._-], no leading dot",
-                         photon);
-                return client_reply_error(c, req->id, msg, NULL);
-        }
+        if (!name_is_valid(photon))
+                return client_reply_error(c, req->id, request_name_error("photonName", photon, msg, sizeof(msg)),
+                                          NULL);
 
         LIST_FOREACH(by_client, i, (Provider*) c->provider)
                 if (streq(i->photon->name, photon))
@@ -1662,9 +1658,10 @@ int dispatcher_handle_provide(Manager *m, Client *c, Request *req) {
 
         if (!p) {
                 if (d->n_providers >= limits.MAX_PROVIDERS) {
-                        snprintf(msg, sizeof(msg), "Too many providers: %u connected (PHOTOND_MAX_PROVIDERS)",
-                                 d->n_providers);
-                        return client_reply_error(c, req->id, msg, "Retry later");
+                        const char *suggestion;
+
+                        limit_error(LIMIT_MAX_PROVIDERS, UINT64_MAX, msg, sizeof(msg), &suggestion);
+                        return client_reply_error(c, req->id, msg, suggestion);
                 }
                 r = photon_get(d, photon, &e);
                 if (r < 0)

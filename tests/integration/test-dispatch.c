@@ -284,7 +284,8 @@ Test(dispatch, provider_failures_and_stray_messages) {
 
         /* provide validates the name like every path part. */
         o = conn_request(other, "pv", "{\"type\":\"provide\",\"id\":\"pv\",\"photonName\":\"../etc\"}");
-        assert_contains(error_of(o), "Invalid photonName");
+        cr_assert_str_eq(error_of(o), "Cannot initialize photon '../etc': not a valid photon name (1-64 characters "
+                         "of A-Z a-z 0-9 . _ -, not starting with a dot)");
         json_object_put(o);
 
         conn_close(other);
@@ -709,14 +710,17 @@ Test(dispatch, missing_handlers_and_bad_requests) {
         json_object_put(o);
 
         o = command(c, "n5", "..", "add", NULL);
-        assert_contains(error_of(o), "Invalid photonName");
+        cr_assert_str_eq(error_of(o), "Cannot initialize photon '..': not a valid photon name (1-64 characters of "
+                         "A-Z a-z 0-9 . _ -, not starting with a dot)");
         json_object_put(o);
         o = command(c, "n6", "kanban", "../../bin/sh", NULL);
-        assert_contains(error_of(o), "Tool not found");
+        cr_assert_str_eq(error_of(o), "Tool not found: ../../bin/sh (not a valid method name: 1-64 characters of "
+                         "A-Z a-z 0-9 . _ -, not starting with a dot)");
         json_object_put(o);
         o = conn_request(c, "n7", "{\"type\":\"command\",\"id\":\"n7\",\"photonName\":\"kanban\",\"method\":\"add\","
                          "\"instanceName\":\"a/b\"}");
-        assert_contains(error_of(o), "Invalid instanceName");
+        cr_assert_str_eq(error_of(o), "Invalid request format: instanceName 'a/b' is not a valid name (1-64 "
+                         "characters of A-Z a-z 0-9 . _ -, not starting with a dot)");
         json_object_put(o);
 
         conn_close(c);
