@@ -118,6 +118,13 @@ static const char *const text_members[] = {
         "photonName", "instanceName", "cron", "workingDir", "photonPath", NULL,
 };
 
+static bool strv_contains(const char *const *l, const char *s) {
+        for (; *l; l++)
+                if (streq(*l, s))
+                        return true;
+        return false;
+}
+
 Request* request_free(Request *r) {
         if (!r)
                 return NULL;
@@ -171,12 +178,10 @@ int request_parse(const char *line, size_t len, Request **ret, char **ret_error,
         if (!json_object_is_type(v, json_type_string))
                 return fail(ret_error, "Invalid request format: %s", "type must be a string");
         type = json_object_get_string(v);
-        for (const char *const *f = text_members; *f; f++) {
-                struct json_object *m;
-
-                if (json_object_object_get_ex(o, *f, &m) && json_string_get_cstring(m, NULL) == -EINVAL)
-                        return fail(ret_error, "Invalid request format: %s must not contain a NUL character", *f);
-        }
+        /* One pass over the members, not a lookup per text member: this runs for every request. */
+        json_object_object_foreach(o, key, m)
+                if (json_string_get_cstring(m, NULL) == -EINVAL && strv_contains(text_members, key))
+                        return fail(ret_error, "Invalid request format: %s must not contain a NUL character", key);
         t = request_type_from_string(type);
         if (t < 0)
                 return fail(ret_error, "Invalid request format: unknown type '%.64s'", type);
