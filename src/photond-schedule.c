@@ -233,9 +233,9 @@ char* schedule_output_preview(struct json_object *data) {
 
         if (!data)
                 return NULL;
-        if (json_object_is_type(data, json_type_string))
-                s = json_object_get_string(data);
-        else
+        /* A string with a NUL byte is shown as JSON, so the preview is not cut short at the NUL. */
+        s = json_object_get_cstring(data);
+        if (!s)
                 s = json_object_to_json_string_ext(data, JSON_FORMAT_FLAGS);
         if (!s)
                 return NULL;
