@@ -1543,6 +1543,7 @@ Test(jobs, photonctl_verbs) {
 
         setenv("TZ", "UTC", 1);
         write_handler(home, "cli", "hello", "#!/bin/sh\ncat >/dev/null\necho '\"hi there\"'\n");
+        write_handler(home, "cli", "nul", "#!/bin/sh\ncat >/dev/null\necho '\"a\\u0000b\"'\n");
         d = daemon_start(&(DaemonOptions) { .env = env, .home = home });
 
         cr_assert_eq(run_ctl(d, &out, "cron", "*/15 * * * *", "--count", "3", NULL), 0);
@@ -1575,6 +1576,16 @@ Test(jobs, photonctl_verbs) {
         cr_assert_eq(run_ctl(d, &out, "run-job", "greet", NULL), 0);
         cr_assert_not_null(strstr(out, "succeeded"), "%s", out);
         cr_assert_not_null(strstr(out, "hi there"), "%s", out);
+        free(out);
+
+        /* A result with a NUL is printed whole, as JSON, and so is its preview in the history. */
+        cr_assert_eq(run_ctl(d, &out, "schedule", "cli", "nulrun", "nul", "0 9 * * *", NULL), 0);
+        free(out);
+        cr_assert_eq(run_ctl(d, &out, "run-job", "nulrun", NULL), 0);
+        cr_assert_not_null(strstr(out, "\"a\\u0000b\""), "%s", out);
+        free(out);
+        cr_assert_eq(run_ctl(d, &out, "history", "cli", "nul", NULL), 0);
+        cr_assert_not_null(strstr(out, "a\\u0000b"), "%s", out);
         free(out);
 
         cr_assert_eq(run_ctl(d, &out, "history", "cli", "hello", "--limit", "5", NULL), 0);
