@@ -1057,16 +1057,18 @@ static const char* request_channel(Request *req, size_t *ret_len) {
 
 const char* channels_limit_error(int error, const char *channel, struct json_object *message, char *buf,
                                  size_t size) {
-        size_t len = 0;
+        uint64_t actual = UINT64_MAX;   /* unknown */
+        size_t len;
 
         switch (error) {
         case -EINVAL:
-                return limit_error(LIMIT_MAX_CHANNEL_NAME_BYTES, channel ? strlen(channel) : UINT64_MAX, buf, size,
-                                   NULL);
+                if (channel)
+                        actual = strlen(channel);
+                return limit_error(LIMIT_MAX_CHANNEL_NAME_BYTES, actual, buf, size, NULL);
         case -EMSGSIZE:
-                if (!json_object_to_json_string_length(message, JSON_FORMAT_FLAGS, &len))
-                        return limit_error(LIMIT_MAX_MESSAGE_BYTES, UINT64_MAX, buf, size, NULL);
-                return limit_error(LIMIT_MAX_MESSAGE_BYTES, len, buf, size, NULL);
+                if (message && json_object_to_json_string_length(message, JSON_FORMAT_FLAGS, &len))
+                        actual = len;
+                return limit_error(LIMIT_MAX_MESSAGE_BYTES, actual, buf, size, NULL);
         case -ENOSPC:
                 return limit_error(LIMIT_MAX_CHANNELS, UINT64_MAX, buf, size, NULL);
         default:

@@ -1589,8 +1589,8 @@ int dispatcher_handle_command(Manager *m, Client *c, Request *req) {
         if (json_object_object_get_ex(req->json, "instanceName", &v) && v) {
                 instance = json_object_get_cstring(v);
                 if (!instance)
-                        return client_reply_error(c, req->id, "Invalid request format: instanceName must be a string",
-                                                  NULL);
+                        return client_reply_error(c, req->id,
+                                                  "Invalid request format: instanceName must be a string", NULL);
                 if (!name_is_valid(instance))
                         return client_reply_error(c, req->id,
                                                   request_name_error("instanceName", instance, msg, sizeof(msg)),
