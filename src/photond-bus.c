@@ -495,7 +495,7 @@ static int method_publish(sd_bus_message *message, void *userdata, sd_bus_error 
         const char *channel, *json, *jerr = NULL, *limit;
         Manager *m = userdata;
         uint64_t event_id = 0;
-        char text[128];
+        char text[256];
         int r;
 
         r = check_admin(m, message, method_publish, error);
@@ -514,7 +514,7 @@ static int method_publish(sd_bus_message *message, void *userdata, sd_bus_error 
 
         r = channels_publish(m->channels, channel, msg, NULL, &event_id);
         /* The limits answer as on the socket (same text), under one name a client can test for. */
-        limit = channels_limit_error(r, text, sizeof(text));
+        limit = channels_limit_error(r, channel, msg, text, sizeof(text));
         if (limit)
                 return sd_bus_error_set(error, BUS_ERROR_LIMIT_EXCEEDED, limit);
         if (r < 0)

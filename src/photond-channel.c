@@ -1048,7 +1048,7 @@ static int subscribe_replay(Channels *chs, Client *c, Request *req, const char *
 
 /* ---- request handlers ---- */
 
-/* The request's channel (validated to be a string) and its length, NUL bytes included. */
+/* The request's channel (validated to be a string without NUL bytes) and its length. */
 static const char* request_channel(Request *req, size_t *ret_len) {
         struct json_object *v;
 
@@ -1060,35 +1060,42 @@ static const char* request_channel(Request *req, size_t *ret_len) {
         return json_object_get_string(v);
 }
 
-const char* channels_limit_error(int error, char *buf, size_t size) {
+const char* channels_limit_error(int error, const char *channel, struct json_object *message, char *buf,
+                                 size_t size) {
+        uint64_t actual = UINT64_MAX;   /* unknown */
+        size_t len;
+
         switch (error) {
         case -EINVAL:
-                snprintf(buf, size, "Channel name too long: at most %" PRIu64 " bytes", limits.MAX_CHANNEL_NAME_BYTES);
-                return buf;
+                if (channel)
+                        actual = strlen(channel);
+                return limit_error(LIMIT_MAX_CHANNEL_NAME_BYTES, actual, buf, size, NULL);
         case -EMSGSIZE:
-                snprintf(buf, size, "Message too large: at most %" PRIu64 " bytes of JSON", limits.MAX_MESSAGE_BYTES);
-                return buf;
+                if (message && json_object_to_json_string_length(message, JSON_FORMAT_FLAGS, &len))
+                        actual = len;
+                return limit_error(LIMIT_MAX_MESSAGE_BYTES, actual, buf, size, NULL);
         case -ENOSPC:
-                snprintf(buf, size, "Too many channels: at most %" PRIu64 " channels are subscribed to",
-                         limits.MAX_CHANNELS);
-                return buf;
+                return limit_error(LIMIT_MAX_CHANNELS, UINT64_MAX, buf, size, NULL);
         default:
                 return NULL;
         }
 }
 
-static int reply_name_too_long(Client *c, Request *req) {
-        char msg[128];
+static int reply_limit(Client *c, Request *req, LimitId id, uint64_t actual) {
+        const char *suggestion = NULL;
+        char msg[256];
 
-        return client_reply_error(c, req->id, channels_limit_error(-EINVAL, msg, sizeof(msg)),
-                                  "Use a shorter channel name");
+        /* Two statements: the order in which arguments are evaluated is unspecified. */
+        limit_error(id, actual, msg, sizeof(msg), &suggestion);
+        return client_reply_error(c, req->id, msg, suggestion);
+}
+
+static int reply_name_too_long(Client *c, Request *req, size_t len) {
+        return reply_limit(c, req, LIMIT_MAX_CHANNEL_NAME_BYTES, len);
 }
 
 static int reply_too_many_channels(Client *c, Request *req) {
-        char msg[128];
-
-        return client_reply_error(c, req->id, channels_limit_error(-ENOSPC, msg, sizeof(msg)),
-                                  "Retry later, or raise PHOTOND_MAX_CHANNELS");
+        return reply_limit(c, req, LIMIT_MAX_CHANNELS, UINT64_MAX);
 }
 
 static struct json_object* channel_reply_data(const char *key, const char *channel, size_t len) {
@@ -1111,7 +1118,7 @@ int channels_handle_subscribe(Manager *m, Client *c, Request *req) {
         assert(name);
 
         if (len > limits.MAX_CHANNEL_NAME_BYTES)
-                return reply_name_too_long(c, req);
+                return reply_name_too_long(c, req, len);
 
         channels_expire(chs);
         r = channel_get(chs, name, len, &channel);
@@ -1123,12 +1130,8 @@ int channels_handle_subscribe(Manager *m, Client *c, Request *req) {
         /* A set, as the reference: subscribing twice changes nothing. */
         if (!subscription_find(c, channel)) {
                 if (c->n_subscriptions >= limits.MAX_SUBSCRIPTIONS_PER_CLIENT) {
-                        char msg[128];
-
                         channel_maybe_free(chs, channel);
-                        snprintf(msg, sizeof(msg), "Too many subscriptions: at most %" PRIu64 " per connection",
-                                 limits.MAX_SUBSCRIPTIONS_PER_CLIENT);
-                        return client_reply_error(c, req->id, msg, "Unsubscribe from channels you no longer need");
+                        return reply_limit(c, req, LIMIT_MAX_SUBSCRIPTIONS_PER_CLIENT, UINT64_MAX);
                 }
                 r = subscription_add(chs, c, channel);
                 if (r < 0) {
@@ -1221,16 +1224,12 @@ int channels_handle_publish(Manager *m, Client *c, Request *req) {
         name = request_channel(req, &len);
         assert(name);
         if (len > limits.MAX_CHANNEL_NAME_BYTES)
-                return reply_name_too_long(c, req);
+                return reply_name_too_long(c, req, len);
 
         /* A missing message stays missing; null stays null. */
         message = request_member_json(req, "message", &message_len);
-        if (message && message_len > limits.MAX_MESSAGE_BYTES) {
-                char msg[128];
-
-                return client_reply_error(c, req->id, channels_limit_error(-EMSGSIZE, msg, sizeof(msg)),
-                                          "Publish a reference to the data instead");
-        }
+        if (message && message_len > limits.MAX_MESSAGE_BYTES)
+                return reply_limit(c, req, LIMIT_MAX_MESSAGE_BYTES, message_len);
 
         if (!json_object_object_get_ex(req->json, "id", &v))
                 return -EINVAL;         /* the parser made sure it is there */
@@ -1265,6 +1264,7 @@ typedef struct Scan {
         const char *p, *end;
         unsigned depth;
         bool canonical;
+        bool nul;                       /* the last string held an escaped NUL */
 } Scan;
 
 #define SCAN_MAX_DEPTH 31               /* json-c refuses nesting deeper than 32 */
@@ -1315,6 +1315,7 @@ static bool scan_string(Scan *s, const char **ret, size_t *ret_len, bool *ret_pl
 
         if (!scan_char(s, '"'))
                 return false;
+        s->nul = false;
         start = s->p;
         for (;;) {
                 const char *e;
@@ -1338,14 +1339,17 @@ static bool scan_string(Scan *s, const char **ret, size_t *ret_len, bool *ret_pl
                 else if (e[1] == '/' && !s->canonical)
                         s->p += 2;
                 else if (e[1] == 'u' && s->end - e >= 6 && !s->canonical &&
-                         is_hex(e[2], false) && is_hex(e[3], false) && is_hex(e[4], false) && is_hex(e[5], false))
+                         is_hex(e[2], false) && is_hex(e[3], false) && is_hex(e[4], false) && is_hex(e[5], false)) {
+                        s->nul = s->nul || memcmp(e + 2, "0000", 4) == 0;
                         s->p += 6;
+                }
                 else if (e[1] == 'u' && s->end - e >= 6 && s->canonical && e[2] == '0' && e[3] == '0' &&
                          (e[4] == '0' || e[4] == '1') && is_hex(e[5], true)) {
                         /* json-c writes \u00xx only for control characters that have no short form. */
                         unsigned v = (e[4] - '0') * 16 + (e[5] <= '9' ? e[5] - '0' : e[5] - 'a' + 10);
                         if (strchr("\b\f\n\r\t", (int) v) && v != 0)
                                 return false;
+                        s->nul = s->nul || v == 0;
                         s->p += 6;
                 } else
                         return false;
@@ -1442,7 +1446,8 @@ static bool scan_object(Scan *s) {
                         size_t n;
 
                         scan_ws(s);
-                        if (!scan_string(s, &k, &n, NULL))
+                        /* json-c would cut a key at its NUL: left to the general path, which refuses it. */
+                        if (!scan_string(s, &k, &n, NULL) || s->nul)
                                 return false;
                         if (s->canonical) {
                                 /* json-c keeps the last of duplicate keys and prints one. */

@@ -76,9 +76,10 @@ unsigned channels_subscribed_count(Channels *ch);
  * *ret_mono_ms, or 0 when nothing is buffered. Until then channels_count() cannot drop by expiry. O(1). */
 int channels_next_expiry(Channels *ch, uint64_t *ret_mono_ms);
 
-/* The text the socket protocol answers a refused publish with, for channels_publish()'s -EINVAL (channel name too
- * long), -EMSGSIZE and -ENOSPC; NULL for any other error. Written to buf. */
-const char* channels_limit_error(int error, char *buf, size_t size);
+/* limit_error()'s text, the socket's, for channels_publish(channel, message)'s -EINVAL (channel name too long),
+ * -EMSGSIZE and -ENOSPC; NULL for any other error. Written to buf. */
+const char* channels_limit_error(int error, const char *channel, struct json_object *message, char *buf,
+                                 size_t size);
 
 /* The wildcard prefix P of a channel: a publish on it reaches "P:*". P is the text before the first colon when
  * that colon has text on both sides, else the whole channel (as the reference). Returns P's length. */

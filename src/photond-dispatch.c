@@ -1580,22 +1580,20 @@ int dispatcher_handle_command(Manager *m, Client *c, Request *req) {
         if (!photon)
                 return client_reply_error(c, req->id, "photonName required for commands",
                                           "Include photonName in the request payload");
-        if (!name_is_valid(photon)) {
-                snprintf(msg, sizeof(msg), "Invalid photonName '%.64s': use 1-64 of [A-Za-z0-9._-], no leading dot",
-                         photon);
-                return client_reply_error(c, req->id, msg, NULL);
-        }
-        if (!name_is_valid(method)) {
-                snprintf(msg, sizeof(msg), "Tool not found: %.64s (method names are 1-64 of [A-Za-z0-9._-], "
-                         "no leading dot)", method);
-                return client_reply_error(c, req->id, msg, NULL);
-        }
+        if (!name_is_valid(photon))
+                return client_reply_error(c, req->id, request_name_error("photonName", photon, msg, sizeof(msg)),
+                                          NULL);
+        if (!name_is_valid(method))
+                return client_reply_error(c, req->id, request_name_error("method", method, msg, sizeof(msg)), NULL);
 
         if (json_object_object_get_ex(req->json, "instanceName", &v) && v) {
-                instance = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
-                if (!instance || !name_is_valid(instance))
+                instance = json_object_get_cstring(v);
+                if (!instance)
                         return client_reply_error(c, req->id,
-                                                  "Invalid instanceName: use 1-64 of [A-Za-z0-9._-], no leading dot",
+                                                  "Invalid request format: instanceName must be a string", NULL);
+                if (!name_is_valid(instance))
+                        return client_reply_error(c, req->id,
+                                                  request_name_error("instanceName", instance, msg, sizeof(msg)),
                                                   NULL);
         }
 
@@ -1650,11 +1648,9 @@ int dispatcher_handle_provide(Manager *m, Client *c, Request *req) {
         char msg[192];
         int r;
 
-        if (!name_is_valid(photon)) {
-                snprintf(msg, sizeof(msg), "Invalid photonName '%.64s': use 1-64 of [A-Za-z0-9._-], no leading dot",
-                         photon);
-                return client_reply_error(c, req->id, msg, NULL);
-        }
+        if (!name_is_valid(photon))
+                return client_reply_error(c, req->id, request_name_error("photonName", photon, msg, sizeof(msg)),
+                                          NULL);
 
         LIST_FOREACH(by_client, i, (Provider*) c->provider)
                 if (streq(i->photon->name, photon))
@@ -1662,9 +1658,10 @@ int dispatcher_handle_provide(Manager *m, Client *c, Request *req) {
 
         if (!p) {
                 if (d->n_providers >= limits.MAX_PROVIDERS) {
-                        snprintf(msg, sizeof(msg), "Too many providers: %u connected (PHOTOND_MAX_PROVIDERS)",
-                                 d->n_providers);
-                        return client_reply_error(c, req->id, msg, "Retry later");
+                        const char *suggestion;
+
+                        limit_error(LIMIT_MAX_PROVIDERS, UINT64_MAX, msg, sizeof(msg), &suggestion);
+                        return client_reply_error(c, req->id, msg, suggestion);
                 }
                 r = photon_get(d, photon, &e);
                 if (r < 0)
@@ -1725,10 +1722,13 @@ int dispatcher_handle_invoke_result(Manager *m, Client *c, Request *req) {
         }
 
         if (json_object_object_get_ex(req->json, "error", &v) && v) {
-                if (json_object_is_type(v, json_type_string))
-                        error = json_object_get_string(v);
-                else
-                        error = json_get_string(v, "message");
+                struct json_object *text = json_object_is_type(v, json_type_string) ? v :
+                        json_object_object_get(v, "message");
+
+                /* A message with a NUL byte is passed on as its JSON text, so the caller sees all of it. */
+                error = json_object_get_cstring(text);
+                if (!error && json_object_is_type(text, json_type_string))
+                        error = json_object_to_json_string_ext(text, JSON_FORMAT_FLAGS);
         }
         call_complete(call, false, NULL, error ?: "Method failed");
         return 0;
@@ -1744,6 +1744,10 @@ int dispatcher_handle_emit(Manager *m, Client *c, Request *req) {
                 return 0;
         if (!json_object_object_get_ex(req->json, "emitData", &e) || !json_object_is_type(e, json_type_object))
                 return client_reply_error(c, req->id, "Invalid request format: emitData must be an object", NULL);
+        if (json_object_object_get_ex(e, "channel", &v) && json_string_get_cstring(v, &channel) == -EINVAL)
+                return client_reply_error(c, req->id,
+                                          "Invalid request format: emitData.channel must not contain a NUL character",
+                                          NULL);
 
         if (call->caller && json_object_object_get_ex(e, "emit", &v) && v &&
             !(json_object_is_type(v, json_type_boolean) && !json_object_get_boolean(v))) {

@@ -5,7 +5,9 @@
  * the environment variable PHOTOND_<NAME> (a decimal number), e.g. PHOTOND_MAX_LINE_BYTES=4194304; see photond(8).
  * The reference daemon has none of these caps: they are what keeps one bad client from exhausting the daemon. */
 
+#include <errno.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /*        NAME                                    default                    meaning */
@@ -57,6 +59,14 @@
         X(WEBHOOK_MAX_BUFFERED_BYTES,           (64 * 1024 * 1024)) /* request bodies held at once, all conns */ \
         X(WEBHOOK_SIGNATURE_TOLERANCE_S,        300)
 
+typedef enum LimitId {
+#define _LIMIT_ID(name, def) LIMIT_##name,
+        LIMITS_FOREACH(_LIMIT_ID)
+#undef _LIMIT_ID
+        _LIMIT_ID_MAX,
+        _LIMIT_ID_INVALID = -EINVAL,
+} LimitId;
+
 typedef struct Limits {
 #define _LIMIT_FIELD(name, def) uint64_t name;
         LIMITS_FOREACH(_LIMIT_FIELD)
@@ -77,3 +87,9 @@ int limits_load_from_env(const char **ret_bad);
 
 /* Iterates the table (for status output and the man page test): name i, or NULL past the end. */
 const char* limits_name(unsigned i, uint64_t *ret_value, uint64_t *ret_default);
+
+/* The one wording of a request refused by a cap, for every request type and the bus, and the suggestion that goes
+ * with it (docs/protocol.md): "<what>: <n> bytes, at most <max> (PHOTOND_<CAP>)" for a size (without "<n> bytes, "
+ * when actual is UINT64_MAX, unknown), "<what>: at most <max> (PHOTOND_<CAP>)" for a count. Returns buf, or NULL
+ * for a limit that is no cap a request runs into. */
+const char* limit_error(LimitId id, uint64_t actual, char *buf, size_t size, const char **ret_suggestion);

@@ -777,17 +777,13 @@ static int reply_table_error(Client *c, const char *id, int r, const char *name,
 
         switch (r) {
         case -ENAMETOOLONG:
-                snprintf(msg, sizeof(msg), "Lock name too long: %zu bytes, at most %" PRIu64
-                         " (PHOTOND_MAX_LOCK_NAME_BYTES)", strlen(name), limits.MAX_LOCK_NAME_BYTES);
+                limit_error(LIMIT_MAX_LOCK_NAME_BYTES, strlen(name), msg, sizeof(msg), &suggestion);
                 break;
         case -EMSGSIZE:
-                snprintf(msg, sizeof(msg), "Lock holder too long: %zu bytes, at most %" PRIu64
-                         " (PHOTOND_MAX_LOCK_HOLDER_BYTES)", strlen(holder), limits.MAX_LOCK_HOLDER_BYTES);
+                limit_error(LIMIT_MAX_LOCK_HOLDER_BYTES, strlen(holder), msg, sizeof(msg), &suggestion);
                 break;
         case -ENOSPC:
-                snprintf(msg, sizeof(msg), "Too many locks: %" PRIu64 " are held (PHOTOND_MAX_LOCKS)",
-                         limits.MAX_LOCKS);
-                suggestion = "Release locks that are no longer needed";
+                limit_error(LIMIT_MAX_LOCKS, UINT64_MAX, msg, sizeof(msg), &suggestion);
                 break;
         default:
                 return r;
@@ -796,21 +792,20 @@ static int reply_table_error(Client *c, const char *id, int r, const char *name,
 }
 
 static int reply_wait_error(Client *c, const Request *req, int r, const char *name, const char *holder) {
+        const char *suggestion = NULL;
         char msg[256];
 
         switch (r) {
         case -EXFULL:
-                snprintf(msg, sizeof(msg), "Too many waiters for this lock: at most %" PRIu64
-                         " (PHOTOND_MAX_LOCK_WAITERS_PER_LOCK)", limits.MAX_LOCK_WAITERS_PER_LOCK);
+                limit_error(LIMIT_MAX_LOCK_WAITERS_PER_LOCK, UINT64_MAX, msg, sizeof(msg), &suggestion);
                 break;
         case -ENOSPC:
-                snprintf(msg, sizeof(msg), "Too many waiting lock requests: at most %" PRIu64
-                         " (PHOTOND_MAX_LOCK_WAITERS)", limits.MAX_LOCK_WAITERS);
+                limit_error(LIMIT_MAX_LOCK_WAITERS, UINT64_MAX, msg, sizeof(msg), &suggestion);
                 break;
         default:
                 return reply_table_error(c, req->id, r, name, holder);
         }
-        return client_reply_error(c, req->id, msg, "Retry without lockWait, or later");
+        return client_reply_error(c, req->id, msg, suggestion);
 }
 
 static int handle_acquire(Manager *m, Client *c, Request *req) {
@@ -1412,7 +1407,11 @@ int lock_table_load_record(LockTable *t, struct json_object *record, bool replay
                         return -EINVAL;
                 if (!replay_locks)
                         return 0;
-                HASH_FIND_STR(t->locks, json_object_get_string(v), l);
+                const char *name = json_object_get_cstring(v);
+
+                if (!name)
+                        return -EINVAL;
+                HASH_FIND_STR(t->locks, name, l);
                 if (l)
                         lock_free(t, l, /* record= */ false);
         }

@@ -110,6 +110,21 @@ static const char* const* required_strings(RequestType t) {
         }
 }
 
+/* The members photond reads as C strings: names, holders, ids, paths. A NUL byte in one is refused here, once for
+ * every request type, since a C string would end at it ("a\u0000x" would be lock "a", "p\u0000/../x" photon "p").
+ * Payload members (message, args, data, promptValue, …) may hold NUL bytes: they travel as JSON. */
+static const char *const text_members[] = {
+        "type", "method", "channel", "lockName", "lockHolder", "lockTransferTo", "sessionId", "jobId",
+        "photonName", "instanceName", "cron", "workingDir", "photonPath", NULL,
+};
+
+static bool strv_contains(const char *const *l, const char *s) {
+        for (; *l; l++)
+                if (streq(*l, s))
+                        return true;
+        return false;
+}
+
 Request* request_free(Request *r) {
         if (!r)
                 return NULL;
@@ -151,7 +166,9 @@ int request_parse(const char *line, size_t len, Request **ret, char **ret_error,
                 return fail(ret_error, "Invalid request format: %s", "id is missing");
         if (!json_object_is_type(v, json_type_string))
                 return fail(ret_error, "Invalid request format: %s", "id must be a string");
-        id = json_object_get_string(v);
+        /* Echoed exactly or not at all: a shortened id could answer another request of the client. */
+        if (json_string_get_cstring(v, &id) < 0)
+                return fail(ret_error, "Invalid request format: %s", "id must not contain a NUL character");
         *ret_id = strdup(id);
         if (!*ret_id)
                 return -ENOMEM;
@@ -161,6 +178,10 @@ int request_parse(const char *line, size_t len, Request **ret, char **ret_error,
         if (!json_object_is_type(v, json_type_string))
                 return fail(ret_error, "Invalid request format: %s", "type must be a string");
         type = json_object_get_string(v);
+        /* One pass over the members, not a lookup per text member: this runs for every request. */
+        json_object_object_foreach(o, key, m)
+                if (json_string_get_cstring(m, NULL) == -EINVAL && strv_contains(text_members, key))
+                        return fail(ret_error, "Invalid request format: %s must not contain a NUL character", key);
         t = request_type_from_string(type);
         if (t < 0)
                 return fail(ret_error, "Invalid request format: unknown type '%.64s'", type);
@@ -185,6 +206,29 @@ int request_parse(const char *line, size_t len, Request **ret, char **ret_error,
         *ret_id = mfree(*ret_id);
         *ret = r;
         return 0;
+}
+
+#define NAME_RULE "1-64 characters of A-Z a-z 0-9 . _ -, not starting with a dot"
+
+const char* request_name_error(const char *field, const char *value, char *buf, size_t size) {
+        const char *more;
+
+        assert(field);
+
+        if (!value) {
+                snprintf(buf, size, "Invalid request format: %s is missing", field);
+                return buf;
+        }
+        more = strlen(value) > 64 ? "…" : "";
+        if (streq(field, "method"))
+                snprintf(buf, size, "Tool not found: %.64s%s (not a valid method name: " NAME_RULE ")", value, more);
+        else if (streq(field, "photonName"))
+                snprintf(buf, size, "Cannot initialize photon '%.64s%s': not a valid photon name (" NAME_RULE ")",
+                         value, more);
+        else
+                snprintf(buf, size, "Invalid request format: %s '%.64s%s' is not a valid name (" NAME_RULE ")", field,
+                         value, more);
+        return buf;
 }
 
 const char* request_string(const Request *r, const char *key) {

@@ -233,9 +233,9 @@ char* schedule_output_preview(struct json_object *data) {
 
         if (!data)
                 return NULL;
-        if (json_object_is_type(data, json_type_string))
-                s = json_object_get_string(data);
-        else
+        /* A string with a NUL byte is shown as JSON, so the preview is not cut short at the NUL. */
+        s = json_object_get_cstring(data);
+        if (!s)
                 s = json_object_to_json_string_ext(data, JSON_FORMAT_FLAGS);
         if (!s)
                 return NULL;
@@ -1376,8 +1376,11 @@ static int json_get_iso_ms(struct json_object *o, const char *key, int64_t *ret)
                 *ret = 0;
                 return 0;
         }
-        if (json_object_is_type(v, json_type_string))
-                return schedule_parse_iso(json_object_get_string(v), ret);
+        if (json_object_is_type(v, json_type_string)) {
+                const char *s = json_object_get_cstring(v);
+
+                return s ? schedule_parse_iso(s, ret) : -EINVAL;
+        }
         /* Tolerate epoch milliseconds too. */
         return json_get_int64(o, key, false, ret);
 }
@@ -2003,9 +2006,16 @@ static int reply_refusal(Client *c, const char *id, const char *flag, const char
 static int reply_bad_name(Client *c, const Request *req, const char *field, const char *value) {
         char msg[256];
 
-        snprintf(msg, sizeof(msg), "Invalid %s '%.80s': it must be 1-64 characters of A-Z a-z 0-9 . _ - and "
-                 "must not start with a dot", field, value);
-        return client_reply_error(c, req->id, msg, NULL);
+        return client_reply_error(c, req->id, request_name_error(field, value, msg, sizeof(msg)), NULL);
+}
+
+static int reply_limit(Client *c, const Request *req, LimitId id, uint64_t actual) {
+        const char *suggestion = NULL;
+        char msg[256];
+
+        /* Two statements: the order in which arguments are evaluated is unspecified. */
+        limit_error(id, actual, msg, sizeof(msg), &suggestion);
+        return client_reply_error(c, req->id, msg, suggestion);
 }
 
 /* The optional workingDir of a request: NULL when absent. Replies itself and returns 1 when it is unacceptable. */
@@ -2087,11 +2097,11 @@ int scheduler_handle_schedule(Manager *m, Client *c, Request *req) {
         if (args && !json_object_is_type(args, json_type_object))
                 return client_reply_error(c, req->id, "Invalid args: they must be a JSON object (the method's "
                                           "parameters)", NULL);
-        if (args && strlen(json_object_to_json_string_ext(args, JSON_FORMAT_FLAGS)) > limits.MAX_JOB_ARGS_BYTES) {
-                snprintf(reason, sizeof(reason), "Job args too large: more than MAX_JOB_ARGS_BYTES (%" PRIu64
-                         " bytes)", limits.MAX_JOB_ARGS_BYTES);
-                return client_reply_error(c, req->id, reason, "Pass a reference to the data instead, or raise "
-                                          "PHOTOND_MAX_JOB_ARGS_BYTES");
+        if (args) {
+                size_t size = strlen(json_object_to_json_string_ext(args, JSON_FORMAT_FLAGS));
+
+                if (size > limits.MAX_JOB_ARGS_BYTES)
+                        return reply_limit(c, req, LIMIT_MAX_JOB_ARGS_BYTES, size);
         }
 
         base = wd ?: m->jobs_base_dir;
@@ -2116,11 +2126,8 @@ int scheduler_handle_schedule(Manager *m, Client *c, Request *req) {
                 return r;
         j = NULL;
         HASH_FIND_STR(s->jobs, key, j);
-        if (!j && s->n_jobs >= limits.MAX_JOBS) {
-                snprintf(reason, sizeof(reason), "Too many scheduled jobs: the limit MAX_JOBS (%" PRIu64
-                         ") is reached", limits.MAX_JOBS);
-                return client_reply_error(c, req->id, reason, "Unschedule jobs or raise PHOTOND_MAX_JOBS");
-        }
+        if (!j && s->n_jobs >= limits.MAX_JOBS)
+                return reply_limit(c, req, LIMIT_MAX_JOBS, UINT64_MAX);
 
         r = schedules_dir(base, photon, &dir);
         if (r < 0)
@@ -2246,8 +2253,14 @@ int scheduler_handle_set_state(Manager *m, Client *c, Request *req) {
         int r;
 
         if (!photon || !method)
-                return client_reply_error(c, req->id, "photonName and method required",
+                return client_reply_error(c, req->id,
+                                          request_name_error(photon ? "method" : "photonName", NULL, reason,
+                                                             sizeof(reason)),
                                           "Name the photon and the method whose jobs to change");
+        if (!name_is_valid(photon))
+                return reply_bad_name(c, req, "photonName", photon);
+        if (!name_is_valid(method))
+                return reply_bad_name(c, req, "method", method);
 
         ids = json_object_new_array();
         if (!ids)

@@ -61,8 +61,9 @@ void schedule_format_iso(int64_t ms, char *buf, size_t size);
 /* Parses that form (and "+hh:mm" offsets, missing milliseconds). -EINVAL otherwise. */
 int schedule_parse_iso(const char *s, int64_t *ret_ms);
 
-/* The history's outputPreview of a method result: strings as they are, anything else as compact JSON, cut after
- * 500 characters with "…" appended. NULL for no result (NULL or JSON null). Allocated. */
+/* The history's outputPreview of a method result: strings as they are (as JSON if they hold a NUL byte), anything
+ * else as compact JSON, cut after 500 characters with "…" appended. NULL for no result (NULL or JSON null).
+ * Allocated. */
 char* schedule_output_preview(struct json_object *data);
 
 /* Copies s into a new string of at most max bytes, cut at a UTF-8 character boundary. */

@@ -1175,6 +1175,7 @@ int webhook_new(Manager *m, int fd, Webhook **ret) {
                         MHD_OPTION_CONNECTION_LIMIT, (unsigned) limits.WEBHOOK_MAX_CONNECTIONS,
                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) limits.WEBHOOK_IDLE_TIMEOUT_S,
                         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) limits.WEBHOOK_CONNECTION_MEMORY_BYTES,
+                        MHD_OPTION_UNESCAPE_CALLBACK, webhook_unescape, NULL,
                         MHD_OPTION_END);
         if (!w->daemon)
                 return log_error_errno(SYNTHETIC_ERRNO(EINVAL), "Failed to start libmicrohttpd on the webhook socket.");

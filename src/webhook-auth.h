@@ -112,6 +112,12 @@ size_t rate_limiter_size(RateLimiter *rl);
  * photon_header. Both names must pass name_is_valid(). -ENOENT otherwise; the strings point into new allocations. */
 int webhook_parse_route(const char *path, const char *photon_header, char **ret_photon, char **ret_method);
 
+/* libmicrohttpd's unescaping of the URL path and query arguments (MHD_OPTION_UNESCAPE_CALLBACK), as its own but
+ * for "%00": a decoded NUL would end the C string MHD hands on, so "/webhook/p/m%00x" would run the method "m".
+ * "%00" stays as it is, which no name matches. Returns the new length. */
+struct MHD_Connection;
+size_t webhook_unescape(void *cls, struct MHD_Connection *connection, char *s);
+
 /* Headers the handler must not see: the shared secret, Authorization and the signature headers. */
 bool webhook_header_is_hidden(const char *name);
 

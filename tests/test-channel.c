@@ -1016,3 +1016,39 @@ Test(channel, fast_and_general_paths_answer_alike) {
         limits.MAX_MESSAGE_BYTES = 4;
         cr_assert_eq(channels_publish_line(chs, p, line, n), 0);
 }
+
+/* The fast path takes only ids and channels without escapes, so a NUL byte in one ("a\u0000b", or raw) is left to
+ * the general path, which refuses it; a NUL in the message is data, taken and forwarded byte for byte. */
+Test(channel, publish_scan_leaves_nul_in_names_to_the_general_path) {
+        static const char *const declined[] = {
+                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"a\\u0000b\",\"message\":1}",
+                "{\"type\":\"publish\",\"id\":\"x\\u0000y\",\"channel\":\"c\",\"message\":1}",
+                "{\"type\":\"publish\\u0000\",\"id\":\"1\",\"channel\":\"c\"}",
+                /* json-c would cut this key at its NUL, so the general path refuses it */
+                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":{\"k\\u0000x\":1}}",
+        };
+        static const char raw[][64] = {
+                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"a\0b\"}",
+                "{\"type\":\"publish\",\"id\":\"1\0\",\"channel\":\"c\"}",
+                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":\"\0\"}",
+        };
+        Client *p = &clients[0], *s = &clients[1];
+        const char *line = "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":{\"k\":\"a\\u0000b\"}}";
+        _cleanup_free_ char *push = NULL;
+        PublishScan scan;
+
+        for (size_t i = 0; i < ELEMENTSOF(declined); i++)
+                cr_assert_not(scans(declined[i]), "taken: %s", declined[i]);
+        for (size_t i = 0; i < ELEMENTSOF(raw); i++) {
+                size_t len = strlen(raw[i]);
+
+                len += strlen(raw[i] + len + 1) + 1;    /* past the NUL */
+                cr_assert_eq(raw[i][len - 1], '}');
+                cr_assert_eq(publish_scan(raw[i], len, &scan), 0, "taken: case %zu", i);
+        }
+
+        subscribe(s, "c");
+        cr_assert_eq(channels_publish_line(chs, p, line, strlen(line)), 1, "a NUL in the message is taken");
+        push = pop_line(s);
+        cr_assert(strstr(push, "\"message\":{\"k\":\"a\\u0000b\"}}"), "%s", push);
+}

@@ -2,8 +2,11 @@
 
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "macro.h"
 #include "photond-limits.h"
 
 static void reset(void) {
@@ -72,4 +75,39 @@ Test(limits, table_lists_every_limit) {
                 n++;
         }
         cr_assert_eq(n * sizeof(uint64_t), sizeof(Limits));
+}
+
+/* One wording per cap, naming the variable that raises it, always with a suggestion (docs/protocol.md). */
+Test(limits, cap_errors_are_worded_once_with_a_suggestion) {
+        static const LimitId caps[] = {
+                LIMIT_MAX_SUBSCRIPTIONS_PER_CLIENT, LIMIT_MAX_CHANNEL_NAME_BYTES, LIMIT_MAX_MESSAGE_BYTES,
+                LIMIT_MAX_CHANNELS, LIMIT_MAX_LOCK_NAME_BYTES, LIMIT_MAX_LOCK_HOLDER_BYTES, LIMIT_MAX_LOCKS,
+                LIMIT_MAX_LOCK_WAITERS_PER_LOCK, LIMIT_MAX_LOCK_WAITERS, LIMIT_MAX_JOBS, LIMIT_MAX_JOB_ARGS_BYTES,
+                LIMIT_MAX_PROVIDERS,
+        };
+        const char *suggestion;
+        char buf[256], var[96];
+
+        for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
+                suggestion = NULL;
+                cr_assert_eq(limit_error(caps[i], UINT64_MAX, buf, sizeof(buf), &suggestion), buf);
+                snprintf(var, sizeof(var), "(PHOTOND_%s)", limits_name((unsigned) caps[i], NULL, NULL));
+                cr_assert(strlen(buf) > strlen(var) && streq(buf + strlen(buf) - strlen(var), var), "%s", buf);
+                cr_assert(suggestion && suggestion[0], "%s has no suggestion", buf);
+        }
+
+        limits.MAX_LOCK_NAME_BYTES = 8;
+        cr_assert_str_eq(limit_error(LIMIT_MAX_LOCK_NAME_BYTES, 9, buf, sizeof(buf), NULL),
+                         "Lock name too long: 9 bytes, at most 8 (PHOTOND_MAX_LOCK_NAME_BYTES)");
+        cr_assert_str_eq(limit_error(LIMIT_MAX_LOCK_NAME_BYTES, UINT64_MAX, buf, sizeof(buf), NULL),
+                         "Lock name too long: at most 8 bytes (PHOTOND_MAX_LOCK_NAME_BYTES)");
+        cr_assert_str_eq(limit_error(LIMIT_MAX_MESSAGE_BYTES, 600000, buf, sizeof(buf), NULL),
+                         "Message too large: 600000 bytes of JSON, at most 524288 (PHOTOND_MAX_MESSAGE_BYTES)");
+        cr_assert_str_eq(limit_error(LIMIT_MAX_LOCKS, UINT64_MAX, buf, sizeof(buf), &suggestion),
+                         "Too many locks: at most 65536 (PHOTOND_MAX_LOCKS)");
+        cr_assert_str_eq(suggestion, "Release locks that are no longer needed");
+
+        /* Settings, not caps a request runs into. */
+        cr_assert_null(limit_error(LIMIT_BUSY_POLL_US, 1, buf, sizeof(buf), NULL));
+        cr_assert_null(limit_error(_LIMIT_ID_MAX, 1, buf, sizeof(buf), NULL));
 }

@@ -598,6 +598,12 @@ Test(lock, fast_path_leaves_everything_else_alone) {
                 "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",}",
                 "{}",
                 "[\"lock\"]",
+                /* NUL bytes, escaped: left to the general path, which refuses them */
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\\u0000x\"}",
+                "{\"type\":\"lock\",\"id\":\"x\\u0000y\",\"lockName\":\"a\"}",
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"sessionId\":\"s\\u0000t\"}",
+                "{\"type\":\"unlock\",\"id\":\"1\",\"lockName\":\"a\",\"lockHolder\":\"owner\\u0000other\"}",
+                "{\"type\":\"lock\\u0000\",\"id\":\"1\",\"lockName\":\"a\"}",
         };
 
         for (size_t i = 0; i < ELEMENTSOF(lines); i++) {
@@ -606,6 +612,21 @@ Test(lock, fast_path_leaves_everything_else_alone) {
                 cr_assert_eq(clients[0].out_n, 0, "answered: %s", lines[i]);
                 cr_assert_eq(lock_table_count(table), 0, "acted on: %s", lines[i]);
                 cr_assert_null(clients[0].session_id);
+        }
+
+        /* Raw NUL bytes (which the general path refuses as invalid JSON) in each string, and after the object. */
+        static const char raw[][64] = {
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\0x\"}",
+                "{\"type\":\"lock\",\"id\":\"1\0\",\"lockName\":\"a\"}",
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"sessionId\":\"\0\"}",
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\"}\0",
+        };
+        static const size_t raw_len[] = { 41, 40, 55, 40 };
+        for (size_t i = 0; i < ELEMENTSOF(raw); i++) {
+                cr_assert_eq(raw[i][raw_len[i] - 1], i == 3 ? '\0' : '}', "length of case %zu", i);
+                cr_assert_eq(lock_table_handle_line(table, &clients[0], raw[i], raw_len[i]), 0, "taken: case %zu", i);
+                cr_assert_eq(clients[0].out_n, 0);
+                cr_assert_eq(lock_table_count(table), 0);
         }
 }
 
@@ -826,6 +847,12 @@ Test(lock, malformed_state_is_rejected_whole) {
                 "{\"version\":1,\"locks\":[{\"name\":\"a\",\"holder\":\"h\",\"acquiredAt\":1,\"expiresAt\":99999999999999,"
                 "\"fencingToken\":1},{\"name\":\"a\",\"holder\":\"h\",\"acquiredAt\":1,\"expiresAt\":99999999999999,"
                 "\"fencingToken\":2}]}",
+
+                /* a NUL byte would make these the locks "a" and "b" */
+                "{\"version\":1,\"locks\":[{\"name\":\"a\\u0000x\",\"holder\":\"h\",\"acquiredAt\":1,"
+                "\"expiresAt\":99999999999999,\"fencingToken\":1}]}",
+                "{\"version\":1,\"locks\":[{\"name\":\"b\",\"holder\":\"h\\u0000x\",\"acquiredAt\":1,"
+                "\"expiresAt\":99999999999999,\"fencingToken\":1}]}",
         };
 
         for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
@@ -961,12 +988,14 @@ Test(lock, journal_records_marks_and_stale_replay) {
 
         static const char *const bad[] = {
                 "{\"set\":1}", "{\"del\":2}", "{\"set\":{\"name\":\"x\"}}", "{\"fencingTokenReserved\":-1}",
+                "{\"del\":\"x\\u0000y\"}",       /* not the lock "x" */
         };
         for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
                 rec = json_tokener_parse(bad[i]);
                 cr_assert_eq(lock_table_load_record(table, rec, true), -EINVAL, "accepted: %s", bad[i]);
                 json_object_put(rec);
         }
+        cr_assert_not_null(lock_table_get(table, "x", &now), "a bad record removed the lock");
 }
 
 /* The journal's records are written by hand (photond-store.c): byte for byte what json-c prints for the same lock,

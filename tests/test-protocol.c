@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "json-util.h"
@@ -98,6 +99,93 @@ Test(protocol, required_fields) {
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++)
                 expect_invalid(cases[i].line, cases[i].error, "a");
+}
+
+/* A C string ends at a NUL byte: a name with one would silently become a shorter name ("a\u0000x" the lock "a",
+ * "p\u0000/../../evil" the photon "p"). Every member photond reads as a C string refuses it, in every request type;
+ * an id with one is not echoed at all (the reply says "unknown"), never shortened. */
+Test(protocol, nul_in_a_name_is_refused) {
+        static const struct {
+                const char *line, *member;
+        } cases[] = {
+                { "{\"id\":\"1\",\"type\":\"lock\",\"lockName\":\"a\\u0000x\"}", "lockName" },
+                { "{\"id\":\"1\",\"type\":\"query_lock\",\"lockName\":\"\\u0000\"}", "lockName" },
+                { "{\"id\":\"1\",\"type\":\"unlock\",\"lockName\":\"a\",\"lockHolder\":\"owner\\u0000other\"}", "lockHolder" },
+                { "{\"id\":\"1\",\"type\":\"transfer_lock\",\"lockName\":\"a\",\"lockTransferTo\":\"b\\u0000c\"}", "lockTransferTo" },
+                { "{\"id\":\"1\",\"type\":\"lock\",\"lockName\":\"a\",\"sessionId\":\"s\\u0000t\"}", "sessionId" },
+                { "{\"id\":\"1\",\"type\":\"ping\",\"sessionId\":\"s\\u0000\"}", "sessionId" },
+                { "{\"id\":\"1\",\"type\":\"publish\",\"channel\":\"a\\u0000b\",\"message\":1}", "channel" },
+                { "{\"id\":\"1\",\"type\":\"subscribe\",\"channel\":\"a:\\u0000\"}", "channel" },
+                { "{\"id\":\"1\",\"type\":\"get_events_since\",\"channel\":\"a\\u0000\"}", "channel" },
+                { "{\"id\":\"1\",\"type\":\"command\",\"photonName\":\"p\\u0000/../../evil\",\"method\":\"m\"}", "photonName" },
+                { "{\"id\":\"1\",\"type\":\"command\",\"photonName\":\"p\",\"method\":\"m\\u0000x\"}", "method" },
+                { "{\"id\":\"1\",\"type\":\"command\",\"photonName\":\"p\",\"method\":\"m\",\"instanceName\":\"i\\u0000\"}", "instanceName" },
+                { "{\"id\":\"1\",\"type\":\"provide\",\"photonName\":\"p\\u0000q\"}", "photonName" },
+                { "{\"id\":\"1\",\"type\":\"schedule\",\"photonName\":\"p\",\"jobId\":\"j\\u0000k\",\"method\":\"m\",\"cron\":\"* * * * *\"}", "jobId" },
+                { "{\"id\":\"1\",\"type\":\"schedule\",\"photonName\":\"p\",\"jobId\":\"j\",\"method\":\"m\",\"cron\":\"* * * * *\\u0000x\"}", "cron" },
+                { "{\"id\":\"1\",\"type\":\"schedule\",\"photonName\":\"p\",\"jobId\":\"j\",\"method\":\"m\",\"cron\":\"@daily\",\"workingDir\":\"/tmp\\u0000/x\"}", "workingDir" },
+                { "{\"id\":\"1\",\"type\":\"unschedule\",\"jobId\":\"p:ipc:j\\u0000\"}", "jobId" },
+                { "{\"id\":\"1\",\"type\":\"run_job\",\"jobId\":\"\\u0000\"}", "jobId" },
+                { "{\"id\":\"1\",\"type\":\"enable_schedule\",\"photonName\":\"p\",\"method\":\"m\\u0000\"}", "method" },
+                { "{\"id\":\"1\",\"type\":\"get_execution_history\",\"photonName\":\"p\\u0000\",\"method\":\"m\"}", "photonName" },
+                { "{\"id\":\"1\",\"type\":\"ping\\u0000x\"}", "type" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *want = NULL;
+
+                cr_assert(asprintf(&want, "Invalid request format: %s must not contain a NUL character",
+                                   cases[i].member) > 0);
+                expect_invalid(cases[i].line, want, "1");
+        }
+
+        expect_invalid("{\"id\":\"x\\u0000y\",\"type\":\"ping\"}",
+                       "Invalid request format: id must not contain a NUL character", NULL);
+        expect_invalid("{\"id\":\"\\u0000\",\"type\":\"lock\",\"lockName\":\"a\"}",
+                       "Invalid request format: id must not contain a NUL character", NULL);
+}
+
+/* A NUL byte in a payload is data: it stays in the request, to be written back as \u0000. */
+Test(protocol, nul_in_a_payload_is_kept) {
+        static const char *const lines[] = {
+                "{\"id\":\"a\",\"type\":\"publish\",\"channel\":\"c\",\"message\":\"x\\u0000y\"}",
+                "{\"id\":\"a\",\"type\":\"publish\",\"channel\":\"c\",\"message\":{\"k\":[\"\\u0000\"]}}",
+                "{\"id\":\"a\",\"type\":\"command\",\"photonName\":\"p\",\"method\":\"m\",\"args\":{\"s\":\"a\\u0000b\"}}",
+                "{\"id\":\"a\",\"type\":\"prompt_response\",\"promptValue\":\"a\\u0000b\"}",
+                "{\"id\":\"a\",\"type\":\"ping\",\"note\":\"\\u0000\"}",
+        };
+        _cleanup_(request_freep) Request *req = NULL;
+
+        for (size_t i = 0; i < ELEMENTSOF(lines); i++)
+                request_free(expect_valid(lines[i]));
+
+        req = expect_valid(lines[1]);
+        cr_assert_str_eq(json_object_to_json_string_ext(json_object_object_get(req->json, "message"), JSON_FORMAT_FLAGS),
+                         "{\"k\":[\"\\u0000\"]}");
+
+        /* json-c keeps keys as C strings: a key with a NUL cannot round-trip, so the request is refused. */
+        expect_invalid("{\"id\":\"a\",\"type\":\"publish\",\"channel\":\"c\",\"message\":{\"k\\u0000x\":1}}",
+                       "Invalid JSON: an object key contains a NUL character", NULL);
+}
+
+/* A bad name reads the same in every request type; the reference's text is the prefix where it has one. */
+Test(protocol, name_errors_are_worded_once) {
+        char buf[512];
+
+        cr_assert_str_eq(request_name_error("method", "../../bin/sh", buf, sizeof(buf)),
+                         "Tool not found: ../../bin/sh (not a valid method name: 1-64 characters of A-Z a-z 0-9 . _ -, "
+                         "not starting with a dot)");
+        cr_assert_str_eq(request_name_error("photonName", "../x", buf, sizeof(buf)),
+                         "Cannot initialize photon '../x': not a valid photon name (1-64 characters of A-Z a-z 0-9 . _ "
+                         "-, not starting with a dot)");
+        cr_assert_str_eq(request_name_error("jobId", "a/b", buf, sizeof(buf)),
+                         "Invalid request format: jobId 'a/b' is not a valid name (1-64 characters of A-Z a-z 0-9 . _ "
+                         "-, not starting with a dot)");
+        cr_assert_str_eq(request_name_error("photonName", NULL, buf, sizeof(buf)),
+                         "Invalid request format: photonName is missing", "as the parser says it");
+        cr_assert(strstr(request_name_error("instanceName", "01234567890123456789012345678901234567890123456789"
+                                            "0123456789012345", buf, sizeof(buf)),
+                         "'0123456789012345678901234567890123456789012345678901234567890123…'"), "%s", buf);
 }
 
 Test(protocol, minimal_requests_are_valid) {

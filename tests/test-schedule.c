@@ -111,6 +111,13 @@ Test(schedule, output_preview) {
         free(p);
         json_object_put(o);
 
+        /* ... unless a NUL would cut them short: then as JSON, all of it. */
+        o = json_object_new_string_len("a\0b", 3);
+        p = schedule_output_preview(o);
+        cr_assert_str_eq(p, "\"a\\u0000b\"");
+        free(p);
+        json_object_put(o);
+
         cr_assert_eq(json_parse("{\"a\":[1,2],\"b\":\"x/y\"}", 21, &o, NULL), 0);
         p = schedule_output_preview(o);
         cr_assert_str_eq(p, "{\"a\":[1,2],\"b\":\"x/y\"}");

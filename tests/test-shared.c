@@ -68,6 +68,65 @@ Test(shared, json_get_int64) {
         cr_assert_eq(json_get_int64(o, "b", false, &v), -EINVAL);
 }
 
+/* A C string ends at a NUL byte, so a json-c string holding one never becomes a C string: "a\u0000x" is not "a",
+ * "17\u0000x" is not 17. */
+Test(shared, json_get_string_refuses_nul) {
+        _cleanup_(json_object_putp) struct json_object *o =
+                json_tokener_parse("{\"a\":\"a\\u0000x\",\"n\":\"17\\u0000x\",\"z\":\"\\u0000\",\"ok\":\"plain\"}");
+        int64_t v;
+
+        cr_assert_not_null(o);
+        cr_assert_null(json_get_string(o, "a"));
+        cr_assert_null(json_get_string(o, "z"));
+        cr_assert_str_eq(json_get_string(o, "ok"), "plain");
+        cr_assert_eq(json_get_int64(o, "n", true, &v), -EINVAL);
+}
+
+/* json-c cuts object keys at a NUL ("k\u0000a" and "k\u0000b" would both be "k"), so json_parse() refuses them;
+ * NUL bytes in values are kept, and an escaped backslash before "u0000" is no NUL. */
+Test(shared, json_parse_refuses_nul_in_keys) {
+        static const char *const refused[] = {
+                "{\"k\\u0000a\":1,\"k\\u0000b\":2}",
+                "{\"a\":{\"\\u0000\" :1}}",
+                "[{\"x\\\"\\u0000\"\n:true}]",
+        };
+        static const char *const kept[] = {
+                "{\"k\":\"\\u0000\"}",
+                "[\"a\\u0000\",\"b\"]",
+                "{\"k\\\\u0000\":1}",
+                "\"\\u0000\"",
+        };
+        struct json_object *o = NULL;
+        const char *error = NULL;
+
+        for (size_t i = 0; i < ELEMENTSOF(refused); i++) {
+                cr_assert_eq(json_parse(refused[i], strlen(refused[i]), &o, &error), -EINVAL, "%s", refused[i]);
+                cr_assert(strstr(error, "NUL"), "%s", error);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(kept); i++) {
+                cr_assert_eq(json_parse(kept[i], strlen(kept[i]), &o, &error), 0, "%s: %s", kept[i], error);
+                cr_assert_str_eq(json_object_to_json_string_ext(o, JSON_FORMAT_FLAGS), kept[i]);
+                json_object_put(o);
+        }
+}
+
+Test(shared, json_string_get_cstring) {
+        _cleanup_(json_object_putp) struct json_object *o =
+                json_tokener_parse("{\"a\":\"a\\u0000x\",\"e\":\"\",\"ok\":\"plain\",\"i\":1}");
+        const char *s = NULL;
+
+        cr_assert_eq(json_string_get_cstring(json_object_object_get(o, "a"), &s), -EINVAL);
+        cr_assert_null(s, "nothing returned for a string with a NUL byte");
+        cr_assert_eq(json_string_get_cstring(json_object_object_get(o, "i"), &s), -EMEDIUMTYPE);
+        cr_assert_eq(json_string_get_cstring(NULL, &s), -EMEDIUMTYPE);
+        cr_assert_eq(json_string_get_cstring(json_object_object_get(o, "e"), &s), 0);
+        cr_assert_str_eq(s, "");
+        cr_assert_eq(json_string_get_cstring(json_object_object_get(o, "ok"), NULL), 0);
+        cr_assert_str_eq(json_object_get_cstring(json_object_object_get(o, "ok")), "plain");
+        cr_assert_null(json_object_get_cstring(json_object_object_get(o, "a")));
+        cr_assert_null(json_object_get_cstring(json_object_object_get(o, "i")));
+}
+
 Test(shared, shared_buf_json_line) {
         _cleanup_(json_object_putp) struct json_object *o = json_tokener_parse("{\"u\":\"a/b\",\"n\":null}");
         _cleanup_(shared_buf_unrefp) SharedBuf *b = shared_buf_new_json_line(o);

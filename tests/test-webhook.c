@@ -455,6 +455,29 @@ Test(webhook, routes) {
         route_bad(NULL, NULL);
 }
 
+/* As libmicrohttpd's own unescaping, but "%00" stays as it is: a decoded NUL would cut the URL short. */
+Test(webhook, unescape_keeps_nul_escaped) {
+        static const struct {
+                const char *in, *out;
+        } cases[] = {
+                { "/webhook/p/m", "/webhook/p/m" },
+                { "/webhook/a%20b/m%2Fx", "/webhook/a b/m/x" },
+                { "/webhook/p/m%00x", "/webhook/p/m%00x" },
+                { "%00%41%0", "%00A%0" },
+                { "%zz%4", "%zz%4" },
+                { "%c3%A9", "\xc3\xa9" },
+                { "", "" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                char buf[64];
+
+                strcpy(buf, cases[i].in);
+                cr_assert_eq(webhook_unescape(NULL, NULL, buf), strlen(cases[i].out), "%s", cases[i].in);
+                cr_assert_str_eq(buf, cases[i].out);
+        }
+}
+
 Test(webhook, hidden_headers) {
         cr_assert(webhook_header_is_hidden("X-Webhook-Secret"));
         cr_assert(webhook_header_is_hidden("x-webhook-secret"));

@@ -76,15 +76,14 @@ static struct json_object* ask(struct json_object *prompt) {
                         const char *label = json_object_is_type(o, json_type_object) ?
                                 json_get_string(o, "label") : NULL;
                         fprintf(stderr, "  %zu) %s\n", i + 1,
-                                label ?: json_object_is_type(o, json_type_string) ? json_object_get_string(o) :
+                                label ?: json_object_get_cstring(o) ?:
                                 json_object_to_json_string_ext(o, JSON_FORMAT_FLAGS));
                 }
         if (streq(type, "confirm"))
                 fprintf(stderr, "%s [%s] ", message, def && json_object_get_boolean(def) ? "Y/n" : "y/N");
         else if (def)
                 fprintf(stderr, "%s [%s] ", message,
-                        json_object_is_type(def, json_type_string) ? json_object_get_string(def) :
-                        json_object_to_json_string_ext(def, JSON_FORMAT_FLAGS));
+                        json_object_get_cstring(def) ?: json_object_to_json_string_ext(def, JSON_FORMAT_FLAGS));
         else
                 fprintf(stderr, "%s ", message);
         fflush(stderr);

@@ -249,7 +249,8 @@ int verb_run_job(CtlContext *ctx, int argc, char *argv[]) {
                 return r;
         printf("Job %s succeeded in %" PRIi64 " ms\n", json_get_string(data, "jobId") ?: argv[1], ms);
         if (json_object_object_get_ex(data, "result", &result))
-                puts(json_object_is_type(result, json_type_string) ? json_object_get_string(result) :
+                /* A string as it is, unless a NUL in it would cut it short: then as JSON, like anything else. */
+                puts(json_object_get_cstring(result) ?:
                      json_object_to_json_string_ext(result, JSON_C_TO_STRING_PRETTY | JSON_FORMAT_FLAGS));
         return 0;
 }

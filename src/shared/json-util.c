@@ -8,12 +8,31 @@
 #include "json-util.h"
 #include "string-util.h"
 
+int json_string_get_cstring(struct json_object *v, const char **ret) {
+        const char *s;
+
+        if (!json_object_is_type(v, json_type_string))
+                return -EMEDIUMTYPE;
+        s = json_object_get_string(v);
+        if (strlen(s) != (size_t) json_object_get_string_len(v))
+                return -EINVAL;
+        if (ret)
+                *ret = s;
+        return 0;
+}
+
+const char* json_object_get_cstring(struct json_object *v) {
+        const char *s;
+
+        return json_string_get_cstring(v, &s) < 0 ? NULL : s;
+}
+
 const char* json_get_string(struct json_object *o, const char *key) {
         struct json_object *v;
 
-        if (!o || !json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+        if (!o || !json_object_object_get_ex(o, key, &v))
                 return NULL;
-        return json_object_get_string(v);
+        return json_object_get_cstring(v);
 }
 
 int json_get_int64(struct json_object *o, const char *key, bool allow_string, int64_t *ret) {
@@ -37,6 +56,8 @@ int json_get_int64(struct json_object *o, const char *key, bool allow_string, in
         case json_type_string:
                 if (!allow_string)
                         return -EINVAL;
+                if (json_string_get_cstring(v, NULL) < 0)
+                        return -EINVAL;         /* "12\u0000junk" is not the number 12 */
                 return safe_atoi64(json_object_get_string(v), ret);
         default:
                 return -EINVAL;
@@ -86,6 +107,38 @@ static void parse_tokener_free(void) {
         parse_tokener = NULL;
 }
 
+/* Whether valid JSON text has an object key with an escaped NUL ("k\u0000"). json-c keeps keys as C strings, so
+ * it would cut such a key at the NUL: "k\u0000a" and "k\u0000b" would both be "k", and one value lost. A NUL in
+ * a string value is kept (json-c stores values with their length). */
+static bool json_text_has_nul_key(const char *buf, size_t len) {
+        const char *p = buf, *end = buf + len;
+
+        if (!memmem(buf, len, "\\u0000", 6))
+                return false;
+
+        /* Valid JSON has no raw control characters, so strings are all there is to look at. */
+        while (p < end) {
+                bool nul = false;
+
+                if (*p++ != '"')
+                        continue;
+                for (; p < end && *p != '"'; p++)
+                        if (*p == '\\') {
+                                if (end - p >= 6 && memcmp(p, "\\u0000", 6) == 0)
+                                        nul = true;
+                                p++;    /* the escaped character, which may be '"' */
+                        }
+                p++;
+                if (!nul)
+                        continue;
+                while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+                        p++;
+                if (p < end && *p == ':')
+                        return true;
+        }
+        return false;
+}
+
 int json_parse(const char *buf, size_t len, struct json_object **ret, const char **ret_error) {
         json_tokener *tok;
         struct json_object *o;
@@ -131,6 +184,12 @@ int json_parse(const char *buf, size_t len, struct json_object **ret, const char
                                 *ret_error = "Unexpected non-whitespace character after JSON";
                         return -EINVAL;
                 }
+        if (json_text_has_nul_key(buf, len)) {
+                json_object_put(o);
+                if (ret_error)
+                        *ret_error = "an object key contains a NUL character (\\u0000)";
+                return -EINVAL;
+        }
 
         *ret = o;
         return 0;

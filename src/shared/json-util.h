@@ -18,7 +18,16 @@ static inline void json_object_putp(struct json_object **p) {
         *p = NULL;
 }
 
-/* Returns the string value of key if present and a string, else NULL. */
+/* The one rule for turning a json-c string into a C string. JSON strings may hold NUL ("a\u0000x"), which every
+ * C string function would silently cut at: "a\u0000x" and "a\u0000y" would be the same lock "a". So a string
+ * with a NUL byte is never a C string: 0 and *ret for a string without one, -EINVAL for a string with one,
+ * -EMEDIUMTYPE for anything but a string. */
+int json_string_get_cstring(struct json_object *v, const char **ret);
+/* The same as a value: the C string, or NULL for anything else (a string with a NUL byte included). */
+const char* json_object_get_cstring(struct json_object *v);
+
+/* The string value of key as a C string: NULL if absent, not a string, or holding a NUL byte. Callers that must
+ * tell "holds a NUL" from "absent" use json_string_get_cstring(). */
 const char* json_get_string(struct json_object *o, const char *key);
 
 /* 0 and *ret if key holds an integer-valued number (or a decimal string when allow_string), -ENOENT if absent or

@@ -772,19 +772,22 @@ Test(bus, error_names_and_limit_texts) {
 
         /* The limits say what the socket says. */
         snprintf(big, sizeof(big), "{\"text\":\"%0100d\"}", 0);
-        expect_error(bus, IFACE ".Error.LimitExceeded", "Message too large: at most 64 bytes of JSON",
+        expect_error(bus, IFACE ".Error.LimitExceeded",
+                     "Message too large: 111 bytes of JSON, at most 64 (PHOTOND_MAX_MESSAGE_BYTES)",
                      "Publish", "ss", "a", big);
         Conn *c = conn_open(d);
         o = conn_request(c, "p", "{\"type\":\"publish\",\"id\":\"p\",\"channel\":\"a\",\"message\":%s}", big);
-        cr_assert_str_eq(jstr(o, "error"), "Message too large: at most 64 bytes of JSON");
+        cr_assert_str_eq(jstr(o, "error"), "Message too large: 111 bytes of JSON, at most 64 (PHOTOND_MAX_MESSAGE_BYTES)");
+        cr_assert_str_eq(jstr(o, "suggestion"), "Publish a reference to the data instead");
         json_object_put(o);
-        expect_error(bus, IFACE ".Error.LimitExceeded", "Channel name too long: at most 16 bytes",
+        expect_error(bus, IFACE ".Error.LimitExceeded",
+                     "Channel name too long: 24 bytes, at most 16 (PHOTOND_MAX_CHANNEL_NAME_BYTES)",
                      "Publish", "ss", "a-very-long-channel-name", "{}");
 
         o = conn_request(c, "s", "{\"type\":\"subscribe\",\"id\":\"s\",\"channel\":\"held\"}");
         cr_assert(jbool(o, "success"));
         json_object_put(o);
-        expect_error(bus, IFACE ".Error.LimitExceeded", "Too many channels: at most 1 channels are subscribed to",
+        expect_error(bus, IFACE ".Error.LimitExceeded", "Too many channels: at most 1 (PHOTOND_MAX_CHANNELS)",
                      "Publish", "ss", "other", "{}");
 
         /* sd-bus's own checks keep the standard names. */

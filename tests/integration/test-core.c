@@ -311,6 +311,164 @@ Test(core, errors_echo_ids_and_keep_reference_prefixes) {
         daemon_free(d);
 }
 
+/* The four cases of issue 15: a NUL byte in a name made it a shorter name. Each is refused now, over the socket,
+ * and none acted on the shorter name. */
+Test(core, nul_in_names_and_ids_is_refused) {
+        Daemon *d = daemon_start(NULL);
+        Conn *c = conn_open(d);
+        struct json_object *o;
+
+        /* "a\u0000x" and "a\u0000y" were both the lock "a". */
+        o = conn_request(c, "n1", "{\"type\":\"lock\",\"id\":\"n1\",\"lockName\":\"a\\u0000x\",\"sessionId\":\"s1\"}");
+        cr_assert_str_eq(jstr(o, "type"), "error", "%s", json_object_to_json_string(o));
+        cr_assert_str_eq(jstr(o, "error"), "Invalid request format: lockName must not contain a NUL character");
+        json_object_put(o);
+        o = conn_request(c, "n2", "{\"type\":\"lock\",\"id\":\"n2\",\"lockName\":\"a\\u0000y\",\"sessionId\":\"s2\"}");
+        cr_assert_str_eq(jstr(o, "type"), "error", "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        o = conn_request(c, "n3", "{\"type\":\"query_lock\",\"id\":\"n3\",\"lockName\":\"a\"}");
+        cr_assert(json_object_is_type(jget(o, "data.holder"), json_type_null), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+
+        /* "owner\u0000other" released owner's lock. */
+        o = conn_request(c, "n4", "{\"type\":\"lock\",\"id\":\"n4\",\"lockName\":\"b\",\"sessionId\":\"owner\"}");
+        cr_assert(jbool(o, "data.acquired"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        o = conn_request(c, "n5", "{\"type\":\"unlock\",\"id\":\"n5\",\"lockName\":\"b\",\"lockHolder\":\"owner\\u0000other\"}");
+        cr_assert_str_eq(jstr(o, "type"), "error", "%s", json_object_to_json_string(o));
+        cr_assert_str_eq(jstr(o, "error"), "Invalid request format: lockHolder must not contain a NUL character");
+        json_object_put(o);
+        o = conn_request(c, "n6", "{\"type\":\"query_lock\",\"id\":\"n6\",\"lockName\":\"b\"}");
+        cr_assert_str_eq(jstr(o, "data.holder"), "owner", "%s", json_object_to_json_string(o));
+        json_object_put(o);
+
+        /* "x\u0000y" was answered as "x": now it is not echoed at all. */
+        conn_send(c, "{\"type\":\"ping\",\"id\":\"x\\u0000y\"}");
+        o = conn_expect(c, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "error", "%s", json_object_to_json_string(o));
+        cr_assert_str_eq(jstr(o, "id"), "unknown");
+        cr_assert_str_eq(jstr(o, "error"), "Invalid request format: id must not contain a NUL character");
+        json_object_put(o);
+
+        /* "p\u0000/../../evil" passed the name check as "p". */
+        o = conn_request(c, "n7", "{\"type\":\"command\",\"id\":\"n7\",\"photonName\":\"p\\u0000/../../evil\","
+                         "\"method\":\"m\"}");
+        cr_assert_str_eq(jstr(o, "type"), "error", "%s", json_object_to_json_string(o));
+        cr_assert_str_eq(jstr(o, "error"), "Invalid request format: photonName must not contain a NUL character");
+        json_object_put(o);
+
+        /* A NUL in a message is data: it arrives as sent. */
+        Conn *sub = conn_open(d);
+        o = conn_request(sub, "s", "{\"type\":\"subscribe\",\"id\":\"s\",\"channel\":\"nul:c\"}");
+        cr_assert(jbool(o, "success"));
+        json_object_put(o);
+        o = conn_request(c, "n8", "{\"type\":\"publish\",\"id\":\"n8\",\"channel\":\"nul:c\",\"message\":\"a\\u0000b\"}");
+        cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        o = conn_expect(sub, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "channel_message");
+        cr_assert_eq(json_object_get_string_len(jget(o, "message")), 3);
+        cr_assert(memcmp(json_object_get_string(jget(o, "message")), "a\0b", 3) == 0);
+        json_object_put(o);
+
+        ping_ok(c, "still-here");
+        conn_close(sub);
+        conn_close(c);
+        daemon_free(d);
+}
+
+/* The error of one mistake reads the same whatever request makes it (issue 15): here every request type that takes
+ * the name gets the bad value, and all answers must be the same text. */
+static void expect_one_wording(Conn *c, const char *what, const char *const *requests, const char *expected) {
+        for (size_t i = 0; requests[i]; i++) {
+                struct json_object *o;
+                char id[32];
+
+                snprintf(id, sizeof(id), "w%zu", i);
+                o = conn_request(c, id, "{\"id\":\"%s\",%s}", id, requests[i]);
+                cr_assert_str_eq(jstr(o, "type"), "error", "%s: %s", requests[i], json_object_to_json_string(o));
+                cr_assert_str_eq(jstr(o, "error"), expected, "%s (%s)", what, requests[i]);
+                json_object_put(o);
+        }
+}
+
+#define RULE "1-64 characters of A-Z a-z 0-9 . _ -, not starting with a dot"
+
+Test(core, each_mistake_is_worded_once_across_request_types) {
+        Daemon *d = daemon_start(&(DaemonOptions) {
+                .env = (const char*[]) { "PHOTOND_MAX_LOCK_NAME_BYTES=4", "PHOTOND_MAX_LOCK_HOLDER_BYTES=4", NULL } });
+        Conn *c = conn_open(d);
+
+        expect_one_wording(c, "photonName", (const char*[]) {
+                "\"type\":\"command\",\"photonName\":\"../x\",\"method\":\"m\"",
+                "\"type\":\"provide\",\"photonName\":\"../x\"",
+                "\"type\":\"schedule\",\"photonName\":\"../x\",\"jobId\":\"j\",\"method\":\"m\",\"cron\":\"* * * * *\"",
+                "\"type\":\"get_execution_history\",\"photonName\":\"../x\",\"method\":\"m\"",
+                "\"type\":\"enable_schedule\",\"photonName\":\"../x\",\"method\":\"m\"",
+                "\"type\":\"pause_schedule\",\"photonName\":\"../x\",\"method\":\"m\"",
+                NULL }, "Cannot initialize photon '../x': not a valid photon name (" RULE ")");
+
+        expect_one_wording(c, "method", (const char*[]) {
+                "\"type\":\"command\",\"photonName\":\"p\",\"method\":\"../../bin/sh\"",
+                "\"type\":\"schedule\",\"photonName\":\"p\",\"jobId\":\"j\",\"method\":\"../../bin/sh\",\"cron\":\"* * * * *\"",
+                "\"type\":\"get_execution_history\",\"photonName\":\"p\",\"method\":\"../../bin/sh\"",
+                "\"type\":\"disable_schedule\",\"photonName\":\"p\",\"method\":\"../../bin/sh\"",
+                "\"type\":\"resume_schedule\",\"photonName\":\"p\",\"method\":\"../../bin/sh\"",
+                NULL }, "Tool not found: ../../bin/sh (not a valid method name: " RULE ")");
+
+        expect_one_wording(c, "missing photonName", (const char*[]) {
+                "\"type\":\"provide\"",
+                "\"type\":\"get_execution_history\",\"method\":\"m\"",
+                "\"type\":\"enable_schedule\",\"method\":\"m\"",
+                NULL }, "Invalid request format: photonName is missing");
+
+        expect_one_wording(c, "lockName with a NUL", (const char*[]) {
+                "\"type\":\"lock\",\"lockName\":\"a\\u0000x\"",
+                "\"type\":\"unlock\",\"lockName\":\"a\\u0000x\"",
+                "\"type\":\"assign_lock\",\"lockName\":\"a\\u0000x\",\"lockHolder\":\"h\"",
+                "\"type\":\"transfer_lock\",\"lockName\":\"a\\u0000x\",\"lockTransferTo\":\"h\"",
+                "\"type\":\"query_lock\",\"lockName\":\"a\\u0000x\"",
+                NULL }, "Invalid request format: lockName must not contain a NUL character");
+
+        expect_one_wording(c, "sessionId with a NUL", (const char*[]) {
+                "\"type\":\"ping\",\"sessionId\":\"s\\u0000\"",
+                "\"type\":\"lock\",\"lockName\":\"a\",\"sessionId\":\"s\\u0000\"",
+                "\"type\":\"publish\",\"channel\":\"c\",\"sessionId\":\"s\\u0000\"",
+                "\"type\":\"command\",\"photonName\":\"p\",\"method\":\"m\",\"sessionId\":\"s\\u0000\"",
+                NULL }, "Invalid request format: sessionId must not contain a NUL character");
+
+        expect_one_wording(c, "channel with a NUL", (const char*[]) {
+                "\"type\":\"subscribe\",\"channel\":\"c\\u0000\"",
+                "\"type\":\"unsubscribe\",\"channel\":\"c\\u0000\"",
+                "\"type\":\"publish\",\"channel\":\"c\\u0000\"",
+                "\"type\":\"get_events_since\",\"channel\":\"c\\u0000\"",
+                NULL }, "Invalid request format: channel must not contain a NUL character");
+
+        expect_one_wording(c, "lock name over the cap", (const char*[]) {
+                "\"type\":\"lock\",\"lockName\":\"abcde\",\"sessionId\":\"h\"",
+                "\"type\":\"assign_lock\",\"lockName\":\"abcde\",\"lockHolder\":\"h\"",
+                "\"type\":\"transfer_lock\",\"lockName\":\"abcde\",\"lockTransferTo\":\"h\"",
+                NULL }, "Lock name too long: 5 bytes, at most 4 (PHOTOND_MAX_LOCK_NAME_BYTES)");
+
+        expect_one_wording(c, "lock holder over the cap", (const char*[]) {
+                "\"type\":\"lock\",\"lockName\":\"a\",\"sessionId\":\"hhhhh\"",
+                "\"type\":\"assign_lock\",\"lockName\":\"a\",\"lockHolder\":\"hhhhh\"",
+                "\"type\":\"transfer_lock\",\"lockName\":\"a\",\"lockTransferTo\":\"hhhhh\"",
+                NULL }, "Lock holder too long: 5 bytes, at most 4 (PHOTOND_MAX_LOCK_HOLDER_BYTES)");
+
+        /* Cap errors carry the suggestion docs/protocol.md promises, also on the lock fast path. */
+        struct json_object *o = conn_request(c, "f1", "{\"type\":\"lock\",\"id\":\"f1\",\"lockName\":\"abcde\"}");
+        cr_assert_str_eq(jstr(o, "error"), "Lock name too long: 5 bytes, at most 4 (PHOTOND_MAX_LOCK_NAME_BYTES)");
+        cr_assert_str_eq(jstr(o, "suggestion"), "Use a shorter lockName");
+        json_object_put(o);
+        o = conn_request(c, "f2", "{\"type\":\"lock\",\"id\":\"f2\",\"lockName\":\"a\",\"sessionId\":\"hhhhh\"}");
+        cr_assert_str_eq(jstr(o, "suggestion"), "Use a shorter holder (lockHolder, sessionId or id)");
+        json_object_put(o);
+
+        conn_close(c);
+        daemon_free(d);
+}
+
 Test(core, garbage_nul_bytes_crlf_and_pipelining) {
         Daemon *d = daemon_start(NULL);
         Conn *c = conn_open(d);

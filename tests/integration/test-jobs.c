@@ -304,15 +304,25 @@ Test(jobs, refusals_and_errors) {
         cr_assert(strncmp(jstr(o, "data.reason"), "Invalid cron expression", 23) == 0);
         json_object_put(o);
 
-        const char *bad_names[][3] = {
-                { "../etc", "j", "m" }, { ".hidden", "j", "m" }, { "p", "a/b", "m" }, { "p", "j", "" },
-                { "p", "j", "m m" }, { "p", "0123456789012345678901234567890123456789012345678901234567890123456789", "m" },
+        /* Worded as in every other request type (tests/test-protocol.c, name_errors_are_worded_once). */
+        const char *bad_names[][4] = {
+                { "../etc", "j", "m", "Cannot initialize photon '../etc': not a valid photon name (" },
+                { ".hidden", "j", "m", "Cannot initialize photon '.hidden': not a valid photon name (" },
+                { "p", "a/b", "m", "Invalid request format: jobId 'a/b' is not a valid name (" },
+                { "p", "j", "", "Tool not found:  (not a valid method name: " },
+                { "p", "j", "m m", "Tool not found: m m (not a valid method name: " },
+                { "p", "0123456789012345678901234567890123456789012345678901234567890123456789", "m",
+                  "Invalid request format: jobId '0123456789012345678901234567890123456789012345678901234567890123…' "
+                  "is not a valid name (" },
         };
         for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
                 o = schedule(c, bad_names[i][0], bad_names[i][1], bad_names[i][2], "* * * * *", NULL);
                 cr_assert_str_eq(jstr(o, "type"), "error", "%s/%s/%s", bad_names[i][0], bad_names[i][1],
                                  bad_names[i][2]);
-                cr_assert(strncmp(jstr(o, "error"), "Invalid ", 8) == 0);
+                cr_assert(strncmp(jstr(o, "error"), bad_names[i][3], strlen(bad_names[i][3])) == 0, "%s",
+                          jstr(o, "error"));
+                cr_assert_not_null(strstr(jstr(o, "error"), "1-64 characters of A-Z a-z 0-9 . _ -, not starting "
+                                          "with a dot)"));
                 json_object_put(o);
         }
 
@@ -1533,6 +1543,7 @@ Test(jobs, photonctl_verbs) {
 
         setenv("TZ", "UTC", 1);
         write_handler(home, "cli", "hello", "#!/bin/sh\ncat >/dev/null\necho '\"hi there\"'\n");
+        write_handler(home, "cli", "nul", "#!/bin/sh\ncat >/dev/null\necho '\"a\\u0000b\"'\n");
         d = daemon_start(&(DaemonOptions) { .env = env, .home = home });
 
         cr_assert_eq(run_ctl(d, &out, "cron", "*/15 * * * *", "--count", "3", NULL), 0);
@@ -1565,6 +1576,16 @@ Test(jobs, photonctl_verbs) {
         cr_assert_eq(run_ctl(d, &out, "run-job", "greet", NULL), 0);
         cr_assert_not_null(strstr(out, "succeeded"), "%s", out);
         cr_assert_not_null(strstr(out, "hi there"), "%s", out);
+        free(out);
+
+        /* A result with a NUL is printed whole, as JSON, and so is its preview in the history. */
+        cr_assert_eq(run_ctl(d, &out, "schedule", "cli", "nulrun", "nul", "0 9 * * *", NULL), 0);
+        free(out);
+        cr_assert_eq(run_ctl(d, &out, "run-job", "nulrun", NULL), 0);
+        cr_assert_not_null(strstr(out, "\"a\\u0000b\""), "%s", out);
+        free(out);
+        cr_assert_eq(run_ctl(d, &out, "history", "cli", "nul", NULL), 0);
+        cr_assert_not_null(strstr(out, "a\\u0000b"), "%s", out);
         free(out);
 
         cr_assert_eq(run_ctl(d, &out, "history", "cli", "hello", "--limit", "5", NULL), 0);

@@ -327,7 +327,9 @@ Test(webhook, healthz_and_cors) {
 Test(webhook, routes_404) {
         Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, NULL });
         const char *paths[] = { "/", "/webhook", "/webhook/onlyMethod", "/hooks/a/b", "/webhook/.hidden/m",
-                                "/webhook/a%20b/m", "/webhookz/a/b" };
+                                "/webhook/a%20b/m", "/webhookz/a/b",
+                                /* a NUL ends a C string: these were the method "m" and the route "/webhook/p" */
+                                "/webhook/nohandler/m%00x", "/webhook/p%00q/m", "/webhook/nohandler/m%00" };
 
         for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
                 expect(http(d->webhook_port, "POST", paths[i], "{}", "-H", "X-Webhook-Secret: " SECRET, NULL), 404,
