@@ -10,6 +10,7 @@
 #include "fd-util.h"
 #include "helpers.h"
 #include "json-util.h"
+#include "log.h"
 #include "shared-buf.h"
 #include "string-util.h"
 
@@ -99,6 +100,41 @@ Test(shared, atomic_write_and_read) {
         cr_assert_eq(size, 8);
         free(text);
         cr_assert_eq(read_full_file(path, 4, &text, &size), -EFBIG);
+        free(path);
+        tmpdir_remove(dir);
+}
+
+Test(shared, log_stream_is_journal) {
+        char *dir = tmpdir_new(), *path, value[96];
+        struct stat st;
+        int fd;
+
+        cr_assert(asprintf(&path, "%s/stream", dir) >= 0);
+        fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        cr_assert(fd >= 0);
+        cr_assert_eq(fstat(fd, &st), 0);
+
+        snprintf(value, sizeof(value), "%llu:%llu", (unsigned long long) st.st_dev, (unsigned long long) st.st_ino);
+        cr_assert(log_stream_is_journal(value, fd));
+        snprintf(value, sizeof(value), "%llu:%llu", (unsigned long long) st.st_dev,
+                 (unsigned long long) st.st_ino + 1);
+        cr_assert_not(log_stream_is_journal(value, fd), "another inode");
+        snprintf(value, sizeof(value), "%llu:%llu", (unsigned long long) st.st_dev + 1,
+                 (unsigned long long) st.st_ino);
+        cr_assert_not(log_stream_is_journal(value, fd), "another device");
+        snprintf(value, sizeof(value), "%llu:%llux", (unsigned long long) st.st_dev, (unsigned long long) st.st_ino);
+        cr_assert_not(log_stream_is_journal(value, fd), "trailing garbage");
+        snprintf(value, sizeof(value), " %llu:%llu", (unsigned long long) st.st_dev, (unsigned long long) st.st_ino);
+        cr_assert_not(log_stream_is_journal(value, fd), "leading space");
+        cr_assert_not(log_stream_is_journal("", fd));
+        cr_assert_not(log_stream_is_journal("1", fd));
+        cr_assert_not(log_stream_is_journal(":", fd));
+        cr_assert_not(log_stream_is_journal("1:-2", fd));
+        cr_assert_not(log_stream_is_journal(NULL, fd));
+        snprintf(value, sizeof(value), "%llu:%llu", (unsigned long long) st.st_dev, (unsigned long long) st.st_ino);
+        cr_assert_not(log_stream_is_journal(value, -1), "a closed fd is no stream");
+
+        close(fd);
         free(path);
         tmpdir_remove(dir);
 }

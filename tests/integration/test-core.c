@@ -633,3 +633,41 @@ Test(core, busy_polling_keeps_time_expiry_and_signals) {
         conn_close(other);
         daemon_free(d);
 }
+
+/* photond started with JOURNAL_STREAM inherited but stderr elsewhere (a shell in a unit redirecting to a file)
+ * writes plain lines; only when stderr is the stream JOURNAL_STREAM names does it add journald's "<N>". */
+Test(core, level_prefix_only_when_stderr_is_the_journal_stream) {
+        char home[] = "/tmp/photond-journal-XXXXXX", log_path[256], env[128], line[512];
+        struct stat st;
+        FILE *f;
+
+        cr_assert_not_null(mkdtemp(home));
+        /* The harness sends stderr to <home>/photond-<pid>.log, appending: create it first to know its inode. */
+        snprintf(log_path, sizeof(log_path), "%s/photond-%d.log", home, (int) getpid());
+        f = fopen(log_path, "we");
+        cr_assert(f);
+        fclose(f);
+        cr_assert_eq(stat(log_path, &st), 0);
+
+        for (int matching = 0; matching <= 1; matching++) {
+                /* Not matching: the device of the log with another inode, which is what a stale value looks like. */
+                snprintf(env, sizeof(env), "JOURNAL_STREAM=%llu:%llu", (unsigned long long) st.st_dev,
+                         (unsigned long long) st.st_ino + (matching ? 0 : 1));
+                cr_assert_eq(truncate(log_path, 0), 0);
+                Daemon *d = daemon_start(&(DaemonOptions) { .home = home,
+                                                            .env = (const char*[]) { env, NULL } });
+                daemon_signal_and_wait(d, SIGTERM);
+
+                f = fopen(log_path, "re");
+                cr_assert(f);
+                cr_assert(fgets(line, sizeof(line), f), "photond logged something");
+                fclose(f);
+                if (matching)
+                        cr_assert(line[0] == '<' && line[2] == '>', "prefixed for the journal: %s", line);
+                else
+                        cr_assert(line[0] != '<', "no prefix in a plain file: %s", line);
+                daemon_free(d);
+        }
+        snprintf(line, sizeof(line), "rm -rf '%s'", home);
+        (void) !system(line);
+}
