@@ -11,6 +11,7 @@
 #include "helpers.h"
 #include "json-util.h"
 #include "log.h"
+#include "path-util.h"
 #include "shared-buf.h"
 #include "string-util.h"
 
@@ -137,6 +138,44 @@ Test(shared, log_stream_is_journal) {
         close(fd);
         free(path);
         tmpdir_remove(dir);
+}
+
+/* The cases of Node's path.resolve(cwd, p) that PHOTON_HOME and --socket meet. */
+Test(shared, path_resolve_at) {
+        static const struct {
+                const char *cwd, *p, *expect;
+        } cases[] = {
+                { "/home/u/sub", "../.photon/", "/home/u/.photon" },
+                { "/home/u/sub", "../.photon//.data/daemon.sock", "/home/u/.photon/.data/daemon.sock" },
+                { "/home/u", ".photon", "/home/u/.photon" },
+                { "/home/u", "./a/./b/", "/home/u/a/b" },
+                { "/home/u", "a//b///c", "/home/u/a/b/c" },
+                { "/home/u", "a/../../..", "/" },
+                { "/home/u", "../../../../x", "/x" },
+                { "/home/u", ".", "/home/u" },
+                { "/home/u/", "", "/home/u" },
+                { "/", "..", "/" },
+                { "//srv//", "x", "/srv/x" },
+                { "/home/u", "/abs//p/../q/", "/abs/q" },
+                { NULL, "/abs/./q", "/abs/q" },
+                { "/home/u", "/", "/" },
+                { "/home/u", "///", "/" },
+                { "/home/u", "a/..b/c..", "/home/u/a/..b/c.." },
+                { "/home/u", "...", "/home/u/..." },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                char *out = NULL;
+
+                cr_assert_eq(path_resolve_at(cases[i].cwd, cases[i].p, &out), 0, "%s", cases[i].p);
+                cr_assert_str_eq(out, cases[i].expect, "resolve(%s, %s)", cases[i].cwd, cases[i].p);
+                free(out);
+        }
+
+        char *out = NULL;
+        cr_assert_eq(path_resolve_at("relative", "x", &out), -EINVAL, "a relative cwd resolves nothing");
+        cr_assert_eq(path_resolve_at(NULL, "x", &out), -EINVAL);
+        cr_assert_null(out);
 }
 
 /* json_parse() reuses one tokener: a failed or half-finished parse must leave nothing behind for the next one. */
