@@ -32,7 +32,6 @@
 #include "string-util.h"
 #include "webhook-auth.h"
 
-#define SECRET_FILE_MAX_BYTES 4096
 #define ERROR_NOT_FOUND "Not found. Use /webhook/{photonName}/{method}"
 #define ERROR_BAD_SECRET "Invalid webhook secret"
 #define ERROR_TOO_LARGE "Request body too large"
@@ -318,22 +317,15 @@ static void photon_secrets_free_all(PhotonSecret **table) {
         }
 }
 
-/* Reads a secret file; a trailing newline (echo > file) is not part of the secret. -ENOENT if absent, -ENODATA if
- * empty. */
+/* A secret file into a key; the bytes read are wiped. -ENOENT if absent, -ENODATA if empty. */
 static int read_secret_file(const char *path, WebhookKey **ret) {
         _cleanup_free_ char *buf = NULL;
         size_t size;
         int r;
 
-        r = read_full_file(path, SECRET_FILE_MAX_BYTES, &buf, &size);
+        r = webhook_secret_read_file(path, &buf, &size);
         if (r < 0)
                 return r;
-        if (size > 0 && buf[size - 1] == '\n')
-                size--;
-        if (size > 0 && buf[size - 1] == '\r')
-                size--;
-        if (size == 0)
-                return -ENODATA;
         r = webhook_key_new(buf, size, ret);
         explicit_bzero(buf, size);
         return r;
@@ -391,40 +383,35 @@ static int load_photon_secrets(const char *dir, PhotonSecret **table) {
 
 static int webhook_load_secrets(Webhook *w) {
         _cleanup_(webhook_key_freep) WebhookKey *secret = NULL;
+        _cleanup_free_ char *buf = NULL;
         PhotonSecret *photon_secrets = NULL;
-        const char *creds = getenv("CREDENTIALS_DIRECTORY"), *env;
-        const char *source = NULL;
+        const char *creds = getenv("CREDENTIALS_DIRECTORY"), *source = NULL;
+        bool empty_credential = false;
+        size_t len = 0;
         int r;
 
-        if (creds) {
-                _cleanup_free_ char *path = NULL;
-
-                if (asprintf(&path, "%s/webhook-secret", creds) < 0)
+        /* The same search as photonctl webhook-test's, so that what it signs with is what is checked here. */
+        r = webhook_secret_find(&buf, &len, &source, &empty_credential);
+        if (r == -ENOMEM)
+                return log_oom();
+        if (r < 0)
+                return log_error_errno(r, "Failed to read %s/webhook-secret: %m", creds);
+        if (empty_credential)
+                /* What the shipped units' SetCredential= fallback gives when no secret file exists. */
+                log_info("Credential webhook-secret is empty: no secret from it.");
+        if (buf) {
+                r = webhook_key_new(buf, len, &secret);
+                explicit_bzero(buf, len);
+                if (r < 0)
                         return log_oom();
-                r = read_secret_file(path, &secret);
-                if (r == -ENODATA)
-                        /* What the shipped units' SetCredential= fallback gives when no secret file exists. */
-                        log_info("Credential webhook-secret is empty: no secret from it.");
-                else if (r < 0 && r != -ENOENT)
-                        return log_error_errno(r, "Failed to read %s: %m", path);
-                else if (r >= 0)
-                        source = "credential webhook-secret";
+        }
 
+        if (creds) {
                 r = load_photon_secrets(creds, &photon_secrets);   /* logs */
                 if (r < 0) {
                         photon_secrets_free_all(&photon_secrets);
                         return r;
                 }
-        }
-
-        env = getenv("PHOTON_WEBHOOK_SECRET");
-        if (!secret && env && env[0]) {
-                r = webhook_key_new(env, strlen(env), &secret);
-                if (r < 0) {
-                        photon_secrets_free_all(&photon_secrets);
-                        return log_oom();
-                }
-                source = "PHOTON_WEBHOOK_SECRET";
         }
 
         webhook_key_free(w->secret);

@@ -1325,3 +1325,50 @@ Test(webhook, photonctl_webhook_test) {
         cr_assert_neq(run_ctl(d, NULL, "webhook-test", "../x", "run", url, NULL), 0);
         daemon_free(d);
 }
+
+/* photonctl signs with the secret photond checks, whichever of the credential and the environment holds it: the
+ * credential first, the environment when it is absent or empty. */
+Test(webhook, photonctl_webhook_test_finds_the_secret_as_photond_does) {
+        char dir[] = "/tmp/photond-ctlcreds-XXXXXX", *path, *env, *url, *out;
+        FILE *f;
+
+        cr_assert(mkdtemp(dir));
+        path = hdr("%s/webhook-secret", dir);
+        cr_assert(f = fopen(path, "we"));
+        fputs("from-credential\n", f);
+        fclose(f);
+        env = hdr("CREDENTIALS_DIRECTORY=%s", dir);
+
+        Daemon *d = start((const char*[]) { env, "PHOTON_WEBHOOK_SECRET=from-env", NULL });
+        write_handler(d, "echo", "run", "cat");
+        url = hdr("--url=http://127.0.0.1:%d", d->webhook_port);
+        cr_assert_eq(setenv("CREDENTIALS_DIRECTORY", dir, 1), 0);
+        cr_assert_eq(setenv("PHOTON_WEBHOOK_SECRET", "from-env", 1), 0);
+        for (int i = 0; i < 2; i++) {
+                const char *scheme = i == 0 ? "--scheme=header" : "--scheme=github";
+
+                cr_assert_eq(run_ctl(d, &out, "webhook-test", "echo", "run", url, scheme, NULL), 0,
+                             "credential and environment both set (%s): %s", scheme, out);
+                cr_assert(strstr(out, "HTTP/1.1 200 OK"), "%s", out);
+                free(out);
+        }
+        daemon_free(d);
+
+        /* An empty credential (the shipped units' fallback) is no secret: both go on to the environment. */
+        cr_assert(f = fopen(path, "we"));
+        fputs("\n", f);
+        fclose(f);
+        d = start((const char*[]) { env, "PHOTON_WEBHOOK_SECRET=from-env", NULL });
+        write_handler(d, "echo", "run", "cat");
+        url = hdr("--url=http://127.0.0.1:%d", d->webhook_port);
+        cr_assert_eq(run_ctl(d, &out, "webhook-test", "echo", "run", url, "--scheme=github", NULL), 0,
+                     "empty credential: %s", out);
+        cr_assert(strstr(out, "HTTP/1.1 200 OK"), "%s", out);
+        free(out);
+        daemon_free(d);
+
+        unsetenv("CREDENTIALS_DIRECTORY");
+        unsetenv("PHOTON_WEBHOOK_SECRET");
+        unlink(path);
+        rmdir(dir);
+}
