@@ -214,12 +214,12 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(WebhookRequest*, webhook_request_free);
 
 /* --- connections --- */
 
-/* What a connection closed before its request head was complete gets, written straight to the socket: MHD has
- * nothing to answer with (it never called us), and a client should see why rather than a bare reset. */
 /* A head is closed to make room only once it has been pending this long: in a burst of connections, the heads
  * of the newest ones are still unread in their sockets, which says nothing about their senders. */
 #define HEAD_EVICT_MIN_AGE_USEC (1 * USEC_PER_SEC)
 
+/* What a connection closed before its request head was complete gets, written straight to the socket: MHD has
+ * nothing to answer with (it never called us), and a client should see why rather than a bare reset. */
 #define RAW_408 "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 #define RAW_503 "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n" \
         "Content-Length: 0\r\n\r\n"
@@ -415,8 +415,9 @@ static void on_connection_notify(void *cls, struct MHD_Connection *connection, v
 }
 
 static WebhookConnection* webhook_connection_of(struct MHD_Connection *connection) {
-        const union MHD_ConnectionInfo *info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        const union MHD_ConnectionInfo *info;
 
+        info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         return info ? info->socket_context : NULL;
 }
 
@@ -1482,6 +1483,8 @@ int webhook_new(Manager *m, int fd, Webhook **ret) {
 }
 
 Webhook* webhook_free(Webhook *w) {
+        WebhookAddress *a, *tmp;
+
         if (!w)
                 return NULL;
 
@@ -1504,10 +1507,8 @@ Webhook* webhook_free(Webhook *w) {
                 MHD_stop_daemon(w->daemon);
         while (w->requests)
                 webhook_request_free(w->requests);
-        /* MHD reported every connection closed; nothing should be left, but nothing may leak either. */
-        while (w->heads)
-                heads_remove(w, w->heads);
-        WebhookAddress *a, *tmp;
+        /* MHD_stop_daemon() reported every connection closed, which freed them and emptied this table; this only
+         * guards against a leak should it not have. */
         HASH_ITER(hh, w->addresses, a, tmp) {
                 HASH_DEL(w->addresses, a);
                 free(a);
