@@ -682,6 +682,18 @@ Test(webhook, bad_configuration_fails_start) {
         cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) != 0, "status %d", status);
         cr_assert(daemon_log_contains(d, "PHOTON_WEBHOOK_ALLOWED_IPS"));
         daemon_free(d);
+
+        /* Reserving every connection would leave none to serve. */
+        d = daemon_start(&(DaemonOptions) {
+                .socket_activate = true, .webhook = true,
+                .env = (const char*[]) { "PHOTOND_WEBHOOK_MAX_CONNECTIONS=8", "PHOTOND_WEBHOOK_RESERVED_CONNECTIONS=8",
+                                         NULL },
+        });
+        wait_listening(d);
+        status = daemon_wait_exit(d, 10000);
+        cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) != 0, "status %d", status);
+        cr_assert(daemon_log_contains(d, "PHOTOND_WEBHOOK_RESERVED_CONNECTIONS=8"));
+        daemon_free(d);
 }
 
 Test(webhook, rate_limit) {
