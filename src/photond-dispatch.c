@@ -64,12 +64,20 @@ struct Provider {
 
 typedef enum ExecPhase {
         EXEC_RUNNING,
-        EXEC_TERM_SENT,         /* timed out: SIGTERM sent, SIGKILL after the grace */
+        EXEC_TERM_SENT,         /* timed out, the call answered: SIGTERM sent, SIGKILL after the grace */
         EXEC_KILL_SENT,
         EXEC_EXITED,            /* reaped; waiting (briefly) for EOF on stdout/stderr */
 } ExecPhase;
 
-typedef struct ExecChild {
+typedef struct ExecChild ExecChild;
+
+struct ExecChild {
+        Dispatcher *dispatcher;
+        DispatchCall *call;     /* NULL once timed out: then on the dispatcher's terminating list until reaped */
+        LIST_FIELDS(ExecChild, terminating);
+        sd_event_source *kill_timer_source;     /* terminating: SIGKILL when the grace is over */
+        char *name;                             /* terminating: "photon/method", for the log */
+
         pid_t pid;              /* also the process group */
         ExecPhase phase;
         sd_event_source *child_source;
@@ -91,9 +99,8 @@ typedef struct ExecChild {
         int exit_code, exit_status;    /* from waitid(): CLD_*, status or signal */
         int out_error;                  /* reading stdout failed: the output is incomplete */
         bool exited:1;
-        bool timed_out:1;
         bool too_large:1;
-} ExecChild;
+};
 
 typedef enum CallState {
         CALL_RUNNING,
@@ -157,6 +164,11 @@ struct Dispatcher {
         LIST_HEAD(DispatchCall, done);
         sd_event_source *done_event_source;
         bool freeing;
+
+        /* Timed-out handlers between SIGTERM and their reaping: their calls are answered already, but the
+         * processes still count against MAX_CALLS, so that callers cannot pile them up faster than they die. */
+        LIST_HEAD(ExecChild, terminating);
+        unsigned n_terminating;
 };
 
 static const char *const dispatch_trigger_table[_DISPATCH_TRIGGER_MAX] = {
@@ -515,6 +527,11 @@ static void exec_child_free(ExecChild *x) {
                 (void) kill(-x->pid, SIGKILL);
                 (void) sd_event_source_set_child_process_own(x->child_source, true);
         }
+        if (!x->call && x->dispatcher) {
+                LIST_REMOVE(terminating, x->dispatcher->terminating, x);
+                x->dispatcher->n_terminating--;
+        }
+        sd_event_source_disable_unref(x->kill_timer_source);
         sd_event_source_disable_unref(x->child_source);
         sd_event_source_disable_unref(x->stdin_source);
         sd_event_source_disable_unref(x->stdout_source);
@@ -524,6 +541,7 @@ static void exec_child_free(ExecChild *x) {
         safe_close(x->stderr_fd);
         free(x->input);
         free(x->out);
+        free(x->name);
         free(x);
 }
 
@@ -567,7 +585,8 @@ static void call_unlink(DispatchCall *call) {
 }
 
 /* Records the outcome (data is taken, error copied) and queues the call for delivery. Releases the provider
- * slot; an exec call comes here only after its child was reaped. Never sends anything. */
+ * slot; an exec call comes here only after its child was reaped or, timed out, handed to the dispatcher's
+ * terminating list. Never sends anything. */
 static void call_complete(DispatchCall *call, bool success, struct json_object *data, const char *error) {
         Dispatcher *d = call->dispatcher;
 
@@ -984,11 +1003,6 @@ static void exec_finish(DispatchCall *call) {
                           strerror(-x->out_error));
                 return;
         }
-        if (x->timed_out) {
-                call_fail(call, "Handler %s/%s timed out after %" PRIu64 " ms%s%s", call->photon->name,
-                          call->method, call->timeout_ms, tail && tail[0] ? ": " : "", tail ?: "");
-                return;
-        }
         if (x->exit_code != CLD_EXITED || x->exit_status != 0) {
                 msg = dispatch_exit_message(call->photon->name, call->method, x->exit_code, x->exit_status, tail);
                 call_complete(call, false, NULL, msg ?: "Handler failed");
@@ -1027,10 +1041,18 @@ static void exec_maybe_finish(DispatchCall *call) {
 }
 
 static int on_exec_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
-        DispatchCall *call = userdata;
-        ExecChild *x = call->exec;
+        ExecChild *x = userdata;
+        DispatchCall *call = x->call;
 
         x->exited = true;
+        if (!call) {
+                /* A timed-out handler is gone at last; what it left in its group goes with it. */
+                log_debug("Timed-out handler %s (pid %d) ended: code %d status %d.", x->name ?: "?", (int) x->pid,
+                          si->si_code, si->si_status);
+                exec_kill(x, SIGKILL);
+                exec_child_free(x);
+                return 0;
+        }
         x->exit_code = si->si_code;
         x->exit_status = si->si_status;
         log_debug("Handler %s/%s (pid %d) ended: code %d status %d.", call->photon->name, call->method,
@@ -1110,6 +1132,8 @@ static int exec_spawn(DispatchCall *call, const char *path, bool method_arg) {
         x = call->exec = new0(ExecChild, 1);
         if (!x)
                 return -ENOMEM;
+        x->dispatcher = d;
+        x->call = call;
         x->stdin_fd = x->stdout_fd = x->stderr_fd = -EBADF;
 
         json = json_object_to_json_string_length(call->args, JSON_FORMAT_FLAGS, &len);
@@ -1155,7 +1179,7 @@ static int exec_spawn(DispatchCall *call, const char *path, bool method_arg) {
         x->stderr_fd = err[0];
 
         /* From here on the child exists: call_free() kills it and its child source reaps it. */
-        r = sd_event_add_child(d->manager->event, &x->child_source, pid, WEXITED, on_exec_exit, call);
+        r = sd_event_add_child(d->manager->event, &x->child_source, pid, WEXITED, on_exec_exit, x);
         if (r < 0) {
                 (void) kill(-pid, SIGKILL);
                 (void) waitpid(pid, NULL, 0);
@@ -1193,10 +1217,63 @@ fail:
 
 /* ---- timers ---- */
 
+static int on_terminating_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        ExecChild *x = userdata;
+
+        log_warning("Handler %s (pid %d) ignored SIGTERM, sending SIGKILL.", x->name ?: "?", (int) x->pid);
+        x->phase = EXEC_KILL_SENT;
+        exec_kill(x, SIGKILL);
+        return 0;
+}
+
+/* The call's timeout: the caller is answered now, whatever the handler does with its SIGTERM. The process moves
+ * to the dispatcher's terminating list, where the kill grace runs and the child source reaps it; its pipes are
+ * closed, so what it writes from now on is lost (and a write gets EPIPE). */
+static void exec_time_out(DispatchCall *call) {
+        Dispatcher *d = call->dispatcher;
+        ExecChild *x = call->exec;
+        _cleanup_free_ char *tail = NULL;
+        int r;
+
+        log_warning("Handler %s/%s (pid %d) timed out after %" PRIu64 " ms, sending SIGTERM.",
+                    call->photon->name, call->method, (int) x->pid, call->timeout_ms);
+        exec_kill(x, SIGTERM);
+
+        /* The stderr that is already there explains the timeout best. */
+        if (x->stderr_fd >= 0)
+                (void) exec_read_stderr(call);
+        if (x->err_line_size > 0)
+                exec_log_line(call, x->err_line, x->err_line_size, x->err_line_cut);
+        x->err_line_size = 0;
+        tail = tail_buf_text(&x->err_tail);
+        exec_close_stdout(x);
+        exec_close_stderr(x);
+        exec_close_stdin(x);
+
+        if (asprintf(&x->name, "%s/%s", call->photon->name, call->method) < 0)
+                x->name = NULL;
+        x->call = NULL;
+        call->exec = NULL;
+        x->phase = EXEC_TERM_SENT;
+        LIST_PREPEND(terminating, d->terminating, x);
+        d->n_terminating++;
+        r = sd_event_add_time_relative(d->manager->event, &x->kill_timer_source, CLOCK_MONOTONIC,
+                                       limits.HANDLER_KILL_GRACE_MS * USEC_PER_MSEC, USEC_PER_MSEC,
+                                       on_terminating_timer, x);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to arm the kill grace timer, sending SIGKILL now: %m");
+                x->phase = EXEC_KILL_SENT;
+                exec_kill(x, SIGKILL);
+        } else
+                (void) sd_event_source_set_description(x->kill_timer_source, "handler-kill-grace");
+
+        call_fail(call, "Handler %s/%s timed out after %" PRIu64 " ms%s%s", call->photon->name, call->method,
+                  call->timeout_ms, tail && tail[0] ? ": " : "", tail ?: "");
+}
+
 static int on_call_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         DispatchCall *call = userdata;
         ExecChild *x = call->exec;
-        int r;
 
         if (call->state != CALL_RUNNING)
                 return 0;
@@ -1209,24 +1286,11 @@ static int on_call_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
         switch (x->phase) {
         case EXEC_RUNNING:
-                log_warning("Handler %s/%s (pid %d) timed out after %" PRIu64 " ms, sending SIGTERM.",
-                            call->photon->name, call->method, (int) x->pid, call->timeout_ms);
-                x->timed_out = true;
-                x->phase = EXEC_TERM_SENT;
-                exec_kill(x, SIGTERM);
-                r = event_source_arm_relative(s, limits.HANDLER_KILL_GRACE_MS * USEC_PER_MSEC);
-                if (r < 0) {
-                        x->phase = EXEC_KILL_SENT;
-                        exec_kill(x, SIGKILL);
-                }
+                exec_time_out(call);
                 break;
         case EXEC_TERM_SENT:
-                log_warning("Handler %s/%s (pid %d) ignored SIGTERM, sending SIGKILL.", call->photon->name,
-                            call->method, (int) x->pid);
-                x->phase = EXEC_KILL_SENT;
-                exec_kill(x, SIGKILL);
-                break;
         case EXEC_KILL_SENT:
+                /* Only terminating children, which have a timer of their own. */
                 break;
         case EXEC_EXITED:
                 /* The exit grace is over: stop waiting for whoever holds the pipes. */
@@ -1262,8 +1326,9 @@ static int call_start(Dispatcher *d, const DispatchRequest *req, const CallOrigi
                 return -EINVAL;
 
         e = photon_find(d, req->photon);
-        if (d->n_calls >= limits.MAX_CALLS) {
-                if (asprintf(ret_error, "Busy: %u calls in flight (PHOTOND_MAX_CALLS)", d->n_calls) < 0)
+        if (d->n_calls + d->n_terminating >= limits.MAX_CALLS) {
+                if (asprintf(ret_error, "Busy: %u calls in flight and %u timed-out handlers not ended yet "
+                             "(PHOTOND_MAX_CALLS)", d->n_calls, d->n_terminating) < 0)
                         *ret_error = NULL;
                 return -EBUSY;
         }
@@ -1448,6 +1513,9 @@ Dispatcher* dispatcher_free(Dispatcher *d) {
                 call_fail(call, "photond is shutting down");
         }
         on_done(NULL, d);
+        /* Killed and reaped by sd-event as their child sources go (exec_child_free()). */
+        while (d->terminating)
+                exec_child_free(d->terminating);
 
         HASH_ITER(hh, d->photons, e, tmp)
                 while (e->providers) {

@@ -51,6 +51,9 @@
         /* webhook */                                                                                           \
         X(WEBHOOK_MAX_BODY_BYTES,               (1024 * 1024))     /* reference: 1 MiB */                       \
         X(WEBHOOK_MAX_CONNECTIONS,              512)                                                            \
+        X(WEBHOOK_MAX_CONNECTIONS_PER_ADDRESS,  256)               /* from one source address */                \
+        X(WEBHOOK_RESERVED_CONNECTIONS,         16)                /* kept free by closing unfinished heads */  \
+        X(WEBHOOK_HEAD_TIMEOUT_S,               20)                /* accept to complete request head */        \
         X(WEBHOOK_CONNECTION_MEMORY_BYTES,      (64 * 1024))                                                    \
         X(WEBHOOK_IDLE_TIMEOUT_S,               30)                                                             \
         X(WEBHOOK_REQUEST_TIMEOUT_S,            60)                /* headers received to whole body */         \

@@ -21,6 +21,7 @@
 #include "fd-util.h"
 #include "json-util.h"
 #include "log.h"
+#include "path-util.h"
 #include "photond-bus.h"
 #include "photond-channel.h"
 #include "photond-client.h"
@@ -99,20 +100,6 @@ static int home_dir(const char **ret) {
         return 0;
 }
 
-/* Makes an environment path absolute, as the reference's path.resolve() does. */
-static int absolute_path(const char *p, char **ret) {
-        _cleanup_free_ char *cwd = NULL;
-
-        if (p[0] == '/') {
-                *ret = strdup(p);
-                return *ret ? 0 : -ENOMEM;
-        }
-        cwd = getcwd(NULL, 0);
-        if (!cwd)
-                return -errno;
-        return path_join(ret, cwd, p);
-}
-
 static int manager_setup_paths(Manager *m, const ManagerConfig *config) {
         const char *home, *e;
         int r;
@@ -128,12 +115,17 @@ static int manager_setup_paths(Manager *m, const ManagerConfig *config) {
                 m->jobs_base_dir = strdup(m->base_dir);
                 m->state_dir = strdup(m->base_dir);
                 m->handlers_dir = strdup("/etc/photon/handlers");
-                m->socket_path = strdup(config->socket_path ?: "/run/photon/daemon.sock");
+                if (config->socket_path) {
+                        r = path_resolve(config->socket_path, &m->socket_path);
+                        if (r < 0)
+                                return r;
+                } else
+                        m->socket_path = strdup("/run/photon/daemon.sock");
         } else {
                 r = home_dir(&home);
                 e = getenv("PHOTON_HOME");
                 if (e && e[0])
-                        r = absolute_path(e, &m->base_dir);
+                        r = path_resolve(e, &m->base_dir);
                 else if (r >= 0)
                         r = path_join(&m->base_dir, home, ".photon");
                 if (r < 0)
@@ -142,7 +134,7 @@ static int manager_setup_paths(Manager *m, const ManagerConfig *config) {
                 /* The reference keeps job files under PHOTON_DIR (not PHOTON_HOME), defaulting to ~/.photon. */
                 e = getenv("PHOTON_DIR");
                 if (e && e[0])
-                        r = absolute_path(e, &m->jobs_base_dir);
+                        r = path_resolve(e, &m->jobs_base_dir);
                 else if (home_dir(&home) >= 0)
                         r = path_join(&m->jobs_base_dir, home, ".photon");
                 else
@@ -156,7 +148,7 @@ static int manager_setup_paths(Manager *m, const ManagerConfig *config) {
                 if (r < 0)
                         return r;
                 if (config->socket_path)
-                        r = absolute_path(config->socket_path, &m->socket_path);
+                        r = path_resolve(config->socket_path, &m->socket_path);
                 else if (asprintf(&m->socket_path, "%s/.data/daemon.sock", m->base_dir) < 0)
                         r = -ENOMEM;
                 if (r < 0)

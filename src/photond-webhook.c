@@ -32,7 +32,6 @@
 #include "string-util.h"
 #include "webhook-auth.h"
 
-#define SECRET_FILE_MAX_BYTES 4096
 #define ERROR_NOT_FOUND "Not found. Use /webhook/{photonName}/{method}"
 #define ERROR_BAD_SECRET "Invalid webhook secret"
 #define ERROR_TOO_LARGE "Request body too large"
@@ -59,6 +58,9 @@ typedef enum WebhookReject {
         WEBHOOK_REJECT_BAD_FRAMING,
         WEBHOOK_REJECT_TIMEOUT,
         WEBHOOK_REJECT_REPLAY_CACHE_FULL,
+        WEBHOOK_REJECT_HEAD_TIMEOUT,
+        WEBHOOK_REJECT_EVICTED,
+        WEBHOOK_REJECT_TOO_MANY_CONNECTIONS,
         _WEBHOOK_REJECT_MAX,
         _WEBHOOK_REJECT_INVALID = -EINVAL,
 } WebhookReject;
@@ -78,6 +80,9 @@ static const char *const webhook_reject_table[_WEBHOOK_REJECT_MAX] = {
         [WEBHOOK_REJECT_BAD_FRAMING] = "badFraming",
         [WEBHOOK_REJECT_TIMEOUT] = "requestTimeout",
         [WEBHOOK_REJECT_REPLAY_CACHE_FULL] = "replayCacheFull",
+        [WEBHOOK_REJECT_HEAD_TIMEOUT] = "headTimeout",
+        [WEBHOOK_REJECT_EVICTED] = "evicted",
+        [WEBHOOK_REJECT_TOO_MANY_CONNECTIONS] = "tooManyConnections",
 };
 
 typedef struct PhotonSecret {
@@ -87,6 +92,30 @@ typedef struct PhotonSecret {
 } PhotonSecret;
 
 typedef struct WebhookRequest WebhookRequest;
+typedef struct WebhookConnection WebhookConnection;
+
+/* The open connections of one source address. */
+typedef struct WebhookAddress {
+        UT_hash_handle hh;
+        unsigned n_connections;
+        char address[];
+} WebhookAddress;
+
+/* One TCP connection, from accept to close (MHD's socket context). libmicrohttpd's own timeout only counts idle
+ * time and restarts with every byte, and it calls photond only once a request's head is complete: a peer that
+ * trickles its head would hold a slot of the connection table for as long as it likes, and enough of them lock
+ * everyone out, /healthz included. So photond tracks the connections still sending a head, in the order of
+ * their deadlines, and closes them at the deadline, or earlier, oldest first, when the table or the peer's share
+ * of it runs full. */
+struct WebhookConnection {
+        Webhook *webhook;
+        int fd;
+        WebhookAddress *address;        /* NULL once closed by photond (no longer counted) */
+        LIST_FIELDS(WebhookConnection, heads);
+        bool in_head;                   /* in webhook->heads: a request head is awaited */
+        bool closing;                   /* shut down by photond; MHD closes it when it next looks */
+        uint64_t head_deadline_usec;    /* CLOCK_MONOTONIC */
+};
 
 struct Webhook {
         Manager *manager;
@@ -111,6 +140,14 @@ struct Webhook {
 
         LIST_HEAD(WebhookRequest, requests);
         uint64_t buffered_bytes;        /* request bodies held by all connections */
+
+        /* connections: those awaiting a request head, oldest deadline first, and the count per address */
+        LIST_HEAD(WebhookConnection, heads);
+        WebhookConnection *heads_tail;
+        WebhookAddress *addresses;
+        unsigned n_connections;         /* not closed by photond */
+        sd_event_source *head_timer_source;
+        bool connection_closed;         /* during this MHD_run() */
 
         /* counters for status */
         uint64_t n_requests;
@@ -174,6 +211,215 @@ static WebhookRequest* webhook_request_free(WebhookRequest *req) {
         return mfree(req);
 }
 DEFINE_TRIVIAL_CLEANUP_FUNC(WebhookRequest*, webhook_request_free);
+
+/* --- connections --- */
+
+/* A head is closed to make room only once it has been pending this long: in a burst of connections, the heads
+ * of the newest ones are still unread in their sockets, which says nothing about their senders. */
+#define HEAD_EVICT_MIN_AGE_USEC (1 * USEC_PER_SEC)
+
+/* What a connection closed before its request head was complete gets, written straight to the socket: MHD has
+ * nothing to answer with (it never called us), and a client should see why rather than a bare reset. */
+#define RAW_408 "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+#define RAW_503 "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n" \
+        "Content-Length: 0\r\n\r\n"
+
+static void heads_append(Webhook *w, WebhookConnection *c) {
+        c->heads_next = NULL;
+        c->heads_prev = w->heads_tail;
+        if (w->heads_tail)
+                w->heads_tail->heads_next = c;
+        else
+                w->heads = c;
+        w->heads_tail = c;
+        c->in_head = true;
+}
+
+static void heads_remove(Webhook *w, WebhookConnection *c) {
+        if (!c->in_head)
+                return;
+        if (w->heads_tail == c)
+                w->heads_tail = c->heads_prev;
+        LIST_REMOVE(heads, w->heads, c);
+        c->in_head = false;
+}
+
+static bool webhook_over_headroom(Webhook *w) {
+        return w->n_connections + limits.WEBHOOK_RESERVED_CONNECTIONS > limits.WEBHOOK_MAX_CONNECTIONS;
+}
+
+/* When c's head may be closed to make room. */
+static uint64_t head_evictable_usec(WebhookConnection *c) {
+        return c->head_deadline_usec - limits.WEBHOOK_HEAD_TIMEOUT_S * USEC_PER_SEC + HEAD_EVICT_MIN_AGE_USEC;
+}
+
+/* For the oldest head's deadline, or earlier, while the table is over its headroom, for when that head may be
+ * closed to make room: a full table has no accept left to do that at. */
+static void webhook_arm_head_timer(Webhook *w) {
+        uint64_t when;
+        int r;
+
+        if (!w->head_timer_source)
+                return;
+        if (!w->heads) {
+                (void) sd_event_source_set_enabled(w->head_timer_source, SD_EVENT_OFF);
+                return;
+        }
+        when = w->heads->head_deadline_usec;
+        if (webhook_over_headroom(w))
+                when = MIN(when, head_evictable_usec(w->heads));
+        r = sd_event_source_set_time(w->head_timer_source, when);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(w->head_timer_source, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_warning_errno(r, "Failed to arm the webhook head timer: %m");
+}
+
+static void webhook_connection_uncount(Webhook *w, WebhookConnection *c) {
+        if (!c->address)
+                return;
+        w->n_connections--;
+        if (--c->address->n_connections == 0) {
+                HASH_DEL(w->addresses, c->address);
+                free(c->address);
+        }
+        c->address = NULL;
+}
+
+/* Ends a connection that has not sent a complete request head: a short answer, then shutdown(), which MHD sees
+ * as the peer going away (it owns the fd and closes it). It stops counting against the caps at once. */
+static void webhook_connection_close(Webhook *w, WebhookConnection *c, WebhookReject reason, const char *raw) {
+        if (c->closing)
+                return;
+        c->closing = true;
+        heads_remove(w, c);
+        webhook_connection_uncount(w, c);
+        w->n_rejected[reason]++;
+        (void) send(c->fd, raw, strlen(raw), MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void) shutdown(c->fd, SHUT_RDWR);
+}
+
+/* The oldest connection still sending its head, of address a (any if NULL), other than except, if its head has
+ * been pending for HEAD_EVICT_MIN_AGE_USEC at least. */
+static WebhookConnection* webhook_oldest_head(Webhook *w, WebhookAddress *a, WebhookConnection *except) {
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+
+        /* Oldest first: the first match decides. */
+        LIST_FOREACH(heads, c, w->heads)
+                if (c != except && (!a || c->address == a))
+                        return head_evictable_usec(c) <= now ? c : NULL;
+        return NULL;
+}
+
+static int on_head_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Webhook *w = userdata;
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        WebhookConnection *victim;
+
+        while (w->heads && w->heads->head_deadline_usec <= now)
+                webhook_connection_close(w, w->heads, WEBHOOK_REJECT_HEAD_TIMEOUT, RAW_408);
+        while (webhook_over_headroom(w) && (victim = webhook_oldest_head(w, NULL, NULL)))
+                webhook_connection_close(w, victim, WEBHOOK_REJECT_EVICTED, RAW_408);
+        webhook_arm_head_timer(w);
+        return 0;
+}
+
+static void webhook_connection_started(Webhook *w, struct MHD_Connection *connection, void **socket_context) {
+        const union MHD_ConnectionInfo *info;
+        WebhookConnection *c, *victim;
+        WebhookAddress *a;
+        char address[INET6_ADDRSTRLEN];
+
+        info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!info)
+                return;         /* untracked: MHD's own limits still apply */
+        c = new0(WebhookConnection, 1);
+        if (!c) {
+                log_oom();
+                return;
+        }
+        *c = (WebhookConnection) {
+                .webhook = w,
+                .fd = info->connect_fd,
+                .head_deadline_usec = now_usec(CLOCK_MONOTONIC) + limits.WEBHOOK_HEAD_TIMEOUT_S * USEC_PER_SEC,
+        };
+
+        info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        if (!info || sockaddr_to_string(info->client_addr, address, sizeof(address)) < 0)
+                strcpy(address, "unknown");
+        HASH_FIND_STR(w->addresses, address, a);
+        if (!a) {
+                a = malloc(offsetof(WebhookAddress, address) + strlen(address) + 1);
+                if (!a) {
+                        free(c);
+                        log_oom();
+                        return;
+                }
+                *a = (WebhookAddress) {};
+                strcpy(a->address, address);
+                HASH_ADD_STR(w->addresses, address, a);
+        }
+        a->n_connections++;
+        c->address = a;
+        w->n_connections++;
+        heads_append(w, c);
+        *socket_context = c;
+
+        /* One address's share: its oldest unfinished head makes room; with none (or none pending for a second),
+         * the newcomer is refused. So a flood of trickling connections from one address only ever holds its
+         * share, and a monitor polling /healthz from the same address (loopback: a reverse proxy, the local host)
+         * still gets in. */
+        if (a->n_connections > limits.WEBHOOK_MAX_CONNECTIONS_PER_ADDRESS) {
+                victim = webhook_oldest_head(w, a, c);
+                if (victim) {
+                        log_debug("Webhook: %s has %u connections, closing its oldest unfinished one.", address,
+                                  a->n_connections);
+                        webhook_connection_close(w, victim, WEBHOOK_REJECT_EVICTED, RAW_408);
+                } else {
+                        log_debug("Webhook: refusing a connection from %s, which has %" PRIu64 " already.",
+                                  address, limits.WEBHOOK_MAX_CONNECTIONS_PER_ADDRESS);
+                        webhook_connection_close(w, c, WEBHOOK_REJECT_TOO_MANY_CONNECTIONS, RAW_503);
+                }
+        }
+
+        /* Headroom in the whole table, whoever the newcomer is: it must not find the table full of heads that
+         * may never complete. */
+        if (!c->closing && webhook_over_headroom(w)) {
+                victim = webhook_oldest_head(w, NULL, c);
+                if (victim)
+                        webhook_connection_close(w, victim, WEBHOOK_REJECT_EVICTED, RAW_408);
+        }
+
+        webhook_arm_head_timer(w);
+}
+
+static void on_connection_notify(void *cls, struct MHD_Connection *connection, void **socket_context,
+                                 enum MHD_ConnectionNotificationCode toe) {
+        Webhook *w = cls;
+        WebhookConnection *c = *socket_context;
+
+        if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+                webhook_connection_started(w, connection, socket_context);
+                return;
+        }
+        if (toe != MHD_CONNECTION_NOTIFY_CLOSED)
+                return;
+        w->connection_closed = true;
+        if (!c)
+                return;
+        heads_remove(w, c);
+        webhook_connection_uncount(w, c);
+        free(c);
+        *socket_context = NULL;
+        webhook_arm_head_timer(w);
+}
+
+static WebhookConnection* webhook_connection_of(struct MHD_Connection *connection) {
+        const union MHD_ConnectionInfo *info;
+
+        info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        return info ? info->socket_context : NULL;
+}
 
 /* --- responses --- */
 
@@ -318,22 +564,15 @@ static void photon_secrets_free_all(PhotonSecret **table) {
         }
 }
 
-/* Reads a secret file; a trailing newline (echo > file) is not part of the secret. -ENOENT if absent, -ENODATA if
- * empty. */
+/* A secret file into a key; the bytes read are wiped. -ENOENT if absent, -ENODATA if empty. */
 static int read_secret_file(const char *path, WebhookKey **ret) {
         _cleanup_free_ char *buf = NULL;
         size_t size;
         int r;
 
-        r = read_full_file(path, SECRET_FILE_MAX_BYTES, &buf, &size);
+        r = webhook_secret_read_file(path, &buf, &size);
         if (r < 0)
                 return r;
-        if (size > 0 && buf[size - 1] == '\n')
-                size--;
-        if (size > 0 && buf[size - 1] == '\r')
-                size--;
-        if (size == 0)
-                return -ENODATA;
         r = webhook_key_new(buf, size, ret);
         explicit_bzero(buf, size);
         return r;
@@ -391,40 +630,35 @@ static int load_photon_secrets(const char *dir, PhotonSecret **table) {
 
 static int webhook_load_secrets(Webhook *w) {
         _cleanup_(webhook_key_freep) WebhookKey *secret = NULL;
+        _cleanup_free_ char *buf = NULL;
         PhotonSecret *photon_secrets = NULL;
-        const char *creds = getenv("CREDENTIALS_DIRECTORY"), *env;
-        const char *source = NULL;
+        const char *creds = getenv("CREDENTIALS_DIRECTORY"), *source = NULL;
+        bool empty_credential = false;
+        size_t len = 0;
         int r;
 
-        if (creds) {
-                _cleanup_free_ char *path = NULL;
-
-                if (asprintf(&path, "%s/webhook-secret", creds) < 0)
+        /* The same search as photonctl webhook-test's, so that what it signs with is what is checked here. */
+        r = webhook_secret_find(&buf, &len, &source, &empty_credential);
+        if (r == -ENOMEM)
+                return log_oom();
+        if (r < 0)
+                return log_error_errno(r, "Failed to read %s/webhook-secret: %m", creds);
+        if (empty_credential)
+                /* What the shipped units' SetCredential= fallback gives when no secret file exists. */
+                log_info("Credential webhook-secret is empty: no secret from it.");
+        if (buf) {
+                r = webhook_key_new(buf, len, &secret);
+                explicit_bzero(buf, len);
+                if (r < 0)
                         return log_oom();
-                r = read_secret_file(path, &secret);
-                if (r == -ENODATA)
-                        /* What the shipped units' SetCredential= fallback gives when no secret file exists. */
-                        log_info("Credential webhook-secret is empty: no secret from it.");
-                else if (r < 0 && r != -ENOENT)
-                        return log_error_errno(r, "Failed to read %s: %m", path);
-                else if (r >= 0)
-                        source = "credential webhook-secret";
+        }
 
+        if (creds) {
                 r = load_photon_secrets(creds, &photon_secrets);   /* logs */
                 if (r < 0) {
                         photon_secrets_free_all(&photon_secrets);
                         return r;
                 }
-        }
-
-        env = getenv("PHOTON_WEBHOOK_SECRET");
-        if (!secret && env && env[0]) {
-                r = webhook_key_new(env, strlen(env), &secret);
-                if (r < 0) {
-                        photon_secrets_free_all(&photon_secrets);
-                        return log_oom();
-                }
-                source = "PHOTON_WEBHOOK_SECRET";
         }
 
         webhook_key_free(w->secret);
@@ -1013,8 +1247,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         WebhookRequest *req = *con_cls;
         enum MHD_Result ret;
 
-        if (!req)
+        if (!req) {
+                WebhookConnection *c = webhook_connection_of(connection);
+
+                if (c) {
+                        /* Closed for its slow head while the rest of it was already buffered: not served. */
+                        if (c->closing)
+                                return MHD_NO;
+                        heads_remove(w, c);
+                        webhook_arm_head_timer(w);
+                }
                 return webhook_begin(w, connection, url, http_method, con_cls);
+        }
 
         if (req->answered_early) {
                 /* Answered on the socket already: drop what still comes for a moment, then end the connection.
@@ -1048,8 +1292,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
 
 static void on_completed(void *cls, struct MHD_Connection *connection, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
+        Webhook *w = cls;
+        WebhookConnection *c;
+
         webhook_request_free(*con_cls);
         *con_cls = NULL;
+
+        /* A kept-alive connection waits for its next head, with a deadline of its own from now. */
+        c = webhook_connection_of(connection);
+        if (c && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && !c->closing && !c->in_head) {
+                c->head_deadline_usec = now_usec(CLOCK_MONOTONIC) + limits.WEBHOOK_HEAD_TIMEOUT_S * USEC_PER_SEC;
+                heads_append(w, c);
+                webhook_arm_head_timer(w);
+        }
 }
 
 /* --- the loop --- */
@@ -1074,10 +1329,16 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
 static int webhook_dispatch(Webhook *w) {
         MHD_UNSIGNED_LONG_LONG ms;
 
+        w->connection_closed = false;
         if (MHD_run(w->daemon) == MHD_NO)
                 return log_error_errno(SYNTHETIC_ERRNO(EIO), "MHD_run() failed.");
 
-        if (MHD_get_timeout(w->daemon, &ms) == MHD_NO)
+        /* MHD stops watching the listener while its connection table is full and watches it again only at the
+         * start of its next run, which nothing would trigger: without this, connections closed in this run left
+         * the listener unwatched and the endpoint deaf until some other event came. */
+        if (w->connection_closed)
+                ms = 0;
+        else if (MHD_get_timeout(w->daemon, &ms) == MHD_NO)
                 return sd_event_source_set_enabled(w->timer_event_source, SD_EVENT_OFF);
 
         /* MHD gives a relative time in milliseconds; sd-event wants microseconds. */
@@ -1161,6 +1422,20 @@ int webhook_new(Manager *m, int fd, Webhook **ret) {
                 return log_oom();
         w->manager = m;
 
+        if (limits.WEBHOOK_RESERVED_CONNECTIONS >= limits.WEBHOOK_MAX_CONNECTIONS)
+                return log_error_errno(SYNTHETIC_ERRNO(EINVAL),
+                                       "PHOTOND_WEBHOOK_RESERVED_CONNECTIONS=%" PRIu64 " leaves no connection of "
+                                       "PHOTOND_WEBHOOK_MAX_CONNECTIONS=%" PRIu64 ".",
+                                       limits.WEBHOOK_RESERVED_CONNECTIONS, limits.WEBHOOK_MAX_CONNECTIONS);
+
+        /* Before MHD starts: its first connections already need it. Armed when a head is awaited. */
+        r = sd_event_add_time(m->event, &w->head_timer_source, CLOCK_MONOTONIC, 0, 10 * USEC_PER_MSEC,
+                              on_head_timer, w);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the webhook head timer: %m");
+        (void) sd_event_source_set_enabled(w->head_timer_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(w->head_timer_source, "webhook-head-timer");
+
         r = webhook_configure(w);
         if (r < 0)
                 return r;
@@ -1172,6 +1447,7 @@ int webhook_new(Manager *m, int fd, Webhook **ret) {
                         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, w,     /* first, so MHD uses it for the rest */
                         MHD_OPTION_LISTEN_SOCKET, fd,
                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, w,
+                        MHD_OPTION_NOTIFY_CONNECTION, on_connection_notify, w,
                         MHD_OPTION_CONNECTION_LIMIT, (unsigned) limits.WEBHOOK_MAX_CONNECTIONS,
                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) limits.WEBHOOK_IDLE_TIMEOUT_S,
                         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) limits.WEBHOOK_CONNECTION_MEMORY_BYTES,
@@ -1208,6 +1484,8 @@ int webhook_new(Manager *m, int fd, Webhook **ret) {
 }
 
 Webhook* webhook_free(Webhook *w) {
+        WebhookAddress *a, *tmp;
+
         if (!w)
                 return NULL;
 
@@ -1230,6 +1508,13 @@ Webhook* webhook_free(Webhook *w) {
                 MHD_stop_daemon(w->daemon);
         while (w->requests)
                 webhook_request_free(w->requests);
+        /* MHD_stop_daemon() reported every connection closed, which freed them and emptied this table; this only
+         * guards against a leak should it not have. */
+        HASH_ITER(hh, w->addresses, a, tmp) {
+                HASH_DEL(w->addresses, a);
+                free(a);
+        }
+        sd_event_source_disable_unref(w->head_timer_source);
 
         sd_event_source_disable_unref(w->timer_event_source);
         sd_event_source_disable_unref(w->io_event_source);
@@ -1321,6 +1606,7 @@ int webhook_add_status(Webhook *w, struct json_object *data) {
             (r = json_add_int64(o, "failed", (int64_t) w->n_failed)) < 0 ||
             (r = json_add_int64(o, "abandoned", (int64_t) w->n_abandoned)) < 0 ||
             (r = json_add_int64(o, "inFlight", in_flight)) < 0 ||
+            (r = json_add_int64(o, "connections", w->n_connections)) < 0 ||
             (r = json_add(o, "rejected", TAKE_PTR(rejected))) < 0 ||
             (r = json_add_bool(o, "secretConfigured", w->secret || w->photon_secrets)) < 0 ||
             (r = json_add_bool(o, "allowUnauthenticated", w->allow_unauthenticated)) < 0)

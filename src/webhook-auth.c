@@ -4,6 +4,7 @@
  * the rate limiter, the Standard Webhooks replay cache, routing and header rules. */
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <openssl/core_names.h>
@@ -11,10 +12,12 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <uthash.h>
 
+#include "fd-util.h"
 #include "string-util.h"
 #include "webhook-auth.h"
 
@@ -855,4 +858,68 @@ const char* webhook_cors_origin(const char *origin) {
                         return origin;
         }
         return NULL;
+}
+
+/* --- secrets --- */
+
+int webhook_secret_read_file(const char *path, char **ret, size_t *ret_len) {
+        _cleanup_free_ char *buf = NULL;
+        size_t size;
+        int r;
+
+        r = read_full_file(path, WEBHOOK_SECRET_MAX_BYTES, &buf, &size);
+        if (r < 0)
+                return r;
+        if (size > 0 && buf[size - 1] == '\n')
+                size--;
+        if (size > 0 && buf[size - 1] == '\r')
+                size--;
+        buf[size] = '\0';
+        if (size == 0)
+                return -ENODATA;
+        *ret = TAKE_PTR(buf);
+        *ret_len = size;
+        return 0;
+}
+
+int webhook_secret_find(char **ret, size_t *ret_len, const char **ret_source, bool *ret_empty_credential) {
+        const char *creds = getenv("CREDENTIALS_DIRECTORY"), *env = getenv("PHOTON_WEBHOOK_SECRET");
+        bool empty = false;
+        int r;
+
+        if (creds) {
+                _cleanup_free_ char *path = NULL;
+
+                if (asprintf(&path, "%s/webhook-secret", creds) < 0)
+                        return -ENOMEM;
+                r = webhook_secret_read_file(path, ret, ret_len);
+                if (r >= 0) {
+                        if (ret_source)
+                                *ret_source = "credential webhook-secret";
+                        if (ret_empty_credential)
+                                *ret_empty_credential = false;
+                        return 0;
+                }
+                if (r == -ENODATA)
+                        empty = true;
+                else if (r != -ENOENT)
+                        return r;
+        }
+
+        if (ret_empty_credential)
+                *ret_empty_credential = empty;
+        if (env && env[0]) {
+                *ret = strdup(env);
+                if (!*ret)
+                        return -ENOMEM;
+                *ret_len = strlen(env);
+                if (ret_source)
+                        *ret_source = "PHOTON_WEBHOOK_SECRET";
+                return 0;
+        }
+        *ret = NULL;
+        *ret_len = 0;
+        if (ret_source)
+                *ret_source = NULL;
+        return 0;
 }

@@ -124,3 +124,18 @@ bool webhook_header_is_hidden(const char *name);
 /* Access-Control-Allow-Origin for an Origin header (NULL = absent): the origin itself when it is a loopback
  * origin, "http://localhost" when absent, NULL (omit the header) otherwise. */
 const char* webhook_cors_origin(const char *origin);
+
+/* --- secrets (photond and photonctl find them the same way) --- */
+
+#define WEBHOOK_SECRET_MAX_BYTES 4096
+
+/* Reads a secret file; a trailing newline (echo > file) is not part of the secret. -ENOENT if absent, -ENODATA if
+ * empty, -EFBIG over WEBHOOK_SECRET_MAX_BYTES. */
+int webhook_secret_read_file(const char *path, char **ret, size_t *ret_len);
+
+/* The instance-wide secret in the order photond uses: the credential $CREDENTIALS_DIRECTORY/webhook-secret, else
+ * $PHOTON_WEBHOOK_SECRET. An absent or empty credential falls through to the environment (the shipped units give
+ * an empty credential when the file is missing). *ret is NULL when there is none; *ret_source (may be NULL) names
+ * where it came from; *ret_empty_credential (may be NULL) says an empty credential was skipped. A credential that
+ * cannot be read is an error (-errno), not a fall-through: that would quietly use another secret. */
+int webhook_secret_find(char **ret, size_t *ret_len, const char **ret_source, bool *ret_empty_credential);

@@ -10,6 +10,8 @@
 #include "fd-util.h"
 #include "helpers.h"
 #include "json-util.h"
+#include "log.h"
+#include "path-util.h"
 #include "shared-buf.h"
 #include "string-util.h"
 
@@ -160,6 +162,79 @@ Test(shared, atomic_write_and_read) {
         cr_assert_eq(read_full_file(path, 4, &text, &size), -EFBIG);
         free(path);
         tmpdir_remove(dir);
+}
+
+Test(shared, log_stream_is_journal) {
+        char *dir = tmpdir_new(), *path, value[96];
+        struct stat st;
+        int fd;
+
+        cr_assert(asprintf(&path, "%s/stream", dir) >= 0);
+        fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        cr_assert(fd >= 0);
+        cr_assert_eq(fstat(fd, &st), 0);
+
+        snprintf(value, sizeof(value), "%llu:%llu", (unsigned long long) st.st_dev, (unsigned long long) st.st_ino);
+        cr_assert(log_stream_is_journal(value, fd));
+        snprintf(value, sizeof(value), "%llu:%llu", (unsigned long long) st.st_dev,
+                 (unsigned long long) st.st_ino + 1);
+        cr_assert_not(log_stream_is_journal(value, fd), "another inode");
+        snprintf(value, sizeof(value), "%llu:%llu", (unsigned long long) st.st_dev + 1,
+                 (unsigned long long) st.st_ino);
+        cr_assert_not(log_stream_is_journal(value, fd), "another device");
+        snprintf(value, sizeof(value), "%llu:%llux", (unsigned long long) st.st_dev, (unsigned long long) st.st_ino);
+        cr_assert_not(log_stream_is_journal(value, fd), "trailing garbage");
+        snprintf(value, sizeof(value), " %llu:%llu", (unsigned long long) st.st_dev, (unsigned long long) st.st_ino);
+        cr_assert_not(log_stream_is_journal(value, fd), "leading space");
+        cr_assert_not(log_stream_is_journal("", fd));
+        cr_assert_not(log_stream_is_journal("1", fd));
+        cr_assert_not(log_stream_is_journal(":", fd));
+        cr_assert_not(log_stream_is_journal("1:-2", fd));
+        cr_assert_not(log_stream_is_journal(NULL, fd));
+        snprintf(value, sizeof(value), "%llu:%llu", (unsigned long long) st.st_dev, (unsigned long long) st.st_ino);
+        cr_assert_not(log_stream_is_journal(value, -1), "a closed fd is no stream");
+
+        close(fd);
+        free(path);
+        tmpdir_remove(dir);
+}
+
+/* The cases of Node's path.resolve(cwd, p) that PHOTON_HOME and --socket meet. */
+Test(shared, path_resolve_at) {
+        static const struct {
+                const char *cwd, *p, *expect;
+        } cases[] = {
+                { "/home/u/sub", "../.photon/", "/home/u/.photon" },
+                { "/home/u/sub", "../.photon//.data/daemon.sock", "/home/u/.photon/.data/daemon.sock" },
+                { "/home/u", ".photon", "/home/u/.photon" },
+                { "/home/u", "./a/./b/", "/home/u/a/b" },
+                { "/home/u", "a//b///c", "/home/u/a/b/c" },
+                { "/home/u", "a/../../..", "/" },
+                { "/home/u", "../../../../x", "/x" },
+                { "/home/u", ".", "/home/u" },
+                { "/home/u/", "", "/home/u" },
+                { "/", "..", "/" },
+                { "//srv//", "x", "/srv/x" },
+                { "/home/u", "/abs//p/../q/", "/abs/q" },
+                { NULL, "/abs/./q", "/abs/q" },
+                { "/home/u", "/", "/" },
+                { "/home/u", "///", "/" },
+                { "/home/u", "a/..b/c..", "/home/u/a/..b/c.." },
+                { "/home/u", "...", "/home/u/..." },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                char *out = NULL;
+
+                cr_assert_eq(path_resolve_at(cases[i].cwd, cases[i].p, &out), 0, "%s", cases[i].p);
+                cr_assert_str_eq(out, cases[i].expect, "resolve(%s, %s)", cases[i].cwd, cases[i].p);
+                free(out);
+        }
+
+        char *out = NULL;
+        cr_assert_eq(path_resolve_at("relative", "x", &out), -EINVAL, "a relative cwd resolves nothing");
+        cr_assert_eq(path_resolve_at(NULL, "x", &out), -EINVAL);
+        cr_assert_null(out);
 }
 
 /* json_parse() reuses one tokener: a failed or half-finished parse must leave nothing behind for the next one. */

@@ -23,7 +23,6 @@
 
 #define RESPONSE_MAX_BYTES (8 * 1024 * 1024)
 #define RESPONSE_TIMEOUT_MS (75 * 1000)        /* past the default handler timeout of 60 s */
-#define SECRET_MAX_BYTES 4096
 
 typedef enum Scheme {
         SCHEME_HEADER,
@@ -48,48 +47,26 @@ static Scheme scheme_from_string(const char *s) {
         return _SCHEME_INVALID;
 }
 
-static void strip_newline(char *s, size_t *len) {
-        if (*len > 0 && s[*len - 1] == '\n')
-                s[--*len] = '\0';
-        if (*len > 0 && s[*len - 1] == '\r')
-                s[--*len] = '\0';
-}
-
-/* --secret-file, else $PHOTON_WEBHOOK_SECRET, else $CREDENTIALS_DIRECTORY/webhook-secret; NULL if none. */
+/* --secret-file, else the secret photond itself would use (webhook_secret_find(): the credential
+ * $CREDENTIALS_DIRECTORY/webhook-secret, else $PHOTON_WEBHOOK_SECRET); NULL if none. */
 static int load_secret(const char *secret_file, char **ret, size_t *ret_len) {
-        _cleanup_free_ char *path = NULL, *buf = NULL;
-        const char *e, *creds;
-        size_t len;
         int r;
 
         if (!secret_file) {
-                e = getenv("PHOTON_WEBHOOK_SECRET");
-                if (e && e[0]) {
-                        *ret = strdup(e);
-                        *ret_len = strlen(e);
-                        return *ret ? 0 : log_oom();
-                }
-                creds = getenv("CREDENTIALS_DIRECTORY");
-                if (!creds) {
-                        *ret = NULL;
-                        return 0;
-                }
-                if (asprintf(&path, "%s/webhook-secret", creds) < 0)
+                r = webhook_secret_find(ret, ret_len, NULL, NULL);
+                if (r == -ENOMEM)
                         return log_oom();
-        }
-
-        r = read_full_file(secret_file ?: path, SECRET_MAX_BYTES, &buf, &len);
-        if (r == -ENOENT && !secret_file) {
-                *ret = NULL;
+                if (r < 0)
+                        return log_error_errno(r, "Cannot read the secret from %s/webhook-secret: %m",
+                                               getenv("CREDENTIALS_DIRECTORY"));
                 return 0;
         }
+
+        r = webhook_secret_read_file(secret_file, ret, ret_len);
+        if (r == -ENODATA)
+                return log_error_errno(SYNTHETIC_ERRNO(EINVAL), "The secret in %s is empty.", secret_file);
         if (r < 0)
-                return log_error_errno(r, "Cannot read the secret from %s: %m", secret_file ?: path);
-        strip_newline(buf, &len);
-        if (len == 0)
-                return log_error_errno(SYNTHETIC_ERRNO(EINVAL), "The secret in %s is empty.", secret_file ?: path);
-        *ret = TAKE_PTR(buf);
-        *ret_len = len;
+                return log_error_errno(r, "Cannot read the secret from %s: %m", secret_file);
         return 0;
 }
 
@@ -355,8 +332,8 @@ int verb_webhook_test(CtlContext *ctx, int argc, char *argv[]) {
         if (r < 0)
                 return r;
         if (!secret)
-                log_notice("No secret found ($PHOTON_WEBHOOK_SECRET, $CREDENTIALS_DIRECTORY/webhook-secret or "
-                           "--secret-file): sending the request unsigned.");
+                log_notice("No secret found (--secret-file, $CREDENTIALS_DIRECTORY/webhook-secret or "
+                           "$PHOTON_WEBHOOK_SECRET): sending the request unsigned.");
         r = sign_headers(scheme, secret, secret_len, id, body, &auth);
         if (r < 0)
                 return r;

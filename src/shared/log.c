@@ -4,7 +4,10 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -36,15 +39,30 @@ int log_level_from_string(const char *s) {
         return -EINVAL;
 }
 
+bool log_stream_is_journal(const char *journal_stream, int fd) {
+        unsigned long long dev, ino;
+        struct stat st;
+        int n = -1;
+
+        /* "<st_dev>:<st_ino>" of the stream systemd connected to the journal (systemd.exec(5)). */
+        if (!journal_stream || journal_stream[strspn(journal_stream, "0123456789:")] != '\0' ||
+            sscanf(journal_stream, "%llu:%llu%n", &dev, &ino, &n) != 2 || n < 0 || journal_stream[n] != '\0')
+                return false;
+        if (fstat(fd, &st) < 0)
+                return false;
+        return (unsigned long long) st.st_dev == dev && (unsigned long long) st.st_ino == ino;
+}
+
 int log_internal_errno(int level, int error, const char *fmt, ...) {
         int saved = errno;
         va_list ap;
 
-        /* The "<N>" prefix tells journald the priority; on a terminal or in a pipe it is noise. systemd sets
-         * JOURNAL_STREAM when stderr goes to the journal. */
+        /* The "<N>" prefix tells journald the priority; on a terminal, in a pipe or in a file it is noise.
+         * JOURNAL_STREAM alone does not say that stderr is the journal: it is inherited by children whose stderr
+         * was redirected (photond started from a shell in a unit, a test harness), so the stream must match. */
         static int show_level = -1;
         if (show_level < 0)
-                show_level = !!getenv("JOURNAL_STREAM");
+                show_level = log_stream_is_journal(getenv("JOURNAL_STREAM"), STDERR_FILENO);
         if (show_level)
                 fprintf(stderr, "<%d>", level);
 

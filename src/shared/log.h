@@ -4,6 +4,7 @@
 /* stderr logging with <N> priority prefixes that journald parses. log_*_errno() set errno = -error (so %m works)
  * and return the negative error, so "return log_error_errno(r, ...)" reads naturally. */
 
+#include <stdbool.h>
 #include <syslog.h>
 
 #include "macro.h"
@@ -11,6 +12,9 @@
 void log_set_max_level(int level);
 int log_get_max_level(void);
 int log_level_from_string(const char *s);   /* LOG_* or -EINVAL */
+
+/* Whether fd is the stream that journal_stream ($JOURNAL_STREAM, "<dev>:<ino>") names. */
+bool log_stream_is_journal(const char *journal_stream, int fd);
 
 int log_internal_errno(int level, int error, const char *fmt, ...) _printf_(3, 4);
 

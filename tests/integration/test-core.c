@@ -791,3 +791,119 @@ Test(core, busy_polling_keeps_time_expiry_and_signals) {
         conn_close(other);
         daemon_free(d);
 }
+
+/* photond started with JOURNAL_STREAM inherited but stderr elsewhere (a shell in a unit redirecting to a file)
+ * writes plain lines; only when stderr is the stream JOURNAL_STREAM names does it add journald's "<N>". */
+Test(core, level_prefix_only_when_stderr_is_the_journal_stream) {
+        char home[] = "/tmp/photond-journal-XXXXXX", log_path[256], env[128], line[512];
+        struct stat st;
+        FILE *f;
+
+        cr_assert_not_null(mkdtemp(home));
+        /* The harness sends stderr to <home>/photond-<pid>.log, appending: create it first to know its inode. */
+        snprintf(log_path, sizeof(log_path), "%s/photond-%d.log", home, (int) getpid());
+        f = fopen(log_path, "we");
+        cr_assert(f);
+        fclose(f);
+        cr_assert_eq(stat(log_path, &st), 0);
+
+        for (int matching = 0; matching <= 1; matching++) {
+                /* Not matching: the device of the log with another inode, which is what a stale value looks like. */
+                snprintf(env, sizeof(env), "JOURNAL_STREAM=%llu:%llu", (unsigned long long) st.st_dev,
+                         (unsigned long long) st.st_ino + (matching ? 0 : 1));
+                cr_assert_eq(truncate(log_path, 0), 0);
+                Daemon *d = daemon_start(&(DaemonOptions) { .home = home,
+                                                            .env = (const char*[]) { env, NULL } });
+                daemon_signal_and_wait(d, SIGTERM);
+
+                f = fopen(log_path, "re");
+                cr_assert(f);
+                cr_assert(fgets(line, sizeof(line), f), "photond logged something");
+                fclose(f);
+                if (matching)
+                        cr_assert(line[0] == '<' && line[2] == '>', "prefixed for the journal: %s", line);
+                else
+                        cr_assert(line[0] != '<', "no prefix in a plain file: %s", line);
+                daemon_free(d);
+        }
+        snprintf(line, sizeof(line), "rm -rf '%s'", home);
+        (void) !system(line);
+}
+
+static char* read_owner_socket_path(const char *owner_path) {
+        char buf[1024];
+        struct json_object *o;
+        FILE *f;
+        size_t n;
+        char *s;
+
+        f = fopen(owner_path, "re");
+        cr_assert(f, "%s exists", owner_path);
+        n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        o = json_tokener_parse(buf);
+        cr_assert(o, "%s is JSON: %s", owner_path, buf);
+        s = strdup(jstr(o, "socketPath"));
+        json_object_put(o);
+        return s;
+}
+
+/* A client computes the socket path with path.resolve() and compares it with the owner file's socketPath: a
+ * relative PHOTON_HOME (and --socket, user or system instance) must come out normalised the same way. */
+Test(core, relative_photon_home_and_socket_are_normalised) {
+        char base[] = "/tmp/photond-rel-XXXXXX", path[512], expect[512], home[512];
+        char *got;
+        Daemon *d;
+
+        cr_assert_not_null(mkdtemp(base));
+        snprintf(path, sizeof(path), "%s/sub", base);
+        cr_assert_eq(mkdir(path, 0700), 0);
+        snprintf(path, sizeof(path), "%s/.photon", base);
+        cr_assert_eq(mkdir(path, 0700), 0);
+        snprintf(path, sizeof(path), "%s/sys", base);
+        cr_assert_eq(mkdir(path, 0700), 0);
+        snprintf(path, sizeof(path), "%s/sub", base);
+        cr_assert_eq(chdir(path), 0);     /* photond inherits it */
+
+        /* The issue's case, PHOTON_HOME=../.photon/ from <base>/sub, is what joining the working directory gave:
+         * the harness needs an absolute home (NOTIFY_SOCKET lives there), and the path is normalised all the
+         * same. (The joining itself: shared/path_resolve_at.) */
+        snprintf(home, sizeof(home), "%s/sub/../.photon/", base);
+        d = daemon_start(&(DaemonOptions) { .home = home });
+        snprintf(path, sizeof(path), "%s/.photon/.data/daemon.owner.json", base);
+        snprintf(expect, sizeof(expect), "%s/.photon/.data/daemon.sock", base);
+        got = read_owner_socket_path(path);
+        cr_assert_str_eq(got, expect);
+        free(got);
+        daemon_signal_and_wait(d, SIGTERM);
+        daemon_free(d);
+
+        /* A relative --socket, user instance. */
+        d = daemon_start(&(DaemonOptions) { .home = home,
+                                            .args = (const char*[]) { "--socket=./..//sys/x/../daemon.sock", NULL } });
+        snprintf(path, sizeof(path), "%s/sys/daemon.owner.json", base);
+        snprintf(expect, sizeof(expect), "%s/sys/daemon.sock", base);
+        got = read_owner_socket_path(path);
+        cr_assert_str_eq(got, expect);
+        free(got);
+        daemon_signal_and_wait(d, SIGTERM);
+        daemon_free(d);
+
+        /* And the system instance's (which was not even made absolute). */
+        snprintf(path, sizeof(path), "STATE_DIRECTORY=%s/.photon", base);
+        d = daemon_start(&(DaemonOptions) { .home = home,
+                                            .env = (const char*[]) { path, NULL },
+                                            .args = (const char*[]) { "--system", "--socket=../sys/./daemon.sock",
+                                                                      NULL } });
+        snprintf(path, sizeof(path), "%s/sys/daemon.owner.json", base);
+        got = read_owner_socket_path(path);
+        cr_assert_str_eq(got, expect);
+        free(got);
+        daemon_signal_and_wait(d, SIGTERM);
+        daemon_free(d);
+
+        cr_assert_eq(chdir("/"), 0);
+        snprintf(path, sizeof(path), "rm -rf '%s'", base);
+        (void) !system(path);
+}
