@@ -183,6 +183,47 @@ const char* dispatch_trigger_to_string(DispatchTrigger t) {
         return dispatch_trigger_table[t];
 }
 
+static const char *const dispatch_error_table[_DISPATCH_ERROR_MAX] = {
+        [DISPATCH_ERROR_SHUTTING_DOWN]  = "shutting-down",
+        [DISPATCH_ERROR_BUSY]           = "busy",
+        [DISPATCH_ERROR_PHOTON_BUSY]    = "photon-busy",
+        [DISPATCH_ERROR_NO_PROVIDER]    = "no-provider",
+        [DISPATCH_ERROR_NO_METHOD]      = "no-method",
+        [DISPATCH_ERROR_NOT_EXECUTABLE] = "not-executable",
+        [DISPATCH_ERROR_UNSAFE_HANDLER] = "unsafe-handler",
+        [DISPATCH_ERROR_INVALID_NAME]   = "invalid-name",
+        [DISPATCH_ERROR_PROVIDER_GONE]  = "provider-gone",
+        [DISPATCH_ERROR_SPAWN_FAILED]   = "spawn-failed",
+        [DISPATCH_ERROR_INTERNAL]       = "internal",
+};
+
+const char* dispatch_error_to_string(DispatchError e) {
+        if (e < 0 || e >= _DISPATCH_ERROR_MAX)
+                return NULL;
+        return dispatch_error_table[e];
+}
+
+static const char *const dispatch_error_suggestion_table[_DISPATCH_ERROR_MAX] = {
+        [DISPATCH_ERROR_SHUTTING_DOWN]  = "Retry after the daemon restarts",
+        [DISPATCH_ERROR_BUSY]           = "Retry later",
+        [DISPATCH_ERROR_PHOTON_BUSY]    = "Retry later",
+        [DISPATCH_ERROR_NO_PROVIDER]    = "Start a provider (photonctl provide PHOTON -- CMD) or install an executable "
+                                          "handler",
+        [DISPATCH_ERROR_NOT_EXECUTABLE] = "Make the handler executable (chmod +x)",
+        [DISPATCH_ERROR_PROVIDER_GONE]  = "Retry: another provider or the handler takes the call",
+};
+
+const char* dispatch_error_suggestion(DispatchError e) {
+        if (e < 0 || e >= _DISPATCH_ERROR_MAX)
+                return NULL;
+        return dispatch_error_suggestion_table[e];
+}
+
+void dispatch_failure_done(DispatchFailure *f) {
+        if (f)
+                f->message = mfree(f->message);
+}
+
 /* ---- pure helpers ---- */
 
 /* As sshd's StrictModes: whoever can change a handler, or the directories it is found through, can run code as
@@ -1302,6 +1343,76 @@ static int on_call_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
 /* ---- starting calls ---- */
 
+/* The one wording of each DispatchError. Returns error (negative errno) for the caller's convenience. */
+static int failure_set(Dispatcher *d, const DispatchRequest *req, DispatchError e, int error, DispatchFailure *f) {
+        const char *dir = d->manager->handlers_dir;
+        PhotonEntry *p;
+        char buf[256];
+        int k = -1;
+
+        assert(error < 0);
+
+        f->error = e;
+        f->errno_value = error;
+        f->message = NULL;
+
+        switch (e) {
+        case DISPATCH_ERROR_SHUTTING_DOWN:
+                f->message = strdup("Daemon is shutting down");
+                break;
+        case DISPATCH_ERROR_BUSY:
+                k = asprintf(&f->message, "Busy: %u calls in flight and %u timed-out handlers not ended yet "
+                             "(PHOTOND_MAX_CALLS)", d->n_calls, d->n_terminating);
+                break;
+        case DISPATCH_ERROR_PHOTON_BUSY:
+                p = photon_find(d, req->photon);
+                k = asprintf(&f->message, "Busy: photon '%s' has %u calls in flight (PHOTOND_MAX_CALLS_PER_PHOTON)",
+                             req->photon, p ? p->n_calls : 0);
+                break;
+        case DISPATCH_ERROR_NO_PROVIDER:
+                k = asprintf(&f->message, "Cannot initialize photon '%s': no provider is connected (a client sends "
+                             "{\"type\":\"provide\",\"photonName\":\"%s\"}) and there is no executable handler "
+                             "%s/%s/%s or %s/%s",
+                             req->photon, req->photon, dir, req->photon, req->method, dir, req->photon);
+                break;
+        case DISPATCH_ERROR_NO_METHOD:
+                k = asprintf(&f->message, "Tool not found: %s (no executable %s/%s/%s)", req->method, dir,
+                             req->photon, req->method);
+                break;
+        case DISPATCH_ERROR_NOT_EXECUTABLE:
+                k = asprintf(&f->message, "Cannot run the handler of %s/%s: it is not executable", req->photon,
+                             req->method);
+                break;
+        case DISPATCH_ERROR_UNSAFE_HANDLER:
+                k = asprintf(&f->message, "Refusing the handler of %s/%s: it or its directory under %s is "
+                             "writable by group or others, or owned by a user other than root and photond's "
+                             "(chmod go-w, chown)", req->photon, req->method, dir);
+                break;
+        case DISPATCH_ERROR_INVALID_NAME:
+                if (!name_is_valid(req->photon))
+                        f->message = strdup(request_name_error("photonName", req->photon, buf, sizeof(buf)));
+                else
+                        f->message = strdup(request_name_error("method", req->method, buf, sizeof(buf)));
+                break;
+        case DISPATCH_ERROR_PROVIDER_GONE:
+                k = asprintf(&f->message, "The provider of '%s' went away", req->photon);
+                break;
+        case DISPATCH_ERROR_SPAWN_FAILED:
+                k = asprintf(&f->message, "Cannot start the handler of %s/%s: %s", req->photon, req->method,
+                             strerror(ERRNO_VALUE(error)));
+                break;
+        case DISPATCH_ERROR_INTERNAL:
+        default:
+                f->error = DISPATCH_ERROR_INTERNAL;
+                k = asprintf(&f->message, "Cannot call %s/%s: %s", req->photon, req->method,
+                             strerror(ERRNO_VALUE(error)));
+                break;
+        }
+        if (k < 0 && !f->message)
+                f->message = NULL;      /* asprintf() leaves it undefined on failure */
+        return error;
+}
+
 typedef struct CallOrigin {
         Client *caller;                 /* command: the requester */
         const char *caller_id;
@@ -1309,76 +1420,48 @@ typedef struct CallOrigin {
         const char *session_id;
 } CallOrigin;
 
-/* Starts a call. On failure returns a negative errno and, where one helps, *ret_error (allocated). */
+/* Starts a call. On failure returns a negative errno and says why in *f. */
 static int call_start(Dispatcher *d, const DispatchRequest *req, const CallOrigin *origin, DispatchCall **ret,
-                      char **ret_error) {
+                      DispatchFailure *f) {
         _cleanup_(call_freep) DispatchCall *call = NULL;
         _cleanup_free_ char *path = NULL;
         PhotonEntry *e;
         bool method_arg = false;
         int r;
 
-        *ret_error = NULL;
+        *f = (DispatchFailure) {};
 
         if (d->freeing || d->manager->shutting_down)
-                return -ESHUTDOWN;
-        if (!name_is_valid(req->photon) || !name_is_valid(req->method) || !dispatch_trigger_to_string(req->trigger))
-                return -EINVAL;
+                return failure_set(d, req, DISPATCH_ERROR_SHUTTING_DOWN, -ESHUTDOWN, f);
+        if (!name_is_valid(req->photon) || !name_is_valid(req->method))
+                return failure_set(d, req, DISPATCH_ERROR_INVALID_NAME, -EINVAL, f);
+        if (!dispatch_trigger_to_string(req->trigger))
+                return failure_set(d, req, DISPATCH_ERROR_INTERNAL, -EINVAL, f);
 
         e = photon_find(d, req->photon);
-        if (d->n_calls + d->n_terminating >= limits.MAX_CALLS) {
-                if (asprintf(ret_error, "Busy: %u calls in flight and %u timed-out handlers not ended yet "
-                             "(PHOTOND_MAX_CALLS)", d->n_calls, d->n_terminating) < 0)
-                        *ret_error = NULL;
-                return -EBUSY;
-        }
-        if (e && e->n_calls >= limits.MAX_CALLS_PER_PHOTON) {
-                if (asprintf(ret_error, "Busy: photon '%s' has %u calls in flight (PHOTOND_MAX_CALLS_PER_PHOTON)",
-                             req->photon, e->n_calls) < 0)
-                        *ret_error = NULL;
-                return -EBUSY;
-        }
+        if (d->n_calls + d->n_terminating >= limits.MAX_CALLS)
+                return failure_set(d, req, DISPATCH_ERROR_BUSY, -EBUSY, f);
+        if (e && e->n_calls >= limits.MAX_CALLS_PER_PHOTON)
+                return failure_set(d, req, DISPATCH_ERROR_PHOTON_BUSY, -EBUSY, f);
 
         if (!e || e->n_providers == 0) {
                 r = dispatch_resolve_handler(d->manager->handlers_dir, req->photon, req->method, &path,
                                              &method_arg);
-                if (r == -ENOENT) {
-                        if (asprintf(ret_error,
-                                     "Cannot initialize photon '%s': no provider is connected (a client sends "
-                                     "{\"type\":\"provide\",\"photonName\":\"%s\"}) and there is no executable "
-                                     "handler %s/%s/%s or %s/%s",
-                                     req->photon, req->photon, d->manager->handlers_dir, req->photon, req->method,
-                                     d->manager->handlers_dir, req->photon) < 0)
-                                *ret_error = NULL;
-                        return r;
-                }
-                if (r == -ESRCH) {
-                        if (asprintf(ret_error, "Tool not found: %s (no executable %s/%s/%s)", req->method,
-                                     d->manager->handlers_dir, req->photon, req->method) < 0)
-                                *ret_error = NULL;
-                        return r;
-                }
-                if (r == -EACCES) {
-                        if (asprintf(ret_error, "Cannot run the handler of %s/%s: it is not executable",
-                                     req->photon, req->method) < 0)
-                                *ret_error = NULL;
-                        return r;
-                }
-                if (r == -EPERM) {
-                        if (asprintf(ret_error, "Refusing the handler of %s/%s: it or its directory under %s is "
-                                     "writable by group or others, or owned by a user other than root and "
-                                     "photond's (chmod go-w, chown)",
-                                     req->photon, req->method, d->manager->handlers_dir) < 0)
-                                *ret_error = NULL;
-                        return r;
-                }
+                if (r == -ENOENT)
+                        return failure_set(d, req, DISPATCH_ERROR_NO_PROVIDER, r, f);
+                if (r == -ESRCH)
+                        return failure_set(d, req, DISPATCH_ERROR_NO_METHOD, r, f);
+                if (r == -EACCES)
+                        return failure_set(d, req, DISPATCH_ERROR_NOT_EXECUTABLE, r, f);
+                if (r == -EPERM)
+                        return failure_set(d, req, DISPATCH_ERROR_UNSAFE_HANDLER, r, f);
                 if (r < 0)
-                        return r;
+                        return failure_set(d, req, DISPATCH_ERROR_INTERNAL, r, f);
         }
 
         call = new0(DispatchCall, 1);
         if (!call)
-                return -ENOMEM;
+                return failure_set(d, req, DISPATCH_ERROR_INTERNAL, -ENOMEM, f);
         call->dispatcher = d;
         call->serial = ++d->next_serial;
         snprintf(call->invoke_id, sizeof(call->invoke_id), INVOKE_ID_PREFIX "%" PRIu64, call->serial);
@@ -1388,24 +1471,24 @@ static int call_start(Dispatcher *d, const DispatchRequest *req, const CallOrigi
         call->args = req->args ? json_object_get(req->args) : json_object_new_object();
         call->method = strdup(req->method);
         if (!call->args || !call->method)
-                return -ENOMEM;
+                return failure_set(d, req, DISPATCH_ERROR_INTERNAL, -ENOMEM, f);
         if (req->job_id && !(call->job_id = strdup(req->job_id)))
-                return -ENOMEM;
+                return failure_set(d, req, DISPATCH_ERROR_INTERNAL, -ENOMEM, f);
         if (origin) {
                 call->is_command = true;
                 call->caller_id = strdup(origin->caller_id);
                 if (!call->caller_id)
-                        return -ENOMEM;
+                        return failure_set(d, req, DISPATCH_ERROR_INTERNAL, -ENOMEM, f);
                 if (origin->instance && !(call->instance = strdup(origin->instance)))
-                        return -ENOMEM;
+                        return failure_set(d, req, DISPATCH_ERROR_INTERNAL, -ENOMEM, f);
                 if (origin->session_id && !(call->session_id = strdup(origin->session_id)))
-                        return -ENOMEM;
+                        return failure_set(d, req, DISPATCH_ERROR_INTERNAL, -ENOMEM, f);
         }
 
         /* Counted against the photon from now on, which also keeps its entry alive. */
         r = photon_get(d, req->photon, &e);
         if (r < 0)
-                return r;
+                return failure_set(d, req, DISPATCH_ERROR_INTERNAL, r, f);
         call->photon = e;
         e->n_calls++;
 
@@ -1414,13 +1497,13 @@ static int call_start(Dispatcher *d, const DispatchRequest *req, const CallOrigi
                                                call->timeout_ms * USEC_PER_MSEC, USEC_PER_MSEC, on_call_timer,
                                                call);
                 if (r < 0)
-                        return r;
+                        return failure_set(d, req, DISPATCH_ERROR_INTERNAL, r, f);
         } else {
                 /* No timeout: the timer still serves the exec grace periods. */
                 r = sd_event_add_time_relative(d->manager->event, &call->timer_source, CLOCK_MONOTONIC,
                                                USEC_PER_SEC, USEC_PER_MSEC, on_call_timer, call);
                 if (r < 0)
-                        return r;
+                        return failure_set(d, req, DISPATCH_ERROR_INTERNAL, r, f);
                 (void) sd_event_source_set_enabled(call->timer_source, SD_EVENT_OFF);
         }
         (void) sd_event_source_set_description(call->timer_source, "dispatch-call-timer");
@@ -1430,21 +1513,16 @@ static int call_start(Dispatcher *d, const DispatchRequest *req, const CallOrigi
 
                 /* A failed send may disconnect the provider (and free p): the call is not linked to it yet. */
                 r = provider_send_invoke(call, p);
-                if (r < 0) {
-                        if (asprintf(ret_error, "The provider of '%s' went away", req->photon) < 0)
-                                *ret_error = NULL;
-                        return r == -ENOMEM ? r : -ECONNRESET;
-                }
+                if (r < 0)
+                        return r == -ENOMEM ? failure_set(d, req, DISPATCH_ERROR_INTERNAL, r, f) :
+                                              failure_set(d, req, DISPATCH_ERROR_PROVIDER_GONE, -ECONNRESET, f);
                 call->provider = p;
                 p->n_calls++;
         } else {
                 r = exec_spawn(call, path, method_arg);
                 if (r < 0) {
                         log_warning_errno(r, "Failed to start the handler %s: %m", path);
-                        if (asprintf(ret_error, "Cannot start the handler of %s/%s: %s", req->photon, req->method,
-                                     strerror(-r)) < 0)
-                                *ret_error = NULL;
-                        return r;
+                        return failure_set(d, req, DISPATCH_ERROR_SPAWN_FAILED, r, f);
                 }
         }
 
@@ -1532,19 +1610,21 @@ Dispatcher* dispatcher_free(Dispatcher *d) {
 }
 
 int dispatcher_call(Dispatcher *d, const DispatchRequest *req, DispatchCallback cb, void *userdata,
-                    DispatchCall **ret_call) {
-        _cleanup_free_ char *error = NULL;
+                    DispatchCall **ret_call, DispatchFailure *ret_failure) {
+        _cleanup_(dispatch_failure_done) DispatchFailure f = {};
         DispatchCall *call;
         int r;
 
         assert(d);
         assert(req);
 
-        r = call_start(d, req, NULL, &call, &error);
+        r = call_start(d, req, NULL, &call, &f);
         if (r < 0) {
-                if (error)
-                        log_debug("Cannot dispatch %s/%s (%s): %s", req->photon, req->method,
-                                  dispatch_trigger_to_string(req->trigger), error);
+                log_debug("Cannot dispatch %s/%s (%s): %s: %s", req->photon, req->method,
+                          dispatch_trigger_to_string(req->trigger), dispatch_error_to_string(f.error),
+                          f.message ?: "-");
+                if (ret_failure)
+                        *ret_failure = TAKE_STRUCT(f);
                 return r;
         }
         call->callback = cb;
@@ -1635,7 +1715,7 @@ static DispatchCall* provider_call_of(Dispatcher *d, Client *c, Request *req) {
 
 int dispatcher_handle_command(Manager *m, Client *c, Request *req) {
         Dispatcher *d = m->dispatcher;
-        _cleanup_free_ char *error = NULL;
+        _cleanup_(dispatch_failure_done) DispatchFailure failure = {};
         const char *photon = request_string(req, "photonName"), *method = request_string(req, "method");
         const char *instance = NULL;
         struct json_object *args = NULL, *v;
@@ -1686,24 +1766,12 @@ int dispatcher_handle_command(Manager *m, Client *c, Request *req) {
                         .caller_id = req->id,
                         .instance = instance,
                         .session_id = request_string(req, "sessionId"),
-                }, &call, &error);
+                }, &call, &failure);
         if (r == -ENOMEM)
                 return r;
-        if (r == -ESHUTDOWN)
-                return client_reply_error(c, req->id, "Daemon is shutting down", "Retry after the daemon restarts");
-        if (r == -EBUSY)
-                return client_reply_error(c, req->id, error ?: "Busy", "Retry later");
-        if (r == -ENOENT)
-                return client_reply_error(c, req->id, error ?: "Cannot initialize photon",
-                                          "Start a provider (photonctl provide PHOTON -- CMD) or install an "
-                                          "executable handler");
-        if (r < 0) {
-                if (!error) {
-                        snprintf(msg, sizeof(msg), "Cannot call %s/%s: %s", photon, method, strerror(-r));
-                        return client_reply_error(c, req->id, msg, NULL);
-                }
-                return client_reply_error(c, req->id, error, NULL);
-        }
+        if (r < 0)
+                return client_reply_error(c, req->id, failure.message ?: "Cannot call the method",
+                                          dispatch_error_suggestion(failure.error));
         return 0;
 }
 

@@ -44,17 +44,50 @@ typedef struct DispatchRequest {
         uint64_t timeout_ms;            /* 0 = limits.HANDLER_TIMEOUT_MS */
 } DispatchRequest;
 
+/* Why a call did not start: one vocabulary for the command request, jobs and webhooks. Each front end maps the
+ * value to its own surface (an error with a suggestion, a failed run in the job's history, an HTTP status); the
+ * text is worded once, by dispatcher_call(). */
+typedef enum DispatchError {
+        DISPATCH_ERROR_SHUTTING_DOWN,   /* photond is going down */
+        DISPATCH_ERROR_BUSY,            /* MAX_CALLS reached (calls and timed-out handlers not ended yet) */
+        DISPATCH_ERROR_PHOTON_BUSY,     /* MAX_CALLS_PER_PHOTON reached */
+        DISPATCH_ERROR_NO_PROVIDER,     /* neither a connected provider nor an executable handler */
+        DISPATCH_ERROR_NO_METHOD,       /* the photon's handler directory lacks the method */
+        DISPATCH_ERROR_NOT_EXECUTABLE,  /* the handler file is not executable */
+        DISPATCH_ERROR_UNSAFE_HANDLER,  /* the handler or a directory above it is writable by others */
+        DISPATCH_ERROR_INVALID_NAME,    /* photon or method is not a valid path part */
+        DISPATCH_ERROR_PROVIDER_GONE,   /* the chosen provider's connection failed while sending the call */
+        DISPATCH_ERROR_SPAWN_FAILED,    /* the handler could not be started (fork, pipes, …) */
+        DISPATCH_ERROR_INTERNAL,        /* out of memory, fork failed, …: DispatchFailure.errno_value says */
+        _DISPATCH_ERROR_MAX,
+        _DISPATCH_ERROR_INVALID = -EINVAL,
+} DispatchError;
+
+/* Short names ("no-provider", …) for logs and tests. */
+const char* dispatch_error_to_string(DispatchError e);
+/* What the caller can do about it, or NULL. */
+const char* dispatch_error_suggestion(DispatchError e);
+
+typedef struct DispatchFailure {
+        DispatchError error;
+        int errno_value;                /* the negative errno dispatcher_call() returned */
+        char *message;                  /* the one wording; NULL only if even that allocation failed */
+} DispatchFailure;
+
+void dispatch_failure_done(DispatchFailure *f);
+
 int dispatcher_new(Manager *m, Dispatcher **ret);
 Dispatcher* dispatcher_free(Dispatcher *d);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Dispatcher*, dispatcher_free);
 
-/* Starts a call. On success the callback runs later (never from inside this function). -EBUSY past the in-flight
- * caps, -ENOENT when the photon has neither a provider nor a handler, -ESRCH when its handler directory lacks the
- * method, -EACCES when the handler is not executable, -EINVAL for names that are not valid path parts,
- * -ESHUTDOWN while photond shuts down; no callback then. *ret_call (may be NULL) stays valid until the callback
- * ran or dispatch_call_abandon() was called. */
+/* Starts a call. On success the callback runs later (never from inside this function). On failure a negative
+ * errno (-EBUSY past the in-flight caps, -ENOENT when the photon has neither a provider nor a handler, -ESRCH
+ * when its handler directory lacks the method, -EACCES when the handler is not executable, -EPERM when it is
+ * unsafe, -EINVAL for names that are not valid path parts, -ESHUTDOWN while photond shuts down, -ENOMEM …), no
+ * callback, and, if ret_failure is set, why in the vocabulary above (free with dispatch_failure_done()).
+ * *ret_call (may be NULL) stays valid until the callback ran or dispatch_call_abandon() was called. */
 int dispatcher_call(Dispatcher *d, const DispatchRequest *req, DispatchCallback cb, void *userdata,
-                    DispatchCall **ret_call);
+                    DispatchCall **ret_call, DispatchFailure *ret_failure);
 
 /* Forgets the callback of a running call (its requester went away); the call itself finishes or times out. */
 void dispatch_call_abandon(DispatchCall *call);

@@ -1208,9 +1208,9 @@ static void on_job_done(const DispatchResult *result, void *userdata) {
 }
 
 static int job_start(Job *j, const char *why) {
+        _cleanup_(dispatch_failure_done) DispatchFailure failure = {};
         Scheduler *s = j->scheduler;
         Manager *m = s->manager;
-        char msg[1024];
         int r;
 
         assert(!j->call);
@@ -1226,41 +1226,22 @@ static int job_start(Job *j, const char *why) {
                                     .trigger = DISPATCH_TRIGGER_SCHEDULE,
                                     .job_id = j->id,
                             },
-                            on_job_done, j, &j->call);
+                            on_job_done, j, &j->call, &failure);
         if (r >= 0) {
                 s->n_running++;
                 manager_bus_changed(m);
                 return 0;
         }
 
-        /* Nothing ran, but the attempt is a failed run all the same: it shows in the job, its channel and the
-         * history, which is where people look when a job "does nothing". */
         j->call = NULL;
-        if (r == -ENOENT)
-                snprintf(msg, sizeof(msg),
-                         "No handler for %s.%s: no provider is connected for photon '%s' (a client serves it by "
-                         "sending {\"type\":\"provide\",\"photonName\":\"%s\"}) and there is no executable "
-                         "handler %s/%s/%s or %s/%s",
-                         j->photon, j->method, j->photon, j->photon, m->handlers_dir, j->photon, j->method,
-                         m->handlers_dir, j->photon);
-        else if (r == -ESRCH)
-                snprintf(msg, sizeof(msg), "Tool not found: %s (no executable %s/%s/%s)", j->method,
-                         m->handlers_dir, j->photon, j->method);
-        else if (r == -EACCES)
-                snprintf(msg, sizeof(msg), "Cannot run the handler of %s/%s: it is not executable", j->photon,
-                         j->method);
-        else if (r == -EBUSY)
-                snprintf(msg, sizeof(msg),
-                         "Too many method calls in flight (PHOTOND_MAX_CALLS / PHOTOND_MAX_CALLS_PER_PHOTON); "
-                         "the run was not started");
-        else if (r == -ESHUTDOWN) {
+        if (failure.error == DISPATCH_ERROR_SHUTTING_DOWN) {
                 /* Not a failure of the job: photond is going down. */
                 job_reply_waiter(j, false, NULL);
                 return 0;
         }
-        else
-                snprintf(msg, sizeof(msg), "Failed to start the method call: %s", strerror(ERRNO_VALUE(r)));
-        job_finish(j, false, NULL, msg);
+        /* Nothing ran, but the attempt is a failed run all the same: it shows in the job, its channel and the
+         * history, which is where people look when a job "does nothing". Worded as a command's error. */
+        job_finish(j, false, NULL, failure.message ?: "Failed to start the method call");
         return 0;
 }
 

@@ -763,6 +763,7 @@ static int on_client_hup(sd_event_source *s, int fd, uint32_t revents, void *use
 }
 
 static enum MHD_Result webhook_start_call(WebhookRequest *req, struct json_object *args) {
+        _cleanup_(dispatch_failure_done) DispatchFailure failure = {};
         Webhook *w = req->webhook;
         struct MHD_Connection *connection = req->connection;
         const union MHD_ConnectionInfo *info;
@@ -783,29 +784,29 @@ static enum MHD_Result webhook_start_call(WebhookRequest *req, struct json_objec
                                     .args = args,
                                     .trigger = DISPATCH_TRIGGER_WEBHOOK,
                             },
-                            on_call_done, req, &req->call);
-        if (r == -ENOENT) {
-                if (asprintf(&error, "Photon '%s' not initialized", req->photon) < 0)
-                        return MHD_NO;
-                return webhook_reject_error(w, connection, WEBHOOK_REJECT_UNAVAILABLE, MHD_HTTP_SERVICE_UNAVAILABLE,
-                                            error, NULL);
-        }
-        if (r == -ESHUTDOWN)
-                return webhook_reject_error(w, connection, WEBHOOK_REJECT_BUSY, MHD_HTTP_SERVICE_UNAVAILABLE,
-                                            "Daemon is shutting down", NULL);
-        if (r == -EBUSY) {
-                if (asprintf(&error, "Too many calls in flight for photon '%s'", req->photon) < 0)
-                        return MHD_NO;
-                return webhook_reject_error(w, connection, WEBHOOK_REJECT_BUSY, MHD_HTTP_SERVICE_UNAVAILABLE,
-                                            error, "1");
-        }
-        if (r < 0) {
-                w->n_failed++;
-                log_warning_errno(r, "Webhook call %s.%s failed to start: %m", req->photon, req->method);
-                if (asprintf(&error, "Failed to start the method: %s", strerror(-r)) < 0)
-                        return MHD_NO;
-                return webhook_respond_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, error, NULL);
-        }
+                            on_call_done, req, &req->call, &failure);
+        if (r < 0)
+                switch (failure.error) {
+                case DISPATCH_ERROR_NO_PROVIDER:
+                        /* The reference's text; the command request's names the handler paths instead. */
+                        if (asprintf(&error, "Photon '%s' not initialized", req->photon) < 0)
+                                return MHD_NO;
+                        return webhook_reject_error(w, connection, WEBHOOK_REJECT_UNAVAILABLE,
+                                                    MHD_HTTP_SERVICE_UNAVAILABLE, error, NULL);
+                case DISPATCH_ERROR_SHUTTING_DOWN:
+                        return webhook_reject_error(w, connection, WEBHOOK_REJECT_BUSY, MHD_HTTP_SERVICE_UNAVAILABLE,
+                                                    failure.message ?: "Daemon is shutting down", NULL);
+                case DISPATCH_ERROR_BUSY:
+                case DISPATCH_ERROR_PHOTON_BUSY:
+                        return webhook_reject_error(w, connection, WEBHOOK_REJECT_BUSY, MHD_HTTP_SERVICE_UNAVAILABLE,
+                                                    failure.message ?: "Busy", "1");
+                default:
+                        w->n_failed++;
+                        log_warning("Webhook call %s.%s failed to start: %s", req->photon, req->method,
+                                    failure.message ?: dispatch_error_to_string(failure.error));
+                        return webhook_respond_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                                     failure.message ?: "Failed to start the method", NULL);
+                }
 
         /* Watch for the client leaving while the connection is suspended (MHD does not look at it then). */
         info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);

@@ -402,7 +402,7 @@ Test(dispatch_call, callback_runs_later_exactly_once) {
         struct json_object *args = json_tokener_parse("{\"days\":3}");
         cr_assert_eq(dispatcher_call(m->dispatcher, &(DispatchRequest) {
                         .photon = "jobs", .method = "sweep", .args = args, .trigger = DISPATCH_TRIGGER_SCHEDULE,
-                        .job_id = "jobs:ipc:nightly" }, on_result, &o, &call), 0);
+                        .job_id = "jobs:ipc:nightly" }, on_result, &o, &call, NULL), 0);
         json_object_put(args);          /* borrowed: the call keeps its own reference */
         cr_assert_not_null(call);
         cr_assert_eq(o.n_called, 0, "the callback ran inside dispatcher_call()");
@@ -430,21 +430,43 @@ Test(dispatch_call, synchronous_errors_and_no_callback) {
         Outcome o = {};
         DispatchCall *call = NULL;
 
+        DispatchFailure f = {};
+
+        /* One vocabulary: the value and the text that the command request, jobs and webhooks all use. */
         cr_assert_eq(dispatcher_call(m->dispatcher, &(DispatchRequest) {
                         .photon = "nobody", .method = "run", .trigger = DISPATCH_TRIGGER_WEBHOOK },
-                        on_result, &o, &call), -ENOENT);
+                        on_result, &o, &call, &f), -ENOENT);
+        cr_assert_eq(f.error, DISPATCH_ERROR_NO_PROVIDER);
+        cr_assert_str_eq(dispatch_error_to_string(f.error), "no-provider");
+        cr_assert(f.message && strstr(f.message, "Cannot initialize photon 'nobody': no provider is connected"),
+                  "%s", f.message);
+        cr_assert_not_null(dispatch_error_suggestion(f.error));
+        dispatch_failure_done(&f);
+        cr_assert_null(f.message);
         cr_assert_eq(dispatcher_call(m->dispatcher, &(DispatchRequest) {
                         .photon = "../x", .method = "run", .trigger = DISPATCH_TRIGGER_WEBHOOK },
-                        on_result, &o, &call), -EINVAL);
+                        on_result, &o, &call, &f), -EINVAL);
+        cr_assert_eq(f.error, DISPATCH_ERROR_INVALID_NAME);
+        cr_assert(f.message && strstr(f.message, "Cannot initialize photon '../x': not a valid photon name"),
+                  "%s", f.message);
+        dispatch_failure_done(&f);
+
+        /* Every value has a name. */
+        for (DispatchError e = 0; e < _DISPATCH_ERROR_MAX; e++)
+                cr_assert_not_null(dispatch_error_to_string(e), "DispatchError %d has no name", e);
+        cr_assert_null(dispatch_error_to_string(_DISPATCH_ERROR_MAX));
 
         handler_script(home, "slow", "#!/bin/sh\nexec sleep 30\n");
         limits.MAX_CALLS_PER_PHOTON = 1;
         cr_assert_eq(dispatcher_call(m->dispatcher, &(DispatchRequest) {
                         .photon = "slow", .method = "a", .trigger = DISPATCH_TRIGGER_SCHEDULE },
-                        on_result, &o, &call), 0);
+                        on_result, &o, &call, NULL), 0);
         cr_assert_eq(dispatcher_call(m->dispatcher, &(DispatchRequest) {
                         .photon = "slow", .method = "b", .trigger = DISPATCH_TRIGGER_SCHEDULE },
-                        on_result, &o, NULL), -EBUSY);
+                        on_result, &o, NULL, &f), -EBUSY);
+        cr_assert_eq(f.error, DISPATCH_ERROR_PHOTON_BUSY);
+        cr_assert_str_eq(f.message, "Busy: photon 'slow' has 1 calls in flight (PHOTOND_MAX_CALLS_PER_PHOTON)");
+        dispatch_failure_done(&f);
         limits_reset();
 
         for (int i = 0; i < 5; i++)
@@ -470,7 +492,7 @@ Test(dispatch_call, abandoned_call_never_calls_back) {
         handler_script(home, "quick", "#!/bin/sh\necho done\n");
         cr_assert_eq(dispatcher_call(m->dispatcher, &(DispatchRequest) {
                         .photon = "quick", .method = "x", .trigger = DISPATCH_TRIGGER_WEBHOOK },
-                        on_result, &o, &call), 0);
+                        on_result, &o, &call, NULL), 0);
         dispatch_call_abandon(call);
         for (int i = 0; dispatcher_running_calls(m->dispatcher) > 0; i++) {
                 cr_assert(i < 1000);
@@ -494,7 +516,7 @@ Test(dispatch_call, timeout_per_call) {
         t0 = now_usec(CLOCK_MONOTONIC);
         cr_assert_eq(dispatcher_call(m->dispatcher, &(DispatchRequest) {
                         .photon = "sleepy", .method = "x", .trigger = DISPATCH_TRIGGER_SCHEDULE, .timeout_ms = 150 },
-                        on_result, &o, NULL), 0);
+                        on_result, &o, NULL, NULL), 0);
         run_until(m, &o.n_called, 1);
         cr_assert(!o.success);
         cr_assert_str_eq(o.error, "Handler sleepy/x timed out after 150 ms");

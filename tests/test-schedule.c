@@ -525,7 +525,9 @@ Test(schedule, reference_files_load_and_run) {
         cr_assert_eq(scheduler_list(m->scheduler, &arr), 0);
         job = find_job(arr, "p:ipc:nightly");
         cr_assert_str_eq(json_get_string(job, "lastStatus"), "error");
-        cr_assert_not_null(strstr(json_get_string(job, "lastError"), "No handler for p.sweep"));
+        /* Worded as the command request words it (one vocabulary, DispatchError). */
+        cr_assert_not_null(strstr(json_get_string(job, "lastError"), "Cannot initialize photon 'p': no provider is "
+                                  "connected"));
         cr_assert_not_null(strstr(json_get_string(job, "lastError"), "provide"));
         cr_assert_eq(json_object_get_int64(json_object_object_get(job, "consecutiveFailures")), 1);
         cr_assert_eq(json_object_get_int64(json_object_object_get(job, "runCount")), 7);

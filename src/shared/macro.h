@@ -52,6 +52,14 @@ static inline void* mfree(void *p) {
                 _p_;                            \
         })
 
+/* Moves a struct out of a variable whose cleanup would otherwise free what it points to. */
+#define TAKE_STRUCT(s)                          \
+        ({                                      \
+                __typeof__(s) _s_ = (s);        \
+                (s) = (__typeof__(s)) {};       \
+                _s_;                            \
+        })
+
 #define TAKE_FD(fd)                             \
         ({                                      \
                 int _fd_ = (fd);                \

@@ -595,7 +595,7 @@ Test(jobs, fires_at_the_minute_boundary, .timeout = 150) {
         cr_assert_str_eq(jstr(ev, "channel"), "jobs:tick");
         cr_assert_str_eq(jstr(ev, "message.jobId"), "tick:ipc:every");
         cr_assert_str_eq(jstr(ev, "message.method"), "beat");
-        cr_assert_not_null(strstr(jstr(ev, "message.error"), "No handler"));
+        cr_assert_not_null(strstr(jstr(ev, "message.error"), "Cannot initialize photon"));
         json_object_put(ev);
         fprintf(stderr, "jobs: job-failed event %" PRIi64 " ms after the minute boundary\n", arrived - expected);
         cr_assert(arrived - expected >= -2, "not early: %" PRIi64 " ms", arrived - expected);
@@ -1404,6 +1404,41 @@ Test(jobs, run_job_history_and_replace) {
 /* The reference drops history entries past 14 days only at start. photond also skips them on every read, so a
  * daemon that has been running for weeks does not answer with them. The clock hook puts photond 15 days ahead;
  * lines appended after its start stand for runs recorded while it ran. */
+/* A run that cannot start records the text a command gets for the same reason: one vocabulary (DispatchError). */
+Test(jobs, a_run_that_cannot_start_is_worded_as_a_command) {
+        char *home = make_home(), *path;
+        const char *env[] = { "TZ=UTC", NULL };
+        Daemon *d;
+        Conn *c;
+        struct json_object *o, *j;
+        _cleanup_free_ char *command_error = NULL;
+
+        write_handler(home, "unsafe", "run", "#!/bin/sh\necho ran\n");
+        path = xprintf("%s/handlers/unsafe/run", home);
+        cr_assert_eq(chmod(path, 0775), 0);             /* group-writable: refused */
+        free(path);
+        d = daemon_start(&(DaemonOptions) { .env = env, .home = home });
+        c = conn_open(d);
+
+        o = call(c, "\"type\":\"command\",\"photonName\":\"unsafe\",\"method\":\"run\"");
+        cr_assert_str_eq(jstr(o, "type"), "error", "%s", json_object_to_json_string(o));
+        command_error = strdup(jstr(o, "error"));
+        json_object_put(o);
+        cr_assert(strstr(command_error, "Refusing the handler of unsafe/run"), "%s", command_error);
+
+        schedule_ok(c, "unsafe", "u", "run", "0 0 1 1 *", NULL);
+        o = call(c, "\"type\":\"run_job\",\"jobId\":\"u\"");
+        json_object_put(o);
+        j = get_job(c, "unsafe:ipc:u");
+        cr_assert_str_eq(jstr(j, "lastStatus"), "error");
+        cr_assert_str_eq(jstr(j, "lastError"), command_error);
+        json_object_put(j);
+
+        conn_close(c);
+        stop(d);
+        rm_home(home);
+}
+
 Test(jobs, history_skips_entries_that_aged_while_running) {
         char *home = make_home(), *hist, *env_off = xprintf("PHOTOND_TEST_CLOCK_OFFSET_MS=%" PRIi64, 15 * DAY_MS);
         const char *env[] = { "TZ=UTC", env_off, NULL };
