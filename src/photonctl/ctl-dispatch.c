@@ -18,7 +18,7 @@
 
 #include "ctl-util.h"
 #include "log.h"
-#include "photond-dispatch.h"
+#include "dispatch-util.h"
 #include "photond-limits.h"
 
 /* ---- call ---- */
