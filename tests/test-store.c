@@ -7,12 +7,14 @@
 
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -508,6 +510,55 @@ Test(store, a_missing_file_is_written_again_or_fails) {
         env_restart(&e);
         cr_assert_not(e.m->state_lost);
         cr_assert_eq(lock_table_count(e.m->locks), 4);
+        env_free(&e);
+}
+
+/* Every write needs only the file descriptors the store took at its first write: with all others taken (clients
+ * at RLIMIT_NOFILE), compactions and raised fencing marks still reach the disk. (Before, a raised mark after a
+ * compaction opened the directory to sync it and got EMFILE, and so did every retry, holding every reply.) */
+Test(store, writes_need_no_new_file_descriptor) {
+        Env e = env_new();
+        struct rlimit rl = { 128, 128 };
+        char holder[1001];
+        int hoard[128], n = 0, fd;
+        uint64_t reserved;
+        ino_t snapshot;
+
+        memset(holder, 'h', sizeof(holder) - 1);
+        holder[sizeof(holder) - 1] = '\0';
+        save(&e);
+        snapshot = file_stat(e.path).st_ino;
+        reserved = lock_table_reserved_token(e.m->locks);
+
+        cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+        while ((fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0) {
+                cr_assert_lt(n, 128);
+                hoard[n++] = fd;
+        }
+        cr_assert_eq(errno, EMFILE);
+
+        /* 1,000-byte holders: a compaction every 900 or so acquires (1 MiB of journal), a fencing block of 1024 used
+         * up in between. */
+        for (unsigned i = 0; i < 2200; i++) {
+                acquire(&e, "busy", holder);
+                cr_assert_eq(store_save_state(e.m), 0, "write %u failed at the file limit", i);
+                release(&e, "busy", holder);
+                cr_assert_eq(store_save_state(e.m), 0, "write %u failed at the file limit", i);
+        }
+        acquire(&e, "kept", "k");
+        cr_assert_eq(store_save_state(e.m), 0);
+        cr_assert_neq(file_stat(e.path).st_ino, snapshot, "compacted");
+        cr_assert_gt(lock_table_reserved_token(e.m->locks), reserved + 2048, "fencing marks raised");
+        cr_assert_lt(open("/dev/null", O_RDONLY | O_CLOEXEC), 0, "and the store gave back what it took");
+
+        for (int i = 0; i < n; i++)
+                safe_close(hoard[i]);
+        reserved = lock_table_reserved_token(e.m->locks);
+        env_restart(&e);
+        cr_assert_not(e.m->state_lost);
+        cr_assert_not_null(get(&e, "kept"));
+        cr_assert_null(get(&e, "busy"));
+        cr_assert_geq(lock_table_reserved_token(e.m->locks), reserved);
         env_free(&e);
 }
 
