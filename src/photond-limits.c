@@ -67,3 +67,7 @@ const char* limits_name(unsigned i, uint64_t *ret_value, uint64_t *ret_default) 
                 *ret_default = *(const uint64_t*) ((const char*) &limits_default + limit_table[i].offset);
         return limit_table[i].name;
 }
+
+uint64_t limits_clients_for_nofile(uint64_t nofile) {
+        return nofile - MIN(MAX(nofile / 4, (uint64_t) 64), nofile / 2);
+}

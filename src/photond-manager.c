@@ -451,6 +451,11 @@ void manager_client_disconnect(Manager *m, Client *c) {
         c->disconnected = true;
         client_stop_io(c);
         c->fd = safe_close(c->fd);      /* give the fd back now: it matters when we are at RLIMIT_NOFILE */
+        /* A listener paused at the limit may take it at once rather than after the pause. */
+        if (m->accept_paused && !m->shutting_down) {
+                (void) sd_event_source_set_enabled(m->accept_pause_event_source, SD_EVENT_OFF);
+                (void) sd_event_source_set_enabled(m->control_event_source, SD_EVENT_ON);
+        }
 
         /* The memory goes at the next flush, so callers up the stack may still look at c. */
         if (!c->dirty) {
@@ -640,9 +645,14 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                         if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
                                 return 0;
                         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                                /* Level-triggered epoll would wake us at once again: pause instead of spinning. */
-                                log_warning_errno(errno, "Cannot accept connections (%m), pausing for %" PRIu64 " ms.",
-                                                  limits.ACCEPT_PAUSE_MS);
+                                /* Level-triggered epoll would wake us at once again: pause instead of spinning,
+                                 * until a client leaves or for ACCEPT_PAUSE_MS. Logged once per episode: at the
+                                 * limit every disconnect ends a pause. */
+                                if (!m->accept_paused)
+                                        log_warning_errno(errno, "Cannot accept connections (%m), pausing until a "
+                                                          "client leaves or for %" PRIu64 " ms.",
+                                                          limits.ACCEPT_PAUSE_MS);
+                                m->accept_paused = true;
                                 (void) sd_event_source_set_enabled(m->control_event_source, SD_EVENT_OFF);
                                 r = event_source_arm_relative(m->accept_pause_event_source,
                                                               limits.ACCEPT_PAUSE_MS * USEC_PER_MSEC);
@@ -651,6 +661,11 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                                 return 0;
                         }
                         return log_error_errno(errno, "accept4() failed: %m"), 0;
+                }
+
+                if (m->accept_paused) {
+                        log_info("Accepting connections again.");
+                        m->accept_paused = false;
                 }
 
                 if (m->n_clients >= limits.MAX_CLIENTS) {
@@ -857,6 +872,30 @@ static void raise_nofile_limit(void) {
                 log_debug_errno(errno, "Failed to raise RLIMIT_NOFILE: %m");
 }
 
+/* Clients that would take every file descriptor leave none for the state writes, the handlers or the webhook: a
+ * default cap that does not fit the limit is lowered. One an administrator set is kept (the listener pauses at the
+ * limit instead). */
+static void fit_clients_to_nofile(void) {
+        struct rlimit rl;
+        uint64_t fit;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+                return;
+        fit = limits_clients_for_nofile((uint64_t) rl.rlim_cur);
+        if (limits.MAX_CLIENTS <= fit)
+                return;
+        if (getenv("PHOTOND_MAX_CLIENTS")) {
+                log_warning("PHOTOND_MAX_CLIENTS=%" PRIu64 " does not fit RLIMIT_NOFILE=%" PRIu64 " (room for %"
+                            PRIu64 " clients): connections beyond the file limit wait until clients leave.",
+                            limits.MAX_CLIENTS, (uint64_t) rl.rlim_cur, fit);
+                return;
+        }
+        log_notice("RLIMIT_NOFILE is %" PRIu64 ": accepting at most %" PRIu64 " clients, not %" PRIu64
+                   " (raise LimitNOFILE= or set PHOTOND_MAX_CLIENTS).", (uint64_t) rl.rlim_cur, fit,
+                   limits.MAX_CLIENTS);
+        limits.MAX_CLIENTS = fit;
+}
+
 static int write_side_files(Manager *m) {
         _cleanup_(json_object_putp) struct json_object *o = NULL;
         _cleanup_free_ char *pid = NULL;
@@ -917,6 +956,7 @@ int manager_startup(Manager *m) {
                                        limit_may_be_zero(bad) ? "a decimal number (0: off)" :
                                                                 "a limit is a positive decimal number");
         }
+        fit_clients_to_nofile();
 
         r = listen_fds_collect(&fds);
         if (r < 0)

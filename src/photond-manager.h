@@ -67,6 +67,7 @@ typedef struct Manager {
         bool control_fd_passed; /* systemd owns the socket file: never unlink or chmod it */
         sd_event_source *control_event_source;
         sd_event_source *accept_pause_event_source;
+        bool accept_paused;             /* accept() failed for want of a file descriptor, none succeeded since */
         LIST_HEAD(Client, clients);
         unsigned n_clients;
         int clients_epoll_fd;           /* photond-client.c: every client fd, one IO source */

@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: MIT */
+
+/* photond's state writes against a real photond when the machine runs short: of file descriptors (RLIMIT_NOFILE
+ * with more connections than it allows) and of disk space (a small tmpfs as the state directory). Replies that
+ * acknowledge a change wait until it is on disk; nothing else waits, and photond recovers by itself. */
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static void ping_ok(Conn *c, const char *id) {
+        struct json_object *o = conn_request(c, id, "{\"type\":\"ping\",\"id\":\"%s\"}", id);
+
+        cr_assert_str_eq(jstr(o, "type"), "pong", "%s", json_object_to_json_string(o));
+        json_object_put(o);
+}
+
+/* The generation of the last snapshot (state.json): one more for every compaction. */
+static int64_t snapshot_generation(Daemon *d) {
+        struct json_object *o;
+        char path[1024];
+        int64_t g;
+
+        snprintf(path, sizeof(path), "%s/.data/photond/state.json", d->home);
+        o = json_object_from_file(path);
+        cr_assert_not_null(o, "%s", path);
+        g = jint(o, "journalGeneration");
+        json_object_put(o);
+        return g;
+}
+
+/* Rounds of 100 locks with 1,000-byte holders, then their unlocks, each followed by a ping that must come back
+ * (changes of one batch are written together, so a lock and its unlock must not share one): every 9 rounds or so
+ * fill the 1 MiB the journal may grow to (a compaction), every 1024 acquires use up a block of fencing tokens (a
+ * synced write). Returns the last token. */
+static int64_t churn_locks(Conn *c, unsigned rounds) {
+        char holder[1001], id[32];
+        struct json_object *o;
+        int64_t token;
+
+        memset(holder, 'h', sizeof(holder) - 1);
+        holder[sizeof(holder) - 1] = '\0';
+        for (unsigned r = 0; r < rounds; r++) {
+                for (unsigned i = 0; i < 100; i++)
+                        conn_send(c, "{\"type\":\"lock\",\"id\":\"l%u\",\"lockName\":\"churn-%u\","
+                                  "\"sessionId\":\"%s\"}", i, i, holder);
+                snprintf(id, sizeof(id), "locked-%u", r);
+                ping_ok(c, id);
+                for (unsigned i = 0; i < 100; i++)
+                        conn_send(c, "{\"type\":\"unlock\",\"id\":\"u%u\",\"lockName\":\"churn-%u\","
+                                  "\"sessionId\":\"%s\"}", i, i, holder);
+                snprintf(id, sizeof(id), "unlocked-%u", r);
+                ping_ok(c, id);
+        }
+        o = conn_request(c, "last",
+                         "{\"type\":\"lock\",\"id\":\"last\",\"lockName\":\"churn\",\"sessionId\":\"x\"}");
+        cr_assert(jbool(o, "data.acquired"), "%s", json_object_to_json_string(o));
+        token = jint(o, "data.fencingToken");
+        json_object_put(o);
+        return token;
+}
+
+/* More connections than RLIMIT_NOFILE allows, then compactions and raised fencing marks: every reply still
+ * comes back, the connections beyond the limit are refused (the default cap, fitted to the limit) or wait in the
+ * backlog (an administrator's larger cap) until clients leave. (Before, the first raised mark after a compaction
+ * needed a new descriptor for the directory, and every reply to every client waited until all extra connections
+ * had closed.) */
+static void replies_flow_at_the_file_limit(bool explicit_cap) {
+        enum { NOFILE = 64, N = 100 };
+        Daemon *d = daemon_start(&(DaemonOptions) {
+                .nofile = NOFILE,
+                .env = explicit_cap ? (const char*[]) { "PHOTOND_MAX_CLIENTS=1000", NULL } : NULL });
+        Conn *conns[N];
+        struct json_object *o;
+        int64_t generation;
+        int64_t token;
+
+        conns[0] = conn_open(d);
+        ping_ok(conns[0], "first");
+        generation = snapshot_generation(d);
+        for (int i = 1; i < N; i++)
+                conns[i] = conn_open(d);   /* the backlog takes them even when photond cannot */
+
+        if (explicit_cap) {
+                /* Some of them make photond run out of descriptors. */
+                cr_assert(daemon_log_contains(d, "does not fit RLIMIT_NOFILE=64"));
+                ping_ok(conns[1], "second");
+                cr_assert_null(conn_recv(conns[N - 1], 300), "no descriptor for the last connection");
+                cr_assert(daemon_log_contains(d, "pausing"));
+        } else {
+                /* 64 - 32 kept for photond: the 33rd client and later are refused at once. */
+                cr_assert(daemon_log_contains(d, "accepting at most 32 clients"));
+                o = conn_expect(conns[N - 1], 5000);
+                cr_assert_str_eq(jstr(o, "error"), "Too many clients connected");
+                json_object_put(o);
+                cr_assert(conn_wait_eof(conns[N - 1], 5000));
+                cr_assert_not(daemon_log_contains(d, "pausing"), "photond never ran out of descriptors");
+        }
+
+        token = churn_locks(conns[0], 22);
+        cr_assert_gt(token, 2048, "two blocks of fencing tokens used up");
+        cr_assert_geq(snapshot_generation(d), generation + 2, "the journal was compacted twice");
+        ping_ok(conns[1], "other-client");
+        cr_assert_not(daemon_log_contains(d, "holding every reply"));
+
+        /* Clients leaving make room: a waiting connection is served, a new one too. */
+        for (int i = 1; i < N - 1; i++)
+                conn_close(conns[i]);
+        if (explicit_cap)
+                ping_ok(conns[N - 1], "waited");
+        conn_close(conns[N - 1]);
+        conns[1] = conn_open(d);
+        ping_ok(conns[1], "new");
+        o = conn_request(conns[1], "s", "{\"type\":\"status\",\"id\":\"s\"}");
+        cr_assert_eq(jint(o, "data.clients"), 2, "%s", json_object_to_json_string(o));
+        json_object_put(o);
+
+        conn_close(conns[1]);
+        conn_close(conns[0]);
+        daemon_free(d);
+}
+
+Test(state, replies_flow_at_the_file_limit_with_the_default_cap) {
+        replies_flow_at_the_file_limit(false);
+}
+
+Test(state, replies_flow_at_the_file_limit_with_a_cap_above_it) {
+        replies_flow_at_the_file_limit(true);
+}
