@@ -24,7 +24,12 @@
  * - a fresh journal, whose first line carries the current marks, is synced before it replaces the old one, so
  *   whichever journal a power loss leaves under the name has marks at least as high as any synced before.
  * After a power loss the state then has marks at least as high as any token or id handed out, or is unreadable,
- * which counts as lost state (tokens and ids restart above the wall clock). */
+ * which counts as lost state (tokens and ids restart above the wall clock).
+ *
+ * A full disk: the journal that filled it is freed only by a compaction, and a compaction writes the new files
+ * before it removes the old ones. So state.reserve, a preallocated file the size of the last snapshot plus
+ * STATE_RESERVE_MIN, holds room for one: a write that fails with ENOSPC removes it and compacts, and the next
+ * compaction that succeeds makes it again. */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -88,6 +93,7 @@ StateFile* state_file_free(StateFile *f) {
 #define SNAPSHOT_TMP_NAME "state.json.tmp"
 #define JOURNAL_NAME "state.journal"
 #define JOURNAL_TMP_NAME "state.journal.tmp"
+#define RESERVE_NAME "state.reserve"
 
 /* Tops the spares up, so that they and the open files hold STATE_FILE_FDS slots. */
 static void state_file_fill_spares(StateFile *f) {
@@ -467,6 +473,36 @@ static int store_append(Manager *m, StateFile *f, int64_t fencing, int64_t event
         return 1;
 }
 
+/* Makes state.reserve the size a compaction may need: the snapshot and the journal's header. Best effort: without
+ * it a full disk is only recovered from when space is freed. */
+static void state_file_make_reserve(StateFile *f) {
+        off_t want = f->snapshot_size + STATE_RESERVE_MIN;
+        struct stat st;
+        int fd, r;
+
+        fd = state_file_openat(f, RESERVE_NAME, O_WRONLY | O_CREAT);
+        if (fd < 0) {
+                log_debug_errno(fd, "Failed to open the space reserve in the state directory: %m");
+                return;
+        }
+        if (fstat(fd, &st) < 0 || st.st_size == want) {
+                state_file_close(f, fd);
+                return;
+        }
+        if (st.st_size > want && ftruncate(fd, want) < 0)
+                log_debug_errno(errno, "Failed to shrink the space reserve: %m");
+        /* posix_fallocate() returns the error rather than setting errno. */
+        r = posix_fallocate(fd, 0, want);
+        if (r != 0)
+                log_debug_errno(r, "Failed to reserve %lld bytes for a compaction: %m", (long long) want);
+        state_file_close(f, fd);
+}
+
+/* Removes state.reserve; true if there was one to free. */
+static bool state_file_drop_reserve(StateFile *f) {
+        return unlinkat(f->dir_fd, RESERVE_NAME, 0) >= 0;
+}
+
 /* A new snapshot of everything, under a new generation, and a fresh journal for it. */
 static int store_compact(Manager *m, StateFile *f, int64_t fencing, int64_t event_id, bool sync) {
         _cleanup_(json_object_putp) struct json_object *state = NULL, *header = NULL;
@@ -554,6 +590,12 @@ int store_save_state(Manager *m) {
         }
 
         r = store_compact(m, f, fencing, event_id, sync);
+        if (r == -ENOSPC && state_file_drop_reserve(f)) {
+                log_notice("The file system of %s is full, compacting the state in the space reserved for it.",
+                           m->state_dir);
+                state_file_close_journal(f);
+                r = store_compact(m, f, fencing, event_id, sync);
+        }
         if (r < 0) {
                 state_file_close_journal(f);
                 /* A directory without a name takes no new files: the next write opens the one under the name. */
@@ -564,6 +606,7 @@ int store_save_state(Manager *m) {
                 }
                 return r;
         }
+        state_file_make_reserve(f);
 saved:
         lock_table_changes_saved(m->locks);
         return 0;
