@@ -87,6 +87,12 @@ typedef struct Manager {
         bool input_follows;             /* photond-client.c: the request being served is not its client's last */
         bool batch_follows;             /* photond-client.c: other clients of this batch are still to be served */
         bool state_unsaved;             /* the last state write failed: replies are held until one succeeds */
+        bool state_retry_due;           /* the retry timer fired: write even without a new change */
+        int state_error;                /* while state_unsaved: the last write's error */
+        int64_t state_unsaved_since;    /* while state_unsaved: when writes began to fail (CLOCK_REALTIME ms) */
+        uint64_t state_changes;         /* manager_state_changed() calls */
+        uint64_t state_changes_tried;   /* state_changes at the last failed write */
+        uint64_t request_changes;       /* state_changes when the request being served began, or when saved */
         sd_event_source *state_retry_event_source;
         StateFile *state_file;  /* photond-store.c */
         bool state_lost;        /* state.json existed but could not be read */
@@ -167,6 +173,12 @@ void manager_bus_name_settled(Manager *m);
 
 /* True while queued output must not leave yet: a state or job-file write that covers it is still to be made. */
 bool manager_output_held(Manager *m);
+/* Whether output queued now may report a state change not yet on disk: the request being served changed the
+ * state (outside a request: anything did since the last one began or the last write). While a state write
+ * fails, such output, and whatever its client is sent after it, waits (client_flush()); the rest leaves. */
+bool manager_output_needs_state(Manager *m);
+/* True while a state write failed and none succeeded since (shutdown aside): output that needs the state waits. */
+bool manager_state_unsaved(Manager *m);
 /* Whether output queued now may be written at once (client_write_now()) instead of with the flush at the end of
  * the batch: nothing of the batch waits for the disk and no later request of the batch is known to be coming. */
 bool manager_may_write_now(Manager *m);

@@ -183,6 +183,36 @@ static bool state_file_exists(const char *home, const char *name) {
         return access(path, F_OK) == 0;
 }
 
+/* Fills the file system of the state directory with a file of its own; returns its path. */
+static char* fill_state_fs(const char *home) {
+        static char block[4096];
+        char *path;
+        int fd;
+
+        cr_assert(asprintf(&path, "%s/.data/photond/filler", home) > 0);
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        cr_assert_geq(fd, 0);
+        for (;;) {
+                ssize_t n = write(fd, block, sizeof(block));
+
+                if (n < 0) {
+                        cr_assert_eq(errno, ENOSPC, "filling: %m");
+                        break;
+                }
+                /* The last page may be taken in part. */
+                if (n < (ssize_t) sizeof(block) && write(fd, block, sizeof(block) - n) < 0)
+                        break;
+        }
+        cr_assert_eq(close(fd), 0);
+        return path;
+}
+
+static struct json_object* lock_as(Conn *c, const char *id, const char *name, const char *holder) {
+        conn_send(c, "{\"type\":\"lock\",\"id\":\"%s\",\"lockName\":\"%s\",\"sessionId\":\"%s\","
+                  "\"lockTimeout\":600000}", id, name, holder);
+        return conn_recv(c, 300);
+}
+
 static void expect_reply(struct json_object *o, const char *id, const char *key) {
         cr_assert_not_null(o, "no reply to %s", id);
         cr_assert_str_eq(jstr(o, "id"), id, "%s", json_object_to_json_string(o));
@@ -226,6 +256,90 @@ Test(state, a_journal_that_fills_the_disk_is_compacted) {
         cr_assert_gt(snapshot_generation(d), generation);
         cr_assert(state_file_exists(home, "state.reserve"), "and reserved again");
 
+        conn_close(c);
+        daemon_free(d);
+        home_remove(home);
+}
+
+/* A file system full for good (another file took the space): the change waits, unacknowledged; requests that
+ * change nothing are answered, status says why the state cannot be written; a client's own replies stay in
+ * order; once space is freed everything resumes, and the change acknowledged is kept across a crash. */
+Test(state, a_full_disk_holds_only_what_reports_a_change) {
+        char *home = home_on_small_fs("256k"), *filler, holder[1001], id[32], name[32];
+        Daemon *d = daemon_start(&(DaemonOptions) { .home = home });
+        Conn *c = conn_open(d), *health = conn_open(d), *other = conn_open(d);
+        struct json_object *o;
+        const char *held = NULL;
+        unsigned i;
+
+        memset(holder, 'h', sizeof(holder) - 1);
+        holder[sizeof(holder) - 1] = '\0';
+        ping_ok(c, "c0");
+        ping_ok(health, "h0");
+        ping_ok(other, "o0");
+        filler = fill_state_fs(home);
+
+        /* The journal's last page and the reserve take some locks; then nothing does. */
+        for (i = 0; i < 400 && !held; i++) {
+                snprintf(id, sizeof(id), "full-%u", i);
+                snprintf(name, sizeof(name), "full-%u", i);
+                o = lock_as(c, id, name, holder);
+                if (!o)
+                        held = id;
+                else
+                        expect_reply(o, id, "data.acquired");
+        }
+        cr_assert_not_null(held, "the file system never filled up");
+        cr_assert(daemon_log_contains(d, "No space left on device"));
+
+        /* A health check is answered and sees why. */
+        ping_ok(health, "h1");
+        o = conn_request(health, "s", "{\"type\":\"status\",\"id\":\"s\"}");
+        cr_assert_not(jbool(o, "data.stateWrite.ok"), "%s", json_object_to_json_string(o));
+        cr_assert_str_eq(jstr(o, "data.stateWrite.error"), "No space left on device");
+        cr_assert_gt(jint(o, "data.stateWrite.since"), 1600000000000LL);
+        json_object_put(o);
+        o = conn_request(health, "q", "{\"type\":\"list_locks\",\"id\":\"q\"}");
+        cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+
+        /* Another change waits too; the holder's ping waits behind its lock's reply. */
+        o = lock_as(other, "o1", "other", "o");
+        cr_assert_null(o, "a change was acknowledged on a full disk: %s", json_object_to_json_string(o));
+        conn_send(c, "{\"type\":\"ping\",\"id\":\"after\"}");
+        o = conn_recv(c, 300);
+        cr_assert_null(o, "a reply overtook the held one: %s", json_object_to_json_string(o));
+        ping_ok(health, "h2");
+
+        /* Space comes back: the held replies leave, in order, within the retry's second. */
+        cr_assert_eq(unlink(filler), 0);
+        expect_reply(conn_expect(c, 5000), held, "data.acquired");
+        o = conn_expect(c, 5000);
+        cr_assert_str_eq(jstr(o, "id"), "after", "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        expect_reply(conn_expect(other, 5000), "o1", "data.acquired");
+        o = conn_request(health, "s2", "{\"type\":\"status\",\"id\":\"s2\"}");
+        cr_assert(jbool(o, "data.stateWrite.ok"), "%s", json_object_to_json_string(o));
+        cr_assert_not(jhas(o, "data.stateWrite.error"));
+        json_object_put(o);
+
+        /* What was acknowledged survives a crash. */
+        kill(d->pid, SIGKILL);
+        cr_assert_neq(daemon_wait_exit(d, 10000), -1);
+        conn_close(c);
+        conn_close(health);
+        conn_close(other);
+        daemon_free(d);
+        d = daemon_start(&(DaemonOptions) { .home = home });
+        c = conn_open(d);
+        o = conn_request(c, "q2", "{\"type\":\"query_lock\",\"id\":\"q2\",\"lockName\":\"%s\"}", held);
+        cr_assert_str_eq(jstr(o, "data.holder"), holder, "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        o = conn_request(c, "q3", "{\"type\":\"query_lock\",\"id\":\"q3\",\"lockName\":\"other\"}");
+        cr_assert_str_eq(jstr(o, "data.holder"), "o", "%s", json_object_to_json_string(o));
+        json_object_put(o);
+
+        free(filler);
         conn_close(c);
         daemon_free(d);
         home_remove(home);
