@@ -697,12 +697,20 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                                 return 0;
                         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                                 /* Level-triggered epoll would wake us at once again: pause instead of spinning,
-                                 * until a client leaves or for ACCEPT_PAUSE_MS. Logged once per episode: at the
-                                 * limit every disconnect ends a pause. */
-                                if (!m->accept_paused)
-                                        log_warning_errno(errno, "Cannot accept connections (%m), pausing until a "
+                                 * until a client leaves or for ACCEPT_PAUSE_MS. At the limit every disconnect
+                                 * ends a pause: warned about at most every 10 s. */
+                                uint64_t now;
+
+                                r = -errno;
+                                now = manager_now(m, CLOCK_MONOTONIC);
+                                if (!m->accept_paused && (m->accept_pause_logged == 0 ||
+                                                          now - m->accept_pause_logged >= 10 * USEC_PER_SEC)) {
+                                        log_warning_errno(r, "Cannot accept connections (%m), pausing until a "
                                                           "client leaves or for %" PRIu64 " ms.",
                                                           limits.ACCEPT_PAUSE_MS);
+                                        m->accept_pause_logged = now;
+                                } else
+                                        log_debug_errno(r, "Cannot accept connections (%m), pausing.");
                                 m->accept_paused = true;
                                 (void) sd_event_source_set_enabled(m->control_event_source, SD_EVENT_OFF);
                                 r = event_source_arm_relative(m->accept_pause_event_source,
@@ -714,10 +722,7 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                         return log_error_errno(errno, "accept4() failed: %m"), 0;
                 }
 
-                if (m->accept_paused) {
-                        log_info("Accepting connections again.");
-                        m->accept_paused = false;
-                }
+                m->accept_paused = false;
 
                 if (m->n_clients >= limits.MAX_CLIENTS) {
                         log_warning("Refusing a connection: %" PRIu64 " clients connected (PHOTOND_MAX_CLIENTS).",

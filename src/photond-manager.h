@@ -68,6 +68,7 @@ typedef struct Manager {
         sd_event_source *control_event_source;
         sd_event_source *accept_pause_event_source;
         bool accept_paused;             /* accept() failed for want of a file descriptor, none succeeded since */
+        uint64_t accept_pause_logged;   /* CLOCK_MONOTONIC µs of the last warning about it */
         LIST_HEAD(Client, clients);
         unsigned n_clients;
         int clients_epoll_fd;           /* photond-client.c: every client fd, one IO source */
