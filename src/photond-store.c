@@ -13,7 +13,8 @@
  *
  * Crashes (kill -9): the kernel keeps every write, and each one is done before the replies it covers leave. An
  * append is one write() at the end of the file; were one cut short anyway, its last line lacks the newline and is
- * ignored (its replies never left). After a write fails, the journal is left behind: the next write is a snapshot.
+ * ignored (its replies never left). After a write fails, the journal is left behind: the next write is a snapshot
+ * (a full disk aside, see below).
  *
  * Power loss: lock-table changes are not synced. They must survive a photond crash, and a power loss ends every
  * process that held a lock anyway; an fsync would put a few hundred us on the lock path. The high-water marks are
@@ -29,7 +30,9 @@
  * A full disk: the journal that filled it is freed only by a compaction, and a compaction writes the new files
  * before it removes the old ones. So state.reserve, a preallocated file the size of the last snapshot plus
  * STATE_RESERVE_MIN, holds room for one: a write that fails with ENOSPC removes it and compacts, and the next
- * compaction that succeeds makes it again. */
+ * compaction that succeeds makes it again. When even that fails (the disk is full of something else), what the
+ * failed append wrote is cut off again and the journal kept: the retry appends the same changes, which needs room
+ * for them only, not for a snapshot of every lock. */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -416,8 +419,9 @@ static bool journal_is_not_ours(StateFile *f) {
 }
 
 /* Appends this iteration's changes to state.journal. Returns 1 when done, 0 when the journal is due for a new
- * snapshot, < 0 on failure (the journal is then not to be appended to again). */
-static int store_append(Manager *m, StateFile *f, int64_t fencing, int64_t event_id, bool sync) {
+ * snapshot, < 0 on failure: the journal is then not to be appended to again, unless *ret_intact says that what
+ * was written of the changes was cut off again. */
+static int store_append(Manager *m, StateFile *f, int64_t fencing, int64_t event_id, bool sync, bool *ret_intact) {
         size_t max, len;
         char *p;
         int r;
@@ -452,15 +456,20 @@ static int store_append(Manager *m, StateFile *f, int64_t fencing, int64_t event
                 return -ESTALE;
 
         r = loop_write(f->journal_fd, f->buf, len);
-        if (r < 0)
+        if (r >= 0 && sync && fdatasync(f->journal_fd) < 0)
+                r = -errno;
+        if (r < 0) {
+                /* Cut off what was written of it (a full file system still shrinks a file): the journal takes
+                 * these changes again when there is room for them, which on a full disk comes long before room
+                 * for the snapshot a compaction writes. */
+                *ret_intact = ftruncate(f->journal_fd, f->journal_size) >= 0;
                 return r;
+        }
         f->journal_size += (off_t) len;
         f->written_fencing = MAX(f->written_fencing, fencing);
         f->written_event_id = MAX(f->written_event_id, event_id);
 
         if (sync) {
-                if (fdatasync(f->journal_fd) < 0)
-                        return -errno;
                 if (!f->journal_name_durable) {
                         r = state_file_sync_dir(f);
                         if (r < 0)
@@ -504,7 +513,8 @@ static bool state_file_drop_reserve(StateFile *f) {
 }
 
 /* A new snapshot of everything, under a new generation, and a fresh journal for it. */
-static int store_compact(Manager *m, StateFile *f, int64_t fencing, int64_t event_id, bool sync) {
+static int store_compact(Manager *m, StateFile *f, int64_t fencing, int64_t event_id, bool sync,
+                         bool *ret_renamed) {
         _cleanup_(json_object_putp) struct json_object *state = NULL, *header = NULL;
         const char *text;
         size_t len = 0;
@@ -527,6 +537,7 @@ static int store_compact(Manager *m, StateFile *f, int64_t fencing, int64_t even
         r = write_and_rename(f, SNAPSHOT_TMP_NAME, SNAPSHOT_NAME, text, len, 0, /* sync= */ false, &fd);
         if (r < 0)
                 return r;
+        *ret_renamed = true;
         old_fd = f->snapshot_fd;
         f->snapshot_fd = fd;
         state_file_close(f, old_fd);
@@ -567,8 +578,9 @@ static int store_compact(Manager *m, StateFile *f, int64_t fencing, int64_t even
 
 int store_save_state(Manager *m) {
         int64_t fencing, event_id;
+        bool sync, intact = false, renamed = false;
+        int old_journal = -EBADF;
         StateFile *f;
-        bool sync;
         int r;
 
         r = state_file_get(m, &f);
@@ -580,22 +592,40 @@ int store_save_state(Manager *m) {
         sync = fencing > f->synced_fencing || event_id > f->synced_event_id;
 
         if (f->journal_fd >= 0) {
-                r = store_append(m, f, fencing, event_id, sync);
+                r = store_append(m, f, fencing, event_id, sync, &intact);
                 if (r > 0)
                         goto saved;
                 if (r < 0)
                         log_debug_errno(r, "Failed to append to %s, writing a new snapshot instead: %m",
                                         f->journal_path);
-                state_file_close_journal(f);
+                if (r < 0 && intact && (r == -ENOSPC || r == -EDQUOT)) {
+                        /* Kept for the next write, should the compaction not get as far as a new snapshot. */
+                        old_journal = f->journal_fd;
+                        f->journal_fd = -EBADF;
+                } else
+                        state_file_close_journal(f);
         }
 
-        r = store_compact(m, f, fencing, event_id, sync);
-        if (r == -ENOSPC && state_file_drop_reserve(f)) {
+        r = store_compact(m, f, fencing, event_id, sync, &renamed);
+        if ((r == -ENOSPC || r == -EDQUOT) && state_file_drop_reserve(f)) {
                 log_notice("The file system of %s is full, compacting the state in the space reserved for it.",
                            m->state_dir);
                 state_file_close_journal(f);
-                r = store_compact(m, f, fencing, event_id, sync);
+                r = store_compact(m, f, fencing, event_id, sync, &renamed);
         }
+        if (r < 0 && old_journal >= 0 && !renamed) {
+                /* state.json and state.journal are as they were: the next write appends again. */
+                state_file_close_journal(f);
+                f->journal_fd = old_journal;
+                while (f->n_spare_fds > 0 &&
+                       f->n_spare_fds + (f->snapshot_fd >= 0) + 1 > STATE_FILE_FDS) {
+                        f->n_spare_fds--;
+                        safe_close(f->spare_fds[f->n_spare_fds]);
+                }
+                return r;
+        }
+        if (old_journal >= 0)
+                state_file_close(f, old_journal);
         if (r < 0) {
                 state_file_close_journal(f);
                 /* A directory without a name takes no new files: the next write opens the one under the name. */
