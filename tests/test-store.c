@@ -647,6 +647,59 @@ Test(store, a_push_leaves_at_once_only_when_nothing_waits_for_the_disk) {
         env_free(&e);
 }
 
+/* While the state cannot be written (here state.journal is a directory, which every way of writing it fails, even
+ * for root), a reply that reports a change waits, and so does whatever its client is sent after it; replies to
+ * requests that change nothing leave, and status says why. Once a write succeeds the held replies leave in order.
+ * (Before, every reply to every client waited.) */
+Test(store, while_the_state_cannot_be_written_only_changes_wait) {
+        Env e = env_new();
+        int a_fds[2], b_fds[2];
+        Client *a, *b;
+        char buf[4096], cmd[2048];
+
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, a_fds), 0);
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, b_fds), 0);
+        cr_assert_eq(client_new(e.m, a_fds[0], &a), 0);
+        cr_assert_eq(client_new(e.m, b_fds[0], &b), 0);
+        save(&e);
+        snprintf(cmd, sizeof(cmd), "rm -f '%s' && mkdir -p '%s/x'", e.journal, e.journal);
+        cr_assert_eq(system(cmd), 0);
+
+        feed(a, "{\"type\":\"lock\",\"id\":\"l\",\"lockName\":\"x\",\"sessionId\":\"a\"}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert(e.m->state_unsaved);
+        cr_assert_str_eq(pending(a_fds[1], buf, sizeof(buf)), "", "acquired before it was saved: %s", buf);
+
+        feed(b, "{\"type\":\"ping\",\"id\":\"p\"}\n");
+        feed(a, "{\"type\":\"ping\",\"id\":\"pa\"}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert(strstr(pending(b_fds[1], buf, sizeof(buf)), "\"pong\""), "a ping waited: %s", buf);
+        cr_assert_str_eq(pending(a_fds[1], buf, sizeof(buf)), "", "a reply overtook a held one: %s", buf);
+
+        feed(b, "{\"type\":\"status\",\"id\":\"s\"}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        pending(b_fds[1], buf, sizeof(buf));
+        cr_assert(strstr(buf, "\"stateWrite\":{\"ok\":false,\"error\":\"Is a directory\",\"since\":"), "%s", buf);
+
+        /* Another change retries at once; it succeeds now, and everything leaves in order. */
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e.journal);
+        cr_assert_eq(system(cmd), 0);
+        feed(b, "{\"type\":\"lock\",\"id\":\"l2\",\"lockName\":\"y\",\"sessionId\":\"b\"}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert_not(e.m->state_unsaved);
+        pending(a_fds[1], buf, sizeof(buf));
+        cr_assert(strstr(buf, "\"id\":\"l\"") && strstr(buf, "\"id\":\"pa\"") &&
+                  strstr(buf, "\"id\":\"l\"") < strstr(buf, "\"id\":\"pa\""), "%s", buf);
+        cr_assert(strstr(pending(b_fds[1], buf, sizeof(buf)), "\"acquired\":true"), "%s", buf);
+        feed(b, "{\"type\":\"status\",\"id\":\"s2\"}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert(strstr(pending(b_fds[1], buf, sizeof(buf)), "\"stateWrite\":{\"ok\":true}"), "%s", buf);
+
+        safe_close(a_fds[1]);
+        safe_close(b_fds[1]);
+        env_free(&e);
+}
+
 /* Two publishers served in one batch of the loop: the first's publish is not written at once, because the
  * second's is still to be served; the subscriber gets both pushes in one write. Its end of the connection is a
  * SOCK_SEQPACKET socket, so every write() is one record. */
