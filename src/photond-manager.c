@@ -501,9 +501,10 @@ static bool manager_output_pending(Manager *m) {
 static void manager_update_status(Manager *m) {
         char status[256];
 
-        snprintf(status, sizeof(status), "STATUS=%u clients, %u channels, %u locks, %u jobs",
+        snprintf(status, sizeof(status), "STATUS=%u clients, %u channels, %u locks, %u jobs%s%s",
                  m->n_clients, channels_count(m->channels), lock_table_count(m->locks),
-                 scheduler_count(m->scheduler));
+                 scheduler_count(m->scheduler), m->state_unsaved ? "; cannot save the state: " : "",
+                 m->state_unsaved ? strerror(ERRNO_VALUE(m->state_error)) : "");
         if (streq_ptr(status, m->last_status))
                 return;
         free(m->last_status);

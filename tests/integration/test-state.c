@@ -305,6 +305,8 @@ Test(state, a_full_disk_holds_only_what_reports_a_change) {
         cr_assert_str_eq(jstr(o, "data.stateWrite.error"), "No space left on device");
         cr_assert_gt(jint(o, "data.stateWrite.since"), 1600000000000LL);
         json_object_put(o);
+        cr_assert_not_null(daemon_wait_notify(d, "cannot save the state: No space left on device", 5000),
+                           "systemctl status says it too");
         o = conn_request(health, "q", "{\"type\":\"list_locks\",\"id\":\"q\"}");
         cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
         json_object_put(o);
