@@ -166,7 +166,9 @@ void manager_schedule_flush(Manager *m);
  * requests, which saves the loop an iteration. */
 int manager_flush(Manager *m);
 
-/* Marks photond's state (locks, high-water marks) for writing before the next replies are flushed. */
+/* Marks photond's state (locks, high-water marks) for writing before the next replies are flushed. Called before
+ * any output that reports the change is queued: that output is what waits while the state cannot be written
+ * (manager_output_needs_state()). */
 void manager_state_changed(Manager *m);
 
 /* The bus name request was answered (either way): READY=1 may go out. */

@@ -700,6 +700,49 @@ Test(store, while_the_state_cannot_be_written_only_changes_wait) {
         env_free(&e);
 }
 
+/* A waiting acquire granted by another client's unlock while the state cannot be written: the grant reports a
+ * change (a new holder, a new token) and waits like the unlock's own reply, though it is queued to a client that
+ * changed nothing itself. */
+Test(store, a_lock_handed_to_a_waiter_is_not_acknowledged_before_it_is_saved) {
+        Env e = env_new();
+        int a_fds[2], w_fds[2];
+        Client *a, *w;
+        char buf[4096], cmd[2048];
+
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, a_fds), 0);
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, w_fds), 0);
+        cr_assert_eq(client_new(e.m, a_fds[0], &a), 0);
+        cr_assert_eq(client_new(e.m, w_fds[0], &w), 0);
+        feed(a, "{\"type\":\"lock\",\"id\":\"l\",\"lockName\":\"x\",\"sessionId\":\"a\"}\n");
+        feed(w, "{\"type\":\"lock\",\"id\":\"lw\",\"lockName\":\"x\",\"sessionId\":\"w\",\"lockWait\":60000}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert(strstr(pending(a_fds[1], buf, sizeof(buf)), "\"acquired\":true"), "%s", buf);
+        cr_assert_str_eq(pending(w_fds[1], buf, sizeof(buf)), "", "the waiter waits: %s", buf);
+
+        snprintf(cmd, sizeof(cmd), "rm -f '%s' && mkdir -p '%s/x'", e.journal, e.journal);
+        cr_assert_eq(system(cmd), 0);
+        /* The waiter's own last request changed nothing. */
+        feed(w, "{\"type\":\"ping\",\"id\":\"p\"}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert(strstr(pending(w_fds[1], buf, sizeof(buf)), "\"pong\""), "%s", buf);
+        feed(a, "{\"type\":\"unlock\",\"id\":\"u\",\"lockName\":\"x\",\"sessionId\":\"a\"}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert(e.m->state_unsaved);
+        cr_assert_str_eq(pending(w_fds[1], buf, sizeof(buf)), "", "handed over before it was saved: %s", buf);
+        cr_assert_str_eq(pending(a_fds[1], buf, sizeof(buf)), "", "released before it was saved: %s", buf);
+
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e.journal);
+        cr_assert_eq(system(cmd), 0);
+        manager_state_changed(e.m);
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert(strstr(pending(w_fds[1], buf, sizeof(buf)), "\"holder\":\"w\""), "%s", buf);
+        cr_assert(strstr(pending(a_fds[1], buf, sizeof(buf)), "\"released\":true"), "%s", buf);
+
+        safe_close(a_fds[1]);
+        safe_close(w_fds[1]);
+        env_free(&e);
+}
+
 /* Two publishers served in one batch of the loop: the first's publish is not written at once, because the
  * second's is still to be served; the subscriber gets both pushes in one write. Its end of the connection is a
  * SOCK_SEQPACKET socket, so every write() is one record. */
