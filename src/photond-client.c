@@ -453,9 +453,10 @@ int client_reply_error(Client *c, const char *id, const char *error, const char 
 }
 
 int client_flush(Client *c) {
-        bool held = c->manager && manager_state_unsaved(c->manager);
+        bool held;
 
         assert(c);
+        held = c->manager && manager_state_unsaved(c->manager);
 
         while (c->out_n > 0) {
                 struct iovec iov[IOV_MAX];
