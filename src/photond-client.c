@@ -88,6 +88,10 @@ static void client_on_io(Client *c, uint32_t revents) {
 
         if (revents & EPOLLOUT) {
                 if (c->manager && manager_output_held(c->manager)) {
+                        /* The flush writes what may leave (manager_flush() passes over clients waiting for
+                         * EPOLLOUT, which has just come), and waits for EPOLLOUT again if the socket fills. */
+                        c->want_pollout = false;
+                        (void) client_update_io_events(c);
                         client_mark_dirty(c);
                         goto read;
                 }
@@ -412,6 +416,7 @@ int client_send(Client *c, SharedBuf *b, const void *tag) {
         c->out[c->out_head + c->out_n++] = (OutEntry) {
                 .buf = shared_buf_ref(b),
                 .tag = tag,
+                .needs_state = c->manager && manager_output_needs_state(c->manager),
         };
         c->out_bytes += b->size;
         client_mark_dirty(c);
@@ -448,12 +453,26 @@ int client_reply_error(Client *c, const char *id, const char *error, const char 
 }
 
 int client_flush(Client *c) {
+        bool held;
+
         assert(c);
+        held = c->manager && manager_state_unsaved(c->manager);
 
         while (c->out_n > 0) {
                 struct iovec iov[IOV_MAX];
                 size_t n = MIN(c->out_n, (size_t) IOV_MAX);
                 ssize_t w;
+
+                /* The client's output stays in order: what follows an entry that waits for the state waits too. */
+                if (held) {
+                        size_t k = 0;
+
+                        while (k < n && !c->out[c->out_head + k].needs_state)
+                                k++;
+                        if (k == 0)
+                                break;
+                        n = k;
+                }
 
                 for (size_t i = 0; i < n; i++) {
                         OutEntry *e = &c->out[c->out_head + i];
@@ -494,13 +513,22 @@ int client_flush(Client *c) {
         }
 
         /* Idle connections keep no queue memory. */
-        c->out = mfree(c->out);
-        c->out_head = c->out_alloc = 0;
+        if (c->out_n == 0) {
+                c->out = mfree(c->out);
+                c->out_head = c->out_alloc = 0;
+        }
         if (c->want_pollout) {
                 c->want_pollout = false;
                 (void) client_update_io_events(c);
         }
         return 0;
+}
+
+void client_release_held(Client *c) {
+        for (size_t i = 0; i < c->out_n; i++)
+                c->out[c->out_head + i].needs_state = false;
+        if (c->out_n > 0 && !c->disconnected)
+                client_mark_dirty(c);
 }
 
 /* A publish to many subscribers so reaches the first of them while the rest are being queued, and each is touched

@@ -21,6 +21,7 @@ typedef struct OutEntry {
         SharedBuf *buf;
         size_t offset;          /* bytes of buf already written */
         const void *tag;        /* non-NULL: a droppable channel message of that channel (slow-consumer policy) */
+        bool needs_state;       /* may report a state change not yet on disk (manager_output_needs_state()) */
 } OutEntry;
 
 struct Client {
@@ -86,9 +87,13 @@ int client_send_json(Client *c, struct json_object *o);
 int client_reply_result(Client *c, const char *id, bool success, struct json_object *data);
 int client_reply_error(Client *c, const char *id, const char *error, const char *suggestion);
 
-/* Writes as much of the queue as the socket takes, in one writev() of up to IOV_MAX entries per round. Returns 0
- * when everything was written or the socket is full (EPOLLOUT is then armed), negative errno on a dead peer. */
+/* Writes as much of the queue as the socket takes, in one writev() of up to IOV_MAX entries per round; while a
+ * state write fails (manager_state_unsaved()), only the entries before the first that needs the state. Returns 0
+ * when everything allowed was written or the socket is full (EPOLLOUT is then armed), negative errno on a dead
+ * peer. */
 int client_flush(Client *c);
+/* The state was written: nothing queued waits for it any more; c is flushed with the next flush. */
+void client_release_held(Client *c);
 /* Writes c's queue now when it holds exactly one entry, the one just queued, rather than with the manager's flush
  * at the end of the batch; only when manager_may_write_now() says nothing must leave first. */
 void client_write_now(Client *c);

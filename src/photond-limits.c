@@ -111,3 +111,7 @@ const char* limit_error(LimitId id, uint64_t actual, char *buf, size_t size, con
                 *ret_suggestion = limit_texts[id].suggestion;
         return buf;
 }
+
+uint64_t limits_clients_for_nofile(uint64_t nofile) {
+        return nofile - MIN(MAX(nofile / 4, (uint64_t) 64), nofile / 2);
+}

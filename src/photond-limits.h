@@ -88,6 +88,11 @@ bool limit_may_be_zero(const char *name);
 /* Applies PHOTOND_<NAME> variables. Returns 0, or -EINVAL with *ret_bad naming the first bad variable. */
 int limits_load_from_env(const char **ret_bad);
 
+/* The largest MAX_CLIENTS that leaves photond, under a RLIMIT_NOFILE of nofile, the file descriptors it needs
+ * besides its clients: a quarter of nofile, at least 64, at most half (the state files, the loop's sources, handler
+ * pipes, webhook connections, and the one a refused connection takes for a moment). */
+uint64_t limits_clients_for_nofile(uint64_t nofile);
+
 /* Iterates the table (for status output and the man page test): name i, or NULL past the end. */
 const char* limits_name(unsigned i, uint64_t *ret_value, uint64_t *ret_default);
 

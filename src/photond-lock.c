@@ -352,6 +352,9 @@ static void lock_free(LockTable *t, Lock *l, bool record) {
 static void waiter_grant(LockTable *t, LockWaiter *w) {
         Lock *l = w->lock;
 
+        /* Before the reply: it reports the change, so it must wait for the state write (manager.h). */
+        manager_state_changed(t->manager);
+
         (void) client_reply_result(w->client, w->request_id, true,
                                    acquired_data_new(l->name, l->holder, l->token));
         waiter_free(t, w, true);

@@ -221,6 +221,25 @@ static unsigned count_sessions(Manager *m) {
         return n;
 }
 
+/* "stateWrite": whether photond's state can be written; when not, why and since when, so a health check can tell
+ * a full disk from a hang. */
+static int manager_add_state_write_status(Manager *m, struct json_object *data) {
+        _cleanup_(json_object_putp) struct json_object *o = json_object_new_object();
+        int r;
+
+        if (!o)
+                return -ENOMEM;
+        r = json_add_bool(o, "ok", !m->state_unsaved);
+        if (r >= 0 && m->state_unsaved) {
+                r = json_add_string(o, "error", strerror(ERRNO_VALUE(m->state_error)));
+                if (r >= 0)
+                        r = json_add_int64(o, "since", m->state_unsaved_since);
+        }
+        if (r < 0)
+                return r;
+        return json_add(data, "stateWrite", TAKE_PTR(o));
+}
+
 int manager_build_status(Manager *m, struct json_object **ret);
 
 int manager_build_status(Manager *m, struct json_object **ret) {
@@ -255,6 +274,10 @@ int manager_build_status(Manager *m, struct json_object **ret) {
             (r = json_add_int64(data, "writeQueueDisconnects", (int64_t) m->n_clients_dropped_queue)) < 0 ||
             (r = json_add_int64(data, "busyPollBatches", (int64_t) m->busy_poll_batches)) < 0 ||
             (r = json_add(data, "capabilities", TAKE_PTR(caps))) < 0)
+                return r;
+
+        r = manager_add_state_write_status(m, data);
+        if (r < 0)
                 return r;
 
         /* Subsystems add (or overwrite, e.g. "subscriptions", "photonsLoaded") their own fields. */
@@ -374,6 +397,7 @@ int manager_handle_line(Client *c, const char *line, size_t len) {
         int r;
 
         m->n_requests++;
+        m->request_changes = m->state_changes;
 
         /* The hot paths: a plain publish, lock or unlock is handled without building JSON objects. Whatever they
          * do not take is parsed and dispatched below as usual. */
@@ -419,6 +443,7 @@ void manager_schedule_flush(Manager *m) {
 
 void manager_state_changed(Manager *m) {
         m->state_dirty = true;
+        m->state_changes++;
         manager_schedule_flush(m);
 }
 
@@ -443,6 +468,11 @@ void manager_client_disconnect(Manager *m, Client *c) {
         c->disconnected = true;
         client_stop_io(c);
         c->fd = safe_close(c->fd);      /* give the fd back now: it matters when we are at RLIMIT_NOFILE */
+        /* A listener paused at the limit may take it at once rather than after the pause. */
+        if (m->accept_paused && !m->shutting_down) {
+                (void) sd_event_source_set_enabled(m->accept_pause_event_source, SD_EVENT_OFF);
+                (void) sd_event_source_set_enabled(m->control_event_source, SD_EVENT_ON);
+        }
 
         /* The memory goes at the next flush, so callers up the stack may still look at c. */
         if (!c->dirty) {
@@ -463,9 +493,10 @@ static bool manager_output_pending(Manager *m) {
 static void manager_update_status(Manager *m) {
         char status[256];
 
-        snprintf(status, sizeof(status), "STATUS=%u clients, %u channels, %u locks, %u jobs",
+        snprintf(status, sizeof(status), "STATUS=%u clients, %u channels, %u locks, %u jobs%s%s",
                  m->n_clients, channels_count(m->channels), lock_table_count(m->locks),
-                 scheduler_count(m->scheduler));
+                 scheduler_count(m->scheduler), m->state_unsaved ? "; cannot save the state: " : "",
+                 m->state_unsaved ? strerror(ERRNO_VALUE(m->state_error)) : "");
         if (streq_ptr(status, m->last_status))
                 return;
         free(m->last_status);
@@ -497,8 +528,17 @@ static void manager_schedule_status(Manager *m) {
 
 bool manager_output_held(Manager *m) {
         /* Replies and events wait for the state and job-file writes that cover them: pending job writes leave
-         * with the next manager_flush(), a failed state write until one succeeds. */
+         * with the next manager_flush(), a failed state write until one succeeds (for what does not need the
+         * state, only until that flush: see manager_output_needs_state()). */
         return m->state_unsaved || scheduler_unsaved(m->scheduler);
+}
+
+bool manager_output_needs_state(Manager *m) {
+        return m->state_changes != m->request_changes;
+}
+
+bool manager_state_unsaved(Manager *m) {
+        return m->state_unsaved && !m->shutting_down;
 }
 
 /* Nothing this iteration changed must reach the disk first, and the request being served is the last of the
@@ -513,32 +553,49 @@ static int on_state_retry(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
 
         m->state_dirty = true;
+        m->state_retry_due = true;
         return manager_flush(m);
 }
 
 /* Group commit: state changes of this iteration reach the disk before any reply that reports them, so nobody hears
  * "acquired" for a lock (or a fencing token) that a crash could forget. When the write fails (disk full, file
- * system read-only) every reply is held and the write retried each second and with every new batch; clients see
- * latency, never a promise photond cannot keep. Shutdown sends what it has: there is nothing left to protect. */
+ * system read-only) the replies that report changes are held, and whatever their clients are sent after them
+ * (a client sees its replies in order); the write is retried each second and with every batch that changes the
+ * state again; clients see latency, never a promise photond cannot keep. Requests that change nothing (ping,
+ * status, queries) are still answered, so a health check sees "cannot write" (status "stateWrite"), not a hang.
+ * Shutdown sends what it has: there is nothing left to protect. */
 static bool manager_save_state(Manager *m) {
         int r;
 
         if (!m->state_dirty)
                 return true;
+        /* Each attempt may write a whole snapshot: not again for a batch that changed nothing. */
+        if (m->state_unsaved && !m->state_retry_due && m->state_changes == m->state_changes_tried &&
+            !m->shutting_down)
+                return false;
+        m->state_retry_due = false;
         r = store_save_state(m);
         if (r >= 0) {
                 m->state_dirty = false;
+                m->request_changes = m->state_changes;
                 if (m->state_unsaved) {
                         log_notice("Saved the state in %s again; sending the replies held meanwhile.", m->state_dir);
                         m->state_unsaved = false;
                         (void) sd_event_source_set_enabled(m->state_retry_event_source, SD_EVENT_OFF);
+                        LIST_FOREACH(clients, c, m->clients)
+                                client_release_held(c);
                 }
                 return true;
         }
 
+        m->state_changes_tried = m->state_changes;
+        if (!m->state_unsaved || r != m->state_error)
+                log_error_errno(r, "Failed to save the state in %s (state.json, state.journal): %m. Holding the "
+                                "replies that report changes until it can be saved (retrying each second); "
+                                "other requests are answered.", m->state_dir);
         if (!m->state_unsaved)
-                log_error_errno(r, "Failed to save the state in %s (state.json, state.journal), holding every "
-                                "reply until it can be saved (retrying each second): %m", m->state_dir);
+                m->state_unsaved_since = now_ms();
+        m->state_error = r;
         m->state_unsaved = true;
         r = event_reset_time_relative(m->event, &m->state_retry_event_source, CLOCK_MONOTONIC, USEC_PER_SEC,
                                       USEC_PER_SEC / 10, on_state_retry, m, "state-retry");
@@ -556,8 +613,8 @@ int manager_flush(Manager *m) {
         /* The job files that this iteration's runs changed, before anyone hears of those runs. */
         scheduler_flush(m->scheduler);
 
-        if (!manager_save_state(m) && !m->shutting_down)
-                return 0;
+        /* When it fails, client_flush() sends only what needs no state. */
+        (void) manager_save_state(m);
 
         /* The list was built newest first: flush oldest first, so the pushes a publish queued leave before the
          * publisher's reply, in the reference's order. */
@@ -632,9 +689,22 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                         if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
                                 return 0;
                         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                                /* Level-triggered epoll would wake us at once again: pause instead of spinning. */
-                                log_warning_errno(errno, "Cannot accept connections (%m), pausing for %" PRIu64 " ms.",
-                                                  limits.ACCEPT_PAUSE_MS);
+                                /* Level-triggered epoll would wake us at once again: pause instead of spinning,
+                                 * until a client leaves or for ACCEPT_PAUSE_MS. At the limit every disconnect
+                                 * ends a pause: warned about at most every 10 s. */
+                                uint64_t now;
+
+                                r = -errno;
+                                now = manager_now(m, CLOCK_MONOTONIC);
+                                if (!m->accept_paused && (m->accept_pause_logged == 0 ||
+                                                          now - m->accept_pause_logged >= 10 * USEC_PER_SEC)) {
+                                        log_warning_errno(r, "Cannot accept connections (%m), pausing until a "
+                                                          "client leaves or for %" PRIu64 " ms.",
+                                                          limits.ACCEPT_PAUSE_MS);
+                                        m->accept_pause_logged = now;
+                                } else
+                                        log_debug_errno(r, "Cannot accept connections (%m), pausing.");
+                                m->accept_paused = true;
                                 (void) sd_event_source_set_enabled(m->control_event_source, SD_EVENT_OFF);
                                 r = event_source_arm_relative(m->accept_pause_event_source,
                                                               limits.ACCEPT_PAUSE_MS * USEC_PER_MSEC);
@@ -644,6 +714,8 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                         }
                         return log_error_errno(errno, "accept4() failed: %m"), 0;
                 }
+
+                m->accept_paused = false;
 
                 if (m->n_clients >= limits.MAX_CLIENTS) {
                         log_warning("Refusing a connection: %" PRIu64 " clients connected (PHOTOND_MAX_CLIENTS).",
@@ -849,6 +921,30 @@ static void raise_nofile_limit(void) {
                 log_debug_errno(errno, "Failed to raise RLIMIT_NOFILE: %m");
 }
 
+/* Clients that would take every file descriptor leave none for the state writes, the handlers or the webhook: a
+ * default cap that does not fit the limit is lowered. One an administrator set is kept (the listener pauses at the
+ * limit instead). */
+static void fit_clients_to_nofile(void) {
+        struct rlimit rl;
+        uint64_t fit;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+                return;
+        fit = limits_clients_for_nofile((uint64_t) rl.rlim_cur);
+        if (limits.MAX_CLIENTS <= fit)
+                return;
+        if (getenv("PHOTOND_MAX_CLIENTS")) {
+                log_warning("PHOTOND_MAX_CLIENTS=%" PRIu64 " does not fit RLIMIT_NOFILE=%" PRIu64 " (room for %"
+                            PRIu64 " clients): connections beyond the file limit wait until clients leave.",
+                            limits.MAX_CLIENTS, (uint64_t) rl.rlim_cur, fit);
+                return;
+        }
+        log_notice("RLIMIT_NOFILE is %" PRIu64 ": accepting at most %" PRIu64 " clients, not %" PRIu64
+                   " (raise LimitNOFILE= or set PHOTOND_MAX_CLIENTS).", (uint64_t) rl.rlim_cur, fit,
+                   limits.MAX_CLIENTS);
+        limits.MAX_CLIENTS = fit;
+}
+
 static int write_side_files(Manager *m) {
         _cleanup_(json_object_putp) struct json_object *o = NULL;
         _cleanup_free_ char *pid = NULL;
@@ -909,6 +1005,7 @@ int manager_startup(Manager *m) {
                                        limit_may_be_zero(bad) ? "a decimal number (0: off)" :
                                                                 "a limit is a positive decimal number");
         }
+        fit_clients_to_nofile();
 
         r = listen_fds_collect(&fds);
         if (r < 0)

@@ -67,6 +67,8 @@ typedef struct Manager {
         bool control_fd_passed; /* systemd owns the socket file: never unlink or chmod it */
         sd_event_source *control_event_source;
         sd_event_source *accept_pause_event_source;
+        bool accept_paused;             /* accept() failed for want of a file descriptor, none succeeded since */
+        uint64_t accept_pause_logged;   /* CLOCK_MONOTONIC µs of the last warning about it */
         LIST_HEAD(Client, clients);
         unsigned n_clients;
         int clients_epoll_fd;           /* photond-client.c: every client fd, one IO source */
@@ -86,6 +88,12 @@ typedef struct Manager {
         bool input_follows;             /* photond-client.c: the request being served is not its client's last */
         bool batch_follows;             /* photond-client.c: other clients of this batch are still to be served */
         bool state_unsaved;             /* the last state write failed: replies are held until one succeeds */
+        bool state_retry_due;           /* the retry timer fired: write even without a new change */
+        int state_error;                /* while state_unsaved: the last write's error */
+        int64_t state_unsaved_since;    /* while state_unsaved: when writes began to fail (CLOCK_REALTIME ms) */
+        uint64_t state_changes;         /* manager_state_changed() calls */
+        uint64_t state_changes_tried;   /* state_changes at the last failed write */
+        uint64_t request_changes;       /* state_changes when the request being served began, or when saved */
         sd_event_source *state_retry_event_source;
         StateFile *state_file;  /* photond-store.c */
         bool state_lost;        /* state.json existed but could not be read */
@@ -158,7 +166,9 @@ void manager_schedule_flush(Manager *m);
  * requests, which saves the loop an iteration. */
 int manager_flush(Manager *m);
 
-/* Marks photond's state (locks, high-water marks) for writing before the next replies are flushed. */
+/* Marks photond's state (locks, high-water marks) for writing before the next replies are flushed. Called before
+ * any output that reports the change is queued: that output is what waits while the state cannot be written
+ * (manager_output_needs_state()). */
 void manager_state_changed(Manager *m);
 
 /* The bus name request was answered (either way): READY=1 may go out. */
@@ -166,6 +176,12 @@ void manager_bus_name_settled(Manager *m);
 
 /* True while queued output must not leave yet: a state or job-file write that covers it is still to be made. */
 bool manager_output_held(Manager *m);
+/* Whether output queued now may report a state change not yet on disk: the request being served changed the
+ * state (outside a request: anything did since the last one began or the last write). While a state write
+ * fails, such output, and whatever its client is sent after it, waits (client_flush()); the rest leaves. */
+bool manager_output_needs_state(Manager *m);
+/* True while a state write failed and none succeeded since (shutdown aside): output that needs the state waits. */
+bool manager_state_unsaved(Manager *m);
 /* Whether output queued now may be written at once (client_write_now()) instead of with the flush at the end of
  * the batch: nothing of the batch waits for the disk and no later request of the batch is known to be coming. */
 bool manager_may_write_now(Manager *m);

@@ -13,7 +13,8 @@
  *
  * Crashes (kill -9): the kernel keeps every write, and each one is done before the replies it covers leave. An
  * append is one write() at the end of the file; were one cut short anyway, its last line lacks the newline and is
- * ignored (its replies never left). After a write fails, the journal is left behind: the next write is a snapshot.
+ * ignored (its replies never left). After a write fails, the journal is left behind: the next write is a snapshot
+ * (a full disk aside, see below).
  *
  * Power loss: lock-table changes are not synced. They must survive a photond crash, and a power loss ends every
  * process that held a lock anyway; an fsync would put a few hundred us on the lock path. The high-water marks are
@@ -24,7 +25,14 @@
  * - a fresh journal, whose first line carries the current marks, is synced before it replaces the old one, so
  *   whichever journal a power loss leaves under the name has marks at least as high as any synced before.
  * After a power loss the state then has marks at least as high as any token or id handed out, or is unreadable,
- * which counts as lost state (tokens and ids restart above the wall clock). */
+ * which counts as lost state (tokens and ids restart above the wall clock).
+ *
+ * A full disk: the journal that filled it is freed only by a compaction, and a compaction writes the new files
+ * before it removes the old ones. So state.reserve, a preallocated file the size of the last snapshot plus
+ * STATE_RESERVE_MIN, holds room for one: a write that fails with ENOSPC removes it and compacts, and the next
+ * compaction that succeeds makes it again. When even that fails (the disk is full of something else), what the
+ * failed append wrote is cut off again and the journal kept: the retry appends the same changes, which needs room
+ * for them only, not for a snapshot of every lock. */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -48,8 +56,17 @@
 #define STATE_JOURNAL_MAX (3 * STATE_FILE_MAX)
 #define STATE_JOURNAL_VERSION 1
 
+/* File descriptors a write may need at once besides the directory's: the old snapshot, the new one, the journal.
+ * The store holds that many from its first use on (files it keeps open, and spares for the rest), so a write never
+ * needs a descriptor the clients could have taken: at RLIMIT_NOFILE every open() would fail with EMFILE, and every
+ * reply waited for the write. */
+#define STATE_FILE_FDS 3
+
 struct StateFile {
-        char *path, *tmp_path, *journal_path, *journal_tmp_path;
+        char *path, *journal_path;      /* for logs and loading */
+        int dir_fd;             /* the state directory: every file is opened, renamed and synced through it */
+        int spare_fds[STATE_FILE_FDS];  /* slots held for the files opened during a write */
+        unsigned n_spare_fds;
         int snapshot_fd;        /* the state.json last written (to notice it removed or replaced), or -EBADF */
         int journal_fd;         /* state.journal, appended to; -EBADF: the next write is a snapshot */
         uint64_t generation;    /* of the last snapshot written, or the greatest one found when loading */
@@ -64,35 +81,96 @@ struct StateFile {
 StateFile* state_file_free(StateFile *f) {
         if (!f)
                 return NULL;
+        for (unsigned i = 0; i < f->n_spare_fds; i++)
+                safe_close(f->spare_fds[i]);
+        safe_close(f->dir_fd);
         safe_close(f->snapshot_fd);
         safe_close(f->journal_fd);
         free(f->path);
-        free(f->tmp_path);
         free(f->journal_path);
-        free(f->journal_tmp_path);
         free(f->buf);
         return mfree(f);
 }
 
+#define SNAPSHOT_NAME "state.json"
+#define SNAPSHOT_TMP_NAME "state.json.tmp"
+#define JOURNAL_NAME "state.journal"
+#define JOURNAL_TMP_NAME "state.journal.tmp"
+#define RESERVE_NAME "state.reserve"
+
+/* Tops the spares up, so that they and the open files hold STATE_FILE_FDS slots. */
+static void state_file_fill_spares(StateFile *f) {
+        while (f->dir_fd >= 0 &&
+               f->n_spare_fds + (f->snapshot_fd >= 0) + (f->journal_fd >= 0) < STATE_FILE_FDS) {
+                int fd = fcntl(f->dir_fd, F_DUPFD_CLOEXEC, 3);
+
+                if (fd < 0)
+                        return;
+                f->spare_fds[f->n_spare_fds++] = fd;
+        }
+}
+
+/* Closes fd, no longer in f; its slot becomes a spare at once. */
+static void state_file_close(StateFile *f, int fd) {
+        safe_close(fd);
+        state_file_fill_spares(f);
+}
+
+static void state_file_close_journal(StateFile *f) {
+        int fd = f->journal_fd;
+
+        f->journal_fd = -EBADF;
+        state_file_close(f, fd);
+}
+
+/* Opens name in the state directory in the slot of a spare. */
+static int state_file_openat(StateFile *f, const char *name, int flags) {
+        int fd;
+
+        if (f->n_spare_fds > 0) {
+                f->n_spare_fds--;
+                safe_close(f->spare_fds[f->n_spare_fds]);
+        }
+        fd = openat(f->dir_fd, name, flags | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0) {
+                fd = -errno;
+                state_file_fill_spares(f);
+        }
+        return fd;
+}
+
+/* The state directory, opened once (and again after it was removed: see store_save_state()). */
+static int state_file_open_dir(Manager *m, StateFile *f) {
+        if (f->dir_fd >= 0)
+                return 0;
+        f->dir_fd = open(m->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (f->dir_fd < 0)
+                return -errno;
+        state_file_fill_spares(f);
+        return 0;
+}
+
 static int state_file_get(Manager *m, StateFile **ret) {
         StateFile *f;
+        int r;
 
-        if (m->state_file) {
-                *ret = m->state_file;
-                return 0;
+        if (!m->state_file) {
+                f = new0(StateFile, 1);
+                if (!f)
+                        return -ENOMEM;
+                f->dir_fd = f->snapshot_fd = f->journal_fd = -EBADF;
+                if (asprintf(&f->path, "%s/" SNAPSHOT_NAME, m->state_dir) < 0 ||
+                    asprintf(&f->journal_path, "%s/" JOURNAL_NAME, m->state_dir) < 0) {
+                        state_file_free(f);
+                        return -ENOMEM;
+                }
+                m->state_file = f;
         }
-        f = new0(StateFile, 1);
-        if (!f)
-                return -ENOMEM;
-        f->snapshot_fd = f->journal_fd = -EBADF;
-        if (asprintf(&f->path, "%s/state.json", m->state_dir) < 0 ||
-            asprintf(&f->tmp_path, "%s/state.json.tmp", m->state_dir) < 0 ||
-            asprintf(&f->journal_path, "%s/state.journal", m->state_dir) < 0 ||
-            asprintf(&f->journal_tmp_path, "%s/state.journal.tmp", m->state_dir) < 0) {
-                state_file_free(f);
-                return -ENOMEM;
-        }
-        *ret = m->state_file = f;
+        f = m->state_file;
+        r = state_file_open_dir(m, f);
+        if (r < 0)
+                return r;
+        *ret = f;
         return 0;
 }
 
@@ -266,27 +344,32 @@ static int loop_write(int fd, const char *p, size_t len) {
         return 0;
 }
 
-/* Writes data into tmp_path and renames it to path. With sync the data is durable before the rename. Returns the
+/* Writes data into tmp_name and renames it to name. With sync the data is durable before the rename. Returns the
  * file, still open (flags: O_APPEND for the journal). */
-static int write_and_rename(const char *tmp_path, const char *path, const char *data, size_t len, int flags,
-                            bool sync, int *ret_fd) {
-        _cleanup_close_ int fd = -EBADF;
-        int r;
+static int write_and_rename(StateFile *f, const char *tmp_name, const char *name, const char *data, size_t len,
+                            int flags, bool sync, int *ret_fd) {
+        int fd, r;
 
-        fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | flags, 0600);
+        fd = state_file_openat(f, tmp_name, O_WRONLY | O_CREAT | O_TRUNC | flags);
         if (fd < 0)
-                return -errno;
+                return fd;
         r = loop_write(fd, data, len);
         if (r >= 0 && sync && fdatasync(fd) < 0)
                 r = -errno;
-        if (r >= 0 && rename(tmp_path, path) < 0)
+        if (r >= 0 && renameat(f->dir_fd, tmp_name, f->dir_fd, name) < 0)
                 r = -errno;
         if (r < 0) {
-                (void) unlink(tmp_path);
+                (void) unlinkat(f->dir_fd, tmp_name, 0);
+                state_file_close(f, fd);
                 return r;
         }
-        *ret_fd = TAKE_FD(fd);
+        *ret_fd = fd;
         return 0;
+}
+
+/* Makes the names in the state directory durable. */
+static int state_file_sync_dir(StateFile *f) {
+        return fsync(f->dir_fd) < 0 ? -errno : 0;
 }
 
 /* Appends json's text and a newline to f->buf at *len. */
@@ -336,8 +419,9 @@ static bool journal_is_not_ours(StateFile *f) {
 }
 
 /* Appends this iteration's changes to state.journal. Returns 1 when done, 0 when the journal is due for a new
- * snapshot, < 0 on failure (the journal is then not to be appended to again). */
-static int store_append(Manager *m, StateFile *f, int64_t fencing, int64_t event_id, bool sync) {
+ * snapshot, < 0 on failure: the journal is then not to be appended to again, unless *ret_intact says that what
+ * was written of the changes was cut off again. */
+static int store_append(Manager *m, StateFile *f, int64_t fencing, int64_t event_id, bool sync, bool *ret_intact) {
         size_t max, len;
         char *p;
         int r;
@@ -372,17 +456,22 @@ static int store_append(Manager *m, StateFile *f, int64_t fencing, int64_t event
                 return -ESTALE;
 
         r = loop_write(f->journal_fd, f->buf, len);
-        if (r < 0)
+        if (r >= 0 && sync && fdatasync(f->journal_fd) < 0)
+                r = -errno;
+        if (r < 0) {
+                /* Cut off what was written of it (a full file system still shrinks a file): the journal takes
+                 * these changes again when there is room for them, which on a full disk comes long before room
+                 * for the snapshot a compaction writes. */
+                *ret_intact = ftruncate(f->journal_fd, f->journal_size) >= 0;
                 return r;
+        }
         f->journal_size += (off_t) len;
         f->written_fencing = MAX(f->written_fencing, fencing);
         f->written_event_id = MAX(f->written_event_id, event_id);
 
         if (sync) {
-                if (fdatasync(f->journal_fd) < 0)
-                        return -errno;
                 if (!f->journal_name_durable) {
-                        r = fsync_parent_directory(f->journal_path);
+                        r = state_file_sync_dir(f);
                         if (r < 0)
                                 return r;
                         f->journal_name_durable = true;
@@ -393,12 +482,43 @@ static int store_append(Manager *m, StateFile *f, int64_t fencing, int64_t event
         return 1;
 }
 
+/* Makes state.reserve the size a compaction may need: the snapshot and the journal's header. Best effort: without
+ * it a full disk is only recovered from when space is freed. */
+static void state_file_make_reserve(StateFile *f) {
+        off_t want = f->snapshot_size + STATE_RESERVE_MIN;
+        struct stat st;
+        int fd, r;
+
+        fd = state_file_openat(f, RESERVE_NAME, O_WRONLY | O_CREAT);
+        if (fd < 0) {
+                log_debug_errno(fd, "Failed to open the space reserve in the state directory: %m");
+                return;
+        }
+        if (fstat(fd, &st) < 0 || st.st_size == want) {
+                state_file_close(f, fd);
+                return;
+        }
+        if (st.st_size > want && ftruncate(fd, want) < 0)
+                log_debug_errno(errno, "Failed to shrink the space reserve: %m");
+        /* posix_fallocate() returns the error rather than setting errno. */
+        r = posix_fallocate(fd, 0, want);
+        if (r != 0)
+                log_debug_errno(r, "Failed to reserve %lld bytes for a compaction: %m", (long long) want);
+        state_file_close(f, fd);
+}
+
+/* Removes state.reserve; true if there was one to free. */
+static bool state_file_drop_reserve(StateFile *f) {
+        return unlinkat(f->dir_fd, RESERVE_NAME, 0) >= 0;
+}
+
 /* A new snapshot of everything, under a new generation, and a fresh journal for it. */
-static int store_compact(Manager *m, StateFile *f, int64_t fencing, int64_t event_id, bool sync) {
+static int store_compact(Manager *m, StateFile *f, int64_t fencing, int64_t event_id, bool sync,
+                         bool *ret_renamed) {
         _cleanup_(json_object_putp) struct json_object *state = NULL, *header = NULL;
         const char *text;
         size_t len = 0;
-        int fd, r;
+        int fd, old_fd, r;
 
         /* Never used twice, even when this write fails half way. */
         f->generation++;
@@ -414,11 +534,13 @@ static int store_compact(Manager *m, StateFile *f, int64_t fencing, int64_t even
         text = json_object_to_json_string_length(state, JSON_FORMAT_FLAGS, &len);
         if (!text)
                 return -ENOMEM;
-        r = write_and_rename(f->tmp_path, f->path, text, len, 0, /* sync= */ false, &fd);
+        r = write_and_rename(f, SNAPSHOT_TMP_NAME, SNAPSHOT_NAME, text, len, 0, /* sync= */ false, &fd);
         if (r < 0)
                 return r;
-        safe_close(f->snapshot_fd);
+        *ret_renamed = true;
+        old_fd = f->snapshot_fd;
         f->snapshot_fd = fd;
+        state_file_close(f, old_fd);
         f->snapshot_size = (off_t) len;
 
         header = json_object_new_object();
@@ -434,7 +556,7 @@ static int store_compact(Manager *m, StateFile *f, int64_t fencing, int64_t even
         if (r < 0)
                 return r;
         /* Synced before it takes the name: see the top of this file. */
-        r = write_and_rename(f->journal_tmp_path, f->journal_path, f->buf, len, O_APPEND, /* sync= */ true, &fd);
+        r = write_and_rename(f, JOURNAL_TMP_NAME, JOURNAL_NAME, f->buf, len, O_APPEND, /* sync= */ true, &fd);
         if (r < 0)
                 return r;
         f->journal_fd = fd;
@@ -444,7 +566,7 @@ static int store_compact(Manager *m, StateFile *f, int64_t fencing, int64_t even
         f->written_event_id = event_id;
 
         if (sync) {
-                r = fsync_parent_directory(f->journal_path);
+                r = state_file_sync_dir(f);
                 if (r < 0)
                         return r;
                 f->journal_name_durable = true;
@@ -456,8 +578,9 @@ static int store_compact(Manager *m, StateFile *f, int64_t fencing, int64_t even
 
 int store_save_state(Manager *m) {
         int64_t fencing, event_id;
+        bool sync, intact = false, renamed = false;
+        int old_journal = -EBADF;
         StateFile *f;
-        bool sync;
         int r;
 
         r = state_file_get(m, &f);
@@ -469,20 +592,51 @@ int store_save_state(Manager *m) {
         sync = fencing > f->synced_fencing || event_id > f->synced_event_id;
 
         if (f->journal_fd >= 0) {
-                r = store_append(m, f, fencing, event_id, sync);
+                r = store_append(m, f, fencing, event_id, sync, &intact);
                 if (r > 0)
                         goto saved;
                 if (r < 0)
                         log_debug_errno(r, "Failed to append to %s, writing a new snapshot instead: %m",
                                         f->journal_path);
-                f->journal_fd = safe_close(f->journal_fd);
+                if (r < 0 && intact && (r == -ENOSPC || r == -EDQUOT)) {
+                        /* Kept for the next write, should the compaction not get as far as a new snapshot. */
+                        old_journal = f->journal_fd;
+                        f->journal_fd = -EBADF;
+                } else
+                        state_file_close_journal(f);
         }
 
-        r = store_compact(m, f, fencing, event_id, sync);
-        if (r < 0) {
-                f->journal_fd = safe_close(f->journal_fd);
+        r = store_compact(m, f, fencing, event_id, sync, &renamed);
+        if ((r == -ENOSPC || r == -EDQUOT) && state_file_drop_reserve(f)) {
+                log_notice("The file system of %s is full, compacting the state in the space reserved for it.",
+                           m->state_dir);
+                state_file_close_journal(f);
+                r = store_compact(m, f, fencing, event_id, sync, &renamed);
+        }
+        if (r < 0 && old_journal >= 0 && !renamed) {
+                /* state.json and state.journal are as they were: the next write appends again. */
+                state_file_close_journal(f);
+                f->journal_fd = old_journal;
+                while (f->n_spare_fds > 0 &&
+                       f->n_spare_fds + (f->snapshot_fd >= 0) + 1 > STATE_FILE_FDS) {
+                        f->n_spare_fds--;
+                        safe_close(f->spare_fds[f->n_spare_fds]);
+                }
                 return r;
         }
+        if (old_journal >= 0)
+                state_file_close(f, old_journal);
+        if (r < 0) {
+                state_file_close_journal(f);
+                /* A directory without a name takes no new files: the next write opens the one under the name. */
+                if (file_is_gone(f->dir_fd)) {
+                        for (; f->n_spare_fds > 0; f->n_spare_fds--)
+                                safe_close(f->spare_fds[f->n_spare_fds - 1]);
+                        f->dir_fd = safe_close(f->dir_fd);
+                }
+                return r;
+        }
+        state_file_make_reserve(f);
 saved:
         lock_table_changes_saved(m->locks);
         return 0;

@@ -16,6 +16,10 @@ typedef struct Manager Manager;
  * second under the lock benchmark, visible in its p99; replaying 1 MiB at start takes milliseconds. */
 #define STATE_JOURNAL_MIN_COMPACT (1024 * 1024)
 
+/* state.reserve holds the last snapshot's size and this much more for a compaction on a full disk (see
+ * photond-store.c): room for the journal's header and the locks taken since that snapshot. */
+#define STATE_RESERVE_MIN (64 * 1024)
+
 /* Loads state.json and replays state.journal into the subsystems. A missing state is a fresh start (0); an
  * unreadable or corrupt file is kept aside as <name>.corrupt-<time>, sets m->state_lost and returns 0. */
 int store_load_state(Manager *m);

@@ -2,6 +2,7 @@
 
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,23 @@ Test(limits, defaults) {
         cr_assert_eq(limits.REPLAY_WINDOW_MS, 300000);
         cr_assert_eq(limits.LOCK_DEFAULT_TIMEOUT_MS, 30000);
         cr_assert_eq(limits.WEBHOOK_MAX_BODY_BYTES, 1048576);
+}
+
+Test(limits, clients_fit_the_file_limit) {
+        cr_assert_eq(limits_clients_for_nofile(256), 192, "64 kept under ulimit -n 256");
+        cr_assert_eq(limits_clients_for_nofile(1024), 768, "a quarter kept");
+        cr_assert_eq(limits_clients_for_nofile(65536), 49152, "the units' LimitNOFILE= leaves the default cap");
+        cr_assert_geq(limits_clients_for_nofile(65536), 32768);
+        cr_assert_eq(limits_clients_for_nofile(100), 50, "at most half kept");
+        cr_assert_eq(limits_clients_for_nofile(24), 12);
+        cr_assert_eq(limits_clients_for_nofile(1), 1);
+        for (uint64_t n = 1; n < 5000; n++) {
+                uint64_t c = limits_clients_for_nofile(n);
+
+                cr_assert(c >= 1 && c <= n, "%" PRIu64 " -> %" PRIu64, n, c);
+                cr_assert(n < 128 || n - c >= 64, "%" PRIu64 " keeps %" PRIu64, n, n - c);
+                cr_assert_geq(c, limits_clients_for_nofile(n - 1), "monotonic at %" PRIu64, n);
+        }
 }
 
 Test(limits, environment_overrides) {

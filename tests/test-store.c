@@ -7,12 +7,14 @@
 
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -511,6 +513,55 @@ Test(store, a_missing_file_is_written_again_or_fails) {
         env_free(&e);
 }
 
+/* Every write needs only the file descriptors the store took at its first write: with all others taken (clients
+ * at RLIMIT_NOFILE), compactions and raised fencing marks still reach the disk. (Before, a raised mark after a
+ * compaction opened the directory to sync it and got EMFILE, and so did every retry, holding every reply.) */
+Test(store, writes_need_no_new_file_descriptor) {
+        Env e = env_new();
+        struct rlimit rl = { 128, 128 };
+        char holder[1001];
+        int hoard[128], n = 0, fd;
+        uint64_t reserved;
+        ino_t snapshot;
+
+        memset(holder, 'h', sizeof(holder) - 1);
+        holder[sizeof(holder) - 1] = '\0';
+        save(&e);
+        snapshot = file_stat(e.path).st_ino;
+        reserved = lock_table_reserved_token(e.m->locks);
+
+        cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+        while ((fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0) {
+                cr_assert_lt(n, 128);
+                hoard[n++] = fd;
+        }
+        cr_assert_eq(errno, EMFILE);
+
+        /* 1,000-byte holders: a compaction every 900 or so acquires (1 MiB of journal), a fencing block of 1024 used
+         * up in between. */
+        for (unsigned i = 0; i < 2200; i++) {
+                acquire(&e, "busy", holder);
+                cr_assert_eq(store_save_state(e.m), 0, "write %u failed at the file limit", i);
+                release(&e, "busy", holder);
+                cr_assert_eq(store_save_state(e.m), 0, "write %u failed at the file limit", i);
+        }
+        acquire(&e, "kept", "k");
+        cr_assert_eq(store_save_state(e.m), 0);
+        cr_assert_neq(file_stat(e.path).st_ino, snapshot, "compacted");
+        cr_assert_gt(lock_table_reserved_token(e.m->locks), reserved + 2048, "fencing marks raised");
+        cr_assert_lt(open("/dev/null", O_RDONLY | O_CLOEXEC), 0, "and the store gave back what it took");
+
+        for (int i = 0; i < n; i++)
+                safe_close(hoard[i]);
+        reserved = lock_table_reserved_token(e.m->locks);
+        env_restart(&e);
+        cr_assert_not(e.m->state_lost);
+        cr_assert_not_null(get(&e, "kept"));
+        cr_assert_null(get(&e, "busy"));
+        cr_assert_geq(lock_table_reserved_token(e.m->locks), reserved);
+        env_free(&e);
+}
+
 /* What is on the subscriber's end of a socketpair now, without waiting; "" when nothing is. */
 static const char* pending(int fd, char *buf, size_t size) {
         ssize_t n = recv(fd, buf, size - 1, MSG_DONTWAIT);
@@ -593,6 +644,102 @@ Test(store, a_push_leaves_at_once_only_when_nothing_waits_for_the_disk) {
 
         safe_close(pub_fds[1]);
         safe_close(sub_fds[1]);
+        env_free(&e);
+}
+
+/* While the state cannot be written (here state.journal is a directory, which every way of writing it fails, even
+ * for root), a reply that reports a change waits, and so does whatever its client is sent after it; replies to
+ * requests that change nothing leave, and status says why. Once a write succeeds the held replies leave in order.
+ * (Before, every reply to every client waited.) */
+Test(store, while_the_state_cannot_be_written_only_changes_wait) {
+        Env e = env_new();
+        int a_fds[2], b_fds[2];
+        Client *a, *b;
+        char buf[4096], cmd[2048];
+
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, a_fds), 0);
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, b_fds), 0);
+        cr_assert_eq(client_new(e.m, a_fds[0], &a), 0);
+        cr_assert_eq(client_new(e.m, b_fds[0], &b), 0);
+        save(&e);
+        snprintf(cmd, sizeof(cmd), "rm -f '%s' && mkdir -p '%s/x'", e.journal, e.journal);
+        cr_assert_eq(system(cmd), 0);
+
+        feed(a, "{\"type\":\"lock\",\"id\":\"l\",\"lockName\":\"x\",\"sessionId\":\"a\"}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert(e.m->state_unsaved);
+        cr_assert_str_eq(pending(a_fds[1], buf, sizeof(buf)), "", "acquired before it was saved: %s", buf);
+
+        feed(b, "{\"type\":\"ping\",\"id\":\"p\"}\n");
+        feed(a, "{\"type\":\"ping\",\"id\":\"pa\"}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert(strstr(pending(b_fds[1], buf, sizeof(buf)), "\"pong\""), "a ping waited: %s", buf);
+        cr_assert_str_eq(pending(a_fds[1], buf, sizeof(buf)), "", "a reply overtook a held one: %s", buf);
+
+        feed(b, "{\"type\":\"status\",\"id\":\"s\"}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        pending(b_fds[1], buf, sizeof(buf));
+        cr_assert(strstr(buf, "\"stateWrite\":{\"ok\":false,\"error\":\"Is a directory\",\"since\":"), "%s", buf);
+
+        /* Another change retries at once; it succeeds now, and everything leaves in order. */
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e.journal);
+        cr_assert_eq(system(cmd), 0);
+        feed(b, "{\"type\":\"lock\",\"id\":\"l2\",\"lockName\":\"y\",\"sessionId\":\"b\"}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert_not(e.m->state_unsaved);
+        pending(a_fds[1], buf, sizeof(buf));
+        cr_assert(strstr(buf, "\"id\":\"l\"") && strstr(buf, "\"id\":\"pa\"") &&
+                  strstr(buf, "\"id\":\"l\"") < strstr(buf, "\"id\":\"pa\""), "%s", buf);
+        cr_assert(strstr(pending(b_fds[1], buf, sizeof(buf)), "\"acquired\":true"), "%s", buf);
+        feed(b, "{\"type\":\"status\",\"id\":\"s2\"}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert(strstr(pending(b_fds[1], buf, sizeof(buf)), "\"stateWrite\":{\"ok\":true}"), "%s", buf);
+
+        safe_close(a_fds[1]);
+        safe_close(b_fds[1]);
+        env_free(&e);
+}
+
+/* A waiting acquire granted by another client's unlock while the state cannot be written: the grant reports a
+ * change (a new holder, a new token) and waits like the unlock's own reply, though it is queued to a client that
+ * changed nothing itself. */
+Test(store, a_lock_handed_to_a_waiter_is_not_acknowledged_before_it_is_saved) {
+        Env e = env_new();
+        int a_fds[2], w_fds[2];
+        Client *a, *w;
+        char buf[4096], cmd[2048];
+
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, a_fds), 0);
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, w_fds), 0);
+        cr_assert_eq(client_new(e.m, a_fds[0], &a), 0);
+        cr_assert_eq(client_new(e.m, w_fds[0], &w), 0);
+        feed(a, "{\"type\":\"lock\",\"id\":\"l\",\"lockName\":\"x\",\"sessionId\":\"a\"}\n");
+        feed(w, "{\"type\":\"lock\",\"id\":\"lw\",\"lockName\":\"x\",\"sessionId\":\"w\",\"lockWait\":60000}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert(strstr(pending(a_fds[1], buf, sizeof(buf)), "\"acquired\":true"), "%s", buf);
+        cr_assert_str_eq(pending(w_fds[1], buf, sizeof(buf)), "", "the waiter waits: %s", buf);
+
+        snprintf(cmd, sizeof(cmd), "rm -f '%s' && mkdir -p '%s/x'", e.journal, e.journal);
+        cr_assert_eq(system(cmd), 0);
+        /* The waiter's own last request changed nothing. */
+        feed(w, "{\"type\":\"ping\",\"id\":\"p\"}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert(strstr(pending(w_fds[1], buf, sizeof(buf)), "\"pong\""), "%s", buf);
+        feed(a, "{\"type\":\"unlock\",\"id\":\"u\",\"lockName\":\"x\",\"sessionId\":\"a\"}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert(e.m->state_unsaved);
+        cr_assert_str_eq(pending(w_fds[1], buf, sizeof(buf)), "", "handed over before it was saved: %s", buf);
+        cr_assert_str_eq(pending(a_fds[1], buf, sizeof(buf)), "", "released before it was saved: %s", buf);
+
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e.journal);
+        cr_assert_eq(system(cmd), 0);
+        manager_state_changed(e.m);
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert(strstr(pending(w_fds[1], buf, sizeof(buf)), "\"holder\":\"w\""), "%s", buf);
+        cr_assert(strstr(pending(a_fds[1], buf, sizeof(buf)), "\"released\":true"), "%s", buf);
+
+        safe_close(a_fds[1]);
+        safe_close(w_fds[1]);
         env_free(&e);
 }
 

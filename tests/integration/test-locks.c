@@ -448,7 +448,8 @@ static void replies_wait_while_unwritable(const char *file) {
                      "\"lockTimeout\":60000}");
         o = conn_recv(c, 500);
         cr_assert_null(o, "a reply left while its lock could not be saved: %s", o ? json_object_to_json_string(o) : "");
-        cr_assert(daemon_log_contains(d, "holding every reply"), "and the journal says why");
+        cr_assert(daemon_log_contains(d, "Holding the replies that report changes"), "and the journal says why");
+        cr_assert_not_null(daemon_wait_notify(d, "cannot save the state: Is a directory", 5000), "and STATUS=");
 
         snprintf(cmd, sizeof(cmd), "rm -rf '%s/.data/photond/%s'", d->home, file);
         cr_assert_eq(system(cmd), 0);
