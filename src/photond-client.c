@@ -103,6 +103,22 @@ ClientClose client_write_error_reason(Client *c) {
         return c->peer_gone ? CLIENT_CLOSE_PEER : CLIENT_CLOSE_WRITE_ERROR;
 }
 
+void client_note_session(Client *c, const char *s) {
+        char *n;
+
+        if (streq_ptr(c->session_id, s))
+                return;
+        if (strlen(s) > limits.MAX_LOCK_HOLDER_BYTES) {
+                c->session_id = mfree(c->session_id);
+                return;
+        }
+        n = strdup(s);
+        if (!n)
+                return;         /* only status and ps miss it */
+        free(c->session_id);
+        c->session_id = n;
+}
+
 bool client_closing_done(Client *c) {
         return c->close_after_flush && c->out_n == 0 && c->n_calls == 0 && c->n_lock_waits == 0;
 }

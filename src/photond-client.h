@@ -138,6 +138,10 @@ int client_feed(Client *c, const char *data, size_t size);
  * for the framing unit tests. */
 void client_input_end(Client *c);
 
+/* Remembers s as the client's sessionId (status "sessions", ps), unless it is longer than MAX_LOCK_HOLDER_BYTES:
+ * otherwise every connection could pin a line's worth of memory for good, and ps list it. */
+void client_note_session(Client *c, const char *s);
+
 /* A closing client (close_after_flush) whose answers are all out and none is still to come. */
 bool client_closing_done(Client *c);
 /* What a failed write to c is counted as. */

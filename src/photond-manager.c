@@ -372,14 +372,6 @@ static const RequestHandler request_handlers[_REQUEST_TYPE_MAX] = {
         [REQUEST_GET_LINE_HISTORY] = handle_not_supported,
 };
 
-static void client_note_session(Client *c, const Request *req) {
-        const char *s = request_string(req, "sessionId");
-
-        if (!s || streq_ptr(c->session_id, s))
-                return;
-        free(c->session_id);
-        c->session_id = strdup(s);
-}
 
 int manager_handle_line(Client *c, const char *line, size_t len) {
         _cleanup_(request_freep) Request *req = NULL;
@@ -406,7 +398,8 @@ int manager_handle_line(Client *c, const char *line, size_t len) {
         if (r < 0)
                 return client_reply_error(c, id, error, NULL);
 
-        client_note_session(c, req);
+        if (request_string(req, "sessionId"))
+                client_note_session(c, request_string(req, "sessionId"));
 
         if (m->shutting_down && req->type != REQUEST_PING && req->type != REQUEST_SHUTDOWN)
                 return client_reply_error(c, req->id, "Daemon is shutting down", "Retry after the daemon restarts");

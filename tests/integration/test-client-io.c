@@ -351,3 +351,40 @@ Test(client_io, refused_connections_are_counted) {
         conn_close(c);
         daemon_free(d);
 }
+
+/* A sessionId is kept per connection (status "sessions", ps): one longer than MAX_LOCK_HOLDER_BYTES is not, or
+ * every connection could pin up to a line's worth for good, and ps list it. */
+Test(client_io, over_long_session_id_is_not_kept) {
+        Daemon *d = daemon_start(&(DaemonOptions) {
+                .env = (const char*[]) { "PHOTOND_MAX_LOCK_HOLDER_BYTES=64", NULL } });
+        Conn *c = conn_open(d), *watch = conn_open(d);
+        struct json_object *o;
+        char long_id[101];
+
+        memset(long_id, 's', 100);
+        long_id[100] = '\0';
+        o = conn_request(c, "a", "{\"type\":\"ping\",\"id\":\"a\",\"sessionId\":\"short\"}");
+        json_object_put(o);
+        o = status(watch);
+        cr_assert_eq(jint(o, "data.sessions"), 1);
+        json_object_put(o);
+
+        /* Through the parser and through the lock fast path. */
+        o = conn_request(c, "b", "{\"type\":\"ping\",\"id\":\"b\",\"sessionId\":\"%s\"}", long_id);
+        json_object_put(o);
+        o = status(watch);
+        cr_assert_eq(jint(o, "data.sessions"), 0, "a sessionId of 100 bytes was kept");
+        json_object_put(o);
+        o = conn_request(c, "c", "{\"type\":\"lock\",\"id\":\"c\",\"lockName\":\"n\",\"sessionId\":\"%s\"}", long_id);
+        json_object_put(o);
+        o = conn_request(watch, "ps", "{\"type\":\"ps\",\"id\":\"ps\"}");
+        cr_assert_null(strstr(json_object_to_json_string(o), long_id), "ps lists the long sessionId");
+        json_object_put(o);
+        o = status(watch);
+        cr_assert_eq(jint(o, "data.sessions"), 0);
+        json_object_put(o);
+
+        conn_close(c);
+        conn_close(watch);
+        daemon_free(d);
+}
