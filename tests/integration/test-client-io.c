@@ -388,3 +388,36 @@ Test(client_io, over_long_session_id_is_not_kept) {
         conn_close(watch);
         daemon_free(d);
 }
+
+/* The slow-consumer policy's disconnects are counted with every other close. */
+Test(client_io, slow_consumer_disconnect_is_counted) {
+        Daemon *d = daemon_start(&(DaemonOptions) {
+                .env = (const char*[]) { "PHOTOND_MAX_WRITE_QUEUE_BYTES=65536", NULL } });
+        Conn *pub = conn_open(d), *slow = conn_open(d);
+        struct json_object *o;
+        char pad[1001];
+
+        memset(pad, 'x', 1000);
+        pad[1000] = '\0';
+        o = conn_request(slow, "sub", "{\"type\":\"subscribe\",\"id\":\"sub\",\"channel\":\"load\"}");
+        json_object_put(o);
+
+        /* 1 MB for a subscriber that never reads: its socket buffer, then its queue, overflow twice. */
+        for (int i = 0; i < 1000; i += 50) {
+                for (int k = i; k < i + 50; k++)
+                        conn_send(pub, "{\"type\":\"publish\",\"id\":\"p%d\",\"channel\":\"load\",\"message\":"
+                                  "{\"n\":%d,\"pad\":\"%s\"}}", k, k, pad);
+                for (int k = i; k < i + 50; k++)
+                        json_object_put(conn_expect(pub, 5000));
+        }
+
+        expect_clients(pub, 1);
+        o = status(pub);
+        cr_assert_eq(jint(o, "data.slowConsumerDisconnects"), 1);
+        cr_assert_eq(jint(o, "data.clientsClosed.slowConsumer"), 1);
+        cr_assert_eq(jint(o, "data.clientsClosed.writeQueue"), 0);
+        json_object_put(o);
+        conn_close(pub);
+        conn_close(slow);
+        daemon_free(d);
+}
