@@ -81,6 +81,8 @@ static void client_read_more_done(Client *c) {
 }
 
 static void client_mark_dirty(Client *c);
+static void client_clear_queue(Client *c);
+static void client_resume_input(Client *c);
 static int client_feed_read(Client *c, const char *data, size_t size, bool more_waiting);
 
 static const char* const client_close_table[_CLIENT_CLOSE_MAX] = {
@@ -144,8 +146,16 @@ static void client_on_io(Client *c, uint32_t revents) {
          * meets the end of input acts on it. */
         if (revents & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                 c->peer_hup = true;
-        if (revents & EPOLLHUP)
+        /* Nobody reads what is queued or still to come; a write would fail and close the connection before
+         * the rest of its input is read, and that input is still handled, as the reference handles every
+         * chunk it got before the close. */
+        if ((revents & EPOLLHUP) && !c->peer_gone) {
                 c->peer_gone = true;
+                client_clear_queue(c);
+                c->want_pollout = false;
+                client_resume_input(c);
+                (void) client_update_io_events(c);
+        }
 
         if (revents & EPOLLOUT) {
                 if (c->manager && manager_output_held(c->manager)) {
@@ -466,6 +476,8 @@ int client_send(Client *c, SharedBuf *b, const void *tag) {
 
         if (c->disconnected || c->close_at_flush)
                 return -ECONNRESET;
+        if (c->peer_gone)
+                return 0;       /* nowhere to go: see client_on_io() */
 
         if (c->out_bytes + b->size > limits.MAX_WRITE_QUEUE_BYTES) {
                 if (tag)

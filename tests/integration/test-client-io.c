@@ -421,3 +421,38 @@ Test(client_io, slow_consumer_disconnect_is_counted) {
         conn_close(slow);
         daemon_free(d);
 }
+
+/* A client that writes much and closes at once (no half-close) still has every request handled: its publishes
+ * reach the subscribers although nobody reads their answers. photond is stopped meanwhile, so the close is
+ * already there when it reads the first 16 KiB. */
+Test(client_io, requests_of_a_client_that_closed_are_still_handled) {
+        Daemon *d = daemon_start(NULL);
+        Conn *sub = conn_open(d), *pub;
+        struct json_object *o;
+        char pad[1001];
+        enum { N = 60 };        /* 60 KiB: four reads */
+
+        memset(pad, 'x', 1000);
+        pad[1000] = '\0';
+        o = conn_request(sub, "sub", "{\"type\":\"subscribe\",\"id\":\"sub\",\"channel\":\"fire\"}");
+        json_object_put(o);
+
+        cr_assert_eq(kill(d->pid, SIGSTOP), 0);
+        pub = conn_open(d);
+        for (int i = 0; i < N; i++)
+                conn_send(pub, "{\"type\":\"publish\",\"id\":\"p%d\",\"channel\":\"fire\",\"message\":"
+                          "{\"n\":%d,\"pad\":\"%s\"}}", i, i, pad);
+        conn_close(pub);
+        cr_assert_eq(kill(d->pid, SIGCONT), 0);
+
+        for (int i = 0; i < N; i++) {
+                o = conn_recv(sub, 5000);
+                cr_assert(o, "message %d of %d did not arrive", i, N);
+                cr_assert_eq(jint(o, "message.n"), i);
+                json_object_put(o);
+        }
+        expect_clients(sub, 1);
+        cr_assert_eq(closed_count(sub, "writeError"), 0);
+        conn_close(sub);
+        daemon_free(d);
+}
