@@ -456,3 +456,39 @@ Test(client_io, requests_of_a_client_that_closed_are_still_handled) {
         conn_close(sub);
         daemon_free(d);
 }
+
+/* An answer still being worked on when the client shuts down its side (a lock wait) arrives before the close. */
+Test(client_io, half_close_waits_for_an_answer_still_to_come) {
+        Daemon *d = daemon_start(NULL);
+        Conn *holder = conn_open(d), *waiter = conn_open(d);
+        struct json_object *o;
+
+        o = conn_request(holder, "a", "{\"type\":\"lock\",\"id\":\"a\",\"lockName\":\"x\",\"sessionId\":\"a\"}");
+        cr_assert(jbool(o, "data.acquired"));
+        json_object_put(o);
+
+        conn_send(waiter, "{\"type\":\"lock\",\"id\":\"w\",\"lockName\":\"x\",\"sessionId\":\"b\",\"lockWait\":10000}");
+        cr_assert_eq(shutdown(waiter->fd, SHUT_WR), 0);
+        /* The wait is parked: status counts the waiter. */
+        uint64_t deadline = mono_ms() + 5000;
+        for (;;) {
+                o = status(holder);
+                int64_t waiters = jint(o, "data.lockWaiters");
+                json_object_put(o);
+                if (waiters == 1)
+                        break;
+                cr_assert(mono_ms() < deadline, "the lock wait was not parked");
+        }
+
+        o = conn_request(holder, "u", "{\"type\":\"unlock\",\"id\":\"u\",\"lockName\":\"x\",\"lockHolder\":\"a\"}");
+        cr_assert(jbool(o, "data.released"));
+        json_object_put(o);
+        o = conn_expect(waiter, 5000);
+        cr_assert_str_eq(jstr(o, "id"), "w");
+        cr_assert(jbool(o, "data.acquired"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        cr_assert(conn_wait_eof(waiter, 5000), "closed once the last answer went out");
+        conn_close(holder);
+        conn_close(waiter);
+        daemon_free(d);
+}
