@@ -372,11 +372,11 @@ static const RequestHandler request_handlers[_REQUEST_TYPE_MAX] = {
         [REQUEST_GET_LINE_HISTORY] = handle_not_supported,
 };
 
-
 int manager_handle_line(Client *c, const char *line, size_t len) {
         _cleanup_(request_freep) Request *req = NULL;
         _cleanup_free_ char *error = NULL, *id = NULL;
         Manager *m = c->manager;
+        const char *session;
         int r;
 
         m->n_requests++;
@@ -398,8 +398,9 @@ int manager_handle_line(Client *c, const char *line, size_t len) {
         if (r < 0)
                 return client_reply_error(c, id, error, NULL);
 
-        if (request_string(req, "sessionId"))
-                client_note_session(c, request_string(req, "sessionId"));
+        session = request_string(req, "sessionId");
+        if (session)
+                client_note_session(c, session);
 
         if (m->shutting_down && req->type != REQUEST_PING && req->type != REQUEST_SHUTDOWN)
                 return client_reply_error(c, req->id, "Daemon is shutting down", "Retry after the daemon restarts");
