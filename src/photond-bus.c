@@ -41,6 +41,28 @@ static int64_t jint0(struct json_object *o, const char *key) {
         return json_get_int64(o, key, false, &v) < 0 ? 0 : v;
 }
 
+/* A list at its cap can be larger than a D-Bus message may be: dbus-daemon drops a connection that sends one
+ * (it lost us the bus, and every client of it, for a ListLocks of 65536 locks with long names: 86 MB). The
+ * specification allows arrays of 64 MiB; the system bus' default max_message_size is 32 MiB. Beyond that a list
+ * is refused with LimitExceeded, and photonctl or the socket, which have no such limit, list it. The estimate
+ * errs high: every struct and string padded to its worst. */
+#define BUS_LIST_MAX_BYTES (64U * 1024U * 1024U)
+#define BUS_LIST_MAX_BYTES_SYSTEM (32U * 1024U * 1024U)
+
+static size_t bus_list_max(Manager *m) {
+        return m->bus_mode == BUS_MODE_SYSTEM ? BUS_LIST_MAX_BYTES_SYSTEM : BUS_LIST_MAX_BYTES;
+}
+
+static size_t bus_string_size(const char *s) {
+        return 4 + strlen(s) + 1 + 3;
+}
+
+static int bus_list_too_large(Manager *m, sd_bus_error *error, const char *what, const char *instead) {
+        return sd_bus_error_setf(error, BUS_ERROR_LIMIT_EXCEEDED,
+                                 "The %s are more than a D-Bus message may hold (%zu bytes); use %s instead.",
+                                 what, bus_list_max(m), instead);
+}
+
 /* ---- property getters ---- */
 
 static int property_get_count(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -273,9 +295,12 @@ static int method_list_locks(sd_bus_message *message, void *userdata, sd_bus_err
         r = sd_bus_message_open_container(reply, 'a', "(ssxxt)");
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < json_object_array_length(locks); i++) {
+        for (size_t i = 0, size = 0; i < json_object_array_length(locks); i++) {
                 struct json_object *l = json_object_array_get_idx(locks, i);
 
+                size += 7 + bus_string_size(jstr0(l, "name")) + bus_string_size(jstr0(l, "holder")) + 7 + 3 * 8;
+                if (size > bus_list_max(m))
+                        return bus_list_too_large(m, error, "locks", "'photonctl locks' (or list_locks on the socket)");
                 r = sd_bus_message_append(reply, "(ssxxt)", jstr0(l, "name"), jstr0(l, "holder"),
                                           jint0(l, "acquiredAt"), jint0(l, "expiresAt"),
                                           (uint64_t) jint0(l, "fencingToken"));
@@ -303,9 +328,14 @@ static int method_list_jobs(sd_bus_message *message, void *userdata, sd_bus_erro
         r = sd_bus_message_open_container(reply, 'a', "(sssssxxus)");
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < json_object_array_length(jobs); i++) {
+        for (size_t i = 0, size = 0; i < json_object_array_length(jobs); i++) {
                 struct json_object *j = json_object_array_get_idx(jobs, i);
 
+                size += 7 + bus_string_size(jstr0(j, "id")) + bus_string_size(jstr0(j, "photonName")) +
+                        bus_string_size(jstr0(j, "method")) + bus_string_size(jstr0(j, "cron")) +
+                        bus_string_size(jstr0(j, "lastStatus")) + 7 + 2 * 8 + 4 + bus_string_size(jstr0(j, "lastError"));
+                if (size > bus_list_max(m))
+                        return bus_list_too_large(m, error, "jobs", "'photonctl jobs' (or list_jobs on the socket)");
                 r = sd_bus_message_append(reply, "(sssssxxus)", jstr0(j, "id"), jstr0(j, "photonName"),
                                           jstr0(j, "method"), jstr0(j, "cron"), jstr0(j, "lastStatus"),
                                           jint0(j, "nextRun"), jint0(j, "lastRun"), (uint32_t) jint0(j, "runCount"),
@@ -334,9 +364,12 @@ static int method_list_channels(sd_bus_message *message, void *userdata, sd_bus_
         r = sd_bus_message_open_container(reply, 'a', "(suux)");
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < json_object_array_length(channels); i++) {
+        for (size_t i = 0, size = 0; i < json_object_array_length(channels); i++) {
                 struct json_object *c = json_object_array_get_idx(channels, i);
 
+                size += 7 + bus_string_size(jstr0(c, "name")) + 2 * 4 + 4 + 8;
+                if (size > bus_list_max(m))
+                        return bus_list_too_large(m, error, "channels", "'photonctl channels' (or status with channelList)");
                 r = sd_bus_message_append(reply, "(suux)", jstr0(c, "name"), (uint32_t) jint0(c, "subscribers"),
                                           (uint32_t) jint0(c, "bufferedEvents"), jint0(c, "lastEventId"));
                 if (r < 0)

@@ -537,7 +537,7 @@ static void channels_reap(Channels *chs) {
                             c->serial, (int) c->ucred.pid);
                 chs->n_slow_disconnects++;
                 if (chs->manager)
-                        manager_client_disconnect(chs->manager, c);
+                        manager_client_close(chs->manager, c, CLIENT_CLOSE_SLOW_CONSUMER);
                 else {
                         channels_client_gone(chs, c);
                         c->disconnected = true;

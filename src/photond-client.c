@@ -45,7 +45,7 @@ static int client_update_io_events(Client *c) {
 
         if (!c->manager || c->fd < 0 || c->disconnected)
                 return 0;
-        if (!c->close_after_flush)
+        if (!c->close_after_flush && !c->input_paused)
                 events |= EPOLLIN;
         if (c->want_pollout)
                 events |= EPOLLOUT;
@@ -81,10 +81,81 @@ static void client_read_more_done(Client *c) {
 }
 
 static void client_mark_dirty(Client *c);
+static void client_clear_queue(Client *c);
+static void client_resume_input(Client *c);
 static int client_feed_read(Client *c, const char *data, size_t size, bool more_waiting);
+
+static const char* const client_close_table[_CLIENT_CLOSE_MAX] = {
+        [CLIENT_CLOSE_PEER] = "peer",
+        [CLIENT_CLOSE_READ_ERROR] = "readError",
+        [CLIENT_CLOSE_WRITE_ERROR] = "writeError",
+        [CLIENT_CLOSE_LINE_TOO_LONG] = "lineTooLong",
+        [CLIENT_CLOSE_WRITE_QUEUE] = "writeQueue",
+        [CLIENT_CLOSE_SLOW_CONSUMER] = "slowConsumer",
+        [CLIENT_CLOSE_OUT_OF_MEMORY] = "outOfMemory",
+        [CLIENT_CLOSE_REFUSED] = "refused",
+};
+
+const char* client_close_to_string(ClientClose c) {
+        return c >= 0 && c < _CLIENT_CLOSE_MAX ? client_close_table[c] : NULL;
+}
+
+ClientClose client_write_error_reason(Client *c) {
+        /* A write to a peer known to have gone is its hang-up, not a failure. */
+        return c->peer_gone ? CLIENT_CLOSE_PEER : CLIENT_CLOSE_WRITE_ERROR;
+}
+
+void client_note_session(Client *c, const char *s) {
+        char *n;
+
+        if (streq_ptr(c->session_id, s))
+                return;
+        if (strlen(s) > limits.MAX_LOCK_HOLDER_BYTES) {
+                c->session_id = mfree(c->session_id);
+                return;
+        }
+        n = strdup(s);
+        if (!n)
+                return;         /* only status and ps miss it */
+        free(c->session_id);
+        c->session_id = n;
+}
+
+bool client_closing_done(Client *c) {
+        return c->close_after_flush && c->out_n == 0 && c->n_calls == 0 && c->n_lock_waits == 0;
+}
+
+void client_input_end(Client *c) {
+        /* The reference splits on '\n' and handles a line only when its newline came, so a last line without one
+         * is no request there either; it is dropped, not guessed at. */
+        c->rbuf = mfree(c->rbuf);
+        c->rbuf_size = c->rbuf_alloc = 0;
+        c->rbuf_lines = c->input_paused = false;
+        if (c->close_after_flush)
+                return;
+        c->close_after_flush = true;
+        c->close_reason = CLIENT_CLOSE_PEER;
+        client_read_more_done(c);
+        (void) client_update_io_events(c);
+}
 
 static void client_on_io(Client *c, uint32_t revents) {
         int r;
+
+        /* Edge-triggered: a hang-up is reported once, maybe with data that takes several reads; the read that
+         * meets the end of input acts on it. */
+        if (revents & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                c->peer_hup = true;
+        /* Nobody reads what is queued or still to come; a write would fail and close the connection before
+         * the rest of its input is read, and that input is still handled, as the reference handles every
+         * chunk it got before the close. */
+        if ((revents & EPOLLHUP) && !c->peer_gone) {
+                c->peer_gone = true;
+                client_clear_queue(c);
+                c->want_pollout = false;
+                client_resume_input(c);
+                (void) client_update_io_events(c);
+        }
 
         if (revents & EPOLLOUT) {
                 if (c->manager && manager_output_held(c->manager)) {
@@ -98,11 +169,11 @@ static void client_on_io(Client *c, uint32_t revents) {
                 r = client_flush(c);
                 if (r < 0) {
                         log_debug_errno(r, "Client %" PRIu64 ": write failed, disconnecting: %m", c->serial);
-                        manager_client_disconnect(c->manager, c);
+                        manager_client_close(c->manager, c, client_write_error_reason(c));
                         return;
                 }
-                if (c->close_after_flush && c->out_n == 0) {
-                        manager_client_disconnect(c->manager, c);
+                if (client_closing_done(c)) {
+                        manager_client_close(c->manager, c, c->close_reason);
                         return;
                 }
         }
@@ -111,8 +182,28 @@ read:
         if (revents & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
                 ssize_t n;
 
-                if (c->close_after_flush)
+                /* Nobody reads the answers of a closing client that went away entirely. */
+                if (c->close_after_flush) {
+                        if (c->peer_gone)
+                                manager_client_close(c->manager, c, c->close_reason);
                         return;
+                }
+                if (c->input_paused)
+                        return;
+
+                /* First the input kept while the write queue was over its cap: it came before anything unread. */
+                if (c->rbuf_lines) {
+                        r = client_feed_read(c, NULL, 0, true);
+                        if (r == -ENOMEM) {
+                                log_oom();
+                                manager_client_close(c->manager, c, CLIENT_CLOSE_OUT_OF_MEMORY);
+                                return;
+                        }
+                        if (r < 0 && !c->disconnected)
+                                (void) client_update_io_events(c);
+                        if (c->input_paused || c->close_after_flush || c->disconnected)
+                                return;
+                }
 
                 n = read(c->fd, read_buffer, sizeof(read_buffer));
                 if (n < 0) {
@@ -121,11 +212,13 @@ read:
                         if (errno == EAGAIN || errno == EINTR)
                                 return;
                         log_debug_errno(errno, "Client %" PRIu64 ": read failed, disconnecting: %m", c->serial);
-                        manager_client_disconnect(c->manager, c);
+                        manager_client_close(c->manager, c, CLIENT_CLOSE_READ_ERROR);
                         return;
                 }
                 if (n == 0) {
-                        manager_client_disconnect(c->manager, c);
+                        client_input_end(c);
+                        if (c->peer_gone || client_closing_done(c))
+                                manager_client_close(c->manager, c, c->close_reason);
                         return;
                 }
 
@@ -133,16 +226,16 @@ read:
                 r = client_feed_read(c, read_buffer, n, (size_t) n == sizeof(read_buffer));
                 if (r == -ENOMEM) {
                         log_oom();
-                        manager_client_disconnect(c->manager, c);
+                        manager_client_close(c->manager, c, CLIENT_CLOSE_OUT_OF_MEMORY);
                         return;
                 }
                 if (r < 0 && !c->disconnected)
                         (void) client_update_io_events(c);
                 /* Edge-triggered: a short read took all there was, later input is a new edge; after a full one
-                 * there may be more, and no edge will say so. Nor for the end of input that came with the data:
-                 * the next read sees it. */
-                if (((size_t) n == sizeof(read_buffer) || (revents & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) &&
-                    !c->disconnected && !c->close_after_flush)
+                 * there may be more, and no edge will say so. After a hang-up no edge comes again: read on until
+                 * the end of input. */
+                if (((size_t) n == sizeof(read_buffer) || c->peer_hup) &&
+                    !c->disconnected && !c->close_after_flush && !c->input_paused)
                         client_read_more(c);
         }
 }
@@ -385,18 +478,30 @@ int client_send(Client *c, SharedBuf *b, const void *tag) {
         assert(c);
         assert(b);
 
-        if (c->disconnected)
+        if (c->disconnected || c->close_at_flush)
                 return -ECONNRESET;
+        if (c->peer_gone)
+                return 0;       /* nowhere to go: see client_on_io() */
 
         if (c->out_bytes + b->size > limits.MAX_WRITE_QUEUE_BYTES) {
                 if (tag)
                         return -ENOBUFS;
-                /* A client that does not read its replies cannot be helped by dropping them. */
-                log_warning("Client %" PRIu64 " (pid %d): write queue over %" PRIu64 " bytes, disconnecting.",
-                            c->serial, (int) c->ucred.pid, limits.MAX_WRITE_QUEUE_BYTES);
-                if (c->manager)
-                        manager_client_disconnect(c->manager, c);
-                return -ENOBUFS;
+                /* An answer must arrive whatever its size (a list at its cap is far larger than the queue's cap):
+                 * the client being served, and any whose queue is still within the cap, get it, and are not read
+                 * again until the queue is back under the cap. Only an answer to an earlier request that finds
+                 * the queue over the cap, from a client that does not read, is beyond that bound. */
+                if (c->out_bytes > limits.MAX_WRITE_QUEUE_BYTES && !(c->manager && c->manager->serving == c)) {
+                        log_warning("Client %" PRIu64 " (pid %d): write queue over %" PRIu64 " bytes, disconnecting.",
+                                    c->serial, (int) c->ucred.pid, limits.MAX_WRITE_QUEUE_BYTES);
+                        /* Not now: the caller may be walking a list the disconnect would change (a lock's
+                         * waiters); the manager's flush closes it. */
+                        c->close_after_flush = c->close_at_flush = true;
+                        c->close_reason = CLIENT_CLOSE_WRITE_QUEUE;
+                        client_read_more_done(c);
+                        (void) client_update_io_events(c);
+                        client_mark_dirty(c);
+                        return -ENOBUFS;
+                }
         }
 
         if (c->out_head + c->out_n == c->out_alloc) {
@@ -452,6 +557,16 @@ int client_reply_error(Client *c, const char *id, const char *error, const char 
         return client_send_json(c, o);
 }
 
+/* The queue is back under its cap: the input kept meanwhile is handled from the read-more source, and the
+ * socket read again (input that came while paused raised no edge we would have seen). */
+static void client_resume_input(Client *c) {
+        if (!c->input_paused)
+                return;
+        c->input_paused = false;
+        (void) client_update_io_events(c);
+        client_read_more(c);
+}
+
 int client_flush(Client *c) {
         bool held;
 
@@ -487,6 +602,8 @@ int client_flush(Client *c) {
                         if (errno == EINTR)
                                 continue;
                         if (errno == EAGAIN) {
+                                if (c->out_bytes <= limits.MAX_WRITE_QUEUE_BYTES)
+                                        client_resume_input(c);
                                 if (!c->want_pollout) {
                                         c->want_pollout = true;
                                         (void) client_update_io_events(c);
@@ -517,8 +634,11 @@ int client_flush(Client *c) {
                 c->out = mfree(c->out);
                 c->out_head = c->out_alloc = 0;
         }
-        if (c->want_pollout) {
+        if (c->want_pollout || c->input_paused) {
                 c->want_pollout = false;
+                /* Output held for the state write still counts: the client reads on once it has left. */
+                if (c->out_bytes <= limits.MAX_WRITE_QUEUE_BYTES)
+                        client_resume_input(c);
                 (void) client_update_io_events(c);
         }
         return 0;
@@ -589,11 +709,15 @@ static int client_handle_line(Client *c, const char *line, size_t len, bool more
         }
         if (len == 0 || !client_line_handler)
                 return 0;
-        if (c->manager)
+        if (c->manager) {
                 c->manager->input_follows = more;
+                c->manager->serving = c;
+        }
         r = client_line_handler(c, line, len);
-        if (c->manager)
+        if (c->manager) {
                 c->manager->input_follows = false;
+                c->manager->serving = NULL;
+        }
         return r;
 }
 
@@ -602,16 +726,24 @@ static int client_line_too_long(Client *c) {
 
         snprintf(msg, sizeof(msg), "Invalid request format: request line exceeds %" PRIu64 " bytes",
                  limits.MAX_LINE_BYTES);
+        /* The answer to the line being read, as any request's (client_send()). */
+        if (c->manager)
+                c->manager->serving = c;
         (void) client_reply_error(c, NULL, msg, "Send smaller requests");
+        if (c->manager)
+                c->manager->serving = NULL;
         c->close_after_flush = true;
+        c->close_reason = CLIENT_CLOSE_LINE_TOO_LONG;
         c->rbuf = mfree(c->rbuf);
         c->rbuf_size = c->rbuf_alloc = 0;
+        c->rbuf_lines = false;
         return -E2BIG;
 }
 
-static int client_rbuf_append(Client *c, const char *data, size_t size) {
-        if (c->rbuf_size + size > limits.MAX_LINE_BYTES)
-                return client_line_too_long(c);
+/* Appends to rbuf; unchecked: for input kept while paused, which holds the lines of one read at most. */
+static int client_rbuf_put(Client *c, const char *data, size_t size) {
+        if (size == 0)
+                return 0;
         if (c->rbuf_size + size > c->rbuf_alloc) {
                 size_t na = MAX(c->rbuf_alloc * 2, c->rbuf_size + size);
                 char *n = realloc(c->rbuf, na);
@@ -625,6 +757,31 @@ static int client_rbuf_append(Client *c, const char *data, size_t size) {
         return 0;
 }
 
+static int client_rbuf_append(Client *c, const char *data, size_t size) {
+        if (c->rbuf_size + size > limits.MAX_LINE_BYTES)
+                return client_line_too_long(c);
+        return client_rbuf_put(c, data, size);
+}
+
+/* The queue is over its cap: what is left of this read waits, lines and all, until it drains (the caller still
+ * holds any older pending input in rbuf, which comes first). */
+static int client_pause_input(Client *c, const char *data, size_t size) {
+        int r;
+
+        r = client_rbuf_put(c, data, size);
+        if (r < 0)
+                return r;
+        c->rbuf_lines = true;
+        c->input_paused = true;
+        client_read_more_done(c);
+        (void) client_update_io_events(c);
+        return 0;
+}
+
+static bool client_queue_full(Client *c) {
+        return c->out_bytes > limits.MAX_WRITE_QUEUE_BYTES;
+}
+
 static bool client_stopped(Client *c) {
         return c->disconnected || c->close_after_flush;
 }
@@ -636,6 +793,30 @@ static int client_feed_read(Client *c, const char *data, size_t size, bool more_
 
         if (client_stopped(c))
                 return 0;
+        /* Not read while paused; kept in order all the same, should a caller feed it. */
+        if (c->input_paused)
+                return client_pause_input(c, data, size);
+
+        /* Input kept while paused comes first: feed it as if just read, then what came now. */
+        if (c->rbuf_lines) {
+                _cleanup_free_ char *kept = TAKE_PTR(c->rbuf);
+                size_t kept_size = c->rbuf_size;
+
+                c->rbuf_size = c->rbuf_alloc = 0;
+                c->rbuf_lines = false;
+                r = client_feed_read(c, kept, kept_size, true);
+                if (r < 0)
+                        return r;
+                if (client_stopped(c))
+                        return 0;
+                if (c->input_paused)
+                        return client_pause_input(c, data, size);
+        }
+        if (size == 0)
+                return 0;
+
+        if (c->rbuf_size > 0 && client_queue_full(c))
+                return client_pause_input(c, data, size);
 
         if (c->rbuf_size > 0) {
                 nl = memchr(data, '\n', size);
@@ -659,6 +840,11 @@ static int client_feed_read(Client *c, const char *data, size_t size, bool more_
                 nl = memchr(data, '\n', size);
                 if (!nl)
                         return client_rbuf_append(c, data, size);
+                if (client_queue_full(c))
+                        return client_pause_input(c, data, size);
+                /* A line that came whole in one read never was pending: the cap applies here too. */
+                if ((size_t) (nl - data) > limits.MAX_LINE_BYTES)
+                        return client_line_too_long(c);
 
                 r = client_handle_line(c, data, nl - data, more_waiting || (size_t) (nl + 1 - data) < size);
                 if (r == -ENOMEM)

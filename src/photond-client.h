@@ -5,6 +5,7 @@
  * flushed with writev(), peer credentials. Buffers are allocated only while in use, so an idle connection costs
  * little more than this struct and its event source. */
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -16,6 +17,22 @@
 typedef struct Manager Manager;
 typedef struct Client Client;
 struct json_object;
+
+/* Why photond closed a connection, counted in status "clientsClosed" (docs/protocol.md). */
+typedef enum ClientClose {
+        CLIENT_CLOSE_PEER,              /* the client closed or shut down its side (after its answers went out) */
+        CLIENT_CLOSE_READ_ERROR,
+        CLIENT_CLOSE_WRITE_ERROR,       /* e.g. the client went away before reading its answers */
+        CLIENT_CLOSE_LINE_TOO_LONG,     /* MAX_LINE_BYTES */
+        CLIENT_CLOSE_WRITE_QUEUE,       /* an answer to an earlier request while its queue is over the cap */
+        CLIENT_CLOSE_SLOW_CONSUMER,     /* photond-channel.c's policy */
+        CLIENT_CLOSE_OUT_OF_MEMORY,
+        CLIENT_CLOSE_REFUSED,           /* at accept: MAX_CLIENTS, or the client could not be set up */
+        _CLIENT_CLOSE_MAX,
+        _CLIENT_CLOSE_INVALID = -EINVAL,
+} ClientClose;
+
+const char* client_close_to_string(ClientClose c);
 
 typedef struct OutEntry {
         SharedBuf *buf;
@@ -35,7 +52,8 @@ struct Client {
         uint32_t io_events;             /* as registered in the manager's client epoll set; 0: not in it */
         struct ucred ucred;
 
-        /* the incomplete last line, only while there is one */
+        /* the incomplete last line, only while there is one; while input is paused (below), all the input read
+         * but not handled yet */
         char *rbuf;
         size_t rbuf_size, rbuf_alloc;
 
@@ -48,7 +66,13 @@ struct Client {
         bool want_pollout:1;
         bool disconnected:1;
         bool close_after_flush:1;
+        bool close_at_flush:1;          /* close at the next flush, whatever is still queued */
         bool read_more:1;
+        bool rbuf_lines:1;              /* rbuf may hold complete lines (input paused in the middle of a read) */
+        bool input_paused:1;            /* the write queue is over its cap: no request is handled until it drains */
+        bool peer_hup:1;                /* epoll reported a hang-up: read to the end of input, it will not again */
+        bool peer_gone:1;               /* EPOLLHUP: the peer reads nothing more either */
+        ClientClose close_reason;       /* with close_after_flush: what the close will be counted as */
 
         char *session_id;               /* last sessionId the client sent, for status "sessions" */
 
@@ -76,8 +100,12 @@ void client_stop_io(Client *c);
 Client* client_free(Client *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Client*, client_free);
 
-/* Queues bytes (a reference is taken). tag: see OutEntry. Returns -ENOBUFS when the queue is over its cap (the
- * caller decides; the manager disconnects such a client), -ECONNRESET if the client is gone. */
+/* Queues bytes (a reference is taken). tag: see OutEntry. The cap MAX_WRITE_QUEUE_BYTES: a tagged buffer (a
+ * channel message) that would take the queue past it is refused with -ENOBUFS (the caller applies the slow-consumer
+ * policy). An untagged one (an answer) is always queued while the queue is within the cap, whatever its size, and
+ * for the client whose request is being handled; the client is not read while its queue is over the cap, so that
+ * bounds the queue by the cap plus one answer. An answer to an earlier request (a lock wait, a call) that finds the
+ * queue already over the cap disconnects the client (-ENOBUFS). -ECONNRESET if the client is gone. */
 int client_send(Client *c, SharedBuf *b, const void *tag);
 
 /* Serializes o (not consumed) and queues it. */
@@ -104,10 +132,25 @@ void client_write_now(Client *c);
 typedef void (*ClientDropFunc)(Client *c, const void *tag, SharedBuf *first, void *userdata);
 size_t client_drop_tagged(Client *c, ClientDropFunc cb, void *userdata);
 
-/* Feeds bytes read from the socket: complete lines are handed to manager_handle_line(). Returns 0, or -E2BIG
- * when the pending line exceeds limits.MAX_LINE_BYTES (an error has been queued and the client should close),
- * or -ENOMEM. Exposed for the framing unit tests. */
+/* Feeds bytes read from the socket: complete lines are handed to manager_handle_line(), until the write queue is
+ * over its cap: the rest is kept (input_paused) and handled, before anything new, by the next feed after a flush
+ * brought the queue back under the cap. Returns 0, or -E2BIG when a line exceeds limits.MAX_LINE_BYTES (an error
+ * has been queued and the client should close), or -ENOMEM. Exposed for the framing unit tests. */
 int client_feed(Client *c, const char *data, size_t size);
+
+/* The peer sends nothing more (end of input). The answers to its complete requests, also those still being
+ * worked on (calls, lock waits), go out, then the connection closes; an incomplete last line is dropped. Exposed
+ * for the framing unit tests. */
+void client_input_end(Client *c);
+
+/* Remembers s as the client's sessionId (status "sessions", ps), unless it is longer than MAX_LOCK_HOLDER_BYTES:
+ * otherwise every connection could pin a line's worth of memory for good, and ps list it. */
+void client_note_session(Client *c, const char *s);
+
+/* A closing client (close_after_flush) whose answers are all out and none is still to come. */
+bool client_closing_done(Client *c);
+/* What a failed write to c is counted as. */
+ClientClose client_write_error_reason(Client *c);
 
 /* Line callback used by client_feed(); the manager's handler in the daemon, replaceable by tests. */
 typedef int (*ClientLineHandler)(Client *c, const char *line, size_t len);

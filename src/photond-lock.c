@@ -1010,10 +1010,8 @@ int lock_table_handle_line(LockTable *t, Client *c, const char *line, size_t len
                 return 0;
 
         /* What the manager does for every request with a sessionId. */
-        if (f.session.s && !streq_ptr(c->session_id, f.session.s)) {
-                free(c->session_id);
-                c->session_id = strdup(f.session.s);
-        }
+        if (f.session.s)
+                client_note_session(c, f.session.s);
 
         /* The holder rules of request_holder(). */
         if (type != REQUEST_LOCK && f.lock_holder.s && f.lock_holder.len > 0)

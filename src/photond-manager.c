@@ -243,7 +243,7 @@ static int manager_add_state_write_status(Manager *m, struct json_object *data) 
 int manager_build_status(Manager *m, struct json_object **ret);
 
 int manager_build_status(Manager *m, struct json_object **ret) {
-        _cleanup_(json_object_putp) struct json_object *data = NULL, *caps = NULL;
+        _cleanup_(json_object_putp) struct json_object *data = NULL, *caps = NULL, *closed = NULL;
         static const char *const capabilities[] = {
                 "fencingToken", "lockWait", "providers", "wildcardReplay", "runJob", "execHandlers",
         };
@@ -252,8 +252,12 @@ int manager_build_status(Manager *m, struct json_object **ret) {
 
         data = json_object_new_object();
         caps = json_object_new_array();
-        if (!data || !caps)
+        closed = json_object_new_object();
+        if (!data || !caps || !closed)
                 return -ENOMEM;
+        for (ClientClose i = 0; i < _CLIENT_CLOSE_MAX; i++)
+                if ((r = json_add_int64(closed, client_close_to_string(i), (int64_t) m->n_clients_closed[i])) < 0)
+                        return r;
         for (size_t i = 0; i < ELEMENTSOF(capabilities); i++)
                 if (json_object_array_add(caps, json_object_new_string(capabilities[i])) < 0)
                         return -ENOMEM;
@@ -271,7 +275,9 @@ int manager_build_status(Manager *m, struct json_object **ret) {
             (r = json_add_int64(data, "jobs", scheduler_count(m->scheduler))) < 0 ||
             (r = json_add_int64(data, "startedAt", (int64_t) (m->started_at_usec / USEC_PER_MSEC))) < 0 ||
             (r = json_add_string(data, "instance", m->system ? "system" : "user")) < 0 ||
-            (r = json_add_int64(data, "writeQueueDisconnects", (int64_t) m->n_clients_dropped_queue)) < 0 ||
+            (r = json_add_int64(data, "writeQueueDisconnects",
+                                (int64_t) m->n_clients_closed[CLIENT_CLOSE_WRITE_QUEUE])) < 0 ||
+            (r = json_add(data, "clientsClosed", TAKE_PTR(closed))) < 0 ||
             (r = json_add_int64(data, "busyPollBatches", (int64_t) m->busy_poll_batches)) < 0 ||
             (r = json_add(data, "capabilities", TAKE_PTR(caps))) < 0)
                 return r;
@@ -381,19 +387,11 @@ static const RequestHandler request_handlers[_REQUEST_TYPE_MAX] = {
         [REQUEST_GET_LINE_HISTORY] = handle_not_supported,
 };
 
-static void client_note_session(Client *c, const Request *req) {
-        const char *s = request_string(req, "sessionId");
-
-        if (!s || streq_ptr(c->session_id, s))
-                return;
-        free(c->session_id);
-        c->session_id = strdup(s);
-}
-
 int manager_handle_line(Client *c, const char *line, size_t len) {
         _cleanup_(request_freep) Request *req = NULL;
         _cleanup_free_ char *error = NULL, *id = NULL;
         Manager *m = c->manager;
+        const char *session;
         int r;
 
         m->n_requests++;
@@ -416,7 +414,9 @@ int manager_handle_line(Client *c, const char *line, size_t len) {
         if (r < 0)
                 return client_reply_error(c, id, error, NULL);
 
-        client_note_session(c, req);
+        session = request_string(req, "sessionId");
+        if (session)
+                client_note_session(c, session);
 
         if (m->shutting_down && req->type != REQUEST_PING && req->type != REQUEST_SHUTDOWN)
                 return client_reply_error(c, req->id, "Daemon is shutting down", "Retry after the daemon restarts");
@@ -481,6 +481,14 @@ void manager_client_disconnect(Manager *m, Client *c) {
         }
         manager_schedule_flush(m);
         manager_bus_changed(m);
+}
+
+void manager_client_close(Manager *m, Client *c, ClientClose reason) {
+        if (c->disconnected)
+                return;
+        if (reason >= 0 && reason < _CLIENT_CLOSE_MAX)
+                m->n_clients_closed[reason]++;
+        manager_client_disconnect(m, c);
 }
 
 static bool manager_output_pending(Manager *m) {
@@ -633,6 +641,10 @@ int manager_flush(Manager *m) {
                         client_free(c);
                         continue;
                 }
+                if (c->close_at_flush) {
+                        manager_client_close(m, c, c->close_reason);   /* back on the list, to be freed */
+                        continue;
+                }
                 /* The socket was full a moment ago: EPOLLOUT will say when it takes more. */
                 if (c->want_pollout)
                         continue;
@@ -640,11 +652,11 @@ int manager_flush(Manager *m) {
                 r = client_flush(c);
                 if (r < 0) {
                         log_debug_errno(r, "Client %" PRIu64 ": write failed, disconnecting: %m", c->serial);
-                        manager_client_disconnect(m, c);
+                        manager_client_close(m, c, client_write_error_reason(c));
                         continue;
                 }
-                if (c->close_after_flush && c->out_n == 0)
-                        manager_client_disconnect(m, c);
+                if (client_closing_done(c))
+                        manager_client_close(m, c, c->close_reason);
         }
 
         if (m->shutting_down && !manager_output_pending(m))
@@ -721,6 +733,7 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                         log_warning("Refusing a connection: %" PRIu64 " clients connected (PHOTOND_MAX_CLIENTS).",
                                     limits.MAX_CLIENTS);
                         reject_client(cfd, "Too many clients connected");
+                        m->n_clients_closed[CLIENT_CLOSE_REFUSED]++;
                         continue;
                 }
 
@@ -728,6 +741,7 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 if (r < 0) {
                         log_error_errno(r, "Failed to set up a client: %m");
                         safe_close(cfd);
+                        m->n_clients_closed[CLIENT_CLOSE_REFUSED]++;
                         continue;
                 }
                 log_debug("Client %" PRIu64 " connected (pid %d, uid %u).",

@@ -10,9 +10,9 @@
 
 #include "list.h"
 #include "macro.h"
+#include "photond-client.h"
 #include "photond-protocol.h"
 
-typedef struct Client Client;
 typedef struct Channels Channels;
 typedef struct LockTable LockTable;
 typedef struct Scheduler Scheduler;
@@ -87,6 +87,7 @@ typedef struct Manager {
         bool state_dirty;
         bool input_follows;             /* photond-client.c: the request being served is not its client's last */
         bool batch_follows;             /* photond-client.c: other clients of this batch are still to be served */
+        Client *serving;                /* photond-client.c: whose request line is being handled */
         bool state_unsaved;             /* the last state write failed: replies are held until one succeeds */
         bool state_retry_due;           /* the retry timer fired: write even without a new change */
         int state_error;                /* while state_unsaved: the last write's error */
@@ -137,7 +138,7 @@ typedef struct Manager {
 
         /* counters for status */
         uint64_t n_requests;
-        uint64_t n_clients_dropped_queue;
+        uint64_t n_clients_closed[_CLIENT_CLOSE_MAX];   /* by reason, ClientClose */
 } Manager;
 
 int manager_new(const ManagerConfig *config, Manager **ret);
@@ -158,6 +159,8 @@ int manager_handle_line(Client *c, const char *line, size_t len);
 /* Removes the client from every subsystem at once; the memory is freed on the next flush, so callers that still
  * hold c may look at c->disconnected. */
 void manager_client_disconnect(Manager *m, Client *c);
+/* The same, counted in status "clientsClosed" under reason (every close but the daemon's own exit). */
+void manager_client_close(Manager *m, Client *c, ClientClose reason);
 
 /* Asks for a flush of every dirty client (and a state write, if dirty) on the next loop iteration. */
 void manager_schedule_flush(Manager *m);

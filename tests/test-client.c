@@ -220,3 +220,109 @@ Test(client, drop_tagged_keeps_replies_and_order) {
         cr_assert_eq(client.out_bytes, 4);
         cr_assert_eq(m->n_ref, 1);
 }
+
+Test(client, over_long_line_inside_one_read_is_refused) {
+        char buf[256];
+
+        /* Below the 16 KiB of one read: the line is complete in the read buffer and never pending. */
+        limits.MAX_LINE_BYTES = 100;
+        memset(buf, ' ', sizeof(buf));
+        memcpy(buf, "{\"k\":1}", 7);
+        memcpy(buf + 200, "\n{\"a\":1}\n", 9);
+        cr_assert_eq(client_feed(&client, buf, 209), -E2BIG);
+        cr_assert_eq(n_lines, 0, "neither the long line nor the one after it is handled");
+        cr_assert(client.close_after_flush);
+        cr_assert_eq(client.close_reason, CLIENT_CLOSE_LINE_TOO_LONG);
+        cr_assert(strstr(client.out[client.out_head].buf->data, "exceeds 100 bytes"));
+}
+
+Test(client, line_over_the_cap_after_good_lines_in_one_read) {
+        char buf[256];
+
+        limits.MAX_LINE_BYTES = 100;
+        memset(buf, 'x', sizeof(buf));
+        memcpy(buf, "{\"a\":1}\n{\"b\":2}\n", 16);
+        buf[255] = '\n';
+        cr_assert_eq(client_feed(&client, buf, sizeof(buf)), -E2BIG);
+        cr_assert_eq(n_lines, 2, "the lines before the long one are handled, in order");
+        cr_assert_str_eq(lines[1], "{\"b\":2}");
+        cr_assert(client.close_after_flush);
+}
+
+Test(client, end_of_input_drops_the_incomplete_line_and_closes_after_the_answers) {
+        _cleanup_(shared_buf_unrefp) SharedBuf *b = shared_buf_new("answer\n", 7);
+
+        feed("{\"a\":1}\n{\"half\":");
+        cr_assert_eq(n_lines, 1);
+        cr_assert_eq(client_send(&client, b, NULL), 0);
+        client_input_end(&client);
+        cr_assert(client.close_after_flush);
+        cr_assert_eq(client.close_reason, CLIENT_CLOSE_PEER);
+        cr_assert_null(client.rbuf, "the incomplete line is dropped, as the reference never handles it either");
+        cr_assert(!client_closing_done(&client), "an answer is still queued");
+
+        make_pair();
+        cr_assert_eq(client_flush(&client), 0);
+        cr_assert(client_closing_done(&client));
+        client.n_lock_waits = 1;
+        cr_assert(!client_closing_done(&client), "an answer still to come keeps the connection");
+        client.n_lock_waits = 0;
+        close(sp[1]);
+}
+
+/* Every line is answered with 10 bytes, as a request handler would. */
+static int answer_line(Client *c, const char *line, size_t len) {
+        _cleanup_(shared_buf_unrefp) SharedBuf *b = shared_buf_new("answer...\n", 10);
+
+        record_line(c, line, len);
+        return client_send(c, b, NULL);
+}
+
+Test(client, full_write_queue_pauses_input_and_keeps_the_rest_in_order) {
+        _cleanup_(shared_buf_unrefp) SharedBuf *big = NULL;
+        char *junk = calloc(1, 100);
+        char buf[256];
+
+        make_pair();
+        client_line_handler = answer_line;
+        limits.MAX_WRITE_QUEUE_BYTES = 25;
+
+        /* An answer larger than the cap is queued whole for the client whose request it answers. */
+        big = shared_buf_new(junk, 100);
+        cr_assert_eq(client_send(&client, big, NULL), 0, "an answer within the cap's reach is queued whatever its size");
+        cr_assert_eq(client.out_bytes, 100);
+        cr_assert_eq(client_flush(&client), 0);
+        cr_assert_eq(read(sp[1], buf, sizeof(buf)), 100);
+
+        feed("{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n{\"d\":4}\n{\"e\":");
+        cr_assert_eq(n_lines, 3, "lines are handled while the queue is within the cap: 0, 10, 20 bytes queued");
+        cr_assert(client.input_paused);
+        cr_assert_eq(client.out_bytes, 30);
+
+        /* Nothing is handled while paused, not even what arrives meanwhile (it would not be read). */
+        feed("5}\n");
+        cr_assert_eq(n_lines, 3);
+
+        cr_assert_eq(client_flush(&client), 0);
+        cr_assert(!client.input_paused, "the flush emptied the queue");
+        cr_assert_eq(read(sp[1], buf, sizeof(buf)), 30);
+
+        feed("");
+        cr_assert_eq(n_lines, 5);
+        cr_assert_str_eq(lines[3], "{\"d\":4}");
+        cr_assert_str_eq(lines[4], "{\"e\":5}");
+        cr_assert(!client.rbuf_lines);
+        cr_assert_null(client.rbuf);
+        free(junk);
+        close(sp[1]);
+}
+
+Test(client, answer_to_an_earlier_request_over_the_cap_is_refused) {
+        _cleanup_(shared_buf_unrefp) SharedBuf *b = shared_buf_new("0123456789", 10);
+
+        limits.MAX_WRITE_QUEUE_BYTES = 15;
+        cr_assert_eq(client_send(&client, b, NULL), 0);
+        cr_assert_eq(client_send(&client, b, NULL), 0, "the queue was within the cap before it");
+        cr_assert_eq(client_send(&client, b, NULL), -ENOBUFS, "the queue is over the cap and nobody asked now");
+        cr_assert_eq(client.out_n, 2);
+}

@@ -1098,3 +1098,55 @@ Test(bus, admin_methods_refuse_other_users_on_the_system_bus) {
         free(address);
         free(conf);
 }
+
+/* A list larger than a D-Bus message may be (locks at their cap with long names and holders) is refused with
+ * LimitExceeded; sending it made dbus-daemon drop photond's connection, and with it every bus client. */
+Test(bus, list_larger_than_a_message_is_refused_and_the_bus_stays) {
+        /* Few long holders rather than 65536 locks: the same bytes, quick under ASan too. */
+        Daemon *d = start_on_bus_with((const char*[]) { "PHOTOND_MAX_LOCK_HOLDER_BYTES=65536", NULL });
+        Conn *c = conn_open(d);
+        const char *argv[] = { "busctl", "--user", "call", "org.photond.Daemon1", "/org/photond/Daemon1",
+                               "org.photond.Daemon1", "ListLocks", NULL };
+        static char holder[60001];
+        char pad[231], *out = NULL, *err = NULL, *batch;
+        size_t len = 0;
+        FILE *f;
+        struct json_object *o;
+        enum { N = 1200, W = 50 };     /* 1200 * about 60 KB: over the 64 MiB of a D-Bus array */
+
+        memset(holder, 'h', 60000);
+        holder[60000] = '\0';
+        memset(pad, 'n', 230);
+        pad[230] = '\0';
+        for (int i = 0; i < N; i += W) {
+                f = open_memstream(&batch, &len);
+                cr_assert(f);
+                for (int j = i; j < i + W; j++)
+                        fprintf(f, "{\"type\":\"lock\",\"id\":\"l%d\",\"lockName\":\"lock-%06d%s\","
+                                "\"sessionId\":\"%s%d\",\"lockTimeout\":600000}\n", j, j, pad, holder, j);
+                fclose(f);
+                conn_send_raw(c, batch, len);
+                free(batch);
+                for (int j = i; j < i + W; j++) {
+                        o = conn_expect(c, 10000);
+                        cr_assert(jbool(o, "data.acquired"), "lock %d", j);
+                        json_object_put(o);
+                }
+        }
+
+        cr_assert_neq(run(&out, &err, argv), 0, "ListLocks of %d locks succeeded", N);
+        cr_assert(strstr(err, "more than a D-Bus message may hold"), "%s", err);
+        cr_assert(strstr(err, "photonctl locks"), "%s", err);
+        free(out);
+        free(err);
+
+        o = get_property("Version");
+        cr_assert_str_eq(jstr(o, "data"), PHOTOND_VERSION);
+        json_object_put(o);
+        cr_assert_eq(log_count(d, "Lost the connection"), 0);
+        o = conn_request(c, "s", "{\"type\":\"status\",\"id\":\"s\"}");
+        cr_assert_eq(jint(o, "data.locks"), N);
+        json_object_put(o);
+        conn_close(c);
+        daemon_free(d);
+}
