@@ -730,8 +730,15 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 m->accept_paused = false;
 
                 if (m->n_clients >= limits.MAX_CLIENTS) {
-                        log_warning("Refusing a connection: %" PRIu64 " clients connected (PHOTOND_MAX_CLIENTS).",
-                                    limits.MAX_CLIENTS);
+                        if (ratelimit_below(&m->refuse_log, manager_now(m, CLOCK_MONOTONIC))) {
+                                if (m->refuse_log.suppressed > 0)
+                                        log_warning("Refusing a connection: %" PRIu64 " clients connected "
+                                                    "(PHOTOND_MAX_CLIENTS); %u more were refused without a log "
+                                                    "line.", limits.MAX_CLIENTS, m->refuse_log.suppressed);
+                                else
+                                        log_warning("Refusing a connection: %" PRIu64 " clients connected "
+                                                    "(PHOTOND_MAX_CLIENTS).", limits.MAX_CLIENTS);
+                        }
                         reject_client(cfd, "Too many clients connected");
                         m->n_clients_closed[CLIENT_CLOSE_REFUSED]++;
                         continue;
@@ -849,6 +856,8 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
         m->control_fd = -EBADF;
         m->webhook_fd = -EBADF;
         m->clients_epoll_fd = -EBADF;
+        /* status' clientsClosed counts every refusal; the journal gets the first few of each 10 s. */
+        m->refuse_log = (RateLimit) { .interval = 10 * USEC_PER_SEC, .burst = 5 };
         m->system = config->system;
         m->bus_mode = config->bus_mode;
         if (m->bus_mode == BUS_MODE_AUTO)

@@ -10,6 +10,7 @@
 
 #include "list.h"
 #include "macro.h"
+#include "ratelimit.h"
 #include "photond-client.h"
 #include "photond-protocol.h"
 
@@ -69,6 +70,7 @@ typedef struct Manager {
         sd_event_source *accept_pause_event_source;
         bool accept_paused;             /* accept() failed for want of a file descriptor, none succeeded since */
         uint64_t accept_pause_logged;   /* CLOCK_MONOTONIC µs of the last warning about it */
+        RateLimit refuse_log;           /* "Refusing a connection" lines: a storm must not flood the journal */
         LIST_HEAD(Client, clients);
         unsigned n_clients;
         int clients_epoll_fd;           /* photond-client.c: every client fd, one IO source */

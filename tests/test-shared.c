@@ -13,6 +13,7 @@
 #include "log.h"
 #include "path-util.h"
 #include "shared-buf.h"
+#include "ratelimit.h"
 #include "string-util.h"
 
 Test(shared, name_is_valid) {
@@ -307,4 +308,21 @@ Test(shared, json_put_string_matches_json_c) {
         *end = '\0';
         cr_assert_str_eq(out, "-9223372036854775808");
         cr_assert_eq(end - out, 20);
+}
+
+Test(shared, ratelimit) {
+        RateLimit rl = { .interval = 10, .burst = 2 };
+
+        /* The first event of a clock that starts at 0 counts as a start. */
+        cr_assert(ratelimit_below(&rl, 0));
+        cr_assert(ratelimit_below(&rl, 1));
+        cr_assert_not(ratelimit_below(&rl, 2));
+        cr_assert_not(ratelimit_below(&rl, 9));
+        cr_assert_eq(rl.suppressed, 0);
+        /* A new interval: allowed again, and it knows how many the last one refused. */
+        cr_assert(ratelimit_below(&rl, 10));
+        cr_assert_eq(rl.suppressed, 2);
+        cr_assert(ratelimit_below(&rl, 11));
+        cr_assert(ratelimit_below(&rl, 25));
+        cr_assert_eq(rl.suppressed, 0);
 }

@@ -332,6 +332,21 @@ Test(client_io, write_queue_disconnect_is_counted) {
         daemon_free(d);
 }
 
+/* How many times text occurs in photond's log. */
+static unsigned log_count(Daemon *d, const char *text) {
+        _cleanup_free_ char *log = NULL;
+        size_t size = 0;
+        unsigned n = 0;
+        FILE *f = fopen(d->log_path, "re");
+
+        cr_assert(f, "%s: %m", d->log_path);
+        cr_assert(getdelim(&log, &size, '\0', f) >= 0 || feof(f));
+        fclose(f);
+        for (const char *p = log ?: ""; (p = strstr(p, text)); p += strlen(text))
+                n++;
+        return n;
+}
+
 /* A connection refused at MAX_CLIENTS is counted too. */
 Test(client_io, refused_connections_are_counted) {
         Daemon *d = daemon_start(&(DaemonOptions) {
@@ -346,9 +361,18 @@ Test(client_io, refused_connections_are_counted) {
         json_object_put(o);
         cr_assert(conn_wait_eof(c, 5000));
         cr_assert_eq(closed_count(a, "refused"), 1);
+        conn_close(c);
+
+        /* A storm of them is counted whole, but logged only a few times per 10 s. */
+        for (int i = 0; i < 20; i++) {
+                c = conn_open(d);
+                cr_assert(conn_wait_eof(c, 5000));
+                conn_close(c);
+        }
+        cr_assert_eq(closed_count(a, "refused"), 21);
+        cr_assert_leq(log_count(d, "Refusing a connection"), 5, "the refusals flood the log");
         conn_close(a);
         conn_close(b);
-        conn_close(c);
         daemon_free(d);
 }
 
