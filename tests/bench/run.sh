@@ -227,8 +227,8 @@ for scenario in $scenarios; do
                 {
                         echo "### locks: 8 clients, acquire+release pairs on K names for ${lock_secs} s, immediate retry when refused"
                         echo
-                        echo "| server | mode | C | K | pairs/s | request p50 µs | request p99 µs | acquire p99 µs | refused attempts | exclusion violations | server CPU | bench CPU |"
-                        echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+                        echo "| server | mode | C | K | pairs/s | request p50 µs | request p99 µs | acquire p99 µs | refused attempts | exclusion violations | server CPU | bench CPU | server CPU µs per request |"
+                        echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
                 } >>"$out"
                 ratios=""
                 for k in 1 64; do
