@@ -262,6 +262,7 @@ int manager_build_status(Manager *m, struct json_object **ret) {
             (r = json_add_string(data, "instance", m->system ? "system" : "user")) < 0 ||
             (r = json_add_int64(data, "writeQueueDisconnects", (int64_t) m->n_clients_dropped_queue)) < 0 ||
             (r = json_add_int64(data, "busyPollBatches", (int64_t) m->busy_poll_batches)) < 0 ||
+            (r = json_add_int64(data, "busyPollBackoffs", (int64_t) m->busy_poll.backoffs)) < 0 ||
             (r = json_add(data, "capabilities", TAKE_PTR(caps))) < 0)
                 return r;
 

@@ -10,6 +10,7 @@
 
 #include "list.h"
 #include "macro.h"
+#include "photond-client.h"
 #include "photond-protocol.h"
 
 typedef struct Client Client;
@@ -77,6 +78,7 @@ typedef struct Manager {
         bool one_cpu;                   /* photond-client.c: no busy polling */
         uint64_t batch_time_offset;     /* µs since the loop's time when busy polling found this batch */
         uint64_t busy_poll_batches;     /* batches busy polling found (status) */
+        BusyPoll busy_poll;             /* photond-client.c: whether polling pays */
         uint64_t last_batch_end;        /* CLOCK_MONOTONIC µs: when the last batch of clients was served */
 
         /* coalesced work: one flush (and one state write) per loop iteration */
