@@ -108,7 +108,7 @@ int client_feed(Client *c, const char *data, size_t size);
  * BUSY_POLL_MAX_MISSES of the last BUSY_POLL_WINDOW polls found nothing, and otherwise backs off for a while that
  * doubles with each back-off that follows a probe too soon. Zero-initialised: nothing missed yet. */
 #define BUSY_POLL_WINDOW 32
-#define BUSY_POLL_MAX_MISSES 4
+#define BUSY_POLL_MAX_MISSES 8
 #define BUSY_POLL_BACKOFF_MIN_USEC UINT64_C(1000)
 #define BUSY_POLL_BACKOFF_MAX_USEC UINT64_C(128000)
 
