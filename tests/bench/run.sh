@@ -13,6 +13,9 @@
 #                                            loads and at saturation
 #   OTHER_PHOTOND=<path>                     busypoll: a third configuration, another photond build's default
 #                                            (e.g. the previous commit's), run in the same rounds
+#   BUSYPOLL_LOADS="lock:1000 … locks:64"    busypoll: the loads to run (the default is all of them: lock:N and
+#                                            ping:N one client at N requests/s, lock:0 as fast as answered,
+#                                            locks:K 8 clients on K names)
 #   ROUNDS=3                                 runs per configuration and target; tables show the median run, and
 #                                            the ratio tables the lowest and highest ratio of the rounds too
 #   QUICK=1                                  tiny counts, to check the script itself (numbers mean nothing)
@@ -280,7 +283,7 @@ for scenario in $scenarios; do
                 # saturation. The figure that matters is photond's CPU time per request (schedstat).
                 configs="default off"
                 [ -z "${OTHER_PHOTOND:-}" ] || configs+=" other"
-                loads="lock:1000 lock:3000 lock:10000 ping:1000 ping:3000 ping:10000 lock:0 locks:1 locks:64"
+                loads=${BUSYPOLL_LOADS:-lock:1000 lock:3000 lock:10000 ping:1000 ping:3000 ping:10000 lock:0 locks:1 locks:64}
                 for _ in $(seq "$rounds"); do
                         for load in $loads; do
                                 kind=${load%%:*} n=${load#*:}
