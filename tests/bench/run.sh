@@ -157,6 +157,18 @@ spread() {
                 END { if (n) printf "%.2f–%.2f", lo, hi; else printf "n/a" }' "$1" "$2"
 }
 
+# round_ratios PFILE RFILE COL: the ratios of column COL between the rows of the same round, as "median (lo–hi)".
+round_ratios() {
+        awk -F'|' -v c="$(($3 + 1))" 'NR == FNR { a[FNR] = $c; next }
+                (FNR in a) && $c > 0 { r[n++] = a[FNR] / $c }
+                END {
+                        if (!n) { printf "n/a"; exit }
+                        for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+                        m = n % 2 ? r[(n - 1) / 2] : (r[n / 2 - 1] + r[n / 2]) / 2
+                        printf "%.2f (%.2f–%.2f)", m, r[0], r[n - 1]
+                }' "$1" "$2"
+}
+
 began=$(date +%s)
 out=$tmp/out.md
 {
@@ -307,10 +319,11 @@ for scenario in $scenarios; do
                         echo
                         echo "Paced: one client at a fixed rate, lock+unlock pairs or pings, ${paced_secs} s per run; \"as fast as answered\": one"
                         echo "client that sends its next request when the last is answered; locks K=1/K=64: the locks scenario (8"
-                        echo "clients, ${lock_secs} s). Rate and latency of the median run by CPU per request."
+                        echo "clients, ${lock_secs} s). Rates: the median of the runs; this/off: the median (lowest–highest) of each round's"
+                        echo "ratio to the run without polling in the same round; CPU and latency: the median run by CPU per request."
                         [ -z "${OTHER_PHOTOND:-}" ] || echo "\"other\": $OTHER_PHOTOND with its default busy polling."
                         echo
-                        echo "| load | busy polling | requests/s (pairs/s) | server CPU | CPU µs per request: median | lowest–highest | request p50 µs | request p99 µs | CPU per request, this/off: median run | rounds |"
+                        echo "| load | busy polling | requests/s (locks: pairs/s) | rate, this/off | server CPU | CPU µs per request | lowest–highest | CPU per request, this/off | request p50 µs | request p99 µs |"
                         echo "|---|---|---|---|---|---|---|---|---|---|"
                 } >>"$out"
                 for load in $loads; do
@@ -321,20 +334,18 @@ for scenario in $scenarios; do
                         locks) name="locks 8 clients K=$n" rate=5 cpu=11 per=13 p50=6 p99=7 ;;
                         esac
                         [ "$load" != lock:0 ] || name="lock+unlock as fast as answered"
-                        off=$(median_row "$tmp/bp.$load.off" "$per")
                         for cfg in $configs; do
                                 f=$tmp/bp.$load.$cfg
                                 r=$(median_row "$f" "$per")
                                 range=$(awk -F'|' -v c="$((per + 1))" '{ v = $c + 0; if (!n++) lo = hi = v; if (v < lo) lo = v; if (v > hi) hi = v }
                                         END { if (n) printf "%.2f–%.2f", lo, hi }' "$f")
-                                if [ "$cfg" = off ]; then
-                                        vs="" rounds_vs=""
-                                else
-                                        vs=$(ratio "$(cell "$r" "$per")" "$(cell "$off" "$per")")
-                                        rounds_vs=$(spread "$f" "$tmp/bp.$load.off" "$per")
+                                vs_rate= vs_cpu=
+                                if [ "$cfg" != off ]; then
+                                        vs_rate=$(round_ratios "$f" "$tmp/bp.$load.off" "$rate")
+                                        vs_cpu=$(round_ratios "$f" "$tmp/bp.$load.off" "$per")
                                 fi
-                                echo "| $name | $cfg | $(cell "$r" "$rate") | $(cell "$r" "$cpu") | $(cell "$r" "$per") | $range |" \
-                                        "$(cell "$r" "$p50") | $(cell "$r" "$p99") | $vs | $rounds_vs |" >>"$out"
+                                echo "| $name | $cfg | $(cell "$(median_row "$f" "$rate")" "$rate") | $vs_rate | $(cell "$r" "$cpu") |" \
+                                        "$(cell "$r" "$per") | $range | $vs_cpu | $(cell "$r" "$p50") | $(cell "$r" "$p99") |" >>"$out"
                         done
                 done
                 echo >>"$out"
