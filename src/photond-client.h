@@ -152,6 +152,28 @@ bool client_closing_done(Client *c);
 /* What a failed write to c is counted as. */
 ClientClose client_write_error_reason(Client *c);
 
+/* Busy polling's record of its recent polls (photond-client.c has why): it polls while at most
+ * BUSY_POLL_MAX_MISSES of the last BUSY_POLL_WINDOW polls found nothing, and otherwise backs off for a while that
+ * doubles with each back-off that follows a probe too soon. Zero-initialised: nothing missed yet. */
+#define BUSY_POLL_WINDOW 32
+#define BUSY_POLL_MAX_MISSES 8
+#define BUSY_POLL_BACKOFF_MIN_USEC UINT64_C(1000)
+#define BUSY_POLL_BACKOFF_MAX_USEC UINT64_C(128000)
+
+typedef struct BusyPoll {
+        uint32_t missed;                /* bit i: the poll i+1 polls ago found nothing */
+        unsigned polls;                 /* since the last back-off, up to BUSY_POLL_WINDOW */
+        uint64_t backoff_usec;          /* the next back-off's length; 0: the shortest */
+        uint64_t resume_at;             /* CLOCK_MONOTONIC µs: no polling before this */
+        uint64_t backoffs;              /* how many there were (status) */
+} BusyPoll;
+
+/* Whether to poll after a batch at now. */
+bool busy_poll_may_poll(const BusyPoll *b, uint64_t now);
+/* Records a poll that found input, or one that did not in the whole poll time; false when polling should stop for
+ * a back-off. Exposed for the unit tests. */
+bool busy_poll_record(BusyPoll *b, bool found, uint64_t now);
+
 /* Line callback used by client_feed(); the manager's handler in the daemon, replaceable by tests. */
 typedef int (*ClientLineHandler)(Client *c, const char *line, size_t len);
 extern ClientLineHandler client_line_handler;

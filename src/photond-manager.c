@@ -279,6 +279,7 @@ int manager_build_status(Manager *m, struct json_object **ret) {
                                 (int64_t) m->n_clients_closed[CLIENT_CLOSE_WRITE_QUEUE])) < 0 ||
             (r = json_add(data, "clientsClosed", TAKE_PTR(closed))) < 0 ||
             (r = json_add_int64(data, "busyPollBatches", (int64_t) m->busy_poll_batches)) < 0 ||
+            (r = json_add_int64(data, "busyPollBackoffs", (int64_t) m->busy_poll.backoffs)) < 0 ||
             (r = json_add(data, "capabilities", TAKE_PTR(caps))) < 0)
                 return r;
 

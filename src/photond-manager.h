@@ -10,9 +10,9 @@
 
 #include "list.h"
 #include "macro.h"
-#include "ratelimit.h"
 #include "photond-client.h"
 #include "photond-protocol.h"
+#include "ratelimit.h"
 
 typedef struct Channels Channels;
 typedef struct LockTable LockTable;
@@ -81,6 +81,7 @@ typedef struct Manager {
         bool one_cpu;                   /* photond-client.c: no busy polling */
         uint64_t batch_time_offset;     /* µs since the loop's time when busy polling found this batch */
         uint64_t busy_poll_batches;     /* batches busy polling found (status) */
+        BusyPoll busy_poll;             /* photond-client.c: whether polling pays */
         uint64_t last_batch_end;        /* CLOCK_MONOTONIC µs: when the last batch of clients was served */
 
         /* coalesced work: one flush (and one state write) per loop iteration */

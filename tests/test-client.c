@@ -326,3 +326,85 @@ Test(client, answer_to_an_earlier_request_over_the_cap_is_refused) {
         cr_assert_eq(client_send(&client, b, NULL), -ENOBUFS, "the queue is over the cap and nobody asked now");
         cr_assert_eq(client.out_n, 2);
 }
+
+/* Busy polling's back-off (busy_poll_record()): the polls of one client at a steady rate (a lock answered and its
+ * unlock found, the next lock not; or a ping, never followed in time) must stop polling; saturation, where most
+ * polls find input, must not. */
+
+/* Records n polls, the i-th a miss if i % every == every - 1 (every 0: all hits); returns how many of them stopped
+ * polling. Polls during a back-off are skipped, as photond skips them. */
+static unsigned record_polls(BusyPoll *b, unsigned n, unsigned every, uint64_t *now) {
+        unsigned stops = 0;
+
+        for (unsigned i = 0; i < n; i++) {
+                *now += 10;
+                if (!busy_poll_may_poll(b, *now))
+                        continue;
+                if (!busy_poll_record(b, every == 0 || i % every != every - 1, *now))
+                        stops++;
+        }
+        return stops;
+}
+
+Test(client, busy_poll_stops_after_too_many_misses) {
+        BusyPoll b = {};
+        uint64_t now = 5000;
+
+        cr_assert(busy_poll_may_poll(&b, now));
+        for (unsigned i = 0; i < BUSY_POLL_MAX_MISSES; i++)
+                cr_assert(busy_poll_record(&b, false, now), "stopped after %u misses", i + 1);
+        cr_assert_not(busy_poll_record(&b, false, now));
+        cr_assert_eq(b.backoffs, 1);
+        cr_assert_not(busy_poll_may_poll(&b, now + BUSY_POLL_BACKOFF_MIN_USEC - 1));
+        cr_assert(busy_poll_may_poll(&b, now + BUSY_POLL_BACKOFF_MIN_USEC));
+}
+
+Test(client, busy_poll_hits_keep_it_polling) {
+        BusyPoll b = {};
+        uint64_t now = 5000;
+
+        /* 1 miss in 4 (a hit ratio of 3/4): at the limit, still polling. */
+        cr_assert_eq(record_polls(&b, 10000, 4, &now), 0);
+        /* 1 in 8, as 8 lock clients at K=64 missed; 1 in 500, as at K=1 */
+        cr_assert_eq(record_polls(&b, 10000, 8, &now), 0);
+        cr_assert_eq(record_polls(&b, 10000, 500, &now), 0);
+        cr_assert_eq(b.backoffs, 0);
+        /* 1 in 3 is too many */
+        cr_assert_gt(record_polls(&b, 1000, 3, &now), 0);
+}
+
+Test(client, busy_poll_paced_load_backs_off_more_and_more) {
+        BusyPoll b = {};
+        uint64_t now = 5000, expect = BUSY_POLL_BACKOFF_MIN_USEC;
+
+        /* unlock found, next lock missed: polling stops once the window holds more misses than allowed */
+        cr_assert_eq(record_polls(&b, 2 * BUSY_POLL_MAX_MISSES, 2, &now), 0);
+        cr_assert_eq(record_polls(&b, 1, 1, &now), 1);
+
+        /* Each probe after a back-off stops at its second miss, and the next back-off is twice as long, up to the
+         * cap. */
+        for (unsigned i = 0; i < 12; i++) {
+                cr_assert_eq(b.resume_at, now + expect, "back-off %u", i + 1);
+                now = b.resume_at;
+                cr_assert(busy_poll_record(&b, true, now));
+                cr_assert(busy_poll_record(&b, false, now));
+                cr_assert(busy_poll_record(&b, true, now));
+                cr_assert_not(busy_poll_record(&b, false, now));
+                expect = MIN(expect * 2, BUSY_POLL_BACKOFF_MAX_USEC);
+        }
+        cr_assert_eq(expect, BUSY_POLL_BACKOFF_MAX_USEC);
+
+        /* pings: nothing ever found, a probe ends at its second poll */
+        now = b.resume_at;
+        cr_assert(busy_poll_record(&b, false, now));
+        cr_assert_not(busy_poll_record(&b, false, now));
+        cr_assert_eq(b.resume_at, now + BUSY_POLL_BACKOFF_MAX_USEC);
+
+        /* A saturating load (1 miss in 8) passes the probe, and a window of polls without a back-off resets it to
+         * the shortest. */
+        now = b.resume_at;
+        cr_assert_eq(record_polls(&b, BUSY_POLL_WINDOW, 8, &now), 0);
+        while (busy_poll_record(&b, false, now))
+                ;
+        cr_assert_eq(b.resume_at, now + BUSY_POLL_BACKOFF_MIN_USEC);
+}

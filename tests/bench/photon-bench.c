@@ -8,13 +8,15 @@
  * little CPU per message as possible and the server, not the instrument, is what saturates. Each report says how
  * much CPU both sides used, so a reader can tell when that did not hold.
  *
- * Scenarios: fanout, conns, locks; command and provide for the webhook comparison; "start" launches a server and
- * waits for its READY=1 (the sd_notify protocol, which photond and redis-server --supervised systemd both speak),
- * so run.sh never guesses with sleeps.
+ * Scenarios: fanout, conns, locks; paced (one client at a fixed rate, for the server's CPU time per request);
+ * command and provide for the webhook comparison; "start" launches a server and waits for its READY=1 (the
+ * sd_notify protocol, which photond and redis-server --supervised systemd both speak), so run.sh never guesses
+ * with sleeps.
  */
 
 #include <endian.h>
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -28,8 +30,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -167,8 +171,39 @@ static double us(uint64_t ns) {
 typedef struct ServerSample {
         uint64_t rss_kib;
         uint64_t cpu_ticks;
+        uint64_t cpu_ns;        /* the sum of its threads' run time, or 0 without schedstat */
         uint64_t at;
 } ServerSample;
+
+/* The run time of every thread of the server in ns (/proc/PID/task/TID/schedstat, first field), or 0 if the kernel
+ * has no schedstat. utime+stime count in clock ticks (10 ms): too coarse for a paced run at 1 % of a core. */
+static uint64_t server_cpu_ns(void) {
+        char path[384];
+        uint64_t sum = 0;
+        DIR *d;
+        struct dirent *de;
+
+        snprintf(path, sizeof path, "/proc/%d/task", (int) arg_pid);
+        d = opendir(path);
+        if (!d)
+                return 0;
+        while ((de = readdir(d))) {
+                unsigned long long ns;
+                FILE *f;
+
+                if (de->d_name[0] == '.')
+                        continue;
+                snprintf(path, sizeof path, "/proc/%d/task/%s/schedstat", (int) arg_pid, de->d_name);
+                f = fopen(path, "re");
+                if (!f)
+                        continue;
+                if (fscanf(f, "%llu", &ns) == 1)
+                        sum += ns;
+                fclose(f);
+        }
+        closedir(d);
+        return sum;
+}
 
 static void server_sample(ServerSample *ret) {
         char path[64], buf[4096], *p;
@@ -202,6 +237,7 @@ static void server_sample(ServerSample *ret) {
                 if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2)
                         ret->cpu_ticks = ut + st;
         }
+        ret->cpu_ns = server_cpu_ns();
 }
 
 static double server_cpu_percent(const ServerSample *a, const ServerSample *b) {
@@ -209,7 +245,18 @@ static double server_cpu_percent(const ServerSample *a, const ServerSample *b) {
 
         if (arg_pid <= 0 || wall <= 0)
                 return 0;
+        if (a->cpu_ns > 0 && b->cpu_ns > 0)
+                return 100.0 * (double) (b->cpu_ns - a->cpu_ns) / (double) NSEC_PER_SEC / wall;
         return 100.0 * (double) (b->cpu_ticks - a->cpu_ticks) / (double) sysconf(_SC_CLK_TCK) / wall;
+}
+
+/* The server's CPU time in µs per request between two samples. */
+static double server_cpu_us_per(const ServerSample *a, const ServerSample *b, uint64_t requests) {
+        double wall = (double) (b->at - a->at) / (double) NSEC_PER_USEC;
+
+        if (arg_pid <= 0 || requests == 0)
+                return 0;
+        return server_cpu_percent(a, b) / 100.0 * wall / (double) requests;
 }
 
 static uint64_t self_cpu_ns(void) {
@@ -226,6 +273,7 @@ typedef enum Role {
         ROLE_SUBSCRIBER,
         ROLE_PUBLISHER,
         ROLE_LOCKER,
+        ROLE_TIMER,             /* a timerfd: its expirations go to on_tick() */
 } Role;
 
 typedef struct Conn {
@@ -265,6 +313,7 @@ static int epoll_fd = -1;
 static unsigned conns_closed = 0;
 static void (*on_frame)(Conn *c, const Frame *f, uint64_t now) = NULL;
 static void (*after_batch)(uint64_t now) = NULL;
+static void (*on_tick)(uint64_t expirations, uint64_t now) = NULL;
 
 static void conn_close(Conn *c) {
         if (c->closed)
@@ -726,7 +775,13 @@ static bool loop_run(bool (*done)(uint64_t now), uint64_t deadline) {
                 }
                 for (int i = 0; i < n; i++) {
                         Conn *c = ev[i].data.ptr;
+                        uint64_t expirations;
 
+                        if (c->role == ROLE_TIMER) {
+                                if (read(c->fd, &expirations, sizeof expirations) == sizeof expirations)
+                                        on_tick(expirations, now_ns());
+                                continue;
+                        }
                         if (!c->closed && (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
                                 conn_read(c);
                         if (!c->closed && (ev[i].events & EPOLLOUT))
@@ -1281,7 +1336,7 @@ static int scenario_locks(void) {
         const char *mode = arg_target == TARGET_REDIS ? "SET NX PX + retry" :
                 arg_lock_wait > 0 ? "lockWait" : "lock + retry";
         ServerSample s0, s1;
-        uint64_t t0, t1, cpu0, cpu1;
+        uint64_t t0, t1, cpu0, cpu1, requests;
         double secs, rate;
         bool ok;
 
@@ -1329,28 +1384,168 @@ static int scenario_locks(void) {
 
         secs = (double) (t1 - t0) / (double) NSEC_PER_SEC;
         rate = (double) lk.pairs_total / secs;
+        /* every acquire, granted or refused, and every release answered */
+        requests = 2 * lk.pairs_total + lk.refused;
         fprintf(stderr,
                 "%s locks (%s) C=%u K=%u N=%u: %" PRIu64 " pairs in %.3f s = %.0f pairs/s; request p50 %.1f us "
                 "p99 %.1f us; acquire p50 %.1f us p99 %.1f us max %.1f us; refused attempts %" PRIu64
                 "; exclusion violations %" PRIu64 ", token order violations %" PRIu64 ", failed releases %" PRIu64
-                ", errors %" PRIu64 ", closed %u; server CPU %.0f%%, bench CPU %.0f%%%s\n",
+                ", errors %" PRIu64 ", closed %u; server CPU %.0f%% = %.2f us per request, bench CPU %.0f%%%s\n",
                 target_name(), mode, arg_clients, arg_names, arg_pairs, lk.pairs_total, secs, rate,
                 us(hist_percentile(&lk.req, 50)), us(hist_percentile(&lk.req, 99)),
                 us(hist_percentile(&lk.acq, 50)), us(hist_percentile(&lk.acq, 99)), us(lk.acq.max),
                 lk.refused, lk.violations, lk.token_violations, lk.release_failures, lk.errors, conns_closed,
-                server_cpu_percent(&s0, &s1), 100.0 * (double) (cpu1 - cpu0) / (double) (t1 - t0),
-                ok ? "" : " (TIMED OUT)");
-        /* | target | mode | C | K | pairs/s | req p50 | req p99 | acquire p99 | refused | violations | CPU | */
-        printf("| %s | %s | %u | %u | %.0f | %.0f | %.0f | %.0f | %" PRIu64 " | %" PRIu64 " | %.0f%% | %.0f%% |\n",
+                server_cpu_percent(&s0, &s1), server_cpu_us_per(&s0, &s1, requests),
+                100.0 * (double) (cpu1 - cpu0) / (double) (t1 - t0), ok ? "" : " (TIMED OUT)");
+        /* | target | mode | C | K | pairs/s | req p50 | req p99 | acquire p99 | refused | violations | CPU |
+         *   bench CPU | server CPU µs per request | */
+        printf("| %s | %s | %u | %u | %.0f | %.0f | %.0f | %.0f | %" PRIu64 " | %" PRIu64 " | %.0f%% | %.0f%% "
+               "| %.2f |\n",
                target_name(), mode, arg_clients, arg_names, rate,
                us(hist_percentile(&lk.req, 50)), us(hist_percentile(&lk.req, 99)),
                us(hist_percentile(&lk.acq, 99)), lk.refused,
                lk.violations + lk.token_violations + lk.release_failures,
-               server_cpu_percent(&s0, &s1), 100.0 * (double) (cpu1 - cpu0) / (double) (t1 - t0));
+               server_cpu_percent(&s0, &s1), 100.0 * (double) (cpu1 - cpu0) / (double) (t1 - t0),
+               server_cpu_us_per(&s0, &s1, requests));
 
         return ok && (lk.stop_at > 0 || lk.pairs_total == (uint64_t) arg_clients * arg_pairs) &&
                 lk.violations == 0 && lk.token_violations == 0 && lk.release_failures == 0 && lk.errors == 0 &&
                 conns_closed == 0 ? 0 : 1;
+}
+
+/* ---- paced: one client at a fixed request rate, for the server's CPU time per request at an everyday load ---- */
+
+/* Requests go out at fixed instants (a periodic timerfd), not as fast as the server answers, so the server sleeps
+ * between them as a daemon on a laptop does; what the run measures is the server's CPU time per request
+ * (schedstat), which busy polling raises when it spins for input that does not come (docs/performance.md, "Busy
+ * polling at everyday loads"). "lock" sends a lock and, once granted, its unlock: a pair of requests per tick, at
+ * half the ticks. A tick that finds the previous exchange still going is skipped and counted. --rate=0: no pacing,
+ * the next exchange starts as soon as the last one ended (one client saturating the server). */
+
+static unsigned arg_rate = 1000;            /* paced: requests per second */
+static bool arg_ping = false;               /* paced: pings instead of lock+unlock pairs */
+
+static struct {
+        Conn *cl, *timer;
+        bool busy, locking;
+        uint64_t seq, sent, requests, skipped, errors, stop_at;
+        bool stopped;
+        Histogram req;
+} pc;
+
+static void paced_send(uint64_t now) {
+        pc.seq++;
+        if (arg_ping)
+                conn_printf(pc.cl, "{\"type\":\"ping\",\"id\":\"p%" PRIu64 "\"}\n", pc.seq);
+        else
+                conn_printf(pc.cl, "{\"type\":\"%s\",\"id\":\"l%" PRIu64 "\",\"lockName\":\"bench:paced\","
+                            "\"sessionId\":\"paced\"%s}\n", pc.locking ? "unlock" : "lock", pc.seq,
+                            pc.locking ? "" : ",\"lockTimeout\":30000");
+        pc.sent = now;
+        conn_flush(pc.cl);
+}
+
+static void paced_start(uint64_t now) {
+        if (now >= pc.stop_at) {
+                pc.stopped = true;
+                return;
+        }
+        pc.busy = true;
+        pc.locking = false;
+        paced_send(now);
+}
+
+static void paced_frame(Conn *c, const Frame *f, uint64_t now) {
+        hist_add(&pc.req, now - pc.sent);
+        pc.requests++;
+        if (f->kind != FRAME_OK) {
+                pc.errors++;
+                print_error_once(f);
+        }
+        if (!arg_ping && !pc.locking) {
+                pc.locking = true;
+                paced_send(now);
+                return;
+        }
+        pc.busy = false;
+        if (arg_rate == 0)
+                paced_start(now);
+}
+
+static void paced_tick(uint64_t expirations, uint64_t now) {
+        pc.skipped += expirations - 1;
+        if (pc.busy)
+                pc.skipped++;
+        else
+                paced_start(now);
+}
+
+static bool paced_done(uint64_t now) {
+        return (pc.stopped && !pc.busy) || conns_closed > 0 || pc.errors > 0;
+}
+
+static int scenario_paced(void) {
+        const char *what = arg_ping ? "ping" : "lock+unlock";
+        unsigned secs = arg_duration > 0 ? arg_duration : 5;
+        ServerSample s0, s1;
+        uint64_t t0, t1, cpu0, cpu1;
+        double wall, rate;
+        bool ok;
+
+        if (arg_target != TARGET_PHOTON)
+                die("paced is a photond scenario");
+        /* The default 50 µs of timer slack would blur a 100 µs period. */
+        (void) prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+        pc.cl = conn_new(ROLE_LOCKER, 0, 16 * 1024);
+        on_frame = paced_frame;
+        on_tick = paced_tick;
+
+        server_sample(&s0);
+        cpu0 = self_cpu_ns();
+        t0 = now_ns();
+        pc.stop_at = t0 + (uint64_t) secs * NSEC_PER_SEC;
+        if (arg_rate > 0) {
+                /* A pair is two requests: a tick for each pair. */
+                uint64_t period = NSEC_PER_SEC * (arg_ping ? 1 : 2) / arg_rate;
+                struct itimerspec its = {
+                        .it_value = { .tv_sec = 0, .tv_nsec = 1 },
+                        .it_interval = { .tv_sec = (time_t) (period / NSEC_PER_SEC),
+                                         .tv_nsec = (long) (period % NSEC_PER_SEC) },
+                };
+                struct epoll_event ev = { .events = EPOLLIN };
+                int fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+
+                if (fd < 0 || timerfd_settime(fd, 0, &its, NULL) < 0)
+                        die("timerfd: %m");
+                pc.timer = xcalloc(1, sizeof *pc.timer);
+                *pc.timer = (Conn) { .fd = fd, .role = ROLE_TIMER };
+                ev.data.ptr = pc.timer;
+                if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
+                        die("epoll_ctl(): %m");
+        } else
+                paced_start(t0);
+        ok = loop_run(paced_done, deadline_from_now());
+        t1 = now_ns();
+        cpu1 = self_cpu_ns();
+        server_sample(&s1);
+
+        wall = (double) (t1 - t0) / (double) NSEC_PER_SEC;
+        rate = (double) pc.requests / wall;
+        fprintf(stderr,
+                "%s paced (%s) target %u req/s for %u s: %" PRIu64 " requests = %.0f req/s, %" PRIu64 " ticks "
+                "skipped; request p50 %.1f us p99 %.1f us max %.1f us; server CPU %.1f%% = %.2f us per request; "
+                "bench CPU %.0f%%; errors %" PRIu64 ", closed %u%s\n",
+                target_name(), what, arg_rate, secs, pc.requests, rate, pc.skipped,
+                us(hist_percentile(&pc.req, 50)), us(hist_percentile(&pc.req, 99)), us(pc.req.max),
+                server_cpu_percent(&s0, &s1), server_cpu_us_per(&s0, &s1, pc.requests),
+                100.0 * (double) (cpu1 - cpu0) / (double) (t1 - t0), pc.errors, conns_closed,
+                ok ? "" : " (TIMED OUT)");
+        /* | requests | target req/s | req/s | server CPU | server CPU µs per request | p50 | p99 | skipped | */
+        printf("| %s | %u | %.0f | %.1f%% | %.2f | %.0f | %.0f | %" PRIu64 " |\n", what, arg_rate, rate,
+               server_cpu_percent(&s0, &s1), server_cpu_us_per(&s0, &s1, pc.requests),
+               us(hist_percentile(&pc.req, 50)), us(hist_percentile(&pc.req, 99)), pc.skipped);
+
+        return ok && pc.errors == 0 && conns_closed == 0 ? 0 : 1;
 }
 
 /* ---- command: C clients, N method calls each through photond's dispatcher (one outstanding per client) ---- */
@@ -1547,6 +1742,8 @@ static void help(void) {
                "  fanout    S subscribers, P publishers pipelining M messages of B bytes with window W\n"
                "  conns     N idle subscribers, one publish: time until all have it, server KiB per connection\n"
                "  locks     C clients doing N acquire+release pairs each on K names\n"
+               "  paced     photond: one client at --rate requests/s (lock+unlock pairs, or --ping) for\n"
+               "            --duration s (default 5): the server's CPU time per request\n"
                "  command   photond: C clients doing N calls each of method \"ping\" on --photon (a provider)\n"
                "  provide   photond: serve every method of --photon with {\"ok\":true} until killed\n"
                "  start -- CMD...   run a server, wait for its READY=1 (sd_notify), print its pid\n\n"
@@ -1559,6 +1756,8 @@ static void help(void) {
                "  --photon=NAME           command: the photon to call (default bench)\n"
                "  --lock-wait=MS          photond: waiting acquires (\"lockWait\") instead of a retry loop\n"
                "  --duration=SEC          locks: start no new pair after this long, whatever --pairs says\n"
+               "  --rate=N                paced: requests per second (default 1000; 0: as fast as answered)\n"
+               "  --ping                  paced: pings instead of lock+unlock pairs\n"
                "  --timeout=SEC           Give up after this long (default 60)\n"
                "  --log=FILE              start: the server's stdout and stderr\n");
 }
@@ -1578,7 +1777,7 @@ int main(int argc, char *argv[]) {
         enum {
                 ARG_TARGET = 0x100, ARG_SOCKET, ARG_PID, ARG_SUBSCRIBERS, ARG_PUBLISHERS, ARG_MESSAGES, ARG_BYTES,
                 ARG_WINDOW, ARG_CONNS, ARG_CLIENTS, ARG_PAIRS, ARG_NAMES, ARG_LOCK_WAIT, ARG_TIMEOUT, ARG_LOG,
-                ARG_PHOTON, ARG_DURATION,
+                ARG_PHOTON, ARG_DURATION, ARG_RATE, ARG_PING,
         };
         static const struct option options[] = {
                 { "help",        no_argument,       NULL, 'h'             },
@@ -1599,6 +1798,8 @@ int main(int argc, char *argv[]) {
                 { "log",         required_argument, NULL, ARG_LOG         },
                 { "photon",      required_argument, NULL, ARG_PHOTON      },
                 { "duration",    required_argument, NULL, ARG_DURATION    },
+                { "rate",        required_argument, NULL, ARG_RATE        },
+                { "ping",        no_argument,       NULL, ARG_PING        },
                 {}
         };
         struct rlimit rl;
@@ -1674,12 +1875,18 @@ int main(int argc, char *argv[]) {
                 case ARG_DURATION:
                         arg_duration = parse_unsigned(optarg, "--duration", 0);
                         break;
+                case ARG_RATE:
+                        arg_rate = parse_unsigned(optarg, "--rate", 0);
+                        break;
+                case ARG_PING:
+                        arg_ping = true;
+                        break;
                 default:
                         return 2;
                 }
 
         if (!scenario)
-                die("which scenario? (fanout, conns, locks, command, provide, start; --help)");
+                die("which scenario? (fanout, conns, locks, paced, command, provide, start; --help)");
         if (strcmp(scenario, "start") == 0) {
                 if (optind >= argc)
                         die("start needs a command");
@@ -1708,6 +1915,8 @@ int main(int argc, char *argv[]) {
                 return scenario_conns();
         if (strcmp(scenario, "locks") == 0)
                 return scenario_locks();
+        if (strcmp(scenario, "paced") == 0)
+                return scenario_paced();
         if (strcmp(scenario, "command") == 0)
                 return scenario_command();
         if (strcmp(scenario, "provide") == 0)

@@ -8,7 +8,14 @@
 # PHOTOND defaults to the first of build-release/, build/, build-*/ that holds src/photond; PHOTON_BENCH to the
 # tests/bench/photon-bench of the same build directory. Build photond optimised (meson --buildtype=release):
 # the header says which build type was measured. Environment:
-#   SCENARIOS="fanout conns locks webhook"   what to run
+#   SCENARIOS="fanout conns locks webhook"   what to run; "busypoll" (not in the default) measures photond alone
+#                                            with and without busy polling: its CPU time per request at paced
+#                                            loads and at saturation
+#   OTHER_PHOTOND=<path>                     busypoll: a third configuration, another photond build's default
+#                                            (e.g. the previous commit's), run in the same rounds
+#   BUSYPOLL_LOADS="lock:1000 … locks:64"    busypoll: the loads to run (the default is all of them: lock:N and
+#                                            ping:N one client at N requests/s, lock:0 as fast as answered,
+#                                            locks:K 8 clients on K names)
 #   ROUNDS=3                                 runs per configuration and target; tables show the median run, and
 #                                            the ratio tables the lowest and highest ratio of the rounds too
 #   QUICK=1                                  tiny counts, to check the script itself (numbers mean nothing)
@@ -38,14 +45,16 @@ photond=$(realpath "$photond")
 builddir=$(dirname "$(dirname "$photond")")
 [ -n "$bench" ] || bench=$builddir/tests/bench/photon-bench
 [ -x "$bench" ] || { echo "run.sh: no photon-bench at $bench; pass its path" >&2; exit 2; }
-command -v redis-server >/dev/null || { echo "run.sh: redis-server is not installed" >&2; exit 2; }
-
 scenarios=${SCENARIOS:-fanout conns locks webhook}
+# busypoll and webhook measure photond alone
+if [[ " $scenarios " =~ \ (fanout|conns|locks)\  ]]; then
+        command -v redis-server >/dev/null || { echo "run.sh: redis-server is not installed" >&2; exit 2; }
+fi
 rounds=${ROUNDS:-3}
 if [ "${QUICK:-0}" = 1 ]; then
-        m10=5000 m100=1000 conns=1000 lock_secs=1 calls=50 wrk_secs=2 rounds=${ROUNDS:-1}
+        m10=5000 m100=1000 conns=1000 lock_secs=1 calls=50 wrk_secs=2 paced_secs=1 rounds=${ROUNDS:-1}
 else
-        m10=200000 m100=30000 conns=10000 lock_secs=1 calls=300 wrk_secs=5
+        m10=200000 m100=30000 conns=10000 lock_secs=1 calls=300 wrk_secs=5 paced_secs=3
 fi
 
 tmp=$(mktemp -d /tmp/photon-bench.XXXXXX)
@@ -103,7 +112,7 @@ start_photond() {
         mkdir -p "$home"
         sock=$home/.data/daemon.sock
         server_pid=$(env $photond_env PHOTON_HOME="$home" "$bench" start --log "$tmp/photond.log" -- \
-                "$photond" --bus=none --socket "$sock")
+                "${photond_bin:-$photond}" --bus=none --socket "$sock")
         pids+=("$server_pid")
 }
 
@@ -148,6 +157,18 @@ spread() {
                 END { if (n) printf "%.2f–%.2f", lo, hi; else printf "n/a" }' "$1" "$2"
 }
 
+# round_ratios PFILE RFILE COL: the ratios of column COL between the rows of the same round, as "median (lo–hi)".
+round_ratios() {
+        awk -F'|' -v c="$(($3 + 1))" 'NR == FNR { a[FNR] = $c; next }
+                (FNR in a) && $c > 0 { r[n++] = a[FNR] / $c }
+                END {
+                        if (!n) { printf "n/a"; exit }
+                        for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+                        m = n % 2 ? r[(n - 1) / 2] : (r[n / 2 - 1] + r[n / 2]) / 2
+                        printf "%.2f (%.2f–%.2f)", m, r[0], r[n - 1]
+                }' "$1" "$2"
+}
+
 began=$(date +%s)
 out=$tmp/out.md
 {
@@ -159,7 +180,7 @@ out=$tmp/out.md
         echo "- photond: $("$photond" --version 2>&1 | head -1), source ${PHOTOND_REV:-$(git -C "$src" describe --always --dirty 2>/dev/null || echo unknown)}," \
                 "build type $(sed -n 's/.*"name": "buildtype", "value": "\([a-z]*\)".*/\1/p' \
                         "$builddir/meson-info/intro-buildoptions.json" 2>/dev/null || true)"
-        echo "- Redis: $(redis-server --version | sed 's/ sha=.*malloc=/, malloc=/')"
+        ! command -v redis-server >/dev/null || echo "- Redis: $(redis-server --version | sed 's/ sha=.*malloc=/, malloc=/')"
         echo "- photond's PHOTON_HOME (its state.json) on $(df -T "$tmp" | awk 'NR == 2 { print $2 }'); Redis persistence off"
         echo
 } >"$out"
@@ -227,8 +248,8 @@ for scenario in $scenarios; do
                 {
                         echo "### locks: 8 clients, acquire+release pairs on K names for ${lock_secs} s, immediate retry when refused"
                         echo
-                        echo "| server | mode | C | K | pairs/s | request p50 µs | request p99 µs | acquire p99 µs | refused attempts | exclusion violations | server CPU | bench CPU |"
-                        echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+                        echo "| server | mode | C | K | pairs/s | request p50 µs | request p99 µs | acquire p99 µs | refused attempts | exclusion violations | server CPU | bench CPU | server CPU µs per request |"
+                        echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
                 } >>"$out"
                 ratios=""
                 for k in 1 64; do
@@ -266,6 +287,68 @@ for scenario in $scenarios; do
                         printf '%s' "$ratios"
                         echo
                 } >>"$out"
+                ;;
+        busypoll)
+                # The same load against photond with its default busy polling and with PHOTOND_BUSY_POLL_US=0
+                # (and OTHER_PHOTOND's default), alternating within each round. One client at a fixed rate (lock+unlock
+                # pairs, or pings) is the everyday load; one client without pauses and the 8-client lock loops are
+                # saturation. The figure that matters is photond's CPU time per request (schedstat).
+                configs="default off"
+                [ -z "${OTHER_PHOTOND:-}" ] || configs+=" other"
+                loads=${BUSYPOLL_LOADS:-lock:1000 lock:3000 lock:10000 ping:1000 ping:3000 ping:10000 lock:0 locks:1 locks:64}
+                for _ in $(seq "$rounds"); do
+                        for load in $loads; do
+                                kind=${load%%:*} n=${load#*:}
+                                case $kind in
+                                lock) set -- paced --rate "$n" --duration "$paced_secs" ;;
+                                ping) set -- paced --ping --rate "$n" --duration "$paced_secs" ;;
+                                locks) set -- locks --clients 8 --names "$n" --pairs 10000000 --duration "$lock_secs" ;;
+                                esac
+                                for cfg in $configs; do
+                                        case $cfg in
+                                        off) photond_env=PHOTOND_BUSY_POLL_US=0 ;;
+                                        other) photond_bin=$(realpath "$OTHER_PHOTOND") ;;
+                                        esac
+                                        run photond "$tmp/bp.$load.$cfg" "$@"
+                                        photond_env= photond_bin=
+                                done
+                        done
+                done
+                {
+                        echo "### busypoll: photond's CPU time per request with busy polling (default) and without (PHOTOND_BUSY_POLL_US=0)"
+                        echo
+                        echo "Paced: one client at a fixed rate, lock+unlock pairs or pings, ${paced_secs} s per run; \"as fast as answered\": one"
+                        echo "client that sends its next request when the last is answered; locks K=1/K=64: the locks scenario (8"
+                        echo "clients, ${lock_secs} s). Rates: the median of the runs; this/off: the median (lowest–highest) of each round's"
+                        echo "ratio to the run without polling in the same round; CPU and latency: the median run by CPU per request."
+                        [ -z "${OTHER_PHOTOND:-}" ] || echo "\"other\": $OTHER_PHOTOND with its default busy polling."
+                        echo
+                        echo "| load | busy polling | requests/s (locks: pairs/s) | rate, this/off | server CPU | CPU µs per request | lowest–highest | CPU per request, this/off | request p50 µs | request p99 µs |"
+                        echo "|---|---|---|---|---|---|---|---|---|---|"
+                } >>"$out"
+                for load in $loads; do
+                        kind=${load%%:*} n=${load#*:}
+                        case $kind in
+                        lock) name="lock+unlock $n req/s" rate=3 cpu=4 per=5 p50=6 p99=7 ;;
+                        ping) name="ping $n req/s" rate=3 cpu=4 per=5 p50=6 p99=7 ;;
+                        locks) name="locks 8 clients K=$n" rate=5 cpu=11 per=13 p50=6 p99=7 ;;
+                        esac
+                        [ "$load" != lock:0 ] || name="lock+unlock as fast as answered"
+                        for cfg in $configs; do
+                                f=$tmp/bp.$load.$cfg
+                                r=$(median_row "$f" "$per")
+                                range=$(awk -F'|' -v c="$((per + 1))" '{ v = $c + 0; if (!n++) lo = hi = v; if (v < lo) lo = v; if (v > hi) hi = v }
+                                        END { if (n) printf "%.2f–%.2f", lo, hi }' "$f")
+                                vs_rate= vs_cpu=
+                                if [ "$cfg" != off ]; then
+                                        vs_rate=$(round_ratios "$f" "$tmp/bp.$load.off" "$rate")
+                                        vs_cpu=$(round_ratios "$f" "$tmp/bp.$load.off" "$per")
+                                fi
+                                echo "| $name | $cfg | $(cell "$(median_row "$f" "$rate")" "$rate") | $vs_rate | $(cell "$r" "$cpu") |" \
+                                        "$(cell "$r" "$per") | $range | $vs_cpu | $(cell "$r" "$p50") | $(cell "$r" "$p99") |" >>"$out"
+                        done
+                done
+                echo >>"$out"
                 ;;
         webhook)
                 command -v wrk >/dev/null || { failures+=("webhook: wrk is not installed"); continue; }

@@ -699,6 +699,37 @@ static int64_t status_busy_poll_batches(Conn *c) {
         return n;
 }
 
+/* Busy polling stops where it does not pay: a client whose next request always comes after the poll time (here
+ * 300 µs after each reply, with polls of 100 µs, and batches within 1 ms of each other count as busy) makes every
+ * poll miss (unless photond lost its CPU between the reply and the poll), and photond backs off
+ * (busyPollBackoffs) instead of spinning after every request. */
+Test(core, busy_polling_backs_off_when_polls_find_nothing) {
+        Daemon *d = daemon_start(&(DaemonOptions) {
+                .env = (const char*[]) { "PHOTOND_BUSY_POLL_US=100", NULL },
+        });
+        Conn *c = conn_open(d);
+        struct json_object *o;
+        cpu_set_t cpus;
+
+        for (unsigned i = 0; i < 100; i++) {
+                o = conn_request(c, "p", "{\"type\":\"ping\",\"id\":\"p\"}");
+                json_object_put(o);
+                (void) nanosleep(&(struct timespec) { .tv_nsec = 300 * 1000 }, NULL);
+        }
+
+        o = conn_request(c, "st", "{\"type\":\"status\",\"id\":\"st\"}");
+        CPU_ZERO(&cpus);
+        cr_assert_eq(sched_getaffinity(0, sizeof(cpus), &cpus), 0);
+        if (CPU_COUNT(&cpus) >= 2)
+                cr_assert_geq(jint(o, "data.busyPollBackoffs"), 1, "%s", json_object_to_json_string(o));
+        else    /* no polling at all */
+                cr_assert_eq(jint(o, "data.busyPollBackoffs"), 0);
+        json_object_put(o);
+
+        conn_close(c);
+        daemon_free(d);
+}
+
 /* Busy polling (PHOTOND_BUSY_POLL_US): a client in a tight request/reply loop keeps photond polling for its next
  * request instead of sleeping. Meanwhile a request still sees the time it was found, never the older time the loop
  * woke up at (acquiredAt is never before the request was sent), another client's short lock still expires on
