@@ -49,13 +49,20 @@ static int client_update_io_events(Client *c) {
                 events |= EPOLLIN;
         if (c->want_pollout)
                 events |= EPOLLOUT;
+        /* Closing with answers still to come (a call, a lock wait): the peer may yet go away entirely, and its
+         * wait must then leave the queue at once, not be granted to nobody. Registered for the hang-up alone
+         * (epoll reports EPOLLHUP whatever the mask; EPOLLHUP here only marks "in the set"), edge-triggered, so
+         * it wakes the loop once. */
+        if (events == 0 && c->close_after_flush && !c->peer_gone && (c->n_calls > 0 || c->n_lock_waits > 0))
+                events = EPOLLHUP;
         if (events == c->io_events)
                 return 0;
-        events |= EPOLLET | EPOLLRDHUP;
+        /* The half-close that made us close is an EPOLLRDHUP that stays: asked for, it would wake us again. */
+        events |= EPOLLET | (events & EPOLLIN ? EPOLLRDHUP : 0);
 
-        /* Nothing to wait for (closing, output not yet stuck): out of the set, or a hang-up, which epoll reports
-         * whatever the mask, would keep waking the loop before the flush that closes us. */
-        op = !(events & (EPOLLIN|EPOLLOUT)) ? EPOLL_CTL_DEL : c->io_events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+        /* Nothing to wait for (closing, output not yet stuck, no answer to come): out of the set, or a hang-up,
+         * which epoll reports whatever the mask, would keep waking the loop before the flush that closes us. */
+        op = !(events & (EPOLLIN|EPOLLOUT|EPOLLHUP)) ? EPOLL_CTL_DEL : c->io_events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
         ev = (struct epoll_event) { .events = events, .data.ptr = c };
         if (epoll_ctl(c->manager->clients_epoll_fd, op, c->fd, &ev) < 0)
                 return -errno;

@@ -516,3 +516,57 @@ Test(client_io, half_close_waits_for_an_answer_still_to_come) {
         conn_close(waiter);
         daemon_free(d);
 }
+
+/* A client that half-closes with a lock wait parked, then closes entirely: it is noticed at once, its wait leaves
+ * the queue, and the lock goes to the next live waiter, not to the departed client for its lockTimeout. */
+Test(client_io, half_closed_waiter_that_leaves_gives_up_its_place) {
+        Daemon *d = daemon_start(NULL);
+        Conn *holder = conn_open(d), *gone = conn_open(d), *next = conn_open(d);
+        struct json_object *o;
+        uint64_t deadline;
+
+        o = conn_request(holder, "a", "{\"type\":\"lock\",\"id\":\"a\",\"lockName\":\"y\",\"sessionId\":\"a\","
+                         "\"lockTimeout\":60000}");
+        cr_assert(jbool(o, "data.acquired"));
+        json_object_put(o);
+
+        conn_send(gone, "{\"type\":\"lock\",\"id\":\"b\",\"lockName\":\"y\",\"sessionId\":\"b\","
+                  "\"lockWait\":60000,\"lockTimeout\":30000}");
+        cr_assert_eq(shutdown(gone->fd, SHUT_WR), 0);
+        for (deadline = mono_ms() + 5000;;) {
+                o = status(holder);
+                int64_t waiters = jint(o, "data.lockWaiters");
+                json_object_put(o);
+                if (waiters == 1)
+                        break;
+                cr_assert(mono_ms() < deadline, "the lock wait was not parked");
+        }
+        conn_send(next, "{\"type\":\"lock\",\"id\":\"c\",\"lockName\":\"y\",\"sessionId\":\"c\",\"lockWait\":60000}");
+        close(gone->fd);
+        gone->fd = -1;
+
+        /* The departed waiter is dropped: only the live one is left, and one client fewer. */
+        for (deadline = mono_ms() + 5000;;) {
+                o = status(holder);
+                int64_t waiters = jint(o, "data.lockWaiters"), clients = jint(o, "data.clients");
+                json_object_put(o);
+                if (waiters == 1 && clients == 2)
+                        break;
+                cr_assert(mono_ms() < deadline, "the half-closed client that left is still there (%" PRIi64
+                          " waiters, %" PRIi64 " clients)", waiters, clients);
+        }
+        cr_assert_eq(closed_count(holder, "peer"), 1);
+
+        o = conn_request(holder, "u", "{\"type\":\"unlock\",\"id\":\"u\",\"lockName\":\"y\",\"lockHolder\":\"a\"}");
+        cr_assert(jbool(o, "data.released"));
+        json_object_put(o);
+        o = conn_expect(next, 5000);
+        cr_assert_str_eq(jstr(o, "id"), "c");
+        cr_assert(jbool(o, "data.acquired"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+
+        conn_close(holder);
+        conn_close(gone);
+        conn_close(next);
+        daemon_free(d);
+}
