@@ -123,6 +123,7 @@ struct Channels {
 
         uint64_t last_event_id;         /* the greatest id issued, or reserved before a restart */
         uint64_t reserved_event_id;     /* persisted high-water mark */
+        uint64_t saved_event_id;        /* the mark as last written successfully: ids up to it are safe */
         uint64_t reserve_block;         /* how far the next reservation reaches (EVENT_ID_RESERVE and up) */
         uint64_t reserved_mono_ms;      /* when a publish last raised the mark (0: never) */
         uint64_t next_serial;
@@ -795,7 +796,11 @@ static int channel_publish(Channels *chs, Channel *channel, const char *message,
                 chs->reserved_event_id = id + chs->reserve_block;
                 if (chs->manager)
                         manager_state_changed(chs->manager);
-        }
+        } else if (id > chs->saved_event_id && chs->manager)
+                /* Inside a block whose write has not succeeded yet (only while the state cannot be written, or
+                 * later in the iteration that reserved it): the id is no promise before it has, so its reply
+                 * waits with that write. */
+                manager_state_changed(chs->manager);
 
         channel_fanout(chs, channel, e->line, id, exclude);
         event_push(chs, channel, e);
@@ -1722,6 +1727,10 @@ int channels_save_state(Channels *chs, struct json_object *state) {
         return json_add_int64(state, "eventIdHighWater", (int64_t) chs->reserved_event_id);
 }
 
+void channels_state_saved(Channels *chs) {
+        chs->saved_event_id = chs->reserved_event_id;
+}
+
 uint64_t channels_event_id_mark(Channels *chs) {
         return chs ? chs->reserved_event_id : 0;
 }
@@ -1748,6 +1757,7 @@ int channels_load_state(Channels *chs, struct json_object *state) {
                 return -EINVAL;
         /* Anything up to the mark may have been issued before the restart. */
         chs->reserved_event_id = MAX(chs->reserved_event_id, (uint64_t) v);
+        chs->saved_event_id = MAX(chs->saved_event_id, (uint64_t) v);
         chs->last_event_id = MAX(chs->last_event_id, (uint64_t) v);
         return 0;
 }

@@ -61,6 +61,8 @@ int channels_save_state(Channels *ch, struct json_object *state);
 int channels_load_state(Channels *ch, struct json_object *state);
 /* The eventId high-water mark as it must be persisted (0: none yet). */
 uint64_t channels_event_id_mark(Channels *ch);
+/* The state with the current mark reached the disk (called by whoever saved it). */
+void channels_state_saved(Channels *ch);
 /* Raises the mark over the block the next eventId falls in, before any publish needs it, if the clock has passed
  * it: called before the snapshot written at start, so the first publish after a start does not wait for the disk
  * (unless the last start or reservation was less than 10 s ago). */

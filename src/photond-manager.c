@@ -585,6 +585,7 @@ static bool manager_save_state(Manager *m) {
         m->state_retry_due = false;
         r = store_save_state(m);
         if (r >= 0) {
+                channels_state_saved(m->channels);
                 m->state_dirty = false;
                 m->request_changes = m->state_changes;
                 if (m->state_unsaved) {

@@ -700,6 +700,51 @@ Test(store, while_the_state_cannot_be_written_only_changes_wait) {
         env_free(&e);
 }
 
+/* eventIds are reserved in blocks whose mark must be on disk before an id of the block is acknowledged. While
+ * the write that reserves a block fails, a publish inside that block (by a client that did not cross the mark)
+ * reports an id that a crash would issue again: its reply waits for the write too. */
+Test(store, event_ids_of_an_unsaved_reservation_wait_for_it) {
+        Env e = env_new();
+        int p_fds[2], q_fds[2];
+        Client *p, *q;
+        char buf[4096], cmd[2048];
+
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, p_fds), 0);
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, q_fds), 0);
+        cr_assert_eq(client_new(e.m, p_fds[0], &p), 0);
+        cr_assert_eq(client_new(e.m, q_fds[0], &q), 0);
+        save(&e);
+        snprintf(cmd, sizeof(cmd), "rm -f '%s' && mkdir -p '%s/x'", e.journal, e.journal);
+        cr_assert_eq(system(cmd), 0);
+
+        /* The first publish reserves a block: its write fails, its reply waits. */
+        feed(p, "{\"type\":\"publish\",\"id\":\"p1\",\"channel\":\"c\",\"message\":1}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert(e.m->state_unsaved);
+        cr_assert_str_eq(pending(p_fds[1], buf, sizeof(buf)), "", "an id of an unsaved block was acknowledged: %s",
+                         buf);
+
+        /* Another client's publish inside that block: as unsaved. */
+        feed(q, "{\"type\":\"publish\",\"id\":\"q1\",\"channel\":\"c\",\"message\":2}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert_str_eq(pending(q_fds[1], buf, sizeof(buf)), "", "an id of an unsaved block was acknowledged: %s",
+                         buf);
+
+        /* Once the block is on disk both leave, and later publishes in it leave at once. */
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e.journal);
+        cr_assert_eq(system(cmd), 0);
+        feed(q, "{\"type\":\"publish\",\"id\":\"q2\",\"channel\":\"c\",\"message\":3}\n");
+        cr_assert_eq(manager_flush(e.m), 0);
+        cr_assert_not(e.m->state_unsaved);
+        cr_assert(strstr(pending(p_fds[1], buf, sizeof(buf)), "\"id\":\"p1\""), "%s", buf);
+        pending(q_fds[1], buf, sizeof(buf));
+        cr_assert(strstr(buf, "\"id\":\"q1\"") && strstr(buf, "\"id\":\"q2\""), "%s", buf);
+
+        safe_close(p_fds[1]);
+        safe_close(q_fds[1]);
+        env_free(&e);
+}
+
 /* A waiting acquire granted by another client's unlock while the state cannot be written: the grant reports a
  * change (a new holder, a new token) and waits like the unlock's own reply, though it is queued to a client that
  * changed nothing itself. */
