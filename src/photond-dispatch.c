@@ -76,6 +76,7 @@ struct ExecChild {
         LIST_FIELDS(ExecChild, terminating);
         sd_event_source *kill_timer_source;     /* terminating: SIGKILL when the grace is over */
         char *name;                             /* terminating: "photon/method", for the log */
+        char *job_id;                           /* terminating: the job whose run this was, if any */
 
         pid_t pid;              /* also the process group */
         ExecPhase phase;
@@ -298,6 +299,7 @@ static void exec_child_free(ExecChild *x) {
         free(x->input);
         free(x->out);
         free(x->name);
+        free(x->job_id);
         free(x);
 }
 
@@ -1008,6 +1010,8 @@ static void exec_time_out(DispatchCall *call) {
 
         if (asprintf(&x->name, "%s/%s", call->photon->name, call->method) < 0)
                 x->name = NULL;
+        /* Not fatal if it fails: the job could then start its next run during the grace. */
+        x->job_id = call->job_id ? strdup(call->job_id) : NULL;
         x->call = NULL;
         call->exec = NULL;
         x->phase = EXEC_TERM_SENT;
@@ -1063,7 +1067,7 @@ static int failure_set(Dispatcher *d, const DispatchRequest *req, DispatchError 
         const char *dir = d->manager->handlers_dir;
         PhotonEntry *p;
         char buf[256];
-        int k = -1;
+        int k = 0;
 
         assert(error < 0);
 
@@ -1123,7 +1127,7 @@ static int failure_set(Dispatcher *d, const DispatchRequest *req, DispatchError 
                              strerror(ERRNO_VALUE(error)));
                 break;
         }
-        if (k < 0 && !f->message)
+        if (k < 0)
                 f->message = NULL;      /* asprintf() leaves it undefined on failure */
         return error;
 }
@@ -1354,6 +1358,14 @@ void dispatch_call_abandon(DispatchCall *call) {
                 return;
         call->callback = NULL;
         call->userdata = NULL;
+}
+
+bool dispatcher_job_ending(Dispatcher *d, const char *job_id) {
+        /* At most MAX_CALLS entries, and looked at only when a job is due or asked to run. */
+        LIST_FOREACH(terminating, x, d->terminating)
+                if (streq_ptr(x->job_id, job_id))
+                        return true;
+        return false;
 }
 
 bool dispatcher_can_serve(Dispatcher *d, const char *photon, const char *method) {

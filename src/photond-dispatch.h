@@ -84,6 +84,10 @@ int dispatcher_call(Dispatcher *d, const DispatchRequest *req, DispatchCallback 
 /* Forgets the callback of a running call (its requester went away); the call itself finishes or times out. */
 void dispatch_call_abandon(DispatchCall *call);
 
+/* True while the process of a timed-out run of job_id is still ending (SIGTERM sent, not reaped yet): its call
+ * has been answered, but the job's next run must not overlap it. */
+bool dispatcher_job_ending(Dispatcher *d, const char *job_id);
+
 /* True if the photon has a provider or an executable handler. */
 bool dispatcher_can_serve(Dispatcher *d, const char *photon, const char *method);
 

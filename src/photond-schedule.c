@@ -1207,6 +1207,11 @@ static void on_job_done(const DispatchResult *result, void *userdata) {
         job_finish(j, result->success, result->data, result->error);
 }
 
+/* Its run goes on, or the process of a run that timed out is still ending. */
+static bool job_running(Job *j) {
+        return j->call || dispatcher_job_ending(j->scheduler->manager->dispatcher, j->id);
+}
+
 static int job_start(Job *j, const char *why) {
         _cleanup_(dispatch_failure_done) DispatchFailure failure = {};
         Scheduler *s = j->scheduler;
@@ -1261,7 +1266,7 @@ static int on_job_timer(sd_event_source *src, uint64_t usec, void *userdata) {
         if (s->manager->shutting_down)
                 return 0;
 
-        if (j->call) {
+        if (job_running(j)) {
                 j->skipped_runs++;
                 schedule_format_iso(due, when, sizeof(when));
                 log_notice("Job %s is still running; skipped the run due at %s (%" PRIu64 " skipped so far).",
@@ -1967,7 +1972,7 @@ int scheduler_run_job(Scheduler *s, const char *id) {
 
         if (!j)
                 return -ENOENT;
-        if (j->call)
+        if (job_running(j))
                 return -EBUSY;
         return job_start(j, "run now");
 }
@@ -2367,7 +2372,7 @@ int scheduler_handle_run_job(Manager *m, Client *c, Request *req) {
                 snprintf(reason, sizeof(reason), "No scheduled job '%.256s'", id);
                 return reply_refusal(c, req->id, NULL, reason);
         }
-        if (j->call) {
+        if (job_running(j)) {
                 snprintf(reason, sizeof(reason), "Job %.256s is already running", j->id);
                 return reply_refusal(c, req->id, NULL, reason);
         }

@@ -1401,9 +1401,40 @@ Test(jobs, run_job_history_and_replace) {
         rm_home(home);
 }
 
-/* The reference drops history entries past 14 days only at start. photond also skips them on every read, so a
- * daemon that has been running for weeks does not answer with them. The clock hook puts photond 15 days ahead;
- * lines appended after its start stand for runs recorded while it ran. */
+/* A run whose handler timed out is answered at the timeout, but its process may still be ending (it ignores
+ * SIGTERM until the kill grace is over): the job's next run must not overlap it. */
+Test(jobs, a_timed_out_run_still_ending_blocks_the_next) {
+        char *home = make_home(), *trapped;
+        const char *env[] = { "TZ=UTC", "PHOTOND_HANDLER_TIMEOUT_MS=500", "PHOTOND_HANDLER_KILL_GRACE_MS=30000",
+                              NULL };
+        Daemon *d;
+        Conn *c;
+        struct json_object *o;
+
+        trapped = xprintf("%s/trapped", home);
+        write_handler(home, "stubborn", "run", "#!/bin/sh\ntrap '' TERM\ntouch \"$HOME/trapped\"\nexec sleep 60\n");
+        d = daemon_start(&(DaemonOptions) { .env = env, .home = home });
+        c = conn_open(d);
+        schedule_ok(c, "stubborn", "s", "run", "0 0 1 1 *", NULL);
+
+        o = call(c, "\"type\":\"run_job\",\"jobId\":\"s\"");
+        cr_assert_str_eq(jstr(o, "data.status"), "error", "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        /* The handler had set its trap before the timeout: its process outlives the answer. */
+        cr_assert_eq(access(trapped, F_OK), 0, "the handler never ran far enough to ignore SIGTERM");
+
+        o = call(c, "\"type\":\"run_job\",\"jobId\":\"s\"");
+        cr_assert_not(jbool(o, "success"), "a second run started beside the ending one: %s",
+                      json_object_to_json_string(o));
+        cr_assert(strstr(jstr(o, "data.reason"), "already running"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+
+        free(trapped);
+        conn_close(c);
+        stop(d);
+        rm_home(home);
+}
+
 /* A run that cannot start records the text a command gets for the same reason: one vocabulary (DispatchError). */
 Test(jobs, a_run_that_cannot_start_is_worded_as_a_command) {
         char *home = make_home(), *path;
@@ -1439,6 +1470,9 @@ Test(jobs, a_run_that_cannot_start_is_worded_as_a_command) {
         rm_home(home);
 }
 
+/* The reference drops history entries past 14 days only at start. photond also skips them on every read, so a
+ * daemon that has been running for weeks does not answer with them. The clock hook puts photond 15 days ahead;
+ * lines appended after its start stand for runs recorded while it ran. */
 Test(jobs, history_skips_entries_that_aged_while_running) {
         char *home = make_home(), *hist, *env_off = xprintf("PHOTOND_TEST_CLOCK_OFFSET_MS=%" PRIi64, 15 * DAY_MS);
         const char *env[] = { "TZ=UTC", env_off, NULL };
