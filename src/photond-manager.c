@@ -437,6 +437,20 @@ void manager_bus_changed(Manager *m) {
                 (void) sd_event_source_set_enabled(m->bus_changed_event_source, SD_EVENT_ONESHOT);
 }
 
+/* ---- what the cores tell the manager (their hooks, filled in by manager_new()) ---- */
+
+static void hook_state_changed(void *userdata) {
+        manager_state_changed(userdata);
+}
+
+static void hook_counts_changed(void *userdata) {
+        manager_bus_changed(userdata);
+}
+
+static void hook_lock_changed(void *userdata, const char *name, const char *holder, const char *event) {
+        bus_send_lock_changed(userdata, name, holder, event);
+}
+
 void manager_client_disconnect(Manager *m, Client *c) {
         if (c->disconnected)
                 return;
@@ -904,7 +918,13 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
         r = channels_new(m, &m->channels);
         if (r < 0)
                 return r;
-        r = lock_table_new(m, &m->locks);
+        r = lock_table_new(m, &(LockTableHooks) {
+                                   .clock = &m->clock,
+                                   .state_changed = hook_state_changed,
+                                   .counts_changed = hook_counts_changed,
+                                   .lock_changed = hook_lock_changed,
+                                   .userdata = m,
+                           }, &m->locks);
         if (r < 0)
                 return r;
         r = dispatcher_new(m, &m->dispatcher);
