@@ -915,7 +915,12 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                         m->idle_timeout_usec = ms * USEC_PER_MSEC;
         }
 
-        r = channels_new(m, &m->channels);
+        r = channels_new(m, &(ChannelsHooks) {
+                                 .clock = &m->clock,
+                                 .state_changed = hook_state_changed,
+                                 .counts_changed = hook_counts_changed,
+                                 .userdata = m,
+                         }, &m->channels);
         if (r < 0)
                 return r;
         r = lock_table_new(m, &(LockTableHooks) {
