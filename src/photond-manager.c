@@ -932,7 +932,10 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                            }, &m->locks);
         if (r < 0)
                 return r;
-        r = dispatcher_new(m, &m->dispatcher);
+        r = dispatcher_new(m, &(DispatcherHooks) {
+                                   .counts_changed = hook_counts_changed,
+                                   .userdata = m,
+                           }, &m->dispatcher);
         if (r < 0)
                 return r;
         r = scheduler_new(m, &m->scheduler);
