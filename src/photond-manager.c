@@ -451,6 +451,10 @@ static void hook_lock_changed(void *userdata, const char *name, const char *hold
         bus_send_lock_changed(userdata, name, holder, event);
 }
 
+static void hook_job_finished(void *userdata, const char *id, const char *status, int64_t duration_ms) {
+        bus_send_job_finished(userdata, id, status, duration_ms);
+}
+
 void manager_client_disconnect(Manager *m, Client *c) {
         if (c->disconnected)
                 return;
@@ -938,7 +942,11 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                            }, &m->dispatcher);
         if (r < 0)
                 return r;
-        r = scheduler_new(m, &m->scheduler);
+        r = scheduler_new(m, &(SchedulerHooks) {
+                                  .counts_changed = hook_counts_changed,
+                                  .job_finished = hook_job_finished,
+                                  .userdata = m,
+                          }, &m->scheduler);
         if (r < 0)
                 return r;
 
