@@ -111,6 +111,7 @@ struct Channel {
 
 struct Channels {
         Manager *manager;
+        ChannelsHooks hooks;
         Channel *channels;
         Prefix *prefixes;
         unsigned n_channels;
@@ -160,22 +161,22 @@ static size_t line_head(char *buf, bool replay, uint64_t id) {
         return p - buf;
 }
 
-/* The batch's time (manager_now()): every publish of one batch sees the same instant, which costs no clock read per
- * message; eventIds still rise by one within it. */
-static uint64_t loop_usec(Manager *m, clockid_t clock) {
-        return m ? manager_now(m, clock) : now_usec(clock);
-}
-
+/* The batch's time (the owner's LoopClock): every publish of one batch sees the same instant, which costs no clock
+ * read per message; eventIds still rise by one within it. */
 static int64_t default_wall_ms(void *userdata) {
-        return (int64_t) (loop_usec(userdata, CLOCK_REALTIME) / USEC_PER_MSEC);
+        Channels *chs = userdata;
+
+        return (int64_t) (loop_clock_now(chs->hooks.clock, CLOCK_REALTIME) / USEC_PER_MSEC);
 }
 
 static uint64_t default_mono_ms(void *userdata) {
-        return loop_usec(userdata, CLOCK_MONOTONIC) / USEC_PER_MSEC;
+        Channels *chs = userdata;
+
+        return loop_clock_now(chs->hooks.clock, CLOCK_MONOTONIC) / USEC_PER_MSEC;
 }
 
 void channels_set_clock(Channels *chs, const ChannelsClock *clock) {
-        chs->clock = clock ? *clock : (ChannelsClock) { default_wall_ms, default_mono_ms, chs->manager };
+        chs->clock = clock ? *clock : (ChannelsClock) { default_wall_ms, default_mono_ms, chs };
 }
 
 size_t channel_prefix_length(const char *channel, size_t len) {
@@ -284,8 +285,8 @@ static Channel* channel_find(Channels *chs, const char *name, size_t len) {
  * are announced (coalesced by the manager). Called only when a count changes, so a publish on an existing channel
  * pays nothing. */
 static void channels_changed(Channels *chs) {
-        if (chs->manager)
-                manager_bus_changed(chs->manager);
+        if (chs->hooks.counts_changed)
+                chs->hooks.counts_changed(chs->hooks.userdata);
 }
 
 static void channel_free(Channels *chs, Channel *channel) {
@@ -794,13 +795,13 @@ static int channel_publish(Channels *chs, Channel *channel, const char *message,
                 /* Written before any reply of this loop iteration leaves (group commit), so no id handed out
                  * can be issued again after a crash. */
                 chs->reserved_event_id = id + chs->reserve_block;
-                if (chs->manager)
-                        manager_state_changed(chs->manager);
-        } else if (id > chs->saved_event_id && chs->manager)
+                if (chs->hooks.state_changed)
+                        chs->hooks.state_changed(chs->hooks.userdata);
+        } else if (id > chs->saved_event_id && chs->hooks.state_changed)
                 /* Inside a block whose write has not succeeded yet (only while the state cannot be written, or
                  * later in the iteration that reserved it): the id is no promise before it has, so its reply
                  * waits with that write. */
-                manager_state_changed(chs->manager);
+                chs->hooks.state_changed(chs->hooks.userdata);
 
         channel_fanout(chs, channel, e->line, id, exclude);
         event_push(chs, channel, e);
@@ -1783,13 +1784,15 @@ int channels_next_expiry(Channels *chs, uint64_t *ret_mono_ms) {
 
 /* ---- lifetime ---- */
 
-int channels_new(Manager *m, Channels **ret) {
+int channels_new(Manager *m, const ChannelsHooks *hooks, Channels **ret) {
         Channels *chs;
 
         chs = new0(Channels, 1);
         if (!chs)
                 return -ENOMEM;
         chs->manager = m;
+        if (hooks)
+                chs->hooks = *hooks;
         chs->reserve_block = EVENT_ID_RESERVE;
         channels_set_clock(chs, NULL);
         *ret = chs;

@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "clock.h"
 #include "photond-protocol.h"
 
 typedef struct Manager Manager;
@@ -13,7 +14,22 @@ typedef struct Channels Channels;
 struct json_object;
 
 /* m may be NULL (unit tests): then nothing is persisted and slow consumers are only unsubscribed. */
-int channels_new(Manager *m, Channels **ret);
+/* What the channels tell their owner, who fills this in (the Manager: photond-manager.c). A NULL member means
+ * nobody listens. */
+typedef struct ChannelsHooks {
+        const LoopClock *clock;         /* the batch's time; NULL: the system clock, read now */
+        /* The persistent state (the eventId mark) changed: it must be written before any reply that reports the
+         * change leaves, so this is called before such a reply is queued. */
+        void (*state_changed)(void *userdata);
+        /* The number of channels or of subscribed channels changed (the D-Bus properties Channels and
+         * Subscriptions). */
+        void (*counts_changed)(void *userdata);
+        void *userdata;
+} ChannelsHooks;
+
+/* m may be NULL (unit tests: no client is then ever closed); hooks may be NULL (nobody listens, the system clock);
+ * it is copied. */
+int channels_new(Manager *m, const ChannelsHooks *hooks, Channels **ret);
 Channels* channels_free(Channels *ch);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Channels*, channels_free);
 

@@ -150,6 +150,7 @@ struct DispatchCall {
 
 struct Dispatcher {
         Manager *manager;
+        DispatcherHooks hooks;
         char *home;                     /* HOME for handlers */
 
         PhotonEntry *photons;
@@ -1259,7 +1260,7 @@ static int call_start(Dispatcher *d, const DispatchRequest *req, const CallOrigi
 
 /* ---- public API ---- */
 
-int dispatcher_new(Manager *m, Dispatcher **ret) {
+int dispatcher_new(Manager *m, const DispatcherHooks *hooks, Dispatcher **ret) {
         _cleanup_(dispatcher_freep) Dispatcher *d = NULL;
         const char *home = getenv("HOME");
         sigset_t ss;
@@ -1269,6 +1270,8 @@ int dispatcher_new(Manager *m, Dispatcher **ret) {
         if (!d)
                 return -ENOMEM;
         d->manager = m;
+        if (hooks)
+                d->hooks = *hooks;
 
         if (!home || home[0] != '/') {
                 struct passwd *pw = getpwuid(getuid());
@@ -1547,7 +1550,8 @@ int dispatcher_handle_provide(Manager *m, Client *c, Request *req) {
                 }
                 log_debug("Client %" PRIu64 " (pid %d) provides '%s' (%u providers).", c->serial,
                           (int) c->ucred.pid, photon, e->n_providers);
-                manager_bus_changed(m);
+                if (d->hooks.counts_changed)
+                        d->hooks.counts_changed(d->hooks.userdata);
         }
 
         data = json_object_new_object();

@@ -68,7 +68,16 @@ typedef struct DispatchFailure {
 
 void dispatch_failure_done(DispatchFailure *f);
 
-int dispatcher_new(Manager *m, Dispatcher **ret);
+/* What the dispatcher tells its owner, who fills this in (the Manager: photond-manager.c). A NULL member means
+ * nobody listens. */
+typedef struct DispatcherHooks {
+        /* A provider came (the counted D-Bus properties are compared and announced if they changed). */
+        void (*counts_changed)(void *userdata);
+        void *userdata;
+} DispatcherHooks;
+
+/* hooks may be NULL (nobody listens); it is copied. */
+int dispatcher_new(Manager *m, const DispatcherHooks *hooks, Dispatcher **ret);
 Dispatcher* dispatcher_free(Dispatcher *d);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Dispatcher*, dispatcher_free);
 

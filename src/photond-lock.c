@@ -20,7 +20,6 @@
 #include <utlist.h>
 
 #include "json-util.h"
-#include "photond-bus.h"
 #include "photond-client.h"
 #include "photond-limits.h"
 #include "photond-lock.h"
@@ -51,6 +50,7 @@ typedef struct ClientWaits {
 
 struct LockTable {
         Manager *manager;
+        LockTableHooks hooks;
         sd_event *event;
         Lock *locks;                    /* uthash by name */
         Lock **heap;                    /* every live lock, earliest deadline first */
@@ -119,14 +119,31 @@ static struct json_object* lock_json_new(const Lock *l) {
         return o;
 }
 
+/* ---- what the owner hears (LockTableHooks) ---- */
+
+static void notify_state_changed(LockTable *t) {
+        if (t->hooks.state_changed)
+                t->hooks.state_changed(t->hooks.userdata);
+}
+
+static void notify_counts_changed(LockTable *t) {
+        if (t->hooks.counts_changed)
+                t->hooks.counts_changed(t->hooks.userdata);
+}
+
+static void notify_lock_changed(LockTable *t, const Lock *l, const char *event) {
+        if (t->hooks.lock_changed)
+                t->hooks.lock_changed(t->hooks.userdata, l->name, l->holder, event);
+}
+
 /* ---- the table ---- */
 
 LockTime lock_table_now(LockTable *t) {
         uint64_t boot, wall;
 
         /* The batch's time: every request of one batch sees the same instant, and it costs no syscall. */
-        boot = manager_now(t->manager, CLOCK_BOOTTIME);
-        wall = manager_now(t->manager, CLOCK_REALTIME);
+        boot = loop_clock_now(t->hooks.clock, CLOCK_BOOTTIME);
+        wall = loop_clock_now(t->hooks.clock, CLOCK_REALTIME);
         return (LockTime) { .boot_usec = boot, .wall_ms = (int64_t) (wall / USEC_PER_MSEC) };
 }
 
@@ -178,7 +195,7 @@ static void lock_changed(LockTable *t, Lock *l) {
                 } else
                         t->changes_lost = true;
         }
-        manager_state_changed(t->manager);
+        notify_state_changed(t);
 }
 
 static void lock_set_expiry(Lock *l, uint64_t timeout_ms, const LockTime *now) {
@@ -353,7 +370,7 @@ static void waiter_grant(LockTable *t, LockWaiter *w) {
         Lock *l = w->lock;
 
         /* Before the reply: it reports the change, so it must wait for the state write (manager.h). */
-        manager_state_changed(t->manager);
+        notify_state_changed(t);
 
         (void) client_reply_result(w->client, w->request_id, true,
                                    acquired_data_new(l->name, l->holder, l->token));
@@ -386,22 +403,22 @@ static void lock_hand_over(LockTable *t, Lock *l, const LockTime *now) {
         lock_deadline_changed(t, l);
 
         waiter_grant(t, w);
-        bus_send_lock_changed(t->manager, l->name, l->holder, "acquired");
+        notify_lock_changed(t, l, "acquired");
         lock_serve_holder_waiters(t, l, now);
 }
 
 /* The holder is gone (released, expired, removed by an administrator): the lock passes to the first waiter, or
  * disappears. */
 static void lock_vacate(LockTable *t, Lock *l, const LockTime *now, const char *event) {
-        bus_send_lock_changed(t->manager, l->name, l->holder, event);
+        notify_lock_changed(t, l, event);
 
         if (l->waiters) {
                 lock_hand_over(t, l, now);
                 lock_changed(t, l);
         } else {
                 lock_free(t, l, /* record= */ true);
-                manager_bus_changed(t->manager);
-                manager_state_changed(t->manager);
+                notify_counts_changed(t);
+                notify_state_changed(t);
         }
 }
 
@@ -469,8 +486,8 @@ int lock_table_acquire(LockTable *t, const char *name, const char *holder, uint6
         HASH_ADD_KEYPTR(hh, t->locks, l->name, strlen(l->name), l);
         existing = TAKE_PTR(l);
         (void) lock_table_arm_timer(t);
-        bus_send_lock_changed(t->manager, existing->name, existing->holder, "acquired");
-        manager_bus_changed(t->manager);
+        notify_lock_changed(t, existing, "acquired");
+        notify_counts_changed(t);
         lock_changed(t, existing);
         *ret = existing;
         return 1;
@@ -508,14 +525,14 @@ int lock_table_transfer(LockTable *t, const char *name, const char *from, const 
         if (!h)
                 return -ENOMEM;
 
-        bus_send_lock_changed(t->manager, l->name, l->holder, "released");
+        notify_lock_changed(t, l, "released");
         free(l->holder);
         l->holder = h;
         l->acquired_at = now->wall_ms;
         lock_set_expiry(l, timeout_ms, now);
         l->token = lock_table_next_token(t);
         lock_deadline_changed(t, l);
-        bus_send_lock_changed(t->manager, l->name, l->holder, "acquired");
+        notify_lock_changed(t, l, "acquired");
         lock_serve_holder_waiters(t, l, now);
         lock_changed(t, l);
         return 1;
@@ -638,7 +655,7 @@ int lock_table_list(LockTable *t, struct json_object **ret_array) {
         return 0;
 }
 
-int lock_table_new(Manager *m, LockTable **ret) {
+int lock_table_new(Manager *m, const LockTableHooks *hooks, LockTable **ret) {
         LockTable *t;
 
         assert(m);
@@ -648,6 +665,8 @@ int lock_table_new(Manager *m, LockTable **ret) {
         if (!t)
                 return -ENOMEM;
         t->manager = m;
+        if (hooks)
+                t->hooks = *hooks;
         t->event = m->event;
         t->timer_usec = USEC_INFINITY;
         *ret = t;
@@ -1205,7 +1224,7 @@ void lock_table_reset(LockTable *t) {
                 return;
         HASH_ITER(hh, t->locks, l, tmp)
                 lock_free(t, l, /* record= */ false);
-        manager_bus_changed(t->manager);
+        notify_counts_changed(t);
 }
 
 /* One lock as state.json has it. replace: a journal record, which replaces a lock of that name (in place: its
@@ -1311,7 +1330,7 @@ int lock_table_load_state(LockTable *t, struct json_object *state) {
                 }
         }
         if (HASH_COUNT(t->locks) > 0)
-                manager_bus_changed(t->manager);
+                notify_counts_changed(t);
         return 0;
 }
 

@@ -7,6 +7,7 @@
 #include <systemd/sd-event.h>
 #include <uthash.h>
 
+#include "clock.h"
 #include "photond-protocol.h"
 
 typedef struct Manager Manager;
@@ -42,7 +43,22 @@ typedef struct LockTime {
 /* How many fencing tokens are reserved in state.json ahead of the last one issued (DECISIONS.md). */
 #define LOCK_TOKEN_BLOCK 1024
 
-int lock_table_new(Manager *m, LockTable **ret);
+/* What the table tells its owner, who fills this in (the Manager: photond-manager.c). A NULL member means nobody
+ * listens. */
+typedef struct LockTableHooks {
+        const LoopClock *clock;         /* the batch's time; NULL: the system clock, read now */
+        /* The persistent state (locks, the token mark) changed: it must be written before any reply that reports
+         * the change leaves, so this is called before such a reply is queued. */
+        void (*state_changed)(void *userdata);
+        /* The number of live locks changed (the D-Bus property Locks). */
+        void (*counts_changed)(void *userdata);
+        /* A lock changed hands (the D-Bus signal LockChanged); event: "acquired", "released" or "expired". */
+        void (*lock_changed)(void *userdata, const char *name, const char *holder, const char *event);
+        void *userdata;
+} LockTableHooks;
+
+/* hooks may be NULL (nobody listens, the system clock); it is copied. */
+int lock_table_new(Manager *m, const LockTableHooks *hooks, LockTable **ret);
 LockTable* lock_table_free(LockTable *t);
 DEFINE_TRIVIAL_CLEANUP_FUNC(LockTable*, lock_table_free);
 

@@ -59,24 +59,9 @@ BusMode bus_mode_from_string(const char *s) {
         return _BUS_MODE_INVALID;
 }
 
-uint64_t now_usec(clockid_t clock) {
-        struct timespec ts;
-
-        if (clock_gettime(clock, &ts) < 0)
-                abort();
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-}
-
-int64_t now_ms(void) {
-        return (int64_t) (now_usec(CLOCK_REALTIME) / USEC_PER_MSEC);
-}
-
 uint64_t manager_now(Manager *m, clockid_t clock) {
-        uint64_t t;
-
-        if (!m->event || sd_event_now(m->event, clock, &t) < 0)
-                return now_usec(clock);
-        return t + m->batch_time_offset;
+        /* Not m->clock: the minimal Managers of tests set only the event. */
+        return loop_clock_now(&(LoopClock) { m->event, &m->batch_time_offset }, clock);
 }
 
 /* ---- paths ---- */
@@ -451,6 +436,24 @@ void manager_state_changed(Manager *m) {
 void manager_bus_changed(Manager *m) {
         if (m->bus)
                 (void) sd_event_source_set_enabled(m->bus_changed_event_source, SD_EVENT_ONESHOT);
+}
+
+/* ---- what the cores tell the manager (their hooks, filled in by manager_new()) ---- */
+
+static void hook_state_changed(void *userdata) {
+        manager_state_changed(userdata);
+}
+
+static void hook_counts_changed(void *userdata) {
+        manager_bus_changed(userdata);
+}
+
+static void hook_lock_changed(void *userdata, const char *name, const char *holder, const char *event) {
+        bus_send_lock_changed(userdata, name, holder, event);
+}
+
+static void hook_job_finished(void *userdata, const char *id, const char *status, int64_t duration_ms) {
+        bus_send_job_finished(userdata, id, status, duration_ms);
 }
 
 void manager_client_disconnect(Manager *m, Client *c) {
@@ -878,6 +881,7 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
         if (r < 0)
                 return r;
         (void) sd_event_set_watchdog(m->event, true);
+        m->clock = (LoopClock) { m->event, &m->batch_time_offset };
 
         r = sd_event_add_signal(m->event, NULL, SIGTERM | SD_EVENT_SIGNAL_PROCMASK, on_signal, m);
         if (r >= 0)
@@ -917,16 +921,34 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                         m->idle_timeout_usec = ms * USEC_PER_MSEC;
         }
 
-        r = channels_new(m, &m->channels);
+        r = channels_new(m, &(ChannelsHooks) {
+                                 .clock = &m->clock,
+                                 .state_changed = hook_state_changed,
+                                 .counts_changed = hook_counts_changed,
+                                 .userdata = m,
+                         }, &m->channels);
         if (r < 0)
                 return r;
-        r = lock_table_new(m, &m->locks);
+        r = lock_table_new(m, &(LockTableHooks) {
+                                   .clock = &m->clock,
+                                   .state_changed = hook_state_changed,
+                                   .counts_changed = hook_counts_changed,
+                                   .lock_changed = hook_lock_changed,
+                                   .userdata = m,
+                           }, &m->locks);
         if (r < 0)
                 return r;
-        r = dispatcher_new(m, &m->dispatcher);
+        r = dispatcher_new(m, &(DispatcherHooks) {
+                                   .counts_changed = hook_counts_changed,
+                                   .userdata = m,
+                           }, &m->dispatcher);
         if (r < 0)
                 return r;
-        r = scheduler_new(m, &m->scheduler);
+        r = scheduler_new(m, &(SchedulerHooks) {
+                                  .counts_changed = hook_counts_changed,
+                                  .job_finished = hook_job_finished,
+                                  .userdata = m,
+                          }, &m->scheduler);
         if (r < 0)
                 return r;
 

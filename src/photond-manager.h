@@ -8,6 +8,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "clock.h"
 #include "list.h"
 #include "macro.h"
 #include "photond-client.h"
@@ -52,6 +53,7 @@ typedef struct ManagerConfig {
 
 typedef struct Manager {
         sd_event *event;
+        LoopClock clock;                /* the batch's time (manager_now()), handed to the cores */
         bool system;
 
         /* paths */
@@ -195,9 +197,7 @@ bool manager_may_write_now(Manager *m);
 /* Asks the bus object to announce property changes (coalesced). */
 void manager_bus_changed(Manager *m);
 
-/* Current time helpers. */
-uint64_t now_usec(clockid_t clock);
-int64_t now_ms(void);   /* CLOCK_REALTIME in milliseconds, as the protocol's timestamps */
 /* The time of the batch of requests being served, which every request of it sees (no clock read per request): the
- * loop's (sd_event_now()), or, for a batch found by busy polling (photond-client.c), the time it was found. */
+ * loop's (sd_event_now()), or, for a batch found by busy polling (photond-client.c), the time it was found. The
+ * cores read the same through m->clock (shared/clock.h). */
 uint64_t manager_now(Manager *m, clockid_t clock);

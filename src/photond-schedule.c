@@ -22,7 +22,6 @@
 #include "json-util.h"
 #include "list.h"
 #include "log.h"
-#include "photond-bus.h"
 #include "photond-channel.h"
 #include "photond-client.h"
 #include "photond-dispatch.h"
@@ -109,6 +108,7 @@ typedef struct JobSignal {
 
 struct Scheduler {
         Manager *manager;
+        SchedulerHooks hooks;
         Job *jobs;
         unsigned n_jobs;
         unsigned n_running;
@@ -129,6 +129,12 @@ struct Scheduler {
 
 static int64_t scheduler_now_ms(Scheduler *s) {
         return now_ms() + s->clock_offset_ms;
+}
+
+/* Jobs came, went, started or ended (SchedulerHooks). */
+static void notify_counts_changed(Scheduler *s) {
+        if (s->hooks.counts_changed)
+                s->hooks.counts_changed(s->hooks.userdata);
 }
 
 static const char* job_status_to_string(JobStatus st) {
@@ -793,8 +799,8 @@ static void job_queue_signal(Job *j, bool success, int64_t duration_ms) {
         Scheduler *s = j->scheduler;
         char *id;
 
-        if (!s->manager->bus)
-                return;
+        if (!s->hooks.job_finished)
+                return;         /* nobody listens */
         if (s->n_signals == s->n_signals_alloc) {
                 size_t na = MAX(s->n_signals_alloc * 2, 16u);
                 JobSignal *n = realloc(s->signals, na * sizeof(JobSignal));
@@ -825,8 +831,9 @@ void scheduler_flush(Scheduler *s) {
                 job_save_or_warn(j);
         }
         for (size_t i = 0; i < s->n_signals; i++) {
-                bus_send_job_finished(s->manager, s->signals[i].id, s->signals[i].success ? "success" : "error",
-                                      s->signals[i].duration_ms);
+                if (s->hooks.job_finished)
+                        s->hooks.job_finished(s->hooks.userdata, s->signals[i].id,
+                                              s->signals[i].success ? "success" : "error", s->signals[i].duration_ms);
                 free(s->signals[i].id);
         }
         s->n_signals = 0;
@@ -1067,7 +1074,7 @@ static int job_new(Scheduler *s, Job **ret) {
 static void job_add(Scheduler *s, Job *j) {
         HASH_ADD_KEYPTR(hh, s->jobs, j->id, strlen(j->id), j);
         s->n_jobs++;
-        manager_bus_changed(s->manager);
+        notify_counts_changed(s);
 }
 
 /* ---- running a job ---- */
@@ -1203,7 +1210,7 @@ static void on_job_done(const DispatchResult *result, void *userdata) {
 
         j->call = NULL;
         s->n_running--;
-        manager_bus_changed(s->manager);
+        notify_counts_changed(s);
         job_finish(j, result->success, result->data, result->error);
 }
 
@@ -1234,7 +1241,7 @@ static int job_start(Job *j, const char *why) {
                             on_job_done, j, &j->call, &failure);
         if (r >= 0) {
                 s->n_running++;
-                manager_bus_changed(m);
+                notify_counts_changed(s);
                 return 0;
         }
 
@@ -1866,7 +1873,7 @@ static int scheduler_watch_time(Scheduler *s) {
 
 /* ---- lifecycle ---- */
 
-int scheduler_new(Manager *m, Scheduler **ret) {
+int scheduler_new(Manager *m, const SchedulerHooks *hooks, Scheduler **ret) {
         _cleanup_(scheduler_freep) Scheduler *s = NULL;
         const char *e;
 
@@ -1874,6 +1881,8 @@ int scheduler_new(Manager *m, Scheduler **ret) {
         if (!s)
                 return -ENOMEM;
         s->manager = m;
+        if (hooks)
+                s->hooks = *hooks;
         s->clock_fd = -EBADF;
         s->tz_fd = -EBADF;
 
@@ -1963,7 +1972,7 @@ int scheduler_unschedule(Scheduler *s, const char *id) {
                         log_warning_errno(r, "Failed to sync the directory of %s: %m", j->path);
         }
         job_free(j);
-        manager_bus_changed(s->manager);
+        notify_counts_changed(s);
         return 0;
 }
 
@@ -2286,7 +2295,7 @@ int scheduler_handle_set_state(Manager *m, Client *c, Request *req) {
         }
         log_info("%s: %zu job%s of %s.%s.", request_type_to_string(req->type), json_object_array_length(ids),
                  json_object_array_length(ids) == 1 ? "" : "s", photon, method);
-        manager_bus_changed(m);
+        notify_counts_changed(s);
 
         data = json_object_new_object();
         if (!data)

@@ -13,7 +13,19 @@ typedef struct Client Client;
 typedef struct Scheduler Scheduler;
 struct json_object;
 
-int scheduler_new(Manager *m, Scheduler **ret);
+/* What the scheduler tells its owner, who fills this in (the Manager: photond-manager.c). A NULL member means
+ * nobody listens. */
+typedef struct SchedulerHooks {
+        /* Jobs came, went, started or ended (the D-Bus property Jobs is compared and announced if it changed). */
+        void (*counts_changed)(void *userdata);
+        /* A run ended (the D-Bus signal JobFinished), announced by scheduler_flush() once its files are written;
+         * status: "success" or "error". */
+        void (*job_finished)(void *userdata, const char *id, const char *status, int64_t duration_ms);
+        void *userdata;
+} SchedulerHooks;
+
+/* hooks may be NULL (nobody listens); it is copied. */
+int scheduler_new(Manager *m, const SchedulerHooks *hooks, Scheduler **ret);
 Scheduler* scheduler_free(Scheduler *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Scheduler*, scheduler_free);
 

@@ -32,7 +32,7 @@ static void setup(void) {
         limits_reset();
         wall = 1700000000000;
         mono = 1000000;
-        cr_assert_eq(channels_new(NULL, &chs), 0);
+        cr_assert_eq(channels_new(NULL, NULL, &chs), 0);
         channels_set_clock(chs, &(ChannelsClock) { test_wall, test_mono, NULL });
         manager = (Manager) { .channels = chs };
         for (size_t i = 0; i < ELEMENTSOF(clients); i++)
@@ -537,7 +537,7 @@ Test(channel, state_high_water_mark) {
         cr_assert_eq(mark, (int64_t) first + 10000, "reserved ahead, not moved by every publish");
 
         /* A new daemon with the clock far behind continues above the mark. */
-        cr_assert_eq(channels_new(NULL, &again), 0);
+        cr_assert_eq(channels_new(NULL, NULL, &again), 0);
         wall -= 3600 * 1000;
         channels_set_clock(again, &(ChannelsClock) { test_wall, test_mono, NULL });
         loaded = json_object_new_object();
@@ -548,6 +548,49 @@ Test(channel, state_high_water_mark) {
 
         json_object_object_add(loaded, "eventIdHighWater", json_object_new_string("x"));
         cr_assert_lt(channels_load_state(again, loaded), 0, "a malformed mark is an error, not a silent 0");
+}
+
+/* What the channels tell their owner (ChannelsHooks). */
+static unsigned heard_state, heard_counts;
+
+static void heard_state_changed(void *userdata) {
+        cr_assert_eq(userdata, &heard_state);
+        heard_state++;
+}
+
+static void heard_counts_changed(void *userdata) {
+        heard_counts++;
+}
+
+Test(channel, hooks_hear_the_mark_and_the_counts) {
+        _cleanup_(channels_freep) Channels *h = NULL;
+        uint64_t id;
+
+        heard_state = heard_counts = 0;
+        cr_assert_eq(channels_new(NULL, &(ChannelsHooks) {
+                                          .state_changed = heard_state_changed,
+                                          .counts_changed = heard_counts_changed,
+                                          .userdata = &heard_state,
+                                  }, &h), 0);
+        channels_set_clock(h, &(ChannelsClock) { test_wall, test_mono, NULL });
+
+        cr_assert_eq(channels_publish(h, "s", NULL, NULL, &id), 0);
+        cr_assert_eq(heard_state, 1, "the first publish raises the eventId mark: saved before its reply");
+        cr_assert_eq(heard_counts, 1, "a new channel is counted");
+
+        /* Until the owner says the mark is on disk, an id of the new block is no promise: saved first too. */
+        cr_assert_eq(channels_publish(h, "s", NULL, NULL, &id), 0);
+        cr_assert_eq(heard_state, 2, "an id of a block not yet saved waits for the save");
+        channels_state_saved(h);
+
+        cr_assert_eq(channels_publish(h, "s", NULL, NULL, &id), 0);
+        cr_assert_eq(heard_state, 2, "within the saved block nothing is saved");
+        cr_assert_eq(heard_counts, 1, "a publish on an existing channel changes no count");
+
+        wall += 20000;          /* past the block */
+        cr_assert_eq(channels_publish(h, "t", NULL, NULL, &id), 0);
+        cr_assert_eq(heard_state, 3);
+        cr_assert_eq(heard_counts, 2);
 }
 
 /* Faster than one publish per millisecond, a block of eventIds used up within a second is followed by one twice as

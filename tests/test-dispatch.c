@@ -527,3 +527,54 @@ Test(dispatch_call, timeout_per_call) {
         free(o.error);
         tmpdir_remove(home);
 }
+
+/* What the dispatcher tells its owner (DispatcherHooks): a new provider, not a repeated provide. */
+static unsigned heard_counts;
+
+static void heard_counts_changed(void *userdata) {
+        cr_assert_eq(userdata, &heard_counts);
+        heard_counts++;
+}
+
+static void provide(Manager *m, Client *c, const char *photon) {
+        _cleanup_(request_freep) Request *req = NULL;
+        _cleanup_free_ char *line = NULL, *error = NULL, *id = NULL;
+
+        cr_assert(asprintf(&line, "{\"type\":\"provide\",\"id\":\"p\",\"photonName\":\"%s\"}", photon) > 0);
+        cr_assert_eq(request_parse(line, strlen(line), &req, &error, &id), 0, "%s", error);
+        cr_assert_eq(dispatcher_handle_provide(m, c, req), 0);
+}
+
+Test(dispatch_call, hooks_hear_new_providers) {
+        char *home;
+        Manager *m = manager_for_test(&home);
+        Client c = { .fd = -EBADF, .serial = 1 };
+
+        heard_counts = 0;
+        m->dispatcher = dispatcher_free(m->dispatcher);
+        cr_assert_eq(dispatcher_new(m, &(DispatcherHooks) {
+                                            .counts_changed = heard_counts_changed,
+                                            .userdata = &heard_counts,
+                                    }, &m->dispatcher), 0);
+
+        provide(m, &c, "kanban");
+        cr_assert_eq(heard_counts, 1);
+        provide(m, &c, "kanban");
+        cr_assert_eq(heard_counts, 1, "the same provider again changes nothing");
+        provide(m, &c, "board");
+        cr_assert_eq(heard_counts, 2);
+        dispatcher_client_gone(m->dispatcher, &c);
+
+        /* Nobody listening is fine too. */
+        m->dispatcher = dispatcher_free(m->dispatcher);
+        cr_assert_eq(dispatcher_new(m, NULL, &m->dispatcher), 0);
+        provide(m, &c, "kanban");
+        cr_assert_eq(heard_counts, 2);
+        dispatcher_client_gone(m->dispatcher, &c);
+
+        for (size_t i = 0; i < c.out_n; i++)
+                shared_buf_unref(c.out[c.out_head + i].buf);
+        free(c.out);
+        manager_free(m);
+        tmpdir_remove(home);
+}

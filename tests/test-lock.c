@@ -22,13 +22,45 @@ static int noop_defer(sd_event_source *s, void *userdata) {
         return 0;
 }
 
+/* What the table told its owner (LockTableHooks), as the Manager would hear it. */
+static struct {
+        unsigned state_changed, counts_changed, lock_changed;
+        char last[256];         /* "name holder event" of the last lock_changed */
+} heard;
+
+static void heard_state_changed(void *userdata) {
+        heard.state_changed++;
+        manager_state_changed(userdata);        /* as the Manager's hook: the rules' tests look at state_dirty */
+}
+
+static void heard_counts_changed(void *userdata) {
+        heard.counts_changed++;
+}
+
+static void heard_lock_changed(void *userdata, const char *name, const char *holder, const char *event) {
+        heard.lock_changed++;
+        snprintf(heard.last, sizeof(heard.last), "%s %s %s", name, holder, event);
+}
+
+static LoopClock loop_clock;
+
+static const LockTableHooks hooks = {
+        .clock = &loop_clock,
+        .state_changed = heard_state_changed,
+        .counts_changed = heard_counts_changed,
+        .lock_changed = heard_lock_changed,
+        .userdata = &manager,
+};
+
 static void setup(void) {
         limits_reset();
         manager = (Manager) {};
         cr_assert_eq(sd_event_new(&manager.event), 0);
         cr_assert_eq(sd_event_add_defer(manager.event, &manager.flush_event_source, noop_defer, NULL), 0);
         cr_assert_eq(sd_event_source_set_enabled(manager.flush_event_source, SD_EVENT_OFF), 0);
-        cr_assert_eq(lock_table_new(&manager, &table), 0);
+        loop_clock = (LoopClock) { manager.event, &manager.batch_time_offset };
+        heard = (typeof(heard)) {};
+        cr_assert_eq(lock_table_new(&manager, &hooks, &table), 0);
         manager.locks = table;
         for (size_t i = 0; i < ELEMENTSOF(clients); i++)
                 clients[i] = (Client) { .fd = -EBADF, .serial = i };
@@ -153,6 +185,70 @@ Test(lock, acquire_then_busy_for_another_holder) {
         cr_assert_str_eq(l->holder, "s1", "the refusal names the current holder");
         cr_assert_not(manager.state_dirty, "a refusal changes nothing");
         cr_assert_eq(lock_table_count(table), 1);
+}
+
+/* ---- what the owner hears (LockTableHooks) ---- */
+
+Test(lock, hooks_hear_every_change_and_nothing_else) {
+        LockTime now = at(0);
+        unsigned state;
+        Lock *l = NULL;
+
+        cr_assert_eq(lock_table_acquire(table, "a", "s1", 1000, &now, &l), 1);
+        cr_assert_str_eq(heard.last, "a s1 acquired");
+        cr_assert_eq(heard.lock_changed, 1);
+        cr_assert_eq(heard.counts_changed, 1, "a new lock changes the count");
+        cr_assert_geq(heard.state_changed, 1, "a new lock must be saved before the reply leaves");
+
+        state = heard.state_changed;
+        cr_assert_eq(lock_table_acquire(table, "a", "s2", 1000, &now, &l), -EBUSY);
+        cr_assert_eq(heard.lock_changed, 1, "a refusal is no LockChanged");
+        cr_assert_eq(heard.counts_changed, 1);
+        cr_assert_eq(heard.state_changed, state, "a refusal changes nothing");
+
+        cr_assert_eq(lock_table_acquire(table, "a", "s1", 2000, &now, &l), 0);
+        cr_assert_gt(heard.state_changed, state, "a re-entrant acquire moves the expiry: saved");
+        cr_assert_eq(heard.lock_changed, 1, "nor does a re-entrant acquire change hands");
+        cr_assert_eq(heard.counts_changed, 1);
+
+        cr_assert_eq(lock_table_transfer(table, "a", "s1", "s2", 1000, &now, &l), 1);
+        cr_assert_eq(heard.lock_changed, 3, "a transfer is a release and an acquire");
+        cr_assert_str_eq(heard.last, "a s2 acquired");
+        cr_assert_eq(heard.counts_changed, 1);
+
+        state = heard.state_changed;
+        cr_assert_eq(lock_table_release(table, "a", "s2", &now), 0);
+        cr_assert_str_eq(heard.last, "a s2 released");
+        cr_assert_eq(heard.counts_changed, 2);
+        cr_assert_gt(heard.state_changed, state);
+
+        now = at(100);
+        cr_assert_eq(lock_table_acquire(table, "b", "s3", 50, &now, &l), 1);
+        now = at(200);
+        cr_assert_null(lock_table_get(table, "b", &now));
+        cr_assert_str_eq(heard.last, "b s3 expired");
+        cr_assert_eq(heard.counts_changed, 4);
+}
+
+Test(lock, null_hooks_mean_nobody_listens) {
+        _cleanup_(lock_table_freep) LockTable *t = NULL;
+        LockTime now, later;
+        Lock *l = NULL;
+
+        cr_assert_eq(lock_table_new(&manager, NULL, &t), 0);
+        now = lock_table_now(t);        /* the system clock */
+        cr_assert_gt(now.boot_usec, 0);
+        cr_assert_gt(now.wall_ms, 0);
+        later = (LockTime) { now.boot_usec + 100 * USEC_PER_MSEC, now.wall_ms + 100 };
+
+        cr_assert_eq(lock_table_acquire(t, "a", "s1", 1000, &now, &l), 1);
+        cr_assert_eq(lock_table_transfer(t, "a", "s1", "s2", 50, &now, &l), 1);
+        cr_assert_null(lock_table_get(t, "a", &later));
+        cr_assert_eq(lock_table_acquire(t, "a", "s1", 1000, &now, &l), 1);
+        cr_assert_eq(lock_table_release(t, "a", "s1", &now), 0);
+        cr_assert_eq(lock_table_count(t), 0);
+        cr_assert_eq(heard.state_changed + heard.counts_changed + heard.lock_changed, 0,
+                     "another table's hooks heard nothing");
 }
 
 Test(lock, reentrant_acquire_moves_expiry_keeps_acquired_at_and_token) {
@@ -563,7 +659,7 @@ Test(lock, fast_path_answers_byte_for_byte_as_the_general_path) {
 
         /* The same lines through the general path, from the same start. */
         table = lock_table_free(table);
-        cr_assert_eq(lock_table_new(&manager, &table), 0);
+        cr_assert_eq(lock_table_new(&manager, &hooks, &table), 0);
         manager.locks = table;
         for (size_t i = 0; i < ELEMENTSOF(lines); i++) {
                 char *general;
@@ -779,7 +875,7 @@ static struct json_object* saved_state(void) {
 
 static void restart_table(void) {
         table = lock_table_free(table);
-        cr_assert_eq(lock_table_new(&manager, &table), 0);
+        cr_assert_eq(lock_table_new(&manager, &hooks, &table), 0);
         manager.locks = table;
 }
 

@@ -574,6 +574,76 @@ Test(schedule, reference_files_load_and_run) {
         tmpdir_remove(home);
 }
 
+/* What the scheduler tells its owner (SchedulerHooks): a scheduler of a real Manager, with hooks that record. */
+static struct {
+        unsigned counts_changed, job_finished;
+        char last[256];         /* "id status" of the last job_finished */
+        int64_t duration_ms;
+} heard;
+
+static void heard_counts_changed(void *userdata) {
+        cr_assert_eq(userdata, &heard);
+        heard.counts_changed++;
+}
+
+static void heard_job_finished(void *userdata, const char *id, const char *status, int64_t duration_ms) {
+        heard.job_finished++;
+        snprintf(heard.last, sizeof(heard.last), "%s %s", id, status);
+        heard.duration_ms = duration_ms;
+}
+
+Test(schedule, hooks_hear_jobs_and_runs) {
+        char *home = tmpdir_new(), *path;
+        unsigned counts;
+        Manager *m;
+
+        utc();
+        limits_reset();
+        heard = (typeof(heard)) {};
+        cr_assert(asprintf(&path, "%s/.photon/.data/p/schedules/nightly.json", home) > 0);
+        write_text(path, "{\"id\":\"p:ipc:nightly\",\"method\":\"sweep\",\"cron\":\"0 3 * * *\","
+                         "\"photonName\":\"p\",\"source\":\"ipc\",\"status\":\"active\"}");
+
+        m = manager_in(home);
+        m->scheduler = scheduler_free(m->scheduler);
+        cr_assert_eq(scheduler_new(m, &(SchedulerHooks) {
+                                           .counts_changed = heard_counts_changed,
+                                           .job_finished = heard_job_finished,
+                                           .userdata = &heard,
+                                   }, &m->scheduler), 0);
+        cr_assert_eq(scheduler_load(m->scheduler), 0);
+        cr_assert_eq(scheduler_count(m->scheduler), 1);
+        cr_assert_geq(heard.counts_changed, 1, "a loaded job is counted");
+
+        /* No provider, no handler: the run fails at once; JobFinished waits for the flush that writes its file. */
+        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly"), 0);
+        cr_assert_eq(heard.job_finished, 0, "announced only once the job file is written");
+        scheduler_flush(m->scheduler);
+        cr_assert_eq(heard.job_finished, 1);
+        cr_assert_str_eq(heard.last, "p:ipc:nightly error");
+        cr_assert_geq(heard.duration_ms, 0);
+        scheduler_flush(m->scheduler);
+        cr_assert_eq(heard.job_finished, 1, "once");
+
+        counts = heard.counts_changed;
+        cr_assert_eq(scheduler_unschedule(m->scheduler, "p:ipc:nightly"), 0);
+        cr_assert_gt(heard.counts_changed, counts, "a removed job is counted");
+
+        /* Nobody listening is fine too. */
+        m->scheduler = scheduler_free(m->scheduler);
+        cr_assert_eq(scheduler_new(m, NULL, &m->scheduler), 0);
+        write_text(path, "{\"id\":\"p:ipc:nightly\",\"method\":\"sweep\",\"cron\":\"0 3 * * *\","
+                         "\"photonName\":\"p\",\"source\":\"ipc\",\"status\":\"active\"}");
+        cr_assert_eq(scheduler_load(m->scheduler), 0);
+        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly"), 0);
+        scheduler_flush(m->scheduler);
+        cr_assert_eq(heard.job_finished, 1);
+
+        manager_free(m);
+        free(path);
+        tmpdir_remove(home);
+}
+
 /* A run's counters are written durably (the file before its rename, the directory after), and so is the removal
  * by unschedule: after a power loss a confirmed job is there with its last run, and a removed one stays gone. */
 Test(schedule, job_file_writes_are_durable) {

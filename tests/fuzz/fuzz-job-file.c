@@ -82,7 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (data)
                 write_file(history_path, data, size);
 
-        if (scheduler_new(m, &m->scheduler) < 0)
+        if (scheduler_new(m, NULL, &m->scheduler) < 0)
                 return 0;
         (void) scheduler_load(m->scheduler);
         if (scheduler_list(m->scheduler, &jobs) >= 0)
