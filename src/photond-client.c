@@ -771,14 +771,15 @@ static int client_handle_line(Client *c, const char *line, size_t len, bool more
 }
 
 static int client_line_too_long(Client *c) {
-        char msg[128];
+        const char *suggestion = NULL;
+        char msg[192];
 
-        snprintf(msg, sizeof(msg), "Invalid request format: request line exceeds %" PRIu64 " bytes",
-                 limits.MAX_LINE_BYTES);
+        /* The length is not known: the rest of the line is never read. */
+        limit_error(LIMIT_MAX_LINE_BYTES, UINT64_MAX, msg, sizeof(msg), &suggestion);
         /* The answer to the line being read, as any request's (client_send()). */
         if (c->manager)
                 c->manager->serving = c;
-        (void) client_reply_error(c, NULL, msg, "Send smaller requests");
+        (void) client_reply_error(c, NULL, msg, suggestion);
         if (c->manager)
                 c->manager->serving = NULL;
         c->close_after_flush = true;

@@ -89,6 +89,10 @@ static const struct {
         [LIMIT_MAX_JOB_ARGS_BYTES] = { "Job args too large", "bytes of JSON",
                                        "Pass a reference to the data instead, or raise PHOTOND_MAX_JOB_ARGS_BYTES" },
         [LIMIT_MAX_PROVIDERS] = { "Too many providers", NULL, "Retry later" },
+        [LIMIT_MAX_CLIENTS] = { "Too many clients connected", NULL,
+                                "Retry when other clients have disconnected, or raise PHOTOND_MAX_CLIENTS" },
+        [LIMIT_MAX_LINE_BYTES] = { "Invalid request format: request line too long", "bytes",
+                                   "Send smaller requests, or raise PHOTOND_MAX_LINE_BYTES" },
 };
 
 const char* limit_error(LimitId id, uint64_t actual, char *buf, size_t size, const char **ret_suggestion) {

@@ -683,11 +683,12 @@ static int on_accept_resume(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-static void reject_client(int fd, const char *why) {
-        char line[256];
+static void reject_client(int fd, const char *why, const char *suggestion) {
+        char line[512];
         int n;
 
-        n = snprintf(line, sizeof(line), "{\"type\":\"error\",\"id\":\"unknown\",\"error\":\"%s\"}\n", why);
+        n = snprintf(line, sizeof(line), "{\"type\":\"error\",\"id\":\"unknown\",\"error\":\"%s\",\"suggestion\":\"%s\"}\n",
+                     why, suggestion);
         (void) !write(fd, line, n);   /* best effort on a fresh non-blocking socket */
         safe_close(fd);
 }
@@ -735,6 +736,9 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 m->accept_paused = false;
 
                 if (m->n_clients >= limits.MAX_CLIENTS) {
+                        const char *suggestion = NULL;
+                        char why[192];
+
                         if (ratelimit_below(&m->refuse_log, manager_now(m, CLOCK_MONOTONIC))) {
                                 if (m->refuse_log.suppressed > 0)
                                         log_warning("Refusing a connection: %" PRIu64 " clients connected "
@@ -744,7 +748,8 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                                         log_warning("Refusing a connection: %" PRIu64 " clients connected "
                                                     "(PHOTOND_MAX_CLIENTS).", limits.MAX_CLIENTS);
                         }
-                        reject_client(cfd, "Too many clients connected");
+                        limit_error(LIMIT_MAX_CLIENTS, UINT64_MAX, why, sizeof(why), &suggestion);
+                        reject_client(cfd, why, suggestion);
                         m->n_clients_closed[CLIENT_CLOSE_REFUSED]++;
                         continue;
                 }

@@ -110,7 +110,7 @@ Test(client, over_long_line_is_refused) {
         cr_assert_eq(n_lines, 0);
         cr_assert_eq(client.out_n, 1, "an error reply is queued");
         cr_assert(strstr(client.out[client.out_head].buf->data, "\"type\":\"error\""));
-        cr_assert(strstr(client.out[client.out_head].buf->data, "exceeds 1000 bytes"));
+        cr_assert(strstr(client.out[client.out_head].buf->data, "at most 1000 bytes (PHOTOND_MAX_LINE_BYTES)"));
 
         /* Nothing more is read from a client that is being closed. */
         feed("{\"a\":1}\n");
@@ -233,7 +233,7 @@ Test(client, over_long_line_inside_one_read_is_refused) {
         cr_assert_eq(n_lines, 0, "neither the long line nor the one after it is handled");
         cr_assert(client.close_after_flush);
         cr_assert_eq(client.close_reason, CLIENT_CLOSE_LINE_TOO_LONG);
-        cr_assert(strstr(client.out[client.out_head].buf->data, "exceeds 100 bytes"));
+        cr_assert(strstr(client.out[client.out_head].buf->data, "at most 100 bytes (PHOTOND_MAX_LINE_BYTES)"));
 }
 
 Test(client, line_over_the_cap_after_good_lines_in_one_read) {

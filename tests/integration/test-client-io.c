@@ -179,7 +179,7 @@ Test(client_io, small_max_line_bytes_holds_inside_one_read) {
         json_object_put(o);
         o = conn_expect(c, 5000);
         cr_assert_str_eq(jstr(o, "type"), "error");
-        cr_assert(strstr(jstr(o, "error"), "exceeds 200 bytes"), "%s", jstr(o, "error"));
+        cr_assert(strstr(jstr(o, "error"), "request line too long: at most 200 bytes (PHOTOND_MAX_LINE_BYTES)"), "%s", jstr(o, "error"));
         json_object_put(o);
         cr_assert(conn_wait_eof(c, 5000));
 
@@ -357,7 +357,8 @@ Test(client_io, refused_connections_are_counted) {
         expect_clients(a, 2);
         c = conn_open(d);
         o = conn_expect(c, 5000);
-        cr_assert_str_eq(jstr(o, "error"), "Too many clients connected");
+        cr_assert_str_eq(jstr(o, "error"), "Too many clients connected: at most 2 (PHOTOND_MAX_CLIENTS)");
+        cr_assert_str_eq(jstr(o, "suggestion"), "Retry when other clients have disconnected, or raise PHOTOND_MAX_CLIENTS");
         json_object_put(o);
         cr_assert(conn_wait_eof(c, 5000));
         cr_assert_eq(closed_count(a, "refused"), 1);

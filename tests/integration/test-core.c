@@ -514,7 +514,7 @@ Test(core, over_long_line_gets_an_error_and_close) {
         conn_send_raw(c, big, sizeof(big));
         o = conn_expect(c, 5000);
         cr_assert_str_eq(jstr(o, "type"), "error");
-        cr_assert(strstr(jstr(o, "error"), "exceeds 4096 bytes"));
+        cr_assert(strstr(jstr(o, "error"), "request line too long: at most 4096 bytes (PHOTOND_MAX_LINE_BYTES)"));
         json_object_put(o);
         cr_assert(conn_wait_eof(c, 5000), "the connection is closed after the error");
 
