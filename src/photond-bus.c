@@ -29,8 +29,6 @@
 #define BUS_ERROR_JOB_RUNNING BUS_INTERFACE ".Error.JobRunning"
 #define BUS_ERROR_LIMIT_EXCEEDED BUS_INTERFACE ".Error.LimitExceeded"
 
-int manager_build_status(Manager *m, struct json_object **ret);
-
 static const char* jstr0(struct json_object *o, const char *key) {
         return json_get_string(o, key) ?: "";
 }

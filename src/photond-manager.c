@@ -225,8 +225,6 @@ static int manager_add_state_write_status(Manager *m, struct json_object *data) 
         return json_add(data, "stateWrite", TAKE_PTR(o));
 }
 
-int manager_build_status(Manager *m, struct json_object **ret);
-
 int manager_build_status(Manager *m, struct json_object **ret) {
         _cleanup_(json_object_putp) struct json_object *data = NULL, *caps = NULL, *closed = NULL;
         static const char *const capabilities[] = {

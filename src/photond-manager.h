@@ -161,6 +161,9 @@ void manager_begin_shutdown(Manager *m, const char *why);
 /* Handles one complete request line of a client (the ClientLineHandler). */
 int manager_handle_line(Client *c, const char *line, size_t len);
 
+/* The status request's data object (the socket's status, D-Bus GetStatus). */
+int manager_build_status(Manager *m, struct json_object **ret);
+
 /* Removes the client from every subsystem at once; the memory is freed on the next flush, so callers that still
  * hold c may look at c->disconnected. */
 void manager_client_disconnect(Manager *m, Client *c);
