@@ -326,3 +326,19 @@ Test(shared, ratelimit) {
         cr_assert(ratelimit_below(&rl, 25));
         cr_assert_eq(rl.suppressed, 0);
 }
+
+/* One tokener parses every request line: a line that fails in the middle of a surrogate escape must leave nothing
+ * behind for the next line (json-c 0.16 kept the pending high surrogate and put a U+FFFD into the next line's first
+ * \u escape). Found by fuzz-json. */
+Test(shared, json_parse_after_a_broken_surrogate) {
+        static const char *const broken[] = { "\"\\ud83d\\u", "[\"\\ud83d\\", "{\"k\":\"\\udbff\\u00", NULL };
+
+        for (size_t i = 0; broken[i]; i++) {
+                _cleanup_(json_object_putp) struct json_object *o = NULL, *b = NULL;
+                const char *error = NULL;
+
+                cr_assert_lt(json_parse(broken[i], strlen(broken[i]), &b, &error), 0, "%s parsed", broken[i]);
+                cr_assert_eq(json_parse("\"x\\u0014y\"", 10, &o, NULL), 0);
+                cr_assert_str_eq(json_object_get_string(o), "x\x14y", "after %s", broken[i]);
+        }
+}

@@ -162,7 +162,16 @@ int json_parse(const char *buf, size_t len, struct json_object **ret, const char
                 jerr = json_tokener_get_error(tok);
                 end = len;
         }
-        json_tokener_reset(tok);
+        /* json-c 0.16's reset leaves a failed parse's pending surrogate escape ("\ud83d\u" at the end of a
+         * line) in the tokener, and the next parse, maybe another client's request, would put a U+FFFD into its
+         * first \u escape. A tokener that failed is therefore not used again; a successful parse leaves nothing
+         * behind (tests/test-shared.c). */
+        if (jerr == json_tokener_success) {
+                json_tokener_reset(tok);
+        } else {
+                json_tokener_free(tok);
+                parse_tokener = NULL;
+        }
 
         if (jerr == json_tokener_continue) {
                 json_object_put(o);
