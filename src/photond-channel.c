@@ -1555,8 +1555,13 @@ int publish_scan(const char *line, size_t len, PublishScan *ret) {
                         }
                 } else if (key_is(k, kn, "sessionId"))
                         return 0;       /* the manager keeps track of sessions */
-                else if (!scan_value(&s))
-                        return 0;
+                else {
+                        /* Members a publish ignores: a NUL in one (a workingDir, say) is refused by the general
+                         * path for every request type, so such a line is left to it. */
+                        s.nul = false;
+                        if (!scan_value(&s) || s.nul)
+                                return 0;
+                }
 
                 if (seen & bit)
                         return 0;
