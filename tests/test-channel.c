@@ -32,11 +32,11 @@ static void setup(void) {
         limits_reset();
         wall = 1700000000000;
         mono = 1000000;
-        cr_assert_eq(channels_new(NULL, NULL, &chs), 0);
+        cr_assert_eq(channels_new(NULL, &chs), 0);
         channels_set_clock(chs, &(ChannelsClock) { test_wall, test_mono, NULL });
         manager = (Manager) { .channels = chs };
         for (size_t i = 0; i < ELEMENTSOF(clients); i++)
-                clients[i] = (Client) { .fd = -EBADF, .serial = i };
+                clients[i] = (Client) { .fd = -EBADF, .serial = i, .subscriber.ops = &client_subscriber_ops };
 }
 
 static void drain(Client *c) {
@@ -49,7 +49,7 @@ static void drain(Client *c) {
 
 static void teardown(void) {
         for (size_t i = 0; i < ELEMENTSOF(clients); i++) {
-                channels_client_gone(chs, &clients[i]);
+                channels_subscriber_gone(chs, &clients[i].subscriber);
                 drain(&clients[i]);
         }
         chs = channels_free(chs);
@@ -266,15 +266,15 @@ Test(channel, unsubscribe_and_disconnect) {
 
         subscribe(s, "k1");
         subscribe(s, "k2:*");
-        cr_assert_eq(s->n_subscriptions, 2);
+        cr_assert_eq(s->subscriber.n_subscriptions, 2);
         request(s, "{\"type\":\"unsubscribe\",\"id\":\"u1\",\"channel\":\"k1\"}");
         json_object_put(pop_json(s));
         publish(p, "k1", "1");
         cr_assert_eq(s->out_n, 0);
 
-        channels_client_gone(chs, s);
-        cr_assert_eq(s->n_subscriptions, 0);
-        cr_assert_null(s->subscriptions);
+        channels_subscriber_gone(chs, &s->subscriber);
+        cr_assert_eq(s->subscriber.n_subscriptions, 0);
+        cr_assert_null(s->subscriber.subscriptions);
         publish(p, "k2:x", "1");
         cr_assert_eq(s->out_n, 0);
         /* Only buffers are left: k1 and k2:x. */
@@ -537,7 +537,7 @@ Test(channel, state_high_water_mark) {
         cr_assert_eq(mark, (int64_t) first + 10000, "reserved ahead, not moved by every publish");
 
         /* A new daemon with the clock far behind continues above the mark. */
-        cr_assert_eq(channels_new(NULL, NULL, &again), 0);
+        cr_assert_eq(channels_new(NULL, &again), 0);
         wall -= 3600 * 1000;
         channels_set_clock(again, &(ChannelsClock) { test_wall, test_mono, NULL });
         loaded = json_object_new_object();
@@ -567,7 +567,7 @@ Test(channel, hooks_hear_the_mark_and_the_counts) {
         uint64_t id;
 
         heard_state = heard_counts = 0;
-        cr_assert_eq(channels_new(NULL, &(ChannelsHooks) {
+        cr_assert_eq(channels_new(&(ChannelsHooks) {
                                           .state_changed = heard_state_changed,
                                           .counts_changed = heard_counts_changed,
                                           .userdata = &heard_state,
@@ -766,7 +766,7 @@ Test(channel, slow_consumer_policy) {
         cr_assert_not(slow->disconnected);
         publish(p, "s:two", msg);
         cr_assert(slow->disconnected, "still over the cap before reading the notice");
-        cr_assert_null(slow->subscriptions);
+        cr_assert_null(slow->subscriber.subscriptions);
         cr_assert_eq(fast->out_n, 1, "the fast subscriber got that message too");
 
         cr_assert_eq(channels_add_status(chs, status), 0);
