@@ -16,9 +16,10 @@
  * A subscriber whose write queue is full loses its queued channel messages and is told so with one refresh_needed
  * per channel it lost; when its queue fills again before it has read those notices, it is disconnected.
  *
- * The core delivers to Subscribers (photond-subscriber.h) through their ops, one indirect call per subscriber per
- * message, and knows nothing of what they are. The request handlers answer a Client and reach the core through
- * its functions and the Client's Subscriber.
+ * The core (everything up to "lifetime") delivers to Subscribers (photond-subscriber.h) through their ops, one
+ * indirect call per subscriber per message, and knows nothing of what they are. The control socket's request
+ * handlers follow it, at the end of the file: they answer a Client (Manager, Client, Request) and reach the core
+ * through its functions and the Client's Subscriber.
  *
  * Publish requests are offered to a fast path before the manager parses them: a validating scanner picks out id,
  * channel and message, so the common publish builds no JSON objects at all (json-c's parse alone costs more than
@@ -1108,6 +1109,175 @@ void channels_unsubscribe(Channels *chs, Subscriber *sub, const char *name, size
                 subscription_free(chs, s);
 }
 
+/* ---- status, listing, state ---- */
+
+int channels_add_status(Channels *chs, struct json_object *data) {
+        int r;
+
+        channels_expire(chs);
+        if ((r = json_add_int64(data, "subscriptions", chs->n_subscribed)) < 0 ||
+            (r = json_add_int64(data, "lastEventId", (int64_t) chs->last_event_id)) < 0 ||
+            (r = json_add_int64(data, "bufferedEvents", (int64_t) chs->n_events)) < 0 ||
+            (r = json_add_int64(data, "bufferedBytes", (int64_t) chs->bytes)) < 0 ||
+            (r = json_add_int64(data, "messagesDropped", (int64_t) chs->n_messages_dropped)) < 0 ||
+            (r = json_add_int64(data, "refreshNeededSent", (int64_t) chs->n_refresh_sent)) < 0 ||
+            (r = json_add_int64(data, "slowConsumerDisconnects", (int64_t) chs->n_slow_disconnects)) < 0)
+                return r;
+        return 0;
+}
+
+static int channel_name_cmp(const void *a, const void *b) {
+        const Channel *x = *(const Channel* const*) a, *y = *(const Channel* const*) b;
+
+        return strcmp(x->name, y->name);
+}
+
+int channels_list(Channels *chs, struct json_object **ret_array) {
+        _cleanup_(json_object_putp) struct json_object *array = NULL;
+        _cleanup_free_ Channel **all = NULL;
+        size_t n = 0;
+
+        channels_expire(chs);
+        array = json_object_new_array();
+        all = new(Channel*, chs->n_channels ?: 1);
+        if (!array || !all)
+                return -ENOMEM;
+        for (Channel *channel = chs->channels; channel; channel = channel->hh.next)
+                all[n++] = channel;
+        qsort(all, n, sizeof(Channel*), channel_name_cmp);
+
+        for (size_t i = 0; i < n; i++) {
+                struct json_object *o = json_object_new_object();
+                int r;
+
+                if (!o)
+                        return -ENOMEM;
+                if ((r = json_object_array_add(array, o)) < 0) {
+                        json_object_put(o);
+                        return -ENOMEM;
+                }
+                if ((r = json_add(o, "name", json_object_new_string_len(all[i]->name, (int) all[i]->name_len))) < 0 ||
+                    (r = json_add_int64(o, "subscribers", all[i]->n_subscribers)) < 0 ||
+                    (r = json_add_int64(o, "bufferedEvents", all[i]->n_events)) < 0 ||
+                    (r = json_add_int64(o, "bufferedBytes", (int64_t) all[i]->bytes)) < 0 ||
+                    (r = json_add_int64(o, "lastEventId", (int64_t) all[i]->last_event_id)) < 0)
+                        return r;
+        }
+
+        *ret_array = TAKE_PTR(array);
+        return 0;
+}
+
+int channels_save_state(Channels *chs, struct json_object *state) {
+        if (chs->reserved_event_id == 0)
+                return 0;
+        return json_add_int64(state, "eventIdHighWater", (int64_t) chs->reserved_event_id);
+}
+
+void channels_state_saved(Channels *chs) {
+        chs->saved_event_id = chs->reserved_event_id;
+}
+
+uint64_t channels_event_id_mark(Channels *chs) {
+        return chs ? chs->reserved_event_id : 0;
+}
+
+void channels_reserve_event_ids(Channels *chs) {
+        int64_t now = chs->clock.wall_ms(chs->clock.userdata);
+
+        /* Only when the clock has passed the mark: restarts in a row (a crash loop, socket activation with an idle
+         * exit) must not move the ids ever further ahead of the clock when nothing is published. */
+        if (now > 0 && (uint64_t) now > chs->reserved_event_id)
+                chs->reserved_event_id = event_id_next(chs->last_event_id, now) + EVENT_ID_RESERVE;
+}
+
+int channels_load_state(Channels *chs, struct json_object *state) {
+        int64_t v;
+        int r;
+
+        r = json_get_int64(state, "eventIdHighWater", false, &v);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        if (v < 0)
+                return -EINVAL;
+        /* Anything up to the mark may have been issued before the restart. */
+        chs->reserved_event_id = MAX(chs->reserved_event_id, (uint64_t) v);
+        chs->saved_event_id = MAX(chs->saved_event_id, (uint64_t) v);
+        chs->last_event_id = MAX(chs->last_event_id, (uint64_t) v);
+        return 0;
+}
+
+unsigned channels_count(Channels *chs) {
+        if (!chs)
+                return 0;
+        channels_expire(chs);
+        return chs->n_channels;
+}
+
+unsigned channels_subscribed_count(Channels *chs) {
+        return chs ? chs->n_subscribed : 0;
+}
+
+int channels_next_expiry(Channels *chs, uint64_t *ret_mono_ms) {
+        if (!chs || !chs->oldest)
+                return 0;
+        /* channels_expire() drops events strictly older than now - window. */
+        *ret_mono_ms = chs->oldest->mono_ms + limits.REPLAY_WINDOW_MS + 1;
+        return 1;
+}
+
+/* ---- lifetime ---- */
+
+int channels_new(const ChannelsHooks *hooks, Channels **ret) {
+        Channels *chs;
+
+        chs = new0(Channels, 1);
+        if (!chs)
+                return -ENOMEM;
+        if (hooks)
+                chs->hooks = *hooks;
+        chs->reserve_block = EVENT_ID_RESERVE;
+        channels_set_clock(chs, NULL);
+        *ret = chs;
+        return 0;
+}
+
+Channels* channels_free(Channels *chs) {
+        Event *e;
+
+        if (!chs)
+                return NULL;
+
+        while ((e = chs->events)) {
+                LIST_REMOVE(all, chs->events, e);
+                shared_buf_unref(e->line);
+                free(e);
+        }
+        for (Channel *channel = chs->channels; channel; channel = channel->hh.next) {
+                channel->events = channel->oldest = NULL;
+                channel->n_events = 0;
+                channel->n_pins = 0;
+        }
+
+        /* Normally every subscriber is gone already; if not, their subscriptions go (and with them the channels). */
+        while (chs->channels) {
+                Channel *channel = chs->channels;
+
+                if (channel->subscribers)
+                        channels_subscriber_gone(chs, channel->subscribers->sub);
+                else
+                        channel_free(chs, channel);
+        }
+        assert(!chs->prefixes);
+
+        free(chs->doomed);
+        return mfree(chs);
+}
+
+/* ======== the control socket's request handlers: they answer a Client (a control front end, later) ======== */
+
 /* ---- request handlers ---- */
 
 /* The request's channel (validated to be a string without NUL bytes) and its length. */
@@ -1698,171 +1868,4 @@ int channels_handle_get_events_since(Manager *m, Client *c, Request *req) {
         if (!b)
                 return -ENOMEM;
         return client_send(c, b, NULL);
-}
-
-/* ---- status, listing, state ---- */
-
-int channels_add_status(Channels *chs, struct json_object *data) {
-        int r;
-
-        channels_expire(chs);
-        if ((r = json_add_int64(data, "subscriptions", chs->n_subscribed)) < 0 ||
-            (r = json_add_int64(data, "lastEventId", (int64_t) chs->last_event_id)) < 0 ||
-            (r = json_add_int64(data, "bufferedEvents", (int64_t) chs->n_events)) < 0 ||
-            (r = json_add_int64(data, "bufferedBytes", (int64_t) chs->bytes)) < 0 ||
-            (r = json_add_int64(data, "messagesDropped", (int64_t) chs->n_messages_dropped)) < 0 ||
-            (r = json_add_int64(data, "refreshNeededSent", (int64_t) chs->n_refresh_sent)) < 0 ||
-            (r = json_add_int64(data, "slowConsumerDisconnects", (int64_t) chs->n_slow_disconnects)) < 0)
-                return r;
-        return 0;
-}
-
-static int channel_name_cmp(const void *a, const void *b) {
-        const Channel *x = *(const Channel* const*) a, *y = *(const Channel* const*) b;
-
-        return strcmp(x->name, y->name);
-}
-
-int channels_list(Channels *chs, struct json_object **ret_array) {
-        _cleanup_(json_object_putp) struct json_object *array = NULL;
-        _cleanup_free_ Channel **all = NULL;
-        size_t n = 0;
-
-        channels_expire(chs);
-        array = json_object_new_array();
-        all = new(Channel*, chs->n_channels ?: 1);
-        if (!array || !all)
-                return -ENOMEM;
-        for (Channel *channel = chs->channels; channel; channel = channel->hh.next)
-                all[n++] = channel;
-        qsort(all, n, sizeof(Channel*), channel_name_cmp);
-
-        for (size_t i = 0; i < n; i++) {
-                struct json_object *o = json_object_new_object();
-                int r;
-
-                if (!o)
-                        return -ENOMEM;
-                if ((r = json_object_array_add(array, o)) < 0) {
-                        json_object_put(o);
-                        return -ENOMEM;
-                }
-                if ((r = json_add(o, "name", json_object_new_string_len(all[i]->name, (int) all[i]->name_len))) < 0 ||
-                    (r = json_add_int64(o, "subscribers", all[i]->n_subscribers)) < 0 ||
-                    (r = json_add_int64(o, "bufferedEvents", all[i]->n_events)) < 0 ||
-                    (r = json_add_int64(o, "bufferedBytes", (int64_t) all[i]->bytes)) < 0 ||
-                    (r = json_add_int64(o, "lastEventId", (int64_t) all[i]->last_event_id)) < 0)
-                        return r;
-        }
-
-        *ret_array = TAKE_PTR(array);
-        return 0;
-}
-
-int channels_save_state(Channels *chs, struct json_object *state) {
-        if (chs->reserved_event_id == 0)
-                return 0;
-        return json_add_int64(state, "eventIdHighWater", (int64_t) chs->reserved_event_id);
-}
-
-void channels_state_saved(Channels *chs) {
-        chs->saved_event_id = chs->reserved_event_id;
-}
-
-uint64_t channels_event_id_mark(Channels *chs) {
-        return chs ? chs->reserved_event_id : 0;
-}
-
-void channels_reserve_event_ids(Channels *chs) {
-        int64_t now = chs->clock.wall_ms(chs->clock.userdata);
-
-        /* Only when the clock has passed the mark: restarts in a row (a crash loop, socket activation with an idle
-         * exit) must not move the ids ever further ahead of the clock when nothing is published. */
-        if (now > 0 && (uint64_t) now > chs->reserved_event_id)
-                chs->reserved_event_id = event_id_next(chs->last_event_id, now) + EVENT_ID_RESERVE;
-}
-
-int channels_load_state(Channels *chs, struct json_object *state) {
-        int64_t v;
-        int r;
-
-        r = json_get_int64(state, "eventIdHighWater", false, &v);
-        if (r == -ENOENT)
-                return 0;
-        if (r < 0)
-                return r;
-        if (v < 0)
-                return -EINVAL;
-        /* Anything up to the mark may have been issued before the restart. */
-        chs->reserved_event_id = MAX(chs->reserved_event_id, (uint64_t) v);
-        chs->saved_event_id = MAX(chs->saved_event_id, (uint64_t) v);
-        chs->last_event_id = MAX(chs->last_event_id, (uint64_t) v);
-        return 0;
-}
-
-unsigned channels_count(Channels *chs) {
-        if (!chs)
-                return 0;
-        channels_expire(chs);
-        return chs->n_channels;
-}
-
-unsigned channels_subscribed_count(Channels *chs) {
-        return chs ? chs->n_subscribed : 0;
-}
-
-int channels_next_expiry(Channels *chs, uint64_t *ret_mono_ms) {
-        if (!chs || !chs->oldest)
-                return 0;
-        /* channels_expire() drops events strictly older than now - window. */
-        *ret_mono_ms = chs->oldest->mono_ms + limits.REPLAY_WINDOW_MS + 1;
-        return 1;
-}
-
-/* ---- lifetime ---- */
-
-int channels_new(const ChannelsHooks *hooks, Channels **ret) {
-        Channels *chs;
-
-        chs = new0(Channels, 1);
-        if (!chs)
-                return -ENOMEM;
-        if (hooks)
-                chs->hooks = *hooks;
-        chs->reserve_block = EVENT_ID_RESERVE;
-        channels_set_clock(chs, NULL);
-        *ret = chs;
-        return 0;
-}
-
-Channels* channels_free(Channels *chs) {
-        Event *e;
-
-        if (!chs)
-                return NULL;
-
-        while ((e = chs->events)) {
-                LIST_REMOVE(all, chs->events, e);
-                shared_buf_unref(e->line);
-                free(e);
-        }
-        for (Channel *channel = chs->channels; channel; channel = channel->hh.next) {
-                channel->events = channel->oldest = NULL;
-                channel->n_events = 0;
-                channel->n_pins = 0;
-        }
-
-        /* Normally every subscriber is gone already; if not, their subscriptions go (and with them the channels). */
-        while (chs->channels) {
-                Channel *channel = chs->channels;
-
-                if (channel->subscribers)
-                        channels_subscriber_gone(chs, channel->subscribers->sub);
-                else
-                        channel_free(chs, channel);
-        }
-        assert(!chs->prefixes);
-
-        free(chs->doomed);
-        return mfree(chs);
 }
