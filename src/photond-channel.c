@@ -5,7 +5,7 @@
  * Every channel key (exact or a literal "P:*") is one Channel in a hash table. A publish looks up its Channel and,
  * through the channel's Prefix, the "P:*" Channel of its wildcard subscribers: two pointer hops, no string work.
  * The message is serialized once into a SharedBuf; every subscriber's write queue and the replay buffer hold a
- * reference to those bytes. A per-publish generation stamp on each client gives a socket that matches exactly and
+ * reference to those bytes. A per-publish generation stamp on each subscriber gives one that matches exactly and
  * by wildcard a single copy without any set.
  *
  * The replay buffer keeps each event's live line and two offsets into it, so a replay or get_events_since reply
@@ -15,6 +15,11 @@
  *
  * A subscriber whose write queue is full loses its queued channel messages and is told so with one refresh_needed
  * per channel it lost; when its queue fills again before it has read those notices, it is disconnected.
+ *
+ * The core (everything up to "lifetime") delivers to Subscribers (photond-subscriber.h) through their ops, one
+ * indirect call per subscriber per message, and knows nothing of what they are. The control socket's request
+ * handlers follow it, at the end of the file: they answer a Client (Manager, Client, Request) and reach the core
+ * through its functions and the Client's Subscriber.
  *
  * Publish requests are offered to a fast path before the manager parses them: a validating scanner picks out id,
  * channel and message, so the common publish builds no JSON objects at all (json-c's parse alone costs more than
@@ -49,20 +54,20 @@ typedef struct Channel Channel;
 typedef struct Prefix Prefix;
 typedef struct Event Event;
 typedef struct Subscription Subscription;
-typedef struct ClientSubs ClientSubs;
+typedef struct SubscriberState SubscriberState;
 
-/* One client on one channel key. */
+/* One subscriber on one channel key. */
 struct Subscription {
-        Client *client;
+        Subscriber *sub;
         Channel *channel;
         LIST_FIELDS(Subscription, by_channel);
-        LIST_FIELDS(Subscription, by_client);
+        LIST_FIELDS(Subscription, by_sub);
 };
 
-/* Per subscribing client (Client.subscriptions); gone with its last subscription. */
-struct ClientSubs {
+/* Per subscriber (Subscriber.subscriptions); gone with its last subscription. */
+struct SubscriberState {
         LIST_HEAD(Subscription, subscriptions);
-        uint64_t generation;            /* the last publish queued to this client */
+        uint64_t generation;            /* the last publish queued to this subscriber */
         SharedBuf *refresh_marker;      /* the last slow-consumer notice; still queued = not read yet */
         bool doomed;                    /* to be disconnected once the current fan-out is done */
 };
@@ -110,7 +115,6 @@ struct Channel {
 };
 
 struct Channels {
-        Manager *manager;
         ChannelsHooks hooks;
         Channel *channels;
         Prefix *prefixes;
@@ -130,7 +134,7 @@ struct Channels {
         uint64_t next_serial;
         uint64_t generation;
 
-        Client **doomed;
+        Subscriber **doomed;
         size_t n_doomed, n_doomed_alloc;
 
         uint64_t n_messages_dropped;
@@ -410,56 +414,56 @@ static int channel_get(Channels *chs, const char *name, size_t len, Channel **re
 
 /* ---- subscriptions ---- */
 
-static ClientSubs* client_subs(Client *c) {
-        return c->subscriptions;
+static SubscriberState* subscriber_state(Subscriber *sub) {
+        return sub->subscriptions;
 }
 
-static Subscription* subscription_find(Client *c, Channel *channel) {
-        ClientSubs *cs = client_subs(c);
+static Subscription* subscription_find(Subscriber *sub, Channel *channel) {
+        SubscriberState *ss = subscriber_state(sub);
 
-        if (!cs)
+        if (!ss)
                 return NULL;
-        /* Walk the shorter list: a client's few keys, or a channel's few subscribers. */
-        if (c->n_subscriptions <= channel->n_subscribers) {
-                LIST_FOREACH(by_client, s, cs->subscriptions)
+        /* Walk the shorter list: a subscriber's few keys, or a channel's few subscribers. */
+        if (sub->n_subscriptions <= channel->n_subscribers) {
+                LIST_FOREACH(by_sub, s, ss->subscriptions)
                         if (s->channel == channel)
                                 return s;
         } else
                 LIST_FOREACH(by_channel, s, channel->subscribers)
-                        if (s->client == c)
+                        if (s->sub == sub)
                                 return s;
         return NULL;
 }
 
-static void client_subs_free(Client *c) {
-        ClientSubs *cs = client_subs(c);
+static void subscriber_state_free(Subscriber *sub) {
+        SubscriberState *ss = subscriber_state(sub);
 
-        if (!cs)
+        if (!ss)
                 return;
-        assert(!cs->subscriptions);
-        shared_buf_unref(cs->refresh_marker);
-        c->subscriptions = mfree(cs);
+        assert(!ss->subscriptions);
+        shared_buf_unref(ss->refresh_marker);
+        sub->subscriptions = mfree(ss);
 }
 
-static int subscription_add(Channels *chs, Client *c, Channel *channel) {
-        ClientSubs *cs = client_subs(c);
+static int subscription_add(Channels *chs, Subscriber *sub, Channel *channel) {
+        SubscriberState *ss = subscriber_state(sub);
         Subscription *s;
 
-        if (!cs) {
-                cs = new0(ClientSubs, 1);
-                if (!cs)
+        if (!ss) {
+                ss = new0(SubscriberState, 1);
+                if (!ss)
                         return -ENOMEM;
-                c->subscriptions = cs;
+                sub->subscriptions = ss;
         }
 
         s = new(Subscription, 1);
         if (!s) {
-                if (!cs->subscriptions)
-                        client_subs_free(c);
+                if (!ss->subscriptions)
+                        subscriber_state_free(sub);
                 return -ENOMEM;
         }
         *s = (Subscription) {
-                .client = c,
+                .sub = sub,
                 .channel = channel,
         };
         LIST_PREPEND(by_channel, channel->subscribers, s);
@@ -467,50 +471,50 @@ static int subscription_add(Channels *chs, Client *c, Channel *channel) {
                 chs->n_subscribed++;
                 channels_changed(chs);
         }
-        LIST_PREPEND(by_client, cs->subscriptions, s);
-        c->n_subscriptions++;
+        LIST_PREPEND(by_sub, ss->subscriptions, s);
+        sub->n_subscriptions++;
         return 0;
 }
 
 static void subscription_free(Channels *chs, Subscription *s) {
         Channel *channel = s->channel;
-        Client *c = s->client;
-        ClientSubs *cs = client_subs(c);
+        Subscriber *sub = s->sub;
+        SubscriberState *ss = subscriber_state(sub);
 
         LIST_REMOVE(by_channel, channel->subscribers, s);
         if (--channel->n_subscribers == 0) {
                 chs->n_subscribed--;
                 channels_changed(chs);
         }
-        LIST_REMOVE(by_client, cs->subscriptions, s);
-        c->n_subscriptions--;
+        LIST_REMOVE(by_sub, ss->subscriptions, s);
+        sub->n_subscriptions--;
         free(s);
 
-        if (!cs->subscriptions)
-                client_subs_free(c);
+        if (!ss->subscriptions)
+                subscriber_state_free(sub);
         channel_maybe_free(chs, channel);
 }
 
-void channels_client_gone(Channels *chs, Client *c) {
-        ClientSubs *cs;
+void channels_subscriber_gone(Channels *chs, Subscriber *sub) {
+        SubscriberState *ss;
 
         if (!chs)
                 return;
-        while ((cs = client_subs(c)) && cs->subscriptions)
-                subscription_free(chs, cs->subscriptions);
-        client_subs_free(c);
+        while ((ss = subscriber_state(sub)) && ss->subscriptions)
+                subscription_free(chs, ss->subscriptions);
+        subscriber_state_free(sub);
 }
 
 /* ---- slow consumers ---- */
 
-static void subscriber_doom(Channels *chs, Client *c) {
-        ClientSubs *cs = client_subs(c);
+static void subscriber_doom(Channels *chs, Subscriber *sub) {
+        SubscriberState *ss = subscriber_state(sub);
 
-        if (cs->doomed)
+        if (ss->doomed)
                 return;
         if (chs->n_doomed == chs->n_doomed_alloc) {
                 size_t na = MAX(chs->n_doomed_alloc * 2, (size_t) 8);
-                Client **n = realloc(chs->doomed, na * sizeof(Client*));
+                Subscriber **n = realloc(chs->doomed, na * sizeof(Subscriber*));
                 if (!n) {
                         /* Cannot remember it: leave it connected, its queue stays capped anyway. */
                         log_oom();
@@ -519,31 +523,28 @@ static void subscriber_doom(Channels *chs, Client *c) {
                 chs->doomed = n;
                 chs->n_doomed_alloc = na;
         }
-        cs->doomed = true;
-        chs->doomed[chs->n_doomed++] = c;
+        ss->doomed = true;
+        chs->doomed[chs->n_doomed++] = sub;
 }
 
-/* Disconnects the clients doomed during a fan-out, once no list is being walked any more. */
+/* Closes the subscribers doomed during a fan-out, once no list is being walked any more. */
 static void channels_reap(Channels *chs) {
-        _cleanup_free_ Client **doomed = TAKE_PTR(chs->doomed);
+        _cleanup_free_ Subscriber **doomed = TAKE_PTR(chs->doomed);
         size_t n = chs->n_doomed;
 
         /* Taken over first: a disconnect may publish (and reap) again. */
         chs->n_doomed = chs->n_doomed_alloc = 0;
         for (size_t i = 0; i < n; i++) {
-                Client *c = doomed[i];
+                Subscriber *sub = doomed[i];
+                SubscriberState *ss = subscriber_state(sub);
 
-                if (c->disconnected)
+                /* Gone meanwhile (an earlier close of this loop took it along): its state went with it. */
+                if (!ss || !ss->doomed)
                         continue;
-                log_warning("Client %" PRIu64 " (pid %d) is not reading its channel messages, disconnecting.",
-                            c->serial, (int) c->ucred.pid);
                 chs->n_slow_disconnects++;
-                if (chs->manager)
-                        manager_client_close(chs->manager, c, CLIENT_CLOSE_SLOW_CONSUMER);
-                else {
-                        channels_client_gone(chs, c);
-                        c->disconnected = true;
-                }
+                sub->ops->close_slow(sub);
+                /* The owner normally dropped the subscriptions while closing; if not, they go now. */
+                channels_subscriber_gone(chs, sub);
         }
 }
 
@@ -578,7 +579,7 @@ static char* line_channel(const SharedBuf *b) {
         return strdup(json_object_get_string(o));
 }
 
-static void on_tagged_dropped(Client *c, const void *tag, SharedBuf *first, void *userdata) {
+static void on_tagged_dropped(Subscriber *sub, const void *tag, SharedBuf *first, void *userdata) {
         LostChannels *l = userdata;
         char *name;
 
@@ -608,27 +609,28 @@ static SharedBuf* refresh_notice_new(const char *name, uint64_t event_id) {
         return shared_buf_new_json_line(o);
 }
 
-/* The queue of c is full while line (tagged tag, the event event_id) is due: drop its queued channel messages,
- * tell it which channels it lost, then queue line. A client that has not read the notices of its previous
+/* The queue of sub is full while line (tagged tag, the event event_id) is due: drop its queued channel messages,
+ * tell it which channels it lost, then queue line. A subscriber that has not read the notices of its previous
  * overflow yet, or whose queue is full of replies it does not read, is disconnected instead. */
-static void subscriber_overflow(Channels *chs, Client *c, SharedBuf *line, const void *tag, uint64_t event_id) {
-        ClientSubs *cs = client_subs(c);
+static void subscriber_overflow(Channels *chs, Subscriber *sub, SharedBuf *line, const void *tag,
+                                uint64_t event_id) {
+        SubscriberState *ss = subscriber_state(sub);
         _cleanup_(lost_channels_done) LostChannels lost = {};
         SharedBuf **notices = NULL;
         size_t need;
 
-        if (cs->refresh_marker && cs->refresh_marker->n_ref > 1) {
+        if (ss->refresh_marker && ss->refresh_marker->n_ref > 1) {
                 chs->n_messages_dropped++;
-                subscriber_doom(chs, c);
+                subscriber_doom(chs, sub);
                 return;
         }
 
-        chs->n_messages_dropped += client_drop_tagged(c, on_tagged_dropped, &lost);
+        chs->n_messages_dropped += sub->ops->drop_tagged(sub, on_tagged_dropped, &lost);
 
         notices = new0(SharedBuf*, lost.n);
         if (!notices) {
                 chs->n_messages_dropped++;
-                subscriber_doom(chs, c);
+                subscriber_doom(chs, sub);
                 return;
         }
         need = line->size;
@@ -641,17 +643,17 @@ static void subscriber_overflow(Channels *chs, Client *c, SharedBuf *line, const
                 need += notices[i]->size;
         }
 
-        if (need == SIZE_MAX || c->out_bytes + need > limits.MAX_WRITE_QUEUE_BYTES) {
+        if (need == SIZE_MAX || sub->ops->queued_bytes(sub) + need > limits.MAX_WRITE_QUEUE_BYTES) {
                 chs->n_messages_dropped++;
-                subscriber_doom(chs, c);
+                subscriber_doom(chs, sub);
         } else {
                 for (size_t i = 0; i < lost.n; i++) {
-                        (void) client_send(c, notices[i], NULL);
-                        shared_buf_unref(cs->refresh_marker);
-                        cs->refresh_marker = shared_buf_ref(notices[i]);
+                        (void) sub->ops->send(sub, notices[i], NULL);
+                        shared_buf_unref(ss->refresh_marker);
+                        ss->refresh_marker = shared_buf_ref(notices[i]);
                         chs->n_refresh_sent++;
                 }
-                (void) client_send(c, line, tag);
+                (void) sub->ops->send(sub, line, tag);
         }
 
         for (size_t i = 0; i < lost.n; i++)
@@ -659,50 +661,53 @@ static void subscriber_overflow(Channels *chs, Client *c, SharedBuf *line, const
         free(notices);
 }
 
-/* Queues line for c; true if it went on the queue as its last entry without anything dropped first. */
-static bool subscriber_deliver(Channels *chs, Client *c, SharedBuf *line, const void *tag, uint64_t event_id) {
+/* Queues line for sub; true if it went on the queue as its last entry without anything dropped first. */
+static bool subscriber_deliver(Channels *chs, Subscriber *sub, SharedBuf *line, const void *tag,
+                               uint64_t event_id) {
         int r;
 
-        if (client_subs(c)->doomed)
+        if (subscriber_state(sub)->doomed)
                 return false;
-        r = client_send(c, line, tag);
+        r = sub->ops->send(sub, line, tag);
         if (r == -ENOBUFS)
-                subscriber_overflow(chs, c, line, tag, event_id);
+                subscriber_overflow(chs, sub, line, tag, event_id);
         else if (r < 0)
                 chs->n_messages_dropped++;
         return r >= 0;
 }
 
-static void channel_fanout(Channels *chs, Channel *channel, SharedBuf *line, uint64_t event_id, Client *exclude) {
+static void channel_fanout(Channels *chs, Channel *channel, SharedBuf *line, uint64_t event_id,
+                           Subscriber *exclude) {
         Channel *wild = channel->prefix->wildcard;
         const void *tag = channel_tag(channel);
         uint64_t gen = ++chs->generation;
         /* Only what a client published (or a provider emitted) may be written while fanning out: the daemon's own
          * events (exclude NULL: jobs:*, webhooks:*, system:*) report changes whose files are written at the end of
          * the iteration, so they wait for the flush that comes after those writes. */
-        bool stamp, write_now = exclude && chs->manager && manager_may_write_now(chs->manager);
+        bool stamp, write_now = exclude && chs->hooks.may_write_now &&
+                chs->hooks.may_write_now(chs->hooks.userdata);
 
         if (wild == channel)
                 wild = NULL;
-        /* Stamping is only needed when a client could be on both lists. */
+        /* Stamping is only needed when a subscriber could be on both lists. */
         stamp = wild && wild->subscribers;
 
         LIST_FOREACH(by_channel, s, channel->subscribers) {
-                if (s->client == exclude)
+                if (s->sub == exclude)
                         continue;
                 if (stamp)
-                        client_subs(s->client)->generation = gen;
-                if (subscriber_deliver(chs, s->client, line, tag, event_id) && write_now)
-                        client_write_now(s->client);
+                        subscriber_state(s->sub)->generation = gen;
+                if (subscriber_deliver(chs, s->sub, line, tag, event_id) && write_now && s->sub->ops->write_now)
+                        s->sub->ops->write_now(s->sub);
         }
 
         if (!stamp)
                 return;
         LIST_FOREACH(by_channel, s, wild->subscribers) {
-                if (s->client == exclude || client_subs(s->client)->generation == gen)
+                if (s->sub == exclude || subscriber_state(s->sub)->generation == gen)
                         continue;
-                if (subscriber_deliver(chs, s->client, line, tag, event_id) && write_now)
-                        client_write_now(s->client);
+                if (subscriber_deliver(chs, s->sub, line, tag, event_id) && write_now && s->sub->ops->write_now)
+                        s->sub->ops->write_now(s->sub);
         }
 }
 
@@ -763,7 +768,7 @@ static void event_push(Channels *chs, Channel *channel, Event *e) {
 
 /* Publishes message (serialized JSON; NULL: no "message" key) on channel, which the caller has pinned. */
 static int channel_publish(Channels *chs, Channel *channel, const char *message, size_t message_len,
-                           Client *exclude, uint64_t *ret_event_id) {
+                           Subscriber *exclude, uint64_t *ret_event_id) {
         int64_t now = chs->clock.wall_ms(chs->clock.userdata);
         uint64_t id = event_id_next(chs->last_event_id, now);
         Event *e;
@@ -813,7 +818,7 @@ static int channel_publish(Channels *chs, Channel *channel, const char *message,
 
 /* Looks up (or makes) the channel and publishes on it. */
 static int channels_publish_text(Channels *chs, const char *name, size_t len, const char *message,
-                                 size_t message_len, Client *exclude, uint64_t *ret_event_id) {
+                                 size_t message_len, Subscriber *exclude, uint64_t *ret_event_id) {
         Channel *channel;
         uint64_t id;
         int r;
@@ -838,7 +843,7 @@ static int channels_publish_text(Channels *chs, const char *name, size_t len, co
         return 0;
 }
 
-int channels_publish(Channels *chs, const char *channel, struct json_object *message, Client *exclude,
+int channels_publish(Channels *chs, const char *channel, struct json_object *message, Subscriber *exclude,
                      uint64_t *ret_event_id) {
         const char *text = NULL;
         size_t len = 0;
@@ -1013,19 +1018,25 @@ static SharedBuf* event_replay_line(const Event *e) {
         return b;
 }
 
-static int send_refresh_for_request(Channels *chs, Client *c, const char *id, const char *channel, size_t len) {
+static int send_refresh_for_request(Channels *chs, Subscriber *sub, const char *id, const char *channel,
+                                    size_t len) {
         _cleanup_(json_object_putp) struct json_object *o = json_object_new_object();
+        _cleanup_(shared_buf_unrefp) SharedBuf *b = NULL;
 
         if (!o ||
             json_add_string(o, "type", "refresh_needed") < 0 ||
             json_add_string(o, "id", id) < 0 ||
             json_add(o, "channel", json_object_new_string_len(channel, (int) len)) < 0)
                 return -ENOMEM;
+        b = shared_buf_new_json_line(o);
+        if (!b)
+                return -ENOMEM;
         chs->n_refresh_sent++;
-        return client_send_json(c, o);
+        return sub->ops->send(sub, b, NULL);
 }
 
-static int subscribe_replay(Channels *chs, Client *c, Request *req, const char *name, size_t len, int64_t ts) {
+static int subscriber_replay(Channels *chs, Subscriber *sub, const char *request_id, const char *name, size_t len,
+                             int64_t ts) {
         _cleanup_(since_done) Since s = {};
         uint64_t need = 0;
         int r;
@@ -1034,23 +1045,238 @@ static int subscribe_replay(Channels *chs, Client *c, Request *req, const char *
         if (r < 0)
                 return r;
 
-        /* A replay that cannot fit the client's write queue is no replay: it must resync anyway. */
+        /* A replay that cannot fit the subscriber's queue is no replay: it must resync anyway. */
         for (size_t i = 0; i < s.n && !s.refresh; i++) {
                 need += event_replay_size(s.events[i]);
-                s.refresh = c->out_bytes + need > limits.MAX_WRITE_QUEUE_BYTES;
+                s.refresh = sub->ops->queued_bytes(sub) + need > limits.MAX_WRITE_QUEUE_BYTES;
         }
         if (s.refresh)
-                return send_refresh_for_request(chs, c, req->id, name, len);
+                return send_refresh_for_request(chs, sub, request_id, name, len);
 
         for (size_t i = 0; i < s.n; i++) {
                 _cleanup_(shared_buf_unrefp) SharedBuf *b = event_replay_line(s.events[i]);
 
                 if (!b)
                         return -ENOMEM;
-                subscriber_deliver(chs, c, b, channel_tag(s.events[i]->channel), s.events[i]->id);
+                subscriber_deliver(chs, sub, b, channel_tag(s.events[i]->channel), s.events[i]->id);
         }
         return 0;
 }
+
+int channels_replay(Channels *chs, Subscriber *sub, const char *request_id, const char *name, size_t len,
+                    int64_t last_event_id) {
+        int r;
+
+        r = subscriber_replay(chs, sub, request_id, name, len, last_event_id);
+        channels_reap(chs);
+        return r;
+}
+
+/* ---- subscribing ---- */
+
+int channels_subscribe(Channels *chs, Subscriber *sub, const char *name, size_t len) {
+        Channel *channel;
+        int r;
+
+        if (len > limits.MAX_CHANNEL_NAME_BYTES)
+                return -EINVAL;
+
+        channels_expire(chs);
+        r = channel_get(chs, name, len, &channel);
+        if (r < 0)
+                return r;
+
+        /* A set, as the reference: subscribing twice changes nothing. */
+        if (subscription_find(sub, channel))
+                return 0;
+        if (sub->n_subscriptions >= limits.MAX_SUBSCRIPTIONS_PER_CLIENT) {
+                channel_maybe_free(chs, channel);
+                return -EDQUOT;
+        }
+        r = subscription_add(chs, sub, channel);
+        if (r < 0) {
+                channel_maybe_free(chs, channel);
+                return r;
+        }
+        return 0;
+}
+
+void channels_unsubscribe(Channels *chs, Subscriber *sub, const char *name, size_t len) {
+        Channel *channel = channel_find(chs, name, len);
+        Subscription *s;
+
+        if (channel && (s = subscription_find(sub, channel)))
+                subscription_free(chs, s);
+}
+
+/* ---- status, listing, state ---- */
+
+int channels_add_status(Channels *chs, struct json_object *data) {
+        int r;
+
+        channels_expire(chs);
+        if ((r = json_add_int64(data, "subscriptions", chs->n_subscribed)) < 0 ||
+            (r = json_add_int64(data, "lastEventId", (int64_t) chs->last_event_id)) < 0 ||
+            (r = json_add_int64(data, "bufferedEvents", (int64_t) chs->n_events)) < 0 ||
+            (r = json_add_int64(data, "bufferedBytes", (int64_t) chs->bytes)) < 0 ||
+            (r = json_add_int64(data, "messagesDropped", (int64_t) chs->n_messages_dropped)) < 0 ||
+            (r = json_add_int64(data, "refreshNeededSent", (int64_t) chs->n_refresh_sent)) < 0 ||
+            (r = json_add_int64(data, "slowConsumerDisconnects", (int64_t) chs->n_slow_disconnects)) < 0)
+                return r;
+        return 0;
+}
+
+static int channel_name_cmp(const void *a, const void *b) {
+        const Channel *x = *(const Channel* const*) a, *y = *(const Channel* const*) b;
+
+        return strcmp(x->name, y->name);
+}
+
+int channels_list(Channels *chs, struct json_object **ret_array) {
+        _cleanup_(json_object_putp) struct json_object *array = NULL;
+        _cleanup_free_ Channel **all = NULL;
+        size_t n = 0;
+
+        channels_expire(chs);
+        array = json_object_new_array();
+        all = new(Channel*, chs->n_channels ?: 1);
+        if (!array || !all)
+                return -ENOMEM;
+        for (Channel *channel = chs->channels; channel; channel = channel->hh.next)
+                all[n++] = channel;
+        qsort(all, n, sizeof(Channel*), channel_name_cmp);
+
+        for (size_t i = 0; i < n; i++) {
+                struct json_object *o = json_object_new_object();
+                int r;
+
+                if (!o)
+                        return -ENOMEM;
+                if ((r = json_object_array_add(array, o)) < 0) {
+                        json_object_put(o);
+                        return -ENOMEM;
+                }
+                if ((r = json_add(o, "name", json_object_new_string_len(all[i]->name, (int) all[i]->name_len))) < 0 ||
+                    (r = json_add_int64(o, "subscribers", all[i]->n_subscribers)) < 0 ||
+                    (r = json_add_int64(o, "bufferedEvents", all[i]->n_events)) < 0 ||
+                    (r = json_add_int64(o, "bufferedBytes", (int64_t) all[i]->bytes)) < 0 ||
+                    (r = json_add_int64(o, "lastEventId", (int64_t) all[i]->last_event_id)) < 0)
+                        return r;
+        }
+
+        *ret_array = TAKE_PTR(array);
+        return 0;
+}
+
+int channels_save_state(Channels *chs, struct json_object *state) {
+        if (chs->reserved_event_id == 0)
+                return 0;
+        return json_add_int64(state, "eventIdHighWater", (int64_t) chs->reserved_event_id);
+}
+
+void channels_state_saved(Channels *chs) {
+        chs->saved_event_id = chs->reserved_event_id;
+}
+
+uint64_t channels_event_id_mark(Channels *chs) {
+        return chs ? chs->reserved_event_id : 0;
+}
+
+void channels_reserve_event_ids(Channels *chs) {
+        int64_t now = chs->clock.wall_ms(chs->clock.userdata);
+
+        /* Only when the clock has passed the mark: restarts in a row (a crash loop, socket activation with an idle
+         * exit) must not move the ids ever further ahead of the clock when nothing is published. */
+        if (now > 0 && (uint64_t) now > chs->reserved_event_id)
+                chs->reserved_event_id = event_id_next(chs->last_event_id, now) + EVENT_ID_RESERVE;
+}
+
+int channels_load_state(Channels *chs, struct json_object *state) {
+        int64_t v;
+        int r;
+
+        r = json_get_int64(state, "eventIdHighWater", false, &v);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        if (v < 0)
+                return -EINVAL;
+        /* Anything up to the mark may have been issued before the restart. */
+        chs->reserved_event_id = MAX(chs->reserved_event_id, (uint64_t) v);
+        chs->saved_event_id = MAX(chs->saved_event_id, (uint64_t) v);
+        chs->last_event_id = MAX(chs->last_event_id, (uint64_t) v);
+        return 0;
+}
+
+unsigned channels_count(Channels *chs) {
+        if (!chs)
+                return 0;
+        channels_expire(chs);
+        return chs->n_channels;
+}
+
+unsigned channels_subscribed_count(Channels *chs) {
+        return chs ? chs->n_subscribed : 0;
+}
+
+int channels_next_expiry(Channels *chs, uint64_t *ret_mono_ms) {
+        if (!chs || !chs->oldest)
+                return 0;
+        /* channels_expire() drops events strictly older than now - window. */
+        *ret_mono_ms = chs->oldest->mono_ms + limits.REPLAY_WINDOW_MS + 1;
+        return 1;
+}
+
+/* ---- lifetime ---- */
+
+int channels_new(const ChannelsHooks *hooks, Channels **ret) {
+        Channels *chs;
+
+        chs = new0(Channels, 1);
+        if (!chs)
+                return -ENOMEM;
+        if (hooks)
+                chs->hooks = *hooks;
+        chs->reserve_block = EVENT_ID_RESERVE;
+        channels_set_clock(chs, NULL);
+        *ret = chs;
+        return 0;
+}
+
+Channels* channels_free(Channels *chs) {
+        Event *e;
+
+        if (!chs)
+                return NULL;
+
+        while ((e = chs->events)) {
+                LIST_REMOVE(all, chs->events, e);
+                shared_buf_unref(e->line);
+                free(e);
+        }
+        for (Channel *channel = chs->channels; channel; channel = channel->hh.next) {
+                channel->events = channel->oldest = NULL;
+                channel->n_events = 0;
+                channel->n_pins = 0;
+        }
+
+        /* Normally every subscriber is gone already; if not, their subscriptions go (and with them the channels). */
+        while (chs->channels) {
+                Channel *channel = chs->channels;
+
+                if (channel->subscribers)
+                        channels_subscriber_gone(chs, channel->subscribers->sub);
+                else
+                        channel_free(chs, channel);
+        }
+        assert(!chs->prefixes);
+
+        free(chs->doomed);
+        return mfree(chs);
+}
+
+/* ======== the control socket's request handlers: they answer a Client (a control front end, later) ======== */
 
 /* ---- request handlers ---- */
 
@@ -1116,40 +1342,25 @@ static struct json_object* channel_reply_data(const char *key, const char *chann
 int channels_handle_subscribe(Manager *m, Client *c, Request *req) {
         Channels *chs = m->channels;
         struct json_object *v;
-        Channel *channel;
         size_t len;
         const char *name = request_channel(req, &len);
         int r;
 
         assert(name);
 
-        if (len > limits.MAX_CHANNEL_NAME_BYTES)
+        r = channels_subscribe(chs, &c->subscriber, name, len);
+        if (r == -EINVAL)
                 return reply_name_too_long(c, req, len);
-
-        channels_expire(chs);
-        r = channel_get(chs, name, len, &channel);
         if (r == -ENOSPC)
                 return reply_too_many_channels(c, req);
+        if (r == -EDQUOT)
+                return reply_limit(c, req, LIMIT_MAX_SUBSCRIPTIONS_PER_CLIENT, UINT64_MAX);
         if (r < 0)
                 return r;
 
-        /* A set, as the reference: subscribing twice changes nothing. */
-        if (!subscription_find(c, channel)) {
-                if (c->n_subscriptions >= limits.MAX_SUBSCRIPTIONS_PER_CLIENT) {
-                        channel_maybe_free(chs, channel);
-                        return reply_limit(c, req, LIMIT_MAX_SUBSCRIPTIONS_PER_CLIENT, UINT64_MAX);
-                }
-                r = subscription_add(chs, c, channel);
-                if (r < 0) {
-                        channel_maybe_free(chs, channel);
-                        return r;
-                }
-        }
-
         /* Replays and refresh_needed go out before the result, as the reference writes them. */
         if (json_object_object_get_ex(req->json, "lastEventId", &v)) {
-                r = subscribe_replay(chs, c, req, name, len, last_event_id_from_json(v));
-                channels_reap(chs);
+                r = channels_replay(chs, &c->subscriber, req->id, name, len, last_event_id_from_json(v));
                 if (r < 0)
                         return r;
         }
@@ -1161,15 +1372,11 @@ int channels_handle_unsubscribe(Manager *m, Client *c, Request *req) {
         Channels *chs = m->channels;
         size_t len;
         const char *name = request_channel(req, &len);
-        Channel *channel;
-        Subscription *s;
 
         assert(name);
-        channel = channel_find(chs, name, len);
 
         /* Always a success, subscribed or not (the reference). */
-        if (channel && (s = subscription_find(c, channel)))
-                subscription_free(chs, s);
+        channels_unsubscribe(chs, &c->subscriber, name, len);
         return client_reply_result(c, req->id, true, channel_reply_data("unsubscribed", name, len));
 }
 
@@ -1252,7 +1459,7 @@ int channels_handle_publish(Manager *m, Client *c, Request *req) {
         if (r < 0)
                 return r;
         channel->n_pins++;
-        r = channel_publish(chs, channel, message, message_len, c, &event_id);
+        r = channel_publish(chs, channel, message, message_len, &c->subscriber, &event_id);
         if (r >= 0)
                 r = publish_reply(c, id, id_len, plain, channel, event_id);
         channel->n_pins--;
@@ -1598,7 +1805,7 @@ int channels_publish_line(Channels *chs, Client *c, const char *line, size_t len
         if (r < 0)
                 return r;
         channel->n_pins++;
-        r = channel_publish(chs, channel, s.message, s.message_len, c, &event_id);
+        r = channel_publish(chs, channel, s.message, s.message_len, &c->subscriber, &event_id);
         if (r >= 0)
                 r = publish_reply(c, s.id, s.id_len, true, channel, event_id);
         channel->n_pins--;
@@ -1666,172 +1873,4 @@ int channels_handle_get_events_since(Manager *m, Client *c, Request *req) {
         if (!b)
                 return -ENOMEM;
         return client_send(c, b, NULL);
-}
-
-/* ---- status, listing, state ---- */
-
-int channels_add_status(Channels *chs, struct json_object *data) {
-        int r;
-
-        channels_expire(chs);
-        if ((r = json_add_int64(data, "subscriptions", chs->n_subscribed)) < 0 ||
-            (r = json_add_int64(data, "lastEventId", (int64_t) chs->last_event_id)) < 0 ||
-            (r = json_add_int64(data, "bufferedEvents", (int64_t) chs->n_events)) < 0 ||
-            (r = json_add_int64(data, "bufferedBytes", (int64_t) chs->bytes)) < 0 ||
-            (r = json_add_int64(data, "messagesDropped", (int64_t) chs->n_messages_dropped)) < 0 ||
-            (r = json_add_int64(data, "refreshNeededSent", (int64_t) chs->n_refresh_sent)) < 0 ||
-            (r = json_add_int64(data, "slowConsumerDisconnects", (int64_t) chs->n_slow_disconnects)) < 0)
-                return r;
-        return 0;
-}
-
-static int channel_name_cmp(const void *a, const void *b) {
-        const Channel *x = *(const Channel* const*) a, *y = *(const Channel* const*) b;
-
-        return strcmp(x->name, y->name);
-}
-
-int channels_list(Channels *chs, struct json_object **ret_array) {
-        _cleanup_(json_object_putp) struct json_object *array = NULL;
-        _cleanup_free_ Channel **all = NULL;
-        size_t n = 0;
-
-        channels_expire(chs);
-        array = json_object_new_array();
-        all = new(Channel*, chs->n_channels ?: 1);
-        if (!array || !all)
-                return -ENOMEM;
-        for (Channel *channel = chs->channels; channel; channel = channel->hh.next)
-                all[n++] = channel;
-        qsort(all, n, sizeof(Channel*), channel_name_cmp);
-
-        for (size_t i = 0; i < n; i++) {
-                struct json_object *o = json_object_new_object();
-                int r;
-
-                if (!o)
-                        return -ENOMEM;
-                if ((r = json_object_array_add(array, o)) < 0) {
-                        json_object_put(o);
-                        return -ENOMEM;
-                }
-                if ((r = json_add(o, "name", json_object_new_string_len(all[i]->name, (int) all[i]->name_len))) < 0 ||
-                    (r = json_add_int64(o, "subscribers", all[i]->n_subscribers)) < 0 ||
-                    (r = json_add_int64(o, "bufferedEvents", all[i]->n_events)) < 0 ||
-                    (r = json_add_int64(o, "bufferedBytes", (int64_t) all[i]->bytes)) < 0 ||
-                    (r = json_add_int64(o, "lastEventId", (int64_t) all[i]->last_event_id)) < 0)
-                        return r;
-        }
-
-        *ret_array = TAKE_PTR(array);
-        return 0;
-}
-
-int channels_save_state(Channels *chs, struct json_object *state) {
-        if (chs->reserved_event_id == 0)
-                return 0;
-        return json_add_int64(state, "eventIdHighWater", (int64_t) chs->reserved_event_id);
-}
-
-void channels_state_saved(Channels *chs) {
-        chs->saved_event_id = chs->reserved_event_id;
-}
-
-uint64_t channels_event_id_mark(Channels *chs) {
-        return chs ? chs->reserved_event_id : 0;
-}
-
-void channels_reserve_event_ids(Channels *chs) {
-        int64_t now = chs->clock.wall_ms(chs->clock.userdata);
-
-        /* Only when the clock has passed the mark: restarts in a row (a crash loop, socket activation with an idle
-         * exit) must not move the ids ever further ahead of the clock when nothing is published. */
-        if (now > 0 && (uint64_t) now > chs->reserved_event_id)
-                chs->reserved_event_id = event_id_next(chs->last_event_id, now) + EVENT_ID_RESERVE;
-}
-
-int channels_load_state(Channels *chs, struct json_object *state) {
-        int64_t v;
-        int r;
-
-        r = json_get_int64(state, "eventIdHighWater", false, &v);
-        if (r == -ENOENT)
-                return 0;
-        if (r < 0)
-                return r;
-        if (v < 0)
-                return -EINVAL;
-        /* Anything up to the mark may have been issued before the restart. */
-        chs->reserved_event_id = MAX(chs->reserved_event_id, (uint64_t) v);
-        chs->saved_event_id = MAX(chs->saved_event_id, (uint64_t) v);
-        chs->last_event_id = MAX(chs->last_event_id, (uint64_t) v);
-        return 0;
-}
-
-unsigned channels_count(Channels *chs) {
-        if (!chs)
-                return 0;
-        channels_expire(chs);
-        return chs->n_channels;
-}
-
-unsigned channels_subscribed_count(Channels *chs) {
-        return chs ? chs->n_subscribed : 0;
-}
-
-int channels_next_expiry(Channels *chs, uint64_t *ret_mono_ms) {
-        if (!chs || !chs->oldest)
-                return 0;
-        /* channels_expire() drops events strictly older than now - window. */
-        *ret_mono_ms = chs->oldest->mono_ms + limits.REPLAY_WINDOW_MS + 1;
-        return 1;
-}
-
-/* ---- lifetime ---- */
-
-int channels_new(Manager *m, const ChannelsHooks *hooks, Channels **ret) {
-        Channels *chs;
-
-        chs = new0(Channels, 1);
-        if (!chs)
-                return -ENOMEM;
-        chs->manager = m;
-        if (hooks)
-                chs->hooks = *hooks;
-        chs->reserve_block = EVENT_ID_RESERVE;
-        channels_set_clock(chs, NULL);
-        *ret = chs;
-        return 0;
-}
-
-Channels* channels_free(Channels *chs) {
-        Event *e;
-
-        if (!chs)
-                return NULL;
-
-        while ((e = chs->events)) {
-                LIST_REMOVE(all, chs->events, e);
-                shared_buf_unref(e->line);
-                free(e);
-        }
-        for (Channel *channel = chs->channels; channel; channel = channel->hh.next) {
-                channel->events = channel->oldest = NULL;
-                channel->n_events = 0;
-                channel->n_pins = 0;
-        }
-
-        /* Normally every client is gone already; if not, their subscriptions go (and with them the channels). */
-        while (chs->channels) {
-                Channel *channel = chs->channels;
-
-                if (channel->subscribers)
-                        channels_client_gone(chs, channel->subscribers->client);
-                else
-                        channel_free(chs, channel);
-        }
-        assert(!chs->prefixes);
-
-        free(chs->doomed);
-        return mfree(chs);
 }

@@ -1,19 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* Pub/sub: channel registry, exact and "prefix:*" subscriptions, per-channel replay buffers, fan-out. */
+/* Pub/sub: channel registry, exact and "prefix:*" subscriptions, per-channel replay buffers, fan-out. The core
+ * delivers to Subscribers (photond-subscriber.h), whatever they are; only the request handlers know Clients. */
 
 #include <stdint.h>
 
 #include "clock.h"
 #include "photond-protocol.h"
+#include "photond-subscriber.h"
 
 typedef struct Manager Manager;
 typedef struct Client Client;
 typedef struct Channels Channels;
 struct json_object;
 
-/* m may be NULL (unit tests): then nothing is persisted and slow consumers are only unsubscribed. */
 /* What the channels tell their owner, who fills this in (the Manager: photond-manager.c). A NULL member means
  * nobody listens. */
 typedef struct ChannelsHooks {
@@ -24,29 +25,46 @@ typedef struct ChannelsHooks {
         /* The number of channels or of subscribed channels changed (the D-Bus properties Channels and
          * Subscriptions). */
         void (*counts_changed)(void *userdata);
+        /* Asked once per publish that has a publisher (exclude non-NULL): may the pushes leave now (each
+         * subscriber's write_now()), because nothing of the batch must leave first? NULL: never. */
+        bool (*may_write_now)(void *userdata);
         void *userdata;
 } ChannelsHooks;
 
-/* m may be NULL (unit tests: no client is then ever closed); hooks may be NULL (nobody listens, the system clock);
- * it is copied. */
-int channels_new(Manager *m, const ChannelsHooks *hooks, Channels **ret);
+/* hooks may be NULL (nobody listens, the system clock); it is copied. */
+int channels_new(const ChannelsHooks *hooks, Channels **ret);
 Channels* channels_free(Channels *ch);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Channels*, channels_free);
 
-/* Drops every subscription of a disconnecting client. */
-void channels_client_gone(Channels *ch, Client *c);
+/* ---- the core: subscribers (photond-subscriber.h) ---- */
+
+/* Subscribes s to the channel key name (a set: twice changes nothing). -EINVAL for a name over
+ * MAX_CHANNEL_NAME_BYTES, -ENOSPC when MAX_CHANNELS channels are in use, -EDQUOT when s has
+ * MAX_SUBSCRIPTIONS_PER_CLIENT keys already, -ENOMEM. */
+int channels_subscribe(Channels *ch, Subscriber *s, const char *name, size_t len);
+/* Unsubscribes s from name; nothing if it was not subscribed. */
+void channels_unsubscribe(Channels *ch, Subscriber *s, const char *name, size_t len);
+/* Queues to s what name had after last_event_id (replay lines), or, when that is not possible or does not fit
+ * s's queue, one refresh_needed with the id request_id. Slow consumers found meanwhile are closed. */
+int channels_replay(Channels *ch, Subscriber *s, const char *request_id, const char *name, size_t len,
+                    int64_t last_event_id);
+/* Drops every subscription of a subscriber that goes away. */
+void channels_subscriber_gone(Channels *ch, Subscriber *s);
+
+/* Publishes on behalf of photond itself (jobs:*, webhooks:*, state-changed, emits, system:*). message is borrowed;
+ * NULL leaves the "message" key out. exclude (may be NULL: the publisher, whose pushes may then be written at once,
+ * see may_write_now) does not receive it. Returns 0 and the eventId;
+ * -EINVAL for a channel name over MAX_CHANNEL_NAME_BYTES, -EMSGSIZE for a message over MAX_MESSAGE_BYTES,
+ * -ENOSPC when MAX_CHANNELS channels are subscribed to and none can be reclaimed. */
+int channels_publish(Channels *ch, const char *channel, struct json_object *message, Subscriber *exclude,
+                     uint64_t *ret_event_id);
+
+/* ---- the control socket's request handlers: they answer a Client (to move to a control front end) ---- */
 
 int channels_handle_subscribe(Manager *m, Client *c, Request *req);
 int channels_handle_unsubscribe(Manager *m, Client *c, Request *req);
 int channels_handle_publish(Manager *m, Client *c, Request *req);
 int channels_handle_get_events_since(Manager *m, Client *c, Request *req);
-
-/* Publishes on behalf of photond itself (jobs:*, webhooks:*, state-changed, emits, system:*). message is borrowed;
- * NULL leaves the "message" key out. exclude (may be NULL) does not receive it. Returns 0 and the eventId;
- * -EINVAL for a channel name over MAX_CHANNEL_NAME_BYTES, -EMSGSIZE for a message over MAX_MESSAGE_BYTES,
- * -ENOSPC when MAX_CHANNELS channels are subscribed to and none can be reclaimed. */
-int channels_publish(Channels *ch, const char *channel, struct json_object *message, Client *exclude,
-                     uint64_t *ret_event_id);
 
 /* The hot path, offered every request line before it is parsed: a publish that scans as plain JSON (see
  * publish_scan()) is handled in place, without building JSON objects, and 1 returned. Anything else, or anything
@@ -64,6 +82,8 @@ typedef struct PublishScan {
 /* 1 and *ret if line is a strictly valid JSON publish request the fast path takes: type, id and channel plain
  * strings, a message json-c would print back unchanged, no sessionId, no duplicate keys; 0 otherwise. */
 int publish_scan(const char *line, size_t len, PublishScan *ret);
+
+/* ---- the core: status, listing, state ---- */
 
 /* Adds this subsystem's fields to the status data object. */
 int channels_add_status(Channels *ch, struct json_object *data);

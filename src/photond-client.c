@@ -450,6 +450,7 @@ int client_new(Manager *m, int fd, Client **ret) {
         *c = (Client) {
                 .fd = -EBADF,
                 .serial = ++m->client_serial,
+                .subscriber.ops = &client_subscriber_ops,
                 .ucred = { .pid = 0, .uid = (uid_t) -1, .gid = (gid_t) -1 },
         };
 
@@ -909,3 +910,57 @@ static int client_feed_read(Client *c, const char *data, size_t size, bool more_
 int client_feed(Client *c, const char *data, size_t size) {
         return client_feed_read(c, data, size, false);
 }
+
+/* ---- the channels' Subscriber ---- */
+
+static Client* client_from_subscriber(Subscriber *s) {
+        return (Client*) ((uint8_t*) s - offsetof(Client, subscriber));
+}
+
+static int subscriber_send(Subscriber *s, SharedBuf *b, const void *tag) {
+        return client_send(client_from_subscriber(s), b, tag);
+}
+
+typedef struct DropAdapter {
+        SubscriberDropFunc cb;
+        void *userdata;
+} DropAdapter;
+
+static void on_drop(Client *c, const void *tag, SharedBuf *first, void *userdata) {
+        DropAdapter *a = userdata;
+
+        a->cb(&c->subscriber, tag, first, a->userdata);
+}
+
+static size_t subscriber_drop_tagged(Subscriber *s, SubscriberDropFunc cb, void *userdata) {
+        return client_drop_tagged(client_from_subscriber(s), cb ? on_drop : NULL, &(DropAdapter) { cb, userdata });
+}
+
+static void subscriber_write_now(Subscriber *s) {
+        client_write_now(client_from_subscriber(s));
+}
+
+static size_t subscriber_queued_bytes(Subscriber *s) {
+        return client_from_subscriber(s)->out_bytes;
+}
+
+static void subscriber_close_slow(Subscriber *s) {
+        Client *c = client_from_subscriber(s);
+
+        if (c->disconnected)
+                return;
+        log_warning("Client %" PRIu64 " (pid %d) is not reading its channel messages, disconnecting.",
+                    c->serial, (int) c->ucred.pid);
+        if (c->manager)
+                manager_client_close(c->manager, c, CLIENT_CLOSE_SLOW_CONSUMER);
+        else
+                c->disconnected = true;         /* unit tests: the channels drop its subscriptions */
+}
+
+const SubscriberOps client_subscriber_ops = {
+        .send = subscriber_send,
+        .drop_tagged = subscriber_drop_tagged,
+        .write_now = subscriber_write_now,
+        .queued_bytes = subscriber_queued_bytes,
+        .close_slow = subscriber_close_slow,
+};

@@ -12,6 +12,7 @@
 #include <systemd/sd-event.h>
 
 #include "list.h"
+#include "photond-subscriber.h"
 #include "shared-buf.h"
 
 typedef struct Manager Manager;
@@ -76,9 +77,10 @@ struct Client {
 
         char *session_id;               /* last sessionId the client sent, for status "sessions" */
 
+        /* what the channels deliver to (client_subscriber_ops); its state is photond-channel.c's */
+        Subscriber subscriber;
+
         /* per-subsystem state, owned by the subsystem named */
-        void *subscriptions;            /* photond-channel.c */
-        unsigned n_subscriptions;
         void *provider;                 /* photond-dispatch.c */
         unsigned n_calls;               /* photond-dispatch.c: calls this client is waiting for */
         unsigned n_lock_waits;          /* photond-lock.c */
@@ -92,6 +94,11 @@ struct Client {
  * gone). */
 int client_poll_setup(Manager *m);
 void client_poll_done(Manager *m);
+
+/* A Client as the channels' Subscriber: its write queue (client_send(), client_drop_tagged(), client_write_now(),
+ * out_bytes), and a slow consumer is closed with manager_client_close() (without a manager, as in unit tests, it is
+ * only marked disconnected). client_new() sets it; a Client built by hand sets .subscriber.ops to it. */
+extern const SubscriberOps client_subscriber_ops;
 
 /* Takes ownership of fd only on success. */
 int client_new(Manager *m, int fd, Client **ret);

@@ -421,7 +421,8 @@ static void command_publish_state_changed(DispatchCall *call) {
                 log_oom();
                 return;
         }
-        r = channels_publish(m->channels, channel, ev, call->caller, NULL);
+        r = channels_publish(m->channels, channel, ev, call->caller ? &call->caller->subscriber : NULL,
+                             NULL);
         if (r < 0)
                 log_debug_errno(r, "Failed to publish %s: %m", channel);
 }
@@ -1631,7 +1632,8 @@ int dispatcher_handle_emit(Manager *m, Client *c, Request *req) {
         /* The send above may have disconnected the caller; call->caller is NULL then, which is what we want. */
         channel = json_get_string(e, "channel");
         if (channel) {
-                r = channels_publish(m->channels, channel, e, call->caller, NULL);
+                r = channels_publish(m->channels, channel, e,
+                                     call->caller ? &call->caller->subscriber : NULL, NULL);
                 if (r < 0)
                         log_debug_errno(r, "Failed to publish an emit of %s/%s on '%s': %m", call->photon->name,
                                         call->method, channel);
@@ -1705,7 +1707,7 @@ static int ps_add_clients(Manager *m, struct json_object *data) {
                     json_add_int64(o, "pid", c->ucred.pid) < 0 ||
                     json_add_int64(o, "uid", c->ucred.uid == (uid_t) -1 ? -1 : (int64_t) c->ucred.uid) < 0 ||
                     json_add_string(o, "sessionId", c->session_id) < 0 ||
-                    json_add_int64(o, "subscriptions", c->n_subscriptions) < 0 ||
+                    json_add_int64(o, "subscriptions", c->subscriber.n_subscriptions) < 0 ||
                     json_add_int64(o, "waitingCalls", c->n_calls) < 0)
                         return -ENOMEM;
                 LIST_FOREACH(by_client, p, (Provider*) c->provider)

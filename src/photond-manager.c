@@ -446,6 +446,10 @@ static void hook_counts_changed(void *userdata) {
         manager_bus_changed(userdata);
 }
 
+static bool hook_may_write_now(void *userdata) {
+        return manager_may_write_now(userdata);
+}
+
 static void hook_lock_changed(void *userdata, const char *name, const char *holder, const char *event) {
         bus_send_lock_changed(userdata, name, holder, event);
 }
@@ -462,7 +466,7 @@ void manager_client_disconnect(Manager *m, Client *c) {
         if (m->idle_event_source)
                 m->idle_last_activity_usec = manager_now(m, CLOCK_MONOTONIC);
         /* Subsystems drop their references first, while the client is still whole. */
-        channels_client_gone(m->channels, c);
+        channels_subscriber_gone(m->channels, &c->subscriber);
         lock_table_client_gone(m->locks, c);
         dispatcher_client_gone(m->dispatcher, c);
         scheduler_client_gone(m->scheduler, c);
@@ -924,10 +928,11 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                         m->idle_timeout_usec = ms * USEC_PER_MSEC;
         }
 
-        r = channels_new(m, &(ChannelsHooks) {
+        r = channels_new(&(ChannelsHooks) {
                                  .clock = &m->clock,
                                  .state_changed = hook_state_changed,
                                  .counts_changed = hook_counts_changed,
+                                 .may_write_now = hook_may_write_now,
                                  .userdata = m,
                          }, &m->channels);
         if (r < 0)

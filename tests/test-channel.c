@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 
 /* Pub/sub without sockets: a Channels with no manager, clients whose write queues are inspected directly, and a
- * clock the tests move by hand. */
+ * clock the tests move by hand. The "sink" suite delivers to fake Subscribers that are no Client at all. */
 
 #include <criterion/criterion.h>
 #include <inttypes.h>
@@ -32,11 +32,11 @@ static void setup(void) {
         limits_reset();
         wall = 1700000000000;
         mono = 1000000;
-        cr_assert_eq(channels_new(NULL, NULL, &chs), 0);
+        cr_assert_eq(channels_new(NULL, &chs), 0);
         channels_set_clock(chs, &(ChannelsClock) { test_wall, test_mono, NULL });
         manager = (Manager) { .channels = chs };
         for (size_t i = 0; i < ELEMENTSOF(clients); i++)
-                clients[i] = (Client) { .fd = -EBADF, .serial = i };
+                clients[i] = (Client) { .fd = -EBADF, .serial = i, .subscriber.ops = &client_subscriber_ops };
 }
 
 static void drain(Client *c) {
@@ -49,7 +49,7 @@ static void drain(Client *c) {
 
 static void teardown(void) {
         for (size_t i = 0; i < ELEMENTSOF(clients); i++) {
-                channels_client_gone(chs, &clients[i]);
+                channels_subscriber_gone(chs, &clients[i].subscriber);
                 drain(&clients[i]);
         }
         chs = channels_free(chs);
@@ -266,15 +266,15 @@ Test(channel, unsubscribe_and_disconnect) {
 
         subscribe(s, "k1");
         subscribe(s, "k2:*");
-        cr_assert_eq(s->n_subscriptions, 2);
+        cr_assert_eq(s->subscriber.n_subscriptions, 2);
         request(s, "{\"type\":\"unsubscribe\",\"id\":\"u1\",\"channel\":\"k1\"}");
         json_object_put(pop_json(s));
         publish(p, "k1", "1");
         cr_assert_eq(s->out_n, 0);
 
-        channels_client_gone(chs, s);
-        cr_assert_eq(s->n_subscriptions, 0);
-        cr_assert_null(s->subscriptions);
+        channels_subscriber_gone(chs, &s->subscriber);
+        cr_assert_eq(s->subscriber.n_subscriptions, 0);
+        cr_assert_null(s->subscriber.subscriptions);
         publish(p, "k2:x", "1");
         cr_assert_eq(s->out_n, 0);
         /* Only buffers are left: k1 and k2:x. */
@@ -537,7 +537,7 @@ Test(channel, state_high_water_mark) {
         cr_assert_eq(mark, (int64_t) first + 10000, "reserved ahead, not moved by every publish");
 
         /* A new daemon with the clock far behind continues above the mark. */
-        cr_assert_eq(channels_new(NULL, NULL, &again), 0);
+        cr_assert_eq(channels_new(NULL, &again), 0);
         wall -= 3600 * 1000;
         channels_set_clock(again, &(ChannelsClock) { test_wall, test_mono, NULL });
         loaded = json_object_new_object();
@@ -567,7 +567,7 @@ Test(channel, hooks_hear_the_mark_and_the_counts) {
         uint64_t id;
 
         heard_state = heard_counts = 0;
-        cr_assert_eq(channels_new(NULL, &(ChannelsHooks) {
+        cr_assert_eq(channels_new(&(ChannelsHooks) {
                                           .state_changed = heard_state_changed,
                                           .counts_changed = heard_counts_changed,
                                           .userdata = &heard_state,
@@ -766,7 +766,7 @@ Test(channel, slow_consumer_policy) {
         cr_assert_not(slow->disconnected);
         publish(p, "s:two", msg);
         cr_assert(slow->disconnected, "still over the cap before reading the notice");
-        cr_assert_null(slow->subscriptions);
+        cr_assert_null(slow->subscriber.subscriptions);
         cr_assert_eq(fast->out_n, 1, "the fast subscriber got that message too");
 
         cr_assert_eq(channels_add_status(chs, status), 0);
@@ -1094,4 +1094,295 @@ Test(channel, publish_scan_leaves_nul_in_names_to_the_general_path) {
         cr_assert_eq(channels_publish_line(chs, p, line, strlen(line)), 1, "a NUL in the message is taken");
         push = pop_line(s);
         cr_assert(strstr(push, "\"message\":{\"k\":\"a\\u0000b\"}}"), "%s", push);
+}
+
+/* ---- the Subscriber seam: the channels deliver to anything with SubscriberOps, here a fake that is no Client ---- */
+
+typedef struct FakeEntry {
+        SharedBuf *buf;
+        const void *tag;
+} FakeEntry;
+
+typedef struct FakeSub {
+        Subscriber sub;                 /* not first on purpose: the ops find the fake by offset */
+        FakeEntry q[64];
+        size_t n, bytes;
+        unsigned n_write_now, n_drop_calls, n_closed;
+} FakeSub;
+
+static FakeSub* fake_of(Subscriber *s) {
+        return (FakeSub*) ((uint8_t*) s - offsetof(FakeSub, sub));
+}
+
+static int fake_send(Subscriber *s, SharedBuf *b, const void *tag) {
+        FakeSub *f = fake_of(s);
+
+        /* As client_send(): a tagged buffer that would take the queue past the cap is refused. */
+        if (tag && f->bytes + b->size > limits.MAX_WRITE_QUEUE_BYTES)
+                return -ENOBUFS;
+        cr_assert_lt(f->n, ELEMENTSOF(f->q));
+        f->q[f->n++] = (FakeEntry) { shared_buf_ref(b), tag };
+        f->bytes += b->size;
+        return 0;
+}
+
+static size_t fake_drop_tagged(Subscriber *s, SubscriberDropFunc cb, void *userdata) {
+        FakeSub *f = fake_of(s);
+        const void *seen[ELEMENTSOF(f->q)];
+        size_t k = 0, n_seen = 0, dropped = 0;
+
+        f->n_drop_calls++;
+        for (size_t i = 0; i < f->n; i++) {
+                FakeEntry e = f->q[i];
+                bool known = false;
+
+                if (!e.tag) {
+                        f->q[k++] = e;
+                        continue;
+                }
+                for (size_t j = 0; j < n_seen && !known; j++)
+                        known = seen[j] == e.tag;
+                if (!known) {
+                        seen[n_seen++] = e.tag;
+                        if (cb)
+                                cb(s, e.tag, e.buf, userdata);
+                }
+                f->bytes -= e.buf->size;
+                shared_buf_unref(e.buf);
+                dropped++;
+        }
+        f->n = k;
+        return dropped;
+}
+
+static void fake_write_now(Subscriber *s) {
+        fake_of(s)->n_write_now++;
+}
+
+static size_t fake_queued_bytes(Subscriber *s) {
+        return fake_of(s)->bytes;
+}
+
+static void fake_close_slow(Subscriber *s) {
+        fake_of(s)->n_closed++;
+}
+
+static const SubscriberOps fake_ops = {
+        .send = fake_send,
+        .drop_tagged = fake_drop_tagged,
+        .write_now = fake_write_now,
+        .queued_bytes = fake_queued_bytes,
+        .close_slow = fake_close_slow,
+};
+
+static FakeSub fakes[3];
+static bool write_now_allowed;
+
+static bool fake_may_write_now(void *userdata) {
+        return write_now_allowed;
+}
+
+/* Reads everything queued. */
+static void fake_drain(FakeSub *f) {
+        for (size_t i = 0; i < f->n; i++)
+                shared_buf_unref(f->q[i].buf);
+        f->n = f->bytes = 0;
+}
+
+static void fake_reset(FakeSub *f) {
+        fake_drain(f);
+        *f = (FakeSub) { .sub.ops = &fake_ops };
+}
+
+static void sink_setup(void) {
+        limits_reset();
+        wall = 1700000000000;
+        mono = 1000000;
+        write_now_allowed = false;
+        cr_assert_eq(channels_new(&(ChannelsHooks) { .may_write_now = fake_may_write_now }, &chs), 0);
+        channels_set_clock(chs, &(ChannelsClock) { test_wall, test_mono, NULL });
+        for (size_t i = 0; i < ELEMENTSOF(fakes); i++)
+                fake_reset(&fakes[i]);
+}
+
+static void sink_teardown(void) {
+        for (size_t i = 0; i < ELEMENTSOF(fakes); i++) {
+                channels_subscriber_gone(chs, &fakes[i].sub);
+                fake_reset(&fakes[i]);
+        }
+        chs = channels_free(chs);
+}
+
+TestSuite(sink, .init = sink_setup, .fini = sink_teardown);
+
+/* Pops the oldest queued line of a fake as JSON, and its tag. */
+static struct json_object* fake_pop(FakeSub *f, const void **ret_tag) {
+        struct json_object *o;
+        FakeEntry e;
+
+        cr_assert_gt(f->n, 0, "nothing queued");
+        e = f->q[0];
+        memmove(f->q, f->q + 1, --f->n * sizeof(FakeEntry));
+        f->bytes -= e.buf->size;
+        cr_assert(e.buf->size > 0 && e.buf->data[e.buf->size - 1] == '\n');
+        _cleanup_free_ char *line = strndup(e.buf->data, e.buf->size - 1);
+        cr_assert_not_null(line);
+        o = json_tokener_parse(line);
+        cr_assert_not_null(o);
+        if (ret_tag)
+                *ret_tag = e.tag;
+        shared_buf_unref(e.buf);
+        return o;
+}
+
+static uint64_t fake_publish(const char *channel, const char *text, Subscriber *exclude) {
+        _cleanup_(json_object_putp) struct json_object *msg = json_object_new_string(text);
+        uint64_t id;
+
+        cr_assert_eq(channels_publish(chs, channel, msg, exclude, &id), 0);
+        return id;
+}
+
+Test(sink, fanout_shares_one_line_and_writes_through) {
+        FakeSub *a = &fakes[0], *b = &fakes[1], *publisher = &fakes[2];
+        const void *tag;
+        uint64_t id;
+
+        cr_assert_eq(channels_subscribe(chs, &a->sub, "t:x", 3), 0);
+        cr_assert_eq(channels_subscribe(chs, &a->sub, "t:x", 3), 0, "a set");
+        cr_assert_eq(a->sub.n_subscriptions, 1);
+        cr_assert_eq(channels_subscribe(chs, &b->sub, "t:x", 3), 0);
+        cr_assert_eq(channels_subscribe(chs, &b->sub, "t:*", 3), 0);
+        cr_assert_eq(channels_subscribe(chs, &publisher->sub, "t:x", 3), 0);
+        cr_assert_eq(channels_subscribed_count(chs), 2);
+
+        /* The daemon's own event: delivered, never written through. */
+        write_now_allowed = true;
+        fake_publish("t:x", "own", NULL);
+        cr_assert_eq(a->n, 1);
+        cr_assert_eq(b->n, 1, "exact and wildcard: one copy");
+        cr_assert_eq(publisher->n, 1);
+        cr_assert_eq(a->n_write_now + b->n_write_now + publisher->n_write_now, 0);
+        cr_assert_eq(a->q[0].buf, b->q[0].buf, "serialized once, the same bytes for every subscriber");
+        cr_assert_not_null(a->q[0].tag, "a channel message is droppable");
+
+        /* A subscriber's publish: not to itself, written through when the hook allows it. */
+        id = fake_publish("t:x", "two", &publisher->sub);
+        cr_assert_eq(a->n, 2);
+        cr_assert_eq(b->n, 2);
+        cr_assert_eq(publisher->n, 1, "the publisher is excluded");
+        cr_assert_eq(a->n_write_now, 1);
+        cr_assert_eq(b->n_write_now, 1);
+        write_now_allowed = false;
+        fake_publish("t:x", "three", &publisher->sub);
+        cr_assert_eq(a->n_write_now, 1, "the hook said no");
+
+        /* The wildcard alone. */
+        fake_publish("t:y", "four", NULL);
+        cr_assert_eq(a->n, 3);
+        cr_assert_eq(b->n, 4);
+
+        _cleanup_(json_object_putp) struct json_object *o = fake_pop(a, &tag);
+        cr_assert_str_eq(jstr(o, "type"), "channel_message");
+        json_object_put(TAKE_PTR(o));
+        o = fake_pop(a, NULL);
+        cr_assert_eq(jint(o, "eventId"), (int64_t) id);
+        cr_assert_str_eq(jstr(o, "message"), "two");
+
+        channels_unsubscribe(chs, &a->sub, "t:x", 3);
+        cr_assert_eq(a->sub.n_subscriptions, 0);
+        cr_assert_null(a->sub.subscriptions);
+        fake_publish("t:x", "five", NULL);
+        cr_assert_eq(a->n, 1, "unsubscribed");
+}
+
+Test(sink, replay_and_refresh_through_the_subscriber) {
+        FakeSub *f = &fakes[0];
+        uint64_t first, second, third;
+        const void *tag;
+
+        first = fake_publish("r:x", "one", NULL);
+        second = fake_publish("r:x", "two", NULL);
+        third = fake_publish("r:x", "three", NULL);
+
+        cr_assert_eq(channels_subscribe(chs, &f->sub, "r:x", 3), 0);
+        cr_assert_eq(channels_replay(chs, &f->sub, "sub1", "r:x", 3, (int64_t) first), 0);
+        cr_assert_eq(f->n, 2);
+
+        _cleanup_(json_object_putp) struct json_object *o = fake_pop(f, &tag);
+        cr_assert_eq(jint(o, "eventId"), (int64_t) second);
+        struct json_object *v;
+        cr_assert(json_object_object_get_ex(o, "replay", &v) && json_object_get_boolean(v));
+        cr_assert(strncmp(jstr(o, "id"), "replay_", strlen("replay_")) == 0);
+        cr_assert_not_null(tag);
+        json_object_put(TAKE_PTR(o));
+        o = fake_pop(f, NULL);
+        cr_assert_eq(jint(o, "eventId"), (int64_t) third);
+        json_object_put(TAKE_PTR(o));
+
+        /* From beyond the last id: one refresh_needed answering the request, which no drop may take. */
+        cr_assert_eq(channels_replay(chs, &f->sub, "sub2", "r:x", 3, (int64_t) third + 1000), 0);
+        o = fake_pop(f, &tag);
+        cr_assert_str_eq(jstr(o, "type"), "refresh_needed");
+        cr_assert_str_eq(jstr(o, "id"), "sub2");
+        cr_assert_str_eq(jstr(o, "channel"), "r:x");
+        cr_assert_null(tag);
+        cr_assert_eq(f->n, 0);
+}
+
+Test(sink, slow_consumer_drop_then_close) {
+        _cleanup_free_ char *text = NULL;
+        FakeSub *slow = &fakes[0], *fast = &fakes[1];
+        const void *tag;
+        uint64_t id;
+
+        limits.MAX_WRITE_QUEUE_BYTES = 1000;
+        cr_assert(asprintf(&text, "%0200d", 0) >= 0);
+        cr_assert_eq(channels_subscribe(chs, &slow->sub, "s:x", 3), 0);
+        cr_assert_eq(channels_subscribe(chs, &fast->sub, "s:x", 3), 0);
+
+        /* An answer queued first (untagged) must survive the drop, in its place. */
+        cr_assert_eq(channels_replay(chs, &slow->sub, "req", "s:x", 3, 1), 0);
+        cr_assert_eq(slow->n, 1);
+        for (unsigned i = 0; i < 20 && slow->n_drop_calls == 0; i++) {
+                id = fake_publish("s:x", text, NULL);
+                fake_drain(fast);
+        }
+        cr_assert_eq(slow->n_drop_calls, 1, "the queued channel messages were dropped through the interface");
+        cr_assert_eq(slow->n_closed, 0);
+        _cleanup_(json_object_putp) struct json_object *o = fake_pop(slow, &tag);
+        cr_assert_str_eq(jstr(o, "type"), "refresh_needed", "the earlier answer, kept");
+        cr_assert_str_eq(jstr(o, "id"), "req");
+        json_object_put(TAKE_PTR(o));
+        o = fake_pop(slow, &tag);
+        cr_assert_str_eq(jstr(o, "type"), "refresh_needed", "the notice for the dropped messages");
+        cr_assert_str_eq(jstr(o, "channel"), "s:x");
+        cr_assert_null(tag);
+        json_object_put(TAKE_PTR(o));
+        cr_assert_eq(slow->n, 1, "the new message");
+        o = fake_pop(slow, &tag);
+        cr_assert_eq(jint(o, "eventId"), (int64_t) id);
+        cr_assert_not_null(tag);
+        json_object_put(TAKE_PTR(o));
+
+        /* It read that notice: the next overflow drops again. */
+        slow->n_drop_calls = 0;
+        for (unsigned i = 0; i < 20 && slow->n_drop_calls == 0 && slow->n_closed == 0; i++) {
+                fake_publish("s:x", text, NULL);
+                fake_drain(fast);
+        }
+        cr_assert_eq(slow->n_drop_calls, 1);
+        cr_assert_eq(slow->n_closed, 0, "the notices were read: dropped again, not closed");
+        cr_assert_gt(slow->n, 0);
+        /* It does not read this notice: overflowing again closes it through the interface, and the channels drop
+         * its subscriptions. */
+        for (unsigned i = 0; i < 20 && slow->n_closed == 0; i++) {
+                fake_publish("s:x", text, NULL);
+                fake_drain(fast);
+        }
+        cr_assert_eq(slow->n_closed, 1);
+        cr_assert_eq(slow->sub.n_subscriptions, 0, "the channels dropped its subscriptions");
+        cr_assert_null(slow->sub.subscriptions);
+        cr_assert_eq(fast->n_closed, 0);
+        cr_assert_eq(fast->sub.n_subscriptions, 1, "the fast one is still there");
 }

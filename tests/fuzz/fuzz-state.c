@@ -68,7 +68,7 @@ static void write_file(const char *dir, const char *name, const uint8_t *data, s
 }
 
 static int manager_load(Manager *m) {
-        if (channels_new(m, NULL, &m->channels) < 0 || lock_table_new(m, NULL, &m->locks) < 0)
+        if (channels_new(NULL, &m->channels) < 0 || lock_table_new(m, NULL, &m->locks) < 0)
                 return -ENOMEM;
         m->state_lost = false;
         return store_load_state(m);
