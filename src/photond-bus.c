@@ -29,16 +29,6 @@
 #define BUS_ERROR_JOB_RUNNING BUS_INTERFACE ".Error.JobRunning"
 #define BUS_ERROR_LIMIT_EXCEEDED BUS_INTERFACE ".Error.LimitExceeded"
 
-static const char* jstr0(struct json_object *o, const char *key) {
-        return json_get_string(o, key) ?: "";
-}
-
-static int64_t jint0(struct json_object *o, const char *key) {
-        int64_t v;
-
-        return json_get_int64(o, key, false, &v) < 0 ? 0 : v;
-}
-
 /* A list at its cap can be larger than a D-Bus message may be: dbus-daemon drops a connection that sends one
  * (it lost us the bus, and every client of it, for a ListLocks of 65536 locks with long names: 86 MB). The
  * specification allows arrays of 64 MiB; the system bus' default max_message_size is 32 MiB. Beyond that a list
@@ -278,105 +268,100 @@ static int check_admin(Manager *m, sd_bus_message *message, sd_bus_message_handl
         return 0;
 }
 
-static int method_list_locks(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+/* A list reply being filled from a core's foreach: the message, and its size so far against what a D-Bus message
+ * may hold (bus_list_max()). */
+typedef struct ListReply {
+        sd_bus_message *reply;
+        size_t size, max;
+} ListReply;
+
+/* -E2BIG when the entry of size bytes would not fit. */
+static int list_reply_account(ListReply *l, size_t size) {
+        l->size += size;
+        return l->size > l->max ? -E2BIG : 0;
+}
+
+static int list_lock(const LockInfo *info, void *userdata) {
+        ListReply *l = userdata;
+
+        if (list_reply_account(l, 7 + bus_string_size(info->name) + bus_string_size(info->holder) + 7 + 3 * 8) < 0)
+                return -E2BIG;
+        return sd_bus_message_append(l->reply, "(ssxxt)", info->name, info->holder, info->acquired_at,
+                                     info->expires_at, info->fencing_token);
+}
+
+static int list_job(const JobInfo *info, void *userdata) {
+        ListReply *l = userdata;
+
+        if (list_reply_account(l, 7 + bus_string_size(info->id) + bus_string_size(info->photon) +
+                                  bus_string_size(info->method) + bus_string_size(info->cron) +
+                                  bus_string_size(info->last_status) + 7 + 2 * 8 + 4 +
+                                  bus_string_size(info->last_error)) < 0)
+                return -E2BIG;
+        return sd_bus_message_append(l->reply, "(sssssxxus)", info->id, info->photon, info->method, info->cron,
+                                     info->last_status, info->next_run, info->last_run, (uint32_t) info->run_count,
+                                     info->last_error);
+}
+
+static int list_channel(const ChannelInfo *info, void *userdata) {
+        ListReply *l = userdata;
+
+        if (list_reply_account(l, 7 + bus_string_size(info->name) + 2 * 4 + 4 + 8) < 0)
+                return -E2BIG;
+        return sd_bus_message_append(l->reply, "(suux)", info->name, (uint32_t) info->subscribers,
+                                     (uint32_t) info->buffered_events, (int64_t) info->last_event_id);
+}
+
+/* Answers a List* method: the array of signature filled by foreach (the cores' typed iterators, no JSON between). */
+static int method_list(sd_bus_message *message, Manager *m, sd_bus_error *error, const char *signature,
+                       int (*foreach)(Manager *m, ListReply *l), const char *what, const char *instead) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(json_object_putp) struct json_object *locks = NULL;
-        Manager *m = userdata;
+        ListReply l = { .max = bus_list_max(m) };
         int r;
 
-        r = lock_table_list(m->locks, &locks);
-        if (r < 0)
-                return r;
         r = sd_bus_message_new_method_return(message, &reply);
         if (r < 0)
                 return r;
-        r = sd_bus_message_open_container(reply, 'a', "(ssxxt)");
+        r = sd_bus_message_open_container(reply, 'a', signature);
         if (r < 0)
                 return r;
-        for (size_t i = 0, size = 0; i < json_object_array_length(locks); i++) {
-                struct json_object *l = json_object_array_get_idx(locks, i);
-
-                size += 7 + bus_string_size(jstr0(l, "name")) + bus_string_size(jstr0(l, "holder")) + 7 + 3 * 8;
-                if (size > bus_list_max(m))
-                        return bus_list_too_large(m, error, "locks", "'photonctl locks' (or list_locks on the socket)");
-                r = sd_bus_message_append(reply, "(ssxxt)", jstr0(l, "name"), jstr0(l, "holder"),
-                                          jint0(l, "acquiredAt"), jint0(l, "expiresAt"),
-                                          (uint64_t) jint0(l, "fencingToken"));
-                if (r < 0)
-                        return r;
-        }
+        l.reply = reply;
+        r = foreach(m, &l);
+        if (r == -E2BIG)
+                return bus_list_too_large(m, error, what, instead);
+        if (r < 0)
+                return r;
         r = sd_bus_message_close_container(reply);
         if (r < 0)
                 return r;
         return sd_bus_send(NULL, reply, NULL);
+}
+
+static int foreach_lock(Manager *m, ListReply *l) {
+        return lock_table_foreach(m->locks, list_lock, l);
+}
+
+static int foreach_job(Manager *m, ListReply *l) {
+        return scheduler_foreach(m->scheduler, list_job, l);
+}
+
+static int foreach_channel(Manager *m, ListReply *l) {
+        return channels_foreach(m->channels, list_channel, l);
+}
+
+static int method_list_locks(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        return method_list(message, userdata, error, "(ssxxt)", foreach_lock, "locks",
+                           "'photonctl locks' (or list_locks on the socket)");
 }
 
 static int method_list_jobs(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(json_object_putp) struct json_object *jobs = NULL;
-        Manager *m = userdata;
-        int r;
-
-        r = scheduler_list(m->scheduler, &jobs);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_new_method_return(message, &reply);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_open_container(reply, 'a', "(sssssxxus)");
-        if (r < 0)
-                return r;
-        for (size_t i = 0, size = 0; i < json_object_array_length(jobs); i++) {
-                struct json_object *j = json_object_array_get_idx(jobs, i);
-
-                size += 7 + bus_string_size(jstr0(j, "id")) + bus_string_size(jstr0(j, "photonName")) +
-                        bus_string_size(jstr0(j, "method")) + bus_string_size(jstr0(j, "cron")) +
-                        bus_string_size(jstr0(j, "lastStatus")) + 7 + 2 * 8 + 4 + bus_string_size(jstr0(j, "lastError"));
-                if (size > bus_list_max(m))
-                        return bus_list_too_large(m, error, "jobs", "'photonctl jobs' (or list_jobs on the socket)");
-                r = sd_bus_message_append(reply, "(sssssxxus)", jstr0(j, "id"), jstr0(j, "photonName"),
-                                          jstr0(j, "method"), jstr0(j, "cron"), jstr0(j, "lastStatus"),
-                                          jint0(j, "nextRun"), jint0(j, "lastRun"), (uint32_t) jint0(j, "runCount"),
-                                          jstr0(j, "lastError"));
-                if (r < 0)
-                        return r;
-        }
-        r = sd_bus_message_close_container(reply);
-        if (r < 0)
-                return r;
-        return sd_bus_send(NULL, reply, NULL);
+        return method_list(message, userdata, error, "(sssssxxus)", foreach_job, "jobs",
+                           "'photonctl jobs' (or list_jobs on the socket)");
 }
 
 static int method_list_channels(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(json_object_putp) struct json_object *channels = NULL;
-        Manager *m = userdata;
-        int r;
-
-        r = channels_list(m->channels, &channels);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_new_method_return(message, &reply);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_open_container(reply, 'a', "(suux)");
-        if (r < 0)
-                return r;
-        for (size_t i = 0, size = 0; i < json_object_array_length(channels); i++) {
-                struct json_object *c = json_object_array_get_idx(channels, i);
-
-                size += 7 + bus_string_size(jstr0(c, "name")) + 2 * 4 + 4 + 8;
-                if (size > bus_list_max(m))
-                        return bus_list_too_large(m, error, "channels", "'photonctl channels' (or status with channelList)");
-                r = sd_bus_message_append(reply, "(suux)", jstr0(c, "name"), (uint32_t) jint0(c, "subscribers"),
-                                          (uint32_t) jint0(c, "bufferedEvents"), jint0(c, "lastEventId"));
-                if (r < 0)
-                        return r;
-        }
-        r = sd_bus_message_close_container(reply);
-        if (r < 0)
-                return r;
-        return sd_bus_send(NULL, reply, NULL);
+        return method_list(message, userdata, error, "(suux)", foreach_channel, "channels",
+                           "'photonctl channels' (or status with channelList)");
 }
 
 static int append_json_variant(sd_bus_message *reply, struct json_object *v) {

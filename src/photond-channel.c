@@ -1132,38 +1132,62 @@ static int channel_name_cmp(const void *a, const void *b) {
         return strcmp(x->name, y->name);
 }
 
-int channels_list(Channels *chs, struct json_object **ret_array) {
-        _cleanup_(json_object_putp) struct json_object *array = NULL;
+int channels_foreach(Channels *chs, ChannelInfoCallback cb, void *userdata) {
         _cleanup_free_ Channel **all = NULL;
         size_t n = 0;
+        int r;
 
         channels_expire(chs);
-        array = json_object_new_array();
         all = new(Channel*, chs->n_channels ?: 1);
-        if (!array || !all)
+        if (!all)
                 return -ENOMEM;
         for (Channel *channel = chs->channels; channel; channel = channel->hh.next)
                 all[n++] = channel;
         qsort(all, n, sizeof(Channel*), channel_name_cmp);
 
         for (size_t i = 0; i < n; i++) {
-                struct json_object *o = json_object_new_object();
-                int r;
-
-                if (!o)
-                        return -ENOMEM;
-                if ((r = json_object_array_add(array, o)) < 0) {
-                        json_object_put(o);
-                        return -ENOMEM;
-                }
-                if ((r = json_add(o, "name", json_object_new_string_len(all[i]->name, (int) all[i]->name_len))) < 0 ||
-                    (r = json_add_int64(o, "subscribers", all[i]->n_subscribers)) < 0 ||
-                    (r = json_add_int64(o, "bufferedEvents", all[i]->n_events)) < 0 ||
-                    (r = json_add_int64(o, "bufferedBytes", (int64_t) all[i]->bytes)) < 0 ||
-                    (r = json_add_int64(o, "lastEventId", (int64_t) all[i]->last_event_id)) < 0)
+                r = cb(&(const ChannelInfo) {
+                                .name = all[i]->name,
+                                .name_len = all[i]->name_len,
+                                .subscribers = all[i]->n_subscribers,
+                                .buffered_events = all[i]->n_events,
+                                .buffered_bytes = all[i]->bytes,
+                                .last_event_id = all[i]->last_event_id,
+                        }, userdata);
+                if (r < 0)
                         return r;
         }
+        return 0;
+}
 
+static int channel_list_add(const ChannelInfo *info, void *userdata) {
+        struct json_object *o = json_object_new_object();
+        int r;
+
+        if (!o)
+                return -ENOMEM;
+        if ((r = json_object_array_add(userdata, o)) < 0) {
+                json_object_put(o);
+                return -ENOMEM;
+        }
+        if ((r = json_add(o, "name", json_object_new_string_len(info->name, (int) info->name_len))) < 0 ||
+            (r = json_add_int64(o, "subscribers", info->subscribers)) < 0 ||
+            (r = json_add_int64(o, "bufferedEvents", (int64_t) info->buffered_events)) < 0 ||
+            (r = json_add_int64(o, "bufferedBytes", (int64_t) info->buffered_bytes)) < 0 ||
+            (r = json_add_int64(o, "lastEventId", (int64_t) info->last_event_id)) < 0)
+                return r;
+        return 0;
+}
+
+int channels_list(Channels *chs, struct json_object **ret_array) {
+        _cleanup_(json_object_putp) struct json_object *array = json_object_new_array();
+        int r;
+
+        if (!array)
+                return -ENOMEM;
+        r = channels_foreach(chs, channel_list_add, array);
+        if (r < 0)
+                return r;
         *ret_array = TAKE_PTR(array);
         return 0;
 }

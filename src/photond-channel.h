@@ -92,6 +92,21 @@ int channels_add_status(Channels *ch, struct json_object *data);
  * name (status "channelList", photonctl channels, D-Bus ListChannels). */
 int channels_list(Channels *ch, struct json_object **ret_array);
 
+/* One channel as a list shows it (D-Bus ListChannels): valid during the callback only. */
+typedef struct ChannelInfo {
+        const char *name;               /* NUL-terminated; name_len bytes */
+        size_t name_len;
+        unsigned subscribers;
+        uint64_t buffered_events;
+        uint64_t buffered_bytes;
+        uint64_t last_event_id;
+} ChannelInfo;
+typedef int (*ChannelInfoCallback)(const ChannelInfo *info, void *userdata);
+
+/* Calls cb for every channel, sorted by name as channels_list(), without building JSON; stops at cb's first
+ * negative return and returns it. */
+int channels_foreach(Channels *ch, ChannelInfoCallback cb, void *userdata);
+
 /* photond's persisted state (state.json): the eventId high-water mark. */
 int channels_save_state(Channels *ch, struct json_object *state);
 int channels_load_state(Channels *ch, struct json_object *state);

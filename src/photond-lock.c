@@ -635,6 +635,28 @@ int lock_table_force_release(LockTable *t, const char *name) {
         return 0;
 }
 
+int lock_table_foreach(LockTable *t, LockInfoCallback cb, void *userdata) {
+        LockTime now = lock_table_now(t);
+        Lock *l, *tmp;
+        int r;
+
+        /* Insertion order, as the reference's Map; only live locks. */
+        HASH_ITER(hh, t->locks, l, tmp) {
+                if (!lock_table_get(t, l->name, &now))
+                        continue;
+                r = cb(&(const LockInfo) {
+                                .name = l->name,
+                                .holder = l->holder,
+                                .acquired_at = l->acquired_at,
+                                .expires_at = l->expires_at,
+                                .fencing_token = l->token,
+                        }, userdata);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 int lock_table_list(LockTable *t, struct json_object **ret_array) {
         _cleanup_(json_object_putp) struct json_object *a = NULL;
         LockTime now = lock_table_now(t);

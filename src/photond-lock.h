@@ -105,6 +105,20 @@ unsigned lock_table_count(LockTable *t);
 /* For the D-Bus interface: the live locks as list_locks shows them (a new array), and a release on behalf of an
  * administrator (-ENOENT when there is no live lock of that name; waiters are served as after an unlock). */
 int lock_table_list(LockTable *t, struct json_object **ret_array);
+
+/* One lock as a list shows it (D-Bus ListLocks): valid during the callback only. */
+typedef struct LockInfo {
+        const char *name;
+        const char *holder;
+        int64_t acquired_at;            /* ms since the epoch */
+        int64_t expires_at;
+        uint64_t fencing_token;
+} LockInfo;
+typedef int (*LockInfoCallback)(const LockInfo *info, void *userdata);
+
+/* Calls cb for every live lock, in lock_table_list()'s order, without building JSON; stops at cb's first negative
+ * return and returns it. cb must not change the table. */
+int lock_table_foreach(LockTable *t, LockInfoCallback cb, void *userdata);
 int lock_table_force_release(LockTable *t, const char *name);
 
 /* ---- the rules, with the time passed in (the handlers use lock_table_now(); tests pass their own) ---- */

@@ -1339,6 +1339,28 @@ static int job_to_list_json(Job *j, struct json_object **ret) {
         return 0;
 }
 
+int scheduler_foreach(Scheduler *s, JobInfoCallback cb, void *userdata) {
+        int r;
+
+        for (Job *j = s->jobs; j; j = j->hh.next) {
+                r = cb(&(const JobInfo) {
+                                .id = j->id,
+                                .photon = j->photon,
+                                .method = j->method,
+                                .cron = j->cron,
+                                .last_status = j->last_status != JOB_STATUS_NONE ?
+                                               job_status_to_string(j->last_status) : "",
+                                .last_error = j->last_error ?: "",
+                                .next_run = j->next_run,
+                                .last_run = j->last_run,
+                                .run_count = j->run_count,
+                        }, userdata);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 int scheduler_list(Scheduler *s, struct json_object **ret_array) {
         _cleanup_(json_object_putp) struct json_object *arr = json_object_new_array();
         int r;

@@ -58,6 +58,25 @@ unsigned scheduler_running(Scheduler *s);
 /* For the D-Bus object. A job is named by its full key or, as unschedule does, by the jobId after ":ipc:". */
 /* A new array of the list_jobs objects (owned by the caller). */
 int scheduler_list(Scheduler *s, struct json_object **ret_array);
+
+/* One job as a list shows it (D-Bus ListJobs): valid during the callback only. Strings are never NULL: "" for a
+ * job that never ran (last_status) or never failed (last_error); times 0 when unknown. */
+typedef struct JobInfo {
+        const char *id;
+        const char *photon;
+        const char *method;
+        const char *cron;
+        const char *last_status;
+        const char *last_error;
+        int64_t next_run;               /* ms since the epoch */
+        int64_t last_run;
+        uint64_t run_count;
+} JobInfo;
+typedef int (*JobInfoCallback)(const JobInfo *info, void *userdata);
+
+/* Calls cb for every job, in scheduler_list()'s order, without building JSON; stops at cb's first negative return
+ * and returns it. */
+int scheduler_foreach(Scheduler *s, JobInfoCallback cb, void *userdata);
 /* Starts a run now, out of schedule. -ENOENT unknown job, -EBUSY when it is running already. */
 int scheduler_run_job(Scheduler *s, const char *id);
 /* Removes the job and its file. -ENOENT unknown job. */

@@ -864,6 +864,37 @@ Test(lock, force_release_and_list) {
         json_object_put(a);
 }
 
+/* The typed iterator D-Bus lists with: the same locks in the same order as lock_table_list(), and it stops at the
+ * callback's error. */
+static int seen_lock(const LockInfo *info, void *userdata) {
+        char *seen = userdata;
+
+        if (strlen(seen) > 0 && streq(info->name, "stop"))
+                return -E2BIG;
+        strcat(seen, info->name);
+        strcat(seen, "=");
+        strcat(seen, info->holder);
+        strcat(seen, ";");
+        return info->fencing_token > 0 && info->expires_at > info->acquired_at ? 0 : -EINVAL;
+}
+
+Test(lock, foreach_is_the_list_without_json) {
+        LockTime now = t0;
+        char seen[256] = "";
+        Lock *l;
+
+        cr_assert_eq(lock_table_acquire(table, "a", "s1", 1000, &now, &l), 1);
+        cr_assert_eq(lock_table_acquire(table, "b", "s2", 1000, &now, &l), 1);
+        cr_assert_eq(lock_table_foreach(table, seen_lock, seen), 0);
+        cr_assert_str_eq(seen, "a=s1;b=s2;");
+
+        cr_assert_eq(lock_table_acquire(table, "stop", "s3", 1000, &now, &l), 1);
+        cr_assert_eq(lock_table_acquire(table, "c", "s4", 1000, &now, &l), 1);
+        seen[0] = '\0';
+        cr_assert_eq(lock_table_foreach(table, seen_lock, seen), -E2BIG);
+        cr_assert_str_eq(seen, "a=s1;b=s2;", "the walk went on after the callback's error");
+}
+
 /* ---- state.json ---- */
 
 static struct json_object* saved_state(void) {
