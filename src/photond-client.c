@@ -486,6 +486,34 @@ static void client_clear_queue(Client *c) {
         c->out_bytes = 0;
 }
 
+size_t client_queued(const Client *c) {
+        return c->out_n;
+}
+
+uint64_t client_queued_bytes(const Client *c) {
+        return c->out_bytes;
+}
+
+SharedBuf* client_queued_line(const Client *c, size_t i) {
+        return i < c->out_n ? c->out[c->out_head + i].buf : NULL;
+}
+
+SharedBuf* client_pop_queued(Client *c) {
+        OutEntry e;
+
+        if (c->out_n == 0)
+                return NULL;
+        e = c->out[c->out_head++];
+        if (--c->out_n == 0)
+                c->out_head = 0;
+        c->out_bytes -= e.buf->size - e.offset;
+        return e.buf;
+}
+
+void client_discard_queue(Client *c) {
+        client_clear_queue(c);
+}
+
 Client* client_free(Client *c) {
         if (!c)
                 return NULL;

@@ -156,6 +156,15 @@ void client_note_session(Client *c, const char *s);
 
 /* A closing client (close_after_flush) whose answers are all out and none is still to come. */
 bool client_closing_done(Client *c);
+/* The queue as the peer would read it, for tests, which must not reach into it: how many lines (and bytes) wait, the i-th
+ * oldest (borrowed; NULL past the end), the oldest taken off as if the peer had read it (the caller unrefs it;
+ * NULL when none), and all of them dropped. */
+size_t client_queued(const Client *c);
+uint64_t client_queued_bytes(const Client *c);
+SharedBuf* client_queued_line(const Client *c, size_t i);
+SharedBuf* client_pop_queued(Client *c);
+void client_discard_queue(Client *c);
+
 /* What a failed write to c is counted as. */
 ClientClose client_write_error_reason(Client *c);
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "helpers.h"
 #include "json-util.h"
 #include "photond-channel.h"
 #include "photond-client.h"
@@ -40,11 +41,7 @@ static void setup(void) {
 }
 
 static void drain(Client *c) {
-        for (size_t i = 0; i < c->out_n; i++)
-                shared_buf_unref(c->out[c->out_head + i].buf);
-        c->out = mfree(c->out);
-        c->out_head = c->out_n = c->out_alloc = 0;
-        c->out_bytes = 0;
+        client_discard_queue(c);
 }
 
 static void teardown(void) {
@@ -87,42 +84,6 @@ static void request(Client *c, const char *fmt, ...) {
         cr_assert_eq(r, 0, "handler failed: %d", r);
 }
 
-/* Pops the oldest queued line (without its newline); NULL if none. Reading it is what a client does. */
-static char* pop_line(Client *c) {
-        OutEntry e;
-        char *s;
-
-        if (c->out_n == 0)
-                return NULL;
-        e = c->out[c->out_head++];
-        c->out_n--;
-        c->out_bytes -= e.buf->size;
-        cr_assert(e.buf->size > 0 && e.buf->data[e.buf->size - 1] == '\n', "every line ends in a newline");
-        s = strndup(e.buf->data, e.buf->size - 1);
-        shared_buf_unref(e.buf);
-        return s;
-}
-
-static struct json_object* pop_json(Client *c) {
-        _cleanup_free_ char *s = pop_line(c);
-        struct json_object *o = NULL;
-
-        cr_assert_not_null(s, "nothing queued");
-        cr_assert_eq(json_parse(s, strlen(s), &o, NULL), 0, "not JSON: %s", s);
-        return o;
-}
-
-static const char* jstr(struct json_object *o, const char *key) {
-        return json_get_string(o, key);
-}
-
-static int64_t jint(struct json_object *o, const char *key) {
-        int64_t v;
-
-        cr_assert_eq(json_get_int64(o, key, false, &v), 0, "%s is not an integer", key);
-        return v;
-}
-
 static uint64_t publish(Client *c, const char *channel, const char *message) {
         _cleanup_(json_object_putp) struct json_object *o = NULL;
 
@@ -130,7 +91,7 @@ static uint64_t publish(Client *c, const char *channel, const char *message) {
                 request(c, "{\"type\":\"publish\",\"id\":\"p\",\"channel\":\"%s\",\"message\":%s}", channel, message);
         else
                 request(c, "{\"type\":\"publish\",\"id\":\"p\",\"channel\":\"%s\"}", channel);
-        o = pop_json(c);
+        o = test_pop_json(c);
         cr_assert_str_eq(jstr(o, "type"), "result");
         return jint(json_object_object_get(o, "data"), "eventId");
 }
@@ -139,7 +100,7 @@ static void subscribe(Client *c, const char *channel) {
         _cleanup_(json_object_putp) struct json_object *o = NULL;
 
         request(c, "{\"type\":\"subscribe\",\"id\":\"s\",\"channel\":\"%s\"}", channel);
-        o = pop_json(c);
+        o = test_pop_json(c);
         cr_assert_str_eq(jstr(o, "type"), "result");
 }
 
@@ -190,16 +151,16 @@ Test(channel, wire_shapes) {
         request(p, "{\"type\":\"publish\",\"id\":\"pub-1\",\"channel\":\"room:1\",\"message\":{\"a\":[1,\"x/y\"],\"b\":null}}");
         id = (uint64_t) wall;
 
-        push = pop_line(s);
+        push = test_pop_line(s);
         cr_assert(asprintf(&expect_push, "{\"type\":\"channel_message\",\"id\":\"ch_%" PRIu64 "\",\"eventId\":%" PRIu64
                            ",\"channel\":\"room:1\",\"message\":{\"a\":[1,\"x/y\"],\"b\":null}}", id, id) > 0);
         cr_assert_str_eq(push, expect_push);
 
-        reply = pop_line(p);
+        reply = test_pop_line(p);
         cr_assert(asprintf(&expect_reply, "{\"type\":\"result\",\"id\":\"pub-1\",\"success\":true,\"data\":"
                            "{\"published\":true,\"channel\":\"room:1\",\"eventId\":%" PRIu64 "}}", id) > 0);
         cr_assert_str_eq(reply, expect_reply);
-        cr_assert_null(pop_line(p), "the publisher never gets its own message");
+        cr_assert_null(test_pop_line(p), "the publisher never gets its own message");
 }
 
 Test(channel, message_missing_stays_missing_null_stays_null) {
@@ -209,8 +170,8 @@ Test(channel, message_missing_stays_missing_null_stays_null) {
         subscribe(s, "m");
         publish(p, "m", NULL);
         publish(p, "m", "null");
-        a = pop_json(s);
-        b = pop_json(s);
+        a = test_pop_json(s);
+        b = test_pop_json(s);
         cr_assert_not(json_object_object_get_ex(a, "message", NULL));
         cr_assert(json_object_object_get_ex(b, "message", NULL));
         cr_assert_null(json_object_object_get(b, "message"));
@@ -222,7 +183,7 @@ Test(channel, escaping_of_names) {
 
         subscribe(s, "q\\\"u\\u00e9:*");
         publish(p, "q\\\"u\\u00e9:x", "1");
-        o = pop_json(s);
+        o = test_pop_json(s);
         cr_assert_str_eq(jstr(o, "channel"), "q\"u\xc3\xa9:x");
 }
 
@@ -241,17 +202,17 @@ Test(channel, fanout_self_exclusion_and_single_copy) {
         subscribe(deep, "a:b:*");       /* "a:b:c" reaches "a:*", not "a:b:*" */
 
         publish(p, "a:b:c", "42");
-        cr_assert_eq(p->out_n, 0);
-        cr_assert_eq(exact->out_n, 1);
-        cr_assert_eq(wild->out_n, 1);
-        cr_assert_eq(both->out_n, 1, "exact + wildcard match gives one copy");
-        cr_assert_eq(deep->out_n, 0);
+        cr_assert_eq(client_queued(p), 0);
+        cr_assert_eq(client_queued(exact), 1);
+        cr_assert_eq(client_queued(wild), 1);
+        cr_assert_eq(client_queued(both), 1, "exact + wildcard match gives one copy");
+        cr_assert_eq(client_queued(deep), 0);
 
         /* "plain" reaches "plain:*". */
         subscribe(deep, "plain:*");
         publish(p, "plain", "1");
-        cr_assert_eq(deep->out_n, 1);
-        o = pop_json(deep);
+        cr_assert_eq(client_queued(deep), 1);
+        o = test_pop_json(deep);
         cr_assert_str_eq(jstr(o, "channel"), "plain");
 }
 
@@ -260,7 +221,7 @@ Test(channel, unsubscribe_and_disconnect) {
         _cleanup_(json_object_putp) struct json_object *o = NULL;
 
         request(s, "{\"type\":\"unsubscribe\",\"id\":\"u0\",\"channel\":\"never\"}");
-        o = pop_json(s);
+        o = test_pop_json(s);
         cr_assert(json_object_get_boolean(json_object_object_get(json_object_object_get(o, "data"), "unsubscribed")),
                   "unsubscribe is always ok");
 
@@ -268,26 +229,26 @@ Test(channel, unsubscribe_and_disconnect) {
         subscribe(s, "k2:*");
         cr_assert_eq(s->subscriber.n_subscriptions, 2);
         request(s, "{\"type\":\"unsubscribe\",\"id\":\"u1\",\"channel\":\"k1\"}");
-        json_object_put(pop_json(s));
+        json_object_put(test_pop_json(s));
         publish(p, "k1", "1");
-        cr_assert_eq(s->out_n, 0);
+        cr_assert_eq(client_queued(s), 0);
 
         channels_subscriber_gone(chs, &s->subscriber);
         cr_assert_eq(s->subscriber.n_subscriptions, 0);
         cr_assert_null(s->subscriber.subscriptions);
         publish(p, "k2:x", "1");
-        cr_assert_eq(s->out_n, 0);
+        cr_assert_eq(client_queued(s), 0);
         /* Only buffers are left: k1 and k2:x. */
         cr_assert_eq(channels_count(chs), 2);
 }
 
 static void expect_refresh(Client *c, const char *request_id, const char *channel) {
-        _cleanup_(json_object_putp) struct json_object *o = pop_json(c), *r = NULL;
+        _cleanup_(json_object_putp) struct json_object *o = test_pop_json(c), *r = NULL;
 
         cr_assert_str_eq(jstr(o, "type"), "refresh_needed", "got %s", json_object_to_json_string(o));
         cr_assert_str_eq(jstr(o, "id"), request_id);
         cr_assert_str_eq(jstr(o, "channel"), channel);
-        r = pop_json(c);
+        r = test_pop_json(c);
         cr_assert_str_eq(jstr(r, "type"), "result", "the result comes after refresh_needed");
 }
 
@@ -310,7 +271,7 @@ Test(channel, replay_exact) {
         snprintf(last, sizeof(last), "%" PRIu64, ids[1]);
         subscribe_since(s, "ev", last);
         for (int i = 2; i < 5; i++) {
-                _cleanup_(json_object_putp) struct json_object *o = pop_json(s);
+                _cleanup_(json_object_putp) struct json_object *o = test_pop_json(s);
                 char id[64];
 
                 snprintf(id, sizeof(id), "replay_%" PRIu64, ids[i]);
@@ -321,15 +282,15 @@ Test(channel, replay_exact) {
                 cr_assert_eq(jint(o, "message"), i);
                 cr_assert(json_object_get_boolean(json_object_object_get(o, "replay")));
         }
-        json_object_put(pop_json(s));   /* the result */
-        cr_assert_eq(s->out_n, 0);
+        json_object_put(test_pop_json(s));   /* the result */
+        cr_assert_eq(client_queued(s), 0);
 
         /* As a string ("123abc" reads as 123, as parseInt does), up to date: nothing. */
         char str[40];
         snprintf(str, sizeof(str), "\"%" PRIu64 "abc\"", ids[4]);
         subscribe_since(s, "ev", str);
-        json_object_put(pop_json(s));
-        cr_assert_eq(s->out_n, 0, "nothing newer, no refresh");
+        json_object_put(test_pop_json(s));
+        cr_assert_eq(client_queued(s), 0, "nothing newer, no refresh");
 
         subscribe_since(s, "ev", "0");
         expect_refresh(s, "r", "ev");           /* ts=0 against a non-empty buffer */
@@ -347,8 +308,8 @@ Test(channel, replay_exact) {
         subscribe_since(s, "empty", "5");
         expect_refresh(s, "r", "empty");        /* empty buffer, ts > 0 */
         subscribe_since(s, "empty", "0");
-        json_object_put(pop_json(s));
-        cr_assert_eq(s->out_n, 0, "empty buffer, ts = 0: nothing");
+        json_object_put(test_pop_json(s));
+        cr_assert_eq(client_queued(s), 0, "empty buffer, ts = 0: nothing");
 }
 
 Test(channel, replay_window_and_cap) {
@@ -369,7 +330,7 @@ Test(channel, replay_window_and_cap) {
         expect_refresh(s, "r", "w");
         snprintf(last, sizeof(last), "%" PRIu64, tenth);
         subscribe_since(s, "w", last);
-        cr_assert_eq(s->out_n, 500, "499 replayed + the result");
+        cr_assert_eq(client_queued(s), 500, "499 replayed + the result");
         drain(s);
 
         /* Five minutes later (by the monotonic clock) everything has aged out. */
@@ -404,7 +365,7 @@ Test(channel, replay_total_bytes_cap_evicts_oldest_globally) {
         /* Five events fit; a sixth pushes out the globally oldest, which is the only one of "old". */
         b = publish(p, "new", msg);
         request(s, "{\"type\":\"get_events_since\",\"id\":\"g\",\"channel\":\"old\",\"lastEventId\":%" PRIu64 "}", a - 1);
-        o = pop_json(s);
+        o = test_pop_json(s);
         cr_assert(json_object_get_boolean(json_object_object_get(json_object_object_get(o, "data"), "refreshNeeded")));
         cr_assert_eq(channels_count(chs), 1, "the emptied channel is gone");
         (void) b;
@@ -422,7 +383,7 @@ Test(channel, get_events_since_shapes) {
         b = publish(p, "g", NULL);
 
         request(s, "{\"type\":\"get_events_since\",\"id\":\"g1\",\"channel\":\"g\",\"lastEventId\":\"%" PRIu64 "\"}", a - 0);
-        line = pop_line(s);
+        line = test_pop_line(s);
         cr_assert(asprintf(&expect, "{\"type\":\"result\",\"id\":\"g1\",\"success\":true,\"data\":{\"events\":["
                            "{\"id\":%" PRIu64 ",\"channel\":\"g\",\"timestamp\":%" PRIi64 "}],\"refreshNeeded\":false}}",
                            b, wall) > 0);
@@ -432,19 +393,19 @@ Test(channel, get_events_since_shapes) {
 
         /* Not the request's lastEventId: none means 0, so a non-empty buffer needs a refresh. */
         request(s, "{\"type\":\"get_events_since\",\"id\":\"g2\",\"channel\":\"g\"}");
-        line = pop_line(s);
+        line = test_pop_line(s);
         cr_assert_str_eq(line, "{\"type\":\"result\",\"id\":\"g2\",\"success\":true,\"data\":{\"events\":[],"
                          "\"refreshNeeded\":true}}");
         free(line);
 
         request(s, "{\"type\":\"get_events_since\",\"id\":\"g3\"}");
-        line = pop_line(s);
+        line = test_pop_line(s);
         cr_assert_str_eq(line, "{\"type\":\"result\",\"id\":\"g3\",\"success\":true,\"data\":{\"events\":[],"
                          "\"refreshNeeded\":false}}");
         free(line);
 
         request(s, "{\"type\":\"get_events_since\",\"id\":\"g4\",\"channel\":\"g\",\"lastEventId\":%" PRIu64 "}", first);
-        line = pop_line(s);
+        line = test_pop_line(s);
         cr_assert(asprintf(&expect, "{\"type\":\"result\",\"id\":\"g4\",\"success\":true,\"data\":{\"events\":["
                            "{\"id\":%" PRIu64 ",\"channel\":\"g\",\"message\":{\"k\":1},\"timestamp\":%" PRIi64 "},"
                            "{\"id\":%" PRIu64 ",\"channel\":\"g\",\"timestamp\":%" PRIi64 "}],\"refreshNeeded\":false}}",
@@ -466,13 +427,13 @@ Test(channel, wildcard_replay) {
         /* Every channel with prefix z, newer than ids[0], in eventId order. */
         int want[] = { 1, 3, 4, 5 };
         for (size_t i = 0; i < ELEMENTSOF(want); i++) {
-                _cleanup_(json_object_putp) struct json_object *o = pop_json(s);
+                _cleanup_(json_object_putp) struct json_object *o = test_pop_json(s);
                 cr_assert_eq(jint(o, "eventId"), (int64_t) ids[want[i]]);
                 cr_assert_str_eq(jstr(o, "channel"), chan[want[i]]);
                 cr_assert(json_object_get_boolean(json_object_object_get(o, "replay")));
         }
-        json_object_put(pop_json(s));
-        cr_assert_eq(s->out_n, 0);
+        json_object_put(test_pop_json(s));
+        cr_assert_eq(client_queued(s), 0);
 
         /* Evict z:a's first event: a replay from before it can no longer be complete. */
         limits.REPLAY_MAX_EVENTS = 1;
@@ -483,7 +444,7 @@ Test(channel, wildcard_replay) {
         expect_refresh(s, "r", "z:*");
         snprintf(last, sizeof(last), "%" PRIu64, ids[3]);
         subscribe_since(s, "z:*", last);
-        cr_assert_eq(s->out_n, 4, "z, z:b, z:a and the result");
+        cr_assert_eq(client_queued(s), 4, "z, z:b, z:a and the result");
         drain(s);
 
         /* A prefix nothing was ever published on. */
@@ -505,7 +466,7 @@ Test(channel, get_events_since_gap_keeps_newer_wildcard_events) {
 
         request(s, "{\"type\":\"get_events_since\",\"id\":\"g\",\"channel\":\"sys:*\",\"lastEventId\":%" PRIu64 "}",
                 lost - 1);
-        o = pop_json(s);
+        o = test_pop_json(s);
         cr_assert(json_object_get_boolean(json_object_object_get(json_object_object_get(o, "data"), "refreshNeeded")));
         events = json_object_object_get(json_object_object_get(o, "data"), "events");
         cr_assert_eq(json_object_array_length(events), 1, "%s", json_object_to_json_string(o));
@@ -517,7 +478,7 @@ Test(channel, get_events_since_gap_keeps_newer_wildcard_events) {
 
         /* No lastEventId and a non-empty buffer: a refresh with no events, the reference's answer. */
         request(s, "{\"type\":\"get_events_since\",\"id\":\"h\",\"channel\":\"sys:*\"}");
-        again = pop_json(s);
+        again = test_pop_json(s);
         events = json_object_object_get(json_object_object_get(again, "data"), "events");
         cr_assert_eq(json_object_array_length(events), 0, "%s", json_object_to_json_string(again));
 }
@@ -657,7 +618,7 @@ Test(channel, caps) {
         subscribe(s, "c2");
         subscribe(s, "c2");
         request(s, "{\"type\":\"subscribe\",\"id\":\"s3\",\"channel\":\"c3\"}");
-        o = pop_json(s);
+        o = test_pop_json(s);
         cr_assert_str_eq(jstr(o, "type"), "error");
         cr_assert_str_eq(jstr(o, "id"), "s3");
         cr_assert(strstr(jstr(o, "error"), "Too many subscriptions"));
@@ -666,7 +627,7 @@ Test(channel, caps) {
         memset(name, 'n', 257);
         name[257] = '\0';
         request(p, "{\"type\":\"publish\",\"id\":\"p1\",\"channel\":\"%s\",\"message\":1}", name);
-        o = pop_json(p);
+        o = test_pop_json(p);
         cr_assert_str_eq(jstr(o, "type"), "error");
         cr_assert(strstr(jstr(o, "error"), "Channel name too long"));
         json_object_put(TAKE_PTR(o));
@@ -674,23 +635,23 @@ Test(channel, caps) {
 
         limits.MAX_MESSAGE_BYTES = 10;
         request(p, "{\"type\":\"publish\",\"id\":\"p2\",\"channel\":\"c1\",\"message\":\"0123456789\"}");
-        o = pop_json(p);
+        o = test_pop_json(p);
         cr_assert_str_eq(jstr(o, "type"), "error");
         cr_assert(strstr(jstr(o, "error"), "Message too large"));
         json_object_put(TAKE_PTR(o));
-        cr_assert_eq(s->out_n, 0, "nothing was delivered");
+        cr_assert_eq(client_queued(s), 0, "nothing was delivered");
 
         /* Two subscribed channels fill the table: a third cannot be made... */
         limits.MAX_CHANNELS = 2;
         request(p, "{\"type\":\"publish\",\"id\":\"p3\",\"channel\":\"c9\",\"message\":1}");
-        o = pop_json(p);
+        o = test_pop_json(p);
         cr_assert_str_eq(jstr(o, "type"), "error");
         cr_assert(strstr(jstr(o, "error"), "Too many channels"));
         json_object_put(TAKE_PTR(o));
 
         /* ...but channels that only hold a buffer make room. */
         request(s, "{\"type\":\"unsubscribe\",\"id\":\"u\",\"channel\":\"c2\"}");
-        json_object_put(pop_json(s));
+        json_object_put(test_pop_json(s));
         publish(p, "c8", "1");
         publish(p, "c9", "1");
         cr_assert_eq(channels_count(chs), 2);
@@ -703,9 +664,9 @@ static void fill_queue(Client *p, Client *c, Client *fast, const char *channel, 
 
                 publish(p, channel, msg);
                 drain(fast);
-                cr_assert_gt(c->out_n, 0);
-                last = c->out[c->out_head + c->out_n - 1].buf->size;
-                if (c->out_bytes + last > limits.MAX_WRITE_QUEUE_BYTES)
+                cr_assert_gt(client_queued(c), 0);
+                last = client_queued_line(c, client_queued(c) - 1)->size;
+                if (client_queued_bytes(c) + last > limits.MAX_WRITE_QUEUE_BYTES)
                         return;
         }
 }
@@ -727,36 +688,36 @@ Test(channel, slow_consumer_policy) {
         /* Fill the slow queue with two channels' messages; the fast subscriber reads everything. */
         publish(p, "s:two", msg);
         fill_queue(p, slow, fast, "s:one", msg);
-        queued = slow->out_n;
+        queued = client_queued(slow);
 
         /* Overflow: queued messages dropped, one refresh_needed per channel lost, then the new message. */
         id = publish(p, "s:one", msg);
-        cr_assert_eq(fast->out_n, 1, "the fast subscriber is not affected");
+        cr_assert_eq(client_queued(fast), 1, "the fast subscriber is not affected");
         drain(fast);
         snprintf(rid, sizeof(rid), "refresh_%" PRIu64, id);
-        o = pop_json(slow);
+        o = test_pop_json(slow);
         cr_assert_str_eq(jstr(o, "type"), "refresh_needed");
         cr_assert_str_eq(jstr(o, "id"), rid);
         cr_assert_str_eq(jstr(o, "channel"), "s:two", "in the order the lost messages were queued");
         json_object_put(TAKE_PTR(o));
-        o = pop_json(slow);
+        o = test_pop_json(slow);
         cr_assert_str_eq(jstr(o, "type"), "refresh_needed");
         cr_assert_str_eq(jstr(o, "channel"), "s:one");
         json_object_put(TAKE_PTR(o));
-        o = pop_json(slow);
+        o = test_pop_json(slow);
         cr_assert_str_eq(jstr(o, "type"), "channel_message");
         cr_assert_eq(jint(o, "eventId"), (int64_t) id);
         json_object_put(TAKE_PTR(o));
-        cr_assert_eq(slow->out_n, 0);
+        cr_assert_eq(client_queued(slow), 0);
 
         /* It read the notices: the next overflow is handled the same way, not by a disconnect. */
         fill_queue(p, slow, fast, "s:one", msg);
         publish(p, "s:one", msg);
         cr_assert_not(slow->disconnected);
-        o = pop_json(slow);
+        o = test_pop_json(slow);
         cr_assert_str_eq(jstr(o, "type"), "refresh_needed");
         json_object_put(TAKE_PTR(o));
-        cr_assert_eq(slow->out_n, 1, "only the new message is left");
+        cr_assert_eq(client_queued(slow), 1, "only the new message is left");
 
         /* This time it does not read the notice: overflowing again before that is a disconnect. */
         fill_queue(p, slow, fast, "s:two", msg);
@@ -767,7 +728,7 @@ Test(channel, slow_consumer_policy) {
         publish(p, "s:two", msg);
         cr_assert(slow->disconnected, "still over the cap before reading the notice");
         cr_assert_null(slow->subscriber.subscriptions);
-        cr_assert_eq(fast->out_n, 1, "the fast subscriber got that message too");
+        cr_assert_eq(client_queued(fast), 1, "the fast subscriber got that message too");
 
         cr_assert_eq(channels_add_status(chs, status), 0);
         cr_assert_eq(jint(status, "slowConsumerDisconnects"), 1);
@@ -1036,13 +997,13 @@ Test(channel, fast_and_general_paths_answer_alike) {
         subscribe(s, "x:1");
         n = snprintf(line, sizeof(line), "{\"type\":\"publish\",\"id\":\"same\",\"channel\":\"x:1\",\"message\":%s}", msg);
         cr_assert_eq(channels_publish_line(chs, p, line, n), 1, "the fast path takes it");
-        fast_push = pop_line(s);
-        fast_reply = pop_line(p);
+        fast_push = test_pop_line(s);
+        fast_reply = test_pop_line(p);
 
         /* A sessionId sends the same publish down the general path. */
         request(p, "{\"type\":\"publish\",\"id\":\"same\",\"channel\":\"x:1\",\"sessionId\":\"s\",\"message\":%s}", msg);
-        slow_push = pop_line(s);
-        slow_reply = pop_line(p);
+        slow_push = test_pop_line(s);
+        slow_reply = test_pop_line(p);
 
         /* Equal but for the eventIds (one apart, the same number of digits). */
         for (char *a = fast_push, *b = slow_push; *a && *b; a++, b++)
@@ -1092,7 +1053,7 @@ Test(channel, publish_scan_leaves_nul_in_names_to_the_general_path) {
 
         subscribe(s, "c");
         cr_assert_eq(channels_publish_line(chs, p, line, strlen(line)), 1, "a NUL in the message is taken");
-        push = pop_line(s);
+        push = test_pop_line(s);
         cr_assert(strstr(push, "\"message\":{\"k\":\"a\\u0000b\"}}"), "%s", push);
 }
 

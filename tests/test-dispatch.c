@@ -572,9 +572,7 @@ Test(dispatch_call, hooks_hear_new_providers) {
         cr_assert_eq(heard_counts, 2);
         dispatcher_client_gone(m->dispatcher, &c);
 
-        for (size_t i = 0; i < c.out_n; i++)
-                shared_buf_unref(c.out[c.out_head + i].buf);
-        free(c.out);
+        client_discard_queue(&c);
         manager_free(m);
         tmpdir_remove(home);
 }

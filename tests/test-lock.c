@@ -7,6 +7,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
+#include "helpers.h"
 #include "json-util.h"
 #include "photond-client.h"
 #include "photond-limits.h"
@@ -70,9 +71,7 @@ static void setup(void) {
 static void teardown(void) {
         for (size_t i = 0; i < ELEMENTSOF(clients); i++) {
                 lock_table_client_gone(table, &clients[i]);
-                for (size_t j = 0; j < clients[i].out_n; j++)
-                        shared_buf_unref(clients[i].out[clients[i].out_head + j].buf);
-                free(clients[i].out);
+                client_discard_queue(&clients[i]);
         }
         table = lock_table_free(table);
         sd_event_source_disable_unref(manager.flush_event_source);
@@ -88,18 +87,7 @@ static LockTime at(uint64_t ms) {
 
 /* The oldest queued reply of c, parsed (NULL if none). */
 static struct json_object* pop_reply(Client *c) {
-        struct json_object *o = NULL;
-        SharedBuf *b;
-
-        if (c->out_n == 0)
-                return NULL;
-        b = c->out[c->out_head].buf;
-        cr_assert_eq(json_parse(b->data, b->size, &o, NULL), 0);
-        c->out_head++;
-        c->out_n--;
-        c->out_bytes -= b->size;
-        shared_buf_unref(b);
-        return o;
+        return client_queued(c) > 0 ? test_pop_json(c) : NULL;
 }
 
 /* The oldest queued reply of c as its exact line (without the newline); the caller frees. */
@@ -118,23 +106,6 @@ static void expect_line(Client *c, const char *expected) {
 
         cr_assert_str_eq(s, expected);
         free(s);
-}
-
-static const char* jstr(struct json_object *o, const char *a, const char *b) {
-        struct json_object *v;
-
-        if (!json_object_object_get_ex(o, a, &v))
-                return NULL;
-        return b ? json_get_string(v, b) : json_object_get_string(v);
-}
-
-static int64_t jint(struct json_object *o, const char *a, const char *b) {
-        struct json_object *v;
-        int64_t i = -1;
-
-        cr_assert(json_object_object_get_ex(o, a, &v));
-        cr_assert_eq(json_get_int64(v, b, false, &i), 0, "%s.%s missing", a, b);
-        return i;
 }
 
 /* Runs a request line through the handler its type names, as the manager would. */
@@ -161,7 +132,7 @@ static void request(Client *c, const char *line) {
 static struct json_object* run_until_reply(Client *c, uint64_t limit_ms) {
         uint64_t end = now_usec(CLOCK_MONOTONIC) + limit_ms * USEC_PER_MSEC;
 
-        while (c->out_n == 0 && now_usec(CLOCK_MONOTONIC) < end)
+        while (client_queued(c) == 0 && now_usec(CLOCK_MONOTONIC) < end)
                 cr_assert_geq(sd_event_run(manager.event, 10 * USEC_PER_MSEC), 0);
         return pop_reply(c);
 }
@@ -397,25 +368,25 @@ Test(lock, waiters_are_served_in_order_at_release) {
         wait_for(&clients[2], "a", "w2", REQUEST_LOCK, 5000);
         wait_for(&clients[3], "a", "w3", REQUEST_ASSIGN_LOCK, 5000);
         cr_assert_eq(lock_table_waiter_count(table), 3);
-        cr_assert_eq(clients[1].out_n + clients[2].out_n + clients[3].out_n, 0, "nobody is answered yet");
+        cr_assert_eq(client_queued(&clients[1]) + client_queued(&clients[2]) + client_queued(&clients[3]), 0, "nobody is answered yet");
 
         cr_assert_eq(lock_table_release(table, "a", "owner", &now), 0);
         expect_line(&clients[1], "{\"type\":\"result\",\"id\":\"w-1\",\"success\":true,\"data\":{\"acquired\":true,"
                                  "\"lockName\":\"a\",\"holder\":\"w1\",\"fencingToken\":2}}");
-        cr_assert_eq(clients[2].out_n + clients[3].out_n, 0);
+        cr_assert_eq(client_queued(&clients[2]) + client_queued(&clients[3]), 0);
         l = lock_table_get(table, "a", &now);
         cr_assert_str_eq(l->holder, "w1", "the first waiter holds it at once");
         cr_assert_eq(l->acquired_at, now.wall_ms);
 
         cr_assert_eq(lock_table_release(table, "a", "w1", &now), 0);
         o = pop_reply(&clients[2]);
-        cr_assert_str_eq(jstr(o, "data", "holder"), "w2");
-        cr_assert_eq(jint(o, "data", "fencingToken"), 3);
+        cr_assert_str_eq(jstr(o, "data.holder"), "w2");
+        cr_assert_eq(jint(o, "data.fencingToken"), 3);
         json_object_put(o);
 
         cr_assert_eq(lock_table_release(table, "a", "w2", &now), 0);
         o = pop_reply(&clients[3]);
-        cr_assert_str_eq(jstr(o, "data", "holder"), "w3");
+        cr_assert_str_eq(jstr(o, "data.holder"), "w3");
         json_object_put(o);
         cr_assert_eq(lock_table_waiter_count(table), 0);
         cr_assert_eq(clients[1].n_lock_waits + clients[2].n_lock_waits + clients[3].n_lock_waits, 0);
@@ -431,9 +402,9 @@ Test(lock, a_waiter_of_the_new_holder_is_served_with_it) {
         wait_for(&clients[3], "a", "w1", REQUEST_LOCK, 5000);
 
         cr_assert_eq(lock_table_release(table, "a", "owner", &now), 0);
-        cr_assert_eq(clients[1].out_n, 1);
-        cr_assert_eq(clients[3].out_n, 1, "holder w1 already has the lock: its second wait is a re-entrant acquire");
-        cr_assert_eq(clients[2].out_n, 0);
+        cr_assert_eq(client_queued(&clients[1]), 1);
+        cr_assert_eq(client_queued(&clients[3]), 1, "holder w1 already has the lock: its second wait is a re-entrant acquire");
+        cr_assert_eq(client_queued(&clients[2]), 0);
         cr_assert_eq(lock_table_waiter_count(table), 1);
 }
 
@@ -449,7 +420,7 @@ Test(lock, expiry_on_access_hands_the_lock_to_the_first_waiter) {
         l = lock_table_get(table, "a", &later);
         cr_assert_not_null(l);
         cr_assert_str_eq(l->holder, "w1");
-        cr_assert_eq(clients[1].out_n, 1);
+        cr_assert_eq(client_queued(&clients[1]), 1);
 }
 
 Test(lock, a_disconnected_waiter_leaves_the_queue) {
@@ -469,9 +440,9 @@ Test(lock, a_disconnected_waiter_leaves_the_queue) {
         cr_assert_eq(lock_table_waiter_count(table), 2);
 
         cr_assert_eq(lock_table_release(table, "a", "owner", &now), 0);
-        cr_assert_eq(clients[1].out_n, 0, "a gone client is never answered");
+        cr_assert_eq(client_queued(&clients[1]), 0, "a gone client is never answered");
         o = pop_reply(&clients[2]);
-        cr_assert_str_eq(jstr(o, "data", "holder"), "w2");
+        cr_assert_str_eq(jstr(o, "data.holder"), "w2");
         json_object_put(o);
         cr_assert_eq(lock_table_count(table), 1, "locks are not tied to connections");
 }
@@ -599,31 +570,27 @@ Test(lock, lock_shapes_and_holder_rules) {
         request(&clients[2], "{\"type\":\"lock\",\"id\":\"3\",\"lockName\":\"a\",\"sessionId\":\"s1\"}");
         o = pop_reply(&clients[2]);
         cr_assert(json_object_get_boolean(json_object_object_get(o, "success")));
-        cr_assert_eq(jint(o, "data", "fencingToken"), 1);
+        cr_assert_eq(jint(o, "data.fencingToken"), 1);
         json_object_put(o);
 
         /* Without sessionId the id is the holder. */
         request(&clients[0], "{\"type\":\"lock\",\"id\":\"4\",\"lockName\":\"b\",\"lockTimeout\":0}");
         o = pop_reply(&clients[0]);
-        cr_assert_str_eq(jstr(o, "data", "holder"), "4");
+        cr_assert_str_eq(jstr(o, "data.holder"), "4");
         json_object_put(o);
         request(&clients[0], "{\"type\":\"query_lock\",\"id\":\"5\",\"lockName\":\"b\"}");
         o = pop_reply(&clients[0]);
-        cr_assert_eq(jint(o, "data", "expiresAt") - jint(o, "data", "acquiredAt"), 30000, "0 means the default");
+        cr_assert_eq(jint(o, "data.expiresAt") - jint(o, "data.acquiredAt"), 30000, "0 means the default");
         json_object_put(o);
 }
 
 /* The oldest queued reply of c as the bytes sent; the caller frees. */
 static char* pop_raw(Client *c) {
-        SharedBuf *b;
+        SharedBuf *b = client_pop_queued(c);
         char *s;
 
-        cr_assert_gt(c->out_n, 0, "no reply queued");
-        b = c->out[c->out_head].buf;
+        cr_assert_not_null(b, "no reply queued");
         s = strndup(b->data, b->size);
-        c->out_head++;
-        c->out_n--;
-        c->out_bytes -= b->size;
         shared_buf_unref(b);
         return s;
 }
@@ -705,7 +672,7 @@ Test(lock, fast_path_leaves_everything_else_alone) {
         for (size_t i = 0; i < ELEMENTSOF(lines); i++) {
                 cr_assert_eq(lock_table_handle_line(table, &clients[0], lines[i], strlen(lines[i])), 0,
                              "taken: %s", lines[i]);
-                cr_assert_eq(clients[0].out_n, 0, "answered: %s", lines[i]);
+                cr_assert_eq(client_queued(&clients[0]), 0, "answered: %s", lines[i]);
                 cr_assert_eq(lock_table_count(table), 0, "acted on: %s", lines[i]);
                 cr_assert_null(clients[0].session_id);
         }
@@ -721,7 +688,7 @@ Test(lock, fast_path_leaves_everything_else_alone) {
         for (size_t i = 0; i < ELEMENTSOF(raw); i++) {
                 cr_assert_eq(raw[i][raw_len[i] - 1], i == 3 ? '\0' : '}', "length of case %zu", i);
                 cr_assert_eq(lock_table_handle_line(table, &clients[0], raw[i], raw_len[i]), 0, "taken: case %zu", i);
-                cr_assert_eq(clients[0].out_n, 0);
+                cr_assert_eq(client_queued(&clients[0]), 0);
                 cr_assert_eq(lock_table_count(table), 0);
         }
 }
@@ -785,27 +752,27 @@ Test(lock, bad_numbers_and_caps_are_clear_errors) {
 
         request(&clients[0], "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockTimeout\":\"500\"}");
         o = pop_reply(&clients[0]);
-        cr_assert_str_eq(jstr(o, "type", NULL), "error");
-        cr_assert_str_eq(jstr(o, "id", NULL), "1");
-        cr_assert(strstr(jstr(o, "error", NULL), "Invalid request format: lockTimeout"));
+        cr_assert_str_eq(jstr(o, "type"), "error");
+        cr_assert_str_eq(jstr(o, "id"), "1");
+        cr_assert(strstr(jstr(o, "error"), "Invalid request format: lockTimeout"));
         json_object_put(o);
 
         request(&clients[0], "{\"type\":\"lock\",\"id\":\"2\",\"lockName\":\"a\",\"lockTimeout\":-5}");
         o = pop_reply(&clients[0]);
-        cr_assert_str_eq(jstr(o, "type", NULL), "error");
+        cr_assert_str_eq(jstr(o, "type"), "error");
         json_object_put(o);
 
         request(&clients[0], "{\"type\":\"lock\",\"id\":\"3\",\"lockName\":\"a\",\"lockWait\":300001}");
         o = pop_reply(&clients[0]);
-        cr_assert(strstr(jstr(o, "error", NULL), "Invalid request format: lockWait"));
+        cr_assert(strstr(jstr(o, "error"), "Invalid request format: lockWait"));
         json_object_put(o);
         cr_assert_eq(lock_table_count(table), 0, "a bad request takes no lock");
 
         limits.MAX_LOCK_NAME_BYTES = 3;
         request(&clients[0], "{\"type\":\"lock\",\"id\":\"4\",\"lockName\":\"abcd\"}");
         o = pop_reply(&clients[0]);
-        cr_assert_str_eq(jstr(o, "type", NULL), "error");
-        cr_assert(strstr(jstr(o, "error", NULL), "PHOTOND_MAX_LOCK_NAME_BYTES"));
+        cr_assert_str_eq(jstr(o, "type"), "error");
+        cr_assert(strstr(jstr(o, "error"), "PHOTOND_MAX_LOCK_NAME_BYTES"));
         json_object_put(o);
 
         /* A fractional timeout rounds up. */
@@ -826,10 +793,10 @@ Test(lock, lock_wait_over_the_wire_shapes) {
         json_object_put(pop_reply(&clients[0]));
         request(&clients[1], "{\"type\":\"lock\",\"id\":\"2\",\"lockName\":\"a\",\"sessionId\":\"s2\","
                              "\"lockWait\":5000,\"lockTimeout\":7000}");
-        cr_assert_eq(clients[1].out_n, 0, "a waiting acquire is answered later");
+        cr_assert_eq(client_queued(&clients[1]), 0, "a waiting acquire is answered later");
         request(&clients[1], "{\"type\":\"lock\",\"id\":\"3\",\"lockName\":\"a\",\"sessionId\":\"s1\",\"lockWait\":5000}");
         o = pop_reply(&clients[1]);
-        cr_assert_str_eq(jstr(o, "id", NULL), "3", "the holder itself never waits");
+        cr_assert_str_eq(jstr(o, "id"), "3", "the holder itself never waits");
         json_object_put(o);
 
         request(&clients[0], "{\"type\":\"unlock\",\"id\":\"4\",\"lockName\":\"a\",\"sessionId\":\"s1\"}");
@@ -838,7 +805,7 @@ Test(lock, lock_wait_over_the_wire_shapes) {
                                  "\"lockName\":\"a\",\"holder\":\"s2\",\"fencingToken\":2}}");
         request(&clients[1], "{\"type\":\"query_lock\",\"id\":\"5\",\"lockName\":\"a\"}");
         o = pop_reply(&clients[1]);
-        cr_assert_eq(jint(o, "data", "expiresAt") - jint(o, "data", "acquiredAt"), 7000, "the waiter's own timeout");
+        cr_assert_eq(jint(o, "data.expiresAt") - jint(o, "data.acquiredAt"), 7000, "the waiter's own timeout");
         json_object_put(o);
 }
 
@@ -855,7 +822,7 @@ Test(lock, force_release_and_list) {
         wait_for(&clients[1], "a", "w1", REQUEST_LOCK, 5000);
 
         cr_assert_eq(lock_table_force_release(table, "a"), 0);
-        cr_assert_eq(clients[1].out_n, 1, "the queue is served as after an unlock");
+        cr_assert_eq(client_queued(&clients[1]), 1, "the queue is served as after an unlock");
 
         cr_assert_eq(lock_table_list(table, &a), 0);
         cr_assert_eq(json_object_array_length(a), 2);

@@ -614,7 +614,7 @@ Test(store, a_push_leaves_at_once_only_when_nothing_waits_for_the_disk) {
         feed(pub, "{\"type\":\"publish\",\"id\":\"p3\",\"channel\":\"c\",\"message\":3}\n"
                   "{\"type\":\"publish\",\"id\":\"p4\",\"channel\":\"c\",\"message\":4}\n");
         cr_assert_str_eq(pending(sub_fds[1], buf, sizeof(buf)), "", "publishes that came together wait for the flush");
-        cr_assert_eq(sub->out_n, 2);
+        cr_assert_eq(client_queued(sub), 2);
         cr_assert_eq(manager_flush(e.m), 0);
         pending(sub_fds[1], buf, sizeof(buf));
         cr_assert(strstr(buf, "\"message\":3}\n") && strstr(buf, "\"message\":4}\n"), "in one write: %s", buf);

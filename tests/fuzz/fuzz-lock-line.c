@@ -32,18 +32,17 @@ static Manager* fuzz_manager(void) {
 }
 
 static void check_replies(Client *c) {
-        for (; c->out_n > 0; c->out_head++, c->out_n--) {
-                SharedBuf *b = c->out[c->out_head].buf;
+        SharedBuf *b;
+
+        while ((b = client_pop_queued(c))) {
                 struct json_object *o = NULL;
 
                 assert(b->size > 0 && b->data[b->size - 1] == '\n');
                 assert(json_parse(b->data, b->size, &o, NULL) == 0);
                 assert(json_object_is_type(o, json_type_object));
                 json_object_put(o);
-                c->out_bytes -= b->size;
                 shared_buf_unref(b);
         }
-        c->out_head = 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -449,43 +449,6 @@ bool conn_wait_eof(Conn *c, int timeout_ms) {
         }
 }
 
-struct json_object* jget(struct json_object *o, const char *path) {
-        char *copy = strdup(path), *save = NULL;
-
-        for (char *tok = strtok_r(copy, ".", &save); tok && o; tok = strtok_r(NULL, ".", &save)) {
-                if (json_object_is_type(o, json_type_array)) {
-                        char *end;
-                        long i = strtol(tok, &end, 10);
-                        o = *end ? NULL : json_object_array_get_idx(o, i);
-                } else if (json_object_is_type(o, json_type_object)) {
-                        struct json_object *v;
-                        o = json_object_object_get_ex(o, tok, &v) ? v : NULL;
-                } else
-                        o = NULL;
-        }
-        free(copy);
-        return o;
-}
-
-const char* jstr(struct json_object *o, const char *path) {
-        struct json_object *v = jget(o, path);
-        return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
-}
-
-int64_t jint(struct json_object *o, const char *path) {
-        struct json_object *v = jget(o, path);
-        cr_assert(v && (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)),
-                  "'%s' is not a number in %s", path, json_object_to_json_string(o));
-        return json_object_get_int64(v);
-}
-
-bool jbool(struct json_object *o, const char *path) {
-        struct json_object *v = jget(o, path);
-        cr_assert(v && json_object_is_type(v, json_type_boolean), "'%s' is not a boolean in %s", path,
-                  json_object_to_json_string(o));
-        return json_object_get_boolean(v);
-}
-
 bool jhas(struct json_object *o, const char *path) {
         struct json_object *holder;
         char *copy = strdup(path), *dot = strrchr(copy, '.');

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "helpers.h"
+
 typedef struct DaemonOptions {
         bool socket_activate;           /* start under systemd-socket-activate with fd name "control" */
         bool webhook;                   /* also pass a loopback TCP listener named "webhook" (needs socket_activate) */
@@ -75,11 +77,7 @@ struct json_object* conn_request(Conn *c, const char *id, const char *fmt, ...) 
 /* True when the peer closes the connection within timeout_ms (other lines are skipped). */
 bool conn_wait_eof(Conn *c, int timeout_ms);
 
-/* Dotted-path access: "data.locks.0.name". */
-struct json_object* jget(struct json_object *o, const char *path);
-const char* jstr(struct json_object *o, const char *path);
-int64_t jint(struct json_object *o, const char *path);
-bool jbool(struct json_object *o, const char *path);
+/* Whether the dotted path exists, a null value included (jget(), jstr(), jint() and jbool() are in helpers.h). */
 bool jhas(struct json_object *o, const char *path);
 
 /* Runs photonctl against d with the given arguments (NULL-terminated); returns its exit status, its stdout in
