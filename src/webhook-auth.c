@@ -795,23 +795,13 @@ int webhook_parse_route(const char *path, const char *photon_header, char **ret_
         return 0;
 }
 
-static int hex_digit(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 size_t webhook_unescape(void *cls, struct MHD_Connection *connection, char *s) {
         char *w = s;
 
         for (const char *r = s; *r;) {
                 int hi, lo;
 
-                if (r[0] == '%' && (hi = hex_digit(r[1])) >= 0 && (lo = hex_digit(r[2])) >= 0 && (hi | lo) != 0) {
+                if (r[0] == '%' && (hi = unhex_char(r[1])) >= 0 && (lo = unhex_char(r[2])) >= 0 && (hi | lo) != 0) {
                         *w++ = (char) (hi * 16 + lo);
                         r += 3;
                 } else
