@@ -10,17 +10,10 @@
  * made a client disconnect, a disconnect that fails other calls) still holds it. */
 
 #include <assert.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <pwd.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <unistd.h>
 #include <uthash.h>
 
 #include "event-util.h"
@@ -29,17 +22,13 @@
 #include "photond-channel.h"
 #include "photond-client.h"
 #include "photond-dispatch.h"
+#include "photond-exec.h"
 #include "photond-limits.h"
 #include "photond-manager.h"
 #include "photond-schedule.h"
 #include "string-util.h"
 
 #define INVOKE_ID_PREFIX "inv_"
-
-/* After the handler exits, how long a grandchild may keep its stdout/stderr open before we stop waiting. */
-#define EXIT_GRACE_USEC (100 * USEC_PER_MSEC)
-/* Longest stderr line logged as one journal entry; the rest of the line is cut. */
-#define STDERR_LINE_MAX 1024
 
 typedef struct Provider Provider;
 
@@ -61,46 +50,6 @@ struct Provider {
         uint64_t n_served;
 };
 
-typedef enum ExecPhase {
-        EXEC_RUNNING,
-        EXEC_TERM_SENT,         /* timed out, the call answered: SIGTERM sent, SIGKILL after the grace */
-        EXEC_KILL_SENT,
-        EXEC_EXITED,            /* reaped; waiting (briefly) for EOF on stdout/stderr */
-} ExecPhase;
-
-typedef struct ExecChild ExecChild;
-
-struct ExecChild {
-        Dispatcher *dispatcher;
-        DispatchCall *call;     /* NULL once timed out: then on the dispatcher's terminating list until reaped */
-        LIST_FIELDS(ExecChild, terminating);
-        sd_event_source *kill_timer_source;     /* terminating: SIGKILL when the grace is over */
-        char *name;                             /* terminating: "photon/method", for the log */
-        char *job_id;                           /* terminating: the job whose run this was, if any */
-
-        pid_t pid;              /* also the process group */
-        ExecPhase phase;
-        sd_event_source *child_source;
-        sd_event_source *stdin_source, *stdout_source, *stderr_source;
-        int stdin_fd, stdout_fd, stderr_fd;
-
-        char *input;
-        size_t input_size, input_offset;
-
-        char *out;
-        size_t out_size, out_alloc;
-
-        TailBuf err_tail;
-        char err_line[STDERR_LINE_MAX];
-        size_t err_line_size;
-        bool err_line_cut;
-        uint64_t err_logged;
-
-        int exit_code, exit_status;    /* from waitid(): CLD_*, status or signal */
-        int out_error;                  /* reading stdout failed: the output is incomplete */
-        bool exited:1;
-        bool too_large:1;
-};
 
 typedef enum CallState {
         CALL_RUNNING,
@@ -151,7 +100,7 @@ struct DispatchCall {
 struct Dispatcher {
         Manager *manager;
         DispatcherHooks hooks;
-        char *home;                     /* HOME for handlers */
+        ExecRunner *runner;             /* the executable handlers, and the timed-out ones still ending */
 
         PhotonEntry *photons;
         unsigned n_providers;
@@ -165,11 +114,6 @@ struct Dispatcher {
         LIST_HEAD(DispatchCall, done);
         sd_event_source *done_event_source;
         bool freeing;
-
-        /* Timed-out handlers between SIGTERM and their reaping: their calls are answered already, but the
-         * processes still count against MAX_CALLS, so that callers cannot pile them up faster than they die. */
-        LIST_HEAD(ExecChild, terminating);
-        unsigned n_terminating;
 };
 
 static const char *const dispatch_error_table[_DISPATCH_ERROR_MAX] = {
@@ -277,33 +221,6 @@ static Provider* provider_pick(PhotonEntry *e) {
 
 /* ---- calls ---- */
 
-static void exec_child_free(ExecChild *x) {
-        if (!x)
-                return;
-        if (x->child_source && !x->exited) {
-                /* Only on dispatcher_free(): let sd-event kill and reap what is left. */
-                (void) kill(-x->pid, SIGKILL);
-                (void) sd_event_source_set_child_process_own(x->child_source, true);
-        }
-        if (!x->call && x->dispatcher) {
-                LIST_REMOVE(terminating, x->dispatcher->terminating, x);
-                x->dispatcher->n_terminating--;
-        }
-        sd_event_source_disable_unref(x->kill_timer_source);
-        sd_event_source_disable_unref(x->child_source);
-        sd_event_source_disable_unref(x->stdin_source);
-        sd_event_source_disable_unref(x->stdout_source);
-        sd_event_source_disable_unref(x->stderr_source);
-        safe_close(x->stdin_fd);
-        safe_close(x->stdout_fd);
-        safe_close(x->stderr_fd);
-        free(x->input);
-        free(x->out);
-        free(x->name);
-        free(x->job_id);
-        free(x);
-}
-
 static DispatchCall* call_free(DispatchCall *call) {
         Dispatcher *d;
 
@@ -344,8 +261,8 @@ static void call_unlink(DispatchCall *call) {
 }
 
 /* Records the outcome (data is taken, error copied) and queues the call for delivery. Releases the provider
- * slot; an exec call comes here only after its child was reaped or, timed out, handed to the dispatcher's
- * terminating list. Never sends anything. */
+ * slot; an exec call comes here only after its child was reaped or, timed out, handed to the exec
+ * runner's terminating list. Never sends anything. */
 static void call_complete(DispatchCall *call, bool success, struct json_object *data, const char *error) {
         Dispatcher *d = call->dispatcher;
 
@@ -514,551 +431,45 @@ static int send_prompt_response(DispatchCall *call, struct json_object *value) {
         return client_send_json(call->provider->client, o);
 }
 
-/* ---- exec handlers ---- */
+/* ---- exec handlers (photond-exec.c) ---- */
 
-static void exec_maybe_finish(DispatchCall *call);
-
-static int fd_move_above_stdio(int fd) {
-        int n;
-
-        /* A daemon started with stdio closed would get pipe ends 0-2, which the dup2() plan would clobber. */
-        if (fd > STDERR_FILENO)
-                return fd;
-        n = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-        safe_close(fd);
-        return n < 0 ? -errno : n;
-}
-
-static int pipe_for_child(int ret[2], bool parent_reads) {
-        int p[2], r;
-
-        if (pipe2(p, O_CLOEXEC) < 0)
-                return -errno;
-        p[0] = fd_move_above_stdio(p[0]);
-        p[1] = fd_move_above_stdio(p[1]);
-        if (p[0] < 0 || p[1] < 0) {
-                r = p[0] < 0 ? p[0] : p[1];
-                safe_close(p[0]);
-                safe_close(p[1]);
-                return r;
-        }
-        /* Only our end is non-blocking: the handler sees ordinary blocking stdio. */
-        if (fcntl(p[parent_reads ? 0 : 1], F_SETFL, O_NONBLOCK) < 0) {
-                r = -errno;
-                safe_close(p[0]);
-                safe_close(p[1]);
-                return r;
-        }
-        ret[0] = p[0];
-        ret[1] = p[1];
-        return 0;
-}
-
-static void exec_close_stdin(ExecChild *x) {
-        x->stdin_source = sd_event_source_disable_unref(x->stdin_source);
-        x->stdin_fd = safe_close(x->stdin_fd);
-        x->input = mfree(x->input);
-}
-
-/* Returns 1 when more is to be written later, 0 when done (written, or the handler closed its stdin). */
-static int exec_write_input(ExecChild *x) {
-        while (x->input_offset < x->input_size) {
-                ssize_t n = write(x->stdin_fd, x->input + x->input_offset, x->input_size - x->input_offset);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno == EAGAIN)
-                                return 1;
-                        /* EPIPE: a handler need not read its arguments. */
-                        break;
-                }
-                x->input_offset += n;
-        }
-        exec_close_stdin(x);
-        return 0;
-}
-
-static int on_exec_stdin(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        DispatchCall *call = userdata;
-
-        (void) exec_write_input(call->exec);
-        return 0;
-}
-
-static void exec_kill(ExecChild *x, int sig) {
-        /* The whole group: a handler's own children go with it. */
-        if (kill(-x->pid, sig) < 0 && errno != ESRCH)
-                log_debug_errno(errno, "Failed to signal process group %d: %m", (int) x->pid);
-}
-
-static void exec_close_stdout(ExecChild *x) {
-        x->stdout_source = sd_event_source_disable_unref(x->stdout_source);
-        x->stdout_fd = safe_close(x->stdout_fd);
-}
-
-static void exec_close_stderr(ExecChild *x) {
-        x->stderr_source = sd_event_source_disable_unref(x->stderr_source);
-        x->stderr_fd = safe_close(x->stderr_fd);
-}
-
-/* Reads what is available. Returns 1 on EOF (or a read error), 0 otherwise. */
-static int exec_read_stdout(DispatchCall *call) {
-        ExecChild *x = call->exec;
-        uint64_t cap = limits.HANDLER_MAX_OUTPUT_BYTES;
-
-        for (;;) {
-                ssize_t n;
-
-                if (x->out_alloc - x->out_size < 16384) {
-                        size_t na = MAX(x->out_alloc * 2, (size_t) 65536);
-                        char *p;
-
-                        /* One byte over the cap is enough to know the output is too large. */
-                        na = MIN(na, (size_t) cap + 1);
-                        if (na <= x->out_size) {
-                                x->too_large = true;
-                                return 1;
-                        }
-                        p = realloc(x->out, na);
-                        if (!p) {
-                                x->out_error = -ENOMEM;
-                                return 1;
-                        }
-                        x->out = p;
-                        x->out_alloc = na;
-                }
-
-                n = read(x->stdout_fd, x->out + x->out_size, x->out_alloc - x->out_size);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno == EAGAIN)
-                                return 0;
-                        x->out_error = -errno;
-                        return 1;
-                }
-                if (n == 0)
-                        return 1;
-                x->out_size += n;
-                if (x->out_size > cap) {
-                        x->too_large = true;
-                        return 1;
-                }
-        }
-}
-
-static int on_exec_stdout(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        DispatchCall *call = userdata;
-        ExecChild *x = call->exec;
-
-        if (exec_read_stdout(call) == 0)
-                return 0;
-        exec_close_stdout(x);
-        if (x->too_large) {
-                log_warning("Handler %s/%s (pid %d) wrote more than %" PRIu64 " bytes to stdout, killing it.",
-                            call->photon->name, call->method, (int) x->pid, limits.HANDLER_MAX_OUTPUT_BYTES);
-                exec_kill(x, SIGKILL);
-        } else if (x->out_error < 0) {
-                log_warning_errno(x->out_error, "Failed to read the output of handler %s/%s (pid %d), killing it: %m",
-                                  call->photon->name, call->method, (int) x->pid);
-                exec_kill(x, SIGKILL);
-        }
-        exec_maybe_finish(call);
-        return 0;
-}
-
-static void exec_log_line(DispatchCall *call, const char *line, size_t len, bool cut) {
-        ExecChild *x = call->exec;
-
-        if (x->err_logged >= limits.HANDLER_MAX_LOG_BYTES)
-                return;
-        x->err_logged += len;
-        log_info("%s/%s[%d]: %.*s%s", call->photon->name, call->method, (int) x->pid, (int) len, line,
-                 cut ? "…" : "");
-        if (x->err_logged >= limits.HANDLER_MAX_LOG_BYTES)
-                log_info("%s/%s[%d]: further stderr output not logged (PHOTOND_HANDLER_MAX_LOG_BYTES=%" PRIu64 ").",
-                         call->photon->name, call->method, (int) x->pid, limits.HANDLER_MAX_LOG_BYTES);
-}
-
-static void exec_feed_stderr(DispatchCall *call, const char *buf, size_t size) {
-        ExecChild *x = call->exec;
-
-        tail_buf_append(&x->err_tail, buf, size);
-        for (size_t i = 0; i < size; i++) {
-                if (buf[i] == '\n') {
-                        if (x->err_line_size > 0 || !x->err_line_cut)
-                                exec_log_line(call, x->err_line, x->err_line_size, x->err_line_cut);
-                        x->err_line_size = 0;
-                        x->err_line_cut = false;
-                        continue;
-                }
-                if (x->err_line_cut)
-                        continue;
-                if (x->err_line_size == sizeof(x->err_line)) {
-                        exec_log_line(call, x->err_line, x->err_line_size, true);
-                        x->err_line_size = 0;
-                        x->err_line_cut = true;
-                        continue;
-                }
-                x->err_line[x->err_line_size++] = buf[i];
-        }
-}
-
-static int exec_read_stderr(DispatchCall *call) {
-        char buf[16384];
-
-        for (;;) {
-                ssize_t n = read(call->exec->stderr_fd, buf, sizeof(buf));
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return errno == EAGAIN ? 0 : 1;
-                }
-                if (n == 0)
-                        return 1;
-                exec_feed_stderr(call, buf, n);
-        }
-}
-
-static int on_exec_stderr(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        DispatchCall *call = userdata;
-
-        if (exec_read_stderr(call) == 0)
-                return 0;
-        exec_close_stderr(call->exec);
-        exec_maybe_finish(call);
-        return 0;
-}
-
-static void exec_finish(DispatchCall *call) {
-        ExecChild *x = call->exec;
-        _cleanup_free_ char *tail = NULL, *msg = NULL;
-        struct json_object *data = NULL;
-        int r;
-
-        /* Whatever is still readable, then nothing is left behind in the process group. */
-        if (x->stdout_fd >= 0) {
-                (void) exec_read_stdout(call);
-                exec_close_stdout(x);
-        }
-        if (x->stderr_fd >= 0) {
-                (void) exec_read_stderr(call);
-                exec_close_stderr(x);
-        }
-        if (x->err_line_size > 0)
-                exec_log_line(call, x->err_line, x->err_line_size, x->err_line_cut);
-        x->err_line_size = 0;
-        exec_kill(x, SIGKILL);
-        exec_close_stdin(x);
-
-        tail = tail_buf_text(&x->err_tail);
-
-        if (x->too_large) {
-                call_fail(call, "Handler %s/%s output too large (over %" PRIu64 " bytes, PHOTOND_HANDLER_MAX_OUTPUT_BYTES)",
-                          call->photon->name, call->method, limits.HANDLER_MAX_OUTPUT_BYTES);
-                return;
-        }
-        if (x->out_error < 0) {
-                call_fail(call, "Handler %s/%s: cannot read its output: %s", call->photon->name, call->method,
-                          strerror(-x->out_error));
-                return;
-        }
-        if (x->exit_code != CLD_EXITED || x->exit_status != 0) {
-                msg = dispatch_exit_message(call->photon->name, call->method, x->exit_code, x->exit_status, tail);
-                call_complete(call, false, NULL, msg ?: "Handler failed");
-                return;
-        }
-
-        r = dispatch_parse_output(x->out, x->out_size, &data);
-        if (r < 0) {
-                call_fail(call, "Handler %s/%s: cannot read its output: %s", call->photon->name, call->method,
-                          strerror(-r));
-                return;
-        }
-        call_complete(call, true, data, NULL);
-}
-
-static void exec_maybe_finish(DispatchCall *call) {
-        ExecChild *x = call->exec;
-        int r;
-
-        if (call->state != CALL_RUNNING || !x->exited)
-                return;
-        if (x->stdout_fd < 0 && x->stderr_fd < 0) {
-                exec_finish(call);
-                return;
-        }
-        if (x->phase == EXEC_EXITED)
-                return;
-
-        /* The handler is gone but something (a grandchild) still holds its output open: wait briefly. */
-        x->phase = EXEC_EXITED;
-        r = event_source_arm_relative(call->timer_source, EXIT_GRACE_USEC);
-        if (r < 0) {
-                log_warning_errno(r, "Failed to arm the exit grace timer, finishing now: %m");
-                exec_finish(call);
-        }
-}
-
-static int on_exec_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
-        ExecChild *x = userdata;
-        DispatchCall *call = x->call;
-
-        x->exited = true;
-        if (!call) {
-                /* A timed-out handler is gone at last; what it left in its group goes with it. */
-                log_debug("Timed-out handler %s (pid %d) ended: code %d status %d.", x->name ?: "?", (int) x->pid,
-                          si->si_code, si->si_status);
-                exec_kill(x, SIGKILL);
-                exec_child_free(x);
-                return 0;
-        }
-        x->exit_code = si->si_code;
-        x->exit_status = si->si_status;
-        log_debug("Handler %s/%s (pid %d) ended: code %d status %d.", call->photon->name, call->method,
-                  (int) x->pid, si->si_code, si->si_status);
-        exec_maybe_finish(call);
-        return 0;
-}
-
-/* Writes "photond: cannot execute <path> (errno N)" with async-signal-safe calls only. */
-static void child_report_exec_failure(const char *path, int error) {
-        char num[16];
-        size_t n = sizeof(num);
-
-        do {
-                num[--n] = (char) ('0' + error % 10);
-                error /= 10;
-        } while (error > 0 && n > 0);
-        (void) !write(STDERR_FILENO, "photond: cannot execute ", 24);
-        (void) !write(STDERR_FILENO, path, strlen(path));
-        (void) !write(STDERR_FILENO, " (errno ", 8);
-        (void) !write(STDERR_FILENO, num + n, sizeof(num) - n);
-        (void) !write(STDERR_FILENO, ")\n", 2);
-}
-
-/* In the vfork()ed child, which borrows photond's memory until execve(): plain system calls only, nothing that
- * writes to the heap or returns. */
-_noreturn_ static void exec_child(const char *path, char **argv, char **env, const char *cwd, int in, int out,
-                                  int err) {
-        /* SIG_DFL is 0, so an all-zero kernel sigaction means "default, no flags, empty mask" whatever the
-         * architecture's layout of that struct is. */
-        static const uint64_t default_action[8] = {};
-        sigset_t none;
-
-        /* Its own process group, so a timeout or cleanup reaches everything the handler started. */
-        (void) setpgid(0, 0);
-
-        if (dup2(in, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 || dup2(err, STDERR_FILENO) < 0)
-                _exit(127);
-        if (close_range(3, ~0U, 0) < 0)
-                for (int fd = 3; fd < 65536; fd++)
-                        (void) close(fd);
-
-        /* Default dispositions (photond ignores SIGPIPE, and may have inherited ignored signals) and an empty mask
-         * (sd-event blocks SIGTERM, SIGCHLD...). The raw system call, because glibc's sigaction() refuses its
-         * internal signals 32 and 33, and an "ignored" inherited from photond's parent (make does that) would
-         * otherwise survive execve() into the handler. */
-        for (int sig = 1; sig < _NSIG; sig++)
-                if (sig != SIGKILL && sig != SIGSTOP)
-                        (void) syscall(SYS_rt_sigaction, sig, default_action, NULL, (_NSIG - 1) / 8);
-        sigemptyset(&none);
-        (void) sigprocmask(SIG_SETMASK, &none, NULL);
-
-        if (chdir(cwd) < 0)
-                (void) !chdir("/");
-        execve(path, argv, env);
-        child_report_exec_failure(path, errno);
-        _exit(127);
+static void on_exec_done(bool success, struct json_object *data, const char *error, void *userdata) {
+        call_complete(userdata, success, data, error);
 }
 
 static int exec_spawn(DispatchCall *call, const char *path, bool method_arg) {
-        Dispatcher *d = call->dispatcher;
-        _cleanup_(dispatch_strv_freep) char **env = NULL;
-        int in[2] = { -EBADF, -EBADF }, out[2] = { -EBADF, -EBADF }, err[2] = { -EBADF, -EBADF };
-        char *argv[] = { (char*) path, method_arg ? call->method : NULL, NULL };
-        sigset_t all, saved;
-        const char *json;
-        ExecChild *x;
-        size_t len;
-        pid_t pid;
-        int r;
-
-        r = dispatch_build_env(d->home, call->photon->name, call->method, call->trigger, call->job_id, &env);
-        if (r < 0)
-                return r;
-
-        /* Owned by the call from here: call_free() releases whatever was set up. */
-        x = call->exec = new0(ExecChild, 1);
-        if (!x)
-                return -ENOMEM;
-        x->dispatcher = d;
-        x->call = call;
-        x->stdin_fd = x->stdout_fd = x->stderr_fd = -EBADF;
-
-        json = json_object_to_json_string_length(call->args, JSON_FORMAT_FLAGS, &len);
-        if (!json)
-                return -ENOMEM;
-        x->input = malloc(len + 1);
-        if (!x->input)
-                return -ENOMEM;
-        memcpy(x->input, json, len);
-        x->input[len] = '\n';
-        x->input_size = len + 1;
-
-        if ((r = pipe_for_child(in, false)) < 0 ||
-            (r = pipe_for_child(out, true)) < 0 ||
-            (r = pipe_for_child(err, true)) < 0)
-                goto fail;
-
-        /* vfork(): the child borrows our memory until execve() instead of copying our page tables, which made
-         * starting a handler 2-3 times faster than fork() (measured). No signal handler may run in the borrowed
-         * memory meanwhile, so everything is blocked until the child has reset its dispositions. */
-        sigfillset(&all);
-        if (sigprocmask(SIG_SETMASK, &all, &saved) < 0) {
-                r = -errno;
-                goto fail;
-        }
-        pid = vfork();
-        if (pid == 0)
-                exec_child(path, argv, env, d->manager->handlers_dir, in[0], out[1], err[1]);
-        r = pid < 0 ? -errno : 0;
-        (void) sigprocmask(SIG_SETMASK, &saved, NULL);
-        if (r < 0)
-                goto fail;
-
-        /* Both sides call setpgid(), so the group exists before we might signal it. */
-        (void) setpgid(pid, pid);
-
-        x->pid = pid;
-        safe_close(in[0]);
-        safe_close(out[1]);
-        safe_close(err[1]);
-        x->stdin_fd = in[1];
-        x->stdout_fd = out[0];
-        x->stderr_fd = err[0];
-
-        /* From here on the child exists: call_free() kills it and its child source reaps it. */
-        r = sd_event_add_child(d->manager->event, &x->child_source, pid, WEXITED, on_exec_exit, x);
-        if (r < 0) {
-                (void) kill(-pid, SIGKILL);
-                (void) waitpid(pid, NULL, 0);
-                x->exited = true;
-                return r;
-        }
-        (void) sd_event_source_set_description(x->child_source, "handler-exit");
-
-        r = sd_event_add_io(d->manager->event, &x->stdout_source, x->stdout_fd, EPOLLIN, on_exec_stdout, call);
-        if (r >= 0)
-                r = sd_event_add_io(d->manager->event, &x->stderr_source, x->stderr_fd, EPOLLIN, on_exec_stderr,
-                                    call);
-        if (r >= 0 && exec_write_input(x) > 0)
-                r = sd_event_add_io(d->manager->event, &x->stdin_source, x->stdin_fd, EPOLLOUT, on_exec_stdin,
-                                    call);
-        if (r < 0)
-                return r;
-        (void) sd_event_source_set_description(x->stdout_source, "handler-stdout");
-        (void) sd_event_source_set_description(x->stderr_source, "handler-stderr");
-        if (x->stdin_source)
-                (void) sd_event_source_set_description(x->stdin_source, "handler-stdin");
-
-        log_debug("Started handler %s for %s/%s (pid %d, %s).", path, call->photon->name, call->method, (int) pid,
-                  dispatch_trigger_to_string(call->trigger));
-        return 0;
-
-fail:
-        for (unsigned i = 0; i < 2; i++) {
-                safe_close(in[i]);
-                safe_close(out[i]);
-                safe_close(err[i]);
-        }
-        return r;
+        return exec_child_spawn(call->dispatcher->runner, &(ExecSpec) {
+                                        .path = path,
+                                        .method_arg = method_arg,
+                                        .cwd = call->dispatcher->manager->handlers_dir,
+                                        .photon = call->photon->name,
+                                        .method = call->method,
+                                        .args = call->args,
+                                        .trigger = call->trigger,
+                                        .job_id = call->job_id,
+                                        .timeout_ms = call->timeout_ms,
+                                        .timer_source = call->timer_source,
+                                }, on_exec_done, call, &call->exec);
 }
 
 /* ---- timers ---- */
 
-static int on_terminating_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        ExecChild *x = userdata;
-
-        log_warning("Handler %s (pid %d) ignored SIGTERM, sending SIGKILL.", x->name ?: "?", (int) x->pid);
-        x->phase = EXEC_KILL_SENT;
-        exec_kill(x, SIGKILL);
-        return 0;
-}
-
-/* The call's timeout: the caller is answered now, whatever the handler does with its SIGTERM. The process moves
- * to the dispatcher's terminating list, where the kill grace runs and the child source reaps it; its pipes are
- * closed, so what it writes from now on is lost (and a write gets EPIPE). */
-static void exec_time_out(DispatchCall *call) {
-        Dispatcher *d = call->dispatcher;
-        ExecChild *x = call->exec;
-        _cleanup_free_ char *tail = NULL;
-        int r;
-
-        log_warning("Handler %s/%s (pid %d) timed out after %" PRIu64 " ms, sending SIGTERM.",
-                    call->photon->name, call->method, (int) x->pid, call->timeout_ms);
-        exec_kill(x, SIGTERM);
-
-        /* The stderr that is already there explains the timeout best. */
-        if (x->stderr_fd >= 0)
-                (void) exec_read_stderr(call);
-        if (x->err_line_size > 0)
-                exec_log_line(call, x->err_line, x->err_line_size, x->err_line_cut);
-        x->err_line_size = 0;
-        tail = tail_buf_text(&x->err_tail);
-        exec_close_stdout(x);
-        exec_close_stderr(x);
-        exec_close_stdin(x);
-
-        if (asprintf(&x->name, "%s/%s", call->photon->name, call->method) < 0)
-                x->name = NULL;
-        /* Not fatal if it fails: the job could then start its next run during the grace. */
-        x->job_id = call->job_id ? strdup(call->job_id) : NULL;
-        x->call = NULL;
-        call->exec = NULL;
-        x->phase = EXEC_TERM_SENT;
-        LIST_PREPEND(terminating, d->terminating, x);
-        d->n_terminating++;
-        r = sd_event_add_time_relative(d->manager->event, &x->kill_timer_source, CLOCK_MONOTONIC,
-                                       limits.HANDLER_KILL_GRACE_MS * USEC_PER_MSEC, USEC_PER_MSEC,
-                                       on_terminating_timer, x);
-        if (r < 0) {
-                log_warning_errno(r, "Failed to arm the kill grace timer, sending SIGKILL now: %m");
-                x->phase = EXEC_KILL_SENT;
-                exec_kill(x, SIGKILL);
-        } else
-                (void) sd_event_source_set_description(x->kill_timer_source, "handler-kill-grace");
-
-        call_fail(call, "Handler %s/%s timed out after %" PRIu64 " ms%s%s", call->photon->name, call->method,
-                  call->timeout_ms, tail && tail[0] ? ": " : "", tail ?: "");
-}
-
 static int on_call_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         DispatchCall *call = userdata;
-        ExecChild *x = call->exec;
 
         if (call->state != CALL_RUNNING)
                 return 0;
 
-        if (!x) {
+        if (!call->exec) {
                 call_fail(call, "Timed out after %" PRIu64 " ms waiting for the provider of '%s' to answer %s",
                           call->timeout_ms, call->photon->name, call->method);
                 return 0;
         }
 
-        switch (x->phase) {
-        case EXEC_RUNNING:
-                exec_time_out(call);
-                break;
-        case EXEC_TERM_SENT:
-        case EXEC_KILL_SENT:
-                /* Only terminating children, which have a timer of their own. */
-                break;
-        case EXEC_EXITED:
-                /* The exit grace is over: stop waiting for whoever holds the pipes. */
-                exec_finish(call);
-                break;
-        }
+        /* The timeout (the call is answered, the process left to the runner's terminating list) or the end of
+         * the exit grace. */
+        if (exec_child_timer(call->exec) > 0)
+                call->exec = NULL;
         return 0;
 }
 
@@ -1083,7 +494,7 @@ static int failure_set(Dispatcher *d, const DispatchRequest *req, DispatchError 
                 break;
         case DISPATCH_ERROR_BUSY:
                 k = asprintf(&f->message, "Busy: %u calls in flight and %u timed-out handlers not ended yet "
-                             "(PHOTOND_MAX_CALLS)", d->n_calls, d->n_terminating);
+                             "(PHOTOND_MAX_CALLS)", d->n_calls, exec_runner_n_terminating(d->runner));
                 break;
         case DISPATCH_ERROR_PHOTON_BUSY:
                 p = photon_find(d, req->photon);
@@ -1160,7 +571,7 @@ static int call_start(Dispatcher *d, const DispatchRequest *req, const CallOrigi
                 return failure_set(d, req, DISPATCH_ERROR_INTERNAL, -EINVAL, f);
 
         e = photon_find(d, req->photon);
-        if (d->n_calls + d->n_terminating >= limits.MAX_CALLS)
+        if (d->n_calls + exec_runner_n_terminating(d->runner) >= limits.MAX_CALLS)
                 return failure_set(d, req, DISPATCH_ERROR_BUSY, -EBUSY, f);
         if (e && e->n_calls >= limits.MAX_CALLS_PER_PHOTON)
                 return failure_set(d, req, DISPATCH_ERROR_PHOTON_BUSY, -EBUSY, f);
@@ -1263,8 +674,6 @@ static int call_start(Dispatcher *d, const DispatchRequest *req, const CallOrigi
 
 int dispatcher_new(Manager *m, const DispatcherHooks *hooks, Dispatcher **ret) {
         _cleanup_(dispatcher_freep) Dispatcher *d = NULL;
-        const char *home = getenv("HOME");
-        sigset_t ss;
         int r;
 
         d = new0(Dispatcher, 1);
@@ -1274,19 +683,9 @@ int dispatcher_new(Manager *m, const DispatcherHooks *hooks, Dispatcher **ret) {
         if (hooks)
                 d->hooks = *hooks;
 
-        if (!home || home[0] != '/') {
-                struct passwd *pw = getpwuid(getuid());
-                home = pw && pw->pw_dir && pw->pw_dir[0] == '/' ? pw->pw_dir : "/";
-        }
-        d->home = strdup(home);
-        if (!d->home)
-                return -ENOMEM;
-
-        /* sd_event_add_child() requires SIGCHLD blocked (it reaps through pidfds, not a signal handler). */
-        sigemptyset(&ss);
-        sigaddset(&ss, SIGCHLD);
-        if (sigprocmask(SIG_BLOCK, &ss, NULL) < 0)
-                return -errno;
+        r = exec_runner_new(m->event, &d->runner);
+        if (r < 0)
+                return r;
 
         r = sd_event_add_defer(m->event, &d->done_event_source, on_done, d);
         if (r < 0)
@@ -1309,14 +708,11 @@ Dispatcher* dispatcher_free(Dispatcher *d) {
         LIST_FOREACH(calls, call, d->calls) {
                 if (call->state != CALL_RUNNING)
                         continue;
-                if (call->exec && !call->exec->exited)
-                        exec_kill(call->exec, SIGKILL);
+                exec_child_kill(call->exec);
                 call_fail(call, "photond is shutting down");
         }
         on_done(NULL, d);
-        /* Killed and reaped by sd-event as their child sources go (exec_child_free()). */
-        while (d->terminating)
-                exec_child_free(d->terminating);
+        d->runner = exec_runner_free(d->runner);
 
         HASH_ITER(hh, d->photons, e, tmp)
                 while (e->providers) {
@@ -1328,7 +724,6 @@ Dispatcher* dispatcher_free(Dispatcher *d) {
                 }
 
         sd_event_source_disable_unref(d->done_event_source);
-        free(d->home);
         return mfree(d);
 }
 
@@ -1365,11 +760,7 @@ void dispatch_call_abandon(DispatchCall *call) {
 }
 
 bool dispatcher_job_ending(Dispatcher *d, const char *job_id) {
-        /* At most MAX_CALLS entries, and looked at only when a job is due or asked to run. */
-        LIST_FOREACH(terminating, x, d->terminating)
-                if (streq_ptr(x->job_id, job_id))
-                        return true;
-        return false;
+        return exec_runner_job_ending(d->runner, job_id);
 }
 
 bool dispatcher_can_serve(Dispatcher *d, const char *photon, const char *method) {
@@ -1779,7 +1170,7 @@ static int ps_add_calls(Dispatcher *d, struct json_object *data) {
                     json_add_int64(o, "ageMs", (int64_t) ((now - call->started_usec) / USEC_PER_MSEC)) < 0 ||
                     json_add_int64(o, "timeoutMs", (int64_t) call->timeout_ms) < 0)
                         return -ENOMEM;
-                if (call->exec && json_add_int64(o, "pid", call->exec->pid) < 0)
+                if (call->exec && json_add_int64(o, "pid", exec_child_pid(call->exec)) < 0)
                         return -ENOMEM;
                 if (call->provider && json_add_int64(o, "provider", (int64_t) call->provider->client->serial) < 0)
                         return -ENOMEM;
