@@ -105,18 +105,35 @@ static struct json_object* refused_data_new(RequestType kind, const char *name, 
         return d;
 }
 
-static struct json_object* lock_json_new(const Lock *l) {
+static LockInfo lock_info(const Lock *l) {
+        return (LockInfo) {
+                .name = l->name,
+                .holder = l->holder,
+                .acquired_at = l->acquired_at,
+                .expires_at = l->expires_at,
+                .fencing_token = l->token,
+        };
+}
+
+/* One lock as list_locks and state.json have it. */
+static struct json_object* lock_info_json(const LockInfo *i) {
         struct json_object *o = json_object_new_object();
 
         if (!o)
                 return NULL;
-        if (json_add_string(o, "name", l->name) < 0 ||
-            json_add_string(o, "holder", l->holder) < 0 ||
-            json_add_int64(o, "acquiredAt", l->acquired_at) < 0 ||
-            json_add_int64(o, "expiresAt", l->expires_at) < 0 ||
-            json_add_int64(o, "fencingToken", (int64_t) l->token) < 0)
+        if (json_add_string(o, "name", i->name) < 0 ||
+            json_add_string(o, "holder", i->holder) < 0 ||
+            json_add_int64(o, "acquiredAt", i->acquired_at) < 0 ||
+            json_add_int64(o, "expiresAt", i->expires_at) < 0 ||
+            json_add_int64(o, "fencingToken", (int64_t) i->fencing_token) < 0)
                 return json_object_put(o), NULL;
         return o;
+}
+
+static struct json_object* lock_json_new(const Lock *l) {
+        LockInfo i = lock_info(l);
+
+        return lock_info_json(&i);
 }
 
 /* ---- what the owner hears (LockTableHooks) ---- */
@@ -644,35 +661,35 @@ int lock_table_foreach(LockTable *t, LockInfoCallback cb, void *userdata) {
         HASH_ITER(hh, t->locks, l, tmp) {
                 if (!lock_table_get(t, l->name, &now))
                         continue;
-                r = cb(&(const LockInfo) {
-                                .name = l->name,
-                                .holder = l->holder,
-                                .acquired_at = l->acquired_at,
-                                .expires_at = l->expires_at,
-                                .fencing_token = l->token,
-                        }, userdata);
+                LockInfo i = lock_info(l);
+
+                r = cb(&i, userdata);
                 if (r < 0)
                         return r;
         }
         return 0;
 }
 
+static int lock_list_add(const LockInfo *info, void *userdata) {
+        struct json_object *o = lock_info_json(info);
+
+        if (!o || json_object_array_add(userdata, o) < 0) {
+                json_object_put(o);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
 int lock_table_list(LockTable *t, struct json_object **ret_array) {
         _cleanup_(json_object_putp) struct json_object *a = NULL;
-        LockTime now = lock_table_now(t);
-        Lock *l, *tmp;
+        int r;
 
         a = json_object_new_array_ext((int) HASH_COUNT(t->locks));
         if (!a)
                 return -ENOMEM;
-
-        /* Insertion order, as the reference's Map; only live locks. */
-        HASH_ITER(hh, t->locks, l, tmp) {
-                if (!lock_table_get(t, l->name, &now))
-                        continue;
-                if (json_object_array_add(a, lock_json_new(l)) < 0)
-                        return -ENOMEM;
-        }
+        r = lock_table_foreach(t, lock_list_add, a);
+        if (r < 0)
+                return r;
         *ret_array = TAKE_PTR(a);
         return 0;
 }
