@@ -712,17 +712,13 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                                 /* Level-triggered epoll would wake us at once again: pause instead of spinning,
                                  * until a client leaves or for ACCEPT_PAUSE_MS. At the limit every disconnect
                                  * ends a pause: warned about at most every 10 s. */
-                                uint64_t now;
-
                                 r = -errno;
-                                now = manager_now(m, CLOCK_MONOTONIC);
-                                if (!m->accept_paused && (m->accept_pause_logged == 0 ||
-                                                          now - m->accept_pause_logged >= 10 * USEC_PER_SEC)) {
+                                if (!m->accept_paused &&
+                                    ratelimit_below(&m->accept_pause_log, manager_now(m, CLOCK_MONOTONIC)))
                                         log_warning_errno(r, "Cannot accept connections (%m), pausing until a "
                                                           "client leaves or for %" PRIu64 " ms.",
                                                           limits.ACCEPT_PAUSE_MS);
-                                        m->accept_pause_logged = now;
-                                } else
+                                else
                                         log_debug_errno(r, "Cannot accept connections (%m), pausing.");
                                 m->accept_paused = true;
                                 (void) sd_event_source_set_enabled(m->control_event_source, SD_EVENT_OFF);
@@ -870,6 +866,7 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
         m->clients_epoll_fd = -EBADF;
         /* status' clientsClosed counts every refusal; the journal gets the first few of each 10 s. */
         m->refuse_log = (RateLimit) { .interval = 10 * USEC_PER_SEC, .burst = 5 };
+        m->accept_pause_log = (RateLimit) { .interval = 10 * USEC_PER_SEC, .burst = 1 };
         m->system = config->system;
         m->bus_mode = config->bus_mode;
         if (m->bus_mode == BUS_MODE_AUTO)

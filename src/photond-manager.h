@@ -71,7 +71,7 @@ typedef struct Manager {
         sd_event_source *control_event_source;
         sd_event_source *accept_pause_event_source;
         bool accept_paused;             /* accept() failed for want of a file descriptor, none succeeded since */
-        uint64_t accept_pause_logged;   /* CLOCK_MONOTONIC µs of the last warning about it */
+        RateLimit accept_pause_log;     /* its warning: at most one per 10 s (every disconnect ends a pause) */
         RateLimit refuse_log;           /* "Refusing a connection" lines: a storm must not flood the journal */
         LIST_HEAD(Client, clients);
         unsigned n_clients;
