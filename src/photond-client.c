@@ -146,6 +146,19 @@ void client_input_end(Client *c) {
         (void) client_update_io_events(c);
 }
 
+/* After a feed: out of memory closes the client (-ENOMEM, nothing more to do with it); another refusal (a line over
+ * the cap) changed what the client waits for. */
+static int client_fed(Client *c, int r) {
+        if (r == -ENOMEM) {
+                log_oom();
+                manager_client_close(c->manager, c, CLIENT_CLOSE_OUT_OF_MEMORY);
+                return r;
+        }
+        if (r < 0 && !c->disconnected)
+                (void) client_update_io_events(c);
+        return 0;
+}
+
 static void client_on_io(Client *c, uint32_t revents) {
         int r;
 
@@ -200,14 +213,8 @@ read:
 
                 /* First the input kept while the write queue was over its cap: it came before anything unread. */
                 if (c->rbuf_lines) {
-                        r = client_feed_read(c, NULL, 0, true);
-                        if (r == -ENOMEM) {
-                                log_oom();
-                                manager_client_close(c->manager, c, CLIENT_CLOSE_OUT_OF_MEMORY);
+                        if (client_fed(c, client_feed_read(c, NULL, 0, true)) < 0)
                                 return;
-                        }
-                        if (r < 0 && !c->disconnected)
-                                (void) client_update_io_events(c);
                         if (c->input_paused || c->close_after_flush || c->disconnected)
                                 return;
                 }
@@ -230,14 +237,8 @@ read:
                 }
 
                 /* After a full read more input may be waiting. */
-                r = client_feed_read(c, read_buffer, n, (size_t) n == sizeof(read_buffer));
-                if (r == -ENOMEM) {
-                        log_oom();
-                        manager_client_close(c->manager, c, CLIENT_CLOSE_OUT_OF_MEMORY);
+                if (client_fed(c, client_feed_read(c, read_buffer, n, (size_t) n == sizeof(read_buffer))) < 0)
                         return;
-                }
-                if (r < 0 && !c->disconnected)
-                        (void) client_update_io_events(c);
                 /* Edge-triggered: a short read took all there was, later input is a new edge; after a full one
                  * there may be more, and no edge will say so. After a hang-up no edge comes again: read on until
                  * the end of input. */
