@@ -139,7 +139,7 @@ void client_write_now(Client *c);
 typedef void (*ClientDropFunc)(Client *c, const void *tag, SharedBuf *first, void *userdata);
 size_t client_drop_tagged(Client *c, ClientDropFunc cb, void *userdata);
 
-/* Feeds bytes read from the socket: complete lines are handed to manager_handle_line(), until the write queue is
+/* Feeds bytes read from the socket: complete lines are handed to control_handle_line(), until the write queue is
  * over its cap: the rest is kept (input_paused) and handled, before anything new, by the next feed after a flush
  * brought the queue back under the cap. Returns 0, or -E2BIG when a line exceeds limits.MAX_LINE_BYTES (an error
  * has been queued and the client should close), or -ENOMEM. Exposed for the framing unit tests. */

@@ -158,9 +158,6 @@ int manager_run(Manager *m);
 /* Begins a graceful shutdown: stop accepting, tell every client, flush within a bound, then exit the loop. */
 void manager_begin_shutdown(Manager *m, const char *why);
 
-/* Handles one complete request line of a client (the ClientLineHandler). */
-int manager_handle_line(Client *c, const char *line, size_t len);
-
 /* The status request's data object (the socket's status, D-Bus GetStatus). */
 int manager_build_status(Manager *m, struct json_object **ret);
 

@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: MIT */
+
+/* The control front end: the NDJSON requests of the control socket. Every line a Client reads comes here, is
+ * parsed by photond-protocol.c into a typed Request and handed to the handler of its type, which calls a core and
+ * answers the Client. The cores know nothing of this file. */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "json-util.h"
+#include "log.h"
+#include "photond-channel.h"
+#include "photond-client.h"
+#include "photond-control.h"
+#include "photond-dispatch.h"
+#include "photond-lock.h"
+#include "photond-manager.h"
+#include "photond-protocol.h"
+#include "photond-schedule.h"
+#include "string-util.h"
+
+/* ---- requests of the daemon itself ---- */
+
+static int handle_not_supported(Manager *m, Client *c, Request *req) {
+        char msg[128];
+
+        /* Reference features tied to its TypeScript runtime, which photond does not host. */
+        snprintf(msg, sizeof(msg), "Not supported by photond: %s", request_type_to_string(req->type));
+        return client_reply_error(c, req->id, msg, "See photond's docs/protocol.md for the supported requests");
+}
+
+static int handle_ping(Manager *m, Client *c, Request *req) {
+        _cleanup_(json_object_putp) struct json_object *o = response_pong_new(req->id);
+
+        return client_send_json(c, o);
+}
+
+static int handle_status(Manager *m, Client *c, Request *req) {
+        struct json_object *data = NULL;
+        int r;
+
+        r = manager_build_status(m, &data);
+        if (r < 0)
+                return r;
+
+        /* photond extension: "channelList":true adds the channel table (photonctl channels). */
+        struct json_object *v, *list = NULL;
+        if (json_object_object_get_ex(req->json, "channelList", &v) && json_object_get_boolean(v)) {
+                r = channels_list(m->channels, &list);
+                if (r >= 0)
+                        r = json_add(data, "channelList", list);
+                if (r < 0) {
+                        json_object_put(data);
+                        return r;
+                }
+        }
+        return client_reply_result(c, req->id, true, data);
+}
+
+static int handle_shutdown(Manager *m, Client *c, Request *req) {
+        _cleanup_(json_object_putp) struct json_object *data = NULL;
+
+        /* The reference lets anyone who can connect stop it; photond only its own user and root. */
+        if (c->ucred.uid != geteuid() && c->ucred.uid != 0)
+                return client_reply_error(c, req->id,
+                                          "Permission denied: only the daemon's user or root may shut it down",
+                                          NULL);
+
+        log_info("Shutdown requested by client %" PRIu64 " (pid %d, uid %u).",
+                 c->serial, (int) c->ucred.pid, (unsigned) c->ucred.uid);
+        manager_begin_shutdown(m, "shutdown request");
+
+        data = json_object_new_object();
+        if (!data || json_add_string(data, "message", "Shutting down") < 0)
+                return -ENOMEM;
+        return client_reply_result(c, req->id, true, TAKE_PTR(data));
+}
+
+typedef int (*RequestHandler)(Manager *m, Client *c, Request *req);
+
+static const RequestHandler request_handlers[_REQUEST_TYPE_MAX] = {
+        [REQUEST_PING] = handle_ping,
+        [REQUEST_STATUS] = handle_status,
+        [REQUEST_SHUTDOWN] = handle_shutdown,
+
+        [REQUEST_SUBSCRIBE] = channels_handle_subscribe,
+        [REQUEST_UNSUBSCRIBE] = channels_handle_unsubscribe,
+        [REQUEST_PUBLISH] = channels_handle_publish,
+        [REQUEST_GET_EVENTS_SINCE] = channels_handle_get_events_since,
+
+        [REQUEST_LOCK] = lock_table_handle_lock,
+        [REQUEST_UNLOCK] = lock_table_handle_unlock,
+        [REQUEST_ASSIGN_LOCK] = lock_table_handle_assign,
+        [REQUEST_TRANSFER_LOCK] = lock_table_handle_transfer,
+        [REQUEST_QUERY_LOCK] = lock_table_handle_query,
+        [REQUEST_LIST_LOCKS] = lock_table_handle_list,
+
+        [REQUEST_SCHEDULE] = scheduler_handle_schedule,
+        [REQUEST_UNSCHEDULE] = scheduler_handle_unschedule,
+        [REQUEST_LIST_JOBS] = scheduler_handle_list_jobs,
+        [REQUEST_ENABLE_SCHEDULE] = scheduler_handle_set_state,
+        [REQUEST_DISABLE_SCHEDULE] = scheduler_handle_set_state,
+        [REQUEST_PAUSE_SCHEDULE] = scheduler_handle_set_state,
+        [REQUEST_RESUME_SCHEDULE] = scheduler_handle_set_state,
+        [REQUEST_GET_EXECUTION_HISTORY] = scheduler_handle_get_execution_history,
+        [REQUEST_RUN_JOB] = scheduler_handle_run_job,
+
+        [REQUEST_COMMAND] = dispatcher_handle_command,
+        [REQUEST_PROVIDE] = dispatcher_handle_provide,
+        [REQUEST_INVOKE_RESULT] = dispatcher_handle_invoke_result,
+        [REQUEST_EMIT] = dispatcher_handle_emit,
+        [REQUEST_PROMPT] = dispatcher_handle_prompt,
+        [REQUEST_PROMPT_RESPONSE] = dispatcher_handle_prompt_response,
+        [REQUEST_PS] = dispatcher_handle_ps,
+
+        [REQUEST_RELOAD] = handle_not_supported,
+        [REQUEST_CLEAR_INSTANCES] = handle_not_supported,
+        [REQUEST_GET_CIRCUIT_HEALTH] = handle_not_supported,
+        [REQUEST_ADD_MANUAL_SCHEDULE] = handle_not_supported,
+        [REQUEST_ENABLE_LINE] = handle_not_supported,
+        [REQUEST_DISABLE_LINE] = handle_not_supported,
+        [REQUEST_PAUSE_LINE] = handle_not_supported,
+        [REQUEST_RESUME_LINE] = handle_not_supported,
+        [REQUEST_GET_LINE_HISTORY] = handle_not_supported,
+};
+
+int control_handle_line(Client *c, const char *line, size_t len) {
+        _cleanup_(request_freep) Request *req = NULL;
+        _cleanup_free_ char *error = NULL, *id = NULL;
+        Manager *m = c->manager;
+        const char *session;
+        int r;
+
+        m->n_requests++;
+        m->request_changes = m->state_changes;
+
+        /* The hot paths: a plain publish, lock or unlock is handled without building JSON objects. Whatever they
+         * do not take is parsed and dispatched below as usual. */
+        if (!m->shutting_down) {
+                r = channels_publish_line(m->channels, c, line, len);
+                if (r != 0)
+                        return r < 0 ? r : 0;
+                r = lock_table_handle_line(m->locks, c, line, len);
+                if (r != 0)
+                        return r < 0 ? r : 0;
+        }
+
+        r = request_parse(line, len, &req, &error, &id);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return client_reply_error(c, id, error, NULL);
+
+        session = request_string(req, "sessionId");
+        if (session)
+                client_note_session(c, session);
+
+        if (m->shutting_down && req->type != REQUEST_PING && req->type != REQUEST_SHUTDOWN)
+                return client_reply_error(c, req->id, "Daemon is shutting down", "Retry after the daemon restarts");
+
+        r = request_handlers[req->type](m, c, req);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0 && !c->disconnected) {
+                char msg[256];
+
+                log_warning_errno(r, "Request '%s' (%s) from client %" PRIu64 " failed: %m",
+                                  req->id, request_type_to_string(req->type), c->serial);
+                snprintf(msg, sizeof(msg), "Internal error: %s", strerror(ERRNO_VALUE(r)));
+                (void) client_reply_error(c, req->id, msg, NULL);
+        }
+        return 0;
+}
