@@ -11,6 +11,7 @@
 #include "helpers.h"
 #include "json-util.h"
 #include "log.h"
+#include "metrics.h"
 #include "path-util.h"
 #include "shared-buf.h"
 #include "ratelimit.h"
@@ -341,4 +342,72 @@ Test(shared, json_parse_after_a_broken_surrogate) {
                 cr_assert_eq(json_parse("\"x\\u0014y\"", 10, &o, NULL), 0);
                 cr_assert_str_eq(json_object_get_string(o), "x\x14y", "after %s", broken[i]);
         }
+}
+
+static char* exposition(void (*fill)(FILE *f)) {
+        char *buf = NULL;
+        size_t size = 0;
+        FILE *f = open_memstream(&buf, &size);
+
+        cr_assert_not_null(f);
+        fill(f);
+        cr_assert_eq(fclose(f), 0);
+        return buf;
+}
+
+static void fill_samples(FILE *f) {
+        cr_assert_eq(metrics_family(f, "photond_requests_total", "counter", "Requests handled."), 0);
+        cr_assert_eq(metrics_sample_u64(f, "photond_requests_total",
+                                        (const char *const[]) { "type", "lock", "outcome", "ok", NULL }, 42), 0);
+        cr_assert_eq(metrics_sample(f, "photond_up", NULL, 1), 0);
+        cr_assert_eq(metrics_sample_u64(f, "photond_odd", (const char *const[]) { "v", "a\\b\"c\nd", NULL }, 7), 0);
+}
+
+Test(shared, metrics_exposition_lines_and_label_escapes) {
+        _cleanup_free_ char *text = exposition(fill_samples);
+
+        cr_assert_str_eq(text,
+                         "# HELP photond_requests_total Requests handled.\n"
+                         "# TYPE photond_requests_total counter\n"
+                         "photond_requests_total{type=\"lock\",outcome=\"ok\"} 42\n"
+                         "photond_up 1\n"
+                         "photond_odd{v=\"a\\\\b\\\"c\\nd\"} 7\n");
+}
+
+static const uint64_t test_bounds[] = { 100, 1000 };
+
+static void fill_histogram(FILE *f) {
+        Histogram h;
+
+        histogram_init(&h, test_bounds, 2);
+        histogram_observe(&h, 100);     /* on a bound: that bucket (le is "less or equal") */
+        histogram_observe(&h, 101);
+        histogram_observe(&h, 999);
+        histogram_observe(&h, 5000000);
+        cr_assert_eq(metrics_histogram(f, "photond_request_duration_seconds",
+                                       (const char *const[]) { "type", "ping", NULL }, &h), 0);
+}
+
+Test(shared, metrics_histogram_is_cumulative_in_seconds) {
+        _cleanup_free_ char *text = exposition(fill_histogram);
+
+        cr_assert_str_eq(text,
+                         "photond_request_duration_seconds_bucket{type=\"ping\",le=\"0.0001\"} 1\n"
+                         "photond_request_duration_seconds_bucket{type=\"ping\",le=\"0.001\"} 3\n"
+                         "photond_request_duration_seconds_bucket{type=\"ping\",le=\"+Inf\"} 4\n"
+                         "photond_request_duration_seconds_sum{type=\"ping\"} 5.0012\n"
+                         "photond_request_duration_seconds_count{type=\"ping\"} 4\n");
+}
+
+Test(shared, metrics_names) {
+        cr_assert(metrics_name_is_valid("photond_locks_held"));
+        cr_assert(metrics_name_is_valid("a:b_c9"));
+        cr_assert(!metrics_name_is_valid("9a"));
+        cr_assert(!metrics_name_is_valid("a-b"));
+        cr_assert(!metrics_name_is_valid(""));
+        for (unsigned i = 1; i < histogram_request_n_bounds; i++)
+                cr_assert_gt(histogram_request_bounds[i], histogram_request_bounds[i - 1]);
+        for (unsigned i = 1; i < histogram_lateness_n_bounds; i++)
+                cr_assert_gt(histogram_lateness_bounds[i], histogram_lateness_bounds[i - 1]);
+        cr_assert_leq(histogram_request_n_bounds, HISTOGRAM_MAX_BUCKETS);
 }
