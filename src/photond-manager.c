@@ -63,7 +63,7 @@ BusMode bus_mode_from_string(const char *s) {
 
 uint64_t manager_now(Manager *m, clockid_t clock) {
         /* Not m->clock: the minimal Managers of tests set only the event. */
-        return loop_clock_now(&(LoopClock) { m->event, &m->batch_time_offset }, clock);
+        return loop_clock_now(&(LoopClock) { m->event, client_io_time_offset(&m->client_io) }, clock);
 }
 
 /* ---- paths ---- */
@@ -249,8 +249,7 @@ int manager_build_status(Manager *m, struct json_object **ret) {
             (r = json_add_int64(data, "writeQueueDisconnects",
                                 (int64_t) m->n_clients_closed[CLIENT_CLOSE_WRITE_QUEUE])) < 0 ||
             (r = json_add(data, "clientsClosed", TAKE_PTR(closed))) < 0 ||
-            (r = json_add_int64(data, "busyPollBatches", (int64_t) m->busy_poll_batches)) < 0 ||
-            (r = json_add_int64(data, "busyPollBackoffs", (int64_t) m->busy_poll.backoffs)) < 0 ||
+            (r = client_io_add_status(&m->client_io, data)) < 0 ||
             (r = json_add(data, "capabilities", TAKE_PTR(caps))) < 0)
                 return r;
 
@@ -410,7 +409,7 @@ bool manager_state_unsaved(Manager *m) {
  * batch (its client sent nothing more, no other client is still to be served), so no later request of this batch
  * adds to the same queues, which then leave in one write each. */
 bool manager_may_write_now(Manager *m) {
-        return !m->input_follows && !m->batch_follows && !m->state_dirty && !manager_output_held(m) &&
+        return !client_io_more_follows(&m->client_io) && !m->state_dirty && !manager_output_held(m) &&
                 !m->shutting_down;
 }
 
@@ -714,7 +713,7 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                 return -ENOMEM;
         m->control_fd = -EBADF;
         m->webhook_fd = -EBADF;
-        m->clients_epoll_fd = -EBADF;
+        m->client_io = (ClientIO) CLIENT_IO_INIT;
         /* status' clientsClosed counts every refusal; the journal gets the first few of each 10 s. */
         m->refuse_log = (RateLimit) { .interval = 10 * USEC_PER_SEC, .burst = 5 };
         m->accept_pause_log = (RateLimit) { .interval = 10 * USEC_PER_SEC, .burst = 1 };
@@ -736,7 +735,7 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
         if (r < 0)
                 return r;
         (void) sd_event_set_watchdog(m->event, true);
-        m->clock = (LoopClock) { m->event, &m->batch_time_offset };
+        m->clock = (LoopClock) { m->event, client_io_time_offset(&m->client_io) };
 
         r = sd_event_add_signal(m->event, NULL, SIGTERM | SD_EVENT_SIGNAL_PROCMASK, on_signal, m);
         if (r >= 0)
@@ -756,7 +755,7 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
          * write and the writes to the clients, which is what makes the group commit a group. */
         (void) sd_event_source_set_priority(m->flush_event_source, SD_EVENT_PRIORITY_IDLE);
 
-        r = client_poll_setup(m);
+        r = client_io_setup(m);
         if (r < 0)
                 return r;
 
@@ -1060,7 +1059,7 @@ Manager* manager_free(Manager *m) {
                 client_free(c);
         }
 
-        client_poll_done(m);
+        client_io_done(m);
 
         m->dispatcher = dispatcher_free(m->dispatcher);
         m->locks = lock_table_free(m->locks);

@@ -75,24 +75,12 @@ typedef struct Manager {
         RateLimit refuse_log;           /* "Refusing a connection" lines: a storm must not flood the journal */
         LIST_HEAD(Client, clients);
         unsigned n_clients;
-        int clients_epoll_fd;           /* photond-client.c: every client fd, one IO source */
-        sd_event_source *clients_event_source;
-        LIST_HEAD(Client, read_more_clients);   /* photond-client.c: data left after a full read */
-        sd_event_source *read_more_event_source;
-        uint64_t client_serial;
-        bool one_cpu;                   /* photond-client.c: no busy polling */
-        uint64_t batch_time_offset;     /* µs since the loop's time when busy polling found this batch */
-        uint64_t busy_poll_batches;     /* batches busy polling found (status) */
-        BusyPoll busy_poll;             /* photond-client.c: whether polling pays */
-        uint64_t last_batch_end;        /* CLOCK_MONOTONIC µs: when the last batch of clients was served */
+        ClientIO client_io;             /* photond-client.c's: the epoll set, the batch, busy polling */
 
         /* coalesced work: one flush (and one state write) per loop iteration */
         LIST_HEAD(Client, dirty_clients);
         sd_event_source *flush_event_source;
         bool state_dirty;
-        bool input_follows;             /* photond-client.c: the request being served is not its client's last */
-        bool batch_follows;             /* photond-client.c: other clients of this batch are still to be served */
-        Client *serving;                /* photond-client.c: whose request line is being handled */
         bool state_unsaved;             /* the last state write failed: replies are held until one succeeds */
         bool state_retry_due;           /* the retry timer fired: write even without a new change */
         int state_error;                /* while state_unsaved: the last write's error */
