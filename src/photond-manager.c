@@ -41,26 +41,6 @@
 #define PHOTOND_VERSION "0.0"
 #endif
 
-static const char *const bus_mode_table[_BUS_MODE_MAX] = {
-        [BUS_MODE_AUTO] = "auto",
-        [BUS_MODE_USER] = "user",
-        [BUS_MODE_SYSTEM] = "system",
-        [BUS_MODE_NONE] = "none",
-};
-
-const char* bus_mode_to_string(BusMode m) {
-        if (m < 0 || m >= _BUS_MODE_MAX)
-                return NULL;
-        return bus_mode_table[m];
-}
-
-BusMode bus_mode_from_string(const char *s) {
-        for (BusMode m = 0; s && m < _BUS_MODE_MAX; m++)
-                if (streq(bus_mode_table[m], s))
-                        return m;
-        return _BUS_MODE_INVALID;
-}
-
 uint64_t manager_now(Manager *m, clockid_t clock) {
         /* Not m->clock: the minimal Managers of tests set only the event. */
         return loop_clock_now(&(LoopClock) { m->event, client_io_time_offset(&m->client_io) }, clock);
@@ -282,8 +262,7 @@ void manager_state_changed(Manager *m) {
 }
 
 void manager_bus_changed(Manager *m) {
-        if (m->bus)
-                (void) sd_event_source_set_enabled(m->bus_changed_event_source, SD_EVENT_ONESHOT);
+        bus_changed(m->bus);
 }
 
 /* ---- what the cores tell the manager (their hooks, filled in by manager_new()) ---- */
@@ -301,11 +280,15 @@ static bool hook_may_write_now(void *userdata) {
 }
 
 static void hook_lock_changed(void *userdata, const char *name, const char *holder, const char *event) {
-        bus_send_lock_changed(userdata, name, holder, event);
+        Manager *m = userdata;
+
+        bus_send_lock_changed(m->bus, name, holder, event);
 }
 
 static void hook_job_finished(void *userdata, const char *id, const char *status, int64_t duration_ms) {
-        bus_send_job_finished(userdata, id, status, duration_ms);
+        Manager *m = userdata;
+
+        bus_send_job_finished(m->bus, id, status, duration_ms);
 }
 
 void manager_client_disconnect(Manager *m, Client *c) {
@@ -705,6 +688,7 @@ static int on_idle_check(sd_event_source *s, uint64_t usec, void *userdata) {
 
 int manager_new(const ManagerConfig *config, Manager **ret) {
         _cleanup_(manager_freep) Manager *m = NULL;
+        BusMode bus_mode;
         const char *e;
         int r;
 
@@ -718,9 +702,6 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
         m->refuse_log = (RateLimit) { .interval = 10 * USEC_PER_SEC, .burst = 5 };
         m->accept_pause_log = (RateLimit) { .interval = 10 * USEC_PER_SEC, .burst = 1 };
         m->system = config->system;
-        m->bus_mode = config->bus_mode;
-        if (m->bus_mode == BUS_MODE_AUTO)
-                m->bus_mode = m->system ? BUS_MODE_SYSTEM : BUS_MODE_USER;
         m->started_at_usec = now_usec(CLOCK_REALTIME);
         m->started_mono_usec = now_usec(CLOCK_MONOTONIC);
 
@@ -806,6 +787,14 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                           }, &m->scheduler);
         if (r < 0)
                 return r;
+
+        bus_mode = config->bus_mode == BUS_MODE_AUTO ? (m->system ? BUS_MODE_SYSTEM : BUS_MODE_USER) :
+                                                       config->bus_mode;
+        if (bus_mode != BUS_MODE_NONE) {
+                r = bus_new(m, bus_mode, &m->bus);
+                if (r < 0)
+                        return r;
+        }
 
         client_line_handler = control_handle_line;
         *ret = TAKE_PTR(m);
@@ -990,7 +979,7 @@ int manager_startup(Manager *m) {
                         return log_error_errno(r, "Failed to start the webhook endpoint: %m");
         }
 
-        r = manager_connect_bus(m);
+        r = bus_start(m->bus);
         if (r < 0)
                 return r;
 
@@ -1021,9 +1010,6 @@ static void manager_notify_ready(Manager *m) {
 }
 
 void manager_bus_name_settled(Manager *m) {
-        if (!m->bus_name_pending)
-                return;
-        m->bus_name_pending = false;
         if (m->loop_running)
                 manager_notify_ready(m);
 }
@@ -1033,7 +1019,7 @@ int manager_run(Manager *m) {
 
         /* Clients may connect as soon as the socket listens; READY=1 also promises the bus name is settled. */
         m->loop_running = true;
-        if (!m->bus_name_pending)
+        if (!bus_name_pending(m->bus))
                 manager_notify_ready(m);
 
         r = sd_event_loop(m->event);
@@ -1065,10 +1051,7 @@ Manager* manager_free(Manager *m) {
         m->locks = lock_table_free(m->locks);
         m->channels = channels_free(m->channels);
 
-        sd_event_source_disable_unref(m->bus_changed_event_source);
-        sd_event_source_disable_unref(m->bus_expiry_event_source);
-        sd_event_source_disable_unref(m->bus_reconnect_event_source);
-        sd_bus_flush_close_unref(m->bus);
+        m->bus = bus_free(m->bus);
         sd_event_source_disable_unref(m->idle_event_source);
         sd_event_source_disable_unref(m->status_event_source);
         sd_event_source_disable_unref(m->shutdown_event_source);

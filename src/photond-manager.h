@@ -5,12 +5,12 @@
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
 #include "clock.h"
 #include "list.h"
 #include "macro.h"
+#include "photond-bus.h"
 #include "photond-client.h"
 #include "photond-protocol.h"
 #include "ratelimit.h"
@@ -21,29 +21,6 @@ typedef struct Scheduler Scheduler;
 typedef struct Dispatcher Dispatcher;
 typedef struct Webhook Webhook;
 typedef struct StateFile StateFile;
-
-typedef enum BusMode {
-        BUS_MODE_AUTO,
-        BUS_MODE_USER,
-        BUS_MODE_SYSTEM,
-        BUS_MODE_NONE,
-        _BUS_MODE_MAX,
-        _BUS_MODE_INVALID = -EINVAL,
-} BusMode;
-
-const char* bus_mode_to_string(BusMode m);
-BusMode bus_mode_from_string(const char *s);
-
-/* The D-Bus properties that are counts and announced with PropertiesChanged when they change (photond-bus.c). */
-typedef enum BusCounted {
-        BUS_COUNTED_CLIENTS,
-        BUS_COUNTED_CHANNELS,
-        BUS_COUNTED_SUBSCRIPTIONS,
-        BUS_COUNTED_LOCKS,
-        BUS_COUNTED_JOBS,
-        _BUS_COUNTED_MAX,
-        _BUS_COUNTED_INVALID = -EINVAL,
-} BusCounted;
 
 typedef struct ManagerConfig {
         bool system;            /* --system: the system instance's paths and bus */
@@ -103,20 +80,10 @@ typedef struct Manager {
         Webhook *webhook;
 
         /* bus */
-        BusMode bus_mode;
-        sd_bus *bus;
-        sd_event_source *bus_changed_event_source;
-        sd_event_source *bus_expiry_event_source;       /* photond-bus.c: the oldest buffered event expires */
-        uint32_t bus_announced[_BUS_COUNTED_MAX];       /* the counted properties as last announced */
-        bool bus_name_pending;          /* READY=1 waits for the answer to the name request */
-        bool bus_up;                    /* photond-bus.c: the connection got as far as the name request's answer */
-        bool bus_retrying;              /* photond-bus.c: connected by a retry, not at start */
-        sd_event_source *bus_reconnect_event_source;    /* photond-bus.c: the next attempt while the bus is away */
-        uint64_t bus_reconnect_usec;                    /* the back-off before that attempt */
-        sd_bus_message *bus_admin_allowed;              /* photond-bus.c: the admin call now answered after its check */
-        bool loop_running;
+        Bus *bus;                       /* NULL: no D-Bus (--bus=none) */
 
         /* lifecycle */
+        bool loop_running;              /* READY=1 may go out (manager_run()) */
         uint64_t started_at_usec;       /* CLOCK_REALTIME */
         uint64_t started_mono_usec;     /* CLOCK_MONOTONIC */
         bool shutting_down;

@@ -5,6 +5,7 @@
  * loop; Clients without a manager collect replies in their write queue. */
 
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "helpers.h"
