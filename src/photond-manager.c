@@ -421,7 +421,7 @@ static bool manager_save_state(Manager *m) {
             !m->shutting_down)
                 return false;
         m->state_retry_due = false;
-        r = store_save_state(m);
+        r = store_save_state(m->state_file);
         if (r >= 0) {
                 channels_state_saved(m->channels);
                 m->state_dirty = false;
@@ -774,6 +774,9 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                            }, &m->locks);
         if (r < 0)
                 return r;
+        r = state_file_new(m->state_dir, m->channels, m->locks, &m->state_file);
+        if (r < 0)
+                return r;
         r = dispatcher_new(m, &(DispatcherHooks) {
                                    .counts_changed = hook_counts_changed,
                                    .userdata = m,
@@ -941,9 +944,10 @@ int manager_startup(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to create the state directory %s: %m", m->state_dir);
 
-        r = store_load_state(m);
+        r = store_load_state(m->state_file);
         if (r < 0)
                 return log_error_errno(r, "Failed to load state: %m");
+        m->state_lost = r > 0;
         /* A fresh snapshot and journal now, before any client is accepted: a state directory that cannot be
          * written shows at start, and the files are open before the first lock (and before the clients take the
          * file descriptors a snapshot needs). It reserves the next block of eventIds if the clock has passed the
@@ -1047,6 +1051,7 @@ Manager* manager_free(Manager *m) {
 
         client_io_done(m);
 
+        m->state_file = state_file_free(m->state_file);
         m->dispatcher = dispatcher_free(m->dispatcher);
         m->locks = lock_table_free(m->locks);
         m->channels = channels_free(m->channels);
@@ -1057,7 +1062,6 @@ Manager* manager_free(Manager *m) {
         sd_event_source_disable_unref(m->shutdown_event_source);
         sd_event_source_disable_unref(m->flush_event_source);
         sd_event_source_disable_unref(m->state_retry_event_source);
-        m->state_file = state_file_free(m->state_file);
         sd_event_source_disable_unref(m->accept_pause_event_source);
         sd_event_source_disable_unref(m->control_event_source);
         safe_close(m->control_fd);

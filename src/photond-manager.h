@@ -66,8 +66,8 @@ typedef struct Manager {
         uint64_t state_changes_tried;   /* state_changes at the last failed write */
         uint64_t request_changes;       /* state_changes when the request being served began, or when saved */
         sd_event_source *state_retry_event_source;
-        StateFile *state_file;  /* photond-store.c */
-        bool state_lost;        /* state.json existed but could not be read */
+        StateFile *state_file;  /* photond-store.c: built on the channels and the lock table */
+        bool state_lost;        /* store_load_state() lost the state: fencing tokens restart above the clock */
 
         /* subsystems */
         Channels *channels;
