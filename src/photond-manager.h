@@ -67,7 +67,7 @@ typedef struct Manager {
         uint64_t request_changes;       /* state_changes when the request being served began, or when saved */
         sd_event_source *state_retry_event_source;
         StateFile *state_file;  /* photond-store.c: built on the channels and the lock table */
-        bool state_lost;        /* store_load_state() lost the state: fencing tokens restart above the clock */
+        bool state_lost;        /* store_load_state() found the state lost: fencing tokens restart above the clock */
 
         /* subsystems */
         Channels *channels;
