@@ -262,7 +262,10 @@ void manager_state_changed(Manager *m) {
 }
 
 void manager_bus_changed(Manager *m) {
-        bus_changed(m->bus);
+        /* Tested here, not only in bus_changed(): the lock path calls this for every lock taken or freed, and
+         * without D-Bus it then costs no call. */
+        if (m->bus)
+                bus_changed(m->bus);
 }
 
 /* ---- what the cores tell the manager (their hooks, filled in by manager_new()) ---- */
