@@ -4,6 +4,7 @@
  * the connection. The lists mirror the socket protocol's list_locks/list_jobs exactly: both are built from the
  * same JSON the subsystems produce, so the two views cannot drift apart. */
 
+#include <assert.h>
 #include <errno.h>
 #include <grp.h>
 #include <string.h>
@@ -29,6 +30,52 @@
 #define BUS_ERROR_JOB_RUNNING BUS_INTERFACE ".Error.JobRunning"
 #define BUS_ERROR_LIMIT_EXCEEDED BUS_INTERFACE ".Error.LimitExceeded"
 
+/* The D-Bus properties that are counts and announced with PropertiesChanged when they change. */
+typedef enum BusCounted {
+        BUS_COUNTED_CLIENTS,
+        BUS_COUNTED_CHANNELS,
+        BUS_COUNTED_SUBSCRIPTIONS,
+        BUS_COUNTED_LOCKS,
+        BUS_COUNTED_JOBS,
+        _BUS_COUNTED_MAX,
+        _BUS_COUNTED_INVALID = -EINVAL,
+} BusCounted;
+
+struct Bus {
+        Manager *manager;
+        BusMode mode;                   /* BUS_MODE_USER or BUS_MODE_SYSTEM */
+        sd_bus *conn;                   /* NULL while the bus is away */
+        sd_event_source *changed_event_source;
+        sd_event_source *expiry_event_source;   /* the oldest buffered event expires */
+        uint32_t announced[_BUS_COUNTED_MAX];   /* the counted properties as last announced */
+        bool name_pending;              /* READY=1 waits for the answer to the name request */
+        bool up;                        /* the connection got as far as the name request's answer */
+        bool retrying;                  /* connected by a retry, not at start */
+        sd_event_source *reconnect_event_source;        /* the next attempt while the bus is away */
+        uint64_t reconnect_usec;                        /* the back-off before that attempt */
+        sd_bus_message *admin_allowed;  /* the admin call now answered after its check */
+};
+
+static const char *const bus_mode_table[_BUS_MODE_MAX] = {
+        [BUS_MODE_AUTO] = "auto",
+        [BUS_MODE_USER] = "user",
+        [BUS_MODE_SYSTEM] = "system",
+        [BUS_MODE_NONE] = "none",
+};
+
+const char* bus_mode_to_string(BusMode m) {
+        if (m < 0 || m >= _BUS_MODE_MAX)
+                return NULL;
+        return bus_mode_table[m];
+}
+
+BusMode bus_mode_from_string(const char *s) {
+        for (BusMode m = 0; s && m < _BUS_MODE_MAX; m++)
+                if (streq(bus_mode_table[m], s))
+                        return m;
+        return _BUS_MODE_INVALID;
+}
+
 /* A list at its cap can be larger than a D-Bus message may be: dbus-daemon drops a connection that sends one
  * (it lost us the bus, and every client of it, for a ListLocks of 65536 locks with long names: 86 MB). The
  * specification allows arrays of 64 MiB; the system bus' default max_message_size is 32 MiB. Beyond that a list
@@ -37,25 +84,26 @@
 #define BUS_LIST_MAX_BYTES (64U * 1024U * 1024U)
 #define BUS_LIST_MAX_BYTES_SYSTEM (32U * 1024U * 1024U)
 
-static size_t bus_list_max(Manager *m) {
-        return m->bus_mode == BUS_MODE_SYSTEM ? BUS_LIST_MAX_BYTES_SYSTEM : BUS_LIST_MAX_BYTES;
+static size_t bus_list_max(Bus *b) {
+        return b->mode == BUS_MODE_SYSTEM ? BUS_LIST_MAX_BYTES_SYSTEM : BUS_LIST_MAX_BYTES;
 }
 
 static size_t bus_string_size(const char *s) {
         return 4 + strlen(s) + 1 + 3;
 }
 
-static int bus_list_too_large(Manager *m, sd_bus_error *error, const char *what, const char *instead) {
+static int bus_list_too_large(Bus *b, sd_bus_error *error, const char *what, const char *instead) {
         return sd_bus_error_setf(error, BUS_ERROR_LIMIT_EXCEEDED,
                                  "The %s are more than a D-Bus message may hold (%zu bytes); use %s instead.",
-                                 what, bus_list_max(m), instead);
+                                 what, bus_list_max(b), instead);
 }
 
 /* ---- property getters ---- */
 
 static int property_get_count(sd_bus *bus, const char *path, const char *interface, const char *property,
                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Manager *m = userdata;
+        Bus *b = userdata;
+        Manager *m = b->manager;
         uint32_t n = 0;
 
         if (streq(property, "Clients"))
@@ -73,9 +121,9 @@ static int property_get_count(sd_bus *bus, const char *path, const char *interfa
 
 static int property_get_started_at(sd_bus *bus, const char *path, const char *interface, const char *property,
                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Manager *m = userdata;
+        Bus *b = userdata;
 
-        return sd_bus_message_append(reply, "t", m->started_at_usec / USEC_PER_MSEC);
+        return sd_bus_message_append(reply, "t", b->manager->started_at_usec / USEC_PER_MSEC);
 }
 
 static int property_get_version(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -85,9 +133,9 @@ static int property_get_version(sd_bus *bus, const char *path, const char *inter
 
 static int property_get_webhook_enabled(sd_bus *bus, const char *path, const char *interface, const char *property,
                                         sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Manager *m = userdata;
+        Bus *b = userdata;
 
-        return sd_bus_message_append(reply, "b", m->webhook != NULL);
+        return sd_bus_message_append(reply, "b", b->manager->webhook != NULL);
 }
 
 /* ---- methods ---- */
@@ -98,10 +146,10 @@ static int property_get_webhook_enabled(sd_bus *bus, const char *path, const cha
  * Messages from dbus-daemon carry no credentials, and sd_bus_query_sender_creds() would fetch them with a
  * synchronous GetConnectionCredentials call from inside the event loop. So the check asks the bus driver
  * asynchronously, holds a reference on the method call meanwhile, and calls the method's handler once more when
- * the answer allows it; the handler finds its call in m->bus_admin_allowed then. */
+ * the answer allows it; the handler finds its call in b->admin_allowed then. */
 
 typedef struct AdminCheck {
-        Manager *manager;
+        Bus *bus;
         sd_bus_message *call;
         sd_bus_message_handler_t handler;
 } AdminCheck;
@@ -203,7 +251,7 @@ static int admin_creds_allowed(sd_bus_message *reply) {
 static int on_admin_creds(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         AdminCheck *c = userdata;
-        Manager *m = c->manager;
+        Bus *b = c->bus;
         int r;
 
         r = admin_creds_allowed(reply);
@@ -222,9 +270,9 @@ static int on_admin_creds(sd_bus_message *reply, void *userdata, sd_bus_error *r
 
         r = sd_bus_message_rewind(c->call, true);
         if (r >= 0) {
-                m->bus_admin_allowed = c->call;
-                r = c->handler(c->call, m, &error);
-                m->bus_admin_allowed = NULL;
+                b->admin_allowed = c->call;
+                r = c->handler(c->call, b, &error);
+                b->admin_allowed = NULL;
         }
         /* What sd-bus does with a handler's result when it called the handler itself. */
         if (r < 0 || sd_bus_error_is_set(&error))
@@ -234,13 +282,13 @@ static int on_admin_creds(sd_bus_message *reply, void *userdata, sd_bus_error *r
 
 /* Returns 1 when the caller may go on now, 0 when the call is answered later (the handler then returns 1, which
  * tells sd-bus it took the call over), < 0 on failure. */
-static int check_admin(Manager *m, sd_bus_message *message, sd_bus_message_handler_t handler, sd_bus_error *error) {
+static int check_admin(Bus *b, sd_bus_message *message, sd_bus_message_handler_t handler, sd_bus_error *error) {
         _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *slot = NULL;
         const char *sender;
         AdminCheck *c;
         int r;
 
-        if (m->bus_mode != BUS_MODE_SYSTEM || message == m->bus_admin_allowed)
+        if (b->mode != BUS_MODE_SYSTEM || message == b->admin_allowed)
                 return 1;
 
         sender = sd_bus_message_get_sender(message);
@@ -250,7 +298,7 @@ static int check_admin(Manager *m, sd_bus_message *message, sd_bus_message_handl
         c = new0(AdminCheck, 1);
         if (!c)
                 return -ENOMEM;
-        *c = (AdminCheck) { .manager = m, .handler = handler };
+        *c = (AdminCheck) { .bus = b, .handler = handler };
 
         r = sd_bus_call_method_async(sd_bus_message_get_bus(message), &slot, "org.freedesktop.DBus",
                                      "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetConnectionCredentials",
@@ -313,10 +361,10 @@ static int list_channel(const ChannelInfo *info, void *userdata) {
 }
 
 /* Answers a List* method: the array of signature filled by foreach (the cores' typed iterators, no JSON between). */
-static int method_list(sd_bus_message *message, Manager *m, sd_bus_error *error, const char *signature,
+static int method_list(sd_bus_message *message, Bus *b, sd_bus_error *error, const char *signature,
                        int (*foreach)(Manager *m, ListReply *l), const char *what, const char *instead) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        ListReply l = { .max = bus_list_max(m) };
+        ListReply l = { .max = bus_list_max(b) };
         int r;
 
         r = sd_bus_message_new_method_return(message, &reply);
@@ -326,9 +374,9 @@ static int method_list(sd_bus_message *message, Manager *m, sd_bus_error *error,
         if (r < 0)
                 return r;
         l.reply = reply;
-        r = foreach(m, &l);
+        r = foreach(b->manager, &l);
         if (r == -E2BIG)
-                return bus_list_too_large(m, error, what, instead);
+                return bus_list_too_large(b, error, what, instead);
         if (r < 0)
                 return r;
         r = sd_bus_message_close_container(reply);
@@ -404,10 +452,10 @@ static int append_json_variant(sd_bus_message *reply, struct json_object *v) {
 static int method_get_status(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(json_object_putp) struct json_object *status = NULL;
-        Manager *m = userdata;
+        Bus *b = userdata;
         int r;
 
-        r = manager_build_status(m, &status);
+        r = manager_build_status(b->manager, &status);
         if (r < 0)
                 return r;
         r = sd_bus_message_new_method_return(message, &reply);
@@ -437,11 +485,12 @@ static int method_get_status(sd_bus_message *message, void *userdata, sd_bus_err
 }
 
 static int method_release_lock(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        Manager *m = userdata;
+        Bus *b = userdata;
+        Manager *m = b->manager;
         const char *name;
         int r;
 
-        r = check_admin(m, message, method_release_lock, error);
+        r = check_admin(b, message, method_release_lock, error);
         if (r < 0)
                 return r;
         if (r == 0)
@@ -462,11 +511,12 @@ static int method_release_lock(sd_bus_message *message, void *userdata, sd_bus_e
 }
 
 static int method_run_job(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        Manager *m = userdata;
+        Bus *b = userdata;
+        Manager *m = b->manager;
         const char *id;
         int r;
 
-        r = check_admin(m, message, method_run_job, error);
+        r = check_admin(b, message, method_run_job, error);
         if (r < 0)
                 return r;
         if (r == 0)
@@ -485,11 +535,12 @@ static int method_run_job(sd_bus_message *message, void *userdata, sd_bus_error 
 }
 
 static int method_unschedule(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        Manager *m = userdata;
+        Bus *b = userdata;
+        Manager *m = b->manager;
         const char *id;
         int r;
 
-        r = check_admin(m, message, method_unschedule, error);
+        r = check_admin(b, message, method_unschedule, error);
         if (r < 0)
                 return r;
         if (r == 0)
@@ -509,12 +560,13 @@ static int method_unschedule(sd_bus_message *message, void *userdata, sd_bus_err
 static int method_publish(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         _cleanup_(json_object_putp) struct json_object *msg = NULL;
         const char *channel, *json, *jerr = NULL, *limit;
-        Manager *m = userdata;
+        Bus *b = userdata;
+        Manager *m = b->manager;
         uint64_t event_id = 0;
         char text[256];
         int r;
 
-        r = check_admin(m, message, method_publish, error);
+        r = check_admin(b, message, method_publish, error);
         if (r < 0)
                 return r;
         if (r == 0)
@@ -602,16 +654,16 @@ static const sd_bus_vtable manager_vtable[] = {
 
 /* ---- signals and change announcements ---- */
 
-void bus_send_lock_changed(Manager *m, const char *name, const char *holder, const char *event) {
-        if (!m->bus)
+void bus_send_lock_changed(Bus *b, const char *name, const char *holder, const char *event) {
+        if (!b || !b->conn)
                 return;
-        (void) sd_bus_emit_signal(m->bus, BUS_PATH, BUS_INTERFACE, "LockChanged", "sss", name, holder ?: "", event);
+        (void) sd_bus_emit_signal(b->conn, BUS_PATH, BUS_INTERFACE, "LockChanged", "sss", name, holder ?: "", event);
 }
 
-void bus_send_job_finished(Manager *m, const char *id, const char *status, int64_t duration_ms) {
-        if (!m->bus)
+void bus_send_job_finished(Bus *b, const char *id, const char *status, int64_t duration_ms) {
+        if (!b || !b->conn)
                 return;
-        (void) sd_bus_emit_signal(m->bus, BUS_PATH, BUS_INTERFACE, "JobFinished", "ssx", id, status, duration_ms);
+        (void) sd_bus_emit_signal(b->conn, BUS_PATH, BUS_INTERFACE, "JobFinished", "ssx", id, status, duration_ms);
 }
 
 /* Channels that only hold buffered events go when the last one leaves the replay window, and nothing else
@@ -620,19 +672,21 @@ void bus_send_job_finished(Manager *m, const char *id, const char *status, int64
  * once per event. */
 #define BUS_EXPIRY_ACCURACY_USEC USEC_PER_SEC
 
-static void bus_arm_expiry(Manager *m) {
+static void bus_arm_expiry(Bus *b) {
         uint64_t when;
 
-        if (channels_next_expiry(m->channels, &when) <= 0) {
-                (void) sd_event_source_set_enabled(m->bus_expiry_event_source, SD_EVENT_OFF);
+        if (channels_next_expiry(b->manager->channels, &when) <= 0) {
+                (void) sd_event_source_set_enabled(b->expiry_event_source, SD_EVENT_OFF);
                 return;
         }
-        if (sd_event_source_set_time(m->bus_expiry_event_source, when * USEC_PER_MSEC) < 0 ||
-            sd_event_source_set_enabled(m->bus_expiry_event_source, SD_EVENT_ONESHOT) < 0)
+        if (sd_event_source_set_time(b->expiry_event_source, when * USEC_PER_MSEC) < 0 ||
+            sd_event_source_set_enabled(b->expiry_event_source, SD_EVENT_ONESHOT) < 0)
                 log_warning("Failed to arm the channel expiry timer; expired channels are announced late.");
 }
 
-void manager_bus_flush_changes(Manager *m) {
+/* Emits PropertiesChanged for what changed since the last call. */
+static void bus_flush_changes(Bus *b) {
+        Manager *m = b->manager;
         /* channels_count() drops expired events and the channels left empty; that changes none of the others. */
         uint32_t now[_BUS_COUNTED_MAX] = {
                 [BUS_COUNTED_CLIENTS] = m->n_clients,
@@ -651,28 +705,33 @@ void manager_bus_flush_changes(Manager *m) {
         const char *changed[_BUS_COUNTED_MAX + 1];
         size_t n = 0;
 
-        if (!m->bus)
+        if (!b->conn)
                 return;
-        bus_arm_expiry(m);
+        bus_arm_expiry(b);
         for (size_t i = 0; i < _BUS_COUNTED_MAX; i++)
-                if (now[i] != m->bus_announced[i]) {
+                if (now[i] != b->announced[i]) {
                         changed[n++] = names[i];
-                        m->bus_announced[i] = now[i];
+                        b->announced[i] = now[i];
                 }
         if (n == 0)
                 return;
         changed[n] = NULL;
-        (void) sd_bus_emit_properties_changed_strv(m->bus, BUS_PATH, BUS_INTERFACE, (char**) changed);
+        (void) sd_bus_emit_properties_changed_strv(b->conn, BUS_PATH, BUS_INTERFACE, (char**) changed);
 }
 
 static int on_bus_changed(sd_event_source *s, void *userdata) {
-        manager_bus_flush_changes(userdata);
+        bus_flush_changes(userdata);
         return 0;
 }
 
 static int on_bus_expiry(sd_event_source *s, uint64_t usec, void *userdata) {
-        manager_bus_flush_changes(userdata);
+        bus_flush_changes(userdata);
         return 0;
+}
+
+void bus_changed(Bus *b) {
+        if (b && b->conn)
+                (void) sd_event_source_set_enabled(b->changed_event_source, SD_EVENT_ONESHOT);
 }
 
 /* ---- connection ---- */
@@ -682,136 +741,175 @@ static int on_bus_expiry(sd_event_source *s, uint64_t usec, void *userdata) {
 #define BUS_RECONNECT_MIN_USEC USEC_PER_SEC
 #define BUS_RECONNECT_MAX_USEC (30 * USEC_PER_SEC)
 
-static const char* bus_which(Manager *m) {
-        return m->bus_mode == BUS_MODE_SYSTEM ? "system" : "user";
+static const char* bus_which(Bus *b) {
+        return b->mode == BUS_MODE_SYSTEM ? "system" : "user";
 }
 
-static void bus_schedule_reconnect(Manager *m) {
-        uint64_t delay = m->bus_reconnect_usec;
+static void bus_schedule_reconnect(Bus *b) {
+        uint64_t delay = b->reconnect_usec;
 
-        m->bus_reconnect_usec = MIN(delay * 2, BUS_RECONNECT_MAX_USEC);
-        m->bus_retrying = true;
-        if (event_source_arm_relative(m->bus_reconnect_event_source, delay) < 0)
+        b->reconnect_usec = MIN(delay * 2, BUS_RECONNECT_MAX_USEC);
+        b->retrying = true;
+        if (event_source_arm_relative(b->reconnect_event_source, delay) < 0)
                 log_warning("Failed to arm the bus reconnect timer; staying without D-Bus.");
 }
 
 static int on_name_acquired(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
-        Manager *m = userdata;
+        Bus *b = userdata;
         const sd_bus_error *e = sd_bus_message_get_error(reply);
 
         /* A connection that went away before the answer came gets a made-up error here, then Disconnected. */
         if (sd_bus_is_open(sd_bus_message_get_bus(reply)) > 0) {
-                m->bus_up = true;
-                m->bus_reconnect_usec = BUS_RECONNECT_MIN_USEC;
+                b->up = true;
+                b->reconnect_usec = BUS_RECONNECT_MIN_USEC;
         }
         if (e)
                 log_warning("Could not own the bus name " BUS_NAME " (%s); the D-Bus interface stays unnamed.",
                             e->message ?: e->name);
-        else if (m->bus_retrying)
-                log_info("Connected to the %s bus on a retry; " BUS_NAME " is available.", bus_which(m));
+        else if (b->retrying)
+                log_info("Connected to the %s bus on a retry; " BUS_NAME " is available.", bus_which(b));
         else
                 log_debug("Acquired the bus name " BUS_NAME ".");
-        manager_bus_name_settled(m);
+        if (b->name_pending) {
+                b->name_pending = false;
+                manager_bus_name_settled(b->manager);
+        }
         return 0;
 }
 
 static int on_bus_disconnected(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
-        Manager *m = userdata;
+        Bus *b = userdata;
 
         /* Said once per lost connection; failed attempts to get it back are only debug messages. */
-        if (m->bus_up)
+        if (b->up)
                 log_warning("Lost the connection to the %s bus; serving the socket without D-Bus and reconnecting "
-                            "in the background.", bus_which(m));
+                            "in the background.", bus_which(b));
         else
-                log_debug("The %s bus closed the connection before it was set up.", bus_which(m));
-        m->bus_up = false;
+                log_debug("The %s bus closed the connection before it was set up.", bus_which(b));
+        b->up = false;
         /* sd-bus holds its own reference while it dispatches this, so dropping ours here is safe. */
-        m->bus = sd_bus_flush_close_unref(m->bus);
-        bus_schedule_reconnect(m);
+        b->conn = sd_bus_flush_close_unref(b->conn);
+        bus_schedule_reconnect(b);
         return 0;
 }
 
 /* Opens the connection, exports the object and requests the name, all without waiting on the bus. Does not log:
  * the callers say it once at start and quietly on a retry. */
-static int bus_connect(Manager *m) {
+static int bus_connect(Bus *b) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         int r;
 
-        r = m->bus_mode == BUS_MODE_SYSTEM ? sd_bus_open_system(&bus) : sd_bus_open_user(&bus);
+        r = b->mode == BUS_MODE_SYSTEM ? sd_bus_open_system(&bus) : sd_bus_open_user(&bus);
         if (r < 0)
                 return r;
 
-        r = sd_bus_add_object_vtable(bus, NULL, BUS_PATH, BUS_INTERFACE, manager_vtable, m);
+        r = sd_bus_add_object_vtable(bus, NULL, BUS_PATH, BUS_INTERFACE, manager_vtable, b);
         if (r < 0)
                 return r;
 
         /* A match on the local Disconnected signal costs no bus call: sd-bus keeps it to itself. */
         r = sd_bus_match_signal(bus, NULL, "org.freedesktop.DBus.Local", "/org/freedesktop/DBus/Local",
-                                "org.freedesktop.DBus.Local", "Disconnected", on_bus_disconnected, m);
+                                "org.freedesktop.DBus.Local", "Disconnected", on_bus_disconnected, b);
         if (r < 0)
                 return r;
 
-        r = sd_bus_attach_event(bus, m->event, 0);
+        r = sd_bus_attach_event(bus, b->manager->event, 0);
         if (r < 0)
                 return r;
 
         /* Asynchronous, so the loop never waits on the bus; READY=1 waits for the answer instead. */
-        r = sd_bus_request_name_async(bus, NULL, BUS_NAME, 0, on_name_acquired, m);
+        r = sd_bus_request_name_async(bus, NULL, BUS_NAME, 0, on_name_acquired, b);
         if (r < 0)
                 return r;
 
-        m->bus = TAKE_PTR(bus);
+        b->conn = TAKE_PTR(bus);
         return 0;
 }
 
 static int on_bus_reconnect(sd_event_source *s, uint64_t usec, void *userdata) {
-        Manager *m = userdata;
+        Bus *b = userdata;
         int r;
 
-        r = bus_connect(m);
+        r = bus_connect(b);
         if (r < 0) {
                 log_debug_errno(r, "Still cannot connect to the %s bus, trying again in %" PRIu64 " s: %m",
-                                bus_which(m), m->bus_reconnect_usec / USEC_PER_SEC);
-                bus_schedule_reconnect(m);
+                                bus_which(b), b->reconnect_usec / USEC_PER_SEC);
+                bus_schedule_reconnect(b);
         }
         return 0;
 }
 
-int manager_connect_bus(Manager *m) {
+int bus_new(Manager *m, BusMode mode, Bus **ret) {
+        Bus *b;
+
+        assert(m);
+        assert(mode == BUS_MODE_USER || mode == BUS_MODE_SYSTEM);
+        assert(ret);
+
+        b = new(Bus, 1);
+        if (!b)
+                return -ENOMEM;
+        *b = (Bus) {
+                .manager = m,
+                .mode = mode,
+                .reconnect_usec = BUS_RECONNECT_MIN_USEC,
+        };
+        *ret = b;
+        return 0;
+}
+
+Bus* bus_free(Bus *b) {
+        if (!b)
+                return NULL;
+
+        sd_event_source_disable_unref(b->changed_event_source);
+        sd_event_source_disable_unref(b->expiry_event_source);
+        sd_event_source_disable_unref(b->reconnect_event_source);
+        sd_bus_flush_close_unref(b->conn);
+        return mfree(b);
+}
+
+bool bus_name_pending(const Bus *b) {
+        return b && b->name_pending;
+}
+
+int bus_start(Bus *b) {
+        sd_event *e;
         int r;
 
-        if (m->bus_mode == BUS_MODE_NONE)
+        if (!b)
                 return 0;
+        e = b->manager->event;
 
-        r = sd_event_add_defer(m->event, &m->bus_changed_event_source, on_bus_changed, m);
+        r = sd_event_add_defer(e, &b->changed_event_source, on_bus_changed, b);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up property change announcements: %m");
-        (void) sd_event_source_set_enabled(m->bus_changed_event_source, SD_EVENT_OFF);
-        (void) sd_event_source_set_description(m->bus_changed_event_source, "bus-changed");
+        (void) sd_event_source_set_enabled(b->changed_event_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(b->changed_event_source, "bus-changed");
 
-        r = sd_event_add_time(m->event, &m->bus_expiry_event_source, CLOCK_MONOTONIC, 0, BUS_EXPIRY_ACCURACY_USEC,
-                              on_bus_expiry, m);
+        r = sd_event_add_time(e, &b->expiry_event_source, CLOCK_MONOTONIC, 0, BUS_EXPIRY_ACCURACY_USEC,
+                              on_bus_expiry, b);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the channel expiry timer: %m");
-        (void) sd_event_source_set_enabled(m->bus_expiry_event_source, SD_EVENT_OFF);
-        (void) sd_event_source_set_description(m->bus_expiry_event_source, "bus-channel-expiry");
+        (void) sd_event_source_set_enabled(b->expiry_event_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(b->expiry_event_source, "bus-channel-expiry");
 
-        r = sd_event_add_time(m->event, &m->bus_reconnect_event_source, CLOCK_MONOTONIC, 0, 0, on_bus_reconnect, m);
+        r = sd_event_add_time(e, &b->reconnect_event_source, CLOCK_MONOTONIC, 0, 0, on_bus_reconnect, b);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the bus reconnect timer: %m");
-        (void) sd_event_source_set_enabled(m->bus_reconnect_event_source, SD_EVENT_OFF);
-        (void) sd_event_source_set_description(m->bus_reconnect_event_source, "bus-reconnect");
-        m->bus_reconnect_usec = BUS_RECONNECT_MIN_USEC;
+        (void) sd_event_source_set_enabled(b->reconnect_event_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(b->reconnect_event_source, "bus-reconnect");
+        b->reconnect_usec = BUS_RECONNECT_MIN_USEC;
 
-        r = bus_connect(m);
+        r = bus_connect(b);
         if (r < 0) {
                 log_warning_errno(r, "Cannot connect to the %s bus, continuing without D-Bus and trying again in "
-                                  "the background: %m", bus_which(m));
-                bus_schedule_reconnect(m);
+                                  "the background: %m", bus_which(b));
+                bus_schedule_reconnect(b);
                 return 0;
         }
 
-        m->bus_name_pending = true;
-        log_debug("Connected to the %s bus.", bus_which(m));
+        b->name_pending = true;
+        log_debug("Connected to the %s bus.", bus_which(b));
         return 0;
 }

@@ -1,19 +1,47 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* The D-Bus admin interface org.photond.Daemon1. */
+/* The D-Bus admin interface org.photond.Daemon1: the object, its connection and what it announces. A Bus keeps
+ * its state to itself (photond-bus.c) and reads the cores through its Manager. The functions that take a Bus take
+ * NULL too (no D-Bus: --bus=none) and then do nothing; the signals and announcements do nothing while the bus is
+ * away either. */
 
+#include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 
+#include "macro.h"
+
 typedef struct Manager Manager;
+typedef struct Bus Bus;
 
-/* Connects to the bus chosen by m->bus_mode, exports the object and requests the name. A missing bus is a warning:
- * returns 0 with m->bus unset. */
-int manager_connect_bus(Manager *m);
+typedef enum BusMode {
+        BUS_MODE_AUTO,
+        BUS_MODE_USER,
+        BUS_MODE_SYSTEM,
+        BUS_MODE_NONE,
+        _BUS_MODE_MAX,
+        _BUS_MODE_INVALID = -EINVAL,
+} BusMode;
 
-/* Emits PropertiesChanged for what changed since the last call (coalesced by the manager). */
-void manager_bus_flush_changes(Manager *m);
+const char* bus_mode_to_string(BusMode m);
+BusMode bus_mode_from_string(const char *s);
 
-/* Signals. No-ops without a bus. event: "acquired", "released", "expired". */
-void bus_send_lock_changed(Manager *m, const char *name, const char *holder, const char *event);
-void bus_send_job_finished(Manager *m, const char *id, const char *status, int64_t duration_ms);
+/* The object of m for the bus of mode (BUS_MODE_USER or BUS_MODE_SYSTEM); connects nothing yet. */
+int bus_new(Manager *m, BusMode mode, Bus **ret);
+Bus* bus_free(Bus *b);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Bus*, bus_free);
+
+/* Connects, exports the object and requests the name. A missing bus is a warning: returns 0 and tries again in
+ * the background. When the name request is answered, manager_bus_name_settled() is called, once. */
+int bus_start(Bus *b);
+
+/* Whether the answer to the name request is still awaited (READY=1 waits for it). */
+bool bus_name_pending(const Bus *b);
+
+/* Announces the changed counts (PropertiesChanged) at the end of the iteration, once however often it is called. */
+void bus_changed(Bus *b);
+
+/* Signals. event: "acquired", "released", "expired". */
+void bus_send_lock_changed(Bus *b, const char *name, const char *holder, const char *event);
+void bus_send_job_finished(Bus *b, const char *id, const char *status, int64_t duration_ms);

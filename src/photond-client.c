@@ -64,7 +64,7 @@ static int client_update_io_events(Client *c) {
          * which epoll reports whatever the mask, would keep waking the loop before the flush that closes us. */
         op = !(events & (EPOLLIN|EPOLLOUT|EPOLLHUP)) ? EPOLL_CTL_DEL : c->io_events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
         ev = (struct epoll_event) { .events = events, .data.ptr = c };
-        if (epoll_ctl(c->manager->clients_epoll_fd, op, c->fd, &ev) < 0)
+        if (epoll_ctl(c->manager->client_io.epoll_fd, op, c->fd, &ev) < 0)
                 return -errno;
         c->io_events = events & ~(EPOLLET | EPOLLRDHUP);
         return 0;
@@ -76,15 +76,15 @@ static void client_read_more(Client *c) {
         if (c->read_more || !m)
                 return;
         c->read_more = true;
-        LIST_PREPEND(read_more, m->read_more_clients, c);
-        (void) sd_event_source_set_enabled(m->read_more_event_source, SD_EVENT_ONESHOT);
+        LIST_PREPEND(read_more, m->client_io.read_more_clients, c);
+        (void) sd_event_source_set_enabled(m->client_io.read_more_event_source, SD_EVENT_ONESHOT);
 }
 
 static void client_read_more_done(Client *c) {
         if (!c->read_more)
                 return;
         c->read_more = false;
-        LIST_REMOVE(read_more, c->manager->read_more_clients, c);
+        LIST_REMOVE(read_more, c->manager->client_io.read_more_clients, c);
 }
 
 static void client_mark_dirty(Client *c);
@@ -248,16 +248,16 @@ read:
         }
 }
 
-static void clients_serve_ready(Manager *m, const struct epoll_event *evs, int n) {
+static void clients_serve_ready(ClientIO *io, const struct epoll_event *evs, int n) {
         for (int i = 0; i < n; i++) {
                 Client *c = evs[i].data.ptr;
 
                 if (c->disconnected)
                         continue;
-                m->batch_follows = i + 1 < n;
+                io->batch_follows = i + 1 < n;
                 client_on_io(c, evs[i].events);
         }
-        m->batch_follows = false;
+        io->batch_follows = false;
 }
 
 /* Busy polling. Under a request/reply load every batch used to end with photond asleep in epoll_wait(), and each
@@ -267,7 +267,7 @@ static void clients_serve_ready(Manager *m, const struct epoll_event *evs, int n
  * that time again. "Busy": the batch began within BUSY_POLL_IDLE_FACTOR times that time of the last one's end, so
  * a light load (and an idle daemon) never polls. The loop's other sources (timers, signals, the listener) get
  * their turn at least every BUSY_POLL_MAX_SLICE_USEC. Off with one CPU, where polling only delays the client we
- * wait for (client_poll_setup()).
+ * wait for (client_io_setup()).
  *
  * A poll pays only when it finds input: one that finds nothing burns the whole poll time, and the wake-up it
  * spares a poll that does find input is worth a few µs of photond's CPU. One client at a steady 10,000 requests/s
@@ -309,50 +309,52 @@ bool busy_poll_record(BusyPoll *b, bool found, uint64_t now) {
         return false;
 }
 
-static uint64_t busy_poll_usec(Manager *m) {
-        return m->one_cpu ? 0 : MIN(limits.BUSY_POLL_US, (uint64_t) BUSY_POLL_MAX_SLICE_USEC);
+static uint64_t busy_poll_usec(const ClientIO *io) {
+        return io->one_cpu ? 0 : MIN(limits.BUSY_POLL_US, (uint64_t) BUSY_POLL_MAX_SLICE_USEC);
 }
 
 static int clients_busy_poll(Manager *m, uint64_t batch_start) {
         struct epoll_event evs[CLIENT_POLL_BATCH];
+        ClientIO *io = &m->client_io;
         uint64_t now = now_usec(CLOCK_MONOTONIC), until, slice_end, loop_time;
-        bool busy = m->last_batch_end > 0 && batch_start - m->last_batch_end <= BUSY_POLL_IDLE_FACTOR * busy_poll_usec(m);
+        bool busy = io->last_batch_end > 0 &&
+                batch_start - io->last_batch_end <= BUSY_POLL_IDLE_FACTOR * busy_poll_usec(io);
         int r = 0;
 
-        m->last_batch_end = now;
-        if (!busy || !busy_poll_may_poll(&m->busy_poll, now))
+        io->last_batch_end = now;
+        if (!busy || !busy_poll_may_poll(&io->busy_poll, now))
                 return 0;
 
         if (sd_event_now(m->event, CLOCK_MONOTONIC, &loop_time) < 0 || loop_time > now)
                 return 0;
-        until = now + busy_poll_usec(m);
+        until = now + busy_poll_usec(io);
         slice_end = now + BUSY_POLL_MAX_SLICE_USEC;
         while (now < until && now < slice_end) {
                 int n;
 
                 /* Left to the loop: data left over from a full read (its defer source), replies held for a state
                  * write, shutdown. */
-                if (m->read_more_clients || manager_output_held(m) || m->shutting_down)
+                if (io->read_more_clients || manager_output_held(m) || m->shutting_down)
                         break;
-                n = epoll_wait(m->clients_epoll_fd, evs, ELEMENTSOF(evs), 0);
+                n = epoll_wait(io->epoll_fd, evs, ELEMENTSOF(evs), 0);
                 now = now_usec(CLOCK_MONOTONIC);
                 if (n <= 0)
                         continue;
-                (void) busy_poll_record(&m->busy_poll, true, now);
+                (void) busy_poll_record(&io->busy_poll, true, now);
                 /* This batch's requests came after the loop's time: they see the time they were found. */
-                m->batch_time_offset = now - loop_time;
-                m->busy_poll_batches++;
-                clients_serve_ready(m, evs, n);
+                io->batch_time_offset = now - loop_time;
+                io->busy_poll_batches++;
+                clients_serve_ready(io, evs, n);
                 r = manager_flush(m);
                 if (r < 0)
                         break;
-                now = m->last_batch_end = now_usec(CLOCK_MONOTONIC);
-                until = now + busy_poll_usec(m);
+                now = io->last_batch_end = now_usec(CLOCK_MONOTONIC);
+                until = now + busy_poll_usec(io);
         }
         /* Only a poll that ran its whole time counts as a miss, not one cut short by the slice or the loop. */
         if (now >= until)
-                (void) busy_poll_record(&m->busy_poll, false, now);
-        m->batch_time_offset = 0;
+                (void) busy_poll_record(&io->busy_poll, false, now);
+        io->batch_time_offset = 0;
         return r;
 }
 
@@ -361,12 +363,13 @@ static int clients_busy_poll(Manager *m, uint64_t batch_start) {
 static int clients_serve(Manager *m) {
         struct epoll_event evs[CLIENT_POLL_BATCH];
         Client *more[CLIENT_POLL_BATCH], *c;
+        ClientIO *io = &m->client_io;
         uint64_t start = manager_now(m, CLOCK_MONOTONIC);      /* when the loop woke up for this batch */
         size_t n_more = 0;
         int n, r;
 
         /* Off the list before serving, so one that fills the buffer again waits for the next round. */
-        while (n_more < ELEMENTSOF(more) && (c = m->read_more_clients)) {
+        while (n_more < ELEMENTSOF(more) && (c = io->read_more_clients)) {
                 client_read_more_done(c);
                 more[n_more++] = c;
         }
@@ -374,23 +377,23 @@ static int clients_serve(Manager *m) {
         /* A client served earlier in this batch may disconnect a later one (a slow subscriber, a provider, a
          * shutdown): that only marks it, its memory is freed by the manager's flush below. The list was built
          * newest first. */
-        m->batch_follows = n_more > 0;         /* and whatever epoll reports next */
+        io->batch_follows = n_more > 0;        /* and whatever epoll reports next */
         while (n_more > 0) {
                 c = more[--n_more];
                 if (!c->disconnected)
                         client_on_io(c, EPOLLIN);
         }
-        m->batch_follows = false;
+        io->batch_follows = false;
 
-        n = epoll_wait(m->clients_epoll_fd, evs, ELEMENTSOF(evs), 0);
+        n = epoll_wait(io->epoll_fd, evs, ELEMENTSOF(evs), 0);
         if (n < 0 && errno != EINTR)
                 log_error_errno(errno, "epoll_wait() on the client set failed: %m");
-        clients_serve_ready(m, evs, n);
+        clients_serve_ready(io, evs, n);
 
         /* The replies (and the one state write before them) leave now rather than from the flush source on the
          * next iteration, which would cost sd-event another poll for nothing. */
         r = manager_flush(m);
-        if (r < 0 || busy_poll_usec(m) == 0)
+        if (r < 0 || busy_poll_usec(io) == 0)
                 return r;
         return clients_busy_poll(m, start);
 }
@@ -403,8 +406,9 @@ static int on_read_more(sd_event_source *s, void *userdata) {
         return clients_serve(userdata);
 }
 
-int client_poll_setup(Manager *m) {
+int client_io_setup(Manager *m) {
         _cleanup_close_ int fd = -EBADF;
+        ClientIO *io = &m->client_io;
         cpu_set_t cpus;
         int r;
 
@@ -416,24 +420,35 @@ int client_poll_setup(Manager *m) {
         fd = epoll_create1(EPOLL_CLOEXEC);
         if (fd < 0)
                 return -errno;
-        r = sd_event_add_io(m->event, &m->clients_event_source, fd, EPOLLIN, on_clients_io, m);
+        r = sd_event_add_io(m->event, &io->event_source, fd, EPOLLIN, on_clients_io, m);
         if (r < 0)
                 return r;
-        (void) sd_event_source_set_description(m->clients_event_source, "clients-io");
-        r = sd_event_add_defer(m->event, &m->read_more_event_source, on_read_more, m);
+        (void) sd_event_source_set_description(io->event_source, "clients-io");
+        r = sd_event_add_defer(m->event, &io->read_more_event_source, on_read_more, m);
         if (r < 0)
                 return r;
-        (void) sd_event_source_set_enabled(m->read_more_event_source, SD_EVENT_OFF);
-        (void) sd_event_source_set_description(m->read_more_event_source, "clients-read-more");
-        m->clients_epoll_fd = TAKE_FD(fd);
-        m->one_cpu = CPU_COUNT(&cpus) < 2;
+        (void) sd_event_source_set_enabled(io->read_more_event_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(io->read_more_event_source, "clients-read-more");
+        io->epoll_fd = TAKE_FD(fd);
+        io->one_cpu = CPU_COUNT(&cpus) < 2;
         return 0;
 }
 
-void client_poll_done(Manager *m) {
-        m->read_more_event_source = sd_event_source_disable_unref(m->read_more_event_source);
-        m->clients_event_source = sd_event_source_disable_unref(m->clients_event_source);
-        m->clients_epoll_fd = safe_close(m->clients_epoll_fd);
+void client_io_done(Manager *m) {
+        ClientIO *io = &m->client_io;
+
+        io->read_more_event_source = sd_event_source_disable_unref(io->read_more_event_source);
+        io->event_source = sd_event_source_disable_unref(io->event_source);
+        io->epoll_fd = safe_close(io->epoll_fd);
+}
+
+int client_io_add_status(const ClientIO *io, struct json_object *data) {
+        int r;
+
+        r = json_add_int64(data, "busyPollBatches", (int64_t) io->busy_poll_batches);
+        if (r < 0)
+                return r;
+        return json_add_int64(data, "busyPollBackoffs", (int64_t) io->busy_poll.backoffs);
 }
 
 int client_new(Manager *m, int fd, Client **ret) {
@@ -450,7 +465,7 @@ int client_new(Manager *m, int fd, Client **ret) {
                 return -ENOMEM;
         *c = (Client) {
                 .fd = -EBADF,
-                .serial = ++m->client_serial,
+                .serial = ++m->client_io.client_serial,
                 .subscriber.ops = &client_subscriber_ops,
                 .ucred = { .pid = 0, .uid = (uid_t) -1, .gid = (gid_t) -1 },
         };
@@ -460,7 +475,7 @@ int client_new(Manager *m, int fd, Client **ret) {
                 c->ucred = (struct ucred) { .pid = 0, .uid = (uid_t) -1, .gid = (gid_t) -1 };
 
         ev = (struct epoll_event) { .events = EPOLLIN | EPOLLET | EPOLLRDHUP, .data.ptr = c };
-        if (epoll_ctl(m->clients_epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
+        if (epoll_ctl(m->client_io.epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
                 return -errno;
         c->io_events = EPOLLIN;
 
@@ -474,7 +489,7 @@ int client_new(Manager *m, int fd, Client **ret) {
 
 void client_stop_io(Client *c) {
         if (c->io_events != 0 && c->manager && c->fd >= 0)
-                (void) epoll_ctl(c->manager->clients_epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
+                (void) epoll_ctl(c->manager->client_io.epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
         c->io_events = 0;
         client_read_more_done(c);
 }
@@ -569,7 +584,7 @@ int client_send(Client *c, SharedBuf *b, const void *tag) {
                  * the client being served, and any whose queue is still within the cap, get it, and are not read
                  * again until the queue is back under the cap. Only an answer to an earlier request that finds
                  * the queue over the cap, from a client that does not read, is beyond that bound. */
-                if (c->out_bytes > limits.MAX_WRITE_QUEUE_BYTES && !(c->manager && c->manager->serving == c)) {
+                if (c->out_bytes > limits.MAX_WRITE_QUEUE_BYTES && !(c->manager && c->manager->client_io.serving == c)) {
                         log_warning("Client %" PRIu64 " (pid %d): write queue over %" PRIu64 " bytes, disconnecting.",
                                     c->serial, (int) c->ucred.pid, limits.MAX_WRITE_QUEUE_BYTES);
                         /* Not now: the caller may be walking a list the disconnect would change (a lock's
@@ -789,13 +804,13 @@ static int client_handle_line(Client *c, const char *line, size_t len, bool more
         if (len == 0 || !client_line_handler)
                 return 0;
         if (c->manager) {
-                c->manager->input_follows = more;
-                c->manager->serving = c;
+                c->manager->client_io.input_follows = more;
+                c->manager->client_io.serving = c;
         }
         r = client_line_handler(c, line, len);
         if (c->manager) {
-                c->manager->input_follows = false;
-                c->manager->serving = NULL;
+                c->manager->client_io.input_follows = false;
+                c->manager->client_io.serving = NULL;
         }
         return r;
 }
@@ -808,10 +823,10 @@ static int client_line_too_long(Client *c) {
         limit_error(LIMIT_MAX_LINE_BYTES, UINT64_MAX, msg, sizeof(msg), &suggestion);
         /* The answer to the line being read, as any request's (client_send()). */
         if (c->manager)
-                c->manager->serving = c;
+                c->manager->client_io.serving = c;
         (void) client_reply_error(c, NULL, msg, suggestion);
         if (c->manager)
-                c->manager->serving = NULL;
+                c->manager->client_io.serving = NULL;
         c->close_after_flush = true;
         c->close_reason = CLIENT_CLOSE_LINE_TOO_LONG;
         c->rbuf = mfree(c->rbuf);

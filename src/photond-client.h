@@ -46,7 +46,7 @@ struct Client {
         Manager *manager;
         LIST_FIELDS(Client, clients);
         LIST_FIELDS(Client, dirty);     /* on manager->dirty_clients while it has output to flush */
-        LIST_FIELDS(Client, read_more); /* on manager->read_more_clients while it may have unread input */
+        LIST_FIELDS(Client, read_more); /* on the ClientIO's read_more_clients while it may have unread input */
 
         uint64_t serial;                /* for logs: "client 17" */
         int fd;
@@ -85,15 +85,6 @@ struct Client {
         unsigned n_calls;               /* photond-dispatch.c: calls this client is waiting for */
         unsigned n_lock_waits;          /* photond-lock.c */
 };
-
-/* Every client fd sits in one epoll set of the manager, itself one sd-event IO source: a wake-up serves every
- * client that is ready with one epoll_wait(), where a source per client would cost sd-event an epoll_wait() per
- * client. The set is edge-triggered, so it reports clients in the order their input arrived (a level-triggered
- * set keeps a client reported once at its old place in the ready list); a client whose read filled the buffer
- * is read again from a defer source. setup creates the set and its sources; done closes them (clients must be
- * gone). */
-int client_poll_setup(Manager *m);
-void client_poll_done(Manager *m);
 
 /* A Client as the channels' Subscriber: its write queue (client_send(), client_drop_tagged(), client_write_now(),
  * out_bytes), and a slow consumer is closed with manager_client_close() (without a manager, as in unit tests, it is
@@ -189,6 +180,55 @@ bool busy_poll_may_poll(const BusyPoll *b, uint64_t now);
 /* Records a poll that found input, or one that did not in the whole poll time; false when polling should stop for
  * a back-off. Exposed for the unit tests. */
 bool busy_poll_record(BusyPoll *b, bool found, uint64_t now);
+
+/* How the clients' input is served (photond-client.c has why): every client fd sits in one epoll set, itself one
+ * sd-event IO source, so a wake-up serves every client that is ready with one epoll_wait(), where a source per
+ * client would cost sd-event an epoll_wait() per client. The set is edge-triggered, so it reports clients in the
+ * order their input arrived (a level-triggered set keeps a client reported once at its old place in the ready
+ * list); a client whose read filled the buffer is read again from a defer source. After a busy batch the set is
+ * polled for a while (busy polling). The Manager embeds it (manager->client_io), so the read and flush paths reach
+ * it without another pointer; only photond-client.c touches its members, the Manager uses the functions below. */
+typedef struct ClientIO {
+        int epoll_fd;
+        sd_event_source *event_source;
+        LIST_HEAD(Client, read_more_clients);   /* data left after a full read */
+        sd_event_source *read_more_event_source;
+        uint64_t client_serial;         /* the last client's number */
+
+        /* the batch being served */
+        Client *serving;                /* whose request line is being handled */
+        bool input_follows;             /* the request being served is not its client's last */
+        bool batch_follows;             /* other clients of this batch are still to be served */
+
+        /* busy polling */
+        bool one_cpu;                   /* no busy polling */
+        BusyPoll busy_poll;             /* whether polling pays */
+        uint64_t batch_time_offset;     /* µs since the loop's time when busy polling found this batch */
+        uint64_t busy_poll_batches;     /* batches busy polling found (status) */
+        uint64_t last_batch_end;        /* CLOCK_MONOTONIC µs: when the last batch of clients was served */
+} ClientIO;
+
+/* A ClientIO not set up yet, which client_io_done() takes as it is. */
+#define CLIENT_IO_INIT { .epoll_fd = -EBADF }
+
+/* Creates m->client_io's epoll set and its sources; done closes them (the clients must be gone). */
+int client_io_setup(Manager *m);
+void client_io_done(Manager *m);
+
+/* Whether more requests of the batch being served are known to follow the one being handled: its client sent
+ * more, or other clients of the batch are still to be served. Inline: the publish fan-out asks it. */
+static inline bool client_io_more_follows(const ClientIO *io) {
+        return io->input_follows || io->batch_follows;
+}
+
+/* Where the batch's time offset lives (LoopClock.offset): how far past the loop's time a batch found by busy
+ * polling is, 0 otherwise. */
+static inline const uint64_t* client_io_time_offset(const ClientIO *io) {
+        return &io->batch_time_offset;
+}
+
+/* Adds status' "busyPollBatches" and "busyPollBackoffs" to data. */
+int client_io_add_status(const ClientIO *io, struct json_object *data);
 
 /* Line callback used by client_feed(); the manager's handler in the daemon, replaceable by tests. */
 typedef int (*ClientLineHandler)(Client *c, const char *line, size_t len);

@@ -41,29 +41,9 @@
 #define PHOTOND_VERSION "0.0"
 #endif
 
-static const char *const bus_mode_table[_BUS_MODE_MAX] = {
-        [BUS_MODE_AUTO] = "auto",
-        [BUS_MODE_USER] = "user",
-        [BUS_MODE_SYSTEM] = "system",
-        [BUS_MODE_NONE] = "none",
-};
-
-const char* bus_mode_to_string(BusMode m) {
-        if (m < 0 || m >= _BUS_MODE_MAX)
-                return NULL;
-        return bus_mode_table[m];
-}
-
-BusMode bus_mode_from_string(const char *s) {
-        for (BusMode m = 0; s && m < _BUS_MODE_MAX; m++)
-                if (streq(bus_mode_table[m], s))
-                        return m;
-        return _BUS_MODE_INVALID;
-}
-
 uint64_t manager_now(Manager *m, clockid_t clock) {
         /* Not m->clock: the minimal Managers of tests set only the event. */
-        return loop_clock_now(&(LoopClock) { m->event, &m->batch_time_offset }, clock);
+        return loop_clock_now(&(LoopClock) { m->event, client_io_time_offset(&m->client_io) }, clock);
 }
 
 /* ---- paths ---- */
@@ -249,8 +229,7 @@ int manager_build_status(Manager *m, struct json_object **ret) {
             (r = json_add_int64(data, "writeQueueDisconnects",
                                 (int64_t) m->n_clients_closed[CLIENT_CLOSE_WRITE_QUEUE])) < 0 ||
             (r = json_add(data, "clientsClosed", TAKE_PTR(closed))) < 0 ||
-            (r = json_add_int64(data, "busyPollBatches", (int64_t) m->busy_poll_batches)) < 0 ||
-            (r = json_add_int64(data, "busyPollBackoffs", (int64_t) m->busy_poll.backoffs)) < 0 ||
+            (r = client_io_add_status(&m->client_io, data)) < 0 ||
             (r = json_add(data, "capabilities", TAKE_PTR(caps))) < 0)
                 return r;
 
@@ -283,8 +262,10 @@ void manager_state_changed(Manager *m) {
 }
 
 void manager_bus_changed(Manager *m) {
+        /* Tested here, not only in bus_changed(): the lock path calls this for every lock taken or freed, and
+         * without D-Bus it then costs no call. */
         if (m->bus)
-                (void) sd_event_source_set_enabled(m->bus_changed_event_source, SD_EVENT_ONESHOT);
+                bus_changed(m->bus);
 }
 
 /* ---- what the cores tell the manager (their hooks, filled in by manager_new()) ---- */
@@ -302,11 +283,15 @@ static bool hook_may_write_now(void *userdata) {
 }
 
 static void hook_lock_changed(void *userdata, const char *name, const char *holder, const char *event) {
-        bus_send_lock_changed(userdata, name, holder, event);
+        Manager *m = userdata;
+
+        bus_send_lock_changed(m->bus, name, holder, event);
 }
 
 static void hook_job_finished(void *userdata, const char *id, const char *status, int64_t duration_ms) {
-        bus_send_job_finished(userdata, id, status, duration_ms);
+        Manager *m = userdata;
+
+        bus_send_job_finished(m->bus, id, status, duration_ms);
 }
 
 void manager_client_disconnect(Manager *m, Client *c) {
@@ -410,7 +395,7 @@ bool manager_state_unsaved(Manager *m) {
  * batch (its client sent nothing more, no other client is still to be served), so no later request of this batch
  * adds to the same queues, which then leave in one write each. */
 bool manager_may_write_now(Manager *m) {
-        return !m->input_follows && !m->batch_follows && !m->state_dirty && !manager_output_held(m) &&
+        return !client_io_more_follows(&m->client_io) && !m->state_dirty && !manager_output_held(m) &&
                 !m->shutting_down;
 }
 
@@ -439,7 +424,7 @@ static bool manager_save_state(Manager *m) {
             !m->shutting_down)
                 return false;
         m->state_retry_due = false;
-        r = store_save_state(m);
+        r = store_save_state(m->state_file);
         if (r >= 0) {
                 channels_state_saved(m->channels);
                 m->state_dirty = false;
@@ -706,6 +691,7 @@ static int on_idle_check(sd_event_source *s, uint64_t usec, void *userdata) {
 
 int manager_new(const ManagerConfig *config, Manager **ret) {
         _cleanup_(manager_freep) Manager *m = NULL;
+        BusMode bus_mode;
         const char *e;
         int r;
 
@@ -714,14 +700,11 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                 return -ENOMEM;
         m->control_fd = -EBADF;
         m->webhook_fd = -EBADF;
-        m->clients_epoll_fd = -EBADF;
+        m->client_io = (ClientIO) CLIENT_IO_INIT;
         /* status' clientsClosed counts every refusal; the journal gets the first few of each 10 s. */
         m->refuse_log = (RateLimit) { .interval = 10 * USEC_PER_SEC, .burst = 5 };
         m->accept_pause_log = (RateLimit) { .interval = 10 * USEC_PER_SEC, .burst = 1 };
         m->system = config->system;
-        m->bus_mode = config->bus_mode;
-        if (m->bus_mode == BUS_MODE_AUTO)
-                m->bus_mode = m->system ? BUS_MODE_SYSTEM : BUS_MODE_USER;
         m->started_at_usec = now_usec(CLOCK_REALTIME);
         m->started_mono_usec = now_usec(CLOCK_MONOTONIC);
 
@@ -736,7 +719,7 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
         if (r < 0)
                 return r;
         (void) sd_event_set_watchdog(m->event, true);
-        m->clock = (LoopClock) { m->event, &m->batch_time_offset };
+        m->clock = (LoopClock) { m->event, client_io_time_offset(&m->client_io) };
 
         r = sd_event_add_signal(m->event, NULL, SIGTERM | SD_EVENT_SIGNAL_PROCMASK, on_signal, m);
         if (r >= 0)
@@ -756,7 +739,7 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
          * write and the writes to the clients, which is what makes the group commit a group. */
         (void) sd_event_source_set_priority(m->flush_event_source, SD_EVENT_PRIORITY_IDLE);
 
-        r = client_poll_setup(m);
+        r = client_io_setup(m);
         if (r < 0)
                 return r;
 
@@ -794,6 +777,9 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                            }, &m->locks);
         if (r < 0)
                 return r;
+        r = state_file_new(m->state_dir, m->channels, m->locks, &m->state_file);
+        if (r < 0)
+                return r;
         r = dispatcher_new(m, &(DispatcherHooks) {
                                    .counts_changed = hook_counts_changed,
                                    .userdata = m,
@@ -807,6 +793,14 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                           }, &m->scheduler);
         if (r < 0)
                 return r;
+
+        bus_mode = config->bus_mode == BUS_MODE_AUTO ? (m->system ? BUS_MODE_SYSTEM : BUS_MODE_USER) :
+                                                       config->bus_mode;
+        if (bus_mode != BUS_MODE_NONE) {
+                r = bus_new(m, bus_mode, &m->bus);
+                if (r < 0)
+                        return r;
+        }
 
         client_line_handler = control_handle_line;
         *ret = TAKE_PTR(m);
@@ -953,9 +947,10 @@ int manager_startup(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to create the state directory %s: %m", m->state_dir);
 
-        r = store_load_state(m);
+        r = store_load_state(m->state_file);
         if (r < 0)
                 return log_error_errno(r, "Failed to load state: %m");
+        m->state_lost = r > 0;
         /* A fresh snapshot and journal now, before any client is accepted: a state directory that cannot be
          * written shows at start, and the files are open before the first lock (and before the clients take the
          * file descriptors a snapshot needs). It reserves the next block of eventIds if the clock has passed the
@@ -991,7 +986,7 @@ int manager_startup(Manager *m) {
                         return log_error_errno(r, "Failed to start the webhook endpoint: %m");
         }
 
-        r = manager_connect_bus(m);
+        r = bus_start(m->bus);
         if (r < 0)
                 return r;
 
@@ -1022,9 +1017,6 @@ static void manager_notify_ready(Manager *m) {
 }
 
 void manager_bus_name_settled(Manager *m) {
-        if (!m->bus_name_pending)
-                return;
-        m->bus_name_pending = false;
         if (m->loop_running)
                 manager_notify_ready(m);
 }
@@ -1034,7 +1026,7 @@ int manager_run(Manager *m) {
 
         /* Clients may connect as soon as the socket listens; READY=1 also promises the bus name is settled. */
         m->loop_running = true;
-        if (!m->bus_name_pending)
+        if (!bus_name_pending(m->bus))
                 manager_notify_ready(m);
 
         r = sd_event_loop(m->event);
@@ -1060,22 +1052,19 @@ Manager* manager_free(Manager *m) {
                 client_free(c);
         }
 
-        client_poll_done(m);
+        client_io_done(m);
 
+        m->state_file = state_file_free(m->state_file);
         m->dispatcher = dispatcher_free(m->dispatcher);
         m->locks = lock_table_free(m->locks);
         m->channels = channels_free(m->channels);
 
-        sd_event_source_disable_unref(m->bus_changed_event_source);
-        sd_event_source_disable_unref(m->bus_expiry_event_source);
-        sd_event_source_disable_unref(m->bus_reconnect_event_source);
-        sd_bus_flush_close_unref(m->bus);
+        m->bus = bus_free(m->bus);
         sd_event_source_disable_unref(m->idle_event_source);
         sd_event_source_disable_unref(m->status_event_source);
         sd_event_source_disable_unref(m->shutdown_event_source);
         sd_event_source_disable_unref(m->flush_event_source);
         sd_event_source_disable_unref(m->state_retry_event_source);
-        m->state_file = state_file_free(m->state_file);
         sd_event_source_disable_unref(m->accept_pause_event_source);
         sd_event_source_disable_unref(m->control_event_source);
         safe_close(m->control_fd);

@@ -5,12 +5,12 @@
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
 #include "clock.h"
 #include "list.h"
 #include "macro.h"
+#include "photond-bus.h"
 #include "photond-client.h"
 #include "photond-protocol.h"
 #include "ratelimit.h"
@@ -21,29 +21,6 @@ typedef struct Scheduler Scheduler;
 typedef struct Dispatcher Dispatcher;
 typedef struct Webhook Webhook;
 typedef struct StateFile StateFile;
-
-typedef enum BusMode {
-        BUS_MODE_AUTO,
-        BUS_MODE_USER,
-        BUS_MODE_SYSTEM,
-        BUS_MODE_NONE,
-        _BUS_MODE_MAX,
-        _BUS_MODE_INVALID = -EINVAL,
-} BusMode;
-
-const char* bus_mode_to_string(BusMode m);
-BusMode bus_mode_from_string(const char *s);
-
-/* The D-Bus properties that are counts and announced with PropertiesChanged when they change (photond-bus.c). */
-typedef enum BusCounted {
-        BUS_COUNTED_CLIENTS,
-        BUS_COUNTED_CHANNELS,
-        BUS_COUNTED_SUBSCRIPTIONS,
-        BUS_COUNTED_LOCKS,
-        BUS_COUNTED_JOBS,
-        _BUS_COUNTED_MAX,
-        _BUS_COUNTED_INVALID = -EINVAL,
-} BusCounted;
 
 typedef struct ManagerConfig {
         bool system;            /* --system: the system instance's paths and bus */
@@ -75,24 +52,12 @@ typedef struct Manager {
         RateLimit refuse_log;           /* "Refusing a connection" lines: a storm must not flood the journal */
         LIST_HEAD(Client, clients);
         unsigned n_clients;
-        int clients_epoll_fd;           /* photond-client.c: every client fd, one IO source */
-        sd_event_source *clients_event_source;
-        LIST_HEAD(Client, read_more_clients);   /* photond-client.c: data left after a full read */
-        sd_event_source *read_more_event_source;
-        uint64_t client_serial;
-        bool one_cpu;                   /* photond-client.c: no busy polling */
-        uint64_t batch_time_offset;     /* µs since the loop's time when busy polling found this batch */
-        uint64_t busy_poll_batches;     /* batches busy polling found (status) */
-        BusyPoll busy_poll;             /* photond-client.c: whether polling pays */
-        uint64_t last_batch_end;        /* CLOCK_MONOTONIC µs: when the last batch of clients was served */
+        ClientIO client_io;             /* photond-client.c's: the epoll set, the batch, busy polling */
 
         /* coalesced work: one flush (and one state write) per loop iteration */
         LIST_HEAD(Client, dirty_clients);
         sd_event_source *flush_event_source;
         bool state_dirty;
-        bool input_follows;             /* photond-client.c: the request being served is not its client's last */
-        bool batch_follows;             /* photond-client.c: other clients of this batch are still to be served */
-        Client *serving;                /* photond-client.c: whose request line is being handled */
         bool state_unsaved;             /* the last state write failed: replies are held until one succeeds */
         bool state_retry_due;           /* the retry timer fired: write even without a new change */
         int state_error;                /* while state_unsaved: the last write's error */
@@ -101,8 +66,8 @@ typedef struct Manager {
         uint64_t state_changes_tried;   /* state_changes at the last failed write */
         uint64_t request_changes;       /* state_changes when the request being served began, or when saved */
         sd_event_source *state_retry_event_source;
-        StateFile *state_file;  /* photond-store.c */
-        bool state_lost;        /* state.json existed but could not be read */
+        StateFile *state_file;  /* photond-store.c: built on the channels and the lock table */
+        bool state_lost;        /* store_load_state() found the state lost: fencing tokens restart above the clock */
 
         /* subsystems */
         Channels *channels;
@@ -115,20 +80,10 @@ typedef struct Manager {
         Webhook *webhook;
 
         /* bus */
-        BusMode bus_mode;
-        sd_bus *bus;
-        sd_event_source *bus_changed_event_source;
-        sd_event_source *bus_expiry_event_source;       /* photond-bus.c: the oldest buffered event expires */
-        uint32_t bus_announced[_BUS_COUNTED_MAX];       /* the counted properties as last announced */
-        bool bus_name_pending;          /* READY=1 waits for the answer to the name request */
-        bool bus_up;                    /* photond-bus.c: the connection got as far as the name request's answer */
-        bool bus_retrying;              /* photond-bus.c: connected by a retry, not at start */
-        sd_event_source *bus_reconnect_event_source;    /* photond-bus.c: the next attempt while the bus is away */
-        uint64_t bus_reconnect_usec;                    /* the back-off before that attempt */
-        sd_bus_message *bus_admin_allowed;              /* photond-bus.c: the admin call now answered after its check */
-        bool loop_running;
+        Bus *bus;                       /* NULL: no D-Bus (--bus=none) */
 
         /* lifecycle */
+        bool loop_running;              /* READY=1 may go out (manager_run()) */
         uint64_t started_at_usec;       /* CLOCK_REALTIME */
         uint64_t started_mono_usec;     /* CLOCK_MONOTONIC */
         bool shutting_down;

@@ -34,6 +34,7 @@
  * failed append wrote is cut off again and the journal kept: the retry appends the same changes, which needs room
  * for them only, not for a snapshot of every lock. */
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -48,7 +49,6 @@
 #include "log.h"
 #include "photond-channel.h"
 #include "photond-lock.h"
-#include "photond-manager.h"
 #include "photond-store.h"
 
 #define STATE_FILE_MAX (64 * 1024 * 1024)
@@ -63,6 +63,9 @@
 #define STATE_FILE_FDS 3
 
 struct StateFile {
+        Channels *channels;     /* what the state holds: the channels' eventId mark and the lock table */
+        LockTable *locks;
+        char *dir;              /* the state directory, for logs and to open it */
         char *path, *journal_path;      /* for logs and loading */
         int dir_fd;             /* the state directory: every file is opened, renamed and synced through it */
         int spare_fds[STATE_FILE_FDS];  /* slots held for the files opened during a write */
@@ -78,6 +81,12 @@ struct StateFile {
         size_t buf_alloc;
 };
 
+#define SNAPSHOT_NAME "state.json"
+#define SNAPSHOT_TMP_NAME "state.json.tmp"
+#define JOURNAL_NAME "state.journal"
+#define JOURNAL_TMP_NAME "state.journal.tmp"
+#define RESERVE_NAME "state.reserve"
+
 StateFile* state_file_free(StateFile *f) {
         if (!f)
                 return NULL;
@@ -86,17 +95,39 @@ StateFile* state_file_free(StateFile *f) {
         safe_close(f->dir_fd);
         safe_close(f->snapshot_fd);
         safe_close(f->journal_fd);
+        free(f->dir);
         free(f->path);
         free(f->journal_path);
         free(f->buf);
         return mfree(f);
 }
 
-#define SNAPSHOT_NAME "state.json"
-#define SNAPSHOT_TMP_NAME "state.json.tmp"
-#define JOURNAL_NAME "state.journal"
-#define JOURNAL_TMP_NAME "state.journal.tmp"
-#define RESERVE_NAME "state.reserve"
+int state_file_new(const char *dir, Channels *channels, LockTable *locks, StateFile **ret) {
+        _cleanup_(state_file_freep) StateFile *f = NULL;
+
+        assert(dir);
+        assert(channels);
+        assert(locks);
+        assert(ret);
+
+        f = new(StateFile, 1);
+        if (!f)
+                return -ENOMEM;
+        *f = (StateFile) {
+                .channels = channels,
+                .locks = locks,
+                .dir_fd = -EBADF,
+                .snapshot_fd = -EBADF,
+                .journal_fd = -EBADF,
+        };
+        f->dir = strdup(dir);
+        if (!f->dir ||
+            asprintf(&f->path, "%s/" SNAPSHOT_NAME, dir) < 0 ||
+            asprintf(&f->journal_path, "%s/" JOURNAL_NAME, dir) < 0)
+                return -ENOMEM;
+        *ret = TAKE_PTR(f);
+        return 0;
+}
 
 /* Tops the spares up, so that they and the open files hold STATE_FILE_FDS slots. */
 static void state_file_fill_spares(StateFile *f) {
@@ -139,38 +170,15 @@ static int state_file_openat(StateFile *f, const char *name, int flags) {
         return fd;
 }
 
-/* The state directory, opened once (and again after it was removed: see store_save_state()). */
-static int state_file_open_dir(Manager *m, StateFile *f) {
+/* The state directory, opened at the first load or save (and again after it was removed: see
+ * store_save_state()). */
+static int state_file_open_dir(StateFile *f) {
         if (f->dir_fd >= 0)
                 return 0;
-        f->dir_fd = open(m->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        f->dir_fd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (f->dir_fd < 0)
                 return -errno;
         state_file_fill_spares(f);
-        return 0;
-}
-
-static int state_file_get(Manager *m, StateFile **ret) {
-        StateFile *f;
-        int r;
-
-        if (!m->state_file) {
-                f = new0(StateFile, 1);
-                if (!f)
-                        return -ENOMEM;
-                f->dir_fd = f->snapshot_fd = f->journal_fd = -EBADF;
-                if (asprintf(&f->path, "%s/" SNAPSHOT_NAME, m->state_dir) < 0 ||
-                    asprintf(&f->journal_path, "%s/" JOURNAL_NAME, m->state_dir) < 0) {
-                        state_file_free(f);
-                        return -ENOMEM;
-                }
-                m->state_file = f;
-        }
-        f = m->state_file;
-        r = state_file_open_dir(m, f);
-        if (r < 0)
-                return r;
-        *ret = f;
         return 0;
 }
 
@@ -190,7 +198,7 @@ static void store_keep_aside(const char *path) {
 /* Replays state.journal: every line's marks, and with have_snapshot its lock changes too when its generation is
  * the snapshot's (gen). *ret_found: there is a journal. Returns -EBADMSG (logged) when it cannot be read or a line
  * other than the last is not a valid record. */
-static int store_load_journal(Manager *m, StateFile *f, bool have_snapshot, uint64_t gen, bool *ret_found) {
+static int store_load_journal(StateFile *f, bool have_snapshot, uint64_t gen, bool *ret_found) {
         _cleanup_free_ char *text = NULL;
         bool replay = false;
         unsigned line = 0;
@@ -237,9 +245,9 @@ static int store_load_journal(Manager *m, StateFile *f, bool have_snapshot, uint
                         f->generation = MAX(f->generation, (uint64_t) g);
                 }
 
-                r = channels_load_state(m->channels, record);
+                r = channels_load_state(f->channels, record);
                 if (r >= 0)
-                        r = lock_table_load_record(m->locks, record, replay && line > 1);
+                        r = lock_table_load_record(f->locks, record, replay && line > 1);
                 if (r < 0) {
                         log_error_errno(r, "Line %u of %s is not a valid record: %m", line, f->journal_path);
                         return -EBADMSG;
@@ -249,32 +257,31 @@ static int store_load_journal(Manager *m, StateFile *f, bool have_snapshot, uint
         return 0;
 }
 
-int store_load_state(Manager *m) {
+int store_load_state(StateFile *f) {
         _cleanup_(json_object_putp) struct json_object *state = NULL;
         _cleanup_free_ char *text = NULL;
         const char *jerr = NULL;
         int64_t version, gen = 0;
         bool found;
-        StateFile *f;
         size_t size;
         int r;
 
-        r = state_file_get(m, &f);
+        assert(f);
+
+        r = state_file_open_dir(f);
         if (r < 0)
                 return r;
 
         r = read_full_file(f->path, STATE_FILE_MAX, &text, &size);
         if (r == -ENOENT) {
-                r = store_load_journal(m, f, /* have_snapshot= */ false, 0, &found);
+                r = store_load_journal(f, /* have_snapshot= */ false, 0, &found);
                 if (r < 0)
                         store_keep_aside(f->journal_path);
-                if (found) {
-                        /* Its changes continued a snapshot that is gone. */
-                        log_error("%s is missing but %s is there, starting with no locks.", f->path,
-                                  f->journal_path);
-                        m->state_lost = true;
-                }
-                return 0;
+                if (!found)
+                        return 0;
+                /* Its changes continued a snapshot that is gone. */
+                log_error("%s is missing but %s is there, starting with no locks.", f->path, f->journal_path);
+                return 1;
         }
         if (r < 0) {
                 log_error_errno(r, "Failed to read %s, starting with no locks: %m", f->path);
@@ -296,12 +303,12 @@ int store_load_state(Manager *m) {
                 goto lost;
         }
 
-        r = channels_load_state(m->channels, state);
+        r = channels_load_state(f->channels, state);
         if (r < 0) {
                 log_error_errno(r, "Failed to load channel state from %s: %m", f->path);
                 goto lost;
         }
-        r = lock_table_load_state(m->locks, state);
+        r = lock_table_load_state(f->locks, state);
         if (r < 0) {
                 log_error_errno(r, "Failed to load the lock table from %s: %m", f->path);
                 goto lost;
@@ -309,22 +316,21 @@ int store_load_state(Manager *m) {
         f->generation = (uint64_t) gen;
         f->snapshot_size = (off_t) size;
 
-        r = store_load_journal(m, f, /* have_snapshot= */ true, (uint64_t) gen, &found);
+        r = store_load_journal(f, /* have_snapshot= */ true, (uint64_t) gen, &found);
         if (r < 0) {
                 /* All or nothing, as for state.json: a lock table with some changes missing is not one we had. */
                 log_error("Starting with no locks: %s cannot be replayed.", f->journal_path);
-                lock_table_reset(m->locks);
+                lock_table_reset(f->locks);
                 store_keep_aside(f->journal_path);
-                m->state_lost = true;
+                return 1;
         }
         return 0;
 
 lost:
         store_keep_aside(f->path);
-        m->state_lost = true;
         /* Its marks still count (they only rise); its lock changes belonged to the snapshot lost. */
-        (void) store_load_journal(m, f, /* have_snapshot= */ false, 0, &found);
-        return 0;
+        (void) store_load_journal(f, /* have_snapshot= */ false, 0, &found);
+        return 1;
 }
 
 /* ---- writing ---- */
@@ -421,14 +427,14 @@ static bool journal_is_not_ours(StateFile *f) {
 /* Appends this iteration's changes to state.journal. Returns 1 when done, 0 when the journal is due for a new
  * snapshot, < 0 on failure: the journal is then not to be appended to again, unless *ret_intact says that what
  * was written of the changes was cut off again. */
-static int store_append(Manager *m, StateFile *f, int64_t fencing, int64_t event_id, bool sync, bool *ret_intact) {
+static int store_append(StateFile *f, int64_t fencing, int64_t event_id, bool sync, bool *ret_intact) {
         size_t max, len;
         char *p;
         int r;
 
         /* The records are printed by hand, not through a json-c tree: this runs in every iteration that changes a
          * lock, between its requests and its replies, where the tree cost as much as the write. */
-        r = lock_table_changes_size_max(m->locks, &max);
+        r = lock_table_changes_size_max(f->locks, &max);
         if (r < 0)
                 return r;
         max += 2 * MARK_SIZE_MAX;
@@ -440,7 +446,7 @@ static int store_append(Manager *m, StateFile *f, int64_t fencing, int64_t event
                 f->buf = b;
                 f->buf_alloc = MAX(max, f->buf_alloc * 2);
         }
-        p = lock_table_put_changes(m->locks, f->buf);
+        p = lock_table_put_changes(f->locks, f->buf);
         if (fencing > f->written_fencing)
                 p = put_mark(p, "fencingTokenReserved", fencing);
         if (event_id > f->written_event_id)
@@ -513,8 +519,7 @@ static bool state_file_drop_reserve(StateFile *f) {
 }
 
 /* A new snapshot of everything, under a new generation, and a fresh journal for it. */
-static int store_compact(Manager *m, StateFile *f, int64_t fencing, int64_t event_id, bool sync,
-                         bool *ret_renamed) {
+static int store_compact(StateFile *f, int64_t fencing, int64_t event_id, bool sync, bool *ret_renamed) {
         _cleanup_(json_object_putp) struct json_object *state = NULL, *header = NULL;
         const char *text;
         size_t len = 0;
@@ -528,8 +533,8 @@ static int store_compact(Manager *m, StateFile *f, int64_t fencing, int64_t even
                 return -ENOMEM;
         if ((r = json_add_int64(state, "version", STATE_FILE_VERSION)) < 0 ||
             (r = json_add_int64(state, "journalGeneration", (int64_t) f->generation)) < 0 ||
-            (r = channels_save_state(m->channels, state)) < 0 ||
-            (r = lock_table_save_state(m->locks, state)) < 0)
+            (r = channels_save_state(f->channels, state)) < 0 ||
+            (r = lock_table_save_state(f->locks, state)) < 0)
                 return r;
         text = json_object_to_json_string_length(state, JSON_FORMAT_FLAGS, &len);
         if (!text)
@@ -576,23 +581,24 @@ static int store_compact(Manager *m, StateFile *f, int64_t fencing, int64_t even
         return 0;
 }
 
-int store_save_state(Manager *m) {
+int store_save_state(StateFile *f) {
         int64_t fencing, event_id;
         bool sync, intact = false, renamed = false;
         int old_journal = -EBADF;
-        StateFile *f;
         int r;
 
-        r = state_file_get(m, &f);
+        assert(f);
+
+        r = state_file_open_dir(f);
         if (r < 0)
                 return r;
 
-        fencing = (int64_t) lock_table_token_mark(m->locks);
-        event_id = (int64_t) channels_event_id_mark(m->channels);
+        fencing = (int64_t) lock_table_token_mark(f->locks);
+        event_id = (int64_t) channels_event_id_mark(f->channels);
         sync = fencing > f->synced_fencing || event_id > f->synced_event_id;
 
         if (f->journal_fd >= 0) {
-                r = store_append(m, f, fencing, event_id, sync, &intact);
+                r = store_append(f, fencing, event_id, sync, &intact);
                 if (r > 0)
                         goto saved;
                 if (r < 0)
@@ -606,12 +612,12 @@ int store_save_state(Manager *m) {
                         state_file_close_journal(f);
         }
 
-        r = store_compact(m, f, fencing, event_id, sync, &renamed);
+        r = store_compact(f, fencing, event_id, sync, &renamed);
         if ((r == -ENOSPC || r == -EDQUOT) && state_file_drop_reserve(f)) {
                 log_notice("The file system of %s is full, compacting the state in the space reserved for it.",
-                           m->state_dir);
+                           f->dir);
                 state_file_close_journal(f);
-                r = store_compact(m, f, fencing, event_id, sync, &renamed);
+                r = store_compact(f, fencing, event_id, sync, &renamed);
         }
         if (r < 0 && old_journal >= 0 && !renamed) {
                 /* state.json and state.journal are as they were: the next write appends again. */
@@ -638,6 +644,6 @@ int store_save_state(Manager *m) {
         }
         state_file_make_reserve(f);
 saved:
-        lock_table_changes_saved(m->locks);
+        lock_table_changes_saved(f->locks);
         return 0;
 }

@@ -6,7 +6,11 @@
  * snapshot, one JSON object a line: a header {"version":1,"generation":G,<high-water marks>}, then
  * {"set":{<a lock as in state.json>}}, {"del":"<lock name>"}, {"fencingTokenReserved":N}, {"eventIdHighWater":N}. */
 
-typedef struct Manager Manager;
+#include "macro.h"
+
+typedef struct Channels Channels;
+typedef struct LockTable LockTable;
+typedef struct StateFile StateFile;
 
 #define STATE_FILE_VERSION 1
 
@@ -20,14 +24,19 @@ typedef struct Manager Manager;
  * photond-store.c): room for the journal's header and the locks taken since that snapshot. */
 #define STATE_RESERVE_MIN (64 * 1024)
 
-/* Loads state.json and replays state.journal into the subsystems. A missing state is a fresh start (0); an
- * unreadable or corrupt file is kept aside as <name>.corrupt-<time>, sets m->state_lost and returns 0. */
-int store_load_state(Manager *m);
+/* The state files in the directory dir (which need not exist yet: the first load or save opens it), holding the
+ * state of channels (the eventId mark) and locks (the lock table and the fencing mark), which must outlive the
+ * StateFile. Opens nothing before the first load or save. */
+int state_file_new(const char *dir, Channels *channels, LockTable *locks, StateFile **ret);
+StateFile* state_file_free(StateFile *f);
+DEFINE_TRIVIAL_CLEANUP_FUNC(StateFile*, state_file_free);
+
+/* Loads state.json and replays state.journal into the cores. Returns 0 when it loaded or there was none (a fresh
+ * start); 1 when the state was lost: a file could not be read or is corrupt, and is kept aside as
+ * <name>.corrupt-<time> (its high-water marks still count); the owner tells the clients, and fencing tokens must
+ * continue above any issued. < 0 only when the state directory cannot be opened. */
+int store_load_state(StateFile *f);
 
 /* Writes what changed since the last call: appended to state.journal, or as a new snapshot (see photond-store.c).
  * < 0: nothing reliable was written; the next call writes a whole snapshot. */
-int store_save_state(Manager *m);
-
-/* The open state files (kept in m->state_file). */
-typedef struct StateFile StateFile;
-StateFile* state_file_free(StateFile *f);
+int store_save_state(StateFile *f);

@@ -5,6 +5,7 @@
  * loop; Clients without a manager collect replies in their write queue. */
 
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "helpers.h"
@@ -59,7 +60,7 @@ static void setup(void) {
         cr_assert_eq(sd_event_new(&manager.event), 0);
         cr_assert_eq(sd_event_add_defer(manager.event, &manager.flush_event_source, noop_defer, NULL), 0);
         cr_assert_eq(sd_event_source_set_enabled(manager.flush_event_source, SD_EVENT_OFF), 0);
-        loop_clock = (LoopClock) { manager.event, &manager.batch_time_offset };
+        loop_clock = (LoopClock) { manager.event, client_io_time_offset(&manager.client_io) };
         heard = (typeof(heard)) {};
         cr_assert_eq(lock_table_new(&manager, &hooks, &table), 0);
         manager.locks = table;

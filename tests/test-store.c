@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 
-/* state.json and state.journal through a real Manager: what a write costs (an append of the change, a snapshot only
- * now and then), which writes are durable (every one that raises the fencing-token or eventId high-water mark,
- * never a plain lock-table change), and what a restart finds: the journal replayed over its own snapshot, a torn
- * last line ignored, a stale journal's marks only, a corrupt one as lost state. */
+/* state.json and state.journal, written by the StateFile a real Manager builds on its cores: what a write costs (an
+ * append of the change, a snapshot only now and then), which writes are durable (every one that raises the
+ * fencing-token or eventId high-water mark, never a plain lock-table change), and what a restart finds: the
+ * journal replayed over its own snapshot, a torn last line ignored, a stale journal's marks only, a corrupt one as
+ * lost state. Then the Manager's group commit: which replies wait for the write. */
 
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -35,6 +36,7 @@
 typedef struct Env {
         char *home, *state_dir, *path, *journal, *journal_tmp;
         Manager *m;
+        bool lost;              /* the last load said the state was lost */
 } Env;
 
 static void env_start(Env *e) {
@@ -63,9 +65,15 @@ static Env env_new(void) {
 
 /* photond stops (or crashes: nothing is written on the way out) and starts again on the same files. */
 static void env_restart(Env *e) {
+        int r;
+
         manager_free(e->m);
         env_start(e);
-        cr_assert_eq(store_load_state(e->m), 0);
+        r = store_load_state(e->m->state_file);
+        cr_assert(r == 0 || r == 1, "load: %d", r);
+        e->lost = r > 0;
+        /* As manager_startup() does: the lock table then restarts its fencing tokens above the clock. */
+        e->m->state_lost = e->lost;
 }
 
 static void env_free(Env *e) {
@@ -147,7 +155,7 @@ static void write_text(const char *path, const char *text) {
 
 static void save(Env *e) {
         fsync_spy_reset();
-        cr_assert_eq(store_save_state(e->m), 0);
+        cr_assert_eq(store_save_state(e->m->state_file), 0);
 }
 
 static Lock* acquire(Env *e, const char *name, const char *holder) {
@@ -259,7 +267,7 @@ Test(store, a_change_appends_only_the_change) {
         cr_assert_eq(file_stat(e.path).st_ino, before.st_ino);
 
         env_restart(&e);
-        cr_assert_not(e.m->state_lost);
+        cr_assert_not(e.lost);
         cr_assert_eq(lock_table_count(e.m->locks), 5000);
         cr_assert_null(get(&e, "one-more"));
         env_free(&e);
@@ -293,7 +301,7 @@ Test(store, save_and_load) {
         token = lock_table_last_token(e.m->locks);
 
         env_restart(&e);
-        cr_assert_not(e.m->state_lost);
+        cr_assert_not(e.lost);
         cr_assert_eq(lock_table_count(e.m->locks), 3);
         cr_assert_str_eq(get(&e, "a")->holder, "s4");
         cr_assert_eq(get(&e, "a")->token, token);
@@ -324,7 +332,7 @@ Test(store, a_torn_last_line_is_ignored) {
         append_text(e.journal, "{\"del\":\"a\"}\n{\"del\":\"b\"");
 
         env_restart(&e);
-        cr_assert_not(e.m->state_lost);
+        cr_assert_not(e.lost);
         cr_assert_null(get(&e, "a"), "the complete line before it counts");
         cr_assert_not_null(get(&e, "b"), "the torn line does not");
 
@@ -332,7 +340,7 @@ Test(store, a_torn_last_line_is_ignored) {
         acquire(&e, "c", "s3");
         save(&e);
         env_restart(&e);
-        cr_assert_not(e.m->state_lost);
+        cr_assert_not(e.lost);
         cr_assert_not_null(get(&e, "b"));
         cr_assert_not_null(get(&e, "c"));
         env_free(&e);
@@ -352,7 +360,7 @@ Test(store, a_corrupt_journal_is_lost_state) {
         append_text(e.journal, "{\"set\":{\"name\":\"x\"\n{\"del\":\"b\"}\n");
 
         env_restart(&e);
-        cr_assert(e.m->state_lost);
+        cr_assert(e.lost);
         cr_assert_eq(lock_table_count(e.m->locks), 0);
         snprintf(pattern, sizeof(pattern), "%s.corrupt-*", e.journal);
         cr_assert_eq(glob(pattern, 0, NULL, &g), 0, "the journal was not kept aside");
@@ -375,7 +383,7 @@ Test(store, a_stale_journal_gives_only_its_marks) {
         write_text(e.journal, "{\"version\":1,\"generation\":4,\"fencingTokenReserved\":4096}\n"
                               "{\"del\":\"a\"}\n{\"eventIdHighWater\":99999}\n");
         env_restart(&e);
-        cr_assert_not(e.m->state_lost);
+        cr_assert_not(e.lost);
         cr_assert_not_null(get(&e, "a"), "a stale journal's del was replayed");
         cr_assert_eq(lock_table_reserved_token(e.m->locks), 4096);
         cr_assert_eq(channels_event_id_mark(e.m->channels), 99999);
@@ -383,7 +391,7 @@ Test(store, a_stale_journal_gives_only_its_marks) {
         /* The same journal with the snapshot's generation is replayed. */
         write_text(e.journal, "{\"version\":1,\"generation\":5}\n{\"del\":\"a\"}\n");
         env_restart(&e);
-        cr_assert_not(e.m->state_lost);
+        cr_assert_not(e.lost);
         cr_assert_null(get(&e, "a"));
 
         /* The next snapshot takes a generation above both. */
@@ -406,7 +414,7 @@ Test(store, a_state_file_without_journal_loads) {
                  ",\"fencingToken\":7}]}", wall, wall + 600000);
         write_text(e.path, text);
         env_restart(&e);
-        cr_assert_not(e.m->state_lost);
+        cr_assert_not(e.lost);
         cr_assert_not_null(get(&e, "a"));
         acquire(&e, "b", "h");
         save(&e);
@@ -424,9 +432,44 @@ Test(store, a_journal_without_its_snapshot_is_lost_state) {
         save(&e);
         cr_assert_eq(unlink(e.path), 0);
         env_restart(&e);
-        cr_assert(e.m->state_lost);
+        cr_assert(e.lost);
         cr_assert_eq(lock_table_count(e.m->locks), 0);
         cr_assert_geq(lock_table_reserved_token(e.m->locks), LOCK_TOKEN_BLOCK, "its marks still count");
+        env_free(&e);
+}
+
+/* The store knows only what state_file_new() gave it, the directory and the cores: a second StateFile on the same
+ * cores writes where it is told, not in the Manager's state directory, and loads from there. */
+Test(store, writes_and_loads_in_the_directory_it_is_given) {
+        Env e = env_new();
+        char *other = tmpdir_new(), *missing = NULL, *path = NULL;
+        StateFile *f = NULL;
+
+        acquire(&e, "a", "s1");
+        cr_assert_eq(state_file_new(other, e.m->channels, e.m->locks, &f), 0);
+        cr_assert_eq(store_load_state(f), 0, "an empty directory is a fresh start");
+        cr_assert_eq(store_save_state(f), 0);
+        f = state_file_free(f);
+        cr_assert(asprintf(&path, "%s/state.json", other) > 0);
+        cr_assert_eq(access(path, F_OK), 0, "state.json is in the directory given");
+        cr_assert_neq(access(e.path, F_OK), 0, "and not in the Manager's");
+
+        manager_free(e.m);
+        env_start(&e);
+        cr_assert_eq(state_file_new(other, e.m->channels, e.m->locks, &f), 0);
+        cr_assert_eq(store_load_state(f), 0);
+        cr_assert_not_null(get(&e, "a"), "the lock came back into the new cores");
+        f = state_file_free(f);
+
+        /* A directory that cannot be opened is an error, not a lost state. */
+        cr_assert(asprintf(&missing, "%s/missing", other) > 0);
+        cr_assert_eq(state_file_new(missing, e.m->channels, e.m->locks, &f), 0);
+        cr_assert_eq(store_load_state(f), -ENOENT);
+        state_file_free(f);
+
+        free(missing);
+        free(path);
+        tmpdir_remove(other);
         env_free(&e);
 }
 
@@ -471,7 +514,7 @@ Test(store, compaction_then_restart) {
         save(&e);
 
         env_restart(&e);
-        cr_assert_not(e.m->state_lost);
+        cr_assert_not(e.lost);
         cr_assert_eq(lock_table_count(e.m->locks), kept);
         cr_assert_null(get(&e, "lock-0"));
         snprintf(name, sizeof(name), "lock-%u", (i - 1) / 3 * 3);
@@ -501,14 +544,14 @@ Test(store, a_missing_file_is_written_again_or_fails) {
         snprintf(cmd, sizeof(cmd), "rm -f '%s' && mkdir -p '%s/x'", e.journal, e.journal);
         cr_assert_eq(system(cmd), 0);
         acquire(&e, "c", "s3");
-        cr_assert_lt(store_save_state(e.m), 0, "a journal that cannot be written is a failed write");
-        cr_assert_lt(store_save_state(e.m), 0, "and stays one");
+        cr_assert_lt(store_save_state(e.m->state_file), 0, "a journal that cannot be written is a failed write");
+        cr_assert_lt(store_save_state(e.m->state_file), 0, "and stays one");
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e.journal);
         cr_assert_eq(system(cmd), 0);
         save(&e);
 
         env_restart(&e);
-        cr_assert_not(e.m->state_lost);
+        cr_assert_not(e.lost);
         cr_assert_eq(lock_table_count(e.m->locks), 4);
         env_free(&e);
 }
@@ -541,12 +584,12 @@ Test(store, writes_need_no_new_file_descriptor) {
          * up in between. */
         for (unsigned i = 0; i < 2200; i++) {
                 acquire(&e, "busy", holder);
-                cr_assert_eq(store_save_state(e.m), 0, "write %u failed at the file limit", i);
+                cr_assert_eq(store_save_state(e.m->state_file), 0, "write %u failed at the file limit", i);
                 release(&e, "busy", holder);
-                cr_assert_eq(store_save_state(e.m), 0, "write %u failed at the file limit", i);
+                cr_assert_eq(store_save_state(e.m->state_file), 0, "write %u failed at the file limit", i);
         }
         acquire(&e, "kept", "k");
-        cr_assert_eq(store_save_state(e.m), 0);
+        cr_assert_eq(store_save_state(e.m->state_file), 0);
         cr_assert_neq(file_stat(e.path).st_ino, snapshot, "compacted");
         cr_assert_gt(lock_table_reserved_token(e.m->locks), reserved + 2048, "fencing marks raised");
         cr_assert_lt(open("/dev/null", O_RDONLY | O_CLOEXEC), 0, "and the store gave back what it took");
@@ -555,7 +598,7 @@ Test(store, writes_need_no_new_file_descriptor) {
                 safe_close(hoard[i]);
         reserved = lock_table_reserved_token(e.m->locks);
         env_restart(&e);
-        cr_assert_not(e.m->state_lost);
+        cr_assert_not(e.lost);
         cr_assert_not_null(get(&e, "kept"));
         cr_assert_null(get(&e, "busy"));
         cr_assert_geq(lock_table_reserved_token(e.m->locks), reserved);

@@ -8,6 +8,7 @@
 #include <assert.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include "fd-util.h"

@@ -2,11 +2,14 @@
 
 /* store_load_state(): state.json and state.journal as a crash, a full disk or another program left them. Input:
  * state.json's bytes, a NUL, state.journal's bytes (no NUL: state.json only). What loads is then written (a new
- * snapshot) and loaded again: the same number of locks must come back. A minimal Manager as in test-lock.c. */
+ * snapshot) and loaded again: the same number of locks must come back, and the state must not be lost. The
+ * StateFile is built on the cores as manager_new() does; the lock table still wants a Manager, a minimal one as in
+ * test-lock.c. */
 
 #include <assert.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include "fd-util.h"
@@ -67,11 +70,17 @@ static void write_file(const char *dir, const char *name, const uint8_t *data, s
         assert(write(fd, data, size) == (ssize_t) size);
 }
 
+/* 1: the state was lost. */
 static int manager_load(Manager *m) {
-        if (channels_new(NULL, &m->channels) < 0 || lock_table_new(m, NULL, &m->locks) < 0)
+        int r;
+
+        if (channels_new(NULL, &m->channels) < 0 || lock_table_new(m, NULL, &m->locks) < 0 ||
+            state_file_new(m->state_dir, m->channels, m->locks, &m->state_file) < 0)
                 return -ENOMEM;
-        m->state_lost = false;
-        return store_load_state(m);
+        r = store_load_state(m->state_file);
+        /* As manager_startup() does: the lock table reads it. */
+        m->state_lost = r > 0;
+        return r;
 }
 
 static void manager_unload(Manager *m) {
@@ -97,12 +106,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (manager_load(m) < 0)
                 goto finish;
         n_locks = lock_table_count(m->locks);
-        if (store_save_state(m) < 0)
+        if (store_save_state(m->state_file) < 0)
                 goto finish;
         manager_unload(m);
 
         assert(manager_load(m) == 0);
-        assert(!m->state_lost);
         assert(lock_table_count(m->locks) == n_locks);
 
 finish:

@@ -43,10 +43,13 @@ sed -i '0,/^#include "json-util.h"/s//#include "json-util.h"\n#include "photond-
 expect 1 '^src/shared/json-util.c:[0-9]+: includes "photond-manager.h": shared may not include manager$' \
         "shared/json-util.c including photond-manager.h fails"
 
+# The allowlist's first entry, whichever it is today (entries go as the layering work goes on).
 fresh
-grep -q '^src/photond-store.c "photond-manager.h"' "$tmp/allowlist"
-sed -i '/^#include "photond-manager.h"/d' "$tmp/src/photond-store.c"
-expect 1 'stale entry src/photond-store.c "photond-manager.h"' \
+entry=$(grep -m1 '^src/' "$tmp/allowlist")
+file=${entry%% *}
+header=$(printf '%s\n' "$entry" | sed -E 's/^[^ ]+ "([^"]+)".*/\1/')
+sed -i "/^#include \"$header\"/d" "$tmp/$file"
+expect 1 "stale entry $file \"$header\"" \
         "an allowlist entry whose include is gone fails (the ratchet)"
 
 fresh
