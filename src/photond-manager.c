@@ -28,6 +28,7 @@
 #include "photond-client.h"
 #include "photond-control.h"
 #include "photond-dispatch.h"
+#include "photond-http.h"
 #include "photond-limits.h"
 #include "photond-listen.h"
 #include "photond-lock.h"
@@ -980,13 +981,19 @@ int manager_startup(Manager *m) {
                 return log_error_errno(r, "Failed to load scheduled jobs: %m");
 
         if (m->webhook_fd < 0) {
-                r = webhook_bind_from_env(&m->webhook_fd);
+                r = http_bind_from_env(&m->webhook_fd);
                 if (r < 0 && r != -ENOENT)
                         return log_error_errno(r, "Failed to set up the webhook listener: %m");
         }
         if (m->webhook_fd >= 0) {
-                r = webhook_new(m, m->webhook_fd, &m->webhook);
-                m->webhook_fd = -EBADF;   /* taken over (or closed) by webhook_new() */
+                r = http_server_new(&(HttpServerConfig) {
+                                            .event = m->event,
+                                            .started_mono_usec = m->started_mono_usec,
+                                    }, m->webhook_fd, &m->http);
+                m->webhook_fd = -EBADF;   /* taken over (or closed) by http_server_new() */
+                if (r < 0)
+                        return log_error_errno(r, "Failed to start the HTTP endpoint: %m");
+                r = webhook_new(m->http, m->dispatcher, m->channels, &m->webhook);
                 if (r < 0)
                         return log_error_errno(r, "Failed to start the webhook endpoint: %m");
         }
@@ -1052,6 +1059,8 @@ Manager* manager_free(Manager *m) {
         remove_side_files(m);
 
         /* Subsystems first: they may still refer to clients. */
+        /* The front end first: ending its requests lets the routes' pending calls go. */
+        m->http = http_server_free(m->http);
         m->webhook = webhook_free(m->webhook);
         m->scheduler = scheduler_free(m->scheduler);
 

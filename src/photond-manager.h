@@ -19,6 +19,7 @@ typedef struct Channels Channels;
 typedef struct LockTable LockTable;
 typedef struct Scheduler Scheduler;
 typedef struct Dispatcher Dispatcher;
+typedef struct HttpServer HttpServer;
 typedef struct Webhook Webhook;
 typedef struct StateFile StateFile;
 
@@ -110,8 +111,9 @@ typedef struct Manager {
         Scheduler *scheduler;
         Dispatcher *dispatcher;
 
-        /* webhook */
+        /* HTTP: the front end on the "webhook" listener and its routes */
         int webhook_fd;
+        HttpServer *http;
         Webhook *webhook;
 
         /* bus */
