@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -34,6 +35,13 @@
 #define ERROR_BODIES_IN_FLIGHT "Too many webhook bodies in flight"
 #define CORS_ALLOW_METHODS "GET, POST, OPTIONS"
 #define CORS_ALLOW_HEADERS "Content-Type, X-Webhook-Secret, X-Photon-Name"
+/* What a browser may send to a route with the allowlist's CORS, and how long it may cache a preflight. */
+#define CORS_API_ALLOW_HEADERS "Authorization, Content-Type, Last-Event-ID"
+#define CORS_API_MAX_AGE "600"
+#define ERROR_TOKEN_NOT_CONFIGURED \
+        "API token not configured. Set the api-token credential ($CREDENTIALS_DIRECTORY/api-token) or PHOTOND_API_TOKEN"
+#define ERROR_UNAUTHORIZED "Invalid or missing API token: send Authorization: Bearer <token>"
+#define TOKEN_DIGEST_SIZE 32
 /* After an answer given while the body still streams in, how long the rest is read and dropped so that closing
  * does not reset the connection before the sender has read the answer (a sender that stops on an error answer,
  * as curl does, closes first). */
@@ -101,6 +109,12 @@ struct HttpRequest {
 
         bool completed;                 /* complete() was called */
         bool answered;                  /* a response is queued */
+        HttpRelease release;            /* http_respond_saved(): the answer waits for it */
+        unsigned saved_status;
+        struct json_object *saved_answer;
+        HttpStreamRead stream_read;     /* a stream: what it reads from */
+        void *stream_userdata;
+        bool stream_suspended;          /* the stream had nothing to read: set aside until woken */
         sd_event_source *hup_event_source;
         bool suspended;
         bool waiting;                   /* suspended for a later answer that has not come */
@@ -112,14 +126,24 @@ struct HttpRequest {
 struct HttpServer {
         sd_event *event;
         uint64_t started_mono_usec;
+        bool (*output_held)(void *userdata);
+        void *userdata;
         struct MHD_Daemon *daemon;
         sd_event_source *io_event_source;
         sd_event_source *timer_event_source;
+        sd_event_source *run_source;    /* defer: MHD_run() on the next iteration, after a resume */
+        bool resumed;                   /* a connection was resumed since the last MHD_run() */
         bool running;                   /* past start-up: MHD's own messages are only debug noise from now on */
 
         /* configuration from the environment, fixed at start */
         Cidr *allowed;                  /* PHOTON_WEBHOOK_ALLOWED_IPS; n_allowed == 0: everyone */
         size_t n_allowed;
+        char **cors_origins;            /* PHOTOND_HTTP_CORS_ORIGINS, NULL-terminated; "*" allows any */
+
+        /* the API token, re-read on SIGHUP: only its SHA-256 is kept, so comparing takes the same time whatever
+         * the length of a guess */
+        bool token_set;
+        uint8_t token_digest[TOKEN_DIGEST_SIZE];
 
         HttpRouteEntry **routes;        /* in the order added; each its own allocation, so requests may point at it */
         size_t n_routes;
@@ -134,6 +158,13 @@ struct HttpServer {
         HttpAddress *addresses;
         sd_event_source *head_timer_source;
         bool connection_closed;         /* during this MHD_run() */
+
+        /* output that waits for the end of the loop iteration's writes (HttpRelease), oldest last */
+        LIST_HEAD(HttpRelease, releases);
+        HttpRelease *releases_tail;
+        size_t n_releases;
+        sd_event_source *release_source;        /* defer, after the Manager's flush */
+        sd_event_source *release_retry_source;  /* while output_held(): try again a second later */
 
         HttpStats stats;
 };
@@ -261,6 +292,11 @@ const HttpStats* http_server_stats(HttpServer *h) {
         return &h->stats;
 }
 
+sd_event* http_server_event(HttpServer *h) {
+        assert(h);
+        return h->event;
+}
+
 /* --- requests --- */
 
 const char* http_request_method(HttpRequest *req) {
@@ -317,6 +353,8 @@ static HttpRequest* http_request_free(HttpRequest *req) {
 
         if (req->entry && req->entry->route.done)
                 req->entry->route.done(req, req->entry->route.userdata);
+        http_server_release_cancel(req->server, &req->release);
+        json_object_put(req->saved_answer);
         sd_event_source_disable_unref(req->hup_event_source);
         http_request_release_body(req);
         LIST_REMOVE(requests, req->server->requests, req);
@@ -541,10 +579,29 @@ static const char* header_of(struct MHD_Connection *connection, const char *name
         return MHD_lookup_connection_value(connection, MHD_HEADER_KIND, name);
 }
 
-static int response_add_cors(struct MHD_Response *response, struct MHD_Connection *connection, HttpCors cors) {
+/* The Origin header if PHOTOND_HTTP_CORS_ORIGINS allows it, else NULL. */
+static const char* cors_allowed_origin(HttpServer *h, struct MHD_Connection *connection) {
+        const char *origin = header_of(connection, "Origin");
+
+        if (!origin)
+                return NULL;
+        for (char **o = h->cors_origins; o && *o; o++)
+                if (streq(*o, "*") || strcasecmp(*o, origin) == 0)
+                        return origin;
+        return NULL;
+}
+
+static int response_add_cors(HttpServer *h, struct MHD_Response *response, struct MHD_Connection *connection,
+                             HttpCors cors) {
         const char *origin;
 
         switch (cors) {
+        case HTTP_CORS_ALLOWLIST:
+                origin = cors_allowed_origin(h, connection);
+                if ((origin && MHD_add_response_header(response, "Access-Control-Allow-Origin", origin) == MHD_NO) ||
+                    MHD_add_response_header(response, "Vary", "Origin") == MHD_NO)
+                        return -ENOMEM;
+                return 0;
         case HTTP_CORS_LOOPBACK:
                 /* The reference's CORS headers, on every response. */
                 origin = webhook_cors_origin(header_of(connection, "Origin"));
@@ -559,8 +616,8 @@ static int response_add_cors(struct MHD_Response *response, struct MHD_Connectio
         }
 }
 
-static enum MHD_Result respond_connection(struct MHD_Connection *connection, HttpCors cors, unsigned status,
-                                          struct json_object *body, const char *retry_after) {
+static enum MHD_Result respond_connection(HttpServer *h, struct MHD_Connection *connection, HttpCors cors,
+                                          unsigned status, struct json_object *body, const char *retry_after) {
         struct MHD_Response *response;
         const char *s = "";
         size_t len = 0;
@@ -576,7 +633,7 @@ static enum MHD_Result respond_connection(struct MHD_Connection *connection, Htt
         if (!response)
                 return MHD_NO;
 
-        if (response_add_cors(response, connection, cors) < 0 ||
+        if (response_add_cors(h, response, connection, cors) < 0 ||
             (body && MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") == MHD_NO) ||
             (retry_after && MHD_add_response_header(response, MHD_HTTP_HEADER_RETRY_AFTER, retry_after) == MHD_NO)) {
                 MHD_destroy_response(response);
@@ -588,13 +645,13 @@ static enum MHD_Result respond_connection(struct MHD_Connection *connection, Htt
         return ret;
 }
 
-static enum MHD_Result respond_connection_error(struct MHD_Connection *connection, HttpCors cors, unsigned status,
-                                                const char *error, const char *retry_after) {
+static enum MHD_Result respond_connection_error(HttpServer *h, struct MHD_Connection *connection, HttpCors cors,
+                                                unsigned status, const char *error, const char *retry_after) {
         _cleanup_(json_object_putp) struct json_object *o = json_object_new_object();
 
         if (!o || json_add_string(o, "error", error) < 0)
                 return MHD_NO;
-        return respond_connection(connection, cors, status, o, retry_after);
+        return respond_connection(h, connection, cors, status, o, retry_after);
 }
 
 static HttpCors http_request_cors(HttpRequest *req) {
@@ -604,7 +661,8 @@ static HttpCors http_request_cors(HttpRequest *req) {
 int http_respond(HttpRequest *req, unsigned status, struct json_object *body, const char *retry_after) {
         assert(req);
 
-        if (respond_connection(req->connection, http_request_cors(req), status, body, retry_after) == MHD_NO)
+        if (respond_connection(req->server, req->connection, http_request_cors(req), status, body, retry_after) ==
+            MHD_NO)
                 return -EIO;
         req->answered = true;
         return 0;
@@ -627,9 +685,9 @@ int http_respond_error(HttpRequest *req, unsigned status, const char *error, con
 static void http_answer_early(HttpRequest *req, HttpRefusal why, unsigned status, const char *error,
                               const char *retry_after) {
         _cleanup_(json_object_putp) struct json_object *o = json_object_new_object();
-        _cleanup_free_ char *head = NULL;
+        _cleanup_free_ char *head = NULL, *cors = NULL;
         const union MHD_ConnectionInfo *info;
-        const char *body = NULL, *origin = NULL;
+        const char *body = NULL, *origin;
         size_t body_len = 0;
         int fd;
 
@@ -646,21 +704,30 @@ static void http_answer_early(HttpRequest *req, HttpRefusal why, unsigned status
 
         if (o && json_add_string(o, "error", error) >= 0)
                 body = json_object_to_json_string_length(o, JSON_FORMAT_FLAGS, &body_len);
-        assert(http_request_cors(req) == HTTP_CORS_LOOPBACK);
-        origin = webhook_cors_origin(header_of(req->connection, "Origin"));
-        if (body &&
+        /* The headers response_add_cors() gives. */
+        if (http_request_cors(req) == HTTP_CORS_LOOPBACK) {
+                origin = webhook_cors_origin(header_of(req->connection, "Origin"));
+                if (asprintf(&cors, "%s%s%s"
+                             "Access-Control-Allow-Methods: " CORS_ALLOW_METHODS "\r\n"
+                             "Access-Control-Allow-Headers: " CORS_ALLOW_HEADERS "\r\n",
+                             origin ? "Access-Control-Allow-Origin: " : "", origin ?: "", origin ? "\r\n" : "") < 0)
+                        cors = NULL;
+        } else {
+                origin = cors_allowed_origin(req->server, req->connection);
+                if (asprintf(&cors, "%s%s%sVary: Origin\r\n",
+                             origin ? "Access-Control-Allow-Origin: " : "", origin ?: "", origin ? "\r\n" : "") < 0)
+                        cors = NULL;
+        }
+        if (body && cors &&
             asprintf(&head,
                      "HTTP/1.1 %u %s\r\n"
                      "Connection: close\r\n"
-                     "%s%s%s"
-                     "Access-Control-Allow-Methods: " CORS_ALLOW_METHODS "\r\n"
-                     "Access-Control-Allow-Headers: " CORS_ALLOW_HEADERS "\r\n"
+                     "%s"
                      "%s%s%s"
                      "Content-Type: application/json\r\n"
                      "Content-Length: %zu\r\n"
                      "\r\n",
-                     status, MHD_get_reason_phrase_for(status),
-                     origin ? "Access-Control-Allow-Origin: " : "", origin ?: "", origin ? "\r\n" : "",
+                     status, MHD_get_reason_phrase_for(status), cors,
                      retry_after ? "Retry-After: " : "", retry_after ?: "", retry_after ? "\r\n" : "",
                      body_len) >= 0) {
                 /* A few hundred bytes into an idle send buffer; anything short of all of them is only a close. */
@@ -674,6 +741,14 @@ static void http_answer_early(HttpRequest *req, HttpRefusal why, unsigned status
 
 /* --- answers that come later --- */
 
+/* In external-epoll mode nothing wakes MHD for a resume: it runs on the next loop iteration (never from inside an
+ * MHD callback), from a defer source rather than the timer, whose millisecond of slack a stream of requests
+ * would pass many times over. */
+static void http_run_soon(HttpServer *h) {
+        h->resumed = true;
+        (void) sd_event_source_set_enabled(h->run_source, SD_EVENT_ONESHOT);
+}
+
 void http_request_finish(HttpRequest *req, unsigned status, struct json_object *answer) {
         assert(req);
 
@@ -686,10 +761,7 @@ void http_request_finish(HttpRequest *req, unsigned status, struct json_object *
         if (req->suspended) {
                 req->suspended = false;
                 MHD_resume_connection(req->connection);
-                /* In external-epoll mode nothing wakes MHD for a resume: run it from the timer on the next loop
-                 * iteration, where the handler queues the answer (never from inside an MHD callback). */
-                (void) sd_event_source_set_time_relative(req->server->timer_event_source, 0);
-                (void) sd_event_source_set_enabled(req->server->timer_event_source, SD_EVENT_ONESHOT);
+                http_run_soon(req->server);
         }
 }
 
@@ -700,7 +772,11 @@ static int on_client_hup(sd_event_source *s, int fd, uint32_t revents, void *use
          * told apart from a close without writing, and HTTP clients do not half-close, so it counts as gone. */
         if (req->entry->route.gone)
                 req->entry->route.gone(req, req->entry->route.userdata);
-        http_request_finish(req, 0, NULL);
+        if (req->stream_read) {
+                req->closing = true;
+                http_stream_wake(req);
+        } else
+                http_request_finish(req, 0, NULL);
         return 0;
 }
 
@@ -724,6 +800,189 @@ void http_request_suspend(HttpRequest *req) {
 
         req->suspended = req->waiting = true;
         MHD_suspend_connection(req->connection);
+}
+
+/* --- output after the loop iteration's writes --- */
+
+void http_server_release(HttpServer *h, HttpRelease *r) {
+        assert(h);
+        assert(r);
+        assert(r->cb);
+
+        if (r->pending)
+                return;
+        r->pending = true;
+        LIST_PREPEND(releases, h->releases, r);
+        if (!h->releases_tail)
+                h->releases_tail = r;
+        h->n_releases++;
+        (void) sd_event_source_set_enabled(h->release_source, SD_EVENT_ONESHOT);
+}
+
+void http_server_release_cancel(HttpServer *h, HttpRelease *r) {
+        if (!r->pending)
+                return;
+        if (h->releases_tail == r)
+                h->releases_tail = r->releases_prev;
+        LIST_REMOVE(releases, h->releases, r);
+        r->pending = false;
+        h->n_releases--;
+}
+
+static void http_release_now(HttpServer *h) {
+        size_t n;
+
+        if (h->output_held && h->output_held(h->userdata)) {
+                /* A write failed (or is still due): the Manager retries it each second; so do we. */
+                (void) sd_event_source_set_time_relative(h->release_retry_source, USEC_PER_SEC);
+                (void) sd_event_source_set_enabled(h->release_retry_source, SD_EVENT_ONESHOT);
+                return;
+        }
+
+        /* Oldest first, and only what was queued before: a callback may queue again. */
+        for (n = h->n_releases; n > 0 && h->releases_tail; n--) {
+                HttpRelease *r = h->releases_tail;
+
+                http_server_release_cancel(h, r);
+                r->cb(r);
+        }
+        (void) sd_event_source_set_enabled(h->release_source, h->releases ? SD_EVENT_ONESHOT : SD_EVENT_OFF);
+}
+
+static int on_release(sd_event_source *s, void *userdata) {
+        http_release_now(userdata);
+        return 0;
+}
+
+void http_server_flushed(HttpServer *h) {
+        if (h && h->releases)
+                http_release_now(h);
+}
+
+static int on_release_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        HttpServer *h = userdata;
+
+        if (h->releases)
+                (void) sd_event_source_set_enabled(h->release_source, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+static void on_request_release(HttpRelease *r) {
+        HttpRequest *req = (HttpRequest*) ((uint8_t*) r - offsetof(HttpRequest, release));
+
+        if (req->closing || !req->waiting)
+                return;         /* the client left meanwhile */
+        http_request_finish(req, req->saved_status, TAKE_PTR(req->saved_answer));
+}
+
+int http_respond_saved(HttpRequest *req, unsigned status, struct json_object *answer) {
+        HttpServer *h = req->server;
+        int r;
+
+        if (!answer)
+                return -ENOMEM;
+        /* Nothing waits for a write (the common case): the answer goes now. */
+        if (!h->output_held || !h->output_held(h->userdata)) {
+                r = http_respond(req, status, answer, NULL);
+                json_object_put(answer);
+                return r;
+        }
+
+        req->saved_status = status;
+        req->saved_answer = answer;
+        req->release.cb = on_request_release;
+        http_request_suspend(req);
+        http_server_release(h, &req->release);
+        return 0;
+}
+
+/* --- streams --- */
+
+static void http_stream_set_aside(HttpRequest *req) {
+        const union MHD_ConnectionInfo *info;
+        int r;
+
+        /* Watch for the client leaving meanwhile (MHD does not look at a suspended connection). */
+        info = MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (info && !req->hup_event_source) {
+                r = sd_event_add_io(req->server->event, &req->hup_event_source, info->connect_fd, EPOLLRDHUP,
+                                    on_client_hup, req);
+                if (r < 0)
+                        log_debug_errno(r, "Cannot watch the HTTP stream for hang-ups, continuing: %m");
+                else
+                        (void) sd_event_source_set_description(req->hup_event_source, "http-stream-hup");
+        }
+        req->stream_suspended = true;
+        MHD_suspend_connection(req->connection);
+}
+
+void http_stream_wake(HttpRequest *req) {
+        assert(req);
+
+        if (!req->stream_suspended)
+                return;
+        req->stream_suspended = false;
+        req->hup_event_source = sd_event_source_disable_unref(req->hup_event_source);
+        MHD_resume_connection(req->connection);
+        http_run_soon(req->server);
+}
+
+void http_request_abort(HttpRequest *req) {
+        const union MHD_ConnectionInfo *info;
+
+        assert(req);
+
+        if (req->closing)
+                return;
+        req->closing = true;
+        /* shutdown(), not close(): MHD owns the fd, and sees the peer gone when it next looks. */
+        info = MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (info)
+                (void) shutdown(info->connect_fd, SHUT_RDWR);
+        http_stream_wake(req);
+}
+
+static ssize_t on_stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+        HttpRequest *req = cls;
+        ssize_t n;
+
+        if (req->closing)
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+        n = req->stream_read(req, buf, max, req->stream_userdata);
+        if (n < 0)
+                return MHD_CONTENT_READER_END_OF_STREAM;
+        if (n == 0)
+                /* Allowed from here (and from the access handler only); MHD calls again once resumed. */
+                http_stream_set_aside(req);
+        return n;
+}
+
+int http_respond_stream(HttpRequest *req, unsigned status, const char *content_type, HttpStreamRead read,
+                        void *userdata) {
+        struct MHD_Response *response;
+        enum MHD_Result ret;
+
+        assert(req);
+        assert(read);
+
+        req->stream_read = read;
+        req->stream_userdata = userdata;
+        response = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, on_stream_read, req, NULL);
+        if (!response)
+                return -ENOMEM;
+        if (response_add_cors(req->server, response, req->connection, http_request_cors(req)) < 0 ||
+            MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) == MHD_NO ||
+            MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") == MHD_NO ||
+            MHD_add_response_header(response, "X-Accel-Buffering", "no") == MHD_NO) {
+                MHD_destroy_response(response);
+                return -ENOMEM;
+        }
+        ret = MHD_queue_response(req->connection, status, response);
+        MHD_destroy_response(response);
+        if (ret == MHD_NO)
+                return -EIO;
+        req->answered = true;
+        return 0;
 }
 
 /* --- the body's framing --- */
@@ -856,6 +1115,108 @@ static enum MHD_Result http_accept_body(HttpRequest *req) {
         return MHD_YES;
 }
 
+/* OPTIONS, the CORS preflight, answered before the allowlist (as the reference does) and without a token (a
+ * browser sends none with it). A path of routes with the allowlist's CORS gets their methods, and the origin if
+ * PHOTOND_HTTP_CORS_ORIGINS allows it; any other the reference's headers. */
+static enum MHD_Result http_preflight(HttpServer *h, struct MHD_Connection *connection, const char *path) {
+        struct MHD_Response *response;
+        char methods[256] = "";
+        const char *origin;
+        bool api = false;
+        enum MHD_Result ret;
+
+        for (size_t i = 0; i < h->n_routes; i++) {
+                const HttpRoute *route = &h->routes[i]->route;
+                bool match;
+
+                if (h->routes[i]->fallback || route->cors != HTTP_CORS_ALLOWLIST ||
+                    route_match(route->pattern, path, NULL, &match) < 0 || !match)
+                        continue;
+                api = true;
+                if (route->method && !strstr(methods, route->method) &&
+                    strlen(methods) + strlen(route->method) + 2 < sizeof(methods) - strlen(", OPTIONS"))
+                        strcat(strcat(methods, route->method), ", ");
+        }
+        if (!api)
+                return respond_connection(h, connection, HTTP_CORS_LOOPBACK, MHD_HTTP_NO_CONTENT, NULL, NULL);
+        strcat(methods, "OPTIONS");
+
+        response = MHD_create_response_from_buffer(0, (void*) "", MHD_RESPMEM_PERSISTENT);
+        if (!response)
+                return MHD_NO;
+        origin = cors_allowed_origin(h, connection);
+        if (MHD_add_response_header(response, "Vary", "Origin") == MHD_NO ||
+            (origin &&
+             (MHD_add_response_header(response, "Access-Control-Allow-Origin", origin) == MHD_NO ||
+              MHD_add_response_header(response, "Access-Control-Allow-Methods", methods) == MHD_NO ||
+              MHD_add_response_header(response, "Access-Control-Allow-Headers", CORS_API_ALLOW_HEADERS) == MHD_NO ||
+              MHD_add_response_header(response, "Access-Control-Max-Age", CORS_API_MAX_AGE) == MHD_NO))) {
+                MHD_destroy_response(response);
+                return MHD_NO;
+        }
+        ret = MHD_queue_response(connection, MHD_HTTP_NO_CONTENT, response);
+        MHD_destroy_response(response);
+        return ret;
+}
+
+static int token_digest(const void *token, size_t len, uint8_t ret[static TOKEN_DIGEST_SIZE]) {
+        unsigned n = 0;
+
+        if (EVP_Digest(token, len, ret, &n, EVP_sha256(), NULL) != 1 || n != TOKEN_DIGEST_SIZE)
+                return -EIO;
+        return 0;
+}
+
+/* A route that needs the API token: answers 403 while none is configured, 401 unless the request carries it. */
+static int http_check_token(HttpRequest *req) {
+        HttpServer *h = req->server;
+        uint8_t digest[TOKEN_DIGEST_SIZE];
+        const char *v, *token;
+        int r;
+
+        if (!h->token_set) {
+                h->stats.n_token_not_configured++;
+                return http_respond_error(req, MHD_HTTP_FORBIDDEN, ERROR_TOKEN_NOT_CONFIGURED, NULL);
+        }
+
+        v = http_request_header(req, MHD_HTTP_HEADER_AUTHORIZATION);
+        if (v && strncasecmp(v, "Bearer ", 7) == 0) {
+                token = v + 7 + strspn(v + 7, " ");
+                r = token_digest(token, strlen(token), digest);
+                if (r < 0)
+                        return r;
+                if (memeq_consttime(digest, sizeof(digest), h->token_digest, sizeof(h->token_digest)))
+                        return 0;
+        }
+
+        h->stats.n_unauthorized++;
+        _cleanup_(json_object_putp) struct json_object *o = json_object_new_object();
+        struct MHD_Response *response;
+        const char *s;
+        size_t len;
+        enum MHD_Result ret;
+
+        if (!o || json_add_string(o, "error", ERROR_UNAUTHORIZED) < 0 ||
+            !(s = json_object_to_json_string_length(o, JSON_FORMAT_FLAGS, &len)))
+                return -ENOMEM;
+        response = MHD_create_response_from_buffer(len, (void*) s, MHD_RESPMEM_MUST_COPY);
+        if (!response)
+                return -ENOMEM;
+        if (response_add_cors(h, response, req->connection, http_request_cors(req)) < 0 ||
+            MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") == MHD_NO ||
+            MHD_add_response_header(response, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"photond\"") ==
+            MHD_NO) {
+                MHD_destroy_response(response);
+                return -ENOMEM;
+        }
+        ret = MHD_queue_response(req->connection, MHD_HTTP_UNAUTHORIZED, response);
+        MHD_destroy_response(response);
+        if (ret == MHD_NO)
+                return -EIO;
+        req->answered = true;
+        return 0;
+}
+
 /* First call for a request: only its head is known. Either answers at once or sets up *con_cls. */
 static enum MHD_Result http_begin(HttpServer *h, struct MHD_Connection *connection, const char *url,
                                   const char *http_method, void **con_cls) {
@@ -876,11 +1237,11 @@ static enum MHD_Result http_begin(HttpServer *h, struct MHD_Connection *connecti
                 return MHD_NO;
         if (status > 0) {
                 h->stats.n_bad_framing++;
-                return respond_connection_error(connection, HTTP_CORS_LOOPBACK, status, error, NULL);
+                return respond_connection_error(h, connection, HTTP_CORS_LOOPBACK, status, error, NULL);
         }
 
         if (streq(http_method, MHD_HTTP_METHOD_OPTIONS))
-                return respond_connection(connection, HTTP_CORS_LOOPBACK, MHD_HTTP_NO_CONTENT, NULL, NULL);
+                return http_preflight(h, connection, url);
 
         req = new0(HttpRequest, 1);
         if (!req)
@@ -920,6 +1281,14 @@ static enum MHD_Result http_begin(HttpServer *h, struct MHD_Connection *connecti
         req->entry = entry;
         if (entry->route.max_body > 0)
                 req->max_body = entry->route.max_body;
+
+        if (entry->route.auth == HTTP_AUTH_TOKEN) {
+                r = http_check_token(req);
+                if (r < 0)
+                        return MHD_NO;
+                if (req->answered)
+                        return MHD_YES;
+        }
 
         if (entry->route.begin) {
                 r = entry->route.begin(req, entry->route.userdata);
@@ -1000,7 +1369,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         if (req->closing)
                 return MHD_NO;
         if (req->status > 0) {
-                ret = respond_connection(connection, http_request_cors(req), req->status, req->answer, NULL);
+                ret = respond_connection(h, connection, http_request_cors(req), req->status, req->answer, NULL);
                 json_object_putp(&req->answer);
                 req->answered = ret == MHD_YES;
                 return ret;
@@ -1077,8 +1446,9 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
 
 static int http_dispatch(HttpServer *h) {
         MHD_UNSIGNED_LONG_LONG ms;
+        bool resumed = h->resumed;
 
-        h->connection_closed = false;
+        h->connection_closed = h->resumed = false;
         if (MHD_run(h->daemon) == MHD_NO)
                 return log_error_errno(SYNTHETIC_ERRNO(EIO), "MHD_run() failed.");
 
@@ -1087,6 +1457,11 @@ static int http_dispatch(HttpServer *h) {
          * the listener unwatched and the endpoint deaf until some other event came. */
         if (h->connection_closed)
                 ms = 0;
+        else if (resumed) {
+                /* A run takes resumed connections back, and may only serve them in the next. */
+                (void) sd_event_source_set_enabled(h->run_source, SD_EVENT_ONESHOT);
+                ms = 0;
+        }
         else if (MHD_get_timeout(h->daemon, &ms) == MHD_NO)
                 return sd_event_source_set_enabled(h->timer_event_source, SD_EVENT_OFF);
 
@@ -1105,11 +1480,110 @@ static int on_mhd_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+static int on_mhd_run(sd_event_source *s, void *userdata) {
+        (void) http_dispatch(userdata);
+        return 0;
+}
+
 /* --- setup --- */
 
+/* The API token: the credential api-token, else PHOTOND_API_TOKEN (an empty credential, what the shipped units'
+ * SetCredential= fallback gives without a file, is none). Names only reach the log, never the token. */
+static int http_load_token(HttpServer *h) {
+        const char *creds = getenv("CREDENTIALS_DIRECTORY"), *env = getenv("PHOTOND_API_TOKEN"), *source = NULL;
+        _cleanup_free_ char *buf = NULL, *path = NULL;
+        uint8_t digest[TOKEN_DIGEST_SIZE];
+        size_t len = 0;
+        int r;
+
+        if (creds) {
+                if (asprintf(&path, "%s/api-token", creds) < 0)
+                        return log_oom();
+                r = webhook_secret_read_file(path, &buf, &len);
+                if (r >= 0)
+                        source = "credential api-token";
+                else if (r != -ENOENT && r != -ENODATA)
+                        return log_error_errno(r, "Failed to read %s: %m", path);
+        }
+        if (!source && env && env[0]) {
+                buf = strdup(env);
+                if (!buf)
+                        return log_oom();
+                len = strlen(env);
+                source = "PHOTOND_API_TOKEN";
+        }
+
+        if (!source) {
+                h->token_set = false;
+                explicit_bzero(h->token_digest, sizeof(h->token_digest));
+                log_info("No API token configured: the HTTP API answers 403 until one is set (credential api-token "
+                         "or PHOTOND_API_TOKEN).");
+                return 0;
+        }
+        r = token_digest(buf, len, digest);
+        explicit_bzero(buf, len);
+        if (r < 0)
+                return log_error_errno(r, "Failed to hash the API token: %m");
+        memcpy(h->token_digest, digest, sizeof(digest));
+        h->token_set = true;
+        log_info("API token from %s.", source);
+        return 0;
+}
+
+int http_server_reload_token(HttpServer *h) {
+        assert(h);
+        return http_load_token(h);
+}
+
+static void strv_free(char **l) {
+        for (char **p = l; p && *p; p++)
+                free(*p);
+        free(l);
+}
+
+/* "https://beam.example.org, http://localhost:5173" (commas or spaces): each an origin as browsers send it,
+ * scheme://host[:port] without a path, or "*". */
+static int cors_origins_parse(const char *s, char ***ret, const char **ret_bad) {
+        char **l = NULL;
+        size_t n = 0;
+
+        for (const char *p = s; p && *p;) {
+                size_t len;
+                const char *rest;
+                char **nl;
+
+                p += strspn(p, ", \t");
+                len = strcspn(p, ", \t");
+                if (len == 0)
+                        break;
+                rest = NULL;
+                if (strncmp(p, "http://", 7) == 0)
+                        rest = p + 7;
+                else if (strncmp(p, "https://", 8) == 0)
+                        rest = p + 8;
+                if (!(len == 1 && p[0] == '*') &&
+                    (!rest || rest >= p + len || memchr(rest, '/', p + len - rest))) {
+                        strv_free(l);
+                        *ret_bad = p;
+                        return -EINVAL;
+                }
+                nl = realloc(l, (n + 2) * sizeof(char*));
+                if (!nl || !(nl[n] = strndup(p, len))) {
+                        strv_free(nl ?: l);
+                        return -ENOMEM;
+                }
+                nl[++n] = NULL;
+                l = nl;
+                p += len;
+        }
+        *ret = l;
+        return 0;
+}
+
 static int http_configure(HttpServer *h) {
-        const char *e;
+        const char *e, *bad_origin = NULL;
         size_t bad = 0;
+        int r;
 
         if (limits.WEBHOOK_RESERVED_CONNECTIONS >= limits.WEBHOOK_MAX_CONNECTIONS)
                 return log_error_errno(SYNTHETIC_ERRNO(EINVAL),
@@ -1123,7 +1597,19 @@ static int http_configure(HttpServer *h) {
                                        "Invalid PHOTON_WEBHOOK_ALLOWED_IPS: bad entry at '%s'.", e + bad);
         if (h->n_allowed > 0)
                 log_info("Webhook allowlist: %s", e);
-        return 0;
+
+        e = getenv("PHOTOND_HTTP_CORS_ORIGINS");
+        r = cors_origins_parse(e, &h->cors_origins, &bad_origin);
+        if (r == -ENOMEM)
+                return log_oom();
+        if (r < 0)
+                return log_error_errno(SYNTHETIC_ERRNO(EINVAL),
+                                       "Invalid PHOTOND_HTTP_CORS_ORIGINS: '%s' is no origin (scheme://host[:port], "
+                                       "or *).", bad_origin);
+        if (h->cors_origins)
+                log_info("CORS origins for the HTTP API: %s", e);
+
+        return http_load_token(h);
 }
 
 int http_server_new(const HttpServerConfig *config, int fd, HttpServer **ret) {
@@ -1142,6 +1628,22 @@ int http_server_new(const HttpServerConfig *config, int fd, HttpServer **ret) {
                 return log_oom();
         h->event = sd_event_ref(config->event);
         h->started_mono_usec = config->started_mono_usec;
+        h->output_held = config->output_held;
+        h->userdata = config->userdata;
+
+        r = sd_event_add_defer(h->event, &h->release_source, on_release, h);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the HTTP release source: %m");
+        (void) sd_event_source_set_enabled(h->release_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(h->release_source, "http-release");
+        /* After the Manager's flush (SD_EVENT_PRIORITY_IDLE), which writes what the output may report. */
+        (void) sd_event_source_set_priority(h->release_source, SD_EVENT_PRIORITY_IDLE + 1);
+        r = sd_event_add_time_relative(h->event, &h->release_retry_source, CLOCK_MONOTONIC, USEC_PER_SEC,
+                                       10 * USEC_PER_MSEC, on_release_retry, h);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the HTTP release timer: %m");
+        (void) sd_event_source_set_enabled(h->release_retry_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(h->release_retry_source, "http-release-retry");
 
         r = http_configure(h);
         if (r < 0)
@@ -1150,6 +1652,8 @@ int http_server_new(const HttpServerConfig *config, int fd, HttpServer **ret) {
         r = http_server_add_route(h, &(HttpRoute) {
                                           .method = "GET",
                                           .pattern = "/healthz",
+                                          .cors = HTTP_CORS_LOOPBACK,
+                                          .auth = HTTP_AUTH_NONE,
                                           .begin = on_healthz,
                                           .complete = on_healthz,
                                           .userdata = h,
@@ -1198,6 +1702,12 @@ int http_server_new(const HttpServerConfig *config, int fd, HttpServer **ret) {
                 return log_error_errno(r, "Failed to add the HTTP timer: %m");
         (void) sd_event_source_set_description(h->timer_event_source, "http-timer");
 
+        r = sd_event_add_defer(h->event, &h->run_source, on_mhd_run, h);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the HTTP run source: %m");
+        (void) sd_event_source_set_enabled(h->run_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(h->run_source, "http-run");
+
         /* MHD's first run (a connection may be waiting: the one that activated photond) comes from the loop, once
          * the routes are added. */
         r = sd_event_source_set_enabled(h->timer_event_source, SD_EVENT_ONESHOT);
@@ -1221,8 +1731,8 @@ HttpServer* http_server_free(HttpServer *h) {
                 req->hup_event_source = sd_event_source_disable_unref(req->hup_event_source);
                 req->closing = true;
                 req->waiting = false;
-                if (req->suspended) {
-                        req->suspended = false;
+                if (req->suspended || req->stream_suspended) {
+                        req->suspended = req->stream_suspended = false;
                         MHD_resume_connection(req->connection);
                 }
         }
@@ -1232,6 +1742,9 @@ HttpServer* http_server_free(HttpServer *h) {
                 MHD_stop_daemon(h->daemon);
         while (h->requests)
                 http_request_free(h->requests);
+        /* What waits for a release is its owners' to free (they go after the server). */
+        while (h->releases_tail)
+                http_server_release_cancel(h, h->releases_tail);
         /* MHD_stop_daemon() reported every connection closed, which freed them and emptied this table; this only
          * guards against a leak should it not have. */
         HASH_ITER(hh, h->addresses, a, tmp) {
@@ -1241,12 +1754,16 @@ HttpServer* http_server_free(HttpServer *h) {
         sd_event_source_disable_unref(h->head_timer_source);
 
         sd_event_source_disable_unref(h->timer_event_source);
+        sd_event_source_disable_unref(h->run_source);
         sd_event_source_disable_unref(h->io_event_source);
+        sd_event_source_disable_unref(h->release_source);
+        sd_event_source_disable_unref(h->release_retry_source);
 
         for (size_t i = 0; i < h->n_routes; i++)
                 free(h->routes[i]);
         free(h->routes);
         free(h->allowed);
+        strv_free(h->cors_origins);
         sd_event_unref(h->event);
         return mfree(h);
 }

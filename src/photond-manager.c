@@ -28,6 +28,7 @@
 #include "photond-client.h"
 #include "photond-control.h"
 #include "photond-dispatch.h"
+#include "photond-http-api.h"
 #include "photond-http.h"
 #include "photond-limits.h"
 #include "photond-listen.h"
@@ -310,6 +311,19 @@ static void hook_job_finished(void *userdata, const char *id, const char *status
         bus_send_job_finished(userdata, id, status, duration_ms);
 }
 
+/* ---- what the HTTP front end asks (filled in by manager_startup()) ---- */
+
+/* HTTP answers and events that may report a change wait for its write, as socket replies do. */
+static bool hook_http_output_held(void *userdata) {
+        Manager *m = userdata;
+
+        return m->state_dirty || manager_output_held(m);
+}
+
+static int hook_http_build_status(void *userdata, struct json_object **ret) {
+        return manager_build_status(userdata, ret);
+}
+
 void manager_client_disconnect(Manager *m, Client *c) {
         if (c->disconnected)
                 return;
@@ -518,6 +532,9 @@ int manager_flush(Manager *m) {
                         manager_client_close(m, c, c->close_reason);
         }
 
+        /* HTTP answers and event streams that waited for these writes. */
+        http_server_flushed(m->http);
+
         if (m->shutting_down && !manager_output_pending(m))
                 return sd_event_exit(m->event, m->exit_code);
 
@@ -670,6 +687,8 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
                 log_info("SIGHUP: reloading webhook secrets.");
                 if (m->webhook)
                         (void) webhook_reload_secrets(m->webhook);
+                if (m->http)
+                        (void) http_server_reload_token(m->http);
                 (void) sd_notify(false, "READY=1");
                 m->last_status = mfree(m->last_status);
                 manager_update_status(m);
@@ -989,6 +1008,8 @@ int manager_startup(Manager *m) {
                 r = http_server_new(&(HttpServerConfig) {
                                             .event = m->event,
                                             .started_mono_usec = m->started_mono_usec,
+                                            .output_held = hook_http_output_held,
+                                            .userdata = m,
                                     }, m->webhook_fd, &m->http);
                 m->webhook_fd = -EBADF;   /* taken over (or closed) by http_server_new() */
                 if (r < 0)
@@ -996,6 +1017,15 @@ int manager_startup(Manager *m) {
                 r = webhook_new(m->http, m->dispatcher, m->channels, &m->webhook);
                 if (r < 0)
                         return log_error_errno(r, "Failed to start the webhook endpoint: %m");
+                r = http_api_new(m->http, &(HttpApiConfig) {
+                                         .channels = m->channels,
+                                         .locks = m->locks,
+                                         .scheduler = m->scheduler,
+                                         .build_status = hook_http_build_status,
+                                         .userdata = m,
+                                 }, &m->http_api);
+                if (r < 0)
+                        return r;
         }
 
         r = manager_connect_bus(m);
@@ -1061,6 +1091,7 @@ Manager* manager_free(Manager *m) {
         /* Subsystems first: they may still refer to clients. */
         /* The front end first: ending its requests lets the routes' pending calls go. */
         m->http = http_server_free(m->http);
+        m->http_api = http_api_free(m->http_api);
         m->webhook = webhook_free(m->webhook);
         m->scheduler = scheduler_free(m->scheduler);
 

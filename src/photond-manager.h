@@ -20,6 +20,7 @@ typedef struct LockTable LockTable;
 typedef struct Scheduler Scheduler;
 typedef struct Dispatcher Dispatcher;
 typedef struct HttpServer HttpServer;
+typedef struct HttpApi HttpApi;
 typedef struct Webhook Webhook;
 typedef struct StateFile StateFile;
 
@@ -115,6 +116,7 @@ typedef struct Manager {
         int webhook_fd;
         HttpServer *http;
         Webhook *webhook;
+        HttpApi *http_api;
 
         /* bus */
         BusMode bus_mode;

@@ -735,6 +735,7 @@ int webhook_new(HttpServer *http, Dispatcher *dispatcher, Channels *channels, We
         r = http_server_add_route(http, &(HttpRoute) {
                                           .pattern = "*",
                                           .cors = HTTP_CORS_LOOPBACK,
+                                          .auth = HTTP_AUTH_NONE,
                                           .begin = webhook_begin,
                                           .complete = webhook_complete,
                                           .done = webhook_done,
