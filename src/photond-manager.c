@@ -29,6 +29,7 @@
 #include "photond-control.h"
 #include "photond-dispatch.h"
 #include "photond-http-api.h"
+#include "photond-http-sse.h"
 #include "photond-http.h"
 #include "photond-limits.h"
 #include "photond-listen.h"
@@ -700,7 +701,8 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 
 static bool manager_is_idle(Manager *m) {
         return m->n_clients == 0 && lock_table_count(m->locks) == 0 && scheduler_count(m->scheduler) == 0 &&
-               dispatcher_running_calls(m->dispatcher) == 0;
+               dispatcher_running_calls(m->dispatcher) == 0 &&
+               (!m->http_sse || http_sse_stats(m->http_sse)->n_streams == 0);   /* a stream is a subscriber */
 }
 
 /* Idle means idle for a whole timeout, counted from the last activity: a disconnect (stamped when it happens) or
@@ -1026,6 +1028,9 @@ int manager_startup(Manager *m) {
                                  }, &m->http_api);
                 if (r < 0)
                         return r;
+                r = http_sse_new(m->http, m->channels, &m->http_sse);
+                if (r < 0)
+                        return r;
         }
 
         r = manager_connect_bus(m);
@@ -1092,6 +1097,7 @@ Manager* manager_free(Manager *m) {
         /* The front end first: ending its requests lets the routes' pending calls go. */
         m->http = http_server_free(m->http);
         m->http_api = http_api_free(m->http_api);
+        m->http_sse = http_sse_free(m->http_sse);
         m->webhook = webhook_free(m->webhook);
         m->scheduler = scheduler_free(m->scheduler);
 

@@ -21,6 +21,7 @@ typedef struct Scheduler Scheduler;
 typedef struct Dispatcher Dispatcher;
 typedef struct HttpServer HttpServer;
 typedef struct HttpApi HttpApi;
+typedef struct HttpSse HttpSse;
 typedef struct Webhook Webhook;
 typedef struct StateFile StateFile;
 
@@ -117,6 +118,7 @@ typedef struct Manager {
         HttpServer *http;
         Webhook *webhook;
         HttpApi *http_api;
+        HttpSse *http_sse;
 
         /* bus */
         BusMode bus_mode;

@@ -2,7 +2,8 @@
 
 /* The HTTP front end's API against a real photond under systemd-socket-activate (the "webhook" fd), driven by the
  * curl command line: the API token (none configured, wrong, right, from a credential, SIGHUP), CORS and its
- * preflight, every JSON route. */
+ * preflight, every JSON route, and the Server-Sent Events stream (a publish arriving, Last-Event-ID and
+ * lastEventId replay, refresh_needed, keep-alives, a slow reader cut off, the caps). */
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -256,6 +257,17 @@ static struct json_object* status_of(Daemon *d) {
         return o;
 }
 
+/* A publish on the control socket; returns its eventId. */
+static int64_t socket_publish(Conn *c, const char *channel, const char *message) {
+        struct json_object *o = conn_request(c, "pub", "{\"type\":\"publish\",\"id\":\"pub\",\"channel\":\"%s\","
+                                             "\"message\":%s}", channel, message);
+        int64_t id = jint(o, "data.eventId");
+
+        cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        return id;
+}
+
 /* --- the API token --- */
 
 Test(http, no_token_configured_is_403_with_how_to_set_one) {
@@ -266,6 +278,7 @@ Test(http, no_token_configured_is_403_with_how_to_set_one) {
                "PHOTOND_API_TOKEN");
         /* A token sent does not help: there is nothing to compare it with. */
         expect(http(d->webhook_port, "GET", "/v1/locks", NULL, "-H", AUTH, NULL), 403, NULL);
+        expect(http(d->webhook_port, "GET", "/v1/events?channel=a", NULL, "-H", AUTH, NULL), 403, NULL);
         /* What needs no token is unchanged. */
         expect(http(d->webhook_port, "GET", "/healthz", NULL, NULL), 200, NULL);
         daemon_free(d);
@@ -583,5 +596,429 @@ Test(http, channels_and_publish) {
         http_free(h);
         conn_close(sub);
         conn_close(c);
+        daemon_free(d);
+}
+
+/* --- Server-Sent Events --- */
+
+/* An SSE stream through curl: its output, read as it comes. */
+typedef struct Sse {
+        pid_t pid;
+        int fd;
+        char *buf;
+        size_t len, seen;               /* seen: what sse_next() has consumed */
+} Sse;
+
+static Sse* sse_open(int port, const char *query, const char *header) {
+        const char *args[16];
+        int n = 0;
+        Sse *s = calloc(1, sizeof(Sse));
+
+        cr_assert(s);
+        args[n++] = "--no-buffer";
+        args[n++] = "-H";
+        args[n++] = AUTH;
+        if (header) {
+                args[n++] = "-H";
+                args[n++] = header;
+        }
+        args[n++] = hdr("http://127.0.0.1:%d/v1/events?%s", port, query);
+        args[n] = NULL;
+        s->pid = curl_spawn(args, &s->fd);
+        s->buf = calloc(1, 1);
+        return s;
+}
+
+/* Reads until text has come (true) or timeout_ms passed, or the stream ended (false). */
+static bool sse_wait(Sse *s, const char *text, int timeout_ms) {
+        uint64_t deadline = mono_ms() + (uint64_t) timeout_ms;
+
+        while (!strstr(s->buf + s->seen, text)) {
+                struct pollfd p = { .fd = s->fd, .events = POLLIN };
+                int64_t left = (int64_t) deadline - (int64_t) mono_ms();
+                char chunk[4096];
+                ssize_t k;
+
+                if (left <= 0 || poll(&p, 1, (int) left) <= 0)
+                        return false;
+                k = read(s->fd, chunk, sizeof(chunk));
+                if (k <= 0)
+                        return false;
+                cr_assert(s->buf = realloc(s->buf, s->len + k + 1));
+                memcpy(s->buf + s->len, chunk, k);
+                s->len += k;
+                s->buf[s->len] = '\0';
+        }
+        return true;
+}
+
+/* Reads what has come, without waiting. */
+static void sse_drain(Sse *s) {
+        for (;;) {
+                struct pollfd p = { .fd = s->fd, .events = POLLIN };
+                char chunk[65536];
+                ssize_t k;
+
+                if (poll(&p, 1, 0) <= 0)
+                        return;
+                k = read(s->fd, chunk, sizeof(chunk));
+                if (k <= 0)
+                        return;
+                /* Only the last bytes matter to the callers that drain. */
+                if (s->len > 1024 * 1024) {
+                        s->len = s->seen = 0;
+                        s->buf[0] = '\0';
+                }
+                cr_assert(s->buf = realloc(s->buf, s->len + k + 1));
+                memcpy(s->buf + s->len, chunk, k);
+                s->len += k;
+                s->buf[s->len] = '\0';
+        }
+}
+
+/* The next event (up to its blank line) after what was seen, within timeout_ms, as a string (kept); NULL if none. */
+static const char* sse_next(Sse *s, int timeout_ms) {
+        const char *start, *end;
+
+        /* Comments (keep-alives, the greeting) are not events. */
+        for (;;) {
+                if (!sse_wait(s, "\n\n", timeout_ms))
+                        return NULL;
+                start = s->buf + s->seen;
+                end = strstr(start, "\n\n");
+                s->seen = end + 2 - s->buf;
+                if (start[0] != ':')
+                        return keep(strndup(start, end - start));
+        }
+}
+
+static void sse_close(Sse *s) {
+        kill(s->pid, SIGTERM);
+        (void) curl_wait(s->pid);
+        close(s->fd);
+        free(s->buf);
+        free(s);
+}
+
+static const char* event_text(int64_t id, const char *channel, const char *data) {
+        return hdr("id: %" PRId64 "\nevent: %s\ndata: %s", id, channel, data);
+}
+
+Test(http, sse_delivers_publishes) {
+        Daemon *d = start();
+        Conn *c = conn_open(d);
+        Sse *s = sse_open(d->webhook_port, "channel=jobs:kanban&channel=alerts:*", NULL);
+        int64_t id;
+
+        cr_assert(sse_wait(s, ": photond event stream\n\n", 5000), "no greeting: %s", s->buf);
+        /* It is a subscriber like a socket client: status counts its subscriptions. */
+        struct json_object *st = status_of(d);
+        cr_assert_eq(jint(st, "data.subscriptions"), 2);
+        json_object_put(st);
+
+        id = socket_publish(c, "jobs:kanban", "{\"event\":\"job-completed\",\"id\":7}");
+        cr_assert_str_eq(sse_next(s, 5000), event_text(id, "jobs:kanban", "{\"event\":\"job-completed\",\"id\":7}"));
+        id = socket_publish(c, "alerts:disk", "\"full\"");
+        cr_assert_str_eq(sse_next(s, 5000), event_text(id, "alerts:disk", "\"full\""));
+        /* Not subscribed: not sent. */
+        (void) socket_publish(c, "other", "1");
+        /* An HTTP publish too. */
+        Http *h = http(d->webhook_port, "POST", "/v1/channels/jobs:kanban", "[1,2]", "-H", AUTH, NULL);
+        id = jint(h->json, "eventId");
+        http_free(h);
+        cr_assert_str_eq(sse_next(s, 5000), event_text(id, "jobs:kanban", "[1,2]"));
+        cr_assert_null(sse_next(s, 300));
+        cr_assert(strstr(s->buf, "\nevent: other\n") == NULL);
+
+        sse_close(s);
+        /* The stream's subscriptions go with it. */
+        for (uint64_t deadline = mono_ms() + 5000;; usleep(20000)) {
+                st = status_of(d);
+                int64_t n = jint(st, "data.subscriptions");
+                json_object_put(st);
+                if (n == 0)
+                        break;
+                cr_assert_lt(mono_ms(), deadline, "the stream's subscriptions stayed");
+        }
+        conn_close(c);
+        daemon_free(d);
+}
+
+Test(http, sse_head_and_refusals) {
+        Daemon *d = start();
+        const char *args[] = { "--include", "--max-time", "2", "-H", AUTH,
+                               hdr("http://127.0.0.1:%d/v1/events?channel=a", d->webhook_port), NULL };
+        int fd;
+        pid_t pid = curl_spawn(args, &fd);
+        char *out = read_all(fd);
+
+        close(fd);
+        (void) curl_wait(pid);      /* ends by --max-time */
+        cr_assert(strncmp(out, "HTTP/1.1 200 ", 13) == 0, "%s", out);
+        cr_assert(strcasestr(out, "\r\nContent-Type: text/event-stream\r\n"), "%s", out);
+        cr_assert(strcasestr(out, "\r\nCache-Control: no-store\r\n"), "%s", out);
+        cr_assert(strcasestr(out, "\r\nTransfer-Encoding: chunked\r\n"), "%s", out);
+        free(out);
+
+        expect(http(d->webhook_port, "GET", "/v1/events", NULL, "-H", AUTH, NULL), 400,
+               "Name the channels: /v1/events?channel=A&channel=B:*");
+        expect(http(d->webhook_port, "GET", "/v1/events?channel=", NULL, "-H", AUTH, NULL), 400, NULL);
+        expect(http(d->webhook_port, "GET", "/v1/events?channel=a", NULL, NULL), 401, NULL);
+        daemon_free(d);
+}
+
+Test(http, sse_last_event_id_replays) {
+        Daemon *d = start();
+        Conn *c = conn_open(d);
+        int64_t ids[4];
+        Sse *s;
+
+        ids[0] = socket_publish(c, "jobs:a", "1");
+        ids[1] = socket_publish(c, "jobs:b", "2");
+        ids[2] = socket_publish(c, "jobs:a", "3");
+        ids[3] = socket_publish(c, "jobs:b", "4");
+
+        /* Header (as a browser reconnects): what came after it, in eventId order over a wildcard, then live. */
+        s = sse_open(d->webhook_port, "channel=jobs:*", hdr("Last-Event-ID: %" PRId64, ids[1]));
+        cr_assert_str_eq(sse_next(s, 5000), event_text(ids[2], "jobs:a", "3"));
+        cr_assert_str_eq(sse_next(s, 5000), event_text(ids[3], "jobs:b", "4"));
+        int64_t live = socket_publish(c, "jobs:c", "5");
+        cr_assert_str_eq(sse_next(s, 5000), event_text(live, "jobs:c", "5"));
+        sse_close(s);
+
+        /* The query, channel by channel as subscribes with lastEventId would. */
+        s = sse_open(d->webhook_port, hdr("channel=jobs:b&channel=jobs:a&lastEventId=%" PRId64, ids[1]), NULL);
+        cr_assert_str_eq(sse_next(s, 5000), event_text(ids[3], "jobs:b", "4"));
+        cr_assert_str_eq(sse_next(s, 5000), event_text(ids[2], "jobs:a", "3"));
+        cr_assert_null(sse_next(s, 300));
+        sse_close(s);
+
+        /* The header wins over the query. */
+        s = sse_open(d->webhook_port, hdr("channel=jobs:a&lastEventId=%" PRId64, ids[0]),
+                     hdr("Last-Event-ID: %" PRId64, ids[2]));
+        cr_assert_null(sse_next(s, 300));
+        sse_close(s);
+        conn_close(c);
+        daemon_free(d);
+}
+
+Test(http, sse_refresh_needed_as_the_socket_sends_it) {
+        Daemon *d = start();
+        Conn *c = conn_open(d);
+        struct json_object *o;
+        int64_t id;
+        Sse *s;
+
+        id = socket_publish(c, "jobs:a", "1");
+
+        /* From before the oldest buffered event: refresh_needed, exactly as a subscribe with that lastEventId
+         * gets it on the socket. */
+        o = conn_request(c, "s", "{\"type\":\"subscribe\",\"id\":\"s\",\"channel\":\"jobs:a\",\"lastEventId\":5}");
+        json_object_put(o);
+        s = sse_open(d->webhook_port, "channel=jobs:a&lastEventId=5", NULL);
+        cr_assert_str_eq(sse_next(s, 5000),
+                         "event: refresh_needed\n"
+                         "data: {\"type\":\"refresh_needed\",\"id\":\"lastEventId\",\"channel\":\"jobs:a\"}");
+        sse_close(s);
+
+        /* Beyond the last eventId issued. */
+        s = sse_open(d->webhook_port, "channel=jobs:a", hdr("Last-Event-ID: %" PRId64, id + 1000000));
+        cr_assert_str_eq(sse_next(s, 5000),
+                         "event: refresh_needed\n"
+                         "data: {\"type\":\"refresh_needed\",\"id\":\"lastEventId\",\"channel\":\"jobs:a\"}");
+        sse_close(s);
+
+        /* Up to date: nothing. A channel with nothing buffered and lastEventId > 0: refresh_needed. */
+        s = sse_open(d->webhook_port, "channel=jobs:a&channel=quiet", hdr("Last-Event-ID: %" PRId64, id));
+        cr_assert_str_eq(sse_next(s, 5000),
+                         "event: refresh_needed\n"
+                         "data: {\"type\":\"refresh_needed\",\"id\":\"lastEventId\",\"channel\":\"quiet\"}");
+        cr_assert_null(sse_next(s, 300));
+        sse_close(s);
+
+        struct json_object *st = status_of(d);
+        cr_assert_eq(jint(st, "data.refreshNeededSent"), 4);     /* the socket's one and the streams' three */
+        json_object_put(st);
+        conn_close(c);
+        daemon_free(d);
+}
+
+Test(http, sse_keepalive) {
+        Daemon *d = start_env((const char*[]) { "PHOTOND_API_TOKEN=" TOKEN, "PHOTOND_SSE_KEEPALIVE_S=1", NULL });
+        Sse *s = sse_open(d->webhook_port, "channel=a", NULL);
+
+        cr_assert(sse_wait(s, ": photond event stream\n\n", 5000));
+        s->seen = s->len;
+        cr_assert(sse_wait(s, ":\n\n", 2500), "no keep-alive: %s", s->buf);
+        sse_close(s);
+        daemon_free(d);
+}
+
+static int tcp_connect_from(int port, const char *from, int rcvbuf) {
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        struct sockaddr_in src = { .sin_family = AF_INET };
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        cr_assert(fd >= 0);
+        if (rcvbuf > 0)
+                cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)), 0);
+        cr_assert_eq(inet_pton(AF_INET, from, &src.sin_addr), 1);
+        cr_assert_eq(bind(fd, (struct sockaddr*) &src, sizeof(src)), 0, "bind %s: %m", from);
+        cr_assert_eq(connect(fd, (struct sockaddr*) &sa, sizeof(sa)), 0, "connect: %m");
+        return fd;
+}
+
+/* Opens a stream on a raw connection from address `from`; returns the fd once the head of the answer is read
+ * (asserting its status). */
+static int raw_stream(int port, const char *from, int rcvbuf, const char *channel, int status) {
+        int fd = tcp_connect_from(port, from, rcvbuf);
+        char *req = hdr("GET /v1/events?channel=%s HTTP/1.1\r\nHost: x\r\n" AUTH "\r\n\r\n", channel);
+        char buf[1024] = "", line[32];
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+
+        cr_assert_eq(send(fd, req, strlen(req), MSG_NOSIGNAL), (ssize_t) strlen(req));
+        cr_assert_eq(poll(&p, 1, 5000), 1, "no answer");
+        cr_assert_gt(recv(fd, buf, sizeof(buf) - 1, 0), 0);
+        snprintf(line, sizeof(line), "HTTP/1.1 %d ", status);
+        cr_assert(strncmp(buf, line, strlen(line)) == 0, "expected %d: %s", status, buf);
+        return fd;
+}
+
+Test(http, sse_caps) {
+        Daemon *d = start_env((const char*[]) { "PHOTOND_API_TOKEN=" TOKEN, "PHOTOND_SSE_MAX_STREAMS=2",
+                                                "PHOTOND_SSE_MAX_STREAMS_PER_ADDRESS=1", NULL });
+        int a, b;
+        Http *h;
+
+        a = raw_stream(d->webhook_port, "127.0.0.1", 0, "a", 200);
+        /* The address's share is taken. */
+        h = http(d->webhook_port, "GET", "/v1/events?channel=a", NULL, "-H", AUTH, NULL);
+        cr_assert_eq(h->status, 429, "%s", h->body);
+        cr_assert_str_eq(jstr(h->json, "error"),
+                         "Too many event streams from this address: at most 1 (PHOTOND_SSE_MAX_STREAMS_PER_ADDRESS)");
+        http_free(h);
+        /* Another address is not affected, up to the total. */
+        b = raw_stream(d->webhook_port, "127.0.0.2", 0, "a", 200);
+        close(raw_stream(d->webhook_port, "127.0.0.3", 0, "a", 503));
+        /* Everything else is still served. */
+        expect(http(d->webhook_port, "GET", "/v1/status", NULL, "-H", AUTH, NULL), 200, NULL);
+        expect(http(d->webhook_port, "GET", "/healthz", NULL, NULL), 200, NULL);
+
+        /* A stream that ends makes room. */
+        close(a);
+        for (uint64_t deadline = mono_ms() + 5000;; usleep(20000)) {
+                int fd = tcp_connect_from(d->webhook_port, "127.0.0.1", 0);
+                const char *req = "GET /v1/events?channel=a HTTP/1.1\r\nHost: x\r\n" AUTH "\r\n\r\n";
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                char buf[64] = "";
+
+                cr_assert_eq(send(fd, req, strlen(req), MSG_NOSIGNAL), (ssize_t) strlen(req));
+                cr_assert_eq(poll(&p, 1, 5000), 1);
+                cr_assert_gt(recv(fd, buf, sizeof(buf) - 1, 0), 0);
+                close(fd);
+                if (strncmp(buf, "HTTP/1.1 200 ", 13) == 0)
+                        break;
+                cr_assert(strncmp(buf, "HTTP/1.1 429 ", 13) == 0, "%s", buf);
+                cr_assert_lt(mono_ms(), deadline, "the closed stream still counts");
+        }
+        close(b);
+        daemon_free(d);
+}
+
+/* Streams take at most half of the connections not reserved, whatever PHOTOND_SSE_MAX_STREAMS says. */
+Test(http, sse_caps_leave_connections_for_the_rest) {
+        Daemon *d = start_env((const char*[]) { "PHOTOND_API_TOKEN=" TOKEN, "PHOTOND_WEBHOOK_MAX_CONNECTIONS=24",
+                                                "PHOTOND_WEBHOOK_RESERVED_CONNECTIONS=4", NULL });
+        int fds[10];
+        Http *h;
+
+        cr_assert(daemon_log_contains(d, "PHOTOND_SSE_MAX_STREAMS lowered from 128 to 10"));
+        for (int i = 0; i < 10; i++)
+                fds[i] = raw_stream(d->webhook_port, "127.0.0.1", 0, "a", 200);
+        h = http(d->webhook_port, "GET", "/v1/events?channel=a", NULL, "-H", AUTH, NULL);
+        cr_assert_eq(h->status, 503, "%s", h->body);
+        cr_assert_str_eq(jstr(h->json, "error"), "Too many event streams: at most 10 (PHOTOND_SSE_MAX_STREAMS)");
+        cr_assert_str_eq(http_header(h, "Retry-After"), "1");
+        http_free(h);
+        expect(http(d->webhook_port, "GET", "/healthz", NULL, NULL), 200, NULL);
+        for (int i = 0; i < 10; i++)
+                close(fds[i]);
+        daemon_free(d);
+}
+
+/* A reader that stops reading is cut off as a slow socket subscriber is: its queued messages dropped with a
+ * refresh_needed, and when it has not read that either, the connection closed; others go on. */
+Test(http, sse_slow_reader_is_cut_off) {
+        Daemon *d = start_env((const char*[]) { "PHOTOND_API_TOKEN=" TOKEN, "PHOTOND_MAX_WRITE_QUEUE_BYTES=65536",
+                                                NULL });
+        Conn *c = conn_open(d);
+        Sse *fast = sse_open(d->webhook_port, "channel=flood", NULL);
+        char *msg = keep(malloc(4096 + 3));
+        struct json_object *st;
+        int slow;
+
+        cr_assert(sse_wait(fast, ": photond event stream\n\n", 5000));
+        slow = raw_stream(d->webhook_port, "127.0.0.1", 4096, "flood", 200);
+        msg[0] = '"';
+        memset(msg + 1, 'x', 4094);
+        msg[4095] = '"';
+        msg[4096] = '\0';
+
+        /* Far more than the slow reader's socket buffers and its 64 KiB queue hold. */
+        for (int i = 0; i < 2000; i++) {
+                (void) socket_publish(c, "flood", msg);
+                /* The fast reader keeps up. */
+                sse_drain(fast);
+        }
+
+        for (uint64_t deadline = mono_ms() + 10000;; usleep(50000)) {
+                st = status_of(d);
+                int64_t n = jint(st, "data.slowConsumerDisconnects");
+                json_object_put(st);
+                if (n >= 1)
+                        break;
+                sse_drain(fast);
+                cr_assert_lt(mono_ms(), deadline, "the slow reader was not cut off");
+        }
+        cr_assert(daemon_log_contains(d, "Event stream from 127.0.0.1 is not reading its events, closing it."));
+
+        /* Its connection ends (after what was in flight). */
+        char buf[65536];
+        ssize_t k;
+        uint64_t deadline = mono_ms() + 10000;
+        while ((k = recv(slow, buf, sizeof(buf), MSG_DONTWAIT)) != 0) {
+                if (k < 0 && errno == ECONNRESET)
+                        break;
+                cr_assert(k > 0 || errno == EAGAIN, "recv: %m");
+                cr_assert_lt(mono_ms(), deadline, "the slow reader's connection stays open");
+                if (k < 0)
+                        usleep(10000);
+        }
+        close(slow);
+
+        /* The fast one still gets what comes next. */
+        st = status_of(d);
+        cr_assert_eq(jint(st, "data.slowConsumerDisconnects"), 1, "the fast reader was cut off too");
+        json_object_put(st);
+        sse_drain(fast);
+        fast->seen = fast->len;
+        int64_t id = socket_publish(c, "flood", "\"last\"");
+        cr_assert(sse_wait(fast, hdr("id: %" PRId64 "\nevent: flood\ndata: \"last\"\n\n", id), 5000));
+        sse_close(fast);
+        conn_close(c);
+        daemon_free(d);
+}
+
+Test(http, shutdown_with_streams_open) {
+        Daemon *d = start();
+        Sse *s = sse_open(d->webhook_port, "channel=a", NULL);
+
+        cr_assert(sse_wait(s, ": photond event stream\n\n", 5000));
+        int status = daemon_signal_and_wait(d, SIGTERM);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+        /* The stream ends with the daemon. */
+        cr_assert(!sse_wait(s, "never", 5000));
+        sse_close(s);
         daemon_free(d);
 }
