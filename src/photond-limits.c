@@ -93,6 +93,10 @@ static const struct {
                                 "Retry when other clients have disconnected, or raise PHOTOND_MAX_CLIENTS" },
         [LIMIT_MAX_LINE_BYTES] = { "Invalid request format: request line too long", "bytes",
                                    "Send smaller requests, or raise PHOTOND_MAX_LINE_BYTES" },
+        [LIMIT_SSE_MAX_STREAMS] = { "Too many event streams", NULL,
+                                    "Retry later, or raise PHOTOND_SSE_MAX_STREAMS" },
+        [LIMIT_SSE_MAX_STREAMS_PER_ADDRESS] = { "Too many event streams from this address", NULL,
+                                                "Close other streams, or raise PHOTOND_SSE_MAX_STREAMS_PER_ADDRESS" },
 };
 
 const char* limit_error(LimitId id, uint64_t actual, char *buf, size_t size, const char **ret_suggestion) {

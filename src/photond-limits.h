@@ -60,7 +60,11 @@
         X(WEBHOOK_REPLAY_CACHE_IDS,             65536)             /* Standard Webhooks ids remembered */       \
         X(WEBHOOK_RATE_LIMIT_ADDRESSES,         65536)             /* source addresses the rate limit tracks */ \
         X(WEBHOOK_MAX_BUFFERED_BYTES,           (64 * 1024 * 1024)) /* request bodies held at once, all conns */ \
-        X(WEBHOOK_SIGNATURE_TOLERANCE_S,        300)
+        X(WEBHOOK_SIGNATURE_TOLERANCE_S,        300)                                                            \
+        /* HTTP event streams (GET /v1/events) */                                                               \
+        X(SSE_MAX_STREAMS,                      128)               /* open at once */                           \
+        X(SSE_MAX_STREAMS_PER_ADDRESS,          32)                /* from one source address */                \
+        X(SSE_KEEPALIVE_S,                      15)                /* comment sent on a quiet stream */
 
 typedef enum LimitId {
 #define _LIMIT_ID(name, def) LIMIT_##name,

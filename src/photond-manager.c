@@ -28,6 +28,9 @@
 #include "photond-client.h"
 #include "photond-control.h"
 #include "photond-dispatch.h"
+#include "photond-http-api.h"
+#include "photond-http-sse.h"
+#include "photond-http.h"
 #include "photond-limits.h"
 #include "photond-listen.h"
 #include "photond-lock.h"
@@ -294,6 +297,19 @@ static void hook_job_finished(void *userdata, const char *id, const char *status
         bus_send_job_finished(m->bus, id, status, duration_ms);
 }
 
+/* ---- what the HTTP front end asks (filled in by manager_startup()) ---- */
+
+/* HTTP answers and events that may report a change wait for its write, as socket replies do. */
+static bool hook_http_output_held(void *userdata) {
+        Manager *m = userdata;
+
+        return m->state_dirty || manager_output_held(m);
+}
+
+static int hook_http_build_status(void *userdata, struct json_object **ret) {
+        return manager_build_status(userdata, ret);
+}
+
 void manager_client_disconnect(Manager *m, Client *c) {
         if (c->disconnected)
                 return;
@@ -502,6 +518,9 @@ int manager_flush(Manager *m) {
                         manager_client_close(m, c, c->close_reason);
         }
 
+        /* HTTP answers and event streams that waited for these writes. */
+        http_server_flushed(m->http);
+
         if (m->shutting_down && !manager_output_pending(m))
                 return sd_event_exit(m->event, m->exit_code);
 
@@ -654,6 +673,8 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
                 log_info("SIGHUP: reloading webhook secrets.");
                 if (m->webhook)
                         (void) webhook_reload_secrets(m->webhook);
+                if (m->http)
+                        (void) http_server_reload_token(m->http);
                 (void) sd_notify(false, "READY=1");
                 m->last_status = mfree(m->last_status);
                 manager_update_status(m);
@@ -665,7 +686,8 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 
 static bool manager_is_idle(Manager *m) {
         return m->n_clients == 0 && lock_table_count(m->locks) == 0 && scheduler_count(m->scheduler) == 0 &&
-               dispatcher_running_calls(m->dispatcher) == 0;
+               dispatcher_running_calls(m->dispatcher) == 0 &&
+               (!m->http_sse || http_sse_stats(m->http_sse)->n_streams == 0);   /* a stream is a subscriber */
 }
 
 /* Idle means idle for a whole timeout, counted from the last activity: a disconnect (stamped when it happens) or
@@ -975,15 +997,35 @@ int manager_startup(Manager *m) {
                 return log_error_errno(r, "Failed to load scheduled jobs: %m");
 
         if (m->webhook_fd < 0) {
-                r = webhook_bind_from_env(&m->webhook_fd);
+                r = http_bind_from_env(&m->webhook_fd);
                 if (r < 0 && r != -ENOENT)
                         return log_error_errno(r, "Failed to set up the webhook listener: %m");
         }
         if (m->webhook_fd >= 0) {
-                r = webhook_new(m, m->webhook_fd, &m->webhook);
-                m->webhook_fd = -EBADF;   /* taken over (or closed) by webhook_new() */
+                r = http_server_new(&(HttpServerConfig) {
+                                            .event = m->event,
+                                            .started_mono_usec = m->started_mono_usec,
+                                            .output_held = hook_http_output_held,
+                                            .userdata = m,
+                                    }, m->webhook_fd, &m->http);
+                m->webhook_fd = -EBADF;   /* taken over (or closed) by http_server_new() */
+                if (r < 0)
+                        return log_error_errno(r, "Failed to start the HTTP endpoint: %m");
+                r = webhook_new(m->http, m->dispatcher, m->channels, &m->webhook);
                 if (r < 0)
                         return log_error_errno(r, "Failed to start the webhook endpoint: %m");
+                r = http_api_new(m->http, &(HttpApiConfig) {
+                                         .channels = m->channels,
+                                         .locks = m->locks,
+                                         .scheduler = m->scheduler,
+                                         .build_status = hook_http_build_status,
+                                         .userdata = m,
+                                 }, &m->http_api);
+                if (r < 0)
+                        return r;
+                r = http_sse_new(m->http, m->channels, &m->http_sse);
+                if (r < 0)
+                        return r;
         }
 
         r = bus_start(m->bus);
@@ -1044,6 +1086,10 @@ Manager* manager_free(Manager *m) {
         remove_side_files(m);
 
         /* Subsystems first: they may still refer to clients. */
+        /* The front end first: ending its requests lets the routes' pending calls go. */
+        m->http = http_server_free(m->http);
+        m->http_api = http_api_free(m->http_api);
+        m->http_sse = http_sse_free(m->http_sse);
         m->webhook = webhook_free(m->webhook);
         m->scheduler = scheduler_free(m->scheduler);
 

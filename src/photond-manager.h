@@ -19,6 +19,9 @@ typedef struct Channels Channels;
 typedef struct LockTable LockTable;
 typedef struct Scheduler Scheduler;
 typedef struct Dispatcher Dispatcher;
+typedef struct HttpServer HttpServer;
+typedef struct HttpApi HttpApi;
+typedef struct HttpSse HttpSse;
 typedef struct Webhook Webhook;
 typedef struct StateFile StateFile;
 
@@ -75,9 +78,12 @@ typedef struct Manager {
         Scheduler *scheduler;
         Dispatcher *dispatcher;
 
-        /* webhook */
+        /* HTTP: the front end on the "webhook" listener and its routes */
         int webhook_fd;
+        HttpServer *http;
         Webhook *webhook;
+        HttpApi *http_api;
+        HttpSse *http_sse;
 
         /* bus */
         Bus *bus;                       /* NULL: no D-Bus (--bus=none) */

@@ -1,27 +1,27 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* The webhook HTTP endpoint: libmicrohttpd on the loop, routing, authentication, limits. */
+/* The webhook route of the HTTP front end (photond-http.h): routing, authentication and the method call. */
 
-typedef struct Manager Manager;
+typedef struct HttpServer HttpServer;
+typedef struct Dispatcher Dispatcher;
+typedef struct Channels Channels;
 typedef struct Webhook Webhook;
 struct json_object;
 
 #include "macro.h"
 
-/* Serves HTTP on fd (a listening stream socket, taken over: closed on failure, by MHD when freed). Reads the
- * PHOTON_WEBHOOK_* configuration and the secrets; a bad setting fails (logged). */
-int webhook_new(Manager *m, int fd, Webhook **ret);
+/* Adds the webhook route to http, as its fallback (every path no other route takes): calls go to dispatcher,
+ * webhook-received events to channels. Reads the PHOTON_WEBHOOK_* configuration and the secrets; a bad setting
+ * fails (logged). Freed after http. */
+int webhook_new(HttpServer *http, Dispatcher *dispatcher, Channels *channels, Webhook **ret);
 Webhook* webhook_free(Webhook *w);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Webhook*, webhook_free);
-
-/* Binds the listener when not socket-activated: PHOTON_WEBHOOK_PORT (0/unset = off) on PHOTON_WEBHOOK_ADDRESS
- * (default 127.0.0.1). Returns the fd, -ENOENT when off. */
-int webhook_bind_from_env(int *ret_fd);
 
 /* Re-reads the secrets (SIGHUP): $CREDENTIALS_DIRECTORY/webhook-secret[.<photon>], else PHOTON_WEBHOOK_SECRET.
  * On failure the old secrets stay. */
 int webhook_reload_secrets(Webhook *w);
 
-/* Adds "webhookEnabled" (false for w == NULL) and the "webhook" counters to the status data. */
+/* Adds "webhookEnabled" (false for w == NULL) and the "webhook" counters to the status data; the front end's own
+ * counters (requests, connections, its refusals) are shown there as they always were. */
 int webhook_add_status(Webhook *w, struct json_object *data);

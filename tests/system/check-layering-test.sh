@@ -52,10 +52,13 @@ sed -i "/^#include \"$header\"/d" "$tmp/$file"
 expect 1 "stale entry $file \"$header\"" \
         "an allowlist entry whose include is gone fails (the ratchet)"
 
+# The first known violation, whichever it is (the list shrinks as the work goes on).
 fresh
-sed -i '/^src\/photond-webhook.c "photond-manager.h"/d' "$tmp/allowlist"
-expect 1 '^src/photond-webhook.c:[0-9]+: includes "photond-manager.h": frontend may not include manager$' \
-        "a known violation no longer allowlisted fails"
+entry=$(grep -m 1 '^src/' "$tmp/allowlist" | sed 's/ *#.*//')
+file=${entry%% *} header=${entry#* }
+grep -v -F -x -e "$(grep -m 1 '^src/' "$tmp/allowlist")" "$tmp/allowlist" > "$tmp/allowlist.new"
+mv "$tmp/allowlist.new" "$tmp/allowlist"
+expect 1 "^$file:[0-9]+: includes $header: " "a known violation no longer allowlisted fails ($file)"
 
 fresh
 printf '#include "photond-lock.h"\n' > "$tmp/src/photond-redis.c"

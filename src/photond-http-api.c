@@ -1,0 +1,222 @@
+/* SPDX-License-Identifier: MIT */
+
+/* The JSON API routes (/v1/…). They answer with the JSON the control socket answers with (the cores' lists, the
+ * Manager's status object), never a field list of their own, and change things through the same core calls as
+ * the D-Bus admin methods (photond-bus.c). An answer that reports a change leaves once the change is saved
+ * (http_respond_saved()), as a socket reply does. */
+
+#include <microhttpd.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "json-util.h"
+#include "log.h"
+#include "photond-channel.h"
+#include "photond-http-api.h"
+#include "photond-http.h"
+#include "photond-lock.h"
+#include "photond-schedule.h"
+
+struct HttpApi {
+        HttpApiConfig config;
+};
+
+/* {key: list} from a core's list (a new array, taken over). */
+static int respond_list(HttpRequest *req, const char *key, int r, struct json_object *array) {
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+
+        if (r < 0)
+                return r;
+        o = json_object_new_object();
+        if (!o) {
+                json_object_put(array);
+                return -ENOMEM;
+        }
+        r = json_add(o, key, array);
+        if (r < 0)
+                return r;
+        return http_respond(req, MHD_HTTP_OK, o, NULL);
+}
+
+/* GET /v1/status: the status request's data (socket status, D-Bus GetStatus). */
+static int on_status(HttpRequest *req, void *userdata) {
+        HttpApi *a = userdata;
+        _cleanup_(json_object_putp) struct json_object *status = NULL;
+        int r;
+
+        r = a->config.build_status(a->config.userdata, &status);
+        if (r < 0)
+                return r;
+        return http_respond(req, MHD_HTTP_OK, status, NULL);
+}
+
+/* GET /v1/locks: list_locks' data. */
+static int on_locks(HttpRequest *req, void *userdata) {
+        HttpApi *a = userdata;
+        struct json_object *array = NULL;
+        int r;
+
+        r = lock_table_list(a->config.locks, &array);
+        return respond_list(req, "locks", r, array);
+}
+
+/* GET /v1/jobs: list_jobs' data. */
+static int on_jobs(HttpRequest *req, void *userdata) {
+        HttpApi *a = userdata;
+        struct json_object *array = NULL;
+        int r;
+
+        r = scheduler_list(a->config.scheduler, &array);
+        return respond_list(req, "jobs", r, array);
+}
+
+/* GET /v1/channels: every channel key as status' channelList (D-Bus ListChannels, with bufferedBytes). */
+static int on_channels(HttpRequest *req, void *userdata) {
+        HttpApi *a = userdata;
+        struct json_object *array = NULL;
+        int r;
+
+        r = channels_list(a->config.channels, &array);
+        return respond_list(req, "channels", r, array);
+}
+
+/* POST /v1/channels/{channel}: the body (JSON) is the message; an empty body publishes none, as a publish
+ * without "message". Answered as publish's data: {published, channel, eventId}. */
+static int on_publish(HttpRequest *req, void *userdata) {
+        HttpApi *a = userdata;
+        _cleanup_(json_object_putp) struct json_object *msg = NULL, *o = NULL;
+        const char *channel = http_request_capture(req, "channel"), *body, *jerr = NULL, *limit;
+        uint64_t event_id = 0;
+        unsigned status;
+        size_t len;
+        char text[256], error[320];
+        int r;
+
+        assert(channel);
+
+        body = http_request_body(req, &len);
+        if (len > 0) {
+                r = json_parse(body, len, &msg, &jerr);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0) {
+                        snprintf(error, sizeof(error), "Invalid JSON body: %s", jerr ?: "syntax error");
+                        return http_respond_error(req, MHD_HTTP_BAD_REQUEST, error, NULL);
+                }
+        }
+
+        r = channels_publish(a->config.channels, channel, msg, NULL, &event_id);
+        /* The limits answer with the socket's text. */
+        limit = channels_limit_error(r, channel, msg, text, sizeof(text));
+        if (limit) {
+                status = r == -ENOSPC ? MHD_HTTP_SERVICE_UNAVAILABLE :
+                         r == -EMSGSIZE ? MHD_HTTP_CONTENT_TOO_LARGE : MHD_HTTP_BAD_REQUEST;
+                return http_respond_error(req, status, limit, NULL);
+        }
+        if (r < 0)
+                return r;
+
+        o = json_object_new_object();
+        if (!o ||
+            json_add_bool(o, "published", true) < 0 ||
+            json_add_string(o, "channel", channel) < 0 ||
+            json_add_int64(o, "eventId", (int64_t) event_id) < 0)
+                return -ENOMEM;
+        /* The eventId may come from a block reserved just now: it leaves once the mark is saved. */
+        return http_respond_saved(req, MHD_HTTP_OK, TAKE_PTR(o));
+}
+
+/* POST /v1/jobs/{jobId}/run: D-Bus RunJob. */
+static int on_run_job(HttpRequest *req, void *userdata) {
+        HttpApi *a = userdata;
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        const char *id = http_request_capture(req, "jobId");
+        char error[512];
+        int r;
+
+        assert(id);
+
+        r = scheduler_run_job(a->config.scheduler, id);
+        if (r == -ENOENT) {
+                snprintf(error, sizeof(error), "No job '%s'.", id);
+                return http_respond_error(req, MHD_HTTP_NOT_FOUND, error, NULL);
+        }
+        if (r == -EBUSY) {
+                snprintf(error, sizeof(error), "Job '%s' is running already.", id);
+                return http_respond_error(req, MHD_HTTP_CONFLICT, error, NULL);
+        }
+        if (r < 0)
+                return r;
+        log_info("Job '%s' run over HTTP.", id);
+
+        o = json_object_new_object();
+        if (!o || json_add_bool(o, "started", true) < 0 || json_add_string(o, "jobId", id) < 0)
+                return -ENOMEM;
+        return http_respond_saved(req, MHD_HTTP_ACCEPTED, TAKE_PTR(o));
+}
+
+/* DELETE /v1/locks/{name}: D-Bus ReleaseLock (waiters are served as after an unlock). */
+static int on_release_lock(HttpRequest *req, void *userdata) {
+        HttpApi *a = userdata;
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        const char *name = http_request_capture(req, "name");
+        char error[512];
+        int r;
+
+        assert(name);
+
+        r = lock_table_force_release(a->config.locks, name);
+        if (r == -ENOENT) {
+                snprintf(error, sizeof(error), "No live lock named '%s'.", name);
+                return http_respond_error(req, MHD_HTTP_NOT_FOUND, error, NULL);
+        }
+        if (r < 0)
+                return r;
+        log_info("Lock '%s' released over HTTP.", name);
+
+        o = json_object_new_object();
+        if (!o || json_add_bool(o, "released", true) < 0 || json_add_string(o, "lockName", name) < 0)
+                return -ENOMEM;
+        return http_respond_saved(req, MHD_HTTP_OK, TAKE_PTR(o));
+}
+
+int http_api_new(HttpServer *http, const HttpApiConfig *config, HttpApi **ret) {
+        _cleanup_(http_api_freep) HttpApi *a = NULL;
+        /* cors and auth stay at their defaults: the origin allowlist and the API token. */
+        static const HttpRoute routes[] = {
+                { .method = "GET",    .pattern = "/v1/status",              .complete = on_status },
+                { .method = "GET",    .pattern = "/v1/locks",               .complete = on_locks },
+                { .method = "DELETE", .pattern = "/v1/locks/{name*}",       .complete = on_release_lock },
+                { .method = "GET",    .pattern = "/v1/jobs",                .complete = on_jobs },
+                { .method = "POST",   .pattern = "/v1/jobs/{jobId}/run",    .complete = on_run_job },
+                { .method = "GET",    .pattern = "/v1/channels",            .complete = on_channels },
+                { .method = "POST",   .pattern = "/v1/channels/{channel*}", .complete = on_publish },
+        };
+        int r;
+
+        assert(http);
+        assert(config);
+        assert(config->channels && config->locks && config->scheduler && config->build_status);
+        assert(ret);
+
+        a = new0(HttpApi, 1);
+        if (!a)
+                return log_oom();
+        a->config = *config;
+
+        for (size_t i = 0; i < ELEMENTSOF(routes); i++) {
+                HttpRoute route = routes[i];
+
+                route.userdata = a;
+                r = http_server_add_route(http, &route);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to add the route %s %s: %m", route.method, route.pattern);
+        }
+
+        *ret = TAKE_PTR(a);
+        return 0;
+}
+
+HttpApi* http_api_free(HttpApi *a) {
+        return mfree(a);
+}
