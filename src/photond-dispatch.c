@@ -522,9 +522,9 @@ static int failure_set(Dispatcher *d, const DispatchRequest *req, DispatchError 
                 break;
         case DISPATCH_ERROR_INVALID_NAME:
                 if (!name_is_valid(req->photon))
-                        f->message = strdup(request_name_error("photonName", req->photon, buf, sizeof(buf)));
+                        f->message = strdup(name_error("photonName", req->photon, buf, sizeof(buf)));
                 else
-                        f->message = strdup(request_name_error("method", req->method, buf, sizeof(buf)));
+                        f->message = strdup(name_error("method", req->method, buf, sizeof(buf)));
                 break;
         case DISPATCH_ERROR_PROVIDER_GONE:
                 k = asprintf(&f->message, "The provider of '%s' went away", req->photon);
@@ -851,10 +851,10 @@ int dispatcher_handle_command(Manager *m, Client *c, Request *req) {
                 return client_reply_error(c, req->id, "photonName required for commands",
                                           "Include photonName in the request payload");
         if (!name_is_valid(photon))
-                return client_reply_error(c, req->id, request_name_error("photonName", photon, msg, sizeof(msg)),
+                return client_reply_error(c, req->id, name_error("photonName", photon, msg, sizeof(msg)),
                                           NULL);
         if (!name_is_valid(method))
-                return client_reply_error(c, req->id, request_name_error("method", method, msg, sizeof(msg)), NULL);
+                return client_reply_error(c, req->id, name_error("method", method, msg, sizeof(msg)), NULL);
 
         if (json_object_object_get_ex(req->json, "instanceName", &v) && v) {
                 instance = json_object_get_cstring(v);
@@ -863,7 +863,7 @@ int dispatcher_handle_command(Manager *m, Client *c, Request *req) {
                                                   "Invalid request format: instanceName must be a string", NULL);
                 if (!name_is_valid(instance))
                         return client_reply_error(c, req->id,
-                                                  request_name_error("instanceName", instance, msg, sizeof(msg)),
+                                                  name_error("instanceName", instance, msg, sizeof(msg)),
                                                   NULL);
         }
 
@@ -907,7 +907,7 @@ int dispatcher_handle_provide(Manager *m, Client *c, Request *req) {
         int r;
 
         if (!name_is_valid(photon))
-                return client_reply_error(c, req->id, request_name_error("photonName", photon, msg, sizeof(msg)),
+                return client_reply_error(c, req->id, name_error("photonName", photon, msg, sizeof(msg)),
                                           NULL);
 
         LIST_FOREACH(by_client, i, (Provider*) c->provider)

@@ -2023,7 +2023,7 @@ static int reply_refusal(Client *c, const char *id, const char *flag, const char
 static int reply_bad_name(Client *c, const Request *req, const char *field, const char *value) {
         char msg[256];
 
-        return client_reply_error(c, req->id, request_name_error(field, value, msg, sizeof(msg)), NULL);
+        return client_reply_error(c, req->id, name_error(field, value, msg, sizeof(msg)), NULL);
 }
 
 static int reply_limit(Client *c, const Request *req, LimitId id, uint64_t actual) {
@@ -2271,7 +2271,7 @@ int scheduler_handle_set_state(Manager *m, Client *c, Request *req) {
 
         if (!photon || !method)
                 return client_reply_error(c, req->id,
-                                          request_name_error(photon ? "method" : "photonName", NULL, reason,
+                                          name_error(photon ? "method" : "photonName", NULL, reason,
                                                              sizeof(reason)),
                                           "Name the photon and the method whose jobs to change");
         if (!name_is_valid(photon))
