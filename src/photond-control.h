@@ -7,5 +7,18 @@
 
 #include "photond-client.h"
 
+typedef struct Manager Manager;
+typedef struct Request Request;
+
 /* Handles one complete request line of a client (the ClientLineHandler the Manager installs). */
 int control_handle_line(Client *c, const char *line, size_t len);
+
+/* ---- method calls (photond-control-calls.c): a Client as the dispatcher's DispatchPeer ---- */
+
+int control_calls_command(Manager *m, Client *c, Request *req);
+int control_calls_provide(Manager *m, Client *c, Request *req);
+int control_calls_invoke_result(Manager *m, Client *c, Request *req);
+int control_calls_emit(Manager *m, Client *c, Request *req);
+int control_calls_prompt(Manager *m, Client *c, Request *req);
+int control_calls_prompt_response(Manager *m, Client *c, Request *req);
+int control_calls_ps(Manager *m, Client *c, Request *req);

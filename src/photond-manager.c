@@ -309,6 +309,12 @@ static void hook_job_finished(void *userdata, const char *id, const char *status
         bus_send_job_finished(userdata, id, status, duration_ms);
 }
 
+static bool hook_shutting_down(void *userdata) {
+        Manager *m = userdata;
+
+        return m->shutting_down;
+}
+
 void manager_client_disconnect(Manager *m, Client *c) {
         if (c->disconnected)
                 return;
@@ -319,7 +325,7 @@ void manager_client_disconnect(Manager *m, Client *c) {
         /* Subsystems drop their references first, while the client is still whole. */
         channels_subscriber_gone(m->channels, &c->subscriber);
         lock_table_client_gone(m->locks, c);
-        dispatcher_client_gone(m->dispatcher, c);
+        dispatcher_peer_gone(m->dispatcher, &c->peer);
         scheduler_client_gone(m->scheduler, c);
 
         c->disconnected = true;
@@ -794,8 +800,13 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                            }, &m->locks);
         if (r < 0)
                 return r;
-        r = dispatcher_new(m, &(DispatcherHooks) {
+        r = dispatcher_new(&(DispatcherConfig) {
+                                   .event = m->event,
+                                   .channels = m->channels,
+                                   .handlers_dir = m->handlers_dir,
+                           }, &(DispatcherHooks) {
                                    .counts_changed = hook_counts_changed,
+                                   .shutting_down = hook_shutting_down,
                                    .userdata = m,
                            }, &m->dispatcher);
         if (r < 0)

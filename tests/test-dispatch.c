@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 
 /* Unit tests for the pure parts of method dispatch: handler path resolution, the handler environment, turning
- * handler output into a result, the stderr tail and exit messages. */
+ * handler output into a result, the stderr tail and exit messages; then dispatcher_call() on a real event loop. */
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -330,6 +330,9 @@ Test(dispatch, exit_messages) {
 
 /* ---- dispatcher_call(): the contract jobs and webhooks rely on, on a real event loop ---- */
 
+#include <sys/socket.h>
+
+#include "fd-util.h"
 #include "photond-limits.h"
 #include "photond-manager.h"
 
@@ -528,7 +531,8 @@ Test(dispatch_call, timeout_per_call) {
         tmpdir_remove(home);
 }
 
-/* What the dispatcher tells its owner (DispatcherHooks): a new provider, not a repeated provide. */
+/* What the dispatcher tells its owner (DispatcherHooks): a new provider, not a repeated provide. The provides are
+ * requests of a Client, through the control front end. */
 static unsigned heard_counts;
 
 static void heard_counts_changed(void *userdata) {
@@ -536,43 +540,50 @@ static void heard_counts_changed(void *userdata) {
         heard_counts++;
 }
 
-static void provide(Manager *m, Client *c, const char *photon) {
-        _cleanup_(request_freep) Request *req = NULL;
-        _cleanup_free_ char *line = NULL, *error = NULL, *id = NULL;
+static void provide(Manager *m, Client *c, const char *photon, int64_t n_providers) {
+        _cleanup_(json_object_putp) struct json_object *reply = NULL;
 
-        cr_assert(asprintf(&line, "{\"type\":\"provide\",\"id\":\"p\",\"photonName\":\"%s\"}", photon) > 0);
-        cr_assert_eq(request_parse(line, strlen(line), &req, &error, &id), 0, "%s", error);
-        cr_assert_eq(dispatcher_handle_provide(m, c, req), 0);
+        cr_assert_eq(test_request(m, c, "{\"type\":\"provide\",\"id\":\"p\",\"photonName\":\"%s\"}", photon), 0);
+        reply = test_pop_json(c);
+        cr_assert(jbool(reply, "success"), "%s", json_object_to_json_string(reply));
+        cr_assert_str_eq(jstr(reply, "data.photonName"), photon);
+        cr_assert_eq(jint(reply, "data.providers"), n_providers);
 }
+
 
 Test(dispatch_call, hooks_hear_new_providers) {
         char *home;
         Manager *m = manager_for_test(&home);
-        Client c = { .fd = -EBADF, .serial = 1 };
+        DispatcherConfig config = { .event = m->event, .channels = m->channels, .handlers_dir = m->handlers_dir };
+        int fds[2];
+        Client *c;
+
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
+        cr_assert_eq(client_new(m, fds[0], &c), 0);
 
         heard_counts = 0;
         m->dispatcher = dispatcher_free(m->dispatcher);
-        cr_assert_eq(dispatcher_new(m, &(DispatcherHooks) {
+        cr_assert_eq(dispatcher_new(&config, &(DispatcherHooks) {
                                             .counts_changed = heard_counts_changed,
                                             .userdata = &heard_counts,
                                     }, &m->dispatcher), 0);
 
-        provide(m, &c, "kanban");
+        provide(m, c, "kanban", 1);
         cr_assert_eq(heard_counts, 1);
-        provide(m, &c, "kanban");
+        provide(m, c, "kanban", 1);
         cr_assert_eq(heard_counts, 1, "the same provider again changes nothing");
-        provide(m, &c, "board");
+        provide(m, c, "board", 1);
         cr_assert_eq(heard_counts, 2);
-        dispatcher_client_gone(m->dispatcher, &c);
+        dispatcher_peer_gone(m->dispatcher, &c->peer);
+        cr_assert_null(c->peer.providers);
 
         /* Nobody listening is fine too. */
         m->dispatcher = dispatcher_free(m->dispatcher);
-        cr_assert_eq(dispatcher_new(m, NULL, &m->dispatcher), 0);
-        provide(m, &c, "kanban");
+        cr_assert_eq(dispatcher_new(&config, NULL, &m->dispatcher), 0);
+        provide(m, c, "kanban", 1);
         cr_assert_eq(heard_counts, 2);
-        dispatcher_client_gone(m->dispatcher, &c);
 
-        client_discard_queue(&c);
         manager_free(m);
+        safe_close(fds[1]);
         tmpdir_remove(home);
 }
