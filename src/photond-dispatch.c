@@ -691,9 +691,11 @@ Dispatcher* dispatcher_free(Dispatcher *d) {
         on_done(NULL, d);
         d->runner = exec_runner_free(d->runner);
 
+        /* Counted, not "while (e->providers)": with its last provider and no call left, e goes too. */
         HASH_ITER(hh, d->photons, e, tmp)
-                while (e->providers) {
+                for (unsigned n = e->n_providers; n > 0; n--) {
                         Provider *p = e->providers;
+
                         if (p->peer)
                                 p->peer->providers = NULL;
                         p->peer = NULL;
