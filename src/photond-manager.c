@@ -309,6 +309,10 @@ static void hook_job_finished(void *userdata, const char *id, const char *status
         bus_send_job_finished(userdata, id, status, duration_ms);
 }
 
+static void hook_flush_needed(void *userdata) {
+        manager_schedule_flush(userdata);
+}
+
 static bool hook_shutting_down(void *userdata) {
         Manager *m = userdata;
 
@@ -326,7 +330,7 @@ void manager_client_disconnect(Manager *m, Client *c) {
         channels_subscriber_gone(m->channels, &c->subscriber);
         lock_table_client_gone(m->locks, c);
         dispatcher_peer_gone(m->dispatcher, &c->peer);
-        scheduler_client_gone(m->scheduler, c);
+        scheduler_waiter_gone(m->scheduler, c);         /* a run_job requester (photond-control-jobs.c) */
 
         c->disconnected = true;
         client_stop_io(c);
@@ -811,9 +815,17 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                            }, &m->dispatcher);
         if (r < 0)
                 return r;
-        r = scheduler_new(m, &(SchedulerHooks) {
+        r = scheduler_new(&(SchedulerConfig) {
+                                  .event = m->event,
+                                  .channels = m->channels,
+                                  .dispatcher = m->dispatcher,
+                                  .jobs_base_dir = m->jobs_base_dir,
+                                  .system = m->system,
+                          }, &(SchedulerHooks) {
                                   .counts_changed = hook_counts_changed,
                                   .job_finished = hook_job_finished,
+                                  .flush_needed = hook_flush_needed,
+                                  .shutting_down = hook_shutting_down,
                                   .userdata = m,
                           }, &m->scheduler);
         if (r < 0)

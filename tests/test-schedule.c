@@ -520,7 +520,7 @@ Test(schedule, reference_files_load_and_run) {
         free(t);
 
         /* No provider, no handler: the run fails at once, and everything records it. */
-        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly"), 0);
+        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly", NULL, NULL, NULL), 0);
         cr_assert_eq(scheduler_running(m->scheduler), 0);
         cr_assert_eq(scheduler_list(m->scheduler, &arr), 0);
         job = find_job(arr, "p:ipc:nightly");
@@ -557,7 +557,7 @@ Test(schedule, reference_files_load_and_run) {
         cr_assert_str_eq(json_get_string(json_object_array_get_idx(arr, 0), "jobId"), "p:ipc:nightly");
         json_object_put(arr);
 
-        cr_assert_eq(scheduler_run_job(m->scheduler, "nope"), -ENOENT);
+        cr_assert_eq(scheduler_run_job(m->scheduler, "nope", NULL, NULL, NULL), -ENOENT);
         cr_assert_eq(scheduler_unschedule(m->scheduler, "nope"), -ENOENT);
         cr_assert_eq(scheduler_unschedule(m->scheduler, "p:ipc:nightly"), 0);
         cr_assert_eq(scheduler_count(m->scheduler), 0);
@@ -576,7 +576,7 @@ Test(schedule, reference_files_load_and_run) {
 
 /* What the scheduler tells its owner (SchedulerHooks): a scheduler of a real Manager, with hooks that record. */
 static struct {
-        unsigned counts_changed, job_finished;
+        unsigned counts_changed, job_finished, flush_needed;
         char last[256];         /* "id status" of the last job_finished */
         int64_t duration_ms;
 } heard;
@@ -584,6 +584,19 @@ static struct {
 static void heard_counts_changed(void *userdata) {
         cr_assert_eq(userdata, &heard);
         heard.counts_changed++;
+}
+
+static void heard_flush_needed(void *userdata) {
+        heard.flush_needed++;
+}
+
+static SchedulerConfig config_of(Manager *m) {
+        return (SchedulerConfig) {
+                .event = m->event,
+                .channels = m->channels,
+                .dispatcher = m->dispatcher,
+                .jobs_base_dir = m->jobs_base_dir,
+        };
 }
 
 static void heard_job_finished(void *userdata, const char *id, const char *status, int64_t duration_ms) {
@@ -594,6 +607,7 @@ static void heard_job_finished(void *userdata, const char *id, const char *statu
 
 Test(schedule, hooks_hear_jobs_and_runs) {
         char *home = tmpdir_new(), *path;
+        SchedulerConfig config;
         unsigned counts;
         Manager *m;
 
@@ -605,10 +619,12 @@ Test(schedule, hooks_hear_jobs_and_runs) {
                          "\"photonName\":\"p\",\"source\":\"ipc\",\"status\":\"active\"}");
 
         m = manager_in(home);
+        config = config_of(m);
         m->scheduler = scheduler_free(m->scheduler);
-        cr_assert_eq(scheduler_new(m, &(SchedulerHooks) {
+        cr_assert_eq(scheduler_new(&config, &(SchedulerHooks) {
                                            .counts_changed = heard_counts_changed,
                                            .job_finished = heard_job_finished,
+                                           .flush_needed = heard_flush_needed,
                                            .userdata = &heard,
                                    }, &m->scheduler), 0);
         cr_assert_eq(scheduler_load(m->scheduler), 0);
@@ -616,8 +632,9 @@ Test(schedule, hooks_hear_jobs_and_runs) {
         cr_assert_geq(heard.counts_changed, 1, "a loaded job is counted");
 
         /* No provider, no handler: the run fails at once; JobFinished waits for the flush that writes its file. */
-        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly"), 0);
+        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly", NULL, NULL, NULL), 0);
         cr_assert_eq(heard.job_finished, 0, "announced only once the job file is written");
+        cr_assert_gt(heard.flush_needed, 0, "the owner is asked for the flush that writes it");
         scheduler_flush(m->scheduler);
         cr_assert_eq(heard.job_finished, 1);
         cr_assert_str_eq(heard.last, "p:ipc:nightly error");
@@ -631,11 +648,11 @@ Test(schedule, hooks_hear_jobs_and_runs) {
 
         /* Nobody listening is fine too. */
         m->scheduler = scheduler_free(m->scheduler);
-        cr_assert_eq(scheduler_new(m, NULL, &m->scheduler), 0);
+        cr_assert_eq(scheduler_new(&config, NULL, &m->scheduler), 0);
         write_text(path, "{\"id\":\"p:ipc:nightly\",\"method\":\"sweep\",\"cron\":\"0 3 * * *\","
                          "\"photonName\":\"p\",\"source\":\"ipc\",\"status\":\"active\"}");
         cr_assert_eq(scheduler_load(m->scheduler), 0);
-        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly"), 0);
+        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly", NULL, NULL, NULL), 0);
         scheduler_flush(m->scheduler);
         cr_assert_eq(heard.job_finished, 1);
 
@@ -667,7 +684,7 @@ Test(schedule, job_file_writes_are_durable) {
         /* No handler: the run fails at once. Its counters are written with the flush at the end of the event-loop
          * iteration, before any reply or event leaves, not inside the run (a timer callback). */
         fsync_spy_reset();
-        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly"), 0);
+        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly", NULL, NULL, NULL), 0);
         cr_assert(!fsync_spy_saw(tmp_prefix, true), "no disk write inside the run");
         cr_assert(scheduler_unsaved(m->scheduler));
         cr_assert_eq(manager_flush(m), 0);
@@ -707,7 +724,7 @@ Test(schedule, pending_job_writes_survive_shutdown) {
 
         m = manager_in(home);
         cr_assert_eq(scheduler_load(m->scheduler), 0);
-        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly"), 0);
+        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly", NULL, NULL, NULL), 0);
         cr_assert(scheduler_unsaved(m->scheduler));
         manager_free(m);
 
