@@ -786,8 +786,9 @@ static void job_save_or_warn(Job *j) {
 
 /* Runs, skipped runs and the state switches change a job's file, but the write waits for the end of the event-loop
  * iteration: the owner's flush (the Manager's manager_flush(), at idle priority, so after every timer that was
- * due) calls scheduler_flush() before any reply or event leaves. A timer callback thus does no disk I/O, and the fsyncs of a few hundred jobs due in the
- * same minute do not push back the later ones' starts, while nobody hears of a run its file does not show yet. */
+ * due) calls scheduler_flush() before any reply or event leaves. A timer callback thus does no disk I/O, and the
+ * fsyncs of a few hundred jobs due in the same minute do not push back the later ones' starts, while nobody hears
+ * of a run its file does not show yet. */
 static void job_mark_dirty(Job *j) {
         Scheduler *s = j->scheduler;
 

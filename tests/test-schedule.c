@@ -774,7 +774,7 @@ Test(schedule, periodic_history_sweep) {
         tmpdir_remove(home);
 }
 
-/* ---- the scheduler without a Manager: its own loop, channels and dispatcher; a run_job waiter that is no Client ---- */
+/* ---- a scheduler without a Manager, on a loop of its own; a run_job waiter that is no Client ---- */
 
 typedef struct Waited {
         unsigned n;
@@ -861,8 +861,9 @@ static void own_run_until(Own *o, const unsigned *counter, unsigned want) {
         }
 }
 
-#define SPEC(job_id_, cron_) \
-        (&(const JobSpec) { .photon = "p", .job_id = (job_id_), .method = "sweep", .cron = (cron_), .created_by = "s1" })
+#define SPEC(job_id_, cron_)                                                                    \
+        (&(const JobSpec) { .photon = "p", .job_id = (job_id_), .method = "sweep", .cron = (cron_), \
+                            .created_by = "s1" })
 
 Test(schedule, typed_requests_without_a_manager) {
         Own o = own_new();
@@ -1026,8 +1027,9 @@ Test(schedule, requests_through_the_control_front_end) {
         cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
         cr_assert_eq(client_new(m, fds[0], &c), 0);
 
-        cr_assert_eq(test_request(m, c, "{\"type\":\"schedule\",\"id\":\"s1\",\"photonName\":\"p\",\"jobId\":\"nightly\","
-                                        "\"method\":\"sweep\",\"cron\":\"0 3 * * *\",\"args\":{\"deep\":true}}"), 0);
+        cr_assert_eq(test_request(m, c, "{\"type\":\"schedule\",\"id\":\"s1\",\"photonName\":\"p\","
+                                        "\"jobId\":\"nightly\",\"method\":\"sweep\",\"cron\":\"0 3 * * *\","
+                                        "\"args\":{\"deep\":true}}"), 0);
         o = reply_of(m, fds[1], "s1");
         cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
         cr_assert(jbool(o, "data.scheduled"));
