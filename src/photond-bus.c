@@ -524,7 +524,7 @@ static int method_run_job(sd_bus_message *message, void *userdata, sd_bus_error 
         r = sd_bus_message_read(message, "s", &id);
         if (r < 0)
                 return r;
-        r = scheduler_run_job(m->scheduler, id);
+        r = scheduler_run_job(m->scheduler, id, NULL, NULL, NULL);
         if (r == -ENOENT)
                 return sd_bus_error_setf(error, BUS_ERROR_NO_SUCH_JOB, "No job '%s'.", id);
         if (r == -EBUSY)

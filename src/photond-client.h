@@ -12,6 +12,7 @@
 #include <systemd/sd-event.h>
 
 #include "list.h"
+#include "photond-dispatch.h"
 #include "photond-subscriber.h"
 #include "shared-buf.h"
 
@@ -80,9 +81,11 @@ struct Client {
         /* what the channels deliver to (client_subscriber_ops); its state is photond-channel.c's */
         Subscriber subscriber;
 
+        /* what the dispatcher sends to as a provider or a caller (photond-control-calls.c fills in its ops); its
+         * state is photond-dispatch.c's: peer.n_calls are the calls this client is waiting for */
+        DispatchPeer peer;
+
         /* per-subsystem state, owned by the subsystem named */
-        void *provider;                 /* photond-dispatch.c */
-        unsigned n_calls;               /* photond-dispatch.c: calls this client is waiting for */
         unsigned n_lock_waits;          /* photond-lock.c */
 };
 

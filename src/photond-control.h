@@ -7,5 +7,27 @@
 
 #include "photond-client.h"
 
+typedef struct Manager Manager;
+typedef struct Request Request;
+
 /* Handles one complete request line of a client (the ClientLineHandler the Manager installs). */
 int control_handle_line(Client *c, const char *line, size_t len);
+
+/* ---- method calls (photond-control-calls.c): a Client as the dispatcher's DispatchPeer ---- */
+
+int control_calls_command(Manager *m, Client *c, Request *req);
+int control_calls_provide(Manager *m, Client *c, Request *req);
+int control_calls_invoke_result(Manager *m, Client *c, Request *req);
+int control_calls_emit(Manager *m, Client *c, Request *req);
+int control_calls_prompt(Manager *m, Client *c, Request *req);
+int control_calls_prompt_response(Manager *m, Client *c, Request *req);
+int control_calls_ps(Manager *m, Client *c, Request *req);
+
+/* ---- scheduled jobs (photond-control-jobs.c): a run_job requester waits as the scheduler's waiter c ---- */
+
+int control_jobs_schedule(Manager *m, Client *c, Request *req);
+int control_jobs_unschedule(Manager *m, Client *c, Request *req);
+int control_jobs_list(Manager *m, Client *c, Request *req);
+int control_jobs_set_state(Manager *m, Client *c, Request *req);     /* enable|disable|pause|resume_schedule */
+int control_jobs_get_execution_history(Manager *m, Client *c, Request *req);
+int control_jobs_run_job(Manager *m, Client *c, Request *req);

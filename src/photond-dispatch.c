@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 
-/* Method dispatch. A call (a `command` request, a job firing, a webhook) runs on a provider connection of its
- * photon (round-robin over several) or, without one, on an executable handler under the handlers directory.
+/* Method dispatch. A call (a `command` request, a job firing, a webhook) runs on a provider of its photon
+ * (round-robin over several) or, without one, on an executable handler under the handlers directory. Providers
+ * and the callers of commands are DispatchPeers: this file knows only their ops (photond-dispatch.h), never what
+ * carries them (a control-socket Client today, photond-control-calls.c).
  *
  * A call lives in three steps: running (it holds a provider slot or a child process with its pipes), done
  * (outcome recorded, resources released, queued) and delivered (reply, state-changed, callback; freed). Delivery
  * happens from a defer source, never on the stack of whatever finished the call. That keeps two promises: a
  * DispatchCallback never runs inside dispatcher_call(), and no call is freed while code up the stack (a send that
- * made a client disconnect, a disconnect that fails other calls) still holds it. */
+ * cost a peer its connection, a peer going away that fails other calls) still holds it. */
 
 #include <assert.h>
 #include <inttypes.h>
@@ -18,14 +20,12 @@
 
 #include "event-util.h"
 #include "json-util.h"
+#include "list.h"
 #include "log.h"
 #include "photond-channel.h"
-#include "photond-client.h"
 #include "photond-dispatch.h"
 #include "photond-exec.h"
 #include "photond-limits.h"
-#include "photond-manager.h"
-#include "photond-schedule.h"
 #include "string-util.h"
 
 #define INVOKE_ID_PREFIX "inv_"
@@ -43,9 +43,9 @@ typedef struct PhotonEntry {
 
 struct Provider {
         PhotonEntry *photon;
-        Client *client;
+        DispatchPeer *peer;
         LIST_FIELDS(Provider, by_photon);
-        LIST_FIELDS(Provider, by_client);       /* the list head is client->provider */
+        LIST_FIELDS(Provider, by_peer);         /* the list head is peer->providers */
         unsigned n_calls;
         uint64_t n_served;
 };
@@ -74,9 +74,9 @@ struct DispatchCall {
         uint64_t started_usec;          /* CLOCK_MONOTONIC */
         sd_event_source *timer_source;
 
-        /* a command: the requester (NULL once it disconnected) */
+        /* a command: the requester (NULL once it went away) */
         bool is_command;
-        Client *caller;
+        DispatchPeer *caller;
         char *caller_id;
         char *instance;
         char *session_id;
@@ -98,7 +98,9 @@ struct DispatchCall {
 };
 
 struct Dispatcher {
-        Manager *manager;
+        sd_event *event;
+        Channels *channels;
+        char *handlers_dir;
         DispatcherHooks hooks;
         ExecRunner *runner;             /* the executable handlers, and the timed-out ones still ending */
 
@@ -202,10 +204,10 @@ static Provider* provider_free(Dispatcher *d, Provider *p) {
         if (e->n_providers == 0)
                 d->n_photons_provided--;
         d->n_providers--;
-        if (p->client) {
-                Provider *head = p->client->provider;
-                LIST_REMOVE(by_client, head, p);
-                p->client->provider = head;
+        if (p->peer) {
+                Provider *head = p->peer->providers;
+                LIST_REMOVE(by_peer, head, p);
+                p->peer->providers = head;
         }
         photon_gc(d, e);
         return mfree(p);
@@ -314,7 +316,7 @@ static int json_add_nullable(struct json_object *o, const char *key, struct json
 }
 
 static void command_publish_state_changed(DispatchCall *call) {
-        Manager *m = call->dispatcher->manager;
+        Dispatcher *d = call->dispatcher;
         _cleanup_(json_object_putp) struct json_object *ev = NULL;
         _cleanup_free_ char *channel = NULL, *uri = NULL;
         const char *instance = call->instance ?: "default";
@@ -338,35 +340,9 @@ static void command_publish_state_changed(DispatchCall *call) {
                 log_oom();
                 return;
         }
-        r = channels_publish(m->channels, channel, ev, call->caller ? &call->caller->subscriber : NULL,
-                             NULL);
+        r = channels_publish(d->channels, channel, ev, call->caller ? call->caller->subscriber : NULL, NULL);
         if (r < 0)
                 log_debug_errno(r, "Failed to publish %s: %m", channel);
-}
-
-static void command_deliver(DispatchCall *call) {
-        _cleanup_(json_object_putp) struct json_object *o = NULL;
-        Client *c = call->caller;
-
-        if (c && !c->disconnected) {
-                if (call->success) {
-                        o = json_object_new_object();
-                        if (!o ||
-                            json_add_string(o, "type", "result") < 0 ||
-                            json_add_string(o, "id", call->caller_id) < 0 ||
-                            json_add_bool(o, "success", true) < 0 ||
-                            json_add_nullable(o, "data", json_ref_or_null(call->data)) < 0 ||
-                            json_add_int64(o, "durationMs", (int64_t) call->duration_ms) < 0)
-                                log_oom();
-                        else
-                                (void) client_send_json(c, o);
-                } else
-                        (void) client_reply_error(c, call->caller_id, call->error ?: "Method failed", NULL);
-        }
-
-        /* The call changed the photon's state whether or not its requester is still there to hear it. */
-        if (call->success && !call->dispatcher->freeing)
-                command_publish_state_changed(call);
 }
 
 static void call_deliver(DispatchCall *call) {
@@ -377,10 +353,17 @@ static void call_deliver(DispatchCall *call) {
                 .duration_ms = call->duration_ms,
         };
 
-        if (call->is_command)
-                command_deliver(call);
-        else if (call->callback)
-                call->callback(&result, call->userdata);
+        if (!call->is_command) {
+                if (call->callback)
+                        call->callback(&result, call->userdata);
+                return;
+        }
+
+        if (call->caller)
+                call->caller->ops->call_done(call->caller, call->caller_id, &result);
+        /* The call changed the photon's state whether or not its requester is still there to hear it. */
+        if (call->success && !call->dispatcher->freeing)
+                command_publish_state_changed(call);
 }
 
 static int on_done(sd_event_source *s, void *userdata) {
@@ -399,36 +382,24 @@ static int on_done(sd_event_source *s, void *userdata) {
 /* ---- provider calls ---- */
 
 static int provider_send_invoke(DispatchCall *call, Provider *p) {
-        _cleanup_(json_object_putp) struct json_object *o = NULL;
-
-        o = json_object_new_object();
-        if (!o ||
-            json_add_string(o, "type", "invoke") < 0 ||
-            json_add_string(o, "id", call->invoke_id) < 0 ||
-            json_add_string(o, "photonName", call->photon->name) < 0 ||
-            json_add_string(o, "method", call->method) < 0 ||
-            json_add(o, "args", json_object_get(call->args)) < 0 ||
-            json_add_string(o, "trigger", dispatch_trigger_to_string(call->trigger)) < 0 ||
-            json_add_string(o, "jobId", call->job_id) < 0 ||
-            json_add_string(o, "instanceName", call->instance) < 0 ||
-            json_add_string(o, "sessionId", call->session_id) < 0)
-                return -ENOMEM;
-
-        return client_send_json(p->client, o);
+        return p->peer->ops->invoke(p->peer, &(const DispatchInvoke) {
+                        .invoke_id = call->invoke_id,
+                        .photon = call->photon->name,
+                        .method = call->method,
+                        .args = call->args,
+                        .trigger = call->trigger,
+                        .job_id = call->job_id,
+                        .instance = call->instance,
+                        .session_id = call->session_id,
+                });
 }
 
 static int send_prompt_response(DispatchCall *call, struct json_object *value) {
-        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        DispatchPeer *p = call->provider ? call->provider->peer : NULL;
 
-        if (!call->provider || call->provider->client->disconnected)
+        if (!p)
                 return 0;
-        o = json_object_new_object();
-        if (!o ||
-            json_add_string(o, "type", "prompt_response") < 0 ||
-            json_add_string(o, "id", call->invoke_id) < 0 ||
-            json_add_nullable(o, "promptValue", json_ref_or_null(value)) < 0)
-                return -ENOMEM;
-        return client_send_json(call->provider->client, o);
+        return p->ops->prompt_response(p, call->invoke_id, value);
 }
 
 /* ---- exec handlers (photond-exec.c) ---- */
@@ -441,7 +412,7 @@ static int exec_spawn(DispatchCall *call, const char *path, bool method_arg) {
         return exec_child_spawn(call->dispatcher->runner, &(ExecSpec) {
                                         .path = path,
                                         .method_arg = method_arg,
-                                        .cwd = call->dispatcher->manager->handlers_dir,
+                                        .cwd = call->dispatcher->handlers_dir,
                                         .photon = call->photon->name,
                                         .method = call->method,
                                         .args = call->args,
@@ -477,7 +448,7 @@ static int on_call_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
 /* The one wording of each DispatchError. Returns error (negative errno) for the caller's convenience. */
 static int failure_set(Dispatcher *d, const DispatchRequest *req, DispatchError e, int error, DispatchFailure *f) {
-        const char *dir = d->manager->handlers_dir;
+        const char *dir = d->handlers_dir;
         PhotonEntry *p;
         char buf[256];
         int k = 0;
@@ -522,9 +493,9 @@ static int failure_set(Dispatcher *d, const DispatchRequest *req, DispatchError 
                 break;
         case DISPATCH_ERROR_INVALID_NAME:
                 if (!name_is_valid(req->photon))
-                        f->message = strdup(request_name_error("photonName", req->photon, buf, sizeof(buf)));
+                        f->message = strdup(name_error("photonName", req->photon, buf, sizeof(buf)));
                 else
-                        f->message = strdup(request_name_error("method", req->method, buf, sizeof(buf)));
+                        f->message = strdup(name_error("method", req->method, buf, sizeof(buf)));
                 break;
         case DISPATCH_ERROR_PROVIDER_GONE:
                 k = asprintf(&f->message, "The provider of '%s' went away", req->photon);
@@ -545,16 +516,13 @@ static int failure_set(Dispatcher *d, const DispatchRequest *req, DispatchError 
         return error;
 }
 
-typedef struct CallOrigin {
-        Client *caller;                 /* command: the requester */
-        const char *caller_id;
-        const char *instance;
-        const char *session_id;
-} CallOrigin;
+static bool shutting_down(Dispatcher *d) {
+        return d->freeing || (d->hooks.shutting_down && d->hooks.shutting_down(d->hooks.userdata));
+}
 
-/* Starts a call. On failure returns a negative errno and says why in *f. */
-static int call_start(Dispatcher *d, const DispatchRequest *req, const CallOrigin *origin, DispatchCall **ret,
-                      DispatchFailure *f) {
+/* Starts a call: a command when caller is set. On failure returns a negative errno and says why in *f. */
+static int call_start(Dispatcher *d, const DispatchRequest *req, DispatchPeer *caller, const char *caller_id,
+                      DispatchCall **ret, DispatchFailure *f) {
         _cleanup_(call_freep) DispatchCall *call = NULL;
         _cleanup_free_ char *path = NULL;
         PhotonEntry *e;
@@ -563,7 +531,7 @@ static int call_start(Dispatcher *d, const DispatchRequest *req, const CallOrigi
 
         *f = (DispatchFailure) {};
 
-        if (d->freeing || d->manager->shutting_down)
+        if (shutting_down(d))
                 return failure_set(d, req, DISPATCH_ERROR_SHUTTING_DOWN, -ESHUTDOWN, f);
         if (!name_is_valid(req->photon) || !name_is_valid(req->method))
                 return failure_set(d, req, DISPATCH_ERROR_INVALID_NAME, -EINVAL, f);
@@ -577,8 +545,7 @@ static int call_start(Dispatcher *d, const DispatchRequest *req, const CallOrigi
                 return failure_set(d, req, DISPATCH_ERROR_PHOTON_BUSY, -EBUSY, f);
 
         if (!e || e->n_providers == 0) {
-                r = dispatch_resolve_handler(d->manager->handlers_dir, req->photon, req->method, &path,
-                                             &method_arg);
+                r = dispatch_resolve_handler(d->handlers_dir, req->photon, req->method, &path, &method_arg);
                 if (r == -ENOENT)
                         return failure_set(d, req, DISPATCH_ERROR_NO_PROVIDER, r, f);
                 if (r == -ESRCH)
@@ -606,14 +573,14 @@ static int call_start(Dispatcher *d, const DispatchRequest *req, const CallOrigi
                 return failure_set(d, req, DISPATCH_ERROR_INTERNAL, -ENOMEM, f);
         if (req->job_id && !(call->job_id = strdup(req->job_id)))
                 return failure_set(d, req, DISPATCH_ERROR_INTERNAL, -ENOMEM, f);
-        if (origin) {
+        if (req->instance && !(call->instance = strdup(req->instance)))
+                return failure_set(d, req, DISPATCH_ERROR_INTERNAL, -ENOMEM, f);
+        if (req->session_id && !(call->session_id = strdup(req->session_id)))
+                return failure_set(d, req, DISPATCH_ERROR_INTERNAL, -ENOMEM, f);
+        if (caller) {
                 call->is_command = true;
-                call->caller_id = strdup(origin->caller_id);
+                call->caller_id = strdup(caller_id);
                 if (!call->caller_id)
-                        return failure_set(d, req, DISPATCH_ERROR_INTERNAL, -ENOMEM, f);
-                if (origin->instance && !(call->instance = strdup(origin->instance)))
-                        return failure_set(d, req, DISPATCH_ERROR_INTERNAL, -ENOMEM, f);
-                if (origin->session_id && !(call->session_id = strdup(origin->session_id)))
                         return failure_set(d, req, DISPATCH_ERROR_INTERNAL, -ENOMEM, f);
         }
 
@@ -625,14 +592,14 @@ static int call_start(Dispatcher *d, const DispatchRequest *req, const CallOrigi
         e->n_calls++;
 
         if (call->timeout_ms > 0) {
-                r = sd_event_add_time_relative(d->manager->event, &call->timer_source, CLOCK_MONOTONIC,
+                r = sd_event_add_time_relative(d->event, &call->timer_source, CLOCK_MONOTONIC,
                                                call->timeout_ms * USEC_PER_MSEC, USEC_PER_MSEC, on_call_timer,
                                                call);
                 if (r < 0)
                         return failure_set(d, req, DISPATCH_ERROR_INTERNAL, r, f);
         } else {
                 /* No timeout: the timer still serves the exec grace periods. */
-                r = sd_event_add_time_relative(d->manager->event, &call->timer_source, CLOCK_MONOTONIC,
+                r = sd_event_add_time_relative(d->event, &call->timer_source, CLOCK_MONOTONIC,
                                                USEC_PER_SEC, USEC_PER_MSEC, on_call_timer, call);
                 if (r < 0)
                         return failure_set(d, req, DISPATCH_ERROR_INTERNAL, r, f);
@@ -643,7 +610,8 @@ static int call_start(Dispatcher *d, const DispatchRequest *req, const CallOrigi
         if (e->n_providers > 0) {
                 Provider *p = provider_pick(e);
 
-                /* A failed send may disconnect the provider (and free p): the call is not linked to it yet. */
+                /* A failed send may cost the provider its connection (and free p): the call is not linked to it
+                 * yet. */
                 r = provider_send_invoke(call, p);
                 if (r < 0)
                         return r == -ENOMEM ? failure_set(d, req, DISPATCH_ERROR_INTERNAL, r, f) :
@@ -658,9 +626,9 @@ static int call_start(Dispatcher *d, const DispatchRequest *req, const CallOrigi
                 }
         }
 
-        if (origin) {
-                call->caller = origin->caller;
-                call->caller->n_calls++;
+        if (caller) {
+                call->caller = caller;
+                caller->n_calls++;
         }
         LIST_PREPEND(calls, d->calls, call);
         HASH_ADD(hh, d->calls_by_serial, serial, sizeof(call->serial), call);
@@ -672,22 +640,31 @@ static int call_start(Dispatcher *d, const DispatchRequest *req, const CallOrigi
 
 /* ---- public API ---- */
 
-int dispatcher_new(Manager *m, const DispatcherHooks *hooks, Dispatcher **ret) {
+int dispatcher_new(const DispatcherConfig *config, const DispatcherHooks *hooks, Dispatcher **ret) {
         _cleanup_(dispatcher_freep) Dispatcher *d = NULL;
         int r;
+
+        assert(config);
+        assert(config->event);
 
         d = new0(Dispatcher, 1);
         if (!d)
                 return -ENOMEM;
-        d->manager = m;
+        d->event = sd_event_ref(config->event);
+        d->channels = config->channels;
         if (hooks)
                 d->hooks = *hooks;
+        if (config->handlers_dir) {
+                d->handlers_dir = strdup(config->handlers_dir);
+                if (!d->handlers_dir)
+                        return -ENOMEM;
+        }
 
-        r = exec_runner_new(m->event, &d->runner);
+        r = exec_runner_new(d->event, &d->runner);
         if (r < 0)
                 return r;
 
-        r = sd_event_add_defer(m->event, &d->done_event_source, on_done, d);
+        r = sd_event_add_defer(d->event, &d->done_event_source, on_done, d);
         if (r < 0)
                 return r;
         (void) sd_event_source_set_enabled(d->done_event_source, SD_EVENT_OFF);
@@ -704,7 +681,7 @@ Dispatcher* dispatcher_free(Dispatcher *d) {
                 return NULL;
         d->freeing = true;
 
-        /* Every call still running ends now; each waiting job or webhook hears about it once. */
+        /* Every call still running ends now; each waiting job, webhook or caller hears about it once. */
         LIST_FOREACH(calls, call, d->calls) {
                 if (call->state != CALL_RUNNING)
                         continue;
@@ -714,16 +691,20 @@ Dispatcher* dispatcher_free(Dispatcher *d) {
         on_done(NULL, d);
         d->runner = exec_runner_free(d->runner);
 
+        /* Counted, not "while (e->providers)": with its last provider and no call left, e goes too. */
         HASH_ITER(hh, d->photons, e, tmp)
-                while (e->providers) {
+                for (unsigned n = e->n_providers; n > 0; n--) {
                         Provider *p = e->providers;
-                        if (p->client)
-                                p->client->provider = NULL;
-                        p->client = NULL;
+
+                        if (p->peer)
+                                p->peer->providers = NULL;
+                        p->peer = NULL;
                         provider_free(d, p);
                 }
 
         sd_event_source_disable_unref(d->done_event_source);
+        sd_event_unref(d->event);
+        free(d->handlers_dir);
         return mfree(d);
 }
 
@@ -736,7 +717,7 @@ int dispatcher_call(Dispatcher *d, const DispatchRequest *req, DispatchCallback 
         assert(d);
         assert(req);
 
-        r = call_start(d, req, NULL, &call, &f);
+        r = call_start(d, req, NULL, NULL, &call, &f);
         if (r < 0) {
                 log_debug("Cannot dispatch %s/%s (%s): %s: %s", req->photon, req->method,
                           dispatch_trigger_to_string(req->trigger), dispatch_error_to_string(f.error),
@@ -759,6 +740,19 @@ void dispatch_call_abandon(DispatchCall *call) {
         call->userdata = NULL;
 }
 
+int dispatcher_command(Dispatcher *d, const DispatchRequest *req, DispatchPeer *caller, const char *caller_id,
+                       DispatchFailure *ret_failure) {
+        DispatchCall *call;
+
+        assert(d);
+        assert(req);
+        assert(caller);
+        assert(caller_id);
+        assert(ret_failure);
+
+        return call_start(d, req, caller, caller_id, &call, ret_failure);
+}
+
 bool dispatcher_job_ending(Dispatcher *d, const char *job_id) {
         return exec_runner_job_ending(d->runner, job_id);
 }
@@ -773,31 +767,81 @@ bool dispatcher_can_serve(Dispatcher *d, const char *photon, const char *method)
         e = photon_find(d, photon);
         if (e && e->n_providers > 0)
                 return true;
-        return dispatch_resolve_handler(d->manager->handlers_dir, photon, method, &path, &method_arg) >= 0;
+        return dispatch_resolve_handler(d->handlers_dir, photon, method, &path, &method_arg) >= 0;
 }
 
-void dispatcher_client_gone(Dispatcher *d, Client *c) {
+/* ---- peers ---- */
+
+int dispatcher_provide(Dispatcher *d, DispatchPeer *peer, const char *photon, unsigned *ret_n_providers) {
+        PhotonEntry *e;
+        Provider *p = NULL, *head;
+        int r;
+
+        assert(d);
+        assert(peer);
+
+        if (!name_is_valid(photon))
+                return -EINVAL;
+
+        LIST_FOREACH(by_peer, i, (Provider*) peer->providers)
+                if (streq(i->photon->name, photon))
+                        p = i;
+        if (p) {
+                if (ret_n_providers)
+                        *ret_n_providers = p->photon->n_providers;
+                return 0;
+        }
+
+        if (d->n_providers >= limits.MAX_PROVIDERS)
+                return -ENOSPC;
+        r = photon_get(d, photon, &e);
+        if (r < 0)
+                return r;
+        p = new0(Provider, 1);
+        if (!p) {
+                photon_gc(d, e);
+                return -ENOMEM;
+        }
+        p->photon = e;
+        p->peer = peer;
+        LIST_PREPEND(by_photon, e->providers, p);
+        if (e->n_providers++ == 0)
+                d->n_photons_provided++;
+        d->n_providers++;
+        head = peer->providers;
+        LIST_PREPEND(by_peer, head, p);
+        peer->providers = head;
+
+        if (d->hooks.counts_changed)
+                d->hooks.counts_changed(d->hooks.userdata);
+        if (ret_n_providers)
+                *ret_n_providers = e->n_providers;
+        return 1;
+}
+
+void dispatcher_peer_gone(Dispatcher *d, DispatchPeer *peer) {
         bool answer_prompts = false;
 
-        if (!c->provider && c->n_calls == 0)
+        if (!peer->providers && peer->n_calls == 0)
                 return;
 
-        /* First, without sending anything, drop every reference to c. Sends come after, because a send can
-         * disconnect another client and bring us back here. */
+        /* First, without sending anything, drop every reference to the peer. Sends come after, because a send can
+         * cost another peer its connection and bring us back here. */
         LIST_FOREACH(calls, call, d->calls) {
-                if (call->provider && call->provider->client == c)
+                if (call->provider && call->provider->peer == peer)
                         call_fail(call, "The provider of '%s' disconnected before answering %s",
                                   call->photon->name, call->method);
-                if (call->caller == c) {
+                if (call->caller == peer) {
                         call->caller = NULL;
-                        c->n_calls--;
+                        peer->n_calls--;
                         if (call->n_prompts > 0)
                                 answer_prompts = true;
                 }
         }
-        while (c->provider) {
-                Provider *p = c->provider;
-                log_debug("Client %" PRIu64 " no longer provides '%s'.", c->serial, p->photon->name);
+        while (peer->providers) {
+                Provider *p = peer->providers;
+
+                log_debug("'%s' lost a provider (%u left).", p->photon->name, p->photon->n_providers - 1);
                 provider_free(d, p);
         }
 
@@ -809,13 +853,13 @@ void dispatcher_client_gone(Dispatcher *d, Client *c) {
                                         (void) send_prompt_response(call, NULL);
 }
 
-/* ---- request handlers ---- */
-
 static DispatchCall* call_by_invoke_id(Dispatcher *d, const char *id) {
         DispatchCall *call = NULL;
         const char *n;
         uint64_t serial;
 
+        if (!id)
+                return NULL;
         n = startswith(id, INVOKE_ID_PREFIX);
         if (!n || safe_atou64(n, &serial) < 0)
                 return NULL;
@@ -823,208 +867,43 @@ static DispatchCall* call_by_invoke_id(Dispatcher *d, const char *id) {
         return call;
 }
 
-/* The running provider call that c serves under this invoke id, or NULL after an error reply. */
-static DispatchCall* provider_call_of(Dispatcher *d, Client *c, Request *req) {
-        DispatchCall *call = call_by_invoke_id(d, req->id);
-        char msg[160];
+DispatchCall* dispatcher_provider_call(Dispatcher *d, DispatchPeer *provider, const char *invoke_id) {
+        DispatchCall *call = call_by_invoke_id(d, invoke_id);
 
-        if (call && call->state == CALL_RUNNING && call->provider && call->provider->client == c)
+        if (call && call->state == CALL_RUNNING && call->provider && call->provider->peer == provider)
                 return call;
-        snprintf(msg, sizeof(msg), "Unknown invocation '%.64s': it finished, timed out or is not yours", req->id);
-        (void) client_reply_error(c, req->id, msg, NULL);
         return NULL;
 }
 
-int dispatcher_handle_command(Manager *m, Client *c, Request *req) {
-        Dispatcher *d = m->dispatcher;
-        _cleanup_(dispatch_failure_done) DispatchFailure failure = {};
-        const char *photon = request_string(req, "photonName"), *method = request_string(req, "method");
-        const char *instance = NULL;
-        struct json_object *args = NULL, *v;
-        DispatchCall *call;
-        DispatchRequest dr;
-        int64_t timeout = 0;
-        char msg[192];
-        int r;
-
-        if (!photon)
-                return client_reply_error(c, req->id, "photonName required for commands",
-                                          "Include photonName in the request payload");
-        if (!name_is_valid(photon))
-                return client_reply_error(c, req->id, request_name_error("photonName", photon, msg, sizeof(msg)),
-                                          NULL);
-        if (!name_is_valid(method))
-                return client_reply_error(c, req->id, request_name_error("method", method, msg, sizeof(msg)), NULL);
-
-        if (json_object_object_get_ex(req->json, "instanceName", &v) && v) {
-                instance = json_object_get_cstring(v);
-                if (!instance)
-                        return client_reply_error(c, req->id,
-                                                  "Invalid request format: instanceName must be a string", NULL);
-                if (!name_is_valid(instance))
-                        return client_reply_error(c, req->id,
-                                                  request_name_error("instanceName", instance, msg, sizeof(msg)),
-                                                  NULL);
+void dispatch_call_answer(DispatchCall *call, bool success, struct json_object *data, struct json_object *patch,
+                          struct json_object *inverse_patch, const char *error) {
+        if (call->state != CALL_RUNNING)
+                return;
+        if (!success) {
+                call_complete(call, false, NULL, error ?: "Method failed");
+                return;
         }
-
-        r = json_get_int64(req->json, "timeoutMs", false, &timeout);
-        if (r != -ENOENT && (r < 0 || timeout < 1 || (uint64_t) timeout > limits.HANDLER_MAX_TIMEOUT_MS)) {
-                snprintf(msg, sizeof(msg), "Invalid timeoutMs: an integer from 1 to %" PRIu64 " (PHOTOND_HANDLER_MAX_TIMEOUT_MS)",
-                         limits.HANDLER_MAX_TIMEOUT_MS);
-                return client_reply_error(c, req->id, msg, NULL);
-        }
-
-        (void) json_object_object_get_ex(req->json, "args", &args);
-
-        dr = (DispatchRequest) {
-                .photon = photon,
-                .method = method,
-                .args = args,
-                .trigger = DISPATCH_TRIGGER_COMMAND,
-                .timeout_ms = (uint64_t) MAX(timeout, 0),
-        };
-        r = call_start(d, &dr, &(CallOrigin) {
-                        .caller = c,
-                        .caller_id = req->id,
-                        .instance = instance,
-                        .session_id = request_string(req, "sessionId"),
-                }, &call, &failure);
-        if (r == -ENOMEM)
-                return r;
-        if (r < 0)
-                return client_reply_error(c, req->id, failure.message ?: "Cannot call the method",
-                                          dispatch_error_suggestion(failure.error));
-        return 0;
+        if (patch)
+                call->patch = json_object_get(patch);
+        if (inverse_patch)
+                call->inverse_patch = json_object_get(inverse_patch);
+        call_complete(call, true, json_ref_or_null(data), NULL);
 }
 
-int dispatcher_handle_provide(Manager *m, Client *c, Request *req) {
-        Dispatcher *d = m->dispatcher;
-        _cleanup_(json_object_putp) struct json_object *data = NULL;
-        const char *photon = request_string(req, "photonName");
-        PhotonEntry *e;
-        Provider *p = NULL;
-        char msg[192];
+int dispatch_call_emit(DispatchCall *call, struct json_object *emit_data, const char *channel, bool forward) {
         int r;
 
-        if (!name_is_valid(photon))
-                return client_reply_error(c, req->id, request_name_error("photonName", photon, msg, sizeof(msg)),
-                                          NULL);
-
-        LIST_FOREACH(by_client, i, (Provider*) c->provider)
-                if (streq(i->photon->name, photon))
-                        p = i;
-
-        if (!p) {
-                if (d->n_providers >= limits.MAX_PROVIDERS) {
-                        const char *suggestion;
-
-                        limit_error(LIMIT_MAX_PROVIDERS, UINT64_MAX, msg, sizeof(msg), &suggestion);
-                        return client_reply_error(c, req->id, msg, suggestion);
-                }
-                r = photon_get(d, photon, &e);
-                if (r < 0)
+        if (forward && call->caller) {
+                r = call->caller->ops->emit(call->caller, call->caller_id, emit_data);
+                if (r == -ENOMEM)
                         return r;
-                p = new0(Provider, 1);
-                if (!p) {
-                        photon_gc(d, e);
-                        return -ENOMEM;
-                }
-                p->photon = e;
-                p->client = c;
-                LIST_PREPEND(by_photon, e->providers, p);
-                if (e->n_providers++ == 0)
-                        d->n_photons_provided++;
-                d->n_providers++;
-                {
-                        Provider *head = c->provider;
-                        LIST_PREPEND(by_client, head, p);
-                        c->provider = head;
-                }
-                log_debug("Client %" PRIu64 " (pid %d) provides '%s' (%u providers).", c->serial,
-                          (int) c->ucred.pid, photon, e->n_providers);
-                if (d->hooks.counts_changed)
-                        d->hooks.counts_changed(d->hooks.userdata);
         }
 
-        data = json_object_new_object();
-        if (!data ||
-            json_add_bool(data, "provided", true) < 0 ||
-            json_add_string(data, "photonName", photon) < 0 ||
-            json_add_int64(data, "providers", p->photon->n_providers) < 0)
-                return -ENOMEM;
-        return client_reply_result(c, req->id, true, TAKE_PTR(data));
-}
-
-int dispatcher_handle_invoke_result(Manager *m, Client *c, Request *req) {
-        DispatchCall *call = provider_call_of(m->dispatcher, c, req);
-        struct json_object *v, *data = NULL;
-        const char *error = NULL;
-        bool success;
-
-        if (!call)
-                return 0;
-
-        if (json_object_object_get_ex(req->json, "success", &v) && json_object_is_type(v, json_type_boolean))
-                success = json_object_get_boolean(v);
-        else
-                success = !json_object_object_get_ex(req->json, "error", NULL);
-
-        if (success) {
-                if (json_object_object_get_ex(req->json, "data", &v))
-                        data = json_ref_or_null(v);
-                if (json_object_object_get_ex(req->json, "patch", &v) && v)
-                        call->patch = json_object_get(v);
-                if (json_object_object_get_ex(req->json, "inversePatch", &v) && v)
-                        call->inverse_patch = json_object_get(v);
-                call_complete(call, true, data, NULL);
-                return 0;
-        }
-
-        if (json_object_object_get_ex(req->json, "error", &v) && v) {
-                struct json_object *text = json_object_is_type(v, json_type_string) ? v :
-                        json_object_object_get(v, "message");
-
-                /* A message with a NUL byte is passed on as its JSON text, so the caller sees all of it. */
-                error = json_object_get_cstring(text);
-                if (!error && json_object_is_type(text, json_type_string))
-                        error = json_object_to_json_string_ext(text, JSON_FORMAT_FLAGS);
-        }
-        call_complete(call, false, NULL, error ?: "Method failed");
-        return 0;
-}
-
-int dispatcher_handle_emit(Manager *m, Client *c, Request *req) {
-        DispatchCall *call = provider_call_of(m->dispatcher, c, req);
-        struct json_object *e, *v;
-        const char *channel;
-        int r;
-
-        if (!call)
-                return 0;
-        if (!json_object_object_get_ex(req->json, "emitData", &e) || !json_object_is_type(e, json_type_object))
-                return client_reply_error(c, req->id, "Invalid request format: emitData must be an object", NULL);
-        if (json_object_object_get_ex(e, "channel", &v) && json_string_get_cstring(v, &channel) == -EINVAL)
-                return client_reply_error(c, req->id,
-                                          "Invalid request format: emitData.channel must not contain a NUL character",
-                                          NULL);
-
-        if (call->caller && json_object_object_get_ex(e, "emit", &v) && v &&
-            !(json_object_is_type(v, json_type_boolean) && !json_object_get_boolean(v))) {
-                _cleanup_(json_object_putp) struct json_object *o = json_object_new_object();
-
-                if (!o ||
-                    json_add_string(o, "type", "emit") < 0 ||
-                    json_add_string(o, "id", call->caller_id) < 0 ||
-                    json_add(o, "emitData", json_object_get(e)) < 0)
-                        return -ENOMEM;
-                (void) client_send_json(call->caller, o);
-        }
-
-        /* The send above may have disconnected the caller; call->caller is NULL then, which is what we want. */
-        channel = json_get_string(e, "channel");
+        /* The send above may have cost the caller its connection; call->caller is NULL then, which is what we
+         * want. */
         if (channel) {
-                r = channels_publish(m->channels, channel, e,
-                                     call->caller ? &call->caller->subscriber : NULL, NULL);
+                r = channels_publish(call->dispatcher->channels, channel, emit_data,
+                                     call->caller ? call->caller->subscriber : NULL, NULL);
                 if (r < 0)
                         log_debug_errno(r, "Failed to publish an emit of %s/%s on '%s': %m", call->photon->name,
                                         call->method, channel);
@@ -1032,16 +911,8 @@ int dispatcher_handle_emit(Manager *m, Client *c, Request *req) {
         return 0;
 }
 
-int dispatcher_handle_prompt(Manager *m, Client *c, Request *req) {
-        DispatchCall *call = provider_call_of(m->dispatcher, c, req);
-        _cleanup_(json_object_putp) struct json_object *o = NULL;
-        struct json_object *p;
+int dispatch_call_prompt(DispatchCall *call, struct json_object *prompt) {
         int r;
-
-        if (!call)
-                return 0;
-        if (!json_object_object_get_ex(req->json, "prompt", &p) || !json_object_is_type(p, json_type_object))
-                return client_reply_error(c, req->id, "Invalid request format: prompt must be an object", NULL);
 
         /* Nobody to ask (a job, a webhook, a caller that left): the answer is null, as in the reference. */
         if (!call->caller) {
@@ -1049,151 +920,94 @@ int dispatcher_handle_prompt(Manager *m, Client *c, Request *req) {
                 return r == -ENOMEM ? r : 0;
         }
 
-        o = json_object_new_object();
-        if (!o ||
-            json_add_string(o, "type", "prompt") < 0 ||
-            json_add_string(o, "id", call->caller_id) < 0 ||
-            json_add(o, "prompt", json_object_get(p)) < 0)
-                return -ENOMEM;
+        /* Counted before the send, which may cost the caller its connection: dispatcher_peer_gone() then answers
+         * this prompt too. */
         call->n_prompts++;
-        (void) client_send_json(call->caller, o);
+        r = call->caller->ops->prompt(call->caller, call->caller_id, prompt);
+        if (r == -ENOMEM) {
+                if (call->n_prompts > 0)
+                        call->n_prompts--;
+                return r;
+        }
         return 0;
 }
 
-int dispatcher_handle_prompt_response(Manager *m, Client *c, Request *req) {
-        Dispatcher *d = m->dispatcher;
-        struct json_object *v = NULL;
+int dispatcher_prompt_response(Dispatcher *d, DispatchPeer *caller, const char *caller_id,
+                               struct json_object *value) {
+        int r;
 
-        if (c->n_calls == 0)
+        if (caller->n_calls == 0)
                 return 0;
 
-        /* As in the reference, a prompt_response gets no reply of its own. */
-        (void) json_object_object_get_ex(req->json, "promptValue", &v);
         LIST_FOREACH(calls, call, d->calls)
-                if (call->caller == c && call->state == CALL_RUNNING && call->n_prompts > 0 &&
-                    streq(call->caller_id, req->id)) {
-                        int r;
-
+                if (call->caller == caller && call->state == CALL_RUNNING && call->n_prompts > 0 &&
+                    streq_ptr(call->caller_id, caller_id)) {
                         call->n_prompts--;
-                        r = send_prompt_response(call, v);
+                        r = send_prompt_response(call, value);
                         return r == -ENOMEM ? r : 0;
                 }
         return 0;
 }
 
-static int ps_add_clients(Manager *m, struct json_object *data) {
-        _cleanup_(json_object_putp) struct json_object *arr = json_object_new_array();
+/* ---- ps ---- */
 
-        if (!arr)
-                return -ENOMEM;
-        LIST_FOREACH(clients, c, m->clients) {
-                _cleanup_(json_object_putp) struct json_object *o = NULL, *provides = NULL;
-
-                if (c->disconnected)
-                        continue;
-                o = json_object_new_object();
-                provides = json_object_new_array();
-                if (!o || !provides ||
-                    json_add_int64(o, "id", (int64_t) c->serial) < 0 ||
-                    json_add_int64(o, "pid", c->ucred.pid) < 0 ||
-                    json_add_int64(o, "uid", c->ucred.uid == (uid_t) -1 ? -1 : (int64_t) c->ucred.uid) < 0 ||
-                    json_add_string(o, "sessionId", c->session_id) < 0 ||
-                    json_add_int64(o, "subscriptions", c->subscriber.n_subscriptions) < 0 ||
-                    json_add_int64(o, "waitingCalls", c->n_calls) < 0)
-                        return -ENOMEM;
-                LIST_FOREACH(by_client, p, (Provider*) c->provider)
-                        if (json_object_array_add(provides, json_object_new_string(p->photon->name)) < 0)
-                                return -ENOMEM;
-                if (json_add(o, "provides", TAKE_PTR(provides)) < 0 ||
-                    json_object_array_add(arr, TAKE_PTR(o)) < 0)
-                        return -ENOMEM;
-        }
-        return json_add(data, "clients", TAKE_PTR(arr));
-}
-
-static int ps_add_providers(Dispatcher *d, struct json_object *data) {
-        _cleanup_(json_object_putp) struct json_object *arr = json_object_new_array();
+int dispatcher_foreach_provider(Dispatcher *d, int (*cb)(const DispatchProviderInfo *info, void *userdata),
+                                void *userdata) {
         PhotonEntry *e, *tmp;
-
-        if (!arr)
-                return -ENOMEM;
-        HASH_ITER(hh, d->photons, e, tmp) {
-                _cleanup_(json_object_putp) struct json_object *o = NULL, *clients = NULL;
-
-                if (e->n_providers == 0)
-                        continue;
-                o = json_object_new_object();
-                clients = json_object_new_array();
-                if (!o || !clients)
-                        return -ENOMEM;
-                LIST_FOREACH(by_photon, p, e->providers) {
-                        struct json_object *pc = json_object_new_object();
-
-                        if (!pc || json_object_array_add(clients, pc) < 0) {
-                                json_object_put(pc);
-                                return -ENOMEM;
-                        }
-                        if (json_add_int64(pc, "client", (int64_t) p->client->serial) < 0 ||
-                            json_add_int64(pc, "pid", p->client->ucred.pid) < 0 ||
-                            json_add_int64(pc, "runningCalls", p->n_calls) < 0 ||
-                            json_add_int64(pc, "served", (int64_t) p->n_served) < 0)
-                                return -ENOMEM;
-                }
-                if (json_add_string(o, "photonName", e->name) < 0 ||
-                    json_add_int64(o, "runningCalls", e->n_calls) < 0 ||
-                    json_add(o, "providers", TAKE_PTR(clients)) < 0 ||
-                    json_object_array_add(arr, TAKE_PTR(o)) < 0)
-                        return -ENOMEM;
-        }
-        return json_add(data, "providers", TAKE_PTR(arr));
-}
-
-static int ps_add_calls(Dispatcher *d, struct json_object *data) {
-        _cleanup_(json_object_putp) struct json_object *arr = json_object_new_array();
-        uint64_t now = now_usec(CLOCK_MONOTONIC);
-
-        if (!arr)
-                return -ENOMEM;
-        LIST_FOREACH(calls, call, d->calls) {
-                _cleanup_(json_object_putp) struct json_object *o = NULL;
-
-                if (call->state != CALL_RUNNING)
-                        continue;
-                o = json_object_new_object();
-                if (!o ||
-                    json_add_string(o, "id", call->invoke_id) < 0 ||
-                    json_add_string(o, "photonName", call->photon->name) < 0 ||
-                    json_add_string(o, "method", call->method) < 0 ||
-                    json_add_string(o, "trigger", dispatch_trigger_to_string(call->trigger)) < 0 ||
-                    json_add_string(o, "jobId", call->job_id) < 0 ||
-                    json_add_string(o, "via", call->exec ? "exec" : "provider") < 0 ||
-                    json_add_int64(o, "ageMs", (int64_t) ((now - call->started_usec) / USEC_PER_MSEC)) < 0 ||
-                    json_add_int64(o, "timeoutMs", (int64_t) call->timeout_ms) < 0)
-                        return -ENOMEM;
-                if (call->exec && json_add_int64(o, "pid", exec_child_pid(call->exec)) < 0)
-                        return -ENOMEM;
-                if (call->provider && json_add_int64(o, "provider", (int64_t) call->provider->client->serial) < 0)
-                        return -ENOMEM;
-                if (call->caller && json_add_int64(o, "caller", (int64_t) call->caller->serial) < 0)
-                        return -ENOMEM;
-                if (json_object_array_add(arr, TAKE_PTR(o)) < 0)
-                        return -ENOMEM;
-        }
-        return json_add(data, "calls", TAKE_PTR(arr));
-}
-
-int dispatcher_handle_ps(Manager *m, Client *c, Request *req) {
-        _cleanup_(json_object_putp) struct json_object *data = json_object_new_object();
         int r;
 
-        if (!data)
-                return -ENOMEM;
-        if ((r = ps_add_clients(m, data)) < 0 ||
-            (r = ps_add_providers(m->dispatcher, data)) < 0 ||
-            (r = ps_add_calls(m->dispatcher, data)) < 0 ||
-            (r = json_add_int64(data, "jobs", scheduler_count(m->scheduler))) < 0)
-                return r;
-        return client_reply_result(c, req->id, true, TAKE_PTR(data));
+        HASH_ITER(hh, d->photons, e, tmp)
+                LIST_FOREACH(by_photon, p, e->providers) {
+                        r = cb(&(const DispatchProviderInfo) {
+                                        .photon = e->name,
+                                        .photon_calls = e->n_calls,
+                                        .peer = p->peer,
+                                        .running_calls = p->n_calls,
+                                        .served = p->n_served,
+                                }, userdata);
+                        if (r < 0)
+                                return r;
+                }
+        return 0;
+}
+
+int dispatcher_foreach_call(Dispatcher *d, int (*cb)(const DispatchCallInfo *info, void *userdata),
+                            void *userdata) {
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        int r;
+
+        LIST_FOREACH(calls, call, d->calls) {
+                if (call->state != CALL_RUNNING)
+                        continue;
+                r = cb(&(const DispatchCallInfo) {
+                                .invoke_id = call->invoke_id,
+                                .photon = call->photon->name,
+                                .method = call->method,
+                                .trigger = call->trigger,
+                                .job_id = call->job_id,
+                                .exec = call->exec,
+                                .pid = call->exec ? exec_child_pid(call->exec) : 0,
+                                .age_ms = (now - call->started_usec) / USEC_PER_MSEC,
+                                .timeout_ms = call->timeout_ms,
+                                .provider = call->provider ? call->provider->peer : NULL,
+                                .caller = call->caller,
+                        }, userdata);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int dispatch_peer_foreach_provided(DispatchPeer *peer, int (*cb)(const char *photon, void *userdata),
+                                   void *userdata) {
+        int r;
+
+        LIST_FOREACH(by_peer, p, (Provider*) peer->providers) {
+                r = cb(p->photon->name, userdata);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
 }
 
 int dispatcher_add_status(Dispatcher *d, struct json_object *data) {

@@ -136,7 +136,7 @@ static int on_run_job(HttpRequest *req, void *userdata) {
 
         assert(id);
 
-        r = scheduler_run_job(a->config.scheduler, id);
+        r = scheduler_run_job(a->config.scheduler, id, NULL, NULL, NULL);
         if (r == -ENOENT) {
                 snprintf(error, sizeof(error), "No job '%s'.", id);
                 return http_respond_error(req, MHD_HTTP_NOT_FOUND, error, NULL);

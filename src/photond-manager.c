@@ -310,6 +310,16 @@ static int hook_http_build_status(void *userdata, struct json_object **ret) {
         return manager_build_status(userdata, ret);
 }
 
+static void hook_flush_needed(void *userdata) {
+        manager_schedule_flush(userdata);
+}
+
+static bool hook_shutting_down(void *userdata) {
+        Manager *m = userdata;
+
+        return m->shutting_down;
+}
+
 void manager_client_disconnect(Manager *m, Client *c) {
         if (c->disconnected)
                 return;
@@ -320,8 +330,8 @@ void manager_client_disconnect(Manager *m, Client *c) {
         /* Subsystems drop their references first, while the client is still whole. */
         channels_subscriber_gone(m->channels, &c->subscriber);
         lock_table_client_gone(m->locks, c);
-        dispatcher_client_gone(m->dispatcher, c);
-        scheduler_client_gone(m->scheduler, c);
+        dispatcher_peer_gone(m->dispatcher, &c->peer);
+        scheduler_waiter_gone(m->scheduler, c);         /* a run_job requester (photond-control-jobs.c) */
 
         c->disconnected = true;
         client_stop_io(c);
@@ -802,15 +812,28 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
         r = state_file_new(m->state_dir, m->channels, m->locks, &m->state_file);
         if (r < 0)
                 return r;
-        r = dispatcher_new(m, &(DispatcherHooks) {
+        r = dispatcher_new(&(DispatcherConfig) {
+                                   .event = m->event,
+                                   .channels = m->channels,
+                                   .handlers_dir = m->handlers_dir,
+                           }, &(DispatcherHooks) {
                                    .counts_changed = hook_counts_changed,
+                                   .shutting_down = hook_shutting_down,
                                    .userdata = m,
                            }, &m->dispatcher);
         if (r < 0)
                 return r;
-        r = scheduler_new(m, &(SchedulerHooks) {
+        r = scheduler_new(&(SchedulerConfig) {
+                                  .event = m->event,
+                                  .channels = m->channels,
+                                  .dispatcher = m->dispatcher,
+                                  .jobs_base_dir = m->jobs_base_dir,
+                                  .system = m->system,
+                          }, &(SchedulerHooks) {
                                   .counts_changed = hook_counts_changed,
                                   .job_finished = hook_job_finished,
+                                  .flush_needed = hook_flush_needed,
+                                  .shutting_down = hook_shutting_down,
                                   .userdata = m,
                           }, &m->scheduler);
         if (r < 0)

@@ -208,29 +208,6 @@ int request_parse(const char *line, size_t len, Request **ret, char **ret_error,
         return 0;
 }
 
-#define NAME_RULE "1-64 characters of A-Z a-z 0-9 . _ -, not starting with a dot"
-
-const char* request_name_error(const char *field, const char *value, char *buf, size_t size) {
-        const char *more;
-
-        assert(field);
-
-        if (!value) {
-                snprintf(buf, size, "Invalid request format: %s is missing", field);
-                return buf;
-        }
-        more = strlen(value) > 64 ? "…" : "";
-        if (streq(field, "method"))
-                snprintf(buf, size, "Tool not found: %.64s%s (not a valid method name: " NAME_RULE ")", value, more);
-        else if (streq(field, "photonName"))
-                snprintf(buf, size, "Cannot initialize photon '%.64s%s': not a valid photon name (" NAME_RULE ")",
-                         value, more);
-        else
-                snprintf(buf, size, "Invalid request format: %s '%.64s%s' is not a valid name (" NAME_RULE ")", field,
-                         value, more);
-        return buf;
-}
-
 const char* request_string(const Request *r, const char *key) {
         return json_get_string(r->json, key);
 }

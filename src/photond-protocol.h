@@ -75,13 +75,6 @@ int request_parse(const char *line, size_t len, Request **ret, char **ret_error,
 /* A string field of the request, or NULL. */
 const char* request_string(const Request *r, const char *key);
 
-/* One wording per mistake, whatever the request type (docs/protocol.md, "Requests and errors"). A name that
- * becomes a path part (photonName, method, jobId, instanceName: 1-64 of [A-Za-z0-9._-], no leading dot) and is not
- * one. The reference's text is the prefix where it has one for the case: a method it cannot find is "Tool not found:
- * <m>", a photon it cannot load "Cannot initialize photon '<p>'"; other fields "Invalid request format: <field> …".
- * A NULL value is the parser's "Invalid request format: <field> is missing". Returns buf. */
-const char* request_name_error(const char *field, const char *value, char *buf, size_t size);
-
 /* Response builders. They return a new object (NULL on allocation failure). Ownership of data is taken, even on
  * failure. A NULL id becomes "unknown", as the reference daemon writes it. */
 struct json_object* response_result_new(const char *id, bool success, struct json_object *data);

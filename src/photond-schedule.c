@@ -2,13 +2,15 @@
 
 /* Scheduled jobs: the job table, one CLOCK_REALTIME timer per job, persistence in the reference daemon's file
  * layout (<base>/.data/<photon>/schedules/<jobId>.json, so jobs move between photond and the reference daemon),
- * catch-up after downtime like systemd's Persistent=, the run history (executions.jsonl) and the requests. */
+ * catch-up after downtime like systemd's Persistent=, and the run history (executions.jsonl). The control protocol's
+ * requests are photond-control-jobs.c's; they call the typed functions at the end of this file. */
 
 #include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <openssl/evp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/inotify.h>
@@ -23,10 +25,8 @@
 #include "list.h"
 #include "log.h"
 #include "photond-channel.h"
-#include "photond-client.h"
 #include "photond-dispatch.h"
 #include "photond-limits.h"
-#include "photond-manager.h"
 #include "photond-schedule.h"
 #include "string-util.h"
 
@@ -92,7 +92,8 @@ struct Job {
 
         DispatchCall *call;             /* the running call */
         uint64_t run_started_usec;      /* CLOCK_MONOTONIC */
-        Client *waiter;                 /* a run_job requester waiting for the result */
+        JobRunCallback waiter_cb;       /* who asked for the running run (scheduler_run_job()) */
+        void *waiter;
         char *waiter_id;
 
         bool dirty;                     /* the file is behind: written by scheduler_flush() */
@@ -107,7 +108,10 @@ typedef struct JobSignal {
 } JobSignal;
 
 struct Scheduler {
-        Manager *manager;
+        sd_event *event;
+        Channels *channels;
+        Dispatcher *dispatcher;
+        char *jobs_base_dir;
         SchedulerHooks hooks;
         Job *jobs;
         unsigned n_jobs;
@@ -135,6 +139,12 @@ static int64_t scheduler_now_ms(Scheduler *s) {
 static void notify_counts_changed(Scheduler *s) {
         if (s->hooks.counts_changed)
                 s->hooks.counts_changed(s->hooks.userdata);
+}
+
+/* Something waits for scheduler_flush() (SchedulerHooks). */
+static void notify_flush_needed(Scheduler *s) {
+        if (s->hooks.flush_needed)
+                s->hooks.flush_needed(s->hooks.userdata);
 }
 
 static const char* job_status_to_string(JobStatus st) {
@@ -775,9 +785,10 @@ static void job_save_or_warn(Job *j) {
 }
 
 /* Runs, skipped runs and the state switches change a job's file, but the write waits for the end of the event-loop
- * iteration: manager_flush() (idle priority, so after every timer that was due) calls scheduler_flush() before any
- * reply or event leaves. A timer callback thus does no disk I/O, and the fsyncs of a few hundred jobs due in the
- * same minute do not push back the later ones' starts, while nobody hears of a run its file does not show yet. */
+ * iteration: the owner's flush (the Manager's manager_flush(), at idle priority, so after every timer that was
+ * due) calls scheduler_flush() before any reply or event leaves. A timer callback thus does no disk I/O, and the
+ * fsyncs of a few hundred jobs due in the same minute do not push back the later ones' starts, while nobody hears
+ * of a run its file does not show yet. */
 static void job_mark_dirty(Job *j) {
         Scheduler *s = j->scheduler;
 
@@ -785,7 +796,7 @@ static void job_mark_dirty(Job *j) {
                 return;
         j->dirty = true;
         LIST_PREPEND(dirty, s->dirty_jobs, j);
-        manager_schedule_flush(s->manager);
+        notify_flush_needed(s);
 }
 
 static void job_unmark_dirty(Job *j) {
@@ -814,7 +825,7 @@ static void job_queue_signal(Job *j, bool success, int64_t duration_ms) {
         if (!id)
                 return (void) log_oom();
         s->signals[s->n_signals++] = (JobSignal) { .id = id, .success = success, .duration_ms = duration_ms };
-        manager_schedule_flush(s->manager);
+        notify_flush_needed(s);
 }
 
 bool scheduler_unsaved(Scheduler *s) {
@@ -842,7 +853,7 @@ void scheduler_flush(Scheduler *s) {
 /* ---- the bases registry (<default base>/.data/.bases.json), shared with the reference ---- */
 
 static int bases_path(Scheduler *s, char **ret) {
-        return asprintf(ret, "%s/.data/.bases.json", s->manager->jobs_base_dir) < 0 ? -ENOMEM : 0;
+        return asprintf(ret, "%s/.data/.bases.json", s->jobs_base_dir) < 0 ? -ENOMEM : 0;
 }
 
 static int bases_register(Scheduler *s, const char *base) {
@@ -914,15 +925,13 @@ write:
 
 /* ---- jobs ---- */
 
-static void job_reply_waiter(Job *j, bool success, struct json_object *data) {
-        Client *c = TAKE_PTR(j->waiter);
+static void job_reply_waiter(Job *j, const JobRunResult *result) {
+        JobRunCallback cb = TAKE_PTR(j->waiter_cb);
+        void *waiter = TAKE_PTR(j->waiter);
         _cleanup_free_ char *id = TAKE_PTR(j->waiter_id);
 
-        if (!c || c->disconnected) {
-                json_object_put(data);
-                return;
-        }
-        (void) client_reply_result(c, id, success, data);
+        if (cb)
+                cb(waiter, id, result);
 }
 
 static void job_stop_call(Job *j) {
@@ -941,13 +950,10 @@ static Job* job_free(Job *j) {
 
                 if (j->call)
                         job_stop_call(j);
-                if (j->waiter) {
-                        _cleanup_(json_object_putp) struct json_object *data = json_object_new_object();
-
-                        if (data && json_add_string(data, "jobId", j->id) >= 0 &&
-                            json_add_string(data, "reason", "The job was unscheduled while it ran") >= 0)
-                                job_reply_waiter(j, false, TAKE_PTR(data));
-                }
+                job_reply_waiter(j, &(const JobRunResult) {
+                                .id = j->id,
+                                .reason = "The job was unscheduled while it ran",
+                        });
                 if (j->hh.tbl) {
                         HASH_DELETE(hh, s->jobs, j);
                         s->n_jobs--;
@@ -1015,7 +1021,7 @@ static int job_set_timer(Job *j, int64_t due_ms) {
          * CLOCK_REALTIME because cron times are wall-clock times, and an absolute realtime timer also fires right
          * after a resume from suspend that slept through its time. The explicit 1 ms accuracy keeps sd-event from
          * coalescing the wakeup into its default 250 ms window. */
-        r = sd_event_add_time(s->manager->event, &j->timer, CLOCK_REALTIME, usec, USEC_PER_MSEC, on_job_timer, j);
+        r = sd_event_add_time(s->event, &j->timer, CLOCK_REALTIME, usec, USEC_PER_MSEC, on_job_timer, j);
         if (r < 0)
                 return r;
         (void) sd_event_source_set_description(j->timer, "job-timer");
@@ -1101,7 +1107,7 @@ static void job_publish(Job *j, bool success, const char *error) {
                 log_oom();
                 return;
         }
-        r = channels_publish(s->manager->channels, channel, msg, NULL, NULL);
+        r = channels_publish(s->channels, channel, msg, NULL, NULL);
         if (r < 0)
                 log_warning_errno(r, "Failed to publish the result of job %s on %s: %m", j->id, channel);
 }
@@ -1175,33 +1181,22 @@ static void job_finish(Job *j, bool success, struct json_object *data, const cha
                             duration_ms, err);
         }
 
-        /* The event first: it marks the moment the run ended for everyone watching. It leaves with the next
-         * manager_flush(), after the job file is written; so does the D-Bus signal. */
+        /* The event first: it marks the moment the run ended for everyone watching. It leaves with the owner's
+         * next flush, after the job file is written (scheduler_flush()); so does the D-Bus signal. */
         job_publish(j, success, err);
         job_mark_dirty(j);
         job_record_history(j, ts, duration_ms, success, err, data);
         job_queue_signal(j, success, (int64_t) duration_ms);
 
-        if (j->waiter) {
-                _cleanup_(json_object_putp) struct json_object *reply = json_object_new_object();
-                int r;
-
-                r = reply ? json_add_string(reply, "jobId", j->id) : -ENOMEM;
-                if (r >= 0)
-                        r = json_add_string(reply, "status", success ? "success" : "error");
-                if (r >= 0)
-                        r = json_add_int64(reply, "durationMs", (int64_t) duration_ms);
-                if (r >= 0)
-                        r = json_add_int64(reply, "runCount", (int64_t) j->run_count);
-                if (r >= 0 && success && data)
-                        r = json_add(reply, "result", json_object_get(data));
-                if (r >= 0 && !success)
-                        r = json_add_string(reply, "reason", err);
-                if (r < 0)
-                        log_oom();
-                else
-                        job_reply_waiter(j, success, TAKE_PTR(reply));
-        }
+        job_reply_waiter(j, &(const JobRunResult) {
+                        .id = j->id,
+                        .ran = true,
+                        .success = success,
+                        .duration_ms = (int64_t) duration_ms,
+                        .run_count = j->run_count,
+                        .result = success ? data : NULL,
+                        .reason = err,
+                });
 }
 
 static void on_job_done(const DispatchResult *result, void *userdata) {
@@ -1216,13 +1211,12 @@ static void on_job_done(const DispatchResult *result, void *userdata) {
 
 /* Its run goes on, or the process of a run that timed out is still ending. */
 static bool job_running(Job *j) {
-        return j->call || dispatcher_job_ending(j->scheduler->manager->dispatcher, j->id);
+        return j->call || dispatcher_job_ending(j->scheduler->dispatcher, j->id);
 }
 
 static int job_start(Job *j, const char *why) {
         _cleanup_(dispatch_failure_done) DispatchFailure failure = {};
         Scheduler *s = j->scheduler;
-        Manager *m = s->manager;
         int r;
 
         assert(!j->call);
@@ -1230,7 +1224,7 @@ static int job_start(Job *j, const char *why) {
         j->run_started_usec = now_usec(CLOCK_MONOTONIC);
         log_debug("Starting job %s (%s.%s, %s).", j->id, j->photon, j->method, why);
 
-        r = dispatcher_call(m->dispatcher,
+        r = dispatcher_call(s->dispatcher,
                             &(DispatchRequest) {
                                     .photon = j->photon,
                                     .method = j->method,
@@ -1248,7 +1242,7 @@ static int job_start(Job *j, const char *why) {
         j->call = NULL;
         if (failure.error == DISPATCH_ERROR_SHUTTING_DOWN) {
                 /* Not a failure of the job: photond is going down. */
-                job_reply_waiter(j, false, NULL);
+                job_reply_waiter(j, &(const JobRunResult) { .id = j->id });
                 return 0;
         }
         /* Nothing ran, but the attempt is a failed run all the same: it shows in the job, its channel and the
@@ -1270,7 +1264,7 @@ static int on_job_timer(sd_event_source *src, uint64_t usec, void *userdata) {
          * long sleep yields one run, not a burst of every occurrence missed. */
         (void) job_arm_from(j, MAX(due, now));
 
-        if (s->manager->shutting_down)
+        if (s->hooks.shutting_down && s->hooks.shutting_down(s->hooks.userdata))
                 return 0;
 
         if (job_running(j)) {
@@ -1339,25 +1333,42 @@ static int job_to_list_json(Job *j, struct json_object **ret) {
         return 0;
 }
 
+static JobInfo job_info(Job *j) {
+        return (JobInfo) {
+                .id = j->id,
+                .photon = j->photon,
+                .method = j->method,
+                .cron = j->cron,
+                .last_status = j->last_status != JOB_STATUS_NONE ? job_status_to_string(j->last_status) : "",
+                .last_error = j->last_error ?: "",
+                .next_run = j->next_run,
+                .last_run = j->last_run,
+                .run_count = j->run_count,
+                .enabled = j->enabled,
+                .paused = j->paused,
+                .running = job_running(j),
+        };
+}
+
 int scheduler_foreach(Scheduler *s, JobInfoCallback cb, void *userdata) {
         int r;
 
         for (Job *j = s->jobs; j; j = j->hh.next) {
-                r = cb(&(const JobInfo) {
-                                .id = j->id,
-                                .photon = j->photon,
-                                .method = j->method,
-                                .cron = j->cron,
-                                .last_status = j->last_status != JOB_STATUS_NONE ?
-                                               job_status_to_string(j->last_status) : "",
-                                .last_error = j->last_error ?: "",
-                                .next_run = j->next_run,
-                                .last_run = j->last_run,
-                                .run_count = j->run_count,
-                        }, userdata);
+                JobInfo info = job_info(j);
+
+                r = cb(&info, userdata);
                 if (r < 0)
                         return r;
         }
+        return 0;
+}
+
+int scheduler_get(Scheduler *s, const char *id, JobInfo *ret) {
+        Job *j = job_find(s, id);
+
+        if (!j)
+                return -ENOENT;
+        *ret = job_info(j);
         return 0;
 }
 
@@ -1677,7 +1688,7 @@ static int scheduler_bases(Scheduler *s, char ***ret) {
         list = new0(char*, 2);
         if (!list)
                 return -ENOMEM;
-        list[n++] = strdup(s->manager->jobs_base_dir);
+        list[n++] = strdup(s->jobs_base_dir);
 
         r = read_full_file(path, BASES_FILE_MAX_BYTES, &text, NULL);
         if (r < 0 && r != -ENOENT)
@@ -1771,7 +1782,7 @@ static void scheduler_arm_sweep(Scheduler *s) {
                 if (r >= 0)
                         r = sd_event_source_set_enabled(s->sweep_event_source, SD_EVENT_ONESHOT);
         } else {
-                r = sd_event_add_time(s->manager->event, &s->sweep_event_source, CLOCK_REALTIME, usec,
+                r = sd_event_add_time(s->event, &s->sweep_event_source, CLOCK_REALTIME, usec,
                                       USEC_PER_SEC, on_sweep_timer, s);
                 if (r >= 0) {
                         (void) sd_event_source_set_description(s->sweep_event_source, "history-sweep");
@@ -1867,7 +1878,7 @@ static int on_tz_changed(sd_event_source *src, int fd, uint32_t revents, void *u
 }
 
 static int scheduler_watch_time(Scheduler *s) {
-        sd_event *e = s->manager->event;
+        sd_event *e = s->event;
         int r;
 
         s->clock_fd = timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK | TFD_CLOEXEC);
@@ -1895,21 +1906,30 @@ static int scheduler_watch_time(Scheduler *s) {
 
 /* ---- lifecycle ---- */
 
-int scheduler_new(Manager *m, const SchedulerHooks *hooks, Scheduler **ret) {
+int scheduler_new(const SchedulerConfig *config, const SchedulerHooks *hooks, Scheduler **ret) {
         _cleanup_(scheduler_freep) Scheduler *s = NULL;
         const char *e;
+
+        assert(config);
+        assert(config->event);
+        assert(config->jobs_base_dir);
 
         s = new0(Scheduler, 1);
         if (!s)
                 return -ENOMEM;
-        s->manager = m;
+        s->event = sd_event_ref(config->event);
+        s->channels = config->channels;
+        s->dispatcher = config->dispatcher;
         if (hooks)
                 s->hooks = *hooks;
         s->clock_fd = -EBADF;
         s->tz_fd = -EBADF;
+        s->jobs_base_dir = strdup(config->jobs_base_dir);
+        if (!s->jobs_base_dir)
+                return -ENOMEM;
 
         e = getenv(TEST_CLOCK_OFFSET_ENV);
-        if (e && m->system)
+        if (e && config->system)
                 log_warning("Ignoring %s: test hooks are not available to the system instance.", TEST_CLOCK_OFFSET_ENV);
         else if (e) {
                 int64_t off;
@@ -1940,7 +1960,7 @@ Scheduler* scheduler_free(Scheduler *s) {
 
         HASH_ITER(hh, s->jobs, j, tmp) {
                 /* Going down: nobody to answer, and the runs are not ours to finish. */
-                j->waiter = NULL;
+                j->waiter_cb = NULL;
                 job_free(j);
         }
         sd_event_source_disable_unref(s->sweep_event_source);
@@ -1948,17 +1968,9 @@ Scheduler* scheduler_free(Scheduler *s) {
         sd_event_source_disable_unref(s->tz_event_source);
         safe_close(s->clock_fd);
         safe_close(s->tz_fd);
+        sd_event_unref(s->event);
+        free(s->jobs_base_dir);
         return mfree(s);
-}
-
-void scheduler_client_gone(Scheduler *s, Client *c) {
-        if (!s)
-                return;         /* the manager frees the scheduler before it drops its clients */
-        for (Job *j = s->jobs; j; j = j->hh.next)
-                if (j->waiter == c) {
-                        j->waiter = NULL;
-                        j->waiter_id = mfree(j->waiter_id);
-                }
 }
 
 unsigned scheduler_count(Scheduler *s) {
@@ -1978,91 +1990,7 @@ int scheduler_add_status(Scheduler *s, struct json_object *data) {
         return json_add_int64(data, "runningJobs", s->n_running);
 }
 
-int scheduler_unschedule(Scheduler *s, const char *id) {
-        Job *j = job_find(s, id);
-
-        if (!j)
-                return -ENOENT;
-        log_info("Unscheduling job %s.", j->id);
-        if (unlink(j->path) < 0) {
-                if (errno != ENOENT)
-                        log_warning_errno(errno, "Failed to remove the job file %s: %m", j->path);
-        } else {
-                /* Else a power loss could bring the job back. */
-                int r = fsync_parent_directory(j->path);
-                if (r < 0)
-                        log_warning_errno(r, "Failed to sync the directory of %s: %m", j->path);
-        }
-        job_free(j);
-        notify_counts_changed(s);
-        return 0;
-}
-
-int scheduler_run_job(Scheduler *s, const char *id) {
-        Job *j = job_find(s, id);
-
-        if (!j)
-                return -ENOENT;
-        if (job_running(j))
-                return -EBUSY;
-        return job_start(j, "run now");
-}
-
-/* ---- requests ---- */
-
-static int reply_refusal(Client *c, const char *id, const char *flag, const char *reason) {
-        _cleanup_(json_object_putp) struct json_object *data = json_object_new_object();
-
-        if (!data)
-                return -ENOMEM;
-        if ((flag && json_add_bool(data, flag, false) < 0) || json_add_string(data, "reason", reason) < 0)
-                return -ENOMEM;
-        return client_reply_result(c, id, false, TAKE_PTR(data));
-}
-
-static int reply_bad_name(Client *c, const Request *req, const char *field, const char *value) {
-        char msg[256];
-
-        return client_reply_error(c, req->id, request_name_error(field, value, msg, sizeof(msg)), NULL);
-}
-
-static int reply_limit(Client *c, const Request *req, LimitId id, uint64_t actual) {
-        const char *suggestion = NULL;
-        char msg[256];
-
-        /* Two statements: the order in which arguments are evaluated is unspecified. */
-        limit_error(id, actual, msg, sizeof(msg), &suggestion);
-        return client_reply_error(c, req->id, msg, suggestion);
-}
-
-/* The optional workingDir of a request: NULL when absent. Replies itself and returns 1 when it is unacceptable. */
-static int request_working_dir(Manager *m, Client *c, const Request *req, const char **ret) {
-        struct json_object *v;
-        const char *wd;
-        struct stat st;
-        char msg[PATH_MAX + 128];
-
-        *ret = NULL;
-        if (!json_object_object_get_ex(req->json, "workingDir", &v) || json_object_is_type(v, json_type_null))
-                return 0;
-        wd = json_get_string(req->json, "workingDir");
-        if (!wd)
-                return client_reply_error(c, req->id, "Invalid workingDir: it must be a string", NULL) ?: 1;
-        if (m->system)
-                return client_reply_error(c, req->id, "workingDir is not supported by the system instance",
-                                          "Leave workingDir out; the system instance keeps jobs in its state "
-                                          "directory") ?: 1;
-        if (wd[0] != '/' || strlen(wd) >= PATH_MAX) {
-                snprintf(msg, sizeof(msg), "Invalid workingDir '%.200s': it must be an absolute path", wd);
-                return client_reply_error(c, req->id, msg, NULL) ?: 1;
-        }
-        if (stat(wd, &st) < 0 || !S_ISDIR(st.st_mode)) {
-                snprintf(msg, sizeof(msg), "Invalid workingDir '%.200s': it is not an existing directory", wd);
-                return client_reply_error(c, req->id, msg, NULL) ?: 1;
-        }
-        *ret = wd;
-        return 0;
-}
+/* ---- what the front ends ask (photond-control-jobs.c, photond-bus.c) ---- */
 
 /* Moves the configuration of src (a fully built replacement) into the live job dst; counters, state, timer, a
  * running call and the file's keys photond does not know (requiredConfig, a newer reference's) stay with dst. */
@@ -2077,94 +2005,76 @@ static void job_take_config(Job *dst, Job *src) {
 #undef SWAP
 }
 
-int scheduler_handle_schedule(Manager *m, Client *c, Request *req) {
-        Scheduler *s = m->scheduler;
+static int refuse(char **ret_reason, int error, const char *fmt, ...) _printf_(3, 4);
+static int refuse(char **ret_reason, int error, const char *fmt, ...) {
+        va_list ap;
+
+        if (!ret_reason)
+                return error;
+        va_start(ap, fmt);
+        if (vasprintf(ret_reason, fmt, ap) < 0)
+                *ret_reason = NULL;
+        va_end(ap);
+        return *ret_reason ? error : -ENOMEM;
+}
+
+int scheduler_schedule(Scheduler *s, const JobSpec *spec, JobInfo *ret_info, char **ret_reason) {
         _cleanup_(job_freep) Job *n = NULL;
         _cleanup_free_ char *key = NULL, *marker = NULL, *dir = NULL;
-        _cleanup_(json_object_putp) struct json_object *data = NULL;
-        const char *photon, *job_id, *method, *cron, *wd, *base, *session;
-        struct json_object *args = NULL;
+        const char *wd = spec->working_dir, *base = wd ?: s->jobs_base_dir;
         int64_t now = scheduler_now_ms(s);
-        char err[256], reason[512];
+        char err[256];
         Job *j;
         int r;
 
-        photon = request_string(req, "photonName");
-        if (!photon)
-                return client_reply_error(c, req->id, "photonName required for scheduling",
-                                          "Include photonName in the request payload");
-        job_id = request_string(req, "jobId");
-        method = request_string(req, "method");
-        cron = request_string(req, "cron");
-        session = request_string(req, "sessionId");
+        if (ret_reason)
+                *ret_reason = NULL;
+        if (!name_is_valid(spec->photon) || !name_is_valid(spec->job_id) || !name_is_valid(spec->method) ||
+            !spec->cron)
+                return -EINVAL;
+        if (spec->args &&
+            strlen(json_object_to_json_string_ext(spec->args, JSON_FORMAT_FLAGS)) > limits.MAX_JOB_ARGS_BYTES)
+                return -E2BIG;
 
-        if (!name_is_valid(photon))
-                return reply_bad_name(c, req, "photonName", photon);
-        if (!name_is_valid(job_id))
-                return reply_bad_name(c, req, "jobId", job_id);
-        if (!name_is_valid(method))
-                return reply_bad_name(c, req, "method", method);
-
-        r = request_working_dir(m, c, req, &wd);
-        if (r != 0)
-                return r < 0 ? r : 0;
-
-        if (json_object_object_get_ex(req->json, "args", &args) && json_object_is_type(args, json_type_null))
-                args = NULL;
-        if (args && !json_object_is_type(args, json_type_object))
-                return client_reply_error(c, req->id, "Invalid args: they must be a JSON object (the method's "
-                                          "parameters)", NULL);
-        if (args) {
-                size_t size = strlen(json_object_to_json_string_ext(args, JSON_FORMAT_FLAGS));
-
-                if (size > limits.MAX_JOB_ARGS_BYTES)
-                        return reply_limit(c, req, LIMIT_MAX_JOB_ARGS_BYTES, size);
-        }
-
-        base = wd ?: m->jobs_base_dir;
         if (asprintf(&marker, "%s/.photon-no-host", base) < 0)
                 return -ENOMEM;
-        if (access(marker, F_OK) >= 0) {
-                snprintf(reason, sizeof(reason), "host-disabled: %s has a .photon-no-host marker", base);
-                return reply_refusal(c, req->id, "scheduled", reason);
-        }
+        if (access(marker, F_OK) >= 0)
+                return refuse(ret_reason, -EPERM, "host-disabled: %s has a .photon-no-host marker", base);
 
         r = job_new(s, &n);
         if (r < 0)
                 return r;
-        r = cron_validate(cron, ms_to_sec_floor(now), &n->spec, err, sizeof(err));
-        if (r < 0) {
-                snprintf(reason, sizeof(reason), "Invalid cron expression: %s", err);
-                return reply_refusal(c, req->id, "scheduled", reason);
-        }
+        r = cron_validate(spec->cron, ms_to_sec_floor(now), &n->spec, err, sizeof(err));
+        if (r < 0)
+                return refuse(ret_reason, -EINVAL, "Invalid cron expression: %s", err);
 
-        r = schedule_job_key(photon, wd, job_id, &key);
+        r = schedule_job_key(spec->photon, wd, spec->job_id, &key);
         if (r < 0)
                 return r;
         j = NULL;
         HASH_FIND_STR(s->jobs, key, j);
         if (!j && s->n_jobs >= limits.MAX_JOBS)
-                return reply_limit(c, req, LIMIT_MAX_JOBS, UINT64_MAX);
+                return -ENOSPC;
 
-        r = schedules_dir(base, photon, &dir);
+        r = schedules_dir(base, spec->photon, &dir);
         if (r < 0)
                 return r;
         n->id = TAKE_PTR(key);
-        n->job_id = strdup(job_id);
-        n->photon = strdup(photon);
-        n->method = strdup(method);
-        n->cron = strdup(cron);
+        n->job_id = strdup(spec->job_id);
+        n->photon = strdup(spec->photon);
+        n->method = strdup(spec->method);
+        n->cron = strdup(spec->cron);
         if (j)
                 n->path = strdup(j->path);
-        else if (asprintf(&n->path, "%s/%s.json", dir, job_id) < 0)
+        else if (asprintf(&n->path, "%s/%s.json", dir, spec->job_id) < 0)
                 n->path = NULL;
         if (!n->id || !n->job_id || !n->photon || !n->method || !n->cron || !n->path)
                 return -ENOMEM;
         if (wd && !(n->working_dir = strdup(wd)))
                 return -ENOMEM;
-        if (session && !(n->created_by = strdup(session)))
+        if (spec->created_by && !(n->created_by = strdup(spec->created_by)))
                 return -ENOMEM;
-        n->args = args ? json_object_get(args) : NULL;
+        n->args = spec->args ? json_object_get(spec->args) : NULL;
         n->scheduled_at = now;
 
         /* Rescheduling replaces the job's configuration; the reference keeps runCount and createdAt, photond
@@ -2189,9 +2099,8 @@ int scheduler_handle_schedule(Manager *m, Client *c, Request *req) {
         r = job_save(n);
         if (r < 0) {
                 log_warning_errno(r, "Failed to write the job file %s: %m", n->path);
-                snprintf(reason, sizeof(reason), "Failed to persist the job to %s: %s", n->path,
-                         strerror(ERRNO_VALUE(r)));
-                return reply_refusal(c, req->id, "scheduled", reason);
+                return refuse(ret_reason, -EIO, "Failed to persist the job to %s: %s", n->path,
+                              strerror(ERRNO_VALUE(r)));
         }
 
         if (j) {
@@ -2205,79 +2114,45 @@ int scheduler_handle_schedule(Manager *m, Client *c, Request *req) {
         }
         (void) job_arm_from(j, now);
 
-        if (wd && !streq(wd, m->jobs_base_dir)) {
+        if (wd && !streq(wd, s->jobs_base_dir)) {
                 r = bases_register(s, wd);
                 if (r < 0)
                         log_warning_errno(r, "Failed to register %s in the bases registry; the job will not be "
                                           "loaded after a restart: %m", wd);
         }
 
-        data = json_object_new_object();
-        if (!data)
-                return -ENOMEM;
-        r = json_add_bool(data, "scheduled", true);
-        if (r >= 0)
-                r = json_add_string(data, "jobId", j->id);
-        if (r >= 0 && j->next_run > 0)
-                r = json_add_int64(data, "nextRun", j->next_run);
-        if (r >= 0 && !job_active(j)) {
-                r = json_add_bool(data, "enabled", j->enabled);
-                if (r >= 0)
-                        r = json_add_bool(data, "paused", j->paused);
+        if (ret_info)
+                *ret_info = job_info(j);
+        return 0;
+}
+
+int scheduler_unschedule(Scheduler *s, const char *id) {
+        Job *j = job_find(s, id);
+
+        if (!j)
+                return -ENOENT;
+        log_info("Unscheduling job %s.", j->id);
+        if (unlink(j->path) < 0) {
+                if (errno != ENOENT)
+                        log_warning_errno(errno, "Failed to remove the job file %s: %m", j->path);
+        } else {
+                /* Else a power loss could bring the job back. */
+                int r = fsync_parent_directory(j->path);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to sync the directory of %s: %m", j->path);
         }
-        if (r < 0)
-                return r;
-        return client_reply_result(c, req->id, true, TAKE_PTR(data));
+        job_free(j);
+        notify_counts_changed(s);
+        return 0;
 }
 
-int scheduler_handle_unschedule(Manager *m, Client *c, Request *req) {
-        _cleanup_(json_object_putp) struct json_object *data = json_object_new_object();
-        const char *job_id = request_string(req, "jobId");
-        int r;
-
-        if (!data)
-                return -ENOMEM;
-        r = scheduler_unschedule(m->scheduler, job_id);
-        if (r < 0 && r != -ENOENT)
-                return r;
-        if (json_add_bool(data, "unscheduled", r >= 0) < 0 || json_add_string(data, "jobId", job_id) < 0)
-                return -ENOMEM;
-        return client_reply_result(c, req->id, true, TAKE_PTR(data));
-}
-
-int scheduler_handle_list_jobs(Manager *m, Client *c, Request *req) {
-        _cleanup_(json_object_putp) struct json_object *data = json_object_new_object();
-        struct json_object *arr;
-        int r;
-
-        if (!data)
-                return -ENOMEM;
-        r = scheduler_list(m->scheduler, &arr);
-        if (r < 0)
-                return r;
-        r = json_add(data, "jobs", arr);
-        if (r < 0)
-                return r;
-        return client_reply_result(c, req->id, true, TAKE_PTR(data));
-}
-
-int scheduler_handle_set_state(Manager *m, Client *c, Request *req) {
-        Scheduler *s = m->scheduler;
-        _cleanup_(json_object_putp) struct json_object *data = NULL, *ids = NULL;
-        const char *photon = request_string(req, "photonName"), *method = request_string(req, "method");
+int scheduler_switch(Scheduler *s, const char *photon, const char *method, JobSwitch sw,
+                     struct json_object **ret_ids) {
+        _cleanup_(json_object_putp) struct json_object *ids = NULL;
         int64_t now = scheduler_now_ms(s);
-        char reason[256];
-        int r;
 
-        if (!photon || !method)
-                return client_reply_error(c, req->id,
-                                          request_name_error(photon ? "method" : "photonName", NULL, reason,
-                                                             sizeof(reason)),
-                                          "Name the photon and the method whose jobs to change");
-        if (!name_is_valid(photon))
-                return reply_bad_name(c, req, "photonName", photon);
-        if (!name_is_valid(method))
-                return reply_bad_name(c, req, "method", method);
+        if (sw < 0 || sw >= _JOB_SWITCH_MAX)
+                return -EINVAL;
 
         ids = json_object_new_array();
         if (!ids)
@@ -2287,21 +2162,20 @@ int scheduler_handle_set_state(Manager *m, Client *c, Request *req) {
 
                 if (!streq(j->photon, photon) || !streq(j->method, method))
                         continue;
-                switch (req->type) {
-                case REQUEST_ENABLE_SCHEDULE:
+                switch (sw) {
+                case JOB_SWITCH_ENABLE:
                         j->enabled = true;
                         break;
-                case REQUEST_DISABLE_SCHEDULE:
+                case JOB_SWITCH_DISABLE:
                         j->enabled = false;
                         break;
-                case REQUEST_PAUSE_SCHEDULE:
+                case JOB_SWITCH_PAUSE:
                         j->paused = true;
                         break;
-                case REQUEST_RESUME_SCHEDULE:
+                case JOB_SWITCH_RESUME:
+                default:
                         j->paused = false;
                         break;
-                default:
-                        return -EINVAL;
                 }
                 if (was_active != job_active(j))
                         (void) job_arm_from(j, now);
@@ -2309,110 +2183,58 @@ int scheduler_handle_set_state(Manager *m, Client *c, Request *req) {
                 if (json_object_array_add(ids, json_object_new_string(j->id)) < 0)
                         return -ENOMEM;
         }
+        if (json_object_array_length(ids) == 0)
+                return -ENOENT;
 
-        if (json_object_array_length(ids) == 0) {
-                snprintf(reason, sizeof(reason), "No scheduled job of photon '%.64s' runs method '%.64s'", photon,
-                         method);
-                return reply_refusal(c, req->id, NULL, reason);
-        }
-        log_info("%s: %zu job%s of %s.%s.", request_type_to_string(req->type), json_object_array_length(ids),
-                 json_object_array_length(ids) == 1 ? "" : "s", photon, method);
         notify_counts_changed(s);
-
-        data = json_object_new_object();
-        if (!data)
-                return -ENOMEM;
-        r = json_add_string(data, "photonName", photon);
-        if (r >= 0)
-                r = json_add_string(data, "method", method);
-        if (r >= 0)
-                r = json_add_int64(data, "updated", (int64_t) json_object_array_length(ids));
-        if (r >= 0)
-                r = json_add(data, "jobIds", TAKE_PTR(ids));
-        if (r < 0)
-                return r;
-        return client_reply_result(c, req->id, true, TAKE_PTR(data));
+        *ret_ids = TAKE_PTR(ids);
+        return 0;
 }
 
-static int request_optional_int(const Request *req, const char *key, int64_t *ret) {
-        int r = json_get_int64(req->json, key, false, ret);
-
-        return r == -ENOENT ? 0 : r < 0 ? r : 1;
-}
-
-int scheduler_handle_get_execution_history(Manager *m, Client *c, Request *req) {
-        _cleanup_(json_object_putp) struct json_object *data = NULL;
+int scheduler_history(Scheduler *s, const char *photon, const char *method, const char *working_dir,
+                      int64_t since_ms, unsigned limit, struct json_object **ret_entries) {
         _cleanup_free_ char *dir = NULL, *path = NULL;
-        const char *photon = request_string(req, "photonName"), *method = request_string(req, "method"), *wd;
-        struct json_object *entries;
-        int64_t limit = 0, since = INT64_MIN;
         int r;
 
-        if (!name_is_valid(photon))
-                return reply_bad_name(c, req, "photonName", photon);
-        if (!name_is_valid(method))
-                return reply_bad_name(c, req, "method", method);
-        r = request_working_dir(m, c, req, &wd);
-        if (r != 0)
-                return r < 0 ? r : 0;
-        r = request_optional_int(req, "limit", &limit);
-        if (r < 0 || limit < 0)
-                return client_reply_error(c, req->id, "Invalid limit: it must be a non-negative integer", NULL);
-        r = request_optional_int(req, "sinceTs", &since);
-        if (r < 0)
-                return client_reply_error(c, req->id, "Invalid sinceTs: it must be a timestamp in milliseconds",
-                                          NULL);
-
-        r = schedules_dir(wd ?: m->jobs_base_dir, photon, &dir);
+        r = schedules_dir(working_dir ?: s->jobs_base_dir, photon, &dir);
         if (r < 0)
                 return r;
         if (asprintf(&path, "%s/%s", dir, HISTORY_FILE_NAME) < 0)
                 return -ENOMEM;
-        r = schedule_history_read(path, method, since, (unsigned) MIN(limit, (int64_t) UINT_MAX),
-                                  scheduler_now_ms(m->scheduler), &entries);
+        r = schedule_history_read(path, method, since_ms, limit, scheduler_now_ms(s), ret_entries);
         if (r < 0) {
                 log_warning_errno(r, "Failed to read %s: %m", path);
-                return reply_refusal(c, req->id, NULL, "Failed to read the run history");
+                return -EIO;
         }
-
-        data = json_object_new_object();
-        if (!data) {
-                json_object_put(entries);
-                return -ENOMEM;
-        }
-        r = json_add_string(data, "photon", photon);
-        if (r >= 0)
-                r = json_add_string(data, "method", method);
-        if (r >= 0)
-                r = json_add(data, "entries", entries);
-        else
-                json_object_put(entries);
-        if (r < 0)
-                return r;
-        return client_reply_result(c, req->id, true, TAKE_PTR(data));
+        return 0;
 }
 
-int scheduler_handle_run_job(Manager *m, Client *c, Request *req) {
-        Scheduler *s = m->scheduler;
-        const char *id = request_string(req, "jobId");
-        char reason[512];
-        Job *j;
+int scheduler_run_job(Scheduler *s, const char *id, JobRunCallback cb, void *waiter, const char *waiter_id) {
+        Job *j = job_find(s, id);
 
-        j = job_find(s, id);
-        if (!j) {
-                snprintf(reason, sizeof(reason), "No scheduled job '%.256s'", id);
-                return reply_refusal(c, req->id, NULL, reason);
-        }
-        if (job_running(j)) {
-                snprintf(reason, sizeof(reason), "Job %.256s is already running", j->id);
-                return reply_refusal(c, req->id, NULL, reason);
-        }
+        if (!j)
+                return -ENOENT;
+        if (job_running(j))
+                return -EBUSY;
 
-        /* The reply waits for the run; job_finish() sends it (also when the call could not even start). */
-        j->waiter_id = strdup(req->id);
-        if (!j->waiter_id)
-                return -ENOMEM;
-        j->waiter = c;
-        log_info("Running job %s now, as asked by client %" PRIu64 ".", j->id, c->serial);
-        return job_start(j, "run_job request");
+        /* job_finish() reports to the waiter (also when the call could not even start). */
+        if (cb) {
+                j->waiter_id = waiter_id ? strdup(waiter_id) : NULL;
+                if (waiter_id && !j->waiter_id)
+                        return -ENOMEM;
+                j->waiter_cb = cb;
+                j->waiter = waiter;
+        }
+        return job_start(j, "run now");
+}
+
+void scheduler_waiter_gone(Scheduler *s, void *waiter) {
+        if (!s)
+                return;         /* the owner may free the scheduler before its waiters go */
+        for (Job *j = s->jobs; j; j = j->hh.next)
+                if (j->waiter_cb && j->waiter == waiter) {
+                        j->waiter_cb = NULL;
+                        j->waiter = NULL;
+                        j->waiter_id = mfree(j->waiter_id);
+                }
 }

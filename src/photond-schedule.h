@@ -5,11 +5,12 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <systemd/sd-event.h>
 
-#include "photond-protocol.h"
+#include "macro.h"
 
-typedef struct Manager Manager;
-typedef struct Client Client;
+typedef struct Channels Channels;
+typedef struct Dispatcher Dispatcher;
 typedef struct Scheduler Scheduler;
 struct json_object;
 
@@ -21,11 +22,25 @@ typedef struct SchedulerHooks {
         /* A run ended (the D-Bus signal JobFinished), announced by scheduler_flush() once its files are written;
          * status: "success" or "error". */
         void (*job_finished)(void *userdata, const char *id, const char *status, int64_t duration_ms);
+        /* Job files or JobFinished signals wait for scheduler_flush(): the owner calls it before any output that
+         * may report them leaves (the Manager's flush at the end of the loop iteration). */
+        void (*flush_needed)(void *userdata);
+        /* Is photond going down? A job that falls due then does not run (nor count as skipped). NULL: never. */
+        bool (*shutting_down)(void *userdata);
         void *userdata;
 } SchedulerHooks;
 
+/* What the scheduler works with; the string is copied. */
+typedef struct SchedulerConfig {
+        sd_event *event;                /* the job timers, the clock and time-zone watches, the daily sweep */
+        Channels *channels;             /* job-completed/job-failed on jobs:<photon> */
+        Dispatcher *dispatcher;         /* runs the jobs */
+        const char *jobs_base_dir;      /* the default base: <dir>/.data/<photon>/schedules/, .data/.bases.json */
+        bool system;                    /* the system instance, which ignores the test clock hook */
+} SchedulerConfig;
+
 /* hooks may be NULL (nobody listens); it is copied. */
-int scheduler_new(Manager *m, const SchedulerHooks *hooks, Scheduler **ret);
+int scheduler_new(const SchedulerConfig *config, const SchedulerHooks *hooks, Scheduler **ret);
 Scheduler* scheduler_free(Scheduler *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Scheduler*, scheduler_free);
 
@@ -33,34 +48,25 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Scheduler*, scheduler_free);
 int scheduler_load(Scheduler *s);
 
 /* Writes the job files that runs and state switches changed, then emits the JobFinished signals that waited for
- * them. manager_flush() calls it before any client output leaves (group commit, as state.json); scheduler_free()
- * calls it too. scheduler_unsaved() says whether anything waits. */
+ * them. The owner calls it (after hooks.flush_needed) before any output leaves (group commit, as state.json);
+ * scheduler_free() calls it too. scheduler_unsaved() says whether anything waits. */
 void scheduler_flush(Scheduler *s);
 bool scheduler_unsaved(Scheduler *s);
 
 /* Sweeps the run history of every base (14-day TTL, 500 per method): at start and then once a day. */
 void scheduler_sweep_history(Scheduler *s);
 
-/* A disconnecting client stops waiting for the run_job results it asked for (the runs go on). */
-void scheduler_client_gone(Scheduler *s, Client *c);
-
-int scheduler_handle_schedule(Manager *m, Client *c, Request *req);
-int scheduler_handle_unschedule(Manager *m, Client *c, Request *req);
-int scheduler_handle_list_jobs(Manager *m, Client *c, Request *req);
-int scheduler_handle_set_state(Manager *m, Client *c, Request *req);    /* enable|disable|pause|resume_schedule */
-int scheduler_handle_get_execution_history(Manager *m, Client *c, Request *req);
-int scheduler_handle_run_job(Manager *m, Client *c, Request *req);
-
 int scheduler_add_status(Scheduler *s, struct json_object *data);
 unsigned scheduler_count(Scheduler *s);
 unsigned scheduler_running(Scheduler *s);
 
-/* For the D-Bus object. A job is named by its full key or, as unschedule does, by the jobId after ":ipc:". */
+/* A job is named by its full key or, as unschedule does, by the jobId after ":ipc:" (the first such job). */
+
 /* A new array of the list_jobs objects (owned by the caller). */
 int scheduler_list(Scheduler *s, struct json_object **ret_array);
 
-/* One job as a list shows it (D-Bus ListJobs): valid during the callback only. Strings are never NULL: "" for a
- * job that never ran (last_status) or never failed (last_error); times 0 when unknown. */
+/* One job as a list shows it (D-Bus ListJobs). Strings are never NULL: "" for a job that never ran (last_status)
+ * or never failed (last_error); times 0 when unknown. */
 typedef struct JobInfo {
         const char *id;
         const char *photon;
@@ -68,19 +74,89 @@ typedef struct JobInfo {
         const char *cron;
         const char *last_status;
         const char *last_error;
-        int64_t next_run;               /* ms since the epoch */
+        int64_t next_run;               /* ms since the epoch, 0: not armed */
         int64_t last_run;
         uint64_t run_count;
+        bool enabled;
+        bool paused;
+        bool running;                   /* a run goes on, or the process of a timed-out one is still ending */
 } JobInfo;
 typedef int (*JobInfoCallback)(const JobInfo *info, void *userdata);
 
-/* Calls cb for every job, in scheduler_list()'s order, without building JSON; stops at cb's first negative return
- * and returns it. */
+/* Calls cb for every job, in scheduler_list()'s order, without building JSON (info valid during the callback
+ * only); stops at cb's first negative return and returns it. */
 int scheduler_foreach(Scheduler *s, JobInfoCallback cb, void *userdata);
-/* Starts a run now, out of schedule. -ENOENT unknown job, -EBUSY when it is running already. */
-int scheduler_run_job(Scheduler *s, const char *id);
+/* The job id names; -ENOENT if none. *ret is valid until the job changes or goes. */
+int scheduler_get(Scheduler *s, const char *id, JobInfo *ret);
+
+/* A job as a schedule request defines it (all borrowed). */
+typedef struct JobSpec {
+        const char *photon;             /* photon, job_id and method: valid names (name_is_valid()) */
+        const char *job_id;
+        const char *method;
+        const char *cron;
+        struct json_object *args;       /* an object, or NULL for none */
+        const char *working_dir;        /* the base, an existing directory; NULL: the default one */
+        const char *created_by;         /* the requester's sessionId, or NULL */
+} JobSpec;
+
+/* Creates the job, or gives the job of the same key (photon, working_dir, job_id) the new method, cron, args and
+ * created_by, keeping its counters and its enabled/paused state; writes its file (before returning: a job
+ * confirmed must survive a restart) and arms its timer. Returns 0 and the job in *ret_info (may be NULL; valid as
+ * scheduler_get()'s). Refused with *ret_reason set (allocated, the one wording; may be NULL not to have it):
+ * -EPERM, the base has a .photon-no-host marker; -EINVAL, a bad cron expression; -EIO, the file could not be
+ * written. A cap, without a reason (limit_error() words it): -E2BIG, args over limits.MAX_JOB_ARGS_BYTES; -ENOSPC,
+ * limits.MAX_JOBS jobs exist. -EINVAL without a reason for names that are not valid; -ENOMEM. */
+int scheduler_schedule(Scheduler *s, const JobSpec *spec, JobInfo *ret_info, char **ret_reason);
+
 /* Removes the job and its file. -ENOENT unknown job. */
 int scheduler_unschedule(Scheduler *s, const char *id);
+
+/* The state switches, which a job's file keeps. */
+typedef enum JobSwitch {
+        JOB_SWITCH_ENABLE,
+        JOB_SWITCH_DISABLE,
+        JOB_SWITCH_PAUSE,               /* paused: not run until resumed; disabled is the stronger, lasting off */
+        JOB_SWITCH_RESUME,
+        _JOB_SWITCH_MAX,
+        _JOB_SWITCH_INVALID = -EINVAL,
+} JobSwitch;
+
+/* Switches every job of photon that runs method, and re-arms or disarms it; the files are written before the next
+ * output leaves (scheduler_flush()). Returns 0 and a new array of their ids, in scheduler_list()'s order; -ENOENT
+ * when no job matched; -ENOMEM. */
+int scheduler_switch(Scheduler *s, const char *photon, const char *method, JobSwitch sw,
+                     struct json_object **ret_ids);
+
+/* The run history of photon's method in the base working_dir (NULL: the default one): a new array of entries,
+ * newest first, at most limit (0: all that are kept), none older than since_ms. -EIO when the history exists but
+ * cannot be read (logged), -ENOMEM. */
+int scheduler_history(Scheduler *s, const char *photon, const char *method, const char *working_dir,
+                      int64_t since_ms, unsigned limit, struct json_object **ret_entries);
+
+/* How a run that scheduler_run_job() started ended, for the waiter that asked (valid during the callback only). */
+typedef struct JobRunResult {
+        const char *id;                 /* the job's key */
+        bool ran;                       /* false: no run to report: reason says why, or NULL: photond is going
+                                         * down and nothing started */
+        bool success;
+        int64_t duration_ms;
+        uint64_t run_count;
+        struct json_object *result;     /* success: what the method returned, or NULL */
+        const char *reason;             /* failure: why */
+} JobRunResult;
+
+/* waiter and waiter_id (the waiter's own id of its request) as given to scheduler_run_job(). */
+typedef void (*JobRunCallback)(void *waiter, const char *waiter_id, const JobRunResult *result);
+
+/* Starts a run now, out of schedule. -ENOENT unknown job, -EBUSY when it is running already, -ENOMEM. With cb,
+ * the waiter hears how it ended, once: perhaps before this returns (a run that cannot start is a failed run at
+ * once); when the job is unscheduled while it runs; never after scheduler_waiter_gone(waiter) or once the
+ * scheduler is freed. waiter_id is copied. */
+int scheduler_run_job(Scheduler *s, const char *id, JobRunCallback cb, void *waiter, const char *waiter_id);
+
+/* The waiter went away: the runs it asked for go on and report to nobody. */
+void scheduler_waiter_gone(Scheduler *s, void *waiter);
 
 /* ---- pure helpers, exposed for the unit tests ---- */
 

@@ -27,3 +27,7 @@ bool jbool(struct json_object *o, const char *path);
  * if it has none), or NULL when nothing is queued; parsed (the test fails if nothing is queued or it is no JSON). */
 char* test_pop_line(Client *c);
 struct json_object* test_pop_json(Client *c);
+
+/* Hands the request line fmt, … (without its newline) to the control front end as c's (control_handle_line(), with
+ * c->manager set to m) and returns what it returns. */
+int test_request(Manager *m, Client *c, const char *fmt, ...) _printf_(3, 4);

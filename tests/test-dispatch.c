@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 
 /* Unit tests for the pure parts of method dispatch: handler path resolution, the handler environment, turning
- * handler output into a result, the stderr tail and exit messages. */
+ * handler output into a result, the stderr tail and exit messages; then dispatcher_call() on a real event loop, and
+ * the "dispatch_peer" suite: providers and callers that are fake DispatchPeers, no Client. */
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -330,6 +331,10 @@ Test(dispatch, exit_messages) {
 
 /* ---- dispatcher_call(): the contract jobs and webhooks rely on, on a real event loop ---- */
 
+#include <sys/socket.h>
+
+#include "fd-util.h"
+#include "photond-channel.h"
 #include "photond-limits.h"
 #include "photond-manager.h"
 
@@ -528,7 +533,8 @@ Test(dispatch_call, timeout_per_call) {
         tmpdir_remove(home);
 }
 
-/* What the dispatcher tells its owner (DispatcherHooks): a new provider, not a repeated provide. */
+/* What the dispatcher tells its owner (DispatcherHooks): a new provider, not a repeated provide. The provides are
+ * requests of a Client, through the control front end. */
 static unsigned heard_counts;
 
 static void heard_counts_changed(void *userdata) {
@@ -536,43 +542,408 @@ static void heard_counts_changed(void *userdata) {
         heard_counts++;
 }
 
-static void provide(Manager *m, Client *c, const char *photon) {
-        _cleanup_(request_freep) Request *req = NULL;
-        _cleanup_free_ char *line = NULL, *error = NULL, *id = NULL;
+static void provide(Manager *m, Client *c, const char *photon, int64_t n_providers) {
+        _cleanup_(json_object_putp) struct json_object *reply = NULL;
 
-        cr_assert(asprintf(&line, "{\"type\":\"provide\",\"id\":\"p\",\"photonName\":\"%s\"}", photon) > 0);
-        cr_assert_eq(request_parse(line, strlen(line), &req, &error, &id), 0, "%s", error);
-        cr_assert_eq(dispatcher_handle_provide(m, c, req), 0);
+        cr_assert_eq(test_request(m, c, "{\"type\":\"provide\",\"id\":\"p\",\"photonName\":\"%s\"}", photon), 0);
+        reply = test_pop_json(c);
+        cr_assert(jbool(reply, "success"), "%s", json_object_to_json_string(reply));
+        cr_assert_str_eq(jstr(reply, "data.photonName"), photon);
+        cr_assert_eq(jint(reply, "data.providers"), n_providers);
 }
+
 
 Test(dispatch_call, hooks_hear_new_providers) {
         char *home;
         Manager *m = manager_for_test(&home);
-        Client c = { .fd = -EBADF, .serial = 1 };
+        DispatcherConfig config = { .event = m->event, .channels = m->channels, .handlers_dir = m->handlers_dir };
+        int fds[2];
+        Client *c;
+
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
+        cr_assert_eq(client_new(m, fds[0], &c), 0);
 
         heard_counts = 0;
         m->dispatcher = dispatcher_free(m->dispatcher);
-        cr_assert_eq(dispatcher_new(m, &(DispatcherHooks) {
+        cr_assert_eq(dispatcher_new(&config, &(DispatcherHooks) {
                                             .counts_changed = heard_counts_changed,
                                             .userdata = &heard_counts,
                                     }, &m->dispatcher), 0);
 
-        provide(m, &c, "kanban");
+        provide(m, c, "kanban", 1);
         cr_assert_eq(heard_counts, 1);
-        provide(m, &c, "kanban");
+        provide(m, c, "kanban", 1);
         cr_assert_eq(heard_counts, 1, "the same provider again changes nothing");
-        provide(m, &c, "board");
+        provide(m, c, "board", 1);
         cr_assert_eq(heard_counts, 2);
-        dispatcher_client_gone(m->dispatcher, &c);
+        dispatcher_peer_gone(m->dispatcher, &c->peer);
+        cr_assert_null(c->peer.providers);
 
         /* Nobody listening is fine too. */
         m->dispatcher = dispatcher_free(m->dispatcher);
-        cr_assert_eq(dispatcher_new(m, NULL, &m->dispatcher), 0);
-        provide(m, &c, "kanban");
+        cr_assert_eq(dispatcher_new(&config, NULL, &m->dispatcher), 0);
+        provide(m, c, "kanban", 1);
         cr_assert_eq(heard_counts, 2);
-        dispatcher_client_gone(m->dispatcher, &c);
 
-        client_discard_queue(&c);
         manager_free(m);
+        safe_close(fds[1]);
         tmpdir_remove(home);
+}
+
+/* ---- the DispatchPeer seam: providers and callers are fakes that are no Client, on a dispatcher of its own ---- */
+
+typedef struct FakePeer {
+        unsigned n_invokes;
+        char invoke_id[32];
+        char *invoke;                   /* "photon method args trigger instance session" of the last invoke */
+        int invoke_error;               /* what invoke returns */
+        unsigned n_prompt_responses;
+        char *prompt_response;          /* compact JSON of the last promptValue */
+        unsigned n_done;
+        char *caller_id;
+        bool success;
+        char *result;                   /* compact JSON of the data, or the error */
+        unsigned n_emits, n_prompts;
+        DispatchPeer peer;              /* not first on purpose: the ops find the fake by offset */
+} FakePeer;
+
+static FakePeer* fake_peer(DispatchPeer *p) {
+        return (FakePeer*) ((uint8_t*) p - offsetof(FakePeer, peer));
+}
+
+static char* json_text(struct json_object *o) {
+        char *s = strdup(o ? json_object_to_json_string_ext(o, JSON_FORMAT_FLAGS) : "null");
+
+        cr_assert(s);
+        return s;
+}
+
+static int fake_invoke(DispatchPeer *p, const DispatchInvoke *inv) {
+        FakePeer *f = fake_peer(p);
+        _cleanup_free_ char *args = json_text(inv->args);
+
+        f->n_invokes++;
+        snprintf(f->invoke_id, sizeof(f->invoke_id), "%s", inv->invoke_id);
+        free(f->invoke);
+        cr_assert(asprintf(&f->invoke, "%s %s %s %s %s %s", inv->photon, inv->method, args,
+                           dispatch_trigger_to_string(inv->trigger), inv->instance ?: "-",
+                           inv->session_id ?: "-") > 0);
+        return f->invoke_error;
+}
+
+static int fake_prompt_response(DispatchPeer *p, const char *invoke_id, struct json_object *value) {
+        FakePeer *f = fake_peer(p);
+
+        cr_assert_str_eq(invoke_id, f->invoke_id);
+        f->n_prompt_responses++;
+        free(f->prompt_response);
+        f->prompt_response = json_text(value);
+        return 0;
+}
+
+static void fake_call_done(DispatchPeer *p, const char *caller_id, const DispatchResult *result) {
+        FakePeer *f = fake_peer(p);
+
+        f->n_done++;
+        free(f->caller_id);
+        free(f->result);
+        f->caller_id = strdup(caller_id);
+        f->success = result->success;
+        f->result = result->success ? json_text(result->data) : strdup(result->error);
+}
+
+static int fake_emit(DispatchPeer *p, const char *caller_id, struct json_object *emit_data) {
+        fake_peer(p)->n_emits++;
+        return 0;
+}
+
+static int fake_prompt(DispatchPeer *p, const char *caller_id, struct json_object *prompt) {
+        fake_peer(p)->n_prompts++;
+        return 0;
+}
+
+static const DispatchPeerOps fake_peer_ops = {
+        .invoke = fake_invoke,
+        .prompt_response = fake_prompt_response,
+        .call_done = fake_call_done,
+        .emit = fake_emit,
+        .prompt = fake_prompt,
+};
+
+static void fake_peer_done(FakePeer *f) {
+        free(f->invoke);
+        free(f->prompt_response);
+        free(f->caller_id);
+        free(f->result);
+}
+
+/* Counts what a channel delivers to it: a Subscriber that is no Client either. */
+typedef struct CountingSub {
+        unsigned n;
+        Subscriber sub;
+} CountingSub;
+
+static int counting_send(Subscriber *s, SharedBuf *b, const void *tag) {
+        ((CountingSub*) ((uint8_t*) s - offsetof(CountingSub, sub)))->n++;
+        return 0;
+}
+
+static size_t counting_drop_tagged(Subscriber *s, SubscriberDropFunc cb, void *userdata) {
+        return 0;
+}
+
+static size_t counting_queued_bytes(Subscriber *s) {
+        return 0;
+}
+
+static void counting_close_slow(Subscriber *s) {
+}
+
+static const SubscriberOps counting_ops = {
+        .send = counting_send,
+        .drop_tagged = counting_drop_tagged,
+        .queued_bytes = counting_queued_bytes,
+        .close_slow = counting_close_slow,
+};
+
+typedef struct PeerEnv {
+        sd_event *event;
+        Channels *channels;
+        Dispatcher *d;
+        FakePeer provider, caller;
+        CountingSub watcher, caller_sub;        /* on the state-changed and emit channels */
+        unsigned counts_changed;
+} PeerEnv;
+
+static void env_counts_changed(void *userdata) {
+        ((PeerEnv*) userdata)->counts_changed++;
+}
+
+static void subscribe(PeerEnv *e, CountingSub *s, const char *channel) {
+        cr_assert_eq(channels_subscribe(e->channels, &s->sub, channel, strlen(channel)), 0);
+}
+
+/* No handlers directory: a call goes to a provider or nowhere. */
+static void peer_env_new(PeerEnv *e) {
+        *e = (PeerEnv) {};
+        limits_reset();
+        cr_assert_eq(sd_event_new(&e->event), 0);
+        cr_assert_eq(channels_new(NULL, &e->channels), 0);
+        cr_assert_eq(dispatcher_new(&(DispatcherConfig) {
+                                            .event = e->event,
+                                            .channels = e->channels,
+                                            .handlers_dir = "/nonexistent-photond-handlers",
+                                    }, &(DispatcherHooks) {
+                                            .counts_changed = env_counts_changed,
+                                            .userdata = e,
+                                    }, &e->d), 0);
+        e->provider.peer.ops = &fake_peer_ops;
+        e->caller.peer.ops = &fake_peer_ops;
+        e->caller.peer.subscriber = &e->caller_sub.sub;
+        e->watcher.sub.ops = &counting_ops;
+        e->caller_sub.sub.ops = &counting_ops;
+}
+
+static void peer_env_free(PeerEnv *e) {
+        e->d = dispatcher_free(e->d);
+        channels_subscriber_gone(e->channels, &e->watcher.sub);
+        channels_subscriber_gone(e->channels, &e->caller_sub.sub);
+        e->channels = channels_free(e->channels);
+        e->event = sd_event_unref(e->event);
+        fake_peer_done(&e->provider);
+        fake_peer_done(&e->caller);
+}
+
+static void peer_env_run_until(PeerEnv *e, const unsigned *counter, unsigned want) {
+        for (int i = 0; *counter < want; i++) {
+                cr_assert(i < 500, "nothing within 5 s");
+                cr_assert(sd_event_run(e->event, 10 * USEC_PER_MSEC) >= 0);
+        }
+}
+
+static void peer_env_command(PeerEnv *e, const char *caller_id, uint64_t timeout_ms) {
+        _cleanup_(dispatch_failure_done) DispatchFailure f = {};
+        struct json_object *args = json_tokener_parse("{\"card\":7}");
+
+        cr_assert_eq(dispatcher_command(e->d, &(DispatchRequest) {
+                                                .photon = "kanban",
+                                                .method = "add",
+                                                .args = args,
+                                                .trigger = DISPATCH_TRIGGER_COMMAND,
+                                                .timeout_ms = timeout_ms,
+                                                .instance = "board",
+                                                .session_id = "s1",
+                                        }, &e->caller.peer, caller_id, &f), 0, "%s", f.message);
+        json_object_put(args);
+}
+
+Test(dispatch_peer, a_provider_answers_its_caller) {
+        PeerEnv e;
+        unsigned n = 0;
+        DispatchCall *call;
+        struct json_object *data = json_tokener_parse("{\"added\":true}");
+
+        peer_env_new(&e);
+        subscribe(&e, &e.watcher, "kanban:board:state-changed");
+        subscribe(&e, &e.caller_sub, "kanban:board:state-changed");
+
+        cr_assert_eq(dispatcher_provide(e.d, &e.provider.peer, "kanban", &n), 1);
+        cr_assert_eq(n, 1);
+        cr_assert_eq(e.counts_changed, 1);
+        cr_assert_eq(dispatcher_provide(e.d, &e.provider.peer, "kanban", &n), 0, "provided already");
+        cr_assert_eq(e.counts_changed, 1);
+        cr_assert(dispatcher_can_serve(e.d, "kanban", "add"));
+
+        peer_env_command(&e, "c1", 0);
+        cr_assert_eq(e.provider.n_invokes, 1);
+        cr_assert_str_eq(e.provider.invoke, "kanban add {\"card\":7} command board s1");
+        cr_assert_eq(e.caller.peer.n_calls, 1, "the caller waits");
+        cr_assert_null(dispatcher_provider_call(e.d, &e.caller.peer, e.provider.invoke_id), "not the caller's");
+        cr_assert_null(dispatcher_provider_call(e.d, &e.provider.peer, "inv_999"));
+        call = dispatcher_provider_call(e.d, &e.provider.peer, e.provider.invoke_id);
+        cr_assert_not_null(call);
+
+        /* A question goes to the caller, its answer back to the provider. */
+        struct json_object *q = json_tokener_parse("{\"ask\":\"sure?\"}"), *yes = json_object_new_boolean(true);
+        cr_assert_eq(dispatch_call_prompt(call, q), 0);
+        cr_assert_eq(e.caller.n_prompts, 1);
+        cr_assert_eq(dispatcher_prompt_response(e.d, &e.caller.peer, "other", yes), 0);
+        cr_assert_eq(e.provider.n_prompt_responses, 0, "not a prompt of that call");
+        cr_assert_eq(dispatcher_prompt_response(e.d, &e.caller.peer, "c1", yes), 0);
+        cr_assert_eq(e.provider.n_prompt_responses, 1);
+        cr_assert_str_eq(e.provider.prompt_response, "true");
+        cr_assert_eq(dispatcher_prompt_response(e.d, &e.caller.peer, "c1", yes), 0);
+        cr_assert_eq(e.provider.n_prompt_responses, 1, "answered already");
+        json_object_put(q);
+        json_object_put(yes);
+
+        /* An emit goes to the caller and to the channel, where the caller does not get it again. */
+        struct json_object *ev = json_tokener_parse("{\"channel\":\"kanban:board:state-changed\",\"step\":1}");
+        cr_assert_eq(dispatch_call_emit(call, ev, "kanban:board:state-changed", true), 0);
+        cr_assert_eq(dispatch_call_emit(call, ev, NULL, false), 0);
+        json_object_put(ev);
+        cr_assert_eq(e.caller.n_emits, 1);
+        cr_assert_eq(e.watcher.n, 1);
+        cr_assert_eq(e.caller_sub.n, 0, "the caller hears of its emits directly");
+
+        dispatch_call_answer(call, true, data, NULL, NULL, NULL);
+        json_object_put(data);          /* borrowed: the call took its own reference */
+        cr_assert_eq(e.caller.n_done, 0, "delivered from the loop, not from inside the answer");
+        cr_assert_null(dispatcher_provider_call(e.d, &e.provider.peer, e.provider.invoke_id), "answered");
+
+        peer_env_run_until(&e, &e.caller.n_done, 1);
+        cr_assert(e.caller.success);
+        cr_assert_str_eq(e.caller.caller_id, "c1");
+        cr_assert_str_eq(e.caller.result, "{\"added\":true}");
+        cr_assert_eq(e.caller.peer.n_calls, 0);
+        cr_assert_eq(e.watcher.n, 2, "state-changed is published");
+        cr_assert_eq(e.caller_sub.n, 0, "but not to the caller, which has its result");
+
+        peer_env_free(&e);
+}
+
+Test(dispatch_peer, a_provider_that_does_not_answer_times_out) {
+        PeerEnv e;
+
+        peer_env_new(&e);
+        subscribe(&e, &e.watcher, "kanban:board:state-changed");
+        cr_assert_eq(dispatcher_provide(e.d, &e.provider.peer, "kanban", NULL), 1);
+        peer_env_command(&e, "c1", 50);
+        cr_assert_eq(e.provider.n_invokes, 1);
+
+        peer_env_run_until(&e, &e.caller.n_done, 1);
+        cr_assert(!e.caller.success);
+        cr_assert_str_eq(e.caller.result, "Timed out after 50 ms waiting for the provider of 'kanban' to answer add");
+        cr_assert_eq(e.caller.peer.n_calls, 0);
+        cr_assert_null(dispatcher_provider_call(e.d, &e.provider.peer, e.provider.invoke_id),
+                       "a late answer finds no call");
+        cr_assert_eq(e.watcher.n, 0, "a failed command changes no state");
+
+        peer_env_free(&e);
+}
+
+static void on_job_result(const DispatchResult *result, void *userdata) {
+        Outcome *o = userdata;
+
+        o->n_called++;
+        o->success = result->success;
+        free(o->error);
+        o->error = result->error ? strdup(result->error) : NULL;
+}
+
+Test(dispatch_peer, a_provider_that_goes_away_fails_its_calls) {
+        _cleanup_(dispatch_failure_done) DispatchFailure f = {};
+        PeerEnv e;
+        Outcome job = {};
+
+        peer_env_new(&e);
+        cr_assert_eq(dispatcher_provide(e.d, &e.provider.peer, "kanban", NULL), 1);
+        peer_env_command(&e, "c1", 0);
+        cr_assert_eq(dispatcher_call(e.d, &(DispatchRequest) {
+                                             .photon = "kanban", .method = "sweep",
+                                             .trigger = DISPATCH_TRIGGER_SCHEDULE, .job_id = "kanban:ipc:nightly" },
+                                     on_job_result, &job, NULL, NULL), 0);
+        cr_assert_eq(e.provider.n_invokes, 2);
+        cr_assert_str_eq(e.provider.invoke, "kanban sweep {} schedule - -");
+
+        dispatcher_peer_gone(e.d, &e.provider.peer);
+        cr_assert_null(e.provider.peer.providers);
+        cr_assert_eq(e.provider.n_invokes, 2, "nothing is sent to a peer that goes");
+        cr_assert_eq(e.provider.n_prompt_responses, 0);
+        cr_assert(!dispatcher_can_serve(e.d, "kanban", "add"));
+
+        peer_env_run_until(&e, &e.caller.n_done, 1);
+        peer_env_run_until(&e, &job.n_called, 1);
+        cr_assert(!e.caller.success);
+        cr_assert_str_eq(e.caller.result, "The provider of 'kanban' disconnected before answering add");
+        cr_assert(!job.success);
+        cr_assert_str_eq(job.error, "The provider of 'kanban' disconnected before answering sweep");
+
+        /* A provider whose invoke cannot be sent: the call does not start. */
+        e.provider.invoke_error = -ECONNRESET;
+        cr_assert_eq(dispatcher_provide(e.d, &e.provider.peer, "kanban", NULL), 1);
+        cr_assert_eq(dispatcher_command(e.d, &(DispatchRequest) {
+                                                .photon = "kanban", .method = "add",
+                                                .trigger = DISPATCH_TRIGGER_COMMAND },
+                                        &e.caller.peer, "c2", &f), -ECONNRESET);
+        cr_assert_eq(f.error, DISPATCH_ERROR_PROVIDER_GONE);
+        cr_assert_str_eq(f.message, "The provider of 'kanban' went away");
+        cr_assert_eq(e.caller.peer.n_calls, 0);
+
+        peer_env_free(&e);
+        free(job.error);
+}
+
+Test(dispatch_peer, a_caller_that_goes_away) {
+        PeerEnv e;
+        DispatchCall *call;
+        struct json_object *q = json_tokener_parse("{\"ask\":\"sure?\"}");
+
+        peer_env_new(&e);
+        subscribe(&e, &e.watcher, "kanban:board:state-changed");
+        cr_assert_eq(dispatcher_provide(e.d, &e.provider.peer, "kanban", NULL), 1);
+        peer_env_command(&e, "c1", 0);
+        call = dispatcher_provider_call(e.d, &e.provider.peer, e.provider.invoke_id);
+        cr_assert_not_null(call);
+        cr_assert_eq(dispatch_call_prompt(call, q), 0);
+        cr_assert_eq(e.caller.n_prompts, 1);
+
+        /* Its open prompt is answered with null; the call goes on. */
+        dispatcher_peer_gone(e.d, &e.caller.peer);
+        cr_assert_eq(e.caller.peer.n_calls, 0);
+        cr_assert_eq(e.provider.n_prompt_responses, 1);
+        cr_assert_str_eq(e.provider.prompt_response, "null");
+
+        /* Later prompts too, at once, with nobody to ask. */
+        cr_assert_eq(dispatch_call_prompt(call, q), 0);
+        cr_assert_eq(e.caller.n_prompts, 1);
+        cr_assert_eq(e.provider.n_prompt_responses, 2);
+        json_object_put(q);
+
+        dispatch_call_answer(call, true, NULL, NULL, NULL, NULL);
+        peer_env_run_until(&e, &e.watcher.n, 1);
+        cr_assert_eq(e.caller.n_done, 0, "nobody to tell");
+        cr_assert_eq(e.watcher.n, 1, "the state changed all the same");
+
+        peer_env_free(&e);
 }

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 
-/* Scheduled jobs without sockets: job keys, ISO times, previews, catch-up decisions, the run history file, and a
- * real Manager's scheduler loading reference-format files and running a job with no handler. */
+/* Scheduled jobs: job keys, ISO times, previews, catch-up decisions, the run history file; a real Manager's
+ * scheduler loading reference-format files and running a job with no handler; a scheduler on a loop of its own,
+ * without a Manager, asked through its typed functions; and the job requests through the control front end. */
 
 #include <criterion/criterion.h>
 #include <json-c/json.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,6 +19,8 @@
 #include "fsync-spy.h"
 #include "helpers.h"
 #include "json-util.h"
+#include "photond-channel.h"
+#include "photond-dispatch.h"
 #include "photond-limits.h"
 #include "photond-manager.h"
 #include "photond-schedule.h"
@@ -520,7 +524,7 @@ Test(schedule, reference_files_load_and_run) {
         free(t);
 
         /* No provider, no handler: the run fails at once, and everything records it. */
-        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly"), 0);
+        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly", NULL, NULL, NULL), 0);
         cr_assert_eq(scheduler_running(m->scheduler), 0);
         cr_assert_eq(scheduler_list(m->scheduler, &arr), 0);
         job = find_job(arr, "p:ipc:nightly");
@@ -557,7 +561,7 @@ Test(schedule, reference_files_load_and_run) {
         cr_assert_str_eq(json_get_string(json_object_array_get_idx(arr, 0), "jobId"), "p:ipc:nightly");
         json_object_put(arr);
 
-        cr_assert_eq(scheduler_run_job(m->scheduler, "nope"), -ENOENT);
+        cr_assert_eq(scheduler_run_job(m->scheduler, "nope", NULL, NULL, NULL), -ENOENT);
         cr_assert_eq(scheduler_unschedule(m->scheduler, "nope"), -ENOENT);
         cr_assert_eq(scheduler_unschedule(m->scheduler, "p:ipc:nightly"), 0);
         cr_assert_eq(scheduler_count(m->scheduler), 0);
@@ -576,7 +580,7 @@ Test(schedule, reference_files_load_and_run) {
 
 /* What the scheduler tells its owner (SchedulerHooks): a scheduler of a real Manager, with hooks that record. */
 static struct {
-        unsigned counts_changed, job_finished;
+        unsigned counts_changed, job_finished, flush_needed;
         char last[256];         /* "id status" of the last job_finished */
         int64_t duration_ms;
 } heard;
@@ -584,6 +588,19 @@ static struct {
 static void heard_counts_changed(void *userdata) {
         cr_assert_eq(userdata, &heard);
         heard.counts_changed++;
+}
+
+static void heard_flush_needed(void *userdata) {
+        heard.flush_needed++;
+}
+
+static SchedulerConfig config_of(Manager *m) {
+        return (SchedulerConfig) {
+                .event = m->event,
+                .channels = m->channels,
+                .dispatcher = m->dispatcher,
+                .jobs_base_dir = m->jobs_base_dir,
+        };
 }
 
 static void heard_job_finished(void *userdata, const char *id, const char *status, int64_t duration_ms) {
@@ -594,6 +611,7 @@ static void heard_job_finished(void *userdata, const char *id, const char *statu
 
 Test(schedule, hooks_hear_jobs_and_runs) {
         char *home = tmpdir_new(), *path;
+        SchedulerConfig config;
         unsigned counts;
         Manager *m;
 
@@ -605,10 +623,12 @@ Test(schedule, hooks_hear_jobs_and_runs) {
                          "\"photonName\":\"p\",\"source\":\"ipc\",\"status\":\"active\"}");
 
         m = manager_in(home);
+        config = config_of(m);
         m->scheduler = scheduler_free(m->scheduler);
-        cr_assert_eq(scheduler_new(m, &(SchedulerHooks) {
+        cr_assert_eq(scheduler_new(&config, &(SchedulerHooks) {
                                            .counts_changed = heard_counts_changed,
                                            .job_finished = heard_job_finished,
+                                           .flush_needed = heard_flush_needed,
                                            .userdata = &heard,
                                    }, &m->scheduler), 0);
         cr_assert_eq(scheduler_load(m->scheduler), 0);
@@ -616,8 +636,9 @@ Test(schedule, hooks_hear_jobs_and_runs) {
         cr_assert_geq(heard.counts_changed, 1, "a loaded job is counted");
 
         /* No provider, no handler: the run fails at once; JobFinished waits for the flush that writes its file. */
-        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly"), 0);
+        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly", NULL, NULL, NULL), 0);
         cr_assert_eq(heard.job_finished, 0, "announced only once the job file is written");
+        cr_assert_gt(heard.flush_needed, 0, "the owner is asked for the flush that writes it");
         scheduler_flush(m->scheduler);
         cr_assert_eq(heard.job_finished, 1);
         cr_assert_str_eq(heard.last, "p:ipc:nightly error");
@@ -631,11 +652,11 @@ Test(schedule, hooks_hear_jobs_and_runs) {
 
         /* Nobody listening is fine too. */
         m->scheduler = scheduler_free(m->scheduler);
-        cr_assert_eq(scheduler_new(m, NULL, &m->scheduler), 0);
+        cr_assert_eq(scheduler_new(&config, NULL, &m->scheduler), 0);
         write_text(path, "{\"id\":\"p:ipc:nightly\",\"method\":\"sweep\",\"cron\":\"0 3 * * *\","
                          "\"photonName\":\"p\",\"source\":\"ipc\",\"status\":\"active\"}");
         cr_assert_eq(scheduler_load(m->scheduler), 0);
-        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly"), 0);
+        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly", NULL, NULL, NULL), 0);
         scheduler_flush(m->scheduler);
         cr_assert_eq(heard.job_finished, 1);
 
@@ -667,7 +688,7 @@ Test(schedule, job_file_writes_are_durable) {
         /* No handler: the run fails at once. Its counters are written with the flush at the end of the event-loop
          * iteration, before any reply or event leaves, not inside the run (a timer callback). */
         fsync_spy_reset();
-        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly"), 0);
+        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly", NULL, NULL, NULL), 0);
         cr_assert(!fsync_spy_saw(tmp_prefix, true), "no disk write inside the run");
         cr_assert(scheduler_unsaved(m->scheduler));
         cr_assert_eq(manager_flush(m), 0);
@@ -707,7 +728,7 @@ Test(schedule, pending_job_writes_survive_shutdown) {
 
         m = manager_in(home);
         cr_assert_eq(scheduler_load(m->scheduler), 0);
-        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly"), 0);
+        cr_assert_eq(scheduler_run_job(m->scheduler, "nightly", NULL, NULL, NULL), 0);
         cr_assert(scheduler_unsaved(m->scheduler));
         manager_free(m);
 
@@ -750,5 +771,324 @@ Test(schedule, periodic_history_sweep) {
 
         manager_free(m);
         free(hist);
+        tmpdir_remove(home);
+}
+
+/* ---- a scheduler without a Manager, on a loop of its own; a run_job waiter that is no Client ---- */
+
+typedef struct Waited {
+        unsigned n;
+        char waiter_id[32];
+        bool ran, success;
+        char *result;           /* compact JSON of what the method returned, or NULL */
+        char *reason;
+        uint64_t run_count;
+} Waited;
+
+static void on_waited(void *waiter, const char *waiter_id, const JobRunResult *result) {
+        Waited *w = waiter;
+
+        w->n++;
+        snprintf(w->waiter_id, sizeof(w->waiter_id), "%s", waiter_id);
+        w->ran = result->ran;
+        w->success = result->success;
+        w->run_count = result->run_count;
+        free(w->result);
+        free(w->reason);
+        w->result = result->result ? strdup(json_object_to_json_string_ext(result->result, JSON_FORMAT_FLAGS)) : NULL;
+        w->reason = result->reason ? strdup(result->reason) : NULL;
+}
+
+typedef struct Own {
+        char *home, *handlers;
+        sd_event *event;
+        Channels *channels;
+        Dispatcher *dispatcher;
+        Scheduler *s;
+} Own;
+
+/* photon p's handler answers {"method": <method>} after a moment, so that a run is seen running. */
+static Own own_new(void) {
+        Own o = { .home = tmpdir_new() };
+        char *path;
+        FILE *f;
+
+        utc();
+        limits_reset();
+        heard = (typeof(heard)) {};
+        cr_assert(asprintf(&o.handlers, "%s/handlers", o.home) > 0);
+        cr_assert_eq(mkdir(o.handlers, 0755), 0);
+        cr_assert(asprintf(&path, "%s/p", o.handlers) > 0);
+        f = fopen(path, "we");
+        cr_assert(f);
+        fputs("#!/bin/sh\nsleep 0.2\nprintf '{\"method\":\"%s\"}' \"$1\"\n", f);
+        cr_assert_eq(fclose(f), 0);
+        cr_assert_eq(chmod(path, 0755), 0);
+        free(path);
+
+        cr_assert_eq(sd_event_new(&o.event), 0);
+        cr_assert_eq(channels_new(NULL, &o.channels), 0);
+        cr_assert_eq(dispatcher_new(&(DispatcherConfig) {
+                                            .event = o.event, .channels = o.channels, .handlers_dir = o.handlers,
+                                    }, NULL, &o.dispatcher), 0);
+        cr_assert_eq(scheduler_new(&(SchedulerConfig) {
+                                           .event = o.event,
+                                           .channels = o.channels,
+                                           .dispatcher = o.dispatcher,
+                                           .jobs_base_dir = o.home,
+                                   }, &(SchedulerHooks) {
+                                           .counts_changed = heard_counts_changed,
+                                           .job_finished = heard_job_finished,
+                                           .flush_needed = heard_flush_needed,
+                                           .userdata = &heard,
+                                   }, &o.s), 0);
+        return o;
+}
+
+static void own_free(Own *o) {
+        o->s = scheduler_free(o->s);
+        o->dispatcher = dispatcher_free(o->dispatcher);
+        o->channels = channels_free(o->channels);
+        o->event = sd_event_unref(o->event);
+        free(o->handlers);
+        tmpdir_remove(o->home);
+}
+
+static void own_run_until(Own *o, const unsigned *counter, unsigned want) {
+        for (int i = 0; *counter < want; i++) {
+                cr_assert(i < 500, "nothing within 5 s");
+                cr_assert(sd_event_run(o->event, 10 * USEC_PER_MSEC) >= 0);
+        }
+}
+
+#define SPEC(job_id_, cron_)                                                                    \
+        (&(const JobSpec) { .photon = "p", .job_id = (job_id_), .method = "sweep", .cron = (cron_), \
+                            .created_by = "s1" })
+
+Test(schedule, typed_requests_without_a_manager) {
+        Own o = own_new();
+        _cleanup_free_ char *reason = NULL, *marker = NULL;
+        struct json_object *ids = NULL, *big;
+        JobInfo job;
+
+        cr_assert_eq(scheduler_schedule(o.s, SPEC("nightly", "0 3 * * *"), &job, &reason), 0);
+        cr_assert_null(reason);
+        cr_assert_str_eq(job.id, "p:ipc:nightly");
+        cr_assert(job.enabled && !job.paused && !job.running);
+        cr_assert_gt(job.next_run, 0);
+        cr_assert_eq(scheduler_count(o.s), 1);
+        cr_assert_gt(heard.counts_changed, 0);
+
+        /* Refusals come with their one wording; caps without, for limit_error(). */
+        cr_assert_eq(scheduler_schedule(o.s, SPEC("bad", "61 * * * *"), NULL, &reason), -EINVAL);
+        cr_assert(reason && strstr(reason, "Invalid cron expression: "), "%s", reason);
+        reason = mfree(reason);
+        limits.MAX_JOBS = 1;
+        cr_assert_eq(scheduler_schedule(o.s, SPEC("second", "0 4 * * *"), NULL, &reason), -ENOSPC);
+        cr_assert_null(reason);
+        cr_assert_eq(scheduler_schedule(o.s, SPEC("nightly", "0 4 * * *"), &job, &reason), 0,
+                     "rescheduling is no new job");
+        limits_reset();
+        limits.MAX_JOB_ARGS_BYTES = 8;
+        big = json_tokener_parse("{\"a\":\"0123456789\"}");
+        cr_assert_eq(scheduler_schedule(o.s, &(JobSpec) { .photon = "p", .job_id = "big", .method = "m",
+                                                          .cron = "* * * * *", .args = big }, NULL, &reason), -E2BIG);
+        cr_assert_null(reason);
+        json_object_put(big);
+        limits_reset();
+        cr_assert(asprintf(&marker, "%s/.photon-no-host", o.home) > 0);
+        write_text(marker, "");
+        cr_assert_eq(scheduler_schedule(o.s, SPEC("other", "0 5 * * *"), NULL, &reason), -EPERM);
+        cr_assert(reason && strstr(reason, "host-disabled: "), "%s", reason);
+        cr_assert_eq(unlink(marker), 0);
+        cr_assert_eq(scheduler_schedule(o.s, SPEC("../x", "0 5 * * *"), NULL, NULL), -EINVAL);
+
+        /* Switches: the matching jobs, or -ENOENT. */
+        cr_assert_eq(scheduler_switch(o.s, "p", "nope", JOB_SWITCH_PAUSE, &ids), -ENOENT);
+        cr_assert_eq(scheduler_switch(o.s, "p", "sweep", JOB_SWITCH_PAUSE, &ids), 0);
+        cr_assert_eq(json_object_array_length(ids), 1);
+        cr_assert_str_eq(json_object_get_string(json_object_array_get_idx(ids, 0)), "p:ipc:nightly");
+        json_object_put(ids);
+        cr_assert_eq(scheduler_get(o.s, "nightly", &job), 0);
+        cr_assert(job.paused);
+        cr_assert_eq(job.next_run, 0, "a paused job is not armed");
+        cr_assert_eq(scheduler_get(o.s, "nope", &job), -ENOENT);
+
+        own_free(&o);
+}
+
+Test(schedule, a_run_job_waiter_hears_its_run) {
+        Own o = own_new();
+        Waited w = {}, other = {};
+        struct json_object *entries;
+        JobInfo job;
+
+        cr_assert_eq(scheduler_schedule(o.s, SPEC("nightly", "0 3 * * *"), NULL, NULL), 0);
+        cr_assert_eq(scheduler_run_job(o.s, "nightly", on_waited, &w, "r1"), 0);
+        cr_assert_eq(scheduler_get(o.s, "nightly", &job), 0);
+        cr_assert(job.running);
+        cr_assert_eq(scheduler_run_job(o.s, "nightly", on_waited, &other, "r2"), -EBUSY);
+        cr_assert_eq(scheduler_run_job(o.s, "nope", on_waited, &other, "r3"), -ENOENT);
+        cr_assert_eq(w.n, 0, "the waiter hears of the run when it ends");
+
+        own_run_until(&o, &w.n, 1);
+        cr_assert_str_eq(w.waiter_id, "r1");
+        cr_assert(w.ran && w.success, "%s", w.reason);
+        cr_assert_str_eq(w.result, "{\"method\":\"sweep\"}");
+        cr_assert_eq(w.run_count, 1);
+        cr_assert_eq(other.n, 0);
+        scheduler_flush(o.s);
+        cr_assert_str_eq(heard.last, "p:ipc:nightly success");
+
+        cr_assert_eq(scheduler_history(o.s, "p", "sweep", NULL, INT64_MIN, 0, &entries), 0);
+        cr_assert_eq(json_object_array_length(entries), 1);
+        cr_assert_str_eq(json_get_string(json_object_array_get_idx(entries, 0), "status"), "success");
+        json_object_put(entries);
+
+        /* A waiter that went away hears nothing; the run goes on. */
+        cr_assert_eq(scheduler_run_job(o.s, "nightly", on_waited, &w, "r4"), 0);
+        scheduler_waiter_gone(o.s, &w);
+        for (int i = 0; scheduler_running(o.s) > 0; i++) {
+                cr_assert(i < 500);
+                cr_assert(sd_event_run(o.event, 10 * USEC_PER_MSEC) >= 0);
+        }
+        cr_assert_eq(w.n, 1);
+        scheduler_flush(o.s);
+        cr_assert_eq(heard.job_finished, 2, "the run happened");
+
+        /* Unscheduled while it runs: the waiter hears that, at once. */
+        cr_assert_eq(scheduler_run_job(o.s, "nightly", on_waited, &w, "r5"), 0);
+        cr_assert_eq(scheduler_unschedule(o.s, "nightly"), 0);
+        cr_assert_eq(w.n, 2);
+        cr_assert_str_eq(w.waiter_id, "r5");
+        cr_assert(!w.ran && !w.success);
+        cr_assert_str_eq(w.reason, "The job was unscheduled while it ran");
+
+        own_free(&o);
+        free(w.result);
+        free(w.reason);
+}
+
+/* ---- the control front end's job requests (photond-control-jobs.c), as a Client sends them ---- */
+
+/* The reply with that id, read as the peer of fd reads it, running the loop until it arrives. */
+static struct json_object* reply_of(Manager *m, int fd, const char *id) {
+        static char buf[65536];
+        static size_t len;
+
+        for (int i = 0; i < 500; i++) {
+                char *nl;
+                ssize_t n;
+
+                while ((nl = memchr(buf, '\n', len))) {
+                        struct json_object *o = NULL;
+                        size_t l = nl - buf + 1;
+
+                        *nl = '\0';
+                        cr_assert_eq(json_parse(buf, l - 1, &o, NULL), 0, "not JSON: %s", buf);
+                        memmove(buf, buf + l, len - l);
+                        len -= l;
+                        if (streq_ptr(json_get_string(o, "id"), id))
+                                return o;
+                        json_object_put(o);
+                }
+                cr_assert(sd_event_run(m->event, 10 * USEC_PER_MSEC) >= 0);
+                n = recv(fd, buf + len, sizeof(buf) - len, MSG_DONTWAIT);
+                if (n > 0)
+                        len += n;
+        }
+        cr_assert_fail("no reply '%s' within 5 s", id);
+        return NULL;
+}
+
+Test(schedule, requests_through_the_control_front_end) {
+        char *home = tmpdir_new(), *handler;
+        struct json_object *o;
+        int fds[2];
+        Manager *m;
+        Client *c;
+        FILE *f;
+
+        utc();
+        limits_reset();
+        m = manager_in(home);
+        /* A run's event reserves eventIds, which the replies after it wait to see saved. */
+        cr_assert_eq(mkdir_parents_and_self(m->state_dir, 0700), 0);
+        cr_assert(asprintf(&handler, "%s/handlers", home) > 0);
+        cr_assert_eq(mkdir(handler, 0755), 0);
+        free(handler);
+        cr_assert(asprintf(&handler, "%s/handlers/p", home) > 0);
+        f = fopen(handler, "we");
+        cr_assert(f);
+        fputs("#!/bin/sh\nsleep 0.2\necho '\"swept\"'\n", f);
+        cr_assert_eq(fclose(f), 0);
+        cr_assert_eq(chmod(handler, 0755), 0);
+        free(handler);
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+        cr_assert_eq(client_new(m, fds[0], &c), 0);
+
+        cr_assert_eq(test_request(m, c, "{\"type\":\"schedule\",\"id\":\"s1\",\"photonName\":\"p\","
+                                        "\"jobId\":\"nightly\",\"method\":\"sweep\",\"cron\":\"0 3 * * *\","
+                                        "\"args\":{\"deep\":true}}"), 0);
+        o = reply_of(m, fds[1], "s1");
+        cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
+        cr_assert(jbool(o, "data.scheduled"));
+        cr_assert_str_eq(jstr(o, "data.jobId"), "p:ipc:nightly");
+        cr_assert_gt(jint(o, "data.nextRun"), 0);
+        json_object_put(o);
+
+        /* A refusal is a result that says why; a cap is an error with its suggestion. */
+        cr_assert_eq(test_request(m, c, "{\"type\":\"schedule\",\"id\":\"s2\",\"photonName\":\"p\",\"jobId\":\"bad\","
+                                        "\"method\":\"sweep\",\"cron\":\"61 * * * *\"}"), 0);
+        o = reply_of(m, fds[1], "s2");
+        cr_assert(!jbool(o, "success"));
+        cr_assert(!jbool(o, "data.scheduled"));
+        cr_assert(strstr(jstr(o, "data.reason"), "Invalid cron expression: "), "%s", jstr(o, "data.reason"));
+        json_object_put(o);
+        limits.MAX_JOBS = 1;
+        cr_assert_eq(test_request(m, c, "{\"type\":\"schedule\",\"id\":\"s3\",\"photonName\":\"p\",\"jobId\":\"more\","
+                                        "\"method\":\"sweep\",\"cron\":\"0 4 * * *\"}"), 0);
+        o = reply_of(m, fds[1], "s3");
+        cr_assert_str_eq(jstr(o, "type"), "error");
+        cr_assert(strstr(jstr(o, "error"), "(PHOTOND_MAX_JOBS)"), "%s", jstr(o, "error"));
+        json_object_put(o);
+        limits_reset();
+
+        cr_assert_eq(test_request(m, c, "{\"type\":\"pause_schedule\",\"id\":\"p1\",\"photonName\":\"p\","
+                                        "\"method\":\"nope\"}"), 0);
+        o = reply_of(m, fds[1], "p1");
+        cr_assert(!jbool(o, "success"));
+        cr_assert_str_eq(jstr(o, "data.reason"), "No scheduled job of photon 'p' runs method 'nope'");
+        json_object_put(o);
+
+        /* run_job answers when the run has ended; meanwhile another is refused. */
+        cr_assert_eq(test_request(m, c, "{\"type\":\"run_job\",\"id\":\"r1\",\"jobId\":\"nightly\"}"), 0);
+        cr_assert_eq(test_request(m, c, "{\"type\":\"run_job\",\"id\":\"r2\",\"jobId\":\"nightly\"}"), 0);
+        o = reply_of(m, fds[1], "r2");
+        cr_assert(!jbool(o, "success"));
+        cr_assert_str_eq(jstr(o, "data.reason"), "Job p:ipc:nightly is already running");
+        json_object_put(o);
+        o = reply_of(m, fds[1], "r1");
+        cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
+        cr_assert_str_eq(jstr(o, "data.jobId"), "p:ipc:nightly");
+        cr_assert_str_eq(jstr(o, "data.status"), "success");
+        cr_assert_str_eq(jstr(o, "data.result"), "swept");
+        cr_assert_eq(jint(o, "data.runCount"), 1);
+        json_object_put(o);
+
+        cr_assert_eq(test_request(m, c, "{\"type\":\"get_execution_history\",\"id\":\"h1\",\"photonName\":\"p\","
+                                        "\"method\":\"sweep\"}"), 0);
+        o = reply_of(m, fds[1], "h1");
+        cr_assert(jbool(o, "success"));
+        cr_assert_str_eq(jstr(o, "data.entries.0.status"), "success");
+        json_object_put(o);
+
+        cr_assert_eq(test_request(m, c, "{\"type\":\"run_job\",\"id\":\"r3\",\"jobId\":\"nope\"}"), 0);
+        o = reply_of(m, fds[1], "r3");
+        cr_assert_str_eq(jstr(o, "data.reason"), "No scheduled job 'nope'");
+        json_object_put(o);
+
+        manager_free(m);
+        safe_close(fds[1]);
         tmpdir_remove(home);
 }

@@ -32,6 +32,26 @@ Test(shared, name_is_valid) {
         cr_assert(!name_is_valid("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));  /* 65 */
 }
 
+/* A bad name reads the same in every request type; the reference's text is the prefix where it has one. */
+Test(shared, name_errors_are_worded_once) {
+        char buf[512];
+
+        cr_assert_str_eq(name_error("method", "../../bin/sh", buf, sizeof(buf)),
+                         "Tool not found: ../../bin/sh (not a valid method name: 1-64 characters of A-Z a-z 0-9 . _ -, "
+                         "not starting with a dot)");
+        cr_assert_str_eq(name_error("photonName", "../x", buf, sizeof(buf)),
+                         "Cannot initialize photon '../x': not a valid photon name (1-64 characters of A-Z a-z 0-9 . _ "
+                         "-, not starting with a dot)");
+        cr_assert_str_eq(name_error("jobId", "a/b", buf, sizeof(buf)),
+                         "Invalid request format: jobId 'a/b' is not a valid name (1-64 characters of A-Z a-z 0-9 . _ "
+                         "-, not starting with a dot)");
+        cr_assert_str_eq(name_error("photonName", NULL, buf, sizeof(buf)),
+                         "Invalid request format: photonName is missing", "as the parser says it");
+        cr_assert(strstr(name_error("instanceName", "01234567890123456789012345678901234567890123456789"
+                                    "0123456789012345", buf, sizeof(buf)),
+                         "'0123456789012345678901234567890123456789012345678901234567890123…'"), "%s", buf);
+}
+
 Test(shared, safe_atou64) {
         uint64_t u;
 

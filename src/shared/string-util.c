@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 
+#include <assert.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,6 +36,29 @@ bool name_is_valid(const char *s) {
                         return false;
         }
         return true;
+}
+
+#define NAME_RULE "1-64 characters of A-Z a-z 0-9 . _ -, not starting with a dot"
+
+const char* name_error(const char *field, const char *value, char *buf, size_t size) {
+        const char *more;
+
+        assert(field);
+
+        if (!value) {
+                snprintf(buf, size, "Invalid request format: %s is missing", field);
+                return buf;
+        }
+        more = strlen(value) > 64 ? "…" : "";
+        if (strcmp(field, "method") == 0)
+                snprintf(buf, size, "Tool not found: %.64s%s (not a valid method name: " NAME_RULE ")", value, more);
+        else if (strcmp(field, "photonName") == 0)
+                snprintf(buf, size, "Cannot initialize photon '%.64s%s': not a valid photon name (" NAME_RULE ")",
+                         value, more);
+        else
+                snprintf(buf, size, "Invalid request format: %s '%.64s%s' is not a valid name (" NAME_RULE ")", field,
+                         value, more);
+        return buf;
 }
 
 int safe_atou64(const char *s, uint64_t *ret) {

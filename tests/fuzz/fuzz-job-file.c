@@ -3,7 +3,8 @@
 /* scheduler_load(): a job file (<base>/.data/<photon>/schedules/<jobId>.json, which the reference daemon and
  * users write too) and the executions.jsonl history beside it, which the load sweeps and
  * get_execution_history reads. Input: the job file's bytes, a NUL, the history's bytes (no NUL: no history).
- * A minimal Manager as in test-lock.c; the scheduler is made and freed per input. */
+ * No Manager: a scheduler on an event loop of its own (no channels, no dispatcher: nothing runs), made and freed
+ * per input. */
 
 #include <assert.h>
 #include <fcntl.h>
@@ -15,12 +16,7 @@
 #include "fuzz.h"
 #include "json-util.h"
 #include "photond-limits.h"
-#include "photond-manager.h"
 #include "photond-schedule.h"
-
-static int noop_defer(sd_event_source *s, void *userdata) {
-        return 0;
-}
 
 static char base[] = "/tmp/photond-fuzz-jobs-XXXXXX";
 static char *dir, *job_path, *history_path;
@@ -35,23 +31,20 @@ static void remove_base(void) {
 }
 
 /* Made once (LeakSanitizer sees them still reachable at exit). */
-static Manager* fuzz_manager(void) {
-        static Manager manager;
+static sd_event* fuzz_event(void) {
+        static sd_event *event;
 
-        if (!manager.event) {
+        if (!event) {
                 limits_reset();
                 assert(mkdtemp(base));
                 assert(atexit(remove_base) == 0);
-                manager.jobs_base_dir = base;
                 assert(asprintf(&dir, "%s/.data/p/schedules", base) > 0);
                 assert(asprintf(&job_path, "%s/j.json", dir) > 0);
                 assert(asprintf(&history_path, "%s/executions.jsonl", dir) > 0);
                 assert(mkdir_parents_and_self(dir, 0700) >= 0);
-                assert(sd_event_new(&manager.event) >= 0);
-                assert(sd_event_add_defer(manager.event, &manager.flush_event_source, noop_defer, NULL) >= 0);
-                assert(sd_event_source_set_enabled(manager.flush_event_source, SD_EVENT_OFF) >= 0);
+                assert(sd_event_new(&event) >= 0);
         }
-        return &manager;
+        return event;
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
@@ -70,7 +63,8 @@ static void write_file(const char *path, const uint8_t *data, size_t size) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         _cleanup_(json_object_putp) struct json_object *entries = NULL, *jobs = NULL;
-        Manager *m = fuzz_manager();
+        sd_event *event = fuzz_event();
+        Scheduler *s = NULL;
         const uint8_t *part;
         size_t len;
 
@@ -83,12 +77,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (data)
                 write_file(history_path, data, size);
 
-        if (scheduler_new(m, NULL, &m->scheduler) < 0)
+        if (scheduler_new(&(SchedulerConfig) { .event = event, .jobs_base_dir = base }, NULL, &s) < 0)
                 return 0;
-        (void) scheduler_load(m->scheduler);
-        if (scheduler_list(m->scheduler, &jobs) >= 0)
-                assert(json_object_array_length(jobs) == scheduler_count(m->scheduler));
+        (void) scheduler_load(s);
+        if (scheduler_list(s, &jobs) >= 0)
+                assert(json_object_array_length(jobs) == scheduler_count(s));
         (void) schedule_history_read(history_path, NULL, 0, 0, 1700000000000, &entries);
-        m->scheduler = scheduler_free(m->scheduler);
+        s = scheduler_free(s);
         return 0;
 }
