@@ -137,6 +137,9 @@ struct Channels {
         Subscriber **doomed;
         size_t n_doomed, n_doomed_alloc;
 
+        uint64_t n_subscriptions;       /* subscriber-channel pairs */
+        uint64_t n_published;
+        uint64_t n_delivered;
         uint64_t n_messages_dropped;
         uint64_t n_refresh_sent;
         uint64_t n_slow_disconnects;
@@ -473,6 +476,7 @@ static int subscription_add(Channels *chs, Subscriber *sub, Channel *channel) {
         }
         LIST_PREPEND(by_sub, ss->subscriptions, s);
         sub->n_subscriptions++;
+        chs->n_subscriptions++;
         return 0;
 }
 
@@ -488,6 +492,7 @@ static void subscription_free(Channels *chs, Subscription *s) {
         }
         LIST_REMOVE(by_sub, ss->subscriptions, s);
         sub->n_subscriptions--;
+        chs->n_subscriptions--;
         free(s);
 
         if (!ss->subscriptions)
@@ -653,7 +658,8 @@ static void subscriber_overflow(Channels *chs, Subscriber *sub, SharedBuf *line,
                         ss->refresh_marker = shared_buf_ref(notices[i]);
                         chs->n_refresh_sent++;
                 }
-                (void) sub->ops->send(sub, line, tag);
+                if (sub->ops->send(sub, line, tag) >= 0)
+                        chs->n_delivered++;
         }
 
         for (size_t i = 0; i < lost.n; i++)
@@ -669,9 +675,11 @@ static bool subscriber_deliver(Channels *chs, Subscriber *sub, SharedBuf *line, 
         if (subscriber_state(sub)->doomed)
                 return false;
         r = sub->ops->send(sub, line, tag);
-        if (r == -ENOBUFS)
+        if (r >= 0)
+                chs->n_delivered++;
+        else if (r == -ENOBUFS)
                 subscriber_overflow(chs, sub, line, tag, event_id);
-        else if (r < 0)
+        else
                 chs->n_messages_dropped++;
         return r >= 0;
 }
@@ -787,6 +795,7 @@ static int channel_publish(Channels *chs, Channel *channel, const char *message,
         e->mono_ms = chs->clock.mono_ms(chs->clock.userdata);
 
         chs->last_event_id = channel->last_event_id = id;
+        chs->n_published++;
         if (id > chs->reserved_event_id) {
                 /* A batch found by busy polling runs ahead of the loop's time; a later publish of the same
                  * iteration may see an earlier one. */
@@ -1124,6 +1133,24 @@ int channels_add_status(Channels *chs, struct json_object *data) {
             (r = json_add_int64(data, "slowConsumerDisconnects", (int64_t) chs->n_slow_disconnects)) < 0)
                 return r;
         return 0;
+}
+
+void channels_get_stats(Channels *chs, ChannelsStats *ret) {
+        assert(ret);
+
+        channels_expire(chs);
+        *ret = (ChannelsStats) {
+                .channels = chs->n_channels,
+                .subscribed = chs->n_subscribed,
+                .subscriptions = chs->n_subscriptions,
+                .buffered_events = chs->n_events,
+                .buffered_bytes = chs->bytes,
+                .published = chs->n_published,
+                .delivered = chs->n_delivered,
+                .dropped = chs->n_messages_dropped,
+                .refresh_sent = chs->n_refresh_sent,
+                .slow_disconnects = chs->n_slow_disconnects,
+        };
 }
 
 static int channel_name_cmp(const void *a, const void *b) {

@@ -88,6 +88,23 @@ int publish_scan(const char *line, size_t len, PublishScan *ret);
 /* Adds this subsystem's fields to the status data object. */
 int channels_add_status(Channels *ch, struct json_object *data);
 
+/* The channels' counters (GET /metrics): what exists now, and totals since the start. */
+typedef struct ChannelsStats {
+        unsigned channels;              /* channel keys in use (channels_count()) */
+        unsigned subscribed;            /* of them with a subscriber */
+        uint64_t subscriptions;         /* subscriber-channel pairs */
+        uint64_t buffered_events;       /* in the replay buffers */
+        uint64_t buffered_bytes;
+        uint64_t published;             /* events published (clients' and photond's own) */
+        uint64_t delivered;             /* events queued to a subscriber by a fan-out */
+        uint64_t dropped;               /* events a subscriber lost (a full queue, a write error) */
+        uint64_t refresh_sent;          /* refresh_needed notices queued */
+        uint64_t slow_disconnects;      /* subscribers closed by the slow-consumer policy */
+} ChannelsStats;
+
+/* Fills in *ret (after dropping expired events, as channels_count()). */
+void channels_get_stats(Channels *ch, ChannelsStats *ret);
+
 /* A new array [{name, subscribers, bufferedEvents, bufferedBytes, lastEventId}] of every channel key, sorted by
  * name (status "channelList", photonctl channels, D-Bus ListChannels). */
 int channels_list(Channels *ch, struct json_object **ret_array);

@@ -109,6 +109,7 @@ struct HttpRequest {
 
         bool completed;                 /* complete() was called */
         bool answered;                  /* a response is queued */
+        unsigned answered_status;       /* its status (also of one written early); 0: none */
         HttpRelease release;            /* http_respond_saved(): the answer waits for it */
         unsigned saved_status;
         struct json_object *saved_answer;
@@ -616,25 +617,23 @@ static int response_add_cors(HttpServer *h, struct MHD_Response *response, struc
         }
 }
 
-static enum MHD_Result respond_connection(HttpServer *h, struct MHD_Connection *connection, HttpCors cors,
-                                          unsigned status, struct json_object *body, const char *retry_after) {
+/* Queues an answer with the bytes at data (copied, or taken over and freed with free(): mode), of content_type
+ * (NULL: none). */
+static enum MHD_Result respond_buffer(HttpServer *h, struct MHD_Connection *connection, HttpCors cors,
+                                      unsigned status, const char *content_type, void *data, size_t len,
+                                      enum MHD_ResponseMemoryMode mode, const char *retry_after) {
         struct MHD_Response *response;
-        const char *s = "";
-        size_t len = 0;
         enum MHD_Result ret;
 
-        if (body) {
-                s = json_object_to_json_string_length(body, JSON_FORMAT_FLAGS, &len);
-                if (!s)
-                        return MHD_NO;
+        response = MHD_create_response_from_buffer(len, data, mode);
+        if (!response) {
+                if (mode == MHD_RESPMEM_MUST_FREE)
+                        free(data);
+                return MHD_NO;
         }
 
-        response = MHD_create_response_from_buffer(len, (void*) s, MHD_RESPMEM_MUST_COPY);
-        if (!response)
-                return MHD_NO;
-
         if (response_add_cors(h, response, connection, cors) < 0 ||
-            (body && MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") == MHD_NO) ||
+            (content_type && MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) == MHD_NO) ||
             (retry_after && MHD_add_response_header(response, MHD_HTTP_HEADER_RETRY_AFTER, retry_after) == MHD_NO)) {
                 MHD_destroy_response(response);
                 return MHD_NO;
@@ -643,6 +642,20 @@ static enum MHD_Result respond_connection(HttpServer *h, struct MHD_Connection *
         ret = MHD_queue_response(connection, status, response);
         MHD_destroy_response(response);
         return ret;
+}
+
+static enum MHD_Result respond_connection(HttpServer *h, struct MHD_Connection *connection, HttpCors cors,
+                                          unsigned status, struct json_object *body, const char *retry_after) {
+        const char *s = "";
+        size_t len = 0;
+
+        if (body) {
+                s = json_object_to_json_string_length(body, JSON_FORMAT_FLAGS, &len);
+                if (!s)
+                        return MHD_NO;
+        }
+        return respond_buffer(h, connection, cors, status, body ? "application/json" : NULL, (void*) s, len,
+                              MHD_RESPMEM_MUST_COPY, retry_after);
 }
 
 static enum MHD_Result respond_connection_error(HttpServer *h, struct MHD_Connection *connection, HttpCors cors,
@@ -665,7 +678,26 @@ int http_respond(HttpRequest *req, unsigned status, struct json_object *body, co
             MHD_NO)
                 return -EIO;
         req->answered = true;
+        req->answered_status = status;
         return 0;
+}
+
+int http_respond_text(HttpRequest *req, unsigned status, const char *content_type, char *body, size_t len) {
+        assert(req);
+        assert(content_type);
+        assert(body);
+
+        if (respond_buffer(req->server, req->connection, http_request_cors(req), status, content_type, body, len,
+                           MHD_RESPMEM_MUST_FREE, NULL) == MHD_NO)
+                return -EIO;
+        req->answered = true;
+        req->answered_status = status;
+        return 0;
+}
+
+unsigned http_request_status(HttpRequest *req) {
+        assert(req);
+        return req->answered_status;
 }
 
 int http_respond_error(HttpRequest *req, unsigned status, const char *error, const char *retry_after) {
@@ -694,6 +726,7 @@ static void http_answer_early(HttpRequest *req, HttpRefusal why, unsigned status
         if (req->entry->route.refused)
                 req->entry->route.refused(req, why, req->entry->route.userdata);
         req->answered_early = true;
+        req->answered_status = status;
         req->linger_until_usec = now_usec(CLOCK_MONOTONIC) + EARLY_ANSWER_LINGER_USEC;
         http_request_release_body(req);
 
@@ -982,6 +1015,7 @@ int http_respond_stream(HttpRequest *req, unsigned status, const char *content_t
         if (ret == MHD_NO)
                 return -EIO;
         req->answered = true;
+        req->answered_status = status;
         return 0;
 }
 
@@ -1372,6 +1406,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
                 ret = respond_connection(h, connection, http_request_cors(req), req->status, req->answer, NULL);
                 json_object_putp(&req->answer);
                 req->answered = ret == MHD_YES;
+                if (req->answered)
+                        req->answered_status = req->status;
                 return ret;
         }
         if (req->waiting)

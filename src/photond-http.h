@@ -170,6 +170,11 @@ void http_request_set_data(HttpRequest *req, void *data);
 int http_respond(HttpRequest *req, unsigned status, struct json_object *body, const char *retry_after);
 /* The same with {"error": error}. */
 int http_respond_error(HttpRequest *req, unsigned status, const char *error, const char *retry_after);
+/* Answers with body (len bytes, taken over: freed with free(), also on failure) as content_type. */
+int http_respond_text(HttpRequest *req, unsigned status, const char *content_type, char *body, size_t len);
+/* The status the request was answered with (refusals written early by the front end included), 0 while none: for
+ * a route's done(). */
+unsigned http_request_status(HttpRequest *req);
 
 /* Waits for an answer that comes later (a method call): the connection is set aside, and the route's gone() is
  * called if the client leaves meanwhile. */

@@ -60,6 +60,8 @@ struct LockTable {
         ClientWaits *client_waits;      /* uthash by Client pointer */
         unsigned n_waiters;
         uint64_t last_token;            /* the last fencing token issued */
+        uint64_t n_acquired;            /* acquisitions (tokens issued) since the start */
+        uint64_t n_expired;             /* locks that ran out */
         uint64_t reserved_token;        /* persisted: no token above it has been issued */
         bool tokens_reseeded;
 
@@ -180,6 +182,7 @@ static void lock_table_reseed_tokens(LockTable *t) {
 
 static uint64_t lock_table_next_token(LockTable *t) {
         lock_table_reseed_tokens(t);
+        t->n_acquired++;
         t->last_token++;
         if (t->last_token > t->reserved_token)
                 t->reserved_token = t->last_token + LOCK_TOKEN_BLOCK - 1;   /* written before the reply leaves */
@@ -427,6 +430,8 @@ static void lock_hand_over(LockTable *t, Lock *l, const LockTime *now) {
 /* The holder is gone (released, expired, removed by an administrator): the lock passes to the first waiter, or
  * disappears. */
 static void lock_vacate(LockTable *t, Lock *l, const LockTime *now, const char *event) {
+        if (streq(event, "expired"))
+                t->n_expired++;
         notify_lock_changed(t, l, event);
 
         if (l->waiters) {
@@ -1049,7 +1054,7 @@ static int fast_reply(Client *c, const char *buf, size_t len) {
         return client_send(c, b, NULL);
 }
 
-int lock_table_handle_line(LockTable *t, Client *c, const char *line, size_t len) {
+int lock_table_handle_line(LockTable *t, Client *c, const char *line, size_t len, RequestType *ret_type) {
         /* The reply holds id, name and holder once each, plus constant text. */
         char out[2 * FAST_LINE_MAX + 256], *p = out;
         const FastString *holder;
@@ -1066,6 +1071,8 @@ int lock_table_handle_line(LockTable *t, Client *c, const char *line, size_t len
         RequestType type = request_type_from_string(f.type.s);
         if (type != REQUEST_LOCK && type != REQUEST_UNLOCK)
                 return 0;
+        if (ret_type)
+                *ret_type = type;
 
         /* What the manager does for every request with a sessionId. */
         if (f.session.s)
@@ -1223,6 +1230,18 @@ int lock_table_handle_list(Manager *m, Client *c, Request *req) {
         if (!d || json_add(d, "locks", a) < 0)
                 return -ENOMEM;
         return client_reply_result(c, req->id, true, TAKE_PTR(d));
+}
+
+void lock_table_get_stats(LockTable *t, LockTableStats *ret) {
+        assert(ret);
+
+        *ret = (LockTableStats) {
+                .held = HASH_COUNT(t->locks),
+                .waiters = t->n_waiters,
+                .acquired = t->n_acquired,
+                .expired = t->n_expired,
+                .last_token = t->last_token,
+        };
 }
 
 int lock_table_add_status(LockTable *t, struct json_object *data) {

@@ -66,8 +66,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(LockTable*, lock_table_free);
 void lock_table_client_gone(LockTable *t, Client *c);
 
 /* The fast path for plain lock and unlock lines (see photond-lock.c). Returns 1 when the line was handled (and
- * answered), 0 when it is left to the general path (nothing done), -ENOMEM. */
-int lock_table_handle_line(LockTable *t, Client *c, const char *line, size_t len);
+ * answered), 0 when it is left to the general path (nothing done), -ENOMEM; *ret_type (may be NULL): which of the
+ * two it was, when taken. */
+int lock_table_handle_line(LockTable *t, Client *c, const char *line, size_t len, RequestType *ret_type);
 
 int lock_table_handle_lock(Manager *m, Client *c, Request *req);
 int lock_table_handle_unlock(Manager *m, Client *c, Request *req);
@@ -101,6 +102,18 @@ uint64_t lock_table_token_mark(LockTable *t);
 
 /* Live locks. */
 unsigned lock_table_count(LockTable *t);
+
+/* The lock table's counters (GET /metrics). */
+typedef struct LockTableStats {
+        unsigned held;                  /* live locks (lock_table_count()) */
+        unsigned waiters;               /* acquires waiting for a lock (lockWait) */
+        uint64_t acquired;              /* acquisitions since the start: a new fencing token each (a re-entrant
+                                         * refresh is none) */
+        uint64_t expired;               /* locks that ran out before their holder released them */
+        uint64_t last_token;            /* the last fencing token issued */
+} LockTableStats;
+
+void lock_table_get_stats(LockTable *t, LockTableStats *ret);
 
 /* For the D-Bus interface: the live locks as list_locks shows them (a new array), and a release on behalf of an
  * administrator (-ENOENT when there is no live lock of that name; waiters are served as after an unlock). */

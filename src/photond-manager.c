@@ -22,6 +22,7 @@
 #include "fd-util.h"
 #include "json-util.h"
 #include "log.h"
+#include "metrics.h"
 #include "path-util.h"
 #include "photond-bus.h"
 #include "photond-channel.h"
@@ -35,6 +36,7 @@
 #include "photond-listen.h"
 #include "photond-lock.h"
 #include "photond-manager.h"
+#include "photond-metrics.h"
 #include "photond-schedule.h"
 #include "photond-store.h"
 #include "photond-webhook.h"
@@ -148,16 +150,9 @@ static int manager_setup_side_files(Manager *m) {
 /* ---- the status object (the control socket's status request, D-Bus GetStatus) ---- */
 
 static uint64_t rss_bytes(void) {
-        unsigned long size, resident;
-        FILE *f;
-        int n;
+        uint64_t resident, virtual;
 
-        f = fopen("/proc/self/statm", "re");
-        if (!f)
-                return 0;
-        n = fscanf(f, "%lu %lu", &size, &resident);
-        fclose(f);
-        return n == 2 ? (uint64_t) resident * (uint64_t) sysconf(_SC_PAGESIZE) : 0;
+        return process_memory(&resident, &virtual) >= 0 ? resident : 0;
 }
 
 static unsigned count_sessions(Manager *m) {
@@ -308,6 +303,17 @@ static bool hook_http_output_held(void *userdata) {
 
 static int hook_http_build_status(void *userdata, struct json_object **ret) {
         return manager_build_status(userdata, ret);
+}
+
+static void hook_metrics_daemon_stats(void *userdata, MetricsDaemonStats *ret) {
+        Manager *m = userdata;
+
+        *ret = (MetricsDaemonStats) {
+                .clients = m->n_clients,
+                .clients_accepted = m->n_clients_accepted,
+                .state_unsaved = m->state_unsaved,
+        };
+        memcpy(ret->clients_closed, m->n_clients_closed, sizeof(ret->clients_closed));
 }
 
 static void hook_flush_needed(void *userdata) {
@@ -597,6 +603,7 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 }
 
                 m->accept_paused = false;
+                m->n_clients_accepted++;
 
                 if (m->n_clients >= limits.MAX_CLIENTS) {
                         const char *suggestion = NULL;
@@ -733,6 +740,7 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
         m->control_fd = -EBADF;
         m->webhook_fd = -EBADF;
         m->client_io = (ClientIO) CLIENT_IO_INIT;
+        control_stats_init(&m->control_stats);
         /* status' clientsClosed counts every refusal; the journal gets the first few of each 10 s. */
         m->refuse_log = (RateLimit) { .interval = 10 * USEC_PER_SEC, .burst = 5 };
         m->accept_pause_log = (RateLimit) { .interval = 10 * USEC_PER_SEC, .burst = 1 };
@@ -1049,6 +1057,19 @@ int manager_startup(Manager *m) {
                 r = http_sse_new(m->http, m->channels, &m->http_sse);
                 if (r < 0)
                         return r;
+                r = metrics_endpoint_new(m->http, &(MetricsConfig) {
+                                                 .channels = m->channels,
+                                                 .locks = m->locks,
+                                                 .scheduler = m->scheduler,
+                                                 .webhook = m->webhook,
+                                                 .sse = m->http_sse,
+                                                 .control = &m->control_stats,
+                                                 .started_at_usec = m->started_at_usec,
+                                                 .daemon_stats = hook_metrics_daemon_stats,
+                                                 .userdata = m,
+                                         }, &m->metrics);
+                if (r < 0)
+                        return r;
         }
 
         r = bus_start(m->bus);
@@ -1113,6 +1134,7 @@ Manager* manager_free(Manager *m) {
         m->http = http_server_free(m->http);
         m->http_api = http_api_free(m->http_api);
         m->http_sse = http_sse_free(m->http_sse);
+        m->metrics = metrics_endpoint_free(m->metrics);
         m->webhook = webhook_free(m->webhook);
         m->scheduler = scheduler_free(m->scheduler);
 

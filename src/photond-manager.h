@@ -12,6 +12,7 @@
 #include "macro.h"
 #include "photond-bus.h"
 #include "photond-client.h"
+#include "photond-control.h"
 #include "photond-protocol.h"
 #include "ratelimit.h"
 
@@ -22,6 +23,7 @@ typedef struct Dispatcher Dispatcher;
 typedef struct HttpServer HttpServer;
 typedef struct HttpApi HttpApi;
 typedef struct HttpSse HttpSse;
+typedef struct MetricsEndpoint MetricsEndpoint;
 typedef struct Webhook Webhook;
 typedef struct StateFile StateFile;
 
@@ -84,6 +86,7 @@ typedef struct Manager {
         Webhook *webhook;
         HttpApi *http_api;
         HttpSse *http_sse;
+        MetricsEndpoint *metrics;
 
         /* bus */
         Bus *bus;                       /* NULL: no D-Bus (--bus=none) */
@@ -102,9 +105,11 @@ typedef struct Manager {
         char *last_status;              /* the STATUS= we told systemd last */
         sd_event_source *status_event_source;
 
-        /* counters for status */
+        /* counters for status and GET /metrics */
         uint64_t n_requests;
+        uint64_t n_clients_accepted;                    /* clients set up, or refused (counted closed) */
         uint64_t n_clients_closed[_CLIENT_CLOSE_MAX];   /* by reason, ClientClose */
+        ControlStats control_stats;     /* photond-control.c's: the requests by type and outcome, their times */
 } Manager;
 
 int manager_new(const ManagerConfig *config, Manager **ret);

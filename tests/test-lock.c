@@ -618,7 +618,7 @@ Test(lock, fast_path_answers_byte_for_byte_as_the_general_path) {
         limits.MAX_LOCK_HOLDER_BYTES = 8;
 
         for (size_t i = 0; i < ELEMENTSOF(lines); i++) {
-                cr_assert_eq(lock_table_handle_line(table, &clients[0], lines[i], strlen(lines[i])), 1,
+                cr_assert_eq(lock_table_handle_line(table, &clients[0], lines[i], strlen(lines[i]), NULL), 1,
                              "not taken: %s", lines[i]);
                 fast[i] = pop_raw(&clients[0]);
         }
@@ -671,7 +671,7 @@ Test(lock, fast_path_leaves_everything_else_alone) {
         };
 
         for (size_t i = 0; i < ELEMENTSOF(lines); i++) {
-                cr_assert_eq(lock_table_handle_line(table, &clients[0], lines[i], strlen(lines[i])), 0,
+                cr_assert_eq(lock_table_handle_line(table, &clients[0], lines[i], strlen(lines[i]), NULL), 0,
                              "taken: %s", lines[i]);
                 cr_assert_eq(client_queued(&clients[0]), 0, "answered: %s", lines[i]);
                 cr_assert_eq(lock_table_count(table), 0, "acted on: %s", lines[i]);
@@ -688,7 +688,8 @@ Test(lock, fast_path_leaves_everything_else_alone) {
         static const size_t raw_len[] = { 41, 40, 55, 40 };
         for (size_t i = 0; i < ELEMENTSOF(raw); i++) {
                 cr_assert_eq(raw[i][raw_len[i] - 1], i == 3 ? '\0' : '}', "length of case %zu", i);
-                cr_assert_eq(lock_table_handle_line(table, &clients[0], raw[i], raw_len[i]), 0, "taken: case %zu", i);
+                cr_assert_eq(lock_table_handle_line(table, &clients[0], raw[i], raw_len[i], NULL), 0,
+                             "taken: case %zu", i);
                 cr_assert_eq(client_queued(&clients[0]), 0);
                 cr_assert_eq(lock_table_count(table), 0);
         }

@@ -63,7 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         while (fuzz_next_part(&data, &size, '\n', &line, &len)) {
                 Client *c = &clients[i++ % ELEMENTSOF(clients)];
 
-                if (lock_table_handle_line(m->locks, c, (const char *) line, len) < 0)
+                if (lock_table_handle_line(m->locks, c, (const char *) line, len, NULL) < 0)
                         break;
                 check_replies(c);
         }
