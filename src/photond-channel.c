@@ -208,19 +208,6 @@ static const void* channel_tag(const Channel *channel) {
         return (const void*) (uintptr_t) channel->serial;
 }
 
-/* A SharedBuf filled in place, so a line is assembled from its pieces with one allocation and no second copy.
- * shared_buf_unref() frees it like any other. */
-static SharedBuf* line_alloc(size_t size) {
-        SharedBuf *b = malloc(offsetof(SharedBuf, data) + size + 1);
-
-        if (!b)
-                return NULL;
-        b->n_ref = 1;
-        b->size = size;
-        b->data[size] = '\0';
-        return b;
-}
-
 /* Names may hold any JSON string, NUL included: copied by length. */
 static char* name_dup(const char *s, size_t len) {
         char *n = malloc(len + 1);
@@ -726,7 +713,7 @@ static int event_line_new(const Channel *channel, uint64_t id, const char *messa
         if (size > UINT32_MAX)
                 return -EMSGSIZE;
 
-        e->line = line_alloc(size);
+        e->line = shared_buf_alloc(size);
         if (!e->line)
                 return -ENOMEM;
         p = mempcpy(e->line->data, head, n);
@@ -1009,7 +996,7 @@ static SharedBuf* event_replay_line(const Event *e) {
         SharedBuf *b;
         char *p;
 
-        b = line_alloc(n + body + strlen(REPLAY_TAIL));
+        b = shared_buf_alloc(n + body + strlen(REPLAY_TAIL));
         if (!b)
                 return NULL;
         p = mempcpy(b->data, head, n);
@@ -1429,7 +1416,7 @@ static int publish_reply(Client *c, const char *id, size_t id_len, bool quote_id
         _cleanup_(shared_buf_unrefp) SharedBuf *reply = NULL;
         char *p;
 
-        reply = line_alloc(strlen(a) + id_len + 2 * quote_id + strlen(b) + channel->name_json_len + strlen(d) + 20 +
+        reply = shared_buf_alloc(strlen(a) + id_len + 2 * quote_id + strlen(b) + channel->name_json_len + strlen(d) + 20 +
                            strlen("}}\n"));
         if (!reply)
                 return -ENOMEM;
