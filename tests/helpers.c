@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 
 #include <criterion/criterion.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "helpers.h"
 #include "json-util.h"
+#include "photond-control.h"
 #include "shared-buf.h"
 
 char* tmpdir_new(void) {
@@ -86,4 +88,18 @@ struct json_object* test_pop_json(Client *c) {
         cr_assert_eq(json_parse(s, strlen(s), &o, NULL), 0, "not JSON: %s", s);
         free(s);
         return o;
+}
+
+void test_request(Manager *m, Client *c, const char *fmt, ...) {
+        _cleanup_free_ char *line = NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        cr_assert(vasprintf(&line, fmt, ap) >= 0);
+        va_end(ap);
+
+        c->manager = m;
+        r = control_handle_line(c, line, strlen(line));
+        cr_assert_eq(r, 0, "%s: %d", line, r);
 }
