@@ -398,6 +398,40 @@ Test(channel, get_events_since_shapes) {
         cr_assert_str_eq(line, expect);
 }
 
+/* A get_events_since answer that would take the client's queue, what it has not read yet included, past its cap is
+ * no answer: it says refreshNeeded instead. An event is reckoned at an upper bound of what it adds: 80 bytes, its
+ * channel twice and its message, with the keys around them. */
+Test(channel, get_events_since_that_cannot_fit_the_queue_needs_a_refresh) {
+        Client *p = &clients[0], *s = &clients[1];
+        const size_t bound = 80 + 2 * strlen("\"g\"") + strlen("\"channel\":}\n,\"message\":") + 102;
+        char msg[103];
+        uint64_t first;
+
+        memset(msg, 'x', sizeof(msg) - 1);
+        msg[0] = msg[101] = '"';
+        msg[102] = '\0';
+        first = publish(p, "g", msg);
+        publish(p, "g", msg);
+        publish(p, "g", msg);
+
+        for (size_t over = 0; over <= 1; over++) {
+                _cleanup_(json_object_putp) struct json_object *o = NULL;
+                SharedBuf *b;
+
+                /* An answer it has not read yet counts. */
+                client_discard_queue(s);
+                test_request(&manager, s, "{\"type\":\"subscribe\",\"id\":\"s\",\"channel\":\"other\"}");
+                limits.MAX_WRITE_QUEUE_BYTES = client_queued_bytes(s) + 2 * bound - over;
+                test_request(&manager, s, "{\"type\":\"get_events_since\",\"id\":\"g\",\"channel\":\"g\",\"lastEventId\":%" PRIu64 "}",
+                             first);
+                cr_assert_eq(client_queued(s), 2);
+                b = client_queued_line(s, 1);
+                cr_assert_eq(json_parse(b->data, b->size, &o, NULL), 0);
+                cr_assert_eq(jbool(o, "data.refreshNeeded"), over, "%s", b->data);
+                cr_assert_eq(json_object_array_length(jget(o, "data.events")), over ? 0 : 2, "%s", b->data);
+        }
+}
+
 Test(channel, wildcard_replay) {
         Client *p = &clients[0], *s = &clients[1];
         uint64_t ids[6];
@@ -802,6 +836,77 @@ Test(channel, fast_path_forwards_a_nul_in_the_message) {
         cr_assert_eq(control_channels_publish_line(chs, p, line, strlen(line)), 1, "a NUL in the message is taken");
         push = test_pop_line(s);
         cr_assert(strstr(push, "\"message\":{\"k\":\"a\\u0000b\"}}"), "%s", push);
+}
+
+/* Writes each eventId (a run of ten digits or more) of s as one '#'. */
+static void hide_event_ids(char *s) {
+        for (char *p = s; p && *p; p++) {
+                size_t n = strspn(p, "0123456789");
+
+                if (n >= 10) {
+                        memmove(p + 1, p + n, strlen(p + n) + 1);
+                        *p = '#';
+                }
+        }
+}
+
+/* What the scan leaves to the general path (escapes in the id or channel, a NUL, no object, duplicate keys, a
+ * sessionId) is answered there as json-c reads the line. */
+Test(channel, declined_publishes_take_the_general_path) {
+        static const struct {
+                const char *line;
+                const char *reply;      /* the publisher's answer, eventIds as '#' */
+                const char *push;       /* what the subscriber of "a/b", "b" and "m" hears, the same; NULL: nothing */
+        } cases[] = {
+                { "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"a\\/b\",\"message\":1}",
+                  "{\"type\":\"result\",\"id\":\"1\",\"success\":true,\"data\":{\"published\":true,\"channel\":\"a/b\",\"eventId\":#}}",
+                  "{\"type\":\"channel_message\",\"id\":\"ch_#\",\"eventId\":#,\"channel\":\"a/b\",\"message\":1}" },
+                { "{\"type\":\"publish\",\"id\":\"\\u0031\\\"\\n\",\"channel\":\"\\u0062\",\"message\":\"\\/\"}",
+                  "{\"type\":\"result\",\"id\":\"1\\\"\\n\",\"success\":true,\"data\":{\"published\":true,\"channel\":\"b\",\"eventId\":#}}",
+                  "{\"type\":\"channel_message\",\"id\":\"ch_#\",\"eventId\":#,\"channel\":\"b\",\"message\":\"/\"}" },
+                { "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"x\",\"channel\":\"b\",\"message\":1}",
+                  "{\"type\":\"result\",\"id\":\"1\",\"success\":true,\"data\":{\"published\":true,\"channel\":\"b\",\"eventId\":#}}",
+                  "{\"type\":\"channel_message\",\"id\":\"ch_#\",\"eventId\":#,\"channel\":\"b\",\"message\":1}" },
+                { "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"b\",\"message\":{\"k\":1,\"k\":[2]}}",
+                  "{\"type\":\"result\",\"id\":\"1\",\"success\":true,\"data\":{\"published\":true,\"channel\":\"b\",\"eventId\":#}}",
+                  "{\"type\":\"channel_message\",\"id\":\"ch_#\",\"eventId\":#,\"channel\":\"b\",\"message\":{\"k\":[2]}}" },
+                { "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"m\",\"sessionId\":\"s\"}",
+                  "{\"type\":\"result\",\"id\":\"1\",\"success\":true,\"data\":{\"published\":true,\"channel\":\"m\",\"eventId\":#}}",
+                  "{\"type\":\"channel_message\",\"id\":\"ch_#\",\"eventId\":#,\"channel\":\"m\"}" },
+                { "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"m\",\"sessionId\":\"s\",\"message\":null}",
+                  "{\"type\":\"result\",\"id\":\"1\",\"success\":true,\"data\":{\"published\":true,\"channel\":\"m\",\"eventId\":#}}",
+                  "{\"type\":\"channel_message\",\"id\":\"ch_#\",\"eventId\":#,\"channel\":\"m\",\"message\":null}" },
+                { "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"a\\u0000b\",\"message\":1}",
+                  "{\"type\":\"error\",\"id\":\"1\",\"error\":\"Invalid request format: channel must not contain a NUL character\"}",
+                  NULL },
+                { "[\"publish\",\"1\",\"b\"]",
+                  "{\"type\":\"error\",\"id\":\"unknown\",\"error\":\"Invalid request format: request must be a JSON object\"}",
+                  NULL },
+        };
+        Client *p = &clients[0], *s = &clients[1];
+
+        subscribe(s, "a/b");
+        subscribe(s, "b");
+        subscribe(s, "m");
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *reply = NULL, *push = NULL;
+
+                cr_assert_eq(control_channels_publish_line(chs, p, cases[i].line, strlen(cases[i].line)), 0,
+                             "taken by the fast path: %s", cases[i].line);
+                cr_assert_eq(client_queued(p) + client_queued(s), 0);
+
+                test_request(&manager, p, "%s", cases[i].line);
+                reply = test_pop_line(p);
+                push = test_pop_line(s);
+                cr_assert_null(test_pop_line(p));
+                hide_event_ids(reply);
+                hide_event_ids(push);
+                cr_assert_str_eq(reply, cases[i].reply, "%s", cases[i].line);
+                if (cases[i].push)
+                        cr_assert_str_eq(push, cases[i].push, "%s", cases[i].line);
+                else
+                        cr_assert_null(push, "%s: %s", cases[i].line, push);
+        }
 }
 
 /* ---- the Subscriber seam: the channels deliver to anything with SubscriberOps, here a fake that is no Client ---- */

@@ -502,3 +502,70 @@ Test(protocol, publish_scan_leaves_nul_in_names_to_the_general_path) {
         cr_assert(scans("{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":{\"k\":\"a\\u0000b\"}}"),
                   "a NUL in the message is data");
 }
+
+/* What the scan must leave to the general path, and what request_parse() makes of it there: a publish on the channel
+ * json-c reads, or the refusal every request type gets. */
+#define LINE(s) s, sizeof(s) - 1
+Test(protocol, publish_scan_leaves_to_the_general_path) {
+        static const struct {
+                const char *line;
+                size_t len;
+                const char *error;      /* request_parse()'s refusal (its start); NULL: it takes the publish */
+                const char *id, *channel, *message;     /* then: what it publishes, the message as json-c prints it */
+        } cases[] = {
+                /* escapes in the channel or the id */
+                { LINE("{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"a\\/b\"}"), NULL, "1", "a/b", NULL },
+                { LINE("{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"\\u0061b\",\"message\":1}"), NULL, "1", "ab", "1" },
+                { LINE("{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"caf\\u00e9\",\"message\":1}"), NULL, "1", "caf\xc3\xa9", "1" },
+                { LINE("{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"a\\\"b\\n\",\"message\":1}"), NULL, "1", "a\"b\n", "1" },
+                { LINE("{\"type\":\"publish\",\"id\":\"\\u0031\",\"channel\":\"c\",\"message\":1}"), NULL, "1", "c", "1" },
+                { LINE("{\"type\":\"publish\",\"id\":\"a\\\\b\",\"channel\":\"c\",\"message\":1}"), NULL, "a\\b", "c", "1" },
+                /* NUL, escaped or raw: refused in a name, the id or any text member, and anywhere raw */
+                { LINE("{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"a\\u0000b\"}"),
+                  "Invalid request format: channel must not contain a NUL character" },
+                { LINE("{\"type\":\"publish\",\"id\":\"x\\u0000y\",\"channel\":\"c\"}"),
+                  "Invalid request format: id must not contain a NUL character" },
+                { LINE("{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"workingDir\":\"/\\u0000\"}"),
+                  "Invalid request format: workingDir must not contain a NUL character" },
+                { LINE("{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"a\0b\"}"), "Invalid JSON: NUL byte in request" },
+                { LINE("{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":\"\0\"}"),
+                  "Invalid JSON: NUL byte in request" },
+                /* not an object */
+                { LINE("[\"publish\",\"1\",\"c\"]"), "Invalid request format: request must be a JSON object" },
+                { LINE("\"{\\\"type\\\":\\\"publish\\\",\\\"id\\\":\\\"1\\\",\\\"channel\\\":\\\"c\\\"}\""),
+                  "Invalid request format: request must be a JSON object" },
+                { LINE("null"), "Invalid request format: request must be a JSON object" },
+                /* duplicate keys: json-c keeps the last */
+                { LINE("{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"a\",\"channel\":\"b\"}"), NULL, "1", "b", NULL },
+                { LINE("{\"type\":\"publish\",\"id\":\"1\",\"id\":\"2\",\"channel\":\"c\"}"), NULL, "2", "c", NULL },
+                { LINE("{\"type\":\"subscribe\",\"id\":\"1\",\"channel\":\"c\",\"type\":\"publish\"}"), NULL, "1", "c", NULL },
+                { LINE("{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":1,\"message\":[2]}"), NULL, "1", "c", "[2]" },
+                { LINE("{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":{\"a\":1,\"b\":{\"a\":2},\"a\":3}}"),
+                  NULL, "1", "c", "{\"a\":3,\"b\":{\"a\":2}}" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_(request_freep) Request *req = NULL;
+                _cleanup_free_ char *error = NULL, *id = NULL;
+                struct json_object *v;
+                PublishScan scan;
+                int r;
+
+                cr_assert_eq(request_scan_publish(cases[i].line, cases[i].len, &scan), 0, "taken: case %zu", i);
+
+                r = request_parse(cases[i].line, cases[i].len, &req, &error, &id);
+                if (cases[i].error) {
+                        cr_assert_eq(r, -EINVAL, "case %zu accepted", i);
+                        cr_assert(startswith(error, cases[i].error), "case %zu: %s", i, error);
+                        continue;
+                }
+                cr_assert_eq(r, 0, "case %zu: %s", i, error);
+                cr_assert_eq(req->type, REQUEST_PUBLISH, "case %zu", i);
+                cr_assert_str_eq(req->id, cases[i].id, "case %zu", i);
+                cr_assert_str_eq(request_string(req, "channel"), cases[i].channel, "case %zu", i);
+                cr_assert_eq(json_object_object_get_ex(req->json, "message", &v), !!cases[i].message, "case %zu", i);
+                if (cases[i].message)
+                        cr_assert_str_eq(json_object_to_json_string_ext(v, JSON_FORMAT_FLAGS), cases[i].message,
+                                         "case %zu", i);
+        }
+}
