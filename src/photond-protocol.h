@@ -81,3 +81,18 @@ struct json_object* response_result_new(const char *id, bool success, struct jso
 struct json_object* response_error_new(const char *id, const char *error, const char *suggestion);
 struct json_object* response_pong_new(const char *id);
 struct json_object* response_shutdown_new(void);
+
+/* The parts of a publish request line as the publish fast path takes it, pointing into the line (nothing is
+ * allocated): id and channel are strings without escapes (the bytes between the quotes, which json-c prints back
+ * between quotes as they are), message the JSON text of the message (NULL if absent), already in the form json-c
+ * prints with JSON_FORMAT_FLAGS. */
+typedef struct PublishScan {
+        const char *id, *channel, *message;
+        size_t id_len, channel_len, message_len;
+} PublishScan;
+
+/* Scans line for the publish fast path without building JSON: 1 and *ret if it is a strictly valid JSON publish
+ * request that request_parse() takes as the same publish (type, id and channel strings without escapes, a message
+ * json-c would print back unchanged, no sessionId, no duplicate keys, no NUL in a member request_parse() refuses it
+ * in); 0 otherwise, and the line is left to request_parse(), which takes or refuses it. */
+int request_scan_publish(const char *line, size_t len, PublishScan *ret);
