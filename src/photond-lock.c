@@ -49,7 +49,6 @@ typedef struct ClientWaits {
 } ClientWaits;
 
 struct LockTable {
-        Manager *manager;
         LockTableHooks hooks;
         sd_event *event;
         Lock *locks;                    /* uthash by name */
@@ -170,7 +169,7 @@ LockTime lock_table_now(LockTable *t) {
 static void lock_table_reseed_tokens(LockTable *t) {
         uint64_t seed;
 
-        if (t->tokens_reseeded || !t->manager->state_lost)
+        if (t->tokens_reseeded || !t->hooks.state_lost || !*t->hooks.state_lost)
                 return;
         t->tokens_reseeded = true;
         seed = (uint64_t) MAX(now_ms(), 0) * 1000;
@@ -694,19 +693,17 @@ int lock_table_list(LockTable *t, struct json_object **ret_array) {
         return 0;
 }
 
-int lock_table_new(Manager *m, const LockTableHooks *hooks, LockTable **ret) {
+int lock_table_new(sd_event *event, const LockTableHooks *hooks, LockTable **ret) {
         LockTable *t;
 
-        assert(m);
-        assert(m->event);
+        assert(event);
 
         t = new0(LockTable, 1);
         if (!t)
                 return -ENOMEM;
-        t->manager = m;
         if (hooks)
                 t->hooks = *hooks;
-        t->event = m->event;
+        t->event = event;
         t->timer_usec = USEC_INFINITY;
         *ret = t;
         return 0;

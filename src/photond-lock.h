@@ -55,10 +55,14 @@ typedef struct LockTableHooks {
         /* A lock changed hands (the D-Bus signal LockChanged); event: "acquired", "released" or "expired". */
         void (*lock_changed)(void *userdata, const char *name, const char *holder, const char *event);
         void *userdata;
+        /* Read, not called: true when the persisted state was lost (the owner's; the store sets it while loading).
+         * Fencing tokens then continue above any that can have been issued. NULL: never. */
+        const bool *state_lost;
 } LockTableHooks;
 
-/* hooks may be NULL (nobody listens, the system clock); it is copied. */
-int lock_table_new(Manager *m, const LockTableHooks *hooks, LockTable **ret);
+/* event: the loop the expiry and wait timers run on (a reference is not taken: it must outlive the table). hooks
+ * may be NULL (nobody listens, the system clock); it is copied. */
+int lock_table_new(sd_event *event, const LockTableHooks *hooks, LockTable **ret);
 LockTable* lock_table_free(LockTable *t);
 DEFINE_TRIVIAL_CLEANUP_FUNC(LockTable*, lock_table_free);
 

@@ -785,12 +785,13 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                          }, &m->channels);
         if (r < 0)
                 return r;
-        r = lock_table_new(m, &(LockTableHooks) {
+        r = lock_table_new(m->event, &(LockTableHooks) {
                                    .clock = &m->clock,
                                    .state_changed = hook_state_changed,
                                    .counts_changed = hook_counts_changed,
                                    .lock_changed = hook_lock_changed,
                                    .userdata = m,
+                                   .state_lost = &m->state_lost,
                            }, &m->locks);
         if (r < 0)
                 return r;

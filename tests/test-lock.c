@@ -51,6 +51,7 @@ static const LockTableHooks hooks = {
         .counts_changed = heard_counts_changed,
         .lock_changed = heard_lock_changed,
         .userdata = &manager,
+        .state_lost = &manager.state_lost,
 };
 
 static void setup(void) {
@@ -61,7 +62,7 @@ static void setup(void) {
         cr_assert_eq(sd_event_source_set_enabled(manager.flush_event_source, SD_EVENT_OFF), 0);
         loop_clock = (LoopClock) { manager.event, &manager.batch_time_offset };
         heard = (typeof(heard)) {};
-        cr_assert_eq(lock_table_new(&manager, &hooks, &table), 0);
+        cr_assert_eq(lock_table_new(manager.event, &hooks, &table), 0);
         manager.locks = table;
         for (size_t i = 0; i < ELEMENTSOF(clients); i++)
                 clients[i] = (Client) { .fd = -EBADF, .serial = i };
@@ -206,7 +207,7 @@ Test(lock, null_hooks_mean_nobody_listens) {
         LockTime now, later;
         Lock *l = NULL;
 
-        cr_assert_eq(lock_table_new(&manager, NULL, &t), 0);
+        cr_assert_eq(lock_table_new(manager.event, NULL, &t), 0);
         now = lock_table_now(t);        /* the system clock */
         cr_assert_gt(now.boot_usec, 0);
         cr_assert_gt(now.wall_ms, 0);
@@ -626,7 +627,7 @@ Test(lock, fast_path_answers_byte_for_byte_as_the_general_path) {
 
         /* The same lines through the general path, from the same start. */
         table = lock_table_free(table);
-        cr_assert_eq(lock_table_new(&manager, &hooks, &table), 0);
+        cr_assert_eq(lock_table_new(manager.event, &hooks, &table), 0);
         manager.locks = table;
         for (size_t i = 0; i < ELEMENTSOF(lines); i++) {
                 char *general;
@@ -873,7 +874,7 @@ static struct json_object* saved_state(void) {
 
 static void restart_table(void) {
         table = lock_table_free(table);
-        cr_assert_eq(lock_table_new(&manager, &hooks, &table), 0);
+        cr_assert_eq(lock_table_new(manager.event, &hooks, &table), 0);
         manager.locks = table;
 }
 

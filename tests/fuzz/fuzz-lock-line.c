@@ -57,7 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
         fuzz_setup_logging();
 
-        if (lock_table_new(m, NULL, &m->locks) < 0)
+        if (lock_table_new(m->event, NULL, &m->locks) < 0)
                 return 0;
 
         while (fuzz_next_part(&data, &size, '\n', &line, &len)) {

@@ -68,7 +68,8 @@ static void write_file(const char *dir, const char *name, const uint8_t *data, s
 }
 
 static int manager_load(Manager *m) {
-        if (channels_new(NULL, &m->channels) < 0 || lock_table_new(m, NULL, &m->locks) < 0)
+        if (channels_new(NULL, &m->channels) < 0 || lock_table_new(m->event, &(LockTableHooks) { .state_lost = &m->state_lost },
+                                                                     &m->locks) < 0)
                 return -ENOMEM;
         m->state_lost = false;
         return store_load_state(m);
