@@ -12,6 +12,7 @@
 #include <systemd/sd-event.h>
 
 #include "list.h"
+#include "photond-lock.h"
 #include "photond-subscriber.h"
 #include "shared-buf.h"
 
@@ -83,7 +84,7 @@ struct Client {
         /* per-subsystem state, owned by the subsystem named */
         void *provider;                 /* photond-dispatch.c */
         unsigned n_calls;               /* photond-dispatch.c: calls this client is waiting for */
-        unsigned n_lock_waits;          /* photond-lock.c */
+        LockWaitOwner lock_waits;       /* photond-lock.c's: the lock waits parked for it (photond-control-locks.c) */
 };
 
 /* Every client fd sits in one epoll set of the manager, itself one sd-event IO source: a wake-up serves every

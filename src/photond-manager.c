@@ -318,7 +318,7 @@ void manager_client_disconnect(Manager *m, Client *c) {
                 m->idle_last_activity_usec = manager_now(m, CLOCK_MONOTONIC);
         /* Subsystems drop their references first, while the client is still whole. */
         channels_subscriber_gone(m->channels, &c->subscriber);
-        lock_table_client_gone(m->locks, c);
+        lock_table_owner_gone(m->locks, &c->lock_waits);
         dispatcher_client_gone(m->dispatcher, c);
         scheduler_client_gone(m->scheduler, c);
 

@@ -7,6 +7,7 @@
 
 #include "helpers.h"
 #include "json-util.h"
+#include "photond-control.h"
 #include "shared-buf.h"
 
 char* tmpdir_new(void) {
@@ -86,4 +87,12 @@ struct json_object* test_pop_json(Client *c) {
         cr_assert_eq(json_parse(s, strlen(s), &o, NULL), 0, "not JSON: %s", s);
         free(s);
         return o;
+}
+
+void test_request(Manager *m, Client *c, const char *line) {
+        int r;
+
+        c->manager = m;
+        r = control_handle_line(c, line, strlen(line));
+        cr_assert_eq(r, 0, "%s: %d", line, r);
 }

@@ -27,3 +27,9 @@ bool jbool(struct json_object *o, const char *path);
  * if it has none), or NULL when nothing is queued; parsed (the test fails if nothing is queued or it is no JSON). */
 char* test_pop_line(Client *c);
 struct json_object* test_pop_json(Client *c);
+
+/* Hands one request line to the control front end as c's (control_handle_line(): the fast paths, then
+ * request_parse() and the request table), as a read would. c is attached to m from then on (c->manager), which must
+ * carry what control_handle_line() reads (the event loop and flush source, the cores the request needs). The test
+ * fails if the line's handling fails; the answer, if any, is queued to c. */
+void test_request(Manager *m, Client *c, const char *line);
