@@ -56,7 +56,7 @@ typedef struct LockAnswer {
         const char *name;
         const char *holder;             /* the requester's; NULL in a release's answer */
         uint64_t token;                 /* with a granted acquire */
-        const char *reason;             /* with a refusal */
+        const char *reason;             /* with a refusal: one of our texts, which need no escaping */
         const char *current_holder;     /* with assign_lock's refusal */
 } LockAnswer;
 
@@ -79,7 +79,7 @@ static int send_answer(Client *c, const LockAnswer *a) {
         size_t max;
 
         max = LOCK_ANSWER_FIXED_SIZE + JSON_INT64_SIZE_MAX + string_size_max(a->id) + string_size_max(a->name) +
-                string_size_max(a->holder) + string_size_max(a->reason) + string_size_max(a->current_holder);
+                string_size_max(a->holder) + (a->reason ? strlen(a->reason) : 0) + string_size_max(a->current_holder);
         if (max > sizeof(stack)) {
                 buf = heap = malloc(max);
                 if (!heap)
@@ -101,8 +101,9 @@ static int send_answer(Client *c, const LockAnswer *a) {
                 p = json_put_int64(p, (int64_t) a->token);
         }
         if (a->reason) {
-                p = stpcpy(p, ",\"reason\":");
-                p = json_put_string(p, a->reason);
+                p = stpcpy(p, ",\"reason\":\"");
+                p = stpcpy(p, a->reason);
+                *p++ = '"';
         }
         if (a->current_holder) {
                 p = stpcpy(p, ",\"currentHolder\":");
