@@ -79,7 +79,7 @@ static int send_answer(Client *c, const LockAnswer *a) {
         size_t max;
 
         max = LOCK_ANSWER_FIXED_SIZE + JSON_INT64_SIZE_MAX + string_size_max(a->id) + string_size_max(a->name) +
-                string_size_max(a->holder) + (a->reason ? strlen(a->reason) : 0) + string_size_max(a->current_holder);
+                string_size_max(a->holder) + (a->reason ? strlen(a->reason) + 2 : 0) + string_size_max(a->current_holder);
         if (max > sizeof(stack)) {
                 buf = heap = malloc(max);
                 if (!heap)

@@ -1013,6 +1013,44 @@ Test(lock, answers_with_escapes_are_what_json_c_prints) {
         cr_assert_eq(lock_table_count(table), 0);
 }
 
+/* An answer longer than the fast path's room is written whole (the general path: the line is too long for the
+ * fast one). */
+Test(lock, long_answers_are_whole) {
+        size_t n = 20000;
+        char *id = malloc(n + 1), *line, *expected, *s;
+
+        limits.MAX_LOCK_HOLDER_BYTES = 2 * n;   /* the id is the holder */
+        cr_assert_not_null(id);
+        memset(id, 'i', n);
+        id[n] = '\0';
+        id[n / 2] = '\t';
+        cr_assert(asprintf(&line, "{\"type\":\"lock\",\"id\":\"%.*s\\t%s\",\"lockName\":\"a\"}", (int) (n / 2), id,
+                           id + n / 2 + 1) > 0);
+        id[n / 2] = '\0';
+        cr_assert(asprintf(&expected, "{\"type\":\"result\",\"id\":\"%s\\t%s\",\"success\":true,\"data\":{\"acquired\":true,"
+                           "\"lockName\":\"a\",\"holder\":\"%s\\t%s\",\"fencingToken\":1}}", id, id + n / 2 + 1, id,
+                           id + n / 2 + 1) > 0);
+        request(&clients[0], line);
+        s = pop_line(&clients[0]);
+        cr_assert_str_eq(s, expected);
+        free(s);
+
+        /* And refused: the reason and the current holder too. */
+        free(line);
+        cr_assert(asprintf(&line, "{\"type\":\"assign_lock\",\"id\":\"2\",\"lockName\":\"a\",\"lockHolder\":\"%s\"}",
+                           id) > 0);
+        request(&clients[0], line);
+        s = pop_line(&clients[0]);
+        cr_assert(strstr(s, "\"reason\":\"Lock held by another caller\",\"currentHolder\":\""), "%.200s", s);
+        cr_assert_eq(strlen(s), strlen("{\"type\":\"result\",\"id\":\"2\",\"success\":false,\"data\":{\"acquired\":false,"
+                                       "\"lockName\":\"a\",\"holder\":\"\",\"reason\":\"Lock held by another caller\","
+                                       "\"currentHolder\":\"\"}}") + n / 2 + n + 1);
+        free(s);
+        free(line);
+        free(expected);
+        free(id);
+}
+
 /* ---- D-Bus helpers ---- */
 
 Test(lock, force_release_and_list) {
