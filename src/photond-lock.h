@@ -150,7 +150,8 @@ typedef struct LockWaitOps {
         void (*granted)(void *userdata, const LockInfo *lock);
         /* The wait ended without the lock. error: -ETIME, the wait ran out (lock: the lock as its holder keeps
          * it; holder: the waiter's); -ECANCELED, the wait was dropped and is owed no answer
-         * (lock_table_owner_gone(), lock_table_free()). lock and holder are valid during the call only. */
+         * (lock_table_owner_gone(), lock_table_free(), or its lock dropped by lock_table_reset() or a journal
+         * record while loading). lock and holder are valid during the call only. */
         void (*failed)(void *userdata, int error, const char *holder, const LockInfo *lock);
 } LockWaitOps;
 
