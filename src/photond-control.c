@@ -243,7 +243,8 @@ int control_handle_line(Client *c, const char *line, size_t len) {
         m->n_requests++;
         m->request_changes = m->state_changes;
 
-        /* Two reads of the vDSO clock per request: tests/bench/ab.sh measured what they cost (docs/operating.md). */
+        /* Two reads of the vDSO clock per request: tests/bench/ab.sh measured what they cost (docs/performance.md,
+         * "GET /metrics"). */
         start = now_usec(CLOCK_MONOTONIC);
         c->answered = c->answered_error = false;
         r = serve_line(m, c, line, len, &type);

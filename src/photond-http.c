@@ -633,7 +633,8 @@ static enum MHD_Result respond_buffer(HttpServer *h, struct MHD_Connection *conn
         }
 
         if (response_add_cors(h, response, connection, cors) < 0 ||
-            (content_type && MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) == MHD_NO) ||
+            (content_type &&
+             MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) == MHD_NO) ||
             (retry_after && MHD_add_response_header(response, MHD_HTTP_HEADER_RETRY_AFTER, retry_after) == MHD_NO)) {
                 MHD_destroy_response(response);
                 return MHD_NO;

@@ -78,7 +78,8 @@ static void write_daemon(FILE *f, const MetricsDaemonStats *d) {
                 "Control socket connections accepted, those refused at once (reason \"refused\") included.",
                 d->clients_accepted);
         metrics_family(f, "photond_connections_closed_total", "counter",
-                       "Control socket connections photond closed or saw closed, by reason (status clientsClosed).");
+                       "Control socket connections photond closed or saw closed, by reason (status "
+                       "clientsClosed).");
         for (ClientClose i = 0; i < _CLIENT_CLOSE_MAX; i++)
                 metrics_sample_u64(f, "photond_connections_closed_total",
                                    LABELS("reason", client_close_to_string(i)), d->clients_closed[i]);
@@ -92,11 +93,12 @@ static void write_channels(FILE *f, Channels *channels) {
         channels_get_stats(channels, &s);
         gauge(f, "photond_channels", "Channel keys in use (with subscribers or buffered events).", s.channels);
         gauge(f, "photond_channels_subscribed", "Channel keys with at least one subscriber.", s.subscribed);
-        gauge(f, "photond_subscriptions", "Subscriptions: subscribers (connections, SSE streams) times their keys.",
-              s.subscriptions);
+        gauge(f, "photond_subscriptions",
+              "Subscriptions: subscribers (connections, SSE streams) times their keys.", s.subscriptions);
         gauge(f, "photond_replay_buffered_events", "Events held in the channels' replay buffers.",
               s.buffered_events);
-        gauge(f, "photond_replay_buffered_bytes", "Bytes held in the channels' replay buffers.", s.buffered_bytes);
+        gauge(f, "photond_replay_buffered_bytes", "Bytes held in the channels' replay buffers.",
+              s.buffered_bytes);
         counter(f, "photond_messages_published_total", "Events published, by clients and by photond itself.",
                 s.published);
         counter(f, "photond_messages_delivered_total", "Events queued to a subscriber by a publish's fan-out.",
@@ -114,7 +116,8 @@ static void write_locks(FILE *f, LockTable *locks) {
 
         lock_table_get_stats(locks, &s);
         gauge(f, "photond_locks_held", "Locks held.", s.held);
-        counter(f, "photond_locks_acquired_total", "Lock acquisitions, each with a new fencing token.", s.acquired);
+        counter(f, "photond_locks_acquired_total", "Lock acquisitions, each with a new fencing token.",
+                s.acquired);
         counter(f, "photond_locks_expired_total", "Locks that ran out before their holder released them.",
                 s.expired);
         gauge(f, "photond_lock_waiters", "Lock requests waiting for a lock (lockWait).", s.waiters);
@@ -127,7 +130,8 @@ static void write_jobs(FILE *f, Scheduler *scheduler) {
         scheduler_get_stats(scheduler, &s);
         gauge(f, "photond_jobs", "Scheduled jobs.", s.jobs);
         gauge(f, "photond_jobs_running", "Job runs going on.", s.running);
-        counter(f, "photond_jobs_fired_total", "Job runs started by their timer, catch-up runs included.", s.fired);
+        counter(f, "photond_jobs_fired_total", "Job runs started by their timer, catch-up runs included.",
+                s.fired);
         counter(f, "photond_jobs_run_now_total", "Job runs started on request (run_job, RunJob, the HTTP API).",
                 s.run_now);
         counter(f, "photond_jobs_succeeded_total", "Job runs that succeeded.", s.succeeded);
@@ -151,7 +155,8 @@ static void write_webhook(FILE *f, Webhook *webhook) {
 
                 snprintf(status, sizeof(status), "%u", s.answers[i].status);
                 metrics_sample_u64(f, "photond_webhook_requests_total",
-                                   LABELS("status", status, "scheme", webhook_scheme_to_string(s.answers[i].scheme)),
+                                   LABELS("status", status,
+                                          "scheme", webhook_scheme_to_string(s.answers[i].scheme)),
                                    s.answers[i].n);
         }
         counter(f, "photond_webhook_calls_abandoned_total",

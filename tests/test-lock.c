@@ -1217,6 +1217,45 @@ Test(lock, status_fields) {
         json_object_put(data);
 }
 
+/* lock_table_get_stats(): what GET /metrics shows. Every new fencing token is an acquisition; a refresh, a refusal
+ * or a release is none. */
+Test(lock, stats_count_acquisitions_expiries_and_waiters) {
+        LockTime now = at(0);
+        LockTableStats st;
+        Lock *l;
+
+        lock_table_get_stats(table, &st);
+        cr_assert_eq(st.held + st.waiters + st.acquired + st.expired + st.last_token, 0);
+
+        cr_assert_eq(lock_table_acquire(table, "a", "s1", 1000, &now, &l), 1);
+        cr_assert_eq(lock_table_acquire(table, "a", "s1", 1000, &now, &l), 0, "re-entrant");
+        cr_assert_eq(lock_table_acquire(table, "a", "s2", 1000, &now, &l), -EBUSY);
+        cr_assert_eq(park(0, 0, "a", "w1", 5000), 0);
+        lock_table_get_stats(table, &st);
+        cr_assert_eq(st.held, 1);
+        cr_assert_eq(st.acquired, 1);
+        cr_assert_eq(st.waiters, 1);
+        cr_assert_eq(st.last_token, 1);
+
+        cr_assert_eq(lock_table_release(table, "a", "s1", &now), 0);
+        lock_table_get_stats(table, &st);
+        cr_assert_eq(st.acquired, 2, "the hand-over to the waiter");
+        cr_assert_eq(st.waiters, 0);
+        cr_assert_eq(st.held, 1);
+        cr_assert_eq(st.expired, 0, "a release is no expiry");
+
+        cr_assert_eq(lock_table_acquire(table, "b", "s1", 50, &now, &l), 1);
+        now = at(100);
+        cr_assert_null(lock_table_get(table, "b", &now), "ran out");
+        cr_assert_eq(lock_table_transfer(table, "a", "w1", "s3", 1000, &now, &l), 1);
+        cr_assert_eq(lock_table_force_release(table, "a"), 0);
+        lock_table_get_stats(table, &st);
+        cr_assert_eq(st.expired, 1);
+        cr_assert_eq(st.acquired, 4, "b, then the transfer");
+        cr_assert_eq(st.last_token, 4);
+        cr_assert_eq(st.held, 0);
+}
+
 /* ---- state.journal records ---- */
 
 /* The changes as lock_table_put_changes() writes them: the text, and its lines parsed into an array. */
