@@ -690,6 +690,35 @@ int http_respond_error(HttpRequest *req, unsigned status, const char *error, con
         return http_respond(req, status, o, retry_after);
 }
 
+int http_respond_static(HttpRequest *req, unsigned status, const char *content_type, const void *data, size_t size,
+                        const HttpHeader *headers, size_t n_headers) {
+        struct MHD_Response *response;
+        enum MHD_Result ret;
+
+        assert(req);
+        assert(content_type);
+        assert(data || size == 0);
+
+        response = MHD_create_response_from_buffer(size, (void*) (data ?: ""), MHD_RESPMEM_PERSISTENT);
+        if (!response)
+                return -ENOMEM;
+        if (response_add_cors(req->server, response, req->connection, http_request_cors(req)) < 0 ||
+            MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) == MHD_NO)
+                goto fail;
+        for (size_t i = 0; i < n_headers; i++)
+                if (MHD_add_response_header(response, headers[i].name, headers[i].value) == MHD_NO)
+                        goto fail;
+        ret = MHD_queue_response(req->connection, status, response);
+        MHD_destroy_response(response);
+        if (ret == MHD_NO)
+                return -EIO;
+        req->answered = true;
+        return 0;
+fail:
+        MHD_destroy_response(response);
+        return -ENOMEM;
+}
+
 /* Refuses a request whose body is still arriving, at once. libmicrohttpd 0.9.75 cannot do that: its
  * MHD_queue_response() fails until the whole body has been read (which for a chunked body may be never), and
  * failing the request only resets the connection. So the answer is written to the socket here, in the form

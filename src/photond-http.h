@@ -186,6 +186,17 @@ int http_respond(HttpRequest *req, unsigned status, struct json_object *body, co
 /* The same with {"error": error}. */
 int http_respond_error(HttpRequest *req, unsigned status, const char *error, const char *retry_after);
 
+/* A header of an answer. */
+typedef struct HttpHeader {
+        const char *name;
+        const char *value;
+} HttpHeader;
+
+/* Answers status with size bytes of data (not copied: they must outlive the server, as a file built into
+ * photond does), content_type, the route's CORS headers and the n_headers headers. 0, or a negative errno. */
+int http_respond_static(HttpRequest *req, unsigned status, const char *content_type, const void *data, size_t size,
+                        const HttpHeader *headers, size_t n_headers);
+
 /* Waits for an answer that comes later (a method call): the connection is set aside, and the route's gone() is
  * called if the client leaves meanwhile. */
 void http_request_suspend(HttpRequest *req);

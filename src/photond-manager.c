@@ -29,6 +29,7 @@
 #include "photond-control.h"
 #include "photond-dispatch.h"
 #include "photond-http-api.h"
+#include "photond-http-page.h"
 #include "photond-http-sse.h"
 #include "photond-http.h"
 #include "photond-limits.h"
@@ -1047,6 +1048,9 @@ int manager_startup(Manager *m) {
                 if (r < 0)
                         return r;
                 r = http_sse_new(m->http, m->channels, &m->http_sse);
+                if (r < 0)
+                        return r;
+                r = http_page_add_routes(m->http);
                 if (r < 0)
                         return r;
         }

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <openssl/evp.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -27,6 +28,8 @@
 #include "clock.h"
 #include "harness.h"
 #include "json-util.h"
+#include "photond-http-page.h"
+#include "webhook-auth.h"
 
 #define TOKEN "t0ken-for-tests"
 #define AUTH "Authorization: Bearer " TOKEN
@@ -859,6 +862,61 @@ Test(http, sse_keepalive) {
         s->seen = s->len;
         cr_assert(sse_wait(s, ":\n\n", 2500), "no keep-alive: %s", s->buf);
         sse_close(s);
+        daemon_free(d);
+}
+
+/* --- the status page --- */
+
+/* "'sha256-<base64>'" of the text between the one <tag> of the page and its </tag> (kept). */
+static const char* inline_source(const char *page, const char *tag) {
+        const char *open = strstr(page, hdr("<%s>", tag)), *close = strstr(page, hdr("</%s>", tag));
+        uint8_t md[32];
+        unsigned n = 0;
+        char *b64;
+
+        cr_assert(open && close && close > open, "no <%s> in the page", tag);
+        cr_assert_null(strstr(close + 1, hdr("<%s>", tag)), "a second <%s> in the page", tag);
+        open += strlen(tag) + 2;
+        cr_assert_eq(EVP_Digest(open, close - open, md, &n, EVP_sha256(), NULL), 1);
+        cr_assert_eq(base64_encode(md, n, &b64), 0);
+        return hdr("'sha256-%s'", keep(b64));
+}
+
+Test(http, page_is_served_without_a_token) {
+        Daemon *d = start();
+        Http *h = http(d->webhook_port, "GET", "/", NULL, NULL);
+        const char *csp;
+
+        cr_assert_eq(h->status, 200, "%s", h->body);
+        cr_assert_str_eq(http_header(h, "Content-Type"), "text/html; charset=utf-8");
+        cr_assert_str_eq(http_header(h, "X-Content-Type-Options"), "nosniff");
+        cr_assert_str_eq(http_header(h, "Cache-Control"), "no-store");
+        cr_assert_eq(strlen(h->body), status_page_html_size);
+        cr_assert(memcmp(h->body, status_page_html, status_page_html_size) == 0);
+        cr_assert(strstr(h->body, "<title>photond status</title>"));
+
+        /* A strict policy: nothing by default, the page's own inline style and script by their hashes (computed
+         * at build time: they must be those of the page served), the API on this origin only. */
+        csp = http_header(h, "Content-Security-Policy");
+        cr_assert_not_null(csp);
+        cr_assert_str_eq(csp, status_page_csp);
+        cr_assert(strncmp(csp, "default-src 'none'; ", 20) == 0, "%s", csp);
+        cr_assert(strstr(csp, hdr("script-src %s;", inline_source(h->body, "script"))), "%s", csp);
+        cr_assert(strstr(csp, hdr("style-src %s;", inline_source(h->body, "style"))), "%s", csp);
+        cr_assert(strstr(csp, "connect-src 'self';"), "%s", csp);
+        cr_assert(strstr(csp, "frame-ancestors 'none'"), "%s", csp);
+        cr_assert_null(strstr(csp, "unsafe"), "%s", csp);
+        http_free(h);
+
+        /* With no token configured too: the page holds no data (the API it calls answers 403). */
+        daemon_free(d);
+        d = start_env(NULL);
+        expect(http(d->webhook_port, "GET", "/", NULL, NULL), 200, NULL);
+        /* Only GET /: anything else there, or elsewhere, is what it was (the webhook endpoint's 404). */
+        expect(http(d->webhook_port, "POST", "/", "{}", NULL), 404,
+               "Not found. Use /webhook/{photonName}/{method}");
+        expect(http(d->webhook_port, "GET", "/index.html", NULL, NULL), 404, NULL);
+        expect(http(d->webhook_port, "GET", "/status.js", NULL, NULL), 404, NULL);
         daemon_free(d);
 }
 
