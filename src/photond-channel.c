@@ -16,14 +16,12 @@
  * A subscriber whose write queue is full loses its queued channel messages and is told so with one refresh_needed
  * per channel it lost; when its queue fills again before it has read those notices, it is disconnected.
  *
- * The core (everything up to "lifetime") delivers to Subscribers (photond-subscriber.h) through their ops, one
- * indirect call per subscriber per message, and knows nothing of what they are. The control socket's request
- * handlers follow it, at the end of the file: they answer a Client (Manager, Client, Request) and reach the core
- * through its functions and the Client's Subscriber.
- *
- * Publish requests are offered to a fast path before the manager parses them: a validating scanner picks out id,
- * channel and message, so the common publish builds no JSON objects at all (json-c's parse alone costs more than
- * a fan-out to ten subscribers). */
+ * The channels deliver to Subscribers (photond-subscriber.h) through their ops, one indirect call per subscriber
+ * per message, and know nothing of what they are, nor of requests: the control socket's publish, subscribe and
+ * get_events_since are photond-control-channels.c's, which calls the functions here. A publish takes its message
+ * as JSON text (channels_publish_serialized()), so the control socket's fast path, which scans a plain publish
+ * without building JSON objects (json-c's parse alone costs more than a fan-out to ten subscribers), hands over the
+ * message's bytes as they came. */
 
 #include <assert.h>
 #include <inttypes.h>
@@ -35,9 +33,7 @@
 #include "list.h"
 #include "log.h"
 #include "photond-channel.h"
-#include "photond-client.h"
 #include "photond-limits.h"
-#include "photond-manager.h"
 
 /* eventIds are reserved this far ahead (in ms) in state.json, so under steady publishing the file is written at
  * most once per this many milliseconds, and after a restart ids continue above everything issued before. Faster
@@ -208,19 +204,6 @@ static const void* channel_tag(const Channel *channel) {
         return (const void*) (uintptr_t) channel->serial;
 }
 
-/* A SharedBuf filled in place, so a line is assembled from its pieces with one allocation and no second copy.
- * shared_buf_unref() frees it like any other. */
-static SharedBuf* line_alloc(size_t size) {
-        SharedBuf *b = malloc(offsetof(SharedBuf, data) + size + 1);
-
-        if (!b)
-                return NULL;
-        b->n_ref = 1;
-        b->size = size;
-        b->data[size] = '\0';
-        return b;
-}
-
 /* Names may hold any JSON string, NUL included: copied by length. */
 static char* name_dup(const char *s, size_t len) {
         char *n = malloc(len + 1);
@@ -286,7 +269,7 @@ static Channel* channel_find(Channels *chs, const char *name, size_t len) {
 }
 
 /* The channel count or the count of subscribed channels changed: the D-Bus properties Channels and Subscriptions
- * are announced (coalesced by the manager). Called only when a count changes, so a publish on an existing channel
+ * are announced (coalesced by the owner). Called only when a count changes, so a publish on an existing channel
  * pays nothing. */
 static void channels_changed(Channels *chs) {
         if (chs->hooks.counts_changed)
@@ -726,7 +709,7 @@ static int event_line_new(const Channel *channel, uint64_t id, const char *messa
         if (size > UINT32_MAX)
                 return -EMSGSIZE;
 
-        e->line = line_alloc(size);
+        e->line = shared_buf_alloc(size);
         if (!e->line)
                 return -ENOMEM;
         p = mempcpy(e->line->data, head, n);
@@ -816,12 +799,14 @@ static int channel_publish(Channels *chs, Channel *channel, const char *message,
         return 0;
 }
 
-/* Looks up (or makes) the channel and publishes on it. */
-static int channels_publish_text(Channels *chs, const char *name, size_t len, const char *message,
-                                 size_t message_len, Subscriber *exclude, uint64_t *ret_event_id) {
+int channels_publish_serialized(Channels *chs, const char *name, size_t len, const char *message,
+                                size_t message_len, Subscriber *exclude, uint64_t *ret_event_id) {
         Channel *channel;
         uint64_t id;
         int r;
+
+        assert(chs);
+        assert(name);
 
         if (len > limits.MAX_CHANNEL_NAME_BYTES)
                 return -EINVAL;
@@ -855,43 +840,10 @@ int channels_publish(Channels *chs, const char *channel, struct json_object *mes
                 if (!text)
                         return -ENOMEM;
         }
-        return channels_publish_text(chs, channel, strlen(channel), text, len, exclude, ret_event_id);
+        return channels_publish_serialized(chs, channel, strlen(channel), text, len, exclude, ret_event_id);
 }
 
 /* ---- replay ---- */
-
-/* lastEventId as the reference reads it: parseInt(String(v), 10) || 0. Numbers are truncated; strings give
- * their leading decimal integer; anything else is 0. */
-static int64_t last_event_id_from_json(struct json_object *v) {
-        switch (json_object_get_type(v)) {
-        case json_type_int:
-                return json_object_get_int64(v);
-        case json_type_double: {
-                double d = json_object_get_double(v);
-                if (d != d)
-                        return 0;
-                if (d >= 9.2e18)
-                        return INT64_MAX;
-                if (d <= -9.2e18)
-                        return INT64_MIN;
-                return (int64_t) d;
-        }
-        case json_type_string: {
-                const char *s = json_object_get_string(v);
-                bool negative = false;
-                int64_t n = 0;
-
-                s += strspn(s, " \t\n\v\f\r");
-                if (*s == '+' || *s == '-')
-                        negative = *s++ == '-';
-                for (; *s >= '0' && *s <= '9'; s++)
-                        n = n > (INT64_MAX - 9) / 10 ? INT64_MAX : n * 10 + (*s - '0');
-                return negative ? -n : n;
-        }
-        default:
-                return 0;
-        }
-}
 
 typedef struct Since {
         Event **events;                 /* newer than ts, in eventId order */
@@ -937,7 +889,7 @@ static int event_cmp(const void *a, const void *b) {
 
 /* The reference's getEventsSince() on one key, plus DECISIONS.md: a lastEventId above the last issued id needs a
  * refresh, and "P:*" replays every channel with prefix P (wildcardReplay). */
-static int channels_events_since(Channels *chs, const char *key, size_t len, int64_t ts, Since *ret) {
+static int events_since(Channels *chs, const char *key, size_t len, int64_t ts, Since *ret) {
         Since s = {};
         int r;
 
@@ -1009,7 +961,7 @@ static SharedBuf* event_replay_line(const Event *e) {
         SharedBuf *b;
         char *p;
 
-        b = line_alloc(n + body + strlen(REPLAY_TAIL));
+        b = shared_buf_alloc(n + body + strlen(REPLAY_TAIL));
         if (!b)
                 return NULL;
         p = mempcpy(b->data, head, n);
@@ -1041,7 +993,7 @@ static int subscriber_replay(Channels *chs, Subscriber *sub, const char *request
         uint64_t need = 0;
         int r;
 
-        r = channels_events_since(chs, name, len, ts, &s);
+        r = events_since(chs, name, len, ts, &s);
         if (r < 0)
                 return r;
 
@@ -1070,6 +1022,35 @@ int channels_replay(Channels *chs, Subscriber *sub, const char *request_id, cons
         r = subscriber_replay(chs, sub, request_id, name, len, last_event_id);
         channels_reap(chs);
         return r;
+}
+
+int channels_events_since(Channels *chs, const char *name, size_t len, int64_t last_event_id,
+                          ChannelEventCallback cb, void *userdata, bool *ret_refresh_needed) {
+        _cleanup_(since_done) Since s = {};
+        int r;
+
+        r = events_since(chs, name, len, last_event_id, &s);
+        if (r < 0)
+                return r;
+        *ret_refresh_needed = s.refresh;
+
+        for (size_t i = 0; i < s.n; i++) {
+                const Event *e = s.events[i];
+
+                /* The pieces are cut out of the live line: nothing is parsed or serialized again. */
+                r = cb(&(const ChannelEvent) {
+                                .id = e->id,
+                                .timestamp = e->timestamp,
+                                .channel_json = e->channel->name_json,
+                                .channel_json_len = e->channel->name_json_len,
+                                .message_json = e->message_offset > 0 ? e->line->data + e->message_offset : NULL,
+                                .message_json_len = e->message_offset > 0 ?
+                                        e->line->size - e->message_offset - strlen("}\n") : 0,
+                        }, userdata);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
 }
 
 /* ---- subscribing ---- */
@@ -1124,6 +1105,27 @@ int channels_add_status(Channels *chs, struct json_object *data) {
             (r = json_add_int64(data, "slowConsumerDisconnects", (int64_t) chs->n_slow_disconnects)) < 0)
                 return r;
         return 0;
+}
+
+const char* channels_limit_error(int error, const char *channel, struct json_object *message, char *buf,
+                                 size_t size) {
+        uint64_t actual = UINT64_MAX;   /* unknown */
+        size_t len;
+
+        switch (error) {
+        case -EINVAL:
+                if (channel)
+                        actual = strlen(channel);
+                return limit_error(LIMIT_MAX_CHANNEL_NAME_BYTES, actual, buf, size, NULL);
+        case -EMSGSIZE:
+                if (message && json_object_to_json_string_length(message, JSON_FORMAT_FLAGS, &len))
+                        actual = len;
+                return limit_error(LIMIT_MAX_MESSAGE_BYTES, actual, buf, size, NULL);
+        case -ENOSPC:
+                return limit_error(LIMIT_MAX_CHANNELS, UINT64_MAX, buf, size, NULL);
+        default:
+                return NULL;
+        }
 }
 
 static int channel_name_cmp(const void *a, const void *b) {
@@ -1298,603 +1300,4 @@ Channels* channels_free(Channels *chs) {
 
         free(chs->doomed);
         return mfree(chs);
-}
-
-/* ======== the control socket's request handlers: they answer a Client (a control front end, later) ======== */
-
-/* ---- request handlers ---- */
-
-/* The request's channel (validated to be a string without NUL bytes) and its length. */
-static const char* request_channel(Request *req, size_t *ret_len) {
-        struct json_object *v;
-
-        if (!json_object_object_get_ex(req->json, "channel", &v) || !json_object_is_type(v, json_type_string)) {
-                *ret_len = 0;
-                return NULL;
-        }
-        *ret_len = json_object_get_string_len(v);
-        return json_object_get_string(v);
-}
-
-const char* channels_limit_error(int error, const char *channel, struct json_object *message, char *buf,
-                                 size_t size) {
-        uint64_t actual = UINT64_MAX;   /* unknown */
-        size_t len;
-
-        switch (error) {
-        case -EINVAL:
-                if (channel)
-                        actual = strlen(channel);
-                return limit_error(LIMIT_MAX_CHANNEL_NAME_BYTES, actual, buf, size, NULL);
-        case -EMSGSIZE:
-                if (message && json_object_to_json_string_length(message, JSON_FORMAT_FLAGS, &len))
-                        actual = len;
-                return limit_error(LIMIT_MAX_MESSAGE_BYTES, actual, buf, size, NULL);
-        case -ENOSPC:
-                return limit_error(LIMIT_MAX_CHANNELS, UINT64_MAX, buf, size, NULL);
-        default:
-                return NULL;
-        }
-}
-
-static int reply_limit(Client *c, Request *req, LimitId id, uint64_t actual) {
-        const char *suggestion = NULL;
-        char msg[256];
-
-        /* Two statements: the order in which arguments are evaluated is unspecified. */
-        limit_error(id, actual, msg, sizeof(msg), &suggestion);
-        return client_reply_error(c, req->id, msg, suggestion);
-}
-
-static int reply_name_too_long(Client *c, Request *req, size_t len) {
-        return reply_limit(c, req, LIMIT_MAX_CHANNEL_NAME_BYTES, len);
-}
-
-static int reply_too_many_channels(Client *c, Request *req) {
-        return reply_limit(c, req, LIMIT_MAX_CHANNELS, UINT64_MAX);
-}
-
-static struct json_object* channel_reply_data(const char *key, const char *channel, size_t len) {
-        _cleanup_(json_object_putp) struct json_object *data = json_object_new_object();
-
-        if (!data || json_add_bool(data, key, true) < 0 ||
-            json_add(data, "channel", json_object_new_string_len(channel, (int) len)) < 0)
-                return NULL;
-        return TAKE_PTR(data);
-}
-
-int channels_handle_subscribe(Manager *m, Client *c, Request *req) {
-        Channels *chs = m->channels;
-        struct json_object *v;
-        size_t len;
-        const char *name = request_channel(req, &len);
-        int r;
-
-        assert(name);
-
-        r = channels_subscribe(chs, &c->subscriber, name, len);
-        if (r == -EINVAL)
-                return reply_name_too_long(c, req, len);
-        if (r == -ENOSPC)
-                return reply_too_many_channels(c, req);
-        if (r == -EDQUOT)
-                return reply_limit(c, req, LIMIT_MAX_SUBSCRIPTIONS_PER_CLIENT, UINT64_MAX);
-        if (r < 0)
-                return r;
-
-        /* Replays and refresh_needed go out before the result, as the reference writes them. */
-        if (json_object_object_get_ex(req->json, "lastEventId", &v)) {
-                r = channels_replay(chs, &c->subscriber, req->id, name, len, last_event_id_from_json(v));
-                if (r < 0)
-                        return r;
-        }
-
-        return client_reply_result(c, req->id, true, channel_reply_data("subscribed", name, len));
-}
-
-int channels_handle_unsubscribe(Manager *m, Client *c, Request *req) {
-        Channels *chs = m->channels;
-        size_t len;
-        const char *name = request_channel(req, &len);
-
-        assert(name);
-
-        /* Always a success, subscribed or not (the reference). */
-        channels_unsubscribe(chs, &c->subscriber, name, len);
-        return client_reply_result(c, req->id, true, channel_reply_data("unsubscribed", name, len));
-}
-
-/* The JSON text of a request member, as json-c writes it. */
-static const char* request_member_json(Request *req, const char *key, size_t *ret_len) {
-        struct json_object *v;
-
-        if (!json_object_object_get_ex(req->json, key, &v))
-                return NULL;
-        return json_object_to_json_string_length(v, JSON_FORMAT_FLAGS, ret_len);
-}
-
-/* True if json-c writes s as '"' s '"': nothing to escape. */
-static bool json_string_is_plain(const char *s, size_t len) {
-        for (size_t i = 0; i < len; i++)
-                if ((unsigned char) s[i] < 0x20 || s[i] == '"' || s[i] == '\\')
-                        return false;
-        return true;
-}
-
-/* The publish reply, assembled by hand on the hot path. id is JSON text, or a plain string to be quoted. */
-static int publish_reply(Client *c, const char *id, size_t id_len, bool quote_id, const Channel *channel,
-                         uint64_t event_id) {
-        static const char a[] = "{\"type\":\"result\",\"id\":",
-                b[] = ",\"success\":true,\"data\":{\"published\":true,\"channel\":", d[] = ",\"eventId\":";
-        _cleanup_(shared_buf_unrefp) SharedBuf *reply = NULL;
-        char *p;
-
-        reply = line_alloc(strlen(a) + id_len + 2 * quote_id + strlen(b) + channel->name_json_len + strlen(d) + 20 +
-                           strlen("}}\n"));
-        if (!reply)
-                return -ENOMEM;
-        p = mempcpy(reply->data, a, strlen(a));
-        if (quote_id)
-                *p++ = '"';
-        p = mempcpy(p, id, id_len);
-        if (quote_id)
-                *p++ = '"';
-        p = mempcpy(p, b, strlen(b));
-        p = mempcpy(p, channel->name_json, channel->name_json_len);
-        p = mempcpy(p, d, strlen(d));
-        p = json_put_uint64(p, event_id);
-        p = mempcpy(p, "}}\n", strlen("}}\n"));
-        reply->size = p - reply->data;
-        return client_send(c, reply, NULL);
-}
-
-int channels_handle_publish(Manager *m, Client *c, Request *req) {
-        Channels *chs = m->channels;
-        const char *name, *message, *id;
-        size_t len, message_len = 0, id_len;
-        struct json_object *v;
-        Channel *channel;
-        uint64_t event_id;
-        bool plain;
-        int r;
-
-        name = request_channel(req, &len);
-        assert(name);
-        if (len > limits.MAX_CHANNEL_NAME_BYTES)
-                return reply_name_too_long(c, req, len);
-
-        /* A missing message stays missing; null stays null. */
-        message = request_member_json(req, "message", &message_len);
-        if (message && message_len > limits.MAX_MESSAGE_BYTES)
-                return reply_limit(c, req, LIMIT_MAX_MESSAGE_BYTES, message_len);
-
-        if (!json_object_object_get_ex(req->json, "id", &v))
-                return -EINVAL;         /* the parser made sure it is there */
-        id_len = json_object_get_string_len(v);
-        plain = json_string_is_plain(req->id, id_len);
-        id = plain ? req->id : request_member_json(req, "id", &id_len);
-        if (!id)
-                return -ENOMEM;
-
-        channels_expire(chs);
-        r = channel_get(chs, name, len, &channel);
-        if (r == -ENOSPC)
-                return reply_too_many_channels(c, req);
-        if (r < 0)
-                return r;
-        channel->n_pins++;
-        r = channel_publish(chs, channel, message, message_len, &c->subscriber, &event_id);
-        if (r >= 0)
-                r = publish_reply(c, id, id_len, plain, channel, event_id);
-        channel->n_pins--;
-        channel_maybe_free(chs, channel);
-        return r;
-}
-
-/* ---- the publish fast path ---- */
-
-/* A JSON scanner that validates in place, building nothing. Everything it accepts, json-c's strict parser accepts
- * too. In canonical mode it accepts only text that json-c prints back unchanged with JSON_FORMAT_FLAGS: no
- * whitespace, only the escapes json-c writes, integers as json-c writes them, no duplicate keys. A message that
- * passes is therefore forwarded byte for byte as the general path would have re-serialized it. */
-typedef struct Scan {
-        const char *p, *end;
-        unsigned depth;
-        bool canonical;
-        bool nul;                       /* the last string held an escaped NUL */
-} Scan;
-
-#define SCAN_MAX_DEPTH 31               /* json-c refuses nesting deeper than 32 */
-#define SCAN_MAX_KEYS 32                /* canonical objects: keys compared for duplicates */
-
-static void scan_ws(Scan *s) {
-        if (s->canonical)
-                return;
-        while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
-                s->p++;
-}
-
-static bool scan_char(Scan *s, char c) {
-        if (s->p >= s->end || *s->p != c)
-                return false;
-        s->p++;
-        return true;
-}
-
-static bool is_hex(char c, bool lower_only) {
-        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (!lower_only && c >= 'A' && c <= 'F');
-}
-
-/* Past the bytes at p that a JSON string takes as they are (not '"', '\\' or a control character), eight at a
- * time: a published message is mostly such a run, and a byte at a time was a fifth of photond's time in the
- * fan-out benchmark with 1 KiB messages. A word with any byte to look at is left to the caller's byte loop (the
- * tests below may flag more than that byte, never miss one). */
-static const char* skip_plain(const char *p, const char *end) {
-        const uint64_t ones = UINT64_C(0x0101010101010101), highs = UINT64_C(0x8080808080808080);
-
-        while (end - p >= 8) {
-                uint64_t v, q, b;
-
-                memcpy(&v, p, sizeof(v));
-                q = v ^ (ones * '"');
-                b = v ^ (ones * '\\');
-                if (((v - ones * 0x20) & ~v & highs) | ((q - ones) & ~q & highs) | ((b - ones) & ~b & highs))
-                        break;
-                p += 8;
-        }
-        return p;
-}
-
-/* A string; *ret, *ret_len: the bytes between the quotes; *ret_plain: no escapes in them. */
-static bool scan_string(Scan *s, const char **ret, size_t *ret_len, bool *ret_plain) {
-        const char *start;
-        bool plain = true;
-
-        if (!scan_char(s, '"'))
-                return false;
-        s->nul = false;
-        start = s->p;
-        for (;;) {
-                const char *e;
-
-                s->p = skip_plain(s->p, s->end);
-                e = s->p;
-                if (e >= s->end || (unsigned char) *e < 0x20)
-                        return false;
-                if (*e == '"')
-                        break;
-                if (*e != '\\') {
-                        s->p++;
-                        continue;
-                }
-
-                plain = false;
-                if (s->end - e < 2)
-                        return false;
-                if (strchr("\"\\bfnrt", e[1]) && e[1] != '\0')
-                        s->p += 2;
-                else if (e[1] == '/' && !s->canonical)
-                        s->p += 2;
-                else if (e[1] == 'u' && s->end - e >= 6 && !s->canonical &&
-                         is_hex(e[2], false) && is_hex(e[3], false) && is_hex(e[4], false) && is_hex(e[5], false)) {
-                        s->nul = s->nul || memcmp(e + 2, "0000", 4) == 0;
-                        s->p += 6;
-                }
-                else if (e[1] == 'u' && s->end - e >= 6 && s->canonical && e[2] == '0' && e[3] == '0' &&
-                         (e[4] == '0' || e[4] == '1') && is_hex(e[5], true)) {
-                        /* json-c writes \u00xx only for control characters that have no short form. */
-                        unsigned v = (e[4] - '0') * 16 + (e[5] <= '9' ? e[5] - '0' : e[5] - 'a' + 10);
-                        if (strchr("\b\f\n\r\t", (int) v) && v != 0)
-                                return false;
-                        s->nul = s->nul || v == 0;
-                        s->p += 6;
-                } else
-                        return false;
-        }
-        if (ret)
-                *ret = start;
-        if (ret_len)
-                *ret_len = s->p - start;
-        if (ret_plain)
-                *ret_plain = plain;
-        s->p++;
-        return true;
-}
-
-static bool scan_digits(Scan *s) {
-        const char *start = s->p;
-
-        while (s->p < s->end && *s->p >= '0' && *s->p <= '9')
-                s->p++;
-        return s->p > start;
-}
-
-static bool scan_number(Scan *s) {
-        const char *start = s->p;
-        bool integer = true;
-
-        (void) scan_char(s, '-');
-        if (s->p < s->end && *s->p == '0')
-                s->p++;
-        else if (s->p >= s->end || *s->p < '1' || *s->p > '9' || !scan_digits(s))
-                return false;
-        if (scan_char(s, '.')) {
-                integer = false;
-                if (!scan_digits(s))
-                        return false;
-        }
-        if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
-                integer = false;
-                s->p++;
-                if (s->p < s->end && (*s->p == '+' || *s->p == '-'))
-                        s->p++;
-                if (!scan_digits(s))
-                        return false;
-        }
-        /* json-c keeps a fraction's text but prints integers itself: -0 as 0, and clamps beyond int64. */
-        if (s->canonical && integer)
-                return s->p - start <= 18 && !(s->p - start == 2 && start[0] == '-' && start[1] == '0');
-        return true;
-}
-
-static bool scan_literal(Scan *s, const char *word) {
-        size_t n = strlen(word);
-
-        if ((size_t) (s->end - s->p) < n || memcmp(s->p, word, n) != 0)
-                return false;
-        s->p += n;
-        return true;
-}
-
-static bool scan_value(Scan *s);
-
-static bool scan_array(Scan *s) {
-        if (++s->depth > SCAN_MAX_DEPTH || !scan_char(s, '['))
-                return false;
-        scan_ws(s);
-        if (!scan_char(s, ']'))
-                for (;;) {
-                        scan_ws(s);
-                        if (!scan_value(s))
-                                return false;
-                        scan_ws(s);
-                        if (scan_char(s, ']'))
-                                break;
-                        if (!scan_char(s, ','))
-                                return false;
-                }
-        s->depth--;
-        return true;
-}
-
-static bool scan_object(Scan *s) {
-        struct {
-                const char *p;
-                size_t n;
-        } keys[SCAN_MAX_KEYS];
-        unsigned n_keys = 0;
-
-        if (++s->depth > SCAN_MAX_DEPTH || !scan_char(s, '{'))
-                return false;
-        scan_ws(s);
-        if (!scan_char(s, '}'))
-                for (;;) {
-                        const char *k;
-                        size_t n;
-
-                        scan_ws(s);
-                        /* json-c would cut a key at its NUL: left to the general path, which refuses it. */
-                        if (!scan_string(s, &k, &n, NULL) || s->nul)
-                                return false;
-                        if (s->canonical) {
-                                /* json-c keeps the last of duplicate keys and prints one. */
-                                if (n_keys == SCAN_MAX_KEYS)
-                                        return false;
-                                for (unsigned i = 0; i < n_keys; i++)
-                                        if (keys[i].n == n && memcmp(keys[i].p, k, n) == 0)
-                                                return false;
-                                keys[n_keys].p = k;
-                                keys[n_keys++].n = n;
-                        }
-                        scan_ws(s);
-                        if (!scan_char(s, ':'))
-                                return false;
-                        scan_ws(s);
-                        if (!scan_value(s))
-                                return false;
-                        scan_ws(s);
-                        if (scan_char(s, '}'))
-                                break;
-                        if (!scan_char(s, ','))
-                                return false;
-                }
-        s->depth--;
-        return true;
-}
-
-static bool scan_value(Scan *s) {
-        if (s->p >= s->end)
-                return false;
-        switch (*s->p) {
-        case '"':
-                return scan_string(s, NULL, NULL, NULL);
-        case '{':
-                return scan_object(s);
-        case '[':
-                return scan_array(s);
-        case 't':
-                return scan_literal(s, "true");
-        case 'f':
-                return scan_literal(s, "false");
-        case 'n':
-                return scan_literal(s, "null");
-        default:
-                return scan_number(s);
-        }
-}
-
-static bool key_is(const char *k, size_t n, const char *word) {
-        return n == strlen(word) && memcmp(k, word, n) == 0;
-}
-
-int publish_scan(const char *line, size_t len, PublishScan *ret) {
-        enum { TYPE = 1, ID = 2, CHANNEL = 4, MESSAGE = 8 };
-        Scan s = { .p = line, .end = line + len, .depth = 1 };
-        PublishScan r = {};
-        unsigned seen = 0;
-
-        scan_ws(&s);
-        if (!scan_char(&s, '{'))
-                return 0;
-        for (;;) {
-                const char *k, *v;
-                size_t kn, vn;
-                bool plain;
-                unsigned bit = 0;
-
-                scan_ws(&s);
-                if (!scan_string(&s, &k, &kn, &plain) || !plain)
-                        return 0;
-                scan_ws(&s);
-                if (!scan_char(&s, ':'))
-                        return 0;
-                scan_ws(&s);
-
-                if (key_is(k, kn, "message")) {
-                        bit = MESSAGE;
-                        r.message = s.p;
-                        s.canonical = true;
-                        if (!scan_value(&s))
-                                return 0;
-                        s.canonical = false;
-                        r.message_len = s.p - r.message;
-                } else if (key_is(k, kn, "type") || key_is(k, kn, "id") || key_is(k, kn, "channel")) {
-                        if (!scan_string(&s, &v, &vn, &plain) || !plain)
-                                return 0;
-                        if (k[0] == 't') {
-                                if (!key_is(v, vn, "publish"))
-                                        return 0;
-                                bit = TYPE;
-                        } else if (k[0] == 'i') {
-                                r.id = v;
-                                r.id_len = vn;
-                                bit = ID;
-                        } else {
-                                r.channel = v;
-                                r.channel_len = vn;
-                                bit = CHANNEL;
-                        }
-                } else if (key_is(k, kn, "sessionId"))
-                        return 0;       /* the manager keeps track of sessions */
-                else {
-                        /* Members a publish ignores: a NUL in one (a workingDir, say) is refused by the general
-                         * path for every request type, so such a line is left to it. */
-                        s.nul = false;
-                        if (!scan_value(&s) || s.nul)
-                                return 0;
-                }
-
-                if (seen & bit)
-                        return 0;
-                seen |= bit;
-                scan_ws(&s);
-                if (scan_char(&s, '}'))
-                        break;
-                if (!scan_char(&s, ','))
-                        return 0;
-        }
-        scan_ws(&s);
-        if (s.p != s.end || (seen & (TYPE | ID | CHANNEL)) != (TYPE | ID | CHANNEL))
-                return 0;
-        *ret = r;
-        return 1;
-}
-
-int channels_publish_line(Channels *chs, Client *c, const char *line, size_t len) {
-        PublishScan s;
-        Channel *channel;
-        uint64_t event_id;
-        int r;
-
-        if (!chs || !publish_scan(line, len, &s))
-                return 0;
-        /* Refusals are left to the general path, which words them. */
-        if (s.channel_len > limits.MAX_CHANNEL_NAME_BYTES || (s.message && s.message_len > limits.MAX_MESSAGE_BYTES))
-                return 0;
-
-        channels_expire(chs);
-        r = channel_get(chs, s.channel, s.channel_len, &channel);
-        if (r == -ENOSPC)
-                return 0;
-        if (r < 0)
-                return r;
-        channel->n_pins++;
-        r = channel_publish(chs, channel, s.message, s.message_len, &c->subscriber, &event_id);
-        if (r >= 0)
-                r = publish_reply(c, s.id, s.id_len, true, channel, event_id);
-        channel->n_pins--;
-        channel_maybe_free(chs, channel);
-        return r < 0 ? r : 1;
-}
-
-int channels_handle_get_events_since(Manager *m, Client *c, Request *req) {
-        _cleanup_(since_done) Since s = {};
-        _cleanup_free_ char *text = NULL;
-        Channels *chs = m->channels;
-        struct json_object *v;
-        const char *name = NULL, *id_json;
-        size_t len = 0, size = 0, id_len;
-        int64_t ts = 0;
-        uint64_t need = 0;
-        FILE *f;
-        int r;
-
-        name = request_channel(req, &len);
-        if (json_object_object_get_ex(req->json, "lastEventId", &v))
-                ts = last_event_id_from_json(v);
-
-        /* No channel: no buffer, as the reference's lookup of an undefined key. */
-        r = channels_events_since(chs, name && len <= limits.MAX_CHANNEL_NAME_BYTES ? name : NULL, len, ts, &s);
-        if (r < 0)
-                return r;
-
-        for (size_t i = 0; i < s.n; i++) {
-                const Event *e = s.events[i];
-                need += 80 + e->channel->name_json_len + (e->line->size - e->body_offset);
-                if (c->out_bytes + need > limits.MAX_WRITE_QUEUE_BYTES) {
-                        s.refresh = true;
-                        s.n = 0;
-                        break;
-                }
-        }
-
-        id_json = request_member_json(req, "id", &id_len);
-        if (!id_json)
-                return -ENOMEM;
-
-        f = open_memstream(&text, &size);
-        if (!f)
-                return -ENOMEM;
-        fputs("{\"type\":\"result\",\"id\":", f);
-        fwrite(id_json, 1, id_len, f);
-        fputs(",\"success\":true,\"data\":{\"events\":[", f);
-        for (size_t i = 0; i < s.n; i++) {
-                const Event *e = s.events[i];
-
-                fprintf(f, "%s{\"id\":%" PRIu64 ",\"channel\":", i > 0 ? "," : "", e->id);
-                fwrite(e->channel->name_json, 1, e->channel->name_json_len, f);
-                if (e->message_offset > 0) {
-                        fputs(",\"message\":", f);
-                        fwrite(e->line->data + e->message_offset, 1, e->line->size - e->message_offset - 2, f);
-                }
-                fprintf(f, ",\"timestamp\":%" PRIi64 "}", e->timestamp);
-        }
-        fprintf(f, "],\"refreshNeeded\":%s}}\n", s.refresh ? "true" : "false");
-        if (fclose(f) != 0)
-                return -ENOMEM;
-
-        _cleanup_(shared_buf_unrefp) SharedBuf *b = shared_buf_new(text, size);
-        if (!b)
-                return -ENOMEM;
-        return client_send(c, b, NULL);
 }

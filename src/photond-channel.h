@@ -2,16 +2,16 @@
 #pragma once
 
 /* Pub/sub: channel registry, exact and "prefix:*" subscriptions, per-channel replay buffers, fan-out. The core
- * delivers to Subscribers (photond-subscriber.h), whatever they are; only the request handlers know Clients. */
+ * delivers to Subscribers (photond-subscriber.h), whatever they are, and knows no request: the control socket's
+ * are photond-control-channels.c's. */
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "clock.h"
-#include "photond-protocol.h"
+#include "macro.h"
 #include "photond-subscriber.h"
 
-typedef struct Manager Manager;
-typedef struct Client Client;
 typedef struct Channels Channels;
 struct json_object;
 
@@ -51,37 +51,40 @@ int channels_replay(Channels *ch, Subscriber *s, const char *request_id, const c
 /* Drops every subscription of a subscriber that goes away. */
 void channels_subscriber_gone(Channels *ch, Subscriber *s);
 
-/* Publishes on behalf of photond itself (jobs:*, webhooks:*, state-changed, emits, system:*). message is borrowed;
- * NULL leaves the "message" key out. exclude (may be NULL: the publisher, whose pushes may then be written at once,
- * see may_write_now) does not receive it. Returns 0 and the eventId;
- * -EINVAL for a channel name over MAX_CHANNEL_NAME_BYTES, -EMSGSIZE for a message over MAX_MESSAGE_BYTES,
- * -ENOSPC when MAX_CHANNELS channels are subscribed to and none can be reclaimed. */
+/* Publishes message_json, a message already serialized as json-c prints it with JSON_FORMAT_FLAGS (the caller
+ * vouches for that: the bytes go out as they are), or no "message" key when it is NULL, on the channel name of len
+ * bytes (any JSON string, NUL included). The push line is built once and shared by every subscriber and the replay
+ * buffer. exclude (may be NULL) is the publisher: it does not receive the push, which may then be written at once
+ * (see may_write_now). Returns 0 and the eventId; -EINVAL for a channel name over MAX_CHANNEL_NAME_BYTES, -EMSGSIZE
+ * for a message over MAX_MESSAGE_BYTES, -ENOSPC when MAX_CHANNELS channels are subscribed to and none can be
+ * reclaimed (checked in that order), -ENOMEM. */
+int channels_publish_serialized(Channels *ch, const char *name, size_t len, const char *message_json,
+                                size_t message_len, Subscriber *exclude, uint64_t *ret_event_id);
+
+/* channels_publish_serialized() of a json-c object, for photond's own publishes (jobs:*, webhooks:*,
+ * state-changed, emits, system:*) and D-Bus Publish: message is borrowed; NULL leaves the "message" key out; channel
+ * is a C string. ret_event_id may be NULL. */
 int channels_publish(Channels *ch, const char *channel, struct json_object *message, Subscriber *exclude,
                      uint64_t *ret_event_id);
 
-/* ---- the control socket's request handlers: they answer a Client (to move to a control front end) ---- */
+/* One buffered event as get_events_since lists it: valid during the callback only. */
+typedef struct ChannelEvent {
+        uint64_t id;
+        int64_t timestamp;              /* wall clock, ms */
+        const char *channel_json;       /* the channel's name as JSON text (quoted and escaped), not NUL-terminated */
+        size_t channel_json_len;
+        const char *message_json;       /* the message as JSON text, not NUL-terminated; NULL: it had none */
+        size_t message_json_len;
+} ChannelEvent;
+typedef int (*ChannelEventCallback)(const ChannelEvent *e, void *userdata);
 
-int channels_handle_subscribe(Manager *m, Client *c, Request *req);
-int channels_handle_unsubscribe(Manager *m, Client *c, Request *req);
-int channels_handle_publish(Manager *m, Client *c, Request *req);
-int channels_handle_get_events_since(Manager *m, Client *c, Request *req);
-
-/* The hot path, offered every request line before it is parsed: a publish that scans as plain JSON (see
- * publish_scan()) is handled in place, without building JSON objects, and 1 returned. Anything else, or anything
- * that would be refused, gives 0 and takes the general path, which then answers exactly as it always does.
- * -ENOMEM on allocation failure. */
-int channels_publish_line(Channels *ch, Client *c, const char *line, size_t len);
-
-/* The parts of a publish request line, pointing into it: id and channel are strings without escapes (the bytes
- * between the quotes), message the JSON text of the message (NULL if absent), already in the form json-c prints. */
-typedef struct PublishScan {
-        const char *id, *channel, *message;
-        size_t id_len, channel_len, message_len;
-} PublishScan;
-
-/* 1 and *ret if line is a strictly valid JSON publish request the fast path takes: type, id and channel plain
- * strings, a message json-c would print back unchanged, no sessionId, no duplicate keys; 0 otherwise. */
-int publish_scan(const char *line, size_t len, PublishScan *ret);
+/* The reference's getEventsSince(): calls cb, in eventId order and without building JSON, for each event buffered
+ * after last_event_id on name (a channel, or "P:*" for every channel with prefix P; NULL: none), and stops at cb's
+ * first negative return and returns it. *ret_refresh_needed: what is buffered cannot be all the caller missed (the events
+ * are gone or were never here, or lastEventId is ahead of every id issued); it may still come with the newer events
+ * of a wildcard. 0, or -ENOMEM. */
+int channels_events_since(Channels *ch, const char *name, size_t len, int64_t last_event_id,
+                          ChannelEventCallback cb, void *userdata, bool *ret_refresh_needed);
 
 /* ---- the core: status, listing, state ---- */
 

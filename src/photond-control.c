@@ -79,6 +79,33 @@ static int handle_shutdown(Manager *m, Client *c, Request *req) {
         return client_reply_result(c, req->id, true, TAKE_PTR(data));
 }
 
+/* ---- the areas' requests: each is handed the core it serves ---- */
+
+static int handle_subscribe(Manager *m, Client *c, Request *req) {
+        return control_channels_subscribe(m->channels, c, req);
+}
+
+static int handle_unsubscribe(Manager *m, Client *c, Request *req) {
+        return control_channels_unsubscribe(m->channels, c, req);
+}
+
+static int handle_publish(Manager *m, Client *c, Request *req) {
+        return control_channels_publish(m->channels, c, req);
+}
+
+static int handle_get_events_since(Manager *m, Client *c, Request *req) {
+        return control_channels_get_events_since(m->channels, c, req);
+}
+
+/* The lock requests' front end (photond-control-locks.c) is given the table, not the Manager. */
+static int handle_lock_request(Manager *m, Client *c, Request *req) {
+        return control_lock_request(m->locks, c, req);
+}
+
+static int handle_list_locks(Manager *m, Client *c, Request *req) {
+        return control_lock_list(m->locks, c, req);
+}
+
 typedef int (*RequestHandler)(Manager *m, Client *c, Request *req);
 
 static const RequestHandler request_handlers[_REQUEST_TYPE_MAX] = {
@@ -86,17 +113,17 @@ static const RequestHandler request_handlers[_REQUEST_TYPE_MAX] = {
         [REQUEST_STATUS] = handle_status,
         [REQUEST_SHUTDOWN] = handle_shutdown,
 
-        [REQUEST_SUBSCRIBE] = channels_handle_subscribe,
-        [REQUEST_UNSUBSCRIBE] = channels_handle_unsubscribe,
-        [REQUEST_PUBLISH] = channels_handle_publish,
-        [REQUEST_GET_EVENTS_SINCE] = channels_handle_get_events_since,
+        [REQUEST_SUBSCRIBE] = handle_subscribe,
+        [REQUEST_UNSUBSCRIBE] = handle_unsubscribe,
+        [REQUEST_PUBLISH] = handle_publish,
+        [REQUEST_GET_EVENTS_SINCE] = handle_get_events_since,
 
-        [REQUEST_LOCK] = lock_table_handle_lock,
-        [REQUEST_UNLOCK] = lock_table_handle_unlock,
-        [REQUEST_ASSIGN_LOCK] = lock_table_handle_assign,
-        [REQUEST_TRANSFER_LOCK] = lock_table_handle_transfer,
-        [REQUEST_QUERY_LOCK] = lock_table_handle_query,
-        [REQUEST_LIST_LOCKS] = lock_table_handle_list,
+        [REQUEST_LOCK] = handle_lock_request,
+        [REQUEST_UNLOCK] = handle_lock_request,
+        [REQUEST_ASSIGN_LOCK] = handle_lock_request,
+        [REQUEST_TRANSFER_LOCK] = handle_lock_request,
+        [REQUEST_QUERY_LOCK] = handle_lock_request,
+        [REQUEST_LIST_LOCKS] = handle_list_locks,
 
         [REQUEST_SCHEDULE] = control_jobs_schedule,
         [REQUEST_UNSCHEDULE] = control_jobs_unschedule,
@@ -140,10 +167,10 @@ int control_handle_line(Client *c, const char *line, size_t len) {
         /* The hot paths: a plain publish, lock or unlock is handled without building JSON objects. Whatever they
          * do not take is parsed and dispatched below as usual. */
         if (!m->shutting_down) {
-                r = channels_publish_line(m->channels, c, line, len);
+                r = control_channels_publish_line(m->channels, c, line, len);
                 if (r != 0)
                         return r < 0 ? r : 0;
-                r = lock_table_handle_line(m->locks, c, line, len);
+                r = control_lock_line(m->locks, c, line, len);
                 if (r != 0)
                         return r < 0 ? r : 0;
         }

@@ -6,12 +6,41 @@
 #include <stddef.h>
 
 #include "photond-client.h"
+#include "photond-lock.h"
+#include "photond-protocol.h"
+
+typedef struct Channels Channels;
 
 typedef struct Manager Manager;
 typedef struct Request Request;
 
 /* Handles one complete request line of a client (the ClientLineHandler the Manager installs). */
 int control_handle_line(Client *c, const char *line, size_t len);
+
+/* ---- locks (photond-control-locks.c) ---- */
+
+/* The lock/unlock fast path, offered every line before it is parsed: a plain lock or unlock line
+ * (lock_request_parse_line()) is served without json-c objects. Returns 1 when the line was handled (and answered),
+ * 0 when it is left to the general path (nothing done), or a negative errno as a handler does (-ENOMEM). */
+int control_lock_line(LockTable *t, Client *c, const char *line, size_t len);
+/* lock, unlock, assign_lock, transfer_lock and query_lock after request_parse(): served by the same code as the
+ * fast path's lines. */
+int control_lock_request(LockTable *t, Client *c, const Request *req);
+int control_lock_list(LockTable *t, Client *c, const Request *req);
+
+/* ---- channels: photond-control-channels.c ---- */
+
+/* The pub/sub requests, handled for c as the channels' Subscriber, and answered to c. */
+int control_channels_subscribe(Channels *chs, Client *c, Request *req);
+int control_channels_unsubscribe(Channels *chs, Client *c, Request *req);
+int control_channels_publish(Channels *chs, Client *c, Request *req);
+int control_channels_get_events_since(Channels *chs, Client *c, Request *req);
+
+/* The publish fast path, offered every request line before it is parsed: a publish that request_scan_publish()
+ * takes is handled in place, building no JSON objects, and 1 returned. Anything else, or anything that would be
+ * refused, gives 0 and takes the general path, which then answers exactly as it always does. -ENOMEM on
+ * allocation failure. */
+int control_channels_publish_line(Channels *chs, Client *c, const char *line, size_t len);
 
 /* ---- method calls (photond-control-calls.c): a Client as the dispatcher's DispatchPeer ---- */
 

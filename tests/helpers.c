@@ -90,16 +90,16 @@ struct json_object* test_pop_json(Client *c) {
         return o;
 }
 
-int test_request(Manager *m, Client *c, const char *fmt, ...) {
+void test_request(Manager *m, Client *c, const char *fmt, ...) {
         _cleanup_free_ char *line = NULL;
         va_list ap;
         int r;
 
         va_start(ap, fmt);
-        r = vasprintf(&line, fmt, ap);
+        cr_assert(vasprintf(&line, fmt, ap) >= 0);
         va_end(ap);
-        cr_assert(r >= 0);
 
         c->manager = m;
-        return control_handle_line(c, line, strlen(line));
+        r = control_handle_line(c, line, strlen(line));
+        cr_assert_eq(r, 0, "%s: %d", line, r);
 }

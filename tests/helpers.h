@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* Shared fixtures for the unit and integration tests: temporary directories, JSON paths, and a client's queue read
- * as its peer would read it. */
+/* Shared fixtures for the unit and integration tests: temporary directories, JSON paths, a request line sent
+ * through the control front end, and a client's queue read as its peer would read it. */
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -28,6 +28,6 @@ bool jbool(struct json_object *o, const char *path);
 char* test_pop_line(Client *c);
 struct json_object* test_pop_json(Client *c);
 
-/* Hands the request line fmt, … (without its newline) to the control front end as c's (control_handle_line(), with
- * c->manager set to m) and returns what it returns. */
-int test_request(Manager *m, Client *c, const char *fmt, ...) _printf_(3, 4);
+/* Formats one request line and hands it to the control front end as c's, as a read would (control_handle_line(),
+ * fast paths included); c is m's from then on. The test fails if the line handler does. */
+void test_request(Manager *m, Client *c, const char *fmt, ...) _printf_(3, 4);

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 
-/* Pub/sub without sockets: a Channels with no manager, clients whose write queues are inspected directly, and a
- * clock the tests move by hand. The "sink" suite delivers to fake Subscribers that are no Client at all. */
+/* Pub/sub without sockets: requests go through the control front end (test_request(): control_handle_line(), the
+ * publish fast path included) to a Channels whose only hooks are a clock the tests move by hand, and the clients'
+ * write queues are read as their peers would. The "sink" suite drives the core alone, delivering to fake
+ * Subscribers that are no Client at all. */
 
 #include <criterion/criterion.h>
 #include <inttypes.h>
@@ -12,8 +14,10 @@
 #include "json-util.h"
 #include "photond-channel.h"
 #include "photond-client.h"
+#include "photond-control.h"
 #include "photond-limits.h"
 #include "photond-manager.h"
+#include "string-util.h"
 
 static Channels *chs;
 static Manager manager;
@@ -29,13 +33,22 @@ static uint64_t test_mono(void *u) {
         return mono;
 }
 
+static int noop_defer(sd_event_source *s, void *userdata) {
+        return 0;
+}
+
 static void setup(void) {
         limits_reset();
         wall = 1700000000000;
         mono = 1000000;
         cr_assert_eq(channels_new(NULL, &chs), 0);
         channels_set_clock(chs, &(ChannelsClock) { test_wall, test_mono, NULL });
+        /* The Manager the control front end reaches the channels through; its flush, which the replies schedule,
+         * never runs: the tests read the queues. */
         manager = (Manager) { .channels = chs };
+        cr_assert_eq(sd_event_new(&manager.event), 0);
+        cr_assert_eq(sd_event_add_defer(manager.event, &manager.flush_event_source, noop_defer, NULL), 0);
+        cr_assert_eq(sd_event_source_set_enabled(manager.flush_event_source, SD_EVENT_OFF), 0);
         for (size_t i = 0; i < ELEMENTSOF(clients); i++)
                 clients[i] = (Client) { .fd = -EBADF, .serial = i, .subscriber.ops = &client_subscriber_ops };
 }
@@ -50,47 +63,19 @@ static void teardown(void) {
                 drain(&clients[i]);
         }
         chs = channels_free(chs);
+        sd_event_source_disable_unref(manager.flush_event_source);
+        sd_event_unref(manager.event);
 }
 
 TestSuite(channel, .init = setup, .fini = teardown);
-
-/* Sends one request line to the handler of its type, as the manager would. */
-static void request(Client *c, const char *fmt, ...) {
-        _cleanup_(request_freep) Request *req = NULL;
-        _cleanup_free_ char *line = NULL, *error = NULL, *id = NULL;
-        va_list ap;
-        int r = -EINVAL;
-
-        va_start(ap, fmt);
-        cr_assert(vasprintf(&line, fmt, ap) >= 0);
-        va_end(ap);
-        cr_assert_eq(request_parse(line, strlen(line), &req, &error, &id), 0, "bad test request %s: %s", line, error);
-        switch (req->type) {
-        case REQUEST_SUBSCRIBE:
-                r = channels_handle_subscribe(&manager, c, req);
-                break;
-        case REQUEST_UNSUBSCRIBE:
-                r = channels_handle_unsubscribe(&manager, c, req);
-                break;
-        case REQUEST_PUBLISH:
-                r = channels_handle_publish(&manager, c, req);
-                break;
-        case REQUEST_GET_EVENTS_SINCE:
-                r = channels_handle_get_events_since(&manager, c, req);
-                break;
-        default:
-                cr_assert_fail("not a pub/sub request");
-        }
-        cr_assert_eq(r, 0, "handler failed: %d", r);
-}
 
 static uint64_t publish(Client *c, const char *channel, const char *message) {
         _cleanup_(json_object_putp) struct json_object *o = NULL;
 
         if (message)
-                request(c, "{\"type\":\"publish\",\"id\":\"p\",\"channel\":\"%s\",\"message\":%s}", channel, message);
+                test_request(&manager, c, "{\"type\":\"publish\",\"id\":\"p\",\"channel\":\"%s\",\"message\":%s}", channel, message);
         else
-                request(c, "{\"type\":\"publish\",\"id\":\"p\",\"channel\":\"%s\"}", channel);
+                test_request(&manager, c, "{\"type\":\"publish\",\"id\":\"p\",\"channel\":\"%s\"}", channel);
         o = test_pop_json(c);
         cr_assert_str_eq(jstr(o, "type"), "result");
         return jint(json_object_object_get(o, "data"), "eventId");
@@ -99,7 +84,7 @@ static uint64_t publish(Client *c, const char *channel, const char *message) {
 static void subscribe(Client *c, const char *channel) {
         _cleanup_(json_object_putp) struct json_object *o = NULL;
 
-        request(c, "{\"type\":\"subscribe\",\"id\":\"s\",\"channel\":\"%s\"}", channel);
+        test_request(&manager, c, "{\"type\":\"subscribe\",\"id\":\"s\",\"channel\":\"%s\"}", channel);
         o = test_pop_json(c);
         cr_assert_str_eq(jstr(o, "type"), "result");
 }
@@ -148,7 +133,7 @@ Test(channel, wire_shapes) {
         uint64_t id;
 
         subscribe(s, "room:1");
-        request(p, "{\"type\":\"publish\",\"id\":\"pub-1\",\"channel\":\"room:1\",\"message\":{\"a\":[1,\"x/y\"],\"b\":null}}");
+        test_request(&manager, p, "{\"type\":\"publish\",\"id\":\"pub-1\",\"channel\":\"room:1\",\"message\":{\"a\":[1,\"x/y\"],\"b\":null}}");
         id = (uint64_t) wall;
 
         push = test_pop_line(s);
@@ -220,7 +205,7 @@ Test(channel, unsubscribe_and_disconnect) {
         Client *p = &clients[0], *s = &clients[1];
         _cleanup_(json_object_putp) struct json_object *o = NULL;
 
-        request(s, "{\"type\":\"unsubscribe\",\"id\":\"u0\",\"channel\":\"never\"}");
+        test_request(&manager, s, "{\"type\":\"unsubscribe\",\"id\":\"u0\",\"channel\":\"never\"}");
         o = test_pop_json(s);
         cr_assert(json_object_get_boolean(json_object_object_get(json_object_object_get(o, "data"), "unsubscribed")),
                   "unsubscribe is always ok");
@@ -228,7 +213,7 @@ Test(channel, unsubscribe_and_disconnect) {
         subscribe(s, "k1");
         subscribe(s, "k2:*");
         cr_assert_eq(s->subscriber.n_subscriptions, 2);
-        request(s, "{\"type\":\"unsubscribe\",\"id\":\"u1\",\"channel\":\"k1\"}");
+        test_request(&manager, s, "{\"type\":\"unsubscribe\",\"id\":\"u1\",\"channel\":\"k1\"}");
         json_object_put(test_pop_json(s));
         publish(p, "k1", "1");
         cr_assert_eq(client_queued(s), 0);
@@ -253,7 +238,7 @@ static void expect_refresh(Client *c, const char *request_id, const char *channe
 }
 
 static void subscribe_since(Client *c, const char *channel, const char *last) {
-        request(c, "{\"type\":\"subscribe\",\"id\":\"r\",\"channel\":\"%s\",\"lastEventId\":%s}", channel, last);
+        test_request(&manager, c, "{\"type\":\"subscribe\",\"id\":\"r\",\"channel\":\"%s\",\"lastEventId\":%s}", channel, last);
 }
 
 Test(channel, replay_exact) {
@@ -364,7 +349,7 @@ Test(channel, replay_total_bytes_cap_evicts_oldest_globally) {
                 b = publish(p, "new", msg);
         /* Five events fit; a sixth pushes out the globally oldest, which is the only one of "old". */
         b = publish(p, "new", msg);
-        request(s, "{\"type\":\"get_events_since\",\"id\":\"g\",\"channel\":\"old\",\"lastEventId\":%" PRIu64 "}", a - 1);
+        test_request(&manager, s, "{\"type\":\"get_events_since\",\"id\":\"g\",\"channel\":\"old\",\"lastEventId\":%" PRIu64 "}", a - 1);
         o = test_pop_json(s);
         cr_assert(json_object_get_boolean(json_object_object_get(json_object_object_get(o, "data"), "refreshNeeded")));
         cr_assert_eq(channels_count(chs), 1, "the emptied channel is gone");
@@ -382,7 +367,7 @@ Test(channel, get_events_since_shapes) {
         wall += 5;
         b = publish(p, "g", NULL);
 
-        request(s, "{\"type\":\"get_events_since\",\"id\":\"g1\",\"channel\":\"g\",\"lastEventId\":\"%" PRIu64 "\"}", a - 0);
+        test_request(&manager, s, "{\"type\":\"get_events_since\",\"id\":\"g1\",\"channel\":\"g\",\"lastEventId\":\"%" PRIu64 "\"}", a - 0);
         line = test_pop_line(s);
         cr_assert(asprintf(&expect, "{\"type\":\"result\",\"id\":\"g1\",\"success\":true,\"data\":{\"events\":["
                            "{\"id\":%" PRIu64 ",\"channel\":\"g\",\"timestamp\":%" PRIi64 "}],\"refreshNeeded\":false}}",
@@ -392,25 +377,59 @@ Test(channel, get_events_since_shapes) {
         free(expect);
 
         /* Not the request's lastEventId: none means 0, so a non-empty buffer needs a refresh. */
-        request(s, "{\"type\":\"get_events_since\",\"id\":\"g2\",\"channel\":\"g\"}");
+        test_request(&manager, s, "{\"type\":\"get_events_since\",\"id\":\"g2\",\"channel\":\"g\"}");
         line = test_pop_line(s);
         cr_assert_str_eq(line, "{\"type\":\"result\",\"id\":\"g2\",\"success\":true,\"data\":{\"events\":[],"
                          "\"refreshNeeded\":true}}");
         free(line);
 
-        request(s, "{\"type\":\"get_events_since\",\"id\":\"g3\"}");
+        test_request(&manager, s, "{\"type\":\"get_events_since\",\"id\":\"g3\"}");
         line = test_pop_line(s);
         cr_assert_str_eq(line, "{\"type\":\"result\",\"id\":\"g3\",\"success\":true,\"data\":{\"events\":[],"
                          "\"refreshNeeded\":false}}");
         free(line);
 
-        request(s, "{\"type\":\"get_events_since\",\"id\":\"g4\",\"channel\":\"g\",\"lastEventId\":%" PRIu64 "}", first);
+        test_request(&manager, s, "{\"type\":\"get_events_since\",\"id\":\"g4\",\"channel\":\"g\",\"lastEventId\":%" PRIu64 "}", first);
         line = test_pop_line(s);
         cr_assert(asprintf(&expect, "{\"type\":\"result\",\"id\":\"g4\",\"success\":true,\"data\":{\"events\":["
                            "{\"id\":%" PRIu64 ",\"channel\":\"g\",\"message\":{\"k\":1},\"timestamp\":%" PRIi64 "},"
                            "{\"id\":%" PRIu64 ",\"channel\":\"g\",\"timestamp\":%" PRIi64 "}],\"refreshNeeded\":false}}",
                            a, wall - 5, b, wall) > 0);
         cr_assert_str_eq(line, expect);
+}
+
+/* A get_events_since answer that would take the client's queue, what it has not read yet included, past its cap is
+ * no answer: it says refreshNeeded instead. An event is reckoned at an upper bound of what it adds: 80 bytes, its
+ * channel twice and its message, with the keys around them. */
+Test(channel, get_events_since_that_cannot_fit_the_queue_needs_a_refresh) {
+        Client *p = &clients[0], *s = &clients[1];
+        const size_t bound = 80 + 2 * strlen("\"g\"") + strlen("\"channel\":}\n,\"message\":") + 102;
+        char msg[103];
+        uint64_t first;
+
+        memset(msg, 'x', sizeof(msg) - 1);
+        msg[0] = msg[101] = '"';
+        msg[102] = '\0';
+        first = publish(p, "g", msg);
+        publish(p, "g", msg);
+        publish(p, "g", msg);
+
+        for (size_t over = 0; over <= 1; over++) {
+                _cleanup_(json_object_putp) struct json_object *o = NULL;
+                SharedBuf *b;
+
+                /* An answer it has not read yet counts. */
+                client_discard_queue(s);
+                test_request(&manager, s, "{\"type\":\"subscribe\",\"id\":\"s\",\"channel\":\"other\"}");
+                limits.MAX_WRITE_QUEUE_BYTES = client_queued_bytes(s) + 2 * bound - over;
+                test_request(&manager, s, "{\"type\":\"get_events_since\",\"id\":\"g\",\"channel\":\"g\",\"lastEventId\":%" PRIu64 "}",
+                             first);
+                cr_assert_eq(client_queued(s), 2);
+                b = client_queued_line(s, 1);
+                cr_assert_eq(json_parse(b->data, b->size, &o, NULL), 0);
+                cr_assert_eq(jbool(o, "data.refreshNeeded"), over, "%s", b->data);
+                cr_assert_eq(json_object_array_length(jget(o, "data.events")), over ? 0 : 2, "%s", b->data);
+        }
 }
 
 Test(channel, wildcard_replay) {
@@ -464,7 +483,7 @@ Test(channel, get_events_since_gap_keeps_newer_wildcard_events) {
         lost = publish(p, "sys:a", "1");
         kept = publish(p, "sys:a", "2");        /* evicts the first: a replay from before it has a gap */
 
-        request(s, "{\"type\":\"get_events_since\",\"id\":\"g\",\"channel\":\"sys:*\",\"lastEventId\":%" PRIu64 "}",
+        test_request(&manager, s, "{\"type\":\"get_events_since\",\"id\":\"g\",\"channel\":\"sys:*\",\"lastEventId\":%" PRIu64 "}",
                 lost - 1);
         o = test_pop_json(s);
         cr_assert(json_object_get_boolean(json_object_object_get(json_object_object_get(o, "data"), "refreshNeeded")));
@@ -477,7 +496,7 @@ Test(channel, get_events_since_gap_keeps_newer_wildcard_events) {
         expect_refresh(s, "r", "sys:*");
 
         /* No lastEventId and a non-empty buffer: a refresh with no events, the reference's answer. */
-        request(s, "{\"type\":\"get_events_since\",\"id\":\"h\",\"channel\":\"sys:*\"}");
+        test_request(&manager, s, "{\"type\":\"get_events_since\",\"id\":\"h\",\"channel\":\"sys:*\"}");
         again = test_pop_json(s);
         events = json_object_object_get(json_object_object_get(again, "data"), "events");
         cr_assert_eq(json_object_array_length(events), 0, "%s", json_object_to_json_string(again));
@@ -617,7 +636,7 @@ Test(channel, caps) {
         subscribe(s, "c1");
         subscribe(s, "c2");
         subscribe(s, "c2");
-        request(s, "{\"type\":\"subscribe\",\"id\":\"s3\",\"channel\":\"c3\"}");
+        test_request(&manager, s, "{\"type\":\"subscribe\",\"id\":\"s3\",\"channel\":\"c3\"}");
         o = test_pop_json(s);
         cr_assert_str_eq(jstr(o, "type"), "error");
         cr_assert_str_eq(jstr(o, "id"), "s3");
@@ -626,7 +645,7 @@ Test(channel, caps) {
 
         memset(name, 'n', 257);
         name[257] = '\0';
-        request(p, "{\"type\":\"publish\",\"id\":\"p1\",\"channel\":\"%s\",\"message\":1}", name);
+        test_request(&manager, p, "{\"type\":\"publish\",\"id\":\"p1\",\"channel\":\"%s\",\"message\":1}", name);
         o = test_pop_json(p);
         cr_assert_str_eq(jstr(o, "type"), "error");
         cr_assert(strstr(jstr(o, "error"), "Channel name too long"));
@@ -634,7 +653,7 @@ Test(channel, caps) {
         cr_assert_eq(channels_publish(chs, name, NULL, NULL, NULL), -EINVAL);
 
         limits.MAX_MESSAGE_BYTES = 10;
-        request(p, "{\"type\":\"publish\",\"id\":\"p2\",\"channel\":\"c1\",\"message\":\"0123456789\"}");
+        test_request(&manager, p, "{\"type\":\"publish\",\"id\":\"p2\",\"channel\":\"c1\",\"message\":\"0123456789\"}");
         o = test_pop_json(p);
         cr_assert_str_eq(jstr(o, "type"), "error");
         cr_assert(strstr(jstr(o, "error"), "Message too large"));
@@ -643,14 +662,14 @@ Test(channel, caps) {
 
         /* Two subscribed channels fill the table: a third cannot be made... */
         limits.MAX_CHANNELS = 2;
-        request(p, "{\"type\":\"publish\",\"id\":\"p3\",\"channel\":\"c9\",\"message\":1}");
+        test_request(&manager, p, "{\"type\":\"publish\",\"id\":\"p3\",\"channel\":\"c9\",\"message\":1}");
         o = test_pop_json(p);
         cr_assert_str_eq(jstr(o, "type"), "error");
         cr_assert(strstr(jstr(o, "error"), "Too many channels"));
         json_object_put(TAKE_PTR(o));
 
         /* ...but channels that only hold a buffer make room. */
-        request(s, "{\"type\":\"unsubscribe\",\"id\":\"u\",\"channel\":\"c2\"}");
+        test_request(&manager, s, "{\"type\":\"unsubscribe\",\"id\":\"u\",\"channel\":\"c2\"}");
         json_object_put(test_pop_json(s));
         publish(p, "c8", "1");
         publish(p, "c9", "1");
@@ -759,249 +778,28 @@ Test(channel, list_and_status) {
         cr_assert_eq(channels_count(chs), 3);
 }
 
-/* ---- the publish fast path ---- */
-
-static bool scans(const char *line) {
-        PublishScan s;
-
-        return publish_scan(line, strlen(line), &s) == 1;
-}
-
-Test(channel, publish_scan_accepts_and_declines) {
-        PublishScan s;
-        const char *line = " {\"type\" : \"publish\", \"photonName\":{\"x\": [1, 2.5e3]},\"id\":\"p-1\",\"channel\":\"a:b\","
-                           "\"message\":{\"k\":[1,-2,0.5,\"\\u001f\\n\",true,null,{}],\"\\u00e\":0}} ";
-
-        cr_assert_not(scans(line), "a bad \\u escape in a key is not JSON");
-        line = " {\"type\" : \"publish\", \"photonName\":{\"x\": [1, 2.5e3]},\"id\":\"p-1\",\"channel\":\"a:b\","
-               "\"message\":{\"k\":[1,-2,0.5,\"\\u001f\\n\",true,null,{}],\"\\u000b\":0}} ";
-        cr_assert_eq(publish_scan(line, strlen(line), &s), 1);
-        cr_assert_eq(s.id_len, 3);
-        cr_assert(memcmp(s.id, "p-1", 3) == 0);
-        cr_assert(memcmp(s.channel, "a:b", 3) == 0 && s.channel_len == 3);
-        cr_assert_eq(s.message_len, strlen("{\"k\":[1,-2,0.5,\"\\u001f\\n\",true,null,{}],\"\\u000b\":0}"));
-
-        cr_assert(scans("{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\"}"), "no message");
-        cr_assert(scans("{\"channel\":\"c\",\"message\":null,\"id\":\"1\",\"type\":\"publish\"}"), "any key order");
-
-        static const char *const declined[] = {
-                "{\"type\":\"publish\",\"id\":\"1\"}",                                    /* no channel */
-                "{\"type\":\"subscribe\",\"id\":\"1\",\"channel\":\"c\"}",
-                "{\"type\":\"publish\",\"id\":1,\"channel\":\"c\"}",                     /* id not a string */
-                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"sessionId\":\"s\"}",
-                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"id\":\"2\"}",       /* duplicate */
-                "{\"type\":\"publish\",\"id\":\"\\u0031\",\"channel\":\"c\"}",            /* escaped id */
-                "{\"type\":\"publ\\u0069sh\",\"id\":\"1\",\"channel\":\"c\"}",
-                "{\"t\\u0079pe\":\"publish\",\"id\":\"1\",\"channel\":\"c\"}",
-                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":{\"a\": 1}}",  /* not compact */
-                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":{\"a\":1,\"a\":2}}",
-                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":-0}",
-                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":12345678901234567890}",
-                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":\"\\/\"}",
-                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":\"\\u00e9\"}",
-                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":\"\\u000a\"}",
-                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":\"\\u001F\"}",
-                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":\"a\tb\"}",
-                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":1.}",
-                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":[1,]}",
-                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":01}",
-                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":tru}",
-                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\"} x",
-                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",}",
-                "[\"publish\"]",
-                "",
-        };
-        for (size_t i = 0; i < ELEMENTSOF(declined); i++)
-                cr_assert_not(scans(declined[i]), "should be left to the general path: %s", declined[i]);
-
-        /* Nesting: json-c takes 32 levels, the fast path stays below. */
-        for (int levels = 30; levels <= 31; levels++) {
-                char deep[256];
-                int n = snprintf(deep, sizeof(deep), "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":");
-                for (int i = 0; i < levels; i++)
-                        deep[n++] = '[';
-                for (int i = 0; i < levels; i++)
-                        deep[n++] = ']';
-                deep[n++] = '}';
-                deep[n] = '\0';
-                cr_assert_eq(scans(deep), levels == 30, "%d levels in the message", levels);
-        }
-}
-
-static uint64_t rng_state = 88172645463325252ULL;
-
-static unsigned rnd(unsigned n) {
-        rng_state ^= rng_state << 13;
-        rng_state ^= rng_state >> 7;
-        rng_state ^= rng_state << 17;
-        return (unsigned) (rng_state % n);
-}
-
-/* Whenever the scanner takes a line, json-c parses it strictly and prints the message back byte for byte. */
-static void check_scan_agrees_with_json_c(const char *line, size_t len, unsigned *n_taken) {
-        _cleanup_(json_object_putp) struct json_object *o = NULL;
-        struct json_object *v;
-        PublishScan s;
-        const char *text;
-        size_t n;
-
-        if (publish_scan(line, len, &s) != 1)
-                return;
-        (*n_taken)++;
-        cr_assert_eq(json_parse(line, len, &o, NULL), 0, "taken but not JSON: %.*s", (int) len, line);
-        cr_assert(json_object_is_type(o, json_type_object));
-        cr_assert_str_eq(json_get_string(o, "type"), "publish");
-        cr_assert_not(json_object_object_get_ex(o, "sessionId", NULL));
-        cr_assert(json_object_object_get_ex(o, "id", &v) && (size_t) json_object_get_string_len(v) == s.id_len &&
-                  memcmp(json_object_get_string(v), s.id, s.id_len) == 0);
-        cr_assert(json_object_object_get_ex(o, "channel", &v) &&
-                  (size_t) json_object_get_string_len(v) == s.channel_len &&
-                  memcmp(json_object_get_string(v), s.channel, s.channel_len) == 0);
-        cr_assert_eq(json_object_object_get_ex(o, "message", &v), s.message != NULL);
-        if (!s.message)
-                return;
-        text = json_object_to_json_string_length(v, JSON_FORMAT_FLAGS, &n);
-        cr_assert(n == s.message_len && memcmp(text, s.message, n) == 0,
-                  "message differs from json-c's: %.*s vs %s", (int) s.message_len, s.message, text);
-}
-
-/* Strings are skipped eight bytes at a time: a byte that needs a look, at any place in a run, in any word, is still
- * seen (a control character refused, an escape taken), and plain bytes of any value are taken. */
-Test(channel, publish_scan_sees_every_byte_of_a_long_string) {
-        static const char *const specials[] = { "\"", "\\", "\x01", "\x1f", "\n", "\x7f", "\x80", "\xc3\xa9",
-                                                "\\\"", "\\n", "\\u0001", " ", "\xff\"", "\x80\x01", "\xc3\\", "\x01\x80" };
-        unsigned taken = 0;
-        char line[256];
-
-        for (size_t k = 0; k < ELEMENTSOF(specials); k++)
-                for (unsigned len = 0; len < 40; len++)
-                        for (unsigned at = 0; at <= len; at++) {
-                                int n = snprintf(line, sizeof(line),
-                                                 "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":\"%.*s%s%.*s\"}",
-                                                 (int) at, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", specials[k],
-                                                 (int) (len - at), "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy");
-                                /* '"' ends the string early; '\\' alone and controls are errors, also next to a
-                                 * byte >= 0x80 in the same word */
-                                bool valid = k >= 5 && k <= 11;
-
-                                check_scan_agrees_with_json_c(line, (size_t) n, &taken);
-                                cr_assert_eq(scans(line), valid, "%s", line);
-                        }
-        cr_assert_gt(taken, 0);
-}
-
-Test(channel, publish_scan_agrees_with_json_c_on_mutations) {
-        static const char *const seeds[] = {
-                "{\"type\":\"publish\",\"id\":\"p1\",\"channel\":\"a:b\",\"message\":{\"k\":[1,-2,0.5,1e3,\"x\\n\\u0001\",true,null,{}]}}",
-                "{\"id\":\"p2\",\"type\":\"publish\",\"channel\":\"z\",\"message\":\"t\\\"\\\\\\b\\f\\r\\t\",\"photonName\":[1, {\"a\":2}]}",
-                "{\"type\":\"publish\",\"channel\":\"q\",\"id\":\"3\",\"message\":[[],{},[[0]],-0.0,12,\"\\u001f\"]}",
-        };
-        static const char alphabet[] = "{}[],:\"\\ u0019aefnrtlsE+-.\t/x";
-        unsigned taken = 0, tried = 0;
-        char buf[512];
-
-        for (size_t k = 0; k < ELEMENTSOF(seeds); k++)
-                for (unsigned iter = 0; iter < 60000; iter++) {
-                        size_t len = strlen(seeds[k]);
-
-                        memcpy(buf, seeds[k], len);
-                        for (unsigned m = 1 + rnd(3); m > 0; m--) {
-                                size_t at = rnd((unsigned) len);
-                                char c = alphabet[rnd(sizeof(alphabet) - 1)];
-
-                                switch (rnd(3)) {
-                                case 0:         /* replace */
-                                        buf[at] = c;
-                                        break;
-                                case 1:         /* insert */
-                                        if (len + 1 >= sizeof(buf))
-                                                break;
-                                        memmove(buf + at + 1, buf + at, len - at);
-                                        buf[at] = c;
-                                        len++;
-                                        break;
-                                default:        /* delete */
-                                        memmove(buf + at, buf + at + 1, len - at - 1);
-                                        len--;
-                                }
-                        }
-                        tried++;
-                        check_scan_agrees_with_json_c(buf, len, &taken);
-                }
-        /* The seeds themselves are taken, and a fair share of the near-misses. */
-        for (size_t k = 0; k < ELEMENTSOF(seeds); k++)
-                cr_assert(scans(seeds[k]), "%s", seeds[k]);
-        cr_assert_gt(taken, tried / 50, "only %u of %u mutations were taken", taken, tried);
-}
-
-/* Random messages as json-c prints them are all taken, so the fast path really is the common path. */
-static struct json_object* random_value(unsigned depth) {
-        switch (rnd(depth > 4 ? 5 : 7)) {
-        case 0:
-                return json_object_new_int64((int64_t) rnd(2000000) - 1000000);
-        case 1:
-                return json_object_new_double((double) rnd(100000) / 64.0 - 700);
-        case 2: {
-                char s[16];
-                size_t n = rnd(sizeof(s));
-                for (size_t i = 0; i < n; i++)
-                        s[i] = (char) (rnd(4) == 0 ? rnd(0x20) + 1 : rnd(4) == 0 ? 0xc3 : rnd(95) + 0x20);
-                return json_object_new_string_len(s, (int) n);
-        }
-        case 3:
-                return json_object_new_boolean(rnd(2));
-        case 4:
-                return NULL;
-        case 5: {
-                struct json_object *a = json_object_new_array();
-                for (unsigned i = rnd(4); i > 0; i--)
-                        json_object_array_add(a, random_value(depth + 1));
-                return a;
-        }
-        default: {
-                struct json_object *o = json_object_new_object();
-                for (unsigned i = rnd(4); i > 0; i--) {
-                        char key[8];
-                        snprintf(key, sizeof(key), "k%u", rnd(6));
-                        json_object_object_add(o, key, random_value(depth + 1));
-                }
-                return o;
-        }
-        }
-}
-
-Test(channel, publish_scan_takes_what_json_c_prints) {
-        for (unsigned i = 0; i < 20000; i++) {
-                _cleanup_(json_object_putp) struct json_object *req = json_object_new_object();
-                const char *line;
-                unsigned taken = 0;
-                size_t n;
-
-                json_object_object_add(req, "type", json_object_new_string("publish"));
-                json_object_object_add(req, "id", json_object_new_string("r"));
-                json_object_object_add(req, "channel", json_object_new_string("c:d"));
-                json_object_object_add(req, "message", random_value(0));
-                line = json_object_to_json_string_length(req, JSON_FORMAT_FLAGS, &n);
-                check_scan_agrees_with_json_c(line, n, &taken);
-                cr_assert_eq(taken, 1, "not taken: %s", line);
-        }
-}
+/* ---- the control front end's publish fast path (photond-control-channels.c; its scan: tests/test-protocol.c) ---- */
 
 Test(channel, fast_and_general_paths_answer_alike) {
         Client *p = &clients[0], *s = &clients[1];
         _cleanup_free_ char *fast_push = NULL, *fast_reply = NULL, *slow_push = NULL, *slow_reply = NULL;
+        _cleanup_(json_object_putp) struct json_object *refused = NULL;
         const char *msg = "{\"a\":[1,2.50,\"\\u0001\\n\"],\"b\":{\"c\":null}}";
-        char line[256];
-        int n;
+        char line[256], session_line[256];
+        int n, m;
 
         subscribe(s, "x:1");
         n = snprintf(line, sizeof(line), "{\"type\":\"publish\",\"id\":\"same\",\"channel\":\"x:1\",\"message\":%s}", msg);
-        cr_assert_eq(channels_publish_line(chs, p, line, n), 1, "the fast path takes it");
+        cr_assert_eq(control_channels_publish_line(chs, p, line, n), 1, "the fast path takes it");
         fast_push = test_pop_line(s);
         fast_reply = test_pop_line(p);
 
         /* A sessionId sends the same publish down the general path. */
-        request(p, "{\"type\":\"publish\",\"id\":\"same\",\"channel\":\"x:1\",\"sessionId\":\"s\",\"message\":%s}", msg);
+        m = snprintf(session_line, sizeof(session_line),
+                     "{\"type\":\"publish\",\"id\":\"same\",\"channel\":\"x:1\",\"sessionId\":\"s\",\"message\":%s}", msg);
+        cr_assert_eq(control_channels_publish_line(chs, p, session_line, m), 0, "the fast path leaves it");
+        cr_assert_eq(client_queued(p) + client_queued(s), 0);
+        test_request(&manager, p, "%s", session_line);
         slow_push = test_pop_line(s);
         slow_reply = test_pop_line(p);
 
@@ -1016,45 +814,99 @@ Test(channel, fast_and_general_paths_answer_alike) {
         cr_assert_str_eq(fast_reply, slow_reply);
         cr_assert(strstr(slow_push, "\"message\":{\"a\":[#,#.##,\"\\u####\\n\"],\"b\":{\"c\":null}}}"), "%s", slow_push);
 
-        /* Refusals go to the general path. */
+        /* Refusals go to the general path, which words them; nothing is published. */
         limits.MAX_MESSAGE_BYTES = 4;
-        cr_assert_eq(channels_publish_line(chs, p, line, n), 0);
+        cr_assert_eq(control_channels_publish_line(chs, p, line, n), 0);
+        cr_assert_eq(client_queued(p) + client_queued(s), 0);
+        test_request(&manager, p, "%s", line);
+        refused = test_pop_json(p);
+        cr_assert_str_eq(jstr(refused, "type"), "error");
+        cr_assert_str_eq(jstr(refused, "id"), "same");
+        cr_assert(startswith(jstr(refused, "error"), "Message too large"), "%s", jstr(refused, "error"));
+        cr_assert_eq(client_queued(s), 0);
 }
 
-/* The fast path takes only ids and channels without escapes, so a NUL byte in one ("a\u0000b", or raw) is left to
- * the general path, which refuses it; a NUL in the message is data, taken and forwarded byte for byte. */
-Test(channel, publish_scan_leaves_nul_in_names_to_the_general_path) {
-        static const char *const declined[] = {
-                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"a\\u0000b\",\"message\":1}",
-                "{\"type\":\"publish\",\"id\":\"x\\u0000y\",\"channel\":\"c\",\"message\":1}",
-                "{\"type\":\"publish\\u0000\",\"id\":\"1\",\"channel\":\"c\"}",
-                /* json-c would cut this key at its NUL, so the general path refuses it */
-                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":{\"k\\u0000x\":1}}",
-        };
-        static const char raw[][64] = {
-                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"a\0b\"}",
-                "{\"type\":\"publish\",\"id\":\"1\0\",\"channel\":\"c\"}",
-                "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":\"\0\"}",
-        };
+/* A NUL in the message is data: taken by the fast path and forwarded byte for byte. */
+Test(channel, fast_path_forwards_a_nul_in_the_message) {
         Client *p = &clients[0], *s = &clients[1];
         const char *line = "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"c\",\"message\":{\"k\":\"a\\u0000b\"}}";
         _cleanup_free_ char *push = NULL;
-        PublishScan scan;
-
-        for (size_t i = 0; i < ELEMENTSOF(declined); i++)
-                cr_assert_not(scans(declined[i]), "taken: %s", declined[i]);
-        for (size_t i = 0; i < ELEMENTSOF(raw); i++) {
-                size_t len = strlen(raw[i]);
-
-                len += strlen(raw[i] + len + 1) + 1;    /* past the NUL */
-                cr_assert_eq(raw[i][len - 1], '}');
-                cr_assert_eq(publish_scan(raw[i], len, &scan), 0, "taken: case %zu", i);
-        }
 
         subscribe(s, "c");
-        cr_assert_eq(channels_publish_line(chs, p, line, strlen(line)), 1, "a NUL in the message is taken");
+        cr_assert_eq(control_channels_publish_line(chs, p, line, strlen(line)), 1, "a NUL in the message is taken");
         push = test_pop_line(s);
         cr_assert(strstr(push, "\"message\":{\"k\":\"a\\u0000b\"}}"), "%s", push);
+}
+
+/* Writes each eventId (a run of ten digits or more) of s as one '#'. */
+static void hide_event_ids(char *s) {
+        for (char *p = s; p && *p; p++) {
+                size_t n = strspn(p, "0123456789");
+
+                if (n >= 10) {
+                        memmove(p + 1, p + n, strlen(p + n) + 1);
+                        *p = '#';
+                }
+        }
+}
+
+/* What the scan leaves to the general path (escapes in the id or channel, a NUL, no object, duplicate keys, a
+ * sessionId) is answered there as json-c reads the line. */
+Test(channel, declined_publishes_take_the_general_path) {
+        static const struct {
+                const char *line;
+                const char *reply;      /* the publisher's answer, eventIds as '#' */
+                const char *push;       /* what the subscriber of "a/b", "b" and "m" hears, the same; NULL: nothing */
+        } cases[] = {
+                { "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"a\\/b\",\"message\":1}",
+                  "{\"type\":\"result\",\"id\":\"1\",\"success\":true,\"data\":{\"published\":true,\"channel\":\"a/b\",\"eventId\":#}}",
+                  "{\"type\":\"channel_message\",\"id\":\"ch_#\",\"eventId\":#,\"channel\":\"a/b\",\"message\":1}" },
+                { "{\"type\":\"publish\",\"id\":\"\\u0031\\\"\\n\",\"channel\":\"\\u0062\",\"message\":\"\\/\"}",
+                  "{\"type\":\"result\",\"id\":\"1\\\"\\n\",\"success\":true,\"data\":{\"published\":true,\"channel\":\"b\",\"eventId\":#}}",
+                  "{\"type\":\"channel_message\",\"id\":\"ch_#\",\"eventId\":#,\"channel\":\"b\",\"message\":\"/\"}" },
+                { "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"x\",\"channel\":\"b\",\"message\":1}",
+                  "{\"type\":\"result\",\"id\":\"1\",\"success\":true,\"data\":{\"published\":true,\"channel\":\"b\",\"eventId\":#}}",
+                  "{\"type\":\"channel_message\",\"id\":\"ch_#\",\"eventId\":#,\"channel\":\"b\",\"message\":1}" },
+                { "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"b\",\"message\":{\"k\":1,\"k\":[2]}}",
+                  "{\"type\":\"result\",\"id\":\"1\",\"success\":true,\"data\":{\"published\":true,\"channel\":\"b\",\"eventId\":#}}",
+                  "{\"type\":\"channel_message\",\"id\":\"ch_#\",\"eventId\":#,\"channel\":\"b\",\"message\":{\"k\":[2]}}" },
+                { "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"m\",\"sessionId\":\"s\"}",
+                  "{\"type\":\"result\",\"id\":\"1\",\"success\":true,\"data\":{\"published\":true,\"channel\":\"m\",\"eventId\":#}}",
+                  "{\"type\":\"channel_message\",\"id\":\"ch_#\",\"eventId\":#,\"channel\":\"m\"}" },
+                { "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"m\",\"sessionId\":\"s\",\"message\":null}",
+                  "{\"type\":\"result\",\"id\":\"1\",\"success\":true,\"data\":{\"published\":true,\"channel\":\"m\",\"eventId\":#}}",
+                  "{\"type\":\"channel_message\",\"id\":\"ch_#\",\"eventId\":#,\"channel\":\"m\",\"message\":null}" },
+                { "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"a\\u0000b\",\"message\":1}",
+                  "{\"type\":\"error\",\"id\":\"1\",\"error\":\"Invalid request format: channel must not contain a NUL character\"}",
+                  NULL },
+                { "[\"publish\",\"1\",\"b\"]",
+                  "{\"type\":\"error\",\"id\":\"unknown\",\"error\":\"Invalid request format: request must be a JSON object\"}",
+                  NULL },
+        };
+        Client *p = &clients[0], *s = &clients[1];
+
+        subscribe(s, "a/b");
+        subscribe(s, "b");
+        subscribe(s, "m");
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *reply = NULL, *push = NULL;
+
+                cr_assert_eq(control_channels_publish_line(chs, p, cases[i].line, strlen(cases[i].line)), 0,
+                             "taken by the fast path: %s", cases[i].line);
+                cr_assert_eq(client_queued(p) + client_queued(s), 0);
+
+                test_request(&manager, p, "%s", cases[i].line);
+                reply = test_pop_line(p);
+                push = test_pop_line(s);
+                cr_assert_null(test_pop_line(p));
+                hide_event_ids(reply);
+                hide_event_ids(push);
+                cr_assert_str_eq(reply, cases[i].reply, "%s", cases[i].line);
+                if (cases[i].push)
+                        cr_assert_str_eq(push, cases[i].push, "%s", cases[i].line);
+                else
+                        cr_assert_null(push, "%s: %s", cases[i].line, push);
+        }
 }
 
 /* ---- the Subscriber seam: the channels deliver to anything with SubscriberOps, here a fake that is no Client ---- */

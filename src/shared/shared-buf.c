@@ -7,16 +7,10 @@
 #include "shared-buf.h"
 
 SharedBuf* shared_buf_new(const void *data, size_t size) {
-        SharedBuf *b;
+        SharedBuf *b = shared_buf_alloc(size);
 
-        b = malloc(offsetof(SharedBuf, data) + size + 1);
-        if (!b)
-                return NULL;
-        b->n_ref = 1;
-        b->size = size;
-        if (size > 0)
+        if (b && size > 0)
                 memcpy(b->data, data, size);
-        b->data[size] = '\0';
         return b;
 }
 

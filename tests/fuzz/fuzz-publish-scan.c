@@ -1,13 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 
-/* publish_scan(): the publish fast path's scanner, offered every request line before it is parsed. What it
+/* request_scan_publish(): the publish fast path's scanner, offered every request line before it is parsed. What it
  * takes must be a valid request the general path would take too, with the parts it found. */
 
 #include <assert.h>
 
 #include "fuzz.h"
 #include "json-util.h"
-#include "photond-channel.h"
 #include "photond-protocol.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -18,7 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
         fuzz_setup_logging();
 
-        if (publish_scan(line, size, &s) != 1)
+        if (request_scan_publish(line, size, &s) != 1)
                 return 0;
 
         /* The parts point into the line. */

@@ -1,0 +1,367 @@
+/* SPDX-License-Identifier: MIT */
+
+/* The control socket's pub/sub requests: subscribe, unsubscribe, publish, get_events_since, and the publish fast
+ * path. They read the request, call the channels (photond-channel.c) with the Client's Subscriber and answer the
+ * Client; the channels know nothing of requests or Clients.
+ *
+ * A request line is offered to the publish fast path before control_handle_line() parses it:
+ * request_scan_publish() (photond-protocol.c) picks out id, channel and message without building JSON objects, and
+ * the message's bytes, already as json-c prints them, go to channels_publish_serialized() as they came, which
+ * serializes the push once for every subscriber. The general path hands it json-c's text of the parsed message.
+ * Both answer with publish_reply() and echo id and channel by one rule (reply_string()), so they give the same
+ * bytes. */
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "json-util.h"
+#include "photond-channel.h"
+#include "photond-client.h"
+#include "photond-control.h"
+#include "photond-limits.h"
+#include "photond-protocol.h"
+#include "shared-buf.h"
+
+/* ---- reading the request ---- */
+
+/* The request's channel (validated to be a string without NUL bytes) and its length. */
+static const char* request_channel(Request *req, size_t *ret_len) {
+        struct json_object *v;
+
+        if (!json_object_object_get_ex(req->json, "channel", &v) || !json_object_is_type(v, json_type_string)) {
+                *ret_len = 0;
+                return NULL;
+        }
+        *ret_len = json_object_get_string_len(v);
+        return json_object_get_string(v);
+}
+
+/* The JSON text of a request member, as json-c writes it. */
+static const char* request_member_json(Request *req, const char *key, size_t *ret_len) {
+        struct json_object *v;
+
+        if (!json_object_object_get_ex(req->json, key, &v))
+                return NULL;
+        return json_object_to_json_string_length(v, JSON_FORMAT_FLAGS, ret_len);
+}
+
+/* lastEventId as the reference reads it: parseInt(String(v), 10) || 0. Numbers are truncated; strings give
+ * their leading decimal integer; anything else is 0. */
+static int64_t last_event_id_from_json(struct json_object *v) {
+        switch (json_object_get_type(v)) {
+        case json_type_int:
+                return json_object_get_int64(v);
+        case json_type_double: {
+                double d = json_object_get_double(v);
+                if (d != d)
+                        return 0;
+                if (d >= 9.2e18)
+                        return INT64_MAX;
+                if (d <= -9.2e18)
+                        return INT64_MIN;
+                return (int64_t) d;
+        }
+        case json_type_string: {
+                const char *s = json_object_get_string(v);
+                bool negative = false;
+                int64_t n = 0;
+
+                s += strspn(s, " \t\n\v\f\r");
+                if (*s == '+' || *s == '-')
+                        negative = *s++ == '-';
+                for (; *s >= '0' && *s <= '9'; s++)
+                        n = n > (INT64_MAX - 9) / 10 ? INT64_MAX : n * 10 + (*s - '0');
+                return negative ? -n : n;
+        }
+        default:
+                return 0;
+        }
+}
+
+/* ---- replies ---- */
+
+/* A string as a reply echoes it, written by hand: its bytes between quotes when json-c prints them so (nothing to
+ * escape: what the fast path's scan takes, and most of what the general path sees), else json-c's text of it. */
+typedef struct ReplyString {
+        const char *s;
+        size_t len;
+        bool quote;
+} ReplyString;
+
+/* True if json-c writes s as '"' s '"': nothing to escape. */
+static bool json_string_is_plain(const char *s, size_t len) {
+        for (size_t i = 0; i < len; i++)
+                if ((unsigned char) s[i] < 0x20 || s[i] == '"' || s[i] == '\\')
+                        return false;
+        return true;
+}
+
+/* The id and channel rule of both paths: the request's string member key (which the parser made sure is there and a
+ * string) as the reply echoes it. -ENOMEM. */
+static int reply_string(Request *req, const char *key, ReplyString *ret) {
+        struct json_object *v;
+        const char *s;
+        size_t len;
+
+        if (!json_object_object_get_ex(req->json, key, &v) || !json_object_is_type(v, json_type_string))
+                return -EINVAL;
+        s = json_object_get_string(v);
+        len = json_object_get_string_len(v);
+        if (json_string_is_plain(s, len)) {
+                *ret = (ReplyString) { s, len, true };
+                return 0;
+        }
+        s = json_object_to_json_string_length(v, JSON_FORMAT_FLAGS, &len);
+        if (!s)
+                return -ENOMEM;
+        *ret = (ReplyString) { s, len, false };
+        return 0;
+}
+
+static size_t reply_string_size(const ReplyString *s) {
+        return s->len + 2 * s->quote;
+}
+
+static char* reply_string_put(char *p, const ReplyString *s) {
+        if (s->quote)
+                *p++ = '"';
+        p = mempcpy(p, s->s, s->len);
+        if (s->quote)
+                *p++ = '"';
+        return p;
+}
+
+/* The publish result, assembled by hand on the hot path. */
+static int publish_reply(Client *c, const ReplyString *id, const ReplyString *channel, uint64_t event_id) {
+        static const char a[] = "{\"type\":\"result\",\"id\":",
+                b[] = ",\"success\":true,\"data\":{\"published\":true,\"channel\":", d[] = ",\"eventId\":";
+        _cleanup_(shared_buf_unrefp) SharedBuf *reply = NULL;
+        char *p;
+
+        reply = shared_buf_alloc(strlen(a) + reply_string_size(id) + strlen(b) + reply_string_size(channel) +
+                                 strlen(d) + JSON_INT64_SIZE_MAX + strlen("}}\n"));
+        if (!reply)
+                return -ENOMEM;
+        p = mempcpy(reply->data, a, strlen(a));
+        p = reply_string_put(p, id);
+        p = mempcpy(p, b, strlen(b));
+        p = reply_string_put(p, channel);
+        p = mempcpy(p, d, strlen(d));
+        p = json_put_uint64(p, event_id);
+        p = mempcpy(p, "}}\n", strlen("}}\n"));
+        reply->size = p - reply->data;
+        return client_send(c, reply, NULL);
+}
+
+static int reply_limit(Client *c, Request *req, LimitId id, uint64_t actual) {
+        const char *suggestion = NULL;
+        char msg[256];
+
+        /* Two statements: the order in which arguments are evaluated is unspecified. */
+        limit_error(id, actual, msg, sizeof(msg), &suggestion);
+        return client_reply_error(c, req->id, msg, suggestion);
+}
+
+static int reply_name_too_long(Client *c, Request *req, size_t len) {
+        return reply_limit(c, req, LIMIT_MAX_CHANNEL_NAME_BYTES, len);
+}
+
+static int reply_too_many_channels(Client *c, Request *req) {
+        return reply_limit(c, req, LIMIT_MAX_CHANNELS, UINT64_MAX);
+}
+
+static struct json_object* channel_reply_data(const char *key, const char *channel, size_t len) {
+        _cleanup_(json_object_putp) struct json_object *data = json_object_new_object();
+
+        if (!data || json_add_bool(data, key, true) < 0 ||
+            json_add(data, "channel", json_object_new_string_len(channel, (int) len)) < 0)
+                return NULL;
+        return TAKE_PTR(data);
+}
+
+/* ---- the requests ---- */
+
+int control_channels_subscribe(Channels *chs, Client *c, Request *req) {
+        struct json_object *v;
+        size_t len;
+        const char *name = request_channel(req, &len);
+        int r;
+
+        assert(name);
+
+        r = channels_subscribe(chs, &c->subscriber, name, len);
+        if (r == -EINVAL)
+                return reply_name_too_long(c, req, len);
+        if (r == -ENOSPC)
+                return reply_too_many_channels(c, req);
+        if (r == -EDQUOT)
+                return reply_limit(c, req, LIMIT_MAX_SUBSCRIPTIONS_PER_CLIENT, UINT64_MAX);
+        if (r < 0)
+                return r;
+
+        /* Replays and refresh_needed go out before the result, as the reference writes them. */
+        if (json_object_object_get_ex(req->json, "lastEventId", &v)) {
+                r = channels_replay(chs, &c->subscriber, req->id, name, len, last_event_id_from_json(v));
+                if (r < 0)
+                        return r;
+        }
+
+        return client_reply_result(c, req->id, true, channel_reply_data("subscribed", name, len));
+}
+
+int control_channels_unsubscribe(Channels *chs, Client *c, Request *req) {
+        size_t len;
+        const char *name = request_channel(req, &len);
+
+        assert(name);
+
+        /* Always a success, subscribed or not (the reference). */
+        channels_unsubscribe(chs, &c->subscriber, name, len);
+        return client_reply_result(c, req->id, true, channel_reply_data("unsubscribed", name, len));
+}
+
+int control_channels_publish(Channels *chs, Client *c, Request *req) {
+        ReplyString id, channel;
+        const char *name, *message;
+        size_t len, message_len = 0;
+        uint64_t event_id;
+        int r;
+
+        name = request_channel(req, &len);
+        assert(name);
+
+        /* A missing message stays missing; null stays null. */
+        message = request_member_json(req, "message", &message_len);
+
+        /* Before the publish: once it is out, only its reply may follow. */
+        r = reply_string(req, "id", &id);
+        if (r >= 0)
+                r = reply_string(req, "channel", &channel);
+        if (r < 0)
+                return r;
+
+        r = channels_publish_serialized(chs, name, len, message, message_len, &c->subscriber, &event_id);
+        if (r == -EINVAL)
+                return reply_name_too_long(c, req, len);
+        if (r == -EMSGSIZE)
+                return reply_limit(c, req, LIMIT_MAX_MESSAGE_BYTES, message_len);
+        if (r == -ENOSPC)
+                return reply_too_many_channels(c, req);
+        if (r < 0)
+                return r;
+        return publish_reply(c, &id, &channel, event_id);
+}
+
+int control_channels_publish_line(Channels *chs, Client *c, const char *line, size_t len) {
+        PublishScan s;
+        uint64_t event_id;
+        int r;
+
+        if (!request_scan_publish(line, len, &s))
+                return 0;
+
+        r = channels_publish_serialized(chs, s.channel, s.channel_len, s.message, s.message_len, &c->subscriber,
+                                        &event_id);
+        /* Refused before anything was published: the general path words the refusal. */
+        if (r == -EINVAL || r == -EMSGSIZE || r == -ENOSPC)
+                return 0;
+        if (r < 0)
+                return r;
+
+        /* The scan took id and channel only without escapes: they are echoed between quotes, by the general path's
+         * rule too. */
+        r = publish_reply(c, &(const ReplyString) { s.id, s.id_len, true },
+                          &(const ReplyString) { s.channel, s.channel_len, true }, event_id);
+        return r < 0 ? r : 1;
+}
+
+typedef struct EventsList {
+        FILE *f;
+        size_t queued;                  /* the client's queue before the reply */
+        uint64_t need;
+        size_t n;
+        bool over;
+} EventsList;
+
+static int events_list_add(const ChannelEvent *e, void *userdata) {
+        EventsList *l = userdata;
+        /* What the event adds to the reply, bounded from above: its push line's body ("channel":…,"message":…}\n),
+         * its channel once more and 80 bytes for the rest. */
+        uint64_t body = strlen("\"channel\":") + e->channel_json_len + strlen("}\n");
+
+        if (e->message_json)
+                body += strlen(",\"message\":") + e->message_json_len;
+        l->need += 80 + e->channel_json_len + body;
+        /* A reply that cannot fit the client's queue is no reply: it must refresh anyway. */
+        if (l->queued + l->need > limits.MAX_WRITE_QUEUE_BYTES) {
+                l->over = true;
+                return -ENOBUFS;
+        }
+
+        fprintf(l->f, "%s{\"id\":%" PRIu64 ",\"channel\":", l->n++ > 0 ? "," : "", e->id);
+        fwrite(e->channel_json, 1, e->channel_json_len, l->f);
+        if (e->message_json) {
+                fputs(",\"message\":", l->f);
+                fwrite(e->message_json, 1, e->message_json_len, l->f);
+        }
+        fprintf(l->f, ",\"timestamp\":%" PRIi64 "}", e->timestamp);
+        return 0;
+}
+
+int control_channels_get_events_since(Channels *chs, Client *c, Request *req) {
+        _cleanup_free_ char *events = NULL, *text = NULL;
+        _cleanup_(shared_buf_unrefp) SharedBuf *b = NULL;
+        EventsList l = { .queued = c->out_bytes };
+        size_t len = 0, events_size = 0, size = 0;
+        struct json_object *v;
+        const char *name;
+        bool refresh = false;
+        ReplyString id;
+        int64_t ts = 0;
+        FILE *f;
+        int r;
+
+        name = request_channel(req, &len);
+        if (json_object_object_get_ex(req->json, "lastEventId", &v))
+                ts = last_event_id_from_json(v);
+
+        r = reply_string(req, "id", &id);
+        if (r < 0)
+                return r;
+
+        l.f = open_memstream(&events, &events_size);
+        if (!l.f)
+                return -ENOMEM;
+        /* No channel: no buffer, as the reference's lookup of an undefined key. */
+        r = channels_events_since(chs, name && len <= limits.MAX_CHANNEL_NAME_BYTES ? name : NULL, len, ts,
+                                  events_list_add, &l, &refresh);
+        if (fclose(l.f) != 0 && r >= 0)
+                r = -ENOMEM;
+        if (r == -ENOBUFS && l.over) {
+                refresh = true;
+                events_size = 0;
+        } else if (r < 0)
+                return r;
+
+        f = open_memstream(&text, &size);
+        if (!f)
+                return -ENOMEM;
+        fputs("{\"type\":\"result\",\"id\":", f);
+        if (id.quote)
+                fputc('"', f);
+        fwrite(id.s, 1, id.len, f);
+        if (id.quote)
+                fputc('"', f);
+        fputs(",\"success\":true,\"data\":{\"events\":[", f);
+        fwrite(events, 1, events_size, f);
+        fprintf(f, "],\"refreshNeeded\":%s}}\n", refresh ? "true" : "false");
+        if (fclose(f) != 0)
+                return -ENOMEM;
+
+        b = shared_buf_new(text, size);
+        if (!b)
+                return -ENOMEM;
+        return client_send(c, b, NULL);
+}
