@@ -30,6 +30,7 @@
 #include "photond-control.h"
 #include "photond-dispatch.h"
 #include "photond-http-api.h"
+#include "photond-http-page.h"
 #include "photond-http-sse.h"
 #include "photond-http.h"
 #include "photond-limits.h"
@@ -1069,6 +1070,9 @@ int manager_startup(Manager *m) {
                                                  .daemon_stats = hook_metrics_daemon_stats,
                                                  .userdata = m,
                                          }, &m->metrics);
+                if (r < 0)
+                        return r;
+                r = http_page_add_routes(m->http);
                 if (r < 0)
                         return r;
         }
