@@ -122,6 +122,56 @@ void channels_state_saved(Channels *ch);
  * (unless the last start or reservation was less than 10 s ago). */
 void channels_reserve_event_ids(Channels *ch);
 
+/* ---- the core: the replay buffers across a restart ----
+ *
+ * What a stop keeps for the next start (photond-replay-file.c writes it): the buffered events as they are stored,
+ * and per channel what a wildcard replay needs to tell a gap. The channels know nothing of files. */
+
+/* A channel with buffered events: valid during the callback only. */
+typedef struct ReplayChannel {
+        const char *name;               /* name_len bytes, any JSON string (NUL included) */
+        size_t name_len;
+        /* Of the channel's wildcard prefix P: a "P:*" replay from below this eventId may have lost events (the
+         * channels of P share it). */
+        uint64_t prefix_floor;
+        size_t n_events;                /* the walk: how many of its events follow; restoring ignores it */
+} ReplayChannel;
+
+/* One buffered event as it is stored. */
+typedef struct ReplayEvent {
+        uint64_t id;
+        int64_t timestamp;              /* wall clock, ms */
+        const char *message_json;       /* JSON text as json-c prints it, not NUL-terminated; NULL: none */
+        size_t message_json_len;
+} ReplayEvent;
+
+typedef int (*ReplayChannelCallback)(const ReplayChannel *channel, void *userdata);
+typedef int (*ReplayEventCallback)(const ReplayEvent *event, void *userdata);
+
+/* Walks the replay buffers (after dropping expired events): for each channel with buffered events, in no
+ * particular order, channel_cb, then event_cb for each of its events, oldest first. Stops at a callback's first
+ * negative return and returns it; 0 otherwise. Nothing is copied or built. */
+int channels_replay_walk(Channels *ch, ReplayChannelCallback channel_cb, ReplayEventCallback event_cb,
+                         void *userdata);
+
+/* An event to put back: what channels_replay_walk() gave, with its channel's record. */
+typedef struct ReplayRecord {
+        const ReplayChannel *channel;
+        ReplayEvent event;
+} ReplayRecord;
+
+/* Puts events back into the replay buffers of a Channels that has no channel yet (-EBUSY otherwise: restore
+ * before any subscription or publish), with their eventIds and timestamps, as if they had been published in
+ * eventId order: records (sorted in place) may come in any order, but an id may occur once only and is never 0
+ * (-EINVAL, and nothing is restored). Each event is aged by its timestamp against the wall clock now (a timestamp
+ * ahead of it counts as now). Dropped, as a publish would have dropped them, and counted in each channel's wildcard
+ * prefix as lost: events older than REPLAY_WINDOW_MS, with a name or a message over its cap, and what
+ * REPLAY_MAX_EVENTS, REPLAY_MAX_TOTAL_BYTES and MAX_CHANNELS leave out, oldest first. Ids issued afterwards, and
+ * the eventId mark, are above every id of records. The caller vouches for message_json as
+ * channels_publish_serialized()'s does. Returns the number of events restored, or -ENOMEM (what was restored
+ * until then stays). */
+int channels_restore(Channels *ch, ReplayRecord *records, size_t n_records);
+
 /* Channel keys with subscribers or buffered events (after dropping expired events). */
 unsigned channels_count(Channels *ch);
 
