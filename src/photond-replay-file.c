@@ -632,8 +632,8 @@ int replay_file_load(const char *dir, Channels *chs) {
                 return log_error_errno(r, "Failed to restore the replay buffers, they start empty: %m");
 
         now = (int64_t) (now_usec(CLOCK_REALTIME) / USEC_PER_MSEC);
-        log_info("Restored %d of %zu buffered events (%zu channels) from %s/%s, saved %" PRIi64 " ms ago; the "
-                 "rest had aged out or were over the caps.", r, f.n_records, f.n_channels, dir, REPLAY_FILE_NAME,
-                 now > f.saved_ms ? now - f.saved_ms : 0);
+        log_info("Restored %d buffered events on %zu channels from %s/%s, saved %" PRIi64 " ms ago%s.", r,
+                 f.n_channels, dir, REPLAY_FILE_NAME, now > f.saved_ms ? now - f.saved_ms : 0,
+                 (size_t) r < f.n_records ? " (the others had aged out or were over the caps meanwhile)" : "");
         return r;
 }
