@@ -6,7 +6,8 @@
  *
  *   header (REPLAY_FILE_HEADER_SIZE bytes)
  *     0  "PHOTRPLY"           magic
- *     8  u32 version          REPLAY_FILE_VERSION; a reader drops a newer one (read before anything else)
+ *     8  u32 version          REPLAY_FILE_VERSION; a reader drops a newer one (read before anything else), and a
+ *                             photond that writes a newer one still reads this one
  *    12  u32 flags            0
  *    16  i64 saved_ms         wall clock at the save
  *    24  u64 event_id_mark    the eventId mark at the save (channels_event_id_mark())
