@@ -164,12 +164,14 @@ typedef struct ReplayRecord {
  * before any subscription or publish), with their eventIds and timestamps, as if they had been published in
  * eventId order: records (sorted in place) may come in any order, but an id may occur once only and is never 0
  * (-EINVAL, and nothing is restored). Each event is aged by its timestamp against the wall clock now (a timestamp
- * ahead of it counts as now). Dropped, as a publish would have dropped them, and counted in each channel's wildcard
- * prefix as lost: events older than REPLAY_WINDOW_MS, with a name or a message over its cap, and what
- * REPLAY_MAX_EVENTS, REPLAY_MAX_TOTAL_BYTES and MAX_CHANNELS leave out, oldest first. Ids issued afterwards, and
- * the eventId mark, are above every id of records. The caller vouches for message_json as
- * channels_publish_serialized()'s does. Returns the number of events restored, or -ENOMEM (what was restored
- * until then stays). */
+ * ahead of it counts as now). Dropped, and counted as lost in its channel's wildcard prefix: an event older than
+ * REPLAY_WINDOW_MS or with a name or a message over its cap (it takes its channel's older events along: an exact
+ * channel's replay is complete from its oldest event on), what REPLAY_MAX_EVENTS and REPLAY_MAX_TOTAL_BYTES leave
+ * out, oldest first, as a publish does, and the events of the channels beyond MAX_CHANNELS. Ids issued afterwards are
+ * above every id of records, and the eventId mark is not below any (hooks.state_changed when it rose). The caller
+ * vouches for message_json as channels_publish_serialized()'s does. Returns the number of events restored, or
+ * -ENOMEM, after which nothing is restored either (a buffer with an event missing in its middle would replay as
+ * complete). */
 int channels_restore(Channels *ch, ReplayRecord *records, size_t n_records);
 
 /* Channel keys with subscribers or buffered events (after dropping expired events). */
