@@ -38,6 +38,7 @@
 #include "photond-lock.h"
 #include "photond-manager.h"
 #include "photond-metrics.h"
+#include "photond-replay-file.h"
 #include "photond-schedule.h"
 #include "photond-store.h"
 #include "photond-webhook.h"
@@ -1006,6 +1007,9 @@ int manager_startup(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to load state: %m");
         m->state_lost = r > 0;
+        /* The buffers the last graceful stop saved, before anything is published; they continue above its mark. */
+        (void) replay_file_load(m->state_dir, m->channels);
+        m->replay_loaded = true;
         /* A fresh snapshot and journal now, before any client is accepted: a state directory that cannot be
          * written shows at start, and the files are open before the first lock (and before the clients take the
          * file descriptors a snapshot needs). It reserves the next block of eventIds if the clock has passed the
@@ -1153,6 +1157,10 @@ Manager* manager_free(Manager *m) {
         m->state_file = state_file_free(m->state_file);
         m->dispatcher = dispatcher_free(m->dispatcher);
         m->locks = lock_table_free(m->locks);
+        /* Nothing publishes any more: the buffers for the next start (a crash leaves none, see
+         * photond-replay-file.c). */
+        if (m->replay_loaded)
+                (void) replay_file_save(m->state_dir, m->channels);
         m->channels = channels_free(m->channels);
 
         m->bus = bus_free(m->bus);

@@ -73,6 +73,7 @@ typedef struct Manager {
         sd_event_source *state_retry_event_source;
         StateFile *state_file;  /* photond-store.c: built on the channels and the lock table */
         bool state_lost;        /* store_load_state() found the state lost: fencing tokens restart above the clock */
+        bool replay_loaded;     /* replay.bin was read at start: the buffers are saved again at exit */
 
         /* subsystems */
         Channels *channels;
