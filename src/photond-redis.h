@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* One connection to Redis, driven by sd-event: hiredis' async context with an sd-event adapter (its
+ * addRead/delRead/addWrite/delWrite/cleanup), a connect that is ready once AUTH, SELECT and a PING have answered,
+ * reconnection with a doubling back-off, a timeout on every command (the oldest unanswered command older than the
+ * timeout drops the connection, which fails every pending command), and a bounded number of pending commands.
+ * hiredis 0.14 (Debian 12) has no timers of its own: the timeout is ours. */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <systemd/sd-event.h>
+
+#include "cluster-util.h"
+#include "macro.h"
+
+typedef struct RedisConn RedisConn;
+struct redisReply;
+
+typedef enum RedisConnState {
+        REDIS_CONN_CONNECTING,          /* the first connect, not answered yet */
+        REDIS_CONN_CONNECTED,           /* AUTH/SELECT/PING answered */
+        REDIS_CONN_RECONNECTING,        /* lost (or never reached): waiting for the next attempt, or in it */
+} RedisConnState;
+
+/* reply is NULL when the command failed without an answer (the connection was lost, timed out or is being freed);
+ * an error answer is a reply of type REDIS_REPLY_ERROR. Valid during the call only. */
+typedef void (*RedisReplyCallback)(RedisConn *c, struct redisReply *reply, void *userdata);
+
+typedef struct RedisConnHooks {
+        /* The connection is ready (again): what a new connection needs (subscriptions) is sent from here. */
+        void (*connected)(RedisConn *c, void *userdata);
+        /* The connection was lost or an attempt failed; error is a short text without secrets. */
+        void (*disconnected)(RedisConn *c, const char *error, void *userdata);
+        /* A pub/sub message ("message", channel, payload / "pmessage", pattern, channel, payload) or a
+         * (un)subscribe confirmation on a connection in subscriber mode; never NULL. */
+        void (*push)(RedisConn *c, struct redisReply *reply, void *userdata);
+        void *userdata;
+} RedisConnHooks;
+
+typedef struct RedisConnConfig {
+        sd_event *event;
+        const ClusterUrl *url;          /* copied what is needed; the password too, cleared at the free */
+        const char *name;               /* for the log: "commands", "subscriber" */
+        uint64_t command_timeout_usec;  /* 0: REDIS_DEFAULT_COMMAND_TIMEOUT_USEC */
+        size_t max_pending;             /* 0: REDIS_DEFAULT_MAX_PENDING */
+        uint64_t backoff_min_usec;      /* 0: REDIS_DEFAULT_BACKOFF_MIN_USEC */
+        uint64_t backoff_max_usec;      /* 0: REDIS_DEFAULT_BACKOFF_MAX_USEC */
+} RedisConnConfig;
+
+#define REDIS_DEFAULT_COMMAND_TIMEOUT_USEC (2 * USEC_PER_SEC)
+#define REDIS_DEFAULT_MAX_PENDING 65536
+#define REDIS_DEFAULT_BACKOFF_MIN_USEC (100 * USEC_PER_MSEC)
+#define REDIS_DEFAULT_BACKOFF_MAX_USEC (5 * USEC_PER_SEC)
+
+/* Starts connecting at once (the result comes through the hooks). */
+int redis_conn_new(const RedisConnConfig *config, const RedisConnHooks *hooks, RedisConn **ret);
+/* Pending commands' callbacks are called with NULL. */
+RedisConn* redis_conn_free(RedisConn *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(RedisConn*, redis_conn_free);
+
+RedisConnState redis_conn_state(RedisConn *c);
+/* CLOCK_REALTIME µs since the current state began. */
+uint64_t redis_conn_state_since(RedisConn *c);
+/* The last connection error (no secrets), or NULL. */
+const char* redis_conn_last_error(RedisConn *c);
+/* Commands sent and not answered yet. */
+size_t redis_conn_pending(RedisConn *c);
+
+/* Sends a command of argc binary-safe arguments. cb (may be NULL) is called once with its reply. -ENOTCONN
+ * when not connected, -ENOBUFS when max_pending commands are unanswered, -ENOMEM. */
+int redis_conn_command(RedisConn *c, RedisReplyCallback cb, void *userdata, int argc, const char **argv,
+                       const size_t *argv_len);
+/* A SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE or PUNSUBSCRIBE: what it brings goes to hooks.push. -ENOTCONN, -ENOMEM. */
+int redis_conn_subscribe(RedisConn *c, int argc, const char **argv, const size_t *argv_len);
