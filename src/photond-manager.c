@@ -26,6 +26,7 @@
 #include "path-util.h"
 #include "photond-bus.h"
 #include "photond-channel.h"
+#include "photond-cluster.h"
 #include "photond-client.h"
 #include "photond-control.h"
 #include "photond-dispatch.h"
@@ -242,7 +243,8 @@ int manager_build_status(Manager *m, struct json_object **ret) {
             (r = lock_table_add_status(m->locks, data)) < 0 ||
             (r = scheduler_add_status(m->scheduler, data)) < 0 ||
             (r = dispatcher_add_status(m->dispatcher, data)) < 0 ||
-            (r = webhook_add_status(m->webhook, data)) < 0)
+            (r = webhook_add_status(m->webhook, data)) < 0 ||
+            (r = cluster_add_status(m->cluster, data)) < 0)
                 return r;
 
         *ret = TAKE_PTR(data);
@@ -280,6 +282,20 @@ static void hook_counts_changed(void *userdata) {
 
 static bool hook_may_write_now(void *userdata) {
         return manager_may_write_now(userdata);
+}
+
+/* Cluster mode only: without a cluster URL these hooks are not filled in. */
+static void hook_channel_subscribed(const char *name, size_t len, bool subscribed, void *userdata) {
+        Manager *m = userdata;
+
+        cluster_channel_subscribed(m->cluster, name, len, subscribed);
+}
+
+static void hook_channel_published(const char *name, size_t len, const char *message, size_t message_len,
+                                   uint64_t event_id, void *userdata) {
+        Manager *m = userdata;
+
+        cluster_channel_published(m->cluster, name, len, message, message_len, event_id);
 }
 
 static void hook_lock_changed(void *userdata, const char *name, const char *holder, const char *event) {
@@ -801,15 +817,30 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                         m->idle_timeout_usec = ms * USEC_PER_MSEC;
         }
 
+        r = cluster_settings_from_env(m->system, &m->cluster_settings);
+        if (r < 0)
+                return r;
         r = channels_new(&(ChannelsHooks) {
                                  .clock = &m->clock,
                                  .state_changed = hook_state_changed,
                                  .counts_changed = hook_counts_changed,
                                  .may_write_now = hook_may_write_now,
+                                 .subscribed_changed = m->cluster_settings.enabled ? hook_channel_subscribed : NULL,
+                                 .published = m->cluster_settings.enabled ? hook_channel_published : NULL,
                                  .userdata = m,
                          }, &m->channels);
         if (r < 0)
                 return r;
+        if (m->cluster_settings.enabled) {
+                /* Connects in the background: an unreachable Redis does not keep photond from starting. */
+                r = cluster_new(&(ClusterConfig) {
+                                        .event = m->event,
+                                        .channels = m->channels,
+                                        .settings = &m->cluster_settings,
+                                }, &m->cluster);
+                if (r < 0)
+                        return r;
+        }
         r = lock_table_new(m->event, &(LockTableHooks) {
                                    .clock = &m->clock,
                                    .state_changed = hook_state_changed,
@@ -1137,6 +1168,11 @@ Manager* manager_free(Manager *m) {
                 return NULL;
 
         remove_side_files(m);
+
+        /* Before the clients leave: their unsubscribes are no news for Redis (a closed connection drops the
+         * node's subscriptions there). */
+        m->cluster = cluster_free(m->cluster);
+        cluster_settings_done(&m->cluster_settings);
 
         /* Subsystems first: they may still refer to clients. */
         /* The front end first: ending its requests lets the routes' pending calls go. */

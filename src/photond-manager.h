@@ -12,6 +12,7 @@
 #include "macro.h"
 #include "photond-bus.h"
 #include "photond-client.h"
+#include "photond-cluster.h"
 #include "photond-control.h"
 #include "photond-protocol.h"
 #include "ratelimit.h"
@@ -80,6 +81,10 @@ typedef struct Manager {
         LockTable *locks;
         Scheduler *scheduler;
         Dispatcher *dispatcher;
+
+        /* cluster mode (photond-cluster.c): NULL without a cluster URL */
+        ClusterSettings cluster_settings;
+        Cluster *cluster;
 
         /* HTTP: the front end on the "webhook" listener and its routes */
         int webhook_fd;

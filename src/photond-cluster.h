@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* Cluster mode, first slice: the bridge between the local channels and the other nodes through Redis pub/sub. A
+ * front end of the channels as the control socket is: the Manager hands it the channels' "subscribed" and
+ * "published" hooks (ChannelsHooks), it publishes each local message to Redis once (PUBLISH <prefix>ch:<channel>,
+ * the message in an envelope naming the node and its eventId), keeps one Redis subscription per channel key with
+ * local subscribers (a "P:*" key: PSUBSCRIBE <prefix>ch:P:* and SUBSCRIBE <prefix>ch:P), and publishes what
+ * other nodes sent into the local channels, which fan it out. Nothing of this exists without a cluster URL. */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <systemd/sd-event.h>
+
+#include "cluster-util.h"
+#include "macro.h"
+#include "photond-channel.h"
+
+typedef struct Cluster Cluster;
+struct json_object;
+
+/* What the environment and the credentials configure. */
+typedef struct ClusterSettings {
+        bool enabled;           /* a URL was given */
+        ClusterUrl url;
+        char *url_source;       /* "credential cluster-url" or "PHOTOND_CLUSTER_URL" */
+        char *prefix;           /* PHOTOND_CLUSTER_PREFIX, default CLUSTER_DEFAULT_PREFIX */
+        char *node_id;          /* PHOTOND_NODE_ID, default <hostname>@system or <hostname>@user-<uid> */
+} ClusterSettings;
+
+/* Reads the credential cluster-url ($CREDENTIALS_DIRECTORY/cluster-url; an empty one falls through), else
+ * PHOTOND_CLUSTER_URL, then PHOTOND_CLUSTER_PREFIX and PHOTOND_NODE_ID. Not configured: 0 and !enabled. A URL,
+ * prefix or node id that is not valid: -EINVAL, logged without the URL (it may hold a password). */
+int cluster_settings_from_env(bool system, ClusterSettings *ret);
+void cluster_settings_done(ClusterSettings *s);
+
+typedef struct ClusterConfig {
+        sd_event *event;
+        Channels *channels;
+        const ClusterSettings *settings;        /* copied */
+} ClusterConfig;
+
+/* Starts connecting (the Redis connections reconnect on their own; nothing waits for them). */
+int cluster_new(const ClusterConfig *config, Cluster **ret);
+Cluster* cluster_free(Cluster *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Cluster*, cluster_free);
+
+/* ChannelsHooks.subscribed_changed and .published, forwarded by the Manager. */
+void cluster_channel_subscribed(Cluster *c, const char *name, size_t len, bool subscribed);
+void cluster_channel_published(Cluster *c, const char *name, size_t len, const char *message, size_t message_len,
+                               uint64_t event_id);
+
+/* status' "cluster" object: url (no password), nodeId, prefix, state, since, lastError, counters. */
+int cluster_add_status(Cluster *c, struct json_object *data);
