@@ -13,6 +13,7 @@
 #include "json-util.h"
 #include "log.h"
 #include "photond-cluster.h"
+#include "photond-limits.h"
 #include "photond-redis.h"
 #include "ratelimit.h"
 #include "webhook-auth.h"
@@ -286,6 +287,11 @@ static void deliver(Cluster *c, const char *rchannel, size_t rchannel_len, const
         c->last_origin_len = e.node_id_len;
         c->last_event_id = e.event_id;
 
+        if (e.message_len > limits.MAX_MESSAGE_BYTES) {
+                /* This node's cap, before any parse: another node's may be larger. */
+                c->n_invalid++;
+                return;
+        }
         if (e.message) {
                 /* Redis is a boundary: the channels send what they are given as it is, so it is parsed and
                  * printed as json-c prints (what a local publish vouches for). */

@@ -18,6 +18,7 @@
 /* The adapter's state for one hiredis context (ac->ev.data): freed by hiredis' cleanup, unless that comes while
  * its own I/O callback runs (a read that ends in a disconnect), which then frees it. */
 typedef struct RedisEvents {
+        sd_event *event;        /* not through ac->data: a context being dropped has none */
         redisAsyncContext *ac;
         sd_event_source *io;
         uint32_t events;
@@ -59,13 +60,12 @@ struct RedisConn {
 static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata);
 
 static int events_update(RedisEvents *e) {
-        RedisConn *c = e->ac->data;
         int r;
 
         if (!e->io) {
                 if (e->events == 0)
                         return 0;
-                r = sd_event_add_io(c->event, &e->io, e->ac->c.fd, e->events, on_io, e);
+                r = sd_event_add_io(e->event, &e->io, e->ac->c.fd, e->events, on_io, e);
                 if (r < 0)
                         return r;
                 (void) sd_event_source_set_description(e->io, "redis");
@@ -128,6 +128,7 @@ static int events_attach(RedisConn *c, redisAsyncContext *ac) {
 
         if (!e)
                 return -ENOMEM;
+        e->event = c->event;
         e->ac = ac;
         ac->ev.data = e;
         ac->ev.addRead = on_add_read;

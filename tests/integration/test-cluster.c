@@ -172,6 +172,13 @@ Test(cluster, publish_reaches_the_other_node_once) {
         cr_assert_str_eq(jstr(o, "data.cluster.url"), redis.url);
         cr_assert_geq(jint(o, "data.cluster.received"), 50);
         json_object_put(o);
+        {
+                char *out = NULL;
+
+                cr_assert_eq(run_ctl(b, &out, "status", NULL), 0);
+                cr_assert_not_null(strstr(out, "\"nodeId\":\"node-b\""), "%s", out);
+                free(out);
+        }
 
         conn_close(pub);
         conn_close(sub_a);
@@ -228,6 +235,77 @@ Test(cluster, wildcard_across_nodes) {
         conn_close(pub);
         conn_close(wild);
         conn_close(exact);
+        daemon_stop_clean(a);
+        daemon_stop_clean(b);
+        test_redis_stop(&redis);
+        tmpdir_remove(dir);
+}
+
+/* Redis goes away and comes back: both nodes reconnect, b subscribes again, and publishes cross again. While it is
+ * away, a publish on a reaches a's own subscribers. */
+Test(cluster, redis_restart_restores_subscriptions) {
+        TestRedis redis;
+        char *dir;
+        Daemon *a, *b;
+        Conn *pub, *sub_a, *sub_b;
+        struct json_object *o;
+        uint64_t deadline;
+
+        if (!test_redis_available())
+                cr_skip_test("no redis-server");
+        dir = tmpdir_new();
+        cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
+        a = node_start(redis.url, "node-a");
+        b = node_start(redis.url, "node-b");
+        wait_connected(a);
+        wait_connected(b);
+        pub = conn_open(a);
+        sub_a = conn_open(a);
+        sub_b = conn_open(b);
+        subscribe(sub_a, "news");
+        subscribe(sub_b, "news");
+        sync_subscription(pub, sub_b, "news");
+
+        test_redis_stop(&redis);
+        deadline = mono_ms() + 10000;
+        for (;;) {
+                bool connected;
+
+                o = status(b);
+                connected = jbool(o, "data.cluster.connected");
+                json_object_put(o);
+                if (!connected)
+                        break;
+                cr_assert_lt(mono_ms(), deadline, "b never noticed Redis went away");
+                (void) poll(NULL, 0, 20);
+        }
+        for (;;) {
+                o = conn_recv(sub_a, 100);
+                if (!o)
+                        break;
+                json_object_put(o);
+        }
+        publish(pub, "news", "{\"n\":1}");
+        expect_n(sub_a, "news", 1);
+
+        cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
+        wait_connected(a);
+        wait_connected(b);
+        sync_subscription(pub, sub_b, "news");
+        for (;;) {
+                o = conn_recv(sub_a, 200);
+                if (!o)
+                        break;
+                json_object_put(o);
+        }
+        publish(pub, "news", "{\"n\":1}");
+        publish(pub, "news", "{\"n\":2}");
+        expect_n(sub_b, "news", 2);
+        expect_n(sub_a, "news", 2);
+
+        conn_close(pub);
+        conn_close(sub_a);
+        conn_close(sub_b);
         daemon_stop_clean(a);
         daemon_stop_clean(b);
         test_redis_stop(&redis);
