@@ -293,10 +293,10 @@ static int conn_send(RedisConn *c, RedisReplyCallback cb, void *userdata, int ar
         if (r < 0)
                 return r;
         if (redisAsyncCommandArgv(c->ac, on_reply, c, argc, argv, argv_len) != REDIS_OK) {
-                /* Not queued: take it back (it is the ring's tail). */
+                /* Not queued (out of memory, or the context is going): take it back (it is the ring's tail). */
                 c->n_pending--;
                 pending_arm(c);
-                return -ENOMEM;
+                return -EIO;
         }
         return 0;
 }
@@ -484,7 +484,8 @@ int redis_conn_command(RedisConn *c, RedisReplyCallback cb, void *userdata, int 
 int redis_conn_subscribe(RedisConn *c, int argc, const char **argv, const size_t *argv_len) {
         if (!c->ac || c->state != REDIS_CONN_CONNECTED)
                 return -ENOTCONN;
+        /* hiredis refuses an (P)UNSUBSCRIBE outside subscriber mode, and anything while the context goes. */
         if (redisAsyncCommandArgv(c->ac, on_push, c, argc, argv, argv_len) != REDIS_OK)
-                return -ENOMEM;
+                return -EIO;
         return 0;
 }

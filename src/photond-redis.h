@@ -70,8 +70,9 @@ const char* redis_conn_last_error(RedisConn *c);
 size_t redis_conn_pending(RedisConn *c);
 
 /* Sends a command of argc binary-safe arguments. cb (may be NULL) is called once with its reply. -ENOTCONN
- * when not connected, -ENOBUFS when max_pending commands are unanswered, -ENOMEM. */
+ * when not connected, -ENOBUFS when max_pending commands are unanswered, -EIO when hiredis did not take it
+ * (out of memory, the context going). */
 int redis_conn_command(RedisConn *c, RedisReplyCallback cb, void *userdata, int argc, const char **argv,
                        const size_t *argv_len);
-/* A SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE or PUNSUBSCRIBE: what it brings goes to hooks.push. -ENOTCONN, -ENOMEM. */
+/* A SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE or PUNSUBSCRIBE: what it brings goes to hooks.push. -ENOTCONN, -EIO. */
 int redis_conn_subscribe(RedisConn *c, int argc, const char **argv, const size_t *argv_len);
