@@ -860,6 +860,58 @@ int channels_publish(Channels *chs, const char *channel, struct json_object *mes
         return channels_publish_serialized(chs, channel, strlen(channel), text, len, exclude, ret_event_id);
 }
 
+/* Empties the replay buffer of channel, which the caller has pinned. */
+static void channel_drop_events(Channels *chs, Channel *channel) {
+        while (channel->events)
+                event_drop(chs, channel->events);
+}
+
+int channels_gap(Channels *chs, const char *name, size_t len) {
+        _cleanup_(shared_buf_unrefp) SharedBuf *notice = NULL;
+        Channel *channel;
+
+        assert(chs);
+
+        channel = channel_find(chs, name, len);
+        if (!channel)
+                return 0;
+        channel->n_pins++;
+
+        /* Replays from before now cannot be complete: an exact replay is complete from its channel's oldest
+         * buffered event on, so the buffers go; a wildcard replay from below its prefix's floor is not. */
+        if (channel->serves) {
+                Channel *m, *next;
+
+                channel->serves->floor = MAX(channel->serves->floor, chs->last_event_id);
+                for (m = channel->serves->members; m; m = next) {
+                        m->n_pins++;
+                        channel_drop_events(chs, m);
+                        next = m->members_next;
+                        m->n_pins--;
+                        channel_maybe_free(chs, m);
+                }
+        }
+        channel_drop_events(chs, channel);
+        channel->prefix->floor = MAX(channel->prefix->floor, chs->last_event_id);
+
+        if (channel->subscribers) {
+                notice = refresh_notice_new(channel->name, chs->last_event_id);
+                if (!notice) {
+                        channel->n_pins--;
+                        channel_maybe_free(chs, channel);
+                        return -ENOMEM;
+                }
+                LIST_FOREACH(by_channel, s, channel->subscribers)
+                        if (subscriber_deliver(chs, s->sub, notice, NULL, chs->last_event_id))
+                                chs->n_refresh_sent++;
+        }
+        channel->n_pins--;
+        channel_maybe_free(chs, channel);
+        channels_reap(chs);
+        return 0;
+}
+
+/* ---- replay ---- */
 /* ---- replay ---- */
 
 typedef struct Since {

@@ -74,6 +74,13 @@ int channels_publish_serialized(Channels *ch, const char *name, size_t len, cons
 int channels_publish(Channels *ch, const char *channel, struct json_object *message, Subscriber *exclude,
                      uint64_t *ret_event_id);
 
+/* Events of the channel key name may have been published elsewhere without reaching here (cluster mode: the node
+ * lost Redis for a while). Every replay from before now is made to answer refresh_needed (the key's buffered
+ * events are dropped, those of every channel of its prefix for a "P:*" key, and the wildcard floor raised to the
+ * last eventId issued), and each subscriber of the key gets one refresh_needed notice for it (one that cannot
+ * take it goes the slow consumers' way). Nothing if the key does not exist. 0 or -ENOMEM. */
+int channels_gap(Channels *ch, const char *name, size_t len);
+
 /* One buffered event as get_events_since lists it: valid during the callback only. */
 typedef struct ChannelEvent {
         uint64_t id;

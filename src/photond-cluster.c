@@ -42,6 +42,8 @@ struct Cluster {
 
         /* A message from another node being published into the local channels: its publish is not sent back. */
         bool relaying;
+        /* The subscriber connection was up before: a connect after that is a reconnect, with a gap. */
+        bool subscriber_was_connected;
         /* The last message delivered: one publish reaches a node once per matching subscription and pattern, in a
          * row (Redis writes them together), so one remembered (origin, eventId) drops the repeats. */
         char last_origin[CLUSTER_NODE_ID_MAX];
@@ -248,6 +250,59 @@ void cluster_channel_subscribed(Cluster *c, const char *name, size_t len, bool s
                 log_warning_errno(r, "Cluster: failed to follow a subscription in Redis: %m");
 }
 
+typedef struct KeyList {
+        char **names;
+        size_t *lens;
+        size_t n, alloc;
+} KeyList;
+
+static int collect_subscribed(const ChannelInfo *info, void *userdata) {
+        KeyList *l = userdata;
+
+        if (info->subscribers == 0)
+                return 0;
+        if (l->n == l->alloc) {
+                size_t na = MAX(l->alloc * 2, (size_t) 16);
+                char **nn = realloc(l->names, na * sizeof(char*));
+                size_t *nl;
+
+                if (!nn)
+                        return -ENOMEM;
+                l->names = nn;
+                nl = realloc(l->lens, na * sizeof(size_t));
+                if (!nl)
+                        return -ENOMEM;
+                l->lens = nl;
+                l->alloc = na;
+        }
+        l->names[l->n] = malloc(info->name_len + 1);
+        if (!l->names[l->n])
+                return -ENOMEM;
+        memcpy(l->names[l->n], info->name, info->name_len + 1);
+        l->lens[l->n++] = info->name_len;
+        return 0;
+}
+
+/* The subscriber connection was lost and is back: what other nodes published meanwhile never came here, so the
+ * local subscribers of every key are told (refresh_needed) and replays from before now say so too. */
+static void announce_gap(Cluster *c) {
+        KeyList l = {};
+        int r;
+
+        r = channels_foreach(c->channels, collect_subscribed, &l);
+        for (size_t i = 0; i < l.n; i++) {
+                if (r >= 0)
+                        r = channels_gap(c->channels, l.names[i], l.lens[i]);
+                free(l.names[i]);
+        }
+        free(l.names);
+        free(l.lens);
+        if (r < 0)
+                log_warning_errno(r, "Cluster: failed to tell the subscribers they may have missed events: %m");
+        else
+                log_info("Cluster: refresh_needed sent on %zu subscribed channel keys (Redis was out of reach).", l.n);
+}
+
 static void on_subscriber_connected(RedisConn *conn, void *userdata) {
         Cluster *c = userdata;
         RedisSub *s, *tmp;
@@ -255,6 +310,9 @@ static void on_subscriber_connected(RedisConn *conn, void *userdata) {
         HASH_ITER(hh, c->subs, s, tmp)
                 sub_send(c, s, true);
         log_info("Cluster: node %s subscribed to %u Redis channels and patterns.", c->node_id, HASH_COUNT(c->subs));
+        if (c->subscriber_was_connected)
+                announce_gap(c);
+        c->subscriber_was_connected = true;
 }
 
 static void on_disconnected(RedisConn *conn, const char *error, void *userdata) {

@@ -297,6 +297,57 @@ Test(channel, replay_exact) {
         cr_assert_eq(client_queued(s), 0, "empty buffer, ts = 0: nothing");
 }
 
+/* Cluster mode lost Redis for a while: the key's subscribers are told, and replays from before say refresh_needed
+ * while replays of what came after are complete. */
+Test(channel, gap_notifies_and_breaks_older_replays) {
+        Client *p = &clients[0], *s = &clients[1], *w = &clients[2], *late = &clients[3];
+        uint64_t before, after;
+        char last[32], id[64];
+
+        subscribe(s, "g:x");
+        subscribe(w, "g:*");
+        before = publish(p, "g:x", "1");
+        json_object_put(test_pop_json(s));
+        json_object_put(test_pop_json(w));
+        wall++;
+
+        cr_assert_eq(channels_gap(chs, "g:x", 3), 0);
+        {
+                _cleanup_(json_object_putp) struct json_object *o = test_pop_json(s);
+
+                snprintf(id, sizeof(id), "refresh_%" PRIu64, before);
+                cr_assert_str_eq(jstr(o, "type"), "refresh_needed", "got %s", json_object_to_json_string(o));
+                cr_assert_str_eq(jstr(o, "channel"), "g:x");
+                cr_assert_str_eq(jstr(o, "id"), id);
+        }
+        cr_assert_eq(client_queued(s), 0, "one notice");
+        cr_assert_eq(client_queued(w), 0, "the wildcard's own gap is its own");
+        cr_assert_eq(channels_gap(chs, "g:*", 3), 0);
+        {
+                _cleanup_(json_object_putp) struct json_object *o = test_pop_json(w);
+
+                cr_assert_str_eq(jstr(o, "type"), "refresh_needed");
+                cr_assert_str_eq(jstr(o, "channel"), "g:*");
+        }
+        cr_assert_eq(channels_gap(chs, "nothing", 7), 0, "an unknown key: nothing");
+
+        snprintf(last, sizeof(last), "%" PRIu64, before - 1);
+        subscribe_since(late, "g:x", last);
+        expect_refresh(late, "r", "g:x");
+        subscribe_since(late, "g:*", last);
+        expect_refresh(late, "r", "g:*");
+
+        after = publish(p, "g:x", "2");
+        json_object_put(test_pop_json(s));
+        json_object_put(test_pop_json(w));
+        json_object_put(test_pop_json(late));  /* once, though both of its keys match (single copy) */
+        cr_assert_eq(client_queued(late), 0);
+        snprintf(last, sizeof(last), "%" PRIu64, after);
+        subscribe_since(late, "g:x", last);
+        json_object_put(test_pop_json(late));
+        cr_assert_eq(client_queued(late), 0, "from after the gap: complete, nothing to replay");
+}
+
 Test(channel, replay_window_and_cap) {
         Client *p = &clients[0], *s = &clients[1];
         uint64_t first, tenth = 0, last_id = 0;

@@ -241,8 +241,9 @@ Test(cluster, wildcard_across_nodes) {
         tmpdir_remove(dir);
 }
 
-/* Redis goes away and comes back: both nodes reconnect, b subscribes again, and publishes cross again. While it is
- * away, a publish on a reaches a's own subscribers. */
+/* Redis goes away and comes back: both nodes reconnect, subscribe again and tell their subscribers they may have
+ * missed events (refresh_needed), and publishes cross again. While it is away, a publish on a reaches a's own
+ * subscribers. */
 Test(cluster, redis_restart_restores_subscriptions) {
         TestRedis redis;
         char *dir;
@@ -291,6 +292,14 @@ Test(cluster, redis_restart_restores_subscriptions) {
         cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
         wait_connected(a);
         wait_connected(b);
+        /* What was published elsewhere meanwhile never came: each node's subscribers hear it, first. */
+        o = conn_expect(sub_b, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "refresh_needed", "got %s", json_object_to_json_string(o));
+        cr_assert_str_eq(jstr(o, "channel"), "news");
+        json_object_put(o);
+        o = conn_expect(sub_a, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "refresh_needed", "got %s", json_object_to_json_string(o));
+        json_object_put(o);
         sync_subscription(pub, sub_b, "news");
         for (;;) {
                 o = conn_recv(sub_a, 200);
