@@ -9,6 +9,7 @@
 #include "photond-protocol.h"
 
 typedef struct Channels Channels;
+typedef struct Dispatcher Dispatcher;
 
 typedef struct Manager Manager;
 typedef struct Request Request;
@@ -39,6 +40,8 @@ int control_calls_emit(Manager *m, Client *c, Request *req);
 int control_calls_prompt(Manager *m, Client *c, Request *req);
 int control_calls_prompt_response(Manager *m, Client *c, Request *req);
 int control_calls_ps(Manager *m, Client *c, Request *req);
+/* c provides photon again: a connection kept across a restart (photond-fdstore.c). As dispatcher_provide(). */
+int control_calls_restore_provider(Dispatcher *d, Client *c, const char *photon);
 
 /* ---- scheduled jobs (photond-control-jobs.c): a run_job requester waits as the scheduler's waiter c ---- */
 
