@@ -19,6 +19,8 @@
         X(ACCEPT_PAUSE_MS,                      100)               /* listener pause after EMFILE/ENFILE */     \
         X(SHUTDOWN_FLUSH_MS,                    500)               /* time to flush clients on shutdown */      \
         X(BUSY_POLL_US,                         20)                /* poll clients before sleeping; 0: off */   \
+        X(FDSTORE_MAX_CLIENTS,                  4095)              /* connections kept across a restart */      \
+        X(FDSTORE_MAX_BYTES,                    (64 * 1024 * 1024)) /* their state, kept for the next start */   \
         /* pub/sub */                                                                                           \
         X(MAX_SUBSCRIPTIONS_PER_CLIENT,         1024)                                                           \
         X(MAX_CHANNEL_NAME_BYTES,               256)                                                            \

@@ -28,6 +28,7 @@
 #include "photond-client.h"
 #include "photond-control.h"
 #include "photond-dispatch.h"
+#include "photond-fdstore.h"
 #include "photond-http-api.h"
 #include "photond-http-sse.h"
 #include "photond-http.h"
@@ -531,7 +532,8 @@ int manager_flush(Manager *m) {
         /* HTTP answers and event streams that waited for these writes. */
         http_server_flushed(m->http);
 
-        if (m->shutting_down && !manager_output_pending(m))
+        /* Not before the shutdown has queued its notices (a stop that keeps connections flushes first). */
+        if (m->shutting_down && m->shutdown_event_source && !manager_output_pending(m))
                 return sd_event_exit(m->event, m->exit_code);
 
         manager_schedule_status(m);
@@ -640,7 +642,10 @@ static int on_shutdown_timeout(sd_event_source *s, uint64_t usec, void *userdata
         return sd_event_exit(m->event, m->exit_code);
 }
 
-void manager_begin_shutdown(Manager *m, const char *why) {
+/* keep_clients: systemd stops us (SIGTERM) and keeps connections in its file descriptor store, if it has one for
+ * us (photond-fdstore.c): those go on in the next process after a restart, or systemd closes them after a stop.
+ * Either way they hear nothing of this process's end; the others get the notice, as without the store. */
+static void manager_shutdown(Manager *m, const char *why, bool keep_clients) {
         _cleanup_(json_object_putp) struct json_object *o = NULL;
         _cleanup_(shared_buf_unrefp) SharedBuf *b = NULL;
         int r;
@@ -654,6 +659,9 @@ void manager_begin_shutdown(Manager *m, const char *why) {
 
         (void) sd_event_source_set_enabled(m->control_event_source, SD_EVENT_OFF);
         (void) sd_event_source_set_enabled(m->accept_pause_event_source, SD_EVENT_OFF);
+
+        if (keep_clients)
+                (void) fdstore_keep_clients(m);
 
         /* One buffer for everyone. */
         o = response_shutdown_new();
@@ -674,6 +682,10 @@ void manager_begin_shutdown(Manager *m, const char *why) {
         manager_schedule_flush(m);
 }
 
+void manager_begin_shutdown(Manager *m, const char *why) {
+        manager_shutdown(m, why, false);
+}
+
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         Manager *m = userdata;
 
@@ -690,7 +702,11 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
                 manager_update_status(m);
                 return 0;
         }
-        manager_begin_shutdown(m, si->ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+        /* SIGTERM is how systemd stops us, for a restart too; SIGINT someone at a terminal. */
+        if (si->ssi_signo == SIGTERM)
+                manager_shutdown(m, "SIGTERM", m->fdstore_max > 0);
+        else
+                manager_begin_shutdown(m, "SIGINT");
         return 0;
 }
 
@@ -932,8 +948,12 @@ static void remove_side_files(Manager *m) {
 }
 
 int manager_startup(Manager *m) {
+        _cleanup_(listen_fds_done) ListenFds fds = {
+                .control_fd = -EBADF,
+                .webhook_fd = -EBADF,
+                .state_fd = -EBADF,
+        };
         const char *bad = NULL;
-        ListenFds fds;
         int r;
 
         raise_nofile_limit();
@@ -949,11 +969,21 @@ int manager_startup(Manager *m) {
         }
         fit_clients_to_nofile();
 
+        r = fdstore_config_from_env(&m->fdstore_max);
+        if (r < 0)
+                return log_error_errno(r, "Invalid PHOTOND_FDSTORE=%s in the environment: auto, no, or the size of "
+                                       "the unit's file descriptor store (FileDescriptorStoreMax=).",
+                                       getenv("PHOTOND_FDSTORE"));
+
         r = listen_fds_collect(&fds);
         if (r < 0)
                 return log_error_errno(r, "Failed to take the file descriptors passed by systemd: %m");
         for (char **n = fds.unknown_names; n && *n; n++)
                 log_warning("Closed a passed file descriptor with an unexpected name '%s'.", *n);
+        /* What the store passed is ours now, and ours alone: a client photond closes must see the close, and a
+         * later start must not take the same connections over again. */
+        if (fds.store_names)
+                fdstore_forget(true, true);
 
         if (fds.control_fd >= 0) {
                 _cleanup_free_ char *path = NULL;
@@ -964,29 +994,22 @@ int manager_startup(Manager *m) {
                         free(m->socket_path);
                         m->socket_path = TAKE_PTR(path);
                         r = manager_setup_side_files(m);
-                        if (r < 0) {
-                                listen_fds_done(&fds);
+                        if (r < 0)
                                 return log_oom();
-                        }
                 }
                 log_info("Serving the control socket %s passed by systemd.", m->socket_path);
         } else {
                 r = listen_bind_unix(m->socket_path, &m->control_fd);
-                if (r == -EADDRINUSE) {
-                        listen_fds_done(&fds);
+                if (r == -EADDRINUSE)
                         return log_error_errno(r, "Another daemon is already answering on %s; not starting a second one.",
                                                m->socket_path);
-                }
-                if (r < 0) {
-                        listen_fds_done(&fds);
+                if (r < 0)
                         return log_error_errno(r, "Failed to listen on %s: %m", m->socket_path);
-                }
                 log_info("Listening on %s.", m->socket_path);
         }
 
         if (fds.webhook_fd >= 0)
                 m->webhook_fd = TAKE_FD(fds.webhook_fd);
-        listen_fds_done(&fds);
 
         r = mkdir_parents_and_self(m->state_dir, 0700);
         if (r < 0)
@@ -996,6 +1019,9 @@ int manager_startup(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to load state: %m");
         m->state_lost = r > 0;
+
+        /* The connections the last stop kept, before anything is published: what was queued for them comes first. */
+        (void) fdstore_adopt(m, TAKE_FD(fds.state_fd), fds.client_fds, fds.n_client_fds);
         /* A fresh snapshot and journal now, before any client is accepted: a state directory that cannot be
          * written shows at start, and the files are open before the first lock (and before the clients take the
          * file descriptors a snapshot needs). It reserves the next block of eventIds if the clock has passed the
