@@ -53,7 +53,7 @@ static int client_update_io_events(Client *c) {
          * wait must then leave the queue at once, not be granted to nobody. Registered for the hang-up alone
          * (epoll reports EPOLLHUP whatever the mask; EPOLLHUP here only marks "in the set"), edge-triggered, so
          * it wakes the loop once. */
-        if (events == 0 && c->close_after_flush && !c->peer_gone && (c->peer.n_calls > 0 || c->n_lock_waits > 0))
+        if (events == 0 && c->close_after_flush && !c->peer_gone && (c->peer.n_calls > 0 || c->lock_waits.n_waiters > 0))
                 events = EPOLLHUP;
         if (events == c->io_events)
                 return 0;
@@ -130,7 +130,7 @@ void client_note_session(Client *c, const char *s) {
 }
 
 bool client_closing_done(Client *c) {
-        return c->close_after_flush && c->out_n == 0 && c->peer.n_calls == 0 && c->n_lock_waits == 0;
+        return c->close_after_flush && c->out_n == 0 && c->peer.n_calls == 0 && c->lock_waits.n_waiters == 0;
 }
 
 void client_input_end(Client *c) {

@@ -13,6 +13,7 @@
 
 #include "list.h"
 #include "photond-dispatch.h"
+#include "photond-lock.h"
 #include "photond-subscriber.h"
 #include "shared-buf.h"
 
@@ -86,7 +87,7 @@ struct Client {
         DispatchPeer peer;
 
         /* per-subsystem state, owned by the subsystem named */
-        unsigned n_lock_waits;          /* photond-lock.c */
+        LockWaitOwner lock_waits;       /* photond-lock.c's: the lock waits parked for it (photond-control-locks.c) */
 };
 
 /* A Client as the channels' Subscriber: its write queue (client_send(), client_drop_tagged(), client_write_now(),

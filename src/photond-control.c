@@ -97,6 +97,15 @@ static int handle_get_events_since(Manager *m, Client *c, Request *req) {
         return control_channels_get_events_since(m->channels, c, req);
 }
 
+/* The lock requests' front end (photond-control-locks.c) is given the table, not the Manager. */
+static int handle_lock_request(Manager *m, Client *c, Request *req) {
+        return control_lock_request(m->locks, c, req);
+}
+
+static int handle_list_locks(Manager *m, Client *c, Request *req) {
+        return control_lock_list(m->locks, c, req);
+}
+
 typedef int (*RequestHandler)(Manager *m, Client *c, Request *req);
 
 static const RequestHandler request_handlers[_REQUEST_TYPE_MAX] = {
@@ -109,12 +118,12 @@ static const RequestHandler request_handlers[_REQUEST_TYPE_MAX] = {
         [REQUEST_PUBLISH] = handle_publish,
         [REQUEST_GET_EVENTS_SINCE] = handle_get_events_since,
 
-        [REQUEST_LOCK] = lock_table_handle_lock,
-        [REQUEST_UNLOCK] = lock_table_handle_unlock,
-        [REQUEST_ASSIGN_LOCK] = lock_table_handle_assign,
-        [REQUEST_TRANSFER_LOCK] = lock_table_handle_transfer,
-        [REQUEST_QUERY_LOCK] = lock_table_handle_query,
-        [REQUEST_LIST_LOCKS] = lock_table_handle_list,
+        [REQUEST_LOCK] = handle_lock_request,
+        [REQUEST_UNLOCK] = handle_lock_request,
+        [REQUEST_ASSIGN_LOCK] = handle_lock_request,
+        [REQUEST_TRANSFER_LOCK] = handle_lock_request,
+        [REQUEST_QUERY_LOCK] = handle_lock_request,
+        [REQUEST_LIST_LOCKS] = handle_list_locks,
 
         [REQUEST_SCHEDULE] = control_jobs_schedule,
         [REQUEST_UNSCHEDULE] = control_jobs_unschedule,
@@ -161,7 +170,7 @@ int control_handle_line(Client *c, const char *line, size_t len) {
                 r = control_channels_publish_line(m->channels, c, line, len);
                 if (r != 0)
                         return r < 0 ? r : 0;
-                r = lock_table_handle_line(m->locks, c, line, len);
+                r = control_lock_line(m->locks, c, line, len);
                 if (r != 0)
                         return r < 0 ? r : 0;
         }

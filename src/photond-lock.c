@@ -8,48 +8,36 @@
  * request under load), where now a timer that finds its lock already released re-arms once for the next one.
  * Fencing tokens increase over the daemon's whole life: state.json holds a high-water mark raised a block at a
  * time ahead of the tokens issued. Waiting acquires (lockWait) queue FIFO on the held lock and get it at once
- * when it frees. Every change is recorded (the lock changed, or the name of the lock gone) and marks the state
+ * when it frees; their owners hear how a wait ends through LockWaitOps. Every change is recorded (the lock changed, or the name of the lock gone) and marks the state
  * dirty; the manager writes those changes (state.journal, photond-store.c) before any reply of the same loop
  * iteration leaves (group commit), so nobody hears "acquired" for a lock a crash could forget. */
 
 #include <errno.h>
-#include <inttypes.h>
-#include <math.h>
-#include <stdio.h>
 #include <string.h>
 #include <utlist.h>
 
 #include "json-util.h"
-#include "photond-client.h"
 #include "photond-limits.h"
 #include "photond-lock.h"
-#include "photond-manager.h"
 
-/* Larger lockTimeouts are clamped to this ("practically forever") so the deadline in µs and expiresAt in ms
- * cannot overflow. */
+/* Larger timeouts are clamped to this ("practically forever") so the deadline in µs and expiresAt in ms cannot
+ * overflow. */
 #define LOCK_TIMEOUT_MAX_MS (UINT64_C(100) * 366 * 24 * 3600 * 1000)
 
 struct LockWaiter {
         Lock *lock;
-        Client *client;
-        char *request_id;
         char *holder;
         uint64_t timeout_ms;            /* the lock's timeout once it is handed over */
-        RequestType kind;               /* REQUEST_LOCK or REQUEST_ASSIGN_LOCK: the shape of the answer */
         sd_event_source *timer;         /* the end of the wait */
-        LockWaiter *prev, *next;                /* lock->waiters */
-        LockWaiter *client_prev, *client_next;  /* ClientWaits.waiters */
+        LockWaiter *prev, *next;        /* lock->waiters */
+        /* who hears how it ends (LockWaitOps) */
+        const LockWaitOps *ops;
+        void *userdata;
+        LockWaitOwner *owner;
+        LockWaiter *owner_prev, *owner_next;    /* owner->waiters */
 };
 
-/* The waiters of one connection, so a disconnect leaves the queues without scanning them. */
-typedef struct ClientWaits {
-        Client *client;
-        LockWaiter *waiters;
-        UT_hash_handle hh;
-} ClientWaits;
-
 struct LockTable {
-        Manager *manager;
         LockTableHooks hooks;
         sd_event *event;
         Lock *locks;                    /* uthash by name */
@@ -57,7 +45,6 @@ struct LockTable {
         unsigned heap_size, heap_alloc;
         sd_event_source *timer;         /* at or before heap[0]'s deadline, off when the table is empty */
         uint64_t timer_usec;            /* when it fires; USEC_INFINITY when off */
-        ClientWaits *client_waits;      /* uthash by Client pointer */
         unsigned n_waiters;
         uint64_t last_token;            /* the last fencing token issued */
         uint64_t reserved_token;        /* persisted: no token above it has been issued */
@@ -73,37 +60,7 @@ struct LockTable {
         bool changes_lost;
 };
 
-/* ---- reply shapes (the reference's keys in its order, then photond's fencingToken) ---- */
-
-static struct json_object* acquired_data_new(const char *name, const char *holder, uint64_t token) {
-        struct json_object *d = json_object_new_object();
-
-        if (!d)
-                return NULL;
-        if (json_add_bool(d, "acquired", true) < 0 ||
-            json_add_string(d, "lockName", name) < 0 ||
-            json_add_string(d, "holder", holder) < 0 ||
-            json_add_int64(d, "fencingToken", (int64_t) token) < 0)
-                return json_object_put(d), NULL;
-        return d;
-}
-
-static struct json_object* refused_data_new(RequestType kind, const char *name, const char *holder,
-                                            const char *current) {
-        struct json_object *d = json_object_new_object();
-        bool assign = kind == REQUEST_ASSIGN_LOCK;
-
-        if (!d)
-                return NULL;
-        /* The two texts differ in the reference ("client" / "caller"); clients may match them. */
-        if (json_add_bool(d, "acquired", false) < 0 ||
-            json_add_string(d, "lockName", name) < 0 ||
-            json_add_string(d, "holder", holder) < 0 ||
-            json_add_string(d, "reason", assign ? "Lock held by another caller" : "Lock held by another client") < 0 ||
-            (assign && json_add_string(d, "currentHolder", current) < 0))
-                return json_object_put(d), NULL;
-        return d;
-}
+/* ---- locks as others see them ---- */
 
 static LockInfo lock_info(const Lock *l) {
         return (LockInfo) {
@@ -170,7 +127,7 @@ LockTime lock_table_now(LockTable *t) {
 static void lock_table_reseed_tokens(LockTable *t) {
         uint64_t seed;
 
-        if (t->tokens_reseeded || !t->manager->state_lost)
+        if (t->tokens_reseeded || !t->hooks.state_lost || !*t->hooks.state_lost)
                 return;
         t->tokens_reseeded = true;
         seed = (uint64_t) MAX(now_ms(), 0) * 1000;
@@ -216,6 +173,7 @@ static void lock_changed(LockTable *t, Lock *l) {
 }
 
 static void lock_set_expiry(Lock *l, uint64_t timeout_ms, const LockTime *now) {
+        timeout_ms = MIN(timeout_ms, LOCK_TIMEOUT_MAX_MS);
         l->expires_at = now->wall_ms + (int64_t) timeout_ms;
         l->deadline = now->boot_usec + timeout_ms * USEC_PER_MSEC;
 }
@@ -334,31 +292,30 @@ static void lock_deadline_changed(LockTable *t, Lock *l) {
         (void) lock_table_arm_timer(t);
 }
 
-static void waiter_free(LockTable *t, LockWaiter *w, bool detach_client) {
+/* Forgets a wait that has been answered. detach_owner: false only when the owner may be gone (the table's end). */
+static void waiter_free(LockTable *t, LockWaiter *w, bool detach_owner) {
         Lock *l = w->lock;
 
         DL_DELETE2(l->waiters, w, prev, next);
         l->n_waiters--;
         t->n_waiters--;
 
-        if (detach_client) {
-                ClientWaits *cw;
-
-                HASH_FIND_PTR(t->client_waits, &w->client, cw);
-                if (cw) {
-                        DL_DELETE2(cw->waiters, w, client_prev, client_next);
-                        if (!cw->waiters) {
-                                HASH_DEL(t->client_waits, cw);
-                                free(cw);
-                        }
-                }
-                w->client->n_lock_waits--;
+        if (detach_owner) {
+                DL_DELETE2(w->owner->waiters, w, owner_prev, owner_next);
+                w->owner->n_waiters--;
         }
 
         sd_event_source_disable_unref(w->timer);
-        free(w->request_id);
         free(w->holder);
         free(w);
+}
+
+/* Ends a wait without the lock: error as for LockWaitOps.failed(). */
+static void waiter_fail(LockTable *t, LockWaiter *w, int error, bool detach_owner) {
+        LockInfo i = lock_info(w->lock);
+
+        w->ops->failed(w->userdata, error, w->holder, &i);
+        waiter_free(t, w, detach_owner);
 }
 
 /* record: the lock is gone for good and the next state write must say so (not when loading or shutting down). */
@@ -368,7 +325,7 @@ static void lock_free(LockTable *t, Lock *l, bool record) {
         HASH_DEL(t->locks, l);
         heap_remove(t, l);
         while ((w = l->waiters))
-                waiter_free(t, w, /* detach_client= */ true);
+                waiter_fail(t, w, -ECANCELED, /* detach_owner= */ true);
         if (l->changed)
                 t->changed[l->changed_idx] = NULL;
         if (record) {
@@ -382,16 +339,15 @@ static void lock_free(LockTable *t, Lock *l, bool record) {
         free(l);
 }
 
-/* Answers a waiter that now holds the lock, and forgets it. */
+/* Tells a waiter that its holder now holds the lock, and forgets it. */
 static void waiter_grant(LockTable *t, LockWaiter *w) {
-        Lock *l = w->lock;
+        LockInfo i = lock_info(w->lock);
 
-        /* Before the reply: it reports the change, so it must wait for the state write (manager.h). */
+        /* Before the owner hears it: its answer reports the change, so it must wait for the state write. */
         notify_state_changed(t);
 
-        (void) client_reply_result(w->client, w->request_id, true,
-                                   acquired_data_new(l->name, l->holder, l->token));
-        waiter_free(t, w, true);
+        w->ops->granted(w->userdata, &i);
+        waiter_free(t, w, /* detach_owner= */ true);
 }
 
 /* Waiters whose holder now holds the lock succeed as a re-entrant acquire would: expiry reset, token kept. */
@@ -571,20 +527,18 @@ static int on_waiter_timeout(sd_event_source *s, uint64_t usec, void *userdata) 
                         return 0;
         }
 
-        (void) client_reply_result(w->client, w->request_id, false,
-                                   refused_data_new(w->kind, l->name, w->holder, l->holder));
-        waiter_free(t, w, true);
+        waiter_fail(t, w, -ETIME, /* detach_owner= */ true);
         return 0;
 }
 
 int lock_table_wait(LockTable *t, const char *name, const char *holder, uint64_t timeout_ms, uint64_t wait_ms,
-                    RequestType kind, Client *c, const char *request_id, const LockTime *now) {
+                    const LockTime *now, LockWaitOwner *owner, const LockWaitOps *ops, void *userdata) {
         _cleanup_free_ LockWaiter *w = NULL;
-        ClientWaits *cw;
         Lock *l;
         int r;
 
-        assert(kind == REQUEST_LOCK || kind == REQUEST_ASSIGN_LOCK);
+        assert(owner);
+        assert(ops && ops->granted && ops->failed);
 
         l = lock_table_get(t, name, now);
         if (!l)
@@ -599,44 +553,29 @@ int lock_table_wait(LockTable *t, const char *name, const char *holder, uint64_t
         w = new0(LockWaiter, 1);
         if (!w)
                 return -ENOMEM;
-
-        HASH_FIND_PTR(t->client_waits, &c, cw);
-        if (!cw) {
-                cw = new0(ClientWaits, 1);
-                if (!cw)
-                        return -ENOMEM;
-                cw->client = c;
-                HASH_ADD_PTR(t->client_waits, client, cw);
-        }
         *w = (LockWaiter) {
                 .lock = l,
-                .client = c,
                 .timeout_ms = timeout_ms,
-                .kind = kind,
-                .request_id = strdup(request_id),
                 .holder = strdup(holder),
+                .ops = ops,
+                .userdata = userdata,
+                .owner = owner,
         };
-        if (!w->request_id || !w->holder)
-                r = -ENOMEM;
-        else
-                r = sd_event_add_time(t->event, &w->timer, CLOCK_BOOTTIME, now->boot_usec + wait_ms * USEC_PER_MSEC,
-                                      USEC_PER_MSEC, on_waiter_timeout, w);
+        if (!w->holder)
+                return -ENOMEM;
+        r = sd_event_add_time(t->event, &w->timer, CLOCK_BOOTTIME, now->boot_usec + wait_ms * USEC_PER_MSEC,
+                              USEC_PER_MSEC, on_waiter_timeout, w);
         if (r < 0) {
-                free(w->request_id);
                 free(w->holder);
-                if (!cw->waiters) {
-                        HASH_DEL(t->client_waits, cw);
-                        free(cw);
-                }
                 return r;
         }
         (void) sd_event_source_set_description(w->timer, "lock-wait");
 
         DL_APPEND2(l->waiters, w, prev, next);
-        DL_APPEND2(cw->waiters, w, client_prev, client_next);
+        DL_APPEND2(owner->waiters, w, owner_prev, owner_next);
         l->n_waiters++;
         t->n_waiters++;
-        c->n_lock_waits++;
+        owner->n_waiters++;
         TAKE_PTR(w);
         return 0;
 }
@@ -694,42 +633,35 @@ int lock_table_list(LockTable *t, struct json_object **ret_array) {
         return 0;
 }
 
-int lock_table_new(Manager *m, const LockTableHooks *hooks, LockTable **ret) {
+int lock_table_new(sd_event *event, const LockTableHooks *hooks, LockTable **ret) {
         LockTable *t;
 
-        assert(m);
-        assert(m->event);
+        assert(event);
 
         t = new0(LockTable, 1);
         if (!t)
                 return -ENOMEM;
-        t->manager = m;
         if (hooks)
                 t->hooks = *hooks;
-        t->event = m->event;
+        t->event = event;
         t->timer_usec = USEC_INFINITY;
         *ret = t;
         return 0;
 }
 
 LockTable* lock_table_free(LockTable *t) {
-        ClientWaits *cw, *cwtmp;
         Lock *l, *tmp;
 
         if (!t)
                 return NULL;
 
-        /* The manager has disconnected every client by now; do not touch them. */
+        /* The owners may be gone by now (the Manager has disconnected every client): do not touch them. */
         HASH_ITER(hh, t->locks, l, tmp) {
                 LockWaiter *w;
 
                 while ((w = l->waiters))
-                        waiter_free(t, w, /* detach_client= */ false);
+                        waiter_fail(t, w, -ECANCELED, /* detach_owner= */ false);
                 lock_free(t, l, /* record= */ false);
-        }
-        HASH_ITER(hh, t->client_waits, cw, cwtmp) {
-                HASH_DEL(t->client_waits, cw);
-                free(cw);
         }
         sd_event_source_disable_unref(t->timer);
         free(t->heap);
@@ -739,19 +671,13 @@ LockTable* lock_table_free(LockTable *t) {
         return mfree(t);
 }
 
-void lock_table_client_gone(LockTable *t, Client *c) {
-        ClientWaits *cw;
-
-        if (!t || c->n_lock_waits == 0)
+void lock_table_owner_gone(LockTable *t, LockWaitOwner *owner) {
+        if (!t)
                 return;
 
         /* Only its parked acquires go; the locks it holds stay (they belong to holder strings, not connections). */
-        for (;;) {
-                HASH_FIND_PTR(t->client_waits, &c, cw);
-                if (!cw)
-                        break;
-                waiter_free(t, cw->waiters, true);
-        }
+        while (owner->waiters)
+                waiter_fail(t, owner->waiters, -ECANCELED, /* detach_owner= */ true);
 }
 
 unsigned lock_table_count(LockTable *t) {
@@ -768,461 +694,6 @@ uint64_t lock_table_last_token(LockTable *t) {
 
 uint64_t lock_table_reserved_token(LockTable *t) {
         return t->reserved_token;
-}
-
-/* ---- request handlers ---- */
-
-/* A duration in ms: 0 and *ret (0 when absent or null), -EINVAL for anything but a non-negative number. Fractions
- * round up, as a JavaScript timer would still be pending; huge values saturate. */
-static int request_ms(const Request *req, const char *key, uint64_t *ret) {
-        struct json_object *v;
-        double d;
-
-        if (!json_object_object_get_ex(req->json, key, &v) || json_object_is_type(v, json_type_null)) {
-                *ret = 0;
-                return 0;
-        }
-        if (json_object_is_type(v, json_type_int)) {
-                int64_t i = json_object_get_int64(v);
-
-                if (i < 0)
-                        return -EINVAL;
-                *ret = (uint64_t) i;
-                return 0;
-        }
-        if (!json_object_is_type(v, json_type_double))
-                return -EINVAL;
-        d = json_object_get_double(v);
-        if (isnan(d) || d < 0)
-                return -EINVAL;
-        if (d >= 1.8e19) {
-                *ret = UINT64_MAX;
-                return 0;
-        }
-        *ret = (uint64_t) d;
-        if ((double) *ret < d)
-                (*ret)++;
-        return 0;
-}
-
-/* The reference's `lockTimeout || 30000`: absent and 0 mean the default. */
-static int request_timeout(Client *c, const Request *req, uint64_t *ret) {
-        uint64_t v;
-
-        if (request_ms(req, "lockTimeout", &v) < 0) {
-                (void) client_reply_error(c, req->id,
-                                   "Invalid request format: lockTimeout must be a non-negative number of milliseconds",
-                                   NULL);
-                return -EINVAL;
-        }
-        *ret = v == 0 ? limits.LOCK_DEFAULT_TIMEOUT_MS : MIN(v, LOCK_TIMEOUT_MAX_MS);
-        return 0;
-}
-
-/* `lock` takes the holder from sessionId || id (the reference ignores lockHolder there); the other requests from
- * lockHolder || sessionId || id. Empty strings fall through, as with JavaScript's ||. */
-static const char* request_holder(const Request *req, bool use_lock_holder) {
-        const char *h;
-
-        if (use_lock_holder && (h = request_string(req, "lockHolder")) && h[0])
-                return h;
-        if ((h = request_string(req, "sessionId")) && h[0])
-                return h;
-        return req->id;
-}
-
-/* Caps and allocation failures of the table as error replies; other errors go to the manager. */
-static int reply_table_error(Client *c, const char *id, int r, const char *name, const char *holder) {
-        const char *suggestion = NULL;
-        char msg[256];
-
-        switch (r) {
-        case -ENAMETOOLONG:
-                limit_error(LIMIT_MAX_LOCK_NAME_BYTES, strlen(name), msg, sizeof(msg), &suggestion);
-                break;
-        case -EMSGSIZE:
-                limit_error(LIMIT_MAX_LOCK_HOLDER_BYTES, strlen(holder), msg, sizeof(msg), &suggestion);
-                break;
-        case -ENOSPC:
-                limit_error(LIMIT_MAX_LOCKS, UINT64_MAX, msg, sizeof(msg), &suggestion);
-                break;
-        default:
-                return r;
-        }
-        return client_reply_error(c, id, msg, suggestion);
-}
-
-static int reply_wait_error(Client *c, const Request *req, int r, const char *name, const char *holder) {
-        const char *suggestion = NULL;
-        char msg[256];
-
-        switch (r) {
-        case -EXFULL:
-                limit_error(LIMIT_MAX_LOCK_WAITERS_PER_LOCK, UINT64_MAX, msg, sizeof(msg), &suggestion);
-                break;
-        case -ENOSPC:
-                limit_error(LIMIT_MAX_LOCK_WAITERS, UINT64_MAX, msg, sizeof(msg), &suggestion);
-                break;
-        default:
-                return reply_table_error(c, req->id, r, name, holder);
-        }
-        return client_reply_error(c, req->id, msg, suggestion);
-}
-
-static int handle_acquire(Manager *m, Client *c, Request *req) {
-        const char *name = request_string(req, "lockName");
-        const char *holder = request_holder(req, req->type != REQUEST_LOCK);
-        uint64_t timeout, wait;
-        LockTime now;
-        Lock *l;
-        int r;
-
-        if (request_timeout(c, req, &timeout) < 0)
-                return 0;
-        if (request_ms(req, "lockWait", &wait) < 0 || wait > limits.MAX_LOCK_WAIT_MS) {
-                char msg[160];
-
-                snprintf(msg, sizeof(msg), "Invalid request format: lockWait must be a number of milliseconds "
-                         "from 0 to %" PRIu64, limits.MAX_LOCK_WAIT_MS);
-                return client_reply_error(c, req->id, msg, NULL);
-        }
-
-        now = lock_table_now(m->locks);
-        r = lock_table_acquire(m->locks, name, holder, timeout, &now, &l);
-        if (r >= 0)
-                return client_reply_result(c, req->id, true, acquired_data_new(name, holder, l->token));
-        if (r != -EBUSY)
-                return reply_table_error(c, req->id, r, name, holder);
-
-        if (wait > 0) {
-                /* Answered later: when the lock is handed over, or with the refusal when the wait ends. */
-                r = lock_table_wait(m->locks, name, holder, timeout, wait, req->type, c, req->id, &now);
-                return r < 0 ? reply_wait_error(c, req, r, name, holder) : 0;
-        }
-
-        return client_reply_result(c, req->id, false, refused_data_new(req->type, name, holder, l->holder));
-}
-
-/* ---- the lock/unlock fast path ---- */
-
-/* Plain lock and unlock requests are handled straight from the line, building no JSON objects: parsing the request
- * into a json-c tree and building the reply as one cost more than the rest of the request. Only the simplest form
- * is taken: one flat object without whitespace whose values are strings without escapes, control characters or
- * non-ASCII bytes, or integers up to 18 digits, with no key we read given twice, and no lockWait. For exactly such
- * a line the reply is the same bytes the general path would send (tests/test-lock.c compares them); anything else
- * goes the general way. */
-
-#define FAST_LINE_MAX 512
-
-typedef struct FastString {
-        const char *s;          /* NUL-terminated copy, or NULL when absent */
-        size_t len;
-} FastString;
-
-typedef struct FastRequest {
-        FastString type, id, name, session, lock_holder;
-        bool has_timeout;
-        uint64_t timeout;
-        char buf[FAST_LINE_MAX];        /* the copies */
-} FastRequest;
-
-/* A string without escapes, control characters or non-ASCII bytes at *p (after the opening quote). */
-static bool fast_scan_string(const char **p, const char *end, const char **ret, size_t *ret_len) {
-        const char *s = *p;
-
-        while (s < end && *s != '"') {
-                unsigned char ch = *s;
-
-                if (ch < 0x20 || ch >= 0x80 || ch == '\\')
-                        return false;
-                s++;
-        }
-        if (s >= end)
-                return false;
-        *ret = *p;
-        *ret_len = s - *p;
-        *p = s + 1;
-        return true;
-}
-
-static bool fast_set(FastString *f, const char *s, size_t len, char **copy) {
-        if (f->s)
-                return false;   /* given twice: json-c keeps the last, leave that to it */
-        memcpy(*copy, s, len);
-        (*copy)[len] = '\0';
-        f->s = *copy;
-        f->len = len;
-        *copy += len + 1;
-        return true;
-}
-
-static bool fast_key_is(const char *k, size_t len, const char *name) {
-        return len == strlen(name) && memcmp(k, name, len) == 0;
-}
-
-static bool fast_parse(const char *line, size_t len, FastRequest *f) {
-        const char *p = line, *end = line + len;
-        char *copy = f->buf;
-
-        /* Every copy fits, with its NUL, since the line holds at least one quote per string. */
-        if (len >= FAST_LINE_MAX || len < 2 || *p++ != '{')
-                return false;
-
-        for (;;) {
-                const char *k, *v;
-                size_t k_len, v_len;
-
-                if (p >= end || *p++ != '"' || !fast_scan_string(&p, end, &k, &k_len))
-                        return false;
-                if (p >= end || *p++ != ':' || p >= end)
-                        return false;
-
-                if (*p == '"') {
-                        FastString *field = NULL;
-
-                        p++;
-                        if (!fast_scan_string(&p, end, &v, &v_len))
-                                return false;
-                        if (fast_key_is(k, k_len, "type"))
-                                field = &f->type;
-                        else if (fast_key_is(k, k_len, "id"))
-                                field = &f->id;
-                        else if (fast_key_is(k, k_len, "lockName"))
-                                field = &f->name;
-                        else if (fast_key_is(k, k_len, "sessionId"))
-                                field = &f->session;
-                        else if (fast_key_is(k, k_len, "lockHolder"))
-                                field = &f->lock_holder;
-                        else if (fast_key_is(k, k_len, "lockTimeout") || fast_key_is(k, k_len, "lockWait"))
-                                return false;
-                        if (field && !fast_set(field, v, v_len, &copy))
-                                return false;
-                } else if (*p >= '0' && *p <= '9') {
-                        uint64_t n = 0;
-
-                        v = p;
-                        while (p < end && *p >= '0' && *p <= '9')
-                                n = n * 10 + (uint64_t) (*p++ - '0');
-                        if (p - v > 18 || (*v == '0' && p - v > 1))
-                                return false;
-                        if (fast_key_is(k, k_len, "lockTimeout")) {
-                                if (f->has_timeout)
-                                        return false;
-                                f->has_timeout = true;
-                                f->timeout = n;
-                        } else if (fast_key_is(k, k_len, "lockWait") || fast_key_is(k, k_len, "type") ||
-                                   fast_key_is(k, k_len, "id") || fast_key_is(k, k_len, "lockName") ||
-                                   fast_key_is(k, k_len, "sessionId") || fast_key_is(k, k_len, "lockHolder"))
-                                return false;
-                } else
-                        return false;
-
-                if (p >= end)
-                        return false;
-                if (*p == '}')
-                        break;
-                if (*p++ != ',')
-                        return false;
-        }
-
-        return p + 1 == end && f->type.s && f->id.s && f->name.s;
-}
-
-/* Appends a string member's value (already known to need no escaping) with its quotes. */
-static char* fast_put_string(char *p, const FastString *s) {
-        *p++ = '"';
-        p = mempcpy(p, s->s, s->len);
-        *p++ = '"';
-        return p;
-}
-
-static char* fast_put(char *p, const char *s) {
-        return mempcpy(p, s, strlen(s));
-}
-
-static int fast_reply(Client *c, const char *buf, size_t len) {
-        _cleanup_(shared_buf_unrefp) SharedBuf *b = NULL;
-
-        b = shared_buf_new(buf, len);
-        if (!b)
-                return -ENOMEM;
-        return client_send(c, b, NULL);
-}
-
-int lock_table_handle_line(LockTable *t, Client *c, const char *line, size_t len) {
-        /* The reply holds id, name and holder once each, plus constant text. */
-        char out[2 * FAST_LINE_MAX + 256], *p = out;
-        const FastString *holder;
-        FastRequest f;
-        LockTime now;
-        bool success;
-        Lock *l;
-        int r;
-
-        f = (FastRequest) {};
-        if (!fast_parse(line, len, &f))
-                return 0;
-
-        RequestType type = request_type_from_string(f.type.s);
-        if (type != REQUEST_LOCK && type != REQUEST_UNLOCK)
-                return 0;
-
-        /* What the manager does for every request with a sessionId. */
-        if (f.session.s)
-                client_note_session(c, f.session.s);
-
-        /* The holder rules of request_holder(). */
-        if (type != REQUEST_LOCK && f.lock_holder.s && f.lock_holder.len > 0)
-                holder = &f.lock_holder;
-        else if (f.session.s && f.session.len > 0)
-                holder = &f.session;
-        else
-                holder = &f.id;
-
-        p = fast_put(p, "{\"type\":\"result\",\"id\":");
-        p = fast_put_string(p, &f.id);
-        now = lock_table_now(t);
-
-        if (type == REQUEST_LOCK) {
-                uint64_t timeout = !f.has_timeout || f.timeout == 0 ? limits.LOCK_DEFAULT_TIMEOUT_MS :
-                                   MIN(f.timeout, LOCK_TIMEOUT_MAX_MS);
-
-                r = lock_table_acquire(t, f.name.s, holder->s, timeout, &now, &l);
-                if (r < 0 && r != -EBUSY) {
-                        r = reply_table_error(c, f.id.s, r, f.name.s, holder->s);
-                        return r < 0 ? r : 1;
-                }
-                success = r >= 0;
-                p = fast_put(p, success ? ",\"success\":true,\"data\":{\"acquired\":true,\"lockName\":" :
-                                          ",\"success\":false,\"data\":{\"acquired\":false,\"lockName\":");
-                p = fast_put_string(p, &f.name);
-                p = fast_put(p, ",\"holder\":");
-                p = fast_put_string(p, holder);
-                if (success) {
-                        p = fast_put(p, ",\"fencingToken\":");
-                        p = json_put_uint64(p, l->token);
-                        p = fast_put(p, "}}\n");
-                } else
-                        p = fast_put(p, ",\"reason\":\"Lock held by another client\"}}\n");
-        } else {
-                r = lock_table_release(t, f.name.s, holder->s, &now);
-                success = r >= 0;
-                p = fast_put(p, success ? ",\"success\":true,\"data\":{\"released\":true,\"lockName\":" :
-                                          ",\"success\":false,\"data\":{\"released\":false,\"lockName\":");
-                p = fast_put_string(p, &f.name);
-                p = fast_put(p, success ? "}}\n" : ",\"reason\":\"Cannot release lock held by another client\"}}\n");
-        }
-
-        r = fast_reply(c, out, p - out);
-        return r < 0 ? r : 1;
-}
-
-int lock_table_handle_lock(Manager *m, Client *c, Request *req) {
-        return handle_acquire(m, c, req);
-}
-
-int lock_table_handle_assign(Manager *m, Client *c, Request *req) {
-        return handle_acquire(m, c, req);
-}
-
-int lock_table_handle_unlock(Manager *m, Client *c, Request *req) {
-        _cleanup_(json_object_putp) struct json_object *d = NULL;
-        const char *name = request_string(req, "lockName");
-        LockTime now = lock_table_now(m->locks);
-        int r;
-
-        r = lock_table_release(m->locks, name, request_holder(req, true), &now);
-
-        d = json_object_new_object();
-        if (!d ||
-            json_add_bool(d, "released", r >= 0) < 0 ||
-            json_add_string(d, "lockName", name) < 0 ||
-            (r < 0 && json_add_string(d, "reason", "Cannot release lock held by another client") < 0))
-                return -ENOMEM;
-        return client_reply_result(c, req->id, r >= 0, TAKE_PTR(d));
-}
-
-int lock_table_handle_transfer(Manager *m, Client *c, Request *req) {
-        _cleanup_(json_object_putp) struct json_object *d = NULL;
-        const char *name = request_string(req, "lockName");
-        const char *from = request_holder(req, true);
-        const char *to = request_string(req, "lockTransferTo");
-        uint64_t timeout;
-        LockTime now;
-        Lock *l;
-        int r;
-
-        /* The reference makes a lock without a holder here; photond refuses the request. */
-        if (!to)
-                return client_reply_error(c, req->id, "Invalid request format: lockTransferTo is missing",
-                                          "Name the new holder in lockTransferTo");
-        if (!to[0])
-                return client_reply_error(c, req->id, "Invalid request format: lockTransferTo is empty",
-                                          "Name the new holder in lockTransferTo");
-        if (request_timeout(c, req, &timeout) < 0)
-                return 0;
-
-        now = lock_table_now(m->locks);
-        r = lock_table_transfer(m->locks, name, from, to, timeout, &now, &l);
-        if (r < 0 && r != -EPERM)
-                return reply_table_error(c, req->id, r, name, to);
-
-        d = json_object_new_object();
-        if (!d)
-                return -ENOMEM;
-        if (r == -EPERM) {
-                if (json_add_bool(d, "transferred", false) < 0 ||
-                    json_add_string(d, "lockName", name) < 0 ||
-                    json_add_string(d, "reason", "Not the current holder") < 0 ||
-                    json_add_string(d, "currentHolder", l->holder) < 0)
-                        return -ENOMEM;
-                return client_reply_result(c, req->id, false, TAKE_PTR(d));
-        }
-        if (json_add_bool(d, "transferred", true) < 0 ||
-            json_add_string(d, "lockName", name) < 0 ||
-            json_add_string(d, "from", from) < 0 ||
-            json_add_string(d, "to", to) < 0 ||
-            json_add_int64(d, "fencingToken", (int64_t) l->token) < 0)
-                return -ENOMEM;
-        return client_reply_result(c, req->id, true, TAKE_PTR(d));
-}
-
-int lock_table_handle_query(Manager *m, Client *c, Request *req) {
-        _cleanup_(json_object_putp) struct json_object *d = NULL;
-        const char *name = request_string(req, "lockName");
-        LockTime now = lock_table_now(m->locks);
-        Lock *l;
-
-        l = lock_table_get(m->locks, name, &now);
-
-        d = json_object_new_object();
-        if (!d || json_add_string(d, "lockName", name) < 0)
-                return -ENOMEM;
-        if (!l) {
-                if (json_object_object_add(d, "holder", NULL) < 0)
-                        return -ENOMEM;
-                return client_reply_result(c, req->id, true, TAKE_PTR(d));
-        }
-        if (json_add_string(d, "holder", l->holder) < 0 ||
-            json_add_int64(d, "acquiredAt", l->acquired_at) < 0 ||
-            json_add_int64(d, "expiresAt", l->expires_at) < 0 ||
-            json_add_int64(d, "fencingToken", (int64_t) l->token) < 0)
-                return -ENOMEM;
-        return client_reply_result(c, req->id, true, TAKE_PTR(d));
-}
-
-int lock_table_handle_list(Manager *m, Client *c, Request *req) {
-        _cleanup_(json_object_putp) struct json_object *d = NULL;
-        struct json_object *a = NULL;
-        int r;
-
-        r = lock_table_list(m->locks, &a);
-        if (r < 0)
-                return r;
-        d = json_object_new_object();
-        if (!d || json_add(d, "locks", a) < 0)
-                return -ENOMEM;
-        return client_reply_result(c, req->id, true, TAKE_PTR(d));
 }
 
 int lock_table_add_status(LockTable *t, struct json_object *data) {

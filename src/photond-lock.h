@@ -1,17 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* Named expiring locks: holder rules as the reference, exact expiry, fencing tokens, waiting acquires. */
+/* Named expiring locks: who may hold, renew and release what as in the reference, exact expiry, fencing tokens,
+ * waiting acquires. No protocol: the control front end (photond-control-locks.c) and D-Bus call it. */
 
 #include <stdint.h>
 #include <systemd/sd-event.h>
 #include <uthash.h>
 
 #include "clock.h"
-#include "photond-protocol.h"
+#include "macro.h"
 
-typedef struct Manager Manager;
-typedef struct Client Client;
 typedef struct LockTable LockTable;
 typedef struct LockWaiter LockWaiter;
 struct json_object;
@@ -55,26 +54,17 @@ typedef struct LockTableHooks {
         /* A lock changed hands (the D-Bus signal LockChanged); event: "acquired", "released" or "expired". */
         void (*lock_changed)(void *userdata, const char *name, const char *holder, const char *event);
         void *userdata;
+        /* Read, not called: true when the persisted state was lost (the owner's; the store sets it while loading).
+         * Fencing tokens then continue above any that can have been issued. NULL: never. */
+        const bool *state_lost;
 } LockTableHooks;
 
-/* hooks may be NULL (nobody listens, the system clock); it is copied. */
-int lock_table_new(Manager *m, const LockTableHooks *hooks, LockTable **ret);
+/* event: the loop the expiry and wait timers run on (a reference is not taken: it must outlive the table). hooks
+ * may be NULL (nobody listens, the system clock); it is copied. */
+int lock_table_new(sd_event *event, const LockTableHooks *hooks, LockTable **ret);
+/* Waits still parked end with failed(-ECANCELED); their owners (LockWaitOwner) are not touched, they may be gone. */
 LockTable* lock_table_free(LockTable *t);
 DEFINE_TRIVIAL_CLEANUP_FUNC(LockTable*, lock_table_free);
-
-/* A disconnecting client leaves every wait queue (its locks stay: locks are not tied to connections). */
-void lock_table_client_gone(LockTable *t, Client *c);
-
-/* The fast path for plain lock and unlock lines (see photond-lock.c). Returns 1 when the line was handled (and
- * answered), 0 when it is left to the general path (nothing done), -ENOMEM. */
-int lock_table_handle_line(LockTable *t, Client *c, const char *line, size_t len);
-
-int lock_table_handle_lock(Manager *m, Client *c, Request *req);
-int lock_table_handle_unlock(Manager *m, Client *c, Request *req);
-int lock_table_handle_assign(Manager *m, Client *c, Request *req);
-int lock_table_handle_transfer(Manager *m, Client *c, Request *req);
-int lock_table_handle_query(Manager *m, Client *c, Request *req);
-int lock_table_handle_list(Manager *m, Client *c, Request *req);
 
 int lock_table_add_status(LockTable *t, struct json_object *data);
 
@@ -121,7 +111,7 @@ typedef int (*LockInfoCallback)(const LockInfo *info, void *userdata);
 int lock_table_foreach(LockTable *t, LockInfoCallback cb, void *userdata);
 int lock_table_force_release(LockTable *t, const char *name);
 
-/* ---- the rules, with the time passed in (the handlers use lock_table_now(); tests pass their own) ---- */
+/* ---- the rules, with the time passed in (the front ends use lock_table_now(); tests pass their own) ---- */
 
 LockTime lock_table_now(LockTable *t);
 
@@ -131,7 +121,8 @@ Lock* lock_table_get(LockTable *t, const char *name, const LockTime *now);
 
 /* Acquires name for holder. Returns 1 for a new acquisition (a new fencing token), 0 for a re-entrant refresh by
  * the same holder (expiry reset to now + timeout, acquiredAt and token kept), -EBUSY when another holder has it
- * (*ret is then that lock), -ENAMETOOLONG / -EMSGSIZE for a name / holder over its cap, -ENOSPC at MAX_LOCKS. */
+ * (*ret is then that lock), -ENAMETOOLONG / -EMSGSIZE for a name / holder over its cap, -ENOSPC at MAX_LOCKS.
+ * Timeouts over about a century are taken as a century (the deadline must not overflow). */
 int lock_table_acquire(LockTable *t, const char *name, const char *holder, uint64_t timeout_ms, const LockTime *now,
                        Lock **ret);
 
@@ -145,11 +136,42 @@ int lock_table_release(LockTable *t, const char *name, const char *holder, const
 int lock_table_transfer(LockTable *t, const char *name, const char *from, const char *to, uint64_t timeout_ms,
                         const LockTime *now, Lock **ret);
 
-/* Parks an acquire behind the current holder of the live lock name for at most wait_ms. kind is REQUEST_LOCK or
- * REQUEST_ASSIGN_LOCK (the shape of the eventual reply). The client is answered when the lock is handed to it or
- * when the wait ends. Returns 0, -ENOENT if the lock is not held, -EXFULL / -ENOSPC at the per-lock / total cap. */
+/* ---- waiting acquires (lockWait) ----
+ *
+ * Whoever parks an acquire (the control front end, for a connection) hears how it ends through the ops it passes,
+ * as the channels deliver to a Subscriber: the table knows nothing else of it. Every wait ends in exactly one call
+ * of granted() or failed(), after which the table forgets userdata (the owner frees it then, if it must). The calls
+ * come from within the table's functions and timers: they must not call back into the table. */
+
+typedef struct LockWaitOps {
+        /* The lock was handed to the waiter's holder (or that holder already had it: a re-entrant acquire). lock:
+         * the lock as it is now, valid during the call only. The state change is announced (hooks.state_changed)
+         * before. */
+        void (*granted)(void *userdata, const LockInfo *lock);
+        /* The wait ended without the lock. error: -ETIME, the wait ran out (lock: the lock as its holder keeps
+         * it; holder: the waiter's); -ECANCELED, the wait was dropped and is owed no answer
+         * (lock_table_owner_gone(), lock_table_free(), or its lock dropped by lock_table_reset() or a journal
+         * record while loading). lock and holder are valid during the call only. */
+        void (*failed)(void *userdata, int error, const char *holder, const LockInfo *lock);
+} LockWaitOps;
+
+/* Whose waits go together (a connection): embedded by the owner, zero-initialised and otherwise left alone; the
+ * table links the owner's waits here, so lock_table_owner_gone() drops them without a search. */
+typedef struct LockWaitOwner {
+        LockWaiter *waiters;
+        unsigned n_waiters;             /* the owner may read it: how many of its waits are still to end */
+} LockWaitOwner;
+
+/* Parks an acquire of name for holder behind the lock's current holder for at most wait_ms; once granted, the lock
+ * is holder's for timeout_ms. Returns 0 (ops->granted() or ops->failed() follows, with userdata, later), -ENOENT if
+ * the lock is not held, -EMSGSIZE for a holder over its cap, -EXFULL / -ENOSPC at the per-lock / total cap,
+ * -ENOMEM. */
 int lock_table_wait(LockTable *t, const char *name, const char *holder, uint64_t timeout_ms, uint64_t wait_ms,
-                    RequestType kind, Client *c, const char *request_id, const LockTime *now);
+                    const LockTime *now, LockWaitOwner *owner, const LockWaitOps *ops, void *userdata);
+
+/* The owner is going away (a disconnecting client): its waits end with failed(-ECANCELED). Its locks stay: locks
+ * belong to holder strings, not to connections. */
+void lock_table_owner_gone(LockTable *t, LockWaitOwner *owner);
 
 /* The last fencing token issued and the persisted high-water mark. */
 uint64_t lock_table_last_token(LockTable *t);

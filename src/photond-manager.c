@@ -330,7 +330,7 @@ void manager_client_disconnect(Manager *m, Client *c) {
                 m->idle_last_activity_usec = manager_now(m, CLOCK_MONOTONIC);
         /* Subsystems drop their references first, while the client is still whole. */
         channels_subscriber_gone(m->channels, &c->subscriber);
-        lock_table_client_gone(m->locks, c);
+        lock_table_owner_gone(m->locks, &c->lock_waits);
         dispatcher_peer_gone(m->dispatcher, &c->peer);
         scheduler_waiter_gone(m->scheduler, c);         /* a run_job requester (photond-control-jobs.c) */
 
@@ -816,12 +816,13 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                          }, &m->channels);
         if (r < 0)
                 return r;
-        r = lock_table_new(m, &(LockTableHooks) {
+        r = lock_table_new(m->event, &(LockTableHooks) {
                                    .clock = &m->clock,
                                    .state_changed = hook_state_changed,
                                    .counts_changed = hook_counts_changed,
                                    .lock_changed = hook_lock_changed,
                                    .userdata = m,
+                                   .state_lost = &m->state_lost,
                            }, &m->locks);
         if (r < 0)
                 return r;

@@ -9,6 +9,7 @@
 
 #include <assert.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -214,6 +215,179 @@ int request_parse(const char *line, size_t len, Request **ret, char **ret_error,
 
 const char* request_string(const Request *r, const char *key) {
         return json_get_string(r->json, key);
+}
+
+/* ---- lock requests ---- */
+
+/* A duration in ms (LockRequest): 0 and *ret (0 when absent or null), -EINVAL for anything but a non-negative
+ * number. */
+static int request_ms(const Request *req, const char *key, uint64_t *ret) {
+        struct json_object *v;
+        double d;
+
+        *ret = 0;
+        if (!json_object_object_get_ex(req->json, key, &v) || json_object_is_type(v, json_type_null))
+                return 0;
+        if (json_object_is_type(v, json_type_int)) {
+                int64_t i = json_object_get_int64(v);
+
+                if (i < 0)
+                        return -EINVAL;
+                *ret = (uint64_t) i;
+                return 0;
+        }
+        if (!json_object_is_type(v, json_type_double))
+                return -EINVAL;
+        d = json_object_get_double(v);
+        if (isnan(d) || d < 0)
+                return -EINVAL;
+        if (d >= 1.8e19) {
+                *ret = UINT64_MAX;
+                return 0;
+        }
+        *ret = (uint64_t) d;
+        if ((double) *ret < d)
+                (*ret)++;
+        return 0;
+}
+
+void lock_request_from_request(const Request *req, LockRequest *ret) {
+        *ret = (LockRequest) {
+                .type = req->type,
+                .id = req->id,
+                .name = request_string(req, "lockName"),
+                .holder = request_string(req, "lockHolder"),
+                .session = request_string(req, "sessionId"),
+                .transfer_to = request_string(req, "lockTransferTo"),
+        };
+        ret->timeout_invalid = request_ms(req, "lockTimeout", &ret->timeout_ms) < 0;
+        ret->wait_invalid = request_ms(req, "lockWait", &ret->wait_ms) < 0;
+}
+
+/* A string without escapes, control characters or non-ASCII bytes at *p (after the opening quote): json-c would
+ * give the same bytes. */
+static bool plain_string(const char **p, const char *end, const char **ret, size_t *ret_len) {
+        const char *s = *p;
+
+        while (s < end && *s != '"') {
+                unsigned char ch = *s;
+
+                if (ch < 0x20 || ch >= 0x80 || ch == '\\')
+                        return false;
+                s++;
+        }
+        if (s >= end)
+                return false;
+        *ret = *p;
+        *ret_len = s - *p;
+        *p = s + 1;
+        return true;
+}
+
+static bool key_is(const char *k, size_t len, const char *name) {
+        return len == strlen(name) && memcmp(k, name, len) == 0;
+}
+
+/* Copies a string member's value to *copy, NUL-terminated. */
+static bool plain_set(const char **field, const char *s, size_t len, char **copy) {
+        if (*field)
+                return false;   /* given twice: json-c keeps the last, leave that to it */
+        memcpy(*copy, s, len);
+        (*copy)[len] = '\0';
+        *field = *copy;
+        *copy += len + 1;
+        return true;
+}
+
+bool lock_request_parse_line(const char *line, size_t len, LockLineBuf *buf, LockRequest *ret) {
+        const char *p = line, *end = line + len, *type = NULL;
+        bool has_timeout = false, has_wait = false;
+        char *copy = buf->data;
+        size_t type_len = 0;
+        LockRequest r = {};
+
+        /* Every copy fits, with its NUL, since the line holds at least two quotes per string. */
+        if (len >= LOCK_LINE_MAX || len < 2 || *p++ != '{')
+                return false;
+
+        for (;;) {
+                const char *k, *v;
+                size_t k_len, v_len;
+
+                if (p >= end || *p++ != '"' || !plain_string(&p, end, &k, &k_len))
+                        return false;
+                if (p >= end || *p++ != ':' || p >= end)
+                        return false;
+
+                if (*p == '"') {
+                        const char **field = NULL;
+
+                        p++;
+                        if (!plain_string(&p, end, &v, &v_len))
+                                return false;
+                        if (key_is(k, k_len, "type")) {
+                                if (type)
+                                        return false;
+                                type = v;
+                                type_len = v_len;
+                        } else if (key_is(k, k_len, "id"))
+                                field = &r.id;
+                        else if (key_is(k, k_len, "lockName"))
+                                field = &r.name;
+                        else if (key_is(k, k_len, "sessionId"))
+                                field = &r.session;
+                        else if (key_is(k, k_len, "lockHolder"))
+                                field = &r.holder;
+                        else if (key_is(k, k_len, "lockTransferTo"))
+                                field = &r.transfer_to;
+                        else if (key_is(k, k_len, "lockTimeout") || key_is(k, k_len, "lockWait"))
+                                return false;   /* an error reply: the general path words it */
+                        if (field && !plain_set(field, v, v_len, &copy))
+                                return false;
+                } else if (*p >= '0' && *p <= '9') {
+                        uint64_t n = 0;
+
+                        v = p;
+                        while (p < end && *p >= '0' && *p <= '9')
+                                n = n * 10 + (uint64_t) (*p++ - '0');
+                        if (p - v > 18 || (*v == '0' && p - v > 1))
+                                return false;
+                        if (key_is(k, k_len, "lockTimeout")) {
+                                if (has_timeout)
+                                        return false;
+                                has_timeout = true;
+                                r.timeout_ms = n;
+                        } else if (key_is(k, k_len, "lockWait")) {
+                                if (has_wait)
+                                        return false;
+                                has_wait = true;
+                                r.wait_ms = n;
+                        } else if (key_is(k, k_len, "type") || key_is(k, k_len, "id") ||
+                                   key_is(k, k_len, "lockName") || key_is(k, k_len, "sessionId") ||
+                                   key_is(k, k_len, "lockHolder") || key_is(k, k_len, "lockTransferTo"))
+                                return false;
+                } else
+                        return false;
+
+                if (p >= end)
+                        return false;
+                if (*p == '}')
+                        break;
+                if (*p++ != ',')
+                        return false;
+        }
+
+        if (p + 1 != end || !type || !r.id || !r.name)
+                return false;
+        if (key_is(type, type_len, "lock"))
+                r.type = REQUEST_LOCK;
+        else if (key_is(type, type_len, "unlock"))
+                r.type = REQUEST_UNLOCK;
+        else
+                return false;
+
+        *ret = r;
+        return true;
 }
 
 struct json_object* response_result_new(const char *id, bool success, struct json_object *data) {
@@ -511,10 +685,6 @@ static bool scan_value(Scan *s) {
         default:
                 return scan_number(s);
         }
-}
-
-static bool key_is(const char *k, size_t n, const char *word) {
-        return n == strlen(word) && memcmp(k, word, n) == 0;
 }
 
 int request_scan_publish(const char *line, size_t len, PublishScan *ret) {

@@ -6,6 +6,7 @@
 
 #include <json-c/json.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "macro.h"
 
@@ -74,6 +75,43 @@ int request_parse(const char *line, size_t len, Request **ret, char **ret_error,
 
 /* A string field of the request, or NULL. */
 const char* request_string(const Request *r, const char *key);
+
+/* ---- lock requests ----
+ *
+ * The members of a lock request (lock, unlock, assign_lock, transfer_lock, query_lock) typed, from either parse:
+ * lock_request_from_request() after request_parse(), or lock_request_parse_line() straight from the line (the fast
+ * path). What they mean (which member names the holder, the default timeout, the caps) is the control front end's
+ * (photond-control-locks.c), written once for both. */
+
+typedef struct LockRequest {
+        RequestType type;
+        const char *id;
+        const char *name;               /* lockName */
+        const char *holder;             /* lockHolder: NULL when absent or not a string, as every string here */
+        const char *session;            /* sessionId */
+        const char *transfer_to;        /* lockTransferTo */
+        /* lockTimeout and lockWait in ms: 0 when absent or null; fractions round up (a JavaScript timer would still
+         * be pending), huge values saturate. *_invalid: given, but not a non-negative number (the value is 0). */
+        uint64_t timeout_ms, wait_ms;
+        bool timeout_invalid, wait_invalid;
+} LockRequest;
+
+/* The members of req, a request of a lock type; the strings are req's. */
+void lock_request_from_request(const Request *req, LockRequest *ret);
+
+/* The longest line lock_request_parse_line() takes; the room its strings are copied to. */
+#define LOCK_LINE_MAX 512
+typedef struct LockLineBuf {
+        char data[LOCK_LINE_MAX];
+} LockLineBuf;
+
+/* The fast path's parse of a plain lock or unlock line, with no json-c objects and no allocation: only one flat
+ * object without whitespace whose values are strings without escapes, control characters or non-ASCII bytes, or
+ * integers of up to 18 digits, with no member it reads given twice, shorter than LOCK_LINE_MAX. For exactly such a
+ * line returns true and *ret, its strings NUL-terminated copies in *buf: what request_parse() and
+ * lock_request_from_request() make of the same line. Anything else returns false and is left to request_parse(),
+ * which may take or refuse it. */
+bool lock_request_parse_line(const char *line, size_t len, LockLineBuf *buf, LockRequest *ret);
 
 /* Response builders. They return a new object (NULL on allocation failure). Ownership of data is taken, even on
  * failure. A NULL id becomes "unknown", as the reference daemon writes it. */

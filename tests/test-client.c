@@ -264,9 +264,9 @@ Test(client, end_of_input_drops_the_incomplete_line_and_closes_after_the_answers
         make_pair();
         cr_assert_eq(client_flush(&client), 0);
         cr_assert(client_closing_done(&client));
-        client.n_lock_waits = 1;
+        client.lock_waits.n_waiters = 1;
         cr_assert(!client_closing_done(&client), "an answer still to come keeps the connection");
-        client.n_lock_waits = 0;
+        client.lock_waits.n_waiters = 0;
         close(sp[1]);
 }
 

@@ -549,3 +549,225 @@ Test(protocol, publish_scan_leaves_to_the_general_path) {
                                          "case %zu", i);
         }
 }
+
+/* ---- lock requests: the fast path's parse and the general one ---- */
+
+static void expect_same_lock_request(const LockRequest *a, const LockRequest *b, const char *line) {
+        cr_assert_eq(a->type, b->type, "type of %s", line);
+        cr_assert(streq_ptr(a->id, b->id), "id of %s", line);
+        cr_assert(streq_ptr(a->name, b->name), "lockName of %s", line);
+        cr_assert(streq_ptr(a->holder, b->holder), "lockHolder of %s", line);
+        cr_assert(streq_ptr(a->session, b->session), "sessionId of %s", line);
+        cr_assert(streq_ptr(a->transfer_to, b->transfer_to), "lockTransferTo of %s", line);
+        cr_assert_eq(a->timeout_ms, b->timeout_ms, "lockTimeout of %s", line);
+        cr_assert_eq(a->timeout_invalid, b->timeout_invalid, "lockTimeout of %s", line);
+        cr_assert_eq(a->wait_ms, b->wait_ms, "lockWait of %s", line);
+        cr_assert_eq(a->wait_invalid, b->wait_invalid, "lockWait of %s", line);
+}
+
+/* The general parse of line, which must be valid. */
+static LockRequest general_lock_request(const char *line, size_t len, Request **ret_req) {
+        _cleanup_free_ char *error = NULL, *rid = NULL;
+        LockRequest r;
+
+        cr_assert_eq(request_parse(line, len, ret_req, &error, &rid), 0, "rejected %s: %s", line, error);
+        lock_request_from_request(*ret_req, &r);
+        return r;
+}
+
+Test(protocol, lock_line_parse_reads_what_the_general_parse_reads) {
+        static const char *const lines[] = {
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\"}",
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"sessionId\":\"s1\",\"lockTimeout\":5000}",
+                "{\"lockTimeout\":0,\"sessionId\":\"\",\"lockName\":\"b/c\",\"id\":\"x/y\",\"type\":\"lock\"}",
+                "{\"type\":\"unlock\",\"id\":\"2\",\"lockName\":\"a\",\"lockHolder\":\"h\",\"sessionId\":\"s\"}",
+                "{\"type\":\"lock\",\"id\":\"3\",\"lockName\":\"a\",\"lockWait\":100,\"lockTimeout\":999999999999999999}",
+                "{\"type\":\"lock\",\"id\":\"4\",\"lockName\":\"a\",\"lockTransferTo\":\"t\",\"photonName\":\"p\",\"n\":12}",
+                "{\"type\":\"unlock\",\"id\":\"\",\"lockName\":\"\",\"lockHolder\":\"\"}",
+                "{\"type\":\"lock\",\"id\":\"~ !#$%&'()*+,-.:;<=>?@[]^_`{|}\",\"lockName\":\"a\"}",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(lines); i++) {
+                _cleanup_(request_freep) Request *req = NULL;
+                LockLineBuf buf;
+                LockRequest fast, general;
+
+                cr_assert(lock_request_parse_line(lines[i], strlen(lines[i]), &buf, &fast), "not taken: %s", lines[i]);
+                general = general_lock_request(lines[i], strlen(lines[i]), &req);
+                expect_same_lock_request(&fast, &general, lines[i]);
+                /* Copies: the line may go away. */
+                cr_assert(fast.id >= buf.data && fast.id < buf.data + sizeof(buf.data));
+        }
+
+        _cleanup_(request_freep) Request *req = NULL;
+        LockLineBuf buf;
+        LockRequest r;
+        const char *line = lines[4];
+
+        cr_assert(lock_request_parse_line(line, strlen(line), &buf, &r));
+        cr_assert_eq(r.type, REQUEST_LOCK);
+        cr_assert_str_eq(r.id, "3");
+        cr_assert_str_eq(r.name, "a");
+        cr_assert_null(r.holder);
+        cr_assert_null(r.session);
+        cr_assert_eq(r.wait_ms, 100);
+        cr_assert_eq(r.timeout_ms, UINT64_C(999999999999999999));
+        cr_assert_not(r.timeout_invalid || r.wait_invalid);
+        line = lines[3];
+        cr_assert(lock_request_parse_line(line, strlen(line), &buf, &r));
+        cr_assert_eq(r.type, REQUEST_UNLOCK);
+        cr_assert_str_eq(r.holder, "h");
+        cr_assert_str_eq(r.session, "s");
+        cr_assert_eq(r.timeout_ms + r.wait_ms, 0, "absent: 0");
+}
+
+/* Everything but the plainest lock or unlock line is left to request_parse(), which takes it (and reads it) or
+ * refuses it with its wording. */
+Test(protocol, lock_line_parse_leaves_the_rest_to_the_general_path) {
+        static const struct {
+                const char *line;
+                bool valid;                     /* request_parse() takes it */
+        } cases[] = {
+                /* escapes, in every string the parse reads and in a key */
+                { "{\"type\":\"lock\",\"id\":\"a\\\"b\",\"lockName\":\"a\"}", true },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\\\\b\"}", true },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\\/b\"}", true },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"\\u0061\"}", true },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"sessionId\":\"s\\tt\"}", true },
+                { "{\"type\":\"unlock\",\"id\":\"1\",\"lockName\":\"a\",\"lockHolder\":\"h\\n\"}", true },
+                { "{\"type\":\"l\\u006fck\",\"id\":\"1\",\"lockName\":\"a\"}", true },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lock\\u004eame\":\"a\"}", true },
+                /* NUL bytes, escaped: the general path refuses them in a name, holder, session or type */
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\\u0000x\"}", false },
+                { "{\"type\":\"lock\",\"id\":\"x\\u0000y\",\"lockName\":\"a\"}", false },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"sessionId\":\"s\\u0000t\"}", false },
+                { "{\"type\":\"unlock\",\"id\":\"1\",\"lockName\":\"a\",\"lockHolder\":\"o\\u0000x\"}", false },
+                /* bytes JSON allows raw but the parse does not copy: non-ASCII */
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"\xc3\xa9\"}", true },
+                /* odd types for the members it reads */
+                { "{\"type\":\"lock\",\"id\":1,\"lockName\":\"a\"}", false },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":7}", false },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockHolder\":7}", true },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"sessionId\":null}", true },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockTimeout\":\"5\"}", true },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockTimeout\":-5}", true },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockTimeout\":1.5}", true },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockTimeout\":1e3}", true },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockTimeout\":null}", true },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockTimeout\":0123}", false },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockTimeout\":1234567890123456789}", true },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockWait\":\"100\"}", true },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockWait\":true}", true },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"x\":null}", true },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"x\":{}}", true },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"x\":[1]}", true },
+                { "{\"type\":7,\"id\":\"1\",\"lockName\":\"a\"}", false },
+                /* members given twice: json-c keeps the last */
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockName\":\"b\"}", true },
+                { "{\"type\":\"lock\",\"type\":\"unlock\",\"id\":\"1\",\"lockName\":\"a\"}", true },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockTimeout\":1,\"lockTimeout\":2}", true },
+                /* other types, missing members */
+                { "{\"type\":\"assign_lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockHolder\":\"h\"}", true },
+                { "{\"type\":\"query_lock\",\"id\":\"1\",\"lockName\":\"a\"}", true },
+                { "{\"type\":\"publish\",\"id\":\"1\",\"channel\":\"a\"}", true },
+                { "{\"type\":\"lock\",\"id\":\"1\"}", false },
+                { "{\"type\":\"lock\",\"lockName\":\"a\"}", false },
+                { "{\"id\":\"1\",\"lockName\":\"a\"}", false },
+                /* not one flat object without whitespace */
+                { "{ \"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\"}", true },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\"} ", true },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\"}x", false },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\"", false },
+                { "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",}", false },
+                { "{}", false },
+                { "[\"lock\"]", false },
+                { "", false },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_(request_freep) Request *req = NULL;
+                _cleanup_free_ char *error = NULL, *rid = NULL;
+                const char *line = cases[i].line;
+                LockLineBuf buf;
+                LockRequest r;
+
+                cr_assert_not(lock_request_parse_line(line, strlen(line), &buf, &r), "taken: %s", line);
+                cr_assert_eq(request_parse(line, strlen(line), &req, &error, &rid), cases[i].valid ? 0 : -EINVAL,
+                             "%s: %s", line, error ?: "(accepted)");
+        }
+
+        /* Raw NUL bytes, which the general path refuses as invalid JSON, in each string and after the object. */
+        static const char raw[][64] = {
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\0x\"}",
+                "{\"type\":\"lock\",\"id\":\"1\0\",\"lockName\":\"a\"}",
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"sessionId\":\"\0\"}",
+                "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\"}\0",
+        };
+        static const size_t raw_len[] = { 41, 40, 55, 40 };
+        for (size_t i = 0; i < ELEMENTSOF(raw); i++) {
+                _cleanup_(request_freep) Request *req = NULL;
+                _cleanup_free_ char *error = NULL, *rid = NULL;
+                LockLineBuf buf;
+                LockRequest r;
+
+                cr_assert_eq(raw[i][raw_len[i] - 1], i == 3 ? '\0' : '}', "length of case %zu", i);
+                cr_assert_not(lock_request_parse_line(raw[i], raw_len[i], &buf, &r), "taken: case %zu", i);
+                cr_assert_eq(request_parse(raw[i], raw_len[i], &req, &error, &rid), -EINVAL);
+                cr_assert(startswith(error, "Invalid JSON"), "%s", error);
+        }
+
+        /* A line as long as the room for its copies. */
+        char line[LOCK_LINE_MAX + 1];
+        int n = snprintf(line, sizeof(line), "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"%0*d\"}",
+                         (int) (LOCK_LINE_MAX - strlen("{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"\"}")), 0);
+        LockLineBuf buf;
+        LockRequest r;
+
+        cr_assert_eq(n, LOCK_LINE_MAX);
+        cr_assert_not(lock_request_parse_line(line, (size_t) n, &buf, &r), "taken at %d bytes", n);
+        line[n - 3] = '"';
+        line[n - 2] = '}';
+        cr_assert(lock_request_parse_line(line, (size_t) n - 1, &buf, &r), "refused at %d bytes", n - 1);
+        cr_assert_eq(strlen(r.name), LOCK_LINE_MAX - 1 - strlen("{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"\"}"));
+}
+
+/* What the general parse makes of the members the fast one leaves: the lock rules then see the same values. */
+Test(protocol, lock_request_from_a_parsed_request) {
+        static const char line[] = "{\"type\":\"transfer_lock\",\"id\":\"i\\\"d\",\"lockName\":\"a\\u00e9\","
+                                   "\"lockHolder\":7,\"sessionId\":\"s\",\"lockTransferTo\":\"t\","
+                                   "\"lockTimeout\":1.25,\"lockWait\":-1}";
+        _cleanup_(request_freep) Request *req = NULL;
+        LockRequest r;
+
+        r = general_lock_request(line, strlen(line), &req);
+        cr_assert_eq(r.type, REQUEST_TRANSFER_LOCK);
+        cr_assert_str_eq(r.id, "i\"d");
+        cr_assert_str_eq(r.name, "a\xc3\xa9");
+        cr_assert_null(r.holder, "not a string: absent");
+        cr_assert_str_eq(r.session, "s");
+        cr_assert_str_eq(r.transfer_to, "t");
+        cr_assert_eq(r.timeout_ms, 2, "fractions round up");
+        cr_assert_not(r.timeout_invalid);
+        cr_assert(r.wait_invalid);
+        cr_assert_eq(r.wait_ms, 0);
+
+        static const struct {
+                const char *value;
+                uint64_t ms;
+                bool invalid;
+        } numbers[] = {
+                { "null", 0, false }, { "0", 0, false }, { "7", 7, false }, { "7.0", 7, false }, { "0.001", 1, false },
+                { "1e30", UINT64_MAX, false }, { "-1", 0, true }, { "-0.5", 0, true }, { "\"7\"", 0, true },
+                { "true", 0, true }, { "{}", 0, true },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(numbers); i++) {
+                _cleanup_(request_freep) Request *q = NULL;
+                _cleanup_free_ char *l = NULL;
+
+                cr_assert(asprintf(&l, "{\"type\":\"lock\",\"id\":\"1\",\"lockName\":\"a\",\"lockTimeout\":%s}",
+                                   numbers[i].value) > 0);
+                r = general_lock_request(l, strlen(l), &q);
+                cr_assert_eq(r.timeout_ms, numbers[i].ms, "%s", l);
+                cr_assert_eq(r.timeout_invalid, numbers[i].invalid, "%s", l);
+        }
+}

@@ -74,7 +74,8 @@ static void write_file(const char *dir, const char *name, const uint8_t *data, s
 static int manager_load(Manager *m) {
         int r;
 
-        if (channels_new(NULL, &m->channels) < 0 || lock_table_new(m, NULL, &m->locks) < 0 ||
+        if (channels_new(NULL, &m->channels) < 0 ||
+            lock_table_new(m->event, &(LockTableHooks) { .state_lost = &m->state_lost }, &m->locks) < 0 ||
             state_file_new(m->state_dir, m->channels, m->locks, &m->state_file) < 0)
                 return -ENOMEM;
         r = store_load_state(m->state_file);

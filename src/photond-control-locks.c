@@ -1,0 +1,398 @@
+/* SPDX-License-Identifier: MIT */
+
+/* The control front end's lock requests: lock, unlock, assign_lock, transfer_lock, query_lock and list_locks, served
+ * from the LockTable (photond-lock.c). Both parses end here: a plain lock or unlock line straight from its bytes
+ * (control_lock_line(), the fast path, before the line is parsed) and every other lock request after
+ * request_parse() (control_lock_request()). Each is a LockRequest (photond-protocol.h), and serve() applies the
+ * protocol's rules to it, once for both: which member names the holder, the default timeout, the wait's bounds,
+ * the session a request names. The table knows nothing of requests or connections: a parked acquire is answered
+ * through its LockWaitOps. */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "json-util.h"
+#include "photond-client.h"
+#include "photond-control.h"
+#include "photond-limits.h"
+#include "photond-lock.h"
+#include "photond-protocol.h"
+#include "shared-buf.h"
+
+/* ---- the rules ---- */
+
+/* `lock` takes the holder from sessionId || id (the reference ignores lockHolder there); the other requests from
+ * lockHolder || sessionId || id. Empty strings fall through, as with JavaScript's ||. */
+static const char* lock_request_holder(const LockRequest *r) {
+        if (r->type != REQUEST_LOCK && r->holder && r->holder[0])
+                return r->holder;
+        if (r->session && r->session[0])
+                return r->session;
+        return r->id;
+}
+
+/* The reference's `lockTimeout || 30000`: absent and 0 mean the default. (The table clamps what is too long.) */
+static uint64_t lock_request_timeout(const LockRequest *r) {
+        return r->timeout_ms ?: limits.LOCK_DEFAULT_TIMEOUT_MS;
+}
+
+static int reply_bad_timeout(Client *c, const char *id) {
+        return client_reply_error(c, id,
+                                  "Invalid request format: lockTimeout must be a non-negative number of milliseconds",
+                                  NULL);
+}
+
+/* ---- the answers of lock, assign_lock and unlock ---- */
+
+/* Written as bytes, with no json-c objects: on the fast path building them cost more than the rest of the request,
+ * and one writer serves both paths and the answers to waits. The keys are the reference's, in its order, then
+ * photond's fencingToken; json_put_string() writes a string as json-c does. */
+typedef struct LockAnswer {
+        const char *id;
+        bool success;
+        bool release;                   /* "released" rather than "acquired" */
+        const char *name;
+        const char *holder;             /* the requester's; NULL in a release's answer */
+        uint64_t token;                 /* with a granted acquire */
+        const char *reason;             /* with a refusal: one of our texts, which need no escaping */
+        const char *current_holder;     /* with assign_lock's refusal */
+} LockAnswer;
+
+#define LOCK_ANSWER_FIXED_SIZE \
+        sizeof("{\"type\":\"result\",\"id\":,\"success\":false,\"data\":{\"acquired\":false,\"lockName\":," \
+               "\"holder\":,\"fencingToken\":,\"reason\":,\"currentHolder\":}}\n")
+
+static size_t string_size_max(const char *s) {
+        return s ? JSON_STRING_SIZE_MAX(strlen(s)) : 0;
+}
+
+static int send_answer(Client *c, const LockAnswer *a) {
+        _cleanup_(shared_buf_unrefp) SharedBuf *b = NULL;
+        _cleanup_free_ char *heap = NULL;
+        /* Room for any answer of the fast path: its id, name and holder come from a line shorter than
+         * LOCK_LINE_MAX (the holder may be the id again), the reason is one of ours. */
+        char stack[LOCK_ANSWER_FIXED_SIZE + JSON_INT64_SIZE_MAX + 2 * JSON_STRING_SIZE_MAX(LOCK_LINE_MAX) +
+                   JSON_STRING_SIZE_MAX(64)];
+        char *buf = stack, *p;
+        size_t max;
+
+        max = LOCK_ANSWER_FIXED_SIZE + JSON_INT64_SIZE_MAX + string_size_max(a->id) + string_size_max(a->name) +
+                string_size_max(a->holder) + (a->reason ? strlen(a->reason) + 2 : 0) + string_size_max(a->current_holder);
+        if (max > sizeof(stack)) {
+                buf = heap = malloc(max);
+                if (!heap)
+                        return -ENOMEM;
+        }
+
+        p = stpcpy(buf, "{\"type\":\"result\",\"id\":");
+        p = json_put_string(p, a->id);
+        p = stpcpy(p, a->success ? ",\"success\":true,\"data\":{" : ",\"success\":false,\"data\":{");
+        p = stpcpy(p, a->release ? "\"released\":" : "\"acquired\":");
+        p = stpcpy(p, a->success ? "true,\"lockName\":" : "false,\"lockName\":");
+        p = json_put_string(p, a->name);
+        if (a->holder) {
+                p = stpcpy(p, ",\"holder\":");
+                p = json_put_string(p, a->holder);
+        }
+        if (a->success && !a->release) {
+                p = stpcpy(p, ",\"fencingToken\":");
+                p = json_put_int64(p, (int64_t) a->token);
+        }
+        if (a->reason) {
+                p = stpcpy(p, ",\"reason\":\"");
+                p = stpcpy(p, a->reason);
+                *p++ = '"';
+        }
+        if (a->current_holder) {
+                p = stpcpy(p, ",\"currentHolder\":");
+                p = json_put_string(p, a->current_holder);
+        }
+        p = stpcpy(p, "}}\n");
+
+        b = shared_buf_new(buf, p - buf);
+        if (!b)
+                return -ENOMEM;
+        return client_send(c, b, NULL);
+}
+
+static int send_acquired(Client *c, const char *id, const char *name, const char *holder, uint64_t token) {
+        return send_answer(c, &(LockAnswer) {
+                        .id = id,
+                        .success = true,
+                        .name = name,
+                        .holder = holder,
+                        .token = token,
+                });
+}
+
+static int send_refused(Client *c, RequestType type, const char *id, const char *name, const char *holder,
+                        const char *current) {
+        bool assign = type == REQUEST_ASSIGN_LOCK;
+
+        /* The two texts differ in the reference ("client" / "caller"); clients may match them. */
+        return send_answer(c, &(LockAnswer) {
+                        .id = id,
+                        .name = name,
+                        .holder = holder,
+                        .reason = assign ? "Lock held by another caller" : "Lock held by another client",
+                        .current_holder = assign ? current : NULL,
+                });
+}
+
+static int send_released(Client *c, const char *id, const char *name, bool success) {
+        return send_answer(c, &(LockAnswer) {
+                        .id = id,
+                        .success = success,
+                        .release = true,
+                        .name = name,
+                        .reason = success ? NULL : "Cannot release lock held by another client",
+                });
+}
+
+/* Caps and allocation failures of the table as error replies; other errors go to control_handle_line(). */
+static int reply_table_error(Client *c, const char *id, int r, const char *name, const char *holder) {
+        const char *suggestion = NULL;
+        char msg[256];
+
+        switch (r) {
+        case -ENAMETOOLONG:
+                limit_error(LIMIT_MAX_LOCK_NAME_BYTES, strlen(name), msg, sizeof(msg), &suggestion);
+                break;
+        case -EMSGSIZE:
+                limit_error(LIMIT_MAX_LOCK_HOLDER_BYTES, strlen(holder), msg, sizeof(msg), &suggestion);
+                break;
+        case -ENOSPC:
+                limit_error(LIMIT_MAX_LOCKS, UINT64_MAX, msg, sizeof(msg), &suggestion);
+                break;
+        default:
+                return r;
+        }
+        return client_reply_error(c, id, msg, suggestion);
+}
+
+static int reply_wait_error(Client *c, const char *id, int r, const char *name, const char *holder) {
+        const char *suggestion = NULL;
+        char msg[256];
+
+        switch (r) {
+        case -EXFULL:
+                limit_error(LIMIT_MAX_LOCK_WAITERS_PER_LOCK, UINT64_MAX, msg, sizeof(msg), &suggestion);
+                break;
+        case -ENOSPC:
+                limit_error(LIMIT_MAX_LOCK_WAITERS, UINT64_MAX, msg, sizeof(msg), &suggestion);
+                break;
+        default:
+                return reply_table_error(c, id, r, name, holder);
+        }
+        return client_reply_error(c, id, msg, suggestion);
+}
+
+/* ---- waiting acquires (lockWait) ---- */
+
+/* What the answer to a parked acquire needs; the table hands it back to one of the ops below, which free it. */
+typedef struct PendingAcquire {
+        Client *client;
+        RequestType type;               /* lock or assign_lock: the refusal's shape */
+        char id[];
+} PendingAcquire;
+
+static void on_wait_granted(void *userdata, const LockInfo *lock) {
+        _cleanup_free_ PendingAcquire *w = userdata;
+
+        (void) send_acquired(w->client, w->id, lock->name, lock->holder, lock->fencing_token);
+}
+
+static void on_wait_failed(void *userdata, int error, const char *holder, const LockInfo *lock) {
+        _cleanup_free_ PendingAcquire *w = userdata;
+
+        /* -ECANCELED: the client is going (or gone, when the table ends after it); nothing is owed to it. */
+        if (error == -ECANCELED)
+                return;
+        (void) send_refused(w->client, w->type, w->id, lock->name, holder, lock->holder);
+}
+
+static const LockWaitOps pending_acquire_ops = {
+        .granted = on_wait_granted,
+        .failed = on_wait_failed,
+};
+
+static int lock_wait(LockTable *t, Client *c, const LockRequest *r, const char *holder, const LockTime *now) {
+        _cleanup_free_ PendingAcquire *w = NULL;
+        size_t n = strlen(r->id);
+        int k;
+
+        w = malloc(offsetof(PendingAcquire, id) + n + 1);
+        if (!w)
+                return -ENOMEM;
+        w->client = c;
+        w->type = r->type;
+        memcpy(w->id, r->id, n + 1);
+
+        k = lock_table_wait(t, r->name, holder, lock_request_timeout(r), r->wait_ms, now, &c->lock_waits,
+                            &pending_acquire_ops, w);
+        if (k < 0)
+                return reply_wait_error(c, r->id, k, r->name, holder);
+        TAKE_PTR(w);
+        return 0;
+}
+
+/* ---- the requests ---- */
+
+static int lock_acquire(LockTable *t, Client *c, const LockRequest *r) {
+        const char *holder = lock_request_holder(r);
+        LockTime now;
+        Lock *l;
+        int k;
+
+        if (r->timeout_invalid)
+                return reply_bad_timeout(c, r->id);
+        if (r->wait_invalid || r->wait_ms > limits.MAX_LOCK_WAIT_MS) {
+                char msg[160];
+
+                snprintf(msg, sizeof(msg), "Invalid request format: lockWait must be a number of milliseconds "
+                         "from 0 to %" PRIu64, limits.MAX_LOCK_WAIT_MS);
+                return client_reply_error(c, r->id, msg, NULL);
+        }
+
+        now = lock_table_now(t);
+        k = lock_table_acquire(t, r->name, holder, lock_request_timeout(r), &now, &l);
+        if (k >= 0)
+                return send_acquired(c, r->id, r->name, holder, l->token);
+        if (k != -EBUSY)
+                return reply_table_error(c, r->id, k, r->name, holder);
+
+        /* Answered later: when the lock is handed over, or with the refusal when the wait ends. */
+        if (r->wait_ms > 0)
+                return lock_wait(t, c, r, holder, &now);
+
+        return send_refused(c, r->type, r->id, r->name, holder, l->holder);
+}
+
+static int lock_release(LockTable *t, Client *c, const LockRequest *r) {
+        LockTime now = lock_table_now(t);
+        int k;
+
+        k = lock_table_release(t, r->name, lock_request_holder(r), &now);
+        return send_released(c, r->id, r->name, k >= 0);
+}
+
+static int lock_transfer(LockTable *t, Client *c, const LockRequest *r) {
+        _cleanup_(json_object_putp) struct json_object *d = NULL;
+        const char *from = lock_request_holder(r), *to = r->transfer_to;
+        LockTime now;
+        Lock *l;
+        int k;
+
+        /* The reference makes a lock without a holder here; photond refuses the request. */
+        if (!to)
+                return client_reply_error(c, r->id, "Invalid request format: lockTransferTo is missing",
+                                          "Name the new holder in lockTransferTo");
+        if (!to[0])
+                return client_reply_error(c, r->id, "Invalid request format: lockTransferTo is empty",
+                                          "Name the new holder in lockTransferTo");
+        if (r->timeout_invalid)
+                return reply_bad_timeout(c, r->id);
+
+        now = lock_table_now(t);
+        k = lock_table_transfer(t, r->name, from, to, lock_request_timeout(r), &now, &l);
+        if (k < 0 && k != -EPERM)
+                return reply_table_error(c, r->id, k, r->name, to);
+
+        d = json_object_new_object();
+        if (!d)
+                return -ENOMEM;
+        if (k == -EPERM) {
+                if (json_add_bool(d, "transferred", false) < 0 ||
+                    json_add_string(d, "lockName", r->name) < 0 ||
+                    json_add_string(d, "reason", "Not the current holder") < 0 ||
+                    json_add_string(d, "currentHolder", l->holder) < 0)
+                        return -ENOMEM;
+                return client_reply_result(c, r->id, false, TAKE_PTR(d));
+        }
+        if (json_add_bool(d, "transferred", true) < 0 ||
+            json_add_string(d, "lockName", r->name) < 0 ||
+            json_add_string(d, "from", from) < 0 ||
+            json_add_string(d, "to", to) < 0 ||
+            json_add_int64(d, "fencingToken", (int64_t) l->token) < 0)
+                return -ENOMEM;
+        return client_reply_result(c, r->id, true, TAKE_PTR(d));
+}
+
+static int lock_query(LockTable *t, Client *c, const LockRequest *r) {
+        _cleanup_(json_object_putp) struct json_object *d = NULL;
+        LockTime now = lock_table_now(t);
+        Lock *l;
+
+        l = lock_table_get(t, r->name, &now);
+
+        d = json_object_new_object();
+        if (!d || json_add_string(d, "lockName", r->name) < 0)
+                return -ENOMEM;
+        if (!l) {
+                if (json_object_object_add(d, "holder", NULL) < 0)
+                        return -ENOMEM;
+                return client_reply_result(c, r->id, true, TAKE_PTR(d));
+        }
+        if (json_add_string(d, "holder", l->holder) < 0 ||
+            json_add_int64(d, "acquiredAt", l->acquired_at) < 0 ||
+            json_add_int64(d, "expiresAt", l->expires_at) < 0 ||
+            json_add_int64(d, "fencingToken", (int64_t) l->token) < 0)
+                return -ENOMEM;
+        return client_reply_result(c, r->id, true, TAKE_PTR(d));
+}
+
+/* Every lock request ends here, whichever parse made r. */
+static int serve(LockTable *t, Client *c, const LockRequest *r) {
+        switch (r->type) {
+        case REQUEST_LOCK:
+        case REQUEST_ASSIGN_LOCK:
+                return lock_acquire(t, c, r);
+        case REQUEST_UNLOCK:
+                return lock_release(t, c, r);
+        case REQUEST_TRANSFER_LOCK:
+                return lock_transfer(t, c, r);
+        case REQUEST_QUERY_LOCK:
+                return lock_query(t, c, r);
+        default:
+                return -EINVAL;
+        }
+}
+
+int control_lock_line(LockTable *t, Client *c, const char *line, size_t len) {
+        LockLineBuf buf;
+        LockRequest r;
+        int k;
+
+        if (!lock_request_parse_line(line, len, &buf, &r))
+                return 0;
+
+        /* What control_handle_line() does for every request it parses. */
+        if (r.session)
+                client_note_session(c, r.session);
+
+        k = serve(t, c, &r);
+        return k < 0 ? k : 1;
+}
+
+int control_lock_request(LockTable *t, Client *c, const Request *req) {
+        LockRequest r;
+
+        lock_request_from_request(req, &r);
+        return serve(t, c, &r);
+}
+
+int control_lock_list(LockTable *t, Client *c, const Request *req) {
+        _cleanup_(json_object_putp) struct json_object *d = NULL;
+        struct json_object *a = NULL;
+        int r;
+
+        r = lock_table_list(t, &a);
+        if (r < 0)
+                return r;
+        d = json_object_new_object();
+        if (!d || json_add(d, "locks", a) < 0)
+                return -ENOMEM;
+        return client_reply_result(c, req->id, true, TAKE_PTR(d));
+}
