@@ -28,6 +28,9 @@ int control_lock_line(LockTable *t, Client *c, const char *line, size_t len);
  * fast path's lines. */
 int control_lock_request(LockTable *t, Client *c, const Request *req);
 int control_lock_list(LockTable *t, Client *c, const Request *req);
+/* Calls cb with the id of each lock request c waits for (lockWait), oldest first; stops at cb's first negative
+ * return and returns it (a stop that keeps the connections writes them down: photond-fdstore.c). */
+int control_lock_foreach_wait(Client *c, int (*cb)(const char *request_id, void *userdata), void *userdata);
 
 /* ---- channels: photond-control-channels.c ---- */
 

@@ -784,6 +784,10 @@ static int on_run_job_waiter(void *waiter, const char *waiter_id, void *userdata
         return e ? kept_add_in_flight(e, waiter_id) : 0;
 }
 
+static int on_lock_wait(const char *request_id, void *userdata) {
+        return kept_add_in_flight(userdata, request_id);
+}
+
 static int on_subscription(const char *name, size_t len, void *userdata) {
         return fdstore_writer_add_subscription(userdata, name, len);
 }
@@ -930,7 +934,10 @@ size_t fdstore_keep_clients(Manager *m) {
 
         /* The requests they wait for: the new process answers them, since this one's cores (lock waits, calls, job
          * runs) do not go on there. */
-        r = dispatcher_foreach_call(m->dispatcher, on_call, &k);
+        for (size_t i = 0; r >= 0 && i < k.n_kept; i++)
+                r = control_lock_foreach_wait(k.kept[i].client, on_lock_wait, &k.kept[i]);
+        if (r >= 0)
+                r = dispatcher_foreach_call(m->dispatcher, on_call, &k);
         if (r >= 0)
                 r = scheduler_foreach_waiter(m->scheduler, on_run_job_waiter, &k);
         if (r < 0)

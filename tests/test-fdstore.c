@@ -356,7 +356,7 @@ static void assert_lines(const Peer *p) {
         cr_assert_eq(*s, '\0', "the peer's input ends in a whole line");
 }
 
-enum { SUBSCRIBER, PROVIDER, CALLER, READER, PUBLISHER, _PEER_MAX };
+enum { SUBSCRIBER, PROVIDER, CALLER, READER, PUBLISHER, HOLDER, WAITER, RUNNER, _PEER_MAX };
 
 Test(fdstore_manager, kept_and_taken_over) {
         char *home = tmpdir_new();
@@ -364,7 +364,8 @@ Test(fdstore_manager, kept_and_taken_over) {
         FakeStore *store = fake_store_new(home);
         Peer peers[_PEER_MAX] = {};
         Peer *sub = &peers[SUBSCRIBER], *prov = &peers[PROVIDER], *caller = &peers[CALLER],
-                *reader = &peers[READER], *pub = &peers[PUBLISHER];
+                *reader = &peers[READER], *pub = &peers[PUBLISHER], *holder = &peers[HOLDER],
+                *waiter = &peers[WAITER], *runner = &peers[RUNNER];
         struct json_object *msg;
         char big[3000], *id;
         int fds[FAKE_STORE_MAX], state_fd, small = 4096;
@@ -394,6 +395,18 @@ Test(fdstore_manager, kept_and_taken_over) {
         test_request(m, caller->client, "{\"type\":\"command\",\"id\":\"cmd-1\",\"photonName\":\"kanban\","
                      "\"method\":\"add\",\"args\":{}}");
         cr_assert_eq(caller->client->peer.n_calls, 1);
+
+        /* A lock wait behind another holder. */
+        test_request(m, holder->client, "{\"type\":\"lock\",\"id\":\"l1\",\"lockName\":\"L\",\"lockHolder\":\"h\"}");
+        test_request(m, waiter->client, "{\"type\":\"lock\",\"id\":\"lw-1\",\"lockName\":\"L\",\"lockHolder\":\"w\","
+                     "\"lockWait\":60000}");
+        cr_assert_eq(waiter->client->lock_waits.n_waiters, 1);
+
+        /* A run_job waiting for its run, which the provider runs too. */
+        test_request(m, runner->client, "{\"type\":\"schedule\",\"id\":\"sc\",\"photonName\":\"kanban\","
+                     "\"jobId\":\"nightly\",\"method\":\"sweep\",\"cron\":\"0 3 1 1 *\"}");
+        test_request(m, runner->client, "{\"type\":\"run_job\",\"id\":\"rj-1\",\"jobId\":\"nightly\"}");
+        cr_assert_eq(dispatcher_running_calls(m->dispatcher), 2);
 
         /* A request that came in halves: the first half read, not handled. */
         cr_assert_eq(client_feed(reader->client, "{\"type\":\"ping\",\"id\":\"pi",
@@ -461,9 +474,19 @@ Test(fdstore_manager, kept_and_taken_over) {
         cr_assert_eq(count(caller, "\"id\":\"cmd-1\""), 1);
         cr_assert_eq(count(caller, "Daemon restarted while the request was in flight"), 1);
 
-        /* The provider got the call once; its late answer is ignored. */
+        /* The provider got each call once. */
         assert_lines(prov);
-        cr_assert_eq(count(prov, "\"type\":\"invoke\""), 1);
+        cr_assert_eq(count(prov, "\"type\":\"invoke\""), 2);
+
+        /* The lock waiter and the run_job requester, answered as the caller. */
+        assert_lines(waiter);
+        cr_assert_eq(count(waiter, "\"id\":\"lw-1\""), 1);
+        cr_assert_eq(count(waiter, "Daemon restarted while the request was in flight"), 1);
+        assert_lines(runner);
+        cr_assert_eq(count(runner, "\"id\":\"rj-1\""), 1);
+        cr_assert_eq(count(runner, "Daemon restarted while the request was in flight"), 1);
+        assert_lines(holder);
+        cr_assert_eq(count(holder, "\"id\":\"l1\""), 1);
 
         /* The reader: its request, read in two processes, answered once. */
         assert_lines(reader);
