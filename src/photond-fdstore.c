@@ -65,6 +65,12 @@
 /* The most fds one message carries (the kernel's SCM_MAX_FD). */
 #define FDS_PER_MESSAGE 253
 
+/* systemd passes every stored fd's name to the next start in LISTEN_FDNAMES, one environment variable, which Linux
+ * caps at 128 KiB (MAX_ARG_STRLEN): past it the exec fails, and with it every start while the store holds them. So
+ * no more connections than their names fit, with room for the listeners' and the state's. */
+#define FDSTORE_MAX_NAMES_BYTES (120 * 1024)
+#define FDSTORE_MAX_CLIENTS_FOR_NAMES (FDSTORE_MAX_NAMES_BYTES / (sizeof(FDSTORE_CLIENT_NAME ":") - 1))
+
 enum {
         RECORD_BUFFER = 1,
         RECORD_CLIENT = 2,
@@ -839,6 +845,10 @@ static int keep_select(KeepContext *k, uint64_t cap) {
                         n++;
         /* The list is newest first: past the cap, the newest connections are the ones left to the shutdown. */
         skip = n > cap ? n - cap : 0;
+        if (skip > 0)
+                log_warning("%zu connections are past the %" PRIu64 " a restart keeps (the file descriptor store's "
+                            "size less one, PHOTOND_FDSTORE_MAX_CLIENTS, %zu names in LISTEN_FDNAMES): they are "
+                            "closed as a stop does.", skip, cap, (size_t) FDSTORE_MAX_CLIENTS_FOR_NAMES);
         k->kept = new0(Kept, n - skip);
         if (!k->kept)
                 return -ENOMEM;
@@ -926,7 +936,8 @@ size_t fdstore_keep_clients(Manager *m) {
                 return 0;
         }
 
-        r = keep_select(&k, MIN(limits.FDSTORE_MAX_CLIENTS, m->fdstore_max - 1));
+        r = keep_select(&k, MIN(MIN(limits.FDSTORE_MAX_CLIENTS, m->fdstore_max - 1),
+                                (uint64_t) FDSTORE_MAX_CLIENTS_FOR_NAMES));
         if (r < 0)
                 goto fail;
         if (k.n_kept == 0)

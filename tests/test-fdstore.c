@@ -543,3 +543,36 @@ Test(fdstore_manager, unreadable_state_closes_its_connections) {
         close(sp[1]);
         tmpdir_remove(home);
 }
+
+Test(fdstore_manager, past_the_cap_the_newest_are_left_to_the_shutdown) {
+        char *home = tmpdir_new();
+        Manager *m = manager_in(home);
+        FakeStore *store = fake_store_new(home);
+        Peer peers[4] = {};
+
+        for (size_t i = 0; i < ELEMENTSOF(peers); i++)
+                peer_connect(m, &peers[i]);
+        /* One closing connection, which no cap concerns: it is left to the shutdown too. */
+        client_input_end(peers[0].client);
+
+        cr_assert_eq(setenv("NOTIFY_SOCKET", store->path, 1), 0);
+        m->fdstore_max = 3;             /* the state and two connections */
+        m->shutting_down = true;
+        cr_assert_eq(fdstore_keep_clients(m), 2);
+        cr_assert_eq(unsetenv("NOTIFY_SOCKET"), 0);
+        (void) fake_store_receive(store, 0);
+        cr_assert_eq(fake_store_get(store, FDSTORE_CLIENT_NAME, (int[4]) {}, 4), 2);
+
+        cr_assert(!peers[0].client->disconnected, "closing: left to the shutdown");
+        cr_assert(peers[1].client->disconnected, "the oldest are kept");
+        cr_assert(peers[2].client->disconnected);
+        cr_assert(!peers[3].client->disconnected, "the newest, past the cap, left to the shutdown");
+
+        manager_free(m);
+        for (size_t i = 0; i < ELEMENTSOF(peers); i++) {
+                close(peers[i].fd);
+                free(peers[i].got);
+        }
+        fake_store_free(store);
+        tmpdir_remove(home);
+}
