@@ -46,6 +46,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "photond-bus.h"
 #include "photond-channel.h"
 #include "photond-client.h"
 #include "photond-control.h"
@@ -909,6 +910,28 @@ static size_t keep_store_sockets(KeepContext *k) {
                 n = 0;
         }
         return stored;
+}
+
+bool fdstore_stop_keeps_clients(Manager *m) {
+        _cleanup_free_ char *type = NULL;
+        int r;
+
+        if (m->fdstore_max == 0)
+                return false;
+        r = bus_unit_job_type(m->bus, &type);
+        if (r < 0) {
+                log_debug_errno(r, "Cannot ask the service manager why it stops photond (%m): taking it for a "
+                                "restart.");
+                return true;
+        }
+        /* No job: someone sent SIGTERM (systemctl kill); the unit stops and its store goes with it. A try-restart
+         * of a running unit is a restart. */
+        if (r == 0 || !(streq(type, "restart") || streq(type, "try-restart"))) {
+                log_info("Stopped by the service manager (%s), not for a restart: the clients get the shutdown "
+                         "notice.", r == 0 ? "no job" : type);
+                return false;
+        }
+        return true;
 }
 
 size_t fdstore_keep_clients(Manager *m) {

@@ -105,6 +105,12 @@ int fdstore_memfd_new(const char *data, size_t size, int *ret_fd);
 
 /* ---- the Manager's stop and start ---- */
 
+/* Whether a SIGTERM now keeps the connections: the store is in use (m->fdstore_max) and systemd stops photond for a
+ * restart, the one stop whose store outlives it. Asked over D-Bus (the job systemd runs on the unit,
+ * bus_unit_job_type()); without an answer (no bus) a restart is assumed, so that a restart keeps the connections
+ * wherever it can: a stop then costs the clients the shutdown notice, not more. Logs. */
+bool fdstore_stop_keeps_clients(Manager *m);
+
 /* At a stop that keeps the connections (SIGTERM with the store in use, m->fdstore_max): answers what can be
  * answered, writes the state of every connection that fits the caps (limits.FDSTORE_MAX_CLIENTS, the store's
  * size less the state's fd, limits.FDSTORE_MAX_BYTES, the stop's SHUTDOWN_FLUSH_MS), hands the state and those

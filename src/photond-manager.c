@@ -704,7 +704,7 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         }
         /* SIGTERM is how systemd stops us, for a restart too; SIGINT someone at a terminal. */
         if (si->ssi_signo == SIGTERM)
-                manager_shutdown(m, "SIGTERM", m->fdstore_max > 0);
+                manager_shutdown(m, "SIGTERM", fdstore_stop_keeps_clients(m));
         else
                 manager_begin_shutdown(m, "SIGINT");
         return 0;
