@@ -2,9 +2,9 @@
 #pragma once
 
 /* Connections kept across a restart under systemd, through its file descriptor store (docs/operating.md,
- * "Restarts and upgrades"). A stop (SIGTERM) writes down every control connection's state in a sealed memfd and
- * hands it and the connections' sockets to systemd (FDSTORE=1); the next start gets them back with the listeners
- * (LISTEN_FDS) and adopts them. The state's format is versioned; what a start cannot read is dropped and its
+ * "Restarts and upgrades"). The stop of a restart (SIGTERM while systemd runs a restart job) writes down every
+ * control connection's state in a sealed memfd and hands it and the connections' sockets to systemd (FDSTORE=1);
+ * the next start gets them back with the listeners (LISTEN_FDS) and adopts them. The state's format is versioned; what a start cannot read is dropped and its
  * connections closed, as a restart without the store would. */
 
 #include <stdbool.h>
@@ -25,7 +25,7 @@ typedef struct Manager Manager;
 #define FDSTORE_FORMAT_VERSION 1
 
 /* The store's size to use from PHOTOND_FDSTORE (auto, no, or the unit's FileDescriptorStoreMax=) and systemd's
- * $FDSTORE, when NOTIFY_SOCKET is set: 0 when a stop keeps no connection. -EINVAL for a bad PHOTOND_FDSTORE. */
+ * $FDSTORE, when NOTIFY_SOCKET is set: 0 when no stop keeps a connection. -EINVAL for a bad PHOTOND_FDSTORE. */
 int fdstore_config_from_env(uint64_t *ret_store_max);
 
 /* ---- the state: what a stop writes and the next start reads (pure, non-logging) ---- */
