@@ -25,6 +25,7 @@
 
 #include <assert.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <uthash.h>
@@ -133,6 +134,9 @@ struct Channels {
         Subscriber **doomed;
         size_t n_doomed, n_doomed_alloc;
 
+        uint64_t n_subscriptions;       /* subscriber-channel pairs */
+        uint64_t n_published;
+        uint64_t n_delivered;
         uint64_t n_messages_dropped;
         uint64_t n_refresh_sent;
         uint64_t n_slow_disconnects;
@@ -456,6 +460,7 @@ static int subscription_add(Channels *chs, Subscriber *sub, Channel *channel) {
         }
         LIST_PREPEND(by_sub, ss->subscriptions, s);
         sub->n_subscriptions++;
+        chs->n_subscriptions++;
         return 0;
 }
 
@@ -471,6 +476,7 @@ static void subscription_free(Channels *chs, Subscription *s) {
         }
         LIST_REMOVE(by_sub, ss->subscriptions, s);
         sub->n_subscriptions--;
+        chs->n_subscriptions--;
         free(s);
 
         if (!ss->subscriptions)
@@ -650,7 +656,8 @@ static void subscriber_overflow(Channels *chs, Subscriber *sub, SharedBuf *line,
                         ss->refresh_marker = shared_buf_ref(notices[i]);
                         chs->n_refresh_sent++;
                 }
-                (void) sub->ops->send(sub, line, tag);
+                if (sub->ops->send(sub, line, tag) >= 0)
+                        chs->n_delivered++;
         }
 
         for (size_t i = 0; i < lost.n; i++)
@@ -666,9 +673,11 @@ static bool subscriber_deliver(Channels *chs, Subscriber *sub, SharedBuf *line, 
         if (subscriber_state(sub)->doomed)
                 return false;
         r = sub->ops->send(sub, line, tag);
-        if (r == -ENOBUFS)
+        if (r >= 0)
+                chs->n_delivered++;
+        else if (r == -ENOBUFS)
                 subscriber_overflow(chs, sub, line, tag, event_id);
-        else if (r < 0)
+        else
                 chs->n_messages_dropped++;
         return r >= 0;
 }
@@ -784,6 +793,7 @@ static int channel_publish(Channels *chs, Channel *channel, const char *message,
         e->mono_ms = chs->clock.mono_ms(chs->clock.userdata);
 
         chs->last_event_id = channel->last_event_id = id;
+        chs->n_published++;
         if (id > chs->reserved_event_id) {
                 /* A batch found by busy polling runs ahead of the loop's time; a later publish of the same
                  * iteration may see an earlier one. */
@@ -1121,6 +1131,24 @@ int channels_add_status(Channels *chs, struct json_object *data) {
         return 0;
 }
 
+void channels_get_stats(Channels *chs, ChannelsStats *ret) {
+        assert(ret);
+
+        channels_expire(chs);
+        *ret = (ChannelsStats) {
+                .channels = chs->n_channels,
+                .subscribed = chs->n_subscribed,
+                .subscriptions = chs->n_subscriptions,
+                .buffered_events = chs->n_events,
+                .buffered_bytes = chs->bytes,
+                .published = chs->n_published,
+                .delivered = chs->n_delivered,
+                .dropped = chs->n_messages_dropped,
+                .refresh_sent = chs->n_refresh_sent,
+                .slow_disconnects = chs->n_slow_disconnects,
+        };
+}
+
 const char* channels_limit_error(int error, const char *channel, struct json_object *message, char *buf,
                                  size_t size) {
         uint64_t actual = UINT64_MAX;   /* unknown */
@@ -1247,6 +1275,192 @@ int channels_load_state(Channels *chs, struct json_object *state) {
         chs->saved_event_id = MAX(chs->saved_event_id, (uint64_t) v);
         chs->last_event_id = MAX(chs->last_event_id, (uint64_t) v);
         return 0;
+}
+
+/* ---- the replay buffers across a restart ---- */
+
+int channels_replay_walk(Channels *chs, ReplayChannelCallback channel_cb, ReplayEventCallback event_cb,
+                         void *userdata) {
+        int r;
+
+        assert(chs);
+        assert(channel_cb);
+        assert(event_cb);
+
+        channels_expire(chs);
+        for (Channel *channel = chs->channels; channel; channel = channel->hh.next) {
+                if (!channel->events)
+                        continue;
+                r = channel_cb(&(const ReplayChannel) {
+                                .name = channel->name,
+                                .name_len = channel->name_len,
+                                .prefix_floor = channel->prefix->floor,
+                                .n_events = channel->n_events,
+                        }, userdata);
+                if (r < 0)
+                        return r;
+                /* The channel's list is newest first. */
+                for (Event *e = channel->oldest; e; e = e->by_channel_prev) {
+                        r = event_cb(&(const ReplayEvent) {
+                                        .id = e->id,
+                                        .timestamp = e->timestamp,
+                                        .message_json = e->message_offset > 0 ? e->line->data + e->message_offset :
+                                                                                NULL,
+                                        .message_json_len = e->message_offset > 0 ?
+                                                e->line->size - e->message_offset - strlen("}\n") : 0,
+                                }, userdata);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
+static int replay_record_cmp(const void *a, const void *b) {
+        const ReplayRecord *x = a, *y = b;
+
+        return x->event.id < y->event.id ? -1 : x->event.id > y->event.id;
+}
+
+/* The channel a record goes to, made (and pinned until the restore is done, so that it and its prefix, with what
+ * the prefix has learnt of losses, stay) if need be. NULL: MAX_CHANNELS channels exist, none can be made while
+ * the restore runs. */
+static int restore_channel(Channels *chs, const ReplayChannel *rc, Channel **ret) {
+        Channel *channel = channel_find(chs, rc->name, rc->name_len);
+        int r;
+
+        if (!channel) {
+                /* Not channel_new()'s reclaiming: every channel here is pinned, it would only empty the buffers. */
+                if (chs->n_channels >= limits.MAX_CHANNELS) {
+                        *ret = NULL;
+                        return 0;
+                }
+                r = channel_new(chs, rc->name, rc->name_len, &channel);
+                if (r < 0)
+                        return r;
+                channel->n_pins++;
+        }
+        /* What the prefix had lost before the stop; what it loses while restoring is added by event_drop(). */
+        channel->prefix->floor = MAX(channel->prefix->floor, rc->prefix_floor);
+        *ret = channel;
+        return 0;
+}
+
+/* A record not put back: as a lost event, it makes a replay from before it incomplete, for its channel (whose
+ * older events go: an exact channel's replay is complete from its oldest event on) and for its prefix. */
+static int restore_skip(Channels *chs, const ReplayRecord *rec) {
+        Channel *channel;
+        Prefix *p;
+        int r;
+
+        r = restore_channel(chs, rec->channel, &channel);
+        if (r < 0)
+                return r;
+        if (channel) {
+                while (channel->oldest)
+                        event_drop(chs, channel->oldest);
+                channel->prefix->floor = MAX(channel->prefix->floor, rec->event.id);
+                return 0;
+        }
+        /* No channel can be made for it, so neither can its prefix be made later: only an existing one learns. */
+        HASH_FIND(hh, chs->prefixes, rec->channel->name,
+                  channel_prefix_length(rec->channel->name, rec->channel->name_len), p);
+        if (p)
+                p->floor = MAX(p->floor, rec->event.id);
+        return 0;
+}
+
+static int restore_event(Channels *chs, const ReplayRecord *rec, uint64_t mono_ms) {
+        Channel *channel;
+        Event *e;
+        int r;
+
+        r = restore_channel(chs, rec->channel, &channel);
+        if (r < 0)
+                return r;
+        if (!channel)
+                return restore_skip(chs, rec);
+
+        e = new0(Event, 1);
+        if (!e)
+                return -ENOMEM;
+        r = event_line_new(channel, rec->event.id, rec->event.message_json, rec->event.message_json_len, e);
+        if (r < 0) {
+                free(e);
+                return r;
+        }
+        e->id = rec->event.id;
+        e->timestamp = rec->event.timestamp;
+        e->mono_ms = mono_ms;
+        channel->last_event_id = e->id;
+        /* The caps drop the oldest, as for a publish. */
+        event_push(chs, channel, e);
+        return 0;
+}
+
+int channels_restore(Channels *chs, ReplayRecord *records, size_t n_records) {
+        int64_t now = chs->clock.wall_ms(chs->clock.userdata);
+        uint64_t now_mono = chs->clock.mono_ms(chs->clock.userdata), mono = 0, last, max_id;
+        Channel *channel, *tmp;
+        int r = 0;
+
+        assert(chs);
+        assert(records || n_records == 0);
+
+        if (chs->n_channels > 0)
+                return -EBUSY;
+        if (n_records == 0)
+                return 0;
+        qsort(records, n_records, sizeof(ReplayRecord), replay_record_cmp);
+        for (size_t i = 0; i < n_records; i++)
+                if (records[i].event.id == 0 || (i > 0 && records[i].event.id == records[i - 1].event.id))
+                        return -EINVAL;
+        max_id = records[n_records - 1].event.id;
+
+        /* prefix_ref() gives a new prefix the last id issued as its floor (nothing is known of what came before
+         * it); here what came before is known: the records' floors, and what is dropped on the way. */
+        last = chs->last_event_id;
+        chs->last_event_id = 0;
+
+        for (size_t i = 0; i < n_records && r >= 0; i++) {
+                const ReplayRecord *rec = records + i;
+                uint64_t age = 0;
+
+                if (rec->event.timestamp < now)
+                        age = (uint64_t) now - (uint64_t) rec->event.timestamp;
+
+                if (age > limits.REPLAY_WINDOW_MS ||
+                    rec->channel->name_len > limits.MAX_CHANNEL_NAME_BYTES ||
+                    (rec->event.message_json && rec->event.message_json_len > limits.MAX_MESSAGE_BYTES)) {
+                        r = restore_skip(chs, rec);
+                        continue;
+                }
+
+                /* Aged on the monotonic clock from now on, by the age its timestamp gives it. Kept in publish
+                 * order, which channels_expire() relies on (a wall clock that stepped back between two publishes
+                 * gives the later one the earlier's age). Less than a window after boot an old event counts from
+                 * the boot, so it may stay up to that much longer than the window. */
+                mono = MAX(mono, now_mono > age ? now_mono - age : 0);
+                r = restore_event(chs, rec, mono);
+        }
+
+        if (r < 0)
+                /* A buffer with an event missing in its middle would replay as complete: none at all instead. */
+                while (chs->oldest)
+                        event_drop(chs, chs->oldest);
+
+        chs->last_event_id = MAX(last, max_id);
+        if (max_id > chs->reserved_event_id) {
+                /* The state this daemon writes must not fall behind ids issued before it (state.json was lost). */
+                chs->reserved_event_id = max_id;
+                if (chs->hooks.state_changed)
+                        chs->hooks.state_changed(chs->hooks.userdata);
+        }
+        HASH_ITER(hh, chs->channels, channel, tmp) {
+                channel->n_pins--;
+                channel_maybe_free(chs, channel);
+        }
+        return r < 0 ? r : (int) MIN(chs->n_events, (uint64_t) INT_MAX);
 }
 
 unsigned channels_count(Channels *chs) {

@@ -96,6 +96,23 @@ int channels_events_since(Channels *ch, const char *name, size_t len, int64_t la
 /* Adds this subsystem's fields to the status data object. */
 int channels_add_status(Channels *ch, struct json_object *data);
 
+/* The channels' counters (GET /metrics): what exists now, and totals since the start. */
+typedef struct ChannelsStats {
+        unsigned channels;              /* channel keys in use (channels_count()) */
+        unsigned subscribed;            /* of them with a subscriber */
+        uint64_t subscriptions;         /* subscriber-channel pairs */
+        uint64_t buffered_events;       /* in the replay buffers */
+        uint64_t buffered_bytes;
+        uint64_t published;             /* events published (clients' and photond's own) */
+        uint64_t delivered;             /* events queued to a subscriber by a fan-out */
+        uint64_t dropped;               /* events a subscriber lost (a full queue, a write error) */
+        uint64_t refresh_sent;          /* refresh_needed notices queued */
+        uint64_t slow_disconnects;      /* subscribers closed by the slow-consumer policy */
+} ChannelsStats;
+
+/* Fills in *ret (after dropping expired events, as channels_count()). */
+void channels_get_stats(Channels *ch, ChannelsStats *ret);
+
 /* A new array [{name, subscribers, bufferedEvents, bufferedBytes, lastEventId}] of every channel key, sorted by
  * name (status "channelList", photonctl channels, D-Bus ListChannels). */
 int channels_list(Channels *ch, struct json_object **ret_array);
@@ -126,6 +143,58 @@ void channels_state_saved(Channels *ch);
  * it: called before the snapshot written at start, so the first publish after a start does not wait for the disk
  * (unless the last start or reservation was less than 10 s ago). */
 void channels_reserve_event_ids(Channels *ch);
+
+/* ---- the core: the replay buffers across a restart ----
+ *
+ * What a stop keeps for the next start (photond-replay-file.c writes it): the buffered events as they are stored,
+ * and per channel what a wildcard replay needs to tell a gap. The channels know nothing of files. */
+
+/* A channel with buffered events: valid during the callback only. */
+typedef struct ReplayChannel {
+        const char *name;               /* name_len bytes, any JSON string (NUL included) */
+        size_t name_len;
+        /* Of the channel's wildcard prefix P: a "P:*" replay from below this eventId may have lost events (the
+         * channels of P share it). */
+        uint64_t prefix_floor;
+        size_t n_events;                /* the walk: how many of its events follow; restoring ignores it */
+} ReplayChannel;
+
+/* One buffered event as it is stored. */
+typedef struct ReplayEvent {
+        uint64_t id;
+        int64_t timestamp;              /* wall clock, ms */
+        const char *message_json;       /* JSON text as json-c prints it, not NUL-terminated; NULL: none */
+        size_t message_json_len;
+} ReplayEvent;
+
+typedef int (*ReplayChannelCallback)(const ReplayChannel *channel, void *userdata);
+typedef int (*ReplayEventCallback)(const ReplayEvent *event, void *userdata);
+
+/* Walks the replay buffers (after dropping expired events): for each channel with buffered events, in no
+ * particular order, channel_cb, then event_cb for each of its events, oldest first. Stops at a callback's first
+ * negative return and returns it; 0 otherwise. Nothing is copied or built. */
+int channels_replay_walk(Channels *ch, ReplayChannelCallback channel_cb, ReplayEventCallback event_cb,
+                         void *userdata);
+
+/* An event to put back: what channels_replay_walk() gave, with its channel's record. */
+typedef struct ReplayRecord {
+        const ReplayChannel *channel;
+        ReplayEvent event;
+} ReplayRecord;
+
+/* Puts events back into the replay buffers of a Channels that has no channel yet (-EBUSY otherwise: restore
+ * before any subscription or publish), with their eventIds and timestamps, as if they had been published in
+ * eventId order: records (sorted in place) may come in any order, but an id may occur once only and is never 0
+ * (-EINVAL, and nothing is restored). Each event is aged by its timestamp against the wall clock now (a timestamp
+ * ahead of it counts as now). Dropped, and counted as lost in its channel's wildcard prefix: an event older than
+ * REPLAY_WINDOW_MS or with a name or a message over its cap (it takes its channel's older events along: an exact
+ * channel's replay is complete from its oldest event on), what REPLAY_MAX_EVENTS and REPLAY_MAX_TOTAL_BYTES leave
+ * out, oldest first, as a publish does, and the events of the channels beyond MAX_CHANNELS. Ids issued afterwards are
+ * above every id of records, and the eventId mark is not below any (hooks.state_changed when it rose). The caller
+ * vouches for message_json as channels_publish_serialized()'s does. Returns the number of events restored, or
+ * -ENOMEM, after which nothing is restored either (a buffer with an event missing in its middle would replay as
+ * complete). */
+int channels_restore(Channels *ch, ReplayRecord *records, size_t n_records);
 
 /* Channel keys with subscribers or buffered events (after dropping expired events). */
 unsigned channels_count(Channels *ch);

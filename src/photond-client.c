@@ -637,6 +637,9 @@ int client_send(Client *c, SharedBuf *b, const void *tag) {
         assert(c);
         assert(b);
 
+        if (!tag)
+                c->answered = true;
+
         if (c->disconnected || c->close_at_flush)
                 return -ECONNRESET;
         if (c->peer_gone)
@@ -699,6 +702,7 @@ int client_reply_result(Client *c, const char *id, bool success, struct json_obj
 int client_reply_error(Client *c, const char *id, const char *error, const char *suggestion) {
         _cleanup_(json_object_putp) struct json_object *o = NULL;
 
+        c->answered_error = true;
         o = response_error_new(id, error, suggestion);
         if (!o)
                 return -ENOMEM;

@@ -75,6 +75,10 @@ struct Client {
         bool input_paused:1;            /* the write queue is over its cap: no request is handled until it drains */
         bool peer_hup:1;                /* epoll reported a hang-up: read to the end of input, it will not again */
         bool peer_gone:1;               /* EPOLLHUP: the peer reads nothing more either */
+        /* what the client was answered since control_handle_line() began its request (its request counts): an
+         * answer is any line queued to it that is no channel message, client_send() with no tag */
+        bool answered:1;
+        bool answered_error:1;          /* client_reply_error(), or the handler failed */
         ClientClose close_reason;       /* with close_after_flush: what the close will be counted as */
 
         char *session_id;               /* last sessionId the client sent, for status "sessions" */

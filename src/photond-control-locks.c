@@ -377,13 +377,15 @@ static int serve(LockTable *t, Client *c, const LockRequest *r) {
         }
 }
 
-int control_lock_line(LockTable *t, Client *c, const char *line, size_t len) {
+int control_lock_line(LockTable *t, Client *c, const char *line, size_t len, RequestType *ret_type) {
         LockLineBuf buf;
         LockRequest r;
         int k;
 
         if (!lock_request_parse_line(line, len, &buf, &r))
                 return 0;
+        if (ret_type)
+                *ret_type = r.type;
 
         /* What control_handle_line() does for every request it parses. */
         if (r.session)

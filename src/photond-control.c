@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "json-util.h"
 #include "log.h"
 #include "photond-channel.h"
@@ -154,25 +155,51 @@ static const RequestHandler request_handlers[_REQUEST_TYPE_MAX] = {
         [REQUEST_GET_LINE_HISTORY] = handle_not_supported,
 };
 
-int control_handle_line(Client *c, const char *line, size_t len) {
+/* ---- request counts ---- */
+
+static const char *const request_outcome_table[_REQUEST_OUTCOME_MAX] = {
+        [REQUEST_OUTCOME_OK] = "ok",
+        [REQUEST_OUTCOME_ERROR] = "error",
+        [REQUEST_OUTCOME_PENDING] = "pending",
+};
+
+const char* request_outcome_to_string(RequestOutcome o) {
+        return o >= 0 && o < _REQUEST_OUTCOME_MAX ? request_outcome_table[o] : NULL;
+}
+
+void control_stats_init(ControlStats *s) {
+        *s = (ControlStats) {};
+        for (unsigned t = 0; t <= CONTROL_TYPE_INVALID; t++)
+                histogram_init(&s->duration[t], histogram_request_bounds, histogram_request_n_bounds);
+}
+
+const char* control_stats_type_to_string(unsigned type) {
+        return type == CONTROL_TYPE_INVALID ? "invalid" : request_type_to_string(type);
+}
+
+/* ---- a request line ---- */
+
+/* Serves one line; *ret_type says what it was (CONTROL_TYPE_INVALID until it is known). */
+static int serve_line(Manager *m, Client *c, const char *line, size_t len, unsigned *ret_type) {
         _cleanup_(request_freep) Request *req = NULL;
         _cleanup_free_ char *error = NULL, *id = NULL;
-        Manager *m = c->manager;
+        RequestType type;
         const char *session;
         int r;
-
-        m->n_requests++;
-        m->request_changes = m->state_changes;
 
         /* The hot paths: a plain publish, lock or unlock is handled without building JSON objects. Whatever they
          * do not take is parsed and dispatched below as usual. */
         if (!m->shutting_down) {
                 r = control_channels_publish_line(m->channels, c, line, len);
-                if (r != 0)
+                if (r != 0) {
+                        *ret_type = REQUEST_PUBLISH;
                         return r < 0 ? r : 0;
-                r = control_lock_line(m->locks, c, line, len);
-                if (r != 0)
+                }
+                r = control_lock_line(m->locks, c, line, len, &type);
+                if (r != 0) {
+                        *ret_type = type;
                         return r < 0 ? r : 0;
+                }
         }
 
         r = request_parse(line, len, &req, &error, &id);
@@ -180,6 +207,7 @@ int control_handle_line(Client *c, const char *line, size_t len) {
                 return r;
         if (r < 0)
                 return client_reply_error(c, id, error, NULL);
+        *ret_type = req->type;
 
         session = request_string(req, "sessionId");
         if (session)
@@ -199,5 +227,30 @@ int control_handle_line(Client *c, const char *line, size_t len) {
                 snprintf(msg, sizeof(msg), "Internal error: %s", strerror(ERRNO_VALUE(r)));
                 (void) client_reply_error(c, req->id, msg, NULL);
         }
+        if (r < 0)
+                c->answered_error = true;       /* counted as an error, whether that answer went out or not */
         return 0;
+}
+
+int control_handle_line(Client *c, const char *line, size_t len) {
+        Manager *m = c->manager;
+        ControlStats *st = &m->control_stats;
+        unsigned type = CONTROL_TYPE_INVALID;
+        RequestOutcome outcome;
+        uint64_t start;
+        int r;
+
+        m->n_requests++;
+        m->request_changes = m->state_changes;
+
+        /* Two reads of the vDSO clock per request: tests/bench/ab.sh measured what they cost (docs/performance.md,
+         * "GET /metrics"). */
+        start = now_usec(CLOCK_MONOTONIC);
+        c->answered = c->answered_error = false;
+        r = serve_line(m, c, line, len, &type);
+        outcome = r < 0 || c->answered_error ? REQUEST_OUTCOME_ERROR :
+                  c->answered ? REQUEST_OUTCOME_OK : REQUEST_OUTCOME_PENDING;
+        st->requests[type][outcome]++;
+        histogram_observe(&st->duration[type], now_usec(CLOCK_MONOTONIC) - start);
+        return r;
 }

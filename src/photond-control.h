@@ -4,26 +4,56 @@
 /* The control front end: the control socket's NDJSON requests (photond-control*.c). */
 
 #include <stddef.h>
+#include <stdint.h>
 
+#include "metrics.h"
 #include "photond-client.h"
 #include "photond-lock.h"
 #include "photond-protocol.h"
 
 typedef struct Channels Channels;
 typedef struct Dispatcher Dispatcher;
-
 typedef struct Manager Manager;
-typedef struct Request Request;
 
 /* Handles one complete request line of a client (the ClientLineHandler the Manager installs). */
 int control_handle_line(Client *c, const char *line, size_t len);
+
+/* How a request was answered by the time its handler returned (the request counts, GET /metrics). */
+typedef enum RequestOutcome {
+        REQUEST_OUTCOME_OK,             /* answered: a result (success true or false), a pong, the events, … */
+        REQUEST_OUTCOME_ERROR,          /* answered with an error line, or the handler failed */
+        REQUEST_OUTCOME_PENDING,        /* not answered yet: the answer comes later (a lock wait, a command,
+                                         * run_job, a prompt) or, for invoke_result, emit and prompt_response,
+                                         * which get no answer of their own, never */
+        _REQUEST_OUTCOME_MAX,
+        _REQUEST_OUTCOME_INVALID = -EINVAL,
+} RequestOutcome;
+
+const char* request_outcome_to_string(RequestOutcome o);
+
+/* The request counts' type of a line that is no valid request (not JSON, no id or type, an unknown type, a
+ * required member missing): request_parse() refused it, so its type is not known. */
+#define CONTROL_TYPE_INVALID _REQUEST_TYPE_MAX
+
+/* The control front end's counters, kept by control_handle_line() in the Manager (m->control_stats): requests by
+ * type (RequestType, or CONTROL_TYPE_INVALID) and outcome, and the time from the line being handled to its handler
+ * returning. */
+typedef struct ControlStats {
+        uint64_t requests[_REQUEST_TYPE_MAX + 1][_REQUEST_OUTCOME_MAX];
+        Histogram duration[_REQUEST_TYPE_MAX + 1];
+} ControlStats;
+
+void control_stats_init(ControlStats *s);
+/* The label a type is counted under: request_type_to_string(), or "invalid". */
+const char* control_stats_type_to_string(unsigned type);
 
 /* ---- locks (photond-control-locks.c) ---- */
 
 /* The lock/unlock fast path, offered every line before it is parsed: a plain lock or unlock line
  * (lock_request_parse_line()) is served without json-c objects. Returns 1 when the line was handled (and answered),
- * 0 when it is left to the general path (nothing done), or a negative errno as a handler does (-ENOMEM). */
-int control_lock_line(LockTable *t, Client *c, const char *line, size_t len);
+ * 0 when it is left to the general path (nothing done), or a negative errno as a handler does (-ENOMEM);
+ * *ret_type (may be NULL): which of the two it was, once parsed. */
+int control_lock_line(LockTable *t, Client *c, const char *line, size_t len, RequestType *ret_type);
 /* lock, unlock, assign_lock, transfer_lock and query_lock after request_parse(): served by the same code as the
  * fast path's lines. */
 int control_lock_request(LockTable *t, Client *c, const Request *req);

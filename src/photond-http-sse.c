@@ -580,6 +580,24 @@ static void sse_done(HttpRequest *req, void *userdata) {
         http_request_set_data(req, NULL);
 }
 
+/* POST /v1/events/token: a stream token for GET /v1/events?…&token=, for a browser's EventSource, which cannot
+ * send the API token in a header. Issued to the API token only (the route's default auth). */
+static int on_stream_token(HttpRequest *req, void *userdata) {
+        HttpSse *hub = userdata;
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        char token[HTTP_STREAM_TOKEN_MAX];
+        int64_t expires;
+        int r;
+
+        r = http_server_stream_token(hub->http, token, &expires);
+        if (r < 0)
+                return r;
+        o = json_object_new_object();
+        if (!o || json_add_string(o, "token", token) < 0 || json_add_int64(o, "expiresAt", expires) < 0)
+                return -ENOMEM;
+        return http_respond(req, MHD_HTTP_OK, o, NULL);
+}
+
 int http_sse_new(HttpServer *http, Channels *channels, HttpSse **ret) {
         _cleanup_(http_sse_freep) HttpSse *hub = NULL;
         int r;
@@ -624,12 +642,21 @@ int http_sse_new(HttpServer *http, Channels *channels, HttpSse **ret) {
         r = http_server_add_route(http, &(HttpRoute) {
                                           .method = "GET",
                                           .pattern = "/v1/events",
+                                          .auth = HTTP_AUTH_TOKEN_OR_STREAM,
                                           .complete = sse_complete,
                                           .done = sse_done,
                                           .userdata = hub,
                                   });
         if (r < 0)
                 return log_error_errno(r, "Failed to add the route GET /v1/events: %m");
+        r = http_server_add_route(http, &(HttpRoute) {
+                                          .method = "POST",
+                                          .pattern = "/v1/events/token",
+                                          .complete = on_stream_token,
+                                          .userdata = hub,
+                                  });
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the route POST /v1/events/token: %m");
 
         *ret = TAKE_PTR(hub);
         return 0;

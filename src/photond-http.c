@@ -13,6 +13,8 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -41,7 +43,17 @@
 #define ERROR_TOKEN_NOT_CONFIGURED \
         "API token not configured. Set the api-token credential ($CREDENTIALS_DIRECTORY/api-token) or PHOTOND_API_TOKEN"
 #define ERROR_UNAUTHORIZED "Invalid or missing API token: send Authorization: Bearer <token>"
+#define ERROR_STREAM_TOKEN_INVALID "Invalid stream token: ask for a new one (POST /v1/events/token)"
+#define ERROR_STREAM_TOKEN_EXPIRED "Stream token expired: ask for a new one (POST /v1/events/token)"
+#define ERROR_STREAM_TOKEN_ELSEWHERE \
+        "A stream token (?token=) only opens event streams: send Authorization: Bearer <token>"
 #define TOKEN_DIGEST_SIZE 32
+/* What a stream token's MAC covers: this, then its expiry in decimal. The text keeps the MAC from meaning anything
+ * else should the key ever sign something else. */
+#define STREAM_TOKEN_CONTEXT "photond stream token, expires "
+#define STREAM_KEY_SIZE 32
+/* The longest SSE_TOKEN_LIFETIME_S: the token travels in URLs, which proxies log. */
+#define STREAM_TOKEN_MAX_LIFETIME_S (24 * 3600)
 /* After an answer given while the body still streams in, how long the rest is read and dropped so that closing
  * does not reset the connection before the sender has read the answer (a sender that stops on an error answer,
  * as curl does, closes first). */
@@ -109,6 +121,7 @@ struct HttpRequest {
 
         bool completed;                 /* complete() was called */
         bool answered;                  /* a response is queued */
+        unsigned answered_status;       /* its status (also of one written early); 0: none */
         HttpRelease release;            /* http_respond_saved(): the answer waits for it */
         unsigned saved_status;
         struct json_object *saved_answer;
@@ -144,6 +157,8 @@ struct HttpServer {
          * the length of a guess */
         bool token_set;
         uint8_t token_digest[TOKEN_DIGEST_SIZE];
+        /* signs stream tokens (HTTP_AUTH_TOKEN_OR_STREAM): random, made anew with every read of the API token */
+        uint8_t stream_key[STREAM_KEY_SIZE];
 
         HttpRouteEntry **routes;        /* in the order added; each its own allocation, so requests may point at it */
         size_t n_routes;
@@ -616,25 +631,24 @@ static int response_add_cors(HttpServer *h, struct MHD_Response *response, struc
         }
 }
 
-static enum MHD_Result respond_connection(HttpServer *h, struct MHD_Connection *connection, HttpCors cors,
-                                          unsigned status, struct json_object *body, const char *retry_after) {
+/* Queues an answer with the bytes at data (copied, or taken over and freed with free(): mode), of content_type
+ * (NULL: none). */
+static enum MHD_Result respond_buffer(HttpServer *h, struct MHD_Connection *connection, HttpCors cors,
+                                      unsigned status, const char *content_type, void *data, size_t len,
+                                      enum MHD_ResponseMemoryMode mode, const char *retry_after) {
         struct MHD_Response *response;
-        const char *s = "";
-        size_t len = 0;
         enum MHD_Result ret;
 
-        if (body) {
-                s = json_object_to_json_string_length(body, JSON_FORMAT_FLAGS, &len);
-                if (!s)
-                        return MHD_NO;
+        response = MHD_create_response_from_buffer(len, data, mode);
+        if (!response) {
+                if (mode == MHD_RESPMEM_MUST_FREE)
+                        free(data);
+                return MHD_NO;
         }
 
-        response = MHD_create_response_from_buffer(len, (void*) s, MHD_RESPMEM_MUST_COPY);
-        if (!response)
-                return MHD_NO;
-
         if (response_add_cors(h, response, connection, cors) < 0 ||
-            (body && MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") == MHD_NO) ||
+            (content_type &&
+             MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) == MHD_NO) ||
             (retry_after && MHD_add_response_header(response, MHD_HTTP_HEADER_RETRY_AFTER, retry_after) == MHD_NO)) {
                 MHD_destroy_response(response);
                 return MHD_NO;
@@ -643,6 +657,20 @@ static enum MHD_Result respond_connection(HttpServer *h, struct MHD_Connection *
         ret = MHD_queue_response(connection, status, response);
         MHD_destroy_response(response);
         return ret;
+}
+
+static enum MHD_Result respond_connection(HttpServer *h, struct MHD_Connection *connection, HttpCors cors,
+                                          unsigned status, struct json_object *body, const char *retry_after) {
+        const char *s = "";
+        size_t len = 0;
+
+        if (body) {
+                s = json_object_to_json_string_length(body, JSON_FORMAT_FLAGS, &len);
+                if (!s)
+                        return MHD_NO;
+        }
+        return respond_buffer(h, connection, cors, status, body ? "application/json" : NULL, (void*) s, len,
+                              MHD_RESPMEM_MUST_COPY, retry_after);
 }
 
 static enum MHD_Result respond_connection_error(HttpServer *h, struct MHD_Connection *connection, HttpCors cors,
@@ -665,7 +693,26 @@ int http_respond(HttpRequest *req, unsigned status, struct json_object *body, co
             MHD_NO)
                 return -EIO;
         req->answered = true;
+        req->answered_status = status;
         return 0;
+}
+
+int http_respond_text(HttpRequest *req, unsigned status, const char *content_type, char *body, size_t len) {
+        assert(req);
+        assert(content_type);
+        assert(body);
+
+        if (respond_buffer(req->server, req->connection, http_request_cors(req), status, content_type, body, len,
+                           MHD_RESPMEM_MUST_FREE, NULL) == MHD_NO)
+                return -EIO;
+        req->answered = true;
+        req->answered_status = status;
+        return 0;
+}
+
+unsigned http_request_status(HttpRequest *req) {
+        assert(req);
+        return req->answered_status;
 }
 
 int http_respond_error(HttpRequest *req, unsigned status, const char *error, const char *retry_after) {
@@ -674,6 +721,36 @@ int http_respond_error(HttpRequest *req, unsigned status, const char *error, con
         if (!o || json_add_string(o, "error", error) < 0)
                 return -ENOMEM;
         return http_respond(req, status, o, retry_after);
+}
+
+int http_respond_static(HttpRequest *req, unsigned status, const char *content_type, const void *data, size_t size,
+                        const HttpHeader *headers, size_t n_headers) {
+        struct MHD_Response *response;
+        enum MHD_Result ret;
+
+        assert(req);
+        assert(content_type);
+        assert(data || size == 0);
+
+        response = MHD_create_response_from_buffer(size, (void*) (data ?: ""), MHD_RESPMEM_PERSISTENT);
+        if (!response)
+                return -ENOMEM;
+        if (response_add_cors(req->server, response, req->connection, http_request_cors(req)) < 0 ||
+            MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) == MHD_NO)
+                goto fail;
+        for (size_t i = 0; i < n_headers; i++)
+                if (MHD_add_response_header(response, headers[i].name, headers[i].value) == MHD_NO)
+                        goto fail;
+        ret = MHD_queue_response(req->connection, status, response);
+        MHD_destroy_response(response);
+        if (ret == MHD_NO)
+                return -EIO;
+        req->answered = true;
+        req->answered_status = status;
+        return 0;
+fail:
+        MHD_destroy_response(response);
+        return -ENOMEM;
 }
 
 /* Refuses a request whose body is still arriving, at once. libmicrohttpd 0.9.75 cannot do that: its
@@ -694,6 +771,7 @@ static void http_answer_early(HttpRequest *req, HttpRefusal why, unsigned status
         if (req->entry->route.refused)
                 req->entry->route.refused(req, why, req->entry->route.userdata);
         req->answered_early = true;
+        req->answered_status = status;
         req->linger_until_usec = now_usec(CLOCK_MONOTONIC) + EARLY_ANSWER_LINGER_USEC;
         http_request_release_body(req);
 
@@ -982,6 +1060,7 @@ int http_respond_stream(HttpRequest *req, unsigned status, const char *content_t
         if (ret == MHD_NO)
                 return -EIO;
         req->answered = true;
+        req->answered_status = status;
         return 0;
 }
 
@@ -1167,8 +1246,103 @@ static int token_digest(const void *token, size_t len, uint8_t ret[static TOKEN_
         return 0;
 }
 
-/* A route that needs the API token: answers 403 while none is configured, 401 unless the request carries it. */
-static int http_check_token(HttpRequest *req) {
+/* A stream token's MAC over its expiry, as hex into ret. */
+static int stream_token_mac(HttpServer *h, uint64_t expiry_ms, char ret[static 2 * TOKEN_DIGEST_SIZE + 1]) {
+        uint8_t mac[TOKEN_DIGEST_SIZE];
+        unsigned n = 0;
+        char msg[64];
+        int len;
+
+        len = snprintf(msg, sizeof(msg), STREAM_TOKEN_CONTEXT "%" PRIu64, expiry_ms);
+        if (!HMAC(EVP_sha256(), h->stream_key, sizeof(h->stream_key), (const unsigned char*) msg, (size_t) len, mac,
+                  &n) || n != TOKEN_DIGEST_SIZE)
+                return -EIO;
+        hex_encode(mac, sizeof(mac), ret);
+        return 0;
+}
+
+int http_server_stream_token(HttpServer *h, char ret[static HTTP_STREAM_TOKEN_MAX], int64_t *ret_expires_ms) {
+        uint64_t lifetime_ms = limits.SSE_TOKEN_LIFETIME_S * 1000, expiry;
+        char mac[2 * TOKEN_DIGEST_SIZE + 1];
+        int r;
+
+        assert(h);
+        assert(ret_expires_ms);
+
+        /* CLOCK_BOOTTIME: setting the wall clock back does not lengthen a token's life, and time asleep counts. */
+        expiry = now_usec(CLOCK_BOOTTIME) / USEC_PER_MSEC + lifetime_ms;
+        r = stream_token_mac(h, expiry, mac);
+        if (r < 0)
+                return r;
+        snprintf(ret, HTTP_STREAM_TOKEN_MAX, "%" PRIu64 ".%s", expiry, mac);
+        *ret_expires_ms = now_ms() + (int64_t) lifetime_ms;
+        return 0;
+}
+
+/* 0 for a stream token of ours that has not expired, -EKEYEXPIRED for one that has, -EINVAL for anything else. */
+static int stream_token_check(HttpServer *h, const char *token) {
+        const char *dot = strchr(token, '.');
+        char digits[21], expected[2 * TOKEN_DIGEST_SIZE + 1];
+        uint64_t expiry;
+        size_t n;
+        int r;
+
+        /* The expiry in its one decimal form (no sign, no leading zero), then the MAC: one string per token. */
+        n = dot ? (size_t) (dot - token) : 0;
+        if (n == 0 || n >= sizeof(digits) || token[0] == '0' || strspn(token, "0123456789") != n ||
+            strlen(dot + 1) != 2 * TOKEN_DIGEST_SIZE)
+                return -EINVAL;
+        memcpy(digits, token, n);
+        digits[n] = '\0';
+        if (safe_atou64(digits, &expiry) < 0)
+                return -EINVAL;
+
+        r = stream_token_mac(h, expiry, expected);
+        if (r < 0)
+                return r;
+        if (!memeq_consttime(dot + 1, 2 * TOKEN_DIGEST_SIZE, expected, 2 * TOKEN_DIGEST_SIZE))
+                return -EINVAL;
+        /* Only now: whether a token that is not ours has expired is nobody's business. */
+        if (expiry <= now_usec(CLOCK_BOOTTIME) / USEC_PER_MSEC)
+                return -EKEYEXPIRED;
+        return 0;
+}
+
+/* 401 with error and the Bearer challenge. */
+static int http_refuse_token(HttpRequest *req, const char *error) {
+        HttpServer *h = req->server;
+        _cleanup_(json_object_putp) struct json_object *o = json_object_new_object();
+        struct MHD_Response *response;
+        const char *s;
+        size_t len;
+        enum MHD_Result ret;
+
+        h->stats.n_unauthorized++;
+        if (!o || json_add_string(o, "error", error) < 0 ||
+            !(s = json_object_to_json_string_length(o, JSON_FORMAT_FLAGS, &len)))
+                return -ENOMEM;
+        response = MHD_create_response_from_buffer(len, (void*) s, MHD_RESPMEM_MUST_COPY);
+        if (!response)
+                return -ENOMEM;
+        if (response_add_cors(h, response, req->connection, http_request_cors(req)) < 0 ||
+            MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") == MHD_NO ||
+            MHD_add_response_header(response, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"photond\"") ==
+            MHD_NO) {
+                MHD_destroy_response(response);
+                return -ENOMEM;
+        }
+        ret = MHD_queue_response(req->connection, MHD_HTTP_UNAUTHORIZED, response);
+        MHD_destroy_response(response);
+        if (ret == MHD_NO)
+                return -EIO;
+        req->answered = true;
+        req->answered_status = MHD_HTTP_UNAUTHORIZED;
+        return 0;
+}
+
+/* A route that needs the API token: answers 403 while none is configured, 401 unless the request carries it (or,
+ * for HTTP_AUTH_TOKEN_OR_STREAM and without an Authorization header, a valid stream token in ?token=). */
+static int http_check_token(HttpRequest *req, HttpAuth auth) {
         HttpServer *h = req->server;
         uint8_t digest[TOKEN_DIGEST_SIZE];
         const char *v, *token;
@@ -1188,33 +1362,21 @@ static int http_check_token(HttpRequest *req) {
                 if (memeq_consttime(digest, sizeof(digest), h->token_digest, sizeof(h->token_digest)))
                         return 0;
         }
+        if (v)
+                return http_refuse_token(req, ERROR_UNAUTHORIZED);
 
-        h->stats.n_unauthorized++;
-        _cleanup_(json_object_putp) struct json_object *o = json_object_new_object();
-        struct MHD_Response *response;
-        const char *s;
-        size_t len;
-        enum MHD_Result ret;
-
-        if (!o || json_add_string(o, "error", ERROR_UNAUTHORIZED) < 0 ||
-            !(s = json_object_to_json_string_length(o, JSON_FORMAT_FLAGS, &len)))
-                return -ENOMEM;
-        response = MHD_create_response_from_buffer(len, (void*) s, MHD_RESPMEM_MUST_COPY);
-        if (!response)
-                return -ENOMEM;
-        if (response_add_cors(h, response, req->connection, http_request_cors(req)) < 0 ||
-            MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") == MHD_NO ||
-            MHD_add_response_header(response, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"photond\"") ==
-            MHD_NO) {
-                MHD_destroy_response(response);
-                return -ENOMEM;
-        }
-        ret = MHD_queue_response(req->connection, MHD_HTTP_UNAUTHORIZED, response);
-        MHD_destroy_response(response);
-        if (ret == MHD_NO)
-                return -EIO;
-        req->answered = true;
-        return 0;
+        /* Looked at only without a header, so a request with a good one is never refused for its query. */
+        token = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, "token");
+        if (!token)
+                return http_refuse_token(req, ERROR_UNAUTHORIZED);
+        if (auth != HTTP_AUTH_TOKEN_OR_STREAM)
+                return http_refuse_token(req, ERROR_STREAM_TOKEN_ELSEWHERE);
+        r = stream_token_check(h, token);
+        if (r == -EKEYEXPIRED)
+                return http_refuse_token(req, ERROR_STREAM_TOKEN_EXPIRED);
+        if (r == -EINVAL)
+                return http_refuse_token(req, ERROR_STREAM_TOKEN_INVALID);
+        return r;
 }
 
 /* First call for a request: only its head is known. Either answers at once or sets up *con_cls. */
@@ -1282,8 +1444,8 @@ static enum MHD_Result http_begin(HttpServer *h, struct MHD_Connection *connecti
         if (entry->route.max_body > 0)
                 req->max_body = entry->route.max_body;
 
-        if (entry->route.auth == HTTP_AUTH_TOKEN) {
-                r = http_check_token(req);
+        if (entry->route.auth != HTTP_AUTH_NONE) {
+                r = http_check_token(req, entry->route.auth);
                 if (r < 0)
                         return MHD_NO;
                 if (req->answered)
@@ -1372,6 +1534,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
                 ret = respond_connection(h, connection, http_request_cors(req), req->status, req->answer, NULL);
                 json_object_putp(&req->answer);
                 req->answered = ret == MHD_YES;
+                if (req->answered)
+                        req->answered_status = req->status;
                 return ret;
         }
         if (req->waiting)
@@ -1492,9 +1656,14 @@ static int on_mhd_run(sd_event_source *s, void *userdata) {
 static int http_load_token(HttpServer *h) {
         const char *creds = getenv("CREDENTIALS_DIRECTORY"), *env = getenv("PHOTOND_API_TOKEN"), *source = NULL;
         _cleanup_free_ char *buf = NULL, *path = NULL;
-        uint8_t digest[TOKEN_DIGEST_SIZE];
+        uint8_t digest[TOKEN_DIGEST_SIZE], key[STREAM_KEY_SIZE];
         size_t len = 0;
         int r;
+
+        /* A new key for stream tokens, whatever the token read says: a reload is how a leaked API token is
+         * replaced, and the stream tokens issued with it must go with it. */
+        if (RAND_bytes(key, sizeof(key)) != 1)
+                return log_error_errno(SYNTHETIC_ERRNO(EIO), "Failed to make a stream token key.");
 
         if (creds) {
                 if (asprintf(&path, "%s/api-token", creds) < 0)
@@ -1513,6 +1682,8 @@ static int http_load_token(HttpServer *h) {
                 source = "PHOTOND_API_TOKEN";
         }
 
+        memcpy(h->stream_key, key, sizeof(key));
+        explicit_bzero(key, sizeof(key));
         if (!source) {
                 h->token_set = false;
                 explicit_bzero(h->token_digest, sizeof(h->token_digest));
@@ -1608,6 +1779,12 @@ static int http_configure(HttpServer *h) {
                                        "or *).", bad_origin);
         if (h->cors_origins)
                 log_info("CORS origins for the HTTP API: %s", e);
+
+        if (limits.SSE_TOKEN_LIFETIME_S > STREAM_TOKEN_MAX_LIFETIME_S)
+                return log_error_errno(SYNTHETIC_ERRNO(EINVAL),
+                                       "PHOTOND_SSE_TOKEN_LIFETIME_S=%" PRIu64 " is too long: a stream token travels "
+                                       "in URLs; at most %u.", limits.SSE_TOKEN_LIFETIME_S,
+                                       STREAM_TOKEN_MAX_LIFETIME_S);
 
         return http_load_token(h);
 }
@@ -1764,6 +1941,7 @@ HttpServer* http_server_free(HttpServer *h) {
         free(h->routes);
         free(h->allowed);
         strv_free(h->cors_origins);
+        explicit_bzero(h->stream_key, sizeof(h->stream_key));
         sd_event_unref(h->event);
         return mfree(h);
 }

@@ -40,6 +40,10 @@ typedef enum HttpAuth {
         HTTP_AUTH_TOKEN,
         /* Anyone the allowlist lets in (/healthz; webhooks, which check their own signatures). */
         HTTP_AUTH_NONE,
+        /* The API token as for HTTP_AUTH_TOKEN or, without an Authorization header, a stream token
+         * (http_server_stream_token()) in the query parameter "token": for what a browser opens with EventSource,
+         * which cannot send a header (GET /v1/events). 401 for a stream token that is expired or not ours. */
+        HTTP_AUTH_TOKEN_OR_STREAM,
         _HTTP_AUTH_MAX,
         _HTTP_AUTH_INVALID = -EINVAL,
 } HttpAuth;
@@ -89,7 +93,7 @@ typedef struct HttpStats {
         uint64_t n_head_timeout;        /* closed: head not complete within WEBHOOK_HEAD_TIMEOUT_S */
         uint64_t n_evicted;             /* closed: an unfinished head made room for a newcomer */
         uint64_t n_too_many_connections; /* refused: WEBHOOK_MAX_CONNECTIONS_PER_ADDRESS */
-        uint64_t n_unauthorized;        /* 401: no or a wrong API token */
+        uint64_t n_unauthorized;        /* 401: no or a wrong API token, a bad or expired stream token */
         uint64_t n_token_not_configured; /* 403: a route that needs the API token, and none is configured */
 } HttpStats;
 
@@ -130,8 +134,19 @@ const HttpStats* http_server_stats(HttpServer *h);
 /* The loop it runs on (for the routes' timers). */
 sd_event* http_server_event(HttpServer *h);
 
-/* Re-reads the API token (SIGHUP). On failure the old token stays. */
+/* Re-reads the API token (SIGHUP), and makes a new stream token key: the stream tokens issued so far are
+ * refused from now on. On failure the old token stays. */
 int http_server_reload_token(HttpServer *h);
+
+/* "<expiry>.<64 hex digits>": the expiry in milliseconds of CLOCK_BOOTTIME, then HMAC-SHA256 over it. */
+#define HTTP_STREAM_TOKEN_MAX (20 + 1 + 64 + 1)
+
+/* A stream token: opens a route with HTTP_AUTH_TOKEN_OR_STREAM in place of the API token until it expires,
+ * limits.SSE_TOKEN_LIFETIME_S from now. It is signed with a random key made when the API token is read (at start,
+ * on SIGHUP), never with the API token, and names nothing else: whoever holds it may open such a route, any
+ * number of times, until it expires. Written NUL-terminated into ret; *ret_expires_ms is when it expires
+ * (CLOCK_REALTIME, milliseconds, as the protocol's timestamps). 0, or -EIO. */
+int http_server_stream_token(HttpServer *h, char ret[static HTTP_STREAM_TOKEN_MAX], int64_t *ret_expires_ms);
 
 /* Queues r's callback (once, however often it is queued before it runs). */
 void http_server_release(HttpServer *h, HttpRelease *r);
@@ -170,6 +185,22 @@ void http_request_set_data(HttpRequest *req, void *data);
 int http_respond(HttpRequest *req, unsigned status, struct json_object *body, const char *retry_after);
 /* The same with {"error": error}. */
 int http_respond_error(HttpRequest *req, unsigned status, const char *error, const char *retry_after);
+/* Answers with body (len bytes, taken over: freed with free(), also on failure) as content_type. */
+int http_respond_text(HttpRequest *req, unsigned status, const char *content_type, char *body, size_t len);
+/* The status the request was answered with (refusals written early by the front end included), 0 while none: for
+ * a route's done(). */
+unsigned http_request_status(HttpRequest *req);
+
+/* A header of an answer. */
+typedef struct HttpHeader {
+        const char *name;
+        const char *value;
+} HttpHeader;
+
+/* Answers status with size bytes of data (not copied: they must outlive the server, as a file built into
+ * photond does), content_type, the route's CORS headers and the n_headers headers. 0, or a negative errno. */
+int http_respond_static(HttpRequest *req, unsigned status, const char *content_type, const void *data, size_t size,
+                        const HttpHeader *headers, size_t n_headers);
 
 /* Waits for an answer that comes later (a method call): the connection is set aside, and the route's gone() is
  * called if the client leaves meanwhile. */

@@ -66,7 +66,8 @@
         /* HTTP event streams (GET /v1/events) */                                                               \
         X(SSE_MAX_STREAMS,                      128)               /* open at once */                           \
         X(SSE_MAX_STREAMS_PER_ADDRESS,          32)                /* from one source address */                \
-        X(SSE_KEEPALIVE_S,                      15)                /* comment sent on a quiet stream */
+        X(SSE_KEEPALIVE_S,                      15)                /* comment sent on a quiet stream */         \
+        X(SSE_TOKEN_LIFETIME_S,                 60)                /* POST /v1/events/token's tokens */
 
 typedef enum LimitId {
 #define _LIMIT_ID(name, def) LIMIT_##name,

@@ -47,6 +47,8 @@ struct LockTable {
         uint64_t timer_usec;            /* when it fires; USEC_INFINITY when off */
         unsigned n_waiters;
         uint64_t last_token;            /* the last fencing token issued */
+        uint64_t n_acquired;            /* acquisitions (tokens issued) since the start */
+        uint64_t n_expired;             /* locks that ran out */
         uint64_t reserved_token;        /* persisted: no token above it has been issued */
         bool tokens_reseeded;
 
@@ -137,6 +139,7 @@ static void lock_table_reseed_tokens(LockTable *t) {
 
 static uint64_t lock_table_next_token(LockTable *t) {
         lock_table_reseed_tokens(t);
+        t->n_acquired++;
         t->last_token++;
         if (t->last_token > t->reserved_token)
                 t->reserved_token = t->last_token + LOCK_TOKEN_BLOCK - 1;   /* written before the reply leaves */
@@ -383,6 +386,8 @@ static void lock_hand_over(LockTable *t, Lock *l, const LockTime *now) {
 /* The holder is gone (released, expired, removed by an administrator): the lock passes to the first waiter, or
  * disappears. */
 static void lock_vacate(LockTable *t, Lock *l, const LockTime *now, const char *event) {
+        if (streq(event, "expired"))
+                t->n_expired++;
         notify_lock_changed(t, l, event);
 
         if (l->waiters) {
@@ -707,6 +712,18 @@ uint64_t lock_table_last_token(LockTable *t) {
 
 uint64_t lock_table_reserved_token(LockTable *t) {
         return t->reserved_token;
+}
+
+void lock_table_get_stats(LockTable *t, LockTableStats *ret) {
+        assert(ret);
+
+        *ret = (LockTableStats) {
+                .held = HASH_COUNT(t->locks),
+                .waiters = t->n_waiters,
+                .acquired = t->n_acquired,
+                .expired = t->n_expired,
+                .last_token = t->last_token,
+        };
 }
 
 int lock_table_add_status(LockTable *t, struct json_object *data) {

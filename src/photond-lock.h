@@ -92,6 +92,18 @@ uint64_t lock_table_token_mark(LockTable *t);
 /* Live locks. */
 unsigned lock_table_count(LockTable *t);
 
+/* The lock table's counters (GET /metrics). */
+typedef struct LockTableStats {
+        unsigned held;                  /* live locks (lock_table_count()) */
+        unsigned waiters;               /* acquires waiting for a lock (lockWait) */
+        uint64_t acquired;              /* acquisitions since the start: a new fencing token each (a re-entrant
+                                         * refresh is none) */
+        uint64_t expired;               /* locks that ran out before their holder released them */
+        uint64_t last_token;            /* the last fencing token issued */
+} LockTableStats;
+
+void lock_table_get_stats(LockTable *t, LockTableStats *ret);
+
 /* For the D-Bus interface: the live locks as list_locks shows them (a new array), and a release on behalf of an
  * administrator (-ENOENT when there is no live lock of that name; waiters are served as after an unlock). */
 int lock_table_list(LockTable *t, struct json_object **ret_array);

@@ -22,6 +22,7 @@
 #include "fd-util.h"
 #include "json-util.h"
 #include "log.h"
+#include "metrics.h"
 #include "path-util.h"
 #include "photond-bus.h"
 #include "photond-channel.h"
@@ -30,12 +31,15 @@
 #include "photond-dispatch.h"
 #include "photond-fdstore.h"
 #include "photond-http-api.h"
+#include "photond-http-page.h"
 #include "photond-http-sse.h"
 #include "photond-http.h"
 #include "photond-limits.h"
 #include "photond-listen.h"
 #include "photond-lock.h"
 #include "photond-manager.h"
+#include "photond-metrics.h"
+#include "photond-replay-file.h"
 #include "photond-schedule.h"
 #include "photond-store.h"
 #include "photond-webhook.h"
@@ -149,16 +153,9 @@ static int manager_setup_side_files(Manager *m) {
 /* ---- the status object (the control socket's status request, D-Bus GetStatus) ---- */
 
 static uint64_t rss_bytes(void) {
-        unsigned long size, resident;
-        FILE *f;
-        int n;
+        uint64_t resident, virtual;
 
-        f = fopen("/proc/self/statm", "re");
-        if (!f)
-                return 0;
-        n = fscanf(f, "%lu %lu", &size, &resident);
-        fclose(f);
-        return n == 2 ? (uint64_t) resident * (uint64_t) sysconf(_SC_PAGESIZE) : 0;
+        return process_memory(&resident, &virtual) >= 0 ? resident : 0;
 }
 
 static unsigned count_sessions(Manager *m) {
@@ -309,6 +306,17 @@ static bool hook_http_output_held(void *userdata) {
 
 static int hook_http_build_status(void *userdata, struct json_object **ret) {
         return manager_build_status(userdata, ret);
+}
+
+static void hook_metrics_daemon_stats(void *userdata, MetricsDaemonStats *ret) {
+        Manager *m = userdata;
+
+        *ret = (MetricsDaemonStats) {
+                .clients = m->n_clients,
+                .clients_accepted = m->n_clients_accepted,
+                .state_unsaved = m->state_unsaved,
+        };
+        memcpy(ret->clients_closed, m->n_clients_closed, sizeof(ret->clients_closed));
 }
 
 static void hook_flush_needed(void *userdata) {
@@ -599,6 +607,7 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 }
 
                 m->accept_paused = false;
+                m->n_clients_accepted++;
 
                 if (m->n_clients >= limits.MAX_CLIENTS) {
                         const char *suggestion = NULL;
@@ -749,6 +758,7 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
         m->control_fd = -EBADF;
         m->webhook_fd = -EBADF;
         m->client_io = (ClientIO) CLIENT_IO_INIT;
+        control_stats_init(&m->control_stats);
         /* status' clientsClosed counts every refusal; the journal gets the first few of each 10 s. */
         m->refuse_log = (RateLimit) { .interval = 10 * USEC_PER_SEC, .burst = 5 };
         m->accept_pause_log = (RateLimit) { .interval = 10 * USEC_PER_SEC, .burst = 1 };
@@ -1020,7 +1030,9 @@ int manager_startup(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to load state: %m");
         m->state_lost = r > 0;
-
+        /* The buffers the last graceful stop saved, before anything is published; they continue above its mark. */
+        (void) replay_file_load(m->state_dir, m->channels);
+        m->replay_loaded = true;
         /* The connections the last stop kept, before anything is published: what was queued for them comes first. */
         (void) fdstore_adopt(m, TAKE_FD(fds.state_fd), fds.client_fds, fds.n_client_fds);
         /* A fresh snapshot and journal now, before any client is accepted: a state directory that cannot be
@@ -1074,6 +1086,22 @@ int manager_startup(Manager *m) {
                 if (r < 0)
                         return r;
                 r = http_sse_new(m->http, m->channels, &m->http_sse);
+                if (r < 0)
+                        return r;
+                r = metrics_endpoint_new(m->http, &(MetricsConfig) {
+                                                 .channels = m->channels,
+                                                 .locks = m->locks,
+                                                 .scheduler = m->scheduler,
+                                                 .webhook = m->webhook,
+                                                 .sse = m->http_sse,
+                                                 .control = &m->control_stats,
+                                                 .started_at_usec = m->started_at_usec,
+                                                 .daemon_stats = hook_metrics_daemon_stats,
+                                                 .userdata = m,
+                                         }, &m->metrics);
+                if (r < 0)
+                        return r;
+                r = http_page_add_routes(m->http);
                 if (r < 0)
                         return r;
         }
@@ -1140,6 +1168,7 @@ Manager* manager_free(Manager *m) {
         m->http = http_server_free(m->http);
         m->http_api = http_api_free(m->http_api);
         m->http_sse = http_sse_free(m->http_sse);
+        m->metrics = metrics_endpoint_free(m->metrics);
         m->webhook = webhook_free(m->webhook);
         m->scheduler = scheduler_free(m->scheduler);
 
@@ -1153,6 +1182,10 @@ Manager* manager_free(Manager *m) {
         m->state_file = state_file_free(m->state_file);
         m->dispatcher = dispatcher_free(m->dispatcher);
         m->locks = lock_table_free(m->locks);
+        /* Nothing publishes any more: the buffers for the next start (a crash leaves none, see
+         * photond-replay-file.c). */
+        if (m->replay_loaded)
+                (void) replay_file_save(m->state_dir, m->channels);
         m->channels = channels_free(m->channels);
 
         m->bus = bus_free(m->bus);

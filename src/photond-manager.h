@@ -12,6 +12,7 @@
 #include "macro.h"
 #include "photond-bus.h"
 #include "photond-client.h"
+#include "photond-control.h"
 #include "photond-protocol.h"
 #include "ratelimit.h"
 
@@ -22,6 +23,7 @@ typedef struct Dispatcher Dispatcher;
 typedef struct HttpServer HttpServer;
 typedef struct HttpApi HttpApi;
 typedef struct HttpSse HttpSse;
+typedef struct MetricsEndpoint MetricsEndpoint;
 typedef struct Webhook Webhook;
 typedef struct StateFile StateFile;
 
@@ -71,6 +73,7 @@ typedef struct Manager {
         sd_event_source *state_retry_event_source;
         StateFile *state_file;  /* photond-store.c: built on the channels and the lock table */
         bool state_lost;        /* store_load_state() found the state lost: fencing tokens restart above the clock */
+        bool replay_loaded;     /* replay.bin was read at start: the buffers are saved again at exit */
 
         /* subsystems */
         Channels *channels;
@@ -84,6 +87,7 @@ typedef struct Manager {
         Webhook *webhook;
         HttpApi *http_api;
         HttpSse *http_sse;
+        MetricsEndpoint *metrics;
 
         /* bus */
         Bus *bus;                       /* NULL: no D-Bus (--bus=none) */
@@ -103,9 +107,11 @@ typedef struct Manager {
         char *last_status;              /* the STATUS= we told systemd last */
         sd_event_source *status_event_source;
 
-        /* counters for status */
+        /* counters for status and GET /metrics */
         uint64_t n_requests;
+        uint64_t n_clients_accepted;                    /* clients set up, or refused (counted closed) */
         uint64_t n_clients_closed[_CLIENT_CLOSE_MAX];   /* by reason, ClientClose */
+        ControlStats control_stats;     /* photond-control.c's: the requests by type and outcome, their times */
 } Manager;
 
 int manager_new(const ManagerConfig *config, Manager **ret);

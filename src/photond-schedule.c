@@ -24,6 +24,7 @@
 #include "json-util.h"
 #include "list.h"
 #include "log.h"
+#include "metrics.h"
 #include "photond-channel.h"
 #include "photond-dispatch.h"
 #include "photond-limits.h"
@@ -117,6 +118,10 @@ struct Scheduler {
         unsigned n_jobs;
         unsigned n_running;
         int64_t clock_offset_ms;
+
+        /* counters since the start (GET /metrics) */
+        uint64_t n_fired, n_run_now, n_succeeded, n_failed, n_skipped;
+        Histogram lateness;             /* how late timer runs started (catch-ups aside) */
 
         LIST_HEAD(Job, dirty_jobs);
         JobSignal *signals;
@@ -1165,6 +1170,10 @@ static void job_finish(Job *j, bool success, struct json_object *data, const cha
         }
 
         j->last_attempt = ts;
+        if (success)
+                s->n_succeeded++;
+        else
+                s->n_failed++;
         if (success) {
                 j->last_run = ts;
                 j->last_status = JOB_STATUS_SUCCESS;
@@ -1268,6 +1277,7 @@ static int on_job_timer(sd_event_source *src, uint64_t usec, void *userdata) {
                 return 0;
 
         if (job_running(j)) {
+                s->n_skipped++;
                 j->skipped_runs++;
                 schedule_format_iso(due, when, sizeof(when));
                 log_notice("Job %s is still running; skipped the run due at %s (%" PRIu64 " skipped so far).",
@@ -1276,8 +1286,16 @@ static int on_job_timer(sd_event_source *src, uint64_t usec, void *userdata) {
                 return 0;
         }
 
+        s->n_fired++;
         if (catch_up)
                 log_info("Job %s missed its time while photond was down; running it once now.", j->id);
+        else {
+                /* On the scheduler's clock, in µs: the timer's accuracy is 1 ms. A catch-up is as late as photond
+                 * was down, which says nothing about the loop. */
+                int64_t late = (int64_t) now_usec(CLOCK_REALTIME) + s->clock_offset_ms * (int64_t) USEC_PER_MSEC -
+                               due * (int64_t) USEC_PER_MSEC;
+                histogram_observe(&s->lateness, late > 0 ? (uint64_t) late : 0);
+        }
         return job_start(j, catch_up ? "catch-up" : "schedule");
 }
 
@@ -1924,6 +1942,7 @@ int scheduler_new(const SchedulerConfig *config, const SchedulerHooks *hooks, Sc
                 s->hooks = *hooks;
         s->clock_fd = -EBADF;
         s->tz_fd = -EBADF;
+        histogram_init(&s->lateness, histogram_lateness_bounds, histogram_lateness_n_bounds);
         s->jobs_base_dir = strdup(config->jobs_base_dir);
         if (!s->jobs_base_dir)
                 return -ENOMEM;
@@ -1979,6 +1998,21 @@ unsigned scheduler_count(Scheduler *s) {
 
 unsigned scheduler_running(Scheduler *s) {
         return s ? s->n_running : 0;
+}
+
+void scheduler_get_stats(Scheduler *s, SchedulerStats *ret) {
+        assert(ret);
+
+        *ret = (SchedulerStats) {
+                .jobs = s->n_jobs,
+                .running = s->n_running,
+                .fired = s->n_fired,
+                .run_now = s->n_run_now,
+                .succeeded = s->n_succeeded,
+                .failed = s->n_failed,
+                .skipped = s->n_skipped,
+                .lateness = &s->lateness,
+        };
 }
 
 int scheduler_add_status(Scheduler *s, struct json_object *data) {
@@ -2225,6 +2259,7 @@ int scheduler_run_job(Scheduler *s, const char *id, JobRunCallback cb, void *wai
                 j->waiter_cb = cb;
                 j->waiter = waiter;
         }
+        s->n_run_now++;
         return job_start(j, "run now");
 }
 

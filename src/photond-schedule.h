@@ -8,6 +8,7 @@
 #include <systemd/sd-event.h>
 
 #include "macro.h"
+#include "metrics.h"
 
 typedef struct Channels Channels;
 typedef struct Dispatcher Dispatcher;
@@ -59,6 +60,21 @@ void scheduler_sweep_history(Scheduler *s);
 int scheduler_add_status(Scheduler *s, struct json_object *data);
 unsigned scheduler_count(Scheduler *s);
 unsigned scheduler_running(Scheduler *s);
+
+/* The scheduler's counters (GET /metrics): runs since the start, by how they began and ended. */
+typedef struct SchedulerStats {
+        unsigned jobs;                  /* scheduled (scheduler_count()) */
+        unsigned running;
+        uint64_t fired;                 /* runs their timer started, catch-ups included */
+        uint64_t run_now;               /* runs scheduler_run_job() started (run_job, RunJob, the HTTP API) */
+        uint64_t succeeded;             /* runs that ended, whatever started them */
+        uint64_t failed;                /* the same, a run that could not even start included */
+        uint64_t skipped;               /* due while the last run still went on: not run */
+        const Histogram *lateness;      /* how late timer runs started after their due time (catch-ups, which
+                                         * are as late as photond was down, aside); valid while s lives */
+} SchedulerStats;
+
+void scheduler_get_stats(Scheduler *s, SchedulerStats *ret);
 
 /* A job is named by its full key or, as unschedule does, by the jobId after ":ipc:" (the first such job). */
 

@@ -106,6 +106,9 @@ struct Webhook {
         uint64_t n_failed;
         uint64_t n_abandoned;
         uint64_t n_rejected[_WEBHOOK_REJECT_MAX];
+        /* and for GET /metrics: the answers by status and scheme, in the order each pair first occurred */
+        WebhookAnswerCount answers[WEBHOOK_ANSWERS_MAX];
+        size_t n_answers;
 };
 
 /* What the route keeps in a request that names a webhook (http_request_set_data()), from its head to its end. */
@@ -117,8 +120,21 @@ struct WebhookRequest {
         char *photon;
         char *method;
         bool authenticated;             /* X-Webhook-Secret matched before the body arrived */
+        WebhookScheme scheme;           /* the one that authenticated it */
         DispatchCall *call;
 };
+
+static const char *const webhook_scheme_table[_WEBHOOK_SCHEME_MAX] = {
+        [WEBHOOK_SCHEME_NONE] = "none",
+        [WEBHOOK_SCHEME_HEADER] = "header",
+        [WEBHOOK_SCHEME_GITHUB] = "github",
+        [WEBHOOK_SCHEME_STRIPE] = "stripe",
+        [WEBHOOK_SCHEME_STANDARD] = "standard",
+};
+
+const char* webhook_scheme_to_string(WebhookScheme s) {
+        return s >= 0 && s < _WEBHOOK_SCHEME_MAX ? webhook_scheme_table[s] : NULL;
+}
 
 static const char* webhook_reject_to_string(WebhookReject r) {
         if (r < 0 || r >= _WEBHOOK_REJECT_MAX)
@@ -466,18 +482,24 @@ static WebhookReject webhook_authenticate(WebhookRequest *wr, const WebhookKey *
                 return 0;
 
         v = header(c, "X-Webhook-Secret");
-        if (v && webhook_verify_header(key, v) == 0)
+        if (v && webhook_verify_header(key, v) == 0) {
+                wr->scheme = WEBHOOK_SCHEME_HEADER;
                 return 0;
+        }
 
         v = header(c, "X-Hub-Signature-256");
-        if (v && webhook_verify_github(key, v, body, body_len) == 0)
+        if (v && webhook_verify_github(key, v, body, body_len) == 0) {
+                wr->scheme = WEBHOOK_SCHEME_GITHUB;
                 return 0;
+        }
 
         v = header(c, "Stripe-Signature");
         if (v) {
                 r = webhook_verify_stripe(key, v, body, body_len, now_s, tol);
-                if (r == 0)
+                if (r == 0) {
+                        wr->scheme = WEBHOOK_SCHEME_STRIPE;
                         return 0;
+                }
                 expired = expired || r == -ETIME;
         }
 
@@ -498,6 +520,7 @@ static WebhookReject webhook_authenticate(WebhookRequest *wr, const WebhookKey *
                         if (r < 0)
                                 return WEBHOOK_REJECT_UNAUTHORIZED;
                         w->replay_cache_full = false;
+                        wr->scheme = WEBHOOK_SCHEME_STANDARD;
                         return 0;
                 }
                 expired = expired || r == -ETIME;
@@ -565,6 +588,8 @@ static int webhook_begin(HttpRequest *req, void *userdata) {
                 .method = TAKE_PTR(method),
                 .authenticated = key && webhook_verify_header(key, header(connection, "X-Webhook-Secret")) == 0,
         };
+        if (wr->authenticated)
+                wr->scheme = WEBHOOK_SCHEME_HEADER;
         LIST_PREPEND(requests, w->requests, wr);
         http_request_set_data(req, wr);
         return 0;
@@ -661,8 +686,29 @@ static void webhook_gone(HttpRequest *req, void *userdata) {
         }
 }
 
+/* Counts an answer under its status and scheme. */
+static void webhook_count_answer(Webhook *w, unsigned status, WebhookScheme scheme) {
+        size_t i;
+
+        for (i = 0; i < w->n_answers; i++)
+                if (w->answers[i].status == status && w->answers[i].scheme == scheme)
+                        break;
+        if (i == w->n_answers) {
+                /* The route answers with a dozen statuses: the table never fills. */
+                if (i == WEBHOOK_ANSWERS_MAX)
+                        return;
+                w->answers[w->n_answers++] = (WebhookAnswerCount) { .status = status, .scheme = scheme };
+        }
+        w->answers[i].n++;
+}
+
 static void webhook_done(HttpRequest *req, void *userdata) {
-        webhook_request_free(http_request_get_data(req));
+        WebhookRequest *wr = http_request_get_data(req);
+        unsigned status = http_request_status(req);
+
+        if (status > 0)
+                webhook_count_answer(userdata, status, wr ? wr->scheme : WEBHOOK_SCHEME_NONE);
+        webhook_request_free(wr);
         http_request_set_data(req, NULL);
 }
 
@@ -764,6 +810,17 @@ Webhook* webhook_free(Webhook *w) {
         webhook_key_free(w->secret);
         photon_secrets_free_all(&w->photon_secrets);
         return mfree(w);
+}
+
+void webhook_get_stats(Webhook *w, WebhookStats *ret) {
+        assert(w);
+        assert(ret);
+
+        *ret = (WebhookStats) {
+                .answers = w->answers,
+                .n_answers = w->n_answers,
+                .abandoned = w->n_abandoned,
+        };
 }
 
 int webhook_add_status(Webhook *w, struct json_object *data) {

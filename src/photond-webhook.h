@@ -9,7 +9,41 @@ typedef struct Channels Channels;
 typedef struct Webhook Webhook;
 struct json_object;
 
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+
 #include "macro.h"
+
+/* Which signature scheme authenticated a webhook request. */
+typedef enum WebhookScheme {
+        WEBHOOK_SCHEME_NONE,            /* none did: no secret is needed (PHOTON_WEBHOOK_ALLOW_UNAUTHENTICATED), or
+                                         * the request was refused before or by the check */
+        WEBHOOK_SCHEME_HEADER,          /* X-Webhook-Secret */
+        WEBHOOK_SCHEME_GITHUB,          /* X-Hub-Signature-256 */
+        WEBHOOK_SCHEME_STRIPE,          /* Stripe-Signature */
+        WEBHOOK_SCHEME_STANDARD,        /* Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature */
+        _WEBHOOK_SCHEME_MAX,
+        _WEBHOOK_SCHEME_INVALID = -EINVAL,
+} WebhookScheme;
+
+const char* webhook_scheme_to_string(WebhookScheme s);
+
+/* How many requests of the route were answered with status, by the scheme that authenticated them (GET
+ * /metrics). */
+typedef struct WebhookAnswerCount {
+        unsigned status;
+        WebhookScheme scheme;
+        uint64_t n;
+} WebhookAnswerCount;
+
+#define WEBHOOK_ANSWERS_MAX 64
+
+typedef struct WebhookStats {
+        const WebhookAnswerCount *answers;      /* n_answers of them, valid while w lives */
+        size_t n_answers;
+        uint64_t abandoned;             /* calls whose client went away before the answer */
+} WebhookStats;
 
 /* Adds the webhook route to http, as its fallback (every path no other route takes): calls go to dispatcher,
  * webhook-received events to channels. Reads the PHOTON_WEBHOOK_* configuration and the secrets; a bad setting
@@ -21,6 +55,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Webhook*, webhook_free);
 /* Re-reads the secrets (SIGHUP): $CREDENTIALS_DIRECTORY/webhook-secret[.<photon>], else PHOTON_WEBHOOK_SECRET.
  * On failure the old secrets stay. */
 int webhook_reload_secrets(Webhook *w);
+
+/* The route's counters. Requests the front end refused before the route saw them (framing, the allowlist, the
+ * connection caps) are in http_server_stats(). */
+void webhook_get_stats(Webhook *w, WebhookStats *ret);
 
 /* Adds "webhookEnabled" (false for w == NULL) and the "webhook" counters to the status data; the front end's own
  * counters (requests, connections, its refusals) are shown there as they always were. */

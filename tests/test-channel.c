@@ -1199,3 +1199,67 @@ Test(sink, slow_consumer_drop_then_close) {
         cr_assert_eq(fast->n_closed, 0);
         cr_assert_eq(fast->sub.n_subscriptions, 1, "the fast one is still there");
 }
+
+/* channels_get_stats(): what GET /metrics shows, counted by the fan-out itself. */
+Test(sink, stats_count_what_the_channels_do) {
+        _cleanup_free_ char *text = NULL;
+        FakeSub *a = &fakes[0], *b = &fakes[1], *slow = &fakes[2];
+        ChannelsStats st;
+        uint64_t dropped;
+
+        channels_get_stats(chs, &st);
+        cr_assert_eq(st.channels + st.subscriptions + st.published + st.delivered + st.dropped, 0);
+
+        cr_assert_eq(channels_subscribe(chs, &a->sub, "m:x", 3), 0);
+        cr_assert_eq(channels_subscribe(chs, &a->sub, "m:x", 3), 0, "a set: counted once");
+        cr_assert_eq(channels_subscribe(chs, &b->sub, "m:x", 3), 0);
+        cr_assert_eq(channels_subscribe(chs, &b->sub, "m:*", 3), 0);
+        channels_get_stats(chs, &st);
+        cr_assert_eq(st.subscriptions, 3);
+        cr_assert_eq(st.subscribed, 2);
+        cr_assert_eq(st.channels, 2);
+
+        /* One event each, delivered once per subscriber however many of its keys match. */
+        fake_publish("m:x", "one", NULL);
+        fake_publish("m:x", "two", &a->sub);
+        fake_publish("m:y", "three", NULL);
+        channels_get_stats(chs, &st);
+        cr_assert_eq(st.published, 3);
+        cr_assert_eq(st.delivered, 2 + 1 + 1);
+        cr_assert_eq(st.buffered_events, 3);
+        cr_assert_gt(st.buffered_bytes, 0);
+        cr_assert_eq(st.channels, 3, "m:y holds an event");
+        cr_assert_eq(st.refresh_sent + st.dropped + st.slow_disconnects, 0);
+
+        /* A replay is no fan-out; a refresh_needed answering it is a notice. */
+        cr_assert_eq(channels_replay(chs, &a->sub, "r", "m:x", 3, 1), 0);
+        channels_get_stats(chs, &st);
+        cr_assert_eq(st.delivered, 4);
+        cr_assert_eq(st.refresh_sent, 1);
+        fake_drain(a);
+        fake_drain(b);
+
+        /* A subscriber that does not read: its messages dropped with a notice, then it is cut off. */
+        channels_unsubscribe(chs, &a->sub, "m:x", 3);
+        channels_subscriber_gone(chs, &b->sub);
+        channels_get_stats(chs, &st);
+        cr_assert_eq(st.subscriptions, 0);
+        limits.MAX_WRITE_QUEUE_BYTES = 1000;
+        cr_assert(asprintf(&text, "%0200d", 0) >= 0);
+        cr_assert_eq(channels_subscribe(chs, &slow->sub, "m:x", 3), 0);
+        for (unsigned i = 0; i < 20 && slow->n_drop_calls == 0; i++)
+                fake_publish("m:x", text, NULL);
+        channels_get_stats(chs, &st);
+        cr_assert_eq(st.refresh_sent, 2, "one more: the notice of the drop");
+        cr_assert_gt(st.dropped, 0);
+        cr_assert_eq(st.slow_disconnects, 0);
+        dropped = st.dropped;
+        for (unsigned i = 0; i < 20 && slow->n_closed == 0; i++)
+                fake_publish("m:x", text, NULL);
+        cr_assert_eq(slow->n_closed, 1);
+        channels_get_stats(chs, &st);
+        cr_assert_eq(st.slow_disconnects, 1);
+        cr_assert_gt(st.dropped, dropped, "the message it could not take");
+        cr_assert_eq(st.subscriptions, 0);
+        cr_assert_eq(st.subscribed, 0);
+}

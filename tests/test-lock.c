@@ -723,7 +723,7 @@ Test(lock, fast_path_answers_byte_for_byte_as_the_general_path) {
         limits.MAX_LOCK_HOLDER_BYTES = 8;
 
         for (size_t i = 0; i < ELEMENTSOF(lines); i++) {
-                cr_assert_eq(control_lock_line(table, &clients[0], lines[i], strlen(lines[i])), 1,
+                cr_assert_eq(control_lock_line(table, &clients[0], lines[i], strlen(lines[i]), NULL), 1,
                              "not taken: %s", lines[i]);
                 fast[i] = pop_raw(&clients[0]);
         }
@@ -777,7 +777,7 @@ Test(lock, fast_path_leaves_everything_else_alone) {
         };
 
         for (size_t i = 0; i < ELEMENTSOF(lines); i++) {
-                cr_assert_eq(control_lock_line(table, &clients[0], lines[i], strlen(lines[i])), 0,
+                cr_assert_eq(control_lock_line(table, &clients[0], lines[i], strlen(lines[i]), NULL), 0,
                              "taken: %s", lines[i]);
                 cr_assert_eq(client_queued(&clients[0]), 0, "answered: %s", lines[i]);
                 cr_assert_eq(lock_table_count(table), 0, "acted on: %s", lines[i]);
@@ -794,7 +794,8 @@ Test(lock, fast_path_leaves_everything_else_alone) {
         static const size_t raw_len[] = { 41, 40, 55, 40 };
         for (size_t i = 0; i < ELEMENTSOF(raw); i++) {
                 cr_assert_eq(raw[i][raw_len[i] - 1], i == 3 ? '\0' : '}', "length of case %zu", i);
-                cr_assert_eq(control_lock_line(table, &clients[0], raw[i], raw_len[i]), 0, "taken: case %zu", i);
+                cr_assert_eq(control_lock_line(table, &clients[0], raw[i], raw_len[i], NULL), 0,
+                             "taken: case %zu", i);
                 cr_assert_eq(client_queued(&clients[0]), 0);
                 cr_assert_eq(lock_table_count(table), 0);
         }
@@ -1214,6 +1215,45 @@ Test(lock, status_fields) {
         cr_assert_eq(json_object_get_int64(json_object_object_get(data, "lockWaiters")), 1);
         cr_assert_eq(json_object_get_int64(json_object_object_get(data, "fencingToken")), 1);
         json_object_put(data);
+}
+
+/* lock_table_get_stats(): what GET /metrics shows. Every new fencing token is an acquisition; a refresh, a refusal
+ * or a release is none. */
+Test(lock, stats_count_acquisitions_expiries_and_waiters) {
+        LockTime now = at(0);
+        LockTableStats st;
+        Lock *l;
+
+        lock_table_get_stats(table, &st);
+        cr_assert_eq(st.held + st.waiters + st.acquired + st.expired + st.last_token, 0);
+
+        cr_assert_eq(lock_table_acquire(table, "a", "s1", 1000, &now, &l), 1);
+        cr_assert_eq(lock_table_acquire(table, "a", "s1", 1000, &now, &l), 0, "re-entrant");
+        cr_assert_eq(lock_table_acquire(table, "a", "s2", 1000, &now, &l), -EBUSY);
+        cr_assert_eq(park(0, 0, "a", "w1", 5000), 0);
+        lock_table_get_stats(table, &st);
+        cr_assert_eq(st.held, 1);
+        cr_assert_eq(st.acquired, 1);
+        cr_assert_eq(st.waiters, 1);
+        cr_assert_eq(st.last_token, 1);
+
+        cr_assert_eq(lock_table_release(table, "a", "s1", &now), 0);
+        lock_table_get_stats(table, &st);
+        cr_assert_eq(st.acquired, 2, "the hand-over to the waiter");
+        cr_assert_eq(st.waiters, 0);
+        cr_assert_eq(st.held, 1);
+        cr_assert_eq(st.expired, 0, "a release is no expiry");
+
+        cr_assert_eq(lock_table_acquire(table, "b", "s1", 50, &now, &l), 1);
+        now = at(100);
+        cr_assert_null(lock_table_get(table, "b", &now), "ran out");
+        cr_assert_eq(lock_table_transfer(table, "a", "w1", "s3", 1000, &now, &l), 1);
+        cr_assert_eq(lock_table_force_release(table, "a"), 0);
+        lock_table_get_stats(table, &st);
+        cr_assert_eq(st.expired, 1);
+        cr_assert_eq(st.acquired, 4, "b, then the transfer");
+        cr_assert_eq(st.last_token, 4);
+        cr_assert_eq(st.held, 0);
 }
 
 /* ---- state.journal records ---- */

@@ -969,6 +969,65 @@ Test(schedule, a_run_job_waiter_hears_its_run) {
         free(w.reason);
 }
 
+/* scheduler_get_stats(): what GET /metrics shows. Three jobs fall due on one minute boundary, which the test clock
+ * hook puts 1.5 s ahead: one with a handler (fired, succeeds), one without (fired, fails) and one whose run_job
+ * run still goes on (skipped). */
+Test(schedule, stats_count_runs_and_their_lateness, .timeout = 60) {
+        int64_t real = now_ms(), target = real + 1500, offset = (target / 60000 + 1) * 60000 - target;
+        _cleanup_free_ char *env = NULL, *path = NULL;
+        Waited w = {};
+        SchedulerStats st;
+        Own o;
+        FILE *f;
+
+        cr_assert(asprintf(&env, "%" PRIi64, offset) > 0);
+        cr_assert_eq(setenv("PHOTOND_TEST_CLOCK_OFFSET_MS", env, 1), 0);
+        o = own_new();
+        cr_assert_eq(unsetenv("PHOTOND_TEST_CLOCK_OFFSET_MS"), 0);
+        cr_assert(asprintf(&path, "%s/slow", o.handlers) > 0);
+        f = fopen(path, "we");
+        cr_assert(f);
+        fputs("#!/bin/sh\nsleep 3\necho '\"done\"'\n", f);
+        cr_assert_eq(fclose(f), 0);
+        cr_assert_eq(chmod(path, 0755), 0);
+
+        scheduler_get_stats(o.s, &st);
+        cr_assert_eq(st.fired + st.run_now + st.succeeded + st.failed + st.skipped + st.lateness->count, 0);
+
+        cr_assert_eq(scheduler_schedule(o.s, &(JobSpec) { .photon = "p", .job_id = "ok", .method = "sweep",
+                                                          .cron = "* * * * *" }, NULL, NULL), 0);
+        cr_assert_eq(scheduler_schedule(o.s, &(JobSpec) { .photon = "nobody", .job_id = "fails", .method = "m",
+                                                          .cron = "* * * * *" }, NULL, NULL), 0);
+        cr_assert_eq(scheduler_schedule(o.s, &(JobSpec) { .photon = "slow", .job_id = "busy", .method = "m",
+                                                          .cron = "* * * * *" }, NULL, NULL), 0);
+        cr_assert_eq(scheduler_run_job(o.s, "busy", on_waited, &w, "r"), 0);
+        scheduler_get_stats(o.s, &st);
+        cr_assert_eq(st.jobs, 3);
+        cr_assert_eq(st.run_now, 1);
+        cr_assert_eq(st.running, 1);
+        cr_assert_eq(st.fired, 0);
+
+        own_run_until(&o, &w.n, 1);
+        cr_assert(w.success, "%s", w.reason);
+        for (int i = 0; scheduler_running(o.s) > 0; i++) {
+                cr_assert(i < 500);
+                cr_assert(sd_event_run(o.event, 10 * USEC_PER_MSEC) >= 0);
+        }
+        scheduler_get_stats(o.s, &st);
+        cr_assert_eq(st.fired, 2, "the two that were not running");
+        cr_assert_eq(st.skipped, 1, "the one still running from run_job");
+        cr_assert_eq(st.succeeded, 2, "the run_job run and the one with a handler");
+        cr_assert_eq(st.failed, 1, "the one without");
+        cr_assert_eq(st.running, 0);
+        cr_assert_eq(st.lateness->count, 2, "the timer runs");
+        cr_assert_lt(st.lateness->sum_usec, 2 * 5 * USEC_PER_SEC,
+                     "they started on time, give or take a loaded machine");
+
+        own_free(&o);
+        free(w.result);
+        free(w.reason);
+}
+
 /* ---- the control front end's job requests (photond-control-jobs.c), as a Client sends them ---- */
 
 /* The reply with that id, read as the peer of fd reads it, running the loop until it arrives. */

@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "macro.h"
 #include "metrics.h"
@@ -82,15 +86,26 @@ static void write_labels(FILE *f, const char *const *labels, const char *extra_n
         fputc('}', f);
 }
 
-int metrics_sample(FILE *f, const char *name, const char *const *labels, double value) {
-        fputs(name, f);
-        write_labels(f, labels, NULL, NULL);
+/* " value\n": a short form that reads back as the same double (as Prometheus' own clients write it). */
+static void write_value(FILE *f, double value) {
+        char buf[32];
+
         if (isnan(value))
                 fputs(" NaN\n", f);
         else if (isinf(value))
                 fputs(value > 0 ? " +Inf\n" : " -Inf\n", f);
-        else
-                fprintf(f, " %.17g\n", value);
+        else {
+                snprintf(buf, sizeof(buf), "%.15g", value);
+                if (strtod(buf, NULL) != value)
+                        snprintf(buf, sizeof(buf), "%.17g", value);
+                fprintf(f, " %s\n", buf);
+        }
+}
+
+int metrics_sample(FILE *f, const char *name, const char *const *labels, double value) {
+        fputs(name, f);
+        write_labels(f, labels, NULL, NULL);
+        write_value(f, value);
         return check(f);
 }
 
@@ -117,9 +132,78 @@ int metrics_histogram(FILE *f, const char *name, const char *const *labels, cons
         }
         fprintf(f, "%s_sum", name);
         write_labels(f, labels, NULL, NULL);
-        fprintf(f, " %.9g\n", (double) h->sum_usec / USEC_PER_SEC);
+        write_value(f, (double) h->sum_usec / USEC_PER_SEC);
         fprintf(f, "%s_count", name);
         write_labels(f, labels, NULL, NULL);
         fprintf(f, " %" PRIu64 "\n", h->count);
+        return check(f);
+}
+
+/* ---- the process collector ---- */
+
+int process_count_fds(void) {
+        DIR *d;
+        int n = 0;
+
+        d = opendir("/proc/self/fd");
+        if (!d)
+                return -errno;
+        for (struct dirent *de; (de = readdir(d));)
+                if (de->d_name[0] != '.')
+                        n++;
+        closedir(d);
+        return n - 1;   /* the directory's own fd */
+}
+
+int process_memory(uint64_t *ret_resident, uint64_t *ret_virtual) {
+        unsigned long size, resident;
+        long page = sysconf(_SC_PAGESIZE);
+        FILE *f;
+        int n;
+
+        f = fopen("/proc/self/statm", "re");
+        if (!f)
+                return -errno;
+        n = fscanf(f, "%lu %lu", &size, &resident);
+        fclose(f);
+        if (n != 2 || page <= 0)
+                return -EIO;
+        *ret_resident = (uint64_t) resident * (uint64_t) page;
+        *ret_virtual = (uint64_t) size * (uint64_t) page;
+        return 0;
+}
+
+int metrics_process(FILE *f, uint64_t start_time_usec) {
+        uint64_t resident, virtual;
+        struct rusage ru;
+        struct rlimit rl;
+        int n;
+
+        if (getrusage(RUSAGE_SELF, &ru) == 0) {
+                double cpu = (double) ru.ru_utime.tv_sec + (double) ru.ru_stime.tv_sec +
+                             (double) (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / USEC_PER_SEC;
+
+                metrics_family(f, "process_cpu_seconds_total", "counter",
+                               "Total user and system CPU time spent in seconds.");
+                metrics_sample(f, "process_cpu_seconds_total", NULL, cpu);
+        }
+        n = process_count_fds();
+        if (n >= 0) {
+                metrics_family(f, "process_open_fds", "gauge", "Number of open file descriptors.");
+                metrics_sample_u64(f, "process_open_fds", NULL, (uint64_t) n);
+        }
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+                metrics_family(f, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+                metrics_sample_u64(f, "process_max_fds", NULL, (uint64_t) rl.rlim_cur);
+        }
+        if (process_memory(&resident, &virtual) >= 0) {
+                metrics_family(f, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+                metrics_sample_u64(f, "process_virtual_memory_bytes", NULL, virtual);
+                metrics_family(f, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+                metrics_sample_u64(f, "process_resident_memory_bytes", NULL, resident);
+        }
+        metrics_family(f, "process_start_time_seconds", "gauge",
+                       "Start time of the process since unix epoch in seconds.");
+        metrics_sample(f, "process_start_time_seconds", NULL, (double) start_time_usec / USEC_PER_SEC);
         return check(f);
 }

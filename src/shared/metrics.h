@@ -50,5 +50,15 @@ int metrics_sample_u64(FILE *f, const char *name, const char *const *labels, uin
  * line is the caller's (metrics_family(f, name, "histogram", …)) so several label sets can share it. */
 int metrics_histogram(FILE *f, const char *name, const char *const *labels, const Histogram *h);
 
+/* The standard process collector's families, as Prometheus' client libraries name them: process_cpu_seconds_total,
+ * process_open_fds, process_max_fds, process_virtual_memory_bytes, process_resident_memory_bytes and
+ * process_start_time_seconds (start_time_usec: CLOCK_REALTIME). Read from /proc/self and getrusage(); a value that
+ * cannot be read is left out. */
+int metrics_process(FILE *f, uint64_t start_time_usec);
+/* The process' open file descriptors, or a negative errno. */
+int process_count_fds(void);
+/* The process' resident and virtual memory in bytes, from /proc/self/statm. */
+int process_memory(uint64_t *ret_resident, uint64_t *ret_virtual);
+
 /* Whether name is a valid metric name (tests; the writer asserts nothing at run time). */
 bool metrics_name_is_valid(const char *name);

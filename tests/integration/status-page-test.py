@@ -207,6 +207,13 @@ def run(a, port):
     dt.call('Page.navigate', url=a.url)
     wait_for(dt, 'the token form', 'document.readyState === "complete" && !!document.getElementById("token") && '
              '!document.getElementById("login").hidden')
+    # The inline style ran: its hash in photond's Content-Security-Policy matches (the script's is proven by the
+    # form being shown at all). And the form is usable without a mouse: the field has its label and has focus.
+    wait_for(dt, "the page's style (CSP hash)", 'getComputedStyle(document.querySelector("header")).display === "flex"',
+             timeout=2)
+    wait_for(dt, 'the labelled, focused token field', '(() => { const t = document.getElementById("token"); '
+             'return t.labels.length === 1 && t.labels[0].textContent.trim().startsWith("Token") && '
+             'document.activeElement === t; })()', timeout=2)
 
     # A wrong token first: the page must say so and stay on the form.
     dt.evaluate('document.getElementById("token").value = "wrong-token"; '
@@ -229,7 +236,8 @@ def run(a, port):
     ctl.request(type='publish', channel='page-test:news', message={'headline': 'page-test-publish'})
     wait_for(dt, 'the published event', 'document.getElementById("events").innerText.includes("page-test-publish")')
 
-    ctl.request(type='lock', lockName='page-test-lock', lockHolder='page-test-holder', lockTimeout=600000)
+    # A lock's holder is the request's sessionId (lockHolder only names the holder of an unlock or a transfer).
+    ctl.request(type='lock', lockName='page-test-lock', sessionId='page-test-holder', lockTimeout=600000)
     wait_for(dt, 'the lock and its holder', '(() => { const t = document.querySelector("#locks tbody").innerText; '
              'return t.includes("page-test-lock") && t.includes("page-test-holder"); })()')
 
@@ -243,7 +251,19 @@ def run(a, port):
         with open(a.screenshot, 'wb') as f:
             f.write(base64.b64decode(shot['data']))
         print(f'screenshot: {a.screenshot}')
-    print('status page: token form, wrong token refused, dashboard, publish, lock and job all shown')
+
+    # On a phone: the page itself never scrolls sideways (the tables scroll in their own regions).
+    dt.call('Emulation.setDeviceMetricsOverride', width=360, height=780, deviceScaleFactor=2, mobile=True)
+    wait_for(dt, 'a page as wide as a phone', 'document.documentElement.scrollWidth <= window.innerWidth && '
+             'window.innerWidth <= 400', timeout=5)
+    if a.screenshot:
+        phone = os.path.splitext(a.screenshot)[0] + '-phone.png'
+        shot = dt.call('Page.captureScreenshot', format='png', captureBeyondViewport=True)
+        with open(phone, 'wb') as f:
+            f.write(base64.b64decode(shot['data']))
+        print(f'screenshot: {phone}')
+    print('status page: style under its CSP, token form, wrong token refused, dashboard, publish, lock and job '
+          'all shown, fits a phone')
     return 0
 
 

@@ -412,7 +412,7 @@ Test(channels, event_id_increases_across_restart) {
         if (wall_ms() < mark)
                 cr_assert_eq(saved_event_id_mark(home), mark, "a restart before the clock reached the mark keeps it");
         c = conn_open(d);
-        /* The buffer did not survive: a client that had seen "before" must refresh. */
+        /* The buffer survived the graceful stop, but from before its oldest event a client must still refresh. */
         expect_refresh(c, "r", "1");
         after = publish(c, "r", "3");
         /* Above the reserved block, which a fast restart's clock could not have reached by itself. */
@@ -426,6 +426,193 @@ Test(channels, event_id_increases_across_restart) {
         (void) !system(cmd);
         free(cmd);
         free(home);
+}
+
+/* ---- replay across a stop (issue 19) ---- */
+
+static bool replay_file_exists(const char *home) {
+        char path[4096];
+
+        snprintf(path, sizeof(path), "%s/.data/photond/replay.bin", home);
+        return access(path, F_OK) == 0;
+}
+
+/* Resubscribes to channel from last and requires exactly the events ids[0..n), in order, as replays, and no
+ * refresh_needed. */
+static void expect_replay(Conn *c, const char *channel, uint64_t last, const uint64_t *ids, const char *const *chans,
+                          unsigned n) {
+        struct json_object *got[32];
+        char since[32];
+        unsigned k;
+
+        snprintf(since, sizeof(since), "%" PRIu64, last);
+        k = subscribe_since(c, channel, since, got, 32);
+        for (unsigned i = 0; i < k; i++) {
+                char id[64];
+
+                snprintf(id, sizeof(id), "replay_%" PRIu64, i < n ? ids[i] : 0);
+                cr_assert_str_eq(jstr(got[i], "type"), "channel_message", "%s since %s, line %u: %s", channel, since,
+                                 i, json_object_to_json_string(got[i]));
+                cr_assert_lt(i, n, "%s since %s: more than the %u missed events", channel, since, n);
+                cr_assert_str_eq(jstr(got[i], "id"), id);
+                cr_assert_eq(jint(got[i], "eventId"), (int64_t) ids[i]);
+                cr_assert_str_eq(jstr(got[i], "channel"), chans[i]);
+                cr_assert(jbool(got[i], "replay"));
+                json_object_put(got[i]);
+        }
+        cr_assert_eq(k, n, "%s since %s: %u events, not the %u missed", channel, since, k, n);
+}
+
+static void daemon_stop_keep_home(Daemon *d, int sig) {
+        int status = daemon_signal_and_wait(d, sig);
+
+        if (sig == SIGTERM)
+                cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a clean exit (no sanitizer report): %d",
+                          status);
+        else
+                cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == sig, "killed: %d", status);
+        daemon_free(d);
+}
+
+static void home_remove(char *home) {
+        char *cmd;
+
+        cr_assert(asprintf(&cmd, "rm -rf '%s'", home) > 0);
+        (void) !system(cmd);
+        free(cmd);
+        free(home);
+}
+
+/* A graceful stop keeps the replay buffers: a subscriber that comes back with its lastEventId gets exactly what it
+ * missed, across two restarts, as if photond had kept running. */
+Test(channels, replay_survives_a_graceful_restart) {
+        Daemon *d = daemon_start(NULL);
+        Conn *pub = conn_open(d), *sub = conn_open(d), *wsub = conn_open(d);
+        const char *feed[16], *jobs[8];
+        uint64_t ids[16], wids[8], live, more[2];
+        struct json_object *o;
+        char *home;
+
+        subscribe(sub, "feed");
+        subscribe(wsub, "jobs:*");
+        for (int i = 0; i < 10; i++) {
+                char msg[16];
+
+                snprintf(msg, sizeof(msg), "%d", i);
+                ids[i] = publish(pub, "feed", msg);
+                feed[i] = "feed";
+                if (i < 6) {
+                        jobs[i] = i % 2 ? "jobs:b" : "jobs:a";
+                        wids[i] = publish(pub, jobs[i], msg);
+                }
+        }
+        for (int i = 0; i < 10; i++) {
+                o = expect_message(sub, "feed");
+                cr_assert_eq(jint(o, "eventId"), (int64_t) ids[i]);
+                json_object_put(o);
+        }
+        conn_close(pub);
+        conn_close(sub);
+        conn_close(wsub);
+        home = daemon_take_home(d);
+        daemon_stop_keep_home(d, SIGTERM);
+        cr_assert(replay_file_exists(home), "a graceful stop writes replay.bin");
+
+        d = daemon_start(&(DaemonOptions) { .home = home });
+        cr_assert_not(replay_file_exists(home), "read once");
+        cr_assert(daemon_log_contains(d, "Restored 16 buffered events"), "the log says what came back");
+        sub = conn_open(d);
+        /* Seen up to the fourth: the six after it, and no refresh_needed. */
+        expect_replay(sub, "feed", ids[3], ids + 4, feed, 6);
+        expect_replay(sub, "jobs:*", wids[1], wids + 2, jobs + 2, 4);
+        expect_replay(sub, "jobs:a", wids[2], wids + 4, jobs + 4, 1);
+        o = conn_request(sub, "g", "{\"type\":\"get_events_since\",\"id\":\"g\",\"channel\":\"feed\",\"lastEventId\":%"
+                         PRIu64 "}", ids[3]);
+        cr_assert_not(jbool(o, "data.refreshNeeded"));
+        cr_assert_eq(json_object_array_length(jget(o, "data.events")), 6);
+        cr_assert_eq(jint(o, "data.events.0.id"), (int64_t) ids[4]);
+        cr_assert_eq(jint(o, "data.events.0.message"), 4);
+        cr_assert_gt(jint(o, "data.events.0.timestamp"), 0);
+        json_object_put(o);
+        /* Up to date: nothing; from before the oldest: refresh_needed, as before the stop. */
+        expect_replay(sub, "feed", ids[9], NULL, NULL, 0);
+        expect_refresh(sub, "feed", "1");
+
+        /* Live again, above every id of the last run. */
+        pub = conn_open(d);
+        live = publish(pub, "feed", "\"live\"");
+        cr_assert_gt(live, ids[9]);
+        o = expect_message(sub, "feed");
+        cr_assert_eq(jint(o, "eventId"), (int64_t) live);
+        json_object_put(o);
+
+        /* A second restart keeps both runs' events. */
+        more[0] = publish(pub, "feed", "\"more\"");
+        more[1] = publish(pub, "jobs:b", "\"more\"");
+        conn_close(pub);
+        conn_close(sub);
+        daemon_stop_keep_home(d, SIGTERM);
+        d = daemon_start(&(DaemonOptions) { .home = home });
+        sub = conn_open(d);
+        ids[10] = live;
+        ids[11] = more[0];
+        feed[10] = feed[11] = "feed";
+        expect_replay(sub, "feed", ids[7], ids + 8, feed, 4);
+        wids[6] = more[1];
+        jobs[6] = "jobs:b";
+        expect_replay(sub, "jobs:*", wids[3], wids + 4, jobs + 4, 3);
+        conn_close(sub);
+        daemon_stop_keep_home(d, SIGTERM);
+        home_remove(home);
+}
+
+/* A crash keeps nothing of the buffers, and photond says so: every subscriber resuming from before it gets
+ * refresh_needed, whether its events came from before the last graceful stop or after it. No replay from the file
+ * of an earlier stop. */
+Test(channels, replay_after_a_crash_is_refresh_needed) {
+        Daemon *d = daemon_start(NULL);
+        Conn *pub = conn_open(d), *sub;
+        uint64_t before, after, newer;
+        char last[32], *home;
+
+        before = publish(pub, "feed", "1");
+        publish(pub, "feed", "2");
+        conn_close(pub);
+        home = daemon_take_home(d);
+        daemon_stop_keep_home(d, SIGTERM);
+
+        /* Restored, then more is published, then photond is killed. */
+        d = daemon_start(&(DaemonOptions) { .home = home });
+        pub = conn_open(d);
+        after = publish(pub, "feed", "3");
+        newer = publish(pub, "feed", "4");
+        conn_close(pub);
+        daemon_stop_keep_home(d, SIGKILL);
+        cr_assert_not(replay_file_exists(home), "a crash leaves no replay.bin");
+
+        d = daemon_start(&(DaemonOptions) { .home = home });
+        cr_assert(daemon_log_contains(d, "did not stop gracefully"), "the log says the buffers were lost");
+        sub = conn_open(d);
+        snprintf(last, sizeof(last), "%" PRIu64, before);
+        expect_refresh(sub, "feed", last);
+        snprintf(last, sizeof(last), "%" PRIu64, after);
+        expect_refresh(sub, "feed", last);
+        snprintf(last, sizeof(last), "%" PRIu64, newer);
+        expect_refresh(sub, "feed", last);
+        snprintf(last, sizeof(last), "%" PRIu64, newer);
+        expect_refresh(sub, "feed:*", last);
+        conn_close(sub);
+        /* New events replay as usual. */
+        pub = conn_open(d);
+        after = publish(pub, "feed", "5");
+        newer = publish(pub, "feed", "6");
+        cr_assert_gt(newer, after);
+        sub = conn_open(d);
+        expect_replay(sub, "feed", after, &newer, (const char *const[]) { "feed" }, 1);
+        conn_close(pub);
+        conn_close(sub);
+        daemon_stop_keep_home(d, SIGTERM);
+        home_remove(home);
 }
 
 /* Reads what arrives within timeout_ms (then what comes within 1 ms), checking the order. */

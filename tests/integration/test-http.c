@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <openssl/evp.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -24,8 +25,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "harness.h"
 #include "json-util.h"
+#include "photond-http-page.h"
+#include "webhook-auth.h"
 
 #define TOKEN "t0ken-for-tests"
 #define AUTH "Authorization: Bearer " TOKEN
@@ -609,15 +613,18 @@ typedef struct Sse {
         size_t len, seen;               /* seen: what sse_next() has consumed */
 } Sse;
 
-static Sse* sse_open(int port, const char *query, const char *header) {
+/* auth: the Authorization header (NULL: none), header: another one (NULL: none). */
+static Sse* sse_open_as(int port, const char *query, const char *auth, const char *header) {
         const char *args[16];
         int n = 0;
         Sse *s = calloc(1, sizeof(Sse));
 
         cr_assert(s);
         args[n++] = "--no-buffer";
-        args[n++] = "-H";
-        args[n++] = AUTH;
+        if (auth) {
+                args[n++] = "-H";
+                args[n++] = auth;
+        }
         if (header) {
                 args[n++] = "-H";
                 args[n++] = header;
@@ -627,6 +634,10 @@ static Sse* sse_open(int port, const char *query, const char *header) {
         s->pid = curl_spawn(args, &s->fd);
         s->buf = calloc(1, 1);
         return s;
+}
+
+static Sse* sse_open(int port, const char *query, const char *header) {
+        return sse_open_as(port, query, AUTH, header);
 }
 
 /* Reads until text has come (true) or timeout_ms passed, or the stream ended (false). */
@@ -851,6 +862,260 @@ Test(http, sse_keepalive) {
         s->seen = s->len;
         cr_assert(sse_wait(s, ":\n\n", 2500), "no keep-alive: %s", s->buf);
         sse_close(s);
+        daemon_free(d);
+}
+
+/* --- the status page --- */
+
+/* "'sha256-<base64>'" of the text between the one <tag> of the page and its </tag> (kept). */
+static const char* inline_source(const char *page, const char *tag) {
+        const char *open = strstr(page, hdr("<%s>", tag)), *close = strstr(page, hdr("</%s>", tag));
+        uint8_t md[32];
+        unsigned n = 0;
+        char *b64;
+
+        cr_assert(open && close && close > open, "no <%s> in the page", tag);
+        cr_assert_null(strstr(close + 1, hdr("<%s>", tag)), "a second <%s> in the page", tag);
+        open += strlen(tag) + 2;
+        cr_assert_eq(EVP_Digest(open, close - open, md, &n, EVP_sha256(), NULL), 1);
+        cr_assert_eq(base64_encode(md, n, &b64), 0);
+        return hdr("'sha256-%s'", keep(b64));
+}
+
+Test(http, page_is_served_without_a_token) {
+        Daemon *d = start();
+        Http *h = http(d->webhook_port, "GET", "/", NULL, NULL);
+        const char *csp;
+
+        cr_assert_eq(h->status, 200, "%s", h->body);
+        cr_assert_str_eq(http_header(h, "Content-Type"), "text/html; charset=utf-8");
+        cr_assert_str_eq(http_header(h, "X-Content-Type-Options"), "nosniff");
+        cr_assert_str_eq(http_header(h, "Cache-Control"), "no-store");
+        cr_assert_eq(strlen(h->body), status_page_html_size);
+        cr_assert(memcmp(h->body, status_page_html, status_page_html_size) == 0);
+        cr_assert(strstr(h->body, "<title>photond status</title>"));
+
+        /* A strict policy: nothing by default, the page's own inline style and script by their hashes (computed
+         * at build time: they must be those of the page served), the API on this origin only. */
+        csp = http_header(h, "Content-Security-Policy");
+        cr_assert_not_null(csp);
+        cr_assert_str_eq(csp, status_page_csp);
+        cr_assert(strncmp(csp, "default-src 'none'; ", 20) == 0, "%s", csp);
+        cr_assert(strstr(csp, hdr("script-src %s;", inline_source(h->body, "script"))), "%s", csp);
+        cr_assert(strstr(csp, hdr("style-src %s;", inline_source(h->body, "style"))), "%s", csp);
+        cr_assert(strstr(csp, "connect-src 'self';"), "%s", csp);
+        cr_assert(strstr(csp, "frame-ancestors 'none'"), "%s", csp);
+        cr_assert_null(strstr(csp, "unsafe"), "%s", csp);
+        http_free(h);
+
+        /* With no token configured too: the page holds no data (the API it calls answers 403). */
+        daemon_free(d);
+        d = start_env(NULL);
+        expect(http(d->webhook_port, "GET", "/", NULL, NULL), 200, NULL);
+        /* Only GET /: anything else there, or elsewhere, is what it was (the webhook endpoint's 404). */
+        expect(http(d->webhook_port, "POST", "/", "{}", NULL), 404,
+               "Not found. Use /webhook/{photonName}/{method}");
+        expect(http(d->webhook_port, "GET", "/index.html", NULL, NULL), 404, NULL);
+        expect(http(d->webhook_port, "GET", "/status.js", NULL, NULL), 404, NULL);
+        daemon_free(d);
+}
+
+/* --- stream tokens (EventSource cannot send a header) --- */
+
+/* A stream token from POST /v1/events/token (kept). */
+static const char* stream_token(Daemon *d, int64_t *ret_expires) {
+        Http *h = http(d->webhook_port, "POST", "/v1/events/token", NULL, "-H", AUTH, NULL);
+        const char *token;
+
+        cr_assert_eq(h->status, 200, "%s", h->body);
+        token = keep(strdup(jstr(h->json, "token")));
+        if (ret_expires)
+                *ret_expires = jint(h->json, "expiresAt");
+        http_free(h);
+        return token;
+}
+
+/* The status of GET /v1/events?query (no Authorization header; a stream is cut after a second), its body in
+ * *ret_body (kept) if not NULL. */
+static int stream_open_status(Daemon *d, const char *query, const char **ret_body) {
+        const char *args[] = { "--include", "--max-time", "1",
+                               hdr("http://127.0.0.1:%d/v1/events?%s", d->webhook_port, query), NULL };
+        int fd, status = 0;
+        pid_t pid = curl_spawn(args, &fd);
+        char *out = read_all(fd), *body;
+
+        close(fd);
+        (void) curl_wait(pid);      /* a stream ends by --max-time */
+        cr_assert(sscanf(out, "HTTP/1.1 %d", &status) == 1, "no answer: %s", out);
+        if (ret_body) {
+                body = strstr(out, "\r\n\r\n");
+                *ret_body = keep(strdup(body ? body + 4 : ""));
+        }
+        free(out);
+        return status;
+}
+
+static void expect_stream_refused(Daemon *d, const char *query, const char *error) {
+        const char *body;
+        struct json_object *o = NULL;
+
+        cr_assert_eq(stream_open_status(d, query, &body), 401, "%s: %s", query, body);
+        cr_assert_eq(json_parse(body, strlen(body), &o, NULL), 0, "%s", body);
+        cr_assert_str_eq(jstr(o, "error"), error);
+        json_object_put(o);
+}
+
+#define ERROR_STREAM_TOKEN_INVALID "Invalid stream token: ask for a new one (POST /v1/events/token)"
+
+Test(http, stream_token_is_issued_for_the_api_token_only) {
+        Daemon *d = start();
+        int64_t expires, now = (int64_t) (now_usec(CLOCK_REALTIME) / 1000);
+        const char *token;
+        Http *h;
+
+        expect(http(d->webhook_port, "POST", "/v1/events/token", NULL, NULL), 401,
+               "Invalid or missing API token: send Authorization: Bearer <token>");
+        expect(http(d->webhook_port, "POST", "/v1/events/token", NULL, "-H", "Authorization: Bearer nope", NULL),
+               401, NULL);
+        /* A stream token does not buy another. */
+        token = stream_token(d, &expires);
+        expect(http(d->webhook_port, "POST", hdr("/v1/events/token?token=%s", token), NULL, NULL), 401,
+               "A stream token (?token=) only opens event streams: send Authorization: Bearer <token>");
+
+        /* "<expiry>.<64 hex>", expiring PHOTOND_SSE_TOKEN_LIFETIME_S (60) from now. */
+        cr_assert(strlen(token) > 65 && token[strlen(token) - 65] == '.', "%s", token);
+        cr_assert_eq(strspn(token + strlen(token) - 64, "0123456789abcdef"), 64, "%s", token);
+        cr_assert(expires >= now + 59000 && expires <= now + 65000, "expiresAt %" PRId64 ", now %" PRId64, expires,
+                  now);
+        /* Not the API token, and not a constant: the expiry is part of it. */
+        cr_assert(!strstr(token, TOKEN));
+        usleep(5000);
+        cr_assert_str_neq(stream_token(d, NULL), token);
+
+        h = http(d->webhook_port, "POST", "/v1/events/token", NULL, "-H", AUTH, NULL);
+        cr_assert_str_eq(http_header(h, "Content-Type"), "application/json");
+        http_free(h);
+
+        /* No token configured: 403, as every API route. */
+        daemon_free(d);
+        d = start_env(NULL);
+        expect(http(d->webhook_port, "POST", "/v1/events/token", NULL, "-H", AUTH, NULL), 403, NULL);
+        cr_assert_eq(stream_open_status(d, hdr("channel=a&token=%s", token), NULL), 403);
+        daemon_free(d);
+}
+
+/* curl stands in for a browser's EventSource: no Authorization header, the token in the URL. */
+Test(http, stream_token_opens_a_stream) {
+        Daemon *d = start();
+        Conn *c = conn_open(d);
+        const char *token = stream_token(d, NULL);
+        int64_t first, id;
+        Sse *s;
+
+        first = socket_publish(c, "board:news", "{\"n\":1}");
+        s = sse_open_as(d->webhook_port, hdr("channel=board:news&token=%s", token), NULL, NULL);
+        cr_assert(sse_wait(s, ": photond event stream\n\n", 5000), "no greeting: %s", s->buf);
+        id = socket_publish(c, "board:news", "{\"n\":2}");
+        cr_assert_str_eq(sse_next(s, 5000), event_text(id, "board:news", "{\"n\":2}"));
+        sse_close(s);
+
+        /* Replay as with the header: lastEventId in the query, or Last-Event-ID as a browser reconnecting sends
+         * it; the same token, again (it is not used up). */
+        s = sse_open_as(d->webhook_port, hdr("channel=board:news&token=%s&lastEventId=%" PRId64, token, first), NULL,
+                        NULL);
+        cr_assert_str_eq(sse_next(s, 5000), event_text(id, "board:news", "{\"n\":2}"));
+        sse_close(s);
+        s = sse_open_as(d->webhook_port, hdr("channel=board:news&token=%s", token), NULL,
+                        hdr("Last-Event-ID: %" PRId64, first));
+        cr_assert_str_eq(sse_next(s, 5000), event_text(id, "board:news", "{\"n\":2}"));
+        sse_close(s);
+
+        /* A good Authorization header decides on its own; a bad one is not rescued by a good stream token. */
+        s = sse_open_as(d->webhook_port, "channel=a&token=garbage", AUTH, NULL);
+        cr_assert(sse_wait(s, ": photond event stream\n\n", 5000), "refused: %s", s->buf);
+        sse_close(s);
+        expect(http(d->webhook_port, "GET", hdr("/v1/events?channel=a&token=%s", token), NULL, "-H",
+                    "Authorization: Bearer nope", NULL), 401,
+               "Invalid or missing API token: send Authorization: Bearer <token>");
+        conn_close(c);
+        daemon_free(d);
+}
+
+Test(http, stream_token_altered_or_expired_is_refused) {
+        Daemon *d = start_env((const char*[]) { "PHOTOND_API_TOKEN=" TOKEN, "PHOTOND_SSE_TOKEN_LIFETIME_S=2",
+                                                NULL });
+        const char *token = stream_token(d, NULL), *dot = strchr(token, '.');
+        char *altered;
+        uint64_t expiry, deadline;
+
+        cr_assert(dot);
+        cr_assert_eq(stream_open_status(d, hdr("channel=a&token=%s", token), NULL), 200);
+
+        /* One hex digit of the MAC changed. */
+        altered = keep(strdup(token));
+        altered[strlen(altered) - 1] = altered[strlen(altered) - 1] == '0' ? '1' : '0';
+        expect_stream_refused(d, hdr("channel=a&token=%s", altered), ERROR_STREAM_TOKEN_INVALID);
+        /* A later expiry with the old MAC. */
+        cr_assert(sscanf(token, "%" SCNu64, &expiry) == 1);
+        expect_stream_refused(d, hdr("channel=a&token=%" PRIu64 "%s", expiry + 3600000, dot),
+                              ERROR_STREAM_TOKEN_INVALID);
+        /* The same expiry written otherwise. */
+        expect_stream_refused(d, hdr("channel=a&token=0%s", token), ERROR_STREAM_TOKEN_INVALID);
+        /* Not a token at all; empty; the API token itself. */
+        expect_stream_refused(d, "channel=a&token=garbage", ERROR_STREAM_TOKEN_INVALID);
+        expect_stream_refused(d, "channel=a&token=", ERROR_STREAM_TOKEN_INVALID);
+        expect_stream_refused(d, "channel=a&token=" TOKEN, ERROR_STREAM_TOKEN_INVALID);
+        /* Without a token or a header: the API token is asked for. */
+        expect_stream_refused(d, "channel=a", "Invalid or missing API token: send Authorization: Bearer <token>");
+
+        /* Expired: refused with its own word (waited for, up to twice its lifetime). */
+        deadline = mono_ms() + 5000;
+        for (;;) {
+                const char *body;
+                int status = stream_open_status(d, hdr("channel=a&token=%s", token), &body);
+
+                if (status == 401) {
+                        cr_assert(strstr(body, "Stream token expired: ask for a new one (POST /v1/events/token)"),
+                                  "%s", body);
+                        break;
+                }
+                cr_assert_eq(status, 200);
+                cr_assert_lt(mono_ms(), deadline, "the stream token does not expire");
+        }
+        /* A new one works. */
+        cr_assert_eq(stream_open_status(d, hdr("channel=a&token=%s", stream_token(d, NULL)), NULL), 200);
+        daemon_free(d);
+}
+
+Test(http, stream_token_refused_on_other_routes) {
+        Daemon *d = start();
+        const char *token = stream_token(d, NULL);
+        static const char *const elsewhere =
+                "A stream token (?token=) only opens event streams: send Authorization: Bearer <token>";
+
+        expect(http(d->webhook_port, "GET", hdr("/v1/status?token=%s", token), NULL, NULL), 401, elsewhere);
+        expect(http(d->webhook_port, "GET", hdr("/v1/locks?token=%s", token), NULL, NULL), 401, elsewhere);
+        expect(http(d->webhook_port, "GET", hdr("/v1/channels?token=%s", token), NULL, NULL), 401, elsewhere);
+        expect(http(d->webhook_port, "POST", hdr("/v1/channels/a?token=%s", token), "1", NULL), 401, elsewhere);
+        expect(http(d->webhook_port, "DELETE", hdr("/v1/locks/x?token=%s", token), NULL, NULL), 401, elsewhere);
+        /* As the Authorization header's token it is nothing either. */
+        expect(http(d->webhook_port, "GET", "/v1/status", NULL, "-H", hdr("Authorization: Bearer %s", token), NULL),
+               401, "Invalid or missing API token: send Authorization: Bearer <token>");
+        /* Where it belongs it still works. */
+        cr_assert_eq(stream_open_status(d, hdr("channel=a&token=%s", token), NULL), 200);
+        daemon_free(d);
+}
+
+Test(http, stream_tokens_die_with_a_reload) {
+        Daemon *d = start();
+        const char *token = stream_token(d, NULL);
+
+        cr_assert_eq(stream_open_status(d, hdr("channel=a&token=%s", token), NULL), 200);
+        /* SIGHUP is how a leaked API token is replaced: the stream tokens issued with it go too. */
+        cr_assert_eq(kill(d->pid, SIGHUP), 0);
+        cr_assert_not_null(daemon_wait_notify(d, "READY=1", 5000));
+        expect_stream_refused(d, hdr("channel=a&token=%s", token), ERROR_STREAM_TOKEN_INVALID);
+        cr_assert_eq(stream_open_status(d, hdr("channel=a&token=%s", stream_token(d, NULL)), NULL), 200);
         daemon_free(d);
 }
 
