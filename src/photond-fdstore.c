@@ -937,7 +937,7 @@ bool fdstore_stop_keeps_clients(Manager *m) {
 size_t fdstore_keep_clients(Manager *m) {
         _cleanup_(keep_context_done) KeepContext k = { .manager = m };
         _cleanup_close_ int state_fd = -EBADF;
-        size_t size, n_written = 0, n_left = 0, n_stored;
+        size_t size, n_written = 0, n_late = 0, n_too_big = 0, n_stored;
         uint64_t deadline;
         const char *data;
         int r;
@@ -951,8 +951,9 @@ size_t fdstore_keep_clients(Manager *m) {
          * written down. */
         dispatcher_deliver_done(m->dispatcher);
         (void) manager_flush(m);
-        /* Then a reply may have left that reports a change the disk does not have, which the next process would
-         * not know (a shutdown sends them all: the last state write failed, there is nothing left to protect). */
+        /* The last state write failed: the flush sent the replies held for it all the same (a shutdown has nothing
+         * left to protect), and they report changes the next process will not know. Keep nothing: the clients
+         * reconnect, as after a stop. */
         if (m->state_unsaved) {
                 log_warning("The state could not be written: not keeping the connections across the restart; they "
                             "are closed as a stop does.");
@@ -984,14 +985,14 @@ size_t fdstore_keep_clients(Manager *m) {
                 goto fail;
         for (size_t i = 0; i < k.n_kept; i++) {
                 if (now_usec(CLOCK_MONOTONIC) >= deadline) {
-                        n_left += k.n_kept - i;
-                        log_warning("Writing down the connections took SHUTDOWN_FLUSH_MS (%" PRIu64 " ms): %zu are "
-                                    "closed as a stop does.", limits.SHUTDOWN_FLUSH_MS, k.n_kept - i);
+                        n_late = k.n_kept - i;
+                        log_warning("Writing down the connections took PHOTOND_SHUTDOWN_FLUSH_MS (%" PRIu64 " ms): "
+                                    "%zu are closed as a stop does.", limits.SHUTDOWN_FLUSH_MS, n_late);
                         break;
                 }
                 r = keep_write(&k, &k.kept[i]);
                 if (r == -E2BIG) {
-                        n_left++;
+                        n_too_big++;
                         continue;
                 }
                 if (r < 0)
@@ -999,9 +1000,9 @@ size_t fdstore_keep_clients(Manager *m) {
                 k.kept[i].written = true;
                 n_written++;
         }
-        if (n_left > 0)
+        if (n_too_big > 0)
                 log_warning("%zu connections did not fit PHOTOND_FDSTORE_MAX_BYTES (%" PRIu64 " bytes of state): "
-                            "they are closed as a stop does.", n_left, limits.FDSTORE_MAX_BYTES);
+                            "they are closed as a stop does.", n_too_big, limits.FDSTORE_MAX_BYTES);
         if (n_written == 0)
                 return 0;
 
