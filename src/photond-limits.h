@@ -59,6 +59,7 @@
         X(WEBHOOK_CONNECTION_MEMORY_BYTES,      (64 * 1024))                                                    \
         X(WEBHOOK_IDLE_TIMEOUT_S,               30)                                                             \
         X(WEBHOOK_REQUEST_TIMEOUT_S,            60)                /* headers received to whole body */         \
+        X(WEBHOOK_STOP_GRACE_MS,                10000)             /* a stop waits this for webhook calls */    \
         X(WEBHOOK_REPLAY_CACHE_IDS,             65536)             /* Standard Webhooks ids remembered */       \
         X(WEBHOOK_RATE_LIMIT_ADDRESSES,         65536)             /* source addresses the rate limit tracks */ \
         X(WEBHOOK_MAX_BUFFERED_BYTES,           (64 * 1024 * 1024)) /* request bodies held at once, all conns */ \

@@ -298,6 +298,14 @@ static void hook_job_finished(void *userdata, const char *id, const char *status
 /* ---- what the HTTP front end asks (filled in by manager_startup()) ---- */
 
 /* HTTP answers and events that may report a change wait for its write, as socket replies do. */
+/* The last webhook request under way ended: a stop that waited for it may end now (manager_flush()). */
+static void hook_webhook_idle(void *userdata) {
+        Manager *m = userdata;
+
+        if (m->shutting_down)
+                manager_schedule_flush(m);
+}
+
 static bool hook_http_output_held(void *userdata) {
         Manager *m = userdata;
 
@@ -369,6 +377,9 @@ void manager_client_close(Manager *m, Client *c, ClientClose reason) {
 }
 
 static bool manager_output_pending(Manager *m) {
+        /* A webhook call under way at a stop finishes and is answered first (bounded by the stop's timer). */
+        if (webhook_busy(m->webhook))
+                return true;
         LIST_FOREACH(clients, c, m->clients)
                 if (c->out_n > 0 && !c->disconnected)
                         return true;
@@ -647,7 +658,11 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
 static int on_shutdown_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
 
-        log_debug("Shutdown flush bound reached, exiting with output still queued.");
+        if (webhook_busy(m->webhook))
+                log_notice("Webhook requests still under way after PHOTOND_WEBHOOK_STOP_GRACE_MS (%" PRIu64 " ms): "
+                           "exiting, their connections close without an answer.", limits.WEBHOOK_STOP_GRACE_MS);
+        else
+                log_debug("Shutdown flush bound reached, exiting with output still queued.");
         return sd_event_exit(m->event, m->exit_code);
 }
 
@@ -672,6 +687,9 @@ static void manager_shutdown(Manager *m, const char *why, bool keep_clients) {
         if (keep_clients)
                 (void) fdstore_keep_clients(m);
 
+        /* New HTTP connections wait in the listener's backlog (systemd keeps it); those under way go on. */
+        http_server_quiesce(m->http);
+
         /* One buffer for everyone. */
         o = response_shutdown_new();
         b = o ? shared_buf_new_json_line(o) : NULL;
@@ -680,9 +698,12 @@ static void manager_shutdown(Manager *m, const char *why, bool keep_clients) {
                         if (!c->disconnected)
                                 (void) client_send(c, b, NULL);
 
+        /* Webhook calls under way get WEBHOOK_STOP_GRACE_MS to finish and be answered; clients alone, the flush
+         * bound. */
         r = sd_event_add_time_relative(m->event, &m->shutdown_event_source, CLOCK_MONOTONIC,
-                                       limits.SHUTDOWN_FLUSH_MS * USEC_PER_MSEC, USEC_PER_MSEC,
-                                       on_shutdown_timeout, m);
+                                       MAX(limits.SHUTDOWN_FLUSH_MS,
+                                           webhook_busy(m->webhook) ? limits.WEBHOOK_STOP_GRACE_MS : 0) *
+                                       USEC_PER_MSEC, USEC_PER_MSEC, on_shutdown_timeout, m);
         if (r < 0) {
                 log_error_errno(r, "Failed to arm the shutdown timer, exiting now: %m");
                 (void) sd_event_exit(m->event, m->exit_code);
@@ -1076,6 +1097,7 @@ int manager_startup(Manager *m) {
                 r = webhook_new(m->http, m->dispatcher, m->channels, &m->webhook);
                 if (r < 0)
                         return log_error_errno(r, "Failed to start the webhook endpoint: %m");
+                webhook_set_idle_callback(m->webhook, hook_webhook_idle, m);
                 r = http_api_new(m->http, &(HttpApiConfig) {
                                          .channels = m->channels,
                                          .locks = m->locks,
@@ -1165,6 +1187,7 @@ Manager* manager_free(Manager *m) {
 
         /* Subsystems first: they may still refer to clients. */
         /* The front end first: ending its requests lets the routes' pending calls go. */
+        webhook_set_idle_callback(m->webhook, NULL, NULL);
         m->http = http_server_free(m->http);
         m->http_api = http_api_free(m->http_api);
         m->http_sse = http_sse_free(m->http_sse);
