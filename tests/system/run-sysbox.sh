@@ -106,7 +106,7 @@ check "sysusers created system user photon" as_root sh -c 'getent passwd photon 
 check "tmpfiles created /etc/photon/handlers and /run/photon (owner photon)" \
   as_root sh -c 'test -d /etc/photon/handlers && test "$(stat -c %U:%a /run/photon)" = photon:755'
 
-# keep_clients SCOPE ACTION: 100 subscribers (photonctl subscribe) and a publisher (socat, one connection) while ACTION (restart: systemctl restart; upgrade: dpkg -i of the package again, whose
+# keep_clients SCOPE ACTION: 100 subscribers (photonctl subscribe) and a publisher (socat, one connection) while ACTION (restart: systemctl restart; upgrade: dpkg -i of a newer version of the package, whose
 # postinst restarts the system instance) replaces photond. Every subscriber must stay connected and receive every
 # event once, in order; every publish must succeed; a lock and a job come through unchanged; the store must be
 # empty afterwards. Prints the gap: the longest time between two events a subscriber received.
@@ -159,7 +159,18 @@ keep_clients_script='
   done
   case $action in
     restart) $sctl restart photond.service ;;
-    upgrade) dpkg -i /var/tmp/sysbox-debs/*.deb >/dev/null ;;
+    upgrade)
+      # A newer version of the package: the same files under a higher version (dpkg-deb, in the box), so dpkg runs
+      # the upgrade path of the maintainer scripts (postinst configure <old version>: a restart) as apt would.
+      newer=/var/tmp/photond-newer.deb
+      if [ ! -e $newer ]; then
+        x=$(mktemp -d)
+        dpkg-deb -R /var/tmp/sysbox-debs/*.deb "$x/p" &&
+          sed -i "s/^Version: \(.*\)/Version: \1+systest1/" "$x/p/DEBIAN/control" &&
+          dpkg-deb -b "$x/p" $newer >/dev/null || { echo "could not make the newer package"; exit 1; }
+      fi
+      dpkg -i $newer >/dev/null && dpkg-query -W -f "\${Version}\n" photond | grep -q "+systest1" ||
+        { echo "the newer package was not installed"; fail=1; } ;;
   esac
   t=0
   until [ -e "$dir/published" ]; do
@@ -329,9 +340,9 @@ keep_check "systemctl restart photond.service (system): 100 subscribers stay con
   system restart
 
 # ---------------------------------------------------------------- upgrade and removal
-keep_check "upgrade (dpkg -i again) with 100 subscribers: they stay connected, every event once, in order" \
+keep_check "upgrade to a newer version (dpkg -i) with 100 subscribers: they stay connected, every event once, in order" \
   system upgrade
-check "upgrade (dpkg -i again) restarts an enabled system instance" as_root sh -c '
+check "dpkg -i of the older version again (a downgrade) restarts an enabled system instance" as_root sh -c '
   systemctl enable --now photond.socket >/dev/null 2>&1
   test "$(photonctl --system ping)" = pong
   before=$(systemctl show -P MainPID photond.service)
