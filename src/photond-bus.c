@@ -913,3 +913,65 @@ int bus_start(Bus *b) {
         log_debug("Connected to the %s bus.", bus_which(b));
         return 0;
 }
+
+/* ---- asking the service manager ---- */
+
+#define SYSTEMD_CALL_TIMEOUT_USEC (250 * USEC_PER_MSEC)
+
+/* The value of property of the object path of systemd, its reply entered at the variant of type contents. */
+static int systemd_get_property(Bus *b, const char *path, const char *interface, const char *property,
+                                const char *contents, sd_bus_message **ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_call(b->conn, &m, "org.freedesktop.systemd1", path,
+                                           "org.freedesktop.DBus.Properties", "Get");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "ss", interface, property);
+        if (r >= 0)
+                r = sd_bus_call(b->conn, m, SYSTEMD_CALL_TIMEOUT_USEC, NULL, &reply);
+        if (r >= 0)
+                r = sd_bus_message_enter_container(reply, 'v', contents);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(reply);
+        return 0;
+}
+
+int bus_unit_job_type(Bus *b, char **ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL, *job = NULL, *type = NULL;
+        const char *unit_path, *job_path, *t;
+        uint32_t job_id;
+        char *s;
+        int r;
+
+        if (!b || !b->conn)
+                return -ENOTCONN;
+
+        r = sd_bus_message_new_method_call(b->conn, &m, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+                                           "org.freedesktop.systemd1.Manager", "GetUnitByPID");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "u", (uint32_t) getpid());
+        if (r >= 0)
+                r = sd_bus_call(b->conn, m, SYSTEMD_CALL_TIMEOUT_USEC, NULL, &reply);
+        if (r >= 0)
+                r = sd_bus_message_read(reply, "o", &unit_path);
+        if (r >= 0)
+                r = systemd_get_property(b, unit_path, "org.freedesktop.systemd1.Unit", "Job", "(uo)", &job);
+        if (r >= 0)
+                r = sd_bus_message_read(job, "(uo)", &job_id, &job_path);
+        if (r < 0)
+                return r;
+        if (job_id == 0)
+                return 0;
+        r = systemd_get_property(b, job_path, "org.freedesktop.systemd1.Job", "JobType", "s", &type);
+        if (r >= 0)
+                r = sd_bus_message_read(type, "s", &t);
+        if (r < 0)
+                return r;
+        s = strdup(t);
+        if (!s)
+                return -ENOMEM;
+        *ret = s;
+        return 1;
+}

@@ -45,3 +45,8 @@ void bus_changed(Bus *b);
 /* Signals. event: "acquired", "released", "expired". */
 void bus_send_lock_changed(Bus *b, const char *name, const char *holder, const char *event);
 void bus_send_job_finished(Bus *b, const char *id, const char *status, int64_t duration_ms);
+
+/* What the service manager is doing with photond's unit: the type of the job it runs on it ("restart", "stop", …;
+ * free()), 1; 0 when none runs (a kill, or no unit); -ENOTCONN without a bus, or the error of the calls to
+ * org.freedesktop.systemd1 (each waits at most 250 ms). Synchronous: for the stop (photond-fdstore.c). */
+int bus_unit_job_type(Bus *b, char **ret);

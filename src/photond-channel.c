@@ -498,6 +498,20 @@ void channels_subscriber_gone(Channels *chs, Subscriber *sub) {
         subscriber_state_free(sub);
 }
 
+int channels_foreach_subscription(Channels *chs, Subscriber *sub, ChannelKeyCallback cb, void *userdata) {
+        SubscriberState *ss = subscriber_state(sub);
+        int r;
+
+        if (!ss)
+                return 0;
+        LIST_FOREACH(by_sub, s, ss->subscriptions) {
+                r = cb(s->channel->name, s->channel->name_len, userdata);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 /* ---- slow consumers ---- */
 
 static void subscriber_doom(Channels *chs, Subscriber *sub) {

@@ -57,6 +57,11 @@ int channels_replay(Channels *ch, Subscriber *s, const char *request_id, const c
                     int64_t last_event_id);
 /* Drops every subscription of a subscriber that goes away. */
 void channels_subscriber_gone(Channels *ch, Subscriber *s);
+/* Calls cb with every channel key s is subscribed to (name: len bytes, NUL-terminated, valid during the call only),
+ * newest first; stops at cb's first negative return and returns it. cb must not change the subscriptions. (A stop
+ * that keeps the connections writes them down: photond-fdstore.c.) */
+typedef int (*ChannelKeyCallback)(const char *name, size_t len, void *userdata);
+int channels_foreach_subscription(Channels *ch, Subscriber *s, ChannelKeyCallback cb, void *userdata);
 
 /* Publishes message_json, a message already serialized as json-c prints it with JSON_FORMAT_FLAGS (the caller
  * vouches for that: the bytes go out as they are), or no "message" key when it is NULL, on the channel name of len

@@ -89,6 +89,7 @@ static void client_read_more_done(Client *c) {
 
 static void client_mark_dirty(Client *c);
 static void client_clear_queue(Client *c);
+static int client_rbuf_put(Client *c, const char *data, size_t size);
 static void client_resume_input(Client *c);
 static int client_feed_read(Client *c, const char *data, size_t size, bool more_waiting);
 
@@ -530,6 +531,70 @@ void client_discard_queue(Client *c) {
         client_clear_queue(c);
 }
 
+const OutEntry* client_queued_entry(const Client *c, size_t i) {
+        return i < c->out_n ? &c->out[c->out_head + i] : NULL;
+}
+
+size_t client_unhandled_input(const Client *c, const char **ret) {
+        *ret = c->rbuf;
+        return c->rbuf_size;
+}
+
+static int client_queue_grow(Client *c) {
+        size_t na;
+        OutEntry *n;
+
+        if (c->out_head + c->out_n < c->out_alloc)
+                return 0;
+        if (c->out_head > 0) {
+                memmove(c->out, c->out + c->out_head, c->out_n * sizeof(OutEntry));
+                c->out_head = 0;
+                return 0;
+        }
+        na = c->out_alloc ? c->out_alloc * 2 : 8;
+        n = realloc(c->out, na * sizeof(OutEntry));
+        if (!n)
+                return -ENOMEM;
+        c->out = n;
+        c->out_alloc = na;
+        return 0;
+}
+
+int client_requeue(Client *c, SharedBuf *b, size_t offset, const void *tag) {
+        int r;
+
+        assert(offset < b->size);
+
+        if (c->disconnected)
+                return -ECONNRESET;
+        r = client_queue_grow(c);
+        if (r < 0)
+                return r;
+        c->out[c->out_head + c->out_n++] = (OutEntry) {
+                .buf = shared_buf_ref(b),
+                .offset = offset,
+                .tag = tag,
+        };
+        c->out_bytes += b->size - offset;
+        client_mark_dirty(c);
+        return 0;
+}
+
+int client_restore_input(Client *c, const char *data, size_t size) {
+        int r;
+
+        assert(c->rbuf_size == 0);
+
+        r = client_rbuf_put(c, data, size);
+        if (r < 0)
+                return r;
+        /* Fed by client_on_io() before the next read, whether or not it holds a whole line. */
+        c->rbuf_lines = size > 0;
+        if (size > 0)
+                client_read_more(c);
+        return 0;
+}
+
 Client* client_free(Client *c) {
         if (!c)
                 return NULL;
@@ -601,19 +666,8 @@ int client_send(Client *c, SharedBuf *b, const void *tag) {
                 }
         }
 
-        if (c->out_head + c->out_n == c->out_alloc) {
-                if (c->out_head > 0) {
-                        memmove(c->out, c->out + c->out_head, c->out_n * sizeof(OutEntry));
-                        c->out_head = 0;
-                } else {
-                        size_t na = c->out_alloc ? c->out_alloc * 2 : 8;
-                        OutEntry *n = realloc(c->out, na * sizeof(OutEntry));
-                        if (!n)
-                                return -ENOMEM;
-                        c->out = n;
-                        c->out_alloc = na;
-                }
-        }
+        if (client_queue_grow(c) < 0)
+                return -ENOMEM;
 
         c->out[c->out_head + c->out_n++] = (OutEntry) {
                 .buf = shared_buf_ref(b),

@@ -164,6 +164,18 @@ SharedBuf* client_queued_line(const Client *c, size_t i);
 SharedBuf* client_pop_queued(Client *c);
 void client_discard_queue(Client *c);
 
+/* A connection kept across a restart (photond-fdstore.c): what the stop writes down of it and the start puts back.
+ * The i-th oldest queued entry (borrowed; NULL past the end), and the input read from the socket but not handled
+ * yet (an incomplete last line, or all of it while input is paused): its size, *ret the bytes (borrowed). */
+const OutEntry* client_queued_entry(const Client *c, size_t i);
+size_t client_unhandled_input(const Client *c, const char **ret);
+/* Queues b as the last process had it: offset bytes of it already written, tag as in OutEntry. No cap applies: the
+ * queue was within it there. -ECONNRESET if the client is gone, -ENOMEM. */
+int client_requeue(Client *c, SharedBuf *b, size_t offset, const void *tag);
+/* Input the last process read and did not handle: handled from the loop before anything read from now on, as input
+ * kept while paused is. Only on a client that has none (a new one). -ENOMEM. */
+int client_restore_input(Client *c, const char *data, size_t size);
+
 /* What a failed write to c is counted as. */
 ClientClose client_write_error_reason(Client *c);
 

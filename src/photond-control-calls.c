@@ -128,6 +128,10 @@ static DispatchPeer* client_peer(Client *c) {
         return &c->peer;
 }
 
+int control_calls_restore_provider(Dispatcher *d, Client *c, const char *photon) {
+        return dispatcher_provide(d, client_peer(c), photon, NULL);
+}
+
 /* ---- callers ---- */
 
 int control_calls_command(Manager *m, Client *c, Request *req) {

@@ -218,6 +218,23 @@ static const LockWaitOps pending_acquire_ops = {
         .failed = on_wait_failed,
 };
 
+typedef struct WaitIdCallback {
+        int (*cb)(const char *request_id, void *userdata);
+        void *userdata;
+} WaitIdCallback;
+
+static int on_pending_acquire(void *userdata, void *cb_userdata) {
+        PendingAcquire *w = userdata;
+        WaitIdCallback *c = cb_userdata;
+
+        return c->cb(w->id, c->userdata);
+}
+
+int control_lock_foreach_wait(Client *c, int (*cb)(const char *request_id, void *userdata), void *userdata) {
+        return lock_table_foreach_owner_wait(&c->lock_waits, on_pending_acquire,
+                                             &(WaitIdCallback) { cb, userdata });
+}
+
 static int lock_wait(LockTable *t, Client *c, const LockRequest *r, const char *holder, const LockTime *now) {
         _cleanup_free_ PendingAcquire *w = NULL;
         size_t n = strlen(r->id);

@@ -12,6 +12,7 @@
 #include "photond-protocol.h"
 
 typedef struct Channels Channels;
+typedef struct Dispatcher Dispatcher;
 typedef struct Manager Manager;
 
 /* Handles one complete request line of a client (the ClientLineHandler the Manager installs). */
@@ -57,6 +58,9 @@ int control_lock_line(LockTable *t, Client *c, const char *line, size_t len, Req
  * fast path's lines. */
 int control_lock_request(LockTable *t, Client *c, const Request *req);
 int control_lock_list(LockTable *t, Client *c, const Request *req);
+/* Calls cb with the id of each lock request c waits for (lockWait), oldest first; stops at cb's first negative
+ * return and returns it (a stop that keeps the connections writes them down: photond-fdstore.c). */
+int control_lock_foreach_wait(Client *c, int (*cb)(const char *request_id, void *userdata), void *userdata);
 
 /* ---- channels: photond-control-channels.c ---- */
 
@@ -81,6 +85,8 @@ int control_calls_emit(Manager *m, Client *c, Request *req);
 int control_calls_prompt(Manager *m, Client *c, Request *req);
 int control_calls_prompt_response(Manager *m, Client *c, Request *req);
 int control_calls_ps(Manager *m, Client *c, Request *req);
+/* c provides photon again: a connection kept across a restart (photond-fdstore.c). As dispatcher_provide(). */
+int control_calls_restore_provider(Dispatcher *d, Client *c, const char *photon);
 
 /* ---- scheduled jobs (photond-control-jobs.c): a run_job requester waits as the scheduler's waiter c ---- */
 

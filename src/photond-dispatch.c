@@ -379,6 +379,19 @@ static int on_done(sd_event_source *s, void *userdata) {
         return 0;
 }
 
+uint64_t dispatcher_last_serial(Dispatcher *d) {
+        return d->next_serial;
+}
+
+void dispatcher_raise_serial(Dispatcher *d, uint64_t serial) {
+        d->next_serial = MAX(d->next_serial, serial);
+}
+
+void dispatcher_deliver_done(Dispatcher *d) {
+        (void) sd_event_source_set_enabled(d->done_event_source, SD_EVENT_OFF);
+        (void) on_done(d->done_event_source, d);
+}
+
 /* ---- provider calls ---- */
 
 static int provider_send_invoke(DispatchCall *call, Provider *p) {
@@ -991,6 +1004,7 @@ int dispatcher_foreach_call(Dispatcher *d, int (*cb)(const DispatchCallInfo *inf
                                 .timeout_ms = call->timeout_ms,
                                 .provider = call->provider ? call->provider->peer : NULL,
                                 .caller = call->caller,
+                                .caller_id = call->caller ? call->caller_id : NULL,
                         }, userdata);
                 if (r < 0)
                         return r;

@@ -150,6 +150,15 @@ int dispatcher_call(Dispatcher *d, const DispatchRequest *req, DispatchCallback 
 /* Forgets the callback of a running call (its requester went away); the call itself finishes or times out. */
 void dispatch_call_abandon(DispatchCall *call);
 
+/* The call ids issued so far, and a floor for the next ones: a provider kept connected across a restart
+ * (photond-fdstore.c) may still answer a call of the last process, which must not name a call of this one. */
+uint64_t dispatcher_last_serial(Dispatcher *d);
+void dispatcher_raise_serial(Dispatcher *d, uint64_t serial);
+
+/* Delivers now the answers of the calls that have ended and would otherwise be delivered from the loop (callbacks,
+ * the callers' call_done): a stop that keeps the connections sends what is known before it writes them down. */
+void dispatcher_deliver_done(Dispatcher *d);
+
 /* Starts a command: a call of the peer caller, which hears of it through its ops under caller_id (its request's
  * id): the provider's emits and prompts while it runs, then call_done (later, never from inside this function).
  * A successful command publishes <photon>:<instance>:state-changed, whether or not its caller is still there.
@@ -220,6 +229,7 @@ typedef struct DispatchCallInfo {
         uint64_t timeout_ms;
         DispatchPeer *provider;         /* NULL unless a provider runs it */
         DispatchPeer *caller;           /* NULL unless a command whose caller still waits */
+        const char *caller_id;          /* with caller: the id its answer goes out under */
 } DispatchCallInfo;
 
 /* Call cb for every provider (grouped by photon) or running call, newest call first; stop at cb's first negative

@@ -142,6 +142,7 @@ struct HttpServer {
         bool (*output_held)(void *userdata);
         void *userdata;
         struct MHD_Daemon *daemon;
+        int quiesced_fd;                /* the listener MHD gave back at a stop (http_server_quiesce()); closed last */
         sd_event_source *io_event_source;
         sd_event_source *timer_event_source;
         sd_event_source *run_source;    /* defer: MHD_run() on the next iteration, after a resume */
@@ -1803,6 +1804,7 @@ int http_server_new(const HttpServerConfig *config, int fd, HttpServer **ret) {
         h = new0(HttpServer, 1);
         if (!h)
                 return log_oom();
+        h->quiesced_fd = -EBADF;
         h->event = sd_event_ref(config->event);
         h->started_mono_usec = config->started_mono_usec;
         h->output_held = config->output_held;
@@ -1896,6 +1898,20 @@ int http_server_new(const HttpServerConfig *config, int fd, HttpServer **ret) {
         return 0;
 }
 
+void http_server_quiesce(HttpServer *h) {
+        MHD_socket fd;
+
+        if (!h || !h->daemon || h->quiesced_fd >= 0)
+                return;
+        /* The listener leaves MHD's epoll set; systemd (or whoever passed it) keeps it, so a connection made now
+         * waits in the backlog for the next process instead of being refused by this one. */
+        fd = MHD_quiesce_daemon(h->daemon);
+        if (fd == MHD_INVALID_SOCKET)
+                log_debug("HTTP: libmicrohttpd could not stop listening; new connections are answered until exit.");
+        else
+                h->quiesced_fd = fd;
+}
+
 HttpServer* http_server_free(HttpServer *h) {
         HttpAddress *a, *tmp;
 
@@ -1917,6 +1933,7 @@ HttpServer* http_server_free(HttpServer *h) {
         /* Runs on_completed() for every connection, which frees the requests; anything left is freed here. */
         if (h->daemon)
                 MHD_stop_daemon(h->daemon);
+        h->quiesced_fd = safe_close(h->quiesced_fd);
         while (h->requests)
                 http_request_free(h->requests);
         /* What waits for a release is its owners' to free (they go after the server). */

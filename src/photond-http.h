@@ -123,6 +123,9 @@ struct HttpRelease {
  * before the loop runs, so the routes are added in between (/healthz is there from the start). */
 int http_server_new(const HttpServerConfig *config, int fd, HttpServer **ret);
 /* Ends every request (suspended ones included: their routes' done() runs) and closes the listener. */
+/* At a stop: stops accepting connections (the listener stays open, so new ones wait in its backlog for the next
+ * process); the requests under way go on. */
+void http_server_quiesce(HttpServer *h);
 HttpServer* http_server_free(HttpServer *h);
 DEFINE_TRIVIAL_CLEANUP_FUNC(HttpServer*, http_server_free);
 

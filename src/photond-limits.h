@@ -19,6 +19,8 @@
         X(ACCEPT_PAUSE_MS,                      100)               /* listener pause after EMFILE/ENFILE */     \
         X(SHUTDOWN_FLUSH_MS,                    500)               /* time to flush clients on shutdown */      \
         X(BUSY_POLL_US,                         20)                /* poll clients before sleeping; 0: off */   \
+        X(FDSTORE_MAX_CLIENTS,                  4095)              /* connections kept across a restart */      \
+        X(FDSTORE_MAX_BYTES,                    (64 * 1024 * 1024)) /* their state, kept for the next start */   \
         /* pub/sub */                                                                                           \
         X(MAX_SUBSCRIPTIONS_PER_CLIENT,         1024)                                                           \
         X(MAX_CHANNEL_NAME_BYTES,               256)                                                            \
@@ -57,6 +59,7 @@
         X(WEBHOOK_CONNECTION_MEMORY_BYTES,      (64 * 1024))                                                    \
         X(WEBHOOK_IDLE_TIMEOUT_S,               30)                                                             \
         X(WEBHOOK_REQUEST_TIMEOUT_S,            60)                /* headers received to whole body */         \
+        X(WEBHOOK_STOP_GRACE_MS,                10000)             /* a stop waits this for webhook calls */    \
         X(WEBHOOK_REPLAY_CACHE_IDS,             65536)             /* Standard Webhooks ids remembered */       \
         X(WEBHOOK_RATE_LIMIT_ADDRESSES,         65536)             /* source addresses the rate limit tracks */ \
         X(WEBHOOK_MAX_BUFFERED_BYTES,           (64 * 1024 * 1024)) /* request bodies held at once, all conns */ \

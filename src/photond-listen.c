@@ -47,15 +47,26 @@ static int strv_push(char ***l, const char *s) {
 void listen_fds_done(ListenFds *fds) {
         fds->control_fd = safe_close(fds->control_fd);
         fds->webhook_fd = safe_close(fds->webhook_fd);
+        fds->state_fd = safe_close(fds->state_fd);
+        for (size_t i = 0; i < fds->n_client_fds; i++)
+                safe_close(fds->client_fds[i]);
+        fds->client_fds = mfree(fds->client_fds);
+        fds->n_client_fds = 0;
         strv_free(fds->unknown_names);
         fds->unknown_names = NULL;
+}
+
+static bool fd_is_regular(int fd) {
+        struct stat st;
+
+        return fstat(fd, &st) >= 0 && S_ISREG(st.st_mode);
 }
 
 int listen_fds_collect(ListenFds *ret) {
         char **names = NULL;
         int n, r = 0;
 
-        *ret = (ListenFds) { .control_fd = -EBADF, .webhook_fd = -EBADF };
+        *ret = (ListenFds) { .control_fd = -EBADF, .webhook_fd = -EBADF, .state_fd = -EBADF };
 
         n = sd_listen_fds_with_names(/* unset_environment= */ true, &names);
         if (n <= 0)
@@ -65,13 +76,29 @@ int listen_fds_collect(ListenFds *ret) {
                 int fd = SD_LISTEN_FDS_START + i;
                 const char *name = names && names[i] ? names[i] : "unknown";
 
+                if (streq(name, FDSTORE_STATE_NAME) || streq(name, FDSTORE_CLIENT_NAME))
+                        ret->store_names = true;
+
                 if (streq(name, "control") && ret->control_fd < 0 &&
                     sd_is_socket_unix(fd, SOCK_STREAM, /* listening= */ 1, NULL, 0) > 0)
                         ret->control_fd = fd;
                 else if (streq(name, "webhook") && ret->webhook_fd < 0 &&
                          sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, /* listening= */ 1) > 0)
                         ret->webhook_fd = fd;
-                else {
+                else if (streq(name, FDSTORE_STATE_NAME) && ret->state_fd < 0 && fd_is_regular(fd))
+                        ret->state_fd = fd;
+                else if (streq(name, FDSTORE_CLIENT_NAME) &&
+                         sd_is_socket_unix(fd, SOCK_STREAM, /* listening= */ 0, NULL, 0) > 0) {
+                        int *l = realloc(ret->client_fds, (ret->n_client_fds + 1) * sizeof(int));
+
+                        if (!l) {
+                                safe_close(fd);
+                                r = -ENOMEM;
+                                continue;
+                        }
+                        ret->client_fds = l;
+                        ret->client_fds[ret->n_client_fds++] = fd;
+                } else {
                         safe_close(fd);
                         if (r >= 0)
                                 r = strv_push(&ret->unknown_names, name);

@@ -676,6 +676,19 @@ LockTable* lock_table_free(LockTable *t) {
         return mfree(t);
 }
 
+int lock_table_foreach_owner_wait(LockWaitOwner *owner, int (*cb)(void *userdata, void *cb_userdata),
+                                  void *cb_userdata) {
+        LockWaiter *w;
+        int r;
+
+        DL_FOREACH2(owner->waiters, w, owner_next) {
+                r = cb(w->userdata, cb_userdata);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 void lock_table_owner_gone(LockTable *t, LockWaitOwner *owner) {
         if (!t)
                 return;

@@ -181,6 +181,11 @@ typedef struct LockWaitOwner {
 int lock_table_wait(LockTable *t, const char *name, const char *holder, uint64_t timeout_ms, uint64_t wait_ms,
                     const LockTime *now, LockWaitOwner *owner, const LockWaitOps *ops, void *userdata);
 
+/* Calls cb with the userdata of each of the owner's waits, oldest first; stops at cb's first negative return and
+ * returns it. cb must end no wait. (A stop that keeps the connections writes down what they wait for.) */
+int lock_table_foreach_owner_wait(LockWaitOwner *owner, int (*cb)(void *userdata, void *cb_userdata),
+                                  void *cb_userdata);
+
 /* The owner is going away (a disconnecting client): its waits end with failed(-ECANCELED). Its locks stay: locks
  * belong to holder strings, not to connections. */
 void lock_table_owner_gone(LockTable *t, LockWaitOwner *owner);

@@ -30,6 +30,7 @@
 #include "photond-client.h"
 #include "photond-control.h"
 #include "photond-dispatch.h"
+#include "photond-fdstore.h"
 #include "photond-http-api.h"
 #include "photond-http-page.h"
 #include "photond-http-sse.h"
@@ -313,6 +314,14 @@ static void hook_job_finished(void *userdata, const char *id, const char *status
 /* ---- what the HTTP front end asks (filled in by manager_startup()) ---- */
 
 /* HTTP answers and events that may report a change wait for its write, as socket replies do. */
+/* The last webhook request under way ended: a stop that waited for it may end now (manager_flush()). */
+static void hook_webhook_idle(void *userdata) {
+        Manager *m = userdata;
+
+        if (m->shutting_down)
+                manager_schedule_flush(m);
+}
+
 static bool hook_http_output_held(void *userdata) {
         Manager *m = userdata;
 
@@ -384,6 +393,9 @@ void manager_client_close(Manager *m, Client *c, ClientClose reason) {
 }
 
 static bool manager_output_pending(Manager *m) {
+        /* A webhook call under way at a stop finishes and is answered first (bounded by the stop's timer). */
+        if (webhook_busy(m->webhook))
+                return true;
         LIST_FOREACH(clients, c, m->clients)
                 if (c->out_n > 0 && !c->disconnected)
                         return true;
@@ -555,7 +567,8 @@ int manager_flush(Manager *m) {
         /* HTTP answers and event streams that waited for these writes. */
         http_server_flushed(m->http);
 
-        if (m->shutting_down && !manager_output_pending(m))
+        /* Not before the shutdown has queued its notices (a stop that keeps connections flushes first). */
+        if (m->shutting_down && m->shutdown_event_source && !manager_output_pending(m))
                 return sd_event_exit(m->event, m->exit_code);
 
         manager_schedule_status(m);
@@ -661,11 +674,18 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
 static int on_shutdown_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
 
-        log_debug("Shutdown flush bound reached, exiting with output still queued.");
+        if (webhook_busy(m->webhook))
+                log_notice("Webhook requests still under way after PHOTOND_WEBHOOK_STOP_GRACE_MS (%" PRIu64 " ms): "
+                           "exiting, their connections close without an answer.", limits.WEBHOOK_STOP_GRACE_MS);
+        else
+                log_debug("Shutdown flush bound reached, exiting with output still queued.");
         return sd_event_exit(m->event, m->exit_code);
 }
 
-void manager_begin_shutdown(Manager *m, const char *why) {
+/* keep_clients: systemd stops us (SIGTERM) and keeps connections in its file descriptor store, if it has one for
+ * us (photond-fdstore.c): those go on in the next process after a restart, or systemd closes them after a stop.
+ * Either way they hear nothing of this process's end; the others get the notice, as without the store. */
+static void manager_shutdown(Manager *m, const char *why, bool keep_clients) {
         _cleanup_(json_object_putp) struct json_object *o = NULL;
         _cleanup_(shared_buf_unrefp) SharedBuf *b = NULL;
         int r;
@@ -680,6 +700,12 @@ void manager_begin_shutdown(Manager *m, const char *why) {
         (void) sd_event_source_set_enabled(m->control_event_source, SD_EVENT_OFF);
         (void) sd_event_source_set_enabled(m->accept_pause_event_source, SD_EVENT_OFF);
 
+        if (keep_clients)
+                (void) fdstore_keep_clients(m);
+
+        /* New HTTP connections wait in the listener's backlog (systemd keeps it); those under way go on. */
+        http_server_quiesce(m->http);
+
         /* One buffer for everyone. */
         o = response_shutdown_new();
         b = o ? shared_buf_new_json_line(o) : NULL;
@@ -688,15 +714,22 @@ void manager_begin_shutdown(Manager *m, const char *why) {
                         if (!c->disconnected)
                                 (void) client_send(c, b, NULL);
 
+        /* Webhook calls under way get WEBHOOK_STOP_GRACE_MS to finish and be answered; clients alone, the flush
+         * bound. */
         r = sd_event_add_time_relative(m->event, &m->shutdown_event_source, CLOCK_MONOTONIC,
-                                       limits.SHUTDOWN_FLUSH_MS * USEC_PER_MSEC, USEC_PER_MSEC,
-                                       on_shutdown_timeout, m);
+                                       MAX(limits.SHUTDOWN_FLUSH_MS,
+                                           webhook_busy(m->webhook) ? limits.WEBHOOK_STOP_GRACE_MS : 0) *
+                                       USEC_PER_MSEC, USEC_PER_MSEC, on_shutdown_timeout, m);
         if (r < 0) {
                 log_error_errno(r, "Failed to arm the shutdown timer, exiting now: %m");
                 (void) sd_event_exit(m->event, m->exit_code);
                 return;
         }
         manager_schedule_flush(m);
+}
+
+void manager_begin_shutdown(Manager *m, const char *why) {
+        manager_shutdown(m, why, false);
 }
 
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
@@ -715,7 +748,11 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
                 manager_update_status(m);
                 return 0;
         }
-        manager_begin_shutdown(m, si->ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+        /* SIGTERM is how systemd stops us, for a restart too; SIGINT someone at a terminal. */
+        if (si->ssi_signo == SIGTERM)
+                manager_shutdown(m, "SIGTERM", fdstore_stop_keeps_clients(m));
+        else
+                manager_begin_shutdown(m, "SIGINT");
         return 0;
 }
 
@@ -974,8 +1011,12 @@ static void remove_side_files(Manager *m) {
 }
 
 int manager_startup(Manager *m) {
+        _cleanup_(listen_fds_done) ListenFds fds = {
+                .control_fd = -EBADF,
+                .webhook_fd = -EBADF,
+                .state_fd = -EBADF,
+        };
         const char *bad = NULL;
-        ListenFds fds;
         int r;
 
         raise_nofile_limit();
@@ -991,11 +1032,21 @@ int manager_startup(Manager *m) {
         }
         fit_clients_to_nofile();
 
+        r = fdstore_config_from_env(&m->fdstore_max);
+        if (r < 0)
+                return log_error_errno(r, "Invalid PHOTOND_FDSTORE=%s in the environment: auto, no, or the size of "
+                                       "the unit's file descriptor store (FileDescriptorStoreMax=).",
+                                       getenv("PHOTOND_FDSTORE"));
+
         r = listen_fds_collect(&fds);
         if (r < 0)
                 return log_error_errno(r, "Failed to take the file descriptors passed by systemd: %m");
         for (char **n = fds.unknown_names; n && *n; n++)
                 log_warning("Closed a passed file descriptor with an unexpected name '%s'.", *n);
+        /* What the store passed is ours now, and ours alone: a client photond closes must see the close, and a
+         * later start must not take the same connections over again. */
+        if (fds.store_names)
+                fdstore_forget(true, true);
 
         if (fds.control_fd >= 0) {
                 _cleanup_free_ char *path = NULL;
@@ -1006,29 +1057,22 @@ int manager_startup(Manager *m) {
                         free(m->socket_path);
                         m->socket_path = TAKE_PTR(path);
                         r = manager_setup_side_files(m);
-                        if (r < 0) {
-                                listen_fds_done(&fds);
+                        if (r < 0)
                                 return log_oom();
-                        }
                 }
                 log_info("Serving the control socket %s passed by systemd.", m->socket_path);
         } else {
                 r = listen_bind_unix(m->socket_path, &m->control_fd);
-                if (r == -EADDRINUSE) {
-                        listen_fds_done(&fds);
+                if (r == -EADDRINUSE)
                         return log_error_errno(r, "Another daemon is already answering on %s; not starting a second one.",
                                                m->socket_path);
-                }
-                if (r < 0) {
-                        listen_fds_done(&fds);
+                if (r < 0)
                         return log_error_errno(r, "Failed to listen on %s: %m", m->socket_path);
-                }
                 log_info("Listening on %s.", m->socket_path);
         }
 
         if (fds.webhook_fd >= 0)
                 m->webhook_fd = TAKE_FD(fds.webhook_fd);
-        listen_fds_done(&fds);
 
         r = mkdir_parents_and_self(m->state_dir, 0700);
         if (r < 0)
@@ -1041,6 +1085,8 @@ int manager_startup(Manager *m) {
         /* The buffers the last graceful stop saved, before anything is published; they continue above its mark. */
         (void) replay_file_load(m->state_dir, m->channels);
         m->replay_loaded = true;
+        /* The connections the last stop kept, before anything is published: what was queued for them comes first. */
+        (void) fdstore_adopt(m, TAKE_FD(fds.state_fd), fds.client_fds, fds.n_client_fds);
         /* A fresh snapshot and journal now, before any client is accepted: a state directory that cannot be
          * written shows at start, and the files are open before the first lock (and before the clients take the
          * file descriptors a snapshot needs). It reserves the next block of eventIds if the clock has passed the
@@ -1082,6 +1128,7 @@ int manager_startup(Manager *m) {
                 r = webhook_new(m->http, m->dispatcher, m->channels, &m->webhook);
                 if (r < 0)
                         return log_error_errno(r, "Failed to start the webhook endpoint: %m");
+                webhook_set_idle_callback(m->webhook, hook_webhook_idle, m);
                 r = http_api_new(m->http, &(HttpApiConfig) {
                                          .channels = m->channels,
                                          .locks = m->locks,
@@ -1176,6 +1223,7 @@ Manager* manager_free(Manager *m) {
 
         /* Subsystems first: they may still refer to clients. */
         /* The front end first: ending its requests lets the routes' pending calls go. */
+        webhook_set_idle_callback(m->webhook, NULL, NULL);
         m->http = http_server_free(m->http);
         m->http_api = http_api_free(m->http_api);
         m->http_sse = http_sse_free(m->http_sse);

@@ -102,6 +102,7 @@ typedef struct Manager {
         uint64_t started_at_usec;       /* CLOCK_REALTIME */
         uint64_t started_mono_usec;     /* CLOCK_MONOTONIC */
         bool shutting_down;
+        uint64_t fdstore_max;           /* systemd's file descriptor store: its size; 0: a stop keeps no connection */
         int exit_code;
         sd_event_source *shutdown_event_source;
         sd_event_source *idle_event_source;

@@ -2273,3 +2273,17 @@ void scheduler_waiter_gone(Scheduler *s, void *waiter) {
                         j->waiter_id = mfree(j->waiter_id);
                 }
 }
+
+int scheduler_foreach_waiter(Scheduler *s, int (*cb)(void *waiter, const char *waiter_id, void *userdata),
+                             void *userdata) {
+        int r;
+
+        for (Job *j = s->jobs; j; j = j->hh.next) {
+                if (!j->waiter_cb)
+                        continue;
+                r = cb(j->waiter, j->waiter_id, userdata);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}

@@ -173,6 +173,10 @@ int scheduler_run_job(Scheduler *s, const char *id, JobRunCallback cb, void *wai
 
 /* The waiter went away: the runs it asked for go on and report to nobody. */
 void scheduler_waiter_gone(Scheduler *s, void *waiter);
+/* Calls cb with every waiter a run still has to report to and its waiter_id (valid during the call only); stops at
+ * cb's first negative return and returns it. cb must not change the jobs. */
+int scheduler_foreach_waiter(Scheduler *s, int (*cb)(void *waiter, const char *waiter_id, void *userdata),
+                             void *userdata);
 
 /* ---- pure helpers, exposed for the unit tests ---- */
 

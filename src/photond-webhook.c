@@ -100,6 +100,8 @@ struct Webhook {
         bool replay_cache_full;         /* refusing deliveries since the last id was added (logged once) */
 
         LIST_HEAD(WebhookRequest, requests);
+        void (*idle)(void *userdata);   /* webhook_set_idle_callback() */
+        void *idle_userdata;
 
         /* counters for status */
         uint64_t n_succeeded;
@@ -149,6 +151,8 @@ static WebhookRequest* webhook_request_free(WebhookRequest *wr) {
         if (wr->call)
                 dispatch_call_abandon(wr->call);
         LIST_REMOVE(requests, wr->webhook->requests, wr);
+        if (!wr->webhook->requests && wr->webhook->idle)
+                wr->webhook->idle(wr->webhook->idle_userdata);
         free(wr->photon);
         free(wr->method);
         return mfree(wr);
@@ -796,6 +800,17 @@ int webhook_new(HttpServer *http, Dispatcher *dispatcher, Channels *channels, We
         log_info("Webhook endpoint ready.");
         *ret = TAKE_PTR(w);
         return 0;
+}
+
+bool webhook_busy(Webhook *w) {
+        return w && w->requests;
+}
+
+void webhook_set_idle_callback(Webhook *w, void (*idle)(void *userdata), void *userdata) {
+        if (!w)
+                return;
+        w->idle = idle;
+        w->idle_userdata = userdata;
 }
 
 Webhook* webhook_free(Webhook *w) {

@@ -50,6 +50,12 @@ typedef struct WebhookStats {
  * fails (logged). Freed after http. */
 int webhook_new(HttpServer *http, Dispatcher *dispatcher, Channels *channels, Webhook **ret);
 Webhook* webhook_free(Webhook *w);
+
+/* Whether a webhook request is under way: from its head until its answer has been written (a stop waits for these,
+ * up to WEBHOOK_STOP_GRACE_MS). */
+bool webhook_busy(Webhook *w);
+/* idle is called when the last request under way has ended. */
+void webhook_set_idle_callback(Webhook *w, void (*idle)(void *userdata), void *userdata);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Webhook*, webhook_free);
 
 /* Re-reads the secrets (SIGHUP): $CREDENTIALS_DIRECTORY/webhook-secret[.<photon>], else PHOTON_WEBHOOK_SECRET.

@@ -5,6 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "helpers.h"
 #include "json-util.h"
@@ -102,4 +106,131 @@ void test_request(Manager *m, Client *c, const char *fmt, ...) {
         c->manager = m;
         r = control_handle_line(c, line, strlen(line));
         cr_assert_eq(r, 0, "%s: %d", line, r);
+}
+
+FakeStore* fake_store_new(const char *dir) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        FakeStore *s = calloc(1, sizeof(FakeStore));
+        int one = 1;
+
+        cr_assert(s);
+        cr_assert(asprintf(&s->path, "%s/notify-%d", dir, (int) getpid()) >= 0);
+        s->text = strdup("");
+        s->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        cr_assert(s->fd >= 0);
+        cr_assert(strlen(s->path) < sizeof(sa.sun_path));
+        strcpy(sa.sun_path, s->path);
+        cr_assert(bind(s->fd, (struct sockaddr*) &sa, sizeof(sa)) == 0, "bind %s: %m", s->path);
+        /* sd_pid_notify_with_fds() sends credentials; systemd asks for them too. */
+        (void) setsockopt(s->fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
+        return s;
+}
+
+static void fake_store_message(FakeStore *s, char *text, const int *fds, size_t n_fds) {
+        const char *name = "stored";
+        char *t, *line, *save = NULL;
+        bool store = false, remove = false;
+
+        cr_assert(asprintf(&t, "%s%s\n", s->text, text) >= 0);
+        free(s->text);
+        s->text = t;
+
+        for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                if (streq(line, "FDSTORE=1"))
+                        store = true;
+                else if (streq(line, "FDSTOREREMOVE=1"))
+                        remove = true;
+                else if (strncmp(line, "FDNAME=", 7) == 0)
+                        name = line + 7;
+        }
+        if (store)
+                for (size_t i = 0; i < n_fds; i++) {
+                        cr_assert(s->n_fds < FAKE_STORE_MAX);
+                        s->fds[s->n_fds] = fds[i];
+                        s->names[s->n_fds++] = strdup(name);
+                }
+        else
+                for (size_t i = 0; i < n_fds; i++)
+                        close(fds[i]);
+        if (remove) {
+                size_t k = 0;
+
+                s->n_removed++;
+                for (size_t i = 0; i < s->n_fds; i++) {
+                        if (streq(s->names[i], name)) {
+                                close(s->fds[i]);
+                                free(s->names[i]);
+                                continue;
+                        }
+                        s->fds[k] = s->fds[i];
+                        s->names[k++] = s->names[i];
+                }
+                s->n_fds = k;
+        }
+}
+
+unsigned fake_store_receive(FakeStore *s, int wait_ms) {
+        unsigned n = 0;
+
+        for (;;) {
+                union {
+                        struct cmsghdr h;
+                        char buf[CMSG_SPACE(sizeof(int) * 253) + CMSG_SPACE(sizeof(struct ucred))];
+                } control;
+                char text[4096];
+                struct iovec iov = { text, sizeof(text) - 1 };
+                struct msghdr mh = {
+                        .msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = &control,
+                        .msg_controllen = sizeof(control),
+                };
+                int fds[253];
+                size_t n_fds = 0;
+                ssize_t k;
+
+                if (n == 0 && wait_ms > 0) {
+                        struct pollfd p = { .fd = s->fd, .events = POLLIN };
+                        (void) poll(&p, 1, wait_ms);
+                }
+                k = recvmsg(s->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+                if (k < 0) {
+                        cr_assert(errno == EAGAIN, "recvmsg: %m");
+                        return n;
+                }
+                cr_assert(!(mh.msg_flags & (MSG_CTRUNC | MSG_TRUNC)), "a notification was cut short");
+                text[k] = '\0';
+                for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+                        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+                                size_t m = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+
+                                memcpy(fds + n_fds, CMSG_DATA(c), m * sizeof(int));
+                                n_fds += m;
+                        }
+                fake_store_message(s, text, fds, n_fds);
+                n++;
+        }
+}
+
+size_t fake_store_get(FakeStore *s, const char *name, int *ret_fds, size_t max) {
+        size_t n = 0;
+
+        for (size_t i = 0; i < s->n_fds; i++)
+                if (streq(s->names[i], name) && n < max)
+                        ret_fds[n++] = s->fds[i];
+        return n;
+}
+
+void fake_store_free(FakeStore *s) {
+        if (!s)
+                return;
+        for (size_t i = 0; i < s->n_fds; i++) {
+                close(s->fds[i]);
+                free(s->names[i]);
+        }
+        close(s->fd);
+        unlink(s->path);
+        free(s->path);
+        free(s->text);
+        free(s);
 }

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fd-util.h"
 #include "harness.h"
 #include "json-util.h"
 #include "webhook-auth.h"
@@ -1446,34 +1447,73 @@ Test(webhook, client_leaving_abandons_the_call) {
         daemon_free(d);
 }
 
-Test(webhook, shutdown_with_a_call_waiting) {
-        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, NULL });
+/* Starts a webhook call of slow.run in a child running curl (its exit status: curl's) once it runs, waiting until
+ * photond reports it in flight. The answer's body goes to body_path. */
+static pid_t start_slow_call(Daemon *d, const char *body_path) {
+        uint64_t deadline;
         pid_t pid;
-        int status;
 
-        write_handler(d, "slow", "run", "sleep 5; echo '{}'");
         pid = fork();
         cr_assert(pid >= 0);
         if (pid == 0) {
                 char *out;
-                int r = run_curl((const char*[]) { "-o", "/dev/null", "-H", "X-Webhook-Secret: " SECRET, "-d", "{}",
+                int r = run_curl((const char*[]) { "-s", "-o", body_path, "-w", "%{http_code}",
+                                                   "-H", "X-Webhook-Secret: " SECRET, "-d", "{}",
                                                    hdr("http://127.0.0.1:%d/webhook/slow/run", d->webhook_port),
                                                    NULL }, &out);
-                _exit(r);
+                _exit(r != 0 ? r : strcmp(out, "200") == 0 ? 0 : 99);
         }
-        /* Wait until the call runs, then stop photond: the suspended connection must not hang or crash it. */
-        uint64_t deadline = mono_ms() + 5000;
+        deadline = mono_ms() + 5000;
         for (;;) {
                 struct json_object *st = status_of(d);
                 int64_t n = jint(st, "data.webhook.inFlight");
                 json_object_put(st);
                 if (n == 1)
-                        break;
+                        return pid;
                 cr_assert(mono_ms() < deadline, "the call did not start");
                 usleep(20000);
         }
+}
+
+/* A stop lets a webhook call under way finish and be answered (WEBHOOK_STOP_GRACE_MS), then exits at once. */
+Test(webhook, shutdown_waits_for_a_call_under_way) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, NULL });
+        _cleanup_free_ char *body_path = NULL, *body = NULL;
+        uint64_t t0;
+        pid_t pid;
+        int status;
+
+        cr_assert(asprintf(&body_path, "%s/answer.json", d->home) >= 0);
+        write_handler(d, "slow", "run", "sleep 1; echo '{\"done\":true}'");
+        pid = start_slow_call(d, body_path);
+        t0 = mono_ms();
         status = daemon_signal_and_wait(d, SIGTERM);
         cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+        cr_assert_lt(mono_ms() - t0, 5000, "the stop took %" PRIu64 " ms", mono_ms() - t0);
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "curl got no 200 (status %d)", status);
+        cr_assert_eq(read_full_file(body_path, 4096, &body, NULL), 0);
+        cr_assert(strstr(body, "\"done\":true"), "answer: %s", body);
+        daemon_free(d);
+}
+
+/* Past the grace, the stop does not wait any longer: the connection closes without an answer. */
+Test(webhook, shutdown_grace_is_bounded) {
+        Daemon *d = start((const char*[]) { "PHOTON_WEBHOOK_SECRET=" SECRET, "PHOTOND_WEBHOOK_STOP_GRACE_MS=300",
+                                            NULL });
+        _cleanup_free_ char *body_path = NULL;
+        uint64_t t0, took;
+        pid_t pid;
+        int status;
+
+        cr_assert(asprintf(&body_path, "%s/answer.json", d->home) >= 0);
+        write_handler(d, "slow", "run", "sleep 5; echo '{}'");
+        pid = start_slow_call(d, body_path);
+        t0 = mono_ms();
+        status = daemon_signal_and_wait(d, SIGTERM);
+        took = mono_ms() - t0;
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+        cr_assert(took >= 250 && took < 3000, "the stop took %" PRIu64 " ms, not about the 300 ms grace", took);
         cr_assert_eq(waitpid(pid, &status, 0), pid);
         /* curl saw the connection close without an answer (52: empty reply). */
         cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 52, "curl status %d", status);
