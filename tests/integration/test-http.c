@@ -27,6 +27,7 @@
 
 #include "clock.h"
 #include "harness.h"
+#include "http-client.h"
 #include "json-util.h"
 #include "photond-http-page.h"
 #include "webhook-auth.h"
@@ -34,231 +35,17 @@
 #define TOKEN "t0ken-for-tests"
 #define AUTH "Authorization: Bearer " TOKEN
 
-/* Strings that live until the test process ends; kept reachable so LeakSanitizer does not report them. */
-static char *kept[1024];
-static size_t n_kept;
-
-static char* keep(char *s) {
-        cr_assert(n_kept < sizeof(kept) / sizeof(kept[0]));
-        return kept[n_kept++] = s;
-}
-
-static char* hdr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char* hdr(const char *fmt, ...) {
-        va_list ap;
-        char *s;
-
-        va_start(ap, fmt);
-        cr_assert(vasprintf(&s, fmt, ap) >= 0);
-        va_end(ap);
-        return keep(s);
-}
-
 /* --- curl --- */
-
-typedef struct Http {
-        int status;
-        char *head;                     /* the final response's header block */
-        char *body;
-        struct json_object *json;       /* body parsed, if it is JSON */
-} Http;
-
-static void http_free(Http *h) {
-        if (!h)
-                return;
-        free(h->head);
-        free(h->body);
-        json_object_put(h->json);
-        free(h);
-}
-
-static char* read_all(int fd) {
-        size_t len = 0, alloc = 65536;
-        char *out = malloc(alloc);
-
-        cr_assert(out);
-        for (;;) {
-                if (alloc - len < 4096)
-                        cr_assert(out = realloc(out, alloc *= 2));
-                ssize_t n = read(fd, out + len, alloc - len - 1);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        break;
-                len += n;
-        }
-        out[len] = '\0';
-        return out;
-}
-
-/* Starts curl with args (NULL-terminated, without the program name); its stdout is *ret_fd. */
-static pid_t curl_spawn(const char *const *args, int *ret_fd) {
-        const char *argv[128];
-        int argc = 0, pipefd[2];
-        pid_t pid;
-
-        argv[argc++] = "curl";
-        argv[argc++] = "--silent";
-        argv[argc++] = "--show-error";
-        argv[argc++] = "--http1.1";
-        argv[argc++] = "--max-time";
-        argv[argc++] = "20";
-        for (const char *const *a = args; *a; a++) {
-                cr_assert(argc < 126);
-                argv[argc++] = *a;
-        }
-        argv[argc] = NULL;
-
-        cr_assert(pipe2(pipefd, O_CLOEXEC) == 0);
-        pid = fork();
-        cr_assert(pid >= 0);
-        if (pid == 0) {
-                dup2(pipefd[1], STDOUT_FILENO);
-                execvp(argv[0], (char**) argv);
-                _exit(127);
-        }
-        close(pipefd[1]);
-        *ret_fd = pipefd[0];
-        return pid;
-}
-
-static int curl_wait(pid_t pid) {
-        int status;
-
-        cr_assert(waitpid(pid, &status, 0) == pid);
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-/* One HTTP request through curl. body: NULL for none. Extra curl arguments follow, NULL-terminated. */
-static Http* http(int port, const char *method, const char *path, const char *body, ...) {
-        const char *args[96];
-        int n = 0, fd, r;
-        char *url, *out, *p, *sep;
-        va_list ap;
-        Http *h;
-
-        cr_assert(asprintf(&url, "http://127.0.0.1:%d%s", port, path) >= 0);
-        args[n++] = "--include";
-        args[n++] = "--request";
-        args[n++] = method;
-        if (body) {
-                args[n++] = "--data-binary";
-                args[n++] = body;
-                args[n++] = "-H";
-                args[n++] = "Content-Type: application/json";
-        }
-        va_start(ap, body);
-        for (const char *a = va_arg(ap, const char*); a; a = va_arg(ap, const char*)) {
-                cr_assert(n < 90);
-                args[n++] = a;
-        }
-        va_end(ap);
-        args[n++] = url;
-        args[n] = NULL;
-
-        pid_t pid = curl_spawn(args, &fd);
-        out = read_all(fd);
-        close(fd);
-        r = curl_wait(pid);
-        free(url);
-        cr_assert_eq(r, 0, "curl %s %s failed with %d", method, path, r);
-
-        h = calloc(1, sizeof(Http));
-        cr_assert(h);
-        p = out;
-        for (;;) {
-                sep = strstr(p, "\r\n\r\n");
-                cr_assert(sep, "no header block in: %s", out);
-                cr_assert(sscanf(p, "HTTP/1.1 %d", &h->status) == 1, "bad status line: %s", p);
-                if (h->status >= 200)
-                        break;
-                p = sep + 4;
-        }
-        h->head = strndup(p, sep - p);
-        h->body = strdup(sep + 4);
-        if (h->body[0])
-                (void) json_parse(h->body, strlen(h->body), &h->json, NULL);
-        free(out);
-        return h;
-}
-
-/* The value of a response header (case-insensitive name), or NULL; static buffer. */
-static const char* http_header(const Http *h, const char *name) {
-        static char value[1024];
-        size_t nl = strlen(name);
-
-        for (const char *line = strstr(h->head, "\r\n"); line; line = strstr(line + 2, "\r\n")) {
-                const char *l = line + 2;
-                if (strncasecmp(l, name, nl) == 0 && l[nl] == ':') {
-                        const char *v = l + nl + 1, *end = strstr(v, "\r\n");
-                        size_t len;
-                        v += strspn(v, " ");
-                        len = end ? (size_t) (end - v) : strlen(v);
-                        cr_assert(len < sizeof(value));
-                        memcpy(value, v, len);
-                        value[len] = '\0';
-                        return value;
-                }
-        }
-        return NULL;
-}
-
-static void expect(Http *h, int status, const char *error) {
-        cr_assert_eq(h->status, status, "expected %d, got %d: %s", status, h->status, h->body);
-        if (error) {
-                cr_assert(h->json, "body is not JSON: %s", h->body);
-                cr_assert_str_eq(jstr(h->json, "error"), error);
-        }
-        http_free(h);
-}
 
 /* --- the daemon --- */
 
-/* daemon_start() returns once systemd-socket-activate has bound the control socket, which may be a moment before
- * it listens; connecting until it does has no better signal. */
-static void wait_listening(Daemon *d) {
-        uint64_t deadline = mono_ms() + 10000;
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-
-        strncpy(sa.sun_path, d->socket_path, sizeof(sa.sun_path) - 1);
-        for (;;) {
-                int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), r;
-
-                cr_assert(fd >= 0);
-                r = connect(fd, (struct sockaddr*) &sa, sizeof(sa));
-                close(fd);
-                if (r == 0)
-                        return;
-                cr_assert(errno == ECONNREFUSED, "connect %s: %m", d->socket_path);
-                cr_assert(mono_ms() < deadline, "%s does not accept connections", d->socket_path);
-                usleep(2000);
-        }
-}
-
 /* photond with the webhook fd and the API token (plus env), ready. */
 static Daemon* start_env(const char *const *env) {
-        Daemon *d = daemon_start(&(DaemonOptions) { .socket_activate = true, .webhook = true, .env = env });
-        Conn *c;
-
-        wait_listening(d);
-        c = conn_open(d);
-        json_object_put(conn_request(c, "p", "{\"type\":\"ping\",\"id\":\"p\"}"));
-        conn_close(c);
-        daemon_wait_ready(d);
-        cr_assert_gt(d->webhook_port, 0);
-        return d;
+        return daemon_start_http(env);
 }
 
 static Daemon* start(void) {
         return start_env((const char*[]) { "PHOTOND_API_TOKEN=" TOKEN, NULL });
-}
-
-static struct json_object* status_of(Daemon *d) {
-        Conn *c = conn_open(d);
-        struct json_object *o = conn_request(c, "st", "{\"type\":\"status\",\"id\":\"st\"}");
-
-        conn_close(c);
-        return o;
 }
 
 /* A publish on the control socket; returns its eventId. */

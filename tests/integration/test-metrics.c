@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "http-client.h"
 #include "json-util.h"
 
 #define TOKEN "m3trics-token"
@@ -40,25 +41,6 @@ static char* xprintf(const char *fmt, ...) {
         cr_assert(vasprintf(&s, fmt, ap) >= 0);
         va_end(ap);
         return s;
-}
-
-static char* read_all(int fd) {
-        size_t len = 0, alloc = 65536;
-        char *out = malloc(alloc);
-
-        cr_assert(out);
-        for (;;) {
-                if (alloc - len < 4096)
-                        cr_assert(out = realloc(out, alloc *= 2));
-                ssize_t n = read(fd, out + len, alloc - len - 1);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        break;
-                len += n;
-        }
-        out[len] = '\0';
-        return out;
 }
 
 /* ---- curl ---- */
@@ -193,37 +175,8 @@ static void promtool_check(const Scrape *s) {
 
 /* ---- the daemon ---- */
 
-/* systemd-socket-activate binds the control socket a moment before photond listens: connect until it does. */
-static void wait_listening(Daemon *d) {
-        uint64_t deadline = mono_ms() + 10000;
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-
-        strncpy(sa.sun_path, d->socket_path, sizeof(sa.sun_path) - 1);
-        for (;;) {
-                int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), r;
-
-                cr_assert(fd >= 0);
-                r = connect(fd, (struct sockaddr*) &sa, sizeof(sa));
-                close(fd);
-                if (r == 0)
-                        return;
-                cr_assert(errno == ECONNREFUSED, "connect %s: %m", d->socket_path);
-                cr_assert(mono_ms() < deadline, "%s does not accept connections", d->socket_path);
-                usleep(2000);
-        }
-}
-
 static Daemon* start_env(const char *const *env) {
-        Daemon *d = daemon_start(&(DaemonOptions) { .socket_activate = true, .webhook = true, .env = env });
-        Conn *c;
-
-        wait_listening(d);
-        c = conn_open(d);
-        json_object_put(conn_request(c, "p", "{\"type\":\"ping\",\"id\":\"p\"}"));
-        conn_close(c);
-        daemon_wait_ready(d);
-        cr_assert_gt(d->webhook_port, 0);
-        return d;
+        return daemon_start_http(env);
 }
 
 static void expect_result(Conn *c, const char *id, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
