@@ -699,6 +699,15 @@ int client_reply_result(Client *c, const char *id, bool success, struct json_obj
         return client_send_json(c, o);
 }
 
+int client_reply_limit(Client *c, const char *id, LimitId limit, uint64_t actual) {
+        const char *suggestion = NULL;
+        char msg[256];
+
+        /* Two statements: the order in which arguments are evaluated is unspecified. */
+        limit_error(limit, actual, msg, sizeof(msg), &suggestion);
+        return client_reply_error(c, id, msg, suggestion);
+}
+
 int client_reply_error(Client *c, const char *id, const char *error, const char *suggestion) {
         _cleanup_(json_object_putp) struct json_object *o = NULL;
 

@@ -13,6 +13,7 @@
 
 #include "list.h"
 #include "photond-dispatch.h"
+#include "photond-limits.h"
 #include "photond-lock.h"
 #include "photond-subscriber.h"
 #include "shared-buf.h"
@@ -120,6 +121,8 @@ int client_send_json(Client *c, struct json_object *o);
 /* Convenience replies; ownership of data is taken. */
 int client_reply_result(Client *c, const char *id, bool success, struct json_object *data);
 int client_reply_error(Client *c, const char *id, const char *error, const char *suggestion);
+/* The error reply of a cap (limit_error()'s wording and suggestion; actual UINT64_MAX: the count is not told). */
+int client_reply_limit(Client *c, const char *id, LimitId limit, uint64_t actual);
 
 /* Writes as much of the queue as the socket takes, in one writev() of up to IOV_MAX entries per round; while a
  * state write fails (manager_state_unsaved()), only the entries before the first that needs the state. Returns 0

@@ -21,15 +21,6 @@
 
 /* ---- a Client as a DispatchPeer ---- */
 
-static int json_add_nullable(struct json_object *o, const char *key, struct json_object *value) {
-        /* json-c represents JSON null as NULL, which json_add() reads as an allocation failure. */
-        return json_object_object_add(o, key, value) < 0 ? -ENOMEM : 0;
-}
-
-static struct json_object* json_ref_or_null(struct json_object *o) {
-        return o ? json_object_get(o) : NULL;
-}
-
 static Client* peer_client(DispatchPeer *p) {
         return (Client*) ((uint8_t*) p - offsetof(Client, peer));
 }
@@ -199,7 +190,7 @@ int control_calls_prompt_response(Manager *m, Client *c, Request *req) {
 
 int control_calls_provide(Manager *m, Client *c, Request *req) {
         _cleanup_(json_object_putp) struct json_object *data = NULL;
-        const char *photon = request_string(req, "photonName"), *suggestion;
+        const char *photon = request_string(req, "photonName");
         unsigned n_providers = 0;
         char msg[192];
         int r;
@@ -208,10 +199,8 @@ int control_calls_provide(Manager *m, Client *c, Request *req) {
                 return client_reply_error(c, req->id, name_error("photonName", photon, msg, sizeof(msg)), NULL);
 
         r = dispatcher_provide(m->dispatcher, client_peer(c), photon, &n_providers);
-        if (r == -ENOSPC) {
-                limit_error(LIMIT_MAX_PROVIDERS, UINT64_MAX, msg, sizeof(msg), &suggestion);
-                return client_reply_error(c, req->id, msg, suggestion);
-        }
+        if (r == -ENOSPC)
+                return client_reply_limit(c, req->id, LIMIT_MAX_PROVIDERS, UINT64_MAX);
         if (r < 0)
                 return r;
         if (r > 0)

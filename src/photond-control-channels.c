@@ -155,21 +155,12 @@ static int publish_reply(Client *c, const ReplyString *id, const ReplyString *ch
         return client_send(c, reply, NULL);
 }
 
-static int reply_limit(Client *c, Request *req, LimitId id, uint64_t actual) {
-        const char *suggestion = NULL;
-        char msg[256];
-
-        /* Two statements: the order in which arguments are evaluated is unspecified. */
-        limit_error(id, actual, msg, sizeof(msg), &suggestion);
-        return client_reply_error(c, req->id, msg, suggestion);
-}
-
 static int reply_name_too_long(Client *c, Request *req, size_t len) {
-        return reply_limit(c, req, LIMIT_MAX_CHANNEL_NAME_BYTES, len);
+        return client_reply_limit(c, req->id, LIMIT_MAX_CHANNEL_NAME_BYTES, len);
 }
 
 static int reply_too_many_channels(Client *c, Request *req) {
-        return reply_limit(c, req, LIMIT_MAX_CHANNELS, UINT64_MAX);
+        return client_reply_limit(c, req->id, LIMIT_MAX_CHANNELS, UINT64_MAX);
 }
 
 static struct json_object* channel_reply_data(const char *key, const char *channel, size_t len) {
@@ -197,7 +188,7 @@ int control_channels_subscribe(Channels *chs, Client *c, Request *req) {
         if (r == -ENOSPC)
                 return reply_too_many_channels(c, req);
         if (r == -EDQUOT)
-                return reply_limit(c, req, LIMIT_MAX_SUBSCRIPTIONS_PER_CLIENT, UINT64_MAX);
+                return client_reply_limit(c, req->id, LIMIT_MAX_SUBSCRIPTIONS_PER_CLIENT, UINT64_MAX);
         if (r < 0)
                 return r;
 
@@ -246,7 +237,7 @@ int control_channels_publish(Channels *chs, Client *c, Request *req) {
         if (r == -EINVAL)
                 return reply_name_too_long(c, req, len);
         if (r == -EMSGSIZE)
-                return reply_limit(c, req, LIMIT_MAX_MESSAGE_BYTES, message_len);
+                return client_reply_limit(c, req->id, LIMIT_MAX_MESSAGE_BYTES, message_len);
         if (r == -ENOSPC)
                 return reply_too_many_channels(c, req);
         if (r < 0)

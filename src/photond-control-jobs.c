@@ -37,15 +37,6 @@ static int reply_bad_name(Client *c, const Request *req, const char *field, cons
         return client_reply_error(c, req->id, name_error(field, value, msg, sizeof(msg)), NULL);
 }
 
-static int reply_limit(Client *c, const Request *req, LimitId id, uint64_t actual) {
-        const char *suggestion = NULL;
-        char msg[256];
-
-        /* Two statements: the order in which arguments are evaluated is unspecified. */
-        limit_error(id, actual, msg, sizeof(msg), &suggestion);
-        return client_reply_error(c, req->id, msg, suggestion);
-}
-
 /* The optional workingDir of a request: NULL when absent. Replies itself and returns 1 when it is unacceptable. */
 static int request_working_dir(Manager *m, Client *c, const Request *req, const char **ret) {
         struct json_object *v;
@@ -119,10 +110,10 @@ int control_jobs_schedule(Manager *m, Client *c, Request *req) {
         if (r < 0 && reason)
                 return reply_refusal(c, req->id, "scheduled", reason);
         if (r == -E2BIG)
-                return reply_limit(c, req, LIMIT_MAX_JOB_ARGS_BYTES,
+                return client_reply_limit(c, req->id, LIMIT_MAX_JOB_ARGS_BYTES,
                                    strlen(json_object_to_json_string_ext(args, JSON_FORMAT_FLAGS)));
         if (r == -ENOSPC)
-                return reply_limit(c, req, LIMIT_MAX_JOBS, UINT64_MAX);
+                return client_reply_limit(c, req->id, LIMIT_MAX_JOBS, UINT64_MAX);
         if (r < 0)
                 return r;
 

@@ -153,40 +153,27 @@ static int send_released(Client *c, const char *id, const char *name, bool succe
 
 /* Caps and allocation failures of the table as error replies; other errors go to control_handle_line(). */
 static int reply_table_error(Client *c, const char *id, int r, const char *name, const char *holder) {
-        const char *suggestion = NULL;
-        char msg[256];
-
         switch (r) {
         case -ENAMETOOLONG:
-                limit_error(LIMIT_MAX_LOCK_NAME_BYTES, strlen(name), msg, sizeof(msg), &suggestion);
-                break;
+                return client_reply_limit(c, id, LIMIT_MAX_LOCK_NAME_BYTES, strlen(name));
         case -EMSGSIZE:
-                limit_error(LIMIT_MAX_LOCK_HOLDER_BYTES, strlen(holder), msg, sizeof(msg), &suggestion);
-                break;
+                return client_reply_limit(c, id, LIMIT_MAX_LOCK_HOLDER_BYTES, strlen(holder));
         case -ENOSPC:
-                limit_error(LIMIT_MAX_LOCKS, UINT64_MAX, msg, sizeof(msg), &suggestion);
-                break;
+                return client_reply_limit(c, id, LIMIT_MAX_LOCKS, UINT64_MAX);
         default:
                 return r;
         }
-        return client_reply_error(c, id, msg, suggestion);
 }
 
 static int reply_wait_error(Client *c, const char *id, int r, const char *name, const char *holder) {
-        const char *suggestion = NULL;
-        char msg[256];
-
         switch (r) {
         case -EXFULL:
-                limit_error(LIMIT_MAX_LOCK_WAITERS_PER_LOCK, UINT64_MAX, msg, sizeof(msg), &suggestion);
-                break;
+                return client_reply_limit(c, id, LIMIT_MAX_LOCK_WAITERS_PER_LOCK, UINT64_MAX);
         case -ENOSPC:
-                limit_error(LIMIT_MAX_LOCK_WAITERS, UINT64_MAX, msg, sizeof(msg), &suggestion);
-                break;
+                return client_reply_limit(c, id, LIMIT_MAX_LOCK_WAITERS, UINT64_MAX);
         default:
                 return reply_table_error(c, id, r, name, holder);
         }
-        return client_reply_error(c, id, msg, suggestion);
 }
 
 /* ---- waiting acquires (lockWait) ---- */

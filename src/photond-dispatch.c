@@ -306,15 +306,6 @@ static void call_fail(DispatchCall *call, const char *fmt, ...) {
         call_complete(call, false, NULL, msg ?: "Method failed (out of memory)");
 }
 
-static struct json_object* json_ref_or_null(struct json_object *o) {
-        return o ? json_object_get(o) : NULL;
-}
-
-static int json_add_nullable(struct json_object *o, const char *key, struct json_object *value) {
-        /* json-c represents JSON null as NULL, which json_add() reads as an allocation failure. */
-        return json_object_object_add(o, key, value) < 0 ? -ENOMEM : 0;
-}
-
 static void command_publish_state_changed(DispatchCall *call) {
         Dispatcher *d = call->dispatcher;
         _cleanup_(json_object_putp) struct json_object *ev = NULL;

@@ -1707,12 +1707,6 @@ int http_server_reload_token(HttpServer *h) {
         return http_load_token(h);
 }
 
-static void strv_free(char **l) {
-        for (char **p = l; p && *p; p++)
-                free(*p);
-        free(l);
-}
-
 /* "https://beam.example.org, http://localhost:5173" (commas or spaces): each an origin as browsers send it,
  * scheme://host[:port] without a path, or "*". */
 static int cors_origins_parse(const char *s, char ***ret, const char **ret_bad) {

@@ -17,14 +17,7 @@
 #include "fd-util.h"
 #include "macro.h"
 #include "photond-listen.h"
-
-static void strv_free(char **l) {
-        if (!l)
-                return;
-        for (char **s = l; *s; s++)
-                free(*s);
-        free(l);
-}
+#include "string-util.h"
 
 static int strv_push(char ***l, const char *s) {
         size_t n = 0;

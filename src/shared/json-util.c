@@ -64,6 +64,14 @@ int json_get_int64(struct json_object *o, const char *key, bool allow_string, in
         }
 }
 
+int json_add_nullable(struct json_object *o, const char *key, struct json_object *value) {
+        return json_object_object_add(o, key, value) < 0 ? -ENOMEM : 0;
+}
+
+struct json_object* json_ref_or_null(struct json_object *o) {
+        return o ? json_object_get(o) : NULL;
+}
+
 int json_add(struct json_object *o, const char *key, struct json_object *value) {
         if (!value)
                 return -ENOMEM;

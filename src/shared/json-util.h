@@ -36,6 +36,11 @@ int json_get_int64(struct json_object *o, const char *key, bool allow_string, in
 
 /* Adds key:value, taking ownership of value even on failure. -ENOMEM on failure. */
 int json_add(struct json_object *o, const char *key, struct json_object *value);
+/* The same for a value that may be JSON null, which json-c represents as NULL (json_add() reads NULL as an
+ * allocation failure). */
+int json_add_nullable(struct json_object *o, const char *key, struct json_object *value);
+/* A new reference to o, or NULL (JSON null) for NULL. */
+struct json_object* json_ref_or_null(struct json_object *o);
 /* A number of seconds with millisecond resolution ("12.345", not json-c's 17 significant digits). */
 struct json_object* json_new_seconds(uint64_t usec);
 int json_add_string(struct json_object *o, const char *key, const char *value);   /* NULL value: key left out */

@@ -126,3 +126,9 @@ char* shell_quote(const char *s) {
         *p = '\0';
         return q;
 }
+
+void strv_free(char **l) {
+        for (char **p = l; p && *p; p++)
+                free(*p);
+        free(l);
+}

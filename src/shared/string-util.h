@@ -29,3 +29,6 @@ bool memeq_consttime(const void *a, size_t a_len, const void *b, size_t b_len);
 /* s as one shell word, for commands printed as advice: as is when it holds only characters no shell treats
  * specially, else in single quotes (a ' inside becomes '\''). NULL on OOM. */
 char* shell_quote(const char *s);
+
+/* Frees a NULL-terminated array of strings and the array itself; NULL is fine. */
+void strv_free(char **l);
