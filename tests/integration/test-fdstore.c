@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
@@ -208,6 +209,30 @@ static void publish_range(Conn *pub, int from, int to) {
                           "\"message\":{\"seq\":%d,\"pad\":\"%s\"}}", i, i, pad);
 }
 
+typedef struct PublishJob {
+        pthread_t thread;
+        Conn *pub;
+        int from, to;
+} PublishJob;
+
+static void* publish_job_run(void *userdata) {
+        PublishJob *j = userdata;
+
+        publish_range(j->pub, j->from, j->to);
+        return NULL;
+}
+
+/* Publishes from..to-1 from a thread: a stopping photond may stop reading, and the test, which is systemd too, must
+ * still see it exit and start the next one, which reads the rest from the same socket. */
+static void publish_job_start(PublishJob *j, Conn *pub, int from, int to) {
+        *j = (PublishJob) { .pub = pub, .from = from, .to = to };
+        cr_assert_eq(pthread_create(&j->thread, NULL, publish_job_run, j), 0);
+}
+
+static void publish_job_join(PublishJob *j) {
+        cr_assert_eq(pthread_join(j->thread, NULL), 0);
+}
+
 /* The size of the state the n-th stop kept (its log line). */
 static uint64_t kept_bytes(Systemd *s, unsigned n) {
         _cleanup_free_ char *log = NULL;
@@ -262,7 +287,7 @@ Test(fdstore, subscribers_stay_connected_through_restarts) {
         Systemd *s = systemd_new();
         Conn *subs[N_SUBSCRIBERS], *pub, *holder, *waiter, *late;
         struct json_object *o;
-        int seq = 0;
+        int seq = 0, acked = 0;
 
         systemd_start(s);
 
@@ -285,11 +310,17 @@ Test(fdstore, subscribers_stay_connected_through_restarts) {
         json_object_put(o);
 
         for (int restart = 0; restart < 2; restart++) {
-                /* Before the stop, while it runs (photond may or may not read them), and after. */
-                publish_range(pub, seq, seq + N_PER_PHASE);
-                seq += N_PER_PHASE;
+                PublishJob during;
+
+                /* Before the stop (photond has served them all: their results are in, so what the subscribers' sockets
+                 * did not take is queued in photond, twice the phase so that this is far more than a socket holds),
+                 * while it stops (photond may or may not read them), and after. */
+                publish_range(pub, seq, seq + 2 * N_PER_PHASE);
+                seq += 2 * N_PER_PHASE;
+                expect_results(pub, acked, seq - 1);
+                acked = seq;
                 cr_assert_eq(kill(s->pid, SIGTERM), 0);
-                publish_range(pub, seq, seq + N_PER_PHASE);
+                publish_job_start(&during, pub, seq, seq + N_PER_PHASE);
                 seq += N_PER_PHASE;
                 systemd_wait_stopped(s);
                 cr_assert_eq(fake_store_get(s->store, "photond-state", (int[1]) {}, 1), 1, "%s",
@@ -307,6 +338,7 @@ Test(fdstore, subscribers_stay_connected_through_restarts) {
                 cr_assert_str_eq(jstr(o, "id"), "late");
                 json_object_put(o);
                 conn_close(late);
+                publish_job_join(&during);
 
                 publish_range(pub, seq, seq + N_PER_PHASE);
                 seq += N_PER_PHASE;
@@ -320,7 +352,7 @@ Test(fdstore, subscribers_stay_connected_through_restarts) {
                 }
         }
 
-        expect_results(pub, 0, seq - 1);
+        expect_results(pub, acked, seq - 1);
         for (int i = 0; i < N_SUBSCRIBERS; i++)
                 expect_feed(subs[i], 0, seq - 1);
         cr_assert(log_contains(s, "Kept 23 connections"));
