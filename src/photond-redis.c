@@ -10,6 +10,7 @@
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <openssl/evp.h>
 
 #include "clock.h"
 #include "log.h"
@@ -31,6 +32,7 @@ typedef struct RedisPending {
         RedisReplyCallback cb;
         void *userdata;
         uint64_t deadline;      /* CLOCK_MONOTONIC µs */
+        bool eval;              /* an EVALSHA: a NOSCRIPT answer drops the connection */
 } RedisPending;
 
 struct RedisConn {
@@ -47,6 +49,8 @@ struct RedisConn {
         uint64_t state_since;           /* CLOCK_REALTIME µs */
         char *last_error;
         bool ready_logged;
+
+        const RedisScript *const *scripts;
 
         RedisPending *ring;
         size_t ring_size, head, n_pending;
@@ -234,6 +238,12 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
                 pending_arm(c);
         if (p.cb)
                 p.cb(c, reply, p.userdata);
+        if (p.eval && reply && c->ac == ac && ((redisReply *) reply)->type == REDIS_REPLY_ERROR &&
+            strncmp(((redisReply *) reply)->str, "NOSCRIPT", 8) == 0) {
+                log_warning("Redis (%s): the server lost photond's scripts (SCRIPT FLUSH?), reconnecting to load "
+                            "them again.", c->name);
+                conn_drop(c, "scripts flushed");
+        }
 }
 
 static void on_push(redisAsyncContext *ac, void *reply, void *privdata) {
@@ -269,7 +279,7 @@ static void on_setup_reply(RedisConn *c, redisReply *reply, void *userdata) {
                 c->hooks.connected(c, c->hooks.userdata);
 }
 
-static int pending_push(RedisConn *c, RedisReplyCallback cb, void *userdata) {
+static int pending_push(RedisConn *c, RedisReplyCallback cb, void *userdata, bool eval) {
         size_t tail;
 
         if (c->n_pending >= c->ring_size)
@@ -279,17 +289,18 @@ static int pending_push(RedisConn *c, RedisReplyCallback cb, void *userdata) {
                 .cb = cb,
                 .userdata = userdata,
                 .deadline = now_usec(CLOCK_MONOTONIC) + c->timeout_usec,
+                .eval = eval,
         };
         if (c->n_pending++ == 0)
                 pending_arm(c);
         return 0;
 }
 
-static int conn_send(RedisConn *c, RedisReplyCallback cb, void *userdata, int argc, const char **argv,
-                     const size_t *argv_len) {
+static int conn_send_full(RedisConn *c, RedisReplyCallback cb, void *userdata, bool eval, int argc,
+                          const char **argv, const size_t *argv_len) {
         int r;
 
-        r = pending_push(c, cb, userdata);
+        r = pending_push(c, cb, userdata, eval);
         if (r < 0)
                 return r;
         if (redisAsyncCommandArgv(c->ac, on_reply, c, argc, argv, argv_len) != REDIS_OK) {
@@ -299,6 +310,11 @@ static int conn_send(RedisConn *c, RedisReplyCallback cb, void *userdata, int ar
                 return -EIO;
         }
         return 0;
+}
+
+static int conn_send(RedisConn *c, RedisReplyCallback cb, void *userdata, int argc, const char **argv,
+                     const size_t *argv_len) {
+        return conn_send_full(c, cb, userdata, false, argc, argv, argv_len);
 }
 
 static int conn_connect(RedisConn *c) {
@@ -349,6 +365,13 @@ static int conn_connect(RedisConn *c) {
                 if (r < 0)
                         return r;
         }
+        for (const RedisScript *const *sc = c->scripts; sc && *sc; sc++) {
+                r = conn_send(c, on_setup_reply, (void *) "SCRIPT LOAD", 3,
+                              (const char *[]) { "SCRIPT", "LOAD", (*sc)->source },
+                              (const size_t[]) { 6, 4, strlen((*sc)->source) });
+                if (r < 0)
+                        return r;
+        }
         return conn_send(c, on_setup_reply, (void *) "PING", 1, (const char *[]) { "PING" }, (const size_t[]) { 4 });
 }
 
@@ -385,6 +408,18 @@ static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
 
 /* ---- API ---- */
 
+int redis_script_init(RedisScript *s, const char *source) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned n;
+
+        if (EVP_Digest(source, strlen(source), md, &n, EVP_sha1(), NULL) != 1 || n != 20)
+                return -EIO;
+        for (unsigned i = 0; i < n; i++)
+                snprintf(s->sha + 2 * i, 3, "%02x", md[i]);
+        s->source = source;
+        return 0;
+}
+
 int redis_conn_new(const RedisConnConfig *config, const RedisConnHooks *hooks, RedisConn **ret) {
         _cleanup_(redis_conn_freep) RedisConn *c = NULL;
         const ClusterUrl *u = config->url;
@@ -401,6 +436,7 @@ int redis_conn_new(const RedisConnConfig *config, const RedisConnHooks *hooks, R
         c->backoff_min_usec = config->backoff_min_usec ?: REDIS_DEFAULT_BACKOFF_MIN_USEC;
         c->backoff_max_usec = MAX(config->backoff_max_usec ?: REDIS_DEFAULT_BACKOFF_MAX_USEC, c->backoff_min_usec);
         c->backoff_usec = c->backoff_min_usec;
+        c->scripts = config->scripts;
         c->port = u->port;
         c->db = u->db;
         c->state = REDIS_CONN_CONNECTING;
@@ -479,6 +515,29 @@ int redis_conn_command(RedisConn *c, RedisReplyCallback cb, void *userdata, int 
         if (!c->ac || c->state != REDIS_CONN_CONNECTED)
                 return -ENOTCONN;
         return conn_send(c, cb, userdata, argc, argv, argv_len);
+}
+
+int redis_conn_eval(RedisConn *c, const RedisScript *script, RedisReplyCallback cb, void *userdata, int n_keys,
+                    int argc, const char **argv, const size_t *argv_len) {
+        const char *v[REDIS_SCRIPT_MAX_ARGS + 3];
+        size_t l[REDIS_SCRIPT_MAX_ARGS + 3];
+        char keys[16];
+
+        assert(n_keys >= 0 && n_keys <= argc);
+        if (argc > REDIS_SCRIPT_MAX_ARGS)
+                return -E2BIG;
+        if (!c->ac || c->state != REDIS_CONN_CONNECTED)
+                return -ENOTCONN;
+        snprintf(keys, sizeof(keys), "%d", n_keys);
+        v[0] = "EVALSHA";
+        l[0] = 7;
+        v[1] = script->sha;
+        l[1] = 40;
+        v[2] = keys;
+        l[2] = strlen(keys);
+        memcpy(v + 3, argv, argc * sizeof(*argv));
+        memcpy(l + 3, argv_len, argc * sizeof(*argv_len));
+        return conn_send_full(c, cb, userdata, true, argc + 3, v, l);
 }
 
 int redis_conn_subscribe(RedisConn *c, int argc, const char **argv, const size_t *argv_len) {

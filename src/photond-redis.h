@@ -40,6 +40,17 @@ typedef struct RedisConnHooks {
         void *userdata;
 } RedisConnHooks;
 
+/* A Lua script, called by its SHA1 (EVALSHA): each connection loads its scripts (SCRIPT LOAD) before it counts as
+ * connected, so a call never ships the source. Fill it in with redis_script_init(); it must outlive the
+ * connections that use it. */
+typedef struct RedisScript {
+        const char *source;
+        char sha[41];
+} RedisScript;
+
+/* Sets s->source (borrowed) and its SHA1, as Redis names it. -EIO if libcrypto fails. */
+int redis_script_init(RedisScript *s, const char *source);
+
 typedef struct RedisConnConfig {
         sd_event *event;
         const ClusterUrl *url;          /* copied what is needed; the password too, cleared at the free */
@@ -48,6 +59,7 @@ typedef struct RedisConnConfig {
         size_t max_pending;             /* 0: REDIS_DEFAULT_MAX_PENDING */
         uint64_t backoff_min_usec;      /* 0: REDIS_DEFAULT_BACKOFF_MIN_USEC */
         uint64_t backoff_max_usec;      /* 0: REDIS_DEFAULT_BACKOFF_MAX_USEC */
+        const RedisScript *const *scripts;      /* NULL-terminated, or NULL: loaded at every connect */
 } RedisConnConfig;
 
 #define REDIS_DEFAULT_COMMAND_TIMEOUT_USEC (2 * USEC_PER_SEC)
@@ -74,5 +86,13 @@ size_t redis_conn_pending(RedisConn *c);
  * (out of memory, the context going). */
 int redis_conn_command(RedisConn *c, RedisReplyCallback cb, void *userdata, int argc, const char **argv,
                        const size_t *argv_len);
+/* EVALSHA of one of the connection's scripts (config.scripts) with n_keys keys followed by the other arguments:
+ * argc (at most REDIS_SCRIPT_MAX_ARGS) binary-safe arguments in all. cb as redis_conn_command()'s. A NOSCRIPT
+ * answer (someone ran SCRIPT FLUSH) reaches cb as the error it is, and the connection is dropped, so that the
+ * next connect loads the scripts again. -E2BIG for too many arguments, else redis_conn_command()'s errors. */
+#define REDIS_SCRIPT_MAX_ARGS 64
+int redis_conn_eval(RedisConn *c, const RedisScript *script, RedisReplyCallback cb, void *userdata, int n_keys,
+                    int argc, const char **argv, const size_t *argv_len);
+
 /* A SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE or PUNSUBSCRIBE: what it brings goes to hooks.push. -ENOTCONN, -EIO. */
 int redis_conn_subscribe(RedisConn *c, int argc, const char **argv, const size_t *argv_len);

@@ -54,6 +54,9 @@ static void on_reply(RedisConn *c, redisReply *reply, void *userdata) {
                 snprintf(t->last_reply, sizeof(t->last_reply), "%s", reply->str);
         else if (reply->type == REDIS_REPLY_INTEGER)
                 snprintf(t->last_reply, sizeof(t->last_reply), "%lld", reply->integer);
+        else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
+                 reply->element[0]->type == REDIS_REPLY_INTEGER)
+                snprintf(t->last_reply, sizeof(t->last_reply), "%lld", reply->element[0]->integer);
 }
 
 /* Runs the loop until *counter reaches want, or 10 s pass (then fails). */
@@ -84,7 +87,8 @@ static void t_done(T *t) {
         tmpdir_remove(t->dir);
 }
 
-static RedisConn* t_conn(T *t, const char *name, uint64_t timeout, size_t max_pending) {
+static RedisConn* t_conn_scripts(T *t, const char *name, uint64_t timeout, size_t max_pending,
+                                 const RedisScript *const *scripts) {
         RedisConn *c;
 
         cr_assert_eq(redis_conn_new(&(RedisConnConfig) {
@@ -95,6 +99,7 @@ static RedisConn* t_conn(T *t, const char *name, uint64_t timeout, size_t max_pe
                                             .max_pending = max_pending,
                                             .backoff_min_usec = 10 * USEC_PER_MSEC,
                                             .backoff_max_usec = 50 * USEC_PER_MSEC,
+                                            .scripts = scripts,
                                     }, &(RedisConnHooks) {
                                             .connected = on_connected,
                                             .disconnected = on_disconnected,
@@ -102,6 +107,10 @@ static RedisConn* t_conn(T *t, const char *name, uint64_t timeout, size_t max_pe
                                             .userdata = t,
                                     }, &c), 0);
         return c;
+}
+
+static RedisConn* t_conn(T *t, const char *name, uint64_t timeout, size_t max_pending) {
+        return t_conn_scripts(t, name, timeout, max_pending, NULL);
 }
 
 static int cmd(RedisConn *c, T *t, const char *a, const char *b, const char *d) {
@@ -251,6 +260,52 @@ Test(redis, auth) {
         cr_assert_eq(cmd(c, &t, "PING", NULL, NULL), 0);
         run_until(&t, &t.replies, 1);
         cr_assert_str_eq(t.last_reply, "PONG");
+        redis_conn_free(c);
+        t_done(&t);
+}
+
+/* The SHA1 is Redis' own (what SCRIPT LOAD answers), the scripts are loaded before the connection counts as
+ * connected, and a server that lost them (SCRIPT FLUSH) gets them again through a reconnect. */
+Test(redis, scripts) {
+        RedisScript add;
+        const RedisScript *const scripts[] = { &add, NULL };
+        const char *argv[] = { "k", "5" };
+        const size_t len[] = { 1, 1 };
+        RedisConn *c, *plain;
+        T t;
+
+        cr_assert_eq(redis_script_init(&add, "return redis.call('INCRBY', KEYS[1], ARGV[1])"), 0);
+        /* sha1 of that text, as `printf %s "..." | sha1sum` prints it. */
+        cr_assert_str_eq(add.sha, "8cd00688c05c46bde4a2e60658ef20a2e5c0b248");
+        if (!test_redis_available())
+                cr_skip_test("no redis-server");
+        t_init(&t, NULL, true);
+        c = t_conn_scripts(&t, "commands", 0, 0, scripts);
+        plain = t_conn(&t, "plain", 0, 0);
+        run_until(&t, &t.connected, 2);
+
+        /* Loaded by the connect: no EVAL with the source is ever sent. */
+        cr_assert_eq(cmd(plain, &t, "SCRIPT", "EXISTS", add.sha), 0);
+        run_until(&t, &t.replies, 1);
+        cr_assert_str_eq(t.last_reply, "1");
+        cr_assert_eq(redis_conn_eval(c, &add, on_reply, &t, 1, 2, argv, len), 0);
+        run_until(&t, &t.replies, 2);
+        cr_assert_str_eq(t.last_reply, "5");
+        cr_assert_eq(redis_conn_eval(c, &add, on_reply, &t, 1, REDIS_SCRIPT_MAX_ARGS + 1, argv, len), -E2BIG);
+
+        /* Flushed: the call gets the NOSCRIPT error, the connection reconnects and loads them, the next call works. */
+        cr_assert_eq(cmd(plain, &t, "SCRIPT", "FLUSH", NULL), 0);
+        run_until(&t, &t.replies, 3);
+        cr_assert_eq(redis_conn_eval(c, &add, on_reply, &t, 1, 2, argv, len), 0);
+        run_until(&t, &t.replies, 4);
+        cr_assert(strncmp(t.last_reply, "NOSCRIPT", 8) == 0, "%s", t.last_reply);
+        run_until(&t, &t.disconnected, 1);
+        run_until(&t, &t.connected, 3);
+        cr_assert_eq(redis_conn_eval(c, &add, on_reply, &t, 1, 2, argv, len), 0);
+        run_until(&t, &t.replies, 5);
+        cr_assert_str_eq(t.last_reply, "10");
+
+        redis_conn_free(plain);
         redis_conn_free(c);
         t_done(&t);
 }
