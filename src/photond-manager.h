@@ -13,6 +13,7 @@
 #include "photond-bus.h"
 #include "photond-client.h"
 #include "photond-cluster.h"
+#include "photond-cluster-locks.h"
 #include "photond-control.h"
 #include "photond-protocol.h"
 #include "ratelimit.h"
@@ -85,6 +86,8 @@ typedef struct Manager {
         /* cluster mode (photond-cluster.c): NULL without a cluster URL */
         ClusterSettings cluster_settings;
         Cluster *cluster;
+        ClusterLocks *cluster_locks;    /* photond-cluster-locks.c: the lock requests' backend */
+        const LockBackend *lock_backend;        /* where the control socket's lock requests go; NULL: m->locks */
 
         /* HTTP: the front end on the "webhook" listener and its routes */
         int webhook_fd;
