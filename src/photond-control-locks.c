@@ -320,6 +320,18 @@ void control_lock_client_gone(const LockBackend *b, Client *c) {
         }
 }
 
+static int answer_unavailable(Client *c, const char *id, const char *reason);
+
+void control_lock_stop(const LockBackend *b, Client *c) {
+        LockOp *op;
+
+        while ((op = c->lock_ops)) {
+                (void) answer_unavailable(c, op->id, "photond is stopping");
+                op_detach(op);
+                b->cancel(b->userdata, op);
+        }
+}
+
 static int answer_unavailable(Client *c, const char *id, const char *reason) {
         char msg[256];
 

@@ -101,6 +101,9 @@ void lock_op_done(LockOp *op, const LockOpResult *result);
 void lock_op_parked(LockOp *op);
 /* c is going: its operations still under way are cancelled (LockBackend.cancel). */
 void control_lock_client_gone(const LockBackend *b, Client *c);
+/* photond is stopping: c's operations still under way (parked waits too) are answered "Cluster unavailable:
+ * photond is stopping" now and cancelled, so that a stop that keeps the connections leaves none unanswered. */
+void control_lock_stop(const LockBackend *b, Client *c);
 
 /* The lock/unlock fast path, offered every line before it is parsed: a plain lock or unlock line
  * (lock_request_parse_line()) is served without json-c objects. Returns 1 when the line was handled (and answered),

@@ -703,6 +703,12 @@ static void manager_shutdown(Manager *m, const char *why, bool keep_clients) {
         (void) sd_event_source_set_enabled(m->control_event_source, SD_EVENT_OFF);
         (void) sd_event_source_set_enabled(m->accept_pause_event_source, SD_EVENT_OFF);
 
+        /* Cluster lock requests under way are answered now: the next process would not know them. */
+        if (m->lock_backend)
+                LIST_FOREACH(clients, c, m->clients)
+                        if (!c->disconnected)
+                                control_lock_stop(m->lock_backend, c);
+
         if (keep_clients)
                 (void) fdstore_keep_clients(m);
 

@@ -501,6 +501,38 @@ Test(cluster_locks, redis_stopped_is_cluster_unavailable) {
         tmpdir_remove(k.dir);
 }
 
+/* A stop answers the lock requests under way (a parked lockWait here): the next process would not know them. */
+Test(cluster_locks, a_stop_answers_the_waits) {
+        Cluster2 k;
+        Conn *ca, *cb;
+        struct json_object *o;
+        int st;
+
+        cluster_up(&k, NULL);
+        ca = conn_open(k.a);
+        cb = conn_open(k.b);
+        o = REQ(ca, "\"type\":\"lock\",\"lockName\":\"s\",\"sessionId\":\"a\"");
+        cr_assert(jbool(o, "data.acquired"));
+        json_object_put(o);
+        conn_send(cb, "{\"type\":\"lock\",\"id\":\"w\",\"lockName\":\"s\",\"sessionId\":\"b\",\"lockWait\":60000}");
+        cr_assert_null(conn_recv(cb, 200));
+
+        st = daemon_signal_and_wait(k.b, SIGTERM);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        daemon_free(k.b);
+        o = conn_expect(cb, 1000);
+        cr_assert_str_eq(jstr(o, "id"), "w");
+        cr_assert_str_eq(jstr(o, "error"), "Cluster unavailable: photond is stopping", "%s",
+                         json_object_to_json_string(o));
+        json_object_put(o);
+
+        conn_close(ca);
+        conn_close(cb);
+        daemon_stop_clean(k.a);
+        test_redis_stop(&k.redis);
+        tmpdir_remove(k.dir);
+}
+
 Test(cluster_locks, fencing_tokens_survive_a_redis_restart_with_aof) {
         const char *const aof[] = { "--appendonly", "yes", "--appendfsync", "always", NULL };
         Cluster2 k;
