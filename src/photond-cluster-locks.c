@@ -881,8 +881,6 @@ int cluster_locks_new(const ClusterLocksConfig *config, ClusterLocks **ret) {
                                    .name = "locks",
                                    .command_timeout_usec = config->command_timeout_usec,
                                    .scripts = cl->script_list,
-                                   /* a lock request waits for nothing else: measured, docs/performance.md */
-                                   .write_at_once = true,
                            }, &(RedisConnHooks) { .userdata = cl }, &cl->commands);
         if (r < 0)
                 return r;

@@ -25,7 +25,6 @@ typedef struct RedisEvents {
         uint32_t events;
         bool dispatching;
         bool dead;
-        bool writing_now;       /* a command being queued and written at once: the watch is settled after */
 } RedisEvents;
 
 /* A command sent: hiredis answers a connection's commands in order, so a ring in sending order pairs them. */
@@ -52,7 +51,6 @@ struct RedisConn {
         bool ready_logged;
 
         const RedisScript *const *scripts;
-        bool write_at_once;
 
         RedisPending *ring;
         size_t ring_size, head, n_pending;
@@ -89,8 +87,6 @@ static void events_set(void *privdata, uint32_t add, uint32_t del) {
         int r;
 
         e->events = (e->events | add) & ~del;
-        if (e->writing_now)
-                return;
         r = events_update(e);
         if (r < 0)
                 /* hiredis cannot hear of it: the command timeout will drop the connection. */
@@ -302,38 +298,16 @@ static int pending_push(RedisConn *c, RedisReplyCallback cb, void *userdata, boo
 
 static int conn_send_full(RedisConn *c, RedisReplyCallback cb, void *userdata, bool eval, int argc,
                           const char **argv, const size_t *argv_len) {
-        RedisEvents *e = c->ac->ev.data;
-        bool now;
-        int r, k;
+        int r;
 
         r = pending_push(c, cb, userdata, eval);
         if (r < 0)
                 return r;
-        /* write_at_once: once connected and outside the connection's own callbacks, the command is written now
-         * rather than at the next EPOLLOUT, a loop iteration and two epoll_ctl() later; EPOLLOUT is only asked for if the socket did
-         * not take it all. */
-        now = c->write_at_once && c->state == REDIS_CONN_CONNECTED && !e->dispatching;
-        e->writing_now = now;
-        k = redisAsyncCommandArgv(c->ac, on_reply, c, argc, argv, argv_len);
-        if (k != REDIS_OK) {
-                e->writing_now = false;
-                (void) events_update(e);
+        if (redisAsyncCommandArgv(c->ac, on_reply, c, argc, argv, argv_len) != REDIS_OK) {
                 /* Not queued (out of memory, or the context is going): take it back (it is the ring's tail). */
                 c->n_pending--;
                 pending_arm(c);
                 return -EIO;
-        }
-        if (now) {
-                /* The write may fail and drop the context (the pending commands then fail, this one with them):
-                 * e is freed with it, unless it outlives this call as a dispatching adapter would. */
-                e->dispatching = true;
-                redisAsyncHandleWrite(c->ac);
-                e->dispatching = false;
-                e->writing_now = false;
-                if (e->dead)
-                        events_free(e);
-                else if (events_update(e) < 0)
-                        log_warning("Redis (%s): failed to watch the connection.", c->name);
         }
         return 0;
 }
@@ -463,7 +437,6 @@ int redis_conn_new(const RedisConnConfig *config, const RedisConnHooks *hooks, R
         c->backoff_max_usec = MAX(config->backoff_max_usec ?: REDIS_DEFAULT_BACKOFF_MAX_USEC, c->backoff_min_usec);
         c->backoff_usec = c->backoff_min_usec;
         c->scripts = config->scripts;
-        c->write_at_once = config->write_at_once;
         c->port = u->port;
         c->db = u->db;
         c->state = REDIS_CONN_CONNECTING;

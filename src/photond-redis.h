@@ -60,9 +60,6 @@ typedef struct RedisConnConfig {
         uint64_t backoff_min_usec;      /* 0: REDIS_DEFAULT_BACKOFF_MIN_USEC */
         uint64_t backoff_max_usec;      /* 0: REDIS_DEFAULT_BACKOFF_MAX_USEC */
         const RedisScript *const *scripts;      /* NULL-terminated, or NULL: loaded at every connect */
-        /* A command is written when it is sent (outside the connection's own callbacks), not at the next EPOLLOUT:
-         * one write per command, and no loop iteration between a client's request and Redis. */
-        bool write_at_once;
 } RedisConnConfig;
 
 #define REDIS_DEFAULT_COMMAND_TIMEOUT_USEC (2 * USEC_PER_SEC)
