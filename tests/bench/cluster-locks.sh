@@ -13,7 +13,8 @@
 # Server CPU is read from /proc/<pid> (schedstat) of every server of the configuration: both nodes and Redis for
 # the cluster, Redis alone for the direct run; it is shown per lock+unlock pair. Everything is on Unix sockets in a
 # private temporary directory; every run gets fresh servers. Environment: ROUNDS (3), SECS (2), KEEP=1,
-# NODE_ENV="VAR=value …" for the photond nodes (e.g. PHOTOND_BUSY_POLL_US=0).
+# NODE_ENV="VAR=value …" for the photond nodes (e.g. PHOTOND_BUSY_POLL_US=0), OTHER_PHOTOND=<path> another build's
+# photond, run as a second cluster in the same rounds (an A/B).
 set -euo pipefail
 
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -73,7 +74,7 @@ start_node() {
         mkdir -p "$home"
         node_sock=$home/.data/daemon.sock
         node_pid=$(env ${NODE_ENV:-} PHOTON_HOME="$home" PHOTOND_CLUSTER_URL="unix://$rsock" PHOTOND_NODE_ID="$1" \
-                "$bench" start --log "$tmp/photond.log" -- "$photond" --bus=none --socket "$node_sock")
+                "$bench" start --log "$tmp/photond.log" -- "${node_bin:-$photond}" --bus=none --socket "$node_sock")
         pids+=("$node_pid")
         # READY=1 comes before Redis is reached (photond starts without it): wait for the lock backend.
         python3 - "$node_sock" <<'PY'
@@ -113,16 +114,20 @@ for round in $(seq "$rounds"); do
         for k in 1 64; do
                 set -- locks --clients 8 --names "$k" --pairs 100000000 --duration "$secs"
 
-                start_redis
-                start_node bench-a; a_sock=$node_sock a_pid=$node_pid
-                start_node bench-b; b_sock=$node_sock b_pid=$node_pid
-                rc=0
-                "$bench" "$@" --target photon --socket "$a_sock,$b_sock" --pid "$a_pid,$b_pid,$redis_pid" \
-                        >/dev/null 2>"$tmp/err" || rc=$?
-                cat "$tmp/err" >&2
-                [ "$rc" = 0 ] || { echo "cluster-locks.sh: the cluster run failed" >&2; exit 1; }
-                results[cluster,$k,$round]=$(parse)
-                stop_server "$a_pid"; stop_server "$b_pid"; stop_server "$redis_pid"
+                for conf in cluster ${OTHER_PHOTOND:+other}; do
+                        node_bin=$photond
+                        [ "$conf" = cluster ] || node_bin=$OTHER_PHOTOND
+                        start_redis
+                        start_node bench-a; a_sock=$node_sock a_pid=$node_pid
+                        start_node bench-b; b_sock=$node_sock b_pid=$node_pid
+                        rc=0
+                        "$bench" "$@" --target photon --socket "$a_sock,$b_sock" --pid "$a_pid,$b_pid,$redis_pid" \
+                                >/dev/null 2>"$tmp/err" || rc=$?
+                        cat "$tmp/err" >&2
+                        [ "$rc" = 0 ] || { echo "cluster-locks.sh: the $conf run failed" >&2; exit 1; }
+                        results[$conf,$k,$round]=$(parse)
+                        stop_server "$a_pid"; stop_server "$b_pid"; stop_server "$redis_pid"
+                done
 
                 start_redis
                 rc=0
@@ -147,3 +152,19 @@ for k in 1 64; do
                 echo "| $k | $round | $cr | $rr | $ratio | $cc | $rc | $cf / $rf | $((cv + rv)) |"
         done
 done
+if [ -n "${OTHER_PHOTOND:-}" ]; then
+        echo
+        echo "Other build ($OTHER_PHOTOND), the same rounds:"
+        echo
+        echo "| K | round | other pairs/s | other/Redis | this/other | other CPU µs per pair | violations |"
+        echo "|---|---|---|---|---|---|---|"
+        for k in 1 64; do
+                for round in $(seq "$rounds"); do
+                        read -r cr _ _ _ <<<"${results[cluster,$k,$round]}"
+                        read -r orr oc ov _ <<<"${results[other,$k,$round]}"
+                        read -r rr _ _ _ <<<"${results[redis,$k,$round]}"
+                        echo "| $k | $round | $orr | $(python3 -c "print('%.2f' % ($orr / $rr))") |" \
+                             "$(python3 -c "print('%.2f' % ($cr / $orr))") | $oc | $ov |"
+                done
+        done
+fi
