@@ -432,9 +432,11 @@ void lock_op_done(LockOp *op, const LockOpResult *res) {
         int r;
 
         op_detach(op);
-        if (op->type == REQUEST_LIST_LOCKS && (!c || res->error < 0))
-                json_object_put(res->locks);
-        if (c && res->error != -ECANCELED && !c->disconnected) {
+        if (!c || c->disconnected || res->error == -ECANCELED) {
+                /* Nobody to answer; a list made all the same is dropped. */
+                if (op->type == REQUEST_LIST_LOCKS)
+                        json_object_put(res->locks);
+        } else {
                 r = answer(c, op, res);
                 if (r < 0) {
                         log_warning_errno(r, "Lock request '%s' from client %" PRIu64 " failed: %m", op->id,
