@@ -501,6 +501,42 @@ Test(cluster_locks, redis_stopped_is_cluster_unavailable) {
         tmpdir_remove(k.dir);
 }
 
+/* A node killed with SIGKILL: its clients' locks are Redis keys that end at their timeouts, neither before nor
+ * after; a waiter on the other node gets the lock then. */
+Test(cluster_locks, a_killed_node_neither_releases_nor_keeps_its_locks) {
+        Cluster2 k;
+        Conn *ca, *cb;
+        struct json_object *o;
+        uint64_t locked_at, granted_at;
+
+        cluster_up(&k, NULL);
+        ca = conn_open(k.a);
+        cb = conn_open(k.b);
+        o = REQ(ca, "\"type\":\"lock\",\"lockName\":\"k\",\"sessionId\":\"a\",\"lockTimeout\":1000");
+        locked_at = mono_ms();
+        cr_assert(jbool(o, "data.acquired"));
+        json_object_put(o);
+        conn_close(ca);
+        (void) daemon_signal_and_wait(k.a, SIGKILL);
+        daemon_free(k.a);
+
+        o = REQ(cb, "\"type\":\"query_lock\",\"lockName\":\"k\"");
+        cr_assert_str_eq(jstr(o, "data.holder"), "a", "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        conn_send(cb, "{\"type\":\"lock\",\"id\":\"w\",\"lockName\":\"k\",\"sessionId\":\"b\",\"lockWait\":10000}");
+        o = conn_expect(cb, 5000);
+        granted_at = mono_ms();
+        cr_assert(jbool(o, "data.acquired"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        cr_assert_geq(granted_at - locked_at, 980, "granted %" PRIu64 " ms after", granted_at - locked_at);
+        cr_assert_lt(granted_at - locked_at, 1300, "granted %" PRIu64 " ms after", granted_at - locked_at);
+
+        conn_close(cb);
+        daemon_stop_clean(k.b);
+        test_redis_stop(&k.redis);
+        tmpdir_remove(k.dir);
+}
+
 /* A stop answers the lock requests under way (a parked lockWait here): the next process would not know them. */
 Test(cluster_locks, a_stop_answers_the_waits) {
         Cluster2 k;
