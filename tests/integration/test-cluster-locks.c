@@ -283,8 +283,9 @@ Test(cluster_locks, lock_wait_handed_over_across_nodes_on_release) {
         cr_assert_str_eq(jstr(o, "data.holder"), "b1");
         cr_assert_gt((uint64_t) jint(o, "data.fencingToken"), tok);
         json_object_put(o);
-        /* A notification, not a poll: well within the 20 s wait, and within tens of ms. */
-        cr_assert_lt(granted_at - released_at, 100, "handed over %" PRIu64 " ms after the release",
+        /* A notification, not a poll: well within the 20 s wait (tens of ms; the bound leaves room for a loaded
+         * machine and the sanitizers). */
+        cr_assert_lt(granted_at - released_at, 250, "handed over %" PRIu64 " ms after the release",
                      granted_at - released_at);
         cr_log_info("lockWait hand-over across nodes: %" PRIu64 " ms", granted_at - released_at);
 
@@ -342,7 +343,7 @@ Test(cluster_locks, lock_wait_handed_over_across_nodes_on_expiry) {
         json_object_put(o);
         /* At the expiry (Redis' PTTL), not at the end of the wait or a poll's tick. */
         cr_assert_geq(granted_at - locked_at, 380, "granted %" PRIu64 " ms after", granted_at - locked_at);
-        cr_assert_lt(granted_at - locked_at, 550, "granted %" PRIu64 " ms after", granted_at - locked_at);
+        cr_assert_lt(granted_at - locked_at, 700, "granted %" PRIu64 " ms after", granted_at - locked_at);
 
         conn_close(ca);
         conn_close(cb);
@@ -529,7 +530,7 @@ Test(cluster_locks, a_killed_node_neither_releases_nor_keeps_its_locks) {
         cr_assert(jbool(o, "data.acquired"), "%s", json_object_to_json_string(o));
         json_object_put(o);
         cr_assert_geq(granted_at - locked_at, 980, "granted %" PRIu64 " ms after", granted_at - locked_at);
-        cr_assert_lt(granted_at - locked_at, 1300, "granted %" PRIu64 " ms after", granted_at - locked_at);
+        cr_assert_lt(granted_at - locked_at, 1400, "granted %" PRIu64 " ms after", granted_at - locked_at);
 
         conn_close(cb);
         daemon_stop_clean(k.b);
