@@ -299,6 +299,12 @@ static void hook_channel_published(const char *name, size_t len, const char *mes
         cluster_channel_published(m->cluster, name, len, message, message_len, event_id);
 }
 
+static void hook_cluster_changed(bool state, void *userdata) {
+        Manager *m = userdata;
+
+        bus_cluster_changed(m->bus, state);
+}
+
 static void hook_lock_changed(void *userdata, const char *name, const char *holder, const char *event) {
         Manager *m = userdata;
 
@@ -874,6 +880,8 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                                         .event = m->event,
                                         .channels = m->channels,
                                         .settings = &m->cluster_settings,
+                                        .changed = hook_cluster_changed,
+                                        .userdata = m,
                                 }, &m->cluster);
                 if (r < 0)
                         return r;
