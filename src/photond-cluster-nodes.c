@@ -453,7 +453,8 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         ClusterNodes *n = userdata;
 
         beat(n);
-        (void) sd_event_source_set_time(s, usec + n->heartbeat_usec);
+        /* from now, not from when it was due: a loop that was held up does not make up for it in a burst */
+        (void) sd_event_source_set_time_relative(s, n->heartbeat_usec);
         return 0;
 }
 
