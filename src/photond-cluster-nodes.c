@@ -4,6 +4,7 @@
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <json-c/json.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,7 +164,8 @@ int cluster_node_record_parse(const char *s, size_t len, ClusterNodeRecord *ret)
  *
  * KEYS: <prefix>nodes (sorted set: node id -> when it expires, ms of Redis' clock), <prefix>nodes:info (hash: node
  * id -> record), <prefix>nodes:seen (hash: node id -> last seen), <prefix>node:<id>:instances (hash: instance token
- * -> last seen; expires with the node). ARGV: node id, token, TTL ms, record, nodes to return at most.
+ * -> last seen; expires with the node), and the channel <prefix>node:<id>:beat, where the token is published for
+ * the node's own subscriber connection to hear. ARGV: node id, token, TTL ms, record, nodes to return at most.
  *
  * Redis' own clock (TIME) is the one clock: the nodes' clocks need not agree. A second live process with this id
  * is one whose instance was seen after this one's previous heartbeat: a process that restarted leaves the old
@@ -186,6 +188,7 @@ static const char heartbeat_script[] =
         "    end\n"
         "  end\n"
         "end\n"
+        "redis.call('PUBLISH', KEYS[5], token)\n"
         "redis.call('HSET', KEYS[4], token, string.format('%.0f', now))\n"
         "redis.call('PEXPIRE', KEYS[4], ttl)\n"
         "redis.call('ZADD', KEYS[1], string.format('%.0f', now + ttl), id)\n"
@@ -218,7 +221,7 @@ struct ClusterNodes {
         sd_event *event;
         RedisConn *commands, *subscriber;
         char *node_id;
-        char *keys[4];          /* the script's KEYS */
+        char *keys[5];          /* the script's KEYS; the last is the beat channel */
         char *record;           /* this node's record */
         char token[CLUSTER_NODE_TOKEN_LEN + 1];
         uint64_t heartbeat_usec;
@@ -238,6 +241,13 @@ struct ClusterNodes {
         ClusterState state;
         uint64_t state_since;   /* CLOCK_REALTIME µs */
         bool was_connected;
+
+        /* The subscriber connection sends nothing once subscribed, so a dead one that the kernel does not report
+         * would go unnoticed: each heartbeat publishes on the beat channel, and a subscriber that hears nothing
+         * while Redis answers heartbeats is dropped. */
+        bool subscriber_up;
+        uint64_t heard_usec;            /* CLOCK_MONOTONIC: the last push on the subscriber connection */
+        unsigned beats_unheard;         /* heartbeats answered since then */
 
         RateLimit error_log;
 };
@@ -419,6 +429,8 @@ static void on_beat_reply(RedisConn *conn, redisReply *reply, void *userdata) {
         nodes_free_array(old, n_old);
         n->beat_answered = true;
         n->last_beat = now;
+        if (n->beats_unheard < UINT_MAX)
+                n->beats_unheard++;
         if (changed && n->changed)
                 n->changed(false, n->userdata);
 }
@@ -433,13 +445,14 @@ static void beat(ClusterNodes *n) {
         snprintf(max, sizeof(max), "%d", CLUSTER_NODES_MAX);
         /* EVAL, not a script loaded at connect: once a heartbeat its source costs nothing, and the commands
          * connection's script list stays with the parts that call theirs on every request. */
-        r = redis_conn_command(n->commands, on_beat_reply, n, 12,
-                               (const char *[]) { "EVAL", heartbeat_script, "4", n->keys[0], n->keys[1], n->keys[2],
-                                                  n->keys[3], n->node_id, n->token, ttl, n->record, max },
+        r = redis_conn_command(n->commands, on_beat_reply, n, 13,
+                               (const char *[]) { "EVAL", heartbeat_script, "5", n->keys[0], n->keys[1], n->keys[2],
+                                                  n->keys[3], n->keys[4], n->node_id, n->token, ttl, n->record,
+                                                  max },
                                (const size_t[]) { 4, sizeof(heartbeat_script) - 1, 1, strlen(n->keys[0]),
                                                   strlen(n->keys[1]), strlen(n->keys[2]), strlen(n->keys[3]),
-                                                  strlen(n->node_id), CLUSTER_NODE_TOKEN_LEN, strlen(ttl),
-                                                  strlen(n->record), strlen(max) });
+                                                  strlen(n->keys[4]), strlen(n->node_id), CLUSTER_NODE_TOKEN_LEN,
+                                                  strlen(ttl), strlen(n->record), strlen(max) });
         if (r < 0) {
                 /* -ENOTCONN and -ENOBUFS say the connection is in trouble: the state and pending show it. */
                 if (r != -ENOTCONN && r != -ENOBUFS)
@@ -449,9 +462,34 @@ static void beat(ClusterNodes *n) {
         n->beat_pending = true;
 }
 
+/* Heartbeats were answered and their publishes never came back on the subscriber connection: it is dead (a
+ * half-open TCP connection, a proxy that stopped relaying) even if the kernel has not said so. */
+static void check_subscriber(ClusterNodes *n, uint64_t now) {
+        uint64_t quiet;
+
+        if (!n->subscriber_up || n->beats_unheard < CLUSTER_NODE_TTL_BEATS)
+                return;
+        quiet = now - MIN(n->heard_usec, now);
+        if (quiet < CLUSTER_NODE_TTL_BEATS * n->heartbeat_usec)
+                return;
+        log_warning("Cluster: the subscriber connection heard nothing for %" PRIu64 " ms while Redis answered %u "
+                    "heartbeats: dropping it.", quiet / USEC_PER_MSEC, n->beats_unheard);
+        n->beats_unheard = 0;
+        redis_conn_reset(n->subscriber, "heard no heartbeat");
+}
+
+bool cluster_nodes_push(ClusterNodes *n, const char *channel, size_t len) {
+        if (!n)
+                return false;
+        n->heard_usec = now_usec(CLOCK_MONOTONIC);
+        n->beats_unheard = 0;
+        return channel && len == strlen(n->keys[4]) && memcmp(channel, n->keys[4], len) == 0;
+}
+
 static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         ClusterNodes *n = userdata;
 
+        check_subscriber(n, now_usec(CLOCK_MONOTONIC));
         beat(n);
         /* from now, not from when it was due: a loop that was held up does not make up for it in a burst */
         (void) sd_event_source_set_time_relative(s, n->heartbeat_usec);
@@ -468,6 +506,15 @@ void cluster_nodes_conn_changed(ClusterNodes *n) {
 
         if (!n)
                 return;
+        if (!n->subscriber_up && redis_conn_state(n->subscriber) == REDIS_CONN_CONNECTED) {
+                /* -ENOTCONN cannot happen here; -EIO (out of memory) leaves the check without its heartbeats,
+                 * which then drops the connection and tries again */
+                (void) redis_conn_subscribe(n->subscriber, 2, (const char *[]) { "SUBSCRIBE", n->keys[4] },
+                                            (const size_t[]) { 9, strlen(n->keys[4]) });
+                n->heard_usec = now_usec(CLOCK_MONOTONIC);
+                n->beats_unheard = 0;
+        }
+        n->subscriber_up = redis_conn_state(n->subscriber) == REDIS_CONN_CONNECTED;
         worst = redis_conn_state(n->commands) != REDIS_CONN_CONNECTED ? n->commands : n->subscriber;
         switch (redis_conn_state(worst)) {
         case REDIS_CONN_CONNECTED:
@@ -595,7 +642,8 @@ int cluster_nodes_new(const ClusterNodesConfig *config, ClusterNodes **ret) {
         if (asprintf(&n->keys[0], "%snodes", config->prefix) < 0 ||
             asprintf(&n->keys[1], "%snodes:info", config->prefix) < 0 ||
             asprintf(&n->keys[2], "%snodes:seen", config->prefix) < 0 ||
-            asprintf(&n->keys[3], "%snode:%s:instances", config->prefix, config->node_id) < 0)
+            asprintf(&n->keys[3], "%snode:%s:instances", config->prefix, config->node_id) < 0 ||
+            asprintf(&n->keys[4], "%snode:%s:beat", config->prefix, config->node_id) < 0)
                 return -ENOMEM;
 
         /* New for each process: what tells a second live process with this id from this one. */

@@ -107,6 +107,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(ClusterNodes*, cluster_nodes_free);
  * out again and a transition logged and announced. Once the commands connection is up, a heartbeat goes at once. */
 void cluster_nodes_conn_changed(ClusterNodes *n);
 
+/* Something came on the subscriber connection (the Cluster's push hook calls it first; NULL is fine): the
+ * connection is alive. true when it was this node's beat channel, which is the nodes' own and goes no further. */
+bool cluster_nodes_push(ClusterNodes *n, const char *channel, size_t len);
+
 /* The cluster's state and since when (CLOCK_REALTIME µs). */
 ClusterState cluster_nodes_state(ClusterNodes *n, uint64_t *ret_since);
 

@@ -413,9 +413,12 @@ static void on_push(RedisConn *conn, redisReply *reply, void *userdata) {
         } else if (streq(reply->element[0]->str, "pmessage") && reply->elements == 4) {
                 ch = reply->element[2];
                 payload = reply->element[3];
-        } else
+        } else {
+                (void) cluster_nodes_push(c->nodes, NULL, 0);
                 return;         /* (un)subscribe confirmations */
-        if (ch->type != REDIS_REPLY_STRING || payload->type != REDIS_REPLY_STRING)
+        }
+        if (ch->type != REDIS_REPLY_STRING || payload->type != REDIS_REPLY_STRING ||
+            cluster_nodes_push(c->nodes, ch->str, ch->len))
                 return;
         deliver(c, ch->str, ch->len, payload->str, payload->len);
 }

@@ -513,6 +513,12 @@ size_t redis_conn_pending(RedisConn *c) {
         return c->n_pending;
 }
 
+void redis_conn_reset(RedisConn *c, const char *error) {
+        if (c->state != REDIS_CONN_CONNECTED)
+                return;
+        conn_drop(c, error);
+}
+
 int redis_conn_command(RedisConn *c, RedisReplyCallback cb, void *userdata, int argc, const char **argv,
                        const size_t *argv_len) {
         if (!c->ac || c->state != REDIS_CONN_CONNECTED)

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <systemd/sd-bus.h>
 #include <unistd.h>
@@ -31,7 +32,7 @@ static unsigned req_serial;
  * running would hold the test runner's output open. Each test runs in a process of its own. */
 static TestRedis *cur_redis;
 static Daemon *started[8];
-static pid_t cur_dbus;
+static pid_t cur_dbus, cur_relay;
 
 static Daemon* track(Daemon *d) {
         for (size_t i = 0; i < ELEMENTSOF(started); i++)
@@ -57,6 +58,11 @@ static void suite_fini(void) {
         if (cur_redis && cur_redis->pid > 0) {
                 (void) kill(cur_redis->pid, SIGCONT);
                 test_redis_stop(cur_redis);
+        }
+        if (cur_relay > 0) {
+                kill(cur_relay, SIGKILL);
+                waitpid(cur_relay, NULL, 0);
+                cur_relay = 0;
         }
         if (cur_dbus > 0) {
                 kill(cur_dbus, SIGTERM);
@@ -272,6 +278,9 @@ Test(cluster_nodes, join_leave_and_restart) {
         cr_assert_eq(jbool(o, "data.cluster.duplicateNodeId"), false);
         cr_assert_eq(jint(o, "data.cluster.heartbeatMs"), 200);
         cr_assert_eq(jint(o, "data.cluster.nodesNotShown"), 0);
+        /* the heartbeats each node hears on its own beat channel are not messages from other nodes */
+        cr_assert_eq(jint(o, "data.cluster.invalid"), 0);
+        cr_assert_eq(jint(o, "data.cluster.received"), 0);
         json_object_put(o);
 
         /* photonctl status: a section, readable, with the nodes. */
@@ -897,6 +906,165 @@ Test(cluster_nodes, redis_that_never_answers) {
         conn_close(pub);
         conn_close(sub);
         node_stop(a);
+        test_redis_stop(&redis);
+        tmpdir_remove(dir);
+}
+
+/* ---- a relay that goes silent ---- */
+
+/* A relay between photond and redis-server on Unix sockets, in a child process. It copies bytes both ways; after
+ * SIGUSR1 it swallows everything, both ways, on the connections that had subscribed by then, and keeps them open:
+ * a subscriber connection whose peer went silent without closing, as a half-open TCP connection or a hung proxy
+ * looks. Connections made later are relayed as before. */
+static volatile sig_atomic_t relay_silence;
+
+static void on_usr1(int sig) {
+        relay_silence = 1;
+}
+
+static void write_all(int fd, const char *p, size_t n) {
+        while (n > 0) {
+                ssize_t k = write(fd, p, n);
+
+                if (k <= 0)
+                        return;
+                p += k;
+                n -= (size_t) k;
+        }
+}
+
+static void relay_run(int listen_fd, const char *target) {
+        struct { int fd[2]; bool sub, silent; } pairs[32] = {};
+        size_t n_pairs = 0;
+        bool silenced = false;
+
+        for (;;) {
+                struct pollfd p[1 + 2 * 32];
+                size_t n = 1;
+
+                if (relay_silence && !silenced) {
+                        for (size_t i = 0; i < n_pairs; i++)
+                                pairs[i].silent = pairs[i].sub;
+                        silenced = true;
+                }
+                p[0] = (struct pollfd) { .fd = listen_fd, .events = POLLIN };
+                for (size_t i = 0; i < n_pairs; i++)
+                        for (int k = 0; k < 2; k++)
+                                p[n++] = (struct pollfd) { .fd = pairs[i].fd[k], .events = POLLIN };
+                if (poll(p, n, -1) < 0)
+                        continue;       /* EINTR: SIGUSR1 */
+                if (p[0].revents & POLLIN) {
+                        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+                        int c = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC), t = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+                        strncpy(sa.sun_path, target, sizeof(sa.sun_path) - 1);
+                        if (c >= 0 && t >= 0 && n_pairs < 32 && connect(t, (struct sockaddr *) &sa, sizeof(sa)) == 0)
+                                pairs[n_pairs++] = (typeof(pairs[0])) { .fd = { c, t } };
+                        else {
+                                close(c);
+                                close(t);
+                        }
+                        continue;
+                }
+                for (size_t i = 0, j = 1; i < n_pairs; i++)
+                        for (int k = 0; k < 2; k++, j++) {
+                                char buf[65536];
+                                ssize_t r;
+
+                                if (!(p[j].revents & (POLLIN | POLLHUP | POLLERR)))
+                                        continue;
+                                r = read(pairs[i].fd[k], buf, sizeof(buf));
+                                if (r <= 0) {
+                                        /* either side closed: close both (the entry stays, dead, for simplicity) */
+                                        close(pairs[i].fd[0]);
+                                        close(pairs[i].fd[1]);
+                                        pairs[i].fd[0] = pairs[i].fd[1] = -1;
+                                        continue;
+                                }
+                                if (k == 0 && memmem(buf, (size_t) r, "SUBSCRIBE", 9))
+                                        pairs[i].sub = true;
+                                if (!pairs[i].silent)
+                                        write_all(pairs[i].fd[1 - k], buf, (size_t) r);
+                        }
+        }
+}
+
+static pid_t relay_start(const char *path, const char *target) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        pid_t pid;
+
+        cr_assert_geq(fd, 0);
+        strncpy(sa.sun_path, path, sizeof(sa.sun_path) - 1);
+        cr_assert_eq(bind(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+        /* listening before the fork: a connect succeeds from now on, no waiting needed */
+        cr_assert_eq(listen(fd, 16), 0);
+        pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+                signal(SIGUSR1, on_usr1);
+                relay_run(fd, target);
+                _exit(0);
+        }
+        close(fd);
+        return pid;
+}
+
+/* The subscriber connection goes silent without closing (the relay swallows it): the heartbeats the node publishes
+ * for itself stop coming back while Redis answers them, so the node drops that connection, reconnects, tells its
+ * subscribers (refresh_needed), and messages from the other node come again. */
+Test(cluster_nodes, silent_subscriber_connection_is_dropped) {
+        static TestRedis redis;
+        char *dir, relay_path[300], url[320];
+        Daemon *a, *b;
+        Conn *pub, *sub;
+        struct json_object *o;
+        uint64_t deadline;
+        bool refresh = false;
+
+        SKIP_WITHOUT_REDIS();
+        dir = tmpdir_new();
+        cur_redis = &redis;
+        cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
+        snprintf(relay_path, sizeof(relay_path), "%s/relay.sock", dir);
+        snprintf(url, sizeof(url), "unix://%s", relay_path);
+        cur_relay = relay_start(relay_path, redis.socket);
+        a = node_start_with(url, "node-a", (const char *[]) { "PHOTOND_CLUSTER_RECONNECT_MAX_MS=200", NULL });
+        b = node_start(redis.url, "node-b");
+        wait_state(a, "connected");
+        wait_state(b, "connected");
+        pub = conn_open(b);
+        sub = conn_open(a);
+        subscribe(sub, "news");
+        sync_subscription(pub, sub, "news");
+
+        cr_assert_eq(kill(cur_relay, SIGUSR1), 0);
+        wait_log(a, "Cluster: the subscriber connection heard nothing for ");
+        wait_log(a, "Redis (subscriber): connection lost: heard no heartbeat. Reconnecting.");
+        deadline = mono_ms() + 10000;
+        while (!refresh) {
+                o = conn_recv(sub, 200);
+                cr_assert_lt(mono_ms(), deadline, "no refresh_needed after the silent subscriber was dropped");
+                if (!o)
+                        continue;
+                refresh = strcmp(jstr(o, "type"), "refresh_needed") == 0;
+                json_object_put(o);
+        }
+        wait_state(a, "connected");
+        sync_subscription(pub, sub, "news");
+        publish(pub, "news", "{\"n\":1}");
+        o = conn_expect(sub, 5000);
+        cr_assert_eq(jint(o, "message.n"), 1, "%s", json_object_to_json_string(o));
+        json_object_put(o);
+
+        conn_close(pub);
+        conn_close(sub);
+        node_stop(a);
+        node_stop(b);
+        kill(cur_relay, SIGKILL);
+        waitpid(cur_relay, NULL, 0);
+        cur_relay = 0;
         test_redis_stop(&redis);
         tmpdir_remove(dir);
 }
