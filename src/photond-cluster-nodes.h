@@ -111,6 +111,12 @@ void cluster_nodes_conn_changed(ClusterNodes *n);
  * connection is alive. true when it was this node's beat channel, which is the nodes' own and goes no further. */
 bool cluster_nodes_push(ClusterNodes *n, const char *channel, size_t len);
 
+/* A clean stop: stops the heartbeat and takes this node out of the node index, so the others see it leave at their
+ * next heartbeat. 1: under way, left (may be NULL) is called once Redis answered (or the connection went); 0:
+ * nothing to wait for (not connected). */
+int cluster_nodes_leave(ClusterNodes *n, void (*left)(void *userdata), void *userdata);
+bool cluster_nodes_leaving(ClusterNodes *n);
+
 /* The cluster's state and since when (CLOCK_REALTIME µs). */
 ClusterState cluster_nodes_state(ClusterNodes *n, uint64_t *ret_since);
 

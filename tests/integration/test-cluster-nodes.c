@@ -317,6 +317,41 @@ Test(cluster_nodes, join_leave_and_restart) {
         tmpdir_remove(dir);
 }
 
+/* A clean stop takes the node out of the index at once: with a 5 s heartbeat its record would stay 15 s, and the
+ * others see it leave at their next heartbeat instead. */
+Test(cluster_nodes, clean_stop_leaves_at_once) {
+        static TestRedis redis;
+        char *dir;
+        Daemon *a, *b;
+        uint64_t t0;
+
+        SKIP_WITHOUT_REDIS();
+        dir = tmpdir_new();
+        cur_redis = &redis;
+        cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
+        a = node_start_with(redis.url, "node-a", (const char *[]) { "PHOTOND_CLUSTER_HEARTBEAT_MS=1000", NULL });
+        b = node_start_with(redis.url, "node-b", (const char *[]) { "PHOTOND_CLUSTER_HEARTBEAT_MS=5000", NULL });
+        wait_nodes(a, "node-a*,node-b");
+        t0 = mono_ms();
+        cr_assert(daemon_log_contains(b, "Cluster: 2 nodes seen") || daemon_log_contains(b, "Cluster: 1 node seen"));
+        {
+                /* node_stop() with the log kept for the check */
+                int st = daemon_signal_and_wait(b, SIGTERM);
+
+                cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "photond exited with status %d", st);
+                cr_assert(daemon_log_contains(b, "Cluster: node node-b left the cluster (stopping)."));
+                untrack(b);
+                daemon_free(b);
+        }
+        wait_nodes(a, "node-a*");
+        cr_assert_lt(mono_ms() - t0, 5000, "node-b's record stayed until it expired");
+        wait_log(a, "Cluster: node node-b left");
+
+        node_stop(a);
+        test_redis_stop(&redis);
+        tmpdir_remove(dir);
+}
+
 Test(cluster_nodes, duplicate_node_id_is_detected) {
         static TestRedis redis;
         char *dir, *out = NULL;
