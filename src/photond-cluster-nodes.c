@@ -165,17 +165,20 @@ int cluster_node_record_parse(const char *s, size_t len, ClusterNodeRecord *ret)
  * KEYS: <prefix>nodes (sorted set: node id -> when it expires, ms of Redis' clock), <prefix>nodes:info (hash: node
  * id -> record), <prefix>nodes:seen (hash: node id -> last seen), <prefix>node:<id>:instances (hash: instance token
  * -> last seen; expires with the node), and the channel <prefix>node:<id>:beat, where the token is published for
- * the node's own subscriber connection to hear. ARGV: node id, token, TTL ms, record, nodes to return at most.
+ * the node's own subscriber connection to hear. ARGV: node id, token, TTL ms, record, nodes to return at most,
+ * this process' first heartbeat (Redis' clock, ms; 0 before it was answered).
  *
  * Redis' own clock (TIME) is the one clock: the nodes' clocks need not agree. A second live process with this id
- * is one whose instance was seen after this one's previous heartbeat: a process that restarted leaves the old
- * token behind, not seen again, and is not mistaken for one; the first heartbeat of a process has no verdict.
+ * is another instance seen after this process' first heartbeat (ARGV[6], 0 before it) and within the TTL: a
+ * process that restarted leaves the old token behind, last seen before its successor's first heartbeat, and is not
+ * mistaken for one; a live one stays a duplicate until it has been silent for the TTL, however its heartbeats
+ * interleave with ours.
  * Returns { now, duplicate (0/1), number of nodes, then id, last seen, record for each node returned }. */
 static const char heartbeat_script[] =
         "local t = redis.call('TIME')\n"
         "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
         "local id, token, ttl, max = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[5])\n"
-        "local prev = tonumber(redis.call('HGET', KEYS[4], token) or 0) or 0\n"
+        "local first = tonumber(ARGV[6]) or 0\n"
         "local dup = 0\n"
         "local inst = redis.call('HGETALL', KEYS[4])\n"
         "for i = 1, #inst, 2 do\n"
@@ -183,7 +186,7 @@ static const char heartbeat_script[] =
         "    local seen = tonumber(inst[i + 1]) or 0\n"
         "    if seen <= now - ttl then\n"
         "      redis.call('HDEL', KEYS[4], inst[i])\n"
-        "    elseif prev > 0 and seen > prev then\n"
+        "    elseif first > 0 and seen > first then\n"
         "      dup = 1\n"
         "    end\n"
         "  end\n"
@@ -242,6 +245,7 @@ struct ClusterNodes {
         bool beat_pending;      /* one heartbeat at a time: a slow Redis gets no pile of them */
         bool beat_answered;     /* at least one heartbeat answered: nodes is what Redis said */
         int64_t last_beat;      /* Redis' clock, ms, of the last answer */
+        int64_t first_beat;     /* Redis' clock, ms, of the first answer: what a duplicate is newer than */
 
         ClusterNode *nodes;     /* sorted by id */
         size_t n_nodes;
@@ -443,6 +447,8 @@ static void on_beat_reply(RedisConn *conn, redisReply *reply, void *userdata) {
         nodes_free_array(old, n_old);
         n->beat_answered = true;
         n->last_beat = now;
+        if (n->first_beat == 0)
+                n->first_beat = now;
         if (n->beats_unheard < UINT_MAX)
                 n->beats_unheard++;
         if (changed && n->changed)
@@ -450,23 +456,24 @@ static void on_beat_reply(RedisConn *conn, redisReply *reply, void *userdata) {
 }
 
 static void beat(ClusterNodes *n) {
-        char ttl[24], max[24];
+        char ttl[24], max[24], first[24];
         int r;
 
         if (n->beat_pending || redis_conn_state(n->commands) != REDIS_CONN_CONNECTED)
                 return;
         snprintf(ttl, sizeof(ttl), "%" PRIu64, CLUSTER_NODE_TTL_BEATS * n->heartbeat_usec / USEC_PER_MSEC);
         snprintf(max, sizeof(max), "%d", CLUSTER_NODES_MAX);
+        snprintf(first, sizeof(first), "%" PRId64, n->first_beat);
         /* EVAL, not a script loaded at connect: once a heartbeat its source costs nothing, and the commands
          * connection's script list stays with the parts that call theirs on every request. */
-        r = redis_conn_command(n->commands, on_beat_reply, n, 13,
+        r = redis_conn_command(n->commands, on_beat_reply, n, 14,
                                (const char *[]) { "EVAL", heartbeat_script, "5", n->keys[0], n->keys[1], n->keys[2],
                                                   n->keys[3], n->keys[4], n->node_id, n->token, ttl, n->record,
-                                                  max },
+                                                  max, first },
                                (const size_t[]) { 4, sizeof(heartbeat_script) - 1, 1, strlen(n->keys[0]),
                                                   strlen(n->keys[1]), strlen(n->keys[2]), strlen(n->keys[3]),
                                                   strlen(n->keys[4]), strlen(n->node_id), CLUSTER_NODE_TOKEN_LEN,
-                                                  strlen(ttl), strlen(n->record), strlen(max) });
+                                                  strlen(ttl), strlen(n->record), strlen(max), strlen(first) });
         if (r < 0) {
                 /* -ENOTCONN and -ENOBUFS say the connection is in trouble: the state and pending show it. */
                 if (r != -ENOTCONN && r != -ENOBUFS)
