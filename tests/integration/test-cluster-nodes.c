@@ -895,7 +895,7 @@ Test(cluster_nodes, redis_that_never_answers) {
         dir = tmpdir_new();
         cur_redis = &redis;
         cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
-        a = node_start_with(redis.url, "node-a", (const char *[]) { "PHOTOND_CLUSTER_COMMAND_TIMEOUT_MS=300",
+        a = node_start_with(redis.url, "node-a", (const char *[]) { "PHOTOND_CLUSTER_COMMAND_TIMEOUT_MS=150",
                                                                     "PHOTOND_CLUSTER_RECONNECT_MAX_MS=400", NULL });
         wait_state(a, "connected");
         pub = conn_open(a);
@@ -903,11 +903,11 @@ Test(cluster_nodes, redis_that_never_answers) {
         subscribe(sub, "local");
 
         cr_assert_eq(kill(redis.pid, SIGSTOP), 0);
-        /* Nothing is sent by the clients: the heartbeat alone finds out, within heartbeat + timeout (500 ms here;
-         * the default timeout alone would be 2000 ms). */
+        /* Nothing is sent by the clients: the heartbeat alone finds out, within heartbeat + timeout (350 ms here;
+         * with the default timeout it would take 1800 ms at least). */
         t0 = mono_ms();
         wait_state(a, "reconnecting");
-        cr_assert_lt(mono_ms() - t0, 1800, "took %" PRIu64 " ms", mono_ms() - t0);
+        cr_assert_lt(mono_ms() - t0, 1500, "took %" PRIu64 " ms", mono_ms() - t0);
         o = status(a);
         cr_assert_str_eq(jstr(o, "data.cluster.lastError"), "timed out", "%s", json_object_to_json_string(o));
         json_object_put(o);
