@@ -21,9 +21,12 @@
 /* ---- the scripts: each operation is one of them, atomic in Redis ----
  *
  * The time is Redis' (TIME): acquiredAt and expiresAt are its milliseconds, and PXAT on the lock's key (read back
- * with PEXPIRETIME, Redis 7) makes its expiry Redis' too, to the millisecond clients are told. A lost fencing-token counter (INCR answers 1: a fresh Redis, or one restarted without
- * persistence) starts again at Redis' time in ms × 1000, above every token issued before (as the lock core does
- * when its state is lost). Numbers are formatted with %.0f: Lua's tostring() would write 1.7e+15. */
+ * with PEXPIRETIME, Redis 7) makes its expiry Redis' too, to the millisecond clients are told. A fencing token is
+ * the counter's INCR, but never below Redis' time in ms × 1000: a counter that came back behind (an AOF that lost
+ * its last second, a replica promoted before it had the last increments) or not at all (no persistence) still
+ * issues tokens above every one issued before, as long as fewer than 1000 were issued per ms on average and
+ * Redis' clock did not go back (the lock core does the same when its state is lost). Numbers are formatted with
+ * %.0f: Lua's tostring() would write 1.7e+15. */
 
 #define LUA_NOW \
         "local t = redis.call('TIME')\n" \
@@ -31,7 +34,7 @@
 
 #define LUA_NEW_TOKEN \
         "local tok = redis.call('INCR', KEYS[2])\n" \
-        "if tok == 1 then\n" \
+        "if tok < now * 1000 then\n" \
         "  tok = now * 1000\n" \
         "  redis.call('SET', KEYS[2], string.format('%.0f', tok))\n" \
         "end\n" \
@@ -879,7 +882,9 @@ int cluster_locks_new(const ClusterLocksConfig *config, ClusterLocks **ret) {
                                    .event = cl->event,
                                    .url = &s->url,
                                    .name = "locks",
-                                   .command_timeout_usec = config->command_timeout_usec,
+                                   .command_timeout_usec = s->caps.command_timeout_usec,
+                                   .max_pending = s->caps.max_pending,
+                                   .backoff_max_usec = s->caps.reconnect_max_usec,
                                    .scripts = cl->script_list,
                            }, &(RedisConnHooks) { .userdata = cl }, &cl->commands);
         if (r < 0)
@@ -888,7 +893,9 @@ int cluster_locks_new(const ClusterLocksConfig *config, ClusterLocks **ret) {
                                    .event = cl->event,
                                    .url = &s->url,
                                    .name = "locks subscriber",
-                                   .command_timeout_usec = config->command_timeout_usec,
+                                   .command_timeout_usec = s->caps.command_timeout_usec,
+                                   .max_pending = s->caps.max_pending,
+                                   .backoff_max_usec = s->caps.reconnect_max_usec,
                            }, &(RedisConnHooks) {
                                    .connected = on_subscriber_connected,
                                    .push = on_push,

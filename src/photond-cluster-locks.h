@@ -26,8 +26,7 @@ struct json_object;
 
 typedef struct ClusterLocksConfig {
         sd_event *event;
-        const ClusterSettings *settings;
-        uint64_t command_timeout_usec;  /* 0: REDIS_DEFAULT_COMMAND_TIMEOUT_USEC */
+        const ClusterSettings *settings;        /* the URL, the prefix, and the caps of its Redis connections */
 } ClusterLocksConfig;
 
 /* Starts connecting (two Redis connections: the scripts, and the subscriber of P"locks:released"). */

@@ -39,6 +39,7 @@ struct Cluster {
         RedisConn *commands;    /* PUBLISH */
         RedisConn *subscriber;  /* SUBSCRIBE, PSUBSCRIBE: a connection in subscriber mode takes no other command */
         RedisSub *subs;         /* by key; a pattern's key starts with 'p', a channel's with 'c' (one table) */
+        ClusterNodes *nodes;    /* the heartbeat, the nodes seen, the cluster's state (photond-cluster-nodes.c) */
 
         /* A message from another node being published into the local channels: its publish is not sent back. */
         bool relaying;
@@ -129,6 +130,9 @@ int cluster_settings_from_env(bool system, ClusterSettings *ret) {
         if (!cluster_node_id_valid(s.node_id))
                 return log_error_errno(SYNTHETIC_ERRNO(EINVAL), "Invalid node id \"%s\" (PHOTOND_NODE_ID): 1 to %d "
                                        "characters of A-Z a-z 0-9 . _ @ : -.", s.node_id, CLUSTER_NODE_ID_MAX);
+        r = cluster_caps_from_env(&s.caps);
+        if (r < 0)
+                return r;
         s.enabled = true;
         *ret = s;
         s = (ClusterSettings) {};
@@ -313,10 +317,20 @@ static void on_subscriber_connected(RedisConn *conn, void *userdata) {
         if (c->subscriber_was_connected)
                 announce_gap(c);
         c->subscriber_was_connected = true;
+        cluster_nodes_conn_changed(c->nodes);
+}
+
+static void on_commands_connected(RedisConn *conn, void *userdata) {
+        Cluster *c = userdata;
+
+        cluster_nodes_conn_changed(c->nodes);
 }
 
 static void on_disconnected(RedisConn *conn, const char *error, void *userdata) {
-        /* The connection logs it; status shows it. Subscriptions are sent again at the reconnect. */
+        Cluster *c = userdata;
+
+        /* Subscriptions are sent again at the reconnect; the cluster's state logs one line for both. */
+        cluster_nodes_conn_changed(c->nodes);
 }
 
 /* ---- messages ---- */
@@ -399,9 +413,12 @@ static void on_push(RedisConn *conn, redisReply *reply, void *userdata) {
         } else if (streq(reply->element[0]->str, "pmessage") && reply->elements == 4) {
                 ch = reply->element[2];
                 payload = reply->element[3];
-        } else
+        } else {
+                (void) cluster_nodes_push(c->nodes, NULL, 0);
                 return;         /* (un)subscribe confirmations */
-        if (ch->type != REDIS_REPLY_STRING || payload->type != REDIS_REPLY_STRING)
+        }
+        if (ch->type != REDIS_REPLY_STRING || payload->type != REDIS_REPLY_STRING ||
+            cluster_nodes_push(c->nodes, ch->str, ch->len))
                 return;
         deliver(c, ch->str, ch->len, payload->str, payload->len);
 }
@@ -446,35 +463,26 @@ void cluster_channel_published(Cluster *c, const char *name, size_t len, const c
 
 /* ---- status ---- */
 
-static const char* state_name(RedisConnState s) {
-        switch (s) {
-        case REDIS_CONN_CONNECTING:
-                return "connecting";
-        case REDIS_CONN_CONNECTED:
-                return "connected";
-        default:
-                return "reconnecting";
-        }
-}
-
 int cluster_add_status(Cluster *c, struct json_object *data) {
         _cleanup_(json_object_putp) struct json_object *o = json_object_new_object();
         RedisConn *worst;
+        ClusterState state;
+        uint64_t since;
         int r;
 
         if (!c)
                 return 0;
         if (!o)
                 return -ENOMEM;
-        /* Both connections or none: the worse of the two is the state. */
+        /* Both connections or none: the worse of the two is the state (the nodes part follows it). */
         worst = redis_conn_state(c->commands) != REDIS_CONN_CONNECTED ? c->commands : c->subscriber;
+        state = cluster_nodes_state(c->nodes, &since);
         if ((r = json_add_string(o, "url", c->url_redacted)) < 0 ||
             (r = json_add_string(o, "nodeId", c->node_id)) < 0 ||
             (r = json_add_string(o, "prefix", c->prefix)) < 0 ||
-            (r = json_add_string(o, "state", state_name(redis_conn_state(worst)))) < 0 ||
-            (r = json_add_bool(o, "connected", redis_conn_state(c->commands) == REDIS_CONN_CONNECTED &&
-                               redis_conn_state(c->subscriber) == REDIS_CONN_CONNECTED)) < 0 ||
-            (r = json_add_int64(o, "since", (int64_t) (redis_conn_state_since(worst) / USEC_PER_MSEC))) < 0 ||
+            (r = json_add_string(o, "state", cluster_state_to_string(state))) < 0 ||
+            (r = json_add_bool(o, "connected", state == CLUSTER_STATE_CONNECTED)) < 0 ||
+            (r = json_add_int64(o, "since", (int64_t) (since / USEC_PER_MSEC))) < 0 ||
             (r = json_add_string(o, "lastError", redis_conn_last_error(worst))) < 0 ||
             (r = json_add_int64(o, "redisSubscriptions", HASH_COUNT(c->subs))) < 0 ||
             (r = json_add_int64(o, "pending", (int64_t) redis_conn_pending(c->commands))) < 0 ||
@@ -482,9 +490,14 @@ int cluster_add_status(Cluster *c, struct json_object *data) {
             (r = json_add_int64(o, "publishFailed", (int64_t) c->n_publish_failed)) < 0 ||
             (r = json_add_int64(o, "received", (int64_t) c->n_received)) < 0 ||
             (r = json_add_int64(o, "duplicates", (int64_t) c->n_duplicates)) < 0 ||
-            (r = json_add_int64(o, "invalid", (int64_t) c->n_invalid)) < 0)
+            (r = json_add_int64(o, "invalid", (int64_t) c->n_invalid)) < 0 ||
+            (r = cluster_nodes_add_status(c->nodes, o)) < 0)
                 return r;
         return json_add(data, "cluster", TAKE_PTR(o));
+}
+
+ClusterNodes* cluster_get_nodes(Cluster *c) {
+        return c ? c->nodes : NULL;
 }
 
 /* ---- lifecycle ---- */
@@ -509,17 +522,39 @@ int cluster_new(const ClusterConfig *config, Cluster **ret) {
         if (r < 0)
                 return r;
 
-        r = redis_conn_new(&(RedisConnConfig) { .event = c->event, .url = &s->url, .name = "commands" },
-                           &(RedisConnHooks) { .disconnected = on_disconnected, .userdata = c }, &c->commands);
+        r = redis_conn_new(&(RedisConnConfig) { .event = c->event, .url = &s->url, .name = "commands",
+                                                .command_timeout_usec = s->caps.command_timeout_usec,
+                                                .max_pending = s->caps.max_pending,
+                                                .backoff_max_usec = s->caps.reconnect_max_usec },
+                           &(RedisConnHooks) {
+                                   .connected = on_commands_connected,
+                                   .disconnected = on_disconnected,
+                                   .userdata = c,
+                           }, &c->commands);
         if (r < 0)
                 return r;
-        r = redis_conn_new(&(RedisConnConfig) { .event = c->event, .url = &s->url, .name = "subscriber" },
+        r = redis_conn_new(&(RedisConnConfig) { .event = c->event, .url = &s->url, .name = "subscriber",
+                                                .command_timeout_usec = s->caps.command_timeout_usec,
+                                                .max_pending = s->caps.max_pending,
+                                                .backoff_max_usec = s->caps.reconnect_max_usec },
                            &(RedisConnHooks) {
                                    .connected = on_subscriber_connected,
                                    .disconnected = on_disconnected,
                                    .push = on_push,
                                    .userdata = c,
                            }, &c->subscriber);
+        if (r < 0)
+                return r;
+        r = cluster_nodes_new(&(ClusterNodesConfig) {
+                                      .event = c->event,
+                                      .commands = c->commands,
+                                      .subscriber = c->subscriber,
+                                      .prefix = c->prefix,
+                                      .node_id = c->node_id,
+                                      .heartbeat_usec = s->caps.heartbeat_usec,
+                                      .changed = config->changed,
+                                      .userdata = config->userdata,
+                              }, &c->nodes);
         if (r < 0)
                 return r;
 
@@ -536,6 +571,8 @@ Cluster* cluster_free(Cluster *c) {
                 return NULL;
         c->subscriber = redis_conn_free(c->subscriber);
         c->commands = redis_conn_free(c->commands);
+        /* after the connections: a heartbeat they still hold is answered as they go */
+        c->nodes = cluster_nodes_free(c->nodes);
         HASH_ITER(hh, c->subs, s, tmp) {
                 HASH_DEL(c->subs, s);
                 free(s->key);
