@@ -517,6 +517,52 @@ Test(cluster_locks, redis_stopped_is_cluster_unavailable) {
         tmpdir_remove(k.dir);
 }
 
+/* A Redis that accepts and never answers (SIGSTOP): the request is answered "Cluster unavailable" when the command
+ * timeout (300 ms here) drops the connection, never a hang, never a local grant; and locks work again after. */
+Test(cluster_locks, a_stuck_redis_is_cluster_unavailable_within_the_command_timeout) {
+        TestRedis redis;
+        char *dir, url_env[400];
+        const char *env[] = { url_env, "PHOTOND_NODE_ID=stuck", "PHOTOND_CLUSTER_COMMAND_TIMEOUT_MS=300", NULL };
+        Daemon *d;
+        Conn *c;
+        struct json_object *o;
+        uint64_t t0, took;
+
+        if (!test_redis_available())
+                cr_skip_test("no redis-server");
+        dir = tmpdir_new();
+        cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
+        snprintf(url_env, sizeof(url_env), "PHOTOND_CLUSTER_URL=%s", redis.url);
+        d = daemon_start(&(DaemonOptions) { .env = env });
+        wait_locks_connected(d);
+        c = conn_open(d);
+
+        cr_assert_eq(kill(redis.pid, SIGSTOP), 0);
+        t0 = mono_ms();
+        o = REQ(c, "\"type\":\"lock\",\"lockName\":\"st\",\"sessionId\":\"s\"");
+        took = mono_ms() - t0;
+        cr_assert_str_eq(jstr(o, "type"), "error", "%s", json_object_to_json_string(o));
+        cr_assert_eq(strncmp(jstr(o, "error"), "Cluster unavailable: no answer from Redis", 41), 0, "%s",
+                     jstr(o, "error"));
+        json_object_put(o);
+        cr_assert_geq(took, 250, "answered after %" PRIu64 " ms", took);
+        cr_assert_lt(took, 2000, "answered after %" PRIu64 " ms", took);
+        o = status(d);
+        cr_assert_eq(jint(o, "data.locks"), 0);
+        json_object_put(o);
+
+        cr_assert_eq(kill(redis.pid, SIGCONT), 0);
+        wait_locks_connected(d);
+        o = REQ(c, "\"type\":\"lock\",\"lockName\":\"st2\",\"sessionId\":\"s\"");
+        cr_assert(jbool(o, "data.acquired"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+
+        conn_close(c);
+        daemon_stop_clean(d);
+        test_redis_stop(&redis);
+        tmpdir_remove(dir);
+}
+
 /* A node killed with SIGKILL: its clients' locks are Redis keys that end at their timeouts, neither before nor
  * after; a waiter on the other node gets the lock then. */
 Test(cluster_locks, a_killed_node_neither_releases_nor_keeps_its_locks) {
