@@ -444,6 +444,10 @@ void cluster_channel_published(Cluster *c, const char *name, size_t len, const c
         c->n_published++;
 }
 
+RedisConn* cluster_commands(Cluster *c) {
+        return c ? c->commands : NULL;
+}
+
 /* ---- status ---- */
 
 static const char* state_name(RedisConnState s) {
@@ -509,7 +513,12 @@ int cluster_new(const ClusterConfig *config, Cluster **ret) {
         if (r < 0)
                 return r;
 
-        r = redis_conn_new(&(RedisConnConfig) { .event = c->event, .url = &s->url, .name = "commands" },
+        r = redis_conn_new(&(RedisConnConfig) {
+                                   .event = c->event,
+                                   .url = &s->url,
+                                   .name = "commands",
+                                   .scripts = config->scripts,
+                           },
                            &(RedisConnHooks) { .disconnected = on_disconnected, .userdata = c }, &c->commands);
         if (r < 0)
                 return r;

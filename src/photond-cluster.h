@@ -17,6 +17,7 @@
 #include "cluster-util.h"
 #include "macro.h"
 #include "photond-channel.h"
+#include "photond-redis.h"
 
 typedef struct Cluster Cluster;
 struct json_object;
@@ -40,6 +41,7 @@ typedef struct ClusterConfig {
         sd_event *event;
         Channels *channels;
         const ClusterSettings *settings;        /* copied */
+        const RedisScript *const *scripts;      /* the command connection's scripts (NULL-terminated), or NULL */
 } ClusterConfig;
 
 /* Starts connecting (the Redis connections reconnect on their own; nothing waits for them). */
@@ -51,6 +53,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Cluster*, cluster_free);
 void cluster_channel_subscribed(Cluster *c, const char *name, size_t len, bool subscribed);
 void cluster_channel_published(Cluster *c, const char *name, size_t len, const char *message, size_t message_len,
                                uint64_t event_id);
+
+/* The command connection, for the other cluster parts (photond-cluster-jobs.c); valid while c lives. */
+RedisConn* cluster_commands(Cluster *c);
 
 /* status' "cluster" object: url (no password), nodeId, prefix, state, since, lastError, counters. */
 int cluster_add_status(Cluster *c, struct json_object *data);

@@ -28,6 +28,12 @@ typedef struct SchedulerHooks {
         void (*flush_needed)(void *userdata);
         /* Is photond going down? A job that falls due then does not run (nor count as skipped). NULL: never. */
         bool (*shutting_down)(void *userdata);
+        /* Cluster mode only (NULL on a single node: every occurrence is this node's, no other cost). May this node
+         * run the occurrence of job id due at due_ms (the scheduler's clock, as now_ms)? A catch-up run after a
+         * start is flagged. Returns 0 and answers once, later, with scheduler_claim_done(); or a negative errno:
+         * not here, and nothing runs or is recorded here (another node runs it, or none can). */
+        int (*claim_occurrence)(void *userdata, const char *id, const char *photon, const char *method,
+                                int64_t due_ms, int64_t now_ms, bool catch_up);
         void *userdata;
 } SchedulerHooks;
 
@@ -124,6 +130,18 @@ typedef struct JobSpec {
  * written. A cap, without a reason (limit_error() words it): -E2BIG, args over limits.MAX_JOB_ARGS_BYTES; -ENOSPC,
  * limits.MAX_JOBS jobs exist. -EINVAL without a reason for names that are not valid; -ENOMEM. */
 int scheduler_schedule(Scheduler *s, const JobSpec *spec, JobInfo *ret_info, char **ret_reason);
+
+/* What scheduler_schedule() would refuse, without changing anything: the same errors and reasons (a write of
+ * the file aside). Cluster mode checks a schedule request with it before Redis gets it. */
+int scheduler_check(Scheduler *s, const JobSpec *spec, char **ret_reason);
+
+/* The answer to SchedulerHooks.claim_occurrence for job id (its full key) and due_ms: granted, the run starts
+ * now (unless the job went, changed its due time, or runs already: then it is skipped); else nothing happens. */
+void scheduler_claim_done(Scheduler *s, const char *id, int64_t due_ms, bool granted);
+
+/* Sets both switches of the job id (its full key) at once, as a cluster's copy of the job says; re-arms or
+ * disarms it, the file written before the next output leaves. -ENOENT unknown job. */
+int scheduler_set_state(Scheduler *s, const char *id, bool enabled, bool paused);
 
 /* Removes the job and its file. -ENOENT unknown job. */
 int scheduler_unschedule(Scheduler *s, const char *id);
