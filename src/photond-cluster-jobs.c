@@ -74,8 +74,17 @@ static const char script_switch_source[] =
 static const char script_load_source[] =
         "return {redis.call('GET', KEYS[3]) or '0', redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}\n";
 
-static RedisScript script_put, script_del, script_switch, script_load;
-static const RedisScript *const scripts[] = { &script_put, &script_del, &script_switch, &script_load, NULL };
+/* KEYS: a history list. ARGV: the entry, the cap, the TTL in ms. */
+static const char script_history_source[] =
+        "redis.call('LPUSH', KEYS[1], ARGV[1])\n"
+        "redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)\n"
+        "redis.call('PEXPIRE', KEYS[1], ARGV[3])\n"
+        "return 1\n";
+
+static RedisScript script_put, script_del, script_switch, script_load, script_history;
+static const RedisScript *const scripts[] = {
+        &script_put, &script_del, &script_switch, &script_load, &script_history, NULL
+};
 static bool scripts_ready;
 
 int cluster_jobs_scripts(const RedisScript *const **ret) {
@@ -85,7 +94,8 @@ int cluster_jobs_scripts(const RedisScript *const **ret) {
                 if ((r = redis_script_init(&script_put, script_put_source)) < 0 ||
                     (r = redis_script_init(&script_del, script_del_source)) < 0 ||
                     (r = redis_script_init(&script_switch, script_switch_source)) < 0 ||
-                    (r = redis_script_init(&script_load, script_load_source)) < 0)
+                    (r = redis_script_init(&script_load, script_load_source)) < 0 ||
+                    (r = redis_script_init(&script_history, script_history_source)) < 0)
                         return r;
                 scripts_ready = true;
         }
@@ -99,6 +109,8 @@ typedef enum OpKind {
         OP_DEL,
         OP_SWITCH,
         OP_LOAD,
+        OP_HISTORY_ADD,
+        OP_HISTORY,
 } OpKind;
 
 /* One command sent to Redis and not answered yet. Its owner may go first: cj is then NULL and the answer goes
@@ -115,6 +127,8 @@ struct Op {
         char *echo_id;                  /* del: the id as the requester sent it */
         char *photon, *method;          /* switch */
         JobSwitch sw;
+        int64_t since;                  /* history */
+        unsigned limit;
 
         ClusterJobsCallback cb;
         void *waiter;
@@ -149,12 +163,29 @@ struct ClusterJobs {
         char reason[512];
         RateLimit warn_log;
         uint64_t n_claimed, n_lost, n_not_capable, n_claim_failed, n_late, n_catch_ups, n_loads, n_invalid;
+        uint64_t n_history_sent, n_history_failed;
 };
 
 /* ---- pure helpers ---- */
 
 int cluster_jobs_claim_key(const char *prefix, const char *id, int64_t due_ms, char **ret) {
         return asprintf(ret, "%sfire:%s:%" PRIi64, prefix, id, due_ms) < 0 ? -ENOMEM : 0;
+}
+
+int cluster_jobs_history_key(const char *prefix, const char *photon, const char *method, const char *working_dir,
+                             char **ret) {
+        _cleanup_free_ char *k = NULL;
+        char *ipc;
+        int r;
+
+        /* The job key of a job "x" there ends in ":ipc:x"; what comes before it names the photon and the base. */
+        r = schedule_job_key(photon, working_dir, "x", &k);
+        if (r < 0)
+                return r;
+        ipc = strrchr(k, ':');
+        ipc -= 4;
+        *ipc = 0;
+        return asprintf(ret, "%shistory:%s:%s", prefix, k, method) < 0 ? -ENOMEM : 0;
 }
 
 int cluster_jobs_definition(const JobSpec *spec, char **ret) {
@@ -598,6 +629,43 @@ static void on_load(ClusterJobs *cj, Op *op, RedisConn *conn, redisReply *reply)
                 request_load(cj);
 }
 
+static void on_history_add(ClusterJobs *cj, Op *op, RedisConn *conn, redisReply *reply) {
+        if (reply && reply->type == REDIS_REPLY_INTEGER) {
+                cj->n_history_sent++;
+                return;
+        }
+        cj->n_history_failed++;
+        if (ratelimit_below(&cj->warn_log, now_usec(CLOCK_MONOTONIC)))
+                log_warning("Cluster: a run recorded in %s is only in this node's run history: %s.", op->id,
+                            reply_problem(cj, conn, reply));
+}
+
+static void on_history(ClusterJobs *cj, Op *op, RedisConn *conn, redisReply *reply) {
+        _cleanup_(json_object_putp) struct json_object *entries = NULL;
+        int64_t since = MAX(op->since, scheduler_clock_ms(cj->scheduler) - SCHEDULE_HISTORY_TTL_MS);
+        unsigned limit = op->limit == 0 || op->limit > SCHEDULE_HISTORY_MAX_PER_METHOD ?
+                SCHEDULE_HISTORY_MAX_PER_METHOD : op->limit;
+
+        if (!reply || reply->type != REDIS_REPLY_ARRAY)
+                return op_reply(op, &(const ClusterJobsResult) { .unavailable = reply_problem(cj, conn, reply) });
+        entries = json_object_new_array();
+        if (!entries)
+                return (void) log_oom();
+        for (size_t i = 0; i < reply->elements && json_object_array_length(entries) < limit; i++) {
+                redisReply *e = reply->element[i];
+                struct json_object *o = NULL;
+                int64_t ts;
+
+                /* Redis is a boundary: what is not an entry photond wrote is skipped, as a bad line of a file. */
+                if (e->type != REDIS_REPLY_STRING || json_parse(e->str, e->len, &o, NULL) < 0)
+                        continue;
+                if (!json_object_is_type(o, json_type_object) || json_get_int64(o, "ts", false, &ts) < 0 ||
+                    ts < since || json_object_array_add(entries, o) < 0)
+                        json_object_put(o);
+        }
+        op_reply(op, &(const ClusterJobsResult) { .entries = entries, .photon = op->photon, .method = op->method });
+}
+
 static void on_reply(RedisConn *conn, redisReply *reply, void *userdata) {
         _cleanup_(op_freep) Op *op = userdata;
         ClusterJobs *cj = op->cj;
@@ -615,6 +683,10 @@ static void on_reply(RedisConn *conn, redisReply *reply, void *userdata) {
                 return on_switch(cj, op, conn, reply);
         case OP_LOAD:
                 return on_load(cj, op, conn, reply);
+        case OP_HISTORY_ADD:
+                return on_history_add(cj, op, conn, reply);
+        case OP_HISTORY:
+                return on_history(cj, op, conn, reply);
         }
 }
 
@@ -765,6 +837,64 @@ int cluster_jobs_switch(ClusterJobs *cj, const char *photon, const char *method,
         return 0;
 }
 
+int cluster_jobs_history(ClusterJobs *cj, const char *photon, const char *method, const char *working_dir,
+                         int64_t since_ms, unsigned limit, ClusterJobsCallback cb, void *waiter,
+                         const char *waiter_id) {
+        _cleanup_(op_freep) Op *op = NULL;
+        char stop[32];
+        int r;
+
+        r = op_new(cj, OP_HISTORY, cb, waiter, waiter_id, &op);
+        if (r < 0)
+                return r;
+        op->photon = strdup(photon);
+        op->method = strdup(method);
+        if (!op->photon || !op->method)
+                return -ENOMEM;
+        r = cluster_jobs_history_key(cj->prefix, photon, method, working_dir, &op->id);
+        if (r < 0)
+                return r;
+        op->since = since_ms;
+        op->limit = limit;
+        snprintf(stop, sizeof(stop), "%u", SCHEDULE_HISTORY_MAX_PER_METHOD - 1);
+        r = redis_conn_command(cj->commands, on_reply, op, 4, (const char *[]) { "LRANGE", op->id, "0", stop },
+                               (const size_t[]) { 6, strlen(op->id), 1, strlen(stop) });
+        if (r < 0)
+                return r;
+        TAKE_PTR(op);
+        return 0;
+}
+
+void cluster_jobs_record_run(ClusterJobs *cj, const char *photon, const char *method, const char *working_dir,
+                             struct json_object *entry) {
+        _cleanup_(op_freep) Op *op = NULL;
+        char cap[32], ttl[32];
+        const char *text;
+        int r;
+
+        if (!cj)
+                return;
+        text = json_object_to_json_string_ext(entry, JSON_FORMAT_FLAGS);
+        r = text ? op_new(cj, OP_HISTORY_ADD, NULL, NULL, NULL, &op) : -ENOMEM;
+        if (r >= 0)
+                r = cluster_jobs_history_key(cj->prefix, photon, method, working_dir, &op->id);
+        if (r >= 0) {
+                snprintf(cap, sizeof(cap), "%u", SCHEDULE_HISTORY_MAX_PER_METHOD);
+                snprintf(ttl, sizeof(ttl), "%" PRIi64, SCHEDULE_HISTORY_TTL_MS);
+                r = redis_conn_eval(cj->commands, &script_history, on_reply, op, 1, 4,
+                                    (const char *[]) { op->id, text, cap, ttl },
+                                    (const size_t[]) { strlen(op->id), strlen(text), strlen(cap), strlen(ttl) });
+        }
+        if (r < 0) {
+                cj->n_history_failed++;
+                if (ratelimit_below(&cj->warn_log, now_usec(CLOCK_MONOTONIC)))
+                        log_warning("Cluster: a run of %s.%s is only in this node's run history: %s.", photon,
+                                    method, cluster_jobs_unavailable(cj, r));
+                return;
+        }
+        TAKE_PTR(op);
+}
+
 void cluster_jobs_waiter_gone(ClusterJobs *cj, void *waiter) {
         if (!cj)
                 return;
@@ -773,6 +903,20 @@ void cluster_jobs_waiter_gone(ClusterJobs *cj, void *waiter) {
                         op->cb = NULL;
                         op->waiter = NULL;
                 }
+}
+
+int cluster_jobs_foreach_waiter(ClusterJobs *cj, int (*cb)(void *waiter, const char *waiter_id, void *userdata),
+                                void *userdata) {
+        int r;
+
+        LIST_FOREACH(ops, op, cj->ops) {
+                if (!op->cb)
+                        continue;
+                r = cb(op->waiter, op->waiter_id, userdata);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
 }
 
 int cluster_jobs_add_status(ClusterJobs *cj, struct json_object *data) {
@@ -794,6 +938,8 @@ int cluster_jobs_add_status(ClusterJobs *cj, struct json_object *data) {
             (r = json_add_int64(o, "claimFailed", (int64_t) cj->n_claim_failed)) < 0 ||
             (r = json_add_int64(o, "tooLate", (int64_t) cj->n_late)) < 0 ||
             (r = json_add_int64(o, "catchUpsSkipped", (int64_t) cj->n_catch_ups)) < 0 ||
+            (r = json_add_int64(o, "historySent", (int64_t) cj->n_history_sent)) < 0 ||
+            (r = json_add_int64(o, "historyFailed", (int64_t) cj->n_history_failed)) < 0 ||
             (r = json_add_int64(o, "invalid", (int64_t) cj->n_invalid)) < 0)
                 return r;
         return json_add(cluster, "jobs", TAKE_PTR(o));

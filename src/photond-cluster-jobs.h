@@ -64,6 +64,7 @@ typedef struct ClusterJobsResult {
         const JobInfo *job;             /* schedule: the job as this node now has it; NULL if its copy failed */
         bool removed;                   /* unschedule: there was such a job */
         struct json_object *ids;        /* switch: the keys switched (borrowed), empty when none matched */
+        struct json_object *entries;    /* history: the entries, newest first (borrowed) */
 } ClusterJobsResult;
 
 typedef void (*ClusterJobsCallback)(void *waiter, const char *waiter_id, const ClusterJobsResult *result);
@@ -79,7 +80,23 @@ int cluster_jobs_unschedule(ClusterJobs *cj, const char *id, const char *echo_id
                             void *waiter, const char *waiter_id);
 int cluster_jobs_switch(ClusterJobs *cj, const char *photon, const char *method, JobSwitch sw,
                         ClusterJobsCallback cb, void *waiter, const char *waiter_id);
+/* The run history of photon's method in the base working_dir (NULL: the default one), from Redis, as
+ * scheduler_history() reads it from a file: newest first, at most limit (0: all kept), none older than since_ms
+ * or the 14-day TTL. */
+int cluster_jobs_history(ClusterJobs *cj, const char *photon, const char *method, const char *working_dir,
+                         int64_t since_ms, unsigned limit, ClusterJobsCallback cb, void *waiter,
+                         const char *waiter_id);
 void cluster_jobs_waiter_gone(ClusterJobs *cj, void *waiter);
+/* Calls cb with every waiter an answer of Redis is still due to, and its waiter_id; stops at cb's first negative
+ * return and returns it. */
+int cluster_jobs_foreach_waiter(ClusterJobs *cj, int (*cb)(void *waiter, const char *waiter_id, void *userdata),
+                                void *userdata);
+
+/* SchedulerHooks.run_recorded, forwarded by the Manager: the entry also goes to the list of its photon's method in
+ * Redis (LPUSH, cut to SCHEDULE_HISTORY_MAX_PER_METHOD, expiring SCHEDULE_HISTORY_TTL_MS after the last run).
+ * Not sent while Redis is unreachable (counted in historyFailed). */
+void cluster_jobs_record_run(ClusterJobs *cj, const char *photon, const char *method, const char *working_dir,
+                             struct json_object *entry);
 
 /* Why a change could not be sent (error: what cluster_jobs_schedule() and the others returned); valid until the
  * next call. */
@@ -92,6 +109,10 @@ int cluster_jobs_add_status(ClusterJobs *cj, struct json_object *data);
 
 /* The claim key of an occurrence: "<prefix>fire:<id>:<due ms>". */
 int cluster_jobs_claim_key(const char *prefix, const char *id, int64_t due_ms, char **ret);
+/* The run history list of photon's method in a base: "<prefix>history:<photon>[:<hash8>]:<method>", hash8 as in
+ * the job key of a job with that working_dir (NULL: none). */
+int cluster_jobs_history_key(const char *prefix, const char *photon, const char *method, const char *working_dir,
+                             char **ret);
 /* The definition a schedule request makes, as the hash keeps it (compact JSON, fixed key order). */
 int cluster_jobs_definition(const JobSpec *spec, char **ret);
 /* The other way round: *ret_spec borrows from *ret_obj (free that). -EBADMSG if it is not one. */

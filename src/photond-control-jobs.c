@@ -349,8 +349,39 @@ static int request_optional_int(const Request *req, const char *key, int64_t *re
         return r == -ENOENT ? 0 : r < 0 ? r : 1;
 }
 
+static int reply_history(Client *c, const char *request_id, const char *photon, const char *method,
+                         struct json_object *entries) {
+        _cleanup_(json_object_putp) struct json_object *data = NULL, *owned = entries;
+        int r;
+
+        data = json_object_new_object();
+        if (!data)
+                return -ENOMEM;
+        r = json_add_string(data, "photon", photon);
+        if (r >= 0)
+                r = json_add_string(data, "method", method);
+        if (r >= 0)
+                r = json_add(data, "entries", TAKE_PTR(owned));
+        if (r < 0)
+                return r;
+        return client_reply_result(c, request_id, true, TAKE_PTR(data));
+}
+
+static void on_cluster_history(void *waiter, const char *request_id, const ClusterJobsResult *result) {
+        Client *c = waiter;
+
+        if (c->disconnected)
+                return;
+        if (result->unavailable) {
+                (void) reply_cluster_unavailable_text(c, request_id, result->unavailable);
+                return;
+        }
+        if (reply_history(c, request_id, result->photon, result->method, json_object_get(result->entries)) < 0)
+                log_oom();
+}
+
 int control_jobs_get_execution_history(Manager *m, Client *c, Request *req) {
-        _cleanup_(json_object_putp) struct json_object *data = NULL, *entries = NULL;
+        _cleanup_(json_object_putp) struct json_object *entries = NULL;
         const char *photon = request_string(req, "photonName"), *method = request_string(req, "method"), *wd;
         int64_t limit = 0, since = INT64_MIN;
         int r;
@@ -370,24 +401,19 @@ int control_jobs_get_execution_history(Manager *m, Client *c, Request *req) {
                 return client_reply_error(c, req->id, "Invalid sinceTs: it must be a timestamp in milliseconds",
                                           NULL);
 
+        if (m->cluster_jobs) {
+                /* Cluster mode: every node's runs, from Redis (on_cluster_history answers). */
+                r = cluster_jobs_history(m->cluster_jobs, photon, method, wd, since,
+                                         (unsigned) MIN(limit, (int64_t) UINT_MAX), on_cluster_history, c, req->id);
+                return r == -ENOTCONN || r == -ENOBUFS ? reply_cluster_unavailable(m, c, req->id, r) : r;
+        }
         r = scheduler_history(m->scheduler, photon, method, wd, since, (unsigned) MIN(limit, (int64_t) UINT_MAX),
                               &entries);
         if (r == -EIO)
                 return reply_refusal(c, req->id, NULL, "Failed to read the run history");
         if (r < 0)
                 return r;
-
-        data = json_object_new_object();
-        if (!data)
-                return -ENOMEM;
-        r = json_add_string(data, "photon", photon);
-        if (r >= 0)
-                r = json_add_string(data, "method", method);
-        if (r >= 0)
-                r = json_add(data, "entries", TAKE_PTR(entries));
-        if (r < 0)
-                return r;
-        return client_reply_result(c, req->id, true, TAKE_PTR(data));
+        return reply_history(c, req->id, photon, method, TAKE_PTR(entries));
 }
 
 /* The end of a run a client asked for: the client is the waiter, the request's id the waiter's id. */

@@ -307,6 +307,13 @@ static int hook_claim_occurrence(void *userdata, const char *id, const char *pho
         return cluster_jobs_claim(m->cluster_jobs, id, photon, method, due_ms, now_ms, catch_up);
 }
 
+static void hook_run_recorded(void *userdata, const char *photon, const char *method, const char *working_dir,
+                              struct json_object *entry) {
+        Manager *m = userdata;
+
+        cluster_jobs_record_run(m->cluster_jobs, photon, method, working_dir, entry);
+}
+
 static void hook_lock_changed(void *userdata, const char *name, const char *holder, const char *event) {
         Manager *m = userdata;
 
@@ -929,6 +936,7 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                                   .flush_needed = hook_flush_needed,
                                   .shutting_down = hook_shutting_down,
                                   .claim_occurrence = m->cluster ? hook_claim_occurrence : NULL,
+                                  .run_recorded = m->cluster ? hook_run_recorded : NULL,
                                   .userdata = m,
                           }, &m->scheduler);
         if (r < 0)

@@ -35,8 +35,8 @@
 #define HISTORY_FILE_NAME "executions.jsonl"
 #define HISTORY_ROTATE_BYTES ((uint64_t) 10 * 1024 * 1024)
 #define HISTORY_ARCHIVES 3
-#define HISTORY_TTL_MS ((int64_t) 14 * 24 * 3600 * 1000)
-#define HISTORY_MAX_PER_METHOD 500u
+#define HISTORY_TTL_MS SCHEDULE_HISTORY_TTL_MS
+#define HISTORY_MAX_PER_METHOD SCHEDULE_HISTORY_MAX_PER_METHOD
 #define PREVIEW_MAX_CHARS 500
 #define CATCHUP_WINDOW_MS ((int64_t) 14 * 24 * 3600 * 1000)
 /* The reference sweeps the history only at start; a photond that runs for weeks sweeps once a day too. */
@@ -1155,6 +1155,9 @@ static void job_record_history(Job *j, int64_t ts, uint64_t duration_ms, bool su
         }
         if (r < 0)
                 log_warning_errno(r, "Failed to append to %s: %m", path);
+        if (j->scheduler->hooks.run_recorded)
+                j->scheduler->hooks.run_recorded(j->scheduler->hooks.userdata, j->photon, j->method, j->working_dir,
+                                                 e);
 }
 
 /* Everything that follows a run: the job's counters and file, the channel event, the history, the bus signal and
@@ -2014,6 +2017,10 @@ Scheduler* scheduler_free(Scheduler *s) {
         sd_event_unref(s->event);
         free(s->jobs_base_dir);
         return mfree(s);
+}
+
+int64_t scheduler_clock_ms(Scheduler *s) {
+        return scheduler_now_ms(s);
 }
 
 unsigned scheduler_count(Scheduler *s) {

@@ -34,6 +34,10 @@ typedef struct SchedulerHooks {
          * not here, and nothing runs or is recorded here (another node runs it, or none can). */
         int (*claim_occurrence)(void *userdata, const char *id, const char *photon, const char *method,
                                 int64_t due_ms, int64_t now_ms, bool catch_up);
+        /* Cluster mode only (NULL on a single node): a run's history entry, as it was appended to the run history
+         * of photon in the base working_dir (NULL: the default one); entry is borrowed. */
+        void (*run_recorded)(void *userdata, const char *photon, const char *method, const char *working_dir,
+                             struct json_object *entry);
         void *userdata;
 } SchedulerHooks;
 
@@ -45,6 +49,10 @@ typedef struct SchedulerConfig {
         const char *jobs_base_dir;      /* the default base: <dir>/.data/<photon>/schedules/, .data/.bases.json */
         bool system;                    /* the system instance, which ignores the test clock hook */
 } SchedulerConfig;
+
+/* The run history's retention, per method of a photon in a base (the reference's). */
+#define SCHEDULE_HISTORY_TTL_MS ((int64_t) 14 * 24 * 3600 * 1000)
+#define SCHEDULE_HISTORY_MAX_PER_METHOD 500u
 
 /* hooks may be NULL (nobody listens); it is copied. */
 int scheduler_new(const SchedulerConfig *config, const SchedulerHooks *hooks, Scheduler **ret);
@@ -65,6 +73,8 @@ void scheduler_sweep_history(Scheduler *s);
 
 int scheduler_add_status(Scheduler *s, struct json_object *data);
 unsigned scheduler_count(Scheduler *s);
+/* The scheduler's "now" in ms since the epoch (the test clock offset included): run history times are on it. */
+int64_t scheduler_clock_ms(Scheduler *s);
 unsigned scheduler_running(Scheduler *s);
 
 /* The scheduler's counters (GET /metrics): runs since the start, by how they began and ended. */

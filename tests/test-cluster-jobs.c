@@ -21,6 +21,22 @@ Test(cluster_jobs, claim_key) {
         free(k);
 }
 
+Test(cluster_jobs, history_key) {
+        char *k = NULL, *job = NULL;
+
+        cr_assert_eq(cluster_jobs_history_key("photon:", "kanban", "sweep", NULL, &k), 0);
+        cr_assert_str_eq(k, "photon:history:kanban:sweep");
+        free(k);
+        /* With a base: the same 8 hex digits as the job key of a job there. */
+        cr_assert_eq(cluster_jobs_history_key("x:", "kanban", "sweep", "/srv/board", &k), 0);
+        cr_assert_eq(schedule_job_key("kanban", "/srv/board", "nightly", &job), 0);
+        cr_assert_eq(strlen(k), strlen("x:history:kanban:12345678:sweep"), "%s", k);
+        cr_assert(strncmp(k + strlen("x:history:"), job, strlen("kanban:12345678")) == 0, "%s vs %s", k, job);
+        cr_assert_str_eq(k + strlen(k) - 6, ":sweep");
+        free(k);
+        free(job);
+}
+
 Test(cluster_jobs, definition_round_trip) {
         struct json_object *args = json_tokener_parse("{\"deep\":true,\"n\":9007199254740993,\"e\":{},\"a\":[]}"), *o;
         char *def = NULL, *again = NULL;
@@ -105,5 +121,5 @@ Test(cluster_jobs, scripts) {
                 cr_assert_eq(strlen(s[n]->sha), 40);
                 cr_assert_not_null(strstr(s[n]->source, "return"));
         }
-        cr_assert_eq(n, 4);
+        cr_assert_eq(n, 5);
 }

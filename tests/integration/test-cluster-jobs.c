@@ -291,6 +291,11 @@ Test(cluster_jobs, redis_gone_refuses_changes) {
         cr_assert(strncmp(jstr(o, "error") ?: "", "Cluster unavailable: ", 21) == 0, "%s",
                   json_object_to_json_string(o));
         json_object_put(o);
+        /* The run history is the cluster's: not this node's part of it instead. */
+        o = call(c, "\"type\":\"get_execution_history\",\"photonName\":\"p\",\"method\":\"m\"");
+        cr_assert(strncmp(jstr(o, "error") ?: "", "Cluster unavailable: ", 21) == 0, "%s",
+                  json_object_to_json_string(o));
+        json_object_put(o);
         /* Nothing changed here: the copy of the cluster's jobs this node has is still listed as it was. */
         cr_assert_eq(n_jobs(a), 1);
         o = get_job(a, "p:ipc:j");
@@ -364,6 +369,29 @@ static void check_once(const char *text, unsigned n, const char *not) {
 
 #define N_JOBS 12u
 
+/* Waits (10 s at most) until d's get_execution_history of tick.beat has n entries, all successes. */
+static void wait_history(Daemon *d, unsigned n) {
+        uint64_t deadline = mono_ms() + 10000;
+
+        for (;;) {
+                struct json_object *o = node_call(d, "\"type\":\"get_execution_history\",\"photonName\":\"tick\","
+                                                  "\"method\":\"%s\"", "beat"), *e = jget(o, "data.entries");
+                size_t got = e ? json_object_array_length(e) : 0;
+
+                if (got == n) {
+                        for (size_t i = 0; i < got; i++)
+                                cr_assert_str_eq(jstr(json_object_array_get_idx(e, i), "status"), "success");
+                        cr_assert_null(jget(json_object_array_get_idx(e, 0), "errorMessage"));
+                        json_object_put(o);
+                        return;
+                }
+                cr_assert_lt(got, n, "%zu history entries, not %u: %s", got, n, json_object_to_json_string(o));
+                json_object_put(o);
+                cr_assert_lt(mono_ms(), deadline, "the history never had %u entries", n);
+                (void) poll(NULL, 0, 50);
+        }
+}
+
 /* Four nodes: a, b and c have the handler, d does not. At the first minute boundary each of the jobs runs exactly
  * once, on a, b or c; d claims nothing. a is then killed with SIGKILL, and at the next boundary b and c run each
  * job exactly once again. */
@@ -419,6 +447,9 @@ Test(cluster_jobs, each_occurrence_fires_once_and_survives_a_killed_node, .timeo
         cr_assert_eq(claimed, N_JOBS);
         cr_assert_eq(elsewhere, 2 * N_JOBS, "the other two capable nodes each lost every claim a node won");
 
+        /* The run history of any node shows every node's runs: d ran none of them. */
+        wait_history(n[3], N_JOBS);
+
         /* a dies at once: no stop, no goodbye. The others take every occurrence of the next minute. */
         cr_assert(WIFSIGNALED(daemon_signal_and_wait(n[0], SIGKILL)));
         daemon_free(n[0]);
@@ -430,6 +461,7 @@ Test(cluster_jobs, each_occurrence_fires_once_and_survives_a_killed_node, .timeo
         check_once(text, N_JOBS, "node-a");
         cr_assert_null(strstr(text, "node-d"));
         free(text);
+        wait_history(n[3], 2 * N_JOBS);
 
         for (int i = 1; i < 4; i++)
                 stop_clean(n[i]);
