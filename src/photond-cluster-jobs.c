@@ -300,7 +300,8 @@ static const char* reply_problem(ClusterJobs *cj, RedisConn *conn, redisReply *r
                 snprintf(cj->reason, sizeof(cj->reason), "Redis did not answer (%s)",
                          redis_conn_last_error(conn) ?: "connection lost");
         else
-                snprintf(cj->reason, sizeof(cj->reason), "Redis refused the change: %.400s", reply->str);
+                snprintf(cj->reason, sizeof(cj->reason), "Redis refused the change: %.400s",
+                         reply->type == REDIS_REPLY_ERROR && reply->str ? reply->str : "an unexpected answer");
         return cj->reason;
 }
 

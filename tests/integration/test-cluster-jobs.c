@@ -139,8 +139,9 @@ static Daemon* node_start(const char *url, const char *node_id, const char *home
         return daemon_start(&(DaemonOptions) { .env = env, .home = home });
 }
 
+/* Waits (30 s at most: a minute boundary may come first) until status has value at path. */
 static void wait_status(Daemon *d, const char *path, int64_t value) {
-        uint64_t deadline = mono_ms() + 10000;
+        uint64_t deadline = mono_ms() + 30000;
 
         for (;;) {
                 struct json_object *o = status(d), *f = jget(o, path);
@@ -258,21 +259,34 @@ Test(cluster_jobs, schedule_on_one_node_acts_everywhere) {
         tmpdir_remove(dir);
 }
 
-Test(cluster_jobs, redis_gone_refuses_changes) {
+static void write_handler(const char *home, const char *node, const char *log);
+
+/* Redis goes away: every change (and the run history) is refused with "Cluster unavailable", the node's copy is
+ * still listed, and an occurrence due meanwhile runs nowhere, not even on the node that has its handler. */
+Test(cluster_jobs, redis_gone_refuses_changes_and_runs_nothing, .timeout = 120) {
         TestRedis redis;
-        char *dir;
+        char *dir, *home, *log;
         Daemon *a;
         Conn *c;
         struct json_object *o;
         const char *err;
+        int64_t r0, boundary, offset;
 
         if (!test_redis_available())
                 cr_skip_test("no redis-server");
         dir = tmpdir_new();
+        home = tmpdir_new();
+        log = xprintf("%s/runs", dir);
         cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
-        a = node_start(redis.url, "node-a", NULL, 0);
+        /* A minute boundary of the scheduler's clock 12 s from now. */
+        r0 = real_ms();
+        boundary = (r0 / MIN_MS + 3) * MIN_MS;
+        offset = boundary - (r0 + 12000);
+        write_handler(home, "node-a", log);
+        a = node_start(redis.url, "node-a", home, offset);
         wait_connected(a);
         schedule_ok(a, "p", "j", "m", "0 3 * * *");
+        schedule_ok(a, "tick", "j1", "beat", "* * * * *");
 
         test_redis_stop(&redis);
         wait_status(a, "data.cluster.connected", 0);
@@ -297,15 +311,27 @@ Test(cluster_jobs, redis_gone_refuses_changes) {
                   json_object_to_json_string(o));
         json_object_put(o);
         /* Nothing changed here: the copy of the cluster's jobs this node has is still listed as it was. */
-        cr_assert_eq(n_jobs(a), 1);
+        cr_assert_eq(n_jobs(a), 2);
         o = get_job(a, "p:ipc:j");
         cr_assert_not_null(o);
         cr_assert_not(jbool(o, "paused"));
         json_object_put(o);
         conn_close(c);
 
+        /* The occurrence at the boundary: no claim, so no run (the node has the handler). */
+        cr_assert_lt(real_ms(), boundary - offset, "Redis was gone before the boundary");
+        wait_status(a, "data.cluster.jobs.claimFailed", 1);
+        cr_assert_gt(real_ms(), boundary - offset);
+        (void) poll(NULL, 0, 1000);
+        cr_assert_neq(access(log, F_OK), 0, "the job ran during the outage");
+        o = status(a);
+        cr_assert_eq(jint(o, "data.cluster.jobs.claimed"), 0);
+        json_object_put(o);
+
         stop_clean(a);
         tmpdir_remove(dir);
+        tmpdir_remove(home);
+        free(log);
 }
 
 /* ---- firing ---- */
