@@ -428,6 +428,7 @@ Test(cluster_jobs, each_occurrence_fires_once_and_survives_a_killed_node, .timeo
         TestRedis redis;
         int64_t r0, boundary, offset, claimed = 0, elsewhere = 0;
         struct json_object *o;
+        Conn *sub;
 
         if (!test_redis_available())
                 cr_skip_test("no redis-server");
@@ -455,11 +456,26 @@ Test(cluster_jobs, each_occurrence_fires_once_and_survives_a_killed_node, .timeo
         }
         for (int i = 0; i < 4; i++)
                 wait_status(n[i], "data.cluster.jobs.mirrored", N_JOBS);
+        /* d's subscriber of the jobs' events, which the nodes that run them publish. */
+        sub = conn_open(n[3]);
+        o = call(sub, "\"type\":\"subscribe\",\"channel\":\"jobs:tick\"");
+        cr_assert(jbool(o, "success"));
+        json_object_put(o);
         cr_assert_lt(real_ms(), boundary - offset - 1000, "set up in time for the boundary");
 
         text = wait_lines(log1, N_JOBS, boundary - offset + 15000);
         check_once(text, N_JOBS, "node-d");
         free(text);
+        for (unsigned k = 0; k < N_JOBS; k++) {
+                o = conn_expect(sub, 5000);
+                cr_assert_str_eq(jstr(o, "type"), "channel_message", "%s", json_object_to_json_string(o));
+                cr_assert_str_eq(jstr(o, "message.event"), "job-completed");
+                cr_assert_eq(jint(o, "message.runCount"), 1, "the first run of %s", jstr(o, "message.jobId"));
+                json_object_put(o);
+        }
+        o = conn_recv(sub, 500);
+        cr_assert_null(o, "one event per run: %s", o ? json_object_to_json_string(o) : "");
+        conn_close(sub);
         for (int i = 0; i < 4; i++) {
                 o = status(n[i]);
                 claimed += jint(o, "data.cluster.jobs.claimed");
