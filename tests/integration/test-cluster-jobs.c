@@ -328,7 +328,17 @@ Test(cluster_jobs, redis_gone_refuses_changes_and_runs_nothing, .timeout = 120) 
         cr_assert_eq(jint(o, "data.cluster.jobs.claimed"), 0);
         json_object_put(o);
 
+        /* Redis comes back without persistence, empty: the node loads the cluster's jobs again at the reconnect,
+         * and so drops its copies (docs/cluster.md: run Redis with appendonly yes). Changes work again. */
+        cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
+        wait_connected(a);
+        wait_job(a, "p:ipc:j", NULL, NULL);
+        cr_assert_eq(n_jobs(a), 0);
+        schedule_ok(a, "p", "j", "m", "0 3 * * *");
+        cr_assert_eq(n_jobs(a), 1);
+
         stop_clean(a);
+        test_redis_stop(&redis);
         tmpdir_remove(dir);
         tmpdir_remove(home);
         free(log);
