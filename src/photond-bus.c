@@ -589,6 +589,11 @@ static int method_unschedule(sd_bus_message *message, void *userdata, sd_bus_err
         r = sd_bus_message_read(message, "s", &id);
         if (r < 0)
                 return r;
+        if (m->cluster_jobs)
+                /* A change of this node's copy alone would come back at the next reload from Redis. */
+                return sd_bus_error_set(error, SD_BUS_ERROR_NOT_SUPPORTED,
+                                        "In cluster mode jobs are unscheduled through the control socket "
+                                        "(photonctl unschedule), so that every node hears of it.");
         r = scheduler_unschedule(m->scheduler, id);
         if (r == -ENOENT)
                 return sd_bus_error_setf(error, BUS_ERROR_NO_SUCH_JOB, "No job '%s'.", id);

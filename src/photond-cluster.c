@@ -461,6 +461,10 @@ void cluster_channel_published(Cluster *c, const char *name, size_t len, const c
         c->n_published++;
 }
 
+RedisConn* cluster_commands(Cluster *c) {
+        return c ? c->commands : NULL;
+}
+
 /* ---- status ---- */
 
 int cluster_add_status(Cluster *c, struct json_object *data) {
@@ -525,7 +529,8 @@ int cluster_new(const ClusterConfig *config, Cluster **ret) {
         r = redis_conn_new(&(RedisConnConfig) { .event = c->event, .url = &s->url, .name = "commands",
                                                 .command_timeout_usec = s->caps.command_timeout_usec,
                                                 .max_pending = s->caps.max_pending,
-                                                .backoff_max_usec = s->caps.reconnect_max_usec },
+                                                .backoff_max_usec = s->caps.reconnect_max_usec,
+                                                .scripts = config->scripts },
                            &(RedisConnHooks) {
                                    .connected = on_commands_connected,
                                    .disconnected = on_disconnected,

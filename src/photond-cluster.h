@@ -18,6 +18,7 @@
 #include "macro.h"
 #include "photond-channel.h"
 #include "photond-cluster-nodes.h"
+#include "photond-redis.h"
 
 typedef struct Cluster Cluster;
 struct json_object;
@@ -45,6 +46,7 @@ typedef struct ClusterConfig {
         /* The cluster's state changed (state) or the nodes seen did (!state): for D-Bus; may be NULL. */
         void (*changed)(bool state, void *userdata);
         void *userdata;
+        const RedisScript *const *scripts;      /* the command connection's scripts (NULL-terminated), or NULL */
 } ClusterConfig;
 
 /* Starts connecting (the Redis connections reconnect on their own; nothing waits for them). */
@@ -59,6 +61,8 @@ void cluster_channel_published(Cluster *c, const char *name, size_t len, const c
 
 /* The nodes and the cluster's state (photond-cluster-nodes.h), for D-Bus. */
 ClusterNodes* cluster_get_nodes(Cluster *c);
+/* The command connection, for the other cluster parts (photond-cluster-jobs.c); valid while c lives. */
+RedisConn* cluster_commands(Cluster *c);
 
 /* status' "cluster" object: url (no password), nodeId, prefix, state, since, lastError, counters. */
 int cluster_add_status(Cluster *c, struct json_object *data);

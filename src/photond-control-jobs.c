@@ -13,6 +13,7 @@
 #include "json-util.h"
 #include "log.h"
 #include "photond-client.h"
+#include "photond-cluster-jobs.h"
 #include "photond-control.h"
 #include "photond-limits.h"
 #include "photond-manager.h"
@@ -66,11 +67,80 @@ static int request_working_dir(Manager *m, Client *c, const Request *req, const 
         return 0;
 }
 
-int control_jobs_schedule(Manager *m, Client *c, Request *req) {
+static int reply_scheduled(Client *c, const char *request_id, const char *id, const JobInfo *job) {
+        _cleanup_(json_object_putp) struct json_object *data = json_object_new_object();
+        int r;
+
+        if (!data)
+                return -ENOMEM;
+        r = json_add_bool(data, "scheduled", true);
+        if (r >= 0)
+                r = json_add_string(data, "jobId", id);
+        if (r >= 0 && job && job->next_run > 0)
+                r = json_add_int64(data, "nextRun", job->next_run);
+        if (r >= 0 && job && !(job->enabled && !job->paused)) {
+                r = json_add_bool(data, "enabled", job->enabled);
+                if (r >= 0)
+                        r = json_add_bool(data, "paused", job->paused);
+        }
+        if (r < 0)
+                return r;
+        return client_reply_result(c, request_id, true, TAKE_PTR(data));
+}
+
+/* Cluster mode: Redis did not take a change, so nothing changed anywhere. */
+static int reply_cluster_unavailable_text(Client *c, const char *request_id, const char *why) {
+        char msg[640];
+
+        snprintf(msg, sizeof(msg), "Cluster unavailable: %s", why);
+        return client_reply_error(c, request_id, msg,
+                                  "Check that Redis is running and reachable (photonctl status shows the cluster "
+                                  "state), then send the request again; nothing was changed");
+}
+
+static int reply_cluster_unavailable(Manager *m, Client *c, const char *request_id, int error) {
+        return reply_cluster_unavailable_text(c, request_id, cluster_jobs_unavailable(m->cluster_jobs, error));
+}
+
+/* The answers of the cluster (photond-cluster-jobs.c) to the changes below; the client is the waiter. */
+static void on_cluster_scheduled(void *waiter, const char *request_id, const ClusterJobsResult *result) {
+        Client *c = waiter;
+        int r;
+
+        if (c->disconnected)
+                return;
+        if (result->unavailable)
+                r = reply_cluster_unavailable_text(c, request_id, result->unavailable);
+        else if (result->full)
+                r = client_reply_limit(c, request_id, LIMIT_MAX_JOBS, UINT64_MAX);
+        else
+                r = reply_scheduled(c, request_id, result->id, result->job);
+        if (r < 0)
+                log_oom();
+}
+
+static void on_cluster_unscheduled(void *waiter, const char *request_id, const ClusterJobsResult *result) {
         _cleanup_(json_object_putp) struct json_object *data = NULL;
+        Client *c = waiter;
+
+        if (c->disconnected)
+                return;
+        if (result->unavailable) {
+                (void) reply_cluster_unavailable_text(c, request_id, result->unavailable);
+                return;
+        }
+        data = json_object_new_object();
+        if (!data || json_add_bool(data, "unscheduled", result->removed) < 0 ||
+            json_add_string(data, "jobId", result->id) < 0)
+                return (void) log_oom();
+        (void) client_reply_result(c, request_id, true, TAKE_PTR(data));
+}
+
+int control_jobs_schedule(Manager *m, Client *c, Request *req) {
         _cleanup_free_ char *reason = NULL;
         const char *photon, *job_id, *method, *wd;
         struct json_object *args = NULL;
+        JobSpec spec;
         JobInfo job;
         int r;
 
@@ -98,15 +168,28 @@ int control_jobs_schedule(Manager *m, Client *c, Request *req) {
                 return client_reply_error(c, req->id, "Invalid args: they must be a JSON object (the method's "
                                           "parameters)", NULL);
 
-        r = scheduler_schedule(m->scheduler, &(const JobSpec) {
-                                       .photon = photon,
-                                       .job_id = job_id,
-                                       .method = method,
-                                       .cron = request_string(req, "cron"),
-                                       .args = args,
-                                       .working_dir = wd,
-                                       .created_by = request_string(req, "sessionId"),
-                               }, &job, &reason);
+        spec = (JobSpec) {
+                .photon = photon,
+                .job_id = job_id,
+                .method = method,
+                .cron = request_string(req, "cron"),
+                .args = args,
+                .working_dir = wd,
+                .created_by = request_string(req, "sessionId"),
+        };
+        if (m->cluster_jobs) {
+                /* Cluster mode: checked here as scheduler_schedule() would, then Redis first (on_cluster_scheduled
+                 * answers). */
+                r = scheduler_check(m->scheduler, &spec, &reason);
+                if (r >= 0) {
+                        r = cluster_jobs_schedule(m->cluster_jobs, &spec, on_cluster_scheduled, c, req->id);
+                        if (r == -ENOTCONN || r == -ENOBUFS)
+                                return reply_cluster_unavailable(m, c, req->id, r);
+                        if (r >= 0)
+                                return 0;
+                }
+        } else
+                r = scheduler_schedule(m->scheduler, &spec, &job, &reason);
         if (r < 0 && reason)
                 return reply_refusal(c, req->id, "scheduled", reason);
         if (r == -E2BIG)
@@ -116,23 +199,7 @@ int control_jobs_schedule(Manager *m, Client *c, Request *req) {
                 return client_reply_limit(c, req->id, LIMIT_MAX_JOBS, UINT64_MAX);
         if (r < 0)
                 return r;
-
-        data = json_object_new_object();
-        if (!data)
-                return -ENOMEM;
-        r = json_add_bool(data, "scheduled", true);
-        if (r >= 0)
-                r = json_add_string(data, "jobId", job.id);
-        if (r >= 0 && job.next_run > 0)
-                r = json_add_int64(data, "nextRun", job.next_run);
-        if (r >= 0 && !(job.enabled && !job.paused)) {
-                r = json_add_bool(data, "enabled", job.enabled);
-                if (r >= 0)
-                        r = json_add_bool(data, "paused", job.paused);
-        }
-        if (r < 0)
-                return r;
-        return client_reply_result(c, req->id, true, TAKE_PTR(data));
+        return reply_scheduled(c, req->id, job.id, &job);
 }
 
 int control_jobs_unschedule(Manager *m, Client *c, Request *req) {
@@ -142,6 +209,16 @@ int control_jobs_unschedule(Manager *m, Client *c, Request *req) {
 
         if (!data)
                 return -ENOMEM;
+        if (m->cluster_jobs) {
+                JobInfo job;
+
+                /* The full key as this node's copy knows it (a bare jobId is looked up as here); else as sent,
+                 * a key this node has not heard of yet. The answer echoes jobId as sent. */
+                r = cluster_jobs_unschedule(m->cluster_jobs,
+                                            scheduler_get(m->scheduler, job_id, &job) >= 0 ? job.id : job_id,
+                                            job_id, on_cluster_unscheduled, c, req->id);
+                return r == -ENOTCONN || r == -ENOBUFS ? reply_cluster_unavailable(m, c, req->id, r) : r;
+        }
         r = scheduler_unschedule(m->scheduler, job_id);
         if (r < 0 && r != -ENOENT)
                 return r;
@@ -181,32 +258,20 @@ static JobSwitch job_switch_of(RequestType t) {
         }
 }
 
-int control_jobs_set_state(Manager *m, Client *c, Request *req) {
-        _cleanup_(json_object_putp) struct json_object *data = NULL, *ids = NULL;
-        const char *photon = request_string(req, "photonName"), *method = request_string(req, "method");
+static int reply_switched(Client *c, const char *request_id, RequestType type, const char *photon,
+                          const char *method, struct json_object *ids) {
+        _cleanup_(json_object_putp) struct json_object *data = NULL, *owned = ids;
         char reason[256];
         size_t n;
         int r;
 
-        if (!photon || !method)
-                return client_reply_error(c, req->id,
-                                          name_error(photon ? "method" : "photonName", NULL, reason, sizeof(reason)),
-                                          "Name the photon and the method whose jobs to change");
-        if (!name_is_valid(photon))
-                return reply_bad_name(c, req, "photonName", photon);
-        if (!name_is_valid(method))
-                return reply_bad_name(c, req, "method", method);
-
-        r = scheduler_switch(m->scheduler, photon, method, job_switch_of(req->type), &ids);
-        if (r == -ENOENT) {
+        if (!ids || json_object_array_length(ids) == 0) {
                 snprintf(reason, sizeof(reason), "No scheduled job of photon '%.64s' runs method '%.64s'", photon,
                          method);
-                return reply_refusal(c, req->id, NULL, reason);
+                return reply_refusal(c, request_id, NULL, reason);
         }
-        if (r < 0)
-                return r;
         n = json_object_array_length(ids);
-        log_info("%s: %zu job%s of %s.%s.", request_type_to_string(req->type), n, n == 1 ? "" : "s", photon,
+        log_info("%s: %zu job%s of %s.%s.", request_type_to_string(type), n, n == 1 ? "" : "s", photon,
                  method);
 
         data = json_object_new_object();
@@ -218,11 +283,65 @@ int control_jobs_set_state(Manager *m, Client *c, Request *req) {
         if (r >= 0)
                 r = json_add_int64(data, "updated", (int64_t) n);
         if (r >= 0)
-                r = json_add(data, "jobIds", TAKE_PTR(ids));
+                r = json_add(data, "jobIds", TAKE_PTR(owned));
         if (r < 0)
                 return r;
-        return client_reply_result(c, req->id, true, TAKE_PTR(data));
+        return client_reply_result(c, request_id, true, TAKE_PTR(data));
 }
+
+static RequestType request_type_of(JobSwitch sw) {
+        switch (sw) {
+        case JOB_SWITCH_ENABLE:
+                return REQUEST_ENABLE_SCHEDULE;
+        case JOB_SWITCH_DISABLE:
+                return REQUEST_DISABLE_SCHEDULE;
+        case JOB_SWITCH_PAUSE:
+                return REQUEST_PAUSE_SCHEDULE;
+        default:
+                return REQUEST_RESUME_SCHEDULE;
+        }
+}
+
+static void on_cluster_switched(void *waiter, const char *request_id, const ClusterJobsResult *result) {
+        Client *c = waiter;
+
+        if (c->disconnected)
+                return;
+        if (result->unavailable) {
+                (void) reply_cluster_unavailable_text(c, request_id, result->unavailable);
+                return;
+        }
+        if (reply_switched(c, request_id, request_type_of(result->sw), result->photon, result->method,
+                           json_object_get(result->ids)) < 0)
+                log_oom();
+}
+
+int control_jobs_set_state(Manager *m, Client *c, Request *req) {
+        _cleanup_(json_object_putp) struct json_object *ids = NULL;
+        const char *photon = request_string(req, "photonName"), *method = request_string(req, "method");
+        char reason[256];
+        int r;
+
+        if (!photon || !method)
+                return client_reply_error(c, req->id,
+                                          name_error(photon ? "method" : "photonName", NULL, reason, sizeof(reason)),
+                                          "Name the photon and the method whose jobs to change");
+        if (!name_is_valid(photon))
+                return reply_bad_name(c, req, "photonName", photon);
+        if (!name_is_valid(method))
+                return reply_bad_name(c, req, "method", method);
+
+        if (m->cluster_jobs) {
+                r = cluster_jobs_switch(m->cluster_jobs, photon, method, job_switch_of(req->type),
+                                        on_cluster_switched, c, req->id);
+                return r == -ENOTCONN || r == -ENOBUFS ? reply_cluster_unavailable(m, c, req->id, r) : r;
+        }
+        r = scheduler_switch(m->scheduler, photon, method, job_switch_of(req->type), &ids);
+        if (r < 0 && r != -ENOENT)
+                return r;
+        return reply_switched(c, req->id, req->type, photon, method, r == -ENOENT ? NULL : TAKE_PTR(ids));
+}
+
 
 static int request_optional_int(const Request *req, const char *key, int64_t *ret) {
         int r = json_get_int64(req->json, key, false, ret);
@@ -230,8 +349,39 @@ static int request_optional_int(const Request *req, const char *key, int64_t *re
         return r == -ENOENT ? 0 : r < 0 ? r : 1;
 }
 
+static int reply_history(Client *c, const char *request_id, const char *photon, const char *method,
+                         struct json_object *entries) {
+        _cleanup_(json_object_putp) struct json_object *data = NULL, *owned = entries;
+        int r;
+
+        data = json_object_new_object();
+        if (!data)
+                return -ENOMEM;
+        r = json_add_string(data, "photon", photon);
+        if (r >= 0)
+                r = json_add_string(data, "method", method);
+        if (r >= 0)
+                r = json_add(data, "entries", TAKE_PTR(owned));
+        if (r < 0)
+                return r;
+        return client_reply_result(c, request_id, true, TAKE_PTR(data));
+}
+
+static void on_cluster_history(void *waiter, const char *request_id, const ClusterJobsResult *result) {
+        Client *c = waiter;
+
+        if (c->disconnected)
+                return;
+        if (result->unavailable) {
+                (void) reply_cluster_unavailable_text(c, request_id, result->unavailable);
+                return;
+        }
+        if (reply_history(c, request_id, result->photon, result->method, json_object_get(result->entries)) < 0)
+                log_oom();
+}
+
 int control_jobs_get_execution_history(Manager *m, Client *c, Request *req) {
-        _cleanup_(json_object_putp) struct json_object *data = NULL, *entries = NULL;
+        _cleanup_(json_object_putp) struct json_object *entries = NULL;
         const char *photon = request_string(req, "photonName"), *method = request_string(req, "method"), *wd;
         int64_t limit = 0, since = INT64_MIN;
         int r;
@@ -251,24 +401,19 @@ int control_jobs_get_execution_history(Manager *m, Client *c, Request *req) {
                 return client_reply_error(c, req->id, "Invalid sinceTs: it must be a timestamp in milliseconds",
                                           NULL);
 
+        if (m->cluster_jobs) {
+                /* Cluster mode: every node's runs, from Redis (on_cluster_history answers). */
+                r = cluster_jobs_history(m->cluster_jobs, photon, method, wd, since,
+                                         (unsigned) MIN(limit, (int64_t) UINT_MAX), on_cluster_history, c, req->id);
+                return r == -ENOTCONN || r == -ENOBUFS ? reply_cluster_unavailable(m, c, req->id, r) : r;
+        }
         r = scheduler_history(m->scheduler, photon, method, wd, since, (unsigned) MIN(limit, (int64_t) UINT_MAX),
                               &entries);
         if (r == -EIO)
                 return reply_refusal(c, req->id, NULL, "Failed to read the run history");
         if (r < 0)
                 return r;
-
-        data = json_object_new_object();
-        if (!data)
-                return -ENOMEM;
-        r = json_add_string(data, "photon", photon);
-        if (r >= 0)
-                r = json_add_string(data, "method", method);
-        if (r >= 0)
-                r = json_add(data, "entries", TAKE_PTR(entries));
-        if (r < 0)
-                return r;
-        return client_reply_result(c, req->id, true, TAKE_PTR(data));
+        return reply_history(c, req->id, photon, method, TAKE_PTR(entries));
 }
 
 /* The end of a run a client asked for: the client is the waiter, the request's id the waiter's id. */

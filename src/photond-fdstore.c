@@ -975,6 +975,9 @@ size_t fdstore_keep_clients(Manager *m) {
                 r = dispatcher_foreach_call(m->dispatcher, on_call, &k);
         if (r >= 0)
                 r = scheduler_foreach_waiter(m->scheduler, on_run_job_waiter, &k);
+        if (r >= 0 && m->cluster_jobs)
+                /* Schedule changes waiting for Redis (cluster mode): sending them again is harmless. */
+                r = cluster_jobs_foreach_waiter(m->cluster_jobs, on_run_job_waiter, &k);
         if (r < 0)
                 goto fail;
 

@@ -246,7 +246,8 @@ int manager_build_status(Manager *m, struct json_object **ret) {
             (r = dispatcher_add_status(m->dispatcher, data)) < 0 ||
             (r = webhook_add_status(m->webhook, data)) < 0 ||
             (r = cluster_add_status(m->cluster, data)) < 0 ||
-            (r = cluster_locks_add_status(m->cluster_locks, data)) < 0)
+            (r = cluster_locks_add_status(m->cluster_locks, data)) < 0 ||
+            (r = cluster_jobs_add_status(m->cluster_jobs, data)) < 0)
                 return r;
 
         *ret = TAKE_PTR(data);
@@ -309,6 +310,20 @@ static void hook_cluster_changed(bool state, void *userdata) {
 /* The node took itself out of the cluster's node index: the stop may end now (manager_flush()). */
 static void hook_cluster_left(void *userdata) {
         manager_schedule_flush(userdata);
+}
+
+static int hook_claim_occurrence(void *userdata, const char *id, const char *photon, const char *method,
+                                 int64_t due_ms, int64_t now_ms, bool catch_up) {
+        Manager *m = userdata;
+
+        return cluster_jobs_claim(m->cluster_jobs, id, photon, method, due_ms, now_ms, catch_up);
+}
+
+static void hook_run_recorded(void *userdata, const char *photon, const char *method, const char *working_dir,
+                              struct json_object *entry) {
+        Manager *m = userdata;
+
+        cluster_jobs_record_run(m->cluster_jobs, photon, method, working_dir, entry);
 }
 
 static void hook_lock_changed(void *userdata, const char *name, const char *holder, const char *event) {
@@ -379,6 +394,7 @@ void manager_client_disconnect(Manager *m, Client *c) {
                 control_lock_client_gone(m->lock_backend, c);
         dispatcher_peer_gone(m->dispatcher, &c->peer);
         scheduler_waiter_gone(m->scheduler, c);         /* a run_job requester (photond-control-jobs.c) */
+        cluster_jobs_waiter_gone(m->cluster_jobs, c);   /* a schedule change waiting for Redis */
 
         c->disconnected = true;
         client_stop_io(c);
@@ -894,6 +910,11 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
         if (r < 0)
                 return r;
         if (m->cluster_settings.enabled) {
+                const RedisScript *const *scripts;
+
+                r = cluster_jobs_scripts(&scripts);
+                if (r < 0)
+                        return r;
                 /* Connects in the background: an unreachable Redis does not keep photond from starting. */
                 r = cluster_new(&(ClusterConfig) {
                                         .event = m->event,
@@ -901,6 +922,7 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                                         .settings = &m->cluster_settings,
                                         .changed = hook_cluster_changed,
                                         .userdata = m,
+                                        .scripts = scripts,
                                 }, &m->cluster);
                 if (r < 0)
                         return r;
@@ -948,10 +970,23 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                                   .job_finished = hook_job_finished,
                                   .flush_needed = hook_flush_needed,
                                   .shutting_down = hook_shutting_down,
+                                  .claim_occurrence = m->cluster ? hook_claim_occurrence : NULL,
+                                  .run_recorded = m->cluster ? hook_run_recorded : NULL,
                                   .userdata = m,
                           }, &m->scheduler);
         if (r < 0)
                 return r;
+        if (m->cluster) {
+                r = cluster_jobs_new(&(ClusterJobsConfig) {
+                                             .event = m->event,
+                                             .scheduler = m->scheduler,
+                                             .dispatcher = m->dispatcher,
+                                             .commands = cluster_commands(m->cluster),
+                                             .settings = &m->cluster_settings,
+                                     }, &m->cluster_jobs);
+                if (r < 0)
+                        return r;
+        }
 
         bus_mode = config->bus_mode == BUS_MODE_AUTO ? (m->system ? BUS_MODE_SYSTEM : BUS_MODE_USER) :
                                                        config->bus_mode;
@@ -1252,7 +1287,9 @@ Manager* manager_free(Manager *m) {
         remove_side_files(m);
 
         /* Before the clients leave: their unsubscribes are no news for Redis (a closed connection drops the
-         * node's subscriptions there). */
+         * node's subscriptions there). The jobs' part first: the answers still to come from the cluster's command
+         * connection then find nobody. */
+        m->cluster_jobs = cluster_jobs_free(m->cluster_jobs);
         m->cluster = cluster_free(m->cluster);
         m->lock_backend = NULL;
         m->cluster_locks = cluster_locks_free(m->cluster_locks);

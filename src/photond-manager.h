@@ -14,6 +14,7 @@
 #include "photond-client.h"
 #include "photond-cluster.h"
 #include "photond-cluster-locks.h"
+#include "photond-cluster-jobs.h"
 #include "photond-control.h"
 #include "photond-protocol.h"
 #include "ratelimit.h"
@@ -88,6 +89,7 @@ typedef struct Manager {
         Cluster *cluster;
         ClusterLocks *cluster_locks;    /* photond-cluster-locks.c: the lock requests' backend */
         const LockBackend *lock_backend;        /* where the control socket's lock requests go; NULL: m->locks */
+        ClusterJobs *cluster_jobs;      /* photond-cluster-jobs.c: the jobs across the nodes */
 
         /* HTTP: the front end on the "webhook" listener and its routes */
         int webhook_fd;

@@ -35,8 +35,8 @@
 #define HISTORY_FILE_NAME "executions.jsonl"
 #define HISTORY_ROTATE_BYTES ((uint64_t) 10 * 1024 * 1024)
 #define HISTORY_ARCHIVES 3
-#define HISTORY_TTL_MS ((int64_t) 14 * 24 * 3600 * 1000)
-#define HISTORY_MAX_PER_METHOD 500u
+#define HISTORY_TTL_MS SCHEDULE_HISTORY_TTL_MS
+#define HISTORY_MAX_PER_METHOD SCHEDULE_HISTORY_MAX_PER_METHOD
 #define PREVIEW_MAX_CHARS 500
 #define CATCHUP_WINDOW_MS ((int64_t) 14 * 24 * 3600 * 1000)
 /* The reference sweeps the history only at start; a photond that runs for weeks sweeps once a day too. */
@@ -90,6 +90,8 @@ struct Job {
         int64_t next_run;               /* scheduler time in ms; 0 = not armed */
         bool catch_up;                  /* next_run is a catch-up run */
         sd_event_source *timer;
+        int64_t claim_due;              /* cluster mode: the occurrence whose claim waits for an answer, 0 = none */
+        bool claim_catch_up;
 
         DispatchCall *call;             /* the running call */
         uint64_t run_started_usec;      /* CLOCK_MONOTONIC */
@@ -1153,6 +1155,9 @@ static void job_record_history(Job *j, int64_t ts, uint64_t duration_ms, bool su
         }
         if (r < 0)
                 log_warning_errno(r, "Failed to append to %s: %m", path);
+        if (j->scheduler->hooks.run_recorded)
+                j->scheduler->hooks.run_recorded(j->scheduler->hooks.userdata, j->photon, j->method, j->working_dir,
+                                                 e);
 }
 
 /* Everything that follows a run: the job's counters and file, the channel event, the history, the bus signal and
@@ -1260,31 +1265,20 @@ static int job_start(Job *j, const char *why) {
         return 0;
 }
 
-static int on_job_timer(sd_event_source *src, uint64_t usec, void *userdata) {
-        Job *j = userdata;
+static void job_skip(Job *j, int64_t due) {
         Scheduler *s = j->scheduler;
-        int64_t now = scheduler_now_ms(s), due = j->next_run;
-        bool catch_up = j->catch_up;
         char when[64];
 
-        log_debug("Job %s: timer for %" PRIi64 " fired %" PRIi64 " ms late.", j->id, due, now - due);
+        s->n_skipped++;
+        j->skipped_runs++;
+        schedule_format_iso(due, when, sizeof(when));
+        log_notice("Job %s is still running; skipped the run due at %s (%" PRIu64 " skipped so far).",
+                   j->id, when, j->skipped_runs);
+        job_mark_dirty(j);
+}
 
-        /* Re-arm first, from the due time (no drift) or from now if we woke late (suspend, clock step), so that a
-         * long sleep yields one run, not a burst of every occurrence missed. */
-        (void) job_arm_from(j, MAX(due, now));
-
-        if (s->hooks.shutting_down && s->hooks.shutting_down(s->hooks.userdata))
-                return 0;
-
-        if (job_running(j)) {
-                s->n_skipped++;
-                j->skipped_runs++;
-                schedule_format_iso(due, when, sizeof(when));
-                log_notice("Job %s is still running; skipped the run due at %s (%" PRIu64 " skipped so far).",
-                           j->id, when, j->skipped_runs);
-                job_mark_dirty(j);
-                return 0;
-        }
+static int job_fire(Job *j, int64_t due, bool catch_up) {
+        Scheduler *s = j->scheduler;
 
         s->n_fired++;
         if (catch_up)
@@ -1297,6 +1291,39 @@ static int on_job_timer(sd_event_source *src, uint64_t usec, void *userdata) {
                 histogram_observe(&s->lateness, late > 0 ? (uint64_t) late : 0);
         }
         return job_start(j, catch_up ? "catch-up" : "schedule");
+}
+
+static int on_job_timer(sd_event_source *src, uint64_t usec, void *userdata) {
+        Job *j = userdata;
+        Scheduler *s = j->scheduler;
+        int64_t now = scheduler_now_ms(s), due = j->next_run;
+        bool catch_up = j->catch_up;
+
+        log_debug("Job %s: timer for %" PRIi64 " fired %" PRIi64 " ms late.", j->id, due, now - due);
+
+        /* Re-arm first, from the due time (no drift) or from now if we woke late (suspend, clock step), so that a
+         * long sleep yields one run, not a burst of every occurrence missed. */
+        (void) job_arm_from(j, MAX(due, now));
+
+        if (s->hooks.shutting_down && s->hooks.shutting_down(s->hooks.userdata))
+                return 0;
+
+        if (job_running(j)) {
+                job_skip(j, due);
+                return 0;
+        }
+
+        if (s->hooks.claim_occurrence) {
+                /* Cluster mode: the occurrence is this node's only once the cluster says so
+                 * (scheduler_claim_done()); a node that cannot or may not run it records nothing. */
+                if (s->hooks.claim_occurrence(s->hooks.userdata, j->id, j->photon, j->method, due, now,
+                                              catch_up) < 0)
+                        return 0;
+                j->claim_due = due;
+                j->claim_catch_up = catch_up;
+                return 0;
+        }
+        return job_fire(j, due, catch_up);
 }
 
 /* ---- list_jobs objects ---- */
@@ -1992,6 +2019,10 @@ Scheduler* scheduler_free(Scheduler *s) {
         return mfree(s);
 }
 
+int64_t scheduler_clock_ms(Scheduler *s) {
+        return scheduler_now_ms(s);
+}
+
 unsigned scheduler_count(Scheduler *s) {
         return s ? s->n_jobs : 0;
 }
@@ -2157,6 +2188,78 @@ int scheduler_schedule(Scheduler *s, const JobSpec *spec, JobInfo *ret_info, cha
 
         if (ret_info)
                 *ret_info = job_info(j);
+        return 0;
+}
+
+int scheduler_check(Scheduler *s, const JobSpec *spec, char **ret_reason) {
+        const char *base = spec->working_dir ?: s->jobs_base_dir;
+        _cleanup_free_ char *key = NULL, *marker = NULL;
+        CronSpec cron;
+        char err[256];
+        Job *j = NULL;
+        int r;
+
+        if (ret_reason)
+                *ret_reason = NULL;
+        if (!name_is_valid(spec->photon) || !name_is_valid(spec->job_id) || !name_is_valid(spec->method) ||
+            !spec->cron)
+                return -EINVAL;
+        if (spec->args &&
+            strlen(json_object_to_json_string_ext(spec->args, JSON_FORMAT_FLAGS)) > limits.MAX_JOB_ARGS_BYTES)
+                return -E2BIG;
+        if (asprintf(&marker, "%s/.photon-no-host", base) < 0)
+                return -ENOMEM;
+        if (access(marker, F_OK) >= 0)
+                return refuse(ret_reason, -EPERM, "host-disabled: %s has a .photon-no-host marker", base);
+        r = cron_validate(spec->cron, ms_to_sec_floor(scheduler_now_ms(s)), &cron, err, sizeof(err));
+        if (r < 0)
+                return refuse(ret_reason, -EINVAL, "Invalid cron expression: %s", err);
+        r = schedule_job_key(spec->photon, spec->working_dir, spec->job_id, &key);
+        if (r < 0)
+                return r;
+        HASH_FIND_STR(s->jobs, key, j);
+        if (!j && s->n_jobs >= limits.MAX_JOBS)
+                return -ENOSPC;
+        return 0;
+}
+
+void scheduler_claim_done(Scheduler *s, const char *id, int64_t due_ms, bool granted) {
+        bool catch_up;
+        Job *j;
+
+        HASH_FIND_STR(s->jobs, id, j);
+        if (!j || j->claim_due != due_ms)
+                return;         /* unscheduled, or rescheduled to other times, meanwhile */
+        j->claim_due = 0;
+        catch_up = j->claim_catch_up;
+        if (!granted)
+                return;
+        if (s->hooks.shutting_down && s->hooks.shutting_down(s->hooks.userdata))
+                return;
+        if (job_running(j)) {
+                /* A run_job began while the claim was on its way. */
+                job_skip(j, due_ms);
+                return;
+        }
+        (void) job_fire(j, due_ms, catch_up);
+}
+
+int scheduler_set_state(Scheduler *s, const char *id, bool enabled, bool paused) {
+        Job *j;
+        bool was_active;
+
+        HASH_FIND_STR(s->jobs, id, j);
+        if (!j)
+                return -ENOENT;
+        if (j->enabled == enabled && j->paused == paused)
+                return 0;
+        was_active = job_active(j);
+        j->enabled = enabled;
+        j->paused = paused;
+        if (was_active != job_active(j))
+                (void) job_arm_from(j, scheduler_now_ms(s));
+        job_mark_dirty(j);
+        notify_counts_changed(s);
         return 0;
 }
 

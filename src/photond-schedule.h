@@ -28,6 +28,16 @@ typedef struct SchedulerHooks {
         void (*flush_needed)(void *userdata);
         /* Is photond going down? A job that falls due then does not run (nor count as skipped). NULL: never. */
         bool (*shutting_down)(void *userdata);
+        /* Cluster mode only (NULL on a single node: every occurrence is this node's, no other cost). May this node
+         * run the occurrence of job id due at due_ms (the scheduler's clock, as now_ms)? A catch-up run after a
+         * start is flagged. Returns 0 and answers once, later, with scheduler_claim_done(); or a negative errno:
+         * not here, and nothing runs or is recorded here (another node runs it, or none can). */
+        int (*claim_occurrence)(void *userdata, const char *id, const char *photon, const char *method,
+                                int64_t due_ms, int64_t now_ms, bool catch_up);
+        /* Cluster mode only (NULL on a single node): a run's history entry, as it was appended to the run history
+         * of photon in the base working_dir (NULL: the default one); entry is borrowed. */
+        void (*run_recorded)(void *userdata, const char *photon, const char *method, const char *working_dir,
+                             struct json_object *entry);
         void *userdata;
 } SchedulerHooks;
 
@@ -39,6 +49,10 @@ typedef struct SchedulerConfig {
         const char *jobs_base_dir;      /* the default base: <dir>/.data/<photon>/schedules/, .data/.bases.json */
         bool system;                    /* the system instance, which ignores the test clock hook */
 } SchedulerConfig;
+
+/* The run history's retention, per method of a photon in a base (the reference's). */
+#define SCHEDULE_HISTORY_TTL_MS ((int64_t) 14 * 24 * 3600 * 1000)
+#define SCHEDULE_HISTORY_MAX_PER_METHOD 500u
 
 /* hooks may be NULL (nobody listens); it is copied. */
 int scheduler_new(const SchedulerConfig *config, const SchedulerHooks *hooks, Scheduler **ret);
@@ -59,6 +73,8 @@ void scheduler_sweep_history(Scheduler *s);
 
 int scheduler_add_status(Scheduler *s, struct json_object *data);
 unsigned scheduler_count(Scheduler *s);
+/* The scheduler's "now" in ms since the epoch (the test clock offset included): run history times are on it. */
+int64_t scheduler_clock_ms(Scheduler *s);
 unsigned scheduler_running(Scheduler *s);
 
 /* The scheduler's counters (GET /metrics): runs since the start, by how they began and ended. */
@@ -124,6 +140,18 @@ typedef struct JobSpec {
  * written. A cap, without a reason (limit_error() words it): -E2BIG, args over limits.MAX_JOB_ARGS_BYTES; -ENOSPC,
  * limits.MAX_JOBS jobs exist. -EINVAL without a reason for names that are not valid; -ENOMEM. */
 int scheduler_schedule(Scheduler *s, const JobSpec *spec, JobInfo *ret_info, char **ret_reason);
+
+/* What scheduler_schedule() would refuse, without changing anything: the same errors and reasons (a write of
+ * the file aside). Cluster mode checks a schedule request with it before Redis gets it. */
+int scheduler_check(Scheduler *s, const JobSpec *spec, char **ret_reason);
+
+/* The answer to SchedulerHooks.claim_occurrence for job id (its full key) and due_ms: granted, the run starts
+ * now (unless the job went, changed its due time, or runs already: then it is skipped); else nothing happens. */
+void scheduler_claim_done(Scheduler *s, const char *id, int64_t due_ms, bool granted);
+
+/* Sets both switches of the job id (its full key) at once, as a cluster's copy of the job says; re-arms or
+ * disarms it, the file written before the next output leaves. -ENOENT unknown job. */
+int scheduler_set_state(Scheduler *s, const char *id, bool enabled, bool paused);
 
 /* Removes the job and its file. -ENOENT unknown job. */
 int scheduler_unschedule(Scheduler *s, const char *id);
