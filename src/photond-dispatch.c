@@ -408,6 +408,7 @@ static int peer_send_invoke(DispatchCall *call, DispatchPeer *peer) {
                         .job_id = call->job_id,
                         .instance = call->instance,
                         .session_id = call->session_id,
+                        .timeout_ms = call->timeout_ms,
                 });
 }
 

@@ -86,6 +86,7 @@ typedef struct DispatchInvoke {
         const char *job_id;             /* the rest as in DispatchRequest, NULL when not set */
         const char *instance;
         const char *session_id;
+        uint64_t timeout_ms;            /* the call's timeout (another node that runs it keeps the same) */
 } DispatchInvoke;
 
 /* What the dispatcher sends to a peer: a provider of photons (invoke, prompt_response) or the caller of a command

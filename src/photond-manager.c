@@ -27,6 +27,7 @@
 #include "photond-bus.h"
 #include "photond-channel.h"
 #include "photond-cluster.h"
+#include "photond-cluster-calls.h"
 #include "photond-client.h"
 #include "photond-control.h"
 #include "photond-dispatch.h"
@@ -245,7 +246,8 @@ int manager_build_status(Manager *m, struct json_object **ret) {
             (r = scheduler_add_status(m->scheduler, data)) < 0 ||
             (r = dispatcher_add_status(m->dispatcher, data)) < 0 ||
             (r = webhook_add_status(m->webhook, data)) < 0 ||
-            (r = cluster_add_status(m->cluster, data)) < 0)
+            (r = cluster_add_status(m->cluster, data)) < 0 ||
+            (r = cluster_calls_add_status(m->cluster_calls, data)) < 0)
                 return r;
 
         *ret = TAKE_PTR(data);
@@ -308,6 +310,18 @@ static void hook_cluster_changed(bool state, void *userdata) {
 /* The node took itself out of the cluster's node index: the stop may end now (manager_flush()). */
 static void hook_cluster_left(void *userdata) {
         manager_schedule_flush(userdata);
+}
+
+static DispatchPeer* hook_find_remote(const char *photon, const char *method, void *userdata) {
+        Manager *m = userdata;
+
+        return cluster_calls_find_remote(m->cluster_calls, photon, method);
+}
+
+static void hook_provided_changed(const char *photon, bool provided, void *userdata) {
+        Manager *m = userdata;
+
+        cluster_calls_provided_changed(m->cluster_calls, photon, provided);
 }
 
 static void hook_lock_changed(void *userdata, const char *name, const char *holder, const char *event) {
@@ -916,10 +930,21 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                            }, &(DispatcherHooks) {
                                    .counts_changed = hook_counts_changed,
                                    .shutting_down = hook_shutting_down,
+                                   .find_remote = m->cluster ? hook_find_remote : NULL,
+                                   .provided_changed = m->cluster ? hook_provided_changed : NULL,
                                    .userdata = m,
                            }, &m->dispatcher);
         if (r < 0)
                 return r;
+        if (m->cluster) {
+                r = cluster_calls_new(&(ClusterCallsConfig) {
+                                              .event = m->event,
+                                              .cluster = m->cluster,
+                                              .dispatcher = m->dispatcher,
+                                      }, &m->cluster_calls);
+                if (r < 0)
+                        return r;
+        }
         r = scheduler_new(&(SchedulerConfig) {
                                   .event = m->event,
                                   .channels = m->channels,
@@ -1236,6 +1261,7 @@ Manager* manager_free(Manager *m) {
 
         /* Before the clients leave: their unsubscribes are no news for Redis (a closed connection drops the
          * node's subscriptions there). */
+        m->cluster_calls = cluster_calls_free(m->cluster_calls);
         m->cluster = cluster_free(m->cluster);
         cluster_settings_done(&m->cluster_settings);
 

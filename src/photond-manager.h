@@ -13,6 +13,7 @@
 #include "photond-bus.h"
 #include "photond-client.h"
 #include "photond-cluster.h"
+#include "photond-cluster-calls.h"
 #include "photond-control.h"
 #include "photond-protocol.h"
 #include "ratelimit.h"
@@ -85,6 +86,7 @@ typedef struct Manager {
         /* cluster mode (photond-cluster.c): NULL without a cluster URL */
         ClusterSettings cluster_settings;
         Cluster *cluster;
+        ClusterCalls *cluster_calls;    /* method calls to and from other nodes (photond-cluster-calls.c) */
 
         /* HTTP: the front end on the "webhook" listener and its routes */
         int webhook_fd;
