@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 #include <uthash.h>
 
 #include "cluster-call-msg.h"
@@ -97,6 +99,9 @@ struct ClusterCalls {
         sd_event_source *check_timer;
 
         bool relaying;                  /* starting another node's call: it never goes on to a third node */
+        /* Ends the call ids this node sends ("<invoke id>.<nonce>"): a node that crashed and came back issues
+         * invoke ids again from 1, and an answer to the call of its last life must not name one of this life. */
+        char nonce[17];
         RateLimit log_limit;
         uint64_t n_sent, n_failed, n_served, n_invalid, n_stray;
 };
@@ -133,6 +138,25 @@ static OutCall* out_find(ClusterCalls *cc, const char *id) {
 
         HASH_FIND_STR(cc->out, id, o);
         return o;
+}
+
+/* The id a call of ours has between nodes: "<invoke id>.<nonce>". */
+static int wire_id(ClusterCalls *cc, const char *invoke_id, char buf[static CLUSTER_CALL_ID_MAX + 1]) {
+        int k = snprintf(buf, CLUSTER_CALL_ID_MAX + 1, "%s.%s", invoke_id, cc->nonce);
+
+        return k < 0 || k > CLUSTER_CALL_ID_MAX ? -EINVAL : 0;
+}
+
+/* The OutCall a wire id names, or NULL (another life's, or unknown). */
+static OutCall* out_find_wire(ClusterCalls *cc, const char *wire) {
+        char id[CLUSTER_CALL_ID_MAX + 1];
+        const char *dot = strrchr(wire, '.');
+
+        if (!dot || !streq(dot + 1, cc->nonce) || (size_t) (dot - wire) > CLUSTER_CALL_ID_MAX)
+                return NULL;
+        memcpy(id, wire, dot - wire);
+        id[dot - wire] = 0;
+        return out_find(cc, id);
 }
 
 static void out_free(ClusterCalls *cc, OutCall *o) {
@@ -296,6 +320,7 @@ static int provider_invoke(DispatchPeer *p, const DispatchInvoke *inv) {
         ClusterCalls *cc = of_provider_peer(p);
         _cleanup_free_ char *text = NULL, *key = NULL, *rr = NULL, *chan_prefix = NULL;
         const char *prefix = cluster_prefix(cc->cluster), *self = cluster_node_id(cc->cluster);
+        char wire[CLUSTER_CALL_ID_MAX + 1];
         size_t len, l = strlen(inv->invoke_id);
         OutCall *o;
         Ticket *t;
@@ -317,10 +342,12 @@ static int provider_invoke(DispatchPeer *p, const DispatchInvoke *inv) {
         }
         HASH_ADD(hh, cc->out, id[0], l, o);
 
-        r = cluster_call_msg_build(&(const ClusterCallMsg) {
+        r = wire_id(cc, inv->invoke_id, wire);
+        if (r >= 0)
+                r = cluster_call_msg_build(&(const ClusterCallMsg) {
                                            .kind = CLUSTER_CALL_INVOKE,
                                            .from = self,
-                                           .call = inv->invoke_id,
+                                           .call = wire,
                                            .photon = inv->photon,
                                            .method = inv->method,
                                            .args = inv->args,
@@ -382,15 +409,16 @@ static int provider_invoke(DispatchPeer *p, const DispatchInvoke *inv) {
 static int provider_prompt_response(DispatchPeer *p, const char *invoke_id, struct json_object *value) {
         ClusterCalls *cc = of_provider_peer(p);
         OutCall *o = out_find(cc, invoke_id);
+        char wire[CLUSTER_CALL_ID_MAX + 1];
         int r;
 
         /* A prompt came from the node, so it is known; without it there is nobody to answer. */
-        if (!o || !o->node)
+        if (!o || !o->node || wire_id(cc, invoke_id, wire) < 0)
                 return 0;
         r = send_msg(cc, o->node->id, &(const ClusterCallMsg) {
                                 .kind = CLUSTER_CALL_PROMPT_RESPONSE,
                                 .from = cluster_node_id(cc->cluster),
-                                .call = invoke_id,
+                                .call = wire,
                                 .value = value,
                         }, NULL);
         if (r == -E2BIG)
@@ -398,7 +426,7 @@ static int provider_prompt_response(DispatchPeer *p, const char *invoke_id, stru
                 r = send_msg(cc, o->node->id, &(const ClusterCallMsg) {
                                         .kind = CLUSTER_CALL_PROMPT_RESPONSE,
                                         .from = cluster_node_id(cc->cluster),
-                                        .call = invoke_id,
+                                        .call = wire,
                                 }, NULL);
         return r;
 }
@@ -420,7 +448,7 @@ static const DispatchPeerOps provider_peer_ops = {
 
 /* What the node running one of our calls sent about it. */
 static void on_answer(ClusterCalls *cc, const ClusterCallMsg *m) {
-        OutCall *o = out_find(cc, m->call);
+        OutCall *o = out_find_wire(cc, m->call);
         DispatchCall *call;
 
         if (!o || o->failure) {
@@ -825,6 +853,13 @@ int cluster_calls_new(const ClusterCallsConfig *config, ClusterCalls **ret) {
         cc->provider_peer.ops = &provider_peer_ops;
         cc->caller_peer.ops = &caller_peer_ops;
         cc->log_limit = (RateLimit) { .interval = 10 * USEC_PER_SEC, .burst = 5 };
+        {
+                uint64_t n;
+
+                if (getrandom(&n, sizeof(n), GRND_NONBLOCK) != sizeof(n))
+                        n = now_usec(CLOCK_REALTIME) ^ ((uint64_t) getpid() << 32);
+                snprintf(cc->nonce, sizeof(cc->nonce), "%016" PRIx64, n);
+        }
 
         r = sd_event_add_defer(cc->event, &cc->fail_source, on_fail, cc);
         if (r < 0)

@@ -8,11 +8,15 @@
 #include <criterion/criterion.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "harness.h"
+#include "http-client.h"
+#include "json-util.h"
 #include "redis-helper.h"
 
 typedef struct Cluster2 {
@@ -137,6 +141,17 @@ static void wait_remote_provider(Conn *caller, Conn *provider, const char *photo
                 json_object_put(o);
                 cr_assert_lt(mono_ms(), deadline, "the provider on the other node was never found");
         }
+}
+
+/* PUBLISH through redis-cli, as anyone with access to Redis could. */
+static void redis_publish(Cluster2 *c, const char *channel, const char *payload) {
+        char *argv[] = { "redis-cli", "-s", c->redis.socket, "PUBLISH", (char *) channel, (char *) payload, NULL };
+        pid_t pid;
+        int st;
+
+        cr_assert_eq(posix_spawnp(&pid, "redis-cli", NULL, NULL, argv, NULL), 0);
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
 static char* invoke_id_of(struct json_object *inv) {
@@ -461,6 +476,110 @@ Test(cluster_calls, a_job_reaches_a_provider_on_another_node) {
         cr_assert_str_eq(jstr(o, "data.status"), "success");
         cr_assert_str_eq(jstr(o, "data.result"), "done on b");
         json_object_put(o);
+
+        conn_close(caller);
+        conn_close(prov);
+        cluster_stop(&c);
+}
+
+/* What comes on a node's calls channel from Redis is checked: garbage and messages that are not one are counted
+ * and dropped, an answer for a call of another life of the node (another nonce) or of no call is stray, and the
+ * node goes on serving calls. */
+Test(cluster_calls, garbage_on_the_calls_channel_is_refused) {
+        static const char *const garbage[] = {
+                "",
+                "garbage",
+                "\x01\xff",
+                "[1,2]",
+                "{\"v\":1,\"k\":\"result\",\"from\":\"node-b\",\"call\":\"inv_1\",\"ok\":\"yes\"}",
+                "{\"v\":1,\"k\":\"invoke\",\"from\":\"node-b\",\"call\":\"c\",\"photon\":\"../x\","
+                        "\"method\":\"m\",\"args\":{},\"trigger\":\"command\"}",
+                "{\"v\":1,\"k\":\"emit\",\"from\":\"node-a\",\"call\":\"inv_1.0\",\"value\":{}}",
+        };
+        Cluster2 c;
+        Conn *prov, *caller;
+        struct json_object *o;
+        int64_t invalid, stray;
+
+        cluster_start(&c);
+        prov = provider_open(c.b, "kanban");
+        caller = conn_open(c.a);
+        wait_remote_provider(caller, prov, "kanban");
+
+        for (size_t i = 0; i < sizeof(garbage) / sizeof(garbage[0]); i++)
+                redis_publish(&c, "photon:node:node-a:calls", garbage[i]);
+        /* Well formed, but for calls a has not sent: another life's nonce, and no nonce. */
+        redis_publish(&c, "photon:node:node-a:calls", "{\"v\":1,\"k\":\"result\",\"from\":\"node-b\","
+                      "\"call\":\"inv_1.0000000000000000\",\"ok\":true,\"value\":1}");
+        redis_publish(&c, "photon:node:node-a:calls", "{\"v\":1,\"k\":\"result\",\"from\":\"node-b\","
+                      "\"call\":\"inv_1\",\"ok\":true,\"value\":1}");
+
+        /* Still serving: a call crosses after all of it (the messages above came first on the channel). */
+        wait_remote_provider(caller, prov, "kanban");
+        o = status(c.a);
+        invalid = jint(o, "data.cluster.calls.invalid");
+        stray = jint(o, "data.cluster.calls.stray");
+        cr_assert_eq(invalid, 7, "%s", json_object_to_json_string(o));
+        cr_assert_eq(stray, 2, "%s", json_object_to_json_string(o));
+        json_object_put(o);
+
+        conn_close(caller);
+        conn_close(prov);
+        cluster_stop(&c);
+}
+
+/* A webhook on a reaches the provider on b; one for a photon nobody in the cluster provides fails with the
+ * no-provider text. */
+Test(cluster_calls, a_webhook_reaches_a_provider_on_another_node) {
+        Cluster2 c;
+        char url_env[400];
+        const char *env[] = { url_env, "PHOTOND_NODE_ID=node-a", "PHOTON_WEBHOOK_SECRET=s3cret", NULL };
+        Conn *prov, *caller;
+        struct json_object *inv, *o = NULL;
+        char url[128], *out;
+        int fd, st;
+        pid_t pid;
+
+        if (!test_redis_available())
+                cr_skip_test("no redis-server");
+        c.dir = tmpdir_new();
+        cr_assert_eq(test_redis_start(&c.redis, c.dir, NULL), 0);
+        snprintf(url_env, sizeof(url_env), "PHOTOND_CLUSTER_URL=%s", c.redis.url);
+        c.a = daemon_start_http(env);
+        c.b = node_start(c.redis.url, "node-b");
+        wait_connected(c.a, true);
+        wait_connected(c.b, true);
+        prov = provider_open(c.b, "kanban");
+        caller = conn_open(c.a);
+        wait_remote_provider(caller, prov, "kanban");
+
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/webhook/kanban/onPush", c.a->webhook_port);
+        pid = curl_spawn((const char *[]) { "--request", "POST", "--data-binary", "{\"ref\":\"main\"}",
+                                            "-H", "Content-Type: application/json", "-H", "X-Webhook-Secret: s3cret",
+                                            "--write-out", "\n%{http_code}", url, NULL }, &fd);
+        inv = expect_line(prov, "invoke", NULL, 10000);
+        cr_assert_str_eq(jstr(inv, "method"), "onPush");
+        cr_assert_str_eq(jstr(inv, "trigger"), "webhook");
+        cr_assert_str_eq(jstr(inv, "args.ref"), "main");
+        conn_send(prov, "{\"type\":\"invoke_result\",\"id\":\"%s\",\"success\":true,\"data\":{\"ok\":1}}",
+                  jstr(inv, "id"));
+        json_object_put(inv);
+        out = read_all(fd);
+        close(fd);
+        st = curl_wait(pid);
+        cr_assert_eq(st, 0);
+        cr_assert(strstr(out, "\n200"), "%s", out);
+        *strrchr(out, '\n') = 0;
+        cr_assert_eq(json_parse(out, strlen(out), &o, NULL), 0, "%s", out);
+        cr_assert(jbool(o, "success"));
+        cr_assert_eq(jint(o, "data.ok"), 1);
+        json_object_put(o);
+        free(out);
+
+        /* Nobody anywhere provides it: the cluster says so (after asking Redis, with status 500). */
+        expect(http(c.a->webhook_port, "POST", "/webhook/nobody/m", "{}", "-H", "X-Webhook-Secret: s3cret", NULL),
+               500, "Cannot initialize photon 'nobody': no provider is connected to this node or to any other node "
+               "of the cluster, and there is no executable handler of nobody/m here");
 
         conn_close(caller);
         conn_close(prov);
