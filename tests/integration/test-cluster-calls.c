@@ -585,3 +585,48 @@ Test(cluster_calls, a_webhook_reaches_a_provider_on_another_node) {
         conn_close(prov);
         cluster_stop(&c);
 }
+
+/* The caller's node dies mid-call: the call goes on at b without a caller, as when a caller disconnects; a prompt
+ * nobody can receive is answered null, and the call still frees its slot when the provider answers. */
+Test(cluster_calls, caller_node_killed_mid_call) {
+        Cluster2 c;
+        Conn *prov, *caller;
+        struct json_object *o, *inv;
+        int st;
+
+        cluster_start(&c);
+        prov = provider_open(c.b, "wizard");
+        caller = conn_open(c.a);
+        wait_remote_provider(caller, prov, "wizard");
+
+        conn_send(caller, "{\"type\":\"command\",\"id\":\"w1\",\"photonName\":\"wizard\",\"method\":\"run\"}");
+        inv = expect_line(prov, "invoke", NULL, 5000);
+        st = daemon_signal_and_wait(c.a, SIGKILL);
+        cr_assert(WIFSIGNALED(st));
+        daemon_free(c.a);
+        c.a = NULL;
+        conn_close(caller);
+
+        conn_send(prov, "{\"type\":\"prompt\",\"id\":\"%s\",\"prompt\":{\"type\":\"text\",\"message\":\"?\"}}",
+                  jstr(inv, "id"));
+        o = expect_line(prov, "prompt_response", jstr(inv, "id"), 5000);
+        cr_assert(jhas(o, "promptValue"));
+        cr_assert_null(jget(o, "promptValue"));
+        json_object_put(o);
+        conn_send(prov, "{\"type\":\"invoke_result\",\"id\":\"%s\",\"success\":true,\"data\":1}", jstr(inv, "id"));
+        json_object_put(inv);
+        for (uint64_t deadline = mono_ms() + 5000;;) {
+                int64_t running;
+
+                o = status(c.b);
+                running = jint(o, "data.runningCalls");
+                json_object_put(o);
+                if (running == 0)
+                        break;
+                cr_assert_lt(mono_ms(), deadline, "the call never ended on b");
+                (void) poll(NULL, 0, 20);
+        }
+
+        conn_close(prov);
+        cluster_stop(&c);
+}
