@@ -732,7 +732,7 @@ int cluster_jobs_claim(ClusterJobs *cj, const char *id, const char *photon, cons
                            "claim may have expired elsewhere).", id, now_ms - due_ms);
                 return -ETIME;
         }
-        if (!dispatcher_can_serve(cj->dispatcher, photon, method)) {
+        if (!dispatcher_can_serve_here(cj->dispatcher, photon, method)) {
                 /* A node that can run it takes it. */
                 cj->n_not_capable++;
                 log_debug("Cluster: not claiming job %s: no provider or handler of %s here.", id, photon);

@@ -51,6 +51,11 @@ struct Cluster {
         size_t last_origin_len;
         uint64_t last_event_id;
 
+        /* Method calls (photond-cluster-calls.c): its hooks and this node's calls channel. */
+        ClusterCallHooks call_hooks;
+        char *calls_channel;
+        size_t calls_channel_len;
+
         RateLimit publish_fail_log;
         uint64_t n_published, n_publish_failed, n_received, n_duplicates, n_invalid;
 };
@@ -318,12 +323,16 @@ static void on_subscriber_connected(RedisConn *conn, void *userdata) {
                 announce_gap(c);
         c->subscriber_was_connected = true;
         cluster_nodes_conn_changed(c->nodes);
+        if (c->call_hooks.connection_changed && cluster_connected(c))
+                c->call_hooks.connection_changed(true, c->call_hooks.userdata);
 }
 
 static void on_commands_connected(RedisConn *conn, void *userdata) {
         Cluster *c = userdata;
 
         cluster_nodes_conn_changed(c->nodes);
+        if (c->call_hooks.connection_changed && cluster_connected(c))
+                c->call_hooks.connection_changed(true, c->call_hooks.userdata);
 }
 
 static void on_disconnected(RedisConn *conn, const char *error, void *userdata) {
@@ -331,6 +340,8 @@ static void on_disconnected(RedisConn *conn, const char *error, void *userdata) 
 
         /* Subscriptions are sent again at the reconnect; the cluster's state logs one line for both. */
         cluster_nodes_conn_changed(c->nodes);
+        if (c->call_hooks.connection_changed)
+                c->call_hooks.connection_changed(false, c->call_hooks.userdata);
 }
 
 /* ---- messages ---- */
@@ -420,6 +431,12 @@ static void on_push(RedisConn *conn, redisReply *reply, void *userdata) {
         if (ch->type != REDIS_REPLY_STRING || payload->type != REDIS_REPLY_STRING ||
             cluster_nodes_push(c->nodes, ch->str, ch->len))
                 return;
+        if (c->calls_channel && ch->len == c->calls_channel_len &&
+            memcmp(ch->str, c->calls_channel, ch->len) == 0) {
+                if (c->call_hooks.message)
+                        c->call_hooks.message(payload->str, payload->len, c->call_hooks.userdata);
+                return;
+        }
         deliver(c, ch->str, ch->len, payload->str, payload->len);
 }
 
@@ -574,6 +591,7 @@ Cluster* cluster_free(Cluster *c) {
 
         if (!c)
                 return NULL;
+        c->call_hooks = (ClusterCallHooks) {};
         c->subscriber = redis_conn_free(c->subscriber);
         c->commands = redis_conn_free(c->commands);
         /* after the connections: a heartbeat they still hold is answered as they go */
@@ -587,5 +605,38 @@ Cluster* cluster_free(Cluster *c) {
         free(c->url_redacted);
         free(c->prefix);
         free(c->node_id);
+        free(c->calls_channel);
         return mfree(c);
+}
+
+/* ---- for the method calls (photond-cluster-calls.c) ---- */
+
+int cluster_set_call_hooks(Cluster *c, const ClusterCallHooks *hooks) {
+        char *k;
+
+        c->call_hooks = hooks ? *hooks : (ClusterCallHooks) {};
+        if (!hooks || c->calls_channel)
+                return 0;
+        if (asprintf(&c->calls_channel, "%snode:%s:calls", c->prefix, c->node_id) < 0) {
+                c->calls_channel = NULL;
+                return -ENOMEM;
+        }
+        c->calls_channel_len = strlen(c->calls_channel);
+        /* In the subscriptions' table (a 'c' key), so that it is sent again at every reconnect. */
+        if (asprintf(&k, "c%s", c->calls_channel) < 0)
+                return -ENOMEM;
+        return sub_ref(c, k, c->calls_channel_len + 1, true);
+}
+
+const char* cluster_node_id(Cluster *c) {
+        return c->node_id;
+}
+
+const char* cluster_prefix(Cluster *c) {
+        return c->prefix;
+}
+
+bool cluster_connected(Cluster *c) {
+        return redis_conn_state(c->commands) == REDIS_CONN_CONNECTED &&
+               redis_conn_state(c->subscriber) == REDIS_CONN_CONNECTED;
 }

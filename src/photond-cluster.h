@@ -61,8 +61,29 @@ void cluster_channel_published(Cluster *c, const char *name, size_t len, const c
 
 /* The nodes and the cluster's state (photond-cluster-nodes.h), for D-Bus. */
 ClusterNodes* cluster_get_nodes(Cluster *c);
-/* The command connection, for the other cluster parts (photond-cluster-jobs.c); valid while c lives. */
-RedisConn* cluster_commands(Cluster *c);
 
 /* status' "cluster" object: url (no password), nodeId, prefix, state, since, lastError, counters. */
 int cluster_add_status(Cluster *c, struct json_object *data);
+
+/* ---- what cluster mode's method calls (photond-cluster-calls.c) use of the bridge ---- */
+
+typedef struct RedisConn RedisConn;
+
+typedef struct ClusterCallHooks {
+        /* A message on this node's calls channel (<prefix>node:<nodeId>:calls), any bytes. */
+        void (*message)(const char *payload, size_t len, void *userdata);
+        /* Both connections are up (again), or one of them was lost. */
+        void (*connection_changed)(bool connected, void *userdata);
+        void *userdata;
+} ClusterCallHooks;
+
+/* Sets the hooks (copied; NULL: none) and holds the subscription to this node's calls channel, which comes back
+ * with the subscriber connection. -ENOMEM. */
+int cluster_set_call_hooks(Cluster *c, const ClusterCallHooks *hooks);
+/* The connection that takes commands (PUBLISH, EVAL, …; for the other cluster parts, valid while c lives), this
+ * node's id, the key prefix. */
+RedisConn* cluster_commands(Cluster *c);
+const char* cluster_node_id(Cluster *c);
+const char* cluster_prefix(Cluster *c);
+/* Both connections are up. */
+bool cluster_connected(Cluster *c);

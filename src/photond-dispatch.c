@@ -76,6 +76,7 @@ struct DispatchCall {
 
         /* a command: the requester (NULL once it went away) */
         bool is_command;
+        bool relayed;
         DispatchPeer *caller;
         char *caller_id;
         char *instance;
@@ -86,6 +87,7 @@ struct DispatchCall {
 
         /* where it runs */
         Provider *provider;
+        DispatchPeer *remote;           /* hooks.find_remote()'s peer, instead of a provider of this node */
         unsigned n_prompts;             /* prompts forwarded to the caller, not answered yet */
         ExecChild *exec;
 
@@ -201,8 +203,11 @@ static Provider* provider_free(Dispatcher *d, Provider *p) {
                 e->rr_next = p->by_photon_next;
         LIST_REMOVE(by_photon, e->providers, p);
         e->n_providers--;
-        if (e->n_providers == 0)
+        if (e->n_providers == 0) {
                 d->n_photons_provided--;
+                if (d->hooks.provided_changed && !d->freeing)
+                        d->hooks.provided_changed(e->name, false, d->hooks.userdata);
+        }
         d->n_providers--;
         if (p->peer) {
                 Provider *head = p->peer->providers;
@@ -236,6 +241,8 @@ static DispatchCall* call_free(DispatchCall *call) {
         }
         if (call->provider)
                 call->provider->n_calls--;
+        if (call->remote)
+                call->remote->n_remote_calls--;
         if (call->caller)
                 call->caller->n_calls--;
         exec_child_free(call->exec);
@@ -286,6 +293,10 @@ static void call_complete(DispatchCall *call, bool success, struct json_object *
                 call->provider->n_calls--;
                 call->provider->n_served++;
                 call->provider = NULL;
+        }
+        if (call->remote) {
+                call->remote->n_remote_calls--;
+                call->remote = NULL;
         }
         call->n_prompts = 0;
         call->timer_source = sd_event_source_disable_unref(call->timer_source);
@@ -341,6 +352,8 @@ static void call_deliver(DispatchCall *call) {
                 .success = call->success,
                 .data = call->data,
                 .error = call->success ? NULL : (call->error ?: "Method failed"),
+                .patch = call->patch,
+                .inverse_patch = call->inverse_patch,
                 .duration_ms = call->duration_ms,
         };
 
@@ -353,7 +366,7 @@ static void call_deliver(DispatchCall *call) {
         if (call->caller)
                 call->caller->ops->call_done(call->caller, call->caller_id, &result);
         /* The call changed the photon's state whether or not its requester is still there to hear it. */
-        if (call->success && !call->dispatcher->freeing)
+        if (call->success && !call->dispatcher->freeing && !call->relayed)
                 command_publish_state_changed(call);
 }
 
@@ -385,8 +398,8 @@ void dispatcher_deliver_done(Dispatcher *d) {
 
 /* ---- provider calls ---- */
 
-static int provider_send_invoke(DispatchCall *call, Provider *p) {
-        return p->peer->ops->invoke(p->peer, &(const DispatchInvoke) {
+static int peer_send_invoke(DispatchCall *call, DispatchPeer *peer) {
+        return peer->ops->invoke(peer, &(const DispatchInvoke) {
                         .invoke_id = call->invoke_id,
                         .photon = call->photon->name,
                         .method = call->method,
@@ -395,11 +408,12 @@ static int provider_send_invoke(DispatchCall *call, Provider *p) {
                         .job_id = call->job_id,
                         .instance = call->instance,
                         .session_id = call->session_id,
+                        .timeout_ms = call->timeout_ms,
                 });
 }
 
 static int send_prompt_response(DispatchCall *call, struct json_object *value) {
-        DispatchPeer *p = call->provider ? call->provider->peer : NULL;
+        DispatchPeer *p = call->provider ? call->provider->peer : call->remote;
 
         if (!p)
                 return 0;
@@ -529,6 +543,7 @@ static int call_start(Dispatcher *d, const DispatchRequest *req, DispatchPeer *c
                       DispatchCall **ret, DispatchFailure *f) {
         _cleanup_(call_freep) DispatchCall *call = NULL;
         _cleanup_free_ char *path = NULL;
+        DispatchPeer *remote = NULL;
         PhotonEntry *e;
         bool method_arg = false;
         int r;
@@ -550,7 +565,12 @@ static int call_start(Dispatcher *d, const DispatchRequest *req, DispatchPeer *c
 
         if (!e || e->n_providers == 0) {
                 r = dispatch_resolve_handler(d->handlers_dir, req->photon, req->method, &path, &method_arg);
-                if (r == -ENOENT)
+                /* Nothing here runs it: a provider on another node may (cluster mode). */
+                if ((r == -ENOENT || r == -ESRCH) && d->hooks.find_remote)
+                        remote = d->hooks.find_remote(req->photon, req->method, d->hooks.userdata);
+                if (remote)
+                        r = 0;
+                else if (r == -ENOENT)
                         return failure_set(d, req, DISPATCH_ERROR_NO_PROVIDER, r, f);
                 if (r == -ESRCH)
                         return failure_set(d, req, DISPATCH_ERROR_NO_METHOD, r, f);
@@ -581,6 +601,7 @@ static int call_start(Dispatcher *d, const DispatchRequest *req, DispatchPeer *c
                 return failure_set(d, req, DISPATCH_ERROR_INTERNAL, -ENOMEM, f);
         if (req->session_id && !(call->session_id = strdup(req->session_id)))
                 return failure_set(d, req, DISPATCH_ERROR_INTERNAL, -ENOMEM, f);
+        call->relayed = req->relayed;
         if (caller) {
                 call->is_command = true;
                 call->caller_id = strdup(caller_id);
@@ -616,12 +637,19 @@ static int call_start(Dispatcher *d, const DispatchRequest *req, DispatchPeer *c
 
                 /* A failed send may cost the provider its connection (and free p): the call is not linked to it
                  * yet. */
-                r = provider_send_invoke(call, p);
+                r = peer_send_invoke(call, p->peer);
                 if (r < 0)
                         return r == -ENOMEM ? failure_set(d, req, DISPATCH_ERROR_INTERNAL, r, f) :
                                               failure_set(d, req, DISPATCH_ERROR_PROVIDER_GONE, -ECONNRESET, f);
                 call->provider = p;
                 p->n_calls++;
+        } else if (remote) {
+                r = peer_send_invoke(call, remote);
+                if (r < 0)
+                        return r == -ENOMEM ? failure_set(d, req, DISPATCH_ERROR_INTERNAL, r, f) :
+                                              failure_set(d, req, DISPATCH_ERROR_PROVIDER_GONE, -ECONNRESET, f);
+                call->remote = remote;
+                remote->n_remote_calls++;
         } else {
                 r = exec_spawn(call, path, method_arg);
                 if (r < 0) {
@@ -761,7 +789,7 @@ bool dispatcher_job_ending(Dispatcher *d, const char *job_id) {
         return exec_runner_job_ending(d->runner, job_id);
 }
 
-bool dispatcher_can_serve(Dispatcher *d, const char *photon, const char *method) {
+bool dispatcher_can_serve_here(Dispatcher *d, const char *photon, const char *method) {
         _cleanup_free_ char *path = NULL;
         PhotonEntry *e;
         bool method_arg;
@@ -772,6 +800,12 @@ bool dispatcher_can_serve(Dispatcher *d, const char *photon, const char *method)
         if (e && e->n_providers > 0)
                 return true;
         return dispatch_resolve_handler(d->handlers_dir, photon, method, &path, &method_arg) >= 0;
+}
+
+bool dispatcher_can_serve(Dispatcher *d, const char *photon, const char *method) {
+        return dispatcher_can_serve_here(d, photon, method) ||
+                (d->hooks.find_remote && name_is_valid(photon) && name_is_valid(method) &&
+                 d->hooks.find_remote(photon, method, d->hooks.userdata));
 }
 
 /* ---- peers ---- */
@@ -809,8 +843,11 @@ int dispatcher_provide(Dispatcher *d, DispatchPeer *peer, const char *photon, un
         p->photon = e;
         p->peer = peer;
         LIST_PREPEND(by_photon, e->providers, p);
-        if (e->n_providers++ == 0)
+        if (e->n_providers++ == 0) {
                 d->n_photons_provided++;
+                if (d->hooks.provided_changed)
+                        d->hooks.provided_changed(e->name, true, d->hooks.userdata);
+        }
         d->n_providers++;
         head = peer->providers;
         LIST_PREPEND(by_peer, head, p);
@@ -826,13 +863,13 @@ int dispatcher_provide(Dispatcher *d, DispatchPeer *peer, const char *photon, un
 void dispatcher_peer_gone(Dispatcher *d, DispatchPeer *peer) {
         bool answer_prompts = false;
 
-        if (!peer->providers && peer->n_calls == 0)
+        if (!peer->providers && peer->n_calls == 0 && peer->n_remote_calls == 0)
                 return;
 
         /* First, without sending anything, drop every reference to the peer. Sends come after, because a send can
          * cost another peer its connection and bring us back here. */
         LIST_FOREACH(calls, call, d->calls) {
-                if (call->provider && call->provider->peer == peer)
+                if ((call->provider && call->provider->peer == peer) || call->remote == peer)
                         call_fail(call, "The provider of '%s' disconnected before answering %s",
                                   call->photon->name, call->method);
                 if (call->caller == peer) {
@@ -874,7 +911,8 @@ static DispatchCall* call_by_invoke_id(Dispatcher *d, const char *id) {
 DispatchCall* dispatcher_provider_call(Dispatcher *d, DispatchPeer *provider, const char *invoke_id) {
         DispatchCall *call = call_by_invoke_id(d, invoke_id);
 
-        if (call && call->state == CALL_RUNNING && call->provider && call->provider->peer == provider)
+        if (call && call->state == CALL_RUNNING &&
+            ((call->provider && call->provider->peer == provider) || call->remote == provider))
                 return call;
         return NULL;
 }
@@ -993,7 +1031,7 @@ int dispatcher_foreach_call(Dispatcher *d, int (*cb)(const DispatchCallInfo *inf
                                 .pid = call->exec ? exec_child_pid(call->exec) : 0,
                                 .age_ms = (now - call->started_usec) / USEC_PER_MSEC,
                                 .timeout_ms = call->timeout_ms,
-                                .provider = call->provider ? call->provider->peer : NULL,
+                                .provider = call->provider ? call->provider->peer : call->remote,
                                 .caller = call->caller,
                                 .caller_id = call->caller ? call->caller_id : NULL,
                         }, userdata);

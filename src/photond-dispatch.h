@@ -22,6 +22,7 @@ typedef struct DispatchResult {
         bool success;
         struct json_object *data;       /* the method's return on success (borrowed; take a ref to keep it) */
         const char *error;              /* on failure */
+        struct json_object *patch, *inverse_patch;      /* on success, the provider's state patches or NULL (borrowed) */
         uint64_t duration_ms;
 } DispatchResult;
 
@@ -37,6 +38,8 @@ typedef struct DispatchRequest {
         uint64_t timeout_ms;            /* 0 = limits.HANDLER_TIMEOUT_MS */
         const char *instance;           /* a command's instanceName, or NULL ("default" in its state-changed event) */
         const char *session_id;         /* the requester's sessionId, or NULL; both are passed on to a provider */
+        bool relayed;                   /* another node's call, run here for it: its state-changed is published
+                                         * there, not here */
 } DispatchRequest;
 
 /* Why a call did not start: one vocabulary for the command request, jobs and webhooks. Each front end maps the
@@ -83,6 +86,7 @@ typedef struct DispatchInvoke {
         const char *job_id;             /* the rest as in DispatchRequest, NULL when not set */
         const char *instance;
         const char *session_id;
+        uint64_t timeout_ms;            /* the call's timeout (another node that runs it keeps the same) */
 } DispatchInvoke;
 
 /* What the dispatcher sends to a peer: a provider of photons (invoke, prompt_response) or the caller of a command
@@ -114,6 +118,7 @@ struct DispatchPeer {
         /* photond-dispatch.c's, zero-initialised by the owner */
         void *providers;                /* what it provides */
         unsigned n_calls;               /* the calls it waits for as a caller */
+        unsigned n_remote_calls;        /* the calls it runs as DispatcherHooks.find_remote()'s answer */
 };
 
 /* What the dispatcher is given and tells its owner, who fills this in (the Manager: photond-manager.c). A NULL
@@ -123,6 +128,13 @@ typedef struct DispatcherHooks {
         void (*counts_changed)(void *userdata);
         /* Is photond going down? Then no call starts (DISPATCH_ERROR_SHUTTING_DOWN). NULL: never. */
         bool (*shutting_down)(void *userdata);
+        /* Cluster mode: the peer that takes a call nobody here can run (providers on other nodes), or NULL. Asked
+         * only when the photon has no provider here and no executable handler of the method (local ones are
+         * preferred); the peer is invoked like a provider and answers through dispatcher_provider_call(). NULL
+         * member: a single node. */
+        DispatchPeer* (*find_remote)(const char *photon, const char *method, void *userdata);
+        /* Cluster mode: the photon's first provider here came (provided) or its last one went. */
+        void (*provided_changed)(const char *photon, bool provided, void *userdata);
         void *userdata;
 } DispatcherHooks;
 
@@ -170,7 +182,10 @@ int dispatcher_command(Dispatcher *d, const DispatchRequest *req, DispatchPeer *
  * has been answered, but the job's next run must not overlap it. */
 bool dispatcher_job_ending(Dispatcher *d, const char *job_id);
 
-/* True if the photon has a provider or an executable handler. */
+/* True if the photon has a provider or an executable handler on this node (_here), or may have one on another
+ * node too (hooks.find_remote). A job's occurrence is claimed only by a node that can serve it here: the node
+ * with the provider claims it itself, and a handler of another node cannot be called from here. */
+bool dispatcher_can_serve_here(Dispatcher *d, const char *photon, const char *method);
 bool dispatcher_can_serve(Dispatcher *d, const char *photon, const char *method);
 
 /* The peer provides photon from now on: calls of it go round-robin over its providers, before any executable

@@ -27,6 +27,7 @@
 #include "photond-bus.h"
 #include "photond-channel.h"
 #include "photond-cluster.h"
+#include "photond-cluster-calls.h"
 #include "photond-client.h"
 #include "photond-control.h"
 #include "photond-dispatch.h"
@@ -247,7 +248,8 @@ int manager_build_status(Manager *m, struct json_object **ret) {
             (r = webhook_add_status(m->webhook, data)) < 0 ||
             (r = cluster_add_status(m->cluster, data)) < 0 ||
             (r = cluster_locks_add_status(m->cluster_locks, data)) < 0 ||
-            (r = cluster_jobs_add_status(m->cluster_jobs, data)) < 0)
+            (r = cluster_jobs_add_status(m->cluster_jobs, data)) < 0 ||
+            (r = cluster_calls_add_status(m->cluster_calls, data)) < 0)
                 return r;
 
         *ret = TAKE_PTR(data);
@@ -324,6 +326,18 @@ static void hook_run_recorded(void *userdata, const char *photon, const char *me
         Manager *m = userdata;
 
         cluster_jobs_record_run(m->cluster_jobs, photon, method, working_dir, entry);
+}
+
+static DispatchPeer* hook_find_remote(const char *photon, const char *method, void *userdata) {
+        Manager *m = userdata;
+
+        return cluster_calls_find_remote(m->cluster_calls, photon, method);
+}
+
+static void hook_provided_changed(const char *photon, bool provided, void *userdata) {
+        Manager *m = userdata;
+
+        cluster_calls_provided_changed(m->cluster_calls, photon, provided);
 }
 
 static void hook_lock_changed(void *userdata, const char *name, const char *holder, const char *event) {
@@ -955,10 +969,21 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                            }, &(DispatcherHooks) {
                                    .counts_changed = hook_counts_changed,
                                    .shutting_down = hook_shutting_down,
+                                   .find_remote = m->cluster ? hook_find_remote : NULL,
+                                   .provided_changed = m->cluster ? hook_provided_changed : NULL,
                                    .userdata = m,
                            }, &m->dispatcher);
         if (r < 0)
                 return r;
+        if (m->cluster) {
+                r = cluster_calls_new(&(ClusterCallsConfig) {
+                                              .event = m->event,
+                                              .cluster = m->cluster,
+                                              .dispatcher = m->dispatcher,
+                                      }, &m->cluster_calls);
+                if (r < 0)
+                        return r;
+        }
         r = scheduler_new(&(SchedulerConfig) {
                                   .event = m->event,
                                   .channels = m->channels,
@@ -1287,9 +1312,10 @@ Manager* manager_free(Manager *m) {
         remove_side_files(m);
 
         /* Before the clients leave: their unsubscribes are no news for Redis (a closed connection drops the
-         * node's subscriptions there). The jobs' part first: the answers still to come from the cluster's command
-         * connection then find nobody. */
+         * node's subscriptions there). The jobs' and calls' parts first: the answers still to come from the
+         * cluster's command connection then find nobody. */
         m->cluster_jobs = cluster_jobs_free(m->cluster_jobs);
+        m->cluster_calls = cluster_calls_free(m->cluster_calls);
         m->cluster = cluster_free(m->cluster);
         m->lock_backend = NULL;
         m->cluster_locks = cluster_locks_free(m->cluster_locks);

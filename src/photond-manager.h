@@ -15,6 +15,7 @@
 #include "photond-cluster.h"
 #include "photond-cluster-locks.h"
 #include "photond-cluster-jobs.h"
+#include "photond-cluster-calls.h"
 #include "photond-control.h"
 #include "photond-protocol.h"
 #include "ratelimit.h"
@@ -90,6 +91,7 @@ typedef struct Manager {
         ClusterLocks *cluster_locks;    /* photond-cluster-locks.c: the lock requests' backend */
         const LockBackend *lock_backend;        /* where the control socket's lock requests go; NULL: m->locks */
         ClusterJobs *cluster_jobs;      /* photond-cluster-jobs.c: the jobs across the nodes */
+        ClusterCalls *cluster_calls;    /* method calls to and from other nodes (photond-cluster-calls.c) */
 
         /* HTTP: the front end on the "webhook" listener and its routes */
         int webhook_fd;

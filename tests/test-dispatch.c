@@ -947,3 +947,127 @@ Test(dispatch_peer, a_caller_that_goes_away) {
 
         peer_env_free(&e);
 }
+
+/* ---- cluster mode's seam: DispatcherHooks.find_remote and .provided_changed ---- */
+
+typedef struct RemoteEnv {
+        PeerEnv e;
+        FakePeer remote;                /* what find_remote answers: a provider on another node */
+        unsigned n_asked;
+        char provided[256];             /* "+photon -photon …" as provided_changed heard it */
+} RemoteEnv;
+
+static DispatchPeer* remote_find(const char *photon, const char *method, void *userdata) {
+        RemoteEnv *r = userdata;
+
+        r->n_asked++;
+        return streq(photon, "kanban") ? &r->remote.peer : NULL;
+}
+
+static void remote_provided_changed(const char *photon, bool provided, void *userdata) {
+        RemoteEnv *r = userdata;
+        size_t l = strlen(r->provided);
+
+        snprintf(r->provided + l, sizeof(r->provided) - l, "%s%c%s", l ? " " : "", provided ? '+' : '-', photon);
+}
+
+static void remote_env_new(RemoteEnv *r) {
+        peer_env_new(&r->e);
+        r->e.d = dispatcher_free(r->e.d);
+        cr_assert_eq(dispatcher_new(&(DispatcherConfig) {
+                                            .event = r->e.event,
+                                            .channels = r->e.channels,
+                                            .handlers_dir = "/nonexistent-photond-handlers",
+                                    }, &(DispatcherHooks) {
+                                            .find_remote = remote_find,
+                                            .provided_changed = remote_provided_changed,
+                                            .userdata = r,
+                                    }, &r->e.d), 0);
+        r->remote.peer.ops = &fake_peer_ops;
+}
+
+Test(dispatch_peer, a_call_nobody_here_runs_goes_to_the_remote_peer) {
+        RemoteEnv r = {};
+        DispatchCall *call;
+        struct json_object *data = json_tokener_parse("{\"id\":7}"), *patch = json_tokener_parse("[]");
+        struct json_object *q = json_tokener_parse("{\"ask\":1}"), *yes = json_object_new_boolean(true);
+
+        remote_env_new(&r);
+        subscribe(&r.e, &r.e.watcher, "kanban:board:state-changed");
+
+        /* No provider or handler here: the remote peer is invoked like a provider. */
+        cr_assert(dispatcher_can_serve(r.e.d, "kanban", "add"));
+        cr_assert_not(dispatcher_can_serve(r.e.d, "other", "add"), "find_remote said nobody");
+        peer_env_command(&r.e, "c1", 0);
+        cr_assert_eq(r.remote.n_invokes, 1);
+        cr_assert_str_eq(r.remote.invoke, "kanban add {\"card\":7} command board s1");
+        cr_assert_eq(r.remote.peer.n_remote_calls, 1);
+        call = dispatcher_provider_call(r.e.d, &r.remote.peer, r.remote.invoke_id);
+        cr_assert_not_null(call, "it answers as a provider does");
+
+        cr_assert_eq(dispatch_call_prompt(call, q), 0);
+        cr_assert_eq(r.e.caller.n_prompts, 1);
+        cr_assert_eq(dispatcher_prompt_response(r.e.d, &r.e.caller.peer, "c1", yes), 0);
+        cr_assert_eq(r.remote.n_prompt_responses, 1, "the answer goes to the remote peer");
+
+        dispatch_call_answer(call, true, data, patch, NULL, NULL);
+        peer_env_run_until(&r.e, &r.e.caller.n_done, 1);
+        cr_assert(r.e.caller.success);
+        cr_assert_str_eq(r.e.caller.result, "{\"id\":7}");
+        cr_assert_eq(r.remote.peer.n_remote_calls, 0);
+        cr_assert_eq(r.e.watcher.n, 1, "the caller's node publishes state-changed");
+
+        /* A peer that goes away fails its remote calls as a provider's. */
+        peer_env_command(&r.e, "c2", 0);
+        cr_assert_eq(r.remote.peer.n_remote_calls, 1);
+        dispatcher_peer_gone(r.e.d, &r.remote.peer);
+        peer_env_run_until(&r.e, &r.e.caller.n_done, 2);
+        cr_assert_not(r.e.caller.success);
+        cr_assert_str_eq(r.e.caller.result, "The provider of 'kanban' disconnected before answering add");
+        cr_assert_eq(r.remote.peer.n_remote_calls, 0);
+
+        /* A local provider is preferred: find_remote is not even asked. */
+        r.n_asked = 0;
+        cr_assert_eq(dispatcher_provide(r.e.d, &r.e.provider.peer, "kanban", NULL), 1);
+        cr_assert_str_eq(r.provided, "+kanban");
+        peer_env_command(&r.e, "c3", 0);
+        cr_assert_eq(r.e.provider.n_invokes, 1);
+        cr_assert_eq(r.remote.n_invokes, 2);
+        cr_assert_eq(r.n_asked, 0);
+        dispatcher_peer_gone(r.e.d, &r.e.provider.peer);
+        cr_assert_str_eq(r.provided, "+kanban -kanban");
+        peer_env_run_until(&r.e, &r.e.caller.n_done, 3);
+
+        json_object_put(data);
+        json_object_put(patch);
+        json_object_put(q);
+        json_object_put(yes);
+        peer_env_free(&r.e);
+        fake_peer_done(&r.remote);
+}
+
+Test(dispatch_peer, a_relayed_command_publishes_no_state_changed) {
+        PeerEnv e;
+        _cleanup_(dispatch_failure_done) DispatchFailure f = {};
+        struct json_object *patch = json_tokener_parse("[{\"op\":\"add\"}]");
+        DispatchCall *call;
+
+        peer_env_new(&e);
+        subscribe(&e, &e.watcher, "kanban:board:state-changed");
+        cr_assert_eq(dispatcher_provide(e.d, &e.provider.peer, "kanban", NULL), 1);
+        cr_assert_eq(dispatcher_command(e.d, &(DispatchRequest) {
+                                                .photon = "kanban",
+                                                .method = "add",
+                                                .trigger = DISPATCH_TRIGGER_COMMAND,
+                                                .instance = "board",
+                                                .relayed = true,
+                                        }, &e.caller.peer, "node-a inv_1", &f), 0);
+        call = dispatcher_provider_call(e.d, &e.provider.peer, e.provider.invoke_id);
+        dispatch_call_answer(call, true, NULL, patch, NULL, NULL);
+        peer_env_run_until(&e, &e.caller.n_done, 1);
+        cr_assert(e.caller.success);
+        cr_assert_eq(e.watcher.n, 0, "the caller's node publishes it");
+
+        json_object_put(patch);
+        peer_env_free(&e);
+}
