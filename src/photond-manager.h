@@ -85,6 +85,7 @@ typedef struct Manager {
         /* cluster mode (photond-cluster.c): NULL without a cluster URL */
         ClusterSettings cluster_settings;
         Cluster *cluster;
+        ChannelsBackend channels_backend;       /* cluster mode: the channels' backend, forwarding to cluster */
 
         /* HTTP: the front end on the "webhook" listener and its routes */
         int webhook_fd;
