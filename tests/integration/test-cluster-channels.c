@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 
 #include "harness.h"
+#include "http-client.h"
 #include "redis-helper.h"
 
 static unsigned req_serial;
@@ -508,4 +509,67 @@ Test(cluster_channels, wildcard_replay_across_channels) {
         conn_close(pb);
         conn_close(sub);
         cluster2_stop(&c);
+}
+
+/* ---- the HTTP API ---- */
+
+#define TOKEN "cluster-channels-token"
+#define AUTH "Authorization: Bearer " TOKEN
+
+/* POST /v1/channels/{channel} goes the same way: answered with the cluster's eventId once Redis has the message,
+ * 503 "Cluster unavailable: …" while Redis is stopped (and delivered nowhere). */
+Test(cluster_channels, http_publish_waits_for_redis) {
+        char *dir;
+        TestRedis redis;
+        char url_env[400];
+        Daemon *d, *b;
+        Conn *sub;
+        Http *h;
+        struct json_object *o;
+
+        if (!test_redis_available())
+                cr_skip_test("no redis-server");
+        dir = tmpdir_new();
+        cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
+        snprintf(url_env, sizeof(url_env), "PHOTOND_CLUSTER_URL=%s", redis.url);
+        d = daemon_start_http((const char*[]) { url_env, "PHOTOND_NODE_ID=node-http", "PHOTOND_API_TOKEN=" TOKEN,
+                                                NULL });
+        b = node_start_env(redis.url, "node-b", NULL);
+        wait_ready(d, true);
+        wait_ready(b, true);
+        sub = conn_open(b);
+        subscribe(sub, "hooks");
+
+        h = http(d->webhook_port, "POST", "/v1/channels/hooks", "{\"n\":1}", "-H", AUTH, NULL);
+        cr_assert_eq(h->status, 200, "%s", h->body);
+        o = expect_message(sub, "hooks");
+        cr_assert_eq(jint(o, "eventId"), jint(h->json, "eventId"), "%s", h->body);
+        cr_assert_eq(jint(o, "message.n"), 1);
+        json_object_put(o);
+        http_free(h);
+
+        test_redis_stop(&redis);
+        wait_ready(d, false);
+        h = http(d->webhook_port, "POST", "/v1/channels/hooks", "{\"n\":2}", "-H", AUTH, NULL);
+        cr_assert_eq(h->status, 503, "%s", h->body);
+        cr_assert_not_null(strstr(jstr(h->json, "error"), "Cluster unavailable: "), "%s", h->body);
+        http_free(h);
+
+        cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
+        wait_ready(d, true);
+        wait_ready(b, true);
+        expect_refresh(sub, "hooks");
+        h = http(d->webhook_port, "POST", "/v1/channels/hooks", "{\"n\":3}", "-H", AUTH, NULL);
+        cr_assert_eq(h->status, 200, "%s", h->body);
+        http_free(h);
+        o = expect_message(sub, "hooks");
+        cr_assert_eq(jint(o, "message.n"), 3);
+        json_object_put(o);
+        expect_quiet(sub, 300);
+
+        conn_close(sub);
+        daemon_stop_clean(d);
+        daemon_stop_clean(b);
+        test_redis_stop(&redis);
+        tmpdir_remove(dir);
 }
