@@ -48,8 +48,10 @@
 /* Own publishes that failed whose channels are told at once (refresh_needed); more: every subscribed key is. */
 #define GAP_NAMES_MAX 256
 
-/* KEYS: the counter, the prefix's stream, its floor. ARGV: the Redis channel, the node id, the token, the channel,
- * "1" with a message / "0", the message, the stream's cap, the window (ms). The stream's entries are
+/* KEYS: the counter, the prefix's stream, its floor, the counter's birth (the first id this Redis issued or was
+ * raised to: a replay from before it cannot know what happened then, after Redis lost its data). ARGV: the Redis
+ * channel, the node id, the token, the channel, "1" with a message / "0", the message, the stream's cap, the window
+ * (ms). The stream's entries are
  * "<eventId>-0" {c: channel, t: timestamp, m: message}; before the caps drop entries, the floor key is raised to the
  * greatest id they drop, so a replay from below it knows events are missing. */
 static const char publish_source[] =
@@ -60,6 +62,7 @@ static const char publish_source[] =
         "local ids = string.format('%d', id)\n"
         "local nows = string.format('%d', now)\n"
         "redis.call('SET', KEYS[1], ids)\n"
+        "redis.call('SETNX', KEYS[4], ids)\n"
         "local cap = tonumber(ARGV[7])\n"
         "local window = tonumber(ARGV[8])\n"
         "local floor = 0\n"
@@ -91,7 +94,7 @@ static const char publish_source[] =
         "redis.call('PUBLISH', ARGV[1], env)\n"
         "return {id, now}\n";
 
-/* KEYS: the counter, the prefix's stream, its floor. ARGV: this node's channel, the token, lastEventId, the
+/* KEYS: the counter, the prefix's stream, its floor, the counter's birth. ARGV: this node's channel, the token, lastEventId, the
  * channel, "1" for a wildcard key / "0", the window (ms), the answer's byte cap. PUBLISHes the answer
  * (cluster_replay_parse()'s form) to this node's channel. The rules are the channels core's (channels_replay()):
  * a lastEventId above the last id issued needs a refresh; a refresh comes alone for a channel, with the newer
@@ -105,7 +108,9 @@ static const char replay_source[] =
         "local wild = ARGV[5] == '1'\n"
         "local refresh = 0\n"
         "local out = {}\n"
-        "if from > last then\n"
+        "local born = tonumber(redis.call('GET', KEYS[4]) or '0')\n"
+        "if from > last or (from > 0 and (born == 0 or from < born)) then\n"
+        /* Ahead of every id, or from before this Redis' memory began (it lost its data): unknown. */
         "  refresh = 1\n"
         "elseif redis.call('EXISTS', KEYS[2]) == 0 then\n"
         /* No publish on the prefix for two windows (or none ever kept): nothing after a recent lastEventId. */
@@ -147,12 +152,20 @@ static const char replay_source[] =
         "redis.call('PUBLISH', ARGV[1], 'R ' .. ARGV[2] .. ' ' .. refresh .. ' ' .. string.format('%d', last) .. '\\n' .. table.concat(out))\n"
         "return 1\n";
 
-/* KEYS: the counter. ARGV: an id the counter must not be below (this node's last: its subscribers' lastEventIds
- * must stay below every id to come). */
+/* KEYS: the counter, its birth. ARGV: an id the counter must not be below (this node's last: its subscribers'
+ * lastEventIds must stay below every id to come). When the node is ahead of the counter, what came up to its id is
+ * unknown to this Redis: the birth rises to it. */
 static const char floor_source[] =
         "local f = tonumber(ARGV[1])\n"
-        "if f > tonumber(redis.call('GET', KEYS[1]) or '0') then\n"
+        "local last = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+        "local born = tonumber(redis.call('GET', KEYS[2]) or '0')\n"
+        "if f > last then\n"
+        /* This node saw ids this Redis does not know (it lost its data, or the node was alone before). */
+        "  last = f\n"
         "  redis.call('SET', KEYS[1], string.format('%d', f))\n"
+        "  if f > born then redis.call('SET', KEYS[2], string.format('%d', f)) end\n"
+        "elseif born == 0 and last > 0 then\n"
+        "  redis.call('SET', KEYS[2], string.format('%d', last))\n"
         "end\n"
         "return 1\n";
 
@@ -195,8 +208,8 @@ struct ClusterChannels {
         RedisScript publish_script, replay_script, floor_script;
         const RedisScript *scripts[4];
 
-        char *counter_key, *pattern, *node_channel;
-        size_t counter_key_len, pattern_len, node_channel_len, chan_prefix_len;
+        char *counter_key, *born_key, *pattern, *node_channel;
+        size_t counter_key_len, born_key_len, pattern_len, node_channel_len, chan_prefix_len;
 
         bool floor_raised;              /* the counter is above this node's last id (since the command connect) */
         bool pattern_confirmed;         /* <prefix>ch:* is subscribed (since the subscriber connect) */
@@ -496,10 +509,12 @@ void cluster_channels_publish(ClusterChannels *cc, const char *name, size_t len,
                 snprintf(token, sizeof(token), "%" PRIu64, p->token);
                 snprintf(cap, sizeof(cap), "%" PRIu64, (uint64_t) limits.REPLAY_MAX_EVENTS);
                 snprintf(window, sizeof(window), "%" PRIu64, (uint64_t) limits.REPLAY_WINDOW_MS);
-                r = redis_conn_eval(cc->commands, &cc->publish_script, on_publish_reply, p, 3, 11,
-                                    (const char *[]) { cc->counter_key, stream, floor, rchannel, cc->node_id, token,
-                                                       name, message ? "1" : "0", message ?: "", cap, window },
-                                    (const size_t[]) { cc->counter_key_len, stream_len, floor_len, rchannel_len,
+                r = redis_conn_eval(cc->commands, &cc->publish_script, on_publish_reply, p, 4, 12,
+                                    (const char *[]) { cc->counter_key, stream, floor, cc->born_key, rchannel,
+                                                       cc->node_id, token, name, message ? "1" : "0", message ?: "",
+                                                       cap, window },
+                                    (const size_t[]) { cc->counter_key_len, stream_len, floor_len, cc->born_key_len,
+                                                       rchannel_len,
                                                        cc->node_id_len, strlen(token), len, 1,
                                                        message ? message_len : 0, strlen(cap), strlen(window) });
         }
@@ -843,10 +858,10 @@ void cluster_channels_replay(ClusterChannels *cc, const char *name, size_t len, 
                 snprintf(from, sizeof(from), "%" PRIi64, MAX(last_event_id, (int64_t) 0));
                 snprintf(window, sizeof(window), "%" PRIu64, (uint64_t) limits.REPLAY_WINDOW_MS);
                 snprintf(cap, sizeof(cap), "%" PRIu64, (uint64_t) limits.MAX_WRITE_QUEUE_BYTES);
-                r = redis_conn_eval(cc->commands, &cc->replay_script, on_replay_reply, p, 3, 10,
-                                    (const char *[]) { cc->counter_key, stream, floor, cc->node_channel, token, from,
-                                                       name, wild ? "1" : "0", window, cap },
-                                    (const size_t[]) { cc->counter_key_len, stream_len, floor_len,
+                r = redis_conn_eval(cc->commands, &cc->replay_script, on_replay_reply, p, 4, 11,
+                                    (const char *[]) { cc->counter_key, stream, floor, cc->born_key, cc->node_channel,
+                                                       token, from, name, wild ? "1" : "0", window, cap },
+                                    (const size_t[]) { cc->counter_key_len, stream_len, floor_len, cc->born_key_len,
                                                        cc->node_channel_len, strlen(token), strlen(from), len, 1,
                                                        strlen(window), strlen(cap) });
         }
@@ -875,9 +890,9 @@ void cluster_channels_commands_connected(ClusterChannels *cc) {
 
         cc->floor_raised = false;
         snprintf(floor, sizeof(floor), "%" PRIu64, MAX(channels_last_event_id(cc->channels), cc->last_event_id));
-        r = redis_conn_eval(cc->commands, &cc->floor_script, on_floor_reply, cc, 1, 2,
-                            (const char *[]) { cc->counter_key, floor },
-                            (const size_t[]) { cc->counter_key_len, strlen(floor) });
+        r = redis_conn_eval(cc->commands, &cc->floor_script, on_floor_reply, cc, 2, 3,
+                            (const char *[]) { cc->counter_key, cc->born_key, floor },
+                            (const size_t[]) { cc->counter_key_len, cc->born_key_len, strlen(floor) });
         if (r < 0)
                 log_warning_errno(r, "Cluster: failed to send the eventId floor: %m");
 }
@@ -1009,6 +1024,7 @@ int cluster_channels_new(const ClusterChannelsConfig *config, ClusterChannels **
         cc->scripts[2] = &cc->floor_script;
 
         if ((r = cluster_key(cc->prefix, "eventid", NULL, 0, &cc->counter_key, &cc->counter_key_len)) < 0 ||
+            (r = cluster_key(cc->prefix, "eventid:born", NULL, 0, &cc->born_key, &cc->born_key_len)) < 0 ||
             (r = cluster_key(cc->prefix, "node:", cc->node_id, cc->node_id_len, &cc->node_channel,
                              &cc->node_channel_len)) < 0 ||
             (r = cluster_key(cc->prefix, "ch:", NULL, 0, &chans, &chans_len)) < 0 ||
@@ -1048,6 +1064,7 @@ ClusterChannels* cluster_channels_free(ClusterChannels *cc) {
         sd_event_source_disable_unref(cc->replay_timer);
         sd_event_unref(cc->event);
         free(cc->counter_key);
+        free(cc->born_key);
         free(cc->pattern);
         free(cc->node_channel);
         free(cc->prefix);

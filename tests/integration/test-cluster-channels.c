@@ -467,6 +467,47 @@ Test(cluster_channels, refresh_needed_when_the_cap_dropped_events) {
         cluster2_stop(&c);
 }
 
+/* Redis restarts without persistence: its replay store is gone, so a replay from before the restart is
+ * refresh_needed (not an empty, complete-looking answer), and eventIds go on rising. */
+Test(cluster_channels, replay_after_redis_lost_its_data) {
+        Cluster2 c = {};
+        Conn *pub, *sub;
+        struct json_object *o;
+        int64_t before, after;
+
+        cluster2_start(&c, NULL);
+        pub = conn_open(c.a);
+        before = publish(pub, "log", "{\"n\":1}");
+        test_redis_stop(&c.redis);
+        wait_ready(c.a, false);
+        cr_assert_eq(test_redis_start(&c.redis, c.dir, NULL), 0);
+        wait_ready(c.a, true);
+        wait_ready(c.b, true);
+        after = publish(pub, "log", "{\"n\":2}");
+        cr_assert_gt(after, before);
+
+        sub = conn_open(c.b);
+        /* Missed the event before the restart: that is unknown now. */
+        conn_send(sub, "{\"type\":\"subscribe\",\"id\":\"r\",\"channel\":\"log\",\"lastEventId\":%" PRId64 "}",
+                  before - 1);
+        o = conn_expect(sub, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "refresh_needed", "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        o = conn_expect(sub, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "result", "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        /* Saw it: what came after the restart is complete. */
+        o = conn_request(sub, "ev", "{\"type\":\"get_events_since\",\"id\":\"ev\",\"channel\":\"log\",\"lastEventId\":%"
+                         PRId64 "}", before);
+        cr_assert_not(jbool(o, "data.refreshNeeded"), "%s", json_object_to_json_string(o));
+        cr_assert_eq(json_object_array_length(jget(o, "data.events")), 1);
+        json_object_put(o);
+
+        conn_close(pub);
+        conn_close(sub);
+        cluster2_stop(&c);
+}
+
 /* A wildcard replay spans the channels of its prefix in eventId order, and leaves other prefixes out. */
 Test(cluster_channels, wildcard_replay_across_channels) {
         Cluster2 c = {};
