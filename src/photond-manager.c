@@ -1241,8 +1241,8 @@ Manager* manager_free(Manager *m) {
 
         remove_side_files(m);
 
-        /* Before the clients leave: their unsubscribes are no news for Redis (a closed connection drops the
-         * node's subscriptions there). */
+        /* Before the clients leave: the publishes and replays still waiting for Redis are answered ("photond is
+         * stopping") while their clients are there. */
         m->cluster = cluster_free(m->cluster);
         cluster_settings_done(&m->cluster_settings);
 
