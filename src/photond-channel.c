@@ -917,7 +917,8 @@ int channels_publish_at(Channels *chs, const char *name, size_t len, const char 
 }
 
 uint64_t channels_last_event_id(Channels *chs) {
-        return MAX(chs->last_event_id, chs->reserved_event_id);
+        /* Not the reservation ahead of the clock: an id handed out is at most this (the loaded mark included). */
+        return chs->last_event_id;
 }
 
 int channels_publish(Channels *chs, const char *channel, struct json_object *message, Subscriber *exclude,

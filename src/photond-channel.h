@@ -136,7 +136,8 @@ int channels_publish_deferred(Channels *ch, const char *name, size_t len, const 
 int channels_publish_at(Channels *ch, const char *name, size_t len, const char *message_json, size_t message_len,
                         Subscriber *exclude, uint64_t event_id, int64_t timestamp);
 
-/* The greatest eventId issued, seen, or reserved before a restart (what a backend's ids must stay above). */
+/* The greatest eventId issued or seen, the mark loaded at the start included (what a backend's ids must stay
+ * above); not the block reserved ahead of the clock since. */
 uint64_t channels_last_event_id(Channels *ch);
 
 /* channels_publish_serialized() of a json-c object, for photond's own publishes (jobs:*, webhooks:*,

@@ -51,9 +51,9 @@
 /* KEYS: the counter, the prefix's stream, its floor, the counter's birth (the first id this Redis issued or was
  * raised to: a replay from before it cannot know what happened then, after Redis lost its data). ARGV: the Redis
  * channel, the node id, the token, the channel, "1" with a message / "0", the message, the stream's cap, the window
- * (ms). The stream's entries are
- * "<eventId>-0" {c: channel, t: timestamp, m: message}; before the caps drop entries, the floor key is raised to the
- * greatest id they drop, so a replay from below it knows events are missing. */
+ * (ms). The stream's entries are "<eventId>-0" {c: channel, t: timestamp, m: message}; before the caps drop
+ * entries (the window: XTRIM MINID; the count: XADD MAXLEN), the floor key is raised to the greatest id they drop,
+ * so a replay from below it knows events are missing. */
 static const char publish_source[] =
         "local t = redis.call('TIME')\n"
         "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
@@ -66,26 +66,27 @@ static const char publish_source[] =
         "local cap = tonumber(ARGV[7])\n"
         "local window = tonumber(ARGV[8])\n"
         "local floor = 0\n"
+        "local cut = now - window\n"
+        /* The oldest entry first (XREVRANGE with an end bound walks the stream: slow). */
+        "local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)\n"
+        "if #first > 0 and tonumber(string.match(first[1][1], '^(%d+)')) < cut then\n"
+        "  local aged = redis.call('XRANGE', KEYS[2], '-', string.format('%d', cut - 1))\n"
+        "  floor = tonumber(string.match(aged[#aged][1], '^(%d+)'))\n"
+        "  redis.call('XTRIM', KEYS[2], 'MINID', string.format('%d', cut))\n"
+        "end\n"
         "local excess = redis.call('XLEN', KEYS[2]) - cap + 1\n"
         "if excess > 0 then\n"
         "  local old = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', excess)\n"
-        "  floor = tonumber(string.match(old[#old][1], '^(%d+)'))\n"
-        "  redis.call('XTRIM', KEYS[2], 'MAXLEN', cap - 1)\n"
-        "end\n"
-        "local cut = now - window\n"
-        "local aged = redis.call('XREVRANGE', KEYS[2], string.format('%d', cut - 1), '-', 'COUNT', 1)\n"
-        "if #aged > 0 then\n"
-        "  local a = tonumber(string.match(aged[1][1], '^(%d+)'))\n"
-        "  if a > floor then floor = a end\n"
-        "  redis.call('XTRIM', KEYS[2], 'MINID', string.format('%d', cut))\n"
+        "  local o = tonumber(string.match(old[#old][1], '^(%d+)'))\n"
+        "  if o > floor then floor = o end\n"
         "end\n"
         "if floor > tonumber(redis.call('GET', KEYS[3]) or '0') then\n"
         "  redis.call('SET', KEYS[3], string.format('%d', floor))\n"
         "end\n"
         "if ARGV[5] == '1' then\n"
-        "  redis.call('XADD', KEYS[2], ids .. '-0', 'c', ARGV[4], 't', nows, 'm', ARGV[6])\n"
+        "  redis.call('XADD', KEYS[2], 'MAXLEN', cap, ids .. '-0', 'c', ARGV[4], 't', nows, 'm', ARGV[6])\n"
         "else\n"
-        "  redis.call('XADD', KEYS[2], ids .. '-0', 'c', ARGV[4], 't', nows)\n"
+        "  redis.call('XADD', KEYS[2], 'MAXLEN', cap, ids .. '-0', 'c', ARGV[4], 't', nows)\n"
         "end\n"
         "redis.call('PEXPIRE', KEYS[2], 2 * window)\n"
         "redis.call('PEXPIRE', KEYS[3], 2 * window)\n"
@@ -118,9 +119,9 @@ static const char replay_source[] =
         "else\n"
         "  local floor = tonumber(redis.call('GET', KEYS[3]) or '0')\n"
         "  local cut = now - window\n"
-        "  local aged = redis.call('XREVRANGE', KEYS[2], string.format('%d', cut - 1), '-', 'COUNT', 1)\n"
+        "  local aged = redis.call('XRANGE', KEYS[2], '-', string.format('%d', cut - 1))\n"
         "  if #aged > 0 then\n"
-        "    local a = tonumber(string.match(aged[1][1], '^(%d+)'))\n"
+        "    local a = tonumber(string.match(aged[#aged][1], '^(%d+)'))\n"
         "    if a > floor then floor = a end\n"
         "  end\n"
         "  if from < floor then refresh = 1 end\n"
@@ -547,19 +548,23 @@ void cluster_channels_subscriber_gone(ClusterChannels *cc, Subscriber *s) {
 
 /* ---- receiving ---- */
 
-/* An own message came back: the publisher (if still there) does not get it; older publishes never will. */
-static Subscriber* own_message(ClusterChannels *cc, uint64_t token) {
-        Subscriber *exclude = NULL;
+/* An own message came back: the publisher (if still there) does not get it; older publishes never will. True
+ * if it was one of this process' publishes under way. */
+static bool own_message(ClusterChannels *cc, uint64_t token, Subscriber **ret_exclude) {
         PendingPublish *p, *prev;
+        bool found = false;
 
+        *ret_exclude = NULL;
         for (p = cc->oldest; p && p->token <= token; p = prev) {
                 prev = p->queue_prev;
-                if (p->token == token)
-                        exclude = p->publisher;
+                if (p->token == token) {
+                        *ret_exclude = p->publisher;
+                        found = true;
+                }
                 p->settled = true;
                 publish_maybe_free(cc, p);
         }
-        return exclude;
+        return found;
 }
 
 static void deliver(ClusterChannels *cc, const char *rchannel, size_t rchannel_len, const char *payload,
@@ -578,9 +583,8 @@ static void deliver(ClusterChannels *cc, const char *rchannel, size_t rchannel_l
                 cc->n_invalid++;
                 return;
         }
-        own = e.node_id_len == cc->node_id_len && memcmp(e.node_id, cc->node_id, e.node_id_len) == 0;
-        if (own)
-                exclude = own_message(cc, e.token);
+        own = e.node_id_len == cc->node_id_len && memcmp(e.node_id, cc->node_id, e.node_id_len) == 0 &&
+                own_message(cc, e.token, &exclude);
         if (e.event_id <= cc->last_event_id) {
                 /* One publish reaches a node once per matching subscription: with one pattern that is once, but
                  * the check costs nothing. */
@@ -594,7 +598,8 @@ static void deliver(ClusterChannels *cc, const char *rchannel, size_t rchannel_l
                 return;
         }
         if (e.message && own) {
-                /* This node's own publish: the channels vouched for its text when it was published. */
+                /* A publish of this process under way: the channels vouched for its text when it was published
+                 * (another node under the same id, or an earlier process, is parsed as any other). */
                 text = e.message;
                 text_len = e.message_len;
         } else if (e.message) {

@@ -44,3 +44,5 @@ echo "# $(date -u +%FT%TZ), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)
 echo -n "single:        "; "$lat" --pub "$tmp/single/daemon.sock" --sub "$tmp/single/daemon.sock" --messages "$n" | paste -sd' '
 echo -n "cluster-same:  "; "$lat" --pub "$tmp/a/daemon.sock" --sub "$tmp/a/daemon.sock" --messages "$n" | paste -sd' '
 echo -n "cluster-cross: "; "$lat" --pub "$tmp/a/daemon.sock" --sub "$tmp/b/daemon.sock" --messages "$n" | paste -sd' '
+# What a publish costs Redis (its own accounting: CPU µs per script call).
+echo -n "redis:         "; redis-cli -s "$tmp/redis.sock" INFO commandstats | grep '^cmdstat_evalsha:' | tr -d '\r'

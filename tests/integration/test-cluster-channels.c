@@ -508,6 +508,38 @@ Test(cluster_channels, replay_after_redis_lost_its_data) {
         cluster2_stop(&c);
 }
 
+/* The window (PHOTOND_REPLAY_WINDOW_MS=1000) dropped an event: a replay from before it is refresh_needed, one from
+ * it on is complete. */
+Test(cluster_channels, refresh_needed_when_the_window_dropped_events) {
+        Cluster2 c = {};
+        Conn *pub, *sub;
+        struct json_object *o;
+        int64_t old, fresh;
+
+        cluster2_start(&c, "PHOTOND_REPLAY_WINDOW_MS=1000");
+        pub = conn_open(c.a);
+        old = publish(pub, "win", "{\"n\":1}");
+        /* Time passing is the point here, not a wait for something. */
+        (void) poll(NULL, 0, 1300);
+        fresh = publish(pub, "win", "{\"n\":2}");
+
+        sub = conn_open(c.b);
+        o = conn_request(sub, "a", "{\"type\":\"get_events_since\",\"id\":\"a\",\"channel\":\"win\",\"lastEventId\":%"
+                         PRId64 "}", old - 1);
+        cr_assert(jbool(o, "data.refreshNeeded"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        o = conn_request(sub, "b", "{\"type\":\"get_events_since\",\"id\":\"b\",\"channel\":\"win\",\"lastEventId\":%"
+                         PRId64 "}", old);
+        cr_assert_not(jbool(o, "data.refreshNeeded"), "%s", json_object_to_json_string(o));
+        cr_assert_eq(json_object_array_length(jget(o, "data.events")), 1, "%s", json_object_to_json_string(o));
+        cr_assert_eq(jint(o, "data.events.0.id"), fresh);
+        json_object_put(o);
+
+        conn_close(pub);
+        conn_close(sub);
+        cluster2_stop(&c);
+}
+
 /* A wildcard replay spans the channels of its prefix in eventId order, and leaves other prefixes out. */
 Test(cluster_channels, wildcard_replay_across_channels) {
         Cluster2 c = {};
