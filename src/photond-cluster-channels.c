@@ -611,7 +611,10 @@ static void deliver(ClusterChannels *cc, const char *rchannel, size_t rchannel_l
                         log_oom();
                         return;
                 }
-                msg = json_tokener_parse_ex(tok, e.message, (int) e.message_len);
+                /* With its terminating NUL (hiredis ends every string so): a number at the very end of the input
+                 * is only complete when the tokener sees what follows it. */
+                msg = e.message[e.message_len] == '\0' ?
+                        json_tokener_parse_ex(tok, e.message, (int) e.message_len + 1) : NULL;
                 if (!msg || json_tokener_get_error(tok) != json_tokener_success ||
                     json_tokener_get_parse_end(tok) != e.message_len) {
                         json_tokener_free(tok);

@@ -422,6 +422,71 @@ Test(cluster_channels, replay_on_another_node) {
         cluster2_stop(&c);
 }
 
+/* A subscribe with lastEventId on node b while node a's publisher is in full flow on the channel: the replayed
+ * events and the live ones that follow are exactly the published ones after lastEventId, in order, none twice,
+ * none missing, whatever was in flight when the replay ran. */
+Test(cluster_channels, replay_meets_live_messages_without_gap_or_repeat) {
+        Cluster2 c = {};
+        Conn *pub, *sub;
+        struct json_object *o;
+        enum { N = 400, FIRST = 200, READ = 50 };
+        static int64_t acked[N + 1];
+        int acks = 0, next, results = 0;
+        bool replayed_done = false;
+
+        cluster2_start(&c, NULL);
+        pub = conn_open(c.a);
+        for (int i = 1; i <= FIRST; i++)
+                conn_send(pub, "{\"type\":\"publish\",\"id\":\"%d\",\"channel\":\"flow\",\"message\":%d}", i, i);
+        while (acks < READ) {
+                o = conn_expect(pub, 10000);
+                cr_assert_str_eq(jstr(o, "type"), "result", "%s", json_object_to_json_string(o));
+                acked[++acks] = jint(o, "data.eventId");
+                json_object_put(o);
+        }
+        /* Published 1-50 for sure, more on the way. */
+        sub = conn_open(c.b);
+        conn_send(sub, "{\"type\":\"subscribe\",\"id\":\"re\",\"channel\":\"flow\",\"lastEventId\":%" PRId64 "}",
+                  acked[READ]);
+        for (int i = FIRST + 1; i <= N; i++)
+                conn_send(pub, "{\"type\":\"publish\",\"id\":\"%d\",\"channel\":\"flow\",\"message\":%d}", i, i);
+        while (acks < N) {
+                o = conn_expect(pub, 10000);
+                cr_assert_str_eq(jstr(o, "type"), "result", "%s", json_object_to_json_string(o));
+                acked[++acks] = jint(o, "data.eventId");
+                cr_assert_gt(acked[acks], acked[acks - 1]);
+                json_object_put(o);
+        }
+
+        /* Messages READ+1 .. N, replayed ones first, then the result, then live ones. */
+        for (next = READ + 1; next <= N;) {
+                o = conn_expect(sub, 10000);
+                if (!strcmp(jstr(o, "type"), "result")) {
+                        cr_assert_not(replayed_done);
+                        replayed_done = true;
+                        results++;
+                        json_object_put(o);
+                        continue;
+                }
+                cr_assert_str_eq(jstr(o, "type"), "channel_message", "%s", json_object_to_json_string(o));
+                cr_assert_eq(jint(o, "message"), next, "expected message %d: %s", next, json_object_to_json_string(o));
+                cr_assert_eq(jint(o, "eventId"), acked[next]);
+                cr_assert_eq(jhas(o, "replay"), !replayed_done, "%s", json_object_to_json_string(o));
+                json_object_put(o);
+                next++;
+        }
+        if (!replayed_done) {
+                o = conn_expect(sub, 5000);
+                cr_assert_str_eq(jstr(o, "type"), "result", "%s", json_object_to_json_string(o));
+                json_object_put(o);
+        }
+        expect_quiet(sub, 300);
+
+        conn_close(pub);
+        conn_close(sub);
+        cluster2_stop(&c);
+}
+
 /* The cap (PHOTOND_REPLAY_MAX_EVENTS=5, per prefix in Redis) dropped events: a replay from before them is
  * refresh_needed, one from after them is complete. */
 Test(cluster_channels, refresh_needed_when_the_cap_dropped_events) {
