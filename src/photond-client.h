@@ -93,8 +93,10 @@ struct Client {
 
         /* per-subsystem state, owned by the subsystem named */
         LockWaitOwner lock_waits;       /* photond-lock.c's: the lock waits parked for it (photond-control-locks.c) */
-        unsigned n_deferred;            /* cluster mode: publishes and replays the channels' backend has not answered
-                                         * yet (photond-control-channels.c) */
+        /* cluster mode: the publishes and replays the channels' backend has not answered yet, newest first
+         * (photond-control-channels.c's) */
+        LIST_HEAD(struct ChannelsDeferred, deferred);
+        unsigned n_deferred;
 };
 
 /* A Client as the channels' Subscriber: its write queue (client_send(), client_drop_tagged(), client_write_now(),

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "json-util.h"
+#include "list.h"
 #include "photond-channel.h"
 #include "photond-client.h"
 #include "photond-control.h"
@@ -177,13 +178,15 @@ static struct json_object* channel_reply_data(const char *key, const char *chann
 /* ---- cluster mode: answered when the backend has it ---- */
 
 /* A publish or a replay the channels' backend answers later (cluster mode): what its answer echoes. */
-typedef struct Deferred {
+typedef struct ChannelsDeferred Deferred;
+struct ChannelsDeferred {
+        LIST_FIELDS(Deferred, deferred);        /* on the client's list while it waits (not after it went) */
         Channels *channels;
         char *id;                       /* the request's id, NUL-terminated */
         char *channel;                  /* channel_len bytes, NUL-terminated */
         size_t channel_len;
         bool subscribe;                 /* a replay for a subscribe (else for get_events_since) */
-} Deferred;
+};
 
 static Deferred* deferred_free(Deferred *d) {
         if (!d)
@@ -209,12 +212,35 @@ static Deferred* deferred_new(const char *id, size_t id_len, const char *channel
         return TAKE_PTR(d);
 }
 
-static Client* deferred_client(Subscriber *s) {
+/* The client d waits on (the backend's answer came while it is there): d leaves its list. */
+static Client* deferred_client(Subscriber *s, Deferred *d) {
         Client *c = (Client*) ((uint8_t*) s - offsetof(Client, subscriber));
 
         assert(c->n_deferred > 0);
+        LIST_REMOVE(deferred, c->deferred, d);
         c->n_deferred--;
         return c;
+}
+
+static void deferred_add(Client *c, Deferred *d) {
+        LIST_PREPEND(deferred, c->deferred, d);
+        c->n_deferred++;
+}
+
+int control_channels_foreach_deferred(Client *c, int (*cb)(const char *request_id, void *userdata),
+                                      void *userdata) {
+        Deferred *last = NULL;
+        int r;
+
+        LIST_FOREACH(deferred, d, c->deferred)
+                last = d;
+        /* The list is newest first. */
+        for (Deferred *d = last; d; d = d->deferred_prev) {
+                r = cb(d->id, userdata);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
 }
 
 /* "Cluster unavailable: <reason>" to the request d answers, or a failed client's close. */
@@ -234,7 +260,7 @@ static void on_publish_done(Subscriber *s, int error, const char *reason, uint64
 
         if (!s)
                 return;
-        c = deferred_client(s);
+        c = deferred_client(s, d);
         if (error < 0) {
                 deferred_reply_error(c, d, reason);
                 return;
@@ -264,10 +290,10 @@ static int publish_deferred(Channels *chs, Client *c, const char *id, size_t id_
 
         if (!d)
                 return -ENOMEM;
-        c->n_deferred++;
+        deferred_add(c, d);
         r = channels_publish_deferred(chs, name, len, message, message_len, &c->subscriber, on_publish_done, d);
         if (r < 0) {
-                c->n_deferred--;
+                (void) deferred_client(&c->subscriber, d);
                 return r;
         }
         TAKE_PTR(d);
@@ -284,7 +310,7 @@ static void on_replay_done(Subscriber *s, const ChannelsReplayed *rp, void *user
 
         if (!s)
                 return;
-        c = deferred_client(s);
+        c = deferred_client(s, d);
         if (rp->error < 0) {
                 deferred_reply_error(c, d, rp->reason);
                 return;
@@ -305,10 +331,10 @@ static int replay_deferred(Channels *chs, Client *c, Request *req, const char *n
                 return -ENOMEM;
         d->channels = chs;
         d->subscribe = subscribe;
-        c->n_deferred++;
+        deferred_add(c, d);
         r = channels_replay_deferred(chs, d->channel, d->channel_len, from, &c->subscriber, on_replay_done, d);
         if (r < 0) {
-                c->n_deferred--;
+                (void) deferred_client(&c->subscriber, d);
                 return r;
         }
         TAKE_PTR(d);
