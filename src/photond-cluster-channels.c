@@ -43,6 +43,10 @@
 #include "photond-limits.h"
 #include "ratelimit.h"
 
+/* A publish script that Redis runs this long after it was sent (by Redis' clock, as the floor script read it at the
+ * connect) refuses to publish: photond gives up at the command timeout (2 s) and answers "Cluster unavailable", so
+ * a message Redis was too late for must not appear anyway. The margin covers the way back of the answer. */
+#define PUBLISH_DEADLINE_USEC (REDIS_DEFAULT_COMMAND_TIMEOUT_USEC * 3 / 4)
 /* How long a replay waits for its answer on the subscriber connection once the script has run. */
 #define REPLAY_ANSWER_TIMEOUT_USEC (2 * USEC_PER_SEC)
 /* Own publishes that failed whose channels are told at once (refresh_needed); more: every subscribed key is. */
@@ -51,12 +55,15 @@
 /* KEYS: the counter, the prefix's stream, its floor, the counter's birth (the first id this Redis issued or was
  * raised to: a replay from before it cannot know what happened then, after Redis lost its data). ARGV: the Redis
  * channel, the node id, the token, the channel, "1" with a message / "0", the message, the stream's cap, the window
- * (ms). The stream's entries are "<eventId>-0" {c: channel, t: timestamp, m: message}; before the caps drop
+ * (ms), the time (Redis' clock, ms) after which it must not publish any more. The stream's entries are "<eventId>-0" {c: channel, t: timestamp, m: message}; before the caps drop
  * entries (the window: XTRIM MINID; the count: XADD MAXLEN), the floor key is raised to the greatest id they drop,
  * so a replay from below it knows events are missing. */
 static const char publish_source[] =
         "local t = redis.call('TIME')\n"
         "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+        "if now > tonumber(ARGV[9]) then\n"
+        "  return redis.error_reply('ERR too late: photond gave up waiting for this publish')\n"
+        "end\n"
         "local id = tonumber(redis.call('GET', KEYS[1]) or '0') + 1\n"
         "if now > id then id = now end\n"
         "local ids = string.format('%d', id)\n"
@@ -155,7 +162,7 @@ static const char replay_source[] =
 
 /* KEYS: the counter, its birth. ARGV: an id the counter must not be below (this node's last: its subscribers'
  * lastEventIds must stay below every id to come). When the node is ahead of the counter, what came up to its id is
- * unknown to this Redis: the birth rises to it. */
+ * unknown to this Redis: the birth rises to it. Returns Redis' clock (ms), for the publishes' deadlines. */
 static const char floor_source[] =
         "local f = tonumber(ARGV[1])\n"
         "local last = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
@@ -168,7 +175,8 @@ static const char floor_source[] =
         "elseif born == 0 and last > 0 then\n"
         "  redis.call('SET', KEYS[2], string.format('%d', last))\n"
         "end\n"
-        "return 1\n";
+        "local t = redis.call('TIME')\n"
+        "return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
 
 typedef struct PendingPublish PendingPublish;
 struct PendingPublish {
@@ -213,6 +221,8 @@ struct ClusterChannels {
         size_t counter_key_len, born_key_len, pattern_len, node_channel_len, chan_prefix_len;
 
         bool floor_raised;              /* the counter is above this node's last id (since the command connect) */
+        int64_t redis_ms;               /* Redis' clock as the floor script read it, */
+        uint64_t redis_ms_mono;         /* at this CLOCK_MONOTONIC µs (when its answer came) */
         bool pattern_confirmed;         /* <prefix>ch:* is subscribed (since the subscriber connect) */
         bool node_confirmed;            /* <prefix>node:<id> is subscribed */
 
@@ -459,7 +469,7 @@ void cluster_channels_publish(ClusterChannels *cc, const char *name, size_t len,
                               void *done_userdata) {
         _cleanup_free_ char *rchannel = NULL, *stream = NULL, *floor = NULL;
         size_t rchannel_len, stream_len, floor_len, plen = channel_prefix_length(name, len);
-        char token[24], cap[24], window[24];
+        char token[24], cap[24], window[24], deadline[24];
         const char *reason;
         PendingPublish *p;
         int r;
@@ -510,14 +520,18 @@ void cluster_channels_publish(ClusterChannels *cc, const char *name, size_t len,
                 snprintf(token, sizeof(token), "%" PRIu64, p->token);
                 snprintf(cap, sizeof(cap), "%" PRIu64, (uint64_t) limits.REPLAY_MAX_EVENTS);
                 snprintf(window, sizeof(window), "%" PRIu64, (uint64_t) limits.REPLAY_WINDOW_MS);
-                r = redis_conn_eval(cc->commands, &cc->publish_script, on_publish_reply, p, 4, 12,
+                snprintf(deadline, sizeof(deadline), "%" PRIi64, cc->redis_ms +
+                         (int64_t) ((now_usec(CLOCK_MONOTONIC) - cc->redis_ms_mono + PUBLISH_DEADLINE_USEC) /
+                                    USEC_PER_MSEC));
+                r = redis_conn_eval(cc->commands, &cc->publish_script, on_publish_reply, p, 4, 13,
                                     (const char *[]) { cc->counter_key, stream, floor, cc->born_key, rchannel,
                                                        cc->node_id, token, name, message ? "1" : "0", message ?: "",
-                                                       cap, window },
+                                                       cap, window, deadline },
                                     (const size_t[]) { cc->counter_key_len, stream_len, floor_len, cc->born_key_len,
                                                        rchannel_len,
                                                        cc->node_id_len, strlen(token), len, 1,
-                                                       message ? message_len : 0, strlen(cap), strlen(window) });
+                                                       message ? message_len : 0, strlen(cap), strlen(window),
+                                                       strlen(deadline) });
         }
         if (r < 0) {
                 p->settled = true;
@@ -885,8 +899,11 @@ void cluster_channels_replay(ClusterChannels *cc, const char *name, size_t len, 
 static void on_floor_reply(RedisConn *conn, redisReply *reply, void *userdata) {
         ClusterChannels *cc = userdata;
 
-        if (reply && reply->type == REDIS_REPLY_INTEGER)
+        if (reply && reply->type == REDIS_REPLY_INTEGER) {
+                cc->redis_ms = reply->integer;
+                cc->redis_ms_mono = now_usec(CLOCK_MONOTONIC);
                 cc->floor_raised = true;
+        }
         else
                 log_warning("Cluster: raising the eventId counter failed: %s.",
                             reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "no answer");

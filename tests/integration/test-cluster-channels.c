@@ -337,6 +337,56 @@ Test(cluster_channels, publish_refused_while_redis_is_stopped) {
         cluster2_stop(&c);
 }
 
+/* A stuck Redis (SIGSTOP: connected, never answering): a publish and a replay are answered "Cluster unavailable"
+ * within the 2 s command timeout, never left hanging, and the publish is delivered nowhere, not even when Redis
+ * goes on and runs it late; then publishes go through again. */
+Test(cluster_channels, stuck_redis_gives_errors_within_the_timeout) {
+        Cluster2 c = {};
+        Conn *pub, *sub, *re;
+        struct json_object *o;
+        uint64_t t0;
+        int64_t id;
+
+        cluster2_start(&c, NULL);
+        pub = conn_open(c.a);
+        sub = conn_open(c.a);
+        re = conn_open(c.a);
+        subscribe(sub, "stuck");
+        id = publish(pub, "stuck", "{\"n\":1}");
+        json_object_put(expect_message(sub, "stuck"));
+
+        cr_assert_eq(kill(c.redis.pid, SIGSTOP), 0);
+        t0 = mono_ms();
+        conn_send(pub, "{\"type\":\"publish\",\"id\":\"late\",\"channel\":\"stuck\",\"message\":{\"n\":2}}");
+        conn_send(re, "{\"type\":\"subscribe\",\"id\":\"re\",\"channel\":\"stuck\",\"lastEventId\":%" PRId64 "}", id);
+        o = conn_expect(pub, 4000);
+        cr_assert_str_eq(jstr(o, "id"), "late");
+        cr_assert_str_eq(jstr(o, "type"), "error", "%s", json_object_to_json_string(o));
+        cr_assert_eq(strncmp(jstr(o, "error"), "Cluster unavailable: ", 21), 0, "%s", jstr(o, "error"));
+        json_object_put(o);
+        o = conn_expect(re, 4000);
+        cr_assert_str_eq(jstr(o, "id"), "re");
+        cr_assert_str_eq(jstr(o, "type"), "error", "%s", json_object_to_json_string(o));
+        cr_assert_eq(strncmp(jstr(o, "error"), "Cluster unavailable: ", 21), 0, "%s", jstr(o, "error"));
+        json_object_put(o);
+        cr_assert_lt(mono_ms() - t0, 3500, "took %" PRIu64 " ms", mono_ms() - t0);
+        expect_quiet(sub, 300);
+
+        /* Redis runs what waited in its socket when it goes on, the refused publish among them: its script is past
+         * its deadline and publishes nothing (the refusal stands). */
+        cr_assert_eq(kill(c.redis.pid, SIGCONT), 0);
+        wait_ready(c.a, true);
+        (void) publish(pub, "stuck", "{\"n\":3}");
+        o = expect_message(sub, "stuck");
+        cr_assert_eq(jint(o, "message.n"), 3);
+        json_object_put(o);
+
+        conn_close(pub);
+        conn_close(sub);
+        conn_close(re);
+        cluster2_stop(&c);
+}
+
 /* ---- replay ---- */
 
 /* A subscriber of node a goes away after the second of five events and comes back on node b with lastEventId:
