@@ -152,8 +152,8 @@ int channels_publish(Channels *ch, const char *channel, struct json_object *mess
 int channels_replay_deferred(Channels *ch, const char *name, size_t len, int64_t last_event_id, Subscriber *s,
                              ChannelsReplayDone done, void *userdata);
 /* Queues to s (subscribed, as for channels_replay()) the replay lines of r's events, or one refresh_needed with
- * the id request_id for name when r needs a
- * refresh or does not fit s's queue: what channels_replay() queues for events of its own buffers. */
+ * the id request_id for name when r needs a refresh or does not fit s's queue: what channels_replay() queues for
+ * events of its own buffers. */
 int channels_replay_events(Channels *ch, Subscriber *s, const char *request_id, const char *name, size_t len,
                            const ChannelsReplayed *r);
 
