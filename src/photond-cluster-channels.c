@@ -22,7 +22,7 @@
  * or never ran).
  *
  * Replays. The replay script reads the prefix's stream and PUBLISHes its answer to this node's own channel
- * (<prefix>node:<nodeId>) on the subscriber connection: the answer arrives after every message Redis ran before
+ * (<prefix>replies:<nodeId>) on the subscriber connection: the answer arrives after every message Redis ran before
  * the script and before every message after it, so the replayed events and the live ones that follow meet without
  * a gap or a repeat. */
 
@@ -224,7 +224,7 @@ struct ClusterChannels {
         int64_t redis_ms;               /* Redis' clock as the floor script read it, */
         uint64_t redis_ms_mono;         /* at this CLOCK_MONOTONIC µs (when its answer came) */
         bool pattern_confirmed;         /* <prefix>ch:* is subscribed (since the subscriber connect) */
-        bool node_confirmed;            /* <prefix>node:<id> is subscribed */
+        bool node_confirmed;            /* <prefix>replies:<id> is subscribed */
 
         uint64_t next_token;
         LIST_HEAD(PendingPublish, publishes);
@@ -1050,7 +1050,7 @@ int cluster_channels_new(const ClusterChannelsConfig *config, ClusterChannels **
 
         if ((r = cluster_key(cc->prefix, "eventid", NULL, 0, &cc->counter_key, &cc->counter_key_len)) < 0 ||
             (r = cluster_key(cc->prefix, "eventid:born", NULL, 0, &cc->born_key, &cc->born_key_len)) < 0 ||
-            (r = cluster_key(cc->prefix, "node:", cc->node_id, cc->node_id_len, &cc->node_channel,
+            (r = cluster_key(cc->prefix, "replies:", cc->node_id, cc->node_id_len, &cc->node_channel,
                              &cc->node_channel_len)) < 0 ||
             (r = cluster_key(cc->prefix, "ch:", NULL, 0, &chans, &chans_len)) < 0 ||
             (r = cluster_glob_escape(chans, chans_len, &cc->pattern, &cc->pattern_len)) < 0)
