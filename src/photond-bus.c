@@ -16,6 +16,7 @@
 #include "log.h"
 #include "photond-bus.h"
 #include "photond-channel.h"
+#include "photond-cluster.h"
 #include "photond-lock.h"
 #include "photond-manager.h"
 #include "photond-schedule.h"
@@ -136,6 +137,46 @@ static int property_get_webhook_enabled(sd_bus *bus, const char *path, const cha
         Bus *b = userdata;
 
         return sd_bus_message_append(reply, "b", b->manager->webhook != NULL);
+}
+
+/* Cluster mode (photond-cluster-nodes.c): "" and no nodes on a single node. */
+static int property_get_cluster_state(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                      sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Bus *b = userdata;
+        ClusterNodes *n = cluster_get_nodes(b->manager->cluster);
+
+        return sd_bus_message_append(reply, "s", n ? cluster_state_to_string(cluster_nodes_state(n, NULL)) : "");
+}
+
+static int property_get_cluster_since(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                      sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Bus *b = userdata;
+        ClusterNodes *n = cluster_get_nodes(b->manager->cluster);
+        uint64_t since = 0;
+
+        if (n)
+                (void) cluster_nodes_state(n, &since);
+        return sd_bus_message_append(reply, "t", since / USEC_PER_MSEC);
+}
+
+static int property_get_cluster_nodes(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                      sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Bus *b = userdata;
+        ClusterNodes *n = cluster_get_nodes(b->manager->cluster);
+        const char *id;
+        int64_t seen;
+        bool self;
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'a', "(sxb)");
+        if (r < 0)
+                return r;
+        for (size_t i = 0; cluster_nodes_get(n, i, &id, &seen, &self); i++) {
+                r = sd_bus_message_append(reply, "(sxb)", id, seen, self);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_close_container(reply);
 }
 
 /* ---- methods ---- */
@@ -631,6 +672,11 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("Locks", "u", property_get_count, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Jobs", "u", property_get_count, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("WebhookEnabled", "b", property_get_webhook_enabled, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("ClusterState", "s", property_get_cluster_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ClusterStateSince", "t", property_get_cluster_since, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ClusterNodes", "a(sxb)", property_get_cluster_nodes, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
 
         SD_BUS_METHOD_WITH_ARGS("ListLocks",
                                 SD_BUS_NO_ARGS,
@@ -676,6 +722,7 @@ static const sd_bus_vtable manager_vtable[] = {
 
         SD_BUS_SIGNAL_WITH_ARGS("JobFinished", SD_BUS_ARGS("s", id, "s", status, "x", duration_ms), 0),
         SD_BUS_SIGNAL_WITH_ARGS("LockChanged", SD_BUS_ARGS("s", name, "s", holder, "s", event), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("ClusterStateChanged", SD_BUS_ARGS("s", state, "t", since), 0),
 
         SD_BUS_VTABLE_END
 };
@@ -692,6 +739,27 @@ void bus_send_job_finished(Bus *b, const char *id, const char *status, int64_t d
         if (!b || !b->conn)
                 return;
         (void) sd_bus_emit_signal(b->conn, BUS_PATH, BUS_INTERFACE, "JobFinished", "ssx", id, status, duration_ms);
+}
+
+void bus_cluster_changed(Bus *b, bool state) {
+        ClusterNodes *n;
+        uint64_t since;
+        ClusterState st;
+
+        if (!b || !b->conn)
+                return;
+        n = cluster_get_nodes(b->manager->cluster);
+        if (!n)
+                return;
+        if (!state) {
+                (void) sd_bus_emit_properties_changed(b->conn, BUS_PATH, BUS_INTERFACE, "ClusterNodes", NULL);
+                return;
+        }
+        st = cluster_nodes_state(n, &since);
+        (void) sd_bus_emit_properties_changed(b->conn, BUS_PATH, BUS_INTERFACE, "ClusterState", "ClusterStateSince",
+                                              NULL);
+        (void) sd_bus_emit_signal(b->conn, BUS_PATH, BUS_INTERFACE, "ClusterStateChanged", "st",
+                                  cluster_state_to_string(st), since / USEC_PER_MSEC);
 }
 
 /* Channels that only hold buffered events go when the last one leaves the replay window, and nothing else

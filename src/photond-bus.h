@@ -45,6 +45,9 @@ void bus_changed(Bus *b);
 /* Signals. event: "acquired", "released", "expired". */
 void bus_send_lock_changed(Bus *b, const char *name, const char *holder, const char *event);
 void bus_send_job_finished(Bus *b, const char *id, const char *status, int64_t duration_ms);
+/* Cluster mode: the cluster's state changed (state: ClusterState, ClusterStateSince and ClusterStateChanged) or the
+ * nodes seen did (!state: ClusterNodes). */
+void bus_cluster_changed(Bus *b, bool state);
 
 /* What the service manager is doing with photond's unit: the type of the job it runs on it ("restart", "stop", …;
  * free()), 1; 0 when none runs (a kill, or no unit); -ENOTCONN without a bus, or the error of the calls to

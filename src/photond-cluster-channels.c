@@ -43,12 +43,10 @@
 #include "photond-limits.h"
 #include "ratelimit.h"
 
-/* A publish script that Redis runs this long after it was sent (by Redis' clock, as the floor script read it at the
- * connect) refuses to publish: photond gives up at the command timeout (2 s) and answers "Cluster unavailable", so
- * a message Redis was too late for must not appear anyway. The margin covers the way back of the answer. */
-#define PUBLISH_DEADLINE_USEC (REDIS_DEFAULT_COMMAND_TIMEOUT_USEC * 3 / 4)
-/* How long a replay waits for its answer on the subscriber connection once the script has run. */
-#define REPLAY_ANSWER_TIMEOUT_USEC (2 * USEC_PER_SEC)
+/* A publish script that Redis runs 3/4 of the command timeout after it was sent (by Redis' clock, as the floor
+ * script read it at the connect) refuses to publish: photond gives up at the command timeout and answers "Cluster
+ * unavailable", so a message Redis was too late for must not appear anyway. The last quarter covers the way back
+ * of the answer. A replay's answer is awaited a command timeout once its script ran. */
 /* Own publishes that failed whose channels are told at once (refresh_needed); more: every subscribed key is. */
 #define GAP_NAMES_MAX 256
 
@@ -191,6 +189,10 @@ struct PendingPublish {
         bool own;
         bool answered;                          /* the script's reply (or its failure) came */
         bool settled;                           /* its message came back, or never will */
+        bool parked;                            /* not sent yet: the connections are up, their set-up is not */
+        bool has_message;                       /* parked: the message to send (a copy) */
+        char *message;
+        size_t message_len;
 };
 
 typedef struct PendingReplay PendingReplay;
@@ -212,6 +214,7 @@ struct ClusterChannels {
         char *node_id;
         size_t node_id_len;
         char *url;                      /* without its password */
+        uint64_t timeout_usec;          /* the command timeout */
 
         RedisConn *commands, *subscriber;
         RedisScript publish_script, replay_script, floor_script;
@@ -238,6 +241,9 @@ struct ClusterChannels {
         size_t n_gap;
         bool gap_all;
         sd_event_source *gap_defer;
+
+        unsigned n_parked;              /* publishes waiting for the connections' set-up (cluster_channels_ready()) */
+        sd_event_source *park_timer;    /* they wait a command timeout at most */
 
         RateLimit fail_log;
         uint64_t n_published, n_publish_failed, n_refused, n_received, n_duplicates, n_invalid, n_stale;
@@ -415,6 +421,7 @@ static void publish_free(ClusterChannels *cc, PendingPublish *p) {
         LIST_REMOVE(queue, cc->publishes, p);
         cc->n_publishes--;
         free(p->channel);
+        free(p->message);
         free(p);
 }
 
@@ -464,12 +471,117 @@ static void on_publish_reply(RedisConn *conn, redisReply *reply, void *userdata)
         publish_maybe_free(cc, p);
 }
 
+/* Sends p (on p->channel) to Redis; a failure to send answers it. */
+static void publish_send(ClusterChannels *cc, PendingPublish *p, const char *message, size_t message_len) {
+        _cleanup_free_ char *rchannel = NULL, *stream = NULL, *floor = NULL;
+        const char *name = p->channel;
+        size_t len = p->channel_len, rchannel_len, stream_len, floor_len, plen = channel_prefix_length(name, len);
+        char token[24], cap[24], window[24], deadline[24];
+        int r;
+
+        r = cluster_key(cc->prefix, "ch:", name, len, &rchannel, &rchannel_len);
+        if (r >= 0)
+                r = cluster_key(cc->prefix, "replay:", name, plen, &stream, &stream_len);
+        if (r >= 0)
+                r = cluster_key(cc->prefix, "replayfloor:", name, plen, &floor, &floor_len);
+        if (r >= 0) {
+                snprintf(token, sizeof(token), "%" PRIu64, p->token);
+                snprintf(cap, sizeof(cap), "%" PRIu64, (uint64_t) limits.REPLAY_MAX_EVENTS);
+                snprintf(window, sizeof(window), "%" PRIu64, (uint64_t) limits.REPLAY_WINDOW_MS);
+                snprintf(deadline, sizeof(deadline), "%" PRIi64, cc->redis_ms +
+                         (int64_t) ((now_usec(CLOCK_MONOTONIC) - cc->redis_ms_mono + cc->timeout_usec * 3 / 4) /
+                                    USEC_PER_MSEC));
+                r = redis_conn_eval(cc->commands, &cc->publish_script, on_publish_reply, p, 4, 13,
+                                    (const char *[]) { cc->counter_key, stream, floor, cc->born_key, rchannel,
+                                                       cc->node_id, token, name, message ? "1" : "0", message ?: "",
+                                                       cap, window, deadline },
+                                    (const size_t[]) { cc->counter_key_len, stream_len, floor_len, cc->born_key_len,
+                                                       rchannel_len, cc->node_id_len, strlen(token), len, 1,
+                                                       message ? message_len : 0, strlen(cap), strlen(window),
+                                                       strlen(deadline) });
+        }
+        if (r < 0) {
+                p->settled = true;
+                publish_answer(cc, p, r, r == -ENOBUFS ? "too many commands waiting for Redis "
+                                                         "(PHOTOND_CLUSTER_MAX_PENDING)" :
+                                         r == -ENOTCONN ? "not connected to Redis" : "the command could not be sent",
+                               0);
+                publish_maybe_free(cc, p);
+        }
+}
+
+/* The parked publishes fail (why), or, with why NULL, go out in their order now that the set-up is done. */
+static void parked_release(ClusterChannels *cc, const char *why) {
+        PendingPublish *p, *prev;
+
+        if (cc->n_parked == 0)
+                return;
+        if (cc->park_timer)
+                (void) sd_event_source_set_enabled(cc->park_timer, SD_EVENT_OFF);
+        for (p = cc->oldest; p; p = prev) {
+                prev = p->queue_prev;
+                if (!p->parked)
+                        continue;
+                p->parked = false;
+                cc->n_parked--;
+                if (why) {
+                        p->settled = true;
+                        publish_answer(cc, p, -ENOTCONN, why, 0);
+                        publish_maybe_free(cc, p);
+                } else
+                        publish_send(cc, p, p->has_message ? p->message : NULL, p->message_len);
+        }
+}
+
+static int on_park_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        ClusterChannels *cc = userdata;
+
+        parked_release(cc, "the connection to Redis is being set up");
+        return 0;
+}
+
+/* The connections are up and their set-up (the floor, the subscriptions) under way: p waits for it (a command
+ * timeout at most) rather than being refused. 0, or -ENOMEM. */
+static int publish_park(ClusterChannels *cc, PendingPublish *p, const char *message, size_t message_len) {
+        int r;
+
+        if (message) {
+                p->message = malloc(message_len + 1);
+                if (!p->message)
+                        return -ENOMEM;
+                memcpy(p->message, message, message_len);
+                p->message_len = message_len;
+                p->has_message = true;
+        }
+        if (cc->n_parked == 0) {
+                uint64_t at = now_usec(CLOCK_MONOTONIC) + cc->timeout_usec;
+
+                if (!cc->park_timer)
+                        r = sd_event_add_time(cc->event, &cc->park_timer, CLOCK_MONOTONIC, at, 0, on_park_timer, cc);
+                else if ((r = sd_event_source_set_time(cc->park_timer, at)) >= 0)
+                        r = sd_event_source_set_enabled(cc->park_timer, SD_EVENT_ONESHOT);
+                if (r < 0)
+                        return r;
+        }
+        p->parked = true;
+        cc->n_parked++;
+        return 0;
+}
+
+/* The set-up may have ended: what waited for it goes. */
+static void check_ready(ClusterChannels *cc) {
+        if (cluster_channels_ready(cc))
+                parked_release(cc, NULL);
+}
+
+static bool connections_up(ClusterChannels *cc) {
+        return cc->commands && redis_conn_state(cc->commands) == REDIS_CONN_CONNECTED &&
+                cc->subscriber && redis_conn_state(cc->subscriber) == REDIS_CONN_CONNECTED;
+}
+
 void cluster_channels_publish(ClusterChannels *cc, const char *name, size_t len, const char *message,
                               size_t message_len, Subscriber *publisher, ChannelsPublishDone done,
                               void *done_userdata) {
-        _cleanup_free_ char *rchannel = NULL, *stream = NULL, *floor = NULL;
-        size_t rchannel_len, stream_len, floor_len, plen = channel_prefix_length(name, len);
-        char token[24], cap[24], window[24], deadline[24];
         const char *reason;
         PendingPublish *p;
         int r;
@@ -504,42 +616,15 @@ void cluster_channels_publish(ClusterChannels *cc, const char *name, size_t len,
                 cc->oldest = p;
         cc->n_publishes++;
 
+        if (reason && connections_up(cc) && publish_park(cc, p, message, message_len) >= 0)
+                return;
         if (reason) {
                 p->settled = true;
                 publish_answer(cc, p, -ENOTCONN, reason, 0);
                 publish_maybe_free(cc, p);
                 return;
         }
-
-        r = cluster_key(cc->prefix, "ch:", name, len, &rchannel, &rchannel_len);
-        if (r >= 0)
-                r = cluster_key(cc->prefix, "replay:", name, plen, &stream, &stream_len);
-        if (r >= 0)
-                r = cluster_key(cc->prefix, "replayfloor:", name, plen, &floor, &floor_len);
-        if (r >= 0) {
-                snprintf(token, sizeof(token), "%" PRIu64, p->token);
-                snprintf(cap, sizeof(cap), "%" PRIu64, (uint64_t) limits.REPLAY_MAX_EVENTS);
-                snprintf(window, sizeof(window), "%" PRIu64, (uint64_t) limits.REPLAY_WINDOW_MS);
-                snprintf(deadline, sizeof(deadline), "%" PRIi64, cc->redis_ms +
-                         (int64_t) ((now_usec(CLOCK_MONOTONIC) - cc->redis_ms_mono + PUBLISH_DEADLINE_USEC) /
-                                    USEC_PER_MSEC));
-                r = redis_conn_eval(cc->commands, &cc->publish_script, on_publish_reply, p, 4, 13,
-                                    (const char *[]) { cc->counter_key, stream, floor, cc->born_key, rchannel,
-                                                       cc->node_id, token, name, message ? "1" : "0", message ?: "",
-                                                       cap, window, deadline },
-                                    (const size_t[]) { cc->counter_key_len, stream_len, floor_len, cc->born_key_len,
-                                                       rchannel_len,
-                                                       cc->node_id_len, strlen(token), len, 1,
-                                                       message ? message_len : 0, strlen(cap), strlen(window),
-                                                       strlen(deadline) });
-        }
-        if (r < 0) {
-                p->settled = true;
-                publish_answer(cc, p, r, r == -ENOBUFS ? "too many commands waiting for Redis (the cap is 65536)" :
-                                         r == -ENOTCONN ? "not connected to Redis" : "the command could not be sent",
-                               0);
-                publish_maybe_free(cc, p);
-        }
+        publish_send(cc, p, message, message_len);
         return;
 
 fail:
@@ -748,7 +833,7 @@ static void on_replay_reply(RedisConn *conn, redisReply *reply, void *userdata) 
         }
         if (reply && reply->type == REDIS_REPLY_INTEGER) {
                 /* It ran: its answer is on its way on the subscriber connection. */
-                p->deadline = now_usec(CLOCK_MONOTONIC) + REPLAY_ANSWER_TIMEOUT_USEC;
+                p->deadline = now_usec(CLOCK_MONOTONIC) + cc->timeout_usec;
                 replay_timer_update(cc);
                 return;
         }
@@ -903,6 +988,7 @@ static void on_floor_reply(RedisConn *conn, redisReply *reply, void *userdata) {
                 cc->redis_ms = reply->integer;
                 cc->redis_ms_mono = now_usec(CLOCK_MONOTONIC);
                 cc->floor_raised = true;
+                check_ready(cc);
         }
         else
                 log_warning("Cluster: raising the eventId counter failed: %s.",
@@ -924,6 +1010,7 @@ void cluster_channels_commands_connected(ClusterChannels *cc) {
 
 void cluster_channels_commands_disconnected(ClusterChannels *cc) {
         cc->floor_raised = false;
+        parked_release(cc, "not connected to Redis");
 }
 
 void cluster_channels_subscriber_connected(ClusterChannels *cc) {
@@ -941,6 +1028,7 @@ void cluster_channels_subscriber_connected(ClusterChannels *cc) {
 
 void cluster_channels_subscriber_disconnected(ClusterChannels *cc) {
         cc->pattern_confirmed = cc->node_confirmed = false;
+        parked_release(cc, "the subscriber connection to Redis is down");
         /* The messages of the publishes under way will not come on this connection. */
         for (PendingPublish *p = cc->oldest, *prev; p; p = prev) {
                 prev = p->queue_prev;
@@ -979,6 +1067,7 @@ void cluster_channels_push(ClusterChannels *cc, redisReply *reply) {
                         gap_all(cc, "the subscriber connection to Redis was set up");
                 if (!was_ready && cluster_channels_ready(cc))
                         log_info("Cluster: node %s receives the cluster's messages.", cc->node_id);
+                check_ready(cc);
         }
 }
 
@@ -988,6 +1077,7 @@ int cluster_channels_add_status(ClusterChannels *cc, struct json_object *o) {
         int r;
 
         if ((r = json_add_bool(o, "ready", cluster_channels_ready(cc))) < 0 ||
+            (r = json_add_int64(o, "redisSubscriptions", cc->pattern_confirmed + cc->node_confirmed)) < 0 ||
             (r = json_add_int64(o, "pendingPublishes", (int64_t) cc->n_publishes)) < 0 ||
             (r = json_add_int64(o, "published", (int64_t) cc->n_published)) < 0 ||
             (r = json_add_int64(o, "publishRefused", (int64_t) cc->n_refused)) < 0 ||
@@ -1035,6 +1125,7 @@ int cluster_channels_new(const ClusterChannelsConfig *config, ClusterChannels **
         cc->prefix = strdup(config->prefix);
         cc->node_id = strdup(config->node_id);
         cc->url = strdup(config->url_redacted);
+        cc->timeout_usec = config->command_timeout_usec ?: REDIS_DEFAULT_COMMAND_TIMEOUT_USEC;
         if (!cc->prefix || !cc->node_id || !cc->url)
                 return -ENOMEM;
         cc->node_id_len = strlen(cc->node_id);
@@ -1087,6 +1178,7 @@ ClusterChannels* cluster_channels_free(ClusterChannels *cc) {
         free(cc->gap_lens);
         sd_event_source_disable_unref(cc->gap_defer);
         sd_event_source_disable_unref(cc->replay_timer);
+        sd_event_source_disable_unref(cc->park_timer);
         sd_event_unref(cc->event);
         free(cc->counter_key);
         free(cc->born_key);

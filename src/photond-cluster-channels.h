@@ -29,6 +29,8 @@ typedef struct ClusterChannelsConfig {
         const char *prefix;             /* copied */
         const char *node_id;            /* copied */
         const char *url_redacted;       /* for the errors' suggestion: the URL without its password; copied */
+        uint64_t command_timeout_usec;  /* the connections' (0: REDIS_DEFAULT_COMMAND_TIMEOUT_USEC): a publish's
+                                         * deadline in Redis is 3/4 of it, a replay's answer is awaited as long */
 } ClusterChannelsConfig;
 
 int cluster_channels_new(const ClusterChannelsConfig *config, ClusterChannels **ret);

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <uthash.h>
 
 #include "clock.h"
 #include "json-util.h"
@@ -16,7 +15,6 @@
 #include "photond-cluster.h"
 #include "photond-limits.h"
 #include "photond-redis.h"
-#include "ratelimit.h"
 #include "webhook-auth.h"
 
 struct Cluster {
@@ -26,9 +24,10 @@ struct Cluster {
         char *prefix;
         char *node_id;
 
-        RedisConn *commands;    /* the scripts: publishes, replays */
+        RedisConn *commands;    /* the scripts: publishes, replays, heartbeats */
         RedisConn *subscriber;  /* PSUBSCRIBE, SUBSCRIBE: a connection in subscriber mode takes no other command */
         ClusterChannels *cc;    /* the channels' backend (photond-cluster-channels.c) */
+        ClusterNodes *nodes;    /* the heartbeat, the nodes seen, the cluster's state (photond-cluster-nodes.c) */
 };
 
 /* ---- settings ---- */
@@ -106,6 +105,9 @@ int cluster_settings_from_env(bool system, ClusterSettings *ret) {
         if (!cluster_node_id_valid(s.node_id))
                 return log_error_errno(SYNTHETIC_ERRNO(EINVAL), "Invalid node id \"%s\" (PHOTOND_NODE_ID): 1 to %d "
                                        "characters of A-Z a-z 0-9 . _ @ : -.", s.node_id, CLUSTER_NODE_ID_MAX);
+        r = cluster_caps_from_env(&s.caps);
+        if (r < 0)
+                return r;
         s.enabled = true;
         *ret = s;
         s = (ClusterSettings) {};
@@ -118,30 +120,46 @@ static void on_commands_connected(RedisConn *conn, void *userdata) {
         Cluster *c = userdata;
 
         cluster_channels_commands_connected(c->cc);
+        cluster_nodes_conn_changed(c->nodes);
 }
 
 static void on_commands_disconnected(RedisConn *conn, const char *error, void *userdata) {
         Cluster *c = userdata;
 
-        /* The connection logs it; status shows it. */
+        /* The cluster's state logs one line for both connections. */
         cluster_channels_commands_disconnected(c->cc);
+        cluster_nodes_conn_changed(c->nodes);
 }
 
 static void on_subscriber_connected(RedisConn *conn, void *userdata) {
         Cluster *c = userdata;
 
         cluster_channels_subscriber_connected(c->cc);
+        cluster_nodes_conn_changed(c->nodes);
 }
 
 static void on_subscriber_disconnected(RedisConn *conn, const char *error, void *userdata) {
         Cluster *c = userdata;
 
         cluster_channels_subscriber_disconnected(c->cc);
+        cluster_nodes_conn_changed(c->nodes);
 }
 
 static void on_push(RedisConn *conn, redisReply *reply, void *userdata) {
         Cluster *c = userdata;
+        redisReply *ch = NULL;
 
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 || reply->element[0]->type != REDIS_REPLY_STRING)
+                return;
+        if (streq(reply->element[0]->str, "message") && reply->elements == 3)
+                ch = reply->element[1];
+        else if (streq(reply->element[0]->str, "pmessage") && reply->elements == 4)
+                ch = reply->element[2];
+        /* The nodes' heartbeats first; the rest (and every (un)subscribe confirmation) is the channels'. */
+        if (!ch)
+                (void) cluster_nodes_push(c->nodes, NULL, 0);
+        else if (ch->type != REDIS_REPLY_STRING || cluster_nodes_push(c->nodes, ch->str, ch->len))
+                return;
         cluster_channels_push(c->cc, reply);
 }
 
@@ -151,40 +169,36 @@ ClusterChannels* cluster_get_channels(Cluster *c) {
 
 /* ---- status ---- */
 
-static const char* state_name(RedisConnState s) {
-        switch (s) {
-        case REDIS_CONN_CONNECTING:
-                return "connecting";
-        case REDIS_CONN_CONNECTED:
-                return "connected";
-        default:
-                return "reconnecting";
-        }
-}
-
 int cluster_add_status(Cluster *c, struct json_object *data) {
         _cleanup_(json_object_putp) struct json_object *o = json_object_new_object();
         RedisConn *worst;
+        ClusterState state;
+        uint64_t since;
         int r;
 
         if (!c)
                 return 0;
         if (!o)
                 return -ENOMEM;
-        /* Both connections or none: the worse of the two is the state. */
+        /* Both connections or none: the worse of the two is the state (the nodes part follows it). */
         worst = redis_conn_state(c->commands) != REDIS_CONN_CONNECTED ? c->commands : c->subscriber;
+        state = cluster_nodes_state(c->nodes, &since);
         if ((r = json_add_string(o, "url", c->url_redacted)) < 0 ||
             (r = json_add_string(o, "nodeId", c->node_id)) < 0 ||
             (r = json_add_string(o, "prefix", c->prefix)) < 0 ||
-            (r = json_add_string(o, "state", state_name(redis_conn_state(worst)))) < 0 ||
-            (r = json_add_bool(o, "connected", redis_conn_state(c->commands) == REDIS_CONN_CONNECTED &&
-                               redis_conn_state(c->subscriber) == REDIS_CONN_CONNECTED)) < 0 ||
-            (r = json_add_int64(o, "since", (int64_t) (redis_conn_state_since(worst) / USEC_PER_MSEC))) < 0 ||
+            (r = json_add_string(o, "state", cluster_state_to_string(state))) < 0 ||
+            (r = json_add_bool(o, "connected", state == CLUSTER_STATE_CONNECTED)) < 0 ||
+            (r = json_add_int64(o, "since", (int64_t) (since / USEC_PER_MSEC))) < 0 ||
             (r = json_add_string(o, "lastError", redis_conn_last_error(worst))) < 0 ||
             (r = json_add_int64(o, "pending", (int64_t) redis_conn_pending(c->commands))) < 0 ||
-            (r = cluster_channels_add_status(c->cc, o)) < 0)
+            (r = cluster_channels_add_status(c->cc, o)) < 0 ||
+            (r = cluster_nodes_add_status(c->nodes, o)) < 0)
                 return r;
         return json_add(data, "cluster", TAKE_PTR(o));
+}
+
+ClusterNodes* cluster_get_nodes(Cluster *c) {
+        return c ? c->nodes : NULL;
 }
 
 /* ---- lifecycle ---- */
@@ -212,16 +226,16 @@ int cluster_new(const ClusterConfig *config, Cluster **ret) {
                                          .prefix = c->prefix,
                                          .node_id = c->node_id,
                                          .url_redacted = c->url_redacted,
+                                         .command_timeout_usec = s->caps.command_timeout_usec,
                                  }, &c->cc);
         if (r < 0)
                 return r;
 
-        r = redis_conn_new(&(RedisConnConfig) {
-                                   .event = c->event,
-                                   .url = &s->url,
-                                   .name = "commands",
-                                   .scripts = cluster_channels_scripts(c->cc),
-                           },
+        r = redis_conn_new(&(RedisConnConfig) { .event = c->event, .url = &s->url, .name = "commands",
+                                                .command_timeout_usec = s->caps.command_timeout_usec,
+                                                .max_pending = s->caps.max_pending,
+                                                .backoff_max_usec = s->caps.reconnect_max_usec,
+                                                .scripts = cluster_channels_scripts(c->cc) },
                            &(RedisConnHooks) {
                                    .connected = on_commands_connected,
                                    .disconnected = on_commands_disconnected,
@@ -229,7 +243,10 @@ int cluster_new(const ClusterConfig *config, Cluster **ret) {
                            }, &c->commands);
         if (r < 0)
                 return r;
-        r = redis_conn_new(&(RedisConnConfig) { .event = c->event, .url = &s->url, .name = "subscriber" },
+        r = redis_conn_new(&(RedisConnConfig) { .event = c->event, .url = &s->url, .name = "subscriber",
+                                                .command_timeout_usec = s->caps.command_timeout_usec,
+                                                .max_pending = s->caps.max_pending,
+                                                .backoff_max_usec = s->caps.reconnect_max_usec },
                            &(RedisConnHooks) {
                                    .connected = on_subscriber_connected,
                                    .disconnected = on_subscriber_disconnected,
@@ -239,6 +256,18 @@ int cluster_new(const ClusterConfig *config, Cluster **ret) {
         if (r < 0)
                 return r;
         cluster_channels_set_connections(c->cc, c->commands, c->subscriber);
+        r = cluster_nodes_new(&(ClusterNodesConfig) {
+                                      .event = c->event,
+                                      .commands = c->commands,
+                                      .subscriber = c->subscriber,
+                                      .prefix = c->prefix,
+                                      .node_id = c->node_id,
+                                      .heartbeat_usec = s->caps.heartbeat_usec,
+                                      .changed = config->changed,
+                                      .userdata = config->userdata,
+                              }, &c->nodes);
+        if (r < 0)
+                return r;
 
         log_info("Cluster mode: node %s, Redis %s (from %s), key prefix \"%s\".", c->node_id, c->url_redacted,
                  s->url_source ?: "?", c->prefix);
@@ -249,9 +278,11 @@ int cluster_new(const ClusterConfig *config, Cluster **ret) {
 Cluster* cluster_free(Cluster *c) {
         if (!c)
                 return NULL;
-        /* The connections first: their pending commands' callbacks still reach the channels' backend. */
+        /* The connections first: their pending commands' callbacks still reach the channels' backend and the
+         * nodes (a heartbeat they still hold is answered as they go). */
         c->subscriber = redis_conn_free(c->subscriber);
         c->commands = redis_conn_free(c->commands);
+        c->nodes = cluster_nodes_free(c->nodes);
         if (c->cc)
                 cluster_channels_connections_gone(c->cc);
         c->cc = cluster_channels_free(c->cc);

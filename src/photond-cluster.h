@@ -13,6 +13,7 @@
 #include "cluster-util.h"
 #include "macro.h"
 #include "photond-channel.h"
+#include "photond-cluster-nodes.h"
 
 typedef struct Cluster Cluster;
 struct json_object;
@@ -24,11 +25,12 @@ typedef struct ClusterSettings {
         char *url_source;       /* "credential cluster-url" or "PHOTOND_CLUSTER_URL" */
         char *prefix;           /* PHOTOND_CLUSTER_PREFIX, default CLUSTER_DEFAULT_PREFIX */
         char *node_id;          /* PHOTOND_NODE_ID, default <hostname>@system or <hostname>@user-<uid> */
+        ClusterCaps caps;       /* PHOTOND_CLUSTER_COMMAND_TIMEOUT_MS, _MAX_PENDING, _RECONNECT_MAX_MS, _HEARTBEAT_MS */
 } ClusterSettings;
 
 /* Reads the credential cluster-url ($CREDENTIALS_DIRECTORY/cluster-url; an empty one falls through), else
- * PHOTOND_CLUSTER_URL, then PHOTOND_CLUSTER_PREFIX and PHOTOND_NODE_ID. Not configured: 0 and !enabled. A URL,
- * prefix or node id that is not valid: -EINVAL, logged without the URL (it may hold a password). */
+ * PHOTOND_CLUSTER_URL, then PHOTOND_CLUSTER_PREFIX, PHOTOND_NODE_ID and the caps. Not configured: 0 and !enabled.
+ * A URL, prefix, node id or cap that is not valid: -EINVAL, logged without the URL (it may hold a password). */
 int cluster_settings_from_env(bool system, ClusterSettings *ret);
 void cluster_settings_done(ClusterSettings *s);
 
@@ -36,6 +38,9 @@ typedef struct ClusterConfig {
         sd_event *event;
         Channels *channels;
         const ClusterSettings *settings;        /* copied */
+        /* The cluster's state changed (state) or the nodes seen did (!state): for D-Bus; may be NULL. */
+        void (*changed)(bool state, void *userdata);
+        void *userdata;
 } ClusterConfig;
 
 /* Starts connecting (the Redis connections reconnect on their own; nothing waits for them). */
@@ -47,6 +52,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Cluster*, cluster_free);
  * NULL. */
 struct ClusterChannels;
 struct ClusterChannels* cluster_get_channels(Cluster *c);
+
+/* The nodes and the cluster's state (photond-cluster-nodes.h), for D-Bus. */
+ClusterNodes* cluster_get_nodes(Cluster *c);
 
 /* status' "cluster" object: url (no password), nodeId, prefix, state, since, lastError, counters. */
 int cluster_add_status(Cluster *c, struct json_object *data);

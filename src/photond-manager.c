@@ -319,6 +319,17 @@ static void backend_replay(const char *name, size_t len, int64_t last_event_id, 
         cluster_channels_replay(cc, name, len, last_event_id, s, done, done_userdata);
 }
 
+static void hook_cluster_changed(bool state, void *userdata) {
+        Manager *m = userdata;
+
+        bus_cluster_changed(m->bus, state);
+}
+
+/* The node took itself out of the cluster's node index: the stop may end now (manager_flush()). */
+static void hook_cluster_left(void *userdata) {
+        manager_schedule_flush(userdata);
+}
+
 static void hook_lock_changed(void *userdata, const char *name, const char *holder, const char *event) {
         Manager *m = userdata;
 
@@ -415,6 +426,9 @@ void manager_client_close(Manager *m, Client *c, ClientClose reason) {
 static bool manager_output_pending(Manager *m) {
         /* A webhook call under way at a stop finishes and is answered first (bounded by the stop's timer). */
         if (webhook_busy(m->webhook))
+                return true;
+        /* Cluster mode: the node's leave is answered first (bounded by the stop's timer). */
+        if (cluster_nodes_leaving(cluster_get_nodes(m->cluster)))
                 return true;
         LIST_FOREACH(clients, c, m->clients)
                 if (c->out_n > 0 && !c->disconnected)
@@ -734,6 +748,8 @@ static void manager_shutdown(Manager *m, const char *why, bool keep_clients) {
                         if (!c->disconnected)
                                 (void) client_send(c, b, NULL);
 
+        (void) cluster_nodes_leave(cluster_get_nodes(m->cluster), hook_cluster_left, m);
+
         /* Webhook calls under way get WEBHOOK_STOP_GRACE_MS to finish and be answered; clients alone, the flush
          * bound. */
         r = sd_event_add_time_relative(m->event, &m->shutdown_event_source, CLOCK_MONOTONIC,
@@ -899,6 +915,8 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                                         .event = m->event,
                                         .channels = m->channels,
                                         .settings = &m->cluster_settings,
+                                        .changed = hook_cluster_changed,
+                                        .userdata = m,
                                 }, &m->cluster);
                 if (r < 0)
                         return r;

@@ -400,8 +400,11 @@ static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
                 pending_arm(c);
                 return 0;
         }
-        log_warning("Redis (%s): no answer within %" PRIu64 " ms (%zu commands pending).", c->name,
-                    c->timeout_usec / USEC_PER_MSEC, c->n_pending);
+        /* While it reconnects, one attempt after another times out on a stuck server: the cluster's state said
+         * so once already. */
+        (void) log_full_errno(c->state == REDIS_CONN_CONNECTED ? LOG_WARNING : LOG_DEBUG, 0,
+                              "Redis (%s): no answer within %" PRIu64 " ms (%zu commands pending).", c->name,
+                              c->timeout_usec / USEC_PER_MSEC, c->n_pending);
         conn_drop(c, "timed out");
         return 0;
 }
@@ -508,6 +511,12 @@ const char* redis_conn_last_error(RedisConn *c) {
 
 size_t redis_conn_pending(RedisConn *c) {
         return c->n_pending;
+}
+
+void redis_conn_reset(RedisConn *c, const char *error) {
+        if (c->state != REDIS_CONN_CONNECTED)
+                return;
+        conn_drop(c, error);
 }
 
 int redis_conn_command(RedisConn *c, RedisReplyCallback cb, void *userdata, int argc, const char **argv,

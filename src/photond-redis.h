@@ -80,6 +80,10 @@ uint64_t redis_conn_state_since(RedisConn *c);
 const char* redis_conn_last_error(RedisConn *c);
 /* Commands sent and not answered yet. */
 size_t redis_conn_pending(RedisConn *c);
+/* Drops the connection as a timeout would (pending commands fail, hooks.disconnected is called) and reconnects
+ * after the back-off: for a caller that knows the connection is dead when the kernel does not (a subscriber that
+ * stopped receiving). error: for the log and redis_conn_last_error(). Nothing when not connected. */
+void redis_conn_reset(RedisConn *c, const char *error);
 
 /* Sends a command of argc binary-safe arguments. cb (may be NULL) is called once with its reply. -ENOTCONN
  * when not connected, -ENOBUFS when max_pending commands are unanswered, -EIO when hiredis did not take it

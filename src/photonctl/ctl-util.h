@@ -69,6 +69,9 @@ void ctl_format_time(char *buf, size_t len, int64_t epoch_ms);
 int ctl_usage_error(const char *verb);
 
 /* Verbs, one file per area. */
+/* status' cluster object as a section of photonctl status (ctl-cluster.c). */
+void ctl_print_cluster(struct json_object *cluster);
+
 int verb_ping(CtlContext *ctx, int argc, char *argv[]);
 int verb_status(CtlContext *ctx, int argc, char *argv[]);
 int verb_shutdown(CtlContext *ctx, int argc, char *argv[]);

@@ -242,6 +242,8 @@ int verb_status(CtlContext *ctx, int argc, char *argv[]) {
                 width = MAX(width, (int) strlen(k));
         }
         json_object_object_foreach(data, key, val) {
+                if (streq(key, "cluster"))
+                        continue;       /* a section of its own, below */
                 if (streq(key, "uptime") && json_object_is_type(val, json_type_double)) {
                         char buf[64];
                         ctl_format_duration(buf, sizeof(buf), (int64_t) (json_object_get_double(val) * 1000));
@@ -251,6 +253,8 @@ int verb_status(CtlContext *ctx, int argc, char *argv[]) {
                 else
                         printf("%-*s %s\n", width, key, json_object_get_string(val));
         }
+        if (json_object_object_get_ex(data, "cluster", &data))
+                ctl_print_cluster(data);
         return 0;
 }
 

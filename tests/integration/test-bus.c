@@ -218,7 +218,8 @@ Test(bus, introspect_and_properties) {
         static const char *const members[] = {
                 ".ListLocks", ".ListJobs", ".ListChannels", ".GetStatus", ".ReleaseLock", ".RunJob",
                 ".Unschedule", ".Publish", ".JobFinished", ".LockChanged", ".Version", ".StartedAt", ".Clients",
-                ".Channels", ".Subscriptions", ".Locks", ".Jobs", ".WebhookEnabled",
+                ".Channels", ".Subscriptions", ".Locks", ".Jobs", ".WebhookEnabled", ".ClusterState",
+                ".ClusterStateSince", ".ClusterNodes", ".ClusterStateChanged",
         };
         for (size_t i = 0; i < sizeof(members) / sizeof(members[0]); i++)
                 cr_assert(strstr(out, members[i]), "%s missing from introspection", members[i]);
@@ -242,6 +243,13 @@ Test(bus, introspect_and_properties) {
         json_object_put(p);
         p = get_property("StartedAt");
         cr_assert(jint(p, "data") > 1600000000000LL);
+        json_object_put(p);
+        /* a single node: no cluster state, no nodes (tests/integration/test-cluster-nodes.c has the cluster) */
+        p = get_property("ClusterState");
+        cr_assert_str_eq(jstr(p, "data"), "");
+        json_object_put(p);
+        p = get_property("ClusterStateSince");
+        cr_assert_eq(jint(p, "data"), 0);
         json_object_put(p);
 
         conn_close(c);

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 
 /* photond(8) documents every cap of photond-limits.h as "*PHOTOND_<NAME>* (default <N>)": checks that each
- * cap is there with its real default, and that the page documents no cap that does not exist. Prints TAP. */
+ * cap is there with its real default, and that the page documents no cap that does not exist. The caps of cluster
+ * mode (photond-cluster-nodes.h) are variables of ENVIRONMENT, "*PHOTOND_CLUSTER_<NAME>*" with "Default <N>, from
+ * <MIN> to <MAX>." in their entry: checked too. Prints TAP. */
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +11,7 @@
 
 #include "fd-util.h"
 #include "macro.h"
+#include "photond-cluster-nodes.h"
 #include "photond-limits.h"
 
 static bool known_limit(const char *name, size_t len) {
@@ -39,9 +42,12 @@ int main(int argc, char *argv[]) {
 
         while (limits_name(n_limits, NULL, NULL))
                 n_limits++;
+        unsigned n_cluster = 0;
+        while (cluster_cap_info(n_cluster))
+                n_cluster++;
 
-        /* one test per cap, plus one for the reverse direction */
-        printf("1..%u\n", n_limits + 1);
+        /* one test per cap, plus one for the reverse direction, plus one per cluster cap */
+        printf("1..%u\n", n_limits + 1 + n_cluster);
 
         for (i = 0; (name = limits_name(i, NULL, &def)); i++) {
                 char entry[160];
@@ -76,6 +82,26 @@ int main(int argc, char *argv[]) {
                 failed++;
         } else
                 printf("ok %u - every documented cap exists\n", test);
+
+        for (i = 0; i < n_cluster; i++) {
+                const ClusterCapInfo *c = cluster_cap_info(i);
+                char head[128], text[160];
+                const char *entry, *end;
+
+                snprintf(head, sizeof(head), "\n*%s*\n", c->variable);
+                snprintf(text, sizeof(text), "Default %llu, from %llu to %llu.", (unsigned long long) c->def,
+                         (unsigned long long) c->min, (unsigned long long) c->max);
+                test++;
+                entry = strstr(page, head);
+                end = entry ? strstr(entry + 1, "\n\n") : NULL;
+                p = entry ? strstr(entry, text) : NULL;
+                if (p && (!end || p < end))
+                        printf("ok %u - %s documented: %s\n", test, c->variable, text);
+                else {
+                        printf("not ok %u - photond(8) lacks an entry '%s' saying '%s'\n", test, c->variable, text);
+                        failed++;
+                }
+        }
 
         return failed > 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }
