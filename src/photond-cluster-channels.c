@@ -21,7 +21,7 @@
  * order, so the message of token T coming back settles every older one: those will not come (their script failed
  * or never ran).
  *
- * Replays. The replay script reads the prefix's stream and PUBLISHes its answer to this node's own channel
+ * Replays. The replay script reads the prefix's stream and PUBLISHes its answer to this node's replies channel
  * (<prefix>replies:<nodeId>) on the subscriber connection: the answer arrives after every message Redis ran before
  * the script and before every message after it, so the replayed events and the live ones that follow meet without
  * a gap or a repeat. */
@@ -100,9 +100,9 @@ static const char publish_source[] =
         "redis.call('PUBLISH', ARGV[1], env)\n"
         "return {id, now}\n";
 
-/* KEYS: the counter, the prefix's stream, its floor, the counter's birth. ARGV: this node's channel, the token, lastEventId, the
- * channel, "1" for a wildcard key / "0", the window (ms), the answer's byte cap. PUBLISHes the answer
- * (cluster_replay_parse()'s form) to this node's channel. The rules are the channels core's (channels_replay()):
+/* KEYS: the counter, the prefix's stream, its floor, the counter's birth. ARGV: this node's replies channel
+ * (<prefix>replies:<nodeId>), the token, lastEventId, the channel, "1" for a wildcard key / "0", the window (ms),
+ * the answer's byte cap. PUBLISHes the answer (cluster_replay_parse()'s form) to that channel. The rules are the channels core's (channels_replay()):
  * a lastEventId above the last id issued needs a refresh; a refresh comes alone for a channel, with the newer
  * events for a wildcard; an answer over the cap is a refresh alone. */
 static const char replay_source[] =
