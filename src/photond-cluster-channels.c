@@ -329,22 +329,33 @@ static void key_list_done(KeyList *l) {
         free(l->lens);
 }
 
-static int collect_subscribed(const ChannelInfo *info, void *userdata) {
-        return info->subscribers > 0 ? key_list_add(userdata, info->name, info->name_len) : 0;
+typedef struct GapList {
+        KeyList keys;
+        size_t n_subscribed;
+} GapList;
+
+static int collect_key(const ChannelInfo *info, void *userdata) {
+        GapList *g = userdata;
+
+        g->n_subscribed += info->subscribers > 0;
+        return key_list_add(&g->keys, info->name, info->name_len);
 }
 
-/* Every key with local subscribers: refresh_needed (channels_gap()). */
+/* Every key: its subscribers get refresh_needed and its buffered events go (channels_gap()), so that what the
+ * buffers hold is complete from their oldest event on again (a replay from them, SSE's Last-Event-ID, answers
+ * refresh_needed for anything older). */
 static void gap_all(ClusterChannels *cc, const char *why) {
-        _cleanup_(key_list_done) KeyList l = {};
+        GapList g = {};
         int r;
 
-        r = channels_foreach(cc->channels, collect_subscribed, &l);
-        for (size_t i = 0; i < l.n && r >= 0; i++)
-                r = channels_gap(cc->channels, l.names[i], l.lens[i]);
+        r = channels_foreach(cc->channels, collect_key, &g);
+        for (size_t i = 0; i < g.keys.n && r >= 0; i++)
+                r = channels_gap(cc->channels, g.keys.names[i], g.keys.lens[i]);
+        key_list_done(&g.keys);
         if (r < 0)
                 log_warning_errno(r, "Cluster: failed to tell the subscribers they may have missed events: %m");
-        else if (l.n > 0)
-                log_info("Cluster: refresh_needed sent on %zu subscribed channel keys (%s).", l.n, why);
+        else if (g.n_subscribed > 0)
+                log_info("Cluster: refresh_needed sent on %zu subscribed channel keys (%s).", g.n_subscribed, why);
 }
 
 static int on_gap_defer(sd_event_source *s, void *userdata) {
