@@ -53,7 +53,8 @@ static int client_update_io_events(Client *c) {
          * wait must then leave the queue at once, not be granted to nobody. Registered for the hang-up alone
          * (epoll reports EPOLLHUP whatever the mask; EPOLLHUP here only marks "in the set"), edge-triggered, so
          * it wakes the loop once. */
-        if (events == 0 && c->close_after_flush && !c->peer_gone && (c->peer.n_calls > 0 || c->lock_waits.n_waiters > 0))
+        if (events == 0 && c->close_after_flush && !c->peer_gone &&
+            (c->peer.n_calls > 0 || c->lock_waits.n_waiters > 0 || c->lock_ops))
                 events = EPOLLHUP;
         if (events == c->io_events)
                 return 0;
@@ -131,7 +132,7 @@ void client_note_session(Client *c, const char *s) {
 
 bool client_closing_done(Client *c) {
         return c->close_after_flush && c->out_n == 0 && c->peer.n_calls == 0 && c->lock_waits.n_waiters == 0 &&
-                c->n_deferred == 0;
+                c->n_deferred == 0 && !c->lock_ops;
 }
 
 void client_input_end(Client *c) {
@@ -722,7 +723,7 @@ int client_reply_error(Client *c, const char *id, const char *error, const char 
 /* The queue is back under its cap: the input kept meanwhile is handled from the read-more source, and the
  * socket read again (input that came while paused raised no edge we would have seen). */
 static void client_resume_input(Client *c) {
-        if (!c->input_paused)
+        if (!c->input_paused || (c->n_awaiting > 0 && !c->peer_gone))
                 return;
         c->input_paused = false;
         (void) client_update_io_events(c);
@@ -941,8 +942,22 @@ static int client_pause_input(Client *c, const char *data, size_t size) {
         return 0;
 }
 
+/* Also while an earlier request's answer is still to come (client_await_begin()): input waits as it does for a
+ * full queue. */
 static bool client_queue_full(Client *c) {
-        return c->out_bytes > limits.MAX_WRITE_QUEUE_BYTES;
+        return c->out_bytes > limits.MAX_WRITE_QUEUE_BYTES || (c->n_awaiting > 0 && !c->peer_gone);
+}
+
+void client_await_begin(Client *c) {
+        c->n_awaiting++;
+}
+
+void client_await_end(Client *c) {
+        assert(c->n_awaiting > 0);
+        if (--c->n_awaiting > 0 || c->disconnected)
+                return;
+        if (c->out_bytes <= limits.MAX_WRITE_QUEUE_BYTES)
+                client_resume_input(c);
 }
 
 static bool client_stopped(Client *c) {

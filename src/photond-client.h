@@ -97,6 +97,10 @@ struct Client {
          * (photond-control-channels.c's) */
         LIST_HEAD(struct ChannelsDeferred, deferred);
         unsigned n_deferred;
+        /* photond-control-locks.c's: its requests a lock backend (cluster mode) works on, to be told when c goes;
+         * and how many of them owe an answer before c's next request is read (client_await_begin()) */
+        struct LockOp *lock_ops;
+        unsigned n_awaiting;
 };
 
 /* A Client as the channels' Subscriber: its write queue (client_send(), client_drop_tagged(), client_write_now(),
@@ -159,6 +163,12 @@ void client_input_end(Client *c);
 /* Remembers s as the client's sessionId (status "sessions", ps), unless it is longer than MAX_LOCK_HOLDER_BYTES:
  * otherwise every connection could pin a line's worth of memory for good, and ps list it. */
 void client_note_session(Client *c, const char *s);
+
+/* An answer that comes later (from Redis) and must leave before the answers to c's later requests: no further
+ * request of c is handled until as many client_await_end() as client_await_begin() were called. Other clients go
+ * on meanwhile. */
+void client_await_begin(Client *c);
+void client_await_end(Client *c);
 
 /* A closing client (close_after_flush) whose answers are all out and none is still to come. */
 bool client_closing_done(Client *c);

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "json-util.h"
+#include "log.h"
 #include "photond-client.h"
 #include "photond-control.h"
 #include "photond-limits.h"
@@ -42,6 +43,14 @@ static int reply_bad_timeout(Client *c, const char *id) {
         return client_reply_error(c, id,
                                   "Invalid request format: lockTimeout must be a non-negative number of milliseconds",
                                   NULL);
+}
+
+static int reply_bad_wait(Client *c, const char *id) {
+        char msg[160];
+
+        snprintf(msg, sizeof(msg), "Invalid request format: lockWait must be a number of milliseconds from 0 to %"
+                 PRIu64, limits.MAX_LOCK_WAIT_MS);
+        return client_reply_error(c, id, msg, NULL);
 }
 
 /* ---- the answers of lock, assign_lock and unlock ---- */
@@ -242,6 +251,241 @@ static int lock_wait(LockTable *t, Client *c, const LockRequest *r, const char *
         return 0;
 }
 
+/* ---- another backend (cluster mode): the same rules, the answers later ---- */
+
+static const char* dup_into(char **p, const char *s) {
+        char *start = *p;
+
+        if (!s)
+                return NULL;
+        *p = stpcpy(*p, s) + 1;
+        return start;
+}
+
+static int backend_submit(const LockBackend *b, Client *c, RequestType type, const char *id, const char *name,
+                          const char *holder, const char *to, uint64_t timeout_ms, uint64_t wait_ms) {
+        size_t n = strlen(id) + 1 + (name ? strlen(name) + 1 : 0) + (holder ? strlen(holder) + 1 : 0) +
+                (to ? strlen(to) + 1 : 0);
+        LockOp *op;
+        char *p;
+
+        op = malloc(offsetof(LockOp, data) + n);
+        if (!op)
+                return -ENOMEM;
+        *op = (LockOp) {
+                .type = type,
+                .timeout_ms = timeout_ms,
+                .wait_ms = wait_ms,
+                .client = c,
+                .awaiting = true,
+        };
+        p = op->data;
+        op->id = (char *) dup_into(&p, id);
+        op->name = dup_into(&p, name);
+        op->holder = dup_into(&p, holder);
+        op->transfer_to = dup_into(&p, to);
+
+        LIST_PREPEND(ops, c->lock_ops, op);
+        client_await_begin(c);
+        b->submit(b->userdata, op);
+        return 0;
+}
+
+static void op_detach(LockOp *op) {
+        Client *c = op->client;
+
+        if (!c)
+                return;
+        LIST_REMOVE(ops, c->lock_ops, op);
+        if (op->awaiting) {
+                op->awaiting = false;
+                client_await_end(c);
+        }
+        op->client = NULL;
+}
+
+void lock_op_parked(LockOp *op) {
+        if (op->client && op->awaiting) {
+                op->awaiting = false;
+                client_await_end(op->client);
+        }
+}
+
+void control_lock_client_gone(const LockBackend *b, Client *c) {
+        LockOp *op;
+
+        while ((op = c->lock_ops)) {
+                op_detach(op);
+                b->cancel(b->userdata, op);
+        }
+}
+
+static int answer_unavailable(Client *c, const char *id, const char *reason);
+
+void control_lock_stop(const LockBackend *b, Client *c) {
+        LockOp *op;
+
+        while ((op = c->lock_ops)) {
+                (void) answer_unavailable(c, op->id, "photond is stopping");
+                op_detach(op);
+                b->cancel(b->userdata, op);
+        }
+}
+
+static int answer_unavailable(Client *c, const char *id, const char *reason) {
+        char msg[256];
+
+        snprintf(msg, sizeof(msg), "Cluster unavailable: %s", reason ?: "Redis did not answer");
+        return client_reply_error(c, id, msg,
+                                  "Check that Redis is running and reachable (photonctl status shows the cluster "
+                                  "state); photond reconnects on its own, retry then");
+}
+
+static int answer_transfer(Client *c, const LockOp *op, const LockOpResult *res) {
+        _cleanup_(json_object_putp) struct json_object *d = json_object_new_object();
+
+        if (!d)
+                return -ENOMEM;
+        if (res->error == -EPERM) {
+                if (json_add_bool(d, "transferred", false) < 0 ||
+                    json_add_string(d, "lockName", op->name) < 0 ||
+                    json_add_string(d, "reason", "Not the current holder") < 0 ||
+                    json_add_string(d, "currentHolder", res->lock.holder) < 0)
+                        return -ENOMEM;
+                return client_reply_result(c, op->id, false, TAKE_PTR(d));
+        }
+        if (json_add_bool(d, "transferred", true) < 0 ||
+            json_add_string(d, "lockName", op->name) < 0 ||
+            json_add_string(d, "from", op->holder) < 0 ||
+            json_add_string(d, "to", op->transfer_to) < 0 ||
+            json_add_int64(d, "fencingToken", (int64_t) res->lock.fencing_token) < 0)
+                return -ENOMEM;
+        return client_reply_result(c, op->id, true, TAKE_PTR(d));
+}
+
+static int answer_query(Client *c, const LockOp *op, const LockOpResult *res) {
+        _cleanup_(json_object_putp) struct json_object *d = json_object_new_object();
+
+        if (!d || json_add_string(d, "lockName", op->name) < 0)
+                return -ENOMEM;
+        if (!res->found) {
+                if (json_object_object_add(d, "holder", NULL) < 0)
+                        return -ENOMEM;
+                return client_reply_result(c, op->id, true, TAKE_PTR(d));
+        }
+        if (json_add_string(d, "holder", res->lock.holder) < 0 ||
+            json_add_int64(d, "acquiredAt", res->lock.acquired_at) < 0 ||
+            json_add_int64(d, "expiresAt", res->lock.expires_at) < 0 ||
+            json_add_int64(d, "fencingToken", (int64_t) res->lock.fencing_token) < 0)
+                return -ENOMEM;
+        return client_reply_result(c, op->id, true, TAKE_PTR(d));
+}
+
+static int answer_list(Client *c, const LockOp *op, struct json_object *locks) {
+        _cleanup_(json_object_putp) struct json_object *d = json_object_new_object();
+
+        if (!d || json_add(d, "locks", locks) < 0)
+                return -ENOMEM;
+        return client_reply_result(c, op->id, true, TAKE_PTR(d));
+}
+
+static int answer(Client *c, const LockOp *op, const LockOpResult *res) {
+        switch (res->error) {
+        case 0:
+        case -EBUSY:
+        case -EPERM:
+        case -ETIME:
+                break;
+        case -ENOSPC:
+                return client_reply_limit(c, op->id, LIMIT_MAX_LOCKS, UINT64_MAX);
+        case -EUSERS:
+                return client_reply_limit(c, op->id, LIMIT_MAX_LOCK_WAITERS, UINT64_MAX);
+        case -EXFULL:
+                return client_reply_limit(c, op->id, LIMIT_MAX_LOCK_WAITERS_PER_LOCK, UINT64_MAX);
+        case -ENOMEM:
+                return client_reply_error(c, op->id, "Internal error: Cannot allocate memory", NULL);
+        default:
+                return answer_unavailable(c, op->id, res->reason);
+        }
+
+        switch (op->type) {
+        case REQUEST_LOCK:
+        case REQUEST_ASSIGN_LOCK:
+                if (res->error == 0)
+                        return send_acquired(c, op->id, op->name, op->holder, res->lock.fencing_token);
+                return send_refused(c, op->type, op->id, op->name, op->holder, res->lock.holder);
+        case REQUEST_UNLOCK:
+                return send_released(c, op->id, op->name, res->error == 0);
+        case REQUEST_TRANSFER_LOCK:
+                return answer_transfer(c, op, res);
+        case REQUEST_QUERY_LOCK:
+                return answer_query(c, op, res);
+        case REQUEST_LIST_LOCKS:
+                return answer_list(c, op, res->locks);
+        default:
+                return -EINVAL;
+        }
+}
+
+void lock_op_done(LockOp *op, const LockOpResult *res) {
+        Client *c = op->client;
+        int r;
+
+        op_detach(op);
+        if (!c || c->disconnected || res->error == -ECANCELED) {
+                /* Nobody to answer; a list made all the same is dropped. */
+                if (op->type == REQUEST_LIST_LOCKS)
+                        json_object_put(res->locks);
+        } else {
+                r = answer(c, op, res);
+                if (r < 0) {
+                        log_warning_errno(r, "Lock request '%s' from client %" PRIu64 " failed: %m", op->id,
+                                          c->serial);
+                        if (r == -ENOMEM)
+                                (void) client_reply_error(c, op->id, "Internal error: Cannot allocate memory",
+                                                          NULL);
+                }
+        }
+        free(op);
+}
+
+static int serve_backend(const LockBackend *b, Client *c, const LockRequest *r) {
+        const char *holder = lock_request_holder(r);
+
+        if (r->timeout_invalid && r->type != REQUEST_UNLOCK && r->type != REQUEST_QUERY_LOCK)
+                return reply_bad_timeout(c, r->id);
+        switch (r->type) {
+        case REQUEST_LOCK:
+        case REQUEST_ASSIGN_LOCK:
+                if (r->wait_invalid || r->wait_ms > limits.MAX_LOCK_WAIT_MS)
+                        return reply_bad_wait(c, r->id);
+                break;
+        case REQUEST_TRANSFER_LOCK:
+                if (!r->transfer_to || !r->transfer_to[0])
+                        return client_reply_error(c, r->id, !r->transfer_to ?
+                                                  "Invalid request format: lockTransferTo is missing" :
+                                                  "Invalid request format: lockTransferTo is empty",
+                                                  "Name the new holder in lockTransferTo");
+                if (strlen(r->transfer_to) > limits.MAX_LOCK_HOLDER_BYTES)
+                        return client_reply_limit(c, r->id, LIMIT_MAX_LOCK_HOLDER_BYTES, strlen(r->transfer_to));
+                break;
+        case REQUEST_UNLOCK:
+        case REQUEST_QUERY_LOCK:
+                break;
+        default:
+                return -EINVAL;
+        }
+        /* The table's caps, checked before Redis sees the request (a query of any name is answered there). */
+        if (r->type != REQUEST_QUERY_LOCK && r->type != REQUEST_UNLOCK) {
+                if (strlen(r->name) > limits.MAX_LOCK_NAME_BYTES)
+                        return client_reply_limit(c, r->id, LIMIT_MAX_LOCK_NAME_BYTES, strlen(r->name));
+                if (strlen(holder) > limits.MAX_LOCK_HOLDER_BYTES)
+                        return client_reply_limit(c, r->id, LIMIT_MAX_LOCK_HOLDER_BYTES, strlen(holder));
+        }
+        return backend_submit(b, c, r->type, r->id, r->name, holder, r->transfer_to, lock_request_timeout(r),
+                              r->type == REQUEST_LOCK || r->type == REQUEST_ASSIGN_LOCK ? r->wait_ms : 0);
+}
+
 /* ---- the requests ---- */
 
 static int lock_acquire(LockTable *t, Client *c, const LockRequest *r) {
@@ -252,13 +496,8 @@ static int lock_acquire(LockTable *t, Client *c, const LockRequest *r) {
 
         if (r->timeout_invalid)
                 return reply_bad_timeout(c, r->id);
-        if (r->wait_invalid || r->wait_ms > limits.MAX_LOCK_WAIT_MS) {
-                char msg[160];
-
-                snprintf(msg, sizeof(msg), "Invalid request format: lockWait must be a number of milliseconds "
-                         "from 0 to %" PRIu64, limits.MAX_LOCK_WAIT_MS);
-                return client_reply_error(c, r->id, msg, NULL);
-        }
+        if (r->wait_invalid || r->wait_ms > limits.MAX_LOCK_WAIT_MS)
+                return reply_bad_wait(c, r->id);
 
         now = lock_table_now(t);
         k = lock_table_acquire(t, r->name, holder, lock_request_timeout(r), &now, &l);
@@ -348,7 +587,9 @@ static int lock_query(LockTable *t, Client *c, const LockRequest *r) {
 }
 
 /* Every lock request ends here, whichever parse made r. */
-static int serve(LockTable *t, Client *c, const LockRequest *r) {
+static int serve(LockTable *t, const LockBackend *b, Client *c, const LockRequest *r) {
+        if (b)
+                return serve_backend(b, c, r);
         switch (r->type) {
         case REQUEST_LOCK:
         case REQUEST_ASSIGN_LOCK:
@@ -364,7 +605,8 @@ static int serve(LockTable *t, Client *c, const LockRequest *r) {
         }
 }
 
-int control_lock_line(LockTable *t, Client *c, const char *line, size_t len, RequestType *ret_type) {
+int control_lock_line(LockTable *t, const LockBackend *b, Client *c, const char *line, size_t len,
+                      RequestType *ret_type) {
         LockLineBuf buf;
         LockRequest r;
         int k;
@@ -378,21 +620,24 @@ int control_lock_line(LockTable *t, Client *c, const char *line, size_t len, Req
         if (r.session)
                 client_note_session(c, r.session);
 
-        k = serve(t, c, &r);
+        k = serve(t, b, c, &r);
         return k < 0 ? k : 1;
 }
 
-int control_lock_request(LockTable *t, Client *c, const Request *req) {
+int control_lock_request(LockTable *t, const LockBackend *b, Client *c, const Request *req) {
         LockRequest r;
 
         lock_request_from_request(req, &r);
-        return serve(t, c, &r);
+        return serve(t, b, c, &r);
 }
 
-int control_lock_list(LockTable *t, Client *c, const Request *req) {
+int control_lock_list(LockTable *t, const LockBackend *b, Client *c, const Request *req) {
         _cleanup_(json_object_putp) struct json_object *d = NULL;
         struct json_object *a = NULL;
         int r;
+
+        if (b)
+                return backend_submit(b, c, REQUEST_LIST_LOCKS, req->id, NULL, NULL, NULL, 0, 0);
 
         r = lock_table_list(t, &a);
         if (r < 0)

@@ -100,11 +100,11 @@ static int handle_get_events_since(Manager *m, Client *c, Request *req) {
 
 /* The lock requests' front end (photond-control-locks.c) is given the table, not the Manager. */
 static int handle_lock_request(Manager *m, Client *c, Request *req) {
-        return control_lock_request(m->locks, c, req);
+        return control_lock_request(m->locks, m->lock_backend, c, req);
 }
 
 static int handle_list_locks(Manager *m, Client *c, Request *req) {
-        return control_lock_list(m->locks, c, req);
+        return control_lock_list(m->locks, m->lock_backend, c, req);
 }
 
 typedef int (*RequestHandler)(Manager *m, Client *c, Request *req);
@@ -195,7 +195,7 @@ static int serve_line(Manager *m, Client *c, const char *line, size_t len, unsig
                         *ret_type = REQUEST_PUBLISH;
                         return r < 0 ? r : 0;
                 }
-                r = control_lock_line(m->locks, c, line, len, &type);
+                r = control_lock_line(m->locks, m->lock_backend, c, line, len, &type);
                 if (r != 0) {
                         *ret_type = type;
                         return r < 0 ? r : 0;

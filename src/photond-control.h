@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "list.h"
 #include "metrics.h"
 #include "photond-client.h"
 #include "photond-lock.h"
@@ -49,15 +50,71 @@ const char* control_stats_type_to_string(unsigned type);
 
 /* ---- locks (photond-control-locks.c) ---- */
 
+/* A lock backend other than the local LockTable: cluster mode's (photond-cluster-locks.c), which the Manager
+ * chooses at construction. Without one (a single node) the requests go to the table as they always did; with one,
+ * every lock request goes to it, after the same rules (holder, default timeout, bounds), and its answers come
+ * later, in the shapes of the table's. */
+typedef struct LockOp LockOp;
+
+/* How an operation ended. */
+typedef struct LockOpResult {
+        /* 0: done (an acquire or transfer granted, a release, a query or list answered); -EBUSY: held by another
+         * holder (lock: that lock); -EPERM: a release or transfer by someone who does not hold it (lock: the
+         * holder's lock); -ETIME: lockWait ran out (lock: the holder's lock); -ENOSPC, -EXFULL, -EUSERS: a cap
+         * (MAX_LOCKS, MAX_LOCK_WAITERS_PER_LOCK, MAX_LOCK_WAITERS); -ECANCELED: no answer is owed (the client went, photond is stopping); -ENOTCONN,
+         * -ETIMEDOUT, -EIO: the backend could not decide (reason says why): never a grant. */
+        int error;
+        const char *reason;
+        bool found;                     /* query_lock: there is a live lock (lock) */
+        LockInfo lock;
+        struct json_object *locks;      /* list_locks: the array (taken) */
+} LockOpResult;
+
+struct LockOp {
+        /* the request as the rules made it; read-only for the backend */
+        RequestType type;               /* lock, assign_lock, unlock, transfer_lock, query_lock, list_locks */
+        const char *name, *holder, *transfer_to;
+        uint64_t timeout_ms, wait_ms;
+        void *backend_data;             /* the backend's */
+        uint64_t backend_mark;          /* the backend's */
+
+        /* the control front end's */
+        Client *client;                 /* NULL once it went */
+        LIST_FIELDS(LockOp, ops);       /* on client->lock_ops */
+        bool awaiting;                  /* holds the client's next request (client_await_begin()) */
+        char *id;
+        char data[];                    /* the strings */
+};
+
+typedef struct LockBackend {
+        /* Starts op. It ends with exactly one lock_op_done(), which may come before submit returns. */
+        void (*submit)(void *userdata, LockOp *op);
+        /* op's client is gone: the backend ends op with -ECANCELED, at once when it is only waiting, else when
+         * its answer comes. */
+        void (*cancel)(void *userdata, LockOp *op);
+        void *userdata;
+} LockBackend;
+
+/* The backend's answer to op, which is freed. */
+void lock_op_done(LockOp *op, const LockOpResult *result);
+/* op waits (lockWait): the client's next requests are answered meanwhile, as on a single node. */
+void lock_op_parked(LockOp *op);
+/* c is going: its operations still under way are cancelled (LockBackend.cancel). */
+void control_lock_client_gone(const LockBackend *b, Client *c);
+/* photond is stopping: c's operations still under way (parked waits too) are answered "Cluster unavailable:
+ * photond is stopping" now and cancelled, so that a stop that keeps the connections leaves none unanswered. */
+void control_lock_stop(const LockBackend *b, Client *c);
+
 /* The lock/unlock fast path, offered every line before it is parsed: a plain lock or unlock line
  * (lock_request_parse_line()) is served without json-c objects. Returns 1 when the line was handled (and answered),
  * 0 when it is left to the general path (nothing done), or a negative errno as a handler does (-ENOMEM);
  * *ret_type (may be NULL): which of the two it was, once parsed. */
-int control_lock_line(LockTable *t, Client *c, const char *line, size_t len, RequestType *ret_type);
+int control_lock_line(LockTable *t, const LockBackend *b, Client *c, const char *line, size_t len,
+                      RequestType *ret_type);
 /* lock, unlock, assign_lock, transfer_lock and query_lock after request_parse(): served by the same code as the
  * fast path's lines. */
-int control_lock_request(LockTable *t, Client *c, const Request *req);
-int control_lock_list(LockTable *t, Client *c, const Request *req);
+int control_lock_request(LockTable *t, const LockBackend *b, Client *c, const Request *req);
+int control_lock_list(LockTable *t, const LockBackend *b, Client *c, const Request *req);
 /* Calls cb with the id of each lock request c waits for (lockWait), oldest first; stops at cb's first negative
  * return and returns it (a stop that keeps the connections writes them down: photond-fdstore.c). */
 int control_lock_foreach_wait(Client *c, int (*cb)(const char *request_id, void *userdata), void *userdata);

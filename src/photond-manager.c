@@ -246,7 +246,8 @@ int manager_build_status(Manager *m, struct json_object **ret) {
             (r = scheduler_add_status(m->scheduler, data)) < 0 ||
             (r = dispatcher_add_status(m->dispatcher, data)) < 0 ||
             (r = webhook_add_status(m->webhook, data)) < 0 ||
-            (r = cluster_add_status(m->cluster, data)) < 0)
+            (r = cluster_add_status(m->cluster, data)) < 0 ||
+            (r = cluster_locks_add_status(m->cluster_locks, data)) < 0)
                 return r;
 
         *ret = TAKE_PTR(data);
@@ -394,6 +395,8 @@ void manager_client_disconnect(Manager *m, Client *c) {
         /* Subsystems drop their references first, while the client is still whole. */
         channels_subscriber_gone(m->channels, &c->subscriber);
         lock_table_owner_gone(m->locks, &c->lock_waits);
+        if (m->lock_backend)
+                control_lock_client_gone(m->lock_backend, c);
         dispatcher_peer_gone(m->dispatcher, &c->peer);
         scheduler_waiter_gone(m->scheduler, c);         /* a run_job requester (photond-control-jobs.c) */
 
@@ -734,6 +737,12 @@ static void manager_shutdown(Manager *m, const char *why, bool keep_clients) {
         (void) sd_event_source_set_enabled(m->control_event_source, SD_EVENT_OFF);
         (void) sd_event_source_set_enabled(m->accept_pause_event_source, SD_EVENT_OFF);
 
+        /* Cluster lock requests under way are answered now: the next process would not know them. */
+        if (m->lock_backend)
+                LIST_FOREACH(clients, c, m->clients)
+                        if (!c->disconnected)
+                                control_lock_stop(m->lock_backend, c);
+
         if (keep_clients)
                 (void) fdstore_keep_clients(m);
 
@@ -920,6 +929,14 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                                 }, &m->cluster);
                 if (r < 0)
                         return r;
+                /* Every lock request then acts on the locks in Redis; the local table stays, unused by them. */
+                r = cluster_locks_new(&(ClusterLocksConfig) {
+                                              .event = m->event,
+                                              .settings = &m->cluster_settings,
+                                      }, &m->cluster_locks);
+                if (r < 0)
+                        return r;
+                m->lock_backend = cluster_locks_backend(m->cluster_locks);
         }
         r = lock_table_new(m->event, &(LockTableHooks) {
                                    .clock = &m->clock,
@@ -1262,6 +1279,8 @@ Manager* manager_free(Manager *m) {
         /* Before the clients leave: the publishes and replays still waiting for Redis are answered ("photond is
          * stopping") while their clients are there. */
         m->cluster = cluster_free(m->cluster);
+        m->lock_backend = NULL;
+        m->cluster_locks = cluster_locks_free(m->cluster_locks);
         cluster_settings_done(&m->cluster_settings);
 
         /* Subsystems first: they may still refer to clients. */

@@ -13,6 +13,7 @@
 #include "photond-bus.h"
 #include "photond-client.h"
 #include "photond-cluster.h"
+#include "photond-cluster-locks.h"
 #include "photond-control.h"
 #include "photond-protocol.h"
 #include "ratelimit.h"
@@ -86,6 +87,8 @@ typedef struct Manager {
         ClusterSettings cluster_settings;
         Cluster *cluster;
         ChannelsBackend channels_backend;       /* cluster mode: the channels' backend, forwarding to cluster */
+        ClusterLocks *cluster_locks;    /* photond-cluster-locks.c: the lock requests' backend */
+        const LockBackend *lock_backend;        /* where the control socket's lock requests go; NULL: m->locks */
 
         /* HTTP: the front end on the "webhook" listener and its routes */
         int webhook_fd;

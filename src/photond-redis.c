@@ -509,6 +509,10 @@ const char* redis_conn_last_error(RedisConn *c) {
         return c->last_error;
 }
 
+void* redis_conn_userdata(RedisConn *c) {
+        return c->hooks.userdata;
+}
+
 size_t redis_conn_pending(RedisConn *c) {
         return c->n_pending;
 }

@@ -78,6 +78,8 @@ RedisConnState redis_conn_state(RedisConn *c);
 uint64_t redis_conn_state_since(RedisConn *c);
 /* The last connection error (no secrets), or NULL. */
 const char* redis_conn_last_error(RedisConn *c);
+/* hooks.userdata (for a reply callback whose own userdata is the request's). */
+void* redis_conn_userdata(RedisConn *c);
 /* Commands sent and not answered yet. */
 size_t redis_conn_pending(RedisConn *c);
 /* Drops the connection as a timeout would (pending commands fail, hooks.disconnected is called) and reconnects

@@ -186,7 +186,7 @@ static void general_request(Client *c, const char *line) {
 
         cr_assert_eq(request_parse(line, strlen(line), &req, &error, &id), 0, "%s: %s", line, error);
         c->manager = &manager;
-        cr_assert_eq(control_lock_request(table, c, req), 0, "%s", line);
+        cr_assert_eq(control_lock_request(table, NULL, c, req), 0, "%s", line);
         request_free(req);
 }
 
@@ -723,7 +723,7 @@ Test(lock, fast_path_answers_byte_for_byte_as_the_general_path) {
         limits.MAX_LOCK_HOLDER_BYTES = 8;
 
         for (size_t i = 0; i < ELEMENTSOF(lines); i++) {
-                cr_assert_eq(control_lock_line(table, &clients[0], lines[i], strlen(lines[i]), NULL), 1,
+                cr_assert_eq(control_lock_line(table, NULL, &clients[0], lines[i], strlen(lines[i]), NULL), 1,
                              "not taken: %s", lines[i]);
                 fast[i] = pop_raw(&clients[0]);
         }
@@ -777,7 +777,7 @@ Test(lock, fast_path_leaves_everything_else_alone) {
         };
 
         for (size_t i = 0; i < ELEMENTSOF(lines); i++) {
-                cr_assert_eq(control_lock_line(table, &clients[0], lines[i], strlen(lines[i]), NULL), 0,
+                cr_assert_eq(control_lock_line(table, NULL, &clients[0], lines[i], strlen(lines[i]), NULL), 0,
                              "taken: %s", lines[i]);
                 cr_assert_eq(client_queued(&clients[0]), 0, "answered: %s", lines[i]);
                 cr_assert_eq(lock_table_count(table), 0, "acted on: %s", lines[i]);
@@ -794,7 +794,7 @@ Test(lock, fast_path_leaves_everything_else_alone) {
         static const size_t raw_len[] = { 41, 40, 55, 40 };
         for (size_t i = 0; i < ELEMENTSOF(raw); i++) {
                 cr_assert_eq(raw[i][raw_len[i] - 1], i == 3 ? '\0' : '}', "length of case %zu", i);
-                cr_assert_eq(control_lock_line(table, &clients[0], raw[i], raw_len[i], NULL), 0,
+                cr_assert_eq(control_lock_line(table, NULL, &clients[0], raw[i], raw_len[i], NULL), 0,
                              "taken: case %zu", i);
                 cr_assert_eq(client_queued(&clients[0]), 0);
                 cr_assert_eq(lock_table_count(table), 0);

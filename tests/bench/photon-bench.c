@@ -53,6 +53,13 @@ typedef enum Target {
 static Target arg_target = TARGET_PHOTON;
 static const char *arg_socket = NULL;
 static pid_t arg_pid = 0;
+/* --socket and --pid may name several servers, comma-separated (cluster mode: two photond nodes and their Redis):
+ * connection i goes to socket i modulo their number, and the CPU and RSS are the sum of the pids'. */
+#define MAX_SERVERS 8
+static char *arg_sockets[MAX_SERVERS];
+static unsigned n_sockets;
+static pid_t arg_pids[MAX_SERVERS];
+static unsigned n_pids;
 static unsigned arg_subscribers = 10;
 static unsigned arg_publishers = 1;
 static unsigned arg_messages = 10000;
@@ -177,13 +184,13 @@ typedef struct ServerSample {
 
 /* The run time of every thread of the server in ns (/proc/PID/task/TID/schedstat, first field), or 0 if the kernel
  * has no schedstat. utime+stime count in clock ticks (10 ms): too coarse for a paced run at 1 % of a core. */
-static uint64_t server_cpu_ns(void) {
+static uint64_t server_cpu_ns_of(pid_t pid) {
         char path[384];
         uint64_t sum = 0;
         DIR *d;
         struct dirent *de;
 
-        snprintf(path, sizeof path, "/proc/%d/task", (int) arg_pid);
+        snprintf(path, sizeof path, "/proc/%d/task", (int) pid);
         d = opendir(path);
         if (!d)
                 return 0;
@@ -193,7 +200,7 @@ static uint64_t server_cpu_ns(void) {
 
                 if (de->d_name[0] == '.')
                         continue;
-                snprintf(path, sizeof path, "/proc/%d/task/%s/schedstat", (int) arg_pid, de->d_name);
+                snprintf(path, sizeof path, "/proc/%d/task/%s/schedstat", (int) pid, de->d_name);
                 f = fopen(path, "re");
                 if (!f)
                         continue;
@@ -205,15 +212,15 @@ static uint64_t server_cpu_ns(void) {
         return sum;
 }
 
-static void server_sample(ServerSample *ret) {
+static void server_sample_of(pid_t pid, ServerSample *ret) {
         char path[64], buf[4096], *p;
         FILE *f;
 
         *ret = (ServerSample) { .at = now_ns() };
-        if (arg_pid <= 0)
+        if (pid <= 0)
                 return;
 
-        snprintf(path, sizeof path, "/proc/%d/status", (int) arg_pid);
+        snprintf(path, sizeof path, "/proc/%d/status", (int) pid);
         f = fopen(path, "re");
         if (!f)
                 die("cannot read %s: %m (is --pid right?)", path);
@@ -222,7 +229,7 @@ static void server_sample(ServerSample *ret) {
                         break;
         fclose(f);
 
-        snprintf(path, sizeof path, "/proc/%d/stat", (int) arg_pid);
+        snprintf(path, sizeof path, "/proc/%d/stat", (int) pid);
         f = fopen(path, "re");
         if (!f)
                 die("cannot read %s: %m", path);
@@ -237,7 +244,20 @@ static void server_sample(ServerSample *ret) {
                 if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2)
                         ret->cpu_ticks = ut + st;
         }
-        ret->cpu_ns = server_cpu_ns();
+        ret->cpu_ns = server_cpu_ns_of(pid);
+}
+
+static void server_sample(ServerSample *ret) {
+        *ret = (ServerSample) { .at = now_ns() };
+        for (unsigned i = 0; i < n_pids; i++) {
+                ServerSample one;
+
+                server_sample_of(arg_pids[i], &one);
+                ret->rss_kib += one.rss_kib;
+                ret->cpu_ticks += one.cpu_ticks;
+                /* all or nothing: one pid without schedstat leaves the ticks to count */
+                ret->cpu_ns = i == 0 || ret->cpu_ns > 0 ? (one.cpu_ns > 0 ? ret->cpu_ns + one.cpu_ns : 0) : 0;
+        }
 }
 
 static double server_cpu_percent(const ServerSample *a, const ServerSample *b) {
@@ -333,9 +353,11 @@ static Conn *conn_new(Role role, unsigned idx, size_t rcap) {
         Conn *c;
         int fd;
 
-        if (strlen(arg_socket) >= sizeof sa.sun_path)
-                die("socket path too long: %s", arg_socket);
-        strcpy(sa.sun_path, arg_socket);
+        const char *path = arg_sockets[idx % n_sockets];
+
+        if (strlen(path) >= sizeof sa.sun_path)
+                die("socket path too long: %s", path);
+        strcpy(sa.sun_path, path);
 
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
@@ -343,7 +365,7 @@ static Conn *conn_new(Role role, unsigned idx, size_t rcap) {
         /* Blocking connect: when the server's backlog is full it waits for an accept instead of failing. */
         while (connect(fd, (struct sockaddr *) &sa, sizeof sa) < 0)
                 if (errno != EINTR)
-                        die("connect(%s): %m (connection %u)", arg_socket, idx);
+                        die("connect(%s): %m (connection %u)", path, idx);
         if (fcntl(fd, F_SETFL, O_NONBLOCK) < 0)
                 die("fcntl(): %m");
 
@@ -1749,8 +1771,9 @@ static void help(void) {
                "  start -- CMD...   run a server, wait for its READY=1 (sd_notify), print its pid\n\n"
                "Options:\n"
                "  --target=photon|redis   Protocol to speak (default photon)\n"
-               "  --socket=PATH           The server's Unix socket\n"
-               "  --pid=PID               The server's pid, for RSS and CPU from /proc\n"
+               "  --socket=PATH[,PATH…]   The server's Unix socket; several: connection i goes to the i-th\n"
+               "                          modulo their number (cluster nodes)\n"
+               "  --pid=PID[,PID…]        The server's pid, for RSS and CPU from /proc (several: summed)\n"
                "  --subscribers=S  --publishers=P  --messages=M  --bytes=B  --window=W\n"
                "  --conns=N  --clients=C  --pairs=N (locks pairs, command calls per client)  --names=K\n"
                "  --photon=NAME           command: the photon to call (default bench)\n"
@@ -1827,9 +1850,19 @@ int main(int argc, char *argv[]) {
                         break;
                 case ARG_SOCKET:
                         arg_socket = optarg;
+                        n_sockets = 0;
+                        for (char *t = strtok(optarg, ","); t; t = strtok(NULL, ","))
+                                if (n_sockets < MAX_SERVERS)
+                                        arg_sockets[n_sockets++] = t;
+                        if (n_sockets == 0)
+                                die("invalid --socket: '%s'", optarg);
                         break;
                 case ARG_PID:
-                        arg_pid = (pid_t) parse_unsigned(optarg, "--pid", 1);
+                        n_pids = 0;
+                        for (char *t = strtok(optarg, ","); t; t = strtok(NULL, ","))
+                                if (n_pids < MAX_SERVERS)
+                                        arg_pids[n_pids++] = (pid_t) parse_unsigned(t, "--pid", 1);
+                        arg_pid = n_pids > 0 ? arg_pids[0] : 0;
                         break;
                 case ARG_SUBSCRIBERS:
                         arg_subscribers = parse_unsigned(optarg, "--subscribers", 1);

@@ -89,7 +89,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 Client *c = &clients[i++ % ELEMENTSOF(clients)];
 
                 check_parse((const char *) line, len);
-                if (control_lock_line(m->locks, c, (const char *) line, len, NULL) < 0)
+                if (control_lock_line(m->locks, NULL, c, (const char *) line, len, NULL) < 0)
                         break;
                 check_replies(c);
         }

@@ -1,0 +1,170 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# Cluster-mode locks against Redis used directly, side by side in one run; prints the markdown for
+# docs/performance.md ("Cluster locks").
+#
+#   tests/bench/cluster-locks.sh [PHOTOND [PHOTON_BENCH]]
+#
+# 8 clients doing lock+unlock pairs (immediate retry when refused) on K = 1 and K = 64 names for SECS seconds:
+#   - cluster: the clients spread over two photond nodes (4 each) sharing one redis-server; every lock request is
+#     one script call in Redis (docs/cluster.md, "Locks");
+#   - redis: the same 8 clients on that Redis directly, SET key token NX PX + a compare-and-delete EVALSHA.
+# Server CPU is read from /proc/<pid> (schedstat) of every server of the configuration: both nodes and Redis for
+# the cluster, Redis alone for the direct run; it is shown per lock+unlock pair. Everything is on Unix sockets in a
+# private temporary directory; every run gets fresh servers. Environment: ROUNDS (3), SECS (2), KEEP=1,
+# NODE_ENV="VAR=value …" for the photond nodes (e.g. PHOTOND_BUSY_POLL_US=0), OTHER_PHOTOND=<path> another build's
+# photond, run as a second cluster in the same rounds (an A/B).
+set -euo pipefail
+
+src=$(cd "$(dirname "$0")/../.." && pwd)
+photond=${1:-}
+bench=${2:-}
+if [ -z "$photond" ]; then
+        for d in "$src/build-release" "$src/build" "$src"/build-*; do
+                if [ -x "$d/src/photond" ] && [ -x "$d/tests/bench/photon-bench" ]; then
+                        photond=$d/src/photond
+                        break
+                fi
+        done
+fi
+[ -n "$photond" ] && [ -x "$photond" ] || { echo "cluster-locks.sh: no photond found; pass its path" >&2; exit 2; }
+photond=$(realpath "$photond")
+builddir=$(dirname "$(dirname "$photond")")
+[ -n "$bench" ] || bench=$builddir/tests/bench/photon-bench
+[ -x "$bench" ] || { echo "cluster-locks.sh: no photon-bench at $bench" >&2; exit 2; }
+command -v redis-server >/dev/null || { echo "cluster-locks.sh: redis-server is not installed" >&2; exit 2; }
+rounds=${ROUNDS:-3}
+secs=${SECS:-2}
+
+tmp=$(mktemp -d /tmp/photon-cluster-bench.XXXXXX)
+pids=()
+cleanup() {
+        for p in "${pids[@]}"; do
+                kill "$p" 2>/dev/null || true
+        done
+        if [ "${KEEP:-0}" = 1 ]; then echo "cluster-locks.sh: kept $tmp" >&2; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+
+stop_server() {
+        local pid=$1 state
+        kill "$pid" 2>/dev/null || return 0
+        for _ in $(seq 200); do
+                state=$(sed 's/^.*) \(.\).*/\1/' "/proc/$pid/stat" 2>/dev/null) || return 0
+                [ "$state" = Z ] && return 0
+                sleep 0.05
+        done
+        kill -9 "$pid" 2>/dev/null || true
+}
+
+n=0
+start_redis() {
+        n=$((n + 1))
+        rsock=$tmp/redis.$n.sock
+        redis_pid=$("$bench" start --log "$tmp/redis.log" -- redis-server --port 0 --unixsocket "$rsock" \
+                --unixsocketperm 700 --dir "$tmp" --save '' --appendonly no --maxclients 20000 --supervised systemd)
+        pids+=("$redis_pid")
+}
+
+# start_node NAME: a photond node of the cluster on $rsock; sets node_sock, node_pid.
+start_node() {
+        n=$((n + 1))
+        local home=$tmp/home.$n
+        mkdir -p "$home"
+        node_sock=$home/.data/daemon.sock
+        node_pid=$(env ${NODE_ENV:-} PHOTON_HOME="$home" PHOTOND_CLUSTER_URL="unix://$rsock" PHOTOND_NODE_ID="$1" \
+                "$bench" start --log "$tmp/photond.log" -- "${node_bin:-$photond}" --bus=none --socket "$node_sock")
+        pids+=("$node_pid")
+        # READY=1 comes before Redis is reached (photond starts without it): wait for the lock backend.
+        python3 - "$node_sock" <<'PY'
+import json, socket, sys, time
+deadline = time.time() + 10
+while time.time() < deadline:
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    s.sendall(b'{"type":"status","id":"s"}\n')
+    buf = b''
+    while not buf.endswith(b'\n'):
+        buf += s.recv(65536)
+    s.close()
+    if json.loads(buf)["data"].get("clusterLocks", {}).get("connected"):
+        sys.exit(0)
+    time.sleep(0.05)
+sys.exit("node never connected to Redis")
+PY
+}
+
+# row CONFIG K: parses the bench's stderr line in $tmp/err into "pairs/s cpu-us-per-pair violations".
+parse() {
+        python3 - "$tmp/err" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+pairs, secs = re.search(r'(\d+) pairs in ([\d.]+) s', t).groups()
+refused = int(re.search(r'refused attempts (\d+)', t).group(1))
+per_req = float(re.search(r'= ([\d.]+) us per request', t).group(1))
+viol = sum(int(x) for x in re.search(r'exclusion violations (\d+), token order violations (\d+), failed releases (\d+), errors (\d+)', t).groups())
+pairs = int(pairs)
+print("%.0f %.2f %d %d" % (pairs / float(secs), per_req * (2 * pairs + refused) / max(pairs, 1), viol, refused))
+PY
+}
+
+declare -A results
+for round in $(seq "$rounds"); do
+        for k in 1 64; do
+                set -- locks --clients 8 --names "$k" --pairs 100000000 --duration "$secs"
+
+                for conf in cluster ${OTHER_PHOTOND:+other}; do
+                        node_bin=$photond
+                        [ "$conf" = cluster ] || node_bin=$OTHER_PHOTOND
+                        start_redis
+                        start_node bench-a; a_sock=$node_sock a_pid=$node_pid
+                        start_node bench-b; b_sock=$node_sock b_pid=$node_pid
+                        rc=0
+                        "$bench" "$@" --target photon --socket "$a_sock,$b_sock" --pid "$a_pid,$b_pid,$redis_pid" \
+                                >/dev/null 2>"$tmp/err" || rc=$?
+                        cat "$tmp/err" >&2
+                        [ "$rc" = 0 ] || { echo "cluster-locks.sh: the $conf run failed" >&2; exit 1; }
+                        results[$conf,$k,$round]=$(parse)
+                        stop_server "$a_pid"; stop_server "$b_pid"; stop_server "$redis_pid"
+                done
+
+                start_redis
+                rc=0
+                "$bench" "$@" --target redis --socket "$rsock" --pid "$redis_pid" >/dev/null 2>"$tmp/err" || rc=$?
+                cat "$tmp/err" >&2
+                [ "$rc" = 0 ] || { echo "cluster-locks.sh: the Redis run failed" >&2; exit 1; }
+                results[redis,$k,$round]=$(parse)
+                stop_server "$redis_pid"
+        done
+done
+
+echo
+echo "### Cluster locks: 8 clients (4 on each of two photond nodes) vs the same 8 clients on Redis directly, ${secs} s per run, $rounds rounds"
+echo
+echo "| K | round | cluster pairs/s | Redis pairs/s | cluster/Redis | cluster CPU µs per pair (2 nodes + Redis) | Redis CPU µs per pair | refused (cluster / Redis) | violations |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for k in 1 64; do
+        for round in $(seq "$rounds"); do
+                read -r cr cc cv cf <<<"${results[cluster,$k,$round]}"
+                read -r rr rc rv rf <<<"${results[redis,$k,$round]}"
+                ratio=$(python3 -c "print('%.2f' % ($cr / $rr))")
+                echo "| $k | $round | $cr | $rr | $ratio | $cc | $rc | $cf / $rf | $((cv + rv)) |"
+        done
+done
+if [ -n "${OTHER_PHOTOND:-}" ]; then
+        echo
+        echo "Other build ($OTHER_PHOTOND), the same rounds:"
+        echo
+        echo "| K | round | other pairs/s | other/Redis | this/other | other CPU µs per pair | violations |"
+        echo "|---|---|---|---|---|---|---|"
+        for k in 1 64; do
+                for round in $(seq "$rounds"); do
+                        read -r cr _ _ _ <<<"${results[cluster,$k,$round]}"
+                        read -r orr oc ov _ <<<"${results[other,$k,$round]}"
+                        read -r rr _ _ _ <<<"${results[redis,$k,$round]}"
+                        echo "| $k | $round | $orr | $(python3 -c "print('%.2f' % ($orr / $rr))") |" \
+                             "$(python3 -c "print('%.2f' % ($cr / $orr))") | $oc | $ov |"
+                done
+        done
+fi
