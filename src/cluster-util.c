@@ -237,13 +237,14 @@ bool cluster_prefix_valid(const char *prefix) {
         return true;
 }
 
-int cluster_envelope_build(const char *node_id, uint64_t event_id, const char *message, size_t message_len,
-                           char **ret, size_t *ret_len) {
-        char head[32 + CLUSTER_NODE_ID_MAX];
+int cluster_envelope_build(const char *node_id, uint64_t event_id, int64_t timestamp, uint64_t token,
+                           const char *message, size_t message_len, char **ret, size_t *ret_len) {
+        char head[96 + CLUSTER_NODE_ID_MAX];
         int n;
         char *b;
 
-        n = snprintf(head, sizeof(head), "1 %" PRIu64 " %s\n", event_id, node_id);
+        n = snprintf(head, sizeof(head), "2 %" PRIu64 " %" PRIi64 " %" PRIu64 " %s\n", event_id, timestamp, token,
+                     node_id);
         if (n < 0 || (size_t) n >= sizeof(head))
                 return -EINVAL;
         if (!message)
@@ -260,31 +261,116 @@ int cluster_envelope_build(const char *node_id, uint64_t event_id, const char *m
         return 0;
 }
 
-int cluster_envelope_parse(const char *p, size_t len, ClusterEnvelope *ret) {
-        const char *end = p + len, *sp, *nl;
-        uint64_t id = 0;
+/* A decimal number of 1..20 digits at *p, ended by sep, which is skipped. */
+static int parse_u64(const char **p, const char *end, char sep, uint64_t *ret) {
+        const char *q = *p;
+        uint64_t v = 0;
 
-        if (len < 6 || p[0] != '1' || p[1] != ' ')
+        if (q < end && *q == '-')
+                return -EINVAL;
+        for (; q < end && *q >= '0' && *q <= '9'; q++) {
+                if (v > (UINT64_MAX - 9) / 10)
+                        return -EINVAL;
+                v = v * 10 + (uint64_t) (*q - '0');
+        }
+        if (q == *p || q >= end || *q != sep)
+                return -EINVAL;
+        *p = q + 1;
+        *ret = v;
+        return 0;
+}
+
+int cluster_envelope_parse(const char *p, size_t len, ClusterEnvelope *ret) {
+        const char *end = p + len, *nl;
+        uint64_t id, ts, token;
+
+        if (len < 2 || p[0] != '2' || p[1] != ' ')
                 return -EINVAL;
         p += 2;
-        sp = memchr(p, ' ', (size_t) (end - p));
-        if (!sp || sp == p || sp - p > 20)
+        if (parse_u64(&p, end, ' ', &id) < 0 || parse_u64(&p, end, ' ', &ts) < 0 ||
+            parse_u64(&p, end, ' ', &token) < 0)
                 return -EINVAL;
-        for (const char *q = p; q < sp; q++) {
-                if (*q < '0' || *q > '9' || id > (UINT64_MAX - 9) / 10)
-                        return -EINVAL;
-                id = id * 10 + (uint64_t) (*q - '0');
-        }
-        nl = memchr(sp + 1, '\n', (size_t) (end - sp - 1));
-        if (!nl || nl == sp + 1 || nl - sp - 1 > CLUSTER_NODE_ID_MAX || id == 0)
+        nl = memchr(p, '\n', (size_t) (end - p));
+        if (!nl || nl == p || nl - p > CLUSTER_NODE_ID_MAX || id == 0 || ts > INT64_MAX)
                 return -EINVAL;
         *ret = (ClusterEnvelope) {
                 .event_id = id,
-                .node_id = sp + 1,
-                .node_id_len = (size_t) (nl - sp - 1),
+                .timestamp = (int64_t) ts,
+                .token = token,
+                .node_id = p,
+                .node_id_len = (size_t) (nl - p),
                 .message = nl + 1 < end ? nl + 1 : NULL,
                 .message_len = (size_t) (end - nl - 1),
         };
+        return 0;
+}
+
+int cluster_replay_parse(const char *p, size_t len, ClusterReplay *ret) {
+        const char *end = p + len;
+        uint64_t token, refresh, last;
+
+        if (len < 2 || p[0] != 'R' || p[1] != ' ')
+                return -EINVAL;
+        p += 2;
+        if (parse_u64(&p, end, ' ', &token) < 0 || parse_u64(&p, end, ' ', &refresh) < 0 || refresh > 1)
+                return -EINVAL;
+        /* The head's newline may be the last byte. */
+        if (parse_u64(&p, end, '\n', &last) < 0)
+                return -EINVAL;
+        *ret = (ClusterReplay) {
+                .token = token,
+                .refresh_needed = refresh,
+                .last_event_id = last,
+                .next = p,
+                .end = end,
+        };
+        return 0;
+}
+
+int cluster_replay_next(ClusterReplay *r, ClusterReplayEvent *ret) {
+        const char *p = r->next;
+        uint64_t id, ts, clen, mlen = 0;
+        bool none = false;
+
+        if (p == r->end)
+                return 0;
+        if (parse_u64(&p, r->end, ' ', &id) < 0 || parse_u64(&p, r->end, ' ', &ts) < 0 ||
+            parse_u64(&p, r->end, ' ', &clen) < 0 || id == 0 || ts > INT64_MAX)
+                return -EINVAL;
+        if (p + 3 <= r->end && memcmp(p, "-1\n", 3) == 0) {
+                none = true;
+                p += 3;
+        } else if (parse_u64(&p, r->end, '\n', &mlen) < 0)
+                return -EINVAL;
+        if (clen > (uint64_t) (r->end - p) || mlen > (uint64_t) (r->end - p) - clen)
+                return -EINVAL;
+        if (ret->event_id != 0 && id <= ret->event_id)
+                return -EINVAL;
+        *ret = (ClusterReplayEvent) {
+                .event_id = id,
+                .timestamp = (int64_t) ts,
+                .channel = p,
+                .channel_len = clen,
+                .message = none ? NULL : p + clen,
+                .message_len = mlen,
+        };
+        r->next = p + clen + mlen;
+        return 1;
+}
+
+int cluster_key(const char *prefix, const char *kind, const char *name, size_t len, char **ret, size_t *ret_len) {
+        size_t plen = strlen(prefix), klen = strlen(kind);
+        char *k = malloc(plen + klen + len + 1);
+
+        if (!k)
+                return -ENOMEM;
+        memcpy(k, prefix, plen);
+        memcpy(k + plen, kind, klen);
+        if (len > 0)
+                memcpy(k + plen + klen, name, len);
+        k[plen + klen + len] = 0;
+        *ret = k;
+        *ret_len = plen + klen + len;
         return 0;
 }
 

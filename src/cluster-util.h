@@ -39,13 +39,17 @@ bool cluster_node_id_valid(const char *id);
 /* A key prefix: 0..CLUSTER_PREFIX_MAX printable ASCII bytes, no space. */
 bool cluster_prefix_valid(const char *prefix);
 
-/* The envelope of a message published to Redis: "1 <eventId> <nodeId>\n" then the message's JSON text, or
- * nothing when it had none (no JSON text is empty). The channel is Redis' channel name, not repeated. */
-int cluster_envelope_build(const char *node_id, uint64_t event_id, const char *message, size_t message_len,
-                           char **ret, size_t *ret_len);
+/* The envelope of a message published to Redis: "2 <eventId> <timestamp> <token> <nodeId>\n" then the message's
+ * JSON text, or nothing when it had none (no JSON text is empty). The cluster's publish script writes it (the
+ * eventId and the timestamp in ms are the cluster's); token is the publishing node's number for the publish, which
+ * tells it its own publishes apart. The channel is Redis' channel name, not repeated. */
+int cluster_envelope_build(const char *node_id, uint64_t event_id, int64_t timestamp, uint64_t token,
+                           const char *message, size_t message_len, char **ret, size_t *ret_len);
 
 typedef struct ClusterEnvelope {
-        uint64_t event_id;      /* the id the origin gave it */
+        uint64_t event_id;      /* the cluster's id, > 0 */
+        int64_t timestamp;      /* ms since the epoch */
+        uint64_t token;
         const char *node_id;    /* into the parsed bytes: node_id_len bytes, not NUL-terminated */
         size_t node_id_len;
         const char *message;    /* into the parsed bytes; NULL: none */
@@ -54,6 +58,36 @@ typedef struct ClusterEnvelope {
 
 /* Parses an envelope of len bytes, pointing into it. -EINVAL when it is not one (of an unknown version too). */
 int cluster_envelope_parse(const char *p, size_t len, ClusterEnvelope *ret);
+
+/* A replay the cluster's replay script sends to the asking node: "R <token> <refresh 0|1> <lastEventId>\n", then
+ * per event "<eventId> <timestamp> <channel bytes> <message bytes, -1: none>\n<channel><message>", in eventId
+ * order. */
+typedef struct ClusterReplay {
+        uint64_t token;
+        bool refresh_needed;
+        uint64_t last_event_id;  /* the cluster's last eventId when the script ran */
+        const char *next;        /* the first event; the cursor of cluster_replay_next() */
+        const char *end;
+} ClusterReplay;
+
+typedef struct ClusterReplayEvent {
+        uint64_t event_id;
+        int64_t timestamp;
+        const char *channel;    /* channel_len bytes, any bytes */
+        size_t channel_len;
+        const char *message;    /* NULL: none */
+        size_t message_len;
+} ClusterReplayEvent;
+
+/* The head; -EINVAL when p is no replay. */
+int cluster_replay_parse(const char *p, size_t len, ClusterReplay *ret);
+/* The next event: 1 and *ret, 0 at the end, -EINVAL on a malformed one. *ret holds the previous event (zero it
+ * before the first call): ids must rise. */
+int cluster_replay_next(ClusterReplay *r, ClusterReplayEvent *ret);
+
+/* <prefix><kind><name>: a Redis key or channel name of len + strlen(prefix) + strlen(kind) bytes (name: any bytes;
+ * NUL-terminated for convenience). */
+int cluster_key(const char *prefix, const char *kind, const char *name, size_t len, char **ret, size_t *ret_len);
 
 /* Escapes the glob characters of Redis' PSUBSCRIBE (*?[]\) in len bytes of s with a backslash: a new string of
  * *ret_len bytes (any bytes, NUL included; NUL-terminated for convenience). */

@@ -603,6 +603,22 @@ static int method_unschedule(sd_bus_message *message, void *userdata, sd_bus_err
         return sd_bus_reply_method_return(message, NULL);
 }
 
+/* Cluster mode: Publish is answered when Redis has the message (channels_publish_deferred()); message is ours
+ * until then. */
+static void on_publish_answered(Subscriber *unused, int error, const char *reason, uint64_t event_id,
+                                void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *message = userdata;
+        int r;
+
+        if (error < 0)
+                r = sd_bus_reply_method_errorf(message, SD_BUS_ERROR_FAILED, "Cluster unavailable: %s",
+                                               reason ?: "unknown error");
+        else
+                r = sd_bus_reply_method_return(message, "t", event_id);
+        if (r < 0)
+                log_debug_errno(r, "Failed to answer Publish: %m");
+}
+
 static int method_publish(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         _cleanup_(json_object_putp) struct json_object *msg = NULL;
         const char *channel, *json, *jerr = NULL, *limit;
@@ -610,6 +626,7 @@ static int method_publish(sd_bus_message *message, void *userdata, sd_bus_error 
         Manager *m = b->manager;
         uint64_t event_id = 0;
         char text[256];
+        size_t len;
         int r;
 
         r = check_admin(b, message, method_publish, error);
@@ -626,7 +643,18 @@ static int method_publish(sd_bus_message *message, void *userdata, sd_bus_error 
                 return sd_bus_error_setf(error, BUS_ERROR_INVALID_ARGS, "The message is not valid JSON: %s",
                                          jerr ?: "syntax error");
 
-        r = channels_publish(m->channels, channel, msg, NULL, &event_id);
+        if (channels_deferred(m->channels)) {
+                const char *t = json_object_to_json_string_length(msg, JSON_FORMAT_FLAGS, &len);
+
+                if (!t)
+                        return -ENOMEM;
+                r = channels_publish_deferred(m->channels, channel, strlen(channel), t, len, NULL,
+                                              on_publish_answered, sd_bus_message_ref(message));
+                if (r >= 0)
+                        return 1;       /* answered when Redis has it */
+                sd_bus_message_unref(message);
+        } else
+                r = channels_publish(m->channels, channel, msg, NULL, &event_id);
         /* The limits answer as on the socket (same text), under one name a client can test for. */
         limit = channels_limit_error(r, channel, msg, text, sizeof(text));
         if (limit)

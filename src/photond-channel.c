@@ -493,6 +493,8 @@ void channels_subscriber_gone(Channels *chs, Subscriber *sub) {
 
         if (!chs)
                 return;
+        if (chs->hooks.backend && chs->hooks.backend->subscriber_gone)
+                chs->hooks.backend->subscriber_gone(sub, chs->hooks.backend->userdata);
         while ((ss = subscriber_state(sub)) && ss->subscriptions)
                 subscription_free(chs, ss->subscriptions);
         subscriber_state_free(sub);
@@ -776,11 +778,11 @@ static void event_push(Channels *chs, Channel *channel, Event *e) {
                 event_drop(chs, chs->oldest);
 }
 
-/* Publishes message (serialized JSON; NULL: no "message" key) on channel, which the caller has pinned. */
+/* Publishes message (serialized JSON; NULL: no "message" key) on channel, which the caller has pinned, as the
+ * event id (above chs->last_event_id) at the wall-clock time now. reserve: the id is this node's, the eventId mark
+ * follows it. */
 static int channel_publish(Channels *chs, Channel *channel, const char *message, size_t message_len,
-                           Subscriber *exclude, uint64_t *ret_event_id) {
-        int64_t now = chs->clock.wall_ms(chs->clock.userdata);
-        uint64_t id = event_id_next(chs->last_event_id, now);
+                           Subscriber *exclude, uint64_t id, int64_t now, bool reserve) {
         Event *e;
         int r;
 
@@ -798,7 +800,9 @@ static int channel_publish(Channels *chs, Channel *channel, const char *message,
 
         chs->last_event_id = channel->last_event_id = id;
         chs->n_published++;
-        if (id > chs->reserved_event_id) {
+        if (!reserve)
+                ;       /* a backend's id: not this node's to reserve */
+        else if (id > chs->reserved_event_id) {
                 /* A batch found by busy polling runs ahead of the loop's time; a later publish of the same
                  * iteration may see an earlier one. */
                 uint64_t since = e->mono_ms > chs->reserved_mono_ms ? e->mono_ms - chs->reserved_mono_ms : 0;
@@ -825,14 +829,28 @@ static int channel_publish(Channels *chs, Channel *channel, const char *message,
                                      chs->hooks.userdata);
         event_push(chs, channel, e);
         channels_reap(chs);
-
-        *ret_event_id = id;
         return 0;
+}
+
+static int publish_checked(Channels *chs, const char *name, size_t len, const char *message, size_t message_len,
+                           Subscriber *exclude, uint64_t id, int64_t now, bool reserve) {
+        Channel *channel;
+        int r;
+
+        channels_expire(chs);
+        r = channel_get(chs, name, len, &channel);
+        if (r < 0)
+                return r;
+        channel->n_pins++;
+        r = channel_publish(chs, channel, message, message_len, exclude, id, now, reserve);
+        channel->n_pins--;
+        channel_maybe_free(chs, channel);
+        return r;
 }
 
 int channels_publish_serialized(Channels *chs, const char *name, size_t len, const char *message,
                                 size_t message_len, Subscriber *exclude, uint64_t *ret_event_id) {
-        Channel *channel;
+        int64_t now;
         uint64_t id;
         int r;
 
@@ -844,19 +862,63 @@ int channels_publish_serialized(Channels *chs, const char *name, size_t len, con
         if (message && message_len > limits.MAX_MESSAGE_BYTES)
                 return -EMSGSIZE;
 
-        channels_expire(chs);
-        r = channel_get(chs, name, len, &channel);
-        if (r < 0)
-                return r;
-        channel->n_pins++;
-        r = channel_publish(chs, channel, message, message_len, exclude, &id);
-        channel->n_pins--;
-        channel_maybe_free(chs, channel);
+        if (chs->hooks.backend) {
+                /* Nobody waits for the id: it comes back through channels_publish_at(). */
+                chs->hooks.backend->publish(name, len, message, message_len, exclude, NULL, NULL,
+                                            chs->hooks.backend->userdata);
+                if (ret_event_id)
+                        *ret_event_id = 0;
+                return 0;
+        }
+
+        now = chs->clock.wall_ms(chs->clock.userdata);
+        id = event_id_next(chs->last_event_id, now);
+        r = publish_checked(chs, name, len, message, message_len, exclude, id, now, true);
         if (r < 0)
                 return r;
         if (ret_event_id)
                 *ret_event_id = id;
         return 0;
+}
+
+bool channels_deferred(Channels *chs) {
+        return chs->hooks.backend;
+}
+
+int channels_publish_deferred(Channels *chs, const char *name, size_t len, const char *message,
+                              size_t message_len, Subscriber *publisher, ChannelsPublishDone done, void *userdata) {
+        assert(chs);
+        assert(name);
+
+        if (!chs->hooks.backend)
+                return -EOPNOTSUPP;
+        if (len > limits.MAX_CHANNEL_NAME_BYTES)
+                return -EINVAL;
+        if (message && message_len > limits.MAX_MESSAGE_BYTES)
+                return -EMSGSIZE;
+        chs->hooks.backend->publish(name, len, message, message_len, publisher, done, userdata,
+                                    chs->hooks.backend->userdata);
+        return 0;
+}
+
+int channels_publish_at(Channels *chs, const char *name, size_t len, const char *message, size_t message_len,
+                        Subscriber *exclude, uint64_t event_id, int64_t timestamp) {
+        assert(chs);
+        assert(name);
+
+        if (len > limits.MAX_CHANNEL_NAME_BYTES)
+                return -EINVAL;
+        if (message && message_len > limits.MAX_MESSAGE_BYTES)
+                return -EMSGSIZE;
+        /* The buffers, the floors and a replay's "ahead of every id" rely on ids that only rise. */
+        if (event_id <= chs->last_event_id)
+                return -ESTALE;
+        return publish_checked(chs, name, len, message, message_len, exclude, event_id, timestamp, false);
+}
+
+uint64_t channels_last_event_id(Channels *chs) {
+        /* Not the reservation ahead of the clock: an id handed out is at most this (the loaded mark included). */
+        return chs->last_event_id;
 }
 
 int channels_publish(Channels *chs, const char *channel, struct json_object *message, Subscriber *exclude,
@@ -1098,6 +1160,82 @@ static int subscriber_replay(Channels *chs, Subscriber *sub, const char *request
         return 0;
 }
 
+int channels_replay_deferred(Channels *chs, const char *name, size_t len, int64_t last_event_id, Subscriber *s,
+                             ChannelsReplayDone done, void *userdata) {
+        if (!chs->hooks.backend || !chs->hooks.backend->replay)
+                return -EOPNOTSUPP;
+        chs->hooks.backend->replay(name, len, last_event_id, s, done, userdata, chs->hooks.backend->userdata);
+        return 0;
+}
+
+/* The replay line of an event that is not in a buffer here: the same bytes event_replay_line() cuts out of a
+ * buffered one. */
+static SharedBuf* external_replay_line(const ChannelEvent *e, size_t *ret_size) {
+        char head[HEAD_MAX];
+        size_t n = line_head(head, true, e->id), size;
+        SharedBuf *b;
+        char *p;
+
+        size = n + strlen("\"channel\":") + e->channel_json_len + strlen(REPLAY_TAIL);
+        if (e->message_json)
+                size += strlen(",\"message\":") + e->message_json_len;
+        if (!ret_size) {
+                b = shared_buf_alloc(size);
+                if (!b)
+                        return NULL;
+                p = mempcpy(b->data, head, n);
+                p = mempcpy(p, "\"channel\":", strlen("\"channel\":"));
+                p = mempcpy(p, e->channel_json, e->channel_json_len);
+                if (e->message_json) {
+                        p = mempcpy(p, ",\"message\":", strlen(",\"message\":"));
+                        p = mempcpy(p, e->message_json, e->message_json_len);
+                }
+                memcpy(p, REPLAY_TAIL, strlen(REPLAY_TAIL));
+                return b;
+        }
+        *ret_size = size;
+        return NULL;
+}
+
+int channels_replay_events(Channels *chs, Subscriber *sub, const char *request_id, const char *name, size_t len,
+                           const ChannelsReplayed *rp) {
+        bool refresh = rp->refresh_needed;
+        uint64_t need = 0;
+        int r = 0;
+
+        for (size_t i = 0; i < rp->n_events && !refresh; i++) {
+                size_t size;
+
+                (void) external_replay_line(&rp->events[i], &size);
+                need += size;
+                refresh = sub->ops->queued_bytes(sub) + need > limits.MAX_WRITE_QUEUE_BYTES;
+        }
+        if (refresh)
+                r = send_refresh_for_request(chs, sub, request_id, name, len);
+        else
+                for (size_t i = 0; i < rp->n_events; i++) {
+                        _cleanup_(shared_buf_unrefp) SharedBuf *b = external_replay_line(&rp->events[i], NULL);
+                        _cleanup_free_ char *cname = NULL;
+                        Channel *channel;
+
+                        if (!b) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        /* Tagged with its channel when it exists here, so that the slow-consumer policy can drop
+                         * it and name the channel; else it stays, as an answer does. */
+                        channel = NULL;
+                        if (rp->events[i].channel_json_len >= 2) {
+                                cname = line_channel(b);
+                                if (cname)
+                                        channel = channel_find(chs, cname, strlen(cname));
+                        }
+                        subscriber_deliver(chs, sub, b, channel ? channel_tag(channel) : NULL, rp->events[i].id);
+                }
+        channels_reap(chs);
+        return r;
+}
+
 int channels_replay(Channels *chs, Subscriber *sub, const char *request_id, const char *name, size_t len,
                     int64_t last_event_id) {
         int r;
@@ -1296,9 +1434,12 @@ int channels_list(Channels *chs, struct json_object **ret_array) {
 }
 
 int channels_save_state(Channels *chs, struct json_object *state) {
-        if (chs->reserved_event_id == 0)
+        /* A backend's ids (channels_publish_at()) are not reserved: the last one seen is the mark then. */
+        uint64_t mark = MAX(chs->reserved_event_id, chs->last_event_id);
+
+        if (mark == 0)
                 return 0;
-        return json_add_int64(state, "eventIdHighWater", (int64_t) chs->reserved_event_id);
+        return json_add_int64(state, "eventIdHighWater", (int64_t) mark);
 }
 
 void channels_state_saved(Channels *chs) {

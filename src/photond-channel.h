@@ -35,8 +35,50 @@ typedef struct ChannelsHooks {
          * eventId (cluster mode sends it to the other nodes). */
         void (*published)(const char *name, size_t len, const char *message, size_t message_len, uint64_t event_id,
                           void *userdata);
+        /* A backend that orders and numbers every publish (cluster mode: ChannelsBackend below); NULL: the
+         * channels do it themselves. */
+        const struct ChannelsBackend *backend;
         void *userdata;
 } ChannelsHooks;
+
+/* The end of a publish a backend took (channels_publish_deferred()): error 0 and the eventId it got, or a
+ * negative errno and a short reason (why the backend could not take it, for the publisher's error). publisher is
+ * NULL when it went away meanwhile (channels_subscriber_gone()): then only userdata is to be freed. */
+typedef void (*ChannelsPublishDone)(Subscriber *publisher, int error, const char *reason, uint64_t event_id,
+                                    void *userdata);
+
+/* What a backend's replay found (ChannelsEvent: see channels_events_since()). */
+typedef struct ChannelEvent ChannelEvent;
+typedef struct ChannelsReplayed {
+        int error;                      /* 0; or a negative errno: the backend could not answer, reason says why */
+        const char *reason;
+        bool refresh_needed;            /* as channels_events_since()'s */
+        const ChannelEvent *events;     /* in eventId order, valid during the call only */
+        size_t n_events;
+} ChannelsReplayed;
+/* s is NULL when it went away meanwhile (only userdata is to be freed then). */
+typedef void (*ChannelsReplayDone)(Subscriber *s, const ChannelsReplayed *r, void *userdata);
+
+/* A backend (cluster mode) takes every publish over: the channels check the caps of name and message, hand the
+ * publish to it instead of fanning it out, and the backend brings it back, numbered, through
+ * channels_publish_at() — on every node in the same order — where it is fanned out (exclude: the publisher, if
+ * still there) and buffered like a publish of one node. */
+typedef struct ChannelsBackend {
+        /* Takes the publish of message (NULL: none) on name by publisher (NULL: photond's own). done (NULL for a
+         * publish nobody waits for) is called exactly once, maybe from within this call (a refusal), never after
+         * backend's owner is gone. Returns 0; photond's own publishes (done NULL) are counted and logged by the
+         * backend when they cannot be taken, never refused. */
+        void (*publish)(const char *name, size_t len, const char *message, size_t message_len, Subscriber *publisher,
+                        ChannelsPublishDone done, void *done_userdata, void *userdata);
+        /* publisher went away: the backend forgets it (its pending publishes' done get NULL). */
+        void (*subscriber_gone)(Subscriber *s, void *userdata);
+        /* A replay of the key name after last_event_id for s, from the backend's store (channels_replay_deferred()):
+         * done is called exactly once, maybe from within this call, at the point of the backend's order where
+         * every event it replays has been published here and none after it. */
+        void (*replay)(const char *name, size_t len, int64_t last_event_id, Subscriber *s,
+                       ChannelsReplayDone done, void *done_userdata, void *userdata);
+        void *userdata;
+} ChannelsBackend;
 
 /* hooks may be NULL (nobody listens, the system clock); it is copied. */
 int channels_new(const ChannelsHooks *hooks, Channels **ret);
@@ -72,12 +114,48 @@ int channels_foreach_subscription(Channels *ch, Subscriber *s, ChannelKeyCallbac
  * reclaimed (checked in that order), -ENOMEM. */
 int channels_publish_serialized(Channels *ch, const char *name, size_t len, const char *message_json,
                                 size_t message_len, Subscriber *exclude, uint64_t *ret_event_id);
+/* (With a backend, channels_publish_serialized() and channels_publish() hand the message to it and return 0 with
+ * eventId 0: the id is not known yet. Only photond's own publishes and those of front ends that do not wait take
+ * that way.) */
+
+/* True when a backend (cluster mode) takes the publishes over: a publisher that waits for its eventId then goes
+ * through channels_publish_deferred(). One pointer test. */
+bool channels_deferred(Channels *ch);
+
+/* With a backend: checks the caps as channels_publish_serialized() (-EINVAL, -EMSGSIZE, returned at once and done
+ * not called) and hands the publish to the backend, which calls done once with its eventId or its refusal. Without
+ * one: -EOPNOTSUPP. */
+int channels_publish_deferred(Channels *ch, const char *name, size_t len, const char *message_json,
+                              size_t message_len, Subscriber *publisher, ChannelsPublishDone done, void *userdata);
+
+/* The backend's side: publishes, as channels_publish_serialized() does, a message that the backend numbered
+ * event_id (with its wall-clock timestamp in ms). Ids must increase strictly: -ESTALE for one that is not above
+ * every id this node issued or saw (nothing published; the caller treats it as a gap). The eventId mark of
+ * state.json is not raised (the backend's ids are not this node's to reserve); channels_save_state() writes the
+ * greater of the mark and the last id. Otherwise channels_publish_serialized()'s errors. */
+int channels_publish_at(Channels *ch, const char *name, size_t len, const char *message_json, size_t message_len,
+                        Subscriber *exclude, uint64_t event_id, int64_t timestamp);
+
+/* The greatest eventId issued or seen, the mark loaded at the start included (what a backend's ids must stay
+ * above); not the block reserved ahead of the clock since. */
+uint64_t channels_last_event_id(Channels *ch);
 
 /* channels_publish_serialized() of a json-c object, for photond's own publishes (jobs:*, webhooks:*,
  * state-changed, emits, system:*) and D-Bus Publish: message is borrowed; NULL leaves the "message" key out; channel
  * is a C string. ret_event_id may be NULL. */
 int channels_publish(Channels *ch, const char *channel, struct json_object *message, Subscriber *exclude,
                      uint64_t *ret_event_id);
+
+/* With a backend: asks it for what name had after last_event_id (channels_replay()'s question); done gets the
+ * answer, which the caller hands to channels_replay_events() or lists. The backend calls done where its order puts
+ * the answer: the events it lists were all published here before, none after. -EOPNOTSUPP without a backend. */
+int channels_replay_deferred(Channels *ch, const char *name, size_t len, int64_t last_event_id, Subscriber *s,
+                             ChannelsReplayDone done, void *userdata);
+/* Queues to s (subscribed, as for channels_replay()) the replay lines of r's events, or one refresh_needed with
+ * the id request_id for name when r needs a refresh or does not fit s's queue: what channels_replay() queues for
+ * events of its own buffers. */
+int channels_replay_events(Channels *ch, Subscriber *s, const char *request_id, const char *name, size_t len,
+                           const ChannelsReplayed *r);
 
 /* Events of the channel key name may have been published elsewhere without reaching here (cluster mode: the node
  * lost Redis for a while). Every replay from before now is made to answer refresh_needed (the key's buffered
@@ -87,14 +165,14 @@ int channels_publish(Channels *ch, const char *channel, struct json_object *mess
 int channels_gap(Channels *ch, const char *name, size_t len);
 
 /* One buffered event as get_events_since lists it: valid during the callback only. */
-typedef struct ChannelEvent {
+struct ChannelEvent {
         uint64_t id;
         int64_t timestamp;              /* wall clock, ms */
         const char *channel_json;       /* the channel's name as JSON text (quoted and escaped), not NUL-terminated */
         size_t channel_json_len;
         const char *message_json;       /* the message as JSON text, not NUL-terminated; NULL: it had none */
         size_t message_json_len;
-} ChannelEvent;
+};
 typedef int (*ChannelEventCallback)(const ChannelEvent *e, void *userdata);
 
 /* The reference's getEventsSince(): calls cb, in eventId order and without building JSON, for each event buffered

@@ -132,7 +132,7 @@ void client_note_session(Client *c, const char *s) {
 
 bool client_closing_done(Client *c) {
         return c->close_after_flush && c->out_n == 0 && c->peer.n_calls == 0 && c->lock_waits.n_waiters == 0 &&
-                !c->lock_ops;
+                c->n_deferred == 0 && !c->lock_ops;
 }
 
 void client_input_end(Client *c) {

@@ -93,6 +93,10 @@ struct Client {
 
         /* per-subsystem state, owned by the subsystem named */
         LockWaitOwner lock_waits;       /* photond-lock.c's: the lock waits parked for it (photond-control-locks.c) */
+        /* cluster mode: the publishes and replays the channels' backend has not answered yet, newest first
+         * (photond-control-channels.c's) */
+        LIST_HEAD(struct ChannelsDeferred, deferred);
+        unsigned n_deferred;
         /* photond-control-locks.c's: its requests a lock backend (cluster mode) works on, to be told when c goes;
          * and how many of them owe an answer before c's next request is read (client_await_begin()) */
         struct LockOp *lock_ops;

@@ -7,26 +7,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <uthash.h>
 
 #include "clock.h"
 #include "json-util.h"
 #include "log.h"
+#include "photond-cluster-channels.h"
 #include "photond-cluster.h"
 #include "photond-limits.h"
 #include "photond-redis.h"
-#include "ratelimit.h"
 #include "webhook-auth.h"
-
-/* One Redis channel or pattern the subscriber connection holds, with how many local channel keys need it (a "P"
- * key and a "P:*" key both need <prefix>ch:P). */
-typedef struct RedisSub {
-        char *key;              /* key_len bytes, any bytes */
-        size_t key_len;
-        bool pattern;
-        unsigned n_refs;
-        UT_hash_handle hh;
-} RedisSub;
 
 struct Cluster {
         sd_event *event;
@@ -34,30 +23,18 @@ struct Cluster {
         char *url_redacted;
         char *prefix;
         char *node_id;
-        size_t node_id_len;
 
-        RedisConn *commands;    /* PUBLISH */
-        RedisConn *subscriber;  /* SUBSCRIBE, PSUBSCRIBE: a connection in subscriber mode takes no other command */
-        RedisSub *subs;         /* by key; a pattern's key starts with 'p', a channel's with 'c' (one table) */
+        RedisConn *commands;    /* the scripts: publishes, replays, heartbeats */
+        RedisConn *subscriber;  /* PSUBSCRIBE, SUBSCRIBE: a connection in subscriber mode takes no other command */
+        ClusterChannels *cc;    /* the channels' backend (photond-cluster-channels.c) */
         ClusterNodes *nodes;    /* the heartbeat, the nodes seen, the cluster's state (photond-cluster-nodes.c) */
-
-        /* A message from another node being published into the local channels: its publish is not sent back. */
-        bool relaying;
-        /* The subscriber connection was up before: a connect after that is a reconnect, with a gap. */
-        bool subscriber_was_connected;
-        /* The last message delivered: one publish reaches a node once per matching subscription and pattern, in a
-         * row (Redis writes them together), so one remembered (origin, eventId) drops the repeats. */
-        char last_origin[CLUSTER_NODE_ID_MAX];
-        size_t last_origin_len;
-        uint64_t last_event_id;
+        /* The command connection's scripts: the channels' and the other parts' (ClusterConfig.scripts). */
+        const RedisScript **scripts;
 
         /* Method calls (photond-cluster-calls.c): its hooks and this node's calls channel. */
         ClusterCallHooks call_hooks;
         char *calls_channel;
         size_t calls_channel_len;
-
-        RateLimit publish_fail_log;
-        uint64_t n_published, n_publish_failed, n_received, n_duplicates, n_invalid;
 };
 
 /* ---- settings ---- */
@@ -144,342 +121,91 @@ int cluster_settings_from_env(bool system, ClusterSettings *ret) {
         return 0;
 }
 
-/* ---- subscriptions ---- */
+/* ---- the connections ---- */
 
-/* The Redis channel of a local channel: <prefix>ch:<name>; *ret_len bytes. */
-static int channel_key(Cluster *c, const char *name, size_t len, char **ret, size_t *ret_len) {
-        size_t plen = strlen(c->prefix);
-        char *k = malloc(plen + 3 + len + 1);
-
-        if (!k)
-                return -ENOMEM;
-        memcpy(k, c->prefix, plen);
-        memcpy(k + plen, "ch:", 3);
-        memcpy(k + plen + 3, name, len);
-        k[plen + 3 + len] = 0;
-        *ret = k;
-        *ret_len = plen + 3 + len;
-        return 0;
+static void calls_connection_changed(Cluster *c) {
+        if (c->call_hooks.connection_changed)
+                c->call_hooks.connection_changed(cluster_connected(c), c->call_hooks.userdata);
 }
 
-static void sub_send(Cluster *c, const RedisSub *s, bool subscribe) {
-        const char *cmd = s->pattern ? (subscribe ? "PSUBSCRIBE" : "PUNSUBSCRIBE") :
-                                       (subscribe ? "SUBSCRIBE" : "UNSUBSCRIBE");
+static void calls_subscribe(Cluster *c) {
         int r;
 
-        r = redis_conn_subscribe(c->subscriber, 2, (const char *[]) { cmd, s->key + 1 },
-                                 (const size_t[]) { strlen(cmd), s->key_len - 1 });
-        if (r < 0 && r != -ENOTCONN)
-                log_warning_errno(r, "Cluster: failed to send %s: %m", cmd);
-        /* -ENOTCONN: sent with all the others when the connection is back (on_subscriber_connected). */
-}
-
-/* Takes key (1 + Redis name bytes, the first 'c' or 'p'). */
-static int sub_ref(Cluster *c, char *key, size_t key_len, bool add) {
-        RedisSub *s;
-
-        HASH_FIND(hh, c->subs, key, key_len, s);
-        if (!add) {
-                free(key);
-                if (!s || --s->n_refs > 0)
-                        return 0;
-                sub_send(c, s, false);
-                HASH_DEL(c->subs, s);
-                free(s->key);
-                free(s);
-                return 0;
-        }
-        if (s) {
-                free(key);
-                s->n_refs++;
-                return 0;
-        }
-        s = new0(RedisSub, 1);
-        if (!s) {
-                free(key);
-                return -ENOMEM;
-        }
-        *s = (RedisSub) { .key = key, .key_len = key_len, .pattern = key[0] == 'p', .n_refs = 1 };
-        HASH_ADD_KEYPTR(hh, c->subs, s->key, s->key_len, s);
-        sub_send(c, s, true);
-        return 0;
-}
-
-static int sub_key(Cluster *c, char kind, const char *name, size_t len, bool glob, char **ret, size_t *ret_len) {
-        _cleanup_free_ char *rk = NULL, *esc = NULL;
-        size_t rk_len, esc_len;
-        char *k;
-        int r;
-
-        r = channel_key(c, name, len, &rk, &rk_len);
-        if (r < 0)
-                return r;
-        if (glob) {
-                r = cluster_glob_escape(rk, rk_len, &esc, &esc_len);
-                if (r < 0)
-                        return r;
-        }
-        k = malloc(1 + (glob ? esc_len : rk_len) + 3);
-        if (!k)
-                return -ENOMEM;
-        k[0] = kind;
-        memcpy(k + 1, glob ? esc : rk, glob ? esc_len : rk_len);
-        *ret_len = 1 + (glob ? esc_len : rk_len);
-        if (glob) {
-                memcpy(k + *ret_len, ":*", 2);
-                *ret_len += 2;
-        }
-        k[*ret_len] = 0;
-        *ret = k;
-        return 0;
-}
-
-void cluster_channel_subscribed(Cluster *c, const char *name, size_t len, bool subscribed) {
-        char *k;
-        size_t k_len;
-        int r;
-
-        if (!c)
+        if (!c->calls_channel || redis_conn_state(c->subscriber) != REDIS_CONN_CONNECTED)
                 return;
-        if (len >= 2 && name[len - 2] == ':' && name[len - 1] == '*') {
-                /* "P:*": the channels P:… and P itself; the channels decide which of them it serves. */
-                r = sub_key(c, 'p', name, len - 2, true, &k, &k_len);
-                if (r >= 0)
-                        r = sub_ref(c, k, k_len, subscribed);
-                if (r >= 0)
-                        r = sub_key(c, 'c', name, len - 2, false, &k, &k_len);
-                if (r >= 0)
-                        r = sub_ref(c, k, k_len, subscribed);
-        } else {
-                r = sub_key(c, 'c', name, len, false, &k, &k_len);
-                if (r >= 0)
-                        r = sub_ref(c, k, k_len, subscribed);
-        }
+        r = redis_conn_subscribe(c->subscriber, 2, (const char *[]) { "SUBSCRIBE", c->calls_channel },
+                                 (const size_t[]) { 9, c->calls_channel_len });
         if (r < 0)
-                log_warning_errno(r, "Cluster: failed to follow a subscription in Redis: %m");
-}
-
-typedef struct KeyList {
-        char **names;
-        size_t *lens;
-        size_t n, alloc;
-} KeyList;
-
-static int collect_subscribed(const ChannelInfo *info, void *userdata) {
-        KeyList *l = userdata;
-
-        if (info->subscribers == 0)
-                return 0;
-        if (l->n == l->alloc) {
-                size_t na = MAX(l->alloc * 2, (size_t) 16);
-                char **nn = realloc(l->names, na * sizeof(char*));
-                size_t *nl;
-
-                if (!nn)
-                        return -ENOMEM;
-                l->names = nn;
-                nl = realloc(l->lens, na * sizeof(size_t));
-                if (!nl)
-                        return -ENOMEM;
-                l->lens = nl;
-                l->alloc = na;
-        }
-        l->names[l->n] = malloc(info->name_len + 1);
-        if (!l->names[l->n])
-                return -ENOMEM;
-        memcpy(l->names[l->n], info->name, info->name_len + 1);
-        l->lens[l->n++] = info->name_len;
-        return 0;
-}
-
-/* The subscriber connection was lost and is back: what other nodes published meanwhile never came here, so the
- * local subscribers of every key are told (refresh_needed) and replays from before now say so too. */
-static void announce_gap(Cluster *c) {
-        KeyList l = {};
-        int r;
-
-        r = channels_foreach(c->channels, collect_subscribed, &l);
-        for (size_t i = 0; i < l.n; i++) {
-                if (r >= 0)
-                        r = channels_gap(c->channels, l.names[i], l.lens[i]);
-                free(l.names[i]);
-        }
-        free(l.names);
-        free(l.lens);
-        if (r < 0)
-                log_warning_errno(r, "Cluster: failed to tell the subscribers they may have missed events: %m");
-        else
-                log_info("Cluster: refresh_needed sent on %zu subscribed channel keys (Redis was out of reach).", l.n);
-}
-
-static void on_subscriber_connected(RedisConn *conn, void *userdata) {
-        Cluster *c = userdata;
-        RedisSub *s, *tmp;
-
-        HASH_ITER(hh, c->subs, s, tmp)
-                sub_send(c, s, true);
-        log_info("Cluster: node %s subscribed to %u Redis channels and patterns.", c->node_id, HASH_COUNT(c->subs));
-        if (c->subscriber_was_connected)
-                announce_gap(c);
-        c->subscriber_was_connected = true;
-        cluster_nodes_conn_changed(c->nodes);
-        if (c->call_hooks.connection_changed && cluster_connected(c))
-                c->call_hooks.connection_changed(true, c->call_hooks.userdata);
+                log_warning_errno(r, "Cluster: failed to subscribe to this node's calls channel: %m");
 }
 
 static void on_commands_connected(RedisConn *conn, void *userdata) {
         Cluster *c = userdata;
 
+        cluster_channels_commands_connected(c->cc);
         cluster_nodes_conn_changed(c->nodes);
-        if (c->call_hooks.connection_changed && cluster_connected(c))
-                c->call_hooks.connection_changed(true, c->call_hooks.userdata);
+        calls_connection_changed(c);
 }
 
-static void on_disconnected(RedisConn *conn, const char *error, void *userdata) {
+static void on_commands_disconnected(RedisConn *conn, const char *error, void *userdata) {
         Cluster *c = userdata;
 
-        /* Subscriptions are sent again at the reconnect; the cluster's state logs one line for both. */
+        /* The cluster's state logs one line for both connections. */
+        cluster_channels_commands_disconnected(c->cc);
         cluster_nodes_conn_changed(c->nodes);
-        if (c->call_hooks.connection_changed)
-                c->call_hooks.connection_changed(false, c->call_hooks.userdata);
+        calls_connection_changed(c);
 }
 
-/* ---- messages ---- */
+static void on_subscriber_connected(RedisConn *conn, void *userdata) {
+        Cluster *c = userdata;
 
-static void deliver(Cluster *c, const char *rchannel, size_t rchannel_len, const char *payload, size_t payload_len) {
-        size_t plen = strlen(c->prefix);
-        _cleanup_(json_object_putp) struct json_object *msg = NULL;
-        const char *text = NULL;
-        size_t text_len = 0;
-        ClusterEnvelope e;
-        int r;
+        cluster_channels_subscriber_connected(c->cc);
+        calls_subscribe(c);
+        cluster_nodes_conn_changed(c->nodes);
+        calls_connection_changed(c);
+}
 
-        if (rchannel_len < plen + 3 || memcmp(rchannel, c->prefix, plen) != 0 ||
-            memcmp(rchannel + plen, "ch:", 3) != 0 || cluster_envelope_parse(payload, payload_len, &e) < 0) {
-                c->n_invalid++;
-                return;
-        }
-        if (e.node_id_len == c->node_id_len && memcmp(e.node_id, c->node_id, e.node_id_len) == 0)
-                return;         /* ours: fanned out here already */
-        if (e.event_id == c->last_event_id && e.node_id_len == c->last_origin_len &&
-            memcmp(e.node_id, c->last_origin, e.node_id_len) == 0) {
-                c->n_duplicates++;
-                return;
-        }
-        memcpy(c->last_origin, e.node_id, e.node_id_len);
-        c->last_origin_len = e.node_id_len;
-        c->last_event_id = e.event_id;
+static void on_subscriber_disconnected(RedisConn *conn, const char *error, void *userdata) {
+        Cluster *c = userdata;
 
-        if (e.message_len > limits.MAX_MESSAGE_BYTES) {
-                /* This node's cap, before any parse: another node's may be larger. */
-                c->n_invalid++;
-                return;
-        }
-        if (e.message) {
-                /* Redis is a boundary: the channels send what they are given as it is, so it is parsed and
-                 * printed as json-c prints (what a local publish vouches for). */
-                struct json_tokener *tok = json_tokener_new();
+        cluster_channels_subscriber_disconnected(c->cc);
+        cluster_nodes_conn_changed(c->nodes);
+        calls_connection_changed(c);
+}
 
-                if (!tok) {
-                        log_oom();
-                        return;
-                }
-                msg = json_tokener_parse_ex(tok, e.message, (int) e.message_len);
-                if (!msg || json_tokener_get_error(tok) != json_tokener_success ||
-                    json_tokener_get_parse_end(tok) != e.message_len) {
-                        json_tokener_free(tok);
-                        c->n_invalid++;
-                        return;
-                }
-                json_tokener_free(tok);
-                text = json_object_to_json_string_length(msg, JSON_FORMAT_FLAGS, &text_len);
-                if (!text) {
-                        log_oom();
-                        return;
-                }
-        }
-
-        c->relaying = true;
-        r = channels_publish_serialized(c->channels, rchannel + plen + 3, rchannel_len - plen - 3, text, text_len,
-                                        NULL, NULL);
-        c->relaying = false;
-        if (r < 0) {
-                c->n_invalid++;
-                log_debug_errno(r, "Cluster: a message from %.*s was not published here: %m", (int) e.node_id_len,
-                                e.node_id);
-                return;
-        }
-        c->n_received++;
+static bool is_calls_channel(Cluster *c, const redisReply *ch) {
+        return c->calls_channel && ch->type == REDIS_REPLY_STRING && ch->len == c->calls_channel_len &&
+                memcmp(ch->str, c->calls_channel, ch->len) == 0;
 }
 
 static void on_push(RedisConn *conn, redisReply *reply, void *userdata) {
         Cluster *c = userdata;
-        redisReply *ch, *payload;
+        redisReply *ch = NULL;
 
         if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 || reply->element[0]->type != REDIS_REPLY_STRING)
                 return;
         if (streq(reply->element[0]->str, "message") && reply->elements == 3) {
                 ch = reply->element[1];
-                payload = reply->element[2];
-        } else if (streq(reply->element[0]->str, "pmessage") && reply->elements == 4) {
+                if (is_calls_channel(c, ch)) {
+                        if (c->call_hooks.message && reply->element[2]->type == REDIS_REPLY_STRING)
+                                c->call_hooks.message(reply->element[2]->str, reply->element[2]->len,
+                                                      c->call_hooks.userdata);
+                        return;
+                }
+        } else if (streq(reply->element[0]->str, "subscribe") && is_calls_channel(c, reply->element[1]))
+                return;         /* the calls channel's confirmation: nothing of the channels' */
+        else if (streq(reply->element[0]->str, "pmessage") && reply->elements == 4)
                 ch = reply->element[2];
-                payload = reply->element[3];
-        } else {
+        /* The nodes' heartbeats first; the rest (and every (un)subscribe confirmation) is the channels'. */
+        if (!ch)
                 (void) cluster_nodes_push(c->nodes, NULL, 0);
-                return;         /* (un)subscribe confirmations */
-        }
-        if (ch->type != REDIS_REPLY_STRING || payload->type != REDIS_REPLY_STRING ||
-            cluster_nodes_push(c->nodes, ch->str, ch->len))
+        else if (ch->type != REDIS_REPLY_STRING || cluster_nodes_push(c->nodes, ch->str, ch->len))
                 return;
-        if (c->calls_channel && ch->len == c->calls_channel_len &&
-            memcmp(ch->str, c->calls_channel, ch->len) == 0) {
-                if (c->call_hooks.message)
-                        c->call_hooks.message(payload->str, payload->len, c->call_hooks.userdata);
-                return;
-        }
-        deliver(c, ch->str, ch->len, payload->str, payload->len);
+        cluster_channels_push(c->cc, reply);
 }
 
-static void on_publish_reply(RedisConn *conn, redisReply *reply, void *userdata) {
-        Cluster *c = userdata;
-
-        if (reply && reply->type != REDIS_REPLY_ERROR)
-                return;
-        c->n_publish_failed++;
-        if (ratelimit_below(&c->publish_fail_log, now_usec(CLOCK_MONOTONIC)))
-                log_warning("Cluster: a publish did not reach Redis: %s.",
-                            reply ? reply->str : (redis_conn_last_error(conn) ?: "no answer"));
-}
-
-void cluster_channel_published(Cluster *c, const char *name, size_t len, const char *message, size_t message_len,
-                               uint64_t event_id) {
-        _cleanup_free_ char *key = NULL, *env = NULL;
-        size_t key_len, env_len;
-        int r;
-
-        if (!c || c->relaying)
-                return;
-        r = channel_key(c, name, len, &key, &key_len);
-        if (r >= 0)
-                r = cluster_envelope_build(c->node_id, event_id, message, message_len, &env, &env_len);
-        if (r >= 0)
-                r = redis_conn_command(c->commands, on_publish_reply, c, 3,
-                                       (const char *[]) { "PUBLISH", key, env },
-                                       (const size_t[]) { 7, key_len, env_len });
-        if (r < 0) {
-                /* Published here, not to the other nodes: the acknowledged-after-Redis publish is not built
-                 * yet (docs/cluster.md). */
-                c->n_publish_failed++;
-                if (ratelimit_below(&c->publish_fail_log, now_usec(CLOCK_MONOTONIC)))
-                        log_warning_errno(r, "Cluster: a publish was not sent to Redis: %s",
-                                          r == -ENOTCONN ? "not connected" : strerror(-r));
-                return;
-        }
-        c->n_published++;
-}
-
-RedisConn* cluster_commands(Cluster *c) {
-        return c ? c->commands : NULL;
+ClusterChannels* cluster_get_channels(Cluster *c) {
+        return c ? c->cc : NULL;
 }
 
 /* ---- status ---- */
@@ -505,13 +231,8 @@ int cluster_add_status(Cluster *c, struct json_object *data) {
             (r = json_add_bool(o, "connected", state == CLUSTER_STATE_CONNECTED)) < 0 ||
             (r = json_add_int64(o, "since", (int64_t) (since / USEC_PER_MSEC))) < 0 ||
             (r = json_add_string(o, "lastError", redis_conn_last_error(worst))) < 0 ||
-            (r = json_add_int64(o, "redisSubscriptions", HASH_COUNT(c->subs))) < 0 ||
             (r = json_add_int64(o, "pending", (int64_t) redis_conn_pending(c->commands))) < 0 ||
-            (r = json_add_int64(o, "published", (int64_t) c->n_published)) < 0 ||
-            (r = json_add_int64(o, "publishFailed", (int64_t) c->n_publish_failed)) < 0 ||
-            (r = json_add_int64(o, "received", (int64_t) c->n_received)) < 0 ||
-            (r = json_add_int64(o, "duplicates", (int64_t) c->n_duplicates)) < 0 ||
-            (r = json_add_int64(o, "invalid", (int64_t) c->n_invalid)) < 0 ||
+            (r = cluster_channels_add_status(c->cc, o)) < 0 ||
             (r = cluster_nodes_add_status(c->nodes, o)) < 0)
                 return r;
         return json_add(data, "cluster", TAKE_PTR(o));
@@ -523,6 +244,26 @@ ClusterNodes* cluster_get_nodes(Cluster *c) {
 
 /* ---- lifecycle ---- */
 
+/* a then b, each NULL-terminated (or NULL), as one new NULL-terminated array. */
+static int scripts_join(const RedisScript *const *a, const RedisScript *const *b, const RedisScript ***ret) {
+        size_t na = 0, nb = 0;
+        const RedisScript **v;
+
+        while (a && a[na])
+                na++;
+        while (b && b[nb])
+                nb++;
+        v = new0(const RedisScript*, na + nb + 1);
+        if (!v)
+                return -ENOMEM;
+        if (na > 0)
+                memcpy(v, a, na * sizeof(*v));
+        if (nb > 0)
+                memcpy(v + na, b, nb * sizeof(*v));
+        *ret = v;
+        return 0;
+}
+
 int cluster_new(const ClusterConfig *config, Cluster **ret) {
         _cleanup_(cluster_freep) Cluster *c = NULL;
         const ClusterSettings *s = config->settings;
@@ -533,24 +274,35 @@ int cluster_new(const ClusterConfig *config, Cluster **ret) {
                 return -ENOMEM;
         c->event = sd_event_ref(config->event);
         c->channels = config->channels;
-        c->publish_fail_log = (RateLimit) { .interval = 10 * USEC_PER_SEC, .burst = 5 };
         c->prefix = strdup(s->prefix);
         c->node_id = strdup(s->node_id);
         if (!c->prefix || !c->node_id)
                 return -ENOMEM;
-        c->node_id_len = strlen(c->node_id);
         r = cluster_url_redacted(&s->url, &c->url_redacted);
         if (r < 0)
                 return r;
+        r = cluster_channels_new(&(ClusterChannelsConfig) {
+                                         .event = c->event,
+                                         .channels = c->channels,
+                                         .prefix = c->prefix,
+                                         .node_id = c->node_id,
+                                         .url_redacted = c->url_redacted,
+                                         .command_timeout_usec = s->caps.command_timeout_usec,
+                                 }, &c->cc);
+        if (r < 0)
+                return r;
 
+        r = scripts_join(cluster_channels_scripts(c->cc), config->scripts, &c->scripts);
+        if (r < 0)
+                return r;
         r = redis_conn_new(&(RedisConnConfig) { .event = c->event, .url = &s->url, .name = "commands",
                                                 .command_timeout_usec = s->caps.command_timeout_usec,
                                                 .max_pending = s->caps.max_pending,
                                                 .backoff_max_usec = s->caps.reconnect_max_usec,
-                                                .scripts = config->scripts },
+                                                .scripts = c->scripts },
                            &(RedisConnHooks) {
                                    .connected = on_commands_connected,
-                                   .disconnected = on_disconnected,
+                                   .disconnected = on_commands_disconnected,
                                    .userdata = c,
                            }, &c->commands);
         if (r < 0)
@@ -561,12 +313,13 @@ int cluster_new(const ClusterConfig *config, Cluster **ret) {
                                                 .backoff_max_usec = s->caps.reconnect_max_usec },
                            &(RedisConnHooks) {
                                    .connected = on_subscriber_connected,
-                                   .disconnected = on_disconnected,
+                                   .disconnected = on_subscriber_disconnected,
                                    .push = on_push,
                                    .userdata = c,
                            }, &c->subscriber);
         if (r < 0)
                 return r;
+        cluster_channels_set_connections(c->cc, c->commands, c->subscriber);
         r = cluster_nodes_new(&(ClusterNodesConfig) {
                                       .event = c->event,
                                       .commands = c->commands,
@@ -587,33 +340,29 @@ int cluster_new(const ClusterConfig *config, Cluster **ret) {
 }
 
 Cluster* cluster_free(Cluster *c) {
-        RedisSub *s, *tmp;
-
         if (!c)
                 return NULL;
         c->call_hooks = (ClusterCallHooks) {};
+        /* The connections first: their pending commands' callbacks still reach the channels' backend and the
+         * nodes (a heartbeat they still hold is answered as they go). */
         c->subscriber = redis_conn_free(c->subscriber);
         c->commands = redis_conn_free(c->commands);
-        /* after the connections: a heartbeat they still hold is answered as they go */
         c->nodes = cluster_nodes_free(c->nodes);
-        HASH_ITER(hh, c->subs, s, tmp) {
-                HASH_DEL(c->subs, s);
-                free(s->key);
-                free(s);
-        }
+        if (c->cc)
+                cluster_channels_connections_gone(c->cc);
+        c->cc = cluster_channels_free(c->cc);
         sd_event_unref(c->event);
         free(c->url_redacted);
         free(c->prefix);
         free(c->node_id);
         free(c->calls_channel);
+        free(c->scripts);
         return mfree(c);
 }
 
-/* ---- for the method calls (photond-cluster-calls.c) ---- */
+/* ---- for the other cluster parts (photond-cluster-jobs.c, photond-cluster-calls.c) ---- */
 
 int cluster_set_call_hooks(Cluster *c, const ClusterCallHooks *hooks) {
-        char *k;
-
         c->call_hooks = hooks ? *hooks : (ClusterCallHooks) {};
         if (!hooks || c->calls_channel)
                 return 0;
@@ -622,10 +371,13 @@ int cluster_set_call_hooks(Cluster *c, const ClusterCallHooks *hooks) {
                 return -ENOMEM;
         }
         c->calls_channel_len = strlen(c->calls_channel);
-        /* In the subscriptions' table (a 'c' key), so that it is sent again at every reconnect. */
-        if (asprintf(&k, "c%s", c->calls_channel) < 0)
-                return -ENOMEM;
-        return sub_ref(c, k, c->calls_channel_len + 1, true);
+        /* Sent again at every reconnect (on_subscriber_connected()). */
+        calls_subscribe(c);
+        return 0;
+}
+
+RedisConn* cluster_commands(Cluster *c) {
+        return c ? c->commands : NULL;
 }
 
 const char* cluster_node_id(Cluster *c) {

@@ -1,12 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* Cluster mode, first slice: the bridge between the local channels and the other nodes through Redis pub/sub. A
- * front end of the channels as the control socket is: the Manager hands it the channels' "subscribed" and
- * "published" hooks (ChannelsHooks), it publishes each local message to Redis once (PUBLISH <prefix>ch:<channel>,
- * the message in an envelope naming the node and its eventId), keeps one Redis subscription per channel key with
- * local subscribers (a "P:*" key: PSUBSCRIBE <prefix>ch:P:* and SUBSCRIBE <prefix>ch:P), and publishes what
- * other nodes sent into the local channels, which fan it out. Nothing of this exists without a cluster URL. */
+/* Cluster mode: the settings, the two Redis connections (commands; a subscriber), and status' "cluster" object.
+ * The channels' backend on them is photond-cluster-channels.c's. Nothing of this exists without a cluster URL. */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -54,10 +50,10 @@ int cluster_new(const ClusterConfig *config, Cluster **ret);
 Cluster* cluster_free(Cluster *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Cluster*, cluster_free);
 
-/* ChannelsHooks.subscribed_changed and .published, forwarded by the Manager. */
-void cluster_channel_subscribed(Cluster *c, const char *name, size_t len, bool subscribed);
-void cluster_channel_published(Cluster *c, const char *name, size_t len, const char *message, size_t message_len,
-                               uint64_t event_id);
+/* The channels' backend (photond-cluster-channels.h), which the Manager's ChannelsBackend forwards to; NULL for
+ * NULL. */
+struct ClusterChannels;
+struct ClusterChannels* cluster_get_channels(Cluster *c);
 
 /* The nodes and the cluster's state (photond-cluster-nodes.h), for D-Bus. */
 ClusterNodes* cluster_get_nodes(Cluster *c);

@@ -13,10 +13,13 @@
 
 #include <assert.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "json-util.h"
+#include "list.h"
 #include "photond-channel.h"
 #include "photond-client.h"
 #include "photond-control.h"
@@ -172,6 +175,172 @@ static struct json_object* channel_reply_data(const char *key, const char *chann
         return TAKE_PTR(data);
 }
 
+/* ---- cluster mode: answered when the backend has it ---- */
+
+/* A publish or a replay the channels' backend answers later (cluster mode): what its answer echoes. */
+typedef struct ChannelsDeferred Deferred;
+struct ChannelsDeferred {
+        LIST_FIELDS(Deferred, deferred);        /* on the client's list while it waits (not after it went) */
+        Channels *channels;
+        char *id;                       /* the request's id, NUL-terminated */
+        char *channel;                  /* channel_len bytes, NUL-terminated */
+        size_t channel_len;
+        bool subscribe;                 /* a replay for a subscribe (else for get_events_since) */
+};
+
+static Deferred* deferred_free(Deferred *d) {
+        if (!d)
+                return NULL;
+        free(d->id);
+        free(d->channel);
+        return mfree(d);
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(Deferred*, deferred_free);
+
+static Deferred* deferred_new(const char *id, size_t id_len, const char *channel, size_t channel_len) {
+        _cleanup_(deferred_freep) Deferred *d = new0(Deferred, 1);
+
+        if (!d)
+                return NULL;
+        d->id = strndup(id, id_len);
+        d->channel = malloc(channel_len + 1);
+        if (!d->id || !d->channel)
+                return NULL;
+        memcpy(d->channel, channel, channel_len);
+        d->channel[channel_len] = 0;
+        d->channel_len = channel_len;
+        return TAKE_PTR(d);
+}
+
+/* The client d waits on (the backend's answer came while it is there): d leaves its list. */
+static Client* deferred_client(Subscriber *s, Deferred *d) {
+        Client *c = (Client*) ((uint8_t*) s - offsetof(Client, subscriber));
+
+        assert(c->n_deferred > 0);
+        LIST_REMOVE(deferred, c->deferred, d);
+        c->n_deferred--;
+        return c;
+}
+
+static void deferred_add(Client *c, Deferred *d) {
+        LIST_PREPEND(deferred, c->deferred, d);
+        c->n_deferred++;
+}
+
+int control_channels_foreach_deferred(Client *c, int (*cb)(const char *request_id, void *userdata),
+                                      void *userdata) {
+        Deferred *last = NULL;
+        int r;
+
+        LIST_FOREACH(deferred, d, c->deferred)
+                last = d;
+        /* The list is newest first. */
+        for (Deferred *d = last; d; d = d->deferred_prev) {
+                r = cb(d->id, userdata);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* "Cluster unavailable: <reason>" to the request d answers, or a failed client's close. */
+static void deferred_reply_error(Client *c, Deferred *d, const char *reason) {
+        _cleanup_free_ char *text = NULL;
+
+        /* A failed answer closes the client (client_send()). */
+        if (asprintf(&text, "Cluster unavailable: %s", reason ?: "unknown error") >= 0)
+                (void) client_reply_error(c, d->id, text, NULL);
+}
+
+static void on_publish_done(Subscriber *s, int error, const char *reason, uint64_t event_id, void *userdata) {
+        _cleanup_(deferred_freep) Deferred *d = userdata;
+        _cleanup_(json_object_putp) struct json_object *oid = NULL, *och = NULL;
+        ReplyString id, channel;
+        Client *c;
+
+        if (!s)
+                return;
+        c = deferred_client(s, d);
+        if (error < 0) {
+                deferred_reply_error(c, d, reason);
+                return;
+        }
+        /* The echo rule of both paths (reply_string()). */
+        id = (ReplyString) { d->id, strlen(d->id), true };
+        channel = (ReplyString) { d->channel, d->channel_len, true };
+        if (!json_string_is_plain(id.s, id.len)) {
+                oid = json_object_new_string(d->id);
+                id.s = oid ? json_object_to_json_string_length(oid, JSON_FORMAT_FLAGS, &id.len) : NULL;
+                id.quote = false;
+        }
+        if (!json_string_is_plain(channel.s, channel.len)) {
+                och = json_object_new_string_len(d->channel, (int) d->channel_len);
+                channel.s = och ? json_object_to_json_string_length(och, JSON_FORMAT_FLAGS, &channel.len) : NULL;
+                channel.quote = false;
+        }
+        if (id.s && channel.s)
+                (void) publish_reply(c, &id, &channel, event_id);
+}
+
+/* Cluster mode: the publish goes to the backend and is answered when it has it. 1: answered later. */
+static int publish_deferred(Channels *chs, Client *c, const char *id, size_t id_len, const char *name, size_t len,
+                            const char *message, size_t message_len) {
+        _cleanup_(deferred_freep) Deferred *d = deferred_new(id, id_len, name, len);
+        int r;
+
+        if (!d)
+                return -ENOMEM;
+        deferred_add(c, d);
+        r = channels_publish_deferred(chs, name, len, message, message_len, &c->subscriber, on_publish_done, d);
+        if (r < 0) {
+                (void) deferred_client(&c->subscriber, d);
+                return r;
+        }
+        TAKE_PTR(d);
+        return 1;
+}
+
+static int on_subscribe_replay_done(Channels *chs, Client *c, Deferred *d, const ChannelsReplayed *rp);
+static int on_events_replay_done(Client *c, Deferred *d, const ChannelsReplayed *rp);
+
+static void on_replay_done(Subscriber *s, const ChannelsReplayed *rp, void *userdata) {
+        _cleanup_(deferred_freep) Deferred *d = userdata;
+        Client *c;
+        int r;
+
+        if (!s)
+                return;
+        c = deferred_client(s, d);
+        if (rp->error < 0) {
+                deferred_reply_error(c, d, rp->reason);
+                return;
+        }
+        r = d->subscribe ? on_subscribe_replay_done(d->channels, c, d, rp) : on_events_replay_done(c, d, rp);
+        if (r < 0)
+                /* What control_handle_line() does with a handler's failure. */
+                (void) client_reply_error(c, d->id, "Internal error", NULL);
+}
+
+/* Cluster mode: the replay comes from the backend's store (channels_replay_deferred()). 1: answered later. */
+static int replay_deferred(Channels *chs, Client *c, Request *req, const char *name, size_t len, int64_t from,
+                           bool subscribe) {
+        _cleanup_(deferred_freep) Deferred *d = deferred_new(req->id, strlen(req->id), name ?: "", name ? len : 0);
+        int r;
+
+        if (!d)
+                return -ENOMEM;
+        d->channels = chs;
+        d->subscribe = subscribe;
+        deferred_add(c, d);
+        r = channels_replay_deferred(chs, d->channel, d->channel_len, from, &c->subscriber, on_replay_done, d);
+        if (r < 0) {
+                (void) deferred_client(&c->subscriber, d);
+                return r;
+        }
+        TAKE_PTR(d);
+        return 1;
+}
+
 /* ---- the requests ---- */
 
 int control_channels_subscribe(Channels *chs, Client *c, Request *req) {
@@ -181,6 +350,14 @@ int control_channels_subscribe(Channels *chs, Client *c, Request *req) {
         int r;
 
         assert(name);
+
+        if (channels_deferred(chs) && json_object_object_get_ex(req->json, "lastEventId", &v)) {
+                /* Subscribed when the replay is there: live messages come after it (photond-cluster-channels.c). */
+                if (len > limits.MAX_CHANNEL_NAME_BYTES)
+                        return reply_name_too_long(c, req, len);
+                r = replay_deferred(chs, c, req, name, len, last_event_id_from_json(v), true);
+                return r < 0 ? r : 0;
+        }
 
         r = channels_subscribe(chs, &c->subscriber, name, len);
         if (r == -EINVAL)
@@ -200,6 +377,25 @@ int control_channels_subscribe(Channels *chs, Client *c, Request *req) {
         }
 
         return client_reply_result(c, req->id, true, channel_reply_data("subscribed", name, len));
+}
+
+static int on_subscribe_replay_done(Channels *chs, Client *c, Deferred *d, const ChannelsReplayed *rp) {
+        int r;
+
+        r = channels_subscribe(chs, &c->subscriber, d->channel, d->channel_len);
+        if (r == -EINVAL)
+                return client_reply_limit(c, d->id, LIMIT_MAX_CHANNEL_NAME_BYTES, d->channel_len);
+        if (r == -ENOSPC)
+                return client_reply_limit(c, d->id, LIMIT_MAX_CHANNELS, UINT64_MAX);
+        if (r == -EDQUOT)
+                return client_reply_limit(c, d->id, LIMIT_MAX_SUBSCRIPTIONS_PER_CLIENT, UINT64_MAX);
+        if (r < 0)
+                return r;
+        /* Replays and refresh_needed go out before the result, as on one node. */
+        r = channels_replay_events(chs, &c->subscriber, d->id, d->channel, d->channel_len, rp);
+        if (r < 0)
+                return r;
+        return client_reply_result(c, d->id, true, channel_reply_data("subscribed", d->channel, d->channel_len));
 }
 
 int control_channels_unsubscribe(Channels *chs, Client *c, Request *req) {
@@ -233,15 +429,18 @@ int control_channels_publish(Channels *chs, Client *c, Request *req) {
         if (r < 0)
                 return r;
 
-        r = channels_publish_serialized(chs, name, len, message, message_len, &c->subscriber, &event_id);
+        if (channels_deferred(chs))
+                r = publish_deferred(chs, c, req->id, strlen(req->id), name, len, message, message_len);
+        else
+                r = channels_publish_serialized(chs, name, len, message, message_len, &c->subscriber, &event_id);
         if (r == -EINVAL)
                 return reply_name_too_long(c, req, len);
         if (r == -EMSGSIZE)
                 return client_reply_limit(c, req->id, LIMIT_MAX_MESSAGE_BYTES, message_len);
         if (r == -ENOSPC)
                 return reply_too_many_channels(c, req);
-        if (r < 0)
-                return r;
+        if (r != 0)
+                return r < 0 ? r : 0;
         return publish_reply(c, &id, &channel, event_id);
 }
 
@@ -252,6 +451,14 @@ int control_channels_publish_line(Channels *chs, Client *c, const char *line, si
 
         if (!request_scan_publish(line, len, &s))
                 return 0;
+
+        if (channels_deferred(chs)) {
+                /* The scan's id and channel have no escapes: they are as the general path would read them. */
+                r = publish_deferred(chs, c, s.id, s.id_len, s.channel, s.channel_len, s.message, s.message_len);
+                if (r == -EINVAL || r == -EMSGSIZE)
+                        return 0;
+                return r;
+        }
 
         r = channels_publish_serialized(chs, s.channel, s.channel_len, s.message, s.message_len, &c->subscriber,
                                         &event_id);
@@ -301,17 +508,50 @@ static int events_list_add(const ChannelEvent *e, void *userdata) {
         return 0;
 }
 
-int control_channels_get_events_since(Channels *chs, Client *c, Request *req) {
-        _cleanup_free_ char *events = NULL, *text = NULL;
-        _cleanup_(shared_buf_unrefp) SharedBuf *b = NULL;
+static int send_events_reply(Client *c, const ReplyString *id, const char *events, size_t events_size,
+                             bool refresh);
+
+/* get_events_since's answer from the backend's store. */
+static int on_events_replay_done(Client *c, Deferred *d, const ChannelsReplayed *rp) {
+        _cleanup_free_ char *events = NULL;
+        _cleanup_(json_object_putp) struct json_object *oid = NULL;
         EventsList l = { .queued = c->out_bytes };
-        size_t len = 0, events_size = 0, size = 0;
+        bool refresh = rp->refresh_needed;
+        size_t events_size = 0;
+        ReplyString id = { d->id, strlen(d->id), true };
+        int r = 0;
+
+        if (!json_string_is_plain(id.s, id.len)) {
+                oid = json_object_new_string(d->id);
+                id.s = oid ? json_object_to_json_string_length(oid, JSON_FORMAT_FLAGS, &id.len) : NULL;
+                if (!id.s)
+                        return -ENOMEM;
+                id.quote = false;
+        }
+        l.f = open_memstream(&events, &events_size);
+        if (!l.f)
+                return -ENOMEM;
+        for (size_t i = 0; i < rp->n_events && r >= 0; i++)
+                r = events_list_add(&rp->events[i], &l);
+        if (fclose(l.f) != 0 && r >= 0)
+                r = -ENOMEM;
+        if (r == -ENOBUFS && l.over) {
+                refresh = true;
+                events_size = 0;
+        } else if (r < 0)
+                return r;
+        return send_events_reply(c, &id, events, events_size, refresh);
+}
+
+int control_channels_get_events_since(Channels *chs, Client *c, Request *req) {
+        _cleanup_free_ char *events = NULL;
+        EventsList l = { .queued = c->out_bytes };
+        size_t len = 0, events_size = 0;
         struct json_object *v;
         const char *name;
         bool refresh = false;
         ReplyString id;
         int64_t ts = 0;
-        FILE *f;
         int r;
 
         name = request_channel(req, &len);
@@ -321,6 +561,12 @@ int control_channels_get_events_since(Channels *chs, Client *c, Request *req) {
         r = reply_string(req, "id", &id);
         if (r < 0)
                 return r;
+
+        if (channels_deferred(chs) && name && len <= limits.MAX_CHANNEL_NAME_BYTES) {
+                /* Cluster mode: what the cluster kept, not what this node happened to buffer. */
+                r = replay_deferred(chs, c, req, name, len, ts, false);
+                return r < 0 ? r : 0;
+        }
 
         l.f = open_memstream(&events, &events_size);
         if (!l.f)
@@ -335,6 +581,16 @@ int control_channels_get_events_since(Channels *chs, Client *c, Request *req) {
                 events_size = 0;
         } else if (r < 0)
                 return r;
+        return send_events_reply(c, &id, events, events_size, refresh);
+}
+
+static int send_events_reply(Client *c, const ReplyString *idp, const char *events, size_t events_size,
+                             bool refresh) {
+        _cleanup_free_ char *text = NULL;
+        _cleanup_(shared_buf_unrefp) SharedBuf *b = NULL;
+        ReplyString id = *idp;
+        size_t size = 0;
+        FILE *f;
 
         f = open_memstream(&text, &size);
         if (!f)

@@ -121,6 +121,11 @@ int control_lock_foreach_wait(Client *c, int (*cb)(const char *request_id, void 
 
 /* ---- channels: photond-control-channels.c ---- */
 
+/* Cluster mode: calls cb with the id of each publish, subscribe with lastEventId or get_events_since c waits for
+ * Redis' answer to, oldest first; stops at cb's first negative return and returns it (photond-fdstore.c). */
+int control_channels_foreach_deferred(Client *c, int (*cb)(const char *request_id, void *userdata),
+                                      void *userdata);
+
 /* The pub/sub requests, handled for c as the channels' Subscriber, and answered to c. */
 int control_channels_subscribe(Channels *chs, Client *c, Request *req);
 int control_channels_unsubscribe(Channels *chs, Client *c, Request *req);

@@ -971,6 +971,9 @@ size_t fdstore_keep_clients(Manager *m) {
          * runs) do not go on there. */
         for (size_t i = 0; r >= 0 && i < k.n_kept; i++)
                 r = control_lock_foreach_wait(k.kept[i].client, on_lock_wait, &k.kept[i]);
+        /* Cluster mode: what waits for Redis (this process drops it when the clients leave it). */
+        for (size_t i = 0; r >= 0 && i < k.n_kept; i++)
+                r = control_channels_foreach_deferred(k.kept[i].client, on_lock_wait, &k.kept[i]);
         if (r >= 0)
                 r = dispatcher_foreach_call(m->dispatcher, on_call, &k);
         if (r >= 0)

@@ -80,6 +80,64 @@ static int on_channels(HttpRequest *req, void *userdata) {
         return respond_list(req, "channels", r, array);
 }
 
+/* Cluster mode: a publish answered when Redis has it (channels_publish_deferred()). The request may end first
+ * (the client left): req is then NULL, and the answer goes nowhere. */
+typedef struct HttpPublish {
+        HttpRequest *req;
+        char *channel;
+        bool in_call;                   /* within channels_publish_deferred(): an answer now is kept for it */
+        bool answered_now;
+        int error;
+        char *reason;
+} HttpPublish;
+
+/* The answer's body: {published, channel, eventId}, or {error: "Cluster unavailable: …"}. */
+static struct json_object* publish_answer_new(const char *channel, int error, const char *reason,
+                                              uint64_t event_id) {
+        _cleanup_(json_object_putp) struct json_object *o = json_object_new_object();
+        _cleanup_free_ char *text = NULL;
+
+        if (!o)
+                return NULL;
+        if (error < 0) {
+                if (asprintf(&text, "Cluster unavailable: %s", reason ?: "unknown error") < 0 ||
+                    json_add_string(o, "error", text) < 0)
+                        return NULL;
+        } else if (json_add_bool(o, "published", true) < 0 || json_add_string(o, "channel", channel) < 0 ||
+                   json_add_int64(o, "eventId", (int64_t) event_id) < 0)
+                return NULL;
+        return TAKE_PTR(o);
+}
+
+static void on_publish_answered(Subscriber *unused, int error, const char *reason, uint64_t event_id,
+                                void *userdata) {
+        HttpPublish *p = userdata;
+        struct json_object *o;
+
+        if (p->in_call) {
+                /* A refusal at once: on_publish() answers it and frees p. */
+                p->answered_now = true;
+                p->error = error;
+                p->reason = reason ? strdup(reason) : NULL;
+                return;
+        }
+        if (p->req) {
+                http_request_set_data(p->req, NULL);
+                o = publish_answer_new(p->channel, error, reason, event_id);
+                http_request_finish(p->req, !o ? 0 : error < 0 ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_OK, o);
+        }
+        free(p->channel);
+        free(p);
+}
+
+static void on_publish_done(HttpRequest *req, void *userdata) {
+        HttpPublish *p = http_request_get_data(req);
+
+        /* Still waiting for the backend, which frees p when it answers. */
+        if (p)
+                p->req = NULL;
+}
+
 /* POST /v1/channels/{channel}: the body (JSON) is the message; an empty body publishes none, as a publish
  * without "message". Answered as publish's data: {published, channel, eventId}. */
 static int on_publish(HttpRequest *req, void *userdata) {
@@ -103,6 +161,47 @@ static int on_publish(HttpRequest *req, void *userdata) {
                         snprintf(error, sizeof(error), "Invalid JSON body: %s", jerr ?: "syntax error");
                         return http_respond_error(req, MHD_HTTP_BAD_REQUEST, error, NULL);
                 }
+        }
+
+        if (channels_deferred(a->config.channels)) {
+                HttpPublish *p = new0(HttpPublish, 1);
+                const char *text_msg = NULL;
+                size_t text_len = 0;
+
+                if (!p || !(p->channel = strdup(channel))) {
+                        free(p);
+                        return -ENOMEM;
+                }
+                if (msg && !(text_msg = json_object_to_json_string_length(msg, JSON_FORMAT_FLAGS, &text_len))) {
+                        free(p->channel);
+                        free(p);
+                        return -ENOMEM;
+                }
+                p->req = req;
+                p->in_call = true;
+                r = channels_publish_deferred(a->config.channels, channel, strlen(channel), text_msg, text_len,
+                                              NULL, on_publish_answered, p);
+                p->in_call = false;
+                if (r >= 0 && !p->answered_now) {
+                        http_request_set_data(req, p);
+                        http_request_suspend(req);
+                        return 0;
+                }
+                /* Refused at once: by a cap before the backend saw it, or by the backend. */
+                if (r >= 0) {
+                        o = publish_answer_new(channel, p->error, p->reason, 0);
+                        free(p->reason);
+                }
+                free(p->channel);
+                free(p);
+                if (r >= 0)
+                        /* o goes with the function's cleanup. */
+                        return o ? http_respond(req, MHD_HTTP_SERVICE_UNAVAILABLE, o, NULL) : -ENOMEM;
+                limit = channels_limit_error(r, channel, msg, text, sizeof(text));
+                if (!limit)
+                        return r;
+                return http_respond_error(req, r == -EMSGSIZE ? MHD_HTTP_CONTENT_TOO_LARGE : MHD_HTTP_BAD_REQUEST,
+                                          limit, NULL);
         }
 
         r = channels_publish(a->config.channels, channel, msg, NULL, &event_id);
@@ -190,7 +289,8 @@ int http_api_new(HttpServer *http, const HttpApiConfig *config, HttpApi **ret) {
                 { .method = "GET",    .pattern = "/v1/jobs",                .complete = on_jobs },
                 { .method = "POST",   .pattern = "/v1/jobs/{jobId}/run",    .complete = on_run_job },
                 { .method = "GET",    .pattern = "/v1/channels",            .complete = on_channels },
-                { .method = "POST",   .pattern = "/v1/channels/{channel*}", .complete = on_publish },
+                { .method = "POST",   .pattern = "/v1/channels/{channel*}", .complete = on_publish,
+                  .done = on_publish_done },
         };
         int r;
 

@@ -26,6 +26,7 @@
 #include "path-util.h"
 #include "photond-bus.h"
 #include "photond-channel.h"
+#include "photond-cluster-channels.h"
 #include "photond-cluster.h"
 #include "photond-cluster-calls.h"
 #include "photond-client.h"
@@ -289,18 +290,37 @@ static bool hook_may_write_now(void *userdata) {
         return manager_may_write_now(userdata);
 }
 
-/* Cluster mode only: without a cluster URL these hooks are not filled in. */
-static void hook_channel_subscribed(const char *name, size_t len, bool subscribed, void *userdata) {
-        Manager *m = userdata;
+/* Cluster mode only: without a cluster URL the channels have no backend. */
+static void backend_publish(const char *name, size_t len, const char *message, size_t message_len,
+                            Subscriber *publisher, ChannelsPublishDone done, void *done_userdata, void *userdata) {
+        ClusterChannels *cc = cluster_get_channels(((Manager*) userdata)->cluster);
 
-        cluster_channel_subscribed(m->cluster, name, len, subscribed);
+        if (!cc) {
+                /* Only while the Manager is being built or freed. */
+                if (done)
+                        done(publisher, -ENOTCONN, "not connected to Redis", 0, done_userdata);
+                return;
+        }
+        cluster_channels_publish(cc, name, len, message, message_len, publisher, done, done_userdata);
 }
 
-static void hook_channel_published(const char *name, size_t len, const char *message, size_t message_len,
-                                   uint64_t event_id, void *userdata) {
-        Manager *m = userdata;
+static void backend_subscriber_gone(Subscriber *s, void *userdata) {
+        ClusterChannels *cc = cluster_get_channels(((Manager*) userdata)->cluster);
 
-        cluster_channel_published(m->cluster, name, len, message, message_len, event_id);
+        if (cc)
+                cluster_channels_subscriber_gone(cc, s);
+}
+
+static void backend_replay(const char *name, size_t len, int64_t last_event_id, Subscriber *s,
+                           ChannelsReplayDone done, void *done_userdata, void *userdata) {
+        ClusterChannels *cc = cluster_get_channels(((Manager*) userdata)->cluster);
+
+        if (!cc) {
+                done(s, &(const ChannelsReplayed) { .error = -ENOTCONN, .reason = "not connected to Redis" },
+                     done_userdata);
+                return;
+        }
+        cluster_channels_replay(cc, name, len, last_event_id, s, done, done_userdata);
 }
 
 static void hook_cluster_changed(bool state, void *userdata) {
@@ -912,13 +932,18 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
         r = cluster_settings_from_env(m->system, &m->cluster_settings);
         if (r < 0)
                 return r;
+        m->channels_backend = (ChannelsBackend) {
+                .publish = backend_publish,
+                .subscriber_gone = backend_subscriber_gone,
+                .replay = backend_replay,
+                .userdata = m,
+        };
         r = channels_new(&(ChannelsHooks) {
                                  .clock = &m->clock,
                                  .state_changed = hook_state_changed,
                                  .counts_changed = hook_counts_changed,
                                  .may_write_now = hook_may_write_now,
-                                 .subscribed_changed = m->cluster_settings.enabled ? hook_channel_subscribed : NULL,
-                                 .published = m->cluster_settings.enabled ? hook_channel_published : NULL,
+                                 .backend = m->cluster_settings.enabled ? &m->channels_backend : NULL,
                                  .userdata = m,
                          }, &m->channels);
         if (r < 0)
@@ -1311,9 +1336,9 @@ Manager* manager_free(Manager *m) {
 
         remove_side_files(m);
 
-        /* Before the clients leave: their unsubscribes are no news for Redis (a closed connection drops the
-         * node's subscriptions there). The jobs' and calls' parts first: the answers still to come from the
-         * cluster's command connection then find nobody. */
+        /* Before the clients leave: the publishes and replays still waiting for Redis are answered ("photond is
+         * stopping") while their clients are there. The jobs' and calls' parts first: the answers still to come
+         * from the cluster's command connection then find nobody. */
         m->cluster_jobs = cluster_jobs_free(m->cluster_jobs);
         m->cluster_calls = cluster_calls_free(m->cluster_calls);
         m->cluster = cluster_free(m->cluster);

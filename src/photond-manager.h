@@ -88,6 +88,7 @@ typedef struct Manager {
         /* cluster mode (photond-cluster.c): NULL without a cluster URL */
         ClusterSettings cluster_settings;
         Cluster *cluster;
+        ChannelsBackend channels_backend;       /* cluster mode: the channels' backend, forwarding to cluster */
         ClusterLocks *cluster_locks;    /* photond-cluster-locks.c: the lock requests' backend */
         const LockBackend *lock_backend;        /* where the control socket's lock requests go; NULL: m->locks */
         ClusterJobs *cluster_jobs;      /* photond-cluster-jobs.c: the jobs across the nodes */

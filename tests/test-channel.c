@@ -679,6 +679,119 @@ Test(channel, hooks_hear_subscribed_keys_and_publishes) {
         drain(&clients[1]);
 }
 
+/* Cluster mode's seam: with a backend, a publish is handed to it (caps checked first, eventId unknown), a
+ * publish that waits for its id goes through channels_publish_deferred(), and the backend brings messages back
+ * with its own ids (channels_publish_at(): strictly increasing, the publisher left out) and replays with
+ * channels_replay_events(), whose lines are those of a replay from the buffers. */
+static unsigned backend_calls;
+static Subscriber *backend_publisher;
+static ChannelsPublishDone backend_done;
+static void *backend_done_userdata;
+
+static void fake_backend_publish(const char *name, size_t len, const char *message, size_t message_len,
+                                 Subscriber *publisher, ChannelsPublishDone done, void *done_userdata,
+                                 void *userdata) {
+        backend_calls++;
+        backend_publisher = publisher;
+        backend_done = done;
+        backend_done_userdata = done_userdata;
+}
+
+static void fake_done(Subscriber *s, int error, const char *reason, uint64_t event_id, void *userdata) {
+        *(uint64_t*) userdata = event_id;
+}
+
+Test(channel, backend_takes_publishes_and_gives_ids) {
+        static const ChannelsBackend backend = { .publish = fake_backend_publish };
+        _cleanup_(channels_freep) Channels *h = NULL, *single = NULL;
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        SharedBuf *b;
+        uint64_t id = 99, answered = 0;
+        char big[64];
+
+        backend_calls = 0;
+        cr_assert_eq(channels_new(&(ChannelsHooks) { .backend = &backend }, &h), 0);
+        channels_set_clock(h, &(ChannelsClock) { test_wall, test_mono, NULL });
+        cr_assert(channels_deferred(h));
+        cr_assert_eq(channels_subscribe(h, &clients[0].subscriber, "a", 1), 0);
+        cr_assert_eq(channels_subscribe(h, &clients[1].subscriber, "a", 1), 0);
+
+        /* Handed over, not fanned out. */
+        cr_assert_eq(channels_publish_serialized(h, "a", 1, "1", 1, NULL, &id), 0);
+        cr_assert_eq(id, 0);
+        cr_assert_eq(backend_calls, 1);
+        cr_assert_null(backend_done);
+        cr_assert_eq(client_queued(&clients[0]), 0);
+        cr_assert_eq(channels_publish_deferred(h, "a", 1, "2", 1, &clients[1].subscriber, fake_done, &answered), 0);
+        cr_assert_eq(backend_calls, 2);
+        cr_assert_eq(backend_publisher, &clients[1].subscriber);
+        backend_done(backend_publisher, 0, NULL, 1700000000500, backend_done_userdata);
+        cr_assert_eq(answered, 1700000000500);
+        /* The caps before the backend sees it. */
+        limits.MAX_MESSAGE_BYTES = 8;
+        memset(big, '1', sizeof(big));
+        cr_assert_eq(channels_publish_deferred(h, "a", 1, big, sizeof(big), NULL, fake_done, &answered), -EMSGSIZE);
+        cr_assert_eq(backend_calls, 2);
+        limits_reset();
+
+        /* Back with the backend's ids: fanned out (the publisher left out) and buffered. */
+        cr_assert_eq(channels_publish_at(h, "a", 1, "2", 1, &clients[1].subscriber, 1700000000500, 1700000000400), 0);
+        cr_assert_eq(client_queued(&clients[0]), 1);
+        cr_assert_eq(client_queued(&clients[1]), 0);
+        b = client_queued_line(&clients[0], 0);
+        cr_assert_eq(strncmp(b->data, "{\"type\":\"channel_message\",\"id\":\"ch_1700000000500\",\"eventId\":1700000000500,"
+                             "\"channel\":\"a\",\"message\":2}\n", b->size), 0, "%.*s", (int) b->size, b->data);
+        cr_assert_eq(channels_publish_at(h, "a", 1, "3", 1, NULL, 1700000000500, 1700000000400), -ESTALE);
+        cr_assert_eq(channels_publish_at(h, "a", 1, "3", 1, NULL, 1700000000499, 1700000000400), -ESTALE);
+        cr_assert_eq(channels_last_event_id(h), 1700000000500);
+        cr_assert_eq(channels_event_id_mark(h), 0, "a backend's ids are not reserved");
+        drain(&clients[0]);
+
+        /* A replay of events that are not buffered here gives the lines a replay of buffered ones gives. */
+        cr_assert_eq(channels_new(NULL, &single), 0);
+        channels_set_clock(single, &(ChannelsClock) { test_wall, test_mono, NULL });
+        cr_assert_eq(channels_publish_serialized(single, "a", 1, "0", 1, NULL, &id), 0);
+        {
+                uint64_t from = id;
+
+                cr_assert_eq(channels_publish_serialized(single, "a", 1, "{\"x\":1}", 7, NULL, &id), 0);
+                cr_assert_eq(channels_publish_serialized(single, "a", 1, NULL, 0, NULL, &id), 0);
+                /* A replay follows a subscribe (the subscriber's state is the channels'). */
+                cr_assert_eq(channels_subscribe(single, &clients[2].subscriber, "a", 1), 0);
+                cr_assert_eq(channels_subscribe(h, &clients[3].subscriber, "a", 1), 0);
+                cr_assert_eq(channels_subscribe(h, &clients[4].subscriber, "a", 1), 0);
+                cr_assert_eq(channels_replay(single, &clients[2].subscriber, "r", "a", 1, (int64_t) from), 0);
+        }
+        cr_assert_eq(client_queued(&clients[2]), 2);
+        {
+                SharedBuf *l0 = client_queued_line(&clients[2], 0), *l1 = client_queued_line(&clients[2], 1);
+                ChannelEvent ev[2] = {
+                        { .id = id - 1, .channel_json = "\"a\"", .channel_json_len = 3, .message_json = "{\"x\":1}",
+                          .message_json_len = 7 },
+                        { .id = id, .channel_json = "\"a\"", .channel_json_len = 3 },
+                };
+
+                cr_assert_eq(channels_replay_events(h, &clients[3].subscriber, "r", "a", 1,
+                                                    &(ChannelsReplayed) { .events = ev, .n_events = 2 }), 0);
+                cr_assert_eq(client_queued(&clients[3]), 2);
+                cr_assert_eq(client_queued_line(&clients[3], 0)->size, l0->size);
+                cr_assert_eq(memcmp(client_queued_line(&clients[3], 0)->data, l0->data, l0->size), 0);
+                cr_assert_eq(client_queued_line(&clients[3], 1)->size, l1->size);
+                cr_assert_eq(memcmp(client_queued_line(&clients[3], 1)->data, l1->data, l1->size), 0);
+        }
+        /* A refresh comes alone, with the request's id. */
+        cr_assert_eq(channels_replay_events(h, &clients[4].subscriber, "r9", "a", 1,
+                                            &(ChannelsReplayed) { .refresh_needed = true }), 0);
+        o = test_pop_json(&clients[4]);
+        cr_assert_str_eq(jstr(o, "type"), "refresh_needed");
+        cr_assert_str_eq(jstr(o, "id"), "r9");
+        for (size_t i = 0; i < 5; i++) {
+                channels_subscriber_gone(h, &clients[i].subscriber);
+                channels_subscriber_gone(single, &clients[i].subscriber);
+                drain(&clients[i]);
+        }
+}
+
 /* Faster than one publish per millisecond, a block of eventIds used up within a second is followed by one twice as
  * large, so the mark (an fsync'ed write holding the iteration's output) is raised about once a second at any rate;
  * after a quiet spell the base block again. */

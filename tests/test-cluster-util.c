@@ -75,25 +75,96 @@ Test(cluster_envelope, round_trip) {
         char *b;
         size_t n;
 
-        cr_assert_eq(cluster_envelope_build("host-1@system", 1700000000123, "{\"a\":1}", 7, &b, &n), 0);
+        cr_assert_eq(cluster_envelope_build("host-1@system", 1700000000123, 1700000000120, 42, "{\"a\":1}", 7, &b,
+                                            &n), 0);
+        cr_assert_str_eq(b, "2 1700000000123 1700000000120 42 host-1@system\n{\"a\":1}");
         cr_assert_eq(cluster_envelope_parse(b, n, &e), 0);
         cr_assert_eq(e.event_id, 1700000000123);
+        cr_assert_eq(e.timestamp, 1700000000120);
+        cr_assert_eq(e.token, 42);
         cr_assert_eq(e.node_id_len, strlen("host-1@system"));
         cr_assert_eq(memcmp(e.node_id, "host-1@system", e.node_id_len), 0);
         cr_assert_eq(e.message_len, 7);
         cr_assert_eq(memcmp(e.message, "{\"a\":1}", 7), 0);
         free(b);
 
-        cr_assert_eq(cluster_envelope_build("n", 5, NULL, 0, &b, &n), 0);
+        cr_assert_eq(cluster_envelope_build("n", 5, 4, 0, NULL, 0, &b, &n), 0);
         cr_assert_eq(cluster_envelope_parse(b, n, &e), 0);
         cr_assert_null(e.message);
+        cr_assert_eq(e.token, 0);
         free(b);
 
+        /* The first slice's form, and broken ones. */
+        cr_assert_eq(cluster_envelope_parse("1 5 n\n{}", 8, &e), -EINVAL);
         cr_assert_eq(cluster_envelope_parse("2 5 n\n{}", 8, &e), -EINVAL);
-        cr_assert_eq(cluster_envelope_parse("1 0 n\n{}", 8, &e), -EINVAL);
-        cr_assert_eq(cluster_envelope_parse("1 5 \n{}", 7, &e), -EINVAL);
-        cr_assert_eq(cluster_envelope_parse("1 5x n\n", 7, &e), -EINVAL);
-        cr_assert_eq(cluster_envelope_parse("1 99999999999999999999 n\n", 25, &e), -EINVAL);
+        cr_assert_eq(cluster_envelope_parse("2 0 1 1 n\n{}", 12, &e), -EINVAL);
+        cr_assert_eq(cluster_envelope_parse("2 5 1 1 \n{}", 11, &e), -EINVAL);
+        cr_assert_eq(cluster_envelope_parse("2 5x 1 1 n\n", 11, &e), -EINVAL);
+        cr_assert_eq(cluster_envelope_parse("2 5 -1 1 n\n", 11, &e), -EINVAL);
+        cr_assert_eq(cluster_envelope_parse("2 5 1 1 n", 9, &e), -EINVAL);
+        cr_assert_eq(cluster_envelope_parse("2 99999999999999999999 1 1 n\n", 29, &e), -EINVAL);
+}
+
+Test(cluster_replay, parse) {
+        static const char p[] = "R 7 0 1700000000200\n"
+                                "1700000000100 1700000000099 3 7\nabc{\"a\":1}"
+                                "1700000000150 1700000000150 2 -1\nx\n";
+        ClusterReplay r;
+        ClusterReplayEvent e = {};
+
+        cr_assert_eq(cluster_replay_parse(p, sizeof(p) - 1, &r), 0);
+        cr_assert_eq(r.token, 7);
+        cr_assert_not(r.refresh_needed);
+        cr_assert_eq(r.last_event_id, 1700000000200);
+        cr_assert_eq(cluster_replay_next(&r, &e), 1);
+        cr_assert_eq(e.event_id, 1700000000100);
+        cr_assert_eq(e.timestamp, 1700000000099);
+        cr_assert_eq(e.channel_len, 3);
+        cr_assert_eq(memcmp(e.channel, "abc", 3), 0);
+        cr_assert_eq(e.message_len, 7);
+        cr_assert_eq(memcmp(e.message, "{\"a\":1}", 7), 0);
+        cr_assert_eq(cluster_replay_next(&r, &e), 1);
+        cr_assert_eq(e.event_id, 1700000000150);
+        cr_assert_eq(e.channel_len, 2);
+        cr_assert_eq(memcmp(e.channel, "x\n", 2), 0);        /* any bytes */
+        cr_assert_null(e.message);
+        cr_assert_eq(cluster_replay_next(&r, &e), 0);
+
+        /* A refresh with nothing after the head. */
+        cr_assert_eq(cluster_replay_parse("R 1 1 5\n", 8, &r), 0);
+        cr_assert(r.refresh_needed);
+        e = (ClusterReplayEvent) {};
+        cr_assert_eq(cluster_replay_next(&r, &e), 0);
+
+        cr_assert_eq(cluster_replay_parse("R 1 2 5\n", 8, &r), -EINVAL);
+        cr_assert_eq(cluster_replay_parse("R 1 1 5", 7, &r), -EINVAL);
+        cr_assert_eq(cluster_replay_parse("2 1 1 5\n", 8, &r), -EINVAL);
+
+        /* Lengths past the end, ids that do not rise. */
+        cr_assert_eq(cluster_replay_parse("R 1 0 5\n5 5 9 1\nabc", 19, &r), 0);
+        e = (ClusterReplayEvent) {};
+        cr_assert_eq(cluster_replay_next(&r, &e), -EINVAL);
+        cr_assert_eq(cluster_replay_parse("R 1 0 5\n5 5 1 -1\na4 5 1 -1\nb", 28, &r), 0);
+        e = (ClusterReplayEvent) {};
+        cr_assert_eq(cluster_replay_next(&r, &e), 1);
+        cr_assert_eq(cluster_replay_next(&r, &e), -EINVAL);
+}
+
+Test(cluster_util, keys) {
+        char *k;
+        size_t n;
+
+        cr_assert_eq(cluster_key("photon:", "replay:", "orders", 6, &k, &n), 0);
+        cr_assert_str_eq(k, "photon:replay:orders");
+        cr_assert_eq(n, strlen("photon:replay:orders"));
+        free(k);
+        cr_assert_eq(cluster_key("", "eventid", NULL, 0, &k, &n), 0);
+        cr_assert_str_eq(k, "eventid");
+        free(k);
+        cr_assert_eq(cluster_key("p:", "ch:", "a\0b", 3, &k, &n), 0);
+        cr_assert_eq(n, 8);
+        cr_assert_eq(memcmp(k, "p:ch:a\0b", 8), 0);
+        free(k);
 }
 
 Test(cluster_util, names) {

@@ -63,8 +63,8 @@ void ctl_print_cluster(struct json_object *c) {
         if (json_object_object_get_ex(c, "nodes", &v))
                 print_nodes(v, now);
         printf("  %-13s %" PRId64 " commands\n", "pending", get_int(c, "pending"));
-        printf("  %-13s %" PRId64 " (failed %" PRId64 ")\n", "published", get_int(c, "published"),
-               get_int(c, "publishFailed"));
+        printf("  %-13s %" PRId64 " (refused %" PRId64 ", own events lost %" PRId64 ")\n", "published",
+               get_int(c, "published"), get_int(c, "publishRefused"), get_int(c, "publishFailed"));
         printf("  %-13s %" PRId64 " (duplicates %" PRId64 ", invalid %" PRId64 ")\n", "received",
                get_int(c, "received"), get_int(c, "duplicates"), get_int(c, "invalid"));
         printf("  %-13s %" PRId64 "\n", "subscriptions", get_int(c, "redisSubscriptions"));

@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "redis-helper.h"
 #include "json-util.h"
 
 static pid_t bus_pid, system_bus_pid;
@@ -395,6 +397,70 @@ Test(bus, publish_reaches_socket_subscribers) {
 
         conn_close(sub);
         daemon_free(d);
+}
+
+/* Cluster mode: Publish is answered with the cluster's eventId once Redis has the message, and fails with
+ * "Cluster unavailable: …" while Redis is stopped. */
+Test(bus, cluster_publish_waits_for_redis) {
+        TestRedis redis;
+        char url_env[400], *dir, *out = NULL, *err = NULL;
+        Daemon *d;
+        Conn *sub;
+        struct json_object *o;
+        int64_t event_id;
+
+        if (!test_redis_available())
+                cr_skip_test("no redis-server");
+        dir = tmpdir_new();
+        cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
+        snprintf(url_env, sizeof(url_env), "PHOTOND_CLUSTER_URL=%s", redis.url);
+        d = start_on_bus_with((const char*[]) { url_env, "PHOTOND_NODE_ID=bus-node", NULL });
+        sub = conn_open(d);
+        for (uint64_t deadline = mono_ms() + 10000;;) {
+                bool ready;
+
+                o = conn_request(sub, "st", "{\"type\":\"status\",\"id\":\"st\"}");
+                ready = jbool(o, "data.cluster.ready");
+                json_object_put(o);
+                if (ready)
+                        break;
+                cr_assert_lt(mono_ms(), deadline, "never ready");
+                (void) poll(NULL, 0, 20);
+        }
+        json_object_put(conn_request(sub, "s", "{\"type\":\"subscribe\",\"id\":\"s\",\"channel\":\"ops\"}"));
+
+        o = busctl_call("Publish", "ss", "ops", "{\"version\":8}");
+        event_id = json_object_get_int64(json_object_array_get_idx(jget(o, "data"), 0));
+        json_object_put(o);
+        o = conn_expect(sub, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "channel_message");
+        cr_assert_eq(jint(o, "eventId"), event_id);
+        json_object_put(o);
+
+        test_redis_stop(&redis);
+        for (uint64_t deadline = mono_ms() + 10000;;) {
+                bool ready;
+
+                o = conn_request(sub, "st", "{\"type\":\"status\",\"id\":\"st\"}");
+                ready = jbool(o, "data.cluster.ready");
+                json_object_put(o);
+                if (!ready)
+                        break;
+                cr_assert_lt(mono_ms(), deadline, "never noticed");
+                (void) poll(NULL, 0, 20);
+        }
+        cr_assert_neq(run(&out, &err, (const char*[]) { "busctl", "--user", "call", "org.photond.Daemon1",
+                                                         "/org/photond/Daemon1", "org.photond.Daemon1", "Publish",
+                                                         "ss", "ops", "{\"version\":9}", NULL }), 0);
+        cr_assert_not_null(strstr(err, "Cluster unavailable: "), "%s", err);
+        free(out);
+        free(err);
+        o = conn_recv(sub, 300);
+        cr_assert_null(o, "delivered anyway: %s", o ? json_object_to_json_string(o) : "");
+
+        conn_close(sub);
+        daemon_free(d);
+        tmpdir_remove(dir);
 }
 
 static int on_signal(sd_bus_message *m, void *userdata, sd_bus_error *e) {

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 
-/* Cluster mode, first slice: two real photond nodes sharing one real redis-server (on a Unix socket in a temporary
+/* Cluster mode: two real photond nodes sharing one real redis-server (on a Unix socket in a temporary
  * directory): a publish on one node reaches the subscribers of the other once, wildcards across nodes, and a Redis
  * that is not there at the start. */
 
@@ -62,13 +62,14 @@ static Daemon* node_start(const char *url, const char *node_id) {
         return daemon_start(&(DaemonOptions) { .env = env });
 }
 
-/* Waits (10 s at most) for status to say the node is connected to Redis. */
+/* Waits (10 s at most) for status to say the node is connected to Redis and takes publishes (ready: its
+ * subscriptions confirmed, the eventId counter raised). */
 static void wait_connected(Daemon *d) {
         uint64_t deadline = mono_ms() + 10000;
 
         for (;;) {
                 struct json_object *o = status(d);
-                bool ok = jbool(o, "data.cluster.connected");
+                bool ok = jbool(o, "data.cluster.connected") && jbool(o, "data.cluster.ready");
 
                 json_object_put(o);
                 if (ok)
@@ -104,6 +105,18 @@ static void sync_subscription(Conn *from, Conn *sub, const char *channel) {
                 cr_assert_str_eq(jstr(o, "type"), "channel_message");
                 json_object_put(o);
         }
+}
+
+/* A publish refused: "Cluster unavailable: …" naming the URL without its password. */
+static void publish_refused(Conn *c, const char *channel, const char *url) {
+        struct json_object *o;
+
+        o = conn_request(c, "refused", "{\"type\":\"publish\",\"id\":\"refused\",\"channel\":\"%s\",\"message\":1}",
+                         channel);
+        cr_assert_str_eq(jstr(o, "type"), "error", "publish: %s", json_object_to_json_string(o));
+        cr_assert_eq(strncmp(jstr(o, "error"), "Cluster unavailable: ", 21), 0, "%s", jstr(o, "error"));
+        cr_assert_not_null(strstr(jstr(o, "error"), url), "%s", jstr(o, "error"));
+        json_object_put(o);
 }
 
 static void expect_n(Conn *c, const char *channel, int n) {
@@ -242,8 +255,8 @@ Test(cluster, wildcard_across_nodes) {
 }
 
 /* Redis goes away and comes back: both nodes reconnect, subscribe again and tell their subscribers they may have
- * missed events (refresh_needed), and publishes cross again. While it is away, a publish on a reaches a's own
- * subscribers. */
+ * missed events (refresh_needed), and publishes cross again. While it is away, a publish on a is refused
+ * ("Cluster unavailable"; the first slice delivered it to a's own subscribers) and reaches nobody. */
 Test(cluster, redis_restart_restores_subscriptions) {
         TestRedis redis;
         char *dir;
@@ -286,8 +299,8 @@ Test(cluster, redis_restart_restores_subscriptions) {
                         break;
                 json_object_put(o);
         }
-        publish(pub, "news", "{\"n\":1}");
-        expect_n(sub_a, "news", 1);
+        publish_refused(pub, "news", redis.url);
+        expect_quiet(sub_a);
 
         cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
         wait_connected(a);
@@ -326,13 +339,14 @@ Test(cluster, redis_unreachable_at_start) {
         Conn *pub, *sub;
         struct json_object *o;
 
-        /* Port 1 on the loopback refuses: photond starts all the same and serves what is local. */
+        /* Port 1 on the loopback refuses: photond starts all the same and serves what is local; a publish, which
+         * needs the cluster, is refused at once (the first slice delivered it here) and reaches nobody. */
         d = node_start("redis://app:hunter2@127.0.0.1:1/0", "lonely");
         pub = conn_open(d);
         sub = conn_open(d);
         subscribe(sub, "local");
-        publish(pub, "local", "{\"n\":1}");
-        expect_n(sub, "local", 1);
+        publish_refused(pub, "local", "redis://app:***@127.0.0.1:1/0");
+        expect_quiet(sub);
 
         o = status(d);
         cr_assert_not(jbool(o, "data.cluster.connected"));

@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <signal.h>
@@ -23,6 +24,7 @@
 
 #include "fd-util.h"
 #include "harness.h"
+#include "redis-helper.h"
 
 typedef struct Systemd {
         char *home;
@@ -429,5 +431,64 @@ Test(fdstore, without_a_store_a_stop_is_a_stop) {
         cr_assert(conn_wait_eof(c, 5000));
 
         conn_close(c);
+        systemd_free(s);
+}
+
+/* Cluster mode: a publish waiting for Redis (stopped with SIGSTOP, so it neither answers nor refuses) when photond
+ * restarts is answered by the next process, as a lock wait is: the client is not left waiting for good. */
+Test(fdstore, cluster_publish_in_flight_over_a_restart) {
+        Systemd *s = systemd_new();
+        TestRedis redis;
+        char url_env[400];
+        const char *env[] = { url_env, "PHOTOND_NODE_ID=fd-node", NULL };
+        struct json_object *o;
+        Conn *c;
+
+        if (!test_redis_available())
+                cr_skip_test("no redis-server");
+        cr_assert_eq(test_redis_start(&redis, s->home, NULL), 0);
+        snprintf(url_env, sizeof(url_env), "PHOTOND_CLUSTER_URL=%s", redis.url);
+        systemd_start_with(s, env);
+        c = conn_open_path(s->socket_path);
+        for (uint64_t deadline = mono_ms() + 10000;;) {
+                bool ready;
+
+                o = conn_request(c, "st", "{\"type\":\"status\",\"id\":\"st\"}");
+                ready = jbool(o, "data.cluster.ready");
+                json_object_put(o);
+                if (ready)
+                        break;
+                cr_assert_lt(mono_ms(), deadline, "never ready");
+                (void) poll(NULL, 0, 20);
+        }
+
+        cr_assert_eq(kill(redis.pid, SIGSTOP), 0);
+        conn_send(c, "{\"type\":\"publish\",\"id\":\"inflight\",\"channel\":\"x\",\"message\":1}");
+        for (uint64_t deadline = mono_ms() + 5000;;) {
+                int64_t pending;
+
+                o = conn_request(c, "st", "{\"type\":\"status\",\"id\":\"st\"}");
+                pending = jint(o, "data.cluster.pendingPublishes");
+                json_object_put(o);
+                if (pending == 1)
+                        break;
+                cr_assert_lt(mono_ms(), deadline, "the publish never went to Redis");
+                (void) poll(NULL, 0, 10);
+        }
+        cr_assert_eq(kill(s->pid, SIGTERM), 0);
+        systemd_wait_stopped(s);
+        systemd_start_with(s, env);
+
+        o = conn_expect(c, 5000);
+        cr_assert_str_eq(jstr(o, "id"), "inflight", "%s", json_object_to_json_string(o));
+        cr_assert_str_eq(jstr(o, "type"), "error");
+        cr_assert_str_eq(jstr(o, "error"), "Daemon restarted while the request was in flight");
+        json_object_put(o);
+
+        (void) kill(redis.pid, SIGCONT);
+        conn_close(c);
+        cr_assert_eq(kill(s->pid, SIGTERM), 0);
+        systemd_wait_stopped(s);
+        test_redis_stop(&redis);
         systemd_free(s);
 }

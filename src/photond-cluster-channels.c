@@ -1,0 +1,1206 @@
+/* SPDX-License-Identifier: MIT */
+
+/* Cluster mode's channels (photond-cluster-channels.h).
+ *
+ * Order. Redis runs scripts one at a time, and one subscriber connection gets the messages of every PUBLISH in the
+ * order Redis ran them. Every publish is one script call that takes the next eventId from one counter and
+ * PUBLISHes, so every node receives the cluster's messages in eventId order, and puts them into its channels in
+ * that order (channels_publish_at()). The publishing node is no exception: its local subscribers get its message
+ * when Redis sends it back, in its place among the others. Each node holds one pattern subscription,
+ * <prefix>ch:*, from its connect on: a publish on a channel nobody here had subscribed to yet still arrives, so a
+ * subscriber that comes later misses nothing that Redis ran after the subscription was confirmed, and a replay
+ * can be answered at an exact point of that order (below).
+ *
+ * Acknowledgement. A client's publish is answered from the script's reply: the eventId once Redis has run it, or
+ * "Cluster unavailable" when it could not be sent (not connected, the pending cap) or failed (an error answer, the
+ * 2 s timeout, a lost connection). Nothing is delivered here before Redis ran the script; after a timeout the
+ * script may still have run, and then its message does arrive (on every node).
+ *
+ * Self-exclusion. Each publish of this node carries a token (the envelope's); the publishes are kept in a queue in
+ * token order until their message is back. The command connection sends them in order and Redis runs them in that
+ * order, so the message of token T coming back settles every older one: those will not come (their script failed
+ * or never ran).
+ *
+ * Replays. The replay script reads the prefix's stream and PUBLISHes its answer to this node's replies channel
+ * (<prefix>replies:<nodeId>) on the subscriber connection: the answer arrives after every message Redis ran before
+ * the script and before every message after it, so the replayed events and the live ones that follow meet without
+ * a gap or a repeat. */
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster-util.h"
+#include "clock.h"
+#include "json-util.h"
+#include "list.h"
+#include "log.h"
+#include "photond-cluster-channels.h"
+#include "photond-limits.h"
+#include "ratelimit.h"
+
+/* A publish script that Redis runs 3/4 of the command timeout after it was sent (by Redis' clock, as the floor
+ * script read it at the connect) refuses to publish: photond gives up at the command timeout and answers "Cluster
+ * unavailable", so a message Redis was too late for must not appear anyway. The last quarter covers the way back
+ * of the answer. A replay's answer is awaited a command timeout once its script ran. */
+/* Own publishes that failed whose channels are told at once (refresh_needed); more: every subscribed key is. */
+#define GAP_NAMES_MAX 256
+
+/* KEYS: the counter, the prefix's stream, its floor, the counter's birth (the first id this Redis issued or was
+ * raised to: a replay from before it cannot know what happened then, after Redis lost its data). ARGV: the Redis
+ * channel, the node id, the token, the channel, "1" with a message / "0", the message, the stream's cap, the window
+ * (ms), the time (Redis' clock, ms) after which it must not publish any more. The stream's entries are "<eventId>-0" {c: channel, t: timestamp, m: message}; before the caps drop
+ * entries (the window: XTRIM MINID; the count: XADD MAXLEN), the floor key is raised to the greatest id they drop,
+ * so a replay from below it knows events are missing. */
+static const char publish_source[] =
+        "local t = redis.call('TIME')\n"
+        "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+        "if now > tonumber(ARGV[9]) then\n"
+        "  return redis.error_reply('ERR too late: photond gave up waiting for this publish')\n"
+        "end\n"
+        "local id = tonumber(redis.call('GET', KEYS[1]) or '0') + 1\n"
+        "if now > id then id = now end\n"
+        "local ids = string.format('%d', id)\n"
+        "local nows = string.format('%d', now)\n"
+        "redis.call('SET', KEYS[1], ids)\n"
+        "redis.call('SETNX', KEYS[4], ids)\n"
+        "local cap = tonumber(ARGV[7])\n"
+        "local window = tonumber(ARGV[8])\n"
+        "local floor = 0\n"
+        "local cut = now - window\n"
+        /* The oldest entry first (XREVRANGE with an end bound walks the stream: slow). */
+        "local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)\n"
+        "if #first > 0 and tonumber(string.match(first[1][1], '^(%d+)')) < cut then\n"
+        "  local aged = redis.call('XRANGE', KEYS[2], '-', string.format('%d', cut - 1))\n"
+        "  floor = tonumber(string.match(aged[#aged][1], '^(%d+)'))\n"
+        "  redis.call('XTRIM', KEYS[2], 'MINID', string.format('%d', cut))\n"
+        "end\n"
+        "local excess = redis.call('XLEN', KEYS[2]) - cap + 1\n"
+        "if excess > 0 then\n"
+        "  local old = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', excess)\n"
+        "  local o = tonumber(string.match(old[#old][1], '^(%d+)'))\n"
+        "  if o > floor then floor = o end\n"
+        "end\n"
+        "if floor > tonumber(redis.call('GET', KEYS[3]) or '0') then\n"
+        "  redis.call('SET', KEYS[3], string.format('%d', floor))\n"
+        "end\n"
+        "if ARGV[5] == '1' then\n"
+        "  redis.call('XADD', KEYS[2], 'MAXLEN', cap, ids .. '-0', 'c', ARGV[4], 't', nows, 'm', ARGV[6])\n"
+        "else\n"
+        "  redis.call('XADD', KEYS[2], 'MAXLEN', cap, ids .. '-0', 'c', ARGV[4], 't', nows)\n"
+        "end\n"
+        "redis.call('PEXPIRE', KEYS[2], 2 * window)\n"
+        "redis.call('PEXPIRE', KEYS[3], 2 * window)\n"
+        "local env = '2 ' .. ids .. ' ' .. nows .. ' ' .. ARGV[3] .. ' ' .. ARGV[2] .. '\\n'\n"
+        "if ARGV[5] == '1' then env = env .. ARGV[6] end\n"
+        "redis.call('PUBLISH', ARGV[1], env)\n"
+        "return {id, now}\n";
+
+/* KEYS: the counter, the prefix's stream, its floor, the counter's birth. ARGV: this node's replies channel
+ * (<prefix>replies:<nodeId>), the token, lastEventId, the channel, "1" for a wildcard key / "0", the window (ms),
+ * the answer's byte cap. PUBLISHes the answer (cluster_replay_parse()'s form) to that channel. The rules are the channels core's (channels_replay()):
+ * a lastEventId above the last id issued needs a refresh; a refresh comes alone for a channel, with the newer
+ * events for a wildcard; an answer over the cap is a refresh alone. */
+static const char replay_source[] =
+        "local t = redis.call('TIME')\n"
+        "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+        "local last = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+        "local from = tonumber(ARGV[3])\n"
+        "local window = tonumber(ARGV[6])\n"
+        "local wild = ARGV[5] == '1'\n"
+        "local refresh = 0\n"
+        "local out = {}\n"
+        "local born = tonumber(redis.call('GET', KEYS[4]) or '0')\n"
+        "if from > last or (from > 0 and (born == 0 or from < born)) then\n"
+        /* Ahead of every id, or from before this Redis' memory began (it lost its data): unknown. */
+        "  refresh = 1\n"
+        "elseif redis.call('EXISTS', KEYS[2]) == 0 then\n"
+        /* No publish on the prefix for two windows (or none ever kept): nothing after a recent lastEventId. */
+        "  if from > 0 and from < now - 2 * window then refresh = 1 end\n"
+        "else\n"
+        "  local floor = tonumber(redis.call('GET', KEYS[3]) or '0')\n"
+        "  local cut = now - window\n"
+        "  local aged = redis.call('XRANGE', KEYS[2], '-', string.format('%d', cut - 1))\n"
+        "  if #aged > 0 then\n"
+        "    local a = tonumber(string.match(aged[#aged][1], '^(%d+)'))\n"
+        "    if a > floor then floor = a end\n"
+        "  end\n"
+        "  if from < floor then refresh = 1 end\n"
+        "  if refresh == 0 or wild then\n"
+        "    local start = from + 1\n"
+        "    if cut > start then start = cut end\n"
+        "    local bytes = 0\n"
+        "    local cap = tonumber(ARGV[7])\n"
+        "    for _, e in ipairs(redis.call('XRANGE', KEYS[2], string.format('%d', start), '+')) do\n"
+        "      local f = e[2]\n"
+        "      local c, ts, m\n"
+        "      for i = 1, #f, 2 do\n"
+        "        if f[i] == 'c' then c = f[i + 1] elseif f[i] == 't' then ts = f[i + 1] elseif f[i] == 'm' then m = f[i + 1] end\n"
+        "      end\n"
+        "      if wild or c == ARGV[4] then\n"
+        "        local ml = -1\n"
+        "        if m then ml = #m else m = '' end\n"
+        "        out[#out + 1] = string.match(e[1], '^(%d+)') .. ' ' .. ts .. ' ' .. #c .. ' ' .. ml .. '\\n' .. c .. m\n"
+        "        bytes = bytes + #c + #m + 100\n"
+        "        if bytes > cap then\n"
+        "          out = {}\n"
+        "          refresh = 1\n"
+        "          break\n"
+        "        end\n"
+        "      end\n"
+        "    end\n"
+        "  end\n"
+        "end\n"
+        "redis.call('PUBLISH', ARGV[1], 'R ' .. ARGV[2] .. ' ' .. refresh .. ' ' .. string.format('%d', last) .. '\\n' .. table.concat(out))\n"
+        "return 1\n";
+
+/* KEYS: the counter, its birth. ARGV: an id the counter must not be below (this node's last: its subscribers'
+ * lastEventIds must stay below every id to come). When the node is ahead of the counter, what came up to its id is
+ * unknown to this Redis: the birth rises to it. Returns Redis' clock (ms), for the publishes' deadlines. */
+static const char floor_source[] =
+        "local f = tonumber(ARGV[1])\n"
+        "local last = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+        "local born = tonumber(redis.call('GET', KEYS[2]) or '0')\n"
+        "if f > last then\n"
+        /* This node saw ids this Redis does not know (it lost its data, or the node was alone before). */
+        "  last = f\n"
+        "  redis.call('SET', KEYS[1], string.format('%d', f))\n"
+        "  if f > born then redis.call('SET', KEYS[2], string.format('%d', f)) end\n"
+        "elseif born == 0 and last > 0 then\n"
+        "  redis.call('SET', KEYS[2], string.format('%d', last))\n"
+        "end\n"
+        "local t = redis.call('TIME')\n"
+        "return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
+
+typedef struct PendingPublish PendingPublish;
+struct PendingPublish {
+        ClusterChannels *cc;
+        LIST_FIELDS(PendingPublish, queue);     /* newest first */
+        uint64_t token;
+        Subscriber *publisher;                  /* NULL: photond's own, or gone */
+        ChannelsPublishDone done;               /* NULL: nobody waits, or answered */
+        void *done_userdata;
+        char *channel;                          /* for an own publish that fails: its subscribers are told */
+        size_t channel_len;
+        bool own;
+        bool answered;                          /* the script's reply (or its failure) came */
+        bool settled;                           /* its message came back, or never will */
+        bool parked;                            /* not sent yet: the connections are up, their set-up is not */
+        bool has_message;                       /* parked: the message to send (a copy) */
+        char *message;
+        size_t message_len;
+};
+
+typedef struct PendingReplay PendingReplay;
+struct PendingReplay {
+        ClusterChannels *cc;
+        LIST_FIELDS(PendingReplay, replays);
+        uint64_t token;
+        Subscriber *sub;
+        ChannelsReplayDone done;                /* NULL once answered */
+        void *done_userdata;
+        uint64_t deadline;                      /* CLOCK_MONOTONIC µs once the script ran; 0 before */
+        bool replied;                           /* the script's reply came (or none will): p may go when answered */
+};
+
+struct ClusterChannels {
+        sd_event *event;
+        Channels *channels;
+        char *prefix;
+        char *node_id;
+        size_t node_id_len;
+        char *url;                      /* without its password */
+        uint64_t timeout_usec;          /* the command timeout */
+
+        RedisConn *commands, *subscriber;
+        RedisScript publish_script, replay_script, floor_script;
+        const RedisScript *scripts[4];
+
+        char *counter_key, *born_key, *pattern, *node_channel;
+        size_t counter_key_len, born_key_len, pattern_len, node_channel_len, chan_prefix_len;
+
+        bool floor_raised;              /* the counter is above this node's last id (since the command connect) */
+        int64_t redis_ms;               /* Redis' clock as the floor script read it, */
+        uint64_t redis_ms_mono;         /* at this CLOCK_MONOTONIC µs (when its answer came) */
+        bool pattern_confirmed;         /* <prefix>ch:* is subscribed (since the subscriber connect) */
+        bool node_confirmed;            /* <prefix>replies:<id> is subscribed */
+
+        uint64_t next_token;
+        LIST_HEAD(PendingPublish, publishes);
+        PendingPublish *oldest;
+        size_t n_publishes;
+        LIST_HEAD(PendingReplay, replays);
+        sd_event_source *replay_timer;
+
+        char **gap_names;
+        size_t *gap_lens;
+        size_t n_gap;
+        bool gap_all;
+        sd_event_source *gap_defer;
+
+        unsigned n_parked;              /* publishes waiting for the connections' set-up (cluster_channels_ready()) */
+        sd_event_source *park_timer;    /* they wait a command timeout at most */
+
+        RateLimit fail_log;
+        uint64_t n_published, n_publish_failed, n_refused, n_received, n_duplicates, n_invalid, n_stale;
+        uint64_t n_replays, n_replays_failed;
+        uint64_t last_event_id;         /* the last message put into the channels */
+};
+
+const char* cluster_channels_unready_reason(bool commands_connected, bool floor_raised, bool subscriber_connected,
+                                            bool subscribed) {
+        if (!commands_connected)
+                return "not connected to Redis";
+        if (!subscriber_connected)
+                return "the subscriber connection to Redis is down";
+        if (!floor_raised || !subscribed)
+                return "the connection to Redis is being set up";
+        return NULL;
+}
+
+/* "<why> (<what to do>)": the text after "Cluster unavailable: ". NULL only without memory. */
+static char* unavailable_text(ClusterChannels *cc, const char *why) {
+        char *t;
+
+        if (asprintf(&t, "%s (check that redis-server is running and reachable at %s; photond reconnects on its "
+                     "own)", why ?: "unknown error", cc->url) < 0)
+                return NULL;
+        return t;
+}
+
+static const char* unready_reason(ClusterChannels *cc) {
+        return cluster_channels_unready_reason(
+                        cc->commands && redis_conn_state(cc->commands) == REDIS_CONN_CONNECTED, cc->floor_raised,
+                        cc->subscriber && redis_conn_state(cc->subscriber) == REDIS_CONN_CONNECTED,
+                        cc->pattern_confirmed && cc->node_confirmed);
+}
+
+bool cluster_channels_ready(ClusterChannels *cc) {
+        return !unready_reason(cc);
+}
+
+/* ---- the gaps of own publishes that failed ---- */
+
+static void gap_names_clear(ClusterChannels *cc) {
+        for (size_t i = 0; i < cc->n_gap; i++)
+                free(cc->gap_names[i]);
+        cc->n_gap = 0;
+        cc->gap_all = false;
+}
+
+typedef struct KeyList {
+        char **names;
+        size_t *lens;
+        size_t n, alloc;
+} KeyList;
+
+static int key_list_add(KeyList *l, const char *name, size_t len) {
+        if (l->n == l->alloc) {
+                size_t na = MAX(l->alloc * 2, (size_t) 16);
+                char **nn = realloc(l->names, na * sizeof(char*));
+                size_t *nl;
+
+                if (!nn)
+                        return -ENOMEM;
+                l->names = nn;
+                nl = realloc(l->lens, na * sizeof(size_t));
+                if (!nl)
+                        return -ENOMEM;
+                l->lens = nl;
+                l->alloc = na;
+        }
+        l->names[l->n] = malloc(len + 1);
+        if (!l->names[l->n])
+                return -ENOMEM;
+        memcpy(l->names[l->n], name, len);
+        l->names[l->n][len] = 0;
+        l->lens[l->n++] = len;
+        return 0;
+}
+
+static void key_list_done(KeyList *l) {
+        for (size_t i = 0; i < l->n; i++)
+                free(l->names[i]);
+        free(l->names);
+        free(l->lens);
+}
+
+typedef struct GapList {
+        KeyList keys;
+        size_t n_subscribed;
+} GapList;
+
+static int collect_key(const ChannelInfo *info, void *userdata) {
+        GapList *g = userdata;
+
+        g->n_subscribed += info->subscribers > 0;
+        return key_list_add(&g->keys, info->name, info->name_len);
+}
+
+/* Every key: its subscribers get refresh_needed and its buffered events go (channels_gap()), so that what the
+ * buffers hold is complete from their oldest event on again (a replay from them, SSE's Last-Event-ID, answers
+ * refresh_needed for anything older). */
+static void gap_all(ClusterChannels *cc, const char *why) {
+        GapList g = {};
+        int r;
+
+        r = channels_foreach(cc->channels, collect_key, &g);
+        for (size_t i = 0; i < g.keys.n && r >= 0; i++)
+                r = channels_gap(cc->channels, g.keys.names[i], g.keys.lens[i]);
+        key_list_done(&g.keys);
+        if (r < 0)
+                log_warning_errno(r, "Cluster: failed to tell the subscribers they may have missed events: %m");
+        else if (g.n_subscribed > 0)
+                log_info("Cluster: refresh_needed sent on %zu subscribed channel keys (%s).", g.n_subscribed, why);
+}
+
+static int on_gap_defer(sd_event_source *s, void *userdata) {
+        ClusterChannels *cc = userdata;
+        int r = 0;
+
+        if (cc->gap_all)
+                gap_all(cc, "photond's own events did not reach Redis");
+        else
+                for (size_t i = 0; i < cc->n_gap && r >= 0; i++) {
+                        const char *name = cc->gap_names[i];
+                        size_t len = cc->gap_lens[i], plen = channel_prefix_length(name, len);
+                        _cleanup_free_ char *wild = malloc(plen + 3);
+
+                        /* The channel's subscribers and its prefix's wildcard subscribers. */
+                        r = channels_gap(cc->channels, name, len);
+                        if (r >= 0 && wild && plen < len) {
+                                memcpy(wild, name, plen);
+                                memcpy(wild + plen, ":*", 3);
+                                r = channels_gap(cc->channels, wild, plen + 2);
+                        }
+                }
+        if (r < 0)
+                log_warning_errno(r, "Cluster: failed to tell the subscribers they missed events: %m");
+        gap_names_clear(cc);
+        return 0;
+}
+
+/* An own publish (a jobs:*, webhooks:*, system:* event…) did not reach Redis: nobody gets it, and this node's
+ * subscribers of its channel are told so, from the loop (not within the publish that failed). */
+static void own_publish_lost(ClusterChannels *cc, const char *name, size_t len, const char *why) {
+        int r;
+
+        cc->n_publish_failed++;
+        if (ratelimit_below(&cc->fail_log, now_usec(CLOCK_MONOTONIC)))
+                log_warning("Cluster: an event of photond's own on \"%.*s\" did not reach Redis and was not "
+                            "delivered (%s); its subscribers here get refresh_needed.", (int) MIN(len, (size_t) 200),
+                            name, why);
+        if (!cc->gap_all) {
+                if (cc->n_gap >= GAP_NAMES_MAX)
+                        cc->gap_all = true;
+                else {
+                        char **nn = realloc(cc->gap_names, (cc->n_gap + 1) * sizeof(char*));
+                        size_t *nl = nn ? realloc(cc->gap_lens, (cc->n_gap + 1) * sizeof(size_t)) : NULL;
+
+                        if (nn)
+                                cc->gap_names = nn;
+                        if (nl)
+                                cc->gap_lens = nl;
+                        if (!nn || !nl || !(cc->gap_names[cc->n_gap] = malloc(len + 1)))
+                                cc->gap_all = true;
+                        else {
+                                memcpy(cc->gap_names[cc->n_gap], name, len);
+                                cc->gap_names[cc->n_gap][len] = 0;
+                                cc->gap_lens[cc->n_gap++] = len;
+                        }
+                }
+        }
+        if (!cc->gap_defer) {
+                r = sd_event_add_defer(cc->event, &cc->gap_defer, on_gap_defer, cc);
+                if (r < 0) {
+                        log_warning_errno(r, "Cluster: failed to schedule refresh_needed: %m");
+                        return;
+                }
+        }
+        (void) sd_event_source_set_enabled(cc->gap_defer, SD_EVENT_ONESHOT);
+}
+
+/* ---- publishing ---- */
+
+static void publish_free(ClusterChannels *cc, PendingPublish *p) {
+        if (cc->oldest == p)
+                cc->oldest = p->queue_prev;
+        LIST_REMOVE(queue, cc->publishes, p);
+        cc->n_publishes--;
+        free(p->channel);
+        free(p->message);
+        free(p);
+}
+
+static void publish_maybe_free(ClusterChannels *cc, PendingPublish *p) {
+        if (p->answered && p->settled)
+                publish_free(cc, p);
+}
+
+/* The publish is answered: the publisher's eventId, or why it failed. */
+static void publish_answer(ClusterChannels *cc, PendingPublish *p, int error, const char *why,
+                           uint64_t event_id) {
+        ChannelsPublishDone done = p->done;
+        _cleanup_free_ char *reason = error < 0 ? unavailable_text(cc, why) : NULL;
+
+        p->answered = true;
+        p->done = NULL;
+        if (error < 0 && p->own)
+                own_publish_lost(cc, p->channel, p->channel_len, why);
+        else if (error < 0)
+                cc->n_refused++;
+        if (done)
+                done(p->publisher, error, reason, event_id, p->done_userdata);
+}
+
+static void on_publish_reply(RedisConn *conn, redisReply *reply, void *userdata) {
+        PendingPublish *p = userdata;
+        ClusterChannels *cc = p->cc;
+        char reason[256];
+
+        if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+            reply->element[0]->type == REDIS_REPLY_INTEGER && reply->element[0]->integer > 0) {
+                cc->n_published++;
+                publish_answer(cc, p, 0, NULL, (uint64_t) reply->element[0]->integer);
+        } else {
+                if (reply && reply->type == REDIS_REPLY_ERROR) {
+                        /* Redis ran it and it failed: its message will not come. */
+                        snprintf(reason, sizeof(reason), "Redis answered: %.200s", reply->str);
+                        p->settled = true;
+                } else if (reply)
+                        snprintf(reason, sizeof(reason), "unexpected answer from Redis");
+                else
+                        /* Timed out or lost: Redis may still have run it; its message is delivered if it comes. */
+                        snprintf(reason, sizeof(reason), "no answer from Redis (%.200s)",
+                                 redis_conn_last_error(conn) ?: "the connection was lost");
+                publish_answer(cc, p, -EIO, reason, 0);
+        }
+        publish_maybe_free(cc, p);
+}
+
+/* Sends p (on p->channel) to Redis; a failure to send answers it. */
+static void publish_send(ClusterChannels *cc, PendingPublish *p, const char *message, size_t message_len) {
+        _cleanup_free_ char *rchannel = NULL, *stream = NULL, *floor = NULL;
+        const char *name = p->channel;
+        size_t len = p->channel_len, rchannel_len, stream_len, floor_len, plen = channel_prefix_length(name, len);
+        char token[24], cap[24], window[24], deadline[24];
+        int r;
+
+        r = cluster_key(cc->prefix, "ch:", name, len, &rchannel, &rchannel_len);
+        if (r >= 0)
+                r = cluster_key(cc->prefix, "replay:", name, plen, &stream, &stream_len);
+        if (r >= 0)
+                r = cluster_key(cc->prefix, "replayfloor:", name, plen, &floor, &floor_len);
+        if (r >= 0) {
+                snprintf(token, sizeof(token), "%" PRIu64, p->token);
+                snprintf(cap, sizeof(cap), "%" PRIu64, (uint64_t) limits.REPLAY_MAX_EVENTS);
+                snprintf(window, sizeof(window), "%" PRIu64, (uint64_t) limits.REPLAY_WINDOW_MS);
+                snprintf(deadline, sizeof(deadline), "%" PRIi64, cc->redis_ms +
+                         (int64_t) ((now_usec(CLOCK_MONOTONIC) - cc->redis_ms_mono + cc->timeout_usec * 3 / 4) /
+                                    USEC_PER_MSEC));
+                r = redis_conn_eval(cc->commands, &cc->publish_script, on_publish_reply, p, 4, 13,
+                                    (const char *[]) { cc->counter_key, stream, floor, cc->born_key, rchannel,
+                                                       cc->node_id, token, name, message ? "1" : "0", message ?: "",
+                                                       cap, window, deadline },
+                                    (const size_t[]) { cc->counter_key_len, stream_len, floor_len, cc->born_key_len,
+                                                       rchannel_len, cc->node_id_len, strlen(token), len, 1,
+                                                       message ? message_len : 0, strlen(cap), strlen(window),
+                                                       strlen(deadline) });
+        }
+        if (r < 0) {
+                p->settled = true;
+                publish_answer(cc, p, r, r == -ENOBUFS ? "too many commands waiting for Redis "
+                                                         "(PHOTOND_CLUSTER_MAX_PENDING)" :
+                                         r == -ENOTCONN ? "not connected to Redis" : "the command could not be sent",
+                               0);
+                publish_maybe_free(cc, p);
+        }
+}
+
+/* The parked publishes fail (why), or, with why NULL, go out in their order now that the set-up is done. */
+static void parked_release(ClusterChannels *cc, const char *why) {
+        PendingPublish *p, *prev;
+
+        if (cc->n_parked == 0)
+                return;
+        if (cc->park_timer)
+                (void) sd_event_source_set_enabled(cc->park_timer, SD_EVENT_OFF);
+        for (p = cc->oldest; p; p = prev) {
+                prev = p->queue_prev;
+                if (!p->parked)
+                        continue;
+                p->parked = false;
+                cc->n_parked--;
+                if (why) {
+                        p->settled = true;
+                        publish_answer(cc, p, -ENOTCONN, why, 0);
+                        publish_maybe_free(cc, p);
+                } else
+                        publish_send(cc, p, p->has_message ? p->message : NULL, p->message_len);
+        }
+}
+
+static int on_park_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        ClusterChannels *cc = userdata;
+
+        parked_release(cc, "the connection to Redis is being set up");
+        return 0;
+}
+
+/* The connections are up and their set-up (the floor, the subscriptions) under way: p waits for it (a command
+ * timeout at most) rather than being refused. 0, or -ENOMEM. */
+static int publish_park(ClusterChannels *cc, PendingPublish *p, const char *message, size_t message_len) {
+        int r;
+
+        if (message) {
+                p->message = malloc(message_len + 1);
+                if (!p->message)
+                        return -ENOMEM;
+                memcpy(p->message, message, message_len);
+                p->message_len = message_len;
+                p->has_message = true;
+        }
+        if (cc->n_parked == 0) {
+                uint64_t at = now_usec(CLOCK_MONOTONIC) + cc->timeout_usec;
+
+                if (!cc->park_timer)
+                        r = sd_event_add_time(cc->event, &cc->park_timer, CLOCK_MONOTONIC, at, 0, on_park_timer, cc);
+                else if ((r = sd_event_source_set_time(cc->park_timer, at)) >= 0)
+                        r = sd_event_source_set_enabled(cc->park_timer, SD_EVENT_ONESHOT);
+                if (r < 0)
+                        return r;
+        }
+        p->parked = true;
+        cc->n_parked++;
+        return 0;
+}
+
+/* The set-up may have ended: what waited for it goes. */
+static void check_ready(ClusterChannels *cc) {
+        if (cluster_channels_ready(cc))
+                parked_release(cc, NULL);
+}
+
+static bool connections_up(ClusterChannels *cc) {
+        return cc->commands && redis_conn_state(cc->commands) == REDIS_CONN_CONNECTED &&
+                cc->subscriber && redis_conn_state(cc->subscriber) == REDIS_CONN_CONNECTED;
+}
+
+void cluster_channels_publish(ClusterChannels *cc, const char *name, size_t len, const char *message,
+                              size_t message_len, Subscriber *publisher, ChannelsPublishDone done,
+                              void *done_userdata) {
+        const char *reason;
+        PendingPublish *p;
+        int r;
+
+        reason = unready_reason(cc);
+        p = new0(PendingPublish, 1);
+        if (!p) {
+                r = -ENOMEM;
+                reason = "out of memory";
+                goto fail;
+        }
+        *p = (PendingPublish) {
+                .cc = cc,
+                .token = ++cc->next_token,
+                .publisher = publisher,
+                .done = done,
+                .done_userdata = done_userdata,
+                .own = !done,
+        };
+        p->channel = malloc(len + 1);
+        if (!p->channel) {
+                free(p);
+                r = -ENOMEM;
+                reason = "out of memory";
+                goto fail;
+        }
+        memcpy(p->channel, name, len);
+        p->channel[len] = 0;
+        p->channel_len = len;
+        LIST_PREPEND(queue, cc->publishes, p);
+        if (!cc->oldest)
+                cc->oldest = p;
+        cc->n_publishes++;
+
+        if (reason && connections_up(cc) && publish_park(cc, p, message, message_len) >= 0)
+                return;
+        if (reason) {
+                p->settled = true;
+                publish_answer(cc, p, -ENOTCONN, reason, 0);
+                publish_maybe_free(cc, p);
+                return;
+        }
+        publish_send(cc, p, message, message_len);
+        return;
+
+fail:
+        if (!done) {
+                own_publish_lost(cc, name, len, reason);
+                return;
+        }
+        cc->n_refused++;
+        done(publisher, r, reason, 0, done_userdata);         /* out of memory: no more words */
+}
+
+void cluster_channels_subscriber_gone(ClusterChannels *cc, Subscriber *s) {
+        LIST_FOREACH(queue, p, cc->publishes)
+                if (p->publisher == s)
+                        p->publisher = NULL;
+        LIST_FOREACH(replays, p, cc->replays)
+                if (p->sub == s)
+                        p->sub = NULL;
+}
+
+/* ---- receiving ---- */
+
+/* An own message came back: the publisher (if still there) does not get it; older publishes never will. True
+ * if it was one of this process' publishes under way. */
+static bool own_message(ClusterChannels *cc, uint64_t token, Subscriber **ret_exclude) {
+        PendingPublish *p, *prev;
+        bool found = false;
+
+        *ret_exclude = NULL;
+        for (p = cc->oldest; p && p->token <= token; p = prev) {
+                prev = p->queue_prev;
+                if (p->token == token) {
+                        *ret_exclude = p->publisher;
+                        found = true;
+                }
+                p->settled = true;
+                publish_maybe_free(cc, p);
+        }
+        return found;
+}
+
+static void deliver(ClusterChannels *cc, const char *rchannel, size_t rchannel_len, const char *payload,
+                    size_t payload_len) {
+        _cleanup_(json_object_putp) struct json_object *msg = NULL;
+        const char *text = NULL, *name = rchannel + cc->chan_prefix_len;
+        size_t text_len = 0, len = rchannel_len - cc->chan_prefix_len;
+        Subscriber *exclude = NULL;
+        ClusterEnvelope e;
+        bool own;
+        int r;
+
+        if (rchannel_len < cc->chan_prefix_len || memcmp(rchannel, cc->prefix, cc->chan_prefix_len - 3) != 0 ||
+            memcmp(rchannel + cc->chan_prefix_len - 3, "ch:", 3) != 0 ||
+            cluster_envelope_parse(payload, payload_len, &e) < 0) {
+                cc->n_invalid++;
+                return;
+        }
+        own = e.node_id_len == cc->node_id_len && memcmp(e.node_id, cc->node_id, e.node_id_len) == 0 &&
+                own_message(cc, e.token, &exclude);
+        if (e.event_id <= cc->last_event_id) {
+                /* One publish reaches a node once per matching subscription: with one pattern that is once, but
+                 * the check costs nothing. */
+                cc->n_duplicates++;
+                return;
+        }
+
+        if (e.message_len > limits.MAX_MESSAGE_BYTES) {
+                /* This node's cap, before any parse: another node's may be larger. */
+                cc->n_invalid++;
+                return;
+        }
+        if (e.message && own) {
+                /* A publish of this process under way: the channels vouched for its text when it was published
+                 * (another node under the same id, or an earlier process, is parsed as any other). */
+                text = e.message;
+                text_len = e.message_len;
+        } else if (e.message) {
+                /* Redis is a boundary: the channels send what they are given as it is, so it is parsed and
+                 * printed as json-c prints (what a local publish vouches for). */
+                struct json_tokener *tok = json_tokener_new();
+
+                if (!tok) {
+                        log_oom();
+                        return;
+                }
+                /* With its terminating NUL (hiredis ends every string so): a number at the very end of the input
+                 * is only complete when the tokener sees what follows it. */
+                msg = e.message[e.message_len] == '\0' ?
+                        json_tokener_parse_ex(tok, e.message, (int) e.message_len + 1) : NULL;
+                if (!msg || json_tokener_get_error(tok) != json_tokener_success ||
+                    json_tokener_get_parse_end(tok) != e.message_len) {
+                        json_tokener_free(tok);
+                        cc->n_invalid++;
+                        return;
+                }
+                json_tokener_free(tok);
+                text = json_object_to_json_string_length(msg, JSON_FORMAT_FLAGS, &text_len);
+                if (!text) {
+                        log_oom();
+                        return;
+                }
+        }
+
+        cc->last_event_id = e.event_id;
+        r = channels_publish_at(cc->channels, name, len, text, text_len, exclude, e.event_id, e.timestamp);
+        if (r == -ESTALE) {
+                /* An id not above what this node issued before it joined (its state.json mark): the counter was
+                 * raised at the connect, so this is a message Redis ran before that. Its subscribers are told. */
+                cc->n_stale++;
+                (void) channels_gap(cc->channels, name, len);
+                return;
+        }
+        if (r < 0) {
+                cc->n_invalid++;
+                log_debug_errno(r, "Cluster: a message from %.*s was not published here: %m", (int) e.node_id_len,
+                                e.node_id);
+                return;
+        }
+        cc->n_received++;
+}
+
+/* ---- replays ---- */
+
+static void replay_free(ClusterChannels *cc, PendingReplay *p) {
+        LIST_REMOVE(replays, cc->replays, p);
+        free(p);
+}
+
+/* Answers the replay (r); p stays until the script's reply came, which needs it. */
+static void replay_finish(ClusterChannels *cc, PendingReplay *p, const ChannelsReplayed *r) {
+        ChannelsReplayDone done = p->done;
+        Subscriber *sub = p->sub;
+        void *ud = p->done_userdata;
+
+        p->done = NULL;
+        p->deadline = 0;
+        if (p->replied)
+                replay_free(cc, p);
+        done(sub, r, ud);
+}
+
+static void replay_fail(ClusterChannels *cc, PendingReplay *p, const char *why) {
+        _cleanup_free_ char *reason = unavailable_text(cc, why);
+
+        cc->n_replays_failed++;
+        replay_finish(cc, p, &(const ChannelsReplayed) { .error = -EIO, .reason = reason ?: why });
+}
+
+static void replay_fail_all(ClusterChannels *cc, const char *reason) {
+        PendingReplay *p, *next;
+
+        for (p = cc->replays; p; p = next) {
+                next = p->replays_next;
+                if (p->done)
+                        replay_fail(cc, p, reason);
+        }
+}
+
+static void replay_timer_update(ClusterChannels *cc);
+
+static int on_replay_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        ClusterChannels *cc = userdata;
+        PendingReplay *p, *next;
+
+        for (p = cc->replays; p; p = next) {
+                next = p->replays_next;
+                if (p->done && p->deadline > 0 && p->deadline <= usec)
+                        replay_fail(cc, p, "the replay's answer did not come from Redis in time");
+        }
+        replay_timer_update(cc);
+        return 0;
+}
+
+static void replay_timer_update(ClusterChannels *cc) {
+        uint64_t next = UINT64_MAX;
+        int r;
+
+        LIST_FOREACH(replays, p, cc->replays)
+                if (p->done && p->deadline > 0)
+                        next = MIN(next, p->deadline);
+        if (next == UINT64_MAX) {
+                if (cc->replay_timer)
+                        (void) sd_event_source_set_enabled(cc->replay_timer, SD_EVENT_OFF);
+                return;
+        }
+        if (!cc->replay_timer) {
+                r = sd_event_add_time(cc->event, &cc->replay_timer, CLOCK_MONOTONIC, next, 0, on_replay_timer, cc);
+                if (r < 0)
+                        log_warning_errno(r, "Cluster: failed to arm the replay timer: %m");
+                return;
+        }
+        (void) sd_event_source_set_time(cc->replay_timer, next);
+        (void) sd_event_source_set_enabled(cc->replay_timer, SD_EVENT_ONESHOT);
+}
+
+static void on_replay_reply(RedisConn *conn, redisReply *reply, void *userdata) {
+        PendingReplay *p = userdata;
+        ClusterChannels *cc = p->cc;
+        char reason[256];
+
+        p->replied = true;
+        if (!p->done) {
+                /* Answered already (its answer overtook the reply, or it failed). */
+                replay_free(cc, p);
+                return;
+        }
+        if (reply && reply->type == REDIS_REPLY_INTEGER) {
+                /* It ran: its answer is on its way on the subscriber connection. */
+                p->deadline = now_usec(CLOCK_MONOTONIC) + cc->timeout_usec;
+                replay_timer_update(cc);
+                return;
+        }
+        if (reply && reply->type == REDIS_REPLY_ERROR)
+                snprintf(reason, sizeof(reason), "Redis answered: %.200s", reply->str);
+        else
+                snprintf(reason, sizeof(reason), "no answer from Redis (%.200s)",
+                         redis_conn_last_error(conn) ?: "the connection was lost");
+        replay_fail(cc, p, reason);
+}
+
+static void replay_answer(ClusterChannels *cc, const char *payload, size_t payload_len) {
+        _cleanup_free_ ChannelEvent *events = NULL;
+        _cleanup_free_ char **names = NULL;
+        ClusterReplayEvent e = {};
+        size_t n = 0, alloc = 0;
+        PendingReplay *p = NULL;
+        ClusterReplay rp;
+        int r;
+
+        if (cluster_replay_parse(payload, payload_len, &rp) < 0) {
+                cc->n_invalid++;
+                return;
+        }
+        LIST_FOREACH(replays, q, cc->replays)
+                if (q->done && q->token == rp.token) {
+                        p = q;
+                        break;
+                }
+        if (!p)
+                return;         /* failed meanwhile (its reply timed out) */
+
+        while ((r = cluster_replay_next(&rp, &e)) > 0) {
+                if (n == alloc) {
+                        size_t na = MAX(alloc * 2, (size_t) 16);
+                        ChannelEvent *ne = realloc(events, na * sizeof(ChannelEvent));
+                        char **nn;
+
+                        if (!ne) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        events = ne;
+                        nn = realloc(names, na * sizeof(char*));
+                        if (!nn) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        names = nn;
+                        alloc = na;
+                }
+                /* The channel as JSON, as the channels' lines hold it. The message is the text this node or
+                 * another vouched for when it was published; a replay sends it as it is. */
+                {
+                        _cleanup_(json_object_putp) struct json_object *o =
+                                json_object_new_string_len(e.channel, (int) e.channel_len);
+                        const char *t;
+                        size_t tl;
+
+                        t = o ? json_object_to_json_string_length(o, JSON_FORMAT_FLAGS, &tl) : NULL;
+                        names[n] = t ? strndup(t, tl) : NULL;
+                        if (!names[n]) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        events[n] = (ChannelEvent) {
+                                .id = e.event_id,
+                                .timestamp = e.timestamp,
+                                .channel_json = names[n],
+                                .channel_json_len = tl,
+                                .message_json = e.message,
+                                .message_json_len = e.message_len,
+                        };
+                        n++;
+                }
+        }
+
+        if (r < 0)
+                replay_fail(cc, p, r == -ENOMEM ? "out of memory" : "a malformed answer from Redis");
+        else {
+                cc->n_replays++;
+                replay_finish(cc, p, &(const ChannelsReplayed) {
+                                .refresh_needed = rp.refresh_needed,
+                                .events = events,
+                                .n_events = n,
+                        });
+        }
+        for (size_t i = 0; i < n; i++)
+                free(names[i]);
+        replay_timer_update(cc);
+}
+
+void cluster_channels_replay(ClusterChannels *cc, const char *name, size_t len, int64_t last_event_id,
+                             Subscriber *s, ChannelsReplayDone done, void *done_userdata) {
+        _cleanup_free_ char *stream = NULL, *floor = NULL;
+        size_t stream_len, floor_len, plen = channel_prefix_length(name, len);
+        char token[24], from[24], window[24], cap[24];
+        bool wild = len >= 2 && name[len - 2] == ':' && name[len - 1] == '*' && plen == len - 2;
+        const char *reason = unready_reason(cc);
+        PendingReplay *p;
+        int r;
+
+        if (reason) {
+                _cleanup_free_ char *text = unavailable_text(cc, reason);
+
+                cc->n_replays_failed++;
+                done(s, &(const ChannelsReplayed) { .error = -ENOTCONN, .reason = text ?: reason }, done_userdata);
+                return;
+        }
+        p = new0(PendingReplay, 1);
+        if (!p) {
+                done(s, &(const ChannelsReplayed) { .error = -ENOMEM, .reason = "out of memory" }, done_userdata);
+                return;
+        }
+        *p = (PendingReplay) {
+                .cc = cc,
+                .token = ++cc->next_token,
+                .sub = s,
+                .done = done,
+                .done_userdata = done_userdata,
+        };
+        LIST_PREPEND(replays, cc->replays, p);
+
+        r = cluster_key(cc->prefix, "replay:", name, plen, &stream, &stream_len);
+        if (r >= 0)
+                r = cluster_key(cc->prefix, "replayfloor:", name, plen, &floor, &floor_len);
+        if (r >= 0) {
+                snprintf(token, sizeof(token), "%" PRIu64, p->token);
+                snprintf(from, sizeof(from), "%" PRIi64, MAX(last_event_id, (int64_t) 0));
+                snprintf(window, sizeof(window), "%" PRIu64, (uint64_t) limits.REPLAY_WINDOW_MS);
+                snprintf(cap, sizeof(cap), "%" PRIu64, (uint64_t) limits.MAX_WRITE_QUEUE_BYTES);
+                r = redis_conn_eval(cc->commands, &cc->replay_script, on_replay_reply, p, 4, 11,
+                                    (const char *[]) { cc->counter_key, stream, floor, cc->born_key, cc->node_channel,
+                                                       token, from, name, wild ? "1" : "0", window, cap },
+                                    (const size_t[]) { cc->counter_key_len, stream_len, floor_len, cc->born_key_len,
+                                                       cc->node_channel_len, strlen(token), strlen(from), len, 1,
+                                                       strlen(window), strlen(cap) });
+        }
+        if (r < 0) {
+                p->replied = true;
+                replay_fail(cc, p, r == -ENOBUFS ? "too many commands waiting for Redis (the cap is 65536)" :
+                                   "the command could not be sent");
+        }
+}
+
+/* ---- the connections ---- */
+
+static void on_floor_reply(RedisConn *conn, redisReply *reply, void *userdata) {
+        ClusterChannels *cc = userdata;
+
+        if (reply && reply->type == REDIS_REPLY_INTEGER) {
+                cc->redis_ms = reply->integer;
+                cc->redis_ms_mono = now_usec(CLOCK_MONOTONIC);
+                cc->floor_raised = true;
+                check_ready(cc);
+        }
+        else
+                log_warning("Cluster: raising the eventId counter failed: %s.",
+                            reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "no answer");
+}
+
+void cluster_channels_commands_connected(ClusterChannels *cc) {
+        char floor[24];
+        int r;
+
+        cc->floor_raised = false;
+        snprintf(floor, sizeof(floor), "%" PRIu64, MAX(channels_last_event_id(cc->channels), cc->last_event_id));
+        r = redis_conn_eval(cc->commands, &cc->floor_script, on_floor_reply, cc, 2, 3,
+                            (const char *[]) { cc->counter_key, cc->born_key, floor },
+                            (const size_t[]) { cc->counter_key_len, cc->born_key_len, strlen(floor) });
+        if (r < 0)
+                log_warning_errno(r, "Cluster: failed to send the eventId floor: %m");
+}
+
+void cluster_channels_commands_disconnected(ClusterChannels *cc) {
+        cc->floor_raised = false;
+        parked_release(cc, "not connected to Redis");
+}
+
+void cluster_channels_subscriber_connected(ClusterChannels *cc) {
+        int r;
+
+        cc->pattern_confirmed = cc->node_confirmed = false;
+        r = redis_conn_subscribe(cc->subscriber, 2, (const char *[]) { "PSUBSCRIBE", cc->pattern },
+                                 (const size_t[]) { 10, cc->pattern_len });
+        if (r >= 0)
+                r = redis_conn_subscribe(cc->subscriber, 2, (const char *[]) { "SUBSCRIBE", cc->node_channel },
+                                         (const size_t[]) { 9, cc->node_channel_len });
+        if (r < 0)
+                log_warning_errno(r, "Cluster: failed to subscribe in Redis: %m");
+}
+
+void cluster_channels_subscriber_disconnected(ClusterChannels *cc) {
+        cc->pattern_confirmed = cc->node_confirmed = false;
+        parked_release(cc, "the subscriber connection to Redis is down");
+        /* The messages of the publishes under way will not come on this connection. */
+        for (PendingPublish *p = cc->oldest, *prev; p; p = prev) {
+                prev = p->queue_prev;
+                p->settled = true;
+                publish_maybe_free(cc, p);
+        }
+        replay_fail_all(cc, "the subscriber connection to Redis was lost");
+}
+
+void cluster_channels_push(ClusterChannels *cc, redisReply *reply) {
+        redisReply *kind, *ch, *payload;
+
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 || reply->element[0]->type != REDIS_REPLY_STRING)
+                return;
+        kind = reply->element[0];
+        if (streq(kind->str, "pmessage") && reply->elements == 4) {
+                ch = reply->element[2];
+                payload = reply->element[3];
+                if (ch->type == REDIS_REPLY_STRING && payload->type == REDIS_REPLY_STRING)
+                        deliver(cc, ch->str, ch->len, payload->str, payload->len);
+        } else if (streq(kind->str, "message") && reply->elements == 3) {
+                payload = reply->element[2];
+                if (payload->type == REDIS_REPLY_STRING)
+                        replay_answer(cc, payload->str, payload->len);
+        } else if (streq(kind->str, "psubscribe") ||
+                   (streq(kind->str, "subscribe") && reply->element[1]->type == REDIS_REPLY_STRING &&
+                    reply->element[1]->len == cc->node_channel_len &&
+                    memcmp(reply->element[1]->str, cc->node_channel, cc->node_channel_len) == 0)) {
+                /* (Another part's SUBSCRIBE, the heartbeat's, is not this node's replies channel.) */
+                bool was_ready = cluster_channels_ready(cc);
+
+                if (streq(kind->str, "psubscribe"))
+                        cc->pattern_confirmed = true;
+                else
+                        cc->node_confirmed = true;
+                if (cc->pattern_confirmed && kind->str[0] == 'p')
+                        /* Whatever Redis ran before this point never came here: every key with subscribers
+                         * gets refresh_needed, at the first connect too (a subscriber kept across a restart, or
+                         * one that came before Redis did). From here on every message comes. */
+                        gap_all(cc, "the subscriber connection to Redis was set up");
+                if (!was_ready && cluster_channels_ready(cc))
+                        log_info("Cluster: node %s receives the cluster's messages.", cc->node_id);
+                check_ready(cc);
+        }
+}
+
+/* ---- status ---- */
+
+int cluster_channels_add_status(ClusterChannels *cc, struct json_object *o) {
+        int r;
+
+        if ((r = json_add_bool(o, "ready", cluster_channels_ready(cc))) < 0 ||
+            (r = json_add_int64(o, "redisSubscriptions", cc->pattern_confirmed + cc->node_confirmed)) < 0 ||
+            (r = json_add_int64(o, "pendingPublishes", (int64_t) cc->n_publishes)) < 0 ||
+            (r = json_add_int64(o, "published", (int64_t) cc->n_published)) < 0 ||
+            (r = json_add_int64(o, "publishRefused", (int64_t) cc->n_refused)) < 0 ||
+            (r = json_add_int64(o, "publishFailed", (int64_t) cc->n_publish_failed)) < 0 ||
+            (r = json_add_int64(o, "received", (int64_t) cc->n_received)) < 0 ||
+            (r = json_add_int64(o, "duplicates", (int64_t) cc->n_duplicates)) < 0 ||
+            (r = json_add_int64(o, "stale", (int64_t) cc->n_stale)) < 0 ||
+            (r = json_add_int64(o, "invalid", (int64_t) cc->n_invalid)) < 0 ||
+            (r = json_add_int64(o, "replays", (int64_t) cc->n_replays)) < 0 ||
+            (r = json_add_int64(o, "replaysFailed", (int64_t) cc->n_replays_failed)) < 0 ||
+            (r = json_add_int64(o, "lastEventId", (int64_t) cc->last_event_id)) < 0)
+                return r;
+        return 0;
+}
+
+/* ---- lifecycle ---- */
+
+const RedisScript* const* cluster_channels_scripts(ClusterChannels *cc) {
+        return cc->scripts;
+}
+
+void cluster_channels_set_connections(ClusterChannels *cc, RedisConn *commands, RedisConn *subscriber) {
+        cc->commands = commands;
+        cc->subscriber = subscriber;
+}
+
+void cluster_channels_connections_gone(ClusterChannels *cc) {
+        cc->commands = cc->subscriber = NULL;
+}
+
+int cluster_channels_new(const ClusterChannelsConfig *config, ClusterChannels **ret) {
+        _cleanup_(cluster_channels_freep) ClusterChannels *cc = NULL;
+        _cleanup_free_ char *chans = NULL;
+        size_t chans_len;
+        int r;
+
+        cc = new0(ClusterChannels, 1);
+        if (!cc)
+                return -ENOMEM;
+        cc->event = sd_event_ref(config->event);
+        cc->channels = config->channels;
+        cc->fail_log = (RateLimit) { .interval = 10 * USEC_PER_SEC, .burst = 5 };
+        /* Tokens of an earlier process under the same node id must not meet this one's. */
+        cc->next_token = now_usec(CLOCK_REALTIME);
+        cc->prefix = strdup(config->prefix);
+        cc->node_id = strdup(config->node_id);
+        cc->url = strdup(config->url_redacted);
+        cc->timeout_usec = config->command_timeout_usec ?: REDIS_DEFAULT_COMMAND_TIMEOUT_USEC;
+        if (!cc->prefix || !cc->node_id || !cc->url)
+                return -ENOMEM;
+        cc->node_id_len = strlen(cc->node_id);
+        cc->chan_prefix_len = strlen(cc->prefix) + 3;
+
+        if ((r = redis_script_init(&cc->publish_script, publish_source)) < 0 ||
+            (r = redis_script_init(&cc->replay_script, replay_source)) < 0 ||
+            (r = redis_script_init(&cc->floor_script, floor_source)) < 0)
+                return r;
+        cc->scripts[0] = &cc->publish_script;
+        cc->scripts[1] = &cc->replay_script;
+        cc->scripts[2] = &cc->floor_script;
+
+        if ((r = cluster_key(cc->prefix, "eventid", NULL, 0, &cc->counter_key, &cc->counter_key_len)) < 0 ||
+            (r = cluster_key(cc->prefix, "eventid:born", NULL, 0, &cc->born_key, &cc->born_key_len)) < 0 ||
+            (r = cluster_key(cc->prefix, "replies:", cc->node_id, cc->node_id_len, &cc->node_channel,
+                             &cc->node_channel_len)) < 0 ||
+            (r = cluster_key(cc->prefix, "ch:", NULL, 0, &chans, &chans_len)) < 0 ||
+            (r = cluster_glob_escape(chans, chans_len, &cc->pattern, &cc->pattern_len)) < 0)
+                return r;
+        {
+                char *pat = realloc(cc->pattern, cc->pattern_len + 2);
+
+                if (!pat)
+                        return -ENOMEM;
+                cc->pattern = pat;
+                cc->pattern[cc->pattern_len++] = '*';
+                cc->pattern[cc->pattern_len] = 0;
+        }
+        *ret = TAKE_PTR(cc);
+        return 0;
+}
+
+ClusterChannels* cluster_channels_free(ClusterChannels *cc) {
+        if (!cc)
+                return NULL;
+        while (cc->oldest) {
+                PendingPublish *p = cc->oldest;
+
+                p->settled = true;
+                if (!p->answered)
+                        publish_answer(cc, p, -ECANCELED, "photond is stopping", 0);
+                publish_free(cc, p);
+        }
+        replay_fail_all(cc, "photond is stopping");
+        while (cc->replays)
+                replay_free(cc, cc->replays);
+        gap_names_clear(cc);
+        free(cc->gap_names);
+        free(cc->gap_lens);
+        sd_event_source_disable_unref(cc->gap_defer);
+        sd_event_source_disable_unref(cc->replay_timer);
+        sd_event_source_disable_unref(cc->park_timer);
+        sd_event_unref(cc->event);
+        free(cc->counter_key);
+        free(cc->born_key);
+        free(cc->pattern);
+        free(cc->node_channel);
+        free(cc->prefix);
+        free(cc->node_id);
+        free(cc->url);
+        return mfree(cc);
+}
