@@ -457,8 +457,6 @@ static int subscription_add(Channels *chs, Subscriber *sub, Channel *channel) {
         if (channel->n_subscribers++ == 0) {
                 chs->n_subscribed++;
                 channels_changed(chs);
-                if (chs->hooks.subscribed_changed)
-                        chs->hooks.subscribed_changed(channel->name, channel->name_len, true, chs->hooks.userdata);
         }
         LIST_PREPEND(by_sub, ss->subscriptions, s);
         sub->n_subscriptions++;
@@ -475,8 +473,6 @@ static void subscription_free(Channels *chs, Subscription *s) {
         if (--channel->n_subscribers == 0) {
                 chs->n_subscribed--;
                 channels_changed(chs);
-                if (chs->hooks.subscribed_changed)
-                        chs->hooks.subscribed_changed(channel->name, channel->name_len, false, chs->hooks.userdata);
         }
         LIST_REMOVE(by_sub, ss->subscriptions, s);
         sub->n_subscriptions--;
@@ -824,9 +820,6 @@ static int channel_publish(Channels *chs, Channel *channel, const char *message,
                 chs->hooks.state_changed(chs->hooks.userdata);
 
         channel_fanout(chs, channel, e->line, id, exclude);
-        if (chs->hooks.published)
-                chs->hooks.published(channel->name, channel->name_len, message, message_len, id,
-                                     chs->hooks.userdata);
         event_push(chs, channel, e);
         channels_reap(chs);
         return 0;

@@ -28,13 +28,6 @@ typedef struct ChannelsHooks {
         /* Asked once per publish that has a publisher (exclude non-NULL): may the pushes leave now (each
          * subscriber's write_now()), because nothing of the batch must leave first? NULL: never. */
         bool (*may_write_now)(void *userdata);
-        /* A channel key got its first subscriber (subscribed) or lost its last (cluster mode follows the keys
-         * with local subscribers in Redis). */
-        void (*subscribed_changed)(const char *name, size_t len, bool subscribed, void *userdata);
-        /* Every publish, after its local fan-out: the channel, the message as published (NULL: none) and its
-         * eventId (cluster mode sends it to the other nodes). */
-        void (*published)(const char *name, size_t len, const char *message, size_t message_len, uint64_t event_id,
-                          void *userdata);
         /* A backend that orders and numbers every publish (cluster mode: ChannelsBackend below); NULL: the
          * channels do it themselves. */
         const struct ChannelsBackend *backend;

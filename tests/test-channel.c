@@ -624,61 +624,6 @@ Test(channel, hooks_hear_the_mark_and_the_counts) {
         cr_assert_eq(heard_counts, 2);
 }
 
-static char heard_keys[256];
-static unsigned heard_published;
-static char heard_message[64];
-static uint64_t heard_event_id;
-
-static void heard_subscribed(const char *name, size_t len, bool subscribed, void *userdata) {
-        size_t n = strlen(heard_keys);
-
-        snprintf(heard_keys + n, sizeof(heard_keys) - n, "%c%.*s ", subscribed ? '+' : '-', (int) len, name);
-}
-
-static void heard_publish(const char *name, size_t len, const char *message, size_t message_len, uint64_t event_id,
-                          void *userdata) {
-        heard_published++;
-        snprintf(heard_message, sizeof(heard_message), "%.*s=%.*s", (int) len, name, (int) message_len,
-                 message ?: "");
-        heard_event_id = event_id;
-}
-
-/* Cluster mode's hooks: a key's first subscriber and its last, each publish after its fan-out. */
-Test(channel, hooks_hear_subscribed_keys_and_publishes) {
-        _cleanup_(channels_freep) Channels *h = NULL;
-        uint64_t id;
-
-        heard_keys[0] = 0;
-        heard_published = 0;
-        cr_assert_eq(channels_new(&(ChannelsHooks) {
-                                          .subscribed_changed = heard_subscribed,
-                                          .published = heard_publish,
-                                  }, &h), 0);
-        channels_set_clock(h, &(ChannelsClock) { test_wall, test_mono, NULL });
-
-        cr_assert_eq(channels_subscribe(h, &clients[0].subscriber, "a", 1), 0);
-        cr_assert_eq(channels_subscribe(h, &clients[1].subscriber, "a", 1), 0);
-        cr_assert_eq(channels_subscribe(h, &clients[1].subscriber, "a", 1), 0);
-        cr_assert_eq(channels_subscribe(h, &clients[1].subscriber, "p:*", 3), 0);
-        cr_assert_str_eq(heard_keys, "+a +p:* ", "once per key, on its first subscriber");
-
-        cr_assert_eq(channels_publish_serialized(h, "a", 1, "{\"x\":1}", 7, NULL, &id), 0);
-        cr_assert_eq(heard_published, 1);
-        cr_assert_str_eq(heard_message, "a={\"x\":1}");
-        cr_assert_eq(heard_event_id, id);
-        cr_assert_eq(channels_publish(h, "nobody", NULL, NULL, &id), 0);
-        cr_assert_eq(heard_published, 2, "a publish without subscribers is heard too");
-        cr_assert_str_eq(heard_message, "nobody=");
-
-        channels_unsubscribe(h, &clients[0].subscriber, "a", 1);
-        cr_assert_str_eq(heard_keys, "+a +p:* ", "a still has a subscriber");
-        channels_subscriber_gone(h, &clients[1].subscriber);
-        cr_assert(strstr(heard_keys, "-a ") && strstr(heard_keys, "-p:* "), "%s", heard_keys);
-        channels_subscriber_gone(h, &clients[0].subscriber);
-        drain(&clients[0]);
-        drain(&clients[1]);
-}
-
 /* Cluster mode's seam: with a backend, a publish is handed to it (caps checked first, eventId unknown), a
  * publish that waits for its id goes through channels_publish_deferred(), and the backend brings messages back
  * with its own ids (channels_publish_at(): strictly increasing, the publisher left out) and replays with
