@@ -212,6 +212,23 @@ static uint64_t server_cpu_ns_of(pid_t pid) {
         return sum;
 }
 
+/* The write system calls the process made so far (/proc/PID/io, syscw: write, writev, sendmsg, …), or 0. */
+static uint64_t server_write_calls_of(pid_t pid) {
+        char path[64], buf[256];
+        uint64_t n = 0;
+        FILE *f;
+
+        snprintf(path, sizeof path, "/proc/%d/io", (int) pid);
+        f = fopen(path, "re");
+        if (!f)
+                return 0;
+        while (fgets(buf, sizeof buf, f))
+                if (sscanf(buf, "syscw: %" SCNu64, &n) == 1)
+                        break;
+        fclose(f);
+        return n;
+}
+
 static void server_sample_of(pid_t pid, ServerSample *ret) {
         char path[64], buf[4096], *p;
         FILE *f;
@@ -925,6 +942,9 @@ static struct {
         uint64_t first_send, last_recv, last_progress;
         bool publishing;
         Histogram lat;
+        /* With several --socket: deliveries to subscribers on the publisher's server and on another one (in
+         * cluster mode, those crossed Redis to another node). */
+        Histogram lat_local, lat_remote;
 } fo;
 
 static void fanout_frame(Conn *c, const Frame *f, uint64_t now) {
@@ -977,6 +997,8 @@ static void fanout_frame(Conn *c, const Frame *f, uint64_t now) {
         fo.delivered++;
         fo.last_recv = fo.last_progress = now;
         hist_add(&fo.lat, now - (uint64_t) t);
+        /* subscriber i is on socket i % n, publisher w on socket w % n */
+        hist_add(i % n_sockets == (unsigned) w % n_sockets ? &fo.lat_local : &fo.lat_remote, now - (uint64_t) t);
 
         bit = (uint64_t) w * arg_messages + (uint64_t) seq;
         if (fo.seen[i][bit / 8] & (1u << (bit % 8))) {
@@ -1037,6 +1059,8 @@ static int scenario_fanout(void) {
         uint64_t expected = (uint64_t) arg_subscribers * arg_publishers * arg_messages, lost = 0, cpu0, cpu1;
         size_t bitmap = ((size_t) arg_publishers * arg_messages + 7) / 8;
         ServerSample s0, s1;
+        uint64_t part0[MAX_SERVERS], part1[MAX_SERVERS], writes0[MAX_SERVERS], writes1[MAX_SERVERS];
+        char parts[MAX_SERVERS * 24] = "", writes[MAX_SERVERS * 24] = "";
         double secs, rate;
         bool ok;
 
@@ -1064,6 +1088,10 @@ static int scenario_fanout(void) {
         for (unsigned p = 0; p < arg_publishers; p++)
                 fo.pubs[p] = conn_new(ROLE_PUBLISHER, p, 64 * 1024);
 
+        for (unsigned i = 0; i < n_pids; i++) {
+                part0[i] = server_cpu_ns_of(arg_pids[i]);
+                writes0[i] = server_write_calls_of(arg_pids[i]);
+        }
         server_sample(&s0);
         cpu0 = self_cpu_ns();
         fo.publishing = true;
@@ -1072,6 +1100,14 @@ static int scenario_fanout(void) {
         ok = loop_run(fanout_done, deadline_from_now());
         cpu1 = self_cpu_ns();
         server_sample(&s1);
+        for (unsigned i = 0; i < n_pids; i++) {
+                part1[i] = server_cpu_ns_of(arg_pids[i]);
+                writes1[i] = server_write_calls_of(arg_pids[i]);
+                snprintf(writes + strlen(writes), sizeof writes - strlen(writes), "%s%.3f", i > 0 ? " " : "",
+                         fo.delivered > 0 ? (double) (writes1[i] - writes0[i]) / (double) fo.delivered : 0.0);
+                snprintf(parts + strlen(parts), sizeof parts - strlen(parts), "%s%.3f", i > 0 ? " " : "",
+                         fo.delivered > 0 ? us(part1[i] - part0[i]) / (double) fo.delivered : 0.0);
+        }
 
         for (unsigned s = 0; s < arg_subscribers; s++)
                 lost += (uint64_t) arg_publishers * arg_messages - fo.received[s];
@@ -1089,6 +1125,17 @@ static int scenario_fanout(void) {
                 lost, fo.dup, fo.ooo, fo.event_order, fo.refresh, fo.errors, fo.garbled, conns_closed,
                 s1.rss_kib, server_cpu_percent(&s0, &s1),
                 100.0 * (double) (cpu1 - cpu0) / (double) (s1.at - s0.at), ok ? "" : " (TIMED OUT)");
+        /* The servers' CPU (every --pid summed) per delivered message, and the latency by where the subscriber
+         * is: tests/bench/cluster-fanout.sh reads this line. */
+        fprintf(stderr,
+                "%s fanout servers %u: server CPU %.3f us per delivered message (by --pid: %s); "
+                "write syscalls per delivered message (by --pid: %s); "
+                "same-server latency p50 %.1f us p99 %.1f us (%" PRIu64 "); "
+                "other-server latency p50 %.1f us p99 %.1f us (%" PRIu64 ")\n",
+                target_name(), n_sockets, server_cpu_us_per(&s0, &s1, fo.delivered), parts, writes,
+                us(hist_percentile(&fo.lat_local, 50)), us(hist_percentile(&fo.lat_local, 99)), fo.lat_local.count,
+                us(hist_percentile(&fo.lat_remote, 50)), us(hist_percentile(&fo.lat_remote, 99)),
+                fo.lat_remote.count);
         /* | target | S | B | M | msg/s | p50 | p99 | max | lost/dup/ooo | server RSS | server CPU | bench CPU | */
         printf("| %s | %u | %u | %u | %.0f | %.0f | %.0f | %.0f | %" PRIu64 "/%" PRIu64 "/%" PRIu64
                " | %.1f | %.0f%% | %.0f%% |\n",
