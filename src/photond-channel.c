@@ -685,14 +685,16 @@ static bool subscriber_deliver(Channels *chs, Subscriber *sub, SharedBuf *line, 
 }
 
 static void channel_fanout(Channels *chs, Channel *channel, SharedBuf *line, uint64_t event_id,
-                           Subscriber *exclude) {
+                           Subscriber *exclude, bool local) {
         Channel *wild = channel->prefix->wildcard;
         const void *tag = channel_tag(channel);
         uint64_t gen = ++chs->generation;
         /* Only what a client published (or a provider emitted) may be written while fanning out: the daemon's own
          * events (exclude NULL: jobs:*, webhooks:*, system:*) report changes whose files are written at the end of
-         * the iteration, so they wait for the flush that comes after those writes. */
-        bool stamp, write_now = exclude && chs->hooks.may_write_now &&
+         * the iteration, so they wait for the flush that comes after those writes. A backend's messages (!local:
+         * cluster mode) come many to a read from Redis: written at once, each would cost a write per subscriber,
+         * so they wait for the iteration's flush too, which writes each subscriber's batch in one go. */
+        bool stamp, write_now = local && exclude && chs->hooks.may_write_now &&
                 chs->hooks.may_write_now(chs->hooks.userdata);
 
         if (wild == channel)
@@ -775,10 +777,10 @@ static void event_push(Channels *chs, Channel *channel, Event *e) {
 }
 
 /* Publishes message (serialized JSON; NULL: no "message" key) on channel, which the caller has pinned, as the
- * event id (above chs->last_event_id) at the wall-clock time now. reserve: the id is this node's, the eventId mark
- * follows it. */
+ * event id (above chs->last_event_id) at the wall-clock time now. local: published here, not brought by the backend:
+ * the id is this node's (the eventId mark follows it) and the pushes may leave at once. */
 static int channel_publish(Channels *chs, Channel *channel, const char *message, size_t message_len,
-                           Subscriber *exclude, uint64_t id, int64_t now, bool reserve) {
+                           Subscriber *exclude, uint64_t id, int64_t now, bool local) {
         Event *e;
         int r;
 
@@ -796,7 +798,7 @@ static int channel_publish(Channels *chs, Channel *channel, const char *message,
 
         chs->last_event_id = channel->last_event_id = id;
         chs->n_published++;
-        if (!reserve)
+        if (!local)
                 ;       /* a backend's id: not this node's to reserve */
         else if (id > chs->reserved_event_id) {
                 /* A batch found by busy polling runs ahead of the loop's time; a later publish of the same
@@ -819,14 +821,14 @@ static int channel_publish(Channels *chs, Channel *channel, const char *message,
                  * waits with that write. */
                 chs->hooks.state_changed(chs->hooks.userdata);
 
-        channel_fanout(chs, channel, e->line, id, exclude);
+        channel_fanout(chs, channel, e->line, id, exclude, local);
         event_push(chs, channel, e);
         channels_reap(chs);
         return 0;
 }
 
 static int publish_checked(Channels *chs, const char *name, size_t len, const char *message, size_t message_len,
-                           Subscriber *exclude, uint64_t id, int64_t now, bool reserve) {
+                           Subscriber *exclude, uint64_t id, int64_t now, bool local) {
         Channel *channel;
         int r;
 
@@ -835,7 +837,7 @@ static int publish_checked(Channels *chs, const char *name, size_t len, const ch
         if (r < 0)
                 return r;
         channel->n_pins++;
-        r = channel_publish(chs, channel, message, message_len, exclude, id, now, reserve);
+        r = channel_publish(chs, channel, message, message_len, exclude, id, now, local);
         channel->n_pins--;
         channel_maybe_free(chs, channel);
         return r;
