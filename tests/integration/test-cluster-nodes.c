@@ -1026,7 +1026,7 @@ static void relay_run(int listen_fd, const char *target) {
                         struct sockaddr_un sa = { .sun_family = AF_UNIX };
                         int c = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC), t = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-                        strncpy(sa.sun_path, target, sizeof(sa.sun_path) - 1);
+                        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", target);
                         if (c >= 0 && t >= 0 && n_pairs < 32 && connect(t, (struct sockaddr *) &sa, sizeof(sa)) == 0)
                                 pairs[n_pairs++] = (typeof(pairs[0])) { .fd = { c, t } };
                         else {
@@ -1064,7 +1064,8 @@ static pid_t relay_start(const char *path, const char *target) {
         pid_t pid;
 
         cr_assert_geq(fd, 0);
-        strncpy(sa.sun_path, path, sizeof(sa.sun_path) - 1);
+        cr_assert_lt(strlen(path), sizeof(sa.sun_path));
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
         cr_assert_eq(bind(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
         /* listening before the fork: a connect succeeds from now on, no waiting needed */
         cr_assert_eq(listen(fd, 16), 0);
