@@ -7,16 +7,7 @@
 #include <string.h>
 
 #include "cluster-util.h"
-
-static int unhex(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
+#include "string-util.h"
 
 /* len bytes of s, %XX decoded, as a new string; -EINVAL for a bad escape or a decoded NUL. */
 static int percent_decode(const char *s, size_t len, char **ret) {
@@ -31,8 +22,8 @@ static int percent_decode(const char *s, size_t len, char **ret) {
 
                         if (i + 2 >= len)
                                 goto fail;
-                        hi = unhex(s[i + 1]);
-                        lo = unhex(s[i + 2]);
+                        hi = unhexchar(s[i + 1]);
+                        lo = unhexchar(s[i + 2]);
                         if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
                                 goto fail;
                         *o++ = (char) (hi << 4 | lo);

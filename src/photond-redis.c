@@ -15,6 +15,7 @@
 #include "clock.h"
 #include "log.h"
 #include "photond-redis.h"
+#include "string-util.h"
 
 /* The adapter's state for one hiredis context (ac->ev.data): freed by hiredis' cleanup, unless that comes while
  * its own I/O callback runs (a read that ends in a disconnect), which then frees it. */
@@ -239,7 +240,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
         if (p.cb)
                 p.cb(c, reply, p.userdata);
         if (p.eval && reply && c->ac == ac && ((redisReply *) reply)->type == REDIS_REPLY_ERROR &&
-            strncmp(((redisReply *) reply)->str, "NOSCRIPT", 8) == 0) {
+            startswith(((redisReply *) reply)->str, "NOSCRIPT")) {
                 log_warning("Redis (%s): the server lost photond's scripts (SCRIPT FLUSH?), reconnecting to load "
                             "them again.", c->name);
                 conn_drop(c, "scripts flushed");

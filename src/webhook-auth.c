@@ -33,21 +33,11 @@ void hex_encode(const uint8_t *data, size_t size, char *ret) {
         ret[2 * size] = '\0';
 }
 
-static int unhex_char(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -EINVAL;
-}
-
 int hex_decode_exact(const char *s, size_t len, uint8_t *ret, size_t ret_size) {
         if (len != 2 * ret_size)
                 return -EINVAL;
         for (size_t i = 0; i < ret_size; i++) {
-                int hi = unhex_char(s[2 * i]), lo = unhex_char(s[2 * i + 1]);
+                int hi = unhexchar(s[2 * i]), lo = unhexchar(s[2 * i + 1]);
                 if (hi < 0 || lo < 0)
                         return -EINVAL;
                 ret[i] = (uint8_t) (hi << 4 | lo);
@@ -801,7 +791,7 @@ size_t webhook_unescape(void *cls, struct MHD_Connection *connection, char *s) {
         for (const char *r = s; *r;) {
                 int hi, lo;
 
-                if (r[0] == '%' && (hi = unhex_char(r[1])) >= 0 && (lo = unhex_char(r[2])) >= 0 && (hi | lo) != 0) {
+                if (r[0] == '%' && (hi = unhexchar(r[1])) >= 0 && (lo = unhexchar(r[2])) >= 0 && (hi | lo) != 0) {
                         *w++ = (char) (hi * 16 + lo);
                         r += 3;
                 } else

@@ -61,6 +61,16 @@ const char* name_error(const char *field, const char *value, char *buf, size_t s
         return buf;
 }
 
+int unhexchar(char c) {
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -EINVAL;
+}
+
 int safe_atou64(const char *s, uint64_t *ret) {
         char *end;
         unsigned long long v;

@@ -19,6 +19,9 @@ bool name_is_valid(const char *s);
  * <field> …". A NULL value is the request parser's "Invalid request format: <field> is missing". Returns buf. */
 const char* name_error(const char *field, const char *value, char *buf, size_t size);
 
+/* The value of one hex digit (either case), or -EINVAL. */
+int unhexchar(char c);
+
 /* Strict decimal parsers: the whole string must be a number in range. 0 or -EINVAL/-ERANGE. */
 int safe_atou64(const char *s, uint64_t *ret);
 int safe_atoi64(const char *s, int64_t *ret);
