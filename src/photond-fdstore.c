@@ -56,6 +56,7 @@
 #include "photond-manager.h"
 #include "photond-schedule.h"
 #include "string-util.h"
+#include "unaligned.h"
 
 #define FDSTORE_MAGIC "PHOTONFD"
 #define HEADER_SIZE 16
@@ -122,20 +123,6 @@ static uint64_t fnv1a64(const void *p, size_t n) {
                 h *= UINT64_C(0x100000001b3);
         }
         return h;
-}
-
-static uint32_t get_u32(const uint8_t *p) {
-        uint32_t v;
-
-        memcpy(&v, p, sizeof(v));
-        return le32toh(v);
-}
-
-static uint64_t get_u64(const uint8_t *p) {
-        uint64_t v;
-
-        memcpy(&v, p, sizeof(v));
-        return le64toh(v);
 }
 
 typedef struct Bytes {
@@ -460,11 +447,11 @@ static int tlv_next(const uint8_t **p, const uint8_t *end, Tlv *ret) {
                 return 0;
         if ((size_t) (end - *p) < RECORD_HEADER_SIZE)
                 return -EBADMSG;
-        size = get_u32(*p + 4);
+        size = unaligned_read_le32(*p + 4);
         if (size > (size_t) (end - *p) - RECORD_HEADER_SIZE)
                 return -EBADMSG;
         *ret = (Tlv) {
-                .type = get_u32(*p),
+                .type = unaligned_read_le32(*p),
                 .data = *p + RECORD_HEADER_SIZE,
                 .size = size,
         };
@@ -505,8 +492,8 @@ static int client_fields(const Tlv *record, const FdStoreState *s, bool count, F
                         if (socket || f.size != 16)
                                 return -EBADMSG;
                         socket = true;
-                        c->dev = get_u64(f.data);
-                        c->ino = get_u64(f.data + 8);
+                        c->dev = unaligned_read_le64(f.data);
+                        c->ino = unaligned_read_le64(f.data + 8);
                         break;
 
                 case FIELD_SESSION_ID:
@@ -547,9 +534,9 @@ static int client_fields(const Tlv *record, const FdStoreState *s, bool count, F
                         if (f.size != 12)
                                 return -EBADMSG;
                         o = (FdStoreOutput) {
-                                .buffer = get_u32(f.data),
-                                .offset = get_u32(f.data + 4),
-                                .tag = get_u32(f.data + 8),
+                                .buffer = unaligned_read_le32(f.data),
+                                .offset = unaligned_read_le32(f.data + 4),
+                                .tag = unaligned_read_le32(f.data + 8),
                         };
                         /* A line is written before the first record that queues it, and one that was sent whole
                          * is no longer queued. */
@@ -600,7 +587,7 @@ int fdstore_state_parse(const void *data, size_t size, FdStoreState *ret) {
 
         if (size < HEADER_SIZE || memcmp(p, FDSTORE_MAGIC, 8) != 0)
                 return -EBADMSG;
-        version = get_u32(p + 8);
+        version = unaligned_read_le32(p + 8);
         if (version != FDSTORE_FORMAT_VERSION)
                 return -EPROTONOSUPPORT;
 
@@ -620,13 +607,13 @@ int fdstore_state_parse(const void *data, size_t size, FdStoreState *ret) {
                         if (calls || t.size != 8)
                                 return -EBADMSG;
                         calls = true;
-                        s.call_serial = get_u64(t.data);
+                        s.call_serial = unaligned_read_le64(t.data);
                         break;
                 case RECORD_END:
                         if (t.size != 8)
                                 return -EBADMSG;
                         end_record = t.data - RECORD_HEADER_SIZE;
-                        if (get_u64(t.data) != fnv1a64(data, end_record - (const uint8_t*) data))
+                        if (unaligned_read_le64(t.data) != fnv1a64(data, end_record - (const uint8_t*) data))
                                 return -EBADMSG;
                         break;
                 default:
@@ -1201,7 +1188,7 @@ size_t fdstore_adopt(Manager *m, int state_fd, int *fds, size_t n_fds) {
                 log_warning("The state of the connections kept by the last stop was written by another version of "
                             "photond (format %" PRIu32 ", this one reads %d): dropping it and closing its %zu "
                             "connections (their clients reconnect).",
-                            size >= HEADER_SIZE ? get_u32((const uint8_t*) data + 8) : 0, FDSTORE_FORMAT_VERSION,
+                            size >= HEADER_SIZE ? unaligned_read_le32((const uint8_t*) data + 8) : 0, FDSTORE_FORMAT_VERSION,
                             n_fds);
         else if (r < 0)
                 log_warning_errno(r, "Cannot read the state of the connections kept by the last stop: %m. Dropping "

@@ -46,6 +46,7 @@
 #include "log.h"
 #include "photond-limits.h"
 #include "photond-replay-file.h"
+#include "unaligned.h"
 
 #define REPLAY_FILE_TMP_NAME REPLAY_FILE_NAME ".tmp"
 #define REPLAY_FILE_MAGIC "PHOTRPLY"
@@ -75,32 +76,6 @@ static uint32_t crc32c(uint32_t crc, const void *data, size_t size) {
         for (size_t i = 0; i < size; i++)
                 crc = crc32c_table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
         return ~crc;
-}
-
-/* ---- little-endian fields ---- */
-
-static void put_u32(uint8_t *p, uint32_t v) {
-        v = htole32(v);
-        memcpy(p, &v, sizeof(v));
-}
-
-static void put_u64(uint8_t *p, uint64_t v) {
-        v = htole64(v);
-        memcpy(p, &v, sizeof(v));
-}
-
-static uint32_t get_u32(const uint8_t *p) {
-        uint32_t v;
-
-        memcpy(&v, p, sizeof(v));
-        return le32toh(v);
-}
-
-static uint64_t get_u64(const uint8_t *p) {
-        uint64_t v;
-
-        memcpy(&v, p, sizeof(v));
-        return le64toh(v);
 }
 
 uint64_t replay_file_size_max(void) {
@@ -261,7 +236,7 @@ int replay_file_parse(const void *data, size_t size, ReplayFile *ret) {
         /* The version first: a newer format may lay out everything after it differently. */
         if (size < 12 || memcmp(h, REPLAY_FILE_MAGIC, 8) != 0)
                 return -EBADMSG;
-        f.version = get_u32(h + 8);
+        f.version = unaligned_read_le32(h + 8);
         if (f.version > REPLAY_FILE_VERSION) {
                 ret->version = f.version;
                 return -EPROTONOSUPPORT;
@@ -270,16 +245,16 @@ int replay_file_parse(const void *data, size_t size, ReplayFile *ret) {
                 return -EBADMSG;
         if (size > replay_file_size_max())
                 return -EFBIG;
-        if (get_u32(h + 60) != crc32c(0, h, 60) || get_u32(h + 12) != 0)
+        if (unaligned_read_le32(h + 60) != crc32c(0, h, 60) || unaligned_read_le32(h + 12) != 0)
                 return -EBADMSG;
 
-        f.saved_ms = (int64_t) get_u64(h + 16);
-        f.event_id_mark = get_u64(h + 24);
-        body_size = get_u64(h + 32);
-        n_channels = get_u64(h + 40);
-        n_events = get_u64(h + 48);
+        f.saved_ms = (int64_t) unaligned_read_le64(h + 16);
+        f.event_id_mark = unaligned_read_le64(h + 24);
+        body_size = unaligned_read_le64(h + 32);
+        n_channels = unaligned_read_le64(h + 40);
+        n_events = unaligned_read_le64(h + 48);
         if (body_size != size - REPLAY_FILE_HEADER_SIZE ||
-            get_u32(h + 56) != crc32c(0, h + REPLAY_FILE_HEADER_SIZE, body_size))
+            unaligned_read_le32(h + 56) != crc32c(0, h + REPLAY_FILE_HEADER_SIZE, body_size))
                 return -EBADMSG;
         /* Before anything is allocated for them: what the body could hold at most. */
         if (n_channels > body_size / CHANNEL_RECORD_SIZE || n_events > body_size / EVENT_RECORD_SIZE ||
@@ -299,9 +274,9 @@ int replay_file_parse(const void *data, size_t size, ReplayFile *ret) {
 
                 if ((size_t) (end - p) < CHANNEL_RECORD_SIZE)
                         return -EBADMSG;
-                name_len = get_u32(p);
-                n = get_u32(p + 4);
-                rc->prefix_floor = get_u64(p + 8);
+                name_len = unaligned_read_le32(p);
+                n = unaligned_read_le32(p + 4);
+                rc->prefix_floor = unaligned_read_le64(p + 8);
                 p += CHANNEL_RECORD_SIZE;
                 /* A channel is written for its events only. */
                 if (name_len > (size_t) (end - p) || n == 0 || n > n_events - k)
@@ -318,9 +293,9 @@ int replay_file_parse(const void *data, size_t size, ReplayFile *ret) {
                         if ((size_t) (end - p) < EVENT_RECORD_SIZE)
                                 return -EBADMSG;
                         rec->channel = rc;
-                        rec->event.id = get_u64(p);
-                        rec->event.timestamp = (int64_t) get_u64(p + 8);
-                        len = get_u32(p + 16);
+                        rec->event.id = unaligned_read_le64(p);
+                        rec->event.timestamp = (int64_t) unaligned_read_le64(p + 8);
+                        len = unaligned_read_le32(p + 16);
                         p += EVENT_RECORD_SIZE;
                         if (len == NO_MESSAGE)
                                 continue;
@@ -407,9 +382,9 @@ static int writer_channel(const ReplayChannel *c, void *userdata) {
         /* Neither can be over UINT32_MAX under any cap, but the file must not lie if one was. */
         if (c->name_len > UINT32_MAX || c->n_events > UINT32_MAX)
                 return -E2BIG;
-        put_u32(rec, (uint32_t) c->name_len);
-        put_u32(rec + 4, (uint32_t) c->n_events);
-        put_u64(rec + 8, c->prefix_floor);
+        unaligned_write_le32(rec, (uint32_t) c->name_len);
+        unaligned_write_le32(rec + 4, (uint32_t) c->n_events);
+        unaligned_write_le64(rec + 8, c->prefix_floor);
         w->n_channels++;
         r = writer_put(w, rec, sizeof(rec));
         if (r < 0)
@@ -424,9 +399,9 @@ static int writer_event(const ReplayEvent *e, void *userdata) {
 
         if (e->message_json && e->message_json_len >= NO_MESSAGE)
                 return -E2BIG;
-        put_u64(rec, e->id);
-        put_u64(rec + 8, (uint64_t) e->timestamp);
-        put_u32(rec + 16, e->message_json ? (uint32_t) e->message_json_len : NO_MESSAGE);
+        unaligned_write_le64(rec, e->id);
+        unaligned_write_le64(rec + 8, (uint64_t) e->timestamp);
+        unaligned_write_le32(rec + 16, e->message_json ? (uint32_t) e->message_json_len : NO_MESSAGE);
         w->n_events++;
         r = writer_put(w, rec, sizeof(rec));
         if (r < 0 || !e->message_json)
@@ -437,23 +412,23 @@ static int writer_event(const ReplayEvent *e, void *userdata) {
 static void header_fill(uint8_t *h, const Writer *w, int64_t saved_ms, uint64_t mark) {
         memset(h, 0, REPLAY_FILE_HEADER_SIZE);
         memcpy(h, REPLAY_FILE_MAGIC, 8);
-        put_u32(h + 8, REPLAY_FILE_VERSION);
-        put_u64(h + 16, (uint64_t) saved_ms);
-        put_u64(h + 24, mark);
-        put_u64(h + 32, w->body_size);
-        put_u64(h + 40, w->n_channels);
-        put_u64(h + 48, w->n_events);
-        put_u32(h + 56, w->crc);
-        put_u32(h + 60, crc32c(0, h, 60));
+        unaligned_write_le32(h + 8, REPLAY_FILE_VERSION);
+        unaligned_write_le64(h + 16, (uint64_t) saved_ms);
+        unaligned_write_le64(h + 24, mark);
+        unaligned_write_le64(h + 32, w->body_size);
+        unaligned_write_le64(h + 40, w->n_channels);
+        unaligned_write_le64(h + 48, w->n_events);
+        unaligned_write_le32(h + 56, w->crc);
+        unaligned_write_le32(h + 60, crc32c(0, h, 60));
 }
 
 void replay_file_seal(void *data, size_t size) {
         uint8_t *h = data;
 
         assert(size >= REPLAY_FILE_HEADER_SIZE);
-        put_u64(h + 32, size - REPLAY_FILE_HEADER_SIZE);
-        put_u32(h + 56, crc32c(0, h + REPLAY_FILE_HEADER_SIZE, size - REPLAY_FILE_HEADER_SIZE));
-        put_u32(h + 60, crc32c(0, h, 60));
+        unaligned_write_le64(h + 32, size - REPLAY_FILE_HEADER_SIZE);
+        unaligned_write_le32(h + 56, crc32c(0, h + REPLAY_FILE_HEADER_SIZE, size - REPLAY_FILE_HEADER_SIZE));
+        unaligned_write_le32(h + 60, crc32c(0, h, 60));
 }
 
 int replay_file_serialize(Channels *chs, int64_t saved_ms, char **ret, size_t *ret_size) {
