@@ -827,6 +827,15 @@ static int channel_publish(Channels *chs, Channel *channel, const char *message,
         return 0;
 }
 
+/* The caps every publish checks first, whoever numbers it. */
+static int publish_sizes_check(size_t len, const char *message, size_t message_len) {
+        if (len > limits.MAX_CHANNEL_NAME_BYTES)
+                return -EINVAL;
+        if (message && message_len > limits.MAX_MESSAGE_BYTES)
+                return -EMSGSIZE;
+        return 0;
+}
+
 static int publish_checked(Channels *chs, const char *name, size_t len, const char *message, size_t message_len,
                            Subscriber *exclude, uint64_t id, int64_t now, bool local) {
         Channel *channel;
@@ -852,10 +861,9 @@ int channels_publish_serialized(Channels *chs, const char *name, size_t len, con
         assert(chs);
         assert(name);
 
-        if (len > limits.MAX_CHANNEL_NAME_BYTES)
-                return -EINVAL;
-        if (message && message_len > limits.MAX_MESSAGE_BYTES)
-                return -EMSGSIZE;
+        r = publish_sizes_check(len, message, message_len);
+        if (r < 0)
+                return r;
 
         if (chs->hooks.backend) {
                 /* Nobody waits for the id: it comes back through channels_publish_at(). */
@@ -882,15 +890,16 @@ bool channels_deferred(Channels *chs) {
 
 int channels_publish_deferred(Channels *chs, const char *name, size_t len, const char *message,
                               size_t message_len, Subscriber *publisher, ChannelsPublishDone done, void *userdata) {
+        int r;
+
         assert(chs);
         assert(name);
 
         if (!chs->hooks.backend)
                 return -EOPNOTSUPP;
-        if (len > limits.MAX_CHANNEL_NAME_BYTES)
-                return -EINVAL;
-        if (message && message_len > limits.MAX_MESSAGE_BYTES)
-                return -EMSGSIZE;
+        r = publish_sizes_check(len, message, message_len);
+        if (r < 0)
+                return r;
         chs->hooks.backend->publish(name, len, message, message_len, publisher, done, userdata,
                                     chs->hooks.backend->userdata);
         return 0;
@@ -898,13 +907,14 @@ int channels_publish_deferred(Channels *chs, const char *name, size_t len, const
 
 int channels_publish_at(Channels *chs, const char *name, size_t len, const char *message, size_t message_len,
                         Subscriber *exclude, uint64_t event_id, int64_t timestamp) {
+        int r;
+
         assert(chs);
         assert(name);
 
-        if (len > limits.MAX_CHANNEL_NAME_BYTES)
-                return -EINVAL;
-        if (message && message_len > limits.MAX_MESSAGE_BYTES)
-                return -EMSGSIZE;
+        r = publish_sizes_check(len, message, message_len);
+        if (r < 0)
+                return r;
         /* The buffers, the floors and a replay's "ahead of every id" rely on ids that only rise. */
         if (event_id <= chs->last_event_id)
                 return -ESTALE;
