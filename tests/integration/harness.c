@@ -295,6 +295,14 @@ void daemon_free(Daemon *d) {
         free(d);
 }
 
+struct json_object* status_of(Daemon *d) {
+        Conn *c = conn_open(d);
+        struct json_object *o = conn_request(c, "st", "{\"type\":\"status\",\"id\":\"st\"}");
+
+        conn_close(c);
+        return o;
+}
+
 Conn* conn_open_path(const char *path) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         Conn *c;

@@ -49,6 +49,8 @@ int daemon_signal_and_wait(Daemon *d, int sig);
 int daemon_wait_exit(Daemon *d, int timeout_ms);
 /* Kills a running daemon, removes its temporary home (unless it was given), frees. */
 void daemon_free(Daemon *d);
+/* d's status answer (a connection of its own, opened and closed). */
+struct json_object* status_of(Daemon *d);
 /* Keeps the home on free (for restart tests). */
 char* daemon_take_home(Daemon *d);
 /* Prints photond's log to stderr (for failing tests). */

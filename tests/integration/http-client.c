@@ -220,14 +220,6 @@ Daemon* daemon_start_http(const char *const *env) {
         return d;
 }
 
-struct json_object* status_of(Daemon *d) {
-        Conn *c = conn_open(d);
-        struct json_object *o = conn_request(c, "st", "{\"type\":\"status\",\"id\":\"st\"}");
-
-        conn_close(c);
-        return o;
-}
-
 /* Strings that live until the test process ends; kept reachable so LeakSanitizer does not report them. */
 static char *kept[1024];
 static size_t n_kept;

@@ -46,5 +46,3 @@ char* hdr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void wait_listening(Daemon *d);
 /* photond socket-activated with the webhook (HTTP) fd and env, ready. */
 Daemon* daemon_start_http(const char *const *env);
-/* The status request's answer. */
-struct json_object* status_of(Daemon *d);

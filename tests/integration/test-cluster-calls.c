@@ -34,20 +34,11 @@ static Daemon* node_start(const char *url, const char *node_id) {
         return daemon_start(&(DaemonOptions) { .env = env });
 }
 
-static struct json_object* status(Daemon *d) {
-        Conn *c = conn_open(d);
-        struct json_object *o;
-
-        o = conn_request(c, "st", "{\"type\":\"status\",\"id\":\"st\"}");
-        conn_close(c);
-        return o;
-}
-
 static void wait_connected(Daemon *d, bool want) {
         uint64_t deadline = mono_ms() + 10000;
 
         for (;;) {
-                struct json_object *o = status(d);
+                struct json_object *o = status_of(d);
                 bool ok = jbool(o, "data.cluster.connected");
 
                 json_object_put(o);
@@ -187,7 +178,7 @@ Test(cluster_calls, command_reaches_a_provider_on_another_node) {
         json_object_put(inv);
 
         /* While it runs, b's ps shows it, and a's status counts it in flight. */
-        o = status(c.a);
+        o = status_of(c.a);
         cr_assert_eq(jint(o, "data.cluster.calls.inFlight"), 1, "%s", json_object_to_json_string(o));
         cr_assert_eq(jint(o, "data.runningCalls"), 1);
         json_object_put(o);
@@ -217,10 +208,10 @@ Test(cluster_calls, command_reaches_a_provider_on_another_node) {
         cr_assert_str_eq(jstr(o, "error"), "Board is full");
         json_object_put(o);
 
-        o = status(c.b);
+        o = status_of(c.b);
         cr_assert_geq(jint(o, "data.cluster.calls.served"), 2);
         json_object_put(o);
-        o = status(c.a);
+        o = status_of(c.a);
         cr_assert_eq(jint(o, "data.cluster.calls.inFlight"), 0);
         cr_assert_eq(jint(o, "data.runningCalls"), 0);
         json_object_put(o);
@@ -314,7 +305,7 @@ Test(cluster_calls, a_local_provider_is_preferred) {
         }
         o = conn_recv(remote, 300);
         cr_assert_null(o, "the remote provider got %s", o ? json_object_to_json_string(o) : "");
-        o = status(c.a);
+        o = status_of(c.a);
         cr_assert_eq(jint(o, "data.cluster.calls.sent"), 1, "only the probe went to b: %s",
                      json_object_to_json_string(o));
         json_object_put(o);
@@ -516,7 +507,7 @@ Test(cluster_calls, garbage_on_the_calls_channel_is_refused) {
 
         /* Still serving: a call crosses after all of it (the messages above came first on the channel). */
         wait_remote_provider(caller, prov, "kanban");
-        o = status(c.a);
+        o = status_of(c.a);
         invalid = jint(o, "data.cluster.calls.invalid");
         stray = jint(o, "data.cluster.calls.stray");
         cr_assert_eq(invalid, 7, "%s", json_object_to_json_string(o));
@@ -618,7 +609,7 @@ Test(cluster_calls, caller_node_killed_mid_call) {
         for (uint64_t deadline = mono_ms() + 5000;;) {
                 int64_t running;
 
-                o = status(c.b);
+                o = status_of(c.b);
                 running = jint(o, "data.runningCalls");
                 json_object_put(o);
                 if (running == 0)

@@ -45,15 +45,6 @@ static int64_t publish(Conn *c, const char *channel, const char *message) {
         return event_id;
 }
 
-static struct json_object* status(Daemon *d) {
-        Conn *c = conn_open(d);
-        struct json_object *o;
-
-        o = conn_request(c, "st", "{\"type\":\"status\",\"id\":\"st\"}");
-        conn_close(c);
-        return o;
-}
-
 static void daemon_stop_clean(Daemon *d) {
         int st = daemon_signal_and_wait(d, SIGTERM);
 
@@ -75,7 +66,7 @@ static void wait_ready(Daemon *d, bool ready) {
         uint64_t deadline = mono_ms() + 10000;
 
         for (;;) {
-                struct json_object *o = status(d);
+                struct json_object *o = status_of(d);
                 bool ok = jbool(o, "data.cluster.ready");
 
                 json_object_put(o);
@@ -258,7 +249,7 @@ Test(cluster_channels, concurrent_publishers_one_order) {
                         cr_assert_eq(seen_pa.ids[j++], seen_a.ids[i]);
 
         {
-                struct json_object *o = status(c.a);
+                struct json_object *o = status_of(c.a);
 
                 cr_assert_eq(jint(o, "data.cluster.duplicates"), 0);
                 cr_assert_eq(jint(o, "data.cluster.invalid"), 0);
@@ -312,7 +303,7 @@ Test(cluster_channels, publish_refused_while_redis_is_stopped) {
         json_object_put(o);
         expect_quiet(sa, 300);
         expect_quiet(sb, 0);
-        o = status(c.a);
+        o = status_of(c.a);
         cr_assert_geq(jint(o, "data.cluster.publishRefused"), 2);
         json_object_put(o);
 

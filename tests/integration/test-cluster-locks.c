@@ -19,15 +19,6 @@
 
 static unsigned req_serial;
 
-static struct json_object* status(Daemon *d) {
-        Conn *c = conn_open(d);
-        struct json_object *o;
-
-        o = conn_request(c, "st", "{\"type\":\"status\",\"id\":\"st\"}");
-        conn_close(c);
-        return o;
-}
-
 static Daemon* node_start(const char *url, const char *node_id) {
         char url_env[400], id_env[64];
         const char *env[] = { url_env, id_env, NULL };
@@ -49,7 +40,7 @@ static void wait_locks_connected(Daemon *d) {
         uint64_t deadline = mono_ms() + 10000;
 
         for (;;) {
-                struct json_object *o = status(d);
+                struct json_object *o = status_of(d);
                 bool ok = jbool(o, "data.clusterLocks.connected");
 
                 json_object_put(o);
@@ -441,7 +432,7 @@ Test(cluster_locks, assign_transfer_query_list_across_nodes) {
         cr_assert(jhas(o, "data.holder") && !jstr(o, "data.holder"));
         json_object_put(o);
         /* The local table of the nodes holds nothing: the locks are Redis'. */
-        o = status(k.a);
+        o = status_of(k.a);
         cr_assert_eq(jint(o, "data.locks"), 0);
         json_object_put(o);
 
@@ -506,7 +497,7 @@ Test(cluster_locks, redis_stopped_is_cluster_unavailable) {
         cr_assert_str_eq(jstr(o, "type"), "error");
         json_object_put(o);
         /* Nothing was granted locally. */
-        o = status(k.a);
+        o = status_of(k.a);
         cr_assert_eq(jint(o, "data.locks"), 0);
         cr_assert_gt(jint(o, "data.clusterLocks.unavailable"), 0);
         json_object_put(o);
@@ -547,7 +538,7 @@ Test(cluster_locks, a_stuck_redis_is_cluster_unavailable_within_the_command_time
         json_object_put(o);
         cr_assert_geq(took, 250, "answered after %" PRIu64 " ms", took);
         cr_assert_lt(took, 2000, "answered after %" PRIu64 " ms", took);
-        o = status(d);
+        o = status_of(d);
         cr_assert_eq(jint(o, "data.locks"), 0);
         json_object_put(o);
 

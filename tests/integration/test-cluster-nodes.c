@@ -112,15 +112,6 @@ static bool publish_maybe(Conn *c, const char *channel, const char *message) {
         return ok;
 }
 
-static struct json_object* status(Daemon *d) {
-        Conn *c = conn_open(d);
-        struct json_object *o;
-
-        o = conn_request(c, "st", "{\"type\":\"status\",\"id\":\"st\"}");
-        conn_close(c);
-        return o;
-}
-
 /* A node with a short heartbeat (200 ms: gone 600 ms after its last one), so that leaving is quick to see. */
 static Daemon* node_start_with(const char *url, const char *node_id, const char *const *extra) {
         char url_env[400], id_env[64];
@@ -156,7 +147,7 @@ static void node_kill(Daemon *d) {
 }
 
 static bool state_is(Daemon *d, const char *state) {
-        struct json_object *o = status(d);
+        struct json_object *o = status_of(d);
         bool ok = jstr(o, "data.cluster.state") && strcmp(jstr(o, "data.cluster.state"), state) == 0;
 
         json_object_put(o);
@@ -164,7 +155,7 @@ static bool state_is(Daemon *d, const char *state) {
 }
 
 static bool is_ready(Daemon *d) {
-        struct json_object *o = status(d);
+        struct json_object *o = status_of(d);
         bool ok = jbool(o, "data.cluster.ready");
 
         json_object_put(o);
@@ -185,7 +176,7 @@ static void wait_state(Daemon *d, const char *state) {
 
 /* The ids of the nodes d sees, sorted and joined with ',' (the self one marked with '*'). */
 static void nodes_seen(Daemon *d, char *buf, size_t size) {
-        struct json_object *o = status(d), *nodes = jget(o, "data.cluster.nodes");
+        struct json_object *o = status_of(d), *nodes = jget(o, "data.cluster.nodes");
         size_t len = 0;
 
         buf[0] = 0;
@@ -224,7 +215,7 @@ static void wait_log(Daemon *d, const char *text) {
 }
 
 static bool duplicate(Daemon *d) {
-        struct json_object *o = status(d);
+        struct json_object *o = status_of(d);
         bool dup = jbool(o, "data.cluster.duplicateNodeId");
 
         json_object_put(o);
@@ -292,7 +283,7 @@ Test(cluster_nodes, join_leave_and_restart) {
         cr_assert(daemon_log_contains(a, "Cluster: 1 node seen: node-a (this node)."));
 
         /* What each node says of itself, as the others see it. */
-        o = status(a);
+        o = status_of(a);
         nodes = jget(o, "data.cluster.nodes");
         for (size_t i = 0; i < json_object_array_length(nodes); i++) {
                 struct json_object *e = json_object_array_get_idx(nodes, i);
@@ -608,7 +599,7 @@ Test(cluster_nodes, state_on_every_window_and_no_password) {
         free(s);
         cr_assert(strstr(w.props, "ClusterState;"), "%s", w.props);
         cr_assert(strstr(w.props, "ClusterStateSince;"), "%s", w.props);
-        o = status(a);
+        o = status_of(a);
         cr_assert_str_eq(jstr(o, "data.cluster.state"), "reconnecting");
         cr_assert_not(jbool(o, "data.cluster.connected"));
         cr_assert(jstr(o, "data.cluster.lastError"));
@@ -649,7 +640,7 @@ Test(cluster_nodes, state_on_every_window_and_no_password) {
         }
 
         /* The password nowhere. */
-        o = status(a);
+        o = status_of(a);
         cr_assert(strncmp(jstr(o, "data.cluster.url"), "redis://default:***@127.0.0.1:", 30) == 0);
         cr_assert_not(text_has(json_object_to_json_string(o), secret));
         json_object_put(o);
@@ -842,7 +833,7 @@ Test(cluster_nodes, redis_restart_mid_traffic) {
                 cr_assert_eq(jint(o, "message.after"), i);
                 json_object_put(o);
         }
-        o = status(a);
+        o = status_of(a);
         cr_assert_gt(jint(o, "data.cluster.publishRefused"), 0, "publishes refused during the outage are counted");
         json_object_put(o);
         wait_log(b, "Cluster: lost Redis, reconnecting since ");
@@ -937,7 +928,7 @@ Test(cluster_nodes, redis_that_never_answers) {
         t0 = mono_ms();
         wait_state(a, "reconnecting");
         cr_assert_lt(mono_ms() - t0, 1500, "took %" PRIu64 " ms", mono_ms() - t0);
-        o = status(a);
+        o = status_of(a);
         cr_assert_str_eq(jstr(o, "data.cluster.lastError"), "timed out", "%s", json_object_to_json_string(o));
         json_object_put(o);
         wait_log(a, "Cluster: lost Redis, reconnecting since ");

@@ -37,15 +37,6 @@ static void publish(Conn *c, const char *channel, const char *message) {
         json_object_put(o);
 }
 
-static struct json_object* status(Daemon *d) {
-        Conn *c = conn_open(d);
-        struct json_object *o;
-
-        o = conn_request(c, "st", "{\"type\":\"status\",\"id\":\"st\"}");
-        conn_close(c);
-        return o;
-}
-
 static void daemon_stop_clean(Daemon *d) {
         int st = daemon_signal_and_wait(d, SIGTERM);
 
@@ -68,7 +59,7 @@ static void wait_connected(Daemon *d) {
         uint64_t deadline = mono_ms() + 10000;
 
         for (;;) {
-                struct json_object *o = status(d);
+                struct json_object *o = status_of(d);
                 bool ok = jbool(o, "data.cluster.connected") && jbool(o, "data.cluster.ready");
 
                 json_object_put(o);
@@ -178,7 +169,7 @@ Test(cluster, publish_reaches_the_other_node_once) {
         expect_quiet(sub_b);
         expect_quiet(sub_a);
 
-        o = status(b);
+        o = status_of(b);
         cr_assert_str_eq(jstr(o, "data.cluster.nodeId"), "node-b");
         cr_assert_str_eq(jstr(o, "data.cluster.prefix"), "photon:");
         cr_assert_str_eq(jstr(o, "data.cluster.state"), "connected");
@@ -285,7 +276,7 @@ Test(cluster, redis_restart_restores_subscriptions) {
         for (;;) {
                 bool connected;
 
-                o = status(b);
+                o = status_of(b);
                 connected = jbool(o, "data.cluster.connected");
                 json_object_put(o);
                 if (!connected)
@@ -348,7 +339,7 @@ Test(cluster, redis_unreachable_at_start) {
         publish_refused(pub, "local", "redis://app:***@127.0.0.1:1/0");
         expect_quiet(sub);
 
-        o = status(d);
+        o = status_of(d);
         cr_assert_not(jbool(o, "data.cluster.connected"));
         cr_assert_str_neq(jstr(o, "data.cluster.state"), "connected");
         cr_assert_str_eq(jstr(o, "data.cluster.url"), "redis://app:***@127.0.0.1:1/0");
@@ -364,7 +355,7 @@ Test(cluster, redis_unreachable_at_start) {
 
 Test(cluster, single_node_has_no_cluster_status) {
         Daemon *d = daemon_start(&(DaemonOptions) {});
-        struct json_object *o = status(d);
+        struct json_object *o = status_of(d);
 
         cr_assert_not(jhas(o, "data.cluster"));
         json_object_put(o);

@@ -130,7 +130,7 @@ static void daemon_stop_clean(Daemon *d) {
         daemon_free(d);
 }
 
-static struct json_object* status_of(Conn *c) {
+static struct json_object* conn_status(Conn *c) {
         struct json_object *o = conn_request(c, "st", "{\"type\":\"status\",\"id\":\"st\"}");
 
         cr_assert(jbool(o, "success"));
@@ -141,7 +141,7 @@ static struct json_object* status_of(Conn *c) {
  * connection's close is not ordered with our requests, so this is the readiness signal to wait for. */
 static void wait_providers(Conn *c, int64_t n) {
         for (uint64_t deadline = mono_ms() + 5000;;) {
-                struct json_object *o = status_of(c);
+                struct json_object *o = conn_status(c);
                 int64_t have = jint(o, "data.providers");
 
                 json_object_put(o);
@@ -161,7 +161,7 @@ Test(dispatch, provider_serves_a_command) {
         struct json_object *o, *inv;
         char inv_id[64];
 
-        o = status_of(c);
+        o = conn_status(c);
         cr_assert_eq(jint(o, "data.photonsLoaded"), 1);
         cr_assert_eq(jint(o, "data.providers"), 1);
         json_object_put(o);
@@ -194,7 +194,7 @@ Test(dispatch, provider_serves_a_command) {
         cr_assert(jhas(o, "data.jobs"));
         json_object_put(o);
 
-        o = status_of(p);
+        o = conn_status(p);
         cr_assert_eq(jint(o, "data.runningCalls"), 1);
         json_object_put(o);
 
@@ -218,7 +218,7 @@ Test(dispatch, provider_serves_a_command) {
         cr_assert_null(jget(o, "data"));
         json_object_put(o);
 
-        o = status_of(p);
+        o = conn_status(p);
         cr_assert_eq(jint(o, "data.runningCalls"), 0);
         json_object_put(o);
 
@@ -373,7 +373,7 @@ Test(dispatch, caller_that_leaves_answers_its_prompt_with_null) {
         /* The call still completes (into the void) and frees its slot. */
         conn_send(p, "{\"type\":\"invoke_result\",\"id\":\"%s\",\"success\":true,\"data\":1}", inv_id);
         c = conn_open(d);
-        o = status_of(c);
+        o = conn_status(c);
         cr_assert_eq(jint(o, "data.runningCalls"), 0);
         json_object_put(o);
 
@@ -401,7 +401,7 @@ Test(dispatch, provider_disconnect_fails_its_calls) {
         }
 
         /* The provider is gone: photonsLoaded drops and a new call finds nobody. */
-        o = status_of(c);
+        o = conn_status(c);
         cr_assert_eq(jint(o, "data.photonsLoaded"), 0);
         cr_assert_eq(jint(o, "data.runningCalls"), 0);
         json_object_put(o);
@@ -1047,7 +1047,7 @@ static void wait_for_provider(Daemon *d, const char *photon) {
 
         /* Readiness is visible in status: poll it with a deadline. */
         for (uint64_t deadline = mono_ms() + 5000;;) {
-                struct json_object *o = status_of(c);
+                struct json_object *o = conn_status(c);
                 int64_t n = jint(o, "data.photonsLoaded");
 
                 json_object_put(o);
@@ -1326,7 +1326,7 @@ Test(dispatch, provider_registration_cap) {
         assert_contains(jstr(o, "error"), "PHOTOND_MAX_PROVIDERS");
         json_object_put(o);
 
-        o = status_of(b);
+        o = conn_status(b);
         cr_assert_eq(jint(o, "data.providers"), 2);
         cr_assert_eq(jint(o, "data.photonsLoaded"), 2);
         json_object_put(o);
@@ -1337,7 +1337,7 @@ Test(dispatch, provider_registration_cap) {
         o = conn_request(b, "three", "{\"type\":\"provide\",\"id\":\"three\",\"photonName\":\"three\"}");
         cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
         json_object_put(o);
-        o = status_of(b);
+        o = conn_status(b);
         cr_assert_eq(jint(o, "data.providers"), 1);
         cr_assert_eq(jint(o, "data.photonsLoaded"), 1);
         json_object_put(o);
@@ -1415,7 +1415,7 @@ Test(dispatch, example_provider_js) {
 
         /* Ready when photond counts its registration. */
         for (uint64_t deadline = mono_ms() + 20000;;) {
-                o = status_of(c);
+                o = conn_status(c);
                 int64_t have = jint(o, "data.providers");
                 json_object_put(o);
                 if (have == 1)
