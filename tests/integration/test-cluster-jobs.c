@@ -364,6 +364,9 @@ static void write_handler(const char *home, const char *node, const char *log) {
 }
 
 /* Waits until log has n lines (deadline: real time until_ms), then a little longer for any extra one. */
+/* The nodes whose logs a failed wait prints (the tests run one at a time in their own process). */
+static Daemon *dump_on_failure[4];
+
 static char* wait_lines(const char *log, unsigned n, int64_t until_ms) {
         for (;;) {
                 char *t = NULL;
@@ -377,6 +380,10 @@ static char* wait_lines(const char *log, unsigned n, int64_t until_ms) {
                         break;
                 }
                 free(t);
+                if (real_ms() >= until_ms)
+                        for (size_t i = 0; i < ELEMENTSOF(dump_on_failure); i++)
+                                if (dump_on_failure[i])
+                                        daemon_dump_log(dump_on_failure[i]);
                 cr_assert_lt(real_ms(), until_ms, "%u runs of %u came", lines, n);
                 (void) poll(NULL, 0, 50);
         }
@@ -470,7 +477,7 @@ Test(cluster_jobs, each_occurrence_fires_once_and_survives_a_killed_node) {
                 homes[i] = tmpdir_new();
                 if (i < 3)
                         write_handler(homes[i], names[i], log1);
-                n[i] = node_start(redis.url, names[i], homes[i], offset);
+                n[i] = dump_on_failure[i] = node_start(redis.url, names[i], homes[i], offset);
         }
         for (int i = 0; i < 4; i++)
                 wait_connected(n[i]);
@@ -519,8 +526,11 @@ Test(cluster_jobs, each_occurrence_fires_once_and_survives_a_killed_node) {
         wait_history(n[3], N_JOBS);
 
         /* a dies at once: no stop, no goodbye. The others take every occurrence of the next minute. */
+        /* The runs of the next boundary must go to the new log, not to the one renamed below. */
+        cr_assert_lt(real_ms(), boundary + MIN_MS - offset - 2000, "a killed well before the next boundary");
         cr_assert(WIFSIGNALED(daemon_signal_and_wait(n[0], SIGKILL)));
         daemon_free(n[0]);
+        dump_on_failure[0] = NULL;
         log2 = xprintf("%s/runs", dir);
         first = xprintf("%s/runs-first", dir);
         cr_assert_eq(rename(log1, first), 0);
