@@ -363,9 +363,10 @@ static void write_handler(const char *home, const char *node, const char *log) {
         free(script);
 }
 
-/* Waits until log has n lines (deadline: real time until_ms), then a little longer for any extra one. */
-/* The nodes whose logs a failed wait prints (the tests run one at a time in their own process). */
+/* The nodes whose logs a failed wait prints (each test runs in a process of its own). */
 static Daemon *dump_on_failure[4];
+
+/* Waits until log has n lines (deadline: real time until_ms), then a little longer for any extra one. */
 
 static char* wait_lines(const char *log, unsigned n, int64_t until_ms) {
         for (;;) {
