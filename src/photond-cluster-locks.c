@@ -37,144 +37,148 @@
  * time in ms × 1000: a counter that came back behind (an AOF that lost its last second, a replica promoted
  * before it had the last increments) or not at all (no persistence) still issues tokens above every one issued
  * before, as long as fewer than 1000 were issued per ms on average and Redis' clock did not go back (the lock
- * core does the same when its state is lost). Tokens are formatted with %.0f: Lua's tostring() would write
- * 1.7e+15; the times (13 digits until the year 5138) are exact in %.14g.
+ * core does the same when its state is lost).
+ *
+ * What costs in a script is each redis.call (about 0.5-1 µs) and Lua turning numbers into strings (glibc's
+ * float formatting, about 0.6 µs each): so the time is made a string from TIME's strings, a token is the
+ * counter's string incremented digit by digit (or the time's string and "000"), and each expiry is formatted
+ * once and used as a string. Answers are flat (a token as an integer, a value as a string), not a table an
+ * operation. A release is GETDEL, and a lock that is not the releaser's is put back as it was (its value holds
+ * its expiry): one command where the holder releases, which is what releases do.
  *
  * Each operation runs in a pcall: one that fails (a key of the wrong type, Redis out of memory for a write) is
  * answered its own error and the others go on. */
 
 /* KEYS: counter, index, then each operation's lock key (list: the index). ARGV: channel, MAX_LOCKS, the lock keys'
  * prefix, then the operations:
- *   A name holder timeout wait  acquire: {0, token} new, {1, token} re-entrant, {2, value} held by another (wait > 0
- *                               marks it waited for until now + wait), {3} MAX_LOCKS
+ *   A name holder timeout wait  acquire: the token (an integer) when granted, negated when re-entrant; the value
+ *                               when held by another (wait > 0 marks it waited for until now + wait); 0 at
+ *                               MAX_LOCKS
  *   R name holder               release: 0 released (or not held), 1 held by another
- *   T name from to timeout      transfer: {0, token} (acquired when free), {2, value} held by another, {3} MAX_LOCKS
+ *   T name from to timeout      transfer: the token (acquired when free); the value when held by someone other
+ *                               than from; 0 at MAX_LOCKS
  *   Q                           query: the value, or nil
  *   L                           list: name, value, name, value, ... of every live lock */
 static const char batch_lua[] =
         "local t = redis.call('TIME')\n"
-        "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-        "local idx, chan, max = KEYS[2], ARGV[1], tonumber(ARGV[2])\n"
-        "local count, tok, issued = nil, nil, false\n"
-        "local pat = '^(%d+) (%d+) (%d+) (%d+) (.*)$'\n"
-        "local function value(tk, at, exp, w, h)\n"
-        "  return tk .. ' ' .. at .. ' ' .. exp .. ' ' .. w .. ' ' .. h\n"
-        "end\n"
+        "local nows = t[1] .. string.sub(string.rep('0', 6 - #t[2]) .. t[2], 1, 3)\n"
+        "local now = tonumber(nows)\n"
+        "local idx = KEYS[2]\n"
+        "local count, tokn, toks, issued\n"
         "local function candidate()\n"
-        "  if not tok then tok = tonumber(redis.call('GET', KEYS[1])) or 0 end\n"
-        "  return string.format('%.0f', math.max(tok + 1, now * 1000))\n"
+        "  if not tokn then\n"
+        "    toks = redis.call('GET', KEYS[1])\n"
+        "    if not toks or not string.match(toks, '^%d+$') then toks = '0' end\n"
+        "    tokn = tonumber(toks)\n"
+        "  end\n"
+        "  if tokn + 1 < now * 1000 then return nows .. '000', now * 1000 end\n"
+        "  local i = #toks\n"
+        "  while i > 0 and string.byte(toks, i) == 57 do i = i - 1 end\n"
+        "  if i == 0 then return '1' .. string.rep('0', #toks), tokn + 1 end\n"
+        "  return string.sub(toks, 1, i - 1) .. string.char(string.byte(toks, i) + 1) ..\n"
+        "    string.rep('0', #toks - i), tokn + 1\n"
         "end\n"
         "local function room()\n"
         "  if not count then count = redis.call('ZCARD', idx) end\n"
-        "  if count >= max then\n"
-        "    redis.call('ZREMRANGEBYSCORE', idx, '-inf', now)\n"
+        "  if count >= tonumber(ARGV[2]) then\n"
+        "    redis.call('ZREMRANGEBYSCORE', idx, '-inf', nows)\n"
         "    count = redis.call('ZCARD', idx)\n"
         "  end\n"
-        "  return count < max\n"
+        "  return count < tonumber(ARGV[2])\n"
         "end\n"
-        "local function index(exp, name)\n"
-        "  if redis.call('ZADD', idx, exp, name) == 1 and count then count = count + 1 end\n"
-        "end\n"
-        "local function acquire(key, name, h, timeout, wait)\n"
-        "  local exp = now + timeout\n"
-        "  local c = candidate()\n"
-        "  local v = redis.call('SET', key, value(c, now, exp, 0, h), 'NX', 'GET', 'PXAT', exp)\n"
-        "  if not v then\n"
-        "    if not room() then\n"
-        "      redis.call('DEL', key)\n"
-        "      return {3}\n"
+        "local function run(op, key, a)\n"
+        "  if op == 'A' then\n"
+        "    local name, h, wait = ARGV[a + 1], ARGV[a + 2], ARGV[a + 4]\n"
+        "    local exps = tostring(now + tonumber(ARGV[a + 3]))\n"
+        "    local c, cn = candidate()\n"
+        "    local v = redis.call('SET', key, c .. ' ' .. nows .. ' ' .. exps .. ' 0 ' .. h, 'NX', 'GET', 'PXAT', exps)\n"
+        "    if not v then\n"
+        "      if not room() then\n"
+        "        redis.call('DEL', key)\n"
+        "        return 0\n"
+        "      end\n"
+        "      toks, tokn, issued = c, cn, true\n"
+        "      if redis.call('ZADD', idx, exps, name) == 1 then count = count + 1 end\n"
+        "      return cn\n"
         "    end\n"
-        "    tok, issued = tonumber(c), true\n"
-        "    index(exp, name)\n"
-        "    return {0, c}\n"
-        "  end\n"
-        "  local tk, at, _, w, holder = string.match(v, pat)\n"
-        "  if holder == h then\n"
-        "    redis.call('SET', key, value(tk, at, exp, w, h), 'PXAT', exp)\n"
-        "    index(exp, name)\n"
-        "    return {1, tk}\n"
-        "  end\n"
-        "  if holder and wait > 0 and now + wait > tonumber(w) then\n"
-        "    v = string.gsub(v, '^(%d+ %d+ %d+) %d+', '%1 ' .. (now + wait), 1)\n"
-        "    redis.call('SET', key, v, 'KEEPTTL')\n"
-        "  end\n"
-        "  return {2, v}\n"
-        "end\n"
-        "local function release(key, name, h)\n"
-        "  local v = redis.call('GET', key)\n"
-        "  if not v then return 0 end\n"
-        "  local w, holder = string.match(v, '^%d+ %d+ %d+ (%d+) (.*)$')\n"
-        "  if holder ~= h then return 1 end\n"
-        "  redis.call('DEL', key)\n"
-        "  if redis.call('ZREM', idx, name) == 1 and count then count = count - 1 end\n"
-        "  if tonumber(w) > now then redis.call('PUBLISH', chan, name) end\n"
-        "  return 0\n"
-        "end\n"
-        "local function transfer(key, name, from, to, timeout)\n"
-        "  local exp = now + timeout\n"
-        "  local v = redis.call('GET', key)\n"
-        "  local w = '0'\n"
-        "  if v then\n"
-        "    local _, _, _, ww, holder = string.match(v, pat)\n"
-        "    if holder ~= from then return {2, v} end\n"
-        "    w = ww\n"
-        "  elseif not room() then\n"
-        "    return {3}\n"
-        "  end\n"
-        "  local c = candidate()\n"
-        "  redis.call('SET', key, value(c, now, exp, w, to), 'PXAT', exp)\n"
-        "  tok, issued = tonumber(c), true\n"
-        "  index(exp, name)\n"
-        "  if v and tonumber(w) > now then redis.call('PUBLISH', chan, name) end\n"
-        "  return {0, c}\n"
-        "end\n"
-        "local function query(key)\n"
-        "  return redis.call('GET', key)\n"
-        "end\n"
-        "local function list()\n"
-        "  redis.call('ZREMRANGEBYSCORE', idx, '-inf', now)\n"
-        "  local out = {}\n"
-        "  for _, n in ipairs(redis.call('ZRANGE', idx, 0, -1)) do\n"
-        "    local v = redis.call('GET', ARGV[3] .. n)\n"
+        "    local holder = string.match(v, '^%d+ %d+ %d+ %d+ (.*)$')\n"
+        "    if holder == h then\n"
+        "      local tk, at, _, w = string.match(v, '^(%d+) (%d+) (%d+) (%d+) ')\n"
+        "      redis.call('SET', key, tk .. ' ' .. at .. ' ' .. exps .. ' ' .. w .. ' ' .. h, 'PXAT', exps)\n"
+        "      if redis.call('ZADD', idx, exps, name) == 1 and count then count = count + 1 end\n"
+        "      return -tonumber(tk)\n"
+        "    end\n"
+        "    if holder and wait ~= '0' then\n"
+        "      local w = now + tonumber(wait)\n"
+        "      if w > tonumber(string.match(v, '^%d+ %d+ %d+ (%d+) ')) then\n"
+        "        v = string.gsub(v, '^(%d+ %d+ %d+) %d+', '%1 ' .. tostring(w), 1)\n"
+        "        redis.call('SET', key, v, 'KEEPTTL')\n"
+        "      end\n"
+        "    end\n"
+        "    return v\n"
+        "  elseif op == 'R' then\n"
+        "    local v = redis.call('GETDEL', key)\n"
+        "    if not v then return 0 end\n"
+        "    local exps, w, holder = string.match(v, '^%d+ %d+ (%d+) (%d+) (.*)$')\n"
+        "    if holder ~= ARGV[a + 2] then\n"
+        "      redis.call('SET', key, v, 'PXAT', exps)\n"
+        "      return 1\n"
+        "    end\n"
+        "    if redis.call('ZREM', idx, ARGV[a + 1]) == 1 and count then count = count - 1 end\n"
+        "    if w ~= '0' and tonumber(w) > now then redis.call('PUBLISH', ARGV[1], ARGV[a + 1]) end\n"
+        "    return 0\n"
+        "  elseif op == 'T' then\n"
+        "    local name, from, to = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]\n"
+        "    local exps = tostring(now + tonumber(ARGV[a + 4]))\n"
+        "    local v = redis.call('GET', key)\n"
+        "    local w = '0'\n"
         "    if v then\n"
-        "      out[#out + 1] = n\n"
-        "      out[#out + 1] = v\n"
-        "    else\n"
-        "      redis.call('ZREM', idx, n)\n"
+        "      local ww, holder = string.match(v, '^%d+ %d+ %d+ (%d+) (.*)$')\n"
+        "      if holder ~= from then return v end\n"
+        "      w = ww\n"
+        "    elseif not room() then\n"
+        "      return 0\n"
         "    end\n"
+        "    local c, cn = candidate()\n"
+        "    redis.call('SET', key, c .. ' ' .. nows .. ' ' .. exps .. ' ' .. w .. ' ' .. to, 'PXAT', exps)\n"
+        "    toks, tokn, issued = c, cn, true\n"
+        "    if redis.call('ZADD', idx, exps, name) == 1 and count then count = count + 1 end\n"
+        "    if v and w ~= '0' and tonumber(w) > now then redis.call('PUBLISH', ARGV[1], name) end\n"
+        "    return cn\n"
+        "  elseif op == 'Q' then\n"
+        "    return redis.call('GET', key)\n"
+        "  elseif op == 'L' then\n"
+        "    redis.call('ZREMRANGEBYSCORE', idx, '-inf', nows)\n"
+        "    local out = {}\n"
+        "    for _, n in ipairs(redis.call('ZRANGE', idx, 0, -1)) do\n"
+        "      local v = redis.call('GET', ARGV[3] .. n)\n"
+        "      if v then\n"
+        "        out[#out + 1] = n\n"
+        "        out[#out + 1] = v\n"
+        "      else\n"
+        "        redis.call('ZREM', idx, n)\n"
+        "      end\n"
+        "    end\n"
+        "    count = nil\n"
+        "    return out\n"
         "  end\n"
-        "  count = nil\n"
-        "  return out\n"
         "end\n"
         "local out = {now}\n"
-        "local a, k = 4, 3\n"
-        "while a <= #ARGV do\n"
-        "  local op, ok, r = ARGV[a]\n"
-        "  if op == 'A' then\n"
-        "    ok, r = pcall(acquire, KEYS[k], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]))\n"
-        "    a = a + 5\n"
-        "  elseif op == 'R' then\n"
-        "    ok, r = pcall(release, KEYS[k], ARGV[a + 1], ARGV[a + 2])\n"
-        "    a = a + 3\n"
-        "  elseif op == 'T' then\n"
-        "    ok, r = pcall(transfer, KEYS[k], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4]))\n"
-        "    a = a + 5\n"
-        "  elseif op == 'Q' then\n"
-        "    ok, r = pcall(query, KEYS[k])\n"
-        "    a = a + 1\n"
-        "  elseif op == 'L' then\n"
-        "    ok, r = pcall(list)\n"
-        "    a = a + 1\n"
-        "  else\n"
-        "    return redis.error_reply('photond lock batch: unknown operation')\n"
-        "  end\n"
+        "local a, k, n = 4, 3, #ARGV\n"
+        "while a <= n do\n"
+        "  local op = ARGV[a]\n"
+        "  local ok, r = pcall(run, op, KEYS[k], a)\n"
         "  if not ok then\n"
         "    if type(r) ~= 'table' or not r.err then r = {err = tostring(r)} end\n"
         "  end\n"
-        "  out[#out + 1] = r\n"
+        "  out[k - 1] = r\n"
+        "  if op == 'A' or op == 'T' then a = a + 5\n"
+        "  elseif op == 'R' then a = a + 3\n"
+        "  elseif op == 'Q' or op == 'L' then a = a + 1\n"
+        "  else return redis.error_reply('photond lock batch: unknown operation') end\n"
         "  k = k + 1\n"
         "end\n"
-        "if issued then redis.call('SET', KEYS[1], string.format('%.0f', tok)) end\n"
+        "if issued then redis.call('SET', KEYS[1], toks) end\n"
         "return out\n";
 
 const char* cluster_locks_script(void) {
@@ -349,30 +353,20 @@ static int reply_value(const redisReply *r, LockInfo *ret) {
         return 0;
 }
 
-/* An acquire's or a transfer's answer: {0 or 1, token}, {2, value}, {3}. *ret_code; ret: the token, or the
- * holder's lock; *ret_left: the ms until the holder's lock expires. */
+/* An acquire's or a transfer's answer: the token (granted: *ret_code 0; negated, re-entrant: 1), the holder's
+ * value (*ret_code 2), 0 (MAX_LOCKS: *ret_code 3). ret: the token, or the holder's lock; *ret_left: the ms until
+ * the holder's lock expires. */
 static int reply_grant(const redisReply *r, int64_t now, int64_t *ret_code, LockInfo *ret, int64_t *ret_left) {
-        int64_t tok;
-
-        if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || reply_int(r->element[0], ret_code) < 0)
-                return -EINVAL;
-        switch (*ret_code) {
-        case 0:
-        case 1:
-                if (r->elements < 2 || reply_int(r->element[1], &tok) < 0)
-                        return -EINVAL;
-                ret->fencing_token = (uint64_t) tok;
+        if (r->type == REDIS_REPLY_INTEGER) {
+                *ret_code = r->integer == 0 ? 3 : r->integer > 0 ? 0 : 1;
+                ret->fencing_token = r->integer < 0 ? -(uint64_t) r->integer : (uint64_t) r->integer;
                 return 0;
-        case 2:
-                if (r->elements < 2 || reply_value(r->element[1], ret) < 0)
-                        return -EINVAL;
-                *ret_left = MAX(ret->expires_at - now, (int64_t) 0);
-                return 0;
-        case 3:
-                return 0;
-        default:
-                return -EINVAL;
         }
+        if (reply_value(r, ret) < 0)
+                return -EINVAL;
+        *ret_code = 2;
+        *ret_left = MAX(ret->expires_at - now, (int64_t) 0);
+        return 0;
 }
 
 /* ---- failures ---- */

@@ -154,23 +154,23 @@ static redisReply* run_batch(ScriptRedis *s, unsigned max, const char *const *op
         return r;
 }
 
+/* An acquire's or a transfer's answer: 0 new, 1 re-entrant, 2 held by another, 3 MAX_LOCKS. */
 static int64_t code_of(const redisReply *r) {
-        cr_assert_eq(r->type, REDIS_REPLY_ARRAY);
-        cr_assert_eq(r->element[0]->type, REDIS_REPLY_INTEGER);
-        return r->element[0]->integer;
+        if (r->type == REDIS_REPLY_STRING)
+                return 2;
+        cr_assert_eq(r->type, REDIS_REPLY_INTEGER);
+        return r->integer == 0 ? 3 : r->integer > 0 ? 0 : 1;
 }
 
 static uint64_t token_of(const redisReply *r) {
-        cr_assert_eq(r->element[1]->type, REDIS_REPLY_STRING);
-        return strtoull(r->element[1]->str, NULL, 10);
+        cr_assert_eq(r->type, REDIS_REPLY_INTEGER);
+        return r->integer < 0 ? (uint64_t) -r->integer : (uint64_t) r->integer;
 }
 
 /* A held answer's or a query's value. */
 static ClusterLockValue value_of(const redisReply *r) {
         ClusterLockValue v;
 
-        if (r->type == REDIS_REPLY_ARRAY)
-                r = r->element[1];
         cr_assert_eq(r->type, REDIS_REPLY_STRING);
         cr_assert_eq(cluster_lock_value_parse(r->str, &v), 0, "%s", r->str);
         return v;
@@ -321,6 +321,19 @@ Test(cluster_locks, batch_counts_max_locks_and_fails_alone) {
         usleep(10 * 1000);
         r = run_batch(&s, 3, (const char *const[]) { "A f h 30000 0", NULL });
         cr_assert_eq(code_of(r->element[1]), 0, "the expired one was dropped from the count");
+        freeReplyObject(r);
+
+        /* A release by someone else leaves the lock as it was, its expiry too. */
+        r = run_batch(&s, 100, (const char *const[]) { "R f someone-else", "Q f", NULL });
+        cr_assert_eq(r->element[1]->integer, 1);
+        {
+                ClusterLockValue v = value_of(r->element[2]);
+                redisReply *e = redisCommand(s.c, "PEXPIRETIME photon:lock:f");
+
+                cr_assert_str_eq(v.holder, "h");
+                cr_assert_eq(e->integer, v.expires_at);
+                freeReplyObject(e);
+        }
         freeReplyObject(r);
 
         /* A key of the wrong type: that operation's error, the others answered. */
