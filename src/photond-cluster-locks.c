@@ -29,8 +29,8 @@
  * A lock is one key: the string "<token> <acquiredAt> <expiresAt> <waitUntil> <holder>" with an absolute expiry
  * (PXAT) equal to expiresAt, so that a refusal, a query and a list read everything with one GET. waitUntil (0:
  * nobody) marks the lock waited for: a node's waiter was refused by this holder and waits until then; a release
- * or a transfer before it PUBLISHes the name. A grant is SET NX GET: one command that grants a free lock or
- * answers the current value.
+ * or a transfer before it PUBLISHes the name. An acquire reads the lock first (GET) and prepares a new value only
+ * when it is free: refusals, most attempts under contention, cost one GET.
  *
  * The time is Redis' (TIME): acquiredAt and expiresAt are its milliseconds, and the key's PXAT makes its expiry
  * Redis' too, to the millisecond clients are told. A fencing token is the counter + 1, but never below Redis'
@@ -89,20 +89,19 @@ static const char batch_lua[] =
         "local function run(op, key, a)\n"
         "  if op == 'A' then\n"
         "    local name, h, wait = ARGV[a + 1], ARGV[a + 2], ARGV[a + 4]\n"
-        "    local exps = tostring(now + tonumber(ARGV[a + 3]))\n"
-        "    local c, cn = candidate()\n"
-        "    local v = redis.call('SET', key, c .. ' ' .. nows .. ' ' .. exps .. ' 0 ' .. h, 'NX', 'GET', 'PXAT', exps)\n"
+        "    local v = redis.call('GET', key)\n"
         "    if not v then\n"
-        "      if not room() then\n"
-        "        redis.call('DEL', key)\n"
-        "        return 0\n"
-        "      end\n"
+        "      if not room() then return 0 end\n"
+        "      local exps = tostring(now + tonumber(ARGV[a + 3]))\n"
+        "      local c, cn = candidate()\n"
+        "      redis.call('SET', key, c .. ' ' .. nows .. ' ' .. exps .. ' 0 ' .. h, 'PXAT', exps)\n"
         "      toks, tokn, issued = c, cn, true\n"
         "      if redis.call('ZADD', idx, exps, name) == 1 then count = count + 1 end\n"
         "      return cn\n"
         "    end\n"
         "    local holder = string.match(v, '^%d+ %d+ %d+ %d+ (.*)$')\n"
         "    if holder == h then\n"
+        "      local exps = tostring(now + tonumber(ARGV[a + 3]))\n"
         "      local tk, at, _, w = string.match(v, '^(%d+) (%d+) (%d+) (%d+) ')\n"
         "      redis.call('SET', key, tk .. ' ' .. at .. ' ' .. exps .. ' ' .. w .. ' ' .. h, 'PXAT', exps)\n"
         "      if redis.call('ZADD', idx, exps, name) == 1 and count then count = count + 1 end\n"
