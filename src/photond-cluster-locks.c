@@ -43,8 +43,8 @@
  * float formatting, about 0.6 µs each): so the time is made a string from TIME's strings, a token is the
  * counter's string incremented digit by digit (or the time's string and "000"), and each expiry is formatted
  * once and used as a string. Answers are flat (a token as an integer, a value as a string), not a table an
- * operation. A release is GETDEL, and a lock that is not the releaser's is put back as it was (its value holds
- * its expiry): one command where the holder releases, which is what releases do.
+ * operation. (A release stays GET and DEL: a GETDEL that put back a lock not the releaser's would lose the
+ * expiry of a value it cannot read, one written by another version.)
  *
  * Each operation runs in a pcall: one that fails (a key of the wrong type, Redis out of memory for a write) is
  * answered its own error and the others go on. */
@@ -116,13 +116,11 @@ static const char batch_lua[] =
         "    end\n"
         "    return v\n"
         "  elseif op == 'R' then\n"
-        "    local v = redis.call('GETDEL', key)\n"
+        "    local v = redis.call('GET', key)\n"
         "    if not v then return 0 end\n"
-        "    local exps, w, holder = string.match(v, '^%d+ %d+ (%d+) (%d+) (.*)$')\n"
-        "    if holder ~= ARGV[a + 2] then\n"
-        "      redis.call('SET', key, v, 'PXAT', exps)\n"
-        "      return 1\n"
-        "    end\n"
+        "    local w, holder = string.match(v, '^%d+ %d+ %d+ (%d+) (.*)$')\n"
+        "    if holder ~= ARGV[a + 2] then return 1 end\n"
+        "    redis.call('DEL', key)\n"
         "    if redis.call('ZREM', idx, ARGV[a + 1]) == 1 and count then count = count - 1 end\n"
         "    if w ~= '0' and tonumber(w) > now then redis.call('PUBLISH', ARGV[1], ARGV[a + 1]) end\n"
         "    return 0\n"
