@@ -336,6 +336,17 @@ Test(cluster_locks, batch_counts_max_locks_and_fails_alone) {
         }
         freeReplyObject(r);
 
+        /* A value of another version ("<token> <acquiredAt> <holder>"): never granted over, never deleted. */
+        freeReplyObject(redisCommand(s.c, "SET photon:lock:old %s PX 60000", "7 8 h"));
+        r = run_batch(&s, 100, (const char *const[]) { "A old h 30000 0", "R old h", "T old h x 30000", NULL });
+        cr_assert_eq(r->element[1]->type, REDIS_REPLY_STRING, "answered as held (the node cannot read it)");
+        cr_assert_eq(r->element[2]->integer, 1);
+        cr_assert_eq(r->element[3]->type, REDIS_REPLY_STRING);
+        freeReplyObject(r);
+        r = redisCommand(s.c, "PTTL photon:lock:old");
+        cr_assert_gt(r->integer, 50000, "still there, its expiry untouched");
+        freeReplyObject(r);
+
         /* A key of the wrong type: that operation's error, the others answered. */
         freeReplyObject(redisCommand(s.c, "HSET photon:lock:bad f v"));
         r = run_batch(&s, 100, (const char *const[]) { "A g h 30000 0", "A bad h 30000 0", "Q g", NULL });
