@@ -457,13 +457,14 @@ static int batch_reserve(Batch *b, size_t n) {
         return 0;
 }
 
-/* An argument (key: the operation's key) made of a and b, copied. */
+/* An argument (key: the operation's key) made of a (may be NULL when a_len is 0) and s, copied. */
 static int batch_push(Batch *b, bool key, const char *a, size_t a_len, const char *s, size_t s_len) {
         size_t off = b->buf_len;
 
         if (batch_reserve(b, a_len + s_len) < 0)
                 return -ENOMEM;
-        memcpy(b->buf + off, a, a_len);
+        if (a_len > 0)
+                memcpy(b->buf + off, a, a_len);
         memcpy(b->buf + off + a_len, s, s_len);
         b->buf_len += a_len + s_len;
         if (key) {
