@@ -18,129 +18,180 @@
 #include "photond-limits.h"
 #include "photond-redis.h"
 
-/* ---- the scripts: each operation is one of them, atomic in Redis ----
+/* ---- the script: the operations of one loop iteration, in one call, atomic in Redis ----
  *
- * The time is Redis' (TIME): acquiredAt and expiresAt are its milliseconds, and PXAT on the lock's key (read back
- * with PEXPIRETIME, Redis 7) makes its expiry Redis' too, to the millisecond clients are told. A fencing token is
- * the counter's INCR, but never below Redis' time in ms × 1000: a counter that came back behind (an AOF that lost
- * its last second, a replica promoted before it had the last increments) or not at all (no persistence) still
- * issues tokens above every one issued before, as long as fewer than 1000 were issued per ms on average and
- * Redis' clock did not go back (the lock core does the same when its state is lost). Numbers are formatted with
- * %.0f: Lua's tostring() would write 1.7e+15. */
+ * Every lock operation a node has to send during one iteration of its event loop (from all its clients, its
+ * waiters' tries, a compensating release) goes to Redis as one call of one script, which runs them in order and
+ * answers an array: Redis' time, then one answer per operation. A single operation is a batch of one. What a
+ * batch shares is done once for it: TIME, the fencing-token counter's GET and SET, and the count of live locks
+ * (ZCARD) for MAX_LOCKS, kept exact within the script by the answers of its ZADDs and ZREMs.
+ *
+ * A lock is one key: the string "<token> <acquiredAt> <expiresAt> <waitUntil> <holder>" with an absolute expiry
+ * (PXAT) equal to expiresAt, so that a refusal, a query and a list read everything with one GET. waitUntil (0:
+ * nobody) marks the lock waited for: a node's waiter was refused by this holder and waits until then; a release
+ * or a transfer before it PUBLISHes the name. An acquire reads the lock first (GET) and prepares a new value only
+ * when it is free: refusals, most attempts under contention, cost one GET.
+ *
+ * The time is Redis' (TIME): acquiredAt and expiresAt are its milliseconds, and the key's PXAT makes its expiry
+ * Redis' too, to the millisecond clients are told. A fencing token is the counter + 1, but never below Redis'
+ * time in ms × 1000: a counter that came back behind (an AOF that lost its last second, a replica promoted
+ * before it had the last increments) or not at all (no persistence) still issues tokens above every one issued
+ * before, as long as fewer than 1000 were issued per ms on average and Redis' clock did not go back (the lock
+ * core does the same when its state is lost).
+ *
+ * What costs in a script is each redis.call (about 0.5-1 µs) and Lua turning numbers into strings (glibc's
+ * float formatting, about 0.6 µs each): so the time is made a string from TIME's strings, a token is the
+ * counter's string incremented digit by digit (or the time's string and "000"), and each expiry is formatted
+ * once and used as a string. Answers are flat (a token as an integer, a value as a string), not a table an
+ * operation. (A release stays GET and DEL: a GETDEL that put back a lock not the releaser's would lose the
+ * expiry of a value it cannot read, one written by another version.)
+ *
+ * Each operation runs in a pcall: one that fails (a key of the wrong type, Redis out of memory for a write) is
+ * answered its own error and the others go on. */
 
-#define LUA_NOW \
-        "local t = redis.call('TIME')\n" \
-        "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-
-#define LUA_NEW_TOKEN \
-        "local tok = redis.call('INCR', KEYS[2])\n" \
-        "if tok < now * 1000 then\n" \
-        "  tok = now * 1000\n" \
-        "  redis.call('SET', KEYS[2], string.format('%.0f', tok))\n" \
-        "end\n" \
-        "local ts = string.format('%.0f', tok)\n"
-
-#define LUA_CAP \
-        "if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) then\n" \
-        "  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)\n" \
-        "  if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) then return {3} end\n" \
-        "end\n"
-
-/* KEYS: lock, token, index, wait. ARGV: name, holder, timeout, wait, max locks. {code, token, acquiredAt,
- * expiresAt, holder, pttl}; code 0 new, 1 re-entrant, 2 held by another (a wait > 0 marks the lock waited for), 3
- * MAX_LOCKS. */
-static const char acquire_lua[] =
-        LUA_NOW
-        "local timeout = tonumber(ARGV[3])\n"
-        "local v = redis.call('GET', KEYS[1])\n"
-        "if v then\n"
-        "  local tok, at, h = string.match(v, '^(%d+) (%d+) (.*)$')\n"
-        "  if h == ARGV[2] then\n"
-        "    redis.call('PEXPIREAT', KEYS[1], now + timeout)\n"
-        "    redis.call('ZADD', KEYS[3], now + timeout, ARGV[1])\n"
-        "    return {1, tok, at, now + timeout, h, timeout}\n"
+/* KEYS: counter, index, then each operation's lock key (list: the index). ARGV: channel, MAX_LOCKS, the lock keys'
+ * prefix, then the operations:
+ *   A name holder timeout wait  acquire: the token (an integer) when granted, negated when re-entrant; the value
+ *                               when held by another (wait > 0 marks it waited for until now + wait); 0 at
+ *                               MAX_LOCKS
+ *   R name holder               release: 0 released (or not held), 1 held by another
+ *   T name from to timeout      transfer: the token (acquired when free); the value when held by someone other
+ *                               than from; 0 at MAX_LOCKS
+ *   Q                           query: the value, or nil
+ *   L                           list: name, value, name, value, ... of every live lock */
+static const char batch_lua[] =
+        "local t = redis.call('TIME')\n"
+        "local nows = t[1] .. string.sub(string.rep('0', 6 - #t[2]) .. t[2], 1, 3)\n"
+        "local now = tonumber(nows)\n"
+        "local idx = KEYS[2]\n"
+        "local count, tokn, toks, issued\n"
+        "local function candidate()\n"
+        "  if not tokn then\n"
+        "    toks = redis.call('GET', KEYS[1])\n"
+        "    if not toks or not string.match(toks, '^%d+$') then toks = '0' end\n"
+        "    tokn = tonumber(toks)\n"
         "  end\n"
-        "  local exp = redis.call('PEXPIRETIME', KEYS[1])\n"
-        "  local wait = tonumber(ARGV[4])\n"
-        "  if wait > 0 and redis.call('PTTL', KEYS[4]) < wait then\n"
-        "    redis.call('SET', KEYS[4], '1', 'PX', wait)\n"
+        "  if tokn + 1 < now * 1000 then return nows .. '000', now * 1000 end\n"
+        "  local i = #toks\n"
+        "  while i > 0 and string.byte(toks, i) == 57 do i = i - 1 end\n"
+        "  if i == 0 then return '1' .. string.rep('0', #toks), tokn + 1 end\n"
+        "  return string.sub(toks, 1, i - 1) .. string.char(string.byte(toks, i) + 1) ..\n"
+        "    string.rep('0', #toks - i), tokn + 1\n"
+        "end\n"
+        "local function room()\n"
+        "  if not count then count = redis.call('ZCARD', idx) end\n"
+        "  if count >= tonumber(ARGV[2]) then\n"
+        "    redis.call('ZREMRANGEBYSCORE', idx, '-inf', nows)\n"
+        "    count = redis.call('ZCARD', idx)\n"
         "  end\n"
-        "  return {2, tok, at, exp, h, exp - now}\n"
+        "  return count < tonumber(ARGV[2])\n"
         "end\n"
-        LUA_CAP
-        LUA_NEW_TOKEN
-        "redis.call('SET', KEYS[1], ts .. ' ' .. string.format('%.0f', now) .. ' ' .. ARGV[2], 'PXAT', now + timeout)\n"
-        "redis.call('ZADD', KEYS[3], now + timeout, ARGV[1])\n"
-        "return {0, ts, now, now + timeout, ARGV[2], timeout}\n";
-
-/* KEYS: lock, index, wait. ARGV: name, holder, channel. 0 released (or not held), 1 held by another. */
-static const char release_lua[] =
-        "local v = redis.call('GET', KEYS[1])\n"
-        "if not v then return 0 end\n"
-        "if string.match(v, '^%d+ %d+ (.*)$') ~= ARGV[2] then return 1 end\n"
-        "redis.call('DEL', KEYS[1])\n"
-        "redis.call('ZREM', KEYS[2], ARGV[1])\n"
-        "if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PUBLISH', ARGV[3], ARGV[1]) end\n"
-        "return 0\n";
-
-/* KEYS: lock, token, index, wait. ARGV: name, from, to, timeout, max locks, channel. {code, token, acquiredAt,
- * expiresAt, holder}; code 0 transferred (or acquired, when free), 2 held by someone other than from, 3 MAX_LOCKS. */
-static const char transfer_lua[] =
-        LUA_NOW
-        "local timeout = tonumber(ARGV[4])\n"
-        "local v = redis.call('GET', KEYS[1])\n"
-        "if v then\n"
-        "  local tok, at, h = string.match(v, '^(%d+) (%d+) (.*)$')\n"
-        "  if h ~= ARGV[2] then return {2, tok, at, redis.call('PEXPIRETIME', KEYS[1]), h} end\n"
-        "else\n"
-        LUA_CAP
-        "end\n"
-        LUA_NEW_TOKEN
-        "redis.call('SET', KEYS[1], ts .. ' ' .. string.format('%.0f', now) .. ' ' .. ARGV[3], 'PXAT', now + timeout)\n"
-        "redis.call('ZADD', KEYS[3], now + timeout, ARGV[1])\n"
-        "if v and redis.call('EXISTS', KEYS[4]) == 1 then redis.call('PUBLISH', ARGV[6], ARGV[1]) end\n"
-        "return {0, ts, now, now + timeout, ARGV[3]}\n";
-
-/* KEYS: lock. {0} or {1, token, acquiredAt, expiresAt, holder}. */
-static const char query_lua[] =
-        "local v = redis.call('GET', KEYS[1])\n"
-        "if not v then return {0} end\n"
-        "local tok, at, h = string.match(v, '^(%d+) (%d+) (.*)$')\n"
-        "return {1, tok, at, redis.call('PEXPIRETIME', KEYS[1]), h}\n";
-
-/* KEYS: index. ARGV: the lock keys' prefix (P"lock:"). Drops what expired from the index and answers name, token,
- * acquiredAt, expiresAt, holder of every live lock, flat. The lock keys are not declared (their names come from
- * the index): fine on one Redis, not on a Redis Cluster. */
-static const char list_lua[] =
-        LUA_NOW
-        "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
-        "local out = {}\n"
-        "for _, n in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
-        "  local k = ARGV[1] .. n\n"
-        "  local v = redis.call('GET', k)\n"
-        "  if v then\n"
-        "    local tok, at, h = string.match(v, '^(%d+) (%d+) (.*)$')\n"
-        "    out[#out + 1] = n\n"
-        "    out[#out + 1] = tok\n"
-        "    out[#out + 1] = at\n"
-        "    out[#out + 1] = redis.call('PEXPIRETIME', k)\n"
-        "    out[#out + 1] = h\n"
-        "  else\n"
-        "    redis.call('ZREM', KEYS[1], n)\n"
+        "local function run(op, key, a)\n"
+        "  if op == 'A' then\n"
+        "    local name, h, wait = ARGV[a + 1], ARGV[a + 2], ARGV[a + 4]\n"
+        "    local v = redis.call('GET', key)\n"
+        "    if not v then\n"
+        "      if not room() then return 0 end\n"
+        "      local exps = tostring(now + tonumber(ARGV[a + 3]))\n"
+        "      local c, cn = candidate()\n"
+        "      redis.call('SET', key, c .. ' ' .. nows .. ' ' .. exps .. ' 0 ' .. h, 'PXAT', exps)\n"
+        "      toks, tokn, issued = c, cn, true\n"
+        "      if redis.call('ZADD', idx, exps, name) == 1 then count = count + 1 end\n"
+        "      return cn\n"
+        "    end\n"
+        "    local holder = string.match(v, '^%d+ %d+ %d+ %d+ (.*)$')\n"
+        "    if holder == h then\n"
+        "      local exps = tostring(now + tonumber(ARGV[a + 3]))\n"
+        "      local tk, at, _, w = string.match(v, '^(%d+) (%d+) (%d+) (%d+) ')\n"
+        "      redis.call('SET', key, tk .. ' ' .. at .. ' ' .. exps .. ' ' .. w .. ' ' .. h, 'PXAT', exps)\n"
+        "      if redis.call('ZADD', idx, exps, name) == 1 and count then count = count + 1 end\n"
+        "      return -tonumber(tk)\n"
+        "    end\n"
+        "    if holder and wait ~= '0' then\n"
+        "      local w = now + tonumber(wait)\n"
+        "      if w > tonumber(string.match(v, '^%d+ %d+ %d+ (%d+) ')) then\n"
+        "        v = string.gsub(v, '^(%d+ %d+ %d+) %d+', '%1 ' .. tostring(w), 1)\n"
+        "        redis.call('SET', key, v, 'KEEPTTL')\n"
+        "      end\n"
+        "    end\n"
+        "    return v\n"
+        "  elseif op == 'R' then\n"
+        "    local v = redis.call('GET', key)\n"
+        "    if not v then return 0 end\n"
+        "    local w, holder = string.match(v, '^%d+ %d+ %d+ (%d+) (.*)$')\n"
+        "    if holder ~= ARGV[a + 2] then return 1 end\n"
+        "    redis.call('DEL', key)\n"
+        "    if redis.call('ZREM', idx, ARGV[a + 1]) == 1 and count then count = count - 1 end\n"
+        "    if w ~= '0' and tonumber(w) > now then redis.call('PUBLISH', ARGV[1], ARGV[a + 1]) end\n"
+        "    return 0\n"
+        "  elseif op == 'T' then\n"
+        "    local name, from, to = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]\n"
+        "    local exps = tostring(now + tonumber(ARGV[a + 4]))\n"
+        "    local v = redis.call('GET', key)\n"
+        "    local w = '0'\n"
+        "    if v then\n"
+        "      local ww, holder = string.match(v, '^%d+ %d+ %d+ (%d+) (.*)$')\n"
+        "      if holder ~= from then return v end\n"
+        "      w = ww\n"
+        "    elseif not room() then\n"
+        "      return 0\n"
+        "    end\n"
+        "    local c, cn = candidate()\n"
+        "    redis.call('SET', key, c .. ' ' .. nows .. ' ' .. exps .. ' ' .. w .. ' ' .. to, 'PXAT', exps)\n"
+        "    toks, tokn, issued = c, cn, true\n"
+        "    if redis.call('ZADD', idx, exps, name) == 1 and count then count = count + 1 end\n"
+        "    if v and w ~= '0' and tonumber(w) > now then redis.call('PUBLISH', ARGV[1], name) end\n"
+        "    return cn\n"
+        "  elseif op == 'Q' then\n"
+        "    return redis.call('GET', key)\n"
+        "  elseif op == 'L' then\n"
+        "    redis.call('ZREMRANGEBYSCORE', idx, '-inf', nows)\n"
+        "    local out = {}\n"
+        "    for _, n in ipairs(redis.call('ZRANGE', idx, 0, -1)) do\n"
+        "      local v = redis.call('GET', ARGV[3] .. n)\n"
+        "      if v then\n"
+        "        out[#out + 1] = n\n"
+        "        out[#out + 1] = v\n"
+        "      else\n"
+        "        redis.call('ZREM', idx, n)\n"
+        "      end\n"
+        "    end\n"
+        "    count = nil\n"
+        "    return out\n"
         "  end\n"
         "end\n"
+        "local out = {now}\n"
+        "local a, k, n = 4, 3, #ARGV\n"
+        "while a <= n do\n"
+        "  local op = ARGV[a]\n"
+        "  local ok, r = pcall(run, op, KEYS[k], a)\n"
+        "  if not ok then\n"
+        "    if type(r) ~= 'table' or not r.err then r = {err = tostring(r)} end\n"
+        "  end\n"
+        "  out[k - 1] = r\n"
+        "  if op == 'A' or op == 'T' then a = a + 5\n"
+        "  elseif op == 'R' then a = a + 3\n"
+        "  elseif op == 'Q' or op == 'L' then a = a + 1\n"
+        "  else return redis.error_reply('photond lock batch: unknown operation') end\n"
+        "  k = k + 1\n"
+        "end\n"
+        "if issued then redis.call('SET', KEYS[1], toks) end\n"
         "return out\n";
 
-enum {
-        SCRIPT_ACQUIRE,
-        SCRIPT_RELEASE,
-        SCRIPT_TRANSFER,
-        SCRIPT_QUERY,
-        SCRIPT_LIST,
-        _SCRIPT_MAX,
-};
+const char* cluster_locks_script(void) {
+        return batch_lua;
+}
 
 /* ---- state ---- */
+
+/* The most operations in one script call: a batch is one Redis command (one EVALSHA, at most 6 arguments an
+ * operation), and Redis runs nothing else while it runs (about 2 µs an operation). More operations in one loop
+ * iteration go out in further calls. */
+#define BATCH_MAX_OPS 128
+#define BATCH_FIXED_KEYS 2              /* the counter, the index */
+#define BATCH_FIXED_ARGS 3              /* the channel, MAX_LOCKS, the lock keys' prefix */
+#define BATCH_MAX_ARGS (BATCH_FIXED_KEYS + BATCH_FIXED_ARGS + 6 * BATCH_MAX_OPS)
+_Static_assert(BATCH_MAX_ARGS <= REDIS_SCRIPT_MAX_ARGS, "a full batch fits in one EVALSHA");
 
 typedef struct WaitQueue WaitQueue;
 
@@ -168,13 +219,46 @@ struct WaitQueue {
         UT_hash_handle hh;
 };
 
+/* Whose an operation of a batch is, which its answer goes to. */
+typedef enum EntryKind {
+        ENTRY_OP,                       /* a client's request (LockOp) */
+        ENTRY_ATTEMPT,                  /* a parked waiter's try (Waiter) */
+        ENTRY_DETACHED,                 /* a compensating release: nobody waits for its answer */
+} EntryKind;
+
+typedef struct BatchEntry {
+        EntryKind kind;
+        char code;                      /* the script's: A R T Q L */
+        void *userdata;
+} BatchEntry;
+
+/* A batch sent: its entries, in the order of the script's answers. */
+typedef struct SentBatch {
+        size_t n;
+        BatchEntry entries[];
+} SentBatch;
+
+/* The batch being built: its operations' keys and arguments are copied into buf (as offsets: buf grows). */
+typedef struct Batch {
+        BatchEntry entries[BATCH_MAX_OPS];
+        size_t n;
+        char *buf;
+        size_t buf_len, buf_size;
+        size_t key_off[BATCH_MAX_OPS], key_len[BATCH_MAX_OPS];
+        size_t arg_off[5 * BATCH_MAX_OPS], arg_len[5 * BATCH_MAX_OPS];
+        size_t n_args;
+        const char *argv[BATCH_MAX_ARGS];
+        size_t argl[BATCH_MAX_ARGS];
+} Batch;
+
 struct ClusterLocks {
         sd_event *event;
         char *prefix;
         char *keys[_CLUSTER_LOCK_KEY_MAX];      /* the shared ones: token, index, channel; and P"lock:" */
         char *lock_prefix;
-        RedisScript scripts[_SCRIPT_MAX];
-        const RedisScript *script_list[_SCRIPT_MAX + 1];
+        char max_locks[24];
+        RedisScript script;
+        const RedisScript *script_list[2];
         LockBackend backend;
 
         RedisConn *commands;
@@ -183,14 +267,16 @@ struct ClusterLocks {
         unsigned n_waiters;
         bool freeing;
 
-        uint64_t n_ops, n_unavailable, n_notifications, n_handovers;
+        Batch batch;
+        sd_event_source *flush_source;  /* sends the batch at the end of the loop iteration */
+
+        uint64_t n_ops, n_batches, n_unavailable, n_notifications, n_handovers;
 };
 
 /* ---- keys ---- */
 
 static const char *const key_suffix[_CLUSTER_LOCK_KEY_MAX] = {
         [CLUSTER_LOCK_KEY_LOCK] = "lock:",
-        [CLUSTER_LOCK_KEY_WAIT] = "lockwait:",
         [CLUSTER_LOCK_KEY_TOKEN] = "locks:token",
         [CLUSTER_LOCK_KEY_INDEX] = "locks:index",
         [CLUSTER_LOCK_KEY_CHANNEL] = "locks:released",
@@ -198,31 +284,41 @@ static const char *const key_suffix[_CLUSTER_LOCK_KEY_MAX] = {
 
 char* cluster_lock_key(const char *prefix, ClusterLockKey key, const char *name) {
         char *k;
-        bool named = key == CLUSTER_LOCK_KEY_LOCK || key == CLUSTER_LOCK_KEY_WAIT;
 
-        if (asprintf(&k, "%s%s%s", prefix, key_suffix[key], named ? name : "") < 0)
+        if (asprintf(&k, "%s%s%s", prefix, key_suffix[key], key == CLUSTER_LOCK_KEY_LOCK ? name : "") < 0)
                 return NULL;
         return k;
 }
 
-int cluster_lock_value_parse(const char *value, uint64_t *ret_token, int64_t *ret_acquired_at,
-                             const char **ret_holder) {
-        unsigned long long tok;
-        long long at;
+static int parse_field(const char **p, int64_t *ret) {
+        unsigned long long v;
         char *end;
 
-        if (!value || value[0] < '0' || value[0] > '9')
+        if (**p < '0' || **p > '9')
                 return -EINVAL;
         errno = 0;
-        tok = strtoull(value, &end, 10);
-        if (errno != 0 || *end != ' ' || end[1] < '0' || end[1] > '9')
+        v = strtoull(*p, &end, 10);
+        if (errno != 0 || *end != ' ' || v > INT64_MAX)
                 return -EINVAL;
-        at = strtoll(end + 1, &end, 10);
-        if (errno != 0 || *end != ' ')
+        *ret = (int64_t) v;
+        *p = end + 1;
+        return 0;
+}
+
+int cluster_lock_value_parse(const char *value, ClusterLockValue *ret) {
+        int64_t tok, at, exp, wait;
+        const char *p = value;
+
+        if (!p || parse_field(&p, &tok) < 0 || parse_field(&p, &at) < 0 || parse_field(&p, &exp) < 0 ||
+            parse_field(&p, &wait) < 0)
                 return -EINVAL;
-        *ret_token = tok;
-        *ret_acquired_at = at;
-        *ret_holder = end + 1;
+        *ret = (ClusterLockValue) {
+                .token = (uint64_t) tok,
+                .acquired_at = at,
+                .expires_at = exp,
+                .wait_until = wait,
+                .holder = p,
+        };
         return 0;
 }
 
@@ -241,19 +337,32 @@ static int reply_int(const redisReply *r, int64_t *ret) {
         return errno == 0 && *end == 0 ? 0 : -EINVAL;
 }
 
-/* {code, token, acquiredAt, expiresAt, holder, ...}: *ret_code, and ret's members (holder points into r). */
-static int reply_lock(const redisReply *r, int64_t *ret_code, LockInfo *ret) {
-        int64_t tok;
+/* A lock's value as the script answered it: ret's members (holder points into r). */
+static int reply_value(const redisReply *r, LockInfo *ret) {
+        ClusterLockValue v;
 
-        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 || reply_int(r->element[0], ret_code) < 0)
+        if (r->type != REDIS_REPLY_STRING || cluster_lock_value_parse(r->str, &v) < 0)
                 return -EINVAL;
-        if (r->elements < 5)
+        ret->fencing_token = v.token;
+        ret->acquired_at = v.acquired_at;
+        ret->expires_at = v.expires_at;
+        ret->holder = v.holder;
+        return 0;
+}
+
+/* An acquire's or a transfer's answer: the token (granted: *ret_code 0; negated, re-entrant: 1), the holder's
+ * value (*ret_code 2), 0 (MAX_LOCKS: *ret_code 3). ret: the token, or the holder's lock; *ret_left: the ms until
+ * the holder's lock expires. */
+static int reply_grant(const redisReply *r, int64_t now, int64_t *ret_code, LockInfo *ret, int64_t *ret_left) {
+        if (r->type == REDIS_REPLY_INTEGER) {
+                *ret_code = r->integer == 0 ? 3 : r->integer > 0 ? 0 : 1;
+                ret->fencing_token = r->integer < 0 ? -(uint64_t) r->integer : (uint64_t) r->integer;
                 return 0;
-        if (reply_int(r->element[1], &tok) < 0 || reply_int(r->element[2], &ret->acquired_at) < 0 ||
-            reply_int(r->element[3], &ret->expires_at) < 0 || r->element[4]->type != REDIS_REPLY_STRING)
+        }
+        if (reply_value(r, ret) < 0)
                 return -EINVAL;
-        ret->fencing_token = (uint64_t) tok;
-        ret->holder = r->element[4]->str;
+        *ret_code = 2;
+        *ret_left = MAX(ret->expires_at - now, (int64_t) 0);
         return 0;
 }
 
@@ -266,6 +375,10 @@ static void fail_unavailable(ClusterLocks *cl, LockOp *op, int error, const char
 
         if (cl->freeing) {
                 lock_op_done(op, &(LockOpResult) { .error = -ECANCELED });
+                return;
+        }
+        if (error == -ENOMEM) {
+                lock_op_done(op, &(LockOpResult) { .error = -ENOMEM });
                 return;
         }
         last = redis_conn_last_error(cl->commands);
@@ -290,84 +403,233 @@ static void fail_unavailable(ClusterLocks *cl, LockOp *op, int error, const char
         lock_op_done(op, &(LockOpResult) { .error = error, .reason = reason });
 }
 
-/* A reply that is no answer: NULL (lost, timed out), an error, or not the script's shape. */
-static void fail_reply(ClusterLocks *cl, LockOp *op, const redisReply *reply) {
+static LockOp* waiter_remove(Waiter *w);
+
+/* An operation of a batch that Redis did not decide (error: as fail_unavailable()'s). */
+static void entry_fail(ClusterLocks *cl, const BatchEntry *e, int error, const char *reply_error) {
+        Waiter *w;
+        LockOp *op;
+        bool cancelled;
+
+        switch (e->kind) {
+        case ENTRY_OP:
+                fail_unavailable(cl, e->userdata, error, reply_error);
+                break;
+        case ENTRY_ATTEMPT:
+                w = e->userdata;
+                cancelled = w->cancelled;
+                w->in_flight = false;
+                op = waiter_remove(w);
+                if (cancelled)
+                        lock_op_done(op, &(LockOpResult) { .error = -ECANCELED });
+                else
+                        fail_unavailable(cl, op, error, reply_error);
+                break;
+        case ENTRY_DETACHED:
+                break;
+        }
+}
+
+/* An answer that is none: NULL (lost, timed out), an error, or not the script's shape. */
+static void entry_fail_reply(ClusterLocks *cl, const BatchEntry *e, const redisReply *reply) {
         if (!reply)
-                fail_unavailable(cl, op, -ETIMEDOUT, NULL);
+                entry_fail(cl, e, -ETIMEDOUT, NULL);
         else if (reply->type == REDIS_REPLY_ERROR)
-                fail_unavailable(cl, op, -EIO, reply->str);
+                entry_fail(cl, e, -EIO, reply->str);
         else
-                fail_unavailable(cl, op, -EIO, "unexpected answer to photond's script");
+                entry_fail(cl, e, -EIO, "unexpected answer to photond's script");
 }
 
-/* ---- calling the scripts ---- */
+/* ---- the batch ---- */
 
-typedef struct Args {
-        const char *v[12];
-        size_t l[12];
-        char *owned[4];
-        char num[3][24];
-        int n;
-} Args;
+static int batch_reserve(Batch *b, size_t n) {
+        size_t size;
+        char *p;
 
-static void args_done(Args *a) {
-        for (size_t i = 0; i < ELEMENTSOF(a->owned); i++)
-                free(a->owned[i]);
+        if (b->buf_len + n <= b->buf_size)
+                return 0;
+        size = MAX(MAX(b->buf_size * 2, b->buf_len + n), (size_t) 4096);
+        p = realloc(b->buf, size);
+        if (!p)
+                return -ENOMEM;
+        b->buf = p;
+        b->buf_size = size;
+        return 0;
 }
 
-static void args_add(Args *a, const char *s) {
-        assert((size_t) a->n < ELEMENTSOF(a->v));
-        a->v[a->n] = s;
-        a->l[a->n++] = strlen(s);
+/* An argument (key: the operation's key) made of a (may be NULL when a_len is 0) and s, copied. */
+static int batch_push(Batch *b, bool key, const char *a, size_t a_len, const char *s, size_t s_len) {
+        size_t off = b->buf_len;
+
+        if (batch_reserve(b, a_len + s_len) < 0)
+                return -ENOMEM;
+        if (a_len > 0)
+                memcpy(b->buf + off, a, a_len);
+        memcpy(b->buf + off + a_len, s, s_len);
+        b->buf_len += a_len + s_len;
+        if (key) {
+                b->key_off[b->n] = off;
+                b->key_len[b->n] = a_len + s_len;
+        } else {
+                assert(b->n_args < ELEMENTSOF(b->arg_off));
+                b->arg_off[b->n_args] = off;
+                b->arg_len[b->n_args++] = a_len + s_len;
+        }
+        return 0;
 }
 
-/* A key of this lock, owned by a. */
-static int args_add_key(Args *a, ClusterLocks *cl, ClusterLockKey key, const char *name) {
-        char *k;
-
-        for (size_t i = 0; i < ELEMENTSOF(a->owned); i++)
-                if (!a->owned[i]) {
-                        k = a->owned[i] = cluster_lock_key(cl->prefix, key, name);
-                        if (!k)
-                                return -ENOMEM;
-                        args_add(a, k);
-                        return 0;
-                }
-        return -E2BIG;
+static int batch_push_str(Batch *b, const char *s) {
+        return batch_push(b, false, NULL, 0, s, strlen(s));
 }
 
-static void args_add_num(Args *a, unsigned slot, uint64_t v) {
-        snprintf(a->num[slot], sizeof(a->num[slot]), "%" PRIu64, v);
-        args_add(a, a->num[slot]);
+/* v in decimal into buf (at least 21 bytes), without snprintf(): returns buf. */
+static char* format_u64(char *buf, uint64_t v) {
+        char d[20];
+        size_t i = sizeof(d);
+
+        do
+                d[--i] = '0' + v % 10;
+        while ((v /= 10) > 0);
+        memcpy(buf, d + i, sizeof(d) - i);
+        buf[sizeof(d) - i] = 0;
+        return buf;
 }
 
-static int eval(ClusterLocks *cl, unsigned script, RedisReplyCallback cb, void *userdata, int n_keys, Args *a) {
-        cl->n_ops++;
-        return redis_conn_eval(cl->commands, &cl->scripts[script], cb, userdata, n_keys, a->n, a->v, a->l);
+static int batch_push_num(Batch *b, uint64_t v) {
+        char d[21];
+
+        format_u64(d, v);
+        return batch_push(b, false, NULL, 0, d, strlen(d));
+}
+
+static void batch_flush(ClusterLocks *cl);
+
+static void batch_schedule(ClusterLocks *cl) {
+        if (cl->batch.n == 1)
+                (void) sd_event_source_set_enabled(cl->flush_source, SD_EVENT_ONESHOT);
+}
+
+/* Adds an operation to this iteration's batch (sent by cluster_locks_flush() or at the end of the iteration; at
+ * once when it is full). Its answer goes to userdata as kind says. name, holder, to are copied. -ENOMEM. */
+static int batch_add(ClusterLocks *cl, EntryKind kind, void *userdata, char code, const char *name,
+                     const char *holder, const char *to, uint64_t timeout_ms, uint64_t wait_ms) {
+        Batch *b = &cl->batch;
+        size_t buf_len = b->buf_len, n_args = b->n_args;
+        const char c[2] = { code, 0 };
+        int r;
+
+        assert(b->n < BATCH_MAX_OPS);
+        if (code == 'L')
+                r = batch_push(b, true, NULL, 0, cl->keys[CLUSTER_LOCK_KEY_INDEX],
+                               strlen(cl->keys[CLUSTER_LOCK_KEY_INDEX]));
+        else
+                r = batch_push(b, true, cl->lock_prefix, strlen(cl->lock_prefix), name, strlen(name));
+        if (r >= 0)
+                r = batch_push_str(b, c);
+        if (r >= 0 && (code == 'A' || code == 'R' || code == 'T'))
+                r = batch_push_str(b, name) ?: batch_push_str(b, holder);
+        if (r >= 0 && code == 'T')
+                r = batch_push_str(b, to);
+        if (r >= 0 && (code == 'A' || code == 'T'))
+                r = batch_push_num(b, timeout_ms);
+        if (r >= 0 && code == 'A')
+                r = batch_push_num(b, wait_ms);
+        if (r < 0) {
+                b->buf_len = buf_len;
+                b->n_args = n_args;
+                return r;
+        }
+        b->entries[b->n++] = (BatchEntry) { .kind = kind, .code = code, .userdata = userdata };
+        if (b->n == BATCH_MAX_OPS)
+                batch_flush(cl);
+        else
+                batch_schedule(cl);
+        return 0;
+}
+
+static void entry_done(ClusterLocks *cl, const BatchEntry *e, const redisReply *r, int64_t now);
+
+static void on_batch_reply(RedisConn *conn, redisReply *reply, void *userdata) {
+        _cleanup_free_ SentBatch *b = userdata;
+        ClusterLocks *cl = redis_conn_userdata(conn);
+        int64_t now;
+
+        if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != b->n + 1 ||
+            reply_int(reply->element[0], &now) < 0) {
+                for (size_t i = 0; i < b->n; i++)
+                        entry_fail_reply(cl, &b->entries[i], reply);
+                return;
+        }
+        for (size_t i = 0; i < b->n; i++)
+                entry_done(cl, &b->entries[i], reply->element[i + 1], now);
+}
+
+/* Sends the batch: one EVALSHA, written at once. Each of its operations is answered from the script's answer, or
+ * fails with the call. */
+static void batch_flush(ClusterLocks *cl) {
+        Batch *b = &cl->batch;
+        SentBatch *sent;
+        size_t n = b->n, argc = 0;
+        int r;
+
+        if (n == 0)
+                return;
+        (void) sd_event_source_set_enabled(cl->flush_source, SD_EVENT_OFF);
+
+        b->argv[argc++] = cl->keys[CLUSTER_LOCK_KEY_TOKEN];
+        b->argv[argc++] = cl->keys[CLUSTER_LOCK_KEY_INDEX];
+        for (size_t i = 0; i < n; i++) {
+                b->argv[argc] = b->buf + b->key_off[i];
+                b->argl[argc++] = b->key_len[i];
+        }
+        b->argv[argc++] = cl->keys[CLUSTER_LOCK_KEY_CHANNEL];
+        b->argv[argc++] = format_u64(cl->max_locks, limits.MAX_LOCKS);
+        b->argv[argc++] = cl->lock_prefix;
+        for (size_t i = 0; i < b->n_args; i++) {
+                b->argv[argc] = b->buf + b->arg_off[i];
+                b->argl[argc++] = b->arg_len[i];
+        }
+        for (size_t i = 0; i < BATCH_FIXED_KEYS; i++)
+                b->argl[i] = strlen(b->argv[i]);
+        for (size_t i = BATCH_FIXED_KEYS + n; i < BATCH_FIXED_KEYS + n + BATCH_FIXED_ARGS; i++)
+                b->argl[i] = strlen(b->argv[i]);
+
+        sent = malloc(offsetof(SentBatch, entries) + n * sizeof(BatchEntry));
+        if (sent) {
+                sent->n = n;
+                memcpy(sent->entries, b->entries, n * sizeof(BatchEntry));
+                r = redis_conn_eval(cl->commands, &cl->script, on_batch_reply, sent, (int) (BATCH_FIXED_KEYS + n),
+                                    (int) argc, b->argv, b->argl);
+        } else
+                r = -ENOMEM;
+        /* Emptied before anyone is answered: an answer may add to the next batch. */
+        b->n = b->n_args = b->buf_len = 0;
+        if (r < 0) {
+                BatchEntry failed[BATCH_MAX_OPS];
+
+                memcpy(failed, sent ? sent->entries : b->entries, n * sizeof(BatchEntry));
+                free(sent);
+                for (size_t i = 0; i < n; i++)
+                        entry_fail(cl, &failed[i], r, NULL);
+                return;
+        }
+        cl->n_batches++;
+        cl->n_ops += n;
+        redis_conn_write_now(cl->commands);
+}
+
+static int on_flush(sd_event_source *s, void *userdata) {
+        batch_flush(userdata);
+        return 0;
+}
+
+void cluster_locks_flush(ClusterLocks *cl) {
+        if (cl)
+                batch_flush(cl);
 }
 
 static uint64_t op_timeout(const LockOp *op) {
         return MIN(op->timeout_ms, CLUSTER_LOCK_TIMEOUT_MAX_MS);
-}
-
-/* The acquire script for name and holder; wait_ms > 0 marks the lock waited for if it is held. */
-static int send_acquire(ClusterLocks *cl, const LockOp *op, uint64_t wait_ms, RedisReplyCallback cb,
-                        void *userdata) {
-        _cleanup_(args_done) Args a = {};
-        int r;
-
-        if ((r = args_add_key(&a, cl, CLUSTER_LOCK_KEY_LOCK, op->name)) < 0)
-                return r;
-        args_add(&a, cl->keys[CLUSTER_LOCK_KEY_TOKEN]);
-        args_add(&a, cl->keys[CLUSTER_LOCK_KEY_INDEX]);
-        if ((r = args_add_key(&a, cl, CLUSTER_LOCK_KEY_WAIT, op->name)) < 0)
-                return r;
-        args_add(&a, op->name);
-        args_add(&a, op->holder);
-        args_add_num(&a, 0, op_timeout(op));
-        args_add_num(&a, 1, wait_ms);
-        args_add_num(&a, 2, limits.MAX_LOCKS);
-        return eval(cl, SCRIPT_ACQUIRE, cb, userdata, 4, &a);
 }
 
 /* ---- waiting (lockWait) ---- */
@@ -401,56 +663,36 @@ static LockOp* waiter_remove(Waiter *w) {
         return op;
 }
 
-static void on_compensating_release(RedisConn *conn, redisReply *reply, void *userdata) {
-}
-
 /* A waiter whose client went was granted the lock all the same (its attempt was under way): nobody will release
  * it, so it is released now, rather than held until its timeout. */
 static void release_abandoned(ClusterLocks *cl, const LockOp *op) {
-        _cleanup_(args_done) Args a = {};
-
-        if (args_add_key(&a, cl, CLUSTER_LOCK_KEY_LOCK, op->name) < 0)
-                return;
-        args_add(&a, cl->keys[CLUSTER_LOCK_KEY_INDEX]);
-        if (args_add_key(&a, cl, CLUSTER_LOCK_KEY_WAIT, op->name) < 0)
-                return;
-        args_add(&a, op->name);
-        args_add(&a, op->holder);
-        args_add(&a, cl->keys[CLUSTER_LOCK_KEY_CHANNEL]);
-        (void) eval(cl, SCRIPT_RELEASE, on_compensating_release, NULL, 3, &a);
+        (void) batch_add(cl, ENTRY_DETACHED, NULL, 'R', op->name, op->holder, NULL, 0, 0);
 }
 
-/* The lock is held until Redis' expiry: the first waiter asks again just after it (a lock that expires sends no
- * notification). reply: the acquire script's refusal, its last element the ms left. */
-static void queue_arm_retry(WaitQueue *q, const redisReply *reply) {
-        int64_t left;
-
-        if (reply->elements < 6 || reply->element[5]->type != REDIS_REPLY_INTEGER)
-                return;
-        left = MAX(reply->element[5]->integer, (int64_t) 0);
-        (void) sd_event_source_set_time_relative(q->retry, (uint64_t) left * USEC_PER_MSEC + USEC_PER_MSEC);
+/* The lock is held until Redis' expiry, left_ms from now: the first waiter asks again just after it (a lock that
+ * expires sends no notification). */
+static void queue_arm_retry(WaitQueue *q, int64_t left_ms) {
+        (void) sd_event_source_set_time_relative(q->retry, (uint64_t) left_ms * USEC_PER_MSEC + USEC_PER_MSEC);
         (void) sd_event_source_set_enabled(q->retry, SD_EVENT_ONESHOT);
 }
 
-static void on_attempt_reply(RedisConn *conn, redisReply *reply, void *userdata) {
-        Waiter *w = userdata;
-        ClusterLocks *cl = w->cl;
+static void attempt_done(ClusterLocks *cl, Waiter *w, const redisReply *reply, int64_t now) {
         WaitQueue *q = w->queue;
-        LockInfo lock = { .name = w->op->name };
-        int64_t code;
+        LockInfo lock = { .name = w->op->name, .holder = w->op->holder };
+        int64_t code, left = 0;
         LockOp *op;
 
         w->in_flight = false;
         if (w->cancelled || cl->freeing) {
-                if (!cl->freeing && reply_lock(reply, &code, &lock) >= 0 && code == 0)
+                if (!cl->freeing && reply_grant(reply, now, &code, &lock, &left) >= 0 && code == 0)
                         release_abandoned(cl, w->op);
                 op = waiter_remove(w);
                 lock_op_done(op, &(LockOpResult) { .error = -ECANCELED });
                 return;
         }
-        if (reply_lock(reply, &code, &lock) < 0 || code < 0 || code > 3) {
+        if (reply_grant(reply, now, &code, &lock, &left) < 0) {
                 op = waiter_remove(w);
-                fail_reply(cl, op, reply);
+                fail_unavailable(cl, op, -EIO, "unexpected answer to photond's script");
                 return;
         }
         if (code == 3) {
@@ -475,8 +717,8 @@ static void on_attempt_reply(RedisConn *conn, redisReply *reply, void *userdata)
                 lock_op_done(op, &(LockOpResult) { .error = -ETIME, .lock = lock });
                 return;
         }
-        /* Still held: try again when it expires (Redis' PTTL), or at the next release. */
-        queue_arm_retry(q, reply);
+        /* Still held: try again when it expires (Redis' time), or at the next release. */
+        queue_arm_retry(q, left);
         if (q->notified)
                 queue_try(q);
 }
@@ -488,17 +730,18 @@ static void waiter_attempt(Waiter *w) {
         if (sd_event_source_get_time(w->deadline, &end) >= 0 && end > now)
                 left = (end - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC;
         w->in_flight = true;
-        r = send_acquire(w->cl, w->op, w->timed_out ? 0 : MAX(left, (uint64_t) 1), on_attempt_reply, w);
+        r = batch_add(w->cl, ENTRY_ATTEMPT, w, 'A', w->op->name, w->op->holder, NULL, op_timeout(w->op),
+                      w->timed_out ? 0 : MAX(left, (uint64_t) 1));
         if (r < 0) {
+                ClusterLocks *cl = w->cl;
                 LockOp *op = w->op;
 
                 w->in_flight = false;
                 (void) waiter_remove(w);
-                fail_unavailable(w->cl, op, r, NULL);
+                fail_unavailable(cl, op, r, NULL);
         }
 }
 
-/* The first waiter asks for the lock, unless an ask is under way (its answer then tries again). */
 static void queue_try(WaitQueue *q) {
         if (!q->waiters)
                 return;
@@ -525,8 +768,9 @@ static int on_wait_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-/* An acquire that found the lock held and may wait: parked here, the client goes on meanwhile. */
-static int park(ClusterLocks *cl, LockOp *op, const redisReply *reply) {
+/* An acquire that found the lock held (until left_ms from now) and may wait: parked here, the client goes on
+ * meanwhile. */
+static int park(ClusterLocks *cl, LockOp *op, int64_t left_ms) {
         _cleanup_free_ Waiter *w = NULL;
         WaitQueue *q;
         int r;
@@ -565,26 +809,20 @@ static int park(ClusterLocks *cl, LockOp *op, const redisReply *reply) {
         q->n_waiters++;
         cl->n_waiters++;
         op->backend_data = w;
-        queue_arm_retry(q, reply);
+        queue_arm_retry(q, left_ms);
         TAKE_PTR(w);
         return 0;
 }
 
 /* ---- the operations ---- */
 
-static void on_acquire_reply(RedisConn *conn, redisReply *reply, void *userdata) {
-        LockOp *op = userdata;
-        ClusterLocks *cl = conn ? redis_conn_userdata(conn) : NULL;
-        LockInfo lock = { .name = op->name };
-        int64_t code;
+static void acquire_done(ClusterLocks *cl, LockOp *op, const redisReply *reply, int64_t now) {
+        LockInfo lock = { .name = op->name, .holder = op->holder };
+        int64_t code, left = 0;
         int r;
 
-        if (!cl || cl->freeing) {
-                lock_op_done(op, &(LockOpResult) { .error = -ECANCELED });
-                return;
-        }
-        if (reply_lock(reply, &code, &lock) < 0 || code < 0 || code > 3) {
-                fail_reply(cl, op, reply);
+        if (reply_grant(reply, now, &code, &lock, &left) < 0) {
+                entry_fail_reply(cl, &(BatchEntry) { .kind = ENTRY_OP, .userdata = op }, reply);
                 return;
         }
         if (code == 3) {
@@ -603,7 +841,7 @@ static void on_acquire_reply(RedisConn *conn, redisReply *reply, void *userdata)
                 lock_op_done(op, &(LockOpResult) { .error = -ECANCELED });
                 return;
         }
-        r = park(cl, op, reply);
+        r = park(cl, op, left);
         if (r < 0) {
                 lock_op_done(op, &(LockOpResult) { .error = r == -EXFULL || r == -EUSERS ? r : -ENOMEM });
                 return;
@@ -615,28 +853,12 @@ static void on_acquire_reply(RedisConn *conn, redisReply *reply, void *userdata)
                 queue_try(((Waiter *) op->backend_data)->queue);
 }
 
-static void on_release_reply(RedisConn *conn, redisReply *reply, void *userdata) {
-        LockOp *op = userdata;
-        ClusterLocks *cl = conn ? redis_conn_userdata(conn) : NULL;
+static void transfer_done(ClusterLocks *cl, LockOp *op, const redisReply *reply, int64_t now) {
+        LockInfo lock = { .name = op->name, .holder = op->transfer_to };
+        int64_t code, left;
 
-        if (!cl || cl->freeing)
-                lock_op_done(op, &(LockOpResult) { .error = -ECANCELED });
-        else if (!reply || reply->type != REDIS_REPLY_INTEGER)
-                fail_reply(cl, op, reply);
-        else
-                lock_op_done(op, &(LockOpResult) { .error = reply->integer == 0 ? 0 : -EPERM });
-}
-
-static void on_transfer_reply(RedisConn *conn, redisReply *reply, void *userdata) {
-        LockOp *op = userdata;
-        ClusterLocks *cl = conn ? redis_conn_userdata(conn) : NULL;
-        LockInfo lock = { .name = op->name };
-        int64_t code;
-
-        if (!cl || cl->freeing)
-                lock_op_done(op, &(LockOpResult) { .error = -ECANCELED });
-        else if (reply_lock(reply, &code, &lock) < 0 || (code != 0 && code != 2 && code != 3))
-                fail_reply(cl, op, reply);
+        if (reply_grant(reply, now, &code, &lock, &left) < 0 || code == 1)
+                entry_fail_reply(cl, &(BatchEntry) { .kind = ENTRY_OP, .userdata = op }, reply);
         else
                 lock_op_done(op, &(LockOpResult) {
                                 .error = code == 0 ? 0 : code == 2 ? -EPERM : -ENOSPC,
@@ -644,64 +866,59 @@ static void on_transfer_reply(RedisConn *conn, redisReply *reply, void *userdata
                         });
 }
 
-static void on_query_reply(RedisConn *conn, redisReply *reply, void *userdata) {
-        LockOp *op = userdata;
-        ClusterLocks *cl = conn ? redis_conn_userdata(conn) : NULL;
+static void query_done(ClusterLocks *cl, LockOp *op, const redisReply *reply) {
         LockInfo lock = { .name = op->name };
-        int64_t code;
 
-        if (!cl || cl->freeing)
-                lock_op_done(op, &(LockOpResult) { .error = -ECANCELED });
-        else if (reply_lock(reply, &code, &lock) < 0 || (code == 1 && reply->elements < 5))
-                fail_reply(cl, op, reply);
+        if (reply->type == REDIS_REPLY_NIL)
+                lock_op_done(op, &(LockOpResult) { .found = false, .lock = lock });
+        else if (reply_value(reply, &lock) < 0)
+                entry_fail_reply(cl, &(BatchEntry) { .kind = ENTRY_OP, .userdata = op }, reply);
         else
-                lock_op_done(op, &(LockOpResult) { .found = code == 1, .lock = lock });
+                lock_op_done(op, &(LockOpResult) { .found = true, .lock = lock });
 }
 
 typedef struct ListEntry {
-        const redisReply *const *e;     /* name, token, acquiredAt, expiresAt, holder */
-        int64_t token;
+        const char *name;
+        LockInfo lock;
 } ListEntry;
 
 static int list_entry_compare(const void *a, const void *b) {
         const ListEntry *x = a, *y = b;
 
-        return x->token < y->token ? -1 : x->token > y->token;
+        return x->lock.fencing_token < y->lock.fencing_token ? -1 : x->lock.fencing_token > y->lock.fencing_token;
 }
 
+/* name, value, name, value, ...: the list_locks array, oldest acquisition first. */
 static int build_list(const redisReply *reply, struct json_object **ret) {
         _cleanup_(json_object_putp) struct json_object *a = NULL;
         _cleanup_free_ ListEntry *entries = NULL;
         size_t n;
 
-        if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 5 != 0)
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0)
                 return -EINVAL;
-        n = reply->elements / 5;
+        n = reply->elements / 2;
         entries = new0(ListEntry, MAX(n, (size_t) 1));
         a = json_object_new_array();
         if (!entries || !a)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
-                entries[i].e = (const redisReply *const *) reply->element + 5 * i;
-                if (entries[i].e[0]->type != REDIS_REPLY_STRING || entries[i].e[4]->type != REDIS_REPLY_STRING ||
-                    reply_int(entries[i].e[1], &entries[i].token) < 0)
+                if (reply->element[2 * i]->type != REDIS_REPLY_STRING ||
+                    reply_value(reply->element[2 * i + 1], &entries[i].lock) < 0)
                         return -EINVAL;
+                entries[i].name = reply->element[2 * i]->str;
         }
         /* Oldest acquisition first, as a single node lists them: tokens rise with every acquisition. */
         qsort(entries, n, sizeof(ListEntry), list_entry_compare);
         for (size_t i = 0; i < n; i++) {
                 _cleanup_(json_object_putp) struct json_object *o = json_object_new_object();
-                int64_t at, exp;
 
                 if (!o)
                         return -ENOMEM;
-                if (reply_int(entries[i].e[2], &at) < 0 || reply_int(entries[i].e[3], &exp) < 0)
-                        return -EINVAL;
-                if (json_add_string(o, "name", entries[i].e[0]->str) < 0 ||
-                    json_add_string(o, "holder", entries[i].e[4]->str) < 0 ||
-                    json_add_int64(o, "acquiredAt", at) < 0 ||
-                    json_add_int64(o, "expiresAt", exp) < 0 ||
-                    json_add_int64(o, "fencingToken", entries[i].token) < 0 ||
+                if (json_add_string(o, "name", entries[i].name) < 0 ||
+                    json_add_string(o, "holder", entries[i].lock.holder) < 0 ||
+                    json_add_int64(o, "acquiredAt", entries[i].lock.acquired_at) < 0 ||
+                    json_add_int64(o, "expiresAt", entries[i].lock.expires_at) < 0 ||
+                    json_add_int64(o, "fencingToken", (int64_t) entries[i].lock.fencing_token) < 0 ||
                     json_object_array_add(a, o) < 0)
                         return -ENOMEM;
                 TAKE_PTR(o);
@@ -710,94 +927,90 @@ static int build_list(const redisReply *reply, struct json_object **ret) {
         return 0;
 }
 
-static void on_list_reply(RedisConn *conn, redisReply *reply, void *userdata) {
-        LockOp *op = userdata;
-        ClusterLocks *cl = conn ? redis_conn_userdata(conn) : NULL;
+static void list_done(ClusterLocks *cl, LockOp *op, const redisReply *reply) {
         struct json_object *a = NULL;
         int r;
 
-        if (!cl || cl->freeing) {
-                lock_op_done(op, &(LockOpResult) { .error = -ECANCELED });
-                return;
-        }
-        if (!reply || reply->type == REDIS_REPLY_ERROR) {
-                fail_reply(cl, op, reply);
-                return;
-        }
         r = build_list(reply, &a);
         if (r == -ENOMEM)
                 lock_op_done(op, &(LockOpResult) { .error = -ENOMEM });
         else if (r < 0)
-                fail_reply(cl, op, reply);
+                entry_fail_reply(cl, &(BatchEntry) { .kind = ENTRY_OP, .userdata = op }, reply);
         else
                 lock_op_done(op, &(LockOpResult) { .locks = a });
 }
 
+/* One operation's answer (reply: its element of the script's answer; now: Redis' time then). */
+static void entry_done(ClusterLocks *cl, const BatchEntry *e, const redisReply *reply, int64_t now) {
+        LockOp *op = e->userdata;
+
+        if (cl->freeing || reply->type == REDIS_REPLY_ERROR) {
+                entry_fail_reply(cl, e, reply);
+                return;
+        }
+        if (e->kind == ENTRY_ATTEMPT) {
+                attempt_done(cl, e->userdata, reply, now);
+                return;
+        }
+        if (e->kind == ENTRY_DETACHED)
+                return;
+        switch (e->code) {
+        case 'A':
+                acquire_done(cl, op, reply, now);
+                break;
+        case 'R':
+                if (reply->type != REDIS_REPLY_INTEGER)
+                        entry_fail_reply(cl, e, reply);
+                else
+                        lock_op_done(op, &(LockOpResult) { .error = reply->integer == 0 ? 0 : -EPERM });
+                break;
+        case 'T':
+                transfer_done(cl, op, reply, now);
+                break;
+        case 'Q':
+                query_done(cl, op, reply);
+                break;
+        case 'L':
+                list_done(cl, op, reply);
+                break;
+        default:
+                assert(false);
+        }
+}
+
 static void backend_submit(void *userdata, LockOp *op) {
         ClusterLocks *cl = userdata;
-        _cleanup_(args_done) Args a = {};
         int r;
 
         switch (op->type) {
         case REQUEST_LOCK:
         case REQUEST_ASSIGN_LOCK:
                 op->backend_mark = cl->n_notifications;
-                r = send_acquire(cl, op, op->wait_ms, on_acquire_reply, op);
+                r = batch_add(cl, ENTRY_OP, op, 'A', op->name, op->holder, NULL, op_timeout(op), op->wait_ms);
                 break;
         case REQUEST_UNLOCK:
-                r = args_add_key(&a, cl, CLUSTER_LOCK_KEY_LOCK, op->name);
-                if (r < 0)
-                        break;
-                args_add(&a, cl->keys[CLUSTER_LOCK_KEY_INDEX]);
-                r = args_add_key(&a, cl, CLUSTER_LOCK_KEY_WAIT, op->name);
-                if (r < 0)
-                        break;
-                args_add(&a, op->name);
-                args_add(&a, op->holder);
-                args_add(&a, cl->keys[CLUSTER_LOCK_KEY_CHANNEL]);
-                r = eval(cl, SCRIPT_RELEASE, on_release_reply, op, 3, &a);
+                r = batch_add(cl, ENTRY_OP, op, 'R', op->name, op->holder, NULL, 0, 0);
                 break;
         case REQUEST_TRANSFER_LOCK:
-                r = args_add_key(&a, cl, CLUSTER_LOCK_KEY_LOCK, op->name);
-                if (r < 0)
-                        break;
-                args_add(&a, cl->keys[CLUSTER_LOCK_KEY_TOKEN]);
-                args_add(&a, cl->keys[CLUSTER_LOCK_KEY_INDEX]);
-                r = args_add_key(&a, cl, CLUSTER_LOCK_KEY_WAIT, op->name);
-                if (r < 0)
-                        break;
-                args_add(&a, op->name);
-                args_add(&a, op->holder);
-                args_add(&a, op->transfer_to);
-                args_add_num(&a, 0, op_timeout(op));
-                args_add_num(&a, 1, limits.MAX_LOCKS);
-                args_add(&a, cl->keys[CLUSTER_LOCK_KEY_CHANNEL]);
-                r = eval(cl, SCRIPT_TRANSFER, on_transfer_reply, op, 4, &a);
+                r = batch_add(cl, ENTRY_OP, op, 'T', op->name, op->holder, op->transfer_to, op_timeout(op), 0);
                 break;
         case REQUEST_QUERY_LOCK:
-                r = args_add_key(&a, cl, CLUSTER_LOCK_KEY_LOCK, op->name);
-                if (r < 0)
-                        break;
-                r = eval(cl, SCRIPT_QUERY, on_query_reply, op, 1, &a);
+                r = batch_add(cl, ENTRY_OP, op, 'Q', op->name, NULL, NULL, 0, 0);
                 break;
         case REQUEST_LIST_LOCKS:
-                args_add(&a, cl->keys[CLUSTER_LOCK_KEY_INDEX]);
-                args_add(&a, cl->lock_prefix);
-                r = eval(cl, SCRIPT_LIST, on_list_reply, op, 1, &a);
+                r = batch_add(cl, ENTRY_OP, op, 'L', NULL, NULL, NULL, 0, 0);
                 break;
         default:
                 r = -EINVAL;
         }
-        if (r == -ENOMEM)
-                lock_op_done(op, &(LockOpResult) { .error = -ENOMEM });
-        else if (r < 0)
+        if (r < 0)
                 fail_unavailable(cl, op, r, NULL);
 }
 
 static void backend_cancel(void *userdata, LockOp *op) {
         Waiter *w = op->backend_data;
 
-        /* Under way in Redis (not parked): its answer ends it, and finds no client. */
+        /* Under way in Redis or in the batch (not parked): its answer ends it, and finds no client. */
         if (!w)
                 return;
         w->cancelled = true;
@@ -846,13 +1059,6 @@ static void on_push(RedisConn *conn, redisReply *reply, void *userdata) {
 int cluster_locks_new(const ClusterLocksConfig *config, ClusterLocks **ret) {
         _cleanup_(cluster_locks_freep) ClusterLocks *cl = NULL;
         const ClusterSettings *s = config->settings;
-        static const char *const sources[_SCRIPT_MAX] = {
-                [SCRIPT_ACQUIRE] = acquire_lua,
-                [SCRIPT_RELEASE] = release_lua,
-                [SCRIPT_TRANSFER] = transfer_lua,
-                [SCRIPT_QUERY] = query_lua,
-                [SCRIPT_LIST] = list_lua,
-        };
         int r;
 
         cl = new0(ClusterLocks, 1);
@@ -870,12 +1076,17 @@ int cluster_locks_new(const ClusterLocksConfig *config, ClusterLocks **ret) {
         cl->lock_prefix = cluster_lock_key(cl->prefix, CLUSTER_LOCK_KEY_LOCK, "");
         if (!cl->lock_prefix)
                 return -ENOMEM;
-        for (unsigned i = 0; i < _SCRIPT_MAX; i++) {
-                r = redis_script_init(&cl->scripts[i], sources[i]);
-                if (r < 0)
-                        return r;
-                cl->script_list[i] = &cl->scripts[i];
-        }
+        r = redis_script_init(&cl->script, batch_lua);
+        if (r < 0)
+                return r;
+        cl->script_list[0] = &cl->script;
+        r = sd_event_add_defer(cl->event, &cl->flush_source, on_flush, cl);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(cl->flush_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(cl->flush_source, "cluster-locks-flush");
+        /* After the sources of this iteration that may add to the batch (the clients, Redis' answers, timers). */
+        (void) sd_event_source_set_priority(cl->flush_source, SD_EVENT_PRIORITY_NORMAL + 1);
         cl->backend = (LockBackend) { .submit = backend_submit, .cancel = backend_cancel, .userdata = cl };
 
         r = redis_conn_new(&(RedisConnConfig) {
@@ -914,7 +1125,10 @@ ClusterLocks* cluster_locks_free(ClusterLocks *cl) {
         if (!cl)
                 return NULL;
         cl->freeing = true;
-        /* Answers under way come back NULL now and end their operations (-ECANCELED). */
+        /* The batch not sent yet, then the answers under way (NULL now): their operations end (-ECANCELED). */
+        for (size_t i = 0; i < cl->batch.n; i++)
+                entry_fail(cl, &cl->batch.entries[i], -ECANCELED, NULL);
+        cl->batch.n = 0;
         cl->commands = redis_conn_free(cl->commands);
         cl->subscriber = redis_conn_free(cl->subscriber);
         HASH_ITER(hh, cl->queues, q, tmp)
@@ -926,6 +1140,8 @@ ClusterLocks* cluster_locks_free(ClusterLocks *cl) {
                         if (last)
                                 break;          /* q is gone with its last waiter */
                 }
+        sd_event_source_disable_unref(cl->flush_source);
+        free(cl->batch.buf);
         for (unsigned i = 0; i < _CLUSTER_LOCK_KEY_MAX; i++)
                 free(cl->keys[i]);
         free(cl->lock_prefix);
@@ -951,6 +1167,7 @@ int cluster_locks_add_status(ClusterLocks *cl, struct json_object *data) {
             (r = json_add_int64(o, "pending", (int64_t) redis_conn_pending(cl->commands))) < 0 ||
             (r = json_add_int64(o, "waiters", cl->n_waiters)) < 0 ||
             (r = json_add_int64(o, "operations", (int64_t) cl->n_ops)) < 0 ||
+            (r = json_add_int64(o, "batches", (int64_t) cl->n_batches)) < 0 ||
             (r = json_add_int64(o, "unavailable", (int64_t) cl->n_unavailable)) < 0 ||
             (r = json_add_int64(o, "notifications", (int64_t) cl->n_notifications)) < 0 ||
             (r = json_add_int64(o, "handovers", (int64_t) cl->n_handovers)) < 0)

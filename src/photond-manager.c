@@ -590,6 +590,9 @@ int manager_flush(Manager *m) {
 
         (void) sd_event_source_set_enabled(m->flush_event_source, SD_EVENT_OFF);
 
+        /* The lock operations of the clients just served, to Redis as one script call (cluster mode). */
+        cluster_locks_flush(m->cluster_locks);
+
         /* The job files that this iteration's runs changed, before anyone hears of those runs. */
         scheduler_flush(m->scheduler);
 

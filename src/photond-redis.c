@@ -533,8 +533,9 @@ int redis_conn_command(RedisConn *c, RedisReplyCallback cb, void *userdata, int 
 
 int redis_conn_eval(RedisConn *c, const RedisScript *script, RedisReplyCallback cb, void *userdata, int n_keys,
                     int argc, const char **argv, const size_t *argv_len) {
-        const char *v[REDIS_SCRIPT_MAX_ARGS + 3];
-        size_t l[REDIS_SCRIPT_MAX_ARGS + 3];
+        const char *sv[64 + 3], **v = sv;
+        size_t sl[64 + 3], *l = sl;
+        _cleanup_free_ void *hv = NULL, *hl = NULL;
         char keys[16];
 
         assert(n_keys >= 0 && n_keys <= argc);
@@ -542,6 +543,12 @@ int redis_conn_eval(RedisConn *c, const RedisScript *script, RedisReplyCallback 
                 return -E2BIG;
         if (!c->ac || c->state != REDIS_CONN_CONNECTED)
                 return -ENOTCONN;
+        if ((size_t) argc + 3 > ELEMENTSOF(sv)) {
+                v = hv = new(const char*, argc + 3);
+                l = hl = new(size_t, argc + 3);
+                if (!v || !l)
+                        return -ENOMEM;
+        }
         snprintf(keys, sizeof(keys), "%d", n_keys);
         v[0] = "EVALSHA";
         l[0] = 7;
@@ -552,6 +559,22 @@ int redis_conn_eval(RedisConn *c, const RedisScript *script, RedisReplyCallback 
         memcpy(v + 3, argv, argc * sizeof(*argv));
         memcpy(l + 3, argv_len, argc * sizeof(*argv_len));
         return conn_send_full(c, cb, userdata, true, argc + 3, v, l);
+}
+
+void redis_conn_write_now(RedisConn *c) {
+        RedisEvents *e;
+
+        if (!c->ac || c->state != REDIS_CONN_CONNECTED)
+                return;
+        e = c->ac->ev.data;
+        if (!e || e->dispatching || !(e->events & EPOLLOUT))
+                return;
+        /* The write may fail and drop the context: e is then freed here, as after on_io(). */
+        e->dispatching = true;
+        redisAsyncHandleWrite(c->ac);
+        e->dispatching = false;
+        if (e->dead)
+                events_free(e);
 }
 
 int redis_conn_subscribe(RedisConn *c, int argc, const char **argv, const size_t *argv_len) {

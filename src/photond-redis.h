@@ -96,9 +96,15 @@ int redis_conn_command(RedisConn *c, RedisReplyCallback cb, void *userdata, int 
  * argc (at most REDIS_SCRIPT_MAX_ARGS) binary-safe arguments in all. cb as redis_conn_command()'s. A NOSCRIPT
  * answer (someone ran SCRIPT FLUSH) reaches cb as the error it is, and the connection is dropped, so that the
  * next connect loads the scripts again. -E2BIG for too many arguments, else redis_conn_command()'s errors. */
-#define REDIS_SCRIPT_MAX_ARGS 64
+#define REDIS_SCRIPT_MAX_ARGS 1024
 int redis_conn_eval(RedisConn *c, const RedisScript *script, RedisReplyCallback cb, void *userdata, int n_keys,
                     int argc, const char **argv, const size_t *argv_len);
+
+/* Writes the commands sent so far now rather than at the next EPOLLOUT (a loop iteration later): for a caller that
+ * sends one command for many requests at the end of a batch of work. Nothing when not connected, when nothing is
+ * queued, or from within the connection's own callbacks (EPOLLOUT writes it then). A write that fails drops the
+ * connection as one at EPOLLOUT would. */
+void redis_conn_write_now(RedisConn *c);
 
 /* A SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE or PUNSUBSCRIBE: what it brings goes to hooks.push. -ENOTCONN, -EIO. */
 int redis_conn_subscribe(RedisConn *c, int argc, const char **argv, const size_t *argv_len);

@@ -655,3 +655,206 @@ Test(cluster_locks, fencing_tokens_survive_a_redis_restart_with_aof) {
         conn_close(ca);
         cluster_down(&k);
 }
+
+/* ---- batches: the operations of one loop iteration in one script call ---- */
+
+/* Stops (SIGSTOP) or resumes a process and waits until /proc says it is stopped: what is written to a stopped
+ * node's clients meanwhile is all there when it runs again, and it serves them in one iteration. */
+static void process_stop(pid_t pid) {
+        char path[64], buf[512];
+        uint64_t deadline = mono_ms() + 5000;
+
+        cr_assert_eq(kill(pid, SIGSTOP), 0);
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
+        for (;;) {
+                FILE *f = fopen(path, "re");
+                char *p;
+
+                cr_assert_not_null(f);
+                p = fgets(buf, sizeof(buf), f);
+                fclose(f);
+                cr_assert_not_null(p);
+                p = strrchr(buf, ')');
+                if (p && p[1] == ' ' && (p[2] == 'T' || p[2] == 't'))
+                        return;
+                cr_assert_lt(mono_ms(), deadline, "pid %d did not stop", (int) pid);
+                (void) poll(NULL, 0, 1);
+        }
+}
+
+static void status_counts(Daemon *d, int64_t *ret_ops, int64_t *ret_batches) {
+        struct json_object *o = status_of(d);
+
+        *ret_ops = jint(o, "data.clusterLocks.operations");
+        *ret_batches = jint(o, "data.clusterLocks.batches");
+        json_object_put(o);
+}
+
+#define BATCH_CLIENTS 16
+#define BATCH_NAMES 4
+
+/* 16 clients of one node send lock, query_lock, unlock at once (the node stopped meanwhile), and 4 more query the
+ * same names: the 20 first requests are one script call. Every reply comes in its client's order and is what
+ * running them one after the other gives: one holder a name, the others refused; a holder's query finds it, its
+ * unlock releases. */
+Test(cluster_locks, many_clients_in_one_iteration_are_one_batch) {
+        Cluster2 k;
+        Conn *c[BATCH_CLIENTS + BATCH_NAMES];
+        int winner[BATCH_NAMES];
+        bool acquired[BATCH_CLIENTS];
+        int64_t ops0, batches0, ops1, batches1;
+
+        cluster_up(&k, NULL);
+        for (int i = 0; i < BATCH_CLIENTS + BATCH_NAMES; i++)
+                c[i] = conn_open(k.a);
+        for (int i = 0; i < BATCH_NAMES; i++)
+                winner[i] = -1;
+        status_counts(k.a, &ops0, &batches0);
+
+        process_stop(k.a->pid);
+        for (int i = 0; i < BATCH_CLIENTS; i++)
+                conn_send(c[i], "{\"type\":\"lock\",\"id\":\"l%d\",\"lockName\":\"bt%d\",\"sessionId\":\"c%d\"}\n"
+                          "{\"type\":\"query_lock\",\"id\":\"q%d\",\"lockName\":\"bt%d\"}\n"
+                          "{\"type\":\"unlock\",\"id\":\"u%d\",\"lockName\":\"bt%d\",\"lockHolder\":\"c%d\"}",
+                          i, i % BATCH_NAMES, i, i, i % BATCH_NAMES, i, i % BATCH_NAMES, i);
+        for (int i = 0; i < BATCH_NAMES; i++)
+                conn_send(c[BATCH_CLIENTS + i], "{\"type\":\"query_lock\",\"id\":\"o%d\",\"lockName\":\"bt%d\"}",
+                          i, i);
+        cr_assert_eq(kill(k.a->pid, SIGCONT), 0);
+
+        for (int i = 0; i < BATCH_CLIENTS; i++) {
+                struct json_object *o = conn_expect(c[i], 5000);
+                int name = i % BATCH_NAMES;
+                char id[16];
+
+                snprintf(id, sizeof(id), "l%d", i);
+                cr_assert_str_eq(jstr(o, "id"), id, "%s", json_object_to_json_string(o));
+                acquired[i] = jbool(o, "data.acquired");
+                if (acquired[i]) {
+                        cr_assert_eq(winner[name], -1, "bt%d granted to c%d and c%d in one batch", name,
+                                     winner[name], i);
+                        winner[name] = i;
+                } else
+                        cr_assert_str_eq(jstr(o, "data.reason"), "Lock held by another client", "%s",
+                                         json_object_to_json_string(o));
+                json_object_put(o);
+        }
+        for (int i = 0; i < BATCH_NAMES; i++)
+                cr_assert_neq(winner[i], -1, "nobody got bt%d", i);
+        for (int i = 0; i < BATCH_CLIENTS; i++) {
+                struct json_object *o = conn_expect(c[i], 5000);
+                int name = i % BATCH_NAMES;
+                char id[16], self[16], win[16];
+
+                snprintf(id, sizeof(id), "q%d", i);
+                snprintf(self, sizeof(self), "c%d", i);
+                snprintf(win, sizeof(win), "c%d", winner[name]);
+                cr_assert_str_eq(jstr(o, "id"), id, "%s", json_object_to_json_string(o));
+                if (acquired[i])
+                        cr_assert_str_eq(jstr(o, "data.holder"), self, "%s", json_object_to_json_string(o));
+                else
+                        /* The winner's, or nobody's once the winner's unlock ran. */
+                        cr_assert(!jstr(o, "data.holder") || streq(jstr(o, "data.holder"), win), "%s",
+                                  json_object_to_json_string(o));
+                json_object_put(o);
+
+                o = conn_expect(c[i], 5000);
+                snprintf(id, sizeof(id), "u%d", i);
+                cr_assert_str_eq(jstr(o, "id"), id, "%s", json_object_to_json_string(o));
+                if (acquired[i])
+                        cr_assert(jbool(o, "data.released"), "%s", json_object_to_json_string(o));
+                json_object_put(o);
+        }
+        for (int i = 0; i < BATCH_NAMES; i++) {
+                struct json_object *o = conn_expect(c[BATCH_CLIENTS + i], 5000);
+                char win[16];
+
+                snprintf(win, sizeof(win), "c%d", winner[i]);
+                cr_assert(!jstr(o, "data.holder") || streq(jstr(o, "data.holder"), win), "%s",
+                          json_object_to_json_string(o));
+                json_object_put(o);
+        }
+
+        /* 52 operations: the first 20 in one call, the rest grouped as they came (3 calls in all here). */
+        status_counts(k.a, &ops1, &batches1);
+        cr_assert_eq(ops1 - ops0, 3 * BATCH_CLIENTS + BATCH_NAMES);
+        cr_assert_leq(batches1 - batches0, 3 * BATCH_CLIENTS + BATCH_NAMES - (BATCH_CLIENTS + BATCH_NAMES - 1),
+                      "%" PRId64 " calls for %" PRId64 " operations", batches1 - batches0, ops1 - ops0);
+        cr_log_info("%" PRId64 " operations in %" PRId64 " script calls", ops1 - ops0, batches1 - batches0);
+
+        for (int i = 0; i < BATCH_CLIENTS + BATCH_NAMES; i++)
+                conn_close(c[i]);
+        cluster_down(&k);
+}
+
+/* A batch whose call fails fails every operation in it, each answered "Cluster unavailable" (never a grant), in
+ * its client's order: Redis stuck (the command timeout), then Redis gone (not connected). */
+Test(cluster_locks, a_failed_batch_answers_each_operation_unavailable) {
+        TestRedis redis;
+        char *dir, url_env[400];
+        const char *env[] = { url_env, "PHOTOND_NODE_ID=batch", "PHOTOND_CLUSTER_COMMAND_TIMEOUT_MS=300", NULL };
+        Daemon *d;
+        Conn *c[8];
+        int64_t ops0, batches0, ops1, batches1;
+
+        if (!test_redis_available())
+                cr_skip_test("no redis-server");
+        dir = tmpdir_new();
+        cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
+        snprintf(url_env, sizeof(url_env), "PHOTOND_CLUSTER_URL=%s", redis.url);
+        d = daemon_start(&(DaemonOptions) { .env = env });
+        wait_locks_connected(d);
+        for (int i = 0; i < 8; i++)
+                c[i] = conn_open(d);
+
+        for (int round = 0; round < 2; round++) {
+                const char *expect = round == 0 ? "Cluster unavailable: no answer from Redis" :
+                        "Cluster unavailable: not connected to Redis";
+
+                if (round == 0)
+                        cr_assert_eq(kill(redis.pid, SIGSTOP), 0);
+                status_counts(d, &ops0, &batches0);
+                process_stop(d->pid);
+                for (int i = 0; i < 8; i++)
+                        conn_send(c[i], "{\"type\":\"%s\",\"id\":\"a%d\",\"lockName\":\"f%d\",\"sessionId\":\"s%d\"}\n"
+                                  "{\"type\":\"ping\",\"id\":\"b%d\"}",
+                                  i % 2 ? "lock" : "query_lock", i, i % 3, i, i);
+                cr_assert_eq(kill(d->pid, SIGCONT), 0);
+                for (int i = 0; i < 8; i++) {
+                        struct json_object *o = conn_expect(c[i], 5000);
+                        char id[16];
+
+                        snprintf(id, sizeof(id), "a%d", i);
+                        cr_assert_str_eq(jstr(o, "id"), id, "%s", json_object_to_json_string(o));
+                        cr_assert_str_eq(jstr(o, "type"), "error", "%s", json_object_to_json_string(o));
+                        cr_assert_eq(strncmp(jstr(o, "error"), expect, strlen(expect)), 0, "%s", jstr(o, "error"));
+                        json_object_put(o);
+                        o = conn_expect(c[i], 5000);
+                        snprintf(id, sizeof(id), "b%d", i);
+                        cr_assert_str_eq(jstr(o, "id"), id, "the ping after it, in order");
+                        json_object_put(o);
+                }
+                status_counts(d, &ops1, &batches1);
+                if (round == 0) {
+                        /* One call, sent and never answered. */
+                        cr_assert_eq(ops1 - ops0, 8);
+                        cr_assert_eq(batches1 - batches0, 1);
+                        /* Redis gone: the connection is down, nothing is sent. */
+                        cr_assert_eq(kill(redis.pid, SIGCONT), 0);
+                        test_redis_stop(&redis);
+                } else
+                        cr_assert_eq(batches1 - batches0, 0);
+        }
+        {
+                struct json_object *o = status_of(d);
+
+                cr_assert_eq(jint(o, "data.locks"), 0, "nothing was granted locally");
+                cr_assert_geq(jint(o, "data.clusterLocks.unavailable"), 16);
+                json_object_put(o);
+        }
+
+        for (int i = 0; i < 8; i++)
+                conn_close(c[i]);
+        daemon_stop_clean(d);
+        tmpdir_remove(dir);
+}
