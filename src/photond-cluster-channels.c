@@ -277,6 +277,7 @@ struct ClusterChannels {
         size_t n_batch, batch_alloc, batch_bytes;
         sd_event_source *batch_defer;   /* sends them once the iteration's other events were handled */
         char *batch_channel;            /* <prefix>ch:, where the batches are PUBLISHed */
+        struct json_tokener *tokener;   /* for the messages of other nodes; NULL until the first */
         size_t batch_channel_len;
         sd_event_source *park_timer;    /* they wait a command timeout at most */
 
@@ -927,23 +928,26 @@ static void deliver_event(ClusterChannels *cc, const char *name, size_t len, con
         } else if (e.message) {
                 /* Redis is a boundary: the channels send what they are given as it is, so it is parsed and
                  * printed as json-c prints (what a local publish vouches for). */
-                struct json_tokener *tok = json_tokener_new();
+                struct json_tokener *tok = cc->tokener;
 
+                /* One tokener for every message (not one allocated per message, a cost per event here). */
                 if (!tok) {
-                        log_oom();
-                        return;
-                }
-                /* With its terminating NUL (hiredis ends every string so): a number at the very end of the input
-                 * is only complete when the tokener sees what follows it. */
+                        tok = cc->tokener = json_tokener_new();
+                        if (!tok) {
+                                log_oom();
+                                return;
+                        }
+                } else
+                        json_tokener_reset(tok);
+                /* With its terminating NUL (hiredis ends every string so; a batch puts one after each message): a
+                 * number at the very end of the input is only complete when the tokener sees what follows it. */
                 msg = e.message[e.message_len] == '\0' ?
                         json_tokener_parse_ex(tok, e.message, (int) e.message_len + 1) : NULL;
                 if (!msg || json_tokener_get_error(tok) != json_tokener_success ||
                     json_tokener_get_parse_end(tok) != e.message_len) {
-                        json_tokener_free(tok);
                         cc->n_invalid++;
                         return;
                 }
-                json_tokener_free(tok);
                 text = json_object_to_json_string_length(msg, JSON_FORMAT_FLAGS, &text_len);
                 if (!text) {
                         log_oom();
@@ -1453,6 +1457,8 @@ ClusterChannels* cluster_channels_free(ClusterChannels *cc) {
         sd_event_source_disable_unref(cc->batch_defer);
         free(cc->batch);
         free(cc->batch_channel);
+        if (cc->tokener)
+                json_tokener_free(cc->tokener);
         sd_event_unref(cc->event);
         free(cc->counter_key);
         free(cc->born_key);
