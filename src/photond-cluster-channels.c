@@ -51,8 +51,8 @@
 /* Own publishes that failed whose channels are told at once (refresh_needed); more: every subscribed key is. */
 #define GAP_NAMES_MAX 256
 
-/* The publishes of one loop iteration go to Redis as one call of the publish script (a batch), at most this many
- * and, beyond the first, this many bytes of channels and messages: Redis runs the script's fixed costs (TIME, the
+/* The publishes of one loop iteration go to Redis as one call of the publish script (a batch), sent at once when it
+ * holds this many publishes or this many bytes of channels and messages (the last publish included): Redis runs the script's fixed costs (TIME, the
  * counter, the caps, PUBLISH) once per batch, and every node receives one message per batch. */
 #define PUBLISH_BATCH_MAX 256
 #define PUBLISH_BATCH_MAX_BYTES (1024 * 1024)
@@ -277,8 +277,8 @@ struct ClusterChannels {
         size_t n_batch, batch_alloc, batch_bytes;
         sd_event_source *batch_defer;   /* sends them once the iteration's other events were handled */
         char *batch_channel;            /* <prefix>ch:, where the batches are PUBLISHed */
-        struct json_tokener *tokener;   /* for the messages of other nodes; NULL until the first */
         size_t batch_channel_len;
+        struct json_tokener *tokener;   /* for the messages of other nodes; NULL until the first */
         sd_event_source *park_timer;    /* they wait a command timeout at most */
 
         RateLimit fail_log;
@@ -569,8 +569,11 @@ static void batch_flush(ClusterChannels *cc) {
                 (void) sd_event_source_set_enabled(cc->batch_defer, SD_EVENT_OFF);
         b = malloc(sizeof(PublishBatch) + n * sizeof(PendingPublish*));
         if (!b) {
-                cc->n_batch = cc->batch_bytes = 0;
-                batch_fail(cc, cc->batch, n, -ENOMEM, NULL);
+                /* The array is taken: what the answers' callbacks publish starts a new one. */
+                _cleanup_free_ PendingPublish **items = TAKE_PTR(cc->batch);
+
+                cc->n_batch = cc->batch_bytes = cc->batch_alloc = 0;
+                batch_fail(cc, items, n, -ENOMEM, NULL);
                 return;
         }
         b->cc = cc;
@@ -704,8 +707,6 @@ static void publish_send(ClusterChannels *cc, PendingPublish *p, const char *mes
                 p->message_len = message_len;
         }
         p->has_message = message;
-        if (cc->n_batch > 0 && cc->batch_bytes + p->channel_len + p->message_len > PUBLISH_BATCH_MAX_BYTES)
-                batch_flush(cc);
         if (cc->n_batch == cc->batch_alloc) {
                 size_t na = MAX(cc->batch_alloc * 2, (size_t) 16);
                 PendingPublish **nb = realloc(cc->batch, na * sizeof(PendingPublish*));
@@ -719,7 +720,9 @@ static void publish_send(ClusterChannels *cc, PendingPublish *p, const char *mes
         }
         cc->batch[cc->n_batch++] = p;
         cc->batch_bytes += p->channel_len + p->message_len;
-        if (cc->n_batch >= PUBLISH_BATCH_MAX) {
+        /* Full: it goes now, p in it (a failure's answers may publish again: those go into the next batch,
+         * after p, in their order). */
+        if (cc->n_batch >= PUBLISH_BATCH_MAX || cc->batch_bytes >= PUBLISH_BATCH_MAX_BYTES) {
                 batch_flush(cc);
                 return;
         }
