@@ -3,18 +3,20 @@
 /* Cluster mode's channels (photond-cluster-channels.h).
  *
  * Order. Redis runs scripts one at a time, and one subscriber connection gets the messages of every PUBLISH in the
- * order Redis ran them. Every publish is one script call that takes the next eventId from one counter and
- * PUBLISHes, so every node receives the cluster's messages in eventId order, and puts them into its channels in
- * that order (channels_publish_at()). The publishing node is no exception: its local subscribers get its message
- * when Redis sends it back, in its place among the others. Each node holds one pattern subscription,
- * <prefix>ch:*, from its connect on: a publish on a channel nobody here had subscribed to yet still arrives, so a
- * subscriber that comes later misses nothing that Redis ran after the subscription was confirmed, and a replay
- * can be answered at an exact point of that order (below).
+ * order Redis ran them. The publishes of one loop iteration are one script call (a batch, in token order) that
+ * takes their eventIds, consecutive, from one counter and PUBLISHes them as one message, so every node receives the
+ * cluster's events in eventId order, and puts them into its channels in that order (channels_publish_at()). The
+ * publishing node is no exception: its local subscribers get its message when Redis sends it back, in its place
+ * among the others. Each node holds one pattern subscription, <prefix>ch:*, from its connect on: a publish on a
+ * channel nobody here had subscribed to yet still arrives, so a subscriber that comes later misses nothing that
+ * Redis ran after the subscription was confirmed, and a replay can be answered at an exact point of that order
+ * (below).
  *
- * Acknowledgement. A client's publish is answered from the script's reply: the eventId once Redis has run it, or
- * "Cluster unavailable" when it could not be sent (not connected, the pending cap) or failed (an error answer, the
- * 2 s timeout, a lost connection). Nothing is delivered here before Redis ran the script; after a timeout the
- * script may still have run, and then its message does arrive (on every node).
+ * Acknowledgement. A client's publish is answered from its batch's reply: its eventId once Redis has run the
+ * script, or "Cluster unavailable" (for every publish of the batch) when it could not be sent (not connected, the
+ * pending cap) or failed (an error answer, the 2 s timeout, a lost connection). Nothing is delivered here before
+ * Redis ran the script; after a timeout the script may still have run, and then its message does arrive (on every
+ * node).
  *
  * Self-exclusion. Each publish of this node carries a token (the envelope's); the publishes are kept in a queue in
  * token order until their message is back. The command connection sends them in order and Redis runs them in that
@@ -52,8 +54,9 @@
 #define GAP_NAMES_MAX 256
 
 /* The publishes of one loop iteration go to Redis as one call of the publish script (a batch), sent at once when it
- * holds this many publishes or this many bytes of channels and messages (the last publish included): Redis runs the script's fixed costs (TIME, the
- * counter, the caps, PUBLISH) once per batch, and every node receives one message per batch. */
+ * holds this many publishes or this many bytes of channels and messages (the last publish included): Redis runs
+ * the script's fixed costs (TIME, the counter, the caps, PUBLISH) once per batch, and every node receives one
+ * message per batch. */
 #define PUBLISH_BATCH_MAX 256
 #define PUBLISH_BATCH_MAX_BYTES (1024 * 1024)
 
@@ -95,7 +98,8 @@ static const char publish_source[] =
         "  end\n"
         "  floors[k] = floor\n"
         "end\n"
-        "local out = {'3 ' .. string.format('%d', first) .. ' ' .. nows .. ' ' .. string.format('%d', n) .. ' ' .. ARGV[2] .. '\\n'}\n"
+        "local out = {'3 ' .. string.format('%d', first) .. ' ' .. nows .. ' ' .. string.format('%d', n) .. ' ' ..\n"
+        "  ARGV[2] .. '\\n'}\n"
         "for i = 0, n - 1 do\n"
         "  local b = 5 + 5 * i\n"
         "  local s = KEYS[1 + 2 * tonumber(ARGV[b + 3])]\n"
