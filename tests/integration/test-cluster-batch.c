@@ -414,3 +414,48 @@ Test(cluster_batch, caps_stay_exact_with_batches) {
         conn_close(sub);
         cluster2_stop(&c);
 }
+
+/* ---- the batch cap ---- */
+
+/* 600 publishes written at once (read in several pieces within one turn of the loop, or a few): no batch holds
+ * more than 256, so there are at least 3 script calls; all are answered in order with increasing eventIds and
+ * delivered on the other node in that order. */
+Test(cluster_batch, at_most_256_publishes_per_batch) {
+        Cluster2 c = {};
+        Conn *pub, *sub;
+        struct json_object *o;
+        int64_t ids[601];
+
+        cluster2_start(&c, NULL);
+        pub = conn_open(c.a);
+        sub = conn_open(c.b);
+        subscribe(sub, "s", "many");
+        send_burst(pub, 0, "many", 1, 600);
+        for (int i = 1; i <= 600; i++) {
+                char id[32];
+
+                o = conn_expect(pub, 5000);
+                snprintf(id, sizeof(id), "0-%d", i);
+                cr_assert_str_eq(jstr(o, "type"), "result", "got %s", json_object_to_json_string(o));
+                cr_assert_str_eq(jstr(o, "id"), id);
+                ids[i] = jint(o, "data.eventId");
+                if (i > 1)
+                        cr_assert_gt(ids[i], ids[i - 1]);
+                json_object_put(o);
+        }
+        for (int i = 1; i <= 600; i++) {
+                o = conn_expect(sub, 5000);
+                cr_assert_str_eq(jstr(o, "type"), "channel_message", "got %s", json_object_to_json_string(o));
+                cr_assert_eq(jint(o, "eventId"), ids[i]);
+                cr_assert_eq(jint(o, "message.n"), i);
+                json_object_put(o);
+        }
+        o = status_of(c.a);
+        cr_assert_eq(jint(o, "data.cluster.published"), 600);
+        cr_assert_geq(jint(o, "data.cluster.publishBatches"), 3);
+        json_object_put(o);
+
+        conn_close(pub);
+        conn_close(sub);
+        cluster2_stop(&c);
+}
