@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -454,6 +455,79 @@ Test(cluster_batch, at_most_256_publishes_per_batch) {
         cr_assert_eq(jint(o, "data.cluster.published"), 600);
         cr_assert_geq(jint(o, "data.cluster.publishBatches"), 3);
         json_object_put(o);
+
+        conn_close(pub);
+        conn_close(sub);
+        cluster2_stop(&c);
+}
+
+/* ---- what other versions, or anyone with access to Redis, send ---- */
+
+/* redis-cli with these arguments, as anyone with access to Redis could. */
+static void redis_cli(Cluster2 *c, const char *a1, const char *a2, const char *a3) {
+        char *argv[] = { "redis-cli", "-s", c->redis.socket, (char *) a1, (char *) a2, (char *) a3, NULL };
+        pid_t pid;
+        int st;
+
+        cr_assert_eq(posix_spawnp(&pid, "redis-cli", NULL, NULL, argv, NULL), 0);
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* A version 2 envelope (one publish, as photond sent them before batches) is still delivered; a malformed batch is
+ * refused whole (counted in invalid, nothing of it delivered); then publishes go on in order. */
+Test(cluster_batch, one_publish_envelopes_still_received_malformed_batches_refused) {
+        Cluster2 c = {};
+        Conn *pub, *sub;
+        struct json_object *o;
+        char env[200], id[32];
+        int64_t last, invalid;
+
+        cluster2_start(&c, NULL);
+        pub = conn_open(c.a);
+        sub = conn_open(c.b);
+        subscribe(sub, "s", "legacy");
+        send_burst(pub, 0, "legacy", 1, 1);
+        o = conn_expect(pub, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "result", "got %s", json_object_to_json_string(o));
+        last = jint(o, "data.eventId");
+        json_object_put(o);
+        json_object_put(conn_expect(sub, 5000));
+
+        /* The next id, as an older node would have taken it from the counter. */
+        snprintf(id, sizeof(id), "%" PRIi64, last + 1);
+        redis_cli(&c, "SET", "photon:eventid", id);
+        snprintf(env, sizeof(env), "2 %" PRIi64 " %" PRIi64 " 7 node-old\n{\"v\":2}", last + 1, last);
+        redis_cli(&c, "PUBLISH", "photon:ch:legacy", env);
+        o = conn_expect(sub, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "channel_message", "got %s", json_object_to_json_string(o));
+        cr_assert_str_eq(jstr(o, "channel"), "legacy");
+        cr_assert_eq(jint(o, "eventId"), last + 1);
+        cr_assert_eq(jint(o, "message.v"), 2);
+        json_object_put(o);
+
+        o = status_of(c.b);
+        invalid = jint(o, "data.cluster.invalid");
+        json_object_put(o);
+        /* Two events announced, one there, no NUL after its message: nothing of it. And a batch on a channel's
+         * own Redis channel (batches come on <prefix>ch: only). */
+        snprintf(env, sizeof(env), "3 %" PRIi64 " %" PRIi64 " 2 node-old\n1 6 1\nlegacy7", last + 2, last);
+        redis_cli(&c, "PUBLISH", "photon:ch:", env);
+        snprintf(env, sizeof(env), "3 %" PRIi64 " %" PRIi64 " 1 node-old\n1 6 1\nlegacy7", last + 2, last);
+        redis_cli(&c, "PUBLISH", "photon:ch:legacy", env);
+        expect_quiet(sub, 300);
+        o = status_of(c.b);
+        cr_assert_eq(jint(o, "data.cluster.invalid"), invalid + 2);
+        json_object_put(o);
+
+        send_burst(pub, 0, "legacy", 2, 3);
+        for (int i = 2; i <= 4; i++) {
+                o = conn_expect(sub, 5000);
+                cr_assert_str_eq(jstr(o, "type"), "channel_message", "got %s", json_object_to_json_string(o));
+                cr_assert_gt(jint(o, "eventId"), last + 1);
+                cr_assert_eq(jint(o, "message.n"), i);
+                json_object_put(o);
+        }
 
         conn_close(pub);
         conn_close(sub);
