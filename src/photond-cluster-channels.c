@@ -691,6 +691,11 @@ static void batch_flush(ClusterChannels *cc) {
         TAKE_PTR(b);
 }
 
+void cluster_channels_flush(ClusterChannels *cc) {
+        if (cc)
+                batch_flush(cc);
+}
+
 static int on_batch_defer(sd_event_source *s, void *userdata) {
         batch_flush(userdata);
         return 0;
