@@ -296,6 +296,73 @@ int cluster_envelope_parse(const char *p, size_t len, ClusterEnvelope *ret) {
         return 0;
 }
 
+int cluster_batch_next(ClusterBatch *b, ClusterBatchEvent *ret) {
+        const char *p = b->next;
+        uint64_t token, clen, mlen = 0;
+        bool none = false;
+
+        if (b->n_read == b->n_events)
+                return p == b->end ? 0 : -EINVAL;
+        if (parse_u64(&p, b->end, ' ', &token) < 0 || parse_u64(&p, b->end, ' ', &clen) < 0)
+                return -EINVAL;
+        if (b->n_read > 0 && token <= b->last_token)
+                return -EINVAL;
+        if (p + 3 <= b->end && memcmp(p, "-1\n", 3) == 0) {
+                none = true;
+                p += 3;
+        } else if (parse_u64(&p, b->end, '\n', &mlen) < 0)
+                return -EINVAL;
+        /* The channel, the message and its NUL. */
+        if (clen >= (uint64_t) (b->end - p) || mlen >= (uint64_t) (b->end - p) - clen || p[clen + mlen] != '\0')
+                return -EINVAL;
+        *ret = (ClusterBatchEvent) {
+                .event_id = b->first_event_id + b->n_read,
+                .token = token,
+                .channel = p,
+                .channel_len = clen,
+                .message = none ? NULL : p + clen,
+                .message_len = mlen,
+        };
+        b->next = p + clen + mlen + 1;
+        b->n_read++;
+        b->last_token = token;
+        return 1;
+}
+
+int cluster_batch_parse(const char *p, size_t len, ClusterBatch *ret) {
+        const char *end = p + len, *nl;
+        uint64_t id, ts, n;
+        ClusterBatch b, walk;
+        ClusterBatchEvent e;
+        int r;
+
+        if (len < 2 || p[0] != '3' || p[1] != ' ')
+                return -EINVAL;
+        p += 2;
+        if (parse_u64(&p, end, ' ', &id) < 0 || parse_u64(&p, end, ' ', &ts) < 0 || parse_u64(&p, end, ' ', &n) < 0)
+                return -EINVAL;
+        nl = memchr(p, '\n', (size_t) (end - p));
+        if (!nl || nl == p || nl - p > CLUSTER_NODE_ID_MAX || id == 0 || ts > INT64_MAX || n == 0 ||
+            n > CLUSTER_BATCH_MAX || id > UINT64_MAX - n)
+                return -EINVAL;
+        b = (ClusterBatch) {
+                .first_event_id = id,
+                .timestamp = (int64_t) ts,
+                .n_events = n,
+                .node_id = p,
+                .node_id_len = (size_t) (nl - p),
+                .next = nl + 1,
+                .end = end,
+        };
+        walk = b;
+        while ((r = cluster_batch_next(&walk, &e)) > 0)
+                ;
+        if (r < 0)
+                return r;
+        *ret = b;
+        return 0;
+}
+
 int cluster_replay_parse(const char *p, size_t len, ClusterReplay *ret) {
         const char *end = p + len;
         uint64_t token, refresh, last;

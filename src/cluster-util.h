@@ -59,6 +59,39 @@ typedef struct ClusterEnvelope {
 /* Parses an envelope of len bytes, pointing into it. -EINVAL when it is not one (of an unknown version too). */
 int cluster_envelope_parse(const char *p, size_t len, ClusterEnvelope *ret);
 
+/* A batch envelope, what the publish script PUBLISHes for the publishes of one call (one or more, of one node):
+ * "3 <first eventId> <timestamp> <n> <nodeId>\n", then n events "<token> <channel bytes> <message bytes, -1:
+ * none>\n<channel><message>\0", whose eventIds are first, first + 1, … first + n - 1 and whose tokens rise. The
+ * NUL after each message lets a JSON parser see where its text ends without a copy. */
+#define CLUSTER_BATCH_MAX 65536
+
+typedef struct ClusterBatch {
+        uint64_t first_event_id;        /* > 0 */
+        int64_t timestamp;              /* ms since the epoch, every event's */
+        uint64_t n_events;              /* 1..CLUSTER_BATCH_MAX */
+        const char *node_id;            /* into the parsed bytes: node_id_len bytes, not NUL-terminated */
+        size_t node_id_len;
+        const char *next;               /* the cursor of cluster_batch_next() */
+        const char *end;
+        uint64_t n_read;
+        uint64_t last_token;
+} ClusterBatch;
+
+typedef struct ClusterBatchEvent {
+        uint64_t event_id;
+        uint64_t token;
+        const char *channel;            /* channel_len bytes, any bytes */
+        size_t channel_len;
+        const char *message;            /* NULL: none; else message_len bytes followed by a NUL */
+        size_t message_len;
+} ClusterBatchEvent;
+
+/* Parses the head and checks every event (a malformed batch is refused whole, before any of it is delivered):
+ * -EINVAL when p is no batch envelope. */
+int cluster_batch_parse(const char *p, size_t len, ClusterBatch *ret);
+/* The next event of a parsed batch: 1 and *ret, 0 after the last, -EINVAL on a malformed one. */
+int cluster_batch_next(ClusterBatch *b, ClusterBatchEvent *ret);
+
 /* A replay the cluster's replay script sends to the asking node: "R <token> <refresh 0|1> <lastEventId>\n", then
  * per event "<eventId> <timestamp> <channel bytes> <message bytes, -1: none>\n<channel><message>", in eventId
  * order. */

@@ -3,18 +3,20 @@
 /* Cluster mode's channels (photond-cluster-channels.h).
  *
  * Order. Redis runs scripts one at a time, and one subscriber connection gets the messages of every PUBLISH in the
- * order Redis ran them. Every publish is one script call that takes the next eventId from one counter and
- * PUBLISHes, so every node receives the cluster's messages in eventId order, and puts them into its channels in
- * that order (channels_publish_at()). The publishing node is no exception: its local subscribers get its message
- * when Redis sends it back, in its place among the others. Each node holds one pattern subscription,
- * <prefix>ch:*, from its connect on: a publish on a channel nobody here had subscribed to yet still arrives, so a
- * subscriber that comes later misses nothing that Redis ran after the subscription was confirmed, and a replay
- * can be answered at an exact point of that order (below).
+ * order Redis ran them. The publishes of one loop iteration are one script call (a batch, in token order) that
+ * takes their eventIds, consecutive, from one counter and PUBLISHes them as one message, so every node receives the
+ * cluster's events in eventId order, and puts them into its channels in that order (channels_publish_at()). The
+ * publishing node is no exception: its local subscribers get its message when Redis sends it back, in its place
+ * among the others. Each node holds one pattern subscription, <prefix>ch:*, from its connect on: a publish on a
+ * channel nobody here had subscribed to yet still arrives, so a subscriber that comes later misses nothing that
+ * Redis ran after the subscription was confirmed, and a replay can be answered at an exact point of that order
+ * (below).
  *
- * Acknowledgement. A client's publish is answered from the script's reply: the eventId once Redis has run it, or
- * "Cluster unavailable" when it could not be sent (not connected, the pending cap) or failed (an error answer, the
- * 2 s timeout, a lost connection). Nothing is delivered here before Redis ran the script; after a timeout the
- * script may still have run, and then its message does arrive (on every node).
+ * Acknowledgement. A client's publish is answered from its batch's reply: its eventId once Redis has run the
+ * script, or "Cluster unavailable" (for every publish of the batch) when it could not be sent (not connected, the
+ * pending cap) or failed (an error answer, the 2 s timeout, a lost connection). Nothing is delivered here before
+ * Redis ran the script; after a timeout the script may still have run, and then its message does arrive (on every
+ * node).
  *
  * Self-exclusion. Each publish of this node carries a token (the envelope's); the publishes are kept in a queue in
  * token order until their message is back. The command connection sends them in order and Redis runs them in that
@@ -26,6 +28,7 @@
  * the script and before every message after it, so the replayed events and the live ones that follow meet without
  * a gap or a repeat. */
 
+#include <assert.h>
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
@@ -50,55 +53,86 @@
 /* Own publishes that failed whose channels are told at once (refresh_needed); more: every subscribed key is. */
 #define GAP_NAMES_MAX 256
 
-/* KEYS: the counter, the prefix's stream, its floor, the counter's birth (the first id this Redis issued or was
- * raised to: a replay from before it cannot know what happened then, after Redis lost its data). ARGV: the Redis
- * channel, the node id, the token, the channel, "1" with a message / "0", the message, the stream's cap, the window
- * (ms), the time (Redis' clock, ms) after which it must not publish any more. The stream's entries are "<eventId>-0" {c: channel, t: timestamp, m: message}; before the caps drop
- * entries (the window: XTRIM MINID; the count: XADD MAXLEN), the floor key is raised to the greatest id they drop,
- * so a replay from below it knows events are missing. */
+/* The publishes of one loop iteration go to Redis as one call of the publish script (a batch), sent at once when it
+ * holds this many publishes or this many bytes of channels and messages (the last publish included): Redis runs
+ * the script's fixed costs (TIME, the counter, the caps, PUBLISH) once per batch, and every node receives one
+ * message per batch. */
+#define PUBLISH_BATCH_MAX 256
+#define PUBLISH_BATCH_MAX_BYTES (1024 * 1024)
+
+/* KEYS: the counter, the counter's birth (the first id this Redis issued or was raised to: a replay from before it
+ * cannot know what happened then, after Redis lost its data), then per wildcard prefix the batch touches its
+ * stream and its floor. ARGV: the Redis channel of batches (<prefix>ch:), the node id, the stream's cap, the window
+ * (ms), the time (Redis' clock, ms) after which it must not publish any more, then per publish its token, its
+ * channel, the number of its prefix among the KEYS' (1, 2, …), "1" with a message / "0", the message. The
+ * publishes get consecutive eventIds. The stream's entries are "<eventId>-0" {c: channel, t: timestamp, m:
+ * message}; the caps (the window: XTRIM MINID before the batch's entries are added; the count: XTRIM MAXLEN after)
+ * raise the floor key to the greatest id they drop, so a replay from below it knows events are missing. One
+ * PUBLISH carries the batch (cluster_batch_parse()'s form); the NUL after each message is "\0" in Lua. */
 static const char publish_source[] =
         "local t = redis.call('TIME')\n"
         "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-        "if now > tonumber(ARGV[9]) then\n"
+        "if now > tonumber(ARGV[5]) then\n"
         "  return redis.error_reply('ERR too late: photond gave up waiting for this publish')\n"
         "end\n"
-        "local id = tonumber(redis.call('GET', KEYS[1]) or '0') + 1\n"
-        "if now > id then id = now end\n"
-        "local ids = string.format('%d', id)\n"
+        "local n = (#ARGV - 5) / 5\n"
+        "local first = tonumber(redis.call('GET', KEYS[1]) or '0') + 1\n"
+        "if now > first then first = now end\n"
+        "redis.call('SET', KEYS[1], string.format('%d', first + n - 1))\n"
+        "redis.call('SETNX', KEYS[2], string.format('%d', first))\n"
+        "local cap = tonumber(ARGV[3])\n"
+        "local window = tonumber(ARGV[4])\n"
         "local nows = string.format('%d', now)\n"
-        "redis.call('SET', KEYS[1], ids)\n"
-        "redis.call('SETNX', KEYS[4], ids)\n"
-        "local cap = tonumber(ARGV[7])\n"
-        "local window = tonumber(ARGV[8])\n"
-        "local floor = 0\n"
         "local cut = now - window\n"
+        "local m = (#KEYS - 2) / 2\n"
+        "local floors = {}\n"
+        "for k = 1, m do\n"
+        "  local s = KEYS[1 + 2 * k]\n"
+        "  local floor = 0\n"
         /* The oldest entry first (XREVRANGE with an end bound walks the stream: slow). */
-        "local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)\n"
-        "if #first > 0 and tonumber(string.match(first[1][1], '^(%d+)')) < cut then\n"
-        "  local aged = redis.call('XRANGE', KEYS[2], '-', string.format('%d', cut - 1))\n"
-        "  floor = tonumber(string.match(aged[#aged][1], '^(%d+)'))\n"
-        "  redis.call('XTRIM', KEYS[2], 'MINID', string.format('%d', cut))\n"
+        "  local oldest = redis.call('XRANGE', s, '-', '+', 'COUNT', 1)\n"
+        "  if #oldest > 0 and tonumber(string.match(oldest[1][1], '^(%d+)')) < cut then\n"
+        "    local aged = redis.call('XRANGE', s, '-', string.format('%d', cut - 1))\n"
+        "    floor = tonumber(string.match(aged[#aged][1], '^(%d+)'))\n"
+        "    redis.call('XTRIM', s, 'MINID', string.format('%d', cut))\n"
+        "  end\n"
+        "  floors[k] = floor\n"
         "end\n"
-        "local excess = redis.call('XLEN', KEYS[2]) - cap + 1\n"
-        "if excess > 0 then\n"
-        "  local old = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', excess)\n"
-        "  local o = tonumber(string.match(old[#old][1], '^(%d+)'))\n"
-        "  if o > floor then floor = o end\n"
+        "local out = {'3 ' .. string.format('%d', first) .. ' ' .. nows .. ' ' .. string.format('%d', n) .. ' ' ..\n"
+        "  ARGV[2] .. '\\n'}\n"
+        "for i = 0, n - 1 do\n"
+        "  local b = 5 + 5 * i\n"
+        "  local s = KEYS[1 + 2 * tonumber(ARGV[b + 3])]\n"
+        "  local c = ARGV[b + 2]\n"
+        "  local id = string.format('%d', first + i) .. '-0'\n"
+        "  if ARGV[b + 4] == '1' then\n"
+        "    local msg = ARGV[b + 5]\n"
+        "    redis.call('XADD', s, id, 'c', c, 't', nows, 'm', msg)\n"
+        "    out[i + 2] = ARGV[b + 1] .. ' ' .. #c .. ' ' .. #msg .. '\\n' .. c .. msg .. '\\0'\n"
+        "  else\n"
+        "    redis.call('XADD', s, id, 'c', c, 't', nows)\n"
+        "    out[i + 2] = ARGV[b + 1] .. ' ' .. #c .. ' -1\\n' .. c .. '\\0'\n"
+        "  end\n"
         "end\n"
-        "if floor > tonumber(redis.call('GET', KEYS[3]) or '0') then\n"
-        "  redis.call('SET', KEYS[3], string.format('%d', floor))\n"
+        "for k = 1, m do\n"
+        "  local s = KEYS[1 + 2 * k]\n"
+        "  local f = KEYS[2 + 2 * k]\n"
+        "  local floor = floors[k]\n"
+        "  local excess = redis.call('XLEN', s) - cap\n"
+        "  if excess > 0 then\n"
+        "    local old = redis.call('XRANGE', s, '-', '+', 'COUNT', excess)\n"
+        "    local o = tonumber(string.match(old[#old][1], '^(%d+)'))\n"
+        "    if o > floor then floor = o end\n"
+        "    redis.call('XTRIM', s, 'MAXLEN', cap)\n"
+        "  end\n"
+        "  if floor > tonumber(redis.call('GET', f) or '0') then\n"
+        "    redis.call('SET', f, string.format('%d', floor))\n"
+        "  end\n"
+        "  redis.call('PEXPIRE', s, 2 * window)\n"
+        "  redis.call('PEXPIRE', f, 2 * window)\n"
         "end\n"
-        "if ARGV[5] == '1' then\n"
-        "  redis.call('XADD', KEYS[2], 'MAXLEN', cap, ids .. '-0', 'c', ARGV[4], 't', nows, 'm', ARGV[6])\n"
-        "else\n"
-        "  redis.call('XADD', KEYS[2], 'MAXLEN', cap, ids .. '-0', 'c', ARGV[4], 't', nows)\n"
-        "end\n"
-        "redis.call('PEXPIRE', KEYS[2], 2 * window)\n"
-        "redis.call('PEXPIRE', KEYS[3], 2 * window)\n"
-        "local env = '2 ' .. ids .. ' ' .. nows .. ' ' .. ARGV[3] .. ' ' .. ARGV[2] .. '\\n'\n"
-        "if ARGV[5] == '1' then env = env .. ARGV[6] end\n"
-        "redis.call('PUBLISH', ARGV[1], env)\n"
-        "return {id, now}\n";
+        "redis.call('PUBLISH', ARGV[1], table.concat(out))\n"
+        "return {first, now}\n";
 
 /* KEYS: the counter, the prefix's stream, its floor, the counter's birth. ARGV: this node's replies channel
  * (<prefix>replies:<nodeId>), the token, lastEventId, the channel, "1" for a wildcard key / "0", the window (ms),
@@ -243,11 +277,17 @@ struct ClusterChannels {
         sd_event_source *gap_defer;
 
         unsigned n_parked;              /* publishes waiting for the connections' set-up (cluster_channels_ready()) */
+        PendingPublish **batch;         /* the publishes of this loop iteration, in token order, not sent yet */
+        size_t n_batch, batch_alloc, batch_bytes;
+        sd_event_source *batch_defer;   /* sends them once the iteration's other events were handled */
+        char *batch_channel;            /* <prefix>ch:, where the batches are PUBLISHed */
+        size_t batch_channel_len;
+        struct json_tokener *tokener;   /* for the messages of other nodes; NULL until the first */
         sd_event_source *park_timer;    /* they wait a command timeout at most */
 
         RateLimit fail_log;
         uint64_t n_published, n_publish_failed, n_refused, n_received, n_duplicates, n_invalid, n_stale;
-        uint64_t n_replays, n_replays_failed;
+        uint64_t n_replays, n_replays_failed, n_batches;
         uint64_t last_event_id;         /* the last message put into the channels */
 };
 
@@ -457,68 +497,258 @@ static void publish_answer(ClusterChannels *cc, PendingPublish *p, int error, co
                 done(p->publisher, error, reason, event_id, p->done_userdata);
 }
 
-static void on_publish_reply(RedisConn *conn, redisReply *reply, void *userdata) {
-        PendingPublish *p = userdata;
-        ClusterChannels *cc = p->cc;
-        char reason[256];
+/* The publishes of one script call: each is answered from its reply. */
+typedef struct PublishBatch {
+        ClusterChannels *cc;
+        size_t n;
+        PendingPublish *items[];
+} PublishBatch;
 
-        if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
-            reply->element[0]->type == REDIS_REPLY_INTEGER && reply->element[0]->integer > 0) {
-                cc->n_published++;
-                publish_answer(cc, p, 0, NULL, (uint64_t) reply->element[0]->integer);
-        } else {
-                if (reply && reply->type == REDIS_REPLY_ERROR) {
-                        /* Redis ran it and it failed: its message will not come. */
+static void on_batch_reply(RedisConn *conn, redisReply *reply, void *userdata) {
+        PublishBatch *b = userdata;
+        ClusterChannels *cc = b->cc;
+        char reason[256];
+        bool ok;
+
+        ok = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+                reply->element[0]->type == REDIS_REPLY_INTEGER && reply->element[0]->integer > 0;
+        if (!ok) {
+                if (reply && reply->type == REDIS_REPLY_ERROR)
                         snprintf(reason, sizeof(reason), "Redis answered: %.200s", reply->str);
-                        p->settled = true;
-                } else if (reply)
+                else if (reply)
                         snprintf(reason, sizeof(reason), "unexpected answer from Redis");
                 else
-                        /* Timed out or lost: Redis may still have run it; its message is delivered if it comes. */
                         snprintf(reason, sizeof(reason), "no answer from Redis (%.200s)",
                                  redis_conn_last_error(conn) ?: "the connection was lost");
-                publish_answer(cc, p, -EIO, reason, 0);
         }
-        publish_maybe_free(cc, p);
+        /* Each item stays until it is answered (publish_maybe_free() wants both), so none goes while this walks. */
+        for (size_t i = 0; i < b->n; i++) {
+                PendingPublish *p = b->items[i];
+
+                if (ok) {
+                        cc->n_published++;
+                        publish_answer(cc, p, 0, NULL, (uint64_t) reply->element[0]->integer + i);
+                } else {
+                        /* Redis ran it and it failed: its message will not come. Timed out or lost: Redis may
+                         * still have run it; its message is delivered if it comes. */
+                        if (reply && reply->type == REDIS_REPLY_ERROR)
+                                p->settled = true;
+                        publish_answer(cc, p, -EIO, reason, 0);
+                }
+        }
+        for (size_t i = 0; i < b->n; i++)
+                publish_maybe_free(cc, b->items[i]);
+        free(b);
 }
 
-/* Sends p (on p->channel) to Redis; a failure to send answers it. */
-static void publish_send(ClusterChannels *cc, PendingPublish *p, const char *message, size_t message_len) {
-        _cleanup_free_ char *rchannel = NULL, *stream = NULL, *floor = NULL;
-        const char *name = p->channel;
-        size_t len = p->channel_len, rchannel_len, stream_len, floor_len, plen = channel_prefix_length(name, len);
-        char token[24], cap[24], window[24], deadline[24];
-        int r;
+/* The first n publishes of items failed before they were sent (r, or why). */
+static void batch_fail(ClusterChannels *cc, PendingPublish **items, size_t n, int r, const char *why) {
+        if (!why)
+                why = r == -ENOBUFS ? "too many commands waiting for Redis (PHOTOND_CLUSTER_MAX_PENDING)" :
+                        r == -ENOTCONN ? "not connected to Redis" :
+                        r == -ENOMEM ? "out of memory" : "the command could not be sent";
+        for (size_t i = 0; i < n; i++) {
+                items[i]->settled = true;
+                publish_answer(cc, items[i], r, why, 0);
+        }
+        for (size_t i = 0; i < n; i++)
+                publish_maybe_free(cc, items[i]);
+}
 
-        r = cluster_key(cc->prefix, "ch:", name, len, &rchannel, &rchannel_len);
+/* Sends the publishes collected so far as one call of the publish script. */
+static void batch_flush(ClusterChannels *cc) {
+        _cleanup_free_ PublishBatch *b = NULL;
+        _cleanup_free_ const char **argv = NULL;
+        _cleanup_free_ size_t *argv_len = NULL, *prefix_of = NULL;
+        _cleanup_free_ char *numbers = NULL;
+        KeyList keys = {};
+        char cap[24], window[24], deadline[24];
+        size_t n = cc->n_batch, n_args, a = 3, n_prefixes = 0;
+        const char *reason;
+        int r = 0;
+
+        if (n == 0)
+                return;
+        if (cc->batch_defer)
+                (void) sd_event_source_set_enabled(cc->batch_defer, SD_EVENT_OFF);
+        b = malloc(sizeof(PublishBatch) + n * sizeof(PendingPublish*));
+        if (!b) {
+                /* The array is taken: what the answers' callbacks publish starts a new one. */
+                _cleanup_free_ PendingPublish **items = TAKE_PTR(cc->batch);
+
+                cc->n_batch = cc->batch_bytes = cc->batch_alloc = 0;
+                batch_fail(cc, items, n, -ENOMEM, NULL);
+                return;
+        }
+        b->cc = cc;
+        b->n = n;
+        memcpy(b->items, cc->batch, n * sizeof(PendingPublish*));
+        cc->n_batch = cc->batch_bytes = 0;
+
+        /* Ready when they were taken; a connection may have gone since, in this iteration. */
+        reason = unready_reason(cc);
+        if (reason) {
+                batch_fail(cc, b->items, n, -ENOTCONN, reason);
+                return;
+        }
+
+        /* The counter, the birth, each prefix's stream and floor; then the 5 fixed arguments and 5 per publish
+         * (EVALSHA, the SHA1 and the number of keys before them all). */
+        prefix_of = new(size_t, n);
+        numbers = malloc(n * 48);
+        r = prefix_of && numbers ? key_list_add(&keys, cc->counter_key, cc->counter_key_len) : -ENOMEM;
         if (r >= 0)
-                r = cluster_key(cc->prefix, "replay:", name, plen, &stream, &stream_len);
-        if (r >= 0)
-                r = cluster_key(cc->prefix, "replayfloor:", name, plen, &floor, &floor_len);
+                r = key_list_add(&keys, cc->born_key, cc->born_key_len);
+        for (size_t i = 0; i < n && r >= 0; i++) {
+                PendingPublish *p = b->items[i];
+                size_t plen = channel_prefix_length(p->channel, p->channel_len), k;
+
+                /* A batch usually touches few prefixes. */
+                for (k = 0; k < n_prefixes; k++) {
+                        PendingPublish *q = b->items[prefix_of[k]];
+
+                        if (channel_prefix_length(q->channel, q->channel_len) == plen &&
+                            memcmp(q->channel, p->channel, plen) == 0)
+                                break;
+                }
+                if (k == n_prefixes) {
+                        _cleanup_free_ char *stream = NULL, *floor = NULL;
+                        size_t stream_len, floor_len;
+
+                        r = cluster_key(cc->prefix, "replay:", p->channel, plen, &stream, &stream_len);
+                        if (r >= 0)
+                                r = cluster_key(cc->prefix, "replayfloor:", p->channel, plen, &floor, &floor_len);
+                        if (r >= 0)
+                                r = key_list_add(&keys, stream, stream_len);
+                        if (r >= 0)
+                                r = key_list_add(&keys, floor, floor_len);
+                        prefix_of[n_prefixes++] = i;
+                }
+                /* The prefix's number among the KEYS' (1: the first pair after the counter and the birth). */
+                snprintf(numbers + i * 48 + 24, 24, "%zu", k + 1);
+        }
+        n_args = 3 + keys.n + 5 + 5 * n;
         if (r >= 0) {
-                snprintf(token, sizeof(token), "%" PRIu64, p->token);
-                snprintf(cap, sizeof(cap), "%" PRIu64, (uint64_t) limits.REPLAY_MAX_EVENTS);
-                snprintf(window, sizeof(window), "%" PRIu64, (uint64_t) limits.REPLAY_WINDOW_MS);
-                snprintf(deadline, sizeof(deadline), "%" PRIi64, cc->redis_ms +
-                         (int64_t) ((now_usec(CLOCK_MONOTONIC) - cc->redis_ms_mono + cc->timeout_usec * 3 / 4) /
-                                    USEC_PER_MSEC));
-                r = redis_conn_eval(cc->commands, &cc->publish_script, on_publish_reply, p, 4, 13,
-                                    (const char *[]) { cc->counter_key, stream, floor, cc->born_key, rchannel,
-                                                       cc->node_id, token, name, message ? "1" : "0", message ?: "",
-                                                       cap, window, deadline },
-                                    (const size_t[]) { cc->counter_key_len, stream_len, floor_len, cc->born_key_len,
-                                                       rchannel_len, cc->node_id_len, strlen(token), len, 1,
-                                                       message ? message_len : 0, strlen(cap), strlen(window),
-                                                       strlen(deadline) });
+                argv = new(const char*, n_args);
+                argv_len = new(size_t, n_args);
+                if (!argv || !argv_len)
+                        r = -ENOMEM;
         }
         if (r < 0) {
-                p->settled = true;
-                publish_answer(cc, p, r, r == -ENOBUFS ? "too many commands waiting for Redis "
-                                                         "(PHOTOND_CLUSTER_MAX_PENDING)" :
-                                         r == -ENOTCONN ? "not connected to Redis" : "the command could not be sent",
-                               0);
-                publish_maybe_free(cc, p);
+                key_list_done(&keys);
+                batch_fail(cc, b->items, n, r, NULL);
+                return;
         }
+        for (size_t i = 0; i < keys.n; i++) {
+                argv[a] = keys.names[i];
+                argv_len[a++] = keys.lens[i];
+        }
+        snprintf(cap, sizeof(cap), "%" PRIu64, (uint64_t) limits.REPLAY_MAX_EVENTS);
+        snprintf(window, sizeof(window), "%" PRIu64, (uint64_t) limits.REPLAY_WINDOW_MS);
+        snprintf(deadline, sizeof(deadline), "%" PRIi64, cc->redis_ms +
+                 (int64_t) ((now_usec(CLOCK_MONOTONIC) - cc->redis_ms_mono + cc->timeout_usec * 3 / 4) /
+                            USEC_PER_MSEC));
+        argv[a] = cc->batch_channel;
+        argv_len[a++] = cc->batch_channel_len;
+        argv[a] = cc->node_id;
+        argv_len[a++] = cc->node_id_len;
+        argv[a] = cap;
+        argv_len[a++] = strlen(cap);
+        argv[a] = window;
+        argv_len[a++] = strlen(window);
+        argv[a] = deadline;
+        argv_len[a++] = strlen(deadline);
+        for (size_t i = 0; i < n; i++) {
+                PendingPublish *p = b->items[i];
+                char *token = numbers + i * 48, *k = token + 24;
+
+                snprintf(token, 24, "%" PRIu64, p->token);
+                argv[a] = token;
+                argv_len[a++] = strlen(token);
+                argv[a] = p->channel;
+                argv_len[a++] = p->channel_len;
+                argv[a] = k;
+                argv_len[a++] = strlen(k);
+                argv[a] = p->has_message ? "1" : "0";
+                argv_len[a++] = 1;
+                argv[a] = p->has_message ? p->message : "";
+                argv_len[a++] = p->has_message ? p->message_len : 0;
+        }
+        assert(a == n_args);
+        r = redis_conn_evalv(cc->commands, &cc->publish_script, on_batch_reply, b, (int) keys.n, (int) n_args, argv,
+                             argv_len);
+        key_list_done(&keys);
+        if (r < 0) {
+                batch_fail(cc, b->items, n, r, NULL);
+                return;
+        }
+        cc->n_batches++;
+        /* The messages' copies are not needed any more (hiredis formatted the command). */
+        for (size_t i = 0; i < n; i++) {
+                b->items[i]->message = mfree(b->items[i]->message);
+                b->items[i]->has_message = false;
+        }
+        TAKE_PTR(b);
+}
+
+void cluster_channels_flush(ClusterChannels *cc) {
+        if (cc)
+                batch_flush(cc);
+}
+
+static int on_batch_defer(sd_event_source *s, void *userdata) {
+        batch_flush(userdata);
+        return 0;
+}
+
+/* p (on p->channel) goes to Redis with the other publishes of this loop iteration; a failure answers it. */
+static void publish_send(ClusterChannels *cc, PendingPublish *p, const char *message, size_t message_len) {
+        int r;
+
+        if (message && message != p->message) {
+                p->message = malloc(message_len + 1);
+                if (!p->message) {
+                        batch_fail(cc, &p, 1, -ENOMEM, NULL);
+                        return;
+                }
+                memcpy(p->message, message, message_len);
+                p->message[message_len] = 0;
+                p->message_len = message_len;
+        }
+        p->has_message = message;
+        if (cc->n_batch == cc->batch_alloc) {
+                size_t na = MAX(cc->batch_alloc * 2, (size_t) 16);
+                PendingPublish **nb = realloc(cc->batch, na * sizeof(PendingPublish*));
+
+                if (!nb) {
+                        batch_fail(cc, &p, 1, -ENOMEM, NULL);
+                        return;
+                }
+                cc->batch = nb;
+                cc->batch_alloc = na;
+        }
+        cc->batch[cc->n_batch++] = p;
+        cc->batch_bytes += p->channel_len + p->message_len;
+        /* Full: it goes now, p in it (a failure's answers may publish again: those go into the next batch,
+         * after p, in their order). */
+        if (cc->n_batch >= PUBLISH_BATCH_MAX || cc->batch_bytes >= PUBLISH_BATCH_MAX_BYTES) {
+                batch_flush(cc);
+                return;
+        }
+        if (cc->n_batch > 1)
+                return;
+        if (!cc->batch_defer) {
+                r = sd_event_add_defer(cc->event, &cc->batch_defer, on_batch_defer, cc);
+                if (r >= 0) {
+                        (void) sd_event_source_set_description(cc->batch_defer, "cluster-publish-batch");
+                        /* After every other pending source: the publishes that arrived together go together. */
+                        (void) sd_event_source_set_priority(cc->batch_defer, SD_EVENT_PRIORITY_IDLE);
+                }
+        } else
+                r = sd_event_source_set_enabled(cc->batch_defer, SD_EVENT_ONESHOT);
+        if (r < 0)
+                /* No way to wait for the others: it goes alone. */
+                batch_flush(cc);
 }
 
 /* The parked publishes fail (why), or, with why NULL, go out in their order now that the set-up is done. */
@@ -677,24 +907,19 @@ static bool own_message(ClusterChannels *cc, uint64_t token, Subscriber **ret_ex
         return found;
 }
 
-static void deliver(ClusterChannels *cc, const char *rchannel, size_t rchannel_len, const char *payload,
-                    size_t payload_len) {
+/* One event of another node's or this one's, on name (len bytes), into the channels. own: the envelope's node
+ * id is this node's. */
+static void deliver_event(ClusterChannels *cc, const char *name, size_t len, const ClusterEnvelope *envelope,
+                          bool own_node) {
         _cleanup_(json_object_putp) struct json_object *msg = NULL;
-        const char *text = NULL, *name = rchannel + cc->chan_prefix_len;
-        size_t text_len = 0, len = rchannel_len - cc->chan_prefix_len;
+        const ClusterEnvelope e = *envelope;
+        const char *text = NULL;
+        size_t text_len = 0;
         Subscriber *exclude = NULL;
-        ClusterEnvelope e;
         bool own;
         int r;
 
-        if (rchannel_len < cc->chan_prefix_len || memcmp(rchannel, cc->prefix, cc->chan_prefix_len - 3) != 0 ||
-            memcmp(rchannel + cc->chan_prefix_len - 3, "ch:", 3) != 0 ||
-            cluster_envelope_parse(payload, payload_len, &e) < 0) {
-                cc->n_invalid++;
-                return;
-        }
-        own = e.node_id_len == cc->node_id_len && memcmp(e.node_id, cc->node_id, e.node_id_len) == 0 &&
-                own_message(cc, e.token, &exclude);
+        own = own_node && own_message(cc, e.token, &exclude);
         if (e.event_id <= cc->last_event_id) {
                 /* One publish reaches a node once per matching subscription: with one pattern that is once, but
                  * the check costs nothing. */
@@ -715,23 +940,26 @@ static void deliver(ClusterChannels *cc, const char *rchannel, size_t rchannel_l
         } else if (e.message) {
                 /* Redis is a boundary: the channels send what they are given as it is, so it is parsed and
                  * printed as json-c prints (what a local publish vouches for). */
-                struct json_tokener *tok = json_tokener_new();
+                struct json_tokener *tok = cc->tokener;
 
+                /* One tokener for every message (not one allocated per message, a cost per event here). */
                 if (!tok) {
-                        log_oom();
-                        return;
-                }
-                /* With its terminating NUL (hiredis ends every string so): a number at the very end of the input
-                 * is only complete when the tokener sees what follows it. */
+                        tok = cc->tokener = json_tokener_new();
+                        if (!tok) {
+                                log_oom();
+                                return;
+                        }
+                } else
+                        json_tokener_reset(tok);
+                /* With its terminating NUL (hiredis ends every string so; a batch puts one after each message): a
+                 * number at the very end of the input is only complete when the tokener sees what follows it. */
                 msg = e.message[e.message_len] == '\0' ?
                         json_tokener_parse_ex(tok, e.message, (int) e.message_len + 1) : NULL;
                 if (!msg || json_tokener_get_error(tok) != json_tokener_success ||
                     json_tokener_get_parse_end(tok) != e.message_len) {
-                        json_tokener_free(tok);
                         cc->n_invalid++;
                         return;
                 }
-                json_tokener_free(tok);
                 text = json_object_to_json_string_length(msg, JSON_FORMAT_FLAGS, &text_len);
                 if (!text) {
                         log_oom();
@@ -755,6 +983,46 @@ static void deliver(ClusterChannels *cc, const char *rchannel, size_t rchannel_l
                 return;
         }
         cc->n_received++;
+}
+
+static void deliver(ClusterChannels *cc, const char *rchannel, size_t rchannel_len, const char *payload,
+                    size_t payload_len) {
+        ClusterEnvelope e;
+        ClusterBatch b;
+        ClusterBatchEvent be;
+        bool own_node;
+
+        if (rchannel_len < cc->chan_prefix_len || memcmp(rchannel, cc->prefix, cc->chan_prefix_len - 3) != 0 ||
+            memcmp(rchannel + cc->chan_prefix_len - 3, "ch:", 3) != 0) {
+                cc->n_invalid++;
+                return;
+        }
+        if (payload_len > 0 && payload[0] == '3') {
+                /* A batch: on <prefix>ch: itself, each event with its channel. */
+                if (rchannel_len != cc->batch_channel_len || cluster_batch_parse(payload, payload_len, &b) < 0) {
+                        cc->n_invalid++;
+                        return;
+                }
+                own_node = b.node_id_len == cc->node_id_len && memcmp(b.node_id, cc->node_id, b.node_id_len) == 0;
+                while (cluster_batch_next(&b, &be) > 0)
+                        deliver_event(cc, be.channel, be.channel_len, &(const ClusterEnvelope) {
+                                        .event_id = be.event_id,
+                                        .timestamp = b.timestamp,
+                                        .token = be.token,
+                                        .node_id = b.node_id,
+                                        .node_id_len = b.node_id_len,
+                                        .message = be.message,
+                                        .message_len = be.message_len,
+                                }, own_node);
+                return;
+        }
+        /* One publish (version 2, as photond sent them before batches): on <prefix>ch:<channel>. */
+        if (cluster_envelope_parse(payload, payload_len, &e) < 0) {
+                cc->n_invalid++;
+                return;
+        }
+        deliver_event(cc, rchannel + cc->chan_prefix_len, rchannel_len - cc->chan_prefix_len, &e,
+                      e.node_id_len == cc->node_id_len && memcmp(e.node_id, cc->node_id, e.node_id_len) == 0);
 }
 
 /* ---- replays ---- */
@@ -954,6 +1222,8 @@ void cluster_channels_replay(ClusterChannels *cc, const char *name, size_t len, 
                 done(s, &(const ChannelsReplayed) { .error = -ENOTCONN, .reason = text ?: reason }, done_userdata);
                 return;
         }
+        /* The publishes taken before it go before it, as they would without batches. */
+        batch_flush(cc);
         p = new0(PendingReplay, 1);
         if (!p) {
                 done(s, &(const ChannelsReplayed) { .error = -ENOMEM, .reason = "out of memory" }, done_userdata);
@@ -1095,6 +1365,7 @@ int cluster_channels_add_status(ClusterChannels *cc, struct json_object *o) {
             (r = json_add_int64(o, "redisSubscriptions", cc->pattern_confirmed + cc->node_confirmed)) < 0 ||
             (r = json_add_int64(o, "pendingPublishes", (int64_t) cc->n_publishes)) < 0 ||
             (r = json_add_int64(o, "published", (int64_t) cc->n_published)) < 0 ||
+            (r = json_add_int64(o, "publishBatches", (int64_t) cc->n_batches)) < 0 ||
             (r = json_add_int64(o, "publishRefused", (int64_t) cc->n_refused)) < 0 ||
             (r = json_add_int64(o, "publishFailed", (int64_t) cc->n_publish_failed)) < 0 ||
             (r = json_add_int64(o, "received", (int64_t) cc->n_received)) < 0 ||
@@ -1158,6 +1429,7 @@ int cluster_channels_new(const ClusterChannelsConfig *config, ClusterChannels **
             (r = cluster_key(cc->prefix, "eventid:born", NULL, 0, &cc->born_key, &cc->born_key_len)) < 0 ||
             (r = cluster_key(cc->prefix, "replies:", cc->node_id, cc->node_id_len, &cc->node_channel,
                              &cc->node_channel_len)) < 0 ||
+            (r = cluster_key(cc->prefix, "ch:", NULL, 0, &cc->batch_channel, &cc->batch_channel_len)) < 0 ||
             (r = cluster_key(cc->prefix, "ch:", NULL, 0, &chans, &chans_len)) < 0 ||
             (r = cluster_glob_escape(chans, chans_len, &cc->pattern, &cc->pattern_len)) < 0)
                 return r;
@@ -1194,6 +1466,11 @@ ClusterChannels* cluster_channels_free(ClusterChannels *cc) {
         sd_event_source_disable_unref(cc->gap_defer);
         sd_event_source_disable_unref(cc->replay_timer);
         sd_event_source_disable_unref(cc->park_timer);
+        sd_event_source_disable_unref(cc->batch_defer);
+        free(cc->batch);
+        free(cc->batch_channel);
+        if (cc->tokener)
+                json_tokener_free(cc->tokener);
         sd_event_unref(cc->event);
         free(cc->counter_key);
         free(cc->born_key);

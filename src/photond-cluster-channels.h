@@ -56,6 +56,9 @@ void cluster_channels_publish(ClusterChannels *cc, const char *name, size_t len,
                               size_t message_len, Subscriber *publisher, ChannelsPublishDone done,
                               void *done_userdata);
 void cluster_channels_subscriber_gone(ClusterChannels *cc, Subscriber *s);
+/* Sends the publishes taken so far in this loop iteration (their batch) now, with the Manager's flush, rather than
+ * from the batch's own idle-priority source: before the Manager polls its clients without sleeping. NULL: nothing. */
+void cluster_channels_flush(ClusterChannels *cc);
 void cluster_channels_replay(ClusterChannels *cc, const char *name, size_t len, int64_t last_event_id,
                              Subscriber *s, ChannelsReplayDone done, void *done_userdata);
 

@@ -596,6 +596,11 @@ int manager_flush(Manager *m) {
         /* The job files that this iteration's runs changed, before anyone hears of those runs. */
         scheduler_flush(m->scheduler);
 
+        /* Cluster mode: the iteration's publishes go to Redis now, not after a busy poll of the clients (whose
+         * answers wait for Redis'); a batch that cannot be sent answers its publishers in this flush. */
+        if (m->cluster)
+                cluster_channels_flush(cluster_get_channels(m->cluster));
+
         /* When it fails, client_flush() sends only what needs no state. */
         (void) manager_save_state(m);
 

@@ -577,6 +577,23 @@ void redis_conn_write_now(RedisConn *c) {
                 events_free(e);
 }
 
+int redis_conn_evalv(RedisConn *c, const RedisScript *script, RedisReplyCallback cb, void *userdata, int n_keys,
+                     int argc, const char **argv, size_t *argv_len) {
+        char keys[16];
+
+        assert(n_keys >= 0 && n_keys <= argc - 3);
+        if (!c->ac || c->state != REDIS_CONN_CONNECTED)
+                return -ENOTCONN;
+        snprintf(keys, sizeof(keys), "%d", n_keys);
+        argv[0] = "EVALSHA";
+        argv_len[0] = 7;
+        argv[1] = script->sha;
+        argv_len[1] = 40;
+        argv[2] = keys;
+        argv_len[2] = strlen(keys);
+        return conn_send_full(c, cb, userdata, true, argc, argv, argv_len);
+}
+
 int redis_conn_subscribe(RedisConn *c, int argc, const char **argv, const size_t *argv_len) {
         if (!c->ac || c->state != REDIS_CONN_CONNECTED)
                 return -ENOTCONN;

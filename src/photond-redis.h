@@ -106,5 +106,10 @@ int redis_conn_eval(RedisConn *c, const RedisScript *script, RedisReplyCallback 
  * connection as one at EPOLLOUT would. */
 void redis_conn_write_now(RedisConn *c);
 
+/* redis_conn_eval() without its cap on the arguments (a batch of publishes): argv and argv_len hold argc entries of
+ * which the first 3 are left for this to fill in (EVALSHA, the script's SHA1, n_keys), so that nothing is copied. */
+int redis_conn_evalv(RedisConn *c, const RedisScript *script, RedisReplyCallback cb, void *userdata, int n_keys,
+                     int argc, const char **argv, size_t *argv_len);
+
 /* A SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE or PUNSUBSCRIBE: what it brings goes to hooks.push. -ENOTCONN, -EIO. */
 int redis_conn_subscribe(RedisConn *c, int argc, const char **argv, const size_t *argv_len);

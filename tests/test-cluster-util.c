@@ -184,3 +184,84 @@ Test(cluster_util, names) {
         cr_assert_eq(n, 13);
         free(s);
 }
+
+#define BATCH(s) s, sizeof(s) - 1
+
+Test(cluster_batch, events_in_order) {
+        /* Three events: a message, none, a message on a channel with a space and a NUL in its name. */
+        static const char s[] = "3 1700000000123 1700000000120 3 host-1@system\n"
+                                "41 5 7\nnews:{\"a\":1}\0"
+                                "42 5 -1\nnews:\0"
+                                "50 3 1\na\0b7\0";
+        ClusterBatch b;
+        ClusterBatchEvent e;
+
+        cr_assert_eq(cluster_batch_parse(BATCH(s), &b), 0);
+        cr_assert_eq(b.first_event_id, 1700000000123);
+        cr_assert_eq(b.timestamp, 1700000000120);
+        cr_assert_eq(b.n_events, 3);
+        cr_assert_eq(b.node_id_len, 13);
+        cr_assert_eq(memcmp(b.node_id, "host-1@system", 13), 0);
+
+        cr_assert_eq(cluster_batch_next(&b, &e), 1);
+        cr_assert_eq(e.event_id, 1700000000123);
+        cr_assert_eq(e.token, 41);
+        cr_assert_eq(e.channel_len, 5);
+        cr_assert_eq(memcmp(e.channel, "news:", 5), 0);
+        cr_assert_eq(e.message_len, 7);
+        cr_assert_str_eq(e.message, "{\"a\":1}");         /* ends with its NUL */
+
+        cr_assert_eq(cluster_batch_next(&b, &e), 1);
+        cr_assert_eq(e.event_id, 1700000000124);
+        cr_assert_eq(e.token, 42);
+        cr_assert_null(e.message);
+
+        cr_assert_eq(cluster_batch_next(&b, &e), 1);
+        cr_assert_eq(e.event_id, 1700000000125);
+        cr_assert_eq(e.channel_len, 3);
+        cr_assert_eq(memcmp(e.channel, "a\0b", 3), 0);
+        cr_assert_eq(e.message_len, 1);
+        cr_assert_str_eq(e.message, "7");
+
+        cr_assert_eq(cluster_batch_next(&b, &e), 0);
+        cr_assert_eq(cluster_batch_next(&b, &e), 0);
+
+        /* A batch of one. */
+        cr_assert_eq(cluster_batch_parse(BATCH("3 5 4 1 n\n1 1 2\nx{}\0"), &b), 0);
+        cr_assert_eq(cluster_batch_next(&b, &e), 1);
+        cr_assert_eq(e.event_id, 5);
+        cr_assert_eq(cluster_batch_next(&b, &e), 0);
+}
+
+Test(cluster_batch, refused_at_the_boundary) {
+        ClusterBatch b;
+
+        /* Not a batch: another version, a version 2 envelope, nothing. */
+        cr_assert_eq(cluster_batch_parse("", 0, &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse(BATCH("2 5 4 1 n\n{}"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse(BATCH("4 5 4 1 n\n1 1 2\nx{}\0"), &b), -EINVAL);
+        /* The head: id 0, no node id, count 0, a count over the cap, an id past the range. */
+        cr_assert_eq(cluster_batch_parse(BATCH("3 0 4 1 n\n1 1 2\nx{}\0"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse(BATCH("3 5 4 1 \n1 1 2\nx{}\0"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse(BATCH("3 5 4 0 n\n"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse(BATCH("3 5 4 65537 n\n1 1 2\nx{}\0"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse(BATCH("3 18446744073709551615 4 1 n\n1 1 2\nx{}\0"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse(BATCH("3 9223372036854775807 4 1 n\n1 1 2\nx{}\0"), &b), 0);
+        /* Fewer events than announced, more, trailing bytes. */
+        cr_assert_eq(cluster_batch_parse(BATCH("3 5 4 2 n\n1 1 2\nx{}\0"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse(BATCH("3 5 4 1 n\n1 1 2\nx{}\0" "2 1 2\nx{}\0"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse(BATCH("3 5 4 1 n\n1 1 2\nx{}\0x"), &b), -EINVAL);
+        /* Lengths past the end by one, the NUL missing, no room for it. */
+        cr_assert_eq(cluster_batch_parse(BATCH("3 5 4 1 n\n1 1 3\nx{}\0"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse(BATCH("3 5 4 1 n\n1 2 2\nx{}\0"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse(BATCH("3 5 4 1 n\n1 1 2\nx{}x"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse(BATCH("3 5 4 1 n\n1 1 2\nx{}"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse(BATCH("3 5 4 1 n\n1 1 -1\nx"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse(BATCH("3 5 4 1 n\n1 1 -1\nx\0"), &b), 0);
+        /* Tokens that do not rise; a negative or huge length. */
+        cr_assert_eq(cluster_batch_parse(BATCH("3 5 4 2 n\n2 1 -1\nx\0" "2 1 -1\nx\0"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse(BATCH("3 5 4 2 n\n2 1 -1\nx\0" "3 1 -1\nx\0"), &b), 0);
+        cr_assert_eq(cluster_batch_parse(BATCH("3 5 4 1 n\n1 -1 -1\nx\0"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse(BATCH("3 5 4 1 n\n1 18446744073709551615 -1\nx\0"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse(BATCH("3 5 4 1 n\n1 1 18446744073709551615\nx\0"), &b), -EINVAL);
+}

@@ -19,7 +19,8 @@
 # delivered message. Everything is on Unix sockets in a private temporary directory; every run gets fresh
 # servers. Environment: ROUNDS (3), MESSAGES (20000), LAT_MESSAGES (2000), BYTES (100), SUBSCRIBERS (100), KEEP=1,
 # NODE_ENV="VAR=value …" for every photond (e.g. PHOTOND_BUSY_POLL_US=0), OTHER_PHOTOND=<path> another build's
-# photond run single in the same rounds (an A/B of the single node, e.g. a build from before cluster mode).
+# photond run single and as a cluster (its two nodes with a fresh Redis) in the same rounds (an A/B, e.g. a build
+# from before cluster mode, or before a change of the cluster's code).
 set -euo pipefail
 
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -144,7 +145,7 @@ run() {         # CONFIG BENCH-ARGS…   (window 64, or 1 for the configurations
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date -u +%FT%TZ)
 declare -A results
-confs="single ${OTHER_PHOTOND:+other} cluster redis"
+confs="single ${OTHER_PHOTOND:+other} cluster ${OTHER_PHOTOND:+other-cluster} redis"
 for round in $(seq "$rounds"); do
         for w in "" -w1; do
                 for conf in $confs; do
@@ -156,7 +157,8 @@ for round in $(seq "$rounds"); do
                                 run "$conf$w" --target photon --socket "$node_sock" --pid "$node_pid"
                                 stop_server "$node_pid"
                                 ;;
-                        cluster)
+                        cluster|other-cluster)
+                                [ "$conf" = cluster ] || node_bin=$OTHER_PHOTOND
                                 start_redis
                                 start_photond bench-a; a_sock=$node_sock a_pid=$node_pid
                                 start_photond bench-b; b_sock=$node_sock b_pid=$node_pid
@@ -164,7 +166,7 @@ for round in $(seq "$rounds"); do
                                         --pid "$a_pid,$b_pid,$redis_pid"
                                 # what Redis counted for the publish script (its own CPU µs per call)
                                 redis-cli -s "$rsock" INFO commandstats | tr -d '\r' \
-                                        | grep -E '^cmdstat_(evalsha|publish):' | sed "s/^/[cluster$w] redis /" >&2 || true
+                                        | grep -E '^cmdstat_(evalsha|publish):' | sed "s/^/[$conf$w] redis /" >&2 || true
                                 stop_server "$a_pid"; stop_server "$b_pid"; stop_server "$redis_pid"
                                 ;;
                         redis)
@@ -183,6 +185,7 @@ label() {
         single) echo "single photond" ;;
         other) echo "single photond, other build" ;;
         cluster) echo "2 nodes + Redis" ;;
+        other-cluster) echo "2 nodes + Redis, other build" ;;
         redis) echo "Redis directly" ;;
         esac
 }
@@ -199,7 +202,7 @@ echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for round in $(seq "$rounds"); do
         for conf in $confs; do
                 read -r rate cpu p50 p99 xp50 xp99 lost dup ooo other parts writes <<<"${results[$conf,$round]}"
-                if [ "$conf" = cluster ]; then
+                if [[ $conf = *cluster ]]; then
                         IFS=, read -r pa pb pr <<<"$parts"
                         parts="a $pa, b $pb, Redis $pr"
                         IFS=, read -r pa pb pr <<<"$writes"
@@ -211,8 +214,8 @@ for round in $(seq "$rounds"); do
         done
 done
 echo
-echo "| round | cluster CPU / Redis CPU per message (target ≤ 1) | single / Redis | cluster msg/s / Redis msg/s |${OTHER_PHOTOND:+ single msg/s this/other build | single CPU per message this/other |}"
-echo "|---|---|---|---|${OTHER_PHOTOND:+---|---|}"
+echo "| round | cluster CPU / Redis CPU per message (target ≤ 1) | single / Redis | cluster msg/s / Redis msg/s |${OTHER_PHOTOND:+ single msg/s this/other build | single CPU per message this/other | other build: cluster CPU / Redis CPU |}"
+echo "|---|---|---|---|${OTHER_PHOTOND:+---|---|---|}"
 for round in $(seq "$rounds"); do
         read -r sr sc _ <<<"${results[single,$round]}"
         read -r cr cc _ <<<"${results[cluster,$round]}"
@@ -220,7 +223,8 @@ for round in $(seq "$rounds"); do
         extra=""
         if [ -n "${OTHER_PHOTOND:-}" ]; then
                 read -r orr oc _ <<<"${results[other,$round]}"
-                extra=$(python3 -c "print(' %.2f | %.2f |' % ($sr / $orr, $sc / $oc))")
+                read -r _ occ _ <<<"${results[other-cluster,$round]}"
+                extra=$(python3 -c "print(' %.2f | %.2f | %.2f |' % ($sr / $orr, $sc / $oc, $occ / $rc))")
         fi
         python3 -c "print('| $round | %.2f | %.2f | %.2f |$extra' % ($cc / $rc, $sc / $rc, $cr / $rr))"
 done

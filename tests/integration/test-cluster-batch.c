@@ -1,0 +1,535 @@
+/* SPDX-License-Identifier: MIT */
+
+/* Cluster mode's publish batches, with real photond nodes and one real redis-server: the publishes of one loop
+ * iteration go to Redis as one script call and come back as one message, and still every subscriber on every node
+ * sees one order with increasing eventIds, each publisher gets its own eventId (or its own refusal), a batch that
+ * fails fails as a whole and delivers nothing, and the replay caps stay exact. */
+
+#include <criterion/criterion.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "harness.h"
+#include "redis-helper.h"
+
+static Daemon* node_start_env(const char *url, const char *node_id, const char *extra) {
+        char url_env[400], id_env[64];
+        const char *env[] = { url_env, id_env, extra, NULL };
+
+        snprintf(url_env, sizeof(url_env), "PHOTOND_CLUSTER_URL=%s", url);
+        snprintf(id_env, sizeof(id_env), "PHOTOND_NODE_ID=%s", node_id);
+        return daemon_start(&(DaemonOptions) { .env = env });
+}
+
+static void wait_ready(Daemon *d, bool ready) {
+        uint64_t deadline = mono_ms() + 10000;
+
+        for (;;) {
+                struct json_object *o = status_of(d);
+                bool ok = jbool(o, "data.cluster.ready");
+
+                json_object_put(o);
+                if (ok == ready)
+                        return;
+                cr_assert_lt(mono_ms(), deadline, "node never became %s", ready ? "ready" : "unready");
+                (void) poll(NULL, 0, 20);
+        }
+}
+
+static void daemon_stop_clean(Daemon *d) {
+        int st = daemon_signal_and_wait(d, SIGTERM);
+
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "photond exited with status %d", st);
+        daemon_free(d);
+}
+
+static void subscribe(Conn *c, const char *id, const char *channel) {
+        struct json_object *o;
+
+        o = conn_request(c, id, "{\"type\":\"subscribe\",\"id\":\"%s\",\"channel\":\"%s\"}", id, channel);
+        cr_assert_str_eq(jstr(o, "type"), "result", "subscribe %s: %s", channel, json_object_to_json_string(o));
+        json_object_put(o);
+}
+
+static void expect_quiet(Conn *c, int ms) {
+        struct json_object *o = conn_recv(c, ms);
+
+        cr_assert_null(o, "unexpected %s", o ? json_object_to_json_string(o) : "");
+}
+
+typedef struct Cluster2 {
+        char *dir;
+        TestRedis redis;
+        Daemon *a, *b;
+} Cluster2;
+
+static void cluster2_start(Cluster2 *c, const char *extra) {
+        if (!test_redis_available())
+                cr_skip_test("no redis-server");
+        c->dir = tmpdir_new();
+        cr_assert_eq(test_redis_start(&c->redis, c->dir, NULL), 0);
+        c->a = node_start_env(c->redis.url, "node-a", extra);
+        c->b = node_start_env(c->redis.url, "node-b", extra);
+        wait_ready(c->a, true);
+        wait_ready(c->b, true);
+}
+
+static void cluster2_stop(Cluster2 *c) {
+        daemon_stop_clean(c->a);
+        daemon_stop_clean(c->b);
+        test_redis_stop(&c->redis);
+        tmpdir_remove(c->dir);
+}
+
+/* n publish lines of publisher who on channel (message {"from":who,"n":i}, ids "<who>-<i>"), sent in one write so
+ * that the node reads them together. */
+static void send_burst(Conn *c, int who, const char *channel, int first, int n) {
+        size_t size = (size_t) n * 160 + 1, len = 0;
+        char *buf = malloc(size);
+
+        cr_assert_not_null(buf);
+        for (int i = first; i < first + n; i++)
+                len += (size_t) snprintf(buf + len, size - len,
+                                         "{\"type\":\"publish\",\"id\":\"%d-%d\",\"channel\":\"%s\","
+                                         "\"message\":{\"from\":%d,\"n\":%d}}\n", who, i, channel, who, i);
+        cr_assert_lt(len, size);
+        conn_send_raw(c, buf, len);
+        free(buf);
+}
+
+/* ---- one order ---- */
+
+#define N_PUB 5                 /* 3 publishers on node a, 2 on node b */
+#define N_EACH 200
+#define N_ALL (N_PUB * N_EACH)
+
+typedef struct Seen {
+        int64_t ids[N_ALL];
+        int who[N_ALL];
+        int n[N_ALL];
+        size_t count;
+} Seen;
+
+/* Reads c's lines until it has want messages (and, with acked, its publisher's N_EACH results, in order). */
+static void collect(Conn *c, Seen *s, size_t want, int who, int64_t *acked) {
+        int results = 0;
+
+        while (s->count < want || (acked && results < N_EACH)) {
+                struct json_object *o = conn_expect(c, 10000);
+
+                if (streq(jstr(o, "type"), "result")) {
+                        char id[32];
+
+                        cr_assert_not_null(acked, "unexpected %s", json_object_to_json_string(o));
+                        snprintf(id, sizeof(id), "%d-%d", who, ++results);
+                        cr_assert_str_eq(jstr(o, "id"), id, "results out of order: %s", json_object_to_json_string(o));
+                        acked[results] = jint(o, "data.eventId");
+                        cr_assert_gt(acked[results], 0);
+                } else {
+                        cr_assert_str_eq(jstr(o, "type"), "channel_message", "got %s", json_object_to_json_string(o));
+                        cr_assert_lt(s->count, want, "one message too many: %s", json_object_to_json_string(o));
+                        s->ids[s->count] = jint(o, "eventId");
+                        s->who[s->count] = (int) jint(o, "message.from");
+                        s->n[s->count] = (int) jint(o, "message.n");
+                        cr_assert_neq(s->who[s->count], who, "a publisher got its own message: %s",
+                                      json_object_to_json_string(o));
+                        s->count++;
+                }
+                json_object_put(o);
+        }
+}
+
+/* Five publishers on two nodes each write N_EACH publishes at once on two channels of different prefixes (a batch
+ * touches two streams): every subscriber on both nodes sees all of them in one order, eventIds strictly
+ * increasing, each publisher's messages in its order under the eventId it was answered with, and a publisher that
+ * is subscribed gets all but its own; the nodes sent fewer script calls than publishes. */
+Test(cluster_batch, bursts_from_two_nodes_in_one_order) {
+        static Seen seen_a, seen_b, seen_p0;
+        static int64_t acked[N_PUB][N_EACH + 1];
+        Cluster2 c = {};
+        Conn *pub[N_PUB], *sa, *sb;
+        struct json_object *o;
+        int64_t published = 0, batches = 0;
+
+        cluster2_start(&c, NULL);
+        for (int i = 0; i < N_PUB; i++)
+                pub[i] = conn_open(i < 3 ? c.a : c.b);
+        sa = conn_open(c.a);
+        sb = conn_open(c.b);
+        subscribe(sa, "s1", "burst");
+        subscribe(sa, "s2", "other:*");
+        subscribe(sb, "s1", "burst");
+        subscribe(sb, "s2", "other:*");
+        /* Publisher 0 hears everyone's on "burst" (and "other:x" through the wildcard) but its own. */
+        subscribe(pub[0], "s0", "burst");
+        subscribe(pub[0], "s0b", "other:*");
+
+        for (int i = 0; i < N_PUB; i++) {
+                /* Half on "burst", half on "other:x", in two writes each. */
+                send_burst(pub[i], i, "burst", 1, N_EACH / 2);
+                send_burst(pub[i], i, "other:x", N_EACH / 2 + 1, N_EACH / 2);
+        }
+        for (int i = 1; i < N_PUB; i++) {
+                static Seen none;
+
+                none.count = 0;
+                collect(pub[i], &none, 0, i, acked[i]);
+        }
+        collect(pub[0], &seen_p0, N_ALL - N_EACH, 0, acked[0]);
+        collect(sa, &seen_a, N_ALL, -1, NULL);
+        collect(sb, &seen_b, N_ALL, -1, NULL);
+        expect_quiet(sa, 300);
+        expect_quiet(sb, 0);
+        expect_quiet(pub[0], 0);
+
+        {
+                int next[N_PUB];
+
+                for (int i = 0; i < N_PUB; i++)
+                        next[i] = 1;
+                for (size_t i = 0; i < N_ALL; i++) {
+                        int w = seen_a.who[i];
+
+                        if (i > 0)
+                                cr_assert_gt(seen_a.ids[i], seen_a.ids[i - 1], "eventIds not increasing at %zu", i);
+                        cr_assert_eq(seen_b.ids[i], seen_a.ids[i], "node b's order differs at %zu", i);
+                        cr_assert_eq(seen_b.who[i], w);
+                        cr_assert_eq(seen_b.n[i], seen_a.n[i]);
+                        cr_assert(w >= 0 && w < N_PUB);
+                        cr_assert_eq(seen_a.n[i], next[w], "message %d of publisher %d came as %zu", next[w], w, i);
+                        cr_assert_eq(acked[w][seen_a.n[i]], seen_a.ids[i], "publisher %d's %d: answered %" PRIi64
+                                     ", delivered as %" PRIi64, w, seen_a.n[i], acked[w][seen_a.n[i]], seen_a.ids[i]);
+                        next[w]++;
+                }
+                for (int i = 0; i < N_PUB; i++)
+                        cr_assert_eq(next[i], N_EACH + 1);
+        }
+        for (size_t i = 0, j = 0; i < N_ALL; i++)
+                if (seen_a.who[i] != 0)
+                        cr_assert_eq(seen_p0.ids[j++], seen_a.ids[i], "publisher 0's order differs");
+
+        for (int i = 0; i < 2; i++) {
+                o = status_of(i == 0 ? c.a : c.b);
+                cr_assert_eq(jint(o, "data.cluster.duplicates"), 0);
+                cr_assert_eq(jint(o, "data.cluster.invalid"), 0);
+                cr_assert_eq(jint(o, "data.cluster.publishRefused"), 0);
+                cr_assert_eq(jint(o, "data.cluster.received"), N_ALL);
+                cr_assert_eq(jint(o, "data.cluster.lastEventId"), seen_a.ids[N_ALL - 1]);
+                published += jint(o, "data.cluster.published");
+                batches += jint(o, "data.cluster.publishBatches");
+                json_object_put(o);
+        }
+        cr_assert_eq(published, N_ALL);
+        /* 10 writes of 100 publishes: far fewer calls than publishes (each write is read in a few pieces). */
+        cr_assert_lt(batches, N_ALL / 4, "%" PRIi64 " script calls for %d publishes", batches, N_ALL);
+
+        for (int i = 0; i < N_PUB; i++)
+                conn_close(pub[i]);
+        conn_close(sa);
+        conn_close(sb);
+        cluster2_stop(&c);
+}
+
+/* ---- refusal ---- */
+
+/* No channel_message on c for ms (a refresh_needed may come: a connection may have been reset). */
+static void expect_no_message(Conn *c, int ms) {
+        uint64_t deadline = mono_ms() + (uint64_t) ms;
+        struct json_object *o;
+
+        for (uint64_t now = mono_ms(); now < deadline; now = mono_ms()) {
+                o = conn_recv(c, (int) (deadline - now));
+                if (!o)
+                        return;
+                cr_assert_str_eq(jstr(o, "type"), "refresh_needed", "got %s", json_object_to_json_string(o));
+                json_object_put(o);
+        }
+}
+
+/* The next channel_message on c, refresh_needed lines skipped. */
+static struct json_object* next_message(Conn *c) {
+        for (;;) {
+                struct json_object *o = conn_expect(c, 5000);
+
+                if (!streq(jstr(o, "type"), "refresh_needed"))
+                        return o;
+                json_object_put(o);
+        }
+}
+
+/* Reads n answers of publisher who (ids who-first…), in order: every one must be "Cluster unavailable". */
+static void expect_refused(Conn *c, int who, int first, int n) {
+        for (int i = first; i < first + n; i++) {
+                struct json_object *o = conn_expect(c, 5000);
+                char id[32];
+
+                snprintf(id, sizeof(id), "%d-%d", who, i);
+                cr_assert_str_eq(jstr(o, "id"), id, "got %s", json_object_to_json_string(o));
+                cr_assert_str_eq(jstr(o, "type"), "error", "got %s", json_object_to_json_string(o));
+                cr_assert_eq(strncmp(jstr(o, "error"), "Cluster unavailable: ", 21), 0, "%s", jstr(o, "error"));
+                json_object_put(o);
+        }
+}
+
+/* A stuck Redis (SIGSTOP): bursts of two publishers go out as batches that are never answered; each of their
+ * publishes is answered "Cluster unavailable" within the command timeout, and when Redis goes on and runs the
+ * batches late, their deadline has passed: nothing is delivered, on either node. Redis stopped: every publish of
+ * a burst is refused at once. Then bursts go through again. */
+Test(cluster_batch, failed_batch_fails_every_publish_and_delivers_nothing) {
+        Cluster2 c = {};
+        Conn *p1, *p2, *sa, *sb;
+        struct json_object *o;
+        uint64_t t0;
+
+        cluster2_start(&c, NULL);
+        p1 = conn_open(c.a);
+        p2 = conn_open(c.a);
+        sa = conn_open(c.a);
+        sb = conn_open(c.b);
+        subscribe(sa, "s", "stuck");
+        subscribe(sb, "s", "stuck");
+
+        cr_assert_eq(kill(c.redis.pid, SIGSTOP), 0);
+        t0 = mono_ms();
+        send_burst(p1, 1, "stuck", 1, 50);
+        send_burst(p2, 2, "stuck", 1, 50);
+        expect_refused(p1, 1, 1, 50);
+        expect_refused(p2, 2, 1, 50);
+        cr_assert_lt(mono_ms() - t0, 3500, "took %" PRIu64 " ms", mono_ms() - t0);
+        o = status_of(c.a);
+        cr_assert_geq(jint(o, "data.cluster.publishRefused"), 100);
+        cr_assert_eq(jint(o, "data.cluster.published"), 0);
+        json_object_put(o);
+
+        cr_assert_eq(kill(c.redis.pid, SIGCONT), 0);
+        wait_ready(c.a, true);
+        wait_ready(c.b, true);
+        /* The batches Redis ran late published nothing. */
+        expect_no_message(sa, 500);
+        expect_no_message(sb, 100);
+
+        /* Redis stopped: refused at once, every one. */
+        test_redis_stop(&c.redis);
+        wait_ready(c.a, false);
+        t0 = mono_ms();
+        send_burst(p1, 1, "stuck", 51, 50);
+        expect_refused(p1, 1, 51, 50);
+        cr_assert_lt(mono_ms() - t0, 2500, "took %" PRIu64 " ms", mono_ms() - t0);
+        expect_no_message(sa, 300);
+        expect_no_message(sb, 100);
+
+        cr_assert_eq(test_redis_start(&c.redis, c.dir, NULL), 0);
+        wait_ready(c.a, true);
+        wait_ready(c.b, true);
+        send_burst(p2, 2, "stuck", 51, 20);
+        for (int i = 51; i <= 70; i++) {
+                o = conn_expect(p2, 5000);
+                cr_assert_str_eq(jstr(o, "type"), "result", "got %s", json_object_to_json_string(o));
+                json_object_put(o);
+        }
+        for (int k = 0; k < 2; k++)
+                for (int i = 51; i <= 70; i++) {
+                        o = next_message(k == 0 ? sa : sb);
+                        cr_assert_str_eq(jstr(o, "type"), "channel_message", "got %s", json_object_to_json_string(o));
+                        cr_assert_eq(jint(o, "message.n"), i);
+                        json_object_put(o);
+                }
+
+        conn_close(p1);
+        conn_close(p2);
+        conn_close(sa);
+        conn_close(sb);
+        cluster2_stop(&c);
+}
+
+/* ---- the caps ---- */
+
+/* The cap (PHOTOND_REPLAY_MAX_EVENTS=5 per prefix) with bursts of 30 publishes (batches larger than the cap: they
+ * drop their own first events) on one prefix, and 2 on another: a replay from below the last dropped id is
+ * refresh_needed, one from it is complete, and the other prefix lost nothing. */
+Test(cluster_batch, caps_stay_exact_with_batches) {
+        Cluster2 c = {};
+        Conn *pub, *sub;
+        struct json_object *o;
+        int64_t ids[33];
+
+        cluster2_start(&c, "PHOTOND_REPLAY_MAX_EVENTS=5");
+        pub = conn_open(c.a);
+        send_burst(pub, 0, "capped", 1, 15);
+        send_burst(pub, 0, "kept", 16, 2);
+        send_burst(pub, 0, "capped", 18, 15);
+        for (int i = 1; i <= 32; i++) {
+                o = conn_expect(pub, 5000);
+                cr_assert_str_eq(jstr(o, "type"), "result", "got %s", json_object_to_json_string(o));
+                ids[i] = jint(o, "data.eventId");
+                if (i > 1)
+                        cr_assert_gt(ids[i], ids[i - 1]);
+                json_object_put(o);
+        }
+        /* "capped" keeps 28-32: from 26 (below the last dropped, 27) events are missing. */
+        sub = conn_open(c.b);
+        conn_send(sub, "{\"type\":\"subscribe\",\"id\":\"r1\",\"channel\":\"capped\",\"lastEventId\":%" PRId64 "}",
+                  ids[26]);
+        o = conn_expect(sub, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "refresh_needed", "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        o = conn_expect(sub, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "result", "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        conn_close(sub);
+        /* From 27 (the last dropped) nothing is missing: 28-32. */
+        sub = conn_open(c.b);
+        conn_send(sub, "{\"type\":\"subscribe\",\"id\":\"r2\",\"channel\":\"capped\",\"lastEventId\":%" PRId64 "}",
+                  ids[27]);
+        for (int i = 28; i <= 32; i++) {
+                o = conn_expect(sub, 5000);
+                cr_assert_str_eq(jstr(o, "type"), "channel_message", "%s", json_object_to_json_string(o));
+                cr_assert_eq(jint(o, "eventId"), ids[i]);
+                json_object_put(o);
+        }
+        o = conn_expect(sub, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "result", "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        conn_close(sub);
+        /* "kept" (another prefix, another stream) lost nothing: from before its first, both. */
+        sub = conn_open(c.b);
+        conn_send(sub, "{\"type\":\"subscribe\",\"id\":\"r3\",\"channel\":\"kept\",\"lastEventId\":%" PRId64 "}",
+                  ids[15]);
+        for (int i = 16; i <= 17; i++) {
+                o = conn_expect(sub, 5000);
+                cr_assert_str_eq(jstr(o, "type"), "channel_message", "%s", json_object_to_json_string(o));
+                cr_assert_eq(jint(o, "eventId"), ids[i]);
+                json_object_put(o);
+        }
+        o = conn_expect(sub, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "result", "%s", json_object_to_json_string(o));
+        json_object_put(o);
+
+        conn_close(pub);
+        conn_close(sub);
+        cluster2_stop(&c);
+}
+
+/* ---- the batch cap ---- */
+
+/* 600 publishes written at once (read in several pieces within one turn of the loop, or a few): no batch holds
+ * more than 256, so there are at least 3 script calls; all are answered in order with increasing eventIds and
+ * delivered on the other node in that order. */
+Test(cluster_batch, at_most_256_publishes_per_batch) {
+        Cluster2 c = {};
+        Conn *pub, *sub;
+        struct json_object *o;
+        int64_t ids[601];
+
+        cluster2_start(&c, NULL);
+        pub = conn_open(c.a);
+        sub = conn_open(c.b);
+        subscribe(sub, "s", "many");
+        send_burst(pub, 0, "many", 1, 600);
+        for (int i = 1; i <= 600; i++) {
+                char id[32];
+
+                o = conn_expect(pub, 5000);
+                snprintf(id, sizeof(id), "0-%d", i);
+                cr_assert_str_eq(jstr(o, "type"), "result", "got %s", json_object_to_json_string(o));
+                cr_assert_str_eq(jstr(o, "id"), id);
+                ids[i] = jint(o, "data.eventId");
+                if (i > 1)
+                        cr_assert_gt(ids[i], ids[i - 1]);
+                json_object_put(o);
+        }
+        for (int i = 1; i <= 600; i++) {
+                o = conn_expect(sub, 5000);
+                cr_assert_str_eq(jstr(o, "type"), "channel_message", "got %s", json_object_to_json_string(o));
+                cr_assert_eq(jint(o, "eventId"), ids[i]);
+                cr_assert_eq(jint(o, "message.n"), i);
+                json_object_put(o);
+        }
+        o = status_of(c.a);
+        cr_assert_eq(jint(o, "data.cluster.published"), 600);
+        cr_assert_geq(jint(o, "data.cluster.publishBatches"), 3);
+        json_object_put(o);
+
+        conn_close(pub);
+        conn_close(sub);
+        cluster2_stop(&c);
+}
+
+/* ---- what other versions, or anyone with access to Redis, send ---- */
+
+/* redis-cli with these arguments, as anyone with access to Redis could. */
+static void redis_cli(Cluster2 *c, const char *a1, const char *a2, const char *a3) {
+        char *argv[] = { "redis-cli", "-s", c->redis.socket, (char *) a1, (char *) a2, (char *) a3, NULL };
+        pid_t pid;
+        int st;
+
+        cr_assert_eq(posix_spawnp(&pid, "redis-cli", NULL, NULL, argv, NULL), 0);
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* A version 2 envelope (one publish, as photond sent them before batches) is still delivered; a malformed batch is
+ * refused whole (counted in invalid, nothing of it delivered); then publishes go on in order. */
+Test(cluster_batch, one_publish_envelopes_still_received_malformed_batches_refused) {
+        Cluster2 c = {};
+        Conn *pub, *sub;
+        struct json_object *o;
+        char env[200], id[32];
+        int64_t last, invalid;
+
+        cluster2_start(&c, NULL);
+        pub = conn_open(c.a);
+        sub = conn_open(c.b);
+        subscribe(sub, "s", "legacy");
+        send_burst(pub, 0, "legacy", 1, 1);
+        o = conn_expect(pub, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "result", "got %s", json_object_to_json_string(o));
+        last = jint(o, "data.eventId");
+        json_object_put(o);
+        json_object_put(conn_expect(sub, 5000));
+
+        /* The next id, as an older node would have taken it from the counter. */
+        snprintf(id, sizeof(id), "%" PRIi64, last + 1);
+        redis_cli(&c, "SET", "photon:eventid", id);
+        snprintf(env, sizeof(env), "2 %" PRIi64 " %" PRIi64 " 7 node-old\n{\"v\":2}", last + 1, last);
+        redis_cli(&c, "PUBLISH", "photon:ch:legacy", env);
+        o = conn_expect(sub, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "channel_message", "got %s", json_object_to_json_string(o));
+        cr_assert_str_eq(jstr(o, "channel"), "legacy");
+        cr_assert_eq(jint(o, "eventId"), last + 1);
+        cr_assert_eq(jint(o, "message.v"), 2);
+        json_object_put(o);
+
+        o = status_of(c.b);
+        invalid = jint(o, "data.cluster.invalid");
+        json_object_put(o);
+        /* Two events announced, one there, no NUL after its message: nothing of it. And a batch on a channel's
+         * own Redis channel (batches come on <prefix>ch: only). */
+        snprintf(env, sizeof(env), "3 %" PRIi64 " %" PRIi64 " 2 node-old\n1 6 1\nlegacy7", last + 2, last);
+        redis_cli(&c, "PUBLISH", "photon:ch:", env);
+        snprintf(env, sizeof(env), "3 %" PRIi64 " %" PRIi64 " 1 node-old\n1 6 1\nlegacy7", last + 2, last);
+        redis_cli(&c, "PUBLISH", "photon:ch:legacy", env);
+        expect_quiet(sub, 300);
+        o = status_of(c.b);
+        cr_assert_eq(jint(o, "data.cluster.invalid"), invalid + 2);
+        json_object_put(o);
+
+        send_burst(pub, 0, "legacy", 2, 3);
+        for (int i = 2; i <= 4; i++) {
+                o = conn_expect(sub, 5000);
+                cr_assert_str_eq(jstr(o, "type"), "channel_message", "got %s", json_object_to_json_string(o));
+                cr_assert_gt(jint(o, "eventId"), last + 1);
+                cr_assert_eq(jint(o, "message.n"), i);
+                json_object_put(o);
+        }
+
+        conn_close(pub);
+        conn_close(sub);
+        cluster2_stop(&c);
+}
