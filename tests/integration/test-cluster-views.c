@@ -1,0 +1,337 @@
+/* SPDX-License-Identifier: MIT */
+
+/* Cluster mode seen through the HTTP front end, with real photond nodes and one real redis-server (on a Unix
+ * socket in a temporary directory): an event stream's Last-Event-ID answered from Redis on another node than the
+ * one the events were published on (every missed event in order, then the live ones, none twice and none
+ * missing; refresh_needed when the cap dropped events; 503 "Cluster unavailable" while Redis is down), and the
+ * cluster's locks listed by GET /v1/locks and /metrics of a node that did not take them. D-Bus' ListLocks is in
+ * test-bus.c, which has the bus. */
+
+#include <criterion/criterion.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "http-client.h"
+#include "redis-helper.h"
+
+#define TOKEN "t0ken-for-views"
+#define AUTH "Authorization: Bearer " TOKEN
+
+static unsigned req_serial;
+
+static int64_t publish(Conn *c, const char *channel, const char *message) {
+        char id[32];
+        struct json_object *o;
+        int64_t event_id;
+
+        snprintf(id, sizeof(id), "p%u", ++req_serial);
+        o = conn_request(c, id, "{\"type\":\"publish\",\"id\":\"%s\",\"channel\":\"%s\",\"message\":%s}", id, channel,
+                         message);
+        cr_assert_str_eq(jstr(o, "type"), "result", "publish: %s", json_object_to_json_string(o));
+        event_id = jint(o, "data.eventId");
+        cr_assert_gt(event_id, 0);
+        json_object_put(o);
+        return event_id;
+}
+
+static void wait_ready(Daemon *d, bool ready) {
+        uint64_t deadline = mono_ms() + 10000;
+
+        for (;;) {
+                struct json_object *o = status_of(d);
+                bool ok = jbool(o, "data.cluster.ready") && jbool(o, "data.clusterLocks.connected");
+
+                json_object_put(o);
+                if (ok == ready)
+                        return;
+                cr_assert_lt(mono_ms(), deadline, "node never became %s", ready ? "ready" : "unready");
+                (void) poll(NULL, 0, 20);
+        }
+}
+
+typedef struct Views {
+        char *dir;
+        TestRedis redis;
+        Daemon *a;                      /* the control socket only */
+        Daemon *b;                      /* with the HTTP listener */
+} Views;
+
+static void views_start(Views *v, const char *extra) {
+        static char url_env[400];
+        const char *env_a[] = { url_env, "PHOTOND_NODE_ID=node-a", extra, NULL };
+        const char *env_b[] = { url_env, "PHOTOND_NODE_ID=node-b", "PHOTOND_API_TOKEN=" TOKEN, extra, NULL };
+
+        if (!test_redis_available())
+                cr_skip_test("no redis-server");
+        v->dir = tmpdir_new();
+        cr_assert_eq(test_redis_start(&v->redis, v->dir, NULL), 0);
+        snprintf(url_env, sizeof(url_env), "PHOTOND_CLUSTER_URL=%s", v->redis.url);
+        v->a = daemon_start(&(DaemonOptions) { .env = env_a });
+        v->b = daemon_start_http(env_b);
+        wait_ready(v->a, true);
+        wait_ready(v->b, true);
+}
+
+/* Node b again, with empty buffers: what it replays from then on can only come from Redis. */
+static void views_restart_b(Views *v) {
+        daemon_free(v->b);
+        v->b = daemon_start_http((const char*[]) { hdr("PHOTOND_CLUSTER_URL=%s", v->redis.url),
+                                                   "PHOTOND_NODE_ID=node-b", "PHOTOND_API_TOKEN=" TOKEN, NULL });
+        wait_ready(v->b, true);
+}
+
+static void views_stop(Views *v) {
+        daemon_free(v->a);
+        daemon_free(v->b);
+        test_redis_stop(&v->redis);
+        tmpdir_remove(v->dir);
+}
+
+/* ---- an event stream through curl ---- */
+
+typedef struct Sse {
+        pid_t pid;
+        int fd;
+        char *buf;
+        size_t len, seen;
+} Sse;
+
+static Sse* sse_open(int port, const char *query, const char *header) {
+        Sse *s = calloc(1, sizeof(Sse));
+        const char *args[] = { "--no-buffer", "-H", AUTH, "-H", header,
+                               hdr("http://127.0.0.1:%d/v1/events?%s", port, query), NULL };
+
+        cr_assert(s);
+        s->pid = curl_spawn(args, &s->fd);
+        s->buf = calloc(1, 1);
+        return s;
+}
+
+static bool sse_wait(Sse *s, const char *text, int timeout_ms) {
+        uint64_t deadline = mono_ms() + (uint64_t) timeout_ms;
+
+        while (!strstr(s->buf + s->seen, text)) {
+                struct pollfd p = { .fd = s->fd, .events = POLLIN };
+                int64_t left = (int64_t) deadline - (int64_t) mono_ms();
+                char chunk[4096];
+                ssize_t k;
+
+                if (left <= 0 || poll(&p, 1, (int) left) <= 0)
+                        return false;
+                k = read(s->fd, chunk, sizeof(chunk));
+                if (k <= 0)
+                        return false;
+                cr_assert(s->buf = realloc(s->buf, s->len + k + 1));
+                memcpy(s->buf + s->len, chunk, k);
+                s->len += k;
+                s->buf[s->len] = '\0';
+        }
+        return true;
+}
+
+/* The next event (comments skipped), kept; NULL if none came within timeout_ms. */
+static const char* sse_next(Sse *s, int timeout_ms) {
+        for (;;) {
+                const char *start, *end;
+
+                if (!sse_wait(s, "\n\n", timeout_ms))
+                        return NULL;
+                start = s->buf + s->seen;
+                end = strstr(start, "\n\n");
+                s->seen = end + 2 - s->buf;
+                if (start[0] != ':')
+                        return keep(strndup(start, end - start));
+        }
+}
+
+static void sse_close(Sse *s) {
+        kill(s->pid, SIGTERM);
+        (void) curl_wait(s->pid);
+        close(s->fd);
+        free(s->buf);
+        free(s);
+}
+
+static const char* event_text(int64_t id, const char *channel, const char *data) {
+        return hdr("id: %" PRId64 "\nevent: %s\ndata: %s", id, channel, data);
+}
+
+#define REFRESH_EVENT(channel) \
+        "event: refresh_needed\ndata: {\"type\":\"refresh_needed\",\"id\":\"lastEventId\",\"channel\":\"" channel "\"}"
+
+/* ---- SSE's Last-Event-ID from Redis ---- */
+
+/* Events published on node a while no stream was open are replayed by node b from Redis, in order, then the live
+ * ones follow with none missing and none twice: checked against what a subscriber of node b received, while a
+ * second process publishes on node a all through the stream's start. */
+#define N_BEFORE 20
+#define N_DURING 300
+
+Test(cluster_views, sse_last_event_id_replays_from_redis_on_another_node) {
+        Views v = {};
+        Conn *pa, *sub;
+        int64_t before[N_BEFORE], all[N_BEFORE + N_DURING];
+        size_t n_all = 0, from;
+        pid_t child;
+        int status;
+        Sse *s;
+
+        views_start(&v, NULL);
+        pa = conn_open(v.a);
+        for (size_t i = 0; i < N_BEFORE; i++)
+                before[i] = publish(pa, "feed", hdr("{\"n\":%zu}", i));
+        for (size_t i = 0; i < N_BEFORE; i++)
+                all[n_all++] = before[i];
+
+        /* Node b never had them (it starts afterwards): the replay must come from Redis, and meet the live
+         * messages of a publisher that keeps going meanwhile. */
+        views_restart_b(&v);
+        sub = conn_open(v.b);
+        json_object_put(conn_request(sub, "s", "{\"type\":\"subscribe\",\"id\":\"s\",\"channel\":\"feed\"}"));
+        child = fork();
+        cr_assert(child >= 0);
+        if (child == 0) {
+                Conn *c = conn_open(v.a);
+
+                for (size_t i = 0; i < N_DURING; i++) {
+                        struct json_object *o = conn_request(c, "q", "{\"type\":\"publish\",\"id\":\"q\","
+                                                             "\"channel\":\"feed\",\"message\":{\"m\":%zu}}", i);
+
+                        if (!o || !streq(jstr(o, "type"), "result"))
+                                _exit(1);
+                        json_object_put(o);
+                }
+                _exit(0);
+        }
+        from = 7;
+        s = sse_open(v.b->webhook_port, "channel=feed", hdr("Last-Event-ID: %" PRId64, before[from - 1]));
+        cr_assert_eq(waitpid(child, &status, 0), child);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "publisher failed: %d", status);
+
+        /* Every later message, as node b's subscriber saw them. */
+        while (n_all < N_BEFORE + N_DURING) {
+                struct json_object *o = conn_expect(sub, 5000);
+
+                if (streq(jstr(o, "type") ?: "", "channel_message"))
+                        all[n_all++] = jint(o, "eventId");
+                json_object_put(o);
+        }
+
+        /* The stream: exactly what came after before[from - 1]. */
+        for (size_t i = from; i < n_all; i++) {
+                const char *e = sse_next(s, 5000);
+                int64_t id;
+
+                cr_assert_not_null(e, "event %zu of %zu missing", i, n_all);
+                cr_assert_eq(sscanf(e, "id: %" SCNd64, &id), 1, "not a message: %s", e);
+                cr_assert_eq(id, all[i], "event %zu: %" PRId64 ", expected %" PRId64, i, id, all[i]);
+        }
+        cr_assert_null(sse_next(s, 300), "an event too many");
+
+        /* And the live ones go on. */
+        int64_t live = publish(pa, "feed", "\"live\"");
+        cr_assert_str_eq(sse_next(s, 5000), event_text(live, "feed", "\"live\""));
+        sse_close(s);
+
+        conn_close(pa);
+        conn_close(sub);
+        views_stop(&v);
+}
+
+/* Several channels and a wildcard, from a node that was started after the events were published: each channel's
+ * replay from Redis; a Last-Event-ID ahead of every id is refresh_needed, as on one node. */
+Test(cluster_views, sse_replays_every_channel_of_a_restarted_view) {
+        Views v = {};
+        Conn *pa;
+        int64_t ids[4];
+        Sse *s;
+
+        views_start(&v, NULL);
+        pa = conn_open(v.a);
+        ids[0] = publish(pa, "jobs:a", "1");
+        ids[1] = publish(pa, "jobs:b", "2");
+        ids[2] = publish(pa, "jobs:a", "3");
+        ids[3] = publish(pa, "other", "4");
+
+        /* Node b restarts: its buffers are gone; Redis has it all. */
+        views_restart_b(&v);
+
+        s = sse_open(v.b->webhook_port, "channel=jobs:*&channel=other", hdr("Last-Event-ID: %" PRId64, ids[0]));
+        cr_assert_str_eq(sse_next(s, 5000), event_text(ids[1], "jobs:b", "2"));
+        cr_assert_str_eq(sse_next(s, 5000), event_text(ids[2], "jobs:a", "3"));
+        cr_assert_str_eq(sse_next(s, 5000), event_text(ids[3], "other", "4"));
+        cr_assert_null(sse_next(s, 300));
+        int64_t live = publish(pa, "jobs:c", "5");
+        cr_assert_str_eq(sse_next(s, 5000), event_text(live, "jobs:c", "5"));
+        sse_close(s);
+
+        s = sse_open(v.b->webhook_port, "channel=other", hdr("Last-Event-ID: %" PRId64, live + 1000000));
+        cr_assert_str_eq(sse_next(s, 5000), REFRESH_EVENT("other"));
+        sse_close(s);
+
+        conn_close(pa);
+        views_stop(&v);
+}
+
+/* The cap (PHOTOND_REPLAY_MAX_EVENTS=5 in Redis) dropped events: a stream from before them starts with
+ * refresh_needed, then the live events; one from after them is complete. */
+Test(cluster_views, sse_refresh_needed_when_the_cap_dropped_events) {
+        Views v = {};
+        Conn *pa;
+        int64_t ids[10];
+        Sse *s;
+
+        views_start(&v, "PHOTOND_REPLAY_MAX_EVENTS=5");
+        pa = conn_open(v.a);
+        for (size_t i = 0; i < 10; i++)
+                ids[i] = publish(pa, "feed", hdr("%zu", i));
+
+        s = sse_open(v.b->webhook_port, "channel=feed", hdr("Last-Event-ID: %" PRId64, ids[1]));
+        cr_assert_str_eq(sse_next(s, 5000), REFRESH_EVENT("feed"));
+        cr_assert_null(sse_next(s, 300));
+        int64_t live = publish(pa, "feed", "\"live\"");
+        cr_assert_str_eq(sse_next(s, 5000), event_text(live, "feed", "\"live\""));
+        sse_close(s);
+
+        s = sse_open(v.b->webhook_port, "channel=feed", hdr("Last-Event-ID: %" PRId64, ids[6]));
+        for (size_t i = 7; i < 10; i++)
+                cr_assert_str_eq(sse_next(s, 5000), event_text(ids[i], "feed", hdr("%zu", i)));
+        cr_assert_str_eq(sse_next(s, 5000), event_text(live, "feed", "\"live\""));
+        cr_assert_null(sse_next(s, 300));
+        sse_close(s);
+
+        conn_close(pa);
+        views_stop(&v);
+}
+
+/* Redis down: a stream with Last-Event-ID is refused with 503 "Cluster unavailable: …" before it starts (no
+ * stream that would miss events silently); one without it is live, as before. */
+Test(cluster_views, sse_last_event_id_while_redis_is_down) {
+        Views v = {};
+        Http *h;
+
+        views_start(&v, NULL);
+        test_redis_stop(&v.redis);
+        wait_ready(v.b, false);
+
+        h = http(v.b->webhook_port, "GET", "/v1/events?channel=feed", NULL, "-H", AUTH, "-H", "Last-Event-ID: 5",
+                 NULL);
+        cr_assert_eq(h->status, 503, "%d %s", h->status, h->body);
+        cr_assert_not_null(h->json, "%s", h->body);
+        cr_assert_not_null(strstr(jstr(h->json, "error"), "Cluster unavailable: "), "%s", h->body);
+        http_free(h);
+
+        /* A query's lastEventId too. */
+        h = http(v.b->webhook_port, "GET", "/v1/events?channel=feed&lastEventId=5", NULL, "-H", AUTH, NULL);
+        cr_assert_eq(h->status, 503, "%d %s", h->status, h->body);
+        http_free(h);
+
+        views_stop(&v);
+}
