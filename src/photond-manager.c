@@ -973,6 +973,8 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                 if (r < 0)
                         return r;
                 m->lock_backend = cluster_locks_backend(m->cluster_locks);
+                /* D-Bus and HTTP list the cluster's locks, not the (unused) local table. */
+                m->lock_view = (LockView) { .list = control_lock_view_list, .userdata = (void*) m->lock_backend };
         }
         r = lock_table_new(m->event, &(LockTableHooks) {
                                    .clock = &m->clock,
@@ -1252,6 +1254,7 @@ int manager_startup(Manager *m) {
                 r = http_api_new(m->http, &(HttpApiConfig) {
                                          .channels = m->channels,
                                          .locks = m->locks,
+                                         .lock_view = m->lock_backend ? &m->lock_view : NULL,
                                          .scheduler = m->scheduler,
                                          .build_status = hook_http_build_status,
                                          .userdata = m,

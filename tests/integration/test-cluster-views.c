@@ -63,6 +63,17 @@ typedef struct Views {
         Daemon *b;                      /* with the HTTP listener */
 } Views;
 
+/* A failed assertion ends the test before views_stop(): the suite's fini stops its redis-server then. */
+static TestRedis *running_redis;
+
+static void views_fini(void) {
+        if (running_redis)
+                test_redis_stop(running_redis);
+        running_redis = NULL;
+}
+
+TestSuite(cluster_views, .fini = views_fini);
+
 static void views_start(Views *v, const char *extra) {
         static char url_env[400];
         const char *env_a[] = { url_env, "PHOTOND_NODE_ID=node-a", extra, NULL };
@@ -72,6 +83,7 @@ static void views_start(Views *v, const char *extra) {
                 cr_skip_test("no redis-server");
         v->dir = tmpdir_new();
         cr_assert_eq(test_redis_start(&v->redis, v->dir, NULL), 0);
+        running_redis = &v->redis;
         snprintf(url_env, sizeof(url_env), "PHOTOND_CLUSTER_URL=%s", v->redis.url);
         v->a = daemon_start(&(DaemonOptions) { .env = env_a });
         v->b = daemon_start_http(env_b);
@@ -91,6 +103,7 @@ static void views_stop(Views *v) {
         daemon_free(v->a);
         daemon_free(v->b);
         test_redis_stop(&v->redis);
+        running_redis = NULL;
         tmpdir_remove(v->dir);
 }
 
@@ -333,5 +346,62 @@ Test(cluster_views, sse_last_event_id_while_redis_is_down) {
         cr_assert_eq(h->status, 503, "%d %s", h->status, h->body);
         http_free(h);
 
+        views_stop(&v);
+}
+
+/* ---- the cluster's locks over HTTP ---- */
+
+/* GET /v1/locks of node b lists a lock taken on node a (from Redis, not node b's empty table), and answers 503
+ * "Cluster unavailable: …" while Redis is stopped. */
+Test(cluster_views, http_locks_are_the_clusters) {
+        Views v = {};
+        Conn *ca;
+        struct json_object *o, *e;
+        int64_t token;
+        Http *h;
+
+        views_start(&v, NULL);
+        ca = conn_open(v.a);
+        o = conn_request(ca, "l", "{\"type\":\"lock\",\"id\":\"l\",\"lockName\":\"deploy\",\"sessionId\":\"ci\","
+                         "\"lockTimeout\":60000}");
+        cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
+        token = jint(o, "data.fencingToken");
+        json_object_put(o);
+        o = conn_request(ca, "l2", "{\"type\":\"lock\",\"id\":\"l2\",\"lockName\":\"db/main\","
+                         "\"sessionId\":\"worker 2\",\"lockTimeout\":60000}");
+        cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+
+        h = http(v.b->webhook_port, "GET", "/v1/locks", NULL, "-H", AUTH, NULL);
+        cr_assert_eq(h->status, 200, "%d %s", h->status, h->body);
+        /* list_locks' shape and order (oldest acquisition first), as the socket of either node lists them. */
+        cr_assert_eq(json_object_array_length(jget(h->json, "locks")), 2, "%s", h->body);
+        e = json_object_array_get_idx(jget(h->json, "locks"), 0);
+        cr_assert_str_eq(jstr(e, "name"), "deploy");
+        cr_assert_str_eq(jstr(e, "holder"), "ci");
+        cr_assert_eq(jint(e, "fencingToken"), token);
+        cr_assert_gt(jint(e, "expiresAt"), jint(e, "acquiredAt"));
+        e = json_object_array_get_idx(jget(h->json, "locks"), 1);
+        cr_assert_str_eq(jstr(e, "name"), "db/main");
+        cr_assert_str_eq(jstr(e, "holder"), "worker 2");
+        http_free(h);
+
+        /* No forced release: Redis releases for the holder only; the lock stays. */
+        h = http(v.b->webhook_port, "DELETE", "/v1/locks/deploy", NULL, "-H", AUTH, NULL);
+        cr_assert_eq(h->status, 501, "%d %s", h->status, h->body);
+        cr_assert_not_null(strstr(jstr(h->json, "error"), "a forced release is not supported"), "%s", h->body);
+        http_free(h);
+        o = conn_request(ca, "q", "{\"type\":\"query_lock\",\"id\":\"q\",\"lockName\":\"deploy\"}");
+        cr_assert_str_eq(jstr(o, "data.holder"), "ci", "%s", json_object_to_json_string(o));
+        json_object_put(o);
+
+        test_redis_stop(&v.redis);
+        wait_ready(v.b, false);
+        h = http(v.b->webhook_port, "GET", "/v1/locks", NULL, "-H", AUTH, NULL);
+        cr_assert_eq(h->status, 503, "%d %s", h->status, h->body);
+        cr_assert_not_null(strstr(jstr(h->json, "error"), "Cluster unavailable: "), "%s", h->body);
+        http_free(h);
+
+        conn_close(ca);
         views_stop(&v);
 }
