@@ -102,6 +102,15 @@ static int bus_list_too_large(Bus *b, sd_bus_error *error, const char *what, con
 
 /* ---- property getters ---- */
 
+/* Locks: the table's; in cluster mode the cluster's, as the last heartbeat counted them in Redis (a property is
+ * answered at once: it cannot wait for Redis; ListLocks asks it). 0 until the first heartbeat. */
+static uint32_t bus_lock_count(Manager *m) {
+        if (m->cluster)
+                return (uint32_t) MIN(MAX(cluster_nodes_lock_count(cluster_get_nodes(m->cluster)), (int64_t) 0),
+                                      (int64_t) UINT32_MAX);
+        return lock_table_count(m->locks);
+}
+
 static int property_get_count(sd_bus *bus, const char *path, const char *interface, const char *property,
                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Bus *b = userdata;
@@ -113,7 +122,7 @@ static int property_get_count(sd_bus *bus, const char *path, const char *interfa
         else if (streq(property, "Channels"))
                 n = channels_count(m->channels);
         else if (streq(property, "Locks"))
-                n = lock_table_count(m->locks);
+                n = bus_lock_count(m);
         else if (streq(property, "Jobs"))
                 n = scheduler_count(m->scheduler);
         else if (streq(property, "Subscriptions"))
@@ -880,7 +889,7 @@ static void bus_flush_changes(Bus *b) {
                 [BUS_COUNTED_CLIENTS] = m->n_clients,
                 [BUS_COUNTED_CHANNELS] = channels_count(m->channels),
                 [BUS_COUNTED_SUBSCRIPTIONS] = channels_subscribed_count(m->channels),
-                [BUS_COUNTED_LOCKS] = lock_table_count(m->locks),
+                [BUS_COUNTED_LOCKS] = bus_lock_count(m),
                 [BUS_COUNTED_JOBS] = scheduler_count(m->scheduler),
         };
         static const char *const names[_BUS_COUNTED_MAX] = {

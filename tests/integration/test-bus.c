@@ -1311,3 +1311,52 @@ Test(bus, list_larger_than_a_message_is_refused_and_the_bus_stays) {
         conn_close(c);
         daemon_free(d);
 }
+
+/* Cluster mode: the Locks property counts the cluster's locks in Redis, as the heartbeat last counted them (a lock
+ * taken on another node included), and announces the count's changes with PropertiesChanged. */
+Test(bus, cluster_locks_property_counts_the_clusters) {
+        TestRedis redis;
+        char url_env[400], *dir;
+        Daemon *a, *b;
+        Conn *ca;
+        Props p;
+        struct json_object *o;
+        unsigned i;
+
+        if (!test_redis_available())
+                cr_skip_test("no redis-server");
+        dir = tmpdir_new();
+        cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
+        snprintf(url_env, sizeof(url_env), "PHOTOND_CLUSTER_URL=%s", redis.url);
+        a = daemon_start(&(DaemonOptions) { .env = (const char*[]) { url_env, "PHOTOND_NODE_ID=node-a", NULL } });
+        b = start_on_bus_with((const char*[]) { url_env, "PHOTOND_NODE_ID=node-b", "PHOTOND_CLUSTER_HEARTBEAT_MS=100",
+                                                NULL });
+        props_start(&p);
+        ca = conn_open(a);
+        for (uint64_t deadline = mono_ms() + 10000;;) {
+                o = conn_request(ca, "l", "{\"type\":\"lock\",\"id\":\"l\",\"lockName\":\"deploy\","
+                                 "\"sessionId\":\"ci\",\"lockTimeout\":60000}");
+                if (jbool(o, "success"))
+                        break;
+                cr_assert_lt(mono_ms(), deadline, "no lock: %s", json_object_to_json_string(o));
+                json_object_put(o);
+                (void) poll(NULL, 0, 20);
+        }
+        json_object_put(o);
+
+        i = PROPS_WAIT(&p, 0, "Locks=1 ");
+        cr_assert_eq(property_u(&p, "Locks"), 1);
+
+        o = conn_request(ca, "u", "{\"type\":\"unlock\",\"id\":\"u\",\"lockName\":\"deploy\",\"sessionId\":\"ci\"}");
+        cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        (void) PROPS_WAIT(&p, i + 1, "Locks=0 ");
+        cr_assert_eq(property_u(&p, "Locks"), 0);
+
+        props_stop(&p);
+        conn_close(ca);
+        daemon_free(a);
+        daemon_free(b);
+        test_redis_stop(&redis);
+        tmpdir_remove(dir);
+}

@@ -351,8 +351,8 @@ Test(cluster_views, sse_last_event_id_while_redis_is_down) {
 
 /* ---- the cluster's locks over HTTP ---- */
 
-/* GET /v1/locks of node b lists a lock taken on node a (from Redis, not node b's empty table), and answers 503
- * "Cluster unavailable: …" while Redis is stopped. */
+/* GET /v1/locks of node b lists a lock taken on node a (from Redis, not node b's empty table), /metrics counts
+ * them, DELETE is refused, and GET answers 503 "Cluster unavailable: …" while Redis is stopped. */
 Test(cluster_views, http_locks_are_the_clusters) {
         Views v = {};
         Conn *ca;
@@ -385,6 +385,22 @@ Test(cluster_views, http_locks_are_the_clusters) {
         cr_assert_str_eq(jstr(e, "name"), "db/main");
         cr_assert_str_eq(jstr(e, "holder"), "worker 2");
         http_free(h);
+
+        /* /metrics: the count the heartbeat took in Redis (within a heartbeat, 1 s). */
+        for (uint64_t deadline = mono_ms() + 5000;;) {
+                bool seen;
+
+                h = http(v.b->webhook_port, "GET", "/metrics", NULL, "-H", AUTH, NULL);
+                cr_assert_eq(h->status, 200, "%d", h->status);
+                seen = strstr(h->body, "\nphotond_cluster_locks_held 2\n") != NULL;
+                /* The node's own table is not where the cluster's locks are. */
+                cr_assert_not_null(strstr(h->body, "\nphotond_locks_held 0\n"));
+                http_free(h);
+                if (seen)
+                        break;
+                cr_assert_lt(mono_ms(), deadline, "photond_cluster_locks_held never became 2");
+                (void) poll(NULL, 0, 50);
+        }
 
         /* No forced release: Redis releases for the holder only; the lock stays. */
         h = http(v.b->webhook_port, "DELETE", "/v1/locks/deploy", NULL, "-H", AUTH, NULL);
