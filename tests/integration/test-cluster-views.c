@@ -3,9 +3,9 @@
 /* Cluster mode seen through the HTTP front end, with real photond nodes and one real redis-server (on a Unix
  * socket in a temporary directory): an event stream's Last-Event-ID answered from Redis on another node than the
  * one the events were published on (every missed event in order, then the live ones, none twice and none
- * missing; refresh_needed when the cap dropped events; 503 "Cluster unavailable" while Redis is down), and the
- * cluster's locks listed by GET /v1/locks and /metrics of a node that did not take them. D-Bus' ListLocks is in
- * test-bus.c, which has the bus. */
+ * missing; refresh_needed when the cap dropped events; 503 "Cluster unavailable" while Redis is down or stuck),
+ * and the cluster's locks listed by GET /v1/locks and counted by /metrics of a node that did not take them. D-Bus'
+ * ListLocks and Locks are in test-bus.c, which has the bus. */
 
 #include <criterion/criterion.h>
 #include <inttypes.h>
@@ -67,8 +67,11 @@ typedef struct Views {
 static TestRedis *running_redis;
 
 static void views_fini(void) {
-        if (running_redis)
+        if (running_redis && running_redis->pid > 0) {
+                /* It may have been stopped (SIGSTOP) by the test. */
+                (void) kill(running_redis->pid, SIGCONT);
                 test_redis_stop(running_redis);
+        }
         running_redis = NULL;
 }
 
@@ -419,5 +422,37 @@ Test(cluster_views, http_locks_are_the_clusters) {
         http_free(h);
 
         conn_close(ca);
+        views_stop(&v);
+}
+
+/* A stuck Redis (SIGSTOP): what was asked for is answered when the command timeout ends it, never a hang; an
+ * event stream's replay and a lock list, both waiting suspended meanwhile, get 503 "Cluster unavailable: …". */
+Test(cluster_views, stuck_redis_ends_waiting_requests_with_503) {
+        Views v = {};
+        Sse *s;
+        Http *h;
+        uint64_t t0, elapsed;
+        bool refused;
+
+        views_start(&v, "PHOTOND_CLUSTER_COMMAND_TIMEOUT_MS=500");
+        cr_assert_eq(kill(v.redis.pid, SIGSTOP), 0);
+
+        t0 = mono_ms();
+        s = sse_open(v.b->webhook_port, "channel=feed", "Last-Event-ID: 5");
+        h = http(v.b->webhook_port, "GET", "/v1/locks", NULL, "-H", AUTH, NULL);
+        /* The stream's request got its 503 as well: curl prints the body and ends. */
+        refused = sse_wait(s, "Cluster unavailable: ", 10000);
+        elapsed = mono_ms() - t0;
+        /* Going on before any assertion: a stopped redis-server would outlive a failed test. */
+        cr_assert_eq(kill(v.redis.pid, SIGCONT), 0);
+
+        cr_assert_eq(h->status, 503, "%d %s", h->status, h->body);
+        cr_assert_not_null(strstr(jstr(h->json, "error"), "Cluster unavailable: "), "%s", h->body);
+        http_free(h);
+        cr_assert(refused, "no refusal: %s", s->buf);
+        cr_assert_null(strstr(s->buf, "photond event stream"), "a stream started: %s", s->buf);
+        cr_assert_lt(elapsed, 10000, "no answer for %" PRIu64 " ms", elapsed);
+        sse_close(s);
+
         views_stop(&v);
 }
