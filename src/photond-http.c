@@ -847,13 +847,15 @@ void http_request_finish(HttpRequest *req, unsigned status, struct json_object *
 
 void http_request_finish_stream(HttpRequest *req, unsigned status, const char *content_type, HttpStreamRead read,
                                 void *userdata) {
+        bool closing;
+
         assert(req);
         assert(status > 0);
         assert(content_type);
         assert(read);
 
-        bool closing = req->closing;
-
+        /* http_request_finish() without an answer marks the request closing; a stream is an answer. */
+        closing = req->closing;
         /* Queued by the access handler once resumed: only it may queue a response. */
         req->stream_content_type = content_type;
         req->stream_read = read;
