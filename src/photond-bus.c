@@ -18,6 +18,7 @@
 #include "photond-channel.h"
 #include "photond-cluster.h"
 #include "photond-lock.h"
+#include "photond-lock-view.h"
 #include "photond-manager.h"
 #include "photond-schedule.h"
 
@@ -101,6 +102,15 @@ static int bus_list_too_large(Bus *b, sd_bus_error *error, const char *what, con
 
 /* ---- property getters ---- */
 
+/* Locks: the table's; in cluster mode the cluster's, as the last heartbeat counted them in Redis (a property is
+ * answered at once: it cannot wait for Redis; ListLocks asks it). 0 until the first heartbeat. */
+static uint32_t bus_lock_count(Manager *m) {
+        if (m->cluster)
+                return (uint32_t) MIN(MAX(cluster_nodes_lock_count(cluster_get_nodes(m->cluster)), (int64_t) 0),
+                                      (int64_t) UINT32_MAX);
+        return lock_table_count(m->locks);
+}
+
 static int property_get_count(sd_bus *bus, const char *path, const char *interface, const char *property,
                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Bus *b = userdata;
@@ -112,7 +122,7 @@ static int property_get_count(sd_bus *bus, const char *path, const char *interfa
         else if (streq(property, "Channels"))
                 n = channels_count(m->channels);
         else if (streq(property, "Locks"))
-                n = lock_table_count(m->locks);
+                n = bus_lock_count(m);
         else if (streq(property, "Jobs"))
                 n = scheduler_count(m->scheduler);
         else if (streq(property, "Subscriptions"))
@@ -438,9 +448,92 @@ static int foreach_channel(Manager *m, ListReply *l) {
         return channels_foreach(m->channels, list_channel, l);
 }
 
+/* Cluster mode: ListLocks is answered when Redis has listed the cluster's locks (the Manager's LockView); the
+ * call is ours until then. */
+typedef struct BusLockList {
+        sd_bus_message *call;
+        size_t max;
+} BusLockList;
+
+static int lock_list_reply(BusLockList *l, struct json_object *locks) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        ListReply lr = { .max = l->max };
+        size_t n = json_object_array_length(locks);
+        int r;
+
+        r = sd_bus_message_new_method_return(l->call, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "(ssxxt)");
+        if (r < 0)
+                return r;
+        lr.reply = reply;
+        for (size_t i = 0; i < n; i++) {
+                struct json_object *e = json_object_array_get_idx(locks, i);
+                int64_t token;
+                LockInfo info = {
+                        .name = json_get_string(e, "name"),
+                        .holder = json_get_string(e, "holder"),
+                };
+
+                /* The backend's list, in list_locks' shape. */
+                if (!info.name || !info.holder || json_get_int64(e, "acquiredAt", false, &info.acquired_at) < 0 ||
+                    json_get_int64(e, "expiresAt", false, &info.expires_at) < 0 ||
+                    json_get_int64(e, "fencingToken", false, &token) < 0)
+                        return -EINVAL;
+                info.fencing_token = (uint64_t) token;
+                r = list_lock(&info, &lr);
+                if (r == -E2BIG)
+                        return sd_bus_reply_method_errorf(l->call, BUS_ERROR_LIMIT_EXCEEDED,
+                                                          "The locks are more than a D-Bus message may hold (%zu "
+                                                          "bytes); use 'photonctl locks' (or list_locks on the "
+                                                          "socket) instead.", l->max);
+                if (r < 0)
+                        return r;
+        }
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static void on_lock_list_done(int error, const char *reason, struct json_object *locks, void *userdata) {
+        _cleanup_(json_object_putp) struct json_object *a = locks;
+        BusLockList *l = userdata;
+        int r;
+
+        if (error < 0)
+                r = sd_bus_reply_method_errorf(l->call, SD_BUS_ERROR_FAILED, "Cluster unavailable: %s",
+                                               error == -ECANCELED ? "photond is stopping" :
+                                               reason ?: "unknown error");
+        else {
+                r = lock_list_reply(l, a);
+                if (r < 0 && r != -E2BIG)
+                        r = sd_bus_reply_method_errnof(l->call, r, "Failed to list the locks: %m");
+        }
+        if (r < 0)
+                log_debug_errno(r, "Failed to answer ListLocks: %m");
+        sd_bus_message_unref(l->call);
+        free(l);
+}
+
 static int method_list_locks(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        return method_list(message, userdata, error, "(ssxxt)", foreach_lock, "locks",
-                           "'photonctl locks' (or list_locks on the socket)");
+        Bus *b = userdata;
+        Manager *m = b->manager;
+        BusLockList *l;
+
+        if (!m->lock_backend)
+                return method_list(message, userdata, error, "(ssxxt)", foreach_lock, "locks",
+                                   "'photonctl locks' (or list_locks on the socket)");
+
+        l = new0(BusLockList, 1);
+        if (!l)
+                return -ENOMEM;
+        l->call = sd_bus_message_ref(message);
+        l->max = bus_list_max(b);
+        m->lock_view.list(m->lock_view.userdata, on_lock_list_done, l);
+        /* Answered later (or already): 1 tells sd-bus that an answer is ours to send. */
+        return 1;
 }
 
 static int method_list_jobs(sd_bus_message *message, void *userdata, sd_bus_error *error) {
@@ -541,6 +634,9 @@ static int method_release_lock(sd_bus_message *message, void *userdata, sd_bus_e
                 return r;
         if ((!name || !name[0]))
                 return sd_bus_error_set(error, BUS_ERROR_INVALID_ARGS, "The lock name must not be empty.");
+        if (m->lock_backend)
+                /* The local table holds none of the cluster's locks, and Redis releases only for the holder. */
+                return sd_bus_error_set(error, SD_BUS_ERROR_NOT_SUPPORTED, CLUSTER_FORCE_RELEASE_REFUSAL);
 
         r = lock_table_force_release(m->locks, name);
         if (r == -ENOENT)
@@ -793,7 +889,7 @@ static void bus_flush_changes(Bus *b) {
                 [BUS_COUNTED_CLIENTS] = m->n_clients,
                 [BUS_COUNTED_CHANNELS] = channels_count(m->channels),
                 [BUS_COUNTED_SUBSCRIPTIONS] = channels_subscribed_count(m->channels),
-                [BUS_COUNTED_LOCKS] = lock_table_count(m->locks),
+                [BUS_COUNTED_LOCKS] = bus_lock_count(m),
                 [BUS_COUNTED_JOBS] = scheduler_count(m->scheduler),
         };
         static const char *const names[_BUS_COUNTED_MAX] = {

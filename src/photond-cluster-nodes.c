@@ -164,8 +164,9 @@ int cluster_node_record_parse(const char *s, size_t len, ClusterNodeRecord *ret)
  *
  * KEYS: <prefix>nodes (sorted set: node id -> when it expires, ms of Redis' clock), <prefix>nodes:info (hash: node
  * id -> record), <prefix>nodes:seen (hash: node id -> last seen), <prefix>node:<id>:instances (hash: instance token
- * -> last seen; expires with the node), and the channel <prefix>node:<id>:beat, where the token is published for
- * the node's own subscriber connection to hear. ARGV: node id, token, TTL ms, record, nodes to return at most,
+ * -> last seen; expires with the node), the channel <prefix>node:<id>:beat, where the token is published for
+ * the node's own subscriber connection to hear, and <prefix>locks:index (the cluster's locks by expiry,
+ * photond-cluster-locks.h), only counted. ARGV: node id, token, TTL ms, record, nodes to return at most,
  * this process' first heartbeat (Redis' clock, ms; 0 before it was answered).
  *
  * Redis' own clock (TIME) is the one clock: the nodes' clocks need not agree. A second live process with this id
@@ -173,7 +174,8 @@ int cluster_node_record_parse(const char *s, size_t len, ClusterNodeRecord *ret)
  * process that restarted leaves the old token behind, last seen before its successor's first heartbeat, and is not
  * mistaken for one; a live one stays a duplicate until it has been silent for the TTL, however its heartbeats
  * interleave with ours.
- * Returns { now, duplicate (0/1), number of nodes, then id, last seen, record for each node returned }. */
+ * Returns { now, duplicate (0/1), number of nodes, live locks (expiry after now), then id, last seen, record for
+ * each node returned }. The lock count is O(log n): D-Bus' Locks and /metrics read it between heartbeats. */
 static const char heartbeat_script[] =
         "local t = redis.call('TIME')\n"
         "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
@@ -204,7 +206,8 @@ static const char heartbeat_script[] =
         "  redis.call('HDEL', KEYS[3], g)\n"
         "end\n"
         "local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. string.format('%.0f', now), '+inf', 'LIMIT', 0, max)\n"
-        "local out = { now, dup, redis.call('ZCARD', KEYS[1]) }\n"
+        "local out = { now, dup, redis.call('ZCARD', KEYS[1]),\n"
+        "              redis.call('ZCOUNT', KEYS[6], '(' .. string.format('%.0f', now), '+inf') }\n"
         "for _, n in ipairs(ids) do\n"
         "  out[#out + 1] = n\n"
         "  out[#out + 1] = tonumber(redis.call('HGET', KEYS[3], n) or 0) or 0\n"
@@ -234,11 +237,12 @@ struct ClusterNodes {
         sd_event *event;
         RedisConn *commands, *subscriber;
         char *node_id;
-        char *keys[5];          /* the script's KEYS; the last is the beat channel */
+        char *keys[6];          /* the script's KEYS: [4] the beat channel, [5] the locks' index */
         char *record;           /* this node's record */
         char token[CLUSTER_NODE_TOKEN_LEN + 1];
         uint64_t heartbeat_usec;
         void (*changed)(bool state, void *userdata);
+        void (*locks_counted)(void *userdata);
         void *userdata;
 
         sd_event_source *timer;
@@ -251,6 +255,7 @@ struct ClusterNodes {
         size_t n_nodes;
         size_t n_total;         /* nodes in the index (more than n_nodes past CLUSTER_NODES_MAX) */
         bool duplicate;
+        int64_t lock_count;     /* live locks in Redis at the last heartbeat; -1: none answered yet */
 
         ClusterState state;
         uint64_t state_since;   /* CLOCK_REALTIME µs */
@@ -362,23 +367,23 @@ static void beat_error(ClusterNodes *n, const char *what) {
 
 /* Reads the script's answer; a reply that is not what the script returns changes nothing. */
 static int beat_parse(ClusterNodes *n, redisReply *reply, int64_t *ret_now, bool *ret_dup, ClusterNode **ret,
-                      size_t *ret_n, size_t *ret_total) {
+                      size_t *ret_n, size_t *ret_total, int64_t *ret_locks) {
         ClusterNode *a = NULL;
         size_t k = 0, count;
 
-        if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 || (reply->elements - 3) % 3 != 0 ||
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 4 || (reply->elements - 4) % 3 != 0 ||
             reply->element[0]->type != REDIS_REPLY_INTEGER || reply->element[1]->type != REDIS_REPLY_INTEGER ||
-            reply->element[2]->type != REDIS_REPLY_INTEGER)
+            reply->element[2]->type != REDIS_REPLY_INTEGER || reply->element[3]->type != REDIS_REPLY_INTEGER)
                 return -EBADMSG;
-        count = MIN((reply->elements - 3) / 3, (size_t) CLUSTER_NODES_MAX);
+        count = MIN((reply->elements - 4) / 3, (size_t) CLUSTER_NODES_MAX);
         if (count > 0) {
                 a = new0(ClusterNode, count);
                 if (!a)
                         return -ENOMEM;
         }
         for (size_t i = 0; i < count; i++) {
-                redisReply *id = reply->element[3 + 3 * i], *seen = reply->element[4 + 3 * i],
-                           *rec = reply->element[5 + 3 * i];
+                redisReply *id = reply->element[4 + 3 * i], *seen = reply->element[5 + 3 * i],
+                           *rec = reply->element[6 + 3 * i];
 
                 /* Anyone may write into Redis: what does not look like a node is not shown. */
                 if (id->type != REDIS_REPLY_STRING || strlen(id->str) != id->len || !cluster_node_id_valid(id->str) ||
@@ -402,6 +407,7 @@ static int beat_parse(ClusterNodes *n, redisReply *reply, int64_t *ret_now, bool
         *ret_now = reply->element[0]->integer;
         *ret_dup = reply->element[1]->integer != 0;
         *ret_total = (size_t) MAX(reply->element[2]->integer, (long long) 0);
+        *ret_locks = MAX(reply->element[3]->integer, (long long) 0);
         *ret = a;
         *ret_n = k;
         return 0;
@@ -411,7 +417,7 @@ static void on_beat_reply(RedisConn *conn, redisReply *reply, void *userdata) {
         ClusterNodes *n = userdata;
         ClusterNode *old, *a;
         size_t n_old, n_a, total;
-        int64_t now;
+        int64_t now, locks;
         bool dup, changed;
         int r;
 
@@ -422,7 +428,7 @@ static void on_beat_reply(RedisConn *conn, redisReply *reply, void *userdata) {
                 beat_error(n, reply->str);
                 return;
         }
-        r = beat_parse(n, reply, &now, &dup, &a, &n_a, &total);
+        r = beat_parse(n, reply, &now, &dup, &a, &n_a, &total, &locks);
         if (r < 0) {
                 beat_error(n, r == -ENOMEM ? "out of memory" : "unexpected answer");
                 return;
@@ -453,6 +459,11 @@ static void on_beat_reply(RedisConn *conn, redisReply *reply, void *userdata) {
                 n->beats_unheard++;
         if (changed && n->changed)
                 n->changed(false, n->userdata);
+        if (locks != n->lock_count) {
+                n->lock_count = locks;
+                if (n->locks_counted)
+                        n->locks_counted(n->userdata);
+        }
 }
 
 static void beat(ClusterNodes *n) {
@@ -466,13 +477,14 @@ static void beat(ClusterNodes *n) {
         snprintf(first, sizeof(first), "%" PRId64, n->first_beat);
         /* EVAL, not a script loaded at connect: once a heartbeat its source costs nothing, and the commands
          * connection's script list stays with the parts that call theirs on every request. */
-        r = redis_conn_command(n->commands, on_beat_reply, n, 14,
-                               (const char *[]) { "EVAL", heartbeat_script, "5", n->keys[0], n->keys[1], n->keys[2],
-                                                  n->keys[3], n->keys[4], n->node_id, n->token, ttl, n->record,
-                                                  max, first },
+        r = redis_conn_command(n->commands, on_beat_reply, n, 15,
+                               (const char *[]) { "EVAL", heartbeat_script, "6", n->keys[0], n->keys[1], n->keys[2],
+                                                  n->keys[3], n->keys[4], n->keys[5], n->node_id, n->token, ttl,
+                                                  n->record, max, first },
                                (const size_t[]) { 4, sizeof(heartbeat_script) - 1, 1, strlen(n->keys[0]),
                                                   strlen(n->keys[1]), strlen(n->keys[2]), strlen(n->keys[3]),
-                                                  strlen(n->keys[4]), strlen(n->node_id), CLUSTER_NODE_TOKEN_LEN,
+                                                  strlen(n->keys[4]), strlen(n->keys[5]), strlen(n->node_id),
+                                                  CLUSTER_NODE_TOKEN_LEN,
                                                   strlen(ttl), strlen(n->record), strlen(max), strlen(first) });
         if (r < 0) {
                 /* -ENOTCONN and -ENOBUFS say the connection is in trouble: the state and pending show it. */
@@ -632,6 +644,10 @@ bool cluster_nodes_get(ClusterNodes *n, size_t i, const char **ret_id, int64_t *
         return true;
 }
 
+int64_t cluster_nodes_lock_count(ClusterNodes *n) {
+        return n ? n->lock_count : -1;
+}
+
 bool cluster_nodes_duplicate(ClusterNodes *n) {
         return n && n->duplicate;
 }
@@ -690,7 +706,9 @@ int cluster_nodes_new(const ClusterNodesConfig *config, ClusterNodes **ret) {
         n->subscriber = config->subscriber;
         n->heartbeat_usec = config->heartbeat_usec ?: CLUSTER_DEFAULT_HEARTBEAT_MS * USEC_PER_MSEC;
         n->changed = config->changed;
+        n->locks_counted = config->locks_counted;
         n->userdata = config->userdata;
+        n->lock_count = -1;
         n->error_log = (RateLimit) { .interval = 10 * USEC_PER_SEC, .burst = 3 };
         n->state = CLUSTER_STATE_CONNECTING;
         n->state_since = now_usec(CLOCK_REALTIME);
@@ -701,7 +719,8 @@ int cluster_nodes_new(const ClusterNodesConfig *config, ClusterNodes **ret) {
             asprintf(&n->keys[1], "%snodes:info", config->prefix) < 0 ||
             asprintf(&n->keys[2], "%snodes:seen", config->prefix) < 0 ||
             asprintf(&n->keys[3], "%snode:%s:instances", config->prefix, config->node_id) < 0 ||
-            asprintf(&n->keys[4], "%snode:%s:beat", config->prefix, config->node_id) < 0)
+            asprintf(&n->keys[4], "%snode:%s:beat", config->prefix, config->node_id) < 0 ||
+            asprintf(&n->keys[5], "%slocks:index", config->prefix) < 0)
                 return -ENOMEM;
 
         /* New for each process: what tells a second live process with this id from this one. */

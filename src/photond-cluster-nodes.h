@@ -95,6 +95,8 @@ typedef struct ClusterNodesConfig {
         uint64_t heartbeat_usec;        /* 0: CLUSTER_DEFAULT_HEARTBEAT_MS */
         /* The cluster's state changed (state) or the set of nodes seen did (!state); may be NULL. */
         void (*changed)(bool state, void *userdata);
+        /* The count of the cluster's live locks changed (cluster_nodes_lock_count()); may be NULL. */
+        void (*locks_counted)(void *userdata);
         void *userdata;
 } ClusterNodesConfig;
 
@@ -124,6 +126,9 @@ ClusterState cluster_nodes_state(ClusterNodes *n, uint64_t *ret_since);
  * false past the end. */
 bool cluster_nodes_get(ClusterNodes *n, size_t i, const char **ret_id, int64_t *ret_last_seen, bool *ret_self);
 size_t cluster_nodes_count(ClusterNodes *n);
+/* The cluster's live locks (<prefix>locks:index entries whose expiry is after Redis' now) as the last heartbeat
+ * counted them: at most one heartbeat old; -1 before the first heartbeat was answered (n NULL too). */
+int64_t cluster_nodes_lock_count(ClusterNodes *n);
 /* Another live process announces itself with this node's id. */
 bool cluster_nodes_duplicate(ClusterNodes *n);
 

@@ -328,6 +328,7 @@ int cluster_new(const ClusterConfig *config, Cluster **ret) {
                                       .node_id = c->node_id,
                                       .heartbeat_usec = s->caps.heartbeat_usec,
                                       .changed = config->changed,
+                                      .locks_counted = config->locks_counted,
                                       .userdata = config->userdata,
                               }, &c->nodes);
         if (r < 0)

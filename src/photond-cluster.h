@@ -41,6 +41,8 @@ typedef struct ClusterConfig {
         const ClusterSettings *settings;        /* copied */
         /* The cluster's state changed (state) or the nodes seen did (!state): for D-Bus; may be NULL. */
         void (*changed)(bool state, void *userdata);
+        /* The heartbeat's count of the cluster's live locks changed (cluster_nodes_lock_count()); may be NULL. */
+        void (*locks_counted)(void *userdata);
         void *userdata;
         const RedisScript *const *scripts;      /* the command connection's scripts (NULL-terminated), or NULL */
 } ClusterConfig;

@@ -431,6 +431,13 @@ void lock_op_done(LockOp *op, const LockOpResult *res) {
         Client *c = op->client;
         int r;
 
+        if (op->view_done) {
+                op->view_done(res->error, res->error == -ENOMEM ? "out of memory" : res->reason, res->locks,
+                              op->view_userdata);
+                free(op);
+                return;
+        }
+
         op_detach(op);
         if (!c || c->disconnected || res->error == -ECANCELED) {
                 /* Nobody to answer; a list made all the same is dropped. */
@@ -629,6 +636,25 @@ int control_lock_request(LockTable *t, const LockBackend *b, Client *c, const Re
 
         lock_request_from_request(req, &r);
         return serve(t, b, c, &r);
+}
+
+void control_lock_view_list(void *userdata, LockViewDone done, void *done_userdata) {
+        const LockBackend *b = userdata;
+        LockOp *op;
+
+        op = malloc(offsetof(LockOp, data) + 1);
+        if (!op) {
+                done(-ENOMEM, "out of memory", NULL, done_userdata);
+                return;
+        }
+        *op = (LockOp) {
+                .type = REQUEST_LIST_LOCKS,
+                .view_done = done,
+                .view_userdata = done_userdata,
+        };
+        op->data[0] = 0;
+        op->id = op->data;
+        b->submit(b->userdata, op);
 }
 
 int control_lock_list(LockTable *t, const LockBackend *b, Client *c, const Request *req) {

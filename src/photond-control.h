@@ -10,6 +10,7 @@
 #include "metrics.h"
 #include "photond-client.h"
 #include "photond-lock.h"
+#include "photond-lock-view.h"
 #include "photond-protocol.h"
 
 typedef struct Channels Channels;
@@ -79,6 +80,8 @@ struct LockOp {
         uint64_t backend_mark;          /* the backend's */
 
         /* the control front end's */
+        LockViewDone view_done;         /* a list for another front end (control_lock_view_list()): no client */
+        void *view_userdata;
         Client *client;                 /* NULL once it went */
         LIST_FIELDS(LockOp, ops);       /* on client->lock_ops */
         bool awaiting;                  /* holds the client's next request (client_await_begin()) */
@@ -115,6 +118,8 @@ int control_lock_line(LockTable *t, const LockBackend *b, Client *c, const char 
  * fast path's lines. */
 int control_lock_request(LockTable *t, const LockBackend *b, Client *c, const Request *req);
 int control_lock_list(LockTable *t, const LockBackend *b, Client *c, const Request *req);
+/* LockView.list over the backend b (a const LockBackend*): a list_locks without a client, for D-Bus and HTTP. */
+void control_lock_view_list(void *b, LockViewDone done, void *userdata);
 /* Calls cb with the id of each lock request c waits for (lockWait), oldest first; stops at cb's first negative
  * return and returns it (a stop that keeps the connections writes them down: photond-fdstore.c). */
 int control_lock_foreach_wait(Client *c, int (*cb)(const char *request_id, void *userdata), void *userdata);

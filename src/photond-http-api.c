@@ -50,14 +50,100 @@ static int on_status(HttpRequest *req, void *userdata) {
         return http_respond(req, MHD_HTTP_OK, status, NULL);
 }
 
-/* GET /v1/locks: list_locks' data. */
+/* A list of the lock view under way: the request may end first (the client left), req is then NULL. */
+typedef struct HttpLockList {
+        HttpRequest *req;
+        bool in_call;                   /* within LockView.list(): an answer now is given by on_locks() */
+        bool answered_now;
+        int error;
+        char *reason;
+        struct json_object *locks;
+} HttpLockList;
+
+/* {locks: […]} (taken), or {error: "Cluster unavailable: …"} with 503; NULL status 0 when nobody needs one. */
+static struct json_object* lock_list_answer(int error, const char *reason, struct json_object *locks,
+                                            unsigned *ret_status) {
+        _cleanup_(json_object_putp) struct json_object *o = json_object_new_object(), *a = locks;
+        _cleanup_free_ char *text = NULL;
+
+        *ret_status = 0;
+        if (!o || error == -ECANCELED)
+                return NULL;
+        if (error < 0) {
+                if (asprintf(&text, "Cluster unavailable: %s", reason ?: "unknown error") < 0 ||
+                    json_add_string(o, "error", text) < 0)
+                        return NULL;
+                *ret_status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        } else {
+                if (json_add(o, "locks", TAKE_PTR(a)) < 0)
+                        return NULL;
+                *ret_status = MHD_HTTP_OK;
+        }
+        return TAKE_PTR(o);
+}
+
+static void on_lock_list_done(int error, const char *reason, struct json_object *locks, void *userdata) {
+        HttpLockList *l = userdata;
+        struct json_object *o;
+        unsigned status;
+
+        if (l->in_call) {
+                l->answered_now = true;
+                l->error = error;
+                l->reason = reason ? strdup(reason) : NULL;
+                l->locks = locks;
+                return;
+        }
+        if (l->req) {
+                http_request_set_data(l->req, NULL);
+                o = lock_list_answer(error, reason, locks, &status);
+                http_request_finish(l->req, o ? status : 0, o);
+        } else
+                json_object_put(locks);
+        free(l);
+}
+
+static void on_locks_done(HttpRequest *req, void *userdata) {
+        HttpLockList *l = http_request_get_data(req);
+
+        /* Still waiting for the backend, which frees l when it answers. */
+        if (l)
+                l->req = NULL;
+}
+
+/* GET /v1/locks: list_locks' data; in cluster mode the cluster's, from Redis. */
 static int on_locks(HttpRequest *req, void *userdata) {
         HttpApi *a = userdata;
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
         struct json_object *array = NULL;
+        HttpLockList *l;
+        unsigned status;
         int r;
 
-        r = lock_table_list(a->config.locks, &array);
-        return respond_list(req, "locks", r, array);
+        if (!a->config.lock_view) {
+                r = lock_table_list(a->config.locks, &array);
+                return respond_list(req, "locks", r, array);
+        }
+
+        l = new0(HttpLockList, 1);
+        if (!l)
+                return -ENOMEM;
+        l->req = req;
+        l->in_call = true;
+        a->config.lock_view->list(a->config.lock_view->userdata, on_lock_list_done, l);
+        l->in_call = false;
+        if (!l->answered_now) {
+                http_request_set_data(req, l);
+                http_request_suspend(req);
+                return 0;
+        }
+        /* Answered at once (Redis is known to be down). */
+        o = lock_list_answer(l->error, l->reason, l->locks, &status);
+        free(l->reason);
+        free(l);
+        if (!o)
+                return -ENOMEM;
+        return http_respond(req, status, o, NULL);
 }
 
 /* GET /v1/jobs: list_jobs' data. */
@@ -264,6 +350,9 @@ static int on_release_lock(HttpRequest *req, void *userdata) {
 
         assert(name);
 
+        if (a->config.lock_view)
+                return http_respond_error(req, MHD_HTTP_NOT_IMPLEMENTED, CLUSTER_FORCE_RELEASE_REFUSAL, NULL);
+
         r = lock_table_force_release(a->config.locks, name);
         if (r == -ENOENT) {
                 snprintf(error, sizeof(error), "No live lock named '%s'.", name);
@@ -284,7 +373,8 @@ int http_api_new(HttpServer *http, const HttpApiConfig *config, HttpApi **ret) {
         /* cors and auth stay at their defaults: the origin allowlist and the API token. */
         static const HttpRoute routes[] = {
                 { .method = "GET",    .pattern = "/v1/status",              .complete = on_status },
-                { .method = "GET",    .pattern = "/v1/locks",               .complete = on_locks },
+                { .method = "GET",    .pattern = "/v1/locks",               .complete = on_locks,
+                  .done = on_locks_done },
                 { .method = "DELETE", .pattern = "/v1/locks/{name*}",       .complete = on_release_lock },
                 { .method = "GET",    .pattern = "/v1/jobs",                .complete = on_jobs },
                 { .method = "POST",   .pattern = "/v1/jobs/{jobId}/run",    .complete = on_run_job },

@@ -6,6 +6,7 @@
  * needs the API token (photond-http.h). */
 
 #include "macro.h"
+#include "photond-lock-view.h"
 
 typedef struct HttpServer HttpServer;
 typedef struct HttpApi HttpApi;
@@ -17,6 +18,9 @@ struct json_object;
 typedef struct HttpApiConfig {
         Channels *channels;
         LockTable *locks;
+        /* Where GET /v1/locks lists the locks when they are not the table's (cluster mode: Redis), answered
+         * later; NULL: the table. */
+        const LockView *lock_view;
         Scheduler *scheduler;
         /* The status request's data object (the Manager's manager_build_status()): a new reference in *ret. */
         int (*build_status)(void *userdata, struct json_object **ret);

@@ -59,6 +59,13 @@ struct SseStream {
         size_t offset;                  /* bytes of the first entry's sse already handed to libmicrohttpd */
         size_t queued_bytes;            /* of the lines (what the channels measure against the cap) */
         bool closing;
+
+        /* Cluster mode, a Last-Event-ID: the replays from Redis still to come before the answer */
+        unsigned replays_pending;
+        bool replays_started;           /* all asked for: the last answer answers the request */
+        bool suspended;                 /* the request waits (http_request_suspend()) */
+        unsigned refusal_status;        /* the first replay that failed: the request's answer */
+        char *refusal;
 };
 
 struct HttpSse {
@@ -410,6 +417,7 @@ static SseStream* sse_stream_free(SseStream *st) {
                 st->n--;
         }
         free(st->queue);
+        free(st->refusal);
         if (st->dirty)
                 LIST_REMOVE(dirty, hub->dirty, st);
         LIST_REMOVE(streams, hub->streams, st);
@@ -489,6 +497,148 @@ static int sse_refuse_limit(HttpSse *hub, HttpRequest *req, LimitId id, unsigned
         return http_respond_error(req, status, limit_error(id, UINT64_MAX, text, sizeof(text), NULL), "1");
 }
 
+/* ---- cluster mode: Last-Event-ID from Redis ----
+ *
+ * The channels have a backend (channels_deferred()): a replay comes from Redis, as for a subscribe with
+ * lastEventId on the control socket (photond-control-channels.c). Each channel's replay is asked for at once, in
+ * order; each answer arrives at the point of Redis' order where the events it lists have been published here and
+ * none after it, so the stream subscribes to that channel there and queues the replayed events (or one
+ * refresh_needed): live messages follow with no gap and none twice. The request waits for every answer: then it
+ * is answered with the stream, or, if one replay could not be made (Redis down, no answer in time), 503
+ * {"error":"Cluster unavailable: …"} and no stream at all, so a client never reads a stream that misses events
+ * silently. */
+
+typedef struct SseReplay {
+        HttpSse *hub;
+        size_t len;
+        char name[];
+} SseReplay;
+
+static void sse_refuse(SseStream *st, unsigned status, const char *text) {
+        if (st->refusal_status > 0)
+                return;
+        st->refusal_status = status;
+        st->refusal = strdup(text);
+}
+
+/* Every replay has answered: the stream, the refusal, or nothing (cut off meanwhile). */
+static int sse_cluster_answer(SseStream *st) {
+        HttpRequest *req = st->request;
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+
+        if (st->refusal_status > 0) {
+                /* No stream: what was subscribed meanwhile goes (and the queue with the request). */
+                channels_subscriber_gone(st->hub->channels, &st->subscriber);
+                if (!st->suspended)
+                        return st->refusal ? http_respond_error(req, st->refusal_status, st->refusal, NULL) :
+                                             -ENOMEM;
+                o = json_object_new_object();
+                if (!st->refusal || !o || json_add_string(o, "error", st->refusal) < 0)
+                        http_request_finish(req, 0, NULL);
+                else
+                        http_request_finish(req, st->refusal_status, TAKE_PTR(o));
+                return 0;
+        }
+        if (st->closing) {
+                if (st->suspended)
+                        http_request_finish(req, 0, NULL);
+                return 0;
+        }
+        st->hub->stats.n_opened++;
+        if (st->suspended) {
+                http_request_finish_stream(req, MHD_HTTP_OK, "text/event-stream", sse_read, st);
+                return 0;
+        }
+        return http_respond_stream(req, MHD_HTTP_OK, "text/event-stream", sse_read, st);
+}
+
+static void on_sse_replay_done(Subscriber *s, const ChannelsReplayed *rp, void *userdata) {
+        _cleanup_free_ SseReplay *p = userdata;
+        SseStream *st;
+        char text[256];
+        int r;
+
+        if (!s)
+                return;         /* the stream is gone */
+        st = stream_from_subscriber(s);
+        assert(st->replays_pending > 0);
+        st->replays_pending--;
+
+        if (st->refusal_status == 0 && !st->closing) {
+                if (rp->error < 0) {
+                        _cleanup_free_ char *t = NULL;
+
+                        if (asprintf(&t, "Cluster unavailable: %s", rp->reason ?: "unknown error") < 0)
+                                t = NULL;
+                        sse_refuse(st, MHD_HTTP_SERVICE_UNAVAILABLE, t ?: "Cluster unavailable");
+                } else {
+                        r = channels_subscribe(p->hub->channels, &st->subscriber, p->name, p->len);
+                        if (r == -EINVAL || r == -ENOSPC)
+                                sse_refuse(st, r == -ENOSPC ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_BAD_REQUEST,
+                                           channels_limit_error(r, p->name, NULL, text, sizeof(text)));
+                        else if (r == -EDQUOT)
+                                sse_refuse(st, MHD_HTTP_BAD_REQUEST,
+                                           limit_error(LIMIT_MAX_SUBSCRIPTIONS_PER_CLIENT, UINT64_MAX, text,
+                                                       sizeof(text), NULL));
+                        else if (r >= 0)
+                                r = channels_replay_events(p->hub->channels, &st->subscriber, SSE_REPLAY_REQUEST_ID,
+                                                           p->name, p->len, rp);
+                        if (r < 0 && st->refusal_status == 0)
+                                /* Out of memory: cut off, as a failed answer on the socket. */
+                                st->closing = true;
+                }
+        }
+
+        if (st->replays_pending == 0 && st->replays_started) {
+                r = sse_cluster_answer(st);
+                if (r < 0)
+                        http_request_finish(st->request, 0, NULL);
+        }
+}
+
+/* Asks for every channel's replay; the request is answered when the last answer came (maybe at once). st is the
+ * request's already. */
+static int sse_cluster_start(HttpSse *hub, SseStream *st, const ChannelArgs *args, int64_t last_event_id) {
+        HttpRequest *req = st->request;
+        char text[256];
+        int r;
+
+        /* A name over the cap is refused before Redis is asked, as the socket's subscribe does. */
+        for (size_t i = 0; i < args->n; i++)
+                if (strlen(args->names[i]) > limits.MAX_CHANNEL_NAME_BYTES)
+                        return http_respond_error(req, MHD_HTTP_BAD_REQUEST,
+                                                  channels_limit_error(-EINVAL, args->names[i], NULL, text,
+                                                                       sizeof(text)), NULL);
+
+        for (size_t i = 0; i < args->n && st->refusal_status == 0; i++) {
+                size_t len = strlen(args->names[i]);
+                SseReplay *p = malloc(offsetof(SseReplay, name) + len + 1);
+
+                if (!p) {
+                        sse_refuse(st, MHD_HTTP_SERVICE_UNAVAILABLE, "Out of memory");
+                        break;
+                }
+                p->hub = hub;
+                p->len = len;
+                memcpy(p->name, args->names[i], len + 1);
+                st->replays_pending++;
+                r = channels_replay_deferred(hub->channels, p->name, len, last_event_id, &st->subscriber,
+                                             on_sse_replay_done, p);
+                if (r < 0) {
+                        st->replays_pending--;
+                        free(p);
+                        return r;
+                }
+        }
+        st->replays_started = true;
+        if (st->replays_pending == 0)
+                /* Answered within the calls (Redis is known to be down), or refused. */
+                return sse_cluster_answer(st);
+        st->suspended = true;
+        http_request_suspend(req);
+        return 0;
+}
+
 /* GET /v1/events: subscribes, replays when asked, then streams. */
 static int sse_complete(HttpRequest *req, void *userdata) {
         HttpSse *hub = userdata;
@@ -540,6 +690,14 @@ static int sse_complete(HttpRequest *req, void *userdata) {
         last = http_request_header(req, "Last-Event-ID");
         if (!last)
                 last = MHD_lookup_connection_value(connection, MHD_GET_ARGUMENT_KIND, "lastEventId");
+
+        if (last && channels_deferred(hub->channels)) {
+                SseStream *owned = TAKE_PTR(st);
+
+                /* The request owns the stream from here: sse_done() frees it, whatever the answer. */
+                http_request_set_data(req, owned);
+                return sse_cluster_start(hub, owned, &args, parse_last_event_id(last));
+        }
 
         /* One subscribe per channel, in order, each with its replay: what the socket does for the same requests. */
         for (size_t i = 0; i < args.n; i++) {

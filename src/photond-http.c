@@ -127,6 +127,7 @@ struct HttpRequest {
         struct json_object *saved_answer;
         HttpStreamRead stream_read;     /* a stream: what it reads from */
         void *stream_userdata;
+        const char *stream_content_type; /* http_request_finish_stream(): the stream to answer with, once resumed */
         bool stream_suspended;          /* the stream had nothing to read: set aside until woken */
         sd_event_source *hup_event_source;
         bool suspended;
@@ -844,6 +845,25 @@ void http_request_finish(HttpRequest *req, unsigned status, struct json_object *
         }
 }
 
+void http_request_finish_stream(HttpRequest *req, unsigned status, const char *content_type, HttpStreamRead read,
+                                void *userdata) {
+        bool closing;
+
+        assert(req);
+        assert(status > 0);
+        assert(content_type);
+        assert(read);
+
+        /* http_request_finish() without an answer marks the request closing; a stream is an answer. */
+        closing = req->closing;
+        /* Queued by the access handler once resumed: only it may queue a response. */
+        req->stream_content_type = content_type;
+        req->stream_read = read;
+        req->stream_userdata = userdata;
+        http_request_finish(req, status, NULL);
+        req->closing = closing;
+}
+
 static int on_client_hup(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         HttpRequest *req = userdata;
 
@@ -1531,6 +1551,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         /* Resumed: the answer came, or the client left. */
         if (req->closing)
                 return MHD_NO;
+        if (req->status > 0 && req->stream_content_type) {
+                r = http_respond_stream(req, req->status, req->stream_content_type, req->stream_read,
+                                        req->stream_userdata);
+                req->stream_content_type = NULL;
+                return r < 0 ? MHD_NO : MHD_YES;
+        }
         if (req->status > 0) {
                 ret = respond_connection(h, connection, http_request_cors(req), req->status, req->answer, NULL);
                 json_object_putp(&req->answer);

@@ -224,6 +224,10 @@ typedef ssize_t (*HttpStreamRead)(HttpRequest *req, char *buf, size_t max, void 
  * no-store and X-Accel-Buffering: no (a proxy must not hold it back). The route's done() ends it. */
 int http_respond_stream(HttpRequest *req, unsigned status, const char *content_type, HttpStreamRead read,
                         void *userdata);
+/* The later answer of a suspended request (http_request_suspend()) is a stream: as http_respond_stream(), sent
+ * on the next loop iteration. content_type must outlive the request (a literal). */
+void http_request_finish_stream(HttpRequest *req, unsigned status, const char *content_type, HttpStreamRead read,
+                                void *userdata);
 /* There is something to read again: resumes a stream that is set aside. */
 void http_stream_wake(HttpRequest *req);
 /* Cuts the connection (a stream whose reader does not keep up): the route's done() follows. */

@@ -323,6 +323,11 @@ static void backend_replay(const char *name, size_t len, int64_t last_event_id, 
         cluster_channels_replay(cc, name, len, last_event_id, s, done, done_userdata);
 }
 
+/* The heartbeat counted the cluster's locks anew: D-Bus' Locks shows that count in cluster mode. */
+static void hook_cluster_locks_counted(void *userdata) {
+        manager_bus_changed(userdata);
+}
+
 static void hook_cluster_changed(bool state, void *userdata) {
         Manager *m = userdata;
 
@@ -402,6 +407,12 @@ static void hook_metrics_daemon_stats(void *userdata, MetricsDaemonStats *ret) {
                 .state_unsaved = m->state_unsaved,
         };
         memcpy(ret->clients_closed, m->n_clients_closed, sizeof(ret->clients_closed));
+        if (m->cluster) {
+                int64_t n = cluster_nodes_lock_count(cluster_get_nodes(m->cluster));
+
+                ret->cluster_locks_known = n >= 0;
+                ret->cluster_locks = (uint64_t) MAX(n, (int64_t) 0);
+        }
 }
 
 static void hook_flush_needed(void *userdata) {
@@ -968,6 +979,7 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                                         .channels = m->channels,
                                         .settings = &m->cluster_settings,
                                         .changed = hook_cluster_changed,
+                                        .locks_counted = hook_cluster_locks_counted,
                                         .userdata = m,
                                         .scripts = scripts,
                                 }, &m->cluster);
@@ -981,6 +993,8 @@ int manager_new(const ManagerConfig *config, Manager **ret) {
                 if (r < 0)
                         return r;
                 m->lock_backend = cluster_locks_backend(m->cluster_locks);
+                /* D-Bus and HTTP list the cluster's locks, not the (unused) local table. */
+                m->lock_view = (LockView) { .list = control_lock_view_list, .userdata = (void*) m->lock_backend };
         }
         r = lock_table_new(m->event, &(LockTableHooks) {
                                    .clock = &m->clock,
@@ -1260,6 +1274,7 @@ int manager_startup(Manager *m) {
                 r = http_api_new(m->http, &(HttpApiConfig) {
                                          .channels = m->channels,
                                          .locks = m->locks,
+                                         .lock_view = m->lock_backend ? &m->lock_view : NULL,
                                          .scheduler = m->scheduler,
                                          .build_status = hook_http_build_status,
                                          .userdata = m,

@@ -91,6 +91,7 @@ typedef struct Manager {
         ChannelsBackend channels_backend;       /* cluster mode: the channels' backend, forwarding to cluster */
         ClusterLocks *cluster_locks;    /* photond-cluster-locks.c: the lock requests' backend */
         const LockBackend *lock_backend;        /* where the control socket's lock requests go; NULL: m->locks */
+        LockView lock_view;                     /* the same backend's list, for D-Bus and HTTP (with lock_backend) */
         ClusterJobs *cluster_jobs;      /* photond-cluster-jobs.c: the jobs across the nodes */
         ClusterCalls *cluster_calls;    /* method calls to and from other nodes (photond-cluster-calls.c) */
 

@@ -85,6 +85,10 @@ static void write_daemon(FILE *f, const MetricsDaemonStats *d) {
                                    LABELS("reason", client_close_to_string(i)), d->clients_closed[i]);
         gauge(f, "photond_state_unsaved", "1 while the last write of the state failed (status stateWrite).",
               d->state_unsaved);
+        if (d->cluster_locks_known)
+                gauge(f, "photond_cluster_locks_held",
+                      "Cluster mode: the cluster's live locks in Redis, as the last heartbeat counted them.",
+                      d->cluster_locks);
 }
 
 static void write_channels(FILE *f, Channels *channels) {

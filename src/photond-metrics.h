@@ -26,6 +26,9 @@ typedef struct MetricsDaemonStats {
         uint64_t clients_accepted;              /* accepted, those refused at once included */
         uint64_t clients_closed[_CLIENT_CLOSE_MAX];     /* by reason (ClientClose), as status "clientsClosed" */
         bool state_unsaved;                     /* the last state write failed */
+        /* cluster mode, once a heartbeat counted them: the cluster's live locks in Redis */
+        bool cluster_locks_known;
+        uint64_t cluster_locks;
 } MetricsDaemonStats;
 
 typedef struct MetricsConfig {

@@ -463,6 +463,93 @@ Test(bus, cluster_publish_waits_for_redis) {
         tmpdir_remove(dir);
 }
 
+/* Cluster mode: ListLocks lists the cluster's locks from Redis, a lock taken on another node included, and fails
+ * with "Cluster unavailable: …" while Redis is stopped (never the node's own, empty, table). */
+Test(bus, cluster_list_locks_is_the_clusters) {
+        TestRedis redis;
+        char url_env[400], *dir, *out = NULL, *err = NULL;
+        Daemon *a, *b;
+        Conn *ca;
+        struct json_object *o, *e;
+        int64_t token;
+
+        if (!test_redis_available())
+                cr_skip_test("no redis-server");
+        dir = tmpdir_new();
+        cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
+        snprintf(url_env, sizeof(url_env), "PHOTOND_CLUSTER_URL=%s", redis.url);
+        a = daemon_start(&(DaemonOptions) { .env = (const char*[]) { url_env, "PHOTOND_NODE_ID=node-a", NULL } });
+        b = start_on_bus_with((const char*[]) { url_env, "PHOTOND_NODE_ID=node-b", NULL });
+        ca = conn_open(a);
+        for (uint64_t deadline = mono_ms() + 10000;;) {
+                o = conn_request(ca, "l", "{\"type\":\"lock\",\"id\":\"l\",\"lockName\":\"deploy\","
+                                 "\"sessionId\":\"ci\",\"lockTimeout\":60000}");
+                if (jbool(o, "success"))
+                        break;
+                /* Until node a's lock connection is up. */
+                cr_assert_lt(mono_ms(), deadline, "no lock: %s", json_object_to_json_string(o));
+                json_object_put(o);
+                (void) poll(NULL, 0, 20);
+        }
+        token = jint(o, "data.fencingToken");
+        json_object_put(o);
+
+        for (uint64_t deadline = mono_ms() + 10000;;) {
+                const char *argv[] = { "busctl", "--user", "--json=short", "call", "org.photond.Daemon1",
+                                       "/org/photond/Daemon1", "org.photond.Daemon1", "ListLocks", NULL };
+                int st = run(&out, &err, argv);
+
+                if (st == 0)
+                        break;
+                /* Until node b's lock connection is up: the error says why meanwhile. */
+                cr_assert_not_null(strstr(err, "Cluster unavailable: "), "%s", err);
+                cr_assert_lt(mono_ms(), deadline, "ListLocks never answered: %s", err);
+                free(out);
+                free(err);
+                (void) poll(NULL, 0, 50);
+        }
+        o = json_tokener_parse(out);
+        free(out);
+        free(err);
+        cr_assert_not_null(o);
+        e = json_object_array_get_idx(json_object_array_get_idx(jget(o, "data"), 0), 0);
+        cr_assert_not_null(e, "nothing listed");
+        cr_assert_eq(json_object_array_length(json_object_array_get_idx(jget(o, "data"), 0)), 1);
+        cr_assert_str_eq(json_object_get_string(json_object_array_get_idx(e, 0)), "deploy");
+        cr_assert_str_eq(json_object_get_string(json_object_array_get_idx(e, 1)), "ci");
+        cr_assert_eq(json_object_get_int64(json_object_array_get_idx(e, 4)), token);
+        json_object_put(o);
+
+        /* No forced release: Redis releases for the holder only. */
+        cr_assert_neq(run(&out, &err, (const char*[]) { "busctl", "--user", "call", "org.photond.Daemon1",
+                                                         "/org/photond/Daemon1", "org.photond.Daemon1", "ReleaseLock",
+                                                         "s", "deploy", NULL }), 0);
+        cr_assert_not_null(strstr(err, "a forced release is not supported"), "%s", err);
+        free(out);
+        free(err);
+
+        /* Released on node a: gone from node b's list. */
+        o = conn_request(ca, "u", "{\"type\":\"unlock\",\"id\":\"u\",\"lockName\":\"deploy\",\"sessionId\":\"ci\"}");
+        cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        o = busctl_call("ListLocks", NULL, NULL, NULL);
+        cr_assert_eq(json_object_array_length(json_object_array_get_idx(jget(o, "data"), 0)), 0);
+        json_object_put(o);
+
+        test_redis_stop(&redis);
+        cr_assert_neq(run(&out, &err, (const char*[]) { "busctl", "--user", "call", "org.photond.Daemon1",
+                                                         "/org/photond/Daemon1", "org.photond.Daemon1", "ListLocks",
+                                                         NULL }), 0);
+        cr_assert_not_null(strstr(err, "Cluster unavailable: "), "%s", err);
+        free(out);
+        free(err);
+
+        conn_close(ca);
+        daemon_free(a);
+        daemon_free(b);
+        tmpdir_remove(dir);
+}
+
 static int on_signal(sd_bus_message *m, void *userdata, sd_bus_error *e) {
         char *seen = userdata;
         const char *a = NULL, *b = NULL, *c = NULL;
@@ -1223,4 +1310,53 @@ Test(bus, list_larger_than_a_message_is_refused_and_the_bus_stays) {
         json_object_put(o);
         conn_close(c);
         daemon_free(d);
+}
+
+/* Cluster mode: the Locks property counts the cluster's locks in Redis, as the heartbeat last counted them (a lock
+ * taken on another node included), and announces the count's changes with PropertiesChanged. */
+Test(bus, cluster_locks_property_counts_the_clusters) {
+        TestRedis redis;
+        char url_env[400], *dir;
+        Daemon *a, *b;
+        Conn *ca;
+        Props p;
+        struct json_object *o;
+        unsigned i;
+
+        if (!test_redis_available())
+                cr_skip_test("no redis-server");
+        dir = tmpdir_new();
+        cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
+        snprintf(url_env, sizeof(url_env), "PHOTOND_CLUSTER_URL=%s", redis.url);
+        a = daemon_start(&(DaemonOptions) { .env = (const char*[]) { url_env, "PHOTOND_NODE_ID=node-a", NULL } });
+        b = start_on_bus_with((const char*[]) { url_env, "PHOTOND_NODE_ID=node-b", "PHOTOND_CLUSTER_HEARTBEAT_MS=100",
+                                                NULL });
+        props_start(&p);
+        ca = conn_open(a);
+        for (uint64_t deadline = mono_ms() + 10000;;) {
+                o = conn_request(ca, "l", "{\"type\":\"lock\",\"id\":\"l\",\"lockName\":\"deploy\","
+                                 "\"sessionId\":\"ci\",\"lockTimeout\":60000}");
+                if (jbool(o, "success"))
+                        break;
+                cr_assert_lt(mono_ms(), deadline, "no lock: %s", json_object_to_json_string(o));
+                json_object_put(o);
+                (void) poll(NULL, 0, 20);
+        }
+        json_object_put(o);
+
+        i = PROPS_WAIT(&p, 0, "Locks=1 ");
+        cr_assert_eq(property_u(&p, "Locks"), 1);
+
+        o = conn_request(ca, "u", "{\"type\":\"unlock\",\"id\":\"u\",\"lockName\":\"deploy\",\"sessionId\":\"ci\"}");
+        cr_assert(jbool(o, "success"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        (void) PROPS_WAIT(&p, i + 1, "Locks=0 ");
+        cr_assert_eq(property_u(&p, "Locks"), 0);
+
+        props_stop(&p);
+        conn_close(ca);
+        daemon_free(a);
+        daemon_free(b);
+        test_redis_stop(&redis);
+        tmpdir_remove(dir);
 }
