@@ -619,8 +619,16 @@ Test(jobs, fires_at_the_minute_boundary, .timeout = 150) {
 
 /* Many jobs due in the same minute all start within 100 ms of it: each run's durable job-file write (two
  * fsyncs) must not hold up the next job's timer. No handler, so every run ends at once and its lastAttempt is
- * the moment its timer was served. */
+ * the moment its timer was served. What is checked is the spread from the first run to the last (400 fsynced
+ * writes one after the other would take seconds), and the first run's lateness more loosely: a loaded machine
+ * wakes photond late as a whole, which is not what this test is about. Sanitizer builds run several times
+ * slower: their bounds are five times wider. */
 #define MANY_JOBS 400
+#if defined(__SANITIZE_ADDRESS__)
+#  define TIMING_SLACK 5
+#else
+#  define TIMING_SLACK 1
+#endif
 
 Test(jobs, many_jobs_on_one_boundary_start_within_100ms, .timeout = 150) {
         int64_t offset, next = 0, first = INT64_MAX, last = INT64_MIN;
@@ -676,8 +684,10 @@ Test(jobs, many_jobs_on_one_boundary_start_within_100ms, .timeout = 150) {
         fprintf(stderr, "jobs: %d jobs on one boundary ran from +%" PRIi64 " to +%" PRIi64 " ms\n", MANY_JOBS,
                 first - next, last - next);
         cr_assert(first >= next, "not early: %" PRIi64 " ms", first - next);
-        cr_assert(last - next <= 100, "the last of %d jobs ran %" PRIi64 " ms after its due time", MANY_JOBS,
-                  last - next);
+        cr_assert(first - next <= 250 * TIMING_SLACK, "the first of %d jobs ran %" PRIi64 " ms after its due time",
+                  MANY_JOBS, first - next);
+        cr_assert(last - first <= 100 * TIMING_SLACK, "the last of %d jobs ran %" PRIi64 " ms after the first",
+                  MANY_JOBS, last - first);
 
         conn_close(sub);
         conn_close(c);
