@@ -584,6 +584,18 @@ static void batch_flush(ClusterChannels *cc) {
         b->n = n;
         memcpy(b->items, cc->batch, n * sizeof(PendingPublish*));
         cc->n_batch = cc->batch_bytes = 0;
+        /* In token order, which the receiving nodes require of a batch (and the settling of older publishes by a
+         * newer one's message relies on). They were added in that order unless an answer's callback published
+         * while older parked publishes were being released: put that right rather than have every node refuse
+         * a batch Redis ran. Usually sorted already, so an insertion sort is a pass. */
+        for (size_t i = 1; i < n; i++) {
+                PendingPublish *p = b->items[i];
+                size_t j = i;
+
+                for (; j > 0 && b->items[j - 1]->token > p->token; j--)
+                        b->items[j] = b->items[j - 1];
+                b->items[j] = p;
+        }
 
         /* Ready when they were taken; a connection may have gone since, in this iteration. */
         reason = unready_reason(cc);

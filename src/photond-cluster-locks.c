@@ -232,6 +232,11 @@ typedef struct BatchEntry {
         void *userdata;
 } BatchEntry;
 
+typedef struct FailedEntry {
+        BatchEntry entry;
+        int error;
+} FailedEntry;
+
 /* A batch sent: its entries, in the order of the script's answers. */
 typedef struct SentBatch {
         size_t n;
@@ -269,6 +274,12 @@ struct ClusterLocks {
 
         Batch batch;
         sd_event_source *flush_source;  /* sends the batch at the end of the loop iteration */
+        /* Operations of a batch that filled up inside another operation's handling and could not be sent: they
+         * are answered from fail_source, since an answer may free what that caller is working on (a waiter's
+         * queue, say). */
+        FailedEntry *failed;
+        size_t n_failed, failed_size;
+        sd_event_source *fail_source;
 
         uint64_t n_ops, n_batches, n_unavailable, n_notifications, n_handovers;
 };
@@ -502,7 +513,7 @@ static int batch_push_num(Batch *b, uint64_t v) {
         return batch_push(b, false, NULL, 0, d, strlen(d));
 }
 
-static void batch_flush(ClusterLocks *cl);
+static void batch_flush(ClusterLocks *cl, bool full);
 
 static void batch_schedule(ClusterLocks *cl) {
         if (cl->batch.n == 1)
@@ -541,7 +552,7 @@ static int batch_add(ClusterLocks *cl, EntryKind kind, void *userdata, char code
         }
         b->entries[b->n++] = (BatchEntry) { .kind = kind, .code = code, .userdata = userdata };
         if (b->n == BATCH_MAX_OPS)
-                batch_flush(cl);
+                batch_flush(cl, true);
         else
                 batch_schedule(cl);
         return 0;
@@ -564,9 +575,43 @@ static void on_batch_reply(RedisConn *conn, redisReply *reply, void *userdata) {
                 entry_done(cl, &b->entries[i], reply->element[i + 1], now);
 }
 
+/* Keeps the operations of a batch that could not be sent for fail_source to answer. */
+static int batch_fail_later(ClusterLocks *cl, const BatchEntry *entries, size_t n, int error) {
+        if (cl->n_failed + n > cl->failed_size) {
+                size_t size = MAX(cl->n_failed + n, cl->failed_size * 2);
+                FailedEntry *f = reallocarray(cl->failed, size, sizeof(FailedEntry));
+
+                if (!f)
+                        return -ENOMEM;
+                cl->failed = f;
+                cl->failed_size = size;
+        }
+        for (size_t i = 0; i < n; i++)
+                cl->failed[cl->n_failed++] = (FailedEntry) { .entry = entries[i], .error = error };
+        (void) sd_event_source_set_enabled(cl->fail_source, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+static void failed_answer_all(ClusterLocks *cl) {
+        /* Taken first: an answer may add to the next batch, whose failure may add here. */
+        _cleanup_free_ FailedEntry *f = TAKE_PTR(cl->failed);
+        size_t n = cl->n_failed;
+
+        cl->n_failed = cl->failed_size = 0;
+        for (size_t i = 0; i < n; i++)
+                entry_fail(cl, &f[i].entry, f[i].error, NULL);
+}
+
+static int on_fail(sd_event_source *s, void *userdata) {
+        failed_answer_all(userdata);
+        return 0;
+}
+
 /* Sends the batch: one EVALSHA, written at once. Each of its operations is answered from the script's answer, or
- * fails with the call. */
-static void batch_flush(ClusterLocks *cl) {
+ * fails with the call. A batch that filled up (full) is sent from within the handling of one of its operations:
+ * its failures are answered later, and it is written at the connection's next turn, since a failed write answers
+ * every command under way at once. */
+static void batch_flush(ClusterLocks *cl, bool full) {
         Batch *b = &cl->batch;
         SentBatch *sent;
         size_t n = b->n, argc = 0;
@@ -609,23 +654,26 @@ static void batch_flush(ClusterLocks *cl) {
 
                 memcpy(failed, sent ? sent->entries : b->entries, n * sizeof(BatchEntry));
                 free(sent);
+                if (full && batch_fail_later(cl, failed, n, r) >= 0)
+                        return;
                 for (size_t i = 0; i < n; i++)
                         entry_fail(cl, &failed[i], r, NULL);
                 return;
         }
         cl->n_batches++;
         cl->n_ops += n;
-        redis_conn_write_now(cl->commands);
+        if (!full)
+                redis_conn_write_now(cl->commands);
 }
 
 static int on_flush(sd_event_source *s, void *userdata) {
-        batch_flush(userdata);
+        batch_flush(userdata, false);
         return 0;
 }
 
 void cluster_locks_flush(ClusterLocks *cl) {
         if (cl)
-                batch_flush(cl);
+                batch_flush(cl, false);
 }
 
 static uint64_t op_timeout(const LockOp *op) {
@@ -1032,9 +1080,10 @@ static void on_subscriber_connected(RedisConn *conn, void *userdata) {
                                  (const size_t[]) { 9, strlen(ch) });
         if (r < 0)
                 log_warning_errno(r, "Cluster locks: failed to subscribe to %s: %m", ch);
-        /* Releases may have gone unheard meanwhile: every waiter asks again. */
+        /* Releases may have gone unheard meanwhile: every waiter asks again, each queue from its own retry timer
+         * (an attempt's answer can free a queue, so none is tried while the table is walked). */
         HASH_ITER(hh, cl->queues, q, tmp)
-                queue_try(q);
+                queue_arm_retry(q, 0);
 }
 
 static void on_push(RedisConn *conn, redisReply *reply, void *userdata) {
@@ -1087,6 +1136,11 @@ int cluster_locks_new(const ClusterLocksConfig *config, ClusterLocks **ret) {
         (void) sd_event_source_set_description(cl->flush_source, "cluster-locks-flush");
         /* After the sources of this iteration that may add to the batch (the clients, Redis' answers, timers). */
         (void) sd_event_source_set_priority(cl->flush_source, SD_EVENT_PRIORITY_NORMAL + 1);
+        r = sd_event_add_defer(cl->event, &cl->fail_source, on_fail, cl);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(cl->fail_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(cl->fail_source, "cluster-locks-fail");
         cl->backend = (LockBackend) { .submit = backend_submit, .cancel = backend_cancel, .userdata = cl };
 
         r = redis_conn_new(&(RedisConnConfig) {
@@ -1129,6 +1183,7 @@ ClusterLocks* cluster_locks_free(ClusterLocks *cl) {
         for (size_t i = 0; i < cl->batch.n; i++)
                 entry_fail(cl, &cl->batch.entries[i], -ECANCELED, NULL);
         cl->batch.n = 0;
+        failed_answer_all(cl);
         cl->commands = redis_conn_free(cl->commands);
         cl->subscriber = redis_conn_free(cl->subscriber);
         HASH_ITER(hh, cl->queues, q, tmp)
@@ -1141,6 +1196,8 @@ ClusterLocks* cluster_locks_free(ClusterLocks *cl) {
                                 break;          /* q is gone with its last waiter */
                 }
         sd_event_source_disable_unref(cl->flush_source);
+        sd_event_source_disable_unref(cl->fail_source);
+        free(cl->failed);
         free(cl->batch.buf);
         for (unsigned i = 0; i < _CLUSTER_LOCK_KEY_MAX; i++)
                 free(cl->keys[i]);
