@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -63,6 +64,8 @@ int test_redis_start(TestRedis *r, const char *dir, const char *const *extra) {
                 };
                 size_t n = 19;
 
+                /* A failing test exits without test_redis_stop(): its Redis must not outlive it. */
+                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
                 for (size_t i = 0; extra && extra[i] && n < 62; i++)
                         argv[n++] = extra[i];
                 argv[n] = NULL;
