@@ -95,7 +95,8 @@ int cluster_node_record_build(const ClusterNodeRecord *r, char **ret) {
             (k = json_add_string(o, "hostname", r->hostname)) < 0 ||
             (k = json_add_int64(o, "started", r->started_ms)) < 0 ||
             (k = json_add_string(o, "version", r->version)) < 0 ||
-            (k = json_add_int64(o, "heartbeatMs", r->heartbeat_ms)) < 0)
+            (k = json_add_int64(o, "heartbeatMs", r->heartbeat_ms)) < 0 ||
+            (k = json_add_int64(o, "protocol", r->protocol)) < 0)
                 return k;
         s = json_object_to_json_string_ext(o, JSON_FORMAT_FLAGS);
         if (!s || !(t = strdup(s)))
@@ -155,6 +156,13 @@ int cluster_node_record_parse(const char *s, size_t len, ClusterNodeRecord *ret)
                 r.started_ms = 0;
         if (json_get_int64(o, "heartbeatMs", false, &r.heartbeat_ms) < 0 || r.heartbeat_ms < 0)
                 r.heartbeat_ms = 0;
+        /* Absent: a photond from before the field, which spoke protocol 2; not a number: 0, which no photond
+         * speaks. */
+        k = json_get_int64(o, "protocol", false, &r.protocol);
+        if (k == -ENOENT)
+                r.protocol = 2;
+        else if (k < 0 || r.protocol < 0)
+                r.protocol = 0;
         *ret = r;
         r = (ClusterNodeRecord) {};
         return 0;
@@ -255,6 +263,7 @@ struct ClusterNodes {
         size_t n_nodes;
         size_t n_total;         /* nodes in the index (more than n_nodes past CLUSTER_NODES_MAX) */
         bool duplicate;
+        size_t n_incompatible;  /* nodes seen whose record names another CLUSTER_PROTOCOL */
         int64_t lock_count;     /* live locks in Redis at the last heartbeat; -1: none answered yet */
 
         ClusterState state;
@@ -347,6 +356,31 @@ static void nodes_log_changes(ClusterNodes *n, const ClusterNode *old, size_t n_
                         i++;
                         j++;
                 }
+        }
+}
+
+static bool node_incompatible(const ClusterNode *x) {
+        /* A node without a record (being written, or not valid) is not judged. */
+        return x->record.token && x->record.protocol != CLUSTER_PROTOCOL;
+}
+
+/* Counts the nodes of another protocol and logs each one newly seen: their messages, locks and batches do not
+ * mix with this node's (docs/cluster.md, "Upgrades"). */
+static void nodes_check_protocol(ClusterNodes *n, const ClusterNode *old, size_t n_old) {
+        n->n_incompatible = 0;
+        for (size_t j = 0; j < n->n_nodes; j++) {
+                const ClusterNode *x = &n->nodes[j], *was;
+
+                if (!node_incompatible(x))
+                        continue;
+                n->n_incompatible++;
+                was = n_old > 0 ? bsearch(x, old, n_old, sizeof(*old), node_cmp) : NULL;
+                if (was && node_incompatible(was) && was->record.protocol == x->record.protocol)
+                        continue;
+                log_error("Cluster: node %s (photond %s) speaks cluster protocol %" PRId64 ", this node %d: "
+                          "they drop each other's publishes and misread each other's locks. Run the same photond "
+                          "version on every node.", x->id, x->record.version ?: "?", x->record.protocol,
+                          CLUSTER_PROTOCOL);
         }
 }
 
@@ -450,6 +484,7 @@ static void on_beat_reply(RedisConn *conn, redisReply *reply, void *userdata) {
         changed = !n->beat_answered || !nodes_same_ids(old, n_old, a, n_a);
         if (changed)
                 nodes_log_changes(n, old, n_old, now);
+        nodes_check_protocol(n, old, n_old);
         nodes_free_array(old, n_old);
         n->beat_answered = true;
         n->last_beat = now;
@@ -677,12 +712,15 @@ int cluster_nodes_add_status(ClusterNodes *n, struct json_object *o) {
                 if ((r = json_add_int64(e, "pid", x->record.pid)) < 0 ||
                     (r = json_add_string(e, "hostname", x->record.hostname)) < 0 ||
                     (r = json_add_int64(e, "started", x->record.started_ms)) < 0 ||
-                    (r = json_add_string(e, "version", x->record.version)) < 0)
+                    (r = json_add_string(e, "version", x->record.version)) < 0 ||
+                    (r = json_add_int64(e, "protocol", x->record.protocol)) < 0)
                         return r;
         }
         if ((r = json_add(o, "nodes", TAKE_PTR(a))) < 0 ||
             (r = json_add_int64(o, "nodesNotShown", (int64_t) (n->n_total > n->n_nodes ? n->n_total - n->n_nodes : 0))) < 0 ||
             (r = json_add_bool(o, "duplicateNodeId", n->duplicate)) < 0 ||
+            (r = json_add_int64(o, "protocol", CLUSTER_PROTOCOL)) < 0 ||
+            (r = json_add_int64(o, "incompatibleNodes", (int64_t) n->n_incompatible)) < 0 ||
             (r = json_add_int64(o, "heartbeatMs", (int64_t) (n->heartbeat_usec / USEC_PER_MSEC))) < 0 ||
             (r = json_add_int64(o, "lastHeartbeat", n->last_beat)) < 0)
                 return r;
@@ -737,6 +775,7 @@ int cluster_nodes_new(const ClusterNodesConfig *config, ClusterNodes **ret) {
                 .started_ms = now_ms(),
                 .version = (char *) PHOTOND_VERSION,
                 .heartbeat_ms = (int64_t) (n->heartbeat_usec / USEC_PER_MSEC),
+                .protocol = CLUSTER_PROTOCOL,
         };
         r = cluster_node_record_build(&rec, &n->record);
         if (r < 0)

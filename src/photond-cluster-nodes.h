@@ -58,6 +58,11 @@ int cluster_caps_from_env(ClusterCaps *ret);
 
 #define CLUSTER_NODE_TOKEN_LEN 32      /* hex characters: 16 random bytes, new for each process */
 
+/* What nodes say to each other through Redis, in one number: raised when a node of the new version and one of
+ * the old cannot share a cluster. 2 (a record without the field): one publish per message, the first lock value;
+ * 3: publish batches (the version-3 envelope), the lock value with its wait mark. */
+#define CLUSTER_PROTOCOL 3
+
 typedef struct ClusterNodeRecord {
         char *token;            /* the process' instance token */
         int64_t pid;
@@ -65,9 +70,11 @@ typedef struct ClusterNodeRecord {
         int64_t started_ms;     /* when photond started, ms since the epoch */
         char *version;
         int64_t heartbeat_ms;
+        int64_t protocol;       /* CLUSTER_PROTOCOL of its photond; 2 when the record has none */
 } ClusterNodeRecord;
 
-/* The record as one line of JSON: {"token":…,"pid":…,"hostname":…,"started":…,"version":…,"heartbeatMs":…}. */
+/* The record as one line of JSON: {"token":…,"pid":…,"hostname":…,"started":…,"version":…,"heartbeatMs":…,
+ * "protocol":…}. */
 int cluster_node_record_build(const ClusterNodeRecord *r, char **ret);
 /* Parses what another node wrote (a boundary: anything may come): a JSON object with at least a token of
  * CLUSTER_NODE_TOKEN_LEN hex digits; the other fields are taken when they have the right type (hostname and

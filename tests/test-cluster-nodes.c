@@ -98,6 +98,7 @@ Test(cluster_node_record, round_trip) {
                 .started_ms = 1700000000123,
                 .version = (char *) "0.1.0",
                 .heartbeat_ms = 1000,
+                .protocol = CLUSTER_PROTOCOL,
         }, out;
         char *s;
 
@@ -109,6 +110,7 @@ Test(cluster_node_record, round_trip) {
         cr_assert_eq(out.started_ms, 1700000000123);
         cr_assert_str_eq(out.version, "0.1.0");
         cr_assert_eq(out.heartbeat_ms, 1000);
+        cr_assert_eq(out.protocol, CLUSTER_PROTOCOL);
         cluster_node_record_done(&out);
         free(s);
 }
@@ -142,6 +144,13 @@ Test(cluster_node_record, boundary) {
         cr_assert_null(r.hostname);
         cr_assert_null(r.version);
         cr_assert_eq(r.started_ms, 0);
+        cr_assert_eq(r.protocol, 2, "a record without the field is an older photond's");
+        cluster_node_record_done(&r);
+
+        /* A protocol that is not a number is none any photond speaks. */
+        cr_assert_eq(cluster_node_record_parse("{\"token\":\"" TOKEN "\",\"protocol\":\"3\"}",
+                                               strlen("{\"token\":\"" TOKEN "\",\"protocol\":\"3\"}"), &r), 0);
+        cr_assert_eq(r.protocol, 0);
         cluster_node_record_done(&r);
 
         /* Only len bytes count: a NUL inside is not the end. */

@@ -54,6 +54,10 @@ void ctl_print_cluster(struct json_object *c) {
         if (json_object_object_get_ex(c, "duplicateNodeId", &v) && json_object_get_boolean(v))
                 printf("  %-13s %s\n", "WARNING", "another live process uses this node id (give each node its own "
                        "PHOTOND_NODE_ID)");
+        if (get_int(c, "incompatibleNodes") > 0)
+                printf("  %-13s %" PRId64 " node(s) run a photond that speaks another cluster protocol: they drop "
+                       "each other's publishes (run one version on every node)\n", "WARNING",
+                       get_int(c, "incompatibleNodes"));
         printf("  %-13s %s\n", "node id", json_get_string(c, "nodeId") ?: "?");
         /* status shows the URL without its password already */
         printf("  %-13s %s (key prefix \"%s\")\n", "redis", json_get_string(c, "url") ?: "?",

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -22,6 +23,7 @@
 #include <systemd/sd-bus.h>
 #include <unistd.h>
 
+#include "fd-util.h"
 #include "harness.h"
 #include "macro.h"
 #include "redis-helper.h"
@@ -400,6 +402,100 @@ Test(cluster_nodes, duplicate_node_id_is_detected) {
         node_kill(twin);
         wait_duplicate(b, false);
         wait_log(b, "Cluster: node id node-b is no longer announced by another process.");
+
+        node_stop(a);
+        node_stop(b);
+        test_redis_stop(&redis);
+        tmpdir_remove(dir);
+}
+
+static int64_t incompatible(Daemon *d) {
+        struct json_object *o = status_of(d);
+        int64_t v = jint(o, "data.cluster.incompatibleNodes");
+
+        json_object_put(o);
+        return v;
+}
+
+static void wait_incompatible(Daemon *d, int64_t expected) {
+        uint64_t deadline = mono_ms() + 10000;
+
+        while (incompatible(d) != expected) {
+                cr_assert_lt(mono_ms(), deadline, "incompatibleNodes never became %" PRId64, expected);
+                (void) poll(NULL, 0, 20);
+        }
+}
+
+/* Announces a node in Redis the way the heartbeat script does (docs/cluster.md, "Nodes and the heartbeat"), with
+ * the record given, for a minute of Redis' clock. */
+static void announce(const TestRedis *redis, const char *id, const char *record) {
+        redisContext *c = redisConnectUnix(redis->socket);
+        redisReply *r;
+        long long now;
+
+        cr_assert(c && !c->err);
+        r = redisCommand(c, "TIME");
+        cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 2);
+        now = strtoll(r->element[0]->str, NULL, 10) * 1000 + strtoll(r->element[1]->str, NULL, 10) / 1000;
+        freeReplyObject(r);
+        r = redisCommand(c, "ZADD photon:nodes %lld %s", now + 60000, id);
+        cr_assert(r && r->type == REDIS_REPLY_INTEGER);
+        freeReplyObject(r);
+        r = redisCommand(c, "HSET photon:nodes:seen %s %lld", id, now);
+        cr_assert(r && r->type == REDIS_REPLY_INTEGER);
+        freeReplyObject(r);
+        r = redisCommand(c, "HSET photon:nodes:info %s %s", id, record);
+        cr_assert(r && r->type == REDIS_REPLY_INTEGER);
+        freeReplyObject(r);
+        redisFree(c);
+}
+
+/* A node of an older photond (a record without "protocol": protocol 2) or of another protocol is reported by
+ * every node: an error in the journal, incompatibleNodes in status, a warning in photonctl status. */
+Test(cluster_nodes, other_protocol_is_reported) {
+        static TestRedis redis;
+        char *dir, *out = NULL;
+        Daemon *a, *b;
+
+        SKIP_WITHOUT_REDIS();
+        dir = tmpdir_new();
+        cur_redis = &redis;
+        cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
+        a = node_start(redis.url, "node-a");
+        b = node_start(redis.url, "node-b");
+        wait_nodes(a, "node-a*,node-b");
+        cr_assert_eq(incompatible(a), 0, "two nodes of one build agree");
+        {
+                struct json_object *o = status_of(a);
+
+                cr_assert_eq(jint(o, "data.cluster.protocol"), 3);
+                json_object_put(o);
+        }
+
+        announce(&redis, "node-old", "{\"token\":\"00112233445566778899aabbccddeeff\",\"pid\":7,"
+                 "\"hostname\":\"old\",\"started\":1,\"version\":\"0.0.9\",\"heartbeatMs\":1000}");
+        wait_incompatible(a, 1);
+        wait_incompatible(b, 1);
+        wait_log(a, "Cluster: node node-old (photond 0.0.9) speaks cluster protocol 2, this node 3");
+        cr_assert_eq(run_ctl(a, &out, "status", NULL), 0);
+        cr_assert(strstr(out, "WARNING       1 node(s) run a photond that speaks another cluster protocol"), "%s", out);
+        free(out);
+
+        /* One error per node and protocol, not one per heartbeat. */
+        announce(&redis, "node-new", "{\"token\":\"ffeeddccbbaa99887766554433221100\",\"protocol\":4}");
+        wait_incompatible(a, 2);
+        wait_log(a, "Cluster: node node-new (photond ?) speaks cluster protocol 4, this node 3");
+        {
+                const char *needle = "speaks cluster protocol 2";
+                char *log = NULL;
+                unsigned count = 0;
+
+                cr_assert_geq(read_full_file(a->log_path, 1 << 24, &log, NULL), 0);
+                for (const char *p = log; (p = strstr(p, needle)); p++)
+                        count++;
+                free(log);
+                cr_assert_eq(count, 1, "node-old was reported %u times", count);
+        }
 
         node_stop(a);
         node_stop(b);
