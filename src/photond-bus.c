@@ -94,11 +94,13 @@ static size_t bus_string_size(const char *s) {
         return 4 + strlen(s) + 1 + 3;
 }
 
-static int bus_list_too_large(Bus *b, sd_bus_error *error, const char *what, const char *instead) {
+static int bus_list_too_large(size_t max, sd_bus_error *error, const char *what, const char *instead) {
         return sd_bus_error_setf(error, BUS_ERROR_LIMIT_EXCEEDED,
                                  "The %s are more than a D-Bus message may hold (%zu bytes); use %s instead.",
-                                 what, bus_list_max(b), instead);
+                                 what, max, instead);
 }
+
+#define LOCKS_INSTEAD "'photonctl locks' (or list_locks on the socket)"
 
 /* ---- property getters ---- */
 
@@ -427,7 +429,7 @@ static int method_list(sd_bus_message *message, Bus *b, sd_bus_error *error, con
         l.reply = reply;
         r = foreach(b->manager, &l);
         if (r == -E2BIG)
-                return bus_list_too_large(b, error, what, instead);
+                return bus_list_too_large(bus_list_max(b), error, what, instead);
         if (r < 0)
                 return r;
         r = sd_bus_message_close_container(reply);
@@ -483,11 +485,12 @@ static int lock_list_reply(BusLockList *l, struct json_object *locks) {
                         return -EINVAL;
                 info.fencing_token = (uint64_t) token;
                 r = list_lock(&info, &lr);
-                if (r == -E2BIG)
-                        return sd_bus_reply_method_errorf(l->call, BUS_ERROR_LIMIT_EXCEEDED,
-                                                          "The locks are more than a D-Bus message may hold (%zu "
-                                                          "bytes); use 'photonctl locks' (or list_locks on the "
-                                                          "socket) instead.", l->max);
+                if (r == -E2BIG) {
+                        _cleanup_(sd_bus_error_free) sd_bus_error too_large = SD_BUS_ERROR_NULL;
+
+                        (void) bus_list_too_large(l->max, &too_large, "locks", LOCKS_INSTEAD);
+                        return sd_bus_reply_method_error(l->call, &too_large);
+                }
                 if (r < 0)
                         return r;
         }
@@ -523,8 +526,7 @@ static int method_list_locks(sd_bus_message *message, void *userdata, sd_bus_err
         BusLockList *l;
 
         if (!m->lock_backend)
-                return method_list(message, userdata, error, "(ssxxt)", foreach_lock, "locks",
-                                   "'photonctl locks' (or list_locks on the socket)");
+                return method_list(message, userdata, error, "(ssxxt)", foreach_lock, "locks", LOCKS_INSTEAD);
 
         l = new0(BusLockList, 1);
         if (!l)

@@ -102,16 +102,26 @@ static int reply_cluster_unavailable(Manager *m, Client *c, const char *request_
         return reply_cluster_unavailable_text(c, request_id, cluster_jobs_unavailable(m->cluster_jobs, error));
 }
 
+/* Whether an answer of the cluster is one to reply with: false when its client went, or when Redis could not
+ * be asked (that reply is made here). */
+static bool cluster_answer_usable(Client *c, const char *request_id, const ClusterJobsResult *result) {
+        if (c->disconnected)
+                return false;
+        if (result->unavailable) {
+                (void) reply_cluster_unavailable_text(c, request_id, result->unavailable);
+                return false;
+        }
+        return true;
+}
+
 /* The answers of the cluster (photond-cluster-jobs.c) to the changes below; the client is the waiter. */
 static void on_cluster_scheduled(void *waiter, const char *request_id, const ClusterJobsResult *result) {
         Client *c = waiter;
         int r;
 
-        if (c->disconnected)
+        if (!cluster_answer_usable(c, request_id, result))
                 return;
-        if (result->unavailable)
-                r = reply_cluster_unavailable_text(c, request_id, result->unavailable);
-        else if (result->full)
+        if (result->full)
                 r = client_reply_limit(c, request_id, LIMIT_MAX_JOBS, UINT64_MAX);
         else
                 r = reply_scheduled(c, request_id, result->id, result->job);
@@ -123,12 +133,8 @@ static void on_cluster_unscheduled(void *waiter, const char *request_id, const C
         _cleanup_(json_object_putp) struct json_object *data = NULL;
         Client *c = waiter;
 
-        if (c->disconnected)
+        if (!cluster_answer_usable(c, request_id, result))
                 return;
-        if (result->unavailable) {
-                (void) reply_cluster_unavailable_text(c, request_id, result->unavailable);
-                return;
-        }
         data = json_object_new_object();
         if (!data || json_add_bool(data, "unscheduled", result->removed) < 0 ||
             json_add_string(data, "jobId", result->id) < 0)
@@ -305,12 +311,8 @@ static RequestType request_type_of(JobSwitch sw) {
 static void on_cluster_switched(void *waiter, const char *request_id, const ClusterJobsResult *result) {
         Client *c = waiter;
 
-        if (c->disconnected)
+        if (!cluster_answer_usable(c, request_id, result))
                 return;
-        if (result->unavailable) {
-                (void) reply_cluster_unavailable_text(c, request_id, result->unavailable);
-                return;
-        }
         if (reply_switched(c, request_id, request_type_of(result->sw), result->photon, result->method,
                            json_object_get(result->ids)) < 0)
                 log_oom();
@@ -370,12 +372,8 @@ static int reply_history(Client *c, const char *request_id, const char *photon, 
 static void on_cluster_history(void *waiter, const char *request_id, const ClusterJobsResult *result) {
         Client *c = waiter;
 
-        if (c->disconnected)
+        if (!cluster_answer_usable(c, request_id, result))
                 return;
-        if (result->unavailable) {
-                (void) reply_cluster_unavailable_text(c, request_id, result->unavailable);
-                return;
-        }
         if (reply_history(c, request_id, result->photon, result->method, json_object_get(result->entries)) < 0)
                 log_oom();
 }

@@ -536,7 +536,6 @@ int redis_conn_eval(RedisConn *c, const RedisScript *script, RedisReplyCallback 
         const char *sv[64 + 3], **v = sv;
         size_t sl[64 + 3], *l = sl;
         _cleanup_free_ void *hv = NULL, *hl = NULL;
-        char keys[16];
 
         assert(n_keys >= 0 && n_keys <= argc);
         if (argc > REDIS_SCRIPT_MAX_ARGS)
@@ -549,16 +548,9 @@ int redis_conn_eval(RedisConn *c, const RedisScript *script, RedisReplyCallback 
                 if (!v || !l)
                         return -ENOMEM;
         }
-        snprintf(keys, sizeof(keys), "%d", n_keys);
-        v[0] = "EVALSHA";
-        l[0] = 7;
-        v[1] = script->sha;
-        l[1] = 40;
-        v[2] = keys;
-        l[2] = strlen(keys);
         memcpy(v + 3, argv, argc * sizeof(*argv));
         memcpy(l + 3, argv_len, argc * sizeof(*argv_len));
-        return conn_send_full(c, cb, userdata, true, argc + 3, v, l);
+        return redis_conn_evalv(c, script, cb, userdata, n_keys, argc + 3, v, l);
 }
 
 void redis_conn_write_now(RedisConn *c) {

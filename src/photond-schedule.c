@@ -2083,13 +2083,14 @@ static int refuse(char **ret_reason, int error, const char *fmt, ...) {
         return *ret_reason ? error : -ENOMEM;
 }
 
-int scheduler_schedule(Scheduler *s, const JobSpec *spec, JobInfo *ret_info, char **ret_reason) {
-        _cleanup_(job_freep) Job *n = NULL;
-        _cleanup_free_ char *key = NULL, *marker = NULL, *dir = NULL;
-        const char *wd = spec->working_dir, *base = wd ?: s->jobs_base_dir;
-        int64_t now = scheduler_now_ms(s);
+/* What scheduling spec would be refused for (scheduler_check()'s rules); on success its parsed cron expression, its
+ * key and the job it would replace (NULL: a new one). */
+static int job_spec_check(Scheduler *s, const JobSpec *spec, int64_t now, CronSpec *ret_cron, char **ret_key,
+                          Job **ret_existing, char **ret_reason) {
+        const char *base = spec->working_dir ?: s->jobs_base_dir;
+        _cleanup_free_ char *key = NULL, *marker = NULL;
         char err[256];
-        Job *j;
+        Job *j = NULL;
         int r;
 
         if (ret_reason)
@@ -2100,26 +2101,40 @@ int scheduler_schedule(Scheduler *s, const JobSpec *spec, JobInfo *ret_info, cha
         if (spec->args &&
             strlen(json_object_to_json_string_ext(spec->args, JSON_FORMAT_FLAGS)) > limits.MAX_JOB_ARGS_BYTES)
                 return -E2BIG;
-
         if (asprintf(&marker, "%s/.photon-no-host", base) < 0)
                 return -ENOMEM;
         if (access(marker, F_OK) >= 0)
                 return refuse(ret_reason, -EPERM, "host-disabled: %s has a .photon-no-host marker", base);
+        r = cron_validate(spec->cron, ms_to_sec_floor(now), ret_cron, err, sizeof(err));
+        if (r < 0)
+                return refuse(ret_reason, -EINVAL, "Invalid cron expression: %s", err);
+        r = schedule_job_key(spec->photon, spec->working_dir, spec->job_id, &key);
+        if (r < 0)
+                return r;
+        HASH_FIND_STR(s->jobs, key, j);
+        if (!j && s->n_jobs >= limits.MAX_JOBS)
+                return -ENOSPC;
+        if (ret_key)
+                *ret_key = TAKE_PTR(key);
+        if (ret_existing)
+                *ret_existing = j;
+        return 0;
+}
+
+int scheduler_schedule(Scheduler *s, const JobSpec *spec, JobInfo *ret_info, char **ret_reason) {
+        _cleanup_(job_freep) Job *n = NULL;
+        _cleanup_free_ char *key = NULL, *dir = NULL;
+        const char *wd = spec->working_dir, *base = wd ?: s->jobs_base_dir;
+        int64_t now = scheduler_now_ms(s);
+        Job *j;
+        int r;
 
         r = job_new(s, &n);
         if (r < 0)
                 return r;
-        r = cron_validate(spec->cron, ms_to_sec_floor(now), &n->spec, err, sizeof(err));
-        if (r < 0)
-                return refuse(ret_reason, -EINVAL, "Invalid cron expression: %s", err);
-
-        r = schedule_job_key(spec->photon, wd, spec->job_id, &key);
+        r = job_spec_check(s, spec, now, &n->spec, &key, &j, ret_reason);
         if (r < 0)
                 return r;
-        j = NULL;
-        HASH_FIND_STR(s->jobs, key, j);
-        if (!j && s->n_jobs >= limits.MAX_JOBS)
-                return -ENOSPC;
 
         r = schedules_dir(base, spec->photon, &dir);
         if (r < 0)
@@ -2192,35 +2207,9 @@ int scheduler_schedule(Scheduler *s, const JobSpec *spec, JobInfo *ret_info, cha
 }
 
 int scheduler_check(Scheduler *s, const JobSpec *spec, char **ret_reason) {
-        const char *base = spec->working_dir ?: s->jobs_base_dir;
-        _cleanup_free_ char *key = NULL, *marker = NULL;
         CronSpec cron;
-        char err[256];
-        Job *j = NULL;
-        int r;
 
-        if (ret_reason)
-                *ret_reason = NULL;
-        if (!name_is_valid(spec->photon) || !name_is_valid(spec->job_id) || !name_is_valid(spec->method) ||
-            !spec->cron)
-                return -EINVAL;
-        if (spec->args &&
-            strlen(json_object_to_json_string_ext(spec->args, JSON_FORMAT_FLAGS)) > limits.MAX_JOB_ARGS_BYTES)
-                return -E2BIG;
-        if (asprintf(&marker, "%s/.photon-no-host", base) < 0)
-                return -ENOMEM;
-        if (access(marker, F_OK) >= 0)
-                return refuse(ret_reason, -EPERM, "host-disabled: %s has a .photon-no-host marker", base);
-        r = cron_validate(spec->cron, ms_to_sec_floor(scheduler_now_ms(s)), &cron, err, sizeof(err));
-        if (r < 0)
-                return refuse(ret_reason, -EINVAL, "Invalid cron expression: %s", err);
-        r = schedule_job_key(spec->photon, spec->working_dir, spec->job_id, &key);
-        if (r < 0)
-                return r;
-        HASH_FIND_STR(s->jobs, key, j);
-        if (!j && s->n_jobs >= limits.MAX_JOBS)
-                return -ENOSPC;
-        return 0;
+        return job_spec_check(s, spec, scheduler_now_ms(s), &cron, NULL, NULL, ret_reason);
 }
 
 void scheduler_claim_done(Scheduler *s, const char *id, int64_t due_ms, bool granted) {
