@@ -21,6 +21,7 @@
 
 #include "harness.h"
 #include "json-util.h"
+#include "macro.h"
 
 const char* photond_binary(void) {
         return getenv("PHOTOND_BINARY") ?: getenv("PHOTOND_BUILD_BINARY") ?: "photond";
@@ -37,7 +38,51 @@ uint64_t mono_ms(void) {
         return (uint64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static char* xasprintf(const char *fmt, ...) {
+void daemon_stop_clean(Daemon *d) {
+        int st = daemon_signal_and_wait(d, SIGTERM);
+
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "photond exited with status %d", st);
+        daemon_free(d);
+}
+
+Daemon* cluster_node_start(const char *url, const char *node_id, const char *home, ...) {
+        char url_env[400], id_env[64];
+        const char *env[16] = { url_env, id_env };
+        size_t n = 2;
+        va_list ap;
+
+        snprintf(url_env, sizeof(url_env), "PHOTOND_CLUSTER_URL=%s", url);
+        snprintf(id_env, sizeof(id_env), "PHOTOND_NODE_ID=%s", node_id);
+        va_start(ap, home);
+        for (const char *e; n < ELEMENTSOF(env) - 1 && (e = va_arg(ap, const char *)); )
+                env[n++] = e;
+        va_end(ap);
+        return daemon_start(&(DaemonOptions) { .env = env, .home = home });
+}
+
+void cluster_wait_ready(Daemon *d, bool ready) {
+        uint64_t deadline = mono_ms() + 10000;
+
+        for (;;) {
+                struct json_object *o = status_of(d);
+                bool ok = jbool(o, "data.cluster.ready");
+
+                json_object_put(o);
+                if (ok == ready)
+                        return;
+                cr_assert_lt(mono_ms(), deadline, "node never became %s", ready ? "ready" : "unready");
+                (void) poll(NULL, 0, 20);
+        }
+}
+
+int64_t real_ms(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+char* xasprintf(const char *fmt, ...) {
         va_list ap;
         char *s;
 

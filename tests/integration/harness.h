@@ -89,3 +89,15 @@ int run_ctl(Daemon *d, char **ret_out, const char *arg, ...) __attribute__((sent
 const char* photond_binary(void);
 const char* photonctl_binary(void);
 uint64_t mono_ms(void);
+/* SIGTERM; photond must exit cleanly (status 0). Frees d. */
+void daemon_stop_clean(Daemon *d);
+/* A cluster node: photond with PHOTOND_CLUSTER_URL=url and PHOTOND_NODE_ID=node_id, in home (NULL: a new one), with
+ * the further environment entries that follow (NULL-terminated; the first NULL ends them). */
+Daemon* cluster_node_start(const char *url, const char *node_id, const char *home, ...) __attribute__((sentinel));
+/* Waits (10 s at most) until the node takes publishes (status' cluster.ready), or (ready false) until it no
+ * longer does. */
+void cluster_wait_ready(Daemon *d, bool ready);
+/* CLOCK_REALTIME in ms. */
+int64_t real_ms(void);
+/* asprintf() that fails the test instead of returning NULL. */
+char* xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -75,14 +75,6 @@ static int64_t status_int(Daemon *d, const char *key) {
         return v;
 }
 
-/* Stops photond as systemd does and requires a clean exit: under sanitizers a leak or error report fails it. */
-static void daemon_stop_clean(Daemon *d) {
-        int status = daemon_signal_and_wait(d, SIGTERM);
-
-        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "photond exited with status %d", status);
-        daemon_free(d);
-}
-
 static struct json_object* expect_message(Conn *c, const char *channel) {
         struct json_object *o = conn_expect(c, 5000);
 

@@ -18,37 +18,6 @@
 #include "harness.h"
 #include "redis-helper.h"
 
-static Daemon* node_start_env(const char *url, const char *node_id, const char *extra) {
-        char url_env[400], id_env[64];
-        const char *env[] = { url_env, id_env, extra, NULL };
-
-        snprintf(url_env, sizeof(url_env), "PHOTOND_CLUSTER_URL=%s", url);
-        snprintf(id_env, sizeof(id_env), "PHOTOND_NODE_ID=%s", node_id);
-        return daemon_start(&(DaemonOptions) { .env = env });
-}
-
-static void wait_ready(Daemon *d, bool ready) {
-        uint64_t deadline = mono_ms() + 10000;
-
-        for (;;) {
-                struct json_object *o = status_of(d);
-                bool ok = jbool(o, "data.cluster.ready");
-
-                json_object_put(o);
-                if (ok == ready)
-                        return;
-                cr_assert_lt(mono_ms(), deadline, "node never became %s", ready ? "ready" : "unready");
-                (void) poll(NULL, 0, 20);
-        }
-}
-
-static void daemon_stop_clean(Daemon *d) {
-        int st = daemon_signal_and_wait(d, SIGTERM);
-
-        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "photond exited with status %d", st);
-        daemon_free(d);
-}
-
 static void subscribe(Conn *c, const char *id, const char *channel) {
         struct json_object *o;
 
@@ -74,10 +43,10 @@ static void cluster2_start(Cluster2 *c, const char *extra) {
                 cr_skip_test("no redis-server");
         c->dir = tmpdir_new();
         cr_assert_eq(test_redis_start(&c->redis, c->dir, NULL), 0);
-        c->a = node_start_env(c->redis.url, "node-a", extra);
-        c->b = node_start_env(c->redis.url, "node-b", extra);
-        wait_ready(c->a, true);
-        wait_ready(c->b, true);
+        c->a = cluster_node_start(c->redis.url, "node-a", NULL, extra, NULL);
+        c->b = cluster_node_start(c->redis.url, "node-b", NULL, extra, NULL);
+        cluster_wait_ready(c->a, true);
+        cluster_wait_ready(c->b, true);
 }
 
 static void cluster2_stop(Cluster2 *c) {
@@ -308,15 +277,15 @@ Test(cluster_batch, failed_batch_fails_every_publish_and_delivers_nothing) {
         json_object_put(o);
 
         cr_assert_eq(kill(c.redis.pid, SIGCONT), 0);
-        wait_ready(c.a, true);
-        wait_ready(c.b, true);
+        cluster_wait_ready(c.a, true);
+        cluster_wait_ready(c.b, true);
         /* The batches Redis ran late published nothing. */
         expect_no_message(sa, 500);
         expect_no_message(sb, 100);
 
         /* Redis stopped: refused at once, every one. */
         test_redis_stop(&c.redis);
-        wait_ready(c.a, false);
+        cluster_wait_ready(c.a, false);
         t0 = mono_ms();
         send_burst(p1, 1, "stuck", 51, 50);
         expect_refused(p1, 1, 51, 50);
@@ -325,8 +294,8 @@ Test(cluster_batch, failed_batch_fails_every_publish_and_delivers_nothing) {
         expect_no_message(sb, 100);
 
         cr_assert_eq(test_redis_start(&c.redis, c.dir, NULL), 0);
-        wait_ready(c.a, true);
-        wait_ready(c.b, true);
+        cluster_wait_ready(c.a, true);
+        cluster_wait_ready(c.b, true);
         send_burst(p2, 2, "stuck", 51, 20);
         for (int i = 51; i <= 70; i++) {
                 o = conn_expect(p2, 5000);

@@ -25,15 +25,6 @@ typedef struct Cluster2 {
         Daemon *a, *b;
 } Cluster2;
 
-static Daemon* node_start(const char *url, const char *node_id) {
-        char url_env[400], id_env[64];
-        const char *env[] = { url_env, id_env, NULL };
-
-        snprintf(url_env, sizeof(url_env), "PHOTOND_CLUSTER_URL=%s", url);
-        snprintf(id_env, sizeof(id_env), "PHOTOND_NODE_ID=%s", node_id);
-        return daemon_start(&(DaemonOptions) { .env = env });
-}
-
 static void wait_connected(Daemon *d, bool want) {
         uint64_t deadline = mono_ms() + 10000;
 
@@ -54,13 +45,13 @@ static void cluster_start(Cluster2 *c) {
                 cr_skip_test("no redis-server");
         c->dir = tmpdir_new();
         cr_assert_eq(test_redis_start(&c->redis, c->dir, NULL), 0);
-        c->a = node_start(c->redis.url, "node-a");
-        c->b = node_start(c->redis.url, "node-b");
+        c->a = cluster_node_start(c->redis.url, "node-a", NULL, NULL);
+        c->b = cluster_node_start(c->redis.url, "node-b", NULL, NULL);
         wait_connected(c->a, true);
         wait_connected(c->b, true);
 }
 
-static void daemon_stop_clean(Daemon *d) {
+static void daemon_stop_checked(Daemon *d) {
         int st;
 
         if (!d)
@@ -76,8 +67,8 @@ static void daemon_stop_clean(Daemon *d) {
 }
 
 static void cluster_stop(Cluster2 *c) {
-        daemon_stop_clean(c->a);
-        daemon_stop_clean(c->b);
+        daemon_stop_checked(c->a);
+        daemon_stop_checked(c->b);
         test_redis_stop(&c->redis);
         tmpdir_remove(c->dir);
 }
@@ -537,7 +528,7 @@ Test(cluster_calls, a_webhook_reaches_a_provider_on_another_node) {
         cr_assert_eq(test_redis_start(&c.redis, c.dir, NULL), 0);
         snprintf(url_env, sizeof(url_env), "PHOTOND_CLUSTER_URL=%s", c.redis.url);
         c.a = daemon_start_http(env);
-        c.b = node_start(c.redis.url, "node-b");
+        c.b = cluster_node_start(c.redis.url, "node-b", NULL, NULL);
         wait_connected(c.a, true);
         wait_connected(c.b, true);
         prov = provider_open(c.b, "kanban");

@@ -45,38 +45,6 @@ static int64_t publish(Conn *c, const char *channel, const char *message) {
         return event_id;
 }
 
-static void daemon_stop_clean(Daemon *d) {
-        int st = daemon_signal_and_wait(d, SIGTERM);
-
-        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "photond exited with status %d", st);
-        daemon_free(d);
-}
-
-static Daemon* node_start_env(const char *url, const char *node_id, const char *extra) {
-        char url_env[400], id_env[64];
-        const char *env[] = { url_env, id_env, extra, NULL };
-
-        snprintf(url_env, sizeof(url_env), "PHOTOND_CLUSTER_URL=%s", url);
-        snprintf(id_env, sizeof(id_env), "PHOTOND_NODE_ID=%s", node_id);
-        return daemon_start(&(DaemonOptions) { .env = env });
-}
-
-/* Waits (10 s at most) until the node takes publishes, or (ready false) until it no longer does. */
-static void wait_ready(Daemon *d, bool ready) {
-        uint64_t deadline = mono_ms() + 10000;
-
-        for (;;) {
-                struct json_object *o = status_of(d);
-                bool ok = jbool(o, "data.cluster.ready");
-
-                json_object_put(o);
-                if (ok == ready)
-                        return;
-                cr_assert_lt(mono_ms(), deadline, "node never became %s", ready ? "ready" : "unready");
-                (void) poll(NULL, 0, 20);
-        }
-}
-
 static void expect_quiet(Conn *c, int ms) {
         struct json_object *o = conn_recv(c, ms);
 
@@ -111,10 +79,10 @@ static void cluster2_start(Cluster2 *c, const char *extra) {
                 cr_skip_test("no redis-server");
         c->dir = tmpdir_new();
         cr_assert_eq(test_redis_start(&c->redis, c->dir, NULL), 0);
-        c->a = node_start_env(c->redis.url, "node-a", extra);
-        c->b = node_start_env(c->redis.url, "node-b", extra);
-        wait_ready(c->a, true);
-        wait_ready(c->b, true);
+        c->a = cluster_node_start(c->redis.url, "node-a", NULL, extra, NULL);
+        c->b = cluster_node_start(c->redis.url, "node-b", NULL, extra, NULL);
+        cluster_wait_ready(c->a, true);
+        cluster_wait_ready(c->b, true);
 }
 
 static void cluster2_stop(Cluster2 *c) {
@@ -288,7 +256,7 @@ Test(cluster_channels, publish_refused_while_redis_is_stopped) {
         json_object_put(expect_message(sb, "jobs"));
 
         test_redis_stop(&c.redis);
-        wait_ready(c.a, false);
+        cluster_wait_ready(c.a, false);
         t0 = mono_ms();
         o = conn_request(pub, "down", "{\"type\":\"publish\",\"id\":\"down\",\"channel\":\"jobs\",\"message\":{\"n\":2}}");
         cr_assert_str_eq(jstr(o, "type"), "error", "%s", json_object_to_json_string(o));
@@ -308,8 +276,8 @@ Test(cluster_channels, publish_refused_while_redis_is_stopped) {
         json_object_put(o);
 
         cr_assert_eq(test_redis_start(&c.redis, c.dir, NULL), 0);
-        wait_ready(c.a, true);
-        wait_ready(c.b, true);
+        cluster_wait_ready(c.a, true);
+        cluster_wait_ready(c.b, true);
         expect_refresh(sa, "jobs");
         expect_refresh(sb, "jobs");
         (void) publish(pub, "jobs", "{\"n\":4}");
@@ -366,7 +334,7 @@ Test(cluster_channels, stuck_redis_gives_errors_within_the_timeout) {
         /* Redis runs what waited in its socket when it goes on, the refused publish among them: its script is past
          * its deadline and publishes nothing (the refusal stands). */
         cr_assert_eq(kill(c.redis.pid, SIGCONT), 0);
-        wait_ready(c.a, true);
+        cluster_wait_ready(c.a, true);
         (void) publish(pub, "stuck", "{\"n\":3}");
         o = expect_message(sub, "stuck");
         cr_assert_eq(jint(o, "message.n"), 3);
@@ -585,10 +553,10 @@ Test(cluster_channels, replay_after_redis_lost_its_data) {
         pub = conn_open(c.a);
         before = publish(pub, "log", "{\"n\":1}");
         test_redis_stop(&c.redis);
-        wait_ready(c.a, false);
+        cluster_wait_ready(c.a, false);
         cr_assert_eq(test_redis_start(&c.redis, c.dir, NULL), 0);
-        wait_ready(c.a, true);
-        wait_ready(c.b, true);
+        cluster_wait_ready(c.a, true);
+        cluster_wait_ready(c.b, true);
         after = publish(pub, "log", "{\"n\":2}");
         cr_assert_gt(after, before);
 
@@ -713,9 +681,9 @@ Test(cluster_channels, http_publish_waits_for_redis) {
         snprintf(url_env, sizeof(url_env), "PHOTOND_CLUSTER_URL=%s", redis.url);
         d = daemon_start_http((const char*[]) { url_env, "PHOTOND_NODE_ID=node-http", "PHOTOND_API_TOKEN=" TOKEN,
                                                 NULL });
-        b = node_start_env(redis.url, "node-b", NULL);
-        wait_ready(d, true);
-        wait_ready(b, true);
+        b = cluster_node_start(redis.url, "node-b", NULL, NULL, NULL);
+        cluster_wait_ready(d, true);
+        cluster_wait_ready(b, true);
         sub = conn_open(b);
         subscribe(sub, "hooks");
 
@@ -728,15 +696,15 @@ Test(cluster_channels, http_publish_waits_for_redis) {
         http_free(h);
 
         test_redis_stop(&redis);
-        wait_ready(d, false);
+        cluster_wait_ready(d, false);
         h = http(d->webhook_port, "POST", "/v1/channels/hooks", "{\"n\":2}", "-H", AUTH, NULL);
         cr_assert_eq(h->status, 503, "%s", h->body);
         cr_assert_not_null(strstr(jstr(h->json, "error"), "Cluster unavailable: "), "%s", h->body);
         http_free(h);
 
         cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
-        wait_ready(d, true);
-        wait_ready(b, true);
+        cluster_wait_ready(d, true);
+        cluster_wait_ready(b, true);
         expect_refresh(sub, "hooks");
         h = http(d->webhook_port, "POST", "/v1/channels/hooks", "{\"n\":3}", "-H", AUTH, NULL);
         cr_assert_eq(h->status, 200, "%s", h->body);

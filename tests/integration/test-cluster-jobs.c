@@ -23,23 +23,6 @@
 
 #define MIN_MS ((int64_t) 60 * 1000)
 
-static int64_t real_ms(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static char* xprintf(const char *fmt, ...) {
-        va_list ap;
-        char *s;
-
-        va_start(ap, fmt);
-        cr_assert(vasprintf(&s, fmt, ap) >= 0);
-        va_end(ap);
-        return s;
-}
-
 /* Sends {"id":<auto>,<body>} and returns the reply. */
 static struct json_object* call(Conn *c, const char *fmt, ...) {
         char id[32], *body;
@@ -130,13 +113,10 @@ static void wait_job(Daemon *d, const char *id, const char *field, const char *v
 }
 
 static Daemon* node_start(const char *url, const char *node_id, const char *home, int64_t clock_offset) {
-        char url_env[400], id_env[64], off_env[64];
-        const char *env[] = { url_env, id_env, "TZ=UTC", clock_offset ? off_env : NULL, NULL };
+        char off_env[64];
 
-        snprintf(url_env, sizeof(url_env), "PHOTOND_CLUSTER_URL=%s", url);
-        snprintf(id_env, sizeof(id_env), "PHOTOND_NODE_ID=%s", node_id);
         snprintf(off_env, sizeof(off_env), "PHOTOND_TEST_CLOCK_OFFSET_MS=%" PRIi64, clock_offset);
-        return daemon_start(&(DaemonOptions) { .env = env, .home = home });
+        return cluster_node_start(url, node_id, home, "TZ=UTC", clock_offset ? off_env : NULL, NULL);
 }
 
 /* Waits (30 s at most: a minute boundary may come first) until status has value at path. */
@@ -235,8 +215,8 @@ Test(cluster_jobs, schedule_on_one_node_acts_everywhere) {
         schedule_ok(a, "kanban", "weekly", "report", "0 8 * * 1");
         {
                 Daemon *late;
-                char *home = tmpdir_new(), *jobs = xprintf("%s/.photon/.data/old/schedules", home),
-                     *file = xprintf("%s/stale.json", jobs);
+                char *home = tmpdir_new(), *jobs = xasprintf("%s/.photon/.data/old/schedules", home),
+                     *file = xasprintf("%s/stale.json", jobs);
                 const char *text = "{\"id\":\"old:ipc:stale\",\"method\":\"m\",\"cron\":\"0 1 * * *\","
                                    "\"photonName\":\"old\",\"source\":\"ipc\",\"status\":\"active\"}";
 
@@ -276,7 +256,7 @@ Test(cluster_jobs, redis_gone_refuses_changes_and_runs_nothing) {
                 cr_skip_test("no redis-server");
         dir = tmpdir_new();
         home = tmpdir_new();
-        log = xprintf("%s/runs", dir);
+        log = xasprintf("%s/runs", dir);
         cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
         /* A minute boundary of the scheduler's clock 12 s from now. */
         r0 = real_ms();
@@ -351,8 +331,8 @@ Test(cluster_jobs, redis_gone_refuses_changes_and_runs_nothing) {
 
 /* A handler that appends "<node> <job key> <start time in ns>" to log. */
 static void write_handler(const char *home, const char *node, const char *log) {
-        char *dir = xprintf("%s/handlers/tick", home), *path = xprintf("%s/beat", dir);
-        char *script = xprintf("#!/bin/sh\nt=$(date +%%s%%N)\ncat >/dev/null\necho \"%s $PHOTON_JOB_ID $t\" >> '%s'\n",
+        char *dir = xasprintf("%s/handlers/tick", home), *path = xasprintf("%s/beat", dir);
+        char *script = xasprintf("#!/bin/sh\nt=$(date +%%s%%N)\ncat >/dev/null\necho \"%s $PHOTON_JOB_ID $t\" >> '%s'\n",
                                node, log);
 
         cr_assert_eq(mkdir_parents_and_self(dir, 0755), 0);
@@ -467,7 +447,7 @@ Test(cluster_jobs, each_occurrence_fires_once_and_survives_a_killed_node) {
         if (!test_redis_available())
                 cr_skip_test("no redis-server");
         dir = tmpdir_new();
-        log1 = xprintf("%s/runs", dir);
+        log1 = xasprintf("%s/runs", dir);
         cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
 
         /* The scheduler clock of every node: a minute boundary 20 s from now, the next one 60 s later. */
@@ -532,8 +512,8 @@ Test(cluster_jobs, each_occurrence_fires_once_and_survives_a_killed_node) {
         cr_assert(WIFSIGNALED(daemon_signal_and_wait(n[0], SIGKILL)));
         daemon_free(n[0]);
         dump_on_failure[0] = NULL;
-        log2 = xprintf("%s/runs", dir);
-        first = xprintf("%s/runs-first", dir);
+        log2 = xasprintf("%s/runs", dir);
+        first = xasprintf("%s/runs-first", dir);
         cr_assert_eq(rename(log1, first), 0);
         free(first);
         text = wait_lines(log2, N_JOBS, boundary + MIN_MS - offset + 15000);

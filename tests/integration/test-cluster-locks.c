@@ -19,22 +19,6 @@
 
 static unsigned req_serial;
 
-static Daemon* node_start(const char *url, const char *node_id) {
-        char url_env[400], id_env[64];
-        const char *env[] = { url_env, id_env, NULL };
-
-        snprintf(url_env, sizeof(url_env), "PHOTOND_CLUSTER_URL=%s", url);
-        snprintf(id_env, sizeof(id_env), "PHOTOND_NODE_ID=%s", node_id);
-        return daemon_start(&(DaemonOptions) { .env = env });
-}
-
-static void daemon_stop_clean(Daemon *d) {
-        int st = daemon_signal_and_wait(d, SIGTERM);
-
-        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "photond exited with status %d", st);
-        daemon_free(d);
-}
-
 /* Waits (10 s at most) for the lock backend's connections to Redis. */
 static void wait_locks_connected(Daemon *d) {
         uint64_t deadline = mono_ms() + 10000;
@@ -69,8 +53,8 @@ static void cluster_up(Cluster2 *k, const char *const *redis_args) {
                 cr_skip_test("no redis-server");
         k->dir = tmpdir_new();
         cr_assert_eq(test_redis_start(&k->redis, k->dir, redis_args), 0);
-        k->a = node_start(k->redis.url, "node-a");
-        k->b = node_start(k->redis.url, "node-b");
+        k->a = cluster_node_start(k->redis.url, "node-a", NULL, NULL);
+        k->b = cluster_node_start(k->redis.url, "node-b", NULL, NULL);
         wait_locks_connected(k->a);
         wait_locks_connected(k->b);
 }

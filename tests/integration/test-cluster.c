@@ -37,22 +37,6 @@ static void publish(Conn *c, const char *channel, const char *message) {
         json_object_put(o);
 }
 
-static void daemon_stop_clean(Daemon *d) {
-        int st = daemon_signal_and_wait(d, SIGTERM);
-
-        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "photond exited with status %d", st);
-        daemon_free(d);
-}
-
-static Daemon* node_start(const char *url, const char *node_id) {
-        char url_env[400], id_env[64];
-        const char *env[] = { url_env, id_env, NULL };
-
-        snprintf(url_env, sizeof(url_env), "PHOTOND_CLUSTER_URL=%s", url);
-        snprintf(id_env, sizeof(id_env), "PHOTOND_NODE_ID=%s", node_id);
-        return daemon_start(&(DaemonOptions) { .env = env });
-}
-
 /* Waits (10 s at most) for status to say the node is connected to Redis and takes publishes (ready: its
  * subscriptions confirmed, the eventId counter raised). */
 static void wait_connected(Daemon *d) {
@@ -141,8 +125,8 @@ Test(cluster, publish_reaches_the_other_node_once) {
                 cr_skip_test("no redis-server");
         dir = tmpdir_new();
         cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
-        a = node_start(redis.url, "node-a");
-        b = node_start(redis.url, "node-b");
+        a = cluster_node_start(redis.url, "node-a", NULL, NULL);
+        b = cluster_node_start(redis.url, "node-b", NULL, NULL);
         wait_connected(a);
         wait_connected(b);
 
@@ -204,8 +188,8 @@ Test(cluster, wildcard_across_nodes) {
                 cr_skip_test("no redis-server");
         dir = tmpdir_new();
         cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
-        a = node_start(redis.url, "node-a");
-        b = node_start(redis.url, "node-b");
+        a = cluster_node_start(redis.url, "node-a", NULL, NULL);
+        b = cluster_node_start(redis.url, "node-b", NULL, NULL);
         wait_connected(a);
         wait_connected(b);
 
@@ -260,8 +244,8 @@ Test(cluster, redis_restart_restores_subscriptions) {
                 cr_skip_test("no redis-server");
         dir = tmpdir_new();
         cr_assert_eq(test_redis_start(&redis, dir, NULL), 0);
-        a = node_start(redis.url, "node-a");
-        b = node_start(redis.url, "node-b");
+        a = cluster_node_start(redis.url, "node-a", NULL, NULL);
+        b = cluster_node_start(redis.url, "node-b", NULL, NULL);
         wait_connected(a);
         wait_connected(b);
         pub = conn_open(a);
@@ -332,7 +316,7 @@ Test(cluster, redis_unreachable_at_start) {
 
         /* Port 1 on the loopback refuses: photond starts all the same and serves what is local; a publish, which
          * needs the cluster, is refused at once (the first slice delivered it here) and reaches nobody. */
-        d = node_start("redis://app:hunter2@127.0.0.1:1/0", "lonely");
+        d = cluster_node_start("redis://app:hunter2@127.0.0.1:1/0", "lonely", NULL, NULL);
         pub = conn_open(d);
         sub = conn_open(d);
         subscribe(sub, "local");

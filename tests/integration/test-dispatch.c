@@ -118,7 +118,7 @@ static bool photond_log_has(Daemon *d, const char *text) {
 
 /* Stops photond with SIGTERM and requires a clean exit: status 0 (a sanitizer build fails it on leaks) and no
  * sanitizer report in its log. Then frees d. */
-static void daemon_stop_clean(Daemon *d) {
+static void daemon_stop_checked(Daemon *d) {
         int status = daemon_signal_and_wait(d, SIGTERM);
 
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || photond_log_has(d, "runtime error") ||
@@ -224,7 +224,7 @@ Test(dispatch, provider_serves_a_command) {
 
         conn_close(c);
         conn_close(p);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 Test(dispatch, provider_failures_and_stray_messages) {
@@ -291,7 +291,7 @@ Test(dispatch, provider_failures_and_stray_messages) {
         conn_close(other);
         conn_close(c);
         conn_close(p);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 Test(dispatch, emits_and_prompts_travel_between_provider_and_caller) {
@@ -340,7 +340,7 @@ Test(dispatch, emits_and_prompts_travel_between_provider_and_caller) {
 
         conn_close(c);
         conn_close(p);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 Test(dispatch, caller_that_leaves_answers_its_prompt_with_null) {
@@ -379,7 +379,7 @@ Test(dispatch, caller_that_leaves_answers_its_prompt_with_null) {
 
         conn_close(c);
         conn_close(p);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 Test(dispatch, provider_disconnect_fails_its_calls) {
@@ -410,7 +410,7 @@ Test(dispatch, provider_disconnect_fails_its_calls) {
         json_object_put(o);
 
         conn_close(c);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 Test(dispatch, calls_round_robin_over_providers) {
@@ -463,7 +463,7 @@ Test(dispatch, calls_round_robin_over_providers) {
 
         conn_close(c);
         conn_close(p2);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 Test(dispatch, provider_call_timeout) {
@@ -497,7 +497,7 @@ Test(dispatch, provider_call_timeout) {
 
         conn_close(c);
         conn_close(p);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 Test(dispatch, busy_caps) {
@@ -535,7 +535,7 @@ Test(dispatch, busy_caps) {
         conn_close(c);
         conn_close(slow);
         conn_close(other);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 /* ---- exec handlers ---- */
@@ -593,7 +593,7 @@ Test(dispatch, exec_handler_runs_clean) {
         cr_assert(photond_log_has(d, "]: a line for the journal"));
 
         conn_close(c);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 Test(dispatch, exec_handler_output_kinds) {
@@ -628,7 +628,7 @@ Test(dispatch, exec_handler_output_kinds) {
         json_object_put(o);
 
         conn_close(c);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 Test(dispatch, exec_handler_failures) {
@@ -664,7 +664,7 @@ Test(dispatch, exec_handler_failures) {
         json_object_put(o);
 
         conn_close(c);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 Test(dispatch, missing_handlers_and_bad_requests) {
@@ -724,7 +724,7 @@ Test(dispatch, missing_handlers_and_bad_requests) {
         json_object_put(o);
 
         conn_close(c);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 Test(dispatch, exec_handler_timeout) {
@@ -767,7 +767,7 @@ Test(dispatch, exec_handler_timeout) {
         json_object_put(o);
 
         conn_close(c);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 /* A handler that ignores SIGTERM does not hold its caller past timeoutMs: the answer comes at the timeout, while
@@ -839,7 +839,7 @@ Test(dispatch, timeout_answers_the_caller_before_the_kill_grace) {
         json_object_put(o);
 
         conn_close(c);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 Test(dispatch, exec_handler_output_cap) {
@@ -862,7 +862,7 @@ Test(dispatch, exec_handler_output_cap) {
         json_object_put(o);
 
         conn_close(c);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 static bool process_gone(pid_t pid) {
@@ -911,7 +911,7 @@ Test(dispatch, grandchild_holding_stdout_does_not_hang) {
         free(pidfile);
 
         conn_close(c);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 Test(dispatch, handler_that_never_reads_large_args) {
@@ -941,7 +941,7 @@ Test(dispatch, handler_that_never_reads_large_args) {
 
         conn_close(c2);
         conn_close(c);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 /* ---- many calls ---- */
@@ -1009,7 +1009,7 @@ Test(dispatch, hundred_concurrent_commands) {
         for (int i = 0; i < CONNS; i++)
                 conn_close(c[i]);
         conn_close(p);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 /* ---- photonctl ---- */
@@ -1113,7 +1113,7 @@ Test(dispatch, photonctl_call_provide_ps) {
         cr_assert_eq(waitpid(pid, &status, 0), pid);
 
         conn_close(conn_open(d));
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 Test(dispatch, photonctl_call_shows_emits_and_answers_prompts) {
@@ -1180,7 +1180,7 @@ Test(dispatch, photonctl_call_shows_emits_and_answers_prompts) {
         close(out[0]);
         close(err[0]);
         conn_close(p);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 /* ---- follow-ups on channels ---- */
@@ -1238,7 +1238,7 @@ Test(dispatch, state_changed_published_without_the_caller) {
 
         conn_close(c);
         conn_close(s);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 Test(dispatch, emit_with_a_channel_is_published) {
@@ -1272,7 +1272,7 @@ Test(dispatch, emit_with_a_channel_is_published) {
         conn_close(c);
         conn_close(s);
         conn_close(p);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 Test(dispatch, shutdown_with_calls_in_flight) {
@@ -1297,7 +1297,7 @@ Test(dispatch, shutdown_with_calls_in_flight) {
         fclose(f);
 
         /* photond exits cleanly (no leaks under sanitizers) and takes its handlers with it. */
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
         for (uint64_t deadline = mono_ms() + 3000; !process_gone(pid); usleep(10000))
                 cr_assert(mono_ms() < deadline, "handler %d survived photond", (int) pid);
 
@@ -1343,7 +1343,7 @@ Test(dispatch, provider_registration_cap) {
         json_object_put(o);
 
         conn_close(b);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 /* ---- the examples in docs/examples work as documented ---- */
@@ -1389,7 +1389,7 @@ Test(dispatch, example_handler_sh) {
         json_object_put(o);
 
         conn_close(c);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }
 
 Test(dispatch, example_provider_js) {
@@ -1442,5 +1442,5 @@ Test(dispatch, example_provider_js) {
         kill(node, SIGTERM);
         waitpid(node, NULL, 0);
         conn_close(c);
-        daemon_stop_clean(d);
+        daemon_stop_checked(d);
 }

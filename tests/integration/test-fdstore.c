@@ -36,17 +36,6 @@ typedef struct Systemd {
         unsigned n_ready;               /* READY=1 seen so far */
 } Systemd;
 
-static char* xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char* xasprintf(const char *fmt, ...) {
-        va_list ap;
-        char *s;
-
-        va_start(ap, fmt);
-        cr_assert(vasprintf(&s, fmt, ap) >= 0);
-        va_end(ap);
-        return s;
-}
-
 static Systemd* systemd_new(void) {
         Systemd *s = calloc(1, sizeof(Systemd));
         struct sockaddr_un sa = { .sun_family = AF_UNIX };

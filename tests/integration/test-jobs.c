@@ -24,23 +24,6 @@
 #define HOUR_MS (60 * MIN_MS)
 #define DAY_MS (24 * HOUR_MS)
 
-static int64_t real_ms(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static char* xprintf(const char *fmt, ...) {
-        va_list ap;
-        char *s;
-
-        va_start(ap, fmt);
-        cr_assert(vasprintf(&s, fmt, ap) >= 0);
-        va_end(ap);
-        return s;
-}
-
 /* Sends {"id":<auto>,<body>} and returns the reply. */
 static struct json_object* call(Conn *c, const char *fmt, ...) {
         char id[32], *body;
@@ -113,7 +96,7 @@ static struct json_object* get_job(Conn *c, const char *id) {
 }
 
 static char* job_path(const char *home, const char *photon, const char *job_id) {
-        return xprintf("%s/.photon/.data/%s/schedules/%s.json", home, photon, job_id);
+        return xasprintf("%s/.photon/.data/%s/schedules/%s.json", home, photon, job_id);
 }
 
 static void write_text(const char *path, const char *text) {
@@ -142,7 +125,7 @@ static struct json_object* read_json(const char *path) {
 }
 
 static void write_handler(const char *home, const char *photon, const char *method, const char *script) {
-        char *path = xprintf("%s/handlers/%s/%s", home, photon, method);
+        char *path = xasprintf("%s/handlers/%s/%s", home, photon, method);
 
         write_text(path, script);
         cr_assert_eq(chmod(path, 0755), 0);
@@ -164,7 +147,7 @@ static char* make_home(void) {
 }
 
 static void rm_home(char *home) {
-        char *cmd = xprintf("rm -rf '%s'", home);
+        char *cmd = xasprintf("rm -rf '%s'", home);
 
         (void) !system(cmd);
         free(cmd);
@@ -233,7 +216,7 @@ Test(jobs, schedule_list_unschedule_shapes) {
         time_t now_s = time(NULL);
         struct tm tm;
         gmtime_r(&now_s, &tm);
-        char *far = xprintf("0 0 1 %d *", (tm.tm_mon + 4) % 12 + 1);
+        char *far = xasprintf("0 0 1 %d *", (tm.tm_mon + 4) % 12 + 1);
         subscribe(sub, "jobs:far");
         schedule_ok(c, "far", "future", "run", far, NULL);
         j = get_job(c, "far:ipc:future");
@@ -348,16 +331,16 @@ Test(jobs, refusals_and_errors) {
         json_object_put(o);
 
         /* .photon-no-host in the base refuses the job, with the reference's reason. */
-        wd = xprintf("%s/nohost", d->home);
+        wd = xasprintf("%s/nohost", d->home);
         cr_assert_eq(mkdir(wd, 0755), 0);
-        marker = xprintf("%s/.photon-no-host", wd);
+        marker = xasprintf("%s/.photon-no-host", wd);
         write_text(marker, "");
-        char *extra = xprintf("\"workingDir\":\"%s\"", wd);
+        char *extra = xasprintf("\"workingDir\":\"%s\"", wd);
         o = schedule(c, "p", "j", "m", "* * * * *", extra);
         free(extra);
         cr_assert(!jbool(o, "success"));
         cr_assert(!jbool(o, "data.scheduled"));
-        char *reason = xprintf("host-disabled: %s has a .photon-no-host marker", wd);
+        char *reason = xasprintf("host-disabled: %s has a .photon-no-host marker", wd);
         cr_assert_str_eq(jstr(o, "data.reason"), reason);
         free(reason);
         json_object_put(o);
@@ -403,8 +386,8 @@ Test(jobs, refusals_and_errors) {
 
 Test(jobs, system_instance_refuses_working_dir) {
         char *state = make_home();
-        char *sock = xprintf("%s/daemon.sock", state);
-        char *env_state = xprintf("STATE_DIRECTORY=%s", state);
+        char *sock = xasprintf("%s/daemon.sock", state);
+        char *env_state = xasprintf("STATE_DIRECTORY=%s", state);
         const char *env[] = { "TZ=UTC", env_state, NULL };
         const char *args[] = { "--system", "--socket", sock, NULL };
         Daemon *d = daemon_start(&(DaemonOptions) { .env = env, .args = args });
@@ -418,7 +401,7 @@ Test(jobs, system_instance_refuses_working_dir) {
 
         /* Jobs of the system instance live in its state directory. */
         schedule_ok(c, "p", "j", "m", "* * * * *", NULL);
-        char *file = xprintf("%s/.data/p/schedules/j.json", state);
+        char *file = xasprintf("%s/.data/p/schedules/j.json", state);
         cr_assert_eq(access(file, F_OK), 0, "%s", file);
         free(file);
 
@@ -434,9 +417,9 @@ Test(jobs, system_instance_refuses_working_dir) {
 Test(jobs, system_instance_ignores_the_test_clock_hook) {
         const int64_t offset = 3 * DAY_MS;
         char *state = make_home();
-        char *sock = xprintf("%s/daemon.sock", state);
-        char *env_state = xprintf("STATE_DIRECTORY=%s", state);
-        char *env_off = xprintf("PHOTOND_TEST_CLOCK_OFFSET_MS=%" PRIi64, offset);
+        char *sock = xasprintf("%s/daemon.sock", state);
+        char *env_state = xasprintf("STATE_DIRECTORY=%s", state);
+        char *env_off = xasprintf("PHOTOND_TEST_CLOCK_OFFSET_MS=%" PRIi64, offset);
         const char *env[] = { "TZ=UTC", env_state, env_off, NULL };
         const char *args[] = { "--system", "--socket", sock, NULL };
         int64_t before, after, expect;
@@ -484,15 +467,15 @@ Test(jobs, system_instance_ignores_the_test_clock_hook) {
  * PHOTON_HOME. */
 Test(jobs, photon_dir_moves_job_files) {
         const char *env_plain[] = { "TZ=UTC", NULL };
-        char *home = make_home(), *jobs_dir = xprintf("%s/elsewhere", home);
-        char *env_dir = xprintf("PHOTON_DIR=%s", jobs_dir);
+        char *home = make_home(), *jobs_dir = xasprintf("%s/elsewhere", home);
+        char *env_dir = xasprintf("PHOTON_DIR=%s", jobs_dir);
         const char *env[] = { "TZ=UTC", env_dir, NULL };
-        char *file = xprintf("%s/.data/mv/schedules/nightly.json", jobs_dir);
-        char *hist = xprintf("%s/.data/mv/schedules/executions.jsonl", jobs_dir);
-        char *bases = xprintf("%s/.data/.bases.json", jobs_dir);
+        char *file = xasprintf("%s/.data/mv/schedules/nightly.json", jobs_dir);
+        char *hist = xasprintf("%s/.data/mv/schedules/executions.jsonl", jobs_dir);
+        char *bases = xasprintf("%s/.data/.bases.json", jobs_dir);
         char *default_file = job_path(home, "mv", "nightly");
-        char *home_file = xprintf("%s/.data/mv/schedules/nightly.json", home);
-        char *wd = xprintf("%s/project", home), *extra = xprintf("\"workingDir\":\"%s\"", wd);
+        char *home_file = xasprintf("%s/.data/mv/schedules/nightly.json", home);
+        char *wd = xasprintf("%s/project", home), *extra = xasprintf("\"workingDir\":\"%s\"", wd);
         struct json_object *o, *j;
         Daemon *d;
         Conn *c;
@@ -519,7 +502,7 @@ Test(jobs, photon_dir_moves_job_files) {
         /* photond's own state is not a job file: it stays under PHOTON_HOME. */
         conn_close(c);
         stop(d);
-        char *state = xprintf("%s/.data/photond/state.json", home);
+        char *state = xasprintf("%s/.data/photond/state.json", home);
         cr_assert_eq(access(state, F_OK), 0, "%s", state);
         free(state);
 
@@ -563,7 +546,7 @@ Test(jobs, photon_dir_moves_job_files) {
  * offset. Real time of a scheduler time t is t - offset. */
 static Daemon* start_before_boundary(int64_t lead_ms, int64_t *ret_offset, const char *home, const char *extra_env) {
         int64_t r0 = real_ms(), boundary = (r0 / MIN_MS + 3) * MIN_MS, offset = boundary - (r0 + lead_ms);
-        char *e = xprintf("PHOTOND_TEST_CLOCK_OFFSET_MS=%" PRIi64, offset);
+        char *e = xasprintf("PHOTOND_TEST_CLOCK_OFFSET_MS=%" PRIi64, offset);
         const char *env[] = { "TZ=UTC", e, extra_env, NULL };
         Daemon *d = daemon_start(&(DaemonOptions) { .env = env, .home = home });
 
@@ -695,8 +678,8 @@ Test(jobs, many_jobs_on_one_boundary_start_within_100ms, .timeout = 150) {
 }
 
 Test(jobs, exec_handler_fires_at_the_boundary, .timeout = 150) {
-        char *home = make_home(), *stamp = xprintf("%s/fired", home);
-        char *script = xprintf("#!/bin/sh\ndate +%%s%%N > '%s.tmp' && mv '%s.tmp' '%s'\ncat > '%s.args'\n"
+        char *home = make_home(), *stamp = xasprintf("%s/fired", home);
+        char *script = xasprintf("#!/bin/sh\ndate +%%s%%N > '%s.tmp' && mv '%s.tmp' '%s'\ncat > '%s.args'\n"
                                "echo \"{\\\"trigger\\\":\\\"$PHOTON_TRIGGER\\\",\\\"job\\\":\\\"$PHOTON_JOB_ID\\\"}\"\n",
                                stamp, stamp, stamp, stamp);
         int64_t offset;
@@ -728,7 +711,7 @@ Test(jobs, exec_handler_fires_at_the_boundary, .timeout = 150) {
         fprintf(stderr, "jobs: exec handler started %" PRIi64 " ms after the minute boundary\n", ran_ms - expected);
         cr_assert(ran_ms - expected >= 0 && ran_ms - expected <= 250, "%" PRIi64 " ms", ran_ms - expected);
 
-        char *args_path = xprintf("%s.args", stamp);
+        char *args_path = xasprintf("%s.args", stamp);
         o = read_json(args_path);
         cr_assert_eq(jint(o, "n"), 1, "the job's args on stdin");
         json_object_put(o);
@@ -885,16 +868,16 @@ Test(jobs, working_dir_jobs_and_bases_registry) {
         const char *env[] = { "TZ=UTC", NULL };
         Daemon *d = daemon_start(&(DaemonOptions) { .env = env });
         Conn *c = conn_open(d);
-        char *wd = xprintf("%s/project", d->home), *key, *path, *home, *bases;
+        char *wd = xasprintf("%s/project", d->home), *key, *path, *home, *bases;
         unsigned char md[EVP_MAX_MD_SIZE];
         unsigned md_len;
         struct json_object *o, *j;
 
         cr_assert_eq(mkdir(wd, 0755), 0);
         cr_assert_eq(EVP_Digest(wd, strlen(wd), md, &md_len, EVP_sha256(), NULL), 1);
-        key = xprintf("proj:%02x%02x%02x%02x:ipc:build", md[0], md[1], md[2], md[3]);
+        key = xasprintf("proj:%02x%02x%02x%02x:ipc:build", md[0], md[1], md[2], md[3]);
 
-        char *extra = xprintf("\"workingDir\":\"%s\"", wd);
+        char *extra = xasprintf("\"workingDir\":\"%s\"", wd);
         o = schedule(c, "proj", "build", "make", "0 * * * *", extra);
         cr_assert(jbool(o, "success"));
         cr_assert_str_eq(jstr(o, "data.jobId"), key);
@@ -902,13 +885,13 @@ Test(jobs, working_dir_jobs_and_bases_registry) {
         /* The same jobId without workingDir is another job. */
         schedule_ok(c, "proj", "build", "make", "0 * * * *", NULL);
 
-        path = xprintf("%s/.data/proj/schedules/build.json", wd);
+        path = xasprintf("%s/.data/proj/schedules/build.json", wd);
         o = read_json(path);
         cr_assert_str_eq(jstr(o, "workingDir"), wd);
         cr_assert_str_eq(jstr(o, "id"), key);
         json_object_put(o);
 
-        bases = xprintf("%s/.photon/.data/.bases.json", d->home);
+        bases = xasprintf("%s/.photon/.data/.bases.json", d->home);
         o = read_json(bases);
         cr_assert_str_eq(jstr(o, "bases.0.path"), wd);
         int64_t ms;
@@ -958,7 +941,7 @@ static char* daily_at(int64_t ms) {
         struct tm tm;
 
         gmtime_r(&t, &tm);
-        return xprintf("%d %d * * *", tm.tm_min, tm.tm_hour);
+        return xasprintf("%d %d * * *", tm.tm_min, tm.tm_hour);
 }
 
 static char* yearly_at(int64_t ms) {
@@ -966,15 +949,15 @@ static char* yearly_at(int64_t ms) {
         struct tm tm;
 
         gmtime_r(&t, &tm);
-        return xprintf("%d %d %d %d *", tm.tm_min, tm.tm_hour, tm.tm_mday, tm.tm_mon + 1);
+        return xasprintf("%d %d %d %d *", tm.tm_min, tm.tm_hour, tm.tm_mday, tm.tm_mon + 1);
 }
 
 static void write_reference_job(const char *home, const char *photon, const char *job_id, const char *cron,
                                 int64_t created, int64_t last) {
         char *path = job_path(home, photon, job_id), *c = iso(created), *l = last ? iso(last) : NULL;
-        char *lq = l ? xprintf("\"%s\"", l) : strdup("null");
+        char *lq = l ? xasprintf("\"%s\"", l) : strdup("null");
         /* Exactly the reference's field list, in its order and layout. */
-        char *text = xprintf("{\n  \"id\": \"%s:ipc:%s\",\n  \"method\": \"run\",\n  \"args\": {},\n"
+        char *text = xasprintf("{\n  \"id\": \"%s:ipc:%s\",\n  \"method\": \"run\",\n  \"args\": {},\n"
                              "  \"cron\": \"%s\",\n  \"requiredConfig\": [],\n  \"photonName\": \"%s\",\n"
                              "  \"source\": \"ipc\",\n  \"status\": \"active\",\n  \"createdAt\": \"%s\",\n"
                              "  \"createdBy\": \"cli-7-abcdef12\",\n  \"executionCount\": 3,\n"
@@ -1118,7 +1101,7 @@ Test(jobs, catch_up_after_downtime) {
         stop(d);
 
         /* Come back "two hours later" through the test hook: two hourly occurrences passed, one run. */
-        char *off = xprintf("PHOTOND_TEST_CLOCK_OFFSET_MS=%" PRIi64, 2 * HOUR_MS + 5 * MIN_MS);
+        char *off = xasprintf("PHOTOND_TEST_CLOCK_OFFSET_MS=%" PRIi64, 2 * HOUR_MS + 5 * MIN_MS);
         const char *env2[] = { "TZ=UTC", off, "PHOTOND_JOB_CATCHUP_DELAY_MS=500", NULL };
         d = daemon_start(&(DaemonOptions) { .env = env2, .home = home });
         sub = conn_open(d);
@@ -1150,12 +1133,12 @@ Test(jobs, time_zone_change_moves_due_times) {
                 cr_skip_test("needs root, unshare and tzdata");
 
         home = make_home();
-        etc = xprintf("%s/etc", home);
-        cmd = xprintf("cp -a /etc '%s' && ln -sfn /usr/share/zoneinfo/Etc/UTC '%s/localtime'", etc, etc);
+        etc = xasprintf("%s/etc", home);
+        cmd = xasprintf("cp -a /etc '%s' && ln -sfn /usr/share/zoneinfo/Etc/UTC '%s/localtime'", etc, etc);
         cr_assert_eq(system(cmd), 0);
         free(cmd);
-        wrapper = xprintf("%s/photond-ns", home);
-        cmd = xprintf("#!/bin/sh\nexec unshare --mount --propagation private sh -c "
+        wrapper = xasprintf("%s/photond-ns", home);
+        cmd = xasprintf("#!/bin/sh\nexec unshare --mount --propagation private sh -c "
                       "'mount --bind \"$0\" /etc && exec \"$@\"' '%s' '%s' \"$@\"\n", etc, photond_binary());
         write_text(wrapper, cmd);
         free(cmd);
@@ -1171,8 +1154,8 @@ Test(jobs, time_zone_change_moves_due_times) {
         json_object_put(j);
         cr_assert_eq(before % DAY_MS, 12 * HOUR_MS, "noon UTC");
 
-        link_new = xprintf("%s/localtime.new", etc);
-        link = xprintf("%s/localtime", etc);
+        link_new = xasprintf("%s/localtime.new", etc);
+        link = xasprintf("%s/localtime", etc);
         cr_assert_eq(symlink("/usr/share/zoneinfo/Asia/Tokyo", link_new), 0);
         cr_assert_eq(rename(link_new, link), 0);
 
@@ -1347,7 +1330,7 @@ Test(jobs, run_job_history_and_replace) {
         cr_assert_eq(strlen(jstr(o, "data.result")), 600);
         json_object_put(o);
 
-        hist = xprintf("%s/.photon/.data/rep/schedules/executions.jsonl", home);
+        hist = xasprintf("%s/.photon/.data/rep/schedules/executions.jsonl", home);
         t = read_text(hist);
         o = json_tokener_parse(t);
         free(t);
@@ -1421,7 +1404,7 @@ Test(jobs, a_timed_out_run_still_ending_blocks_the_next) {
         Conn *c;
         struct json_object *o;
 
-        trapped = xprintf("%s/trapped", home);
+        trapped = xasprintf("%s/trapped", home);
         write_handler(home, "stubborn", "run", "#!/bin/sh\ntrap '' TERM\ntouch \"$HOME/trapped\"\nexec sleep 60\n");
         d = daemon_start(&(DaemonOptions) { .env = env, .home = home });
         c = conn_open(d);
@@ -1455,7 +1438,7 @@ Test(jobs, a_run_that_cannot_start_is_worded_as_a_command) {
         _cleanup_free_ char *command_error = NULL;
 
         write_handler(home, "unsafe", "run", "#!/bin/sh\necho ran\n");
-        path = xprintf("%s/handlers/unsafe/run", home);
+        path = xasprintf("%s/handlers/unsafe/run", home);
         cr_assert_eq(chmod(path, 0775), 0);             /* group-writable: refused */
         free(path);
         d = daemon_start(&(DaemonOptions) { .env = env, .home = home });
@@ -1484,7 +1467,7 @@ Test(jobs, a_run_that_cannot_start_is_worded_as_a_command) {
  * daemon that has been running for weeks does not answer with them. The clock hook puts photond 15 days ahead;
  * lines appended after its start stand for runs recorded while it ran. */
 Test(jobs, history_skips_entries_that_aged_while_running) {
-        char *home = make_home(), *hist, *env_off = xprintf("PHOTOND_TEST_CLOCK_OFFSET_MS=%" PRIi64, 15 * DAY_MS);
+        char *home = make_home(), *hist, *env_off = xasprintf("PHOTOND_TEST_CLOCK_OFFSET_MS=%" PRIi64, 15 * DAY_MS);
         const char *env[] = { "TZ=UTC", env_off, NULL };
         int64_t now = real_ms();
         Daemon *d;
@@ -1498,7 +1481,7 @@ Test(jobs, history_skips_entries_that_aged_while_running) {
         o = call(c, "\"type\":\"run_job\",\"jobId\":\"a\"");       /* no handler: one failed run, now */
         json_object_put(o);
 
-        hist = xprintf("%s/.photon/.data/aged/schedules/executions.jsonl", home);
+        hist = xasprintf("%s/.photon/.data/aged/schedules/executions.jsonl", home);
         f = fopen(hist, "ae");
         cr_assert_not_null(f);
         /* 15 days and 13 days before photond's clock. */

@@ -32,17 +32,6 @@
 #define AUTH "Authorization: Bearer " TOKEN
 #define MIN_MS ((int64_t) 60 * 1000)
 
-static char* xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char* xprintf(const char *fmt, ...) {
-        va_list ap;
-        char *s;
-
-        va_start(ap, fmt);
-        cr_assert(vasprintf(&s, fmt, ap) >= 0);
-        va_end(ap);
-        return s;
-}
-
 /* ---- curl ---- */
 
 typedef struct Scrape {
@@ -61,7 +50,7 @@ static void scrape_free(Scrape *s) {
 
 /* One request through curl; header may be NULL. The body, the status and the Content-Type. */
 static Scrape* get(int port, const char *method, const char *path, const char *header) {
-        char *url = xprintf("http://127.0.0.1:%d%s", port, path), *out, *meta;
+        char *url = xasprintf("http://127.0.0.1:%d%s", port, path), *out, *meta;
         const char *argv[24];
         int argc = 0, pipefd[2], status;
         pid_t pid;
@@ -153,7 +142,7 @@ static void promtool_check(const Scrape *s) {
         cr_assert_eq(write(fd, s->body, strlen(s->body)), (ssize_t) strlen(s->body));
         close(fd);
 
-        cmd = xprintf("promtool check metrics < '%s' 2>&1", path);
+        cmd = xasprintf("promtool check metrics < '%s' 2>&1", path);
         cr_assert(pipe2(pipefd, O_CLOEXEC) == 0);
         pid = fork();
         cr_assert(pid >= 0);
@@ -315,7 +304,7 @@ Test(metrics, values_move_when_photond_does_something, .timeout = 120) {
         clock_gettime(CLOCK_REALTIME, &ts);
         int64_t now = (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
                 offset = (now / MIN_MS + 3) * MIN_MS - (now + LEAD_MS);
-        char *off = xprintf("PHOTOND_TEST_CLOCK_OFFSET_MS=%lld", (long long) offset);
+        char *off = xasprintf("PHOTOND_TEST_CLOCK_OFFSET_MS=%lld", (long long) offset);
         Daemon *d = start_env((const char*[]) { "PHOTOND_API_TOKEN=" TOKEN, "TZ=UTC", off, NULL });
         Conn *sub = conn_open(d), *c = conn_open(d), *w = conn_open(d), *jobs = conn_open(d), *gone;
         Scrape *a, *b, *s;
