@@ -23,58 +23,13 @@
 # from before cluster mode, or before a change of the cluster's code).
 set -euo pipefail
 
-src=$(cd "$(dirname "$0")/../.." && pwd)
-photond=${1:-}
-bench=${2:-}
-if [ -z "$photond" ]; then
-        for d in "$src/build-release" "$src/build" "$src"/build-*; do
-                if [ -x "$d/src/photond" ] && [ -x "$d/tests/bench/photon-bench" ]; then
-                        photond=$d/src/photond
-                        break
-                fi
-        done
-fi
-[ -n "$photond" ] && [ -x "$photond" ] || { echo "cluster-fanout.sh: no photond found; pass its path" >&2; exit 2; }
-photond=$(realpath "$photond")
-builddir=$(dirname "$(dirname "$photond")")
-[ -n "$bench" ] || bench=$builddir/tests/bench/photon-bench
-[ -x "$bench" ] || { echo "cluster-fanout.sh: no photon-bench at $bench" >&2; exit 2; }
-command -v redis-server >/dev/null || { echo "cluster-fanout.sh: redis-server is not installed" >&2; exit 2; }
+. "$(dirname "$0")/cluster-lib.sh"
+cluster_bench_setup cluster-fanout.sh "$@"
 rounds=${ROUNDS:-3}
 messages=${MESSAGES:-20000}
 lat_messages=${LAT_MESSAGES:-2000}
 bytes=${BYTES:-100}
 subs=${SUBSCRIBERS:-100}
-
-tmp=$(mktemp -d /tmp/photon-cluster-fanout.XXXXXX)
-pids=()
-cleanup() {
-        for p in "${pids[@]}"; do
-                kill "$p" 2>/dev/null || true
-        done
-        if [ "${KEEP:-0}" = 1 ]; then echo "cluster-fanout.sh: kept $tmp" >&2; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-
-stop_server() {
-        local pid=$1 state
-        kill "$pid" 2>/dev/null || return 0
-        for _ in $(seq 200); do
-                state=$(sed 's/^.*) \(.\).*/\1/' "/proc/$pid/stat" 2>/dev/null) || return 0
-                [ "$state" = Z ] && return 0
-                sleep 0.05
-        done
-        kill -9 "$pid" 2>/dev/null || true
-}
-
-n=0
-start_redis() {
-        n=$((n + 1))
-        rsock=$tmp/redis.$n.sock
-        redis_pid=$("$bench" start --log "$tmp/redis.log" -- redis-server --port 0 --unixsocket "$rsock" \
-                --unixsocketperm 700 --dir "$tmp" --save '' --appendonly no --maxclients 20000 --supervised systemd)
-        pids+=("$redis_pid")
-}
 
 # start_photond [CLUSTER_NODE_ID]: a photond, a cluster node on $rsock if a node id is given; sets node_sock,
 # node_pid.
