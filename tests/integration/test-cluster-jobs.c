@@ -301,7 +301,8 @@ Test(cluster_jobs, redis_gone_refuses_changes_and_runs_nothing) {
         /* The occurrence at the boundary: no claim, so no run (the node has the handler). */
         cr_assert_lt(real_ms(), boundary - offset, "Redis was gone before the boundary");
         wait_status(a, "data.cluster.jobs.claimFailed", 1);
-        cr_assert_gt(real_ms(), boundary - offset);
+        /* In whole ms: the timer fired at the boundary or after it, and the answer may come within that ms. */
+        cr_assert_geq(real_ms(), boundary - offset);
         (void) poll(NULL, 0, 1000);
         cr_assert_neq(access(log, F_OK), 0, "the job ran during the outage");
         o = status(a);
