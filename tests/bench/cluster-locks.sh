@@ -9,6 +9,8 @@
 # 8 clients doing lock+unlock pairs (immediate retry when refused) on K = 1 and K = 64 names for SECS seconds:
 #   - cluster: the clients spread over two photond nodes (4 each) sharing one redis-server; every lock request is
 #     one script call in Redis (docs/cluster.md, "Locks");
+#   - relay: the same path through two lock-relays (tests/bench/lock-relay.c), the cheapest node possible: a plain
+#     SET NX PX or compare-and-delete for each request, pipelined; its rate bounds any node that waits for Redis;
 #   - redis: the same 8 clients on that Redis directly, SET key token NX PX + a compare-and-delete EVALSHA.
 # Server CPU is read from /proc/<pid> (schedstat) of every server of the configuration: both nodes and Redis for
 # the cluster, Redis alone for the direct run; it is shown per lock+unlock pair. Everything is on Unix sockets in a
@@ -21,6 +23,8 @@ set -euo pipefail
 cluster_bench_setup cluster-locks.sh "$@"
 rounds=${ROUNDS:-3}
 secs=${SECS:-2}
+relay=$(dirname "$bench")/lock-relay
+[ -x "$relay" ] || { echo "cluster-locks.sh: no lock-relay next to $bench" >&2; exit 2; }
 
 # start_node NAME: a photond node of the cluster on $rsock; sets node_sock, node_pid.
 start_node() {
@@ -50,6 +54,14 @@ sys.exit("node never connected to Redis")
 PY
 }
 
+# start_relay: a lock-relay (the cheapest possible node) on $rsock; sets node_sock, node_pid.
+start_relay() {
+        n=$((n + 1))
+        node_sock=$tmp/relay.$n.sock
+        node_pid=$("$bench" start --log "$tmp/relay.log" -- "$relay" --socket "$node_sock" --redis "$rsock")
+        pids+=("$node_pid")
+}
+
 # row CONFIG K: parses the bench's stderr line in $tmp/err into "pairs/s cpu-us-per-pair violations".
 parse() {
         python3 - "$tmp/err" <<'PY'
@@ -60,7 +72,8 @@ refused = int(re.search(r'refused attempts (\d+)', t).group(1))
 per_req = float(re.search(r'= ([\d.]+) us per request', t).group(1))
 viol = sum(int(x) for x in re.search(r'exclusion violations (\d+), token order violations (\d+), failed releases (\d+), errors (\d+)', t).groups())
 pairs = int(pairs)
-print("%.0f %.2f %d %d" % (pairs / float(secs), per_req * (2 * pairs + refused) / max(pairs, 1), viol, refused))
+p50 = re.search(r'request p50 ([\d.]+) us', t).group(1)
+print("%.0f %.2f %d %d %s" % (pairs / float(secs), per_req * (2 * pairs + refused) / max(pairs, 1), viol, refused, p50))
 PY
 }
 
@@ -84,6 +97,18 @@ for round in $(seq "$rounds"); do
                         stop_server "$a_pid"; stop_server "$b_pid"; stop_server "$redis_pid"
                 done
 
+                # The ceiling: the same two-hop path through lock-relay, which does the least any node can.
+                start_redis
+                start_relay; a_sock=$node_sock a_pid=$node_pid
+                start_relay; b_sock=$node_sock b_pid=$node_pid
+                rc=0
+                "$bench" "$@" --target photon --socket "$a_sock,$b_sock" --pid "$a_pid,$b_pid,$redis_pid" \
+                        >/dev/null 2>"$tmp/err" || rc=$?
+                cat "$tmp/err" >&2
+                [ "$rc" = 0 ] || { echo "cluster-locks.sh: the relay run failed" >&2; exit 1; }
+                results[relay,$k,$round]=$(parse)
+                stop_server "$a_pid"; stop_server "$b_pid"; stop_server "$redis_pid"
+
                 start_redis
                 rc=0
                 "$bench" "$@" --target redis --socket "$rsock" --pid "$redis_pid" >/dev/null 2>"$tmp/err" || rc=$?
@@ -97,14 +122,15 @@ done
 echo
 echo "### Cluster locks: 8 clients (4 on each of two photond nodes) vs the same 8 clients on Redis directly, ${secs} s per run, $rounds rounds"
 echo
-echo "| K | round | cluster pairs/s | Redis pairs/s | cluster/Redis | cluster CPU µs per pair (2 nodes + Redis) | Redis CPU µs per pair | refused (cluster / Redis) | violations |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| K | round | cluster pairs/s | relay pairs/s | Redis pairs/s | cluster/Redis | relay/Redis | cluster/relay | request p50 µs (cluster / relay / Redis) | CPU µs per pair (cluster: 2 nodes + Redis / relay: 2 relays + Redis / Redis) | refused (cluster / Redis) | violations |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for k in 1 64; do
         for round in $(seq "$rounds"); do
-                read -r cr cc cv cf <<<"${results[cluster,$k,$round]}"
-                read -r rr rc rv rf <<<"${results[redis,$k,$round]}"
-                ratio=$(python3 -c "print('%.2f' % ($cr / $rr))")
-                echo "| $k | $round | $cr | $rr | $ratio | $cc | $rc | $cf / $rf | $((cv + rv)) |"
+                read -r cr cc cv cf cp <<<"${results[cluster,$k,$round]}"
+                read -r lr lc lv lf lp <<<"${results[relay,$k,$round]}"
+                read -r rr rc rv rf rp <<<"${results[redis,$k,$round]}"
+                ratios=$(python3 -c "print('%.2f | %.2f | %.2f' % ($cr / $rr, $lr / $rr, $cr / $lr))")
+                echo "| $k | $round | $cr | $lr | $rr | $ratios | $cp / $lp / $rp | $cc / $lc / $rc | $cf / $rf | $((cv + lv + rv)) |"
         done
 done
 if [ -n "${OTHER_PHOTOND:-}" ]; then
