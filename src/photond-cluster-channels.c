@@ -65,10 +65,17 @@
  * stream and its floor. ARGV: the Redis channel of batches (<prefix>ch:), the node id, the stream's cap, the window
  * (ms), the time (Redis' clock, ms) after which it must not publish any more, then per publish its token, its
  * channel, the number of its prefix among the KEYS' (1, 2, …), "1" with a message / "0", the message. The
- * publishes get consecutive eventIds. The stream's entries are "<eventId>-0" {c: channel, t: timestamp, m:
- * message}; the caps (the window: XTRIM MINID before the batch's entries are added; the count: XTRIM MAXLEN after)
- * raise the floor key to the greatest id they drop, so a replay from below it knows events are missing. One
- * PUBLISH carries the batch (cluster_batch_parse()'s form); the NUL after each message is "\0" in Lua. */
+ * publishes get consecutive eventIds. The batch adds ONE entry to each stream it touches (one XADD per prefix, not
+ * per publish: most of Redis' cost per publish was the XADD): "<its first eventId there>-0" {l: its last eventId,
+ * q: the stream's sequence number of its first event, n: its number of events, e: the events packed, each
+ * "<eventId> <timestamp> <channel length> <message length or -1>\n<channel><message>", the replay answer's own
+ * form, so that a replay copies them as they are}. The floor key holds "<floor> <Q> <N>": every event up to the
+ * floor counts as dropped (also the first ones of an entry still kept), Q is the sequence number of the first
+ * event kept, N the next one. The window drops whole entries (an entry whose first eventId is out of it goes with
+ * all its events: XTRIM MINID, before the batch's entries are added); the count cap stays exact in events (after
+ * them): the entries wholly below the last event to go are trimmed, the floor rises to that event's id. So a
+ * replay from below the floor knows events are missing. One PUBLISH carries the batch (cluster_batch_parse()'s
+ * form); the NUL after each message is "\0" in Lua. */
 static const char publish_source[] =
         "local t = redis.call('TIME')\n"
         "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
@@ -85,58 +92,94 @@ static const char publish_source[] =
         "local nows = string.format('%d', now)\n"
         "local cut = now - window\n"
         "local m = (#KEYS - 2) / 2\n"
-        "local floors = {}\n"
+        "local F, Q, N, parts, firsts, lasts = {}, {}, {}, {}, {}, {}\n"
         "for k = 1, m do\n"
         "  local s = KEYS[1 + 2 * k]\n"
-        "  local floor = 0\n"
-        /* The oldest entry first (XREVRANGE with an end bound walks the stream: slow). */
+        "  local fv = redis.call('GET', KEYS[2 + 2 * k]) or '0 0 0'\n"
+        "  local a, b, c = string.match(fv, '^(%d+) (%d+) (%d+)$')\n"
+        "  F[k], Q[k], N[k], parts[k] = tonumber(a), tonumber(b), tonumber(c), {}\n"
+        /* The oldest entry first (XREVRANGE with an end bound walks the stream: slow). An entry is aged when its
+         * id (its first event's) is: all its events go, its last id is the floor. */
         "  local oldest = redis.call('XRANGE', s, '-', '+', 'COUNT', 1)\n"
         "  if #oldest > 0 and tonumber(string.match(oldest[1][1], '^(%d+)')) < cut then\n"
         "    local aged = redis.call('XRANGE', s, '-', string.format('%d', cut - 1))\n"
-        "    floor = tonumber(string.match(aged[#aged][1], '^(%d+)'))\n"
+        "    local f = aged[#aged][2]\n"
+        "    local l, e = tonumber(f[2]), tonumber(f[4]) + tonumber(f[6])\n"
+        "    if l > F[k] then F[k] = l end\n"
+        "    if e > Q[k] then Q[k] = e end\n"
         "    redis.call('XTRIM', s, 'MINID', string.format('%d', cut))\n"
         "  end\n"
-        "  floors[k] = floor\n"
         "end\n"
         "local out = {'3 ' .. string.format('%d', first) .. ' ' .. nows .. ' ' .. string.format('%d', n) .. ' ' ..\n"
         "  ARGV[2] .. '\\n'}\n"
         "for i = 0, n - 1 do\n"
         "  local b = 5 + 5 * i\n"
-        "  local s = KEYS[1 + 2 * tonumber(ARGV[b + 3])]\n"
+        "  local k = tonumber(ARGV[b + 3])\n"
         "  local c = ARGV[b + 2]\n"
-        "  local id = string.format('%d', first + i) .. '-0'\n"
+        "  local id = string.format('%d', first + i)\n"
+        "  local p = parts[k]\n"
+        "  if #p == 0 then firsts[k] = id end\n"
+        "  lasts[k] = id\n"
         "  if ARGV[b + 4] == '1' then\n"
         "    local msg = ARGV[b + 5]\n"
-        "    redis.call('XADD', s, id, 'c', c, 't', nows, 'm', msg)\n"
+        "    p[#p + 1] = id .. ' ' .. nows .. ' ' .. #c .. ' ' .. #msg .. '\\n' .. c .. msg\n"
         "    out[i + 2] = ARGV[b + 1] .. ' ' .. #c .. ' ' .. #msg .. '\\n' .. c .. msg .. '\\0'\n"
         "  else\n"
-        "    redis.call('XADD', s, id, 'c', c, 't', nows)\n"
+        "    p[#p + 1] = id .. ' ' .. nows .. ' ' .. #c .. ' -1\\n' .. c\n"
         "    out[i + 2] = ARGV[b + 1] .. ' ' .. #c .. ' -1\\n' .. c .. '\\0'\n"
         "  end\n"
         "end\n"
         "for k = 1, m do\n"
         "  local s = KEYS[1 + 2 * k]\n"
         "  local f = KEYS[2 + 2 * k]\n"
-        "  local floor = floors[k]\n"
-        "  local excess = redis.call('XLEN', s) - cap\n"
+        "  local p = parts[k]\n"
+        "  redis.call('XADD', s, firsts[k] .. '-0', 'l', lasts[k], 'q', string.format('%d', N[k]), 'n', #p,\n"
+        "    'e', table.concat(p))\n"
+        "  N[k] = N[k] + #p\n"
+        /* The cap counts events: the last one to go (sequence number N - cap - 1) is found in its entry; the
+         * entries before that entry go, the ones of it up to it are below the floor. */
+        "  local excess = N[k] - Q[k] - cap\n"
         "  if excess > 0 then\n"
-        "    local old = redis.call('XRANGE', s, '-', '+', 'COUNT', excess)\n"
-        "    local o = tonumber(string.match(old[#old][1], '^(%d+)'))\n"
-        "    if o > floor then floor = o end\n"
-        "    redis.call('XTRIM', s, 'MAXLEN', cap)\n"
+        "    local target = Q[k] + excess - 1\n"
+        "    local start, found = '-', nil\n"
+        "    while not found do\n"
+        "      local es = redis.call('XRANGE', s, start, '+', 'COUNT', 4)\n"
+        "      if #es == 0 then break end\n"
+        "      for _, e in ipairs(es) do\n"
+        "        if tonumber(e[2][4]) + tonumber(e[2][6]) > target then found = e break end\n"
+        "      end\n"
+        "      start = '(' .. es[#es][1]\n"
+        "    end\n"
+        "    if found then\n"
+        "      local packed, pos = found[2][8], 1\n"
+        "      local j = target - tonumber(found[2][4])\n"
+        "      local id\n"
+        "      while true do\n"
+        "        local i, cl, ml, q = string.match(packed, '^(%d+) %d+ (%d+) (%-?%d+)\\n()', pos)\n"
+        "        id = tonumber(i)\n"
+        "        if j == 0 then break end\n"
+        "        ml = tonumber(ml)\n"
+        "        if ml < 0 then ml = 0 end\n"
+        "        pos = q + tonumber(cl) + ml\n"
+        "        j = j - 1\n"
+        "      end\n"
+        "      if id > F[k] then F[k] = id end\n"
+        "      Q[k] = target + 1\n"
+        "      redis.call('XTRIM', s, 'MINID', found[1])\n"
+        "    end\n"
         "  end\n"
-        "  if floor > tonumber(redis.call('GET', f) or '0') then\n"
-        "    redis.call('SET', f, string.format('%d', floor))\n"
-        "  end\n"
+        "  redis.call('SET', f, string.format('%d %d %d', F[k], Q[k], N[k]), 'PX', 2 * window)\n"
         "  redis.call('PEXPIRE', s, 2 * window)\n"
-        "  redis.call('PEXPIRE', f, 2 * window)\n"
         "end\n"
         "redis.call('PUBLISH', ARGV[1], table.concat(out))\n"
         "return {first, now}\n";
 
 /* KEYS: the counter, the prefix's stream, its floor, the counter's birth. ARGV: this node's replies channel
  * (<prefix>replies:<nodeId>), the token, lastEventId, the channel, "1" for a wildcard key / "0", the window (ms),
- * the answer's byte cap. PUBLISHes the answer (cluster_replay_parse()'s form) to that channel. The rules are the channels core's (channels_replay()):
+ * the answer's byte cap. PUBLISHes the answer (cluster_replay_parse()'s form) to that channel. An entry may hold
+ * events on both sides of lastEventId (or of the floor): the one that holds the next event is the last that begins
+ * at or below it (XREVRANGE COUNT 1), the rest begin above it (XRANGE), and the entries are split event by event.
+ * The rules are the channels core's (channels_replay()):
  * a lastEventId above the last id issued needs a refresh; a refresh comes alone for a channel, with the newer
  * events for a wildcard; an answer over the cap is a refresh alone. */
 static const char replay_source[] =
@@ -146,6 +189,7 @@ static const char replay_source[] =
         "local from = tonumber(ARGV[3])\n"
         "local window = tonumber(ARGV[6])\n"
         "local wild = ARGV[5] == '1'\n"
+        "local want = ARGV[4]\n"
         "local refresh = 0\n"
         "local out = {}\n"
         "local born = tonumber(redis.call('GET', KEYS[4]) or '0')\n"
@@ -156,43 +200,59 @@ static const char replay_source[] =
         /* No publish on the prefix for two windows (or none ever kept): nothing after a recent lastEventId. */
         "  if from > 0 and from < now - 2 * window then refresh = 1 end\n"
         "else\n"
-        "  local floor = tonumber(redis.call('GET', KEYS[3]) or '0')\n"
+        "  local floor = tonumber(string.match(redis.call('GET', KEYS[3]) or '0', '^(%d+)'))\n"
         "  local cut = now - window\n"
         "  local aged = redis.call('XRANGE', KEYS[2], '-', string.format('%d', cut - 1))\n"
         "  if #aged > 0 then\n"
-        "    local a = tonumber(string.match(aged[#aged][1], '^(%d+)'))\n"
+        "    local a = tonumber(aged[#aged][2][2])\n"
         "    if a > floor then floor = a end\n"
         "  end\n"
         "  if from < floor then refresh = 1 end\n"
         "  if refresh == 0 or wild then\n"
-        "    local start = from + 1\n"
-        "    if cut > start then start = cut end\n"
+        /* The events above both; every event up to the floor counts as dropped, even in an entry still kept. */
+        "    local lo = from\n"
+        "    if floor > lo then lo = floor end\n"
+        "    local los = string.format('%d', lo)\n"
         "    local bytes = 0\n"
         "    local cap = tonumber(ARGV[7])\n"
-        "    for _, e in ipairs(redis.call('XRANGE', KEYS[2], string.format('%d', start), '+')) do\n"
-        "      local f = e[2]\n"
-        "      local c, ts, m\n"
-        "      for i = 1, #f, 2 do\n"
-        "        if f[i] == 'c' then c = f[i + 1] elseif f[i] == 't' then ts = f[i + 1] elseif f[i] == 'm' then m = f[i + 1] end\n"
-        "      end\n"
-        "      if wild or c == ARGV[4] then\n"
-        "        local ml = -1\n"
-        "        if m then ml = #m else m = '' end\n"
-        "        out[#out + 1] = string.match(e[1], '^(%d+)') .. ' ' .. ts .. ' ' .. #c .. ' ' .. ml .. '\\n' .. c .. m\n"
-        "        bytes = bytes + #c + #m + 100\n"
-        "        if bytes > cap then\n"
-        "          out = {}\n"
-        "          refresh = 1\n"
-        "          break\n"
+        "    local function scan(e)\n"
+        "      local s, pos = e[2][8], 1\n"
+        "      local len = #s\n"
+        "      while pos <= len do\n"
+        "        local id, cl, ml, p = string.match(s, '^(%d+) %d+ (%d+) (%-?%d+)\\n()', pos)\n"
+        "        cl = tonumber(cl)\n"
+        "        ml = tonumber(ml)\n"
+        "        if ml < 0 then ml = 0 end\n"
+        "        local stop = p + cl + ml\n"
+        "        if tonumber(id) > lo and (wild or (cl == #want and string.sub(s, p, p + cl - 1) == want)) then\n"
+        "          out[#out + 1] = string.sub(s, pos, stop - 1)\n"
+        "          bytes = bytes + cl + ml + 100\n"
+        "          if bytes > cap then return false end\n"
         "        end\n"
+        "        pos = stop\n"
         "      end\n"
+        "      return true\n"
+        "    end\n"
+        /* The entry holding lo + 1 may begin at or below lo; the ones after it begin above. */
+        "    local ok = true\n"
+        "    local before = redis.call('XREVRANGE', KEYS[2], los, '-', 'COUNT', 1)\n"
+        "    if #before > 0 then ok = scan(before[1]) end\n"
+        "    if ok then\n"
+        "      for _, e in ipairs(redis.call('XRANGE', KEYS[2], string.format('%d', lo + 1), '+')) do\n"
+        "        ok = scan(e)\n"
+        "        if not ok then break end\n"
+        "      end\n"
+        "    end\n"
+        "    if not ok then\n"
+        "      out = {}\n"
+        "      refresh = 1\n"
         "    end\n"
         "  end\n"
         "end\n"
         "redis.call('PUBLISH', ARGV[1], 'R ' .. ARGV[2] .. ' ' .. refresh .. ' ' .. string.format('%d', last) .. '\\n' .. table.concat(out))\n"
         "return 1\n";
 
-/* KEYS: the counter, its birth. ARGV: an id the counter must not be below (this node's last: its subscribers'
+/* KEYS: the counter, its birth, the replay format marker. ARGV: an id the counter must not be below (this node's last: its subscribers'
  * lastEventIds must stay below every id to come). When the node is ahead of the counter, what came up to its id is
  * unknown to this Redis: the birth rises to it. Returns Redis' clock (ms), for the publishes' deadlines. */
 static const char floor_source[] =
@@ -204,9 +264,10 @@ static const char floor_source[] =
         "  last = f\n"
         "  redis.call('SET', KEYS[1], string.format('%d', f))\n"
         "  if f > born then redis.call('SET', KEYS[2], string.format('%d', f)) end\n"
-        "elseif born == 0 and last > 0 then\n"
+        "elseif (born == 0 or redis.call('GET', KEYS[3]) ~= '4') and last > 0 then\n"
         "  redis.call('SET', KEYS[2], string.format('%d', last))\n"
         "end\n"
+        "redis.call('SET', KEYS[3], '4')\n"
         "local t = redis.call('TIME')\n"
         "return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
 
@@ -254,8 +315,8 @@ struct ClusterChannels {
         RedisScript publish_script, replay_script, floor_script;
         const RedisScript *scripts[4];
 
-        char *counter_key, *born_key, *pattern, *node_channel;
-        size_t counter_key_len, born_key_len, pattern_len, node_channel_len, chan_prefix_len;
+        char *counter_key, *born_key, *format_key, *pattern, *node_channel;
+        size_t counter_key_len, born_key_len, format_key_len, pattern_len, node_channel_len, chan_prefix_len;
 
         bool floor_raised;              /* the counter is above this node's last id (since the command connect) */
         int64_t redis_ms;               /* Redis' clock as the floor script read it, */
@@ -627,9 +688,9 @@ static void batch_flush(ClusterChannels *cc) {
                         _cleanup_free_ char *stream = NULL, *floor = NULL;
                         size_t stream_len, floor_len;
 
-                        r = cluster_key(cc->prefix, "replay:", p->channel, plen, &stream, &stream_len);
+                        r = cluster_key(cc->prefix, "replay4:", p->channel, plen, &stream, &stream_len);
                         if (r >= 0)
-                                r = cluster_key(cc->prefix, "replayfloor:", p->channel, plen, &floor, &floor_len);
+                                r = cluster_key(cc->prefix, "replayfloor4:", p->channel, plen, &floor, &floor_len);
                         if (r >= 0)
                                 r = key_list_add(&keys, stream, stream_len);
                         if (r >= 0)
@@ -1250,9 +1311,9 @@ void cluster_channels_replay(ClusterChannels *cc, const char *name, size_t len, 
         };
         LIST_PREPEND(replays, cc->replays, p);
 
-        r = cluster_key(cc->prefix, "replay:", name, plen, &stream, &stream_len);
+        r = cluster_key(cc->prefix, "replay4:", name, plen, &stream, &stream_len);
         if (r >= 0)
-                r = cluster_key(cc->prefix, "replayfloor:", name, plen, &floor, &floor_len);
+                r = cluster_key(cc->prefix, "replayfloor4:", name, plen, &floor, &floor_len);
         if (r >= 0) {
                 snprintf(token, sizeof(token), "%" PRIu64, p->token);
                 snprintf(from, sizeof(from), "%" PRIi64, MAX(last_event_id, (int64_t) 0));
@@ -1294,9 +1355,10 @@ void cluster_channels_commands_connected(ClusterChannels *cc) {
 
         cc->floor_raised = false;
         snprintf(floor, sizeof(floor), "%" PRIu64, MAX(channels_last_event_id(cc->channels), cc->last_event_id));
-        r = redis_conn_eval(cc->commands, &cc->floor_script, on_floor_reply, cc, 2, 3,
-                            (const char *[]) { cc->counter_key, cc->born_key, floor },
-                            (const size_t[]) { cc->counter_key_len, cc->born_key_len, strlen(floor) });
+        r = redis_conn_eval(cc->commands, &cc->floor_script, on_floor_reply, cc, 3, 4,
+                            (const char *[]) { cc->counter_key, cc->born_key, cc->format_key, floor },
+                            (const size_t[]) { cc->counter_key_len, cc->born_key_len, cc->format_key_len,
+                                               strlen(floor) });
         if (r < 0)
                 log_warning_errno(r, "Cluster: failed to send the eventId floor: %m");
 }
@@ -1439,6 +1501,7 @@ int cluster_channels_new(const ClusterChannelsConfig *config, ClusterChannels **
 
         if ((r = cluster_key(cc->prefix, "eventid", NULL, 0, &cc->counter_key, &cc->counter_key_len)) < 0 ||
             (r = cluster_key(cc->prefix, "eventid:born", NULL, 0, &cc->born_key, &cc->born_key_len)) < 0 ||
+            (r = cluster_key(cc->prefix, "replayformat", NULL, 0, &cc->format_key, &cc->format_key_len)) < 0 ||
             (r = cluster_key(cc->prefix, "replies:", cc->node_id, cc->node_id_len, &cc->node_channel,
                              &cc->node_channel_len)) < 0 ||
             (r = cluster_key(cc->prefix, "ch:", NULL, 0, &cc->batch_channel, &cc->batch_channel_len)) < 0 ||
@@ -1486,6 +1549,7 @@ ClusterChannels* cluster_channels_free(ClusterChannels *cc) {
         sd_event_unref(cc->event);
         free(cc->counter_key);
         free(cc->born_key);
+        free(cc->format_key);
         free(cc->pattern);
         free(cc->node_channel);
         free(cc->prefix);

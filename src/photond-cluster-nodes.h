@@ -60,8 +60,10 @@ int cluster_caps_from_env(ClusterCaps *ret);
 
 /* What nodes say to each other through Redis, in one number: raised when a node of the new version and one of
  * the old cannot share a cluster. 2 (a record without the field): one publish per message, the first lock value;
- * 3: publish batches (the version-3 envelope), the lock value with its wait mark. */
-#define CLUSTER_PROTOCOL 3
+ * 3: publish batches (the version-3 envelope), the lock value with its wait mark; 4: the replay stream holds one
+ * entry per prefix and batch (<prefix>replay4:<P>; a node of 3 neither reads nor trims it, so replays across the
+ * two would miss events). */
+#define CLUSTER_PROTOCOL 4
 
 typedef struct ClusterNodeRecord {
         char *token;            /* the process' instance token */

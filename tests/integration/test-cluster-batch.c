@@ -6,6 +6,7 @@
  * fails fails as a whole and delivers nothing, and the replay caps stay exact. */
 
 #include <criterion/criterion.h>
+#include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "harness.h"
 #include "redis-helper.h"
@@ -499,6 +501,125 @@ Test(cluster_batch, one_publish_envelopes_still_received_malformed_batches_refus
         }
 
         conn_close(pub);
+        conn_close(sub);
+        cluster2_stop(&c);
+}
+
+/* ---- the replay stream: one entry per prefix and batch ---- */
+
+static long long redis_int(Cluster2 *c, const char *cmd, const char *key) {
+        redisContext *ctx = redisConnectUnix(c->redis.socket);
+        redisReply *r;
+        long long v;
+
+        cr_assert(ctx && !ctx->err);
+        r = redisCommand(ctx, "%s %s", cmd, key);
+        cr_assert(r && r->type == REDIS_REPLY_INTEGER, "%s %s", cmd, key);
+        v = r->integer;
+        freeReplyObject(r);
+        redisFree(ctx);
+        return v;
+}
+
+/* One write of publishes on two prefixes, interleaved: the batch wrote fewer stream entries than events (one per
+ * prefix and batch), and replays split them exactly: a wildcard from the middle of the batch gets the prefix's
+ * later events in eventId order (none of the other prefix), a channel gets its own later ones only, one from
+ * the last id nothing. */
+Test(cluster_batch, replays_split_the_entries_of_a_batch) {
+        static const char *const chans[9] = { NULL, "mix:a", "mix:b", "other", "mix:a", "mix", "other", "mix:b",
+                                              "mix:a" };
+        Cluster2 c = {};
+        Conn *pub, *sub;
+        struct json_object *o;
+        int64_t ids[9];
+        char buf[2048];
+        size_t len = 0;
+
+        cluster2_start(&c, NULL);
+        pub = conn_open(c.a);
+        for (int i = 1; i <= 8; i++)
+                len += (size_t) snprintf(buf + len, sizeof(buf) - len,
+                                         "{\"type\":\"publish\",\"id\":\"%d\",\"channel\":\"%s\","
+                                         "\"message\":{\"n\":%d}}\n", i, chans[i], i);
+        conn_send_raw(pub, buf, len);
+        for (int i = 1; i <= 8; i++) {
+                o = conn_expect(pub, 5000);
+                cr_assert_str_eq(jstr(o, "type"), "result", "got %s", json_object_to_json_string(o));
+                ids[i] = jint(o, "data.eventId");
+                json_object_put(o);
+        }
+        cr_assert_lt(redis_int(&c, "XLEN", "photon:replay4:mix"), 6);
+
+        sub = conn_open(c.b);
+        conn_send(sub, "{\"type\":\"subscribe\",\"id\":\"w\",\"channel\":\"mix:*\",\"lastEventId\":%" PRId64 "}",
+                  ids[2]);
+        for (int i = 3; i <= 8; i++) {
+                if (!strcmp(chans[i], "other"))
+                        continue;
+                o = conn_expect(sub, 5000);
+                cr_assert_str_eq(jstr(o, "type"), "channel_message", "%s", json_object_to_json_string(o));
+                cr_assert_str_eq(jstr(o, "channel"), chans[i]);
+                cr_assert_eq(jint(o, "eventId"), ids[i]);
+                cr_assert_eq(jint(o, "message.n"), i);
+                json_object_put(o);
+        }
+        o = conn_expect(sub, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "result", "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        conn_close(sub);
+
+        o = conn_request(pub, "ev", "{\"type\":\"get_events_since\",\"id\":\"ev\",\"channel\":\"mix:a\","
+                         "\"lastEventId\":%" PRId64 "}", ids[1]);
+        cr_assert_not(jbool(o, "data.refreshNeeded"), "%s", json_object_to_json_string(o));
+        cr_assert_eq(json_object_array_length(jget(o, "data.events")), 2, "%s", json_object_to_json_string(o));
+        cr_assert_eq(jint(o, "data.events.0.id"), ids[4]);
+        cr_assert_eq(jint(o, "data.events.1.id"), ids[8]);
+        json_object_put(o);
+        o = conn_request(pub, "ev2", "{\"type\":\"get_events_since\",\"id\":\"ev2\",\"channel\":\"mix:b\","
+                         "\"lastEventId\":%" PRId64 "}", ids[8]);
+        cr_assert_not(jbool(o, "data.refreshNeeded"), "%s", json_object_to_json_string(o));
+        cr_assert_eq(json_object_array_length(jget(o, "data.events")), 0, "%s", json_object_to_json_string(o));
+        json_object_put(o);
+
+        conn_close(pub);
+        cluster2_stop(&c);
+}
+
+/* A Redis that protocol 3 nodes wrote to (a counter, no replay format marker): what they stored is in streams
+ * protocol 4 does not read, so the first node of protocol 4 raises the birth to the counter and a replay from
+ * before it is refresh_needed, not silently empty. */
+Test(cluster_batch, replay_from_before_the_stream_format_changed_is_refresh_needed) {
+        Cluster2 c = {};
+        Conn *sub;
+        struct json_object *o;
+        /* Ids are milliseconds: recent ones, as the counter would hold (a replay from long ago is refresh_needed
+         * anyway). */
+        int64_t last = (int64_t) time(NULL) * 1000;
+        char last_text[32], born_text[32];
+
+        if (!test_redis_available())
+                cr_skip_test("no redis-server");
+        c.dir = tmpdir_new();
+        cr_assert_eq(test_redis_start(&c.redis, c.dir, NULL), 0);
+        snprintf(last_text, sizeof(last_text), "%" PRId64, last);
+        snprintf(born_text, sizeof(born_text), "%" PRId64, last - 60000);
+        redis_cli(&c, "SET", "photon:eventid", last_text);
+        redis_cli(&c, "SET", "photon:eventid:born", born_text);
+        c.a = node_start_env(c.redis.url, "node-a", NULL);
+        c.b = node_start_env(c.redis.url, "node-b", NULL);
+        wait_ready(c.a, true);
+        wait_ready(c.b, true);
+
+        sub = conn_open(c.b);
+        o = conn_request(sub, "a", "{\"type\":\"get_events_since\",\"id\":\"a\",\"channel\":\"old\","
+                         "\"lastEventId\":%" PRId64 "}", last - 1000);
+        cr_assert(jbool(o, "data.refreshNeeded"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        o = conn_request(sub, "b", "{\"type\":\"get_events_since\",\"id\":\"b\",\"channel\":\"old\","
+                         "\"lastEventId\":%" PRId64 "}", last);
+        cr_assert_not(jbool(o, "data.refreshNeeded"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+
         conn_close(sub);
         cluster2_stop(&c);
 }

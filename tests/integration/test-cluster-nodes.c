@@ -468,7 +468,7 @@ Test(cluster_nodes, other_protocol_is_reported) {
         {
                 struct json_object *o = status_of(a);
 
-                cr_assert_eq(jint(o, "data.cluster.protocol"), 3);
+                cr_assert_eq(jint(o, "data.cluster.protocol"), 4);
                 json_object_put(o);
         }
 
@@ -476,15 +476,15 @@ Test(cluster_nodes, other_protocol_is_reported) {
                  "\"hostname\":\"old\",\"started\":1,\"version\":\"0.0.9\",\"heartbeatMs\":1000}");
         wait_incompatible(a, 1);
         wait_incompatible(b, 1);
-        wait_log(a, "Cluster: node node-old (photond 0.0.9) speaks cluster protocol 2, this node 3");
+        wait_log(a, "Cluster: node node-old (photond 0.0.9) speaks cluster protocol 2, this node 4");
         cr_assert_eq(run_ctl(a, &out, "status", NULL), 0);
         cr_assert(strstr(out, "WARNING       1 node(s) run a photond that speaks another cluster protocol"), "%s", out);
         free(out);
 
         /* One error per node and protocol, not one per heartbeat. */
-        announce(&redis, "node-new", "{\"token\":\"ffeeddccbbaa99887766554433221100\",\"protocol\":4}");
+        announce(&redis, "node-new", "{\"token\":\"ffeeddccbbaa99887766554433221100\",\"protocol\":3}");
         wait_incompatible(a, 2);
-        wait_log(a, "Cluster: node node-new (photond ?) speaks cluster protocol 4, this node 3");
+        wait_log(a, "Cluster: node node-new (photond ?) speaks cluster protocol 3, this node 4");
         {
                 const char *needle = "speaks cluster protocol 2";
                 char *log = NULL;
