@@ -141,9 +141,11 @@ static const char publish_source[] =
         "  local excess = N[k] - Q[k] - cap\n"
         "  if excess > 0 then\n"
         "    local target = Q[k] + excess - 1\n"
-        "    local start, found = '-', nil\n"
+        /* Mostly the oldest entry holds it: one entry first, then twice as many each time. */
+        "    local start, found, count = '-', nil, 1\n"
         "    while not found do\n"
-        "      local es = redis.call('XRANGE', s, start, '+', 'COUNT', 4)\n"
+        "      local es = redis.call('XRANGE', s, start, '+', 'COUNT', count)\n"
+        "      count = count * 2\n"
         "      if #es == 0 then break end\n"
         "      for _, e in ipairs(es) do\n"
         "        if tonumber(e[2][4]) + tonumber(e[2][6]) > target then found = e break end\n"
