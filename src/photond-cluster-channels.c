@@ -63,117 +63,121 @@
 /* KEYS: the counter, the counter's birth (the first id this Redis issued or was raised to: a replay from before it
  * cannot know what happened then, after Redis lost its data), then per wildcard prefix the batch touches its
  * stream and its floor. ARGV: the Redis channel of batches (<prefix>ch:), the node id, the stream's cap, the window
- * (ms), the time (Redis' clock, ms) after which it must not publish any more, then per publish its token, its
- * channel, the number of its prefix among the KEYS' (1, 2, …), "1" with a message / "0", the message. The
- * publishes get consecutive eventIds. The batch adds ONE entry to each stream it touches (one XADD per prefix, not
- * per publish: most of Redis' cost per publish was the XADD): "<its first eventId there>-0" {l: its last eventId,
- * q: the stream's sequence number of its first event, n: its number of events, e: the events packed, each
- * "<eventId> <timestamp> <channel length> <message length or -1>\n<channel><message>", the replay answer's own
- * form, so that a replay copies them as they are}. The floor key holds "<floor> <Q> <N>": every event up to the
- * floor counts as dropped (also the first ones of an entry still kept), Q is the sequence number of the first
- * event kept, N the next one. The window drops whole entries (an entry whose first eventId is out of it goes with
- * all its events: XTRIM MINID, before the batch's entries are added); the count cap stays exact in events (after
- * them): the entries wholly below the last event to go are trimmed, the floor rises to that event's id. So a
- * replay from below the floor knows events are missing. One PUBLISH carries the batch (cluster_batch_parse()'s
- * form); the NUL after each message is "\0" in Lua. */
+ * (ms), the time (Redis' clock, ms) after which it must not publish any more, the number of publishes, the batch's
+ * events as every node receives them (cluster_batch_parse()'s form after its header), then per prefix (in the KEYS'
+ * order) its events packed for its stream, the index in the batch of its first and of its last event, and their
+ * number. The publishes get consecutive eventIds from the batch's first (the i-th: first + i).
+ *
+ * The node prepares every per-publish string, so that Redis' work per batch does not grow with its publishes: Lua
+ * builds no string per publish and makes no call per publish (one XADD per prefix, one PUBLISH). Its cost per
+ * publish was its Lua work and its XADD, several times what the bytes cost.
+ *
+ * A stream entry is "<its first eventId>-0" {l: its last eventId, q: the stream's sequence number of its first
+ * event, n: its number of events, e: the events packed, each "<index> <channel length> <message length or
+ * -1>\n<channel><message>", b: the batch's first eventId (an event's id is b + index), t: the timestamp}. The floor
+ * key holds "<floor> <Q> <N>": every event up to the floor counts as dropped (also the first ones of an entry still
+ * kept), Q is the sequence number of the first event kept, N the next one. The window drops whole entries (an
+ * entry whose first eventId is out of it goes with all its events: XTRIM MINID, before the batch's entries are
+ * added); the count cap stays exact in events (after them): the entries wholly below the last event to go are
+ * trimmed, the floor rises to that event's id. So a replay from below the floor knows events are missing. */
 static const char publish_source[] =
         "local t = redis.call('TIME')\n"
         "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
         "if now > tonumber(ARGV[5]) then\n"
         "  return redis.error_reply('ERR too late: photond gave up waiting for this publish')\n"
         "end\n"
-        "local n = (#ARGV - 5) / 5\n"
+        "local n = tonumber(ARGV[6])\n"
         "local first = tonumber(redis.call('GET', KEYS[1]) or '0') + 1\n"
         "if now > first then first = now end\n"
+        "local firsts = string.format('%d', first)\n"
         "redis.call('SET', KEYS[1], string.format('%d', first + n - 1))\n"
-        "redis.call('SETNX', KEYS[2], string.format('%d', first))\n"
+        "redis.call('SETNX', KEYS[2], firsts)\n"
         "local cap = tonumber(ARGV[3])\n"
         "local window = tonumber(ARGV[4])\n"
         "local nows = string.format('%d', now)\n"
         "local cut = now - window\n"
-        "local m = (#KEYS - 2) / 2\n"
-        "local F, Q, N, parts, firsts, lasts = {}, {}, {}, {}, {}, {}\n"
-        "for k = 1, m do\n"
-        "  local s = KEYS[1 + 2 * k]\n"
-        "  local fv = redis.call('GET', KEYS[2 + 2 * k]) or '0 0 0'\n"
-        "  local a, b, c = string.match(fv, '^(%d+) (%d+) (%d+)$')\n"
-        "  F[k], Q[k], N[k], parts[k] = tonumber(a), tonumber(b), tonumber(c), {}\n"
+        /* The first entry of list meta (oldest first) for which stop(entry, its id) holds: its index (0-based, or the
+         * list's length if none does) and the entry before it (nil if none). Mostly the first or second entry: one
+         * entry first, then twice as many each time. */
+        "local function entries(meta, stop)\n"
+        "  local i, c, prev = 0, 1, nil\n"
+        "  while true do\n"
+        "    local es = redis.call('LRANGE', meta, i, i + c - 1)\n"
+        "    for _, e in ipairs(es) do\n"
+        "      if stop(e, tonumber(string.match(e, '^(%d+)'))) then return i, e, prev end\n"
+        "      prev = e\n"
+        "      i = i + 1\n"
+        "    end\n"
+        "    if #es < c then return i, nil, prev end\n"
+        "    c = c * 2\n"
+        "  end\n"
+        "end\n"
+        "for k = 1, (#KEYS - 2) / 3 do\n"
+        "  local s, f, meta = KEYS[3 * k], KEYS[3 * k + 1], KEYS[3 * k + 2]\n"
+        "  local a = 4 + 4 * k\n"
+        "  local x, y, z = string.match(redis.call('GET', f) or '0 0 0', '^(%d+) (%d+) (%d+)$')\n"
+        "  local F, Q, N = tonumber(x), tonumber(y), tonumber(z)\n"
         /* The oldest entry first (XREVRANGE with an end bound walks the stream: slow). An entry is aged when its
          * id (its first event's) is: all its events go, its last id is the floor. */
-        "  local oldest = redis.call('XRANGE', s, '-', '+', 'COUNT', 1)\n"
-        "  if #oldest > 0 and tonumber(string.match(oldest[1][1], '^(%d+)')) < cut then\n"
-        "    local aged = redis.call('XRANGE', s, '-', string.format('%d', cut - 1))\n"
-        "    local f = aged[#aged][2]\n"
-        "    local l, e = tonumber(f[2]), tonumber(f[4]) + tonumber(f[6])\n"
-        "    if l > F[k] then F[k] = l end\n"
-        "    if e > Q[k] then Q[k] = e end\n"
+        "  local oldest = redis.call('LINDEX', meta, 0)\n"
+        "  if oldest and tonumber(string.match(oldest, '^(%d+)')) < cut then\n"
+        "    local i, _, aged = entries(meta, function(_, id) return id >= cut end)\n"
+        "    local l, q, c = string.match(aged, '^%d+ (%d+) (%d+) (%d+)$')\n"
+        "    if tonumber(l) > F then F = tonumber(l) end\n"
+        "    if tonumber(q) + tonumber(c) > Q then Q = tonumber(q) + tonumber(c) end\n"
+        "    redis.call('LTRIM', meta, i, -1)\n"
         "    redis.call('XTRIM', s, 'MINID', string.format('%d', cut))\n"
         "  end\n"
-        "end\n"
-        "local out = {'3 ' .. string.format('%d', first) .. ' ' .. nows .. ' ' .. string.format('%d', n) .. ' ' ..\n"
-        "  ARGV[2] .. '\\n'}\n"
-        "for i = 0, n - 1 do\n"
-        "  local b = 5 + 5 * i\n"
-        "  local k = tonumber(ARGV[b + 3])\n"
-        "  local c = ARGV[b + 2]\n"
-        "  local id = string.format('%d', first + i)\n"
-        "  local p = parts[k]\n"
-        "  if #p == 0 then firsts[k] = id end\n"
-        "  lasts[k] = id\n"
-        "  if ARGV[b + 4] == '1' then\n"
-        "    local msg = ARGV[b + 5]\n"
-        "    p[#p + 1] = id .. ' ' .. nows .. ' ' .. #c .. ' ' .. #msg .. '\\n' .. c .. msg\n"
-        "    out[i + 2] = ARGV[b + 1] .. ' ' .. #c .. ' ' .. #msg .. '\\n' .. c .. msg .. '\\0'\n"
+        "  local ids = string.format('%d', first + tonumber(ARGV[a + 1]))\n"
+        "  local id = ids .. '-0'\n"
+        "  local l = string.format('%d', first + tonumber(ARGV[a + 2]))\n"
+        "  local q = string.format('%d', N)\n"
+        "  if ARGV[a] == '' then\n"
+        "    redis.call('XADD', s, id, 'l', l, 'q', q, 'n', ARGV[a + 3], 'e', ARGV[7], 'b', firsts, 't', nows, 'f', 'b')\n"
         "  else\n"
-        "    p[#p + 1] = id .. ' ' .. nows .. ' ' .. #c .. ' -1\\n' .. c\n"
-        "    out[i + 2] = ARGV[b + 1] .. ' ' .. #c .. ' -1\\n' .. c .. '\\0'\n"
+        "    redis.call('XADD', s, id, 'l', l, 'q', q, 'n', ARGV[a + 3], 'e', ARGV[a], 'b', firsts, 't', nows, 'f', 'p')\n"
         "  end\n"
-        "end\n"
-        "for k = 1, m do\n"
-        "  local s = KEYS[1 + 2 * k]\n"
-        "  local f = KEYS[2 + 2 * k]\n"
-        "  local p = parts[k]\n"
-        "  redis.call('XADD', s, firsts[k] .. '-0', 'l', lasts[k], 'q', string.format('%d', N[k]), 'n', #p,\n"
-        "    'e', table.concat(p))\n"
-        "  N[k] = N[k] + #p\n"
+        "  redis.call('RPUSH', meta, ids .. ' ' .. l .. ' ' .. q .. ' ' .. ARGV[a + 3])\n"
+        "  N = N + tonumber(ARGV[a + 3])\n"
         /* The cap counts events: the last one to go (sequence number N - cap - 1) is found in its entry; the
          * entries before that entry go, the ones of it up to it are below the floor. */
-        "  local excess = N[k] - Q[k] - cap\n"
+        "  local excess = N - Q - cap\n"
         "  if excess > 0 then\n"
-        "    local target = Q[k] + excess - 1\n"
-        /* Mostly the oldest entry holds it: one entry first, then twice as many each time. */
-        "    local start, found, count = '-', nil, 1\n"
-        "    while not found do\n"
-        "      local es = redis.call('XRANGE', s, start, '+', 'COUNT', count)\n"
-        "      count = count * 2\n"
-        "      if #es == 0 then break end\n"
-        "      for _, e in ipairs(es) do\n"
-        "        if tonumber(e[2][4]) + tonumber(e[2][6]) > target then found = e break end\n"
-        "      end\n"
-        "      start = '(' .. es[#es][1]\n"
-        "    end\n"
+        "    local target = Q + excess - 1\n"
+        "    local i, found = entries(meta, function(e) local _, _, q, c = string.match(e, '^(%d+) (%d+) (%d+) (%d+)$')\n"
+        "      return tonumber(q) + tonumber(c) > target end)\n"
         "    if found then\n"
-        "      local packed, pos = found[2][8], 1\n"
-        "      local j = target - tonumber(found[2][4])\n"
-        "      local id\n"
-        "      while true do\n"
-        "        local i, cl, ml, q = string.match(packed, '^(%d+) %d+ (%d+) (%-?%d+)\\n()', pos)\n"
-        "        id = tonumber(i)\n"
-        "        if j == 0 then break end\n"
-        "        ml = tonumber(ml)\n"
-        "        if ml < 0 then ml = 0 end\n"
-        "        pos = q + tonumber(cl) + ml\n"
-        "        j = j - 1\n"
+        "      local id0, l, q, c = string.match(found, '^(%d+) (%d+) (%d+) (%d+)$')\n"
+        "      local j = target - tonumber(q)\n"
+        "      id0 = tonumber(id0)\n"
+        "      local last\n"
+        /* An entry whose ids are consecutive (its batch touched no other prefix: the usual case) is not read. */
+        "      if tonumber(l) - id0 + 1 == tonumber(c) then\n"
+        "        last = id0 + j\n"
+        "      else\n"
+        "        local e = redis.call('XRANGE', s, string.format('%d', id0), string.format('%d', id0))[1][2]\n"
+        "        local packed, pos, b = e[8], 1, tonumber(e[10])\n"
+        "        while not last do\n"
+        "          local i, cl, ml, q = string.match(packed, '^(%d+) (%d+) (%-?%d+)\\n()', pos)\n"
+        "          if j == 0 then last = b + tonumber(i) break end\n"
+        "          ml = tonumber(ml)\n"
+        "          if ml < 0 then ml = 0 end\n"
+        "          pos = q + tonumber(cl) + ml\n"
+        "          j = j - 1\n"
+        "        end\n"
         "      end\n"
-        "      if id > F[k] then F[k] = id end\n"
-        "      Q[k] = target + 1\n"
-        "      redis.call('XTRIM', s, 'MINID', found[1])\n"
+        "      if last > F then F = last end\n"
+        "      Q = target + 1\n"
+        "      redis.call('LTRIM', meta, i, -1)\n"
+        "      redis.call('XTRIM', s, 'MINID', string.format('%d', id0))\n"
         "    end\n"
         "  end\n"
-        "  redis.call('SET', f, string.format('%d %d %d', F[k], Q[k], N[k]), 'PX', 2 * window)\n"
+        "  redis.call('SET', f, string.format('%d %d %d', F, Q, N), 'PX', 2 * window)\n"
         "  redis.call('PEXPIRE', s, 2 * window)\n"
+        "  redis.call('PEXPIRE', meta, 2 * window)\n"
         "end\n"
-        "redis.call('PUBLISH', ARGV[1], table.concat(out))\n"
+        "redis.call('PUBLISH', ARGV[1], '3 ' .. firsts .. ' ' .. nows .. ' ' .. ARGV[6] .. ' ' .. ARGV[2] .. '\\n' ..\n"
+        "  ARGV[7])\n"
         "return {first, now}\n";
 
 /* KEYS: the counter, the prefix's stream, its floor, the counter's birth. ARGV: this node's replies channel
@@ -219,19 +223,28 @@ static const char replay_source[] =
         "    local cap = tonumber(ARGV[7])\n"
         "    local function scan(e)\n"
         "      local s, pos = e[2][8], 1\n"
-        "      local len = #s\n"
+        "      local len, b, ts, nul = #s, tonumber(e[2][10]), e[2][12], e[2][14] == 'b'\n"
+        "      local pos_i = 0\n"
         "      while pos <= len do\n"
-        "        local id, cl, ml, p = string.match(s, '^(%d+) %d+ (%d+) (%-?%d+)\\n()', pos)\n"
+        "        local i, cl, ml, p = string.match(s, '^(%d+) (%d+) (%-?%d+)\\n()', pos)\n"
+        /* The batch's own form (f = b) is every event in order, a token first and a NUL after; a prefix's
+         * (f = p) its events with their index in the batch. */
+        "        local id = b + pos_i\n"
+        "        if not nul then id = b + tonumber(i) end\n"
+        "        pos_i = pos_i + 1\n"
+        "        local mls = ml\n"
         "        cl = tonumber(cl)\n"
         "        ml = tonumber(ml)\n"
         "        if ml < 0 then ml = 0 end\n"
         "        local stop = p + cl + ml\n"
-        "        if tonumber(id) > lo and (wild or (cl == #want and string.sub(s, p, p + cl - 1) == want)) then\n"
-        "          out[#out + 1] = string.sub(s, pos, stop - 1)\n"
+        "        if id > lo and (wild or (cl == #want and string.sub(s, p, p + cl - 1) == want)) then\n"
+        "          out[#out + 1] = string.format('%d', id) .. ' ' .. ts .. ' ' .. cl .. ' ' .. mls .. '\\n' ..\n"
+        "            string.sub(s, p, stop - 1)\n"
         "          bytes = bytes + cl + ml + 100\n"
         "          if bytes > cap then return false end\n"
         "        end\n"
         "        pos = stop\n"
+        "        if nul then pos = pos + 1 end\n"
         "      end\n"
         "      return true\n"
         "    end\n"
@@ -619,13 +632,70 @@ static void batch_fail(ClusterChannels *cc, PendingPublish **items, size_t n, in
 }
 
 /* Sends the publishes collected so far as one call of the publish script. */
+/* A growing byte string: a batch's events, as every node receives them and as a prefix's stream keeps them. */
+typedef struct Bytes {
+        char *p;
+        size_t len, alloc;
+} Bytes;
+
+static void bytes_done(Bytes *b) {
+        b->p = mfree(b->p);
+        b->len = b->alloc = 0;
+}
+
+/* "<head> <channel length> <message length or -1>\n<channel><message>", and a NUL after it in the form every node
+ * receives (head: the token), none in a stream's (head: the index in the batch). */
+static int bytes_add_event(Bytes *b, uint64_t head, const PendingPublish *p, bool nul) {
+        char line[3 * 24];
+        size_t ml = p->has_message ? p->message_len : 0, need;
+        int n;
+
+        n = snprintf(line, sizeof(line), "%" PRIu64 " %zu %" PRIi64 "\n", head, p->channel_len,
+                     p->has_message ? (int64_t) p->message_len : (int64_t) -1);
+        assert(n > 0 && (size_t) n < sizeof(line));
+        need = b->len + (size_t) n + p->channel_len + ml + 1;
+        if (need > b->alloc) {
+                size_t na = MAX(need, b->alloc * 2);
+                char *q = realloc(b->p, na);
+
+                if (!q)
+                        return -ENOMEM;
+                b->p = q;
+                b->alloc = na;
+        }
+        memcpy(b->p + b->len, line, (size_t) n);
+        b->len += (size_t) n;
+        memcpy(b->p + b->len, p->channel, p->channel_len);
+        b->len += p->channel_len;
+        if (ml > 0)
+                memcpy(b->p + b->len, p->message, ml);
+        b->len += ml;
+        if (nul)
+                b->p[b->len++] = 0;
+        return 0;
+}
+
+/* A prefix a batch touches: its events for its stream, the index of its first and last event, their number. */
+typedef struct BatchPrefix {
+        Bytes events;
+        size_t first, last, count;
+} BatchPrefix;
+
+static void batch_prefixes_free(BatchPrefix *x, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                bytes_done(&x[i].events);
+        free(x);
+}
+
 static void batch_flush(ClusterChannels *cc) {
         _cleanup_free_ PublishBatch *b = NULL;
         _cleanup_free_ const char **argv = NULL;
         _cleanup_free_ size_t *argv_len = NULL, *prefix_of = NULL;
         _cleanup_free_ char *numbers = NULL;
+        _cleanup_(bytes_done) Bytes body = {};
+        BatchPrefix *prefixes = NULL;
         KeyList keys = {};
-        char cap[24], window[24], deadline[24];
+        char cap[24], window[24], deadline[24], count[24];
         size_t n = cc->n_batch, n_args, a = 3, n_prefixes = 0;
         const char *reason;
         int r = 0;
@@ -667,50 +737,61 @@ static void batch_flush(ClusterChannels *cc) {
                 return;
         }
 
-        /* The counter, the birth, each prefix's stream and floor; then the 5 fixed arguments and 5 per publish
-         * (EVALSHA, the SHA1 and the number of keys before them all). */
+        /* The counter, the birth, each prefix's stream, floor and stream of entries' metadata; then the 7 fixed
+         * arguments and 4 per prefix (EVALSHA, the SHA1 and the number of keys before them all). */
+        prefixes = new0(BatchPrefix, n);
         prefix_of = new(size_t, n);
-        numbers = malloc(n * 48);
-        r = prefix_of && numbers ? key_list_add(&keys, cc->counter_key, cc->counter_key_len) : -ENOMEM;
+        r = prefixes && prefix_of ? key_list_add(&keys, cc->counter_key, cc->counter_key_len) : -ENOMEM;
         if (r >= 0)
                 r = key_list_add(&keys, cc->born_key, cc->born_key_len);
         for (size_t i = 0; i < n && r >= 0; i++) {
                 PendingPublish *p = b->items[i];
                 size_t plen = channel_prefix_length(p->channel, p->channel_len), k;
+                BatchPrefix *x;
 
                 /* A batch usually touches few prefixes. */
                 for (k = 0; k < n_prefixes; k++) {
-                        PendingPublish *q = b->items[prefix_of[k]];
+                        PendingPublish *q = b->items[prefixes[k].first];
 
                         if (channel_prefix_length(q->channel, q->channel_len) == plen &&
                             memcmp(q->channel, p->channel, plen) == 0)
                                 break;
                 }
+                x = &prefixes[k];
                 if (k == n_prefixes) {
-                        _cleanup_free_ char *stream = NULL, *floor = NULL;
-                        size_t stream_len, floor_len;
+                        static const char *const kinds[] = { "replay4:", "replayfloor4:", "replaymeta4:" };
 
-                        r = cluster_key(cc->prefix, "replay4:", p->channel, plen, &stream, &stream_len);
-                        if (r >= 0)
-                                r = cluster_key(cc->prefix, "replayfloor4:", p->channel, plen, &floor, &floor_len);
-                        if (r >= 0)
-                                r = key_list_add(&keys, stream, stream_len);
-                        if (r >= 0)
-                                r = key_list_add(&keys, floor, floor_len);
-                        prefix_of[n_prefixes++] = i;
+                        for (size_t j = 0; j < ELEMENTSOF(kinds) && r >= 0; j++) {
+                                _cleanup_free_ char *key = NULL;
+                                size_t key_len;
+
+                                r = cluster_key(cc->prefix, kinds[j], p->channel, plen, &key, &key_len);
+                                if (r >= 0)
+                                        r = key_list_add(&keys, key, key_len);
+                        }
+                        x->first = i;
+                        n_prefixes++;
                 }
-                /* The prefix's number among the KEYS' (1: the first pair after the counter and the birth). */
-                snprintf(numbers + i * 48 + 24, 24, "%zu", k + 1);
+                x->last = i;
+                x->count++;
+                prefix_of[i] = k;
+                if (r >= 0)
+                        r = bytes_add_event(&body, p->token, p, true);
         }
-        n_args = 3 + keys.n + 5 + 5 * n;
+        /* One prefix (the usual batch): its stream keeps the batch's own form, which Redis already has. */
+        for (size_t i = 0; i < n && r >= 0 && n_prefixes > 1; i++)
+                r = bytes_add_event(&prefixes[prefix_of[i]].events, i, b->items[i], false);
+        n_args = 3 + keys.n + 7 + 4 * n_prefixes;
         if (r >= 0) {
                 argv = new(const char*, n_args);
                 argv_len = new(size_t, n_args);
-                if (!argv || !argv_len)
+                numbers = malloc(n_prefixes * 72);
+                if (!argv || !argv_len || !numbers)
                         r = -ENOMEM;
         }
         if (r < 0) {
                 key_list_done(&keys);
+                batch_prefixes_free(prefixes, n_prefixes);
                 batch_fail(cc, b->items, n, r, NULL);
                 return;
         }
@@ -723,6 +804,7 @@ static void batch_flush(ClusterChannels *cc) {
         snprintf(deadline, sizeof(deadline), "%" PRIi64, cc->redis_ms +
                  (int64_t) ((now_usec(CLOCK_MONOTONIC) - cc->redis_ms_mono + cc->timeout_usec * 3 / 4) /
                             USEC_PER_MSEC));
+        snprintf(count, sizeof(count), "%zu", n);
         argv[a] = cc->batch_channel;
         argv_len[a++] = cc->batch_channel_len;
         argv[a] = cc->node_id;
@@ -733,26 +815,29 @@ static void batch_flush(ClusterChannels *cc) {
         argv_len[a++] = strlen(window);
         argv[a] = deadline;
         argv_len[a++] = strlen(deadline);
-        for (size_t i = 0; i < n; i++) {
-                PendingPublish *p = b->items[i];
-                char *token = numbers + i * 48, *k = token + 24;
+        argv[a] = count;
+        argv_len[a++] = strlen(count);
+        argv[a] = body.p;
+        argv_len[a++] = body.len;
+        for (size_t k = 0; k < n_prefixes; k++) {
+                BatchPrefix *x = &prefixes[k];
+                char *num = numbers + k * 72;
 
-                snprintf(token, 24, "%" PRIu64, p->token);
-                argv[a] = token;
-                argv_len[a++] = strlen(token);
-                argv[a] = p->channel;
-                argv_len[a++] = p->channel_len;
-                argv[a] = k;
-                argv_len[a++] = strlen(k);
-                argv[a] = p->has_message ? "1" : "0";
-                argv_len[a++] = 1;
-                argv[a] = p->has_message ? p->message : "";
-                argv_len[a++] = p->has_message ? p->message_len : 0;
+                argv[a] = x->events.p ?: "";
+                argv_len[a++] = x->events.len;
+                snprintf(num, 24, "%zu", x->first);
+                snprintf(num + 24, 24, "%zu", x->last);
+                snprintf(num + 48, 24, "%zu", x->count);
+                for (size_t j = 0; j < 3; j++) {
+                        argv[a] = num + 24 * j;
+                        argv_len[a++] = strlen(num + 24 * j);
+                }
         }
         assert(a == n_args);
         r = redis_conn_evalv(cc->commands, &cc->publish_script, on_batch_reply, b, (int) keys.n, (int) n_args, argv,
                              argv_len);
         key_list_done(&keys);
+        batch_prefixes_free(prefixes, n_prefixes);
         if (r < 0) {
                 batch_fail(cc, b->items, n, r, NULL);
                 return;

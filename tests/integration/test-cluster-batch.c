@@ -387,6 +387,64 @@ Test(cluster_batch, caps_stay_exact_with_batches) {
         cluster2_stop(&c);
 }
 
+/* One batch on two prefixes: "gap"'s stream entry has a hole where "hole"'s event is (its ids are not consecutive),
+ * so the count cap cannot count its way to the last event to drop: it reads the entry. With a cap of 2, "gap"'s
+ * events 1-3 and 5 go (the 4th publish is "hole"'s): the floor is the 5th publish's id, not the 4th's (which an
+ * entry taken as consecutive would give). */
+static long long redis_int(Cluster2 *c, const char *cmd, const char *key);
+
+Test(cluster_batch, count_cap_reads_an_entry_with_a_hole) {
+        static const char *const chans[8] = { NULL, "gap", "gap", "gap", "hole", "gap", "gap", "gap" };
+        Cluster2 c = {};
+        Conn *pub, *sub;
+        struct json_object *o;
+        int64_t ids[8];
+        char buf[1024];
+        size_t len = 0;
+
+        cluster2_start(&c, "PHOTOND_REPLAY_MAX_EVENTS=2");
+        pub = conn_open(c.a);
+        for (int i = 1; i <= 7; i++)
+                len += (size_t) snprintf(buf + len, sizeof(buf) - len,
+                                         "{\"type\":\"publish\",\"id\":\"%d\",\"channel\":\"%s\","
+                                         "\"message\":{\"n\":%d}}\n", i, chans[i], i);
+        conn_send_raw(pub, buf, len);
+        for (int i = 1; i <= 7; i++) {
+                o = conn_expect(pub, 5000);
+                cr_assert_str_eq(jstr(o, "type"), "result", "got %s", json_object_to_json_string(o));
+                ids[i] = jint(o, "data.eventId");
+                json_object_put(o);
+        }
+        /* One batch: consecutive ids, one entry in each stream. */
+        cr_assert_eq(ids[7] - ids[1], 6);
+        cr_assert_eq(redis_int(&c, "XLEN", "photon:replay4:gap"), 1);
+
+        o = conn_request(pub, "e1", "{\"type\":\"get_events_since\",\"id\":\"e1\",\"channel\":\"gap\","
+                         "\"lastEventId\":%" PRId64 "}", ids[4]);
+        cr_assert(jbool(o, "data.refreshNeeded"), "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        o = conn_request(pub, "e2", "{\"type\":\"get_events_since\",\"id\":\"e2\",\"channel\":\"gap\","
+                         "\"lastEventId\":%" PRId64 "}", ids[5]);
+        cr_assert_not(jbool(o, "data.refreshNeeded"), "%s", json_object_to_json_string(o));
+        cr_assert_eq(json_object_array_length(jget(o, "data.events")), 2, "%s", json_object_to_json_string(o));
+        cr_assert_eq(jint(o, "data.events.0.id"), ids[6]);
+        cr_assert_eq(jint(o, "data.events.1.id"), ids[7]);
+        json_object_put(o);
+        /* "hole" kept its one event. */
+        sub = conn_open(c.b);
+        o = conn_request(sub, "e3", "{\"type\":\"get_events_since\",\"id\":\"e3\",\"channel\":\"hole\","
+                         "\"lastEventId\":%" PRId64 "}", ids[3]);
+        cr_assert_not(jbool(o, "data.refreshNeeded"), "%s", json_object_to_json_string(o));
+        cr_assert_eq(json_object_array_length(jget(o, "data.events")), 1, "%s", json_object_to_json_string(o));
+        cr_assert_eq(jint(o, "data.events.0.id"), ids[4]);
+        cr_assert_eq(jint(o, "data.events.0.message.n"), 4);
+        json_object_put(o);
+
+        conn_close(pub);
+        conn_close(sub);
+        cluster2_stop(&c);
+}
+
 /* ---- the batch cap ---- */
 
 /* 600 publishes written at once (read in several pieces within one turn of the loop, or a few): no batch holds
@@ -605,10 +663,10 @@ Test(cluster_batch, replay_from_before_the_stream_format_changed_is_refresh_need
         snprintf(born_text, sizeof(born_text), "%" PRId64, last - 60000);
         redis_cli(&c, "SET", "photon:eventid", last_text);
         redis_cli(&c, "SET", "photon:eventid:born", born_text);
-        c.a = node_start_env(c.redis.url, "node-a", NULL);
-        c.b = node_start_env(c.redis.url, "node-b", NULL);
-        wait_ready(c.a, true);
-        wait_ready(c.b, true);
+        c.a = cluster_node_start(c.redis.url, "node-a", NULL, NULL);
+        c.b = cluster_node_start(c.redis.url, "node-b", NULL, NULL);
+        cluster_wait_ready(c.a, true);
+        cluster_wait_ready(c.b, true);
 
         sub = conn_open(c.b);
         o = conn_request(sub, "a", "{\"type\":\"get_events_since\",\"id\":\"a\",\"channel\":\"old\","
