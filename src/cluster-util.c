@@ -329,34 +329,58 @@ int cluster_batch_next(ClusterBatch *b, ClusterBatchEvent *ret) {
         return 1;
 }
 
-int cluster_batch_parse(const char *p, size_t len, ClusterBatch *ret) {
-        const char *end = p + len, *nl;
+/* "<version> <first eventId> <timestamp> <n> <nodeId>" up to end. */
+static int batch_head_parse(const char *p, const char *end, char version, ClusterBatch *ret) {
         uint64_t id, ts, n;
-        ClusterBatch b, walk;
-        ClusterBatchEvent e;
-        int r;
 
-        if (len < 2 || p[0] != '3' || p[1] != ' ')
+        if (end - p < 2 || p[0] != version || p[1] != ' ')
                 return -EINVAL;
         p += 2;
         if (parse_u64(&p, end, ' ', &id) < 0 || parse_u64(&p, end, ' ', &ts) < 0 || parse_u64(&p, end, ' ', &n) < 0)
                 return -EINVAL;
-        nl = memchr(p, '\n', (size_t) (end - p));
-        if (!nl || nl == p || nl - p > CLUSTER_NODE_ID_MAX || id == 0 || ts > INT64_MAX || n == 0 ||
-            n > CLUSTER_BATCH_MAX || id > UINT64_MAX - n)
+        if (end == p || end - p > CLUSTER_NODE_ID_MAX || memchr(p, '\n', (size_t) (end - p)) || id == 0 ||
+            ts > INT64_MAX || n == 0 || n > CLUSTER_BATCH_MAX || id > UINT64_MAX - n)
                 return -EINVAL;
-        b = (ClusterBatch) {
+        *ret = (ClusterBatch) {
                 .first_event_id = id,
                 .timestamp = (int64_t) ts,
                 .n_events = n,
                 .node_id = p,
-                .node_id_len = (size_t) (nl - p),
-                .next = nl + 1,
-                .end = end,
+                .node_id_len = (size_t) (end - p),
         };
-        walk = b;
+        return 0;
+}
+
+int cluster_batch_set_events(ClusterBatch *b, const char *p, size_t len) {
+        ClusterBatch walk;
+        ClusterBatchEvent e;
+        int r;
+
+        b->next = p;
+        b->end = p + len;
+        b->n_read = b->last_token = 0;
+        walk = *b;
         while ((r = cluster_batch_next(&walk, &e)) > 0)
                 ;
+        return r;
+}
+
+int cluster_batch_parse_head(const char *p, size_t len, ClusterBatch *ret) {
+        return batch_head_parse(p, p + len, '4', ret);
+}
+
+int cluster_batch_parse(const char *p, size_t len, ClusterBatch *ret) {
+        const char *end = p + len, *nl;
+        ClusterBatch b;
+        int r;
+
+        nl = memchr(p, '\n', len);
+        if (!nl)
+                return -EINVAL;
+        r = batch_head_parse(p, nl, '3', &b);
+        if (r < 0)
+                return r;
+        r = cluster_batch_set_events(&b, nl + 1, (size_t) (end - nl - 1));
         if (r < 0)
                 return r;
         *ret = b;

@@ -89,6 +89,12 @@ typedef struct ClusterBatchEvent {
 /* Parses the head and checks every event (a malformed batch is refused whole, before any of it is delivered):
  * -EINVAL when p is no batch envelope. */
 int cluster_batch_parse(const char *p, size_t len, ClusterBatch *ret);
+/* Cluster protocol 4 PUBLISHes a batch as two messages, so that Redis does not copy its events into a new string:
+ * the head alone, "4 <first eventId> <timestamp> <n> <nodeId>" (no line feed), then the events as above. The head
+ * (*ret points into p: keep it while the batch is read), then the events, checked as cluster_batch_parse() checks
+ * them; both -EINVAL when malformed. */
+int cluster_batch_parse_head(const char *p, size_t len, ClusterBatch *ret);
+int cluster_batch_set_events(ClusterBatch *b, const char *p, size_t len);
 /* The next event of a parsed batch: 1 and *ret, 0 after the last, -EINVAL on a malformed one. */
 int cluster_batch_next(ClusterBatch *b, ClusterBatchEvent *ret);
 

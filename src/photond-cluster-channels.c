@@ -176,8 +176,8 @@ static const char publish_source[] =
         "  redis.call('PEXPIRE', s, 2 * window)\n"
         "  redis.call('PEXPIRE', meta, 2 * window)\n"
         "end\n"
-        "redis.call('PUBLISH', ARGV[1], '3 ' .. firsts .. ' ' .. nows .. ' ' .. ARGV[6] .. ' ' .. ARGV[2] .. '\\n' ..\n"
-        "  ARGV[7])\n"
+        "redis.call('PUBLISH', ARGV[1], '4 ' .. firsts .. ' ' .. nows .. ' ' .. ARGV[6] .. ' ' .. ARGV[2])\n"
+        "redis.call('PUBLISH', ARGV[1], ARGV[7])\n"
         "return {first, now}\n";
 
 /* KEYS: the counter, the prefix's stream, its floor, the counter's birth. ARGV: this node's replies channel
@@ -359,6 +359,8 @@ struct ClusterChannels {
         char *batch_channel;            /* <prefix>ch:, where the batches are PUBLISHed */
         size_t batch_channel_len;
         struct json_tokener *tokener;   /* for the messages of other nodes; NULL until the first */
+        char *batch_head;               /* a batch's head, whose events are the next message (protocol 4) */
+        size_t batch_head_len;
         sd_event_source *park_timer;    /* they wait a command timeout at most */
 
         RateLimit fail_log;
@@ -1145,35 +1147,67 @@ static void deliver_event(ClusterChannels *cc, const char *name, size_t len, con
         cc->n_received++;
 }
 
+static void deliver_batch(ClusterChannels *cc, ClusterBatch *b) {
+        ClusterBatchEvent be;
+        bool own_node = b->node_id_len == cc->node_id_len && memcmp(b->node_id, cc->node_id, b->node_id_len) == 0;
+
+        while (cluster_batch_next(b, &be) > 0)
+                deliver_event(cc, be.channel, be.channel_len, &(const ClusterEnvelope) {
+                                .event_id = be.event_id,
+                                .timestamp = b->timestamp,
+                                .token = be.token,
+                                .node_id = b->node_id,
+                                .node_id_len = b->node_id_len,
+                                .message = be.message,
+                                .message_len = be.message_len,
+                        }, own_node);
+}
+
 static void deliver(ClusterChannels *cc, const char *rchannel, size_t rchannel_len, const char *payload,
                     size_t payload_len) {
         ClusterEnvelope e;
         ClusterBatch b;
-        ClusterBatchEvent be;
-        bool own_node;
 
         if (rchannel_len < cc->chan_prefix_len || memcmp(rchannel, cc->prefix, cc->chan_prefix_len - 3) != 0 ||
             memcmp(rchannel + cc->chan_prefix_len - 3, "ch:", 3) != 0) {
                 cc->n_invalid++;
                 return;
         }
+        if (cc->batch_head) {
+                /* The events of the head before: the publish script PUBLISHes both, and nothing runs between. */
+                _cleanup_free_ char *head = TAKE_PTR(cc->batch_head);
+
+                if (rchannel_len != cc->batch_channel_len ||
+                    cluster_batch_parse_head(head, cc->batch_head_len, &b) < 0 ||
+                    cluster_batch_set_events(&b, payload, payload_len) < 0) {
+                        cc->n_invalid++;
+                        return;
+                }
+                deliver_batch(cc, &b);
+                return;
+        }
+        if (payload_len > 0 && payload[0] == '4') {
+                /* A batch's head (protocol 4): on <prefix>ch: itself; its events come next. */
+                if (rchannel_len != cc->batch_channel_len || cluster_batch_parse_head(payload, payload_len, &b) < 0) {
+                        cc->n_invalid++;
+                        return;
+                }
+                cc->batch_head = malloc(payload_len);
+                if (!cc->batch_head) {
+                        log_oom();
+                        return;
+                }
+                memcpy(cc->batch_head, payload, payload_len);
+                cc->batch_head_len = payload_len;
+                return;
+        }
         if (payload_len > 0 && payload[0] == '3') {
-                /* A batch: on <prefix>ch: itself, each event with its channel. */
+                /* A batch of protocol 3: on <prefix>ch: itself, head and events in one message. */
                 if (rchannel_len != cc->batch_channel_len || cluster_batch_parse(payload, payload_len, &b) < 0) {
                         cc->n_invalid++;
                         return;
                 }
-                own_node = b.node_id_len == cc->node_id_len && memcmp(b.node_id, cc->node_id, b.node_id_len) == 0;
-                while (cluster_batch_next(&b, &be) > 0)
-                        deliver_event(cc, be.channel, be.channel_len, &(const ClusterEnvelope) {
-                                        .event_id = be.event_id,
-                                        .timestamp = b.timestamp,
-                                        .token = be.token,
-                                        .node_id = b.node_id,
-                                        .node_id_len = b.node_id_len,
-                                        .message = be.message,
-                                        .message_len = be.message_len,
-                                }, own_node);
+                deliver_batch(cc, &b);
                 return;
         }
         /* One publish (version 2, as photond sent them before batches): on <prefix>ch:<channel>. */
@@ -1470,6 +1504,7 @@ void cluster_channels_subscriber_connected(ClusterChannels *cc) {
 
 void cluster_channels_subscriber_disconnected(ClusterChannels *cc) {
         cc->pattern_confirmed = cc->node_confirmed = false;
+        cc->batch_head = mfree(cc->batch_head);
         parked_release(cc, "the subscriber connection to Redis is down");
         /* The messages of the publishes under way will not come on this connection. */
         for (PendingPublish *p = cc->oldest, *prev; p; p = prev) {
@@ -1633,6 +1668,7 @@ ClusterChannels* cluster_channels_free(ClusterChannels *cc) {
         free(cc->batch_channel);
         if (cc->tokener)
                 json_tokener_free(cc->tokener);
+        free(cc->batch_head);
         sd_event_unref(cc->event);
         free(cc->counter_key);
         free(cc->born_key);

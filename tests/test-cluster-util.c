@@ -233,6 +233,48 @@ Test(cluster_batch, events_in_order) {
         cr_assert_eq(cluster_batch_next(&b, &e), 0);
 }
 
+/* Protocol 4: the head alone, then the events in a message of their own. */
+Test(cluster_batch, head_and_events_apart) {
+        static const char head[] = "4 1700000000123 1700000000120 2 host-1@system";
+        static const char events[] = "41 5 7\nnews:{\"a\":1}\0" "42 5 -1\nnews:\0";
+        ClusterBatch b;
+        ClusterBatchEvent e;
+
+        cr_assert_eq(cluster_batch_parse_head(head, strlen(head), &b), 0);
+        cr_assert_eq(b.first_event_id, 1700000000123);
+        cr_assert_eq(b.timestamp, 1700000000120);
+        cr_assert_eq(b.n_events, 2);
+        cr_assert_eq(b.node_id_len, 13);
+        cr_assert_eq(memcmp(b.node_id, "host-1@system", 13), 0);
+        cr_assert_eq(cluster_batch_set_events(&b, events, sizeof(events) - 1), 0);
+        cr_assert_eq(cluster_batch_next(&b, &e), 1);
+        cr_assert_eq(e.event_id, 1700000000123);
+        cr_assert_eq(e.token, 41);
+        cr_assert_str_eq(e.message, "{\"a\":1}");
+        cr_assert_eq(cluster_batch_next(&b, &e), 1);
+        cr_assert_eq(e.event_id, 1700000000124);
+        cr_assert_null(e.message);
+        cr_assert_eq(cluster_batch_next(&b, &e), 0);
+
+        /* A head: of version 4 only, without a line feed or anything after the node id, the same bounds. */
+        cr_assert_eq(cluster_batch_parse_head(BATCH("3 5 4 1 n"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse_head(BATCH("4 5 4 1 n\n"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse_head(BATCH("4 5 4 1 n\n1 1 2\nx{}\0"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse_head(BATCH("4 5 4 1 "), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse_head(BATCH("4 0 4 1 n"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse_head(BATCH("4 5 4 0 n"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse_head(BATCH("4 5 4 65537 n"), &b), -EINVAL);
+        cr_assert_eq(cluster_batch_parse_head("", 0, &b), -EINVAL);
+        /* Its events: exactly as many as it announced, checked as in one message. */
+        cr_assert_eq(cluster_batch_parse_head(BATCH("4 5 4 2 n"), &b), 0);
+        cr_assert_eq(cluster_batch_set_events(&b, BATCH("1 1 2\nx{}\0")), -EINVAL);
+        cr_assert_eq(cluster_batch_set_events(&b, BATCH("1 1 2\nx{}\0" "2 1 2\nx{}\0" "3 1 2\nx{}\0")), -EINVAL);
+        cr_assert_eq(cluster_batch_set_events(&b, BATCH("2 1 2\nx{}\0" "1 1 2\nx{}\0")), -EINVAL);
+        cr_assert_eq(cluster_batch_set_events(&b, BATCH("1 1 2\nx{}\0" "2 1 2\nx{}")), -EINVAL);
+        cr_assert_eq(cluster_batch_set_events(&b, "", 0), -EINVAL);
+        cr_assert_eq(cluster_batch_set_events(&b, BATCH("1 1 2\nx{}\0" "2 1 2\nx{}\0")), 0);
+}
+
 Test(cluster_batch, refused_at_the_boundary) {
         ClusterBatch b;
 
