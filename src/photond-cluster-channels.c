@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bytes.h"
 #include "cluster-util.h"
 #include "clock.h"
 #include "json-util.h"
@@ -633,48 +634,23 @@ static void batch_fail(ClusterChannels *cc, PendingPublish **items, size_t n, in
                 publish_maybe_free(cc, items[i]);
 }
 
-/* Sends the publishes collected so far as one call of the publish script. */
-/* A growing byte string: a batch's events, as every node receives them and as a prefix's stream keeps them. */
-typedef struct Bytes {
-        char *p;
-        size_t len, alloc;
-} Bytes;
-
-static void bytes_done(Bytes *b) {
-        b->p = mfree(b->p);
-        b->len = b->alloc = 0;
-}
-
 /* "<head> <channel length> <message length or -1>\n<channel><message>", and a NUL after it in the form every node
  * receives (head: the token), none in a stream's (head: the index in the batch). */
 static int bytes_add_event(Bytes *b, uint64_t head, const PendingPublish *p, bool nul) {
         char line[3 * 24];
-        size_t ml = p->has_message ? p->message_len : 0, need;
-        int n;
+        int n, r;
 
         n = snprintf(line, sizeof(line), "%" PRIu64 " %zu %" PRIi64 "\n", head, p->channel_len,
                      p->has_message ? (int64_t) p->message_len : (int64_t) -1);
         assert(n > 0 && (size_t) n < sizeof(line));
-        need = b->len + (size_t) n + p->channel_len + ml + 1;
-        if (need > b->alloc) {
-                size_t na = MAX(need, b->alloc * 2);
-                char *q = realloc(b->p, na);
-
-                if (!q)
-                        return -ENOMEM;
-                b->p = q;
-                b->alloc = na;
-        }
-        memcpy(b->p + b->len, line, (size_t) n);
-        b->len += (size_t) n;
-        memcpy(b->p + b->len, p->channel, p->channel_len);
-        b->len += p->channel_len;
-        if (ml > 0)
-                memcpy(b->p + b->len, p->message, ml);
-        b->len += ml;
-        if (nul)
-                b->p[b->len++] = 0;
-        return 0;
+        r = bytes_put(b, line, (size_t) n);
+        if (r >= 0)
+                r = bytes_put(b, p->channel, p->channel_len);
+        if (r >= 0 && p->has_message)
+                r = bytes_put(b, p->message, p->message_len);
+        if (r >= 0 && nul)
+                r = bytes_put(b, "", 1);
+        return r;
 }
 
 /* A prefix a batch touches: its events for its stream, the index of its first and last event, their number. */
@@ -689,6 +665,7 @@ static void batch_prefixes_free(BatchPrefix *x, size_t n) {
         free(x);
 }
 
+/* Sends the publishes collected so far as one call of the publish script. */
 static void batch_flush(ClusterChannels *cc) {
         _cleanup_free_ PublishBatch *b = NULL;
         _cleanup_free_ const char **argv = NULL;
@@ -819,14 +796,14 @@ static void batch_flush(ClusterChannels *cc) {
         argv_len[a++] = strlen(deadline);
         argv[a] = count;
         argv_len[a++] = strlen(count);
-        argv[a] = body.p;
-        argv_len[a++] = body.len;
+        argv[a] = body.data;
+        argv_len[a++] = body.size;
         for (size_t k = 0; k < n_prefixes; k++) {
                 BatchPrefix *x = &prefixes[k];
                 char *num = numbers + k * 72;
 
-                argv[a] = x->events.p ?: "";
-                argv_len[a++] = x->events.len;
+                argv[a] = x->events.data ?: "";
+                argv_len[a++] = x->events.size;
                 snprintf(num, 24, "%zu", x->first);
                 snprintf(num + 24, 24, "%zu", x->last);
                 snprintf(num + 48, 24, "%zu", x->count);

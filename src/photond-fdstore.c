@@ -51,6 +51,7 @@
 #include "photond-client.h"
 #include "photond-control.h"
 #include "photond-dispatch.h"
+#include "bytes.h"
 #include "photond-fdstore.h"
 #include "photond-limits.h"
 #include "photond-manager.h"
@@ -123,34 +124,6 @@ static uint64_t fnv1a64(const void *p, size_t n) {
                 h *= UINT64_C(0x100000001b3);
         }
         return h;
-}
-
-typedef struct Bytes {
-        char *data;
-        size_t size, alloc;
-} Bytes;
-
-static void bytes_done(Bytes *b) {
-        b->data = mfree(b->data);
-        b->size = b->alloc = 0;
-}
-
-static int bytes_put(Bytes *b, const void *p, size_t n) {
-        if (n > SIZE_MAX - b->size)
-                return -ENOMEM;
-        if (b->size + n > b->alloc) {
-                size_t na = MAX(b->alloc * 2, MAX(b->size + n, (size_t) 256));
-                char *d = realloc(b->data, na);
-
-                if (!d)
-                        return -ENOMEM;
-                b->data = d;
-                b->alloc = na;
-        }
-        if (n > 0)
-                memcpy(b->data + b->size, p, n);
-        b->size += n;
-        return 0;
 }
 
 static int bytes_put_u32(Bytes *b, uint32_t v) {
