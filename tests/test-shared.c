@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include "bytes.h"
 #include "fd-util.h"
 #include "helpers.h"
 #include "json-util.h"
@@ -149,6 +150,30 @@ Test(shared, json_string_get_cstring) {
         cr_assert_str_eq(json_object_get_cstring(json_object_object_get(o, "ok")), "plain");
         cr_assert_null(json_object_get_cstring(json_object_object_get(o, "a")));
         cr_assert_null(json_object_get_cstring(json_object_object_get(o, "i")));
+}
+
+Test(shared, bytes_grow_and_keep_what_was_put) {
+        Bytes b = {};
+        char big[1000];
+
+        cr_assert_eq(bytes_put(&b, NULL, 0), 0);
+        cr_assert_eq(b.size, 0);
+        cr_assert_eq(bytes_put(&b, "abc", 3), 0);
+        memset(big, 'x', sizeof(big));
+        for (int i = 0; i < 10; i++)
+                cr_assert_eq(bytes_put(&b, big, sizeof(big)), 0);
+        cr_assert_eq(bytes_put(&b, "", 1), 0);
+        cr_assert_eq(b.size, 3 + 10 * sizeof(big) + 1);
+        cr_assert_geq(b.alloc, b.size);
+        cr_assert_eq(memcmp(b.data, "abcxxx", 6), 0);
+        cr_assert_eq(b.data[b.size - 1], 0);
+        /* A size past what can be counted is refused, and nothing changes. */
+        cr_assert_eq(bytes_put(&b, big, SIZE_MAX - b.size + 1), -ENOMEM);
+        cr_assert_eq(b.size, 3 + 10 * sizeof(big) + 1);
+        bytes_done(&b);
+        cr_assert_null(b.data);
+        cr_assert_eq(b.size, 0);
+        cr_assert_eq(b.alloc, 0);
 }
 
 Test(shared, shared_buf_json_line) {
