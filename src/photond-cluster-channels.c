@@ -116,8 +116,18 @@ static const char publish_source[] =
         "for k = 1, (#KEYS - 2) / 3 do\n"
         "  local s, f, meta = KEYS[3 * k], KEYS[3 * k + 1], KEYS[3 * k + 2]\n"
         "  local a = 4 + 4 * k\n"
-        "  local x, y, z = string.match(redis.call('GET', f) or '0 0 0', '^(%d+) (%d+) (%d+)$')\n"
-        "  local F, Q, N = tonumber(x), tonumber(y), tonumber(z)\n"
+        "  local fv = redis.call('GET', f)\n"
+        "  local x, y, z = string.match(fv or '0 0 0', '^(%d+) (%d+) (%d+)$')\n"
+        "  local F, Q, N = tonumber(x or '0'), tonumber(y or '0'), tonumber(z or '0')\n"
+        /* The three keys go together (the list has an element for each entry of the stream; the floor key says
+         * which events they hold): one without the others (evicted under maxmemory, deleted by hand) starts the
+         * prefix over, every event before this batch counted as dropped. */
+        "  local ln = redis.call('LLEN', meta)\n"
+        "  if ln ~= redis.call('XLEN', s) or (not fv and ln > 0) or not x or (ln == 0 and Q < N) then\n"
+        "    redis.call('DEL', s, meta)\n"
+        "    if first - 1 > F then F = first - 1 end\n"
+        "    Q, N = 0, 0\n"
+        "  end\n"
         /* The oldest entry first (XREVRANGE with an end bound walks the stream: slow). An entry is aged when its
          * id (its first event's) is: all its events go, its last id is the floor. */
         "  local oldest = redis.call('LINDEX', meta, 0)\n"
@@ -147,30 +157,42 @@ static const char publish_source[] =
         "    local target = Q + excess - 1\n"
         "    local i, found = entries(meta, function(e) local _, _, q, c = string.match(e, '^(%d+) (%d+) (%d+) (%d+)$')\n"
         "      return tonumber(q) + tonumber(c) > target end)\n"
+        "    local last, id0\n"
         "    if found then\n"
-        "      local id0, l, q, c = string.match(found, '^(%d+) (%d+) (%d+) (%d+)$')\n"
+        "      local l, q, c\n"
+        "      id0, l, q, c = string.match(found, '^(%d+) (%d+) (%d+) (%d+)$')\n"
         "      local j = target - tonumber(q)\n"
         "      id0 = tonumber(id0)\n"
-        "      local last\n"
         /* An entry whose ids are consecutive (its batch touched no other prefix: the usual case) is not read. */
-        "      if tonumber(l) - id0 + 1 == tonumber(c) then\n"
+        "      if j < 0 or j >= tonumber(c) then\n"
+        "      elseif tonumber(l) - id0 + 1 == tonumber(c) then\n"
         "        last = id0 + j\n"
         "      else\n"
-        "        local e = redis.call('XRANGE', s, string.format('%d', id0), string.format('%d', id0))[1][2]\n"
-        "        local packed, pos, b = e[8], 1, tonumber(e[10])\n"
-        "        while not last do\n"
-        "          local i, cl, ml, q = string.match(packed, '^(%d+) (%d+) (%-?%d+)\\n()', pos)\n"
-        "          if j == 0 then last = b + tonumber(i) break end\n"
+        "        local es = redis.call('XRANGE', s, string.format('%d', id0), string.format('%d', id0))\n"
+        "        local e = es[1] and es[1][2]\n"
+        "        local pos = 1\n"
+        "        while e and not last do\n"
+        "          local ix, cl, ml, q2 = string.match(e[8], '^(%d+) (%d+) (%-?%d+)\\n()', pos)\n"
+        "          if not ix then break end\n"
+        "          if j == 0 then last = tonumber(e[10]) + tonumber(ix) break end\n"
         "          ml = tonumber(ml)\n"
         "          if ml < 0 then ml = 0 end\n"
-        "          pos = q + tonumber(cl) + ml\n"
+        "          pos = q2 + tonumber(cl) + ml\n"
         "          j = j - 1\n"
         "        end\n"
         "      end\n"
+        "    end\n"
+        "    if last then\n"
         "      if last > F then F = last end\n"
         "      Q = target + 1\n"
         "      redis.call('LTRIM', meta, i, -1)\n"
         "      redis.call('XTRIM', s, 'MINID', string.format('%d', id0))\n"
+        "    else\n"
+        /* The list does not hold what the floor says (never written so by a node): start the prefix over with
+         * every event up to this batch's counted as dropped, rather than fail every publish from now on. */
+        "      redis.call('DEL', s, meta)\n"
+        "      F = first + n - 1\n"
+        "      Q, N = 0, 0\n"
         "    end\n"
         "  end\n"
         "  redis.call('SET', f, string.format('%d %d %d', F, Q, N), 'PX', 2 * window)\n"
@@ -359,7 +381,6 @@ struct ClusterChannels {
         sd_event_source *batch_defer;   /* sends them once the iteration's other events were handled */
         char *batch_channel;            /* <prefix>ch:, where the batches are PUBLISHed */
         size_t batch_channel_len;
-        struct json_tokener *tokener;   /* for the messages of other nodes; NULL until the first */
         char *batch_head;               /* a batch's head, whose events are the next message (protocol 4) */
         size_t batch_head_len;
         sd_event_source *park_timer;    /* they wait a command timeout at most */
@@ -1050,10 +1071,9 @@ static bool own_message(ClusterChannels *cc, uint64_t token, Subscriber **ret_ex
  * id is this node's. */
 static void deliver_event(ClusterChannels *cc, const char *name, size_t len, const ClusterEnvelope *envelope,
                           bool own_node) {
-        _cleanup_(json_object_putp) struct json_object *msg = NULL;
         const ClusterEnvelope e = *envelope;
-        const char *text = NULL;
-        size_t text_len = 0;
+        const char *text;
+        size_t text_len;
         Subscriber *exclude = NULL;
         bool own;
         int r;
@@ -1071,40 +1091,16 @@ static void deliver_event(ClusterChannels *cc, const char *name, size_t len, con
                 cc->n_invalid++;
                 return;
         }
-        if (e.message && own) {
-                /* A publish of this process under way: the channels vouched for its text when it was published
-                 * (another node under the same id, or an earlier process, is parsed as any other). */
-                text = e.message;
-                text_len = e.message_len;
-        } else if (e.message) {
-                /* Redis is a boundary: the channels send what they are given as it is, so it is parsed and
-                 * printed as json-c prints (what a local publish vouches for). */
-                struct json_tokener *tok = cc->tokener;
-
-                /* One tokener for every message (not one allocated per message, a cost per event here). */
-                if (!tok) {
-                        tok = cc->tokener = json_tokener_new();
-                        if (!tok) {
-                                log_oom();
-                                return;
-                        }
-                } else
-                        json_tokener_reset(tok);
-                /* With its terminating NUL (hiredis ends every string so; a batch puts one after each message): a
-                 * number at the very end of the input is only complete when the tokener sees what follows it. */
-                msg = e.message[e.message_len] == '\0' ?
-                        json_tokener_parse_ex(tok, e.message, (int) e.message_len + 1) : NULL;
-                if (!msg || json_tokener_get_error(tok) != json_tokener_success ||
-                    json_tokener_get_parse_end(tok) != e.message_len) {
-                        cc->n_invalid++;
-                        return;
-                }
-                text = json_object_to_json_string_length(msg, JSON_FORMAT_FLAGS, &text_len);
-                if (!text) {
-                        log_oom();
-                        return;
-                }
+        /* Redis is a boundary: the channels send what they are given as it is, so a message must be what a local
+         * publish vouches for, one JSON value without whitespace. Another node's text is json-c's compact print: it
+         * is checked in place, not parsed and printed again. A publish of this process under way was vouched for
+         * when it was published (another node under the same id, or an earlier process, is checked as any other). */
+        if (e.message && !own && !json_text_is_compact_value(e.message, e.message_len, JSON_TEXT_MAX_DEPTH)) {
+                cc->n_invalid++;
+                return;
         }
+        text = e.message;
+        text_len = e.message ? e.message_len : 0;
 
         cc->last_event_id = e.event_id;
         r = channels_publish_at(cc->channels, name, len, text, text_len, exclude, e.event_id, e.timestamp);
@@ -1150,32 +1146,43 @@ static void deliver(ClusterChannels *cc, const char *rchannel, size_t rchannel_l
                 cc->n_invalid++;
                 return;
         }
-        if (cc->batch_head) {
-                /* The events of the head before: the publish script PUBLISHes both, and nothing runs between. */
-                _cleanup_free_ char *head = TAKE_PTR(cc->batch_head);
-
-                if (rchannel_len != cc->batch_channel_len ||
-                    cluster_batch_parse_head(head, cc->batch_head_len, &b) < 0 ||
-                    cluster_batch_set_events(&b, payload, payload_len) < 0) {
+        /* A batch's head (protocol 4), on <prefix>ch: itself; its events come next. A head has no line feed, events
+         * always have one: so whatever came before, this is a head, and a head that came before it lost its
+         * events (a stranger's PUBLISH cannot make the next real batch's head be taken for events). */
+        if (rchannel_len == cc->batch_channel_len && payload_len > 0 && payload[0] == '4' &&
+            !memchr(payload, '\n', payload_len)) {
+                if (cc->batch_head) {
                         cc->n_invalid++;
-                        return;
+                        gap_all(cc, "a batch's events did not come");
                 }
-                deliver_batch(cc, &b);
-                return;
-        }
-        if (payload_len > 0 && payload[0] == '4') {
-                /* A batch's head (protocol 4): on <prefix>ch: itself; its events come next. */
-                if (rchannel_len != cc->batch_channel_len || cluster_batch_parse_head(payload, payload_len, &b) < 0) {
+                cc->batch_head = mfree(cc->batch_head);
+                if (cluster_batch_parse_head(payload, payload_len, &b) < 0) {
                         cc->n_invalid++;
                         return;
                 }
                 cc->batch_head = malloc(payload_len);
                 if (!cc->batch_head) {
                         log_oom();
+                        gap_all(cc, "out of memory for a batch");
                         return;
                 }
                 memcpy(cc->batch_head, payload, payload_len);
                 cc->batch_head_len = payload_len;
+                return;
+        }
+        if (cc->batch_head) {
+                /* The events of the head before: the publish script PUBLISHes both, and nothing runs between. A
+                 * pair that does not make a batch lost one: every subscriber may have missed events. */
+                _cleanup_free_ char *head = TAKE_PTR(cc->batch_head);
+
+                if (rchannel_len != cc->batch_channel_len ||
+                    cluster_batch_parse_head(head, cc->batch_head_len, &b) < 0 ||
+                    cluster_batch_set_events(&b, payload, payload_len) < 0) {
+                        cc->n_invalid++;
+                        gap_all(cc, "a malformed batch");
+                        return;
+                }
+                deliver_batch(cc, &b);
                 return;
         }
         if (payload_len > 0 && payload[0] == '3') {
@@ -1643,8 +1650,6 @@ ClusterChannels* cluster_channels_free(ClusterChannels *cc) {
         sd_event_source_disable_unref(cc->batch_defer);
         free(cc->batch);
         free(cc->batch_channel);
-        if (cc->tokener)
-                json_tokener_free(cc->tokener);
         free(cc->batch_head);
         sd_event_unref(cc->event);
         free(cc->counter_key);

@@ -176,6 +176,29 @@ Test(shared, bytes_grow_and_keep_what_was_put) {
         cr_assert_eq(b.alloc, 0);
 }
 
+Test(shared, json_text_is_compact_value) {
+        static const char *const good[] = { "{}", "[]", "0", "-0.5e+3", "\"\\u00e9\\n\\/\"", "true", "null",
+                                            "{\"a\":[1,{\"b\":false}],\"c\":\"\xc3\xa9\"}", "[\"\\u0000\"]" };
+        static const char *const bad[] = { "", " 1", "1 ", "{\"a\": 1}", "{\"a\":1,}", "[1,]", "01", "1.", "-",
+                                           "\"x\ny\"", "\"\\x\"", "\"\\u12\"", "tru", "nul", "{\"a\"}",
+                                           "{1:2}", "[1]]", "\"open", "'a'", "{\"\\u0000\":1}" };
+        char deep[300];
+
+        for (size_t i = 0; i < ELEMENTSOF(good); i++)
+                cr_assert(json_text_is_compact_value(good[i], strlen(good[i]), 8), "%s", good[i]);
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                cr_assert_not(json_text_is_compact_value(bad[i], strlen(bad[i]), 8), "%s", bad[i]);
+        /* Exactly max_depth levels are taken, one more is not. */
+        memset(deep, '[', 8);
+        memset(deep + 8, ']', 8);
+        cr_assert(json_text_is_compact_value(deep, 16, 8));
+        memset(deep, '[', 9);
+        memset(deep + 9, ']', 9);
+        cr_assert_not(json_text_is_compact_value(deep, 18, 8));
+        /* A NUL is not whitespace either. */
+        cr_assert_not(json_text_is_compact_value("1\0", 2, 8));
+}
+
 Test(shared, shared_buf_json_line) {
         _cleanup_(json_object_putp) struct json_object *o = json_tokener_parse("{\"u\":\"a/b\",\"n\":null}");
         _cleanup_(shared_buf_unrefp) SharedBuf *b = shared_buf_new_json_line(o);

@@ -258,3 +258,134 @@ char* json_put_int64(char *p, int64_t v) {
         *p++ = '-';
         return json_put_uint64(p, -(uint64_t) v);
 }
+
+/* ---- compact JSON text, checked in place ---- */
+
+static bool text_is_hex(char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* A key may not hold a NUL ("\u0000"), as json_parse() refuses: photond's keys are C strings. */
+static bool text_string(const char **pp, const char *end, bool key) {
+        const char *p = *pp;
+
+        if (p >= end || *p != '"')
+                return false;
+        for (p++; p < end; p++) {
+                if (*p == '"') {
+                        *pp = p + 1;
+                        return true;
+                }
+                /* A raw control character: not JSON, and a newline would end the line it is copied into. */
+                if ((unsigned char) *p < 0x20)
+                        return false;
+                if (*p != '\\')
+                        continue;
+                if (end - p < 2)
+                        return false;
+                if (p[1] == 'u') {
+                        if (end - p < 6 || !text_is_hex(p[2]) || !text_is_hex(p[3]) || !text_is_hex(p[4]) ||
+                            !text_is_hex(p[5]))
+                                return false;
+                        if (key && memcmp(p + 2, "0000", 4) == 0)
+                                return false;
+                        p += 5;
+                } else if (strchr("\"\\/bfnrt", p[1]) && p[1] != '\0')
+                        p++;
+                else
+                        return false;
+        }
+        return false;
+}
+
+static bool text_digits(const char **pp, const char *end) {
+        const char *p = *pp;
+
+        while (p < end && *p >= '0' && *p <= '9')
+                p++;
+        if (p == *pp)
+                return false;
+        *pp = p;
+        return true;
+}
+
+static bool text_number(const char **pp, const char *end) {
+        const char *p = *pp;
+
+        if (p < end && *p == '-')
+                p++;
+        if (p < end && *p == '0')
+                p++;
+        else if (p >= end || *p < '1' || !text_digits(&p, end))
+                return false;
+        if (p < end && *p == '.' && (++p, !text_digits(&p, end)))
+                return false;
+        if (p < end && (*p == 'e' || *p == 'E')) {
+                p++;
+                if (p < end && (*p == '+' || *p == '-'))
+                        p++;
+                if (!text_digits(&p, end))
+                        return false;
+        }
+        *pp = p;
+        return true;
+}
+
+static bool text_literal(const char **pp, const char *end, const char *word) {
+        size_t n = strlen(word);
+
+        if ((size_t) (end - *pp) < n || memcmp(*pp, word, n) != 0)
+                return false;
+        *pp += n;
+        return true;
+}
+
+static bool text_value(const char **pp, const char *end, unsigned depth, unsigned max_depth) {
+        const char *p = *pp;
+        char close;
+
+        if (p >= end)
+                return false;
+        switch (*p) {
+        case '"':
+                return text_string(pp, end, false);
+        case 't':
+                return text_literal(pp, end, "true");
+        case 'f':
+                return text_literal(pp, end, "false");
+        case 'n':
+                return text_literal(pp, end, "null");
+        case '[':
+        case '{':
+                break;
+        default:
+                return text_number(pp, end);
+        }
+
+        if (depth >= max_depth)
+                return false;
+        close = *p == '[' ? ']' : '}';
+        p++;
+        if (p < end && *p == close) {
+                *pp = p + 1;
+                return true;
+        }
+        for (;;) {
+                if (close == '}' && (!text_string(&p, end, true) || p >= end || *p++ != ':'))
+                        return false;
+                if (!text_value(&p, end, depth + 1, max_depth) || p >= end)
+                        return false;
+                if (*p == close) {
+                        *pp = p + 1;
+                        return true;
+                }
+                if (*p++ != ',')
+                        return false;
+        }
+}
+
+bool json_text_is_compact_value(const char *s, size_t len, unsigned max_depth) {
+        const char *p = s;
+
+        return text_value(&p, s + len, 0, max_depth) && p == s + len;
+}

@@ -60,3 +60,12 @@ char* json_put_string(char *p, const char *s);
 #define JSON_INT64_SIZE_MAX 21
 char* json_put_int64(char *p, int64_t v);
 char* json_put_uint64(char *p, uint64_t v);
+
+/* Whether s is exactly one JSON value without whitespace (json-c's compact print is one), nested at most max_depth
+ * deep, checked in place without building anything. Every text it takes, json-c's strict parser takes too (up to
+ * json-c's own depth; the fuzzers check); no raw control character, so a newline cannot end a line it is copied
+ * into. The form photond keeps messages in. */
+bool json_text_is_compact_value(const char *s, size_t len, unsigned max_depth);
+/* The depth photond takes a message's text to: deeper than json-c parses does occur (a webhook's body of json-c's
+ * depth inside the event photond wraps around it); the limit only bounds the recursion. */
+#define JSON_TEXT_MAX_DEPTH 128U

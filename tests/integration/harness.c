@@ -451,6 +451,14 @@ struct json_object* conn_recv(Conn *c, int timeout_ms) {
         return o;
 }
 
+char* conn_expect_line(Conn *c, int timeout_ms) {
+        char *line;
+        size_t len;
+
+        cr_assert(conn_read_line(c, timeout_ms, &line, &len) > 0, "no line from photond within %d ms", timeout_ms);
+        return line;
+}
+
 struct json_object* conn_expect(Conn *c, int timeout_ms) {
         struct json_object *o = conn_recv(c, timeout_ms);
         cr_assert(o, "no line from photond within %d ms", timeout_ms);

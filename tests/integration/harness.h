@@ -73,6 +73,8 @@ void conn_send_raw(Conn *c, const void *data, size_t size);
 struct json_object* conn_recv(Conn *c, int timeout_ms);
 /* Receives one line that must come within timeout_ms (asserts). */
 struct json_object* conn_expect(Conn *c, int timeout_ms);
+/* The next line as it came, without its line feed (for what json-c would not parse); fails the test on a timeout. */
+char* conn_expect_line(Conn *c, int timeout_ms);
 /* Sends a request (printf format, must carry "id":"<id>") and returns the first line whose id is id. Other lines
  * received meanwhile are dropped. 5 s deadline. */
 struct json_object* conn_request(Conn *c, const char *id, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
