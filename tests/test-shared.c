@@ -199,6 +199,33 @@ Test(shared, json_text_is_compact_value) {
         cr_assert_not(json_text_is_compact_value("1\0", 2, 8));
 }
 
+/* json-c's strict mode takes these and prints them as they came, which no JSON parser takes back (a client's
+ * JSON.parse(), a replay file's load): json_parse() refuses them. */
+Test(shared, json_parse_refuses_what_json_does_not_allow) {
+        static const char *const bad[] = { "[NaN]", "[Infinity]", "-Infinity", "[1.]", "[05e1]", "[0578e309]", "00",
+                                           "{\"a\":[1, 2.]}", "[\"a\tb\"]" };
+        static const char *const good[] = { " [ -0 , 1e999 , 1.5e-399 , 0.25E+2 ] \n", "{ \"a\" : [ 1, {} ] }", "42",
+                                            "\"x\"", "\t null\r\n", "[\"\\t\"]" };
+
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                struct json_object *o = NULL;
+                const char *error = NULL;
+
+                cr_assert_eq(json_parse(bad[i], strlen(bad[i]), &o, &error), -EINVAL, "%s", bad[i]);
+                cr_assert_not_null(error);
+                cr_assert_not(json_text_is_json(bad[i], strlen(bad[i])), "%s", bad[i]);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(good); i++) {
+                struct json_object *o = NULL;
+
+                cr_assert_eq(json_parse(good[i], strlen(good[i]), &o, NULL), 0, "%s", good[i]);
+                json_object_put(o);
+                cr_assert(json_text_is_json(good[i], strlen(good[i])), "%s", good[i]);
+        }
+        /* Whitespace is JSON's, not the compact form's. */
+        cr_assert_not(json_text_is_compact_value(good[0], strlen(good[0]), JSON_TEXT_MAX_DEPTH));
+}
+
 Test(shared, shared_buf_json_line) {
         _cleanup_(json_object_putp) struct json_object *o = json_tokener_parse("{\"u\":\"a/b\",\"n\":null}");
         _cleanup_(shared_buf_unrefp) SharedBuf *b = shared_buf_new_json_line(o);

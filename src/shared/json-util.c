@@ -207,6 +207,15 @@ int json_parse(const char *buf, size_t len, struct json_object **ret, const char
                         *ret_error = "an object key contains a NUL character (\\u0000)";
                 return -EINVAL;
         }
+        /* json-c's strict mode still takes what JSON does not: NaN, Infinity, numbers such as 1., 05e1 or
+         * 0578e309, and prints them as they came, so a client's JSON.parse() would fail on every line that
+         * carried one, and a replay file holding one would not load. */
+        if (!json_text_is_json(buf, len)) {
+                json_object_put(o);
+                if (ret_error)
+                        *ret_error = "not JSON (NaN, Infinity, or a number such as 1. or 05)";
+                return -EINVAL;
+        }
 
         *ret = o;
         return 0;
@@ -340,7 +349,13 @@ static bool text_literal(const char **pp, const char *end, const char *word) {
         return true;
 }
 
-static bool text_value(const char **pp, const char *end, unsigned depth, unsigned max_depth) {
+/* JSON's whitespace, skipped between tokens when ws (json_text_is_json()); never in the compact form. */
+static void text_ws(const char **pp, const char *end, bool ws) {
+        while (ws && *pp < end && strchr(" \t\r\n", **pp) && **pp != '\0')
+                (*pp)++;
+}
+
+static bool text_value(const char **pp, const char *end, unsigned depth, unsigned max_depth, bool ws) {
         const char *p = *pp;
         char close;
 
@@ -366,14 +381,24 @@ static bool text_value(const char **pp, const char *end, unsigned depth, unsigne
                 return false;
         close = *p == '[' ? ']' : '}';
         p++;
+        text_ws(&p, end, ws);
         if (p < end && *p == close) {
                 *pp = p + 1;
                 return true;
         }
         for (;;) {
-                if (close == '}' && (!text_string(&p, end, true) || p >= end || *p++ != ':'))
+                if (close == '}') {
+                        if (!text_string(&p, end, true))
+                                return false;
+                        text_ws(&p, end, ws);
+                        if (p >= end || *p++ != ':')
+                                return false;
+                        text_ws(&p, end, ws);
+                }
+                if (!text_value(&p, end, depth + 1, max_depth, ws))
                         return false;
-                if (!text_value(&p, end, depth + 1, max_depth) || p >= end)
+                text_ws(&p, end, ws);
+                if (p >= end)
                         return false;
                 if (*p == close) {
                         *pp = p + 1;
@@ -381,11 +406,22 @@ static bool text_value(const char **pp, const char *end, unsigned depth, unsigne
                 }
                 if (*p++ != ',')
                         return false;
+                text_ws(&p, end, ws);
         }
 }
 
 bool json_text_is_compact_value(const char *s, size_t len, unsigned max_depth) {
         const char *p = s;
 
-        return text_value(&p, s + len, 0, max_depth) && p == s + len;
+        return text_value(&p, s + len, 0, max_depth, false) && p == s + len;
+}
+
+bool json_text_is_json(const char *s, size_t len) {
+        const char *p = s, *end = s + len;
+
+        text_ws(&p, end, true);
+        if (!text_value(&p, end, 0, JSON_TEXT_MAX_DEPTH, true))
+                return false;
+        text_ws(&p, end, true);
+        return p == end;
 }

@@ -66,6 +66,8 @@ char* json_put_uint64(char *p, uint64_t v);
  * json-c's own depth; the fuzzers check); no raw control character, so a newline cannot end a line it is copied
  * into. The form photond keeps messages in. */
 bool json_text_is_compact_value(const char *s, size_t len, unsigned max_depth);
+/* Whether s is exactly one JSON value (RFC 8259), whitespace allowed between tokens and around it. */
+bool json_text_is_json(const char *s, size_t len);
 /* The depth photond takes a message's text to: deeper than json-c parses does occur (a webhook's body of json-c's
  * depth inside the event photond wraps around it); the limit only bounds the recursion. */
 #define JSON_TEXT_MAX_DEPTH 128U
