@@ -558,6 +558,46 @@ Test(channels, replay_survives_a_graceful_restart) {
         home_remove(home);
 }
 
+/* json-c's strict mode takes NaN, Infinity and numbers such as 1. or 05e1, which JSON does not: photond refuses
+ * such a publish (on the fast path's fallback and on the JSON path alike), so no subscriber gets a line its
+ * JSON.parse() cannot take, and the replay file of a graceful stop still loads (one such message had made it
+ * "damaged", every channel's history dropped). */
+Test(channels, a_message_json_does_not_allow_is_refused_and_the_replay_survives) {
+        static const char *const bad[] = { "[NaN]", "[1.]", "{\"a\":05e1}", "[0578e309]", "-Infinity" };
+        Daemon *d = daemon_start(NULL);
+        Conn *pub = conn_open(d), *sub;
+        struct json_object *o;
+        uint64_t ids[2];
+        char *home;
+
+        ids[0] = publish(pub, "feed", "{\"n\":0}");
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                conn_send(pub, "{\"type\":\"publish\",\"id\":\"b%zu\",\"channel\":\"feed\",\"message\":%s}", i,
+                          bad[i]);
+                o = conn_expect(pub, 5000);
+                cr_assert_str_eq(jstr(o, "type"), "error", "%s: %s", bad[i], json_object_to_json_string(o));
+                cr_assert(strstr(jstr(o, "error"), "Invalid JSON: not JSON"), "%s", json_object_to_json_string(o));
+                json_object_put(o);
+        }
+        ids[1] = publish(pub, "feed", "[-0,1e999,1.5e-399]");
+        conn_close(pub);
+        home = daemon_take_home(d);
+        daemon_stop_keep_home(d, SIGTERM);
+
+        d = daemon_start(&(DaemonOptions) { .home = home });
+        cr_assert_not(daemon_log_contains(d, "damaged"));
+        sub = conn_open(d);
+        o = conn_request(sub, "g", "{\"type\":\"get_events_since\",\"id\":\"g\",\"channel\":\"feed\",\"lastEventId\":%"
+                         PRIu64 "}", ids[0]);
+        cr_assert_not(jbool(o, "data.refreshNeeded"), "%s", json_object_to_json_string(o));
+        cr_assert_eq(json_object_array_length(jget(o, "data.events")), 1, "%s", json_object_to_json_string(o));
+        cr_assert_eq(jint(o, "data.events.0.id"), (int64_t) ids[1]);
+        json_object_put(o);
+        conn_close(sub);
+        daemon_stop_keep_home(d, SIGTERM);
+        home_remove(home);
+}
+
 /* A crash keeps nothing of the buffers, and photond says so: every subscriber resuming from before it gets
  * refresh_needed, whether its events came from before the last graceful stop or after it. No replay from the file
  * of an earlier stop. */
