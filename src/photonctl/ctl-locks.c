@@ -160,7 +160,7 @@ int verb_lock(CtlContext *ctx, int argc, char *argv[]) {
         struct json_object *data;
         const char *name, *holder;
         char expires[32];
-        int first, r;
+        int first = 0, r;
 
         r = parse_lock_options(argc, argv, true, true, false, &o, &first);
         if (r < 0)
@@ -230,7 +230,7 @@ static int check_released(const CtlContext *ctx, struct json_object *reply, cons
 int verb_unlock(CtlContext *ctx, int argc, char *argv[]) {
         _cleanup_(json_object_putp) struct json_object *reply = NULL;
         LockOptions o = {};
-        int first, r;
+        int first = 0, r;
 
         r = parse_lock_options(argc, argv, true, false, false, &o, &first);
         if (r < 0)

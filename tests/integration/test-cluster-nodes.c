@@ -1113,8 +1113,10 @@ static void relay_run(int listen_fd, const char *target) {
                         struct sockaddr_un sa = { .sun_family = AF_UNIX };
                         int c = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC), t = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-                        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", target);
-                        if (c >= 0 && t >= 0 && n_pairs < 32 && connect(t, (struct sockaddr *) &sa, sizeof(sa)) == 0)
+                        bool fits = snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", target) < (int) sizeof(sa.sun_path);
+
+                        if (fits && c >= 0 && t >= 0 && n_pairs < 32 &&
+                            connect(t, (struct sockaddr *) &sa, sizeof(sa)) == 0)
                                 pairs[n_pairs++] = (typeof(pairs[0])) { .fd = { c, t } };
                         else {
                                 close(c);
