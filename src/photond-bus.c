@@ -413,23 +413,24 @@ static int list_channel(const ChannelInfo *info, void *userdata) {
                                      (uint32_t) info->buffered_events, (int64_t) info->last_event_id);
 }
 
-/* Answers a List* method: the array of signature filled by foreach (the cores' typed iterators, no JSON between). */
-static int method_list(sd_bus_message *message, Bus *b, sd_bus_error *error, const char *signature,
-                       int (*foreach)(Manager *m, ListReply *l), const char *what, const char *instead) {
+/* Answers call with the array of signature that foreach fills (the cores' typed iterators, no JSON between), at
+ * most max bytes; a longer one sets error (LimitExceeded) and returns its errno. */
+static int list_send(sd_bus_message *call, size_t max, sd_bus_error *error, const char *signature,
+                     int (*foreach)(void *ctx, ListReply *l), void *ctx, const char *what, const char *instead) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        ListReply l = { .max = bus_list_max(b) };
+        ListReply l = { .max = max };
         int r;
 
-        r = sd_bus_message_new_method_return(message, &reply);
+        r = sd_bus_message_new_method_return(call, &reply);
         if (r < 0)
                 return r;
         r = sd_bus_message_open_container(reply, 'a', signature);
         if (r < 0)
                 return r;
         l.reply = reply;
-        r = foreach(b->manager, &l);
+        r = foreach(ctx, &l);
         if (r == -E2BIG)
-                return bus_list_too_large(bus_list_max(b), error, what, instead);
+                return bus_list_too_large(max, error, what, instead);
         if (r < 0)
                 return r;
         r = sd_bus_message_close_container(reply);
@@ -438,16 +439,21 @@ static int method_list(sd_bus_message *message, Bus *b, sd_bus_error *error, con
         return sd_bus_send(NULL, reply, NULL);
 }
 
-static int foreach_lock(Manager *m, ListReply *l) {
-        return lock_table_foreach(m->locks, list_lock, l);
+static int method_list(sd_bus_message *message, Bus *b, sd_bus_error *error, const char *signature,
+                       int (*foreach)(void *ctx, ListReply *l), const char *what, const char *instead) {
+        return list_send(message, bus_list_max(b), error, signature, foreach, b->manager, what, instead);
 }
 
-static int foreach_job(Manager *m, ListReply *l) {
-        return scheduler_foreach(m->scheduler, list_job, l);
+static int foreach_lock(void *ctx, ListReply *l) {
+        return lock_table_foreach(((Manager *) ctx)->locks, list_lock, l);
 }
 
-static int foreach_channel(Manager *m, ListReply *l) {
-        return channels_foreach(m->channels, list_channel, l);
+static int foreach_job(void *ctx, ListReply *l) {
+        return scheduler_foreach(((Manager *) ctx)->scheduler, list_job, l);
+}
+
+static int foreach_channel(void *ctx, ListReply *l) {
+        return channels_foreach(((Manager *) ctx)->channels, list_channel, l);
 }
 
 /* Cluster mode: ListLocks is answered when Redis has listed the cluster's locks (the Manager's LockView); the
@@ -457,19 +463,12 @@ typedef struct BusLockList {
         size_t max;
 } BusLockList;
 
-static int lock_list_reply(BusLockList *l, struct json_object *locks) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        ListReply lr = { .max = l->max };
+/* The backend's list, in list_locks' shape, as the table's iterator gives it. */
+static int foreach_listed_lock(void *ctx, ListReply *l) {
+        struct json_object *locks = ctx;
         size_t n = json_object_array_length(locks);
         int r;
 
-        r = sd_bus_message_new_method_return(l->call, &reply);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_open_container(reply, 'a', "(ssxxt)");
-        if (r < 0)
-                return r;
-        lr.reply = reply;
         for (size_t i = 0; i < n; i++) {
                 struct json_object *e = json_object_array_get_idx(locks, i);
                 int64_t token;
@@ -478,26 +477,16 @@ static int lock_list_reply(BusLockList *l, struct json_object *locks) {
                         .holder = json_get_string(e, "holder"),
                 };
 
-                /* The backend's list, in list_locks' shape. */
                 if (!info.name || !info.holder || json_get_int64(e, "acquiredAt", false, &info.acquired_at) < 0 ||
                     json_get_int64(e, "expiresAt", false, &info.expires_at) < 0 ||
                     json_get_int64(e, "fencingToken", false, &token) < 0)
                         return -EINVAL;
                 info.fencing_token = (uint64_t) token;
-                r = list_lock(&info, &lr);
-                if (r == -E2BIG) {
-                        _cleanup_(sd_bus_error_free) sd_bus_error too_large = SD_BUS_ERROR_NULL;
-
-                        (void) bus_list_too_large(l->max, &too_large, "locks", LOCKS_INSTEAD);
-                        return sd_bus_reply_method_error(l->call, &too_large);
-                }
+                r = list_lock(&info, l);
                 if (r < 0)
                         return r;
         }
-        r = sd_bus_message_close_container(reply);
-        if (r < 0)
-                return r;
-        return sd_bus_send(NULL, reply, NULL);
+        return 0;
 }
 
 static void on_lock_list_done(int error, const char *reason, struct json_object *locks, void *userdata) {
@@ -510,8 +499,13 @@ static void on_lock_list_done(int error, const char *reason, struct json_object 
                                                error == -ECANCELED ? "photond is stopping" :
                                                reason ?: "unknown error");
         else {
-                r = lock_list_reply(l, a);
-                if (r < 0 && r != -E2BIG)
+                _cleanup_(sd_bus_error_free) sd_bus_error too_large = SD_BUS_ERROR_NULL;
+
+                r = list_send(l->call, l->max, &too_large, "(ssxxt)", foreach_listed_lock, a, "locks",
+                              LOCKS_INSTEAD);
+                if (sd_bus_error_is_set(&too_large))
+                        r = sd_bus_reply_method_error(l->call, &too_large);
+                else if (r < 0)
                         r = sd_bus_reply_method_errnof(l->call, r, "Failed to list the locks: %m");
         }
         if (r < 0)
