@@ -459,6 +459,28 @@ char* conn_expect_line(Conn *c, int timeout_ms) {
         return line;
 }
 
+void conn_expect_quiet(Conn *c, int ms) {
+        struct json_object *o = conn_recv(c, ms);
+
+        cr_assert_null(o, "unexpected %s", o ? json_object_to_json_string(o) : "");
+}
+
+int64_t conn_publish(Conn *c, const char *channel, const char *message) {
+        static unsigned serial;
+        struct json_object *o;
+        int64_t event_id;
+        char id[32];
+
+        snprintf(id, sizeof(id), "pub%u", ++serial);
+        o = conn_request(c, id, "{\"type\":\"publish\",\"id\":\"%s\",\"channel\":\"%s\",\"message\":%s}", id, channel,
+                         message);
+        cr_assert_str_eq(jstr(o, "type"), "result", "publish: %s", json_object_to_json_string(o));
+        event_id = jint(o, "data.eventId");
+        cr_assert_gt(event_id, 0);
+        json_object_put(o);
+        return event_id;
+}
+
 struct json_object* conn_expect(Conn *c, int timeout_ms) {
         struct json_object *o = conn_recv(c, timeout_ms);
         cr_assert(o, "no line from photond within %d ms", timeout_ms);

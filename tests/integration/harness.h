@@ -75,6 +75,10 @@ struct json_object* conn_recv(Conn *c, int timeout_ms);
 struct json_object* conn_expect(Conn *c, int timeout_ms);
 /* The next line as it came, without its line feed (for what json-c would not parse); fails the test on a timeout. */
 char* conn_expect_line(Conn *c, int timeout_ms);
+/* Fails the test if a line comes within ms. */
+void conn_expect_quiet(Conn *c, int ms);
+/* Publishes message (JSON text) on channel and returns the eventId of the acknowledgement; fails on anything else. */
+int64_t conn_publish(Conn *c, const char *channel, const char *message);
 /* Sends a request (printf format, must carry "id":"<id>") and returns the first line whose id is id. Other lines
  * received meanwhile are dropped. 5 s deadline. */
 struct json_object* conn_request(Conn *c, const char *id, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "harness.h"
+#include "cluster-pair.h"
 #include "redis-helper.h"
 
 static void subscribe(Conn *c, const char *id, const char *channel) {
@@ -26,36 +27,6 @@ static void subscribe(Conn *c, const char *id, const char *channel) {
         o = conn_request(c, id, "{\"type\":\"subscribe\",\"id\":\"%s\",\"channel\":\"%s\"}", id, channel);
         cr_assert_str_eq(jstr(o, "type"), "result", "subscribe %s: %s", channel, json_object_to_json_string(o));
         json_object_put(o);
-}
-
-static void expect_quiet(Conn *c, int ms) {
-        struct json_object *o = conn_recv(c, ms);
-
-        cr_assert_null(o, "unexpected %s", o ? json_object_to_json_string(o) : "");
-}
-
-typedef struct Cluster2 {
-        char *dir;
-        TestRedis redis;
-        Daemon *a, *b;
-} Cluster2;
-
-static void cluster2_start(Cluster2 *c, const char *extra) {
-        if (!test_redis_available())
-                cr_skip_test("no redis-server");
-        c->dir = tmpdir_new();
-        cr_assert_eq(test_redis_start(&c->redis, c->dir, NULL), 0);
-        c->a = cluster_node_start(c->redis.url, "node-a", NULL, extra, NULL);
-        c->b = cluster_node_start(c->redis.url, "node-b", NULL, extra, NULL);
-        cluster_wait_ready(c->a, true);
-        cluster_wait_ready(c->b, true);
-}
-
-static void cluster2_stop(Cluster2 *c) {
-        daemon_stop_clean(c->a);
-        daemon_stop_clean(c->b);
-        test_redis_stop(&c->redis);
-        tmpdir_remove(c->dir);
 }
 
 /* n publish lines of publisher who on channel (message {"from":who,"n":i}, ids "<who>-<i>"), sent in one write so
@@ -155,9 +126,9 @@ Test(cluster_batch, bursts_from_two_nodes_in_one_order) {
         collect(pub[0], &seen_p0, N_ALL - N_EACH, 0, acked[0]);
         collect(sa, &seen_a, N_ALL, -1, NULL);
         collect(sb, &seen_b, N_ALL, -1, NULL);
-        expect_quiet(sa, 300);
-        expect_quiet(sb, 0);
-        expect_quiet(pub[0], 0);
+        conn_expect_quiet(sa, 300);
+        conn_expect_quiet(sb, 0);
+        conn_expect_quiet(pub[0], 0);
 
         {
                 int next[N_PUB];
@@ -544,7 +515,7 @@ Test(cluster_batch, one_publish_envelopes_still_received_malformed_batches_refus
         redis_cli(&c, "PUBLISH", "photon:ch:", env);
         snprintf(env, sizeof(env), "3 %" PRIi64 " %" PRIi64 " 1 node-old\n1 6 1\nlegacy7", last + 2, last);
         redis_cli(&c, "PUBLISH", "photon:ch:legacy", env);
-        expect_quiet(sub, 300);
+        conn_expect_quiet(sub, 300);
         o = status_of(c.b);
         cr_assert_eq(jint(o, "data.cluster.invalid"), invalid + 2);
         json_object_put(o);
@@ -769,7 +740,7 @@ Test(cluster_batch, other_nodes_messages_are_checked_in_place) {
                         cr_assert_str_eq(text, "[true,null]");
                 json_object_put(o);
         }
-        expect_quiet(sub, 300);
+        conn_expect_quiet(sub, 300);
         o = status_of(c.b);
         cr_assert_eq(jint(o, "data.cluster.invalid"), invalid + 3);
         json_object_put(o);

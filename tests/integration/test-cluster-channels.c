@@ -15,6 +15,7 @@
 
 #include "harness.h"
 #include "http-client.h"
+#include "cluster-pair.h"
 #include "redis-helper.h"
 
 static unsigned req_serial;
@@ -27,28 +28,6 @@ static void subscribe(Conn *c, const char *channel) {
         o = conn_request(c, id, "{\"type\":\"subscribe\",\"id\":\"%s\",\"channel\":\"%s\"}", id, channel);
         cr_assert_str_eq(jstr(o, "type"), "result", "subscribe %s: %s", channel, json_object_to_json_string(o));
         json_object_put(o);
-}
-
-/* Publishes and returns the eventId of the acknowledgement. */
-static int64_t publish(Conn *c, const char *channel, const char *message) {
-        char id[32];
-        struct json_object *o;
-        int64_t event_id;
-
-        snprintf(id, sizeof(id), "p%u", ++req_serial);
-        o = conn_request(c, id, "{\"type\":\"publish\",\"id\":\"%s\",\"channel\":\"%s\",\"message\":%s}", id, channel,
-                         message);
-        cr_assert_str_eq(jstr(o, "type"), "result", "publish: %s", json_object_to_json_string(o));
-        event_id = jint(o, "data.eventId");
-        cr_assert_gt(event_id, 0);
-        json_object_put(o);
-        return event_id;
-}
-
-static void expect_quiet(Conn *c, int ms) {
-        struct json_object *o = conn_recv(c, ms);
-
-        cr_assert_null(o, "unexpected %s", o ? json_object_to_json_string(o) : "");
 }
 
 /* The next line, which must be a channel_message on channel; returns it. */
@@ -66,30 +45,6 @@ static void expect_refresh(Conn *c, const char *channel) {
         cr_assert_str_eq(jstr(o, "type"), "refresh_needed", "got %s", json_object_to_json_string(o));
         cr_assert_str_eq(jstr(o, "channel"), channel);
         json_object_put(o);
-}
-
-typedef struct Cluster2 {
-        char *dir;
-        TestRedis redis;
-        Daemon *a, *b;
-} Cluster2;
-
-static void cluster2_start(Cluster2 *c, const char *extra) {
-        if (!test_redis_available())
-                cr_skip_test("no redis-server");
-        c->dir = tmpdir_new();
-        cr_assert_eq(test_redis_start(&c->redis, c->dir, NULL), 0);
-        c->a = cluster_node_start(c->redis.url, "node-a", NULL, extra, NULL);
-        c->b = cluster_node_start(c->redis.url, "node-b", NULL, extra, NULL);
-        cluster_wait_ready(c->a, true);
-        cluster_wait_ready(c->b, true);
-}
-
-static void cluster2_stop(Cluster2 *c) {
-        daemon_stop_clean(c->a);
-        daemon_stop_clean(c->b);
-        test_redis_stop(&c->redis);
-        tmpdir_remove(c->dir);
 }
 
 /* ---- order ---- */
@@ -187,9 +142,9 @@ Test(cluster_channels, concurrent_publishers_one_order) {
                 seen_b2.n[seen_b2.count++] = (int) jint(o, "message.n");
                 json_object_put(o);
         }
-        expect_quiet(sa, 300);
-        expect_quiet(sb, 0);
-        expect_quiet(sb2, 0);
+        conn_expect_quiet(sa, 300);
+        conn_expect_quiet(sb, 0);
+        conn_expect_quiet(sb2, 0);
 
         {
                 int next[2] = { 1, 1 };
@@ -251,7 +206,7 @@ Test(cluster_channels, publish_refused_while_redis_is_stopped) {
         sb = conn_open(c.b);
         subscribe(sa, "jobs");
         subscribe(sb, "jobs");
-        (void) publish(pub, "jobs", "{\"n\":1}");
+        (void) conn_publish(pub, "jobs", "{\"n\":1}");
         json_object_put(expect_message(sa, "jobs"));
         json_object_put(expect_message(sb, "jobs"));
 
@@ -269,8 +224,8 @@ Test(cluster_channels, publish_refused_while_redis_is_stopped) {
         o = conn_request(pub, "down2", "{\"type\":\"publish\",\"id\":\"down2\",\"channel\":\"jobs\",\"message\":3}");
         cr_assert_str_eq(jstr(o, "type"), "error", "%s", json_object_to_json_string(o));
         json_object_put(o);
-        expect_quiet(sa, 300);
-        expect_quiet(sb, 0);
+        conn_expect_quiet(sa, 300);
+        conn_expect_quiet(sb, 0);
         o = status_of(c.a);
         cr_assert_geq(jint(o, "data.cluster.publishRefused"), 2);
         json_object_put(o);
@@ -280,15 +235,15 @@ Test(cluster_channels, publish_refused_while_redis_is_stopped) {
         cluster_wait_ready(c.b, true);
         expect_refresh(sa, "jobs");
         expect_refresh(sb, "jobs");
-        (void) publish(pub, "jobs", "{\"n\":4}");
+        (void) conn_publish(pub, "jobs", "{\"n\":4}");
         o = expect_message(sa, "jobs");
         cr_assert_eq(jint(o, "message.n"), 4);
         json_object_put(o);
         o = expect_message(sb, "jobs");
         cr_assert_eq(jint(o, "message.n"), 4);
         json_object_put(o);
-        expect_quiet(sa, 300);
-        expect_quiet(sb, 0);
+        conn_expect_quiet(sa, 300);
+        conn_expect_quiet(sb, 0);
 
         conn_close(pub);
         conn_close(sa);
@@ -311,7 +266,7 @@ Test(cluster_channels, stuck_redis_gives_errors_within_the_timeout) {
         sub = conn_open(c.a);
         re = conn_open(c.a);
         subscribe(sub, "stuck");
-        id = publish(pub, "stuck", "{\"n\":1}");
+        id = conn_publish(pub, "stuck", "{\"n\":1}");
         json_object_put(expect_message(sub, "stuck"));
 
         cr_assert_eq(kill(c.redis.pid, SIGSTOP), 0);
@@ -329,13 +284,13 @@ Test(cluster_channels, stuck_redis_gives_errors_within_the_timeout) {
         cr_assert_eq(strncmp(jstr(o, "error"), "Cluster unavailable: ", 21), 0, "%s", jstr(o, "error"));
         json_object_put(o);
         cr_assert_lt(mono_ms() - t0, 3500, "took %" PRIu64 " ms", mono_ms() - t0);
-        expect_quiet(sub, 300);
+        conn_expect_quiet(sub, 300);
 
         /* Redis runs what waited in its socket when it goes on, the refused publish among them: its script is past
          * its deadline and publishes nothing (the refusal stands). */
         cr_assert_eq(kill(c.redis.pid, SIGCONT), 0);
         cluster_wait_ready(c.a, true);
-        (void) publish(pub, "stuck", "{\"n\":3}");
+        (void) conn_publish(pub, "stuck", "{\"n\":3}");
         o = expect_message(sub, "stuck");
         cr_assert_eq(jint(o, "message.n"), 3);
         json_object_put(o);
@@ -364,7 +319,7 @@ Test(cluster_channels, replay_on_another_node) {
         subscribe(sub, "feed");
         for (int i = 1; i <= 2; i++) {
                 snprintf(msg, sizeof(msg), "{\"n\":%d}", i);
-                ids[i] = publish(pub, "feed", msg);
+                ids[i] = conn_publish(pub, "feed", msg);
                 o = expect_message(sub, "feed");
                 cr_assert_eq(jint(o, "eventId"), ids[i]);
                 json_object_put(o);
@@ -372,9 +327,9 @@ Test(cluster_channels, replay_on_another_node) {
         conn_close(sub);
         for (int i = 3; i <= 5; i++) {
                 snprintf(msg, sizeof(msg), "{\"n\":%d}", i);
-                ids[i] = publish(pub, "feed", msg);
+                ids[i] = conn_publish(pub, "feed", msg);
         }
-        (void) publish(pub, "other", "{\"n\":0}");
+        (void) conn_publish(pub, "other", "{\"n\":0}");
 
         again = conn_open(c.b);
         conn_send(again, "{\"type\":\"subscribe\",\"id\":\"re\",\"channel\":\"feed\",\"lastEventId\":%" PRId64 "}",
@@ -390,12 +345,12 @@ Test(cluster_channels, replay_on_another_node) {
         cr_assert_str_eq(jstr(o, "type"), "result", "%s", json_object_to_json_string(o));
         cr_assert_str_eq(jstr(o, "id"), "re");
         json_object_put(o);
-        ids[6] = publish(pub, "feed", "{\"n\":6}");
+        ids[6] = conn_publish(pub, "feed", "{\"n\":6}");
         o = expect_message(again, "feed");
         cr_assert_eq(jint(o, "eventId"), ids[6]);
         cr_assert_not(jhas(o, "replay"));
         json_object_put(o);
-        expect_quiet(again, 300);
+        conn_expect_quiet(again, 300);
 
         /* get_events_since on b: what Redis kept. */
         o = conn_request(again, "ev", "{\"type\":\"get_events_since\",\"id\":\"ev\",\"channel\":\"feed\",\"lastEventId\":%"
@@ -489,7 +444,7 @@ Test(cluster_channels, replay_meets_live_messages_without_gap_or_repeat) {
                 cr_assert_str_eq(jstr(o, "type"), "result", "%s", json_object_to_json_string(o));
                 json_object_put(o);
         }
-        expect_quiet(sub, 300);
+        conn_expect_quiet(sub, 300);
 
         conn_close(pub);
         conn_close(sub);
@@ -509,7 +464,7 @@ Test(cluster_channels, refresh_needed_when_the_cap_dropped_events) {
         pub = conn_open(c.a);
         for (int i = 1; i <= 10; i++) {
                 snprintf(msg, sizeof(msg), "{\"n\":%d}", i);
-                ids[i] = publish(pub, "capped", msg);
+                ids[i] = conn_publish(pub, "capped", msg);
         }
         /* Events 1-5 are gone: from 2 some are missing. */
         sub = conn_open(c.b);
@@ -551,13 +506,13 @@ Test(cluster_channels, replay_after_redis_lost_its_data) {
 
         cluster2_start(&c, NULL);
         pub = conn_open(c.a);
-        before = publish(pub, "log", "{\"n\":1}");
+        before = conn_publish(pub, "log", "{\"n\":1}");
         test_redis_stop(&c.redis);
         cluster_wait_ready(c.a, false);
         cr_assert_eq(test_redis_start(&c.redis, c.dir, NULL), 0);
         cluster_wait_ready(c.a, true);
         cluster_wait_ready(c.b, true);
-        after = publish(pub, "log", "{\"n\":2}");
+        after = conn_publish(pub, "log", "{\"n\":2}");
         cr_assert_gt(after, before);
 
         sub = conn_open(c.b);
@@ -592,10 +547,10 @@ Test(cluster_channels, refresh_needed_when_the_window_dropped_events) {
 
         cluster2_start(&c, "PHOTOND_REPLAY_WINDOW_MS=1000");
         pub = conn_open(c.a);
-        old = publish(pub, "win", "{\"n\":1}");
+        old = conn_publish(pub, "win", "{\"n\":1}");
         /* Time passing is the point here, not a wait for something. */
         (void) poll(NULL, 0, 1300);
-        fresh = publish(pub, "win", "{\"n\":2}");
+        fresh = conn_publish(pub, "win", "{\"n\":2}");
 
         sub = conn_open(c.b);
         o = conn_request(sub, "a", "{\"type\":\"get_events_since\",\"id\":\"a\",\"channel\":\"win\",\"lastEventId\":%"
@@ -626,12 +581,12 @@ Test(cluster_channels, wildcard_replay_across_channels) {
         cluster2_start(&c, NULL);
         pa = conn_open(c.a);
         pb = conn_open(c.b);
-        from = publish(pa, "orders:eu", "{\"n\":0}");
+        from = conn_publish(pa, "orders:eu", "{\"n\":0}");
         for (int i = 1; i <= 6; i++) {
                 char msg[32];
 
                 snprintf(msg, sizeof(msg), "{\"n\":%d}", i);
-                ids[i] = publish(i % 2 ? pa : pb, chans[i], msg);
+                ids[i] = conn_publish(i % 2 ? pa : pb, chans[i], msg);
         }
         sub = conn_open(c.b);
         conn_send(sub, "{\"type\":\"subscribe\",\"id\":\"w\",\"channel\":\"orders:*\",\"lastEventId\":%" PRId64 "}",
@@ -647,10 +602,10 @@ Test(cluster_channels, wildcard_replay_across_channels) {
         o = conn_expect(sub, 5000);
         cr_assert_str_eq(jstr(o, "type"), "result", "%s", json_object_to_json_string(o));
         json_object_put(o);
-        (void) publish(pa, "orders:jp", "{\"n\":7}");
+        (void) conn_publish(pa, "orders:jp", "{\"n\":7}");
         o = expect_message(sub, "orders:jp");
         json_object_put(o);
-        expect_quiet(sub, 300);
+        conn_expect_quiet(sub, 300);
 
         conn_close(pa);
         conn_close(pb);
@@ -712,7 +667,7 @@ Test(cluster_channels, http_publish_waits_for_redis) {
         o = expect_message(sub, "hooks");
         cr_assert_eq(jint(o, "message.n"), 3);
         json_object_put(o);
-        expect_quiet(sub, 300);
+        conn_expect_quiet(sub, 300);
 
         conn_close(sub);
         daemon_stop_clean(d);

@@ -24,23 +24,6 @@
 #define TOKEN "t0ken-for-views"
 #define AUTH "Authorization: Bearer " TOKEN
 
-static unsigned req_serial;
-
-static int64_t publish(Conn *c, const char *channel, const char *message) {
-        char id[32];
-        struct json_object *o;
-        int64_t event_id;
-
-        snprintf(id, sizeof(id), "p%u", ++req_serial);
-        o = conn_request(c, id, "{\"type\":\"publish\",\"id\":\"%s\",\"channel\":\"%s\",\"message\":%s}", id, channel,
-                         message);
-        cr_assert_str_eq(jstr(o, "type"), "result", "publish: %s", json_object_to_json_string(o));
-        event_id = jint(o, "data.eventId");
-        cr_assert_gt(event_id, 0);
-        json_object_put(o);
-        return event_id;
-}
-
 static void wait_ready(Daemon *d, bool ready) {
         uint64_t deadline = mono_ms() + 10000;
 
@@ -202,7 +185,7 @@ Test(cluster_views, sse_last_event_id_replays_from_redis_on_another_node) {
         views_start(&v, NULL);
         pa = conn_open(v.a);
         for (size_t i = 0; i < N_BEFORE; i++)
-                before[i] = publish(pa, "feed", hdr("{\"n\":%zu}", i));
+                before[i] = conn_publish(pa, "feed", hdr("{\"n\":%zu}", i));
         for (size_t i = 0; i < N_BEFORE; i++)
                 all[n_all++] = before[i];
 
@@ -252,7 +235,7 @@ Test(cluster_views, sse_last_event_id_replays_from_redis_on_another_node) {
         cr_assert_null(sse_next(s, 300), "an event too many");
 
         /* And the live ones go on. */
-        int64_t live = publish(pa, "feed", "\"live\"");
+        int64_t live = conn_publish(pa, "feed", "\"live\"");
         cr_assert_str_eq(sse_next(s, 5000), event_text(live, "feed", "\"live\""));
         sse_close(s);
 
@@ -271,10 +254,10 @@ Test(cluster_views, sse_replays_every_channel_of_a_restarted_view) {
 
         views_start(&v, NULL);
         pa = conn_open(v.a);
-        ids[0] = publish(pa, "jobs:a", "1");
-        ids[1] = publish(pa, "jobs:b", "2");
-        ids[2] = publish(pa, "jobs:a", "3");
-        ids[3] = publish(pa, "other", "4");
+        ids[0] = conn_publish(pa, "jobs:a", "1");
+        ids[1] = conn_publish(pa, "jobs:b", "2");
+        ids[2] = conn_publish(pa, "jobs:a", "3");
+        ids[3] = conn_publish(pa, "other", "4");
 
         /* Node b restarts: its buffers are gone; Redis has it all. */
         views_restart_b(&v);
@@ -284,7 +267,7 @@ Test(cluster_views, sse_replays_every_channel_of_a_restarted_view) {
         cr_assert_str_eq(sse_next(s, 5000), event_text(ids[2], "jobs:a", "3"));
         cr_assert_str_eq(sse_next(s, 5000), event_text(ids[3], "other", "4"));
         cr_assert_null(sse_next(s, 300));
-        int64_t live = publish(pa, "jobs:c", "5");
+        int64_t live = conn_publish(pa, "jobs:c", "5");
         cr_assert_str_eq(sse_next(s, 5000), event_text(live, "jobs:c", "5"));
         sse_close(s);
 
@@ -307,12 +290,12 @@ Test(cluster_views, sse_refresh_needed_when_the_cap_dropped_events) {
         views_start(&v, "PHOTOND_REPLAY_MAX_EVENTS=5");
         pa = conn_open(v.a);
         for (size_t i = 0; i < 10; i++)
-                ids[i] = publish(pa, "feed", hdr("%zu", i));
+                ids[i] = conn_publish(pa, "feed", hdr("%zu", i));
 
         s = sse_open(v.b->webhook_port, "channel=feed", hdr("Last-Event-ID: %" PRId64, ids[1]));
         cr_assert_str_eq(sse_next(s, 5000), REFRESH_EVENT("feed"));
         cr_assert_null(sse_next(s, 300));
-        int64_t live = publish(pa, "feed", "\"live\"");
+        int64_t live = conn_publish(pa, "feed", "\"live\"");
         cr_assert_str_eq(sse_next(s, 5000), event_text(live, "feed", "\"live\""));
         sse_close(s);
 
