@@ -292,6 +292,25 @@ Test(cluster_batch, failed_batch_fails_every_publish_and_delivers_nothing) {
 
 /* ---- the caps ---- */
 
+/* A subscribe from last on a new connection to d: the messages with ids[from..to] in order, then the result. */
+static void expect_resumed(Daemon *d, const char *channel, int64_t last, const int64_t *ids, int from, int to) {
+        Conn *sub = conn_open(d);
+        struct json_object *o;
+
+        conn_send(sub, "{\"type\":\"subscribe\",\"id\":\"r\",\"channel\":\"%s\",\"lastEventId\":%" PRId64 "}",
+                  channel, last);
+        for (int i = from; i <= to; i++) {
+                o = conn_expect(sub, 5000);
+                cr_assert_str_eq(jstr(o, "type"), "channel_message", "%s", json_object_to_json_string(o));
+                cr_assert_eq(jint(o, "eventId"), ids[i]);
+                json_object_put(o);
+        }
+        o = conn_expect(sub, 5000);
+        cr_assert_str_eq(jstr(o, "type"), "result", "%s", json_object_to_json_string(o));
+        json_object_put(o);
+        conn_close(sub);
+}
+
 /* The cap (PHOTOND_REPLAY_MAX_EVENTS=5 per prefix) with bursts of 30 publishes (batches larger than the cap: they
  * drop their own first events) on one prefix, and 2 on another: a replay from below the last dropped id is
  * refresh_needed, one from it is complete, and the other prefix lost nothing. */
@@ -326,35 +345,11 @@ Test(cluster_batch, caps_stay_exact_with_batches) {
         json_object_put(o);
         conn_close(sub);
         /* From 27 (the last dropped) nothing is missing: 28-32. */
-        sub = conn_open(c.b);
-        conn_send(sub, "{\"type\":\"subscribe\",\"id\":\"r2\",\"channel\":\"capped\",\"lastEventId\":%" PRId64 "}",
-                  ids[27]);
-        for (int i = 28; i <= 32; i++) {
-                o = conn_expect(sub, 5000);
-                cr_assert_str_eq(jstr(o, "type"), "channel_message", "%s", json_object_to_json_string(o));
-                cr_assert_eq(jint(o, "eventId"), ids[i]);
-                json_object_put(o);
-        }
-        o = conn_expect(sub, 5000);
-        cr_assert_str_eq(jstr(o, "type"), "result", "%s", json_object_to_json_string(o));
-        json_object_put(o);
-        conn_close(sub);
+        expect_resumed(c.b, "capped", ids[27], ids, 28, 32);
         /* "kept" (another prefix, another stream) lost nothing: from before its first, both. */
-        sub = conn_open(c.b);
-        conn_send(sub, "{\"type\":\"subscribe\",\"id\":\"r3\",\"channel\":\"kept\",\"lastEventId\":%" PRId64 "}",
-                  ids[15]);
-        for (int i = 16; i <= 17; i++) {
-                o = conn_expect(sub, 5000);
-                cr_assert_str_eq(jstr(o, "type"), "channel_message", "%s", json_object_to_json_string(o));
-                cr_assert_eq(jint(o, "eventId"), ids[i]);
-                json_object_put(o);
-        }
-        o = conn_expect(sub, 5000);
-        cr_assert_str_eq(jstr(o, "type"), "result", "%s", json_object_to_json_string(o));
-        json_object_put(o);
+        expect_resumed(c.b, "kept", ids[15], ids, 16, 17);
 
         conn_close(pub);
-        conn_close(sub);
         cluster2_stop(&c);
 }
 
