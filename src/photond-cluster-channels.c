@@ -60,6 +60,7 @@
  * message per batch. */
 #define PUBLISH_BATCH_MAX 256
 #define PUBLISH_BATCH_MAX_BYTES (1024 * 1024)
+#define PUBLISH_BATCH_BODY_KEEP (256 * 1024)
 
 /* KEYS: the counter, the counter's birth (the first id this Redis issued or was raised to: a replay from before it
  * cannot know what happened then, after Redis lost its data), then per wildcard prefix the batch touches its
@@ -382,6 +383,7 @@ struct ClusterChannels {
         char *batch_channel;            /* <prefix>ch:, where the batches are PUBLISHed */
         size_t batch_channel_len;
         char *batch_head;               /* a batch's head, whose events are the next message (protocol 4) */
+        Bytes batch_body;               /* the events of the batch being sent, kept for the next (hiredis copies) */
         size_t batch_head_len;
         sd_event_source *park_timer;    /* they wait a command timeout at most */
 
@@ -692,7 +694,7 @@ static void batch_flush(ClusterChannels *cc) {
         _cleanup_free_ const char **argv = NULL;
         _cleanup_free_ size_t *argv_len = NULL, *prefix_of = NULL;
         _cleanup_free_ char *numbers = NULL;
-        _cleanup_(bytes_done) Bytes body = {};
+        Bytes *body = &cc->batch_body;
         BatchPrefix *prefixes = NULL;
         KeyList keys = {};
         char cap[24], window[24], deadline[24], count[24];
@@ -739,6 +741,7 @@ static void batch_flush(ClusterChannels *cc) {
 
         /* The counter, the birth, each prefix's stream, floor and stream of entries' metadata; then the 7 fixed
          * arguments and 4 per prefix (EVALSHA, the SHA1 and the number of keys before them all). */
+        body->size = 0;
         prefixes = new0(BatchPrefix, n);
         prefix_of = new(size_t, n);
         r = prefixes && prefix_of ? key_list_add(&keys, cc->counter_key, cc->counter_key_len) : -ENOMEM;
@@ -776,7 +779,7 @@ static void batch_flush(ClusterChannels *cc) {
                 x->count++;
                 prefix_of[i] = k;
                 if (r >= 0)
-                        r = bytes_add_event(&body, p->token, p, true);
+                        r = bytes_add_event(body, p->token, p, true);
         }
         /* One prefix (the usual batch): its stream keeps the batch's own form, which Redis already has. */
         for (size_t i = 0; i < n && r >= 0 && n_prefixes > 1; i++)
@@ -817,8 +820,8 @@ static void batch_flush(ClusterChannels *cc) {
         argv_len[a++] = strlen(deadline);
         argv[a] = count;
         argv_len[a++] = strlen(count);
-        argv[a] = body.data;
-        argv_len[a++] = body.size;
+        argv[a] = body->data;
+        argv_len[a++] = body->size;
         for (size_t k = 0; k < n_prefixes; k++) {
                 BatchPrefix *x = &prefixes[k];
                 char *num = numbers + k * 72;
@@ -836,6 +839,9 @@ static void batch_flush(ClusterChannels *cc) {
         assert(a == n_args);
         r = redis_conn_evalv(cc->commands, &cc->publish_script, on_batch_reply, b, (int) keys.n, (int) n_args, argv,
                              argv_len);
+        /* Kept for the next batch (no growing it again each time), unless large messages made it large. */
+        if (body->alloc > PUBLISH_BATCH_BODY_KEEP)
+                bytes_done(body);
         key_list_done(&keys);
         batch_prefixes_free(prefixes, n_prefixes);
         if (r < 0) {
@@ -1651,6 +1657,7 @@ ClusterChannels* cluster_channels_free(ClusterChannels *cc) {
         free(cc->batch);
         free(cc->batch_channel);
         free(cc->batch_head);
+        bytes_done(&cc->batch_body);
         sd_event_unref(cc->event);
         free(cc->counter_key);
         free(cc->born_key);
