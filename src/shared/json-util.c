@@ -201,19 +201,16 @@ int json_parse(const char *buf, size_t len, struct json_object **ret, const char
                                 *ret_error = "Unexpected non-whitespace character after JSON";
                         return -EINVAL;
                 }
-        if (json_text_has_nul_key(buf, len)) {
-                json_object_put(o);
-                if (ret_error)
-                        *ret_error = "an object key contains a NUL character (\\u0000)";
-                return -EINVAL;
-        }
         /* json-c's strict mode still takes what JSON does not: NaN, Infinity, numbers such as 1., 05e1 or
          * 0578e309, and prints them as they came, so a client's JSON.parse() would fail on every line that
-         * carried one, and a replay file holding one would not load. */
+         * carried one, and a replay file holding one would not load. The same pass refuses a NUL in a key, which
+         * json-c would cut the key at; it is named apart. */
         if (!json_text_is_json(buf, len)) {
                 json_object_put(o);
                 if (ret_error)
-                        *ret_error = "not JSON (NaN, Infinity, or a number such as 1. or 05)";
+                        *ret_error = json_text_has_nul_key(buf, len) ?
+                                "an object key contains a NUL character (\\u0000)" :
+                                "not JSON (NaN, Infinity, or a number such as 1. or 05)";
                 return -EINVAL;
         }
 
