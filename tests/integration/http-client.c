@@ -6,6 +6,9 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -237,4 +240,124 @@ char* hdr(const char *fmt, ...) {
         cr_assert(vasprintf(&s, fmt, ap) >= 0);
         va_end(ap);
         return keep(s);
+}
+
+/* ---- Server-Sent Events ---- */
+
+
+/* auth: the Authorization header (NULL: none), header: another one (NULL: none). */
+Sse* sse_open_as(int port, const char *query, const char *auth, const char *header) {
+        const char *args[16];
+        int n = 0;
+        Sse *s = calloc(1, sizeof(Sse));
+
+        cr_assert(s);
+        args[n++] = "--no-buffer";
+        if (auth) {
+                args[n++] = "-H";
+                args[n++] = auth;
+        }
+        if (header) {
+                args[n++] = "-H";
+                args[n++] = header;
+        }
+        args[n++] = hdr("http://127.0.0.1:%d/v1/events?%s", port, query);
+        args[n] = NULL;
+        s->pid = curl_spawn(args, &s->fd);
+        s->buf = calloc(1, 1);
+        return s;
+}
+
+/* Reads until text has come (true) or timeout_ms passed, or the stream ended (false). */
+bool sse_wait(Sse *s, const char *text, int timeout_ms) {
+        uint64_t deadline = mono_ms() + (uint64_t) timeout_ms;
+
+        while (!strstr(s->buf + s->seen, text)) {
+                struct pollfd p = { .fd = s->fd, .events = POLLIN };
+                int64_t left = (int64_t) deadline - (int64_t) mono_ms();
+                char chunk[4096];
+                ssize_t k;
+
+                if (left <= 0 || poll(&p, 1, (int) left) <= 0)
+                        return false;
+                k = read(s->fd, chunk, sizeof(chunk));
+                if (k <= 0)
+                        return false;
+                cr_assert(s->buf = realloc(s->buf, s->len + k + 1));
+                memcpy(s->buf + s->len, chunk, k);
+                s->len += k;
+                s->buf[s->len] = '\0';
+        }
+        return true;
+}
+
+/* Reads what has come, without waiting. */
+void sse_drain(Sse *s) {
+        for (;;) {
+                struct pollfd p = { .fd = s->fd, .events = POLLIN };
+                char chunk[65536];
+                ssize_t k;
+
+                if (poll(&p, 1, 0) <= 0)
+                        return;
+                k = read(s->fd, chunk, sizeof(chunk));
+                if (k <= 0)
+                        return;
+                /* Only the last bytes matter to the callers that drain. */
+                if (s->len > 1024 * 1024) {
+                        s->len = s->seen = 0;
+                        s->buf[0] = '\0';
+                }
+                cr_assert(s->buf = realloc(s->buf, s->len + k + 1));
+                memcpy(s->buf + s->len, chunk, k);
+                s->len += k;
+                s->buf[s->len] = '\0';
+        }
+}
+
+/* The next event (up to its blank line) after what was seen, within timeout_ms, as a string (kept); NULL if none. */
+const char* sse_next(Sse *s, int timeout_ms) {
+        const char *start, *end;
+
+        /* Comments (keep-alives, the greeting) are not events. */
+        for (;;) {
+                if (!sse_wait(s, "\n\n", timeout_ms))
+                        return NULL;
+                start = s->buf + s->seen;
+                end = strstr(start, "\n\n");
+                s->seen = end + 2 - s->buf;
+                if (start[0] != ':')
+                        return keep(strndup(start, end - start));
+        }
+}
+
+/* sse_next() without keeping the event: true when one came within timeout_ms. */
+bool sse_skip_event(Sse *s, int timeout_ms) {
+        for (;;) {
+                const char *start;
+
+                if (!sse_wait(s, "\n\n", timeout_ms))
+                        return false;
+                start = s->buf + s->seen;
+                s->seen = strstr(start, "\n\n") + 2 - s->buf;
+                if (start[0] != ':')
+                        break;
+        }
+        /* What was skipped is not kept: thousands of events must not make every read copy megabytes. */
+        memmove(s->buf, s->buf + s->seen, s->len - s->seen + 1);
+        s->len -= s->seen;
+        s->seen = 0;
+        return true;
+}
+
+void sse_close(Sse *s) {
+        kill(s->pid, SIGTERM);
+        (void) curl_wait(s->pid);
+        close(s->fd);
+        free(s->buf);
+        free(s);
+}
+
+const char* sse_event_text(int64_t id, const char *channel, const char *data) {
+        return hdr("id: %" PRId64 "\nevent: %s\ndata: %s", id, channel, data);
 }

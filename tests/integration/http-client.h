@@ -4,6 +4,8 @@
 /* HTTP through curl for the integration tests of photond's HTTP listener (http-client.c). */
 
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "harness.h"
@@ -46,3 +48,25 @@ char* hdr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void wait_listening(Daemon *d);
 /* photond socket-activated with the webhook (HTTP) fd and env, ready. */
 Daemon* daemon_start_http(const char *const *env);
+
+/* An SSE stream (GET /v1/events) through curl: its output, read as it comes. */
+typedef struct Sse {
+        pid_t pid;
+        int fd;
+        char *buf;
+        size_t len, seen;               /* seen: what sse_next() has consumed */
+} Sse;
+
+/* auth: the Authorization header (NULL: none), header: another one (NULL: none). */
+Sse* sse_open_as(int port, const char *query, const char *auth, const char *header);
+/* Reads until text has come (true) or timeout_ms passed, or the stream ended (false). */
+bool sse_wait(Sse *s, const char *text, int timeout_ms);
+/* Reads what has come, without waiting. */
+void sse_drain(Sse *s);
+/* The next event (up to its blank line) after what was seen, within timeout_ms, as a string (kept); NULL if none. */
+const char* sse_next(Sse *s, int timeout_ms);
+/* sse_next() without keeping the event: true when one came within timeout_ms. */
+bool sse_skip_event(Sse *s, int timeout_ms);
+void sse_close(Sse *s);
+/* An event's text as sse_next() returns it. */
+const char* sse_event_text(int64_t id, const char *channel, const char *data);

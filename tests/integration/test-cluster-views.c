@@ -95,71 +95,8 @@ static void views_stop(Views *v) {
 
 /* ---- an event stream through curl ---- */
 
-typedef struct Sse {
-        pid_t pid;
-        int fd;
-        char *buf;
-        size_t len, seen;
-} Sse;
-
 static Sse* sse_open(int port, const char *query, const char *header) {
-        Sse *s = calloc(1, sizeof(Sse));
-        const char *args[] = { "--no-buffer", "-H", AUTH, "-H", header,
-                               hdr("http://127.0.0.1:%d/v1/events?%s", port, query), NULL };
-
-        cr_assert(s);
-        s->pid = curl_spawn(args, &s->fd);
-        s->buf = calloc(1, 1);
-        return s;
-}
-
-static bool sse_wait(Sse *s, const char *text, int timeout_ms) {
-        uint64_t deadline = mono_ms() + (uint64_t) timeout_ms;
-
-        while (!strstr(s->buf + s->seen, text)) {
-                struct pollfd p = { .fd = s->fd, .events = POLLIN };
-                int64_t left = (int64_t) deadline - (int64_t) mono_ms();
-                char chunk[4096];
-                ssize_t k;
-
-                if (left <= 0 || poll(&p, 1, (int) left) <= 0)
-                        return false;
-                k = read(s->fd, chunk, sizeof(chunk));
-                if (k <= 0)
-                        return false;
-                cr_assert(s->buf = realloc(s->buf, s->len + k + 1));
-                memcpy(s->buf + s->len, chunk, k);
-                s->len += k;
-                s->buf[s->len] = '\0';
-        }
-        return true;
-}
-
-/* The next event (comments skipped), kept; NULL if none came within timeout_ms. */
-static const char* sse_next(Sse *s, int timeout_ms) {
-        for (;;) {
-                const char *start, *end;
-
-                if (!sse_wait(s, "\n\n", timeout_ms))
-                        return NULL;
-                start = s->buf + s->seen;
-                end = strstr(start, "\n\n");
-                s->seen = end + 2 - s->buf;
-                if (start[0] != ':')
-                        return keep(strndup(start, end - start));
-        }
-}
-
-static void sse_close(Sse *s) {
-        kill(s->pid, SIGTERM);
-        (void) curl_wait(s->pid);
-        close(s->fd);
-        free(s->buf);
-        free(s);
-}
-
-static const char* event_text(int64_t id, const char *channel, const char *data) {
-        return hdr("id: %" PRId64 "\nevent: %s\ndata: %s", id, channel, data);
+        return sse_open_as(port, query, AUTH, header);
 }
 
 #define REFRESH_EVENT(channel) \
@@ -236,7 +173,7 @@ Test(cluster_views, sse_last_event_id_replays_from_redis_on_another_node) {
 
         /* And the live ones go on. */
         int64_t live = conn_publish(pa, "feed", "\"live\"");
-        cr_assert_str_eq(sse_next(s, 5000), event_text(live, "feed", "\"live\""));
+        cr_assert_str_eq(sse_next(s, 5000), sse_event_text(live, "feed", "\"live\""));
         sse_close(s);
 
         conn_close(pa);
@@ -263,12 +200,12 @@ Test(cluster_views, sse_replays_every_channel_of_a_restarted_view) {
         views_restart_b(&v);
 
         s = sse_open(v.b->webhook_port, "channel=jobs:*&channel=other", hdr("Last-Event-ID: %" PRId64, ids[0]));
-        cr_assert_str_eq(sse_next(s, 5000), event_text(ids[1], "jobs:b", "2"));
-        cr_assert_str_eq(sse_next(s, 5000), event_text(ids[2], "jobs:a", "3"));
-        cr_assert_str_eq(sse_next(s, 5000), event_text(ids[3], "other", "4"));
+        cr_assert_str_eq(sse_next(s, 5000), sse_event_text(ids[1], "jobs:b", "2"));
+        cr_assert_str_eq(sse_next(s, 5000), sse_event_text(ids[2], "jobs:a", "3"));
+        cr_assert_str_eq(sse_next(s, 5000), sse_event_text(ids[3], "other", "4"));
         cr_assert_null(sse_next(s, 300));
         int64_t live = conn_publish(pa, "jobs:c", "5");
-        cr_assert_str_eq(sse_next(s, 5000), event_text(live, "jobs:c", "5"));
+        cr_assert_str_eq(sse_next(s, 5000), sse_event_text(live, "jobs:c", "5"));
         sse_close(s);
 
         s = sse_open(v.b->webhook_port, "channel=other", hdr("Last-Event-ID: %" PRId64, live + 1000000));
@@ -296,13 +233,13 @@ Test(cluster_views, sse_refresh_needed_when_the_cap_dropped_events) {
         cr_assert_str_eq(sse_next(s, 5000), REFRESH_EVENT("feed"));
         cr_assert_null(sse_next(s, 300));
         int64_t live = conn_publish(pa, "feed", "\"live\"");
-        cr_assert_str_eq(sse_next(s, 5000), event_text(live, "feed", "\"live\""));
+        cr_assert_str_eq(sse_next(s, 5000), sse_event_text(live, "feed", "\"live\""));
         sse_close(s);
 
         s = sse_open(v.b->webhook_port, "channel=feed", hdr("Last-Event-ID: %" PRId64, ids[6]));
         for (size_t i = 7; i < 10; i++)
-                cr_assert_str_eq(sse_next(s, 5000), event_text(ids[i], "feed", hdr("%zu", i)));
-        cr_assert_str_eq(sse_next(s, 5000), event_text(live, "feed", "\"live\""));
+                cr_assert_str_eq(sse_next(s, 5000), sse_event_text(ids[i], "feed", hdr("%zu", i)));
+        cr_assert_str_eq(sse_next(s, 5000), sse_event_text(live, "feed", "\"live\""));
         cr_assert_null(sse_next(s, 300));
         sse_close(s);
 

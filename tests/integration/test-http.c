@@ -392,133 +392,8 @@ Test(http, channels_and_publish) {
 
 /* --- Server-Sent Events --- */
 
-/* An SSE stream through curl: its output, read as it comes. */
-typedef struct Sse {
-        pid_t pid;
-        int fd;
-        char *buf;
-        size_t len, seen;               /* seen: what sse_next() has consumed */
-} Sse;
-
-/* auth: the Authorization header (NULL: none), header: another one (NULL: none). */
-static Sse* sse_open_as(int port, const char *query, const char *auth, const char *header) {
-        const char *args[16];
-        int n = 0;
-        Sse *s = calloc(1, sizeof(Sse));
-
-        cr_assert(s);
-        args[n++] = "--no-buffer";
-        if (auth) {
-                args[n++] = "-H";
-                args[n++] = auth;
-        }
-        if (header) {
-                args[n++] = "-H";
-                args[n++] = header;
-        }
-        args[n++] = hdr("http://127.0.0.1:%d/v1/events?%s", port, query);
-        args[n] = NULL;
-        s->pid = curl_spawn(args, &s->fd);
-        s->buf = calloc(1, 1);
-        return s;
-}
-
 static Sse* sse_open(int port, const char *query, const char *header) {
         return sse_open_as(port, query, AUTH, header);
-}
-
-/* Reads until text has come (true) or timeout_ms passed, or the stream ended (false). */
-static bool sse_wait(Sse *s, const char *text, int timeout_ms) {
-        uint64_t deadline = mono_ms() + (uint64_t) timeout_ms;
-
-        while (!strstr(s->buf + s->seen, text)) {
-                struct pollfd p = { .fd = s->fd, .events = POLLIN };
-                int64_t left = (int64_t) deadline - (int64_t) mono_ms();
-                char chunk[4096];
-                ssize_t k;
-
-                if (left <= 0 || poll(&p, 1, (int) left) <= 0)
-                        return false;
-                k = read(s->fd, chunk, sizeof(chunk));
-                if (k <= 0)
-                        return false;
-                cr_assert(s->buf = realloc(s->buf, s->len + k + 1));
-                memcpy(s->buf + s->len, chunk, k);
-                s->len += k;
-                s->buf[s->len] = '\0';
-        }
-        return true;
-}
-
-/* Reads what has come, without waiting. */
-static void sse_drain(Sse *s) {
-        for (;;) {
-                struct pollfd p = { .fd = s->fd, .events = POLLIN };
-                char chunk[65536];
-                ssize_t k;
-
-                if (poll(&p, 1, 0) <= 0)
-                        return;
-                k = read(s->fd, chunk, sizeof(chunk));
-                if (k <= 0)
-                        return;
-                /* Only the last bytes matter to the callers that drain. */
-                if (s->len > 1024 * 1024) {
-                        s->len = s->seen = 0;
-                        s->buf[0] = '\0';
-                }
-                cr_assert(s->buf = realloc(s->buf, s->len + k + 1));
-                memcpy(s->buf + s->len, chunk, k);
-                s->len += k;
-                s->buf[s->len] = '\0';
-        }
-}
-
-/* The next event (up to its blank line) after what was seen, within timeout_ms, as a string (kept); NULL if none. */
-static const char* sse_next(Sse *s, int timeout_ms) {
-        const char *start, *end;
-
-        /* Comments (keep-alives, the greeting) are not events. */
-        for (;;) {
-                if (!sse_wait(s, "\n\n", timeout_ms))
-                        return NULL;
-                start = s->buf + s->seen;
-                end = strstr(start, "\n\n");
-                s->seen = end + 2 - s->buf;
-                if (start[0] != ':')
-                        return keep(strndup(start, end - start));
-        }
-}
-
-/* sse_next() without keeping the event: true when one came within timeout_ms. */
-static bool sse_skip_event(Sse *s, int timeout_ms) {
-        for (;;) {
-                const char *start;
-
-                if (!sse_wait(s, "\n\n", timeout_ms))
-                        return false;
-                start = s->buf + s->seen;
-                s->seen = strstr(start, "\n\n") + 2 - s->buf;
-                if (start[0] != ':')
-                        break;
-        }
-        /* What was skipped is not kept: thousands of events must not make every read copy megabytes. */
-        memmove(s->buf, s->buf + s->seen, s->len - s->seen + 1);
-        s->len -= s->seen;
-        s->seen = 0;
-        return true;
-}
-
-static void sse_close(Sse *s) {
-        kill(s->pid, SIGTERM);
-        (void) curl_wait(s->pid);
-        close(s->fd);
-        free(s->buf);
-        free(s);
-}
-
-static const char* event_text(int64_t id, const char *channel, const char *data) {
-        return hdr("id: %" PRId64 "\nevent: %s\ndata: %s", id, channel, data);
 }
 
 Test(http, sse_delivers_publishes) {
@@ -534,16 +409,16 @@ Test(http, sse_delivers_publishes) {
         json_object_put(st);
 
         id = socket_publish(c, "jobs:kanban", "{\"event\":\"job-completed\",\"id\":7}");
-        cr_assert_str_eq(sse_next(s, 5000), event_text(id, "jobs:kanban", "{\"event\":\"job-completed\",\"id\":7}"));
+        cr_assert_str_eq(sse_next(s, 5000), sse_event_text(id, "jobs:kanban", "{\"event\":\"job-completed\",\"id\":7}"));
         id = socket_publish(c, "alerts:disk", "\"full\"");
-        cr_assert_str_eq(sse_next(s, 5000), event_text(id, "alerts:disk", "\"full\""));
+        cr_assert_str_eq(sse_next(s, 5000), sse_event_text(id, "alerts:disk", "\"full\""));
         /* Not subscribed: not sent. */
         (void) socket_publish(c, "other", "1");
         /* An HTTP publish too. */
         Http *h = http(d->webhook_port, "POST", "/v1/channels/jobs:kanban", "[1,2]", "-H", AUTH, NULL);
         id = jint(h->json, "eventId");
         http_free(h);
-        cr_assert_str_eq(sse_next(s, 5000), event_text(id, "jobs:kanban", "[1,2]"));
+        cr_assert_str_eq(sse_next(s, 5000), sse_event_text(id, "jobs:kanban", "[1,2]"));
         cr_assert_null(sse_next(s, 300));
         cr_assert(strstr(s->buf, "\nevent: other\n") == NULL);
 
@@ -597,16 +472,16 @@ Test(http, sse_last_event_id_replays) {
 
         /* Header (as a browser reconnects): what came after it, in eventId order over a wildcard, then live. */
         s = sse_open(d->webhook_port, "channel=jobs:*", hdr("Last-Event-ID: %" PRId64, ids[1]));
-        cr_assert_str_eq(sse_next(s, 5000), event_text(ids[2], "jobs:a", "3"));
-        cr_assert_str_eq(sse_next(s, 5000), event_text(ids[3], "jobs:b", "4"));
+        cr_assert_str_eq(sse_next(s, 5000), sse_event_text(ids[2], "jobs:a", "3"));
+        cr_assert_str_eq(sse_next(s, 5000), sse_event_text(ids[3], "jobs:b", "4"));
         int64_t live = socket_publish(c, "jobs:c", "5");
-        cr_assert_str_eq(sse_next(s, 5000), event_text(live, "jobs:c", "5"));
+        cr_assert_str_eq(sse_next(s, 5000), sse_event_text(live, "jobs:c", "5"));
         sse_close(s);
 
         /* The query, channel by channel as subscribes with lastEventId would. */
         s = sse_open(d->webhook_port, hdr("channel=jobs:b&channel=jobs:a&lastEventId=%" PRId64, ids[1]), NULL);
-        cr_assert_str_eq(sse_next(s, 5000), event_text(ids[3], "jobs:b", "4"));
-        cr_assert_str_eq(sse_next(s, 5000), event_text(ids[2], "jobs:a", "3"));
+        cr_assert_str_eq(sse_next(s, 5000), sse_event_text(ids[3], "jobs:b", "4"));
+        cr_assert_str_eq(sse_next(s, 5000), sse_event_text(ids[2], "jobs:a", "3"));
         cr_assert_null(sse_next(s, 300));
         sse_close(s);
 
@@ -822,18 +697,18 @@ Test(http, stream_token_opens_a_stream) {
         s = sse_open_as(d->webhook_port, hdr("channel=board:news&token=%s", token), NULL, NULL);
         cr_assert(sse_wait(s, ": photond event stream\n\n", 5000), "no greeting: %s", s->buf);
         id = socket_publish(c, "board:news", "{\"n\":2}");
-        cr_assert_str_eq(sse_next(s, 5000), event_text(id, "board:news", "{\"n\":2}"));
+        cr_assert_str_eq(sse_next(s, 5000), sse_event_text(id, "board:news", "{\"n\":2}"));
         sse_close(s);
 
         /* Replay as with the header: lastEventId in the query, or Last-Event-ID as a browser reconnecting sends
          * it; the same token, again (it is not used up). */
         s = sse_open_as(d->webhook_port, hdr("channel=board:news&token=%s&lastEventId=%" PRId64, token, first), NULL,
                         NULL);
-        cr_assert_str_eq(sse_next(s, 5000), event_text(id, "board:news", "{\"n\":2}"));
+        cr_assert_str_eq(sse_next(s, 5000), sse_event_text(id, "board:news", "{\"n\":2}"));
         sse_close(s);
         s = sse_open_as(d->webhook_port, hdr("channel=board:news&token=%s", token), NULL,
                         hdr("Last-Event-ID: %" PRId64, first));
-        cr_assert_str_eq(sse_next(s, 5000), event_text(id, "board:news", "{\"n\":2}"));
+        cr_assert_str_eq(sse_next(s, 5000), sse_event_text(id, "board:news", "{\"n\":2}"));
         sse_close(s);
 
         /* A good Authorization header decides on its own; a bad one is not rescued by a good stream token. */
