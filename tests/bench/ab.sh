@@ -40,16 +40,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-stop_server() {
-        local pid=$1 state
-        kill "$pid" 2>/dev/null || return 0
-        for _ in $(seq 200); do
-                state=$(sed 's/^.*) \(.\).*/\1/' "/proc/$pid/stat" 2>/dev/null) || return 0
-                [ "$state" = Z ] && return 0
-                sleep 0.05
-        done
-        kill -9 "$pid" 2>/dev/null || true
-}
+. "$(dirname "$0")/bench-lib.sh"
 
 n=0
 # run BINARY ROWFILE ARGS...: one run against a fresh photond (READY=1 through photon-bench start).

@@ -29,22 +29,8 @@
 # Servers are started through `photon-bench start`, which returns when they send READY=1, and stopped on exit.
 set -euo pipefail
 
-src=$(cd "$(dirname "$0")/../.." && pwd)
-photond=${1:-}
-bench=${2:-}
-if [ -z "$photond" ]; then
-        for d in "$src/build-release" "$src/build" "$src"/build-*; do
-                if [ -x "$d/src/photond" ] && [ -x "$d/tests/bench/photon-bench" ]; then
-                        photond=$d/src/photond
-                        break
-                fi
-        done
-fi
-[ -n "$photond" ] && [ -x "$photond" ] || { echo "run.sh: no photond found; pass its path" >&2; exit 2; }
-photond=$(realpath "$photond")
-builddir=$(dirname "$(dirname "$photond")")
-[ -n "$bench" ] || bench=$builddir/tests/bench/photon-bench
-[ -x "$bench" ] || { echo "run.sh: no photon-bench at $bench; pass its path" >&2; exit 2; }
+. "$(dirname "$0")/bench-lib.sh"
+bench_find_builds run.sh "${1:-}" "${2:-}"
 scenarios=${SCENARIOS:-fanout conns locks webhook}
 # busypoll and webhook measure photond alone
 if [[ " $scenarios " =~ \ (fanout|conns|locks)\  ]]; then
@@ -82,17 +68,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Wait until a server we started (not our child: photon-bench start forked it) is gone.
-stop_server() {
-        local pid=$1 state
-        kill "$pid" 2>/dev/null || return 0
-        for _ in $(seq 200); do
-                state=$(sed 's/^.*) \(.\).*/\1/' "/proc/$pid/stat" 2>/dev/null) || return 0
-                [ "$state" = Z ] && return 0
-                sleep 0.05
-        done
-        kill -9 "$pid" 2>/dev/null || true
-}
 
 run_n=0
 # Extra environment for photond: the "busy polling off" rows set PHOTOND_BUSY_POLL_US=0 (photond(8)).
