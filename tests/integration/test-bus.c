@@ -463,6 +463,22 @@ Test(bus, cluster_publish_waits_for_redis) {
         tmpdir_remove(dir);
 }
 
+/* "deploy" locked for "ci" through ca's node in cluster mode, as soon as the node's lock connection is up: the
+ * reply. */
+static struct json_object* lock_deploy_in_cluster(Conn *ca) {
+        struct json_object *o;
+
+        for (uint64_t deadline = mono_ms() + 10000;;) {
+                o = conn_request(ca, "l", "{\"type\":\"lock\",\"id\":\"l\",\"lockName\":\"deploy\","
+                                 "\"sessionId\":\"ci\",\"lockTimeout\":60000}");
+                if (jbool(o, "success"))
+                        return o;
+                cr_assert_lt(mono_ms(), deadline, "no lock: %s", json_object_to_json_string(o));
+                json_object_put(o);
+                (void) poll(NULL, 0, 20);
+        }
+}
+
 /* Cluster mode: ListLocks lists the cluster's locks from Redis, a lock taken on another node included, and fails
  * with "Cluster unavailable: …" while Redis is stopped (never the node's own, empty, table). */
 Test(bus, cluster_list_locks_is_the_clusters) {
@@ -481,16 +497,7 @@ Test(bus, cluster_list_locks_is_the_clusters) {
         a = daemon_start(&(DaemonOptions) { .env = (const char*[]) { url_env, "PHOTOND_NODE_ID=node-a", NULL } });
         b = start_on_bus_with((const char*[]) { url_env, "PHOTOND_NODE_ID=node-b", NULL });
         ca = conn_open(a);
-        for (uint64_t deadline = mono_ms() + 10000;;) {
-                o = conn_request(ca, "l", "{\"type\":\"lock\",\"id\":\"l\",\"lockName\":\"deploy\","
-                                 "\"sessionId\":\"ci\",\"lockTimeout\":60000}");
-                if (jbool(o, "success"))
-                        break;
-                /* Until node a's lock connection is up. */
-                cr_assert_lt(mono_ms(), deadline, "no lock: %s", json_object_to_json_string(o));
-                json_object_put(o);
-                (void) poll(NULL, 0, 20);
-        }
+        o = lock_deploy_in_cluster(ca);
         token = jint(o, "data.fencingToken");
         json_object_put(o);
 
@@ -1333,15 +1340,7 @@ Test(bus, cluster_locks_property_counts_the_clusters) {
                                                 NULL });
         props_start(&p);
         ca = conn_open(a);
-        for (uint64_t deadline = mono_ms() + 10000;;) {
-                o = conn_request(ca, "l", "{\"type\":\"lock\",\"id\":\"l\",\"lockName\":\"deploy\","
-                                 "\"sessionId\":\"ci\",\"lockTimeout\":60000}");
-                if (jbool(o, "success"))
-                        break;
-                cr_assert_lt(mono_ms(), deadline, "no lock: %s", json_object_to_json_string(o));
-                json_object_put(o);
-                (void) poll(NULL, 0, 20);
-        }
+        o = lock_deploy_in_cluster(ca);
         json_object_put(o);
 
         i = PROPS_WAIT(&p, 0, "Locks=1 ");
